@@ -1,0 +1,168 @@
+/**
+ * Typed errors with stable codes (STYLE §3). On the wire an error travels as
+ * `{ code, message, ...fields }`; `errorFromWire` rebuilds the class from `code`.
+ * Codes are listed in docs/errors.md.
+ */
+
+export type ErrorCode =
+  | 'KEY_TOO_LARGE'
+  | 'KEY_EMPTY'
+  | 'VALUE_TOO_LARGE'
+  | 'UNAVAILABLE'
+  | 'TIMEOUT'
+  | 'NOT_PRIMARY'
+  | 'STALE_EPOCH'
+  | 'OVERLOADED'
+  | 'OUTCOME_UNKNOWN'
+  | 'MALFORMED_MESSAGE'
+  | 'CONNECTION_CLOSED'
+  | 'UNAUTHORIZED'
+  | 'STORAGE_FAILURE'
+  | 'INVALID_ARGUMENT'
+  | 'INTERNAL';
+
+export interface WireError {
+  readonly code: string;
+  readonly message: string;
+  readonly retryable?: boolean;
+  readonly [field: string]: unknown;
+}
+
+export abstract class DstoreError extends Error {
+  abstract readonly code: ErrorCode;
+  /** True when trying again (after refreshing the cluster map) may succeed. */
+  readonly retryable: boolean = false;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+  toWire(): WireError {
+    return { code: this.code, message: this.message, retryable: this.retryable };
+  }
+}
+
+export class KeyEmptyError extends DstoreError {
+  readonly code = 'KEY_EMPTY';
+  constructor() {
+    super('key is empty; keys are 1..1024 bytes');
+  }
+}
+
+export class KeyTooLargeError extends DstoreError {
+  readonly code = 'KEY_TOO_LARGE';
+  constructor(
+    readonly keyBytes: number,
+    readonly maxKeyBytes: number,
+  ) {
+    super(`key is ${keyBytes} bytes, over the limit of ${maxKeyBytes}`);
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), keyBytes: this.keyBytes, maxKeyBytes: this.maxKeyBytes };
+  }
+}
+
+export class ValueTooLargeError extends DstoreError {
+  readonly code = 'VALUE_TOO_LARGE';
+  constructor(
+    readonly valueBytes: number,
+    readonly maxValueBytes: number,
+  ) {
+    super(`value is ${valueBytes} bytes, over --max-value-bytes=${maxValueBytes}`);
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), valueBytes: this.valueBytes, maxValueBytes: this.maxValueBytes };
+  }
+}
+
+/** The partition cannot serve right now (no primary, too few replicas, cluster forming). */
+export class UnavailableError extends DstoreError {
+  readonly code = 'UNAVAILABLE';
+  override readonly retryable = true;
+}
+
+export class TimeoutError extends DstoreError {
+  readonly code = 'TIMEOUT';
+  override readonly retryable = true;
+}
+
+/** The receiver is not the primary of the partition; refresh the cluster map. */
+export class NotPrimaryError extends DstoreError {
+  readonly code = 'NOT_PRIMARY';
+  override readonly retryable = true;
+}
+
+export class StaleEpochError extends DstoreError {
+  readonly code = 'STALE_EPOCH';
+  override readonly retryable = true;
+}
+
+export class OverloadedError extends DstoreError {
+  readonly code = 'OVERLOADED';
+  override readonly retryable = true;
+}
+
+/** S9: the write may or may not have been applied. Never reported as "failed". */
+export class OutcomeUnknownError extends DstoreError {
+  readonly code = 'OUTCOME_UNKNOWN';
+  override readonly retryable = true;
+}
+
+export class MalformedMessageError extends DstoreError {
+  readonly code = 'MALFORMED_MESSAGE';
+}
+
+export class ConnectionClosedError extends DstoreError {
+  readonly code = 'CONNECTION_CLOSED';
+  override readonly retryable = true;
+}
+
+export class UnauthorizedError extends DstoreError {
+  readonly code = 'UNAUTHORIZED';
+}
+
+export class StorageFailureError extends DstoreError {
+  readonly code = 'STORAGE_FAILURE';
+  override readonly retryable = true;
+}
+
+export class InvalidArgumentError extends DstoreError {
+  readonly code = 'INVALID_ARGUMENT';
+}
+
+export class InternalError extends DstoreError {
+  readonly code = 'INTERNAL';
+}
+
+type Rebuild = (w: WireError) => DstoreError;
+const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
+
+const rebuilders: Record<ErrorCode, Rebuild> = {
+  KEY_EMPTY: () => new KeyEmptyError(),
+  KEY_TOO_LARGE: (w) => new KeyTooLargeError(num(w.keyBytes), num(w.maxKeyBytes)),
+  VALUE_TOO_LARGE: (w) => new ValueTooLargeError(num(w.valueBytes), num(w.maxValueBytes)),
+  UNAVAILABLE: (w) => new UnavailableError(w.message),
+  TIMEOUT: (w) => new TimeoutError(w.message),
+  NOT_PRIMARY: (w) => new NotPrimaryError(w.message),
+  STALE_EPOCH: (w) => new StaleEpochError(w.message),
+  OVERLOADED: (w) => new OverloadedError(w.message),
+  OUTCOME_UNKNOWN: (w) => new OutcomeUnknownError(w.message),
+  MALFORMED_MESSAGE: (w) => new MalformedMessageError(w.message),
+  CONNECTION_CLOSED: (w) => new ConnectionClosedError(w.message),
+  UNAUTHORIZED: (w) => new UnauthorizedError(w.message),
+  STORAGE_FAILURE: (w) => new StorageFailureError(w.message),
+  INVALID_ARGUMENT: (w) => new InvalidArgumentError(w.message),
+  INTERNAL: (w) => new InternalError(w.message),
+};
+
+/** Rebuilds a typed error from its wire form; an unknown code becomes `InternalError`. */
+export function errorFromWire(w: WireError): DstoreError {
+  const rebuild = Object.hasOwn(rebuilders, w.code) ? rebuilders[w.code as ErrorCode] : undefined;
+  return rebuild ? rebuild(w) : new InternalError(`${w.code}: ${w.message}`);
+}
+
+/** The wire form of any thrown value; non-dstore errors become INTERNAL. */
+export function errorToWire(err: unknown): WireError {
+  if (err instanceof DstoreError) return err.toWire();
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'INTERNAL', message, retryable: false };
+}

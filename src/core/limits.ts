@@ -1,0 +1,61 @@
+/**
+ * Every bound of the system, with units (STYLE §4). Relations between them are checked
+ * by `checkLimits`, which every process calls at start.
+ */
+import { assert } from './types.js';
+
+export interface Limits {
+  /** Largest key, in bytes (DESIGN §2). */
+  readonly maxKeyBytes: number;
+  /** Largest value, in bytes (`--max-value-bytes`, default 1 MiB). */
+  readonly maxValueBytes: number;
+  /** Largest frame on the wire, in bytes. */
+  readonly maxFrameBytes: number;
+  /** Frame header and envelope overhead budget, in bytes. */
+  readonly frameOverheadBytes: number;
+  /** Client writes waiting for commit, per partition, before `Overloaded`. */
+  readonly maxPendingWrites: number;
+  /** Reads waiting for confirmation, per partition, before `Overloaded`. */
+  readonly maxPendingReads: number;
+  /** Entries in one prepare message. */
+  readonly maxEntriesPerPrepare: number;
+  /** Bytes of entry payload in one prepare message (soft: one entry always fits). */
+  readonly maxPrepareBytes: number;
+  /** Keys in one scan page. */
+  readonly maxScanPageKeys: number;
+  /** Log entries kept in memory past the point every replica has applied. */
+  readonly logRetainEntries: number;
+}
+
+export const MiB = 1024 * 1024;
+
+export function defaultLimits(overrides: Partial<Limits> = {}): Limits {
+  const maxValueBytes = overrides.maxValueBytes ?? MiB;
+  const frameOverheadBytes = 64 * 1024;
+  const limits: Limits = {
+    maxKeyBytes: 1024,
+    maxValueBytes,
+    frameOverheadBytes,
+    maxFrameBytes: Math.max(4 * MiB, 2 * (maxValueBytes + 1024 + frameOverheadBytes)),
+    maxPendingWrites: 10_000,
+    maxPendingReads: 10_000,
+    maxEntriesPerPrepare: 512,
+    maxPrepareBytes: 2 * MiB,
+    maxScanPageKeys: 1000,
+    logRetainEntries: 1000,
+    ...overrides,
+  };
+  checkLimits(limits);
+  return limits;
+}
+
+export function checkLimits(l: Limits): void {
+  assert(l.maxKeyBytes >= 1, 'maxKeyBytes >= 1');
+  assert(l.maxValueBytes >= 0, 'maxValueBytes >= 0');
+  assert(
+    l.maxFrameBytes >= l.maxKeyBytes + l.maxValueBytes + l.frameOverheadBytes,
+    'maxFrameBytes >= maxKeyBytes + maxValueBytes + frameOverheadBytes',
+  );
+  assert(l.maxPrepareBytes <= l.maxFrameBytes, 'maxPrepareBytes <= maxFrameBytes');
+  assert(l.maxEntriesPerPrepare >= 1, 'maxEntriesPerPrepare >= 1');
+}

@@ -1,0 +1,75 @@
+/**
+ * Core vocabulary of dstore (DESIGN §2, §3, §5): ids, configurations, log entries.
+ * Pure types; no I/O. Ids are branded so an epoch cannot be passed where a seq is meant.
+ */
+
+export type Seq = number & { readonly __brand: 'Seq' };
+export type Epoch = number & { readonly __brand: 'Epoch' };
+export type NodeId = string & { readonly __brand: 'NodeId' };
+export type PartitionId = number & { readonly __brand: 'PartitionId' };
+
+export const seq = (n: number): Seq => n as Seq;
+export const epoch = (n: number): Epoch => n as Epoch;
+export const nodeId = (s: string): NodeId => s as NodeId;
+export const partitionId = (n: number): PartitionId => n as PartitionId;
+
+/** A partition's configuration; one epoch identifies exactly one configuration (S3). */
+export interface Config {
+  readonly partition: PartitionId;
+  readonly epoch: Epoch;
+  readonly primary: NodeId;
+  readonly secondaries: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+}
+
+/** What a log entry does when applied. Puts and deletes are blind (§5.5). */
+export type Op =
+  | { readonly kind: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly kind: 'delete'; readonly key: Uint8Array }
+  /** S6: the first entry a new primary prepares; applying it changes no data. */
+  | { readonly kind: 'epochStart' };
+
+/** Identifies a client request for exactly-once (S10). */
+export interface RequestTag {
+  readonly clientId: string;
+  readonly requestSeq: number;
+}
+
+/** S1: an entry keeps the epoch in which it was first proposed. */
+export interface LogEntry {
+  readonly epoch: Epoch;
+  readonly seq: Seq;
+  readonly op: Op;
+  readonly tag?: RequestTag;
+}
+
+/** The applied value of a key, with the seq of the write that produced it. */
+export interface VersionedValue {
+  readonly value: Uint8Array;
+  readonly version: Seq;
+}
+
+export type Role = 'inactive' | 'primary' | 'secondary' | 'learner';
+
+export function roleIn(config: Config, node: NodeId): Role {
+  if (config.primary === node) return 'primary';
+  if (config.secondaries.includes(node)) return 'secondary';
+  if (config.learners.includes(node)) return 'learner';
+  return 'inactive';
+}
+
+export function assertNever(x: never): never {
+  throw new Error(`unexpected value: ${JSON.stringify(x)}`);
+}
+
+/** Invariant checks stay on in production (STYLE §4). */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new InvariantViolation(message);
+}
+
+export class InvariantViolation extends Error {
+  constructor(message: string) {
+    super(`invariant violated: ${message}`);
+    this.name = 'InvariantViolation';
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The storage backend interface (DESIGN §8). A storage server keeps, per partition it
+ * hosts, a log of entries, the applied state (key → value + version) and metadata, all
+ * in one backend. Every mutation goes through `writeBatch`, which is atomic and, with
+ * `sync: 'batch'`, durable when its promise resolves: this is where group commit happens
+ * (many partitions' appends and applies in one transaction, one fsync).
+ *
+ * Implementations: memory (tests), lmdb (default), redis (issue 4). All pass the one
+ * conformance suite in test/storage/conformance.ts.
+ */
+import type { Config, Epoch, LogEntry, PartitionId, Seq, VersionedValue } from '../core/types.js';
+
+/** Metadata persisted per partition before anything is sent under it (S3). */
+export interface PartitionMeta {
+  /** Highest epoch this replica has adopted. */
+  readonly epoch: Epoch;
+  /** The configuration of that epoch, when known. */
+  readonly config: Config | null;
+}
+
+/** Position of a log entry: S1 identifies an entry by (epoch, seq). */
+export interface LogPosition {
+  readonly seq: Seq;
+  readonly epoch: Epoch;
+}
+
+export type BatchOp =
+  /** Append entries to the partition's log; seqs must follow the log's last seq. */
+  | { readonly kind: 'appendLog'; readonly partition: PartitionId; readonly entries: readonly LogEntry[] }
+  /** S1: delete the log entries with seq >= fromSeq (a conflict with the primary's log). */
+  | { readonly kind: 'truncateLogFrom'; readonly partition: PartitionId; readonly fromSeq: Seq }
+  /** S12: delete the log entries with seq <= base.seq; `base` becomes the log's base position. */
+  | { readonly kind: 'truncateLogTo'; readonly partition: PartitionId; readonly base: LogPosition }
+  /**
+   * Apply entries in order to the partition's data (put: value with version = entry seq;
+   * delete: remove; epochStart: nothing) and set its applied position to the last entry's.
+   * Entries must start right after the current applied seq.
+   */
+  | { readonly kind: 'apply'; readonly partition: PartitionId; readonly entries: readonly LogEntry[] }
+  | { readonly kind: 'setMeta'; readonly partition: PartitionId; readonly meta: PartitionMeta }
+  /** Remove everything of the partition: data, log, metadata. */
+  | { readonly kind: 'dropPartition'; readonly partition: PartitionId };
+
+export interface BatchResult {
+  /** For every applied delete entry: whether the key existed just before it. */
+  readonly deletes: ReadonlyArray<{ readonly partition: PartitionId; readonly seq: Seq; readonly existed: boolean }>;
+}
+
+/** What a backend knows about one partition at open time. */
+export interface PartitionState {
+  readonly partition: PartitionId;
+  readonly meta: PartitionMeta | null;
+  /** Position of the last applied entry ({0,0} when nothing was applied). */
+  readonly applied: LogPosition;
+  /** Position just before the first entry kept in the log ({0,0} when never truncated). */
+  readonly logBase: LogPosition;
+  /** Position of the last entry in the log (equals logBase when the log is empty). */
+  readonly logLast: LogPosition;
+}
+
+export interface ScanPage {
+  readonly keys: readonly Uint8Array[];
+  /** Pass as `afterKey` to get the next page; absent when the scan is complete. */
+  readonly nextAfterKey?: Uint8Array;
+}
+
+export interface SnapshotItem {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+  readonly version: Seq;
+}
+
+/** A point-in-time view of one partition's applied state (S11). */
+export interface Snapshot {
+  /** The applied position the data corresponds to. */
+  readonly applied: LogPosition;
+  /** Data in key order; pages of at most `pageItems`. */
+  items(pageItems: number): AsyncIterable<readonly SnapshotItem[]>;
+  close(): Promise<void>;
+}
+
+export type SyncMode = 'batch' | 'none';
+
+export interface Backend {
+  /** 'memory' | 'lmdb' | 'redis': shown in `nodes`. */
+  readonly kind: string;
+  /** Every partition with any data, log or metadata. */
+  partitions(): Promise<PartitionState[]>;
+  /** Atomic; durable on resolve when sync is 'batch'. Throws StorageFailureError on failure. */
+  writeBatch(ops: readonly BatchOp[]): Promise<BatchResult>;
+  get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined>;
+  /** Keys of the partition in byte order, after `afterKey` (exclusive), at most `limit`. */
+  scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage>;
+  /** Number of keys in the partition's applied state. */
+  count(partition: PartitionId): Promise<number>;
+  /** Log entries with fromSeq <= seq <= toSeq, in order, at most `limit`. */
+  readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]>;
+  snapshot(partition: PartitionId): Promise<Snapshot>;
+  /**
+   * S11: replace the partition's data with a snapshot's, set applied and log base to
+   * `applied`, and empty its log, atomically. `items` yields pages.
+   */
+  installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface BackendOptions {
+  /** Directory for embedded backends (lmdb). */
+  readonly dataDir?: string;
+  readonly sync?: SyncMode;
+}

@@ -8,38 +8,10 @@
  * Implementations: memory (tests), lmdb (default), redis (issue 4). All pass the one
  * conformance suite in test/storage/conformance.ts.
  */
-import type { Config, Epoch, LogEntry, PartitionId, Seq, VersionedValue } from '../core/types.js';
+import type { LogEntry, PartitionId, Seq, VersionedValue } from '../core/types.js';
 
-/** Metadata persisted per partition before anything is sent under it (S3). */
-export interface PartitionMeta {
-  /** Highest epoch this replica has adopted. */
-  readonly epoch: Epoch;
-  /** The configuration of that epoch, when known. */
-  readonly config: Config | null;
-}
-
-/** Position of a log entry: S1 identifies an entry by (epoch, seq). */
-export interface LogPosition {
-  readonly seq: Seq;
-  readonly epoch: Epoch;
-}
-
-export type BatchOp =
-  /** Append entries to the partition's log; seqs must follow the log's last seq. */
-  | { readonly kind: 'appendLog'; readonly partition: PartitionId; readonly entries: readonly LogEntry[] }
-  /** S1: delete the log entries with seq >= fromSeq (a conflict with the primary's log). */
-  | { readonly kind: 'truncateLogFrom'; readonly partition: PartitionId; readonly fromSeq: Seq }
-  /** S12: delete the log entries with seq <= base.seq; `base` becomes the log's base position. */
-  | { readonly kind: 'truncateLogTo'; readonly partition: PartitionId; readonly base: LogPosition }
-  /**
-   * Apply entries in order to the partition's data (put: value with version = entry seq;
-   * delete: remove; epochStart: nothing) and set its applied position to the last entry's.
-   * Entries must start right after the current applied seq.
-   */
-  | { readonly kind: 'apply'; readonly partition: PartitionId; readonly entries: readonly LogEntry[] }
-  | { readonly kind: 'setMeta'; readonly partition: PartitionId; readonly meta: PartitionMeta }
-  /** Remove everything of the partition: data, log, metadata. */
-  | { readonly kind: 'dropPartition'; readonly partition: PartitionId };
+export type { BatchOp, LogPosition, PartitionMeta } from '../core/replica/ops.js';
+import type { BatchOp, LogPosition, PartitionMeta } from '../core/replica/ops.js';
 
 export interface BatchResult {
   /** For every applied delete entry: whether the key existed just before it. */

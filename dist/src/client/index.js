@@ -1,2 +1,14 @@
-export const x = 1;
+/**
+ * The dstore client library: `import { connect } from 'dstore'`.
+ *
+ * ```ts
+ * const db = await connect('127.0.0.1:7000');
+ * const version = await db.put('greeting', 'hello');
+ * const got = await db.get('greeting'); // { value: Uint8Array, version } | undefined
+ * await db.delete('greeting');          // true if it existed
+ * await db.close();
+ * ```
+ */
+export { connect } from './client.js';
+export * from '../core/errors.js';
 //# sourceMappingURL=index.js.map

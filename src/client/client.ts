@@ -1,0 +1,213 @@
+/**
+ * The client library (DESIGN §1, §3, S9): routes each request to its partition's primary
+ * from a cached cluster map, refreshes the map on NOT_PRIMARY / UNAVAILABLE / lost
+ * connections, and retries with backoff until the call's deadline. Every write carries
+ * (clientId, requestSeq) and keeps them across retries, so the primary can recognise a
+ * retry (S10). A write that may have reached a primary and then failed is reported as
+ * OutcomeUnknownError, never as failed.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  ConnectionClosedError,
+  DstoreError,
+  InvalidArgumentError,
+  KeyEmptyError,
+  KeyTooLargeError,
+  OutcomeUnknownError,
+  TimeoutError,
+  UnavailableError,
+} from '../core/errors.js';
+import { defaultLimits } from '../core/limits.js';
+import { partitionOf } from '../core/partitioning.js';
+import { DelReply, DumpReply, GetReply, MapReply, PutReply, ScanReply, validator } from '../rpc/messages.js';
+import { RpcPool } from '../rpc/transport.js';
+import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
+
+export interface ConnectOptions {
+  /** Deadline of each call including retries, in ms (default 10000). */
+  readonly timeoutMs?: number;
+  /** Shared secret of the cluster (--cluster-token / DSTORE_CLUSTER_TOKEN). */
+  readonly clusterToken?: string;
+}
+
+const mapReply = validator(MapReply);
+const putReply = validator(PutReply);
+const delReply = validator(DelReply);
+const getReply = validator(GetReply);
+const scanReply = validator(ScanReply);
+const dumpReply = validator(DumpReply);
+
+const encoder = new TextEncoder();
+const toBytes = (x: Uint8Array | string): Uint8Array => (typeof x === 'string' ? encoder.encode(x) : x);
+
+/** A write error is definite only when no primary could have received it (S9). */
+function mayHaveApplied(err: unknown): boolean {
+  if (!(err instanceof DstoreError)) return true;
+  return err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'OUTCOME_UNKNOWN' || err.code === 'INTERNAL';
+}
+
+export class Client implements Db {
+  private readonly pool: RpcPool;
+  private map: MapReply | undefined;
+  private mapFetch: Promise<MapReply> | undefined;
+  private readonly clientId = randomBytes(8).toString('hex');
+  private requestSeq = 0;
+  private readonly limits = defaultLimits();
+  private closed = false;
+
+  constructor(
+    private readonly nameserver: string,
+    private readonly opts: Required<Pick<ConnectOptions, 'timeoutMs'>> & ConnectOptions,
+  ) {
+    this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes });
+  }
+
+  async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
+    const k = this.checkKey(key);
+    const tag = { cid: this.clientId, rs: ++this.requestSeq };
+    const reply = await this.routed(k, { t: 'put', key: k, value: toBytes(value), ...tag }, true);
+    return decodeOrThrow(putReply, reply).version;
+  }
+
+  async get(key: Uint8Array | string): Promise<GetResult | undefined> {
+    const k = this.checkKey(key);
+    const reply = decodeOrThrow(getReply, await this.routed(k, { t: 'get', key: k }, false));
+    return reply.found ? { value: reply.value, version: reply.version } : undefined;
+  }
+
+  async delete(key: Uint8Array | string): Promise<boolean> {
+    const k = this.checkKey(key);
+    const tag = { cid: this.clientId, rs: ++this.requestSeq };
+    const reply = await this.routed(k, { t: 'del', key: k, ...tag }, true);
+    return decodeOrThrow(delReply, reply).existed;
+  }
+
+  async *scan(): AsyncIterable<Uint8Array> {
+    const map = await this.currentMap();
+    for (let p = 0; p < map.partitions; p++) {
+      let after: Uint8Array | undefined;
+      for (let page = 0; page < 10_000_000; page++) {
+        const body = after ? { t: 'scan', p, after, limit: 1000 } : { t: 'scan', p, limit: 1000 };
+        const reply = decodeOrThrow(scanReply, await this.withRetry(p, body, false));
+        yield* reply.keys;
+        if (!reply.next) break;
+        after = reply.next;
+      }
+    }
+  }
+
+  async nodes(): Promise<ClusterInfo> {
+    return (await this.nameserverCall({ t: 'nodes', token: this.opts.clusterToken })) as ClusterInfo;
+  }
+
+  async dump(options: { limit?: number } = {}): Promise<StorageDump[]> {
+    const limit = options.limit ?? 100;
+    const info = await this.nodes();
+    const storage = info.nodes.filter((n) => n.role === 'storage');
+    return Promise.all(
+      storage.map(async (n): Promise<StorageDump> => {
+        try {
+          const raw = await this.pool.get(n.address).call({ t: 'dump', limit }, { timeoutMs: this.opts.timeoutMs });
+          const d = decodeOrThrow(dumpReply, raw);
+          return { nodeId: d.nodeId, address: n.address, keyCount: d.keyCount, keys: d.keys, truncated: d.truncated };
+        } catch (err) {
+          return { nodeId: n.id, address: n.address, keyCount: 0, keys: [], truncated: false, error: (err as Error).message };
+        }
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.pool.close();
+  }
+
+  // ---- routing and retries ----
+
+  private checkKey(key: Uint8Array | string): Uint8Array {
+    const k = toBytes(key);
+    if (k.length === 0) throw new KeyEmptyError();
+    if (k.length > this.limits.maxKeyBytes) throw new KeyTooLargeError(k.length, this.limits.maxKeyBytes);
+    return k;
+  }
+
+  private async routed(key: Uint8Array, body: Record<string, unknown>, isWrite: boolean): Promise<unknown> {
+    const map = await this.currentMap();
+    const p = partitionOf(key, map.partitions);
+    return this.withRetry(p, { ...body, p }, isWrite);
+  }
+
+  /** Sends to the partition's primary; on a retryable error refreshes the map, backs off and tries again. */
+  private async withRetry(p: number, body: Record<string, unknown>, isWrite: boolean): Promise<unknown> {
+    const deadline = Date.now() + this.opts.timeoutMs;
+    let delayMs = 10;
+    let maybeApplied = false;
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 10_000; attempt++) {
+      if (this.closed) throw new ConnectionClosedError('client closed');
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      try {
+        const map = attempt === 0 ? await this.currentMap() : await this.refreshMap();
+        const address = primaryAddress(map, p);
+        return await this.pool.get(address).call({ ...body, p }, { timeoutMs: remaining });
+      } catch (err) {
+        lastError = err;
+        if (isWrite && mayHaveApplied(err)) maybeApplied = true;
+        if (!(err instanceof DstoreError) || !err.retryable) throw err;
+      }
+      await sleep(Math.min(delayMs, Math.max(0, deadline - Date.now())));
+      delayMs = Math.min(delayMs * 2, 500);
+    }
+    if (maybeApplied) {
+      throw new OutcomeUnknownError(`write to partition ${p} did not complete within ${this.opts.timeoutMs} ms; it may or may not have been applied`, { cause: lastError });
+    }
+    if (lastError instanceof DstoreError && lastError.code !== 'TIMEOUT') throw lastError;
+    throw new TimeoutError(`partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`, { cause: lastError });
+  }
+
+  private async currentMap(): Promise<MapReply> {
+    return this.map?.formed ? this.map : this.refreshMap();
+  }
+
+  /** One map fetch at a time; concurrent callers share it. */
+  private refreshMap(): Promise<MapReply> {
+    this.mapFetch ??= (async () => {
+      try {
+        const raw = await this.nameserverCall({ t: 'map', token: this.opts.clusterToken });
+        this.map = decodeOrThrow(mapReply, raw);
+        return this.map;
+      } finally {
+        this.mapFetch = undefined;
+      }
+    })();
+    return this.mapFetch;
+  }
+
+  private nameserverCall(body: unknown): Promise<unknown> {
+    return this.pool.get(this.nameserver).call(body, { timeoutMs: this.opts.timeoutMs });
+  }
+}
+
+function primaryAddress(map: MapReply, p: number): string {
+  if (!map.formed) throw new UnavailableError(`the cluster is not formed yet: waiting for storage servers to register`);
+  const config = map.configs[p];
+  if (!config) throw new UnavailableError(`partition ${p} has no configuration`);
+  const address = map.addresses[config.primary];
+  if (!address) throw new UnavailableError(`no address known for ${config.primary}, primary of partition ${p}`);
+  return address;
+}
+
+function decodeOrThrow<T>(v: { decode(x: unknown): { ok: true; value: T } | { ok: false; reason: string } }, raw: unknown): T {
+  const d = v.decode(raw);
+  if (!d.ok) throw new InvalidArgumentError(`malformed reply from the cluster: ${d.reason}`);
+  return d.value;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Connects to a cluster through its nameserver (`host:port`). */
+export async function connect(nameserver: string, options: ConnectOptions = {}): Promise<Db> {
+  if (!/^[^\s:]+:\d{1,5}$/.test(nameserver)) throw new InvalidArgumentError(`nameserver address ${JSON.stringify(nameserver)} is not HOST:PORT`);
+  return new Client(nameserver, { ...options, timeoutMs: options.timeoutMs ?? 10_000 });
+}

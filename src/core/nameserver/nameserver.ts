@@ -1,0 +1,249 @@
+/**
+ * The nameserver state machine (DESIGN §3, §4, §6, S3, S5, S15): membership, liveness,
+ * the cluster map, and every reconfiguration.
+ *
+ * Inputs: registrations, heartbeats (with each replica's progress), ticks (time).
+ * Outputs: the replies, and `mapChanged` when the persisted map must be written before the
+ * replies go out (S3: a configuration is persisted before it is announced).
+ *
+ * Invariants: a partition's epoch only grows and is never reused (S3); a new primary is a
+ * live secondary of the current configuration, or, when every member restarted, the
+ * reporting member with the highest (last entry epoch, seq) (S5); the last member of a
+ * configuration is never removed; no failover while fewer than half the registered storage
+ * servers are alive (S15).
+ */
+import { initialPlacement } from '../partitioning.js';
+import type { ReplicaProgress } from '../replica/replica.js';
+import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
+
+export interface ClusterSettings {
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas: number;
+  /** Storage servers that must have registered before the map is created. */
+  readonly initialNodes: number;
+}
+
+/** What the nameserver persists (S15). */
+export interface PersistedMap {
+  readonly formatVersion: 1;
+  readonly clusterId: string;
+  readonly settings: ClusterSettings;
+  readonly version: number;
+  /** Empty until the cluster is formed. */
+  readonly configs: readonly Config[];
+  /** Every storage server ever registered: id → advertised address. */
+  readonly nodes: Readonly<Record<string, { address: string; backend: string }>>;
+}
+
+export interface NodeRecord {
+  readonly id: NodeId;
+  address: string;
+  backend: string;
+  incarnation: string;
+  /** When this incarnation registered (nameserver clock). */
+  registeredMs: number;
+  lastHeartbeatMs: number;
+  /** Uptime the node reported. */
+  uptimeMs: number;
+  /** Progress of this incarnation, per partition; empty until its first heartbeat. */
+  progress: Map<PartitionId, ReplicaProgress>;
+  keys: number;
+  durable: boolean;
+}
+
+export interface Registration {
+  readonly nodeId: NodeId;
+  readonly address: string;
+  readonly backend: string;
+  readonly incarnation: string;
+  /** False for the memory backend or --sync none (S4). */
+  readonly durable: boolean;
+}
+
+export interface Heartbeat {
+  readonly nodeId: NodeId;
+  readonly incarnation: string;
+  readonly uptimeMs: number;
+  readonly keys: number;
+  readonly progress: readonly ReplicaProgress[];
+}
+
+export type HeartbeatReply =
+  | { readonly kind: 'ok'; readonly mapVersion: number; readonly configs: readonly Config[] }
+  /** The nameserver does not know this incarnation (it restarted, or the node did): register again. */
+  | { readonly kind: 'register' };
+
+export interface NameserverOptions {
+  readonly deadAfterMs: number;
+}
+
+export class Nameserver {
+  map: PersistedMap;
+  readonly nodes = new Map<NodeId, NodeRecord>();
+  private readonly opts: NameserverOptions;
+  private readonly startedMs: number;
+
+  constructor(map: PersistedMap, opts: NameserverOptions, nowMs: number) {
+    this.map = map;
+    this.opts = opts;
+    this.startedMs = nowMs;
+    // S15: every node we knew is treated as alive for one --dead-after-ms.
+    for (const [id, n] of Object.entries(map.nodes)) {
+      this.nodes.set(id as NodeId, {
+        id: id as NodeId,
+        address: n.address,
+        backend: n.backend,
+        incarnation: '',
+        registeredMs: nowMs,
+        lastHeartbeatMs: nowMs,
+        uptimeMs: 0,
+        progress: new Map(),
+        keys: 0,
+        durable: true,
+      });
+    }
+  }
+
+  static newMap(clusterId: string, settings: ClusterSettings): PersistedMap {
+    assert(settings.replicas >= 1, 'replicas >= 1');
+    assert(settings.minWriteReplicas >= 1 && settings.minWriteReplicas <= settings.replicas, '1 <= minWriteReplicas <= replicas');
+    assert(settings.initialNodes >= settings.replicas, 'initialNodes >= replicas');
+    return { formatVersion: 1, clusterId, settings, version: 0, configs: [], nodes: {} };
+  }
+
+  get formed(): boolean {
+    return this.map.configs.length > 0;
+  }
+
+  isAlive(n: NodeRecord, nowMs: number): boolean {
+    return nowMs - n.lastHeartbeatMs <= this.opts.deadAfterMs;
+  }
+
+  /** Returns whether the persisted map changed. */
+  onRegister(r: Registration, nowMs: number): boolean {
+    const existing = this.nodes.get(r.nodeId);
+    const record: NodeRecord = {
+      id: r.nodeId,
+      address: r.address,
+      backend: r.backend,
+      incarnation: r.incarnation,
+      registeredMs: nowMs,
+      lastHeartbeatMs: nowMs,
+      uptimeMs: 0,
+      progress: new Map(),
+      keys: existing?.keys ?? 0,
+      durable: r.durable,
+    };
+    this.nodes.set(r.nodeId, record);
+    const known = this.map.nodes[r.nodeId];
+    if (known && known.address === r.address && known.backend === r.backend) return false;
+    this.map = { ...this.map, version: this.map.version + 1, nodes: { ...this.map.nodes, [r.nodeId]: { address: r.address, backend: r.backend } } };
+    return true;
+  }
+
+  onHeartbeat(h: Heartbeat, nowMs: number): HeartbeatReply {
+    const n = this.nodes.get(h.nodeId);
+    if (!n || n.incarnation !== h.incarnation) return { kind: 'register' };
+    n.lastHeartbeatMs = nowMs;
+    n.uptimeMs = h.uptimeMs;
+    n.keys = h.keys;
+    n.progress = new Map(h.progress.map((p) => [p.partition, p]));
+    return { kind: 'ok', mapVersion: this.map.version, configs: this.configsOf(h.nodeId) };
+  }
+
+  configsOf(node: NodeId): Config[] {
+    return this.map.configs.filter((c) => c.primary === node || c.secondaries.includes(node) || c.learners.includes(node));
+  }
+
+  /** Time passes: form the cluster, replace lost primaries, remove dead secondaries. Returns whether the map changed. */
+  onTick(nowMs: number): boolean {
+    if (!this.formed) return this.maybeForm(nowMs);
+    const registered = [...this.nodes.values()];
+    const alive = registered.filter((n) => this.isAlive(n, nowMs));
+    // S15: no failover while fewer than half the registered storage servers are alive.
+    if (alive.length * 2 < registered.length) return false;
+    let changed = false;
+    const configs = this.map.configs.map((c) => {
+      const next = this.reconfigure(c, nowMs);
+      if (next !== c) changed = true;
+      return next;
+    });
+    if (changed) this.map = { ...this.map, version: this.map.version + 1, configs };
+    return changed;
+  }
+
+  private maybeForm(nowMs: number): boolean {
+    const { settings } = this.map;
+    const alive = [...this.nodes.values()].filter((n) => this.isAlive(n, nowMs) && n.incarnation !== '');
+    if (alive.length < settings.initialNodes) return false;
+    const placement = initialPlacement(alive.map((n) => n.id), settings.partitions, settings.replicas);
+    const configs: Config[] = placement.map((p, i) => ({
+      partition: partitionId(i),
+      epoch: toEpoch(1),
+      primary: p.primary,
+      secondaries: p.secondaries,
+      learners: [],
+    }));
+    this.map = { ...this.map, version: this.map.version + 1, configs };
+    return true;
+  }
+
+  /** The configuration that should replace `c` now, or `c` itself. */
+  private reconfigure(c: Config, nowMs: number): Config {
+    const node = (id: NodeId) => this.nodes.get(id);
+    const aliveNode = (id: NodeId) => {
+      const n = node(id);
+      return n !== undefined && this.isAlive(n, nowMs);
+    };
+    const progressOf = (id: NodeId) => node(id)?.progress.get(c.partition);
+    /** Reported in this epoch as inactive: it restarted and lost its role (S4). */
+    const restarted = (id: NodeId) => {
+      const p = progressOf(id);
+      return p !== undefined && p.epoch === c.epoch && p.role === 'inactive';
+    };
+    const primaryLost = !aliveNode(c.primary) || restarted(c.primary);
+    if (primaryLost) {
+      // S5: only live secondaries active in this configuration; the highest log wins.
+      let candidates = c.secondaries.filter((s) => aliveNode(s) && progressOf(s)?.epoch === c.epoch && progressOf(s)?.role === 'secondary');
+      if (candidates.length === 0) {
+        // S5: if every member restarted, the reporting member with the highest log.
+        const members = [c.primary, ...c.secondaries];
+        const everyMemberRestartedOrDead = members.every((m) => !aliveNode(m) || restarted(m));
+        const reporting = members.filter((m) => aliveNode(m) && restarted(m));
+        const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m));
+        if (everyMemberRestartedOrDead && allReported) candidates = reporting;
+      }
+      if (candidates.length === 0) return c; // S5: stay unavailable, configuration unchanged
+      const best = candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));
+      const secondaries = [c.primary, ...c.secondaries].filter((m) => m !== best && aliveNode(m) && this.mayRejoin(m));
+      return { partition: c.partition, epoch: toEpoch(c.epoch + 1), primary: best, secondaries, learners: c.learners.filter(aliveNode) };
+    }
+    const deadSecondaries = c.secondaries.filter((s) => !aliveNode(s));
+    if (deadSecondaries.length > 0) {
+      // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
+      return { ...c, epoch: toEpoch(c.epoch + 1), secondaries: c.secondaries.filter(aliveNode), learners: c.learners.filter(aliveNode) };
+    }
+    return c;
+  }
+
+  /**
+   * A member that restarted may stay a secondary only if its log survived (S4): the memory
+   * backend and --sync none rejoin as learners (issue 3); until then they are left out.
+   */
+  private mayRejoin(id: NodeId): boolean {
+    const n = this.nodes.get(id);
+    return n !== undefined && n.durable;
+  }
+
+  /** §7: a primary with no secondaries confirms its epoch here. */
+  isCurrent(partition: PartitionId, epoch: number): boolean {
+    return this.map.configs[partition]?.epoch === epoch;
+  }
+}
+
+function compareProgress(a: ReplicaProgress | undefined, b: ReplicaProgress | undefined): number {
+  if (!a || !b) return a ? 1 : b ? -1 : 0;
+  if (a.lastEpoch !== b.lastEpoch) return a.lastEpoch - b.lastEpoch;
+  return a.lastSeq - b.lastSeq;
+}

@@ -1,0 +1,70 @@
+/**
+ * Messages between replicas of one partition (DESIGN §5, §7). Every message carries the
+ * sender's configuration or epoch (S3) so a receiver can fence a deposed primary or adopt
+ * a newer configuration. These are plain data; src/rpc/messages.ts holds their schemas.
+ */
+import type { WireError } from '../errors.js';
+import type { Config, Epoch, LogEntry, PartitionId, Seq } from '../types.js';
+import type { LogPosition } from './log.js';
+
+/** Primary → secondary/learner: entries after `prev`, and the primary's commit point. */
+export interface PrepareMessage {
+  readonly kind: 'prepare';
+  readonly partition: PartitionId;
+  readonly config: Config;
+  /** S1: the entry just before `entries[0]` (or the primary's last entry when `entries` is empty). */
+  readonly prev: LogPosition;
+  readonly entries: readonly LogEntry[];
+  readonly commitSeq: Seq;
+}
+
+/** Secondary → primary: it holds every entry ≤ seq of this primary's log, durably (S1). */
+export interface PrepareAckMessage {
+  readonly kind: 'prepareAck';
+  readonly partition: PartitionId;
+  readonly epoch: Epoch;
+  readonly seq: Seq;
+}
+
+/** Secondary → primary: a gap or a conflict; send entries from `needFromSeq`. */
+export interface PrepareNackMessage {
+  readonly kind: 'prepareNack';
+  readonly partition: PartitionId;
+  readonly epoch: Epoch;
+  readonly needFromSeq: Seq;
+}
+
+/** S3: the receiver has a newer configuration than the sender's; here it is. */
+export interface StaleEpochMessage {
+  readonly kind: 'staleEpoch';
+  readonly partition: PartitionId;
+  readonly config: Config;
+}
+
+/** §7: primary → secondaries, "am I still your primary?", for the reads before `round`. */
+export interface ConfirmMessage {
+  readonly kind: 'confirm';
+  readonly partition: PartitionId;
+  readonly config: Config;
+  readonly round: number;
+}
+
+export interface ConfirmAckMessage {
+  readonly kind: 'confirmAck';
+  readonly partition: PartitionId;
+  readonly epoch: Epoch;
+  readonly round: number;
+}
+
+export type PeerMessage =
+  | PrepareMessage
+  | PrepareAckMessage
+  | PrepareNackMessage
+  | StaleEpochMessage
+  | ConfirmMessage
+  | ConfirmAckMessage;
+
+/** The result of a client request as the core decides it. */
+export type ClientResult =
+  | { readonly kind: 'written'; readonly seq: Seq }
+  | { readonly kind: 'error'; readonly error: WireError };

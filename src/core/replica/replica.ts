@@ -1,0 +1,671 @@
+/**
+ * The replica state machine of one partition on one storage server (DESIGN §5–§7, S1–S8).
+ *
+ * Role: as primary it orders client writes into log entries, prepares them on every
+ * secondary, commits an entry once every secondary and its own disk hold it, applies it and
+ * answers the client; it serves linearizable reads after a confirmation round. As secondary
+ * it appends prepares in order, acks what it holds durably, and applies what is committed.
+ *
+ * Inputs: messages from peers, client requests, the nameserver's configurations, completed
+ * storage writes (`persisted`), `flush` (end of an event-loop turn: send what accumulated)
+ * and `tick` (time passes: resend what was not acked).
+ * Outputs: `persist` (storage batch ops, executed in order), `send`, `reply`, `read`.
+ *
+ * Output ordering contract with the driver: outputs of one partition are executed in order;
+ * a `persist` is asynchronous, and every later output not marked `immediate` waits until it
+ * is durable. This is what makes "persist the epoch before sending under it" (S3), "reply
+ * to a delete after applying it" and "read after applying" hold without more machinery.
+ *
+ * Invariants (asserted): commitSeq never moves back, never passes the log's end; applied
+ * state only holds committed entries (S2); nothing at or below the commit point is ever
+ * truncated (S1).
+ */
+import { type WireError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
+import type { Limits } from '../limits.js';
+import {
+  assert,
+  type Config,
+  type Epoch,
+  type LogEntry,
+  type NodeId,
+  type Op,
+  type PartitionId,
+  type RequestTag,
+  type Role,
+  type Seq,
+  epoch as toEpoch,
+  roleIn,
+  seq as toSeq,
+} from '../types.js';
+import type { BatchOp } from './ops.js';
+import { type LogPosition, LogTail, ZERO_POSITION } from './log.js';
+import type {
+  ClientResult,
+  ConfirmAckMessage,
+  ConfirmMessage,
+  PeerMessage,
+  PrepareAckMessage,
+  PrepareMessage,
+  PrepareNackMessage,
+  StaleEpochMessage,
+} from './messages.js';
+
+export type RequestId = number;
+
+export type ReplicaInput =
+  | { readonly kind: 'configure'; readonly config: Config }
+  | { readonly kind: 'peer'; readonly from: NodeId; readonly message: PeerMessage }
+  | { readonly kind: 'clientWrite'; readonly requestId: RequestId; readonly op: Op; readonly tag?: RequestTag }
+  | { readonly kind: 'clientRead'; readonly requestId: RequestId; readonly key: Uint8Array }
+  /** The persist output with this id is durable. */
+  | { readonly kind: 'persisted'; readonly writeId: number }
+  /** The nameserver says `epoch` is still the partition's current epoch (§7, no secondaries). */
+  | { readonly kind: 'nameserverConfirmed'; readonly round: number; readonly epoch: Epoch }
+  | { readonly kind: 'flush' }
+  | { readonly kind: 'tick'; readonly nowMs: number };
+
+export type ReplicaOutput =
+  /** Write these ops in one batch; when `writeId` is set, feed `persisted` back when durable. */
+  | { readonly kind: 'persist'; readonly ops: readonly BatchOp[]; readonly writeId?: number }
+  | { readonly kind: 'send'; readonly to: NodeId; readonly message: PeerMessage; readonly immediate: boolean }
+  /** Answer a client; `deleteSeq` asks the driver to fill in whether the applied delete found the key. */
+  | { readonly kind: 'reply'; readonly requestId: RequestId; readonly result: ClientResult; readonly immediate: boolean; readonly op?: 'put' | 'delete' }
+  /** Serve a confirmed read from the applied state (after earlier persists). */
+  | { readonly kind: 'read'; readonly requestId: RequestId; readonly key: Uint8Array }
+  | { readonly kind: 'confirmWithNameserver'; readonly round: number; readonly epoch: Epoch }
+  /** Something an operator should know (a peer needs a snapshot, an invariant nearly broke). */
+  | { readonly kind: 'log'; readonly level: 'info' | 'warn' | 'error'; readonly message: string; readonly fields?: Record<string, unknown> };
+
+export interface ReplicaOptions {
+  readonly node: NodeId;
+  readonly partition: PartitionId;
+  readonly minWriteReplicas: number;
+  readonly limits: Limits;
+  /** Re-send un-acked prepares / restart a confirmation round after this long without progress. */
+  readonly resendAfterMs: number;
+}
+
+/** What the backend held for this partition at start (S3, S4). */
+export interface ReplicaRecovery {
+  readonly epoch: Epoch;
+  readonly config: Config | null;
+  readonly applied: LogPosition;
+  readonly logBase: LogPosition;
+  readonly entries: readonly LogEntry[];
+}
+
+interface PeerState {
+  /** Highest seq this peer acked in this epoch. */
+  ackedSeq: Seq;
+  /** Highest seq sent (optimistically) to this peer. */
+  sentSeq: Seq;
+  sentCommitSeq: Seq;
+  lastProgressMs: number;
+}
+
+interface PendingWrite {
+  readonly seq: Seq;
+  readonly requestId: RequestId;
+  readonly op: 'put' | 'delete';
+}
+
+interface PendingRead {
+  readonly requestId: RequestId;
+  readonly key: Uint8Array;
+  /** A confirmation round >= this one, sent after the read arrived, confirms it. */
+  readonly round: number;
+  readonly commitAtArrival: Seq;
+}
+
+interface PendingDurable {
+  readonly writeId: number;
+  upToSeq: Seq;
+}
+
+export class Replica {
+  readonly node: NodeId;
+  readonly partition: PartitionId;
+  private readonly opts: ReplicaOptions;
+
+  epoch: Epoch;
+  config: Config | null;
+  /** S4: false after a restart until a configuration gives this replica a role. */
+  active = false;
+  role: Role = 'inactive';
+  readonly log: LogTail;
+  commitSeq: Seq;
+  appliedSeq: Seq;
+  durableSeq: Seq;
+  nowMs = 0;
+
+  // Secondary state.
+  /** Highest seq known to match the current primary's log in this epoch. */
+  private matchedSeq: Seq;
+  private ackedSeq: Seq;
+  private primaryCommitSeq: Seq;
+
+  // Primary state.
+  private peers = new Map<NodeId, PeerState>();
+  /** S6: seq of this primary's epoch-start entry; it serves once it is committed. */
+  private epochStartSeq: Seq = toSeq(0);
+  private persistedSeq: Seq;
+  private pendingWrites: PendingWrite[] = [];
+  private pendingReads: PendingRead[] = [];
+  private nextRound = 1;
+  private roundInFlight: { round: number; acks: Set<NodeId>; sentMs: number } | null = null;
+
+  private nextWriteId = 1;
+  private pendingDurable: PendingDurable[] = [];
+  /** While false, sends wait for the epoch/config persist (S3). */
+  private metaDurable = true;
+  private metaWriteId = 0;
+
+  constructor(opts: ReplicaOptions, recovery?: ReplicaRecovery) {
+    this.opts = opts;
+    this.node = opts.node;
+    this.partition = opts.partition;
+    const r = recovery ?? { epoch: toEpoch(0), config: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, entries: [] };
+    this.log = new LogTail(r.logBase, r.entries);
+    // S3: on restart the epoch is max(persisted, highest epoch in the log).
+    this.epoch = toEpoch(Math.max(r.epoch, this.log.last.epoch));
+    this.config = r.config;
+    assert(r.applied.seq >= r.logBase.seq, 'applied below the log base');
+    assert(r.applied.seq <= this.log.lastSeq, 'applied past the log');
+    this.appliedSeq = r.applied.seq;
+    this.commitSeq = r.applied.seq;
+    this.durableSeq = this.log.lastSeq;
+    this.persistedSeq = this.log.lastSeq;
+    this.matchedSeq = this.commitSeq;
+    this.ackedSeq = this.commitSeq;
+    this.primaryCommitSeq = this.commitSeq;
+  }
+
+  /** True once this primary may accept writes and serve reads (S6). */
+  get serving(): boolean {
+    return this.active && this.role === 'primary' && this.commitSeq >= this.epochStartSeq && this.epochStartSeq > 0;
+  }
+
+  get lastSeq(): Seq {
+    return this.log.lastSeq;
+  }
+
+  step(input: ReplicaInput): ReplicaOutput[] {
+    const out: ReplicaOutput[] = [];
+    switch (input.kind) {
+      case 'configure':
+        this.onConfigure(input.config, out);
+        break;
+      case 'peer':
+        this.onPeerMessage(input.from, input.message, out);
+        break;
+      case 'clientWrite':
+        this.onClientWrite(input.requestId, input.op, input.tag, out);
+        break;
+      case 'clientRead':
+        this.onClientRead(input.requestId, input.key, out);
+        break;
+      case 'persisted':
+        this.onPersisted(input.writeId, out);
+        break;
+      case 'nameserverConfirmed':
+        if (this.roundInFlight?.round === input.round && input.epoch === this.epoch) this.finishRound(out);
+        break;
+      case 'flush':
+        this.onFlush(out);
+        break;
+      case 'tick':
+        this.onTick(input.nowMs, out);
+        break;
+    }
+    return out;
+  }
+
+  // ---- configurations (S3, S4, S6) ----
+
+  private onConfigure(config: Config, out: ReplicaOutput[]): void {
+    assert(config.partition === this.partition, 'configuration for another partition');
+    if (config.epoch < this.epoch) return; // stale: the nameserver will push the newer one
+    if (config.epoch === this.epoch && this.active) return; // already in effect
+    if (config.epoch === this.epoch) {
+      // S4: after a restart only a secondary or learner may resume in the same epoch; a
+      // restarted primary stays inactive until the nameserver makes a new epoch.
+      const role = roleIn(config, this.node);
+      if (role === 'secondary' || role === 'learner') {
+        this.config = config;
+        this.becomeActive(role, out);
+      }
+      return;
+    }
+    this.adopt(config, out);
+  }
+
+  /** S3: adopt a higher-epoch configuration: persist it, then act under it. */
+  private adopt(config: Config, out: ReplicaOutput[]): void {
+    assert(config.epoch > this.epoch, 'adopting an older configuration');
+    this.failPending(out);
+    // Entries appended as primary but never sent nor persisted are not committed: drop them.
+    if (this.persistedSeq < this.log.lastSeq) this.log.truncateFrom(toSeq(this.persistedSeq + 1));
+    this.epoch = config.epoch;
+    this.config = config;
+    this.metaDurable = false;
+    this.metaWriteId = this.nextWriteId++;
+    out.push({ kind: 'persist', ops: [{ kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } }], writeId: this.metaWriteId });
+    const role = roleIn(config, this.node);
+    // Acks and matches are per epoch: only what is committed is known to match the new primary.
+    this.matchedSeq = this.commitSeq;
+    this.ackedSeq = this.commitSeq;
+    this.primaryCommitSeq = this.commitSeq;
+    this.becomeActive(role, out);
+  }
+
+  private becomeActive(role: Role, out: ReplicaOutput[]): void {
+    this.role = role;
+    this.active = role !== 'inactive';
+    this.peers.clear();
+    this.roundInFlight = null;
+    this.epochStartSeq = toSeq(0);
+    if (role !== 'primary') return;
+    const config = this.config!;
+    for (const peer of [...config.secondaries, ...config.learners]) {
+      // Unknown progress: start from our commit point; a nack moves it back (S1).
+      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs });
+    }
+    // S6: prepare an epoch-start entry after the last entry; it commits everything before it.
+    const entry: LogEntry = { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op: { kind: 'epochStart' } };
+    this.log.append(entry);
+    this.epochStartSeq = entry.seq;
+    out.push({ kind: 'log', level: 'info', message: 'became primary', fields: { partition: this.partition, epoch: this.epoch, epochStartSeq: entry.seq, commitSeq: this.commitSeq } });
+    this.onFlush(out);
+  }
+
+  /** Everything waiting on this replica as primary ends when its epoch ends. */
+  private failPending(out: ReplicaOutput[]): void {
+    for (const w of this.pendingWrites) {
+      // S9: the entry was sent to replicas (or may have been): the outcome is unknown.
+      out.push(this.errorReply(w.requestId, new OutcomeUnknownError(`primary of partition ${this.partition} lost its role before write ${w.seq} committed`).toWire()));
+    }
+    for (const r of this.pendingReads) {
+      out.push(this.errorReply(r.requestId, new NotPrimaryError(`not primary of partition ${this.partition} any more`).toWire()));
+    }
+    this.pendingWrites = [];
+    this.pendingReads = [];
+  }
+
+  // ---- peer messages ----
+
+  private onPeerMessage(from: NodeId, message: PeerMessage, out: ReplicaOutput[]): void {
+    switch (message.kind) {
+      case 'prepare':
+        return this.onPrepare(from, message, out);
+      case 'prepareAck':
+        return this.onPrepareAck(from, message, out);
+      case 'prepareNack':
+        return this.onPrepareNack(from, message, out);
+      case 'staleEpoch':
+        return this.onStaleEpoch(message, out);
+      case 'confirm':
+        return this.onConfirm(from, message, out);
+      case 'confirmAck':
+        return this.onConfirmAck(from, message, out);
+    }
+  }
+
+  /** S3: a message from an older configuration is rejected with ours. */
+  private rejectStale(to: NodeId, out: ReplicaOutput[]): void {
+    if (this.config) out.push(this.send(to, { kind: 'staleEpoch', partition: this.partition, config: this.config }));
+  }
+
+  private onPrepare(from: NodeId, m: PrepareMessage, out: ReplicaOutput[]): void {
+    if (m.config.epoch < this.epoch) return this.rejectStale(from, out);
+    if (m.config.epoch > this.epoch) this.adopt(m.config, out);
+    if (!this.active || (this.role !== 'secondary' && this.role !== 'learner') || m.config.primary !== from) return;
+
+    // S1: append only after the previous entry we hold (or at/below our commit point).
+    const prevHeld = m.prev.seq <= this.commitSeq || this.log.positionAt(m.prev.seq)?.epoch === m.prev.epoch;
+    if (!prevHeld) {
+      const needFromSeq = m.prev.seq > this.log.lastSeq ? toSeq(this.log.lastSeq + 1) : toSeq(this.commitSeq + 1);
+      out.push(this.send(from, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq: toSeq(Math.min(needFromSeq, this.matchedSeq + 1)) }));
+      return;
+    }
+    const appended: LogEntry[] = [];
+    let truncatedFrom: Seq | undefined;
+    let expected = m.prev.seq + 1;
+    for (const entry of m.entries) {
+      if (entry.seq !== expected) break; // malformed run: keep what is contiguous
+      expected++;
+      if (entry.seq <= this.log.base.seq) continue; // applied and dropped: held
+      const held = this.log.at(entry.seq);
+      if (held && held.epoch === entry.epoch) continue; // S1: a duplicate
+      if (held) {
+        // S1: a different entry at this seq: drop it and everything after it.
+        if (entry.seq <= this.commitSeq) {
+          out.push({ kind: 'log', level: 'error', message: 'FATAL: conflicting entry at or below the commit point', fields: { partition: this.partition, seq: entry.seq, commitSeq: this.commitSeq } });
+          assert(false, `S1: conflict at seq ${entry.seq} <= commitSeq ${this.commitSeq}`);
+        }
+        this.log.truncateFrom(entry.seq);
+        truncatedFrom ??= entry.seq;
+        this.onTruncated(entry.seq);
+      }
+      if (entry.seq !== this.log.lastSeq + 1) break;
+      this.log.append(entry);
+      appended.push(entry);
+    }
+    const coveredSeq = toSeq(expected - 1);
+    if (coveredSeq > this.matchedSeq) this.matchedSeq = coveredSeq;
+    if (m.commitSeq > this.primaryCommitSeq) this.primaryCommitSeq = m.commitSeq;
+
+    if (truncatedFrom !== undefined || appended.length > 0) {
+      const ops: BatchOp[] = [];
+      if (truncatedFrom !== undefined) ops.push({ kind: 'truncateLogFrom', partition: this.partition, fromSeq: truncatedFrom });
+      if (appended.length > 0) ops.push({ kind: 'appendLog', partition: this.partition, entries: appended });
+      this.persistLog(ops, out);
+    }
+    this.ackAndApply(from, out);
+  }
+
+  /** A truncation makes un-synced notions of durability above it void. */
+  private onTruncated(fromSeq: Seq): void {
+    const below = toSeq(fromSeq - 1);
+    if (this.durableSeq > below) this.durableSeq = below;
+    if (this.persistedSeq > below) this.persistedSeq = below;
+    if (this.matchedSeq > below) this.matchedSeq = below;
+    for (const p of this.pendingDurable) if (p.upToSeq > below) p.upToSeq = below;
+  }
+
+  private persistLog(ops: BatchOp[], out: ReplicaOutput[]): void {
+    const writeId = this.nextWriteId++;
+    this.pendingDurable.push({ writeId, upToSeq: this.log.lastSeq });
+    this.persistedSeq = this.log.lastSeq;
+    out.push({ kind: 'persist', ops, writeId });
+  }
+
+  /** Secondary: ack what we hold durably and match (S1), apply what is committed (S2). */
+  private ackAndApply(primary: NodeId, out: ReplicaOutput[]): void {
+    const ackable = toSeq(Math.min(this.matchedSeq, this.durableSeq));
+    if (ackable > this.ackedSeq) {
+      this.ackedSeq = ackable;
+      out.push(this.send(primary, { kind: 'prepareAck', partition: this.partition, epoch: this.epoch, seq: ackable }));
+    }
+    // S2: apply only entries that are committed and that we acked to this primary.
+    const target = toSeq(Math.min(this.primaryCommitSeq, this.ackedSeq));
+    if (target > this.commitSeq) this.commitSeq = target;
+    this.applyUpTo(target, out);
+  }
+
+  private applyUpTo(target: Seq, out: ReplicaOutput[]): void {
+    if (target <= this.appliedSeq) return;
+    assert(target <= this.commitSeq, 'S2: applying past the commit point');
+    const entries = this.log.slice(toSeq(this.appliedSeq + 1), target, Number.MAX_SAFE_INTEGER);
+    assert(entries.length === target - this.appliedSeq, 'applying entries missing from the log');
+    this.appliedSeq = target;
+    out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: this.partition, entries }] });
+    this.maybeTruncate(out);
+  }
+
+  private onPersisted(writeId: number, out: ReplicaOutput[]): void {
+    if (writeId === this.metaWriteId) this.metaDurable = true;
+    while (this.pendingDurable.length > 0 && this.pendingDurable[0]!.writeId <= writeId) {
+      const p = this.pendingDurable.shift()!;
+      if (p.upToSeq > this.durableSeq) this.durableSeq = p.upToSeq;
+    }
+    if (!this.active) return;
+    if (this.role === 'primary') this.advanceCommit(out);
+    else if (this.config) this.ackAndApply(this.config.primary, out);
+  }
+
+  private onPrepareAck(from: NodeId, m: PrepareAckMessage, out: ReplicaOutput[]): void {
+    if (m.epoch !== this.epoch || this.role !== 'primary') return; // another configuration's ack
+    const peer = this.peers.get(from);
+    if (!peer) return;
+    if (m.seq > peer.ackedSeq) {
+      peer.ackedSeq = m.seq;
+      peer.lastProgressMs = this.nowMs;
+    }
+    if (peer.sentSeq < peer.ackedSeq) peer.sentSeq = peer.ackedSeq;
+    this.advanceCommit(out);
+  }
+
+  private onPrepareNack(from: NodeId, m: PrepareNackMessage, out: ReplicaOutput[]): void {
+    if (m.epoch !== this.epoch || this.role !== 'primary') return;
+    const peer = this.peers.get(from);
+    if (!peer) return;
+    if (m.needFromSeq <= this.log.base.seq) {
+      // TODO(issue 3): the entries are gone: the peer must relearn from a snapshot (S11, S12).
+      out.push({ kind: 'log', level: 'warn', message: 'peer needs entries that were truncated; it needs a snapshot', fields: { partition: this.partition, peer: from, needFromSeq: m.needFromSeq, logBase: this.log.base.seq } });
+      return;
+    }
+    peer.sentSeq = toSeq(Math.min(peer.sentSeq, m.needFromSeq - 1));
+    peer.lastProgressMs = this.nowMs;
+  }
+
+  private onStaleEpoch(m: StaleEpochMessage, out: ReplicaOutput[]): void {
+    if (m.config.epoch > this.epoch && m.config.partition === this.partition) this.adopt(m.config, out);
+  }
+
+  /** Primary: commit what every secondary and our own disk hold (§5.4, S8). */
+  private advanceCommit(out: ReplicaOutput[]): void {
+    if (this.role !== 'primary' || !this.active) return;
+    const config = this.config!;
+    if (1 + config.secondaries.length < this.minWriteReplicas) return; // S8
+    let candidate = Math.min(this.durableSeq, this.log.lastSeq);
+    for (const s of config.secondaries) candidate = Math.min(candidate, this.peers.get(s)?.ackedSeq ?? 0);
+    if (candidate <= this.commitSeq) return;
+    const before = this.commitSeq;
+    this.commitSeq = toSeq(candidate);
+    assert(this.commitSeq >= before, 'commit point moved back');
+    assert(this.commitSeq <= this.log.lastSeq, 'committed past the log');
+    this.applyUpTo(this.commitSeq, out);
+    while (this.pendingWrites.length > 0 && this.pendingWrites[0]!.seq <= this.commitSeq) {
+      const w = this.pendingWrites.shift()!;
+      // A put's answer needs nothing from the apply; a delete's needs whether the key existed.
+      out.push({ kind: 'reply', requestId: w.requestId, result: { kind: 'written', seq: w.seq }, immediate: w.op === 'put', op: w.op });
+    }
+    this.serveConfirmedReads(out);
+  }
+
+  private get minWriteReplicas(): number {
+    return this.opts.minWriteReplicas;
+  }
+
+  // ---- client requests ----
+
+  private onClientWrite(requestId: RequestId, op: Op, tag: RequestTag | undefined, out: ReplicaOutput[]): void {
+    const refusal = this.refuseClient('write');
+    if (refusal) return void out.push(this.errorReply(requestId, refusal));
+    if (op.kind === 'epochStart') return void out.push(this.errorReply(requestId, new UnavailableError('not a client operation').toWire()));
+    if (this.pendingWrites.length >= this.opts.limits.maxPendingWrites) {
+      return void out.push(this.errorReply(requestId, new OverloadedError(`partition ${this.partition} has ${this.pendingWrites.length} writes waiting`).toWire()));
+    }
+    const entry: LogEntry = tag ? { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op, tag } : { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op };
+    this.log.append(entry);
+    this.pendingWrites.push({ seq: entry.seq, requestId, op: op.kind });
+    // Sent and persisted at the next flush, together with the rest of this turn's writes.
+  }
+
+  private onClientRead(requestId: RequestId, key: Uint8Array, out: ReplicaOutput[]): void {
+    const refusal = this.refuseClient('read');
+    if (refusal) return void out.push(this.errorReply(requestId, refusal));
+    if (this.pendingReads.length >= this.opts.limits.maxPendingReads) {
+      return void out.push(this.errorReply(requestId, new OverloadedError(`partition ${this.partition} has ${this.pendingReads.length} reads waiting`).toWire()));
+    }
+    // §7: confirmed by a round sent after this read arrived.
+    this.pendingReads.push({ requestId, key, round: this.nextRound, commitAtArrival: this.commitSeq });
+  }
+
+  private refuseClient(what: 'read' | 'write'): WireError | undefined {
+    if (!this.active || this.role !== 'primary') {
+      return new NotPrimaryError(`${this.node} is not primary of partition ${this.partition} (epoch ${this.epoch})`).toWire();
+    }
+    if (!this.serving) return new UnavailableError(`partition ${this.partition} has a new primary that is still taking over (S6)`).toWire();
+    if (what === 'write' && 1 + this.config!.secondaries.length < this.minWriteReplicas) {
+      // S8 / §5.7: never acknowledge on fewer disks than --min-write-replicas.
+      return new UnavailableError(`partition ${this.partition} has ${1 + this.config!.secondaries.length} replica(s), fewer than --min-write-replicas=${this.minWriteReplicas}`).toWire();
+    }
+    return undefined;
+  }
+
+  private errorReply(requestId: RequestId, error: WireError): ReplicaOutput {
+    return { kind: 'reply', requestId, result: { kind: 'error', error }, immediate: true };
+  }
+
+  // ---- reads (§7) ----
+
+  private onConfirm(from: NodeId, m: ConfirmMessage, out: ReplicaOutput[]): void {
+    if (m.config.epoch < this.epoch) return this.rejectStale(from, out);
+    if (m.config.epoch > this.epoch) this.adopt(m.config, out);
+    // A secondary confirms only while active at the same epoch with the sender as primary.
+    if (!this.active || this.role !== 'secondary' || this.config?.primary !== from) return;
+    out.push(this.send(from, { kind: 'confirmAck', partition: this.partition, epoch: this.epoch, round: m.round }));
+  }
+
+  private onConfirmAck(from: NodeId, m: ConfirmAckMessage, out: ReplicaOutput[]): void {
+    if (m.epoch !== this.epoch || this.role !== 'primary' || this.roundInFlight?.round !== m.round) return;
+    this.roundInFlight.acks.add(from);
+    if (this.config!.secondaries.every((s) => this.roundInFlight!.acks.has(s))) this.finishRound(out);
+  }
+
+  private finishRound(out: ReplicaOutput[]): void {
+    const round = this.roundInFlight!.round;
+    this.roundInFlight = null;
+    this.confirmedRound = Math.max(this.confirmedRound, round);
+    this.serveConfirmedReads(out);
+  }
+
+  private confirmedRound = 0;
+
+  private serveConfirmedReads(out: ReplicaOutput[]): void {
+    if (!this.serving) return;
+    let kept = 0;
+    for (const r of this.pendingReads) {
+      if (r.round <= this.confirmedRound && this.appliedSeq >= r.commitAtArrival) {
+        out.push({ kind: 'read', requestId: r.requestId, key: r.key });
+      } else {
+        this.pendingReads[kept++] = r;
+      }
+    }
+    this.pendingReads.length = kept;
+  }
+
+  private startRoundIfNeeded(out: ReplicaOutput[]): void {
+    if (this.roundInFlight || !this.serving) return;
+    if (!this.pendingReads.some((r) => r.round > this.confirmedRound)) return;
+    const round = this.nextRound++;
+    this.roundInFlight = { round, acks: new Set(), sentMs: this.nowMs };
+    const config = this.config!;
+    if (config.secondaries.length === 0) {
+      out.push({ kind: 'confirmWithNameserver', round, epoch: this.epoch });
+      return;
+    }
+    for (const s of config.secondaries) out.push(this.send(s, { kind: 'confirm', partition: this.partition, config, round }));
+  }
+
+  // ---- flush and tick ----
+
+  private onFlush(out: ReplicaOutput[]): void {
+    if (!this.active || this.role !== 'primary') return;
+    const config = this.config!;
+    // Prepares go out before our own append is durable: the two proceed in parallel (§5.4).
+    for (const [peerId, peer] of this.peers) this.sendPrepares(peerId, peer, config, out);
+    if (this.persistedSeq < this.log.lastSeq) {
+      const entries = this.log.slice(toSeq(this.persistedSeq + 1), this.log.lastSeq, Number.MAX_SAFE_INTEGER);
+      this.persistLog([{ kind: 'appendLog', partition: this.partition, entries }], out);
+    }
+    this.startRoundIfNeeded(out);
+    // A primary alone (R=1) commits on its own disk.
+    this.advanceCommit(out);
+  }
+
+  private sendPrepares(peerId: NodeId, peer: PeerState, config: Config, out: ReplicaOutput[]): void {
+    const limits = this.opts.limits;
+    let rounds = 0;
+    while (peer.sentSeq < this.log.lastSeq && rounds++ < 64) {
+      const prev = this.log.positionAt(peer.sentSeq);
+      if (!prev) return; // below our log base: needs a snapshot (issue 3)
+      const entries = this.boundedSlice(toSeq(peer.sentSeq + 1), limits.maxEntriesPerPrepare, limits.maxPrepareBytes);
+      out.push(this.send(peerId, { kind: 'prepare', partition: this.partition, config, prev, entries, commitSeq: this.commitSeq }));
+      peer.sentSeq = entries[entries.length - 1]!.seq;
+      peer.sentCommitSeq = this.commitSeq;
+    }
+    if (peer.sentCommitSeq < this.commitSeq) {
+      // S2: with nothing to prepare, still tell the replica the commit point.
+      out.push(this.send(peerId, { kind: 'prepare', partition: this.partition, config, prev: this.log.last, entries: [], commitSeq: this.commitSeq }));
+      peer.sentCommitSeq = this.commitSeq;
+    }
+  }
+
+  private boundedSlice(fromSeq: Seq, maxEntries: number, maxBytes: number): LogEntry[] {
+    const candidates = this.log.slice(fromSeq, this.log.lastSeq, maxEntries);
+    let bytes = 0;
+    let n = 0;
+    for (const e of candidates) {
+      bytes += entryBytes(e);
+      if (n > 0 && bytes > maxBytes) break;
+      n++;
+    }
+    return candidates.slice(0, n);
+  }
+
+  private onTick(nowMs: number, out: ReplicaOutput[]): void {
+    this.nowMs = nowMs;
+    if (!this.active || this.role !== 'primary') return;
+    for (const peer of this.peers.values()) {
+      const behind = peer.ackedSeq < this.log.lastSeq;
+      if (behind && nowMs - peer.lastProgressMs > this.opts.resendAfterMs) {
+        // A prepare or its ack may have been lost with a connection: send again from the ack.
+        peer.sentSeq = toSeq(Math.max(peer.ackedSeq, this.log.base.seq));
+        peer.sentCommitSeq = toSeq(0);
+        peer.lastProgressMs = nowMs;
+      }
+    }
+    if (this.roundInFlight && nowMs - this.roundInFlight.sentMs > this.opts.resendAfterMs) {
+      this.roundInFlight = null; // its reads wait for the next round
+    }
+    this.onFlush(out);
+  }
+
+  /** S12: drop log entries every replica has applied, keeping a tail for laggards. */
+  private maybeTruncate(out: ReplicaOutput[]): void {
+    const retain = this.opts.limits.logRetainEntries;
+    let point: number = this.appliedSeq;
+    if (this.role === 'primary') for (const p of this.peers.values()) point = Math.min(point, p.ackedSeq);
+    const target = toSeq(point - retain);
+    if (target - this.log.base.seq < retain) return; // truncate in chunks, not per entry
+    const base = this.log.positionAt(target);
+    if (!base) return;
+    this.log.truncateTo(target);
+    out.push({ kind: 'persist', ops: [{ kind: 'truncateLogTo', partition: this.partition, base }] });
+  }
+
+  private send(to: NodeId, message: PeerMessage): ReplicaOutput {
+    return { kind: 'send', to, message, immediate: this.metaDurable };
+  }
+
+  /** A summary for heartbeats and `nodes`. */
+  progress(): ReplicaProgress {
+    return {
+      partition: this.partition,
+      epoch: this.epoch,
+      role: this.active ? this.role : 'inactive',
+      lastSeq: this.log.lastSeq,
+      lastEpoch: this.log.last.epoch,
+      commitSeq: this.commitSeq,
+      appliedSeq: this.appliedSeq,
+    };
+  }
+}
+
+export interface ReplicaProgress {
+  readonly partition: PartitionId;
+  readonly epoch: Epoch;
+  readonly role: Role;
+  readonly lastSeq: Seq;
+  readonly lastEpoch: Epoch;
+  readonly commitSeq: Seq;
+  readonly appliedSeq: Seq;
+}
+
+export function entryBytes(e: LogEntry): number {
+  const op = e.op;
+  const payload = op.kind === 'put' ? op.key.length + op.value.length : op.kind === 'delete' ? op.key.length : 0;
+  return payload + 32;
+}

@@ -1,0 +1,44 @@
+/**
+ * Entry point of `dstore nameserver`: builds the process from its options.
+ */
+import { createLogger } from '../process/log.js';
+import { NameserverProcess } from './server.js';
+
+export interface RunNameserverOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas: number;
+  /** Storage servers that must register before the cluster map is created (default: replicas). */
+  readonly initialNodes?: number;
+  readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+  readonly logLevel: string;
+  readonly clusterToken?: string;
+}
+
+export async function runNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const log = createLogger({ name: 'nameserver', level: options.logLevel, dataDir: options.dataDir });
+  const minWriteReplicas = Math.min(options.minWriteReplicas, options.replicas);
+  const ns = new NameserverProcess(
+    {
+      host: options.host,
+      port: options.port,
+      dataDir: options.dataDir,
+      heartbeatMs: options.heartbeatMs,
+      deadAfterMs: options.deadAfterMs,
+      clusterToken: options.clusterToken,
+      settings: {
+        partitions: options.partitions,
+        replicas: options.replicas,
+        minWriteReplicas,
+        initialNodes: Math.max(options.initialNodes ?? options.replicas, options.replicas),
+      },
+    },
+    log,
+  );
+  const port = await ns.start();
+  return { port, close: () => ns.close() };
+}

@@ -1,0 +1,198 @@
+/**
+ * The nameserver process (DESIGN §1, §4, §6, S15): the nameserver core
+ * (src/core/nameserver) with its map persisted in `<dataDir>/cluster-map.json` and the
+ * network at the edge. A changed map is written durably before any reply that depends on
+ * it goes out (S3: persisted before announced).
+ */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { InvalidArgumentError, UnauthorizedError } from '../core/errors.js';
+import { defaultLimits } from '../core/limits.js';
+import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
+import { nodeId as toNodeId, partitionId } from '../core/types.js';
+import { readFileIfExists, writeFileDurably } from '../process/files.js';
+import type { Logger } from '../process/log.js';
+import { NameserverRequest, toProgress, validator } from '../rpc/messages.js';
+import { RpcServer } from '../rpc/transport.js';
+import type { ClusterInfo, NodeInfo } from '../client/api.js';
+
+export interface NameserverConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly settings: ClusterSettings;
+  readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+  readonly clusterToken?: string;
+}
+
+const request = validator(NameserverRequest);
+
+/** S15: a fresh data dir gets a new map; an unreadable one refuses to start. */
+export function loadMap(dataDir: string, settings: ClusterSettings): { map: PersistedMap; fresh: boolean } {
+  const path = join(dataDir, 'cluster-map.json');
+  const text = readFileIfExists(path);
+  if (text === undefined) return { map: Nameserver.newMap(randomUUID(), settings), fresh: true };
+  let parsed: PersistedMap;
+  try {
+    parsed = JSON.parse(text) as PersistedMap;
+  } catch (err) {
+    throw new InvalidArgumentError(`${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new cluster)`, { cause: err });
+  }
+  if (parsed.formatVersion !== 1 || !Array.isArray(parsed.configs) || typeof parsed.clusterId !== 'string') {
+    throw new InvalidArgumentError(`${path} is not a dstore cluster map (format 1); refusing to start`);
+  }
+  return { map: parsed, fresh: false };
+}
+
+export class NameserverProcess {
+  private readonly core: Nameserver;
+  private server: RpcServer | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly startedMs = Date.now();
+  private readonly mapPath: string;
+  private persistedVersion = -1;
+  private address = '';
+
+  constructor(
+    private readonly cfg: NameserverConfig,
+    private readonly log: Logger,
+  ) {
+    const { map, fresh } = loadMap(cfg.dataDir, cfg.settings);
+    this.mapPath = join(cfg.dataDir, 'cluster-map.json');
+    if (!fresh) {
+      const s = map.settings;
+      if (s.partitions !== cfg.settings.partitions || s.replicas !== cfg.settings.replicas || s.minWriteReplicas !== cfg.settings.minWriteReplicas) {
+        // S8: fixed when the cluster was created; the persisted ones win.
+        log.warn({ persisted: s, requested: cfg.settings }, 'cluster settings are fixed at creation; using the persisted ones');
+      }
+    }
+    this.core = new Nameserver(map, { deadAfterMs: cfg.deadAfterMs }, Date.now());
+    this.persist();
+    log.info({ clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version }, fresh ? 'new cluster map' : 'cluster map loaded');
+  }
+
+  async start(): Promise<number> {
+    const limits = defaultLimits();
+    this.server = new RpcServer({
+      host: this.cfg.host,
+      port: this.cfg.port,
+      maxFrameBytes: limits.maxFrameBytes,
+      logger: this.log,
+      handler: (body) => this.onCall(body),
+    });
+    const port = await this.server.listen();
+    this.address = `${this.cfg.host}:${port}`;
+    this.timer = setInterval(() => this.tick(), Math.max(50, Math.floor(this.cfg.heartbeatMs / 2)));
+    this.log.info({ listen: this.address }, 'nameserver listening');
+    return port;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.server?.close();
+  }
+
+  private persist(): void {
+    if (this.core.map.version === this.persistedVersion) return;
+    writeFileDurably(this.mapPath, JSON.stringify(this.core.map, null, 1));
+    this.persistedVersion = this.core.map.version;
+  }
+
+  private tick(): void {
+    const before = this.core.map;
+    if (!this.core.onTick(Date.now())) return;
+    this.persist();
+    const changed = this.core.map.configs.filter((c, i) => before.configs[i]?.epoch !== c.epoch);
+    if (before.configs.length === 0) this.log.info({ partitions: this.core.map.configs.length, nodes: Object.keys(this.core.map.nodes) }, 'cluster formed');
+    else for (const c of changed) this.log.info({ partition: c.partition, epoch: c.epoch, primary: c.primary, secondaries: c.secondaries }, 'partition reconfigured');
+  }
+
+  private checkToken(token: string | undefined): void {
+    if (this.cfg.clusterToken !== undefined && token !== this.cfg.clusterToken) {
+      throw new UnauthorizedError('wrong or missing cluster token (--cluster-token / DSTORE_CLUSTER_TOKEN)');
+    }
+  }
+
+  private onCall(body: unknown): unknown {
+    const d = request.decode(body);
+    if (!d.ok) throw new InvalidArgumentError(`malformed request: ${d.reason}`);
+    const req = d.value;
+    const now = Date.now();
+    switch (req.t) {
+      case 'register': {
+        this.checkToken(req.token);
+        if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable }, now)) this.persist();
+        this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
+        this.tick();
+        const { settings, clusterId } = this.core.map;
+        return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas };
+      }
+      case 'heartbeat': {
+        const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
+        if (reply.kind === 'register') return reply;
+        return { ...reply, addresses: this.addresses() };
+      }
+      case 'confirmEpoch':
+        return { current: this.core.isCurrent(partitionId(req.p), req.epoch) };
+      case 'map':
+        this.checkToken(req.token);
+        return this.mapReply();
+      case 'nodes':
+        this.checkToken(req.token);
+        return this.clusterInfo(now);
+    }
+  }
+
+  private addresses(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const n of this.core.nodes.values()) out[n.id] = n.address;
+    return out;
+  }
+
+  private mapReply(): unknown {
+    const { map } = this.core;
+    return {
+      clusterId: map.clusterId,
+      formed: this.core.formed,
+      partitions: map.settings.partitions,
+      replicas: map.settings.replicas,
+      minWriteReplicas: map.settings.minWriteReplicas,
+      version: map.version,
+      configs: map.configs,
+      addresses: this.addresses(),
+    };
+  }
+
+  private clusterInfo(now: number): ClusterInfo {
+    const { map } = this.core;
+    const nodes: NodeInfo[] = [
+      { id: 'nameserver', role: 'nameserver', address: this.address, state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: now - this.startedMs },
+    ];
+    for (const n of [...this.core.nodes.values()].sort((a, b) => a.id.localeCompare(b.id))) {
+      const held = this.core.configsOf(n.id);
+      nodes.push({
+        id: n.id,
+        role: 'storage',
+        address: n.address,
+        state: n.incarnation === '' ? 'starting' : this.core.isAlive(n, now) ? 'alive' : 'dead',
+        lastHeartbeatMs: n.lastHeartbeatMs,
+        partitionsHeld: held.length,
+        partitionsLed: held.filter((c) => c.primary === n.id).length,
+        keys: n.keys,
+        logSeq: [...n.progress.values()].reduce((sum, p) => sum + p.lastSeq, 0),
+        backend: n.backend,
+        uptimeMs: n.uptimeMs,
+      });
+    }
+    return {
+      clusterId: map.clusterId,
+      partitions: map.settings.partitions,
+      replicas: map.settings.replicas,
+      minWriteReplicas: map.settings.minWriteReplicas,
+      formed: this.core.formed,
+      mapVersion: map.version,
+      nodes,
+    };
+  }
+}

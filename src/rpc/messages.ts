@@ -1,0 +1,157 @@
+/**
+ * Schemas of every message dstore sends (DESIGN §10). Untrusted bytes become typed
+ * messages only here: each process decodes a frame body with the compiled validator of
+ * the requests it serves, and answers a malformed one with MALFORMED_MESSAGE.
+ *
+ * Discriminator: `t`. Requests to the nameserver, to storage servers, and peer messages
+ * between replicas each form one union.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { Config, Epoch, LogEntry, NodeId, PartitionId, Seq } from '../core/types.js';
+import type { PeerMessage } from '../core/replica/messages.js';
+import type { ReplicaProgress } from '../core/replica/replica.js';
+
+const Uint = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+const Partition = Type.Integer({ minimum: 0, maximum: 65535 });
+const Id = Type.String({ minLength: 1, maxLength: 128 });
+const Address = Type.String({ minLength: 3, maxLength: 300 });
+const Bytes = Type.Uint8Array({ maxByteLength: 64 * 1024 * 1024 });
+const Token = Type.Optional(Type.String({ maxLength: 1024 }));
+
+export const ConfigSchema = Type.Object({
+  partition: Partition,
+  epoch: Uint,
+  primary: Id,
+  secondaries: Type.Array(Id, { maxItems: 64 }),
+  learners: Type.Array(Id, { maxItems: 64 }),
+});
+
+const OpSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('put'), key: Bytes, value: Bytes }),
+  Type.Object({ kind: Type.Literal('delete'), key: Bytes }),
+  Type.Object({ kind: Type.Literal('epochStart') }),
+]);
+
+const EntrySchema = Type.Object({
+  epoch: Uint,
+  seq: Uint,
+  op: OpSchema,
+  tag: Type.Optional(Type.Object({ clientId: Id, requestSeq: Uint })),
+});
+
+const Position = Type.Object({ seq: Uint, epoch: Uint });
+
+const PeerMessageSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('prepare'), partition: Partition, config: ConfigSchema, prev: Position, entries: Type.Array(EntrySchema, { maxItems: 100_000 }), commitSeq: Uint }),
+  Type.Object({ kind: Type.Literal('prepareAck'), partition: Partition, epoch: Uint, seq: Uint }),
+  Type.Object({ kind: Type.Literal('prepareNack'), partition: Partition, epoch: Uint, needFromSeq: Uint }),
+  Type.Object({ kind: Type.Literal('staleEpoch'), partition: Partition, config: ConfigSchema }),
+  Type.Object({ kind: Type.Literal('confirm'), partition: Partition, config: ConfigSchema, round: Uint }),
+  Type.Object({ kind: Type.Literal('confirmAck'), partition: Partition, epoch: Uint, round: Uint }),
+]);
+
+/** One-way messages between storage servers. */
+export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, m: PeerMessageSchema });
+
+const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
+
+/** Calls a storage server answers. */
+export const StorageRequest = Type.Union([
+  Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged }),
+  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged }),
+  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes }),
+  Type.Object({ t: Type.Literal('scan'), p: Partition, after: Type.Optional(Bytes), limit: Type.Integer({ minimum: 1, maximum: 100_000 }) }),
+  Type.Object({ t: Type.Literal('dump'), limit: Type.Integer({ minimum: 0, maximum: 100_000_000 }) }),
+  Type.Object({ t: Type.Literal('stats') }),
+]);
+export type StorageRequest = Static<typeof StorageRequest>;
+
+const ProgressSchema = Type.Object({
+  partition: Partition,
+  epoch: Uint,
+  role: Type.Union([Type.Literal('inactive'), Type.Literal('primary'), Type.Literal('secondary'), Type.Literal('learner')]),
+  lastSeq: Uint,
+  lastEpoch: Uint,
+  commitSeq: Uint,
+  appliedSeq: Uint,
+});
+
+/** Calls the nameserver answers. */
+export const NameserverRequest = Type.Union([
+  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), token: Token }),
+  Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }) }),
+  Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint }),
+  Type.Object({ t: Type.Literal('map'), token: Token }),
+  Type.Object({ t: Type.Literal('nodes'), token: Token }),
+]);
+export type NameserverRequest = Static<typeof NameserverRequest>;
+
+// ---- replies (validated by the receiving client too: a peer can be wrong or malicious) ----
+
+export const MapReply = Type.Object({
+  clusterId: Type.String(),
+  formed: Type.Boolean(),
+  partitions: Uint,
+  replicas: Uint,
+  minWriteReplicas: Uint,
+  version: Uint,
+  configs: Type.Array(ConfigSchema),
+  addresses: Type.Record(Type.String(), Type.String()),
+});
+export type MapReply = Static<typeof MapReply>;
+
+export const RegisterReply = Type.Object({ clusterId: Type.String(), partitions: Uint, minWriteReplicas: Uint });
+export type RegisterReply = Static<typeof RegisterReply>;
+
+export const HeartbeatReplySchema = Type.Union([
+  Type.Object({ kind: Type.Literal('ok'), mapVersion: Uint, configs: Type.Array(ConfigSchema), addresses: Type.Record(Type.String(), Type.String()) }),
+  Type.Object({ kind: Type.Literal('register') }),
+]);
+export type HeartbeatReplyMsg = Static<typeof HeartbeatReplySchema>;
+
+export const PutReply = Type.Object({ version: Uint });
+export const DelReply = Type.Object({ existed: Type.Boolean(), version: Uint });
+export const GetReply = Type.Union([
+  Type.Object({ found: Type.Literal(true), value: Bytes, version: Uint }),
+  Type.Object({ found: Type.Literal(false) }),
+]);
+export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
+export const DumpReply = Type.Object({ nodeId: Type.String(), keyCount: Uint, keys: Type.Array(Bytes), truncated: Type.Boolean() });
+export const ConfirmEpochReply = Type.Object({ current: Type.Boolean() });
+
+// ---- validators ----
+
+export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
+
+export interface Validator<T> {
+  decode(x: unknown): Decoded<T>;
+}
+
+/** A compiled validator that never throws; the reason names the first failing path. */
+export function validator<S extends TSchema>(schema: S): Validator<Static<S>> {
+  const check = TypeCompiler.Compile(schema);
+  return {
+    decode(x: unknown): Decoded<Static<S>> {
+      if (check.Check(x)) return { ok: true, value: x };
+      const first = check.Errors(x).First();
+      return { ok: false, reason: first ? `${first.path || '/'}: ${first.message}` : 'does not match the schema' };
+    },
+  };
+}
+
+// ---- conversions to core types (the schema checked the shapes; ids get their brands) ----
+
+export function toConfig(c: Static<typeof ConfigSchema>): Config {
+  return c as unknown as Config;
+}
+
+export function toPeerMessage(m: Static<typeof PeerMessageSchema>): PeerMessage {
+  return m as unknown as PeerMessage;
+}
+
+export function toProgress(p: Static<typeof ProgressSchema>): ReplicaProgress {
+  return p as unknown as ReplicaProgress;
+}
+
+export type { Config, Epoch, LogEntry, NodeId, PartitionId, Seq };

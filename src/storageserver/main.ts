@@ -1,0 +1,53 @@
+/**
+ * Entry point of `dstore storage`: opens the backend and starts the storage server.
+ */
+import { createLogger } from '../process/log.js';
+import { openBackend } from '../storage/open.js';
+import { StorageServer } from './server.js';
+
+export interface RunStorageServerOptions {
+  readonly nameserver: string;
+  readonly host: string;
+  readonly port: number;
+  readonly advertise?: string;
+  readonly nodeId?: string;
+  readonly backend: 'memory' | 'lmdb';
+  readonly dataDir: string;
+  readonly sync: 'batch' | 'none';
+  readonly heartbeatMs: number;
+  readonly maxValueBytes: number;
+  readonly logLevel: string;
+  readonly clusterToken?: string;
+}
+
+export async function runStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
+  const backend = await openBackend(options.backend, { dataDir: options.dataDir, sync: options.sync });
+  const log = createLogger({ name: options.nodeId ?? 'storage', level: options.logLevel, dataDir: options.dataDir });
+  let server: StorageServer;
+  try {
+    server = new StorageServer(
+      {
+        nameserver: options.nameserver,
+        host: options.host,
+        port: options.port,
+        advertise: options.advertise,
+        nodeId: options.nodeId,
+        dataDir: options.dataDir,
+        heartbeatMs: options.heartbeatMs,
+        tickMs: 50,
+        maxValueBytes: options.maxValueBytes,
+        // S4: only a durable log lets a restarted replica stay a secondary.
+        durable: options.backend !== 'memory' && options.sync === 'batch',
+        clusterToken: options.clusterToken,
+        callTimeoutMs: Math.max(1000, options.heartbeatMs * 2),
+      },
+      backend,
+      log,
+    );
+  } catch (err) {
+    await backend.close();
+    throw err;
+  }
+  const port = await server.start();
+  return { port, nodeId: server.nodeId, close: () => server.close() };
+}

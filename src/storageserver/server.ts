@@ -1,0 +1,441 @@
+/**
+ * The storage server process (DESIGN §1, §4, §5, §7): hosts replicas, each driven by the
+ * pure replica core (src/core/replica), with the network (src/rpc) and the backend
+ * (src/storage) at the edges.
+ *
+ * Driver loop: decode → step → execute outputs. Outputs of one partition run in order;
+ * `persist` ops go to the group-commit writer, and every later output not marked immediate
+ * runs after they are durable (see BatchWriter.after). At the end of each event-loop turn
+ * every partition that saw input gets a `flush` (one prepare message per peer for all the
+ * writes of the turn); a timer ticks every `tickMs`.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { type WireError, errorFromWire, InvalidArgumentError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, ValueTooLargeError } from '../core/errors.js';
+import { defaultLimits, type Limits } from '../core/limits.js';
+import { partitionOf } from '../core/partitioning.js';
+import type { PeerMessage } from '../core/replica/messages.js';
+import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
+import { type NodeId, type Op, type PartitionId, type RequestTag, nodeId as toNodeId, partitionId } from '../core/types.js';
+import { readFileIfExists, writeFileDurably } from '../process/files.js';
+import type { Logger } from '../process/log.js';
+import {
+  HeartbeatReplySchema,
+  PeerEnvelope,
+  RegisterReply,
+  StorageRequest,
+  toConfig,
+  toPeerMessage,
+  validator,
+  ConfirmEpochReply,
+} from '../rpc/messages.js';
+import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
+import type { Backend, PartitionState } from '../storage/backend.js';
+import { BatchWriter, type BatchDone } from './writer.js';
+
+export interface StorageServerConfig {
+  readonly nameserver: string;
+  readonly host: string;
+  readonly port: number;
+  readonly advertise?: string;
+  readonly nodeId?: string;
+  readonly dataDir: string;
+  readonly heartbeatMs: number;
+  readonly tickMs: number;
+  readonly maxValueBytes: number;
+  readonly durable: boolean;
+  readonly clusterToken?: string;
+  readonly callTimeoutMs: number;
+}
+
+const storageRequest = validator(StorageRequest);
+const peerEnvelope = validator(PeerEnvelope);
+const registerReply = validator(RegisterReply);
+const heartbeatReply = validator(HeartbeatReplySchema);
+const confirmEpochReply = validator(ConfirmEpochReply);
+
+interface Waiter {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (err: Error) => void;
+  readonly partition: PartitionId;
+}
+
+/** Reads the node id kept in the data dir, or creates it (from the flag or at random). */
+export function loadNodeId(dataDir: string, requested?: string): NodeId {
+  const path = join(dataDir, 'node-id');
+  const stored = readFileIfExists(path)?.trim();
+  if (stored && requested && stored !== requested) {
+    throw new InvalidArgumentError(`data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`);
+  }
+  const id = stored || requested || `n-${randomBytes(3).toString('hex')}`;
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new InvalidArgumentError(`node id ${JSON.stringify(id)}: use 1-64 of A-Z a-z 0-9 . _ -`);
+  if (!stored) writeFileDurably(path, `${id}\n`);
+  return toNodeId(id);
+}
+
+export class StorageServer {
+  readonly nodeId: NodeId;
+  readonly incarnation = randomBytes(8).toString('hex');
+  private readonly limits: Limits;
+  private readonly replicas = new Map<PartitionId, Replica>();
+  private readonly recoveries = new Map<PartitionId, PartitionState>();
+  private readonly addresses = new Map<NodeId, string>();
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly deleteResults = new Map<string, boolean>();
+  private readonly dirty = new Set<PartitionId>();
+  private readonly writer: BatchWriter;
+  private readonly pool: RpcPool;
+  private server: RpcServer | undefined;
+  private nextRequestId = 1;
+  private partitions = 0;
+  private minWriteReplicas = 1;
+  private flushScheduled = false;
+  private timers: NodeJS.Timeout[] = [];
+  private readonly startedMs = Date.now();
+  private advertised = '';
+  private keyCount = 0;
+  private nameserverDown = false;
+  private closed = false;
+
+  constructor(
+    private readonly cfg: StorageServerConfig,
+    private readonly backend: Backend,
+    private readonly log: Logger,
+  ) {
+    this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
+    this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes });
+    this.writer = new BatchWriter(backend, (d) => this.onBatchDone(d), (err) => this.onStorageFatal(err));
+    this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
+  }
+
+  async start(): Promise<number> {
+    await this.loadLogs();
+    this.server = new RpcServer({
+      host: this.cfg.host,
+      port: this.cfg.port,
+      maxFrameBytes: this.limits.maxFrameBytes,
+      logger: this.log,
+      handler: (body, ctx) => this.onCall(body, ctx),
+      onMessage: (body) => this.onPeerFrame(body),
+    });
+    const port = await this.server.listen();
+    this.advertised = this.cfg.advertise ?? `${this.cfg.host}:${port}`;
+    this.log.info({ nodeId: this.nodeId, listen: `${this.cfg.host}:${port}`, advertise: this.advertised, backend: this.backend.kind, incarnation: this.incarnation }, 'storage server listening');
+    await this.register();
+    this.timers.push(setInterval(() => void this.heartbeat(), this.cfg.heartbeatMs));
+    this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
+    return port;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.server?.close();
+    this.pool.close();
+    await this.writer.idle();
+    await this.backend.close();
+  }
+
+  // ---- nameserver ----
+
+  private async register(): Promise<void> {
+    const deadline = Date.now() + 60_000;
+    let delayMs = 100;
+    for (;;) {
+      try {
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, token: this.cfg.clusterToken });
+        const r = registerReply.decode(raw);
+        if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
+        this.partitions = r.value.partitions;
+        this.minWriteReplicas = r.value.minWriteReplicas;
+        this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions }, 'registered with the nameserver');
+        // S4: recovered replicas exist from now on, inactive until a configuration arrives.
+        for (const p of this.recoveries.keys()) this.replica(p);
+        await this.heartbeat();
+        return;
+      } catch (err) {
+        if (Date.now() > deadline || this.closed) throw err;
+        this.log.warn({ err: (err as Error).message, nameserver: this.cfg.nameserver }, 'cannot register with the nameserver yet; retrying');
+        await new Promise((r) => setTimeout(r, delayMs));
+        delayMs = Math.min(delayMs * 2, 2000);
+      }
+    }
+  }
+
+  private nameserverCall(body: unknown): Promise<unknown> {
+    return this.pool.get(this.cfg.nameserver).call(body, { timeoutMs: this.cfg.callTimeoutMs });
+  }
+
+  private heartbeating = false;
+
+  private async heartbeat(): Promise<void> {
+    if (this.heartbeating || this.closed || this.partitions === 0) return;
+    this.heartbeating = true;
+    try {
+      const progress = [...this.replicas.values()].map((r) => r.progress());
+      const raw = await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.incarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress });
+      if (this.nameserverDown) this.log.info({}, 'nameserver reachable again');
+      this.nameserverDown = false;
+      const r = heartbeatReply.decode(raw);
+      if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
+      if (r.value.kind === 'register') {
+        this.heartbeating = false;
+        return await this.register();
+      }
+      for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
+      for (const c of r.value.configs) {
+        const config = toConfig(c);
+        this.step(config.partition, { kind: 'configure', config });
+      }
+      void this.refreshKeyCount();
+    } catch (err) {
+      if (!this.nameserverDown) this.log.warn({ err: (err as Error).message }, 'heartbeat failed; serving on with the configurations we have');
+      this.nameserverDown = true;
+    } finally {
+      this.heartbeating = false;
+    }
+  }
+
+  private async refreshKeyCount(): Promise<void> {
+    let total = 0;
+    for (const p of this.replicas.keys()) total += await this.backend.count(p);
+    this.keyCount = total;
+  }
+
+  // ---- driving the replica cores ----
+
+  private replica(p: PartitionId): Replica {
+    let r = this.replicas.get(p);
+    if (r) return r;
+    const state = this.recoveries.get(p);
+    r = new Replica(
+      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 1000 },
+      state ? this.recover(state) : undefined,
+    );
+    r.nowMs = Date.now();
+    this.replicas.set(p, r);
+    return r;
+  }
+
+  private recover(state: PartitionState) {
+    const entries = this.recoveredLogs.get(state.partition) ?? [];
+    return { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries };
+  }
+
+  /** Log tails read at start, by partition (S3: the epoch also comes from the log). */
+  private readonly recoveredLogs = new Map<PartitionId, import('../core/types.js').LogEntry[]>();
+
+  private async loadLogs(): Promise<void> {
+    for (const state of await this.backend.partitions()) {
+      this.recoveries.set(state.partition, state);
+      const entries = [];
+      let from = state.logBase.seq + 1;
+      while (from <= state.logLast.seq) {
+        const page = await this.backend.readLog(state.partition, { fromSeq: from as never, toSeq: state.logLast.seq, limit: 4096 });
+        if (page.length === 0) break;
+        entries.push(...page);
+        from = page[page.length - 1]!.seq + 1;
+      }
+      this.recoveredLogs.set(state.partition, entries);
+    }
+  }
+
+  private step(p: PartitionId, input: ReplicaInput): void {
+    const r = this.replica(p);
+    this.execute(p, r.step(input));
+    this.markDirty(p);
+  }
+
+  private markDirty(p: PartitionId): void {
+    this.dirty.add(p);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const dirty = [...this.dirty];
+      this.dirty.clear();
+      for (const q of dirty) this.execute(q, this.replica(q).step({ kind: 'flush' }));
+    });
+  }
+
+  private tick(): void {
+    const nowMs = Date.now();
+    for (const [p, r] of this.replicas) this.execute(p, r.step({ kind: 'tick', nowMs }));
+  }
+
+  private execute(p: PartitionId, outputs: ReplicaOutput[]): void {
+    for (const o of outputs) {
+      switch (o.kind) {
+        case 'persist':
+          this.writer.enqueue(p, o.ops, o.writeId);
+          break;
+        case 'send':
+          if (o.immediate) this.sendPeer(o.to, o.message);
+          else this.writer.after(p, () => this.sendPeer(o.to, o.message));
+          break;
+        case 'reply': {
+          const fn = () => this.settle(o.requestId, o.result.kind === 'error' ? o.result.error : undefined, o.result.kind === 'written' ? { seq: o.result.seq, op: o.op } : undefined);
+          if (o.immediate) fn();
+          else this.writer.after(p, fn);
+          break;
+        }
+        case 'read':
+          this.writer.after(p, () => void this.serveRead(p, o.requestId, o.key));
+          break;
+        case 'confirmWithNameserver':
+          void this.confirmWithNameserver(p, o.round, o.epoch);
+          break;
+        case 'log':
+          this.log[o.level]({ ...o.fields }, o.message);
+          break;
+      }
+    }
+  }
+
+  private settle(requestId: number, error: WireError | undefined, written: { seq: number; op?: 'put' | 'delete' } | undefined): void {
+    const w = this.waiters.get(requestId);
+    if (!w) return;
+    this.waiters.delete(requestId);
+    if (error) return w.reject(errorFromWire(error));
+    if (!written) return w.resolve(undefined);
+    if (written.op === 'delete') {
+      const key = `${w.partition}:${written.seq}`;
+      const existed = this.deleteResults.get(key) ?? false;
+      this.deleteResults.delete(key);
+      return w.resolve({ existed, version: written.seq });
+    }
+    w.resolve({ version: written.seq });
+  }
+
+  private async serveRead(p: PartitionId, requestId: number, key: Uint8Array): Promise<void> {
+    const w = this.waiters.get(requestId);
+    if (!w) return;
+    this.waiters.delete(requestId);
+    try {
+      const v = await this.backend.get(p, key);
+      w.resolve(v ? { found: true, value: v.value, version: v.version } : { found: false });
+    } catch (err) {
+      w.reject(err as Error);
+    }
+  }
+
+  private async confirmWithNameserver(p: PartitionId, round: number, epoch: number): Promise<void> {
+    try {
+      const r = confirmEpochReply.decode(await this.nameserverCall({ t: 'confirmEpoch', p, epoch }));
+      if (r.ok && r.value.current) this.step(p, { kind: 'nameserverConfirmed', round, epoch: epoch as never });
+    } catch (err) {
+      this.log.warn({ partition: p, err: (err as Error).message }, 'cannot confirm the epoch with the nameserver; reads wait');
+    }
+  }
+
+  private onBatchDone(done: BatchDone): void {
+    for (const d of done.result.deletes) this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
+    for (const { partition, writeId } of done.writeIds) this.step(partition, { kind: 'persisted', writeId });
+  }
+
+  private onStorageFatal(err: Error): void {
+    this.log.fatal({ err: err.message }, 'storage write failed; stopping so no replica acts on state its disk does not hold');
+    process.exitCode = 70;
+    setImmediate(() => process.exit(70));
+  }
+
+  private sendPeer(to: NodeId, message: PeerMessage): void {
+    const address = this.addresses.get(to);
+    if (!address) {
+      this.log.warn({ to }, 'no address for peer yet; message dropped (it will be re-sent)');
+      return;
+    }
+    this.pool.get(address).send({ t: 'peer', from: this.nodeId, m: message });
+  }
+
+  private onPeerFrame(body: unknown): void {
+    const d = peerEnvelope.decode(body);
+    if (!d.ok) {
+      this.log.warn({ reason: d.reason }, 'malformed peer message dropped');
+      return;
+    }
+    const message = toPeerMessage(d.value.m);
+    if (this.partitions > 0 && message.partition >= this.partitions) return;
+    this.step(message.partition, { kind: 'peer', from: toNodeId(d.value.from), message });
+  }
+
+  // ---- client calls ----
+
+  private async onCall(body: unknown, _ctx: CallContext): Promise<unknown> {
+    const d = storageRequest.decode(body);
+    if (!d.ok) throw new InvalidArgumentError(`malformed request: ${d.reason}`);
+    const req = d.value;
+    switch (req.t) {
+      case 'put':
+        this.checkKey(req.key, req.p);
+        if (req.value.length > this.limits.maxValueBytes) throw new ValueTooLargeError(req.value.length, this.limits.maxValueBytes);
+        return this.write(req.p, { kind: 'put', key: req.key, value: req.value }, tagOf(req));
+      case 'del':
+        this.checkKey(req.key, req.p);
+        return this.write(req.p, { kind: 'delete', key: req.key }, tagOf(req));
+      case 'get':
+        this.checkKey(req.key, req.p);
+        return this.request(req.p, (requestId) => ({ kind: 'clientRead', requestId, key: req.key }));
+      case 'scan': {
+        this.checkPartition(req.p);
+        const r = this.replicas.get(partitionId(req.p));
+        if (!r?.serving) throw new NotPrimaryError(`${this.nodeId} is not the serving primary of partition ${req.p}`);
+        const page = await this.backend.scan(partitionId(req.p), { afterKey: req.after, limit: Math.min(req.limit, this.limits.maxScanPageKeys) });
+        return page.nextAfterKey ? { keys: page.keys, next: page.nextAfterKey } : { keys: page.keys };
+      }
+      case 'dump':
+        return this.dump(req.limit);
+      case 'stats':
+        return { nodeId: this.nodeId, keys: this.keyCount, partitions: [...this.replicas.values()].map((r) => r.progress()) };
+    }
+  }
+
+  private checkPartition(p: number): void {
+    if (this.partitions === 0) throw new NotPrimaryError(`${this.nodeId} has not joined the cluster yet`);
+    if (p >= this.partitions) throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
+  }
+
+  private checkKey(key: Uint8Array, p: number): void {
+    if (key.length === 0) throw new KeyEmptyError();
+    if (key.length > this.limits.maxKeyBytes) throw new KeyTooLargeError(key.length, this.limits.maxKeyBytes);
+    this.checkPartition(p);
+    if (partitionOf(key, this.partitions) !== p) throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
+  }
+
+  private write(p: number, op: Op, tag: RequestTag | undefined): Promise<unknown> {
+    return this.request(p, (requestId) => (tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op }));
+  }
+
+  private request(p: number, input: (requestId: number) => ReplicaInput): Promise<unknown> {
+    const partition = partitionId(p);
+    if (!this.replicas.has(partition)) return Promise.reject(new NotPrimaryError(`${this.nodeId} holds no replica of partition ${p}`));
+    const requestId = this.nextRequestId++;
+    return new Promise((resolve, reject) => {
+      this.waiters.set(requestId, { resolve, reject, partition });
+      this.step(partition, input(requestId));
+    });
+  }
+
+  private async dump(limit: number): Promise<unknown> {
+    const keys: Uint8Array[] = [];
+    let keyCount = 0;
+    let truncated = false;
+    for (const p of [...this.replicas.keys()].sort((a, b) => a - b)) {
+      keyCount += await this.backend.count(p);
+      let after: Uint8Array | undefined;
+      for (let pages = 0; pages < 1_000_000 && keys.length < limit; pages++) {
+        const page = await this.backend.scan(p, { afterKey: after, limit: Math.min(this.limits.maxScanPageKeys, limit - keys.length) });
+        keys.push(...page.keys);
+        if (!page.nextAfterKey) break;
+        after = page.nextAfterKey;
+      }
+    }
+    if (keys.length < keyCount) truncated = true;
+    return { nodeId: this.nodeId, keyCount, keys, truncated };
+  }
+}
+
+function tagOf(req: { cid?: string; rs?: number }): RequestTag | undefined {
+  return req.cid !== undefined && req.rs !== undefined ? { clientId: req.cid, requestSeq: req.rs } : undefined;
+}

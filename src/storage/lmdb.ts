@@ -1,0 +1,936 @@
+/**
+ * The lmdb backend (DESIGN §8), the default: embedded and durable. One LMDB environment
+ * per data dir (`<dataDir>/lmdb`) holds every partition's data, log and metadata, so one
+ * LMDB transaction moves all of them together.
+ *
+ * Layout (named databases, binary keys compared as bytes, big-endian numbers so they sort):
+ * - `part`: u32 partition → state record: meta, applied, log base, data generation, key count.
+ * - `log`:  u32 partition · u64 seq → crc32 · msgpack entry (S13: checked on every read).
+ * - `data`: u32 partition · u32 generation · key → u64 version · value bytes.
+ * - `sys`:  'format' → format version of this layout.
+ *
+ * Generations make `installSnapshot` (S11) and `dropPartition` O(1) at the moment they take
+ * effect: a snapshot is staged under a fresh generation in as many transactions as it
+ * needs, then one transaction switches the partition's state record to it (and empties
+ * its log). Data under any generation other than the current one is garbage: a background
+ * collector deletes it in bounded chunks, and on open it finds what a crash left behind,
+ * so a half-installed snapshot is discarded on restart (S11).
+ *
+ * Writes: `writeBatch` calls queue up; the queue runs one LMDB write transaction at a time
+ * holding every batch queued meanwhile (group commit: one commit, one fsync). Each batch
+ * runs in its own child transaction, so a batch whose preconditions fail (see the `check*`
+ * functions in memory.ts) is rolled back alone and rejected, while the others commit.
+ * Batches take effect in call order. With sync 'batch' the commit includes the fsync
+ * (overlappingSync off), so a resolved batch is durable; with 'none' LMDB runs noSync.
+ *
+ * Reads are LMDB's synchronous reads; per-partition positions are cached in memory and
+ * updated once a transaction commits. A snapshot holds an LMDB read transaction.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
+import { Packr } from 'msgpackr';
+import {
+  type Config,
+  type LogEntry,
+  type Op,
+  type PartitionId,
+  type Seq,
+  type VersionedValue,
+  InvariantViolation,
+  assert,
+  assertNever,
+  epoch as toEpoch,
+  seq as toSeq,
+} from '../core/types.js';
+import { DstoreError, InvalidArgumentError, OverloadedError, StorageFailureError } from '../core/errors.js';
+import type {
+  Backend,
+  BackendOptions,
+  BatchOp,
+  BatchResult,
+  LogPosition,
+  PartitionMeta,
+  PartitionState,
+  ScanPage,
+  Snapshot,
+  SnapshotItem,
+  SyncMode,
+} from './backend.js';
+import {
+  ZERO_POSITION,
+  checkEntriesFollow,
+  checkKey,
+  checkPageLimit,
+  checkSetMeta,
+  checkSnapshotItem,
+  checkTruncateLogFrom,
+  checkTruncateLogTo,
+} from './memory.js';
+
+/**
+ * S13: a record failed its checksum or does not decode: the replica must report itself
+ * corrupt (stop acking, relearn). A StorageFailureError on the wire, marked for the server.
+ */
+export class CorruptRecordError extends StorageFailureError {
+  readonly corrupt = true;
+}
+
+const FORMAT_VERSION = 1;
+/** LMDB's largest key with 4 KiB pages is 1978 bytes; a data key has an 8-byte prefix. */
+export const LMDB_MAX_KEY_BYTES = 1978 - 8;
+/** Largest partition id: the one above it bounds the partition's key ranges. */
+const MAX_PARTITION = 0xffff_fffe;
+const MAX_GENERATION = 0xffff_fffe;
+
+/** Bounds of the write queue (STYLE §4). */
+const MAX_QUEUED_JOBS = 4096;
+const MAX_JOBS_PER_TXN = 256;
+/** Ops + entries per transaction (soft: one job always fits). */
+const MAX_WEIGHT_PER_TXN = 16_384;
+/** A snapshot is staged in transactions of at most this many items or bytes. */
+const STAGE_MAX_ITEMS = 4096;
+const STAGE_MAX_BYTES = 8 * 1024 * 1024;
+/** Garbage keys deleted per transaction. */
+const GC_CHUNK_KEYS = 1024;
+/** Distinct partitions walked when opening (a bound, far above any real cluster). */
+const MAX_PARTITIONS_AT_OPEN = 1 << 20;
+
+type Bytes = Uint8Array;
+
+// ---------------------------------------------------------------------------------------
+// Encoding.
+// ---------------------------------------------------------------------------------------
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+function writeU64(buf: Buffer, offset: number, n: number): void {
+  assert(Number.isSafeInteger(n) && n >= 0, `u64 out of range: ${n}`);
+  buf.writeUInt32BE(Math.floor(n / 0x1_0000_0000), offset);
+  buf.writeUInt32BE(n >>> 0, offset + 4);
+}
+
+function readU64(buf: Buffer, offset: number): number {
+  return buf.readUInt32BE(offset) * 0x1_0000_0000 + buf.readUInt32BE(offset + 4);
+}
+
+function checkPartition(partition: PartitionId): void {
+  assert(Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION, `partition id out of range: ${partition}`);
+}
+
+function partKey(partition: number): Buffer {
+  const key = Buffer.allocUnsafe(4);
+  key.writeUInt32BE(partition, 0);
+  return key;
+}
+
+function logKey(partition: number, s: number): Buffer {
+  const key = Buffer.allocUnsafe(12);
+  key.writeUInt32BE(partition, 0);
+  writeU64(key, 4, s);
+  return key;
+}
+
+function dataPrefix(partition: number, generation: number): Buffer {
+  const key = Buffer.allocUnsafe(8);
+  key.writeUInt32BE(partition, 0);
+  key.writeUInt32BE(generation, 4);
+  return key;
+}
+
+function dataKey(partition: number, generation: number, key: Bytes): Buffer {
+  const out = Buffer.allocUnsafe(8 + key.length);
+  out.writeUInt32BE(partition, 0);
+  out.writeUInt32BE(generation, 4);
+  out.set(key, 8);
+  return out;
+}
+
+/** A plain Uint8Array view (not a Buffer), so results compare equal across backends. */
+function view(buf: Buffer, start = 0): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset + start, buf.length - start);
+}
+
+function encodeValue(version: number, value: Bytes): Buffer {
+  const out = Buffer.allocUnsafe(8 + value.length);
+  writeU64(out, 0, version);
+  out.set(value, 8);
+  return out;
+}
+
+function decodeValue(raw: Buffer): VersionedValue {
+  if (raw.length < 8) throw new CorruptRecordError(`a data value of ${raw.length} bytes is shorter than its version`);
+  return { version: toSeq(readU64(raw, 0)), value: view(raw, 8) };
+}
+
+/** crc32 · payload (S13). The payload is copied: msgpackr reuses its output buffer. */
+function sealRecord(payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(4 + payload.length);
+  out.writeUInt32BE(crc32(payload), 0);
+  payload.copy(out, 4);
+  return out;
+}
+
+function openRecord(raw: Buffer, what: string): unknown {
+  if (raw.length < 4) throw new CorruptRecordError(`${what}: a record of ${raw.length} bytes has no checksum (S13)`);
+  const payload = raw.subarray(4);
+  if (crc32(payload) !== raw.readUInt32BE(0)) throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
+  try {
+    return packr.unpack(payload) as unknown;
+  } catch (err) {
+    throw new CorruptRecordError(`${what}: the record does not decode`, { cause: err });
+  }
+}
+
+const OP_PUT = 0;
+const OP_DELETE = 1;
+const OP_EPOCH_START = 2;
+
+/** [epoch, seq, op code, key, value, clientId, requestSeq], absent fields null. */
+function encodeEntry(e: LogEntry): Buffer {
+  const tagClient = e.tag ? e.tag.clientId : null;
+  const tagSeq = e.tag ? e.tag.requestSeq : null;
+  let tuple: unknown[];
+  switch (e.op.kind) {
+    case 'put':
+      tuple = [e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq];
+      break;
+    case 'delete':
+      tuple = [e.epoch, e.seq, OP_DELETE, e.op.key, null, tagClient, tagSeq];
+      break;
+    case 'epochStart':
+      tuple = [e.epoch, e.seq, OP_EPOCH_START, null, null, tagClient, tagSeq];
+      break;
+    default:
+      return assertNever(e.op);
+  }
+  return sealRecord(packr.pack(tuple));
+}
+
+const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isBytes = (v: unknown): v is Buffer => v instanceof Uint8Array;
+
+function decodeEntry(raw: Buffer, what: string): LogEntry {
+  const t = openRecord(raw, what);
+  if (!Array.isArray(t) || t.length !== 7) throw new CorruptRecordError(`${what}: not a log entry`);
+  const [ep, s, code, key, value, clientId, requestSeq] = t as unknown[];
+  if (!isUint(ep) || !isUint(s)) throw new CorruptRecordError(`${what}: bad epoch or seq`);
+  let op: Op;
+  if (code === OP_PUT && isBytes(key) && isBytes(value)) op = { kind: 'put', key: view(key), value: view(value) };
+  else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: view(key) };
+  else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
+  else throw new CorruptRecordError(`${what}: bad op`);
+  if (typeof clientId === 'string' && isUint(requestSeq)) {
+    return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };
+  }
+  return { epoch: toEpoch(ep), seq: toSeq(s), op };
+}
+
+/** What the engine knows about a partition. `logLast` is derived from the log, not stored. */
+interface PartState {
+  readonly meta: PartitionMeta | null;
+  readonly applied: LogPosition;
+  readonly logBase: LogPosition;
+  readonly logLast: LogPosition;
+  /** Data lives under (partition, generation); see the file comment. */
+  readonly generation: number;
+  readonly keyCount: number;
+}
+
+/** [format, metaEpoch|null, config|null, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount] */
+function encodeState(s: PartState): Buffer {
+  return sealRecord(
+    packr.pack([
+      FORMAT_VERSION,
+      s.meta ? s.meta.epoch : null,
+      s.meta ? s.meta.config : null,
+      s.applied.seq,
+      s.applied.epoch,
+      s.logBase.seq,
+      s.logBase.epoch,
+      s.generation,
+      s.keyCount,
+    ]),
+  );
+}
+
+function decodeState(raw: Buffer, what: string): Omit<PartState, 'logLast'> {
+  const t = openRecord(raw, what);
+  if (!Array.isArray(t) || t.length !== 9 || t[0] !== FORMAT_VERSION) throw new CorruptRecordError(`${what}: not a state record`);
+  const [, metaEpoch, config, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount] = t as unknown[];
+  if (![appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount].every(isUint)) {
+    throw new CorruptRecordError(`${what}: bad positions`);
+  }
+  if (metaEpoch !== null && !isUint(metaEpoch)) throw new CorruptRecordError(`${what}: bad epoch`);
+  if (config !== null && (typeof config !== 'object' || Array.isArray(config))) throw new CorruptRecordError(`${what}: bad config`);
+  return {
+    meta: metaEpoch === null ? null : { epoch: toEpoch(metaEpoch), config: config as Config | null },
+    applied: { seq: toSeq(appliedSeq as number), epoch: toEpoch(appliedEpoch as number) },
+    logBase: { seq: toSeq(baseSeq as number), epoch: toEpoch(baseEpoch as number) },
+    generation: generation as number,
+    keyCount: keyCount as number,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-transaction view of the partition states.
+// ---------------------------------------------------------------------------------------
+
+interface StateSource {
+  state(partition: PartitionId): PartState | undefined;
+}
+
+/** Changes on top of a parent view; `null` marks a dropped partition. */
+class Overlay implements StateSource {
+  readonly changes = new Map<PartitionId, PartState | null>();
+  constructor(private readonly parent: StateSource) {}
+  state(partition: PartitionId): PartState | undefined {
+    const changed = this.changes.get(partition);
+    if (changed !== undefined) return changed ?? undefined;
+    return this.parent.state(partition);
+  }
+  set(partition: PartitionId, s: PartState | null): void {
+    this.changes.set(partition, s);
+  }
+  mergeInto(target: Overlay): void {
+    for (const [p, s] of this.changes) target.set(p, s);
+  }
+}
+
+/** A batch op's bytes, encoded when writeBatch is called. */
+interface PreparedOp {
+  /** appendLog: each entry's log record. */
+  readonly records?: readonly Buffer[];
+  /** apply: each entry's data key (generation left blank) and put value; null where unused. */
+  readonly keys?: ReadonlyArray<Buffer | null>;
+  readonly values?: ReadonlyArray<Buffer | null>;
+}
+
+/** One unit of the write queue; `run` executes inside a child transaction. */
+interface Job {
+  readonly weight: number;
+  /** Internal jobs (garbage collection) are dropped at close. */
+  readonly internal: boolean;
+  run(view: Overlay): unknown;
+  settle(outcome: { ok: true; value: unknown } | { ok: false; error: unknown }): void;
+}
+
+interface OpenSnapshot {
+  done(): void;
+}
+
+export class LmdbBackend implements Backend {
+  readonly kind = 'lmdb';
+  private readonly states = new Map<PartitionId, PartState>();
+  private readonly committed: StateSource = { state: (p) => this.states.get(p) };
+  private queue: Job[] = [];
+  private running: Promise<void> | null = null;
+  private closing = false;
+  private closePromise: Promise<void> | null = null;
+  private nextGeneration = 1;
+  /** Partitions with a snapshot being staged, and its generation. */
+  private readonly installing = new Map<PartitionId, number>();
+  /** Partitions with a garbage-collection job queued. */
+  private readonly gcQueued = new Set<PartitionId>();
+  private readonly snapshots = new Set<OpenSnapshot>();
+  /** The last garbage-collection failure, for diagnostics. */
+  gcError: unknown = undefined;
+
+  private constructor(
+    private readonly env: RootDatabase<Buffer, Buffer>,
+    private readonly sysDb: Database<Buffer, Buffer>,
+    private readonly partDb: Database<Buffer, Buffer>,
+    private readonly logDb: Database<Buffer, Buffer>,
+    private readonly dataDb: Database<Buffer, Buffer>,
+    readonly sync: SyncMode,
+  ) {}
+
+  /** Opens (creating when needed) the environment in `<dataDir>/lmdb`. */
+  static async open(options: BackendOptions): Promise<LmdbBackend> {
+    if (options.dataDir === undefined || options.dataDir === '') {
+      throw new InvalidArgumentError('the lmdb backend needs a data dir (--data-dir)');
+    }
+    const sync = options.sync ?? 'batch';
+    const path = join(options.dataDir, 'lmdb');
+    let env: RootDatabase<Buffer, Buffer>;
+    try {
+      await mkdir(path, { recursive: true });
+      env = openLmdb<Buffer, Buffer>({
+        path,
+        maxDbs: 8,
+        keyEncoding: 'binary',
+        encoding: 'binary',
+        // The commit itself fsyncs, so a resolved transaction is durable ('batch'), or
+        // nothing is flushed explicitly ('none': the other replicas keep the data).
+        overlappingSync: false,
+        noSync: sync === 'none',
+      });
+    } catch (err) {
+      throw new StorageFailureError(`cannot open lmdb in ${path}`, { cause: err });
+    }
+    const dbOptions = { keyEncoding: 'binary', encoding: 'binary' } as const;
+    const backend = new LmdbBackend(
+      env,
+      env.openDB<Buffer, Buffer>('sys', dbOptions),
+      env.openDB<Buffer, Buffer>('part', dbOptions),
+      env.openDB<Buffer, Buffer>('log', dbOptions),
+      env.openDB<Buffer, Buffer>('data', dbOptions),
+      sync,
+    );
+    try {
+      await backend.load();
+    } catch (err) {
+      await env.close();
+      if (err instanceof StorageFailureError) throw err;
+      throw new StorageFailureError(`cannot load lmdb state from ${path}`, { cause: err });
+    }
+    return backend;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads.
+  // -------------------------------------------------------------------------------------
+
+  async partitions(): Promise<PartitionState[]> {
+    this.checkOpen();
+    const out: PartitionState[] = [];
+    for (const [partition, s] of this.states) {
+      out.push({ partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast });
+    }
+    return out.sort((a, b) => a.partition - b.partition);
+  }
+
+  async get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined> {
+    this.checkOpen();
+    const s = this.states.get(partition);
+    if (!s || key.length > LMDB_MAX_KEY_BYTES) return undefined; // such a key is never stored
+    const raw = this.dataDb.get(dataKey(partition, s.generation, key));
+    return raw === undefined ? undefined : decodeValue(raw);
+  }
+
+  async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
+    this.checkOpen();
+    checkPageLimit('scan', options.limit);
+    const s = this.states.get(partition);
+    if (!s) return { keys: [] };
+    const keys: Uint8Array[] = [];
+    let more = false;
+    // Stored keys are at most LMDB_MAX_KEY_BYTES long, so the stored keys after a longer
+    // afterKey are exactly those after its prefix of that length.
+    const afterKey = options.afterKey?.subarray(0, LMDB_MAX_KEY_BYTES);
+    const range = this.dataDb.getKeys({
+      start: afterKey === undefined ? dataPrefix(partition, s.generation) : dataKey(partition, s.generation, afterKey),
+      end: dataPrefix(partition, s.generation + 1),
+      exclusiveStart: afterKey !== undefined,
+      limit: options.limit + 1, // one more tells whether the scan is complete
+    });
+    for (const key of range) {
+      if (keys.length === options.limit) {
+        more = true;
+        break;
+      }
+      keys.push(view(key, 8));
+    }
+    const last = keys[keys.length - 1];
+    return more && last !== undefined ? { keys, nextAfterKey: last } : { keys };
+  }
+
+  async count(partition: PartitionId): Promise<number> {
+    this.checkOpen();
+    return this.states.get(partition)?.keyCount ?? 0;
+  }
+
+  /**
+   * Bounded by what the log holds now (not by cached positions), so a read racing a
+   * commit sees either side of it. Entries are checked: checksum, key = seq, no gaps.
+   */
+  async readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]> {
+    this.checkOpen();
+    checkPageLimit('readLog', options.limit);
+    checkPartition(partition);
+    const from = Math.max(options.fromSeq, 1);
+    const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
+    if (from > to) return [];
+    const out: LogEntry[] = [];
+    const range = this.logDb.getRange({ start: logKey(partition, from), end: logKey(partition, to), inclusiveEnd: true, limit: options.limit });
+    for (const { key, value } of range) {
+      const keySeq = readU64(key, 4);
+      const entry = decodeEntry(value, `partition ${partition} log entry ${keySeq}`);
+      if (entry.seq !== keySeq) throw new CorruptRecordError(`partition ${partition}: log key ${keySeq} holds entry ${entry.seq}`);
+      const prev = out[out.length - 1];
+      if (prev !== undefined && entry.seq !== prev.seq + 1) {
+        throw new CorruptRecordError(`partition ${partition}: the log jumps from ${prev.seq} to ${entry.seq}`);
+      }
+      out.push(entry);
+    }
+    return out;
+  }
+
+  async snapshot(partition: PartitionId): Promise<Snapshot> {
+    this.checkOpen();
+    checkPartition(partition);
+    // One read transaction gives the state record and the data at the same instant (S11).
+    const txn = this.dataDb.useReadTransaction();
+    let open = true;
+    const handle: OpenSnapshot = {
+      done: () => {
+        if (!open) return;
+        open = false;
+        this.snapshots.delete(handle);
+        txn.done();
+      },
+    };
+    this.snapshots.add(handle);
+    let applied: LogPosition = ZERO_POSITION;
+    let generation: number | undefined;
+    try {
+      const raw = this.partDb.get(partKey(partition), { transaction: txn });
+      if (raw !== undefined) {
+        const s = decodeState(raw, `partition ${partition} state`);
+        applied = s.applied;
+        generation = s.generation;
+      }
+    } catch (err) {
+      handle.done();
+      throw err;
+    }
+    const dataDb = this.dataDb;
+    return {
+      applied,
+      async *items(pageItems: number): AsyncIterable<readonly SnapshotItem[]> {
+        checkPageLimit('snapshot items', pageItems);
+        if (generation === undefined) return;
+        const end = dataPrefix(partition, generation + 1);
+        let start = dataPrefix(partition, generation);
+        let exclusiveStart = false;
+        // Bounded: every round but the last yields a full page of distinct, ascending keys.
+        for (let round = 0; ; round++) {
+          assert(round <= Number.MAX_SAFE_INTEGER / pageItems, 'snapshot paging did not end');
+          if (!open) throw new StorageFailureError('snapshot read after close');
+          const page: SnapshotItem[] = [];
+          for (const { key, value } of dataDb.getRange({ start, end, exclusiveStart, limit: pageItems, transaction: txn })) {
+            const v = decodeValue(value);
+            page.push({ key: view(key, 8), value: v.value, version: v.version });
+            start = key;
+          }
+          exclusiveStart = true;
+          if (page.length > 0) yield page;
+          if (page.length < pageItems) return;
+        }
+      },
+      async close(): Promise<void> {
+        handle.done();
+      },
+    };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Writes.
+  // -------------------------------------------------------------------------------------
+
+  /**
+   * The batch's bytes are encoded (copied) now, so the caller may reuse its buffers and
+   * the write transaction does less; its preconditions are checked when it runs, in order.
+   */
+  async writeBatch(ops: readonly BatchOp[]): Promise<BatchResult> {
+    this.checkOpen();
+    let weight = ops.length;
+    const prepared = ops.map((op): PreparedOp => {
+      if (op.kind === 'appendLog') {
+        weight += op.entries.length;
+        return { records: op.entries.map(encodeEntry) };
+      }
+      if (op.kind === 'apply') {
+        weight += op.entries.length;
+        // The generation (bytes 4..8 of a data key) is filled in by the transaction.
+        const keys = op.entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(op.partition, 0, e.op.key)));
+        const values = op.entries.map((e) => (e.op.kind === 'put' ? encodeValue(e.seq, e.op.value) : null));
+        return { keys, values };
+      }
+      return {};
+    });
+    const outcome = await this.enqueue(weight, false, (v) => this.execBatch(ops, prepared, v));
+    for (const p of outcome.dropped) this.scheduleGc(p);
+    return outcome.result;
+  }
+
+  async installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>): Promise<void> {
+    this.checkOpen();
+    checkPartition(partition);
+    if (this.installing.has(partition)) {
+      throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
+    }
+    const generation = this.allocateGeneration();
+    this.installing.set(partition, generation);
+    try {
+      let staged: Array<readonly [Buffer, Buffer]> = [];
+      let stagedBytes = 0;
+      let keyCount = 0;
+      let previousKey: Uint8Array | undefined;
+      // Bounded by the caller's iterator; at most one stage (8 MiB) is held in memory.
+      for await (const page of items) {
+        for (const item of page) {
+          checkSnapshotItem(partition, applied, previousKey, item);
+          checkKey(partition, item.key, LMDB_MAX_KEY_BYTES);
+          const key = dataKey(partition, generation, item.key);
+          staged.push([key, encodeValue(item.version, item.value)]);
+          stagedBytes += key.length + item.value.length + 8;
+          keyCount += 1;
+          previousKey = view(key, 8);
+          if (staged.length >= STAGE_MAX_ITEMS || stagedBytes >= STAGE_MAX_BYTES) {
+            await this.stage(staged);
+            staged = [];
+            stagedBytes = 0;
+          }
+        }
+      }
+      if (staged.length > 0) await this.stage(staged);
+      // S11: the switch is one transaction: state record, applied, log base, empty log.
+      await this.enqueue(1, false, (v) => {
+        const before = v.state(partition);
+        if (before) this.deleteLog(partition, before.logBase.seq + 1, before.logLast.seq);
+        const after: PartState = { meta: before?.meta ?? null, applied, logBase: applied, logLast: applied, generation, keyCount };
+        v.set(partition, after);
+        this.partDb.putSync(partKey(partition), encodeState(after));
+      });
+    } finally {
+      this.installing.delete(partition);
+      // Either the old generation (installed) or the staged one (failed) is garbage now.
+      this.scheduleGc(partition);
+    }
+  }
+
+  /** Resolves once no write or garbage collection is queued or running (tests, shutdown). */
+  async idle(): Promise<void> {
+    for (let i = 0; i < 1_000_000 && (this.running !== null || this.gcQueued.size > 0); i++) {
+      if (this.running) await this.running;
+      else await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  close(): Promise<void> {
+    this.closePromise ??= this.shutDown();
+    return this.closePromise;
+  }
+
+  private async shutDown(): Promise<void> {
+    this.closing = true;
+    // Garbage collection resumes at the next open; queued batches still complete.
+    this.queue = this.queue.filter((job) => !job.internal);
+    this.gcQueued.clear();
+    if (this.running) await this.running;
+    for (const s of [...this.snapshots]) s.done();
+    try {
+      await this.env.close();
+    } catch (err) {
+      throw new StorageFailureError('closing lmdb failed', { cause: err });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Internals.
+  // -------------------------------------------------------------------------------------
+
+  private checkOpen(): void {
+    if (this.closing) throw new StorageFailureError('the lmdb backend is closed');
+  }
+
+  private allocateGeneration(): number {
+    const g = this.nextGeneration++;
+    assert(g <= MAX_GENERATION, 'data generations exhausted');
+    return g;
+  }
+
+  private enqueue<T>(weight: number, internal: boolean, run: (v: Overlay) => T): Promise<T> {
+    if (this.closing) return Promise.reject(new StorageFailureError('the lmdb backend is closed'));
+    if (!internal && this.queue.length >= MAX_QUEUED_JOBS) {
+      return Promise.reject(new OverloadedError(`${this.queue.length} storage batches queued`));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({
+        weight,
+        internal,
+        run,
+        settle: (outcome) => (outcome.ok ? resolve(outcome.value as T) : reject(outcome.error)),
+      });
+      this.running ??= this.drain();
+    });
+  }
+
+  /** Runs queued jobs, a group per transaction, until the queue is empty. */
+  private async drain(): Promise<void> {
+    // Bounded: each round takes at least one job off a queue of at most MAX_QUEUED_JOBS
+    // user jobs (plus one GC job per partition); it ends when callers stop writing.
+    while (this.queue.length > 0) {
+      let weight = 0;
+      let n = 0;
+      while (n < this.queue.length && n < MAX_JOBS_PER_TXN && (n === 0 || weight + this.queue[n]!.weight <= MAX_WEIGHT_PER_TXN)) {
+        weight += this.queue[n]!.weight;
+        n += 1;
+      }
+      const group = this.queue.slice(0, n);
+      this.queue = this.queue.slice(n);
+      await this.runGroup(group);
+    }
+    this.running = null;
+  }
+
+  private async runGroup(group: readonly Job[]): Promise<void> {
+    const groupView = new Overlay(this.committed);
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      await this.env.transaction(() => {
+        for (const job of group) {
+          const jobView = new Overlay(groupView);
+          try {
+            // A child transaction: a job that throws leaves nothing behind.
+            const value = this.dataDb.transactionSync(() => job.run(jobView));
+            jobView.mergeInto(groupView);
+            outcomes.push({ ok: true, value });
+          } catch (error) {
+            // Precondition violations and typed errors as they are; an engine error is a storage failure.
+            const known = error instanceof InvariantViolation || error instanceof DstoreError;
+            outcomes.push({ ok: false, error: known ? error : new StorageFailureError('lmdb write failed', { cause: error }) });
+          }
+        }
+      });
+    } catch (err) {
+      const error = new StorageFailureError('lmdb transaction failed', { cause: err });
+      for (const job of group) job.settle({ ok: false, error });
+      return;
+    }
+    // Committed (and, with sync 'batch', fsynced): publish the new positions.
+    for (const [p, s] of groupView.changes) {
+      if (s === null) this.states.delete(p);
+      else this.states.set(p, s);
+    }
+    group.forEach((job, i) => job.settle(outcomes[i] ?? { ok: false, error: new InvariantViolation('a job has no outcome') }));
+  }
+
+  /** Writes one staged chunk of a snapshot; no state changes. */
+  private stage(items: ReadonlyArray<readonly [Buffer, Buffer]>): Promise<void> {
+    return this.enqueue(items.length, false, () => {
+      for (const [key, value] of items) this.dataDb.putSync(key, value);
+    });
+  }
+
+  /** Deletes log entries from..to (inclusive); they must all be there (no gaps). */
+  private deleteLog(partition: PartitionId, from: number, to: number): void {
+    for (let s = from; s <= to; s++) {
+      if (!this.logDb.removeSync(logKey(partition, s))) {
+        throw new CorruptRecordError(`partition ${partition}: log entry ${s} is missing`);
+      }
+    }
+  }
+
+  private readEntry(partition: PartitionId, s: number): LogEntry {
+    const raw = this.logDb.get(logKey(partition, s));
+    if (raw === undefined) throw new CorruptRecordError(`partition ${partition}: log entry ${s} is missing`);
+    const entry = decodeEntry(raw, `partition ${partition} log entry ${s}`);
+    if (entry.seq !== s) throw new CorruptRecordError(`partition ${partition}: log key ${s} holds entry ${entry.seq}`);
+    return entry;
+  }
+
+  /** One batch, inside its child transaction; throws before writing when a precondition fails. */
+  private execBatch(ops: readonly BatchOp[], prepared: readonly PreparedOp[], v: Overlay): { result: BatchResult; dropped: PartitionId[] } {
+    const persist = new Set<PartitionId>();
+    const dropped: PartitionId[] = [];
+    const deletes: Array<{ partition: PartitionId; seq: Seq; existed: boolean }> = [];
+    const stateOf = (partition: PartitionId): PartState => {
+      checkPartition(partition);
+      const existing = v.state(partition);
+      if (existing) return existing;
+      const created: PartState = {
+        meta: null,
+        applied: ZERO_POSITION,
+        logBase: ZERO_POSITION,
+        logLast: ZERO_POSITION,
+        generation: this.allocateGeneration(),
+        keyCount: 0,
+      };
+      v.set(partition, created);
+      persist.add(partition);
+      return created;
+    };
+    for (const [i, op] of ops.entries()) {
+      const p = op.partition;
+      const prep = prepared[i]!;
+      switch (op.kind) {
+        case 'appendLog': {
+          const s = stateOf(p);
+          checkEntriesFollow(p, 'appendLog', s.logLast, op.entries);
+          const last = op.entries[op.entries.length - 1];
+          if (last === undefined) break;
+          op.entries.forEach((e, j) => this.logDb.putSync(logKey(p, e.seq), prep.records![j]!));
+          v.set(p, { ...s, logLast: { seq: last.seq, epoch: last.epoch } });
+          break;
+        }
+        case 'truncateLogFrom': {
+          const s = stateOf(p);
+          checkTruncateLogFrom(p, op.fromSeq, s.applied);
+          if (op.fromSeq > s.logLast.seq) break;
+          const from = Math.max(op.fromSeq, s.logBase.seq + 1);
+          const logLast = from - 1 === s.logBase.seq ? s.logBase : positionOf(this.readEntry(p, from - 1));
+          this.deleteLog(p, from, s.logLast.seq);
+          v.set(p, { ...s, logLast });
+          break;
+        }
+        case 'truncateLogTo': {
+          const s = stateOf(p);
+          checkTruncateLogTo(p, op.base, s, (at) => this.readEntry(p, at).epoch);
+          this.deleteLog(p, s.logBase.seq + 1, Math.min(op.base.seq, s.logLast.seq));
+          const logLast = op.base.seq >= s.logLast.seq ? op.base : s.logLast;
+          v.set(p, { ...s, logBase: op.base, logLast });
+          persist.add(p);
+          break;
+        }
+        case 'apply': {
+          const s = stateOf(p);
+          checkEntriesFollow(p, 'apply', s.applied, op.entries);
+          for (const e of op.entries) {
+            if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(p, e.op.key, LMDB_MAX_KEY_BYTES);
+          }
+          const last = op.entries[op.entries.length - 1];
+          if (last === undefined) break;
+          let keyCount = s.keyCount;
+          for (const [j, e] of op.entries.entries()) {
+            if (e.op.kind === 'epochStart') continue;
+            const key = prep.keys![j]!;
+            key.writeUInt32BE(s.generation, 4);
+            if (e.op.kind === 'put') {
+              if (!this.dataDb.doesExist(key)) keyCount += 1;
+              this.dataDb.putSync(key, prep.values![j]!);
+            } else {
+              const existed = this.dataDb.removeSync(key);
+              if (existed) keyCount -= 1;
+              deletes.push({ partition: p, seq: e.seq, existed });
+            }
+          }
+          v.set(p, { ...s, applied: { seq: last.seq, epoch: last.epoch }, keyCount });
+          persist.add(p);
+          break;
+        }
+        case 'setMeta': {
+          const s = stateOf(p);
+          checkSetMeta(p, s.meta, op.meta);
+          v.set(p, { ...s, meta: op.meta });
+          persist.add(p);
+          break;
+        }
+        case 'dropPartition': {
+          checkPartition(p);
+          const s = v.state(p);
+          if (!s) break;
+          this.deleteLog(p, s.logBase.seq + 1, s.logLast.seq);
+          v.set(p, null); // its data is garbage from now on
+          persist.add(p);
+          dropped.push(p);
+          break;
+        }
+        default:
+          return assertNever(op);
+      }
+    }
+    for (const p of persist) {
+      const s = v.state(p);
+      if (s) this.partDb.putSync(partKey(p), encodeState(s));
+      else this.partDb.removeSync(partKey(p));
+    }
+    return { result: { deletes }, dropped };
+  }
+
+  private scheduleGc(partition: PartitionId): void {
+    if (this.closing || this.gcQueued.has(partition)) return;
+    this.gcQueued.add(partition);
+    this.enqueue(GC_CHUNK_KEYS / 16, true, (v) => this.collectGarbage(partition, v)).then(
+      (more) => {
+        this.gcQueued.delete(partition);
+        if (more) this.scheduleGc(partition);
+      },
+      (err: unknown) => {
+        // The garbage stays; the next open finds it again. Nothing is lost, so this is
+        // not the writer's failure: its own batches report a failed commit themselves.
+        this.gcQueued.delete(partition);
+        this.gcError = err;
+      },
+    );
+  }
+
+  /** Deletes up to GC_CHUNK_KEYS keys of the partition outside its current generation. */
+  private collectGarbage(partition: PartitionId, v: Overlay): boolean {
+    if (this.installing.has(partition)) return false; // rescheduled when the install ends
+    const current = v.state(partition)?.generation;
+    const lo = dataPrefix(partition, 0);
+    const hi = partition < MAX_PARTITION ? dataPrefix(partition + 1, 0) : undefined;
+    const ranges: Array<{ start: Buffer; end: Buffer | undefined }> =
+      current === undefined
+        ? [{ start: lo, end: hi }]
+        : [
+            { start: lo, end: dataPrefix(partition, current) },
+            { start: dataPrefix(partition, current + 1), end: hi },
+          ];
+    let budget = GC_CHUNK_KEYS;
+    for (const range of ranges) {
+      const keys = [...this.dataDb.getKeys({ start: range.start, end: range.end, limit: budget })];
+      for (const key of keys) this.dataDb.removeSync(key);
+      budget -= keys.length;
+      if (budget === 0) return true;
+    }
+    return false;
+  }
+
+  /** Loads the states, checks the logs, finds garbage. */
+  private async load(): Promise<void> {
+    const format = this.sysDb.get(Buffer.from('format'));
+    if (format === undefined) {
+      await this.env.transaction(() => this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])));
+    } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
+      throw new StorageFailureError(`unknown lmdb data format ${Buffer.from(format).toString('hex')}; expected ${FORMAT_VERSION}`);
+    }
+    let maxGeneration = 0;
+    for (const { key, value } of this.partDb.getRange({})) {
+      if (key.length !== 4) throw new CorruptRecordError(`a state record has a key of ${key.length} bytes`);
+      const partition = key.readUInt32BE(0) as PartitionId;
+      const what = `partition ${partition}`;
+      const s = decodeState(value, `${what} state`);
+      let logLast = s.logBase;
+      const lastKeys = [...this.logDb.getKeys({ start: logKey(partition, Number.MAX_SAFE_INTEGER), end: partKey(partition), reverse: true, limit: 1 })];
+      const firstKeys = [...this.logDb.getKeys({ start: partKey(partition), end: partKey(partition + 1), limit: 1 })];
+      const lastKey = lastKeys[0];
+      const firstKey = firstKeys[0];
+      if (lastKey !== undefined && firstKey !== undefined) {
+        const first = readU64(firstKey, 4);
+        if (first !== s.logBase.seq + 1) throw new CorruptRecordError(`${what}: the log starts at ${first}, not after its base ${s.logBase.seq}`);
+        logLast = positionOf(this.readEntry(partition, readU64(lastKey, 4)));
+      }
+      this.states.set(partition, { ...s, logLast });
+      maxGeneration = Math.max(maxGeneration, s.generation);
+    }
+    // Walk the partitions present in `data`: the highest generation bounds the next one,
+    // and any generation but the current one is garbage (a dropped partition, a replaced
+    // or half-installed snapshot).
+    const garbage: PartitionId[] = [];
+    let start = dataPrefix(0, 0);
+    for (let i = 0; i < MAX_PARTITIONS_AT_OPEN; i++) {
+      const first = [...this.dataDb.getKeys({ start, limit: 1 })][0];
+      if (first === undefined) break;
+      const partition = first.readUInt32BE(0) as PartitionId;
+      const end = partition < MAX_PARTITION ? dataPrefix(partition + 1, 0) : Buffer.alloc(8, 0xff);
+      const last = [...this.dataDb.getKeys({ start: end, end: dataPrefix(partition, 0), reverse: true, limit: 1 })][0];
+      const lowest = first.readUInt32BE(4);
+      const highest = last === undefined ? lowest : last.readUInt32BE(4);
+      maxGeneration = Math.max(maxGeneration, highest);
+      const current = this.states.get(partition)?.generation;
+      if (current !== lowest || current !== highest) garbage.push(partition);
+      if (partition >= MAX_PARTITION) break;
+      start = end;
+    }
+    this.nextGeneration = maxGeneration + 1;
+    for (const p of garbage) this.scheduleGc(p);
+  }
+}
+
+function positionOf(e: LogEntry): LogPosition {
+  return { seq: e.seq, epoch: e.epoch };
+}

@@ -1,0 +1,708 @@
+/**
+ * The one conformance suite every storage backend passes (DESIGN §8). It proves, through
+ * the public `Backend` interface only, that a backend:
+ * - appends and reads the log in order, within seq windows and limits; truncates it on an
+ *   S1 conflict (`truncateLogFrom`) and below a new base (S12, `truncateLogTo`);
+ * - applies put/delete/epochStart entries (version = entry seq, delete reports `existed`)
+ *   and moves the applied position with them;
+ * - runs a batch atomically: a batch whose preconditions fail (log or apply continuity, an
+ *   S1/S12/S3 violation) is rejected with an InvariantViolation and leaves NOTHING behind,
+ *   and batches take effect in call order;
+ * - keeps per-partition metadata, reports every partition's positions, scans keys in byte
+ *   order page by page, counts keys;
+ * - takes point-in-time snapshots and installs snapshots atomically (S11); drops partitions;
+ * - survives close + reopen (when the harness can reopen), with binary keys, UTF-8 keys,
+ *   1 MiB values and empty values.
+ *
+ * Each test gets a fresh backend from `make` and cleans it up, also when it fails.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  type LogEntry,
+  type PartitionId,
+  InvariantViolation,
+  epoch,
+  nodeId,
+  partitionId,
+  seq,
+} from '../../src/core/types.js';
+import type { Backend, BatchOp, LogPosition, PartitionMeta, SnapshotItem } from '../../src/storage/backend.js';
+
+export interface BackendHarness {
+  readonly backend: Backend;
+  /** Closes the current backend and opens the same store again (durable backends). */
+  readonly reopen?: () => Promise<Backend>;
+  readonly cleanup: () => Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------
+
+const P1 = partitionId(1);
+const P2 = partitionId(2);
+const P3 = partitionId(3);
+const MiB = 1024 * 1024;
+/** Upper bound on pages any helper walks; far above what a test writes. */
+const MAX_PAGES = 10_000;
+
+const enc = new TextEncoder();
+const b = (s: string): Uint8Array => enc.encode(s);
+const hex = (u: Uint8Array): string => Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString('hex');
+const pos = (s: number, e: number): LogPosition => ({ seq: seq(s), epoch: epoch(e) });
+
+function put(s: number, e: number, key: Uint8Array | string, value: Uint8Array | string): LogEntry {
+  const k = typeof key === 'string' ? b(key) : key;
+  const v = typeof value === 'string' ? b(value) : value;
+  return { epoch: epoch(e), seq: seq(s), op: { kind: 'put', key: k, value: v } };
+}
+function del(s: number, e: number, key: Uint8Array | string): LogEntry {
+  return { epoch: epoch(e), seq: seq(s), op: { kind: 'delete', key: typeof key === 'string' ? b(key) : key } };
+}
+function start(s: number, e: number): LogEntry {
+  return { epoch: epoch(e), seq: seq(s), op: { kind: 'epochStart' } };
+}
+/** Entries seq from..to, puts of `k<seq>` in epoch `e`. */
+function puts(from: number, to: number, e: number): LogEntry[] {
+  const out: LogEntry[] = [];
+  for (let s = from; s <= to; s++) out.push(put(s, e, `k${s}`, `v${s}`));
+  return out;
+}
+
+const append = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp => ({ kind: 'appendLog', partition, entries });
+const apply = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp => ({ kind: 'apply', partition, entries });
+
+/** A comparable form of an entry: bytes as hex, an absent tag stays absent. */
+function norm(e: LogEntry): unknown {
+  const op =
+    e.op.kind === 'put'
+      ? { kind: 'put', key: hex(e.op.key), value: hex(e.op.value) }
+      : e.op.kind === 'delete'
+        ? { kind: 'delete', key: hex(e.op.key) }
+        : { kind: e.op.kind };
+  return e.tag === undefined ? { epoch: e.epoch, seq: e.seq, op } : { epoch: e.epoch, seq: e.seq, op, tag: { ...e.tag } };
+}
+const normAll = (entries: readonly LogEntry[]): unknown[] => entries.map(norm);
+
+async function readAll(backend: Backend, partition: PartitionId): Promise<LogEntry[]> {
+  return backend.readLog(partition, { fromSeq: seq(0), toSeq: seq(Number.MAX_SAFE_INTEGER), limit: 1_000_000 });
+}
+
+async function scanAll(backend: Backend, partition: PartitionId, limit = 7): Promise<Uint8Array[]> {
+  const keys: Uint8Array[] = [];
+  let afterKey: Uint8Array | undefined;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const result = await backend.scan(partition, afterKey === undefined ? { limit } : { afterKey, limit });
+    assert.ok(result.keys.length <= limit, 'a scan page is at most `limit` keys');
+    keys.push(...result.keys);
+    if (result.nextAfterKey === undefined) return keys;
+    assert.ok(result.keys.length > 0, 'a page that is not the last has keys');
+    afterKey = result.nextAfterKey;
+  }
+  assert.fail('scan did not end');
+}
+
+async function snapshotItems(backend: Backend, partition: PartitionId, pageItems: number): Promise<{ applied: LogPosition; pages: SnapshotItem[][] }> {
+  const snap = await backend.snapshot(partition);
+  try {
+    const pages: SnapshotItem[][] = [];
+    for await (const page of snap.items(pageItems)) pages.push([...page]);
+    return { applied: snap.applied, pages };
+  } finally {
+    await snap.close();
+  }
+}
+
+const normItems = (items: readonly SnapshotItem[]): unknown[] => items.map((i) => ({ key: hex(i.key), value: hex(i.value), version: i.version }));
+
+async function* pagesOf(items: readonly SnapshotItem[], pageItems: number): AsyncIterable<readonly SnapshotItem[]> {
+  for (let i = 0; i < items.length; i += pageItems) yield items.slice(i, i + pageItems);
+}
+
+/** Everything observable about some partitions (and only them), in comparable form. */
+async function dump(backend: Backend, partitions: readonly PartitionId[]): Promise<unknown> {
+  const per: unknown[] = [];
+  for (const p of partitions) {
+    const keys = await scanAll(backend, p);
+    const values: unknown[] = [];
+    for (const k of keys) {
+      const v = await backend.get(p, k);
+      values.push(v === undefined ? null : { value: hex(v.value), version: v.version });
+    }
+    per.push({ p, count: await backend.count(p), keys: keys.map(hex), values, log: normAll(await readAll(backend, p)) });
+  }
+  return { partitions: (await backend.partitions()).filter((s) => partitions.includes(s.partition)), per };
+}
+
+function meta(e: number, partition: PartitionId = P1): PartitionMeta {
+  return {
+    epoch: epoch(e),
+    config: { partition, epoch: epoch(e), primary: nodeId('n1'), secondaries: [nodeId('n2'), nodeId('n3')], learners: [] },
+  };
+}
+
+async function stateOf(backend: Backend, partition: PartitionId) {
+  return (await backend.partitions()).find((s) => s.partition === partition);
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite.
+// ---------------------------------------------------------------------------------------
+
+export function backendConformance(name: string, make: () => Promise<BackendHarness>): void {
+  /** A test with a fresh backend, cleaned up whatever happens. */
+  const it = (title: string, body: (h: BackendHarness, backend: Backend) => Promise<void>): void => {
+    test(title, async () => {
+      const h = await make();
+      try {
+        await body(h, h.backend);
+      } finally {
+        await h.cleanup();
+      }
+    });
+  };
+
+  describe(`${name} backend conformance (DESIGN §8)`, () => {
+    it('a fresh backend is empty', async (_h, backend) => {
+      assert.ok(typeof backend.kind === 'string' && backend.kind.length > 0);
+      assert.deepStrictEqual(await backend.partitions(), []);
+      assert.equal(await backend.get(P1, b('k')), undefined);
+      assert.deepStrictEqual(await backend.scan(P1, { limit: 10 }), { keys: [] });
+      assert.equal(await backend.count(P1), 0);
+      assert.deepStrictEqual(await readAll(backend, P1), []);
+      const snap = await snapshotItems(backend, P1, 10);
+      assert.deepStrictEqual(snap, { applied: pos(0, 0), pages: [] });
+      assert.deepStrictEqual(await backend.writeBatch([]), { deletes: [] });
+    });
+
+    describe('log', () => {
+      it('appendLog then readLog returns the entries in order, with tags', async (_h, backend) => {
+        const tagged: LogEntry = { ...put(3, 1, 'a', 'x'), tag: { clientId: 'c1', requestSeq: 7 } };
+        const first = [put(1, 1, 'a', '1'), del(2, 1, 'b'), tagged];
+        await backend.writeBatch([append(P1, first.slice(0, 2)), append(P1, first.slice(2))]);
+        const second = [start(4, 2), ...puts(5, 10, 2)];
+        await backend.writeBatch([append(P1, second)]);
+        const all = [...first, ...second];
+        assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll(all));
+        const got = await readAll(backend, P1);
+        assert.equal('tag' in got[0]!, false, 'an entry without a tag reads back without one');
+        assert.deepStrictEqual(got[2]!.tag, { clientId: 'c1', requestSeq: 7 });
+        assert.deepStrictEqual(await stateOf(backend, P1), {
+          partition: P1,
+          meta: null,
+          applied: pos(0, 0),
+          logBase: pos(0, 0),
+          logLast: pos(10, 2),
+        });
+      });
+
+      it('readLog honours fromSeq, toSeq and limit', async (_h, backend) => {
+        const entries = puts(1, 20, 1);
+        await backend.writeBatch([append(P1, entries)]);
+        const read = async (fromSeq: number, toSeq: number, limit: number) =>
+          (await backend.readLog(P1, { fromSeq: seq(fromSeq), toSeq: seq(toSeq), limit })).map((e) => e.seq);
+        assert.deepStrictEqual(await read(3, 7, 100), [3, 4, 5, 6, 7]);
+        assert.deepStrictEqual(await read(3, 7, 2), [3, 4]);
+        assert.deepStrictEqual(await read(18, 100, 100), [18, 19, 20]);
+        assert.deepStrictEqual(await read(0, 2, 100), [1, 2]);
+        assert.deepStrictEqual(await read(21, 30, 100), []);
+        assert.deepStrictEqual(await read(7, 6, 100), []);
+        assert.deepStrictEqual(await read(5, 5, 1), [5]);
+        assert.deepStrictEqual(await backend.readLog(P2, { fromSeq: seq(1), toSeq: seq(5), limit: 10 }), []);
+      });
+
+      it('appendLog must continue the log: gaps, repeats, a wrong first seq or an older epoch are rejected', async (_h, backend) => {
+        await backend.writeBatch([append(P1, puts(1, 3, 2))]);
+        const before = await dump(backend, [P1, P2]);
+        const bad: Array<readonly LogEntry[]> = [
+          [put(5, 2, 'a', 'x')], // gap after 3
+          [put(3, 2, 'a', 'x')], // repeats 3
+          [put(4, 2, 'a', 'x'), put(6, 2, 'b', 'y')], // gap inside the op
+          [put(4, 1, 'a', 'x')], // epoch goes back (S1)
+        ];
+        for (const entries of bad) {
+          await assert.rejects(backend.writeBatch([append(P1, entries)]), InvariantViolation);
+        }
+        await assert.rejects(backend.writeBatch([append(P2, [put(2, 1, 'a', 'x')])]), InvariantViolation, 'an empty log starts at seq 1');
+        assert.deepStrictEqual(await dump(backend, [P1, P2]), before);
+        await backend.writeBatch([append(P1, [put(4, 3, 'a', 'x')])]);
+        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [1, 2, 3, 4]);
+      });
+
+      it('truncateLogFrom deletes the conflicting suffix (S1) and appending continues from there', async (_h, backend) => {
+        const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
+        await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 2))]);
+        // The new primary's entry 4 (epoch 3) conflicts with ours: drop 4.. and append, in one batch.
+        const replacement = put(4, 3, 'k4', 'new');
+        await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(4) }, append(P1, [replacement])]);
+        assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll([...log.slice(0, 3), replacement]));
+        assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(4, 3));
+        // Only truncation: the last position becomes the entry before fromSeq.
+        await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(3) }]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(2, 1));
+        // Past the end: nothing to delete.
+        await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(10) }]);
+        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [1, 2]);
+        await backend.writeBatch([append(P1, [put(3, 4, 'x', 'y')])]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(3, 4));
+      });
+
+      it('truncateLogFrom never deletes an applied entry (S1)', async (_h, backend) => {
+        await backend.writeBatch([append(P1, puts(1, 5, 1)), apply(P1, puts(1, 3, 1))]);
+        const before = await dump(backend, [P1]);
+        for (const fromSeq of [3, 1, 0]) {
+          await assert.rejects(backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(fromSeq) }]), InvariantViolation);
+        }
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+      });
+
+      it('truncateLogTo drops entries up to the new base (S12) and the log goes on after it', async (_h, backend) => {
+        const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
+        await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 4))]);
+        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(4, 2) }]);
+        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [5, 6]);
+        assert.deepStrictEqual(
+          (await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(5), limit: 10 })).map((e) => e.seq),
+          [5],
+          'dropped entries are no longer returned',
+        );
+        let s = await stateOf(backend, P1);
+        assert.deepStrictEqual([s?.logBase, s?.logLast, s?.applied], [pos(4, 2), pos(6, 2), pos(4, 2)]);
+        // The same base again is a no-op.
+        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(4, 2) }]);
+        // Truncate everything applied, with the apply in the same batch: the log empties.
+        await backend.writeBatch([apply(P1, log.slice(4)), { kind: 'truncateLogTo', partition: P1, base: pos(6, 2) }]);
+        s = await stateOf(backend, P1);
+        assert.deepStrictEqual([s?.logBase, s?.logLast, s?.applied], [pos(6, 2), pos(6, 2), pos(6, 2)]);
+        assert.deepStrictEqual(await readAll(backend, P1), []);
+        await assert.rejects(backend.writeBatch([append(P1, [put(8, 2, 'a', 'b')])]), InvariantViolation);
+        await backend.writeBatch([append(P1, [put(7, 3, 'a', 'b')])]);
+        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [7]);
+        s = await stateOf(backend, P1);
+        assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(6, 2), pos(7, 3)]);
+      });
+
+      it('truncateLogTo past the log (entries applied without being logged here) leaves an empty log at the base', async (_h, backend) => {
+        await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(3, 1) }]);
+        const s = await stateOf(backend, P1);
+        assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(3, 1), pos(3, 1)]);
+        await backend.writeBatch([append(P1, [put(4, 1, 'a', 'b')])]);
+        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [4]);
+      });
+
+      it('truncateLogTo is refused above the applied seq, backwards, or with the wrong epoch (S12)', async (_h, backend) => {
+        const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
+        await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 4))]);
+        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(2, 1) }]);
+        const before = await dump(backend, [P1]);
+        const bad = [pos(5, 2), pos(1, 1), pos(2, 7), pos(4, 1)];
+        for (const base of bad) {
+          await assert.rejects(backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base }]), InvariantViolation, `base ${base.seq}/${base.epoch}`);
+        }
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+      });
+    });
+
+    describe('apply', () => {
+      it('put, delete and epochStart change the data, versions are entry seqs, the applied position moves', async (_h, backend) => {
+        const entries = [put(1, 1, 'a', 'A1'), put(2, 1, 'b', 'B2'), start(3, 2), put(4, 2, 'a', 'A4'), del(5, 2, 'b'), del(6, 2, 'nope')];
+        const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+        assert.deepStrictEqual(result.deletes, [
+          { partition: P1, seq: 5, existed: true },
+          { partition: P1, seq: 6, existed: false },
+        ]);
+        const a = await backend.get(P1, b('a'));
+        assert.ok(a);
+        assert.equal(hex(a.value), hex(b('A4')));
+        assert.equal(a.version, 4);
+        assert.equal(await backend.get(P1, b('b')), undefined);
+        assert.equal(await backend.count(P1), 1);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(6, 2));
+        assert.equal(await backend.get(P2, b('a')), undefined, 'partitions do not share keys');
+      });
+
+      it('apply continues after the applied seq; a gap or a repeat is rejected and nothing of the batch stays', async (_h, backend) => {
+        await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+        const before = await dump(backend, [P1]);
+        await assert.rejects(backend.writeBatch([apply(P1, [put(5, 1, 'x', 'y')])]), InvariantViolation);
+        await assert.rejects(backend.writeBatch([apply(P1, [put(3, 1, 'x', 'y')])]), InvariantViolation);
+        await assert.rejects(backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y'), put(4, 1, 'z', 'y')])]), InvariantViolation);
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+        await backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y')]), apply(P1, [del(5, 1, 'x')])]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 1));
+      });
+
+      it('within one batch, later entries see earlier ones (put then delete, put twice)', async (_h, backend) => {
+        const result = await backend.writeBatch([
+          apply(P1, [put(1, 1, 'k', 'one'), put(2, 1, 'k', 'two')]),
+          apply(P1, [del(3, 1, 'k'), put(4, 1, 'j', 'J')]),
+          apply(P2, [put(1, 1, 'k', 'p2')]),
+          apply(P2, [del(2, 1, 'k')]),
+        ]);
+        assert.deepStrictEqual(result.deletes, [
+          { partition: P1, seq: 3, existed: true },
+          { partition: P2, seq: 2, existed: true },
+        ]);
+        assert.equal(await backend.count(P1), 1);
+        assert.equal(await backend.count(P2), 0);
+        assert.equal(await backend.get(P1, b('k')), undefined);
+      });
+
+      it('an empty apply or appendLog changes nothing', async (_h, backend) => {
+        await backend.writeBatch([apply(P1, puts(1, 2, 1)), append(P1, puts(1, 2, 1))]);
+        const before = await dump(backend, [P1]);
+        await backend.writeBatch([apply(P1, []), append(P1, [])]);
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+      });
+    });
+
+    describe('atomicity and order', () => {
+      it('a batch that fails anywhere leaves nothing of it, in any partition', async (_h, backend) => {
+        await backend.writeBatch([append(P1, puts(1, 2, 1)), apply(P1, puts(1, 2, 1)), { kind: 'setMeta', partition: P1, meta: meta(1) }]);
+        const before = await dump(backend, [P1, P2, P3]);
+        const failing: BatchOp[][] = [
+          // Everything valid, then an appendLog whose first seq does not follow the log's last.
+          [
+            append(P2, puts(1, 5, 1)),
+            apply(P2, puts(1, 5, 1)),
+            append(P1, puts(3, 4, 1)),
+            apply(P1, [put(3, 1, 'k3', 'v3'), del(4, 1, 'k1')]),
+            { kind: 'setMeta', partition: P1, meta: meta(2) },
+            { kind: 'setMeta', partition: P3, meta: meta(1, P3) },
+            { kind: 'truncateLogTo', partition: P1, base: pos(2, 1) },
+            append(P1, [put(9, 1, 'x', 'y')]),
+          ],
+          // An apply that does not start right after the applied seq, after a drop.
+          [{ kind: 'dropPartition', partition: P1 }, apply(P2, puts(1, 1, 1)), apply(P2, puts(3, 3, 1))],
+          // A conflict truncation below the applied seq (S1), after valid ops.
+          [append(P3, puts(1, 1, 1)), { kind: 'truncateLogFrom', partition: P1, fromSeq: seq(1) }],
+          // An older epoch in the metadata (S3).
+          [apply(P1, puts(3, 3, 1)), { kind: 'setMeta', partition: P1, meta: meta(2) }, { kind: 'setMeta', partition: P1, meta: meta(1) }],
+        ];
+        for (const ops of failing) {
+          await assert.rejects(backend.writeBatch(ops), InvariantViolation);
+          assert.deepStrictEqual(await dump(backend, [P1, P2, P3]), before);
+        }
+      });
+
+      it('batches take effect in call order; a failing one does not disturb its neighbours', async (_h, backend) => {
+        const results = await Promise.allSettled([
+          backend.writeBatch([append(P1, puts(1, 1, 1))]),
+          backend.writeBatch([append(P1, puts(2, 2, 1))]),
+          backend.writeBatch([append(P1, puts(9, 9, 1))]), // out of sequence
+          backend.writeBatch([append(P1, puts(3, 3, 1)), apply(P1, puts(1, 3, 1))]),
+          backend.writeBatch([apply(P2, [put(1, 1, 'a', 'b')])]),
+        ]);
+        assert.deepStrictEqual(
+          results.map((r) => r.status),
+          ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+        );
+        const rejected = results[2];
+        assert.ok(rejected?.status === 'rejected' && rejected.reason instanceof InvariantViolation);
+        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [1, 2, 3]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(3, 1));
+      });
+
+      it('a resolved batch is visible to every read at once', async (_h, backend) => {
+        await backend.writeBatch([append(P1, [put(1, 1, 'a', 'x')]), apply(P1, [put(1, 1, 'a', 'x')])]);
+        assert.equal(hex((await backend.get(P1, b('a')))!.value), hex(b('x')));
+        assert.equal(await backend.count(P1), 1);
+        assert.equal((await backend.scan(P1, { limit: 10 })).keys.length, 1);
+        assert.equal((await readAll(backend, P1)).length, 1);
+      });
+
+      it('stored bytes are not aliased by the caller nor by results; a batch is taken when it is called', async (_h, backend) => {
+        const value = b('original');
+        const key = b('key');
+        const written = backend.writeBatch([append(P1, [put(1, 1, key, value)]), apply(P1, [put(1, 1, key, value)])]);
+        value.fill(0x21);
+        key.fill(0x21);
+        await written;
+        const got = await backend.get(P1, b('key'));
+        assert.ok(got);
+        assert.equal(hex(got.value), hex(b('original')));
+        got.value.fill(0x22);
+        assert.equal(hex((await backend.get(P1, b('key')))!.value), hex(b('original')));
+        const [entry] = await readAll(backend, P1);
+        assert.ok(entry?.op.kind === 'put');
+        assert.equal(hex(entry.op.value), hex(b('original')));
+        entry.op.value.fill(0x23);
+        const [again] = await readAll(backend, P1);
+        assert.ok(again?.op.kind === 'put');
+        assert.equal(hex(again.op.value), hex(b('original')));
+      });
+    });
+
+    describe('metadata and partitions', () => {
+      it('setMeta round-trips; the epoch only moves forward (S3)', async (_h, backend) => {
+        const m1 = meta(3);
+        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: m1 }]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, m1);
+        const noConfig: PartitionMeta = { epoch: epoch(4), config: null };
+        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: noConfig }]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, noConfig);
+        const same: PartitionMeta = { ...meta(4), config: { ...meta(4).config!, learners: [nodeId('n4')] } };
+        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: same }]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, same);
+        await assert.rejects(backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: meta(2) }]), InvariantViolation);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, same);
+      });
+
+      it('partitions() reports every partition with its meta, applied, log base and last', async (_h, backend) => {
+        await backend.writeBatch([
+          { kind: 'setMeta', partition: P3, meta: meta(5, P3) },
+          append(P2, [...puts(1, 4, 1), start(5, 2)]),
+          apply(P1, puts(1, 2, 3)),
+          apply(P2, puts(1, 3, 1)),
+        ]);
+        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P2, base: pos(2, 1) }]);
+        assert.deepStrictEqual(await backend.partitions(), [
+          { partition: P1, meta: null, applied: pos(2, 3), logBase: pos(0, 0), logLast: pos(0, 0) },
+          { partition: P2, meta: null, applied: pos(3, 1), logBase: pos(2, 1), logLast: pos(5, 2) },
+          { partition: P3, meta: meta(5, P3), applied: pos(0, 0), logBase: pos(0, 0), logLast: pos(0, 0) },
+        ]);
+      });
+
+      it('dropPartition removes data, log and metadata of that partition only', async (_h, backend) => {
+        for (const p of [P1, P2]) {
+          await backend.writeBatch([append(p, puts(1, 30, 1)), apply(p, puts(1, 30, 1)), { kind: 'setMeta', partition: p, meta: meta(1, p) }]);
+        }
+        const p2Before = await dump(backend, [P2]);
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        assert.deepStrictEqual((await backend.partitions()).map((s) => s.partition), [P2]);
+        assert.equal(await backend.get(P1, b('k1')), undefined);
+        assert.equal(await backend.count(P1), 0);
+        assert.deepStrictEqual(await backend.scan(P1, { limit: 10 }), { keys: [] });
+        assert.deepStrictEqual(await readAll(backend, P1), []);
+        assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).pages, []);
+        assert.deepStrictEqual(await dump(backend, [P2]), p2Before);
+        // Dropping an unknown partition is a no-op; a dropped partition starts afresh.
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P3 }]);
+        await backend.writeBatch([append(P1, puts(1, 1, 1)), apply(P1, [put(1, 1, 'fresh', 'f')])]);
+        assert.deepStrictEqual((await scanAll(backend, P1)).map(hex), [hex(b('fresh'))]);
+        assert.equal(await backend.count(P1), 1);
+        // Drop and recreate in one batch.
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, apply(P1, [put(1, 2, 'again', 'a')])]);
+        assert.deepStrictEqual((await scanAll(backend, P1)).map(hex), [hex(b('again'))]);
+        assert.deepStrictEqual(await readAll(backend, P1), []);
+      });
+    });
+
+    describe('scan and count', () => {
+      it('scan pages through the keys in byte order with afterKey/nextAfterKey and limit', async (_h, backend) => {
+        const keys: Uint8Array[] = [];
+        for (let i = 0; i < 23; i++) keys.push(b(`key-${String((i * 7) % 23).padStart(2, '0')}`));
+        keys.push(new Uint8Array([0x00]), new Uint8Array([0xff, 0x00]), new Uint8Array([0x6b]));
+        const entries = keys.map((k, i) => put(i + 1, 1, k, `v${i}`));
+        await backend.writeBatch([apply(P1, entries), apply(P2, [put(1, 1, 'other', 'o')])]);
+        const sorted = [...keys].sort(Buffer.compare).map(hex);
+        for (const limit of [1, 5, 13, 26, 100]) {
+          assert.deepStrictEqual((await scanAll(backend, P1, limit)).map(hex), sorted, `limit ${limit}`);
+        }
+        const first = await backend.scan(P1, { limit: 5 });
+        assert.deepStrictEqual(first.keys.map(hex), sorted.slice(0, 5));
+        assert.equal(first.nextAfterKey && hex(first.nextAfterKey), sorted[4]);
+        // A full last page has no nextAfterKey: the scan is complete.
+        const last = await backend.scan(P1, { afterKey: Buffer.from(sorted[20]!, 'hex'), limit: 5 });
+        assert.deepStrictEqual(last.keys.map(hex), sorted.slice(21));
+        assert.equal(last.nextAfterKey, undefined);
+        // afterKey need not be a stored key.
+        const between = await backend.scan(P1, { afterKey: b('key-10x'), limit: 3 });
+        assert.deepStrictEqual(between.keys.map(hex), [b('key-11'), b('key-12'), b('key-13')].map(hex));
+        assert.deepStrictEqual(await backend.scan(P1, { afterKey: new Uint8Array([0xff, 0xff]), limit: 3 }), { keys: [] });
+        assert.equal(await backend.count(P1), keys.length);
+        assert.equal(await backend.count(P2), 1);
+      });
+
+      it('count follows puts, overwrites and deletes', async (_h, backend) => {
+        await backend.writeBatch([apply(P1, [put(1, 1, 'a', '1'), put(2, 1, 'b', '2'), put(3, 1, 'a', '3')])]);
+        assert.equal(await backend.count(P1), 2);
+        await backend.writeBatch([apply(P1, [del(4, 1, 'a'), del(5, 1, 'a'), put(6, 1, 'c', '6')])]);
+        assert.equal(await backend.count(P1), 2);
+        assert.equal((await scanAll(backend, P1)).length, 2);
+      });
+    });
+
+    describe('snapshots (S11)', () => {
+      it('a snapshot is a point-in-time view of the data with its applied position', async (_h, backend) => {
+        const entries = puts(1, 10, 2);
+        await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+        const snap = await backend.snapshot(P1);
+        try {
+          await backend.writeBatch([apply(P1, [put(11, 2, 'k1', 'changed'), del(12, 2, 'k2'), put(13, 2, 'new', 'n')])]);
+          assert.deepStrictEqual(snap.applied, pos(10, 2));
+          const pages: SnapshotItem[][] = [];
+          for await (const page of snap.items(3)) pages.push([...page]);
+          assert.deepStrictEqual(pages.map((p) => p.length), [3, 3, 3, 1]);
+          const expected = entries
+            .map((e) => ({ key: e.op.kind === 'put' ? e.op.key : new Uint8Array(), value: e.op.kind === 'put' ? e.op.value : new Uint8Array(), version: e.seq }))
+            .sort((x, y) => Buffer.compare(x.key, y.key));
+          assert.deepStrictEqual(normItems(pages.flat()), normItems(expected));
+        } finally {
+          await snap.close();
+        }
+        const now = await snapshotItems(backend, P1, 100);
+        assert.deepStrictEqual(now.applied, pos(13, 2));
+        assert.equal(now.pages.flat().length, 10);
+      });
+
+      it('installSnapshot replaces the data, sets applied and log base, empties the log, keeps the meta', async (_h, backend) => {
+        await backend.writeBatch([
+          append(P1, puts(1, 8, 1)),
+          apply(P1, puts(1, 5, 1)),
+          { kind: 'setMeta', partition: P1, meta: meta(3) },
+          apply(P2, puts(1, 3, 1)),
+        ]);
+        const p2Before = await dump(backend, [P2]);
+        const items: SnapshotItem[] = [];
+        for (let i = 0; i < 50; i++) items.push({ key: b(`s${String(i).padStart(3, '0')}`), value: b(`value ${i}`), version: seq(10 + i) });
+        await backend.installSnapshot(P1, pos(60, 3), pagesOf(items, 7));
+        assert.deepStrictEqual(await stateOf(backend, P1), { partition: P1, meta: meta(3), applied: pos(60, 3), logBase: pos(60, 3), logLast: pos(60, 3) });
+        assert.deepStrictEqual(await readAll(backend, P1), []);
+        assert.equal(await backend.get(P1, b('k1')), undefined, 'old data is gone');
+        assert.equal(await backend.count(P1), 50);
+        assert.deepStrictEqual(normItems((await snapshotItems(backend, P1, 16)).pages.flat()), normItems(items));
+        const got = await backend.get(P1, b('s007'));
+        assert.deepStrictEqual(got && { value: hex(got.value), version: got.version }, { value: hex(b('value 7')), version: 17 });
+        assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions are untouched');
+        // The log and the data continue after the snapshot.
+        await backend.writeBatch([append(P1, [put(61, 3, 'after', 'a')]), apply(P1, [put(61, 3, 'after', 'a')])]);
+        assert.equal(await backend.count(P1), 51);
+        await assert.rejects(backend.writeBatch([apply(P1, [put(63, 3, 'x', 'y')])]), InvariantViolation);
+      });
+
+      it('installSnapshot into an unknown partition, of an empty snapshot, and from a snapshot stream', async (_h, backend) => {
+        await backend.installSnapshot(P3, pos(0, 0), pagesOf([], 10));
+        await backend.installSnapshot(P2, pos(7, 2), pagesOf([{ key: b('x'), value: new Uint8Array(), version: seq(7) }], 10));
+        assert.deepStrictEqual(await stateOf(backend, P2), { partition: P2, meta: null, applied: pos(7, 2), logBase: pos(7, 2), logLast: pos(7, 2) });
+        // Ship a partition through snapshot → installSnapshot, as learning does.
+        const entries = puts(1, 40, 1);
+        await backend.writeBatch([apply(P1, entries)]);
+        const snap = await backend.snapshot(P1);
+        try {
+          await backend.installSnapshot(P3, snap.applied, snap.items(9));
+        } finally {
+          await snap.close();
+        }
+        assert.deepStrictEqual((await scanAll(backend, P3)).map(hex), (await scanAll(backend, P1)).map(hex));
+        assert.deepStrictEqual((await stateOf(backend, P3))?.applied, pos(40, 1));
+        assert.equal(await backend.count(P3), 40);
+      });
+
+      it('a failed installSnapshot leaves the partition as it was', async (_h, backend) => {
+        await backend.writeBatch([append(P1, puts(1, 6, 1)), apply(P1, puts(1, 4, 1)), { kind: 'setMeta', partition: P1, meta: meta(2) }]);
+        const before = await dump(backend, [P1]);
+        const many: SnapshotItem[] = [];
+        for (let i = 0; i < 5000; i++) many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+        async function* failing(): AsyncIterable<readonly SnapshotItem[]> {
+          yield* pagesOf(many, 1000);
+          throw new Error('the source went away');
+        }
+        await assert.rejects(backend.installSnapshot(P1, pos(9, 2), failing()), /the source went away/);
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+        const unordered = [many[1]!, many[0]!];
+        await assert.rejects(backend.installSnapshot(P1, pos(9, 2), pagesOf(unordered, 10)), InvariantViolation);
+        const tooNew = [{ key: b('a'), value: b('v'), version: seq(10) }];
+        await assert.rejects(backend.installSnapshot(P1, pos(9, 2), pagesOf(tooNew, 10)), InvariantViolation);
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+        // It still works afterwards, with a snapshot of several stages.
+        await backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000));
+        assert.equal(await backend.count(P1), 5000);
+        assert.equal((await scanAll(backend, P1, 1000)).length, 5000);
+      });
+    });
+
+    describe('keys and values', () => {
+      it('binary keys (0x00, 0xff) and UTF-8 keys round-trip and sort by bytes', async (_h, backend) => {
+        const keys = [
+          new Uint8Array([0x00]),
+          new Uint8Array([0x00, 0x00]),
+          new Uint8Array([0x00, 0xff, 0x00]),
+          new Uint8Array([0xff]),
+          new Uint8Array([0xff, 0xff, 0xff, 0xff]),
+          new Uint8Array([0x7f, 0x80]),
+          b('ключ'),
+          b('键'),
+          b('🔑 key'),
+          b('plain'),
+          new Uint8Array(1024).fill(0xab),
+        ];
+        const entries = keys.map((k, i) => put(i + 1, 1, k, k));
+        await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+        for (const [i, k] of keys.entries()) {
+          const got = await backend.get(P1, k);
+          assert.ok(got, `key ${hex(k)}`);
+          assert.equal(hex(got.value), hex(k));
+          assert.equal(got.version, i + 1);
+        }
+        assert.equal(await backend.get(P1, new Uint8Array([0x00, 0x01])), undefined);
+        const sorted = [...keys].sort(Buffer.compare);
+        assert.deepStrictEqual((await scanAll(backend, P1, 3)).map(hex), sorted.map(hex));
+        // Keys longer than any stored key are valid to look up and to scan after.
+        const long = new Uint8Array(3000);
+        assert.equal(await backend.get(P1, long), undefined);
+        const afterLong = await backend.scan(P1, { afterKey: long, limit: 100 });
+        assert.deepStrictEqual(afterLong.keys.map(hex), sorted.filter((k) => Buffer.compare(k, long) > 0).map(hex));
+        await assert.rejects(backend.writeBatch([apply(P1, [put(keys.length + 1, 1, new Uint8Array(), 'v')])]), InvariantViolation, 'an empty key');
+        assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll(entries));
+      });
+
+      it('a 1 MiB value and an empty value', async (_h, backend) => {
+        const big = new Uint8Array(MiB);
+        for (let i = 0; i < big.length; i++) big[i] = (i * 31 + 7) & 0xff;
+        const entries = [put(1, 1, 'big', big), put(2, 1, 'empty', new Uint8Array())];
+        await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+        const gotBig = await backend.get(P1, b('big'));
+        assert.ok(gotBig);
+        assert.equal(gotBig.value.length, MiB);
+        assert.equal(Buffer.compare(gotBig.value, big), 0);
+        const gotEmpty = await backend.get(P1, b('empty'));
+        assert.ok(gotEmpty);
+        assert.equal(gotEmpty.value.length, 0);
+        assert.equal(gotEmpty.version, 2);
+        const [logged] = await readAll(backend, P1);
+        assert.ok(logged?.op.kind === 'put');
+        assert.equal(Buffer.compare(logged.op.value, big), 0);
+        const snap = await snapshotItems(backend, P1, 1);
+        assert.deepStrictEqual(snap.pages.map((p) => p[0]!.value.length), [MiB, 0]);
+      });
+    });
+
+    it('state survives close and reopen (durable backends)', async (h) => {
+      if (!h.reopen) return; // the memory backend keeps nothing (S4)
+      let backend = h.backend;
+      const tagged: LogEntry = { ...put(2, 1, new Uint8Array([0, 0xff]), 'tagged'), tag: { clientId: 'client-1', requestSeq: 42 } };
+      const p1Log = [put(1, 1, 'a', 'A'), tagged, del(3, 2, 'a'), start(4, 3), put(5, 3, 'b', 'B')];
+      await backend.writeBatch([
+        append(P1, p1Log),
+        apply(P1, p1Log.slice(0, 4)),
+        { kind: 'setMeta', partition: P1, meta: meta(3) },
+        append(P2, puts(1, 10, 1)),
+        apply(P2, puts(1, 8, 1)),
+        { kind: 'setMeta', partition: P3, meta: { epoch: epoch(9), config: null } },
+      ]);
+      await backend.writeBatch([{ kind: 'truncateLogTo', partition: P2, base: pos(6, 1) }, { kind: 'truncateLogFrom', partition: P2, fromSeq: seq(10) }]);
+      const items: SnapshotItem[] = [{ key: b('snap'), value: b('shot'), version: seq(3) }];
+      await backend.installSnapshot(P3, pos(30, 9), pagesOf(items, 1));
+      await backend.writeBatch([apply(partitionId(4), puts(1, 2, 1))]);
+      await backend.writeBatch([{ kind: 'dropPartition', partition: partitionId(4) }]);
+      const all = [P1, P2, P3, partitionId(4)];
+      const before = await dump(backend, all);
+      backend = await h.reopen();
+      assert.deepStrictEqual(await dump(backend, all), before);
+      // And it keeps working where it stopped.
+      await backend.writeBatch([append(P2, [put(10, 2, 'z', 'Z')]), apply(P1, [p1Log[4]!]), append(P3, [put(31, 9, 'q', 'Q')])]);
+      assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 3));
+      assert.deepStrictEqual((await stateOf(backend, P2))?.logLast, pos(10, 2));
+      assert.deepStrictEqual((await stateOf(backend, P3))?.logLast, pos(31, 9));
+      const afterWrite = await dump(backend, all);
+      backend = await h.reopen();
+      assert.deepStrictEqual(await dump(backend, all), afterWrite);
+    });
+  });
+}
+
+/** For backend-specific tests. */
+export const fixtures = { P1, P2, P3, b, hex, pos, put, del, puts, append, apply, meta, dump, scanAll, readAll, pagesOf };

@@ -1,0 +1,186 @@
+/**
+ * The lmdb backend passes the backend conformance suite (DESIGN §8) with --sync batch and
+ * --sync none, each test in a fresh temp dir removed afterwards. Beyond the suite, through
+ * the raw LMDB files: a corrupted log record is detected on read (S13), a snapshot
+ * half-installed when the process stopped is discarded on restart (S11), and the data of
+ * dropped partitions is garbage-collected.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import { InvalidArgumentError, StorageFailureError } from '../../src/core/errors.js';
+import { partitionId, seq } from '../../src/core/types.js';
+import type { SnapshotItem, SyncMode } from '../../src/storage/backend.js';
+import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
+import { openBackend } from '../../src/storage/open.js';
+import { type BackendHarness, backendConformance, fixtures } from './conformance.js';
+
+const { P1, P2, b, pos, puts, append, apply, pagesOf } = fixtures;
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'dstore-lmdb-'));
+}
+
+async function harness(sync: SyncMode): Promise<BackendHarness> {
+  const dir = await tempDir();
+  let current: LmdbBackend;
+  try {
+    current = await LmdbBackend.open({ dataDir: dir, sync });
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    backend: current,
+    reopen: async () => {
+      await current.close();
+      current = await LmdbBackend.open({ dataDir: dir, sync });
+      return current;
+    },
+    cleanup: async () => {
+      try {
+        await current.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+backendConformance('lmdb (sync batch)', () => harness('batch'));
+backendConformance('lmdb (sync none)', () => harness('none'));
+
+/** Runs `body` with a temp dir that is removed whatever happens. */
+async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await tempDir();
+  try {
+    await body(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Opens the raw environment (the backend must be closed). */
+async function withRaw<T>(dir: string, body: (db: { log: ReturnType<typeof openDbs>['log']; data: ReturnType<typeof openDbs>['data'] }) => T): Promise<T> {
+  const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, overlappingSync: false, keyEncoding: 'binary', encoding: 'binary' });
+  try {
+    return body(openDbs(env));
+  } finally {
+    await env.close();
+  }
+}
+function openDbs(env: ReturnType<typeof open<Buffer, Buffer>>) {
+  const options = { keyEncoding: 'binary', encoding: 'binary' } as const;
+  return { log: env.openDB<Buffer, Buffer>('log', options), data: env.openDB<Buffer, Buffer>('data', options) };
+}
+
+/** Data keys stored for a partition, whatever their generation. */
+function dataKeysOf(data: ReturnType<typeof openDbs>['data'], partition: number): number {
+  const lo = Buffer.alloc(8);
+  lo.writeUInt32BE(partition, 0);
+  const hi = Buffer.alloc(8);
+  hi.writeUInt32BE(partition + 1, 0);
+  return data.getCount({ start: lo, end: hi });
+}
+
+test('openBackend opens lmdb in <dataDir>/lmdb and needs a data dir', async () => {
+  await assert.rejects(openBackend('lmdb', {}), InvalidArgumentError);
+  await withDir(async (dir) => {
+    const backend = await openBackend('lmdb', { dataDir: dir, sync: 'batch' });
+    try {
+      assert.equal(backend.kind, 'lmdb');
+      assert.ok((await stat(join(dir, 'lmdb'))).isDirectory());
+    } finally {
+      await backend.close();
+    }
+    await assert.rejects(backend.writeBatch([]), StorageFailureError, 'a closed backend refuses writes');
+  });
+});
+
+test('S13: a corrupted log record is detected on read, never returned', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    await backend.writeBatch([append(P1, puts(1, 5, 1))]);
+    await backend.close();
+    await withRaw(dir, ({ log }) => {
+      const key = Buffer.alloc(12);
+      key.writeUInt32BE(P1, 0);
+      key.writeUInt32BE(2, 8); // seq 2
+      const raw = log.get(key);
+      assert.ok(raw);
+      const bad = Buffer.from(raw);
+      bad[bad.length - 1] = bad[bad.length - 1]! ^ 0x01;
+      log.putSync(key, bad);
+    });
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.equal((await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(1), limit: 10 })).length, 1);
+      await assert.rejects(backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(5), limit: 10 }), (err: unknown) => {
+        assert.ok(err instanceof CorruptRecordError && err instanceof StorageFailureError);
+        assert.match(err.message, /checksum/);
+        return true;
+      });
+    } finally {
+      await backend.close();
+    }
+  });
+});
+
+test('S11: a snapshot half-installed when the process stopped is discarded on restart', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+    const items: SnapshotItem[] = [];
+    for (let i = 0; i < 6000; i++) items.push({ key: b(`s${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+    let release: () => void = () => undefined;
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    let pagesTaken = 0;
+    async function* source(): AsyncIterable<readonly SnapshotItem[]> {
+      for (let i = 0; i < items.length; i += 1000) {
+        if (i === 5000) await stalled; // the "crash": more than one stage is written by now
+        pagesTaken += 1;
+        yield items.slice(i, i + 1000);
+      }
+    }
+    const install = backend.installSnapshot(P1, pos(10, 1), source());
+    for (let i = 0; i < 1000 && pagesTaken < 5; i++) await new Promise((r) => setImmediate(r));
+    await backend.idle();
+    await backend.close();
+    release();
+    await assert.rejects(install, StorageFailureError);
+    const staged = await withRaw(dir, ({ data }) => dataKeysOf(data, P1));
+    assert.ok(staged >= 3 + 4096, `the first stage was written (${staged} keys)`);
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.equal(await backend.count(P1), 3);
+      assert.deepStrictEqual((await backend.partitions())[0]?.applied, pos(3, 1));
+      await backend.idle();
+    } finally {
+      await backend.close();
+    }
+    assert.equal(await withRaw(dir, ({ data }) => dataKeysOf(data, P1)), 3, 'the staged generation is gone');
+  });
+});
+
+test('the data of a dropped partition and of a replaced snapshot is garbage-collected', async () => {
+  await withDir(async (dir) => {
+    const backend = await LmdbBackend.open({ dataDir: dir, sync: 'none' });
+    try {
+      await backend.writeBatch([apply(P1, puts(1, 3000, 1)), apply(P2, puts(1, 2500, 1))]);
+      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+      await backend.installSnapshot(P2, pos(5, 2), pagesOf([{ key: b('only'), value: b('1'), version: seq(5) }], 1));
+      await backend.idle();
+      assert.equal(await backend.count(P2), 1);
+    } finally {
+      await backend.close();
+    }
+    await withRaw(dir, ({ data }) => {
+      assert.equal(dataKeysOf(data, P1), 0);
+      assert.equal(dataKeysOf(data, P2), 1);
+      assert.equal(dataKeysOf(data, partitionId(3)), 0);
+    });
+  });
+});

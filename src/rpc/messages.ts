@@ -52,7 +52,8 @@ const PeerMessageSchema = Type.Union([
 ]);
 
 /** One-way messages between storage servers. */
-export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, m: PeerMessageSchema });
+/** `addr` is where the sender listens, so a receiver can answer before the nameserver told it. */
+export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, addr: Address, m: PeerMessageSchema });
 
 const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
 

@@ -346,7 +346,7 @@ export class StorageServer {
       this.log.warn({ to }, 'no address for peer yet; message dropped (it will be re-sent)');
       return;
     }
-    this.pool.get(address).send({ t: 'peer', from: this.nodeId, m: message });
+    this.pool.get(address).send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message });
   }
 
   private onPeerFrame(body: unknown): void {
@@ -356,7 +356,9 @@ export class StorageServer {
       return;
     }
     const message = toPeerMessage(d.value.m);
-    if (this.partitions > 0 && message.partition >= this.partitions) return;
+    if (!this.addresses.has(toNodeId(d.value.from))) this.addresses.set(toNodeId(d.value.from), d.value.addr);
+    // Before registering we do not know the cluster's settings (S8): the primary will re-send.
+    if (this.partitions === 0 || message.partition >= this.partitions) return;
     this.step(message.partition, { kind: 'peer', from: toNodeId(d.value.from), message });
   }
 

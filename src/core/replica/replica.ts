@@ -359,6 +359,9 @@ export class Replica {
       if (truncatedFrom !== undefined) ops.push({ kind: 'truncateLogFrom', partition: this.partition, fromSeq: truncatedFrom });
       if (appended.length > 0) ops.push({ kind: 'appendLog', partition: this.partition, entries: appended });
       this.persistLog(ops, out);
+    } else if (m.entries.length > 0 && this.ackedSeq > 0) {
+      // Entries we already hold: the primary is re-sending because our ack may be lost.
+      out.push(this.send(from, { kind: 'prepareAck', partition: this.partition, epoch: this.epoch, seq: this.ackedSeq }));
     }
     this.ackAndApply(from, out);
   }

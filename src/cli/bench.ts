@@ -1,0 +1,272 @@
+/**
+ * `dstore bench`: a closed-loop load generator through the client library. C callers each
+ * loop: pick get or put per --ratio on a uniformly random key of --keys, wait for the
+ * answer, record its latency, repeat until --duration ends. Latencies go into bounded
+ * histograms (histogram.ts); the report gives ops, ops/s and p50/p99/max for reads, writes
+ * and both. With --spawn it first starts a temporary 3-node cluster (R=3) in a temp dir,
+ * through the same child-process code as `dstore up`, and removes it afterwards.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Db } from '../client/api.js';
+import { DstoreError } from '../core/errors.js';
+import { ClusterStartError, LocalCluster } from './cluster.js';
+import { openDb } from './commands.js';
+import { table } from './format.js';
+import { Histogram } from './histogram.js';
+import type { BackendName, SyncMode } from './options.js';
+import { describeError } from './shell.js';
+
+export interface BenchOptions {
+  readonly nameserver: string;
+  readonly concurrency: number;
+  readonly durationS: number;
+  readonly valueSize: number;
+  readonly keys: number;
+  readonly ratio: { readonly reads: number; readonly writes: number };
+  readonly spawn: boolean;
+  readonly json: boolean;
+  /** Write every key once before measuring, so reads find values. */
+  readonly preload: boolean;
+  readonly backend: BackendName;
+  readonly sync: SyncMode;
+  readonly timeoutMs: number;
+  readonly logLevel: string;
+  readonly clusterToken?: string;
+}
+
+export interface OpStats {
+  readonly ops: number;
+  readonly opsPerSec: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  readonly meanMs: number;
+}
+
+export interface BenchReport {
+  readonly config: {
+    readonly nameserver: string;
+    readonly concurrency: number;
+    readonly durationS: number;
+    readonly valueSize: number;
+    readonly keys: number;
+    readonly ratio: string;
+    readonly spawned?: { readonly storageServers: number; readonly replicas: number; readonly backend: BackendName; readonly sync: SyncMode };
+  };
+  readonly elapsedS: number;
+  readonly reads: OpStats;
+  readonly writes: OpStats;
+  readonly total: OpStats;
+  /** Failed operations by error code (not in the latency figures). */
+  readonly errors: Readonly<Record<string, number>>;
+}
+
+const SPAWN_STORAGE_SERVERS = 3;
+const SPAWN_REPLICAS = 3;
+/** Distinct error messages remembered for the report. */
+const MAX_ERROR_SAMPLES = 5;
+
+export function keyName(i: number): string {
+  return `bench-${i.toString().padStart(8, '0')}`;
+}
+
+/** A printable value of `size` bytes (printable so `dump`/`get` stay readable after a bench). */
+export function makeValue(size: number): Uint8Array {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+  const v = new Uint8Array(size);
+  for (let i = 0; i < size; i++) v[i] = alphabet.charCodeAt(Math.floor(Math.random() * alphabet.length));
+  return v;
+}
+
+function stats(h: Histogram, elapsedS: number): OpStats {
+  return {
+    ops: h.count,
+    opsPerSec: elapsedS > 0 ? h.count / elapsedS : 0,
+    p50Ms: h.percentileMs(50),
+    p99Ms: h.percentileMs(99),
+    maxMs: h.maxMs,
+    meanMs: h.meanMs,
+  };
+}
+
+const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+const ms = (n: number): string => n.toFixed(n < 10 ? 2 : 1);
+
+export function formatReport(r: BenchReport): string {
+  const c = r.config;
+  const spawned = c.spawned ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ${c.spawned.backend}, sync ${c.spawned.sync}` : '';
+  const rows = [['', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'max ms']];
+  for (const [name, s] of [['reads', r.reads], ['writes', r.writes], ['total', r.total]] as const) {
+    rows.push([name, int(s.ops), int(s.opsPerSec), ms(s.p50Ms), ms(s.p99Ms), ms(s.maxMs)]);
+  }
+  const errorCount = Object.values(r.errors).reduce((a, b) => a + b, 0);
+  const errors = errorCount === 0 ? 'errors: 0' : `errors: ${int(errorCount)} (${Object.entries(r.errors).map(([k, v]) => `${k} ${int(v)}`).join(', ')}; not in the figures above)`;
+  return [
+    `dstore bench: ${c.concurrency} callers for ${r.elapsedS.toFixed(1)} s, ${c.valueSize}-byte values, ${int(c.keys)} keys, reads:writes ${c.ratio} (nameserver ${c.nameserver}${spawned})`,
+    '',
+    table(rows, new Set([1, 2, 3, 4, 5])),
+    errors,
+  ].join('\n');
+}
+
+/** Runs the closed loop against `db`; `shouldStop` ends it early (SIGINT). */
+export async function runLoad(
+  db: Db,
+  o: Pick<BenchOptions, 'concurrency' | 'durationS' | 'valueSize' | 'keys' | 'ratio'>,
+  onSecond: (elapsedS: number, opsSoFar: number, opsLastSecond: number) => void,
+  shouldStop: () => boolean,
+): Promise<{ reads: Histogram; writes: Histogram; errors: Map<string, number>; errorSamples: string[]; elapsedS: number }> {
+  const reads = new Histogram();
+  const writes = new Histogram();
+  const errors = new Map<string, number>();
+  const errorSamples: string[] = [];
+  const value = makeValue(o.valueSize);
+  const readShare = o.ratio.reads / (o.ratio.reads + o.ratio.writes);
+  const start = performance.now();
+  const end = start + o.durationS * 1000;
+  let done = 0;
+  let lastDone = 0;
+  const ticker = setInterval(() => {
+    onSecond((performance.now() - start) / 1000, done, done - lastDone);
+    lastDone = done;
+  }, 1000);
+  const caller = async (): Promise<void> => {
+    while (!shouldStop()) {
+      const t0 = performance.now();
+      if (t0 >= end) return;
+      const key = keyName(Math.floor(Math.random() * o.keys));
+      const isRead = Math.random() < readShare;
+      try {
+        if (isRead) await db.get(key);
+        else await db.put(key, value);
+        (isRead ? reads : writes).recordMs(performance.now() - t0);
+        done++;
+      } catch (err) {
+        const code = err instanceof DstoreError ? err.code : 'OTHER';
+        errors.set(code, (errors.get(code) ?? 0) + 1);
+        const sample = describeError(err);
+        if (errorSamples.length < MAX_ERROR_SAMPLES && !errorSamples.includes(sample)) errorSamples.push(sample);
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: o.concurrency }, caller));
+  } finally {
+    clearInterval(ticker);
+  }
+  return { reads, writes, errors, errorSamples, elapsedS: (performance.now() - start) / 1000 };
+}
+
+/** Writes keys 0..keys-1 once with `concurrency` callers. */
+async function preload(db: Db, keys: number, concurrency: number, value: Uint8Array, shouldStop: () => boolean): Promise<void> {
+  let next = 0;
+  const caller = async (): Promise<void> => {
+    while (next < keys && !shouldStop()) await db.put(keyName(next++), value);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, keys) }, caller));
+}
+
+export async function runBench(o: BenchOptions): Promise<void> {
+  const err = process.stderr;
+  const isTTY = Boolean(err.isTTY);
+  let stopRequested = false;
+  let cluster: LocalCluster | undefined;
+  let tempDir: string | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopRequested) {
+      err.write(`\n${signal} again: exiting\n`);
+      cluster?.killAllNow();
+      if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+      process.exit(130);
+    }
+    stopRequested = true;
+    err.write(`\n${signal}: stopping the load (again to exit at once)\n`);
+    // During the start there is no load to stop: stopping the cluster ends the start.
+    cluster?.close().catch((e: unknown) => err.write(`error while stopping the cluster: ${describeError(e)}\n`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    let nameserver = o.nameserver;
+    if (o.spawn) {
+      tempDir = mkdtempSync(join(tmpdir(), 'dstore-bench-'));
+      err.write(`starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ${o.backend}, in ${tempDir} …\n`);
+      cluster = LocalCluster.create({
+        dataDir: tempDir,
+        host: '127.0.0.1',
+        port: 0,
+        storagePort: 0,
+        storageIds: Array.from({ length: SPAWN_STORAGE_SERVERS }, (_, i) => `s${i + 1}`),
+        partitions: 16,
+        replicas: SPAWN_REPLICAS,
+        minWriteReplicas: 2,
+        backend: o.backend,
+        sync: o.sync,
+        heartbeatMs: 1000,
+        deadAfterMs: 5000,
+        maxValueBytes: Math.max(1024 * 1024, o.valueSize),
+        logLevel: o.logLevel,
+        startTimeoutMs: 30_000,
+        ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+      });
+      const token = o.clusterToken;
+      await cluster.start((ns) => openDb({ nameserver: ns, timeoutMs: 2000, ...(token === undefined ? {} : { clusterToken: token }) })).catch((e: unknown) => {
+        throw e instanceof ClusterStartError && e.logTail ? new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '') : e;
+      });
+      nameserver = cluster.nameserverAddress;
+      err.write(`cluster ready at ${nameserver}\n`);
+    }
+    const db = await openDb({ nameserver, timeoutMs: o.timeoutMs, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    try {
+      if (o.preload && o.ratio.reads > 0 && !stopRequested) {
+        const t0 = performance.now();
+        await preload(db, o.keys, o.concurrency, makeValue(o.valueSize), () => stopRequested);
+        err.write(`preloaded ${int(o.keys)} keys in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+      }
+      const result = await runLoad(
+        db,
+        o,
+        (elapsedS, total, lastSecond) => {
+          const line = `${elapsedS.toFixed(0).padStart(4)}s  ${int(lastSecond).padStart(9)} ops/s  (${int(total / elapsedS)} ops/s so far, ${int(total)} ops)`;
+          err.write(isTTY ? `\r\x1b[K${line}` : `${line}\n`);
+        },
+        () => stopRequested,
+      );
+      if (isTTY) err.write('\r\x1b[K');
+      const both = new Histogram();
+      both.add(result.reads);
+      both.add(result.writes);
+      const report: BenchReport = {
+        config: {
+          nameserver,
+          concurrency: o.concurrency,
+          durationS: o.durationS,
+          valueSize: o.valueSize,
+          keys: o.keys,
+          ratio: `${o.ratio.reads}:${o.ratio.writes}`,
+          ...(o.spawn ? { spawned: { storageServers: SPAWN_STORAGE_SERVERS, replicas: SPAWN_REPLICAS, backend: o.backend, sync: o.sync } } : {}),
+        },
+        elapsedS: result.elapsedS,
+        reads: stats(result.reads, result.elapsedS),
+        writes: stats(result.writes, result.elapsedS),
+        total: stats(both, result.elapsedS),
+        errors: Object.fromEntries(result.errors),
+      };
+      process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
+      for (const sample of result.errorSamples) err.write(`error sample: ${sample}\n`);
+    } finally {
+      await db.close();
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (cluster) {
+      err.write('stopping the temporary cluster …\n');
+      await cluster.close();
+    }
+    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+  }
+}

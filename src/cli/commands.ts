@@ -1,0 +1,110 @@
+/**
+ * The client-side commands: `dstore client` (the shell against a running cluster) and the
+ * one-shot commands for scripts — put, get (exit 1 when absent), del, dump, nodes.
+ */
+import type { Db } from '../client/api.js';
+import { bytesToJson, colourWanted, dumpToJson, formatDump, formatNodes, formatValue, makeStyle, utf8OrUndefined } from './format.js';
+import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, runShell } from './shell.js';
+import { quoteArg } from './tokenize.js';
+
+export interface ClientCliOptions {
+  readonly nameserver: string;
+  readonly timeoutMs: number;
+  readonly clusterToken?: string;
+}
+
+/** Ends the command with this exit code (e.g. 1 for `get` of an absent key). */
+export class CliExit extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.name = 'CliExit';
+  }
+}
+
+/** Bound on the shell's greeting lookup, in ms (the shell starts even when the cluster is down). */
+const GREETING_TIMEOUT_MS = 2000;
+
+export async function openDb(o: ClientCliOptions, timeoutMs = o.timeoutMs): Promise<Db> {
+  const { connect } = await import('../client/index.js');
+  return connect(o.nameserver, { timeoutMs, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+}
+
+async function withDb<T>(o: ClientCliOptions, fn: (db: Db) => Promise<T>): Promise<T> {
+  const db = await openDb(o);
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+const out = (text: string): void => {
+  process.stdout.write(`${text}\n`);
+};
+const json = (value: unknown): void => out(JSON.stringify(value, null, 2));
+
+export async function clientCommand(o: ClientCliOptions): Promise<void> {
+  const isTTY = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const greeting = isTTY ? await greetingFor(o) : undefined;
+  await withDb(o, async (db) => {
+    await runShell({ db, input: process.stdin, output: process.stdout, isTTY, ...(greeting === undefined ? {} : { greeting }) });
+  });
+}
+
+async function greetingFor(o: ClientCliOptions): Promise<string> {
+  const style = makeStyle(colourWanted(true));
+  const db = await openDb(o, GREETING_TIMEOUT_MS);
+  try {
+    const info = await db.nodes();
+    const storage = info.nodes.filter((n) => n.role === 'storage');
+    const alive = storage.filter((n) => n.state === 'alive').length;
+    return `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage servers alive, ${info.partitions} partitions, R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim('type help for commands, quit or Ctrl-D to leave')}`;
+  } catch (err) {
+    return `${style.yellow(`the nameserver at ${o.nameserver} did not answer (${describeError(err)}); commands will keep trying`)}\n${style.dim('type help for commands, quit or Ctrl-D to leave')}`;
+  } finally {
+    await db.close();
+  }
+}
+
+export async function putCommand(o: ClientCliOptions & { json?: boolean }, key: string, value: string): Promise<void> {
+  const version = await withDb(o, (db) => db.put(key, value));
+  if (o.json) json({ version });
+  else out(`OK (version ${version})`);
+}
+
+export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: boolean }, key: string): Promise<void> {
+  const got = await withDb(o, (db) => db.get(key));
+  if (got === undefined) {
+    if (o.json) json(null);
+    process.stderr.write(`(not found) no key ${quoteArg(key)}\n`);
+    throw new CliExit(1);
+  }
+  if (o.json) {
+    json({ value: bytesToJson(got.value), version: got.version });
+  } else if (o.raw) {
+    await new Promise<void>((resolve, reject) => process.stdout.write(got.value, (err) => (err ? reject(err) : resolve())));
+  } else {
+    const text = utf8OrUndefined(got.value);
+    if (text !== undefined) out(text);
+    else out(`${formatValue(got.value, Number.MAX_SAFE_INTEGER)} (use --raw for the bytes)`);
+  }
+}
+
+export async function delCommand(o: ClientCliOptions & { json?: boolean }, key: string): Promise<void> {
+  const existed = await withDb(o, (db) => db.delete(key));
+  if (o.json) json({ existed });
+  else out(existed ? `OK deleted ${quoteArg(key)}` : `(not found) no key ${quoteArg(key)}; nothing deleted`);
+}
+
+export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: boolean; limit?: number }): Promise<void> {
+  const limit = o.all ? DUMP_ALL_LIMIT : (o.limit ?? DUMP_DEFAULT_LIMIT);
+  const dumps = await withDb(o, (db) => db.dump({ limit }));
+  if (o.json) json(dumpToJson(dumps));
+  else out(formatDump(dumps, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Boolean(o.all)));
+}
+
+export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Promise<void> {
+  const info = await withDb(o, (db) => db.nodes());
+  if (o.json) json(info);
+  else out(formatNodes(info, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Date.now()));
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+/**
+ * The `dstore` command (package.json "bin"): up, nameserver, storage, client, put, get,
+ * del, dump, nodes, bench. See program.ts for the commands and exit codes.
+ */
+import { runCli } from './program.js';
+
+const code = await runCli(process.argv);
+// Long-running commands (up, nameserver, storage) exit from their own signal handlers; the
+// others end here. Let stdout and stderr drain first, so piped output is never cut short.
+await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => s.write('', () => resolve()))));
+process.exit(code);

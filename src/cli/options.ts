@@ -1,0 +1,173 @@
+/**
+ * Argument parsers and validations of the `dstore` command line. Each parser either returns
+ * a typed value or throws commander's InvalidArgumentError, which commander turns into a
+ * one-line "error: option '--port <port>' argument 'x' is invalid. …" and main.ts into exit
+ * code 2. Checks that relate several options throw UsageError (also exit code 2).
+ */
+import { InvalidArgumentError as CommanderArgumentError, Option } from 'commander';
+import { createServer } from 'node:net';
+
+/** A failure at run time that needs no stack trace, e.g. a port in use (exit code 1, `error: …`). */
+export class CliFailure extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'CliFailure';
+  }
+}
+
+/** Invalid command-line input found after parsing (exit code 2, one line on stderr). */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export const BACKENDS = ['lmdb', 'memory'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+export const SYNC_MODES = ['batch', 'none'] as const;
+export type SyncMode = (typeof SYNC_MODES)[number];
+
+export const DEFAULT_NAMESERVER = '127.0.0.1:7000';
+export const DEFAULT_NAMESERVER_PORT = 7000;
+/** Storage servers of `dstore up` listen on nameserver port + 101, + 102, … (DESIGN §14). */
+export const STORAGE_PORT_OFFSET = 101;
+/** `dstore storage` without --port takes the first free port of this range. */
+export const STORAGE_AUTO_PORT_FIRST = 7101;
+export const STORAGE_AUTO_PORT_LAST = 7199;
+/** Most storage servers `dstore up` starts at once. */
+export const MAX_UP_NODES = 64;
+
+/** An integer in [min, max]; rejects "1.5", "1e3", "", " 7". `what` names it: "an integer". */
+export function intParser(what: string, min: number, max: number): (value: string) => number {
+  return (value: string): number => {
+    const trimmed = value.trim();
+    const message = `Expected ${what} from ${min} to ${max}.`;
+    if (!/^-?\d+$/.test(trimmed) || trimmed !== value) throw new CommanderArgumentError(message);
+    const n = Number(trimmed);
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new CommanderArgumentError(message);
+    return n;
+  };
+}
+
+/** A decimal number in (0, max]. */
+export function positiveNumberParser(what: string, max: number): (value: string) => number {
+  return (value: string): number => {
+    const message = `Expected ${what} above 0 and up to ${max}.`;
+    if (!/^\d+(\.\d+)?$/.test(value)) throw new CommanderArgumentError(message);
+    const n = Number(value);
+    if (!(n > 0) || n > max) throw new CommanderArgumentError(message);
+    return n;
+  };
+}
+
+export const parsePort = intParser('a port number', 0, 65535);
+
+/** HOST:PORT with a non-empty host and a port in 1..65535; IPv6 hosts in brackets. */
+export function parseHostPort(value: string): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(value);
+  const port = m?.[2] === undefined ? NaN : Number(m[2]);
+  if (!m || !(port >= 1 && port <= 65535)) throw new CommanderArgumentError('Expected HOST:PORT, e.g. 127.0.0.1:7000.');
+  return value;
+}
+
+export function parseHost(value: string): string {
+  if (!/^(\[?[0-9a-fA-F:.]+\]?|[A-Za-z0-9.-]+)$/.test(value)) throw new CommanderArgumentError('Expected a host name or an IP address.');
+  return value.replace(/^\[(.*)\]$/, '$1');
+}
+
+export function parseNodeId(value: string): string {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(value)) throw new CommanderArgumentError('A node id is 1..64 letters, digits, ".", "_" or "-".');
+  if (value === 'nameserver') throw new CommanderArgumentError('"nameserver" is reserved for the nameserver.');
+  return value;
+}
+
+/** `reads:writes`, e.g. 1:1, 9:1, 0:1 (writes only); at least one side positive. */
+export function parseRatio(value: string): { reads: number; writes: number } {
+  const m = /^(\d{1,6}):(\d{1,6})$/.exec(value);
+  const reads = Number(m?.[1]);
+  const writes = Number(m?.[2]);
+  if (!m || reads + writes === 0) throw new CommanderArgumentError('Expected READS:WRITES with non-negative integers, not both 0 (e.g. 1:1, 9:1, 0:1).');
+  return { reads, writes };
+}
+
+/** An option whose value also comes from an environment variable, shown in --help. */
+export function envOption(flags: string, description: string, env: string): Option {
+  return new Option(flags, description).env(env);
+}
+
+export const logLevelOption = (): Option =>
+  envOption('--log-level <level>', 'log level of the JSON logs', 'DSTORE_LOG_LEVEL').choices(LOG_LEVELS).default('info');
+
+export const clusterTokenOption = (): Option =>
+  envOption('--cluster-token <token>', 'shared secret of the cluster (required off loopback; prefer the environment variable, flags show in ps)', 'DSTORE_CLUSTER_TOKEN');
+
+export const nameserverOption = (): Option =>
+  envOption('--nameserver <host:port>', 'address of the nameserver', 'DSTORE_NAMESERVER').argParser(parseHostPort).default(DEFAULT_NAMESERVER);
+
+export const timeoutOption = (): Option =>
+  envOption('--timeout-ms <ms>', 'deadline of each request including retries', 'DSTORE_TIMEOUT_MS')
+    .argParser(intParser('an integer', 1, 3_600_000))
+    .default(10_000);
+
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** DESIGN §12: like Redis' protected mode, nothing listens off loopback without a token. */
+export function checkListenAllowed(host: string, clusterToken: string | undefined): void {
+  if (!isLoopbackHost(host) && (clusterToken === undefined || clusterToken === '')) {
+    throw new UsageError(`refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep --host on loopback`);
+  }
+}
+
+/** True when `port` can be bound on `host` now (it may be taken again right after). */
+export function isPortFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE' || err.code === 'EACCES') resolve(false);
+      else reject(err);
+    });
+    server.listen({ host, port, exclusive: true }, () => {
+      server.close(() => resolve(true));
+    });
+  });
+}
+
+/** A port the OS considers free on `host` right now. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen({ host, port: 0, exclusive: true }, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not read the bound port'))));
+    });
+  });
+}
+
+/** The first port of [first, last] that is free on `host`. */
+export async function firstFreePort(host: string, first: number, last: number): Promise<number> {
+  for (let port = first; port <= last; port++) {
+    if (await isPortFree(host, port)) return port;
+  }
+  throw new CliFailure(`no free port from ${first} to ${last} on ${host}; choose one with --port (0 lets the OS pick)`);
+}
+
+/** Follows `cause` links (bounded) looking for a Node error code such as EADDRINUSE. */
+export function errnoCode(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 8 && e instanceof Error; depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
+    if (/\bEADDRINUSE\b/.test(e.message)) return 'EADDRINUSE';
+    e = e.cause;
+  }
+  return undefined;
+}

@@ -1,0 +1,302 @@
+/**
+ * The `dstore` command line (commander): every subcommand with --help, every flag with an
+ * environment variable (shown in --help). Exit codes: 0 success; 1 a failure at run time
+ * (`error: <message> (<CODE>)` for the library's typed errors, `get` of an absent key);
+ * 2 invalid input (unknown command or flag, bad value, missing argument) with one line on
+ * stderr. Heavy modules (servers, client) load lazily, so --help works on its own.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { DstoreError } from '../core/errors.js';
+import { ClusterStartError } from './cluster.js';
+import { CliExit, type ClientCliOptions } from './commands.js';
+import {
+  BACKENDS,
+  checkListenAllowed,
+  CliFailure,
+  clusterTokenOption,
+  DEFAULT_NAMESERVER_PORT,
+  envOption,
+  intParser,
+  logLevelOption,
+  MAX_UP_NODES,
+  nameserverOption,
+  parseHost,
+  parseHostPort,
+  parseNodeId,
+  parsePort,
+  parseRatio,
+  positiveNumberParser,
+  SYNC_MODES,
+  timeoutOption,
+  UsageError,
+  type BackendName,
+  type SyncMode,
+} from './options.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch (err) {
+    return `unknown (${err instanceof Error ? err.message : String(err)})`;
+  }
+}
+
+const oneLine = (s: string): string => s.trim().replace(/\s*\n\s*/g, ' ');
+
+/** Errors of commander (bad flags, missing arguments) on one line, with where to look. */
+function configure(cmd: Command, helpHint: string): Command {
+  return cmd
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`${oneLine(str)} (see ${helpHint})\n`) })
+    .showSuggestionAfterError(true);
+}
+
+const partitionsOption = () => envOption('--partitions <n>', 'partitions of a new cluster (fixed at creation)', 'DSTORE_PARTITIONS').argParser(intParser('an integer', 1, 4096)).default(16);
+const replicasOption = () => envOption('--replicas <n>', 'replication factor R of a new cluster', 'DSTORE_REPLICAS').argParser(intParser('an integer', 1, 16)).default(3);
+const minWriteOption = () =>
+  envOption('--min-write-replicas <n>', 'fewest replicas a write must reach; fewer members refuse writes (never more than R)', 'DSTORE_MIN_WRITE_REPLICAS')
+    .argParser(intParser('an integer', 1, 16))
+    .default(2);
+const heartbeatOption = () => envOption('--heartbeat-ms <ms>', 'heartbeat interval of storage servers', 'DSTORE_HEARTBEAT_MS').argParser(intParser('an integer', 10, 600_000)).default(1000);
+const deadAfterOption = () => envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead', 'DSTORE_DEAD_AFTER_MS').argParser(intParser('an integer', 50, 3_600_000)).default(5000);
+const backendOption = () => envOption('--backend <backend>', 'storage engine', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb');
+const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of log appends before acking; none: rely on the other replicas', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch');
+const maxValueOption = () =>
+  envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
+const hostOption = () => envOption('--host <host>', 'address to listen on (loopback unless a cluster token is set)', 'DSTORE_HOST').argParser(parseHost).default('127.0.0.1');
+const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
+
+function clientOptions(cmd: Command): Command {
+  return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(clusterTokenOption());
+}
+
+interface ClientOpts extends ClientCliOptions {
+  readonly json?: boolean;
+}
+
+/** Set-up checks where the value's origin matters (an explicit value that conflicts is an error). */
+function explicit(cmd: Command, name: string): boolean {
+  const source = cmd.getOptionValueSource(name);
+  return source === 'cli' || source === 'env';
+}
+
+export function buildProgram(): Command {
+  const program = configure(new Command('dstore'), 'dstore --help');
+  program
+    .description('dstore: a distributed, replicated, partitioned key-value store')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .addHelpText(
+      'after',
+      `
+Start a local cluster and its shell:   dstore up
+Connect from another terminal:         dstore client --nameserver 127.0.0.1:7000
+Every flag can also be set by the environment variable shown in its command's --help.`,
+    );
+
+  const sub = (name: string, description: string): Command => {
+    const cmd = configure(new Command(name), `dstore ${name} --help`).description(description);
+    program.addCommand(cmd);
+    return cmd;
+  };
+
+  sub('up', 'start a local cluster (a nameserver and N storage servers as child processes) and open the shell')
+    .addOption(envOption('--nodes <n>', 'storage servers to start', 'DSTORE_NODES').argParser(intParser('an integer', 1, MAX_UP_NODES)).default(3))
+    .addOption(partitionsOption())
+    .addOption(replicasOption())
+    .addOption(minWriteOption())
+    .addOption(backendOption())
+    .addOption(envOption('--data-dir <dir>', 'data of every node: <dir>/nameserver, <dir>/s1, …', 'DSTORE_DATA_DIR').default('./dstore-data'))
+    .addOption(hostOption())
+    .addOption(envOption('--port <port>', 'nameserver port (0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort).default(DEFAULT_NAMESERVER_PORT))
+    .addOption(
+      envOption('--storage-port <port>', 'port of s1; s2 gets the next, … (default: --port + 101, i.e. 7101, 7102, …; 0: chosen by the OS)', 'DSTORE_STORAGE_PORT').argParser(parsePort),
+    )
+    .addOption(syncOption())
+    .addOption(heartbeatOption())
+    .addOption(deadAfterOption())
+    .addOption(maxValueOption())
+    .addOption(envOption('--start-timeout-ms <ms>', 'bound on the cluster forming', 'DSTORE_START_TIMEOUT_MS').argParser(intParser('an integer', 100, 600_000)).default(30_000))
+    .addOption(new Option('--no-shell', 'no shell: run until SIGINT (Ctrl-C) or SIGTERM').env('DSTORE_NO_SHELL'))
+    .addOption(logLevelOption())
+    .addOption(clusterTokenOption())
+    .action(async (o: {
+      nodes: number; partitions: number; replicas: number; minWriteReplicas: number; backend: BackendName; dataDir: string; host: string; port: number;
+      storagePort?: number; sync: SyncMode; heartbeatMs: number; deadAfterMs: number; maxValueBytes: number; startTimeoutMs: number; shell: boolean;
+      logLevel: string; clusterToken?: string;
+    }, cmd: Command) => {
+      checkListenAllowed(o.host, o.clusterToken);
+      const { runUp } = await import('./up.js');
+      const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
+      await runUp({ ...o, minWriteReplicas });
+    });
+
+  sub('nameserver', 'run a nameserver: membership, failure detection and the cluster map')
+    .addOption(hostOption())
+    .addOption(envOption('--port <port>', 'port to listen on (0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort).default(DEFAULT_NAMESERVER_PORT))
+    .addOption(envOption('--data-dir <dir>', 'where the cluster map and logs are kept', 'DSTORE_DATA_DIR').default('./dstore-data/nameserver'))
+    .addOption(partitionsOption())
+    .addOption(replicasOption())
+    .addOption(minWriteOption())
+    .addOption(
+      envOption('--initial-nodes <n>', 'storage servers that must register before the cluster map is created (default: --replicas)', 'DSTORE_INITIAL_NODES').argParser(
+        intParser('an integer', 1, 4096),
+      ),
+    )
+    .addOption(heartbeatOption())
+    .addOption(deadAfterOption())
+    .addOption(logLevelOption())
+    .addOption(clusterTokenOption())
+    .action(async (o: {
+      host: string; port: number; dataDir: string; partitions: number; replicas: number; minWriteReplicas: number; initialNodes?: number;
+      heartbeatMs: number; deadAfterMs: number; logLevel: string; clusterToken?: string;
+    }, cmd: Command) => {
+      if (o.initialNodes !== undefined && o.initialNodes < o.replicas) throw new UsageError(`--initial-nodes (${o.initialNodes}) cannot be below --replicas (${o.replicas})`);
+      const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
+      const { runNameserverCommand } = await import('./serve.js');
+      await runNameserverCommand({ ...o, minWriteReplicas });
+    });
+
+  sub('storage', 'run a storage server: hosts replicas of partitions and serves reads and writes')
+    .addOption(nameserverOption())
+    .addOption(hostOption())
+    .addOption(envOption('--port <port>', 'port to listen on (default: the first free port from 7101; 0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort))
+    .addOption(envOption('--advertise <host:port>', 'address the others reach this server at (default: host:port)', 'DSTORE_ADVERTISE').argParser(parseHostPort))
+    .addOption(envOption('--node-id <id>', 'stable node id (default: generated once and kept in the data dir)', 'DSTORE_NODE_ID').argParser(parseNodeId))
+    .addOption(backendOption())
+    .addOption(envOption('--data-dir <dir>', 'where its data, log and logs are kept (default: ./dstore-data/<node-id>, or ./dstore-data/storage-<port>)', 'DSTORE_DATA_DIR'))
+    .addOption(syncOption())
+    .addOption(heartbeatOption())
+    .addOption(maxValueOption())
+    .addOption(logLevelOption())
+    .addOption(clusterTokenOption())
+    .action(async (o: {
+      nameserver: string; host: string; port?: number; advertise?: string; nodeId?: string; backend: BackendName; dataDir?: string; sync: SyncMode;
+      heartbeatMs: number; maxValueBytes: number; logLevel: string; clusterToken?: string;
+    }) => {
+      const { runStorageCommand } = await import('./serve.js');
+      await runStorageCommand(o);
+    });
+
+  clientOptions(sub('client', 'open the interactive shell against a running cluster')).action(async (o: ClientOpts) => {
+    const { clientCommand } = await import('./commands.js');
+    await clientCommand(o);
+  });
+
+  clientOptions(sub('put', 'store VALUE under KEY; prints the new version'))
+    .argument('<key>', 'the key (1..1024 bytes of UTF-8)')
+    .argument('<value>', 'the value (UTF-8)')
+    .addOption(jsonOption())
+    .action(async (key: string, value: string, o: ClientOpts) => {
+      const { putCommand } = await import('./commands.js');
+      await putCommand(o, key, value);
+    });
+
+  clientOptions(sub('get', 'print the value of KEY; exit code 1 when it is absent'))
+    .argument('<key>', 'the key')
+    .addOption(jsonOption())
+    .addOption(envOption('--raw', 'write the value’s exact bytes, without a newline', 'DSTORE_RAW').conflicts('json'))
+    .action(async (key: string, o: ClientOpts & { raw?: boolean }) => {
+      const { getCommand } = await import('./commands.js');
+      await getCommand(o, key);
+    });
+
+  clientOptions(sub('del', 'delete KEY'))
+    .alias('delete')
+    .argument('<key>', 'the key')
+    .addOption(jsonOption())
+    .action(async (key: string, o: ClientOpts) => {
+      const { delCommand } = await import('./commands.js');
+      await delCommand(o, key);
+    });
+
+  clientOptions(sub('dump', 'per storage server: its key count and keys'))
+    .addOption(jsonOption())
+    .addOption(envOption('--all', 'every key, not only the first 100 per server', 'DSTORE_DUMP_ALL'))
+    .addOption(envOption('--limit <n>', 'keys per storage server', 'DSTORE_DUMP_LIMIT').argParser(intParser('an integer', 0, 100_000_000)).default(100).conflicts('all'))
+    .action(async (o: ClientOpts & { all?: boolean; limit?: number }) => {
+      const { dumpCommand } = await import('./commands.js');
+      await dumpCommand(o);
+    });
+
+  clientOptions(sub('nodes', 'every service with role, address, state, heartbeat, partitions, keys, backend, uptime'))
+    .alias('status')
+    .addOption(jsonOption())
+    .action(async (o: ClientOpts) => {
+      const { nodesCommand } = await import('./commands.js');
+      await nodesCommand(o);
+    });
+
+  clientOptions(sub('bench', 'closed-loop load generator: ops/s and p50/p99/max latency'))
+    .addOption(envOption('--concurrency <n>', 'concurrent callers', 'DSTORE_BENCH_CONCURRENCY').argParser(intParser('an integer', 1, 100_000)).default(64))
+    .addOption(envOption('--duration <seconds>', 'how long to measure', 'DSTORE_BENCH_DURATION').argParser(positiveNumberParser('a number', 86_400)).default(10))
+    .addOption(envOption('--value-size <bytes>', 'bytes per value', 'DSTORE_BENCH_VALUE_SIZE').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(100))
+    .addOption(envOption('--keys <n>', 'distinct keys, chosen uniformly', 'DSTORE_BENCH_KEYS').argParser(intParser('an integer', 1, 100_000_000)).default(10_000))
+    .addOption(envOption('--ratio <reads:writes>', 'mix of gets and puts, e.g. 1:1, 9:1, 0:1', 'DSTORE_BENCH_RATIO').argParser(parseRatio).default({ reads: 1, writes: 1 }, '1:1'))
+    .addOption(envOption('--spawn', 'start a temporary local cluster (3 storage servers, R=3) and benchmark it', 'DSTORE_BENCH_SPAWN'))
+    .addOption(new Option('--no-preload', 'do not write every key once before measuring').env('DSTORE_BENCH_NO_PRELOAD'))
+    .addOption(envOption('--backend <backend>', 'storage engine of the --spawn cluster', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb'))
+    .addOption(envOption('--sync <mode>', 'durability of the --spawn cluster', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch'))
+    .addOption(jsonOption())
+    .addOption(logLevelOption())
+    .action(async (o: ClientOpts & {
+      concurrency: number; duration: number; valueSize: number; keys: number; ratio: { reads: number; writes: number }; spawn?: boolean; preload: boolean;
+      backend: BackendName; sync: SyncMode; logLevel: string;
+    }) => {
+      const { runBench } = await import('./bench.js');
+      await runBench({
+        nameserver: o.nameserver,
+        concurrency: o.concurrency,
+        durationS: o.duration,
+        valueSize: o.valueSize,
+        keys: o.keys,
+        ratio: o.ratio,
+        spawn: Boolean(o.spawn),
+        json: Boolean(o.json),
+        preload: o.preload,
+        backend: o.backend,
+        sync: o.sync,
+        timeoutMs: o.timeoutMs,
+        logLevel: o.logLevel,
+        ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+      });
+    });
+
+  return program;
+}
+
+/** Parses `argv` (as process.argv), runs the command, and returns the exit code. */
+export async function runCli(argv: readonly string[]): Promise<number> {
+  const stderr = (line: string): void => {
+    process.stderr.write(`${line}\n`);
+  };
+  try {
+    await buildProgram().parseAsync([...argv]);
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end with code 0; everything else commander reports is bad input.
+      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    if (err instanceof CliExit) return err.exitCode;
+    if (err instanceof UsageError) {
+      stderr(`error: ${oneLine(err.message)}`);
+      return EXIT_USAGE;
+    }
+    if (err instanceof DstoreError) {
+      stderr(`error: ${err.message} (${err.code})`);
+      return EXIT_FAILURE;
+    }
+    if (err instanceof ClusterStartError || err instanceof CliFailure) {
+      stderr(`error: ${err.message}`);
+      return EXIT_FAILURE;
+    }
+    stderr(`error: ${err instanceof Error ? err.message : String(err)}`);
+    return EXIT_FAILURE;
+  }
+}

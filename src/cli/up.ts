@@ -1,0 +1,287 @@
+/**
+ * `dstore up`: a local cluster of child processes (see cluster.ts) with the shell on top,
+ * plus the shell's node-control commands: kill (SIGKILL), stop (SIGTERM), pause/resume
+ * (SIGSTOP/SIGCONT), restart, spawn, procs. With --no-shell it runs until SIGINT/SIGTERM.
+ * Every exit path — quit, Ctrl-D, a signal, a failed start — stops every child.
+ */
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Db } from '../client/api.js';
+import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
+import { openDb } from './commands.js';
+import { colourWanted, makeStyle, table, type Style } from './format.js';
+import { type BackendName, MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, UsageError } from './options.js';
+import { Shell, type ShellCommand, type ShellContext } from './shell.js';
+import { quoteArg, type Token } from './tokenize.js';
+
+export interface UpOptions {
+  readonly nodes: number;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas: number;
+  readonly backend: BackendName;
+  readonly dataDir: string;
+  readonly host: string;
+  readonly port: number;
+  /** Port of s1; undefined: --port + 101 (0 when --port is 0); 0: chosen by the OS. */
+  readonly storagePort?: number;
+  readonly sync: SyncMode;
+  readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+  readonly maxValueBytes: number;
+  readonly startTimeoutMs: number;
+  readonly shell: boolean;
+  readonly logLevel: string;
+  readonly clusterToken?: string;
+}
+
+/** Bound on a node's exit after SIGTERM before SIGKILL, in ms. */
+const STOP_TIMEOUT_MS = 5000;
+const GROUP = 'Local cluster (dstore up)';
+
+/** Storage ids to start: s1..sN, plus sK (K > N) found in the data dir from an earlier `spawn`. */
+export function storageIdsFor(dataDir: string, nodes: number): string[] {
+  const ids = Array.from({ length: nodes }, (_, i) => `s${i + 1}`);
+  if (!existsSync(dataDir)) return ids;
+  const extra = readdirSync(dataDir)
+    .map((name) => /^s(\d+)$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) > nodes && statSync(join(dataDir, m[0])).isDirectory())
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b)
+    .slice(0, MAX_UP_NODES - nodes)
+    .map((n) => `s${n}`);
+  return [...ids, ...extra];
+}
+
+export async function runUp(o: UpOptions): Promise<void> {
+  if (o.nodes < o.replicas) {
+    throw new UsageError(`--nodes (${o.nodes}) must be at least --replicas (${o.replicas}): the cluster map needs R storage servers to form; pass --replicas ${o.nodes}`);
+  }
+  if (o.minWriteReplicas > o.replicas) throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
+  const dataDir = resolve(o.dataDir);
+  const storageIds = storageIdsFor(dataDir, o.nodes);
+  const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
+  const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
+  if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
+    throw new UsageError(`storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a lower --port or --storage-port`);
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const extra = storageIds.slice(o.nodes);
+  const err = process.stderr;
+  err.write(
+    `starting a nameserver and ${storageIds.length} storage servers (${o.backend}) in ${dataDir}` +
+      (extra.length ? ` (also ${extra.join(', ')}, found in the data dir)` : '') +
+      ' …\n',
+  );
+
+  const cluster = LocalCluster.create({
+    dataDir,
+    host: o.host,
+    port: o.port,
+    storagePort,
+    storageIds,
+    partitions: o.partitions,
+    replicas: o.replicas,
+    minWriteReplicas: o.minWriteReplicas,
+    backend: o.backend,
+    sync: o.sync,
+    heartbeatMs: o.heartbeatMs,
+    deadAfterMs: o.deadAfterMs,
+    maxValueBytes: o.maxValueBytes,
+    logLevel: o.logLevel,
+    startTimeoutMs: o.startTimeoutMs,
+    stopTimeoutMs: STOP_TIMEOUT_MS,
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  });
+
+  // A signal at any point (during the start too) stops every child, then exits.
+  let shell: Shell | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    err.write(`\n${signal}: stopping the cluster …\n`);
+    cluster.close().then(
+      () => {
+        err.write('stopped\n');
+        // A requested stop that went cleanly is a success.
+        process.exit(0);
+      },
+      (e: unknown) => {
+        err.write(`error while stopping: ${e instanceof Error ? e.message : String(e)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, onSignal);
+
+  try {
+    const connect = (ns: string): Promise<Db> => openDb({ nameserver: ns, timeoutMs: 2000, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    await cluster.start(connect);
+    const isTTY = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+    const style = makeStyle(colourWanted(Boolean(process.stdout.isTTY)));
+    process.stdout.write(`${banner(cluster, o, style, dataDir)}\n`);
+    cluster.onUnexpectedExit = (p, info) => {
+      const how = info.signal ? `signal ${info.signal}` : `exit code ${info.code}`;
+      const text = style.red(`[${p.name} exited unexpectedly (${how}); see ${p.logPath}; restart ${p.name} to start it again]`);
+      if (shell) shell.print(text);
+      else err.write(`${text}\n`);
+    };
+    if (!o.shell) {
+      process.stdout.write(`running until SIGINT (Ctrl-C) or SIGTERM; connect with: npx dstore client --nameserver ${cluster.nameserverAddress}\n`);
+      // The signal handlers end the process; the interval keeps it alive even if every child died.
+      await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
+    }
+    const db = await openDb({ nameserver: cluster.nameserverAddress, timeoutMs: 10_000, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    try {
+      shell = new Shell({
+        db,
+        input: process.stdin,
+        output: process.stdout,
+        isTTY,
+        extraCommands: nodeCommands(cluster, dataDir),
+        processStates: () => new Map(cluster.processes.map((p) => [p.name, p.describe()])),
+        greeting: style.dim('type help for commands; quit or Ctrl-D stops the cluster'),
+      });
+      await shell.run();
+    } finally {
+      shell = undefined;
+      await db.close();
+    }
+    err.write('stopping the cluster …\n');
+    await cluster.close();
+    err.write('stopped\n');
+  } catch (e) {
+    await cluster.close();
+    if (e instanceof ClusterStartError && e.logTail) {
+      throw new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '');
+    }
+    throw e;
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+  }
+}
+
+function banner(cluster: LocalCluster, o: UpOptions, style: Style, dataDir: string): string {
+  const ns = cluster.nameserver;
+  const rows: string[][] = [['  nameserver', cluster.nameserverAddress, `pid ${ns.pid}`]];
+  for (const p of cluster.storage.values()) rows.push([`  ${p.name}`, `${o.host.includes(':') ? `[${o.host}]` : o.host}:${p.port}`, `pid ${p.pid}`]);
+  return [
+    style.bold(`dstore up: local cluster ready (${o.partitions} partitions, R=${o.replicas}, min write replicas ${o.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`),
+    table(rows),
+    `  data dir    ${dataDir}`,
+    `  logs        ${join(dataDir, '<node>.stderr.log')} and ${join(dataDir, '<node>', 'node.log')}`,
+    `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
+  ].join('\n');
+}
+
+/** The node-control commands `up` adds to the shell. */
+export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellCommand[] {
+  const names = (): string => cluster.processes.map((p) => p.name).join(', ');
+  const find = (args: readonly Token[], ctx: ShellContext): ManagedProcess | undefined => {
+    const name = args[0]?.text ?? '';
+    const p = cluster.process(name);
+    if (!p) ctx.print(ctx.style.yellow(`no node ${quoteArg(name)}; nodes are ${names()}`));
+    return p;
+  };
+  const notRunning = (p: ManagedProcess, ctx: ShellContext): void =>
+    ctx.print(ctx.style.yellow(`${p.name} is not running (${p.describe()}); restart ${p.name} starts it`));
+  const nodeArg = { usage: '<node>', minArgs: 1, maxArgs: 1, group: GROUP } as const;
+
+  return [
+    {
+      ...nodeArg,
+      name: 'kill',
+      summary: 'SIGKILL a node (a crash: no clean shutdown)',
+      details: 'Storage servers are declared dead after --dead-after-ms without heartbeats; `nodes` shows it.',
+      async run(args, ctx) {
+        const p = find(args, ctx);
+        if (!p) return;
+        if (!p.running) return notRunning(p, ctx);
+        p.signal('SIGKILL');
+        const gone = await p.waitExit(STOP_TIMEOUT_MS);
+        ctx.print(gone ? `${p.name} killed (SIGKILL)` : ctx.style.red(`${p.name} (pid ${p.pid}) did not exit after SIGKILL`));
+      },
+    },
+    {
+      ...nodeArg,
+      name: 'stop',
+      summary: 'SIGTERM a node (clean shutdown; SIGKILL after 5 s)',
+      async run(args, ctx) {
+        const p = find(args, ctx);
+        if (!p) return;
+        if (!p.running) return notRunning(p, ctx);
+        const how = await p.stop(STOP_TIMEOUT_MS);
+        ctx.print(how === 'killed' ? ctx.style.yellow(`${p.name} did not stop within ${STOP_TIMEOUT_MS / 1000} s; killed (SIGKILL)`) : `${p.name} stopped (SIGTERM)`);
+      },
+    },
+    {
+      ...nodeArg,
+      name: 'pause',
+      summary: 'SIGSTOP a node: it keeps its connections but answers nothing',
+      async run(args, ctx) {
+        const p = find(args, ctx);
+        if (!p) return;
+        if (!p.running) return notRunning(p, ctx);
+        if (p.state === 'paused') return ctx.print(ctx.style.yellow(`${p.name} is already paused; resume ${p.name} continues it`));
+        p.signal('SIGSTOP');
+        ctx.print(`${p.name} paused (SIGSTOP); resume ${p.name} continues it`);
+      },
+    },
+    {
+      ...nodeArg,
+      name: 'resume',
+      summary: 'SIGCONT a paused node',
+      async run(args, ctx) {
+        const p = find(args, ctx);
+        if (!p) return;
+        if (p.state !== 'paused') return ctx.print(ctx.style.yellow(`${p.name} is not paused (${p.describe()})`));
+        p.signal('SIGCONT');
+        ctx.print(`${p.name} resumed (SIGCONT)`);
+      },
+    },
+    {
+      ...nodeArg,
+      name: 'restart',
+      aliases: ['start'],
+      summary: 'stop a node if it runs, then start it again with the same data dir and port',
+      details: 'A restarted storage server rejoins as a learner and catches up from the primaries.',
+      async run(args, ctx) {
+        const p = find(args, ctx);
+        if (!p) return;
+        if (p.running) await p.stop(STOP_TIMEOUT_MS);
+        const port = await p.start(cluster.options.startTimeoutMs).catch((e: unknown) => {
+          throw e instanceof ClusterStartError && e.logTail ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`) : e;
+        });
+        ctx.print(`${p.name} started (pid ${p.pid}, port ${port})`);
+      },
+    },
+    {
+      name: 'spawn',
+      usage: '',
+      minArgs: 0,
+      maxArgs: 0,
+      group: GROUP,
+      summary: 'start a new storage server with a new id and data dir',
+      details: 'It registers with the nameserver and becomes eligible for new replicas.',
+      async run(_args, ctx) {
+        const p = await cluster.spawnStorage((id) => existsSync(join(dataDir, id))).catch((e: unknown) => {
+          throw e instanceof ClusterStartError && e.logTail ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`) : e;
+        });
+        ctx.print(`spawned ${p.name} (pid ${p.pid}, port ${p.port}, data dir ${p.dataDir})`);
+      },
+    },
+    {
+      name: 'procs',
+      aliases: ['ps'],
+      usage: '',
+      minArgs: 0,
+      maxArgs: 0,
+      group: GROUP,
+      summary: 'the child processes: pid, state, port, log file',
+      run(_args, ctx) {
+        const rows = [['NODE', 'PROCESS', 'PORT', 'LOG'].map((h) => ctx.style.bold(h))];
+        for (const p of cluster.processes) rows.push([p.name, p.describe(), String(p.port), p.logPath]);
+        ctx.print(table(rows));
+      },
+    },
+  ];
+}

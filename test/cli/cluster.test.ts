@@ -1,0 +1,232 @@
+/**
+ * The CLI against a real local cluster: `dstore up --no-shell` (memory backend, free
+ * loopback ports, a temp data dir) starts a nameserver and 3 storage servers as child
+ * processes and prints its banner once the cluster formed; the shell (`dstore client`,
+ * stdin piped) inserts, gets, keeps quoted values and UTF-8, hints at an unknown command and
+ * a wrong argument count, says "not found", quits with status 0; the one-shot commands
+ * put / get (exit 1 when absent) / del / dump --json / nodes --json work for scripts; a
+ * second `up` on a taken port says so; an unreachable nameserver is `error: … (CODE)`, exit
+ * 1; SIGTERM to `up` stops every child (no orphans). Every wait polls a condition with a
+ * deadline; the cluster is stopped and the temp dir removed even when a test fails.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../../src/cli/options.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const START_TIMEOUT_MS = 60_000;
+const COMMAND_TIMEOUT_MS = 30_000;
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { NO_COLOR: '1' };
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
+  return env;
+}
+
+interface Result {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `dstore args…` with `input` on stdin; killed after COMMAND_TIMEOUT_MS. */
+function dstore(args: string[], input = ''): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`));
+    }, COMMAND_TIMEOUT_MS);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
+/** Polls `condition` every 50 ms until true; fails with `explain()` after `ms`. */
+async function waitFor(condition: () => boolean, ms: number, explain: () => string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${explain()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 }, () => {
+  let dataDir = '';
+  let up: ChildProcess | undefined;
+  let upExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let upOut = '';
+  let upErr = '';
+  let nameserver = '';
+  let childPids: number[] = [];
+
+  before(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'dstore-cli-it-'));
+    const port = await freePort();
+    nameserver = `127.0.0.1:${port}`;
+    // --storage-port 0: the OS picks each storage server's port, so parallel test files never collide.
+    up = spawn(process.execPath, [MAIN, 'up', '--no-shell', '--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--backend', 'memory'], {
+      env: cleanEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    up.stdout?.on('data', (c: Buffer) => (upOut += c.toString('utf8')));
+    up.stderr?.on('data', (c: Buffer) => (upErr += c.toString('utf8')));
+    up.once('exit', (code, signal) => (upExit = { code, signal }));
+    await waitFor(
+      () => upOut.includes('local cluster ready') || upExit !== undefined,
+      START_TIMEOUT_MS,
+      () => `dstore up did not report ready; stdout: ${upOut}; stderr: ${upErr}`,
+    );
+    assert.equal(upExit, undefined, `dstore up exited during start: ${JSON.stringify(upExit)}; stderr: ${upErr}`);
+    childPids = [...upOut.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
+    assert.equal(childPids.length, 4, `a nameserver and 3 storage servers in the banner: ${upOut}`);
+    assert.ok(upOut.includes(`npx dstore client --nameserver ${nameserver}`), upOut);
+  });
+
+  after(async () => {
+    // Whatever happened: stop up (it stops its children), then make sure nothing is left.
+    if (up && upExit === undefined) {
+      up.kill('SIGTERM');
+      const gone = await waitFor(() => upExit !== undefined, 20_000, () => 'up did not exit after SIGTERM').then(
+        () => true,
+        () => false,
+      );
+      if (!gone) up.kill('SIGKILL');
+    }
+    for (const pid of childPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('the shell, piped: insert, get, quoted values, UTF-8, hints, not found, quit', async () => {
+    const script = [
+      'insert greeting "hello world"',
+      'get greeting',
+      "put ключ '値 🎉'",
+      'get ключ',
+      'frobnicate',
+      'insert onlykey',
+      'get missing-key',
+      'delete greeting',
+      'get greeting',
+      'quit',
+      'insert never run',
+    ].join('\n');
+    const r = await dstore(['client', '--nameserver', nameserver], `${script}\n`);
+    assert.equal(r.code, 0, `exit code; stderr: ${r.stderr}`);
+    const lines = r.stdout.trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^OK \(version \d+\)$/);
+    assert.match(lines[1] ?? '', /^"hello world" \(version \d+\)$/);
+    assert.match(lines[2] ?? '', /^OK \(version \d+\)$/);
+    assert.match(lines[3] ?? '', /^"値 🎉" \(version \d+\)$/);
+    assert.match(lines[4] ?? '', /^unknown command frobnicate/);
+    assert.match(lines[5] ?? '', /^usage: insert <key> <value>/);
+    assert.equal(lines[6], '(not found) no key missing-key');
+    assert.equal(lines[7], 'OK deleted greeting');
+    assert.equal(lines[8], '(not found) no key greeting');
+    assert.equal(lines.length, 9, r.stdout);
+    assert.doesNotMatch(r.stdout, /dstore>/);
+  });
+
+  test('the shell ends at EOF with status 0 and shows nodes and dump', async () => {
+    const r = await dstore(['client', '--nameserver', nameserver], 'insert dumped yes\nnodes\ndump\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^NODE +ROLE +ADDRESS/m);
+    assert.equal((r.stdout.match(/^s\d+ +storage +127\.0\.0\.1:\d+ +alive/gm) ?? []).length, 3, r.stdout);
+    assert.equal((r.stdout.match(/^ {2}dumped$/gm) ?? []).length, 3, `R=3 on 3 nodes: every server holds the key\n${r.stdout}`);
+  });
+
+  test('one-shot put, get (exit 1 when absent), del', async () => {
+    const put = await dstore(['put', 'script-key', 'a value', '--nameserver', nameserver]);
+    assert.equal(put.code, 0, put.stderr);
+    assert.match(put.stdout, /^OK \(version \d+\)\n$/);
+
+    const get = await dstore(['get', 'script-key', '--nameserver', nameserver]);
+    assert.equal(get.code, 0, get.stderr);
+    assert.equal(get.stdout, 'a value\n');
+
+    const json = await dstore(['get', 'script-key', '--json', '--nameserver', nameserver]);
+    assert.equal(json.code, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout) as { value: string; version: number };
+    assert.equal(parsed.value, 'a value');
+    assert.ok(parsed.version >= 1);
+
+    const del = await dstore(['del', 'script-key', '--nameserver', nameserver]);
+    assert.equal(del.code, 0, del.stderr);
+    assert.equal(del.stdout, 'OK deleted script-key\n');
+
+    const absent = await dstore(['get', 'script-key', '--nameserver', nameserver]);
+    assert.equal(absent.code, 1);
+    assert.equal(absent.stdout, '');
+    assert.match(absent.stderr, /not found/);
+  });
+
+  test('dump --json and nodes --json', async () => {
+    for (let i = 0; i < 5; i++) assert.equal((await dstore(['put', `dump-${i}`, 'v', '--nameserver', nameserver])).code, 0);
+    const dump = await dstore(['dump', '--json', '--nameserver', nameserver]);
+    assert.equal(dump.code, 0, dump.stderr);
+    const servers = JSON.parse(dump.stdout) as { nodeId: string; keyCount: number; keys: unknown[] }[];
+    assert.equal(servers.length, 3);
+    for (const s of servers) for (let i = 0; i < 5; i++) assert.ok(s.keys.includes(`dump-${i}`), `${s.nodeId} holds dump-${i}`);
+
+    const nodes = await dstore(['nodes', '--json', '--nameserver', nameserver]);
+    assert.equal(nodes.code, 0, nodes.stderr);
+    const info = JSON.parse(nodes.stdout) as { formed: boolean; nodes: { id: string; role: string; state: string }[] };
+    assert.equal(info.formed, true);
+    assert.deepEqual(info.nodes.filter((n) => n.role === 'storage').map((n) => [n.id, n.state]), [['s1', 'alive'], ['s2', 'alive'], ['s3', 'alive']]);
+    assert.ok(info.nodes.some((n) => n.role === 'nameserver'));
+  });
+
+  test('a second up on the same port says the port is in use', async () => {
+    const port = nameserver.split(':')[1] ?? '';
+    const dir = mkdtempSync(join(tmpdir(), 'dstore-cli-it2-'));
+    try {
+      const r = await dstore(['up', '--no-shell', '--data-dir', dir, '--port', port, '--storage-port', '0', '--backend', 'memory']);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 \\(for nameserver\\) is already in use`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an unreachable nameserver is a one-line typed error, exit 1', async () => {
+    const port = await freePort();
+    const r = await dstore(['get', 'k', '--nameserver', `127.0.0.1:${port}`, '--timeout-ms', '500']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^error: .+ \([A-Z_]+\)\n$/);
+  });
+
+  test('SIGTERM stops up and every child it started', async () => {
+    assert.ok(up && upExit === undefined, 'up is running');
+    for (const pid of childPids) assert.ok(alive(pid), `child ${pid} runs before SIGTERM`);
+    up.kill('SIGTERM');
+    await waitFor(() => upExit !== undefined, 20_000, () => `up did not exit after SIGTERM; stderr: ${upErr}`);
+    await waitFor(() => childPids.every((pid) => !alive(pid)), 10_000, () => `children left running: ${childPids.filter(alive).join(', ')}`);
+    assert.match(upErr, /stopped/);
+  });
+});

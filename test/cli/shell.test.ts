@@ -1,0 +1,240 @@
+/**
+ * The shell driven through piped streams against an in-memory `Db` (no cluster needed):
+ * insert/put/set, get with value and version, quoted values and UTF-8, "not found",
+ * delete/del, dump and dump --all, nodes/status as a table, help and help <command>, an
+ * unknown command (with a suggestion), a wrong argument count and an unbalanced quote all
+ * print a hint and the shell goes on; a failing Db call prints `error: … (CODE)` and the
+ * shell goes on; quit and end of input end it; piped output carries no prompt or colours;
+ * extra commands (as `up` adds) run and show in help; binary values print as hex.
+ */
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { describe, test } from 'node:test';
+import type { ClusterInfo, Db, GetResult, StorageDump } from '../../src/client/api.js';
+import { UnavailableError } from '../../src/core/errors.js';
+import { runShell, type ShellCommand, type ShellEnd } from '../../src/cli/shell.js';
+
+/** A Db over a Map, with an optional failure injected per method. */
+class FakeDb implements Db {
+  readonly data = new Map<string, { value: Uint8Array; version: number }>();
+  version = 0;
+  failNext: Error | undefined;
+  lastDumpLimit: number | undefined;
+
+  private check(): void {
+    const e = this.failNext;
+    this.failNext = undefined;
+    if (e) throw e;
+  }
+  private static key(k: Uint8Array | string): string {
+    return Buffer.from(typeof k === 'string' ? Buffer.from(k) : k).toString('hex');
+  }
+  async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
+    this.check();
+    const v = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(value);
+    this.data.set(FakeDb.key(key), { value: v, version: ++this.version });
+    return this.version;
+  }
+  async get(key: Uint8Array | string): Promise<GetResult | undefined> {
+    this.check();
+    return this.data.get(FakeDb.key(key));
+  }
+  async delete(key: Uint8Array | string): Promise<boolean> {
+    this.check();
+    return this.data.delete(FakeDb.key(key));
+  }
+  async *scan(): AsyncIterable<Uint8Array> {
+    for (const k of this.data.keys()) yield Buffer.from(k, 'hex');
+  }
+  async nodes(): Promise<ClusterInfo> {
+    this.check();
+    const now = Date.now();
+    return {
+      clusterId: 'abcdef0123456789',
+      partitions: 16,
+      replicas: 3,
+      minWriteReplicas: 2,
+      formed: true,
+      mapVersion: 7,
+      nodes: [
+        { id: 'nameserver', role: 'nameserver', address: '127.0.0.1:7000', state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: 65_000 },
+        { id: 's1', role: 'storage', address: '127.0.0.1:7101', state: 'alive', lastHeartbeatMs: now - 400, partitionsHeld: 16, partitionsLed: 6, keys: this.data.size, backend: 'memory', uptimeMs: 64_000 },
+        { id: 's2', role: 'storage', address: '127.0.0.1:7102', state: 'dead', lastHeartbeatMs: now - 7_300, partitionsHeld: 16, partitionsLed: 5, keys: this.data.size, backend: 'memory', uptimeMs: 3_000 },
+      ],
+    };
+  }
+  async dump(options?: { limit?: number }): Promise<StorageDump[]> {
+    this.check();
+    this.lastDumpLimit = options?.limit;
+    const keys = [...this.data.keys()].sort().map((k) => new Uint8Array(Buffer.from(k, 'hex')));
+    const limit = options?.limit ?? 100;
+    return ['s1', 's2'].map((nodeId, i) => ({
+      nodeId,
+      address: `127.0.0.1:710${i + 1}`,
+      keyCount: keys.length,
+      keys: keys.slice(0, limit),
+      truncated: keys.length > limit,
+    }));
+  }
+  async close(): Promise<void> {}
+}
+
+/** Runs the shell over `lines` (piped, as `echo … | dstore client`) and returns its output. */
+async function drive(db: Db, lines: string[], opts: { end?: boolean; extraCommands?: ShellCommand[] } = {}): Promise<{ out: string; end: ShellEnd }> {
+  const input = new PassThrough();
+  const output = new PassThrough();
+  let out = '';
+  output.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  const done = runShell({ db, input, output, isTTY: false, ...(opts.extraCommands ? { extraCommands: opts.extraCommands } : {}) });
+  input.write(lines.map((l) => `${l}\n`).join(''));
+  if (opts.end !== false) input.end();
+  const end = await done;
+  return { out, end };
+}
+
+describe('shell (piped, over a fake Db)', () => {
+  test('insert, get, quoted values, UTF-8, not found, delete; ends at EOF', async () => {
+    const db = new FakeDb();
+    const { out, end } = await drive(db, [
+      'insert greeting "hello world"',
+      'get greeting',
+      'put ключ "値 🎉"',
+      'get ключ',
+      'set k v',
+      'get missing',
+      'delete greeting',
+      'get greeting',
+      'del greeting',
+      '',
+    ]);
+    assert.equal(end, 'eof');
+    const lines = out.trimEnd().split('\n');
+    assert.deepEqual(lines, [
+      'OK (version 1)',
+      '"hello world" (version 1)',
+      'OK (version 2)',
+      '"値 🎉" (version 2)',
+      'OK (version 3)',
+      '(not found) no key missing',
+      'OK deleted greeting',
+      '(not found) no key greeting',
+      '(not found) no key greeting; nothing deleted',
+    ]);
+    assert.doesNotMatch(out, /dstore>/, 'no prompt when piped');
+    assert.doesNotMatch(out, /\x1b\[/, 'no colours when piped');
+  });
+
+  test('unknown command, wrong argument count and an unbalanced quote print hints; the shell goes on', async () => {
+    const db = new FakeDb();
+    const { out, end } = await drive(db, ['frobnicate', 'gte k', 'insert onlykey', 'get a b', 'insert k "unclosed', 'insert k after', 'get k']);
+    assert.equal(end, 'eof');
+    const lines = out.trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^unknown command frobnicate.*type help/);
+    assert.match(lines[1] ?? '', /^unknown command gte; did you mean get\?/);
+    assert.match(lines[2] ?? '', /^usage: insert <key> <value> \(got 1 argument/);
+    assert.match(lines[3] ?? '', /^usage: get <key> \(got 2 arguments; quote arguments with spaces/);
+    assert.match(lines[4] ?? '', /unbalanced quote/);
+    assert.equal(lines[5], 'OK (version 1)');
+    assert.equal(lines[6], '"after" (version 1)');
+  });
+
+  test('a failing call prints error: message (CODE) and the shell goes on', async () => {
+    const db = new FakeDb();
+    db.failNext = new UnavailableError('partition 3 has no primary');
+    const { out } = await drive(db, ['insert a b', 'insert a c', 'get a']);
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'error: partition 3 has no primary (UNAVAILABLE)');
+    assert.equal(lines[1], 'OK (version 1)');
+    assert.equal(lines[2], '"c" (version 1)');
+  });
+
+  test('a non-dstore exception is also caught', async () => {
+    const db = new FakeDb();
+    db.failNext = new TypeError('boom');
+    const { out } = await drive(db, ['nodes', 'get x']);
+    assert.match(out, /^error: boom\n\(not found\) no key x\n$/);
+  });
+
+  test('quit, exit, q and x end the shell; later lines are not run', async () => {
+    for (const word of ['quit', 'exit', 'q', 'x']) {
+      const db = new FakeDb();
+      const { out, end } = await drive(db, ['insert a 1', word, 'insert b 2'], { end: false });
+      assert.equal(end, 'quit', word);
+      assert.equal(out, 'OK (version 1)\n');
+      assert.equal(db.data.size, 1);
+    }
+  });
+
+  test('dump lists keys per storage server, 100 by default and every key with --all', async () => {
+    const db = new FakeDb();
+    for (let i = 0; i < 120; i++) await db.put(`k${String(i).padStart(3, '0')}`, 'v');
+    await db.put('with space', 'v');
+    const { out } = await drive(db, ['dump', 'dump --all', 'dump --bogus']);
+    assert.match(out, /^s1 \(127\.0\.0\.1:7101\): 121 keys\n {2}k000\n/);
+    assert.match(out, / {2}… 21 more \(dump --all lists every key\)/);
+    assert.match(out, / {2}"with space"\n/);
+    assert.match(out, /usage: dump \[--all\]/);
+    assert.equal(db.lastDumpLimit, 100_000_000);
+    assert.equal((out.match(/^s2 /gm) ?? []).length, 2);
+  });
+
+  test('nodes and status print a table with heartbeat ages, partitions and keys', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, ['nodes', 'status']);
+    const [first] = out.split(/\n(?=NODE)/);
+    assert.match(first ?? '', /^NODE +ROLE +ADDRESS +STATE +HEARTBEAT +HELD +LED +KEYS +BACKEND +UPTIME\n/);
+    assert.match(out, /nameserver +nameserver +127\.0\.0\.1:7000 +alive +- +- +- +- +- +1m 5s/);
+    assert.match(out, /s1 +storage +127\.0\.0\.1:7101 +alive +0\.4s ago +16 +6 +0 +memory +1m 4s/);
+    assert.match(out, /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago/);
+    assert.match(out, /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/2 storage servers alive/);
+    assert.equal((out.match(/^NODE/gm) ?? []).length, 2);
+  });
+
+  test('help lists every command and help <command> explains one', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, ['help', 'help insert', 'help put', 'help nosuch']);
+    for (const c of ['help', 'insert <key> <value>', 'get <key>', 'delete <key>', 'dump [--all]', 'nodes', 'quit']) assert.ok(out.includes(c), c);
+    assert.match(out, /aliases: put, set/);
+    assert.match(out, /usage: insert <key> <value>\n/);
+    assert.match(out, /unknown command nosuch/);
+  });
+
+  test('binary values print as hex with a note; long values are cut', async () => {
+    const db = new FakeDb();
+    await db.put('bin', new Uint8Array([0xff, 0x00, 0x41]));
+    await db.put('long', 'x'.repeat(5000));
+    const { out } = await drive(db, ['get bin', 'insert raw "\\xc3\\xa9"', 'get raw', 'get long']);
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], '0xff0041 (not valid UTF-8: shown as hex, 3 bytes) (version 1)');
+    assert.equal(lines[2], '"é" (version 3)');
+    assert.match(lines[3] ?? '', /^"x{4096}" … \(5000 bytes; showing the first 4096/);
+  });
+
+  test('extra commands run, show in help under their group, and their errors are caught', async () => {
+    const db = new FakeDb();
+    const calls: string[] = [];
+    const extra: ShellCommand[] = [
+      { name: 'kill', usage: '<node>', minArgs: 1, maxArgs: 1, group: 'Local cluster', summary: 'kill a node', run: (args, ctx) => { calls.push(args[0]?.text ?? ''); ctx.print(`killed ${args[0]?.text}`); } },
+      { name: 'spawn', usage: '', minArgs: 0, maxArgs: 0, group: 'Local cluster', summary: 'spawn a node', run: () => { throw new Error('no room'); } },
+    ];
+    const { out } = await drive(db, ['kill s2', 'kill', 'spawn', 'help'], { extraCommands: extra });
+    assert.deepEqual(calls, ['s2']);
+    assert.match(out, /^killed s2\nusage: kill <node> \(got 0 arguments\)\nerror: no room\n/);
+    assert.match(out, /Local cluster:\n {2}kill <node> +kill a node/);
+  });
+
+  test('a terminal gets a prompt and a greeting; NO_COLOR keeps it plain', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    let out = '';
+    output.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    const done = runShell({ db: new FakeDb(), input, output, isTTY: true, greeting: 'hello there', env: { NO_COLOR: '1' } });
+    input.write('insert a b\r');
+    input.write('quit\r');
+    assert.equal(await done, 'quit');
+    assert.match(out, /hello there/);
+    assert.match(out, /dstore> /);
+    assert.match(out, /OK \(version 1\)/);
+    assert.doesNotMatch(out, /\x1b\[3[1-6]m/);
+  });
+});

@@ -242,7 +242,10 @@ export class FrameWriter {
 
   constructor(
     private readonly maxQueuedBytes: number,
-    /** Called after the socket drained (and the queue was flushed into it). */
+    /**
+     * Called whenever the socket can take more: after a flush that stayed under the socket's
+     * high-water mark, and after 'drain' (the queue flushed into it again).
+     */
     private readonly onDrain?: () => void,
   ) {}
 
@@ -275,11 +278,14 @@ export class FrameWriter {
     return dropped;
   }
 
-  /** Queues one frame body; false (nothing queued) when that would pass `maxQueuedBytes`. */
-  write(body: Buffer): boolean {
+  /**
+   * Queues one frame body; false (nothing queued) when that would pass `maxQueuedBytes`
+   * (plus `reserveBytes`, room a caller keeps for small urgent frames).
+   */
+  write(body: Buffer, reserveBytes = 0): boolean {
     const frameBytes = FRAME_HEADER_BYTES + body.length;
     const pending = this.pendingBytes;
-    if (pending > 0 && pending + frameBytes > this.maxQueuedBytes) return false;
+    if (pending > 0 && pending + frameBytes > this.maxQueuedBytes + reserveBytes) return false;
     this.queue.push(body);
     this.queuedBytes += frameBytes;
     this.schedule();
@@ -329,6 +335,7 @@ export class FrameWriter {
       ok = !socket.writableNeedDrain;
     }
     if (!ok) this.waitingForDrain = true;
+    else this.onDrain?.(); // the socket took it all without crossing its high-water mark
   }
 }
 

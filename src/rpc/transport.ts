@@ -18,8 +18,9 @@
  * Bounds (all per connection): calls in flight (`maxInFlightCalls` on the client,
  * `maxInFlightPerConnection` on the server: OVERLOADED beyond), queued outgoing bytes
  * (`maxQueuedBytes`: a client refuses calls with OVERLOADED and drops messages; a server
- * stops reading from a peer whose replies pile up and closes it past the bound), and the
- * bytes of one partial frame (`maxFrameBytes`).
+ * stops reading from a peer whose replies pile up past half of it, answers OVERLOADED
+ * instead of a reply that does not fit, and closes a peer that does not read even those),
+ * and the bytes of one partial frame (`maxFrameBytes`).
  */
 import { createServer, connect as netConnect, type AddressInfo, type Server, type Socket } from 'node:net';
 import {
@@ -39,7 +40,7 @@ import type { Codec } from './schema.js';
 
 /** The part of a pino logger the transport uses. */
 export interface RpcLogger {
-  debug(obj: object, msg: string): void;
+  debug?(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
 }
@@ -79,6 +80,11 @@ function describe(err: unknown): string {
 
 function isPromiseLike(x: unknown): x is PromiseLike<unknown> {
   return typeof x === 'object' && x !== null && typeof (x as { then?: unknown }).then === 'function';
+}
+
+/** Room above `maxQueuedBytes` for small error replies that stand in for replies that did not fit. */
+function errorReserveBytes(maxQueuedBytes: number): number {
+  return Math.max(64 * 1024, Math.floor(maxQueuedBytes / 8));
 }
 
 function errorReplyBody(id: number, e: WireError): Buffer {
@@ -131,8 +137,9 @@ export interface RpcServerOptions<Req = unknown, Msg = unknown> {
   /** Default `RPC_DEFAULTS.maxInFlightPerConnection`. */
   readonly maxInFlightPerConnection?: number;
   /**
-   * Outgoing bytes one connection may hold; reading from it pauses at half, and it is closed
-   * beyond (its peer is not reading its replies). Default `defaultMaxQueuedBytes`.
+   * Outgoing bytes one connection may hold; reading from it pauses at half, a reply that does
+   * not fit is replaced by an OVERLOADED error, and a peer that does not read even those is
+   * closed. Default `defaultMaxQueuedBytes`.
    */
   readonly maxQueuedBytes?: number;
 }
@@ -168,7 +175,7 @@ class ServerConnection<Req, Msg> implements FrameSink {
     socket.setKeepAlive(true, 30_000);
     this.writer.attach(socket);
     socket.on('data', (chunk: Buffer) => this.decoder.push(chunk));
-    socket.on('error', (err) => settings.logger.debug({ connectionId: id, remoteAddress, err: describe(err) }, 'rpc connection error'));
+    socket.on('error', (err) => settings.logger.debug?.({ connectionId: id, remoteAddress, err: describe(err) }, 'rpc connection error'));
     socket.once('close', () => {
       this.closed = true;
       this.decoder.stop();
@@ -205,7 +212,7 @@ class ServerConnection<Req, Msg> implements FrameSink {
     const parsed = parseEnvelope(value);
     if (!parsed.ok) {
       if (parsed.t === 'call' && parsed.id !== undefined) {
-        this.enqueueReply(errorReplyBody(parsed.id, new MalformedMessageError(parsed.reason).toWire()));
+        this.enqueueReply(parsed.id, errorReplyBody(parsed.id, new MalformedMessageError(parsed.reason).toWire()));
       } else {
         this.close(`invalid envelope: ${parsed.reason}`);
       }
@@ -228,14 +235,14 @@ class ServerConnection<Req, Msg> implements FrameSink {
   private onCall(id: number, d: number | undefined, raw: unknown): void {
     const { options, maxInFlight } = this.settings;
     if (this.inFlight >= maxInFlight) {
-      this.enqueueReply(errorReplyBody(id, new OverloadedError(`connection has ${this.inFlight} calls in flight (maxInFlightPerConnection=${maxInFlight})`).toWire()));
+      this.enqueueReply(id, errorReplyBody(id, new OverloadedError(`connection has ${this.inFlight} calls in flight (maxInFlightPerConnection=${maxInFlight})`).toWire()));
       return;
     }
     let body: Req;
     if (options.requests) {
       const decoded = options.requests.decode(raw);
       if (!decoded.ok) {
-        this.enqueueReply(errorReplyBody(id, new MalformedMessageError(`call body: ${decoded.reason}`).toWire()));
+        this.enqueueReply(id, errorReplyBody(id, new MalformedMessageError(`call body: ${decoded.reason}`).toWire()));
         return;
       }
       body = decoded.value;
@@ -288,7 +295,7 @@ class ServerConnection<Req, Msg> implements FrameSink {
       logger.warn({ connectionId: this.id, id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes }, 'rpc reply over maxFrameBytes');
       frame = errorReplyBody(id, { code: 'INTERNAL', message: `reply of ${frame.length} bytes is over maxFrameBytes=${options.maxFrameBytes}`, retryable: false });
     }
-    this.enqueueReply(frame);
+    this.enqueueReply(id, frame);
   }
 
   private replyFailure(id: number, err: unknown): void {
@@ -307,15 +314,24 @@ class ServerConnection<Req, Msg> implements FrameSink {
       // Extra fields of a custom toWire() that msgpack cannot hold: keep code and message.
       frame = errorReplyBody(id, { code: wire.code, message: `${wire.message} (fields not encodable: ${describe(encodeErr)})` });
     }
-    this.enqueueReply(frame);
+    this.enqueueReply(id, frame);
   }
 
-  /** Queues a reply; a peer that lets replies pile up past the bound is disconnected. */
-  private enqueueReply(frame: Buffer): void {
+  /**
+   * Queues a reply. One that does not fit under `maxQueuedBytes` is replaced by a small
+   * OVERLOADED error reply, which may use a reserve above the bound (reading is paused by
+   * then, so only calls already read can add to it); a peer that exhausts even the reserve is
+   * not reading its replies and is disconnected.
+   */
+  private enqueueReply(id: number, frame: Buffer): void {
     if (this.closed) return;
     if (!this.writer.write(frame)) {
-      this.close(`outgoing queue over maxQueuedBytes=${this.settings.maxQueuedBytes}: the peer is not reading its replies`);
-      return;
+      const { maxQueuedBytes } = this.settings;
+      const overloaded = errorReplyBody(id, new OverloadedError(`reply of ${frame.length} bytes does not fit the connection's outgoing queue (maxQueuedBytes=${maxQueuedBytes})`).toWire());
+      if (!this.writer.write(overloaded, errorReserveBytes(maxQueuedBytes))) {
+        this.close(`outgoing queue over maxQueuedBytes=${maxQueuedBytes} and its reserve: the peer is not reading its replies`);
+        return;
+      }
     }
     this.pauseIfBacklogged();
   }
@@ -344,6 +360,7 @@ class ServerConnection<Req, Msg> implements FrameSink {
     if (!this.paused && this.writer.pendingBytes >= this.settings.maxQueuedBytes / 2) {
       this.paused = true;
       this.socket.pause();
+      this.settings.logger.debug?.({ connectionId: this.id, pendingBytes: this.writer.pendingBytes }, 'rpc connection paused: replies backlogged');
     }
   }
 
@@ -351,6 +368,7 @@ class ServerConnection<Req, Msg> implements FrameSink {
     if (this.paused && !this.closed && this.writer.pendingBytes < this.settings.maxQueuedBytes / 2) {
       this.paused = false;
       this.socket.resume();
+      this.settings.logger.debug?.({ connectionId: this.id }, 'rpc connection resumed');
     }
   }
 
@@ -358,7 +376,7 @@ class ServerConnection<Req, Msg> implements FrameSink {
     const { options, logger } = this.settings;
     const onMessage = options.onMessage;
     if (!onMessage) {
-      logger.debug({ connectionId: this.id }, 'one-way message without an onMessage handler; dropped');
+      logger.debug?.({ connectionId: this.id }, 'one-way message without an onMessage handler; dropped');
       return;
     }
     let body: Msg;
@@ -451,7 +469,7 @@ export class RpcServer<Req = unknown, Msg = unknown> {
     const remoteAddress = `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`;
     const connection = new ServerConnection(id, socket, remoteAddress, this.settings, (c) => this.connections.delete(c));
     this.connections.add(connection);
-    this.settings.logger.debug({ connectionId: id, remoteAddress }, 'rpc connection accepted');
+    this.settings.logger.debug?.({ connectionId: id, remoteAddress }, 'rpc connection accepted');
   }
 }
 
@@ -501,14 +519,18 @@ type ConnectionState = 'idle' | 'connecting' | 'connected' | 'closed';
  * One client TCP connection, shared by any number of concurrent callers; calls are
  * multiplexed by id and their replies may come in any order.
  *
- * Connecting is lazy: the first call or message opens the socket; calls made while it
- * connects wait in the outgoing queue. When the connection drops, every call in flight
- * rejects with ConnectionClosedError (retryable; the call may or may not have run), and the
- * next attempt may start only after a backoff: `backoffMinMs` doubled per consecutive failed
- * attempt up to `backoffMaxMs`, with jitter (a uniform draw in [delay/2, delay]). During that
- * window calls fail at once with ConnectionClosedError and messages are dropped; the first
- * call or message after it starts the next attempt. A connection that stayed up at least
- * `backoffMaxMs` resets the backoff.
+ * Connecting is lazy: the first call or message opens the socket; calls and messages made
+ * while it connects wait in the outgoing queue (bounded by `maxQueuedBytes`; a call's
+ * deadline `d` is taken when it is queued). When the connection drops, or the attempt fails,
+ * every call in flight rejects with ConnectionClosedError (retryable; a call that was sent may
+ * or may not have run) and queued messages are dropped.
+ *
+ * Reconnection is lazy too, with exponential backoff and jitter: after a failed attempt (or a
+ * connection that lived less than `backoffMaxMs`) the next attempt may start only after
+ * `backoffMinMs` doubled per consecutive failure up to `backoffMaxMs`, drawn uniformly in
+ * [delay/2, delay]. During that window calls fail at once with ConnectionClosedError and
+ * messages are dropped; the first call or message after it starts the next attempt. After a
+ * connection that was up at least `backoffMaxMs`, the first attempt may start at once.
  *
  * The socket does not keep the process alive while no call is in flight.
  */
@@ -529,6 +551,8 @@ export class RpcConnection implements FrameSink {
   private readonly pending = new Map<number, PendingCall>();
   private readonly onTimeoutBound = (id: number): void => this.onTimeout(id);
   private state: ConnectionState = 'idle';
+  /** Why calls are refused once closed: closed by the caller, or a malformed address. */
+  private closedError: DstoreError | undefined;
   private socket: Socket | undefined;
   private decoder: FrameDecoder | undefined;
   private nextId = 0;
@@ -552,6 +576,10 @@ export class RpcConnection implements FrameSink {
     this.onMessageOption = options.onMessage;
     this.logger = options.logger ?? silentLogger;
     this.writer = new FrameWriter(this.maxQueuedBytes);
+    if (options.host === '' || !Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
+      this.state = 'closed';
+      this.closedError = new InvalidArgumentError(`malformed address ${JSON.stringify(this.address.slice(0, 300))}: expected host:port`);
+    }
   }
 
   /** Calls in flight (sent or queued, not yet answered). */
@@ -584,7 +612,7 @@ export class RpcConnection implements FrameSink {
   call(body: unknown, options: CallOptions & { readonly reply?: Codec<unknown> }): Promise<unknown> {
     const { timeoutMs } = options;
     if (!(timeoutMs > 0)) return Promise.reject(new InvalidArgumentError(`timeoutMs must be > 0, got ${timeoutMs}`));
-    if (this.state === 'closed') return Promise.reject(new ConnectionClosedError(`connection to ${this.address} is closed`));
+    if (this.state === 'closed') return Promise.reject(this.closedError ?? new ConnectionClosedError(`connection to ${this.address} is closed`));
     if (this.pending.size >= this.maxInFlightCalls) {
       return Promise.reject(new OverloadedError(`${this.pending.size} calls in flight to ${this.address} (maxInFlightCalls=${this.maxInFlightCalls})`));
     }
@@ -639,13 +667,14 @@ export class RpcConnection implements FrameSink {
   close(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.closedError = new ConnectionClosedError(`connection to ${this.address} was closed`);
     const socket = this.socket;
     this.socket = undefined;
     this.decoder?.stop();
     this.decoder = undefined;
     this.writer.detach();
     socket?.destroy();
-    this.failAll(new ConnectionClosedError(`connection to ${this.address} was closed`));
+    this.failAll(this.closedError);
   }
 
   // ---- connection management ----
@@ -676,7 +705,7 @@ export class RpcConnection implements FrameSink {
       this.connectedAt = performance.now();
       this.writer.attach(socket);
       if (this.pending.size === 0) socket.unref();
-      this.logger.debug({ address: this.address }, 'rpc connected');
+      this.logger.debug?.({ address: this.address }, 'rpc connected');
     });
     socket.on('data', (chunk: Buffer) => decoder.push(chunk));
     socket.on('error', (err) => {
@@ -696,12 +725,17 @@ export class RpcConnection implements FrameSink {
     const why = cause ? `: ${cause.message}` : '';
     this.lastFailure = wasConnected ? `connection closed${why}` : `connect failed${why}`;
     const now = performance.now();
-    if (wasConnected && now - this.connectedAt >= this.backoffMaxMs) this.failedAttempts = 0;
-    this.failedAttempts++;
-    const delayMs = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(this.failedAttempts - 1, 20));
-    this.nextAttemptAt = now + delayMs * (0.5 + Math.random() * 0.5);
+    if (wasConnected && now - this.connectedAt >= this.backoffMaxMs) {
+      // A connection that was healthy for a while: the first new attempt may start at once.
+      this.failedAttempts = 0;
+      this.nextAttemptAt = now;
+    } else {
+      this.failedAttempts++;
+      const delayMs = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(this.failedAttempts - 1, 20));
+      this.nextAttemptAt = now + delayMs * (0.5 + Math.random() * 0.5);
+    }
     this.state = 'idle';
-    this.logger.debug({ address: this.address, reason: this.lastFailure, inFlight: this.pending.size }, 'rpc connection closed');
+    this.logger.debug?.({ address: this.address, reason: this.lastFailure, inFlight: this.pending.size }, 'rpc connection closed');
     const message = wasConnected
       ? `connection to ${this.address} closed with the call in flight${why}`
       : `could not connect to ${this.address}${why}`;
@@ -744,7 +778,7 @@ export class RpcConnection implements FrameSink {
   private settle(id: number, outcome: { ok: true; value: unknown } | { ok: false; err: Error }): void {
     const call = this.pending.get(id);
     if (!call) {
-      this.logger.debug({ address: this.address, id }, 'reply to a call no longer in flight; ignored');
+      this.logger.debug?.({ address: this.address, id }, 'reply to a call no longer in flight; ignored');
       return;
     }
     this.pending.delete(id);
@@ -803,7 +837,7 @@ export class RpcConnection implements FrameSink {
   private onMessage(body: unknown): void {
     const onMessage = this.onMessageOption;
     if (!onMessage) {
-      this.logger.debug({ address: this.address }, 'one-way message without an onMessage handler; dropped');
+      this.logger.debug?.({ address: this.address }, 'one-way message without an onMessage handler; dropped');
       return;
     }
     try {
@@ -854,9 +888,10 @@ export class RpcPool {
   }
 
   /**
-   * The connection to `address` (`host:port`), created if needed. Throws InvalidArgumentError
-   * on a malformed address. After `close()` it returns a closed connection (calls reject with
-   * ConnectionClosedError, messages are dropped).
+   * The connection to `address` (`host:port`), created if needed. Never throws (addresses
+   * often come from the network): for a malformed address it logs a warning and returns a
+   * closed connection whose calls reject with InvalidArgumentError and whose messages are
+   * dropped; after `close()` it returns a closed connection (ConnectionClosedError).
    */
   get(address: string): RpcConnection {
     const existing = this.connections.get(address);
@@ -866,7 +901,14 @@ export class RpcPool {
       this.connections.set(address, existing);
       return existing;
     }
-    const { host, port } = parseAddress(address);
+    let host: string;
+    let port: number;
+    try {
+      ({ host, port } = parseAddress(address));
+    } catch (err) {
+      (this.options.logger ?? silentLogger).warn({ address: address.slice(0, 300), err: describe(err) }, 'malformed rpc address');
+      return new RpcConnection({ ...this.options, host: address, port: 0, onMessage: undefined });
+    }
     const onMessage = this.options.onMessage;
     const connection = new RpcConnection({
       ...this.options,

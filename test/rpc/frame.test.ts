@@ -131,16 +131,16 @@ test('codecs check integers, numbers and bytes strictly and never throw', () => 
 async function socketPair(t: { after(fn: () => unknown): void }): Promise<{ client: Socket; server: Socket }> {
   const listener = createServer();
   await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => listener.close(() => resolve())));
   const accepted = new Promise<Socket>((resolve) => listener.once('connection', resolve));
   const address = listener.address();
   assert.ok(address !== null && typeof address === 'object');
   const client = connect({ host: '127.0.0.1', port: address.port });
   await new Promise((resolve) => client.once('connect', resolve));
   const server = await accepted;
-  t.after(() => {
+  t.after(async () => {
     client.destroy();
     server.destroy();
+    await new Promise<void>((resolve) => listener.close(() => resolve()));
   });
   return { client, server };
 }

@@ -32,8 +32,9 @@ const MAX_FRAME_BYTES = 2 * 1024 * 1024;
 
 class CaptureLogger implements RpcLogger {
   readonly entries: { level: string; obj: object; msg: string }[] = [];
-  debug(): void {
-    // debug lines are not asserted on
+  constructor(private readonly onDebug?: (msg: string) => void) {}
+  debug(_obj: object, msg: string): void {
+    this.onDebug?.(msg);
   }
   warn(obj: object, msg: string): void {
     this.entries.push({ level: 'warn', obj, msg });
@@ -158,6 +159,13 @@ test('error replies rebuild typed errors; non-dstore throws become INTERNAL and 
           throw new ValueTooLargeError(2000, 1000);
         case 'boom':
           throw new Error('boom');
+        case 'circular': {
+          const reply: { self?: unknown } = {};
+          reply.self = reply;
+          return reply;
+        }
+        case 'symbol':
+          return { s: Symbol('not encodable') };
         case 'syncThrow':
           return (() => {
             throw new TypeError('sync');
@@ -178,6 +186,15 @@ test('error replies rebuild typed errors; non-dstore throws become INTERNAL and 
   assert.match(internal.message, /boom/);
   await rejectsWith(conn.call({ op: 'syncThrow' }, { timeoutMs: 2000 }), InternalError);
   assert.equal(logger.entries.filter((e) => e.level === 'error' && e.msg === 'rpc handler failed').length, 2);
+  // Replies msgpack cannot hold become INTERNAL errors, logged.
+  assert.match((await rejectsWith(conn.call({ op: 'circular' }, { timeoutMs: 2000 }), InternalError)).message, /cannot be encoded/);
+  await rejectsWith(conn.call({ op: 'symbol' }, { timeoutMs: 2000 }), InternalError);
+  assert.equal(logger.entries.filter((e) => e.msg === 'rpc reply cannot be encoded').length, 2);
+  // A call body msgpack cannot hold is refused before sending.
+  const circular: { self?: unknown } = {};
+  circular.self = circular;
+  await rejectsWith(conn.call(circular, { timeoutMs: 2000 }), InvalidArgumentError);
+  assert.equal(conn.send({ s: Symbol('x') }), false);
   assert.equal(await conn.call({ op: 'fine' }, { timeoutMs: 2000 }), 'ok');
 
   // A synchronous handler (no promise) is answered the same way.
@@ -244,6 +261,36 @@ test('a server closed mid-call fails the call with ConnectionClosedError; the co
   assert.equal(second.port, first.port);
   const reply = await retryUntil(() => conn.call('after', { timeoutMs: 2000 }), 5000);
   assert.deepEqual(reply, { again: 'after' });
+});
+
+test('reconnection backs off exponentially with jitter, bounded, and fails calls fast meanwhile', async (t) => {
+  // A port with nothing listening: every attempt is refused at once.
+  const probe = await startServer(t, { handler: () => null });
+  const port = probe.port;
+  await probe.server.close();
+  const backoffMinMs = 20;
+  const backoffMaxMs = 160;
+  const conn = client(t, port, { backoffMinMs, backoffMaxMs });
+  const attempts: number[] = [];
+  let fastFailures = 0;
+  const until = performance.now() + 1200;
+  while (performance.now() < until) {
+    const at = performance.now();
+    const err = await rejectsWith(conn.call('x', { timeoutMs: 1000 }), ConnectionClosedError);
+    if (/could not connect/.test(err.message)) attempts.push(at);
+    else if (/next attempt in/.test(err.message)) fastFailures++;
+    else assert.fail(err.message);
+    await delay(1);
+  }
+  const gaps = attempts.slice(1).map((a, i) => a - (attempts[i] as number));
+  assert.ok(gaps.length >= 6, `attempts: ${attempts.length}`);
+  gaps.forEach((gap, i) => {
+    const ceiling = Math.min(backoffMaxMs, backoffMinMs * 2 ** i);
+    assert.ok(gap >= ceiling / 2 - 1, `gap ${i} = ${gap.toFixed(1)} ms, under ${ceiling / 2}`);
+    assert.ok(gap <= ceiling + 50, `gap ${i} = ${gap.toFixed(1)} ms, over ${ceiling} (+ slack)`);
+  });
+  assert.ok(fastFailures > attempts.length, 'calls in between failed at once');
+  assert.equal(new Set(gaps.slice(3).map((g) => Math.round(g))).size > 1, true, 'jittered');
 });
 
 test('a SIGKILLed server process fails the call with ConnectionClosedError; a restarted one is reached again', async (t) => {
@@ -326,18 +373,66 @@ test('bounds refuse at once: calls in flight per connection (client and server) 
   void first.catch(() => undefined); // rejected with ConnectionClosedError when t.after closes it
 });
 
-test('a server whose peer does not read its replies stops reading and closes it past maxQueuedBytes', async (t) => {
+test('a peer that does not read its replies gets OVERLOADED instead of replies that do not fit, then is closed', async (t) => {
   const logger = new CaptureLogger();
-  const { server, port } = await startServer(t, { logger, maxQueuedBytes: 1024 * 1024, handler: () => Buffer.alloc(200 * 1024) });
+  const maxQueuedBytes = 1024 * 1024;
+  const { server, port } = await startServer(t, { logger, maxQueuedBytes, handler: () => Buffer.alloc(200 * 1024) });
   const healthy = client(t, port);
-  const peer = await RawPeer.connect(port, MAX_FRAME_BYTES);
-  t.after(() => peer.destroy());
-  peer.socket.pause(); // never read
-  const calls = Buffer.concat(Array.from({ length: 50 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null })));
-  await peer.write(calls);
-  await waitFor(() => logger.entries.some((e) => /not reading/.test(String((e.obj as { reason?: unknown }).reason))), 3000, 'the slow reader to be dropped');
+
+  // 50 calls of 200 KiB replies in one turn: the first ones fit, the rest are OVERLOADED.
+  const slow = await RawPeer.connect(port, MAX_FRAME_BYTES);
+  t.after(() => slow.destroy());
+  slow.socket.pause();
+  await slow.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))));
+  await delay(100);
+  slow.socket.resume();
+  await waitFor(() => slow.envelopes.length === 50, 5000, 'all 50 answers');
+  const replies = slow.envelopes.filter((e) => e.t === 'reply');
+  const overloaded = replies.filter((e) => e.e !== undefined && e.e.code === 'OVERLOADED').length;
+  const served = replies.filter((e) => e.e === undefined).length;
+  assert.equal(overloaded + served, 50);
+  assert.ok(served >= 4 && overloaded >= 40, `served ${served}, overloaded ${overloaded}`);
+  assert.equal(slow.closedByPeer, false);
+
+  // A peer that never reads and keeps calling exhausts even the error reserve: closed.
+  const tinyServer = await startServer(t, { logger, maxQueuedBytes: 16 * 1024, handler: () => Buffer.alloc(1024) });
+  const deaf = await RawPeer.connect(tinyServer.port, MAX_FRAME_BYTES);
+  t.after(() => deaf.destroy());
+  deaf.socket.pause();
+  await deaf.write(Buffer.concat(Array.from({ length: 5000 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))));
+  await waitFor(() => logger.entries.some((e) => /not reading/.test(String((e.obj as { reason?: unknown }).reason))), 3000, 'the deaf peer to be dropped');
+  await waitFor(() => tinyServer.server.connectionCount === 0, 2000, 'the deaf peer to be gone');
+
   assert.ok(Buffer.isBuffer(await healthy.call('still fine', { timeoutMs: 2000 })));
-  await waitFor(() => server.connectionCount === 1, 2000, 'the slow reader to be gone');
+  assert.equal(server.connectionCount, 2);
+});
+
+test('a peer that reads slowly is paused, not dropped, while its backlog stays under the bound', async (t) => {
+  // Two shapes: a backlog the kernel cannot absorb (resumed on 'drain'), and a small one it
+  // takes at once (resumed right after the flush: no 'drain' ever comes).
+  for (const { maxQueuedBytes, replyBytes, calls } of [
+    { maxQueuedBytes: 8 * 1024 * 1024, replyBytes: 100 * 1024, calls: 50 },
+    { maxQueuedBytes: 256 * 1024, replyBytes: 10 * 1024, calls: 20 },
+  ]) {
+    const debugLines: string[] = [];
+    const logger = new CaptureLogger((msg) => debugLines.push(msg));
+    const { server, port } = await startServer(t, { logger, maxQueuedBytes, handler: () => Buffer.alloc(replyBytes, 5) });
+    const peer = await RawPeer.connect(port, MAX_FRAME_BYTES);
+    t.after(() => peer.destroy());
+    for (const batch of [0, 1, 2]) {
+      peer.socket.pause();
+      // One turn of replies over half the bound (pause) and under the bound (kept).
+      await peer.write(Buffer.concat(Array.from({ length: calls }, (_, i) => encodeFrame({ t: 'call', id: batch * 100 + i + 1, d: 5000, b: null }))));
+      await delay(50);
+      peer.socket.resume();
+      await waitFor(() => peer.envelopes.length === calls * (batch + 1), 5000, `batch ${batch} replies`);
+    }
+    assert.equal(debugLines.filter((l) => l === 'rpc connection paused: replies backlogged').length, 3);
+    assert.equal(debugLines.filter((l) => l === 'rpc connection resumed').length, 3);
+    assert.equal(peer.closedByPeer, false);
+    assert.equal(server.connectionCount, 1);
+    assert.deepEqual(logger.entries, []);
+  }
 });
 
 test('RpcPool reuses one connection per address; addresses are parsed strictly', async (t) => {
@@ -359,6 +454,11 @@ test('RpcPool reuses one connection per address; addresses are parsed strictly',
   for (const bad of ['', 'host', ':7000', 'host:', 'host:0', 'host:65536', 'host:12a', 'host:-1', '[::1:7000', 'host: 70']) {
     assert.throws(() => parseAddress(bad), InvalidArgumentError, bad);
   }
+  // A malformed address (they come from the network) never throws: its calls are refused.
+  const malformed = pool.get('no-port-here');
+  await rejectsWith(malformed.call(1, { timeoutMs: 1000 }), InvalidArgumentError);
+  assert.equal(malformed.send('x'), false);
+  assert.equal(pool.size, 2, 'not kept');
   pool.close();
   const afterClose = pool.get(`127.0.0.1:${port}`);
   await rejectsWith(afterClose.call(1, { timeoutMs: 1000 }), ConnectionClosedError);

@@ -31,6 +31,8 @@ export interface ClusterInfo {
   readonly minWriteReplicas: number;
   /** False until enough storage servers registered to create the cluster map. */
   readonly formed: boolean;
+  /** Partitions whose primary reported (last heartbeat) that it serves reads and writes. */
+  readonly partitionsReady: number;
   readonly mapVersion: number;
   readonly nodes: readonly NodeInfo[];
 }

@@ -19,7 +19,7 @@ import {
 } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
-import { DelReply, DumpReply, GetReply, MapReply, PutReply, ScanReply, validator } from '../rpc/messages.js';
+import { DelReply, DumpReply, GetReply, MapReply, PutReply, ScanReply, codec } from '../rpc/messages.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
 
@@ -30,12 +30,12 @@ export interface ConnectOptions {
   readonly clusterToken?: string;
 }
 
-const mapReply = validator(MapReply);
-const putReply = validator(PutReply);
-const delReply = validator(DelReply);
-const getReply = validator(GetReply);
-const scanReply = validator(ScanReply);
-const dumpReply = validator(DumpReply);
+const mapReply = codec(MapReply);
+const putReply = codec(PutReply);
+const delReply = codec(DelReply);
+const getReply = codec(GetReply);
+const scanReply = codec(ScanReply);
+const dumpReply = codec(DumpReply);
 
 const encoder = new TextEncoder();
 const toBytes = (x: Uint8Array | string): Uint8Array => (typeof x === 'string' ? encoder.encode(x) : x);

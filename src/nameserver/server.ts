@@ -6,13 +6,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { InvalidArgumentError, UnauthorizedError } from '../core/errors.js';
+import { InvalidArgumentError, MalformedMessageError, UnauthorizedError } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { nodeId as toNodeId, partitionId } from '../core/types.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
-import { NameserverRequest, toProgress, validator } from '../rpc/messages.js';
+import { NameserverRequest, toProgress, codec } from '../rpc/messages.js';
 import { RpcServer } from '../rpc/transport.js';
 import type { ClusterInfo, NodeInfo } from '../client/api.js';
 
@@ -26,7 +26,7 @@ export interface NameserverConfig {
   readonly clusterToken?: string;
 }
 
-const request = validator(NameserverRequest);
+const request = codec(NameserverRequest);
 
 /** S15: a fresh data dir gets a new map; an unreadable one refuses to start. */
 export function loadMap(dataDir: string, settings: ClusterSettings): { map: PersistedMap; fresh: boolean } {
@@ -116,7 +116,7 @@ export class NameserverProcess {
 
   private onCall(body: unknown): unknown {
     const d = request.decode(body);
-    if (!d.ok) throw new InvalidArgumentError(`malformed request: ${d.reason}`);
+    if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
     const now = Date.now();
     switch (req.t) {
@@ -191,6 +191,7 @@ export class NameserverProcess {
       replicas: map.settings.replicas,
       minWriteReplicas: map.settings.minWriteReplicas,
       formed: this.core.formed,
+      partitionsReady: this.core.partitionsReady(now),
       mapVersion: map.version,
       nodes,
     };

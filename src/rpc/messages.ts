@@ -6,8 +6,8 @@
  * Discriminator: `t`. Requests to the nameserver, to storage servers, and peer messages
  * between replicas each form one union.
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { Type, type Static } from '@sinclair/typebox';
+export { codec } from './schema.js';
 import type { Config, Epoch, LogEntry, NodeId, PartitionId, Seq } from '../core/types.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaProgress } from '../core/replica/replica.js';
@@ -15,7 +15,7 @@ import type { ReplicaProgress } from '../core/replica/replica.js';
 const Uint = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Partition = Type.Integer({ minimum: 0, maximum: 65535 });
 const Id = Type.String({ minLength: 1, maxLength: 128 });
-const Address = Type.String({ minLength: 3, maxLength: 300 });
+const Address = Type.String({ minLength: 3, maxLength: 300, pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:\\[\\]]+):[0-9]{1,5}$' });
 const Bytes = Type.Uint8Array({ maxByteLength: 64 * 1024 * 1024 });
 const Token = Type.Optional(Type.String({ maxLength: 1024 }));
 
@@ -76,6 +76,7 @@ const ProgressSchema = Type.Object({
   lastEpoch: Uint,
   commitSeq: Uint,
   appliedSeq: Uint,
+  serving: Type.Boolean(),
 });
 
 /** Calls the nameserver answers. */
@@ -120,26 +121,6 @@ export const GetReply = Type.Union([
 export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
 export const DumpReply = Type.Object({ nodeId: Type.String(), keyCount: Uint, keys: Type.Array(Bytes), truncated: Type.Boolean() });
 export const ConfirmEpochReply = Type.Object({ current: Type.Boolean() });
-
-// ---- validators ----
-
-export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
-
-export interface Validator<T> {
-  decode(x: unknown): Decoded<T>;
-}
-
-/** A compiled validator that never throws; the reason names the first failing path. */
-export function validator<S extends TSchema>(schema: S): Validator<Static<S>> {
-  const check = TypeCompiler.Compile(schema);
-  return {
-    decode(x: unknown): Decoded<Static<S>> {
-      if (check.Check(x)) return { ok: true, value: x };
-      const first = check.Errors(x).First();
-      return { ok: false, reason: first ? `${first.path || '/'}: ${first.message}` : 'does not match the schema' };
-    },
-  };
-}
 
 // ---- conversions to core types (the schema checked the shapes; ids get their brands) ----
 

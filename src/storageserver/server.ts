@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { type WireError, errorFromWire, InvalidArgumentError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, ValueTooLargeError } from '../core/errors.js';
+import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, ValueTooLargeError } from '../core/errors.js';
 import { defaultLimits, type Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
@@ -26,7 +26,7 @@ import {
   StorageRequest,
   toConfig,
   toPeerMessage,
-  validator,
+  codec,
   ConfirmEpochReply,
 } from '../rpc/messages.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
@@ -48,11 +48,11 @@ export interface StorageServerConfig {
   readonly callTimeoutMs: number;
 }
 
-const storageRequest = validator(StorageRequest);
-const peerEnvelope = validator(PeerEnvelope);
-const registerReply = validator(RegisterReply);
-const heartbeatReply = validator(HeartbeatReplySchema);
-const confirmEpochReply = validator(ConfirmEpochReply);
+const storageRequest = codec(StorageRequest);
+const peerEnvelope = codec(PeerEnvelope);
+const registerReply = codec(RegisterReply);
+const heartbeatReply = codec(HeartbeatReplySchema);
+const confirmEpochReply = codec(ConfirmEpochReply);
 
 interface Waiter {
   readonly resolve: (value: unknown) => void;
@@ -210,7 +210,7 @@ export class StorageServer {
     if (r) return r;
     const state = this.recoveries.get(p);
     r = new Replica(
-      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 1000 },
+      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 300 },
       state ? this.recover(state) : undefined,
     );
     r.nowMs = Date.now();
@@ -366,7 +366,7 @@ export class StorageServer {
 
   private async onCall(body: unknown, _ctx: CallContext): Promise<unknown> {
     const d = storageRequest.decode(body);
-    if (!d.ok) throw new InvalidArgumentError(`malformed request: ${d.reason}`);
+    if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
     switch (req.t) {
       case 'put':

@@ -54,6 +54,7 @@ class FakeDb implements Db {
       partitions: 16,
       replicas: 3,
       minWriteReplicas: 2,
+      partitionsReady: 16,
       formed: true,
       mapVersion: 7,
       nodes: [

@@ -44,7 +44,7 @@ function formed(now = 0): Nameserver {
 }
 
 function progress(p: number, e: number, role: Role, lastSeq: number): ReplicaProgress {
-  return { partition: partitionId(p), epoch: epoch(e), role, lastSeq: seq(lastSeq), lastEpoch: epoch(e), commitSeq: seq(0), appliedSeq: seq(0) };
+  return { partition: partitionId(p), epoch: epoch(e), role, lastSeq: seq(lastSeq), lastEpoch: epoch(e), commitSeq: seq(0), appliedSeq: seq(0), serving: role === 'primary' };
 }
 
 function beat(ns: Nameserver, id: NodeId, now: number, progressOf: (p: PartitionId) => ReplicaProgress | undefined, incarnation = `${id}-1`): void {

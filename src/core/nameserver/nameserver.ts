@@ -236,6 +236,15 @@ export class Nameserver {
     return n !== undefined && n.durable;
   }
 
+  /** Partitions whose live primary reported serving in the current epoch. */
+  partitionsReady(nowMs: number): number {
+    return this.map.configs.filter((c) => {
+      const n = this.nodes.get(c.primary);
+      const p = n?.progress.get(c.partition);
+      return n !== undefined && this.isAlive(n, nowMs) && p?.epoch === c.epoch && p.serving;
+    }).length;
+  }
+
   /** §7: a primary with no secondaries confirms its epoch here. */
   isCurrent(partition: PartitionId, epoch: number): boolean {
     return this.map.configs[partition]?.epoch === epoch;

@@ -653,6 +653,7 @@ export class Replica {
       lastEpoch: this.log.last.epoch,
       commitSeq: this.commitSeq,
       appliedSeq: this.appliedSeq,
+      serving: this.serving,
     };
   }
 }
@@ -665,6 +666,8 @@ export interface ReplicaProgress {
   readonly lastEpoch: Epoch;
   readonly commitSeq: Seq;
   readonly appliedSeq: Seq;
+  /** A primary whose epoch-start entry committed (S6): it accepts reads and writes. */
+  readonly serving: boolean;
 }
 
 export function entryBytes(e: LogEntry): number {

@@ -10,7 +10,30 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { partitionOf } from '../../src/core/partitioning.js';
 import { KeyEmptyError, KeyTooLargeError, ValueTooLargeError, type Db } from '../../src/client/index.js';
+import { connect as netConnect } from 'node:net';
+import { pack } from 'msgpackr';
 import { LocalCluster, waitFor } from './cluster.js';
+
+function frame(body: unknown): Buffer {
+  const payload = pack(body);
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(payload.length);
+  return Buffer.concat([header, payload]);
+}
+
+/** Writes `bytes` on a fresh connection; resolves with what came back (as text) when it closes or after 1 s. */
+function sendRaw(address: string, bytes: Buffer): Promise<string> {
+  const [host, port] = address.split(':');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const socket = netConnect(Number(port), host!, () => socket.end(bytes));
+    const done = () => resolve(Buffer.concat(chunks).toString('latin1'));
+    socket.on('data', (c) => chunks.push(c));
+    socket.on('close', done);
+    socket.on('error', done);
+    socket.setTimeout(1000, () => socket.destroy());
+  });
+}
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 
@@ -104,6 +127,29 @@ describe('a 3-node cluster', () => {
     assert.equal((await db.get('big'))?.value.length, 1024 * 1024);
     await db.put('ünïcødé 🔑', 'välue ✓');
     assert.equal(text((await db.get('ünïcødé 🔑'))!.value), 'välue ✓');
+  });
+
+  test('malformed frames to the nameserver and a storage server get an error or a closed connection; the cluster keeps serving', async () => {
+    const targets = [cluster.nameserverAddress, `127.0.0.1:${cluster.storagePorts.get('s1')}`];
+    const frames: Buffer[] = [
+      Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
+      Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), // a 4 GiB length prefix
+      Buffer.concat([Buffer.from([0, 0, 0, 4]), Buffer.from([0xc1, 0xc1, 0xc1, 0xc1])]), // invalid msgpack
+      frame({ t: 'call', id: 1, b: { t: 'put', p: 'zero', key: 5 } }), // valid envelope, wrong body
+      frame({ t: 'call', id: 2, b: { t: 'register', nodeId: '', address: 'x' } }),
+      frame({ t: 'msg', b: { t: 'peer', from: 'evil', addr: 'nowhere:1', m: { kind: 'prepare' } } }),
+      Buffer.from([0, 0, 0, 10, 1]), // truncated, then the socket closes
+    ];
+    const replies: string[] = [];
+    for (const target of targets) {
+      for (const f of frames) replies.push(await sendRaw(target, f));
+    }
+    // A call with a readable id gets a MALFORMED_MESSAGE reply; everything else a close.
+    assert.ok(replies.some((r) => r.includes('MALFORMED_MESSAGE')), `no error reply in ${JSON.stringify(replies)}`);
+    await db.put('after-garbage', 'fine');
+    assert.equal(text((await db.get('after-garbage'))!.value), 'fine');
+    const info = await db.nodes();
+    assert.equal(info.nodes.filter((n) => n.state === 'alive').length, 4);
   });
 
   test('restarting every process on the same data dirs brings the data back', async () => {

@@ -51,7 +51,12 @@ export class Client implements Db {
   private map: MapReply | undefined;
   private mapFetch: Promise<MapReply> | undefined;
   private readonly clientId = randomBytes(8).toString('hex');
-  private requestSeq = 0;
+  /**
+   * S10: the server remembers one request per client id, so each concurrent write uses a
+   * slot of its own (`<id>-<n>`) with its own request sequence, kept across retries.
+   */
+  private readonly freeSlots: Array<{ id: string; seq: number }> = [];
+  private slotCount = 0;
   private readonly limits = defaultLimits();
   private closed = false;
 
@@ -64,8 +69,7 @@ export class Client implements Db {
 
   async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
     const k = this.checkKey(key);
-    const tag = { cid: this.clientId, rs: ++this.requestSeq };
-    const reply = await this.routed(k, { t: 'put', key: k, value: toBytes(value), ...tag }, true);
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: toBytes(value), ...tag }, true));
     return decodeOrThrow(putReply, reply).version;
   }
 
@@ -77,8 +81,7 @@ export class Client implements Db {
 
   async delete(key: Uint8Array | string): Promise<boolean> {
     const k = this.checkKey(key);
-    const tag = { cid: this.clientId, rs: ++this.requestSeq };
-    const reply = await this.routed(k, { t: 'del', key: k, ...tag }, true);
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag }, true));
     return decodeOrThrow(delReply, reply).existed;
   }
 
@@ -120,6 +123,16 @@ export class Client implements Db {
   async close(): Promise<void> {
     this.closed = true;
     this.pool.close();
+  }
+
+  /** Runs a write with a (clientId, requestSeq) tag from a free slot. */
+  private async tagged<T>(write: (tag: { cid: string; rs: number }) => Promise<T>): Promise<T> {
+    const slot = this.freeSlots.pop() ?? { id: `${this.clientId}-${this.slotCount++}`, seq: 0 };
+    try {
+      return await write({ cid: slot.id, rs: ++slot.seq });
+    } finally {
+      this.freeSlots.push(slot);
+    }
   }
 
   // ---- routing and retries ----

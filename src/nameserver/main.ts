@@ -15,6 +15,8 @@ export interface RunNameserverOptions {
   readonly initialNodes?: number;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  /** A partition short of R replicas this long gets a learner on another server (default 30000). */
+  readonly rereplicateAfterMs?: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
@@ -29,6 +31,7 @@ export async function runNameserver(options: RunNameserverOptions): Promise<{ po
       dataDir: options.dataDir,
       heartbeatMs: options.heartbeatMs,
       deadAfterMs: options.deadAfterMs,
+      rereplicateAfterMs: options.rereplicateAfterMs ?? 30_000,
       clusterToken: options.clusterToken,
       settings: {
         partitions: options.partitions,

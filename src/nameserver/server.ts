@@ -23,6 +23,7 @@ export interface NameserverConfig {
   readonly settings: ClusterSettings;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  readonly rereplicateAfterMs: number;
   readonly clusterToken?: string;
 }
 
@@ -67,7 +68,7 @@ export class NameserverProcess {
         log.warn({ persisted: s, requested: cfg.settings }, 'cluster settings are fixed at creation; using the persisted ones');
       }
     }
-    this.core = new Nameserver(map, { deadAfterMs: cfg.deadAfterMs }, Date.now());
+    this.core = new Nameserver(map, { deadAfterMs: cfg.deadAfterMs, rereplicateAfterMs: cfg.rereplicateAfterMs }, Date.now());
     this.persist();
     log.info({ clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version }, fresh ? 'new cluster map' : 'cluster map loaded');
   }
@@ -132,6 +133,15 @@ export class NameserverProcess {
         const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
         if (reply.kind === 'register') return reply;
         return { ...reply, addresses: this.addresses() };
+      }
+      case 'promote': {
+        const { config, changed } = this.core.onPromote(partitionId(req.p), req.epoch, toNodeId(req.learner));
+        if (changed) {
+          this.persist();
+          this.log.info({ partition: req.p, epoch: config?.epoch, learner: req.learner }, 'learner promoted to secondary');
+        }
+        if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
+        return { config };
       }
       case 'confirmEpoch':
         return { current: this.core.isCurrent(partitionId(req.p), req.epoch) };

@@ -49,6 +49,7 @@ const PeerMessageSchema = Type.Union([
   Type.Object({ kind: Type.Literal('staleEpoch'), partition: Partition, config: ConfigSchema }),
   Type.Object({ kind: Type.Literal('confirm'), partition: Partition, config: ConfigSchema, round: Uint }),
   Type.Object({ kind: Type.Literal('confirmAck'), partition: Partition, epoch: Uint, round: Uint }),
+  Type.Object({ kind: Type.Literal('snapshotOffer'), partition: Partition, config: ConfigSchema }),
 ]);
 
 /** One-way messages between storage servers. */
@@ -65,6 +66,8 @@ export const StorageRequest = Type.Union([
   Type.Object({ t: Type.Literal('scan'), p: Partition, after: Type.Optional(Bytes), limit: Type.Integer({ minimum: 1, maximum: 100_000 }) }),
   Type.Object({ t: Type.Literal('dump'), limit: Type.Integer({ minimum: 0, maximum: 100_000_000 }) }),
   Type.Object({ t: Type.Literal('stats') }),
+  /** S11: a learner pages through a snapshot of a partition its primary holds. */
+  Type.Object({ t: Type.Literal('snapshotRead'), p: Partition, epoch: Uint, session: Type.Optional(Id) }),
 ]);
 export type StorageRequest = Static<typeof StorageRequest>;
 
@@ -84,6 +87,7 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), token: Token }),
   Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }) }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint }),
+  Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id }),
   Type.Object({ t: Type.Literal('map'), token: Token }),
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
 ]);
@@ -121,6 +125,16 @@ export const GetReply = Type.Union([
 export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
 export const DumpReply = Type.Object({ nodeId: Type.String(), keyCount: Uint, keys: Type.Array(Bytes), truncated: Type.Boolean() });
 export const ConfirmEpochReply = Type.Object({ current: Type.Boolean() });
+export const PromoteReply = Type.Object({ config: ConfigSchema });
+const DedupSchema = Type.Object({ clientId: Id, requestSeq: Uint, seq: Uint, existed: Type.Optional(Type.Boolean()) });
+export const SnapshotReadReply = Type.Object({
+  session: Id,
+  applied: Position,
+  dedup: Type.Array(DedupSchema, { maxItems: 10_000_000 }),
+  items: Type.Array(Type.Object({ key: Bytes, value: Bytes, version: Uint }), { maxItems: 100_000 }),
+  done: Type.Boolean(),
+});
+export type SnapshotReadReply = Static<typeof SnapshotReadReply>;
 
 // ---- conversions to core types (the schema checked the shapes; ids get their brands) ----
 

@@ -10,8 +10,8 @@
  */
 import type { LogEntry, PartitionId, Seq, VersionedValue } from '../core/types.js';
 
-export type { BatchOp, LogPosition, PartitionMeta } from '../core/replica/ops.js';
-import type { BatchOp, LogPosition, PartitionMeta } from '../core/replica/ops.js';
+export type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
+import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
 
 export interface BatchResult {
   /** For every applied delete entry: whether the key existed just before it. */
@@ -46,6 +46,8 @@ export interface SnapshotItem {
 export interface Snapshot {
   /** The applied position the data corresponds to. */
   readonly applied: LogPosition;
+  /** The dedup table at that position (S10). */
+  readonly dedup: readonly DedupRecord[];
   /** Data in key order; pages of at most `pageItems`. */
   items(pageItems: number): AsyncIterable<readonly SnapshotItem[]>;
   close(): Promise<void>;
@@ -72,7 +74,9 @@ export interface Backend {
    * S11: replace the partition's data with a snapshot's, set applied and log base to
    * `applied`, and empty its log, atomically. `items` yields pages.
    */
-  installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>): Promise<void>;
+  installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>, dedup?: readonly DedupRecord[]): Promise<void>;
+  /** S10: every client's last write in the partition (read at start). */
+  dedupTable(partition: PartitionId): Promise<DedupRecord[]>;
   close(): Promise<void>;
 }
 

@@ -7,19 +7,23 @@
  * - `part`: u32 partition → state record: meta, applied, log base, data generation, key count.
  * - `log`:  u32 partition · u64 seq → crc32 · msgpack entry (S13: checked on every read).
  * - `data`: u32 partition · u32 generation · key → u64 version · value bytes.
+ * - `dedup`: u32 partition · u32 generation · client id (UTF-8) → crc32 · msgpack
+ *   [requestSeq, seq, existed|null] (S10: a client's last applied write).
  * - `sys`:  'format' → format version of this layout.
  *
  * Generations make `installSnapshot` (S11) and `dropPartition` O(1) at the moment they take
- * effect: a snapshot is staged under a fresh generation in as many transactions as it
- * needs, then one transaction switches the partition's state record to it (and empties
- * its log). Data under any generation other than the current one is garbage: a background
- * collector deletes it in bounded chunks, and on open it finds what a crash left behind,
- * so a half-installed snapshot is discarded on restart (S11).
+ * effect: a snapshot (data and dedup table) is staged under a fresh generation in as many
+ * transactions as it needs, then one transaction switches the partition's state record to
+ * it (and empties its log). Data and dedup records under any generation other than the
+ * current one are garbage: a background collector deletes them in bounded chunks, and on
+ * open it finds what a crash left behind, so a half-installed snapshot, dedup table
+ * included, is discarded on restart (S11). `apply` writes a tagged entry's dedup record
+ * (one put) in the batch's own transaction, next to the data.
  *
  * Writes: `writeBatch` calls queue up; the queue runs one LMDB write transaction at a time
  * holding every batch queued meanwhile (group commit: one commit, one fsync). Each batch
- * runs in its own child transaction, so a batch whose preconditions fail (see the `check*`
- * functions in memory.ts) is rolled back alone and rejected, while the others commit.
+ * runs in its own child transaction, so a batch whose preconditions fail (see
+ * preconditions.ts) is rolled back alone and rejected, while the others commit.
  * Batches take effect in call order. With sync 'batch' the commit includes the fsync
  * (overlappingSync off), so a resolved batch is durable; with 'none' LMDB runs noSync.
  *
@@ -29,7 +33,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
+import { open as openLmdb, type Database, type RootDatabase, type Transaction } from 'lmdb';
 import { Packr } from 'msgpackr';
 import {
   type Config,
@@ -50,6 +54,7 @@ import type {
   BackendOptions,
   BatchOp,
   BatchResult,
+  DedupRecord,
   LogPosition,
   PartitionMeta,
   PartitionState,
@@ -60,14 +65,18 @@ import type {
 } from './backend.js';
 import {
   ZERO_POSITION,
+  byClientId,
+  checkDedupTable,
   checkEntriesFollow,
   checkKey,
   checkPageLimit,
   checkSetMeta,
   checkSnapshotItem,
+  checkTag,
   checkTruncateLogFrom,
   checkTruncateLogTo,
-} from './memory.js';
+  dedupRecord,
+} from './preconditions.js';
 
 /**
  * S13: a record failed its checksum or does not decode: the replica must report itself
@@ -181,6 +190,26 @@ function openRecord(raw: Buffer, what: string): unknown {
   } catch (err) {
     throw new CorruptRecordError(`${what}: the record does not decode`, { cause: err });
   }
+}
+
+/** A dedup key: laid out like a data key, with the client id's UTF-8 bytes as the key. */
+function dedupKey(partition: number, generation: number, clientId: string): Buffer {
+  return dataKey(partition, generation, Buffer.from(clientId, 'utf8'));
+}
+
+/** S10: [requestSeq, seq, existed|null]; the client id is the key's. */
+function encodeDedup(requestSeq: number, entrySeq: number, existed: boolean | undefined): Buffer {
+  return sealRecord(packr.pack([requestSeq, entrySeq, existed ?? null]));
+}
+
+function decodeDedup(key: Buffer, raw: Buffer, what: string): DedupRecord {
+  const t = openRecord(raw, what);
+  if (!Array.isArray(t) || t.length !== 3) throw new CorruptRecordError(`${what}: not a dedup record`);
+  const [requestSeq, entrySeq, existed] = t as unknown[];
+  if (!isUint(requestSeq) || !isUint(entrySeq)) throw new CorruptRecordError(`${what}: bad request seq or seq`);
+  if (existed !== null && typeof existed !== 'boolean') throw new CorruptRecordError(`${what}: bad existed flag`);
+  const clientId = key.toString('utf8', 8);
+  return dedupRecord({ clientId, requestSeq }, toSeq(entrySeq), existed ?? undefined);
 }
 
 const OP_PUT = 0;
@@ -305,6 +334,13 @@ interface PreparedOp {
   /** apply: each entry's data key (generation left blank) and put value; null where unused. */
   readonly keys?: ReadonlyArray<Buffer | null>;
   readonly values?: ReadonlyArray<Buffer | null>;
+  /**
+   * apply, S10: each tagged entry's dedup key (generation left blank) and, except for a
+   * delete (whose record says whether the key existed, known only in the transaction),
+   * its record; null where unused.
+   */
+  readonly dedupKeys?: ReadonlyArray<Buffer | null>;
+  readonly dedupValues?: ReadonlyArray<Buffer | null>;
 }
 
 /** One unit of the write queue; `run` executes inside a child transaction. */
@@ -315,6 +351,9 @@ interface Job {
   run(view: Overlay): unknown;
   settle(outcome: { ok: true; value: unknown } | { ok: false; error: unknown }): void;
 }
+
+/** A put of a snapshot being staged: into `data` or `dedup`. */
+type StagedPut = readonly [Database<Buffer, Buffer>, Buffer, Buffer];
 
 interface OpenSnapshot {
   done(): void;
@@ -343,6 +382,7 @@ export class LmdbBackend implements Backend {
     private readonly partDb: Database<Buffer, Buffer>,
     private readonly logDb: Database<Buffer, Buffer>,
     private readonly dataDb: Database<Buffer, Buffer>,
+    private readonly dedupDb: Database<Buffer, Buffer>,
     readonly sync: SyncMode,
   ) {}
 
@@ -376,6 +416,7 @@ export class LmdbBackend implements Backend {
       env.openDB<Buffer, Buffer>('part', dbOptions),
       env.openDB<Buffer, Buffer>('log', dbOptions),
       env.openDB<Buffer, Buffer>('data', dbOptions),
+      env.openDB<Buffer, Buffer>('dedup', dbOptions),
       sync,
     );
     try {
@@ -484,12 +525,15 @@ export class LmdbBackend implements Backend {
     this.snapshots.add(handle);
     let applied: LogPosition = ZERO_POSITION;
     let generation: number | undefined;
+    let dedup: DedupRecord[] = [];
     try {
       const raw = this.partDb.get(partKey(partition), { transaction: txn });
       if (raw !== undefined) {
         const s = decodeState(raw, `partition ${partition} state`);
         applied = s.applied;
         generation = s.generation;
+        // S10: the dedup table in the same read transaction, so at exactly `applied`.
+        dedup = this.readDedup(partition, s.generation, txn);
       }
     } catch (err) {
       handle.done();
@@ -498,6 +542,7 @@ export class LmdbBackend implements Backend {
     const dataDb = this.dataDb;
     return {
       applied,
+      dedup,
       async *items(pageItems: number): AsyncIterable<readonly SnapshotItem[]> {
         checkPageLimit('snapshot items', pageItems);
         if (generation === undefined) return;
@@ -546,7 +591,15 @@ export class LmdbBackend implements Backend {
         // The generation (bytes 4..8 of a data key) is filled in by the transaction.
         const keys = op.entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(op.partition, 0, e.op.key)));
         const values = op.entries.map((e) => (e.op.kind === 'put' ? encodeValue(e.seq, e.op.value) : null));
-        return { keys, values };
+        if (!op.entries.some((e) => e.tag !== undefined)) return { keys, values };
+        // A malformed client id gets no key here: checkTag rejects it in the transaction.
+        const dedupKeys = op.entries.map((e) =>
+          e.tag === undefined || typeof e.tag.clientId !== 'string' ? null : dedupKey(op.partition, 0, e.tag.clientId),
+        );
+        const dedupValues = op.entries.map((e) =>
+          e.tag === undefined || e.op.kind === 'delete' ? null : encodeDedup(e.tag.requestSeq, e.seq, undefined),
+        );
+        return { keys, values, dedupKeys, dedupValues };
       }
       return {};
     });
@@ -555,17 +608,39 @@ export class LmdbBackend implements Backend {
     return outcome.result;
   }
 
-  async installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>): Promise<void> {
+  async installSnapshot(
+    partition: PartitionId,
+    applied: LogPosition,
+    items: AsyncIterable<readonly SnapshotItem[]>,
+    dedup: readonly DedupRecord[] = [],
+  ): Promise<void> {
     this.checkOpen();
     checkPartition(partition);
     if (this.installing.has(partition)) {
       throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
     }
+    checkDedupTable(partition, applied, dedup);
     const generation = this.allocateGeneration();
     this.installing.set(partition, generation);
     try {
-      let staged: Array<readonly [Buffer, Buffer]> = [];
+      let staged: StagedPut[] = [];
       let stagedBytes = 0;
+      const flushIfFull = async (): Promise<void> => {
+        if (staged.length < STAGE_MAX_ITEMS && stagedBytes < STAGE_MAX_BYTES) return;
+        await this.stage(staged);
+        staged = [];
+        stagedBytes = 0;
+      };
+      // S10: the dedup table is staged under the new generation too, in the same stages as
+      // the data, so the switch below installs both and an interrupted install leaves only
+      // garbage. Bounded by the table's length (checked above).
+      for (const r of dedup) {
+        const key = dedupKey(partition, generation, r.clientId);
+        const value = encodeDedup(r.requestSeq, r.seq, r.existed);
+        staged.push([this.dedupDb, key, value]);
+        stagedBytes += key.length + value.length;
+        await flushIfFull();
+      }
       let keyCount = 0;
       let previousKey: Uint8Array | undefined;
       // Bounded by the caller's iterator; at most one stage (8 MiB) is held in memory.
@@ -574,15 +649,11 @@ export class LmdbBackend implements Backend {
           checkSnapshotItem(partition, applied, previousKey, item);
           checkKey(partition, item.key, LMDB_MAX_KEY_BYTES);
           const key = dataKey(partition, generation, item.key);
-          staged.push([key, encodeValue(item.version, item.value)]);
+          staged.push([this.dataDb, key, encodeValue(item.version, item.value)]);
           stagedBytes += key.length + item.value.length + 8;
           keyCount += 1;
           previousKey = view(key, 8);
-          if (staged.length >= STAGE_MAX_ITEMS || stagedBytes >= STAGE_MAX_BYTES) {
-            await this.stage(staged);
-            staged = [];
-            stagedBytes = 0;
-          }
+          await flushIfFull();
         }
       }
       if (staged.length > 0) await this.stage(staged);
@@ -599,6 +670,12 @@ export class LmdbBackend implements Backend {
       // Either the old generation (installed) or the staged one (failed) is garbage now.
       this.scheduleGc(partition);
     }
+  }
+
+  async dedupTable(partition: PartitionId): Promise<DedupRecord[]> {
+    this.checkOpen();
+    const s = this.states.get(partition);
+    return s ? this.readDedup(partition, s.generation) : [];
   }
 
   /** Resolves once no write or garbage collection is queued or running (tests, shutdown). */
@@ -708,11 +785,27 @@ export class LmdbBackend implements Backend {
     group.forEach((job, i) => job.settle(outcomes[i] ?? { ok: false, error: new InvariantViolation('a job has no outcome') }));
   }
 
-  /** Writes one staged chunk of a snapshot; no state changes. */
-  private stage(items: ReadonlyArray<readonly [Buffer, Buffer]>): Promise<void> {
+  /** Writes one staged chunk of a snapshot (data and dedup records); no state changes. */
+  private stage(items: readonly StagedPut[]): Promise<void> {
     return this.enqueue(items.length, false, () => {
-      for (const [key, value] of items) this.dataDb.putSync(key, value);
+      for (const [db, key, value] of items) db.putSync(key, value);
     });
+  }
+
+  /**
+   * The dedup table of one generation, by client id. Not paged: it holds one record per
+   * client of the partition, which session expiry bounds (S10).
+   */
+  private readDedup(partition: PartitionId, generation: number, transaction?: Transaction): DedupRecord[] {
+    const out: DedupRecord[] = [];
+    const range = this.dedupDb.getRange({
+      start: dataPrefix(partition, generation),
+      end: dataPrefix(partition, generation + 1),
+      ...(transaction === undefined ? {} : { transaction }),
+    });
+    for (const { key, value } of range) out.push(decodeDedup(key, value, `partition ${partition} dedup record`));
+    // LMDB returns UTF-8 byte order; the interface's order is JavaScript string order.
+    return out.sort(byClientId);
   }
 
   /** Deletes log entries from..to (inclusive); they must all be there (no gaps). */
@@ -790,21 +883,30 @@ export class LmdbBackend implements Backend {
           checkEntriesFollow(p, 'apply', s.applied, op.entries);
           for (const e of op.entries) {
             if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(p, e.op.key, LMDB_MAX_KEY_BYTES);
+            checkTag(p, e);
           }
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
           let keyCount = s.keyCount;
           for (const [j, e] of op.entries.entries()) {
-            if (e.op.kind === 'epochStart') continue;
-            const key = prep.keys![j]!;
-            key.writeUInt32BE(s.generation, 4);
-            if (e.op.kind === 'put') {
-              if (!this.dataDb.doesExist(key)) keyCount += 1;
-              this.dataDb.putSync(key, prep.values![j]!);
-            } else {
-              const existed = this.dataDb.removeSync(key);
-              if (existed) keyCount -= 1;
-              deletes.push({ partition: p, seq: e.seq, existed });
+            let existed: boolean | undefined;
+            if (e.op.kind !== 'epochStart') {
+              const key = prep.keys![j]!;
+              key.writeUInt32BE(s.generation, 4);
+              if (e.op.kind === 'put') {
+                if (!this.dataDb.doesExist(key)) keyCount += 1;
+                this.dataDb.putSync(key, prep.values![j]!);
+              } else {
+                existed = this.dataDb.removeSync(key);
+                if (existed) keyCount -= 1;
+                deletes.push({ partition: p, seq: e.seq, existed });
+              }
+            }
+            if (e.tag !== undefined) {
+              // S10: one put, in this transaction, replacing the client's previous record.
+              const key = prep.dedupKeys![j]!;
+              key.writeUInt32BE(s.generation, 4);
+              this.dedupDb.putSync(key, prep.dedupValues![j] ?? encodeDedup(e.tag.requestSeq, e.seq, existed));
             }
           }
           v.set(p, { ...s, applied: { seq: last.seq, epoch: last.epoch }, keyCount });
@@ -857,7 +959,10 @@ export class LmdbBackend implements Backend {
     );
   }
 
-  /** Deletes up to GC_CHUNK_KEYS keys of the partition outside its current generation. */
+  /**
+   * Deletes up to GC_CHUNK_KEYS keys (data and dedup records) of the partition outside its
+   * current generation; true when there may be more.
+   */
   private collectGarbage(partition: PartitionId, v: Overlay): boolean {
     if (this.installing.has(partition)) return false; // rescheduled when the install ends
     const current = v.state(partition)?.generation;
@@ -871,11 +976,13 @@ export class LmdbBackend implements Backend {
             { start: dataPrefix(partition, current + 1), end: hi },
           ];
     let budget = GC_CHUNK_KEYS;
-    for (const range of ranges) {
-      const keys = [...this.dataDb.getKeys({ start: range.start, end: range.end, limit: budget })];
-      for (const key of keys) this.dataDb.removeSync(key);
-      budget -= keys.length;
-      if (budget === 0) return true;
+    for (const db of [this.dataDb, this.dedupDb]) {
+      for (const range of ranges) {
+        const keys = [...db.getKeys({ start: range.start, end: range.end, limit: budget })];
+        for (const key of keys) db.removeSync(key);
+        budget -= keys.length;
+        if (budget === 0) return true;
+      }
     }
     return false;
   }
@@ -907,24 +1014,27 @@ export class LmdbBackend implements Backend {
       this.states.set(partition, { ...s, logLast });
       maxGeneration = Math.max(maxGeneration, s.generation);
     }
-    // Walk the partitions present in `data`: the highest generation bounds the next one,
-    // and any generation but the current one is garbage (a dropped partition, a replaced
-    // or half-installed snapshot).
-    const garbage: PartitionId[] = [];
-    let start = dataPrefix(0, 0);
-    for (let i = 0; i < MAX_PARTITIONS_AT_OPEN; i++) {
-      const first = [...this.dataDb.getKeys({ start, limit: 1 })][0];
-      if (first === undefined) break;
-      const partition = first.readUInt32BE(0) as PartitionId;
-      const end = partition < MAX_PARTITION ? dataPrefix(partition + 1, 0) : Buffer.alloc(8, 0xff);
-      const last = [...this.dataDb.getKeys({ start: end, end: dataPrefix(partition, 0), reverse: true, limit: 1 })][0];
-      const lowest = first.readUInt32BE(4);
-      const highest = last === undefined ? lowest : last.readUInt32BE(4);
-      maxGeneration = Math.max(maxGeneration, highest);
-      const current = this.states.get(partition)?.generation;
-      if (current !== lowest || current !== highest) garbage.push(partition);
-      if (partition >= MAX_PARTITION) break;
-      start = end;
+    // Walk the partitions present in `data` and `dedup`: the highest generation bounds the
+    // next one (a half-installed snapshot may have staged dedup records and no data), and
+    // any generation but the current one is garbage (a dropped partition, a replaced or
+    // half-installed snapshot).
+    const garbage = new Set<PartitionId>();
+    for (const db of [this.dataDb, this.dedupDb]) {
+      let start = dataPrefix(0, 0);
+      for (let i = 0; i < MAX_PARTITIONS_AT_OPEN; i++) {
+        const first = [...db.getKeys({ start, limit: 1 })][0];
+        if (first === undefined) break;
+        const partition = first.readUInt32BE(0) as PartitionId;
+        const end = partition < MAX_PARTITION ? dataPrefix(partition + 1, 0) : Buffer.alloc(8, 0xff);
+        const last = [...db.getKeys({ start: end, end: dataPrefix(partition, 0), reverse: true, limit: 1 })][0];
+        const lowest = first.readUInt32BE(4);
+        const highest = last === undefined ? lowest : last.readUInt32BE(4);
+        maxGeneration = Math.max(maxGeneration, highest);
+        const current = this.states.get(partition)?.generation;
+        if (current !== lowest || current !== highest) garbage.add(partition);
+        if (partition >= MAX_PARTITION) break;
+        start = end;
+      }
     }
     this.nextGeneration = maxGeneration + 1;
     for (const p of garbage) this.scheduleGc(p);

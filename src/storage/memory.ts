@@ -8,27 +8,26 @@
  * batch takes effect or none of it (an undo list rolls back a batch that throws).
  * Batches take effect in call order. Stored and returned bytes are copies, returned as
  * plain `Uint8Array`s, so callers can neither alias nor corrupt the stored state.
+ * The precondition checks every backend shares are in preconditions.ts.
  *
- * This file also holds the precondition checks every backend shares (`check*` below).
+ * S10: each partition keeps a dedup table (client id → its last applied write), changed by
+ * `apply` under the same undo list as the data, so it moves atomically with it.
  */
 import {
-  type Epoch,
   type LogEntry,
   type Op,
   type PartitionId,
   type Seq,
   type VersionedValue,
-  InvariantViolation,
   assert,
   assertNever,
-  epoch as toEpoch,
-  seq as toSeq,
 } from '../core/types.js';
 import { StorageFailureError } from '../core/errors.js';
 import type {
   Backend,
   BatchOp,
   BatchResult,
+  DedupRecord,
   LogPosition,
   PartitionMeta,
   PartitionState,
@@ -36,124 +35,21 @@ import type {
   Snapshot,
   SnapshotItem,
 } from './backend.js';
-
-// ---------------------------------------------------------------------------------------
-// Preconditions shared by every backend. A violation is a bug in the caller (the core
-// decided something impossible), so it is an InvariantViolation (STYLE §3: broken
-// invariants crash), thrown before anything of the batch is written.
-// ---------------------------------------------------------------------------------------
-
-export const ZERO_POSITION: LogPosition = { seq: toSeq(0), epoch: toEpoch(0) };
-
-function violation(partition: PartitionId, message: string): never {
-  throw new InvariantViolation(`partition ${partition}: ${message}`);
-}
-
-/**
- * appendLog and apply: entries must follow `prev` without a gap (seq prev.seq+1, +2, ...)
- * and their epochs never decrease (S1: an entry keeps the epoch it was proposed in, and a
- * primary of epoch e appends only after entries of epochs <= e).
- */
-export function checkEntriesFollow(
-  partition: PartitionId,
-  what: 'appendLog' | 'apply',
-  prev: LogPosition,
-  entries: readonly LogEntry[],
-): void {
-  let expected = prev.seq + 1;
-  let lastEpoch: number = prev.epoch;
-  for (const entry of entries) {
-    if (entry.seq !== expected) {
-      violation(partition, `${what}: entry seq ${entry.seq} where seq ${expected} was expected (after ${prev.seq})`);
-    }
-    if (entry.epoch < lastEpoch) {
-      violation(partition, `${what}: entry ${entry.seq} has epoch ${entry.epoch}, below the previous entry's ${lastEpoch}`);
-    }
-    lastEpoch = entry.epoch;
-    expected += 1;
-  }
-}
-
-/** S1: a conflict never deletes an applied (hence committed) entry. */
-export function checkTruncateLogFrom(partition: PartitionId, fromSeq: Seq, applied: LogPosition): void {
-  if (!Number.isSafeInteger(fromSeq) || fromSeq <= applied.seq) {
-    violation(partition, `truncateLogFrom(${fromSeq}) would delete entries at or below the applied seq ${applied.seq} (S1)`);
-  }
-}
-
-/**
- * S12: drop only entries at or below the applied seq; the base never moves back, and when
- * the new base is an entry of the log, `base.epoch` must be that entry's epoch.
- */
-export function checkTruncateLogTo(
-  partition: PartitionId,
-  base: LogPosition,
-  state: { readonly applied: LogPosition; readonly logBase: LogPosition; readonly logLast: LogPosition },
-  epochAt: (s: Seq) => Epoch,
-): void {
-  if (!Number.isSafeInteger(base.seq) || base.seq > state.applied.seq) {
-    violation(partition, `truncateLogTo(${base.seq}) is above the applied seq ${state.applied.seq} (S12)`);
-  }
-  if (base.seq < state.logBase.seq) {
-    violation(partition, `truncateLogTo(${base.seq}) would move the log base back from ${state.logBase.seq}`);
-  }
-  if (base.seq === state.logBase.seq && base.epoch !== state.logBase.epoch) {
-    violation(partition, `truncateLogTo(${base.seq}, epoch ${base.epoch}) but the base has epoch ${state.logBase.epoch}`);
-  }
-  if (base.seq > state.logBase.seq && base.seq <= state.logLast.seq) {
-    const held = epochAt(base.seq);
-    if (held !== base.epoch) {
-      violation(partition, `truncateLogTo(${base.seq}, epoch ${base.epoch}) but entry ${base.seq} has epoch ${held}`);
-    }
-  }
-}
-
-/** S3: the adopted epoch never goes back. */
-export function checkSetMeta(partition: PartitionId, current: PartitionMeta | null, meta: PartitionMeta): void {
-  if (current !== null && meta.epoch < current.epoch) {
-    violation(partition, `setMeta: epoch ${meta.epoch} is below the persisted epoch ${current.epoch} (S3)`);
-  }
-}
-
-/** Snapshot items arrive in strictly ascending key order, none newer than the snapshot. */
-export function checkSnapshotItem(
-  partition: PartitionId,
-  applied: LogPosition,
-  previousKey: Uint8Array | undefined,
-  item: SnapshotItem,
-): void {
-  if (item.key.length === 0) violation(partition, 'installSnapshot: empty key');
-  if (previousKey !== undefined && compareBytes(previousKey, item.key) >= 0) {
-    violation(partition, 'installSnapshot: items are not in strictly ascending key order');
-  }
-  if (item.version > applied.seq) {
-    violation(partition, `installSnapshot: an item has version ${item.version}, above the snapshot's seq ${applied.seq}`);
-  }
-}
-
-export function checkKey(partition: PartitionId, key: Uint8Array, maxKeyBytes: number): void {
-  if (key.length === 0) violation(partition, 'apply: a put or delete with an empty key');
-  if (key.length > maxKeyBytes) violation(partition, `apply: a key of ${key.length} bytes, over this backend's ${maxKeyBytes}`);
-}
-
-export function checkPageLimit(what: string, limit: number): void {
-  assert(Number.isSafeInteger(limit) && limit >= 1, `${what}: limit must be an integer >= 1, got ${limit}`);
-}
-
-/** Byte-wise comparison (memcmp order), the order of scans and snapshots. */
-export function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const d = a[i]! - b[i]!;
-    if (d !== 0) return d;
-  }
-  return a.length - b.length;
-}
-
-/** A plain Uint8Array copy (never a Buffer), so results compare equal across backends. */
-export function copyBytes(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(bytes);
-}
+import {
+  ZERO_POSITION,
+  byClientId,
+  checkDedupTable,
+  checkEntriesFollow,
+  checkKey,
+  checkPageLimit,
+  checkSetMeta,
+  checkSnapshotItem,
+  checkTag,
+  checkTruncateLogFrom,
+  checkTruncateLogTo,
+  copyBytes,
+  dedupRecord,
+} from './preconditions.js';
 
 // ---------------------------------------------------------------------------------------
 // The memory backend.
@@ -178,6 +74,8 @@ interface MemPartition {
   data: Map<string, StoredValue>;
   /** The keys of `data`, sorted. */
   sortedKeys: string[];
+  /** S10: client id → its last applied write. Records are never mutated, only replaced. */
+  dedup: Map<string, DedupRecord>;
 }
 
 const keyString = (key: Uint8Array): string => Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
@@ -289,9 +187,11 @@ export class MemoryBackend implements Backend {
     // the sorted list of references is a point-in-time view.
     const items: StoredValue[] = p ? p.sortedKeys.map((k) => p.data.get(k)!) : [];
     const applied = p ? p.applied : ZERO_POSITION;
+    const dedup = p ? this.dedupOf(p) : [];
     let open = true;
     return {
       applied,
+      dedup,
       async *items(pageItems: number): AsyncIterable<readonly SnapshotItem[]> {
         checkPageLimit('snapshot items', pageItems);
         for (let i = 0; i < items.length; i += pageItems) {
@@ -305,8 +205,16 @@ export class MemoryBackend implements Backend {
     };
   }
 
-  async installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>): Promise<void> {
+  async installSnapshot(
+    partition: PartitionId,
+    applied: LogPosition,
+    items: AsyncIterable<readonly SnapshotItem[]>,
+    dedup: readonly DedupRecord[] = [],
+  ): Promise<void> {
     this.checkOpen();
+    checkDedupTable(partition, applied, dedup);
+    const table = new Map<string, DedupRecord>();
+    for (const r of dedup) table.set(r.clientId, dedupRecord(r, r.seq, r.existed));
     const data = new Map<string, StoredValue>();
     const sortedKeys: string[] = [];
     let previousKey: Uint8Array | undefined;
@@ -325,7 +233,13 @@ export class MemoryBackend implements Backend {
     this.checkOpen();
     // S11: the swap is one synchronous step, so it is atomic.
     const meta = this.parts.get(partition)?.meta ?? null;
-    this.parts.set(partition, { meta, applied, logBase: applied, log: [], data, sortedKeys });
+    this.parts.set(partition, { meta, applied, logBase: applied, log: [], data, sortedKeys, dedup: table });
+  }
+
+  async dedupTable(partition: PartitionId): Promise<DedupRecord[]> {
+    this.checkOpen();
+    const p = this.parts.get(partition);
+    return p ? this.dedupOf(p) : [];
   }
 
   async close(): Promise<void> {
@@ -334,6 +248,11 @@ export class MemoryBackend implements Backend {
 
   private checkOpen(): void {
     if (this.closed) throw new StorageFailureError('the memory backend is closed');
+  }
+
+  /** Copies of the partition's dedup records, by client id. */
+  private dedupOf(p: MemPartition): DedupRecord[] {
+    return [...p.dedup.values()].map((r) => ({ ...r })).sort(byClientId);
   }
 
   private partition(partition: PartitionId, undo: Array<() => void>): MemPartition {
@@ -346,6 +265,7 @@ export class MemoryBackend implements Backend {
       log: [],
       data: new Map(),
       sortedKeys: [],
+      dedup: new Map(),
     };
     this.parts.set(partition, created);
     undo.push(() => this.parts.delete(partition));
@@ -396,14 +316,21 @@ export class MemoryBackend implements Backend {
         checkEntriesFollow(op.partition, 'apply', p.applied, op.entries);
         for (const e of op.entries) {
           if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(op.partition, e.op.key, MEMORY_MAX_KEY_BYTES);
+          checkTag(op.partition, e);
         }
         const appliedBefore = p.applied;
         undo.push(() => {
           p.applied = appliedBefore;
         });
         for (const e of op.entries) {
+          let existed: boolean | undefined;
           if (e.op.kind === 'put') this.putValue(p, { key: copyBytes(e.op.key), value: copyBytes(e.op.value), version: e.seq }, undo);
-          else if (e.op.kind === 'delete') deletes.push({ partition: op.partition, seq: e.seq, existed: this.deleteValue(p, e.op.key, undo) });
+          else if (e.op.kind === 'delete') {
+            existed = this.deleteValue(p, e.op.key, undo);
+            deletes.push({ partition: op.partition, seq: e.seq, existed });
+          }
+          // S10: the client's record moves with the data, under the same undo list.
+          if (e.tag !== undefined) this.recordDedup(p, dedupRecord(e.tag, e.seq, existed), undo);
           p.applied = { seq: e.seq, epoch: e.epoch };
         }
         return;
@@ -428,6 +355,15 @@ export class MemoryBackend implements Backend {
       default:
         return assertNever(op);
     }
+  }
+
+  private recordDedup(p: MemPartition, record: DedupRecord, undo: Array<() => void>): void {
+    const before = p.dedup.get(record.clientId);
+    p.dedup.set(record.clientId, record);
+    undo.push(() => {
+      if (before) p.dedup.set(record.clientId, before);
+      else p.dedup.delete(record.clientId);
+    });
   }
 
   private putValue(p: MemPartition, stored: StoredValue, undo: Array<() => void>): void {

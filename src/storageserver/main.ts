@@ -16,6 +16,8 @@ export interface RunStorageServerOptions {
   readonly sync: 'batch' | 'none';
   readonly heartbeatMs: number;
   readonly maxValueBytes: number;
+  /** Log entries kept past the point every replica applied (default 1000); S12. */
+  readonly logRetainEntries?: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
@@ -36,6 +38,7 @@ export async function runStorageServer(options: RunStorageServerOptions): Promis
         heartbeatMs: options.heartbeatMs,
         tickMs: 50,
         maxValueBytes: options.maxValueBytes,
+        logRetainEntries: options.logRetainEntries ?? 1000,
         // S4: only a durable log lets a restarted replica stay a secondary.
         durable: options.backend !== 'memory' && options.sync === 'batch',
         clusterToken: options.clusterToken,

@@ -12,11 +12,11 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, ValueTooLargeError } from '../core/errors.js';
-import { defaultLimits, type Limits } from '../core/limits.js';
+import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
-import { type NodeId, type Op, type PartitionId, type RequestTag, nodeId as toNodeId, partitionId } from '../core/types.js';
+import { type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import {
@@ -28,9 +28,11 @@ import {
   toPeerMessage,
   codec,
   ConfirmEpochReply,
+  PromoteReply,
+  SnapshotReadReply,
 } from '../rpc/messages.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
-import type { Backend, PartitionState } from '../storage/backend.js';
+import type { Backend, DedupRecord, PartitionState, Snapshot, SnapshotItem } from '../storage/backend.js';
 import { BatchWriter, type BatchDone } from './writer.js';
 
 export interface StorageServerConfig {
@@ -43,6 +45,7 @@ export interface StorageServerConfig {
   readonly heartbeatMs: number;
   readonly tickMs: number;
   readonly maxValueBytes: number;
+  readonly logRetainEntries: number;
   readonly durable: boolean;
   readonly clusterToken?: string;
   readonly callTimeoutMs: number;
@@ -53,6 +56,8 @@ const peerEnvelope = codec(PeerEnvelope);
 const registerReply = codec(RegisterReply);
 const heartbeatReply = codec(HeartbeatReplySchema);
 const confirmEpochReply = codec(ConfirmEpochReply);
+const promoteReply = codec(PromoteReply);
+const snapshotReadReply = codec(SnapshotReadReply);
 
 interface Waiter {
   readonly resolve: (value: unknown) => void;
@@ -103,7 +108,7 @@ export class StorageServer {
     private readonly log: Logger,
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
-    this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes });
+    this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
     this.writer = new BatchWriter(backend, (d) => this.onBatchDone(d), (err) => this.onStorageFatal(err));
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
   }
@@ -199,7 +204,7 @@ export class StorageServer {
 
   private async refreshKeyCount(): Promise<void> {
     let total = 0;
-    for (const p of this.replicas.keys()) total += await this.backend.count(p);
+    for (const r of this.replicas.values()) if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
     this.keyCount = total;
   }
 
@@ -220,11 +225,13 @@ export class StorageServer {
 
   private recover(state: PartitionState) {
     const entries = this.recoveredLogs.get(state.partition) ?? [];
-    return { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries };
+    const dedup = this.recoveredDedup.get(state.partition) ?? [];
+    return { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
   }
 
   /** Log tails read at start, by partition (S3: the epoch also comes from the log). */
   private readonly recoveredLogs = new Map<PartitionId, import('../core/types.js').LogEntry[]>();
+  private readonly recoveredDedup = new Map<PartitionId, DedupRecord[]>();
 
   private async loadLogs(): Promise<void> {
     for (const state of await this.backend.partitions()) {
@@ -238,6 +245,7 @@ export class StorageServer {
         from = page[page.length - 1]!.seq + 1;
       }
       this.recoveredLogs.set(state.partition, entries);
+      this.recoveredDedup.set(state.partition, await this.backend.dedupTable(state.partition));
     }
   }
 
@@ -275,6 +283,11 @@ export class StorageServer {
           else this.writer.after(p, () => this.sendPeer(o.to, o.message));
           break;
         case 'reply': {
+          if (o.duplicateOf !== undefined && o.op === 'delete' && o.result.kind === 'written') {
+            // S10: a retried delete gets the original answer, kept in the dedup table.
+            void this.settleDuplicateDelete(p, o.requestId, o.duplicateOf, o.result.seq);
+            break;
+          }
           const fn = () => this.settle(o.requestId, o.result.kind === 'error' ? o.result.error : undefined, o.result.kind === 'written' ? { seq: o.result.seq, op: o.op } : undefined);
           if (o.immediate) fn();
           else this.writer.after(p, fn);
@@ -285,6 +298,13 @@ export class StorageServer {
           break;
         case 'confirmWithNameserver':
           void this.confirmWithNameserver(p, o.round, o.epoch);
+          break;
+        case 'requestPromotion':
+          void this.requestPromotion(p, o.learner, o.epoch);
+          break;
+        case 'fetchSnapshot':
+          // Earlier storage ops of this partition first: the install replaces its state.
+          this.writer.after(p, () => void this.fetchSnapshot(p, o.from, o.epoch));
           break;
         case 'log':
           this.log[o.level]({ ...o.fields }, o.message);
@@ -306,6 +326,116 @@ export class StorageServer {
       return w.resolve({ existed, version: written.seq });
     }
     w.resolve({ version: written.seq });
+  }
+
+  private async settleDuplicateDelete(p: PartitionId, requestId: number, clientId: string, seq: number): Promise<void> {
+    const w = this.waiters.get(requestId);
+    if (!w) return;
+    this.waiters.delete(requestId);
+    try {
+      const record = (await this.backend.dedupTable(p)).find((d) => d.clientId === clientId && d.seq === seq);
+      w.resolve({ existed: record?.existed ?? false, version: seq });
+    } catch (err) {
+      w.reject(err as Error);
+    }
+  }
+
+  /** S7: asks the nameserver until it answers; the answer is the partition's configuration. */
+  private async requestPromotion(p: PartitionId, learner: NodeId, epoch: number): Promise<void> {
+    let delayMs = 50;
+    for (let attempt = 0; attempt < 1000 && !this.closed; attempt++) {
+      if (this.replica(p).epoch !== epoch) return; // moved on; the new configuration decides
+      try {
+        const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner }));
+        if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
+        this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config) });
+        return;
+      } catch (err) {
+        this.log.warn({ partition: p, learner, err: (err as Error).message }, 'promotion request failed; retrying (commits wait, S7)');
+        await new Promise((r) => setTimeout(r, delayMs));
+        delayMs = Math.min(delayMs * 2, 1000);
+      }
+    }
+  }
+
+  /** S11: fetches a snapshot of partition `p` from its primary and installs it atomically. */
+  private async fetchSnapshot(p: PartitionId, from: NodeId, epoch: number): Promise<void> {
+    const address = this.addresses.get(from);
+    try {
+      if (!address) throw new InvalidArgumentError(`no address for ${from}`);
+      const conn = this.pool.get(address);
+      const read = async (session?: string) => {
+        const r = snapshotReadReply.decode(await conn.call(session ? { t: 'snapshotRead', p, epoch, session } : { t: 'snapshotRead', p, epoch }, { timeoutMs: 30_000 }));
+        if (!r.ok) throw new MalformedMessageError(`malformed snapshot page: ${r.reason}`);
+        return r.value;
+      };
+      const first = await read();
+      let items = 0;
+      async function* pages(): AsyncIterable<SnapshotItem[]> {
+        let page = first;
+        for (let n = 0; n < 10_000_000; n++) {
+          items += page.items.length;
+          yield page.items.map((i) => ({ key: i.key, value: i.value, version: i.version as Seq }));
+          if (page.done) return;
+          page = await read(first.session);
+        }
+      }
+      const applied = { seq: first.applied.seq as Seq, epoch: first.applied.epoch as Epoch };
+      const dedup = first.dedup.map((d) => ({ ...d, seq: d.seq as Seq }));
+      await this.backend.installSnapshot(p, applied, pages(), dedup);
+      this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
+      this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+    } catch (err) {
+      this.step(p, { kind: 'snapshotFailed', reason: (err as Error).message });
+    }
+  }
+
+  /** Open snapshot reads, by session id; closed when done or idle for a minute. */
+  private readonly snapshotSessions = new Map<string, { snapshot: Snapshot; iterator: AsyncIterator<readonly SnapshotItem[]>; buffer: SnapshotItem[]; lastUsedMs: number; partition: PartitionId }>();
+
+  private async snapshotRead(p: PartitionId, epoch: number, sessionId: string | undefined): Promise<unknown> {
+    const r = this.replicas.get(p);
+    if (!r || r.role !== 'primary' || r.epoch !== epoch) throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
+    for (const [id, s] of this.snapshotSessions) {
+      if (Date.now() - s.lastUsedMs > 60_000) {
+        this.snapshotSessions.delete(id);
+        await s.snapshot.close();
+      }
+    }
+    let session = sessionId ? this.snapshotSessions.get(sessionId) : undefined;
+    let dedup: DedupRecord[] = [];
+    if (sessionId && !session) throw new InvalidArgumentError(`snapshot session ${sessionId} expired`);
+    const id = sessionId ?? randomBytes(8).toString('hex');
+    if (!session) {
+      const snapshot = await this.backend.snapshot(p);
+      session = { snapshot, iterator: snapshot.items(256)[Symbol.asyncIterator](), buffer: [], lastUsedMs: Date.now(), partition: p };
+      this.snapshotSessions.set(id, session);
+      dedup = [...snapshot.dedup];
+    }
+    session.lastUsedMs = Date.now();
+    const items: SnapshotItem[] = [];
+    let bytes = 0;
+    let done = false;
+    // Bounded pages: at most 1 MiB of values (or one larger value) and 4096 items.
+    while (items.length < 4096 && (bytes < MiB || items.length === 0)) {
+      if (session.buffer.length === 0) {
+        const next = await session.iterator.next();
+        if (next.done) {
+          done = true;
+          break;
+        }
+        session.buffer.push(...next.value);
+        continue;
+      }
+      const item = session.buffer.shift()!;
+      items.push(item);
+      bytes += item.key.length + item.value.length;
+    }
+    if (done) {
+      this.snapshotSessions.delete(id);
+      await session.snapshot.close();
+    }
+    return { session: id, applied: session.snapshot.applied, dedup, items, done };
   }
 
   private async serveRead(p: PartitionId, requestId: number, key: Uint8Array): Promise<void> {
@@ -388,6 +518,9 @@ export class StorageServer {
       }
       case 'dump':
         return this.dump(req.limit);
+      case 'snapshotRead':
+        this.checkPartition(req.p);
+        return this.snapshotRead(partitionId(req.p), req.epoch, req.session);
       case 'stats':
         return { nodeId: this.nodeId, keys: this.keyCount, partitions: [...this.replicas.values()].map((r) => r.progress()) };
     }
@@ -423,7 +556,9 @@ export class StorageServer {
     const keys: Uint8Array[] = [];
     let keyCount = 0;
     let truncated = false;
-    for (const p of [...this.replicas.keys()].sort((a, b) => a - b)) {
+    // Only replicas this server holds as a member: a removed replica's leftovers do not count.
+    const held = [...this.replicas.values()].filter((r) => r.progress().role !== 'inactive').map((r) => r.partition);
+    for (const p of held.sort((a, b) => a - b)) {
       keyCount += await this.backend.count(p);
       let after: Uint8Array | undefined;
       for (let pages = 0; pages < 1_000_000 && keys.length < limit; pages++) {

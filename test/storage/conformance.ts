@@ -11,8 +11,14 @@
  * - keeps per-partition metadata, reports every partition's positions, scans keys in byte
  *   order page by page, counts keys;
  * - takes point-in-time snapshots and installs snapshots atomically (S11); drops partitions;
+ * - keeps the S10 dedup table: `apply` records each tagged entry (client, request seq, seq,
+ *   and for a delete whether the key existed), replacing the client's previous record, in
+ *   the batch's atomic step; snapshots carry the table as of their applied position;
+ *   `installSnapshot` replaces it (empty when none is given); `dropPartition` removes it;
  * - survives close + reopen (when the harness can reopen), with binary keys, UTF-8 keys,
- *   1 MiB values and empty values.
+ *   1 MiB values and empty values, dedup tables included.
+ *
+ * `dump` includes the dedup table, so every "nothing of the batch stays" check covers it.
  *
  * Each test gets a fresh backend from `make` and cleans it up, also when it fails.
  */
@@ -21,13 +27,15 @@ import assert from 'node:assert/strict';
 import {
   type LogEntry,
   type PartitionId,
+  type RequestTag,
   InvariantViolation,
   epoch,
   nodeId,
   partitionId,
   seq,
 } from '../../src/core/types.js';
-import type { Backend, BatchOp, LogPosition, PartitionMeta, SnapshotItem } from '../../src/storage/backend.js';
+import type { Backend, BatchOp, DedupRecord, LogPosition, PartitionMeta, SnapshotItem } from '../../src/storage/backend.js';
+import { MAX_CLIENT_ID_BYTES } from '../../src/storage/preconditions.js';
 
 export interface BackendHarness {
   readonly backend: Backend;
@@ -62,6 +70,14 @@ function del(s: number, e: number, key: Uint8Array | string): LogEntry {
 }
 function start(s: number, e: number): LogEntry {
   return { epoch: epoch(e), seq: seq(s), op: { kind: 'epochStart' } };
+}
+/** The entry with a client's tag (S10). */
+function tag(entry: LogEntry, clientId: string, requestSeq: number): LogEntry {
+  return { ...entry, tag: { clientId, requestSeq } };
+}
+/** A dedup record as a backend returns it: `existed` only for deletes. */
+function rec(clientId: string, requestSeq: number, s: number, existed?: boolean): DedupRecord {
+  return existed === undefined ? { clientId, requestSeq, seq: seq(s) } : { clientId, requestSeq, seq: seq(s), existed };
 }
 /** Entries seq from..to, puts of `k<seq>` in epoch `e`. */
 function puts(from: number, to: number, e: number): LogEntry[] {
@@ -103,12 +119,16 @@ async function scanAll(backend: Backend, partition: PartitionId, limit = 7): Pro
   assert.fail('scan did not end');
 }
 
-async function snapshotItems(backend: Backend, partition: PartitionId, pageItems: number): Promise<{ applied: LogPosition; pages: SnapshotItem[][] }> {
+async function snapshotItems(
+  backend: Backend,
+  partition: PartitionId,
+  pageItems: number,
+): Promise<{ applied: LogPosition; dedup: readonly DedupRecord[]; pages: SnapshotItem[][] }> {
   const snap = await backend.snapshot(partition);
   try {
     const pages: SnapshotItem[][] = [];
     for await (const page of snap.items(pageItems)) pages.push([...page]);
-    return { applied: snap.applied, pages };
+    return { applied: snap.applied, dedup: snap.dedup, pages };
   } finally {
     await snap.close();
   }
@@ -130,7 +150,14 @@ async function dump(backend: Backend, partitions: readonly PartitionId[]): Promi
       const v = await backend.get(p, k);
       values.push(v === undefined ? null : { value: hex(v.value), version: v.version });
     }
-    per.push({ p, count: await backend.count(p), keys: keys.map(hex), values, log: normAll(await readAll(backend, p)) });
+    per.push({
+      p,
+      count: await backend.count(p),
+      keys: keys.map(hex),
+      values,
+      log: normAll(await readAll(backend, p)),
+      dedup: await backend.dedupTable(p),
+    });
   }
   return { partitions: (await backend.partitions()).filter((s) => partitions.includes(s.partition)), per };
 }
@@ -172,7 +199,8 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       assert.equal(await backend.count(P1), 0);
       assert.deepStrictEqual(await readAll(backend, P1), []);
       const snap = await snapshotItems(backend, P1, 10);
-      assert.deepStrictEqual(snap, { applied: pos(0, 0), pages: [] });
+      assert.deepStrictEqual(snap, { applied: pos(0, 0), dedup: [], pages: [] });
+      assert.deepStrictEqual(await backend.dedupTable(P1), []);
       assert.deepStrictEqual(await backend.writeBatch([]), { deletes: [] });
     });
 
@@ -614,6 +642,222 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       });
     });
 
+    describe('exactly once: the dedup table (S10)', () => {
+      it('apply records every tagged entry: client, request seq, seq, and for a delete whether the key existed', async (_h, backend) => {
+        const entries = [
+          tag(put(1, 1, 'a', 'A'), 'c1', 1),
+          put(2, 1, 'b', 'B'), // untagged: no record
+          tag(del(3, 1, 'a'), 'c2', 7),
+          tag(del(4, 1, 'never'), 'c3', 2),
+          tag(start(5, 2), 'c4', 0),
+        ];
+        const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+        assert.deepStrictEqual(result.deletes, [
+          { partition: P1, seq: 3, existed: true },
+          { partition: P1, seq: 4, existed: false },
+        ]);
+        const table = await backend.dedupTable(P1);
+        assert.deepStrictEqual(table, [rec('c1', 1, 1), rec('c2', 7, 3, true), rec('c3', 2, 4, false), rec('c4', 0, 5)]);
+        assert.equal('existed' in table[0]!, false, 'a put has no existed flag');
+        assert.deepStrictEqual(await backend.dedupTable(P2), [], 'partitions do not share tables');
+        // Appending tagged entries records nothing: only applying does.
+        const pending = [tag(put(6, 2, 'p', 'P'), 'c5', 1)];
+        await backend.writeBatch([append(P1, pending)]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), table);
+        await backend.writeBatch([apply(P1, pending)]);
+        assert.deepStrictEqual((await backend.dedupTable(P1)).map((r) => r.clientId), ['c1', 'c2', 'c3', 'c4', 'c5']);
+      });
+
+      it("a client's later write replaces its record, also later in the same op or batch; tables are per partition", async (_h, backend) => {
+        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), tag(put(2, 1, 'k', '2'), 'c2', 1)])]);
+        await backend.writeBatch([
+          apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2), tag(del(4, 1, 'k'), 'c1', 3)]),
+          apply(P1, [tag(put(5, 1, 'j', '5'), 'c2', 2), put(6, 1, 'j', '6')]),
+          apply(P2, [tag(put(1, 1, 'k', 'p2'), 'c1', 50)]),
+        ]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 3, 4, true), rec('c2', 2, 5)]);
+        assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c1', 50, 1)]);
+        // An untagged write of the same key leaves the client's record alone.
+        await backend.writeBatch([apply(P1, [del(7, 1, 'j')])]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 3, 4, true), rec('c2', 2, 5)]);
+      });
+
+      it('dedupTable is in client id order (JavaScript string order), whatever the characters', async (_h, backend) => {
+        const longest = 'é'.repeat(MAX_CLIENT_ID_BYTES / 2); // 2 bytes each in UTF-8
+        // '\uffff' sorts after '😀' in UTF-8 bytes but before it in JavaScript order.
+        const ids = ['😀', '\uffff', 'b', 'a', 'é', 'a\u0000', longest, 'A'];
+        const entries = ids.map((id, i) => tag(put(i + 1, 1, `k${i}`, 'v'), id, i));
+        await backend.writeBatch([apply(P1, entries)]);
+        const expected = ids.map((id, i) => rec(id, i, i + 1)).sort((x, y) => (x.clientId < y.clientId ? -1 : 1));
+        assert.deepStrictEqual(await backend.dedupTable(P1), expected);
+        assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, expected);
+      });
+
+      it('a tag a backend cannot store is rejected and nothing of the batch stays', async (_h, backend) => {
+        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1)])]);
+        const before = await dump(backend, [P1, P2]);
+        const bad: RequestTag[] = [
+          { clientId: '', requestSeq: 1 },
+          { clientId: 'x\ud800', requestSeq: 1 }, // a lone surrogate has no UTF-8 form
+          { clientId: 'x'.repeat(MAX_CLIENT_ID_BYTES + 1), requestSeq: 1 },
+          { clientId: 'c1', requestSeq: -1 },
+          { clientId: 'c1', requestSeq: 1.5 },
+          { clientId: 7 as unknown as string, requestSeq: 1 },
+        ];
+        for (const t of bad) {
+          const ops = [
+            apply(P2, [tag(put(1, 1, 'x', 'y'), 'c9', 1)]),
+            apply(P1, [tag(put(2, 1, 'b', '2'), 'c1', 2), { ...put(3, 1, 'c', '3'), tag: t }]),
+          ];
+          await assert.rejects(backend.writeBatch(ops), InvariantViolation, JSON.stringify(t).slice(0, 40));
+          assert.deepStrictEqual(await dump(backend, [P1, P2]), before);
+        }
+      });
+
+      it('a batch that fails leaves every dedup table as it was; its neighbours still record theirs', async (_h, backend) => {
+        await backend.writeBatch([append(P1, puts(1, 2, 1)), apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), put(2, 1, 'j', '2')])]);
+        const before = await dump(backend, [P1, P2, P3]);
+        await assert.rejects(
+          backend.writeBatch([
+            apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2), tag(del(4, 1, 'j'), 'c2', 1)]),
+            apply(P2, [tag(put(1, 1, 'x', 'y'), 'c3', 1)]),
+            { kind: 'dropPartition', partition: P1 },
+            apply(P3, [tag(put(1, 1, 'x', 'y'), 'c4', 1)]),
+            apply(P2, [put(9, 1, 'x', 'y')]), // a gap: the whole batch fails
+          ]),
+          InvariantViolation,
+        );
+        assert.deepStrictEqual(await dump(backend, [P1, P2, P3]), before);
+        const results = await Promise.allSettled([
+          backend.writeBatch([apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2)])]),
+          backend.writeBatch([apply(P1, [tag(del(4, 1, 'j'), 'c2', 1)]), apply(P2, [tag(put(5, 1, 'x', 'y'), 'c3', 1)])]),
+          backend.writeBatch([apply(P1, [tag(del(4, 1, 'j'), 'c2', 2)])]),
+        ]);
+        assert.deepStrictEqual(
+          results.map((r) => r.status),
+          ['fulfilled', 'rejected', 'fulfilled'],
+        );
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 2, 3), rec('c2', 2, 4, true)]);
+        assert.deepStrictEqual(await backend.dedupTable(P2), []);
+      });
+
+      it("a snapshot's dedup table is the one at its applied position; later writes do not show in it", async (_h, backend) => {
+        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'zz'), 'c2', 1)])]);
+        const snap = await backend.snapshot(P1);
+        try {
+          await backend.writeBatch([apply(P1, [tag(put(3, 1, 'a', '3'), 'c1', 2), tag(put(4, 1, 'b', '4'), 'c3', 1)])]);
+          assert.deepStrictEqual(snap.applied, pos(2, 1));
+          assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
+          const items: SnapshotItem[] = [];
+          for await (const page of snap.items(10)) items.push(...page);
+          assert.deepStrictEqual(items.map((i) => i.version), [1]);
+          await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+          assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
+        } finally {
+          await snap.close();
+        }
+        await backend.writeBatch([apply(P2, [tag(put(1, 1, 'a', '1'), 'c1', 1)])]);
+        const later = await snapshotItems(backend, P2, 10);
+        assert.deepStrictEqual([later.applied, later.dedup], [pos(1, 1), [rec('c1', 1, 1)]]);
+        assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, []);
+      });
+
+      it('installSnapshot replaces the dedup table with the given one, or empties it; apply goes on from there', async (_h, backend) => {
+        await backend.writeBatch([
+          append(P1, puts(1, 4, 1)),
+          apply(P1, [tag(put(1, 1, 'a', '1'), 'old', 1), tag(put(2, 1, 'b', '2'), 'c1', 1)]),
+          apply(P2, [tag(put(1, 1, 'p', '2'), 'p2-client', 4)]),
+        ]);
+        const p2Before = await dump(backend, [P2]);
+        const dedup = [rec('c2', 1, 9, true), rec('c1', 5, 8), rec('c0', 0, 10, false)];
+        const items: SnapshotItem[] = [{ key: b('s'), value: b('v'), version: seq(8) }];
+        await backend.installSnapshot(P1, pos(10, 2), pagesOf(items, 1), dedup);
+        const installed = [rec('c0', 0, 10, false), rec('c1', 5, 8), rec('c2', 1, 9, true)];
+        assert.deepStrictEqual(await backend.dedupTable(P1), installed);
+        assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, installed);
+        assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions keep their tables');
+        await backend.writeBatch([apply(P1, [tag(del(11, 2, 's'), 'c2', 2), tag(put(12, 2, 'n', 'N'), 'c3', 1)])]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c0', 0, 10, false), rec('c1', 5, 8), rec('c2', 2, 11, true), rec('c3', 1, 12)]);
+        // Without a table, the partition's table is empty afterwards.
+        await backend.installSnapshot(P1, pos(20, 2), pagesOf(items, 1));
+        assert.deepStrictEqual(await backend.dedupTable(P1), []);
+        await backend.installSnapshot(P3, pos(5, 1), pagesOf([], 1), [rec('new', 3, 5)]);
+        assert.deepStrictEqual(await backend.dedupTable(P3), [rec('new', 3, 5)]);
+      });
+
+      it('a dedup table of many clients ships through snapshot → installSnapshot, as learning does', async (_h, backend) => {
+        const clients = 4500; // more than one lmdb staging chunk
+        const entries: LogEntry[] = [];
+        for (let i = 1; i <= clients; i++) {
+          const entry = i % 6 === 0 ? del(i, 1, 'absent') : i % 3 === 0 ? del(i, 1, `k${i - 1}`) : put(i, 1, `k${i}`, 'v');
+          entries.push(tag(entry, `client-${i}`, i * 2));
+        }
+        await backend.writeBatch([apply(P1, entries)]);
+        const snap = await backend.snapshot(P1);
+        try {
+          assert.equal(snap.dedup.length, clients);
+          await backend.installSnapshot(P2, snap.applied, snap.items(1000), snap.dedup);
+        } finally {
+          await snap.close();
+        }
+        const source = await backend.dedupTable(P1);
+        assert.deepStrictEqual(await backend.dedupTable(P2), source);
+        assert.deepStrictEqual(
+          source.find((r) => r.clientId === 'client-3'),
+          rec('client-3', 6, 3, true),
+        );
+        assert.deepStrictEqual(
+          source.find((r) => r.clientId === 'client-6'),
+          rec('client-6', 12, 6, false),
+        );
+      });
+
+      it('a failed installSnapshot leaves the dedup table as it was; a malformed table is refused before anything changes', async (_h, backend) => {
+        await backend.writeBatch([append(P1, puts(1, 3, 1)), apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'a'), 'c2', 1)])]);
+        const before = await dump(backend, [P1]);
+        const many: SnapshotItem[] = [];
+        for (let i = 0; i < 5000; i++) many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+        async function* failing(): AsyncIterable<readonly SnapshotItem[]> {
+          yield* pagesOf(many, 1000);
+          throw new Error('the source went away');
+        }
+        await assert.rejects(backend.installSnapshot(P1, pos(9, 2), failing(), [rec('new', 1, 9)]), /the source went away/);
+        assert.deepStrictEqual(await dump(backend, [P1]), before);
+        const bad: DedupRecord[][] = [
+          [rec('dup', 1, 3), rec('dup', 2, 4)], // two records for one client
+          [rec('c', 1, 10)], // newer than the snapshot
+          [rec('c', 1, 0)], // seq 0 is no entry
+          [rec('', 1, 3)],
+          [rec('c', -1, 3)],
+          [{ ...rec('c', 1, 3), existed: 'yes' as unknown as boolean }],
+        ];
+        for (const dedup of bad) {
+          await assert.rejects(backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), dedup), InvariantViolation, JSON.stringify(dedup));
+          assert.deepStrictEqual(await dump(backend, [P1]), before);
+        }
+        await backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), [rec('c', 1, 9)]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c', 1, 9)]);
+      });
+
+      it("dropPartition removes the partition's dedup table and only its", async (_h, backend) => {
+        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1)]), apply(P2, [tag(put(1, 1, 'a', '1'), 'c1', 2)])]);
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), []);
+        assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c1', 2, 1)]);
+        // A recreated partition starts with an empty table, also when dropped and recreated in one batch.
+        await backend.writeBatch([apply(P1, [put(1, 1, 'a', '1')])]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), []);
+        await backend.writeBatch([apply(P1, [tag(put(2, 1, 'b', '2'), 'c2', 1)])]);
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, apply(P1, [tag(put(1, 2, 'c', '3'), 'c3', 1)])]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c3', 1, 1)]);
+        // An installed table is dropped too.
+        await backend.installSnapshot(P3, pos(4, 1), pagesOf([], 1), [rec('c4', 1, 4)]);
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P3 }]);
+        assert.deepStrictEqual(await backend.dedupTable(P3), []);
+        assert.deepStrictEqual((await snapshotItems(backend, P3, 1)).dedup, []);
+      });
+    });
+
     describe('keys and values', () => {
       it('binary keys (0x00, 0xff) and UTF-8 keys round-trip and sort by bytes', async (_h, backend) => {
         const keys = [
@@ -674,7 +918,7 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       if (!h.reopen) return; // the memory backend keeps nothing (S4)
       let backend = h.backend;
       const tagged: LogEntry = { ...put(2, 1, new Uint8Array([0, 0xff]), 'tagged'), tag: { clientId: 'client-1', requestSeq: 42 } };
-      const p1Log = [put(1, 1, 'a', 'A'), tagged, del(3, 2, 'a'), start(4, 3), put(5, 3, 'b', 'B')];
+      const p1Log = [put(1, 1, 'a', 'A'), tagged, tag(del(3, 2, 'a'), 'client-2', 1), start(4, 3), tag(put(5, 3, 'b', 'B'), 'client-1', 43)];
       await backend.writeBatch([
         append(P1, p1Log),
         apply(P1, p1Log.slice(0, 4)),
@@ -685,16 +929,20 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       ]);
       await backend.writeBatch([{ kind: 'truncateLogTo', partition: P2, base: pos(6, 1) }, { kind: 'truncateLogFrom', partition: P2, fromSeq: seq(10) }]);
       const items: SnapshotItem[] = [{ key: b('snap'), value: b('shot'), version: seq(3) }];
-      await backend.installSnapshot(P3, pos(30, 9), pagesOf(items, 1));
-      await backend.writeBatch([apply(partitionId(4), puts(1, 2, 1))]);
+      await backend.installSnapshot(P3, pos(30, 9), pagesOf(items, 1), [rec('learnt', 8, 29, false), rec('client-1', 1, 3)]);
+      await backend.writeBatch([apply(partitionId(4), [tag(put(1, 1, 'x', 'y'), 'gone', 1)])]);
       await backend.writeBatch([{ kind: 'dropPartition', partition: partitionId(4) }]);
       const all = [P1, P2, P3, partitionId(4)];
       const before = await dump(backend, all);
+      assert.deepStrictEqual(await backend.dedupTable(P1), [rec('client-1', 42, 2), rec('client-2', 1, 3, true)]);
       backend = await h.reopen();
       assert.deepStrictEqual(await dump(backend, all), before);
+      assert.deepStrictEqual(await backend.dedupTable(P3), [rec('client-1', 1, 3), rec('learnt', 8, 29, false)]);
+      assert.deepStrictEqual(await backend.dedupTable(partitionId(4)), []);
       // And it keeps working where it stopped.
       await backend.writeBatch([append(P2, [put(10, 2, 'z', 'Z')]), apply(P1, [p1Log[4]!]), append(P3, [put(31, 9, 'q', 'Q')])]);
       assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 3));
+      assert.deepStrictEqual(await backend.dedupTable(P1), [rec('client-1', 43, 5), rec('client-2', 1, 3, true)]);
       assert.deepStrictEqual((await stateOf(backend, P2))?.logLast, pos(10, 2));
       assert.deepStrictEqual((await stateOf(backend, P3))?.logLast, pos(31, 9));
       const afterWrite = await dump(backend, all);
@@ -705,4 +953,4 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
 }
 
 /** For backend-specific tests. */
-export const fixtures = { P1, P2, P3, b, hex, pos, put, del, puts, append, apply, meta, dump, scanAll, readAll, pagesOf };
+export const fixtures = { P1, P2, P3, b, hex, pos, put, del, puts, tag, rec, append, apply, meta, dump, scanAll, readAll, pagesOf };

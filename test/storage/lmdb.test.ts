@@ -2,8 +2,9 @@
  * The lmdb backend passes the backend conformance suite (DESIGN §8) with --sync batch and
  * --sync none, each test in a fresh temp dir removed afterwards. Beyond the suite, through
  * the raw LMDB files: a corrupted log record is detected on read (S13), a snapshot
- * half-installed when the process stopped is discarded on restart (S11), and the data of
- * dropped partitions is garbage-collected.
+ * half-installed when the process stopped is discarded on restart with its dedup table
+ * (S11, S10), also when only the dedup table was staged, and the data and dedup records
+ * of dropped partitions and replaced snapshots are garbage-collected.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +19,7 @@ import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
 import { openBackend } from '../../src/storage/open.js';
 import { type BackendHarness, backendConformance, fixtures } from './conformance.js';
 
-const { P1, P2, b, pos, puts, append, apply, pagesOf } = fixtures;
+const { P1, P2, b, pos, put, puts, tag, rec, append, apply, pagesOf } = fixtures;
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'dstore-lmdb-'));
@@ -64,7 +65,7 @@ async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
 }
 
 /** Opens the raw environment (the backend must be closed). */
-async function withRaw<T>(dir: string, body: (db: { log: ReturnType<typeof openDbs>['log']; data: ReturnType<typeof openDbs>['data'] }) => T): Promise<T> {
+async function withRaw<T>(dir: string, body: (db: ReturnType<typeof openDbs>) => T): Promise<T> {
   const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, overlappingSync: false, keyEncoding: 'binary', encoding: 'binary' });
   try {
     return body(openDbs(env));
@@ -74,10 +75,14 @@ async function withRaw<T>(dir: string, body: (db: { log: ReturnType<typeof openD
 }
 function openDbs(env: ReturnType<typeof open<Buffer, Buffer>>) {
   const options = { keyEncoding: 'binary', encoding: 'binary' } as const;
-  return { log: env.openDB<Buffer, Buffer>('log', options), data: env.openDB<Buffer, Buffer>('data', options) };
+  return {
+    log: env.openDB<Buffer, Buffer>('log', options),
+    data: env.openDB<Buffer, Buffer>('data', options),
+    dedup: env.openDB<Buffer, Buffer>('dedup', options),
+  };
 }
 
-/** Data keys stored for a partition, whatever their generation. */
+/** Data (or dedup) keys stored for a partition, whatever their generation. */
 function dataKeysOf(data: ReturnType<typeof openDbs>['data'], partition: number): number {
   const lo = Buffer.alloc(8);
   lo.writeUInt32BE(partition, 0);
@@ -132,7 +137,8 @@ test('S13: a corrupted log record is detected on read, never returned', async ()
 test('S11: a snapshot half-installed when the process stopped is discarded on restart', async () => {
   await withDir(async (dir) => {
     let backend = await LmdbBackend.open({ dataDir: dir });
-    await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+    await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k1', 'v'), 'c1', 1), tag(put(2, 1, 'k2', 'v'), 'c2', 1), put(3, 1, 'k3', 'v')])]);
+    const dedupBefore = await backend.dedupTable(P1);
     const items: SnapshotItem[] = [];
     for (let i = 0; i < 6000; i++) items.push({ key: b(`s${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
     let release: () => void = () => undefined;
@@ -145,42 +151,93 @@ test('S11: a snapshot half-installed when the process stopped is discarded on re
         yield items.slice(i, i + 1000);
       }
     }
-    const install = backend.installSnapshot(P1, pos(10, 1), source());
+    const install = backend.installSnapshot(P1, pos(10, 1), source(), [rec('c1', 9, 10), rec('c3', 1, 9)]);
     for (let i = 0; i < 1000 && pagesTaken < 5; i++) await new Promise((r) => setImmediate(r));
     await backend.idle();
     await backend.close();
     release();
     await assert.rejects(install, StorageFailureError);
-    const staged = await withRaw(dir, ({ data }) => dataKeysOf(data, P1));
-    assert.ok(staged >= 3 + 4096, `the first stage was written (${staged} keys)`);
+    // A stage holds 4096 puts, dedup records first: 3 + 2 keys were there before it.
+    const staged = await withRaw(dir, ({ data, dedup }) => dataKeysOf(data, P1) + dataKeysOf(dedup, P1));
+    assert.ok(staged >= 3 + 2 + 4096, `the first stage was written (${staged} keys)`);
+    assert.equal(await withRaw(dir, ({ dedup }) => dataKeysOf(dedup, P1)), 2 + 2, 'the dedup table was staged');
     backend = await LmdbBackend.open({ dataDir: dir });
     try {
       assert.equal(await backend.count(P1), 3);
       assert.deepStrictEqual((await backend.partitions())[0]?.applied, pos(3, 1));
+      assert.deepStrictEqual(await backend.dedupTable(P1), dedupBefore);
       await backend.idle();
     } finally {
       await backend.close();
     }
     assert.equal(await withRaw(dir, ({ data }) => dataKeysOf(data, P1)), 3, 'the staged generation is gone');
+    assert.equal(await withRaw(dir, ({ dedup }) => dataKeysOf(dedup, P1)), 2, 'so is its dedup table');
   });
 });
 
-test('the data of a dropped partition and of a replaced snapshot is garbage-collected', async () => {
+test('the data and dedup records of a dropped partition and of a replaced snapshot are garbage-collected', async () => {
+  const tagged = (from: number, to: number) => puts(from, to, 1).map((e) => tag(e, `client-${e.seq}`, 1));
   await withDir(async (dir) => {
     const backend = await LmdbBackend.open({ dataDir: dir, sync: 'none' });
     try {
-      await backend.writeBatch([apply(P1, puts(1, 3000, 1)), apply(P2, puts(1, 2500, 1))]);
+      await backend.writeBatch([apply(P1, tagged(1, 3000)), apply(P2, tagged(1, 2500))]);
       await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-      await backend.installSnapshot(P2, pos(5, 2), pagesOf([{ key: b('only'), value: b('1'), version: seq(5) }], 1));
+      await backend.installSnapshot(P2, pos(5, 2), pagesOf([{ key: b('only'), value: b('1'), version: seq(5) }], 1), [rec('c', 1, 5)]);
       await backend.idle();
       assert.equal(await backend.count(P2), 1);
+      assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c', 1, 5)]);
     } finally {
       await backend.close();
     }
-    await withRaw(dir, ({ data }) => {
+    await withRaw(dir, ({ data, dedup }) => {
       assert.equal(dataKeysOf(data, P1), 0);
       assert.equal(dataKeysOf(data, P2), 1);
       assert.equal(dataKeysOf(data, partitionId(3)), 0);
+      assert.equal(dataKeysOf(dedup, P1), 0);
+      assert.equal(dataKeysOf(dedup, P2), 1);
+    });
+  });
+});
+
+test('S11: an install interrupted after staging only its dedup table is discarded on restart, and its generation is never reused', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k', 'v'), 'c1', 1)])]);
+    const dedup = Array.from({ length: 5000 }, (_, i) => rec(`client-${String(i).padStart(4, '0')}`, i, 1 + (i % 10)));
+    let release: () => void = () => undefined;
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    let started = false;
+    async function* source(): AsyncIterable<readonly SnapshotItem[]> {
+      started = true;
+      await stalled; // the "crash": the dedup table is staged, no data yet
+      yield [];
+    }
+    const install = backend.installSnapshot(P1, pos(10, 1), source(), dedup);
+    for (let i = 0; i < 1000 && !started; i++) await new Promise((r) => setImmediate(r));
+    await backend.idle();
+    await backend.close();
+    release();
+    await assert.rejects(install, StorageFailureError);
+    const stagedGeneration = await withRaw(dir, ({ data, dedup: db }) => {
+      assert.ok(dataKeysOf(db, P1) >= 1 + 4096, 'the first stage of the dedup table was written');
+      assert.equal(dataKeysOf(data, P1), 1, 'no data was staged');
+      return Math.max(...[...db.getKeys({})].map((key) => key.readUInt32BE(4)));
+    });
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 1, 1)]);
+      // A new partition takes a fresh generation: it must be above the staged one, which
+      // only the dedup records show, or a new generation of P1 could pick them up.
+      await backend.writeBatch([apply(P2, [put(1, 1, 'x', 'y')])]);
+      await backend.idle();
+    } finally {
+      await backend.close();
+    }
+    await withRaw(dir, ({ data, dedup: db }) => {
+      assert.equal(dataKeysOf(db, P1), 1, 'the staged dedup records are gone');
+      const p2Generations = [...data.getKeys({})].filter((key) => key.readUInt32BE(0) === P2).map((key) => key.readUInt32BE(4));
+      assert.deepStrictEqual(p2Generations.length, 1);
+      assert.ok(p2Generations[0]! > stagedGeneration, `generation ${p2Generations[0]} is above the staged ${stagedGeneration}`);
     });
   });
 });

@@ -37,6 +37,7 @@ export class Cluster {
   readonly replies = new Map<number, ClientResult>();
   readonly reads: Array<{ node: NodeId; requestId: number; key: string }> = [];
   readonly logs: Array<{ node: NodeId; message: string }> = [];
+  readonly promotions: Array<{ node: NodeId; learner: NodeId }> = [];
 
   add(node: NodeId, r: Replica): Replica {
     this.nodes.set(node, r);
@@ -65,6 +66,10 @@ export class Cluster {
       case 'read':
         this.reads.push({ node, requestId: o.requestId, key: Buffer.from(o.key).toString() });
         break;
+      case 'requestPromotion':
+        this.promotions.push({ node, learner: o.learner });
+        break;
+      case 'fetchSnapshot':
       case 'confirmWithNameserver':
       case 'log':
         if (o.kind === 'log') this.logs.push({ node, message: o.message });

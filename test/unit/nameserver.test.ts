@@ -37,7 +37,7 @@ const S = ['s1', 's2', 's3'].map(nodeId) as [NodeId, NodeId, NodeId];
 const settings = { partitions: 4, replicas: 3, minWriteReplicas: 2, initialNodes: 3 };
 
 function formed(now = 0): Nameserver {
-  const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000 }, now);
+  const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, now);
   for (const id of S) ns.onRegister({ nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true }, now);
   assert.equal(ns.onTick(now), true);
   return ns;
@@ -54,7 +54,7 @@ function beat(ns: Nameserver, id: NodeId, now: number, progressOf: (p: Partition
 
 describe('nameserver', () => {
   test('the map forms only once initialNodes storage servers registered', () => {
-    const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000 }, 0);
+    const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
     ns.onRegister({ nodeId: S[0], address: 'x:1', backend: 'lmdb', incarnation: 'i', durable: true }, 0);
     assert.equal(ns.onTick(0), false);
     assert.equal(ns.formed, false);
@@ -107,20 +107,70 @@ describe('nameserver', () => {
     }
   });
 
-  test('with no live secondary the configuration stays unchanged (S5)', () => {
+  test('below half alive: no new primary (S15), but a live primary drops its dead secondaries', () => {
     const ns = formed();
-    // Only the primary of partition 0 is alive... but fewer than half alive freezes anyway;
-    // use 4 nodes so that 2 of 4 alive is not below half.
-    const before = ns.map.configs[0]!;
+    const survivor = ns.map.configs[0]!.primary;
+    const before = ns.map.configs.map((c) => ({ ...c }));
     const now = 6000;
-    beat(ns, before.primary, now, () => undefined);
-    assert.equal(ns.onTick(now), false, 'failover below half alive (S15)');
-    assert.deepEqual(ns.map.configs[0], before);
+    beat(ns, survivor, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === survivor ? 'primary' : 'secondary', 3));
+    assert.equal(ns.onTick(now), true);
+    ns.map.configs.forEach((c, i) => {
+      const old = before[i]!;
+      if (old.primary === survivor) {
+        assert.deepEqual([c.primary, c.secondaries, c.epoch], [survivor, [], 2], `partition ${i} kept dead secondaries`);
+      } else {
+        assert.deepEqual(c, old, `partition ${i} failed over with 1 of 3 alive`);
+      }
+    });
+  });
+
+  test('a returning node is added as a learner at once; a promotion applies only at its epoch (S7)', () => {
+    const ns = formed();
+    const dead = S[2];
+    let now = 6000;
+    for (const id of S.filter((s) => s !== dead)) beat(ns, id, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
+    ns.onTick(now);
+    assert.ok(ns.map.configs.every((c) => ![c.primary, ...c.secondaries].includes(dead)));
+    // It comes back (new incarnation) and reports its old replicas as inactive.
+    now += 1000;
+    ns.onRegister({ nodeId: dead, address: 'x', backend: 'lmdb', incarnation: 'again', durable: true }, now);
+    beat(ns, dead, now, (p) => progress(p, 1, 'inactive', 3), 'again');
+    for (const id of S.filter((s) => s !== dead)) beat(ns, id, now, (p) => progress(p, ns.map.configs[p]!.epoch, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
+    assert.equal(ns.onTick(now), true);
+    const c0 = ns.map.configs[0]!;
+    assert.deepEqual(c0.learners, [dead]);
+    assert.equal(ns.onPromote(c0.partition, c0.epoch - 1, dead).changed, false, 'promotion at an old epoch applied');
+    const { config, changed } = ns.onPromote(c0.partition, c0.epoch, dead);
+    assert.equal(changed, true);
+    assert.ok(config!.secondaries.includes(dead));
+    assert.deepEqual(config!.learners, []);
+    assert.equal(ns.onPromote(c0.partition, c0.epoch, dead).changed, false, 'a repeated request applied twice');
+  });
+
+  test('a partition short of R for --rereplicate-after-ms gets a learner on another live server', () => {
+    const ns = new Nameserver(Nameserver.newMap('t', { ...settings, initialNodes: 3 }), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
+    const four = [...S, nodeId('s4')];
+    for (const id of S) ns.onRegister({ nodeId: id, address: 'x', backend: 'lmdb', incarnation: id, durable: true }, 0);
+    ns.onTick(0);
+    ns.onRegister({ nodeId: four[3]!, address: 'y', backend: 'lmdb', incarnation: 's4', durable: true }, 0);
+    const dead = S[2];
+    const alive = four.filter((s) => s !== dead);
+    const beatAll = (now: number) => alive.forEach((id) => assert.equal(ns.onHeartbeat({ nodeId: id, incarnation: id, uptimeMs: now, keys: 0, progress: ns.map.configs.filter((c) => [c.primary, ...c.secondaries].includes(id)).map((c) => progress(c.partition, c.epoch, c.primary === id ? 'primary' : 'secondary', 3)).concat(id === 's4' ? [progress(99, 0, 'inactive', 0)] : []) }, now).kind, 'ok'));
+    beatAll(6000);
+    ns.onTick(6000);
+    assert.ok(ns.map.configs.every((c) => c.learners.length === 0), 'a learner before the grace period');
+    beatAll(20_000);
+    ns.onTick(20_000);
+    assert.ok(ns.map.configs.every((c) => c.learners.length === 0), 'a learner before the grace period');
+    beatAll(36_001);
+    ns.onTick(36_001);
+    assert.ok(ns.map.configs.every((c) => 1 + c.secondaries.length + c.learners.length === 3), 'not every partition has 3 replicas');
+    assert.ok(ns.map.configs.every((c) => c.learners.every((l) => l === 's4')));
   });
 
   test('a restarted nameserver treats known nodes as alive for one dead-after period (S15)', () => {
     const ns = formed();
-    const restarted = new Nameserver(ns.map, { deadAfterMs: 5000 }, 100_000);
+    const restarted = new Nameserver(ns.map, { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 100_000);
     assert.equal(restarted.onTick(100_000), false);
     assert.equal(restarted.onTick(104_000), false);
     assert.deepEqual(restarted.map.configs, ns.map.configs);

@@ -212,3 +212,89 @@ describe('restart (S4)', () => {
     assert.equal(r.epoch, 3);
   });
 });
+
+describe('exactly once (S10)', () => {
+  const tag = { clientId: 'c1', requestSeq: 1 };
+
+  test('a retried write that was applied gets the original version and adds no entry', () => {
+    const c = startedCluster();
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v'), tag });
+    c.settle();
+    const lastSeq = c.nodes.get(A)!.lastSeq;
+    c.step(A, { kind: 'clientWrite', requestId: 2, op: put('k', 'v'), tag });
+    c.settle();
+    assert.deepEqual(c.replies.get(2), c.replies.get(1));
+    assert.equal(c.nodes.get(A)!.lastSeq, lastSeq, 'the retry added a log entry');
+  });
+
+  test('a retry of a write still in the log waits for that entry', () => {
+    const c = startedCluster();
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v'), tag });
+    c.step(A, { kind: 'clientWrite', requestId: 2, op: put('k', 'v'), tag });
+    c.settle();
+    assert.deepEqual(c.replies.get(1), { kind: 'written', seq: seq(2) });
+    assert.deepEqual(c.replies.get(2), { kind: 'written', seq: seq(2) });
+  });
+
+  test('the dedup table survives failover: the new primary answers the retry', () => {
+    const c = startedCluster();
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v'), tag });
+    c.settle();
+    c.nodes.delete(A);
+    const cfg = config(2, B, [C]);
+    c.step(B, { kind: 'configure', config: cfg });
+    c.step(C, { kind: 'configure', config: cfg });
+    c.settle();
+    c.step(B, { kind: 'clientWrite', requestId: 5, op: put('k', 'v'), tag });
+    assert.deepEqual(c.replies.get(5), { kind: 'written', seq: seq(2) });
+  });
+});
+
+describe('learners (S7, S11)', () => {
+  test('a caught-up learner is proposed for promotion, and nothing commits until the answer', () => {
+    const c = new Cluster();
+    for (const n of [A, B, C]) c.add(n, replica(n));
+    const cfg = config(1, A, [B], [C]);
+    for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: cfg });
+    c.settle();
+    assert.ok(c.nodes.get(A)!.serving);
+    // Drive until the promotion request appears.
+    for (let i = 0; i < 10 && c.promotions.length === 0; i++) {
+      c.step(A, { kind: 'tick', nowMs: i });
+      c.settle();
+    }
+    assert.deepEqual(c.promotions, [{ node: A, learner: C }]);
+    const out = c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
+    assert.equal(out.length, 1);
+    assert.equal(c.replies.get(1)?.kind === 'error' && (c.replies.get(1) as { error: { code: string } }).error.code, 'UNAVAILABLE');
+    // The nameserver applies it: epoch 2 with C a secondary; A stays primary and serves again.
+    const promoted = config(2, A, [B, C]);
+    c.step(A, { kind: 'promotionAnswered', config: promoted });
+    c.settle();
+    assert.equal(c.nodes.get(C)!.progress().role, 'secondary');
+    assert.ok(c.nodes.get(A)!.serving);
+    c.step(A, { kind: 'clientWrite', requestId: 2, op: put('k', 'v') });
+    c.settle();
+    assert.equal(c.replies.get(2)?.kind, 'written');
+  });
+
+  test('a primary that stays primary in a new epoch keeps its waiting writes', () => {
+    const c = startedCluster();
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
+    c.flush();
+    c.step(A, { kind: 'configure', config: config(2, A, [B]) });
+    assert.equal(c.replies.has(1), false, 'the waiting write was failed');
+    c.step(B, { kind: 'configure', config: config(2, A, [B]) });
+    c.nodes.delete(C);
+    c.settle();
+    assert.deepEqual(c.replies.get(1), { kind: 'written', seq: seq(2) });
+  });
+
+  test('a learner needing truncated entries is offered a snapshot', () => {
+    const entries: LogEntry[] = [{ epoch: epoch(1), seq: seq(11), op: { kind: 'epochStart' } }];
+    const a = replica(A, { epoch: epoch(1), config: null, applied: { seq: seq(11), epoch: epoch(1) }, logBase: { seq: seq(10), epoch: epoch(1) }, entries });
+    a.step({ kind: 'configure', config: config(2, A, [B], [C]) });
+    const out = a.step({ kind: 'peer', from: C, message: { kind: 'prepareNack', partition: P0, epoch: epoch(2), needFromSeq: seq(1) } });
+    assert.deepEqual(out.filter((o) => o.kind === 'send').map((o) => (o.kind === 'send' ? o.message.kind : '')), ['snapshotOffer']);
+  });
+});

@@ -76,6 +76,8 @@ export type HeartbeatReply =
 
 export interface NameserverOptions {
   readonly deadAfterMs: number;
+  /** §6: a partition short of R replicas this long gets a learner on another live server. */
+  readonly rereplicateAfterMs: number;
 }
 
 export class Nameserver {
@@ -83,6 +85,8 @@ export class Nameserver {
   readonly nodes = new Map<NodeId, NodeRecord>();
   private readonly opts: NameserverOptions;
   private readonly startedMs: number;
+  /** When each partition was first seen with fewer than R replicas (not persisted). */
+  private readonly underSinceMs = new Map<PartitionId, number>();
 
   constructor(map: PersistedMap, opts: NameserverOptions, nowMs: number) {
     this.map = map;
@@ -149,11 +153,14 @@ export class Nameserver {
     n.uptimeMs = h.uptimeMs;
     n.keys = h.keys;
     n.progress = new Map(h.progress.map((p) => [p.partition, p]));
-    return { kind: 'ok', mapVersion: this.map.version, configs: this.configsOf(h.nodeId) };
+    // Also the configurations of partitions it holds without being a member, so a removed
+    // replica learns it was removed (S3) and stops counting itself in.
+    const configs = this.map.configs.filter((c) => isMember(c, h.nodeId) || n.progress.has(c.partition));
+    return { kind: 'ok', mapVersion: this.map.version, configs };
   }
 
   configsOf(node: NodeId): Config[] {
-    return this.map.configs.filter((c) => c.primary === node || c.secondaries.includes(node) || c.learners.includes(node));
+    return this.map.configs.filter((c) => isMember(c, node));
   }
 
   /** Time passes: form the cluster, replace lost primaries, remove dead secondaries. Returns whether the map changed. */
@@ -161,12 +168,16 @@ export class Nameserver {
     if (!this.formed) return this.maybeForm(nowMs);
     const registered = [...this.nodes.values()];
     const alive = registered.filter((n) => this.isAlive(n, nowMs));
-    // S15: no failover while fewer than half the registered storage servers are alive.
-    if (alive.length * 2 < registered.length) return false;
+    // S15: no failover (a new primary) while fewer than half the registered storage servers
+    // are alive. Removing dead secondaries goes on: it only lets a live primary continue.
+    const frozen = alive.length * 2 < registered.length;
     let changed = false;
     const configs = this.map.configs.map((c) => {
-      const next = this.reconfigure(c, nowMs);
+      const next = this.reconfigure(c, nowMs, frozen);
       if (next !== c) changed = true;
+      // Under-replication is timed from the first tick that sees it, whatever else changed.
+      if (1 + next.secondaries.length + next.learners.length >= this.map.settings.replicas) this.underSinceMs.delete(c.partition);
+      else if (!this.underSinceMs.has(c.partition)) this.underSinceMs.set(c.partition, nowMs);
       return next;
     });
     if (changed) this.map = { ...this.map, version: this.map.version + 1, configs };
@@ -190,7 +201,7 @@ export class Nameserver {
   }
 
   /** The configuration that should replace `c` now, or `c` itself. */
-  private reconfigure(c: Config, nowMs: number): Config {
+  private reconfigure(c: Config, nowMs: number, frozen: boolean): Config {
     const node = (id: NodeId) => this.nodes.get(id);
     const aliveNode = (id: NodeId) => {
       const n = node(id);
@@ -203,6 +214,7 @@ export class Nameserver {
       return p !== undefined && p.epoch === c.epoch && p.role === 'inactive';
     };
     const primaryLost = !aliveNode(c.primary) || restarted(c.primary);
+    if (primaryLost && frozen) return c;
     if (primaryLost) {
       // S5: only live secondaries active in this configuration; the highest log wins.
       let candidates = c.secondaries.filter((s) => aliveNode(s) && progressOf(s)?.epoch === c.epoch && progressOf(s)?.role === 'secondary');
@@ -216,15 +228,55 @@ export class Nameserver {
       }
       if (candidates.length === 0) return c; // S5: stay unavailable, configuration unchanged
       const best = candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));
-      const secondaries = [c.primary, ...c.secondaries].filter((m) => m !== best && aliveNode(m) && this.mayRejoin(m));
-      return { partition: c.partition, epoch: toEpoch(c.epoch + 1), primary: best, secondaries, learners: c.learners.filter(aliveNode) };
+      const members = [c.primary, ...c.secondaries].filter((m) => m !== best && aliveNode(m));
+      // S4: a member whose log did not survive its restart rejoins as a learner.
+      const secondaries = members.filter((m) => this.mayRejoin(m) || !restarted(m));
+      const learners = [...c.learners.filter(aliveNode), ...members.filter((m) => !secondaries.includes(m))];
+      return { partition: c.partition, epoch: toEpoch(c.epoch + 1), primary: best, secondaries, learners };
     }
-    const deadSecondaries = c.secondaries.filter((s) => !aliveNode(s));
-    if (deadSecondaries.length > 0) {
+    const lost = [...c.secondaries, ...c.learners].filter((s) => !aliveNode(s));
+    // S4: a secondary that restarted without its log (memory backend, --sync none) relearns.
+    const amnesiac = c.secondaries.filter((s) => aliveNode(s) && restarted(s) && !this.mayRejoin(s));
+    if (lost.length > 0 || amnesiac.length > 0) {
       // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
-      return { ...c, epoch: toEpoch(c.epoch + 1), secondaries: c.secondaries.filter(aliveNode), learners: c.learners.filter(aliveNode) };
+      const secondaries = c.secondaries.filter((s) => aliveNode(s) && !amnesiac.includes(s));
+      const learners = [...c.learners.filter(aliveNode), ...amnesiac];
+      return { ...c, epoch: toEpoch(c.epoch + 1), secondaries, learners };
     }
-    return c;
+    return this.maybeAddLearner(c, nowMs);
+  }
+
+  /**
+   * §6: a partition with fewer than R replicas gets a learner: at once on a live server
+   * that held it before (a node coming back), else after --rereplicate-after-ms on any live
+   * server that does not hold it. One learner at a time.
+   */
+  private maybeAddLearner(c: Config, nowMs: number): Config {
+    const size = 1 + c.secondaries.length + c.learners.length;
+    if (size >= this.map.settings.replicas || c.learners.length > 0) return c;
+    const since = this.underSinceMs.get(c.partition) ?? nowMs;
+    const candidates = [...this.nodes.values()].filter((n) => this.isAlive(n, nowMs) && n.incarnation !== '' && !isMember(c, n.id) && n.progress.size > 0);
+    const returning = candidates.filter((n) => n.progress.has(c.partition));
+    let pick = returning[0];
+    if (!pick && nowMs - since >= this.opts.rereplicateAfterMs && candidates.length > 0) {
+      // The least loaded server, so replicas spread.
+      pick = candidates.reduce((a, b) => (this.configsOf(b.id).length < this.configsOf(a.id).length ? b : a));
+    }
+    if (!pick) return c;
+    return { ...c, epoch: toEpoch(c.epoch + 1), learners: [pick.id] };
+  }
+
+  /**
+   * S7: the primary of `partition` at `epoch` asks to make `learner` a secondary. Applied
+   * only if the partition is still at that epoch; the answer is always the current
+   * configuration, so a repeated request gets the same answer. Returns whether the map changed.
+   */
+  onPromote(partition: PartitionId, epoch: number, learner: NodeId): { config: Config | undefined; changed: boolean } {
+    const c = this.map.configs[partition];
+    if (!c || c.epoch !== epoch || !c.learners.includes(learner)) return { config: c, changed: false };
+    const next: Config = { ...c, epoch: toEpoch(c.epoch + 1), secondaries: [...c.secondaries, learner], learners: c.learners.filter((l) => l !== learner) };
+    this.map = { ...this.map, version: this.map.version + 1, configs: this.map.configs.map((x) => (x.partition === partition ? next : x)) };
+    return { config: next, changed: true };
   }
 
   /**
@@ -249,6 +301,10 @@ export class Nameserver {
   isCurrent(partition: PartitionId, epoch: number): boolean {
     return this.map.configs[partition]?.epoch === epoch;
   }
+}
+
+function isMember(c: Config, node: NodeId): boolean {
+  return c.primary === node || c.secondaries.includes(node) || c.learners.includes(node);
 }
 
 function compareProgress(a: ReplicaProgress | undefined, b: ReplicaProgress | undefined): number {

@@ -73,6 +73,12 @@ export class LogTail {
     this.entries.length = Math.max(0, fromSeq - this.basePos.seq - 1);
   }
 
+  /** S11: after installing a snapshot at `base`: an empty log starting there. */
+  reset(base: LogPosition): void {
+    this.entries = [];
+    this.basePos = base;
+  }
+
   /** S12: drop the entries with seq <= toSeq; the entry at toSeq becomes the base. */
   truncateTo(toSeq: Seq): void {
     if (toSeq <= this.basePos.seq) return;

@@ -56,7 +56,15 @@ export interface ConfirmAckMessage {
   readonly round: number;
 }
 
+/** S11: primary → learner: the entries you need are gone from my log; fetch a snapshot. */
+export interface SnapshotOfferMessage {
+  readonly kind: 'snapshotOffer';
+  readonly partition: PartitionId;
+  readonly config: Config;
+}
+
 export type PeerMessage =
+  | SnapshotOfferMessage
   | PrepareMessage
   | PrepareAckMessage
   | PrepareNackMessage

@@ -15,6 +15,20 @@ export interface PartitionMeta {
   readonly config: Config | null;
 }
 
+/**
+ * S10: the last write of one client in one partition. Recorded by `apply` for every entry
+ * that carries a tag, in the same atomic batch as the data, so it survives failover and
+ * learning (it is part of snapshots).
+ */
+export interface DedupRecord {
+  readonly clientId: string;
+  readonly requestSeq: number;
+  /** Seq of the entry that carried the request (the write's version). */
+  readonly seq: Seq;
+  /** For a delete: whether the key existed just before it. */
+  readonly existed?: boolean;
+}
+
 export type BatchOp =
   /** Append entries to the partition's log; seqs must follow the log's last seq. */
   | { readonly kind: 'appendLog'; readonly partition: PartitionId; readonly entries: readonly LogEntry[] }

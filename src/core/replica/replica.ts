@@ -20,7 +20,7 @@
  * state only holds committed entries (S2); nothing at or below the commit point is ever
  * truncated (S1).
  */
-import { type WireError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
+import { type WireError, InvalidArgumentError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
 import type { Limits } from '../limits.js';
 import {
   assert,
@@ -37,7 +37,7 @@ import {
   roleIn,
   seq as toSeq,
 } from '../types.js';
-import type { BatchOp } from './ops.js';
+import type { BatchOp, DedupRecord } from './ops.js';
 import { type LogPosition, LogTail, ZERO_POSITION } from './log.js';
 import type {
   ClientResult,
@@ -47,6 +47,7 @@ import type {
   PrepareAckMessage,
   PrepareMessage,
   PrepareNackMessage,
+  SnapshotOfferMessage,
   StaleEpochMessage,
 } from './messages.js';
 
@@ -61,6 +62,11 @@ export type ReplicaInput =
   | { readonly kind: 'persisted'; readonly writeId: number }
   /** The nameserver says `epoch` is still the partition's current epoch (§7, no secondaries). */
   | { readonly kind: 'nameserverConfirmed'; readonly round: number; readonly epoch: Epoch }
+  /** S7: the nameserver's answer to our promotion request: the partition's current configuration. */
+  | { readonly kind: 'promotionAnswered'; readonly config: Config }
+  /** S11: the snapshot we fetched is installed: data, dedup table and applied position. */
+  | { readonly kind: 'snapshotInstalled'; readonly applied: LogPosition; readonly dedup: readonly DedupRecord[] }
+  | { readonly kind: 'snapshotFailed'; readonly reason: string }
   | { readonly kind: 'flush' }
   | { readonly kind: 'tick'; readonly nowMs: number };
 
@@ -69,10 +75,14 @@ export type ReplicaOutput =
   | { readonly kind: 'persist'; readonly ops: readonly BatchOp[]; readonly writeId?: number }
   | { readonly kind: 'send'; readonly to: NodeId; readonly message: PeerMessage; readonly immediate: boolean }
   /** Answer a client; `deleteSeq` asks the driver to fill in whether the applied delete found the key. */
-  | { readonly kind: 'reply'; readonly requestId: RequestId; readonly result: ClientResult; readonly immediate: boolean; readonly op?: 'put' | 'delete' }
+  | { readonly kind: 'reply'; readonly requestId: RequestId; readonly result: ClientResult; readonly immediate: boolean; readonly op?: 'put' | 'delete'; readonly duplicateOf?: string }
   /** Serve a confirmed read from the applied state (after earlier persists). */
   | { readonly kind: 'read'; readonly requestId: RequestId; readonly key: Uint8Array }
   | { readonly kind: 'confirmWithNameserver'; readonly round: number; readonly epoch: Epoch }
+  /** S7: ask the nameserver to make `learner` a secondary; answer with `promotionAnswered`. */
+  | { readonly kind: 'requestPromotion'; readonly learner: NodeId; readonly epoch: Epoch }
+  /** S11: fetch a snapshot of the partition from `from` and install it; answer with `snapshotInstalled`. */
+  | { readonly kind: 'fetchSnapshot'; readonly from: NodeId; readonly epoch: Epoch }
   /** Something an operator should know (a peer needs a snapshot, an invariant nearly broke). */
   | { readonly kind: 'log'; readonly level: 'info' | 'warn' | 'error'; readonly message: string; readonly fields?: Record<string, unknown> };
 
@@ -92,6 +102,8 @@ export interface ReplicaRecovery {
   readonly applied: LogPosition;
   readonly logBase: LogPosition;
   readonly entries: readonly LogEntry[];
+  /** S10: the dedup table of the applied state. */
+  readonly dedup?: readonly DedupRecord[];
 }
 
 interface PeerState {
@@ -101,12 +113,15 @@ interface PeerState {
   sentSeq: Seq;
   sentCommitSeq: Seq;
   lastProgressMs: number;
+  /** S11: offered a snapshot; no prepares until it asks for entries again. */
+  snapshotting: boolean;
 }
 
 interface PendingWrite {
   readonly seq: Seq;
   readonly requestId: RequestId;
   readonly op: 'put' | 'delete';
+  readonly tag?: RequestTag;
 }
 
 interface PendingRead {
@@ -154,6 +169,13 @@ export class Replica {
   private nextRound = 1;
   private roundInFlight: { round: number; acks: Set<NodeId>; sentMs: number } | null = null;
 
+  /** S10: per client, its last applied request. */
+  private readonly dedup = new Map<string, { requestSeq: number; seq: Seq }>();
+  /** S7: a learner being promoted; while `requested`, nothing commits and no read is confirmed. */
+  private promotion: { learner: NodeId; requested: boolean; sinceMs: number } | null = null;
+  /** S11: a snapshot is being fetched and installed; prepares wait. */
+  private installing = false;
+
   private nextWriteId = 1;
   private pendingDurable: PendingDurable[] = [];
   /** While false, sends wait for the epoch/config persist (S3). */
@@ -178,6 +200,7 @@ export class Replica {
     this.matchedSeq = this.commitSeq;
     this.ackedSeq = this.commitSeq;
     this.primaryCommitSeq = this.commitSeq;
+    for (const d of r.dedup ?? []) this.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
   }
 
   /** True once this primary may accept writes and serve reads (S6). */
@@ -209,6 +232,17 @@ export class Replica {
         break;
       case 'nameserverConfirmed':
         if (this.roundInFlight?.round === input.round && input.epoch === this.epoch) this.finishRound(out);
+        break;
+      case 'promotionAnswered':
+        this.onPromotionAnswered(input.config, out);
+        break;
+      case 'snapshotInstalled':
+        this.onSnapshotInstalled(input.applied, input.dedup, out);
+        break;
+      case 'snapshotFailed':
+        this.installing = false;
+        out.push({ kind: 'log', level: 'warn', message: 'snapshot fetch failed; asking again', fields: { partition: this.partition, reason: input.reason } });
+        if (this.config && this.role === 'learner') out.push(this.send(this.config.primary, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq: toSeq(this.appliedSeq + 1) }));
         break;
       case 'flush':
         this.onFlush(out);
@@ -242,15 +276,21 @@ export class Replica {
   /** S3: adopt a higher-epoch configuration: persist it, then act under it. */
   private adopt(config: Config, out: ReplicaOutput[]): void {
     assert(config.epoch > this.epoch, 'adopting an older configuration');
-    this.failPending(out);
-    // Entries appended as primary but never sent nor persisted are not committed: drop them.
-    if (this.persistedSeq < this.log.lastSeq) this.log.truncateFrom(toSeq(this.persistedSeq + 1));
+    const role = roleIn(config, this.node);
+    const stayPrimary = this.active && this.role === 'primary' && role === 'primary';
+    // A primary that stays primary keeps its log and its waiting writes: they commit with
+    // the new epoch-start entry. Anything else ends what waited on this replica.
+    if (!stayPrimary) {
+      this.failPending(out);
+      // Entries appended as primary but never sent nor persisted are not committed: drop them.
+      if (this.persistedSeq < this.log.lastSeq) this.log.truncateFrom(toSeq(this.persistedSeq + 1));
+    }
+    this.promotion = null;
     this.epoch = config.epoch;
     this.config = config;
     this.metaDurable = false;
     this.metaWriteId = this.nextWriteId++;
     out.push({ kind: 'persist', ops: [{ kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } }], writeId: this.metaWriteId });
-    const role = roleIn(config, this.node);
     // Acks and matches are per epoch: only what is committed is known to match the new primary.
     this.matchedSeq = this.commitSeq;
     this.ackedSeq = this.commitSeq;
@@ -264,11 +304,21 @@ export class Replica {
     this.peers.clear();
     this.roundInFlight = null;
     this.epochStartSeq = toSeq(0);
+    if (role === 'learner' && this.log.lastSeq > this.appliedSeq) {
+      // S11: a learner keeps only what it applied; the primary re-sends the rest.
+      this.log.truncateFrom(toSeq(this.appliedSeq + 1));
+      this.onTruncated(toSeq(this.appliedSeq + 1));
+      this.persistLog([{ kind: 'truncateLogFrom', partition: this.partition, fromSeq: toSeq(this.appliedSeq + 1) }], out);
+      this.commitSeq = this.appliedSeq;
+      this.matchedSeq = this.appliedSeq;
+      this.ackedSeq = this.appliedSeq;
+      this.primaryCommitSeq = this.appliedSeq;
+    }
     if (role !== 'primary') return;
     const config = this.config!;
     for (const peer of [...config.secondaries, ...config.learners]) {
       // Unknown progress: start from our commit point; a nack moves it back (S1).
-      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs });
+      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false });
     }
     // S6: prepare an epoch-start entry after the last entry; it commits everything before it.
     const entry: LogEntry = { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op: { kind: 'epochStart' } };
@@ -307,7 +357,65 @@ export class Replica {
         return this.onConfirm(from, message, out);
       case 'confirmAck':
         return this.onConfirmAck(from, message, out);
+      case 'snapshotOffer':
+        return this.onSnapshotOffer(from, message, out);
     }
+  }
+
+  // ---- learning (S11) and promotion (S7) ----
+
+  private onSnapshotOffer(from: NodeId, m: SnapshotOfferMessage, out: ReplicaOutput[]): void {
+    if (m.config.epoch < this.epoch) return this.rejectStale(from, out);
+    if (m.config.epoch > this.epoch) this.adopt(m.config, out);
+    if (!this.active || this.role !== 'learner' || m.config.primary !== from || this.installing) return;
+    this.installing = true;
+    out.push({ kind: 'fetchSnapshot', from, epoch: this.epoch });
+  }
+
+  private onSnapshotInstalled(applied: LogPosition, dedup: readonly DedupRecord[], out: ReplicaOutput[]): void {
+    this.installing = false;
+    if (!this.active || this.role !== 'learner') return;
+    assert(applied.seq >= this.appliedSeq, 'a snapshot older than the applied state');
+    // The backend replaced data, dedup table and log atomically (S11); mirror it.
+    this.log.reset(applied);
+    this.appliedSeq = applied.seq;
+    this.commitSeq = applied.seq;
+    this.durableSeq = applied.seq;
+    this.persistedSeq = applied.seq;
+    this.matchedSeq = applied.seq;
+    this.ackedSeq = applied.seq;
+    this.primaryCommitSeq = applied.seq;
+    this.pendingDurable = [];
+    this.dedup.clear();
+    for (const d of dedup) this.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
+    out.push({ kind: 'log', level: 'info', message: 'snapshot installed', fields: { partition: this.partition, appliedSeq: applied.seq } });
+    // Ask for the entries after the snapshot.
+    out.push(this.send(this.config!.primary, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq: toSeq(applied.seq + 1) }));
+  }
+
+  /** S7: a learner that acked everything up to our last prepared seq is caught up. */
+  private maybePromote(out: ReplicaOutput[]): void {
+    if (this.role !== 'primary' || !this.serving || this.promotion?.requested) return;
+    for (const learner of this.config!.learners) {
+      const peer = this.peers.get(learner);
+      if (!peer || peer.snapshotting) continue;
+      if (peer.ackedSeq >= this.commitSeq && !this.promotion) {
+        // Close enough: hold new writes so the last prepared seq stops moving.
+        this.promotion = { learner, requested: false, sinceMs: this.nowMs };
+      }
+      if (this.promotion?.learner === learner && peer.ackedSeq >= this.log.lastSeq) {
+        this.promotion.requested = true;
+        out.push({ kind: 'requestPromotion', learner, epoch: this.epoch });
+        return;
+      }
+    }
+  }
+
+  private onPromotionAnswered(config: Config, out: ReplicaOutput[]): void {
+    if (config.epoch > this.epoch) return this.adopt(config, out);
+    // Not applied (the partition moved on, or we asked twice): carry on in this epoch.
+    this.promotion = null;
+    this.advanceCommit(out);
   }
 
   /** S3: a message from an older configuration is rejected with ours. */
@@ -319,6 +427,7 @@ export class Replica {
     if (m.config.epoch < this.epoch) return this.rejectStale(from, out);
     if (m.config.epoch > this.epoch) this.adopt(m.config, out);
     if (!this.active || (this.role !== 'secondary' && this.role !== 'learner') || m.config.primary !== from) return;
+    if (this.installing) return; // S11: a snapshot is being installed; we ask for entries after it
 
     // S1: append only after the previous entry we hold (or at/below our commit point).
     const prevHeld = m.prev.seq <= this.commitSeq || this.log.positionAt(m.prev.seq)?.epoch === m.prev.epoch;
@@ -401,6 +510,7 @@ export class Replica {
     const entries = this.log.slice(toSeq(this.appliedSeq + 1), target, Number.MAX_SAFE_INTEGER);
     assert(entries.length === target - this.appliedSeq, 'applying entries missing from the log');
     this.appliedSeq = target;
+    for (const e of entries) if (e.tag) this.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
     out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: this.partition, entries }] });
     this.maybeTruncate(out);
   }
@@ -426,19 +536,26 @@ export class Replica {
     }
     if (peer.sentSeq < peer.ackedSeq) peer.sentSeq = peer.ackedSeq;
     this.advanceCommit(out);
+    this.maybePromote(out);
   }
 
   private onPrepareNack(from: NodeId, m: PrepareNackMessage, out: ReplicaOutput[]): void {
     if (m.epoch !== this.epoch || this.role !== 'primary') return;
     const peer = this.peers.get(from);
     if (!peer) return;
+    peer.lastProgressMs = this.nowMs;
     if (m.needFromSeq <= this.log.base.seq) {
-      // TODO(issue 3): the entries are gone: the peer must relearn from a snapshot (S11, S12).
-      out.push({ kind: 'log', level: 'warn', message: 'peer needs entries that were truncated; it needs a snapshot', fields: { partition: this.partition, peer: from, needFromSeq: m.needFromSeq, logBase: this.log.base.seq } });
+      // S11, S12: the entries are gone from our log: the peer relearns from a snapshot.
+      if (this.config!.learners.includes(from)) {
+        peer.snapshotting = true;
+        out.push(this.send(from, { kind: 'snapshotOffer', partition: this.partition, config: this.config! }));
+      } else {
+        out.push({ kind: 'log', level: 'warn', message: 'a secondary needs truncated entries; it must be removed and relearn', fields: { partition: this.partition, peer: from, needFromSeq: m.needFromSeq, logBase: this.log.base.seq } });
+      }
       return;
     }
+    peer.snapshotting = false;
     peer.sentSeq = toSeq(Math.min(peer.sentSeq, m.needFromSeq - 1));
-    peer.lastProgressMs = this.nowMs;
   }
 
   private onStaleEpoch(m: StaleEpochMessage, out: ReplicaOutput[]): void {
@@ -448,6 +565,7 @@ export class Replica {
   /** Primary: commit what every secondary and our own disk hold (§5.4, S8). */
   private advanceCommit(out: ReplicaOutput[]): void {
     if (this.role !== 'primary' || !this.active) return;
+    if (this.promotion?.requested) return; // S7: nothing commits until the outcome is known
     const config = this.config!;
     if (1 + config.secondaries.length < this.minWriteReplicas) return; // S8
     let candidate = Math.min(this.durableSeq, this.log.lastSeq);
@@ -458,11 +576,16 @@ export class Replica {
     assert(this.commitSeq >= before, 'commit point moved back');
     assert(this.commitSeq <= this.log.lastSeq, 'committed past the log');
     this.applyUpTo(this.commitSeq, out);
-    while (this.pendingWrites.length > 0 && this.pendingWrites[0]!.seq <= this.commitSeq) {
-      const w = this.pendingWrites.shift()!;
+    let kept = 0;
+    for (const w of this.pendingWrites) {
+      if (w.seq > this.commitSeq) {
+        this.pendingWrites[kept++] = w;
+        continue;
+      }
       // A put's answer needs nothing from the apply; a delete's needs whether the key existed.
       out.push({ kind: 'reply', requestId: w.requestId, result: { kind: 'written', seq: w.seq }, immediate: w.op === 'put', op: w.op });
     }
+    this.pendingWrites.length = kept;
     this.serveConfirmedReads(out);
   }
 
@@ -476,12 +599,28 @@ export class Replica {
     const refusal = this.refuseClient('write');
     if (refusal) return void out.push(this.errorReply(requestId, refusal));
     if (op.kind === 'epochStart') return void out.push(this.errorReply(requestId, new UnavailableError('not a client operation').toWire()));
+    if (tag) {
+      // S10: a retry of a request we applied gets the original result, never a re-execution.
+      const done = this.dedup.get(tag.clientId);
+      if (done && done.requestSeq === tag.requestSeq) {
+        return void out.push({ kind: 'reply', requestId, result: { kind: 'written', seq: done.seq }, immediate: op.kind === 'put', op: op.kind, duplicateOf: tag.clientId });
+      }
+      if (done && done.requestSeq > tag.requestSeq) {
+        return void out.push(this.errorReply(requestId, new InvalidArgumentError(`request ${tag.requestSeq} of client ${tag.clientId} is older than its last applied request ${done.requestSeq}`).toWire()));
+      }
+      // A retry of a request still in the log waits for that entry.
+      const inFlight = this.pendingWrites.find((w) => w.tag?.clientId === tag.clientId && w.tag.requestSeq === tag.requestSeq);
+      if (inFlight) return void this.pendingWrites.push({ seq: inFlight.seq, requestId, op: inFlight.op, tag });
+    }
+    if (this.promotion) {
+      return void out.push(this.errorReply(requestId, new UnavailableError(`partition ${this.partition} is promoting a learner (S7); retry`).toWire()));
+    }
     if (this.pendingWrites.length >= this.opts.limits.maxPendingWrites) {
       return void out.push(this.errorReply(requestId, new OverloadedError(`partition ${this.partition} has ${this.pendingWrites.length} writes waiting`).toWire()));
     }
     const entry: LogEntry = tag ? { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op, tag } : { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op };
     this.log.append(entry);
-    this.pendingWrites.push({ seq: entry.seq, requestId, op: op.kind });
+    this.pendingWrites.push(tag ? { seq: entry.seq, requestId, op: op.kind, tag } : { seq: entry.seq, requestId, op: op.kind });
     // Sent and persisted at the next flush, together with the rest of this turn's writes.
   }
 
@@ -528,6 +667,7 @@ export class Replica {
   }
 
   private finishRound(out: ReplicaOutput[]): void {
+    if (this.promotion?.requested) return; // S7: confirm no reads until the outcome is known
     const round = this.roundInFlight!.round;
     this.roundInFlight = null;
     this.confirmedRound = Math.max(this.confirmedRound, round);
@@ -579,9 +719,11 @@ export class Replica {
   }
 
   private sendPrepares(peerId: NodeId, peer: PeerState, config: Config, out: ReplicaOutput[]): void {
+    if (peer.snapshotting) return;
     const limits = this.opts.limits;
     let rounds = 0;
-    while (peer.sentSeq < this.log.lastSeq && rounds++ < 64) {
+    // Bounded per turn, so catching up a learner never starves live traffic (§6).
+    while (peer.sentSeq < this.log.lastSeq && rounds++ < 4) {
       const prev = this.log.positionAt(peer.sentSeq);
       if (!prev) return; // below our log base: needs a snapshot (issue 3)
       const entries = this.boundedSlice(toSeq(peer.sentSeq + 1), limits.maxEntriesPerPrepare, limits.maxPrepareBytes);
@@ -620,6 +762,10 @@ export class Replica {
         peer.lastProgressMs = nowMs;
       }
     }
+    if (this.promotion && !this.promotion.requested && nowMs - this.promotion.sinceMs > 10 * this.opts.resendAfterMs) {
+      this.promotion = null; // the learner did not catch up while writes were held: let writes in, try later
+    }
+    this.maybePromote(out);
     if (this.roundInFlight && nowMs - this.roundInFlight.sentMs > this.opts.resendAfterMs) {
       this.roundInFlight = null; // its reads wait for the next round
     }

@@ -14,7 +14,7 @@ import { closeSync, mkdirSync, openSync, readSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClusterInfo, Db } from '../client/api.js';
-import { type BackendName, CliFailure, isPortFree, type SyncMode, UsageError } from './options.js';
+import { CliFailure, isPortFree, type SyncMode, UsageError, type UpBackendName } from './options.js';
 import { describeError } from './shell.js';
 
 /** What a child tells its parent through the IPC channel once it listens. */
@@ -43,10 +43,18 @@ export interface LocalClusterOptions {
   readonly partitions: number;
   readonly replicas: number;
   readonly minWriteReplicas: number;
-  readonly backend: BackendName;
+  readonly backend: UpBackendName;
+  /** `--backend` of one storage server (default: `backend`), e.g. the URL of its own Redis. */
+  readonly storageBackend?: (id: string) => string;
+  /** Runs before a storage server starts (its Redis, for --backend redis). */
+  readonly beforeStorageStart?: (id: string) => Promise<void>;
   readonly sync: SyncMode;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  /** `--rereplicate-after-ms` of the nameserver (its default when undefined). */
+  readonly rereplicateAfterMs?: number;
+  /** `--log-retain-entries` of every storage server (their default when undefined). */
+  readonly logRetainEntries?: number;
   readonly maxValueBytes: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
@@ -285,7 +293,7 @@ export class LocalCluster {
       join(o.dataDir, 'nameserver.stderr.log'),
       o.port,
       (port) => [
-        '--host', o.host,
+        '--listen', o.host,
         '--port', String(port),
         '--data-dir', join(o.dataDir, 'nameserver'),
         '--partitions', String(o.partitions),
@@ -294,6 +302,7 @@ export class LocalCluster {
         '--initial-nodes', String(Math.max(o.replicas, o.storageIds.length)),
         '--heartbeat-ms', String(o.heartbeatMs),
         '--dead-after-ms', String(o.deadAfterMs),
+        ...(o.rereplicateAfterMs === undefined ? [] : ['--rereplicate-after-ms', String(o.rereplicateAfterMs)]),
         '--log-level', o.logLevel,
       ],
       this.env,
@@ -327,14 +336,15 @@ export class LocalCluster {
       port,
       (port) => [
         '--nameserver', this.nameserverAddress,
-        '--host', o.host,
+        '--listen', o.host,
         '--port', String(port),
         '--node-id', id,
-        '--backend', o.backend,
+        '--backend', o.storageBackend?.(id) ?? o.backend,
         '--data-dir', dir,
         '--sync', o.sync,
         '--heartbeat-ms', String(o.heartbeatMs),
         '--max-value-bytes', String(o.maxValueBytes),
+        ...(o.logRetainEntries === undefined ? [] : ['--log-retain-entries', String(o.logRetainEntries)]),
         '--log-level', o.logLevel,
       ],
       this.env,
@@ -365,7 +375,12 @@ export class LocalCluster {
       const deadline = Date.now() + options.startTimeoutMs;
       await this.nameserver.start(options.startTimeoutMs);
       if (this.closing) throw new ClusterStartError('stopped while starting', undefined, undefined, '');
-      await Promise.all([...this.storage.values()].map((p) => p.start(Math.max(1, deadline - Date.now()))));
+      await Promise.all(
+        [...this.storage.values()].map(async (p) => {
+          await options.beforeStorageStart?.(p.name);
+          return p.start(Math.max(1, deadline - Date.now()));
+        }),
+      );
       return await this.waitFormed(connect, deadline);
     } catch (err) {
       await this.close();
@@ -446,6 +461,7 @@ export class LocalCluster {
     const port = o.storagePort === 0 ? 0 : o.storagePort + Number(id.slice(1)) - 1;
     const p = this.addStorage(id, port);
     try {
+      await o.beforeStorageStart?.(id);
       await p.start(o.startTimeoutMs);
     } catch (err) {
       this.storage.delete(id);

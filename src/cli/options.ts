@@ -6,6 +6,7 @@
  */
 import { InvalidArgumentError as CommanderArgumentError, Option } from 'commander';
 import { createServer } from 'node:net';
+import { REDIS_URL_FORM, isRedisUrl, parseRedisUrl } from '../storage/redis-url.js';
 
 /** A failure at run time that needs no stack trace, e.g. a port in use (exit code 1, `error: …`). */
 export class CliFailure extends Error {
@@ -26,6 +27,23 @@ export class UsageError extends Error {
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const BACKENDS = ['lmdb', 'memory'] as const;
 export type BackendName = (typeof BACKENDS)[number];
+/** `dstore up --backend`: also redis, one redis-server per storage server (redis-fleet.ts). */
+export const UP_BACKENDS = [...BACKENDS, 'redis'] as const;
+export type UpBackendName = (typeof UP_BACKENDS)[number];
+/** `dstore storage --backend`: lmdb, memory, or the URL of the server's own Redis (DESIGN §8). */
+export type StorageBackend = BackendName | `redis://${string}`;
+
+export function parseStorageBackend(value: string): StorageBackend {
+  if ((BACKENDS as readonly string[]).includes(value)) return value as BackendName;
+  if (value === 'redis') throw new CommanderArgumentError(`The redis backend needs the URL of this server's own Redis: ${REDIS_URL_FORM}.`);
+  if (!isRedisUrl(value)) throw new CommanderArgumentError(`Allowed choices are lmdb, memory, or ${REDIS_URL_FORM} for the server's own Redis.`);
+  try {
+    parseRedisUrl(value);
+  } catch (err) {
+    throw new CommanderArgumentError(`${err instanceof Error ? err.message : String(err)}.`);
+  }
+  return value as StorageBackend;
+}
 export const SYNC_MODES = ['batch', 'none'] as const;
 export type SyncMode = (typeof SYNC_MODES)[number];
 
@@ -119,7 +137,7 @@ export function isLoopbackHost(host: string): boolean {
 /** DESIGN §12: like Redis' protected mode, nothing listens off loopback without a token. */
 export function checkListenAllowed(host: string, clusterToken: string | undefined): void {
   if (!isLoopbackHost(host) && (clusterToken === undefined || clusterToken === '')) {
-    throw new UsageError(`refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep --host on loopback`);
+    throw new UsageError(`refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep --listen on loopback (127.0.0.1, the default)`);
   }
 }
 

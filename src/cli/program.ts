@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
 import { ClusterStartError } from './cluster.js';
+import { applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
 import { CliExit, type ClientCliOptions } from './commands.js';
 import {
   BACKENDS,
@@ -21,7 +22,6 @@ import {
   logLevelOption,
   MAX_UP_NODES,
   nameserverOption,
-  parseHost,
   parseHostPort,
   parseNodeId,
   parsePort,
@@ -31,6 +31,10 @@ import {
   timeoutOption,
   UsageError,
   type BackendName,
+  parseStorageBackend,
+  type StorageBackend,
+  UP_BACKENDS,
+  type UpBackendName,
   type SyncMode,
 } from './options.js';
 
@@ -54,6 +58,7 @@ function configure(cmd: Command, helpHint: string): Command {
   return cmd
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(`${oneLine(str)} (see ${helpHint})\n`) })
+    .configureHelp({ optionDescription: optionDescriptionWithKey })
     .showSuggestionAfterError(true);
 }
 
@@ -65,11 +70,22 @@ const minWriteOption = () =>
     .default(2);
 const heartbeatOption = () => envOption('--heartbeat-ms <ms>', 'heartbeat interval of storage servers', 'DSTORE_HEARTBEAT_MS').argParser(intParser('an integer', 10, 600_000)).default(1000);
 const deadAfterOption = () => envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead', 'DSTORE_DEAD_AFTER_MS').argParser(intParser('an integer', 50, 3_600_000)).default(5000);
-const backendOption = () => envOption('--backend <backend>', 'storage engine', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb');
+const rereplicateAfterOption = () =>
+  envOption('--rereplicate-after-ms <ms>', 'a partition short of R replicas this long gets a learner on another live storage server', 'DSTORE_REREPLICATE_AFTER_MS')
+    .argParser(intParser('an integer', 0, 86_400_000))
+    .default(30_000);
+const logRetainOption = () =>
+  envOption('--log-retain-entries <n>', 'log entries each partition keeps past the point every replica applied (older ones are truncated)', 'DSTORE_LOG_RETAIN_ENTRIES')
+    .argParser(intParser('an integer', 0, 100_000_000))
+    .default(1000);
+const upBackendOption = () =>
+  envOption('--backend <backend>', 'storage engine; redis starts one redis-server per storage server (redis-server must be installed)', 'DSTORE_BACKEND').choices(UP_BACKENDS).default('lmdb');
+const storageBackendOption = () =>
+  envOption('--backend <backend>', "storage engine: lmdb, memory, or this server's own Redis as redis://HOST:PORT[/DB]", 'DSTORE_BACKEND').argParser(parseStorageBackend).default('lmdb');
 const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of log appends before acking; none: rely on the other replicas', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch');
 const maxValueOption = () =>
   envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
-const hostOption = () => envOption('--host <host>', 'address to listen on (loopback unless a cluster token is set)', 'DSTORE_HOST').argParser(parseHost).default('127.0.0.1');
+const advertiseOption = (what: string) => envOption('--advertise <host:port>', `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`, 'DSTORE_ADVERTISE').argParser(parseHostPort);
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
 
 function clientOptions(cmd: Command): Command {
@@ -82,8 +98,7 @@ interface ClientOpts extends ClientCliOptions {
 
 /** Set-up checks where the value's origin matters (an explicit value that conflicts is an error). */
 function explicit(cmd: Command, name: string): boolean {
-  const source = cmd.getOptionValueSource(name);
-  return source === 'cli' || source === 'env';
+  return isExplicit(cmd, name); // flag, environment or config file
 }
 
 export function buildProgram(): Command {
@@ -96,11 +111,15 @@ export function buildProgram(): Command {
       `
 Start a local cluster and its shell:   dstore up
 Connect from another terminal:         dstore client --nameserver 127.0.0.1:7000
-Every flag can also be set by the environment variable shown in its command's --help.`,
+Every flag can also be set by the environment variable or the --config file key shown in
+its command's --help (flag > environment > file > default). Off this machine: docs/deploy.md.`,
     );
 
+  // After flags and environment variables, before any action: the --config file (config.ts).
+  program.hook('preAction', (_program, actionCommand) => applyConfigFile(actionCommand));
+
   const sub = (name: string, description: string): Command => {
-    const cmd = configure(new Command(name), `dstore ${name} --help`).description(description);
+    const cmd = configure(new Command(name), `dstore ${name} --help`).description(description).addOption(configOption()).addHelpText('after', SETTINGS_HELP);
     program.addCommand(cmd);
     return cmd;
   };
@@ -110,9 +129,10 @@ Every flag can also be set by the environment variable shown in its command's --
     .addOption(partitionsOption())
     .addOption(replicasOption())
     .addOption(minWriteOption())
-    .addOption(backendOption())
+    .addOption(upBackendOption())
     .addOption(envOption('--data-dir <dir>', 'data of every node: <dir>/nameserver, <dir>/s1, …', 'DSTORE_DATA_DIR').default('./dstore-data'))
-    .addOption(hostOption())
+    .addOption(listenOption())
+    .addOption(legacyHostOption())
     .addOption(envOption('--port <port>', 'nameserver port (0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort).default(DEFAULT_NAMESERVER_PORT))
     .addOption(
       envOption('--storage-port <port>', 'port of s1; s2 gets the next, … (default: --port + 101, i.e. 7101, 7102, …; 0: chosen by the OS)', 'DSTORE_STORAGE_PORT').argParser(parsePort),
@@ -120,25 +140,31 @@ Every flag can also be set by the environment variable shown in its command's --
     .addOption(syncOption())
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
+    .addOption(rereplicateAfterOption())
+    .addOption(logRetainOption())
     .addOption(maxValueOption())
     .addOption(envOption('--start-timeout-ms <ms>', 'bound on the cluster forming', 'DSTORE_START_TIMEOUT_MS').argParser(intParser('an integer', 100, 600_000)).default(30_000))
     .addOption(new Option('--no-shell', 'no shell: run until SIGINT (Ctrl-C) or SIGTERM').env('DSTORE_NO_SHELL'))
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(async (o: {
-      nodes: number; partitions: number; replicas: number; minWriteReplicas: number; backend: BackendName; dataDir: string; host: string; port: number;
-      storagePort?: number; sync: SyncMode; heartbeatMs: number; deadAfterMs: number; maxValueBytes: number; startTimeoutMs: number; shell: boolean;
+      nodes: number; partitions: number; replicas: number; minWriteReplicas: number; backend: UpBackendName; dataDir: string; listen: string; host?: string; port: number;
+      storagePort?: number; sync: SyncMode; heartbeatMs: number; deadAfterMs: number; rereplicateAfterMs: number; logRetainEntries: number; maxValueBytes: number;
+      startTimeoutMs: number; shell: boolean;
       logLevel: string; clusterToken?: string;
     }, cmd: Command) => {
-      checkListenAllowed(o.host, o.clusterToken);
+      const host = listenOf(cmd);
+      checkListenAllowed(host, o.clusterToken);
       const { runUp } = await import('./up.js');
       const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
-      await runUp({ ...o, minWriteReplicas });
+      await runUp({ ...o, host, minWriteReplicas });
     });
 
   sub('nameserver', 'run a nameserver: membership, failure detection and the cluster map')
-    .addOption(hostOption())
+    .addOption(listenOption())
+    .addOption(legacyHostOption())
     .addOption(envOption('--port <port>', 'port to listen on (0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort).default(DEFAULT_NAMESERVER_PORT))
+    .addOption(advertiseOption('of the nameserver as `nodes` shows it'))
     .addOption(envOption('--data-dir <dir>', 'where the cluster map and logs are kept', 'DSTORE_DATA_DIR').default('./dstore-data/nameserver'))
     .addOption(partitionsOption())
     .addOption(replicasOption())
@@ -150,37 +176,40 @@ Every flag can also be set by the environment variable shown in its command's --
     )
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
+    .addOption(rereplicateAfterOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(async (o: {
-      host: string; port: number; dataDir: string; partitions: number; replicas: number; minWriteReplicas: number; initialNodes?: number;
-      heartbeatMs: number; deadAfterMs: number; logLevel: string; clusterToken?: string;
+      listen: string; host?: string; port: number; dataDir: string; partitions: number; replicas: number; minWriteReplicas: number; initialNodes?: number;
+      heartbeatMs: number; deadAfterMs: number; rereplicateAfterMs: number; logLevel: string; clusterToken?: string; advertise?: string;
     }, cmd: Command) => {
       if (o.initialNodes !== undefined && o.initialNodes < o.replicas) throw new UsageError(`--initial-nodes (${o.initialNodes}) cannot be below --replicas (${o.replicas})`);
       const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
       const { runNameserverCommand } = await import('./serve.js');
-      await runNameserverCommand({ ...o, minWriteReplicas });
+      await runNameserverCommand({ ...o, host: listenOf(cmd), minWriteReplicas });
     });
 
   sub('storage', 'run a storage server: hosts replicas of partitions and serves reads and writes')
     .addOption(nameserverOption())
-    .addOption(hostOption())
+    .addOption(listenOption())
+    .addOption(legacyHostOption())
     .addOption(envOption('--port <port>', 'port to listen on (default: the first free port from 7101; 0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort))
-    .addOption(envOption('--advertise <host:port>', 'address the others reach this server at (default: host:port)', 'DSTORE_ADVERTISE').argParser(parseHostPort))
+    .addOption(advertiseOption('the nameserver, clients and other storage servers reach this server at'))
     .addOption(envOption('--node-id <id>', 'stable node id (default: generated once and kept in the data dir)', 'DSTORE_NODE_ID').argParser(parseNodeId))
-    .addOption(backendOption())
+    .addOption(storageBackendOption())
     .addOption(envOption('--data-dir <dir>', 'where its data, log and logs are kept (default: ./dstore-data/<node-id>, or ./dstore-data/storage-<port>)', 'DSTORE_DATA_DIR'))
     .addOption(syncOption())
     .addOption(heartbeatOption())
     .addOption(maxValueOption())
+    .addOption(logRetainOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(async (o: {
-      nameserver: string; host: string; port?: number; advertise?: string; nodeId?: string; backend: BackendName; dataDir?: string; sync: SyncMode;
-      heartbeatMs: number; maxValueBytes: number; logLevel: string; clusterToken?: string;
-    }) => {
+      nameserver: string; listen: string; host?: string; port?: number; advertise?: string; nodeId?: string; backend: StorageBackend; dataDir?: string; sync: SyncMode;
+      heartbeatMs: number; maxValueBytes: number; logRetainEntries: number; logLevel: string; clusterToken?: string;
+    }, cmd: Command) => {
       const { runStorageCommand } = await import('./serve.js');
-      await runStorageCommand(o);
+      await runStorageCommand({ ...o, host: listenOf(cmd) });
     });
 
   clientOptions(sub('client', 'open the interactive shell against a running cluster')).action(async (o: ClientOpts) => {

@@ -6,7 +6,7 @@
 import { resolve } from 'node:path';
 import type { ListeningMessage } from './cluster.js';
 import {
-  type BackendName,
+  type StorageBackend,
   checkListenAllowed,
   CliFailure,
   errnoCode,
@@ -21,8 +21,11 @@ import {
 const CLOSE_TIMEOUT_MS = 10_000;
 
 export interface NameserverCliOptions {
+  /** `--listen`: the address to bind. */
   readonly host: string;
   readonly port: number;
+  /** `--advertise`: the nameserver's address as `nodes` shows it. */
+  readonly advertise?: string;
   readonly dataDir: string;
   readonly partitions: number;
   readonly replicas: number;
@@ -30,22 +33,27 @@ export interface NameserverCliOptions {
   readonly initialNodes?: number;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  /** A partition short of R replicas this long gets a learner on another server. */
+  readonly rereplicateAfterMs: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
 
 export interface StorageCliOptions {
   readonly nameserver: string;
+  /** `--listen`: the address to bind. */
   readonly host: string;
   /** undefined: the first free port from 7101; 0: chosen by the OS. */
   readonly port?: number;
   readonly advertise?: string;
   readonly nodeId?: string;
-  readonly backend: BackendName;
+  readonly backend: StorageBackend;
   readonly dataDir?: string;
   readonly sync: SyncMode;
   readonly heartbeatMs: number;
   readonly maxValueBytes: number;
+  /** Log entries kept per partition past the point every replica applied (S12). */
+  readonly logRetainEntries: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
@@ -109,8 +117,10 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     ...(o.initialNodes === undefined ? {} : { initialNodes: o.initialNodes }),
     heartbeatMs: o.heartbeatMs,
     deadAfterMs: o.deadAfterMs,
+    rereplicateAfterMs: o.rereplicateAfterMs,
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
   }).catch((err: unknown) => portInUse(err, o.host, o.port, '--port'));
   notifyParent({ dstore: 'listening', port: server.port, nodeId: 'nameserver' });
   return serveUntilStopped('nameserver', server);
@@ -133,6 +143,7 @@ export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
     sync: o.sync,
     heartbeatMs: o.heartbeatMs,
     maxValueBytes: o.maxValueBytes,
+    logRetainEntries: o.logRetainEntries,
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
   }).catch((err: unknown) => portInUse(err, o.host, port, '--port'));

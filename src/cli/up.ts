@@ -10,7 +10,8 @@ import type { Db } from '../client/api.js';
 import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
 import { openDb } from './commands.js';
 import { colourWanted, makeStyle, table, type Style } from './format.js';
-import { type BackendName, MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, UsageError } from './options.js';
+import { MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, type UpBackendName, UsageError } from './options.js';
+import { RedisFleet } from './redis-fleet.js';
 import { Shell, type ShellCommand, type ShellContext } from './shell.js';
 import { quoteArg, type Token } from './tokenize.js';
 
@@ -19,7 +20,7 @@ export interface UpOptions {
   readonly partitions: number;
   readonly replicas: number;
   readonly minWriteReplicas: number;
-  readonly backend: BackendName;
+  readonly backend: UpBackendName;
   readonly dataDir: string;
   readonly host: string;
   readonly port: number;
@@ -28,6 +29,8 @@ export interface UpOptions {
   readonly sync: SyncMode;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  readonly rereplicateAfterMs: number;
+  readonly logRetainEntries: number;
   readonly maxValueBytes: number;
   readonly startTimeoutMs: number;
   readonly shell: boolean;
@@ -65,6 +68,8 @@ export async function runUp(o: UpOptions): Promise<void> {
   if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
     throw new UsageError(`storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a lower --port or --storage-port`);
   }
+  // --backend redis: one redis-server per storage server; refused before anything starts when missing.
+  const fleet = o.backend === 'redis' ? RedisFleet.create(dataDir) : undefined;
   mkdirSync(dataDir, { recursive: true });
   const extra = storageIds.slice(o.nodes);
   const err = process.stderr;
@@ -84,9 +89,12 @@ export async function runUp(o: UpOptions): Promise<void> {
     replicas: o.replicas,
     minWriteReplicas: o.minWriteReplicas,
     backend: o.backend,
+    ...(fleet ? { storageBackend: (id: string) => fleet.backendOf(id), beforeStorageStart: (id: string) => fleet.ensure(id) } : {}),
     sync: o.sync,
     heartbeatMs: o.heartbeatMs,
     deadAfterMs: o.deadAfterMs,
+    rereplicateAfterMs: o.rereplicateAfterMs,
+    logRetainEntries: o.logRetainEntries,
     maxValueBytes: o.maxValueBytes,
     logLevel: o.logLevel,
     startTimeoutMs: o.startTimeoutMs,
@@ -94,11 +102,19 @@ export async function runUp(o: UpOptions): Promise<void> {
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
   });
 
+  // Every dstore process first, then their redis-servers.
+  const closeAll = async (): Promise<void> => {
+    try {
+      await cluster.close();
+    } finally {
+      await fleet?.close();
+    }
+  };
   // A signal at any point (during the start too) stops every child, then exits.
   let shell: Shell | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     err.write(`\n${signal}: stopping the cluster …\n`);
-    cluster.close().then(
+    closeAll().then(
       () => {
         err.write('stopped\n');
         // A requested stop that went cleanly is a success.
@@ -147,10 +163,10 @@ export async function runUp(o: UpOptions): Promise<void> {
       await db.close();
     }
     err.write('stopping the cluster …\n');
-    await cluster.close();
+    await closeAll();
     err.write('stopped\n');
   } catch (e) {
-    await cluster.close();
+    await closeAll();
     if (e instanceof ClusterStartError && e.logTail) {
       throw new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '');
     }
@@ -248,6 +264,7 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
         const p = find(args, ctx);
         if (!p) return;
         if (p.running) await p.stop(STOP_TIMEOUT_MS);
+        if (p.role === 'storage') await cluster.options.beforeStorageStart?.(p.name); // its Redis, if it died
         const port = await p.start(cluster.options.startTimeoutMs).catch((e: unknown) => {
           throw e instanceof ClusterStartError && e.logTail ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`) : e;
         });

@@ -20,6 +20,7 @@ import {
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import { DelReply, DumpReply, GetReply, MapReply, PutReply, ScanReply, codec } from '../rpc/messages.js';
+import { tokenField } from '../rpc/token.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
 
@@ -100,7 +101,7 @@ export class Client implements Db {
   }
 
   async nodes(): Promise<ClusterInfo> {
-    return (await this.nameserverCall({ t: 'nodes', token: this.opts.clusterToken })) as ClusterInfo;
+    return (await this.nameserverCall({ t: 'nodes' })) as ClusterInfo;
   }
 
   async dump(options: { limit?: number } = {}): Promise<StorageDump[]> {
@@ -110,7 +111,7 @@ export class Client implements Db {
     return Promise.all(
       storage.map(async (n): Promise<StorageDump> => {
         try {
-          const raw = await this.pool.get(n.address).call({ t: 'dump', limit }, { timeoutMs: this.opts.timeoutMs });
+          const raw = await this.pool.get(n.address).call({ t: 'dump', limit, ...tokenField(this.opts.clusterToken) }, { timeoutMs: this.opts.timeoutMs });
           const d = decodeOrThrow(dumpReply, raw);
           return { nodeId: d.nodeId, address: n.address, keyCount: d.keyCount, keys: d.keys, truncated: d.truncated };
         } catch (err) {
@@ -163,7 +164,7 @@ export class Client implements Db {
       try {
         const map = attempt === 0 ? await this.currentMap() : await this.refreshMap();
         const address = primaryAddress(map, p);
-        return await this.pool.get(address).call({ ...body, p }, { timeoutMs: remaining });
+        return await this.pool.get(address).call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: remaining });
       } catch (err) {
         lastError = err;
         if (isWrite && mayHaveApplied(err)) maybeApplied = true;
@@ -187,7 +188,7 @@ export class Client implements Db {
   private refreshMap(): Promise<MapReply> {
     this.mapFetch ??= (async () => {
       try {
-        const raw = await this.nameserverCall({ t: 'map', token: this.opts.clusterToken });
+        const raw = await this.nameserverCall({ t: 'map' });
         this.map = decodeOrThrow(mapReply, raw);
         return this.map;
       } finally {
@@ -197,8 +198,9 @@ export class Client implements Db {
     return this.mapFetch;
   }
 
-  private nameserverCall(body: unknown): Promise<unknown> {
-    return this.pool.get(this.nameserver).call(body, { timeoutMs: this.opts.timeoutMs });
+  /** DESIGN §12: every call carries the cluster token when one is configured. */
+  private nameserverCall(body: Record<string, unknown>): Promise<unknown> {
+    return this.pool.get(this.nameserver).call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs: this.opts.timeoutMs });
   }
 }
 

@@ -19,6 +19,8 @@ export interface RunNameserverOptions {
   readonly rereplicateAfterMs?: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /** Address shown for the nameserver in `nodes` (default: the listen address). */
+  readonly advertise?: string;
 }
 
 export async function runNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
@@ -33,6 +35,7 @@ export async function runNameserver(options: RunNameserverOptions): Promise<{ po
       deadAfterMs: options.deadAfterMs,
       rereplicateAfterMs: options.rereplicateAfterMs ?? 30_000,
       clusterToken: options.clusterToken,
+      ...(options.advertise === undefined ? {} : { advertise: options.advertise }),
       settings: {
         partitions: options.partitions,
         replicas: options.replicas,

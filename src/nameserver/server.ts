@@ -10,9 +10,11 @@ import { InvalidArgumentError, MalformedMessageError, UnauthorizedError } from '
 import { defaultLimits } from '../core/limits.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { nodeId as toNodeId, partitionId } from '../core/types.js';
+import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import { NameserverRequest, toProgress, codec } from '../rpc/messages.js';
+import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcServer } from '../rpc/transport.js';
 import type { ClusterInfo, NodeInfo } from '../client/api.js';
 
@@ -25,6 +27,8 @@ export interface NameserverConfig {
   readonly deadAfterMs: number;
   readonly rereplicateAfterMs: number;
   readonly clusterToken?: string;
+  /** `--advertise`: the address `nodes` shows for the nameserver (default: the listen address). */
+  readonly advertise?: string;
 }
 
 const request = codec(NameserverRequest);
@@ -83,9 +87,9 @@ export class NameserverProcess {
       handler: (body) => this.onCall(body),
     });
     const port = await this.server.listen();
-    this.address = `${this.cfg.host}:${port}`;
+    this.address = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
     this.timer = setInterval(() => this.tick(), Math.max(50, Math.floor(this.cfg.heartbeatMs / 2)));
-    this.log.info({ listen: this.address }, 'nameserver listening');
+    this.log.info({ listen: formatHostPort(this.cfg.host, port), advertise: this.address, token: this.cfg.clusterToken ? 'required' : 'none' }, 'nameserver listening');
     return port;
   }
 
@@ -109,20 +113,19 @@ export class NameserverProcess {
     else for (const c of changed) this.log.info({ partition: c.partition, epoch: c.epoch, primary: c.primary, secondaries: c.secondaries }, 'partition reconfigured');
   }
 
+  /** DESIGN §12: every call carries the cluster token when the cluster has one. */
   private checkToken(token: string | undefined): void {
-    if (this.cfg.clusterToken !== undefined && token !== this.cfg.clusterToken) {
-      throw new UnauthorizedError('wrong or missing cluster token (--cluster-token / DSTORE_CLUSTER_TOKEN)');
-    }
+    if (!tokenMatches(this.cfg.clusterToken, token)) throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
   }
 
   private onCall(body: unknown): unknown {
     const d = request.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
+    this.checkToken(req.token);
     const now = Date.now();
     switch (req.t) {
       case 'register': {
-        this.checkToken(req.token);
         if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable }, now)) this.persist();
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
@@ -146,10 +149,8 @@ export class NameserverProcess {
       case 'confirmEpoch':
         return { current: this.core.isCurrent(partitionId(req.p), req.epoch) };
       case 'map':
-        this.checkToken(req.token);
         return this.mapReply();
       case 'nodes':
-        this.checkToken(req.token);
         return this.clusterInfo(now);
     }
   }

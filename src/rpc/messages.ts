@@ -54,20 +54,21 @@ const PeerMessageSchema = Type.Union([
 
 /** One-way messages between storage servers. */
 /** `addr` is where the sender listens, so a receiver can answer before the nameserver told it. */
-export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, addr: Address, m: PeerMessageSchema });
+/** `token`: the cluster token (DESIGN §12); a receiver with a token drops a message without it. */
+export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, addr: Address, m: PeerMessageSchema, token: Token });
 
 const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
 
-/** Calls a storage server answers. */
+/** Calls a storage server answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const StorageRequest = Type.Union([
-  Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged }),
-  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged }),
-  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes }),
-  Type.Object({ t: Type.Literal('scan'), p: Partition, after: Type.Optional(Bytes), limit: Type.Integer({ minimum: 1, maximum: 100_000 }) }),
-  Type.Object({ t: Type.Literal('dump'), limit: Type.Integer({ minimum: 0, maximum: 100_000_000 }) }),
-  Type.Object({ t: Type.Literal('stats') }),
+  Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged, token: Token }),
+  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, token: Token }),
+  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
+  Type.Object({ t: Type.Literal('scan'), p: Partition, after: Type.Optional(Bytes), limit: Type.Integer({ minimum: 1, maximum: 100_000 }), token: Token }),
+  Type.Object({ t: Type.Literal('dump'), limit: Type.Integer({ minimum: 0, maximum: 100_000_000 }), token: Token }),
+  Type.Object({ t: Type.Literal('stats'), token: Token }),
   /** S11: a learner pages through a snapshot of a partition its primary holds. */
-  Type.Object({ t: Type.Literal('snapshotRead'), p: Partition, epoch: Uint, session: Type.Optional(Id) }),
+  Type.Object({ t: Type.Literal('snapshotRead'), p: Partition, epoch: Uint, session: Type.Optional(Id), token: Token }),
 ]);
 export type StorageRequest = Static<typeof StorageRequest>;
 
@@ -82,12 +83,12 @@ const ProgressSchema = Type.Object({
   serving: Type.Boolean(),
 });
 
-/** Calls the nameserver answers. */
+/** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), token: Token }),
-  Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }) }),
-  Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint }),
-  Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id }),
+  Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }), token: Token }),
+  Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
+  Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id, token: Token }),
   Type.Object({ t: Type.Literal('map'), token: Token }),
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
 ]);

@@ -11,7 +11,8 @@ export interface RunStorageServerOptions {
   readonly port: number;
   readonly advertise?: string;
   readonly nodeId?: string;
-  readonly backend: 'memory' | 'lmdb';
+  /** 'memory', 'lmdb', or the URL of this server's own Redis (DESIGN §8). */
+  readonly backend: 'memory' | 'lmdb' | `redis://${string}`;
   readonly dataDir: string;
   readonly sync: 'batch' | 'none';
   readonly heartbeatMs: number;

@@ -11,12 +11,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, ValueTooLargeError } from '../core/errors.js';
+import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, UnauthorizedError, ValueTooLargeError } from '../core/errors.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
 import { type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
+import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import {
@@ -31,6 +32,7 @@ import {
   PromoteReply,
   SnapshotReadReply,
 } from '../rpc/messages.js';
+import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
 import type { Backend, DedupRecord, PartitionState, Snapshot, SnapshotItem } from '../storage/backend.js';
 import { BatchWriter, type BatchDone } from './writer.js';
@@ -124,8 +126,8 @@ export class StorageServer {
       onMessage: (body) => this.onPeerFrame(body),
     });
     const port = await this.server.listen();
-    this.advertised = this.cfg.advertise ?? `${this.cfg.host}:${port}`;
-    this.log.info({ nodeId: this.nodeId, listen: `${this.cfg.host}:${port}`, advertise: this.advertised, backend: this.backend.kind, incarnation: this.incarnation }, 'storage server listening');
+    this.advertised = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
+    this.log.info({ nodeId: this.nodeId, listen: formatHostPort(this.cfg.host, port), advertise: this.advertised, backend: this.backend.kind, incarnation: this.incarnation }, 'storage server listening');
     await this.register();
     this.timers.push(setInterval(() => void this.heartbeat(), this.cfg.heartbeatMs));
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
@@ -149,7 +151,7 @@ export class StorageServer {
     let delayMs = 100;
     for (;;) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, token: this.cfg.clusterToken });
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable });
         const r = registerReply.decode(raw);
         if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
@@ -160,6 +162,8 @@ export class StorageServer {
         await this.heartbeat();
         return;
       } catch (err) {
+        // DESIGN §12: a refused token does not get better by retrying; say so and stop.
+        if (err instanceof UnauthorizedError) throw new UnauthorizedError(`nameserver ${this.cfg.nameserver} refused to register ${this.nodeId}: ${err.message}`, { cause: err });
         if (Date.now() > deadline || this.closed) throw err;
         this.log.warn({ err: (err as Error).message, nameserver: this.cfg.nameserver }, 'cannot register with the nameserver yet; retrying');
         await new Promise((r) => setTimeout(r, delayMs));
@@ -168,8 +172,8 @@ export class StorageServer {
     }
   }
 
-  private nameserverCall(body: unknown): Promise<unknown> {
-    return this.pool.get(this.cfg.nameserver).call(body, { timeoutMs: this.cfg.callTimeoutMs });
+  private nameserverCall(body: Record<string, unknown>): Promise<unknown> {
+    return this.pool.get(this.cfg.nameserver).call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
   }
 
   private heartbeating = false;
@@ -365,7 +369,8 @@ export class StorageServer {
       if (!address) throw new InvalidArgumentError(`no address for ${from}`);
       const conn = this.pool.get(address);
       const read = async (session?: string) => {
-        const r = snapshotReadReply.decode(await conn.call(session ? { t: 'snapshotRead', p, epoch, session } : { t: 'snapshotRead', p, epoch }, { timeoutMs: 30_000 }));
+        const token = tokenField(this.cfg.clusterToken);
+        const r = snapshotReadReply.decode(await conn.call(session ? { t: 'snapshotRead', p, epoch, session, ...token } : { t: 'snapshotRead', p, epoch, ...token }, { timeoutMs: 30_000 }));
         if (!r.ok) throw new MalformedMessageError(`malformed snapshot page: ${r.reason}`);
         return r.value;
       };
@@ -476,13 +481,24 @@ export class StorageServer {
       this.log.warn({ to }, 'no address for peer yet; message dropped (it will be re-sent)');
       return;
     }
-    this.pool.get(address).send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message });
+    this.pool.get(address).send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message, ...tokenField(this.cfg.clusterToken) });
   }
+
+  private unauthorizedPeerLoggedMs = 0;
 
   private onPeerFrame(body: unknown): void {
     const d = peerEnvelope.decode(body);
     if (!d.ok) {
       this.log.warn({ reason: d.reason }, 'malformed peer message dropped');
+      return;
+    }
+    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) {
+      // DESIGN §12: one-way, so nobody to answer; logged at most every 10 s.
+      const now = Date.now();
+      if (now - this.unauthorizedPeerLoggedMs >= 10_000) {
+        this.unauthorizedPeerLoggedMs = now;
+        this.log.warn({ from: d.value.from, addr: d.value.addr }, 'peer message with a wrong or missing cluster token dropped');
+      }
       return;
     }
     const message = toPeerMessage(d.value.m);
@@ -498,6 +514,7 @@ export class StorageServer {
     const d = storageRequest.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
+    if (!tokenMatches(this.cfg.clusterToken, req.token)) throw new UnauthorizedError(unauthorizedMessage(`storage server ${this.nodeId}`));
     switch (req.t) {
       case 'put':
         this.checkKey(req.key, req.p);

@@ -22,8 +22,8 @@ function dstore(args: string[], env: NodeJS.ProcessEnv = {}): { code: number | n
 /** Each subcommand with the environment variables its --help must show. */
 const HELP: Record<string, string[]> = {
   up: ['DSTORE_NODES', 'DSTORE_PARTITIONS', 'DSTORE_REPLICAS', 'DSTORE_MIN_WRITE_REPLICAS', 'DSTORE_BACKEND', 'DSTORE_DATA_DIR', 'DSTORE_PORT', 'DSTORE_STORAGE_PORT', 'DSTORE_NO_SHELL', 'DSTORE_LOG_LEVEL'],
-  nameserver: ['DSTORE_HOST', 'DSTORE_PORT', 'DSTORE_DATA_DIR', 'DSTORE_PARTITIONS', 'DSTORE_REPLICAS', 'DSTORE_MIN_WRITE_REPLICAS', 'DSTORE_HEARTBEAT_MS', 'DSTORE_DEAD_AFTER_MS', 'DSTORE_LOG_LEVEL'],
-  storage: ['DSTORE_NAMESERVER', 'DSTORE_HOST', 'DSTORE_PORT', 'DSTORE_ADVERTISE', 'DSTORE_NODE_ID', 'DSTORE_BACKEND', 'DSTORE_DATA_DIR', 'DSTORE_SYNC', 'DSTORE_MAX_VALUE_BYTES', 'DSTORE_LOG_LEVEL'],
+  nameserver: ['DSTORE_LISTEN', 'DSTORE_ADVERTISE', 'DSTORE_CONFIG', 'DSTORE_PORT', 'DSTORE_DATA_DIR', 'DSTORE_PARTITIONS', 'DSTORE_REPLICAS', 'DSTORE_MIN_WRITE_REPLICAS', 'DSTORE_HEARTBEAT_MS', 'DSTORE_DEAD_AFTER_MS', 'DSTORE_LOG_LEVEL'],
+  storage: ['DSTORE_NAMESERVER', 'DSTORE_LISTEN', 'DSTORE_CONFIG', 'DSTORE_PORT', 'DSTORE_ADVERTISE', 'DSTORE_NODE_ID', 'DSTORE_BACKEND', 'DSTORE_DATA_DIR', 'DSTORE_SYNC', 'DSTORE_MAX_VALUE_BYTES', 'DSTORE_LOG_LEVEL'],
   client: ['DSTORE_NAMESERVER', 'DSTORE_TIMEOUT_MS', 'DSTORE_CLUSTER_TOKEN'],
   put: ['DSTORE_NAMESERVER', 'DSTORE_JSON'],
   get: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_RAW'],
@@ -70,6 +70,11 @@ describe('bad input exits 2 with one line', () => {
     ['min write replicas above R', ['up', '--replicas', '2', '--min-write-replicas', '3', '--port', '0'], {}, /cannot exceed --replicas/],
     ['fewer nodes than replicas', ['up', '--nodes', '2', '--port', '0'], {}, /--nodes \(2\) must be at least --replicas \(3\)/],
     ['listening off loopback without a token', ['nameserver', '--host', '0.0.0.0', '--port', '0'], {}, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
+    ['a nameserver on a non-loopback --listen without a token', ['nameserver', '--listen', '10.77.0.1', '--port', '0'], {}, /refusing to listen on 10\.77\.0\.1 without a cluster token/],
+    ['a storage server on a non-loopback --listen without a token', ['storage', '--listen', '0.0.0.0', '--port', '0'], {}, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
+    ['a non-loopback listen from the environment without a token', ['storage', '--port', '0'], { DSTORE_LISTEN: '::' }, /refusing to listen on :: without a cluster token/],
+    ['an empty cluster token', ['up', '--listen', '0.0.0.0', '--port', '0'], { DSTORE_CLUSTER_TOKEN: '' }, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
+    ['--listen and its old name --host disagreeing', ['nameserver', '--listen', '127.0.0.1', '--host', '127.0.0.2', '--port', '0'], {}, /--host is the old name of --listen/],
   ];
   for (const [what, args, env, expected] of cases) {
     test(what, () => {

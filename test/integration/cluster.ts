@@ -2,6 +2,8 @@
  * Starts real dstore processes (`node dist/src/cli/main.js nameserver|storage`) on free
  * loopback ports in a temporary directory, and stops them — also when a test fails
  * (`await using`, or `stop()` in `t.after`). Waits are bounded and say what they waited for.
+ * Also: raw RPC calls to any node (`map`, `stats`), and `waitReplicated` / `waitConverged`
+ * for the failure tests. `DSTORE_TEST_KEEP=1` keeps the data dir (and its node.log files).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
@@ -9,6 +11,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect, type Db } from '../../src/client/index.js';
+import { partitionOf } from '../../src/core/partitioning.js';
+import { RpcPool } from '../../src/rpc/transport.js';
 
 export const MAIN = resolve('dist/src/cli/main.js');
 
@@ -48,7 +52,57 @@ export interface ClusterOptions {
   readonly heartbeatMs?: number;
   readonly deadAfterMs?: number;
   readonly extraStorageArgs?: readonly string[];
+  /** `--min-write-replicas` of the nameserver (its default when undefined). */
+  readonly minWriteReplicas?: number;
+  /** `--rereplicate-after-ms` of the nameserver (its default when undefined). */
+  readonly rereplicateAfterMs?: number;
+  /** `--log-retain-entries` of every storage server (their default when undefined). */
+  readonly logRetainEntries?: number;
+  /** `--log-level` of every node (default info). */
+  readonly logLevel?: string;
 }
+
+/** A partition's configuration as the nameserver's `map` call returns it. */
+export interface PartitionConfig {
+  readonly partition: number;
+  readonly epoch: number;
+  readonly primary: string;
+  readonly secondaries: readonly string[];
+  readonly learners: readonly string[];
+}
+
+export interface ClusterMap {
+  readonly formed: boolean;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas: number;
+  readonly version: number;
+  readonly configs: readonly PartitionConfig[];
+  /** node id → host:port */
+  readonly addresses: Readonly<Record<string, string>>;
+}
+
+/** One replica's progress as a storage server's `stats` call reports it. */
+export interface ReplicaStats {
+  readonly partition: number;
+  readonly epoch: number;
+  readonly role: 'inactive' | 'primary' | 'secondary' | 'learner';
+  readonly lastSeq: number;
+  readonly lastEpoch: number;
+  readonly commitSeq: number;
+  readonly appliedSeq: number;
+  readonly serving: boolean;
+  readonly [more: string]: unknown;
+}
+
+export interface StorageStats {
+  readonly nodeId: string;
+  readonly keys: number;
+  readonly partitions: readonly ReplicaStats[];
+}
+
+/** Members of a configuration: primary first, then secondaries (learners are not members yet). */
+export const membersOf = (c: PartitionConfig): string[] => [c.primary, ...c.secondaries];
 
 interface Proc {
   child: ChildProcess;
@@ -62,6 +116,7 @@ export class LocalCluster implements AsyncDisposable {
   nameserverAddress = '';
   readonly storagePorts = new Map<string, number>();
   private clients: Db[] = [];
+  private readonly rpc = new RpcPool({ maxFrameBytes: 64 * 1024 * 1024, backoffMaxMs: 200 });
 
   constructor(readonly opts: ClusterOptions = {}) {}
 
@@ -80,11 +135,16 @@ export class LocalCluster implements AsyncDisposable {
     const nodes = this.opts.nodes ?? 3;
     const nsPort = await freePort();
     this.nameserverAddress = `127.0.0.1:${nsPort}`;
+    const o = this.opts;
     this.spawnProc('nameserver', [
       'nameserver', '--port', String(nsPort), '--data-dir', join(this.dir, 'nameserver'),
-      '--partitions', String(this.opts.partitions ?? 16), '--replicas', String(this.opts.replicas ?? 3),
-      '--heartbeat-ms', String(this.opts.heartbeatMs ?? 1000), '--dead-after-ms', String(this.opts.deadAfterMs ?? 5000),
-      '--log-level', 'info',
+      '--partitions', String(o.partitions ?? 16), '--replicas', String(o.replicas ?? 3),
+      // Every storage server started here is in the first map (not only the first R to register).
+      '--initial-nodes', String(Math.max(nodes, o.replicas ?? 3)),
+      '--heartbeat-ms', String(o.heartbeatMs ?? 1000), '--dead-after-ms', String(o.deadAfterMs ?? 5000),
+      ...(o.minWriteReplicas === undefined ? [] : ['--min-write-replicas', String(o.minWriteReplicas)]),
+      ...(o.rereplicateAfterMs === undefined ? [] : ['--rereplicate-after-ms', String(o.rereplicateAfterMs)]),
+      '--log-level', o.logLevel ?? 'info',
     ]);
     for (let i = 1; i <= nodes; i++) await this.spawnStorage(`s${i}`);
     await this.waitFormed(nodes);
@@ -96,7 +156,8 @@ export class LocalCluster implements AsyncDisposable {
     this.spawnProc(name, [
       'storage', '--nameserver', this.nameserverAddress, '--port', String(port), '--node-id', name,
       '--data-dir', join(this.dir, name), '--backend', this.opts.backend ?? 'lmdb',
-      '--heartbeat-ms', String(this.opts.heartbeatMs ?? 1000), '--log-level', 'info',
+      '--heartbeat-ms', String(this.opts.heartbeatMs ?? 1000), '--log-level', this.opts.logLevel ?? 'info',
+      ...(this.opts.logRetainEntries === undefined ? [] : ['--log-retain-entries', String(this.opts.logRetainEntries)]),
       ...(this.opts.extraStorageArgs ?? []),
     ]);
   }
@@ -117,6 +178,137 @@ export class LocalCluster implements AsyncDisposable {
       const info = await db.nodes();
       return info.formed && info.nodes.filter((x) => x.role === 'storage' && x.state === 'alive').length >= n;
     }, timeoutMs);
+  }
+
+  /** Names of the storage servers started so far (s1, s2, …), running or not. */
+  get storageNames(): string[] {
+    return [...this.storagePorts.keys()];
+  }
+
+  storageAddress(name: string): string {
+    const port = this.storagePorts.get(name);
+    if (port === undefined) throw new Error(`no storage server ${name}`);
+    return `127.0.0.1:${port}`;
+  }
+
+  isRunning(name: string): boolean {
+    const p = this.procs.get(name);
+    return p !== undefined && p.child.exitCode === null && p.child.signalCode === null;
+  }
+
+  /** One raw RPC call to `address` (host:port), bounded by `timeoutMs`. */
+  call(address: string, body: unknown, timeoutMs = 5000): Promise<unknown> {
+    return this.rpc.get(address).call(body, { timeoutMs });
+  }
+
+  /** The cluster map, straight from the nameserver. */
+  async map(timeoutMs = 5000): Promise<ClusterMap> {
+    return (await this.call(this.nameserverAddress, { t: 'map' }, timeoutMs)) as ClusterMap;
+  }
+
+  /** A storage server's `stats`: its node id, keys and per-partition progress. */
+  async stats(name: string, timeoutMs = 5000): Promise<StorageStats> {
+    return (await this.call(this.storageAddress(name), { t: 'stats' }, timeoutMs)) as StorageStats;
+  }
+
+  /** Partitions `node` is primary of in `map`. */
+  static ledBy(map: ClusterMap, node: string): number[] {
+    return map.configs.filter((c) => c.primary === node).map((c) => c.partition);
+  }
+
+  /** Partitions `node` is a member (primary or secondary) of in `map`. */
+  static heldBy(map: ClusterMap, node: string): number[] {
+    return map.configs.filter((c) => membersOf(c).includes(node)).map((c) => c.partition);
+  }
+
+  /** Waits until the nameserver reports storage server `name` as `state`. */
+  async waitNodeState(name: string, state: 'alive' | 'dead', timeoutMs = 15_000): Promise<void> {
+    const db = await this.client(2000);
+    await waitFor(`${name} to be reported ${state} by the nameserver`, async () => {
+      const info = await db.nodes();
+      return info.nodes.some((n) => n.id === name && n.state === state);
+    }, timeoutMs, 100);
+  }
+
+  /**
+   * Waits until every partition has `replicas` members (default R), none of them a learner,
+   * every member is a running process, and each primary serves at the configuration's epoch.
+   * Returns that map.
+   */
+  async waitReplicated(timeoutMs = 30_000, replicas?: number): Promise<ClusterMap> {
+    return waitFor(`every partition to have ${replicas ?? 'R'} serving replicas and no learners`, async () => {
+      const map = await this.map();
+      const want = replicas ?? map.replicas;
+      const short = map.configs.filter((c) => membersOf(c).length !== want || c.learners.length > 0 || !membersOf(c).every((m) => this.isRunning(m)));
+      if (short.length > 0) {
+        throw new Error(`${short.length} partitions not yet there, e.g. ${JSON.stringify(short[0])}`);
+      }
+      const primaries = [...new Set(map.configs.map((c) => c.primary))];
+      const stats = new Map(await Promise.all(primaries.map(async (n) => [n, await this.stats(n, 2000)] as const)));
+      for (const c of map.configs) {
+        const r = stats.get(c.primary)?.partitions.find((x) => x.partition === c.partition);
+        if (!r || r.epoch !== c.epoch || !r.serving) throw new Error(`partition ${c.partition}: primary ${c.primary} not serving at epoch ${c.epoch} (${JSON.stringify(r)})`);
+      }
+      return map;
+    }, timeoutMs, 200);
+  }
+
+  /**
+   * "All replicas converge": waits (writes stopped) until, for every partition, every member
+   * of its configuration has applied the same seq at the configuration's epoch and holds the
+   * same set of keys of that partition (from `dump`). With R = N this is "every storage
+   * server's dump is equal". Returns the last map and per node its key count.
+   */
+  async waitConverged(db: Db, timeoutMs = 30_000): Promise<{ map: ClusterMap; keysByNode: Map<string, number> }> {
+    return waitFor('every replica of every partition to converge (same applied seq and key set)', async () => {
+      const map = await this.map();
+      const nodes = [...new Set(map.configs.flatMap(membersOf))];
+      const stats = new Map(await Promise.all(nodes.map(async (n) => [n, await this.stats(n, 2000)] as const)));
+      for (const c of map.configs) {
+        const progress = membersOf(c).map((m) => ({ m, r: stats.get(m)?.partitions.find((x) => x.partition === c.partition) }));
+        const bad = progress.find(({ r }) => !r || r.epoch !== c.epoch || r.role === 'inactive' || r.role === 'learner');
+        if (bad) throw new Error(`partition ${c.partition}: ${bad.m} is at ${JSON.stringify(bad.r)}, configuration epoch ${c.epoch}`);
+        const applied = new Set(progress.map(({ r }) => r!.appliedSeq));
+        if (applied.size !== 1) throw new Error(`partition ${c.partition}: applied seqs differ: ${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`);
+      }
+      const dumps = await db.dump({ limit: 1_000_000 });
+      const keySets = new Map<string, Map<number, Set<string>>>();
+      for (const d of dumps) {
+        if (d.error) {
+          if (nodes.includes(d.nodeId)) throw new Error(`dump of ${d.nodeId} failed: ${d.error}`);
+          continue;
+        }
+        if (d.truncated) throw new Error(`dump of ${d.nodeId} was truncated`);
+        const byPartition = new Map<number, Set<string>>();
+        for (const k of d.keys) {
+          const p = partitionOf(k, map.partitions);
+          let set = byPartition.get(p);
+          if (!set) byPartition.set(p, (set = new Set()));
+          set.add(Buffer.from(k).toString('latin1'));
+        }
+        keySets.set(d.nodeId, byPartition);
+      }
+      for (const c of map.configs) {
+        const [first, ...rest] = membersOf(c).map((m) => ({ m, keys: keySets.get(m)?.get(c.partition) ?? new Set<string>() }));
+        if (!keySets.has(first!.m)) throw new Error(`no dump from ${first!.m}`);
+        for (const other of rest) {
+          if (!keySets.has(other.m)) throw new Error(`no dump from ${other.m}`);
+          const missing = [...first!.keys].filter((k) => !other.keys.has(k));
+          const extra = [...other.keys].filter((k) => !first!.keys.has(k));
+          if (missing.length || extra.length) {
+            throw new Error(`partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`);
+          }
+        }
+      }
+      return { map, keysByNode: new Map(dumps.map((d) => [d.nodeId, d.keyCount])) };
+    }, timeoutMs, 250);
+  }
+
+  /** Lines of `name`'s node.log that match `pattern`. */
+  logLines(name: string, pattern: RegExp): string[] {
+    const path = join(this.dir, name, 'node.log');
+    if (!existsSync(path)) return [];
+    return readFileSync(path, 'utf8').split('\n').filter((l) => pattern.test(l));
   }
 
   async client(timeoutMs = 10_000): Promise<Db> {
@@ -153,7 +345,9 @@ export class LocalCluster implements AsyncDisposable {
     this.clients = [];
     for (const p of this.procs.values()) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     await Promise.all([...this.procs.values()].map((p) => p.exited));
-    rmSync(this.dir, { recursive: true, force: true });
+    this.rpc.close();
+    if (process.env.DSTORE_TEST_KEEP) console.log(`# kept ${this.dir}`);
+    else rmSync(this.dir, { recursive: true, force: true });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

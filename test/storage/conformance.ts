@@ -10,7 +10,8 @@
  *   and batches take effect in call order;
  * - keeps per-partition metadata, reports every partition's positions, scans keys in byte
  *   order page by page, counts keys;
- * - takes point-in-time snapshots and installs snapshots atomically (S11); drops partitions;
+ * - takes point-in-time snapshots (which stay so while writes, drops and re-creations go on
+ *   between their pages) and installs snapshots atomically (S11); drops partitions;
  * - keeps the S10 dedup table: `apply` records each tagged entry (client, request seq, seq,
  *   and for a delete whether the key existed), replacing the client's previous record, in
  *   the batch's atomic step; snapshots carry the table as of their applied position;
@@ -574,6 +575,41 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const now = await snapshotItems(backend, P1, 100);
         assert.deepStrictEqual(now.applied, pos(13, 2));
         assert.equal(now.pages.flat().length, 10);
+      });
+
+      it('a snapshot stays point-in-time while writes change keys on both sides of its read position, and across a drop', async (_h, backend) => {
+        const pad = (i: number): string => String(i).padStart(3, '0');
+        const initial = Array.from({ length: 300 }, (_, i) => put(i + 1, 1, `k${pad(i)}`, `v${i}`));
+        await backend.writeBatch([apply(P1, initial), apply(P1, [tag(del(301, 1, 'none'), 'c1', 1)])]);
+        const snap = await backend.snapshot(P1);
+        const read: SnapshotItem[] = [];
+        try {
+          let s = 302;
+          let page = 0;
+          // Between pages, change keys already read, keys ahead of the position, and the table.
+          for await (const items of snap.items(25)) {
+            read.push(...items);
+            page += 1;
+            const at = read.length; // keys k000..k(at-1) were read
+            const ops: LogEntry[] = [];
+            if (at + 40 < 300) ops.push(put(s++, 1, `k${pad(at + 40)}`, 'overwritten'));
+            if (at + 50 < 300) ops.push(del(s++, 1, `k${pad(at + 50)}`));
+            if (at + 5 < 300) ops.push(put(s++, 1, `k${pad(at + 5)}+new`, 'inserted ahead'));
+            ops.push(put(s++, 1, `a${page}`, 'inserted behind'), del(s++, 1, `k${pad(at - 1)}`), tag(put(s++, 1, `k${pad(at - 2)}`, 'again'), 'c1', page + 1));
+            await backend.writeBatch([apply(P1, ops)]);
+            if (page === 6) {
+              // Dropped and recreated under the snapshot's feet: it still reads the old partition.
+              await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, apply(P1, [put(1, 2, 'k150', 'recreated')])]);
+              await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+              s = 1; // later pages write to a fresh partition P1
+            }
+          }
+          assert.deepStrictEqual(snap.applied, pos(301, 1));
+          assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 301, false)]);
+        } finally {
+          await snap.close();
+        }
+        assert.deepStrictEqual(normItems(read), normItems(initial.map((e) => ({ key: (e.op as { key: Uint8Array }).key, value: (e.op as { value: Uint8Array }).value, version: e.seq }))));
       });
 
       it('installSnapshot replaces the data, sets applied and log base, empties the log, keeps the meta', async (_h, backend) => {

@@ -567,9 +567,15 @@ export class Replica {
     if (this.role !== 'primary' || !this.active) return;
     if (this.promotion?.requested) return; // S7: nothing commits until the outcome is known
     const config = this.config!;
-    if (1 + config.secondaries.length < this.minWriteReplicas) return; // S8
     let candidate = Math.min(this.durableSeq, this.log.lastSeq);
     for (const s of config.secondaries) candidate = Math.min(candidate, this.peers.get(s)?.ackedSeq ?? 0);
+    if (1 + config.secondaries.length < this.minWriteReplicas) {
+      // S8: no client entry commits on fewer disks. Only an epoch-start entry with nothing
+      // uncommitted before it may: it changes no data, and lets this primary serve reads
+      // and promote learners (the partition would otherwise stay stuck).
+      if (this.commitSeq + 1 !== this.epochStartSeq) return;
+      candidate = Math.min(candidate, this.epochStartSeq);
+    }
     if (candidate <= this.commitSeq) return;
     const before = this.commitSeq;
     this.commitSeq = toSeq(candidate);

@@ -1,0 +1,41 @@
+# dstore: one image for every role — `dstore nameserver`, `dstore storage`, `dstore client`,
+# the one-shot commands (put, get, del, dump, nodes) and `dstore bench`. The first argument
+# picks the role:
+#
+#   docker build -t dstore .
+#   docker run --rm dstore --help
+#   docker run -d -e DSTORE_CLUSTER_TOKEN=… -p 7000:7000 dstore nameserver --advertise HOST:7000
+#
+# Stage 1 compiles the TypeScript with the dev dependencies; stage 2 holds only the
+# production dependencies and the compiled code, and runs as the unprivileged `node` user.
+# Servers in the container listen on 0.0.0.0 (DSTORE_LISTEN), so they refuse to start
+# without DSTORE_CLUSTER_TOKEN; their data goes to /data (DSTORE_DATA_DIR), a volume.
+
+FROM node:20-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npx tsc -p tsconfig.json
+
+FROM node:20-slim AS run
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /src/dist/src ./dist/src
+# `dstore` on the PATH; /data owned by the user the servers run as (a named volume mounted
+# there starts with this ownership).
+RUN chmod 0755 dist/src/cli/main.js \
+ && ln -s /app/dist/src/cli/main.js /usr/local/bin/dstore \
+ && mkdir -p /data \
+ && chown node:node /data
+ENV DSTORE_LISTEN=0.0.0.0 \
+    DSTORE_DATA_DIR=/data
+USER node
+VOLUME ["/data"]
+# nameserver RPC, storage servers (DESIGN §14)
+EXPOSE 7000 7101 7102 7103
+ENTRYPOINT ["dstore"]
+CMD ["--help"]

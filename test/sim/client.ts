@@ -1,0 +1,219 @@
+/**
+ * A simulated client, with the retry logic of src/client/client.ts: it routes each request
+ * to the primary of the key's partition in its cached (possibly stale) cluster map; on a
+ * retryable error it refreshes the map, backs off (10 ms doubling to 500 ms) and tries
+ * again until its deadline. A write keeps its (clientId, requestSeq) tag across retries
+ * (S10) and, once any attempt may have reached a primary (timeout, lost connection,
+ * OUTCOME_UNKNOWN), ends as `unknown`, never `fail` (S9).
+ *
+ * One operation at a time, like a Jepsen process; each is recorded in the history with
+ * invoke and complete times. Values are unique (`c2-17`), so a read says which write it saw.
+ */
+import type { HistoryOp } from '../../src/check/linearizability.js';
+import type { WireError } from '../../src/core/errors.js';
+import { partitionOf } from '../../src/core/partitioning.js';
+import type { Config, PartitionId, Seq } from '../../src/core/types.js';
+import type { Observer } from './observer.js';
+import { bytes } from './storage-node.js';
+import type { CallResult, Endpoint, SimEvent, World } from './world.js';
+
+export interface ClientKnobs {
+  /** Deadline of one operation including retries (the real client's timeoutMs). */
+  readonly timeoutMs: number;
+  /** Timeout of one attempt (the real client waits up to the whole deadline). */
+  readonly attemptTimeoutMs: number;
+  readonly thinkMinMs: number;
+  readonly thinkMaxMs: number;
+  readonly weights: { readonly put: number; readonly get: number; readonly delete: number };
+}
+
+interface MapInfo {
+  readonly formed: boolean;
+  readonly partitions: number;
+  readonly configs: readonly Config[];
+}
+
+interface OpState {
+  readonly kind: 'put' | 'get' | 'delete';
+  readonly key: string;
+  readonly value?: string;
+  readonly invoke: number;
+  readonly deadline: number;
+  readonly tag?: { cid: string; rs: number };
+  attempt: number;
+  delayMs: number;
+  maybeApplied: boolean;
+  lastError?: WireError;
+}
+
+/** A write error is definite only when no primary could have received it (S9). */
+function mayHaveApplied(code: string): boolean {
+  return code === 'TIMEOUT' || code === 'CONNECTION_CLOSED' || code === 'OUTCOME_UNKNOWN' || code === 'INTERNAL';
+}
+
+export class SimClient implements Endpoint {
+  up = true;
+  paused = false;
+  inc = 1;
+  held: SimEvent[] = [];
+  busy = false;
+  /** Whether to start new operations. */
+  active = true;
+  private map: MapInfo | undefined;
+  private requestSeq = 0;
+  private written = 0;
+  readonly stats = { ok: 0, fail: 0, unknown: 0, attempts: 0, internalErrors: 0 };
+
+  constructor(
+    readonly id: string,
+    private readonly world: World,
+    private readonly knobs: ClientKnobs,
+    private readonly keys: readonly string[],
+    private readonly history: HistoryOp[],
+    private readonly observer: Observer,
+  ) {}
+
+  onMessage(): void {}
+
+  onCall(_from: string, _body: unknown, respond: (r: CallResult) => void): void {
+    respond({ ok: false, error: { code: 'INVALID_ARGUMENT', message: 'clients serve nothing' } });
+  }
+
+  /** Starts the operation loop: one operation after another, with think time, while active. */
+  startLoop(delayMs: number): void {
+    this.busy = true;
+    this.world.schedule(delayMs, this.id, () => this.next());
+  }
+
+  private next(): void {
+    if (!this.active) {
+      this.busy = false;
+      return;
+    }
+    const rng = this.world.rng;
+    const w = this.knobs.weights;
+    const kind = rng.weighted<'put' | 'get' | 'delete'>([[w.put, 'put'], [w.get, 'get'], [w.delete, 'delete']]);
+    this.begin(kind, rng.pick(this.keys), () => this.world.schedule(rng.int(this.knobs.thinkMinMs, this.knobs.thinkMaxMs), this.id, () => this.next()));
+  }
+
+  /** One operation, then `done` with its history record (for scripted scenarios). */
+  perform(kind: 'put' | 'get' | 'delete', key: string, done: (h: HistoryOp) => void): void {
+    this.busy = true;
+    this.begin(kind, key, () => {
+      this.busy = false;
+      done(this.history[this.history.length - 1]!);
+    });
+  }
+
+  /** Reads every key once, one after another (the final reads after convergence). */
+  readAll(done: () => void): void {
+    this.busy = true;
+    const keys = [...this.keys];
+    const step = () => {
+      const key = keys.shift();
+      if (key === undefined) {
+        this.busy = false;
+        return done();
+      }
+      this.begin('get', key, step);
+    };
+    step();
+  }
+
+  private begin(kind: 'put' | 'get' | 'delete', key: string, then: () => void): void {
+    const op: OpState = {
+      kind,
+      key,
+      ...(kind === 'put' ? { value: `${this.id}-${++this.written}` } : {}),
+      ...(kind === 'get' ? {} : { tag: { cid: this.id, rs: ++this.requestSeq } }),
+      invoke: this.world.stamp(),
+      deadline: this.world.now + this.knobs.timeoutMs,
+      attempt: 0,
+      delayMs: 10,
+      maybeApplied: false,
+    };
+    this.current = { op, then };
+    this.world.trace(`${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`);
+    this.attempt(op);
+  }
+
+  private current: { op: OpState; then: () => void } | undefined;
+
+  private attempt(op: OpState): void {
+    const remaining = op.deadline - this.world.now;
+    if (remaining <= 0) return this.giveUp(op);
+    if (op.attempt === 0 && this.map?.formed) return this.route(op, remaining);
+    this.world.call(this.id, 'ns', { t: 'map' }, remaining, () => 'map', (r) => {
+      if (!r.ok) return this.failed(op, r.error);
+      this.map = r.value as MapInfo;
+      this.route(op, op.deadline - this.world.now);
+    });
+  }
+
+  private route(op: OpState, remaining: number): void {
+    if (remaining <= 0) return this.giveUp(op);
+    const map = this.map!;
+    if (!map.formed) return this.failed(op, { code: 'UNAVAILABLE', message: 'the cluster is not formed yet', retryable: true });
+    const p = partitionOf(bytes(op.key), map.partitions);
+    const config = map.configs[p];
+    if (!config) return this.failed(op, { code: 'UNAVAILABLE', message: `partition ${p} has no configuration`, retryable: true });
+    const body = op.kind === 'get' ? { t: 'get', p, key: op.key } : op.kind === 'put' ? { t: 'put', p, key: op.key, value: op.value, cid: op.tag!.cid, rs: op.tag!.rs } : { t: 'del', p, key: op.key, cid: op.tag!.cid, rs: op.tag!.rs };
+    this.stats.attempts++;
+    this.world.call(this.id, config.primary, body, Math.min(remaining, this.knobs.attemptTimeoutMs), () => `${op.kind} ${op.key}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''} to ${config.primary} (e${config.epoch})`, (r) => {
+      if (r.ok) return this.succeeded(op, p, r.value);
+      this.failed(op, r.error);
+    });
+  }
+
+  private failed(op: OpState, error: WireError): void {
+    op.lastError = error;
+    if (op.kind !== 'get' && mayHaveApplied(error.code)) op.maybeApplied = true;
+    if (error.code === 'INTERNAL') this.stats.internalErrors++;
+    if (error.retryable !== true) {
+      // The real client throws a non-retryable error at once.
+      return this.finish(op, op.kind !== 'get' && op.maybeApplied ? 'unknown' : 'fail', undefined, error);
+    }
+    const remaining = op.deadline - this.world.now;
+    if (remaining <= 0) return this.giveUp(op);
+    const delay = Math.min(op.delayMs, remaining);
+    op.delayMs = Math.min(op.delayMs * 2, 500);
+    this.world.schedule(delay, this.id, () => {
+      op.attempt++;
+      this.attempt(op);
+    });
+  }
+
+  private giveUp(op: OpState): void {
+    this.finish(op, op.kind !== 'get' && op.maybeApplied ? 'unknown' : 'fail', undefined, op.lastError);
+  }
+
+  private succeeded(op: OpState, p: PartitionId, value: unknown): void {
+    if (op.kind === 'get') {
+      const r = value as { found: boolean; value?: string; version?: number };
+      if (r.found) this.observer.onReadVersion(p, op.key, r.value!, r.version! as Seq);
+      return this.finish(op, 'ok', { value: r.found ? r.value! : null });
+    }
+    const r = value as { version: number; existed?: boolean };
+    this.observer.onAck({ client: this.id, partition: p, seq: r.version as Seq, clientId: op.tag!.cid, requestSeq: op.tag!.rs, op: op.kind, key: op.key, ...(op.value === undefined ? {} : { value: op.value }) });
+    this.finish(op, 'ok', op.kind === 'delete' ? { existed: r.existed ?? false, version: r.version } : { version: r.version });
+  }
+
+  private finish(op: OpState, status: 'ok' | 'fail' | 'unknown', result?: { value?: string | null; existed?: boolean; version?: number }, error?: WireError): void {
+    if (this.current?.op !== op) return;
+    const then = this.current.then;
+    this.current = undefined;
+    this.stats[status]++;
+    const complete = this.world.stamp();
+    const base = { client: this.id, key: op.key, invoke: op.invoke, complete, status };
+    let h: HistoryOp;
+    if (op.kind === 'put') h = { ...base, op: 'put', value: op.value! };
+    else if (op.kind === 'get') h = status === 'ok' ? { ...base, op: 'get', value: result!.value ?? null } : { ...base, op: 'get' };
+    else h = status === 'ok' ? { ...base, op: 'delete', existed: result!.existed! } : { ...base, op: 'delete' };
+    this.history.push(h);
+    if (this.world.tracing) {
+      const what = status === 'ok' ? (op.kind === 'get' ? `→ ${result!.value ?? 'absent'}` : `version ${result!.version}${op.kind === 'delete' ? ` existed ${result!.existed}` : ''}`) : `${error?.code ?? ''} ${error?.message ?? ''}`;
+      this.world.trace(`${this.id} completes ${op.kind} ${op.key}${op.value ? `=${op.value}` : ''}: ${status} ${what}`);
+    }
+    then();
+  }
+}

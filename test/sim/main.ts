@@ -1,0 +1,210 @@
+/**
+ * `npm run sim -- [options]`: deterministic simulation of the dstore core (issue 5).
+ *
+ *   --runs N         run seeds start .. start+N-1 (default 100) and print a summary
+ *   --start S        first seed of --runs (default 1)
+ *   --seed S         replay one seed exactly, with a readable trace of every event
+ *   --no-trace       with --seed: only the knobs, the violations and the summary
+ *   --history FILE   with --seed: write the client history as JSON lines
+ *   --jobs J         with --runs: J worker threads (default 1)
+ *   --budget-ms MS   per-key time budget of the linearizability check (default 10000)
+ *   --set PATH=VALUE override a knob after the seed chose it (repeatable), e.g.
+ *                    --set settings.minWriteReplicas=1 --set net.dropP=0.3 --set faultMs=60000
+ *   --strict         also fail when a linearizability check was inconclusive
+ *   --mutate NAME    plant a deliberate bug (ack-before-durable, lying-fsync,
+ *                    unconfirmed-reads, server-delete-replies) to see the simulator catch it
+ *
+ * Exit code 1 when any run found a violation (or a check was inconclusive with --strict).
+ */
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { formatHistoryLine } from '../../src/check/linearizability.js';
+import { describeKnobs, type RunResult, runSeed } from './run.js';
+import { MUTATIONS, type Mutation } from './storage-node.js';
+
+interface Args {
+  runs: number;
+  start: number;
+  seed?: number;
+  trace: boolean;
+  history?: string;
+  jobs: number;
+  budgetMs: number;
+  strict: boolean;
+  set: string[];
+  mutation?: Mutation;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const a: Args = { runs: 100, start: 1, trace: true, jobs: 1, budgetMs: 10_000, strict: false, set: [] };
+  const num = (i: number, name: string): number => {
+    const v = Number(argv[i + 1]);
+    if (!Number.isSafeInteger(v) || v < 0) throw new Error(`${name} needs a non-negative integer, got ${argv[i + 1]}`);
+    return v;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    switch (argv[i]) {
+      case '--runs':
+        a.runs = num(i++, '--runs');
+        break;
+      case '--start':
+        a.start = num(i++, '--start');
+        break;
+      case '--seed':
+        a.seed = num(i++, '--seed');
+        break;
+      case '--no-trace':
+        a.trace = false;
+        break;
+      case '--history':
+        a.history = argv[++i];
+        break;
+      case '--jobs':
+        a.jobs = Math.max(1, Math.min(num(i++, '--jobs'), availableParallelism()));
+        break;
+      case '--budget-ms':
+        a.budgetMs = num(i++, '--budget-ms');
+        break;
+      case '--set':
+        a.set.push(argv[++i] ?? '');
+        break;
+      case '--mutate': {
+        const m = argv[++i] as Mutation;
+        if (!MUTATIONS.includes(m)) throw new Error(`--mutate: one of ${MUTATIONS.join(', ')}`);
+        a.mutation = m;
+        break;
+      }
+      case '--strict':
+        a.strict = true;
+        break;
+      case '--help':
+      case '-h':
+        console.log(HELP);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${argv[i]} (try --help)`);
+    }
+  }
+  return a;
+}
+
+const HELP = `usage: npm run sim -- [--runs N] [--start S] [--jobs J] | --seed S [--no-trace] [--history FILE]
+       common: [--set PATH=VALUE]... [--budget-ms MS] [--strict]`;
+
+/** What a worker sends back per seed: small, no history. */
+interface Summary {
+  readonly seed: number;
+  readonly violations: ReadonlyArray<{ kind: string; atMs: number; message: string }>;
+  readonly verdict: string;
+  readonly stats: Record<string, number>;
+  readonly simulatedMs: number;
+  readonly wallMs: number;
+}
+
+function summarize(r: RunResult): Summary {
+  return { seed: r.seed, violations: r.violations, verdict: r.linearizability?.verdict ?? 'not checked', stats: r.stats, simulatedMs: r.simulatedMs, wallMs: r.wallMs };
+}
+
+function replay(a: Args): number {
+  const seed = a.seed!;
+  const r = runSeed(seed, { trace: a.trace ? (l) => console.log(l) : undefined, checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation });
+  console.log('');
+  console.log(describeKnobs(seed, r.knobs));
+  console.log('');
+  if (a.history) {
+    writeFileSync(a.history, r.history.map(formatHistoryLine).join('\n') + '\n');
+    console.log(`history: ${r.history.length} operations written to ${a.history}`);
+  }
+  printRun(summarize(r));
+  for (const v of r.violations) {
+    console.log(`\nVIOLATION ${v.kind} at ${v.atMs} ms:\n${v.message}`);
+  }
+  return r.violations.length > 0 || (a.strict && r.linearizability?.verdict === 'unknown') ? 1 : 0;
+}
+
+function printRun(s: Summary): void {
+  const st = s.stats;
+  console.log(
+    `seed ${s.seed}: ${s.violations.length === 0 ? 'ok' : `VIOLATION (${s.violations.map((v) => v.kind).join(', ')})`}; linearizability ${s.verdict}; ` +
+      `ops ok ${st['ops.ok'] ?? 0} / unknown ${st['ops.unknown'] ?? 0} / fail ${st['ops.fail'] ?? 0}; crashes ${st.crashes ?? 0}; reconfigurations ${st.reconfigurations ?? 0}; ` +
+      `converged in ${st.convergeMs ?? '?'} ms; ${s.simulatedMs} ms simulated in ${s.wallMs} ms (${st.events} events)`,
+  );
+}
+
+async function soak(a: Args): Promise<number> {
+  const started = Date.now();
+  console.log(`dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}`);
+  const results: Summary[] = [];
+  const onResult = (s: Summary) => {
+    results.push(s);
+    if (s.violations.length > 0) {
+      const replayArgs = `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}${a.mutation ? ` --mutate ${a.mutation}` : ''}`;
+      console.log(`seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — replay: npm run sim -- ${replayArgs}`);
+      // Known liveness bugs (docs/consistency.md) get one line; anything else in full.
+      for (const v of s.violations) if (!v.kind.startsWith('liveness:')) console.log(`  ${v.kind}: ${v.message.split('\n').slice(0, 40).join('\n    ')}`);
+    }
+    if (s.verdict === 'unknown') console.log(`seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: npm run sim -- --seed ${s.seed}`);
+    if (results.length % 100 === 0) console.log(`… ${results.length}/${a.runs} runs, ${results.filter((r) => r.violations.length > 0).length} failing, ${Math.round((Date.now() - started) / 1000)} s`);
+  };
+  if (a.jobs <= 1) {
+    for (let i = 0; i < a.runs; i++) onResult(summarize(runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation })));
+  } else {
+    await new Promise<void>((resolve, reject) => {
+      let next = 0;
+      let running = 0;
+      const spawn = () => {
+        if (next >= a.runs) {
+          if (running === 0) resolve();
+          return;
+        }
+        const seeds: number[] = [];
+        const chunk = Math.min(20, a.runs - next);
+        for (let i = 0; i < chunk; i++) seeds.push(a.start + next++);
+        running++;
+        const w = new Worker(new URL(import.meta.url), { workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation } });
+        w.on('message', (s: Summary) => onResult(s));
+        w.on('error', reject);
+        w.on('exit', () => {
+          running--;
+          spawn();
+        });
+      };
+      for (let j = 0; j < a.jobs; j++) spawn();
+    });
+  }
+  const failing = results.filter((r) => r.violations.length > 0).sort((x, y) => x.seed - y.seed);
+  const unknown = results.filter((r) => r.verdict === 'unknown');
+  const byKind = new Map<string, number>();
+  for (const r of failing) for (const v of r.violations) byKind.set(v.kind, (byKind.get(v.kind) ?? 0) + 1);
+  const sum = (k: string) => results.reduce((n, r) => n + (r.stats[k] ?? 0), 0);
+  const simulatedS = results.reduce((n, r) => n + r.simulatedMs, 0) / 1000;
+  console.log('');
+  console.log(`runs: ${results.length} in ${((Date.now() - started) / 1000).toFixed(1)} s wall, ${(simulatedS / 3600).toFixed(2)} h simulated`);
+  console.log(`operations: ${sum('ops.ok')} ok, ${sum('ops.unknown')} unknown, ${sum('ops.fail')} failed; ${sum('crashes')} crashes, ${sum('reconfigurations')} reconfigurations, ${sum('fault.pause')} pauses, ${sum('fault.isolate') + sum('fault.split')} network partitions, ${sum('fault.nsCrash')} nameserver crashes`);
+  console.log(`linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ok, ${failing.filter((f) => f.verdict === 'violation').length} violation, ${unknown.length} unknown (budget)`);
+  if (failing.length === 0) console.log('violations: none');
+  else {
+    const other = failing.filter((f) => f.violations.some((v) => !v.kind.startsWith('liveness:')));
+    console.log(`violations: ${failing.length} failing seeds (${[...byKind].map(([k, n]) => `${k} ${n}`).join(', ')})`);
+    console.log(`  of which only known liveness bugs: ${failing.length - other.length}; anything else: ${other.length}${other.length ? ` — seeds ${other.map((f) => f.seed).join(' ')}` : ''}`);
+    if (failing.length <= 200) console.log(`failing seeds: ${failing.map((f) => f.seed).join(' ')}`);
+  }
+  return failing.length > 0 || (a.strict && unknown.length > 0) ? 1 : 0;
+}
+
+if (isMainThread) {
+  let a: Args;
+  try {
+    a = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exit(2);
+  }
+  const code = a.seed !== undefined ? replay(a) : await soak(a);
+  process.exitCode = code;
+} else {
+  const { seeds, budgetMs, set, mutation } = workerData as { seeds: number[]; budgetMs: number; set: string[]; mutation?: Mutation };
+  for (const seed of seeds) parentPort!.postMessage(summarize(runSeed(seed, { checkBudgetMs: budgetMs, set, mutation })));
+}

@@ -1,0 +1,503 @@
+/**
+ * One simulation run from one seed (issue 5): knobs, cluster, clients, nemesis, checks.
+ *
+ * Phases, in simulated time:
+ * 1. start: the nameserver, N storage servers (the map forms once all registered) and the
+ *    clients, which retry until the cluster serves;
+ * 2. faults (`faultMs`): the nemesis crashes and restarts storage servers (a crash keeps
+ *    only what was fsynced), pauses them or the nameserver, isolates one endpoint or splits
+ *    the servers in two, crashes and restarts the nameserver; the network drops,
+ *    duplicates, delays and reorders messages as the knobs say;
+ * 3. heal: every fault ends, the network becomes reliable; clients go on for `calmMs`,
+ *    then stop starting operations and finish the ones they have;
+ * 4. quiesce: run until every partition converged — a full configuration of R members,
+ *    no learner, a serving primary, every member at the primary's commit point with the
+ *    same data — or until `convergeLimitMs` (a liveness violation);
+ * 5. final reads of every key, then the end checks: linearizability of the whole history,
+ *    every acknowledged write applied by every member.
+ * The observer checks safety on every step meanwhile (observer.ts).
+ */
+import { type CheckResult, type HistoryOp, checkHistory, formatResult } from '../../src/check/linearizability.js';
+import type { ClusterSettings } from '../../src/core/nameserver/nameserver.js';
+import { type PartitionId, nodeId } from '../../src/core/types.js';
+import { type ClientKnobs, SimClient } from './client.js';
+import { SimNameserver } from './nameserver-node.js';
+import { Observer, type Violation } from './observer.js';
+import type { Rng } from './rng.js';
+import { describeConfig, type Mutation, type NodeKnobs, SimStorageNode } from './storage-node.js';
+import { type NetworkKnobs, RELIABLE, SimulationFailure, World } from './world.js';
+
+export interface Knobs {
+  readonly nodes: number;
+  readonly settings: ClusterSettings;
+  readonly clients: number;
+  readonly keys: readonly string[];
+  readonly node: NodeKnobs;
+  readonly deadAfterMs: number;
+  readonly rereplicateAfterMs: number;
+  readonly client: ClientKnobs;
+  readonly net: NetworkKnobs;
+  readonly faultMs: number;
+  /** Mean time between faults. */
+  readonly faultEveryMs: number;
+  readonly faultWeights: Readonly<Record<FaultKind, number>>;
+  readonly maxFaultMs: number;
+  readonly calmMs: number;
+  readonly convergeLimitMs: number;
+  readonly maxEvents: number;
+}
+
+export type FaultKind = 'crash' | 'pause' | 'isolate' | 'split' | 'nsCrash' | 'nsPause';
+
+export interface RunOptions {
+  /** Trace every event to this sink (a replay of one seed). */
+  readonly trace?: (line: string) => void;
+  /** Knob overrides `path=value` (e.g. `settings.minWriteReplicas=1`), applied after the seed chose the knobs. */
+  readonly set?: readonly string[];
+  /** Per-key budget of the linearizability check, in ms. */
+  readonly checkBudgetMs?: number;
+  /** A deliberate bug to plant (mutation testing of the simulator itself). */
+  readonly mutation?: Mutation;
+}
+
+export interface RunResult {
+  readonly seed: number;
+  readonly knobs: Knobs;
+  readonly violations: readonly Violation[];
+  readonly linearizability: CheckResult | undefined;
+  readonly history: readonly HistoryOp[];
+  readonly stats: Record<string, number>;
+  readonly simulatedMs: number;
+  readonly wallMs: number;
+}
+
+/** Every knob, from the seed: the cluster's shape, timing, network and faults vary per run. */
+export function chooseKnobs(rng: Rng): Knobs {
+  const replicas = rng.weighted([[1, 1], [2, 2], [8, 3]]);
+  const nodes = replicas + rng.weighted([[5, 0], [3, 1], [2, 2]]);
+  const minWriteReplicas = replicas === 1 ? 1 : rng.weighted([[1, 1], [4, 2], [replicas === 3 ? 1 : 0, 3]]);
+  const partitions = rng.weighted([[2, 1], [3, 2], [3, 4]]);
+  const keyCount = rng.int(2, 6);
+  const heartbeatMs = rng.pick([100, 200, 300]);
+  const deadAfterMs = heartbeatMs * rng.pick([3, 5]);
+  const dropP = rng.weighted([[3, 0], [3, 0.01], [2, 0.05], [1, 0.2]]);
+  const dupP = rng.weighted([[3, 0], [2, 0.01], [1, 0.05]]);
+  const slowP = rng.weighted([[3, 0], [2, 0.02], [1, 0.1]]);
+  const maxDelayMs = rng.pick([2, 5, 20]);
+  const faultMs = rng.int(5_000, 20_000);
+  return {
+    nodes,
+    settings: { partitions, replicas, minWriteReplicas, initialNodes: nodes },
+    clients: rng.int(2, 5),
+    keys: Array.from({ length: keyCount }, (_, i) => `k${i}`),
+    node: {
+      tickMs: rng.pick([20, 50]),
+      heartbeatMs,
+      callTimeoutMs: Math.max(300, heartbeatMs * 2),
+      resendAfterMs: 300,
+      logRetainEntries: rng.pick([2, 10, 100]),
+      fsyncMinMs: 1,
+      fsyncMaxMs: rng.pick([2, 10, 40]),
+      durable: true,
+      snapshotTimeoutMs: 2000,
+    },
+    deadAfterMs,
+    rereplicateAfterMs: rng.pick([500, 2000, 5000]),
+    client: {
+      timeoutMs: rng.pick([1000, 3000, 8000]),
+      attemptTimeoutMs: rng.pick([200, 500, 10_000]),
+      thinkMinMs: 0,
+      thinkMaxMs: rng.pick([5, 30, 100]),
+      weights: { put: 4, get: 4, delete: rng.pick([0, 1, 2]) },
+    },
+    net: { dropP, dupP, slowP, minDelayMs: 1, maxDelayMs, slowMaxDelayMs: rng.pick([100, 500, 2000]) },
+    faultMs,
+    faultEveryMs: rng.pick([300, 1000, 3000]),
+    faultWeights: { crash: 4, pause: 3, isolate: 3, split: 2, nsCrash: 1, nsPause: 1 },
+    maxFaultMs: rng.pick([1000, 4000, 10_000]),
+    calmMs: 2000,
+    convergeLimitMs: 60_000,
+    maxEvents: 5_000_000,
+  };
+}
+
+/** Applies `a.b.c=value` overrides (value parsed as JSON, else taken as a string) to a copy. */
+export function applySettings(knobs: Knobs, settings: readonly string[]): Knobs {
+  const copy = structuredClone(knobs) as unknown as Record<string, unknown>;
+  for (const setting of settings) {
+    const eq = setting.indexOf('=');
+    if (eq <= 0) throw new Error(`--set ${setting}: expected path=value`);
+    const path = setting.slice(0, eq).split('.');
+    const raw = setting.slice(eq + 1);
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      value = raw;
+    }
+    let target = copy;
+    for (const key of path.slice(0, -1)) {
+      const next = target[key];
+      if (typeof next !== 'object' || next === null) throw new Error(`--set ${setting}: no knob ${path.join('.')}`);
+      target = next as Record<string, unknown>;
+    }
+    const last = path[path.length - 1]!;
+    if (!(last in target)) throw new Error(`--set ${setting}: no knob ${path.join('.')}`);
+    if (typeof target[last] !== typeof value) throw new Error(`--set ${setting}: ${path.join('.')} is a ${typeof target[last]}`);
+    target[last] = value;
+  }
+  return copy as unknown as Knobs;
+}
+
+export function describeKnobs(seed: number, k: Knobs): string {
+  const s = k.settings;
+  return [
+    `seed ${seed}`,
+    `cluster: ${k.nodes} storage servers, ${s.partitions} partitions, R=${s.replicas}, min write replicas ${s.minWriteReplicas}; ${k.clients} clients on keys ${k.keys.join(',')}`,
+    `timing: tick ${k.node.tickMs} ms, heartbeat ${k.node.heartbeatMs} ms, dead after ${k.deadAfterMs} ms, rereplicate after ${k.rereplicateAfterMs} ms, fsync ${k.node.fsyncMinMs}-${k.node.fsyncMaxMs} ms, log retain ${k.node.logRetainEntries}${k.node.durable ? '' : ', NOT durable'}`,
+    `clients: deadline ${k.client.timeoutMs} ms, attempt timeout ${k.client.attemptTimeoutMs} ms, think 0-${k.client.thinkMaxMs} ms, put/get/delete ${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}`,
+    `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
+    ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
+    `faults: ${k.faultMs} ms, one every ~${k.faultEveryMs} ms lasting up to ${k.maxFaultMs} ms; weights ${Object.entries(k.faultWeights).map(([f, w]) => `${f} ${w}`).join(', ')}`,
+  ].join('\n');
+}
+
+export function runSeed(seed: number, options: RunOptions = {}): RunResult {
+  const wallStart = Date.now();
+  const world = new World(seed);
+  world.traceSink = options.trace;
+  const chosen = applySettings(chooseKnobs(world.rng), options.set ?? []);
+  const knobs: Knobs = options.mutation ? { ...chosen, node: { ...chosen.node, mutation: options.mutation } } : chosen;
+  const observer = new Observer(world);
+  const history: HistoryOp[] = [];
+  const ns = new SimNameserver(world, { settings: knobs.settings, heartbeatMs: knobs.node.heartbeatMs, deadAfterMs: knobs.deadAfterMs, rereplicateAfterMs: knobs.rereplicateAfterMs });
+  world.add(ns);
+  const nodes: SimStorageNode[] = [];
+  for (let i = 1; i <= knobs.nodes; i++) {
+    const n = new SimStorageNode(nodeId(`n${i}`), world, knobs.node, observer);
+    nodes.push(n);
+    world.add(n);
+  }
+  const clients: SimClient[] = [];
+  for (let i = 1; i <= knobs.clients; i++) {
+    const c = new SimClient(`c${i}`, world, knobs.client, knobs.keys, history, observer);
+    clients.push(c);
+    world.add(c);
+  }
+  const stats: Record<string, number> = {};
+  const count = (k: string) => (stats[k] = (stats[k] ?? 0) + 1);
+  let linearizability: CheckResult | undefined;
+
+  try {
+    // 1. Start.
+    ns.start();
+    for (const n of nodes) world.schedule(world.rng.int(0, 300), 'world', () => n.start());
+    for (const c of clients) c.startLoop(world.rng.int(300, 800));
+    const faultStart = 1500;
+    const faultEnd = faultStart + knobs.faultMs;
+
+    // 2. Faults.
+    world.net = knobs.net;
+    const nemesis = new Nemesis(world, knobs, ns, nodes, count, faultEnd);
+    world.schedule(faultStart, 'world', () => nemesis.next());
+    world.run(faultEnd, knobs.maxEvents);
+
+    // 3. Heal.
+    world.trace('HEAL: every fault ends; the network is reliable from now on');
+    world.net = RELIABLE;
+    nemesis.healAll();
+    world.run(world.now + knobs.calmMs, knobs.maxEvents);
+    for (const c of clients) c.active = false;
+    world.run(world.now + knobs.client.timeoutMs + 1000, knobs.maxEvents, () => clients.every((c) => !c.busy));
+
+    // 4. Quiesce and converge.
+    const convergeStart = world.now;
+    let problem = convergence(ns, nodes, knobs);
+    // A known way of being stuck that persists this long will not resolve: stop waiting.
+    let stuckSince: number | undefined;
+    while (problem !== undefined && world.now - convergeStart < knobs.convergeLimitMs) {
+      world.run(world.now + 250, knobs.maxEvents);
+      problem = convergence(ns, nodes, knobs);
+      if (problem !== undefined && diagnose(ns, nodes, knobs)) stuckSince ??= world.now;
+      else stuckSince = undefined;
+      if (stuckSince !== undefined && world.now - stuckSince >= 10_000) break;
+    }
+    stats.convergeMs = world.now - convergeStart;
+    if (problem !== undefined) {
+      const why = diagnose(ns, nodes, knobs);
+      observer.report(why?.kind ?? 'no-convergence', `${world.now - convergeStart} ms after the faults stopped the replicas have not converged: ${problem}${why ? `\ndiagnosis: ${why.text}` : ''}\n${describeReplicas(ns, nodes, knobs)}`);
+    } else {
+      world.trace(`converged after ${world.now - convergeStart} ms`);
+      // Every acknowledged write is applied by every member of the final configuration.
+      for (const [p, acks] of observer.acked) {
+        const c = ns.configs()[p]!;
+        const primary = nodes.find((n) => n.id === c.primary)!.replicas.get(p)!;
+        for (const [s, a] of acks) {
+          if (s > primary.appliedSeq) observer.report('lost-write', `partition ${p}: ${a.client}'s ${a.op} ${a.key} acknowledged at version ${s} is beyond the converged applied seq ${primary.appliedSeq}`);
+        }
+      }
+      // 5. Final reads.
+      const reader = new SimClient('final', world, { ...knobs.client, timeoutMs: 10_000 }, knobs.keys, history, observer);
+      world.add(reader);
+      let done = false;
+      reader.readAll(() => (done = true));
+      world.run(world.now + 10_000 * knobs.keys.length + 1000, knobs.maxEvents, () => done);
+      if (!done) observer.report('no-convergence', 'the final reads did not complete');
+    }
+
+    linearizability = checkHistory(history, { timeBudgetMs: options.checkBudgetMs ?? 10_000 });
+    if (linearizability.verdict === 'violation') observer.report('linearizability', formatResult(linearizability));
+    if (linearizability.verdict === 'unknown') count('linearizabilityUnknown');
+  } catch (e) {
+    if (!(e instanceof SimulationFailure)) {
+      observer.report('simulator-crash', (e as Error).stack ?? String(e));
+    } else if (observer.violations.length === 0) {
+      observer.report('simulator', e.message);
+    }
+  }
+
+  for (const c of [...clients]) {
+    for (const [k, v] of Object.entries(c.stats)) stats[`ops.${k}`] = (stats[`ops.${k}`] ?? 0) + v;
+  }
+  for (const n of nodes) stats.crashes = (stats.crashes ?? 0) + n.stats.crashes;
+  stats.reconfigurations = ns.stats.reconfigurations;
+  stats.events = world.events;
+  stats.messages = world.messagesSent;
+  stats.dropped = world.messagesDropped;
+  Object.assign(stats, Object.fromEntries(Object.entries(observer.stats).map(([k, v]) => [`observed.${k}`, v])));
+  return { seed, knobs, violations: observer.violations, linearizability, history, stats, simulatedMs: world.now, wallMs: Date.now() - wallStart };
+}
+
+/**
+ * Names the known ways a partition stays stuck after the faults stopped (each a liveness
+ * bug found by this simulator, see docs/consistency.md); undefined for anything else.
+ */
+export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs: Knobs): { kind: string; text: string } | undefined {
+  const byId = new Map(nodes.map((n) => [n.id as string, n]));
+  for (const c of ns.configs()) {
+    const p = c.partition;
+    const primary = byId.get(c.primary)?.replicas.get(p);
+    if (!primary) continue;
+    // The primary cannot commit its epoch-start entry with fewer members than
+    // --min-write-replicas (S8), so it never serves (S6), so it never asks to promote its
+    // learner (S7: maybePromote requires serving): stuck for good.
+    if (1 + c.secondaries.length < knobs.settings.minWriteReplicas && c.learners.length > 0 && !primary.serving) {
+      return { kind: 'liveness:primary-below-min-write-replicas', text: `partition ${p}: primary ${c.primary} has ${1 + c.secondaries.length} member(s), fewer than --min-write-replicas=${knobs.settings.minWriteReplicas}: its epoch-start entry cannot commit (S8), so it never serves (S6) and never asks to promote learner ${c.learners.join(',')} (S7)` };
+    }
+    // S11: a learner that needs a snapshot (its applied seq is below the primary's log
+    // base) and gets nowhere: the offer, the learner's request for the entries after the
+    // snapshot, or the learner itself (a crash mid-fetch) was lost, and nothing re-sends.
+    for (const l of c.learners) {
+      const r = byId.get(l)?.replicas.get(p);
+      // Diagnosis only: the primary's private per-peer state says whether it waits for a snapshot.
+      const peer = (primary as unknown as { peers?: Map<string, { snapshotting?: boolean }> }).peers?.get(l);
+      if (r && primary.serving && r.active && r.epoch === c.epoch && peer?.snapshotting === true) {
+        return { kind: 'liveness:learner-snapshot-stalled', text: `partition ${p}: learner ${l} (applied ${r.appliedSeq}, log to ${r.lastSeq}; primary's log ${primary.log.base.seq}..${primary.lastSeq}) is marked as snapshotting by the primary, which sends it no prepare until it asks again (S11); the snapshot handshake (snapshotOffer → fetch → install → prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted mid-fetch — and nothing retries it` };
+      }
+    }
+    // A secondary that needs entries the primary no longer has: nothing removes it (S12
+    // says it relearns, but only a warning is logged), so the primary never commits again.
+    // One way in: a learner acked, restarted and discarded its log above its applied seq
+    // (S11), and the primary still counted its old ack to ask for its promotion (S7: no
+    // incarnation id in acks or promotion requests).
+    for (const s2 of c.secondaries) {
+      const r = byId.get(s2)?.replicas.get(p);
+      if (r && r.active && r.epoch === c.epoch && r.role === 'secondary' && r.lastSeq < primary.log.base.seq) {
+        return { kind: 'liveness:secondary-needs-truncated-entries', text: `partition ${p}: secondary ${s2} holds entries up to ${r.lastSeq} but the primary's log starts after ${primary.log.base.seq}: it can never catch up, and nothing removes it (S12), so the primary never commits (and never serves) again` };
+      }
+    }
+    // A secondary holds every entry but was never told the last commit point: the
+    // commit-only prepare was lost and nothing re-sends it while no write comes.
+    for (const s of c.secondaries) {
+      const r = byId.get(s)?.replicas.get(p);
+      if (r && primary.serving && r.epoch === c.epoch && r.lastSeq === primary.lastSeq && r.appliedSeq < primary.commitSeq && primary.commitSeq === primary.lastSeq) {
+        return { kind: 'liveness:commit-point-not-resent', text: `partition ${p}: secondary ${s} holds every entry up to ${r.lastSeq} but applied only ${r.appliedSeq} of the primary's ${primary.commitSeq}: the prepare carrying the commit point was lost and is never re-sent (S2)` };
+      }
+    }
+    // Under-replicated with no learner while a live server holds no replica at all: the
+    // nameserver only picks servers that report some progress (maybeAddLearner).
+    const size = 1 + c.secondaries.length + c.learners.length;
+    if (size < Math.min(knobs.settings.replicas, nodes.length) && c.learners.length === 0) {
+      const empty = nodes.filter((n) => n.up && n.replicas.size === 0 && ![c.primary, ...c.secondaries].includes(n.id));
+      if (empty.length > 0) {
+        return { kind: 'liveness:empty-server-never-chosen', text: `partition ${p} has ${size} of R=${knobs.settings.replicas} members and no learner, while ${empty.map((n) => n.id).join(',')} is alive and holds no replica: Nameserver.maybeAddLearner only considers servers whose heartbeat reports some progress` };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Every replica of every partition, one line each, for a no-convergence report. */
+function describeReplicas(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs: Knobs): string {
+  const lines: string[] = [];
+  for (let p = 0; p < knobs.settings.partitions; p++) {
+    const c = ns.configs()[p];
+    lines.push(`partition ${p}: ${c ? `e${c.epoch} ${describeConfig(c)}` : 'no configuration'}`);
+    for (const n of nodes) {
+      const r = n.replicas.get(p as PartitionId);
+      if (!r) continue;
+      const pr = r.progress();
+      lines.push(`  ${n.id}${n.up ? '' : ' (down)'}: ${pr.role} e${pr.epoch}${pr.serving ? ' serving' : ''}, log ${r.log.base.seq}..${pr.lastSeq} (last epoch ${pr.lastEpoch}), commit ${pr.commitSeq}, applied ${pr.appliedSeq}, durable applied ${n.disk.parts.get(p as PartitionId)?.applied.seq ?? 0}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+/** Undefined when every partition converged; else what is not there yet. */
+function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs: Knobs): string | undefined {
+  if (!ns.up || ns.paused || !ns.core?.formed) return 'the nameserver is not serving a formed map';
+  const byId = new Map(nodes.map((n) => [n.id as string, n]));
+  for (const c of ns.configs()) {
+    const p = c.partition;
+    const where = `partition ${p} e${c.epoch} ${describeConfig(c)}`;
+    if (c.learners.length > 0) return `${where}: a learner is still catching up`;
+    if (1 + c.secondaries.length < Math.min(knobs.settings.replicas, nodes.length)) return `${where}: fewer than R members`;
+    const primaryNode = byId.get(c.primary)!;
+    const primary = primaryNode.replicas.get(p);
+    if (!primary || !primary.active || primary.role !== 'primary' || primary.epoch !== c.epoch) return `${where}: ${c.primary} is not acting as its primary (${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`;
+    if (!primary.serving) return `${where}: the primary is not serving yet`;
+    if (primary.commitSeq !== primary.lastSeq || primary.appliedSeq !== primary.commitSeq) return `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, applied ${primary.appliedSeq}`;
+    const digest = primaryNode.disk.digest(p);
+    if ((primaryNode.disk.parts.get(p)?.applied.seq ?? 0) !== primary.appliedSeq) return `${where}: the primary's applies are not all durable yet`;
+    for (const s of c.secondaries) {
+      const node = byId.get(s)!;
+      const r = node.replicas.get(p);
+      if (!r || !r.active || r.role !== 'secondary' || r.epoch !== c.epoch) return `${where}: ${s} is not acting as its secondary (${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`;
+      if (r.appliedSeq !== primary.commitSeq) return `${where}: ${s} applied ${r.appliedSeq} of ${primary.commitSeq}`;
+      if ((node.disk.parts.get(p)?.applied.seq ?? 0) !== r.appliedSeq) return `${where}: ${s}'s applies are not all durable yet`;
+      if (node.disk.digest(p) !== digest) return `${where}: ${s} holds {${node.disk.digest(p)}} but the primary holds {${digest}}`;
+    }
+  }
+  return undefined;
+}
+
+/** Injects faults on a schedule drawn from the seed until `faultEnd`; each fault heals itself. */
+class Nemesis {
+  private readonly cutBy = new Map<number, Array<[string, string]>>();
+  private nextFault = 1;
+
+  constructor(
+    private readonly world: World,
+    private readonly knobs: Knobs,
+    private readonly ns: SimNameserver,
+    private readonly nodes: readonly SimStorageNode[],
+    private readonly count: (k: string) => void,
+    private readonly faultEnd: number,
+  ) {}
+
+  next(): void {
+    const w = this.world;
+    if (w.now >= this.faultEnd) return;
+    const kind = w.rng.weighted(Object.entries(this.knobs.faultWeights).map(([k, v]) => [v, k as FaultKind] as const));
+    this.inject(kind);
+    w.schedule(Math.max(1, w.rng.exp(this.knobs.faultEveryMs)), 'world', () => this.next());
+  }
+
+  private duration(): number {
+    return this.world.rng.int(50, this.knobs.maxFaultMs);
+  }
+
+  private later(ms: number, fn: () => void): void {
+    this.world.schedule(ms, 'world', fn);
+  }
+
+  private inject(kind: FaultKind): void {
+    const w = this.world;
+    const rng = w.rng;
+    switch (kind) {
+      case 'crash': {
+        const up = this.nodes.filter((n) => n.up);
+        if (up.length === 0) return;
+        const n = rng.pick(up);
+        const ms = rng.chance(0.2) ? rng.int(0, 20) : this.duration();
+        w.trace(`NEMESIS crash ${n.id}, restart in ${ms} ms`);
+        this.count('fault.crash');
+        n.crash();
+        this.later(ms, () => {
+          if (!n.up) n.start();
+        });
+        return;
+      }
+      case 'pause': {
+        const up = this.nodes.filter((n) => n.up && !n.paused);
+        if (up.length === 0) return;
+        const n = rng.pick(up);
+        const ms = this.duration();
+        w.trace(`NEMESIS pause ${n.id} for ${ms} ms`);
+        this.count('fault.pause');
+        w.pause(n.id);
+        this.later(ms, () => w.resume(n.id));
+        return;
+      }
+      case 'nsPause': {
+        if (!this.ns.up || this.ns.paused) return;
+        const ms = this.duration();
+        w.trace(`NEMESIS pause ns for ${ms} ms`);
+        this.count('fault.nsPause');
+        w.pause('ns');
+        this.later(ms, () => w.resume('ns'));
+        return;
+      }
+      case 'nsCrash': {
+        if (!this.ns.up) return;
+        const ms = rng.chance(0.3) ? rng.int(0, 20) : this.duration();
+        w.trace(`NEMESIS crash ns, restart in ${ms} ms`);
+        this.count('fault.nsCrash');
+        this.ns.crash();
+        this.later(ms, () => {
+          if (!this.ns.up) this.ns.restart();
+        });
+        return;
+      }
+      case 'isolate': {
+        const servers = ['ns', ...this.nodes.map((n) => n.id as string)];
+        const victim = rng.pick(servers);
+        const links: Array<[string, string]> = [];
+        for (const other of w.endpoints.keys()) if (other !== victim) links.push([victim, other]);
+        this.cut(`isolate ${victim}`, links);
+        this.count('fault.isolate');
+        return;
+      }
+      case 'split': {
+        const servers = rng.shuffle(['ns', ...this.nodes.map((n) => n.id as string)]);
+        const k = rng.int(1, servers.length - 1);
+        const a = servers.slice(0, k);
+        const b = servers.slice(k);
+        // Each client lands on one side.
+        for (const id of w.endpoints.keys()) if (id.startsWith('c')) (rng.chance(0.5) ? a : b).push(id);
+        const links: Array<[string, string]> = [];
+        for (const x of a) for (const y of b) links.push([x, y]);
+        this.cut(`split {${a.join(',')}} | {${b.join(',')}}`, links);
+        this.count('fault.split');
+        return;
+      }
+    }
+  }
+
+  private cut(what: string, links: Array<[string, string]>): void {
+    const w = this.world;
+    const id = this.nextFault++;
+    const ms = this.duration();
+    w.trace(`NEMESIS ${what} for ${ms} ms`);
+    for (const [a, b] of links) w.cut(a, b);
+    this.cutBy.set(id, links);
+    this.later(ms, () => {
+      for (const [a, b] of this.cutBy.get(id) ?? []) w.heal(a, b);
+      this.cutBy.delete(id);
+      w.trace(`NEMESIS heals ${what}`);
+    });
+  }
+
+  /** Ends every fault at once. */
+  healAll(): void {
+    const w = this.world;
+    w.heal();
+    this.cutBy.clear();
+    if (!this.ns.up) this.ns.restart();
+    if (this.ns.paused) w.resume('ns');
+    for (const n of this.nodes) {
+      if (!n.up) n.start();
+      else if (n.paused) w.resume(n.id);
+    }
+  }
+}

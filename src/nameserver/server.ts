@@ -126,7 +126,7 @@ export class NameserverProcess {
     const now = Date.now();
     switch (req.t) {
       case 'register': {
-        if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable }, now)) this.persist();
+        if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, fresh: req.fresh ?? false }, now)) this.persist();
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
         const { settings, clusterId } = this.core.map;
@@ -138,7 +138,7 @@ export class NameserverProcess {
         return { ...reply, addresses: this.addresses() };
       }
       case 'promote': {
-        const { config, changed } = this.core.onPromote(partitionId(req.p), req.epoch, toNodeId(req.learner));
+        const { config, changed } = this.core.onPromote(partitionId(req.p), req.epoch, toNodeId(req.learner), req.learnerIncarnation);
         if (changed) {
           this.persist();
           this.log.info({ partition: req.p, epoch: config?.epoch, learner: req.learner }, 'learner promoted to secondary');

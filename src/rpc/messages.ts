@@ -44,12 +44,12 @@ const Position = Type.Object({ seq: Uint, epoch: Uint });
 
 const PeerMessageSchema = Type.Union([
   Type.Object({ kind: Type.Literal('prepare'), partition: Partition, config: ConfigSchema, prev: Position, entries: Type.Array(EntrySchema, { maxItems: 100_000 }), commitSeq: Uint }),
-  Type.Object({ kind: Type.Literal('prepareAck'), partition: Partition, epoch: Uint, seq: Uint }),
-  Type.Object({ kind: Type.Literal('prepareNack'), partition: Partition, epoch: Uint, needFromSeq: Uint }),
+  Type.Object({ kind: Type.Literal('prepareAck'), partition: Partition, epoch: Uint, seq: Uint, incarnation: Id }),
+  Type.Object({ kind: Type.Literal('prepareNack'), partition: Partition, epoch: Uint, needFromSeq: Uint, incarnation: Id }),
   Type.Object({ kind: Type.Literal('staleEpoch'), partition: Partition, config: ConfigSchema }),
   Type.Object({ kind: Type.Literal('confirm'), partition: Partition, config: ConfigSchema, round: Uint }),
   Type.Object({ kind: Type.Literal('confirmAck'), partition: Partition, epoch: Uint, round: Uint }),
-  Type.Object({ kind: Type.Literal('snapshotOffer'), partition: Partition, config: ConfigSchema }),
+  Type.Object({ kind: Type.Literal('snapshotOffer'), partition: Partition, config: ConfigSchema, logBase: Uint }),
 ]);
 
 /** One-way messages between storage servers. */
@@ -85,10 +85,10 @@ const ProgressSchema = Type.Object({
 
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
-  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), token: Token }),
+  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), fresh: Type.Optional(Type.Boolean()), token: Token }),
   Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }), token: Token }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
-  Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id, token: Token }),
+  Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id, learnerIncarnation: Id, token: Token }),
   Type.Object({ t: Type.Literal('map'), token: Token }),
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
 ]);

@@ -151,7 +151,7 @@ export class StorageServer {
     let delayMs = 100;
     for (;;) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable });
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, fresh: ![...this.replicas.values()].some((r) => r.activatedOnce) });
         const r = registerReply.decode(raw);
         if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
@@ -219,7 +219,7 @@ export class StorageServer {
     if (r) return r;
     const state = this.recoveries.get(p);
     r = new Replica(
-      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 300 },
+      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 300, incarnation: this.incarnation },
       state ? this.recover(state) : undefined,
     );
     r.nowMs = Date.now();
@@ -304,7 +304,7 @@ export class StorageServer {
           void this.confirmWithNameserver(p, o.round, o.epoch);
           break;
         case 'requestPromotion':
-          void this.requestPromotion(p, o.learner, o.epoch);
+          void this.requestPromotion(p, o.learner, o.learnerIncarnation, o.epoch);
           break;
         case 'fetchSnapshot':
           // Earlier storage ops of this partition first: the install replaces its state.
@@ -345,12 +345,12 @@ export class StorageServer {
   }
 
   /** S7: asks the nameserver until it answers; the answer is the partition's configuration. */
-  private async requestPromotion(p: PartitionId, learner: NodeId, epoch: number): Promise<void> {
+  private async requestPromotion(p: PartitionId, learner: NodeId, learnerIncarnation: string, epoch: number): Promise<void> {
     let delayMs = 50;
     for (let attempt = 0; attempt < 1000 && !this.closed; attempt++) {
       if (this.replica(p).epoch !== epoch) return; // moved on; the new configuration decides
       try {
-        const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner }));
+        const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }));
         if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
         this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config) });
         return;
@@ -365,6 +365,7 @@ export class StorageServer {
   /** S11: fetches a snapshot of partition `p` from its primary and installs it atomically. */
   private async fetchSnapshot(p: PartitionId, from: NodeId, epoch: number): Promise<void> {
     const address = this.addresses.get(from);
+    let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[] };
     try {
       if (!address) throw new InvalidArgumentError(`no address for ${from}`);
       const conn = this.pool.get(address);
@@ -387,12 +388,17 @@ export class StorageServer {
       }
       const applied = { seq: first.applied.seq as Seq, epoch: first.applied.epoch as Epoch };
       const dedup = first.dedup.map((d) => ({ ...d, seq: d.seq as Seq }));
+      // S11: only a learner installs a snapshot (it may have been promoted meanwhile).
+      if (this.replica(p).role !== 'learner') throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
       await this.backend.installSnapshot(p, applied, pages(), dedup);
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
-      this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+      installed = { applied, dedup };
     } catch (err) {
       this.step(p, { kind: 'snapshotFailed', reason: (err as Error).message });
+      return;
     }
+    // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
+    this.step(p, { kind: 'snapshotInstalled', ...installed });
   }
 
   /** Open snapshot reads, by session id; closed when done or idle for a minute. */

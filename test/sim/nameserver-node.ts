@@ -93,8 +93,8 @@ export class SimNameserver implements Endpoint {
     const req = body as { t: string } & Record<string, unknown>;
     switch (req.t) {
       case 'register': {
-        const r = req as unknown as { nodeId: NodeId; incarnation: string; durable: boolean };
-        if (core.onRegister({ nodeId: r.nodeId, address: r.nodeId, backend: 'sim', incarnation: r.incarnation, durable: r.durable }, now)) this.persist();
+        const r = req as unknown as { nodeId: NodeId; incarnation: string; durable: boolean; fresh: boolean };
+        if (core.onRegister({ nodeId: r.nodeId, address: r.nodeId, backend: 'sim', incarnation: r.incarnation, durable: r.durable, fresh: r.fresh }, now)) this.persist();
         this.tick();
         const { settings } = core.map;
         return respond({ ok: true, value: { partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas } });
@@ -105,9 +105,9 @@ export class SimNameserver implements Endpoint {
         return respond({ ok: true, value: reply });
       }
       case 'promote': {
-        const r = req as unknown as { p: number; epoch: number; learner: NodeId };
+        const r = req as unknown as { p: number; epoch: number; learner: NodeId; learnerIncarnation: string };
         const before = core.map;
-        const { config, changed } = core.onPromote(partitionId(r.p), r.epoch, r.learner);
+        const { config, changed } = core.onPromote(partitionId(r.p), r.epoch, r.learner, r.learnerIncarnation);
         if (changed) {
           this.persist();
           this.traceChanges(before);

@@ -43,7 +43,7 @@ function fingerprint(e: LogEntry): string {
 export class Observer {
   readonly violations: Violation[] = [];
   /** Per partition, seq → the entry first applied there and where. */
-  readonly appliedEntry = new Map<PartitionId, Map<number, { fp: string; entry: LogEntry; node: string }>>();
+  readonly appliedEntry = new Map<PartitionId, Map<number, { fp: string; entry: LogEntry; node: string; holders: Set<string> }>>();
   private readonly digests = new Map<PartitionId, Map<number, { digest: string; node: string }>>();
   private readonly primaries = new Map<string, string>();
   private readonly committers = new Map<string, string>();
@@ -72,10 +72,12 @@ export class Observer {
     if (!entries) this.appliedEntry.set(p, (entries = new Map()));
     const first = entries.get(entry.seq);
     if (!first) {
-      entries.set(entry.seq, { fp, entry, node });
+      entries.set(entry.seq, { fp, entry, node, holders: new Set([node]) });
       const ack = this.acked.get(p)?.get(entry.seq);
       if (ack) this.checkAck(ack, entry);
-    } else if (first.fp !== fp) {
+    } else if (first.fp === fp) {
+      first.holders.add(node);
+    } else {
       const ack = this.acked.get(p)?.get(entry.seq);
       const acked = ack ? `; ${first.fp} was acknowledged to ${ack.client}` : '';
       this.fail('divergent-apply', `partition ${p}: ${node} applied ${fp} but ${first.node} applied ${first.fp} at the same seq (S1, S2)${acked}`);
@@ -86,6 +88,23 @@ export class Observer {
     if (!d) ds.set(entry.seq, { digest, node });
     else if (d.digest !== digest) {
       this.fail('divergent-state', `partition ${p}: after applying seq ${entry.seq}, ${node} holds {${digest}} but ${d.node} holds {${d.digest}}`);
+    }
+  }
+
+  /**
+   * A node lost its disk (memory backend, S4): what only it had applied is gone, and a
+   * seq no one holds any more may be applied anew (that loss is the backend's promise, not
+   * a divergence; the end-of-run checks report acknowledged writes it took).
+   */
+  onDiskLost(node: string): void {
+    for (const [p, entries] of this.appliedEntry) {
+      for (const [seq, e] of entries) {
+        e.holders.delete(node);
+        if (e.holders.size === 0) {
+          entries.delete(seq);
+          this.digests.get(p)?.delete(seq);
+        }
+      }
     }
   }
 

@@ -6,8 +6,9 @@
  * durable, restarts and discards its log above its applied seq (S11); the primary still
  * counts the old ack and gets it promoted (S7 — no incarnation id); then it is the only
  * live secondary when the primary is lost, so it becomes primary (S5) without an
- * acknowledged write. The test asserts what DESIGN §6 promises — the write survives — and
- * is a `todo` until the core is fixed.
+ * acknowledged write. Fixed by the learner's incarnation id in acks, nacks and promotion
+ * requests (S7, S11): the nameserver refuses the stale request, and n3 is promoted only
+ * after it caught up again. The test asserts what DESIGN §6 promises: the write survives.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -67,7 +68,7 @@ function cluster() {
   return { world, ns, n1, n2, n3, n4, client, until, op, config, isolate, rejoin, trace, observer };
 }
 
-test('C5: an acknowledged write survives a learner that restarts between its ack and its promotion', { todo: 'core safety bug C5 (docs/consistency.md)' }, () => {
+test('C5: an acknowledged write survives a learner that restarts between its ack and its promotion', () => {
   const t = cluster();
   const { world, ns, n1, n2, n3, n4, until, op, config } = t;
   try {
@@ -100,11 +101,17 @@ test('C5: an acknowledged write survives a learner that restarts between its ack
     // S11: restarted as a learner, n3 discards its log above its applied seq.
     until('n3 is a learner again and dropped the write', () => n3.replicas.get(P0)?.role === 'learner' && n3.disk.lastPosition(P0).seq < last);
 
-    // n1 reaches the nameserver again; its old promotion request goes through (S7).
-    world.cut('n1', 'n3'); // n3 cannot catch up from n1 from here on
+    // n1 reaches the nameserver again; its old promotion request names n3's old incarnation,
+    // so the nameserver refuses it (S7) while n3 cannot catch up from n1.
+    world.cut('n1', 'n3');
     world.heal('n1', 'ns');
-    until('n3 is promoted', () => config().secondaries.includes(nodeId('n3')), 5000);
+    world.run(world.now + 3000, 1_000_000);
+    assert.ok(config().learners.includes(nodeId('n3')), `n3 was promoted on the acks of its previous incarnation: ${JSON.stringify(config())}`);
+    // Once n1 reaches n3 again, n3 catches up and is promoted on acks of its own.
+    world.heal('n1', 'n3');
+    until('n3 is promoted', () => config().secondaries.includes(nodeId('n3')), 10_000);
     until('n3 knows it', () => n3.replicas.get(P0)?.role === 'secondary');
+    assert.ok(n3.disk.lastPosition(P0).seq >= last, 'n3 was promoted without the acknowledged write');
 
     // n1 and n2 become unreachable from the nameserver: n3 is the only live secondary (S5).
     world.cut('n1', 'ns');

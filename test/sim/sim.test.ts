@@ -4,60 +4,41 @@
  * restarts and a lossy, duplicating, reordering network: every client history is
  * linearizable, no acknowledged write is lost, replicas that applied the same seq hold the
  * same state, at most one primary acts and commits per partition and epoch, and the
- * replicas converge once the faults stop — except for the known liveness bugs listed
- * below, each pinned by a seed in a `todo` test that starts passing once the core is fixed.
- * Also proves the simulator replays a seed exactly and catches planted bugs.
+ * replicas converge once the faults stop. The seeds that found the core's bugs (C1–C8 in
+ * docs/consistency.md) stay below as regression tests. Also proves the simulator replays a
+ * seed exactly and catches planted bugs.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type RunResult, runSeed } from './run.js';
 import type { Mutation } from './storage-node.js';
 
-/**
- * Liveness bugs of the core found by this simulator (docs/consistency.md, "Findings").
- * A run that ends stuck in one of these ways does not fail the sweep below; its own
- * `todo` test does. Every other violation fails.
- */
-const KNOWN_LIVENESS = new Set([
-  'liveness:primary-below-min-write-replicas',
-  'liveness:learner-snapshot-stalled',
-  'liveness:commit-point-not-resent',
-  'liveness:empty-server-never-chosen',
-  'liveness:secondary-needs-truncated-entries',
-]);
-
 function explain(r: RunResult): string {
   return r.violations.map((v) => `seed ${r.seed}: ${v.kind} at ${v.atMs} ms — replay: npm run sim -- --seed ${r.seed}\n${v.message}`).join('\n\n');
 }
 
-function sweep(from: number, count: number, set: string[] = []): { results: RunResult[]; known: Map<string, number[]> } {
+function sweep(from: number, count: number, set: string[] = []): RunResult[] {
   const results: RunResult[] = [];
-  const known = new Map<string, number[]>();
   for (let seed = from; seed < from + count; seed++) {
     const r = runSeed(seed, { set, checkBudgetMs: 5000 });
     results.push(r);
-    const unexpected = r.violations.filter((v) => !KNOWN_LIVENESS.has(v.kind));
-    if (unexpected.length > 0) assert.fail(explain({ ...r, violations: unexpected }));
-    for (const v of r.violations) known.set(v.kind, [...(known.get(v.kind) ?? []), seed]);
+    if (r.violations.length > 0) assert.fail(explain(r));
     assert.notEqual(r.linearizability?.verdict, 'unknown', `seed ${seed}: the linearizability check ran out of budget`);
   }
-  return { results, known };
+  return results;
 }
 
 describe('simulation sweep', () => {
-  test('seeds 1–200 with the knobs each seed picks: no violation but the known liveness bugs', (t) => {
-    const { results, known } = sweep(1, 200);
+  test('seeds 1–200 with the knobs each seed picks: no violation', () => {
+    const results = sweep(1, 200);
     const ops = results.reduce((n, r) => n + (r.stats['ops.ok'] ?? 0), 0);
     assert.ok(ops > 20_000, `the clients got few operations through (${ops})`);
-    for (const [kind, seeds] of known) t.diagnostic(`known ${kind}: ${seeds.length} seeds (${seeds.slice(0, 10).join(' ')}…)`);
   });
 
-  test('seeds 1001–1100 with --min-write-replicas 1 (so a lone primary recovers): the same', (t) => {
-    const { results, known } = sweep(1001, 100, ['settings.minWriteReplicas=1']);
-    const converged = results.filter((r) => r.violations.length === 0).length;
-    assert.ok(converged >= 90, `only ${converged} of 100 runs converged`);
-    for (const [kind, seeds] of known) t.diagnostic(`known ${kind}: ${seeds.join(' ')}`);
+  test('seeds 1001–1100 with --min-write-replicas 1: no violation', () => {
+    sweep(1001, 100, ['settings.minWriteReplicas=1']);
   });
+
 });
 
 describe('determinism', () => {
@@ -93,9 +74,14 @@ describe('the simulator catches planted bugs', () => {
     assert.notEqual(firstCaught('lying-fsync', ['divergent-apply', 'divergent-state', 'core-assert', 'lost-write', 'linearizability', 'storage-precondition', 'snapshot'], 1, 50), undefined);
   });
 
-  test('acks sent before the append is durable are caught (seed 176: the S1 assert)', () => {
-    const r = runSeed(176, { mutation: 'ack-before-durable', set: ['settings.minWriteReplicas=1'] });
-    assert.ok(r.violations.some((v) => v.kind === 'core-assert'), explain(r));
+  test('acks sent before the append is durable are caught (seed 1569: a secondary loses entries it acked)', () => {
+    // Since acks carry the sender's incarnation, a restarted secondary's old acks no longer
+    // count, which hides most of this bug; here the secondary lost committed entries the
+    // primary has already truncated, and the partition never commits again.
+    const r = runSeed(1569, { mutation: 'ack-before-durable', set: ['settings.minWriteReplicas=1'] });
+    assert.ok(r.violations.some((v) => v.kind === 'no-convergence' || v.kind === 'core-assert' || v.kind === 'lost-write'), explain(r));
+    const clean = runSeed(1569, { set: ['settings.minWriteReplicas=1'] });
+    assert.deepEqual(clean.violations, [], `without the mutation seed 1569 must pass:\n${explain(clean)}`);
   });
 
   test("the storage server's delete replies as written (issue: server.ts settle) are caught", () => {
@@ -111,36 +97,32 @@ describe('the simulator catches planted bugs', () => {
   });
 });
 
-describe('known core bugs, pinned by seed (todo until fixed; see docs/consistency.md)', () => {
-  const pinned: Array<{ seed: number; set?: string[]; what: string; kind: string }> = [
-    { seed: 9, what: 'a primary left with fewer members than --min-write-replicas never promotes its caught-up learner (S6, S7, S8)', kind: 'liveness:primary-below-min-write-replicas' },
-    { seed: 208, what: 'a lost snapshotOffer is never re-sent (S11)', kind: 'liveness:learner-snapshot-stalled' },
-    { seed: 366, what: 'a lost prepareNack after a snapshot install is never re-sent (S11)', kind: 'liveness:learner-snapshot-stalled' },
-    { seed: 531, what: 'a learner restarted mid-snapshot-fetch is never offered the snapshot again (S11)', kind: 'liveness:learner-snapshot-stalled' },
-    { seed: 168, what: 'a lost commit-point prepare is never re-sent while no write comes (S2)', kind: 'liveness:commit-point-not-resent' },
-    { seed: 62, what: 'a live server holding no replica is never chosen for re-replication (§6)', kind: 'liveness:empty-server-never-chosen' },
-    { seed: 9683, what: 'SAFETY: a learner acks, restarts and discards those entries (S11), is promoted on its old ack (S7), then elected primary (S5) without a committed entry: the other replica hits the S1 assert', kind: 'core-assert' },
-    { seed: 1008441, set: ['settings.minWriteReplicas=1'], what: 'SAFETY: the same path loses an acknowledged delete (28@10, acknowledged to c4)', kind: 'divergent-apply' },
-    { seed: 14904, what: 'SAFETY: the same path loses a committed client delete (47@9): two replicas apply different entries at seq 47', kind: 'divergent-apply' },
-    { seed: 3492, what: 'a learner that restarts discards acked entries (S11), the primary still counts its old ack and gets it promoted (S7), and it can never catch up (S12)', kind: 'liveness:secondary-needs-truncated-entries' },
-    { seed: 1365, what: 'a learner applies entries while a second snapshot install is in flight; the apply lands after the install and the storage server stops (S11)', kind: 'storage-precondition' },
-    {
-      seed: 502653,
-      set: ['settings.minWriteReplicas=1', 'node.logRetainEntries=2', 'faultMs=30000'],
-      what: 'a snapshot install that completes after the learner was promoted is ignored by the core but replaced the disk: memory and disk disagree (S11)',
-      kind: 'storage-precondition',
-    },
-    {
-      seed: 1,
-      set: ['node.durable=false', 'settings.minWriteReplicas=1'],
-      what: 'without durable storage, a restarted empty replica adopts its old primary role in the old epoch and starts a new history while another replica holds the data (S4)',
-      kind: 'divergent-apply',
-    },
+describe('seeds that found core bugs (regression tests; docs/consistency.md, C1–C8)', () => {
+  const min1 = ['settings.minWriteReplicas=1'];
+  const pinned: Array<{ seed: number; set?: string[]; what: string }> = [
+    { seed: 9, what: 'C1: a primary left with fewer members than --min-write-replicas never serves, so never promotes its caught-up learner (S6, S7, S8)' },
+    { seed: 208, what: 'C2: a lost snapshotOffer is never re-sent (S11)' },
+    { seed: 366, what: 'C2: a lost prepareNack after a snapshot install is never re-sent (S11)' },
+    { seed: 531, what: 'C2: a learner restarted mid-snapshot-fetch is never offered the snapshot again (S11)' },
+    { seed: 168, what: 'C3: a lost commit-point prepare is never re-sent while no write comes (S2)' },
+    { seed: 62, what: 'C4: a live server holding no replica is never chosen for re-replication (§6)' },
+    { seed: 9683, what: 'C5 (safety): a learner acks, restarts and discards those entries (S11), is promoted on its old ack (S7), then elected primary (S5) without a committed entry' },
+    { seed: 14904, what: 'C5 (safety): the same path loses a committed client delete' },
+    { seed: 64216, what: 'C5 (safety): the same path' },
+    { seed: 73085, what: 'C5 (safety): the same path' },
+    { seed: 1008441, set: min1, what: 'C5 (safety): the same path loses an acknowledged delete' },
+    { seed: 3492, what: 'C5a: a learner promoted on a stale ack needs entries the primary truncated and can never catch up (S12)' },
+    { seed: 1365, what: 'C6: a learner applies entries while a second snapshot install is in flight; the apply lands after the install (S11)' },
+    { seed: 3563, what: 'C6: the same race' },
+    { seed: 4336, what: 'C6: the same race' },
+    { seed: 502653, set: [...min1, 'node.logRetainEntries=2', 'faultMs=30000'], what: 'C6: a snapshot install that completes after the learner was promoted replaced the disk behind the core (S11)' },
+    { seed: 1066, set: min1, what: 'C7: re-ordered nacks make the primary offer a snapshot again after the learner installed one' },
+    { seed: 1, set: ['node.durable=false', ...min1], what: 'C8: without durable storage, a restarted empty replica adopts its old primary role in the old epoch (S4)' },
   ];
-  for (const { seed, set, what, kind } of pinned) {
-    test(`seed ${seed}${set ? ` (${set.join(' ')})` : ''}: ${what}`, { todo: `core bug: ${kind}` }, () => {
+  for (const { seed, set, what } of pinned) {
+    test(`seed ${seed}${set ? ` (${set.join(' ')})` : ''}: ${what}`, () => {
       const r = runSeed(seed, { set: set ?? [] });
-      assert.deepEqual(r.violations.filter((v) => v.kind === kind).map((v) => v.kind), [], explain(r));
+      assert.deepEqual(r.violations.map((v) => v.kind), [], explain(r));
     });
   }
 });

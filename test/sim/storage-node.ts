@@ -204,7 +204,10 @@ export class SimStorageNode implements Endpoint {
     this.stats.crashes++;
     this.v?.writer.crash(inFlightReached);
     this.v = undefined;
-    if (!this.knobs.durable) this.disk = new SimDisk();
+    if (!this.knobs.durable) {
+      this.disk = new SimDisk();
+      this.observer.onDiskLost(this.id);
+    }
     if (this.knobs.mutation === 'lying-fsync' && this.beforeRecentBatches.length > 0) {
       // The disk acknowledged these batches but never wrote them.
       this.disk = this.beforeRecentBatches[0]!;
@@ -240,7 +243,7 @@ export class SimStorageNode implements Endpoint {
     if (v.registering) return;
     v.registering = true;
     const attempt = (delay: number) => {
-      this.world.call(this.id, 'ns', { t: 'register', nodeId: this.id, incarnation: this.incarnation, durable: this.knobs.durable }, this.knobs.callTimeoutMs, () => `register ${this.incarnation}`, (r) => {
+      this.world.call(this.id, 'ns', { t: 'register', nodeId: this.id, incarnation: this.incarnation, durable: this.knobs.durable, fresh: ![...v.replicas.values()].some((r) => r.activatedOnce) }, this.knobs.callTimeoutMs, () => `register ${this.incarnation}`, (r) => {
         if (!r.ok) {
           this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
           return;
@@ -295,7 +298,7 @@ export class SimStorageNode implements Endpoint {
     let r = v.replicas.get(p);
     if (r) return r;
     const recovery = v.recoveries.get(p);
-    r = new Replica({ node: this.id, partition: p, minWriteReplicas: v.minWriteReplicas, limits: this.limits, resendAfterMs: this.knobs.resendAfterMs }, recovery);
+    r = new Replica({ node: this.id, partition: p, minWriteReplicas: v.minWriteReplicas, limits: this.limits, resendAfterMs: this.knobs.resendAfterMs, incarnation: this.incarnation }, recovery);
     r.nowMs = this.world.now;
     v.replicas.set(p, r);
     this.observer.onRestarted(this.id, p, r.commitSeq);
@@ -379,7 +382,7 @@ export class SimStorageNode implements Endpoint {
           this.confirmWithNameserver(p, o.round, o.epoch);
           break;
         case 'requestPromotion':
-          this.requestPromotion(p, o.learner, o.epoch, 0, 50);
+          this.requestPromotion(p, o.learner, o.learnerIncarnation, o.epoch, 0, 50);
           break;
         case 'fetchSnapshot':
           v.writer.after(p, () => this.fetchSnapshot(p, o.from, o.epoch));
@@ -435,15 +438,15 @@ export class SimStorageNode implements Endpoint {
   }
 
   /** S7: asks until the nameserver answers (bounded), unless the replica moved on. */
-  private requestPromotion(p: PartitionId, learner: NodeId, epoch: Epoch, attempt: number, delayMs: number): void {
+  private requestPromotion(p: PartitionId, learner: NodeId, learnerIncarnation: string, epoch: Epoch, attempt: number, delayMs: number): void {
     if (attempt >= 1000 || this.replica(p).epoch !== epoch) return;
-    this.world.call(this.id, 'ns', { t: 'promote', p, epoch, learner }, this.knobs.callTimeoutMs, () => `promote p${p} e${epoch} ${learner}`, (r) => {
+    this.world.call(this.id, 'ns', { t: 'promote', p, epoch, learner, learnerIncarnation }, this.knobs.callTimeoutMs, () => `promote p${p} e${epoch} ${learner}`, (r) => {
       if (r.ok) {
         const { config } = r.value as { config: Config };
         this.step(p, { kind: 'promotionAnswered', config });
         return;
       }
-      this.world.schedule(delayMs, this.id, () => this.requestPromotion(p, learner, epoch, attempt + 1, Math.min(delayMs * 2, 1000)));
+      this.world.schedule(delayMs, this.id, () => this.requestPromotion(p, learner, learnerIncarnation, epoch, attempt + 1, Math.min(delayMs * 2, 1000)));
     });
   }
 
@@ -452,6 +455,8 @@ export class SimStorageNode implements Endpoint {
     this.world.call(this.id, from, { t: 'snapshotRead', p, epoch }, this.knobs.snapshotTimeoutMs, () => `snapshotRead p${p} e${epoch}`, (r) => {
       if (!r.ok) return this.step(p, { kind: 'snapshotFailed', reason: r.error.message });
       const image = r.value as SnapshotImage;
+      // S11: only a learner installs a snapshot (it may have been promoted meanwhile).
+      if (this.replica(p).role !== 'learner') return this.step(p, { kind: 'snapshotFailed', reason: 'no longer a learner' });
       try {
         this.disk.installSnapshot(p, image);
       } catch (e) {

@@ -17,7 +17,7 @@ export function config(e: number, primary: NodeId, secondaries: NodeId[], learne
 }
 
 export function replica(node: NodeId, recovery?: ReplicaRecovery, minWriteReplicas = 2): Replica {
-  return new Replica({ node, partition: P0, minWriteReplicas, limits: defaultLimits({ logRetainEntries: 1000 }), resendAfterMs: 1000 }, recovery);
+  return new Replica({ node, partition: P0, minWriteReplicas, limits: defaultLimits({ logRetainEntries: 1000 }), resendAfterMs: 1000, incarnation: `${node}-1` }, recovery);
 }
 
 export const put = (key: string, value: string): Op => ({ kind: 'put', key: Buffer.from(key), value: Buffer.from(value) });

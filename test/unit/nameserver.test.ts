@@ -139,12 +139,12 @@ describe('nameserver', () => {
     assert.equal(ns.onTick(now), true);
     const c0 = ns.map.configs[0]!;
     assert.deepEqual(c0.learners, [dead]);
-    assert.equal(ns.onPromote(c0.partition, c0.epoch - 1, dead).changed, false, 'promotion at an old epoch applied');
-    const { config, changed } = ns.onPromote(c0.partition, c0.epoch, dead);
+    assert.equal(ns.onPromote(c0.partition, c0.epoch - 1, dead, 'again').changed, false, 'promotion at an old epoch applied');
+    const { config, changed } = ns.onPromote(c0.partition, c0.epoch, dead, 'again');
     assert.equal(changed, true);
     assert.ok(config!.secondaries.includes(dead));
     assert.deepEqual(config!.learners, []);
-    assert.equal(ns.onPromote(c0.partition, c0.epoch, dead).changed, false, 'a repeated request applied twice');
+    assert.equal(ns.onPromote(c0.partition, c0.epoch, dead, 'again').changed, false, 'a repeated request applied twice');
   });
 
   test('a partition short of R for --rereplicate-after-ms gets a learner on another live server', () => {

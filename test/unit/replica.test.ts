@@ -114,7 +114,7 @@ describe('epochs (S3) and conflicts (S1)', () => {
       from: A,
       message: { kind: 'prepare', partition: P0, config: config(1, A, [B, C]), prev: { seq: seq(5), epoch: epoch(1) }, entries: [{ epoch: epoch(1), seq: seq(6), op: put('x', 'y') }], commitSeq: seq(1) },
     });
-    assert.deepEqual(out, [{ kind: 'send', to: A, message: { kind: 'prepareNack', partition: P0, epoch: epoch(1), needFromSeq: seq(2) }, immediate: true }]);
+    assert.deepEqual(out, [{ kind: 'send', to: A, message: { kind: 'prepareNack', partition: P0, epoch: epoch(1), needFromSeq: seq(2), incarnation: 'b-1' }, immediate: true }]);
   });
 
   test('a conflicting uncommitted entry is replaced, with the log truncated first (S1)', () => {
@@ -294,7 +294,7 @@ describe('learners (S7, S11)', () => {
     const entries: LogEntry[] = [{ epoch: epoch(1), seq: seq(11), op: { kind: 'epochStart' } }];
     const a = replica(A, { epoch: epoch(1), config: null, applied: { seq: seq(11), epoch: epoch(1) }, logBase: { seq: seq(10), epoch: epoch(1) }, entries });
     a.step({ kind: 'configure', config: config(2, A, [B], [C]) });
-    const out = a.step({ kind: 'peer', from: C, message: { kind: 'prepareNack', partition: P0, epoch: epoch(2), needFromSeq: seq(1) } });
+    const out = a.step({ kind: 'peer', from: C, message: { kind: 'prepareNack', partition: P0, epoch: epoch(2), needFromSeq: seq(1), incarnation: 'c-1' } });
     assert.deepEqual(out.filter((o) => o.kind === 'send').map((o) => (o.kind === 'send' ? o.message.kind : '')), ['snapshotOffer']);
   });
 });

@@ -48,8 +48,16 @@ export interface NodeRecord {
   uptimeMs: number;
   /** Progress of this incarnation, per partition; empty until its first heartbeat. */
   progress: Map<PartitionId, ReplicaProgress>;
+  /** This incarnation has sent a heartbeat (its progress, possibly empty, is known). */
+  reported: boolean;
   keys: number;
   durable: boolean;
+  /**
+   * S4: partitions where this node is primary or secondary but restarted without its log
+   * (memory backend, --sync none): it must be made a learner (or replaced as primary) under
+   * a new epoch, and is not told the old configuration meanwhile.
+   */
+  relearn: Set<PartitionId>;
 }
 
 export interface Registration {
@@ -59,6 +67,8 @@ export interface Registration {
   readonly incarnation: string;
   /** False for the memory backend or --sync none (S4). */
   readonly durable: boolean;
+  /** No replica of this process has had a role yet: a non-durable node holds nothing (S4). */
+  readonly fresh?: boolean;
 }
 
 export interface Heartbeat {
@@ -103,8 +113,10 @@ export class Nameserver {
         lastHeartbeatMs: nowMs,
         uptimeMs: 0,
         progress: new Map(),
+        reported: false,
         keys: 0,
         durable: true,
+        relearn: new Set(),
       });
     }
   }
@@ -136,8 +148,14 @@ export class Nameserver {
       lastHeartbeatMs: nowMs,
       uptimeMs: 0,
       progress: new Map(),
+      reported: false,
       keys: existing?.keys ?? 0,
       durable: r.durable,
+      // S4: a node that lost its state in a restart keeps none of its roles.
+      relearn:
+        existing?.incarnation === r.incarnation
+          ? existing.relearn
+          : new Set(!r.durable && r.fresh === true ? this.map.configs.filter((c) => c.primary === r.nodeId || c.secondaries.includes(r.nodeId)).map((c) => c.partition) : []),
     };
     this.nodes.set(r.nodeId, record);
     const known = this.map.nodes[r.nodeId];
@@ -153,9 +171,11 @@ export class Nameserver {
     n.uptimeMs = h.uptimeMs;
     n.keys = h.keys;
     n.progress = new Map(h.progress.map((p) => [p.partition, p]));
+    n.reported = true;
     // Also the configurations of partitions it holds without being a member, so a removed
-    // replica learns it was removed (S3) and stops counting itself in.
-    const configs = this.map.configs.filter((c) => isMember(c, h.nodeId) || n.progress.has(c.partition));
+    // replica learns it was removed (S3) and stops counting itself in. Not a role it lost
+    // with its state (S4): it waits for the configuration that makes it a learner.
+    const configs = this.map.configs.filter((c) => (isMember(c, h.nodeId) || n.progress.has(c.partition)) && !n.relearn.has(c.partition));
     return { kind: 'ok', mapVersion: this.map.version, configs };
   }
 
@@ -210,6 +230,7 @@ export class Nameserver {
     const progressOf = (id: NodeId) => node(id)?.progress.get(c.partition);
     /** Reported in this epoch as inactive: it restarted and lost its role (S4). */
     const restarted = (id: NodeId) => {
+      if (node(id)?.relearn.has(c.partition)) return true;
       const p = progressOf(id);
       return p !== undefined && p.epoch === c.epoch && p.role === 'inactive';
     };
@@ -217,33 +238,45 @@ export class Nameserver {
     if (primaryLost && frozen) return c;
     if (primaryLost) {
       // S5: only live secondaries active in this configuration; the highest log wins.
-      let candidates = c.secondaries.filter((s) => aliveNode(s) && progressOf(s)?.epoch === c.epoch && progressOf(s)?.role === 'secondary');
+      // S4: not one that lost its state in a restart while another may hold the data.
+      let candidates = c.secondaries.filter((s) => aliveNode(s) && progressOf(s)?.epoch === c.epoch && progressOf(s)?.role === 'secondary' && !node(s)?.relearn.has(c.partition));
       if (candidates.length === 0) {
         // S5: if every member restarted, the reporting member with the highest log.
         const members = [c.primary, ...c.secondaries];
         const everyMemberRestartedOrDead = members.every((m) => !aliveNode(m) || restarted(m));
         const reporting = members.filter((m) => aliveNode(m) && restarted(m));
-        const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m));
+        // (One that lost its state in a restart reported, in effect, an empty log.)
+        const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m) || node(m)!.relearn.has(c.partition));
         if (everyMemberRestartedOrDead && allReported) candidates = reporting;
       }
       if (candidates.length === 0) return c; // S5: stay unavailable, configuration unchanged
       const best = candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));
+      // Every member restarted: the best of them starts the new epoch with what it holds.
+      node(best)?.relearn.delete(c.partition);
       const members = [c.primary, ...c.secondaries].filter((m) => m !== best && aliveNode(m));
       // S4: a member whose log did not survive its restart rejoins as a learner.
-      const secondaries = members.filter((m) => this.mayRejoin(m) || !restarted(m));
+      const secondaries = members.filter((m) => (this.mayRejoin(m) || !restarted(m)) && !node(m)?.relearn.has(c.partition));
       const learners = [...c.learners.filter(aliveNode), ...members.filter((m) => !secondaries.includes(m))];
-      return { partition: c.partition, epoch: toEpoch(c.epoch + 1), primary: best, secondaries, learners };
+      return this.relearned({ partition: c.partition, epoch: toEpoch(c.epoch + 1), primary: best, secondaries, learners });
     }
     const lost = [...c.secondaries, ...c.learners].filter((s) => !aliveNode(s));
     // S4: a secondary that restarted without its log (memory backend, --sync none) relearns.
-    const amnesiac = c.secondaries.filter((s) => aliveNode(s) && restarted(s) && !this.mayRejoin(s));
+    const amnesiac = c.secondaries.filter((s) => aliveNode(s) && restarted(s) && (!this.mayRejoin(s) || node(s)!.relearn.has(c.partition)));
     if (lost.length > 0 || amnesiac.length > 0) {
       // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
       const secondaries = c.secondaries.filter((s) => aliveNode(s) && !amnesiac.includes(s));
       const learners = [...c.learners.filter(aliveNode), ...amnesiac];
-      return { ...c, epoch: toEpoch(c.epoch + 1), secondaries, learners };
+      return this.relearned({ ...c, epoch: toEpoch(c.epoch + 1), secondaries, learners });
     }
     return this.maybeAddLearner(c, nowMs);
+  }
+
+  /** S4: a node that is no longer primary or secondary of `c` has nothing left to relearn there. */
+  private relearned(c: Config): Config {
+    for (const n of this.nodes.values()) {
+      if (n.relearn.has(c.partition) && c.primary !== n.id && !c.secondaries.includes(n.id)) n.relearn.delete(c.partition);
+    }
+    return c;
   }
 
   /**
@@ -255,7 +288,8 @@ export class Nameserver {
     const size = 1 + c.secondaries.length + c.learners.length;
     if (size >= this.map.settings.replicas || c.learners.length > 0) return c;
     const since = this.underSinceMs.get(c.partition) ?? nowMs;
-    const candidates = [...this.nodes.values()].filter((n) => this.isAlive(n, nowMs) && n.incarnation !== '' && !isMember(c, n.id) && n.progress.size > 0);
+    // Any live server that reported since it registered, a brand-new empty one included.
+    const candidates = [...this.nodes.values()].filter((n) => this.isAlive(n, nowMs) && n.incarnation !== '' && !isMember(c, n.id) && n.reported);
     const returning = candidates.filter((n) => n.progress.has(c.partition));
     let pick = returning[0];
     if (!pick && nowMs - since >= this.opts.rereplicateAfterMs && candidates.length > 0) {
@@ -268,12 +302,16 @@ export class Nameserver {
 
   /**
    * S7: the primary of `partition` at `epoch` asks to make `learner` a secondary. Applied
-   * only if the partition is still at that epoch; the answer is always the current
+   * only if the partition is still at that epoch and the learner is still the incarnation
+   * whose acks the primary counted; the answer is always the current
    * configuration, so a repeated request gets the same answer. Returns whether the map changed.
    */
-  onPromote(partition: PartitionId, epoch: number, learner: NodeId): { config: Config | undefined; changed: boolean } {
+  onPromote(partition: PartitionId, epoch: number, learner: NodeId, learnerIncarnation: string): { config: Config | undefined; changed: boolean } {
     const c = this.map.configs[partition];
     if (!c || c.epoch !== epoch || !c.learners.includes(learner)) return { config: c, changed: false };
+    // S7: the primary's acks came from this incarnation of the learner; one that restarted
+    // since lost what it acked (S11) and must catch up again.
+    if (this.nodes.get(learner)?.incarnation !== learnerIncarnation) return { config: c, changed: false };
     const next: Config = { ...c, epoch: toEpoch(c.epoch + 1), secondaries: [...c.secondaries, learner], learners: c.learners.filter((l) => l !== learner) };
     this.map = { ...this.map, version: this.map.version + 1, configs: this.map.configs.map((x) => (x.partition === partition ? next : x)) };
     return { config: next, changed: true };

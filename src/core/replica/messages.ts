@@ -18,20 +18,29 @@ export interface PrepareMessage {
   readonly commitSeq: Seq;
 }
 
-/** Secondary → primary: it holds every entry ≤ seq of this primary's log, durably (S1). */
+/**
+ * Secondary → primary: it holds every entry ≤ seq of this primary's log, durably (S1).
+ * `incarnation` names the process that holds them (S7, S11): a replica that restarts loses
+ * what it acked as a learner, so an ack counts only for the incarnation that sent it.
+ */
 export interface PrepareAckMessage {
   readonly kind: 'prepareAck';
   readonly partition: PartitionId;
   readonly epoch: Epoch;
   readonly seq: Seq;
+  readonly incarnation: string;
 }
 
-/** Secondary → primary: a gap or a conflict; send entries from `needFromSeq`. */
+/**
+ * Secondary/learner → primary: a gap or a conflict; send entries from `needFromSeq`. A
+ * learner also sends one when it becomes active (S11: its incarnation and applied seq).
+ */
 export interface PrepareNackMessage {
   readonly kind: 'prepareNack';
   readonly partition: PartitionId;
   readonly epoch: Epoch;
   readonly needFromSeq: Seq;
+  readonly incarnation: string;
 }
 
 /** S3: the receiver has a newer configuration than the sender's; here it is. */
@@ -56,11 +65,16 @@ export interface ConfirmAckMessage {
   readonly round: number;
 }
 
-/** S11: primary → learner: the entries you need are gone from my log; fetch a snapshot. */
+/**
+ * S11: primary → learner: the entries you need are gone from my log (it starts after
+ * `logBase`); fetch a snapshot. A learner that acked past `logBase` in this epoch ignores
+ * it (a re-ordered, stale offer) and says where it really is.
+ */
 export interface SnapshotOfferMessage {
   readonly kind: 'snapshotOffer';
   readonly partition: PartitionId;
   readonly config: Config;
+  readonly logBase: Seq;
 }
 
 export type PeerMessage =

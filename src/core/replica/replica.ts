@@ -79,8 +79,8 @@ export type ReplicaOutput =
   /** Serve a confirmed read from the applied state (after earlier persists). */
   | { readonly kind: 'read'; readonly requestId: RequestId; readonly key: Uint8Array }
   | { readonly kind: 'confirmWithNameserver'; readonly round: number; readonly epoch: Epoch }
-  /** S7: ask the nameserver to make `learner` a secondary; answer with `promotionAnswered`. */
-  | { readonly kind: 'requestPromotion'; readonly learner: NodeId; readonly epoch: Epoch }
+  /** S7: ask the nameserver to make `learner` (this incarnation of it) a secondary; answer with `promotionAnswered`. */
+  | { readonly kind: 'requestPromotion'; readonly learner: NodeId; readonly learnerIncarnation: string; readonly epoch: Epoch }
   /** S11: fetch a snapshot of the partition from `from` and install it; answer with `snapshotInstalled`. */
   | { readonly kind: 'fetchSnapshot'; readonly from: NodeId; readonly epoch: Epoch }
   /** Something an operator should know (a peer needs a snapshot, an invariant nearly broke). */
@@ -91,8 +91,13 @@ export interface ReplicaOptions {
   readonly partition: PartitionId;
   readonly minWriteReplicas: number;
   readonly limits: Limits;
-  /** Re-send un-acked prepares / restart a confirmation round after this long without progress. */
+  /**
+   * Re-send un-acked prepares / restart a confirmation round / re-send the commit point to
+   * an idle peer after this long without progress.
+   */
   readonly resendAfterMs: number;
+  /** This process's incarnation id: acks count only for the incarnation that sent them (S7, S11). */
+  readonly incarnation: string;
 }
 
 /** What the backend held for this partition at start (S3, S4). */
@@ -115,6 +120,10 @@ interface PeerState {
   lastProgressMs: number;
   /** S11: offered a snapshot; no prepares until it asks for entries again. */
   snapshotting: boolean;
+  /** When a prepare (or the snapshot offer) last went to this peer. */
+  lastSentMs: number;
+  /** The incarnation whose acks `ackedSeq` counts (S7, S11); '' until it first answers. */
+  incarnation: string;
 }
 
 interface PendingWrite {
@@ -146,6 +155,8 @@ export class Replica {
   config: Config | null;
   /** S4: false after a restart until a configuration gives this replica a role. */
   active = false;
+  /** This replica has had a role since the process started (it holds state of its own, S4). */
+  activatedOnce = false;
   role: Role = 'inactive';
   readonly log: LogTail;
   commitSeq: Seq;
@@ -242,7 +253,7 @@ export class Replica {
       case 'snapshotFailed':
         this.installing = false;
         out.push({ kind: 'log', level: 'warn', message: 'snapshot fetch failed; asking again', fields: { partition: this.partition, reason: input.reason } });
-        if (this.config && this.role === 'learner') out.push(this.send(this.config.primary, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq: toSeq(this.appliedSeq + 1) }));
+        if (this.config && this.role === 'learner') out.push(this.nack(this.config.primary, toSeq(this.appliedSeq + 1)));
         break;
       case 'flush':
         this.onFlush(out);
@@ -277,9 +288,15 @@ export class Replica {
   private adopt(config: Config, out: ReplicaOutput[]): void {
     assert(config.epoch > this.epoch, 'adopting an older configuration');
     const role = roleIn(config, this.node);
+    const belowMinWrite = 1 + config.secondaries.length < this.minWriteReplicas;
     const stayPrimary = this.active && this.role === 'primary' && role === 'primary';
     // A primary that stays primary keeps its log and its waiting writes: they commit with
-    // the new epoch-start entry. Anything else ends what waited on this replica.
+    // the new epoch-start entry. Anything else ends what waited on this replica, and so does
+    // a configuration below --min-write-replicas: its epoch-start entry may commit on this
+    // disk alone (S8, a new primary's reconciliation suffix), so no write waiting for it may
+    // be acknowledged (their outcome is unknown; a retry is refused until the partition has
+    // enough members, then answered from the dedup table, S10).
+    if (stayPrimary && belowMinWrite) this.failPending(out);
     if (!stayPrimary) {
       this.failPending(out);
       // Entries appended as primary but never sent nor persisted are not committed: drop them.
@@ -301,6 +318,7 @@ export class Replica {
   private becomeActive(role: Role, out: ReplicaOutput[]): void {
     this.role = role;
     this.active = role !== 'inactive';
+    if (this.active) this.activatedOnce = true;
     this.peers.clear();
     this.roundInFlight = null;
     this.epochStartSeq = toSeq(0);
@@ -314,11 +332,16 @@ export class Replica {
       this.ackedSeq = this.appliedSeq;
       this.primaryCommitSeq = this.appliedSeq;
     }
+    if (role === 'learner' && !this.installing) {
+      // S11: tell the primary who we are (incarnation) and where we are (applied seq); it
+      // forgets whatever an earlier incarnation of us acked.
+      out.push(this.nack(this.config!.primary, toSeq(this.log.lastSeq + 1)));
+    }
     if (role !== 'primary') return;
     const config = this.config!;
     for (const peer of [...config.secondaries, ...config.learners]) {
       // Unknown progress: start from our commit point; a nack moves it back (S1).
-      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false });
+      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false, lastSentMs: this.nowMs, incarnation: '' });
     }
     // S6: prepare an epoch-start entry after the last entry; it commits everything before it.
     const entry: LogEntry = { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op: { kind: 'epochStart' } };
@@ -368,13 +391,21 @@ export class Replica {
     if (m.config.epoch < this.epoch) return this.rejectStale(from, out);
     if (m.config.epoch > this.epoch) this.adopt(m.config, out);
     if (!this.active || this.role !== 'learner' || m.config.primary !== from || this.installing) return;
+    if (this.matchedSeq >= m.logBase) {
+      // A stale offer (re-ordered behind our later acks): we can go on from our log.
+      out.push(this.nack(from, toSeq(this.matchedSeq + 1)));
+      return;
+    }
     this.installing = true;
     out.push({ kind: 'fetchSnapshot', from, epoch: this.epoch });
   }
 
   private onSnapshotInstalled(applied: LogPosition, dedup: readonly DedupRecord[], out: ReplicaOutput[]): void {
     this.installing = false;
-    if (!this.active || this.role !== 'learner') return;
+    // The disk now holds the snapshot whatever happened meanwhile: mirror it. Nothing was
+    // acked or applied while it was being installed (ackAndApply waits), and everything we
+    // acked before is at or below `applied` (we took the offer only below the primary's log
+    // base), so no acked entry is lost.
     assert(applied.seq >= this.appliedSeq, 'a snapshot older than the applied state');
     // The backend replaced data, dedup table and log atomically (S11); mirror it.
     this.log.reset(applied);
@@ -389,8 +420,18 @@ export class Replica {
     this.dedup.clear();
     for (const d of dedup) this.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
     out.push({ kind: 'log', level: 'info', message: 'snapshot installed', fields: { partition: this.partition, appliedSeq: applied.seq } });
+    if (this.active && this.role === 'primary') {
+      // Made primary while installing: the log we took over with is gone. Step down; the
+      // nameserver sees us inactive in this epoch and picks another primary (S4, S5).
+      out.push({ kind: 'log', level: 'error', message: 'became primary while a snapshot was being installed; stepping down', fields: { partition: this.partition, epoch: this.epoch } });
+      this.failPending(out);
+      this.active = false;
+      this.role = 'inactive';
+      this.peers.clear();
+      return;
+    }
     // Ask for the entries after the snapshot.
-    out.push(this.send(this.config!.primary, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq: toSeq(applied.seq + 1) }));
+    if (this.active && this.config) out.push(this.nack(this.config.primary, toSeq(applied.seq + 1)));
   }
 
   /** S7: a learner that acked everything up to our last prepared seq is caught up. */
@@ -398,14 +439,14 @@ export class Replica {
     if (this.role !== 'primary' || !this.serving || this.promotion?.requested) return;
     for (const learner of this.config!.learners) {
       const peer = this.peers.get(learner);
-      if (!peer || peer.snapshotting) continue;
+      if (!peer || peer.snapshotting || peer.incarnation === '') continue;
       if (peer.ackedSeq >= this.commitSeq && !this.promotion) {
         // Close enough: hold new writes so the last prepared seq stops moving.
         this.promotion = { learner, requested: false, sinceMs: this.nowMs };
       }
       if (this.promotion?.learner === learner && peer.ackedSeq >= this.log.lastSeq) {
         this.promotion.requested = true;
-        out.push({ kind: 'requestPromotion', learner, epoch: this.epoch });
+        out.push({ kind: 'requestPromotion', learner, learnerIncarnation: peer.incarnation, epoch: this.epoch });
         return;
       }
     }
@@ -433,7 +474,7 @@ export class Replica {
     const prevHeld = m.prev.seq <= this.commitSeq || this.log.positionAt(m.prev.seq)?.epoch === m.prev.epoch;
     if (!prevHeld) {
       const needFromSeq = m.prev.seq > this.log.lastSeq ? toSeq(this.log.lastSeq + 1) : toSeq(this.commitSeq + 1);
-      out.push(this.send(from, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq: toSeq(Math.min(needFromSeq, this.matchedSeq + 1)) }));
+      out.push(this.nack(from, toSeq(Math.min(needFromSeq, this.matchedSeq + 1))));
       return;
     }
     const appended: LogEntry[] = [];
@@ -470,7 +511,7 @@ export class Replica {
       this.persistLog(ops, out);
     } else if (m.entries.length > 0 && this.ackedSeq > 0) {
       // Entries we already hold: the primary is re-sending because our ack may be lost.
-      out.push(this.send(from, { kind: 'prepareAck', partition: this.partition, epoch: this.epoch, seq: this.ackedSeq }));
+      out.push(this.ack(from, this.ackedSeq));
     }
     this.ackAndApply(from, out);
   }
@@ -493,10 +534,11 @@ export class Replica {
 
   /** Secondary: ack what we hold durably and match (S1), apply what is committed (S2). */
   private ackAndApply(primary: NodeId, out: ReplicaOutput[]): void {
+    if (this.installing) return; // S11: the snapshot replaces the log; nothing is acked or applied meanwhile
     const ackable = toSeq(Math.min(this.matchedSeq, this.durableSeq));
     if (ackable > this.ackedSeq) {
       this.ackedSeq = ackable;
-      out.push(this.send(primary, { kind: 'prepareAck', partition: this.partition, epoch: this.epoch, seq: ackable }));
+      out.push(this.ack(primary, ackable));
     }
     // S2: apply only entries that are committed and that we acked to this primary.
     const target = toSeq(Math.min(this.primaryCommitSeq, this.ackedSeq));
@@ -530,6 +572,7 @@ export class Replica {
     if (m.epoch !== this.epoch || this.role !== 'primary') return; // another configuration's ack
     const peer = this.peers.get(from);
     if (!peer) return;
+    this.noteIncarnation(from, peer, m.incarnation);
     if (m.seq > peer.ackedSeq) {
       peer.ackedSeq = m.seq;
       peer.lastProgressMs = this.nowMs;
@@ -539,16 +582,30 @@ export class Replica {
     this.maybePromote(out);
   }
 
+  /**
+   * S7, S11: acks count only for the incarnation that sent them. A peer that restarted lost
+   * what it acked as a learner (it discards its log above its applied seq), so a new
+   * incarnation starts from nothing, and a promotion it has not earned again is dropped.
+   */
+  private noteIncarnation(from: NodeId, peer: PeerState, incarnation: string): void {
+    if (peer.incarnation === incarnation) return;
+    if (peer.incarnation !== '') {
+      peer.ackedSeq = toSeq(0);
+      if (this.promotion?.learner === from && !this.promotion.requested) this.promotion = null;
+    }
+    peer.incarnation = incarnation;
+  }
+
   private onPrepareNack(from: NodeId, m: PrepareNackMessage, out: ReplicaOutput[]): void {
     if (m.epoch !== this.epoch || this.role !== 'primary') return;
     const peer = this.peers.get(from);
     if (!peer) return;
+    this.noteIncarnation(from, peer, m.incarnation);
     peer.lastProgressMs = this.nowMs;
     if (m.needFromSeq <= this.log.base.seq) {
       // S11, S12: the entries are gone from our log: the peer relearns from a snapshot.
       if (this.config!.learners.includes(from)) {
-        peer.snapshotting = true;
-        out.push(this.send(from, { kind: 'snapshotOffer', partition: this.partition, config: this.config! }));
+        this.offerSnapshot(from, peer, out);
       } else {
         out.push({ kind: 'log', level: 'warn', message: 'a secondary needs truncated entries; it must be removed and relearn', fields: { partition: this.partition, peer: from, needFromSeq: m.needFromSeq, logBase: this.log.base.seq } });
       }
@@ -556,6 +613,13 @@ export class Replica {
     }
     peer.snapshotting = false;
     peer.sentSeq = toSeq(Math.min(peer.sentSeq, m.needFromSeq - 1));
+  }
+
+  /** S11: the learner's entries are gone from our log; it fetches a snapshot (re-offered on tick until it asks again). */
+  private offerSnapshot(to: NodeId, peer: PeerState, out: ReplicaOutput[]): void {
+    peer.snapshotting = true;
+    peer.lastSentMs = this.nowMs;
+    out.push(this.send(to, { kind: 'snapshotOffer', partition: this.partition, config: this.config!, logBase: this.log.base.seq }));
   }
 
   private onStaleEpoch(m: StaleEpochMessage, out: ReplicaOutput[]): void {
@@ -570,10 +634,11 @@ export class Replica {
     let candidate = Math.min(this.durableSeq, this.log.lastSeq);
     for (const s of config.secondaries) candidate = Math.min(candidate, this.peers.get(s)?.ackedSeq ?? 0);
     if (1 + config.secondaries.length < this.minWriteReplicas) {
-      // S8: no client entry commits on fewer disks. Only an epoch-start entry with nothing
-      // uncommitted before it may: it changes no data, and lets this primary serve reads
-      // and promote learners (the partition would otherwise stay stuck).
-      if (this.commitSeq + 1 !== this.epochStartSeq) return;
+      // S8: no client entry of this epoch commits on fewer disks. The epoch-start entry and
+      // the reconciliation suffix before it may (S8's exception): those entries were
+      // prepared by earlier primaries, whatever of them was acknowledged is committed
+      // already, and committing them lets this primary serve reads and promote a learner
+      // (the partition would otherwise stay stuck). No client waits on them (see adopt).
       candidate = Math.min(candidate, this.epochStartSeq);
     }
     if (candidate <= this.commitSeq) return;
@@ -736,11 +801,16 @@ export class Replica {
       out.push(this.send(peerId, { kind: 'prepare', partition: this.partition, config, prev, entries, commitSeq: this.commitSeq }));
       peer.sentSeq = entries[entries.length - 1]!.seq;
       peer.sentCommitSeq = this.commitSeq;
+      peer.lastSentMs = this.nowMs;
     }
-    if (peer.sentCommitSeq < this.commitSeq) {
-      // S2: with nothing to prepare, still tell the replica the commit point.
+    const idle = this.nowMs - peer.lastSentMs >= this.opts.resendAfterMs;
+    if (peer.sentSeq >= this.log.lastSeq && (peer.sentCommitSeq < this.commitSeq || idle)) {
+      // S2: with nothing to prepare, still tell the replica the commit point; and say it
+      // again while idle, since it may have been lost (it also shows a peer that restarted
+      // and lost entries where to ask from: it answers with a nack).
       out.push(this.send(peerId, { kind: 'prepare', partition: this.partition, config, prev: this.log.last, entries: [], commitSeq: this.commitSeq }));
       peer.sentCommitSeq = this.commitSeq;
+      peer.lastSentMs = this.nowMs;
     }
   }
 
@@ -759,7 +829,13 @@ export class Replica {
   private onTick(nowMs: number, out: ReplicaOutput[]): void {
     this.nowMs = nowMs;
     if (!this.active || this.role !== 'primary') return;
-    for (const peer of this.peers.values()) {
+    for (const [peerId, peer] of this.peers) {
+      if (peer.snapshotting) {
+        // S11: the offer, the fetch or the learner's next nack may have been lost: offer
+        // again (a learner already installing ignores it).
+        if (nowMs - peer.lastSentMs > 4 * this.opts.resendAfterMs) this.offerSnapshot(peerId, peer, out);
+        continue;
+      }
       const behind = peer.ackedSeq < this.log.lastSeq;
       if (behind && nowMs - peer.lastProgressMs > this.opts.resendAfterMs) {
         // A prepare or its ack may have been lost with a connection: send again from the ack.
@@ -793,6 +869,14 @@ export class Replica {
 
   private send(to: NodeId, message: PeerMessage): ReplicaOutput {
     return { kind: 'send', to, message, immediate: this.metaDurable };
+  }
+
+  private ack(to: NodeId, seq: Seq): ReplicaOutput {
+    return this.send(to, { kind: 'prepareAck', partition: this.partition, epoch: this.epoch, seq, incarnation: this.opts.incarnation });
+  }
+
+  private nack(to: NodeId, needFromSeq: Seq): ReplicaOutput {
+    return this.send(to, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq, incarnation: this.opts.incarnation });
   }
 
   /** A summary for heartbeats and `nodes`. */

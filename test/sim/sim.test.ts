@@ -118,6 +118,8 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
     { seed: 502653, set: [...min1, 'node.logRetainEntries=2', 'faultMs=30000'], what: 'C6: a snapshot install that completes after the learner was promoted replaced the disk behind the core (S11)' },
     { seed: 1066, set: min1, what: 'C7: re-ordered nacks make the primary offer a snapshot again after the learner installed one' },
     { seed: 1, set: ['node.durable=false', ...min1], what: 'C8: without durable storage, a restarted empty replica adopts its old primary role in the old epoch (S4)' },
+    { seed: 100906, what: 'C9: a learner restarted with its log intact is never heard from again (its announcement lost, idle prepares unanswered), so its promotion is refused forever on the old incarnation' },
+    { seed: 100136, what: 'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied it (calls are no longer duplicated: TCP)' },
   ];
   for (const { seed, set, what } of pinned) {
     test(`seed ${seed}${set ? ` (${set.join(' ')})` : ''}: ${what}`, () => {

@@ -261,8 +261,12 @@ export class World {
     else this.cuts.delete(this.linkKey(a, b));
   }
 
-  /** Sends `body` from `from` to `to`; `deliver` runs at the receiver with a copy. */
-  private transmit(from: string, to: string, what: () => string, deliver: () => void): void {
+  /**
+   * Sends `body` from `from` to `to`; `deliver` runs at the receiver with a copy. A call's
+   * request and reply are never duplicated (`once`): they travel on one TCP connection, and
+   * the RPC layer never re-sends a request; a retry is a new call the client makes.
+   */
+  private transmit(from: string, to: string, what: () => string, deliver: () => void, once = false): void {
     this.messagesSent++;
     const net = this.net;
     if (this.isCut(from, to) || this.rng.chance(net.dropP)) {
@@ -270,7 +274,7 @@ export class World {
       if (this.tracing) this.trace(`${from} ✗ ${to} dropped: ${what()}`);
       return;
     }
-    const copies = this.rng.chance(net.dupP) ? 2 : 1;
+    const copies = this.rng.chance(net.dupP) && !once ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const delay = this.rng.chance(net.slowP) ? this.rng.int(net.maxDelayMs, net.slowMaxDelayMs) : this.rng.int(net.minDelayMs, net.maxDelayMs);
       this.schedule(
@@ -309,9 +313,9 @@ export class World {
         this.endpoint(to).onCall(from, structuredClone(body), (r) => {
           if (answered) return;
           answered = true;
-          this.transmit(to, from, () => `reply to ${describe()}`, () => this.settle(id, structuredClone(r)));
+          this.transmit(to, from, () => `reply to ${describe()}`, () => this.settle(id, structuredClone(r)), true);
         });
-      });
+      }, true);
     }
     this.schedule(timeoutMs, from, () => this.settle(id, { ok: false, error: { code: 'TIMEOUT', message: `${to} did not answer within ${timeoutMs} ms`, retryable: true } }));
   }

@@ -454,7 +454,13 @@ export class Replica {
 
   private onPromotionAnswered(config: Config, out: ReplicaOutput[]): void {
     if (config.epoch > this.epoch) return this.adopt(config, out);
-    // Not applied (the partition moved on, or we asked twice): carry on in this epoch.
+    // Not applied (the partition moved on, we asked twice, or the learner restarted since
+    // its acks, S7): carry on in this epoch, and count only the learner's next acks.
+    const peer = this.promotion ? this.peers.get(this.promotion.learner) : undefined;
+    if (peer && this.promotion?.requested) {
+      peer.ackedSeq = toSeq(0);
+      peer.incarnation = '';
+    }
     this.promotion = null;
     this.advanceCommit(out);
   }
@@ -509,8 +515,10 @@ export class Replica {
       if (truncatedFrom !== undefined) ops.push({ kind: 'truncateLogFrom', partition: this.partition, fromSeq: truncatedFrom });
       if (appended.length > 0) ops.push({ kind: 'appendLog', partition: this.partition, entries: appended });
       this.persistLog(ops, out);
-    } else if (m.entries.length > 0 && this.ackedSeq > 0) {
-      // Entries we already hold: the primary is re-sending because our ack may be lost.
+    } else if ((m.entries.length > 0 || this.role === 'learner') && this.ackedSeq > 0) {
+      // Entries we already hold: the primary is re-sending because our ack may be lost. A
+      // learner also answers the idle commit-point prepare, so a primary that holds a
+      // previous incarnation's acks (S7) learns ours.
       out.push(this.ack(from, this.ackedSeq));
     }
     this.ackAndApply(from, out);

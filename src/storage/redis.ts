@@ -93,6 +93,7 @@ import {
 import { DstoreError, OverloadedError, StorageFailureError } from '../core/errors.js';
 import type {
   Backend,
+  BackendHealth,
   BackendOptions,
   BatchOp,
   BatchResult,
@@ -742,7 +743,7 @@ export class RedisBackend implements Backend {
   }
 
   /** Whether writes can go through now; `broken` says why they cannot until reopened. */
-  health(): { readonly connected: boolean; readonly broken?: string; readonly lastError?: string } {
+  health(): BackendHealth {
     return {
       connected: this.redis.status === 'ready',
       ...(this.broken ? { broken: this.broken.message } : {}),

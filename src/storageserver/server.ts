@@ -20,7 +20,8 @@
  * S14 again) and reloads in place exactly as a restart would: a new incarnation, every
  * replica rebuilt from the backend, inactive (S4), registered again. Work started before the
  * failure (promotion requests, snapshot fetches, epoch confirmations) belongs to an older
- * `life` and is ignored when it completes.
+ * `life` and is ignored when it completes. A batch that breaks a backend precondition
+ * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -29,7 +30,7 @@ import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
-import { type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
+import { InvariantViolation, type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
@@ -589,8 +590,21 @@ export class StorageServer {
       (d) => {
         if (life === this.life) this.onBatchDone(d);
       },
-      (err) => this.onStorageFailure(err, life),
+      (err) => {
+        if (err instanceof InvariantViolation) return this.onInvariantViolation(err);
+        this.onStorageFailure(err, life);
+      },
     );
+  }
+
+  /**
+   * A batch broke a backend precondition: a bug in the core or this driver, not a storage
+   * failure. STYLE §3: broken invariants crash, loudly (a restart reloads from the backend).
+   */
+  private onInvariantViolation(err: InvariantViolation): void {
+    this.log.fatal({ err: err.message }, 'storage precondition violated; stopping so no replica acts on state the backend does not hold');
+    process.exitCode = 70;
+    setImmediate(() => process.exit(70));
   }
 
   /**

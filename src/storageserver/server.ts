@@ -672,7 +672,8 @@ export class StorageServer {
         }
         if (this.health.state === 'healthy') return; // registered, then failed again: a new recovery runs
       }
-      await new Promise((r) => setTimeout(r, delayMs));
+      // Unref: the backoff alone must not keep a closed server's process alive.
+      await new Promise((r) => setTimeout(r, delayMs).unref());
       delayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
     }
     this.log.fatal({ attempts: RECOVER_MAX_ATTEMPTS }, 'storage did not come back; exiting');

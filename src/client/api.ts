@@ -9,7 +9,8 @@ export interface NodeInfo {
   readonly role: 'nameserver' | 'storage';
   /** host:port it is reachable at. */
   readonly address: string;
-  readonly state: 'alive' | 'dead' | 'starting';
+  /** `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4). */
+  readonly state: 'alive' | 'dead' | 'starting' | 'unhealthy';
   /** ms since epoch of the last heartbeat, undefined for the nameserver. */
   readonly lastHeartbeatMs?: number;
   /** Partitions it holds a replica of. */

@@ -58,6 +58,8 @@ export class NameserverProcess {
   private readonly mapPath: string;
   private persistedVersion = -1;
   private address = '';
+  /** Storage servers whose last heartbeat said their storage failed: when, and why. */
+  private readonly unhealthy = new Map<string, { readonly sinceMs: number; lastMs: number; readonly reason: string }>();
 
   constructor(
     private readonly cfg: NameserverConfig,
@@ -126,6 +128,7 @@ export class NameserverProcess {
     const now = Date.now();
     switch (req.t) {
       case 'register': {
+        this.unhealthy.delete(req.nodeId);
         if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, fresh: req.fresh ?? false }, now)) this.persist();
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
@@ -133,6 +136,8 @@ export class NameserverProcess {
         return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas };
       }
       case 'heartbeat': {
+        if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.unhealthy, now);
+        if (this.unhealthy.delete(req.nodeId)) this.log.info({ nodeId: req.nodeId }, 'storage server healthy again');
         const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
         if (reply.kind === 'register') return reply;
         return { ...reply, addresses: this.addresses() };
@@ -153,6 +158,21 @@ export class NameserverProcess {
       case 'nodes':
         return this.clusterInfo(now);
     }
+  }
+
+  /**
+   * A storage server whose storage failed holds no replica until it reloads and registers
+   * again. Its heartbeat is not fed to the core, so it goes dead after --dead-after-ms and
+   * its partitions fail over (§4); meanwhile `nodes` shows it as unhealthy.
+   */
+  private onUnhealthy(nodeId: string, reason: string, now: number): unknown {
+    const known = this.unhealthy.get(nodeId);
+    if (known) known.lastMs = now;
+    else {
+      this.unhealthy.set(nodeId, { sinceMs: now, lastMs: now, reason });
+      this.log.warn({ nodeId, reason }, 'storage server reports its storage failed; it counts as dead after --dead-after-ms');
+    }
+    return { kind: 'ok', mapVersion: this.core.map.version, configs: [], addresses: this.addresses() };
   }
 
   private addresses(): Record<string, string> {
@@ -186,7 +206,7 @@ export class NameserverProcess {
         id: n.id,
         role: 'storage',
         address: n.address,
-        state: n.incarnation === '' ? 'starting' : this.core.isAlive(n, now) ? 'alive' : 'dead',
+        state: this.isUnhealthy(n.id, now) ? 'unhealthy' : n.incarnation === '' ? 'starting' : this.core.isAlive(n, now) ? 'alive' : 'dead',
         lastHeartbeatMs: n.lastHeartbeatMs,
         partitionsHeld: held.length,
         partitionsLed: held.filter((c) => c.primary === n.id).length,
@@ -206,5 +226,11 @@ export class NameserverProcess {
       mapVersion: map.version,
       nodes,
     };
+  }
+
+  /** Said so within the last --dead-after-ms (a node that died unhealthy shows as dead). */
+  private isUnhealthy(id: string, now: number): boolean {
+    const u = this.unhealthy.get(id);
+    return u !== undefined && now - u.lastMs <= this.cfg.deadAfterMs;
   }
 }

@@ -86,7 +86,11 @@ const ProgressSchema = Type.Object({
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), fresh: Type.Optional(Type.Boolean()), token: Token }),
-  Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }), token: Token }),
+  /**
+   * `unhealthy`: the storage server's backend failed (issue 4) and it holds no replica until
+   * it reloaded; the reason, for `nodes`. Such a heartbeat does not keep the node alive.
+   */
+  Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }), unhealthy: Type.Optional(Type.String({ maxLength: 1024 })), token: Token }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
   Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id, learnerIncarnation: Id, token: Token }),
   Type.Object({ t: Type.Literal('map'), token: Token }),

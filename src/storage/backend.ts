@@ -55,6 +55,15 @@ export interface Snapshot {
 
 export type SyncMode = 'batch' | 'none';
 
+/** What a backend that can go away (redis) says about itself; see Backend.health. */
+export interface BackendHealth {
+  /** Connected to its store right now. */
+  readonly connected: boolean;
+  /** Why it stopped writing until reopened (a write whose outcome is unknown), if it did. */
+  readonly broken?: string;
+  readonly lastError?: string;
+}
+
 export interface Backend {
   /** 'memory' | 'lmdb' | 'redis': shown in `nodes`. */
   readonly kind: string;
@@ -77,6 +86,11 @@ export interface Backend {
   installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>, dedup?: readonly DedupRecord[]): Promise<void>;
   /** S10: every client's last write in the partition (read at start). */
   dedupTable(partition: PartitionId): Promise<DedupRecord[]>;
+  /**
+   * Optional, for backends that can go away (redis): whether writes can go through now. The
+   * storage server checks it every heartbeat, so it notices a lost store between writes.
+   */
+  health?(): BackendHealth;
   close(): Promise<void>;
 }
 

@@ -65,16 +65,12 @@ import type {
 } from './backend.js';
 import {
   ZERO_POSITION,
+  checkBatchOp,
   byClientId,
   checkDedupTable,
-  checkEntriesFollow,
   checkKey,
   checkPageLimit,
-  checkSetMeta,
   checkSnapshotItem,
-  checkTag,
-  checkTruncateLogFrom,
-  checkTruncateLogTo,
   dedupRecord,
 } from './preconditions.js';
 
@@ -849,10 +845,10 @@ export class LmdbBackend implements Backend {
     for (const [i, op] of ops.entries()) {
       const p = op.partition;
       const prep = prepared[i]!;
+      if (op.kind !== 'dropPartition') checkBatchOp(op, stateOf(p), LMDB_MAX_KEY_BYTES, (at) => this.readEntry(p, at).epoch);
       switch (op.kind) {
         case 'appendLog': {
           const s = stateOf(p);
-          checkEntriesFollow(p, 'appendLog', s.logLast, op.entries);
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
           op.entries.forEach((e, j) => this.logDb.putSync(logKey(p, e.seq), prep.records![j]!));
@@ -861,7 +857,6 @@ export class LmdbBackend implements Backend {
         }
         case 'truncateLogFrom': {
           const s = stateOf(p);
-          checkTruncateLogFrom(p, op.fromSeq, s.applied);
           if (op.fromSeq > s.logLast.seq) break;
           const from = Math.max(op.fromSeq, s.logBase.seq + 1);
           const logLast = from - 1 === s.logBase.seq ? s.logBase : positionOf(this.readEntry(p, from - 1));
@@ -871,7 +866,6 @@ export class LmdbBackend implements Backend {
         }
         case 'truncateLogTo': {
           const s = stateOf(p);
-          checkTruncateLogTo(p, op.base, s, (at) => this.readEntry(p, at).epoch);
           this.deleteLog(p, s.logBase.seq + 1, Math.min(op.base.seq, s.logLast.seq));
           const logLast = op.base.seq >= s.logLast.seq ? op.base : s.logLast;
           v.set(p, { ...s, logBase: op.base, logLast });
@@ -880,11 +874,6 @@ export class LmdbBackend implements Backend {
         }
         case 'apply': {
           const s = stateOf(p);
-          checkEntriesFollow(p, 'apply', s.applied, op.entries);
-          for (const e of op.entries) {
-            if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(p, e.op.key, LMDB_MAX_KEY_BYTES);
-            checkTag(p, e);
-          }
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
           let keyCount = s.keyCount;
@@ -915,7 +904,6 @@ export class LmdbBackend implements Backend {
         }
         case 'setMeta': {
           const s = stateOf(p);
-          checkSetMeta(p, s.meta, op.meta);
           v.set(p, { ...s, meta: op.meta });
           persist.add(p);
           break;

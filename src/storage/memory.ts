@@ -37,16 +37,12 @@ import type {
 } from './backend.js';
 import {
   ZERO_POSITION,
+  checkBatchOp,
   byClientId,
   checkDedupTable,
-  checkEntriesFollow,
   checkKey,
   checkPageLimit,
-  checkSetMeta,
   checkSnapshotItem,
-  checkTag,
-  checkTruncateLogFrom,
-  checkTruncateLogTo,
   copyBytes,
   dedupRecord,
 } from './preconditions.js';
@@ -273,10 +269,14 @@ export class MemoryBackend implements Backend {
   }
 
   private runOp(op: BatchOp, undo: Array<() => void>, deletes: Array<{ partition: PartitionId; seq: Seq; existed: boolean }>): void {
+    if (op.kind !== 'dropPartition') {
+      const p = this.partition(op.partition, undo);
+      const positions = { meta: p.meta, applied: p.applied, logBase: p.logBase, logLast: lastPosition(p) };
+      checkBatchOp(op, positions, MEMORY_MAX_KEY_BYTES, (s) => p.log[s - p.logBase.seq - 1]!.epoch);
+    }
     switch (op.kind) {
       case 'appendLog': {
         const p = this.partition(op.partition, undo);
-        checkEntriesFollow(op.partition, 'appendLog', lastPosition(p), op.entries);
         const lengthBefore = p.log.length;
         for (const e of op.entries) p.log.push(copyEntry(e));
         undo.push(() => {
@@ -286,7 +286,6 @@ export class MemoryBackend implements Backend {
       }
       case 'truncateLogFrom': {
         const p = this.partition(op.partition, undo);
-        checkTruncateLogFrom(op.partition, op.fromSeq, p.applied);
         const keep = Math.max(0, op.fromSeq - p.logBase.seq - 1);
         if (keep >= p.log.length) return;
         const removed = p.log.slice(keep);
@@ -298,8 +297,6 @@ export class MemoryBackend implements Backend {
       }
       case 'truncateLogTo': {
         const p = this.partition(op.partition, undo);
-        const logLast = lastPosition(p);
-        checkTruncateLogTo(op.partition, op.base, { applied: p.applied, logBase: p.logBase, logLast }, (s) => p.log[s - p.logBase.seq - 1]!.epoch);
         const drop = Math.min(op.base.seq - p.logBase.seq, p.log.length);
         const logBefore = p.log;
         const baseBefore = p.logBase;
@@ -313,11 +310,6 @@ export class MemoryBackend implements Backend {
       }
       case 'apply': {
         const p = this.partition(op.partition, undo);
-        checkEntriesFollow(op.partition, 'apply', p.applied, op.entries);
-        for (const e of op.entries) {
-          if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(op.partition, e.op.key, MEMORY_MAX_KEY_BYTES);
-          checkTag(op.partition, e);
-        }
         const appliedBefore = p.applied;
         undo.push(() => {
           p.applied = appliedBefore;
@@ -337,7 +329,6 @@ export class MemoryBackend implements Backend {
       }
       case 'setMeta': {
         const p = this.partition(op.partition, undo);
-        checkSetMeta(op.partition, p.meta, op.meta);
         const before = p.meta;
         p.meta = op.meta;
         undo.push(() => {

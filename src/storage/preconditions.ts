@@ -2,8 +2,8 @@
  * Preconditions every backend shares (DESIGN §8), and the small helpers their results are
  * built with. A violation is a bug in the caller (the core decided something impossible),
  * so it is an InvariantViolation (STYLE §3: broken invariants crash), thrown before
- * anything of the batch is written. Memory and lmdb call the same checks, so a test that
- * passes on memory says something about lmdb.
+ * anything of the batch is written. Every backend checks each op of a batch with
+ * `checkBatchOp`, so a test that passes on memory says something about lmdb and redis.
  */
 import {
   type Epoch,
@@ -13,10 +13,11 @@ import {
   type Seq,
   InvariantViolation,
   assert,
+  assertNever,
   epoch as toEpoch,
   seq as toSeq,
 } from '../core/types.js';
-import type { DedupRecord, LogPosition, PartitionMeta, SnapshotItem } from './backend.js';
+import type { BatchOp, DedupRecord, LogPosition, PartitionMeta, SnapshotItem } from './backend.js';
 
 export const ZERO_POSITION: LogPosition = { seq: toSeq(0), epoch: toEpoch(0) };
 
@@ -53,6 +54,44 @@ export function checkEntriesFollow(
     }
     lastEpoch = entry.epoch;
     expected += 1;
+  }
+}
+
+/** What a backend knows of a partition's positions, which a batch op is checked against. */
+export interface PartitionPositions {
+  readonly meta: PartitionMeta | null;
+  readonly applied: LogPosition;
+  readonly logBase: LogPosition;
+  readonly logLast: LogPosition;
+}
+
+/**
+ * The preconditions of one batch op (DESIGN §8), against the partition's positions as every
+ * earlier op of the batch left them; call it before writing anything of the op. `epochAt`
+ * gives the epoch of the log entry at a seq in (logBase.seq, logLast.seq]; keys longer than
+ * `maxKeyBytes` cannot be stored by the backend. `dropPartition` has no preconditions.
+ */
+export function checkBatchOp(op: BatchOp, state: PartitionPositions, maxKeyBytes: number, epochAt: (s: Seq) => Epoch): void {
+  switch (op.kind) {
+    case 'appendLog':
+      return checkEntriesFollow(op.partition, 'appendLog', state.logLast, op.entries);
+    case 'truncateLogFrom':
+      return checkTruncateLogFrom(op.partition, op.fromSeq, state.applied);
+    case 'truncateLogTo':
+      return checkTruncateLogTo(op.partition, op.base, state, epochAt);
+    case 'apply':
+      checkEntriesFollow(op.partition, 'apply', state.applied, op.entries);
+      for (const e of op.entries) {
+        if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(op.partition, e.op.key, maxKeyBytes);
+        checkTag(op.partition, e);
+      }
+      return;
+    case 'setMeta':
+      return checkSetMeta(op.partition, state.meta, op.meta);
+    case 'dropPartition':
+      return;
+    default:
+      return assertNever(op);
   }
 }
 

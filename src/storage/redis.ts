@@ -93,6 +93,7 @@ import {
 import { DstoreError, OverloadedError, StorageFailureError } from '../core/errors.js';
 import type {
   Backend,
+  BackendHealth,
   BackendOptions,
   BatchOp,
   BatchResult,
@@ -107,16 +108,12 @@ import type {
 import { CorruptRecordError } from './lmdb.js';
 import {
   ZERO_POSITION,
+  checkBatchOp,
   byClientId,
   checkDedupTable,
-  checkEntriesFollow,
   checkKey,
   checkPageLimit,
-  checkSetMeta,
   checkSnapshotItem,
-  checkTag,
-  checkTruncateLogFrom,
-  checkTruncateLogTo,
   compareBytes,
   copyBytes,
   dedupRecord,
@@ -742,7 +739,7 @@ export class RedisBackend implements Backend {
   }
 
   /** Whether writes can go through now; `broken` says why they cannot until reopened. */
-  health(): { readonly connected: boolean; readonly broken?: string; readonly lastError?: string } {
+  health(): BackendHealth {
     return {
       connected: this.redis.status === 'ready',
       ...(this.broken ? { broken: this.broken.message } : {}),
@@ -1108,10 +1105,13 @@ export class RedisBackend implements Backend {
     for (const op of ops) {
       const p = op.partition;
       const ps = String(p);
+      if (op.kind !== 'dropPartition') {
+        const s = existing(p);
+        checkBatchOp(op, s, REDIS_MAX_KEY_BYTES, (at) => epochAt(s, at));
+      }
       switch (op.kind) {
         case 'appendLog': {
           const s = existing(p);
-          checkEntriesFollow(p, 'appendLog', s.logLast, op.entries);
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
           args.push('L', ps, String(op.entries.length));
@@ -1121,7 +1121,6 @@ export class RedisBackend implements Backend {
         }
         case 'truncateLogFrom': {
           const s = existing(p);
-          checkTruncateLogFrom(p, op.fromSeq, s.applied);
           if (op.fromSeq > s.logLast.seq) break;
           const from = Math.max(op.fromSeq, s.logBase.seq + 1);
           const logLast = from - 1 === s.logBase.seq ? s.logBase : { seq: toSeq(from - 1), epoch: epochAt(s, from - 1) };
@@ -1131,7 +1130,6 @@ export class RedisBackend implements Backend {
         }
         case 'truncateLogTo': {
           const s = existing(p);
-          checkTruncateLogTo(p, op.base, s, (at) => epochAt(s, at));
           const drop = Math.min(op.base.seq, s.logLast.seq) - s.logBase.seq;
           if (drop > 0) args.push('T', ps, String(drop));
           const emptied = op.base.seq >= s.logLast.seq;
@@ -1141,11 +1139,6 @@ export class RedisBackend implements Backend {
         }
         case 'apply': {
           const s = existing(p);
-          checkEntriesFollow(p, 'apply', s.applied, op.entries);
-          for (const e of op.entries) {
-            if (e.op.kind === 'put' || e.op.kind === 'delete') checkKey(p, e.op.key, REDIS_MAX_KEY_BYTES);
-            checkTag(p, e);
-          }
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
           args.push('A', ps, String(s.generation), String(op.entries.length));
@@ -1164,7 +1157,6 @@ export class RedisBackend implements Backend {
         }
         case 'setMeta': {
           const s = existing(p);
-          checkSetMeta(p, s.meta, op.meta);
           view.set(p, { ...s, meta: op.meta });
           dirty.add(p);
           break;

@@ -24,7 +24,8 @@ export interface RunStorageServerOptions {
 }
 
 export async function runStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
-  const backend = await openBackend(options.backend, { dataDir: options.dataDir, sync: options.sync });
+  const open = () => openBackend(options.backend, { dataDir: options.dataDir, sync: options.sync });
+  const backend = await open();
   const log = createLogger({ name: options.nodeId ?? 'storage', level: options.logLevel, dataDir: options.dataDir });
   let server: StorageServer;
   try {
@@ -47,6 +48,8 @@ export async function runStorageServer(options: RunStorageServerOptions): Promis
       },
       backend,
       log,
+      // After a storage failure the server reopens its backend in place (issue 4).
+      open,
     );
   } catch (err) {
     await backend.close();

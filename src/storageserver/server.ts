@@ -8,15 +8,29 @@
  * runs after they are durable (see BatchWriter.after). At the end of each event-loop turn
  * every partition that saw input gets a `flush` (one prepare message per peer for all the
  * writes of the turn); a timer ticks every `tickMs`.
+ *
+ * Storage failure (issue 4): a batch the backend did not confirm may or may not be durable,
+ * and the replica cores already act on it. So the server goes **unhealthy** at once: it
+ * drops every replica core (nothing after the failed batch is replied, acked, confirmed or
+ * sent: the writer runs no later callback), answers pending writes with OUTCOME_UNKNOWN and
+ * every call with a retryable UNAVAILABLE, closes its snapshot sessions, and heartbeats with
+ * `unhealthy` instead of progress, so the nameserver shows it and, no longer counting those
+ * heartbeats, fails it over after --dead-after-ms (§4). Then it reopens the backend with
+ * bounded exponential backoff (RECOVER_FIRST_MS → RECOVER_MAX_MS; the redis backend checks
+ * S14 again) and reloads in place exactly as a restart would: a new incarnation, every
+ * replica rebuilt from the backend, inactive (S4), registered again. Work started before the
+ * failure (promotion requests, snapshot fetches, epoch confirmations) belongs to an older
+ * `life` and is ignored when it completes. A batch that breaks a backend precondition
+ * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, UnauthorizedError, ValueTooLargeError } from '../core/errors.js';
+import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnauthorizedError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
-import { type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
+import { InvariantViolation, type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
@@ -59,13 +73,33 @@ const registerReply = codec(RegisterReply);
 const heartbeatReply = codec(HeartbeatReplySchema);
 const confirmEpochReply = codec(ConfirmEpochReply);
 const promoteReply = codec(PromoteReply);
+/** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
+const MAX_DELETE_RESULTS = 100_000;
 const snapshotReadReply = codec(SnapshotReadReply);
 
 interface Waiter {
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: Error) => void;
   readonly partition: PartitionId;
+  /** A write's outcome is unknown once storage failed (S9); a read simply failed. */
+  readonly write: boolean;
 }
+
+/** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
+const RECOVER_FIRST_MS = 100;
+const RECOVER_MAX_MS = 5000;
+/** After this many failed reopen attempts in a row (hours at RECOVER_MAX_MS) the process exits. */
+const RECOVER_MAX_ATTEMPTS = 10_000;
+/** A snapshot session no read used for this long is closed (it pins backend state). */
+const SNAPSHOT_SESSION_IDLE_MS = 60_000;
+/** At most this many snapshot sessions open at once; a new one beyond it is OVERLOADED. */
+const MAX_SNAPSHOT_SESSIONS = 64;
+/** Longest failure reason sent in a heartbeat. */
+const MAX_REASON_CHARS = 500;
+
+export type StorageHealth =
+  | { readonly state: 'healthy' }
+  | { readonly state: 'unhealthy'; readonly reason: string; readonly sinceMs: number; readonly attempts: number };
 
 /** Reads the node id kept in the data dir, or creates it (from the flag or at random). */
 export function loadNodeId(dataDir: string, requested?: string): NodeId {
@@ -82,7 +116,8 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
 
 export class StorageServer {
   readonly nodeId: NodeId;
-  readonly incarnation = randomBytes(8).toString('hex');
+  /** New at every start and every reload after a storage failure (S4, S7). */
+  incarnation = randomBytes(8).toString('hex');
   private readonly limits: Limits;
   private readonly replicas = new Map<PartitionId, Replica>();
   private readonly recoveries = new Map<PartitionId, PartitionState>();
@@ -90,7 +125,10 @@ export class StorageServer {
   private readonly waiters = new Map<number, Waiter>();
   private readonly deleteResults = new Map<string, boolean>();
   private readonly dirty = new Set<PartitionId>();
-  private readonly writer: BatchWriter;
+  private writer: BatchWriter;
+  /** Bumped by every storage failure: async work of an older life must not step a replica. */
+  private life = 0;
+  private health: StorageHealth = { state: 'healthy' };
   private readonly pool: RpcPool;
   private server: RpcServer | undefined;
   private nextRequestId = 1;
@@ -104,14 +142,19 @@ export class StorageServer {
   private nameserverDown = false;
   private closed = false;
 
+  /**
+   * `reopen` opens the backend again after a storage failure (a new connection and S14 check
+   * for redis); it is how the server recovers in place instead of exiting.
+   */
   constructor(
     private readonly cfg: StorageServerConfig,
-    private readonly backend: Backend,
+    private backend: Backend,
     private readonly log: Logger,
+    private readonly reopen: () => Promise<Backend>,
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
     this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
-    this.writer = new BatchWriter(backend, (d) => this.onBatchDone(d), (err) => this.onStorageFatal(err));
+    this.writer = this.newWriter();
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
   }
 
@@ -131,6 +174,7 @@ export class StorageServer {
     await this.register();
     this.timers.push(setInterval(() => void this.heartbeat(), this.cfg.heartbeatMs));
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
+    this.timers.push(setInterval(() => void this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS), Math.min(SNAPSHOT_SESSION_IDLE_MS / 4, 15_000)));
     return port;
   }
 
@@ -141,7 +185,13 @@ export class StorageServer {
     await this.server?.close();
     this.pool.close();
     await this.writer.idle();
+    await this.closeIdleSnapshotSessions(0);
     await this.backend.close();
+  }
+
+  /** Whether the backend is usable; `stats` and heartbeats report it. */
+  get storageHealth(): StorageHealth {
+    return this.health;
   }
 
   // ---- nameserver ----
@@ -156,7 +206,11 @@ export class StorageServer {
         if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
         this.minWriteReplicas = r.value.minWriteReplicas;
-        this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions }, 'registered with the nameserver');
+        this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions, incarnation: this.incarnation }, 'registered with the nameserver');
+        if (this.health.state !== 'healthy') {
+          this.log.info({ unhealthyMs: Date.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
+          this.health = { state: 'healthy' };
+        }
         // S4: recovered replicas exist from now on, inactive until a configuration arrives.
         for (const p of this.recoveries.keys()) this.replica(p);
         await this.heartbeat();
@@ -180,8 +234,16 @@ export class StorageServer {
 
   private async heartbeat(): Promise<void> {
     if (this.heartbeating || this.closed || this.partitions === 0) return;
+    if (this.health.state !== 'healthy') return this.heartbeatUnhealthy(this.health);
     this.heartbeating = true;
+    const life = this.life;
     try {
+      const health = this.backend.health?.();
+      if (health && (health.broken !== undefined || !health.connected)) {
+        // Noticed between writes (say, an idle cluster): no write may be acked on it now.
+        this.onStorageFailure(new Error(health.broken ?? `backend not connected${health.lastError ? `: ${health.lastError}` : ''}`), life);
+        return;
+      }
       const progress = [...this.replicas.values()].map((r) => r.progress());
       const raw = await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.incarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress });
       if (this.nameserverDown) this.log.info({}, 'nameserver reachable again');
@@ -193,6 +255,7 @@ export class StorageServer {
         return await this.register();
       }
       for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
+      if (life !== this.life) return; // storage failed meanwhile: these configurations are for replicas gone
       for (const c of r.value.configs) {
         const config = toConfig(c);
         this.step(config.partition, { kind: 'configure', config });
@@ -206,10 +269,30 @@ export class StorageServer {
     }
   }
 
+  /**
+   * Unhealthy: tell the nameserver (so `nodes` shows it) without progress; the nameserver
+   * does not count this as a heartbeat, so the node goes dead after --dead-after-ms (§4).
+   */
+  private async heartbeatUnhealthy(health: Extract<StorageHealth, { state: 'unhealthy' }>): Promise<void> {
+    this.heartbeating = true;
+    try {
+      await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.incarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress: [], unhealthy: health.reason.slice(0, MAX_REASON_CHARS) });
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'unhealthy heartbeat not delivered');
+    } finally {
+      this.heartbeating = false;
+    }
+  }
+
   private async refreshKeyCount(): Promise<void> {
     let total = 0;
-    for (const r of this.replicas.values()) if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
-    this.keyCount = total;
+    try {
+      for (const r of this.replicas.values()) if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
+      this.keyCount = total;
+    } catch (err) {
+      // Reads may fail while the backend is away; the next heartbeat tries again.
+      this.log.debug({ err: (err as Error).message }, 'cannot count keys');
+    }
   }
 
   // ---- driving the replica cores ----
@@ -254,6 +337,7 @@ export class StorageServer {
   }
 
   private step(p: PartitionId, input: ReplicaInput): void {
+    if (this.health.state !== 'healthy') return; // no replica exists until the reload
     const r = this.replica(p);
     this.execute(p, r.step(input));
     this.markDirty(p);
@@ -267,6 +351,7 @@ export class StorageServer {
       this.flushScheduled = false;
       const dirty = [...this.dirty];
       this.dirty.clear();
+      if (this.health.state !== 'healthy') return;
       for (const q of dirty) this.execute(q, this.replica(q).step({ kind: 'flush' }));
     });
   }
@@ -288,8 +373,13 @@ export class StorageServer {
           break;
         case 'reply': {
           if (o.duplicateOf !== undefined && o.op === 'delete' && o.result.kind === 'written') {
-            // S10: a retried delete gets the original answer, kept in the dedup table.
-            void this.settleDuplicateDelete(p, o.requestId, o.duplicateOf, o.result.seq);
+            // S10: a retried delete gets the original answer, kept in the dedup table, once
+            // the apply that wrote it is durable (D1: not before, as `immediate: false` says).
+            const { duplicateOf, requestId } = o;
+            const seq = o.result.seq;
+            const fn = () => void this.settleDuplicateDelete(p, requestId, duplicateOf, seq);
+            if (o.immediate) fn();
+            else this.writer.after(p, fn);
             break;
           }
           const fn = () => this.settle(o.requestId, o.result.kind === 'error' ? o.result.error : undefined, o.result.kind === 'written' ? { seq: o.result.seq, op: o.op } : undefined);
@@ -324,9 +414,9 @@ export class StorageServer {
     if (error) return w.reject(errorFromWire(error));
     if (!written) return w.resolve(undefined);
     if (written.op === 'delete') {
-      const key = `${w.partition}:${written.seq}`;
-      const existed = this.deleteResults.get(key) ?? false;
-      this.deleteResults.delete(key);
+      // Kept for every waiter of this entry (D1: a retry queued behind the first attempt
+      // waits on the same entry); the map is bounded in onBatchDone.
+      const existed = this.deleteResults.get(`${w.partition}:${written.seq}`) ?? false;
       return w.resolve({ existed, version: written.seq });
     }
     w.resolve({ version: written.seq });
@@ -347,12 +437,14 @@ export class StorageServer {
   /** S7: asks the nameserver until it answers; the answer is the partition's configuration. */
   private async requestPromotion(p: PartitionId, learner: NodeId, learnerIncarnation: string, epoch: number): Promise<void> {
     let delayMs = 50;
+    const life = this.life;
     for (let attempt = 0; attempt < 1000 && !this.closed; attempt++) {
+      if (life !== this.life) return; // storage failed: that replica is gone
       if (this.replica(p).epoch !== epoch) return; // moved on; the new configuration decides
       try {
         const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }));
         if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
-        this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config) });
+        if (life === this.life) this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config) });
         return;
       } catch (err) {
         this.log.warn({ partition: p, learner, err: (err as Error).message }, 'promotion request failed; retrying (commits wait, S7)');
@@ -366,6 +458,9 @@ export class StorageServer {
   private async fetchSnapshot(p: PartitionId, from: NodeId, epoch: number): Promise<void> {
     const address = this.addresses.get(from);
     let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[] };
+    // A storage failure meanwhile replaces both: never install into, or step, the next life.
+    const life = this.life;
+    const backend = this.backend;
     try {
       if (!address) throw new InvalidArgumentError(`no address for ${from}`);
       const conn = this.pool.get(address);
@@ -389,62 +484,87 @@ export class StorageServer {
       const applied = { seq: first.applied.seq as Seq, epoch: first.applied.epoch as Epoch };
       const dedup = first.dedup.map((d) => ({ ...d, seq: d.seq as Seq }));
       // S11: only a learner installs a snapshot (it may have been promoted meanwhile).
-      if (this.replica(p).role !== 'learner') throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
-      await this.backend.installSnapshot(p, applied, pages(), dedup);
+      if (life !== this.life || this.replica(p).role !== 'learner') throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
+      await backend.installSnapshot(p, applied, pages(), dedup);
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
       installed = { applied, dedup };
     } catch (err) {
-      this.step(p, { kind: 'snapshotFailed', reason: (err as Error).message });
+      if (life === this.life) this.step(p, { kind: 'snapshotFailed', reason: (err as Error).message });
       return;
     }
     // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
-    this.step(p, { kind: 'snapshotInstalled', ...installed });
+    if (life === this.life) this.step(p, { kind: 'snapshotInstalled', ...installed });
   }
 
-  /** Open snapshot reads, by session id; closed when done or idle for a minute. */
-  private readonly snapshotSessions = new Map<string, { snapshot: Snapshot; iterator: AsyncIterator<readonly SnapshotItem[]>; buffer: SnapshotItem[]; lastUsedMs: number; partition: PartitionId }>();
+  /**
+   * Open snapshot reads, by session id; closed when done, when a read fails, when idle for
+   * SNAPSHOT_SESSION_IDLE_MS (a timer: a learner that gave up sends no further read, and an
+   * open snapshot pins an LMDB read transaction or Redis pre-images), on a storage failure
+   * and on close.
+   */
+  private readonly snapshotSessions = new Map<string, { snapshot: Snapshot; iterator: AsyncIterator<readonly SnapshotItem[]>; buffer: SnapshotItem[]; lastUsedMs: number; partition: PartitionId; busy: boolean }>();
+
+  /** Closes every session idle for at least `idleMs` (0: every session not being read). */
+  private async closeIdleSnapshotSessions(idleMs: number): Promise<void> {
+    const now = Date.now();
+    for (const [id, s] of [...this.snapshotSessions]) {
+      if (s.busy || now - s.lastUsedMs < idleMs) continue;
+      this.snapshotSessions.delete(id);
+      try {
+        await s.snapshot.close();
+      } catch (err) {
+        this.log.warn({ partition: s.partition, err: (err as Error).message }, 'closing an idle snapshot session failed');
+      }
+    }
+  }
 
   private async snapshotRead(p: PartitionId, epoch: number, sessionId: string | undefined): Promise<unknown> {
     const r = this.replicas.get(p);
     if (!r || r.role !== 'primary' || r.epoch !== epoch) throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
-    for (const [id, s] of this.snapshotSessions) {
-      if (Date.now() - s.lastUsedMs > 60_000) {
-        this.snapshotSessions.delete(id);
-        await s.snapshot.close();
-      }
-    }
     let session = sessionId ? this.snapshotSessions.get(sessionId) : undefined;
     let dedup: DedupRecord[] = [];
     if (sessionId && !session) throw new InvalidArgumentError(`snapshot session ${sessionId} expired`);
+    if (session?.busy) throw new InvalidArgumentError(`snapshot session ${sessionId} is being read`);
     const id = sessionId ?? randomBytes(8).toString('hex');
     if (!session) {
+      if (this.snapshotSessions.size >= MAX_SNAPSHOT_SESSIONS) await this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS / 4);
+      if (this.snapshotSessions.size >= MAX_SNAPSHOT_SESSIONS) throw new OverloadedError(`${this.snapshotSessions.size} snapshot sessions open on ${this.nodeId}`);
       const snapshot = await this.backend.snapshot(p);
-      session = { snapshot, iterator: snapshot.items(256)[Symbol.asyncIterator](), buffer: [], lastUsedMs: Date.now(), partition: p };
+      session = { snapshot, iterator: snapshot.items(256)[Symbol.asyncIterator](), buffer: [], lastUsedMs: Date.now(), partition: p, busy: false };
       this.snapshotSessions.set(id, session);
       dedup = [...snapshot.dedup];
     }
     session.lastUsedMs = Date.now();
+    session.busy = true;
     const items: SnapshotItem[] = [];
     let bytes = 0;
     let done = false;
-    // Bounded pages: at most 1 MiB of values (or one larger value) and 4096 items.
-    while (items.length < 4096 && (bytes < MiB || items.length === 0)) {
-      if (session.buffer.length === 0) {
-        const next = await session.iterator.next();
-        if (next.done) {
-          done = true;
-          break;
+    try {
+      // Bounded pages: at most 1 MiB of values (or one larger value) and 4096 items.
+      while (items.length < 4096 && (bytes < MiB || items.length === 0)) {
+        if (session.buffer.length === 0) {
+          const next = await session.iterator.next();
+          if (next.done) {
+            done = true;
+            break;
+          }
+          session.buffer.push(...next.value);
+          continue;
         }
-        session.buffer.push(...next.value);
-        continue;
+        const item = session.buffer.shift()!;
+        items.push(item);
+        bytes += item.key.length + item.value.length;
       }
-      const item = session.buffer.shift()!;
-      items.push(item);
-      bytes += item.key.length + item.value.length;
-    }
-    if (done) {
-      this.snapshotSessions.delete(id);
-      await session.snapshot.close();
+    } catch (err) {
+      done = true; // a failed read ends the session: the learner starts over
+      throw err;
+    } finally {
+      session.busy = false;
+      session.lastUsedMs = Date.now();
+      if (done) {
+        this.snapshotSessions.delete(id);
+        await session.snapshot.close();
+      }
     }
     return { session: id, applied: session.snapshot.applied, dedup, items, done };
   }
@@ -462,21 +582,118 @@ export class StorageServer {
   }
 
   private async confirmWithNameserver(p: PartitionId, round: number, epoch: number): Promise<void> {
+    const life = this.life;
     try {
       const r = confirmEpochReply.decode(await this.nameserverCall({ t: 'confirmEpoch', p, epoch }));
-      if (r.ok && r.value.current) this.step(p, { kind: 'nameserverConfirmed', round, epoch: epoch as never });
+      if (r.ok && r.value.current && life === this.life) this.step(p, { kind: 'nameserverConfirmed', round, epoch: epoch as never });
     } catch (err) {
       this.log.warn({ partition: p, err: (err as Error).message }, 'cannot confirm the epoch with the nameserver; reads wait');
     }
   }
 
   private onBatchDone(done: BatchDone): void {
-    for (const d of done.result.deletes) this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
+    for (const d of done.result.deletes) {
+      this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
+      // Oldest first: every waiter of a delete is answered right after its apply is durable.
+      if (this.deleteResults.size > MAX_DELETE_RESULTS) this.deleteResults.delete(this.deleteResults.keys().next().value!);
+    }
     for (const { partition, writeId } of done.writeIds) this.step(partition, { kind: 'persisted', writeId });
   }
 
-  private onStorageFatal(err: Error): void {
-    this.log.fatal({ err: err.message }, 'storage write failed; stopping so no replica acts on state its disk does not hold');
+  private newWriter(): BatchWriter {
+    const life = this.life;
+    return new BatchWriter(
+      this.backend,
+      (d) => {
+        if (life === this.life) this.onBatchDone(d);
+      },
+      (err) => {
+        if (err instanceof InvariantViolation) return this.onInvariantViolation(err);
+        this.onStorageFailure(err, life);
+      },
+    );
+  }
+
+  /**
+   * A batch broke a backend precondition: a bug in the core or this driver, not a storage
+   * failure. STYLE §3: broken invariants crash, loudly (a restart reloads from the backend).
+   */
+  private onInvariantViolation(err: InvariantViolation): void {
+    this.log.fatal({ err: err.message }, 'storage precondition violated; stopping so no replica acts on state the backend does not hold');
+    process.exitCode = 70;
+    setImmediate(() => process.exit(70));
+  }
+
+  /**
+   * A storage write failed (or the backend reports itself unusable): go unhealthy at once,
+   * then reload in place (file header). `life` is the life the failure belongs to; a second
+   * report of the same failure does nothing.
+   */
+  private onStorageFailure(err: Error, life: number): void {
+    if (life !== this.life || this.closed || this.health.state !== 'healthy') return;
+    this.life += 1;
+    this.health = { state: 'unhealthy', reason: err.message, sinceMs: Date.now(), attempts: 0 };
+    this.log.error({ err: err.message, backend: this.backend.kind }, 'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff');
+    // Every replica core, and everything it was waiting for, is dropped: their state may
+    // run ahead of what the backend holds. They are rebuilt from the backend on reload.
+    this.replicas.clear();
+    this.recoveries.clear();
+    this.recoveredLogs.clear();
+    this.recoveredDedup.clear();
+    this.dirty.clear();
+    this.deleteResults.clear();
+    const waiters = [...this.waiters.values()];
+    this.waiters.clear();
+    for (const w of waiters) {
+      // S9: a write may already be on other replicas (or in the failed batch): unknown.
+      w.reject(w.write ? new OutcomeUnknownError(`storage of ${this.nodeId} failed before the write was acknowledged: ${err.message}`) : new UnavailableError(`storage unavailable on ${this.nodeId}: ${err.message}`));
+    }
+    void this.closeIdleSnapshotSessions(0);
+    void this.reloadStorage(this.life);
+  }
+
+  /** Reopens the backend with bounded exponential backoff, then reloads as a restart would. */
+  private async reloadStorage(life: number): Promise<void> {
+    let delayMs = RECOVER_FIRST_MS;
+    let old: Backend | undefined = this.backend;
+    for (let attempt = 1; attempt <= RECOVER_MAX_ATTEMPTS; attempt++) {
+      if (this.closed || life !== this.life) return;
+      if (this.health.state === 'unhealthy') this.health = { ...this.health, attempts: attempt };
+      let opened: Backend | undefined;
+      try {
+        if (old) {
+          const closing = old;
+          old = undefined;
+          await closing.close().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'closing the failed backend failed'));
+        }
+        opened = await this.reopen();
+        if (this.closed) {
+          await opened.close();
+          return;
+        }
+        this.backend = opened;
+        this.writer = this.newWriter();
+        await this.loadLogs();
+        // S4, S7: a reload is a restart; peers and the nameserver must see a new incarnation.
+        this.incarnation = randomBytes(8).toString('hex');
+        this.log.info({ attempt, incarnation: this.incarnation, partitions: this.recoveries.size }, 'backend reopened; registering again');
+        await this.register();
+        return;
+      } catch (err) {
+        this.log.warn({ attempt, retryInMs: delayMs, err: (err as Error).message }, 'storage still unavailable');
+        if (opened && this.health.state !== 'healthy') {
+          old = opened; // closed before the next attempt
+          this.recoveries.clear();
+          this.recoveredLogs.clear();
+          this.recoveredDedup.clear();
+        }
+        if (this.health.state === 'healthy') return; // registered, then failed again: a new recovery runs
+      }
+      // Unref: the backoff alone must not keep a closed server's process alive.
+      await new Promise((r) => setTimeout(r, delayMs).unref());
+      delayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
+    }
+    this.log.fatal({ attempts: RECOVER_MAX_ATTEMPTS }, 'storage did not come back; exiting');
     process.exitCode = 70;
     setImmediate(() => process.exit(70));
   }
@@ -511,6 +728,7 @@ export class StorageServer {
     if (!this.addresses.has(toNodeId(d.value.from))) this.addresses.set(toNodeId(d.value.from), d.value.addr);
     // Before registering we do not know the cluster's settings (S8): the primary will re-send.
     if (this.partitions === 0 || message.partition >= this.partitions) return;
+    if (this.health.state !== 'healthy') return; // no replica until the reload; the sender re-sends
     this.step(message.partition, { kind: 'peer', from: toNodeId(d.value.from), message });
   }
 
@@ -521,6 +739,7 @@ export class StorageServer {
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
     if (!tokenMatches(this.cfg.clusterToken, req.token)) throw new UnauthorizedError(unauthorizedMessage(`storage server ${this.nodeId}`));
+    if (this.health.state !== 'healthy' && req.t !== 'stats') throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
     switch (req.t) {
       case 'put':
         this.checkKey(req.key, req.p);
@@ -531,7 +750,7 @@ export class StorageServer {
         return this.write(req.p, { kind: 'delete', key: req.key }, tagOf(req));
       case 'get':
         this.checkKey(req.key, req.p);
-        return this.request(req.p, (requestId) => ({ kind: 'clientRead', requestId, key: req.key }));
+        return this.request(req.p, false, (requestId) => ({ kind: 'clientRead', requestId, key: req.key }));
       case 'scan': {
         this.checkPartition(req.p);
         const r = this.replicas.get(partitionId(req.p));
@@ -545,7 +764,7 @@ export class StorageServer {
         this.checkPartition(req.p);
         return this.snapshotRead(partitionId(req.p), req.epoch, req.session);
       case 'stats':
-        return { nodeId: this.nodeId, keys: this.keyCount, partitions: [...this.replicas.values()].map((r) => r.progress()) };
+        return { nodeId: this.nodeId, keys: this.keyCount, health: this.health, incarnation: this.incarnation, partitions: [...this.replicas.values()].map((r) => r.progress()) };
     }
   }
 
@@ -562,15 +781,15 @@ export class StorageServer {
   }
 
   private write(p: number, op: Op, tag: RequestTag | undefined): Promise<unknown> {
-    return this.request(p, (requestId) => (tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op }));
+    return this.request(p, true, (requestId) => (tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op }));
   }
 
-  private request(p: number, input: (requestId: number) => ReplicaInput): Promise<unknown> {
+  private request(p: number, write: boolean, input: (requestId: number) => ReplicaInput): Promise<unknown> {
     const partition = partitionId(p);
     if (!this.replicas.has(partition)) return Promise.reject(new NotPrimaryError(`${this.nodeId} holds no replica of partition ${p}`));
     const requestId = this.nextRequestId++;
     return new Promise((resolve, reject) => {
-      this.waiters.set(requestId, { resolve, reject, partition });
+      this.waiters.set(requestId, { resolve, reject, partition, write });
       this.step(partition, input(requestId));
     });
   }

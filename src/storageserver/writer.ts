@@ -4,6 +4,12 @@
  * has a number; `after(partition, fn)` runs `fn` once every op that partition enqueued so
  * far is durable, in the order `after` was called — the ordering contract of the replica
  * core (src/core/replica/replica.ts).
+ *
+ * A batch that fails may or may not be durable, and every later one was planned on top of
+ * it: the writer stops for good. `onFailed` is called once; nothing enqueued or waiting runs
+ * from then on (no ack, reply or send may depend on a write the backend did not confirm),
+ * and later `enqueue`/`after` calls are dropped. The storage server then replaces the
+ * writer with a new one on a reopened backend (server.ts, "storage failure").
  */
 import type { BatchOp, BatchResult, Backend } from '../storage/backend.js';
 import type { PartitionId } from '../core/types.js';
@@ -29,10 +35,16 @@ export class BatchWriter {
   constructor(
     private readonly backend: Backend,
     private readonly onDone: (done: BatchDone) => void,
-    private readonly onFatal: (err: Error) => void,
+    private readonly onFailed: (err: Error) => void,
   ) {}
 
+  /** The failure that stopped this writer, if any. */
+  get failure(): Error | undefined {
+    return this.failed;
+  }
+
   enqueue(partition: PartitionId, ops: readonly BatchOp[], writeId?: number): void {
+    if (this.failed) return; // stopped: the caller's state is being discarded
     for (const op of ops) this.ops.push(op);
     if (writeId !== undefined) this.writeIds.push({ partition, writeId });
     this.lastBatchOf.set(partition, this.openBatch);
@@ -41,6 +53,7 @@ export class BatchWriter {
 
   /** Runs `fn` after everything `partition` enqueued so far is durable. */
   after(partition: PartitionId, fn: () => void): void {
+    if (this.failed) return; // never: `fn` may depend on a write that failed
     const batch = this.lastBatchOf.get(partition) ?? 0;
     const queue = this.waiting.get(partition);
     if (!queue && batch <= this.committedBatch) return fn();
@@ -73,8 +86,12 @@ export class BatchWriter {
       },
       (err: unknown) => {
         // The in-memory state now runs ahead of the disk: stop rather than diverge.
+        this.inFlight = false;
         this.failed = err instanceof Error ? err : new Error(String(err));
-        this.onFatal(this.failed);
+        this.ops = [];
+        this.writeIds = [];
+        this.waiting.clear();
+        this.onFailed(this.failed);
       },
     );
   }

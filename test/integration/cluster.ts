@@ -49,6 +49,8 @@ export interface ClusterOptions {
   readonly partitions?: number;
   readonly replicas?: number;
   readonly backend?: 'lmdb' | 'memory';
+  /** `--backend` of storage server `name` (e.g. the URL of its own Redis); wins over `backend`. */
+  readonly backendOf?: (name: string) => string;
   readonly heartbeatMs?: number;
   readonly deadAfterMs?: number;
   readonly extraStorageArgs?: readonly string[];
@@ -155,7 +157,7 @@ export class LocalCluster implements AsyncDisposable {
     this.storagePorts.set(name, port);
     this.spawnProc(name, [
       'storage', '--nameserver', this.nameserverAddress, '--port', String(port), '--node-id', name,
-      '--data-dir', join(this.dir, name), '--backend', this.opts.backend ?? 'lmdb',
+      '--data-dir', join(this.dir, name), '--backend', this.opts.backendOf?.(name) ?? this.opts.backend ?? 'lmdb',
       '--heartbeat-ms', String(this.opts.heartbeatMs ?? 1000), '--log-level', this.opts.logLevel ?? 'info',
       ...(this.opts.logRetainEntries === undefined ? [] : ['--log-retain-entries', String(this.opts.logRetainEntries)]),
       ...(this.opts.extraStorageArgs ?? []),

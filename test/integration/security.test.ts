@@ -100,7 +100,7 @@ describe('a cluster with a token', () => {
       { t: 'nodes' },
       { t: 'register', nodeId: 'intruder', address: '127.0.0.1:9', backend: 'memory', incarnation: 'i1', durable: false },
       { t: 'heartbeat', nodeId: 's1', incarnation: 'i1', uptimeMs: 0, keys: 0, progress: [] },
-      { t: 'promote', p: 0, epoch: 1, learner: 's1' },
+      { t: 'promote', p: 0, epoch: 1, learner: 's1', learnerIncarnation: 'x' },
       { t: 'confirmEpoch', p: 0, epoch: 1 },
     ];
     for (const body of bodies) {
@@ -141,7 +141,7 @@ describe('a cluster with a token', () => {
 
   test('a storage server drops peer messages without the right token', async () => {
     const s1 = storage.get('s1')!;
-    pool.get(s1).send({ t: 'peer', from: 'intruder', addr: '127.0.0.1:9', m: { kind: 'prepareAck', partition: 0, epoch: 1, seq: 1 }, token: WRONG });
+    pool.get(s1).send({ t: 'peer', from: 'intruder', addr: '127.0.0.1:9', m: { kind: 'prepareAck', partition: 0, epoch: 1, seq: 1, incarnation: 'x' }, token: WRONG });
     await waitFor('s1 logging the dropped peer message', () => {
       const log = readFileSync(join(dir, 's1', 'node.log'), 'utf8');
       return log.split('\n').some((l) => l.includes('peer message with a wrong or missing cluster token dropped') && l.includes('intruder'));

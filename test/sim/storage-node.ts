@@ -362,9 +362,8 @@ export class SimStorageNode implements Endpoint {
               const rec = this.disk.dedupRecord(p, clientId);
               this.settle(o.requestId, undefined, { seq, op: 'delete', existed: rec?.seq === seq ? (rec.existed ?? false) : false });
             };
-            // NOTE: src/storageserver/server.ts reads the dedup table at once, ignoring
-            // `immediate: false`; before the apply is durable it finds no record and answers
-            // existed=false (seed 30 found it). Here the reply waits for the disk, as marked.
+            // The reply waits for the disk, as marked (D1: src/storageserver/server.ts once
+            // read the dedup table at once and answered existed=false; seed 30 found it).
             if (o.immediate || this.knobs.mutation === 'server-delete-replies') fn();
             else v.writer.after(p, fn);
             break;
@@ -401,9 +400,9 @@ export class SimStorageNode implements Endpoint {
     if (error) return w.respond({ ok: false, error });
     if (!written) return w.respond({ ok: true, value: undefined });
     if (written.op === 'delete') {
-      // NOTE: src/storageserver/server.ts deletes the entry on the first read, so a second
-      // waiter for the same entry (a retry queued while the first attempt was pending, S10)
-      // is told existed=false (seed 2 found it). Here the result stays for every waiter.
+      // The result stays for every waiter (D1: src/storageserver/server.ts once deleted it on
+      // the first read, so a retry queued behind the first attempt was told existed=false;
+      // seed 2 found it).
       const key = `${w.partition}:${written.seq}`;
       const existed = written.existed ?? v.deleteResults.get(key) ?? false;
       if (this.knobs.mutation === 'server-delete-replies' && written.existed === undefined) v.deleteResults.delete(key);

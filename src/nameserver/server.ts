@@ -136,7 +136,7 @@ export class NameserverProcess {
         return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas };
       }
       case 'heartbeat': {
-        if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.unhealthy, now);
+        if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
         if (this.unhealthy.delete(req.nodeId)) this.log.info({ nodeId: req.nodeId }, 'storage server healthy again');
         const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
         if (reply.kind === 'register') return reply;
@@ -162,15 +162,17 @@ export class NameserverProcess {
 
   /**
    * A storage server whose storage failed holds no replica until it reloads and registers
-   * again. Its heartbeat is not fed to the core, so it goes dead after --dead-after-ms and
-   * its partitions fail over (§4); meanwhile `nodes` shows it as unhealthy.
+   * again. The core counts it as dead at once, so its partitions fail over at this tick
+   * (§4); meanwhile `nodes` shows it as unhealthy.
    */
-  private onUnhealthy(nodeId: string, reason: string, now: number): unknown {
+  private onUnhealthy(nodeId: string, incarnation: string, reason: string, now: number): unknown {
     const known = this.unhealthy.get(nodeId);
     if (known) known.lastMs = now;
     else {
       this.unhealthy.set(nodeId, { sinceMs: now, lastMs: now, reason });
-      this.log.warn({ nodeId, reason }, 'storage server reports its storage failed; it counts as dead after --dead-after-ms');
+      this.log.warn({ nodeId, reason }, 'storage server reports its storage failed; it counts as dead until it registers again');
+      this.core.onStorageFailed(toNodeId(nodeId), incarnation);
+      this.tick();
     }
     return { kind: 'ok', mapVersion: this.core.map.version, configs: [], addresses: this.addresses() };
   }

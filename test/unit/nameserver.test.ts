@@ -107,6 +107,39 @@ describe('nameserver', () => {
     }
   });
 
+  test('a storage server whose storage failed counts as dead at once, until it registers again', () => {
+    const ns = formed();
+    const failed = S[1];
+    const now = 1000; // well within --dead-after-ms
+    for (const id of S) beat(ns, id, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
+    ns.onStorageFailed(failed, 'another incarnation');
+    assert.equal(ns.onTick(now), false, 'a report from another incarnation counted');
+    ns.onStorageFailed(failed, `${failed}-1`);
+    assert.equal(ns.onTick(now), true);
+    for (const c of ns.map.configs) assert.ok(![c.primary, ...c.secondaries].includes(failed), `partition ${c.partition} still holds ${failed}`);
+    ns.onRegister({ nodeId: failed, address: 'x', backend: 'redis', incarnation: `${failed}-2`, durable: true }, now);
+    assert.equal(ns.isAlive(ns.nodes.get(failed)!, now), true);
+  });
+
+  test('a non-durable node that restarted empty is not told its old roles and relearns (S4)', () => {
+    const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
+    for (const id of S) ns.onRegister({ nodeId: id, address: id, backend: 'memory', incarnation: `${id}-1`, durable: false, fresh: true }, 0);
+    assert.equal(ns.onTick(0), true);
+    const amnesiac = ns.map.configs[0]!.primary;
+    const now = 1000;
+    for (const id of S) beat(ns, id, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
+    ns.onRegister({ nodeId: amnesiac, address: amnesiac, backend: 'memory', incarnation: `${amnesiac}-2`, durable: false, fresh: true }, now);
+    const reply = ns.onHeartbeat({ nodeId: amnesiac, incarnation: `${amnesiac}-2`, uptimeMs: 1, keys: 0, progress: [] }, now);
+    assert.equal(reply.kind, 'ok');
+    assert.deepEqual(reply.kind === 'ok' ? reply.configs : [], [], 'the empty node was told its old roles');
+    assert.equal(ns.onTick(now), true);
+    for (const c of ns.map.configs) {
+      assert.ok(![c.primary, ...c.secondaries].includes(amnesiac), `partition ${c.partition}: ${JSON.stringify(c)}`);
+      assert.ok(c.learners.includes(amnesiac), `partition ${c.partition} did not take it back as a learner`);
+      assert.equal(c.epoch, 2);
+    }
+  });
+
   test('below half alive: no new primary (S15), but a live primary drops its dead secondaries', () => {
     const ns = formed();
     const survivor = ns.map.configs[0]!.primary;
@@ -124,7 +157,7 @@ describe('nameserver', () => {
     });
   });
 
-  test('a returning node is added as a learner at once; a promotion applies only at its epoch (S7)', () => {
+  test('a returning node is added as a learner at once; a promotion applies only at its epoch and incarnation (S7)', () => {
     const ns = formed();
     const dead = S[2];
     let now = 6000;
@@ -140,6 +173,7 @@ describe('nameserver', () => {
     const c0 = ns.map.configs[0]!;
     assert.deepEqual(c0.learners, [dead]);
     assert.equal(ns.onPromote(c0.partition, c0.epoch - 1, dead, 'again').changed, false, 'promotion at an old epoch applied');
+    assert.equal(ns.onPromote(c0.partition, c0.epoch, dead, `${dead}-1`).changed, false, 'promotion on the acks of an earlier incarnation applied');
     const { config, changed } = ns.onPromote(c0.partition, c0.epoch, dead, 'again');
     assert.equal(changed, true);
     assert.ok(config!.secondaries.includes(dead));

@@ -58,6 +58,8 @@ export interface NodeRecord {
    * a new epoch, and is not told the old configuration meanwhile.
    */
   relearn: Set<PartitionId>;
+  /** Its storage failed (issue 4): it holds no replica until it registers again; dead at once. */
+  storageFailed: boolean;
 }
 
 export interface Registration {
@@ -117,6 +119,7 @@ export class Nameserver {
         keys: 0,
         durable: true,
         relearn: new Set(),
+        storageFailed: false,
       });
     }
   }
@@ -133,7 +136,17 @@ export class Nameserver {
   }
 
   isAlive(n: NodeRecord, nowMs: number): boolean {
-    return nowMs - n.lastHeartbeatMs <= this.opts.deadAfterMs;
+    return !n.storageFailed && nowMs - n.lastHeartbeatMs <= this.opts.deadAfterMs;
+  }
+
+  /**
+   * The storage server says its storage failed: it dropped every replica and holds nothing
+   * until it reloads and registers again (a new incarnation), so it counts as dead now and
+   * its partitions are reconfigured at the next tick, without waiting for --dead-after-ms.
+   */
+  onStorageFailed(nodeId: NodeId, incarnation: string): void {
+    const n = this.nodes.get(nodeId);
+    if (n && n.incarnation === incarnation) n.storageFailed = true;
   }
 
   /** Returns whether the persisted map changed. */
@@ -151,6 +164,7 @@ export class Nameserver {
       reported: false,
       keys: existing?.keys ?? 0,
       durable: r.durable,
+      storageFailed: false,
       // S4: a node that lost its state in a restart keeps none of its roles.
       relearn:
         existing?.incarnation === r.incarnation

@@ -18,12 +18,12 @@ import { nodeId, partitionId } from '../../src/core/types.js';
 import { SimClient } from './client.js';
 import { SimNameserver } from './nameserver-node.js';
 import { Observer } from './observer.js';
-import { SimStorageNode } from './storage-node.js';
+import { type Mutation, SimStorageNode } from './storage-node.js';
 import { RELIABLE, SimulationFailure, World } from './world.js';
 
 const P0 = partitionId(0);
 
-function cluster() {
+function cluster(opts: { n2?: { mutation?: Mutation; fsyncMs?: number } } = {}) {
   const trace: string[] = [];
   const world = new World(1);
   world.traceSink = (l) => trace.push(l);
@@ -33,7 +33,9 @@ function cluster() {
   world.add(ns);
   const knobs = { tickMs: 20, heartbeatMs: 100, callTimeoutMs: 300, resendAfterMs: 300, logRetainEntries: 1000, fsyncMinMs: 2, fsyncMaxMs: 2, durable: true, snapshotTimeoutMs: 2000 };
   const nodes = ['n1', 'n2', 'n3', 'n4'].map((id) => {
-    const n = new SimStorageNode(nodeId(id), world, knobs, observer);
+    const o = id === 'n2' ? opts.n2 : undefined;
+    const own = o ? { ...knobs, ...(o.mutation ? { mutation: o.mutation } : {}), ...(o.fsyncMs ? { fsyncMinMs: o.fsyncMs, fsyncMaxMs: o.fsyncMs } : {}) } : knobs;
+    const n = new SimStorageNode(nodeId(id), world, own, observer);
     world.add(n);
     return n;
   });
@@ -126,5 +128,38 @@ test('C5: an acknowledged write survives a learner that restarts between its ack
   } catch (e) {
     if (e instanceof SimulationFailure) assert.fail(`${e.message}\n${t.trace.slice(-40).join('\n')}`);
     throw e;
+  }
+});
+
+test('planted bug: a secondary that acks before its append is durable loses an acknowledged write when it is the one left', () => {
+  // The deterministic form of `--mutate ack-before-durable` (the seeded sweep rarely hits it
+  // since acks carry incarnations): n2 acks at once but takes 200 ms to make the entry
+  // durable; it crashes in between, comes back as the only live secondary, and takes over.
+  const t = cluster({ n2: { mutation: 'ack-before-durable', fsyncMs: 200 } });
+  const { world, ns, n1, n2, n3, n4, until, op, config } = t;
+  ns.start();
+  for (const n of [n1, n2, n3, n4]) n.start();
+  until('the map forms and n1 serves p0', () => config()?.primary === 'n1' && n1.replicas.get(P0)?.serving === true);
+  const c1 = t.client('c1');
+  assert.equal(op(c1, 'put', 'k').status, 'ok');
+  t.isolate('n3');
+  until('n3 is removed', () => !config().secondaries.includes(nodeId('n3')));
+  assert.deepEqual(config().secondaries, [nodeId('n2')]);
+  until('n1 serves in the new epoch', () => n1.replicas.get(P0)?.epoch === config().epoch && n1.replicas.get(P0)?.serving === true && n2.replicas.get(P0)?.epoch === config().epoch);
+  let acked: HistoryOp | undefined;
+  c1.perform('put', 'k', (r) => (acked = r));
+  until('the write is acknowledged', () => acked !== undefined);
+  assert.equal(acked!.status, 'ok');
+  n2.crash(false); // its append was still in flight: lost
+  n1.crash(false);
+  world.run(world.now + 5, 1_000_000);
+  n2.start();
+  try {
+    until('n2 becomes primary', () => config().primary === 'n2' && n2.replicas.get(P0)?.serving === true, 10_000);
+    const read = op(t.client('c2'), 'get', 'k');
+    assert.notEqual(read.value, acked!.value, `the planted bug was not caught: the write survived\n${t.trace.filter((l) => /n2|ns map|CRASH/.test(l)).slice(-60).join('\n')}`);
+  } catch (e) {
+    if (!(e instanceof SimulationFailure)) throw e;
+    assert.match(e.message, /lost-write|divergent-apply/);
   }
 });

@@ -38,7 +38,8 @@ export interface NodeKnobs {
   readonly snapshotTimeoutMs: number;
   /**
    * A deliberate bug, to prove the simulator catches that kind of bug (mutation testing):
-   * - `ack-before-durable`: sends do not wait for the disk (every send is immediate);
+   * - `ack-before-durable`: a storage write is reported durable as soon as it is queued,
+   *   so replicas ack (and primaries commit) entries their disk does not hold yet;
    * - `lying-fsync`: a crash also loses the last batches the disk said were durable;
    * - `unconfirmed-reads`: a replica that believes it is the serving primary answers reads
    *   from its disk at once, without the confirmation round (§7);
@@ -347,10 +348,18 @@ export class SimStorageNode implements Endpoint {
     for (const o of outputs) {
       switch (o.kind) {
         case 'persist':
-          v.writer.enqueue(p, o.ops, o.writeId);
+          if (this.knobs.mutation === 'ack-before-durable' && o.writeId !== undefined) {
+            // The disk is said to hold the batch as soon as it is queued: the core acks it,
+            // commits on it, sends what waited for it.
+            const writeId = o.writeId;
+            v.writer.enqueue(p, o.ops);
+            this.world.schedule(0, this.id, () => this.step(p, { kind: 'persisted', writeId }));
+          } else {
+            v.writer.enqueue(p, o.ops, o.writeId);
+          }
           break;
         case 'send':
-          if (o.immediate || this.knobs.mutation === 'ack-before-durable') this.sendPeer(o.to, o.message);
+          if (o.immediate) this.sendPeer(o.to, o.message);
           else v.writer.after(p, () => this.sendPeer(o.to, o.message));
           break;
         case 'reply': {

@@ -479,8 +479,10 @@ export class Replica {
     // S1: append only after the previous entry we hold (or at/below our commit point).
     const prevHeld = m.prev.seq <= this.commitSeq || this.log.positionAt(m.prev.seq)?.epoch === m.prev.epoch;
     if (!prevHeld) {
-      const needFromSeq = m.prev.seq > this.log.lastSeq ? toSeq(this.log.lastSeq + 1) : toSeq(this.commitSeq + 1);
-      out.push(this.nack(from, toSeq(Math.min(needFromSeq, this.matchedSeq + 1))));
+      // A gap: ask from our last entry on; the primary sends it as `prev`, which checks it
+      // and, by S1, everything before it. A mismatch within our log: from our commit point.
+      const needFromSeq = m.prev.seq > this.log.lastSeq ? toSeq(this.log.lastSeq + 1) : toSeq(Math.min(this.commitSeq + 1, this.matchedSeq + 1));
+      out.push(this.nack(from, needFromSeq));
       return;
     }
     const appended: LogEntry[] = [];

@@ -133,7 +133,7 @@ export class NameserverProcess {
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
         const { settings, clusterId } = this.core.map;
-        return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas };
+        return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.cfg.deadAfterMs };
       }
       case 'heartbeat': {
         if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
@@ -147,6 +147,15 @@ export class NameserverProcess {
         if (changed) {
           this.persist();
           this.log.info({ partition: req.p, epoch: config?.epoch, learner: req.learner }, 'learner promoted to secondary');
+        }
+        if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
+        return { config };
+      }
+      case 'removeSecondary': {
+        const { config, changed } = this.core.onRemoveSecondary(partitionId(req.p), req.epoch, toNodeId(req.secondary));
+        if (changed) {
+          this.persist();
+          this.log.warn({ partition: req.p, epoch: config?.epoch, secondary: req.secondary }, 'secondary removed at its primary\'s request (it does not answer the primary)');
         }
         if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
         return { config };

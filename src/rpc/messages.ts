@@ -93,6 +93,7 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }), unhealthy: Type.Optional(Type.String({ maxLength: 1024 })), token: Token }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
   Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id, learnerIncarnation: Id, token: Token }),
+  Type.Object({ t: Type.Literal('removeSecondary'), p: Partition, epoch: Uint, secondary: Id, token: Token }),
   Type.Object({ t: Type.Literal('map'), token: Token }),
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
 ]);
@@ -112,7 +113,8 @@ export const MapReply = Type.Object({
 });
 export type MapReply = Static<typeof MapReply>;
 
-export const RegisterReply = Type.Object({ clusterId: Type.String(), partitions: Uint, minWriteReplicas: Uint });
+/** `deadAfterMs`: the nameserver's; a primary asks to remove a secondary silent that long (§4). */
+export const RegisterReply = Type.Object({ clusterId: Type.String(), partitions: Uint, minWriteReplicas: Uint, deadAfterMs: Type.Optional(Uint) });
 export type RegisterReply = Static<typeof RegisterReply>;
 
 export const HeartbeatReplySchema = Type.Union([

@@ -134,6 +134,8 @@ export class StorageServer {
   private nextRequestId = 1;
   private partitions = 0;
   private minWriteReplicas = 1;
+  /** §4: the nameserver's --dead-after-ms; a primary asks to remove a secondary silent that long. */
+  private removeSilentAfterMs = 0;
   private flushScheduled = false;
   private timers: NodeJS.Timeout[] = [];
   private readonly startedMs = Date.now();
@@ -206,6 +208,7 @@ export class StorageServer {
         if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
         this.minWriteReplicas = r.value.minWriteReplicas;
+        this.removeSilentAfterMs = r.value.deadAfterMs ?? 0;
         this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions, incarnation: this.incarnation }, 'registered with the nameserver');
         if (this.health.state !== 'healthy') {
           this.log.info({ unhealthyMs: Date.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
@@ -302,7 +305,7 @@ export class StorageServer {
     if (r) return r;
     const state = this.recoveries.get(p);
     r = new Replica(
-      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 300, incarnation: this.incarnation },
+      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 300, incarnation: this.incarnation, removeSilentAfterMs: this.removeSilentAfterMs },
       state ? this.recover(state) : undefined,
     );
     r.nowMs = Date.now();
@@ -396,6 +399,9 @@ export class StorageServer {
         case 'requestPromotion':
           void this.requestPromotion(p, o.learner, o.learnerIncarnation, o.epoch);
           break;
+        case 'requestRemoval':
+          void this.requestRemoval(p, o.secondary, o.epoch);
+          break;
         case 'fetchSnapshot':
           // Earlier storage ops of this partition first: the install replaces its state.
           this.writer.after(p, () => void this.fetchSnapshot(p, o.from, o.epoch));
@@ -431,6 +437,18 @@ export class StorageServer {
       w.resolve({ existed: record?.existed ?? false, version: seq });
     } catch (err) {
       w.reject(err as Error);
+    }
+  }
+
+  /** §4: asks once; the answer is the partition's configuration (the core asks again later if needed). */
+  private async requestRemoval(p: PartitionId, secondary: NodeId, epoch: number): Promise<void> {
+    const life = this.life;
+    try {
+      const r = promoteReply.decode(await this.nameserverCall({ t: 'removeSecondary', p, epoch, secondary }));
+      if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed removeSecondary reply: ${r.reason}`);
+      if (life === this.life) this.step(p, { kind: 'configure', config: toConfig(r.value.config) });
+    } catch (err) {
+      this.log.warn({ partition: p, secondary, err: (err as Error).message }, 'cannot ask the nameserver to remove a silent secondary');
     }
   }
 

@@ -97,7 +97,7 @@ export class SimNameserver implements Endpoint {
         if (core.onRegister({ nodeId: r.nodeId, address: r.nodeId, backend: 'sim', incarnation: r.incarnation, durable: r.durable, fresh: r.fresh }, now)) this.persist();
         this.tick();
         const { settings } = core.map;
-        return respond({ ok: true, value: { partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas } });
+        return respond({ ok: true, value: { partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.knobs.deadAfterMs } });
       }
       case 'heartbeat': {
         const h = req as unknown as { nodeId: NodeId; incarnation: string; uptimeMs: number; keys: number; progress: ReplicaProgress[] };
@@ -108,6 +108,17 @@ export class SimNameserver implements Endpoint {
         const r = req as unknown as { p: number; epoch: number; learner: NodeId; learnerIncarnation: string };
         const before = core.map;
         const { config, changed } = core.onPromote(partitionId(r.p), r.epoch, r.learner, r.learnerIncarnation);
+        if (changed) {
+          this.persist();
+          this.traceChanges(before);
+        }
+        if (!config) return respond({ ok: false, error: { code: 'INVALID_ARGUMENT', message: `partition ${r.p} does not exist` } });
+        return respond({ ok: true, value: { config } });
+      }
+      case 'removeSecondary': {
+        const r = req as unknown as { p: number; epoch: number; secondary: NodeId };
+        const before = core.map;
+        const { config, changed } = core.onRemoveSecondary(partitionId(r.p), r.epoch, r.secondary);
         if (changed) {
           this.persist();
           this.traceChanges(before);

@@ -47,7 +47,7 @@ export interface Knobs {
   readonly maxEvents: number;
 }
 
-export type FaultKind = 'crash' | 'pause' | 'isolate' | 'split' | 'nsCrash' | 'nsPause';
+export type FaultKind = 'crash' | 'pause' | 'isolate' | 'split' | 'nsCrash' | 'nsPause' | 'link';
 
 export interface RunOptions {
   /** Trace every event to this sink (a replay of one seed). */
@@ -113,7 +113,9 @@ export function chooseKnobs(rng: Rng): Knobs {
     net: { dropP, dupP, slowP, minDelayMs: 1, maxDelayMs, slowMaxDelayMs: rng.pick([100, 500, 2000]) },
     faultMs,
     faultEveryMs: rng.pick([300, 1000, 3000]),
-    faultWeights: { crash: 4, pause: 3, isolate: 3, split: 2, nsCrash: 1, nsPause: 1 },
+    // `link` (one link between two storage servers cut; both still reach the nameserver) is
+    // last with weight 0, so adding it changed no seed's schedule: --set faultWeights.link=3.
+    faultWeights: { crash: 4, pause: 3, isolate: 3, split: 2, nsCrash: 1, nsPause: 1, link: 0 },
     maxFaultMs: rng.pick([1000, 4000, 10_000]),
     calmMs: 2000,
     convergeLimitMs: 60_000,
@@ -456,6 +458,13 @@ class Nemesis {
         for (const other of w.endpoints.keys()) if (other !== victim) links.push([victim, other]);
         this.cut(`isolate ${victim}`, links);
         this.count('fault.isolate');
+        return;
+      }
+      case 'link': {
+        const [a, b] = rng.shuffle(this.nodes.map((n) => n.id as string));
+        if (a === undefined || b === undefined) return;
+        this.cut(`link ${a} | ${b}`, [[a, b]]);
+        this.count('fault.link');
         return;
       }
       case 'split': {

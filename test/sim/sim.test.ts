@@ -39,6 +39,10 @@ describe('simulation sweep', () => {
     sweep(1001, 100, ['settings.minWriteReplicas=1']);
   });
 
+  test('seeds 3001–3100 with single links between storage servers cut (a primary asks to remove a silent secondary): no violation', () => {
+    sweep(3001, 100, ['faultWeights.link=3']);
+  });
+
 });
 
 describe('determinism', () => {

@@ -143,6 +143,7 @@ class Volatile {
   flushScheduled = false;
   partitions = 0;
   minWriteReplicas = 1;
+  removeSilentAfterMs = 0;
   nextRequestId = 1;
   heartbeating = false;
   registering = false;
@@ -249,10 +250,11 @@ export class SimStorageNode implements Endpoint {
           this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
           return;
         }
-        const reply = r.value as { partitions: number; minWriteReplicas: number };
+        const reply = r.value as { partitions: number; minWriteReplicas: number; deadAfterMs: number };
         v.registering = false;
         v.partitions = reply.partitions;
         v.minWriteReplicas = reply.minWriteReplicas;
+        v.removeSilentAfterMs = reply.deadAfterMs;
         // S4: recovered replicas exist from now on, inactive until a configuration arrives.
         for (const p of v.recoveries.keys()) this.replica(p);
         if (!v.timersStarted) {
@@ -299,7 +301,7 @@ export class SimStorageNode implements Endpoint {
     let r = v.replicas.get(p);
     if (r) return r;
     const recovery = v.recoveries.get(p);
-    r = new Replica({ node: this.id, partition: p, minWriteReplicas: v.minWriteReplicas, limits: this.limits, resendAfterMs: this.knobs.resendAfterMs, incarnation: this.incarnation }, recovery);
+    r = new Replica({ node: this.id, partition: p, minWriteReplicas: v.minWriteReplicas, limits: this.limits, resendAfterMs: this.knobs.resendAfterMs, incarnation: this.incarnation, removeSilentAfterMs: v.removeSilentAfterMs }, recovery);
     r.nowMs = this.world.now;
     v.replicas.set(p, r);
     this.observer.onRestarted(this.id, p, r.commitSeq);
@@ -391,6 +393,11 @@ export class SimStorageNode implements Endpoint {
           break;
         case 'requestPromotion':
           this.requestPromotion(p, o.learner, o.learnerIncarnation, o.epoch, 0, 50);
+          break;
+        case 'requestRemoval':
+          this.world.call(this.id, 'ns', { t: 'removeSecondary', p, epoch: o.epoch, secondary: o.secondary }, this.knobs.callTimeoutMs, () => `removeSecondary p${p} e${o.epoch} ${o.secondary}`, (r) => {
+            if (r.ok && this.v) this.step(p, { kind: 'configure', config: (r.value as { config: Config }).config });
+          });
           break;
         case 'fetchSnapshot':
           v.writer.after(p, () => this.fetchSnapshot(p, o.from, o.epoch));

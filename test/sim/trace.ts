@@ -72,7 +72,9 @@ export function describeOutput(o: ReplicaOutput): string {
     case 'confirmWithNameserver':
       return `confirmWithNameserver round ${o.round} e${o.epoch}`;
     case 'requestPromotion':
-      return `requestPromotion ${o.learner} e${o.epoch}`;
+      return `requestPromotion ${o.learner} (${o.learnerIncarnation}) e${o.epoch}`;
+    case 'requestRemoval':
+      return `requestRemoval ${o.secondary} e${o.epoch}`;
     case 'fetchSnapshot':
       return `fetchSnapshot from ${o.from} e${o.epoch}`;
     case 'log':

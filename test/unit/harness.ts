@@ -16,8 +16,8 @@ export function config(e: number, primary: NodeId, secondaries: NodeId[], learne
   return { partition: P0, epoch: epoch(e), primary, secondaries, learners };
 }
 
-export function replica(node: NodeId, recovery?: ReplicaRecovery, minWriteReplicas = 2): Replica {
-  return new Replica({ node, partition: P0, minWriteReplicas, limits: defaultLimits({ logRetainEntries: 1000 }), resendAfterMs: 1000, incarnation: `${node}-1` }, recovery);
+export function replica(node: NodeId, recovery?: ReplicaRecovery, minWriteReplicas = 2, removeSilentAfterMs = 0): Replica {
+  return new Replica({ node, partition: P0, minWriteReplicas, limits: defaultLimits({ logRetainEntries: 1000 }), resendAfterMs: 1000, incarnation: `${node}-1`, removeSilentAfterMs }, recovery);
 }
 
 export const put = (key: string, value: string): Op => ({ kind: 'put', key: Buffer.from(key), value: Buffer.from(value) });
@@ -38,6 +38,7 @@ export class Cluster {
   readonly reads: Array<{ node: NodeId; requestId: number; key: string }> = [];
   readonly logs: Array<{ node: NodeId; message: string }> = [];
   readonly promotions: Array<{ node: NodeId; learner: NodeId }> = [];
+  readonly removals: Array<{ node: NodeId; secondary: NodeId }> = [];
 
   add(node: NodeId, r: Replica): Replica {
     this.nodes.set(node, r);
@@ -68,6 +69,9 @@ export class Cluster {
         break;
       case 'requestPromotion':
         this.promotions.push({ node, learner: o.learner });
+        break;
+      case 'requestRemoval':
+        this.removals.push({ node, secondary: o.secondary });
         break;
       case 'fetchSnapshot':
       case 'confirmWithNameserver':
@@ -118,9 +122,9 @@ export class Cluster {
 }
 
 /** A started three-replica partition at epoch 1 with primary A, serving. */
-export function startedCluster(): Cluster {
+export function startedCluster(removeSilentAfterMs = 0): Cluster {
   const c = new Cluster();
-  for (const n of [A, B, C]) c.add(n, replica(n));
+  for (const n of [A, B, C]) c.add(n, replica(n, undefined, 2, removeSilentAfterMs));
   const cfg = config(1, A, [B, C]);
   for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: cfg });
   c.settle();

@@ -140,6 +140,17 @@ describe('nameserver', () => {
     }
   });
 
+  test("a primary's request to remove a silent secondary makes it a learner, never below --min-write-replicas (§4, S8)", () => {
+    const ns = formed();
+    const c0 = ns.map.configs[0]!;
+    const [s1, s2] = c0.secondaries as [NodeId, NodeId];
+    assert.equal(ns.onRemoveSecondary(c0.partition, c0.epoch - 1, s1).changed, false, 'applied at an old epoch');
+    const { config, changed } = ns.onRemoveSecondary(c0.partition, c0.epoch, s1);
+    assert.equal(changed, true);
+    assert.deepEqual([config!.secondaries, config!.learners, config!.epoch], [[s2], [s1], c0.epoch + 1]);
+    assert.equal(ns.onRemoveSecondary(c0.partition, config!.epoch, s2).changed, false, 'removed below --min-write-replicas=2');
+  });
+
   test('below half alive: no new primary (S15), but a live primary drops its dead secondaries', () => {
     const ns = formed();
     const survivor = ns.map.configs[0]!.primary;

@@ -159,6 +159,35 @@ describe('epochs (S3) and conflicts (S1)', () => {
   });
 });
 
+describe('a silent secondary (§4)', () => {
+  test('the primary asks to remove a secondary it waits on and has not heard from for --dead-after-ms', () => {
+    const c = startedCluster(2500);
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
+    c.flush();
+    c.sync(A);
+    c.network = c.network.filter((m) => m.to !== C); // the link A-C is cut
+    c.deliver();
+    c.sync(B);
+    c.deliver();
+    for (const now of [1000, 2000]) c.step(A, { kind: 'tick', nowMs: now });
+    assert.deepEqual(c.removals, [], 'asked before --dead-after-ms of silence');
+    c.network = c.network.filter((m) => m.to !== C);
+    c.deliver();
+    c.step(A, { kind: 'tick', nowMs: 2600 });
+    assert.deepEqual(c.removals, [{ node: A, secondary: C }]);
+    c.step(A, { kind: 'tick', nowMs: 2700 });
+    assert.equal(c.removals.length, 1, 'asked again at once');
+  });
+
+  test('after a pause of its own the primary gives its secondaries a fresh period', () => {
+    const c = startedCluster(2500);
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
+    c.flush();
+    c.step(A, { kind: 'tick', nowMs: 10_000 }); // SIGSTOPped for 10 s: nobody could answer
+    assert.deepEqual(c.removals, []);
+  });
+});
+
 describe('reads (§7)', () => {
   test('a read is served only after every secondary confirmed a round sent after it arrived', () => {
     const c = startedCluster();

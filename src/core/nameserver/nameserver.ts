@@ -332,6 +332,22 @@ export class Nameserver {
   }
 
   /**
+   * §4: the primary of `partition` at `epoch` has not heard from `secondary` for a while
+   * (a link between them is cut, though both reach us): it becomes a learner under a new
+   * epoch, so commits and reads go on without it, and is promoted again once it caught up
+   * (S7). Refused when the partition would drop below --min-write-replicas (S8), and when
+   * the partition is no longer at that epoch. Returns the current configuration.
+   */
+  onRemoveSecondary(partition: PartitionId, epoch: number, secondary: NodeId): { config: Config | undefined; changed: boolean } {
+    const c = this.map.configs[partition];
+    if (!c || c.epoch !== epoch || !c.secondaries.includes(secondary)) return { config: c, changed: false };
+    if (c.secondaries.length < this.map.settings.minWriteReplicas) return { config: c, changed: false };
+    const next: Config = { ...c, epoch: toEpoch(c.epoch + 1), secondaries: c.secondaries.filter((s) => s !== secondary), learners: c.learners.length === 0 ? [secondary] : c.learners };
+    this.map = { ...this.map, version: this.map.version + 1, configs: this.map.configs.map((x) => (x.partition === partition ? next : x)) };
+    return { config: next, changed: true };
+  }
+
+  /**
    * A member that restarted may stay a secondary only if its log survived (S4): the memory
    * backend and --sync none rejoin as learners (issue 3); until then they are left out.
    */

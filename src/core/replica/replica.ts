@@ -81,6 +81,11 @@ export type ReplicaOutput =
   | { readonly kind: 'confirmWithNameserver'; readonly round: number; readonly epoch: Epoch }
   /** S7: ask the nameserver to make `learner` (this incarnation of it) a secondary; answer with `promotionAnswered`. */
   | { readonly kind: 'requestPromotion'; readonly learner: NodeId; readonly learnerIncarnation: string; readonly epoch: Epoch }
+  /**
+   * §4: ask the nameserver to remove `secondary`, silent for `--remove-after`, from the
+   * configuration at `epoch`; the answer is the partition's configuration (`configure`).
+   */
+  | { readonly kind: 'requestRemoval'; readonly secondary: NodeId; readonly epoch: Epoch }
   /** S11: fetch a snapshot of the partition from `from` and install it; answer with `snapshotInstalled`. */
   | { readonly kind: 'fetchSnapshot'; readonly from: NodeId; readonly epoch: Epoch }
   /** Something an operator should know (a peer needs a snapshot, an invariant nearly broke). */
@@ -98,6 +103,11 @@ export interface ReplicaOptions {
   readonly resendAfterMs: number;
   /** This process's incarnation id: acks count only for the incarnation that sent them (S7, S11). */
   readonly incarnation: string;
+  /**
+   * §4: a primary asks the nameserver to remove a secondary it needs an answer from and has
+   * not heard from for this long (0: never; it is removed once it stops heartbeating).
+   */
+  readonly removeSilentAfterMs?: number;
 }
 
 /** What the backend held for this partition at start (S3, S4). */
@@ -124,6 +134,10 @@ interface PeerState {
   lastSentMs: number;
   /** The incarnation whose acks `ackedSeq` counts (S7, S11); '' until it first answers. */
   incarnation: string;
+  /** When anything last came from this peer (or, after a pause of ours, when we resumed). */
+  lastHeardMs: number;
+  /** When we last asked the nameserver to remove it (0: not in this epoch). */
+  removalRequestedMs: number;
 }
 
 interface PendingWrite {
@@ -341,7 +355,7 @@ export class Replica {
     const config = this.config!;
     for (const peer of [...config.secondaries, ...config.learners]) {
       // Unknown progress: start from our commit point; a nack moves it back (S1).
-      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false, lastSentMs: this.nowMs, incarnation: '' });
+      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false, lastSentMs: this.nowMs, incarnation: '', lastHeardMs: this.nowMs, removalRequestedMs: 0 });
     }
     // S6: prepare an epoch-start entry after the last entry; it commits everything before it.
     const entry: LogEntry = { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op: { kind: 'epochStart' } };
@@ -367,6 +381,8 @@ export class Replica {
   // ---- peer messages ----
 
   private onPeerMessage(from: NodeId, message: PeerMessage, out: ReplicaOutput[]): void {
+    const peer = this.role === 'primary' ? this.peers.get(from) : undefined;
+    if (peer) peer.lastHeardMs = this.nowMs;
     switch (message.kind) {
       case 'prepare':
         return this.onPrepare(from, message, out);
@@ -837,8 +853,14 @@ export class Replica {
   }
 
   private onTick(nowMs: number, out: ReplicaOutput[]): void {
+    const sinceLastTickMs = nowMs - this.nowMs;
     this.nowMs = nowMs;
     if (!this.active || this.role !== 'primary') return;
+    if (sinceLastTickMs > 3 * this.opts.resendAfterMs) {
+      // We were paused (or starved): our peers' silence meanwhile says nothing about them.
+      for (const peer of this.peers.values()) peer.lastHeardMs = nowMs;
+    }
+    this.maybeRequestRemoval(out);
     for (const [peerId, peer] of this.peers) {
       if (peer.snapshotting) {
         // S11: the offer, the fetch or the learner's next nack may have been lost: offer
@@ -862,6 +884,27 @@ export class Replica {
       this.roundInFlight = null; // its reads wait for the next round
     }
     this.onFlush(out);
+  }
+
+  /**
+   * §4: a secondary we need an answer from (an ack, or a read confirmation) and have not
+   * heard from for `removeSilentAfterMs` blocks every commit and read of this partition, yet
+   * it may still heartbeat to the nameserver (a link cut between us): ask for its removal.
+   * Asked again after another period if the nameserver did not act (it refuses below
+   * --min-write-replicas, S8).
+   */
+  private maybeRequestRemoval(out: ReplicaOutput[]): void {
+    const after = this.opts.removeSilentAfterMs ?? 0;
+    if (after <= 0) return;
+    for (const s of this.config!.secondaries) {
+      const peer = this.peers.get(s);
+      if (!peer) continue;
+      const waitedOn = peer.ackedSeq < this.log.lastSeq || (this.roundInFlight !== null && !this.roundInFlight.acks.has(s));
+      if (!waitedOn || this.nowMs - peer.lastHeardMs < after || this.nowMs - peer.removalRequestedMs < after) continue;
+      peer.removalRequestedMs = this.nowMs;
+      out.push({ kind: 'log', level: 'warn', message: 'asking the nameserver to remove a silent secondary', fields: { partition: this.partition, epoch: this.epoch, secondary: s, silentMs: this.nowMs - peer.lastHeardMs } });
+      out.push({ kind: 'requestRemoval', secondary: s, epoch: this.epoch });
+    }
   }
 
   /** S12: drop log entries every replica has applied, keeping a tail for laggards. */

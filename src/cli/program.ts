@@ -12,6 +12,7 @@ import { ClusterStartError } from './cluster.js';
 import { applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
 import { CliExit, type ClientCliOptions } from './commands.js';
 import {
+  attemptTimeoutOption,
   BACKENDS,
   checkListenAllowed,
   CliFailure,
@@ -89,7 +90,7 @@ const advertiseOption = (what: string) => envOption('--advertise <host:port>', `
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
 
 function clientOptions(cmd: Command): Command {
-  return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(clusterTokenOption());
+  return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(attemptTimeoutOption()).addOption(clusterTokenOption());
 }
 
 interface ClientOpts extends ClientCliOptions {
@@ -291,6 +292,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
         backend: o.backend,
         sync: o.sync,
         timeoutMs: o.timeoutMs,
+        ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
         logLevel: o.logLevel,
         ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
       });

@@ -148,13 +148,19 @@ export function formatReport(r: ReportInput): string {
   const codes = errorCodes(r.ops);
   if (codes.length > 0) lines.push(`  errors: ${codes.slice(0, 8).map((e) => `${e.code} ${e.count} (${e.status})`).join(', ')}${codes.length > 8 ? ', …' : ''}`);
 
-  lines.push('', 'unavailability (no successful operation for 1 s or more):');
-  if (r.windows.length === 0) lines.push('  none');
-  for (const w of r.windows.slice(0, 40)) {
-    const during = w.faults.length === 0 ? 'no fault active' : `during ${w.faults.map((i) => describeFault(r.faults[i]!).split(' (')[0]).join('; ')}`;
-    lines.push(`  ${(w.scope === 'overall' ? 'overall' : `partition ${w.scope}`).padEnd(13)} ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ${during}`);
+  lines.push('', 'unavailability (1 s or more without a successful operation):');
+  const during = (w: Window): string => (w.faults.length === 0 ? 'no fault active' : `during ${w.faults.map((i) => describeFault(r.faults[i]!).split(' (')[0]).join('; ')}`);
+  const overall = r.windows.filter((w) => w.scope === 'overall');
+  if (overall.length === 0) lines.push('  overall: none');
+  for (const w of overall.slice(0, 40)) lines.push(`  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ${during(w)}`);
+  if (overall.length > 40) lines.push(`  … ${overall.length - 40} more`);
+  const byPartition = new Map<number, Window[]>();
+  for (const w of r.windows) if (w.scope !== 'overall') byPartition.set(w.scope, [...(byPartition.get(w.scope) ?? []), w]);
+  for (const [p, ws] of [...byPartition].sort((a, b) => a[0] - b[0])) {
+    const total = ws.reduce((n, w) => n + w.toMs - w.fromMs, 0);
+    const longest = ws.reduce((a, b) => (b.toMs - b.fromMs > a.toMs - a.fromMs ? b : a));
+    lines.push(`  partition ${p}: ${ws.length} windows, ${s1(total)} s in all; longest ${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`);
   }
-  if (r.windows.length > 40) lines.push(`  … ${r.windows.length - 40} more`);
 
   lines.push('', 'after healing:');
   lines.push(r.settle.ok ? `  the cluster settled (every storage server alive, R members per partition, no learner, every primary serving) ${s1(r.settle.ms ?? 0)} s after the load stopped` : `  the cluster did NOT settle: ${r.settle.problem}`);

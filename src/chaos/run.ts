@@ -62,6 +62,8 @@ export interface ChaosResult {
   readonly exitCode: number;
   readonly plan: readonly PlannedFault[];
   readonly faults: readonly AppliedFault[];
+  /** The history's times are ms since the run's origin; the load started at this one (fault times are relative to it). */
+  readonly loadStartMs: number;
   readonly ops: readonly ChaosOp[];
   readonly windows: readonly Window[];
   readonly check: CheckResult;
@@ -221,7 +223,7 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     loadStoppedMs = stopped.atMs - loadStartMs;
     const settled = (await inbox.wait('settled', o.settleTimeoutMs + o.timeoutMs + 30_000, signal)) as Extract<FromWorker, { t: 'settled' }>;
     settle = settled.ok ? { ok: true, ms: settled.atMs - stopped.atMs } : { ok: false, problem: settled.problem ?? 'unknown' };
-    await inbox.wait('done', o.keys * (o.timeoutMs + 1000) + 30_000, signal);
+    await inbox.wait('done', o.timeoutMs + 30_000, signal);
     if (!(await Promise.race([workerExited.then(() => true), delay(5000, false)]))) worker.kill('SIGKILL');
   } finally {
     closing = true;
@@ -242,7 +244,7 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   const checkStarted = performance.now();
   const check = checkHistory(ops, { timeBudgetMs: o.checkBudgetMs });
   const checkMs = performance.now() - checkStarted;
-  const finals = ops.filter((op) => op.client === 'final');
+  const finals = ops.filter((op) => String(op.client).startsWith('final-'));
   const finalReads = { ok: finals.filter((op) => op.status === 'ok').length, total: o.keys };
   const windows = unavailability(ops, faults, { fromMs: 0, toMs: Number.isNaN(loadStoppedMs) ? durationMs : Math.min(durationMs, loadStoppedMs), opOffsetMs: loadStartMs, partitions: o.partitions, minGapMs: MIN_GAP_MS });
   const verdict: ChaosVerdict =
@@ -264,7 +266,7 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     ...(keep ? { keptDir: dir } : {}),
   });
   return {
-    seed: o.seed, verdict, exitCode: CHAOS_EXIT[verdict], plan, faults, ops, windows, check, settle, unexpectedExits, report,
+    seed: o.seed, verdict, exitCode: CHAOS_EXIT[verdict], plan, faults, loadStartMs, ops, windows, check, settle, unexpectedExits, report,
     ...(networkSkipped ? { networkSkipped } : {}),
   };
 }

@@ -14,7 +14,7 @@
  * 3. On `stop`: ends the loops, waits for operations in flight (each bounded by the call
  *    deadline), then waits (bounded) for the cluster to settle — every storage server alive,
  *    every partition with R members, no learner, a serving primary — then reads every key
- *    once more (client `final`), sends the rest of the history and exits.
+ *    once more (clients `final-<key>`), sends the rest of the history and exits.
  * The worker exits when the runner goes away (its IPC channel closes).
  */
 import { connect, DstoreError, type Db } from '../client/index.js';
@@ -189,8 +189,8 @@ async function main(): Promise<void> {
 
     const problem = await waitSettled(control, rpc, stop.settleTimeoutMs);
     send({ t: 'settled', ok: problem === undefined, atMs: now(), ...(problem === undefined ? {} : { problem }) });
-    // Final reads, one key at a time, each bounded by the call deadline.
-    for (const key of config.keys) await doOp(control, 'final', 'get', key, '');
+    // Final reads, every key at once (client `final-<key>`), each bounded by the call deadline.
+    await Promise.all(config.keys.map((key) => doOp(control, `final-${key}`, 'get', key, '')));
     flush();
     send({ t: 'done' });
   } finally {

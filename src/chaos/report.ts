@@ -149,7 +149,11 @@ export function formatReport(r: ReportInput): string {
   if (codes.length > 0) lines.push(`  errors: ${codes.slice(0, 8).map((e) => `${e.code} ${e.count} (${e.status})`).join(', ')}${codes.length > 8 ? ', …' : ''}`);
 
   lines.push('', 'unavailability (1 s or more without a successful operation):');
-  const during = (w: Window): string => (w.faults.length === 0 ? 'no fault active' : `during ${w.faults.map((i) => describeFault(r.faults[i]!).split(' (')[0]).join('; ')}`);
+  const during = (w: Window): string => {
+    if (w.faults.length === 0) return 'no fault active';
+    const names = w.faults.map((i) => describeFault(r.faults[i]!).split(' (')[0]);
+    return `during ${names.length > 4 ? `${names.slice(0, 3).join('; ')} and ${names.length - 3} later faults` : names.join('; ')}`;
+  };
   const overall = r.windows.filter((w) => w.scope === 'overall');
   if (overall.length === 0) lines.push('  overall: none');
   for (const w of overall.slice(0, 40)) lines.push(`  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ${during(w)}`);
@@ -159,7 +163,7 @@ export function formatReport(r: ReportInput): string {
   for (const [p, ws] of [...byPartition].sort((a, b) => a[0] - b[0])) {
     const total = ws.reduce((n, w) => n + w.toMs - w.fromMs, 0);
     const longest = ws.reduce((a, b) => (b.toMs - b.fromMs > a.toMs - a.fromMs ? b : a));
-    lines.push(`  partition ${p}: ${ws.length} windows, ${s1(total)} s in all; longest ${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`);
+    lines.push(`  partition ${p}: ${ws.length} window${ws.length === 1 ? '' : 's'}, ${s1(total)} s in all; longest ${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`);
   }
 
   lines.push('', 'after healing:');

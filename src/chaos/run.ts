@@ -122,7 +122,6 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   const ops: ChaosOp[] = [];
   let settle: { ok: boolean; ms?: number; problem?: string } = { ok: false, problem: 'the run ended before the cluster was checked' };
   let loadStoppedMs = Number.NaN;
-  let problemFound = false;
   try {
     // ---- the network and the processes ----
     if (useNetwork) {
@@ -182,7 +181,8 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     const fd = openSync(workerLog, 'a');
     try {
       const cmd = [...(net ? net.wrapper('clients') : []), process.execPath, WORKER_SCRIPT, JSON.stringify(config)];
-      worker = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', fd, fd, 'ipc'], env: childEnv(undefined) });
+      // Its own process group, as the nodes: a terminal's Ctrl-C reaches only the runner, which stops it.
+      worker = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', fd, fd, 'ipc'], env: childEnv(undefined), detached: true });
     } finally {
       closeSync(fd);
     }
@@ -225,6 +225,9 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     settle = settled.ok ? { ok: true, ms: settled.atMs - stopped.atMs } : { ok: false, problem: settled.problem ?? 'unknown' };
     await inbox.wait('done', o.timeoutMs + 30_000, signal);
     if (!(await Promise.race([workerExited.then(() => true), delay(5000, false)]))) worker.kill('SIGKILL');
+  } catch (err) {
+    if (signal?.aborted || !(err instanceof Error)) throw err;
+    throw new Error(`${err.message}\n(node data and logs kept in ${dir})`, { cause: err });
   } finally {
     closing = true;
     process.off('exit', exitGuard);
@@ -252,8 +255,7 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
       : check.verdict === 'unknown' ? 'inconclusive'
         : !settle.ok || finalReads.ok < finalReads.total || unexpectedExits.length > 0 ? 'liveness'
           : 'ok';
-  problemFound = verdict !== 'ok';
-  const keep = o.dataDir !== undefined || o.keep || problemFound;
+  const keep = o.dataDir !== undefined || o.keep || verdict !== 'ok';
   if (!keep) rmSync(dir, { recursive: true, force: true });
   const header =
     `dstore chaos: seed ${o.seed}, ${o.durationS} s, ${o.nodes} storage servers (${o.backend}), ${o.partitions} partitions, R=${replicas}, ` +

@@ -31,8 +31,11 @@ export interface WorkerConfig {
   readonly originNs: string;
 }
 
-/** A history operation with the error code of a failed or unknown one. */
-export type ChaosOp = HistoryOp & { readonly error?: string };
+/**
+ * A history operation with the error code of a failed or unknown one and, for an unknown
+ * one, when the client gave up (`end`; its `complete` stays null for the checker).
+ */
+export type ChaosOp = HistoryOp & { readonly error?: string; readonly end?: number };
 
 export type ToWorker =
   | { readonly t: 'start' }

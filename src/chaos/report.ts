@@ -3,8 +3,10 @@
  * operations by kind and outcome, error codes, unavailability windows, and the text report.
  *
  * An unavailability window is a stretch of at least `minGapMs` of the load phase in which
- * no operation completed successfully — over the whole cluster, or on one partition (on the
- * keys that hash to it). Each window is listed with the faults active during it.
+ * no operation completed successfully although some operation was waiting — over the whole
+ * cluster, or on one partition (on the keys that hash to it). A stretch in which no client
+ * tried the partition at all (every client was stuck elsewhere) is not counted against it.
+ * Each window is listed with the faults active during it.
  */
 import { formatResult, type CheckResult } from '../check/linearizability.js';
 import { partitionOf } from '../core/partitioning.js';
@@ -83,9 +85,19 @@ export function unavailability(
     l.push(t);
   };
   const partitionsWithKeys = new Set<number>();
+  /** Per scope, when each operation was waiting (load-relative): [invoke, complete or give-up]. */
+  const waiting = new Map<'overall' | number, Array<[number, number]>>();
+  const wait = (scope: 'overall' | number, span: [number, number]) => {
+    let l = waiting.get(scope);
+    if (!l) waiting.set(scope, (l = []));
+    l.push(span);
+  };
   for (const op of ops) {
     const p = partitionOf(Buffer.from(op.key, 'utf8'), o.partitions);
     partitionsWithKeys.add(p);
+    const span: [number, number] = [op.invoke - o.opOffsetMs, (op.complete ?? op.end ?? Infinity) - o.opOffsetMs];
+    wait('overall', span);
+    wait(p, span);
     if (op.status !== 'ok' || op.complete == null) continue;
     const t = op.complete - o.opOffsetMs;
     if (t < o.fromMs || t > o.toMs) continue;
@@ -99,8 +111,13 @@ export function unavailability(
     for (let i = 1; i < times.length; i++) {
       const [a, b] = [times[i - 1]!, times[i]!];
       if (b - a < o.minGapMs) continue;
-      const active = faults.flatMap((f, idx) => (f.startMs < b && (f.endMs ?? Infinity) > a ? [idx] : []));
-      out.push({ scope, fromMs: a, toMs: b, faults: active });
+      // The window starts when somebody began waiting on this scope (nobody tried: no window).
+      const overlapping = (waiting.get(scope) ?? []).filter(([from, to]) => from < b && to > a);
+      if (overlapping.length === 0) continue;
+      const start = Math.max(a, Math.min(...overlapping.map(([from]) => from)));
+      if (b - start < o.minGapMs) continue;
+      const active = faults.flatMap((f, idx) => (f.startMs < b && (f.endMs ?? Infinity) > start ? [idx] : []));
+      out.push({ scope, fromMs: start, toMs: b, faults: active });
     }
   }
   return out;

@@ -80,7 +80,7 @@ async function doOp(db: Db, client: string, op: 'put' | 'get' | 'delete', key: s
   } catch (err) {
     const complete = now();
     const base = { client, op, key, ...(op === 'put' ? { value } : {}), invoke, error: errorCode(err) };
-    if (isUnknown(err)) record({ ...base, complete: null, status: 'unknown' });
+    if (isUnknown(err)) record({ ...base, complete: null, status: 'unknown', end: complete });
     else record({ ...base, complete, status: 'fail' });
     return false;
   }

@@ -64,4 +64,7 @@ test('unavailability windows and counts from a history', () => {
   const c = countOps(ops);
   assert.deepEqual(c.put, { ok: 2, fail: 1, unknown: 1, total: 4 });
   assert.deepEqual(c.total, c.put);
+  // A partition nobody tried during a gap is not unavailable in it.
+  const idle = unavailability([op('c1', 'k0', 100, 200, 'ok'), op('c1', 'k0', 3090, 3100, 'ok')], [], { fromMs: 0, toMs: 3000, opOffsetMs: 100, partitions: 1, minGapMs: 1000 });
+  assert.deepEqual(idle, []);
 });

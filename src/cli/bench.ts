@@ -33,6 +33,7 @@ export interface BenchOptions {
   readonly backend: BackendName;
   readonly sync: SyncMode;
   readonly timeoutMs: number;
+  readonly attemptTimeoutMs?: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
@@ -219,7 +220,7 @@ export async function runBench(o: BenchOptions): Promise<void> {
       nameserver = cluster.nameserverAddress;
       err.write(`cluster ready at ${nameserver}\n`);
     }
-    const db = await openDb({ nameserver, timeoutMs: o.timeoutMs, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    const db = await openDb({ nameserver, timeoutMs: o.timeoutMs, ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }), ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
     try {
       if (o.preload && o.ratio.reads > 0 && !stopRequested) {
         const t0 = performance.now();

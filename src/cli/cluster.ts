@@ -143,6 +143,12 @@ export class ManagedProcess {
     private readonly args: (port: number) => string[],
     private readonly env: NodeJS.ProcessEnv,
     private readonly onExit: (p: ManagedProcess, info: ExitInfo) => void,
+    /**
+     * A command that runs node for it, e.g. `['ip', 'netns', 'exec', NS]` (chaos runs each
+     * node in its own network namespace). It must exec node in place (same pid), so signals
+     * and the IPC channel reach the node itself.
+     */
+    private readonly wrapper: readonly string[] = [],
   ) {}
 
   get pid(): number | undefined {
@@ -160,7 +166,8 @@ export class ManagedProcess {
     const logFd = openSync(this.logPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [MAIN_SCRIPT, this.role, ...this.args(this.port)], {
+      const [command, ...prefix] = this.wrapper.length > 0 ? [...this.wrapper, process.execPath] : [process.execPath];
+      child = spawn(command!, [...prefix, MAIN_SCRIPT, this.role, ...this.args(this.port)], {
         stdio: ['ignore', logFd, logFd, 'ipc'],
         detached: true,
         env: this.env,

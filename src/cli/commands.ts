@@ -10,6 +10,8 @@ import { quoteArg } from './tokenize.js';
 export interface ClientCliOptions {
   readonly nameserver: string;
   readonly timeoutMs: number;
+  /** Bound on one attempt (client default when undefined). */
+  readonly attemptTimeoutMs?: number;
   readonly clusterToken?: string;
 }
 
@@ -26,7 +28,11 @@ const GREETING_TIMEOUT_MS = 2000;
 
 export async function openDb(o: ClientCliOptions, timeoutMs = o.timeoutMs): Promise<Db> {
   const { connect } = await import('../client/index.js');
-  return connect(o.nameserver, { timeoutMs, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+  return connect(o.nameserver, {
+    timeoutMs,
+    ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  });
 }
 
 async function withDb<T>(o: ClientCliOptions, fn: (db: Db) => Promise<T>): Promise<T> {

@@ -129,6 +129,11 @@ export const timeoutOption = (): Option =>
     .argParser(intParser('an integer', 1, 3_600_000))
     .default(10_000);
 
+export const attemptTimeoutOption = (): Option =>
+  envOption('--attempt-timeout-ms <ms>', 'bound on one attempt of a request; an unanswered attempt is retried (a write with the same request id) until --timeout-ms', 'DSTORE_ATTEMPT_TIMEOUT_MS')
+    .argParser(intParser('an integer', 1, 3_600_000))
+    .default(2000);
+
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);

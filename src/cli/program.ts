@@ -12,6 +12,7 @@ import { ClusterStartError } from './cluster.js';
 import { applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
 import { CliExit, type ClientCliOptions } from './commands.js';
 import {
+  attemptTimeoutOption,
   BACKENDS,
   checkListenAllowed,
   CliFailure,
@@ -86,10 +87,12 @@ const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of 
 const maxValueOption = () =>
   envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
 const advertiseOption = (what: string) => envOption('--advertise <host:port>', `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`, 'DSTORE_ADVERTISE').argParser(parseHostPort);
+const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split';
+const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
 
 function clientOptions(cmd: Command): Command {
-  return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(clusterTokenOption());
+  return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(attemptTimeoutOption()).addOption(clusterTokenOption());
 }
 
 interface ClientOpts extends ClientCliOptions {
@@ -291,8 +294,105 @@ its command's --help (flag > environment > file > default). Off this machine: do
         backend: o.backend,
         sync: o.sync,
         timeoutMs: o.timeoutMs,
+        ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
         logLevel: o.logLevel,
         ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+      });
+    });
+
+  sub('chaos', 'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network partitions), checked for linearizability')
+    .addOption(envOption('--duration <seconds>', 'how long the load and the faults run', 'DSTORE_CHAOS_DURATION').argParser(positiveNumberParser('a number', 86_400)).default(60))
+    .addOption(envOption('--seed <n>', 'seed of the nemesis schedule and of the clients\' choices (default: random, printed)', 'DSTORE_CHAOS_SEED').argParser(intParser('an integer', 0, 4_294_967_295)))
+    .addOption(envOption('--history <file>', 'write the history, one JSON line per operation (the checker\'s format)', 'DSTORE_CHAOS_HISTORY'))
+    .addOption(envOption('--clients <n>', 'concurrent clients, each one operation at a time', 'DSTORE_CHAOS_CLIENTS').argParser(intParser('an integer', 1, 1000)).default(5))
+    .addOption(envOption('--keys <n>', 'keys k0..k<n-1> the clients share', 'DSTORE_CHAOS_KEYS').argParser(intParser('an integer', 1, 10_000)).default(10))
+    .addOption(envOption('--rate <ops/s>', 'operations per second over all clients', 'DSTORE_CHAOS_RATE').argParser(positiveNumberParser('a number', 1_000_000)).default(100))
+    .addOption(envOption('--nodes <n>', 'storage servers', 'DSTORE_CHAOS_NODES').argParser(intParser('an integer', 1, 60)).default(3))
+    .addOption(envOption('--partition-count <n>', 'partitions of the cluster (key space; not network partitions)', 'DSTORE_CHAOS_PARTITION_COUNT').argParser(intParser('an integer', 1, 4096)).default(8))
+    .addOption(envOption('--replicas <n>', 'replication factor R (at most --nodes)', 'DSTORE_CHAOS_REPLICAS').argParser(intParser('an integer', 1, 16)).default(3))
+    .addOption(envOption('--backend <backend>', 'storage engine of every storage server', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb'))
+    .addOption(new Option('--no-partitions', 'no network partitions (isolate, split) even as root').env('DSTORE_CHAOS_NO_PARTITIONS'))
+    .addOption(envOption('--faults <kinds>', `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}`, 'DSTORE_CHAOS_FAULTS').default(FAULT_KINDS_DEFAULT))
+    .addOption(envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS').argParser(intParser('an integer', 1, 3_600_000)).default(5000))
+    .addOption(envOption('--attempt-timeout-ms <ms>', 'bound on one attempt of a client call', 'DSTORE_ATTEMPT_TIMEOUT_MS').argParser(intParser('an integer', 1, 3_600_000)).default(1000))
+    .addOption(envOption('--heartbeat-ms <ms>', 'heartbeat interval of the storage servers', 'DSTORE_HEARTBEAT_MS').argParser(intParser('an integer', 10, 600_000)).default(250))
+    .addOption(envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead (failover)', 'DSTORE_DEAD_AFTER_MS').argParser(intParser('an integer', 50, 3_600_000)).default(2000))
+    .addOption(envOption('--settle-timeout-ms <ms>', 'after healing, how long the cluster may take to have every node alive, R members per partition and no learner', 'DSTORE_CHAOS_SETTLE_TIMEOUT_MS').argParser(intParser('an integer', 0, 3_600_000)).default(60_000))
+    .addOption(envOption('--check-budget-ms <ms>', 'time budget of the linearizability check per key; over it the key is "unknown"', 'DSTORE_CHAOS_CHECK_BUDGET_MS').argParser(intParser('an integer', 1, 86_400_000)).default(10_000))
+    .addOption(envOption('--delete-existed', 'record whether each delete found its key, so the checker holds deletes to it (see D1 in docs/consistency.md)', 'DSTORE_CHAOS_DELETE_EXISTED'))
+    .addOption(envOption('--data-dir <dir>', 'node data and logs (kept); default a temporary dir, removed unless the run found a problem', 'DSTORE_DATA_DIR'))
+    .addOption(envOption('--keep', 'keep the temporary dir with node data and logs', 'DSTORE_CHAOS_KEEP'))
+    .addOption(logLevelOption())
+    .addHelpText(
+      'after',
+      `
+What it does: starts a nameserver and --nodes storage servers as child processes (each in
+its own network namespace on 10.213.0.0/24 when run as root, else on loopback), and a
+client worker whose --clients clients do put (45 %), get (45 %) and delete (10 %) on
+--keys keys, every written value unique. A nemesis, on a schedule drawn from --seed, applies
+one fault at a time (1-6 s each, 1-4 s apart, none in the first and last 2 s):
+  kill                SIGKILL a storage server, start it again at the end of the fault
+  pause               SIGSTOP a storage server or the nameserver, SIGCONT at the end
+  restart-nameserver  SIGTERM the nameserver, start it again at the end
+  isolate             cut a storage server off from every other host (root only)
+  split               split the nameserver and storage servers in two sides; the clients
+                      still reach both (root only)
+Without root, partitions are skipped with a message. After --duration everything is
+healed, the load stops, the cluster settles and every key is read once more; the history
+is checked for linearizability (src/check/linearizability.ts).
+
+Report: faults with their times, operations by kind and outcome (unknown = timeout,
+lost connection or OUTCOME_UNKNOWN: the write may or may not have happened), unavailability
+windows (1 s or more without a successful operation, overall and per partition), whether
+the cluster settled, and the verdict.
+
+Exit codes: 0 linearizable and recovered; 1 a linearizability violation; 3 inconclusive
+(the checker ran out of --check-budget-ms on a key, no violation found); 4 linearizable but
+the cluster did not recover (did not settle, a final read failed, or a node exited on its
+own); 2 bad input; 130 interrupted. On any non-zero verdict the node data and logs are kept.
+
+Examples:
+  npm run chaos -- --duration 300 --seed 7 --history chaos-7.jsonl
+  npx dstore chaos --duration 30 --no-partitions --faults kill,pause`,
+    )
+    .action(async (o: {
+      duration: number; seed?: number; history?: string; clients: number; keys: number; rate: number; nodes: number; partitionCount: number; replicas: number;
+      backend: BackendName; partitions: boolean; faults: string; timeoutMs: number; attemptTimeoutMs: number; heartbeatMs: number; deadAfterMs: number;
+      settleTimeoutMs: number; checkBudgetMs: number; deleteExisted?: boolean; dataDir?: string; keep?: boolean; logLevel: string;
+    }) => {
+      const { parseFaultKinds } = await import('../chaos/schedule.js');
+      let faults;
+      try {
+        faults = parseFaultKinds(o.faults);
+      } catch (err) {
+        throw new UsageError(`--faults: ${(err as Error).message}`);
+      }
+      if (o.replicas > o.nodes) throw new UsageError(`--replicas (${o.replicas}) cannot be above --nodes (${o.nodes})`);
+      const { runChaosCommand } = await import('./chaos.js');
+      await runChaosCommand({
+        durationS: o.duration,
+        seed: o.seed ?? Math.floor(Math.random() * 1_000_000),
+        seedGiven: o.seed !== undefined,
+        ...(o.history === undefined ? {} : { historyPath: o.history }),
+        clients: o.clients,
+        keys: o.keys,
+        nodes: o.nodes,
+        partitions: o.partitionCount,
+        replicas: o.replicas,
+        backend: o.backend,
+        networkFaults: o.partitions,
+        faults,
+        ratePerSec: o.rate,
+        timeoutMs: o.timeoutMs,
+        attemptTimeoutMs: o.attemptTimeoutMs,
+        heartbeatMs: o.heartbeatMs,
+        deadAfterMs: o.deadAfterMs,
+        settleTimeoutMs: o.settleTimeoutMs,
+        checkBudgetMs: o.checkBudgetMs,
+        deleteExisted: Boolean(o.deleteExisted),
+        ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
+        keep: Boolean(o.keep),
+        logLevel: o.logLevel,
       });
     });
 

@@ -27,9 +27,20 @@ import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
 export interface ConnectOptions {
   /** Deadline of each call including retries, in ms (default 10000). */
   readonly timeoutMs?: number;
+  /**
+   * Bound on one attempt of a call, in ms (default 2000, never more than `timeoutMs`). An
+   * attempt that gets no answer in time (a paused or partitioned primary, a lost reply) is
+   * abandoned and the call retried — a write with the same (clientId, requestSeq), so the
+   * primary applies it at most once (S10) — after refreshing the cluster map, until
+   * `timeoutMs`. A write whose last attempts timed out ends as OutcomeUnknownError (S9).
+   */
+  readonly attemptTimeoutMs?: number;
   /** Shared secret of the cluster (--cluster-token / DSTORE_CLUSTER_TOKEN). */
   readonly clusterToken?: string;
 }
+
+/** Default bound on one attempt of a call, in ms (ConnectOptions.attemptTimeoutMs). */
+export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 
 const mapReply = codec(MapReply);
 const putReply = codec(PutReply);
@@ -63,7 +74,7 @@ export class Client implements Db {
 
   constructor(
     private readonly nameserver: string,
-    private readonly opts: Required<Pick<ConnectOptions, 'timeoutMs'>> & ConnectOptions,
+    private readonly opts: Required<Pick<ConnectOptions, 'timeoutMs' | 'attemptTimeoutMs'>> & ConnectOptions,
   ) {
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes });
   }
@@ -151,7 +162,13 @@ export class Client implements Db {
     return this.withRetry(p, { ...body, p }, isWrite);
   }
 
-  /** Sends to the partition's primary; on a retryable error refreshes the map, backs off and tries again. */
+  /**
+   * Sends to the partition's primary; on a retryable error (a timed-out attempt included)
+   * refreshes the map, backs off and tries again until the call's deadline. Each attempt is
+   * bounded by `attemptTimeoutMs`, so a primary that stopped answering (SIGSTOP, a network
+   * partition) costs one attempt, not the whole deadline. `body` — for a write its
+   * (cid, rs) tag — is the same in every attempt (S10).
+   */
   private async withRetry(p: number, body: Record<string, unknown>, isWrite: boolean): Promise<unknown> {
     const deadline = Date.now() + this.opts.timeoutMs;
     let delayMs = 10;
@@ -161,14 +178,28 @@ export class Client implements Db {
       if (this.closed) throw new ConnectionClosedError('client closed');
       const remaining = deadline - Date.now();
       if (remaining <= 0) break;
+      const attemptMs = Math.min(remaining, this.opts.attemptTimeoutMs);
+      // Which primary: the map (a failure here never reaches a primary, so it is definite).
+      let address: string | undefined;
       try {
-        const map = attempt === 0 ? await this.currentMap() : await this.refreshMap();
-        const address = primaryAddress(map, p);
-        return await this.pool.get(address).call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: remaining });
+        address = primaryAddress(attempt === 0 ? await this.currentMap(attemptMs) : await this.mapForRetry(attemptMs), p);
+      } catch (err) {
+        lastError = err;
+        if (!(err instanceof DstoreError) || !err.retryable) {
+          if (maybeApplied) throw new OutcomeUnknownError(`write to partition ${p} failed after an attempt that may have been applied: ${(err as Error).message}`, { cause: err });
+          throw err;
+        }
+      }
+      if (address !== undefined) try {
+        return await this.pool.get(address).call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: Math.max(1, Math.min(attemptMs, deadline - Date.now())) });
       } catch (err) {
         lastError = err;
         if (isWrite && mayHaveApplied(err)) maybeApplied = true;
-        if (!(err instanceof DstoreError) || !err.retryable) throw err;
+        if (!(err instanceof DstoreError) || !err.retryable) {
+          // S9: a definite answer now does not undo an earlier attempt that may have been applied.
+          if (maybeApplied) throw new OutcomeUnknownError(`write to partition ${p} failed after an attempt that may have been applied: ${(err as Error).message}`, { cause: err });
+          throw err;
+        }
       }
       await sleep(Math.min(delayMs, Math.max(0, deadline - Date.now())));
       delayMs = Math.min(delayMs * 2, 500);
@@ -180,27 +211,40 @@ export class Client implements Db {
     throw new TimeoutError(`partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`, { cause: lastError });
   }
 
-  private async currentMap(): Promise<MapReply> {
-    return this.map?.formed ? this.map : this.refreshMap();
+  private async currentMap(timeoutMs = this.opts.timeoutMs): Promise<MapReply> {
+    return this.map?.formed ? this.map : this.refreshMap(timeoutMs);
   }
 
-  /** One map fetch at a time; concurrent callers share it. */
-  private refreshMap(): Promise<MapReply> {
+  /**
+   * A fresh map for a retry; when the nameserver does not answer (it may be restarting),
+   * the cached one: its primary may well still serve.
+   */
+  private async mapForRetry(timeoutMs: number): Promise<MapReply> {
+    try {
+      return await this.refreshMap(timeoutMs);
+    } catch (err) {
+      if (err instanceof DstoreError && err.retryable && this.map?.formed) return this.map;
+      throw err;
+    }
+  }
+
+  /** One map fetch at a time; concurrent callers share it (each waits at most `timeoutMs`). */
+  private refreshMap(timeoutMs = this.opts.timeoutMs): Promise<MapReply> {
     this.mapFetch ??= (async () => {
       try {
-        const raw = await this.nameserverCall({ t: 'map' });
+        const raw = await this.nameserverCall({ t: 'map' }, timeoutMs);
         this.map = decodeOrThrow(mapReply, raw);
         return this.map;
       } finally {
         this.mapFetch = undefined;
       }
     })();
-    return this.mapFetch;
+    return withTimeout(this.mapFetch, timeoutMs, () => new TimeoutError(`the nameserver ${this.nameserver} sent no cluster map within ${timeoutMs} ms`));
   }
 
   /** DESIGN §12: every call carries the cluster token when one is configured. */
-  private nameserverCall(body: Record<string, unknown>): Promise<unknown> {
-    return this.pool.get(this.nameserver).call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs: this.opts.timeoutMs });
+  private nameserverCall(body: Record<string, unknown>, timeoutMs = this.opts.timeoutMs): Promise<unknown> {
+    return this.pool.get(this.nameserver).call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
   }
 }
 
@@ -221,8 +265,21 @@ function decodeOrThrow<T>(v: { decode(x: unknown): { ok: true; value: T } | { ok
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** `promise`, or `onTimeout()` as a rejection after `ms` (a shared fetch others may still await). */
+function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), Math.max(1, ms));
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** Connects to a cluster through its nameserver (`host:port`). */
 export async function connect(nameserver: string, options: ConnectOptions = {}): Promise<Db> {
   if (!/^[^\s:]+:\d{1,5}$/.test(nameserver)) throw new InvalidArgumentError(`nameserver address ${JSON.stringify(nameserver)} is not HOST:PORT`);
-  return new Client(nameserver, { ...options, timeoutMs: options.timeoutMs ?? 10_000 });
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
+  if (!(timeoutMs > 0)) throw new InvalidArgumentError(`timeoutMs must be > 0, got ${timeoutMs}`);
+  if (!(attemptTimeoutMs > 0)) throw new InvalidArgumentError(`attemptTimeoutMs must be > 0, got ${attemptTimeoutMs}`);
+  return new Client(nameserver, { ...options, timeoutMs, attemptTimeoutMs: Math.min(attemptTimeoutMs, timeoutMs) });
 }

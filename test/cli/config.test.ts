@@ -129,7 +129,7 @@ describe('a bad config file exits 2 with one line', () => {
     ['a list, not a mapping', file('list.yaml', '- port\n'), [], /must be a mapping of settings/],
     ['an unknown key', file('unknown.yaml', 'bogus: 1\n'), [], /unknown key "bogus"; the keys of dstore nameserver are: .*port/],
     ['a kebab-case key', file('kebab.yaml', 'dead-after-ms: 100\n'), [], /unknown key "dead-after-ms" \(did you mean deadAfterMs\?/],
-    ['a key of another role', file('other.yaml', 'backend: lmdb\n'), [], /unknown key "backend" \(a setting of dstore up, storage, bench, not of dstore nameserver/],
+    ['a key of another role', file('other.yaml', 'backend: lmdb\n'), [], /unknown key "backend" \(a setting of dstore up, storage, bench, chaos, not of dstore nameserver/],
     ['a wrong type', file('type.yaml', 'port: [1, 2]\n'), [], /config file .*type\.yaml: port: expected a string or a number, got a list/],
     ['a boolean for a value', file('bool.yaml', 'partitions: true\n'), [], /partitions: "true" is invalid\. Expected an integer/],
     ['a boolean for a value (JSON)', file('bool.json', '{"partitions": true}'), [], /partitions: expected a string or a number, got boolean true/],

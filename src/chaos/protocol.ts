@@ -1,0 +1,56 @@
+/**
+ * Messages between the chaos runner and its client worker (worker.ts), over the worker's
+ * IPC channel. The worker runs the clients on the "client host" — its own network namespace
+ * when partitions are on, which only it and the cluster's nodes can reach — so everything
+ * that talks to the cluster (forming, load, settling, final reads) happens there.
+ *
+ * Times in the history are ms since the run's origin on CLOCK_MONOTONIC
+ * (`process.hrtime.bigint()`), which every process on the machine shares, so the runner's
+ * fault times and the worker's operation times are on one clock.
+ */
+import type { HistoryOp } from '../check/linearizability.js';
+
+export interface WorkerConfig {
+  readonly nameserver: string;
+  readonly clusterToken?: string;
+  readonly clients: number;
+  readonly keys: readonly string[];
+  readonly seed: number;
+  /** Operations per second over all clients (each client is paced to its share). */
+  readonly ratePerSec: number;
+  readonly timeoutMs: number;
+  readonly attemptTimeoutMs: number;
+  readonly storageServers: number;
+  readonly partitions: number;
+  readonly replicas: number;
+  /** Record whether each delete found the key (`existed`), so the checker uses it. */
+  readonly deleteExisted: boolean;
+  /** Bound on the cluster forming before the load, in ms. */
+  readonly formTimeoutMs: number;
+  /** CLOCK_MONOTONIC in ns (as a decimal string) at the run's origin. */
+  readonly originNs: string;
+}
+
+/**
+ * A history operation with the error code of a failed or unknown one and, for an unknown
+ * one, when the client gave up (`end`; its `complete` stays null for the checker).
+ */
+export type ChaosOp = HistoryOp & { readonly error?: string; readonly end?: number };
+
+export type ToWorker =
+  | { readonly t: 'start' }
+  /** Stop the load, wait for operations in flight, settle, read every key, then exit. */
+  | { readonly t: 'stop'; readonly settleTimeoutMs: number };
+
+export type FromWorker =
+  | { readonly t: 'ready'; readonly formedMs: number }
+  | { readonly t: 'ops'; readonly ops: readonly ChaosOp[] }
+  | { readonly t: 'loadStopped'; readonly atMs: number }
+  | { readonly t: 'settled'; readonly ok: boolean; readonly atMs: number; readonly problem?: string }
+  | { readonly t: 'done' }
+  | { readonly t: 'error'; readonly message: string };
+
+/** ms since `originNs` on CLOCK_MONOTONIC, with µs resolution. */
+export function monotonicMs(originNs: bigint): number {
+  return Number((process.hrtime.bigint() - originNs) / 1000n) / 1000;
+}

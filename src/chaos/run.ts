@@ -1,0 +1,402 @@
+/**
+ * A chaos run on real processes (issue 5): a local cluster of `dstore nameserver` and
+ * `dstore storage` processes (ManagedProcess, as `dstore up` starts them), a client worker
+ * (worker.ts) recording every operation, and a nemesis applying a seeded schedule
+ * (schedule.ts) of SIGKILLs and restarts, SIGSTOP/SIGCONT, nameserver restarts and — with
+ * network namespaces (network.ts, root only) — network partitions.
+ *
+ * Timeline: start the cluster (bounded) → the worker waits until every partition serves →
+ * load for `durationMs` with faults from the schedule → heal everything (SIGCONT, start what
+ * is down, restore every link) → the worker stops the load, waits for the cluster to settle
+ * (bounded) and reads every key once more → stop every process and remove the namespaces →
+ * check the history for linearizability → report.
+ *
+ * Everything started is removed in `finally`, on an abort (SIGINT) and, as a last resort,
+ * by a process 'exit' handler (SIGKILL to every child, namespaces deleted synchronously).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { checkHistory, type CheckResult, formatHistoryLine, type HistoryOp } from '../check/linearizability.js';
+import { logTail, ManagedProcess } from '../cli/cluster.js';
+import { freePort, type BackendName } from '../cli/options.js';
+import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
+import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
+import { type AppliedFault, CHAOS_EXIT, type ChaosVerdict, formatReport, type UnexpectedExit, unavailability, type Window } from './report.js';
+import { describeFault, type FaultKind, NETWORK_FAULT_KINDS, type PlannedFault, planNemesis } from './schedule.js';
+
+export interface ChaosOptions {
+  readonly durationS: number;
+  readonly seed: number;
+  readonly historyPath?: string;
+  readonly clients: number;
+  readonly keys: number;
+  readonly nodes: number;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly backend: BackendName;
+  /** Network partitions wanted (they also need root). */
+  readonly networkFaults: boolean;
+  readonly faults: readonly FaultKind[];
+  readonly ratePerSec: number;
+  readonly timeoutMs: number;
+  readonly attemptTimeoutMs: number;
+  readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+  readonly settleTimeoutMs: number;
+  readonly checkBudgetMs: number;
+  readonly deleteExisted: boolean;
+  /** Where node data and logs go (kept); default a temporary dir, removed unless the run found a problem or `keep`. */
+  readonly dataDir?: string;
+  readonly keep: boolean;
+  readonly logLevel: string;
+}
+
+export interface ChaosResult {
+  readonly seed: number;
+  readonly verdict: ChaosVerdict;
+  readonly exitCode: number;
+  readonly plan: readonly PlannedFault[];
+  readonly faults: readonly AppliedFault[];
+  /** The history's times are ms since the run's origin; the load started at this one (fault times are relative to it). */
+  readonly loadStartMs: number;
+  readonly ops: readonly ChaosOp[];
+  readonly windows: readonly Window[];
+  readonly check: CheckResult;
+  readonly settle: { readonly ok: boolean; readonly ms?: number; readonly problem?: string };
+  readonly unexpectedExits: readonly UnexpectedExit[];
+  /** Set when network partitions were wanted but could not run. */
+  readonly networkSkipped?: string;
+  readonly report: string;
+}
+
+const WORKER_SCRIPT = fileURLToPath(new URL('./worker.js', import.meta.url));
+const NAMESERVER_PORT = 7000;
+const STORAGE_PORT = 7101;
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 5000;
+const MIN_GAP_MS = 1000;
+
+/** Runs one chaos run; `progress` gets a line per phase and fault. Rejects only on set-up failures or an abort. */
+export async function runChaos(o: ChaosOptions, progress: (line: string) => void, signal?: AbortSignal): Promise<ChaosResult> {
+  const durationMs = Math.round(o.durationS * 1000);
+  const storageIds = Array.from({ length: o.nodes }, (_, i) => `s${i + 1}`);
+  const replicas = Math.min(o.replicas, o.nodes);
+
+  // Partitions need namespaces; without them the network kinds are dropped from the schedule.
+  const wantNetwork = o.networkFaults && o.faults.some((k) => NETWORK_FAULT_KINDS.includes(k));
+  const networkSkipped = wantNetwork ? networkUnavailableReason() : undefined;
+  const useNetwork = wantNetwork && networkSkipped === undefined;
+  const kinds = useNetwork ? o.faults : o.faults.filter((k) => !NETWORK_FAULT_KINDS.includes(k));
+  const plan = planNemesis({ seed: o.seed, durationMs, storageIds, kinds });
+  if (networkSkipped) progress(`chaos: network partitions skipped: ${networkSkipped}`);
+
+  const dir = o.dataDir ? resolve(o.dataDir) : mkdtempSync(join(tmpdir(), 'dstore-chaos-'));
+  mkdirSync(dir, { recursive: true });
+  const token = useNetwork ? randomBytes(16).toString('hex') : undefined;
+  const originNs = process.hrtime.bigint();
+  const clock = (): number => monotonicMs(originNs);
+
+  let net: ChaosNetwork | undefined;
+  let worker: ChildProcess | undefined;
+  const procs: ManagedProcess[] = [];
+  let closing = false;
+  const unexpectedExits: UnexpectedExit[] = [];
+  let loadStartMs = Number.NaN;
+  const exitGuard = (): void => {
+    for (const p of procs) if (p.running) p.signal('SIGKILL');
+    worker?.kill('SIGKILL');
+    try {
+      net?.destroy();
+    } catch (err) {
+      process.stderr.write(`chaos: ${(err as Error).message}\n`);
+    }
+  };
+  process.on('exit', exitGuard);
+
+  const faults: AppliedFault[] = [];
+  const ops: ChaosOp[] = [];
+  let settle: { ok: boolean; ms?: number; problem?: string } = { ok: false, problem: 'the run ended before the cluster was checked' };
+  let loadStoppedMs = Number.NaN;
+  try {
+    // ---- the network and the processes ----
+    if (useNetwork) {
+      const stale = removeStaleNamespaces();
+      if (stale > 0) progress(`chaos: removed ${stale} network namespaces left by an earlier run`);
+      net = ChaosNetwork.create(['nameserver', ...storageIds, 'clients']);
+    }
+    const hostOf = (name: string): string => (net ? net.address(name) : '127.0.0.1');
+    const nsPort = net ? NAMESERVER_PORT : await freePort('127.0.0.1');
+    const nameserverAddress = `${hostOf('nameserver')}:${nsPort}`;
+    const env = childEnv(token);
+    const onExit = (p: ManagedProcess, info: { code: number | null; signal: NodeJS.Signals | null }): void => {
+      if (p.exitExpected || closing) return;
+      const atMs = clock() - loadStartMs;
+      unexpectedExits.push({ node: p.name, atMs, code: info.code, signal: info.signal, logTail: logTail(p.logPath) });
+      progress(`chaos: ${p.name} exited on its own (${info.signal ?? `exit code ${info.code}`})`);
+    };
+    const nameserver = new ManagedProcess(
+      'nameserver', 'nameserver', join(dir, 'nameserver'), join(dir, 'nameserver.stderr.log'), nsPort,
+      (port) => [
+        '--listen', hostOf('nameserver'), '--port', String(port), '--data-dir', join(dir, 'nameserver'),
+        '--partitions', String(o.partitions), '--replicas', String(replicas), '--min-write-replicas', String(Math.min(2, replicas)),
+        '--initial-nodes', String(o.nodes), '--heartbeat-ms', String(o.heartbeatMs), '--dead-after-ms', String(o.deadAfterMs),
+        '--log-level', o.logLevel,
+      ],
+      env, onExit, net ? net.wrapper('nameserver') : [],
+    );
+    procs.push(nameserver);
+    for (const id of storageIds) {
+      procs.push(new ManagedProcess(
+        id, 'storage', join(dir, id), join(dir, `${id}.stderr.log`), net ? STORAGE_PORT : 0,
+        (port) => [
+          '--nameserver', nameserverAddress, '--listen', hostOf(id), '--port', String(port), '--node-id', id,
+          '--backend', o.backend, '--data-dir', join(dir, id), '--sync', 'batch', '--heartbeat-ms', String(o.heartbeatMs),
+          '--log-level', o.logLevel,
+        ],
+        env, onExit, net ? net.wrapper(id) : [],
+      ));
+    }
+    const byName = new Map(procs.map((p) => [p.name, p]));
+    progress(`chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`);
+    await nameserver.start(START_TIMEOUT_MS);
+    await Promise.all(procs.slice(1).map((p) => p.start(START_TIMEOUT_MS)));
+    signal?.throwIfAborted();
+
+    // ---- the client worker ----
+    const keys = Array.from({ length: o.keys }, (_, i) => `k${i}`);
+    const config: WorkerConfig = {
+      nameserver: nameserverAddress,
+      ...(token === undefined ? {} : { clusterToken: token }),
+      clients: o.clients, keys, seed: o.seed, ratePerSec: o.ratePerSec, timeoutMs: o.timeoutMs, attemptTimeoutMs: o.attemptTimeoutMs,
+      storageServers: o.nodes, partitions: o.partitions, replicas, deleteExisted: o.deleteExisted, formTimeoutMs: START_TIMEOUT_MS,
+      originNs: originNs.toString(),
+    };
+    const inbox = new Inbox();
+    const workerLog = join(dir, 'worker.stderr.log');
+    const fd = openSync(workerLog, 'a');
+    try {
+      const cmd = [...(net ? net.wrapper('clients') : []), process.execPath, WORKER_SCRIPT, JSON.stringify(config)];
+      // Its own process group, as the nodes: a terminal's Ctrl-C reaches only the runner, which stops it.
+      worker = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', fd, fd, 'ipc'], env: childEnv(undefined), detached: true });
+    } finally {
+      closeSync(fd);
+    }
+    worker.on('message', (m: FromWorker) => {
+      if (m.t === 'ops') ops.push(...m.ops);
+      else inbox.put(m);
+    });
+    const workerExited = new Promise<void>((r) => worker!.once('exit', () => r()));
+    workerExited.then(() => inbox.put({ t: 'error', message: `the client worker exited: ${logTail(workerLog, 8) || '(no output)'}` }), () => undefined);
+    const toWorker = (m: ToWorker): void => {
+      worker?.send(m);
+    };
+    await inbox.wait('ready', START_TIMEOUT_MS + 5000, signal);
+
+    // ---- load and nemesis ----
+    loadStartMs = clock();
+    toWorker({ t: 'start' });
+    progress(`chaos: load started: ${o.clients} clients on ${o.keys} keys, ${o.ratePerSec} ops/s; ${plan.length} faults planned over ${o.durationS} s`);
+    const untilLoad = (ms: number): Promise<void> => sleepUntil(() => clock() - loadStartMs, ms, signal);
+    for (const f of plan) {
+      await untilLoad(f.atMs);
+      const startMs = clock() - loadStartMs;
+      let note = await inject(f, byName, net);
+      progress(`chaos: ${(startMs / 1000).toFixed(1)} s  ${describeFault(f)}${note ? `  [${note}]` : ''}`);
+      await untilLoad(f.atMs + f.durationMs);
+      const healNote = await heal(f, byName, net);
+      if (healNote) note = note ? `${note}; ${healNote}` : healNote;
+      faults.push({ kind: f.kind, ...(f.target ? { target: f.target } : {}), ...(f.sides ? { sides: f.sides } : {}), startMs, endMs: clock() - loadStartMs, ...(note ? { note } : {}) });
+    }
+    await untilLoad(durationMs);
+
+    // ---- heal everything, settle, final reads ----
+    const leftovers = await healEverything(procs, net);
+    if (leftovers.length > 0) progress(`chaos: healing: ${leftovers.join('; ')}`);
+    progress(`chaos: load stopping; waiting for the cluster to settle (at most ${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`);
+    toWorker({ t: 'stop', settleTimeoutMs: o.settleTimeoutMs });
+    const stopped = (await inbox.wait('loadStopped', o.timeoutMs + 30_000, signal)) as Extract<FromWorker, { t: 'loadStopped' }>;
+    loadStoppedMs = stopped.atMs - loadStartMs;
+    const settled = (await inbox.wait('settled', o.settleTimeoutMs + o.timeoutMs + 30_000, signal)) as Extract<FromWorker, { t: 'settled' }>;
+    settle = settled.ok ? { ok: true, ms: settled.atMs - stopped.atMs } : { ok: false, problem: settled.problem ?? 'unknown' };
+    await inbox.wait('done', o.timeoutMs + 30_000, signal);
+    if (!(await Promise.race([workerExited.then(() => true), delay(5000, false)]))) worker.kill('SIGKILL');
+  } catch (err) {
+    if (signal?.aborted || !(err instanceof Error)) throw err;
+    throw new Error(`${err.message}\n(node data and logs kept in ${dir})`, { cause: err });
+  } finally {
+    closing = true;
+    process.off('exit', exitGuard);
+    worker?.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.stop(STOP_TIMEOUT_MS).catch((err: unknown) => progress(`chaos: ${(err as Error).message}`))));
+    try {
+      net?.destroy();
+    } catch (err) {
+      progress(`chaos: ${(err as Error).message}`);
+    }
+    if (signal?.aborted && !o.dataDir && !o.keep) rmSync(dir, { recursive: true, force: true });
+  }
+
+  // ---- check and report ----
+  if (o.historyPath) writeFileSync(o.historyPath, ops.map((op) => formatHistoryLine(op as HistoryOp)).join('\n') + (ops.length ? '\n' : ''));
+  progress(`chaos: checking ${ops.length} operations for linearizability`);
+  const checkStarted = performance.now();
+  const check = checkHistory(ops, { timeBudgetMs: o.checkBudgetMs });
+  const checkMs = performance.now() - checkStarted;
+  const finals = ops.filter((op) => String(op.client).startsWith('final-'));
+  const finalReads = { ok: finals.filter((op) => op.status === 'ok').length, total: o.keys };
+  const windows = unavailability(ops, faults, { fromMs: 0, toMs: Number.isNaN(loadStoppedMs) ? durationMs : Math.min(durationMs, loadStoppedMs), opOffsetMs: loadStartMs, partitions: o.partitions, minGapMs: MIN_GAP_MS });
+  const verdict: ChaosVerdict =
+    check.verdict === 'violation' ? 'violation'
+      : check.verdict === 'unknown' ? 'inconclusive'
+        : !settle.ok || finalReads.ok < finalReads.total || unexpectedExits.length > 0 ? 'liveness'
+          : 'ok';
+  const keep = o.dataDir !== undefined || o.keep || verdict !== 'ok';
+  if (!keep) rmSync(dir, { recursive: true, force: true });
+  const header =
+    `dstore chaos: seed ${o.seed}, ${o.durationS} s, ${o.nodes} storage servers (${o.backend}), ${o.partitions} partitions, R=${replicas}, ` +
+    `${o.clients} clients on ${o.keys} keys at ${o.ratePerSec} ops/s, heartbeat ${o.heartbeatMs} ms, dead after ${o.deadAfterMs} ms, faults: ${kinds.join(',') || 'none'}`;
+  const report = formatReport({
+    header,
+    networkNote: useNetwork ? `network: one namespace per node and one for the clients, on ${SUBNET}` : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`,
+    faults, ops, windows, settle, finalReads, unexpectedExits, check, checkMs, verdict,
+    ...(o.historyPath ? { historyPath: o.historyPath } : {}),
+    ...(keep ? { keptDir: dir } : {}),
+  });
+  return {
+    seed: o.seed, verdict, exitCode: CHAOS_EXIT[verdict], plan, faults, loadStartMs, ops, windows, check, settle, unexpectedExits, report,
+    ...(networkSkipped ? { networkSkipped } : {}),
+  };
+}
+
+// ---- faults ----
+
+async function inject(f: PlannedFault, procs: Map<string, ManagedProcess>, net: ChaosNetwork | undefined): Promise<string | undefined> {
+  const p = f.target ? procs.get(f.target) : undefined;
+  switch (f.kind) {
+    case 'kill':
+      if (!p?.running) return `${f.target} was not running`;
+      p.signal('SIGKILL');
+      if (!(await p.waitExit(STOP_TIMEOUT_MS))) return `${f.target} did not exit after SIGKILL`;
+      return undefined;
+    case 'pause':
+      if (!p?.running) return `${f.target} was not running`;
+      p.signal('SIGSTOP');
+      return undefined;
+    case 'restart-nameserver':
+      if (!p?.running) return 'the nameserver was not running';
+      await p.stop(STOP_TIMEOUT_MS);
+      return undefined;
+    case 'isolate':
+      if (!net) return 'no network namespaces';
+      for (const other of ['nameserver', ...procs.keys(), 'clients']) if (other !== f.target) net.cut(f.target!, other);
+      return undefined;
+    case 'split':
+      if (!net) return 'no network namespaces';
+      for (const a of f.sides![0]) for (const b of f.sides![1]) net.cut(a, b);
+      return undefined;
+  }
+}
+
+async function heal(f: PlannedFault, procs: Map<string, ManagedProcess>, net: ChaosNetwork | undefined): Promise<string | undefined> {
+  const p = f.target ? procs.get(f.target) : undefined;
+  switch (f.kind) {
+    case 'kill':
+    case 'restart-nameserver':
+      if (!p || p.running) return undefined;
+      try {
+        await p.start(START_TIMEOUT_MS);
+        return undefined;
+      } catch (err) {
+        return `restart failed: ${(err as Error).message.split('\n')[0]}`;
+      }
+    case 'pause':
+      if (p?.state === 'paused') p.signal('SIGCONT');
+      return undefined;
+    case 'isolate':
+    case 'split':
+      net?.healAll();
+      return undefined;
+  }
+}
+
+/** SIGCONT what is paused, start what is down, restore every link; returns what it had to do. */
+async function healEverything(procs: readonly ManagedProcess[], net: ChaosNetwork | undefined): Promise<string[]> {
+  const done: string[] = [];
+  if (net && net.cutLinks > 0) {
+    done.push(`${net.cutLinks} links restored`);
+    net.healAll();
+  }
+  for (const p of procs) {
+    if (p.state === 'paused') {
+      p.signal('SIGCONT');
+      done.push(`${p.name} resumed`);
+    } else if (!p.running) {
+      try {
+        await p.start(START_TIMEOUT_MS);
+        done.push(`${p.name} started again`);
+      } catch (err) {
+        done.push(`${p.name} could not be started again: ${(err as Error).message.split('\n')[0]}`);
+      }
+    }
+  }
+  return done;
+}
+
+// ---- helpers ----
+
+/** Children get no inherited DSTORE_* (flags are explicit); the token goes by environment. */
+function childEnv(token: string | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
+  if (token !== undefined) env.DSTORE_CLUSTER_TOKEN = token;
+  return env;
+}
+
+/** Waits until `now()` reaches `ms` (a point on the schedule); rejects on abort. */
+async function sleepUntil(now: () => number, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  const wait = ms - now();
+  if (wait > 0) await delay(wait, undefined, signal ? { signal } : {});
+  signal?.throwIfAborted();
+}
+
+/** Messages from the worker, awaited by type; an `error` message fails every wait. */
+class Inbox {
+  private readonly messages: FromWorker[] = [];
+  private waiter: (() => void) | undefined;
+
+  put(m: FromWorker): void {
+    this.messages.push(m);
+    this.waiter?.();
+  }
+
+  async wait(t: FromWorker['t'], timeoutMs: number, signal: AbortSignal | undefined): Promise<FromWorker> {
+    const deadline = Date.now() + timeoutMs;
+    for (let i = 0; i < 1_000_000; i++) {
+      const idx = this.messages.findIndex((m) => m.t === t || m.t === 'error');
+      if (idx >= 0) {
+        const m = this.messages.splice(idx, 1)[0]!;
+        if (m.t === 'error') throw new Error(`client worker: ${m.message}`);
+        return m;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      const ac = new AbortController();
+      const onAbort = (): void => ac.abort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        await Promise.race([new Promise<void>((r) => (this.waiter = r)), delay(left, undefined, { signal: ac.signal }).catch(() => undefined)]);
+      } finally {
+        this.waiter = undefined;
+        ac.abort();
+        signal?.removeEventListener('abort', onAbort);
+      }
+      signal?.throwIfAborted();
+    }
+    throw new Error(`the client worker sent no "${t}" within ${Math.round(timeoutMs / 1000)} s`);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The nemesis schedule of a chaos run: a list of faults, each with its start and length in
+ * ms from the start of the load, drawn from the seed alone (the same seed, duration, nodes
+ * and fault kinds give the same schedule; nothing here looks at the cluster).
+ *
+ * Faults come one at a time: a fault, then a quiet gap in which the cluster may recover,
+ * then the next. The kinds cycle through a seeded shuffle of those allowed, so a short run
+ * still sees each kind. Every fault ends (healed) before `durationMs - COOLDOWN_MS`.
+ *
+ * Kinds:
+ * - `kill`: SIGKILL a storage server; start it again (same data dir and address) at the end.
+ * - `pause`: SIGSTOP a storage server or the nameserver; SIGCONT at the end.
+ * - `restart-nameserver`: SIGTERM the nameserver; start it again at the end.
+ * - `isolate`: cut one storage server off from every other host (nameserver, storage
+ *   servers, clients) — needs network namespaces.
+ * - `split`: split the nameserver and storage servers into two sides that cannot reach each
+ *   other; the clients still reach both sides, so a deposed primary on the minority side
+ *   keeps getting requests — needs network namespaces.
+ */
+import { Rng } from './rng.js';
+
+export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+/** Kinds that cut network links (skipped without network namespaces). */
+export const NETWORK_FAULT_KINDS: readonly FaultKind[] = ['isolate', 'split'];
+
+export interface PlannedFault {
+  /** ms from the start of the load. */
+  readonly atMs: number;
+  readonly durationMs: number;
+  readonly kind: FaultKind;
+  /** The process signalled (kill, pause, restart-nameserver) or the host cut off (isolate). */
+  readonly target?: string;
+  /** split: the two sides (node names, 'nameserver' included). */
+  readonly sides?: readonly [readonly string[], readonly string[]];
+}
+
+export interface ScheduleOptions {
+  readonly seed: number;
+  readonly durationMs: number;
+  /** Storage server names, e.g. ['s1', 's2', 's3']. */
+  readonly storageIds: readonly string[];
+  readonly kinds: readonly FaultKind[];
+}
+
+/** No fault in the first WARMUP_MS of the load: a baseline of healthy operations. */
+export const WARMUP_MS = 2000;
+/** Every fault is healed this long before the load ends. */
+export const COOLDOWN_MS = 2000;
+export const MIN_FAULT_MS = 1000;
+export const MAX_FAULT_MS = 6000;
+export const MIN_GAP_MS = 1000;
+export const MAX_GAP_MS = 4000;
+/** Bound on the number of faults of one run. */
+const MAX_FAULTS = 100_000;
+
+export function planNemesis(o: ScheduleOptions): PlannedFault[] {
+  const rng = new Rng(o.seed ^ 0x6e656d65); // "neme": the schedule's own stream
+  const out: PlannedFault[] = [];
+  if (o.kinds.length === 0 || o.storageIds.length === 0) return out;
+  const end = o.durationMs - COOLDOWN_MS;
+  let cycle: FaultKind[] = [];
+  let t = WARMUP_MS;
+  for (let i = 0; i < MAX_FAULTS; i++) {
+    const durationMs = rng.int(MIN_FAULT_MS, MAX_FAULT_MS);
+    if (t + durationMs > end) {
+      // A shorter fault still fits: take it rather than leave the end quiet.
+      if (end - t >= MIN_FAULT_MS) out.push(fault(rng, nextKind(), t, end - t, o));
+      break;
+    }
+    out.push(fault(rng, nextKind(), t, durationMs, o));
+    t += durationMs + rng.int(MIN_GAP_MS, MAX_GAP_MS);
+  }
+  return out;
+
+  function nextKind(): FaultKind {
+    if (cycle.length === 0) cycle = rng.shuffle(o.kinds);
+    return cycle.shift()!;
+  }
+}
+
+function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: ScheduleOptions): PlannedFault {
+  switch (kind) {
+    case 'kill':
+    case 'isolate':
+      return { atMs, durationMs, kind, target: rng.pick(o.storageIds) };
+    case 'pause':
+      // The nameserver one time in four: storage servers are where the data is.
+      return { atMs, durationMs, kind, target: rng.next() < 0.25 ? 'nameserver' : rng.pick(o.storageIds) };
+    case 'restart-nameserver':
+      return { atMs, durationMs, kind, target: 'nameserver' };
+    case 'split': {
+      const hosts = rng.shuffle(['nameserver', ...o.storageIds]);
+      const cut = rng.int(1, hosts.length - 1);
+      return { atMs, durationMs, kind, sides: [hosts.slice(0, cut).sort(), hosts.slice(cut).sort()] };
+    }
+  }
+}
+
+/** One line per fault, e.g. `kill s2` or `split nameserver,s1 | s2,s3`. */
+export function describeFault(f: Pick<PlannedFault, 'kind' | 'target' | 'sides'>): string {
+  switch (f.kind) {
+    case 'kill':
+      return `kill ${f.target} (SIGKILL, then start again)`;
+    case 'pause':
+      return `pause ${f.target} (SIGSTOP, then SIGCONT)`;
+    case 'restart-nameserver':
+      return 'restart the nameserver (SIGTERM, then start again)';
+    case 'isolate':
+      return `isolate ${f.target} from every other host`;
+    case 'split':
+      return `split ${f.sides?.[0].join(',')} | ${f.sides?.[1].join(',')}`;
+  }
+}
+
+/** Parses `--faults kill,pause,…`; throws naming the bad kind. */
+export function parseFaultKinds(text: string): FaultKind[] {
+  const kinds = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const k of kinds) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new Error(`unknown fault kind ${JSON.stringify(k)}; the kinds are ${FAULT_KINDS.join(', ')}`);
+  return [...new Set(kinds)] as FaultKind[];
+}

@@ -1,9 +1,17 @@
 #!/usr/bin/env node
 /**
  * The `dstore` command (package.json "bin"): up, nameserver, storage, client, put, get,
- * del, dump, nodes, bench. See program.ts for the commands and exit codes.
+ * del, dump, nodes, bench, chaos. See program.ts for the commands and exit codes.
  */
 import { runCli } from './program.js';
+
+// A reader that went away (`dstore --help | head`) is not an error of ours: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
 
 const code = await runCli(process.argv);
 // Long-running commands (up, nameserver, storage) exit from their own signal handlers; the

@@ -319,7 +319,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead (failover)', 'DSTORE_DEAD_AFTER_MS').argParser(intParser('an integer', 50, 3_600_000)).default(2000))
     .addOption(envOption('--settle-timeout-ms <ms>', 'after healing, how long the cluster may take to have every node alive, R members per partition and no learner', 'DSTORE_CHAOS_SETTLE_TIMEOUT_MS').argParser(intParser('an integer', 0, 3_600_000)).default(60_000))
     .addOption(envOption('--check-budget-ms <ms>', 'time budget of the linearizability check per key; over it the key is "unknown"', 'DSTORE_CHAOS_CHECK_BUDGET_MS').argParser(intParser('an integer', 1, 86_400_000)).default(10_000))
-    .addOption(envOption('--delete-existed', 'record whether each delete found its key, so the checker holds deletes to it (see D1 in docs/consistency.md)', 'DSTORE_CHAOS_DELETE_EXISTED'))
+    .addOption(new Option('--no-delete-existed', 'do not record whether each delete found its key (the checker then holds deletes only to their effect)').env('DSTORE_CHAOS_NO_DELETE_EXISTED'))
     .addOption(envOption('--data-dir <dir>', 'node data and logs (kept); default a temporary dir, removed unless the run found a problem', 'DSTORE_DATA_DIR'))
     .addOption(envOption('--keep', 'keep the temporary dir with node data and logs', 'DSTORE_CHAOS_KEEP'))
     .addOption(logLevelOption())

@@ -11,6 +11,9 @@
  *    while writers go on. Proves: after the grace period every partition has 3 replicas
  *    again (none on the dead server), every replica converges, and every acknowledged write
  *    reads back (History check).
+ * 4b. A brand-new storage server (no replica of anything) joins a full 3-server cluster;
+ *    one server is SIGKILLed for good. Proves: the new server is chosen for every lost
+ *    replica (§6: a server holding nothing is eligible), data converges, nothing is lost.
  *
  * Each test prints (`# …`) the time from the kill to the first acknowledged write on the
  * affected partitions and to full replication.
@@ -130,6 +133,34 @@ test('4 storage servers, R=3, one SIGKILLed for good: after the grace period eve
     assert.deepEqual(violations, [], `history violations:\n${violations.slice(0, 20).join('\n')}`);
     await cluster.waitReplicated(30_000);
     const { keysByNode } = await cluster.waitConverged(dbs[0]!, 30_000);
+    console.log(`# converged: keys per server ${JSON.stringify(Object.fromEntries(keysByNode))}`);
+  });
+});
+
+test('a brand-new storage server joins a full 3-server cluster; when one server is lost for good, the new one takes its replicas', async () => {
+  const GRACE = 3000;
+  await using cluster = await LocalCluster.start({ nodes: 3, partitions: P, replicas: 3, backend: 'lmdb', ...TIMING, rereplicateAfterMs: GRACE });
+  await withLogsOnFailure(cluster, async () => {
+    const db = await cluster.client();
+    const history = new History(P);
+    const keys = keysByPartition(P, 5, 'new');
+    await Promise.all(keys.map(async (list) => { for (const k of list) await history.put(db, k, 'before'); }));
+    // s4 holds no replica of anything: every partition already has R members.
+    await cluster.spawnStorage('s4');
+    await cluster.waitNodeState('s4', 'alive');
+    assert.ok((await cluster.map()).configs.every((c) => !membersOf(c).includes('s4') && !c.learners.includes('s4')), 's4 was given a replica while every partition had R');
+    const killedAt = Date.now();
+    await cluster.kill('s1', 'SIGKILL');
+    const map = await waitFor('every partition to have 3 replicas again, s4 where s1 was', async () => {
+      const m = await cluster.map();
+      return m.configs.every((c) => membersOf(c).length === 3 && c.learners.length === 0 && !membersOf(c).includes('s1')) ? m : undefined;
+    }, TIMING.deadAfterMs + GRACE + 40_000, 200);
+    console.log(`# SIGKILL s1 -> every partition has 3 replicas again, on the new s4 too, after ${Date.now() - killedAt} ms (dead after ${TIMING.deadAfterMs} ms + grace ${GRACE} ms + learning)`);
+    assert.ok(map.configs.every((c) => membersOf(c).includes('s4')), 'a partition was re-replicated elsewhere than on s4');
+    await Promise.all(keys.map(async (list) => { for (const k of list) await history.put(db, k, 'after'); }));
+    const violations = await history.check(db);
+    assert.deepEqual(violations, [], `history violations:\n${violations.slice(0, 20).join('\n')}`);
+    const { keysByNode } = await cluster.waitConverged(db, 30_000);
     console.log(`# converged: keys per server ${JSON.stringify(Object.fromEntries(keysByNode))}`);
   });
 });

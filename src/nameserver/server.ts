@@ -129,7 +129,7 @@ export class NameserverProcess {
     switch (req.t) {
       case 'register': {
         this.unhealthy.delete(req.nodeId);
-        if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, fresh: req.fresh ?? false }, now)) this.persist();
+        if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] }, now)) this.persist();
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
         const { settings, clusterId } = this.core.map;

@@ -85,7 +85,7 @@ const ProgressSchema = Type.Object({
 
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
-  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), fresh: Type.Optional(Type.Boolean()), token: Token }),
+  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })), token: Token }),
   /**
    * `unhealthy`: the storage server's backend failed (issue 4) and it holds no replica until
    * it reloaded; the reason, for `nodes`. Such a heartbeat does not keep the node alive.

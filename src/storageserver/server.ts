@@ -203,7 +203,7 @@ export class StorageServer {
     let delayMs = 100;
     for (;;) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, fresh: ![...this.replicas.values()].some((r) => r.activatedOnce) });
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
         const r = registerReply.decode(raw);
         if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
@@ -434,7 +434,10 @@ export class StorageServer {
     this.waiters.delete(requestId);
     try {
       const record = (await this.backend.dedupTable(p)).find((d) => d.clientId === clientId && d.seq === seq);
-      w.resolve({ existed: record?.existed ?? false, version: seq });
+      // Gone (a later request of that client replaced it): the write happened, but whether
+      // it found the key is no longer known. Never guess.
+      if (record?.existed === undefined) w.reject(new OutcomeUnknownError(`delete ${seq} of partition ${p} was applied; whether it found its key is no longer known`));
+      else w.resolve({ existed: record.existed, version: seq });
     } catch (err) {
       w.reject(err as Error);
     }
@@ -462,7 +465,7 @@ export class StorageServer {
       try {
         const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }));
         if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
-        if (life === this.life) this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config) });
+        if (life === this.life) this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config), epoch: epoch as Epoch });
         return;
       } catch (err) {
         this.log.warn({ partition: p, learner, err: (err as Error).message }, 'promotion request failed; retrying (commits wait, S7)');

@@ -93,8 +93,8 @@ export class SimNameserver implements Endpoint {
     const req = body as { t: string } & Record<string, unknown>;
     switch (req.t) {
       case 'register': {
-        const r = req as unknown as { nodeId: NodeId; incarnation: string; durable: boolean; fresh: boolean };
-        if (core.onRegister({ nodeId: r.nodeId, address: r.nodeId, backend: 'sim', incarnation: r.incarnation, durable: r.durable, fresh: r.fresh }, now)) this.persist();
+        const r = req as unknown as { nodeId: NodeId; incarnation: string; durable: boolean; activePartitions: number[] };
+        if (core.onRegister({ nodeId: r.nodeId, address: r.nodeId, backend: 'sim', incarnation: r.incarnation, durable: r.durable, activePartitions: r.activePartitions }, now)) this.persist();
         this.tick();
         const { settings } = core.map;
         return respond({ ok: true, value: { partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.knobs.deadAfterMs } });

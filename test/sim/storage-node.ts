@@ -245,7 +245,7 @@ export class SimStorageNode implements Endpoint {
     if (v.registering) return;
     v.registering = true;
     const attempt = (delay: number) => {
-      this.world.call(this.id, 'ns', { t: 'register', nodeId: this.id, incarnation: this.incarnation, durable: this.knobs.durable, fresh: ![...v.replicas.values()].some((r) => r.activatedOnce) }, this.knobs.callTimeoutMs, () => `register ${this.incarnation}`, (r) => {
+      this.world.call(this.id, 'ns', { t: 'register', nodeId: this.id, incarnation: this.incarnation, durable: this.knobs.durable, activePartitions: [...v.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) }, this.knobs.callTimeoutMs, () => `register ${this.incarnation}`, (r) => {
         if (!r.ok) {
           this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
           return;
@@ -371,7 +371,9 @@ export class SimStorageNode implements Endpoint {
             const clientId = o.duplicateOf;
             const fn = () => {
               const rec = this.disk.dedupRecord(p, clientId);
-              this.settle(o.requestId, undefined, { seq, op: 'delete', existed: rec?.seq === seq ? (rec.existed ?? false) : false });
+              // Replaced by a later request of that client: whether it found its key is unknown.
+              if (rec?.seq !== seq || rec.existed === undefined) return this.settle(o.requestId, { code: 'OUTCOME_UNKNOWN', message: `delete ${seq}: whether it found its key is no longer known`, retryable: true }, undefined);
+              this.settle(o.requestId, undefined, { seq, op: 'delete', existed: rec.existed });
             };
             // The reply waits for the disk, as marked (D1: src/storageserver/server.ts once
             // read the dedup table at once and answered existed=false; seed 30 found it).
@@ -458,7 +460,7 @@ export class SimStorageNode implements Endpoint {
     this.world.call(this.id, 'ns', { t: 'promote', p, epoch, learner, learnerIncarnation }, this.knobs.callTimeoutMs, () => `promote p${p} e${epoch} ${learner}`, (r) => {
       if (r.ok) {
         const { config } = r.value as { config: Config };
-        this.step(p, { kind: 'promotionAnswered', config });
+        this.step(p, { kind: 'promotionAnswered', config, epoch });
         return;
       }
       this.world.schedule(delayMs, this.id, () => this.requestPromotion(p, learner, learnerIncarnation, epoch, attempt + 1, Math.min(delayMs * 2, 1000)));

@@ -123,12 +123,12 @@ describe('nameserver', () => {
 
   test('a non-durable node that restarted empty is not told its old roles and relearns (S4)', () => {
     const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
-    for (const id of S) ns.onRegister({ nodeId: id, address: id, backend: 'memory', incarnation: `${id}-1`, durable: false, fresh: true }, 0);
+    for (const id of S) ns.onRegister({ nodeId: id, address: id, backend: 'memory', incarnation: `${id}-1`, durable: false, activePartitions: [] }, 0);
     assert.equal(ns.onTick(0), true);
     const amnesiac = ns.map.configs[0]!.primary;
     const now = 1000;
     for (const id of S) beat(ns, id, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
-    ns.onRegister({ nodeId: amnesiac, address: amnesiac, backend: 'memory', incarnation: `${amnesiac}-2`, durable: false, fresh: true }, now);
+    ns.onRegister({ nodeId: amnesiac, address: amnesiac, backend: 'memory', incarnation: `${amnesiac}-2`, durable: false, activePartitions: [] }, now);
     const reply = ns.onHeartbeat({ nodeId: amnesiac, incarnation: `${amnesiac}-2`, uptimeMs: 1, keys: 0, progress: [] }, now);
     assert.equal(reply.kind, 'ok');
     assert.deepEqual(reply.kind === 'ok' ? reply.configs : [], [], 'the empty node was told its old roles');
@@ -149,6 +149,24 @@ describe('nameserver', () => {
     assert.equal(changed, true);
     assert.deepEqual([config!.secondaries, config!.learners, config!.epoch], [[s2], [s1], c0.epoch + 1]);
     assert.equal(ns.onRemoveSecondary(c0.partition, config!.epoch, s2).changed, false, 'removed below --min-write-replicas=2');
+  });
+
+  test('an empty restarted non-durable member is never made primary while a dead member may hold the data (S4, S5)', () => {
+    const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
+    const four = [...S, nodeId('s4')];
+    for (const id of four) ns.onRegister({ nodeId: id, address: id, backend: 'memory', incarnation: `${id}-1`, durable: false, activePartitions: [] }, 0);
+    assert.equal(ns.onTick(0), true);
+    const c0 = ns.map.configs[0]!;
+    const [primary, s1, s2] = [c0.primary, ...c0.secondaries] as [NodeId, NodeId, NodeId];
+    const bystander = four.find((n) => n !== primary && n !== s1 && n !== s2)!;
+    // The primary is paused past dead-after (it still holds the data), s2 crashed for good,
+    // and s1 restarted empty.
+    const now = 6000;
+    ns.onRegister({ nodeId: s1, address: s1, backend: 'memory', incarnation: `${s1}-2`, durable: false, activePartitions: [] }, now);
+    for (const id of [s1, bystander]) beat(ns, id, now, () => undefined, id === s1 ? `${s1}-2` : `${id}-1`);
+    ns.onTick(now);
+    const after = ns.map.configs[0]!;
+    assert.notEqual(after.primary, s1, `the empty ${s1} was made primary: ${JSON.stringify(after)}`);
   });
 
   test('below half alive: no new primary (S15), but a live primary drops its dead secondaries', () => {

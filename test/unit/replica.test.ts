@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { A, B, C, Cluster, config, P0, put, replica, startedCluster, seq, epoch } from './harness.js';
+import { nodeId } from '../../src/core/types.js';
 import type { LogEntry } from '../../src/core/types.js';
 
 describe('write path', () => {
@@ -169,14 +170,30 @@ describe('a silent secondary (§4)', () => {
     c.deliver();
     c.sync(B);
     c.deliver();
-    for (const now of [1000, 2000]) c.step(A, { kind: 'tick', nowMs: now });
+    // Waiting on C is noticed at the first tick (1000); silence counts from there.
+    for (const now of [1000, 2000, 3000]) c.step(A, { kind: 'tick', nowMs: now });
     assert.deepEqual(c.removals, [], 'asked before --dead-after-ms of silence');
     c.network = c.network.filter((m) => m.to !== C);
     c.deliver();
-    c.step(A, { kind: 'tick', nowMs: 2600 });
+    c.step(A, { kind: 'tick', nowMs: 3600 });
     assert.deepEqual(c.removals, [{ node: A, secondary: C }]);
-    c.step(A, { kind: 'tick', nowMs: 2700 });
+    c.step(A, { kind: 'tick', nowMs: 3700 });
     assert.equal(c.removals.length, 1, 'asked again at once');
+  });
+
+  test('an idle partition: the first write after a long quiet asks no removal (silence counts from when we wait)', () => {
+    const c = startedCluster(2500);
+    c.step(A, { kind: 'tick', nowMs: 1000 });
+    c.step(A, { kind: 'tick', nowMs: 2000 });
+    c.step(A, { kind: 'tick', nowMs: 2900 }); // idle: nothing heard from B or C for 2.9 s
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
+    c.flush();
+    c.step(A, { kind: 'tick', nowMs: 2950 });
+    c.step(A, { kind: 'tick', nowMs: 3000 });
+    assert.deepEqual(c.removals, []);
+    c.sync(A);
+    c.settle();
+    assert.deepEqual(c.replies.get(1), { kind: 'written', seq: seq(2) });
   });
 
   test('after a pause of its own the primary gives its secondaries a fresh period', () => {
@@ -298,7 +315,7 @@ describe('learners (S7, S11)', () => {
     assert.equal(c.replies.get(1)?.kind === 'error' && (c.replies.get(1) as { error: { code: string } }).error.code, 'UNAVAILABLE');
     // The nameserver applies it: epoch 2 with C a secondary; A stays primary and serves again.
     const promoted = config(2, A, [B, C]);
-    c.step(A, { kind: 'promotionAnswered', config: promoted });
+    c.step(A, { kind: 'promotionAnswered', config: promoted, epoch: epoch(1) });
     c.settle();
     assert.equal(c.nodes.get(C)!.progress().role, 'secondary');
     assert.ok(c.nodes.get(A)!.serving);
@@ -317,6 +334,20 @@ describe('learners (S7, S11)', () => {
     c.nodes.delete(C);
     c.settle();
     assert.deepEqual(c.replies.get(1), { kind: 'written', seq: seq(2) });
+  });
+
+  test('the answer to a promotion request of an earlier epoch does not end the pending one (S7)', () => {
+    const c = startedCluster();
+    const a = c.nodes.get(A)!;
+    c.add(nodeId('d'), replica(nodeId('d')));
+    for (const n of [A, B, C, nodeId('d')]) c.step(n, { kind: 'configure', config: config(2, A, [B, C], [nodeId('d')]) });
+    c.settle();
+    assert.deepEqual(c.promotions.map((p) => p.learner), [nodeId('d')], 'no promotion asked at epoch 2');
+    // A late answer to a request made at epoch 1 arrives: the pending one still holds writes.
+    a.step({ kind: 'promotionAnswered', config: config(2, A, [B, C], [nodeId('d')]), epoch: epoch(1) });
+    c.step(A, { kind: 'clientWrite', requestId: 7, op: put('k', 'v') });
+    c.settle();
+    assert.equal(c.replies.get(7)?.kind, 'error', 'a write was accepted while the promotion is pending');
   });
 
   test('a learner needing truncated entries is offered a snapshot', () => {

@@ -69,8 +69,11 @@ export interface Registration {
   readonly incarnation: string;
   /** False for the memory backend or --sync none (S4). */
   readonly durable: boolean;
-  /** No replica of this process has had a role yet: a non-durable node holds nothing (S4). */
-  readonly fresh?: boolean;
+  /**
+   * The partitions whose replica had a role in this process (it holds their state). For a
+   * non-durable node, every other partition it is primary or secondary of was lost (S4).
+   */
+  readonly activePartitions?: readonly number[];
 }
 
 export interface Heartbeat {
@@ -169,7 +172,7 @@ export class Nameserver {
       relearn:
         existing?.incarnation === r.incarnation
           ? existing.relearn
-          : new Set(!r.durable && r.fresh === true ? this.map.configs.filter((c) => c.primary === r.nodeId || c.secondaries.includes(r.nodeId)).map((c) => c.partition) : []),
+          : new Set(r.durable ? [] : this.map.configs.filter((c) => (c.primary === r.nodeId || c.secondaries.includes(r.nodeId)) && !(r.activePartitions ?? []).includes(c.partition)).map((c) => c.partition)),
     };
     this.nodes.set(r.nodeId, record);
     const known = this.map.nodes[r.nodeId];
@@ -258,10 +261,15 @@ export class Nameserver {
         // S5: if every member restarted, the reporting member with the highest log.
         const members = [c.primary, ...c.secondaries];
         const everyMemberRestartedOrDead = members.every((m) => !aliveNode(m) || restarted(m));
-        const reporting = members.filter((m) => aliveNode(m) && restarted(m));
-        // (One that lost its state in a restart reported, in effect, an empty log.)
-        const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m) || node(m)!.relearn.has(c.partition));
+        const amnesiac = (m: NodeId) => node(m)?.relearn.has(c.partition) === true;
+        // S4: one that lost its state in a restart holds nothing; never prefer it to a dead
+        // member that may hold the data.
+        const reporting = members.filter((m) => aliveNode(m) && restarted(m) && !amnesiac(m));
+        const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m) || amnesiac(m));
         if (everyMemberRestartedOrDead && allReported) candidates = reporting;
+        // Every member alive and empty: the data is gone everywhere (the memory backend
+        // promises no more), so one of them starts the partition afresh.
+        if (candidates.length === 0 && members.every((m) => aliveNode(m) && amnesiac(m))) candidates = members;
       }
       if (candidates.length === 0) return c; // S5: stay unavailable, configuration unchanged
       const best = candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));

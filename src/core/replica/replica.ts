@@ -62,8 +62,8 @@ export type ReplicaInput =
   | { readonly kind: 'persisted'; readonly writeId: number }
   /** The nameserver says `epoch` is still the partition's current epoch (§7, no secondaries). */
   | { readonly kind: 'nameserverConfirmed'; readonly round: number; readonly epoch: Epoch }
-  /** S7: the nameserver's answer to our promotion request: the partition's current configuration. */
-  | { readonly kind: 'promotionAnswered'; readonly config: Config }
+  /** S7: the nameserver's answer to our promotion request made at `epoch`: the partition's current configuration. */
+  | { readonly kind: 'promotionAnswered'; readonly config: Config; readonly epoch: Epoch }
   /** S11: the snapshot we fetched is installed: data, dedup table and applied position. */
   | { readonly kind: 'snapshotInstalled'; readonly applied: LogPosition; readonly dedup: readonly DedupRecord[] }
   | { readonly kind: 'snapshotFailed'; readonly reason: string }
@@ -82,8 +82,9 @@ export type ReplicaOutput =
   /** S7: ask the nameserver to make `learner` (this incarnation of it) a secondary; answer with `promotionAnswered`. */
   | { readonly kind: 'requestPromotion'; readonly learner: NodeId; readonly learnerIncarnation: string; readonly epoch: Epoch }
   /**
-   * §4: ask the nameserver to remove `secondary`, silent for `--remove-after`, from the
-   * configuration at `epoch`; the answer is the partition's configuration (`configure`).
+   * §4: ask the nameserver to remove `secondary` (we waited on it and heard nothing for
+   * `removeSilentAfterMs`, the nameserver's --dead-after-ms) from the configuration at
+   * `epoch`; the answer is the partition's configuration (`configure`).
    */
   | { readonly kind: 'requestRemoval'; readonly secondary: NodeId; readonly epoch: Epoch }
   /** S11: fetch a snapshot of the partition from `from` and install it; answer with `snapshotInstalled`. */
@@ -138,6 +139,8 @@ interface PeerState {
   lastHeardMs: number;
   /** When we last asked the nameserver to remove it (0: not in this epoch). */
   removalRequestedMs: number;
+  /** Since when we wait on it for an ack or a confirmation (0: we do not). */
+  waitingSinceMs: number;
 }
 
 interface PendingWrite {
@@ -259,7 +262,7 @@ export class Replica {
         if (this.roundInFlight?.round === input.round && input.epoch === this.epoch) this.finishRound(out);
         break;
       case 'promotionAnswered':
-        this.onPromotionAnswered(input.config, out);
+        this.onPromotionAnswered(input.config, input.epoch, out);
         break;
       case 'snapshotInstalled':
         this.onSnapshotInstalled(input.applied, input.dedup, out);
@@ -306,11 +309,14 @@ export class Replica {
     const stayPrimary = this.active && this.role === 'primary' && role === 'primary';
     // A primary that stays primary keeps its log and its waiting writes: they commit with
     // the new epoch-start entry. Anything else ends what waited on this replica, and so does
-    // a configuration below --min-write-replicas: its epoch-start entry may commit on this
-    // disk alone (S8, a new primary's reconciliation suffix), so no write waiting for it may
-    // be acknowledged (their outcome is unknown; a retry is refused until the partition has
-    // enough members, then answered from the dedup table, S10).
-    if (stayPrimary && belowMinWrite) this.failPending(out);
+    // a configuration below --min-write-replicas. There the epoch-start entry and what
+    // precedes it commit on this disk alone (see advanceCommit): DESIGN S8 lets only a *new*
+    // primary's reconciliation suffix do so, and would have a staying primary's waiting
+    // writes wait for a new secondary; but then the partition could neither serve reads nor
+    // promote a learner (C1). Instead no client learns the outcome of those writes (unknown;
+    // a retry is refused until the partition has enough members again, then answered from
+    // the dedup table, S10), so nothing is acknowledged on fewer disks than S8 asks.
+    if (stayPrimary && belowMinWrite) this.failPending(out, true);
     if (!stayPrimary) {
       this.failPending(out);
       // Entries appended as primary but never sent nor persisted are not committed: drop them.
@@ -336,7 +342,7 @@ export class Replica {
     this.peers.clear();
     this.roundInFlight = null;
     this.epochStartSeq = toSeq(0);
-    if (role === 'learner' && this.log.lastSeq > this.appliedSeq) {
+    if (role === 'learner' && this.log.lastSeq > this.appliedSeq && !this.installing) {
       // S11: a learner keeps only what it applied; the primary re-sends the rest.
       this.log.truncateFrom(toSeq(this.appliedSeq + 1));
       this.onTruncated(toSeq(this.appliedSeq + 1));
@@ -355,7 +361,7 @@ export class Replica {
     const config = this.config!;
     for (const peer of [...config.secondaries, ...config.learners]) {
       // Unknown progress: start from our commit point; a nack moves it back (S1).
-      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false, lastSentMs: this.nowMs, incarnation: '', lastHeardMs: this.nowMs, removalRequestedMs: 0 });
+      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false, lastSentMs: this.nowMs, incarnation: '', lastHeardMs: this.nowMs, removalRequestedMs: 0, waitingSinceMs: 0 });
     }
     // S6: prepare an epoch-start entry after the last entry; it commits everything before it.
     const entry: LogEntry = { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op: { kind: 'epochStart' } };
@@ -365,14 +371,16 @@ export class Replica {
     this.onFlush(out);
   }
 
-  /** Everything waiting on this replica as primary ends when its epoch ends. */
-  private failPending(out: ReplicaOutput[]): void {
+  /** Everything waiting on this replica as primary ends when its epoch ends (or, `stillPrimary`, when it shrinks below --min-write-replicas). */
+  private failPending(out: ReplicaOutput[], stillPrimary = false): void {
     for (const w of this.pendingWrites) {
       // S9: the entry was sent to replicas (or may have been): the outcome is unknown.
-      out.push(this.errorReply(w.requestId, new OutcomeUnknownError(`primary of partition ${this.partition} lost its role before write ${w.seq} committed`).toWire()));
+      const why = stillPrimary ? `partition ${this.partition} fell below --min-write-replicas before write ${w.seq} committed` : `primary of partition ${this.partition} lost its role before write ${w.seq} committed`;
+      out.push(this.errorReply(w.requestId, new OutcomeUnknownError(why).toWire()));
     }
     for (const r of this.pendingReads) {
-      out.push(this.errorReply(r.requestId, new NotPrimaryError(`not primary of partition ${this.partition} any more`).toWire()));
+      const error = stillPrimary ? new UnavailableError(`partition ${this.partition} is reconfiguring; retry`) : new NotPrimaryError(`not primary of partition ${this.partition} any more`);
+      out.push(this.errorReply(r.requestId, error.toWire()));
     }
     this.pendingWrites = [];
     this.pendingReads = [];
@@ -468,8 +476,10 @@ export class Replica {
     }
   }
 
-  private onPromotionAnswered(config: Config, out: ReplicaOutput[]): void {
+  private onPromotionAnswered(config: Config, requestEpoch: Epoch, out: ReplicaOutput[]): void {
     if (config.epoch > this.epoch) return this.adopt(config, out);
+    // The answer to a request of an earlier epoch says nothing of the one now pending (S7).
+    if (requestEpoch !== this.epoch) return;
     // Not applied (the partition moved on, we asked twice, or the learner restarted since
     // its acks, S7): carry on in this epoch, and count only the learner's next acks.
     const peer = this.promotion ? this.peers.get(this.promotion.learner) : undefined;
@@ -900,9 +910,16 @@ export class Replica {
       const peer = this.peers.get(s);
       if (!peer) continue;
       const waitedOn = peer.ackedSeq < this.log.lastSeq || (this.roundInFlight !== null && !this.roundInFlight.acks.has(s));
-      if (!waitedOn || this.nowMs - peer.lastHeardMs < after || this.nowMs - peer.removalRequestedMs < after) continue;
+      if (!waitedOn) {
+        peer.waitingSinceMs = 0;
+        continue;
+      }
+      if (peer.waitingSinceMs === 0) peer.waitingSinceMs = this.nowMs;
+      // Silent while we waited: a caught-up secondary says nothing while the partition is idle.
+      const silentMs = this.nowMs - Math.max(peer.lastHeardMs, peer.waitingSinceMs);
+      if (silentMs < after || this.nowMs - peer.removalRequestedMs < after) continue;
       peer.removalRequestedMs = this.nowMs;
-      out.push({ kind: 'log', level: 'warn', message: 'asking the nameserver to remove a silent secondary', fields: { partition: this.partition, epoch: this.epoch, secondary: s, silentMs: this.nowMs - peer.lastHeardMs } });
+      out.push({ kind: 'log', level: 'warn', message: 'asking the nameserver to remove a silent secondary', fields: { partition: this.partition, epoch: this.epoch, secondary: s, silentMs } });
       out.push({ kind: 'requestRemoval', secondary: s, epoch: this.epoch });
     }
   }

@@ -137,14 +137,17 @@ export class Client implements Db {
     this.pool.close();
   }
 
-  /** Runs a write with a (clientId, requestSeq) tag from a free slot. */
+  /**
+   * Runs a write with a (clientId, requestSeq) tag from a free slot. A slot whose write
+   * failed is retired, not reused: an attempt of it may still be on its way to a primary
+   * (its outcome is unknown), and arriving after the slot's next request it would take that
+   * request's place in the dedup table (S10), so a retry of the next one would run twice.
+   */
   private async tagged<T>(write: (tag: { cid: string; rs: number }) => Promise<T>): Promise<T> {
     const slot = this.freeSlots.pop() ?? { id: `${this.clientId}-${this.slotCount++}`, seq: 0 };
-    try {
-      return await write({ cid: slot.id, rs: ++slot.seq });
-    } finally {
-      this.freeSlots.push(slot);
-    }
+    const result = await write({ cid: slot.id, rs: ++slot.seq });
+    this.freeSlots.push(slot);
+    return result;
   }
 
   // ---- routing and retries ----

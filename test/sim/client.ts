@@ -61,6 +61,12 @@ export class SimClient implements Endpoint {
   active = true;
   private map: MapInfo | undefined;
   private requestSeq = 0;
+  /**
+   * S10: like the real client's slots, a client id whose last write ended `unknown` is
+   * retired: an attempt of it may still arrive after the next request and replace that one
+   * in the dedup table (seed 30782 found it).
+   */
+  private session = 1;
   private written = 0;
   readonly stats = { ok: 0, fail: 0, unknown: 0, attempts: 0, internalErrors: 0 };
 
@@ -125,7 +131,7 @@ export class SimClient implements Endpoint {
       kind,
       key,
       ...(kind === 'put' ? { value: `${this.id}-${++this.written}` } : {}),
-      ...(kind === 'get' ? {} : { tag: { cid: this.id, rs: ++this.requestSeq } }),
+      ...(kind === 'get' ? {} : { tag: { cid: `${this.id}.${this.session}`, rs: ++this.requestSeq } }),
       invoke: this.world.stamp(),
       deadline: this.world.now + this.knobs.timeoutMs,
       attempt: 0,
@@ -210,6 +216,10 @@ export class SimClient implements Endpoint {
     else if (op.kind === 'get') h = status === 'ok' ? { ...base, op: 'get', value: result!.value ?? null } : { ...base, op: 'get' };
     else h = status === 'ok' ? { ...base, op: 'delete', existed: result!.existed! } : { ...base, op: 'delete' };
     this.history.push(h);
+    if (status === 'unknown' && op.tag) {
+      this.session++;
+      this.requestSeq = 0;
+    }
     if (this.world.tracing) {
       const what = status === 'ok' ? (op.kind === 'get' ? `→ ${result!.value ?? 'absent'}` : `version ${result!.version}${op.kind === 'delete' ? ` existed ${result!.existed}` : ''}`) : `${error?.code ?? ''} ${error?.message ?? ''}`;
       this.world.trace(`${this.id} completes ${op.kind} ${op.key}${op.value ? `=${op.value}` : ''}: ${status} ${what}`);

@@ -120,6 +120,7 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
     { seed: 200200, what: 'C10: a restarted secondary asked for entries from its commit point (below the primary\'s log base) instead of from its last entry, so it could never catch up' },
     { seed: 201315, what: 'C10: the same' },
     { seed: 203867, what: 'C10: the same, a new primary that can never serve' },
+    { seed: 30782, what: 'S10: a client reused its id after a write ended unknown; the late attempt of that write took the next request\'s place in the dedup table, so a retry of the next one ran twice (the real client retires such a slot too)' },
     { seed: 100136, what: 'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied it (calls are no longer duplicated: TCP)' },
   ];
   for (const { seed, set, what } of pinned) {

@@ -174,13 +174,16 @@ export class Client implements Db {
    */
   private async withRetry(p: number, body: Record<string, unknown>, isWrite: boolean): Promise<unknown> {
     const deadline = Date.now() + this.opts.timeoutMs;
+    // A retry is not started with less time than this left: it would most likely time out,
+    // and a timed-out write is unknown (S9), while the answers so far may all be definite.
+    const minRetryMs = Math.min(100, this.opts.attemptTimeoutMs / 4);
     let delayMs = 10;
     let maybeApplied = false;
     let lastError: unknown;
     for (let attempt = 0; attempt < 10_000; attempt++) {
       if (this.closed) throw new ConnectionClosedError('client closed');
       const remaining = deadline - Date.now();
-      if (remaining <= 0) break;
+      if (remaining <= 0 || (attempt > 0 && remaining < minRetryMs)) break;
       const attemptMs = Math.min(remaining, this.opts.attemptTimeoutMs);
       // Which primary: the map (a failure here never reaches a primary, so it is definite).
       let address: string | undefined;
@@ -193,6 +196,7 @@ export class Client implements Db {
           throw err;
         }
       }
+      if (address !== undefined && attempt > 0 && deadline - Date.now() < minRetryMs) break; // the map fetch took the rest
       if (address !== undefined) try {
         return await this.pool.get(address).call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: Math.max(1, Math.min(attemptMs, deadline - Date.now())) });
       } catch (err) {

@@ -17,7 +17,7 @@
  *   other; the clients still reach both sides, so a deposed primary on the minority side
  *   keeps getting requests — needs network namespaces.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../core/rng.js';
 
 export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -55,7 +55,7 @@ export const MAX_GAP_MS = 4000;
 const MAX_FAULTS = 100_000;
 
 export function planNemesis(o: ScheduleOptions): PlannedFault[] {
-  const rng = new Rng(o.seed ^ 0x6e656d65); // "neme": the schedule's own stream
+  const rng = new Rng((o.seed ^ 0x6e656d65) >>> 0); // "neme": the schedule's own stream
   const out: PlannedFault[] = [];
   if (o.kinds.length === 0 || o.storageIds.length === 0) return out;
   const end = o.durationMs - COOLDOWN_MS;
@@ -74,7 +74,7 @@ export function planNemesis(o: ScheduleOptions): PlannedFault[] {
   return out;
 
   function nextKind(): FaultKind {
-    if (cycle.length === 0) cycle = rng.shuffle(o.kinds);
+    if (cycle.length === 0) cycle = rng.shuffle([...o.kinds]);
     return cycle.shift()!;
   }
 }
@@ -86,7 +86,7 @@ function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: S
       return { atMs, durationMs, kind, target: rng.pick(o.storageIds) };
     case 'pause':
       // The nameserver one time in four: storage servers are where the data is.
-      return { atMs, durationMs, kind, target: rng.next() < 0.25 ? 'nameserver' : rng.pick(o.storageIds) };
+      return { atMs, durationMs, kind, target: rng.float() < 0.25 ? 'nameserver' : rng.pick(o.storageIds) };
     case 'restart-nameserver':
       return { atMs, durationMs, kind, target: 'nameserver' };
     case 'split': {

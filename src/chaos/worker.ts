@@ -21,7 +21,7 @@ import { connect, DstoreError, type Db } from '../client/index.js';
 import { RpcPool } from '../rpc/transport.js';
 import { tokenField } from '../rpc/token.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
-import { Rng } from './rng.js';
+import { Rng } from '../core/rng.js';
 
 const FLUSH_EVERY_MS = 250;
 const POLL_MS = 250;
@@ -96,7 +96,7 @@ async function clientLoop(index: number, db: Db): Promise<void> {
   let nextAt = now();
   for (let i = 0; running && i < 100_000_000; i++) {
     const key = rng.pick(config.keys);
-    const r = rng.next();
+    const r = rng.float();
     const op = r < 0.45 ? 'put' : r < 0.9 ? 'get' : 'delete';
     const value = `${name}-${op === 'put' ? ++writes : 0}`;
     const ok = await doOp(db, name, op, key, value);

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type HistoryOp, checkHistory, checkKey, formatResult, parseHistory } from '../../src/check/linearizability.js';
 import { bruteForceLinearizable } from './bruteforce.js';
-import { Rng } from './rng.js';
+import { Rng } from '../../src/core/rng.js';
 
 const K = 'k';
 const put = (client: string, value: string, invoke: number, complete: number | null, status: HistoryOp['status'] = 'ok'): HistoryOp => ({ client, op: 'put', key: K, value, invoke, complete, status });

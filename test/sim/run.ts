@@ -23,7 +23,7 @@ import { type PartitionId, nodeId } from '../../src/core/types.js';
 import { type ClientKnobs, SimClient } from './client.js';
 import { SimNameserver } from './nameserver-node.js';
 import { Observer, type Violation } from './observer.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../../src/core/rng.js';
 import { describeConfig, type Mutation, type NodeKnobs, SimStorageNode } from './storage-node.js';
 import { type NetworkKnobs, RELIABLE, SimulationFailure, World } from './world.js';
 

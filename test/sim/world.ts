@@ -13,7 +13,7 @@
  * Messages are deep-copied on delivery: nothing is shared between endpoints, as over a wire.
  */
 import type { WireError } from '../../src/core/errors.js';
-import { Rng } from './rng.js';
+import { Rng } from '../../src/core/rng.js';
 
 export interface SimEvent {
   readonly at: number;

@@ -1,7 +1,7 @@
 /**
- * The simulator's one source of randomness: xoshiro128** seeded through splitmix32
- * (Blackman & Vigna). Every choice a simulation makes — knobs, delays, drops, faults,
- * client operations — comes from one Rng, so a seed replays a run exactly.
+ * A seeded random source: xoshiro128** seeded through splitmix32 (Blackman & Vigna). Pure
+ * (no I/O, no clock), so the simulator and the chaos runner can make every choice from one
+ * seed and replay it exactly. Not for anything secret.
  */
 export class Rng {
   private a: number;

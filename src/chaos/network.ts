@@ -15,88 +15,23 @@
  * in them and deletes them, and `removeStale()` deletes those left by a run whose process
  * is gone (SIGKILLed).
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { deleteNamespaces, ip, netnsUnavailableReason, removeStaleNamespaces as removeStaleNs, stderrOf } from '../process/netns.js';
 
 export const SUBNET = '10.213.0.0/24';
 const SUBNET_PREFIX = '10.213.0';
 /** /30 subnets in the /24: the router and at most 63 hosts. */
 const MAX_HOSTS = 63;
-/** Bound on one `ip` command. */
-const IP_TIMEOUT_MS = 10_000;
 const NAME_PREFIX = 'dschaos';
-
-function ip(args: readonly string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: IP_TIMEOUT_MS });
-}
-
-function stderrOf(err: unknown): string {
-  const e = err as { stderr?: string | Buffer; message?: string };
-  return (e.stderr?.toString().trim() || e.message || String(err)).split('\n')[0]!;
-}
 
 /** Why this machine cannot run network partitions, or undefined when it can. */
 export function networkUnavailableReason(): string | undefined {
-  if (process.platform !== 'linux') return 'network partitions need Linux network namespaces';
-  if (process.getuid?.() !== 0) return 'network partitions need root (network namespaces); run as root to include them';
-  try {
-    ip(['-V']);
-  } catch {
-    return 'network partitions need the `ip` command (iproute2)';
-  }
-  const probe = `${NAME_PREFIX}-${process.pid}-probe-${randomBytes(3).toString('hex')}`;
-  try {
-    ip(['netns', 'add', probe]);
-    ip(['netns', 'del', probe]);
-  } catch (err) {
-    return `cannot create network namespaces here: ${stderrOf(err)}`;
-  }
-  return undefined;
+  return netnsUnavailableReason('network partitions');
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Kills whatever still runs in namespace `name`, then deletes it (and its interfaces). */
-function deleteNamespace(name: string): void {
-  let pids: string[] = [];
-  try {
-    pids = ip(['netns', 'pids', name]).split('\n').filter((l) => /^\d+$/.test(l));
-  } catch (err) {
-    // A half-created namespace has no processes to list; deleting it is what matters.
-    if (!/No such file|Invalid/.test(stderrOf(err))) process.stderr.write(`chaos: cannot list the processes of ${name}: ${stderrOf(err)}\n`);
-  }
-  for (const pid of pids) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // ESRCH: exited meanwhile
-    }
-  }
-  try {
-    ip(['netns', 'del', name]);
-  } catch (err) {
-    if (!/No such file/.test(stderrOf(err))) throw err;
-  }
-}
-
-/** Deletes namespaces of earlier runs whose process is gone; returns how many. */
+/** Deletes namespaces of earlier chaos runs whose process is gone; returns how many. */
 export function removeStaleNamespaces(): number {
-  let removed = 0;
-  for (const line of ip(['netns', 'list']).split('\n')) {
-    const name = line.split(' ')[0] ?? '';
-    const m = new RegExp(`^${NAME_PREFIX}-(\\d+)-`).exec(name);
-    if (!m || pidAlive(Number(m[1]))) continue;
-    deleteNamespace(name);
-    removed++;
-  }
-  return removed;
+  return removeStaleNs(NAME_PREFIX);
 }
 
 export class ChaosNetwork {
@@ -203,15 +138,7 @@ export class ChaosNetwork {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    const failures: string[] = [];
-    for (const name of [...this.created].reverse()) {
-      try {
-        deleteNamespace(name);
-      } catch (err) {
-        failures.push(`${name}: ${stderrOf(err)}`);
-      }
-    }
-    if (failures.length > 0) throw new Error(`could not delete network namespaces: ${failures.join('; ')}`);
+    deleteNamespaces([...this.created].reverse());
   }
 }
 

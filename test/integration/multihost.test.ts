@@ -13,12 +13,12 @@
  * finally block, and a later run also removes those left by a run that was killed.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
+import { deleteNamespaces, ip, netnsUnavailableReason, removeStaleNamespaces } from '../../src/process/netns.js';
 import { MAIN } from './cluster.js';
 import { cleanEnv, Processes } from './spawned.js';
 
@@ -26,98 +26,13 @@ const CLIENT_SCRIPT = resolve('dist/test/integration/multihost-client.js');
 const SUBNET_PREFIX = '10.77.0';
 const NAMESERVER_PORT = 7000;
 const KEYS = 1000;
-/** Bound on any one `ip` command. */
-const IP_TIMEOUT_MS = 10_000;
 /** Bound on the client script: forming, 1,000 writes and 1,000 reads. */
 const CLIENT_TIMEOUT_MS = 120_000;
 
-function ip(args: readonly string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: IP_TIMEOUT_MS });
-}
-
-function stderrOf(err: unknown): string {
-  const e = err as { stderr?: string | Buffer; message?: string };
-  return (e.stderr?.toString().trim() || e.message || String(err)).split('\n')[0]!;
-}
-
-/** Why this machine cannot run the test, or undefined when it can. */
-function skipReason(): string | undefined {
-  if (process.platform !== 'linux') return 'network namespaces need Linux';
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces (run the tests as root to include it)';
-  try {
-    ip(['-V']);
-  } catch {
-    return 'the `ip` command (iproute2) is not installed';
-  }
-  const probe = `dstest-${process.pid}-probe-${randomBytes(3).toString('hex')}`;
-  try {
-    ip(['netns', 'add', probe]);
-    ip(['netns', 'del', probe]);
-  } catch (err) {
-    return `cannot create network namespaces here: ${stderrOf(err)}`;
-  }
-  return undefined;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Kills the processes in, and deletes, namespaces left by earlier runs whose test process is gone. */
-function removeStaleNamespaces(): void {
-  for (const line of ip(['netns', 'list']).split('\n')) {
-    const name = line.split(' ')[0] ?? '';
-    const m = /^dstest-(\d+)-/.exec(name);
-    if (!m || pidAlive(Number(m[1]))) continue;
-    deleteNamespaces([name]);
-  }
-}
-
-/** Kills whatever still runs in namespace `name`, then deletes it (and with it its interfaces). */
-function deleteNamespace(name: string): void {
-  let pids: string[];
-  try {
-    pids = ip(['netns', 'pids', name]).split('\n').filter((l) => /^\d+$/.test(l));
-  } catch (err) {
-    pids = []; // a half-created namespace has no processes to list; deleting it is what matters
-    if (!/No such file|Invalid/.test(stderrOf(err))) process.stderr.write(`# cannot list the processes of ${name}: ${stderrOf(err)}\n`);
-  }
-  for (const pid of pids) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // ESRCH: exited meanwhile
-    }
-  }
-  try {
-    ip(['netns', 'del', name]);
-  } catch (err) {
-    if (!/No such file/.test(stderrOf(err))) throw err;
-  }
-}
-
-/** Deletes every namespace in `names`, each even when an earlier one fails; then reports the failures. */
-function deleteNamespaces(names: readonly string[]): void {
-  const failures: string[] = [];
-  for (const name of names) {
-    try {
-      deleteNamespace(name);
-    } catch (err) {
-      failures.push(`${name}: ${stderrOf(err)}`);
-    }
-  }
-  if (failures.length > 0) throw new Error(`could not delete network namespaces: ${failures.join('; ')}`);
-}
-
-const reason = skipReason();
+const reason = netnsUnavailableReason('the multi-host test\'s 5 hosts');
 
 test(`a nameserver, 3 storage servers and a client on 5 network namespaces (${SUBNET_PREFIX}.0/24)`, { skip: reason ?? false, timeout: 240_000 }, async () => {
-  removeStaleNamespaces();
+  removeStaleNamespaces('dstest');
   const prefix = `dstest-${process.pid}-${randomBytes(3).toString('hex')}`;
   const hosts = [
     { host: 'ns', address: `${SUBNET_PREFIX}.10` },

@@ -32,13 +32,10 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import { open as openLmdb, type Database, type RootDatabase, type Transaction } from 'lmdb';
-import { Packr } from 'msgpackr';
 import {
   type Config,
   type LogEntry,
-  type Op,
   type PartitionId,
   type Seq,
   type VersionedValue,
@@ -73,14 +70,9 @@ import {
   checkSnapshotItem,
   dedupRecord,
 } from './preconditions.js';
+import { CorruptRecordError, decodeEntry, encodeEntry, isUint, openRecord, sealRecord } from './log-record.js';
 
-/**
- * S13: a record failed its checksum or does not decode: the replica must report itself
- * corrupt (stop acking, relearn). A StorageFailureError on the wire, marked for the server.
- */
-export class CorruptRecordError extends StorageFailureError {
-  readonly corrupt = true;
-}
+export { CorruptRecordError };
 
 const FORMAT_VERSION = 1;
 /** LMDB's largest key with 4 KiB pages is 1978 bytes; a data key has an 8-byte prefix. */
@@ -108,7 +100,6 @@ type Bytes = Uint8Array;
 // Encoding.
 // ---------------------------------------------------------------------------------------
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
 function writeU64(buf: Buffer, offset: number, n: number): void {
   assert(Number.isSafeInteger(n) && n >= 0, `u64 out of range: ${n}`);
@@ -153,7 +144,7 @@ function dataKey(partition: number, generation: number, key: Bytes): Buffer {
 }
 
 /** A plain Uint8Array view (not a Buffer), so results compare equal across backends. */
-function view(buf: Buffer, start = 0): Uint8Array {
+function view(buf: Uint8Array, start = 0): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset + start, buf.length - start);
 }
 
@@ -169,25 +160,6 @@ function decodeValue(raw: Buffer): VersionedValue {
   return { version: toSeq(readU64(raw, 0)), value: view(raw, 8) };
 }
 
-/** crc32 · payload (S13). The payload is copied: msgpackr reuses its output buffer. */
-function sealRecord(payload: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(4 + payload.length);
-  out.writeUInt32BE(crc32(payload), 0);
-  payload.copy(out, 4);
-  return out;
-}
-
-function openRecord(raw: Buffer, what: string): unknown {
-  if (raw.length < 4) throw new CorruptRecordError(`${what}: a record of ${raw.length} bytes has no checksum (S13)`);
-  const payload = raw.subarray(4);
-  if (crc32(payload) !== raw.readUInt32BE(0)) throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
-  try {
-    return packr.unpack(payload) as unknown;
-  } catch (err) {
-    throw new CorruptRecordError(`${what}: the record does not decode`, { cause: err });
-  }
-}
-
 /** A dedup key: laid out like a data key, with the client id's UTF-8 bytes as the key. */
 function dedupKey(partition: number, generation: number, clientId: string): Buffer {
   return dataKey(partition, generation, Buffer.from(clientId, 'utf8'));
@@ -195,7 +167,7 @@ function dedupKey(partition: number, generation: number, clientId: string): Buff
 
 /** S10: [requestSeq, seq, existed|null]; the client id is the key's. */
 function encodeDedup(requestSeq: number, entrySeq: number, existed: boolean | undefined): Buffer {
-  return sealRecord(packr.pack([requestSeq, entrySeq, existed ?? null]));
+  return sealRecord([requestSeq, entrySeq, existed ?? null]);
 }
 
 function decodeDedup(key: Buffer, raw: Buffer, what: string): DedupRecord {
@@ -206,50 +178,6 @@ function decodeDedup(key: Buffer, raw: Buffer, what: string): DedupRecord {
   if (existed !== null && typeof existed !== 'boolean') throw new CorruptRecordError(`${what}: bad existed flag`);
   const clientId = key.toString('utf8', 8);
   return dedupRecord({ clientId, requestSeq }, toSeq(entrySeq), existed ?? undefined);
-}
-
-const OP_PUT = 0;
-const OP_DELETE = 1;
-const OP_EPOCH_START = 2;
-
-/** [epoch, seq, op code, key, value, clientId, requestSeq], absent fields null. */
-function encodeEntry(e: LogEntry): Buffer {
-  const tagClient = e.tag ? e.tag.clientId : null;
-  const tagSeq = e.tag ? e.tag.requestSeq : null;
-  let tuple: unknown[];
-  switch (e.op.kind) {
-    case 'put':
-      tuple = [e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq];
-      break;
-    case 'delete':
-      tuple = [e.epoch, e.seq, OP_DELETE, e.op.key, null, tagClient, tagSeq];
-      break;
-    case 'epochStart':
-      tuple = [e.epoch, e.seq, OP_EPOCH_START, null, null, tagClient, tagSeq];
-      break;
-    default:
-      return assertNever(e.op);
-  }
-  return sealRecord(packr.pack(tuple));
-}
-
-const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-const isBytes = (v: unknown): v is Buffer => v instanceof Uint8Array;
-
-function decodeEntry(raw: Buffer, what: string): LogEntry {
-  const t = openRecord(raw, what);
-  if (!Array.isArray(t) || t.length !== 7) throw new CorruptRecordError(`${what}: not a log entry`);
-  const [ep, s, code, key, value, clientId, requestSeq] = t as unknown[];
-  if (!isUint(ep) || !isUint(s)) throw new CorruptRecordError(`${what}: bad epoch or seq`);
-  let op: Op;
-  if (code === OP_PUT && isBytes(key) && isBytes(value)) op = { kind: 'put', key: view(key), value: view(value) };
-  else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: view(key) };
-  else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
-  else throw new CorruptRecordError(`${what}: bad op`);
-  if (typeof clientId === 'string' && isUint(requestSeq)) {
-    return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };
-  }
-  return { epoch: toEpoch(ep), seq: toSeq(s), op };
 }
 
 /** What the engine knows about a partition. `logLast` is derived from the log, not stored. */
@@ -265,19 +193,17 @@ interface PartState {
 
 /** [format, metaEpoch|null, config|null, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount] */
 function encodeState(s: PartState): Buffer {
-  return sealRecord(
-    packr.pack([
-      FORMAT_VERSION,
-      s.meta ? s.meta.epoch : null,
-      s.meta ? s.meta.config : null,
-      s.applied.seq,
-      s.applied.epoch,
-      s.logBase.seq,
-      s.logBase.epoch,
-      s.generation,
-      s.keyCount,
-    ]),
-  );
+  return sealRecord([
+    FORMAT_VERSION,
+    s.meta ? s.meta.epoch : null,
+    s.meta ? s.meta.config : null,
+    s.applied.seq,
+    s.applied.epoch,
+    s.logBase.seq,
+    s.logBase.epoch,
+    s.generation,
+    s.keyCount,
+  ]);
 }
 
 function decodeState(raw: Buffer, what: string): Omit<PartState, 'logLast'> {
@@ -493,7 +419,7 @@ export class LmdbBackend implements Backend {
     const range = this.logDb.getRange({ start: logKey(partition, from), end: logKey(partition, to), inclusiveEnd: true, limit: options.limit });
     for (const { key, value } of range) {
       const keySeq = readU64(key, 4);
-      const entry = decodeEntry(value, `partition ${partition} log entry ${keySeq}`);
+      const entry = decodeEntry(value, `partition ${partition} log entry ${keySeq}`, view);
       if (entry.seq !== keySeq) throw new CorruptRecordError(`partition ${partition}: log key ${keySeq} holds entry ${entry.seq}`);
       const prev = out[out.length - 1];
       if (prev !== undefined && entry.seq !== prev.seq + 1) {
@@ -816,7 +742,7 @@ export class LmdbBackend implements Backend {
   private readEntry(partition: PartitionId, s: number): LogEntry {
     const raw = this.logDb.get(logKey(partition, s));
     if (raw === undefined) throw new CorruptRecordError(`partition ${partition}: log entry ${s} is missing`);
-    const entry = decodeEntry(raw, `partition ${partition} log entry ${s}`);
+    const entry = decodeEntry(raw, `partition ${partition} log entry ${s}`, view);
     if (entry.seq !== s) throw new CorruptRecordError(`partition ${partition}: log key ${s} holds entry ${entry.seq}`);
     return entry;
   }

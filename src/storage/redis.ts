@@ -73,14 +73,11 @@
  * half-installed snapshot is discarded on restart (S11).
  */
 import { randomBytes } from 'node:crypto';
-import { crc32 } from 'node:zlib';
 import { Redis } from 'ioredis';
-import { Packr } from 'msgpackr';
 import {
   type Config,
   type Epoch,
   type LogEntry,
-  type Op,
   type PartitionId,
   type Seq,
   type VersionedValue,
@@ -105,7 +102,7 @@ import type {
   Snapshot,
   SnapshotItem,
 } from './backend.js';
-import { CorruptRecordError } from './lmdb.js';
+import { CorruptRecordError, decodeEntry as decodeRecord, encodeEntry, isUint } from './log-record.js';
 import {
   ZERO_POSITION,
   checkBatchOp,
@@ -479,13 +476,7 @@ type Client = Redis & ScriptCommands;
 // Encoding.
 // ---------------------------------------------------------------------------------------
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
-const OP_PUT = 0;
-const OP_DELETE = 1;
-const OP_EPOCH_START = 2;
 
-const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
 
 /** A plain Uint8Array copy of (part of) a reply buffer. */
 function bytesOf(buf: Buffer, start = 0): Uint8Array {
@@ -509,51 +500,9 @@ function decodeValue(raw: Buffer, what: string): VersionedValue {
   return { version: toSeq(raw.readUInt32BE(0) * 0x1_0000_0000 + raw.readUInt32BE(4)), value: bytesOf(raw, 8) };
 }
 
-/** S13: crc32 · msgpack [epoch, seq, op code, key, value, clientId, requestSeq]. */
-function encodeEntry(e: LogEntry): Buffer {
-  const tagClient = e.tag ? e.tag.clientId : null;
-  const tagSeq = e.tag ? e.tag.requestSeq : null;
-  let tuple: unknown[];
-  switch (e.op.kind) {
-    case 'put':
-      tuple = [e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq];
-      break;
-    case 'delete':
-      tuple = [e.epoch, e.seq, OP_DELETE, e.op.key, null, tagClient, tagSeq];
-      break;
-    case 'epochStart':
-      tuple = [e.epoch, e.seq, OP_EPOCH_START, null, null, tagClient, tagSeq];
-      break;
-    default:
-      return assertNever(e.op);
-  }
-  const payload = packr.pack(tuple);
-  const out = Buffer.allocUnsafe(4 + payload.length);
-  out.writeUInt32BE(crc32(payload), 0);
-  payload.copy(out, 4); // msgpackr reuses its output buffer
-  return out;
-}
-
+/** A log entry read from Redis; key and value are copies (ioredis may reuse reply buffers). */
 function decodeEntry(raw: Buffer, what: string): LogEntry {
-  if (raw.length < 4) throw new CorruptRecordError(`${what}: a record of ${raw.length} bytes has no checksum (S13)`);
-  const payload = raw.subarray(4);
-  if (crc32(payload) !== raw.readUInt32BE(0)) throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
-  let t: unknown;
-  try {
-    t = packr.unpack(payload);
-  } catch (err) {
-    throw new CorruptRecordError(`${what}: the record does not decode`, { cause: err });
-  }
-  if (!Array.isArray(t) || t.length !== 7) throw new CorruptRecordError(`${what}: not a log entry`);
-  const [ep, s, code, key, value, clientId, requestSeq] = t as unknown[];
-  if (!isUint(ep) || !isUint(s)) throw new CorruptRecordError(`${what}: bad epoch or seq`);
-  let op: Op;
-  if (code === OP_PUT && isBytes(key) && isBytes(value)) op = { kind: 'put', key: copyBytes(key), value: copyBytes(value) };
-  else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: copyBytes(key) };
-  else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
-  else throw new CorruptRecordError(`${what}: bad op`);
-  if (typeof clientId === 'string' && isUint(requestSeq)) return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };
-  return { epoch: toEpoch(ep), seq: toSeq(s), op };
+  return decodeRecord(raw, what, copyBytes);
 }
 
 /** S10: `requestSeq:seq:` plus, for a delete, 0|1 (appended by the script, which knows). */

@@ -1,0 +1,81 @@
+/**
+ * The on-disk form of records both durable backends (lmdb, redis) store, and of log entries
+ * in particular: crc32 · msgpack payload (S13). One format, so a record means the same
+ * thing whichever engine holds it.
+ */
+import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
+import { StorageFailureError } from '../core/errors.js';
+import { type LogEntry, type Op, assertNever, epoch as toEpoch, seq as toSeq } from '../core/types.js';
+
+/**
+ * S13: a record failed its checksum or does not decode: the replica must report itself
+ * corrupt (stop acking, relearn). A StorageFailureError on the wire, marked for the server.
+ */
+export class CorruptRecordError extends StorageFailureError {
+  readonly corrupt = true;
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+export const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
+
+/** crc32 · msgpack(value) (S13). The payload is copied: msgpackr reuses its output buffer. */
+export function sealRecord(value: unknown): Buffer {
+  const payload = packr.pack(value);
+  const out = Buffer.allocUnsafe(4 + payload.length);
+  out.writeUInt32BE(crc32(payload), 0);
+  payload.copy(out, 4);
+  return out;
+}
+
+/** The value of a sealed record; a CorruptRecordError when its checksum or encoding is wrong. */
+export function openRecord(raw: Buffer, what: string): unknown {
+  if (raw.length < 4) throw new CorruptRecordError(`${what}: a record of ${raw.length} bytes has no checksum (S13)`);
+  const payload = raw.subarray(4);
+  if (crc32(payload) !== raw.readUInt32BE(0)) throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
+  try {
+    return packr.unpack(payload) as unknown;
+  } catch (err) {
+    throw new CorruptRecordError(`${what}: the record does not decode`, { cause: err });
+  }
+}
+
+const OP_PUT = 0;
+const OP_DELETE = 1;
+const OP_EPOCH_START = 2;
+
+/** A log entry as [epoch, seq, op code, key, value, clientId, requestSeq], absent fields null. */
+export function encodeEntry(e: LogEntry): Buffer {
+  const tagClient = e.tag ? e.tag.clientId : null;
+  const tagSeq = e.tag ? e.tag.requestSeq : null;
+  switch (e.op.kind) {
+    case 'put':
+      return sealRecord([e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq]);
+    case 'delete':
+      return sealRecord([e.epoch, e.seq, OP_DELETE, e.op.key, null, tagClient, tagSeq]);
+    case 'epochStart':
+      return sealRecord([e.epoch, e.seq, OP_EPOCH_START, null, null, tagClient, tagSeq]);
+    default:
+      return assertNever(e.op);
+  }
+}
+
+/**
+ * The entry a record holds. `bytes` makes the key and value the caller keeps: a view into
+ * `raw` when the record outlives nothing that reuses it (lmdb), a copy otherwise (redis).
+ */
+export function decodeEntry(raw: Buffer, what: string, bytes: (b: Uint8Array) => Uint8Array): LogEntry {
+  const t = openRecord(raw, what);
+  if (!Array.isArray(t) || t.length !== 7) throw new CorruptRecordError(`${what}: not a log entry`);
+  const [ep, s, code, key, value, clientId, requestSeq] = t as unknown[];
+  if (!isUint(ep) || !isUint(s)) throw new CorruptRecordError(`${what}: bad epoch or seq`);
+  let op: Op;
+  if (code === OP_PUT && isBytes(key) && isBytes(value)) op = { kind: 'put', key: bytes(key), value: bytes(value) };
+  else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: bytes(key) };
+  else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
+  else throw new CorruptRecordError(`${what}: bad op`);
+  if (typeof clientId === 'string' && isUint(requestSeq)) return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };
+  return { epoch: toEpoch(ep), seq: toSeq(s), op };
+}

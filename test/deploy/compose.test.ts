@@ -43,9 +43,25 @@ interface Compose {
 
 const load = (file: string): Compose => parse(readFileSync(resolve(ROOT, file), 'utf8')) as Compose;
 
-/** Compose's `${NAME:-default}` / `${NAME}` with the defaults (the test does not depend on the caller's environment). */
+/**
+ * The value a required variable (`${NAME:?message}`) gets in this test, as if the caller had
+ * exported it; compose refuses to start without it.
+ */
+const CALLER_ENV: Record<string, string> = { DSTORE_CLUSTER_TOKEN: '0123456789abcdef0123456789abcdef' };
+
+/**
+ * Compose's `${NAME:-default}` / `${NAME}` with the defaults and `${NAME:?message}` with
+ * CALLER_ENV (the test does not depend on the caller's environment).
+ */
 function interpolate(value: string): string {
-  return value.replace(/\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (_, _name: string, dflt: string | undefined) => dflt ?? '');
+  return value.replace(/\$\{([A-Z0-9_]+)(?:(:?-|:?\?)([^}]*))?\}/g, (_, name: string, op: string | undefined, arg: string | undefined) => {
+    if (op?.endsWith('?')) {
+      const v = CALLER_ENV[name];
+      assert.ok(v !== undefined, `${name} is required by the compose file but the test gives it no value`);
+      return v;
+    }
+    return arg ?? '';
+  });
 }
 
 function commandOf(s: Service): string[] {
@@ -147,7 +163,10 @@ for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose
         return token;
       }));
       assert.equal(tokens.size, 1, 'the same token');
-      assert.match(JSON.stringify(ns!.environment), /\$\{DSTORE_CLUSTER_TOKEN/, 'the token can be set from the caller’s environment or .env');
+      for (const [name, s] of dstoreServices) {
+        const raw = JSON.stringify(s.environment);
+        assert.match(raw, /\$\{DSTORE_CLUSTER_TOKEN:\?[^}]+\}/, `${name}: the token is required from the caller’s environment or .env (no published default)`);
+      }
     });
 
     test('three storage servers: own id, port, advertised address and data volume', () => {

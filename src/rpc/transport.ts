@@ -39,6 +39,7 @@ import {
 } from '../core/errors.js';
 import { FrameDecoder, FrameWriter, MAX_CALL_ID, MAX_DEADLINE_MS, packBody, parseEnvelope, unpackBody, type FrameSink } from './frame.js';
 import { GreetingReader, dialerCheck, encodeGreeting, roleName, type GreetingRole } from './handshake.js';
+import { OVERSIZED_PREFIX_BYTES, peekCall, type OversizedCallHandler } from './oversized.js';
 import type { Codec } from './schema.js';
 
 // ---- logging ----
@@ -86,6 +87,12 @@ function describe(err: unknown): string {
 function isPromiseLike(x: unknown): x is PromiseLike<unknown> {
   return typeof x === 'object' && x !== null && typeof (x as { then?: unknown }).then === 'function';
 }
+
+/**
+ * Largest oversized call a server with `oversizedCall` skips and answers (the frame of the
+ * largest value any dstore build accepts, twice over); beyond it the connection is closed.
+ */
+const OVERSIZED_SKIP_MAX_BYTES = 256 * MiB;
 
 /** How long a refused connection may stay half-closed before it is destroyed, in ms. */
 const REFUSED_LINGER_MS = 2000;
@@ -141,6 +148,13 @@ export interface RpcServerOptions<Req = unknown, Msg = unknown> {
   readonly requests?: Codec<Req>;
   /** Validates one-way message bodies before `onMessage`; a refused one is logged and dropped. */
   readonly messages?: Codec<Msg>;
+  /**
+   * Set: a call over `maxFrameBytes` (up to OVERSIZED_SKIP_MAX_BYTES) is skipped without
+   * buffering and answered with the error this returns for its first fields (oversized.ts),
+   * or INVALID_ARGUMENT naming the sizes; the connection stays open. Unset: such a frame
+   * closes the connection. A frame whose start is not a call always closes it.
+   */
+  readonly oversizedCall?: OversizedCallHandler;
   readonly logger?: RpcLogger;
   /** Default `RPC_DEFAULTS.maxConnections`. */
   readonly maxConnections?: number;
@@ -179,8 +193,8 @@ class ServerConnection<Req, Msg> implements FrameSink {
     private readonly settings: ServerSettings<Req, Msg>,
     private readonly onClosed: (connection: ServerConnection<Req, Msg>) => void,
   ) {
-    const { maxFrameBytes } = settings.options;
-    this.decoder = new FrameDecoder(maxFrameBytes, this);
+    const { maxFrameBytes, oversizedCall } = settings.options;
+    this.decoder = oversizedCall ? new FrameDecoder(maxFrameBytes, this, Math.max(maxFrameBytes, OVERSIZED_SKIP_MAX_BYTES), OVERSIZED_PREFIX_BYTES) : new FrameDecoder(maxFrameBytes, this);
     this.writer = new FrameWriter(settings.maxQueuedBytes, () => this.onDrain());
     this.messageContext = { connectionId: id, remoteAddress, send: (body) => this.send(body) };
     socket.setNoDelay(true);
@@ -254,6 +268,26 @@ class ServerConnection<Req, Msg> implements FrameSink {
   // FrameSink
   onFrameError(reason: string, frameBytes: number): void {
     this.close(reason, { frameBytes, maxFrameBytes: this.settings.options.maxFrameBytes });
+  }
+
+  /** Only with `oversizedCall`: answer a call that is too large, skip its bytes, go on. */
+  onOversizedFrame(prefix: Buffer, frameBytes: number): boolean {
+    const { maxFrameBytes, oversizedCall } = this.settings.options;
+    const call = peekCall(prefix);
+    if (call === undefined || oversizedCall === undefined) {
+      this.close(`frame of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes} and is not a readable call`, { frameBytes, maxFrameBytes });
+      return false;
+    }
+    let err: DstoreError | undefined;
+    try {
+      err = oversizedCall(call, frameBytes);
+    } catch (e) {
+      this.settings.logger.error({ connectionId: this.id, err: describe(e) }, 'oversizedCall handler failed');
+    }
+    err ??= new InvalidArgumentError(`call of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes}`);
+    this.settings.logger.debug?.({ connectionId: this.id, id: call.id, frameBytes, maxFrameBytes, code: err.code }, 'oversized call answered with an error');
+    this.enqueueReply(call.id, errorReplyBody(call.id, err.toWire()));
+    return !this.closed;
   }
 
   onFrame(frame: Buffer): void {

@@ -48,6 +48,7 @@ import {
 } from '../rpc/messages.js';
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
+import { valueTooLargeForPut } from '../rpc/oversized.js';
 import type { Backend, DedupRecord, PartitionState, Snapshot, SnapshotItem } from '../storage/backend.js';
 import { BatchWriter, type BatchDone } from './writer.js';
 
@@ -167,6 +168,7 @@ export class StorageServer {
       port: this.cfg.port,
       maxFrameBytes: this.limits.maxFrameBytes,
       role: 'storage',
+      oversizedCall: valueTooLargeForPut(this.limits.maxValueBytes),
       logger: this.log,
       handler: (body, ctx) => this.onCall(body, ctx),
       onMessage: (body) => this.onPeerFrame(body),

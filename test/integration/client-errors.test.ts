@@ -30,6 +30,7 @@ import {
 } from '../../src/client/index.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import { RpcConnection } from '../../src/rpc/transport.js';
+import { rejection } from '../rpc/helpers.js';
 import { LocalCluster, MAIN, freePort } from './cluster.js';
 
 const MAX_VALUE = 8 * 1024 * 1024;
@@ -47,15 +48,6 @@ function runCli(args: readonly string[], timeoutMs = 30_000): Promise<{ status: 
       resolve({ status, stderr });
     });
   });
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  assert.fail('expected a rejection');
 }
 
 describe('the client against a cluster with --max-value-bytes 8388608', () => {

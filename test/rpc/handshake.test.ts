@@ -16,7 +16,7 @@ import { ConnectionClosedError, ProtocolMismatchError, WrongRoleError, DstoreErr
 import { encodeFrame } from '../../src/rpc/frame.js';
 import { GREETING_BYTES, GreetingReader, PROTOCOL_VERSION, encodeGreeting } from '../../src/rpc/handshake.js';
 import { RpcConnection, RpcServer, type RpcLogger } from '../../src/rpc/transport.js';
-import { RawPeer, waitFor } from './helpers.js';
+import { RawPeer, rejection, waitFor } from './helpers.js';
 
 const MAX_FRAME_BYTES = 1 << 20;
 
@@ -32,15 +32,6 @@ class CaptureLogger implements RpcLogger {
 }
 
 type TestContext = { after(fn: () => unknown): void };
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  assert.fail('expected a rejection');
-}
 
 test('the greeting reader: any split works, the rest is handed on, a wrong byte refuses at once', () => {
   const stream = Buffer.concat([encodeGreeting('storage'), Buffer.from([0, 0, 0, 1, 0xc0])]);

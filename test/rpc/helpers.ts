@@ -44,6 +44,16 @@ export function seedFromEnv(name: string): number {
   return seed;
 }
 
+/** The error `p` rejects with; fails the test if it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection, but the promise resolved');
+}
+
 export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits until `predicate` holds, polling every 5 ms; throws after `timeoutMs`. */

@@ -26,17 +26,20 @@ export class CliExit extends Error {
 /** Bound on the shell's greeting lookup, in ms (the shell starts even when the cluster is down). */
 const GREETING_TIMEOUT_MS = 2000;
 
-export async function openDb(o: ClientCliOptions, timeoutMs = o.timeoutMs): Promise<Db> {
+/** `lazy`: do not check that the nameserver answers before returning (connect()'s option). */
+export async function openDb(o: ClientCliOptions, timeoutMs = o.timeoutMs, lazy = true): Promise<Db> {
   const { connect } = await import('../client/index.js');
   return connect(o.nameserver, {
     timeoutMs,
+    lazy,
     ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
   });
 }
 
-async function withDb<T>(o: ClientCliOptions, fn: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(o);
+/** One-shot commands check the nameserver first: a wrong address fails with one line, exit 1. */
+async function withDb<T>(o: ClientCliOptions, fn: (db: Db) => Promise<T>, lazy = false): Promise<T> {
+  const db = await openDb(o, o.timeoutMs, lazy);
   try {
     return await fn(db);
   } finally {
@@ -54,7 +57,7 @@ export async function clientCommand(o: ClientCliOptions): Promise<void> {
   const greeting = isTTY ? await greetingFor(o) : undefined;
   await withDb(o, async (db) => {
     await runShell({ db, input: process.stdin, output: process.stdout, isTTY, ...(greeting === undefined ? {} : { greeting }) });
-  });
+  }, true); // the shell starts even when the cluster is down
 }
 
 async function greetingFor(o: ClientCliOptions): Promise<string> {

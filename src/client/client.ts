@@ -16,13 +16,15 @@ import {
   OutcomeUnknownError,
   TimeoutError,
   UnavailableError,
+  ValueTooLargeError,
 } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
-import { DelReply, DumpReply, GetReply, MapReply, PutReply, ScanReply, codec } from '../rpc/messages.js';
+import { DelReply, DumpReply, GetReply, MAX_VALUE_BYTES_CEILING, MapReply, PutReply, ScanReply, codec, type ClusterLimits } from '../rpc/messages.js';
 import { tokenField } from '../rpc/token.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
+import { bytesArgument, checkConnectArguments, checkDumpOptions } from './arguments.js';
 
 export interface ConnectOptions {
   /** Deadline of each call including retries, in ms (default 10000). */
@@ -37,6 +39,19 @@ export interface ConnectOptions {
   readonly attemptTimeoutMs?: number;
   /** Shared secret of the cluster (--cluster-token / DSTORE_CLUSTER_TOKEN). */
   readonly clusterToken?: string;
+  /**
+   * False (default): `connect` asks the nameserver for the cluster map before it resolves,
+   * so a wrong address, a closed port, another service or a wrong token fail `connect`
+   * itself. True: connect without asking; the first call does (for a cluster still starting).
+   */
+  readonly lazy?: boolean;
+  /** Receives the details of failed attempts that were retried (debug level). */
+  readonly logger?: ClientLogger;
+}
+
+/** The part of a (pino) logger the client uses. */
+export interface ClientLogger {
+  debug(obj: object, msg: string): void;
 }
 
 /** Default bound on one attempt of a call, in ms (ConnectOptions.attemptTimeoutMs). */
@@ -49,14 +64,21 @@ const getReply = codec(GetReply);
 const scanReply = codec(ScanReply);
 const dumpReply = codec(DumpReply);
 
-const encoder = new TextEncoder();
-const toBytes = (x: Uint8Array | string): Uint8Array => (typeof x === 'string' ? encoder.encode(x) : x);
+/**
+ * Frames the client accepts: those of the largest --max-value-bytes any dstore server may
+ * have. What it sends is bounded by the cluster's own limits, checked before sending.
+ */
+const CLIENT_MAX_FRAME_BYTES = defaultLimits({ maxValueBytes: MAX_VALUE_BYTES_CEILING }).maxFrameBytes;
 
 /** A write error is definite only when no primary could have received it (S9). */
 function mayHaveApplied(err: unknown): boolean {
   if (!(err instanceof DstoreError)) return true;
+  if (err instanceof ConnectionClosedError) return !err.notSent; // never sent: not applied
   return err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'OUTCOME_UNKNOWN' || err.code === 'INTERNAL';
 }
+
+/** Where the last attempt of a call went, for the final error. */
+type Target = { readonly kind: 'nameserver' } | { readonly kind: 'primary'; readonly node: string; readonly address: string; readonly members: readonly string[] };
 
 export class Client implements Db {
   private readonly pool: RpcPool;
@@ -69,30 +91,43 @@ export class Client implements Db {
    */
   private readonly freeSlots: Array<{ id: string; seq: number }> = [];
   private slotCount = 0;
-  private readonly limits = defaultLimits();
+  /** The key limit of the protocol; the cluster's own limits once the map told them. */
+  private readonly maxKeyBytes = defaultLimits().maxKeyBytes;
+  private clusterLimits: ClusterLimits | undefined;
   private closed = false;
 
   constructor(
     private readonly nameserver: string,
     private readonly opts: Required<Pick<ConnectOptions, 'timeoutMs' | 'attemptTimeoutMs'>> & ConnectOptions,
   ) {
-    this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes });
+    this.pool = new RpcPool({ maxFrameBytes: CLIENT_MAX_FRAME_BYTES });
+  }
+
+  /** The cluster's limits as the nameserver's map reported them; undefined until known. */
+  get limits(): ClusterLimits | undefined {
+    return this.clusterLimits;
   }
 
   async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
-    const k = this.checkKey(key);
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: toBytes(value), ...tag }, true));
+    const k = this.checkKey('put', key);
+    const v = bytesArgument('put', 'value', value);
+    // The cluster's value limit, checked before sending: a value over it gets
+    // VALUE_TOO_LARGE, never a frame-size error, and is not sent at all.
+    await this.currentMap();
+    const max = this.clusterLimits?.maxValueBytes;
+    if (max !== undefined && v.length > max) throw new ValueTooLargeError(v.length, max);
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag }, true));
     return decodeOrThrow(putReply, reply).version;
   }
 
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
-    const k = this.checkKey(key);
+    const k = this.checkKey('get', key);
     const reply = decodeOrThrow(getReply, await this.routed(k, { t: 'get', key: k }, false));
     return reply.found ? { value: reply.value, version: reply.version } : undefined;
   }
 
   async delete(key: Uint8Array | string): Promise<boolean> {
-    const k = this.checkKey(key);
+    const k = this.checkKey('delete', key);
     const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag }, true));
     return decodeOrThrow(delReply, reply).existed;
   }
@@ -115,14 +150,14 @@ export class Client implements Db {
     return (await this.nameserverCall({ t: 'nodes' })) as ClusterInfo;
   }
 
-  async dump(options: { limit?: number } = {}): Promise<StorageDump[]> {
-    const limit = options.limit ?? 100;
+  async dump(options?: { limit?: number }): Promise<StorageDump[]> {
+    const limit = checkDumpOptions(options);
     const info = await this.nodes();
     const storage = info.nodes.filter((n) => n.role === 'storage');
     return Promise.all(
       storage.map(async (n): Promise<StorageDump> => {
         try {
-          const raw = await this.pool.get(n.address).call({ t: 'dump', limit, ...tokenField(this.opts.clusterToken) }, { timeoutMs: this.opts.timeoutMs });
+          const raw = await this.pool.get(n.address, 'storage').call({ t: 'dump', limit, ...tokenField(this.opts.clusterToken) }, { timeoutMs: this.opts.timeoutMs });
           const d = decodeOrThrow(dumpReply, raw);
           return { nodeId: d.nodeId, address: n.address, keyCount: d.keyCount, keys: d.keys, truncated: d.truncated };
         } catch (err) {
@@ -152,10 +187,11 @@ export class Client implements Db {
 
   // ---- routing and retries ----
 
-  private checkKey(key: Uint8Array | string): Uint8Array {
-    const k = toBytes(key);
+  private checkKey(method: string, key: unknown): Uint8Array {
+    const k = bytesArgument(method, 'key', key);
     if (k.length === 0) throw new KeyEmptyError();
-    if (k.length > this.limits.maxKeyBytes) throw new KeyTooLargeError(k.length, this.limits.maxKeyBytes);
+    const max = this.clusterLimits?.maxKeyBytes ?? this.maxKeyBytes;
+    if (k.length > max) throw new KeyTooLargeError(k.length, max);
     return k;
   }
 
@@ -180,25 +216,29 @@ export class Client implements Db {
     let delayMs = 10;
     let maybeApplied = false;
     let lastError: unknown;
+    let lastTarget: Target = { kind: 'nameserver' };
     for (let attempt = 0; attempt < 10_000; attempt++) {
       if (this.closed) throw new ConnectionClosedError('client closed');
       const remaining = deadline - Date.now();
       if (remaining <= 0 || (attempt > 0 && remaining < minRetryMs)) break;
       const attemptMs = Math.min(remaining, this.opts.attemptTimeoutMs);
       // Which primary: the map (a failure here never reaches a primary, so it is definite).
-      let address: string | undefined;
+      let target: Extract<Target, { kind: 'primary' }> | undefined;
       try {
-        address = primaryAddress(attempt === 0 ? await this.currentMap(attemptMs) : await this.mapForRetry(attemptMs), p);
+        target = primaryOf(attempt === 0 ? await this.currentMap(attemptMs) : await this.mapForRetry(attemptMs), p);
       } catch (err) {
         lastError = err;
+        lastTarget = { kind: 'nameserver' };
         if (!(err instanceof DstoreError) || !err.retryable) {
           if (maybeApplied) throw new OutcomeUnknownError(`write to partition ${p} failed after an attempt that may have been applied: ${(err as Error).message}`, { cause: err });
           throw err;
         }
+        this.opts.logger?.debug({ partition: p, attempt, nameserver: this.nameserver, err: (err as Error).message }, 'no primary from the cluster map; retrying');
       }
-      if (address !== undefined && attempt > 0 && deadline - Date.now() < minRetryMs) break; // the map fetch took the rest
-      if (address !== undefined) try {
-        return await this.pool.get(address).call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: Math.max(1, Math.min(attemptMs, deadline - Date.now())) });
+      if (target !== undefined && attempt > 0 && deadline - Date.now() < minRetryMs) break; // the map fetch took the rest
+      if (target !== undefined) try {
+        lastTarget = target;
+        return await this.pool.get(target.address, 'storage').call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: Math.max(1, Math.min(attemptMs, deadline - Date.now())) });
       } catch (err) {
         lastError = err;
         if (isWrite && mayHaveApplied(err)) maybeApplied = true;
@@ -207,6 +247,7 @@ export class Client implements Db {
           if (maybeApplied) throw new OutcomeUnknownError(`write to partition ${p} failed after an attempt that may have been applied: ${(err as Error).message}`, { cause: err });
           throw err;
         }
+        this.opts.logger?.debug({ partition: p, attempt, primary: target.node, address: target.address, err: err.message, code: err.code }, 'attempt failed; retrying');
       }
       await sleep(Math.min(delayMs, Math.max(0, deadline - Date.now())));
       delayMs = Math.min(delayMs * 2, 500);
@@ -214,8 +255,30 @@ export class Client implements Db {
     if (maybeApplied) {
       throw new OutcomeUnknownError(`write to partition ${p} did not complete within ${this.opts.timeoutMs} ms; it may or may not have been applied`, { cause: lastError });
     }
-    if (lastError instanceof DstoreError && lastError.code !== 'TIMEOUT') throw lastError;
-    throw new TimeoutError(`partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`, { cause: lastError });
+    throw this.finalError(p, lastError, lastTarget);
+  }
+
+  /**
+   * The error a call ends with once its deadline passed, every answer having been definite.
+   * A primary (or nameserver) that could not be reached becomes UNAVAILABLE naming the
+   * partition and what is down; the retry details stay in the debug log.
+   */
+  private finalError(p: number, lastError: unknown, target: Target): Error {
+    if (lastError instanceof ConnectionClosedError) {
+      if (target.kind === 'primary') {
+        const why = this.pool.get(target.address, 'storage').lastFailureReason || lastError.message;
+        const others = target.members.filter((m) => m !== target.node);
+        return new UnavailableError(
+          `partition ${p} is unavailable: its primary ${target.node} (${target.address}) cannot be reached (${why})` +
+            `${others.length > 0 ? ` and no other replica (${others.join(', ')}) took over` : ', and it has no other replica'} within ${this.opts.timeoutMs} ms`,
+          { cause: lastError },
+        );
+      }
+      const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || lastError.message;
+      return new UnavailableError(`partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached (${why}) and no cached cluster map names its primary`, { cause: lastError });
+    }
+    if (lastError instanceof DstoreError && lastError.code !== 'TIMEOUT') return lastError;
+    return new TimeoutError(`partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`, { cause: lastError });
   }
 
   private async currentMap(timeoutMs = this.opts.timeoutMs): Promise<MapReply> {
@@ -240,8 +303,12 @@ export class Client implements Db {
     this.mapFetch ??= (async () => {
       try {
         const raw = await this.nameserverCall({ t: 'map' }, timeoutMs);
-        this.map = decodeOrThrow(mapReply, raw);
-        return this.map;
+        const map = decodeOrThrow(mapReply, raw);
+        this.map = map;
+        // A map without limits (a nameserver that has not heard from any storage server since
+        // it started) keeps the ones learned before.
+        if (map.limits !== undefined) this.clusterLimits = map.limits;
+        return map;
       } finally {
         this.mapFetch = undefined;
       }
@@ -251,17 +318,34 @@ export class Client implements Db {
 
   /** DESIGN §12: every call carries the cluster token when one is configured. */
   private nameserverCall(body: Record<string, unknown>, timeoutMs = this.opts.timeoutMs): Promise<unknown> {
-    return this.pool.get(this.nameserver).call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
+    return this.pool.get(this.nameserver, 'nameserver').call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
+  }
+
+  /**
+   * `connect`'s check: one map from the nameserver within the call's deadline. A wrong
+   * address, a closed port, another service or a wrong token fail here, with the address.
+   */
+  async check(): Promise<void> {
+    try {
+      await this.refreshMap(this.opts.timeoutMs);
+    } catch (err) {
+      if (err instanceof ConnectionClosedError) {
+        const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || err.message;
+        throw new ConnectionClosedError(`no dstore nameserver answers at ${this.nameserver} (${why})`, { cause: err, notSent: true });
+      }
+      if (err instanceof TimeoutError) throw new TimeoutError(`no dstore nameserver answered at ${this.nameserver} within ${this.opts.timeoutMs} ms`, { cause: err });
+      throw err;
+    }
   }
 }
 
-function primaryAddress(map: MapReply, p: number): string {
+function primaryOf(map: MapReply, p: number): Extract<Target, { kind: 'primary' }> {
   if (!map.formed) throw new UnavailableError(`the cluster is not formed yet: waiting for storage servers to register`);
   const config = map.configs[p];
   if (!config) throw new UnavailableError(`partition ${p} has no configuration`);
   const address = map.addresses[config.primary];
   if (!address) throw new UnavailableError(`no address known for ${config.primary}, primary of partition ${p}`);
-  return address;
+  return { kind: 'primary', node: config.primary, address, members: [config.primary, ...config.secondaries] };
 }
 
 function decodeOrThrow<T>(v: { decode(x: unknown): { ok: true; value: T } | { ok: false; reason: string } }, raw: unknown): T {
@@ -281,12 +365,23 @@ function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error)
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Connects to a cluster through its nameserver (`host:port`). */
+/**
+ * Connects to a cluster through its nameserver (`host:port`). Unless `lazy`, resolves only
+ * once a dstore nameserver answered there with the cluster map (so the client also knows the
+ * cluster's limits); fails with the reason otherwise (CONNECTION_CLOSED, TIMEOUT,
+ * PROTOCOL_MISMATCH, WRONG_ROLE, UNAUTHORIZED).
+ */
 export async function connect(nameserver: string, options: ConnectOptions = {}): Promise<Db> {
-  if (!/^[^\s:]+:\d{1,5}$/.test(nameserver)) throw new InvalidArgumentError(`nameserver address ${JSON.stringify(nameserver)} is not HOST:PORT`);
+  checkConnectArguments(nameserver, options);
   const timeoutMs = options.timeoutMs ?? 10_000;
   const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
-  if (!(timeoutMs > 0)) throw new InvalidArgumentError(`timeoutMs must be > 0, got ${timeoutMs}`);
-  if (!(attemptTimeoutMs > 0)) throw new InvalidArgumentError(`attemptTimeoutMs must be > 0, got ${attemptTimeoutMs}`);
-  return new Client(nameserver, { ...options, timeoutMs, attemptTimeoutMs: Math.min(attemptTimeoutMs, timeoutMs) });
+  const client = new Client(nameserver, { ...options, timeoutMs, attemptTimeoutMs: Math.min(attemptTimeoutMs, timeoutMs) });
+  if (options.lazy === true) return client;
+  try {
+    await client.check();
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  return client;
 }

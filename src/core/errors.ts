@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'UNAUTHORIZED'
   | 'STORAGE_FAILURE'
   | 'INVALID_ARGUMENT'
+  | 'PROTOCOL_MISMATCH'
+  | 'WRONG_ROLE'
   | 'INTERNAL';
 
 export interface WireError {
@@ -114,6 +116,16 @@ export class MalformedMessageError extends DstoreError {
 export class ConnectionClosedError extends DstoreError {
   readonly code = 'CONNECTION_CLOSED';
   override readonly retryable = true;
+  /**
+   * True when the call was never handed to a connection (the connect failed, or the
+   * connection was backing off): the server cannot have run it, so a write that failed so
+   * is definitely not applied (S9). False when it may have been sent.
+   */
+  readonly notSent: boolean;
+  constructor(message: string, options?: ErrorOptions & { readonly notSent?: boolean }) {
+    super(message, options);
+    this.notSent = options?.notSent ?? false;
+  }
 }
 
 export class UnauthorizedError extends DstoreError {
@@ -127,6 +139,31 @@ export class StorageFailureError extends DstoreError {
 
 export class InvalidArgumentError extends DstoreError {
   readonly code = 'INVALID_ARGUMENT';
+}
+
+/**
+ * The address does not speak the dstore protocol (another service answered), or speaks a
+ * version this build does not (docs/protocol.md). Not retryable: the address is wrong.
+ */
+export class ProtocolMismatchError extends DstoreError {
+  readonly code = 'PROTOCOL_MISMATCH';
+}
+
+/** The address is a dstore service of another role (a storage server given as the nameserver, …). */
+export class WrongRoleError extends DstoreError {
+  readonly code = 'WRONG_ROLE';
+  constructor(
+    message: string,
+    /** The role the caller wanted ('nameserver' or 'storage'). */
+    readonly expected: string,
+    /** The role the address has. */
+    readonly actual: string,
+  ) {
+    super(message);
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), expected: this.expected, actual: this.actual };
+  }
 }
 
 export class InternalError extends DstoreError {
@@ -151,6 +188,8 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
   UNAUTHORIZED: (w) => new UnauthorizedError(w.message),
   STORAGE_FAILURE: (w) => new StorageFailureError(w.message),
   INVALID_ARGUMENT: (w) => new InvalidArgumentError(w.message),
+  PROTOCOL_MISMATCH: (w) => new ProtocolMismatchError(w.message),
+  WRONG_ROLE: (w) => new WrongRoleError(w.message, typeof w.expected === 'string' ? w.expected : '', typeof w.actual === 'string' ? w.actual : ''),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

@@ -16,6 +16,7 @@ import type { Logger } from '../process/log.js';
 import { NameserverRequest, toProgress, codec } from '../rpc/messages.js';
 import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcServer } from '../rpc/transport.js';
+import { clusterLimits } from '../rpc/limits.js';
 import type { ClusterInfo, NodeInfo } from '../client/api.js';
 
 export interface NameserverConfig {
@@ -58,6 +59,8 @@ export class NameserverProcess {
   private readonly mapPath: string;
   private persistedVersion = -1;
   private address = '';
+  /** --max-value-bytes of each storage server, from its registration (the map's `limits`). */
+  private readonly maxValueBytesOf = new Map<string, number>();
   /** Storage servers whose last heartbeat said their storage failed: when, and why. */
   private readonly unhealthy = new Map<string, { readonly sinceMs: number; lastMs: number; readonly reason: string }>();
 
@@ -85,6 +88,7 @@ export class NameserverProcess {
       host: this.cfg.host,
       port: this.cfg.port,
       maxFrameBytes: limits.maxFrameBytes,
+      role: 'nameserver',
       logger: this.log,
       handler: (body) => this.onCall(body),
     });
@@ -129,6 +133,7 @@ export class NameserverProcess {
     switch (req.t) {
       case 'register': {
         this.unhealthy.delete(req.nodeId);
+        if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
         if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] }, now)) this.persist();
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
@@ -203,6 +208,7 @@ export class NameserverProcess {
       version: map.version,
       configs: map.configs,
       addresses: this.addresses(),
+      ...clusterLimits(this.core.nodes.keys(), this.maxValueBytesOf),
     };
   }
 

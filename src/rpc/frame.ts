@@ -119,6 +119,12 @@ export interface FrameSink {
   onFrame(body: Buffer): void;
   /** The stream is unusable (a frame over the limit); the caller closes the connection. */
   onFrameError(reason: string, frameBytes: number): void;
+  /**
+   * A frame over `maxFrameBytes` but within the decoder's `maxSkipBytes`: the first bytes of
+   * its body (at most `prefixBytes`). True skips the rest of the frame without buffering it
+   * and goes on with the next; false stops the decoder (the caller closes the connection).
+   */
+  onOversizedFrame?(prefix: Buffer, frameBytes: number): boolean;
 }
 
 /**
@@ -136,10 +142,20 @@ export class FrameDecoder {
   private body: Buffer | undefined;
   private bodyFill = 0;
   private stopped = false;
+  /** An oversized frame being skipped: its prefix (while collected) and the bytes left. */
+  private skipPrefix: Buffer | undefined;
+  private skipPrefixFill = 0;
+  private skipRemaining = 0;
 
+  /**
+   * `maxSkipBytes` > `maxFrameBytes` (and a sink with `onOversizedFrame`): frames up to it
+   * are offered to the sink by a prefix of `prefixBytes` instead of stopping the stream.
+   */
   constructor(
     private readonly maxFrameBytes: number,
     private readonly sink: FrameSink,
+    private readonly maxSkipBytes = 0,
+    private readonly prefixBytes = 0,
   ) {}
 
   stop(): void {
@@ -153,13 +169,41 @@ export class FrameDecoder {
 
   /** Bytes held for a partial frame (for tests and metrics). */
   get bufferedBytes(): number {
-    return this.headerFill + (this.body ? this.body.length : 0);
+    return this.headerFill + (this.body ? this.body.length : 0) + (this.skipPrefix ? this.skipPrefix.length : 0);
+  }
+
+  /** Consumes bytes of an oversized frame from `chunk` at `at`; returns the new position. */
+  private skip(chunk: Buffer, at: number): number {
+    const prefix = this.skipPrefix;
+    if (prefix !== undefined) {
+      const take = Math.min(prefix.length - this.skipPrefixFill, chunk.length - at);
+      chunk.copy(prefix, this.skipPrefixFill, at, at + take);
+      this.skipPrefixFill += take;
+      at += take;
+      if (this.skipPrefixFill < prefix.length) return at;
+      this.skipPrefix = undefined;
+      const frameBytes = this.bodyBytes;
+      this.skipRemaining = frameBytes - prefix.length;
+      if (!(this.sink.onOversizedFrame?.(prefix, frameBytes) ?? false)) {
+        this.stop();
+        return chunk.length;
+      }
+    }
+    const take = Math.min(this.skipRemaining, chunk.length - at);
+    this.skipRemaining -= take;
+    at += take;
+    if (this.skipRemaining === 0) this.bodyBytes = -1;
+    return at;
   }
 
   push(chunk: Buffer): void {
     let at = 0;
     const end = chunk.length;
     while (at < end && !this.stopped) {
+      if (this.bodyBytes >= 0 && this.body === undefined) {
+        at = this.skip(chunk, at);
+        continue;
+      }
       if (this.bodyBytes < 0) {
         // Read the length prefix, possibly split across chunks.
         let length: number;
@@ -171,6 +215,13 @@ export class FrameDecoder {
           if (this.headerFill < FRAME_HEADER_BYTES) return;
           this.headerFill = 0;
           length = this.header.readUInt32BE(0);
+        }
+        if (length > this.maxFrameBytes && length <= this.maxSkipBytes && this.sink.onOversizedFrame !== undefined) {
+          this.bodyBytes = length;
+          this.skipPrefix = Buffer.alloc(Math.min(length, this.prefixBytes));
+          this.skipPrefixFill = 0;
+          if (this.skipPrefix.length === 0) at = this.skip(chunk, at); // nothing to collect
+          continue;
         }
         if (length > this.maxFrameBytes) {
           this.stop();

@@ -16,7 +16,14 @@ const Uint = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Partition = Type.Integer({ minimum: 0, maximum: 65535 });
 const Id = Type.String({ minLength: 1, maxLength: 128 });
 const Address = Type.String({ minLength: 3, maxLength: 300, pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:\\[\\]]+):[0-9]{1,5}$' });
-const Bytes = Type.Uint8Array({ maxByteLength: 64 * 1024 * 1024 });
+/**
+ * The largest `--max-value-bytes` any dstore process accepts (the CLI's bound); no message
+ * carries more binary data than this, and a client accepts frames up to the frame size it
+ * implies (`defaultLimits({ maxValueBytes: MAX_VALUE_BYTES_CEILING }).maxFrameBytes`).
+ */
+export const MAX_VALUE_BYTES_CEILING = 64 * 1024 * 1024;
+
+const Bytes = Type.Uint8Array({ maxByteLength: MAX_VALUE_BYTES_CEILING });
 const Token = Type.Optional(Type.String({ maxLength: 1024 }));
 
 export const ConfigSchema = Type.Object({
@@ -85,7 +92,8 @@ const ProgressSchema = Type.Object({
 
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
-  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })), token: Token }),
+  /** `maxValueBytes`: the server's --max-value-bytes; the map tells clients the cluster's (see MapReply.limits). */
+  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })), maxValueBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_VALUE_BYTES_CEILING })), token: Token }),
   /**
    * `unhealthy`: the storage server's backend failed (issue 4) and it holds no replica until
    * it reloaded; the reason, for `nodes`. Such a heartbeat does not keep the node alive.
@@ -101,6 +109,20 @@ export type NameserverRequest = Static<typeof NameserverRequest>;
 
 // ---- replies (validated by the receiving client too: a peer can be wrong or malicious) ----
 
+/**
+ * The limits a client checks before sending (README "Limits"): keys up to `maxKeyBytes`,
+ * values up to `maxValueBytes` — the smallest --max-value-bytes of the storage servers the
+ * nameserver knows, so every replica accepts what a client lets through — and frames up to
+ * `maxFrameBytes`, the frame size of the largest --max-value-bytes among them.
+ */
+export const ClusterLimits = Type.Object({
+  maxKeyBytes: Type.Integer({ minimum: 1, maximum: 1024 * 1024 }),
+  maxValueBytes: Type.Integer({ minimum: 0, maximum: MAX_VALUE_BYTES_CEILING }),
+  maxFrameBytes: Type.Integer({ minimum: 1, maximum: 0xffff_ffff }),
+});
+export type ClusterLimits = Static<typeof ClusterLimits>;
+
+/** `limits`: absent until a storage server registered with its --max-value-bytes (older ones do not). */
 export const MapReply = Type.Object({
   clusterId: Type.String(),
   formed: Type.Boolean(),
@@ -110,6 +132,7 @@ export const MapReply = Type.Object({
   version: Uint,
   configs: Type.Array(ConfigSchema),
   addresses: Type.Record(Type.String(), Type.String()),
+  limits: Type.Optional(ClusterLimits),
 });
 export type MapReply = Static<typeof MapReply>;
 

@@ -4,7 +4,11 @@
  * with exponential backoff and jitter, a deadline on every call); `RpcPool` keeps one
  * connection per `host:port`.
  *
- * Wire format and envelopes: see frame.ts. Bodies are opaque here; a server or caller may
+ * Wire format: every connection opens with a greeting each way (handshake.ts: magic, protocol
+ * versions, role); then frames and envelopes (frame.ts). A peer whose greeting is not dstore's,
+ * or shares no protocol version, is refused: the server closes the connection (logged), the
+ * client fails its calls with ProtocolMismatchError, or WrongRoleError when the listener is
+ * not the role it expected (a storage server given as the nameserver). Bodies are opaque here; a server or caller may
  * pass a `Codec` (schema.ts) to get validated, typed bodies.
  *
  * Failure handling, per connection and never beyond it:
@@ -34,6 +38,8 @@ import {
   type WireError,
 } from '../core/errors.js';
 import { FrameDecoder, FrameWriter, MAX_CALL_ID, MAX_DEADLINE_MS, packBody, parseEnvelope, unpackBody, type FrameSink } from './frame.js';
+import { GreetingReader, dialerCheck, encodeGreeting, roleName, type GreetingRole } from './handshake.js';
+import { OVERSIZED_PREFIX_BYTES, peekCall, type OversizedCallHandler } from './oversized.js';
 import type { Codec } from './schema.js';
 
 // ---- logging ----
@@ -82,6 +88,15 @@ function isPromiseLike(x: unknown): x is PromiseLike<unknown> {
   return typeof x === 'object' && x !== null && typeof (x as { then?: unknown }).then === 'function';
 }
 
+/**
+ * Largest oversized call a server with `oversizedCall` skips and answers (the frame of the
+ * largest value any dstore build accepts, twice over); beyond it the connection is closed.
+ */
+const OVERSIZED_SKIP_MAX_BYTES = 256 * MiB;
+
+/** How long a refused connection may stay half-closed before it is destroyed, in ms. */
+const REFUSED_LINGER_MS = 2000;
+
 /** Room above `maxQueuedBytes` for small error replies that stand in for replies that did not fit. */
 function errorReserveBytes(maxQueuedBytes: number): number {
   return Math.max(64 * 1024, Math.floor(maxQueuedBytes / 8));
@@ -116,6 +131,8 @@ export interface CallContext extends MessageContext {
 export interface RpcServerOptions<Req = unknown, Msg = unknown> {
   /** Address to bind (DESIGN §12: loopback unless told otherwise). */
   readonly host: string;
+  /** What this server is, announced in its greeting (handshake.ts). Default 'any'. */
+  readonly role?: GreetingRole;
   /** Port to bind; 0 picks a free one (see `listen()`). */
   readonly port: number;
   /** Largest frame body accepted or sent, in bytes (limits.ts `maxFrameBytes`). */
@@ -131,6 +148,13 @@ export interface RpcServerOptions<Req = unknown, Msg = unknown> {
   readonly requests?: Codec<Req>;
   /** Validates one-way message bodies before `onMessage`; a refused one is logged and dropped. */
   readonly messages?: Codec<Msg>;
+  /**
+   * Set: a call over `maxFrameBytes` (up to OVERSIZED_SKIP_MAX_BYTES) is skipped without
+   * buffering and answered with the error this returns for its first fields (oversized.ts),
+   * or INVALID_ARGUMENT naming the sizes; the connection stays open. Unset: such a frame
+   * closes the connection. A frame whose start is not a call always closes it.
+   */
+  readonly oversizedCall?: OversizedCallHandler;
   readonly logger?: RpcLogger;
   /** Default `RPC_DEFAULTS.maxConnections`. */
   readonly maxConnections?: number;
@@ -159,6 +183,8 @@ class ServerConnection<Req, Msg> implements FrameSink {
   private closed = false;
   private paused = false;
   private readonly messageContext: MessageContext;
+  /** Reads the peer's greeting; undefined once it was accepted and frames flow. */
+  private greeting: GreetingReader | undefined;
 
   constructor(
     readonly id: number,
@@ -167,14 +193,17 @@ class ServerConnection<Req, Msg> implements FrameSink {
     private readonly settings: ServerSettings<Req, Msg>,
     private readonly onClosed: (connection: ServerConnection<Req, Msg>) => void,
   ) {
-    const { maxFrameBytes } = settings.options;
-    this.decoder = new FrameDecoder(maxFrameBytes, this);
+    const { maxFrameBytes, oversizedCall } = settings.options;
+    this.decoder = oversizedCall ? new FrameDecoder(maxFrameBytes, this, Math.max(maxFrameBytes, OVERSIZED_SKIP_MAX_BYTES), OVERSIZED_PREFIX_BYTES) : new FrameDecoder(maxFrameBytes, this);
     this.writer = new FrameWriter(settings.maxQueuedBytes, () => this.onDrain());
     this.messageContext = { connectionId: id, remoteAddress, send: (body) => this.send(body) };
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
+    // The greeting goes first, before any frame the writer flushes (on setImmediate).
+    this.greeting = new GreetingReader(remoteAddress);
+    socket.write(encodeGreeting(this.role));
     this.writer.attach(socket);
-    socket.on('data', (chunk: Buffer) => this.decoder.push(chunk));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => settings.logger.debug?.({ connectionId: id, remoteAddress, err: describe(err) }, 'rpc connection error'));
     socket.once('close', () => {
       this.closed = true;
@@ -196,9 +225,69 @@ class ServerConnection<Req, Msg> implements FrameSink {
     this.socket.destroy();
   }
 
+  private get role(): GreetingRole {
+    return this.settings.options.role ?? 'any';
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return; // refused: the rest is read and dropped until the peer goes
+    const greeting = this.greeting;
+    if (greeting === undefined) {
+      this.decoder.push(chunk);
+      return;
+    }
+    const r = greeting.push(chunk);
+    if (r.state === 'pending') return;
+    if (r.state === 'refused') {
+      this.refuse(r.message);
+      return;
+    }
+    if (r.greeting.role !== 'any' && r.greeting.role !== this.role) {
+      // The dialer reports the mismatch from our greeting (WrongRoleError); we only log it.
+      this.refuse(`a client looking for ${roleName(r.greeting.role)} connected to this ${roleName(this.role).replace(/^an? /, '')}`);
+      return;
+    }
+    this.greeting = undefined;
+    if (r.rest.length > 0) this.decoder.push(r.rest);
+  }
+
+  /**
+   * Refuses a peer after its greeting: no frame of it is read. The connection is ended
+   * gracefully so our greeting, already sent, reaches a dstore dialer, which then reports the
+   * mismatch itself; a peer that does not close is cut off after a while.
+   */
+  private refuse(reason: string): void {
+    this.closed = true;
+    this.decoder.stop();
+    this.writer.detach();
+    this.settings.logger.warn({ connectionId: this.id, remoteAddress: this.remoteAddress, reason }, 'refusing rpc connection');
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), REFUSED_LINGER_MS).unref();
+  }
+
   // FrameSink
   onFrameError(reason: string, frameBytes: number): void {
     this.close(reason, { frameBytes, maxFrameBytes: this.settings.options.maxFrameBytes });
+  }
+
+  /** Only with `oversizedCall`: answer a call that is too large, skip its bytes, go on. */
+  onOversizedFrame(prefix: Buffer, frameBytes: number): boolean {
+    const { maxFrameBytes, oversizedCall } = this.settings.options;
+    const call = peekCall(prefix);
+    if (call === undefined || oversizedCall === undefined) {
+      this.close(`frame of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes} and is not a readable call`, { frameBytes, maxFrameBytes });
+      return false;
+    }
+    let err: DstoreError | undefined;
+    try {
+      err = oversizedCall(call, frameBytes);
+    } catch (e) {
+      this.settings.logger.error({ connectionId: this.id, err: describe(e) }, 'oversizedCall handler failed');
+    }
+    err ??= new InvalidArgumentError(`call of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes}`);
+    this.settings.logger.debug?.({ connectionId: this.id, id: call.id, frameBytes, maxFrameBytes, code: err.code }, 'oversized call answered with an error');
+    this.enqueueReply(call.id, errorReplyBody(call.id, err.toWire()));
+    return !this.closed;
   }
 
   onFrame(frame: Buffer): void {
@@ -493,6 +582,11 @@ export interface RpcConnectionOptions {
   /** Receives one-way messages the server sends on this connection (`ctx.send`). */
   readonly onMessage?: (body: unknown) => void;
   readonly logger?: RpcLogger;
+  /**
+   * The role the server must announce in its greeting; another one fails calls with
+   * WrongRoleError. Default 'any' (no check beyond the protocol itself).
+   */
+  readonly expectRole?: GreetingRole;
 }
 
 export interface CallOptions {
@@ -560,8 +654,13 @@ export class RpcConnection implements FrameSink {
   /** performance.now() before which no new attempt starts. */
   private nextAttemptAt = 0;
   private connectedAt = 0;
+  /** The current socket's peer sent an acceptable greeting. */
+  private greeted = false;
   private lastError: Error | undefined;
   private lastFailure = '';
+  /** Set when the last connection was refused by the greeting check; calls fail with it meanwhile. */
+  private protocolError: DstoreError | undefined;
+  readonly expectRole: GreetingRole;
 
   constructor(options: RpcConnectionOptions) {
     this.host = options.host;
@@ -574,6 +673,7 @@ export class RpcConnection implements FrameSink {
     this.backoffMinMs = options.backoffMinMs ?? RPC_DEFAULTS.backoffMinMs;
     this.backoffMaxMs = Math.max(this.backoffMinMs, options.backoffMaxMs ?? RPC_DEFAULTS.backoffMaxMs);
     this.onMessageOption = options.onMessage;
+    this.expectRole = options.expectRole ?? 'any';
     this.logger = options.logger ?? silentLogger;
     this.writer = new FrameWriter(this.maxQueuedBytes);
     if (options.host === '' || !Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
@@ -593,6 +693,14 @@ export class RpcConnection implements FrameSink {
 
   get isClosed(): boolean {
     return this.state === 'closed';
+  }
+
+  /**
+   * Why the last connection or attempt ended, without retry details ("connect failed:
+   * connect ECONNREFUSED 127.0.0.1:7101"); '' if none ended yet.
+   */
+  get lastFailureReason(): string {
+    return this.protocolError?.message ?? this.lastFailure;
   }
 
   /**
@@ -628,7 +736,7 @@ export class RpcConnection implements FrameSink {
       return Promise.reject(new InvalidArgumentError(`call of ${frame.length} bytes is over maxFrameBytes=${this.maxFrameBytes}`));
     }
     const refused = this.prepareToSend();
-    if (refused !== undefined) return Promise.reject(new ConnectionClosedError(refused));
+    if (refused !== undefined) return Promise.reject(refused);
     if (!this.writer.write(frame)) {
       return Promise.reject(new OverloadedError(`outgoing queue to ${this.address} is full (maxQueuedBytes=${this.maxQueuedBytes})`));
     }
@@ -679,11 +787,17 @@ export class RpcConnection implements FrameSink {
 
   // ---- connection management ----
 
-  /** Starts connecting if needed; returns why not when backing off. */
-  private prepareToSend(): string | undefined {
+  /**
+   * Starts connecting if needed; returns why not when backing off: the greeting check's
+   * error if that refused the last connection (not retryable), else ConnectionClosedError.
+   */
+  private prepareToSend(): DstoreError | undefined {
     if (this.state !== 'idle') return undefined;
     const waitMs = this.nextAttemptAt - performance.now();
-    if (waitMs > 0) return `not connected to ${this.address} (${this.lastFailure}); next attempt in ${Math.ceil(waitMs)} ms`;
+    if (waitMs > 0) {
+      if (this.protocolError !== undefined) return this.protocolError;
+      return new ConnectionClosedError(`not connected to ${this.address} (${this.lastFailure}); next attempt in ${Math.ceil(waitMs)} ms`, { notSent: true });
+    }
     this.connect();
     return undefined;
   }
@@ -693,8 +807,10 @@ export class RpcConnection implements FrameSink {
     this.lastError = undefined;
     const socket = netConnect({ host: this.host, port: this.port, noDelay: true });
     const decoder = new FrameDecoder(this.maxFrameBytes, this);
+    const greeting = new GreetingReader(this.address);
     this.socket = socket;
     this.decoder = decoder;
+    this.greeted = false;
     socket.setTimeout(this.connectTimeoutMs);
     socket.once('timeout', () => socket.destroy(new Error(`connect timed out after ${this.connectTimeoutMs} ms`)));
     socket.once('connect', () => {
@@ -703,11 +819,31 @@ export class RpcConnection implements FrameSink {
       socket.setKeepAlive(true, 30_000);
       this.state = 'connected';
       this.connectedAt = performance.now();
+      // The greeting first; calls queued meanwhile follow at once (the server reads no frame
+      // of a dialer whose greeting it refuses).
+      socket.write(encodeGreeting(this.expectRole));
       this.writer.attach(socket);
       if (this.pending.size === 0) socket.unref();
       this.logger.debug?.({ address: this.address }, 'rpc connected');
     });
-    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      if (!greeting.isDone) {
+        const r = greeting.push(chunk);
+        if (r.state === 'pending') return;
+        const refused = dialerCheck(r, this.address, this.expectRole);
+        if (refused !== undefined || r.state !== 'ok') {
+          if (this.socket === socket) this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
+          return;
+        }
+        this.protocolError = undefined;
+        this.greeted = true;
+        chunk = r.rest;
+        if (chunk.length === 0) return;
+      } else if (!this.greeted) {
+        return; // refused: the socket is being destroyed
+      }
+      decoder.push(chunk);
+    });
     socket.on('error', (err) => {
       this.lastError = err;
     });
@@ -723,7 +859,9 @@ export class RpcConnection implements FrameSink {
     this.writer.detach();
     const cause = this.lastError;
     const why = cause ? `: ${cause.message}` : '';
-    this.lastFailure = wasConnected ? `connection closed${why}` : `connect failed${why}`;
+    const greeted = this.greeted;
+    this.greeted = false;
+    this.lastFailure = wasConnected ? (greeted ? `connection closed${why}` : `connection closed before a dstore greeting${why}`) : `connect failed${why}`;
     const now = performance.now();
     if (wasConnected && now - this.connectedAt >= this.backoffMaxMs) {
       // A connection that was healthy for a while: the first new attempt may start at once.
@@ -736,10 +874,26 @@ export class RpcConnection implements FrameSink {
     }
     this.state = 'idle';
     this.logger.debug?.({ address: this.address, reason: this.lastFailure, inFlight: this.pending.size }, 'rpc connection closed');
+    if (this.protocolError !== undefined && cause === this.protocolError) {
+      this.failAll(this.protocolError);
+      return;
+    }
     const message = wasConnected
-      ? `connection to ${this.address} closed with the call in flight${why}`
+      ? greeted
+        ? `connection to ${this.address} closed with the call in flight${why}`
+        : `${this.address} closed the connection before sending a dstore greeting${why}`
       : `could not connect to ${this.address}${why}`;
-    this.failAll(new ConnectionClosedError(message, { cause }));
+    // Before 'connect' nothing was handed to the socket: those calls were not sent.
+    this.failAll(new ConnectionClosedError(message, { cause, notSent: !wasConnected }));
+  }
+
+  /** The server's greeting was refused: not dstore, no common version, or the wrong role. */
+  private refused(err: DstoreError): void {
+    this.logger.warn({ address: this.address, reason: err.message, code: err.code }, 'closing rpc connection: greeting refused');
+    this.protocolError = err;
+    this.decoder?.stop();
+    this.lastError = err;
+    this.socket?.destroy();
   }
 
   /** Drops the connection after a protocol violation by the server. */
@@ -892,8 +1046,10 @@ export class RpcPool {
    * often come from the network): for a malformed address it logs a warning and returns a
    * closed connection whose calls reject with InvalidArgumentError and whose messages are
    * dropped; after `close()` it returns a closed connection (ConnectionClosedError).
+   * `expectRole`: the role the server must announce (RpcConnectionOptions.expectRole); it is
+   * fixed when the connection is created, by the first `get` of that address.
    */
-  get(address: string): RpcConnection {
+  get(address: string, expectRole?: GreetingRole): RpcConnection {
     const existing = this.connections.get(address);
     if (existing !== undefined && !existing.isClosed) {
       // Keep the map in least-recently-used order.
@@ -907,7 +1063,7 @@ export class RpcPool {
       ({ host, port } = parseAddress(address));
     } catch (err) {
       (this.options.logger ?? silentLogger).warn({ address: address.slice(0, 300), err: describe(err) }, 'malformed rpc address');
-      return new RpcConnection({ ...this.options, host: address, port: 0, onMessage: undefined });
+      return new RpcConnection({ ...this.options, host: address, port: 0, onMessage: undefined, ...(expectRole ? { expectRole } : {}) });
     }
     const onMessage = this.options.onMessage;
     const connection = new RpcConnection({
@@ -915,6 +1071,7 @@ export class RpcPool {
       host,
       port,
       onMessage: onMessage ? (body: unknown) => onMessage(body, address) : undefined,
+      ...(expectRole ? { expectRole } : {}),
     });
     if (this.closed) {
       connection.close();

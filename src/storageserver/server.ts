@@ -48,6 +48,7 @@ import {
 } from '../rpc/messages.js';
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
+import { valueTooLargeForPut } from '../rpc/oversized.js';
 import type { Backend, DedupRecord, PartitionState, Snapshot, SnapshotItem } from '../storage/backend.js';
 import { BatchWriter, type BatchDone } from './writer.js';
 
@@ -166,6 +167,8 @@ export class StorageServer {
       host: this.cfg.host,
       port: this.cfg.port,
       maxFrameBytes: this.limits.maxFrameBytes,
+      role: 'storage',
+      oversizedCall: valueTooLargeForPut(this.limits.maxValueBytes),
       logger: this.log,
       handler: (body, ctx) => this.onCall(body, ctx),
       onMessage: (body) => this.onPeerFrame(body),
@@ -203,7 +206,7 @@ export class StorageServer {
     let delayMs = 100;
     for (;;) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, maxValueBytes: this.limits.maxValueBytes, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
         const r = registerReply.decode(raw);
         if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
@@ -230,7 +233,7 @@ export class StorageServer {
   }
 
   private nameserverCall(body: Record<string, unknown>): Promise<unknown> {
-    return this.pool.get(this.cfg.nameserver).call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
+    return this.pool.get(this.cfg.nameserver, 'nameserver').call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
   }
 
   private heartbeating = false;
@@ -484,7 +487,7 @@ export class StorageServer {
     const backend = this.backend;
     try {
       if (!address) throw new InvalidArgumentError(`no address for ${from}`);
-      const conn = this.pool.get(address);
+      const conn = this.pool.get(address, 'storage');
       const read = async (session?: string) => {
         const token = tokenField(this.cfg.clusterToken);
         const r = snapshotReadReply.decode(await conn.call(session ? { t: 'snapshotRead', p, epoch, session, ...token } : { t: 'snapshotRead', p, epoch, ...token }, { timeoutMs: 30_000 }));
@@ -725,7 +728,7 @@ export class StorageServer {
       this.log.warn({ to }, 'no address for peer yet; message dropped (it will be re-sent)');
       return;
     }
-    this.pool.get(address).send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message, ...tokenField(this.cfg.clusterToken) });
+    this.pool.get(address, 'storage').send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message, ...tokenField(this.cfg.clusterToken) });
   }
 
   private unauthorizedPeerLoggedMs = 0;

@@ -314,7 +314,8 @@ export class LocalCluster implements AsyncDisposable {
   }
 
   async client(timeoutMs = 10_000): Promise<Db> {
-    const db = await connect(this.nameserverAddress, { timeoutMs });
+    // lazy: tests connect while the nameserver may still be starting (waitFormed polls).
+    const db = await connect(this.nameserverAddress, { timeoutMs, lazy: true });
     this.clients.push(db);
     return db;
   }

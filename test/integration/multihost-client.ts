@@ -14,7 +14,7 @@ const CONCURRENCY = 8;
 
 async function main(): Promise<Record<string, unknown>> {
   const db = await connect(nameserver, { timeoutMs: 15_000, clusterToken: token });
-  const anonymous = await connect(nameserver, { timeoutMs: 5_000 });
+  const anonymous = await connect(nameserver, { timeoutMs: 5_000, lazy: true });
   try {
     const deadline = Date.now() + FORM_TIMEOUT_MS;
     let info = await db.nodes().catch(() => undefined);

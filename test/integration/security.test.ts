@@ -33,7 +33,7 @@ describe('a cluster with a token', () => {
   const dstore = (args: string[], env: NodeJS.ProcessEnv = {}) => procs.start(`cli-${procs.all.size}`, process.execPath, [MAIN, ...args], cleanEnv(env));
   const call = (address: string, body: unknown) => pool.get(address).call(body, { timeoutMs: 5000 });
   async function client(token: string | undefined): Promise<Db> {
-    const db = await connect(nameserver, { timeoutMs: 5000, ...(token === undefined ? {} : { clusterToken: token }) });
+    const db = await connect(nameserver, { timeoutMs: 5000, lazy: true, ...(token === undefined ? {} : { clusterToken: token }) });
     clients.push(db);
     return db;
   }
@@ -109,6 +109,8 @@ describe('a cluster with a token', () => {
       }
     }
     for (const token of [undefined, WRONG]) {
+      // connect() itself asks the nameserver (unless lazy), so a wrong token fails there.
+      await assert.rejects(connect(nameserver, { timeoutMs: 5000, ...(token === undefined ? {} : { clusterToken: token }) }), UnauthorizedError);
       const db = await client(token);
       await assert.rejects(db.nodes(), UnauthorizedError);
       await assert.rejects(db.put('k', 'v'), UnauthorizedError);

@@ -12,6 +12,7 @@ import { partitionOf } from '../../src/core/partitioning.js';
 import { KeyEmptyError, KeyTooLargeError, ValueTooLargeError, type Db } from '../../src/client/index.js';
 import { connect as netConnect } from 'node:net';
 import { pack } from 'msgpackr';
+import { encodeGreeting } from '../../src/rpc/handshake.js';
 import { LocalCluster, waitFor } from './cluster.js';
 
 function frame(body: unknown): Buffer {
@@ -142,7 +143,13 @@ describe('a 3-node cluster', () => {
     ];
     const replies: string[] = [];
     for (const target of targets) {
-      for (const f of frames) replies.push(await sendRaw(target, f));
+      // Without a greeting nothing is read (the server answers only with its own greeting and
+      // closes); after a valid one, the frames reach the decoder.
+      for (const f of frames) {
+        const bare = await sendRaw(target, f);
+        assert.ok(!bare.includes('MALFORMED_MESSAGE'), `a frame without a greeting was read: ${JSON.stringify(bare)}`);
+        replies.push(await sendRaw(target, Buffer.concat([encodeGreeting('any'), f])));
+      }
     }
     // A call with a readable id gets a MALFORMED_MESSAGE reply; everything else a close.
     assert.ok(replies.some((r) => r.includes('MALFORMED_MESSAGE')), `no error reply in ${JSON.stringify(replies)}`);

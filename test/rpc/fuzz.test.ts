@@ -2,19 +2,22 @@
  * Fuzzing the RPC edge over real loopback TCP, driven by one seeded PRNG (the seed is printed;
  * DSTORE_SEED=<n> replays the server cases exactly: case n draws from its own PRNG derived
  * from (seed, n); the hostile-server part depends on timing as well). Thousands of hostile connections (bounded in count and time)
- * send random bytes, truncated valid frames, valid lengths around garbage MessagePack,
+ * send no greeting or a wrong one (random bytes, an HTTP request, a frame of a build without
+ * greetings, another protocol version, the wrong role), random bytes, truncated valid frames, valid lengths around garbage MessagePack,
  * valid MessagePack with wrong envelopes or wrong body types, oversized and deeply nested
  * frames, and valid streams split at every byte boundary. It proves that for each the server
  * answers with a well-formed reply (MALFORMED_MESSAGE where a call id was readable), waits
  * (incomplete frame) or closes that connection, exactly as expected for the kind of input,
  * and that a separate healthy client gets correct answers throughout; the process never
- * crashes. A second part points a client at a hostile server: calls fail with typed errors.
+ * crashes. A second part points a client at a hostile server that sends bad greetings and
+ * bad frames: calls fail with typed errors (PROTOCOL_MISMATCH and WRONG_ROLE among them).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { DstoreError, MalformedMessageError } from '../../src/core/errors.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, encodeFrame, packBody, parseEnvelope, unpackBody, type Envelope } from '../../src/rpc/frame.js';
+import { GREETING_BYTES, GreetingReader, MAGIC, encodeGreeting } from '../../src/rpc/handshake.js';
 import { Bytes, Type, codec } from '../../src/rpc/schema.js';
 import { RpcConnection, RpcServer, type RpcLogger } from '../../src/rpc/transport.js';
 import { RawPeer, Rng, delay, seedFromEnv } from './helpers.js';
@@ -36,6 +39,46 @@ interface Case {
   readonly name: string;
   readonly chunks: readonly Buffer[];
   readonly expect: Expect;
+  /** False: the case's chunks carry the greeting (or a wrong one) themselves. */
+  readonly greet?: false;
+}
+
+/** A greeting with chosen fields (a valid one is encodeGreeting('any')). */
+function greetingWith(minVersion: number, maxVersion: number, roleByte: number): Buffer {
+  const g = encodeGreeting('any');
+  g[4] = minVersion;
+  g[5] = maxVersion;
+  g[6] = roleByte;
+  return g;
+}
+
+/** Wrong first bytes of a connection: the server must close it without reading any frame. */
+function badGreeting(rng: Rng): { name: string; bytes: Buffer } {
+  const pick = rng.int(7);
+  const call = validCall(rng, 1);
+  switch (pick) {
+    case 0: {
+      const bytes = rng.bytes(1 + rng.int(64));
+      if (bytes[0] === MAGIC[0]) bytes[0] = 0; // must differ from the magic at once
+      return { name: 'no greeting: random bytes', bytes };
+    }
+    case 1:
+      return { name: 'no greeting: an HTTP request', bytes: Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n') };
+    case 2:
+      return { name: 'no greeting: a frame (a build without greetings)', bytes: call };
+    case 3: {
+      const bytes = Buffer.concat([encodeGreeting('any'), call]);
+      const at = 1 + rng.int(3);
+      bytes[at] = (bytes[at] as number) ^ (1 + rng.int(255)); // one wrong byte of the magic after the first
+      return { name: 'greeting with a wrong magic', bytes };
+    }
+    case 4:
+      return { name: 'greeting of another protocol version', bytes: Buffer.concat([greetingWith(2 + rng.int(200), 255, 0x2a), call]) };
+    case 5:
+      return { name: 'greeting with a bad role or versions', bytes: Buffer.concat([greetingWith(rng.pick([1, 3]), rng.pick([1, 0]), rng.pick([0, 0x41, 0xff])), call]) };
+    default:
+      return { name: 'greeting that expects another role', bytes: Buffer.concat([encodeGreeting(rng.pick(['nameserver', 'storage'] as const)), call]) };
+  }
 }
 
 const Add = Type.Object({ op: Type.Literal('add'), a: Type.Integer(), b: Type.Integer(), pad: Type.Optional(Bytes) });
@@ -104,9 +147,9 @@ function makeCase(rng: Rng, n: number, boundaryStream: { bytes: Buffer; expect: 
   // Every byte boundary of one valid multi-frame stream is covered by the first cases.
   if (n < boundaryStream.bytes.length) {
     const k = n + 1;
-    return { name: `split@${k}`, chunks: [boundaryStream.bytes.subarray(0, k), boundaryStream.bytes.subarray(k)].filter((b) => b.length > 0), expect: boundaryStream.expect };
+    return { name: `split@${k}`, chunks: [boundaryStream.bytes.subarray(0, k), boundaryStream.bytes.subarray(k)].filter((b) => b.length > 0), expect: boundaryStream.expect, greet: false };
   }
-  const kind = rng.int(9);
+  const kind = rng.int(10);
   switch (kind) {
     case 0: {
       const bytes = rng.bytes(1 + rng.int(rng.next() < 0.2 ? 5000 : 64));
@@ -153,6 +196,10 @@ function makeCase(rng: Rng, n: number, boundaryStream: { bytes: Buffer; expect: 
         : pick === 2 ? Buffer.from([0xdb, 0x7f, 0xff, 0xff, 0xff, 0x61])
         : Buffer.alloc(0);
       return { name: 'hostile structure', chunks: randomSplit(rng, frameOfBody(body)), expect: { kind: 'close' } };
+    }
+    case 9: {
+      const { name, bytes } = badGreeting(rng);
+      return { name, chunks: randomSplit(rng, bytes), expect: { kind: 'close' }, greet: false };
     }
     default: {
       // Valid calls then garbage in one stream: the connection is closed (replies may be lost).
@@ -239,10 +286,10 @@ test('fuzz: hostile input gets an error reply or a closed connection; a healthy 
     }
   })();
 
-  // One stream for the split-at-every-boundary cases: valid call, wrong body, message, valid call.
+  // One stream for the split-at-every-boundary cases: greeting, valid call, wrong body, message, valid call.
   const boundaryRng = new Rng(seed ^ 0x5eed);
   const boundaryStream = {
-    bytes: Buffer.concat([validCall(boundaryRng, 11), encodeFrame({ t: 'call', id: 12, d: 5000, b: { op: 'add', a: 'x', b: 1 } }), encodeFrame({ t: 'msg', b: { op: 'add', a: 1, b: 2 } }), validCall(boundaryRng, 13)]),
+    bytes: Buffer.concat([encodeGreeting('any'), validCall(boundaryRng, 11), encodeFrame({ t: 'call', id: 12, d: 5000, b: { op: 'add', a: 'x', b: 1 } }), encodeFrame({ t: 'msg', b: { op: 'add', a: 1, b: 2 } }), validCall(boundaryRng, 13)]),
     expect: { kind: 'replies', ids: [11, 12, 13], malformed: [12] } as const,
   };
 
@@ -256,7 +303,7 @@ test('fuzz: hostile input gets an error reply or a closed connection; a healthy 
       // Each case has its own PRNG derived from (seed, n): replayable whatever the interleaving.
       const c = makeCase(new Rng((seed ^ Math.imul(n + 1, 0x9e3779b1)) >>> 0), n, boundaryStream);
       tally.set(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name, (tally.get(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name) ?? 0) + 1);
-      const peer = await RawPeer.connect(port, MAX_FRAME_BYTES);
+      const peer = await RawPeer.connect(port, MAX_FRAME_BYTES, { greet: c.greet !== false });
       try {
         for (const chunk of c.chunks) {
           await peer.write(chunk);
@@ -294,11 +341,21 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
   const seed = seedFromEnv('rpc client fuzz');
   const rng = new Rng(seed);
   const sockets = new Set<Socket>();
-  // The hostile server answers each call with one random kind of nonsense, using its id.
+  // The hostile server greets wrongly now and then (another service, another version, another
+  // role), and answers each call with one random kind of nonsense, using its id.
   const hostile = createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
+    const greet = rng.int(10);
+    socket.write(
+      greet === 0 ? Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')
+      : greet === 1 ? greetingWith(7, 9, 0x73)
+      : greet === 2 ? encodeGreeting('nameserver')
+      : greet === 3 ? rng.bytes(1 + rng.int(GREETING_BYTES))
+      : encodeGreeting('storage'),
+    );
+    const clientGreeting = new GreetingReader('client');
     const decoder = new FrameDecoder(MAX_FRAME_BYTES, {
       onFrame: (body) => {
         const parsed = parseEnvelope(unpackBody(body));
@@ -322,7 +379,14 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
       },
       onFrameError: () => socket.destroy(),
     });
-    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      if (!clientGreeting.isDone) {
+        const r = clientGreeting.push(chunk);
+        if (r.state !== 'ok') return;
+        chunk = r.rest;
+      }
+      decoder.push(chunk);
+    });
   });
   await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve));
   t.after(async () => {
@@ -331,7 +395,7 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
   });
   const address = hostile.address();
   assert.ok(address !== null && typeof address === 'object');
-  const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES, backoffMinMs: 1, backoffMaxMs: 5, onMessage: () => undefined });
+  const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES, backoffMinMs: 1, backoffMaxMs: 5, onMessage: () => undefined, expectRole: 'storage' });
   t.after(() => conn.close());
   const outcomes = new Map<string, number>();
   const started = Date.now();
@@ -352,4 +416,6 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
   console.log(`# client outcomes: ${JSON.stringify(Object.fromEntries(outcomes))}`);
   assert.ok((outcomes.get('CONNECTION_CLOSED') ?? 0) > 0);
   assert.ok((outcomes.get('MALFORMED_MESSAGE') ?? 0) > 0);
+  assert.ok((outcomes.get('PROTOCOL_MISMATCH') ?? 0) > 0);
+  assert.ok((outcomes.get('WRONG_ROLE') ?? 0) > 0);
 });

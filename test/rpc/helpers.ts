@@ -4,6 +4,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { FrameDecoder, parseEnvelope, unpackBody, type Envelope } from '../../src/rpc/frame.js';
+import { GreetingReader, encodeGreeting, type GreetingResult } from '../../src/rpc/handshake.js';
 
 /** mulberry32: a tiny seeded PRNG, good enough to drive fuzzing reproducibly. */
 export class Rng {
@@ -43,6 +44,16 @@ export function seedFromEnv(name: string): number {
   return seed;
 }
 
+/** The error `p` rejects with; fails the test if it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection, but the promise resolved');
+}
+
 export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits until `predicate` holds, polling every 5 ms; throws after `timeoutMs`. */
@@ -54,9 +65,15 @@ export async function waitFor(predicate: () => boolean, timeoutMs: number, what:
   }
 }
 
-/** A raw TCP peer: writes arbitrary bytes and records the frames and close it sees. */
+/**
+ * A raw TCP peer: writes arbitrary bytes and records the frames and close it sees. By default
+ * it sends a valid greeting first (handshake.ts) and reads the server's before any frame;
+ * `greet: false` leaves the first bytes to the test.
+ */
 export class RawPeer {
   readonly envelopes: Envelope[] = [];
+  /** The server's greeting, once read (undefined before, or if it was not dstore's). */
+  greeting: GreetingResult | undefined;
   /** Frames that were not valid envelopes (should never happen from our server). */
   readonly invalid: string[] = [];
   closedByPeer = false;
@@ -64,6 +81,7 @@ export class RawPeer {
   private readonly closedPromise: Promise<void>;
 
   private constructor(readonly socket: Socket, maxFrameBytes: number) {
+    const reader = new GreetingReader('server');
     const decoder = new FrameDecoder(maxFrameBytes, {
       onFrame: (body) => {
         try {
@@ -76,7 +94,19 @@ export class RawPeer {
       },
       onFrameError: (reason) => this.invalid.push(reason),
     });
-    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      if (!reader.isDone) {
+        const r = reader.push(chunk);
+        if (r.state === 'pending') return;
+        this.greeting = r;
+        if (r.state !== 'ok') {
+          this.invalid.push(`server greeting: ${r.state === 'refused' ? r.message : ''}`);
+          return;
+        }
+        chunk = r.rest;
+      }
+      if (this.greeting?.state === 'ok') decoder.push(chunk);
+    });
     socket.on('end', () => {
       this.closedByPeer = true;
     });
@@ -92,12 +122,13 @@ export class RawPeer {
     );
   }
 
-  static connect(port: number, maxFrameBytes = 1 << 20): Promise<RawPeer> {
+  static connect(port: number, maxFrameBytes = 1 << 20, options: { greet?: boolean } = {}): Promise<RawPeer> {
     return new Promise((resolve, reject) => {
       const socket = connect({ host: '127.0.0.1', port, noDelay: true });
       socket.once('error', reject);
       socket.once('connect', () => {
         socket.off('error', reject);
+        if (options.greet !== false) socket.write(encodeGreeting('any'));
         resolve(new RawPeer(socket, maxFrameBytes));
       });
     });

@@ -1,0 +1,99 @@
+/**
+ * Checks of the library's arguments (docs/errors.md): a JavaScript caller can pass anything,
+ * and a wrong type must end in InvalidArgumentError naming the method and the argument, not
+ * in a TypeError from deep inside or a MALFORMED_MESSAGE from the server.
+ */
+import { InvalidArgumentError } from '../core/errors.js';
+
+const encoder = new TextEncoder();
+
+/** A short description of a value's type, for messages ("a number (5)", "null", …). */
+export function describeValue(x: unknown): string {
+  if (x === undefined) return 'undefined';
+  if (x === null) return 'null';
+  switch (typeof x) {
+    case 'number':
+    case 'bigint':
+    case 'boolean':
+      return `a ${typeof x} (${String(x)})`;
+    case 'symbol':
+      return 'a symbol';
+    case 'function':
+      return 'a function';
+    case 'string':
+      return 'a string';
+    default:
+      if (Array.isArray(x)) return 'an array';
+      if (x instanceof ArrayBuffer) return 'an ArrayBuffer (wrap it: new Uint8Array(buffer))';
+      if (ArrayBuffer.isView(x)) return `a ${x.constructor.name} (only Uint8Array and Buffer are bytes here)`;
+      return `an object${x.constructor && x.constructor !== Object ? ` (${x.constructor.name})` : ''}`;
+  }
+}
+
+/** Index of the first lone surrogate of `s`, or -1 when `s` is well-formed UTF-16. */
+function loneSurrogateAt(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = i + 1 < s.length ? s.charCodeAt(i + 1) : 0;
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+      return i;
+    }
+    if (c >= 0xdc00 && c <= 0xdfff) return i;
+  }
+  return -1;
+}
+
+/**
+ * The bytes of a key or value argument: a string (encoded as UTF-8) or a Uint8Array (as is).
+ * A string with a lone surrogate has no UTF-8 form (TextEncoder would silently turn it into
+ * U+FFFD, making different strings one key), so it is refused too.
+ */
+export function bytesArgument(method: string, name: string, x: unknown): Uint8Array {
+  if (x instanceof Uint8Array) return x;
+  if (typeof x === 'string') {
+    const at = loneSurrogateAt(x);
+    if (at >= 0) throw new InvalidArgumentError(`${method}: ${name} is a string with a lone surrogate at index ${at}, which has no UTF-8 form; pass a Uint8Array for binary data`);
+    return encoder.encode(x);
+  }
+  throw new InvalidArgumentError(`${method}: ${name} must be a string or a Uint8Array, got ${describeValue(x)}`);
+}
+
+function positiveMs(name: string, x: unknown): void {
+  if (x === undefined) return;
+  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) throw new InvalidArgumentError(`connect: options.${name} must be a number of ms > 0, got ${describeValue(x)}`);
+}
+
+/** `connect(nameserver, options)`: the address and every option present. */
+export function checkConnectArguments(nameserver: unknown, options: unknown): void {
+  if (typeof nameserver !== 'string') throw new InvalidArgumentError(`connect: nameserver must be a "HOST:PORT" string, got ${describeValue(nameserver)}`);
+  if (!/^[^\s:]+:\d{1,5}$/.test(nameserver) || Number(nameserver.slice(nameserver.lastIndexOf(':') + 1)) > 65535) {
+    throw new InvalidArgumentError(`connect: nameserver address ${JSON.stringify(nameserver.slice(0, 300))} is not HOST:PORT`);
+  }
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError(`connect: options must be an object, got ${describeValue(options)}`);
+  const o = options as Record<string, unknown>;
+  positiveMs('timeoutMs', o['timeoutMs']);
+  positiveMs('attemptTimeoutMs', o['attemptTimeoutMs']);
+  if (o['clusterToken'] !== undefined && typeof o['clusterToken'] !== 'string') throw new InvalidArgumentError(`connect: options.clusterToken must be a string, got ${describeValue(o['clusterToken'])}`);
+  if (o['lazy'] !== undefined && typeof o['lazy'] !== 'boolean') throw new InvalidArgumentError(`connect: options.lazy must be a boolean, got ${describeValue(o['lazy'])}`);
+  const logger = o['logger'];
+  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof (logger as { debug?: unknown }).debug !== 'function')) {
+    throw new InvalidArgumentError(`connect: options.logger must have a debug(obj, msg) method, got ${describeValue(logger)}`);
+  }
+}
+
+/** `dump(options)`: the number of keys per server to list. */
+export function checkDumpOptions(options: unknown): number {
+  if (options === undefined) return 100;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError(`dump: options must be an object, got ${describeValue(options)}`);
+  const limit = (options as { limit?: unknown }).limit;
+  if (limit === undefined) return 100;
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0 || limit > 100_000_000) {
+    throw new InvalidArgumentError(`dump: options.limit must be an integer from 0 to 100000000, got ${describeValue(limit)}`);
+  }
+  return limit;
+}

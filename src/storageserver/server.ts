@@ -32,6 +32,7 @@ import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
 import { InvariantViolation, type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
+import { DataDirError } from '../process/data-dir.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import {
@@ -106,7 +107,7 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
   const path = join(dataDir, 'node-id');
   const stored = readFileIfExists(path)?.trim();
   if (stored && requested && stored !== requested) {
-    throw new InvalidArgumentError(`data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`);
+    throw new DataDirError(`data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`, dataDir);
   }
   const id = stored || requested || `n-${randomBytes(3).toString('hex')}`;
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new InvalidArgumentError(`node id ${JSON.stringify(id)}: use 1-64 of A-Z a-z 0-9 . _ -`);

@@ -5,6 +5,7 @@
  * in use is reported as such; a data dir that cannot be used or is locked by another process
  * is bad input (exit code 2).
  */
+import { NodeIdInUseError } from '../core/errors.js';
 import { DataDirError, dataDirPath } from '../process/data-dir.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import type { ListeningMessage } from './cluster.js';
@@ -77,9 +78,13 @@ function dataDirArg(value: string): string {
   }
 }
 
-/** How a failed start is reported: a data dir that cannot be used is bad input (exit code 2). */
+/**
+ * How a failed start is reported: a data dir that cannot be used, or a node id a live server
+ * holds, is bad input (exit code 2).
+ */
 function startFailure(err: unknown, host: string, port: number, flag: string): never {
   if (err instanceof DataDirError) throw new UsageError(err.message);
+  if (err instanceof NodeIdInUseError) throw new UsageError(`${err.message} (${err.code})`);
   if (errnoCode(err) === 'EADDRINUSE') {
     throw new CliFailure(`port ${port} on ${host} is already in use — is another dstore running? Choose another with ${flag} (0 lets the OS pick)`);
   }

@@ -8,7 +8,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Db } from '../client/api.js';
-import { DataDirError, type DataDirLock, openDataDir } from '../process/data-dir.js';
+import { DataDirError, type DataDirLock, openDataDir, waitUntilUnlocked } from '../process/data-dir.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
 import { openDb } from './commands.js';
@@ -44,6 +44,8 @@ export interface UpOptions {
 /** Bound on a node's exit after SIGTERM before SIGKILL, in ms. */
 const STOP_TIMEOUT_MS = 5000;
 const GROUP = 'Local cluster (dstore up)';
+/** Bound on waiting for a node of an earlier, killed `up` to release its data dir, in ms. */
+const CHILD_LOCK_WAIT_MS = 10_000;
 
 /** Storage ids to start: s1..sN, plus sK (K > N) found in the data dir from an earlier `spawn`. */
 export function storageIdsFor(dataDir: string, nodes: number): string[] {
@@ -92,6 +94,16 @@ async function runLocked(o: UpOptions): Promise<void> {
   const fleet = o.backend === 'redis' ? RedisFleet.create(dataDir) : undefined;
   const extra = storageIds.slice(o.nodes);
   const err = process.stderr;
+  // A child of an earlier `up` that was SIGKILLed may still be closing (it stops once its
+  // parent is gone): wait for it, bounded, rather than fail on its lock.
+  for (const dir of [join(dataDir, 'nameserver'), ...storageIds.map((id) => join(dataDir, id))]) {
+    if (!existsSync(dir)) continue;
+    await waitUntilUnlocked(dir, CHILD_LOCK_WAIT_MS, (e) => err.write(`${e.message.replace(/; stop it first.*$/, '')}; waiting up to ${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`)).catch(
+      (e: unknown) => {
+        throw e instanceof DataDirError ? new UsageError(e.message) : e;
+      },
+    );
+  }
   err.write(
     `starting a nameserver and ${storageIds.length} storage servers (${o.backend}) in ${dataDir}` +
       (extra.length ? ` (also ${extra.join(', ')}, found in the data dir)` : '') +

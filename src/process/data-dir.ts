@@ -245,3 +245,26 @@ function askHolder(address: string): Promise<HolderAnswer> {
     });
   });
 }
+
+/**
+ * Waits until nobody holds the lock of `dir` (an existing directory), polling every 100 ms for
+ * at most `timeoutMs`; then throws the last DataDirLockedError. `onWait` is told once who is
+ * waited for. `dstore up` uses it for its children's dirs: after `up` itself was SIGKILLed,
+ * its children close by themselves (their parent is gone) and a restart waits for them.
+ */
+export async function waitUntilUnlocked(dir: string, timeoutMs: number, onWait: (err: DataDirLockedError) => void): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let told = false;
+  for (let attempt = 0; attempt < 100_000; attempt++) {
+    try {
+      const lock = await lockDataDir(dir, 'dstore up (checking)');
+      await lock.release();
+      return;
+    } catch (err) {
+      if (!(err instanceof DataDirLockedError) || Date.now() >= deadline) throw err;
+      if (!told) onWait(err);
+      told = true;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

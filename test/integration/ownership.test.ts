@@ -4,7 +4,7 @@
  *   holds exits with code 2 and one line naming the directory and the holder's pid; a
  *   stray `dstore storage` on a sub-dir of a running `up` is refused the same way; after
  *   SIGKILL of the holder a restart on the same dir succeeds at once (the kernel released
- *   the lock). The non-Linux fallback (a socket file) replaces a dead holder's stale file.
+ *   the lock; a restarted `up` waits, bounded, for the children of the killed one to close). The non-Linux fallback (a socket file) replaces a dead holder's stale file.
  * - the nameserver refuses a node id alive at another address (NODE_ID_IN_USE, in its log and
  *   in the refused server's error, exit code 2 once the holder kept heartbeating); a server
  *   restarted on a new address waits until the old one is dead, then registers.
@@ -116,6 +116,17 @@ describe('data dir lock', () => {
     } finally {
       await db.close();
     }
+
+    // SIGKILL of `up`: its children stop by themselves; a restart at once waits for them and starts.
+    first.child.kill('SIGKILL');
+    await procs.waitExit(first.name, 10_000);
+    const restarted = up();
+    await waitFor('the restarted up to be ready', () => {
+      if (restarted.child.exitCode !== null) throw new Error(`up exited: ${restarted.stderr}`);
+      return restarted.stdout.includes('local cluster ready');
+    }, 60_000);
+    restarted.child.kill('SIGTERM');
+    assert.equal((await exitOf(restarted)).code, 0, restarted.stderr);
   });
 
   test('the socket-file fallback: a dead holder\'s stale socket is replaced, a live one is named', async () => {

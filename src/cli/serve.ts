@@ -1,9 +1,13 @@
 /**
  * `dstore nameserver` and `dstore storage`: run one server process until SIGINT, SIGTERM or
- * SIGHUP (or, when started by `dstore up`, until the parent's IPC channel closes), then close
- * it within a bound and exit. A port already in use is reported as such.
+ * SIGHUP (or, when started by `dstore up`, until the parent's IPC channel closes; when started
+ * by npm, until the parent goes away), then close it within a bound and exit. A port already
+ * in use is reported as such; a data dir that cannot be used or is locked by another process
+ * is bad input (exit code 2).
  */
-import { resolve } from 'node:path';
+import { NodeIdInUseError } from '../core/errors.js';
+import { DataDirError, dataDirPath } from '../process/data-dir.js';
+import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import type { ListeningMessage } from './cluster.js';
 import {
   type StorageBackend,
@@ -65,52 +69,84 @@ function notifyParent(message: ListeningMessage): void {
   process.channel?.unref();
 }
 
-function portInUse(err: unknown, host: string, port: number, flag: string): never {
+/** The absolute path of a --data-dir value; an empty one is bad input. */
+function dataDirArg(value: string): string {
+  try {
+    return dataDirPath(value);
+  } catch (err) {
+    return startFailure(err, '', 0, '');
+  }
+}
+
+/**
+ * How a failed start is reported: a data dir that cannot be used, or a node id a live server
+ * holds, is bad input (exit code 2).
+ */
+function startFailure(err: unknown, host: string, port: number, flag: string): never {
+  if (err instanceof DataDirError) throw new UsageError(err.message);
+  if (err instanceof NodeIdInUseError) throw new UsageError(`${err.message} (${err.code})`);
   if (errnoCode(err) === 'EADDRINUSE') {
     throw new CliFailure(`port ${port} on ${host} is already in use — is another dstore running? Choose another with ${flag} (0 lets the OS pick)`);
   }
   throw err;
 }
 
-/** Keeps the process up until a signal or the parent leaving, then closes `server` and exits. */
-function serveUntilStopped(name: string, server: { close(): Promise<void> }): Promise<never> {
-  return new Promise<never>(() => {
-    let stopping = false;
-    const stop = (why: string): void => {
-      if (stopping) {
-        process.stderr.write(`${name}: ${why} again, exiting now\n`);
+/**
+ * Stops the process on SIGINT, SIGTERM, SIGHUP, the parent's IPC channel closing (started by
+ * `dstore up`) or the parent going away (started by npm; parent-watch.ts), from the moment
+ * it is called: a storage server may wait for its nameserver for as long as it takes, and
+ * must not outlive its parent meanwhile. Before `serve` there is nothing to close; after
+ * it, the server is closed within a bound, then the process exits.
+ */
+function stopHandlers(name: string): { serve(server: { close(): Promise<void> }): Promise<never> } {
+  let server: { close(): Promise<void> } | undefined;
+  let stopping = false;
+  const stop = (why: string): void => {
+    if (stopping) {
+      process.stderr.write(`${name}: ${why} again, exiting now\n`);
+      process.exit(1);
+    }
+    stopping = true;
+    if (!server) {
+      process.stderr.write(`${name}: ${why} while starting; exiting\n`);
+      process.exit(0);
+    }
+    const timer = setTimeout(() => {
+      process.stderr.write(`${name}: did not close within ${CLOSE_TIMEOUT_MS} ms, exiting\n`);
+      process.exit(1);
+    }, CLOSE_TIMEOUT_MS);
+    timer.unref();
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`${name}: error while closing: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exit(1);
-      }
-      stopping = true;
-      const timer = setTimeout(() => {
-        process.stderr.write(`${name}: did not close within ${CLOSE_TIMEOUT_MS} ms, exiting\n`);
-        process.exit(1);
-      }, CLOSE_TIMEOUT_MS);
-      timer.unref();
-      server.close().then(
-        () => process.exit(0),
-        (err: unknown) => {
-          process.stderr.write(`${name}: error while closing: ${err instanceof Error ? err.message : String(err)}\n`);
-          process.exit(1);
-        },
-      );
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGHUP', () => stop('SIGHUP'));
-    // Started by `dstore up` (an IPC channel): the parent going away means stop, never orphan.
-    if (process.send) process.on('disconnect', () => stop('parent gone'));
-  });
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => stop('SIGHUP'));
+  // Started by `dstore up` (an IPC channel): the parent going away means stop, never orphan.
+  if (process.send) process.on('disconnect', () => stop('parent gone'));
+  else if (startedByNpm()) watchParent((ppid) => stop(`parent process ${ppid} gone`));
+  return {
+    serve(s) {
+      server = s;
+      return new Promise<never>(() => undefined);
+    },
+  };
 }
 
 export async function runNameserverCommand(o: NameserverCliOptions): Promise<never> {
   checkListenAllowed(o.host, o.clusterToken);
   if (o.minWriteReplicas > o.replicas) throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
   const { runNameserver } = await import('../nameserver/main.js');
+  const lifetime = stopHandlers('nameserver');
   const server = await runNameserver({
     host: o.host,
     port: o.port,
-    dataDir: resolve(o.dataDir),
+    dataDir: dataDirArg(o.dataDir),
     partitions: o.partitions,
     replicas: o.replicas,
     minWriteReplicas: o.minWriteReplicas,
@@ -121,17 +157,18 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
     ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
-  }).catch((err: unknown) => portInUse(err, o.host, o.port, '--port'));
+  }).catch((err: unknown) => startFailure(err, o.host, o.port, '--port'));
   notifyParent({ dstore: 'listening', port: server.port, nodeId: 'nameserver' });
-  return serveUntilStopped('nameserver', server);
+  return lifetime.serve(server);
 }
 
 export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
   checkListenAllowed(o.host, o.clusterToken);
   const port = o.port ?? (await firstFreePort(o.host, STORAGE_AUTO_PORT_FIRST, STORAGE_AUTO_PORT_LAST));
   // Without --data-dir: one directory per node id (or port), so two servers never share one.
-  const dataDir = resolve(o.dataDir ?? `dstore-data/${o.nodeId ?? `storage-${port}`}`);
+  const dataDir = dataDirArg(o.dataDir ?? `dstore-data/${o.nodeId ?? `storage-${port}`}`);
   const { runStorageServer } = await import('../storageserver/main.js');
+  const lifetime = stopHandlers(o.nodeId ?? 'storage server');
   const server = await runStorageServer({
     nameserver: o.nameserver,
     host: o.host,
@@ -146,7 +183,7 @@ export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
     logRetainEntries: o.logRetainEntries,
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
-  }).catch((err: unknown) => portInUse(err, o.host, port, '--port'));
+  }).catch((err: unknown) => startFailure(err, o.host, port, '--port'));
   notifyParent({ dstore: 'listening', port: server.port, nodeId: server.nodeId });
-  return serveUntilStopped(server.nodeId, server);
+  return lifetime.serve(server);
 }

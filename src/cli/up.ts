@@ -2,11 +2,14 @@
  * `dstore up`: a local cluster of child processes (see cluster.ts) with the shell on top,
  * plus the shell's node-control commands: kill (SIGKILL), stop (SIGTERM), pause/resume
  * (SIGSTOP/SIGCONT), restart, spawn, procs. With --no-shell it runs until SIGINT/SIGTERM.
- * Every exit path — quit, Ctrl-D, a signal, a failed start — stops every child.
+ * Every exit path — quit, Ctrl-D, a signal, a failed start, and, when npm started it, the
+ * parent going away — stops every child. It holds the lock of its data dir meanwhile.
  */
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Db } from '../client/api.js';
+import { DataDirError, type DataDirLock, openDataDir, waitUntilUnlocked } from '../process/data-dir.js';
+import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
 import { openDb } from './commands.js';
 import { colourWanted, makeStyle, table, type Style } from './format.js';
@@ -41,6 +44,8 @@ export interface UpOptions {
 /** Bound on a node's exit after SIGTERM before SIGKILL, in ms. */
 const STOP_TIMEOUT_MS = 5000;
 const GROUP = 'Local cluster (dstore up)';
+/** Bound on waiting for a node of an earlier, killed `up` to release its data dir, in ms. */
+const CHILD_LOCK_WAIT_MS = 10_000;
 
 /** Storage ids to start: s1..sN, plus sK (K > N) found in the data dir from an earlier `spawn`. */
 export function storageIdsFor(dataDir: string, nodes: number): string[] {
@@ -61,6 +66,23 @@ export async function runUp(o: UpOptions): Promise<void> {
     throw new UsageError(`--nodes (${o.nodes}) must be at least --replicas (${o.replicas}): the cluster map needs R storage servers to form; pass --replicas ${o.nodes}`);
   }
   if (o.minWriteReplicas > o.replicas) throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
+  // One owner per data dir (issue 9): a second `up` on it refuses to start; each child also
+  // locks its own sub-dir, so a stray `dstore storage --data-dir <dir>/s3` is refused too.
+  let lock: DataDirLock;
+  try {
+    lock = await openDataDir(o.dataDir, 'dstore up');
+  } catch (err) {
+    if (err instanceof DataDirError) throw new UsageError(err.message);
+    throw err;
+  }
+  try {
+    await runLocked(o);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runLocked(o: UpOptions): Promise<void> {
   const dataDir = resolve(o.dataDir);
   const storageIds = storageIdsFor(dataDir, o.nodes);
   const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
@@ -70,9 +92,18 @@ export async function runUp(o: UpOptions): Promise<void> {
   }
   // --backend redis: one redis-server per storage server; refused before anything starts when missing.
   const fleet = o.backend === 'redis' ? RedisFleet.create(dataDir) : undefined;
-  mkdirSync(dataDir, { recursive: true });
   const extra = storageIds.slice(o.nodes);
   const err = process.stderr;
+  // A child of an earlier `up` that was SIGKILLed may still be closing (it stops once its
+  // parent is gone): wait for it, bounded, rather than fail on its lock.
+  for (const dir of [join(dataDir, 'nameserver'), ...storageIds.map((id) => join(dataDir, id))]) {
+    if (!existsSync(dir)) continue;
+    await waitUntilUnlocked(dir, CHILD_LOCK_WAIT_MS, (e) => err.write(`${e.message.replace(/; stop it first.*$/, '')}; waiting up to ${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`)).catch(
+      (e: unknown) => {
+        throw e instanceof DataDirError ? new UsageError(e.message) : e;
+      },
+    );
+  }
   err.write(
     `starting a nameserver and ${storageIds.length} storage servers (${o.backend}) in ${dataDir}` +
       (extra.length ? ` (also ${extra.join(', ')}, found in the data dir)` : '') +
@@ -112,7 +143,7 @@ export async function runUp(o: UpOptions): Promise<void> {
   };
   // A signal at any point (during the start too) stops every child, then exits.
   let shell: Shell | undefined;
-  const onSignal = (signal: NodeJS.Signals): void => {
+  const onSignal = (signal: string): void => {
     err.write(`\n${signal}: stopping the cluster …\n`);
     closeAll().then(
       () => {
@@ -128,6 +159,9 @@ export async function runUp(o: UpOptions): Promise<void> {
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.on(s, onSignal);
+  // npm forwards SIGTERM only to the shell it runs us in, which dies without passing it on
+  // (parent-watch.ts): under npm, the parent going away stops the cluster as SIGTERM would.
+  const unwatch = startedByNpm() ? watchParent((ppid) => onSignal(`parent process ${ppid} exited`)) : undefined;
 
   try {
     const connect = (ns: string): Promise<Db> => openDb({ nameserver: ns, timeoutMs: 2000, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
@@ -173,6 +207,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     throw e;
   } finally {
     for (const s of signals) process.off(s, onSignal);
+    unwatch?.();
   }
 }
 

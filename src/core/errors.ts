@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'INVALID_ARGUMENT'
   | 'PROTOCOL_MISMATCH'
   | 'WRONG_ROLE'
+  | 'NODE_ID_IN_USE'
   | 'INTERNAL';
 
 export interface WireError {
@@ -166,12 +167,44 @@ export class WrongRoleError extends DstoreError {
   }
 }
 
+/**
+ * A storage server registered under a node id that a live server at another address holds
+ * (issue 9). Retryable: the holder may be this server's own previous life, not yet declared
+ * dead; the refused server retries until it is, and gives up once the holder has kept
+ * heartbeating for two --dead-after-ms (then it is a second live server with the same id).
+ */
+export class NodeIdInUseError extends DstoreError {
+  readonly code = 'NODE_ID_IN_USE';
+  override readonly retryable = true;
+  constructor(
+    readonly nodeId: string,
+    /** Where the live holder of the id is. */
+    readonly address: string,
+    /** The refused server's address. */
+    readonly refusedAddress: string,
+    /** Since the holder's last heartbeat, at the nameserver, in ms. */
+    readonly heartbeatAgeMs: number,
+    /** The nameserver's --dead-after-ms. */
+    readonly deadAfterMs: number,
+    message?: string,
+  ) {
+    super(
+      message ??
+        `node id ${nodeId} is alive at ${address} (last heartbeat ${heartbeatAgeMs} ms ago); the server at ${refusedAddress} is refused until that one is dead (no heartbeat for ${deadAfterMs} ms)`,
+    );
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), nodeId: this.nodeId, address: this.address, refusedAddress: this.refusedAddress, heartbeatAgeMs: this.heartbeatAgeMs, deadAfterMs: this.deadAfterMs };
+  }
+}
+
 export class InternalError extends DstoreError {
   readonly code = 'INTERNAL';
 }
 
 type Rebuild = (w: WireError) => DstoreError;
 const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
 const rebuilders: Record<ErrorCode, Rebuild> = {
   KEY_EMPTY: () => new KeyEmptyError(),
@@ -190,6 +223,7 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
   INVALID_ARGUMENT: (w) => new InvalidArgumentError(w.message),
   PROTOCOL_MISMATCH: (w) => new ProtocolMismatchError(w.message),
   WRONG_ROLE: (w) => new WrongRoleError(w.message, typeof w.expected === 'string' ? w.expected : '', typeof w.actual === 'string' ? w.actual : ''),
+  NODE_ID_IN_USE: (w) => new NodeIdInUseError(str(w.nodeId), str(w.address), str(w.refusedAddress), num(w.heartbeatAgeMs), num(w.deadAfterMs), w.message),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

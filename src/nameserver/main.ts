@@ -1,6 +1,7 @@
 /**
  * Entry point of `dstore nameserver`: builds the process from its options.
  */
+import { openDataDir } from '../process/data-dir.js';
 import { createLogger } from '../process/log.js';
 import { NameserverProcess } from './server.js';
 
@@ -24,6 +25,19 @@ export interface RunNameserverOptions {
 }
 
 export async function runNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
+  // One owner per data dir (issue 9): a second nameserver on this cluster-map.json refuses to start.
+  const lock = await openDataDir(options.dataDir, 'nameserver');
+  let server: { port: number; close(): Promise<void> };
+  try {
+    server = await startNameserver(options);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  return { port: server.port, close: () => server.close().finally(() => lock.release()) };
+}
+
+async function startNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
   const log = createLogger({ name: 'nameserver', level: options.logLevel, dataDir: options.dataDir });
   const minWriteReplicas = Math.min(options.minWriteReplicas, options.replicas);
   const ns = new NameserverProcess(

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { InvalidArgumentError, MalformedMessageError, UnauthorizedError } from '../core/errors.js';
+import { InvalidArgumentError, MalformedMessageError, NodeIdInUseError, UnauthorizedError } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { nodeId as toNodeId, partitionId } from '../core/types.js';
@@ -132,9 +132,16 @@ export class NameserverProcess {
     const now = Date.now();
     switch (req.t) {
       case 'register': {
+        const registration = { nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] };
+        const holder = this.core.conflictingNode(registration, now);
+        if (holder) {
+          const refusal = new NodeIdInUseError(req.nodeId, holder.address, req.address, now - holder.lastHeartbeatMs, this.cfg.deadAfterMs);
+          this.log.warn({ nodeId: req.nodeId, address: holder.address, refusedAddress: req.address, heartbeatAgeMs: refusal.heartbeatAgeMs }, `registration refused: ${refusal.message}`);
+          throw refusal;
+        }
         this.unhealthy.delete(req.nodeId);
         if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
-        if (this.core.onRegister({ nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] }, now)) this.persist();
+        if (this.core.onRegister(registration, now)) this.persist();
         this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
         this.tick();
         const { settings, clusterId } = this.core.map;

@@ -1,6 +1,7 @@
 /**
  * Entry point of `dstore storage`: opens the backend and starts the storage server.
  */
+import { openDataDir } from '../process/data-dir.js';
 import { createLogger } from '../process/log.js';
 import { openBackend } from '../storage/open.js';
 import { StorageServer } from './server.js';
@@ -24,6 +25,19 @@ export interface RunStorageServerOptions {
 }
 
 export async function runStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
+  // One owner per data dir (issue 9): LMDB lets a second process open the same environment.
+  const lock = await openDataDir(options.dataDir, `storage server${options.nodeId === undefined ? '' : ` ${options.nodeId}`}`);
+  let server: { port: number; nodeId: string; close(): Promise<void> };
+  try {
+    server = await startStorageServer(options);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  return { ...server, close: () => server.close().finally(() => lock.release()) };
+}
+
+async function startStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
   const open = () => openBackend(options.backend, { dataDir: options.dataDir, sync: options.sync });
   const backend = await open();
   const log = createLogger({ name: options.nodeId ?? 'storage', level: options.logLevel, dataDir: options.dataDir });

@@ -25,13 +25,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { type WireError, errorFromWire, InvalidArgumentError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnauthorizedError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
+import { type WireError, DstoreError, errorFromWire, InvalidArgumentError, NodeIdInUseError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnauthorizedError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
 import { InvariantViolation, type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
+import { DataDirError } from '../process/data-dir.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import {
@@ -93,6 +94,11 @@ const RECOVER_MAX_MS = 5000;
 const RECOVER_MAX_ATTEMPTS = 10_000;
 /** A snapshot session no read used for this long is closed (it pins backend state). */
 const SNAPSHOT_SESSION_IDLE_MS = 60_000;
+/** Pauses between attempts to register: doubling from the first to the largest, in ms (issue 9). */
+const REGISTER_BACKOFF_FIRST_MS = 100;
+const REGISTER_BACKOFF_MAX_MS = 2000;
+/** While the nameserver cannot be reached, the log says so this often, in ms. */
+const REGISTER_LOG_EVERY_MS = 15_000;
 /** At most this many snapshot sessions open at once; a new one beyond it is OVERLOADED. */
 const MAX_SNAPSHOT_SESSIONS = 64;
 /** Longest failure reason sent in a heartbeat. */
@@ -107,7 +113,7 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
   const path = join(dataDir, 'node-id');
   const stored = readFileIfExists(path)?.trim();
   if (stored && requested && stored !== requested) {
-    throw new InvalidArgumentError(`data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`);
+    throw new DataDirError(`data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`, dataDir);
   }
   const id = stored || requested || `n-${randomBytes(3).toString('hex')}`;
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new InvalidArgumentError(`node id ${JSON.stringify(id)}: use 1-64 of A-Z a-z 0-9 . _ -`);
@@ -201,33 +207,77 @@ export class StorageServer {
 
   // ---- nameserver ----
 
+  private registering: Promise<void> | undefined;
+
+  /**
+   * Registers with the nameserver, then heartbeats at once. Concurrent callers (start,
+   * heartbeats, a reload) share one attempt loop; the heartbeat runs after the loop has
+   * ended, so one that is told to register again starts a new loop instead of awaiting itself.
+   */
   private async register(): Promise<void> {
-    const deadline = Date.now() + 60_000;
-    let delayMs = 100;
-    for (;;) {
+    this.registering ??= this.registerUntilDone().finally(() => {
+      this.registering = undefined;
+    });
+    await this.registering;
+    await this.heartbeat();
+  }
+
+  /**
+   * Retries with backoff for as long as the server runs (issue 9: a nameserver that is down
+   * or not started yet is waited for, not given up on), saying so in the log at once and
+   * then every REGISTER_LOG_EVERY_MS. Gives up at once on what retrying cannot fix: any
+   * non-retryable DstoreError (a refused token, an address that does not speak the dstore
+   * protocol, a malformed reply); and on NODE_ID_IN_USE once the other server has kept
+   * heartbeating for two --dead-after-ms (it is not this server's previous life).
+   */
+  private async registerUntilDone(): Promise<void> {
+    const startedMs = Date.now();
+    let lastLoggedMs: number | undefined;
+    let inUseSinceMs: number | undefined;
+    let delayMs = REGISTER_BACKOFF_FIRST_MS;
+    // Unbounded on purpose: the server has nothing to do until it registers. Each attempt is
+    // bounded by callTimeoutMs, the pause between attempts by REGISTER_BACKOFF_MAX_MS.
+    for (let attempt = 1; ; attempt++) {
       try {
         const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, maxValueBytes: this.limits.maxValueBytes, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
         const r = registerReply.decode(raw);
-        if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed register reply: ${r.reason}`);
+        if (!r.ok) throw new InvalidArgumentError(`nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
         this.minWriteReplicas = r.value.minWriteReplicas;
         this.removeSilentAfterMs = r.value.deadAfterMs ?? 0;
-        this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions, incarnation: this.incarnation }, 'registered with the nameserver');
+        this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions, incarnation: this.incarnation, attempts: attempt, waitedMs: Date.now() - startedMs }, 'registered with the nameserver');
         if (this.health.state !== 'healthy') {
           this.log.info({ unhealthyMs: Date.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
           this.health = { state: 'healthy' };
         }
         // S4: recovered replicas exist from now on, inactive until a configuration arrives.
         for (const p of this.recoveries.keys()) this.replica(p);
-        await this.heartbeat();
         return;
       } catch (err) {
+        if (this.closed) throw err;
+        const now = Date.now();
         // DESIGN §12: a refused token does not get better by retrying; say so and stop.
         if (err instanceof UnauthorizedError) throw new UnauthorizedError(`nameserver ${this.cfg.nameserver} refused to register ${this.nodeId}: ${err.message}`, { cause: err });
-        if (Date.now() > deadline || this.closed) throw err;
-        this.log.warn({ err: (err as Error).message, nameserver: this.cfg.nameserver }, 'cannot register with the nameserver yet; retrying');
+        if (err instanceof NodeIdInUseError) {
+          inUseSinceMs ??= now;
+          const bound = 2 * err.deadAfterMs + this.cfg.heartbeatMs;
+          if (now - inUseSinceMs > bound) {
+            throw new NodeIdInUseError(err.nodeId, err.address, err.refusedAddress, err.heartbeatAgeMs, err.deadAfterMs,
+              `node id ${err.nodeId} is in use by a live storage server at ${err.address} (it kept heartbeating for ${now - inUseSinceMs} ms); stop it, or give this one another --node-id and --data-dir`);
+          }
+          this.log.warn({ nodeId: err.nodeId, holder: err.address, attempt }, `${err.message}; retrying for up to ${bound - (now - inUseSinceMs)} ms more`);
+        } else if (err instanceof DstoreError && !err.retryable) {
+          this.log.fatal({ nameserver: this.cfg.nameserver, code: err.code, err: err.message }, 'cannot register with the nameserver, and retrying cannot help; giving up');
+          throw err;
+        } else {
+          inUseSinceMs = undefined;
+          if (lastLoggedMs === undefined || now - lastLoggedMs >= REGISTER_LOG_EVERY_MS) {
+            lastLoggedMs = now;
+            this.log.warn({ err: (err as Error).message, nameserver: this.cfg.nameserver, attempt, waitingMs: now - startedMs }, 'cannot register with the nameserver yet; retrying with backoff until it answers');
+          }
+        }
         await new Promise((r) => setTimeout(r, delayMs));
-        delayMs = Math.min(delayMs * 2, 2000);
+        delayMs = Math.min(delayMs * 2, REGISTER_BACKOFF_MAX_MS);
       }
     }
   }

@@ -152,6 +152,19 @@ export class Nameserver {
     if (n && n.incarnation === incarnation) n.storageFailed = true;
   }
 
+  /**
+   * Issue 9: the live node that holds `r.nodeId` at another address, if any; such a
+   * registration is refused until that node is dead, since two live servers under one id
+   * would be sent each other's configurations. The same address is the same server
+   * restarted (accepted), and a node known only from the persisted map (no incarnation yet,
+   * after a nameserver restart, S15) is not known to be alive.
+   */
+  conflictingNode(r: Registration, nowMs: number): NodeRecord | undefined {
+    const n = this.nodes.get(r.nodeId);
+    if (!n || n.incarnation === '' || n.incarnation === r.incarnation || n.address === r.address) return undefined;
+    return this.isAlive(n, nowMs) ? n : undefined;
+  }
+
   /** Returns whether the persisted map changed. */
   onRegister(r: Registration, nowMs: number): boolean {
     const existing = this.nodes.get(r.nodeId);

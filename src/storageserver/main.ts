@@ -2,6 +2,7 @@
  * Entry point of `dstore storage`: opens the backend and starts the storage server.
  */
 import { createLogger } from '../process/log.js';
+import { guardRejections } from './crash-guard.js';
 import { openBackend } from '../storage/open.js';
 import { StorageServer } from './server.js';
 
@@ -55,6 +56,21 @@ export async function runStorageServer(options: RunStorageServerOptions): Promis
     await backend.close();
     throw err;
   }
-  const port = await server.start();
-  return { port, nodeId: server.nodeId, close: () => server.close() };
+  // Issue 9: an unhandled rejection is logged and decided on (crash-guard.ts), never a silent exit.
+  const unguard = guardRejections(log, (err) => server.reportStorageFailure(err));
+  let port: number;
+  try {
+    port = await server.start();
+  } catch (err) {
+    unguard();
+    throw err;
+  }
+  return {
+    port,
+    nodeId: server.nodeId,
+    close: async () => {
+      await server.close();
+      unguard();
+    },
+  };
 }

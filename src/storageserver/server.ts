@@ -18,8 +18,8 @@
  * shows it and fails its partitions over at once, without waiting --dead-after-ms (§4).
  * Then it reopens the backend with bounded exponential backoff (RECOVER_FIRST_MS →
  * RECOVER_MAX_MS; the redis backend checks S14 again; an lmdb data dir with less than
- * MIN_FREE_BYTES_TO_REOPEN free counts as still full, issue 9) and reloads in place exactly as a restart would: a new incarnation, every
- * replica rebuilt from the backend, inactive (S4), registered again. Work started before the
+ * MIN_FREE_BYTES_TO_REOPEN free counts as still full, issue 9) and reloads in place exactly
+ * as a restart would: a new incarnation, every replica rebuilt from the backend, inactive (S4), registered again. Work started before the
  * failure (promotion requests, snapshot fetches, epoch confirmations) belongs to an older
  * `life` and is ignored when it completes. A batch that breaks a backend precondition
  * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.

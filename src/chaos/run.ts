@@ -2,8 +2,16 @@
  * A chaos run on real processes (issue 5): a local cluster of `dstore nameserver` and
  * `dstore storage` processes (ManagedProcess, as `dstore up` starts them), a client worker
  * (worker.ts) recording every operation, and a nemesis applying a seeded schedule
- * (schedule.ts) of SIGKILLs and restarts, SIGSTOP/SIGCONT, nameserver restarts and — with
- * network namespaces (network.ts, root only) — network partitions.
+ * (schedule.ts) of SIGKILLs and restarts, SIGSTOP/SIGCONT, nameserver restarts, — with
+ * network namespaces (network.ts, root only) — network partitions and — with each storage
+ * server's data dir on a small tmpfs of its own (root only) — full disks (issue 9).
+ *
+ * `--backend redis`: each storage server gets its own redis-server on a free loopback port,
+ * its files in `<node data dir>/redis` (so on that node's small tmpfs, and a full disk is
+ * Redis' too), started before the storage server and again at the end of a disk-full fault
+ * or when healing if it exited (Redis with `appendfsync always` exits when it cannot write
+ * its AOF). The Redis servers listen on the runner's loopback, which the nodes' network
+ * namespaces cannot reach, so network partitions are skipped with this backend.
  *
  * Timeline: start the cluster (bounded) → the worker waits until every partition serves →
  * load for `durationMs` with faults from the schedule → heal everything (SIGCONT, start what
@@ -23,11 +31,13 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { checkHistory, type CheckResult, formatHistoryLine, type HistoryOp } from '../check/linearizability.js';
 import { logTail, ManagedProcess } from '../cli/cluster.js';
-import { freePort, type BackendName } from '../cli/options.js';
+import { freePort, type UpBackendName } from '../cli/options.js';
+import { RedisFleet } from '../cli/redis-fleet.js';
+import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
 import { type AppliedFault, CHAOS_EXIT, type ChaosVerdict, formatReport, type UnexpectedExit, unavailability, type Window } from './report.js';
-import { describeFault, type FaultKind, NETWORK_FAULT_KINDS, type PlannedFault, planNemesis } from './schedule.js';
+import { describeFault, DISK_FAULT_KINDS, type FaultKind, NETWORK_FAULT_KINDS, type PlannedFault, planNemesis } from './schedule.js';
 
 export interface ChaosOptions {
   readonly durationS: number;
@@ -38,7 +48,8 @@ export interface ChaosOptions {
   readonly nodes: number;
   readonly partitions: number;
   readonly replicas: number;
-  readonly backend: BackendName;
+  /** redis: one redis-server per storage server (see the file comment). */
+  readonly backend: UpBackendName;
   /** Network partitions wanted (they also need root). */
   readonly networkFaults: boolean;
   readonly faults: readonly FaultKind[];
@@ -71,6 +82,8 @@ export interface ChaosResult {
   readonly unexpectedExits: readonly UnexpectedExit[];
   /** Set when network partitions were wanted but could not run. */
   readonly networkSkipped?: string;
+  /** Set when disk-full faults were wanted but could not run. */
+  readonly diskSkipped?: string;
   readonly report: string;
 }
 
@@ -80,6 +93,8 @@ const STORAGE_PORT = 7101;
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5000;
 const MIN_GAP_MS = 1000;
+/** Each storage server's small filesystem for disk-full faults (tmpfs: only what is written uses memory). */
+const NODE_FS_BYTES = 64 * 1024 * 1024;
 
 /** Runs one chaos run; `progress` gets a line per phase and fault. Rejects only on set-up failures or an abort. */
 export async function runChaos(o: ChaosOptions, progress: (line: string) => void, signal?: AbortSignal): Promise<ChaosResult> {
@@ -89,11 +104,20 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
 
   // Partitions need namespaces; without them the network kinds are dropped from the schedule.
   const wantNetwork = o.networkFaults && o.faults.some((k) => NETWORK_FAULT_KINDS.includes(k));
-  const networkSkipped = wantNetwork ? networkUnavailableReason() : undefined;
+  const networkSkipped = !wantNetwork
+    ? undefined
+    : o.backend === 'redis'
+      ? 'each Redis listens on the runner\'s loopback, which the nodes\' network namespaces cannot reach (--backend redis)'
+      : networkUnavailableReason();
   const useNetwork = wantNetwork && networkSkipped === undefined;
-  const kinds = useNetwork ? o.faults : o.faults.filter((k) => !NETWORK_FAULT_KINDS.includes(k));
+  // Full disks need a small filesystem per storage server (root), and a backend that writes one.
+  const wantDisk = o.faults.some((k) => DISK_FAULT_KINDS.includes(k));
+  const diskSkipped = !wantDisk ? undefined : o.backend === 'memory' ? 'the memory backend writes no disk' : smallFsUnavailableReason('disk-full faults');
+  const useDisk = wantDisk && diskSkipped === undefined;
+  const kinds = o.faults.filter((k) => (useNetwork || !NETWORK_FAULT_KINDS.includes(k)) && (useDisk || !DISK_FAULT_KINDS.includes(k)));
   const plan = planNemesis({ seed: o.seed, durationMs, storageIds, kinds });
   if (networkSkipped) progress(`chaos: network partitions skipped: ${networkSkipped}`);
+  if (diskSkipped) progress(`chaos: disk-full faults skipped: ${diskSkipped}`);
 
   const dir = o.dataDir ? resolve(o.dataDir) : mkdtempSync(join(tmpdir(), 'dstore-chaos-'));
   mkdirSync(dir, { recursive: true });
@@ -102,6 +126,11 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   const clock = (): number => monotonicMs(originNs);
 
   let net: ChaosNetwork | undefined;
+  let fleet: RedisFleet | undefined;
+  const disks = new Map<string, SmallFs>();
+  const unmountAll = (): void => {
+    for (const d of disks.values()) d.unmount();
+  };
   let worker: ChildProcess | undefined;
   const procs: ManagedProcess[] = [];
   let closing = false;
@@ -115,6 +144,7 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     } catch (err) {
       process.stderr.write(`chaos: ${(err as Error).message}\n`);
     }
+    unmountAll(); // lazily: processes still holding files there are being killed
   };
   process.on('exit', exitGuard);
 
@@ -155,13 +185,22 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
         id, 'storage', join(dir, id), join(dir, `${id}.stderr.log`), net ? STORAGE_PORT : 0,
         (port) => [
           '--nameserver', nameserverAddress, '--listen', hostOf(id), '--port', String(port), '--node-id', id,
-          '--backend', o.backend, '--data-dir', join(dir, id), '--sync', 'batch', '--heartbeat-ms', String(o.heartbeatMs),
+          '--backend', fleet ? fleet.backendOf(id) : o.backend, '--data-dir', join(dir, id), '--sync', 'batch', '--heartbeat-ms', String(o.heartbeatMs),
           '--log-level', o.logLevel,
         ],
         env, onExit, net ? net.wrapper(id) : [],
       ));
     }
     const byName = new Map(procs.map((p) => [p.name, p]));
+    if (useDisk) {
+      for (const id of storageIds) disks.set(id, SmallFs.mount(join(dir, id), NODE_FS_BYTES));
+      progress(`chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs of its own (disk-full faults)`);
+    }
+    if (o.backend === 'redis') {
+      fleet = RedisFleet.create(dir);
+      for (const id of storageIds) await fleet.ensure(id);
+    }
+    const nodes: Nodes = { procs: byName, net, disks, fleet };
     progress(`chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`);
     await nameserver.start(START_TIMEOUT_MS);
     await Promise.all(procs.slice(1).map((p) => p.start(START_TIMEOUT_MS)));
@@ -205,17 +244,17 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     for (const f of plan) {
       await untilLoad(f.atMs);
       const startMs = clock() - loadStartMs;
-      let note = await inject(f, byName, net);
+      let note = await inject(f, nodes);
       progress(`chaos: ${(startMs / 1000).toFixed(1)} s  ${describeFault(f)}${note ? `  [${note}]` : ''}`);
       await untilLoad(f.atMs + f.durationMs);
-      const healNote = await heal(f, byName, net);
+      const healNote = await heal(f, nodes);
       if (healNote) note = note ? `${note}; ${healNote}` : healNote;
       faults.push({ kind: f.kind, ...(f.target ? { target: f.target } : {}), ...(f.sides ? { sides: f.sides } : {}), startMs, endMs: clock() - loadStartMs, ...(note ? { note } : {}) });
     }
     await untilLoad(durationMs);
 
     // ---- heal everything, settle, final reads ----
-    const leftovers = await healEverything(procs, net);
+    const leftovers = await healEverything(procs, nodes);
     if (leftovers.length > 0) progress(`chaos: healing: ${leftovers.join('; ')}`);
     progress(`chaos: load stopping; waiting for the cluster to settle (at most ${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`);
     toWorker({ t: 'stop', settleTimeoutMs: o.settleTimeoutMs });
@@ -238,6 +277,8 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     } catch (err) {
       progress(`chaos: ${(err as Error).message}`);
     }
+    await fleet?.close().catch((err: unknown) => progress(`chaos: ${(err as Error).message}`));
+    unmountAll();
     if (signal?.aborted && !o.dataDir && !o.keep) rmSync(dir, { recursive: true, force: true });
   }
 
@@ -262,7 +303,9 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     `${o.clients} clients on ${o.keys} keys at ${o.ratePerSec} ops/s, heartbeat ${o.heartbeatMs} ms, dead after ${o.deadAfterMs} ms, faults: ${kinds.join(',') || 'none'}`;
   const report = formatReport({
     header,
-    networkNote: useNetwork ? `network: one namespace per node and one for the clients, on ${SUBNET}` : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`,
+    networkNote:
+      (useNetwork ? `network: one namespace per node and one for the clients, on ${SUBNET}` : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`) +
+      (useDisk ? `\ndisks: a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs per storage server` : diskSkipped ? `\ndisks: disk-full faults skipped: ${diskSkipped}` : ''),
     faults, ops, windows, settle, finalReads, unexpectedExits, check, checkMs, verdict,
     ...(o.historyPath ? { historyPath: o.historyPath } : {}),
     ...(keep ? { keptDir: dir } : {}),
@@ -270,12 +313,22 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   return {
     seed: o.seed, verdict, exitCode: CHAOS_EXIT[verdict], plan, faults, loadStartMs, ops, windows, check, settle, unexpectedExits, report,
     ...(networkSkipped ? { networkSkipped } : {}),
+    ...(diskSkipped ? { diskSkipped } : {}),
   };
 }
 
 // ---- faults ----
 
-async function inject(f: PlannedFault, procs: Map<string, ManagedProcess>, net: ChaosNetwork | undefined): Promise<string | undefined> {
+/** What the nemesis acts on. */
+interface Nodes {
+  readonly procs: Map<string, ManagedProcess>;
+  readonly net: ChaosNetwork | undefined;
+  /** Storage server → its small filesystem (disk-full faults only). */
+  readonly disks: Map<string, SmallFs>;
+  readonly fleet: RedisFleet | undefined;
+}
+
+async function inject(f: PlannedFault, { procs, net, disks }: Nodes): Promise<string | undefined> {
   const p = f.target ? procs.get(f.target) : undefined;
   switch (f.kind) {
     case 'kill':
@@ -299,10 +352,15 @@ async function inject(f: PlannedFault, procs: Map<string, ManagedProcess>, net: 
       if (!net) return 'no network namespaces';
       for (const a of f.sides![0]) for (const b of f.sides![1]) net.cut(a, b);
       return undefined;
+    case 'disk-full': {
+      const disk = disks.get(f.target!);
+      if (!disk) return 'no small filesystem';
+      return `${(disk.fill() / (1024 * 1024)).toFixed(1)} MiB filler`;
+    }
   }
 }
 
-async function heal(f: PlannedFault, procs: Map<string, ManagedProcess>, net: ChaosNetwork | undefined): Promise<string | undefined> {
+async function heal(f: PlannedFault, { procs, net, disks, fleet }: Nodes): Promise<string | undefined> {
   const p = f.target ? procs.get(f.target) : undefined;
   switch (f.kind) {
     case 'kill':
@@ -321,12 +379,30 @@ async function heal(f: PlannedFault, procs: Map<string, ManagedProcess>, net: Ch
     case 'split':
       net?.healAll();
       return undefined;
+    case 'disk-full':
+      disks.get(f.target!)?.free();
+      return ensureRedis(fleet, f.target!);
+  }
+}
+
+/** Starts storage server `id`'s Redis again if it exited (a full disk); a note when that failed. */
+async function ensureRedis(fleet: RedisFleet | undefined, id: string): Promise<string | undefined> {
+  try {
+    await fleet?.ensure(id);
+    return undefined;
+  } catch (err) {
+    return `its Redis could not be started again: ${(err as Error).message.split('\n')[0]}`;
   }
 }
 
 /** SIGCONT what is paused, start what is down, restore every link; returns what it had to do. */
-async function healEverything(procs: readonly ManagedProcess[], net: ChaosNetwork | undefined): Promise<string[]> {
+async function healEverything(procs: readonly ManagedProcess[], { net, disks, fleet }: Nodes): Promise<string[]> {
   const done: string[] = [];
+  for (const [id, disk] of disks) {
+    disk.free();
+    const note = await ensureRedis(fleet, id);
+    if (note) done.push(`${id}: ${note}`);
+  }
   if (net && net.cutLinks > 0) {
     done.push(`${net.cutLinks} links restored`);
     net.healAll();

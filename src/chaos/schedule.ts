@@ -16,13 +16,17 @@
  * - `split`: split the nameserver and storage servers into two sides that cannot reach each
  *   other; the clients still reach both sides, so a deposed primary on the minority side
  *   keeps getting requests — needs network namespaces.
+ * - `disk-full`: fill a storage server's data dir (its own small tmpfs) until writes fail
+ *   with ENOSPC; remove the filler at the end (issue 9) — needs root to mount the tmpfs.
  */
 import { Rng } from '../core/rng.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 /** Kinds that cut network links (skipped without network namespaces). */
 export const NETWORK_FAULT_KINDS: readonly FaultKind[] = ['isolate', 'split'];
+/** Kinds that need each storage server's data dir on a small filesystem of its own (root). */
+export const DISK_FAULT_KINDS: readonly FaultKind[] = ['disk-full'];
 
 export interface PlannedFault {
   /** ms from the start of the load. */
@@ -83,6 +87,7 @@ function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: S
   switch (kind) {
     case 'kill':
     case 'isolate':
+    case 'disk-full':
       return { atMs, durationMs, kind, target: rng.pick(o.storageIds) };
     case 'pause':
       // The nameserver one time in four: storage servers are where the data is.
@@ -110,6 +115,8 @@ export function describeFault(f: Pick<PlannedFault, 'kind' | 'target' | 'sides'>
       return `isolate ${f.target} from every other host`;
     case 'split':
       return `split ${f.sides?.[0].join(',')} | ${f.sides?.[1].join(',')}`;
+    case 'disk-full':
+      return `fill the disk of ${f.target} (ENOSPC), then free it`;
   }
 }
 

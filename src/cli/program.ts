@@ -87,7 +87,7 @@ const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of 
 const maxValueOption = () =>
   envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
 const advertiseOption = (what: string) => envOption('--advertise <host:port>', `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`, 'DSTORE_ADVERTISE').argParser(parseHostPort);
-const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split';
+const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split,disk-full';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
 
@@ -310,7 +310,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(envOption('--nodes <n>', 'storage servers', 'DSTORE_CHAOS_NODES').argParser(intParser('an integer', 1, 60)).default(3))
     .addOption(envOption('--partition-count <n>', 'partitions of the cluster (key space; not network partitions)', 'DSTORE_CHAOS_PARTITION_COUNT').argParser(intParser('an integer', 1, 4096)).default(8))
     .addOption(envOption('--replicas <n>', 'replication factor R (at most --nodes)', 'DSTORE_CHAOS_REPLICAS').argParser(intParser('an integer', 1, 16)).default(3))
-    .addOption(envOption('--backend <backend>', 'storage engine of every storage server', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb'))
+    .addOption(envOption('--backend <backend>', 'storage engine of every storage server (redis: one redis-server each, on loopback)', 'DSTORE_BACKEND').choices(UP_BACKENDS).default('lmdb'))
     .addOption(new Option('--no-partitions', 'no network partitions (isolate, split) even as root').env('DSTORE_CHAOS_NO_PARTITIONS'))
     .addOption(envOption('--faults <kinds>', `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}`, 'DSTORE_CHAOS_FAULTS').default(FAULT_KINDS_DEFAULT))
     .addOption(envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS').argParser(intParser('an integer', 1, 3_600_000)).default(5000))
@@ -337,9 +337,13 @@ one fault at a time (1-6 s each, 1-4 s apart, none in the first and last 2 s):
   isolate             cut a storage server off from every other host (root only)
   split               split the nameserver and storage servers in two sides; the clients
                       still reach both (root only)
-Without root, partitions are skipped with a message. After --duration everything is
-healed, the load stops, the cluster settles and every key is read once more; the history
-is checked for linearizability (src/check/linearizability.ts).
+  disk-full           fill a storage server's data dir (a 64 MiB tmpfs of its own) until
+                      writes fail with ENOSPC, remove the filler at the end (root only)
+Without root, partitions and disk-full faults are skipped with a message. With --backend
+redis each storage server gets its own redis-server (redis-server must be installed) on
+loopback; partitions are then skipped (the nodes' namespaces cannot reach it).
+After --duration everything is healed, the load stops, the cluster settles and every key
+is read once more; the history is checked for linearizability (src/check/linearizability.ts).
 
 Report: faults with their times, operations by kind and outcome (unknown = timeout,
 lost connection or OUTCOME_UNKNOWN: the write may or may not have happened), unavailability
@@ -357,7 +361,7 @@ Examples:
     )
     .action(async (o: {
       duration: number; seed?: number; history?: string; clients: number; keys: number; rate: number; nodes: number; partitionCount: number; replicas: number;
-      backend: BackendName; partitions: boolean; faults: string; timeoutMs: number; attemptTimeoutMs: number; heartbeatMs: number; deadAfterMs: number;
+      backend: UpBackendName; partitions: boolean; faults: string; timeoutMs: number; attemptTimeoutMs: number; heartbeatMs: number; deadAfterMs: number;
       settleTimeoutMs: number; checkBudgetMs: number; deleteExisted?: boolean; dataDir?: string; keep?: boolean; logLevel: string;
     }) => {
       const { parseFaultKinds } = await import('../chaos/schedule.js');

@@ -327,6 +327,11 @@ export class LmdbBackend implements Backend {
         // nothing is flushed explicitly ('none': the other replicas keep the data).
         overlappingSync: false,
         noSync: sync === 'none',
+        // Every write goes through our own queue (`runGroup`, one transaction at a time). With
+        // lmdb's event-turn batching on, it also opens a batch of its own whose commit promise
+        // it keeps to itself: when that commit fails (a full or failing disk) the promise
+        // rejects with nobody to handle it and Node exits the process (issue 9).
+        eventTurnBatching: false,
       });
     } catch (err) {
       throw new StorageFailureError(`cannot open lmdb in ${path}`, { cause: err });
@@ -695,7 +700,8 @@ export class LmdbBackend implements Backend {
         }
       });
     } catch (err) {
-      const error = new StorageFailureError('lmdb transaction failed', { cause: err });
+      const cause = await commitFailureCause(err);
+      const error = new StorageFailureError(`lmdb transaction failed: ${describeCause(cause)}`, { cause });
       for (const job of group) job.settle({ ok: false, error });
       return;
     }
@@ -954,6 +960,36 @@ export class LmdbBackend implements Backend {
     for (const p of garbage) this.scheduleGc(p);
   }
 }
+
+/**
+ * A failed lmdb commit rejects with "Commit failed (see commitError for details)" and hangs
+ * the real error (ENOSPC, EROFS, EIO) on `commitError`, a second promise lmdb rejects in the
+ * same turn and never handles itself: unhandled, it would exit the process (issue 9). So it
+ * is always handled here, and its error, when it has one by the next macrotask, is the cause
+ * we report. Bounded: a commitError that never settles costs one setImmediate.
+ */
+async function commitFailureCause(err: unknown): Promise<unknown> {
+  const commitError = (err as { commitError?: unknown } | null)?.commitError;
+  if (commitError === undefined || commitError === null || typeof (commitError as PromiseLike<unknown>).then !== 'function') return err;
+  const real = Promise.resolve(commitError as PromiseLike<unknown>).then(
+    () => err,
+    (e: unknown) => e,
+  );
+  const nextTurn = new Promise<unknown>((resolve) => setImmediate(() => resolve(err)));
+  return Promise.race([real, nextTurn]);
+}
+
+/** "No space left on device (ENOSPC)": the engine's message and, when known, its errno name. */
+function describeCause(cause: unknown): string {
+  if (!(cause instanceof Error)) return String(cause);
+  const code = (cause as { code?: unknown }).code;
+  const name = typeof code === 'number' ? ERRNO_NAMES[code] : typeof code === 'string' ? code : undefined;
+  const message = cause.message.split(':')[0] ?? cause.message;
+  return name === undefined ? message : `${message} (${name})`;
+}
+
+/** lmdb reports system errors with a numeric errno; the ones a failing disk gives. */
+const ERRNO_NAMES: Readonly<Record<number, string>> = { 5: 'EIO', 28: 'ENOSPC', 30: 'EROFS', 122: 'EDQUOT' };
 
 function positionOf(e: LogEntry): LogPosition {
   return { seq: e.seq, epoch: e.epoch };

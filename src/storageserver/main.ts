@@ -3,6 +3,7 @@
  */
 import { openDataDir } from '../process/data-dir.js';
 import { createLogger } from '../process/log.js';
+import { guardRejections } from './crash-guard.js';
 import { openBackend } from '../storage/open.js';
 import { StorageServer } from './server.js';
 
@@ -69,6 +70,21 @@ async function startStorageServer(options: RunStorageServerOptions): Promise<{ p
     await backend.close();
     throw err;
   }
-  const port = await server.start();
-  return { port, nodeId: server.nodeId, close: () => server.close() };
+  // Issue 9: an unhandled rejection is logged and decided on (crash-guard.ts), never a silent exit.
+  const unguard = guardRejections(log, (err) => server.reportStorageFailure(err));
+  let port: number;
+  try {
+    port = await server.start();
+  } catch (err) {
+    unguard();
+    throw err;
+  }
+  return {
+    port,
+    nodeId: server.nodeId,
+    close: async () => {
+      await server.close();
+      unguard();
+    },
+  };
 }

@@ -14,11 +14,12 @@
  * drops every replica core (nothing after the failed batch is replied, acked, confirmed or
  * sent: the writer runs no later callback), answers pending writes with OUTCOME_UNKNOWN and
  * every call with a retryable UNAVAILABLE, closes its snapshot sessions, and heartbeats with
- * `unhealthy` instead of progress, so the nameserver shows it and, no longer counting those
- * heartbeats, fails it over after --dead-after-ms (§4). Then it reopens the backend with
- * bounded exponential backoff (RECOVER_FIRST_MS → RECOVER_MAX_MS; the redis backend checks
- * S14 again) and reloads in place exactly as a restart would: a new incarnation, every
- * replica rebuilt from the backend, inactive (S4), registered again. Work started before the
+ * `unhealthy` instead of progress, the first such heartbeat sent at once, so the nameserver
+ * shows it and fails its partitions over at once, without waiting --dead-after-ms (§4).
+ * Then it reopens the backend with bounded exponential backoff (RECOVER_FIRST_MS →
+ * RECOVER_MAX_MS; the redis backend checks S14 again; an lmdb data dir with less than
+ * MIN_FREE_BYTES_TO_REOPEN free counts as still full, issue 9) and reloads in place exactly
+ * as a restart would: a new incarnation, every replica rebuilt from the backend, inactive (S4), registered again. Work started before the
  * failure (promotion requests, snapshot fetches, epoch confirmations) belongs to an older
  * `life` and is ignored when it completes. A batch that breaks a backend precondition
  * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
@@ -51,6 +52,7 @@ import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
 import { valueTooLargeForPut } from '../rpc/oversized.js';
 import type { Backend, DedupRecord, PartitionState, Snapshot, SnapshotItem } from '../storage/backend.js';
+import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
 import { BatchWriter, type BatchDone } from './writer.js';
 
 export interface StorageServerConfig {
@@ -90,6 +92,14 @@ interface Waiter {
 /** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
 const RECOVER_FIRST_MS = 100;
 const RECOVER_MAX_MS = 5000;
+/**
+ * A failure within this long of recovering from the last one continues its backoff instead
+ * of starting over, so a disk that fails again at the first writes after a reopen (still
+ * full) is not reopened ten times a second (issue 9).
+ */
+const RECOVER_STABLE_MS = 30_000;
+/** An lmdb data dir whose filesystem has less free space than this is still full (issue 9). */
+const MIN_FREE_BYTES_TO_REOPEN = 1024 * 1024;
 /** After this many failed reopen attempts in a row (hours at RECOVER_MAX_MS) the process exits. */
 const RECOVER_MAX_ATTEMPTS = 10_000;
 /** A snapshot session no read used for this long is closed (it pins backend state). */
@@ -136,6 +146,15 @@ export class StorageServer {
   /** Bumped by every storage failure: async work of an older life must not step a replica. */
   private life = 0;
   private health: StorageHealth = { state: 'healthy' };
+  /** When storage last became healthy again after a failure, and the backoff it ended at. */
+  private recoveredMs = 0;
+  private recoveredDelayMs = RECOVER_FIRST_MS;
+  /**
+   * The incarnation whose storage failed: unhealthy heartbeats name it, never the one a
+   * reload is registering, so one sent while the reload registers cannot mark the new
+   * incarnation failed at the nameserver (it would never count as alive again).
+   */
+  private failedIncarnation = '';
   private readonly pool: RpcPool;
   private server: RpcServer | undefined;
   private nextRequestId = 1;
@@ -200,6 +219,14 @@ export class StorageServer {
     await this.backend.close();
   }
 
+  /**
+   * The storage engine failed outside any batch (crash-guard.ts: a rejection inside the
+   * engine's own code): unhealthy, exactly as for a failed batch; ignored while unhealthy.
+   */
+  reportStorageFailure(err: Error): void {
+    this.onStorageFailure(err, this.life);
+  }
+
   /** Whether the backend is usable; `stats` and heartbeats report it. */
   get storageHealth(): StorageHealth {
     return this.health;
@@ -249,6 +276,7 @@ export class StorageServer {
         if (this.health.state !== 'healthy') {
           this.log.info({ unhealthyMs: Date.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
           this.health = { state: 'healthy' };
+          this.recoveredMs = Date.now();
         }
         // S4: recovered replicas exist from now on, inactive until a configuration arrives.
         for (const p of this.recoveries.keys()) this.replica(p);
@@ -332,7 +360,7 @@ export class StorageServer {
   private async heartbeatUnhealthy(health: Extract<StorageHealth, { state: 'unhealthy' }>): Promise<void> {
     this.heartbeating = true;
     try {
-      await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.incarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress: [], unhealthy: health.reason.slice(0, MAX_REASON_CHARS) });
+      await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.failedIncarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress: [], unhealthy: health.reason.slice(0, MAX_REASON_CHARS) });
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'unhealthy heartbeat not delivered');
     } finally {
@@ -707,6 +735,7 @@ export class StorageServer {
     if (life !== this.life || this.closed || this.health.state !== 'healthy') return;
     this.life += 1;
     this.health = { state: 'unhealthy', reason: err.message, sinceMs: Date.now(), attempts: 0 };
+    this.failedIncarnation = this.incarnation;
     this.log.error({ err: err.message, backend: this.backend.kind }, 'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff');
     // Every replica core, and everything it was waiting for, is dropped: their state may
     // run ahead of what the backend holds. They are rebuilt from the backend on reload.
@@ -723,13 +752,21 @@ export class StorageServer {
       w.reject(w.write ? new OutcomeUnknownError(`storage of ${this.nodeId} failed before the write was acknowledged: ${err.message}`) : new UnavailableError(`storage unavailable on ${this.nodeId}: ${err.message}`));
     }
     void this.closeIdleSnapshotSessions(0);
-    void this.reloadStorage(this.life);
+    // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
+    // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
+    void this.heartbeat();
+    // Failed again soon after recovering: go on with the backoff where it ended.
+    const firstDelayMs = Date.now() - this.recoveredMs < RECOVER_STABLE_MS ? this.recoveredDelayMs : RECOVER_FIRST_MS;
+    void this.reloadStorage(this.life, firstDelayMs);
   }
 
   /** Reopens the backend with bounded exponential backoff, then reloads as a restart would. */
-  private async reloadStorage(life: number): Promise<void> {
-    let delayMs = RECOVER_FIRST_MS;
+  private async reloadStorage(life: number, firstDelayMs: number): Promise<void> {
+    let delayMs = firstDelayMs;
+    // The first attempt waits too when this failure continues an earlier one's backoff.
+    if (firstDelayMs > RECOVER_FIRST_MS) await new Promise((r) => setTimeout(r, firstDelayMs).unref());
     let old: Backend | undefined = this.backend;
+    const closingKind = this.backend.kind;
     for (let attempt = 1; attempt <= RECOVER_MAX_ATTEMPTS; attempt++) {
       if (this.closed || life !== this.life) return;
       if (this.health.state === 'unhealthy') this.health = { ...this.health, attempts: attempt };
@@ -740,6 +777,7 @@ export class StorageServer {
           old = undefined;
           await closing.close().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'closing the failed backend failed'));
         }
+        checkDataDirNotFull(closingKind, this.cfg.dataDir, MIN_FREE_BYTES_TO_REOPEN);
         opened = await this.reopen();
         if (this.closed) {
           await opened.close();
@@ -750,7 +788,8 @@ export class StorageServer {
         await this.loadLogs();
         // S4, S7: a reload is a restart; peers and the nameserver must see a new incarnation.
         this.incarnation = randomBytes(8).toString('hex');
-        this.log.info({ attempt, incarnation: this.incarnation, partitions: this.recoveries.size }, 'backend reopened; registering again');
+        this.log.info({ attempt, incarnation: this.incarnation, partitions: this.recoveries.size, ...freeSpaceOf(this.backend.kind, this.cfg.dataDir) }, 'backend reopened; registering again');
+        this.recoveredDelayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
         await this.register();
         return;
       } catch (err) {

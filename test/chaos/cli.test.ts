@@ -18,7 +18,11 @@ test('dstore chaos --help lists the options, the fault kinds and the exit codes'
   for (const flag of ['--duration', '--seed', '--history', '--clients', '--keys', '--nodes', '--backend', '--no-partitions', '--faults', '--partition-count']) {
     assert.ok(r.stdout.includes(flag), `--help mentions ${flag}`);
   }
-  for (const kind of ['kill', 'pause', 'restart-nameserver', 'isolate', 'split']) assert.ok(r.stdout.includes(kind), `--help explains ${kind}`);
+  for (const kind of ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full']) assert.ok(r.stdout.includes(kind), `--help explains ${kind}`);
+  // Issue 9: the redis backend (one redis-server per storage server) and the disk-full fault.
+  assert.match(r.stdout.replace(/\s+/g, " "), /choices: "lmdb", "memory", "redis"/);
+  assert.match(r.stdout, /disk-full\s+fill a storage server's data dir/);
+  assert.match(r.stdout, /partitions and disk-full faults are skipped with a message/);
   assert.match(r.stdout, /Exit codes: 0 linearizable/);
 });
 
@@ -30,4 +34,10 @@ test('dstore chaos refuses bad input with exit code 2', () => {
   assert.equal(replicas.status, 2);
   assert.match(replicas.stderr, /--replicas \(3\) cannot be above --nodes \(2\)/);
   assert.equal(dstore(['chaos', '--duration', '-1']).status, 2);
+  const backend = dstore(['chaos', '--backend', 'postgres']);
+  assert.equal(backend.status, 2);
+  assert.match(backend.stderr, /Allowed choices are lmdb, memory, redis/);
+  const disk = dstore(['chaos', '--faults', 'disk-full,flood']);
+  assert.equal(disk.status, 2, 'disk-full is a known kind; the bad one is named');
+  assert.match(disk.stderr, /unknown fault kind "flood"; the kinds are .*disk-full/);
 });

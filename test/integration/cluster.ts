@@ -62,6 +62,12 @@ export interface ClusterOptions {
   readonly logRetainEntries?: number;
   /** `--log-level` of every node (default info). */
   readonly logLevel?: string;
+  /**
+   * Called once per storage server before its first start, with its data dir (e.g. to mount
+   * a small filesystem there); the cleanup it returns runs in `stop()` after every process
+   * exited and before the directory is removed.
+   */
+  readonly setupDataDir?: (name: string, dataDir: string) => (() => void) | undefined;
 }
 
 /** A partition's configuration as the nameserver's `map` call returns it. */
@@ -118,6 +124,7 @@ export class LocalCluster implements AsyncDisposable {
   nameserverAddress = '';
   readonly storagePorts = new Map<string, number>();
   private clients: Db[] = [];
+  private readonly cleanups: Array<() => void> = [];
   private readonly rpc = new RpcPool({ maxFrameBytes: 64 * 1024 * 1024, backoffMaxMs: 200 });
 
   constructor(readonly opts: ClusterOptions = {}) {}
@@ -153,8 +160,13 @@ export class LocalCluster implements AsyncDisposable {
   }
 
   async spawnStorage(name: string): Promise<void> {
+    const first = !this.storagePorts.has(name);
     const port = this.storagePorts.get(name) ?? (await freePort());
     this.storagePorts.set(name, port);
+    if (first && this.opts.setupDataDir) {
+      const cleanup = this.opts.setupDataDir(name, join(this.dir, name));
+      if (cleanup) this.cleanups.push(cleanup);
+    }
     this.spawnProc(name, [
       'storage', '--nameserver', this.nameserverAddress, '--port', String(port), '--node-id', name,
       '--data-dir', join(this.dir, name), '--backend', this.opts.backendOf?.(name) ?? this.opts.backend ?? 'lmdb',
@@ -349,6 +361,7 @@ export class LocalCluster implements AsyncDisposable {
     for (const p of this.procs.values()) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     await Promise.all([...this.procs.values()].map((p) => p.exited));
     this.rpc.close();
+    for (const cleanup of this.cleanups.splice(0)) cleanup();
     if (process.env.DSTORE_TEST_KEEP) console.log(`# kept ${this.dir}`);
     else rmSync(this.dir, { recursive: true, force: true });
   }

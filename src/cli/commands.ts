@@ -64,9 +64,9 @@ async function greetingFor(o: ClientCliOptions): Promise<string> {
     const info = await db.nodes();
     const storage = info.nodes.filter((n) => n.role === 'storage');
     const alive = storage.filter((n) => n.state === 'alive').length;
-    return `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage servers alive, ${info.partitions} partitions, R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim('type help for commands, quit or Ctrl-D to leave')}`;
+    return `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage servers alive, ${info.partitions} partitions, R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves')}`;
   } catch (err) {
-    return `${style.yellow(`the nameserver at ${o.nameserver} did not answer (${describeError(err)}); commands will keep trying`)}\n${style.dim('type help for commands, quit or Ctrl-D to leave')}`;
+    return `${style.yellow(`the nameserver at ${o.nameserver} did not answer (${describeError(err)}); commands will keep trying`)}\n${style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves')}`;
   } finally {
     await db.close();
   }

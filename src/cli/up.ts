@@ -155,7 +155,7 @@ export async function runUp(o: UpOptions): Promise<void> {
         isTTY,
         extraCommands: nodeCommands(cluster, dataDir),
         processStates: () => new Map(cluster.processes.map((p) => [p.name, p.describe()])),
-        greeting: style.dim('type help for commands; quit or Ctrl-D stops the cluster'),
+        greeting: style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt stops the cluster'),
       });
       await shell.run();
     } finally {

@@ -3,6 +3,7 @@
  * The `dstore` command (package.json "bin"): up, nameserver, storage, client, put, get,
  * del, dump, nodes, bench, chaos. See program.ts for the commands and exit codes.
  */
+import { rawCommandLine } from './argv.js';
 import { runCli } from './program.js';
 
 // A reader that went away (`dstore --help | head`) is not an error of ours: stop quietly.
@@ -13,7 +14,8 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-const code = await runCli(process.argv);
+// Arguments that are not valid UTF-8 are refused before anything runs (argv.ts), exit 2.
+const code = await runCli(process.argv, rawCommandLine());
 // Long-running commands (up, nameserver, storage) exit from their own signal handlers; the
 // others end here. Let stdout and stderr drain first, so piped output is never cut short.
 await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => s.write('', () => resolve()))));

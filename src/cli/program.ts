@@ -2,14 +2,16 @@
  * The `dstore` command line (commander): every subcommand with --help, every flag with an
  * environment variable (shown in --help). Exit codes: 0 success; 1 a failure at run time
  * (`error: <message> (<CODE>)` for the library's typed errors, `get` of an absent key);
- * 2 invalid input (unknown command or flag, bad value, missing argument) with one line on
- * stderr. Heavy modules (servers, client) load lazily, so --help works on its own.
+ * 2 invalid input (unknown command or flag, bad value, missing argument, an argument that is
+ * not UTF-8, a key or value the cluster refuses: KEY_EMPTY, KEY_TOO_LARGE, VALUE_TOO_LARGE,
+ * INVALID_ARGUMENT) with one line on stderr. Heavy modules (servers, client) load lazily, so --help works on its own.
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
+import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
-import { applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
+import { applyBooleanEnv, applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
 import { CliExit, type ClientCliOptions } from './commands.js';
 import {
   attemptTimeoutOption,
@@ -42,6 +44,9 @@ import {
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+
+/** Typed errors that mean the input was bad (exit code 2), not that the cluster failed. */
+const BAD_INPUT_CODES: ReadonlySet<string> = new Set(['KEY_EMPTY', 'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'INVALID_ARGUMENT']);
 
 function packageVersion(): string {
   try {
@@ -90,6 +95,7 @@ const advertiseOption = (what: string) => envOption('--advertise <host:port>', `
 const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
+const keyHexOption = () => envOption('--key-hex', 'KEY is hex digits (e.g. fffe): for keys that are not UTF-8', 'DSTORE_KEY_HEX');
 
 function clientOptions(cmd: Command): Command {
   return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(attemptTimeoutOption()).addOption(clusterTokenOption());
@@ -119,7 +125,11 @@ its command's --help (flag > environment > file > default). Off this machine: do
     );
 
   // After flags and environment variables, before any action: the --config file (config.ts).
-  program.hook('preAction', (_program, actionCommand) => applyConfigFile(actionCommand));
+  // Boolean environment variables by their value (0/false/no/off is false), then the file.
+  program.hook('preAction', (_program, actionCommand) => {
+    applyBooleanEnv(actionCommand);
+    applyConfigFile(actionCommand);
+  });
 
   const sub = (name: string, description: string): Command => {
     const cmd = configure(new Command(name), `dstore ${name} --help`).description(description).addOption(configOption()).addHelpText('after', SETTINGS_HELP);
@@ -160,7 +170,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
       checkListenAllowed(host, o.clusterToken);
       const { runUp } = await import('./up.js');
       const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
-      await runUp({ ...o, host, minWriteReplicas });
+      const given = { partitions: explicit(cmd, 'partitions'), replicas: explicit(cmd, 'replicas'), minWriteReplicas: explicit(cmd, 'minWriteReplicas') };
+      await runUp({ ...o, host, minWriteReplicas, given });
     });
 
   sub('nameserver', 'run a nameserver: membership, failure detection and the cluster map')
@@ -221,28 +232,32 @@ its command's --help (flag > environment > file > default). Off this machine: do
   });
 
   clientOptions(sub('put', 'store VALUE under KEY; prints the new version'))
-    .argument('<key>', 'the key (1..1024 bytes of UTF-8)')
-    .argument('<value>', 'the value (UTF-8)')
+    .argument('<key>', 'the key (1..1024 bytes of UTF-8; hex with --key-hex)')
+    .argument('[value]', 'the value (UTF-8); "-" or none: read it from stdin, byte for byte, e.g. dstore put k - < file')
+    .addOption(envOption('--file <path>', 'read the value from this file, byte for byte (for values too long for the command line)', 'DSTORE_PUT_FILE'))
+    .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, value: string, o: ClientOpts) => {
+    .action(async (key: string, value: string | undefined, o: ClientOpts & { file?: string; keyHex?: boolean }) => {
       const { putCommand } = await import('./commands.js');
       await putCommand(o, key, value);
     });
 
   clientOptions(sub('get', 'print the value of KEY; exit code 1 when it is absent'))
-    .argument('<key>', 'the key')
+    .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(keyHexOption())
     .addOption(jsonOption())
     .addOption(envOption('--raw', 'write the value’s exact bytes, without a newline', 'DSTORE_RAW').conflicts('json'))
-    .action(async (key: string, o: ClientOpts & { raw?: boolean }) => {
+    .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean }) => {
       const { getCommand } = await import('./commands.js');
       await getCommand(o, key);
     });
 
   clientOptions(sub('del', 'delete KEY'))
     .alias('delete')
-    .argument('<key>', 'the key')
+    .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, o: ClientOpts) => {
+    .action(async (key: string, o: ClientOpts & { keyHex?: boolean }) => {
       const { delCommand } = await import('./commands.js');
       await delCommand(o, key);
     });
@@ -400,11 +415,12 @@ Examples:
 }
 
 /** Parses `argv` (as process.argv), runs the command, and returns the exit code. */
-export async function runCli(argv: readonly string[]): Promise<number> {
+export async function runCli(argv: readonly string[], rawArgv?: readonly Uint8Array[]): Promise<number> {
   const stderr = (line: string): void => {
     process.stderr.write(`${line}\n`);
   };
   try {
+    checkArgsUtf8(argv.slice(2), rawArgv);
     await buildProgram().parseAsync([...argv]);
     return EXIT_OK;
   } catch (err) {
@@ -419,7 +435,8 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     }
     if (err instanceof DstoreError) {
       stderr(`error: ${err.message} (${err.code})`);
-      return EXIT_FAILURE;
+      // A key or value the cluster refuses as such is bad input, as README says (exit 2).
+      return BAD_INPUT_CODES.has(err.code) ? EXIT_USAGE : EXIT_FAILURE;
     }
     if (err instanceof ClusterStartError || err instanceof CliFailure) {
       stderr(`error: ${err.message}`);

@@ -4,14 +4,16 @@
  * processes and prints its banner once the cluster formed; the shell (`dstore client`,
  * stdin piped) inserts, gets, keeps quoted values and UTF-8, hints at an unknown command and
  * a wrong argument count, says "not found", quits with status 0; the one-shot commands
- * put / get (exit 1 when absent) / del / dump --json / nodes --json work for scripts; a
+ * put / get (exit 1 when absent) / del / dump --json / nodes --json work for scripts; put
+ * takes a 1 MiB value from --file or stdin byte for byte, --key-hex a binary key, and an empty
+ * key exits 2 (bad input); a
  * second `up` on a taken port says so; an unreachable nameserver is `error: … (CODE)`, exit
  * 1; SIGTERM to `up` stops every child (no orphans). Every wait polls a condition with a
  * deadline; the cluster is stopped and the temp dir removed even when a test fails.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -53,6 +55,30 @@ function dstore(args: string[], input = ''): Promise<Result> {
     child.once('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
+/** Runs `dstore args…` with `input` bytes on stdin; stdout and stderr as bytes. */
+function dstoreBytes(args: string[], input: Buffer): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms`));
+    }, COMMAND_TIMEOUT_MS);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
     });
     child.stdin.end(input);
   });
@@ -184,6 +210,36 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.equal(absent.code, 1);
     assert.equal(absent.stdout, '');
     assert.match(absent.stderr, /not found/);
+  });
+
+  test('put of a 1 MiB value from a file and from stdin; --key-hex; KEY_EMPTY exits 2', async () => {
+    // A 1 MiB value does not fit on a command line (E2BIG): --file and stdin carry it.
+    const value = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 7919) & 0xff; // not UTF-8
+    const file = join(dataDir, 'big-value.bin');
+    writeFileSync(file, value);
+    const fromFile = await dstore(['put', 'big-file', '--file', file, '--nameserver', nameserver]);
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    const fromStdin = await dstoreBytes(['put', 'big-stdin', '-', '--nameserver', nameserver], value);
+    assert.equal(fromStdin.code, 0, fromStdin.stderr.toString());
+    for (const key of ['big-file', 'big-stdin']) {
+      const got = await dstoreBytes(['get', key, '--raw', '--nameserver', nameserver], Buffer.alloc(0));
+      assert.equal(got.code, 0, got.stderr.toString());
+      assert.ok(got.stdout.equals(value), `${key}: the stored value is the file's bytes (${got.stdout.length} bytes)`);
+    }
+
+    const hexPut = await dstore(['put', '--key-hex', 'fffe', 'binary key', '--nameserver', nameserver]);
+    assert.equal(hexPut.code, 0, hexPut.stderr);
+    const hexGet = await dstore(['get', '--key-hex', 'FFFE', '--nameserver', nameserver]);
+    assert.equal(hexGet.stdout, 'binary key\n');
+    const replacement = await dstore(['get', '\uFFFD\uFFFD', '--nameserver', nameserver]);
+    assert.equal(replacement.code, 1, 'the key is the bytes ff fe, not U+FFFD U+FFFD');
+    const hexDel = await dstore(['del', '--key-hex', 'fffe', '--nameserver', nameserver]);
+    assert.equal(hexDel.stdout, 'OK deleted fffe (hex)\n');
+
+    const empty = await dstore(['put', '', 'v', '--nameserver', nameserver]);
+    assert.equal(empty.code, 2, `bad input exits 2, as README says: ${empty.stderr}`);
+    assert.match(empty.stderr, /\(KEY_EMPTY\)/);
   });
 
   test('dump --json and nodes --json', async () => {

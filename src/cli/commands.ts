@@ -119,6 +119,12 @@ export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: 
   const dumps = await withDb(o, (db) => db.dump({ limit }));
   if (o.json) json(dumpToJson(dumps));
   else out(formatDump(dumps, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Boolean(o.all)));
+  // A listing with a server missing is not a success, even though what was read is printed.
+  const failed = dumps.filter((d) => d.error !== undefined);
+  if (failed.length > 0) {
+    process.stderr.write(`error: could not list the keys of ${failed.map((d) => `${d.nodeId} (${d.address}): ${d.error}`).join('; ')}\n`);
+    throw new CliExit(1);
+  }
 }
 
 export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Promise<void> {

@@ -167,7 +167,7 @@ export function formatDump(dumps: readonly StorageDump[], style: Style, listAll:
   for (const d of dumps) {
     const head = `${style.bold(d.nodeId)} (${d.address})`;
     if (d.error !== undefined) {
-      lines.push(`${head}: ${style.red(`unreachable: ${d.error}`)}`);
+      lines.push(`${head}: ${style.red(`listing failed: ${d.error}`)}`);
       continue;
     }
     lines.push(`${head}: ${d.keyCount} ${d.keyCount === 1 ? 'key' : 'keys'}`);

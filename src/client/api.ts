@@ -68,7 +68,10 @@ export interface Db {
   scan(): AsyncIterable<Uint8Array>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
-  /** The keys of every storage server (for `dump`); `limit` keys per server. */
-  dump(options?: { limit?: number }): Promise<StorageDump[]>;
+  /**
+   * The keys of every storage server (for `dump`), read page by page; `limit` keys per
+   * server (default 100); `timeoutMs` bounds each page's call (default: the client's).
+   */
+  dump(options?: { limit?: number; timeoutMs?: number }): Promise<StorageDump[]>;
   close(): Promise<void>;
 }

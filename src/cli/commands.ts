@@ -6,6 +6,7 @@ import { isatty } from 'node:tty';
 import type { Db } from '../client/api.js';
 import { keyBytes, readPutValue } from './argv.js';
 import { bytesToJson, colourWanted, dumpToJson, formatDump, formatNodes, formatValue, makeStyle, utf8OrUndefined } from './format.js';
+import { nodesWithFreshKeys } from './nodes-view.js';
 import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
 
@@ -128,7 +129,7 @@ export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: 
 }
 
 export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Promise<void> {
-  const info = await withDb(o, (db) => db.nodes());
+  const info = await withDb(o, (db) => nodesWithFreshKeys(db));
   if (o.json) json(info);
   else out(formatNodes(info, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Date.now()));
 }

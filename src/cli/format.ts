@@ -142,7 +142,8 @@ export function formatNodes(info: ClusterInfo, style: Style, nowMs: number, proc
       storage ? String(n.partitionsLed) : '-',
       storage ? String(n.keys) : '-',
       n.backend ?? '-',
-      formatDuration(n.uptimeMs),
+      // A dead node, or one not heard from since the nameserver restarted, has no uptime to show.
+      n.state === 'dead' || n.state === 'unknown' ? '-' : formatDuration(n.uptimeMs),
     ];
     if (processes) row.push(processes.get(n.id) ?? '-');
     rows.push(row);

@@ -13,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Db } from '../client/api.js';
 import { DstoreError } from '../core/errors.js';
 import { colourWanted, formatDump, formatNodes, formatValue, makeStyle, type Style } from './format.js';
+import { nodesWithFreshKeys } from './nodes-view.js';
 import { quoteArg, tokenize, type Token } from './tokenize.js';
 
 export interface ShellContext {
@@ -300,7 +301,7 @@ export class Shell {
         return;
       }
       if (command.name === 'nodes') {
-        const info = await ctx.db.nodes();
+        const info = await nodesWithFreshKeys(ctx.db);
         ctx.print(formatNodes(info, this.style, Date.now(), this.options.processStates?.()));
         return;
       }

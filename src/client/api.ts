@@ -9,9 +9,13 @@ export interface NodeInfo {
   readonly role: 'nameserver' | 'storage';
   /** host:port it is reachable at. */
   readonly address: string;
-  /** `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4). */
-  readonly state: 'alive' | 'dead' | 'starting' | 'unhealthy';
-  /** ms since epoch of the last heartbeat, undefined for the nameserver. */
+  /**
+   * `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4).
+   * `unknown`: not heard from since the nameserver (re)started, which counts it as alive for
+   * one --dead-after-ms (S15); `dead` after that.
+   */
+  readonly state: 'alive' | 'dead' | 'starting' | 'unknown' | 'unhealthy';
+  /** ms since epoch of the last heartbeat; undefined for the nameserver and for a node not heard from since the nameserver started. */
   readonly lastHeartbeatMs?: number;
   /** Partitions it holds a replica of. */
   readonly partitionsHeld: number;

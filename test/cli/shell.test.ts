@@ -63,6 +63,7 @@ class FakeDb implements Db {
         { id: 'nameserver', role: 'nameserver', address: '127.0.0.1:7000', state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: 65_000 },
         { id: 's1', role: 'storage', address: '127.0.0.1:7101', state: 'alive', lastHeartbeatMs: now - 400, partitionsHeld: 16, partitionsLed: 6, keys: this.data.size, backend: 'memory', uptimeMs: 64_000 },
         { id: 's2', role: 'storage', address: '127.0.0.1:7102', state: 'dead', lastHeartbeatMs: now - 7_300, partitionsHeld: 16, partitionsLed: 5, keys: this.data.size, backend: 'memory', uptimeMs: 3_000 },
+        { id: 's3', role: 'storage', address: '127.0.0.1:7103', state: 'unknown', partitionsHeld: 0, partitionsLed: 0, keys: 0, backend: 'memory', uptimeMs: 0 },
       ],
     };
   }
@@ -234,8 +235,9 @@ describe('shell (piped, over a fake Db)', () => {
     assert.match(first ?? '', /^NODE +ROLE +ADDRESS +STATE +HEARTBEAT +HELD +LED +KEYS +BACKEND +UPTIME\n/);
     assert.match(out, /nameserver +nameserver +127\.0\.0\.1:7000 +alive +- +- +- +- +- +1m 5s/);
     assert.match(out, /s1 +storage +127\.0\.0\.1:7101 +alive +0\.4s ago +16 +6 +0 +memory +1m 4s/);
-    assert.match(out, /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago/);
-    assert.match(out, /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/2 storage servers alive/);
+    assert.match(out, /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago +16 +5 +\d+ +memory +-\n/, 'a dead node shows no uptime');
+    assert.match(out, /s3 +storage +127\.0\.0\.1:7103 +unknown +- +0 +0 +0 +memory +-\n/, 'not heard from since the nameserver restarted: no heartbeat, no uptime');
+    assert.match(out, /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/3 storage servers alive/);
     assert.equal((out.match(/^NODE/gm) ?? []).length, 2);
   });
 

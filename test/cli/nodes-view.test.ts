@@ -1,0 +1,78 @@
+/**
+ * `nodes` on a real local cluster (`dstore up`, memory backend, its shell on piped stdin):
+ * - KEYS is the count now, not the last heartbeat's: right after an insert of a new key,
+ *   every storage server shows one key more (before, 0 until a heartbeat or two later);
+ * - after `kill s3` and `restart nameserver`, no node shows a made-up "starting 0.0s ago":
+ *   a node not heard from since the restart is `unknown`, with no heartbeat time and no
+ *   uptime, and the killed s3 is never shown as starting.
+ * The run is bounded; up stops its children at the end of input; the temp dir is removed.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../../src/cli/options.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const RUN_TIMEOUT_MS = 120_000;
+
+function upWithShell(args: string[], script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { NO_COLOR: '1' };
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, 'up', ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
+      reject(new Error(`up did not finish within ${RUN_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`));
+    }, RUN_TIMEOUT_MS);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(script);
+  });
+}
+
+/** The KEYS column of each storage row of the `nodes` tables in `out`, one map per table. */
+function keysPerTable(out: string): Map<string, number>[] {
+  return out
+    .split(/^(?=NODE +ROLE)/m)
+    .slice(1)
+    .map((t) => new Map([...t.matchAll(/^(s\d+) +storage +\S+ +alive +\S+ ago +\d+ +\d+ +(\d+) /gm)].map((m) => [m[1] as string, Number(m[2])])));
+}
+
+describe('nodes shows what is known, now', { timeout: 200_000 }, () => {
+  let dataDir = '';
+  after(() => {
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('fresh KEYS after an insert; after a nameserver restart, unknown nodes without made-up times', async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'dstore-nodes-view-'));
+    const port = await freePort();
+    const script = ['nodes', 'insert brand-new-key 1', 'nodes', 'kill s3', 'restart nameserver', 'nodes', 'quit'].join('\n');
+    const r = await upWithShell(['--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--backend', 'memory', '--heartbeat-ms', '1000'], `${script}\n`);
+    assert.equal(r.code, 0, `stderr: ${r.stderr}`);
+    const tables = keysPerTable(r.stdout);
+    assert.ok(tables.length >= 2, r.stdout);
+    const [before, afterInsert] = tables as [Map<string, number>, Map<string, number>];
+    for (const id of ['s1', 's2', 's3']) {
+      assert.equal(afterInsert.get(id), (before.get(id) ?? NaN) + 1, `${id}: KEYS right after the insert\n${r.stdout}`);
+    }
+    const last = r.stdout.split(/^(?=NODE +ROLE)/m).at(-1) ?? '';
+    assert.doesNotMatch(last, /starting/, `no node is "starting" after the nameserver restart:\n${last}`);
+    assert.match(last, /^s3 +storage +\S+ +unknown +- +\d+ +\d+ +\d+ +memory +- +exited/m, `s3 was killed: unknown, no heartbeat, no uptime\n${last}`);
+  });
+});

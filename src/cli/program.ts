@@ -7,7 +7,7 @@
  * INVALID_ARGUMENT) with one line on stderr. Heavy modules (servers, client) load lazily, so --help works on its own.
  */
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgument, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
@@ -92,6 +92,11 @@ const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of 
 const maxValueOption = () =>
   envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
 const advertiseOption = (what: string) => envOption('--advertise <host:port>', `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`, 'DSTORE_ADVERTISE').argParser(parseHostPort);
+/** A bench key prefix: 1..64 printable ASCII characters, no blanks (keys stay readable in `dump`). */
+function parseBenchPrefix(value: string): string {
+  if (!/^[!-~]{1,64}$/.test(value)) throw new CommanderInvalidArgument('Expected 1 to 64 printable ASCII characters without blanks, e.g. mybench-.');
+  return value;
+}
 const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
@@ -286,6 +291,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(envOption('--keys <n>', 'distinct keys, chosen uniformly', 'DSTORE_BENCH_KEYS').argParser(intParser('an integer', 1, 100_000_000)).default(10_000))
     .addOption(envOption('--ratio <reads:writes>', 'mix of gets and puts, e.g. 1:1, 9:1, 0:1', 'DSTORE_BENCH_RATIO').argParser(parseRatio).default({ reads: 1, writes: 1 }, '1:1'))
     .addOption(envOption('--spawn', 'start a temporary local cluster (3 storage servers, R=3) and benchmark it', 'DSTORE_BENCH_SPAWN'))
+    .addOption(envOption('--prefix <prefix>', 'prefix of every key the bench writes (default: bench-<8 random hex digits>-, new each run, so no existing key is overwritten)', 'DSTORE_BENCH_PREFIX').argParser(parseBenchPrefix))
+    .addOption(envOption('--keep', 'keep the keys the bench wrote (default: delete them at the end)', 'DSTORE_BENCH_KEEP'))
     .addOption(new Option('--no-preload', 'do not write every key once before measuring').env('DSTORE_BENCH_NO_PRELOAD'))
     .addOption(envOption('--backend <backend>', 'storage engine of the --spawn cluster', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb'))
     .addOption(envOption('--sync <mode>', 'durability of the --spawn cluster', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch'))
@@ -293,11 +300,13 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(logLevelOption())
     .action(async (o: ClientOpts & {
       concurrency: number; duration: number; valueSize: number; keys: number; ratio: { reads: number; writes: number }; spawn?: boolean; preload: boolean;
-      backend: BackendName; sync: SyncMode; logLevel: string;
+      backend: BackendName; sync: SyncMode; logLevel: string; prefix?: string; keep?: boolean;
     }) => {
-      const { runBench } = await import('./bench.js');
+      const { runBench, randomBenchPrefix } = await import('./bench.js');
       await runBench({
         nameserver: o.nameserver,
+        prefix: o.prefix ?? randomBenchPrefix(),
+        keep: Boolean(o.keep),
         concurrency: o.concurrency,
         durationS: o.duration,
         valueSize: o.valueSize,

@@ -6,7 +6,8 @@
  * a wrong argument count, says "not found", quits with status 0; the one-shot commands
  * put / get (exit 1 when absent) / del / dump --json / nodes --json work for scripts; put
  * takes a 1 MiB value from --file or stdin byte for byte, --key-hex a binary key, and an empty
- * key exits 2 (bad input); a
+ * key exits 2 (bad input); bench against the cluster writes under its own prefix and
+ * deletes its keys (unless --keep), leaving a key named like the old bench keys alone; a
  * second `up` on a taken port says so; an unreachable nameserver is `error: … (CODE)`, exit
  * 1; SIGTERM to `up` stops every child (no orphans). Every wait polls a condition with a
  * deadline; the cluster is stopped and the temp dir removed even when a test fails.
@@ -256,6 +257,30 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.equal(info.formed, true);
     assert.deepEqual(info.nodes.filter((n) => n.role === 'storage').map((n) => [n.id, n.state]), [['s1', 'alive'], ['s2', 'alive'], ['s3', 'alive']]);
     assert.ok(info.nodes.some((n) => n.role === 'nameserver'));
+  });
+
+  test('bench writes only under a prefix of its own, says so, and deletes what it wrote unless --keep', async () => {
+    // Before: it wrote bench-00000000… over whatever had those names, and left them.
+    const mine = await dstore(['put', 'bench-00000000', 'mine', '--nameserver', nameserver]);
+    assert.equal(mine.code, 0, mine.stderr);
+    const bench = await dstore(['bench', '--duration', '1', '--keys', '50', '--concurrency', '4', '--nameserver', nameserver]);
+    assert.equal(bench.code, 0, bench.stderr);
+    const prefix = /prefix "(bench-[0-9a-f]{8}-)"/.exec(bench.stderr)?.[1];
+    assert.ok(prefix, `the prefix is named when it starts: ${bench.stderr}`);
+    assert.match(bench.stderr, /they are deleted at the end \(--keep keeps them\)/);
+    assert.match(bench.stderr, /^deleted \d+ keys/m);
+    assert.equal((await dstore(['get', 'bench-00000000', '--nameserver', nameserver])).stdout, 'mine\n', 'a key the bench did not create is untouched');
+    const keysOf = async (): Promise<string[]> => {
+      const dump = await dstore(['dump', '--all', '--json', '--nameserver', nameserver]);
+      assert.equal(dump.code, 0, dump.stderr);
+      return (JSON.parse(dump.stdout) as { keys: unknown[] }[]).flatMap((d) => d.keys.filter((k): k is string => typeof k === 'string'));
+    };
+    assert.deepEqual((await keysOf()).filter((k) => k.startsWith(prefix)), [], 'nothing left under the prefix');
+
+    const kept = await dstore(['bench', '--duration', '1', '--keys', '5', '--concurrency', '2', '--prefix', 'kept-bench-', '--keep', '--nameserver', nameserver]);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.match(kept.stderr, /prefix "kept-bench-"\); kept at the end/);
+    assert.equal(new Set((await keysOf()).filter((k) => k.startsWith('kept-bench-'))).size, 5, '--keep leaves the preloaded keys');
   });
 
   test('a second up on the same port says the port is in use', async () => {

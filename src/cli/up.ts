@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ClusterInfo, Db } from '../client/api.js';
+import { LOG_ROTATE_BYTES, LOG_ROTATE_KEEP } from '../process/log.js';
 import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
 import { openDb } from './commands.js';
 import { colourWanted, makeStyle, table, type Style } from './format.js';
@@ -203,7 +204,7 @@ function banner(cluster: LocalCluster, o: UpOptions, info: ClusterInfo, style: S
     style.bold(`dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`),
     table(rows),
     `  data dir    ${dataDir}`,
-    `  logs        ${join(dataDir, '<node>.stderr.log')} and ${join(dataDir, '<node>', 'node.log')}`,
+    `  logs        ${join(dataDir, '<node>', 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
     `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
   ].join('\n');
 }

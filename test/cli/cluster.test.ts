@@ -14,7 +14,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -281,6 +281,17 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.equal(kept.code, 0, kept.stderr);
     assert.match(kept.stderr, /prefix "kept-bench-"\); kept at the end/);
     assert.equal(new Set((await keysOf()).filter((k) => k.startsWith('kept-bench-'))).size, 5, '--keep leaves the preloaded keys');
+  });
+
+  test('each node logs to its own node.log only: the stderr file beside it holds no log line', () => {
+    // Before: <node>.stderr.log and <node>/node.log held every line twice.
+    for (const node of ['nameserver', 's1']) {
+      const log = readFileSync(join(dataDir, node, 'node.log'), 'utf8');
+      assert.match(log, /^\{"level":30,/m, `${node}/node.log holds the JSON log`);
+      const stderrLog = readFileSync(join(dataDir, `${node}.stderr.log`), 'utf8');
+      assert.doesNotMatch(stderrLog, /"level":\d+/, `${node}.stderr.log repeats no log line: ${stderrLog.slice(0, 500)}`);
+    }
+    assert.match(upOut, /node\.log \(rotated at 10 MiB, 3 kept\); crash output in .*<node>\.stderr\.log/);
   });
 
   test('a second up on the same port says the port is in use', async () => {

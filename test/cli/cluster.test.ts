@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/cli/options.js';
+import { runDstore } from './harness.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 60_000;
@@ -56,30 +57,6 @@ function dstore(args: string[], input = ''): Promise<Result> {
     child.once('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
-
-/** Runs `dstore args…` with `input` bytes on stdin; stdout and stderr as bytes. */
-function dstoreBytes(args: string[], input: Buffer): Promise<{ code: number | null; stdout: Buffer; stderr: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms`));
-    }, COMMAND_TIMEOUT_MS);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
     });
     child.stdin.end(input);
   });
@@ -221,10 +198,10 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     writeFileSync(file, value);
     const fromFile = await dstore(['put', 'big-file', '--file', file, '--nameserver', nameserver]);
     assert.equal(fromFile.code, 0, fromFile.stderr);
-    const fromStdin = await dstoreBytes(['put', 'big-stdin', '-', '--nameserver', nameserver], value);
+    const fromStdin = await runDstore(['put', 'big-stdin', '-', '--nameserver', nameserver], { input: value });
     assert.equal(fromStdin.code, 0, fromStdin.stderr.toString());
     for (const key of ['big-file', 'big-stdin']) {
-      const got = await dstoreBytes(['get', key, '--raw', '--nameserver', nameserver], Buffer.alloc(0));
+      const got = await runDstore(['get', key, '--raw', '--nameserver', nameserver]);
       assert.equal(got.code, 0, got.stderr.toString());
       assert.ok(got.stdout.equals(value), `${key}: the stored value is the file's bytes (${got.stdout.length} bytes)`);
     }

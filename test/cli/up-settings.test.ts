@@ -10,49 +10,16 @@
  * Every run is bounded; the temp dir is removed and no child is left even when a test fails.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/cli/options.js';
+import { runDstoreText } from './harness.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const RUN_TIMEOUT_MS = 90_000;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `dstore up …` with `input` on stdin until it exits; SIGTERM, then SIGKILL, after RUN_TIMEOUT_MS. */
-function up(args: string[], input: string, env: NodeJS.ProcessEnv): Promise<Run> {
-  const clean: NodeJS.ProcessEnv = { NO_COLOR: '1' };
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, 'up', ...args], { env: { ...clean, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => {
-      child.kill('SIGTERM'); // up stops its children on SIGTERM
-      setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
-      reject(new Error(`dstore up ${args.join(' ')} did not exit within ${RUN_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`));
-    }, RUN_TIMEOUT_MS);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
+const up = (args: string[], input: string, env: NodeJS.ProcessEnv) => runDstoreText(['up', ...args], { input, env, timeoutMs: RUN_TIMEOUT_MS });
 
 describe('dstore up: settings as given and as the cluster has them', { timeout: 240_000 }, () => {
   let dataDir = '';

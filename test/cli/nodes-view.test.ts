@@ -1,7 +1,8 @@
 /**
  * `nodes` on a real local cluster (`dstore up`, memory backend, its shell on piped stdin):
- * - KEYS is the count now, not the last heartbeat's: right after an insert of a new key,
- *   every storage server shows one key more (before, 0 until a heartbeat or two later);
+ * - KEYS is the count now, not the last heartbeat's: right after an insert of a new key, the
+ *   key's primary shows one key more (before, every server showed a heartbeat's count, 0
+ *   for a second or two), and no server shows anything but its count or one more;
  * - after `kill s3` and `restart nameserver`, no node shows a made-up "starting 0.0s ago":
  *   a node not heard from since the restart is `unknown`, with no heartbeat time and no
  *   uptime, and the killed s3 is never shown as starting.
@@ -40,8 +41,14 @@ describe('nodes shows what is known, now', { timeout: 200_000 }, () => {
     const tables = keysPerTable(r.stdout);
     assert.ok(tables.length >= 2, r.stdout);
     const [before, afterInsert] = tables as [Map<string, number>, Map<string, number>];
+    // The primary applies a write before it answers, so its count has the key at once (before
+    // the fix every server showed the count of a heartbeat a second or two old); a secondary
+    // applies it when the commit point reaches it, milliseconds later, so it may or may not yet.
+    const grown = ['s1', 's2', 's3'].filter((id) => afterInsert.get(id) === (before.get(id) ?? NaN) + 1);
+    assert.ok(grown.length >= 1, `at least the key's primary counts it right after the insert\n${r.stdout}`);
     for (const id of ['s1', 's2', 's3']) {
-      assert.equal(afterInsert.get(id), (before.get(id) ?? NaN) + 1, `${id}: KEYS right after the insert\n${r.stdout}`);
+      const d = (afterInsert.get(id) ?? NaN) - (before.get(id) ?? NaN);
+      assert.ok(d === 0 || d === 1, `${id}: KEYS grew by ${d}\n${r.stdout}`);
     }
     const last = r.stdout.split(/^(?=NODE +ROLE)/m).at(-1) ?? '';
     assert.doesNotMatch(last, /starting/, `no node is "starting" after the nameserver restart:\n${last}`);

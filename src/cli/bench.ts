@@ -5,7 +5,11 @@
  * histograms (histogram.ts); the report gives ops, ops/s and p50/p99/max for reads, writes
  * and both. With --spawn it first starts a temporary 3-node cluster (R=3) in a temp dir,
  * through the same child-process code as `dstore up`, and removes it afterwards.
+ * Against a user's cluster it writes only keys under its own prefix (--prefix; by default
+ * new each run, so it never overwrites a key it did not create), says so when it starts,
+ * and deletes every key it wrote at the end (also after Ctrl-C) unless --keep.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +20,7 @@ import { ClusterStartError, LocalCluster } from './cluster.js';
 import { openDb } from './commands.js';
 import { table } from './format.js';
 import { Histogram } from './histogram.js';
-import type { BackendName, SyncMode } from './options.js';
+import { type BackendName, CliFailure, type SyncMode } from './options.js';
 import { describeError } from './shell.js';
 
 export interface BenchOptions {
@@ -36,6 +40,10 @@ export interface BenchOptions {
   readonly attemptTimeoutMs?: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /** Prefix of every key written (issue 9: never over keys the bench did not create). */
+  readonly prefix: string;
+  /** Keep the written keys instead of deleting them at the end. */
+  readonly keep: boolean;
 }
 
 export interface OpStats {
@@ -70,8 +78,32 @@ const SPAWN_REPLICAS = 3;
 /** Distinct error messages remembered for the report. */
 const MAX_ERROR_SAMPLES = 5;
 
-export function keyName(i: number): string {
-  return `bench-${i.toString().padStart(8, '0')}`;
+/** The default prefix: new each run, so a bench never writes over keys it did not create. */
+export function randomBenchPrefix(): string {
+  return `bench-${randomBytes(4).toString('hex')}-`;
+}
+
+export function keyName(prefix: string, i: number): string {
+  return `${prefix}${i.toString().padStart(8, '0')}`;
+}
+
+/** Which of the keys 0..n-1 the bench wrote (one bit each), so it deletes exactly those. */
+export class WrittenKeys {
+  private readonly bits: Uint8Array;
+  count = 0;
+  constructor(readonly size: number) {
+    this.bits = new Uint8Array(Math.ceil(size / 8));
+  }
+  add(i: number): void {
+    const byte = i >> 3;
+    const mask = 1 << (i & 7);
+    if (((this.bits[byte] as number) & mask) !== 0) return;
+    this.bits[byte] = (this.bits[byte] as number) | mask;
+    this.count++;
+  }
+  has(i: number): boolean {
+    return ((this.bits[i >> 3] as number) & (1 << (i & 7))) !== 0;
+  }
 }
 
 /** A printable value of `size` bytes (printable so `dump`/`get` stay readable after a bench). */
@@ -116,7 +148,8 @@ export function formatReport(r: BenchReport): string {
 /** Runs the closed loop against `db`; `shouldStop` ends it early (SIGINT). */
 export async function runLoad(
   db: Db,
-  o: Pick<BenchOptions, 'concurrency' | 'durationS' | 'valueSize' | 'keys' | 'ratio'>,
+  o: Pick<BenchOptions, 'concurrency' | 'durationS' | 'valueSize' | 'keys' | 'ratio' | 'prefix'>,
+  written: WrittenKeys,
   onSecond: (elapsedS: number, opsSoFar: number, opsLastSecond: number) => void,
   shouldStop: () => boolean,
 ): Promise<{ reads: Histogram; writes: Histogram; errors: Map<string, number>; errorSamples: string[]; elapsedS: number }> {
@@ -138,11 +171,15 @@ export async function runLoad(
     while (!shouldStop()) {
       const t0 = performance.now();
       if (t0 >= end) return;
-      const key = keyName(Math.floor(Math.random() * o.keys));
+      const index = Math.floor(Math.random() * o.keys);
+      const key = keyName(o.prefix, index);
       const isRead = Math.random() < readShare;
       try {
         if (isRead) await db.get(key);
-        else await db.put(key, value);
+        else {
+          written.add(index); // before the call: a failed put may still have been applied
+          await db.put(key, value);
+        }
         (isRead ? reads : writes).recordMs(performance.now() - t0);
         done++;
       } catch (err) {
@@ -162,12 +199,52 @@ export async function runLoad(
 }
 
 /** Writes keys 0..keys-1 once with `concurrency` callers. */
-async function preload(db: Db, keys: number, concurrency: number, value: Uint8Array, shouldStop: () => boolean): Promise<void> {
+async function preload(db: Db, prefix: string, keys: number, concurrency: number, value: Uint8Array, written: WrittenKeys, shouldStop: () => boolean): Promise<void> {
   let next = 0;
   const caller = async (): Promise<void> => {
-    while (next < keys && !shouldStop()) await db.put(keyName(next++), value);
+    while (next < keys && !shouldStop()) {
+      const i = next++;
+      written.add(i);
+      await db.put(keyName(prefix, i), value);
+    }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, keys) }, caller));
+}
+
+/** Deletes every key the bench wrote; returns how many could not be deleted (and one reason). */
+export async function deleteWritten(db: Db, prefix: string, written: WrittenKeys, concurrency: number, shouldStop: () => boolean): Promise<{ failed: number; sample?: string }> {
+  let next = 0;
+  let failed = 0;
+  let sample: string | undefined;
+  const caller = async (): Promise<void> => {
+    while (next < written.size && !shouldStop()) {
+      const i = next++;
+      if (!written.has(i)) continue;
+      try {
+        await db.delete(keyName(prefix, i));
+      } catch (err) {
+        failed++;
+        sample ??= describeError(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, written.count)) }, caller));
+  // Stopped early: what was not reached counts as not deleted.
+  for (let i = next; i < written.size; i++) if (written.has(i)) failed++;
+  return sample === undefined ? { failed } : { failed, sample };
+}
+
+/** Deletes the written keys, saying so; a key left behind is reported with the prefix to find it. */
+async function cleanUpWritten(db: Db, o: BenchOptions, written: WrittenKeys, shouldStop: () => boolean): Promise<void> {
+  const err = process.stderr;
+  const t0 = performance.now();
+  err.write(`deleting the ${int(written.count)} keys written (prefix ${JSON.stringify(o.prefix)}) …\n`);
+  const { failed, sample } = await deleteWritten(db, o.prefix, written, o.concurrency, shouldStop);
+  if (failed === 0) {
+    err.write(`deleted ${int(written.count)} keys in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    return;
+  }
+  throw new CliFailure(`${int(failed)} of the ${int(written.count)} keys written (prefix ${JSON.stringify(o.prefix)}) were not deleted${sample ? ` (${sample})` : ''}; find them with dstore dump --all`);
 }
 
 export async function runBench(o: BenchOptions): Promise<void> {
@@ -176,15 +253,17 @@ export async function runBench(o: BenchOptions): Promise<void> {
   let stopRequested = false;
   let cluster: LocalCluster | undefined;
   let tempDir: string | undefined;
+  let secondSignal = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopRequested) {
+      secondSignal = true;
       err.write(`\n${signal} again: exiting\n`);
       cluster?.killAllNow();
       if (tempDir) rmSync(tempDir, { recursive: true, force: true });
       process.exit(130);
     }
     stopRequested = true;
-    err.write(`\n${signal}: stopping the load (again to exit at once)\n`);
+    err.write(`\n${signal}: stopping the load (again to exit at once${o.spawn || o.keep ? '' : ', leaving the keys written'})\n`);
     // During the start there is no load to stop: stopping the cluster ends the start.
     cluster?.close().catch((e: unknown) => err.write(`error while stopping the cluster: ${describeError(e)}\n`));
   };
@@ -221,15 +300,22 @@ export async function runBench(o: BenchOptions): Promise<void> {
       err.write(`cluster ready at ${nameserver}\n`);
     }
     const db = await openDb({ nameserver, timeoutMs: o.timeoutMs, ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }), ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    const written = new WrittenKeys(o.keys);
+    // A cluster of the user's (not --spawn): say where the load goes, and clean it up after.
+    const cleanUp = !o.spawn && !o.keep;
+    if (!o.spawn) {
+      err.write(`writing keys ${keyName(o.prefix, 0)} … ${keyName(o.prefix, o.keys - 1)} (prefix ${JSON.stringify(o.prefix)}); ${cleanUp ? 'they are deleted at the end (--keep keeps them)' : 'kept at the end (--keep)'}\n`);
+    }
     try {
       if (o.preload && o.ratio.reads > 0 && !stopRequested) {
         const t0 = performance.now();
-        await preload(db, o.keys, o.concurrency, makeValue(o.valueSize), () => stopRequested);
+        await preload(db, o.prefix, o.keys, o.concurrency, makeValue(o.valueSize), written, () => stopRequested);
         err.write(`preloaded ${int(o.keys)} keys in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
       }
       const result = await runLoad(
         db,
         o,
+        written,
         (elapsedS, total, lastSecond) => {
           const line = `${elapsedS.toFixed(0).padStart(4)}s  ${int(lastSecond).padStart(9)} ops/s  (${int(total / elapsedS)} ops/s so far, ${int(total)} ops)`;
           err.write(isTTY ? `\r\x1b[K${line}` : `${line}\n`);
@@ -259,7 +345,11 @@ export async function runBench(o: BenchOptions): Promise<void> {
       process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
       for (const sample of result.errorSamples) err.write(`error sample: ${sample}\n`);
     } finally {
-      await db.close();
+      try {
+        if (cleanUp && written.count > 0) await cleanUpWritten(db, o, written, () => secondSignal);
+      } finally {
+        await db.close();
+      }
     }
   } finally {
     process.off('SIGINT', onSignal);

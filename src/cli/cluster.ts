@@ -1,7 +1,9 @@
 /**
  * A local cluster of child processes, for `dstore up` and `dstore bench --spawn`: one
  * nameserver and N storage servers, each `node dist/src/cli/main.js <role> …` with its data
- * under `<dataDir>/<node>` and its stdout/stderr in `<dataDir>/<node>.stderr.log`.
+ * under `<dataDir>/<node>`, its log in `<dataDir>/<node>/node.log` (written and rotated by the
+ * node itself) and its stdout/stderr in `<dataDir>/<node>.stderr.log` (only what is not a log
+ * line: a crash's stack trace, a refused start).
  *
  * Children get an IPC channel: they report the port they listen on through it, and they
  * shut themselves down when it closes, so a parent that dies (even by SIGKILL) leaves no
@@ -10,7 +12,7 @@
  * SIGKILL after a bounded wait. An `exit` handler SIGKILLs whatever is left.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readSync, fstatSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClusterInfo, Db } from '../client/api.js';
@@ -220,8 +222,12 @@ export class ManagedProcess {
     });
   }
 
+  /** The end of its stderr file (a crash, a refused start), else of its node.log (its log lines). */
   private startError(message: string): ClusterStartError {
-    return new ClusterStartError(message, this.name, this.logPath, logTail(this.logPath));
+    const stderrTail = logTail(this.logPath);
+    const nodeLog = join(this.dataDir, 'node.log');
+    if (stderrTail !== '' || !existsSync(nodeLog)) return new ClusterStartError(message, this.name, this.logPath, stderrTail);
+    return new ClusterStartError(message, this.name, nodeLog, logTail(nodeLog));
   }
 
   /** Sends `signal`; false when the process is not running. */

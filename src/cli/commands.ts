@@ -2,8 +2,11 @@
  * The client-side commands: `dstore client` (the shell against a running cluster) and the
  * one-shot commands for scripts — put, get (exit 1 when absent), del, dump, nodes.
  */
+import { isatty } from 'node:tty';
 import type { Db } from '../client/api.js';
+import { keyBytes, readPutValue } from './argv.js';
 import { bytesToJson, colourWanted, dumpToJson, formatDump, formatNodes, formatValue, makeStyle, utf8OrUndefined } from './format.js';
+import { nodesWithFreshKeys } from './nodes-view.js';
 import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
 
@@ -67,25 +70,34 @@ async function greetingFor(o: ClientCliOptions): Promise<string> {
     const info = await db.nodes();
     const storage = info.nodes.filter((n) => n.role === 'storage');
     const alive = storage.filter((n) => n.state === 'alive').length;
-    return `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage servers alive, ${info.partitions} partitions, R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim('type help for commands, quit or Ctrl-D to leave')}`;
+    return `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage servers alive, ${info.partitions} partitions, R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves')}`;
   } catch (err) {
-    return `${style.yellow(`the nameserver at ${o.nameserver} did not answer (${describeError(err)}); commands will keep trying`)}\n${style.dim('type help for commands, quit or Ctrl-D to leave')}`;
+    return `${style.yellow(`the nameserver at ${o.nameserver} did not answer (${describeError(err)}); commands will keep trying`)}\n${style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves')}`;
   } finally {
     await db.close();
   }
 }
 
-export async function putCommand(o: ClientCliOptions & { json?: boolean }, key: string, value: string): Promise<void> {
-  const version = await withDb(o, (db) => db.put(key, value));
+/** How a key given on the command line is shown back: as typed (hex with --key-hex). */
+function keyShown(key: string, keyHex: boolean | undefined): string {
+  return keyHex ? `${key.toLowerCase()} (hex)` : quoteArg(key);
+}
+
+export async function putCommand(o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean }, key: string, value: string | undefined): Promise<void> {
+  const k = keyBytes(key, o.keyHex);
+  // Read the value before connecting: bad input fails fast, with nothing sent.
+  const v = await readPutValue(value, o.file, () => ({ isTTY: isatty(0), stream: process.stdin }));
+  const version = await withDb(o, (db) => db.put(k, v));
   if (o.json) json({ version });
   else out(`OK (version ${version})`);
 }
 
-export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: boolean }, key: string): Promise<void> {
-  const got = await withDb(o, (db) => db.get(key));
+export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean }, key: string): Promise<void> {
+  const k = keyBytes(key, o.keyHex);
+  const got = await withDb(o, (db) => db.get(k));
   if (got === undefined) {
     if (o.json) json(null);
-    process.stderr.write(`(not found) no key ${quoteArg(key)}\n`);
+    process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
     throw new CliExit(1);
   }
   if (o.json) {
@@ -99,10 +111,11 @@ export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: b
   }
 }
 
-export async function delCommand(o: ClientCliOptions & { json?: boolean }, key: string): Promise<void> {
-  const existed = await withDb(o, (db) => db.delete(key));
+export async function delCommand(o: ClientCliOptions & { json?: boolean; keyHex?: boolean }, key: string): Promise<void> {
+  const k = keyBytes(key, o.keyHex);
+  const existed = await withDb(o, (db) => db.delete(k));
   if (o.json) json({ existed });
-  else out(existed ? `OK deleted ${quoteArg(key)}` : `(not found) no key ${quoteArg(key)}; nothing deleted`);
+  else out(existed ? `OK deleted ${keyShown(key, o.keyHex)}` : `(not found) no key ${keyShown(key, o.keyHex)}; nothing deleted`);
 }
 
 export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: boolean; limit?: number }): Promise<void> {
@@ -110,10 +123,16 @@ export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: 
   const dumps = await withDb(o, (db) => db.dump({ limit }));
   if (o.json) json(dumpToJson(dumps));
   else out(formatDump(dumps, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Boolean(o.all)));
+  // A listing with a server missing is not a success, even though what was read is printed.
+  const failed = dumps.filter((d) => d.error !== undefined);
+  if (failed.length > 0) {
+    process.stderr.write(`error: could not list the keys of ${failed.map((d) => `${d.nodeId} (${d.address}): ${d.error}`).join('; ')}\n`);
+    throw new CliExit(1);
+  }
 }
 
 export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Promise<void> {
-  const info = await withDb(o, (db) => db.nodes());
+  const info = await withDb(o, (db) => nodesWithFreshKeys(db));
   if (o.json) json(info);
   else out(formatNodes(info, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Date.now()));
 }

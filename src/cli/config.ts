@@ -165,6 +165,36 @@ export function applyConfigFile(cmd: Command): void {
   }
 }
 
+const ENV_TRUE = new Set(['1', 'true', 'yes', 'on']);
+const ENV_FALSE = new Set(['0', 'false', 'no', 'off']);
+
+/** An environment variable's text as a boolean: 1/true/yes/on, 0/false/no/off (any case); else a UsageError. */
+export function parseEnvBoolean(name: string, text: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (ENV_TRUE.has(t)) return true;
+  if (ENV_FALSE.has(t)) return false;
+  throw new UsageError(`environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes or on, or 0, false, no or off`);
+}
+
+/**
+ * Commander sets a boolean flag whenever its environment variable exists, whatever its value,
+ * so DSTORE_NO_SHELL=0 turned the shell off. Here every boolean flag that came from the
+ * environment is set from the variable's value instead: a false value means the flag is not
+ * given (`--no-x` keeps x true, `--json` stays off). Runs before the config file is applied.
+ */
+export function applyBooleanEnv(cmd: Command): void {
+  for (const option of cmd.options) {
+    if (option.required || option.optional || option.envVar === undefined) continue;
+    const key = option.attributeName();
+    if (cmd.getOptionValueSource(key) !== 'env') continue;
+    const text = process.env[option.envVar];
+    if (text === undefined) continue;
+    const given = parseEnvBoolean(option.envVar, text);
+    const value = option.negate ? !given : given;
+    cmd.setOptionValueWithSource(key, value, 'env');
+  }
+}
+
 /** True when the setting came from the user (flag, environment or file), not the default. */
 export function isExplicit(cmd: Command, key: string): boolean {
   const source = cmd.getOptionValueSource(key);

@@ -142,7 +142,8 @@ export function formatNodes(info: ClusterInfo, style: Style, nowMs: number, proc
       storage ? String(n.partitionsLed) : '-',
       storage ? String(n.keys) : '-',
       n.backend ?? '-',
-      formatDuration(n.uptimeMs),
+      // A dead node, or one not heard from since the nameserver restarted, has no uptime to show.
+      n.state === 'dead' || n.state === 'unknown' ? '-' : formatDuration(n.uptimeMs),
     ];
     if (processes) row.push(processes.get(n.id) ?? '-');
     rows.push(row);
@@ -167,7 +168,7 @@ export function formatDump(dumps: readonly StorageDump[], style: Style, listAll:
   for (const d of dumps) {
     const head = `${style.bold(d.nodeId)} (${d.address})`;
     if (d.error !== undefined) {
-      lines.push(`${head}: ${style.red(`unreachable: ${d.error}`)}`);
+      lines.push(`${head}: ${style.red(`listing failed: ${d.error}`)}`);
       continue;
     }
     lines.push(`${head}: ${d.keyCount} ${d.keyCount === 1 ? 'key' : 'keys'}`);

@@ -11,6 +11,7 @@ if (major < 20 || (major === 20 && minor < 15)) {
   process.stderr.write(`error: dstore needs Node.js 20.15 or newer; this is ${process.version}\n`);
   process.exit(2);
 }
+const { rawCommandLine } = await import('./argv.js');
 const { runCli } = await import('./program.js');
 
 // A reader that went away (`dstore --help | head`) is not an error of ours: stop quietly.
@@ -21,7 +22,8 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-const code = await runCli(process.argv);
+// Arguments that are not valid UTF-8 are refused before anything runs (argv.ts), exit 2.
+const code = await runCli(process.argv, rawCommandLine());
 // Long-running commands (up, nameserver, storage) exit from their own signal handlers; the
 // others end here. Let stdout and stderr drain first, so piped output is never cut short.
 await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => s.write('', () => resolve()))));

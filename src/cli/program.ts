@@ -2,14 +2,16 @@
  * The `dstore` command line (commander): every subcommand with --help, every flag with an
  * environment variable (shown in --help). Exit codes: 0 success; 1 a failure at run time
  * (`error: <message> (<CODE>)` for the library's typed errors, `get` of an absent key);
- * 2 invalid input (unknown command or flag, bad value, missing argument) with one line on
- * stderr. Heavy modules (servers, client) load lazily, so --help works on its own.
+ * 2 invalid input (unknown command or flag, bad value, missing argument, an argument that is
+ * not UTF-8, a key or value the cluster refuses: KEY_EMPTY, KEY_TOO_LARGE, VALUE_TOO_LARGE,
+ * INVALID_ARGUMENT) with one line on stderr. Heavy modules (servers, client) load lazily, so --help works on its own.
  */
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgument, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
+import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
-import { applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
+import { applyBooleanEnv, applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
 import { CliExit, type ClientCliOptions } from './commands.js';
 import {
   attemptTimeoutOption,
@@ -42,6 +44,9 @@ import {
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+
+/** Typed errors that mean the input was bad (exit code 2), not that the cluster failed. */
+const BAD_INPUT_CODES: ReadonlySet<string> = new Set(['KEY_EMPTY', 'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'INVALID_ARGUMENT']);
 
 function packageVersion(): string {
   try {
@@ -87,9 +92,15 @@ const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of 
 const maxValueOption = () =>
   envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
 const advertiseOption = (what: string) => envOption('--advertise <host:port>', `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`, 'DSTORE_ADVERTISE').argParser(parseHostPort);
+/** A bench key prefix: 1..64 printable ASCII characters, no blanks (keys stay readable in `dump`). */
+function parseBenchPrefix(value: string): string {
+  if (!/^[!-~]{1,64}$/.test(value)) throw new CommanderInvalidArgument('Expected 1 to 64 printable ASCII characters without blanks, e.g. mybench-.');
+  return value;
+}
 const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split,disk-full';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
+const keyHexOption = () => envOption('--key-hex', 'KEY is hex digits (e.g. fffe): for keys that are not UTF-8', 'DSTORE_KEY_HEX');
 
 function clientOptions(cmd: Command): Command {
   return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(attemptTimeoutOption()).addOption(clusterTokenOption());
@@ -119,7 +130,11 @@ its command's --help (flag > environment > file > default). Off this machine: do
     );
 
   // After flags and environment variables, before any action: the --config file (config.ts).
-  program.hook('preAction', (_program, actionCommand) => applyConfigFile(actionCommand));
+  // Boolean environment variables by their value (0/false/no/off is false), then the file.
+  program.hook('preAction', (_program, actionCommand) => {
+    applyBooleanEnv(actionCommand);
+    applyConfigFile(actionCommand);
+  });
 
   const sub = (name: string, description: string): Command => {
     const cmd = configure(new Command(name), `dstore ${name} --help`).description(description).addOption(configOption()).addHelpText('after', SETTINGS_HELP);
@@ -160,7 +175,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
       checkListenAllowed(host, o.clusterToken);
       const { runUp } = await import('./up.js');
       const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
-      await runUp({ ...o, host, minWriteReplicas });
+      const given = { partitions: explicit(cmd, 'partitions'), replicas: explicit(cmd, 'replicas'), minWriteReplicas: explicit(cmd, 'minWriteReplicas') };
+      await runUp({ ...o, host, minWriteReplicas, given });
     });
 
   sub('nameserver', 'run a nameserver: membership, failure detection and the cluster map')
@@ -221,28 +237,32 @@ its command's --help (flag > environment > file > default). Off this machine: do
   });
 
   clientOptions(sub('put', 'store VALUE under KEY; prints the new version'))
-    .argument('<key>', 'the key (1..1024 bytes of UTF-8)')
-    .argument('<value>', 'the value (UTF-8)')
+    .argument('<key>', 'the key (1..1024 bytes of UTF-8; hex with --key-hex)')
+    .argument('[value]', 'the value (UTF-8); "-" or none: read it from stdin, byte for byte, e.g. dstore put k - < file')
+    .addOption(envOption('--file <path>', 'read the value from this file, byte for byte (for values too long for the command line)', 'DSTORE_PUT_FILE'))
+    .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, value: string, o: ClientOpts) => {
+    .action(async (key: string, value: string | undefined, o: ClientOpts & { file?: string; keyHex?: boolean }) => {
       const { putCommand } = await import('./commands.js');
       await putCommand(o, key, value);
     });
 
   clientOptions(sub('get', 'print the value of KEY; exit code 1 when it is absent'))
-    .argument('<key>', 'the key')
+    .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(keyHexOption())
     .addOption(jsonOption())
     .addOption(envOption('--raw', 'write the value’s exact bytes, without a newline', 'DSTORE_RAW').conflicts('json'))
-    .action(async (key: string, o: ClientOpts & { raw?: boolean }) => {
+    .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean }) => {
       const { getCommand } = await import('./commands.js');
       await getCommand(o, key);
     });
 
   clientOptions(sub('del', 'delete KEY'))
     .alias('delete')
-    .argument('<key>', 'the key')
+    .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, o: ClientOpts) => {
+    .action(async (key: string, o: ClientOpts & { keyHex?: boolean }) => {
       const { delCommand } = await import('./commands.js');
       await delCommand(o, key);
     });
@@ -271,6 +291,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(envOption('--keys <n>', 'distinct keys, chosen uniformly', 'DSTORE_BENCH_KEYS').argParser(intParser('an integer', 1, 100_000_000)).default(10_000))
     .addOption(envOption('--ratio <reads:writes>', 'mix of gets and puts, e.g. 1:1, 9:1, 0:1', 'DSTORE_BENCH_RATIO').argParser(parseRatio).default({ reads: 1, writes: 1 }, '1:1'))
     .addOption(envOption('--spawn', 'start a temporary local cluster (3 storage servers, R=3) and benchmark it', 'DSTORE_BENCH_SPAWN'))
+    .addOption(envOption('--prefix <prefix>', 'prefix of every key the bench writes (default: bench-<8 random hex digits>-, new each run, so no existing key is overwritten)', 'DSTORE_BENCH_PREFIX').argParser(parseBenchPrefix))
+    .addOption(envOption('--keep', 'keep the keys the bench wrote (default: delete them at the end)', 'DSTORE_BENCH_KEEP'))
     .addOption(new Option('--no-preload', 'do not write every key once before measuring').env('DSTORE_BENCH_NO_PRELOAD'))
     .addOption(envOption('--backend <backend>', 'storage engine of the --spawn cluster', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb'))
     .addOption(envOption('--sync <mode>', 'durability of the --spawn cluster', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch'))
@@ -278,11 +300,13 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(logLevelOption())
     .action(async (o: ClientOpts & {
       concurrency: number; duration: number; valueSize: number; keys: number; ratio: { reads: number; writes: number }; spawn?: boolean; preload: boolean;
-      backend: BackendName; sync: SyncMode; logLevel: string;
+      backend: BackendName; sync: SyncMode; logLevel: string; prefix?: string; keep?: boolean;
     }) => {
-      const { runBench } = await import('./bench.js');
+      const { runBench, randomBenchPrefix } = await import('./bench.js');
       await runBench({
         nameserver: o.nameserver,
+        prefix: o.prefix ?? randomBenchPrefix(),
+        keep: Boolean(o.keep),
         concurrency: o.concurrency,
         durationS: o.duration,
         valueSize: o.valueSize,
@@ -404,11 +428,12 @@ Examples:
 }
 
 /** Parses `argv` (as process.argv), runs the command, and returns the exit code. */
-export async function runCli(argv: readonly string[]): Promise<number> {
+export async function runCli(argv: readonly string[], rawArgv?: readonly Uint8Array[]): Promise<number> {
   const stderr = (line: string): void => {
     process.stderr.write(`${line}\n`);
   };
   try {
+    checkArgsUtf8(argv.slice(2), rawArgv);
     await buildProgram().parseAsync([...argv]);
     return EXIT_OK;
   } catch (err) {
@@ -423,7 +448,8 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     }
     if (err instanceof DstoreError) {
       stderr(`error: ${err.message} (${err.code})`);
-      return EXIT_FAILURE;
+      // A key or value the cluster refuses as such is bad input, as README says (exit 2).
+      return BAD_INPUT_CODES.has(err.code) ? EXIT_USAGE : EXIT_FAILURE;
     }
     if (err instanceof ClusterStartError || err instanceof CliFailure) {
       stderr(`error: ${err.message}`);

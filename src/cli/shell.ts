@@ -1,6 +1,7 @@
 /**
  * The interactive shell of `dstore client` and `dstore up` (the original client's commands,
- * kept): help, insert/put/set, get, delete/del, dump, nodes/status, quit/exit/q/x/Ctrl-D.
+ * kept): help, insert/put/set, get, delete/del, dump, nodes/status, quit/exit/q/x/Ctrl-D/Ctrl-C at
+ * an empty prompt.
  *
  * It runs over any input/output streams: on a terminal with a prompt, line editing, history
  * and (unless NO_COLOR) colours; piped, it reads commands line by line, prints only results
@@ -12,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Db } from '../client/api.js';
 import { DstoreError } from '../core/errors.js';
 import { colourWanted, formatDump, formatNodes, formatValue, makeStyle, type Style } from './format.js';
+import { nodesWithFreshKeys } from './nodes-view.js';
 import { quoteArg, tokenize, type Token } from './tokenize.js';
 
 export interface ShellContext {
@@ -60,6 +62,9 @@ export type ShellEnd = 'quit' | 'eof';
 export const DUMP_DEFAULT_LIMIT = 100;
 /** `dump --all`: the most keys per storage server the dump request accepts. */
 export const DUMP_ALL_LIMIT = 100_000_000;
+
+/** The node-control commands of `dstore up`'s shell (up.ts): named as such in any other shell. */
+const NODE_CONTROL_COMMANDS: readonly string[] = ['kill', 'stop', 'pause', 'resume', 'restart', 'start', 'spawn', 'procs', 'ps'];
 
 const QUOTE_HINT = 'quote arguments with spaces: insert greeting "hello world"';
 
@@ -145,7 +150,7 @@ export const builtinCommands: readonly ShellCommand[] = [
     usage: '',
     minArgs: 0,
     maxArgs: 0,
-    summary: 'leave the shell (also Ctrl-D)',
+    summary: 'leave the shell (also Ctrl-D, or Ctrl-C at an empty prompt)',
     run: () => 'quit',
   },
 ];
@@ -230,18 +235,18 @@ export class Shell {
       crlfDelay: Infinity,
     });
     this.rl = rl;
-    let interrupted = false;
+    // Ctrl-C with typed input clears the line (as in bash); at an empty prompt it leaves the
+    // shell, like Ctrl-D (so in `dstore up` it stops the cluster, as the README says).
     rl.on('SIGINT', () => {
-      // Ctrl-C clears the line; twice on an empty line leaves, as in the Node REPL.
-      if (rl.line === '' && interrupted) {
+      if (rl.line === '') {
+        output.write('^C\n');
         rl.close();
         return;
       }
-      interrupted = rl.line === '';
       // Clear what was typed: go to the end of the line, then delete back to its start.
       rl.write(null, { ctrl: true, name: 'e' });
       rl.write(null, { ctrl: true, name: 'u' });
-      output.write(`^C\n${interrupted ? `${this.style.dim('(press Ctrl-C again, Ctrl-D or type quit to leave)')}\n` : ''}`);
+      output.write('^C\n');
       rl.prompt();
     });
     if (isTTY) {
@@ -250,7 +255,6 @@ export class Shell {
     }
     try {
       for await (const line of rl) {
-        interrupted = false;
         this.busy = true;
         let outcome: void | 'quit';
         try {
@@ -275,7 +279,7 @@ export class Shell {
     try {
       const parsed = tokenize(line);
       if (!parsed.ok) {
-        ctx.print(hint(this.style, `${parsed.error} (${QUOTE_HINT})`));
+        ctx.print(hint(this.style, parsed.error)); // the error says what is wrong; no unrelated hint
         return;
       }
       const [first, ...args] = parsed.tokens;
@@ -297,7 +301,7 @@ export class Shell {
         return;
       }
       if (command.name === 'nodes') {
-        const info = await ctx.db.nodes();
+        const info = await nodesWithFreshKeys(ctx.db);
         ctx.print(formatNodes(info, this.style, Date.now(), this.options.processStates?.()));
         return;
       }
@@ -319,6 +323,9 @@ export class Shell {
       }
     }
     const printable = quoteArg(name);
+    if (NODE_CONTROL_COMMANDS.includes(name.toLowerCase())) {
+      return `${printable} controls the nodes of a local cluster: only the shell of \`dstore up\` has it (this shell is connected to a cluster it did not start; stop or start its servers where they run)`;
+    }
     return `unknown command ${printable}${best ? `; did you mean ${best}?` : ''} (type help for the list of commands)`;
   }
 

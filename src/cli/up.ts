@@ -7,8 +7,9 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Db } from '../client/api.js';
+import type { ClusterInfo, Db } from '../client/api.js';
 import { DataDirError, type DataDirLock, openDataDir, waitUntilUnlocked } from '../process/data-dir.js';
+import { LOG_ROTATE_BYTES, LOG_ROTATE_KEEP } from '../process/log.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
 import { openDb } from './commands.js';
@@ -39,6 +40,8 @@ export interface UpOptions {
   readonly shell: boolean;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /** Which settings fixed at creation the user gave (not defaults), to say when they are ignored. */
+  readonly given?: { readonly partitions?: boolean; readonly replicas?: boolean; readonly minWriteReplicas?: boolean };
 }
 
 /** Bound on a node's exit after SIGTERM before SIGKILL, in ms. */
@@ -165,10 +168,13 @@ async function runLocked(o: UpOptions): Promise<void> {
 
   try {
     const connect = (ns: string): Promise<Db> => openDb({ nameserver: ns, timeoutMs: 2000, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
-    await cluster.start(connect);
+    const info = await cluster.start(connect);
     const isTTY = Boolean(process.stdin.isTTY && process.stdout.isTTY);
     const style = makeStyle(colourWanted(Boolean(process.stdout.isTTY)));
-    process.stdout.write(`${banner(cluster, o, style, dataDir)}\n`);
+    // The cluster's settings, not the flags: an existing cluster keeps those it was created with.
+    const ignored = ignoredSettings(o, info);
+    if (ignored) err.write(`${style.yellow(ignored)}\n`);
+    process.stdout.write(`${banner(cluster, o, info, style, dataDir)}\n`);
     cluster.onUnexpectedExit = (p, info) => {
       const how = info.signal ? `signal ${info.signal}` : `exit code ${info.code}`;
       const text = style.red(`[${p.name} exited unexpectedly (${how}); see ${p.logPath}; restart ${p.name} to start it again]`);
@@ -189,7 +195,7 @@ async function runLocked(o: UpOptions): Promise<void> {
         isTTY,
         extraCommands: nodeCommands(cluster, dataDir),
         processStates: () => new Map(cluster.processes.map((p) => [p.name, p.describe()])),
-        greeting: style.dim('type help for commands; quit or Ctrl-D stops the cluster'),
+        greeting: style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt stops the cluster'),
       });
       await shell.run();
     } finally {
@@ -211,15 +217,29 @@ async function runLocked(o: UpOptions): Promise<void> {
   }
 }
 
-function banner(cluster: LocalCluster, o: UpOptions, style: Style, dataDir: string): string {
+/**
+ * The settings fixed at creation that the user gave (flag, environment or file) and the
+ * existing cluster does not have, as one line naming what it has instead; undefined when none.
+ */
+export function ignoredSettings(o: Pick<UpOptions, 'partitions' | 'replicas' | 'minWriteReplicas' | 'given'>, info: Pick<ClusterInfo, 'partitions' | 'replicas' | 'minWriteReplicas'>): string | undefined {
+  const given = o.given ?? {};
+  const diffs: string[] = [];
+  if (given.partitions && o.partitions !== info.partitions) diffs.push(`--partitions ${o.partitions} (it has ${info.partitions})`);
+  if (given.replicas && o.replicas !== info.replicas) diffs.push(`--replicas ${o.replicas} (it has R=${info.replicas})`);
+  if (given.minWriteReplicas && o.minWriteReplicas !== info.minWriteReplicas) diffs.push(`--min-write-replicas ${o.minWriteReplicas} (it has ${info.minWriteReplicas})`);
+  if (diffs.length === 0) return undefined;
+  return `warning: ignored ${diffs.join(', ')}: these are fixed when a cluster is created, and the cluster in this data dir already exists; use a new --data-dir for other settings`;
+}
+
+function banner(cluster: LocalCluster, o: UpOptions, info: ClusterInfo, style: Style, dataDir: string): string {
   const ns = cluster.nameserver;
   const rows: string[][] = [['  nameserver', cluster.nameserverAddress, `pid ${ns.pid}`]];
   for (const p of cluster.storage.values()) rows.push([`  ${p.name}`, `${o.host.includes(':') ? `[${o.host}]` : o.host}:${p.port}`, `pid ${p.pid}`]);
   return [
-    style.bold(`dstore up: local cluster ready (${o.partitions} partitions, R=${o.replicas}, min write replicas ${o.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`),
+    style.bold(`dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`),
     table(rows),
     `  data dir    ${dataDir}`,
-    `  logs        ${join(dataDir, '<node>.stderr.log')} and ${join(dataDir, '<node>', 'node.log')}`,
+    `  logs        ${join(dataDir, '<node>', 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
     `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
   ].join('\n');
 }

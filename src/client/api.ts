@@ -9,9 +9,13 @@ export interface NodeInfo {
   readonly role: 'nameserver' | 'storage';
   /** host:port it is reachable at. */
   readonly address: string;
-  /** `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4). */
-  readonly state: 'alive' | 'dead' | 'starting' | 'unhealthy';
-  /** ms since epoch of the last heartbeat, undefined for the nameserver. */
+  /**
+   * `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4).
+   * `unknown`: not heard from since the nameserver (re)started, which counts it as alive for
+   * one --dead-after-ms (S15); `dead` after that.
+   */
+  readonly state: 'alive' | 'dead' | 'starting' | 'unknown' | 'unhealthy';
+  /** ms since epoch of the last heartbeat; undefined for the nameserver and for a node not heard from since the nameserver started. */
   readonly lastHeartbeatMs?: number;
   /** Partitions it holds a replica of. */
   readonly partitionsHeld: number;
@@ -68,7 +72,10 @@ export interface Db {
   scan(): AsyncIterable<Uint8Array>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
-  /** The keys of every storage server (for `dump`); `limit` keys per server. */
-  dump(options?: { limit?: number }): Promise<StorageDump[]>;
+  /**
+   * The keys of every storage server (for `dump`), read page by page; `limit` keys per
+   * server (default 100); `timeoutMs` bounds each page's call (default: the client's).
+   */
+  dump(options?: { limit?: number; timeoutMs?: number }): Promise<StorageDump[]>;
   close(): Promise<void>;
 }

@@ -63,6 +63,9 @@ const delReply = codec(DelReply);
 const getReply = codec(GetReply);
 const scanReply = codec(ScanReply);
 const dumpReply = codec(DumpReply);
+/** Keys and bytes of keys asked for per `dump` page (the server caps both; 1 MiB fits any frame). */
+const DUMP_PAGE_KEYS = 1000;
+const DUMP_PAGE_BYTES = 1024 * 1024;
 
 /**
  * Frames the client accepts: those of the largest --max-value-bytes any dstore server may
@@ -150,16 +153,36 @@ export class Client implements Db {
     return (await this.nameserverCall({ t: 'nodes' })) as ClusterInfo;
   }
 
-  async dump(options?: { limit?: number }): Promise<StorageDump[]> {
+  /**
+   * Pages through each storage server's keys (issue 9: one reply of a whole store was over
+   * the frame limit): up to DUMP_PAGE_KEYS keys and DUMP_PAGE_BYTES per call, until `limit`
+   * keys or the end. A server that fails on any page gets `error` (the keys so far dropped).
+   */
+  async dump(options: { limit?: number; timeoutMs?: number } = {}): Promise<StorageDump[]> {
     const limit = checkDumpOptions(options);
+    const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
     const info = await this.nodes();
     const storage = info.nodes.filter((n) => n.role === 'storage');
     return Promise.all(
       storage.map(async (n): Promise<StorageDump> => {
         try {
-          const raw = await this.pool.get(n.address, 'storage').call({ t: 'dump', limit, ...tokenField(this.opts.clusterToken) }, { timeoutMs: this.opts.timeoutMs });
-          const d = decodeOrThrow(dumpReply, raw);
-          return { nodeId: d.nodeId, address: n.address, keyCount: d.keyCount, keys: d.keys, truncated: d.truncated };
+          const keys: Uint8Array[] = [];
+          let keyCount = 0;
+          let nodeId = n.id;
+          let after: { p: number; key?: Uint8Array } | undefined;
+          // Bounded: every page but the last holds at least one key, and at most `limit` are wanted.
+          for (let page = 0; page <= limit; page++) {
+            const want = Math.min(DUMP_PAGE_KEYS, limit - keys.length);
+            const body = { t: 'dump', limit: want, maxBytes: DUMP_PAGE_BYTES, ...(after === undefined ? {} : { after }), ...tokenField(this.opts.clusterToken) };
+            const d = decodeOrThrow(dumpReply, await this.pool.get(n.address, 'storage').call(body, { timeoutMs }));
+            if (page === 0) keyCount = d.keyCount;
+            nodeId = d.nodeId;
+            keys.push(...d.keys);
+            const more = d.next !== undefined && (d.keys.length > 0 || want === 0);
+            if (!more || keys.length >= limit || want === 0) return { nodeId, address: n.address, keyCount, keys, truncated: d.truncated };
+            after = d.next;
+          }
+          throw new Error(`dump of ${n.id} did not end within ${limit + 1} pages`);
         } catch (err) {
           return { nodeId: n.id, address: n.address, keyCount: 0, keys: [], truncated: false, error: (err as Error).message };
         }

@@ -23,6 +23,8 @@ export interface Limits {
   readonly maxPrepareBytes: number;
   /** Keys in one scan page. */
   readonly maxScanPageKeys: number;
+  /** Bytes of keys in one `dump` page (issue 9: a listing never builds one reply of a whole store). */
+  readonly maxDumpPageBytes: number;
   /** Log entries kept in memory past the point every replica has applied. */
   readonly logRetainEntries: number;
 }
@@ -42,6 +44,7 @@ export function defaultLimits(overrides: Partial<Limits> = {}): Limits {
     maxEntriesPerPrepare: 512,
     maxPrepareBytes: 2 * MiB,
     maxScanPageKeys: 1000,
+    maxDumpPageBytes: MiB,
     logRetainEntries: 1000,
     ...overrides,
   };
@@ -58,4 +61,5 @@ export function checkLimits(l: Limits): void {
   );
   assert(l.maxPrepareBytes <= l.maxFrameBytes, 'maxPrepareBytes <= maxFrameBytes');
   assert(l.maxEntriesPerPrepare >= 1, 'maxEntriesPerPrepare >= 1');
+  assert(l.maxDumpPageBytes + l.frameOverheadBytes <= l.maxFrameBytes / 2, 'maxDumpPageBytes + frameOverheadBytes <= maxFrameBytes / 2');
 }

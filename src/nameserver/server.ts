@@ -230,8 +230,10 @@ export class NameserverProcess {
         id: n.id,
         role: 'storage',
         address: n.address,
-        state: this.isUnhealthy(n.id, now) ? 'unhealthy' : n.incarnation === '' ? 'starting' : this.core.isAlive(n, now) ? 'alive' : 'dead',
-        lastHeartbeatMs: n.lastHeartbeatMs,
+        // Not heard from since this nameserver started (incarnation ''): S15 counts it alive
+        // for one dead-after, but nothing is known of it, so no heartbeat time nor uptime.
+        state: this.isUnhealthy(n.id, now) ? 'unhealthy' : n.incarnation === '' ? (this.core.isAlive(n, now) ? 'unknown' : 'dead') : this.core.isAlive(n, now) ? 'alive' : 'dead',
+        ...(n.incarnation === '' ? {} : { lastHeartbeatMs: n.lastHeartbeatMs }),
         partitionsHeld: held.length,
         partitionsLed: held.filter((c) => c.primary === n.id).length,
         keys: n.keys,

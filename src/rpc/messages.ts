@@ -64,6 +64,9 @@ const PeerMessageSchema = Type.Union([
 /** `token`: the cluster token (DESIGN §12); a receiver with a token drops a message without it. */
 export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, addr: Address, m: PeerMessageSchema, token: Token });
 
+/** Where the next page of `dump` starts: partition `p`, after `key` (none: its first key). */
+const DumpCursorSchema = Type.Object({ p: Partition, key: Type.Optional(Bytes) });
+
 const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
 
 /** Calls a storage server answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
@@ -72,7 +75,18 @@ export const StorageRequest = Type.Union([
   Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, token: Token }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
   Type.Object({ t: Type.Literal('scan'), p: Partition, after: Type.Optional(Bytes), limit: Type.Integer({ minimum: 1, maximum: 100_000 }), token: Token }),
-  Type.Object({ t: Type.Literal('dump'), limit: Type.Integer({ minimum: 0, maximum: 100_000_000 }), token: Token }),
+  /**
+   * One page of the keys a storage server holds (issue 9: never one reply of a whole store):
+   * at most `limit` keys and about `maxBytes` of them (the server caps both), from the cursor
+   * `after` (partition `p`, after `key`; none: from the start).
+   */
+  Type.Object({
+    t: Type.Literal('dump'),
+    limit: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    after: Type.Optional(DumpCursorSchema),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 * 1024 * 1024 })),
+    token: Token,
+  }),
   Type.Object({ t: Type.Literal('stats'), token: Token }),
   /** S11: a learner pages through a snapshot of a partition its primary holds. */
   Type.Object({ t: Type.Literal('snapshotRead'), p: Partition, epoch: Uint, session: Type.Optional(Id), token: Token }),
@@ -153,7 +167,8 @@ export const GetReply = Type.Union([
   Type.Object({ found: Type.Literal(false) }),
 ]);
 export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
-export const DumpReply = Type.Object({ nodeId: Type.String(), keyCount: Uint, keys: Type.Array(Bytes), truncated: Type.Boolean() });
+/** `truncated`: keys are left after this page; `next`: the cursor of the next page. */
+export const DumpReply = Type.Object({ nodeId: Type.String(), keyCount: Uint, keys: Type.Array(Bytes), truncated: Type.Boolean(), next: Type.Optional(DumpCursorSchema) });
 export const ConfirmEpochReply = Type.Object({ current: Type.Boolean() });
 export const PromoteReply = Type.Object({ config: ConfigSchema });
 const DedupSchema = Type.Object({ clientId: Id, requestSeq: Uint, seq: Uint, existed: Type.Optional(Type.Boolean()) });

@@ -28,6 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { type WireError, DstoreError, errorFromWire, InvalidArgumentError, NodeIdInUseError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnauthorizedError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
+import { type DumpCursor, dumpPage } from './dump.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
@@ -872,7 +873,7 @@ export class StorageServer {
         return page.nextAfterKey ? { keys: page.keys, next: page.nextAfterKey } : { keys: page.keys };
       }
       case 'dump':
-        return this.dump(req.limit);
+        return this.dump(req.limit, req.after, req.maxBytes);
       case 'snapshotRead':
         this.checkPartition(req.p);
         return this.snapshotRead(partitionId(req.p), req.epoch, req.session);
@@ -907,24 +908,20 @@ export class StorageServer {
     });
   }
 
-  private async dump(limit: number): Promise<unknown> {
-    const keys: Uint8Array[] = [];
-    let keyCount = 0;
-    let truncated = false;
+  /** One page of this server's keys (dump.ts): at most `limit` keys and maxDumpPageBytes. */
+  private async dump(limit: number, after: DumpCursor | undefined, maxBytes: number | undefined): Promise<unknown> {
     // Only replicas this server holds as a member: a removed replica's leftovers do not count.
-    const held = [...this.replicas.values()].filter((r) => r.progress().role !== 'inactive').map((r) => r.partition);
-    for (const p of held.sort((a, b) => a - b)) {
-      keyCount += await this.backend.count(p);
-      let after: Uint8Array | undefined;
-      for (let pages = 0; pages < 1_000_000 && keys.length < limit; pages++) {
-        const page = await this.backend.scan(p, { afterKey: after, limit: Math.min(this.limits.maxScanPageKeys, limit - keys.length) });
-        keys.push(...page.keys);
-        if (!page.nextAfterKey) break;
-        after = page.nextAfterKey;
-      }
-    }
-    if (keys.length < keyCount) truncated = true;
-    return { nodeId: this.nodeId, keyCount, keys, truncated };
+    const held = [...this.replicas.values()].filter((r) => r.progress().role !== 'inactive').map((r) => r.partition).sort((a, b) => a - b);
+    let keyCount = 0;
+    for (const p of held) keyCount += await this.backend.count(p);
+    if (limit === 0) return { nodeId: this.nodeId, keyCount, keys: [], truncated: keyCount > 0 };
+    const page = await dumpPage(this.backend, held, {
+      ...(after === undefined ? {} : { after }),
+      maxKeys: Math.min(limit, this.limits.maxScanPageKeys),
+      maxBytes: Math.min(maxBytes ?? this.limits.maxDumpPageBytes, this.limits.maxDumpPageBytes),
+      scanPageKeys: this.limits.maxScanPageKeys,
+    });
+    return { nodeId: this.nodeId, keyCount, keys: page.keys, truncated: page.next !== undefined, ...(page.next === undefined ? {} : { next: page.next }) };
   }
 }
 

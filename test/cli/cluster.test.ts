@@ -4,19 +4,23 @@
  * processes and prints its banner once the cluster formed; the shell (`dstore client`,
  * stdin piped) inserts, gets, keeps quoted values and UTF-8, hints at an unknown command and
  * a wrong argument count, says "not found", quits with status 0; the one-shot commands
- * put / get (exit 1 when absent) / del / dump --json / nodes --json work for scripts; a
+ * put / get (exit 1 when absent) / del / dump --json / nodes --json work for scripts; put
+ * takes a 1 MiB value from --file or stdin byte for byte, --key-hex a binary key, and an empty
+ * key exits 2 (bad input); bench against the cluster writes under its own prefix and
+ * deletes its keys (unless --keep), leaving a key named like the old bench keys alone; a
  * second `up` on a taken port says so; an unreachable nameserver is `error: … (CODE)`, exit
  * 1; SIGTERM to `up` stops every child (no orphans). Every wait polls a condition with a
  * deadline; the cluster is stopped and the temp dir removed even when a test fails.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/cli/options.js';
+import { runDstore } from './harness.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 60_000;
@@ -186,6 +190,36 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.match(absent.stderr, /not found/);
   });
 
+  test('put of a 1 MiB value from a file and from stdin; --key-hex; KEY_EMPTY exits 2', async () => {
+    // A 1 MiB value does not fit on a command line (E2BIG): --file and stdin carry it.
+    const value = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 7919) & 0xff; // not UTF-8
+    const file = join(dataDir, 'big-value.bin');
+    writeFileSync(file, value);
+    const fromFile = await dstore(['put', 'big-file', '--file', file, '--nameserver', nameserver]);
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    const fromStdin = await runDstore(['put', 'big-stdin', '-', '--nameserver', nameserver], { input: value });
+    assert.equal(fromStdin.code, 0, fromStdin.stderr.toString());
+    for (const key of ['big-file', 'big-stdin']) {
+      const got = await runDstore(['get', key, '--raw', '--nameserver', nameserver]);
+      assert.equal(got.code, 0, got.stderr.toString());
+      assert.ok(got.stdout.equals(value), `${key}: the stored value is the file's bytes (${got.stdout.length} bytes)`);
+    }
+
+    const hexPut = await dstore(['put', '--key-hex', 'fffe', 'binary key', '--nameserver', nameserver]);
+    assert.equal(hexPut.code, 0, hexPut.stderr);
+    const hexGet = await dstore(['get', '--key-hex', 'FFFE', '--nameserver', nameserver]);
+    assert.equal(hexGet.stdout, 'binary key\n');
+    const replacement = await dstore(['get', '\uFFFD\uFFFD', '--nameserver', nameserver]);
+    assert.equal(replacement.code, 1, 'the key is the bytes ff fe, not U+FFFD U+FFFD');
+    const hexDel = await dstore(['del', '--key-hex', 'fffe', '--nameserver', nameserver]);
+    assert.equal(hexDel.stdout, 'OK deleted fffe (hex)\n');
+
+    const empty = await dstore(['put', '', 'v', '--nameserver', nameserver]);
+    assert.equal(empty.code, 2, `bad input exits 2, as README says: ${empty.stderr}`);
+    assert.match(empty.stderr, /\(KEY_EMPTY\)/);
+  });
+
   test('dump --json and nodes --json', async () => {
     for (let i = 0; i < 5; i++) assert.equal((await dstore(['put', `dump-${i}`, 'v', '--nameserver', nameserver])).code, 0);
     const dump = await dstore(['dump', '--json', '--nameserver', nameserver]);
@@ -200,6 +234,41 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.equal(info.formed, true);
     assert.deepEqual(info.nodes.filter((n) => n.role === 'storage').map((n) => [n.id, n.state]), [['s1', 'alive'], ['s2', 'alive'], ['s3', 'alive']]);
     assert.ok(info.nodes.some((n) => n.role === 'nameserver'));
+  });
+
+  test('bench writes only under a prefix of its own, says so, and deletes what it wrote unless --keep', async () => {
+    // Before: it wrote bench-00000000… over whatever had those names, and left them.
+    const mine = await dstore(['put', 'bench-00000000', 'mine', '--nameserver', nameserver]);
+    assert.equal(mine.code, 0, mine.stderr);
+    const bench = await dstore(['bench', '--duration', '1', '--keys', '50', '--concurrency', '4', '--nameserver', nameserver]);
+    assert.equal(bench.code, 0, bench.stderr);
+    const prefix = /prefix "(bench-[0-9a-f]{8}-)"/.exec(bench.stderr)?.[1];
+    assert.ok(prefix, `the prefix is named when it starts: ${bench.stderr}`);
+    assert.match(bench.stderr, /they are deleted at the end \(--keep keeps them\)/);
+    assert.match(bench.stderr, /^deleted \d+ keys/m);
+    assert.equal((await dstore(['get', 'bench-00000000', '--nameserver', nameserver])).stdout, 'mine\n', 'a key the bench did not create is untouched');
+    const keysOf = async (): Promise<string[]> => {
+      const dump = await dstore(['dump', '--all', '--json', '--nameserver', nameserver]);
+      assert.equal(dump.code, 0, dump.stderr);
+      return (JSON.parse(dump.stdout) as { keys: unknown[] }[]).flatMap((d) => d.keys.filter((k): k is string => typeof k === 'string'));
+    };
+    assert.deepEqual((await keysOf()).filter((k) => k.startsWith(prefix)), [], 'nothing left under the prefix');
+
+    const kept = await dstore(['bench', '--duration', '1', '--keys', '5', '--concurrency', '2', '--prefix', 'kept-bench-', '--keep', '--nameserver', nameserver]);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.match(kept.stderr, /prefix "kept-bench-"\); kept at the end/);
+    assert.equal(new Set((await keysOf()).filter((k) => k.startsWith('kept-bench-'))).size, 5, '--keep leaves the preloaded keys');
+  });
+
+  test('each node logs to its own node.log only: the stderr file beside it holds no log line', () => {
+    // Before: <node>.stderr.log and <node>/node.log held every line twice.
+    for (const node of ['nameserver', 's1']) {
+      const log = readFileSync(join(dataDir, node, 'node.log'), 'utf8');
+      assert.match(log, /^\{"level":30,/m, `${node}/node.log holds the JSON log`);
+      const stderrLog = readFileSync(join(dataDir, `${node}.stderr.log`), 'utf8');
+      assert.doesNotMatch(stderrLog, /"level":\d+/, `${node}.stderr.log repeats no log line: ${stderrLog.slice(0, 500)}`);
+    }
+    assert.match(upOut, /node\.log \(rotated at 10 MiB, 3 kept\); crash output in .*<node>\.stderr\.log/);
   });
 
   test('a second up on the same port says the port is in use', async () => {

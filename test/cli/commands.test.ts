@@ -2,13 +2,17 @@
  * The `dstore` command line without a cluster: `--help` on the program and on every
  * subcommand exits 0 and names each flag's environment variable; bad input (unknown flag or
  * command, bad port, unknown backend, missing or extra arguments, a bad value from an
- * environment variable) exits 2 with exactly one line on stderr and no stack trace; nothing
- * listens off loopback without a cluster token.
+ * environment variable, a boolean environment variable that is not 0/false/no/off or
+ * 1/true/yes/on, bad --key-hex, a value given twice) exits 2 with exactly one line on stderr
+ * and no stack trace; nothing listens off loopback without a cluster token; an argument that
+ * came in as invalid UTF-8 is refused (exit 2) naming its bytes, a real U+FFFD is not.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { findInvalidUtf8Arg } from '../../src/cli/argv.js';
+import { parseEnvBoolean } from '../../src/cli/config.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -25,9 +29,9 @@ const HELP: Record<string, string[]> = {
   nameserver: ['DSTORE_LISTEN', 'DSTORE_ADVERTISE', 'DSTORE_CONFIG', 'DSTORE_PORT', 'DSTORE_DATA_DIR', 'DSTORE_PARTITIONS', 'DSTORE_REPLICAS', 'DSTORE_MIN_WRITE_REPLICAS', 'DSTORE_HEARTBEAT_MS', 'DSTORE_DEAD_AFTER_MS', 'DSTORE_LOG_LEVEL'],
   storage: ['DSTORE_NAMESERVER', 'DSTORE_LISTEN', 'DSTORE_CONFIG', 'DSTORE_PORT', 'DSTORE_ADVERTISE', 'DSTORE_NODE_ID', 'DSTORE_BACKEND', 'DSTORE_DATA_DIR', 'DSTORE_SYNC', 'DSTORE_MAX_VALUE_BYTES', 'DSTORE_LOG_LEVEL'],
   client: ['DSTORE_NAMESERVER', 'DSTORE_TIMEOUT_MS', 'DSTORE_CLUSTER_TOKEN'],
-  put: ['DSTORE_NAMESERVER', 'DSTORE_JSON'],
-  get: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_RAW'],
-  del: ['DSTORE_NAMESERVER'],
+  put: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_PUT_FILE', 'DSTORE_KEY_HEX'],
+  get: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_RAW', 'DSTORE_KEY_HEX'],
+  del: ['DSTORE_NAMESERVER', 'DSTORE_KEY_HEX'],
   dump: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_DUMP_ALL'],
   nodes: ['DSTORE_NAMESERVER', 'DSTORE_JSON'],
   bench: ['DSTORE_NAMESERVER', 'DSTORE_BENCH_CONCURRENCY', 'DSTORE_BENCH_DURATION', 'DSTORE_BENCH_VALUE_SIZE', 'DSTORE_BENCH_KEYS', 'DSTORE_BENCH_RATIO', 'DSTORE_BENCH_SPAWN'],
@@ -74,6 +78,12 @@ describe('bad input exits 2 with one line', () => {
     ['a storage server on a non-loopback --listen without a token', ['storage', '--listen', '0.0.0.0', '--port', '0'], {}, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
     ['a non-loopback listen from the environment without a token', ['storage', '--port', '0'], { DSTORE_LISTEN: '::' }, /refusing to listen on :: without a cluster token/],
     ['an empty cluster token', ['up', '--listen', '0.0.0.0', '--port', '0'], { DSTORE_CLUSTER_TOKEN: '' }, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
+    ['a boolean environment variable that is not a boolean', ['get', 'k'], { DSTORE_JSON: 'maybe' }, /DSTORE_JSON="maybe" is not a boolean: use 1, true, yes or on, or 0, false, no or off/],
+    ['an empty boolean environment variable', ['up', '--port', '0'], { DSTORE_NO_SHELL: '' }, /DSTORE_NO_SHELL="" is not a boolean/],
+    ['--key-hex with an odd number of digits', ['get', '--key-hex', 'abc'], {}, /--key-hex: expected the key as an even number of hex digits/],
+    ['--key-hex with a non-hex digit', ['del', '--key-hex', 'zz'], {}, /--key-hex: expected/],
+    ['put with a value and --file', ['put', 'k', 'v', '--file', '/etc/hostname'], {}, /either as an argument or with --file, not both/],
+    ['put --file of a missing file', ['put', 'k', '--file', '/nonexistent/dstore-value'], {}, /--file \/nonexistent\/dstore-value: no such file/],
     ['--listen and its old name --host disagreeing', ['nameserver', '--listen', '127.0.0.1', '--host', '127.0.0.2', '--port', '0'], {}, /--host is the old name of --listen/],
   ];
   for (const [what, args, env, expected] of cases) {
@@ -87,4 +97,55 @@ describe('bad input exits 2 with one line', () => {
       assert.equal(r.stdout, '');
     });
   }
+});
+
+describe('arguments that are not valid UTF-8', () => {
+  // Node turns invalid UTF-8 in argv into U+FFFD; before, `put $'\xff\xfe' v` stored the
+  // key U+FFFD U+FFFD. bash passes the raw bytes, as a user's shell does.
+  function viaBash(args: string): { code: number | null; stdout: string; stderr: string } {
+    const clean: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
+    const r = spawnSync('bash', ['-c', `exec "$0" "$1" ${args}`, process.execPath, MAIN], { env: clean, encoding: 'utf8', timeout: 30_000 });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  test('a key of raw bytes ff fe is refused with exit 2, naming the bytes and --key-hex', () => {
+    const r = viaBash(`put $'\\xff\\xfe' v --nameserver 127.0.0.1:1`);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^error: argument 2 is not valid UTF-8 \(bytes fffe\).*--key-hex fffe.*\\xHH/);
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1);
+  });
+
+  test('a value of invalid UTF-8 is refused too, pointing at --file and stdin', () => {
+    const r = viaBash(`put k $'a\\xc3' --nameserver 127.0.0.1:1`);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /argument 3 is not valid UTF-8 \(bytes 61c3\).*--file PATH or on stdin/);
+  });
+
+  test('a real U+FFFD typed as UTF-8 is not refused (it fails later, at the unreachable nameserver)', () => {
+    const r = viaBash(`get $'ok\\xef\\xbf\\xbd' --nameserver 127.0.0.1:1 --timeout-ms 200`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /UTF-8/);
+  });
+});
+
+describe('findInvalidUtf8Arg without the raw command line (no /proc)', () => {
+  test('any U+FFFD is refused, since it cannot be told apart', () => {
+    assert.deepEqual(findInvalidUtf8Arg(['put', 'k\uFFFD', 'v'], undefined), { index: 1, text: 'k\uFFFD' });
+    assert.equal(findInvalidUtf8Arg(['put', 'k', 'v'], undefined), undefined);
+  });
+
+  test('raw arguments that do not line up with argv are not trusted', () => {
+    const raw = [Buffer.from('node'), Buffer.from('main.js'), Buffer.from('other'), Buffer.from([0xef, 0xbf, 0xbd])];
+    assert.deepEqual(findInvalidUtf8Arg(['put', '\uFFFD'], raw), { index: 1, text: '\uFFFD' });
+    assert.equal(findInvalidUtf8Arg(['other', '\uFFFD'], raw), undefined, 'lined up: a real U+FFFD');
+  });
+});
+
+describe('parseEnvBoolean', () => {
+  test('0/false/no/off are false, 1/true/yes/on true, in any case; anything else is an error', () => {
+    for (const t of ['0', 'false', 'no', 'off', 'FALSE', 'Off']) assert.equal(parseEnvBoolean('X', t), false, t);
+    for (const t of ['1', 'true', 'yes', 'on', 'TRUE', 'Yes']) assert.equal(parseEnvBoolean('X', t), true, t);
+    for (const t of ['', '2', 'y', 'maybe']) assert.throws(() => parseEnvBoolean('X', t), /X=.* is not a boolean/, t);
+  });
 });

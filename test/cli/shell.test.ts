@@ -4,7 +4,9 @@
  * delete/del, dump and dump --all, nodes/status as a table, help and help <command>, an
  * unknown command (with a suggestion), a wrong argument count and an unbalanced quote all
  * print a hint and the shell goes on; a failing Db call prints `error: … (CODE)` and the
- * shell goes on; quit and end of input end it; piped output carries no prompt or colours;
+ * shell goes on; a parse error names the problem (an unknown escape, never guessed) without an
+ * unrelated hint; node control outside `up` says that it needs `up`; on a terminal Ctrl-C
+ * clears typed input and leaves at an empty prompt; quit and end of input end it; piped output carries no prompt or colours;
  * extra commands (as `up` adds) run and show in help; binary values print as hex.
  */
 import assert from 'node:assert/strict';
@@ -61,6 +63,7 @@ class FakeDb implements Db {
         { id: 'nameserver', role: 'nameserver', address: '127.0.0.1:7000', state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: 65_000 },
         { id: 's1', role: 'storage', address: '127.0.0.1:7101', state: 'alive', lastHeartbeatMs: now - 400, partitionsHeld: 16, partitionsLed: 6, keys: this.data.size, backend: 'memory', uptimeMs: 64_000 },
         { id: 's2', role: 'storage', address: '127.0.0.1:7102', state: 'dead', lastHeartbeatMs: now - 7_300, partitionsHeld: 16, partitionsLed: 5, keys: this.data.size, backend: 'memory', uptimeMs: 3_000 },
+        { id: 's3', role: 'storage', address: '127.0.0.1:7103', state: 'unknown', partitionsHeld: 0, partitionsLed: 0, keys: 0, backend: 'memory', uptimeMs: 0 },
       ],
     };
   }
@@ -78,6 +81,15 @@ class FakeDb implements Db {
     }));
   }
   async close(): Promise<void> {}
+}
+
+/** Polls `condition` (bounded: 5 s) instead of sleeping a guessed time. */
+async function waitUntil(condition: () => boolean, explain: () => string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${explain()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 /** Runs the shell over `lines` (piped, as `echo … | dstore client`) and returns its output. */
@@ -139,6 +151,43 @@ describe('shell (piped, over a fake Db)', () => {
     assert.equal(lines[6], '"after" (version 1)');
   });
 
+  test('a parse error says only what is wrong; an unknown escape is named, not guessed', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, ['get "a\\q"', 'insert bin\\x00 v', 'get "bin\\x00"']);
+    const lines = out.trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^unknown escape \\q at column 7/);
+    assert.doesNotMatch(lines[0] ?? '', /quote arguments with spaces/);
+    assert.equal(lines[1], 'OK (version 1)');
+    assert.equal(lines[2], '"v" (version 1)', 'unquoted bin\\x00 is the same key as "bin\\x00"');
+    assert.equal(db.data.size, 1);
+  });
+
+  test('node control outside `dstore up` says it needs dstore up, not just "unknown command"', async () => {
+    const { out } = await drive(new FakeDb(), ['kill s1', 'restart s2', 'spawn']);
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines.length, 3, out);
+    for (const [i, name] of ['kill', 'restart', 'spawn'].entries()) {
+      assert.match(lines[i] ?? '', new RegExp(`^${name} controls the nodes of a local cluster: only the shell of \`dstore up\` has it`));
+    }
+  });
+
+  test('on a terminal Ctrl-C clears typed input, and at an empty prompt leaves the shell', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    let out = '';
+    output.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    const db = new FakeDb();
+    const done = runShell({ db, input, output, isTTY: true, env: { NO_COLOR: '1' } });
+    input.write('insert typed but cleared');
+    input.write('\x03'); // Ctrl-C with input: the line is dropped, the shell goes on
+    input.write('insert a b\r');
+    await waitUntil(() => db.data.size === 1, () => `insert a b did not run: ${JSON.stringify(out)}`);
+    input.write('\x03'); // Ctrl-C at an empty prompt: leaves, once
+    assert.equal(await done, 'eof');
+    assert.equal(db.data.size, 1, 'the cleared line never ran');
+    assert.doesNotMatch(out, /press Ctrl-C again/);
+  });
+
   test('a failing call prints error: message (CODE) and the shell goes on', async () => {
     const db = new FakeDb();
     db.failNext = new UnavailableError('partition 3 has no primary');
@@ -186,8 +235,9 @@ describe('shell (piped, over a fake Db)', () => {
     assert.match(first ?? '', /^NODE +ROLE +ADDRESS +STATE +HEARTBEAT +HELD +LED +KEYS +BACKEND +UPTIME\n/);
     assert.match(out, /nameserver +nameserver +127\.0\.0\.1:7000 +alive +- +- +- +- +- +1m 5s/);
     assert.match(out, /s1 +storage +127\.0\.0\.1:7101 +alive +0\.4s ago +16 +6 +0 +memory +1m 4s/);
-    assert.match(out, /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago/);
-    assert.match(out, /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/2 storage servers alive/);
+    assert.match(out, /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago +16 +5 +\d+ +memory +-\n/, 'a dead node shows no uptime');
+    assert.match(out, /s3 +storage +127\.0\.0\.1:7103 +unknown +- +0 +0 +0 +memory +-\n/, 'not heard from since the nameserver restarted: no heartbeat, no uptime');
+    assert.match(out, /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/3 storage servers alive/);
     assert.equal((out.match(/^NODE/gm) ?? []).length, 2);
   });
 

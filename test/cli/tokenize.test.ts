@@ -1,8 +1,8 @@
 /**
  * The shell's tokenizer: whitespace splits, double and single quotes group (and join with
  * unquoted neighbours), backslash escapes work as documented (\n, \xHH raw bytes, \u{…}),
- * any UTF-8 passes through unchanged, and an unbalanced quote or a trailing backslash is an
- * error with a hint instead of a guess. quoteArg's output tokenizes back to its input.
+ * any UTF-8 passes through unchanged, and an unbalanced quote, an unknown escape (`"a\q"`,
+ * not the key `aq`) or a trailing backslash is an error naming it instead of a guess. quoteArg's output tokenizes back to its input.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -55,7 +55,7 @@ describe('tokenize', () => {
   test('escapes inside double quotes', () => {
     assert.deepEqual(texts(String.raw`"a\"b" "c\\d" "1\n2\t3\r" "\0"`), ['a"b', 'c\\d', '1\n2\t3\r', '\0']);
     assert.deepEqual(texts(String.raw`"\u00e9\u{1F600}\uD83D\uDE00"`), ['é😀😀']);
-    assert.deepEqual(texts(String.raw`"\q"`), ['q'], 'an unknown escape is the character itself');
+    assert.deepEqual(texts(String.raw`"it\'s"`), ["it's"]);
   });
 
   test('\\xHH is one raw byte, so values that are not UTF-8 can be typed', () => {
@@ -64,8 +64,20 @@ describe('tokenize', () => {
     assert.match(error(String.raw`"\xZZ"`), /\\x takes two hex digits/);
   });
 
-  test('a backslash outside quotes takes the next character literally', () => {
-    assert.deepEqual(texts(String.raw`insert hello\ world a\"b`), ['insert', 'hello world', 'a"b']);
+  test('outside quotes a backslash makes a blank or a quote literal', () => {
+    assert.deepEqual(texts(String.raw`insert hello\ world a\"b c\'d e\\f`), ['insert', 'hello world', 'a"b', "c'd", 'e\\f']);
+  });
+
+  test('outside quotes the escapes of double quotes work too: bin\\x00 is 62 69 6e 00, not binx00', () => {
+    assert.deepEqual(bytes(String.raw`bin\x00 a\nb \u00e9`), [[0x62, 0x69, 0x6e, 0x00], [0x61, 0x0a, 0x62], [0xc3, 0xa9]]);
+  });
+
+  test('an unknown escape is an error naming it, inside double quotes and outside quotes', () => {
+    // Before: "a\q" was the key aq, silently.
+    assert.match(error(String.raw`get "a\q"`), /^unknown escape \\q at column 7: write \\\\ for a backslash/);
+    assert.match(error(String.raw`get a\q`), /^unknown escape \\q at column 6/);
+    assert.match(error(String.raw`get "\é"`), /^unknown escape \\é/);
+    assert.doesNotMatch(error(String.raw`get "a\q"`), /quote arguments with spaces/);
   });
 
   test('any UTF-8 passes through, bytes equal to the UTF-8 encoding', () => {

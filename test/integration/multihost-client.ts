@@ -13,7 +13,9 @@ const FORM_TIMEOUT_MS = 60_000;
 const CONCURRENCY = 8;
 
 async function main(): Promise<Record<string, unknown>> {
-  const db = await connect(nameserver, { timeoutMs: 15_000, clusterToken: token });
+  // Lazy: this client starts together with the nameserver, which may not listen yet; the
+  // loop below waits (bounded) for the cluster instead of connect's one check.
+  const db = await connect(nameserver, { timeoutMs: 15_000, clusterToken: token, lazy: true });
   const anonymous = await connect(nameserver, { timeoutMs: 5_000, lazy: true });
   try {
     const deadline = Date.now() + FORM_TIMEOUT_MS;

@@ -3,10 +3,11 @@
  * gets as the linearizability checker (src/check/linearizability.ts) reads it, a load of
  * readers and writers that records into it, and a byte flipper for files on disk.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import type { Db } from '../../src/client/api.js';
 import { type CheckResult, type HistoryOp, checkHistory, formatResult } from '../../src/check/linearizability.js';
 import { classify } from './failures-harness.js';
+
+export { flipInFile } from '../storage/flip-bytes.js';
 
 /** Every put and get of a test, with invoke and completion times (Date.now()). */
 export class OpHistory {
@@ -93,21 +94,4 @@ export class ReadWriteLoad {
     this.running = false;
     await Promise.all(this.loops);
   }
-}
-
-/**
- * Flips one bit in the middle of every occurrence of `needle` in the file (a stopped node's
- * data.mdb); returns how many it changed. Every copy, so the live page is among them (LMDB
- * keeps copies in pages it has freed).
- */
-export function flipInFile(path: string, needle: Buffer): number {
-  const data = readFileSync(path);
-  let count = 0;
-  for (let at = data.indexOf(needle); at !== -1; at = data.indexOf(needle, at + needle.length)) {
-    const i = at + Math.floor(needle.length / 2);
-    data[i] = data[i]! ^ 0x01;
-    count += 1;
-  }
-  if (count > 0) writeFileSync(path, data);
-  return count;
 }

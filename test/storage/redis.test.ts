@@ -50,6 +50,24 @@ function conformance(sync: SyncMode): void {
         current = await RedisBackend.open({ url, sync });
         return current;
       },
+      corruptValue: async (value) => {
+        // In the running Redis: the stored value (a field of a ds:d:<p>:<g> hash) holding it.
+        await withRaw(url, async (r) => {
+          let flipped = 0;
+          for (const hash of await r.keys('ds:d:*')) {
+            const fields = await r.hgetallBuffer(hash);
+            for (const [field, raw] of Object.entries(fields)) {
+              const at = raw.indexOf(Buffer.from(value));
+              if (at < 0) continue;
+              raw[at + 3] = raw[at + 3]! ^ 0x01;
+              await r.hset(hash, field, raw);
+              flipped += 1;
+            }
+          }
+          assert.ok(flipped >= 1, 'the value is in a ds:d hash');
+        });
+        return current;
+      },
       cleanup: () => current.close(),
     };
   });

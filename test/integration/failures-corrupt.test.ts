@@ -45,6 +45,14 @@ function victims(): Array<{ key: string; value: string; partition: number }> {
   return keysByPartition(P, 1, 'victim').map((l, partition) => ({ key: l[0]!, value: `VICTIM-${partition}-${randomBytes(12).toString('hex')}`, partition }));
 }
 
+/** SIGKILLs `name` (its partitions fail over), restarts it once it is dead, waits until it is back everywhere. */
+async function bounce(cluster: LocalCluster, name: string): Promise<void> {
+  await cluster.kill(name, 'SIGKILL');
+  await cluster.waitNodeState(name, 'dead');
+  await cluster.restart(name);
+  await cluster.waitReplicated(60_000);
+}
+
 /** The end of every scenario: history checked, the node a full replica again, replicas converged. */
 async function finish(cluster: LocalCluster, db: Db, history: OpHistory, node: string): Promise<void> {
   const garbage = history.garbageReads();
@@ -88,10 +96,7 @@ test('lmdb: a byte flipped in a stored value of a stopped node is never served; 
 
     const load = new ReadWriteLoad(history, dbs, { readers: 3, writers: 2, readKeys: targets.map((v) => v.key), writeKeys: filler });
     try {
-      await cluster.kill('s1', 'SIGKILL');
-      await cluster.waitNodeState('s1', 'dead');
-      await cluster.restart('s1');
-      await cluster.waitReplicated(30_000);
+      await bounce(cluster, 's1');
       await cluster.kill('s3', 'SIGKILL');
       // s2 now leads partitions whose values it holds corrupt: a read finds one.
       await waitFor('s2 to find a corrupt value and step out', () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0, 30_000);
@@ -138,10 +143,7 @@ test('lmdb: a byte flipped in the last log record of a stopped node: it starts, 
       await cluster.waitReplicated(60_000);
       assert.ok(cluster.logLines('s2', /dropping the corrupt partition to relearn it/).length > 0, 's2 relearned the partition');
       // A failover onto s2: s1's partitions move to s2 or s3.
-      await cluster.kill('s1', 'SIGKILL');
-      await cluster.waitNodeState('s1', 'dead');
-      await cluster.restart('s1');
-      await cluster.waitReplicated(60_000);
+      await bounce(cluster, 's1');
     } finally {
       await load.stop();
     }
@@ -188,10 +190,7 @@ test('redis: a byte flipped in a stored value inside a running node\'s Redis is 
         await waitFor('s2 to find a corrupt value and step out', () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0, 30_000);
         // A failover onto s2 for the partitions it did not lead: kill s1.
         await cluster.waitReplicated(60_000);
-        await cluster.kill('s1', 'SIGKILL');
-        await cluster.waitNodeState('s1', 'dead');
-        await cluster.restart('s1');
-        await cluster.waitReplicated(60_000);
+        await bounce(cluster, 's1');
       } finally {
         await load.stop();
       }

@@ -27,6 +27,11 @@ export interface NodeInfo {
   readonly logSeq?: number;
   readonly backend?: string;
   readonly uptimeMs: number;
+  /**
+   * S13: partitions whose replica on this node failed a checksum: it serves none of them and
+   * relearns each from a healthy member (absent: none).
+   */
+  readonly corruptPartitions?: readonly number[];
 }
 
 export interface ClusterInfo {

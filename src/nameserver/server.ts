@@ -152,6 +152,7 @@ export class NameserverProcess {
         if (this.unhealthy.delete(req.nodeId)) this.log.info({ nodeId: req.nodeId }, 'storage server healthy again');
         const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
         if (reply.kind === 'register') return reply;
+        this.logCorrupt(req.nodeId);
         return { ...reply, addresses: this.addresses() };
       }
       case 'promote': {
@@ -219,6 +220,27 @@ export class NameserverProcess {
     };
   }
 
+  /** What each node last reported corrupt (S13), so each change is logged once. */
+  private readonly corruptLogged = new Map<string, string>();
+
+  /** S13: says in the log which partitions a storage server found corrupt, when that changes. */
+  private logCorrupt(nodeId: string): void {
+    const partitions = this.core.corruptPartitions(toNodeId(nodeId));
+    const key = partitions.join(',');
+    if ((this.corruptLogged.get(nodeId) ?? '') === key) return;
+    this.corruptLogged.set(nodeId, key);
+    if (partitions.length === 0) {
+      this.log.info({ nodeId }, 'storage server reports no corrupt partition any more (S13)');
+      return;
+    }
+    // Which of them have no other member that could take over: those stay unavailable.
+    const stuck = partitions.filter((p) => {
+      const c = this.core.map.configs[p];
+      return c !== undefined && c.primary === nodeId && c.secondaries.length === 0;
+    });
+    this.log.error({ nodeId, partitions, unavailable: stuck }, 'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable');
+  }
+
   private clusterInfo(now: number): ClusterInfo {
     const { map } = this.core;
     const nodes: NodeInfo[] = [
@@ -240,6 +262,7 @@ export class NameserverProcess {
         logSeq: [...n.progress.values()].reduce((sum, p) => sum + p.lastSeq, 0),
         backend: n.backend,
         uptimeMs: n.uptimeMs,
+        ...(n.corrupt.size > 0 && this.core.isAlive(n, now) ? { corruptPartitions: this.core.corruptPartitions(n.id) } : {}),
       });
     }
     return {

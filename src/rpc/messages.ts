@@ -102,6 +102,8 @@ const ProgressSchema = Type.Object({
   commitSeq: Uint,
   appliedSeq: Uint,
   serving: Type.Boolean(),
+  /** S13: the replica found the partition corrupt and waits to relearn it (absent: no). */
+  corrupt: Type.Optional(Type.Boolean()),
 });
 
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */

@@ -7,8 +7,18 @@
  *
  * Implementations: memory (tests), lmdb (default), redis (issue 4). All pass the one
  * conformance suite in test/storage/conformance.ts.
+ *
+ * Corruption (S13): a backend that keeps checksums (lmdb, redis: every log record, stored
+ * value and dedup record, log-record.ts) verifies a record whenever it reads it, in `get`,
+ * `scan`, snapshot items, `readLog` and `dedupTable`, and reports a mismatch by throwing a
+ * CorruptRecordError (`isCorruptRecord`): never the bad bytes. A corrupt log record found at
+ * open does not stop the open: `partitions()` names the partition `corrupt`. The storage
+ * server then takes the partition's replica out of its configuration and relearns it (S11).
+ * A backend without checksums (memory) never reports corruption, but may, the same way.
  */
 import type { LogEntry, PartitionId, Seq, VersionedValue } from '../core/types.js';
+
+export { CorruptRecordError, isCorruptRecord } from './log-record.js';
 
 export type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
@@ -28,6 +38,11 @@ export interface PartitionState {
   readonly logBase: LogPosition;
   /** Position of the last entry in the log (equals logBase when the log is empty). */
   readonly logLast: LogPosition;
+  /**
+   * S13: why the partition's log failed its checksum at open, if it did. Its log must not be
+   * read or applied; the replica relearns the partition (the partition is then dropped).
+   */
+  readonly corrupt?: string;
 }
 
 export interface ScanPage {

@@ -6,10 +6,12 @@
  * Layout (named databases, binary keys compared as bytes, big-endian numbers so they sort):
  * - `part`: u32 partition → state record: meta, applied, log base, data generation, key count.
  * - `log`:  u32 partition · u64 seq → crc32 · msgpack entry (S13: checked on every read).
- * - `data`: u32 partition · u32 generation · key → u64 version · value bytes.
+ * - `data`: u32 partition · u32 generation · key → crc32 · msgpack [version, value], the
+ *   checksum bound to the key (log-record.ts, S13: checked by every get, scan and snapshot).
  * - `dedup`: u32 partition · u32 generation · client id (UTF-8) → crc32 · msgpack
  *   [requestSeq, seq, existed|null] (S10: a client's last applied write).
- * - `sys`:  'format' → format version of this layout.
+ * - `sys`:  'format' → format version of this layout (2; see `upgradeFrom1` for 1, whose
+ *   data values were u64 version · value bytes with no checksum).
  *
  * Generations make `installSnapshot` (S11) and `dropPartition` O(1) at the moment they take
  * effect: a snapshot (data and dedup table) is staged under a fresh generation in as many
@@ -70,11 +72,24 @@ import {
   checkSnapshotItem,
   dedupRecord,
 } from './preconditions.js';
-import { CorruptRecordError, decodeEntry, encodeEntry, isUint, openRecord, sealRecord } from './log-record.js';
+import {
+  CorruptRecordError,
+  decodeEntry,
+  decodeStoredValue,
+  encodeEntry,
+  encodeStoredValue,
+  isCorruptRecord,
+  isUint,
+  openRecord,
+  sealRecord,
+} from './log-record.js';
 
 export { CorruptRecordError };
 
-const FORMAT_VERSION = 1;
+/** 2: data values are checksummed records (S13); 1 (before): u64 version · value, upgraded at open. */
+const FORMAT_VERSION = 2;
+/** Data records rewritten per transaction when upgrading a format-1 environment. */
+const UPGRADE_CHUNK = 1024;
 /** LMDB's largest key with 4 KiB pages is 1978 bytes; a data key has an 8-byte prefix. */
 export const LMDB_MAX_KEY_BYTES = 1978 - 8;
 /** Largest partition id: the one above it bounds the partition's key ranges. */
@@ -148,16 +163,9 @@ function view(buf: Uint8Array, start = 0): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset + start, buf.length - start);
 }
 
-function encodeValue(version: number, value: Bytes): Buffer {
-  const out = Buffer.allocUnsafe(8 + value.length);
-  writeU64(out, 0, version);
-  out.set(value, 8);
-  return out;
-}
-
-function decodeValue(raw: Buffer): VersionedValue {
-  if (raw.length < 8) throw new CorruptRecordError(`a data value of ${raw.length} bytes is shorter than its version`);
-  return { version: toSeq(readU64(raw, 0)), value: view(raw, 8) };
+/** S13: a data record read from `data`, checked against the key (after the 8-byte prefix) it was read under. */
+function decodeValue(dataKeyBytes: Buffer, raw: Buffer, partition: PartitionId): VersionedValue {
+  return decodeStoredValue(raw, dataKeyBytes.subarray(8), `partition ${partition} stored value`, view);
 }
 
 /** A dedup key: laid out like a data key, with the client id's UTF-8 bytes as the key. */
@@ -182,6 +190,8 @@ function decodeDedup(key: Buffer, raw: Buffer, what: string): DedupRecord {
 
 /** What the engine knows about a partition. `logLast` is derived from the log, not stored. */
 interface PartState {
+  /** S13: found corrupt at open (its last log record failed its checksum); see PartitionState. */
+  readonly corrupt?: string;
   readonly meta: PartitionMeta | null;
   readonly applied: LogPosition;
   readonly logBase: LogPosition;
@@ -297,6 +307,8 @@ export class LmdbBackend implements Backend {
   private readonly snapshots = new Set<OpenSnapshot>();
   /** The last garbage-collection failure, for diagnostics. */
   gcError: unknown = undefined;
+  /** Data records rewritten by a format upgrade at open (0: none was needed). */
+  upgraded = 0;
 
   private constructor(
     private readonly env: RootDatabase<Buffer, Buffer>,
@@ -364,7 +376,8 @@ export class LmdbBackend implements Backend {
     this.checkOpen();
     const out: PartitionState[] = [];
     for (const [partition, s] of this.states) {
-      out.push({ partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast });
+      const state: PartitionState = { partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast };
+      out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
     }
     return out.sort((a, b) => a.partition - b.partition);
   }
@@ -373,8 +386,9 @@ export class LmdbBackend implements Backend {
     this.checkOpen();
     const s = this.states.get(partition);
     if (!s || key.length > LMDB_MAX_KEY_BYTES) return undefined; // such a key is never stored
-    const raw = this.dataDb.get(dataKey(partition, s.generation, key));
-    return raw === undefined ? undefined : decodeValue(raw);
+    const k = dataKey(partition, s.generation, key);
+    const raw = this.dataDb.get(k);
+    return raw === undefined ? undefined : decodeValue(k, raw, partition);
   }
 
   async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
@@ -387,17 +401,18 @@ export class LmdbBackend implements Backend {
     // Stored keys are at most LMDB_MAX_KEY_BYTES long, so the stored keys after a longer
     // afterKey are exactly those after its prefix of that length.
     const afterKey = options.afterKey?.subarray(0, LMDB_MAX_KEY_BYTES);
-    const range = this.dataDb.getKeys({
+    const range = this.dataDb.getRange({
       start: afterKey === undefined ? dataPrefix(partition, s.generation) : dataKey(partition, s.generation, afterKey),
       end: dataPrefix(partition, s.generation + 1),
       exclusiveStart: afterKey !== undefined,
       limit: options.limit + 1, // one more tells whether the scan is complete
     });
-    for (const key of range) {
+    for (const { key, value } of range) {
       if (keys.length === options.limit) {
         more = true;
         break;
       }
+      decodeValue(key, value, partition); // S13: a scan lists no key whose record is corrupt
       keys.push(view(key, 8));
     }
     const last = keys[keys.length - 1];
@@ -482,7 +497,7 @@ export class LmdbBackend implements Backend {
           if (!open) throw new StorageFailureError('snapshot read after close');
           const page: SnapshotItem[] = [];
           for (const { key, value } of dataDb.getRange({ start, end, exclusiveStart, limit: pageItems, transaction: txn })) {
-            const v = decodeValue(value);
+            const v = decodeValue(key, value, partition);
             page.push({ key: view(key, 8), value: v.value, version: v.version });
             start = key;
           }
@@ -517,7 +532,7 @@ export class LmdbBackend implements Backend {
         weight += op.entries.length;
         // The generation (bytes 4..8 of a data key) is filled in by the transaction.
         const keys = op.entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(op.partition, 0, e.op.key)));
-        const values = op.entries.map((e) => (e.op.kind === 'put' ? encodeValue(e.seq, e.op.value) : null));
+        const values = op.entries.map((e) => (e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null));
         if (!op.entries.some((e) => e.tag !== undefined)) return { keys, values };
         // A malformed client id gets no key here: checkTag rejects it in the transaction.
         const dedupKeys = op.entries.map((e) =>
@@ -576,7 +591,7 @@ export class LmdbBackend implements Backend {
           checkSnapshotItem(partition, applied, previousKey, item);
           checkKey(partition, item.key, LMDB_MAX_KEY_BYTES);
           const key = dataKey(partition, generation, item.key);
-          staged.push([this.dataDb, key, encodeValue(item.version, item.value)]);
+          staged.push([this.dataDb, key, encodeStoredValue(item.key, item.version, item.value)]);
           stagedBytes += key.length + item.value.length + 8;
           keyCount += 1;
           previousKey = view(key, 8);
@@ -907,13 +922,52 @@ export class LmdbBackend implements Backend {
     return false;
   }
 
+  /**
+   * Format 1 → 2 (S13): every data record (any generation) becomes a checksummed record, in
+   * transactions of UPGRADE_CHUNK records. `sys/upgrade` holds the last data key rewritten, in
+   * the same transaction as the records, so an upgrade interrupted by a crash resumes after
+   * it and never reads a record twice; the format becomes 2 in the last transaction.
+   */
+  private async upgradeFrom1(): Promise<number> {
+    const formatKey = Buffer.from('format');
+    const cursorKey = Buffer.from('upgrade');
+    let records = 0;
+    // Bounded: every round but the last rewrites UPGRADE_CHUNK records of a finite database.
+    for (let round = 0; ; round++) {
+      assert(round <= Number.MAX_SAFE_INTEGER / UPGRADE_CHUNK, 'the format upgrade did not end');
+      const done = await this.env.transaction(() => {
+        const cursor = this.sysDb.get(cursorKey);
+        const chunk: Array<[Buffer, Buffer]> = [];
+        for (const { key, value } of this.dataDb.getRange({ ...(cursor === undefined ? {} : { start: Buffer.from(cursor), exclusiveStart: true }), limit: UPGRADE_CHUNK })) {
+          chunk.push([Buffer.from(key), Buffer.from(value)]);
+        }
+        for (const [key, value] of chunk) {
+          if (value.length < 8) throw new CorruptRecordError(`upgrading lmdb format 1: a data value of ${value.length} bytes is shorter than its version`);
+          this.dataDb.putSync(key, encodeStoredValue(key.subarray(8), readU64(value, 0), value.subarray(8)));
+        }
+        records += chunk.length;
+        const last = chunk[chunk.length - 1];
+        if (chunk.length < UPGRADE_CHUNK || last === undefined) {
+          this.sysDb.removeSync(cursorKey);
+          this.sysDb.putSync(formatKey, Buffer.from([FORMAT_VERSION]));
+          return true;
+        }
+        this.sysDb.putSync(cursorKey, last[0]);
+        return false;
+      });
+      if (done) return records;
+    }
+  }
+
   /** Loads the states, checks the logs, finds garbage. */
   private async load(): Promise<void> {
     const format = this.sysDb.get(Buffer.from('format'));
     if (format === undefined) {
       await this.env.transaction(() => this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])));
+    } else if (format.length === 1 && format[0] === 1) {
+      this.upgraded = await this.upgradeFrom1();
     } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
-      throw new StorageFailureError(`unknown lmdb data format ${Buffer.from(format).toString('hex')}; expected ${FORMAT_VERSION}`);
+      throw new StorageFailureError(`lmdb data format ${Buffer.from(format).toString('hex')} is not one this version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore version that wrote it`);
     }
     let maxGeneration = 0;
     for (const { key, value } of this.partDb.getRange({})) {
@@ -929,7 +983,18 @@ export class LmdbBackend implements Backend {
       if (lastKey !== undefined && firstKey !== undefined) {
         const first = readU64(firstKey, 4);
         if (first !== s.logBase.seq + 1) throw new CorruptRecordError(`${what}: the log starts at ${first}, not after its base ${s.logBase.seq}`);
-        logLast = positionOf(this.readEntry(partition, readU64(lastKey, 4)));
+        const lastSeq = readU64(lastKey, 4);
+        try {
+          logLast = positionOf(this.readEntry(partition, lastSeq));
+        } catch (err) {
+          if (!isCorruptRecord(err)) throw err;
+          // S13: the partition opens, marked corrupt; its replica applies nothing from this
+          // log and relearns the partition from a healthy member. The log keeps its length
+          // (its keys), so dropping the partition deletes every record.
+          this.states.set(partition, { ...s, logLast: { seq: toSeq(lastSeq), epoch: s.logBase.epoch }, corrupt: err.message });
+          maxGeneration = Math.max(maxGeneration, s.generation);
+          continue;
+        }
       }
       this.states.set(partition, { ...s, logLast });
       maxGeneration = Math.max(maxGeneration, s.generation);

@@ -5,7 +5,8 @@
  *
  * Key layout (one Redis database per storage server; every key starts with `ds:`; `<p>` is
  * a partition id, `<g>` a data generation, both decimal):
- * - `ds:format`       layout version; a database without it must be empty when opened.
+ * - `ds:format`       layout version (2; 1 had values without checksums and is refused at
+ *                     open, naming both versions); a database without it must be empty.
  * - `ds:owner`        token of the process that opened the database last (a fence, below).
  * - `ds:bseq`         number of write scripts run so far (a fence, below).
  * - `ds:nextgen`      the next unused data generation.
@@ -13,7 +14,8 @@
  * - `ds:p:<p>`        HASH, the partition's state: `as`/`ae` applied seq/epoch, `bs`/`be` log
  *                     base seq/epoch, `g` its data generation, `m` its metadata (JSON, S3).
  * - `ds:l:<p>`        LIST of log records base+1 .. last, each crc32 · msgpack (S13).
- * - `ds:d:<p>:<g>`    HASH key → u64 version (big-endian) · value.
+ * - `ds:d:<p>:<g>`    HASH key → crc32 · msgpack [version, value], the checksum bound to the
+ *                     key (log-record.ts; S13: checked by every get, scan and snapshot).
  * - `ds:z:<p>:<g>`    ZSET of the same keys, all with score 0: ZRANGEBYLEX gives byte order
  *                     (Redis compares members with memcmp), which `scan` and snapshots need.
  * - `ds:u:<p>:<g>`    HASH client id (UTF-8) → `requestSeq:seq:existed` (S10 dedup table).
@@ -102,7 +104,7 @@ import type {
   Snapshot,
   SnapshotItem,
 } from './backend.js';
-import { CorruptRecordError, decodeEntry as decodeRecord, encodeEntry, isUint } from './log-record.js';
+import { CorruptRecordError, decodeEntry as decodeRecord, decodeStoredValue, encodeEntry, encodeStoredValue, isCorruptRecord, isUint } from './log-record.js';
 import {
   ZERO_POSITION,
   checkBatchOp,
@@ -132,7 +134,8 @@ export class RedisSetupError extends StorageFailureError {}
 /** S14: with --sync batch, Redis must fsync each write before it answers (or offer WAITAOF). */
 export class RedisNotDurableError extends RedisSetupError {}
 
-const FORMAT_VERSION = '1';
+/** 2: stored values are checksummed records (S13). */
+const FORMAT_VERSION = '2';
 /** Same bound as the other backends (lmdb's is 1970), far above DESIGN §2's 1 KiB. */
 export const REDIS_MAX_KEY_BYTES = 1970;
 const MAX_PARTITION = 0xffff_fffe;
@@ -424,7 +427,9 @@ return redis.call('HGET', 'ds:d:' .. ARGV[1] .. ':' .. g, ARGV[2])
 const LUA_SCAN = `
 local g = redis.call('HGET', 'ds:p:' .. ARGV[1], 'g')
 if not g then return {} end
-return redis.call('ZRANGEBYLEX', 'ds:z:' .. ARGV[1] .. ':' .. g, ARGV[2], '+', 'LIMIT', 0, ARGV[3])
+local keys = redis.call('ZRANGEBYLEX', 'ds:z:' .. ARGV[1] .. ':' .. g, ARGV[2], '+', 'LIMIT', 0, ARGV[3])
+if #keys == 0 then return {} end
+return {keys, redis.call('HMGET', 'ds:d:' .. ARGV[1] .. ':' .. g, unpack(keys))}
 `;
 
 const LUA_COUNT = `
@@ -487,17 +492,9 @@ function checkPartition(partition: PartitionId): void {
   assert(Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION, `partition id out of range: ${partition}`);
 }
 
-function encodeValue(version: number, value: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(8 + value.length);
-  out.writeUInt32BE(Math.floor(version / 0x1_0000_0000), 0);
-  out.writeUInt32BE(version >>> 0, 4);
-  out.set(value, 8);
-  return out;
-}
-
-function decodeValue(raw: Buffer, what: string): VersionedValue {
-  if (raw.length < 8) throw new CorruptRecordError(`${what}: a value of ${raw.length} bytes is shorter than its version`);
-  return { version: toSeq(raw.readUInt32BE(0) * 0x1_0000_0000 + raw.readUInt32BE(4)), value: bytesOf(raw, 8) };
+/** S13: a stored value read under `key`, checked; the value is a copy (ioredis may reuse reply buffers). */
+function decodeValue(key: Uint8Array, raw: Buffer, what: string): VersionedValue {
+  return decodeStoredValue(raw, key, what, copyBytes);
 }
 
 /** A log entry read from Redis; key and value are copies (ioredis may reuse reply buffers). */
@@ -564,6 +561,11 @@ interface PartState {
   readonly generation: number;
   /** Epochs of the entries logBase.seq+1 .. logLast.seq (S1, S12 checks need them). */
   readonly runs: readonly EpochRun[];
+  /**
+   * S13: a log record failed its checksum at open; logLast is the entry before it. Only
+   * dropping the partition (which deletes the whole log) is expected of it.
+   */
+  readonly corrupt?: string;
 }
 
 function epochAt(s: PartState, at: number): Epoch {
@@ -704,7 +706,8 @@ export class RedisBackend implements Backend {
     this.checkOpen();
     const out: PartitionState[] = [];
     for (const [partition, s] of this.committed) {
-      out.push({ partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast });
+      const state: PartitionState = { partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast };
+      out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
     }
     return out.sort((a, b) => a.partition - b.partition);
   }
@@ -714,7 +717,7 @@ export class RedisBackend implements Backend {
     checkPartition(partition);
     if (key.length > REDIS_MAX_KEY_BYTES || key.length === 0) return undefined; // never stored
     const raw = (await this.read(this.redis.dsGetBuffer(String(partition), Buffer.from(key)))) as Buffer | null;
-    return raw === null ? undefined : decodeValue(raw, `partition ${partition} value`);
+    return raw === null ? undefined : decodeValue(key, raw, `partition ${partition} stored value`);
   }
 
   async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
@@ -722,10 +725,18 @@ export class RedisBackend implements Backend {
     checkPageLimit('scan', options.limit);
     checkPartition(partition);
     // One more than asked tells whether the scan is complete.
-    const reply = (await this.read(this.redis.dsScanBuffer(String(partition), lexAfter(options.afterKey), String(options.limit + 1)))) as Buffer[];
-    const keys = reply.slice(0, options.limit).map((k) => bytesOf(k));
+    const reply = (await this.read(this.redis.dsScanBuffer(String(partition), lexAfter(options.afterKey), String(options.limit + 1)))) as [Buffer[], Array<Buffer | null>] | [];
+    if (reply.length === 0) return { keys: [] };
+    const [found, values] = reply;
+    const keys = found.slice(0, options.limit).map((k, i) => {
+      // S13: a scan lists no key whose stored value is missing or corrupt.
+      const raw = values[i];
+      if (raw === null || raw === undefined) throw new CorruptRecordError(`partition ${partition}: key listed in its index has no stored value`);
+      decodeValue(k, raw, `partition ${partition} stored value`);
+      return bytesOf(k);
+    });
     const last = keys[keys.length - 1];
-    return reply.length > options.limit && last !== undefined ? { keys, nextAfterKey: last } : { keys };
+    return found.length > options.limit && last !== undefined ? { keys, nextAfterKey: last } : { keys };
   }
 
   async count(partition: PartitionId): Promise<number> {
@@ -862,7 +873,7 @@ export class RedisBackend implements Backend {
           checkSnapshotItem(partition, applied, previousKey, item);
           checkKey(partition, item.key, REDIS_MAX_KEY_BYTES);
           const key = Buffer.from(item.key);
-          staged.push(key, encodeValue(item.version, item.value));
+          staged.push(key, encodeStoredValue(item.key, item.version, item.value));
           stagedBytes += key.length + item.value.length + 8;
           previousKey = key;
           if (staged.length / 2 >= STAGE_MAX_ITEMS || stagedBytes >= STAGE_MAX_BYTES) {
@@ -1094,7 +1105,7 @@ export class RedisBackend implements Backend {
           for (const e of op.entries) {
             const client = e.tag === undefined ? '' : e.tag.clientId;
             const rec = e.tag === undefined ? '' : dedupPrefix(e.tag.requestSeq, e.seq);
-            if (e.op.kind === 'put') args.push('p', Buffer.from(e.op.key), encodeValue(e.seq, e.op.value), client, rec);
+            if (e.op.kind === 'put') args.push('p', Buffer.from(e.op.key), encodeStoredValue(e.op.key, e.seq, e.op.value), client, rec);
             else if (e.op.kind === 'delete') {
               args.push('d', Buffer.from(e.op.key), '', client, rec);
               deletes.push({ partition: p, seq: e.seq });
@@ -1145,15 +1156,24 @@ export class RedisBackend implements Backend {
       const logBase: LogPosition = { seq: toSeq(bs), epoch: toEpoch(be) };
       let logLast = logBase;
       let runs: readonly EpochRun[] = [];
+      let corrupt: string | undefined;
       const length = await this.redis.llen(`ds:l:${ps}`);
-      for (let start = 0; start < length; start += LOAD_CHUNK) {
+      for (let start = 0; start < length && corrupt === undefined; start += LOAD_CHUNK) {
         const records = await this.redis.lrangeBuffer(`ds:l:${ps}`, start, Math.min(start + LOAD_CHUNK, length) - 1);
-        const entries = records.map((raw, i) => {
+        const entries: LogEntry[] = [];
+        for (const [i, raw] of records.entries()) {
           const at = bs + start + i + 1;
-          const entry = decodeEntry(raw, `${what} log entry ${at}`);
-          if (entry.seq !== at) throw new CorruptRecordError(`${what}: log position ${at} holds entry ${entry.seq}`);
-          return entry;
-        });
+          try {
+            const entry = decodeEntry(raw, `${what} log entry ${at}`);
+            if (entry.seq !== at) throw new CorruptRecordError(`${what}: log position ${at} holds entry ${entry.seq}`);
+            entries.push(entry);
+          } catch (err) {
+            // S13: the partition opens, marked corrupt; its replica relearns it.
+            if (!isCorruptRecord(err)) throw err;
+            corrupt = err.message;
+            break;
+          }
+        }
         const last = entries[entries.length - 1];
         if (last !== undefined) logLast = { seq: last.seq, epoch: last.epoch };
         runs = appendRuns(runs, entries);
@@ -1165,6 +1185,7 @@ export class RedisBackend implements Backend {
         logLast,
         generation: g,
         runs,
+        ...(corrupt === undefined ? {} : { corrupt }),
       };
       this.pending.set(partition, state);
       this.committed.set(partition, state);
@@ -1232,7 +1253,7 @@ function mergePage(
       if (order === 0) i += 2; // the pre-image is the value as of the snapshot
       if (raw.length === 0) continue; // absent when the snapshot was taken
     }
-    const v = decodeValue(raw, what);
+    const v = decodeValue(key, raw, what);
     assert(v.version <= applied.seq, `${what}: an item of version ${v.version} above the snapshot's seq ${applied.seq} has no pre-image`);
     items.push({ key: bytesOf(key), value: v.value, version: v.version });
   }

@@ -52,7 +52,7 @@ import {
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
 import { valueTooLargeForPut } from '../rpc/oversized.js';
-import type { Backend, DedupRecord, PartitionState, Snapshot, SnapshotItem } from '../storage/backend.js';
+import { type Backend, type DedupRecord, type PartitionState, type Snapshot, type SnapshotItem, isCorruptRecord } from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
 import { BatchWriter, type BatchDone } from './writer.js';
 
@@ -398,7 +398,9 @@ export class StorageServer {
   private recover(state: PartitionState) {
     const entries = this.recoveredLogs.get(state.partition) ?? [];
     const dedup = this.recoveredDedup.get(state.partition) ?? [];
-    return { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
+    const recovery = { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
+    // S13: a partition found corrupt at open starts out of its configuration and relearns.
+    return state.corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt: state.corrupt };
   }
 
   /** Log tails read at start, by partition (S3: the epoch also comes from the log). */
@@ -407,18 +409,40 @@ export class StorageServer {
 
   private async loadLogs(): Promise<void> {
     for (const state of await this.backend.partitions()) {
-      this.recoveries.set(state.partition, state);
-      const entries = [];
-      let from = state.logBase.seq + 1;
-      while (from <= state.logLast.seq) {
-        const page = await this.backend.readLog(state.partition, { fromSeq: from as never, toSeq: state.logLast.seq, limit: 4096 });
-        if (page.length === 0) break;
-        entries.push(...page);
-        from = page[page.length - 1]!.seq + 1;
+      if (state.corrupt !== undefined) {
+        this.log.error({ partition: state.partition, reason: state.corrupt }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
+        this.recoveries.set(state.partition, state);
+        continue;
       }
-      this.recoveredLogs.set(state.partition, entries);
-      this.recoveredDedup.set(state.partition, await this.backend.dedupTable(state.partition));
+      try {
+        const entries = [];
+        let from = state.logBase.seq + 1;
+        while (from <= state.logLast.seq) {
+          const page = await this.backend.readLog(state.partition, { fromSeq: from as never, toSeq: state.logLast.seq, limit: 4096 });
+          if (page.length === 0) break;
+          entries.push(...page);
+          from = page[page.length - 1]!.seq + 1;
+        }
+        this.recoveredLogs.set(state.partition, entries);
+        this.recoveredDedup.set(state.partition, await this.backend.dedupTable(state.partition));
+        this.recoveries.set(state.partition, state);
+      } catch (err) {
+        if (!isCorruptRecord(err)) throw err;
+        // S13: a log or dedup record failed its checksum: the replica starts corrupt.
+        this.log.error({ partition: state.partition, reason: err.message }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
+        this.recoveries.set(state.partition, { ...state, corrupt: err.message });
+      }
     }
+  }
+
+  /**
+   * S13: a read of partition `p` met a record that failed its checksum. The replica steps
+   * out (and, as primary, hands over); the caller answers with a retryable error so the
+   * client refreshes its map and reads elsewhere. Never the bad record.
+   */
+  private onCorruptRead(p: PartitionId, err: Error): Error {
+    if (this.health.state === 'healthy' && this.replicas.has(p)) this.step(p, { kind: 'corrupt', reason: err.message });
+    return new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it; another replica does: ${err.message}`);
   }
 
   private step(p: PartitionId, input: ReplicaInput): void {
@@ -521,7 +545,7 @@ export class StorageServer {
       if (record?.existed === undefined) w.reject(new OutcomeUnknownError(`delete ${seq} of partition ${p} was applied; whether it found its key is no longer known`));
       else w.resolve({ existed: record.existed, version: seq });
     } catch (err) {
-      w.reject(err as Error);
+      w.reject(isCorruptRecord(err) ? this.onCorruptRead(p, err) : (err as Error));
     }
   }
 
@@ -660,7 +684,8 @@ export class StorageServer {
       }
     } catch (err) {
       done = true; // a failed read ends the session: the learner starts over
-      throw err;
+      // S13: a corrupt record is never shipped; the learner learns from the next primary.
+      throw isCorruptRecord(err) ? this.onCorruptRead(p, err) : err;
     } finally {
       session.busy = false;
       session.lastUsedMs = Date.now();
@@ -676,11 +701,14 @@ export class StorageServer {
     const w = this.waiters.get(requestId);
     if (!w) return;
     this.waiters.delete(requestId);
+    // S13: a read queued before the replica found the partition corrupt is not served from it.
+    if (this.replicas.get(p)?.corrupt !== undefined) return w.reject(new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it`));
     try {
       const v = await this.backend.get(p, key);
+      if (this.replicas.get(p)?.corrupt !== undefined) throw new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it`);
       w.resolve(v ? { found: true, value: v.value, version: v.version } : { found: false });
     } catch (err) {
-      w.reject(err as Error);
+      w.reject(isCorruptRecord(err) ? this.onCorruptRead(p, err) : (err as Error));
     }
   }
 
@@ -869,7 +897,12 @@ export class StorageServer {
         this.checkPartition(req.p);
         const r = this.replicas.get(partitionId(req.p));
         if (!r?.serving) throw new NotPrimaryError(`${this.nodeId} is not the serving primary of partition ${req.p}`);
-        const page = await this.backend.scan(partitionId(req.p), { afterKey: req.after, limit: Math.min(req.limit, this.limits.maxScanPageKeys) });
+        let page;
+        try {
+          page = await this.backend.scan(partitionId(req.p), { afterKey: req.after, limit: Math.min(req.limit, this.limits.maxScanPageKeys) });
+        } catch (err) {
+          throw isCorruptRecord(err) ? this.onCorruptRead(partitionId(req.p), err) : err;
+        }
         return page.nextAfterKey ? { keys: page.keys, next: page.nextAfterKey } : { keys: page.keys };
       }
       case 'dump':
@@ -915,7 +948,12 @@ export class StorageServer {
     let keyCount = 0;
     for (const p of held) keyCount += await this.backend.count(p);
     if (limit === 0) return { nodeId: this.nodeId, keyCount, keys: [], truncated: keyCount > 0 };
-    const page = await dumpPage(this.backend, held, {
+    // A corrupt value met while listing is reported like any corrupt read (S13).
+    const scan: Pick<Backend, 'scan'>['scan'] = (p, options) =>
+      this.backend.scan(p, options).catch((err: unknown) => {
+        throw isCorruptRecord(err) ? this.onCorruptRead(p, err) : err;
+      });
+    const page = await dumpPage({ scan }, held, {
       ...(after === undefined ? {} : { after }),
       maxKeys: Math.min(limit, this.limits.maxScanPageKeys),
       maxBytes: Math.min(maxBytes ?? this.limits.maxDumpPageBytes, this.limits.maxDumpPageBytes),

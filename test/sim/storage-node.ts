@@ -556,6 +556,8 @@ function describeInput(input: ReplicaInput): string {
       return `snapshotInstalled at ${input.applied.seq}@${input.applied.epoch}`;
     case 'snapshotFailed':
       return `snapshotFailed: ${input.reason}`;
+    case 'corrupt':
+      return `corrupt: ${input.reason}`;
     case 'tick':
       return 'tick';
     case 'flush':

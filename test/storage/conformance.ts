@@ -17,7 +17,11 @@
  *   the batch's atomic step; snapshots carry the table as of their applied position;
  *   `installSnapshot` replaces it (empty when none is given); `dropPartition` removes it;
  * - survives close + reopen (when the harness can reopen), with binary keys, UTF-8 keys,
- *   1 MiB values and empty values, dedup tables included.
+ *   1 MiB values and empty values, dedup tables included;
+ * - S13 (backends that keep checksums, whose harness can corrupt a stored value): a stored
+ *   value with a flipped byte is never returned: `get`, `scan` and snapshot items throw a
+ *   CorruptRecordError (`isCorruptRecord`), the other keys still read, and dropping the
+ *   partition (what a replica does to relearn it) leaves nothing corrupt behind.
  *
  * `dump` includes the dedup table, so every "nothing of the batch stays" check covers it.
  *
@@ -35,13 +39,20 @@ import {
   partitionId,
   seq,
 } from '../../src/core/types.js';
-import type { Backend, BatchOp, DedupRecord, LogPosition, PartitionMeta, SnapshotItem } from '../../src/storage/backend.js';
+import { type Backend, type BatchOp, type DedupRecord, type LogPosition, type PartitionMeta, type SnapshotItem, isCorruptRecord } from '../../src/storage/backend.js';
 import { MAX_CLIENT_ID_BYTES } from '../../src/storage/preconditions.js';
 
 export interface BackendHarness {
   readonly backend: Backend;
   /** Closes the current backend and opens the same store again (durable backends). */
   readonly reopen?: () => Promise<Backend>;
+  /**
+   * S13: flips one byte inside the stored record that holds `value` (which appears in no
+   * log record: the test truncates the log first); returns the backend to use from then on
+   * (reopened when the engine must be closed to touch its files). Absent for a backend that
+   * keeps no checksums (memory).
+   */
+  readonly corruptValue?: (value: Uint8Array) => Promise<Backend>;
   readonly cleanup: () => Promise<void>;
 }
 
@@ -984,6 +995,41 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       const afterWrite = await dump(backend, all);
       backend = await h.reopen();
       assert.deepStrictEqual(await dump(backend, all), afterWrite);
+    });
+
+    it('S13: a stored value with a flipped byte is never returned: get, scan and snapshots report it corrupt', async (h) => {
+      if (!h.corruptValue) return; // no checksums (memory): nothing to verify
+      let backend = h.backend;
+      const secret = `secret-${'x'.repeat(40)}`;
+      const log = [put(1, 1, 'a', 'A'), put(2, 1, 'bad', secret), put(3, 1, 'c', 'C')];
+      await backend.writeBatch([append(P1, log), apply(P1, log)]);
+      // Only the stored value holds the bytes from now on.
+      await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(3, 1) }]);
+      backend = await h.corruptValue(b(secret));
+      const corrupt = (err: unknown): boolean => {
+        assert.ok(isCorruptRecord(err), `not a corrupt-record error: ${String(err)}`);
+        assert.match((err as Error).message, /S13/);
+        return true;
+      };
+      await assert.rejects(backend.get(P1, b('bad')), corrupt);
+      assert.deepStrictEqual(await backend.get(P1, b('a')), { value: b('A'), version: seq(1) });
+      assert.deepStrictEqual(await backend.get(P1, b('c')), { value: b('C'), version: seq(3) });
+      await assert.rejects(backend.scan(P1, { limit: 10 }), corrupt);
+      const snapshot = await backend.snapshot(P1);
+      try {
+        await assert.rejects(
+          (async () => {
+            for await (const page of snapshot.items(10)) assert.ok(!page.some((i) => hex(i.value) === hex(b(secret))));
+          })(),
+          corrupt,
+        );
+      } finally {
+        await snapshot.close();
+      }
+      // Relearning starts by dropping the partition: nothing corrupt is left.
+      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+      assert.equal(await backend.get(P1, b('bad')), undefined);
+      assert.deepStrictEqual((await backend.scan(P1, { limit: 10 })).keys, []);
     });
   });
 }

@@ -18,6 +18,7 @@ import type { SnapshotItem, SyncMode } from '../../src/storage/backend.js';
 import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
 import { openBackend } from '../../src/storage/open.js';
 import { type BackendHarness, backendConformance, fixtures } from './conformance.js';
+import { flipInFile } from './flip-bytes.js';
 
 const { P1, P2, b, pos, put, puts, tag, rec, append, apply, pagesOf } = fixtures;
 
@@ -38,6 +39,12 @@ async function harness(sync: SyncMode): Promise<BackendHarness> {
     backend: current,
     reopen: async () => {
       await current.close();
+      current = await LmdbBackend.open({ dataDir: dir, sync });
+      return current;
+    },
+    corruptValue: async (value) => {
+      await current.close();
+      assert.ok(flipInFile(join(dir, 'lmdb', 'data.mdb'), Buffer.from(value)) >= 1, 'the value is in data.mdb');
       current = await LmdbBackend.open({ dataDir: dir, sync });
       return current;
     },
@@ -239,5 +246,76 @@ test('S11: an install interrupted after staging only its dedup table is discarde
       assert.deepStrictEqual(p2Generations.length, 1);
       assert.ok(p2Generations[0]! > stagedGeneration, `generation ${p2Generations[0]} is above the staged ${stagedGeneration}`);
     });
+  });
+});
+
+test('format 1 (values without checksums) is upgraded at open: every value gets its checksum, reads are unchanged, a flipped byte is caught afterwards (S13)', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    const log = puts(1, 2500, 1); // more than one upgrade chunk (1024)
+    await backend.writeBatch([append(P1, log), apply(P1, log), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
+    await backend.close();
+    // Rewrite it as format 1 wrote it: data values u64 version · value bytes, format byte 1.
+    const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
+    const dataDb = env.openDB<Buffer, Buffer>('data', { keyEncoding: 'binary', encoding: 'binary' });
+    const sysDb = env.openDB<Buffer, Buffer>('sys', { keyEncoding: 'binary', encoding: 'binary' });
+    const old: Array<[Buffer, Buffer]> = [];
+    for (const { key } of dataDb.getRange({})) {
+      const s = Number(Buffer.from(key).subarray(8).toString().slice(1));
+      const v = Buffer.alloc(8);
+      v.writeUInt32BE(s, 4);
+      old.push([Buffer.from(key), Buffer.concat([v, Buffer.from(`v${s}`)])]);
+    }
+    await env.transaction(() => {
+      for (const [k, v] of old) dataDb.putSync(k, v);
+      sysDb.putSync(Buffer.from('format'), Buffer.from([1]));
+    });
+    await env.close();
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.equal(backend.upgraded, 2503);
+      assert.deepStrictEqual(await backend.get(P1, b('k2500')), { value: b('v2500'), version: seq(2500) });
+      assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
+      assert.equal((await backend.scan(P1, { limit: 5000 })).keys.length, 2500);
+    } finally {
+      await backend.close();
+    }
+    backend = await LmdbBackend.open({ dataDir: dir });
+    assert.equal(backend.upgraded, 0, 'upgraded once');
+    await backend.close();
+  });
+});
+
+test('an lmdb environment of an unknown format is refused with one line naming the versions', async () => {
+  await withDir(async (dir) => {
+    const backend = await LmdbBackend.open({ dataDir: dir });
+    await backend.close();
+    const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
+    await env.openDB<Buffer, Buffer>('sys', { keyEncoding: 'binary', encoding: 'binary' }).put(Buffer.from('format'), Buffer.from([7]));
+    await env.close();
+    await assert.rejects(LmdbBackend.open({ dataDir: dir }), /lmdb data format 07 is not one this version reads \(1, upgraded at open, or 2\)/);
+  });
+});
+
+test('S13: a last log record that fails its checksum does not stop the open: the partition is named corrupt, and dropping it removes the log', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    const log = [...puts(1, 4, 1), put(5, 1, 'last', 'LAST-RECORD-0123456789abcdef')];
+    await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 3)), append(P2, puts(1, 2, 1))]);
+    await backend.close();
+    assert.ok(flipInFile(join(dir, 'lmdb', 'data.mdb'), Buffer.from('LAST-RECORD-0123456789abcdef')) >= 1);
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      const [p1, p2] = await backend.partitions();
+      assert.match(p1?.corrupt ?? '', /partition 1 log entry 5: checksum mismatch \(S13\)/);
+      assert.equal(p2?.corrupt, undefined);
+      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+      assert.deepStrictEqual((await backend.partitions()).map((p) => p.partition), [P2]);
+    } finally {
+      await backend.close();
+    }
+    backend = await LmdbBackend.open({ dataDir: dir });
+    assert.deepStrictEqual((await backend.partitions()).map((p) => [p.partition, p.corrupt]), [[P2, undefined]]);
+    await backend.close();
   });
 });

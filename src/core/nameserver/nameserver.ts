@@ -60,6 +60,12 @@ export interface NodeRecord {
   relearn: Set<PartitionId>;
   /** Its storage failed (issue 4): it holds no replica until it registers again; dead at once. */
   storageFailed: boolean;
+  /**
+   * S13: partitions this incarnation reported corrupt. Like `relearn` it is taken out of
+   * their configurations and made a learner, but it is never the member a partition starts
+   * afresh from: its data is not to be trusted, and it still holds it until it relearns.
+   */
+  corrupt: Set<PartitionId>;
 }
 
 export interface Registration {
@@ -123,6 +129,7 @@ export class Nameserver {
         durable: true,
         relearn: new Set(),
         storageFailed: false,
+        corrupt: new Set(),
       });
     }
   }
@@ -181,6 +188,8 @@ export class Nameserver {
       keys: existing?.keys ?? 0,
       durable: r.durable,
       storageFailed: false,
+      // A new incarnation finds corruption again when it reads the partition (S13).
+      corrupt: existing?.incarnation === r.incarnation ? existing.corrupt : new Set(),
       // S4: a node that lost its state in a restart keeps none of its roles.
       relearn:
         existing?.incarnation === r.incarnation
@@ -202,11 +211,32 @@ export class Nameserver {
     n.keys = h.keys;
     n.progress = new Map(h.progress.map((p) => [p.partition, p]));
     n.reported = true;
+    this.noteCorrupt(n);
     // Also the configurations of partitions it holds without being a member, so a removed
     // replica learns it was removed (S3) and stops counting itself in. Not a role it lost
     // with its state (S4): it waits for the configuration that makes it a learner.
     const configs = this.map.configs.filter((c) => (isMember(c, h.nodeId) || n.progress.has(c.partition)) && !n.relearn.has(c.partition));
     return { kind: 'ok', mapVersion: this.map.version, configs };
+  }
+
+  /**
+   * S13: a replica that reports its partition corrupt steps out of the partition's
+   * configuration (as primary: another member takes over, S5) and relearns it as a learner:
+   * the `relearn` path, taken at the next tick. A learner relearns by itself.
+   */
+  private noteCorrupt(n: NodeRecord): void {
+    n.corrupt.clear();
+    for (const p of n.progress.values()) {
+      if (p.corrupt !== true) continue;
+      n.corrupt.add(p.partition);
+      const c = this.map.configs[p.partition];
+      if (c && (c.primary === n.id || c.secondaries.includes(n.id))) n.relearn.add(p.partition);
+    }
+  }
+
+  /** S13: partitions a live node reported corrupt, by node (for `nodes` and the log). */
+  corruptPartitions(nodeId: NodeId): PartitionId[] {
+    return [...(this.nodes.get(nodeId)?.corrupt ?? [])].sort((a, b) => a - b);
   }
 
   configsOf(node: NodeId): Config[] {
@@ -281,8 +311,9 @@ export class Nameserver {
         const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m) || amnesiac(m));
         if (everyMemberRestartedOrDead && allReported) candidates = reporting;
         // Every member alive and empty: the data is gone everywhere (the memory backend
-        // promises no more), so one of them starts the partition afresh.
-        if (candidates.length === 0 && members.every((m) => aliveNode(m) && amnesiac(m))) candidates = members;
+        // promises no more), so one of them starts the partition afresh. Not when one found
+        // the partition corrupt (S13): it still holds the data, so the partition waits.
+        if (candidates.length === 0 && members.every((m) => aliveNode(m) && amnesiac(m) && !node(m)?.corrupt.has(c.partition))) candidates = members;
       }
       if (candidates.length === 0) return c; // S5: stay unavailable, configuration unchanged
       const best = candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));

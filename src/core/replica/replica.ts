@@ -19,6 +19,16 @@
  * Invariants (asserted): commitSeq never moves back, never passes the log's end; applied
  * state only holds committed entries (S2); nothing at or below the commit point is ever
  * truncated (S1).
+ *
+ * Corruption (S13): when the driver finds a record of the partition corrupt (a stored value
+ * failed its checksum on a read, a log record at open: input `corrupt`, or
+ * `ReplicaRecovery.corrupt`), the replica steps out at once: it answers, acks and confirms
+ * nothing (inactive), fails what waited on it as primary, and reports `corrupt` in its
+ * progress, so the nameserver takes it out of its configuration (another member takes over
+ * as primary, S5) and adds it back as a learner. Its data stays on disk, never served, until
+ * then: only a configuration that makes it a learner makes it drop the partition (data, log,
+ * dedup table, in one batch with the new epoch) and relearn it from zero (S11). So a
+ * partition no healthy member can supply stays unavailable rather than losing anything more.
  */
 import { type WireError, InvalidArgumentError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
 import type { Limits } from '../limits.js';
@@ -67,6 +77,8 @@ export type ReplicaInput =
   /** S11: the snapshot we fetched is installed: data, dedup table and applied position. */
   | { readonly kind: 'snapshotInstalled'; readonly applied: LogPosition; readonly dedup: readonly DedupRecord[] }
   | { readonly kind: 'snapshotFailed'; readonly reason: string }
+  /** S13: a read of this partition's records failed its checksum: step out and relearn. */
+  | { readonly kind: 'corrupt'; readonly reason: string }
   | { readonly kind: 'flush' }
   | { readonly kind: 'tick'; readonly nowMs: number };
 
@@ -120,6 +132,8 @@ export interface ReplicaRecovery {
   readonly entries: readonly LogEntry[];
   /** S10: the dedup table of the applied state. */
   readonly dedup?: readonly DedupRecord[];
+  /** S13: the partition failed a checksum at open; `entries` are not to be trusted and are ignored. */
+  readonly corrupt?: string;
 }
 
 interface PeerState {
@@ -203,6 +217,8 @@ export class Replica {
   private promotion: { learner: NodeId; requested: boolean; sinceMs: number } | null = null;
   /** S11: a snapshot is being fetched and installed; prepares wait. */
   private installing = false;
+  /** S13: why this replica's partition is corrupt, until it drops it to relearn (file comment). */
+  corrupt: string | undefined;
 
   private nextWriteId = 1;
   private pendingDurable: PendingDurable[] = [];
@@ -215,7 +231,10 @@ export class Replica {
     this.node = opts.node;
     this.partition = opts.partition;
     const r = recovery ?? { epoch: toEpoch(0), config: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, entries: [] };
-    this.log = new LogTail(r.logBase, r.entries);
+    this.corrupt = r.corrupt;
+    // S13: a corrupt log is not used: the replica holds its applied position only, until it
+    // drops the partition to relearn it.
+    this.log = r.corrupt === undefined ? new LogTail(r.logBase, r.entries) : new LogTail(r.applied, []);
     // S3: on restart the epoch is max(persisted, highest epoch in the log).
     this.epoch = toEpoch(Math.max(r.epoch, this.log.last.epoch));
     this.config = r.config;
@@ -267,6 +286,9 @@ export class Replica {
       case 'snapshotInstalled':
         this.onSnapshotInstalled(input.applied, input.dedup, out);
         break;
+      case 'corrupt':
+        this.onCorrupt(input.reason, out);
+        break;
       case 'snapshotFailed':
         this.installing = false;
         out.push({ kind: 'log', level: 'warn', message: 'snapshot fetch failed; asking again', fields: { partition: this.partition, reason: input.reason } });
@@ -287,6 +309,11 @@ export class Replica {
   private onConfigure(config: Config, out: ReplicaOutput[]): void {
     assert(config.partition === this.partition, 'configuration for another partition');
     if (config.epoch < this.epoch) return; // stale: the nameserver will push the newer one
+    if (config.epoch === this.epoch && this.corrupt !== undefined) {
+      // S13: only as a learner does a corrupt replica come back, and then from zero.
+      if (roleIn(config, this.node) === 'learner') this.relearnFromZero(config, out);
+      return;
+    }
     if (config.epoch === this.epoch && this.active) return; // already in effect
     if (config.epoch === this.epoch) {
       // S4: after a restart only a secondary or learner may resume in the same epoch; a
@@ -305,6 +332,16 @@ export class Replica {
   private adopt(config: Config, out: ReplicaOutput[]): void {
     assert(config.epoch > this.epoch, 'adopting an older configuration');
     const role = roleIn(config, this.node);
+    if (this.corrupt !== undefined) {
+      if (role === 'learner') return this.relearnFromZero(config, out);
+      // S13: any other role waits (the nameserver takes us out); the epoch is still ours (S3).
+      this.epoch = config.epoch;
+      this.config = config;
+      this.metaDurable = false;
+      this.metaWriteId = this.nextWriteId++;
+      out.push({ kind: 'persist', ops: [{ kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } }], writeId: this.metaWriteId });
+      return;
+    }
     const belowMinWrite = 1 + config.secondaries.length < this.minWriteReplicas;
     const stayPrimary = this.active && this.role === 'primary' && role === 'primary';
     // A primary that stays primary keeps its log and its waiting writes: they commit with
@@ -369,6 +406,61 @@ export class Replica {
     this.epochStartSeq = entry.seq;
     out.push({ kind: 'log', level: 'info', message: 'became primary', fields: { partition: this.partition, epoch: this.epoch, epochStartSeq: entry.seq, commitSeq: this.commitSeq } });
     this.onFlush(out);
+  }
+
+  // ---- corruption (S13) ----
+
+  /** S13: a record of the partition failed its checksum: step out (file comment). */
+  private onCorrupt(reason: string, out: ReplicaOutput[]): void {
+    if (this.corrupt !== undefined) return;
+    this.corrupt = reason;
+    out.push({ kind: 'log', level: 'error', message: 'partition corrupt (S13): stepping out of its configuration; it relearns the partition from a healthy member', fields: { partition: this.partition, epoch: this.epoch, role: this.active ? this.role : 'inactive', reason } });
+    // S9: writes sent to replicas may still commit under the next primary: unknown. Reads
+    // get a retryable NOT_PRIMARY, so the client refreshes its map and reads elsewhere.
+    this.failPending(out);
+    this.active = false;
+    this.role = 'inactive';
+    this.peers.clear();
+    this.roundInFlight = null;
+    this.promotion = null;
+    this.epochStartSeq = toSeq(0);
+  }
+
+  /**
+   * S13, S11: made a learner, a corrupt replica drops the partition (data, log, dedup table)
+   * and persists the new configuration in the same batch, then learns it from zero. Only
+   * now: until a healthy member serves the partition its own copy was all there was.
+   */
+  private relearnFromZero(config: Config, out: ReplicaOutput[]): void {
+    assert(config.epoch >= this.epoch, 'relearning under an older configuration');
+    out.push({ kind: 'log', level: 'warn', message: 'dropping the corrupt partition to relearn it as a learner (S13, S11)', fields: { partition: this.partition, epoch: config.epoch, primary: config.primary, reason: this.corrupt } });
+    this.corrupt = undefined;
+    this.failPending(out);
+    this.log.reset(ZERO_POSITION);
+    this.appliedSeq = toSeq(0);
+    this.commitSeq = toSeq(0);
+    this.durableSeq = toSeq(0);
+    this.persistedSeq = toSeq(0);
+    this.matchedSeq = toSeq(0);
+    this.ackedSeq = toSeq(0);
+    this.primaryCommitSeq = toSeq(0);
+    this.pendingDurable = [];
+    this.dedup.clear();
+    this.installing = false;
+    this.promotion = null;
+    this.epoch = config.epoch;
+    this.config = config;
+    this.metaDurable = false;
+    this.metaWriteId = this.nextWriteId++;
+    out.push({
+      kind: 'persist',
+      ops: [
+        { kind: 'dropPartition', partition: this.partition },
+        { kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } },
+      ],
+      writeId: this.metaWriteId,
+    });
+    this.becomeActive('learner', out);
   }
 
   /** Everything waiting on this replica as primary ends when its epoch ends (or, `stillPrimary`, when it shrinks below --min-write-replicas). */
@@ -742,6 +834,10 @@ export class Replica {
   }
 
   private refuseClient(what: 'read' | 'write'): WireError | undefined {
+    if (this.corrupt !== undefined) {
+      // S13: never served from here; retryable, so the client refreshes its map.
+      return new NotPrimaryError(`${this.node} found partition ${this.partition} corrupt and is relearning it (S13); another replica serves it`).toWire();
+    }
     if (!this.active || this.role !== 'primary') {
       return new NotPrimaryError(`${this.node} is not primary of partition ${this.partition} (epoch ${this.epoch})`).toWire();
     }
@@ -960,6 +1056,7 @@ export class Replica {
       commitSeq: this.commitSeq,
       appliedSeq: this.appliedSeq,
       serving: this.serving,
+      ...(this.corrupt === undefined ? {} : { corrupt: true }),
     };
   }
 }
@@ -974,6 +1071,8 @@ export interface ReplicaProgress {
   readonly appliedSeq: Seq;
   /** A primary whose epoch-start entry committed (S6): it accepts reads and writes. */
   readonly serving: boolean;
+  /** S13: the replica found the partition corrupt; it must be taken out and made a learner. */
+  readonly corrupt?: boolean;
 }
 
 export function entryBytes(e: LogEntry): number {

@@ -1,0 +1,156 @@
+/**
+ * Unit tests of the corruption path (S13) in the pure core: a replica that found its
+ * partition corrupt (a stored value failed its checksum on a read, or a log record at open)
+ * steps out at once (answers, acks and confirms nothing; a primary fails what waited on it
+ * with retryable errors), says so in its progress, keeps its data until a configuration
+ * makes it a learner, then drops the partition in one batch with the new epoch and relearns
+ * it from zero (S11). The nameserver takes such a replica out of its configuration (a live
+ * secondary takes over as primary, S5) and adds it back as a learner; with no healthy member
+ * the partition stays unavailable, never started afresh from the corrupt copy.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { A, B, C, Cluster, config, put, replica, startedCluster, seq, epoch } from './harness.js';
+import { Nameserver } from '../../src/core/nameserver/nameserver.js';
+import type { ReplicaProgress } from '../../src/core/replica/replica.js';
+import { type NodeId, type Role, nodeId, partitionId } from '../../src/core/types.js';
+
+describe('replica: corrupt → step out → relearn (S13)', () => {
+  test('a corrupt primary fails its waiting read with a retryable NOT_PRIMARY and serves nothing more', () => {
+    const c = startedCluster();
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v1') });
+    c.settle();
+    c.step(A, { kind: 'clientRead', requestId: 2, key: Buffer.from('k') });
+    c.step(A, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
+    const read = c.replies.get(2);
+    assert.equal(read?.kind === 'error' && read.error.code, 'NOT_PRIMARY');
+    assert.equal(read?.kind === 'error' && read.error.retryable, true);
+    const a = c.nodes.get(A)!;
+    assert.equal(a.progress().role, 'inactive');
+    assert.equal(a.progress().corrupt, true);
+    assert.equal(a.serving, false);
+    c.step(A, { kind: 'clientRead', requestId: 3, key: Buffer.from('k') });
+    c.step(A, { kind: 'clientWrite', requestId: 4, op: put('k', 'v2') });
+    for (const id of [3, 4]) {
+      const r = c.replies.get(id);
+      assert.equal(r?.kind === 'error' && r.error.code, 'NOT_PRIMARY', `request ${id}`);
+    }
+    c.settle();
+    assert.equal(c.reads.filter((r) => r.node === A && r.requestId !== 2).length, 0, 'no read served by the corrupt replica');
+    assert.ok(c.logs.some((l) => l.node === A && /corrupt/.test(l.message)), 'the corruption is logged');
+  });
+
+  test('the corrupt replica keeps its data while it is still a member; made a learner it drops the partition and relearns it from zero', () => {
+    const c = startedCluster();
+    for (let i = 1; i <= 3; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
+    c.settle();
+    c.step(B, { kind: 'corrupt', reason: 'stored value checksum mismatch' });
+    // A configuration at the same epoch that still names B secondary does not bring it back.
+    c.step(B, { kind: 'configure', config: config(1, A, [B, C]) });
+    assert.equal(c.nodes.get(B)!.progress().role, 'inactive');
+    // A prepare from the primary gets no ack from B.
+    c.step(A, { kind: 'clientWrite', requestId: 10, op: put('k4', 'v4') });
+    c.flush();
+    c.sync(A);
+    c.deliver((m) => m.to === B);
+    c.sync(B);
+    assert.equal(c.network.filter((m) => m.from === B).length, 0, 'a corrupt replica acks nothing');
+    assert.equal(c.durableOps.get(B)!.some((o) => o.kind === 'dropPartition'), false, 'nothing is dropped before a healthy member serves');
+    // The nameserver's answer (S13): B becomes a learner at a new epoch.
+    const next = config(2, A, [C], [B]);
+    c.network = [];
+    for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: next });
+    const bOps = c.disk.get(B)!.map((p) => p.ops.map((o) => o.kind));
+    assert.deepEqual(bOps[0], ['dropPartition', 'setMeta'], 'drop and the new epoch in one batch');
+    assert.equal(c.nodes.get(B)!.progress().corrupt, undefined);
+    assert.equal(c.nodes.get(B)!.progress().role, 'learner');
+    c.settle();
+    // Learned from zero: every entry of the primary's log is applied on B again, in order.
+    const afterDrop = c.durableOps.get(B)!;
+    const dropAt = afterDrop.findIndex((o) => o.kind === 'dropPartition');
+    const applied = afterDrop.slice(dropAt).flatMap((o) => (o.kind === 'apply' ? o.entries.map((e) => e.seq) : []));
+    const aApplied = c.nodes.get(A)!.appliedSeq;
+    assert.deepEqual(applied, Array.from({ length: aApplied }, (_, i) => i + 1));
+    assert.ok(c.promotions.some((p) => p.node === A && p.learner === B), 'the primary asks to promote the caught-up learner');
+    assert.equal(c.replies.get(10)?.kind, 'written', 'the write waiting for B commits once B is out');
+  });
+
+  test('a replica recovered corrupt (a log record failed at open) starts out, and relearns only as a learner', () => {
+    const entries = [{ epoch: epoch(1), seq: seq(1), op: { kind: 'epochStart' as const } }];
+    const r = replica(B, { epoch: epoch(1), config: config(1, A, [B, C]), applied: { seq: seq(1), epoch: epoch(1) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries, corrupt: 'partition 0 log entry 2: checksum mismatch (S13)' });
+    const c = new Cluster();
+    c.add(B, r);
+    assert.equal(r.progress().corrupt, true);
+    assert.deepEqual(c.step(B, { kind: 'configure', config: config(1, A, [B, C]) }), []);
+    const out = c.step(B, { kind: 'configure', config: config(2, C, [A]) });
+    assert.deepEqual(out.map((o) => o.kind), ['persist'], 'a higher epoch is persisted (S3), no role taken');
+    assert.equal(r.progress().role, 'inactive');
+    assert.equal(r.epoch, 2);
+    c.step(B, { kind: 'configure', config: config(3, C, [A], [B]) });
+    assert.equal(r.progress().role, 'learner');
+    assert.deepEqual(c.disk.get(B)!.at(-1)!.ops.map((o) => o.kind), ['dropPartition', 'setMeta']);
+    assert.equal(r.appliedSeq, 0);
+    assert.equal(r.lastSeq, 0);
+  });
+});
+
+const S = ['s1', 's2', 's3'].map(nodeId) as [NodeId, NodeId, NodeId];
+const settings = { partitions: 1, replicas: 3, minWriteReplicas: 2, initialNodes: 3 };
+
+function progress(p: number, e: number, role: Role, lastSeq: number, corrupt = false): ReplicaProgress {
+  const base = { partition: partitionId(p), epoch: epoch(e), role, lastSeq: seq(lastSeq), lastEpoch: epoch(e), commitSeq: seq(0), appliedSeq: seq(0), serving: role === 'primary' };
+  return corrupt ? { ...base, corrupt: true } : base;
+}
+
+function formed(now = 0): Nameserver {
+  const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, now);
+  for (const id of S) ns.onRegister({ nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true }, now);
+  assert.equal(ns.onTick(now), true);
+  return ns;
+}
+
+function beat(ns: Nameserver, id: NodeId, now: number, p: ReplicaProgress) {
+  return ns.onHeartbeat({ nodeId: id, incarnation: `${id}-1`, uptimeMs: now, keys: 0, progress: [p] }, now);
+}
+
+describe('nameserver: a replica that reports its partition corrupt (S13)', () => {
+  test('a corrupt primary is replaced by a live secondary and comes back as a learner', () => {
+    const ns = formed();
+    const c = ns.map.configs[0]!;
+    const [secondary, other] = c.secondaries as [NodeId, NodeId];
+    beat(ns, secondary, 1000, progress(0, 1, 'secondary', 10));
+    beat(ns, other, 1000, progress(0, 1, 'secondary', 9));
+    const reply = beat(ns, c.primary, 1000, progress(0, 1, 'inactive', 10, true));
+    assert.deepEqual(reply.kind === 'ok' && reply.configs, [], 'the old configuration is not pushed to the corrupt replica');
+    assert.deepEqual(ns.corruptPartitions(c.primary), [partitionId(0)]);
+    assert.equal(ns.onTick(1000), true);
+    const next = ns.map.configs[0]!;
+    assert.equal(next.epoch, 2);
+    assert.equal(next.primary, secondary, 'the secondary with the highest log takes over (S5)');
+    assert.deepEqual(next.secondaries, [other]);
+    assert.deepEqual(next.learners, [c.primary]);
+    const again = beat(ns, c.primary, 1100, progress(0, 1, 'inactive', 10, true));
+    assert.deepEqual(again.kind === 'ok' && again.configs.map((x) => x.epoch), [2], 'now it is told: as a learner');
+  });
+
+  test('a corrupt secondary becomes a learner; the primary goes on', () => {
+    const ns = formed();
+    const c = ns.map.configs[0]!;
+    const [bad, good] = c.secondaries as [NodeId, NodeId];
+    beat(ns, c.primary, 1000, progress(0, 1, 'primary', 10));
+    beat(ns, good, 1000, progress(0, 1, 'secondary', 10));
+    beat(ns, bad, 1000, progress(0, 1, 'inactive', 10, true));
+    assert.equal(ns.onTick(1000), true);
+    const next = ns.map.configs[0]!;
+    assert.deepEqual({ primary: next.primary, secondaries: next.secondaries, learners: next.learners }, { primary: c.primary, secondaries: [good], learners: [bad] });
+  });
+
+  test('with no healthy member to take over, the partition stays unavailable: never started afresh from the corrupt copy', () => {
+    const ns = formed();
+    const c = ns.map.configs[0]!;
+    // Every member alive and each reports the partition corrupt: nothing may become primary.
+    for (const id of [c.primary, ...c.secondaries]) beat(ns, id, 1000, progress(0, 1, 'inactive', 10, true));
+    ns.onTick(1000);
+    assert.deepEqual(ns.map.configs[0], c, 'configuration unchanged');
+  });
+});

@@ -356,7 +356,13 @@ export class Client implements Db {
         const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || err.message;
         throw new ConnectionClosedError(`no dstore nameserver answers at ${this.nameserver} (${why})`, { cause: err, notSent: true });
       }
-      if (err instanceof TimeoutError) throw new TimeoutError(`no dstore nameserver answered at ${this.nameserver} within ${this.opts.timeoutMs} ms`, { cause: err });
+      if (err instanceof TimeoutError) {
+        // Connected but never greeted: most likely another service that waits for a line of
+        // its own protocol (Redis does); a paused dstore server looks the same, so say both.
+        const silent = this.pool.get(this.nameserver, 'nameserver').awaitingGreeting;
+        const why = silent ? `: it accepted the connection but sent no dstore greeting (not a dstore server, or a paused one)` : '';
+        throw new TimeoutError(`no dstore nameserver answered at ${this.nameserver} within ${this.opts.timeoutMs} ms${why}`, { cause: err });
+      }
       throw err;
     }
   }

@@ -704,6 +704,14 @@ export class RpcConnection implements FrameSink {
   }
 
   /**
+   * Connected, but the peer has sent no greeting yet: a service that waits for a request
+   * line (Redis, many text protocols) rather than answering the greeting, or a paused server.
+   */
+  get awaitingGreeting(): boolean {
+    return this.state === 'connected' && !this.greeted;
+  }
+
+  /**
    * Sends `body` as a call and resolves with the reply body (validated by `options.reply`
    * when given). Rejects with:
    * - TimeoutError: no reply within `timeoutMs`;

@@ -17,11 +17,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer as createHttpServer, type Server } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   ConnectionClosedError,
   InvalidArgumentError,
   ProtocolMismatchError,
+  TimeoutError,
   UnavailableError,
   ValueTooLargeError,
   WrongRoleError,
@@ -129,6 +131,19 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
     assert.ok(roleErr instanceof WrongRoleError, String(roleErr));
     assert.equal(roleErr.retryable, false);
     assert.match(roleErr.message, new RegExp(`${storageAddress} is a dstore storage server, not a nameserver`));
+
+    // A service that accepts and waits for a line of its own protocol (Redis does) never
+    // answers the greeting: the deadline's message says so.
+    const silent = createServer(() => {});
+    await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+    try {
+      const silentAddress = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const silentErr = await rejection(connect(silentAddress, { timeoutMs: 1000 }));
+      assert.ok(silentErr instanceof TimeoutError, String(silentErr));
+      assert.match(silentErr.message, new RegExp(`no dstore nameserver answered at ${silentAddress} within 1000 ms: it accepted the connection but sent no dstore greeting`));
+    } finally {
+      silent.close();
+    }
 
     const lazy = await connect(closedPort, { timeoutMs: 1000, lazy: true });
     await lazy.close();

@@ -139,6 +139,8 @@ export class StorageServer {
   private readonly limits: Limits;
   private readonly replicas = new Map<PartitionId, Replica>();
   private readonly recoveries = new Map<PartitionId, PartitionState>();
+  /** Whether the backend held any partition when it was (re)opened (see loadLogs). */
+  private storeHoldsData = false;
   private readonly addresses = new Map<NodeId, string>();
   private readonly waiters = new Map<number, Waiter>();
   private readonly deleteResults = new Map<string, boolean>();
@@ -267,7 +269,7 @@ export class StorageServer {
     // bounded by callTimeoutMs, the pause between attempts by REGISTER_BACKOFF_MAX_MS.
     for (let attempt = 1; ; attempt++) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable, maxValueBytes: this.limits.maxValueBytes, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable && this.storeHoldsData, maxValueBytes: this.limits.maxValueBytes, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
         const r = registerReply.decode(raw);
         if (!r.ok) throw new InvalidArgumentError(`nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`);
         this.partitions = r.value.partitions;
@@ -408,7 +410,14 @@ export class StorageServer {
   private readonly recoveredDedup = new Map<PartitionId, DedupRecord[]>();
 
   private async loadLogs(): Promise<void> {
-    for (const state of await this.backend.partitions()) {
+    const states = await this.backend.partitions();
+    // S4: a store that holds no partition at all (a brand-new server, or one whose Redis was
+    // flushed or whose lmdb files were deleted while its data dir kept its node id) holds
+    // nothing it could have acknowledged: this incarnation registers as not durable, so the
+    // nameserver makes it relearn every partition it was a member of instead of trusting it
+    // as a secondary (which S5 could elect primary with an empty log).
+    this.storeHoldsData = states.length > 0;
+    for (const state of states) {
       if (state.corrupt !== undefined) {
         this.log.error({ partition: state.partition, reason: state.corrupt }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
         this.recoveries.set(state.partition, state);

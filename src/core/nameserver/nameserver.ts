@@ -222,7 +222,9 @@ export class Nameserver {
   /**
    * S13: a replica that reports its partition corrupt steps out of the partition's
    * configuration (as primary: another member takes over, S5) and relearns it as a learner:
-   * the `relearn` path, taken at the next tick. A learner relearns by itself.
+   * the `relearn` path, taken at the next tick. A corrupt learner stays a learner under a new
+   * epoch (see `reconfigure`): it relearns from zero only under an epoch in which it acked
+   * nothing, so no promotion request based on its old acks can be applied (S7).
    */
   private noteCorrupt(n: NodeRecord): void {
     n.corrupt.clear();
@@ -328,7 +330,11 @@ export class Nameserver {
     const lost = [...c.secondaries, ...c.learners].filter((s) => !aliveNode(s));
     // S4: a secondary that restarted without its log (memory backend, --sync none) relearns.
     const amnesiac = c.secondaries.filter((s) => aliveNode(s) && restarted(s) && (!this.mayRejoin(s) || node(s)!.relearn.has(c.partition)));
-    if (lost.length > 0 || amnesiac.length > 0) {
+    // S13, S7: a learner that found the partition corrupt in this epoch drops it and relearns
+    // from zero only under a new epoch: that voids a promotion request based on its old acks
+    // (onPromote checks the epoch) and resets the primary's count of them.
+    const corruptLearner = c.learners.some((l) => aliveNode(l) && node(l)!.corrupt.has(c.partition) && progressOf(l)?.epoch === c.epoch);
+    if (lost.length > 0 || amnesiac.length > 0 || corruptLearner) {
       // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
       const secondaries = c.secondaries.filter((s) => aliveNode(s) && !amnesiac.includes(s));
       const learners = [...c.learners.filter(aliveNode), ...amnesiac];

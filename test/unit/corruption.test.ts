@@ -321,3 +321,30 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     assert.equal(r.progress().corrupt, true);
   });
 });
+
+describe('nameserver: a partition whose only member is corrupt (S13, S5)', () => {
+  test('it stays unavailable, a returning removed copy is not taken, and the situation is named with that copy', () => {
+    // {P, [C]}; P dies; C leads alone and P is removed; C finds the partition corrupt; P
+    // comes back. P's copy may lack writes acknowledged after it was removed: never taken
+    // automatically (no learner can be added without a healthy primary), but named for an operator.
+    const two = { partitions: 1, replicas: 2, minWriteReplicas: 1, initialNodes: 2 };
+    const ns = new Nameserver(Nameserver.newMap('test', two), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
+    for (const id of [S[0], S[1]]) ns.onRegister({ nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true }, 0);
+    assert.equal(ns.onTick(0), true);
+    const c1 = ns.map.configs[0]!;
+    const [p, cNode] = [c1.primary, c1.secondaries[0]!];
+    // P stops heartbeating; C takes over alone and P is removed.
+    beat(ns, cNode, 6000, progress(0, 1, 'secondary', 10));
+    assert.equal(ns.onTick(6000), true);
+    const c = ns.map.configs[0]!;
+    assert.deepEqual({ epoch: c.epoch, primary: c.primary, secondaries: c.secondaries, learners: c.learners }, { epoch: 2, primary: cNode, secondaries: [], learners: [] });
+    assert.deepEqual(ns.stuckCorrupt(6000), []);
+    // C finds the partition corrupt; P comes back with its older copy.
+    beat(ns, cNode, 6100, progress(0, 2, 'inactive', 11, true));
+    ns.onRegister({ nodeId: p, address: `127.0.0.1:${p}`, backend: 'lmdb', incarnation: `${p}-2`, durable: true }, 6100);
+    ns.onHeartbeat({ nodeId: p, incarnation: `${p}-2`, uptimeMs: 10, keys: 0, progress: [progress(0, 1, 'inactive', 10)] }, 6100);
+    ns.onTick(6200);
+    assert.deepEqual(ns.map.configs[0], c, 'configuration unchanged: unavailable, nothing taken from P');
+    assert.deepEqual(ns.stuckCorrupt(6200), [{ partition: partitionId(0), epoch: 2, corrupt: [cNode], holders: [{ node: p, lastEpoch: 1, lastSeq: 10 }] }]);
+  });
+});

@@ -241,6 +241,36 @@ export class Nameserver {
     return [...(this.nodes.get(nodeId)?.corrupt ?? [])].sort((a, b) => a - b);
   }
 
+  /**
+   * S13, S5: partitions no healthy member can serve: every member (primary, secondaries) is
+   * dead or reported the partition corrupt, and at least one did. They stay unavailable
+   * (nothing is started afresh from a corrupt copy, nor from a removed one). `holders` are
+   * live non-members that still hold an older copy (a replica removed earlier that came
+   * back): taking one would lose whatever was acknowledged after it was removed, so that is
+   * left to an operator.
+   */
+  stuckCorrupt(nowMs: number): Array<{ partition: PartitionId; epoch: number; corrupt: NodeId[]; holders: Array<{ node: NodeId; lastEpoch: number; lastSeq: number }> }> {
+    const out = [];
+    for (const c of this.map.configs) {
+      const members = [c.primary, ...c.secondaries];
+      const corrupt = members.filter((m) => {
+        const n = this.nodes.get(m);
+        return n !== undefined && this.isAlive(n, nowMs) && n.corrupt.has(c.partition);
+      });
+      if (corrupt.length === 0) continue;
+      const healthy = members.some((m) => {
+        const n = this.nodes.get(m);
+        return n !== undefined && this.isAlive(n, nowMs) && !n.corrupt.has(c.partition);
+      });
+      if (healthy) continue;
+      const holders = [...this.nodes.values()]
+        .filter((n) => this.isAlive(n, nowMs) && !members.includes(n.id) && n.progress.has(c.partition) && !n.corrupt.has(c.partition))
+        .map((n) => ({ node: n.id, lastEpoch: n.progress.get(c.partition)!.lastEpoch as number, lastSeq: n.progress.get(c.partition)!.lastSeq as number }));
+      out.push({ partition: c.partition, epoch: c.epoch as number, corrupt, holders });
+    }
+    return out;
+  }
+
   configsOf(node: NodeId): Config[] {
     return this.map.configs.filter((c) => isMember(c, node));
   }

@@ -26,9 +26,13 @@
  * nothing (inactive), fails what waited on it as primary, and reports `corrupt` in its
  * progress, so the nameserver takes it out of its configuration (another member takes over
  * as primary, S5) and adds it back as a learner. Its data stays on disk, never served, until
- * then: only a configuration that makes it a learner makes it drop the partition (data, log,
- * dedup table, in one batch with the new epoch) and relearn it from zero (S11). So a
- * partition no healthy member can supply stays unavailable rather than losing anything more.
+ * then: only a configuration of a higher epoch that makes it a learner makes it drop the
+ * partition (data, log, dedup table, in one batch with the new epoch) and relearn it from
+ * zero (S11); never one of the epoch it found the corruption in, where its old acks and a
+ * promotion request based on them may still count (S7). So a partition no healthy member
+ * can supply stays unavailable rather than losing anything more. The reason is persisted in
+ * the partition's metadata (and reported only once durable), so a restart before the drop
+ * comes back corrupt; a snapshot install still running delays the drop until it ended.
  */
 import { type WireError, InvalidArgumentError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
 import type { Limits } from '../limits.js';

@@ -153,6 +153,7 @@ export class NameserverProcess {
         const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
         if (reply.kind === 'register') return reply;
         this.logCorrupt(req.nodeId);
+        this.logStuckCorrupt(now);
         return { ...reply, addresses: this.addresses() };
       }
       case 'promote': {
@@ -239,6 +240,30 @@ export class NameserverProcess {
       return c !== undefined && c.primary === nodeId && c.secondaries.length === 0;
     });
     this.log.error({ nodeId, partitions, unavailable: stuck }, 'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable');
+  }
+
+  /** The stuck corrupt partitions last logged (see logStuckCorrupt), so each change is logged once. */
+  private stuckLogged = '';
+
+  /**
+   * S13, S5: names each partition that no healthy member can serve (its members are corrupt
+   * or dead), and any live server that holds an older copy of it, when that changes. The
+   * nameserver never picks such a copy by itself (it may lack acknowledged writes); no
+   * command overrides this yet (DESIGN S5's `dstore force-primary` is not implemented).
+   */
+  private logStuckCorrupt(now: number): void {
+    const stuck = this.core.stuckCorrupt(now);
+    const key = JSON.stringify(stuck);
+    if (key === this.stuckLogged) return;
+    this.stuckLogged = key;
+    for (const s of stuck) {
+      this.log.error(
+        { partition: s.partition, epoch: s.epoch, corruptOn: s.corrupt, olderCopies: s.holders },
+        s.holders.length > 0
+          ? 'partition unavailable (S13, S5): every member found it corrupt or is dead; a live server holds an older copy from before it was removed, which may lack acknowledged writes, so it is not taken automatically (no force-primary command exists yet: bring a member with a healthy copy back)'
+          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits for a member with a healthy copy',
+      );
+    }
   }
 
   private clusterInfo(now: number): ClusterInfo {

@@ -201,9 +201,13 @@ interface PartState {
   readonly keyCount: number;
 }
 
-/** [format, metaEpoch|null, config|null, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount] */
+/**
+ * [format, metaEpoch|null, config|null, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount]
+ * and, only while the replica's metadata carries an S13 corrupt marker, a 10th element: its
+ * reason (so records without one read as before).
+ */
 function encodeState(s: PartState): Buffer {
-  return sealRecord([
+  const record: unknown[] = [
     FORMAT_VERSION,
     s.meta ? s.meta.epoch : null,
     s.meta ? s.meta.config : null,
@@ -213,20 +217,24 @@ function encodeState(s: PartState): Buffer {
     s.logBase.epoch,
     s.generation,
     s.keyCount,
-  ]);
+  ];
+  if (s.meta?.corrupt !== undefined) record.push(s.meta.corrupt);
+  return sealRecord(record);
 }
 
 function decodeState(raw: Buffer, what: string): Omit<PartState, 'logLast'> {
   const t = openRecord(raw, what);
-  if (!Array.isArray(t) || t.length !== 9 || t[0] !== FORMAT_VERSION) throw new CorruptRecordError(`${what}: not a state record`);
-  const [, metaEpoch, config, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount] = t as unknown[];
+  if (!Array.isArray(t) || (t.length !== 9 && t.length !== 10) || t[0] !== FORMAT_VERSION) throw new CorruptRecordError(`${what}: not a state record`);
+  const [, metaEpoch, config, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount, corrupt] = t as unknown[];
   if (![appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount].every(isUint)) {
     throw new CorruptRecordError(`${what}: bad positions`);
   }
   if (metaEpoch !== null && !isUint(metaEpoch)) throw new CorruptRecordError(`${what}: bad epoch`);
   if (config !== null && (typeof config !== 'object' || Array.isArray(config))) throw new CorruptRecordError(`${what}: bad config`);
+  if (t.length === 10 && (typeof corrupt !== 'string' || metaEpoch === null)) throw new CorruptRecordError(`${what}: bad corrupt marker`);
+  const meta = metaEpoch === null ? null : { epoch: toEpoch(metaEpoch), config: config as Config | null };
   return {
-    meta: metaEpoch === null ? null : { epoch: toEpoch(metaEpoch), config: config as Config | null },
+    meta: meta !== null && typeof corrupt === 'string' ? { ...meta, corrupt } : meta,
     applied: { seq: toSeq(appliedSeq as number), epoch: toEpoch(appliedEpoch as number) },
     logBase: { seq: toSeq(baseSeq as number), epoch: toEpoch(baseEpoch as number) },
     generation: generation as number,

@@ -532,10 +532,12 @@ function decodeMeta(raw: string, what: string): PartitionMeta {
     throw new CorruptRecordError(`${what}: metadata is not JSON`, { cause: err });
   }
   if (typeof m !== 'object' || m === null) throw new CorruptRecordError(`${what}: metadata is not an object`);
-  const { epoch: e, config } = m as { epoch?: unknown; config?: unknown };
+  const { epoch: e, config, corrupt } = m as { epoch?: unknown; config?: unknown; corrupt?: unknown };
   if (!isUint(e)) throw new CorruptRecordError(`${what}: bad epoch in the metadata`);
   if (config !== null && (typeof config !== 'object' || Array.isArray(config))) throw new CorruptRecordError(`${what}: bad config in the metadata`);
-  return { epoch: toEpoch(e), config: config as Config | null };
+  if (corrupt !== undefined && typeof corrupt !== 'string') throw new CorruptRecordError(`${what}: bad corrupt marker in the metadata`);
+  // S13: the replica's corrupt marker, until it drops the partition.
+  return corrupt === undefined ? { epoch: toEpoch(e), config: config as Config | null } : { epoch: toEpoch(e), config: config as Config | null, corrupt };
 }
 
 /** ZRANGEBYLEX bound: every key after `key`, or from the start. */

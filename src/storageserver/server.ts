@@ -401,8 +401,10 @@ export class StorageServer {
     const entries = this.recoveredLogs.get(state.partition) ?? [];
     const dedup = this.recoveredDedup.get(state.partition) ?? [];
     const recovery = { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
-    // S13: a partition found corrupt at open starts out of its configuration and relearns.
-    return state.corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt: state.corrupt };
+    // S13: a partition found corrupt at open (a bad log record) or marked corrupt before a
+    // restart starts out of its configuration and relearns.
+    const corrupt = state.corrupt ?? state.meta?.corrupt;
+    return corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt };
   }
 
   /** Log tails read at start, by partition (S3: the epoch also comes from the log). */
@@ -418,8 +420,8 @@ export class StorageServer {
     // as a secondary (which S5 could elect primary with an empty log).
     this.storeHoldsData = states.length > 0;
     for (const state of states) {
-      if (state.corrupt !== undefined) {
-        this.log.error({ partition: state.partition, reason: state.corrupt }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
+      if (state.corrupt !== undefined || state.meta?.corrupt !== undefined) {
+        this.log.error({ partition: state.partition, reason: state.corrupt ?? state.meta?.corrupt }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
         this.recoveries.set(state.partition, state);
         continue;
       }

@@ -193,8 +193,10 @@ export class SimStorageNode implements Endpoint {
     this.v = v;
     // loadLogs: every partition on disk, as the real server reads its backend at start.
     for (const [p, d] of this.disk.parts) {
-      // As StorageServer.recover: the epoch is the persisted one, else the log's (S3).
-      v.recoveries.set(p, { epoch: d.meta?.epoch ?? this.disk.lastPosition(p).epoch, config: d.meta?.config ?? null, applied: d.applied, logBase: d.logBase, entries: [...d.log], dedup: [...d.dedup.values()] });
+      // As StorageServer.recover: the epoch is the persisted one, else the log's (S3); a
+      // corrupt marker in the metadata (S13) starts the replica corrupt.
+      const recovery: ReplicaRecovery = { epoch: d.meta?.epoch ?? this.disk.lastPosition(p).epoch, config: d.meta?.config ?? null, applied: d.applied, logBase: d.logBase, entries: [...d.log], dedup: [...d.dedup.values()] };
+      v.recoveries.set(p, d.meta?.corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt: d.meta.corrupt });
     }
     this.world.trace(`${this.id} starts (incarnation ${this.inc}, ${v.recoveries.size} partitions on disk)`);
     this.register(100);

@@ -490,6 +490,38 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual((await stateOf(backend, P1))?.meta, same);
       });
 
+      it('S13: the corrupt marker in the metadata round-trips, survives a reopen, and the drop batch clears it', async (h) => {
+        // A replica that found its partition corrupt persists a marker in the partition's
+        // metadata, so a restart before it dropped the partition comes back corrupt, not as a
+        // healthy copy; the drop and metadata without the marker go in one batch.
+        let backend = h.backend;
+        const log = puts(1, 3, 1);
+        const marked: PartitionMeta = { ...meta(2), corrupt: 'partition 1 stored value: checksum mismatch (S13)' };
+        await backend.writeBatch([append(P1, log), apply(P1, log), { kind: 'setMeta', partition: P1, meta: meta(1) }]);
+        assert.equal((await stateOf(backend, P1))?.meta?.corrupt, undefined, 'no marker by default');
+        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: marked }]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, marked);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(3, 1), 'the marker leaves the data as it is');
+        if (h.reopen) {
+          backend = await h.reopen();
+          assert.deepStrictEqual((await stateOf(backend, P1))?.meta, marked, 'the marker is durable');
+        }
+        // A later epoch adopted while still corrupt keeps it.
+        const later: PartitionMeta = { ...meta(3), corrupt: marked.corrupt! };
+        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: later }]);
+        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, later);
+        // The drop batch (relearnFromZero) writes metadata without it.
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, { kind: 'setMeta', partition: P1, meta: meta(4) }]);
+        const after = await stateOf(backend, P1);
+        assert.deepStrictEqual(after?.meta, meta(4));
+        assert.equal(after?.meta?.corrupt, undefined);
+        assert.deepStrictEqual(after?.applied, pos(0, 0));
+        if (h.reopen) {
+          backend = await h.reopen();
+          assert.deepStrictEqual((await stateOf(backend, P1))?.meta, meta(4), 'cleared durably');
+        }
+      });
+
       it('partitions() reports every partition with its meta, applied, log base and last', async (_h, backend) => {
         await backend.writeBatch([
           { kind: 'setMeta', partition: P3, meta: meta(5, P3) },

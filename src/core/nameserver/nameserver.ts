@@ -222,7 +222,9 @@ export class Nameserver {
   /**
    * S13: a replica that reports its partition corrupt steps out of the partition's
    * configuration (as primary: another member takes over, S5) and relearns it as a learner:
-   * the `relearn` path, taken at the next tick. A learner relearns by itself.
+   * the `relearn` path, taken at the next tick. A corrupt learner stays a learner under a new
+   * epoch (see `reconfigure`): it relearns from zero only under an epoch in which it acked
+   * nothing, so no promotion request based on its old acks can be applied (S7).
    */
   private noteCorrupt(n: NodeRecord): void {
     n.corrupt.clear();
@@ -237,6 +239,36 @@ export class Nameserver {
   /** S13: partitions a live node reported corrupt, by node (for `nodes` and the log). */
   corruptPartitions(nodeId: NodeId): PartitionId[] {
     return [...(this.nodes.get(nodeId)?.corrupt ?? [])].sort((a, b) => a - b);
+  }
+
+  /**
+   * S13, S5: partitions no healthy member can serve: every member (primary, secondaries) is
+   * dead or reported the partition corrupt, and at least one did. They stay unavailable
+   * (nothing is started afresh from a corrupt copy, nor from a removed one). `holders` are
+   * live non-members that still hold an older copy (a replica removed earlier that came
+   * back): taking one would lose whatever was acknowledged after it was removed, so that is
+   * left to an operator.
+   */
+  stuckCorrupt(nowMs: number): Array<{ partition: PartitionId; epoch: number; corrupt: NodeId[]; holders: Array<{ node: NodeId; lastEpoch: number; lastSeq: number }> }> {
+    const out = [];
+    for (const c of this.map.configs) {
+      const members = [c.primary, ...c.secondaries];
+      const corrupt = members.filter((m) => {
+        const n = this.nodes.get(m);
+        return n !== undefined && this.isAlive(n, nowMs) && n.corrupt.has(c.partition);
+      });
+      if (corrupt.length === 0) continue;
+      const healthy = members.some((m) => {
+        const n = this.nodes.get(m);
+        return n !== undefined && this.isAlive(n, nowMs) && !n.corrupt.has(c.partition);
+      });
+      if (healthy) continue;
+      const holders = [...this.nodes.values()]
+        .filter((n) => this.isAlive(n, nowMs) && !members.includes(n.id) && n.progress.has(c.partition) && !n.corrupt.has(c.partition))
+        .map((n) => ({ node: n.id, lastEpoch: n.progress.get(c.partition)!.lastEpoch as number, lastSeq: n.progress.get(c.partition)!.lastSeq as number }));
+      out.push({ partition: c.partition, epoch: c.epoch as number, corrupt, holders });
+    }
+    return out;
   }
 
   configsOf(node: NodeId): Config[] {
@@ -328,7 +360,11 @@ export class Nameserver {
     const lost = [...c.secondaries, ...c.learners].filter((s) => !aliveNode(s));
     // S4: a secondary that restarted without its log (memory backend, --sync none) relearns.
     const amnesiac = c.secondaries.filter((s) => aliveNode(s) && restarted(s) && (!this.mayRejoin(s) || node(s)!.relearn.has(c.partition)));
-    if (lost.length > 0 || amnesiac.length > 0) {
+    // S13, S7: a learner that found the partition corrupt in this epoch drops it and relearns
+    // from zero only under a new epoch: that voids a promotion request based on its old acks
+    // (onPromote checks the epoch) and resets the primary's count of them.
+    const corruptLearner = c.learners.some((l) => aliveNode(l) && node(l)!.corrupt.has(c.partition) && progressOf(l)?.epoch === c.epoch);
+    if (lost.length > 0 || amnesiac.length > 0 || corruptLearner) {
       // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
       const secondaries = c.secondaries.filter((s) => aliveNode(s) && !amnesiac.includes(s));
       const learners = [...c.learners.filter(aliveNode), ...amnesiac];

@@ -13,6 +13,12 @@ export interface PartitionMeta {
   readonly epoch: Epoch;
   /** The configuration of that epoch, when known. */
   readonly config: Config | null;
+  /**
+   * S13: why this replica found the partition corrupt, from then until it drops the
+   * partition to relearn it (the drop's batch writes metadata without it). Recovered at
+   * open: the replica starts corrupt. Absent in metadata written before issue 9's fixes.
+   */
+  readonly corrupt?: string;
 }
 
 /**

@@ -26,9 +26,13 @@
  * nothing (inactive), fails what waited on it as primary, and reports `corrupt` in its
  * progress, so the nameserver takes it out of its configuration (another member takes over
  * as primary, S5) and adds it back as a learner. Its data stays on disk, never served, until
- * then: only a configuration that makes it a learner makes it drop the partition (data, log,
- * dedup table, in one batch with the new epoch) and relearn it from zero (S11). So a
- * partition no healthy member can supply stays unavailable rather than losing anything more.
+ * then: only a configuration of a higher epoch that makes it a learner makes it drop the
+ * partition (data, log, dedup table, in one batch with the new epoch) and relearn it from
+ * zero (S11); never one of the epoch it found the corruption in, where its old acks and a
+ * promotion request based on them may still count (S7). So a partition no healthy member
+ * can supply stays unavailable rather than losing anything more. The reason is persisted in
+ * the partition's metadata (and reported only once durable), so a restart before the drop
+ * comes back corrupt; a snapshot install still running delays the drop until it ended.
  */
 import { type WireError, InvalidArgumentError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
 import type { Limits } from '../limits.js';
@@ -219,6 +223,11 @@ export class Replica {
   private installing = false;
   /** S13: why this replica's partition is corrupt, until it drops it to relearn (file comment). */
   corrupt: string | undefined;
+  /** S13: the write that persists the corrupt marker (0: none yet); reported once durable. */
+  private corruptMarkWriteId = 0;
+  private corruptReported = false;
+  /** S13: made a learner while a snapshot install ran: the drop waits for the install to end. */
+  private relearnPending = false;
 
   private nextWriteId = 1;
   private pendingDurable: PendingDurable[] = [];
@@ -232,6 +241,8 @@ export class Replica {
     this.partition = opts.partition;
     const r = recovery ?? { epoch: toEpoch(0), config: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, entries: [] };
     this.corrupt = r.corrupt;
+    // Recovered corrupt: the marker (or the bad log record) is on disk already.
+    this.corruptReported = r.corrupt !== undefined;
     // S13: a corrupt log is not used: the replica holds its applied position only, until it
     // drops the partition to relearn it.
     this.log = r.corrupt === undefined ? new LogTail(r.logBase, r.entries) : new LogTail(r.applied, []);
@@ -292,7 +303,8 @@ export class Replica {
       case 'snapshotFailed':
         this.installing = false;
         out.push({ kind: 'log', level: 'warn', message: 'snapshot fetch failed; asking again', fields: { partition: this.partition, reason: input.reason } });
-        if (this.config && this.role === 'learner') out.push(this.nack(this.config.primary, toSeq(this.appliedSeq + 1)));
+        if (this.relearnPending) this.relearnFromZero(this.config!, out);
+        else if (this.config && this.active && this.role === 'learner') out.push(this.nack(this.config.primary, toSeq(this.appliedSeq + 1)));
         break;
       case 'flush':
         this.onFlush(out);
@@ -309,11 +321,11 @@ export class Replica {
   private onConfigure(config: Config, out: ReplicaOutput[]): void {
     assert(config.partition === this.partition, 'configuration for another partition');
     if (config.epoch < this.epoch) return; // stale: the nameserver will push the newer one
-    if (config.epoch === this.epoch && this.corrupt !== undefined) {
-      // S13: only as a learner does a corrupt replica come back, and then from zero.
-      if (roleIn(config, this.node) === 'learner') this.relearnFromZero(config, out);
-      return;
-    }
+    // S13: a corrupt replica relearns from zero only under a configuration of a higher epoch
+    // (adopt), never in the epoch it found the corruption in: there the primary may still
+    // count what this replica acked before it dropped the partition, and a promotion request
+    // naming it may be on its way to the nameserver (S7). A new epoch voids both.
+    if (config.epoch === this.epoch && this.corrupt !== undefined) return;
     if (config.epoch === this.epoch && this.active) return; // already in effect
     if (config.epoch === this.epoch) {
       // S4: after a restart only a secondary or learner may resume in the same epoch; a
@@ -333,13 +345,17 @@ export class Replica {
     assert(config.epoch > this.epoch, 'adopting an older configuration');
     const role = roleIn(config, this.node);
     if (this.corrupt !== undefined) {
-      if (role === 'learner') return this.relearnFromZero(config, out);
+      this.relearnPending = false;
+      // S13: a snapshot fetch still running would install after the drop: wait for it.
+      if (role === 'learner' && !this.installing) return this.relearnFromZero(config, out);
       // S13: any other role waits (the nameserver takes us out); the epoch is still ours (S3).
       this.epoch = config.epoch;
       this.config = config;
-      this.metaDurable = false;
-      this.metaWriteId = this.nextWriteId++;
-      out.push({ kind: 'persist', ops: [{ kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } }], writeId: this.metaWriteId });
+      this.persistMeta(out);
+      if (role === 'learner') {
+        this.relearnPending = true;
+        out.push({ kind: 'log', level: 'info', message: 'corrupt partition: a snapshot install is still running; it is dropped once that ends (S13)', fields: { partition: this.partition, epoch: this.epoch } });
+      }
       return;
     }
     const belowMinWrite = 1 + config.secondaries.length < this.minWriteReplicas;
@@ -362,14 +378,24 @@ export class Replica {
     this.promotion = null;
     this.epoch = config.epoch;
     this.config = config;
-    this.metaDurable = false;
-    this.metaWriteId = this.nextWriteId++;
-    out.push({ kind: 'persist', ops: [{ kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } }], writeId: this.metaWriteId });
+    this.persistMeta(out);
     // Acks and matches are per epoch: only what is committed is known to match the new primary.
     this.matchedSeq = this.commitSeq;
     this.ackedSeq = this.commitSeq;
     this.primaryCommitSeq = this.commitSeq;
     this.becomeActive(role, out);
+  }
+
+  /**
+   * S3: persist the epoch and configuration; sends wait for it. S13: a corrupt replica's
+   * metadata carries the corrupt marker, so a restart before the drop comes back corrupt.
+   */
+  private persistMeta(out: ReplicaOutput[], extra: readonly BatchOp[] = []): void {
+    const meta = this.corrupt === undefined ? { epoch: this.epoch, config: this.config } : { epoch: this.epoch, config: this.config, corrupt: this.corrupt };
+    this.metaDurable = false;
+    this.metaWriteId = this.nextWriteId++;
+    if (this.corrupt !== undefined && this.corruptMarkWriteId === 0) this.corruptMarkWriteId = this.metaWriteId;
+    out.push({ kind: 'persist', ops: [...extra, { kind: 'setMeta', partition: this.partition, meta }], writeId: this.metaWriteId });
   }
 
   private becomeActive(role: Role, out: ReplicaOutput[]): void {
@@ -415,6 +441,9 @@ export class Replica {
     if (this.corrupt !== undefined) return;
     this.corrupt = reason;
     out.push({ kind: 'log', level: 'error', message: 'partition corrupt (S13): stepping out of its configuration; it relearns the partition from a healthy member', fields: { partition: this.partition, epoch: this.epoch, role: this.active ? this.role : 'inactive', reason } });
+    // S13: the marker is persisted before the nameserver hears of it (progress reports
+    // `corrupt` once it is durable): a restart must not bring the bad copy back as healthy.
+    this.persistMeta(out);
     // S9: writes sent to replicas may still commit under the next primary: unknown. Reads
     // get a retryable NOT_PRIMARY, so the client refreshes its map and reads elsewhere.
     this.failPending(out);
@@ -433,8 +462,12 @@ export class Replica {
    */
   private relearnFromZero(config: Config, out: ReplicaOutput[]): void {
     assert(config.epoch >= this.epoch, 'relearning under an older configuration');
+    assert(!this.installing, 'S13: dropping a partition while a snapshot is being installed');
     out.push({ kind: 'log', level: 'warn', message: 'dropping the corrupt partition to relearn it as a learner (S13, S11)', fields: { partition: this.partition, epoch: config.epoch, primary: config.primary, reason: this.corrupt } });
     this.corrupt = undefined;
+    this.corruptMarkWriteId = 0;
+    this.corruptReported = false;
+    this.relearnPending = false;
     this.failPending(out);
     this.log.reset(ZERO_POSITION);
     this.appliedSeq = toSeq(0);
@@ -450,16 +483,8 @@ export class Replica {
     this.promotion = null;
     this.epoch = config.epoch;
     this.config = config;
-    this.metaDurable = false;
-    this.metaWriteId = this.nextWriteId++;
-    out.push({
-      kind: 'persist',
-      ops: [
-        { kind: 'dropPartition', partition: this.partition },
-        { kind: 'setMeta', partition: this.partition, meta: { epoch: config.epoch, config } },
-      ],
-      writeId: this.metaWriteId,
-    });
+    // One batch: the drop, the new epoch and (no marker) the end of the corruption.
+    this.persistMeta(out, [{ kind: 'dropPartition', partition: this.partition }]);
     this.becomeActive('learner', out);
   }
 
@@ -536,6 +561,9 @@ export class Replica {
     this.dedup.clear();
     for (const d of dedup) this.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
     out.push({ kind: 'log', level: 'info', message: 'snapshot installed', fields: { partition: this.partition, appliedSeq: applied.seq } });
+    // S13: made a learner while corrupt during the install: only now, with the install on
+    // disk, is the partition dropped (in a batch after it) and relearned.
+    if (this.relearnPending) return this.relearnFromZero(this.config!, out);
     if (this.active && this.role === 'primary') {
       // Made primary while installing: the log we took over with is gone. Step down; the
       // nameserver sees us inactive in this epoch and picks another primary (S4, S5).
@@ -687,6 +715,7 @@ export class Replica {
 
   private onPersisted(writeId: number, out: ReplicaOutput[]): void {
     if (writeId === this.metaWriteId) this.metaDurable = true;
+    if (this.corruptMarkWriteId !== 0 && writeId >= this.corruptMarkWriteId) this.corruptReported = true;
     while (this.pendingDurable.length > 0 && this.pendingDurable[0]!.writeId <= writeId) {
       const p = this.pendingDurable.shift()!;
       if (p.upToSeq > this.durableSeq) this.durableSeq = p.upToSeq;
@@ -730,6 +759,15 @@ export class Replica {
     if (!peer) return;
     this.noteIncarnation(from, peer, m.incarnation);
     peer.lastProgressMs = this.nowMs;
+    if (m.needFromSeq <= peer.ackedSeq) {
+      // S1, S7: acks are cumulative; a peer asking again for what it acked no longer holds
+      // it (it dropped the partition, S13). Count only what it acks from now on, and do not
+      // promote it on the strength of the old acks. (A request already sent is fenced by
+      // the epoch: a replica relearns from zero only under a new one.)
+      out.push({ kind: 'log', level: 'warn', message: 'a peer asks again for entries it acked; its acks count from there', fields: { partition: this.partition, peer: from, ackedSeq: peer.ackedSeq, needFromSeq: m.needFromSeq } });
+      peer.ackedSeq = toSeq(m.needFromSeq - 1);
+      if (this.promotion?.learner === from && !this.promotion.requested) this.promotion = null;
+    }
     if (m.needFromSeq <= this.log.base.seq) {
       // S11, S12: the entries are gone from our log: the peer relearns from a snapshot.
       if (this.config!.learners.includes(from)) {
@@ -1056,7 +1094,8 @@ export class Replica {
       commitSeq: this.commitSeq,
       appliedSeq: this.appliedSeq,
       serving: this.serving,
-      ...(this.corrupt === undefined ? {} : { corrupt: true }),
+      // S13: said once the marker is durable (see onCorrupt).
+      ...(this.corrupt !== undefined && this.corruptReported ? { corrupt: true } : {}),
     };
   }
 }

@@ -307,6 +307,8 @@ export class LmdbBackend implements Backend {
   private readonly snapshots = new Set<OpenSnapshot>();
   /** The last garbage-collection failure, for diagnostics. */
   gcError: unknown = undefined;
+  /** Diagnostics (issue 9): the most stored-value bytes one scan held at once since open (one value). */
+  scanPeakBytes = 0;
   /** Data records rewritten by a format upgrade at open (0: none was needed). */
   upgraded = 0;
 
@@ -407,12 +409,15 @@ export class LmdbBackend implements Backend {
       exclusiveStart: afterKey !== undefined,
       limit: options.limit + 1, // one more tells whether the scan is complete
     });
+    // Issue 9: the range is read lazily, one record at a time (lmdb copies each value out of
+    // the map as the cursor reaches it), so a page holds one value at a time, never the page's.
     for (const { key, value } of range) {
       if (keys.length === options.limit) {
         more = true;
         break;
       }
       decodeValue(key, value, partition); // S13: a scan lists no key whose record is corrupt
+      this.scanPeakBytes = Math.max(this.scanPeakBytes, value.length);
       keys.push(view(key, 8));
     }
     const last = keys[keys.length - 1];

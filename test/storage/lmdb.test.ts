@@ -48,6 +48,7 @@ async function harness(sync: SyncMode): Promise<BackendHarness> {
       current = await LmdbBackend.open({ dataDir: dir, sync });
       return current;
     },
+    scanPeakBytes: () => current.scanPeakBytes,
     cleanup: async () => {
       try {
         await current.close();

@@ -31,6 +31,17 @@ export interface Limits {
 
 export const MiB = 1024 * 1024;
 
+/**
+ * Bytes of stored values a backend holds at once while it verifies the keys of one scan page
+ * (S13: a scan lists no key whose stored value is corrupt, so it reads each value). A page of
+ * `maxScanPageKeys` keys with values of up to `--max-value-bytes` (64 MiB at most) would
+ * otherwise be one read of up to ~64 GiB: a backend that fetches values in one round trip
+ * (redis) fetches at most this many bytes per round trip (soft: one value always fits), one
+ * that reads them one at a time (lmdb) holds one value at a time. Fixed, not a flag: it sizes
+ * a buffer, not a behaviour.
+ */
+export const SCAN_VERIFY_BATCH_BYTES = 4 * MiB;
+
 export function defaultLimits(overrides: Partial<Limits> = {}): Limits {
   const maxValueBytes = overrides.maxValueBytes ?? MiB;
   const frameOverheadBytes = 64 * 1024;

@@ -11,7 +11,9 @@
  * - `dedup`: u32 partition · u32 generation · client id (UTF-8) → crc32 · msgpack
  *   [requestSeq, seq, existed|null] (S10: a client's last applied write).
  * - `sys`:  'format' → format version of this layout (2; see `upgradeFrom1` for 1, whose
- *   data values were u64 version · value bytes with no checksum).
+ *   data values were u64 version · value bytes with no checksum); 'upgrade' → the upgrade's
+ *   cursor while it runs; 'upgrade-corrupt:' · u32 partition · u32 generation → why the
+ *   upgrade found a record there it could not read (S13, `markUpgradeCorrupt`).
  *
  * Generations make `installSnapshot` (S11) and `dropPartition` O(1) at the moment they take
  * effect: a snapshot (data and dedup table) is staged under a fresh generation in as many
@@ -315,6 +317,8 @@ export class LmdbBackend implements Backend {
   private readonly snapshots = new Set<OpenSnapshot>();
   /** The last garbage-collection failure, for diagnostics. */
   gcError: unknown = undefined;
+  /** Diagnostics (issue 9): the most stored-value bytes one scan held at once since open (one value). */
+  scanPeakBytes = 0;
   /** Data records rewritten by a format upgrade at open (0: none was needed). */
   upgraded = 0;
 
@@ -357,19 +361,28 @@ export class LmdbBackend implements Backend {
       throw new StorageFailureError(`cannot open lmdb in ${path}`, { cause: err });
     }
     const dbOptions = { keyEncoding: 'binary', encoding: 'binary' } as const;
-    const backend = new LmdbBackend(
-      env,
-      env.openDB<Buffer, Buffer>('sys', dbOptions),
-      env.openDB<Buffer, Buffer>('part', dbOptions),
-      env.openDB<Buffer, Buffer>('log', dbOptions),
-      env.openDB<Buffer, Buffer>('data', dbOptions),
-      env.openDB<Buffer, Buffer>('dedup', dbOptions),
-      sync,
-    );
+    let backend: LmdbBackend;
+    try {
+      // Opening a named database for the first time creates it: a write (and a commit) that
+      // a full disk fails, synchronously.
+      backend = new LmdbBackend(
+        env,
+        env.openDB<Buffer, Buffer>('sys', dbOptions),
+        env.openDB<Buffer, Buffer>('part', dbOptions),
+        env.openDB<Buffer, Buffer>('log', dbOptions),
+        env.openDB<Buffer, Buffer>('data', dbOptions),
+        env.openDB<Buffer, Buffer>('dedup', dbOptions),
+        sync,
+      );
+    } catch (err) {
+      await env.close().catch(() => undefined);
+      throw new StorageFailureError(`cannot open lmdb in ${path}: ${describeCause(err)}`, { cause: err });
+    }
     try {
       await backend.load();
     } catch (err) {
-      await env.close();
+      // The load's error is the one to report; closing after it may fail too (a full disk).
+      await env.close().catch(() => undefined);
       if (err instanceof StorageFailureError) throw err;
       throw new StorageFailureError(`cannot load lmdb state from ${path}`, { cause: err });
     }
@@ -415,12 +428,15 @@ export class LmdbBackend implements Backend {
       exclusiveStart: afterKey !== undefined,
       limit: options.limit + 1, // one more tells whether the scan is complete
     });
+    // Issue 9: the range is read lazily, one record at a time (lmdb copies each value out of
+    // the map as the cursor reaches it), so a page holds one value at a time, never the page's.
     for (const { key, value } of range) {
       if (keys.length === options.limit) {
         more = true;
         break;
       }
       decodeValue(key, value, partition); // S13: a scan lists no key whose record is corrupt
+      this.scanPeakBytes = Math.max(this.scanPeakBytes, value.length);
       keys.push(view(key, 8));
     }
     const last = keys[keys.length - 1];
@@ -931,10 +947,33 @@ export class LmdbBackend implements Backend {
   }
 
   /**
+   * One transaction of the open (the format record, the format upgrade, marker cleanup). A
+   * failed commit (a full or failing disk) is a StorageFailureError naming its cause, as for a
+   * batch (runGroup): lmdb's commitError is handled here too, never left to reject unhandled
+   * before the crash guard is installed (issue 9).
+   */
+  private async commitAtOpen<T>(what: string, body: () => T): Promise<T> {
+    try {
+      return await this.env.transaction(body);
+    } catch (err) {
+      if (err instanceof DstoreError || err instanceof InvariantViolation) throw err;
+      const cause = await commitFailureCause(err);
+      throw new StorageFailureError(`${what}: lmdb transaction failed: ${describeCause(cause)}`, { cause });
+    }
+  }
+
+  /**
    * Format 1 → 2 (S13): every data record (any generation) becomes a checksummed record, in
    * transactions of UPGRADE_CHUNK records. `sys/upgrade` holds the last data key rewritten, in
    * the same transaction as the records, so an upgrade interrupted by a crash resumes after
    * it and never reads a record twice; the format becomes 2 in the last transaction.
+   *
+   * A format-1 value too short to hold its version cannot be upgraded (format 1 kept no
+   * checksum, so that is all it can show): it stays as it is, so every read of it fails the
+   * format-2 check (a record of fewer than 8 bytes holds no stored value record, whose
+   * smallest payload is 4 bytes), and a marker in `sys` (see `markUpgradeCorrupt`) names
+   * its partition and generation, written with it. The upgrade goes on with the others: per
+   * S13 that one partition is corrupt (relearned), not the whole server.
    */
   private async upgradeFrom1(): Promise<number> {
     const formatKey = Buffer.from('format');
@@ -943,14 +982,18 @@ export class LmdbBackend implements Backend {
     // Bounded: every round but the last rewrites UPGRADE_CHUNK records of a finite database.
     for (let round = 0; ; round++) {
       assert(round <= Number.MAX_SAFE_INTEGER / UPGRADE_CHUNK, 'the format upgrade did not end');
-      const done = await this.env.transaction(() => {
+      const done = await this.commitAtOpen('upgrading lmdb format 1 to 2', () => {
         const cursor = this.sysDb.get(cursorKey);
         const chunk: Array<[Buffer, Buffer]> = [];
         for (const { key, value } of this.dataDb.getRange({ ...(cursor === undefined ? {} : { start: Buffer.from(cursor), exclusiveStart: true }), limit: UPGRADE_CHUNK })) {
           chunk.push([Buffer.from(key), Buffer.from(value)]);
         }
         for (const [key, value] of chunk) {
-          if (value.length < 8) throw new CorruptRecordError(`upgrading lmdb format 1: a data value of ${value.length} bytes is shorter than its version`);
+          if (value.length < 8) {
+            const why = `upgrading lmdb format 1: a data value of ${value.length} bytes is shorter than its version`;
+            this.sysDb.putSync(upgradeCorruptKey(key.readUInt32BE(0), key.readUInt32BE(4)), Buffer.from(why));
+            continue;
+          }
           this.dataDb.putSync(key, encodeStoredValue(key.subarray(8), readU64(value, 0), value.subarray(8)));
         }
         records += chunk.length;
@@ -967,11 +1010,39 @@ export class LmdbBackend implements Backend {
     }
   }
 
+  /**
+   * S13: a partition whose current data holds a record the format upgrade could not read
+   * opens marked corrupt (its replica relearns it, like one whose log is corrupt), at this
+   * open and every later one until the partition is replaced: its data then lives under
+   * another generation and the marker, stale, is deleted. Markers are few (one per partition
+   * and generation the upgrade found a bad record in), written once.
+   */
+  private async markUpgradeCorrupt(): Promise<void> {
+    const stale: Buffer[] = [];
+    const range = this.sysDb.getRange({ start: upgradeCorruptKey(0, 0), end: Buffer.concat([UPGRADE_CORRUPT_PREFIX, Buffer.alloc(9, 0xff)]) });
+    for (const { key, value } of range) {
+      if (key.length !== UPGRADE_CORRUPT_PREFIX.length + 8) continue;
+      const partition = key.readUInt32BE(UPGRADE_CORRUPT_PREFIX.length) as PartitionId;
+      const generation = key.readUInt32BE(UPGRADE_CORRUPT_PREFIX.length + 4);
+      const s = this.states.get(partition);
+      if (s === undefined || s.generation !== generation) {
+        stale.push(Buffer.from(key));
+        continue;
+      }
+      if (s.corrupt === undefined) this.states.set(partition, { ...s, corrupt: `partition ${partition}: ${Buffer.from(value).toString()}` });
+    }
+    if (stale.length > 0) {
+      await this.commitAtOpen('deleting stale lmdb upgrade markers', () => {
+        for (const key of stale) this.sysDb.removeSync(key);
+      });
+    }
+  }
+
   /** Loads the states, checks the logs, finds garbage. */
   private async load(): Promise<void> {
     const format = this.sysDb.get(Buffer.from('format'));
     if (format === undefined) {
-      await this.env.transaction(() => this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])));
+      await this.commitAtOpen('writing the lmdb format record', () => this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])));
     } else if (format.length === 1 && format[0] === 1) {
       this.upgraded = await this.upgradeFrom1();
     } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
@@ -1007,6 +1078,7 @@ export class LmdbBackend implements Backend {
       this.states.set(partition, { ...s, logLast });
       maxGeneration = Math.max(maxGeneration, s.generation);
     }
+    await this.markUpgradeCorrupt();
     // Walk the partitions present in `data` and `dedup`: the highest generation bounds the
     // next one (a half-installed snapshot may have staged dedup records and no data), and
     // any generation but the current one is garbage (a dropped partition, a replaced or
@@ -1063,6 +1135,17 @@ function describeCause(cause: unknown): string {
 
 /** lmdb reports system errors with a numeric errno; the ones a failing disk gives. */
 const ERRNO_NAMES: Readonly<Record<number, string>> = { 5: 'EIO', 28: 'ENOSPC', 30: 'EROFS', 122: 'EDQUOT' };
+
+/** `sys` keys of the format upgrade's corrupt markers: prefix · u32 partition · u32 generation. */
+const UPGRADE_CORRUPT_PREFIX = Buffer.from('upgrade-corrupt:');
+
+function upgradeCorruptKey(partition: number, generation: number): Buffer {
+  const key = Buffer.alloc(UPGRADE_CORRUPT_PREFIX.length + 8);
+  UPGRADE_CORRUPT_PREFIX.copy(key, 0);
+  key.writeUInt32BE(partition, UPGRADE_CORRUPT_PREFIX.length);
+  key.writeUInt32BE(generation, UPGRADE_CORRUPT_PREFIX.length + 4);
+  return key;
+}
 
 function positionOf(e: LogEntry): LogPosition {
   return { seq: e.seq, epoch: e.epoch };

@@ -90,6 +90,7 @@ import {
   seq as toSeq,
 } from '../core/types.js';
 import { DstoreError, OverloadedError, StorageFailureError } from '../core/errors.js';
+import { SCAN_VERIFY_BATCH_BYTES } from '../core/limits.js';
 import type {
   Backend,
   BackendHealth,
@@ -423,13 +424,33 @@ if not g then return false end
 return redis.call('HGET', 'ds:d:' .. ARGV[1] .. ':' .. g, ARGV[2])
 `;
 
-/** ARGV: p, min, limit. */
+/**
+ * ARGV: p, min, limit, bytes. Returns [exhausted 0|1, {key, value|false}*]: the keys after
+ * `min`, each with its stored value (false when the index lists a key the hash lacks), until
+ * `limit` keys or until the next value would take the reply past `bytes` (soft: the first
+ * always fits). Issue 9: values are measured (HSTRLEN) before they are read, so one reply, and
+ * the script's own memory, never holds more than `bytes` of values plus one.
+ */
 const LUA_SCAN = `
 local g = redis.call('HGET', 'ds:p:' .. ARGV[1], 'g')
-if not g then return {} end
-local keys = redis.call('ZRANGEBYLEX', 'ds:z:' .. ARGV[1] .. ':' .. g, ARGV[2], '+', 'LIMIT', 0, ARGV[3])
-if #keys == 0 then return {} end
-return {keys, redis.call('HMGET', 'ds:d:' .. ARGV[1] .. ':' .. g, unpack(keys))}
+if not g then return { 1, {} } end
+local pg = ARGV[1] .. ':' .. g
+local hkey = 'ds:d:' .. pg
+local limit, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local keys = redis.call('ZRANGEBYLEX', 'ds:z:' .. pg, ARGV[2], '+', 'LIMIT', 0, limit)
+local out, bytes = {}, 0
+local exhausted = #keys < limit and 1 or 0
+for idx, k in ipairs(keys) do
+  local n = redis.call('HSTRLEN', hkey, k)
+  if idx > 1 and bytes + n > maxBytes then
+    exhausted = 0
+    break
+  end
+  out[#out + 1] = k
+  out[#out + 1] = redis.call('HGET', hkey, k)
+  bytes = bytes + n
+end
+return { exhausted, out }
 `;
 
 const LUA_COUNT = `
@@ -641,6 +662,11 @@ export class RedisBackend implements Backend {
   private closePromise: Promise<void> | null = null;
   private readonly installing = new Set<PartitionId>();
   private readonly openSnapshots = new Set<string>();
+  /**
+   * Diagnostics (issue 9): the most stored-value bytes one scan read returned since open;
+   * at most SCAN_VERIFY_BATCH_BYTES, or one value when a single value is larger.
+   */
+  scanPeakBytes = 0;
 
   private constructor(
     private readonly redis: Client,
@@ -722,21 +748,44 @@ export class RedisBackend implements Backend {
     return raw === null ? undefined : decodeValue(key, raw, `partition ${partition} stored value`);
   }
 
+  /**
+   * S13: every listed key's stored value is read and verified, in round trips of at most
+   * SCAN_VERIFY_BATCH_BYTES of values (issue 9: one reply of a page's values would be up to
+   * 1,001 × 64 MiB), each one script. A page may so span several reads of the partition;
+   * each continues strictly after the previous one's last key, so the page is still keys in
+   * byte order after `afterKey`, as a shorter page size would give.
+   */
   async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
     this.checkOpen();
     checkPageLimit('scan', options.limit);
     checkPartition(partition);
     // One more than asked tells whether the scan is complete.
-    const reply = (await this.read(this.redis.dsScanBuffer(String(partition), lexAfter(options.afterKey), String(options.limit + 1)))) as [Buffer[], Array<Buffer | null>] | [];
-    if (reply.length === 0) return { keys: [] };
-    const [found, values] = reply;
-    const keys = found.slice(0, options.limit).map((k, i) => {
-      // S13: a scan lists no key whose stored value is missing or corrupt.
-      const raw = values[i];
-      if (raw === null || raw === undefined) throw new CorruptRecordError(`partition ${partition}: key listed in its index has no stored value`);
-      decodeValue(k, raw, `partition ${partition} stored value`);
-      return bytesOf(k);
-    });
+    const wanted = options.limit + 1;
+    const found: Uint8Array[] = [];
+    let after = options.afterKey;
+    // Bounded: every round but the last adds at least one key (the first value always fits).
+    for (let round = 0; found.length < wanted; round++) {
+      assert(round <= wanted, 'scan: a round added no key');
+      const reply = (await this.read(
+        this.redis.dsScanBuffer(String(partition), lexAfter(after), String(wanted - found.length), String(SCAN_VERIFY_BATCH_BYTES)),
+      )) as [number, Array<Buffer | null>];
+      const [exhausted, pairs] = reply;
+      let bytes = 0;
+      for (let i = 0; i + 1 < pairs.length; i += 2) {
+        const k = pairs[i]!;
+        const raw = pairs[i + 1];
+        // S13: a scan lists no key whose stored value is missing or corrupt.
+        if (raw === null || raw === undefined) throw new CorruptRecordError(`partition ${partition}: key listed in its index has no stored value`);
+        decodeValue(k, raw, `partition ${partition} stored value`);
+        bytes += raw.length;
+        found.push(bytesOf(k));
+      }
+      this.scanPeakBytes = Math.max(this.scanPeakBytes, bytes);
+      if (Number(exhausted) === 1) break;
+      assert(pairs.length >= 2, 'scan: a round that is not the last returned no key');
+      after = found[found.length - 1];
+    }
+    const keys = found.slice(0, options.limit);
     const last = keys[keys.length - 1];
     return found.length > options.limit && last !== undefined ? { keys, nextAfterKey: last } : { keys };
   }

@@ -5,8 +5,8 @@
  * may see. A storage library that rejects an internal promise of its own on a failed write
  * (lmdb did, for every commit that failed with ENOSPC, EROFS or EIO) then kills a server that
  * should only have gone unhealthy. The decision, made deliberately here:
- * - a rejection raised inside the storage engine's own code (its stack is in the lmdb or
- *   redis client package) is a storage failure: logged as such, the server goes unhealthy
+ * - a rejection raised inside the storage engine's own code (its stack is in lmdb or in
+ *   the Redis client, ioredis, and its helper packages) is a storage failure: logged as such, the server goes unhealthy
  *   and reopens its backend with backoff, exactly as for a failed batch (the failed batch
  *   itself is reported to its caller too; a second report of one failure does nothing);
  * - anything else is a bug in dstore: logged at fatal level with its stack, and the process
@@ -14,8 +14,15 @@
  */
 import type { Logger } from '../process/log.js';
 
-/** Packages whose own rejections are storage failures, by the path of their code. */
-const STORAGE_ENGINE_PATHS = [/[\\/]node_modules[\\/]lmdb[\\/]/, /[\\/]node_modules[\\/]@redis[\\/]/, /[\\/]node_modules[\\/]redis[\\/]/];
+/**
+ * Packages whose own rejections are storage failures, by the path of their code: lmdb (and
+ * its native helpers, @lmdb), and the Redis client the redis backend uses, ioredis, with the
+ * packages it runs its replies and errors through (redis-parser, redis-errors,
+ * standard-as-callback, cluster-key-slot, @ioredis/commands).
+ */
+const STORAGE_ENGINE_PACKAGES = ['lmdb', '@lmdb', 'ioredis', '@ioredis', 'redis-parser', 'redis-errors', 'standard-as-callback', 'cluster-key-slot'];
+/** `.../node_modules/<package>/...`, either slash; a scope (`@lmdb`) matches its packages. */
+const STORAGE_ENGINE_PATHS = STORAGE_ENGINE_PACKAGES.map((name) => new RegExp(`[\\\\/]node_modules[\\\\/]${name}[\\\\/]`));
 
 /** Whether `reason` was raised by the storage engine's own code (see the file comment). */
 export function isStorageEngineRejection(reason: unknown): reason is Error {

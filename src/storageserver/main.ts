@@ -40,9 +40,19 @@ export async function runStorageServer(options: RunStorageServerOptions): Promis
 
 async function startStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
   const open = () => openBackend(options.backend, { dataDir: options.dataDir, sync: options.sync });
-  const backend = await open();
   const log = createLogger({ name: options.nodeId ?? 'storage', level: options.logLevel, dataDir: options.dataDir });
-  let server: StorageServer;
+  // Issue 9: an unhandled rejection is logged and decided on (crash-guard.ts), never a silent
+  // exit; installed before the backend opens, since opening writes (format record, upgrade).
+  // A storage failure before the server exists is the open's own: it fails, and says why.
+  let server: StorageServer | undefined;
+  const unguard = guardRejections(log, (err) => server?.reportStorageFailure(err));
+  let backend: Awaited<ReturnType<typeof open>>;
+  try {
+    backend = await open();
+  } catch (err) {
+    unguard();
+    throw err;
+  }
   try {
     server = new StorageServer(
       {
@@ -67,23 +77,23 @@ async function startStorageServer(options: RunStorageServerOptions): Promise<{ p
       open,
     );
   } catch (err) {
+    unguard();
     await backend.close();
     throw err;
   }
-  // Issue 9: an unhandled rejection is logged and decided on (crash-guard.ts), never a silent exit.
-  const unguard = guardRejections(log, (err) => server.reportStorageFailure(err));
+  const started = server;
   let port: number;
   try {
-    port = await server.start();
+    port = await started.start();
   } catch (err) {
     unguard();
     throw err;
   }
   return {
     port,
-    nodeId: server.nodeId,
+    nodeId: started.nodeId,
     close: async () => {
-      await server.close();
+      await started.close();
       unguard();
     },
   };

@@ -9,7 +9,8 @@
  *   S1/S12/S3 violation) is rejected with an InvariantViolation and leaves NOTHING behind,
  *   and batches take effect in call order;
  * - keeps per-partition metadata, reports every partition's positions, scans keys in byte
- *   order page by page, counts keys;
+ *   order page by page (also over large values, reading at most SCAN_VERIFY_BATCH_BYTES of
+ *   them at once where it verifies them, issue 9), counts keys;
  * - takes point-in-time snapshots (which stay so while writes, drops and re-creations go on
  *   between their pages) and installs snapshots atomically (S11); drops partitions;
  * - keeps the S10 dedup table: `apply` records each tagged entry (client, request seq, seq,
@@ -41,6 +42,7 @@ import {
 } from '../../src/core/types.js';
 import { type Backend, type BatchOp, type DedupRecord, type LogPosition, type PartitionMeta, type SnapshotItem, isCorruptRecord } from '../../src/storage/backend.js';
 import { MAX_CLIENT_ID_BYTES } from '../../src/storage/preconditions.js';
+import { SCAN_VERIFY_BATCH_BYTES } from '../../src/core/limits.js';
 
 export interface BackendHarness {
   readonly backend: Backend;
@@ -53,6 +55,11 @@ export interface BackendHarness {
    * keeps no checksums (memory).
    */
   readonly corruptValue?: (value: Uint8Array) => Promise<Backend>;
+  /**
+   * Issue 9: the most stored-value bytes one scan read held at once since open (a backend
+   * that verifies values when it scans). Absent for a backend that reads no values to scan (memory).
+   */
+  readonly scanPeakBytes?: () => number;
   readonly cleanup: () => Promise<void>;
 }
 
@@ -586,6 +593,35 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual(await backend.scan(P1, { afterKey: new Uint8Array([0xff, 0xff]), limit: 3 }), { keys: [] });
         assert.equal(await backend.count(P1), keys.length);
         assert.equal(await backend.count(P2), 1);
+      });
+
+      it('a scan over keys with large values lists them right, page by page, and reads a bounded number of value bytes at once (issue 9)', async (h, backend) => {
+        // 12 values of 1 MiB between small ones: one page of every key would be 12 MiB of
+        // values read to verify them; a backend must read at most SCAN_VERIFY_BATCH_BYTES at once.
+        const big = (i: number): Uint8Array => new Uint8Array(MiB).fill(0x30 + i);
+        const entries: LogEntry[] = [];
+        for (let i = 0; i < 12; i++) {
+          entries.push(put(entries.length + 1, 1, `big-${String(i).padStart(2, '0')}`, big(i)));
+          entries.push(put(entries.length + 1, 1, `big-${String(i).padStart(2, '0')}-small`, `s${i}`));
+        }
+        for (const e of entries) await backend.writeBatch([apply(P1, [e])]);
+        const sorted = entries.map((e) => hex((e.op as { key: Uint8Array }).key)).sort();
+        const whole = await backend.scan(P1, { limit: 1000 });
+        assert.deepStrictEqual(whole.keys.map(hex), sorted, 'one page lists every key');
+        assert.equal(whole.nextAfterKey, undefined, 'and says the scan is complete');
+        for (const limit of [1, 5, 24]) assert.deepStrictEqual((await scanAll(backend, P1, limit)).map(hex), sorted, `limit ${limit}`);
+        const tail = await backend.scan(P1, { afterKey: b('big-03'), limit: 6 });
+        assert.deepStrictEqual(tail.keys.map(hex), sorted.slice(7, 13));
+        assert.equal(tail.nextAfterKey && hex(tail.nextAfterKey), sorted[12]);
+        if (h.scanPeakBytes) assert.ok(h.scanPeakBytes() <= SCAN_VERIFY_BATCH_BYTES, `a scan read ${h.scanPeakBytes()} value bytes at once, more than ${SCAN_VERIFY_BATCH_BYTES}`);
+        // A value larger than the bound is still read (alone) and listed.
+        const huge = new Uint8Array(SCAN_VERIFY_BATCH_BYTES + MiB).fill(0x7a);
+        await backend.writeBatch([apply(P1, [put(entries.length + 1, 1, 'big-05-huge', huge)])]);
+        const withHuge = [...sorted, hex(b('big-05-huge'))].sort();
+        assert.deepStrictEqual((await backend.scan(P1, { limit: 1000 })).keys.map(hex), withHuge);
+        assert.deepStrictEqual((await scanAll(backend, P1, 4)).map(hex), withHuge);
+        // 1 KiB: a stored record's own bytes beyond its value (checksum, version, framing).
+        if (h.scanPeakBytes) assert.ok(h.scanPeakBytes() <= huge.length + 1024, `a scan read ${h.scanPeakBytes()} value bytes at once, more than one value`);
       });
 
       it('count follows puts, overwrites and deletes', async (_h, backend) => {

@@ -6,8 +6,9 @@
  *   rejection (lmdb's own commit promises used to reject unhandled and exit the process);
  * - after the filler is removed, the backend reopened holds every acknowledged batch and
  *   writes again.
- * And the crash guard's rule (crash-guard.ts): a rejection raised inside lmdb's code is a
- * storage failure, anything else is not.
+ * And the crash guard's rule (crash-guard.ts): a rejection raised inside lmdb's code, or the
+ * Redis client's (ioredis, redis-parser, redis-errors, standard-as-callback, cluster-key-slot),
+ * is a storage failure, anything else is not.
  * The disk test skips with one line when a tmpfs cannot be mounted (not root, not Linux).
  */
 import assert from 'node:assert/strict';
@@ -81,7 +82,7 @@ test('a full disk fails an lmdb batch with a typed error and no unhandled reject
   }
 });
 
-test('the crash guard treats a rejection thrown in lmdb code as a storage failure, and nothing else', () => {
+test('the crash guard treats a rejection thrown in lmdb or Redis client (ioredis and its helpers) code as a storage failure, and nothing else', () => {
   const fromLmdb = new Error('Commit failed (see commitError for details)');
   fromLmdb.stack = `Error: Commit failed\n    at rejectCommit (file:///srv/dstore/node_modules/lmdb/write.js:612:17)\n    at resolveWrites (file:///srv/dstore/node_modules/lmdb/write.js:574:40)`;
   assert.equal(isStorageEngineRejection(fromLmdb), true);
@@ -89,5 +90,22 @@ test('the crash guard treats a rejection thrown in lmdb code as a storage failur
   ours.stack = `Error: a bug\n    at StorageServer.step (file:///srv/dstore/dist/src/storageserver/server.js:10:1)\n    at file:///srv/dstore/node_modules/lmdb/write.js:500:4`;
   assert.equal(isStorageEngineRejection(ours), false, 'only the first frame decides');
   assert.equal(isStorageEngineRejection('a string'), false);
+  // The redis backend's client is ioredis, whose replies and errors pass through these packages.
+  for (const frame of [
+    'at Redis.sendCommand (/srv/dstore/node_modules/ioredis/built/Redis.js:387:28)',
+    'at JavascriptRedisParser.execute (/srv/dstore/node_modules/redis-parser/lib/parser.js:544:14)',
+    'at new ReplyError (/srv/dstore/node_modules/redis-errors/lib/old.js:8:5)',
+    'at Object.asCallback (/srv/dstore/node_modules/standard-as-callback/built/index.js:6:5)',
+    'at generateMulti (/srv/dstore/node_modules/cluster-key-slot/lib/index.js:150:3)',
+    'at exists (/srv/dstore/node_modules/@ioredis/commands/built/index.js:20:9)',
+    'at Object.<anonymous> (C:\\dstore\\node_modules\\ioredis\\built\\Redis.js:1:1)',
+  ]) {
+    const fromRedisClient = new Error('Connection is closed.');
+    fromRedisClient.stack = `Error: Connection is closed.\n    ${frame}`;
+    assert.equal(isStorageEngineRejection(fromRedisClient), true, frame);
+  }
+  const lookalike = new Error('not a dependency');
+  lookalike.stack = `Error: x\n    at f (/srv/dstore/node_modules/ioredis-mock/index.js:1:1)`;
+  assert.equal(isStorageEngineRejection(lookalike), false, 'a package whose name only starts like one is not the engine');
   assert.equal(isStorageEngineRejection(new Error('no stack frames')), false);
 });

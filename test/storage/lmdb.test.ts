@@ -7,12 +7,14 @@
  * of dropped partitions and replaced snapshots are garbage-collected.
  */
 import { test } from 'node:test';
+import { readFileSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import { InvalidArgumentError, StorageFailureError } from '../../src/core/errors.js';
+import { SmallFs, smallFsUnavailableReason } from '../../src/process/small-fs.js';
 import { partitionId, seq } from '../../src/core/types.js';
 import type { SnapshotItem, SyncMode } from '../../src/storage/backend.js';
 import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
@@ -21,6 +23,7 @@ import { type BackendHarness, backendConformance, fixtures } from './conformance
 import { flipInFile } from './flip-bytes.js';
 
 const { P1, P2, b, pos, put, puts, tag, rec, append, apply, pagesOf } = fixtures;
+const SMALL_FS_SKIP = smallFsUnavailableReason('the lmdb upgrade disk-full test');
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'dstore-lmdb-'));
@@ -48,6 +51,7 @@ async function harness(sync: SyncMode): Promise<BackendHarness> {
       current = await LmdbBackend.open({ dataDir: dir, sync });
       return current;
     },
+    scanPeakBytes: () => current.scanPeakBytes,
     cleanup: async () => {
       try {
         await current.close();
@@ -86,6 +90,7 @@ function openDbs(env: ReturnType<typeof open<Buffer, Buffer>>) {
     log: env.openDB<Buffer, Buffer>('log', options),
     data: env.openDB<Buffer, Buffer>('data', options),
     dedup: env.openDB<Buffer, Buffer>('dedup', options),
+    sys: env.openDB<Buffer, Buffer>('sys', options),
   };
 }
 
@@ -249,28 +254,40 @@ test('S11: an install interrupted after staging only its dedup table is discarde
   });
 });
 
+/**
+ * Rewrites the (closed) environment in `dir` as format 1 wrote it: data values u64 version ·
+ * value bytes (the test values are `v<seq>` under `k<seq>`), format byte 1. The value of
+ * each key in `shorten` becomes 3 bytes long, as a torn or garbled format-1 write left it.
+ */
+async function rewriteAsFormat1(dir: string, shorten: readonly string[] = []): Promise<void> {
+  const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
+  try {
+    const dataDb = env.openDB<Buffer, Buffer>('data', { keyEncoding: 'binary', encoding: 'binary' });
+    const sysDb = env.openDB<Buffer, Buffer>('sys', { keyEncoding: 'binary', encoding: 'binary' });
+    const old: Array<[Buffer, Buffer]> = [];
+    for (const { key } of dataDb.getRange({})) {
+      const name = Buffer.from(key).subarray(8).toString();
+      const s = Number(name.slice(1));
+      const v = Buffer.alloc(8);
+      v.writeUInt32BE(s, 4);
+      old.push([Buffer.from(key), shorten.includes(name) ? Buffer.from([1, 2, 3]) : Buffer.concat([v, Buffer.from(`v${s}`)])]);
+    }
+    await env.transaction(() => {
+      for (const [k, v] of old) dataDb.putSync(k, v);
+      sysDb.putSync(Buffer.from('format'), Buffer.from([1]));
+    });
+  } finally {
+    await env.close();
+  }
+}
+
 test('format 1 (values without checksums) is upgraded at open: every value gets its checksum, reads are unchanged, a flipped byte is caught afterwards (S13)', async () => {
   await withDir(async (dir) => {
     let backend = await LmdbBackend.open({ dataDir: dir });
     const log = puts(1, 2500, 1); // more than one upgrade chunk (1024)
     await backend.writeBatch([append(P1, log), apply(P1, log), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
     await backend.close();
-    // Rewrite it as format 1 wrote it: data values u64 version · value bytes, format byte 1.
-    const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
-    const dataDb = env.openDB<Buffer, Buffer>('data', { keyEncoding: 'binary', encoding: 'binary' });
-    const sysDb = env.openDB<Buffer, Buffer>('sys', { keyEncoding: 'binary', encoding: 'binary' });
-    const old: Array<[Buffer, Buffer]> = [];
-    for (const { key } of dataDb.getRange({})) {
-      const s = Number(Buffer.from(key).subarray(8).toString().slice(1));
-      const v = Buffer.alloc(8);
-      v.writeUInt32BE(s, 4);
-      old.push([Buffer.from(key), Buffer.concat([v, Buffer.from(`v${s}`)])]);
-    }
-    await env.transaction(() => {
-      for (const [k, v] of old) dataDb.putSync(k, v);
-      sysDb.putSync(Buffer.from('format'), Buffer.from([1]));
-    });
-    await env.close();
+    await rewriteAsFormat1(dir);
     backend = await LmdbBackend.open({ dataDir: dir });
     try {
       assert.equal(backend.upgraded, 2503);
@@ -284,6 +301,133 @@ test('format 1 (values without checksums) is upgraded at open: every value gets 
     assert.equal(backend.upgraded, 0, 'upgraded once');
     await backend.close();
   });
+});
+
+test('a format-1 value too short to upgrade marks only its partition corrupt (S13): the upgrade completes, the value is never served, the mark lasts until the partition is replaced', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    const p1 = puts(1, 1500, 1); // the bad record in the first upgrade chunk, others after it
+    await backend.writeBatch([append(P1, p1), apply(P1, p1), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
+    await backend.close();
+    await rewriteAsFormat1(dir, ['k7']);
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.equal(backend.upgraded, 1503, 'every record was read by the upgrade');
+      const states = await backend.partitions();
+      assert.match(states.find((s) => s.partition === P1)?.corrupt ?? '', /partition 1: upgrading lmdb format 1: a data value of 3 bytes is shorter than its version/);
+      assert.equal(states.find((s) => s.partition === P2)?.corrupt, undefined, 'the other partition is healthy');
+      assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
+      assert.deepStrictEqual(await backend.get(P1, b('k1500')), { value: b('v1500'), version: seq(1500) }, 'records after the bad one were upgraded');
+      await assert.rejects(backend.get(P1, b('k7')), CorruptRecordError, 'the bad record is never served');
+      await assert.rejects(backend.scan(P1, { limit: 2000 }), CorruptRecordError);
+    } finally {
+      await backend.close();
+    }
+    // Still marked at the next open (the storage server had no time to relearn it).
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.equal(backend.upgraded, 0);
+      assert.match((await backend.partitions()).find((s) => s.partition === P1)?.corrupt ?? '', /shorter than its version/);
+      // What a replica does to relearn it: drop it, then install a snapshot under a new generation.
+      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+      await backend.installSnapshot(P1, pos(2, 1), pagesOf([{ key: b('k1'), value: b('fresh'), version: seq(2) }], 10));
+    } finally {
+      await backend.close();
+    }
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      assert.equal((await backend.partitions()).find((s) => s.partition === P1)?.corrupt, undefined, 'the relearned partition is healthy');
+      assert.deepStrictEqual(await backend.get(P1, b('k1')), { value: b('fresh'), version: seq(2) });
+    } finally {
+      await backend.close();
+    }
+    await withRaw(dir, (dbs) => {
+      assert.equal([...dbs.sys.getKeys({})].filter((k) => Buffer.from(k).toString().startsWith('upgrade-corrupt:')).length, 0, 'the stale marker is deleted');
+    });
+  });
+});
+
+test('a full disk during the format-1 upgrade (or the first format write) fails the open with a typed error naming ENOSPC and no unhandled rejection; with space again the upgrade completes', { skip: SMALL_FS_SKIP ?? false, timeout: 60_000 }, async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
+  process.on('unhandledRejection', onUnhandled);
+  const mountDir = await mkdtemp(join(tmpdir(), 'dstore-lmdb-upgrade-full-'));
+  let fs: SmallFs | undefined;
+  try {
+    await withDir(async (src) => {
+      // A format-1 environment, copied compacted onto a 4 MiB tmpfs: no free pages inside its
+      // file, so the upgrade's first transaction must grow it (copy-on-write).
+      const backend = await LmdbBackend.open({ dataDir: src });
+      const log = puts(1, 3000, 1);
+      await backend.writeBatch([apply(P1, log)]);
+      await backend.close();
+      await rewriteAsFormat1(src);
+      fs = SmallFs.mount(mountDir, 4 * 1024 * 1024);
+      await mkdir(join(mountDir, 'lmdb'));
+      const env = open<Buffer, Buffer>({ path: join(src, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
+      try {
+        await env.backup(join(mountDir, 'lmdb'), true);
+      } finally {
+        await env.close();
+      }
+    });
+    // And two environments dstore never opened: one with nothing in it (opening creates its
+    // named databases), one with its databases and no format record (the first format write).
+    for (const name of ['fresh', 'unformatted']) {
+      await mkdir(join(mountDir, name, 'lmdb'), { recursive: true });
+      const env = open<Buffer, Buffer>({ path: join(mountDir, name, 'lmdb'), maxDbs: 8 });
+      if (name === 'unformatted') for (const db of ['sys', 'part', 'log', 'data', 'dedup']) env.openDB<Buffer, Buffer>(db, { keyEncoding: 'binary', encoding: 'binary' });
+      await env.close();
+    }
+    // LMDB maps lock.mdb and writes it through the map: on a full tmpfs a page not yet backed
+    // kills the process with SIGBUS (lmdb's, not ours: a server restarted on a full disk has
+    // its lock file from before). Back every page of the lock files before filling the disk.
+    for (const dir of ['lmdb', 'fresh/lmdb', 'unformatted/lmdb'].map((d) => join(mountDir, d))) {
+      await open<Buffer, Buffer>({ path: dir, maxDbs: 8 }).close();
+      const lock = join(dir, 'lock.mdb');
+      writeFileSync(lock, readFileSync(lock));
+    }
+    assert.ok(fs !== undefined);
+    fs.fill();
+    const failure = await LmdbBackend.open({ dataDir: mountDir }).then(
+      async (b) => {
+        await b.close();
+        return undefined;
+      },
+      (err: unknown) => err,
+    );
+    assert.ok(failure instanceof StorageFailureError, `the open failed with a StorageFailureError, not ${String(failure)}`);
+    assert.match(failure.message, /upgrading lmdb format 1 to 2: lmdb transaction failed: .*\((ENOSPC|EIO)\)/);
+    for (const [name, message] of [
+      ['fresh', /cannot open lmdb in .*: .*\((ENOSPC|EIO)\)/],
+      ['unformatted', /writing the lmdb format record: lmdb transaction failed: .*\((ENOSPC|EIO)\)/],
+    ] as const) {
+      await assert.rejects(LmdbBackend.open({ dataDir: join(mountDir, name) }), (err: unknown) => {
+        assert.ok(err instanceof StorageFailureError, `${name}: the open failed with a StorageFailureError, not ${String(err)}`);
+        assert.match(err.message, message);
+        return true;
+      });
+    }
+    // Two macrotasks: lmdb rejects its commitError promise in the commit's own callback.
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 0));
+    assert.deepEqual(unhandled.map((r) => (r as Error).message ?? String(r)), [], 'no unhandled rejection');
+
+    fs.free();
+    const backend = await LmdbBackend.open({ dataDir: mountDir });
+    try {
+      assert.equal(backend.upgraded, 3000);
+      assert.deepStrictEqual(await backend.get(P1, b('k3000')), { value: b('v3000'), version: seq(3000) });
+    } finally {
+      await backend.close();
+    }
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+    fs?.unmount();
+    await rm(mountDir, { recursive: true, force: true });
+  }
 });
 
 test('an lmdb environment of an unknown format is refused with one line naming the versions', async () => {

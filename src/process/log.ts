@@ -66,9 +66,12 @@ export class RotatingFile implements LogSink {
   }
 
   // Opened here, synchronously: a destination still opening when the process exits (a start
-  // that fails at once, e.g. a refused cluster token) makes pino's exit flush throw.
+  // that fails at once, e.g. a refused cluster token) makes pino's exit flush throw. Written
+  // synchronously: log lines are events, not per request, and an asynchronous destination's
+  // flushSync (pino's, at exit) writes what is buffered while an earlier write is still in
+  // flight, so the last lines could land out of order (seen in test/unit/log.test.ts).
   private static open(path: string): pino.DestinationStream & { flushSync?(): void; end?(): void } {
-    const file = pino.destination({ fd: openSync(path, 'a'), sync: false });
+    const file = pino.destination({ fd: openSync(path, 'a'), sync: true });
     // A full or failing disk (issue 9) must not kill the process: sonic-boom emits 'error'
     // for a failed write (ENOSPC, EIO), which unhandled is an uncaught exception. Say so once
     // on stderr; the lines stay buffered and the file catches up when a write succeeds.

@@ -18,7 +18,7 @@
  * its hidden old name.
  */
 import { readFileSync } from 'node:fs';
-import { Command, Help, InvalidArgumentError, Option } from 'commander';
+import { type Command, Help, InvalidArgumentError, type Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { envOption, parseHost, UsageError } from './options.js';
 

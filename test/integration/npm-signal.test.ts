@@ -29,7 +29,6 @@ function processTable(): Map<number, { ppid: number; state: string }> {
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       out.set(Number(name), { state: fields[0] ?? '?', ppid: Number(fields[1]) });
     } catch {
-      continue; // exited while we listed
     }
   }
   return out;

@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
   ConnectionClosedError,
-  DstoreError,
+  type DstoreError,
   InternalError,
   InvalidArgumentError,
   MalformedMessageError,

@@ -29,6 +29,7 @@ function processTable(): Map<number, { ppid: number; state: string }> {
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       out.set(Number(name), { state: fields[0] ?? '?', ppid: Number(fields[1]) });
     } catch {
+      // The process exited while we listed: it is not in the table.
     }
   }
   return out;

@@ -20,7 +20,7 @@ import {
 } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
-import { DelReply, DumpReply, GetReply, MAX_VALUE_BYTES_CEILING, MapReply, PutReply, ScanReply, codec, type ClusterLimits } from '../rpc/messages.js';
+import { ClusterInfo as ClusterInfoSchema, DelReply, DumpReply, GetReply, MAX_VALUE_BYTES_CEILING, MapReply, PutReply, ScanReply, codec, type ClusterLimits } from '../rpc/messages.js';
 import { tokenField } from '../rpc/token.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
@@ -58,6 +58,7 @@ export interface ClientLogger {
 export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 
 const mapReply = codec(MapReply);
+const clusterInfo = codec(ClusterInfoSchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
@@ -150,7 +151,7 @@ export class Client implements Db {
   }
 
   async nodes(): Promise<ClusterInfo> {
-    return (await this.nameserverCall({ t: 'nodes' })) as ClusterInfo;
+    return decodeOrThrow(clusterInfo, await this.nameserverCall({ t: 'nodes' }));
   }
 
   /**

@@ -10,19 +10,17 @@
  * S3: a `persist` effect comes before the reply that depends on it; the driver writes the
  * map durably before it sends the reply. No I/O, no timers, no `Date.now()`, no randomness.
  */
-import { InvalidArgumentError, NodeIdInUseError, UnauthorizedError } from '../core/errors.js';
+import { InvalidArgumentError, NodeIdInUseError } from '../core/errors.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { assertNever, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { type ClusterInfo, type NameserverRequest, type NodeInfo, toProgress } from '../rpc/messages.js';
 import { clusterLimits } from '../rpc/limits.js';
-import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 
 export interface NameserverHostOptions {
   /** The settings asked for; a persisted map's own win (S8). */
   readonly settings: ClusterSettings;
   readonly deadAfterMs: number;
   readonly rereplicateAfterMs: number;
-  readonly clusterToken?: string;
 }
 
 export type NameserverEffect =
@@ -119,7 +117,7 @@ export class NameserverHost {
     return this.takeEffects();
   }
 
-  /** A decoded request; the token is checked here (DESIGN §12). */
+  /** A decoded request whose cluster token the driver checked (DESIGN §12). */
   onRequest(req: NameserverRequest, nowMs: number): NameserverStep {
     let reply: NameserverReply;
     try {
@@ -150,7 +148,6 @@ export class NameserverHost {
   }
 
   private handle(req: NameserverRequest, now: number): unknown {
-    if (!tokenMatches(this.opts.clusterToken, req.token)) throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
     switch (req.t) {
       case 'register': {
         const registration = { nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] };

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { MalformedMessageError } from '../core/errors.js';
+import { MalformedMessageError, UnauthorizedError } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { assertNever } from '../core/types.js';
@@ -15,6 +15,7 @@ import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import { NameserverRequest, codec } from '../rpc/messages.js';
+import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcServer } from '../rpc/transport.js';
 import { type NameserverEffect, NameserverHost, parseMap, tickPeriodMs } from './host.js';
 
@@ -53,12 +54,7 @@ export class NameserverProcess {
   ) {
     const { map, fresh } = loadMap(cfg.dataDir, cfg.settings);
     this.mapPath = join(cfg.dataDir, 'cluster-map.json');
-    const options = {
-      settings: cfg.settings,
-      deadAfterMs: cfg.deadAfterMs,
-      rereplicateAfterMs: cfg.rereplicateAfterMs,
-      ...(cfg.clusterToken === undefined ? {} : { clusterToken: cfg.clusterToken }),
-    };
+    const options = { settings: cfg.settings, deadAfterMs: cfg.deadAfterMs, rereplicateAfterMs: cfg.rereplicateAfterMs };
     this.host = new NameserverHost(map, fresh, options, Date.now());
     this.execute(this.host.takeEffects());
   }
@@ -105,6 +101,8 @@ export class NameserverProcess {
   private onCall(body: unknown): unknown {
     const d = request.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
+    // DESIGN §12: every call carries the cluster token when the cluster has one.
+    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
     const { effects, reply } = this.host.onRequest(d.value, Date.now());
     this.execute(effects);
     if (!reply.ok) throw reply.error;

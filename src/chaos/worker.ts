@@ -8,7 +8,7 @@
  *    get (45 %) and delete (10 %) on keys drawn from the seed, paced to `ratePerSec`
  *    overall. Every value written is unique (`c3-17`: client 3's 17th write), so the checker
  *    can tell writes apart. Each operation is recorded with its invocation and completion
- *    on the shared monotonic clock: `ok`; `unknown` for OUTCOME_UNKNOWN, TIMEOUT, a lost
+ *    on the shared monotonic clock: `ok`; `unknown` (S9, `mayHaveApplied`) for OUTCOME_UNKNOWN, TIMEOUT, a lost
  *    connection or any error the client cannot classify (a write may have happened); `fail`
  *    for a definite error (the write did not happen). Batches go to the runner every 250 ms.
  * 3. On `stop`: ends the loops, waits for operations in flight (each bounded by the call

@@ -20,7 +20,18 @@ import {
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import { assertNever } from '../core/types.js';
-import { ClusterInfo as ClusterInfoSchema, DelReply, DumpReply, GetReply, MAX_VALUE_BYTES_CEILING, MapReply, PutReply, ScanReply, codec, type ClusterLimits } from '../rpc/messages.js';
+import {
+  ClusterInfo as ClusterInfoSchema,
+  DelReply,
+  DumpReply,
+  GetReply,
+  MAX_VALUE_BYTES_CEILING,
+  MapReply,
+  PutReply,
+  ScanReply,
+  codec,
+  type ClusterLimits,
+} from '../rpc/messages.js';
 import { tokenField } from '../rpc/token.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
@@ -243,7 +254,8 @@ export class Client implements Db {
         lastTarget = { kind: 'nameserver' };
         const next = call.mapFailed(err, Date.now());
         if (next.kind === 'end') throw this.endError(p, next.end, lastTarget);
-        this.opts.logger?.debug({ partition: p, attempt, nameserver: this.nameserver, err: (err as Error).message }, 'no primary from the cluster map; retrying');
+        const fields = { partition: p, attempt, nameserver: this.nameserver, err: (err as Error).message };
+        this.opts.logger?.debug(fields, 'no primary from the cluster map; retrying');
         await sleep(next.delayMs);
         continue;
       }
@@ -251,12 +263,14 @@ export class Client implements Db {
       try {
         lastTarget = target;
         const timeoutMs = call.sendTimeoutMs(attemptMs, Date.now());
-        return await this.pool.get(target.address, 'storage').call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
+        const request = { ...body, p, ...tokenField(this.opts.clusterToken) };
+        return await this.pool.get(target.address, 'storage').call(request, { timeoutMs });
       } catch (err) {
         const next = call.sendFailed(err, Date.now());
         if (next.kind === 'end') throw this.endError(p, next.end, lastTarget);
-        const fields = { partition: p, attempt, primary: target.node, address: target.address, err: (err as Error).message, code: (err as DstoreError).code };
-        this.opts.logger?.debug(fields, 'attempt failed; retrying');
+        const { node, address } = target;
+        const why = { err: (err as Error).message, code: (err as DstoreError).code };
+        this.opts.logger?.debug({ partition: p, attempt, primary: node, address, ...why }, 'attempt failed; retrying');
         await sleep(next.delayMs);
       }
     }

@@ -45,10 +45,17 @@ export type CallEnd =
   | { readonly kind: 'deadline'; readonly lastError: unknown };
 
 export type AttemptPlan =
-  | { readonly kind: 'attempt'; readonly attempt: number; readonly attemptMs: number; readonly map: 'cached' | 'refresh' }
+  | {
+      readonly kind: 'attempt';
+      readonly attempt: number;
+      readonly attemptMs: number;
+      readonly map: 'cached' | 'refresh';
+    }
   | { readonly kind: 'end'; readonly end: CallEnd };
 
-export type AfterFailure = { readonly kind: 'retry'; readonly delayMs: number } | { readonly kind: 'end'; readonly end: CallEnd };
+export type AfterFailure =
+  | { readonly kind: 'retry'; readonly delayMs: number }
+  | { readonly kind: 'end'; readonly end: CallEnd };
 
 /** Attempts of one call at most (the deadline ends it long before). */
 const MAX_ATTEMPTS = 10_000;
@@ -71,7 +78,10 @@ export function primaryOf(map: RoutingMap, p: number): Route {
  * nameserver did not answer (it may be restarting) and the cached one is formed — its
  * primary may well still serve; undefined: the fetch's error stands.
  */
-export function cachedMapForRetry<M extends { readonly formed: boolean }>(err: unknown, cached: M | undefined): M | undefined {
+export function cachedMapForRetry<M extends { readonly formed: boolean }>(
+  err: unknown,
+  cached: M | undefined,
+): M | undefined {
   return err instanceof DstoreError && err.retryable && cached?.formed === true ? cached : undefined;
 }
 
@@ -109,9 +119,11 @@ export class CallRetry {
   begin(nowMs: number): AttemptPlan {
     const attempt = this.attempt + 1;
     const remaining = this.deadlineMs - nowMs;
-    if (attempt >= MAX_ATTEMPTS || remaining <= 0 || (attempt > 0 && remaining < this.minRetryMs)) return { kind: 'end', end: this.expired() };
+    const tooLate = remaining <= 0 || (attempt > 0 && remaining < this.minRetryMs);
+    if (attempt >= MAX_ATTEMPTS || tooLate) return { kind: 'end', end: this.expired() };
     this.attempt = attempt;
-    return { kind: 'attempt', attempt, attemptMs: Math.min(remaining, this.attemptTimeoutMs), map: attempt === 0 ? 'cached' : 'refresh' };
+    const attemptMs = Math.min(remaining, this.attemptTimeoutMs);
+    return { kind: 'attempt', attempt, attemptMs, map: attempt === 0 ? 'cached' : 'refresh' };
   }
 
   /** After the map step: false when a retry's map fetch took the time left (then the call ends with `expired()`). */
@@ -140,7 +152,10 @@ export class CallRetry {
   /** How the call ends once its deadline passed. */
   expired(): CallEnd {
     if (this.maybeApplied) {
-      const error = new OutcomeUnknownError(`write to partition ${this.partition} did not complete within ${this.opts.timeoutMs} ms; it may or may not have been applied`, { cause: this.lastError });
+      const message =
+        `write to partition ${this.partition} did not complete within ${this.opts.timeoutMs} ms; ` +
+        'it may or may not have been applied';
+      const error = new OutcomeUnknownError(message, { cause: this.lastError });
       return { kind: 'unknown', error };
     }
     return { kind: 'deadline', lastError: this.lastError };
@@ -150,7 +165,9 @@ export class CallRetry {
     if (!(err instanceof DstoreError) || !err.retryable) {
       // S9: a definite answer now does not undo an earlier attempt that may have been applied.
       if (this.maybeApplied) {
-        const message = `write to partition ${this.partition} failed after an attempt that may have been applied: ${(err as Error).message}`;
+        const message =
+          `write to partition ${this.partition} failed after an attempt that may have been applied: ` +
+          (err as Error).message;
         return { kind: 'end', end: { kind: 'unknown', error: new OutcomeUnknownError(message, { cause: err }) } };
       }
       return { kind: 'end', end: { kind: 'failed', error: err } };

@@ -37,7 +37,9 @@ export type NameserverEffect =
  * `error`: a DstoreError is the answer (its wire form goes back); anything else is a bug the
  * driver reports as its transport does (INTERNAL), after executing the effects.
  */
-export type NameserverReply = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: unknown };
+export type NameserverReply =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: unknown };
 
 /** What one input produced: effects to execute in order, then (for a request) the reply. */
 export interface NameserverStep<R = NameserverReply> {

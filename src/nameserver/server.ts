@@ -54,7 +54,8 @@ export class NameserverProcess {
   ) {
     const { map, fresh } = loadMap(cfg.dataDir, cfg.settings);
     this.mapPath = join(cfg.dataDir, 'cluster-map.json');
-    const options = { settings: cfg.settings, deadAfterMs: cfg.deadAfterMs, rereplicateAfterMs: cfg.rereplicateAfterMs };
+    const { settings, deadAfterMs, rereplicateAfterMs } = cfg;
+    const options = { settings, deadAfterMs, rereplicateAfterMs };
     this.host = new NameserverHost(map, fresh, options, Date.now());
     this.execute(this.host.takeEffects());
   }
@@ -73,7 +74,8 @@ export class NameserverProcess {
     this.host.address = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
     this.timer = setInterval(() => this.execute(this.host.onTick(Date.now())), tickPeriodMs(this.cfg.heartbeatMs));
     const token = this.cfg.clusterToken ? 'required' : 'none';
-    this.log.info({ listen: formatHostPort(this.cfg.host, port), advertise: this.host.address, token }, 'nameserver listening');
+    const listen = formatHostPort(this.cfg.host, port);
+    this.log.info({ listen, advertise: this.host.address, token }, 'nameserver listening');
     return port;
   }
 
@@ -102,7 +104,9 @@ export class NameserverProcess {
     const d = request.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     // DESIGN §12: every call carries the cluster token when the cluster has one.
-    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
+    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) {
+      throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
+    }
     const { effects, reply } = this.host.onRequest(d.value, Date.now());
     this.execute(effects);
     if (!reply.ok) throw reply.error;

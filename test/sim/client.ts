@@ -13,7 +13,15 @@ import type { HistoryOp } from '../../src/check/linearizability.js';
 import { errorFromWire, errorToWire, type WireError } from '../../src/core/errors.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import type { Config, PartitionId, Seq } from '../../src/core/types.js';
-import { type AfterFailure as Next, type AttemptPlan, type CallEnd, CallRetry, cachedMapForRetry, primaryOf, type RoutingMap } from '../../src/client/retry.js';
+import {
+  type AfterFailure as Next,
+  type AttemptPlan,
+  type CallEnd,
+  CallRetry,
+  cachedMapForRetry,
+  primaryOf,
+  type RoutingMap,
+} from '../../src/client/retry.js';
 import type { Observer } from './observer.js';
 import { bytes } from './storage-node.js';
 import type { CallResult, Endpoint, SimEvent, World } from './world.js';
@@ -143,7 +151,9 @@ export class SimClient implements Endpoint {
       else {
         const err = errorFromWire(r.error);
         // A retry goes on with the cached map when the nameserver does not answer.
-        if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined) return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), r.error);
+        if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined) {
+          return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), r.error);
+        }
       }
       this.route(op, plan);
     });
@@ -160,11 +170,18 @@ export class SimClient implements Endpoint {
     }
     if (!op.retry.maySend(this.world.now)) return this.ended(op, op.retry.expired());
     const tag = op.tag;
-    const body = op.kind === 'get' ? { t: 'get', p, key: op.key } : op.kind === 'put' ? { t: 'put', p, key: op.key, value: op.value, cid: tag!.cid, rs: tag!.rs } : { t: 'del', p, key: op.key, cid: tag!.cid, rs: tag!.rs };
+    const tagged = tag === undefined ? {} : { cid: tag.cid, rs: tag.rs };
+    const body =
+      op.kind === 'get'
+        ? { t: 'get', p, key: op.key }
+        : op.kind === 'put'
+          ? { t: 'put', p, key: op.key, value: op.value, ...tagged }
+          : { t: 'del', p, key: op.key, ...tagged };
     this.stats.attempts++;
     const epoch = map.configs[p]!.epoch;
     const describe = () => `${op.kind} ${op.key}${tag ? ` (${tag.cid}#${tag.rs})` : ''} to ${target.node} (e${epoch})`;
-    this.world.call(this.id, target.address, body, op.retry.sendTimeoutMs(plan.attemptMs, this.world.now), describe, (r) => {
+    const timeoutMs = op.retry.sendTimeoutMs(plan.attemptMs, this.world.now);
+    this.world.call(this.id, target.address, body, timeoutMs, describe, (r) => {
       if (r.ok) return this.succeeded(op, p, r.value);
       this.afterFailure(op, op.retry.sendFailed(errorFromWire(r.error), this.world.now), r.error);
     });

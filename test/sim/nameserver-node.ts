@@ -45,7 +45,10 @@ export class SimNameserver implements Endpoint {
   start(): void {
     this.world.started(this.id);
     const fresh = this.persisted === undefined;
-    const map = this.persisted === undefined ? Nameserver.newMap('sim', this.knobs.settings) : parseMap(this.persisted, 'the simulated map');
+    const map =
+      this.persisted === undefined
+        ? Nameserver.newMap('sim', this.knobs.settings)
+        : parseMap(this.persisted, 'the simulated map');
     const { deadAfterMs, rereplicateAfterMs, settings } = this.knobs;
     this.host = new NameserverHost(map, fresh, { settings, deadAfterMs, rereplicateAfterMs }, this.world.now);
     this.host.address = this.id;
@@ -107,12 +110,14 @@ export class SimNameserver implements Endpoint {
     const host = this.host;
     if (!host) return;
     // The simulated storage servers are reached by id, with no backend of their own.
-    const req = (body as { t: string }).t === 'register' ? { backend: 'sim', address: (body as { nodeId: string }).nodeId, ...(body as object) } : body;
+    const call = body as { t: string; nodeId?: string };
+    const req = call.t === 'register' ? { backend: 'sim', address: call.nodeId, ...call } : call;
     const { effects, reply } = host.onRequest(req as NameserverRequest, this.world.now);
     this.execute(effects);
     if (reply.ok) return respond({ ok: true, value: reply.value });
     if (reply.error instanceof DstoreError) return respond({ ok: false, error: reply.error.toWire() });
-    throw new SimulationFailure(`nameserver: ${reply.error instanceof Error ? reply.error.message : String(reply.error)}`);
+    const why = reply.error instanceof Error ? reply.error.message : String(reply.error);
+    throw new SimulationFailure(`nameserver: ${why}`);
   }
 
   /** The current configurations (for the convergence check). */

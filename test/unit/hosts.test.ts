@@ -5,7 +5,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CallRetry, cachedMapForRetry, primaryOf } from '../../src/client/retry.js';
-import { ConnectionClosedError, InvalidArgumentError, NodeIdInUseError, NotPrimaryError, TimeoutError, mayHaveApplied } from '../../src/core/errors.js';
+import {
+  ConnectionClosedError,
+  InvalidArgumentError,
+  NodeIdInUseError,
+  NotPrimaryError,
+  TimeoutError,
+  mayHaveApplied,
+} from '../../src/core/errors.js';
 import { Nameserver } from '../../src/core/nameserver/nameserver.js';
 import { NameserverHost, tickPeriodMs } from '../../src/nameserver/host.js';
 import type { NameserverRequest } from '../../src/rpc/messages.js';
@@ -13,7 +20,9 @@ import type { NameserverRequest } from '../../src/rpc/messages.js';
 describe('the nameserver host', () => {
   const settings = { partitions: 2, replicas: 1, minWriteReplicas: 1, initialNodes: 1 };
   const opts = { settings, deadAfterMs: 1000, rereplicateAfterMs: 30_000 };
-  const register = (address: string, incarnation: string): NameserverRequest => ({ t: 'register', nodeId: 's1', address, backend: 'memory', incarnation, durable: true });
+  const register = (address: string, incarnation: string): NameserverRequest => {
+    return { t: 'register', nodeId: 's1', address, backend: 'memory', incarnation, durable: true };
+  };
 
   test('a new map is persisted at start; a registration that forms the cluster is persisted before its reply', () => {
     const host = new NameserverHost(Nameserver.newMap('c', settings), true, opts, 0);
@@ -42,7 +51,8 @@ describe('the nameserver host', () => {
     assert.ok(!promote.reply.ok && promote.reply.error instanceof InvalidArgumentError);
     const nodes = host.onRequest({ t: 'nodes' }, 30);
     assert.ok(nodes.reply.ok);
-    assert.deepEqual((nodes.reply.value as { nodes: Array<{ id: string; state: string }> }).nodes.map((n) => [n.id, n.state]), [['nameserver', 'alive'], ['s1', 'alive']]);
+    const listed = (nodes.reply.value as { nodes: Array<{ id: string; state: string }> }).nodes;
+    assert.deepEqual(listed.map((n) => [n.id, n.state]), [['nameserver', 'alive'], ['s1', 'alive']]);
   });
 });
 

@@ -8,7 +8,7 @@
  *    get (45 %) and delete (10 %) on keys drawn from the seed, paced to `ratePerSec`
  *    overall. Every value written is unique (`c3-17`: client 3's 17th write), so the checker
  *    can tell writes apart. Each operation is recorded with its invocation and completion
- *    on the shared monotonic clock: `ok`; `unknown` for OUTCOME_UNKNOWN, TIMEOUT, a lost
+ *    on the shared monotonic clock: `ok`; `unknown` (S9, `mayHaveApplied`) for OUTCOME_UNKNOWN, TIMEOUT, a lost
  *    connection or any error the client cannot classify (a write may have happened); `fail`
  *    for a definite error (the write did not happen). Batches go to the runner every 250 ms.
  * 3. On `stop`: ends the loops, waits for operations in flight (each bounded by the call
@@ -17,7 +17,7 @@
  *    once more (clients `final-<key>`), sends the rest of the history and exits.
  * The worker exits when the runner goes away (its IPC channel closes).
  */
-import { connect, DstoreError, type Db } from '../client/index.js';
+import { connect, DstoreError, type Db, mayHaveApplied } from '../client/index.js';
 import { RpcPool } from '../rpc/transport.js';
 import { tokenField } from '../rpc/token.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
@@ -53,11 +53,6 @@ const opts = {
   ...(config.clusterToken === undefined ? {} : { clusterToken: config.clusterToken }),
 };
 
-/** Whether an error leaves a write's outcome open (S9). */
-function isUnknown(err: unknown): boolean {
-  if (!(err instanceof DstoreError)) return true;
-  return err.code === 'OUTCOME_UNKNOWN' || err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'INTERNAL';
-}
 
 function errorCode(err: unknown): string {
   return err instanceof DstoreError ? err.code : err instanceof Error ? `${err.name}: ${err.message.slice(0, 200)}` : String(err);
@@ -80,7 +75,7 @@ async function doOp(db: Db, client: string, op: 'put' | 'get' | 'delete', key: s
   } catch (err) {
     const complete = now();
     const base = { client, op, key, ...(op === 'put' ? { value } : {}), invoke, error: errorCode(err) };
-    if (isUnknown(err)) record({ ...base, complete: null, status: 'unknown', end: complete });
+    if (mayHaveApplied(err)) record({ ...base, complete: null, status: 'unknown', end: complete });
     else record({ ...base, complete, status: 'fail' });
     return false;
   }

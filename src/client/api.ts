@@ -2,50 +2,9 @@
  * The public shape of the client library and of what `nodes` reports.
  */
 
-/** One service as `nodes` lists it (DESIGN §4 "list services"). */
-export interface NodeInfo {
-  /** Stable id: 'nameserver' for the nameserver, else the storage server's id (e.g. 's1'). */
-  readonly id: string;
-  readonly role: 'nameserver' | 'storage';
-  /** host:port it is reachable at. */
-  readonly address: string;
-  /**
-   * `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4).
-   * `unknown`: not heard from since the nameserver (re)started, which counts it as alive for
-   * one --dead-after-ms (S15); `dead` after that.
-   */
-  readonly state: 'alive' | 'dead' | 'starting' | 'unknown' | 'unhealthy';
-  /** ms since epoch of the last heartbeat; undefined for the nameserver and for a node not heard from since the nameserver started. */
-  readonly lastHeartbeatMs?: number;
-  /** Partitions it holds a replica of. */
-  readonly partitionsHeld: number;
-  /** Partitions it is primary of. */
-  readonly partitionsLed: number;
-  /** Keys over every partition it holds. */
-  readonly keys: number;
-  /** Sum over partitions of the last log seq it holds. */
-  readonly logSeq?: number;
-  readonly backend?: string;
-  readonly uptimeMs: number;
-  /**
-   * S13: partitions whose replica on this node failed a checksum: it serves none of them and
-   * relearns each from a healthy member (absent: none).
-   */
-  readonly corruptPartitions?: readonly number[];
-}
-
-export interface ClusterInfo {
-  readonly clusterId: string;
-  readonly partitions: number;
-  readonly replicas: number;
-  readonly minWriteReplicas: number;
-  /** False until enough storage servers registered to create the cluster map. */
-  readonly formed: boolean;
-  /** Partitions whose primary reported (last heartbeat) that it serves reads and writes. */
-  readonly partitionsReady: number;
-  readonly mapVersion: number;
-  readonly nodes: readonly NodeInfo[];
-}
+/** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
+import type { ClusterInfo } from '../rpc/messages.js';
+export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
 
 export interface GetResult {
   readonly value: Uint8Array;

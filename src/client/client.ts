@@ -13,17 +13,29 @@ import {
   InvalidArgumentError,
   KeyEmptyError,
   KeyTooLargeError,
-  OutcomeUnknownError,
   TimeoutError,
   UnavailableError,
   ValueTooLargeError,
 } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
-import { DelReply, DumpReply, GetReply, MAX_VALUE_BYTES_CEILING, MapReply, PutReply, ScanReply, codec, type ClusterLimits } from '../rpc/messages.js';
+import { assertNever } from '../core/types.js';
+import {
+  ClusterInfo as ClusterInfoSchema,
+  DelReply,
+  DumpReply,
+  GetReply,
+  MAX_VALUE_BYTES_CEILING,
+  MapReply,
+  PutReply,
+  ScanReply,
+  codec,
+  type ClusterLimits,
+} from '../rpc/messages.js';
 import { tokenField } from '../rpc/token.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
+import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
 import { bytesArgument, checkConnectArguments, checkDumpOptions } from './arguments.js';
 
 export interface ConnectOptions {
@@ -58,6 +70,7 @@ export interface ClientLogger {
 export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 
 const mapReply = codec(MapReply);
+const clusterInfo = codec(ClusterInfoSchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
@@ -72,13 +85,6 @@ const DUMP_PAGE_BYTES = 1024 * 1024;
  * have. What it sends is bounded by the cluster's own limits, checked before sending.
  */
 const CLIENT_MAX_FRAME_BYTES = defaultLimits({ maxValueBytes: MAX_VALUE_BYTES_CEILING }).maxFrameBytes;
-
-/** A write error is definite only when no primary could have received it (S9). */
-function mayHaveApplied(err: unknown): boolean {
-  if (!(err instanceof DstoreError)) return true;
-  if (err instanceof ConnectionClosedError) return !err.notSent; // never sent: not applied
-  return err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'OUTCOME_UNKNOWN' || err.code === 'INTERNAL';
-}
 
 /** Where the last attempt of a call went, for the final error. */
 type Target = { readonly kind: 'nameserver' } | { readonly kind: 'primary'; readonly node: string; readonly address: string; readonly members: readonly string[] };
@@ -150,7 +156,7 @@ export class Client implements Db {
   }
 
   async nodes(): Promise<ClusterInfo> {
-    return (await this.nameserverCall({ t: 'nodes' })) as ClusterInfo;
+    return decodeOrThrow(clusterInfo, await this.nameserverCall({ t: 'nodes' }));
   }
 
   /**
@@ -232,53 +238,55 @@ export class Client implements Db {
    * (cid, rs) tag — is the same in every attempt (S10).
    */
   private async withRetry(p: number, body: Record<string, unknown>, isWrite: boolean): Promise<unknown> {
-    const deadline = Date.now() + this.opts.timeoutMs;
-    // A retry is not started with less time than this left: it would most likely time out,
-    // and a timed-out write is unknown (S9), while the answers so far may all be definite.
-    const minRetryMs = Math.min(100, this.opts.attemptTimeoutMs / 4);
-    let delayMs = 10;
-    let maybeApplied = false;
-    let lastError: unknown;
+    const call = new CallRetry(this.opts, p, isWrite, Date.now());
     let lastTarget: Target = { kind: 'nameserver' };
-    for (let attempt = 0; attempt < 10_000; attempt++) {
+    for (;;) {
       if (this.closed) throw new ConnectionClosedError('client closed');
-      const remaining = deadline - Date.now();
-      if (remaining <= 0 || (attempt > 0 && remaining < minRetryMs)) break;
-      const attemptMs = Math.min(remaining, this.opts.attemptTimeoutMs);
+      const plan = call.begin(Date.now());
+      if (plan.kind === 'end') throw this.endError(p, plan.end, lastTarget);
+      const { attempt, attemptMs } = plan;
       // Which primary: the map (a failure here never reaches a primary, so it is definite).
       let target: Extract<Target, { kind: 'primary' }> | undefined;
       try {
-        target = primaryOf(attempt === 0 ? await this.currentMap(attemptMs) : await this.mapForRetry(attemptMs), p);
+        const map = plan.map === 'cached' ? await this.currentMap(attemptMs) : await this.mapForRetry(attemptMs);
+        target = { kind: 'primary', ...primaryOf(map, p) };
       } catch (err) {
-        lastError = err;
         lastTarget = { kind: 'nameserver' };
-        if (!(err instanceof DstoreError) || !err.retryable) {
-          if (maybeApplied) throw new OutcomeUnknownError(`write to partition ${p} failed after an attempt that may have been applied: ${(err as Error).message}`, { cause: err });
-          throw err;
-        }
-        this.opts.logger?.debug({ partition: p, attempt, nameserver: this.nameserver, err: (err as Error).message }, 'no primary from the cluster map; retrying');
+        const next = call.mapFailed(err, Date.now());
+        if (next.kind === 'end') throw this.endError(p, next.end, lastTarget);
+        const fields = { partition: p, attempt, nameserver: this.nameserver, err: (err as Error).message };
+        this.opts.logger?.debug(fields, 'no primary from the cluster map; retrying');
+        await sleep(next.delayMs);
+        continue;
       }
-      if (target !== undefined && attempt > 0 && deadline - Date.now() < minRetryMs) break; // the map fetch took the rest
-      if (target !== undefined) try {
+      if (!call.maySend(Date.now())) throw this.endError(p, call.expired(), lastTarget); // the map fetch took the rest
+      try {
         lastTarget = target;
-        return await this.pool.get(target.address, 'storage').call({ ...body, p, ...tokenField(this.opts.clusterToken) }, { timeoutMs: Math.max(1, Math.min(attemptMs, deadline - Date.now())) });
+        const timeoutMs = call.sendTimeoutMs(attemptMs, Date.now());
+        const request = { ...body, p, ...tokenField(this.opts.clusterToken) };
+        return await this.pool.get(target.address, 'storage').call(request, { timeoutMs });
       } catch (err) {
-        lastError = err;
-        if (isWrite && mayHaveApplied(err)) maybeApplied = true;
-        if (!(err instanceof DstoreError) || !err.retryable) {
-          // S9: a definite answer now does not undo an earlier attempt that may have been applied.
-          if (maybeApplied) throw new OutcomeUnknownError(`write to partition ${p} failed after an attempt that may have been applied: ${(err as Error).message}`, { cause: err });
-          throw err;
-        }
-        this.opts.logger?.debug({ partition: p, attempt, primary: target.node, address: target.address, err: err.message, code: err.code }, 'attempt failed; retrying');
+        const next = call.sendFailed(err, Date.now());
+        if (next.kind === 'end') throw this.endError(p, next.end, lastTarget);
+        const { node, address } = target;
+        const why = { err: (err as Error).message, code: (err as DstoreError).code };
+        this.opts.logger?.debug({ partition: p, attempt, primary: node, address, ...why }, 'attempt failed; retrying');
+        await sleep(next.delayMs);
       }
-      await sleep(Math.min(delayMs, Math.max(0, deadline - Date.now())));
-      delayMs = Math.min(delayMs * 2, 500);
     }
-    if (maybeApplied) {
-      throw new OutcomeUnknownError(`write to partition ${p} did not complete within ${this.opts.timeoutMs} ms; it may or may not have been applied`, { cause: lastError });
+  }
+
+  /** The error a call that got no answer ends with (see CallEnd). */
+  private endError(p: number, end: CallEnd, target: Target): unknown {
+    switch (end.kind) {
+      case 'unknown':
+      case 'failed':
+        return end.error;
+      case 'deadline':
+        return this.finalError(p, end.lastError, target);
+      default:
+        return assertNever(end);
     }
-    throw this.finalError(p, lastError, lastTarget);
   }
 
   /**
@@ -316,7 +324,8 @@ export class Client implements Db {
     try {
       return await this.refreshMap(timeoutMs);
     } catch (err) {
-      if (err instanceof DstoreError && err.retryable && this.map?.formed) return this.map;
+      const cached = cachedMapForRetry(err, this.map);
+      if (cached) return cached;
       throw err;
     }
   }
@@ -366,15 +375,6 @@ export class Client implements Db {
       throw err;
     }
   }
-}
-
-function primaryOf(map: MapReply, p: number): Extract<Target, { kind: 'primary' }> {
-  if (!map.formed) throw new UnavailableError(`the cluster is not formed yet: waiting for storage servers to register`);
-  const config = map.configs[p];
-  if (!config) throw new UnavailableError(`partition ${p} has no configuration`);
-  const address = map.addresses[config.primary];
-  if (!address) throw new UnavailableError(`no address known for ${config.primary}, primary of partition ${p}`);
-  return { kind: 'primary', node: config.primary, address, members: [config.primary, ...config.secondaries] };
 }
 
 function decodeOrThrow<T>(v: { decode(x: unknown): { ok: true; value: T } | { ok: false; reason: string } }, raw: unknown): T {

@@ -202,6 +202,19 @@ export class InternalError extends DstoreError {
   readonly code = 'INTERNAL';
 }
 
+/**
+ * S9: whether a write that failed with `err` may have been applied, so that its outcome is
+ * unknown (never reported as failed). Definite only when no primary could have received it:
+ * a typed answer that says so, or a call never handed to a connection. Anything that is not
+ * a dstore error may hide an applied write. The one copy of the rule: the client, the
+ * simulator and every checker of outcomes (chaos, failure tests) use it.
+ */
+export function mayHaveApplied(err: unknown): boolean {
+  if (!(err instanceof DstoreError)) return true;
+  if (err instanceof ConnectionClosedError) return !err.notSent; // never sent: not applied
+  return err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'OUTCOME_UNKNOWN' || err.code === 'INTERNAL';
+}
+
 type Rebuild = (w: WireError) => DstoreError;
 const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');

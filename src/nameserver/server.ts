@@ -1,23 +1,23 @@
 /**
- * The nameserver process (DESIGN §1, §4, §6, S15): the nameserver core
- * (src/core/nameserver) with its map persisted in `<dataDir>/cluster-map.json` and the
- * network at the edge. A changed map is written durably before any reply that depends on
- * it goes out (S3: persisted before announced).
+ * The nameserver process (DESIGN §1, §4, §6, S15): the nameserver host (./host.ts, around
+ * the core in src/core/nameserver) with its map persisted in `<dataDir>/cluster-map.json`
+ * and the network at the edge. This file is the glue: it decodes requests, executes the
+ * host's effects in order — a changed map is written durably before any reply that depends
+ * on it goes out (S3: persisted before announced) — and runs the tick timer.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { InvalidArgumentError, MalformedMessageError, NodeIdInUseError, UnauthorizedError } from '../core/errors.js';
+import { MalformedMessageError, UnauthorizedError } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
-import { nodeId as toNodeId, partitionId } from '../core/types.js';
+import { assertNever } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
-import { NameserverRequest, toProgress, codec } from '../rpc/messages.js';
+import { NameserverRequest, codec } from '../rpc/messages.js';
 import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcServer } from '../rpc/transport.js';
-import { clusterLimits } from '../rpc/limits.js';
-import type { ClusterInfo, NodeInfo } from '../client/api.js';
+import { type NameserverEffect, NameserverHost, parseMap, tickPeriodMs } from './host.js';
 
 export interface NameserverConfig {
   readonly host: string;
@@ -39,30 +39,14 @@ export function loadMap(dataDir: string, settings: ClusterSettings): { map: Pers
   const path = join(dataDir, 'cluster-map.json');
   const text = readFileIfExists(path);
   if (text === undefined) return { map: Nameserver.newMap(randomUUID(), settings), fresh: true };
-  let parsed: PersistedMap;
-  try {
-    parsed = JSON.parse(text) as PersistedMap;
-  } catch (err) {
-    throw new InvalidArgumentError(`${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new cluster)`, { cause: err });
-  }
-  if (parsed.formatVersion !== 1 || !Array.isArray(parsed.configs) || typeof parsed.clusterId !== 'string') {
-    throw new InvalidArgumentError(`${path} is not a dstore cluster map (format 1); refusing to start`);
-  }
-  return { map: parsed, fresh: false };
+  return { map: parseMap(text, path), fresh: false };
 }
 
 export class NameserverProcess {
-  private readonly core: Nameserver;
+  private readonly host: NameserverHost;
   private server: RpcServer | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private readonly startedMs = Date.now();
   private readonly mapPath: string;
-  private persistedVersion = -1;
-  private address = '';
-  /** --max-value-bytes of each storage server, from its registration (the map's `limits`). */
-  private readonly maxValueBytesOf = new Map<string, number>();
-  /** Storage servers whose last heartbeat said their storage failed: when, and why. */
-  private readonly unhealthy = new Map<string, { readonly sinceMs: number; lastMs: number; readonly reason: string }>();
 
   constructor(
     private readonly cfg: NameserverConfig,
@@ -70,16 +54,10 @@ export class NameserverProcess {
   ) {
     const { map, fresh } = loadMap(cfg.dataDir, cfg.settings);
     this.mapPath = join(cfg.dataDir, 'cluster-map.json');
-    if (!fresh) {
-      const s = map.settings;
-      if (s.partitions !== cfg.settings.partitions || s.replicas !== cfg.settings.replicas || s.minWriteReplicas !== cfg.settings.minWriteReplicas) {
-        // S8: fixed when the cluster was created; the persisted ones win.
-        log.warn({ persisted: s, requested: cfg.settings }, 'cluster settings are fixed at creation; using the persisted ones');
-      }
-    }
-    this.core = new Nameserver(map, { deadAfterMs: cfg.deadAfterMs, rereplicateAfterMs: cfg.rereplicateAfterMs }, Date.now());
-    this.persist();
-    log.info({ clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version }, fresh ? 'new cluster map' : 'cluster map loaded');
+    const { settings, deadAfterMs, rereplicateAfterMs } = cfg;
+    const options = { settings, deadAfterMs, rereplicateAfterMs };
+    this.host = new NameserverHost(map, fresh, options, Date.now());
+    this.execute(this.host.takeEffects());
   }
 
   async start(): Promise<number> {
@@ -93,9 +71,11 @@ export class NameserverProcess {
       handler: (body) => this.onCall(body),
     });
     const port = await this.server.listen();
-    this.address = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
-    this.timer = setInterval(() => this.tick(), Math.max(50, Math.floor(this.cfg.heartbeatMs / 2)));
-    this.log.info({ listen: formatHostPort(this.cfg.host, port), advertise: this.address, token: this.cfg.clusterToken ? 'required' : 'none' }, 'nameserver listening');
+    this.host.address = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
+    this.timer = setInterval(() => this.execute(this.host.onTick(Date.now())), tickPeriodMs(this.cfg.heartbeatMs));
+    const token = this.cfg.clusterToken ? 'required' : 'none';
+    const listen = formatHostPort(this.cfg.host, port);
+    this.log.info({ listen, advertise: this.host.address, token }, 'nameserver listening');
     return port;
   }
 
@@ -104,207 +84,32 @@ export class NameserverProcess {
     await this.server?.close();
   }
 
-  private persist(): void {
-    if (this.core.map.version === this.persistedVersion) return;
-    writeFileDurably(this.mapPath, JSON.stringify(this.core.map, null, 1));
-    this.persistedVersion = this.core.map.version;
-  }
-
-  private tick(): void {
-    const before = this.core.map;
-    if (!this.core.onTick(Date.now())) return;
-    this.persist();
-    const changed = this.core.map.configs.filter((c, i) => before.configs[i]?.epoch !== c.epoch);
-    if (before.configs.length === 0) this.log.info({ partitions: this.core.map.configs.length, nodes: Object.keys(this.core.map.nodes) }, 'cluster formed');
-    else for (const c of changed) this.log.info({ partition: c.partition, epoch: c.epoch, primary: c.primary, secondaries: c.secondaries }, 'partition reconfigured');
-  }
-
-  /** DESIGN §12: every call carries the cluster token when the cluster has one. */
-  private checkToken(token: string | undefined): void {
-    if (!tokenMatches(this.cfg.clusterToken, token)) throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
+  /** The host's effects, in order: a map is on disk before what follows it (S3). */
+  private execute(effects: readonly NameserverEffect[]): void {
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'persist':
+          writeFileDurably(this.mapPath, JSON.stringify(e.map, null, 1));
+          break;
+        case 'log':
+          this.log[e.level](e.fields, e.msg);
+          break;
+        default:
+          assertNever(e);
+      }
+    }
   }
 
   private onCall(body: unknown): unknown {
     const d = request.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
-    const req = d.value;
-    this.checkToken(req.token);
-    const now = Date.now();
-    switch (req.t) {
-      case 'register': {
-        const registration = { nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] };
-        const holder = this.core.conflictingNode(registration, now);
-        if (holder) {
-          const refusal = new NodeIdInUseError(req.nodeId, holder.address, req.address, now - holder.lastHeartbeatMs, this.cfg.deadAfterMs);
-          this.log.warn({ nodeId: req.nodeId, address: holder.address, refusedAddress: req.address, heartbeatAgeMs: refusal.heartbeatAgeMs }, `registration refused: ${refusal.message}`);
-          throw refusal;
-        }
-        this.unhealthy.delete(req.nodeId);
-        if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
-        if (this.core.onRegister(registration, now)) this.persist();
-        this.log.info({ nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
-        this.tick();
-        const { settings, clusterId } = this.core.map;
-        return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.cfg.deadAfterMs };
-      }
-      case 'heartbeat': {
-        if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
-        if (this.unhealthy.delete(req.nodeId)) this.log.info({ nodeId: req.nodeId }, 'storage server healthy again');
-        const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
-        if (reply.kind === 'register') return reply;
-        this.logCorrupt(req.nodeId);
-        this.logStuckCorrupt(now);
-        return { ...reply, addresses: this.addresses() };
-      }
-      case 'promote': {
-        const { config, changed } = this.core.onPromote(partitionId(req.p), req.epoch, toNodeId(req.learner), req.learnerIncarnation);
-        if (changed) {
-          this.persist();
-          this.log.info({ partition: req.p, epoch: config?.epoch, learner: req.learner }, 'learner promoted to secondary');
-        }
-        if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
-        return { config };
-      }
-      case 'removeSecondary': {
-        const { config, changed } = this.core.onRemoveSecondary(partitionId(req.p), req.epoch, toNodeId(req.secondary));
-        if (changed) {
-          this.persist();
-          this.log.warn({ partition: req.p, epoch: config?.epoch, secondary: req.secondary }, 'secondary removed at its primary\'s request (it does not answer the primary)');
-        }
-        if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
-        return { config };
-      }
-      case 'confirmEpoch':
-        return { current: this.core.isCurrent(partitionId(req.p), req.epoch) };
-      case 'map':
-        return this.mapReply();
-      case 'nodes':
-        return this.clusterInfo(now);
+    // DESIGN §12: every call carries the cluster token when the cluster has one.
+    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) {
+      throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
     }
-  }
-
-  /**
-   * A storage server whose storage failed holds no replica until it reloads and registers
-   * again. The core counts it as dead at once, so its partitions fail over at this tick
-   * (§4); meanwhile `nodes` shows it as unhealthy.
-   */
-  private onUnhealthy(nodeId: string, incarnation: string, reason: string, now: number): unknown {
-    const known = this.unhealthy.get(nodeId);
-    if (known) known.lastMs = now;
-    else {
-      this.unhealthy.set(nodeId, { sinceMs: now, lastMs: now, reason });
-      this.log.warn({ nodeId, reason }, 'storage server reports its storage failed; it counts as dead until it registers again');
-      this.core.onStorageFailed(toNodeId(nodeId), incarnation);
-      this.tick();
-    }
-    return { kind: 'ok', mapVersion: this.core.map.version, configs: [], addresses: this.addresses() };
-  }
-
-  private addresses(): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const n of this.core.nodes.values()) out[n.id] = n.address;
-    return out;
-  }
-
-  private mapReply(): unknown {
-    const { map } = this.core;
-    return {
-      clusterId: map.clusterId,
-      formed: this.core.formed,
-      partitions: map.settings.partitions,
-      replicas: map.settings.replicas,
-      minWriteReplicas: map.settings.minWriteReplicas,
-      version: map.version,
-      configs: map.configs,
-      addresses: this.addresses(),
-      ...clusterLimits(this.core.nodes.keys(), this.maxValueBytesOf),
-    };
-  }
-
-  /** What each node last reported corrupt (S13), so each change is logged once. */
-  private readonly corruptLogged = new Map<string, string>();
-
-  /** S13: says in the log which partitions a storage server found corrupt, when that changes. */
-  private logCorrupt(nodeId: string): void {
-    const partitions = this.core.corruptPartitions(toNodeId(nodeId));
-    const key = partitions.join(',');
-    if ((this.corruptLogged.get(nodeId) ?? '') === key) return;
-    this.corruptLogged.set(nodeId, key);
-    if (partitions.length === 0) {
-      this.log.info({ nodeId }, 'storage server reports no corrupt partition any more (S13)');
-      return;
-    }
-    // Which of them have no other member that could take over: those stay unavailable.
-    const stuck = partitions.filter((p) => {
-      const c = this.core.map.configs[p];
-      return c !== undefined && c.primary === nodeId && c.secondaries.length === 0;
-    });
-    this.log.error({ nodeId, partitions, unavailable: stuck }, 'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable');
-  }
-
-  /** The stuck corrupt partitions last logged (see logStuckCorrupt), so each change is logged once. */
-  private stuckLogged = '';
-
-  /**
-   * S13, S5: names each partition that no healthy member can serve (its members are corrupt
-   * or dead), and any live server that holds an older copy of it, when that changes. The
-   * nameserver never picks such a copy by itself (it may lack acknowledged writes); no
-   * command overrides this yet (DESIGN S5's `dstore force-primary` is not implemented).
-   */
-  private logStuckCorrupt(now: number): void {
-    const stuck = this.core.stuckCorrupt(now);
-    const key = JSON.stringify(stuck);
-    if (key === this.stuckLogged) return;
-    this.stuckLogged = key;
-    for (const s of stuck) {
-      this.log.error(
-        { partition: s.partition, epoch: s.epoch, corruptOn: s.corrupt, olderCopies: s.holders },
-        s.holders.length > 0
-          ? 'partition unavailable (S13, S5): every member found it corrupt or is dead; a live server holds an older copy from before it was removed, which may lack acknowledged writes, so it is not taken automatically (no force-primary command exists yet: bring a member with a healthy copy back)'
-          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits for a member with a healthy copy',
-      );
-    }
-  }
-
-  private clusterInfo(now: number): ClusterInfo {
-    const { map } = this.core;
-    const nodes: NodeInfo[] = [
-      { id: 'nameserver', role: 'nameserver', address: this.address, state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: now - this.startedMs },
-    ];
-    for (const n of [...this.core.nodes.values()].sort((a, b) => a.id.localeCompare(b.id))) {
-      const held = this.core.configsOf(n.id);
-      nodes.push({
-        id: n.id,
-        role: 'storage',
-        address: n.address,
-        // Not heard from since this nameserver started (incarnation ''): S15 counts it alive
-        // for one dead-after, but nothing is known of it, so no heartbeat time nor uptime.
-        state: this.isUnhealthy(n.id, now) ? 'unhealthy' : n.incarnation === '' ? (this.core.isAlive(n, now) ? 'unknown' : 'dead') : this.core.isAlive(n, now) ? 'alive' : 'dead',
-        ...(n.incarnation === '' ? {} : { lastHeartbeatMs: n.lastHeartbeatMs }),
-        partitionsHeld: held.length,
-        partitionsLed: held.filter((c) => c.primary === n.id).length,
-        keys: n.keys,
-        logSeq: [...n.progress.values()].reduce((sum, p) => sum + p.lastSeq, 0),
-        backend: n.backend,
-        uptimeMs: n.uptimeMs,
-        ...(n.corrupt.size > 0 && this.core.isAlive(n, now) ? { corruptPartitions: this.core.corruptPartitions(n.id) } : {}),
-      });
-    }
-    return {
-      clusterId: map.clusterId,
-      partitions: map.settings.partitions,
-      replicas: map.settings.replicas,
-      minWriteReplicas: map.settings.minWriteReplicas,
-      formed: this.core.formed,
-      partitionsReady: this.core.partitionsReady(now),
-      mapVersion: map.version,
-      nodes,
-    };
-  }
-
-  /** Said so within the last --dead-after-ms (a node that died unhealthy shows as dead). */
-  private isUnhealthy(id: string, now: number): boolean {
-    const u = this.unhealthy.get(id);
-    return u !== undefined && now - u.lastMs <= this.cfg.deadAfterMs;
+    const { effects, reply } = this.host.onRequest(d.value, Date.now());
+    this.execute(effects);
+    if (!reply.ok) throw reply.error;
+    return reply.value;
   }
 }

@@ -162,6 +162,60 @@ export const HeartbeatReplySchema = Type.Union([
 ]);
 export type HeartbeatReplyMsg = Static<typeof HeartbeatReplySchema>;
 
+/** One service as `nodes` lists it (DESIGN §4 "list services"). */
+export const NodeInfo = Type.Object({
+  /** Stable id: 'nameserver' for the nameserver, else the storage server's id (e.g. 's1'). */
+  id: Type.String(),
+  role: Type.Union([Type.Literal('nameserver'), Type.Literal('storage')]),
+  /** host:port it is reachable at. */
+  address: Type.String(),
+  /**
+   * `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4).
+   * `unknown`: not heard from since the nameserver (re)started, which counts it as alive for
+   * one --dead-after-ms (S15); `dead` after that.
+   */
+  state: Type.Union([
+    Type.Literal('alive'),
+    Type.Literal('dead'),
+    Type.Literal('starting'),
+    Type.Literal('unknown'),
+    Type.Literal('unhealthy'),
+  ]),
+  /** ms since epoch of the last heartbeat; absent for the nameserver and for a node not heard from since it started. */
+  lastHeartbeatMs: Type.Optional(Uint),
+  /** Partitions it holds a replica of. */
+  partitionsHeld: Uint,
+  /** Partitions it is primary of. */
+  partitionsLed: Uint,
+  /** Keys over every partition it holds. */
+  keys: Uint,
+  /** Sum over partitions of the last log seq it holds. */
+  logSeq: Type.Optional(Uint),
+  backend: Type.Optional(Type.String()),
+  uptimeMs: Uint,
+  /**
+   * S13: partitions whose replica on this node failed a checksum: it serves none of them and
+   * relearns each from a healthy member (absent: none).
+   */
+  corruptPartitions: Type.Optional(Type.Array(Partition)),
+});
+export type NodeInfo = Static<typeof NodeInfo>;
+
+/** The nameserver's answer to `nodes`. */
+export const ClusterInfo = Type.Object({
+  clusterId: Type.String(),
+  partitions: Uint,
+  replicas: Uint,
+  minWriteReplicas: Uint,
+  /** False until enough storage servers registered to create the cluster map. */
+  formed: Type.Boolean(),
+  /** Partitions whose primary reported (last heartbeat) that it serves reads and writes. */
+  partitionsReady: Uint,
+  mapVersion: Uint,
+  nodes: Type.Array(NodeInfo),
+});
+export type ClusterInfo = Static<typeof ClusterInfo>;
+
 export const PutReply = Type.Object({ version: Uint });
 export const DelReply = Type.Object({ existed: Type.Boolean(), version: Uint });
 export const GetReply = Type.Union([

@@ -10,7 +10,7 @@
  * definitely failed must never show up; no two acknowledged writes of one partition may
  * share a version (a new primary reusing a sequence number would lose one of them).
  */
-import { DstoreError, type Db } from '../../src/client/index.js';
+import { DstoreError, type Db, mayHaveApplied } from '../../src/client/index.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import type { LocalCluster } from './cluster.js';
 
@@ -44,14 +44,10 @@ export const TIMING = {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 
 export function classify(err: unknown): Outcome {
-  if (err instanceof DstoreError) {
-    // OUTCOME_UNKNOWN is what the client reports when a retry may have been applied; a bare
-    // TIMEOUT or a lost connection can also hide an applied write.
-    if (err.code === 'OUTCOME_UNKNOWN' || err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'INTERNAL') {
-      return { kind: 'unknown', why: `${err.code}: ${err.message}` };
-    }
-    return { kind: 'failed', code: err.code };
-  }
+  // S9: OUTCOME_UNKNOWN is what the client reports when a retry may have been applied; a bare
+  // TIMEOUT or a lost connection can also hide an applied write (the rule: mayHaveApplied).
+  if (err instanceof DstoreError && !mayHaveApplied(err)) return { kind: 'failed', code: err.code };
+  if (err instanceof DstoreError) return { kind: 'unknown', why: `${err.code}: ${err.message}` };
   return { kind: 'unknown', why: err instanceof Error ? err.message : String(err) };
 }
 

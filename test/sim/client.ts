@@ -1,18 +1,27 @@
 /**
- * A simulated client, with the retry logic of src/client/client.ts: it routes each request
- * to the primary of the key's partition in its cached (possibly stale) cluster map; on a
- * retryable error it refreshes the map, backs off (10 ms doubling to 500 ms) and tries
- * again until its deadline. A write keeps its (clientId, requestSeq) tag across retries
- * (S10) and, once any attempt may have reached a primary (timeout, lost connection,
- * OUTCOME_UNKNOWN), ends as `unknown`, never `fail` (S9).
+ * A simulated client: the retry logic of the real client (src/client/retry.ts: the call's
+ * deadline, attempts bounded by `attemptTimeoutMs`, the map of each attempt, backoff, and
+ * the outcome, S9) driven over simulated calls and clock. It routes each request to the
+ * primary of the key's partition in its cached (possibly stale) cluster map. A write keeps
+ * its (clientId, requestSeq) tag across retries (S10) and, once any attempt may have reached
+ * a primary, ends as `unknown`, never `fail` (S9).
  *
  * One operation at a time, like a Jepsen process; each is recorded in the history with
  * invoke and complete times. Values are unique (`c2-17`), so a read says which write it saw.
  */
 import type { HistoryOp } from '../../src/check/linearizability.js';
-import type { WireError } from '../../src/core/errors.js';
+import { errorFromWire, errorToWire, type WireError } from '../../src/core/errors.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import type { Config, PartitionId, Seq } from '../../src/core/types.js';
+import {
+  type AfterFailure as Next,
+  type AttemptPlan,
+  type CallEnd,
+  CallRetry,
+  cachedMapForRetry,
+  primaryOf,
+  type RoutingMap,
+} from '../../src/client/retry.js';
 import type { Observer } from './observer.js';
 import { bytes } from './storage-node.js';
 import type { CallResult, Endpoint, SimEvent, World } from './world.js';
@@ -20,15 +29,14 @@ import type { CallResult, Endpoint, SimEvent, World } from './world.js';
 export interface ClientKnobs {
   /** Deadline of one operation including retries (the real client's timeoutMs). */
   readonly timeoutMs: number;
-  /** Timeout of one attempt (the real client waits up to the whole deadline). */
+  /** Bound on one attempt (the real client's attemptTimeoutMs). */
   readonly attemptTimeoutMs: number;
   readonly thinkMinMs: number;
   readonly thinkMaxMs: number;
   readonly weights: { readonly put: number; readonly get: number; readonly delete: number };
 }
 
-interface MapInfo {
-  readonly formed: boolean;
+interface MapInfo extends RoutingMap {
   readonly partitions: number;
   readonly configs: readonly Config[];
 }
@@ -38,17 +46,8 @@ interface OpState {
   readonly key: string;
   readonly value?: string;
   readonly invoke: number;
-  readonly deadline: number;
+  readonly retry: CallRetry;
   readonly tag?: { cid: string; rs: number };
-  attempt: number;
-  delayMs: number;
-  maybeApplied: boolean;
-  lastError?: WireError;
-}
-
-/** A write error is definite only when no primary could have received it (S9). */
-function mayHaveApplied(code: string): boolean {
-  return code === 'TIMEOUT' || code === 'CONNECTION_CLOSED' || code === 'OUTCOME_UNKNOWN' || code === 'INTERNAL';
 }
 
 export class SimClient implements Endpoint {
@@ -133,10 +132,8 @@ export class SimClient implements Endpoint {
       ...(kind === 'put' ? { value: `${this.id}-${++this.written}` } : {}),
       ...(kind === 'get' ? {} : { tag: { cid: `${this.id}.${this.session}`, rs: ++this.requestSeq } }),
       invoke: this.world.stamp(),
-      deadline: this.world.now + this.knobs.timeoutMs,
-      attempt: 0,
-      delayMs: 10,
-      maybeApplied: false,
+      // The partition is named in the final error only; the simulator records the status.
+      retry: new CallRetry(this.knobs, 0, kind !== 'get', this.world.now),
     };
     this.current = { op, then };
     this.world.trace(`${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`);
@@ -146,51 +143,62 @@ export class SimClient implements Endpoint {
   private current: { op: OpState; then: () => void } | undefined;
 
   private attempt(op: OpState): void {
-    const remaining = op.deadline - this.world.now;
-    if (remaining <= 0) return this.giveUp(op);
-    if (op.attempt === 0 && this.map?.formed) return this.route(op, remaining);
-    this.world.call(this.id, 'ns', { t: 'map' }, remaining, () => 'map', (r) => {
-      if (!r.ok) return this.failed(op, r.error);
-      this.map = r.value as MapInfo;
-      this.route(op, op.deadline - this.world.now);
+    const plan = op.retry.begin(this.world.now);
+    if (plan.kind === 'end') return this.ended(op, plan.end);
+    if (plan.map === 'cached' && this.map?.formed) return this.route(op, plan);
+    this.world.call(this.id, 'ns', { t: 'map' }, plan.attemptMs, () => 'map', (r) => {
+      if (r.ok) this.map = r.value as MapInfo;
+      else {
+        const err = errorFromWire(r.error);
+        // A retry goes on with the cached map when the nameserver does not answer.
+        if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined) {
+          return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), r.error);
+        }
+      }
+      this.route(op, plan);
     });
   }
 
-  private route(op: OpState, remaining: number): void {
-    if (remaining <= 0) return this.giveUp(op);
+  private route(op: OpState, plan: Extract<AttemptPlan, { kind: 'attempt' }>): void {
     const map = this.map!;
-    if (!map.formed) return this.failed(op, { code: 'UNAVAILABLE', message: 'the cluster is not formed yet', retryable: true });
     const p = partitionOf(bytes(op.key), map.partitions);
-    const config = map.configs[p];
-    if (!config) return this.failed(op, { code: 'UNAVAILABLE', message: `partition ${p} has no configuration`, retryable: true });
-    const body = op.kind === 'get' ? { t: 'get', p, key: op.key } : op.kind === 'put' ? { t: 'put', p, key: op.key, value: op.value, cid: op.tag!.cid, rs: op.tag!.rs } : { t: 'del', p, key: op.key, cid: op.tag!.cid, rs: op.tag!.rs };
-    this.stats.attempts++;
-    this.world.call(this.id, config.primary, body, Math.min(remaining, this.knobs.attemptTimeoutMs), () => `${op.kind} ${op.key}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''} to ${config.primary} (e${config.epoch})`, (r) => {
-      if (r.ok) return this.succeeded(op, p, r.value);
-      this.failed(op, r.error);
-    });
-  }
-
-  private failed(op: OpState, error: WireError): void {
-    op.lastError = error;
-    if (op.kind !== 'get' && mayHaveApplied(error.code)) op.maybeApplied = true;
-    if (error.code === 'INTERNAL') this.stats.internalErrors++;
-    if (error.retryable !== true) {
-      // The real client throws a non-retryable error at once.
-      return this.finish(op, op.kind !== 'get' && op.maybeApplied ? 'unknown' : 'fail', undefined, error);
+    let target: { node: string; address: string };
+    try {
+      target = primaryOf(map, p);
+    } catch (err) {
+      return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), errorToWire(err));
     }
-    const remaining = op.deadline - this.world.now;
-    if (remaining <= 0) return this.giveUp(op);
-    const delay = Math.min(op.delayMs, remaining);
-    op.delayMs = Math.min(op.delayMs * 2, 500);
-    this.world.schedule(delay, this.id, () => {
-      op.attempt++;
-      this.attempt(op);
+    if (!op.retry.maySend(this.world.now)) return this.ended(op, op.retry.expired());
+    const tag = op.tag;
+    const tagged = tag === undefined ? {} : { cid: tag.cid, rs: tag.rs };
+    const body =
+      op.kind === 'get'
+        ? { t: 'get', p, key: op.key }
+        : op.kind === 'put'
+          ? { t: 'put', p, key: op.key, value: op.value, ...tagged }
+          : { t: 'del', p, key: op.key, ...tagged };
+    this.stats.attempts++;
+    const epoch = map.configs[p]!.epoch;
+    const describe = () => `${op.kind} ${op.key}${tag ? ` (${tag.cid}#${tag.rs})` : ''} to ${target.node} (e${epoch})`;
+    const timeoutMs = op.retry.sendTimeoutMs(plan.attemptMs, this.world.now);
+    this.world.call(this.id, target.address, body, timeoutMs, describe, (r) => {
+      if (r.ok) return this.succeeded(op, p, r.value);
+      this.afterFailure(op, op.retry.sendFailed(errorFromWire(r.error), this.world.now), r.error);
     });
   }
 
-  private giveUp(op: OpState): void {
-    this.finish(op, op.kind !== 'get' && op.maybeApplied ? 'unknown' : 'fail', undefined, op.lastError);
+  /** After a failed attempt: the next one after the backoff, or the end. */
+  private afterFailure(op: OpState, next: Next, error: WireError): void {
+    if (error.code === 'INTERNAL') this.stats.internalErrors++;
+    if (next.kind === 'end') return this.ended(op, next.end);
+    this.world.schedule(next.delayMs, this.id, () => this.attempt(op));
+  }
+
+  /** The call got no answer: `unknown` when a write may have been applied (S9), else `fail`. */
+  private ended(op: OpState, end: CallEnd): void {
+    const cause = end.kind === 'deadline' ? end.lastError : end.error;
+    const error = cause === undefined ? undefined : errorToWire(cause);
+    this.finish(op, end.kind === 'unknown' ? 'unknown' : 'fail', undefined, error);
   }
 
   private succeeded(op: OpState, p: PartitionId, value: unknown): void {

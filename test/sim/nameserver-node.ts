@@ -1,13 +1,15 @@
 /**
- * The simulated nameserver: the real Nameserver core driven as src/nameserver/server.ts
- * drives it — registrations, heartbeats, promotions and epoch confirmations as calls, a
- * tick every max(50, heartbeatMs/2), and the map persisted (here: serialised to a string
- * that survives crashes) before any reply that depends on it. A restart reloads the
- * persisted map (S15).
+ * The simulated nameserver: the host the nameserver process runs (src/nameserver/host.ts),
+ * driven by the same glue as src/nameserver/server.ts over the simulated network and clock:
+ * calls go to `onRequest`, a tick every `tickPeriodMs(heartbeatMs)`, and the effects are
+ * executed in order — the map persisted (here: serialised to a string that survives
+ * crashes) before the reply that depends on it. A restart reloads the persisted map (S15).
  */
+import { DstoreError } from '../../src/core/errors.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../../src/core/nameserver/nameserver.js';
-import type { ReplicaProgress } from '../../src/core/replica/replica.js';
-import { type Config, type NodeId, partitionId } from '../../src/core/types.js';
+import { assertNever, type Config } from '../../src/core/types.js';
+import { type NameserverEffect, NameserverHost, parseMap, tickPeriodMs } from '../../src/nameserver/host.js';
+import type { NameserverRequest } from '../../src/rpc/messages.js';
 import { describeConfig } from './storage-node.js';
 import { type CallResult, type Endpoint, type SimEvent, SimulationFailure, type World } from './world.js';
 
@@ -26,7 +28,9 @@ export class SimNameserver implements Endpoint {
   held: SimEvent[] = [];
   /** The durable map file; undefined until the first start. */
   private persisted: string | undefined;
-  core: Nameserver | undefined;
+  /** The map last persisted, to trace what changed. */
+  private lastMap: PersistedMap | undefined;
+  host: NameserverHost | undefined;
   readonly stats = { restarts: 0, reconfigurations: 0 };
 
   constructor(
@@ -34,15 +38,26 @@ export class SimNameserver implements Endpoint {
     private readonly knobs: NameserverKnobs,
   ) {}
 
+  get core(): Nameserver | undefined {
+    return this.host?.core;
+  }
+
   start(): void {
     this.world.started(this.id);
-    const map: PersistedMap = this.persisted === undefined ? Nameserver.newMap('sim', this.knobs.settings) : (JSON.parse(this.persisted) as PersistedMap);
-    this.core = new Nameserver(map, { deadAfterMs: this.knobs.deadAfterMs, rereplicateAfterMs: this.knobs.rereplicateAfterMs }, this.world.now);
-    this.persist();
+    const fresh = this.persisted === undefined;
+    const map =
+      this.persisted === undefined
+        ? Nameserver.newMap('sim', this.knobs.settings)
+        : parseMap(this.persisted, 'the simulated map');
+    const { deadAfterMs, rereplicateAfterMs, settings } = this.knobs;
+    this.host = new NameserverHost(map, fresh, { settings, deadAfterMs, rereplicateAfterMs }, this.world.now);
+    this.host.address = this.id;
+    this.lastMap = map;
+    this.execute(this.host.takeEffects());
     this.world.trace(`ns starts (map version ${map.version})`);
-    const period = Math.max(50, Math.floor(this.knobs.heartbeatMs / 2));
+    const period = tickPeriodMs(this.knobs.heartbeatMs);
     const timer = () => {
-      this.tick();
+      if (this.host) this.execute(this.host.onTick(this.world.now));
       this.world.schedule(period, this.id, timer);
     };
     this.world.schedule(period, this.id, timer);
@@ -50,7 +65,7 @@ export class SimNameserver implements Endpoint {
 
   crash(): void {
     if (!this.up) return;
-    this.core = undefined;
+    this.host = undefined;
     this.world.crashed(this.id);
     this.world.trace('ns CRASHES');
   }
@@ -60,20 +75,25 @@ export class SimNameserver implements Endpoint {
     this.start();
   }
 
-  private persist(): void {
-    this.persisted = JSON.stringify(this.core!.map);
+  private execute(effects: readonly NameserverEffect[]): void {
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'persist':
+          this.persisted = JSON.stringify(e.map);
+          this.traceChanges(this.lastMap, e.map);
+          this.lastMap = e.map;
+          break;
+        case 'log':
+          if (e.level !== 'info' && this.world.tracing) this.world.trace(`ns ${e.level}: ${e.msg}`);
+          break;
+        default:
+          assertNever(e);
+      }
+    }
   }
 
-  private tick(): void {
-    const core = this.core!;
-    const before = core.map;
-    if (!core.onTick(this.world.now)) return;
-    this.persist();
-    this.traceChanges(before);
-  }
-
-  private traceChanges(before: PersistedMap): void {
-    const after = this.core!.map;
+  private traceChanges(before: PersistedMap | undefined, after: PersistedMap): void {
+    if (before === undefined) return;
     for (const c of after.configs) {
       const old = before.configs[c.partition];
       if (old?.epoch === c.epoch) continue;
@@ -87,60 +107,21 @@ export class SimNameserver implements Endpoint {
   }
 
   onCall(_from: string, body: unknown, respond: (r: CallResult) => void): void {
-    const core = this.core;
-    if (!core) return;
-    const now = this.world.now;
-    const req = body as { t: string } & Record<string, unknown>;
-    switch (req.t) {
-      case 'register': {
-        const r = req as unknown as { nodeId: NodeId; incarnation: string; durable: boolean; activePartitions: number[] };
-        if (core.onRegister({ nodeId: r.nodeId, address: r.nodeId, backend: 'sim', incarnation: r.incarnation, durable: r.durable, activePartitions: r.activePartitions }, now)) this.persist();
-        this.tick();
-        const { settings } = core.map;
-        return respond({ ok: true, value: { partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.knobs.deadAfterMs } });
-      }
-      case 'heartbeat': {
-        const h = req as unknown as { nodeId: NodeId; incarnation: string; uptimeMs: number; keys: number; progress: ReplicaProgress[] };
-        const reply = core.onHeartbeat({ nodeId: h.nodeId, incarnation: h.incarnation, uptimeMs: h.uptimeMs, keys: h.keys, progress: h.progress }, now);
-        return respond({ ok: true, value: reply });
-      }
-      case 'promote': {
-        const r = req as unknown as { p: number; epoch: number; learner: NodeId; learnerIncarnation: string };
-        const before = core.map;
-        const { config, changed } = core.onPromote(partitionId(r.p), r.epoch, r.learner, r.learnerIncarnation);
-        if (changed) {
-          this.persist();
-          this.traceChanges(before);
-        }
-        if (!config) return respond({ ok: false, error: { code: 'INVALID_ARGUMENT', message: `partition ${r.p} does not exist` } });
-        return respond({ ok: true, value: { config } });
-      }
-      case 'removeSecondary': {
-        const r = req as unknown as { p: number; epoch: number; secondary: NodeId };
-        const before = core.map;
-        const { config, changed } = core.onRemoveSecondary(partitionId(r.p), r.epoch, r.secondary);
-        if (changed) {
-          this.persist();
-          this.traceChanges(before);
-        }
-        if (!config) return respond({ ok: false, error: { code: 'INVALID_ARGUMENT', message: `partition ${r.p} does not exist` } });
-        return respond({ ok: true, value: { config } });
-      }
-      case 'confirmEpoch': {
-        const r = req as unknown as { p: number; epoch: number };
-        return respond({ ok: true, value: { current: core.isCurrent(partitionId(r.p), r.epoch) } });
-      }
-      case 'map': {
-        const { map } = core;
-        return respond({ ok: true, value: { formed: core.formed, partitions: map.settings.partitions, configs: map.configs } });
-      }
-      default:
-        throw new SimulationFailure(`nameserver: unknown call ${req.t}`);
-    }
+    const host = this.host;
+    if (!host) return;
+    // The simulated storage servers are reached by id, with no backend of their own.
+    const call = body as { t: string; nodeId?: string };
+    const req = call.t === 'register' ? { backend: 'sim', address: call.nodeId, ...call } : call;
+    const { effects, reply } = host.onRequest(req as NameserverRequest, this.world.now);
+    this.execute(effects);
+    if (reply.ok) return respond({ ok: true, value: reply.value });
+    if (reply.error instanceof DstoreError) return respond({ ok: false, error: reply.error.toWire() });
+    const why = reply.error instanceof Error ? reply.error.message : String(reply.error);
+    throw new SimulationFailure(`nameserver: ${why}`);
   }
 
   /** The current configurations (for the convergence check). */
   configs(): readonly Config[] {
-    return this.core?.map.configs ?? [];
+    return this.host?.core.map.configs ?? [];
   }
 }

@@ -1,0 +1,327 @@
+/**
+ * The nameserver host (DESIGN §1, §4, §6, S3, S13, S15): everything the nameserver process
+ * decides around the core (src/core/nameserver) — requests (register, heartbeat, promote,
+ * remove, confirm, map, nodes), ticks, when the map must be persisted, what is logged — as
+ * a pure state machine in the style of etcd-io/raft's `Ready`. Inputs: a decoded request or
+ * a tick, with `nowMs`. Outputs: effects, executed in order by the driver
+ * (src/nameserver/server.ts with a file, sockets and timers; test/sim/nameserver-node.ts
+ * over the simulated network and clock), then the reply.
+ *
+ * S3: a `persist` effect comes before the reply that depends on it; the driver writes the
+ * map durably before it sends the reply. No I/O, no timers, no `Date.now()`, no randomness.
+ */
+import { InvalidArgumentError, NodeIdInUseError } from '../core/errors.js';
+import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
+import { assertNever, nodeId as toNodeId, partitionId } from '../core/types.js';
+import { type ClusterInfo, type NameserverRequest, type NodeInfo, toProgress } from '../rpc/messages.js';
+import { clusterLimits } from '../rpc/limits.js';
+
+export interface NameserverHostOptions {
+  /** The settings asked for; a persisted map's own win (S8). */
+  readonly settings: ClusterSettings;
+  readonly deadAfterMs: number;
+  readonly rereplicateAfterMs: number;
+}
+
+export type NameserverEffect =
+  /** Write the map durably before executing the effects after it or sending the reply (S3). */
+  | { readonly kind: 'persist'; readonly map: PersistedMap }
+  | {
+      readonly kind: 'log';
+      readonly level: 'info' | 'warn' | 'error';
+      readonly fields: Record<string, unknown>;
+      readonly msg: string;
+    };
+
+/**
+ * `error`: a DstoreError is the answer (its wire form goes back); anything else is a bug the
+ * driver reports as its transport does (INTERNAL), after executing the effects.
+ */
+export type NameserverReply =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: unknown };
+
+/** What one input produced: effects to execute in order, then (for a request) the reply. */
+export interface NameserverStep<R = NameserverReply> {
+  readonly effects: readonly NameserverEffect[];
+  readonly reply: R;
+}
+
+/** The period of the nameserver's tick for a heartbeat interval. */
+export function tickPeriodMs(heartbeatMs: number): number {
+  return Math.max(50, Math.floor(heartbeatMs / 2));
+}
+
+/** S15: the persisted map from its file's text, or why it is refused (`path` names it). */
+export function parseMap(text: string, path: string): PersistedMap {
+  let parsed: PersistedMap;
+  try {
+    parsed = JSON.parse(text) as PersistedMap;
+  } catch (err) {
+    throw new InvalidArgumentError(`${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new cluster)`, { cause: err });
+  }
+  if (parsed.formatVersion !== 1 || !Array.isArray(parsed.configs) || typeof parsed.clusterId !== 'string') {
+    throw new InvalidArgumentError(`${path} is not a dstore cluster map (format 1); refusing to start`);
+  }
+  return parsed;
+}
+
+export class NameserverHost {
+  readonly core: Nameserver;
+  private readonly startedMs: number;
+  private persistedVersion = -1;
+  private effects: NameserverEffect[] = [];
+  /** Where the nameserver is reached (`nodes` shows it); the driver sets it once it listens. */
+  address = '';
+  /** --max-value-bytes of each storage server, from its registration (the map's `limits`). */
+  private readonly maxValueBytesOf = new Map<string, number>();
+  /** Storage servers whose last heartbeat said their storage failed: when, and why. */
+  private readonly unhealthy = new Map<string, { readonly sinceMs: number; lastMs: number; readonly reason: string }>();
+  /** What each node last reported corrupt (S13), so each change is logged once. */
+  private readonly corruptLogged = new Map<string, string>();
+  /** The stuck corrupt partitions last logged (see logStuckCorrupt), so each change is logged once. */
+  private stuckLogged = '';
+
+  /**
+   * `map`: the persisted one, or a new one (`fresh`). The first effects (persist the map,
+   * say what was loaded) are taken with `takeEffects()`.
+   */
+  constructor(
+    map: PersistedMap,
+    fresh: boolean,
+    private readonly opts: NameserverHostOptions,
+    nowMs: number,
+  ) {
+    this.startedMs = nowMs;
+    if (!fresh) {
+      const s = map.settings;
+      const asked = opts.settings;
+      if (s.partitions !== asked.partitions || s.replicas !== asked.replicas || s.minWriteReplicas !== asked.minWriteReplicas) {
+        // S8: fixed when the cluster was created; the persisted ones win.
+        this.log('warn', { persisted: s, requested: asked }, 'cluster settings are fixed at creation; using the persisted ones');
+      }
+    }
+    this.core = new Nameserver(map, { deadAfterMs: opts.deadAfterMs, rereplicateAfterMs: opts.rereplicateAfterMs }, nowMs);
+    this.persist();
+    this.log('info', { clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version }, fresh ? 'new cluster map' : 'cluster map loaded');
+  }
+
+  /** The effects produced since the last call (the constructor's, for a driver starting). */
+  takeEffects(): NameserverEffect[] {
+    const out = this.effects;
+    this.effects = [];
+    return out;
+  }
+
+  /** The periodic tick: failure detection, failover, re-replication (§4, §6). */
+  onTick(nowMs: number): readonly NameserverEffect[] {
+    this.tick(nowMs);
+    return this.takeEffects();
+  }
+
+  /** A decoded request whose cluster token the driver checked (DESIGN §12). */
+  onRequest(req: NameserverRequest, nowMs: number): NameserverStep {
+    let reply: NameserverReply;
+    try {
+      reply = { ok: true, value: this.handle(req, nowMs) };
+    } catch (err) {
+      reply = { ok: false, error: err };
+    }
+    return { effects: this.takeEffects(), reply };
+  }
+
+  private log(level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
+    this.effects.push({ kind: 'log', level, fields, msg });
+  }
+
+  private persist(): void {
+    if (this.core.map.version === this.persistedVersion) return;
+    this.effects.push({ kind: 'persist', map: this.core.map });
+    this.persistedVersion = this.core.map.version;
+  }
+
+  private tick(nowMs: number): void {
+    const before = this.core.map;
+    if (!this.core.onTick(nowMs)) return;
+    this.persist();
+    const changed = this.core.map.configs.filter((c, i) => before.configs[i]?.epoch !== c.epoch);
+    if (before.configs.length === 0) this.log('info', { partitions: this.core.map.configs.length, nodes: Object.keys(this.core.map.nodes) }, 'cluster formed');
+    else for (const c of changed) this.log('info', { partition: c.partition, epoch: c.epoch, primary: c.primary, secondaries: c.secondaries }, 'partition reconfigured');
+  }
+
+  private handle(req: NameserverRequest, now: number): unknown {
+    switch (req.t) {
+      case 'register': {
+        const registration = { nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] };
+        const holder = this.core.conflictingNode(registration, now);
+        if (holder) {
+          const refusal = new NodeIdInUseError(req.nodeId, holder.address, req.address, now - holder.lastHeartbeatMs, this.opts.deadAfterMs);
+          this.log('warn', { nodeId: req.nodeId, address: holder.address, refusedAddress: req.address, heartbeatAgeMs: refusal.heartbeatAgeMs }, `registration refused: ${refusal.message}`);
+          throw refusal;
+        }
+        this.unhealthy.delete(req.nodeId);
+        if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
+        if (this.core.onRegister(registration, now)) this.persist();
+        this.log('info', { nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
+        this.tick(now);
+        const { settings, clusterId } = this.core.map;
+        return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.opts.deadAfterMs };
+      }
+      case 'heartbeat': {
+        if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
+        if (this.unhealthy.delete(req.nodeId)) this.log('info', { nodeId: req.nodeId }, 'storage server healthy again');
+        const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
+        if (reply.kind === 'register') return reply;
+        this.logCorrupt(req.nodeId);
+        this.logStuckCorrupt(now);
+        return { ...reply, addresses: this.addresses() };
+      }
+      case 'promote': {
+        const { config, changed } = this.core.onPromote(partitionId(req.p), req.epoch, toNodeId(req.learner), req.learnerIncarnation);
+        if (changed) {
+          this.persist();
+          this.log('info', { partition: req.p, epoch: config?.epoch, learner: req.learner }, 'learner promoted to secondary');
+        }
+        if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
+        return { config };
+      }
+      case 'removeSecondary': {
+        const { config, changed } = this.core.onRemoveSecondary(partitionId(req.p), req.epoch, toNodeId(req.secondary));
+        if (changed) {
+          this.persist();
+          this.log('warn', { partition: req.p, epoch: config?.epoch, secondary: req.secondary }, 'secondary removed at its primary\'s request (it does not answer the primary)');
+        }
+        if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
+        return { config };
+      }
+      case 'confirmEpoch':
+        return { current: this.core.isCurrent(partitionId(req.p), req.epoch) };
+      case 'map':
+        return this.mapReply();
+      case 'nodes':
+        return this.clusterInfo(now);
+      default:
+        return assertNever(req);
+    }
+  }
+
+  /**
+   * A storage server whose storage failed holds no replica until it reloads and registers
+   * again. The core counts it as dead at once, so its partitions fail over at this tick
+   * (§4); meanwhile `nodes` shows it as unhealthy.
+   */
+  private onUnhealthy(nodeId: string, incarnation: string, reason: string, now: number): unknown {
+    const known = this.unhealthy.get(nodeId);
+    if (known) known.lastMs = now;
+    else {
+      this.unhealthy.set(nodeId, { sinceMs: now, lastMs: now, reason });
+      this.log('warn', { nodeId, reason }, 'storage server reports its storage failed; it counts as dead until it registers again');
+      this.core.onStorageFailed(toNodeId(nodeId), incarnation);
+      this.tick(now);
+    }
+    return { kind: 'ok', mapVersion: this.core.map.version, configs: [], addresses: this.addresses() };
+  }
+
+  private addresses(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const n of this.core.nodes.values()) out[n.id] = n.address;
+    return out;
+  }
+
+  private mapReply(): unknown {
+    const { map } = this.core;
+    return {
+      clusterId: map.clusterId,
+      formed: this.core.formed,
+      partitions: map.settings.partitions,
+      replicas: map.settings.replicas,
+      minWriteReplicas: map.settings.minWriteReplicas,
+      version: map.version,
+      configs: map.configs,
+      addresses: this.addresses(),
+      ...clusterLimits(this.core.nodes.keys(), this.maxValueBytesOf),
+    };
+  }
+
+  /** S13: says in the log which partitions a storage server found corrupt, when that changes. */
+  private logCorrupt(nodeId: string): void {
+    const partitions = this.core.corruptPartitions(toNodeId(nodeId));
+    const key = partitions.join(',');
+    if ((this.corruptLogged.get(nodeId) ?? '') === key) return;
+    this.corruptLogged.set(nodeId, key);
+    if (partitions.length === 0) {
+      this.log('info', { nodeId }, 'storage server reports no corrupt partition any more (S13)');
+      return;
+    }
+    // Which of them have no other member that could take over: those stay unavailable.
+    const stuck = partitions.filter((p) => {
+      const c = this.core.map.configs[p];
+      return c !== undefined && c.primary === nodeId && c.secondaries.length === 0;
+    });
+    this.log('error', { nodeId, partitions, unavailable: stuck }, 'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable');
+  }
+
+  /**
+   * S13, S5: names each partition that no healthy member can serve (its members are corrupt
+   * or dead), and any live server that holds an older copy of it, when that changes. The
+   * nameserver never picks such a copy by itself (it may lack acknowledged writes); no
+   * command overrides this yet (DESIGN S5's `dstore force-primary` is not implemented).
+   */
+  private logStuckCorrupt(now: number): void {
+    const stuck = this.core.stuckCorrupt(now);
+    const key = JSON.stringify(stuck);
+    if (key === this.stuckLogged) return;
+    this.stuckLogged = key;
+    for (const s of stuck) {
+      this.log(
+        'error',
+        { partition: s.partition, epoch: s.epoch, corruptOn: s.corrupt, olderCopies: s.holders },
+        s.holders.length > 0
+          ? 'partition unavailable (S13, S5): every member found it corrupt or is dead; a live server holds an older copy from before it was removed, which may lack acknowledged writes, so it is not taken automatically (no force-primary command exists yet: bring a member with a healthy copy back)'
+          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits for a member with a healthy copy',
+      );
+    }
+  }
+
+  private clusterInfo(now: number): ClusterInfo {
+    const { map } = this.core;
+    const nodes: NodeInfo[] = [
+      { id: 'nameserver', role: 'nameserver', address: this.address, state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: now - this.startedMs },
+    ];
+    for (const n of [...this.core.nodes.values()].sort((a, b) => a.id.localeCompare(b.id))) {
+      const held = this.core.configsOf(n.id);
+      nodes.push({
+        id: n.id,
+        role: 'storage',
+        address: n.address,
+        // Not heard from since this nameserver started (incarnation ''): S15 counts it alive
+        // for one dead-after, but nothing is known of it, so no heartbeat time nor uptime.
+        state: this.isUnhealthy(n.id, now) ? 'unhealthy' : n.incarnation === '' ? (this.core.isAlive(n, now) ? 'unknown' : 'dead') : this.core.isAlive(n, now) ? 'alive' : 'dead',
+        ...(n.incarnation === '' ? {} : { lastHeartbeatMs: n.lastHeartbeatMs }),
+        partitionsHeld: held.length,
+        partitionsLed: held.filter((c) => c.primary === n.id).length,
+        keys: n.keys,
+        logSeq: [...n.progress.values()].reduce((sum, p) => sum + p.lastSeq, 0),
+        backend: n.backend,
+        uptimeMs: n.uptimeMs,
+        ...(n.corrupt.size > 0 && this.core.isAlive(n, now) ? { corruptPartitions: this.core.corruptPartitions(n.id) } : {}),
+      });
+    }
+    return {
+      clusterId: map.clusterId,
+      partitions: map.settings.partitions,
+      replicas: map.settings.replicas,
+      minWriteReplicas: map.settings.minWriteReplicas,
+      formed: this.core.formed,
+      partitionsReady: this.core.partitionsReady(now),
+      mapVersion: map.version,
+      nodes,
+    };
+  }
+
+  /** Said so within the last --dead-after-ms (a node that died unhealthy shows as dead). */
+  private isUnhealthy(id: string, now: number): boolean {
+    const u = this.unhealthy.get(id);
+    return u !== undefined && now - u.lastMs <= this.opts.deadAfterMs;
+  }
+}

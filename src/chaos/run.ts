@@ -30,10 +30,11 @@ import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { checkHistory, type CheckResult, formatHistoryLine, type HistoryOp } from '../check/linearizability.js';
-import { logTail, ManagedProcess } from '../cli/cluster.js';
-import { freePort, type UpBackendName } from '../cli/options.js';
-import { RedisFleet } from '../cli/redis-fleet.js';
+import { logTail, ManagedProcess } from '../process/managed-process.js';
+import { freePort } from '../process/ports.js';
+import { RedisFleet } from '../process/redis-fleet.js';
 import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
+import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
 import { type AppliedFault, CHAOS_EXIT, type ChaosVerdict, formatReport, type UnexpectedExit, unavailability, type Window } from './report.js';
@@ -49,7 +50,7 @@ export interface ChaosOptions {
   readonly partitions: number;
   readonly replicas: number;
   /** redis: one redis-server per storage server (see the file comment). */
-  readonly backend: UpBackendName;
+  readonly backend: BackendKind;
   /** Network partitions wanted (they also need root). */
   readonly networkFaults: boolean;
   readonly faults: readonly FaultKind[];

@@ -2,6 +2,7 @@
 import {
   type WireError,
 } from '../../core/errors.js';
+import { MiB } from '../../core/limits.js';
 import { packBody } from '../frame.js';
 
 // ---- logging ----
@@ -18,7 +19,6 @@ export const silentLogger: RpcLogger = { debug: noop, warn: noop, error: noop };
 
 // ---- defaults ----
 
-export const MiB = 1024 * 1024;
 
 export const RPC_DEFAULTS = {
   /** Calls one client connection keeps in flight before refusing with OVERLOADED. */

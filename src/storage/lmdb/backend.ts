@@ -27,7 +27,9 @@ import type {
   SyncMode,
 } from '../backend.js';
 import {
+  MAX_PARTITION,
   ZERO_POSITION,
+  checkPartition,
   checkBatchOp,
   byClientId,
   checkDedupTable,
@@ -46,7 +48,6 @@ import {
   FORMAT_VERSION,
   UPGRADE_CHUNK,
   LMDB_MAX_KEY_BYTES,
-  MAX_PARTITION,
   MAX_GENERATION,
   MAX_QUEUED_JOBS,
   MAX_JOBS_PER_TXN,
@@ -56,7 +57,6 @@ import {
   GC_CHUNK_KEYS,
   MAX_PARTITIONS_AT_OPEN,
   readU64,
-  checkPartition,
   partKey,
   logKey,
   dataPrefix,

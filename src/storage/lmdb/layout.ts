@@ -31,7 +31,6 @@ export const UPGRADE_CHUNK = 1024;
 /** LMDB's largest key with 4 KiB pages is 1978 bytes; a data key has an 8-byte prefix. */
 export const LMDB_MAX_KEY_BYTES = 1978 - 8;
 /** Largest partition id: the one above it bounds the partition's key ranges. */
-export const MAX_PARTITION = 0xffff_fffe;
 export const MAX_GENERATION = 0xffff_fffe;
 
 /** Bounds of the write queue (STYLE §4). */
@@ -62,10 +61,6 @@ export function writeU64(buf: Buffer, offset: number, n: number): void {
 
 export function readU64(buf: Buffer, offset: number): number {
   return buf.readUInt32BE(offset) * 0x1_0000_0000 + buf.readUInt32BE(offset + 4);
-}
-
-export function checkPartition(partition: PartitionId): void {
-  assert(Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION, `partition id out of range: ${partition}`);
 }
 
 export function partKey(partition: number): Buffer {

@@ -28,7 +28,9 @@ import type {
 } from '../backend.js';
 import { CorruptRecordError, encodeEntry, encodeStoredValue, isCorruptRecord, isUint } from '../log-record.js';
 import {
+  MAX_PARTITION,
   ZERO_POSITION,
+  checkPartition,
   checkBatchOp,
   checkDedupTable,
   checkKey,
@@ -41,7 +43,6 @@ import { Client } from './lua.js';
 import {
   FORMAT_VERSION,
   REDIS_MAX_KEY_BYTES,
-  MAX_PARTITION,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_COMMAND_TIMEOUT_MS,
   MAX_WRITES_IN_FLIGHT,
@@ -53,7 +54,6 @@ import {
   MAX_PARTITIONS_AT_OPEN,
   Arg,
   bytesOf,
-  checkPartition,
   decodeValue,
   decodeEntry,
   dedupPrefix,

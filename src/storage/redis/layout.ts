@@ -26,7 +26,6 @@ import {
 export const FORMAT_VERSION = '2';
 /** Same bound as the other backends (lmdb's is 1970), far above DESIGN §2's 1 KiB. */
 export const REDIS_MAX_KEY_BYTES = 1970;
-export const MAX_PARTITION = 0xffff_fffe;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_COMMAND_TIMEOUT_MS = 10_000;
 /** Write scripts sent and not yet answered (STYLE §4); more is an OverloadedError. */
@@ -55,10 +54,6 @@ export type Arg = string | Buffer;
 /** A plain Uint8Array copy of (part of) a reply buffer. */
 export function bytesOf(buf: Buffer, start = 0): Uint8Array {
   return new Uint8Array(buf.subarray(start));
-}
-
-export function checkPartition(partition: PartitionId): void {
-  assert(Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION, `partition id out of range: ${partition}`);
 }
 
 /** S13: a stored value read under `key`, checked; the value is a copy (ioredis may reuse reply buffers). */

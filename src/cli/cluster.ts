@@ -12,10 +12,12 @@
  * SIGKILL after a bounded wait. An `exit` handler SIGKILLs whatever is left.
  */
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterInfo, Db } from '../client/api.js';
 import { CliFailure, isPortFree, type SyncMode, UsageError, type UpBackendName } from './options.js';
 import { describeError } from './shell.js';
 import { ClusterStartError, type ExitInfo, logTail, ManagedProcess } from '../process/managed-process.js';
+import { nameserverArgs, storageArgs } from '../process/node-args.js';
 
 export {
   ClusterStartError,
@@ -91,19 +93,20 @@ export class LocalCluster {
       join(o.dataDir, 'nameserver'),
       join(o.dataDir, 'nameserver.stderr.log'),
       o.port,
-      (port) => [
-        '--listen', o.host,
-        '--port', String(port),
-        '--data-dir', join(o.dataDir, 'nameserver'),
-        '--partitions', String(o.partitions),
-        '--replicas', String(o.replicas),
-        '--min-write-replicas', String(o.minWriteReplicas),
-        '--initial-nodes', String(Math.max(o.replicas, o.storageIds.length)),
-        '--heartbeat-ms', String(o.heartbeatMs),
-        '--dead-after-ms', String(o.deadAfterMs),
-        ...(o.rereplicateAfterMs === undefined ? [] : ['--rereplicate-after-ms', String(o.rereplicateAfterMs)]),
-        '--log-level', o.logLevel,
-      ],
+      (port) =>
+        nameserverArgs({
+          listen: o.host,
+          port,
+          dataDir: join(o.dataDir, 'nameserver'),
+          partitions: o.partitions,
+          replicas: o.replicas,
+          minWriteReplicas: o.minWriteReplicas,
+          initialNodes: Math.max(o.replicas, o.storageIds.length),
+          heartbeatMs: o.heartbeatMs,
+          deadAfterMs: o.deadAfterMs,
+          rereplicateAfterMs: o.rereplicateAfterMs,
+          logLevel: o.logLevel,
+        }),
       this.env,
       (p, info) => this.childExited(p, info),
     );
@@ -133,19 +136,20 @@ export class LocalCluster {
       dir,
       join(o.dataDir, `${id}.stderr.log`),
       port,
-      (port) => [
-        '--nameserver', this.nameserverAddress,
-        '--listen', o.host,
-        '--port', String(port),
-        '--node-id', id,
-        '--backend', o.storageBackend?.(id) ?? o.backend,
-        '--data-dir', dir,
-        '--sync', o.sync,
-        '--heartbeat-ms', String(o.heartbeatMs),
-        '--max-value-bytes', String(o.maxValueBytes),
-        ...(o.logRetainEntries === undefined ? [] : ['--log-retain-entries', String(o.logRetainEntries)]),
-        '--log-level', o.logLevel,
-      ],
+      (port) =>
+        storageArgs({
+          nameserver: this.nameserverAddress,
+          listen: o.host,
+          port,
+          nodeId: id,
+          backend: o.storageBackend?.(id) ?? o.backend,
+          dataDir: dir,
+          sync: o.sync,
+          heartbeatMs: o.heartbeatMs,
+          maxValueBytes: o.maxValueBytes,
+          logRetainEntries: o.logRetainEntries,
+          logLevel: o.logLevel,
+        }),
       this.env,
       (proc, info) => this.childExited(proc, info),
     );
@@ -235,7 +239,7 @@ export class LocalCluster {
         }
         const left = deadline - Date.now();
         if (left <= 0) break;
-        await new Promise((r) => setTimeout(r, Math.min(100, left)));
+        await sleep(Math.min(100, left));
       }
       const seconds = Math.round(this.options.startTimeoutMs / 1000);
       throw new ClusterStartError(

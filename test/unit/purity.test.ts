@@ -32,7 +32,8 @@ function pureGlobs(): RegExp[] {
   const config = JSON.parse(readFileSync(join(ROOT, 'tsconfig.pure.json'), 'utf8')) as { include: string[] };
   return config.include.map((glob) => {
     const escaped = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-    return new RegExp(`^${escaped.replace(/\*\*\//g, '\u0000').replace(/\*/g, '[^/]*').replace(/\u0000/g, '(?:.+/)?')}$`);
+    const pattern = escaped.replace(/\*\*\//g, '\u0000').replace(/\*/g, '[^/]*').replace(/\u0000/g, '(?:.+/)?');
+    return new RegExp(`^${pattern}$`);
   });
 }
 

@@ -30,10 +30,12 @@ import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { checkHistory, type CheckResult, formatHistoryLine, type HistoryOp } from '../check/linearizability.js';
-import { logTail, ManagedProcess } from '../cli/cluster.js';
-import { freePort, type UpBackendName } from '../cli/options.js';
-import { RedisFleet } from '../cli/redis-fleet.js';
+import { logTail, ManagedProcess } from '../process/managed-process.js';
+import { nameserverArgs, storageArgs } from '../process/node-args.js';
+import { freePort } from '../process/ports.js';
+import { RedisFleet } from '../process/redis-fleet.js';
 import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
+import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
 import { type AppliedFault, CHAOS_EXIT, type ChaosVerdict, formatReport, type UnexpectedExit, unavailability, type Window } from './report.js';
@@ -49,7 +51,7 @@ export interface ChaosOptions {
   readonly partitions: number;
   readonly replicas: number;
   /** redis: one redis-server per storage server (see the file comment). */
-  readonly backend: UpBackendName;
+  readonly backend: BackendKind;
   /** Network partitions wanted (they also need root). */
   readonly networkFaults: boolean;
   readonly faults: readonly FaultKind[];
@@ -171,23 +173,22 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     };
     const nameserver = new ManagedProcess(
       'nameserver', 'nameserver', join(dir, 'nameserver'), join(dir, 'nameserver.stderr.log'), nsPort,
-      (port) => [
-        '--listen', hostOf('nameserver'), '--port', String(port), '--data-dir', join(dir, 'nameserver'),
-        '--partitions', String(o.partitions), '--replicas', String(replicas), '--min-write-replicas', String(Math.min(2, replicas)),
-        '--initial-nodes', String(o.nodes), '--heartbeat-ms', String(o.heartbeatMs), '--dead-after-ms', String(o.deadAfterMs),
-        '--log-level', o.logLevel,
-      ],
+      (port) => nameserverArgs({
+        listen: hostOf('nameserver'), port, dataDir: join(dir, 'nameserver'), partitions: o.partitions, replicas,
+        minWriteReplicas: Math.min(2, replicas), initialNodes: o.nodes, heartbeatMs: o.heartbeatMs,
+        deadAfterMs: o.deadAfterMs, logLevel: o.logLevel,
+      }),
       env, onExit, net ? net.wrapper('nameserver') : [],
     );
     procs.push(nameserver);
     for (const id of storageIds) {
       procs.push(new ManagedProcess(
         id, 'storage', join(dir, id), join(dir, `${id}.stderr.log`), net ? STORAGE_PORT : 0,
-        (port) => [
-          '--nameserver', nameserverAddress, '--listen', hostOf(id), '--port', String(port), '--node-id', id,
-          '--backend', fleet ? fleet.backendOf(id) : o.backend, '--data-dir', join(dir, id), '--sync', 'batch', '--heartbeat-ms', String(o.heartbeatMs),
-          '--log-level', o.logLevel,
-        ],
+        (port) => storageArgs({
+          nameserver: nameserverAddress, listen: hostOf(id), port, nodeId: id,
+          backend: fleet ? fleet.backendOf(id) : o.backend, dataDir: join(dir, id), sync: 'batch',
+          heartbeatMs: o.heartbeatMs, logLevel: o.logLevel,
+        }),
         env, onExit, net ? net.wrapper(id) : [],
       ));
     }

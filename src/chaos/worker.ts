@@ -17,6 +17,7 @@
  *    once more (clients `final-<key>`), sends the rest of the history and exits.
  * The worker exits when the runner goes away (its IPC channel closes).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, DstoreError, type Db, mayHaveApplied } from '../client/index.js';
 import { RpcPool } from '../rpc/transport.js';
 import { tokenField } from '../rpc/token.js';
@@ -31,7 +32,6 @@ const ERROR_PAUSE_MS = 50;
 const config = JSON.parse(process.argv[2] ?? '{}') as WorkerConfig;
 const origin = BigInt(config.originNs);
 const now = (): number => monotonicMs(origin);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 function send(m: FromWorker): void {
   process.send?.(m);

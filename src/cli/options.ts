@@ -8,21 +8,10 @@ import { InvalidArgumentError as CommanderArgumentError, Option } from 'commande
 import { createServer } from 'node:net';
 import { REDIS_URL_FORM, isRedisUrl, parseRedisUrl } from '../storage/redis-url.js';
 
-/** A failure at run time that needs no stack trace, e.g. a port in use (exit code 1, `error: …`). */
-export class CliFailure extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'CliFailure';
-  }
-}
+import { CliFailure, UsageError } from '../process/errors.js';
+import { freePort } from '../process/ports.js';
 
-/** Invalid command-line input found after parsing (exit code 2, one line on stderr). */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+export { CliFailure, UsageError, freePort };
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const BACKENDS = ['lmdb', 'memory'] as const;
@@ -157,20 +146,6 @@ export function isPortFree(host: string, port: number): Promise<boolean> {
     });
     server.listen({ host, port, exclusive: true }, () => {
       server.close(() => resolve(true));
-    });
-  });
-}
-
-/** A port the OS considers free on `host` right now. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not read the bound port'))));
     });
   });
 }

@@ -15,7 +15,7 @@ import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.
 import { openDb } from './commands.js';
 import { colourWanted, makeStyle, table, type Style } from './format.js';
 import { MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, type UpBackendName, UsageError } from './options.js';
-import { RedisFleet } from './redis-fleet.js';
+import { RedisFleet } from '../process/redis-fleet.js';
 import { Shell, type ShellCommand, type ShellContext } from './shell.js';
 import { quoteArg, type Token } from './tokenize.js';
 

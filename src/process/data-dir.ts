@@ -27,6 +27,7 @@ import { accessSync, constants, mkdirSync, realpathSync, statSync, unlinkSync } 
 import { createConnection, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A data dir that cannot be used: bad path, not creatable, not writable, held by another process. Bad input (exit code 2). */
 export class DataDirError extends Error {
@@ -265,6 +266,6 @@ export async function waitUntilUnlocked(dir: string, timeoutMs: number, onWait: 
       if (!told) onWait(err);
       told = true;
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 }

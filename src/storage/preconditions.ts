@@ -14,12 +14,17 @@ import {
   InvariantViolation,
   assert,
   assertNever,
-  epoch as toEpoch,
-  seq as toSeq,
 } from '../core/types.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta, SnapshotItem } from './backend.js';
 
-export const ZERO_POSITION: LogPosition = { seq: toSeq(0), epoch: toEpoch(0) };
+export { ZERO_POSITION } from '../core/replica/log.js';
+
+/** The largest partition id a backend stores (its keys hold it in 4 bytes; one value is kept free). */
+export const MAX_PARTITION = 0xffff_fffe;
+
+export function checkPartition(partition: PartitionId): void {
+  assert(Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION, `partition id out of range: ${partition}`);
+}
 
 /**
  * S10: the longest client id a backend stores, in UTF-8 bytes. The rpc schema admits at

@@ -9,8 +9,8 @@
  *   the Redis client, ioredis, and its helper packages) is a storage failure: logged as such, the server goes unhealthy
  *   and reopens its backend with backoff, exactly as for a failed batch (the failed batch
  *   itself is reported to its caller too; a second report of one failure does nothing);
- * - anything else is a bug in dstore: logged at fatal level with its stack, and the process
- *   exits 70 (as for a broken invariant, STYLE §3), never silently.
+ * - anything else is a bug in dstore: logged at fatal level with its stack, and reported to
+ *   `onFatal`, which exits 70 (as for a broken invariant, STYLE §3), never silently.
  */
 import type { Logger } from '../process/log.js';
 
@@ -35,9 +35,14 @@ export function isStorageEngineRejection(reason: unknown): reason is Error {
 
 /**
  * Installs the policy for this process; returns its removal (for close). `onStorageFailure`
- * makes the server unhealthy (it ignores a failure it already handles).
+ * makes the server unhealthy (it ignores a failure it already handles); `onFatal` ends the
+ * process on any other rejection (the entry point passes exitOnFatal, src/process/fatal.ts).
  */
-export function guardRejections(log: Logger, onStorageFailure: (err: Error) => void): () => void {
+export function guardRejections(
+  log: Logger,
+  onStorageFailure: (err: Error) => void,
+  onFatal: (err: Error) => void,
+): () => void {
   const listener = (reason: unknown): void => {
     if (isStorageEngineRejection(reason)) {
       log.error({ err: reason.message, stack: reason.stack }, 'unhandled rejection inside the storage engine: treated as a storage failure');
@@ -46,9 +51,7 @@ export function guardRejections(log: Logger, onStorageFailure: (err: Error) => v
     }
     const err = reason instanceof Error ? reason : new Error(String(reason));
     log.fatal({ err: err.message, stack: err.stack }, 'unhandled promise rejection (a bug); exiting 70');
-    process.exitCode = 70;
-    // Give pino's asynchronous file destination a turn to write the line.
-    setImmediate(() => process.exit(70));
+    onFatal(err);
   };
   process.on('unhandledRejection', listener);
   return () => {

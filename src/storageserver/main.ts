@@ -2,6 +2,7 @@
  * Entry point of `dstore storage`: opens the backend and starts the storage server.
  */
 import { openDataDir } from '../process/data-dir.js';
+import { exitOnFatal } from '../process/fatal.js';
 import { createLogger } from '../process/log.js';
 import { guardRejections } from './crash-guard.js';
 import { openBackend } from '../storage/open.js';
@@ -45,7 +46,7 @@ async function startStorageServer(options: RunStorageServerOptions): Promise<{ p
   // exit; installed before the backend opens, since opening writes (format record, upgrade).
   // A storage failure before the server exists is the open's own: it fails, and says why.
   let server: StorageServer | undefined;
-  const unguard = guardRejections(log, (err) => server?.reportStorageFailure(err));
+  const unguard = guardRejections(log, (err) => server?.reportStorageFailure(err), () => exitOnFatal());
   let backend: Awaited<ReturnType<typeof open>>;
   try {
     backend = await open();

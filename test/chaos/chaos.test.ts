@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runChaos } from '../../src/chaos/run.js';
 import type { FaultKind } from '../../src/chaos/schedule.js';
-import { findRedisServer } from '../../src/storage/redis-server.js';
+import { findRedisServer } from '../../src/process/redis-server.js';
 
 /** The kinds of issue 5, so seed 7's schedule stays the one this test was written for. */
 const FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split'];

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CliFailure } from '../../src/cli/options.js';
-import { RedisFleet } from '../../src/cli/redis-fleet.js';
+import { RedisFleet } from '../../src/process/redis-fleet.js';
 import { REDIS_SKIP, redisInstalled } from '../storage/redis-server.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

@@ -7,26 +7,16 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect, type Db } from '../../src/client/index.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import { RpcPool } from '../../src/rpc/transport.js';
+import { freePort } from '../../src/process/ports.js';
 
 export const MAIN = resolve('dist/src/cli/main.js');
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => res(port));
-    });
-  });
-}
+export { freePort };
 
 /** Polls `condition` every `intervalMs` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(what: string, condition: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {

@@ -31,7 +31,7 @@ import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { Db } from '../../src/client/api.js';
 import { partitionOf } from '../../src/core/partitioning.js';
-import { RedisServer } from '../../src/storage/redis-server.js';
+import { RedisServer } from '../../src/process/redis-server.js';
 import { REDIS_SKIP, redisInstalled } from '../storage/redis-server.js';
 import { LocalCluster, waitFor } from './cluster.js';
 import { flipInFile, OpHistory, ReadWriteLoad } from './corruption-harness.js';

@@ -10,6 +10,7 @@
  * definitely failed must never show up; no two acknowledged writes of one partition may
  * share a version (a new primary reusing a sequence number would lose one of them).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DstoreError, type Db, mayHaveApplied } from '../../src/client/index.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import type { LocalCluster } from './cluster.js';
@@ -41,7 +42,6 @@ export const TIMING = {
   deadAfterMs: Number(process.env.DSTORE_TEST_DEAD_AFTER_MS ?? 2000),
 } as const;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 
 export function classify(err: unknown): Outcome {
   // S9: OUTCOME_UNKNOWN is what the client reports when a retry may have been applied; a bare

@@ -25,7 +25,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { RedisServer } from '../../src/storage/redis-server.js';
+import { RedisServer } from '../../src/process/redis-server.js';
 import { REDIS_SKIP, redisInstalled } from '../storage/redis-server.js';
 import { LocalCluster, membersOf } from './cluster.js';
 import { Clock, disturbance, History, keysByPartition, reportRecovery, TIMING, watchReplicated, withLogsOnFailure, WriteLoad } from './failures-harness.js';

@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import { ConnectionClosedError, InvalidArgumentError, ValueTooLargeError } from '../../src/core/errors.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, encodeFrame, packBody } from '../../src/rpc/frame.js';
 import { OVERSIZED_PREFIX_BYTES, peekCall, valueTooLargeForPut } from '../../src/rpc/oversized.js';
+import { MiB } from '../../src/core/limits.js';
 import { RpcConnection, RpcServer } from '../../src/rpc/transport.js';
 import { Rng, seedFromEnv } from './helpers.js';
 
-const MiB = 1024 * 1024;
 
 test('peekCall reads the id and a put value\'s length from a cut-off envelope; garbage gives undefined, never a throw', () => {
   const key = Buffer.alloc(1024, 0x6b);

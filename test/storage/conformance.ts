@@ -42,7 +42,7 @@ import {
 } from '../../src/core/types.js';
 import { type Backend, type BatchOp, type DedupRecord, type LogPosition, type PartitionMeta, type SnapshotItem, isCorruptRecord } from '../../src/storage/backend.js';
 import { MAX_CLIENT_ID_BYTES } from '../../src/storage/preconditions.js';
-import { SCAN_VERIFY_BATCH_BYTES } from '../../src/core/limits.js';
+import { MiB, SCAN_VERIFY_BATCH_BYTES } from '../../src/core/limits.js';
 
 export interface BackendHarness {
   readonly backend: Backend;
@@ -70,7 +70,6 @@ export interface BackendHarness {
 const P1 = partitionId(1);
 const P2 = partitionId(2);
 const P3 = partitionId(3);
-const MiB = 1024 * 1024;
 /** Upper bound on pages any helper walks; far above what a test writes. */
 const MAX_PAGES = 10_000;
 

@@ -10,7 +10,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { REDIS_INSTALL_HINT, RedisServer, type RedisServerOptions, findRedisServer } from '../../src/storage/redis-server.js';
+import { REDIS_INSTALL_HINT, RedisServer, type RedisServerOptions, findRedisServer } from '../../src/process/redis-server.js';
 
 export { RedisServer };
 

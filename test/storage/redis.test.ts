@@ -23,6 +23,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError, StorageFailureError } from '../../src/core/errors.js';
 import { type LogEntry, InvariantViolation, seq } from '../../src/core/types.js';
 import type { Backend, BatchOp, SnapshotItem, SyncMode } from '../../src/storage/backend.js';
@@ -128,7 +129,6 @@ async function checkLoadPrefix(backend: Backend): Promise<number> {
   return n;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 if (!redisInstalled) {
   test('redis backend', { skip: REDIS_SKIP }, () => undefined);

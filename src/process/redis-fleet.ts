@@ -7,8 +7,8 @@
  * installed, `up` stops before starting anything and says how to install it.
  */
 import { join } from 'node:path';
-import { REDIS_INSTALL_HINT, RedisServer, findRedisServer } from '../storage/redis-server.js';
-import { CliFailure } from './options.js';
+import { REDIS_INSTALL_HINT, RedisServer, findRedisServer } from './redis-server.js';
+import { CliFailure } from './errors.js';
 
 /** Bound on one redis-server's clean shutdown before SIGKILL, in ms. */
 const STOP_TIMEOUT_MS = 10_000;

@@ -11,8 +11,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './ports.js';
 
 /** How to install redis-server, for messages. */
 export const REDIS_INSTALL_HINT = 'install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)';
@@ -77,19 +79,6 @@ function installExitGuard(): void {
   });
 }
 
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not read the bound port'))));
-    });
-  });
-}
-
 /**
  * The pid of the Redis answering on host:port (INFO server over a raw socket), or
  * undefined while nothing answers or it is still loading. The pid tells our server from
@@ -150,7 +139,7 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
     } catch {
       return true;
     }
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await sleep(POLL_MS);
   }
   return false;
 }
@@ -207,7 +196,7 @@ export class RedisServer {
   /** Starts it again (after kill or stop) on the same port with the same dir. */
   async restart(): Promise<void> {
     // A process just killed may not have reported its exit yet.
-    if (this.running) await Promise.race([this.exited, new Promise((r) => setTimeout(r, DEFAULT_STOP_TIMEOUT_MS).unref())]);
+    if (this.running) await Promise.race([this.exited, sleep(DEFAULT_STOP_TIMEOUT_MS, undefined, { ref: false })]);
     if (this.running) throw new Error(`redis-server on port ${this.port} is still running`);
     await this.startProcess();
   }
@@ -299,7 +288,7 @@ export class RedisServer {
     while (Date.now() < deadline) {
       if (exitInfo !== undefined) return `it exited (${exitInfo}): ${logTail(join(this.dir, 'redis.log'))}`;
       if ((await serverPid(this.host, port, 500)) === child.pid) return undefined;
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await sleep(POLL_MS);
     }
     this.kill('SIGKILL');
     await this.exited;

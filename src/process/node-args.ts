@@ -1,0 +1,70 @@
+/**
+ * The command lines of the two roles (`dstore nameserver …`, `dstore storage …`) as a local
+ * cluster starts them: one list of flags per role, for `dstore up`/`bench --spawn`
+ * (src/cli/cluster.ts) and chaos (src/chaos/run.ts). An undefined field is left out (the
+ * role's default applies).
+ */
+
+export interface NameserverArgs {
+  readonly listen?: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas?: number;
+  readonly initialNodes: number;
+  readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+  readonly rereplicateAfterMs?: number;
+  readonly logLevel: string;
+}
+
+export interface StorageArgs {
+  readonly nameserver: string;
+  readonly listen?: string;
+  readonly port: number;
+  readonly nodeId: string;
+  readonly backend: string;
+  readonly dataDir: string;
+  readonly sync?: string;
+  readonly heartbeatMs: number;
+  readonly maxValueBytes?: number;
+  readonly logRetainEntries?: number;
+  readonly logLevel: string;
+}
+
+function flag(name: string, value: string | number | undefined): string[] {
+  return value === undefined ? [] : [name, String(value)];
+}
+
+export function nameserverArgs(o: NameserverArgs): string[] {
+  return [
+    ...flag('--listen', o.listen),
+    ...flag('--port', o.port),
+    ...flag('--data-dir', o.dataDir),
+    ...flag('--partitions', o.partitions),
+    ...flag('--replicas', o.replicas),
+    ...flag('--min-write-replicas', o.minWriteReplicas),
+    ...flag('--initial-nodes', o.initialNodes),
+    ...flag('--heartbeat-ms', o.heartbeatMs),
+    ...flag('--dead-after-ms', o.deadAfterMs),
+    ...flag('--rereplicate-after-ms', o.rereplicateAfterMs),
+    ...flag('--log-level', o.logLevel),
+  ];
+}
+
+export function storageArgs(o: StorageArgs): string[] {
+  return [
+    ...flag('--nameserver', o.nameserver),
+    ...flag('--listen', o.listen),
+    ...flag('--port', o.port),
+    ...flag('--node-id', o.nodeId),
+    ...flag('--backend', o.backend),
+    ...flag('--data-dir', o.dataDir),
+    ...flag('--sync', o.sync),
+    ...flag('--heartbeat-ms', o.heartbeatMs),
+    ...flag('--max-value-bytes', o.maxValueBytes),
+    ...flag('--log-retain-entries', o.logRetainEntries),
+    ...flag('--log-level', o.logLevel),
+  ];
+}

@@ -93,6 +93,9 @@ test('a batch Redis did not confirm is never acknowledged, nor anything after it
     assert.equal(writer.failure, err);
 
     // Redis back from its AOF: the confirmed batch is there, the failed one whole or not at all.
+    // The failed backend is closed first, as the storage server's reload does: left open, its
+    // client reconnects to the restarted Redis and the reopen sees another dstore using it.
+    await backend.close().catch(() => undefined);
     await within('redis-server to restart', server.restart());
     const reopened = await open();
     const state = new Map((await reopened.partitions()).map((s) => [s.partition, s]));

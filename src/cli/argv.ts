@@ -57,6 +57,7 @@ function isValidUtf8(bytes: Uint8Array): boolean {
 export function findInvalidUtf8Arg(args: readonly string[], raw: readonly Uint8Array[] | undefined): { index: number; text: string; rawHex?: string } | undefined {
   const rawArgs = raw && raw.length >= args.length ? raw.slice(raw.length - args.length) : undefined;
   // The raw arguments must decode to exactly what Node gave us, else they are not ours.
+  // biome-ignore lint/complexity/useOptionalChain: the explicit check narrows rawArgs for the lines below.
   const lined = rawArgs !== undefined && rawArgs.every((r, i) => lossyUtf8.decode(r) === args[i]);
   for (const [index, text] of args.entries()) {
     if (!text.includes(REPLACEMENT)) continue;

@@ -389,7 +389,7 @@ Examples:
       settleTimeoutMs: number; checkBudgetMs: number; deleteExisted?: boolean; dataDir?: string; keep?: boolean; logLevel: string;
     }) => {
       const { parseFaultKinds } = await import('../chaos/schedule.js');
-      let faults;
+      let faults: ReturnType<typeof parseFaultKinds>;
       try {
         faults = parseFaultKinds(o.faults);
       } catch (err) {

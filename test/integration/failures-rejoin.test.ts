@@ -20,7 +20,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LocalCluster, membersOf, waitFor } from './cluster.js';
+import { type ClusterMap, LocalCluster, membersOf, waitFor } from './cluster.js';
 import { History, keysByPartition, reportRecovery, withLogsOnFailure, TIMING, WriteLoad } from './failures-harness.js';
 
 const P = 16;
@@ -113,7 +113,7 @@ test('4 storage servers, R=3, one SIGKILLed for good: after the grace period eve
     await new Promise((r) => setTimeout(r, 2000)); // data on every replica before the loss
     const killedAt = Date.now();
     await cluster.kill(victim, 'SIGKILL');
-    let map;
+    let map: ClusterMap;
     try {
       map = await waitFor(`every partition to have 3 replicas again, none on ${victim}`, async () => {
         const m = await cluster.map();

@@ -114,7 +114,7 @@ function replay(a: Args): number {
   console.log(describeKnobs(seed, r.knobs));
   console.log('');
   if (a.history) {
-    writeFileSync(a.history, r.history.map(formatHistoryLine).join('\n') + '\n');
+    writeFileSync(a.history, `${r.history.map(formatHistoryLine).join('\n')}\n`);
     console.log(`history: ${r.history.length} operations written to ${a.history}`);
   }
   printRun(summarize(r));

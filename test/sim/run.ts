@@ -304,7 +304,7 @@ export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], kn
     // incarnation id in acks or promotion requests).
     for (const s2 of c.secondaries) {
       const r = byId.get(s2)?.replicas.get(p);
-      if (r && r.active && r.epoch === c.epoch && r.role === 'secondary' && r.lastSeq < primary.log.base.seq) {
+      if (r?.active && r.epoch === c.epoch && r.role === 'secondary' && r.lastSeq < primary.log.base.seq) {
         return { kind: 'liveness:secondary-needs-truncated-entries', text: `partition ${p}: secondary ${s2} holds entries up to ${r.lastSeq} but the primary's log starts after ${primary.log.base.seq}: it can never catch up, and nothing removes it (S12), so the primary never commits (and never serves) again` };
       }
     }
@@ -356,7 +356,7 @@ function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs:
     if (1 + c.secondaries.length < Math.min(knobs.settings.replicas, nodes.length)) return `${where}: fewer than R members`;
     const primaryNode = byId.get(c.primary)!;
     const primary = primaryNode.replicas.get(p);
-    if (!primary || !primary.active || primary.role !== 'primary' || primary.epoch !== c.epoch) return `${where}: ${c.primary} is not acting as its primary (${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`;
+    if (!primary?.active || primary.role !== 'primary' || primary.epoch !== c.epoch) return `${where}: ${c.primary} is not acting as its primary (${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`;
     if (!primary.serving) return `${where}: the primary is not serving yet`;
     if (primary.commitSeq !== primary.lastSeq || primary.appliedSeq !== primary.commitSeq) return `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, applied ${primary.appliedSeq}`;
     const digest = primaryNode.disk.digest(p);
@@ -364,7 +364,7 @@ function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs:
     for (const s of c.secondaries) {
       const node = byId.get(s)!;
       const r = node.replicas.get(p);
-      if (!r || !r.active || r.role !== 'secondary' || r.epoch !== c.epoch) return `${where}: ${s} is not acting as its secondary (${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`;
+      if (!r?.active || r.role !== 'secondary' || r.epoch !== c.epoch) return `${where}: ${s} is not acting as its secondary (${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`;
       if (r.appliedSeq !== primary.commitSeq) return `${where}: ${s} applied ${r.appliedSeq} of ${primary.commitSeq}`;
       if ((node.disk.parts.get(p)?.applied.seq ?? 0) !== r.appliedSeq) return `${where}: ${s}'s applies are not all durable yet`;
       if (node.disk.digest(p) !== digest) return `${where}: ${s} holds {${node.disk.digest(p)}} but the primary holds {${digest}}`;

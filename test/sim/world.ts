@@ -184,7 +184,7 @@ export class World {
   private dispatch(e: SimEvent): void {
     if (e.owner !== 'world') {
       const ep = this.endpoints.get(e.owner);
-      if (!ep || !ep.up) return;
+      if (!ep?.up) return;
       if (e.inc !== null && e.inc !== ep.inc) return;
       if (ep.paused) {
         ep.held.push(e);

@@ -105,14 +105,12 @@ export class Nameserver {
   map: PersistedMap;
   readonly nodes = new Map<NodeId, NodeRecord>();
   private readonly opts: NameserverOptions;
-  private readonly startedMs: number;
   /** When each partition was first seen with fewer than R replicas (not persisted). */
   private readonly underSinceMs = new Map<PartitionId, number>();
 
   constructor(map: PersistedMap, opts: NameserverOptions, nowMs: number) {
     this.map = map;
     this.opts = opts;
-    this.startedMs = nowMs;
     // S15: every node we knew is treated as alive for one --dead-after-ms.
     for (const [id, n] of Object.entries(map.nodes)) {
       this.nodes.set(id as NodeId, {
@@ -441,7 +439,7 @@ export class Nameserver {
    */
   private mayRejoin(id: NodeId): boolean {
     const n = this.nodes.get(id);
-    return n !== undefined && n.durable;
+    return n?.durable === true;
   }
 
   /** Partitions whose live primary reported serving in the current epoch. */

@@ -1,6 +1,6 @@
 /** What the transport's server and client share: logging, defaults, error replies. */
-import {
-  type WireError,
+import type {
+  WireError,
 } from '../../core/errors.js';
 import { MiB } from '../../core/limits.js';
 import { packBody } from '../frame.js';

@@ -2,7 +2,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import {
   ConnectionClosedError,
-  DstoreError,
+  type DstoreError,
   errorFromWire,
   InvalidArgumentError,
   MalformedMessageError,
@@ -21,7 +21,7 @@ import {
 } from '../frame.js';
 import { GreetingReader, dialerCheck, encodeGreeting, type GreetingRole } from '../handshake.js';
 import type { Codec } from '../schema.js';
-import { RpcLogger, silentLogger, RPC_DEFAULTS, defaultMaxQueuedBytes, describe, isPromiseLike } from './common.js';
+import { type RpcLogger, silentLogger, RPC_DEFAULTS, defaultMaxQueuedBytes, describe, isPromiseLike } from './common.js';
 
 // ---- client ----
 

@@ -2,9 +2,9 @@
 import {
   InvalidArgumentError,
 } from '../../core/errors.js';
-import { type GreetingRole } from '../handshake.js';
+import type { GreetingRole } from '../handshake.js';
 import { silentLogger, RPC_DEFAULTS, describe } from './common.js';
-import { RpcConnectionOptions, RpcConnection } from './connection.js';
+import { type RpcConnectionOptions, RpcConnection } from './connection.js';
 
 // ---- pool ----
 

@@ -12,7 +12,7 @@ import { GreetingReader, encodeGreeting, roleName, type GreetingRole } from '../
 import { OVERSIZED_PREFIX_BYTES, peekCall, type OversizedCallHandler } from '../oversized.js';
 import type { Codec } from '../schema.js';
 import {
-  RpcLogger,
+  type RpcLogger,
   silentLogger,
   RPC_DEFAULTS,
   defaultMaxQueuedBytes,
@@ -109,7 +109,7 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     private readonly socket: Socket,
     readonly remoteAddress: string,
     private readonly settings: ServerSettings<Req, Msg>,
-    private readonly onClosed: (connection: ServerConnection<Req, Msg>) => void,
+    onClosed: (connection: ServerConnection<Req, Msg>) => void,
   ) {
     const { maxFrameBytes, oversizedCall } = settings.options;
     this.decoder = oversizedCall ? new FrameDecoder(maxFrameBytes, this, Math.max(maxFrameBytes, OVERSIZED_SKIP_MAX_BYTES), OVERSIZED_PREFIX_BYTES) : new FrameDecoder(maxFrameBytes, this);

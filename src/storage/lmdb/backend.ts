@@ -66,14 +66,14 @@ import {
   dedupKey,
   encodeDedup,
   decodeDedup,
-  PartState,
+  type PartState,
   encodeState,
   decodeState,
   UPGRADE_CORRUPT_PREFIX,
   upgradeCorruptKey,
   positionOf,
 } from './layout.js';
-import { StateSource, Overlay, PreparedOp, Job, StagedPut, OpenSnapshot } from './jobs.js';
+import { type StateSource, Overlay, type PreparedOp, type Job, type StagedPut, type OpenSnapshot } from './jobs.js';
 import { commitFailureCause, describeCause } from './commit-failure.js';
 
 export class LmdbBackend implements Backend {

@@ -1,9 +1,9 @@
 /** The lmdb backend's write jobs and the per-transaction view of partition states they run on. */
-import { type Database } from 'lmdb';
-import {
-  type PartitionId,
+import type { Database } from 'lmdb';
+import type {
+  PartitionId,
 } from '../../core/types.js';
-import { PartState } from './layout.js';
+import type { PartState } from './layout.js';
 
 // ---------------------------------------------------------------------------------------
 // Per-transaction view of the partition states.

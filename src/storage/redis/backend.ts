@@ -39,7 +39,7 @@ import {
   compareBytes,
 } from '../preconditions.js';
 import { describeRedisUrl, parseRedisUrl } from '../redis-url.js';
-import { Client } from './lua.js';
+import type { Client } from './lua.js';
 import {
   FORMAT_VERSION,
   REDIS_MAX_KEY_BYTES,
@@ -52,7 +52,7 @@ import {
   SNAPSHOT_FETCH_KEYS,
   SNAPSHOT_FETCH_BYTES,
   MAX_PARTITIONS_AT_OPEN,
-  Arg,
+  type Arg,
   bytesOf,
   decodeValue,
   decodeEntry,
@@ -60,15 +60,15 @@ import {
   decodeDedupTable,
   decodeMeta,
   lexAfter,
-  EpochRun,
-  PartState,
+  type EpochRun,
+  type PartState,
   epochAt,
   appendRuns,
   runsBefore,
   runsAfter,
   stateFields,
-  Plan,
-  Durability,
+  type Plan,
+  type Durability,
 } from './layout.js';
 import { lastErrors, noteError, createClient, connectWithin, checkConfig, checkNoOtherOwner } from './connection.js';
 
@@ -693,6 +693,7 @@ export function emptySnapshot(): Snapshot {
   return {
     applied: ZERO_POSITION,
     dedup: [],
+    // biome-ignore lint/correctness/useYield: an empty partition's snapshot has no page to yield.
     async *items(pageItems: number): AsyncIterable<readonly SnapshotItem[]> {
       checkPageLimit('snapshot items', pageItems);
     },

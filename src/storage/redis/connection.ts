@@ -1,9 +1,9 @@
 /** The redis backend's connection: the client, connecting, and the checks of the server's setup. */
 import { Redis } from 'ioredis';
 import { StorageFailureError } from '../../core/errors.js';
-import { type RedisUrl } from '../redis-url.js';
-import { SCRIPTS, Client } from './lua.js';
-import { RECONNECT_FIRST_MS, RECONNECT_MAX_MS, Durability } from './layout.js';
+import type { RedisUrl } from '../redis-url.js';
+import { SCRIPTS, type Client } from './lua.js';
+import { RECONNECT_FIRST_MS, RECONNECT_MAX_MS, type Durability } from './layout.js';
 import { messageOf } from './backend.js';
 
 /** Redis is set up so that dstore cannot keep its promises on it; the message says how to fix it. */
@@ -92,7 +92,7 @@ export async function configValue(redis: Client, name: string): Promise<string |
  */
 export async function checkConfig(redis: Client, sync: 'batch' | 'none', where: string): Promise<Durability> {
   const policy = await configValue(redis, 'maxmemory-policy');
-  if (policy !== undefined && policy.startsWith('allkeys-')) {
+  if (policy?.startsWith('allkeys-')) {
     throw new RedisSetupError(
       `Redis at ${where} runs maxmemory-policy ${policy}, so it may evict dstore's data when full; ` +
         `set maxmemory-policy noeviction (redis.conf, or CONFIG SET maxmemory-policy noeviction): a full Redis then fails writes instead`,

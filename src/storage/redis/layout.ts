@@ -161,7 +161,7 @@ export function runsBefore(runs: readonly EpochRun[], fromSeq: number): readonly
 
 /** The runs of entries after `baseSeq`. */
 export function runsAfter(runs: readonly EpochRun[], baseSeq: number): readonly EpochRun[] {
-  return runs.filter((r, i) => (runs[i + 1]?.fromSeq ?? Number.POSITIVE_INFINITY) > baseSeq + 1);
+  return runs.filter((_r, i) => (runs[i + 1]?.fromSeq ?? Number.POSITIVE_INFINITY) > baseSeq + 1);
 }
 
 export function stateFields(s: PartState): string[] {

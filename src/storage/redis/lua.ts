@@ -1,6 +1,6 @@
 /** The Lua scripts of the redis backend (redis.ts describes the key layout they keep). */
-import { Redis } from 'ioredis';
-import { Arg } from './layout.js';
+import type { Redis } from 'ioredis';
+import type { Arg } from './layout.js';
 
 // ---------------------------------------------------------------------------------------
 // Lua. Scripts read and write keys they build themselves (a standalone Redis, not a

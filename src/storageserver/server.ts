@@ -26,13 +26,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { type WireError, DstoreError, errorFromWire, InvalidArgumentError, NodeIdInUseError, MalformedMessageError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnauthorizedError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
+import { DstoreError, InvalidArgumentError, NodeIdInUseError, MalformedMessageError, NotPrimaryError, OverloadedError, UnauthorizedError, UnavailableError } from '../core/errors.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
-import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
-import { Replica, type ReplicaInput, type ReplicaOutput } from '../core/replica/replica.js';
-import { InvariantViolation, type Epoch, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
+import type { ReplicaRecovery } from '../core/replica/replica.js';
+import { type Epoch, type InvariantViolation, type NodeId, type PartitionId, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { DataDirError } from '../process/data-dir.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
@@ -54,7 +53,9 @@ import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
 import { valueTooLargeForPut } from '../rpc/oversized.js';
 import { type Backend, type DedupRecord, type PartitionState, type Snapshot, type SnapshotItem, isCorruptRecord } from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
-import { BatchWriter, type BatchDone } from './writer.js';
+import { type HostEffect, type NameserverAsk, type StorageHealth, RECOVER_FIRST_MS, RECOVER_MAX_MS, StorageHost, recoveryOf } from './host.js';
+
+export type { StorageHealth } from './host.js';
 
 export interface StorageServerConfig {
   readonly nameserver: string;
@@ -78,27 +79,13 @@ const registerReply = codec(RegisterReply);
 const heartbeatReply = codec(HeartbeatReplySchema);
 const confirmEpochReply = codec(ConfirmEpochReply);
 const promoteReply = codec(PromoteReply);
-/** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
-const MAX_DELETE_RESULTS = 100_000;
 const snapshotReadReply = codec(SnapshotReadReply);
 
-interface Waiter {
+/** The driver's handle of a waiting client call: the host answers it through an effect. */
+interface Handle {
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: Error) => void;
-  readonly partition: PartitionId;
-  /** A write's outcome is unknown once storage failed (S9); a read simply failed. */
-  readonly write: boolean;
 }
-
-/** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
-const RECOVER_FIRST_MS = 100;
-const RECOVER_MAX_MS = 5000;
-/**
- * A failure within this long of recovering from the last one continues its backoff instead
- * of starting over, so a disk that fails again at the first writes after a reopen (still
- * full) is not reopened ten times a second (issue 9).
- */
-const RECOVER_STABLE_MS = 30_000;
 /** An lmdb data dir whose filesystem has less free space than this is still full (issue 9). */
 const MIN_FREE_BYTES_TO_REOPEN = 1024 * 1024;
 /** After this many failed reopen attempts in a row (hours at RECOVER_MAX_MS) the process exits. */
@@ -115,10 +102,6 @@ const MAX_SNAPSHOT_SESSIONS = 64;
 /** Longest failure reason sent in a heartbeat. */
 const MAX_REASON_CHARS = 500;
 
-export type StorageHealth =
-  | { readonly state: 'healthy' }
-  | { readonly state: 'unhealthy'; readonly reason: string; readonly sinceMs: number; readonly attempts: number };
-
 /** Reads the node id kept in the data dir, or creates it (from the flag or at random). */
 export function loadNodeId(dataDir: string, requested?: string): NodeId {
   const path = join(dataDir, 'node-id');
@@ -134,38 +117,16 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
 
 export class StorageServer {
   readonly nodeId: NodeId;
-  /** New at every start and every reload after a storage failure (S4, S7). */
-  incarnation = randomBytes(8).toString('hex');
   private readonly limits: Limits;
-  private readonly replicas = new Map<PartitionId, Replica>();
-  private readonly recoveries = new Map<PartitionId, PartitionState>();
+  /** What the server decides (host.ts); this class executes its effects. */
+  private readonly host: StorageHost<Handle>;
   /** Whether the backend held any partition when it was (re)opened (see loadLogs). */
   private storeHoldsData = false;
   private readonly addresses = new Map<NodeId, string>();
-  private readonly waiters = new Map<number, Waiter>();
-  private readonly deleteResults = new Map<string, boolean>();
-  private readonly dirty = new Set<PartitionId>();
-  private writer: BatchWriter;
-  /** Bumped by every storage failure: async work of an older life must not step a replica. */
-  private life = 0;
-  private health: StorageHealth = { state: 'healthy' };
-  /** When storage last became healthy again after a failure, and the backoff it ended at. */
-  private recoveredMs = 0;
-  private recoveredDelayMs = RECOVER_FIRST_MS;
-  /**
-   * The incarnation whose storage failed: unhealthy heartbeats name it, never the one a
-   * reload is registering, so one sent while the reload registers cannot mark the new
-   * incarnation failed at the nameserver (it would never count as alive again).
-   */
-  private failedIncarnation = '';
+  /** Batches being written (close waits for them). */
+  private batchesInFlight = 0;
   private readonly pool: RpcPool;
   private server: RpcServer | undefined;
-  private nextRequestId = 1;
-  private partitions = 0;
-  private minWriteReplicas = 1;
-  /** §4: the nameserver's --dead-after-ms; a primary asks to remove a secondary silent that long. */
-  private removeSilentAfterMs = 0;
-  private flushScheduled = false;
   private timers: NodeJS.Timeout[] = [];
   private readonly startedMs = Date.now();
   private advertised = '';
@@ -185,7 +146,7 @@ export class StorageServer {
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
     this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
-    this.writer = this.newWriter();
+    this.host = new StorageHost<Handle>({ nodeId: this.nodeId, limits: this.limits, now: Date.now, newIncarnation: () => randomBytes(8).toString('hex') });
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
   }
 
@@ -217,7 +178,7 @@ export class StorageServer {
     for (const t of this.timers) clearInterval(t);
     await this.server?.close();
     this.pool.close();
-    await this.writer.idle();
+    for (let i = 0; i < 10_000 && this.batchesInFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
     await this.closeIdleSnapshotSessions(0);
     await this.backend.close();
   }
@@ -227,12 +188,17 @@ export class StorageServer {
    * engine's own code): unhealthy, exactly as for a failed batch; ignored while unhealthy.
    */
   reportStorageFailure(err: Error): void {
-    this.onStorageFailure(err, this.life);
+    this.onStorageFailure(err, this.host.life);
   }
 
   /** Whether the backend is usable; `stats` and heartbeats report it. */
   get storageHealth(): StorageHealth {
-    return this.health;
+    return this.host.health;
+  }
+
+  /** New at every start and every reload after a storage failure (S4, S7). */
+  get incarnation(): string {
+    return this.host.incarnation;
   }
 
   // ---- nameserver ----
@@ -269,20 +235,11 @@ export class StorageServer {
     // bounded by callTimeoutMs, the pause between attempts by REGISTER_BACKOFF_MAX_MS.
     for (let attempt = 1; ; attempt++) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable && this.storeHoldsData, maxValueBytes: this.limits.maxValueBytes, activePartitions: [...this.replicas.values()].filter((r) => r.activatedOnce).map((r) => r.partition) });
+        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable && this.storeHoldsData, maxValueBytes: this.limits.maxValueBytes, activePartitions: this.host.activePartitions() });
         const r = registerReply.decode(raw);
         if (!r.ok) throw new InvalidArgumentError(`nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`);
-        this.partitions = r.value.partitions;
-        this.minWriteReplicas = r.value.minWriteReplicas;
-        this.removeSilentAfterMs = r.value.deadAfterMs ?? 0;
-        this.log.info({ clusterId: r.value.clusterId, partitions: this.partitions, incarnation: this.incarnation, attempts: attempt, waitedMs: Date.now() - startedMs }, 'registered with the nameserver');
-        if (this.health.state !== 'healthy') {
-          this.log.info({ unhealthyMs: Date.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
-          this.health = { state: 'healthy' };
-          this.recoveredMs = Date.now();
-        }
-        // S4: recovered replicas exist from now on, inactive until a configuration arrives.
-        for (const p of this.recoveries.keys()) this.replica(p);
+        this.log.info({ clusterId: r.value.clusterId, partitions: r.value.partitions, incarnation: this.incarnation, attempts: attempt, waitedMs: Date.now() - startedMs }, 'registered with the nameserver');
+        this.run(this.host.registered(r.value));
         return;
       } catch (err) {
         if (this.closed) throw err;
@@ -320,10 +277,10 @@ export class StorageServer {
   private heartbeating = false;
 
   private async heartbeat(): Promise<void> {
-    if (this.heartbeating || this.closed || this.partitions === 0) return;
-    if (this.health.state !== 'healthy') return this.heartbeatUnhealthy(this.health);
+    if (this.heartbeating || this.closed || this.host.partitions === 0) return;
+    if (this.host.health.state !== 'healthy') return this.heartbeatUnhealthy(this.host.health);
     this.heartbeating = true;
-    const life = this.life;
+    const life = this.host.life;
     try {
       const health = this.backend.health?.();
       if (health && (health.broken !== undefined || !health.connected)) {
@@ -331,7 +288,7 @@ export class StorageServer {
         this.onStorageFailure(new Error(health.broken ?? `backend not connected${health.lastError ? `: ${health.lastError}` : ''}`), life);
         return;
       }
-      const progress = [...this.replicas.values()].map((r) => r.progress());
+      const progress = this.host.progress();
       const raw = await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.incarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress });
       if (this.nameserverDown) this.log.info({}, 'nameserver reachable again');
       this.nameserverDown = false;
@@ -342,11 +299,7 @@ export class StorageServer {
         return await this.register();
       }
       for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
-      if (life !== this.life) return; // storage failed meanwhile: these configurations are for replicas gone
-      for (const c of r.value.configs) {
-        const config = toConfig(c);
-        this.step(config.partition, { kind: 'configure', config });
-      }
+      this.run(this.host.configure(life, r.value.configs.map(toConfig)));
       void this.refreshKeyCount();
     } catch (err) {
       if (!this.nameserverDown) this.log.warn({ err: (err as Error).message }, 'heartbeat failed; serving on with the configurations we have');
@@ -363,7 +316,7 @@ export class StorageServer {
   private async heartbeatUnhealthy(health: Extract<StorageHealth, { state: 'unhealthy' }>): Promise<void> {
     this.heartbeating = true;
     try {
-      await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.failedIncarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress: [], unhealthy: health.reason.slice(0, MAX_REASON_CHARS) });
+      await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.host.failedIncarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress: [], unhealthy: health.reason.slice(0, MAX_REASON_CHARS) });
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'unhealthy heartbeat not delivered');
     } finally {
@@ -374,7 +327,7 @@ export class StorageServer {
   private async refreshKeyCount(): Promise<void> {
     let total = 0;
     try {
-      for (const r of this.replicas.values()) if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
+      for (const r of this.host.replicas.values()) if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
       this.keyCount = total;
     } catch (err) {
       // Reads may fail while the backend is away; the next heartbeat tries again.
@@ -382,37 +335,88 @@ export class StorageServer {
     }
   }
 
-  // ---- driving the replica cores ----
+  // ---- executing the host's effects ----
 
-  private replica(p: PartitionId): Replica {
-    let r = this.replicas.get(p);
-    if (r) return r;
-    const state = this.recoveries.get(p);
-    r = new Replica(
-      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.limits, resendAfterMs: 300, incarnation: this.incarnation, removeSilentAfterMs: this.removeSilentAfterMs },
-      state ? this.recover(state) : undefined,
+  private run(effects: ReadonlyArray<HostEffect<Handle>>): void {
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'scheduleBatch':
+          queueMicrotask(() => this.run(this.host.startBatch()));
+          break;
+        case 'writeBatch':
+          this.writeBatch(e.life, e.batch, e.ops);
+          break;
+        case 'scheduleFlush':
+          setImmediate(() => this.run(this.host.endOfTurn()));
+          break;
+        case 'send':
+          this.sendPeer(e.to, e.message);
+          break;
+        case 'answer':
+          if (e.result.ok) e.handle.resolve(e.result.value);
+          else e.handle.reject(e.result.error);
+          break;
+        case 'read':
+          void this.serveRead(e.handle, e.p, e.key);
+          break;
+        case 'readDedup':
+          void this.readDedup(e.handle, e.p, e.clientId, e.seq);
+          break;
+        case 'ask':
+          void this.ask(e.life, e.ask);
+          break;
+        case 'askLater':
+          setTimeout(() => {
+            if (!this.closed) this.run(this.host.retryAsk(e.life, e.ask));
+          }, e.afterMs);
+          break;
+        case 'fetchSnapshot':
+          void this.fetchSnapshot(e.life, e.p, e.from, e.epoch);
+          break;
+        case 'unhealthy':
+          this.log.error({ err: e.reason, backend: this.backend.kind }, 'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff');
+          void this.closeIdleSnapshotSessions(0);
+          // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
+          // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
+          void this.heartbeat();
+          void this.reloadStorage(e.life, e.firstDelayMs);
+          break;
+        case 'fatal':
+          this.onInvariantViolation(e.error);
+          break;
+        case 'defer':
+          setImmediate(() => this.run(this.host.deferred(e.life, e.p, e.input)));
+          break;
+        case 'log':
+          this.log[e.level]({ ...e.fields }, e.message);
+          break;
+      }
+    }
+  }
+
+  private writeBatch(life: number, batch: number, ops: Parameters<Backend['writeBatch']>[0]): void {
+    this.batchesInFlight += 1;
+    this.backend.writeBatch(ops).then(
+      (result) => {
+        this.batchesInFlight -= 1;
+        this.run(this.host.batchDone(life, batch, result.deletes));
+      },
+      (err: unknown) => {
+        // The in-memory state now runs ahead of the disk: stop rather than diverge.
+        this.batchesInFlight -= 1;
+        if (!this.closed) this.run(this.host.batchFailed(life, err instanceof Error ? err : new Error(String(err))));
+      },
     );
-    r.nowMs = Date.now();
-    this.replicas.set(p, r);
-    return r;
   }
 
-  private recover(state: PartitionState) {
-    const entries = this.recoveredLogs.get(state.partition) ?? [];
-    const dedup = this.recoveredDedup.get(state.partition) ?? [];
-    const recovery = { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
-    // S13: a partition found corrupt at open (a bad log record) or marked corrupt before a
-    // restart starts out of its configuration and relearns.
-    const corrupt = state.corrupt ?? state.meta?.corrupt;
-    return corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt };
+  private tick(): void {
+    this.run(this.host.tick(Date.now()));
   }
 
-  /** Log tails read at start, by partition (S3: the epoch also comes from the log). */
-  private readonly recoveredLogs = new Map<PartitionId, import('../core/types.js').LogEntry[]>();
-  private readonly recoveredDedup = new Map<PartitionId, DedupRecord[]>();
-
+  /** Log tails read at start (S3: the epoch also comes from the log), as the host's recovery. */
   private async loadLogs(): Promise<void> {
     const states = await this.backend.partitions();
+    const recoveries = new Map<PartitionId, ReplicaRecovery>();
     // S4: a store that holds no partition at all (a brand-new server, or one whose Redis was
     // flushed or whose lmdb files were deleted while its data dir kept its node id) holds
     // nothing it could have acknowledged: this incarnation registers as not durable, so the
@@ -422,7 +426,7 @@ export class StorageServer {
     for (const state of states) {
       if (state.corrupt !== undefined || state.meta?.corrupt !== undefined) {
         this.log.error({ partition: state.partition, reason: state.corrupt ?? state.meta?.corrupt }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
-        this.recoveries.set(state.partition, state);
+        recoveries.set(state.partition, recoveryOf(state, [], []));
         continue;
       }
       try {
@@ -434,170 +438,79 @@ export class StorageServer {
           entries.push(...page);
           from = page[page.length - 1]!.seq + 1;
         }
-        this.recoveredLogs.set(state.partition, entries);
-        this.recoveredDedup.set(state.partition, await this.backend.dedupTable(state.partition));
-        this.recoveries.set(state.partition, state);
+        recoveries.set(state.partition, recoveryOf(state, entries, await this.backend.dedupTable(state.partition)));
       } catch (err) {
         if (!isCorruptRecord(err)) throw err;
         // S13: a log or dedup record failed its checksum: the replica starts corrupt.
         this.log.error({ partition: state.partition, reason: err.message }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
-        this.recoveries.set(state.partition, { ...state, corrupt: err.message });
+        recoveries.set(state.partition, recoveryOf({ ...state, corrupt: err.message }, [], []));
       }
     }
+    this.host.loaded(recoveries);
   }
 
-  /**
-   * S13: a read of partition `p` met a record that failed its checksum. The replica steps
-   * out (and, as primary, hands over); the caller answers with a retryable error so the
-   * client refreshes its map and reads elsewhere. Never the bad record.
-   */
+  /** S13: a read of `p` met a corrupt record: the host steps the replica out; the caller answers with this error. */
   private onCorruptRead(p: PartitionId, err: Error): Error {
-    if (this.health.state === 'healthy' && this.replicas.has(p)) this.step(p, { kind: 'corrupt', reason: err.message });
-    return new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it; another replica does: ${err.message}`);
+    const answer = this.host.corruptRead(p, err);
+    this.run(this.host.pending());
+    return answer;
   }
 
-  private step(p: PartitionId, input: ReplicaInput): void {
-    if (this.health.state !== 'healthy') return; // no replica exists until the reload
-    const r = this.replica(p);
-    this.execute(p, r.step(input));
-    this.markDirty(p);
+  private async serveRead(handle: Handle, p: PartitionId, key: Uint8Array): Promise<void> {
+    let v;
+    try {
+      v = await this.backend.get(p, key);
+    } catch (err) {
+      return this.run(this.host.readFailed(handle, p, err as Error, isCorruptRecord(err)));
+    }
+    this.run(this.host.readDone(handle, p, v));
   }
 
-  private markDirty(p: PartitionId): void {
-    this.dirty.add(p);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      const dirty = [...this.dirty];
-      this.dirty.clear();
-      if (this.health.state !== 'healthy') return;
-      for (const q of dirty) this.execute(q, this.replica(q).step({ kind: 'flush' }));
-    });
+  private async readDedup(handle: Handle, p: PartitionId, clientId: string, seq: Seq): Promise<void> {
+    let record;
+    try {
+      record = (await this.backend.dedupTable(p)).find((d) => d.clientId === clientId && d.seq === seq);
+    } catch (err) {
+      return this.run(this.host.readFailed(handle, p, err as Error, isCorruptRecord(err)));
+    }
+    this.run(this.host.dedupRead(handle, p, seq, record));
   }
 
-  private tick(): void {
-    const nowMs = Date.now();
-    for (const [p, r] of this.replicas) this.execute(p, r.step({ kind: 'tick', nowMs }));
-  }
-
-  private execute(p: PartitionId, outputs: ReplicaOutput[]): void {
-    for (const o of outputs) {
-      switch (o.kind) {
-        case 'persist':
-          this.writer.enqueue(p, o.ops, o.writeId);
-          break;
-        case 'send':
-          if (o.immediate) this.sendPeer(o.to, o.message);
-          else this.writer.after(p, () => this.sendPeer(o.to, o.message));
-          break;
-        case 'reply': {
-          if (o.duplicateOf !== undefined && o.op === 'delete' && o.result.kind === 'written') {
-            // S10: a retried delete gets the original answer, kept in the dedup table, once
-            // the apply that wrote it is durable (D1: not before, as `immediate: false` says).
-            const { duplicateOf, requestId } = o;
-            const seq = o.result.seq;
-            const fn = () => void this.settleDuplicateDelete(p, requestId, duplicateOf, seq);
-            if (o.immediate) fn();
-            else this.writer.after(p, fn);
-            break;
-          }
-          const fn = () => this.settle(o.requestId, o.result.kind === 'error' ? o.result.error : undefined, o.result.kind === 'written' ? { seq: o.result.seq, op: o.op } : undefined);
-          if (o.immediate) fn();
-          else this.writer.after(p, fn);
-          break;
+  /** Asks the nameserver once; the host decides what the answer (or its absence) means. */
+  private async ask(life: number, ask: NameserverAsk): Promise<void> {
+    if (this.closed) return;
+    try {
+      switch (ask.t) {
+        case 'confirmEpoch': {
+          const r = confirmEpochReply.decode(await this.nameserverCall({ t: 'confirmEpoch', p: ask.p, epoch: ask.epoch }));
+          if (r.ok) this.run(this.host.answered(life, ask, { t: 'confirmEpoch', current: r.value.current }));
+          return;
         }
-        case 'read':
-          this.writer.after(p, () => void this.serveRead(p, o.requestId, o.key));
-          break;
-        case 'confirmWithNameserver':
-          void this.confirmWithNameserver(p, o.round, o.epoch);
-          break;
-        case 'requestPromotion':
-          void this.requestPromotion(p, o.learner, o.learnerIncarnation, o.epoch);
-          break;
-        case 'requestRemoval':
-          void this.requestRemoval(p, o.secondary, o.epoch);
-          break;
-        case 'fetchSnapshot':
-          // Earlier storage ops of this partition first: the install replaces its state.
-          this.writer.after(p, () => void this.fetchSnapshot(p, o.from, o.epoch));
-          break;
-        case 'log':
-          this.log[o.level]({ ...o.fields }, o.message);
-          break;
+        case 'promote': {
+          const { p, epoch, learner, learnerIncarnation } = ask;
+          const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }));
+          if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
+          this.run(this.host.answered(life, ask, { t: 'promote', config: toConfig(r.value.config) }));
+          return;
+        }
+        case 'removeSecondary': {
+          const { p, epoch, secondary } = ask;
+          const r = promoteReply.decode(await this.nameserverCall({ t: 'removeSecondary', p, epoch, secondary }));
+          if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed removeSecondary reply: ${r.reason}`);
+          this.run(this.host.answered(life, ask, { t: 'removeSecondary', config: toConfig(r.value.config) }));
+          return;
+        }
       }
-    }
-  }
-
-  private settle(requestId: number, error: WireError | undefined, written: { seq: number; op?: 'put' | 'delete' } | undefined): void {
-    const w = this.waiters.get(requestId);
-    if (!w) return;
-    this.waiters.delete(requestId);
-    if (error) return w.reject(errorFromWire(error));
-    if (!written) return w.resolve(undefined);
-    if (written.op === 'delete') {
-      // Kept for every waiter of this entry (D1: a retry queued behind the first attempt
-      // waits on the same entry); the map is bounded in onBatchDone.
-      const existed = this.deleteResults.get(`${w.partition}:${written.seq}`) ?? false;
-      return w.resolve({ existed, version: written.seq });
-    }
-    w.resolve({ version: written.seq });
-  }
-
-  private async settleDuplicateDelete(p: PartitionId, requestId: number, clientId: string, seq: number): Promise<void> {
-    const w = this.waiters.get(requestId);
-    if (!w) return;
-    this.waiters.delete(requestId);
-    try {
-      const record = (await this.backend.dedupTable(p)).find((d) => d.clientId === clientId && d.seq === seq);
-      // Gone (a later request of that client replaced it): the write happened, but whether
-      // it found the key is no longer known. Never guess.
-      if (record?.existed === undefined) w.reject(new OutcomeUnknownError(`delete ${seq} of partition ${p} was applied; whether it found its key is no longer known`));
-      else w.resolve({ existed: record.existed, version: seq });
     } catch (err) {
-      w.reject(isCorruptRecord(err) ? this.onCorruptRead(p, err) : (err as Error));
-    }
-  }
-
-  /** §4: asks once; the answer is the partition's configuration (the core asks again later if needed). */
-  private async requestRemoval(p: PartitionId, secondary: NodeId, epoch: number): Promise<void> {
-    const life = this.life;
-    try {
-      const r = promoteReply.decode(await this.nameserverCall({ t: 'removeSecondary', p, epoch, secondary }));
-      if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed removeSecondary reply: ${r.reason}`);
-      if (life === this.life) this.step(p, { kind: 'configure', config: toConfig(r.value.config) });
-    } catch (err) {
-      this.log.warn({ partition: p, secondary, err: (err as Error).message }, 'cannot ask the nameserver to remove a silent secondary');
-    }
-  }
-
-  /** S7: asks the nameserver until it answers; the answer is the partition's configuration. */
-  private async requestPromotion(p: PartitionId, learner: NodeId, learnerIncarnation: string, epoch: number): Promise<void> {
-    let delayMs = 50;
-    const life = this.life;
-    for (let attempt = 0; attempt < 1000 && !this.closed; attempt++) {
-      if (life !== this.life) return; // storage failed: that replica is gone
-      if (this.replica(p).epoch !== epoch) return; // moved on; the new configuration decides
-      try {
-        const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }));
-        if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
-        if (life === this.life) this.step(p, { kind: 'promotionAnswered', config: toConfig(r.value.config), epoch: epoch as Epoch });
-        return;
-      } catch (err) {
-        this.log.warn({ partition: p, learner, err: (err as Error).message }, 'promotion request failed; retrying (commits wait, S7)');
-        await new Promise((r) => setTimeout(r, delayMs));
-        delayMs = Math.min(delayMs * 2, 1000);
-      }
+      if (!this.closed) this.run(this.host.askFailed(life, ask, err as Error));
     }
   }
 
   /** S11: fetches a snapshot of partition `p` from its primary and installs it atomically. */
-  private async fetchSnapshot(p: PartitionId, from: NodeId, epoch: number): Promise<void> {
+  private async fetchSnapshot(life: number, p: PartitionId, from: NodeId, epoch: number): Promise<void> {
     const address = this.addresses.get(from);
     let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[] };
-    // A storage failure meanwhile replaces both: never install into, or step, the next life.
-    const life = this.life;
+    // A storage failure meanwhile replaces the backend: never install into the next life.
     const backend = this.backend;
     try {
       if (!address) throw new InvalidArgumentError(`no address for ${from}`);
@@ -622,16 +535,16 @@ export class StorageServer {
       const applied = { seq: first.applied.seq as Seq, epoch: first.applied.epoch as Epoch };
       const dedup = first.dedup.map((d) => ({ ...d, seq: d.seq as Seq }));
       // S11: only a learner installs a snapshot (it may have been promoted meanwhile).
-      if (life !== this.life || this.replica(p).role !== 'learner') throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
+      if (!this.host.mayInstallSnapshot(life, p)) throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
       await backend.installSnapshot(p, applied, pages(), dedup);
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
       installed = { applied, dedup };
     } catch (err) {
-      if (life === this.life) this.step(p, { kind: 'snapshotFailed', reason: (err as Error).message });
+      this.run(this.host.snapshotFailed(life, p, (err as Error).message));
       return;
     }
     // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
-    if (life === this.life) this.step(p, { kind: 'snapshotInstalled', ...installed });
+    this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup));
   }
 
   /**
@@ -657,7 +570,7 @@ export class StorageServer {
   }
 
   private async snapshotRead(p: PartitionId, epoch: number, sessionId: string | undefined): Promise<unknown> {
-    const r = this.replicas.get(p);
+    const r = this.host.replicas.get(p);
     if (!r || r.role !== 'primary' || r.epoch !== epoch) throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
     let session = sessionId ? this.snapshotSessions.get(sessionId) : undefined;
     let dedup: DedupRecord[] = [];
@@ -708,54 +621,6 @@ export class StorageServer {
     return { session: id, applied: session.snapshot.applied, dedup, items, done };
   }
 
-  private async serveRead(p: PartitionId, requestId: number, key: Uint8Array): Promise<void> {
-    const w = this.waiters.get(requestId);
-    if (!w) return;
-    this.waiters.delete(requestId);
-    // S13: a read queued before the replica found the partition corrupt is not served from it.
-    if (this.replicas.get(p)?.corrupt !== undefined) return w.reject(new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it`));
-    try {
-      const v = await this.backend.get(p, key);
-      if (this.replicas.get(p)?.corrupt !== undefined) throw new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it`);
-      w.resolve(v ? { found: true, value: v.value, version: v.version } : { found: false });
-    } catch (err) {
-      w.reject(isCorruptRecord(err) ? this.onCorruptRead(p, err) : (err as Error));
-    }
-  }
-
-  private async confirmWithNameserver(p: PartitionId, round: number, epoch: number): Promise<void> {
-    const life = this.life;
-    try {
-      const r = confirmEpochReply.decode(await this.nameserverCall({ t: 'confirmEpoch', p, epoch }));
-      if (r.ok && r.value.current && life === this.life) this.step(p, { kind: 'nameserverConfirmed', round, epoch: epoch as never });
-    } catch (err) {
-      this.log.warn({ partition: p, err: (err as Error).message }, 'cannot confirm the epoch with the nameserver; reads wait');
-    }
-  }
-
-  private onBatchDone(done: BatchDone): void {
-    for (const d of done.result.deletes) {
-      this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
-      // Oldest first: every waiter of a delete is answered right after its apply is durable.
-      if (this.deleteResults.size > MAX_DELETE_RESULTS) this.deleteResults.delete(this.deleteResults.keys().next().value!);
-    }
-    for (const { partition, writeId } of done.writeIds) this.step(partition, { kind: 'persisted', writeId });
-  }
-
-  private newWriter(): BatchWriter {
-    const life = this.life;
-    return new BatchWriter(
-      this.backend,
-      (d) => {
-        if (life === this.life) this.onBatchDone(d);
-      },
-      (err) => {
-        if (err instanceof InvariantViolation) return this.onInvariantViolation(err);
-        this.onStorageFailure(err, life);
-      },
-    );
-  }
-
   /**
    * A batch broke a backend precondition: a bug in the core or this driver, not a storage
    * failure. STYLE §3: broken invariants crash, loudly (a restart reloads from the backend).
@@ -772,32 +637,8 @@ export class StorageServer {
    * report of the same failure does nothing.
    */
   private onStorageFailure(err: Error, life: number): void {
-    if (life !== this.life || this.closed || this.health.state !== 'healthy') return;
-    this.life += 1;
-    this.health = { state: 'unhealthy', reason: err.message, sinceMs: Date.now(), attempts: 0 };
-    this.failedIncarnation = this.incarnation;
-    this.log.error({ err: err.message, backend: this.backend.kind }, 'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff');
-    // Every replica core, and everything it was waiting for, is dropped: their state may
-    // run ahead of what the backend holds. They are rebuilt from the backend on reload.
-    this.replicas.clear();
-    this.recoveries.clear();
-    this.recoveredLogs.clear();
-    this.recoveredDedup.clear();
-    this.dirty.clear();
-    this.deleteResults.clear();
-    const waiters = [...this.waiters.values()];
-    this.waiters.clear();
-    for (const w of waiters) {
-      // S9: a write may already be on other replicas (or in the failed batch): unknown.
-      w.reject(w.write ? new OutcomeUnknownError(`storage of ${this.nodeId} failed before the write was acknowledged: ${err.message}`) : new UnavailableError(`storage unavailable on ${this.nodeId}: ${err.message}`));
-    }
-    void this.closeIdleSnapshotSessions(0);
-    // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
-    // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
-    void this.heartbeat();
-    // Failed again soon after recovering: go on with the backoff where it ended.
-    const firstDelayMs = Date.now() - this.recoveredMs < RECOVER_STABLE_MS ? this.recoveredDelayMs : RECOVER_FIRST_MS;
-    void this.reloadStorage(this.life, firstDelayMs);
+    if (this.closed) return;
+    this.run(this.host.storageFailed(life, err));
   }
 
   /** Reopens the backend with bounded exponential backoff, then reloads as a restart would. */
@@ -808,8 +649,8 @@ export class StorageServer {
     let old: Backend | undefined = this.backend;
     const closingKind = this.backend.kind;
     for (let attempt = 1; attempt <= RECOVER_MAX_ATTEMPTS; attempt++) {
-      if (this.closed || life !== this.life) return;
-      if (this.health.state === 'unhealthy') this.health = { ...this.health, attempts: attempt };
+      if (this.closed || life !== this.host.life) return;
+      this.host.reopenAttempt(attempt);
       let opened: Backend | undefined;
       try {
         if (old) {
@@ -824,23 +665,19 @@ export class StorageServer {
           return;
         }
         this.backend = opened;
-        this.writer = this.newWriter();
         await this.loadLogs();
         // S4, S7: a reload is a restart; peers and the nameserver must see a new incarnation.
-        this.incarnation = randomBytes(8).toString('hex');
-        this.log.info({ attempt, incarnation: this.incarnation, partitions: this.recoveries.size, ...freeSpaceOf(this.backend.kind, this.cfg.dataDir) }, 'backend reopened; registering again');
-        this.recoveredDelayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
+        this.host.reloaded(delayMs);
+        this.log.info({ attempt, incarnation: this.incarnation, partitions: this.host.recoveredPartitions, ...freeSpaceOf(this.backend.kind, this.cfg.dataDir) }, 'backend reopened; registering again');
         await this.register();
         return;
       } catch (err) {
         this.log.warn({ attempt, retryInMs: delayMs, err: (err as Error).message }, 'storage still unavailable');
-        if (opened && this.health.state !== 'healthy') {
+        if (opened && this.host.health.state !== 'healthy') {
           old = opened; // closed before the next attempt
-          this.recoveries.clear();
-          this.recoveredLogs.clear();
-          this.recoveredDedup.clear();
+          this.host.loaded(new Map());
         }
-        if (this.health.state === 'healthy') return; // registered, then failed again: a new recovery runs
+        if (this.host.health.state === 'healthy') return; // registered, then failed again: a new recovery runs
       }
       // Unref: the backoff alone must not keep a closed server's process alive.
       await new Promise((r) => setTimeout(r, delayMs).unref());
@@ -880,9 +717,7 @@ export class StorageServer {
     const message = toPeerMessage(d.value.m);
     if (!this.addresses.has(toNodeId(d.value.from))) this.addresses.set(toNodeId(d.value.from), d.value.addr);
     // Before registering we do not know the cluster's settings (S8): the primary will re-send.
-    if (this.partitions === 0 || message.partition >= this.partitions) return;
-    if (this.health.state !== 'healthy') return; // no replica until the reload; the sender re-sends
-    this.step(message.partition, { kind: 'peer', from: toNodeId(d.value.from), message });
+    this.run(this.host.peer(toNodeId(d.value.from), message));
   }
 
   // ---- client calls ----
@@ -892,21 +727,16 @@ export class StorageServer {
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
     if (!tokenMatches(this.cfg.clusterToken, req.token)) throw new UnauthorizedError(unauthorizedMessage(`storage server ${this.nodeId}`));
-    if (this.health.state !== 'healthy' && req.t !== 'stats') throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
+    const health = this.host.health;
+    if (health.state !== 'healthy' && req.t !== 'stats') throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${health.reason}`);
     switch (req.t) {
       case 'put':
-        this.checkKey(req.key, req.p);
-        if (req.value.length > this.limits.maxValueBytes) throw new ValueTooLargeError(req.value.length, this.limits.maxValueBytes);
-        return this.write(req.p, { kind: 'put', key: req.key, value: req.value }, tagOf(req));
       case 'del':
-        this.checkKey(req.key, req.p);
-        return this.write(req.p, { kind: 'delete', key: req.key }, tagOf(req));
       case 'get':
-        this.checkKey(req.key, req.p);
-        return this.request(req.p, false, (requestId) => ({ kind: 'clientRead', requestId, key: req.key }));
+        return new Promise((resolve, reject) => this.run(this.host.clientCall(req, { resolve, reject })));
       case 'scan': {
-        this.checkPartition(req.p);
-        const r = this.replicas.get(partitionId(req.p));
+        this.host.checkPartition(req.p);
+        const r = this.host.replicas.get(partitionId(req.p));
         if (!r?.serving) throw new NotPrimaryError(`${this.nodeId} is not the serving primary of partition ${req.p}`);
         let page;
         try {
@@ -919,43 +749,17 @@ export class StorageServer {
       case 'dump':
         return this.dump(req.limit, req.after, req.maxBytes);
       case 'snapshotRead':
-        this.checkPartition(req.p);
+        this.host.checkPartition(req.p);
         return this.snapshotRead(partitionId(req.p), req.epoch, req.session);
       case 'stats':
-        return { nodeId: this.nodeId, keys: this.keyCount, health: this.health, incarnation: this.incarnation, partitions: [...this.replicas.values()].map((r) => r.progress()) };
+        return { nodeId: this.nodeId, keys: this.keyCount, health: this.host.health, incarnation: this.incarnation, partitions: this.host.progress() };
     }
-  }
-
-  private checkPartition(p: number): void {
-    if (this.partitions === 0) throw new NotPrimaryError(`${this.nodeId} has not joined the cluster yet`);
-    if (p >= this.partitions) throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
-  }
-
-  private checkKey(key: Uint8Array, p: number): void {
-    if (key.length === 0) throw new KeyEmptyError();
-    if (key.length > this.limits.maxKeyBytes) throw new KeyTooLargeError(key.length, this.limits.maxKeyBytes);
-    this.checkPartition(p);
-    if (partitionOf(key, this.partitions) !== p) throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
-  }
-
-  private write(p: number, op: Op, tag: RequestTag | undefined): Promise<unknown> {
-    return this.request(p, true, (requestId) => (tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op }));
-  }
-
-  private request(p: number, write: boolean, input: (requestId: number) => ReplicaInput): Promise<unknown> {
-    const partition = partitionId(p);
-    if (!this.replicas.has(partition)) return Promise.reject(new NotPrimaryError(`${this.nodeId} holds no replica of partition ${p}`));
-    const requestId = this.nextRequestId++;
-    return new Promise((resolve, reject) => {
-      this.waiters.set(requestId, { resolve, reject, partition, write });
-      this.step(partition, input(requestId));
-    });
   }
 
   /** One page of this server's keys (dump.ts): at most `limit` keys and maxDumpPageBytes. */
   private async dump(limit: number, after: DumpCursor | undefined, maxBytes: number | undefined): Promise<unknown> {
     // Only replicas this server holds as a member: a removed replica's leftovers do not count.
-    const held = [...this.replicas.values()].filter((r) => r.progress().role !== 'inactive').map((r) => r.partition).sort((a, b) => a - b);
+    const held = [...this.host.replicas.values()].filter((r) => r.progress().role !== 'inactive').map((r) => r.partition).sort((a, b) => a - b);
     let keyCount = 0;
     for (const p of held) keyCount += await this.backend.count(p);
     if (limit === 0) return { nodeId: this.nodeId, keyCount, keys: [], truncated: keyCount > 0 };
@@ -972,8 +776,4 @@ export class StorageServer {
     });
     return { nodeId: this.nodeId, keyCount, keys: page.keys, truncated: page.next !== undefined, ...(page.next === undefined ? {} : { next: page.next }) };
   }
-}
-
-function tagOf(req: { cid?: string; rs?: number }): RequestTag | undefined {
-  return req.cid !== undefined && req.rs !== undefined ? { clientId: req.cid, requestSeq: req.rs } : undefined;
 }

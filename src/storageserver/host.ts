@@ -1,0 +1,665 @@
+/**
+ * The storage server's host (issue 10): everything the storage server decides outside the
+ * replica core (src/core/replica), as a pure state machine in the style of etcd-io/raft's
+ * RawNode + Ready. It is shared by the process (server.ts: sockets, backend, timers) and by
+ * the simulator (test/sim/storage-node.ts: simulated network, disk and clock): the logic
+ * either could get wrong lives here, once.
+ *
+ * Inputs are method calls (registered, configurations, client calls, peer messages, batch
+ * done / failed, nameserver answers, end of turn, tick); each returns the effects to run, in
+ * order. No I/O, no timers, no randomness: the clock and the incarnation ids are injected.
+ *
+ * What it owns:
+ * - the replicas of this node, built from the recovered state (S4: inactive until configured);
+ * - the waiters of client calls, by an opaque handle of the driver (`H`);
+ * - group commit (DESIGN §8): `persist` ops accumulate while one batch is being written; a
+ *   later output not marked immediate runs once every op its partition enqueued before it is
+ *   durable (the ordering contract of the core), in the order it was produced;
+ * - the dirty set: every partition that saw input gets a `flush` at the end of the turn;
+ * - delete results (`existed`), joined with the replies of the entries that wrote them;
+ * - health: a failed batch may or may not be durable and the cores already act on it, so the
+ *   host drops every core and answers every waiter at once (S9: a write's outcome is unknown),
+ *   and is healthy again only once the driver reopened storage, reloaded and registered.
+ *   Work started in an older `life` is ignored when it completes.
+ */
+import { DstoreError, errorFromWire, type WireError, InvalidArgumentError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
+import type { Limits } from '../core/limits.js';
+import { partitionOf } from '../core/partitioning.js';
+import type { PeerMessage } from '../core/replica/messages.js';
+import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
+import { Replica, type ReplicaInput, type ReplicaOutput, type ReplicaRecovery } from '../core/replica/replica.js';
+import { type Config, type Epoch, InvariantViolation, type LogEntry, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, partitionId } from '../core/types.js';
+
+/** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
+export const MAX_DELETE_RESULTS = 100_000;
+/** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
+export const RECOVER_FIRST_MS = 100;
+export const RECOVER_MAX_MS = 5000;
+/**
+ * A failure within this long of recovering from the last one continues its backoff instead
+ * of starting over, so a disk that fails again at the first writes after a reopen (still
+ * full) is not reopened ten times a second (issue 9).
+ */
+export const RECOVER_STABLE_MS = 30_000;
+
+export type StorageHealth =
+  | { readonly state: 'healthy' }
+  | { readonly state: 'unhealthy'; readonly reason: string; readonly sinceMs: number; readonly attempts: number };
+
+/** A client call the host decides on (decoded and authorized by the driver). */
+export type ClientCall =
+  | { readonly t: 'put'; readonly p: number; readonly key: Uint8Array; readonly value: Uint8Array; readonly cid?: string; readonly rs?: number }
+  | { readonly t: 'del'; readonly p: number; readonly key: Uint8Array; readonly cid?: string; readonly rs?: number }
+  | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
+
+export type CallResult = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: DstoreError };
+
+/** A question for the nameserver; its answer comes back through `answered`. */
+export type NameserverAsk =
+  | { readonly t: 'confirmEpoch'; readonly p: PartitionId; readonly epoch: Epoch; readonly round: number }
+  | { readonly t: 'promote'; readonly p: PartitionId; readonly epoch: Epoch; readonly learner: NodeId; readonly learnerIncarnation: string; readonly attempt: number; readonly delayMs: number }
+  | { readonly t: 'removeSecondary'; readonly p: PartitionId; readonly epoch: Epoch; readonly secondary: NodeId };
+
+export type NameserverAnswer = { readonly t: 'confirmEpoch'; readonly current: boolean } | { readonly t: 'promote' | 'removeSecondary'; readonly config: Config };
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+export type HostEffect<H> =
+  /** Call `startBatch()` once the current turn's synchronous work is done (a microtask). */
+  | { readonly kind: 'scheduleBatch' }
+  /** Write one atomic, durable batch; then `batchDone(life, batch, deletes)` or `batchFailed(life, err)`. */
+  | { readonly kind: 'writeBatch'; readonly life: number; readonly batch: number; readonly ops: readonly BatchOp[] }
+  /** Call `endOfTurn()` after the other events of this turn. */
+  | { readonly kind: 'scheduleFlush' }
+  | { readonly kind: 'send'; readonly to: NodeId; readonly message: PeerMessage }
+  | { readonly kind: 'answer'; readonly handle: H; readonly result: CallResult }
+  /** Read `key` of `p`; then `readDone` or `readFailed`. */
+  | { readonly kind: 'read'; readonly handle: H; readonly p: PartitionId; readonly key: Uint8Array }
+  /** Find the dedup record of `clientId` in `p`; then `dedupRead` or `readFailed`. */
+  | { readonly kind: 'readDedup'; readonly handle: H; readonly p: PartitionId; readonly clientId: string; readonly seq: Seq }
+  | { readonly kind: 'ask'; readonly life: number; readonly ask: NameserverAsk }
+  /** Call `retryAsk(life, ask)` after `afterMs`. */
+  | { readonly kind: 'askLater'; readonly life: number; readonly afterMs: number; readonly ask: NameserverAsk }
+  /** S11: fetch a snapshot of `p` from `from`; `mayInstallSnapshot` before installing; then `snapshotInstalled` / `snapshotFailed`. */
+  | { readonly kind: 'fetchSnapshot'; readonly life: number; readonly p: PartitionId; readonly from: NodeId; readonly epoch: Epoch }
+  /** Storage failed: close snapshot sessions, tell the nameserver at once, reopen after `firstDelayMs`, then `reloaded`. */
+  | { readonly kind: 'unhealthy'; readonly life: number; readonly reason: string; readonly firstDelayMs: number }
+  /** A batch broke a backend precondition: a bug, not a storage failure (the process exits 70). */
+  | { readonly kind: 'fatal'; readonly error: InvariantViolation }
+  /** Call `deferred(life, p, input)` after the other events of this turn (mutation hooks only). */
+  | { readonly kind: 'defer'; readonly life: number; readonly p: PartitionId; readonly input: ReplicaInput }
+  | { readonly kind: 'log'; readonly level: LogLevel; readonly fields: Record<string, unknown>; readonly message: string };
+
+/**
+ * Deliberate bugs, to prove the simulator catches that kind of bug (mutation testing); all
+ * off in the process.
+ * - `ackBeforeDurable`: a storage write is reported durable as soon as it is queued;
+ * - `unconfirmedReads`: a serving primary answers reads at once, without the confirmation round (§7);
+ * - `serverDeleteReplies`: delete replies as server.ts once wrote them: the first reply for an
+ *   entry consumes its `existed`, and a retried delete reads the dedup table before its apply
+ *   is durable.
+ */
+export interface HostMutations {
+  readonly ackBeforeDurable?: boolean;
+  readonly unconfirmedReads?: boolean;
+  readonly serverDeleteReplies?: boolean;
+}
+
+/** Observation points for the simulator's checker and trace. */
+export interface HostHooks {
+  replicaCreated?(r: Replica): void;
+  stepped?(r: Replica, input: ReplicaInput, out: readonly ReplicaOutput[]): void;
+  stepThrew?(r: Replica, input: ReplicaInput, err: unknown): void;
+}
+
+export interface HostOptions {
+  readonly nodeId: NodeId;
+  readonly limits: Limits;
+  /** The clock (ms): Date.now in the process, the simulated clock in the simulator. */
+  readonly now: () => number;
+  /** A fresh incarnation id: random in the process, deterministic in the simulator (S4, S7). */
+  readonly newIncarnation: () => string;
+  readonly resendAfterMs?: number;
+  readonly mutations?: HostMutations;
+  readonly hooks?: HostHooks;
+}
+
+interface Waiter<H> {
+  readonly handle: H;
+  readonly partition: PartitionId;
+  /** A write's outcome is unknown once storage failed (S9); a read simply failed. */
+  readonly write: boolean;
+}
+
+/** Group commit bookkeeping of one life (what writer.ts does with a backend, without it). */
+class Barrier {
+  ops: BatchOp[] = [];
+  writeIds: Array<{ partition: PartitionId; writeId: number }> = [];
+  inFlight: { batch: number; writeIds: Array<{ partition: PartitionId; writeId: number }> } | undefined;
+  scheduled = false;
+  openBatch = 1;
+  committedBatch = 0;
+  readonly lastBatchOf = new Map<PartitionId, number>();
+  readonly waiting = new Map<PartitionId, Array<{ batch: number; fn: () => void }>>();
+}
+
+/** S3: the epoch is the persisted one, else the log's; S13: a corrupt partition relearns. */
+export function recoveryOf(state: { readonly meta: PartitionMeta | null; readonly applied: LogPosition; readonly logBase: LogPosition; readonly logLast: LogPosition; readonly corrupt?: string }, entries: readonly LogEntry[], dedup: readonly DedupRecord[]): ReplicaRecovery {
+  const recovery = { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
+  const corrupt = state.corrupt ?? state.meta?.corrupt;
+  return corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt };
+}
+
+export class StorageHost<H> {
+  readonly nodeId: NodeId;
+  /** New at every start and every reload after a storage failure (S4, S7). */
+  incarnation: string;
+  /** Bumped by every storage failure: async work of an older life must not step a replica. */
+  life = 0;
+  health: StorageHealth = { state: 'healthy' };
+  /**
+   * The incarnation whose storage failed: unhealthy heartbeats name it, never the one a
+   * reload is registering, so one sent while the reload registers cannot mark the new
+   * incarnation failed at the nameserver.
+   */
+  failedIncarnation = '';
+  partitions = 0;
+  minWriteReplicas = 1;
+  /** §4: the nameserver's --dead-after-ms; a primary asks to remove a secondary silent that long. */
+  removeSilentAfterMs = 0;
+  private readonly replicaMap = new Map<PartitionId, Replica>();
+  private readonly recoveries = new Map<PartitionId, ReplicaRecovery>();
+  private readonly waiters = new Map<number, Waiter<H>>();
+  private readonly deleteResults = new Map<string, boolean>();
+  private readonly dirty = new Set<PartitionId>();
+  private flushScheduled = false;
+  private barrier = new Barrier();
+  private nextRequestId = 1;
+  /** When storage last became healthy again after a failure, and the backoff it ended at. */
+  private recoveredMs = 0;
+  private recoveredDelayMs = RECOVER_FIRST_MS;
+  private out: Array<HostEffect<H>> = [];
+  private readonly mutations: HostMutations;
+
+  constructor(private readonly opts: HostOptions) {
+    this.nodeId = opts.nodeId;
+    this.incarnation = opts.newIncarnation();
+    this.mutations = opts.mutations ?? {};
+  }
+
+  get replicas(): ReadonlyMap<PartitionId, Replica> {
+    return this.replicaMap;
+  }
+
+  get recoveredPartitions(): number {
+    return this.recoveries.size;
+  }
+
+  /** Partitions this node was ever active for (S4: the nameserver must not count the others). */
+  activePartitions(): PartitionId[] {
+    return [...this.replicaMap.values()].filter((r) => r.activatedOnce).map((r) => r.partition);
+  }
+
+  progress(): ReturnType<Replica['progress']>[] {
+    return [...this.replicaMap.values()].map((r) => r.progress());
+  }
+
+  // ---- lifecycle ----
+
+  /** The state read from storage at start or at a reload (replaces any earlier one). */
+  loaded(recoveries: ReadonlyMap<PartitionId, ReplicaRecovery>): void {
+    this.recoveries.clear();
+    for (const [p, r] of recoveries) this.recoveries.set(p, r);
+  }
+
+  /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
+  reloaded(delayMs: number): void {
+    this.barrier = new Barrier();
+    this.incarnation = this.opts.newIncarnation();
+    this.recoveredDelayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
+  }
+
+  /** Registered with the nameserver: the cluster's settings; healthy again after a reload. */
+  registered(reply: { partitions: number; minWriteReplicas: number; deadAfterMs?: number }): Array<HostEffect<H>> {
+    this.partitions = reply.partitions;
+    this.minWriteReplicas = reply.minWriteReplicas;
+    this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
+    if (this.health.state !== 'healthy') {
+      this.logAt('info', { unhealthyMs: this.opts.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
+      this.health = { state: 'healthy' };
+      this.recoveredMs = this.opts.now();
+    }
+    // S4: recovered replicas exist from now on, inactive until a configuration arrives.
+    for (const p of this.recoveries.keys()) this.replica(p);
+    return this.drain();
+  }
+
+  /** Configurations from a heartbeat reply sent in `life`. */
+  configure(life: number, configs: readonly Config[]): Array<HostEffect<H>> {
+    if (life !== this.life) return []; // storage failed meanwhile: these are for replicas gone
+    for (const config of configs) this.step(config.partition, { kind: 'configure', config });
+    return this.drain();
+  }
+
+  /**
+   * Storage failed in `life` (a batch, or the backend reports itself unusable): unhealthy at
+   * once; a second report of the same failure does nothing.
+   */
+  storageFailed(life: number, err: Error): Array<HostEffect<H>> {
+    if (life !== this.life || this.health.state !== 'healthy') return [];
+    this.life += 1;
+    const nowMs = this.opts.now();
+    this.health = { state: 'unhealthy', reason: err.message, sinceMs: nowMs, attempts: 0 };
+    this.failedIncarnation = this.incarnation;
+    // Every replica core, and everything it was waiting for, is dropped: their state may
+    // run ahead of what the backend holds. They are rebuilt from the backend on reload.
+    this.replicaMap.clear();
+    this.recoveries.clear();
+    this.dirty.clear();
+    this.deleteResults.clear();
+    this.barrier = new Barrier();
+    const waiters = [...this.waiters.values()];
+    this.waiters.clear();
+    for (const w of waiters) {
+      // S9: a write may already be on other replicas (or in the failed batch): unknown.
+      const error = w.write ? new OutcomeUnknownError(`storage of ${this.nodeId} failed before the write was acknowledged: ${err.message}`) : new UnavailableError(`storage unavailable on ${this.nodeId}: ${err.message}`);
+      this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error } });
+    }
+    // Failed again soon after recovering: go on with the backoff where it ended.
+    const firstDelayMs = nowMs - this.recoveredMs < RECOVER_STABLE_MS ? this.recoveredDelayMs : RECOVER_FIRST_MS;
+    this.out.push({ kind: 'unhealthy', life: this.life, reason: err.message, firstDelayMs });
+    return this.drain();
+  }
+
+  /** A reload attempt (1, 2, …) is starting. */
+  reopenAttempt(attempt: number): void {
+    if (this.health.state === 'unhealthy') this.health = { ...this.health, attempts: attempt };
+  }
+
+  // ---- calls and messages ----
+
+  /** A client's put, delete or get; answered through an `answer` effect with `handle`. */
+  clientCall(call: ClientCall, handle: H): Array<HostEffect<H>> {
+    try {
+      if (this.health.state !== 'healthy') throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
+      this.checkKey(call.key, call.p);
+      if (call.t === 'put' && call.value.length > this.opts.limits.maxValueBytes) throw new ValueTooLargeError(call.value.length, this.opts.limits.maxValueBytes);
+      const partition = partitionId(call.p);
+      if (!this.replicaMap.has(partition)) throw new NotPrimaryError(`${this.nodeId} holds no replica of partition ${call.p}`);
+      const requestId = this.nextRequestId++;
+      this.waiters.set(requestId, { handle, partition, write: call.t !== 'get' });
+      if (call.t === 'get') {
+        if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving) this.serveRead(partition, requestId, call.key);
+        else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
+      } else {
+        const op: Op = call.t === 'put' ? { kind: 'put', key: call.key, value: call.value } : { kind: 'delete', key: call.key };
+        const tag: RequestTag | undefined = call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
+        this.step(partition, tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op });
+      }
+    } catch (err) {
+      if (!(err instanceof DstoreError)) throw err;
+      this.out.push({ kind: 'answer', handle, result: { ok: false, error: err } });
+    }
+    return this.drain();
+  }
+
+  checkPartition(p: number): void {
+    if (this.partitions === 0) throw new NotPrimaryError(`${this.nodeId} has not joined the cluster yet`);
+    if (p >= this.partitions) throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
+  }
+
+  private checkKey(key: Uint8Array, p: number): void {
+    if (key.length === 0) throw new KeyEmptyError();
+    if (key.length > this.opts.limits.maxKeyBytes) throw new KeyTooLargeError(key.length, this.opts.limits.maxKeyBytes);
+    this.checkPartition(p);
+    if (partitionOf(key, this.partitions) !== p) throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
+  }
+
+  /** A message from a peer replica. */
+  peer(from: NodeId, message: PeerMessage): Array<HostEffect<H>> {
+    // Before registering we do not know the cluster's settings (S8): the primary will re-send.
+    if (this.partitions === 0 || message.partition >= this.partitions) return [];
+    if (this.health.state !== 'healthy') return []; // no replica until the reload; the sender re-sends
+    this.step(message.partition, { kind: 'peer', from, message });
+    return this.drain();
+  }
+
+  /** The value read for a `read` effect. */
+  readDone(handle: H, p: PartitionId, v: { readonly value: unknown; readonly version: number } | undefined): Array<HostEffect<H>> {
+    // S13: a read that raced with the replica finding the partition corrupt is not served from it.
+    if (this.replicaMap.get(p)?.corrupt !== undefined) return this.answer(handle, { ok: false, error: this.corruptError(p) });
+    return this.answer(handle, { ok: true, value: v ? { found: true, value: v.value, version: v.version } : { found: false } });
+  }
+
+  /** A `read` or `readDedup` effect failed; `corrupt`: a record failed its checksum (S13). */
+  readFailed(handle: H, p: PartitionId, err: Error, corrupt: boolean): Array<HostEffect<H>> {
+    return this.answer(handle, { ok: false, error: corrupt ? this.corruptRead(p, err) : (err as DstoreError) });
+  }
+
+  /** The dedup record of a `readDedup` effect (undefined: none for that client). */
+  dedupRead(handle: H, p: PartitionId, seq: Seq, record: DedupRecord | undefined): Array<HostEffect<H>> {
+    // Gone (a later request of that client replaced it): the write happened, but whether
+    // it found the key is no longer known. Never guess.
+    if (record?.seq !== seq || record.existed === undefined) return this.answer(handle, { ok: false, error: new OutcomeUnknownError(`delete ${seq} of partition ${p} was applied; whether it found its key is no longer known`) });
+    return this.answer(handle, { ok: true, value: { existed: record.existed, version: seq } });
+  }
+
+  /**
+   * S13: a read of partition `p` met a record that failed its checksum. The replica steps
+   * out (and, as primary, hands over); the caller answers with the returned retryable error
+   * so the client refreshes its map and reads elsewhere. Never the bad record. Effects of
+   * the step are left for the next drain.
+   */
+  corruptRead(p: PartitionId, err: Error): DstoreError {
+    if (this.health.state === 'healthy' && this.replicaMap.has(p)) this.step(p, { kind: 'corrupt', reason: err.message });
+    return new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it; another replica does: ${err.message}`);
+  }
+
+  /** Effects left by `corruptRead` (the driver drains after answering). */
+  pending(): Array<HostEffect<H>> {
+    return this.drain();
+  }
+
+  private corruptError(p: PartitionId): DstoreError {
+    return new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it`);
+  }
+
+  // ---- the nameserver ----
+
+  answered(life: number, ask: NameserverAsk, answer: NameserverAnswer): Array<HostEffect<H>> {
+    if (life !== this.life) return [];
+    if (ask.t === 'confirmEpoch' && answer.t === 'confirmEpoch') {
+      if (answer.current) this.step(ask.p, { kind: 'nameserverConfirmed', round: ask.round, epoch: ask.epoch });
+    } else if (ask.t === 'promote' && answer.t !== 'confirmEpoch') {
+      this.step(ask.p, { kind: 'promotionAnswered', config: answer.config, epoch: ask.epoch });
+    } else if (ask.t === 'removeSecondary' && answer.t !== 'confirmEpoch') {
+      this.step(ask.p, { kind: 'configure', config: answer.config });
+    }
+    return this.drain();
+  }
+
+  /** An `ask` got no usable answer: S7: a promotion is asked again with backoff; the rest the core re-asks. */
+  askFailed(life: number, ask: NameserverAsk, err: Error): Array<HostEffect<H>> {
+    if (ask.t === 'confirmEpoch') this.logAt('warn', { partition: ask.p, err: err.message }, 'cannot confirm the epoch with the nameserver; reads wait');
+    else if (ask.t === 'removeSecondary') this.logAt('warn', { partition: ask.p, secondary: ask.secondary, err: err.message }, 'cannot ask the nameserver to remove a silent secondary');
+    else {
+      this.logAt('warn', { partition: ask.p, learner: ask.learner, err: err.message }, 'promotion request failed; retrying (commits wait, S7)');
+      const next = { ...ask, attempt: ask.attempt + 1, delayMs: Math.min(ask.delayMs * 2, 1000) };
+      this.out.push({ kind: 'askLater', life, afterMs: ask.delayMs, ask: next });
+    }
+    return this.drain();
+  }
+
+  /** The delay of an `askLater` ran out. */
+  retryAsk(life: number, ask: NameserverAsk): Array<HostEffect<H>> {
+    this.askAgain(life, ask);
+    return this.drain();
+  }
+
+  private askAgain(life: number, ask: NameserverAsk): void {
+    if (life !== this.life) return; // storage failed: that replica is gone
+    // S7: a promotion is asked until answered (bounded), unless the replica moved on.
+    if (ask.t === 'promote' && (ask.attempt >= 1000 || this.replica(ask.p).epoch !== ask.epoch)) return;
+    this.out.push({ kind: 'ask', life, ask });
+  }
+
+  /** A `defer` effect's turn came. */
+  deferred(life: number, p: PartitionId, input: ReplicaInput): Array<HostEffect<H>> {
+    if (life !== this.life) return [];
+    this.step(p, input);
+    return this.drain();
+  }
+
+  // ---- snapshots (S11) ----
+
+  /** S11: only a learner installs a snapshot (it may have been promoted meanwhile). */
+  mayInstallSnapshot(life: number, p: PartitionId): boolean {
+    return life === this.life && this.replica(p).role === 'learner';
+  }
+
+  snapshotInstalled(life: number, p: PartitionId, applied: { seq: Seq; epoch: Epoch }, dedup: DedupRecord[]): Array<HostEffect<H>> {
+    if (life !== this.life) return [];
+    this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+    return this.drain();
+  }
+
+  snapshotFailed(life: number, p: PartitionId, reason: string): Array<HostEffect<H>> {
+    if (life !== this.life) return [];
+    this.step(p, { kind: 'snapshotFailed', reason });
+    return this.drain();
+  }
+
+  // ---- time ----
+
+  tick(nowMs: number): Array<HostEffect<H>> {
+    for (const [p, r] of this.replicaMap) this.execute(p, this.stepReplica(r, { kind: 'tick', nowMs }));
+    return this.drain();
+  }
+
+  /** End of turn: one `flush` for every partition that saw input (one prepare per peer for all the turn's writes). */
+  endOfTurn(): Array<HostEffect<H>> {
+    this.flushScheduled = false;
+    const dirty = [...this.dirty];
+    this.dirty.clear();
+    if (this.health.state !== 'healthy') return [];
+    for (const q of dirty) this.execute(q, this.stepReplica(this.replica(q), { kind: 'flush' }));
+    return this.drain();
+  }
+
+  // ---- group commit ----
+
+  /** Starts a batch of what accumulated, unless one is being written. */
+  startBatch(): Array<HostEffect<H>> {
+    this.barrier.scheduled = false;
+    this.nextBatch();
+    return this.drain();
+  }
+
+  private nextBatch(): void {
+    const b = this.barrier;
+    if (b.inFlight || b.ops.length === 0) return;
+    const batch = b.openBatch++;
+    const ops = b.ops;
+    b.inFlight = { batch, writeIds: b.writeIds };
+    b.ops = [];
+    b.writeIds = [];
+    this.out.push({ kind: 'writeBatch', life: this.life, batch, ops });
+  }
+
+  /** Batch `batch` of `life` is durable; `deletes`: whether each applied delete found its key. */
+  batchDone(life: number, batch: number, deletes: ReadonlyArray<{ partition: PartitionId; seq: Seq; existed: boolean }>): Array<HostEffect<H>> {
+    const b = this.barrier;
+    if (life !== this.life || b.inFlight?.batch !== batch) return [];
+    const writeIds = b.inFlight.writeIds;
+    b.committedBatch = batch;
+    b.inFlight = undefined;
+    for (const d of deletes) {
+      this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
+      // Oldest first: every waiter of a delete is answered right after its apply is durable.
+      if (this.deleteResults.size > MAX_DELETE_RESULTS) this.deleteResults.delete(this.deleteResults.keys().next().value!);
+    }
+    for (const { partition, writeId } of writeIds) this.step(partition, { kind: 'persisted', writeId });
+    for (const [partition, queue] of b.waiting) {
+      // The queue stays registered while its callbacks run, so an `after` they call queues behind.
+      while (queue.length > 0 && queue[0]!.batch <= b.committedBatch) queue.shift()!.fn();
+      if (queue.length === 0) b.waiting.delete(partition);
+    }
+    this.nextBatch();
+    return this.drain();
+  }
+
+  /**
+   * Batch of `life` failed: it may or may not be durable, and later ones were planned on top
+   * of it. A broken backend precondition is a bug (fatal); anything else is a storage failure.
+   */
+  batchFailed(life: number, err: Error): Array<HostEffect<H>> {
+    if (err instanceof InvariantViolation) return [{ kind: 'fatal', error: err }];
+    return this.storageFailed(life, err);
+  }
+
+  private enqueue(p: PartitionId, ops: readonly BatchOp[], writeId?: number): void {
+    const b = this.barrier;
+    for (const op of ops) b.ops.push(op);
+    if (writeId !== undefined) b.writeIds.push({ partition: p, writeId });
+    b.lastBatchOf.set(p, b.openBatch);
+    if (!b.inFlight && !b.scheduled) {
+      b.scheduled = true;
+      this.out.push({ kind: 'scheduleBatch' });
+    }
+  }
+
+  /** Runs `fn` after everything `p` enqueued so far is durable, in the order `after` was called. */
+  private after(p: PartitionId, fn: () => void): void {
+    const b = this.barrier;
+    const batch = b.lastBatchOf.get(p) ?? 0;
+    const queue = b.waiting.get(p);
+    if (!queue && batch <= b.committedBatch) return fn();
+    if (queue) queue.push({ batch, fn });
+    else b.waiting.set(p, [{ batch, fn }]);
+  }
+
+  // ---- driving the replica cores ----
+
+  private replica(p: PartitionId): Replica {
+    let r = this.replicaMap.get(p);
+    if (r) return r;
+    r = new Replica(
+      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.opts.limits, resendAfterMs: this.opts.resendAfterMs ?? 300, incarnation: this.incarnation, removeSilentAfterMs: this.removeSilentAfterMs },
+      this.recoveries.get(p),
+    );
+    r.nowMs = this.opts.now();
+    this.replicaMap.set(p, r);
+    this.opts.hooks?.replicaCreated?.(r);
+    return r;
+  }
+
+  private stepReplica(r: Replica, input: ReplicaInput): ReplicaOutput[] {
+    let out: ReplicaOutput[];
+    try {
+      out = r.step(input);
+    } catch (err) {
+      this.opts.hooks?.stepThrew?.(r, input, err);
+      throw err;
+    }
+    this.opts.hooks?.stepped?.(r, input, out);
+    return out;
+  }
+
+  private step(p: PartitionId, input: ReplicaInput): void {
+    if (this.health.state !== 'healthy') return; // no replica exists until the reload
+    this.execute(p, this.stepReplica(this.replica(p), input));
+    this.dirty.add(p);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    this.out.push({ kind: 'scheduleFlush' });
+  }
+
+  private execute(p: PartitionId, outputs: ReplicaOutput[]): void {
+    for (const o of outputs) {
+      switch (o.kind) {
+        case 'persist':
+          if (this.mutations.ackBeforeDurable && o.writeId !== undefined) {
+            // MUTATION: the disk is said to hold the batch as soon as it is queued.
+            this.enqueue(p, o.ops);
+            this.out.push({ kind: 'defer', life: this.life, p, input: { kind: 'persisted', writeId: o.writeId } });
+          } else {
+            this.enqueue(p, o.ops, o.writeId);
+          }
+          break;
+        case 'send': {
+          const effect: HostEffect<H> = { kind: 'send', to: o.to, message: o.message };
+          if (o.immediate) this.out.push(effect);
+          else this.after(p, () => this.out.push(effect));
+          break;
+        }
+        case 'reply': {
+          if (o.duplicateOf !== undefined && o.op === 'delete' && o.result.kind === 'written') {
+            // S10: a retried delete gets the original answer, kept in the dedup table, once
+            // the apply that wrote it is durable (D1: not before, as `immediate: false` says).
+            const { duplicateOf, requestId } = o;
+            const seq = o.result.seq;
+            const fn = () => {
+              const w = this.takeWaiter(requestId);
+              if (w) this.out.push({ kind: 'readDedup', handle: w.handle, p, clientId: duplicateOf, seq });
+            };
+            if (o.immediate || this.mutations.serverDeleteReplies) fn();
+            else this.after(p, fn);
+            break;
+          }
+          const result = o.result;
+          const fn = () => this.settle(o.requestId, result.kind === 'error' ? result.error : undefined, result.kind === 'written' ? { seq: result.seq, op: o.op } : undefined);
+          if (o.immediate) fn();
+          else this.after(p, fn);
+          break;
+        }
+        case 'read':
+          this.after(p, () => this.serveRead(p, o.requestId, o.key));
+          break;
+        case 'confirmWithNameserver':
+          this.out.push({ kind: 'ask', life: this.life, ask: { t: 'confirmEpoch', p, round: o.round, epoch: o.epoch } });
+          break;
+        case 'requestPromotion':
+          this.askAgain(this.life, { t: 'promote', p, epoch: o.epoch, learner: o.learner, learnerIncarnation: o.learnerIncarnation, attempt: 0, delayMs: 50 });
+          break;
+        case 'requestRemoval':
+          this.out.push({ kind: 'ask', life: this.life, ask: { t: 'removeSecondary', p, epoch: o.epoch, secondary: o.secondary } });
+          break;
+        case 'fetchSnapshot': {
+          // Earlier storage ops of this partition first: the install replaces its state.
+          const effect: HostEffect<H> = { kind: 'fetchSnapshot', life: this.life, p, from: o.from, epoch: o.epoch };
+          this.after(p, () => this.out.push(effect));
+          break;
+        }
+        case 'log':
+          this.logAt(o.level, { ...o.fields }, o.message);
+          break;
+      }
+    }
+  }
+
+  private takeWaiter(requestId: number): Waiter<H> | undefined {
+    const w = this.waiters.get(requestId);
+    if (w) this.waiters.delete(requestId);
+    return w;
+  }
+
+  private serveRead(p: PartitionId, requestId: number, key: Uint8Array): void {
+    const w = this.takeWaiter(requestId);
+    if (!w) return;
+    // S13: a read queued before the replica found the partition corrupt is not served from it.
+    if (this.replicaMap.get(p)?.corrupt !== undefined) this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error: this.corruptError(p) } });
+    else this.out.push({ kind: 'read', handle: w.handle, p, key });
+  }
+
+  private settle(requestId: number, error: WireError | undefined, written: { seq: number; op?: 'put' | 'delete' } | undefined): void {
+    const w = this.takeWaiter(requestId);
+    if (!w) return;
+    let result: CallResult;
+    if (error) result = { ok: false, error: errorFromWire(error) };
+    else if (!written) result = { ok: true, value: undefined };
+    else if (written.op === 'delete') {
+      // Kept for every waiter of this entry (D1: a retry queued behind the first attempt
+      // waits on the same entry); the map is bounded in batchDone.
+      const key = `${w.partition}:${written.seq}`;
+      const existed = this.deleteResults.get(key) ?? false;
+      if (this.mutations.serverDeleteReplies) this.deleteResults.delete(key);
+      result = { ok: true, value: { existed, version: written.seq } };
+    } else result = { ok: true, value: { version: written.seq } };
+    this.out.push({ kind: 'answer', handle: w.handle, result });
+  }
+
+  private answer(handle: H, result: CallResult): Array<HostEffect<H>> {
+    this.out.push({ kind: 'answer', handle, result });
+    return this.drain();
+  }
+
+  private logAt(level: LogLevel, fields: Record<string, unknown>, message: string): void {
+    this.out.push({ kind: 'log', level, fields, message });
+  }
+
+  private drain(): Array<HostEffect<H>> {
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+}

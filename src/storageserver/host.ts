@@ -97,10 +97,13 @@ export type HostEffect<H> =
  * - `unconfirmedReads`: a serving primary answers reads at once, without the confirmation round (§7);
  * - `serverDeleteReplies`: delete replies as server.ts once wrote them: the first reply for an
  *   entry consumes its `existed`, and a retried delete reads the dedup table before its apply
- *   is durable.
+ *   is durable;
+ * - `ackFailedBatch`: a batch that failed is treated as durable (its writes acknowledged)
+ *   before the host goes unhealthy.
  */
 export interface HostMutations {
   readonly ackBeforeDurable?: boolean;
+  readonly ackFailedBatch?: boolean;
   readonly unconfirmedReads?: boolean;
   readonly serverDeleteReplies?: boolean;
 }
@@ -178,6 +181,8 @@ export class StorageHost<H> {
   /** When storage last became healthy again after a failure, and the backoff it ended at. */
   private recoveredMs = 0;
   private recoveredDelayMs = RECOVER_FIRST_MS;
+  /** Storage failed and was not reloaded yet: a registration now would bring back no replica. */
+  private awaitingReload = false;
   private out: Array<HostEffect<H>> = [];
   private readonly mutations: HostMutations;
 
@@ -189,6 +194,11 @@ export class StorageHost<H> {
 
   get replicas(): ReadonlyMap<PartitionId, Replica> {
     return this.replicaMap;
+  }
+
+  /** Whether a registration now would make this node healthy (false between a storage failure and its reload). */
+  get mayRegister(): boolean {
+    return !this.awaitingReload;
   }
 
   get recoveredPartitions(): number {
@@ -214,6 +224,7 @@ export class StorageHost<H> {
 
   /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
   reloaded(delayMs: number): void {
+    this.awaitingReload = false;
     this.barrier = new Barrier();
     this.incarnation = this.opts.newIncarnation();
     this.recoveredDelayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
@@ -221,6 +232,9 @@ export class StorageHost<H> {
 
   /** Registered with the nameserver: the cluster's settings; healthy again after a reload. */
   registered(reply: { partitions: number; minWriteReplicas: number; deadAfterMs?: number }): Array<HostEffect<H>> {
+    // A registration that storage failed under (say, one a heartbeat asked for) is not a
+    // reload: healthy now would build empty replicas over a backend that holds their logs.
+    if (this.awaitingReload) return [];
     this.partitions = reply.partitions;
     this.minWriteReplicas = reply.minWriteReplicas;
     this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
@@ -248,6 +262,7 @@ export class StorageHost<H> {
   storageFailed(life: number, err: Error): Array<HostEffect<H>> {
     if (life !== this.life || this.health.state !== 'healthy') return [];
     this.life += 1;
+    this.awaitingReload = true;
     const nowMs = this.opts.now();
     this.health = { state: 'unhealthy', reason: err.message, sinceMs: nowMs, attempts: 0 };
     this.failedIncarnation = this.incarnation;
@@ -494,7 +509,10 @@ export class StorageHost<H> {
    */
   batchFailed(life: number, err: Error): Array<HostEffect<H>> {
     if (err instanceof InvariantViolation) return [{ kind: 'fatal', error: err }];
-    return this.storageFailed(life, err);
+    const inFlight = this.barrier.inFlight;
+    // MUTATION: what waited for the failed batch runs as if it were durable.
+    const acked = this.mutations.ackFailedBatch && inFlight && life === this.life ? this.batchDone(life, inFlight.batch, []) : [];
+    return [...acked, ...this.storageFailed(life, err)];
   }
 
   private enqueue(p: PartitionId, ops: readonly BatchOp[], writeId?: number): void {

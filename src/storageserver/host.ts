@@ -80,9 +80,15 @@ export type HostEffect<H> =
   | { readonly kind: 'ask'; readonly life: number; readonly ask: NameserverAsk }
   /** Call `retryAsk(life, ask)` after `afterMs`. */
   | { readonly kind: 'askLater'; readonly life: number; readonly afterMs: number; readonly ask: NameserverAsk }
-  /** S11: fetch a snapshot of `p` from `from`; `mayInstallSnapshot` before installing; then `snapshotInstalled` / `snapshotFailed`. */
+  /**
+   * S11: fetch a snapshot of `p` from `from`; ask `mayInstallSnapshot` before installing it;
+   * then `snapshotInstalled` or `snapshotFailed`.
+   */
   | { readonly kind: 'fetchSnapshot'; readonly life: number; readonly p: PartitionId; readonly from: NodeId; readonly epoch: Epoch }
-  /** Storage failed: close snapshot sessions, tell the nameserver at once, reopen after `firstDelayMs`, then `reloaded`. */
+  /**
+   * Storage failed: close snapshot sessions, tell the nameserver at once, reopen storage
+   * after `firstDelayMs` (with backoff), then `loaded`, `reloaded` and register again.
+   */
   | { readonly kind: 'unhealthy'; readonly life: number; readonly reason: string; readonly firstDelayMs: number }
   /** A batch broke a backend precondition: a bug, not a storage failure (the process exits 70). */
   | { readonly kind: 'fatal'; readonly error: InvariantViolation }

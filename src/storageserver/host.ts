@@ -80,9 +80,15 @@ export type HostEffect<H> =
   | { readonly kind: 'ask'; readonly life: number; readonly ask: NameserverAsk }
   /** Call `retryAsk(life, ask)` after `afterMs`. */
   | { readonly kind: 'askLater'; readonly life: number; readonly afterMs: number; readonly ask: NameserverAsk }
-  /** S11: fetch a snapshot of `p` from `from`; `mayInstallSnapshot` before installing; then `snapshotInstalled` / `snapshotFailed`. */
+  /**
+   * S11: fetch a snapshot of `p` from `from`; ask `mayInstallSnapshot` before installing it;
+   * then `snapshotInstalled` or `snapshotFailed`.
+   */
   | { readonly kind: 'fetchSnapshot'; readonly life: number; readonly p: PartitionId; readonly from: NodeId; readonly epoch: Epoch }
-  /** Storage failed: close snapshot sessions, tell the nameserver at once, reopen after `firstDelayMs`, then `reloaded`. */
+  /**
+   * Storage failed: close snapshot sessions, tell the nameserver at once, reopen storage
+   * after `firstDelayMs` (with backoff), then `loaded`, `reloaded` and register again.
+   */
   | { readonly kind: 'unhealthy'; readonly life: number; readonly reason: string; readonly firstDelayMs: number }
   /** A batch broke a backend precondition: a bug, not a storage failure (the process exits 70). */
   | { readonly kind: 'fatal'; readonly error: InvariantViolation }
@@ -97,10 +103,13 @@ export type HostEffect<H> =
  * - `unconfirmedReads`: a serving primary answers reads at once, without the confirmation round (§7);
  * - `serverDeleteReplies`: delete replies as server.ts once wrote them: the first reply for an
  *   entry consumes its `existed`, and a retried delete reads the dedup table before its apply
- *   is durable.
+ *   is durable;
+ * - `ackFailedBatch`: a batch that failed is treated as durable (its writes acknowledged)
+ *   before the host goes unhealthy.
  */
 export interface HostMutations {
   readonly ackBeforeDurable?: boolean;
+  readonly ackFailedBatch?: boolean;
   readonly unconfirmedReads?: boolean;
   readonly serverDeleteReplies?: boolean;
 }
@@ -131,16 +140,78 @@ interface Waiter<H> {
   readonly write: boolean;
 }
 
-/** Group commit bookkeeping of one life (what writer.ts does with a backend, without it). */
-class Barrier {
-  ops: BatchOp[] = [];
-  writeIds: Array<{ partition: PartitionId; writeId: number }> = [];
-  inFlight: { batch: number; writeIds: Array<{ partition: PartitionId; writeId: number }> } | undefined;
+/**
+ * Group commit (DESIGN §8), without the backend: storage ops from every partition accumulate
+ * while the previous batch is being written, then go as ONE batch. Each batch has a number;
+ * `after(partition, fn)` runs `fn` once every op that partition enqueued so far is durable,
+ * in the order `after` was called — the ordering contract of the replica core. Used by the
+ * host and by writer.ts.
+ */
+export class GroupCommit {
+  private ops: BatchOp[] = [];
+  private writeIds: Array<{ partition: PartitionId; writeId: number }> = [];
+  private inFlight: { batch: number; writeIds: Array<{ partition: PartitionId; writeId: number }> } | undefined;
+  private openBatch = 1;
+  private committedBatch = 0;
+  private readonly lastBatchOf = new Map<PartitionId, number>();
+  private readonly waiting = new Map<PartitionId, Array<{ batch: number; fn: () => void }>>();
+  /** Whether the host asked its driver to start a batch (scheduleBatch) that has not run yet. */
   scheduled = false;
-  openBatch = 1;
-  committedBatch = 0;
-  readonly lastBatchOf = new Map<PartitionId, number>();
-  readonly waiting = new Map<PartitionId, Array<{ batch: number; fn: () => void }>>();
+
+  /** Whether something is queued or being written. */
+  get busy(): boolean {
+    return this.inFlight !== undefined || this.ops.length > 0;
+  }
+
+  /** The batch being written, if any. */
+  get writing(): number | undefined {
+    return this.inFlight?.batch;
+  }
+
+  /** Queues ops; true when no batch is being written, so one should be started. */
+  enqueue(partition: PartitionId, ops: readonly BatchOp[], writeId?: number): boolean {
+    for (const op of ops) this.ops.push(op);
+    if (writeId !== undefined) this.writeIds.push({ partition, writeId });
+    this.lastBatchOf.set(partition, this.openBatch);
+    return !this.inFlight;
+  }
+
+  /** Runs `fn` after everything `partition` enqueued so far is durable. */
+  after(partition: PartitionId, fn: () => void): void {
+    const batch = this.lastBatchOf.get(partition) ?? 0;
+    const queue = this.waiting.get(partition);
+    if (!queue && batch <= this.committedBatch) return fn();
+    if (queue) queue.push({ batch, fn });
+    else this.waiting.set(partition, [{ batch, fn }]);
+  }
+
+  /** The next batch to write (what accumulated), unless one is being written or nothing did. */
+  start(): { batch: number; ops: BatchOp[] } | undefined {
+    if (this.inFlight || this.ops.length === 0) return undefined;
+    const batch = this.openBatch++;
+    const ops = this.ops;
+    this.inFlight = { batch, writeIds: this.writeIds };
+    this.ops = [];
+    this.writeIds = [];
+    return { batch, ops };
+  }
+
+  /** The batch being written is durable: the write ids enqueued with its ops. Then `release`. */
+  committed(): Array<{ partition: PartitionId; writeId: number }> {
+    const f = this.inFlight!;
+    this.committedBatch = f.batch;
+    this.inFlight = undefined;
+    return f.writeIds;
+  }
+
+  /** Runs what waited for the batches now durable. */
+  release(): void {
+    for (const [partition, queue] of this.waiting) {
+      // The queue stays registered while its callbacks run, so an `after` they call queues behind.
+      while (queue.length > 0 && queue[0]!.batch <= this.committedBatch) queue.shift()!.fn();
+      if (queue.length === 0) this.waiting.delete(partition);
+    }
+  }
 }
 
 /** S3: the epoch is the persisted one, else the log's; S13: a corrupt partition relearns. */
@@ -173,11 +244,13 @@ export class StorageHost<H> {
   private readonly deleteResults = new Map<string, boolean>();
   private readonly dirty = new Set<PartitionId>();
   private flushScheduled = false;
-  private barrier = new Barrier();
+  private barrier = new GroupCommit();
   private nextRequestId = 1;
   /** When storage last became healthy again after a failure, and the backoff it ended at. */
   private recoveredMs = 0;
   private recoveredDelayMs = RECOVER_FIRST_MS;
+  /** Storage failed and was not reloaded yet: a registration now would bring back no replica. */
+  private awaitingReload = false;
   private out: Array<HostEffect<H>> = [];
   private readonly mutations: HostMutations;
 
@@ -189,6 +262,11 @@ export class StorageHost<H> {
 
   get replicas(): ReadonlyMap<PartitionId, Replica> {
     return this.replicaMap;
+  }
+
+  /** Whether a registration now would make this node healthy (false between a storage failure and its reload). */
+  get mayRegister(): boolean {
+    return !this.awaitingReload;
   }
 
   get recoveredPartitions(): number {
@@ -214,13 +292,17 @@ export class StorageHost<H> {
 
   /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
   reloaded(delayMs: number): void {
-    this.barrier = new Barrier();
+    this.awaitingReload = false;
+    this.barrier = new GroupCommit();
     this.incarnation = this.opts.newIncarnation();
     this.recoveredDelayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
   }
 
   /** Registered with the nameserver: the cluster's settings; healthy again after a reload. */
   registered(reply: { partitions: number; minWriteReplicas: number; deadAfterMs?: number }): Array<HostEffect<H>> {
+    // A registration that storage failed under (say, one a heartbeat asked for) is not a
+    // reload: healthy now would build empty replicas over a backend that holds their logs.
+    if (this.awaitingReload) return [];
     this.partitions = reply.partitions;
     this.minWriteReplicas = reply.minWriteReplicas;
     this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
@@ -248,6 +330,7 @@ export class StorageHost<H> {
   storageFailed(life: number, err: Error): Array<HostEffect<H>> {
     if (life !== this.life || this.health.state !== 'healthy') return [];
     this.life += 1;
+    this.awaitingReload = true;
     const nowMs = this.opts.now();
     this.health = { state: 'unhealthy', reason: err.message, sinceMs: nowMs, attempts: 0 };
     this.failedIncarnation = this.incarnation;
@@ -257,7 +340,7 @@ export class StorageHost<H> {
     this.recoveries.clear();
     this.dirty.clear();
     this.deleteResults.clear();
-    this.barrier = new Barrier();
+    this.barrier = new GroupCommit();
     const waiters = [...this.waiters.values()];
     this.waiters.clear();
     for (const w of waiters) {
@@ -456,34 +539,22 @@ export class StorageHost<H> {
   }
 
   private nextBatch(): void {
-    const b = this.barrier;
-    if (b.inFlight || b.ops.length === 0) return;
-    const batch = b.openBatch++;
-    const ops = b.ops;
-    b.inFlight = { batch, writeIds: b.writeIds };
-    b.ops = [];
-    b.writeIds = [];
-    this.out.push({ kind: 'writeBatch', life: this.life, batch, ops });
+    const next = this.barrier.start();
+    if (next) this.out.push({ kind: 'writeBatch', life: this.life, batch: next.batch, ops: next.ops });
   }
 
   /** Batch `batch` of `life` is durable; `deletes`: whether each applied delete found its key. */
   batchDone(life: number, batch: number, deletes: ReadonlyArray<{ partition: PartitionId; seq: Seq; existed: boolean }>): Array<HostEffect<H>> {
     const b = this.barrier;
-    if (life !== this.life || b.inFlight?.batch !== batch) return [];
-    const writeIds = b.inFlight.writeIds;
-    b.committedBatch = batch;
-    b.inFlight = undefined;
+    if (life !== this.life || b.writing !== batch) return [];
+    const writeIds = b.committed();
     for (const d of deletes) {
       this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
       // Oldest first: every waiter of a delete is answered right after its apply is durable.
       if (this.deleteResults.size > MAX_DELETE_RESULTS) this.deleteResults.delete(this.deleteResults.keys().next().value!);
     }
     for (const { partition, writeId } of writeIds) this.step(partition, { kind: 'persisted', writeId });
-    for (const [partition, queue] of b.waiting) {
-      // The queue stays registered while its callbacks run, so an `after` they call queues behind.
-      while (queue.length > 0 && queue[0]!.batch <= b.committedBatch) queue.shift()!.fn();
-      if (queue.length === 0) b.waiting.delete(partition);
-    }
+    b.release();
     this.nextBatch();
     return this.drain();
   }
@@ -494,15 +565,15 @@ export class StorageHost<H> {
    */
   batchFailed(life: number, err: Error): Array<HostEffect<H>> {
     if (err instanceof InvariantViolation) return [{ kind: 'fatal', error: err }];
-    return this.storageFailed(life, err);
+    const writing = this.barrier.writing;
+    // MUTATION: what waited for the failed batch runs as if it were durable.
+    const acked = this.mutations.ackFailedBatch && writing !== undefined && life === this.life ? this.batchDone(life, writing, []) : [];
+    return [...acked, ...this.storageFailed(life, err)];
   }
 
   private enqueue(p: PartitionId, ops: readonly BatchOp[], writeId?: number): void {
     const b = this.barrier;
-    for (const op of ops) b.ops.push(op);
-    if (writeId !== undefined) b.writeIds.push({ partition: p, writeId });
-    b.lastBatchOf.set(p, b.openBatch);
-    if (!b.inFlight && !b.scheduled) {
+    if (b.enqueue(p, ops, writeId) && !b.scheduled) {
       b.scheduled = true;
       this.out.push({ kind: 'scheduleBatch' });
     }
@@ -510,12 +581,7 @@ export class StorageHost<H> {
 
   /** Runs `fn` after everything `p` enqueued so far is durable, in the order `after` was called. */
   private after(p: PartitionId, fn: () => void): void {
-    const b = this.barrier;
-    const batch = b.lastBatchOf.get(p) ?? 0;
-    const queue = b.waiting.get(p);
-    if (!queue && batch <= b.committedBatch) return fn();
-    if (queue) queue.push({ batch, fn });
-    else b.waiting.set(p, [{ batch, fn }]);
+    this.barrier.after(p, fn);
   }
 
   // ---- driving the replica cores ----

@@ -296,6 +296,7 @@ export class StorageServer {
       if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
       if (r.value.kind === 'register') {
         this.heartbeating = false;
+        if (life !== this.host.life) return; // storage failed meanwhile: the reload registers
         return await this.register();
       }
       for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
@@ -670,6 +671,8 @@ export class StorageServer {
         this.host.reloaded(delayMs);
         this.log.info({ attempt, incarnation: this.incarnation, partitions: this.host.recoveredPartitions, ...freeSpaceOf(this.backend.kind, this.cfg.dataDir) }, 'backend reopened; registering again');
         await this.register();
+        // A registration begun before the reload (and ignored by the host) ended the shared loop: once more.
+        if (this.host.health.state !== 'healthy' && life === this.host.life && !this.closed) await this.register();
         return;
       } catch (err) {
         this.log.warn({ attempt, retryInMs: delayMs, err: (err as Error).message }, 'storage still unavailable');

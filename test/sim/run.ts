@@ -100,6 +100,10 @@ export function chooseKnobs(rng: Rng): Knobs {
       fsyncMaxMs: rng.pick([2, 10, 40]),
       durable: true,
       snapshotTimeoutMs: 2000,
+      // Constants, not draws: off unless --set, so no seed's schedule changed (issue 10).
+      batchFailP: 0,
+      slowBatchP: 0,
+      slowBatchMs: 500,
     },
     deadAfterMs,
     rereplicateAfterMs: rng.pick([500, 2000, 5000]),
@@ -262,6 +266,8 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     for (const [k, v] of Object.entries(c.stats)) stats[`ops.${k}`] = (stats[`ops.${k}`] ?? 0) + v;
   }
   for (const n of nodes) stats.crashes = (stats.crashes ?? 0) + n.stats.crashes;
+  for (const n of nodes) stats.failedBatches = (stats.failedBatches ?? 0) + n.stats.failedBatches;
+  for (const n of nodes) stats.storageReloads = (stats.storageReloads ?? 0) + n.stats.reloads;
   stats.reconfigurations = ns.stats.reconfigurations;
   stats.events = world.events;
   stats.messages = world.messagesSent;

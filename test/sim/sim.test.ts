@@ -95,6 +95,29 @@ describe('the simulator catches planted bugs', () => {
   });
 });
 
+describe('the disk can fail (issue 10): unhealthy, reopen, reload, rejoin', () => {
+  const failing = ['node.batchFailP=0.02', 'node.slowBatchP=0.05'];
+
+  test('seeds whose batches fail (and are slow) run clean through the unhealthy → reopen → rejoin path', () => {
+    let reloads = 0;
+    for (let seed = 1; seed <= 40; seed++) {
+      const r = runSeed(seed, { set: failing });
+      assert.deepEqual(r.violations.map((v) => v.kind), [], explain(r));
+      reloads += r.stats.storageReloads ?? 0;
+    }
+    assert.ok(reloads >= 20, `only ${reloads} reloads after a failed batch in 40 seeds`);
+  });
+
+  test('acknowledging the writes of a failed batch is caught within the first 10 seeds', () => {
+    let caught: number | undefined;
+    for (let seed = 1; seed <= 10 && caught === undefined; seed++) {
+      const r = runSeed(seed, { mutation: 'ack-failed-batch', set: failing });
+      if (r.violations.length > 0) caught = seed;
+    }
+    assert.notEqual(caught, undefined, 'no seed in 1..10 caught acknowledging a failed batch');
+  });
+});
+
 describe('seeds that found core bugs (regression tests; docs/consistency.md, C1–C8)', () => {
   const min1 = ['settings.minWriteReplicas=1'];
   const pinned: Array<{ seed: number; set?: string[]; what: string }> = [

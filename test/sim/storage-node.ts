@@ -36,6 +36,15 @@ export interface NodeKnobs {
   readonly durable: boolean;
   readonly snapshotTimeoutMs: number;
   /**
+   * The disk can fail (issue 10): each batch fails with this probability (it may or may not
+   * have reached the disk, a coin flip decides); the host goes unhealthy, reopens the disk
+   * after its backoff, reloads as a restart would (new incarnation) and registers again.
+   */
+  readonly batchFailP?: number;
+  /** A batch is this much slower with probability slowBatchP. */
+  readonly slowBatchP?: number;
+  readonly slowBatchMs?: number;
+  /**
    * A deliberate bug, to prove the simulator catches that kind of bug (mutation testing):
    * - `ack-before-durable`: a storage write is reported durable as soon as it is queued,
    *   so replicas ack (and primaries commit) entries their disk does not hold yet;
@@ -45,13 +54,15 @@ export interface NodeKnobs {
    * - `server-delete-replies`: answers deletes exactly as src/storageserver/server.ts did
    *   when this simulator was written: the first reply for an entry consumes its `existed`
    *   result, and a retried delete answered from the dedup table reads it before the apply
-   *   is durable. Both can tell a client `existed: false` for a delete that removed a key.
+   *   is durable. Both can tell a client `existed: false` for a delete that removed a key;
+   * - `ack-failed-batch`: the writes of a batch that failed are acknowledged as if durable
+   *   (needs batchFailP > 0).
    */
   readonly mutation?: Mutation;
 }
 
-export type Mutation = 'ack-before-durable' | 'lying-fsync' | 'unconfirmed-reads' | 'server-delete-replies';
-export const MUTATIONS: readonly Mutation[] = ['ack-before-durable', 'lying-fsync', 'unconfirmed-reads', 'server-delete-replies'];
+export type Mutation = 'ack-before-durable' | 'lying-fsync' | 'unconfirmed-reads' | 'server-delete-replies' | 'ack-failed-batch';
+export const MUTATIONS: readonly Mutation[] = ['ack-before-durable', 'lying-fsync', 'unconfirmed-reads', 'server-delete-replies', 'ack-failed-batch'];
 
 const encoder = new TextEncoder();
 export const bytes = (s: string): Uint8Array => encoder.encode(s);
@@ -67,6 +78,8 @@ function hostMutations(m: Mutation | undefined): HostMutations {
       return { unconfirmedReads: true };
     case 'server-delete-replies':
       return { serverDeleteReplies: true };
+    case 'ack-failed-batch':
+      return { ackFailedBatch: true };
     default:
       return {};
   }
@@ -80,6 +93,8 @@ class Volatile {
   inFlight: { batch: number; ops: readonly BatchOp[] } | null = null;
   heartbeating = false;
   registering = false;
+  /** Bumped by a reload: replies to registrations begun before it are ignored. */
+  registerGen = 0;
   timersStarted = false;
   readonly startedMs: number;
   constructor(
@@ -98,7 +113,9 @@ export class SimStorageNode implements Endpoint {
   disk = new SimDisk();
   private v: Volatile | undefined;
   private readonly limits: Limits;
-  readonly stats = { crashes: 0, restarts: 0, lostBatches: 0 };
+  readonly stats = { crashes: 0, restarts: 0, lostBatches: 0, failedBatches: 0, reloads: 0 };
+  /** Reloads after a storage failure in this process's life (each one a new incarnation). */
+  private reloads = 0;
 
   constructor(
     readonly id: NodeId,
@@ -122,11 +139,12 @@ export class SimStorageNode implements Endpoint {
 
   start(): void {
     this.world.started(this.id);
+    this.reloads = 0;
     const host = new StorageHost<Respond>({
       nodeId: this.id,
       limits: this.limits,
       now: () => this.world.now,
-      newIncarnation: () => this.incarnation,
+      newIncarnation: () => (this.reloads === 0 ? this.incarnation : `${this.incarnation}.r${this.reloads}`),
       resendAfterMs: this.knobs.resendAfterMs,
       mutations: hostMutations(this.knobs.mutation),
       hooks: {
@@ -146,14 +164,33 @@ export class SimStorageNode implements Endpoint {
     });
     const v = new Volatile(host, this.world.now);
     this.v = v;
-    // loadLogs: every partition on disk, as the real server reads its backend at start.
+    const partitions = this.loadDisk(host);
+    this.world.trace(`${this.id} starts (incarnation ${this.inc}, ${partitions} partitions on disk)`);
+    this.register(100);
+  }
+
+  /** loadLogs: every partition on disk, as the real server reads its backend at start and reload. */
+  private loadDisk(host: StorageHost<Respond>): number {
     const recoveries = new Map<PartitionId, ReplicaRecovery>();
     for (const [p, d] of this.disk.parts) {
       const state = { meta: d.meta, applied: d.applied, logBase: d.logBase, logLast: this.disk.lastPosition(p) };
       recoveries.set(p, recoveryOf(state, [...d.log], [...d.dedup.values()]));
     }
     host.loaded(recoveries);
-    this.world.trace(`${this.id} starts (incarnation ${this.inc}, ${recoveries.size} partitions on disk)`);
+    return recoveries.size;
+  }
+
+  /** After a storage failure: the disk opens again (it always does here); reload as a restart would, register. */
+  private reopen(v: Volatile, life: number, delayMs: number): void {
+    if (this.v !== v || v.host.life !== life) return;
+    v.host.reopenAttempt(1);
+    this.loadDisk(v.host);
+    this.reloads++;
+    this.stats.reloads++;
+    v.host.reloaded(delayMs);
+    this.world.trace(`${this.id} storage reopened after ${delayMs} ms; reloaded as incarnation ${v.host.incarnation}`);
+    v.registering = false;
+    v.registerGen++;
     this.register(100);
   }
 
@@ -209,10 +246,21 @@ export class SimStorageNode implements Endpoint {
           break;
         case 'writeBatch': {
           v.inFlight = { batch: e.batch, ops: e.ops };
-          const delay = this.world.rng.int(this.knobs.fsyncMinMs, this.knobs.fsyncMaxMs);
+          // No draw unless the knob is on: seeds without disk failures keep their schedules.
+          const rng = this.world.rng;
+          const fails = (this.knobs.batchFailP ?? 0) > 0 && rng.chance(this.knobs.batchFailP!);
+          const slow = (this.knobs.slowBatchP ?? 0) > 0 && rng.chance(this.knobs.slowBatchP!) ? (this.knobs.slowBatchMs ?? 0) : 0;
+          const delay = rng.int(this.knobs.fsyncMinMs, this.knobs.fsyncMaxMs) + slow;
           this.world.schedule(delay, this.id, () => {
             if (this.v !== v) return;
             v.inFlight = null;
+            if (fails) {
+              // A failed write may or may not be durable.
+              this.stats.failedBatches++;
+              if (rng.chance(0.5)) this.writeDurably(e.ops, `batch ${e.batch} (failed, but reached the disk)`);
+              else this.world.trace(`${this.id} batch ${e.batch} FAILS and does not reach the disk`);
+              return this.run(v, v.host.batchFailed(e.life, new Error(`simulated I/O error in batch ${e.batch}`)));
+            }
             const deletes = this.writeDurably(e.ops, `batch ${e.batch}`);
             this.run(v, v.host.batchDone(e.life, e.batch, deletes));
           });
@@ -255,8 +303,11 @@ export class SimStorageNode implements Endpoint {
           });
           break;
         case 'unhealthy':
+          this.world.trace(`${this.id} storage UNHEALTHY (${e.reason}); reopening in ${e.firstDelayMs} ms`);
+          this.world.schedule(e.firstDelayMs, this.id, () => this.reopen(v, e.life, e.firstDelayMs));
+          break;
         case 'fatal':
-          // The simulated disk never fails a batch; a broken precondition is reported in writeDurably.
+          // A broken precondition is reported in writeDurably.
           throw new SimulationFailure(`${this.id}: unexpected ${e.kind} effect`);
         case 'log':
           break;
@@ -270,8 +321,16 @@ export class SimStorageNode implements Endpoint {
     const v = this.v!;
     if (v.registering) return;
     v.registering = true;
+    const gen = v.registerGen;
     const attempt = (delay: number) => {
+      // A reload since: it registers its new incarnation itself.
+      if (this.v !== v || v.registerGen !== gen) return;
       this.world.call(this.id, 'ns', { t: 'register', nodeId: this.id, incarnation: v.host.incarnation, durable: this.knobs.durable, activePartitions: v.host.activePartitions() }, this.knobs.callTimeoutMs, () => `register ${v.host.incarnation}`, (r) => {
+        if (v.registerGen !== gen) return;
+        if (!v.host.mayRegister) {
+          v.registering = false; // storage failed meanwhile: the reload registers
+          return;
+        }
         if (!r.ok) {
           this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
           return;
@@ -303,7 +362,8 @@ export class SimStorageNode implements Endpoint {
 
   private heartbeat(): void {
     const v = this.v!;
-    if (v.heartbeating || v.host.partitions === 0 || v.registering) return;
+    // Unhealthy: no heartbeat (the simulated nameserver does not know `unhealthy`); dead after deadAfterMs.
+    if (v.heartbeating || v.host.partitions === 0 || v.registering || v.host.health.state !== 'healthy') return;
     v.heartbeating = true;
     const life = v.host.life;
     const body = { t: 'heartbeat', nodeId: this.id, incarnation: v.host.incarnation, uptimeMs: this.world.now - v.startedMs, keys: 0, progress: v.host.progress() };
@@ -311,6 +371,7 @@ export class SimStorageNode implements Endpoint {
       v.heartbeating = false;
       if (!r.ok) return;
       const reply = r.value as { kind: 'register' } | { kind: 'ok'; configs: Config[] };
+      if (life !== v.host.life) return; // storage failed meanwhile: the reload registers
       if (reply.kind === 'register') return this.register(100);
       this.run(v, v.host.configure(life, reply.configs));
     });

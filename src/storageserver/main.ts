@@ -69,6 +69,7 @@ async function startStorageServer(options: RunStorageServerOptions): Promise<{ p
         logRetainEntries: options.logRetainEntries ?? 1000,
         // S4: only a durable log lets a restarted replica stay a secondary.
         durable: options.backend !== 'memory' && options.sync === 'batch',
+        onFatal: () => exitOnFatal(),
         clusterToken: options.clusterToken,
         callTimeoutMs: Math.max(1000, options.heartbeatMs * 2),
       },

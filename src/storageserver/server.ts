@@ -51,7 +51,7 @@ import {
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
 import { valueTooLargeForPut } from '../rpc/oversized.js';
-import { type Backend, type DedupRecord, type PartitionState, type Snapshot, type SnapshotItem, isCorruptRecord } from '../storage/backend.js';
+import { type Backend, type DedupRecord, type Snapshot, type SnapshotItem, isCorruptRecord } from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
 import { type HostEffect, type NameserverAsk, type StorageHealth, RECOVER_FIRST_MS, RECOVER_MAX_MS, StorageHost, recoveryOf } from './host.js';
 
@@ -71,6 +71,11 @@ export interface StorageServerConfig {
   readonly durable: boolean;
   readonly clusterToken?: string;
   readonly callTimeoutMs: number;
+  /**
+   * Called on a fatal error (a broken invariant, a storage that did not come back): the entry
+   * point ends the process (src/process/fatal.ts); a library never calls process.exit.
+   */
+  readonly onFatal?: () => void;
 }
 
 const storageRequest = codec(StorageRequest);
@@ -458,7 +463,7 @@ export class StorageServer {
   }
 
   private async serveRead(handle: Handle, p: PartitionId, key: Uint8Array): Promise<void> {
-    let v;
+    let v: Awaited<ReturnType<Backend['get']>>;
     try {
       v = await this.backend.get(p, key);
     } catch (err) {
@@ -468,7 +473,7 @@ export class StorageServer {
   }
 
   private async readDedup(handle: Handle, p: PartitionId, clientId: string, seq: Seq): Promise<void> {
-    let record;
+    let record: DedupRecord | undefined;
     try {
       record = (await this.backend.dedupTable(p)).find((d) => d.clientId === clientId && d.seq === seq);
     } catch (err) {
@@ -572,7 +577,7 @@ export class StorageServer {
 
   private async snapshotRead(p: PartitionId, epoch: number, sessionId: string | undefined): Promise<unknown> {
     const r = this.host.replicas.get(p);
-    if (!r || r.role !== 'primary' || r.epoch !== epoch) throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
+    if (r?.role !== 'primary' || r.epoch !== epoch) throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
     let session = sessionId ? this.snapshotSessions.get(sessionId) : undefined;
     let dedup: DedupRecord[] = [];
     if (sessionId && !session) throw new InvalidArgumentError(`snapshot session ${sessionId} expired`);
@@ -628,8 +633,7 @@ export class StorageServer {
    */
   private onInvariantViolation(err: InvariantViolation): void {
     this.log.fatal({ err: err.message }, 'storage precondition violated; stopping so no replica acts on state the backend does not hold');
-    process.exitCode = 70;
-    setImmediate(() => process.exit(70));
+    this.cfg.onFatal?.();
   }
 
   /**
@@ -687,8 +691,7 @@ export class StorageServer {
       delayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
     }
     this.log.fatal({ attempts: RECOVER_MAX_ATTEMPTS }, 'storage did not come back; exiting');
-    process.exitCode = 70;
-    setImmediate(() => process.exit(70));
+    this.cfg.onFatal?.();
   }
 
   private sendPeer(to: NodeId, message: PeerMessage): void {
@@ -741,7 +744,7 @@ export class StorageServer {
         this.host.checkPartition(req.p);
         const r = this.host.replicas.get(partitionId(req.p));
         if (!r?.serving) throw new NotPrimaryError(`${this.nodeId} is not the serving primary of partition ${req.p}`);
-        let page;
+        let page: Awaited<ReturnType<Backend['scan']>>;
         try {
           page = await this.backend.scan(partitionId(req.p), { afterKey: req.after, limit: Math.min(req.limit, this.limits.maxScanPageKeys) });
         } catch (err) {

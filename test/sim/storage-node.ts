@@ -435,7 +435,7 @@ export class SimStorageNode implements Endpoint {
         return this.run(v, v.host.clientCall({ t: 'get', p, key: bytes(req.key!) }, respond));
       case 'snapshotRead': {
         const r = v.host.replicas.get(p);
-        if (!r || r.role !== 'primary' || r.epoch !== req.epoch) return respond(err(new NotPrimaryError(`${this.id} is not primary of partition ${p} at epoch ${req.epoch}`)));
+        if (r?.role !== 'primary' || r.epoch !== req.epoch) return respond(err(new NotPrimaryError(`${this.id} is not primary of partition ${p} at epoch ${req.epoch}`)));
         return respond({ ok: true, value: this.disk.snapshot(p) });
       }
       default:

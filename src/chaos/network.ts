@@ -16,7 +16,13 @@
  * is gone (SIGKILLed).
  */
 import { randomBytes } from 'node:crypto';
-import { deleteNamespaces, ip, netnsUnavailableReason, removeStaleNamespaces as removeStaleNs, stderrOf } from '../process/netns.js';
+import {
+  deleteNamespaces,
+  ip,
+  netnsUnavailableReason,
+  removeStaleNamespaces as removeStaleNs,
+  stderrOf,
+} from '../process/netns.js';
 
 export const SUBNET = '10.213.0.0/24';
 const SUBNET_PREFIX = '10.213.0';
@@ -112,7 +118,10 @@ export class ChaosNetwork {
     const id = linkId(a, b);
     if (!this.cuts.has(id)) return;
     const [x, y] = [this.address(a), this.address(b)];
-    for (const [from, to] of [[x, y], [y, x]] as const) {
+    for (const [from, to] of [
+      [x, y],
+      [y, x],
+    ] as const) {
       try {
         ip(['-n', this.routerNs, 'rule', 'del', 'from', from, 'to', to, 'blackhole']);
       } catch (err) {

@@ -58,9 +58,13 @@ export function countOps(ops: readonly ChaosOp[]): OpCounts {
 }
 
 /** Error codes of failed and unknown operations, most frequent first. */
-export function errorCodes(ops: readonly ChaosOp[]): Array<{ status: 'fail' | 'unknown'; code: string; count: number }> {
+export function errorCodes(
+  ops: readonly ChaosOp[],
+): Array<{ status: 'fail' | 'unknown'; code: string; count: number }> {
   const m = new Map<string, number>();
-  for (const o of ops) if (o.status !== 'ok' && o.error) m.set(`${o.status}\u0000${o.error}`, (m.get(`${o.status}\u0000${o.error}`) ?? 0) + 1);
+  for (const o of ops)
+    if (o.status !== 'ok' && o.error)
+      m.set(`${o.status}\u0000${o.error}`, (m.get(`${o.status}\u0000${o.error}`) ?? 0) + 1);
   return [...m]
     .map(([k, count]) => {
       const [status, code] = k.split('\u0000') as ['fail' | 'unknown', string];
@@ -152,7 +156,10 @@ export function formatReport(r: ReportInput): string {
   lines.push('', `faults (${r.faults.length}):`);
   if (r.faults.length === 0) lines.push('  none');
   for (const f of r.faults) {
-    const when = f.endMs === undefined ? `${s1(f.startMs).padStart(6)} s – (not healed)` : `${s1(f.startMs).padStart(6)} s – ${s1(f.endMs).padStart(6)} s`;
+    const when =
+      f.endMs === undefined
+        ? `${s1(f.startMs).padStart(6)} s – (not healed)`
+        : `${s1(f.startMs).padStart(6)} s – ${s1(f.endMs).padStart(6)} s`;
     lines.push(`  ${when}  ${describeFault(f)}${f.note ? `  [${f.note}]` : ''}`);
   }
 
@@ -160,10 +167,18 @@ export function formatReport(r: ReportInput): string {
   lines.push('', 'operations (load and final reads):', '            ok    fail  unknown    total');
   for (const kind of ['put', 'get', 'delete', 'total'] as const) {
     const x = c[kind];
-    lines.push(`  ${kind.padEnd(7)} ${String(x.ok).padStart(6)} ${String(x.fail).padStart(7)} ${String(x.unknown).padStart(8)} ${String(x.total).padStart(8)}`);
+    lines.push(
+      `  ${kind.padEnd(7)} ${String(x.ok).padStart(6)} ${String(x.fail).padStart(7)} ${String(x.unknown).padStart(8)} ${String(x.total).padStart(8)}`,
+    );
   }
   const codes = errorCodes(r.ops);
-  if (codes.length > 0) lines.push(`  errors: ${codes.slice(0, 8).map((e) => `${e.code} ${e.count} (${e.status})`).join(', ')}${codes.length > 8 ? ', …' : ''}`);
+  if (codes.length > 0)
+    lines.push(
+      `  errors: ${codes
+        .slice(0, 8)
+        .map((e) => `${e.code} ${e.count} (${e.status})`)
+        .join(', ')}${codes.length > 8 ? ', …' : ''}`,
+    );
 
   lines.push('', 'unavailability (1 s or more without a successful operation):');
   const during = (w: Window): string => {
@@ -173,22 +188,34 @@ export function formatReport(r: ReportInput): string {
   };
   const overall = r.windows.filter((w) => w.scope === 'overall');
   if (overall.length === 0) lines.push('  overall: none');
-  for (const w of overall.slice(0, 40)) lines.push(`  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ${during(w)}`);
+  for (const w of overall.slice(0, 40))
+    lines.push(
+      `  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ${during(w)}`,
+    );
   if (overall.length > 40) lines.push(`  … ${overall.length - 40} more`);
   const byPartition = new Map<number, Window[]>();
-  for (const w of r.windows) if (w.scope !== 'overall') byPartition.set(w.scope, [...(byPartition.get(w.scope) ?? []), w]);
+  for (const w of r.windows)
+    if (w.scope !== 'overall') byPartition.set(w.scope, [...(byPartition.get(w.scope) ?? []), w]);
   for (const [p, ws] of [...byPartition].sort((a, b) => a[0] - b[0])) {
     const total = ws.reduce((n, w) => n + w.toMs - w.fromMs, 0);
     const longest = ws.reduce((a, b) => (b.toMs - b.fromMs > a.toMs - a.fromMs ? b : a));
-    lines.push(`  partition ${p}: ${ws.length} window${ws.length === 1 ? '' : 's'}, ${s1(total)} s in all; longest ${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`);
+    lines.push(
+      `  partition ${p}: ${ws.length} window${ws.length === 1 ? '' : 's'}, ${s1(total)} s in all; longest ${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`,
+    );
   }
 
   lines.push('', 'after healing:');
-  lines.push(r.settle.ok ? `  the cluster settled (every storage server alive, R members per partition, no learner, every primary serving) ${s1(r.settle.ms ?? 0)} s after the load stopped` : `  the cluster did NOT settle: ${r.settle.problem}`);
+  lines.push(
+    r.settle.ok
+      ? `  the cluster settled (every storage server alive, R members per partition, no learner, every primary serving) ${s1(r.settle.ms ?? 0)} s after the load stopped`
+      : `  the cluster did NOT settle: ${r.settle.problem}`,
+  );
   lines.push(`  final reads: ${r.finalReads.ok} of ${r.finalReads.total} keys read`);
   if (r.unexpectedExits.length === 0) lines.push('  no node exited on its own');
   for (const e of r.unexpectedExits) {
-    lines.push(`  ${e.node} exited on its own at ${s1(e.atMs)} s (${e.signal ? `signal ${e.signal}` : `exit code ${e.code}`}); last log lines:`);
+    lines.push(
+      `  ${e.node} exited on its own at ${s1(e.atMs)} s (${e.signal ? `signal ${e.signal}` : `exit code ${e.code}`}); last log lines:`,
+    );
     for (const l of e.logTail.split('\n').slice(-6)) lines.push(`    ${l}`);
   }
 

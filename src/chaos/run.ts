@@ -38,8 +38,23 @@ import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
 import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
-import { type AppliedFault, CHAOS_EXIT, type ChaosVerdict, formatReport, type UnexpectedExit, unavailability, type Window } from './report.js';
-import { describeFault, DISK_FAULT_KINDS, type FaultKind, NETWORK_FAULT_KINDS, type PlannedFault, planNemesis } from './schedule.js';
+import {
+  type AppliedFault,
+  CHAOS_EXIT,
+  type ChaosVerdict,
+  formatReport,
+  type UnexpectedExit,
+  unavailability,
+  type Window,
+} from './report.js';
+import {
+  describeFault,
+  DISK_FAULT_KINDS,
+  type FaultKind,
+  NETWORK_FAULT_KINDS,
+  type PlannedFault,
+  planNemesis,
+} from './schedule.js';
 
 export interface ChaosOptions {
   readonly durationS: number;
@@ -99,7 +114,11 @@ const MIN_GAP_MS = 1000;
 const NODE_FS_BYTES = 64 * 1024 * 1024;
 
 /** Runs one chaos run; `progress` gets a line per phase and fault. Rejects only on set-up failures or an abort. */
-export async function runChaos(o: ChaosOptions, progress: (line: string) => void, signal?: AbortSignal): Promise<ChaosResult> {
+export async function runChaos(
+  o: ChaosOptions,
+  progress: (line: string) => void,
+  signal?: AbortSignal,
+): Promise<ChaosResult> {
   const durationMs = Math.round(o.durationS * 1000);
   const storageIds = Array.from({ length: o.nodes }, (_, i) => `s${i + 1}`);
   const replicas = Math.min(o.replicas, o.nodes);
@@ -109,14 +128,20 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   const networkSkipped = !wantNetwork
     ? undefined
     : o.backend === 'redis'
-      ? 'each Redis listens on the runner\'s loopback, which the nodes\' network namespaces cannot reach (--backend redis)'
+      ? "each Redis listens on the runner's loopback, which the nodes' network namespaces cannot reach (--backend redis)"
       : networkUnavailableReason();
   const useNetwork = wantNetwork && networkSkipped === undefined;
   // Full disks need a small filesystem per storage server (root), and a backend that writes one.
   const wantDisk = o.faults.some((k) => DISK_FAULT_KINDS.includes(k));
-  const diskSkipped = !wantDisk ? undefined : o.backend === 'memory' ? 'the memory backend writes no disk' : smallFsUnavailableReason('disk-full faults');
+  const diskSkipped = !wantDisk
+    ? undefined
+    : o.backend === 'memory'
+      ? 'the memory backend writes no disk'
+      : smallFsUnavailableReason('disk-full faults');
   const useDisk = wantDisk && diskSkipped === undefined;
-  const kinds = o.faults.filter((k) => (useNetwork || !NETWORK_FAULT_KINDS.includes(k)) && (useDisk || !DISK_FAULT_KINDS.includes(k)));
+  const kinds = o.faults.filter(
+    (k) => (useNetwork || !NETWORK_FAULT_KINDS.includes(k)) && (useDisk || !DISK_FAULT_KINDS.includes(k)),
+  );
   const plan = planNemesis({ seed: o.seed, durationMs, storageIds, kinds });
   if (networkSkipped) progress(`chaos: network partitions skipped: ${networkSkipped}`);
   if (diskSkipped) progress(`chaos: disk-full faults skipped: ${diskSkipped}`);
@@ -152,7 +177,10 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
 
   const faults: AppliedFault[] = [];
   const ops: ChaosOp[] = [];
-  let settle: { ok: boolean; ms?: number; problem?: string } = { ok: false, problem: 'the run ended before the cluster was checked' };
+  let settle: { ok: boolean; ms?: number; problem?: string } = {
+    ok: false,
+    problem: 'the run ended before the cluster was checked',
+  };
   let loadStoppedMs = Number.NaN;
   try {
     // ---- the network and the processes ----
@@ -172,37 +200,70 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
       progress(`chaos: ${p.name} exited on its own (${info.signal ?? `exit code ${info.code}`})`);
     };
     const nameserver = new ManagedProcess(
-      'nameserver', 'nameserver', join(dir, 'nameserver'), join(dir, 'nameserver.stderr.log'), nsPort,
-      (port) => nameserverArgs({
-        listen: hostOf('nameserver'), port, dataDir: join(dir, 'nameserver'), partitions: o.partitions, replicas,
-        minWriteReplicas: Math.min(2, replicas), initialNodes: o.nodes, heartbeatMs: o.heartbeatMs,
-        deadAfterMs: o.deadAfterMs, logLevel: o.logLevel,
-      }),
-      env, onExit, net ? net.wrapper('nameserver') : [],
+      'nameserver',
+      'nameserver',
+      join(dir, 'nameserver'),
+      join(dir, 'nameserver.stderr.log'),
+      nsPort,
+      (port) =>
+        nameserverArgs({
+          listen: hostOf('nameserver'),
+          port,
+          dataDir: join(dir, 'nameserver'),
+          partitions: o.partitions,
+          replicas,
+          minWriteReplicas: Math.min(2, replicas),
+          initialNodes: o.nodes,
+          heartbeatMs: o.heartbeatMs,
+          deadAfterMs: o.deadAfterMs,
+          logLevel: o.logLevel,
+        }),
+      env,
+      onExit,
+      net ? net.wrapper('nameserver') : [],
     );
     procs.push(nameserver);
     for (const id of storageIds) {
-      procs.push(new ManagedProcess(
-        id, 'storage', join(dir, id), join(dir, `${id}.stderr.log`), net ? STORAGE_PORT : 0,
-        (port) => storageArgs({
-          nameserver: nameserverAddress, listen: hostOf(id), port, nodeId: id,
-          backend: fleet ? fleet.backendOf(id) : o.backend, dataDir: join(dir, id), sync: 'batch',
-          heartbeatMs: o.heartbeatMs, logLevel: o.logLevel,
-        }),
-        env, onExit, net ? net.wrapper(id) : [],
-      ));
+      procs.push(
+        new ManagedProcess(
+          id,
+          'storage',
+          join(dir, id),
+          join(dir, `${id}.stderr.log`),
+          net ? STORAGE_PORT : 0,
+          (port) =>
+            storageArgs({
+              nameserver: nameserverAddress,
+              listen: hostOf(id),
+              port,
+              nodeId: id,
+              backend: fleet ? fleet.backendOf(id) : o.backend,
+              dataDir: join(dir, id),
+              sync: 'batch',
+              heartbeatMs: o.heartbeatMs,
+              logLevel: o.logLevel,
+            }),
+          env,
+          onExit,
+          net ? net.wrapper(id) : [],
+        ),
+      );
     }
     const byName = new Map(procs.map((p) => [p.name, p]));
     if (useDisk) {
       for (const id of storageIds) disks.set(id, SmallFs.mount(join(dir, id), NODE_FS_BYTES));
-      progress(`chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs of its own (disk-full faults)`);
+      progress(
+        `chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs of its own (disk-full faults)`,
+      );
     }
     if (o.backend === 'redis') {
       fleet = RedisFleet.create(dir);
       for (const id of storageIds) await fleet.ensure(id);
     }
     const nodes: Nodes = { procs: byName, net, disks, fleet };
-    progress(`chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`);
+    progress(
+      `chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`,
+    );
     await nameserver.start(START_TIMEOUT_MS);
     await Promise.all(procs.slice(1).map((p) => p.start(START_TIMEOUT_MS)));
     signal?.throwIfAborted();
@@ -212,8 +273,17 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     const config: WorkerConfig = {
       nameserver: nameserverAddress,
       ...(token === undefined ? {} : { clusterToken: token }),
-      clients: o.clients, keys, seed: o.seed, ratePerSec: o.ratePerSec, timeoutMs: o.timeoutMs, attemptTimeoutMs: o.attemptTimeoutMs,
-      storageServers: o.nodes, partitions: o.partitions, replicas, deleteExisted: o.deleteExisted, formTimeoutMs: START_TIMEOUT_MS,
+      clients: o.clients,
+      keys,
+      seed: o.seed,
+      ratePerSec: o.ratePerSec,
+      timeoutMs: o.timeoutMs,
+      attemptTimeoutMs: o.attemptTimeoutMs,
+      storageServers: o.nodes,
+      partitions: o.partitions,
+      replicas,
+      deleteExisted: o.deleteExisted,
+      formTimeoutMs: START_TIMEOUT_MS,
       originNs: originNs.toString(),
     };
     const inbox = new Inbox();
@@ -222,7 +292,11 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     try {
       const cmd = [...(net ? net.wrapper('clients') : []), process.execPath, WORKER_SCRIPT, JSON.stringify(config)];
       // Its own process group, as the nodes: a terminal's Ctrl-C reaches only the runner, which stops it.
-      worker = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', fd, fd, 'ipc'], env: childEnv(undefined), detached: true });
+      worker = spawn(cmd[0]!, cmd.slice(1), {
+        stdio: ['ignore', fd, fd, 'ipc'],
+        env: childEnv(undefined),
+        detached: true,
+      });
     } finally {
       closeSync(fd);
     }
@@ -231,7 +305,10 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
       else inbox.put(m);
     });
     const workerExited = new Promise<void>((r) => worker!.once('exit', () => r()));
-    workerExited.then(() => inbox.put({ t: 'error', message: `the client worker exited: ${logTail(workerLog, 8) || '(no output)'}` }), () => undefined);
+    workerExited.then(
+      () => inbox.put({ t: 'error', message: `the client worker exited: ${logTail(workerLog, 8) || '(no output)'}` }),
+      () => undefined,
+    );
     const toWorker = (m: ToWorker): void => {
       worker?.send(m);
     };
@@ -240,7 +317,9 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     // ---- load and nemesis ----
     loadStartMs = clock();
     toWorker({ t: 'start' });
-    progress(`chaos: load started: ${o.clients} clients on ${o.keys} keys, ${o.ratePerSec} ops/s; ${plan.length} faults planned over ${o.durationS} s`);
+    progress(
+      `chaos: load started: ${o.clients} clients on ${o.keys} keys, ${o.ratePerSec} ops/s; ${plan.length} faults planned over ${o.durationS} s`,
+    );
     const untilLoad = (ms: number): Promise<void> => sleepUntil(() => clock() - loadStartMs, ms, signal);
     for (const f of plan) {
       await untilLoad(f.atMs);
@@ -250,19 +329,36 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
       await untilLoad(f.atMs + f.durationMs);
       const healNote = await heal(f, nodes);
       if (healNote) note = note ? `${note}; ${healNote}` : healNote;
-      faults.push({ kind: f.kind, ...(f.target ? { target: f.target } : {}), ...(f.sides ? { sides: f.sides } : {}), startMs, endMs: clock() - loadStartMs, ...(note ? { note } : {}) });
+      faults.push({
+        kind: f.kind,
+        ...(f.target ? { target: f.target } : {}),
+        ...(f.sides ? { sides: f.sides } : {}),
+        startMs,
+        endMs: clock() - loadStartMs,
+        ...(note ? { note } : {}),
+      });
     }
     await untilLoad(durationMs);
 
     // ---- heal everything, settle, final reads ----
     const leftovers = await healEverything(procs, nodes);
     if (leftovers.length > 0) progress(`chaos: healing: ${leftovers.join('; ')}`);
-    progress(`chaos: load stopping; waiting for the cluster to settle (at most ${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`);
+    progress(
+      `chaos: load stopping; waiting for the cluster to settle (at most ${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`,
+    );
     toWorker({ t: 'stop', settleTimeoutMs: o.settleTimeoutMs });
-    const stopped = (await inbox.wait('loadStopped', o.timeoutMs + 30_000, signal)) as Extract<FromWorker, { t: 'loadStopped' }>;
+    const stopped = (await inbox.wait('loadStopped', o.timeoutMs + 30_000, signal)) as Extract<
+      FromWorker,
+      { t: 'loadStopped' }
+    >;
     loadStoppedMs = stopped.atMs - loadStartMs;
-    const settled = (await inbox.wait('settled', o.settleTimeoutMs + o.timeoutMs + 30_000, signal)) as Extract<FromWorker, { t: 'settled' }>;
-    settle = settled.ok ? { ok: true, ms: settled.atMs - stopped.atMs } : { ok: false, problem: settled.problem ?? 'unknown' };
+    const settled = (await inbox.wait('settled', o.settleTimeoutMs + o.timeoutMs + 30_000, signal)) as Extract<
+      FromWorker,
+      { t: 'settled' }
+    >;
+    settle = settled.ok
+      ? { ok: true, ms: settled.atMs - stopped.atMs }
+      : { ok: false, problem: settled.problem ?? 'unknown' };
     await inbox.wait('done', o.timeoutMs + 30_000, signal);
     if (!(await Promise.race([workerExited.then(() => true), delay(5000, false)]))) worker.kill('SIGKILL');
   } catch (err) {
@@ -272,7 +368,9 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
     closing = true;
     process.off('exit', exitGuard);
     worker?.kill('SIGKILL');
-    await Promise.all(procs.map((p) => p.stop(STOP_TIMEOUT_MS).catch((err: unknown) => progress(`chaos: ${(err as Error).message}`))));
+    await Promise.all(
+      procs.map((p) => p.stop(STOP_TIMEOUT_MS).catch((err: unknown) => progress(`chaos: ${(err as Error).message}`))),
+    );
     try {
       net?.destroy();
     } catch (err) {
@@ -284,18 +382,31 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   }
 
   // ---- check and report ----
-  if (o.historyPath) writeFileSync(o.historyPath, ops.map((op) => formatHistoryLine(op as HistoryOp)).join('\n') + (ops.length ? '\n' : ''));
+  if (o.historyPath)
+    writeFileSync(
+      o.historyPath,
+      ops.map((op) => formatHistoryLine(op as HistoryOp)).join('\n') + (ops.length ? '\n' : ''),
+    );
   progress(`chaos: checking ${ops.length} operations for linearizability`);
   const checkStarted = performance.now();
   const check = checkHistory(ops, { timeBudgetMs: o.checkBudgetMs });
   const checkMs = performance.now() - checkStarted;
   const finals = ops.filter((op) => String(op.client).startsWith('final-'));
   const finalReads = { ok: finals.filter((op) => op.status === 'ok').length, total: o.keys };
-  const windows = unavailability(ops, faults, { fromMs: 0, toMs: Number.isNaN(loadStoppedMs) ? durationMs : Math.min(durationMs, loadStoppedMs), opOffsetMs: loadStartMs, partitions: o.partitions, minGapMs: MIN_GAP_MS });
+  const windows = unavailability(ops, faults, {
+    fromMs: 0,
+    toMs: Number.isNaN(loadStoppedMs) ? durationMs : Math.min(durationMs, loadStoppedMs),
+    opOffsetMs: loadStartMs,
+    partitions: o.partitions,
+    minGapMs: MIN_GAP_MS,
+  });
   const verdict: ChaosVerdict =
-    check.verdict === 'violation' ? 'violation'
-      : check.verdict === 'unknown' ? 'inconclusive'
-        : !settle.ok || finalReads.ok < finalReads.total || unexpectedExits.length > 0 ? 'liveness'
+    check.verdict === 'violation'
+      ? 'violation'
+      : check.verdict === 'unknown'
+        ? 'inconclusive'
+        : !settle.ok || finalReads.ok < finalReads.total || unexpectedExits.length > 0
+          ? 'liveness'
           : 'ok';
   const keep = o.dataDir !== undefined || o.keep || verdict !== 'ok';
   if (!keep) rmSync(dir, { recursive: true, force: true });
@@ -305,14 +416,39 @@ export async function runChaos(o: ChaosOptions, progress: (line: string) => void
   const report = formatReport({
     header,
     networkNote:
-      (useNetwork ? `network: one namespace per node and one for the clients, on ${SUBNET}` : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`) +
-      (useDisk ? `\ndisks: a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs per storage server` : diskSkipped ? `\ndisks: disk-full faults skipped: ${diskSkipped}` : ''),
-    faults, ops, windows, settle, finalReads, unexpectedExits, check, checkMs, verdict,
+      (useNetwork
+        ? `network: one namespace per node and one for the clients, on ${SUBNET}`
+        : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`) +
+      (useDisk
+        ? `\ndisks: a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs per storage server`
+        : diskSkipped
+          ? `\ndisks: disk-full faults skipped: ${diskSkipped}`
+          : ''),
+    faults,
+    ops,
+    windows,
+    settle,
+    finalReads,
+    unexpectedExits,
+    check,
+    checkMs,
+    verdict,
     ...(o.historyPath ? { historyPath: o.historyPath } : {}),
     ...(keep ? { keptDir: dir } : {}),
   });
   return {
-    seed: o.seed, verdict, exitCode: CHAOS_EXIT[verdict], plan, faults, loadStartMs, ops, windows, check, settle, unexpectedExits, report,
+    seed: o.seed,
+    verdict,
+    exitCode: CHAOS_EXIT[verdict],
+    plan,
+    faults,
+    loadStartMs,
+    ops,
+    windows,
+    check,
+    settle,
+    unexpectedExits,
+    report,
     ...(networkSkipped ? { networkSkipped } : {}),
     ...(diskSkipped ? { diskSkipped } : {}),
   };
@@ -466,7 +602,10 @@ class Inbox {
       const onAbort = (): void => ac.abort();
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        await Promise.race([new Promise<void>((r) => (this.waiter = r)), delay(left, undefined, { signal: ac.signal }).catch(() => undefined)]);
+        await Promise.race([
+          new Promise<void>((r) => (this.waiter = r)),
+          delay(left, undefined, { signal: ac.signal }).catch(() => undefined),
+        ]);
       } finally {
         this.waiter = undefined;
         ac.abort();

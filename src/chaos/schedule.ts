@@ -122,7 +122,12 @@ export function describeFault(f: Pick<PlannedFault, 'kind' | 'target' | 'sides'>
 
 /** Parses `--faults kill,pause,…`; throws naming the bad kind. */
 export function parseFaultKinds(text: string): FaultKind[] {
-  const kinds = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const k of kinds) if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new Error(`unknown fault kind ${JSON.stringify(k)}; the kinds are ${FAULT_KINDS.join(', ')}`);
+  const kinds = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const k of kinds)
+    if (!(FAULT_KINDS as readonly string[]).includes(k))
+      throw new Error(`unknown fault kind ${JSON.stringify(k)}; the kinds are ${FAULT_KINDS.join(', ')}`);
   return [...new Set(kinds)] as FaultKind[];
 }

@@ -53,12 +53,21 @@ const opts = {
   ...(config.clusterToken === undefined ? {} : { clusterToken: config.clusterToken }),
 };
 
-
 function errorCode(err: unknown): string {
-  return err instanceof DstoreError ? err.code : err instanceof Error ? `${err.name}: ${err.message.slice(0, 200)}` : String(err);
+  return err instanceof DstoreError
+    ? err.code
+    : err instanceof Error
+      ? `${err.name}: ${err.message.slice(0, 200)}`
+      : String(err);
 }
 
-async function doOp(db: Db, client: string, op: 'put' | 'get' | 'delete', key: string, value: string): Promise<boolean> {
+async function doOp(
+  db: Db,
+  client: string,
+  op: 'put' | 'get' | 'delete',
+  key: string,
+  value: string,
+): Promise<boolean> {
   const invoke = now();
   try {
     if (op === 'put') {
@@ -66,7 +75,15 @@ async function doOp(db: Db, client: string, op: 'put' | 'get' | 'delete', key: s
       record({ client, op, key, value, invoke, complete: now(), status: 'ok' });
     } else if (op === 'get') {
       const got = await db.get(key);
-      record({ client, op, key, value: got ? Buffer.from(got.value).toString('utf8') : null, invoke, complete: now(), status: 'ok' });
+      record({
+        client,
+        op,
+        key,
+        value: got ? Buffer.from(got.value).toString('utf8') : null,
+        invoke,
+        complete: now(),
+        status: 'ok',
+      });
     } else {
       const existed = await db.delete(key);
       record({ client, op, key, ...(config.deleteExisted ? { existed } : {}), invoke, complete: now(), status: 'ok' });
@@ -106,9 +123,13 @@ async function unsettled(db: Db, rpc: RpcPool): Promise<string | undefined> {
   if (!info.formed) return 'the cluster map is not formed';
   const storage = info.nodes.filter((n) => n.role === 'storage');
   const notAlive = storage.filter((n) => n.state !== 'alive').map((n) => `${n.id} is ${n.state}`);
-  if (notAlive.length > 0 || storage.length < config.storageServers) return `storage servers not alive: ${notAlive.join(', ') || `${storage.length} of ${config.storageServers} registered`}`;
-  if (info.partitionsReady !== info.partitions) return `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary`;
-  const map = (await rpc.get(config.nameserver).call({ t: 'map', ...tokenField(config.clusterToken) }, { timeoutMs: config.attemptTimeoutMs })) as {
+  if (notAlive.length > 0 || storage.length < config.storageServers)
+    return `storage servers not alive: ${notAlive.join(', ') || `${storage.length} of ${config.storageServers} registered`}`;
+  if (info.partitionsReady !== info.partitions)
+    return `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary`;
+  const map = (await rpc
+    .get(config.nameserver)
+    .call({ t: 'map', ...tokenField(config.clusterToken) }, { timeoutMs: config.attemptTimeoutMs })) as {
     configs: { partition: number; epoch: number; primary: string; secondaries: string[]; learners: string[] }[];
   };
   const short = map.configs.filter((c) => 1 + c.secondaries.length !== config.replicas || c.learners.length > 0);

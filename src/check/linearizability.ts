@@ -129,10 +129,18 @@ function validateOp(raw: unknown): string | undefined {
   if (typeof o.key !== 'string') return '`key` must be a string';
   if (!STATUSES.includes(o.status as OpStatus)) return '`status` must be ok, fail or unknown';
   if (typeof o.invoke !== 'number' || !Number.isFinite(o.invoke)) return '`invoke` must be a finite number';
-  if (o.complete !== undefined && o.complete !== null && (typeof o.complete !== 'number' || !Number.isFinite(o.complete))) return '`complete` must be a finite number or null';
-  if (o.status !== 'unknown' && (typeof o.complete !== 'number' || o.complete < o.invoke)) return 'an ok or failed operation needs `complete` >= `invoke`';
-  if (o.value !== undefined && o.value !== null && typeof o.value !== 'string') return '`value` must be a string or null';
-  if (o.expect !== undefined && o.expect !== null && typeof o.expect !== 'string') return '`expect` must be a string or null';
+  if (
+    o.complete !== undefined &&
+    o.complete !== null &&
+    (typeof o.complete !== 'number' || !Number.isFinite(o.complete))
+  )
+    return '`complete` must be a finite number or null';
+  if (o.status !== 'unknown' && (typeof o.complete !== 'number' || o.complete < o.invoke))
+    return 'an ok or failed operation needs `complete` >= `invoke`';
+  if (o.value !== undefined && o.value !== null && typeof o.value !== 'string')
+    return '`value` must be a string or null';
+  if (o.expect !== undefined && o.expect !== null && typeof o.expect !== 'string')
+    return '`expect` must be a string or null';
   if (o.existed !== undefined && typeof o.existed !== 'boolean') return '`existed` must be a boolean';
   if ((o.op === 'put' || o.op === 'cas') && typeof o.value !== 'string') return `a ${o.op} needs a string \`value\``;
   if (o.op === 'cas' && o.expect === undefined) return 'a cas needs `expect`';
@@ -199,7 +207,9 @@ function abstractValues(ops: readonly HistoryOp[]): HistoryOp[] {
     if (o.op === 'get' && o.status === 'ok' && o.value != null) observed.add(o.value);
     if (o.op === 'cas' && o.expect != null) observed.add(o.expect);
   }
-  return ops.map((o) => ((o.op === 'put' || o.op === 'cas') && o.value != null && !observed.has(o.value) ? { ...o, value: UNOBSERVED } : o));
+  return ops.map((o) =>
+    (o.op === 'put' || o.op === 'cas') && o.value != null && !observed.has(o.value) ? { ...o, value: UNOBSERVED } : o,
+  );
 }
 
 /** True when the operation can matter to the check (see the header). */
@@ -222,9 +232,13 @@ function prune(ops: HistoryOp[]): HistoryOp[] {
   for (const o of ops) {
     if (o.op === 'get' && o.status === 'ok' && o.value != null) observed.add(o.value);
     if (o.op === 'cas' && o.expect != null) observed.add(o.expect);
-    if (o.op === 'delete' && o.existed === true) lastExistedDelete = Math.max(lastExistedDelete, o.complete ?? Infinity);
+    if (o.op === 'delete' && o.existed === true)
+      lastExistedDelete = Math.max(lastExistedDelete, o.complete ?? Infinity);
   }
-  return ops.filter((o) => !(o.status === 'unknown' && o.op === 'put' && !observed.has(o.value ?? '') && !(o.invoke <= lastExistedDelete)));
+  return ops.filter(
+    (o) =>
+      !(o.status === 'unknown' && o.op === 'put' && !observed.has(o.value ?? '') && !(o.invoke <= lastExistedDelete)),
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -307,7 +321,11 @@ interface SearchOutcome {
   readonly reason?: string;
 }
 
-function search(ops: readonly HistoryOp[], initial: State, opts: Required<Pick<CheckOptions, 'timeBudgetMs' | 'maxSteps' | 'now'>>): SearchOutcome {
+function search(
+  ops: readonly HistoryOp[],
+  initial: State,
+  opts: Required<Pick<CheckOptions, 'timeBudgetMs' | 'maxSteps' | 'now'>>,
+): SearchOutcome {
   const head = buildList(ops);
   // Definite (ok) and unknown operations are numbered apart: the memo treats them differently.
   // Two classes of unknown operations are interchangeable and only counted: puts of the
@@ -397,7 +415,8 @@ function search(ops: readonly HistoryOp[], initial: State, opts: Required<Pick<C
 
   for (;;) {
     if (definiteLeft === 0) return { verdict: 'ok', steps, best };
-    if (++steps > opts.maxSteps) return { verdict: 'unknown', steps, best, reason: `search exceeded ${opts.maxSteps} steps` };
+    if (++steps > opts.maxSteps)
+      return { verdict: 'unknown', steps, best, reason: `search exceeded ${opts.maxSteps} steps` };
     if ((steps & 1023) === 0 && opts.now() - started > opts.timeBudgetMs) {
       return { verdict: 'unknown', steps, best, reason: `search exceeded the time budget of ${opts.timeBudgetMs} ms` };
     }
@@ -413,7 +432,11 @@ function search(ops: readonly HistoryOp[], initial: State, opts: Required<Pick<C
           calls.push({ entry, state: before });
           if (op.status === 'ok') definiteLeft--;
           lift(entry);
-          if (calls.length > best.length) best = calls.map((c, i) => ({ id: c.entry.id, stateAfter: i + 1 < calls.length ? calls[i + 1]!.state : state }));
+          if (calls.length > best.length)
+            best = calls.map((c, i) => ({
+              id: c.entry.id,
+              stateAfter: i + 1 < calls.length ? calls[i + 1]!.state : state,
+            }));
           entry = head.next;
           continue;
         }
@@ -465,7 +488,12 @@ export function describeOp(op: HistoryOp): string {
   return `client ${op.client} ${what} [${fmtTime(op.invoke)}, ${end} ${op.status}`;
 }
 
-function explain(key: string, ops: readonly HistoryOp[], initial: State, best: ReadonlyArray<{ id: number; stateAfter: State }>): Explanation {
+function explain(
+  key: string,
+  ops: readonly HistoryOp[],
+  initial: State,
+  best: ReadonlyArray<{ id: number; stateAfter: State }>,
+): Explanation {
   const inPrefix = new Set(best.map((b) => b.id));
   // The search ran on renamed values (abstractValues): replay the prefix on the real ones.
   let state = initial;
@@ -538,13 +566,19 @@ export function checkKey(key: string, history: readonly HistoryOp[], options: Ch
 export function checkHistory(history: readonly HistoryOp[], options: CheckOptions = {}): CheckResult {
   const keys = [...new Set(history.map((o) => o.key))].sort();
   const results = keys.map((k) => checkKey(k, history, options));
-  const verdict: Verdict = results.some((r) => r.verdict === 'violation') ? 'violation' : results.some((r) => r.verdict === 'unknown') ? 'unknown' : 'ok';
+  const verdict: Verdict = results.some((r) => r.verdict === 'violation')
+    ? 'violation'
+    : results.some((r) => r.verdict === 'unknown')
+      ? 'unknown'
+      : 'ok';
   return { verdict, keys: results };
 }
 
 /** A short report: the verdict, then each violating key's explanation. */
 export function formatResult(result: CheckResult): string {
-  const lines = [`linearizability: ${result.verdict} (${result.keys.length} keys, ${result.keys.reduce((n, k) => n + k.ops, 0)} operations)`];
+  const lines = [
+    `linearizability: ${result.verdict} (${result.keys.length} keys, ${result.keys.reduce((n, k) => n + k.ops, 0)} operations)`,
+  ];
   for (const k of result.keys) {
     if (k.verdict === 'violation') lines.push(k.explanation!.text);
     if (k.verdict === 'unknown') lines.push(`key ${JSON.stringify(k.key)}: unknown (${k.reason})`);

@@ -24,7 +24,8 @@ export function rawCommandLine(path = '/proc/self/cmdline'): Buffer[] | undefine
     bytes = readFileSync(path);
   } catch (err) {
     // No /proc (macOS, some containers): the caller falls back to refusing any U+FFFD.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'EACCES') return undefined;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'EACCES')
+      return undefined;
     throw err;
   }
   const parts: Buffer[] = [];
@@ -54,7 +55,10 @@ function isValidUtf8(bytes: Uint8Array): boolean {
  * `raw` is the whole command line (rawCommandLine()); its last `args.length` entries are
  * the user's arguments.
  */
-export function findInvalidUtf8Arg(args: readonly string[], raw: readonly Uint8Array[] | undefined): { index: number; text: string; rawHex?: string } | undefined {
+export function findInvalidUtf8Arg(
+  args: readonly string[],
+  raw: readonly Uint8Array[] | undefined,
+): { index: number; text: string; rawHex?: string } | undefined {
   const rawArgs = raw && raw.length >= args.length ? raw.slice(raw.length - args.length) : undefined;
   // The raw arguments must decode to exactly what Node gave us, else they are not ours.
   // biome-ignore lint/complexity/useOptionalChain: the explicit check narrows rawArgs for the lines below.
@@ -72,9 +76,10 @@ export function findInvalidUtf8Arg(args: readonly string[], raw: readonly Uint8A
 export function checkArgsUtf8(args: readonly string[], raw: readonly Uint8Array[] | undefined): void {
   const bad = findInvalidUtf8Arg(args, raw);
   if (!bad) return;
-  const what = bad.rawHex === undefined
-    ? `contains U+FFFD, the character invalid UTF-8 is turned into (this system does not show the raw bytes, so it cannot tell)`
-    : `is not valid UTF-8 (bytes ${bad.rawHex})`;
+  const what =
+    bad.rawHex === undefined
+      ? `contains U+FFFD, the character invalid UTF-8 is turned into (this system does not show the raw bytes, so it cannot tell)`
+      : `is not valid UTF-8 (bytes ${bad.rawHex})`;
   throw new UsageError(
     `argument ${bad.index + 1} ${what}; it would be stored as U+FFFD, not as the bytes given. ` +
       `Give a binary key as hex with --key-hex${bad.rawHex === undefined ? '' : ` (--key-hex ${bad.rawHex})`}, a binary value with --file PATH or on stdin (-), ` +
@@ -85,7 +90,9 @@ export function checkArgsUtf8(args: readonly string[], raw: readonly Uint8Array[
 /** `--key-hex`: the key's bytes from an even number of hex digits. */
 export function parseHexKey(hex: string): Uint8Array {
   if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) {
-    throw new UsageError(`--key-hex: expected the key as an even number of hex digits (e.g. fffe for the bytes ff fe), got ${JSON.stringify(hex)}`);
+    throw new UsageError(
+      `--key-hex: expected the key as an even number of hex digits (e.g. fffe for the bytes ff fe), got ${JSON.stringify(hex)}`,
+    );
   }
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
@@ -106,7 +113,8 @@ const CHUNK_BYTES = 64 * 1024;
 /** Reads all of the file `fd`, refusing more than `maxBytes`. */
 function readFileBounded(fd: number, what: string, maxBytes: number): Uint8Array {
   const size = fstatSync(fd).size;
-  if (size > maxBytes) throw new UsageError(`${what} holds ${size} bytes, over ${maxBytes}, the largest value there can be`);
+  if (size > maxBytes)
+    throw new UsageError(`${what} holds ${size} bytes, over ${maxBytes}, the largest value there can be`);
   const chunks: Buffer[] = [];
   let total = 0;
   // Bounded: a file that grows while read stops at maxBytes + 1 bytes.
@@ -122,13 +130,18 @@ function readFileBounded(fd: number, what: string, maxBytes: number): Uint8Array
 }
 
 /** Reads a stream (stdin) to its end, refusing more than `maxBytes`. */
-async function readStreamBounded(stream: AsyncIterable<Buffer | string>, what: string, maxBytes: number): Promise<Uint8Array> {
+async function readStreamBounded(
+  stream: AsyncIterable<Buffer | string>,
+  what: string,
+  maxBytes: number,
+): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of stream) {
     const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     total += b.length;
-    if (total > maxBytes) throw new UsageError(`${what} holds more than ${maxBytes} bytes, the largest value there can be`);
+    if (total > maxBytes)
+      throw new UsageError(`${what} holds more than ${maxBytes} bytes, the largest value there can be`);
     chunks.push(b);
   }
   return new Uint8Array(Buffer.concat(chunks, total));
@@ -141,14 +154,21 @@ export interface PutInput {
 }
 
 /** The value of `dstore put`: the argument, stdin (`-` or no argument) or `--file PATH`. */
-export async function readPutValue(value: string | undefined, file: string | undefined, stdin: () => PutInput, maxBytes = MAX_INPUT_VALUE_BYTES): Promise<Uint8Array> {
+export async function readPutValue(
+  value: string | undefined,
+  file: string | undefined,
+  stdin: () => PutInput,
+  maxBytes = MAX_INPUT_VALUE_BYTES,
+): Promise<Uint8Array> {
   if (file !== undefined) {
     if (value !== undefined) throw new UsageError('give the value either as an argument or with --file, not both');
     let fd: number;
     try {
       fd = openSync(file, 'r');
     } catch (err) {
-      throw new UsageError(`--file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+      throw new UsageError(
+        `--file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      );
     }
     try {
       if (fstatSync(fd).isDirectory()) throw new UsageError(`--file ${file}: is a directory`);
@@ -160,7 +180,9 @@ export async function readPutValue(value: string | undefined, file: string | und
   if (value === undefined || value === '-') {
     const input = stdin();
     if (input.isTTY) {
-      throw new UsageError('no value: give it as an argument, with --file PATH, or pipe it in (dstore put KEY - < file); stdin is a terminal');
+      throw new UsageError(
+        'no value: give it as an argument, with --file PATH, or pipe it in (dstore put KEY - < file); stdin is a terminal',
+      );
     }
     return readStreamBounded(input.stream, 'stdin', maxBytes);
   }

@@ -63,7 +63,12 @@ export interface BenchReport {
     readonly valueSize: number;
     readonly keys: number;
     readonly ratio: string;
-    readonly spawned?: { readonly storageServers: number; readonly replicas: number; readonly backend: BackendName; readonly sync: SyncMode };
+    readonly spawned?: {
+      readonly storageServers: number;
+      readonly replicas: number;
+      readonly backend: BackendName;
+      readonly sync: SyncMode;
+    };
   };
   readonly elapsedS: number;
   readonly reads: OpStats;
@@ -130,13 +135,24 @@ const ms = (n: number): string => n.toFixed(n < 10 ? 2 : 1);
 
 export function formatReport(r: BenchReport): string {
   const c = r.config;
-  const spawned = c.spawned ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ${c.spawned.backend}, sync ${c.spawned.sync}` : '';
+  const spawned = c.spawned
+    ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ${c.spawned.backend}, sync ${c.spawned.sync}`
+    : '';
   const rows = [['', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'max ms']];
-  for (const [name, s] of [['reads', r.reads], ['writes', r.writes], ['total', r.total]] as const) {
+  for (const [name, s] of [
+    ['reads', r.reads],
+    ['writes', r.writes],
+    ['total', r.total],
+  ] as const) {
     rows.push([name, int(s.ops), int(s.opsPerSec), ms(s.p50Ms), ms(s.p99Ms), ms(s.maxMs)]);
   }
   const errorCount = Object.values(r.errors).reduce((a, b) => a + b, 0);
-  const errors = errorCount === 0 ? 'errors: 0' : `errors: ${int(errorCount)} (${Object.entries(r.errors).map(([k, v]) => `${k} ${int(v)}`).join(', ')}; not in the figures above)`;
+  const errors =
+    errorCount === 0
+      ? 'errors: 0'
+      : `errors: ${int(errorCount)} (${Object.entries(r.errors)
+          .map(([k, v]) => `${k} ${int(v)}`)
+          .join(', ')}; not in the figures above)`;
   return [
     `dstore bench: ${c.concurrency} callers for ${r.elapsedS.toFixed(1)} s, ${c.valueSize}-byte values, ${int(c.keys)} keys, reads:writes ${c.ratio} (nameserver ${c.nameserver}${spawned})`,
     '',
@@ -152,7 +168,13 @@ export async function runLoad(
   written: WrittenKeys,
   onSecond: (elapsedS: number, opsSoFar: number, opsLastSecond: number) => void,
   shouldStop: () => boolean,
-): Promise<{ reads: Histogram; writes: Histogram; errors: Map<string, number>; errorSamples: string[]; elapsedS: number }> {
+): Promise<{
+  reads: Histogram;
+  writes: Histogram;
+  errors: Map<string, number>;
+  errorSamples: string[];
+  elapsedS: number;
+}> {
   const reads = new Histogram();
   const writes = new Histogram();
   const errors = new Map<string, number>();
@@ -199,7 +221,15 @@ export async function runLoad(
 }
 
 /** Writes keys 0..keys-1 once with `concurrency` callers. */
-async function preload(db: Db, prefix: string, keys: number, concurrency: number, value: Uint8Array, written: WrittenKeys, shouldStop: () => boolean): Promise<void> {
+async function preload(
+  db: Db,
+  prefix: string,
+  keys: number,
+  concurrency: number,
+  value: Uint8Array,
+  written: WrittenKeys,
+  shouldStop: () => boolean,
+): Promise<void> {
   let next = 0;
   const caller = async (): Promise<void> => {
     while (next < keys && !shouldStop()) {
@@ -212,7 +242,13 @@ async function preload(db: Db, prefix: string, keys: number, concurrency: number
 }
 
 /** Deletes every key the bench wrote; returns how many could not be deleted (and one reason). */
-export async function deleteWritten(db: Db, prefix: string, written: WrittenKeys, concurrency: number, shouldStop: () => boolean): Promise<{ failed: number; sample?: string }> {
+export async function deleteWritten(
+  db: Db,
+  prefix: string,
+  written: WrittenKeys,
+  concurrency: number,
+  shouldStop: () => boolean,
+): Promise<{ failed: number; sample?: string }> {
   let next = 0;
   let failed = 0;
   let sample: string | undefined;
@@ -244,7 +280,9 @@ async function cleanUpWritten(db: Db, o: BenchOptions, written: WrittenKeys, sho
     err.write(`deleted ${int(written.count)} keys in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     return;
   }
-  throw new CliFailure(`${int(failed)} of the ${int(written.count)} keys written (prefix ${JSON.stringify(o.prefix)}) were not deleted${sample ? ` (${sample})` : ''}; find them with dstore dump --all`);
+  throw new CliFailure(
+    `${int(failed)} of the ${int(written.count)} keys written (prefix ${JSON.stringify(o.prefix)}) were not deleted${sample ? ` (${sample})` : ''}; find them with dstore dump --all`,
+  );
 }
 
 export async function runBench(o: BenchOptions): Promise<void> {
@@ -263,7 +301,9 @@ export async function runBench(o: BenchOptions): Promise<void> {
       process.exit(130);
     }
     stopRequested = true;
-    err.write(`\n${signal}: stopping the load (again to exit at once${o.spawn || o.keep ? '' : ', leaving the keys written'})\n`);
+    err.write(
+      `\n${signal}: stopping the load (again to exit at once${o.spawn || o.keep ? '' : ', leaving the keys written'})\n`,
+    );
     // During the start there is no load to stop: stopping the cluster ends the start.
     cluster?.close().catch((e: unknown) => err.write(`error while stopping the cluster: ${describeError(e)}\n`));
   };
@@ -273,7 +313,9 @@ export async function runBench(o: BenchOptions): Promise<void> {
     let nameserver = o.nameserver;
     if (o.spawn) {
       tempDir = mkdtempSync(join(tmpdir(), 'dstore-bench-'));
-      err.write(`starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ${o.backend}, in ${tempDir} …\n`);
+      err.write(
+        `starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ${o.backend}, in ${tempDir} …\n`,
+      );
       cluster = LocalCluster.create({
         dataDir: tempDir,
         host: '127.0.0.1',
@@ -293,18 +335,31 @@ export async function runBench(o: BenchOptions): Promise<void> {
         ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
       });
       const token = o.clusterToken;
-      await cluster.start((ns) => openDb({ nameserver: ns, timeoutMs: 2000, ...(token === undefined ? {} : { clusterToken: token }) })).catch((e: unknown) => {
-        throw e instanceof ClusterStartError && e.logTail ? new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '') : e;
-      });
+      await cluster
+        .start((ns) =>
+          openDb({ nameserver: ns, timeoutMs: 2000, ...(token === undefined ? {} : { clusterToken: token }) }),
+        )
+        .catch((e: unknown) => {
+          throw e instanceof ClusterStartError && e.logTail
+            ? new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '')
+            : e;
+        });
       nameserver = cluster.nameserverAddress;
       err.write(`cluster ready at ${nameserver}\n`);
     }
-    const db = await openDb({ nameserver, timeoutMs: o.timeoutMs, ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }), ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    const db = await openDb({
+      nameserver,
+      timeoutMs: o.timeoutMs,
+      ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
+      ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    });
     const written = new WrittenKeys(o.keys);
     // A cluster of the user's (not --spawn): say where the load goes, and clean it up after.
     const cleanUp = !o.spawn && !o.keep;
     if (!o.spawn) {
-      err.write(`writing keys ${keyName(o.prefix, 0)} … ${keyName(o.prefix, o.keys - 1)} (prefix ${JSON.stringify(o.prefix)}); ${cleanUp ? 'they are deleted at the end (--keep keeps them)' : 'kept at the end (--keep)'}\n`);
+      err.write(
+        `writing keys ${keyName(o.prefix, 0)} … ${keyName(o.prefix, o.keys - 1)} (prefix ${JSON.stringify(o.prefix)}); ${cleanUp ? 'they are deleted at the end (--keep keeps them)' : 'kept at the end (--keep)'}\n`,
+      );
     }
     try {
       if (o.preload && o.ratio.reads > 0 && !stopRequested) {
@@ -334,7 +389,16 @@ export async function runBench(o: BenchOptions): Promise<void> {
           valueSize: o.valueSize,
           keys: o.keys,
           ratio: `${o.ratio.reads}:${o.ratio.writes}`,
-          ...(o.spawn ? { spawned: { storageServers: SPAWN_STORAGE_SERVERS, replicas: SPAWN_REPLICAS, backend: o.backend, sync: o.sync } } : {}),
+          ...(o.spawn
+            ? {
+                spawned: {
+                  storageServers: SPAWN_STORAGE_SERVERS,
+                  replicas: SPAWN_REPLICAS,
+                  backend: o.backend,
+                  sync: o.sync,
+                },
+              }
+            : {}),
         },
         elapsedS: result.elapsedS,
         reads: stats(result.reads, result.elapsedS),

@@ -224,14 +224,17 @@ export class LocalCluster {
         }
         try {
           const info = await db.nodes();
-          const notAlive = [...this.storage.values()].filter((p) => p.running && info.nodes.find((n) => n.id === p.name)?.state !== 'alive');
+          const notAlive = [...this.storage.values()].filter(
+            (p) => p.running && info.nodes.find((n) => n.id === p.name)?.state !== 'alive',
+          );
           if (info.formed && notAlive.length === 0 && info.partitionsReady === info.partitions) return info;
           laggard = notAlive[0];
-          problem = notAlive.length > 0
-            ? `${notAlive.map((p) => `${p.name} is ${info.nodes.find((n) => n.id === p.name)?.state ?? 'not registered'}`).join(', ')}`
-            : info.formed
-              ? `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary yet`
-              : 'the nameserver has not formed the cluster map';
+          problem =
+            notAlive.length > 0
+              ? `${notAlive.map((p) => `${p.name} is ${info.nodes.find((n) => n.id === p.name)?.state ?? 'not registered'}`).join(', ')}`
+              : info.formed
+                ? `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary yet`
+                : 'the nameserver has not formed the cluster map';
           if (!laggard && !info.formed) laggard = this.nameserver;
         } catch (err) {
           problem = `the nameserver did not answer: ${describeError(err)}`;

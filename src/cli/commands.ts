@@ -5,7 +5,16 @@
 import { isatty } from 'node:tty';
 import type { Db } from '../client/api.js';
 import { keyBytes, readPutValue } from './argv.js';
-import { bytesToJson, colourWanted, dumpToJson, formatDump, formatNodes, formatValue, makeStyle, utf8OrUndefined } from './format.js';
+import {
+  bytesToJson,
+  colourWanted,
+  dumpToJson,
+  formatDump,
+  formatNodes,
+  formatValue,
+  makeStyle,
+  utf8OrUndefined,
+} from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
 import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
@@ -58,9 +67,19 @@ const json = (value: unknown): void => out(JSON.stringify(value, null, 2));
 export async function clientCommand(o: ClientCliOptions): Promise<void> {
   const isTTY = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const greeting = isTTY ? await greetingFor(o) : undefined;
-  await withDb(o, async (db) => {
-    await runShell({ db, input: process.stdin, output: process.stdout, isTTY, ...(greeting === undefined ? {} : { greeting }) });
-  }, true); // the shell starts even when the cluster is down
+  await withDb(
+    o,
+    async (db) => {
+      await runShell({
+        db,
+        input: process.stdin,
+        output: process.stdout,
+        isTTY,
+        ...(greeting === undefined ? {} : { greeting }),
+      });
+    },
+    true,
+  ); // the shell starts even when the cluster is down
 }
 
 async function greetingFor(o: ClientCliOptions): Promise<string> {
@@ -83,7 +102,11 @@ function keyShown(key: string, keyHex: boolean | undefined): string {
   return keyHex ? `${key.toLowerCase()} (hex)` : quoteArg(key);
 }
 
-export async function putCommand(o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean }, key: string, value: string | undefined): Promise<void> {
+export async function putCommand(
+  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean },
+  key: string,
+  value: string | undefined,
+): Promise<void> {
   const k = keyBytes(key, o.keyHex);
   // Read the value before connecting: bad input fails fast, with nothing sent.
   const v = await readPutValue(value, o.file, () => ({ isTTY: isatty(0), stream: process.stdin }));
@@ -92,7 +115,10 @@ export async function putCommand(o: ClientCliOptions & { json?: boolean; file?: 
   else out(`OK (version ${version})`);
 }
 
-export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean }, key: string): Promise<void> {
+export async function getCommand(
+  o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean },
+  key: string,
+): Promise<void> {
   const k = keyBytes(key, o.keyHex);
   const got = await withDb(o, (db) => db.get(k));
   if (got === undefined) {
@@ -103,7 +129,9 @@ export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: b
   if (o.json) {
     json({ value: bytesToJson(got.value), version: got.version });
   } else if (o.raw) {
-    await new Promise<void>((resolve, reject) => process.stdout.write(got.value, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      process.stdout.write(got.value, (err) => (err ? reject(err) : resolve())),
+    );
   } else {
     const text = utf8OrUndefined(got.value);
     if (text !== undefined) out(text);
@@ -111,14 +139,24 @@ export async function getCommand(o: ClientCliOptions & { json?: boolean; raw?: b
   }
 }
 
-export async function delCommand(o: ClientCliOptions & { json?: boolean; keyHex?: boolean }, key: string): Promise<void> {
+export async function delCommand(
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  key: string,
+): Promise<void> {
   const k = keyBytes(key, o.keyHex);
   const existed = await withDb(o, (db) => db.delete(k));
   if (o.json) json({ existed });
-  else out(existed ? `OK deleted ${keyShown(key, o.keyHex)}` : `(not found) no key ${keyShown(key, o.keyHex)}; nothing deleted`);
+  else
+    out(
+      existed
+        ? `OK deleted ${keyShown(key, o.keyHex)}`
+        : `(not found) no key ${keyShown(key, o.keyHex)}; nothing deleted`,
+    );
 }
 
-export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: boolean; limit?: number }): Promise<void> {
+export async function dumpCommand(
+  o: ClientCliOptions & { json?: boolean; all?: boolean; limit?: number },
+): Promise<void> {
   const limit = o.all ? DUMP_ALL_LIMIT : (o.limit ?? DUMP_DEFAULT_LIMIT);
   const dumps = await withDb(o, (db) => db.dump({ limit }));
   if (o.json) json(dumpToJson(dumps));
@@ -126,7 +164,9 @@ export async function dumpCommand(o: ClientCliOptions & { json?: boolean; all?: 
   // A listing with a server missing is not a success, even though what was read is printed.
   const failed = dumps.filter((d) => d.error !== undefined);
   if (failed.length > 0) {
-    process.stderr.write(`error: could not list the keys of ${failed.map((d) => `${d.nodeId} (${d.address}): ${d.error}`).join('; ')}\n`);
+    process.stderr.write(
+      `error: could not list the keys of ${failed.map((d) => `${d.nodeId} (${d.address}): ${d.error}`).join('; ')}\n`,
+    );
     throw new CliExit(1);
   }
 }

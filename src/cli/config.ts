@@ -29,13 +29,20 @@ export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 const NOT_IN_FILE = new Set(['config', 'help', 'version']);
 
 export const configOption = (): Option =>
-  envOption('--config <file>', 'settings file, JSON or YAML; a key is its flag in camelCase (see below)', 'DSTORE_CONFIG');
+  envOption(
+    '--config <file>',
+    'settings file, JSON or YAML; a key is its flag in camelCase (see below)',
+    'DSTORE_CONFIG',
+  );
 
 export const listenOption = (): Option =>
-  envOption('--listen <host>', 'address to listen on; anything but loopback needs a cluster token', 'DSTORE_LISTEN').argParser(parseHost).default('127.0.0.1');
+  envOption('--listen <host>', 'address to listen on; anything but loopback needs a cluster token', 'DSTORE_LISTEN')
+    .argParser(parseHost)
+    .default('127.0.0.1');
 
 /** The old name of --listen; hidden from --help, still accepted. */
-export const legacyHostOption = (): Option => envOption('--host <host>', 'old name of --listen', 'DSTORE_HOST').argParser(parseHost).hideHelp();
+export const legacyHostOption = (): Option =>
+  envOption('--host <host>', 'old name of --listen', 'DSTORE_HOST').argParser(parseHost).hideHelp();
 
 /** The help text every command ends with. */
 export const SETTINGS_HELP = `
@@ -72,7 +79,14 @@ export function readConfigFile(path: string): Record<string, unknown> {
     text = buf.toString('utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : oneLineOf(err);
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'it is a directory'
+            : oneLineOf(err);
     throw new UsageError(`cannot read config file ${path}: ${why}`);
   }
   let parsed: unknown;
@@ -94,7 +108,9 @@ export function readConfigFile(path: string): Record<string, unknown> {
   }
   if (parsed === null || parsed === undefined) return {}; // empty, or only comments
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new UsageError(`config file ${path} must be a mapping of settings (key: value), not ${Array.isArray(parsed) ? 'a list' : typeof parsed}`);
+    throw new UsageError(
+      `config file ${path} must be a mapping of settings (key: value), not ${Array.isArray(parsed) ? 'a list' : typeof parsed}`,
+    );
   }
   return parsed as Record<string, unknown>;
 }
@@ -107,8 +123,11 @@ function unknownKey(path: string, cmd: Command, key: string, keys: ReadonlyMap<s
   if (key === 'host' && keys.has('listen')) hint = ' (--host is now --listen: use the key listen)';
   else if (lower !== key && keys.has(lower)) hint = ` (did you mean ${lower}? keys are flags in camelCase)`;
   else {
-    const elsewhere = (cmd.parent?.commands ?? []).filter((c) => c !== cmd && c.options.some((o) => fileKeyOf(o) === key)).map((c) => c.name());
-    if (elsewhere.length > 0) hint = ` (a setting of dstore ${elsewhere.join(', ')}, not of dstore ${cmd.name()}: use one file per role)`;
+    const elsewhere = (cmd.parent?.commands ?? [])
+      .filter((c) => c !== cmd && c.options.some((o) => fileKeyOf(o) === key))
+      .map((c) => c.name());
+    if (elsewhere.length > 0)
+      hint = ` (a setting of dstore ${elsewhere.join(', ')}, not of dstore ${cmd.name()}: use one file per role)`;
     else hint = `; the keys of dstore ${cmd.name()} are: ${[...keys.keys()].join(', ')}`;
   }
   return new UsageError(`config file ${path}: unknown key ${JSON.stringify(key)}${hint}`);
@@ -126,7 +145,8 @@ function fileValue(path: string, key: string, option: Option, raw: unknown): unk
     try {
       return option.parseArg(text, undefined as unknown as string);
     } catch (err) {
-      if (err instanceof InvalidArgumentError) throw new UsageError(`${where}: ${JSON.stringify(text)} is invalid. ${err.message}`);
+      if (err instanceof InvalidArgumentError)
+        throw new UsageError(`${where}: ${JSON.stringify(text)} is invalid. ${err.message}`);
       throw err;
     }
   }
@@ -173,7 +193,9 @@ export function parseEnvBoolean(name: string, text: string): boolean {
   const t = text.trim().toLowerCase();
   if (ENV_TRUE.has(t)) return true;
   if (ENV_FALSE.has(t)) return false;
-  throw new UsageError(`environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes or on, or 0, false, no or off`);
+  throw new UsageError(
+    `environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes or on, or 0, false, no or off`,
+  );
 }
 
 /**
@@ -210,7 +232,9 @@ export function listenOf(cmd: Command): string {
   const host = cmd.getOptionValue('host') as string | undefined;
   if (host === undefined) return listen;
   if (isExplicit(cmd, 'listen') && host !== listen) {
-    throw new UsageError(`--host is the old name of --listen; give one of them (got --listen ${listen} and --host ${host})`);
+    throw new UsageError(
+      `--host is the old name of --listen; give one of them (got --listen ${listen} and --host ${host})`,
+    );
   }
   return host;
 }

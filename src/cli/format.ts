@@ -21,7 +21,15 @@ const plain = (s: string): string => s;
 
 export function makeStyle(enabled: boolean): Style {
   if (!enabled) return { enabled, bold: plain, dim: plain, red: plain, green: plain, yellow: plain, cyan: plain };
-  return { enabled, bold: wrap(1, 22), dim: wrap(2, 22), red: wrap(31, 39), green: wrap(32, 39), yellow: wrap(33, 39), cyan: wrap(36, 39) };
+  return {
+    enabled,
+    bold: wrap(1, 22),
+    dim: wrap(2, 22),
+    red: wrap(31, 39),
+    green: wrap(32, 39),
+    yellow: wrap(33, 39),
+    cyan: wrap(36, 39),
+  };
 }
 
 /** Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org). */
@@ -54,7 +62,10 @@ export const MAX_SHOWN_VALUE_BYTES = 4096;
  */
 export function formatValue(bytes: Uint8Array, maxBytes = MAX_SHOWN_VALUE_BYTES): string {
   const shown = bytes.length > maxBytes ? bytes.subarray(0, maxBytes) : bytes;
-  const more = bytes.length > maxBytes ? ` … (${bytes.length} bytes; showing the first ${maxBytes}; dstore get prints it all)` : '';
+  const more =
+    bytes.length > maxBytes
+      ? ` … (${bytes.length} bytes; showing the first ${maxBytes}; dstore get prints it all)`
+      : '';
   const text = utf8OrUndefined(shown) ?? (more ? utf8OrUndefined(trimPartialUtf8(shown)) : undefined);
   if (text !== undefined) return JSON.stringify(text) + more;
   return `0x${toHex(shown)}${more} (not valid UTF-8: shown as hex, ${bytes.length} bytes)`;
@@ -125,11 +136,17 @@ export function table(rows: readonly (readonly string[])[], right: ReadonlySet<n
     .join('\n');
 }
 
-export function formatNodes(info: ClusterInfo, style: Style, nowMs: number, processes?: ReadonlyMap<string, string>): string {
+export function formatNodes(
+  info: ClusterInfo,
+  style: Style,
+  nowMs: number,
+  processes?: ReadonlyMap<string, string>,
+): string {
   const header = ['NODE', 'ROLE', 'ADDRESS', 'STATE', 'HEARTBEAT', 'HELD', 'LED', 'KEYS', 'BACKEND', 'UPTIME'];
   if (processes) header.push('PROCESS');
   const rows: string[][] = [header.map((h) => style.bold(h))];
-  const stateText = (n: NodeInfo): string => (n.state === 'alive' ? style.green(n.state) : n.state === 'dead' ? style.red(n.state) : style.yellow(n.state));
+  const stateText = (n: NodeInfo): string =>
+    n.state === 'alive' ? style.green(n.state) : n.state === 'dead' ? style.red(n.state) : style.yellow(n.state);
   for (const n of info.nodes) {
     const storage = n.role === 'storage';
     const row = [
@@ -151,13 +168,30 @@ export function formatNodes(info: ClusterInfo, style: Style, nowMs: number, proc
   // Processes the cluster does not list yet (e.g. a storage server that never registered).
   if (processes) {
     for (const [id, state] of processes) {
-      if (!info.nodes.some((n) => n.id === id)) rows.push([id, id === 'nameserver' ? 'nameserver' : 'storage', '-', style.yellow('unregistered'), '-', '-', '-', '-', '-', '-', state]);
+      if (!info.nodes.some((n) => n.id === id))
+        rows.push([
+          id,
+          id === 'nameserver' ? 'nameserver' : 'storage',
+          '-',
+          style.yellow('unregistered'),
+          '-',
+          '-',
+          '-',
+          '-',
+          '-',
+          '-',
+          state,
+        ]);
     }
   }
   // S13: a replica that failed a checksum is named, with its partitions, under the table.
   const corrupt = info.nodes
     .filter((n) => (n.corruptPartitions?.length ?? 0) > 0)
-    .map((n) => style.red(`${n.id}: partition${n.corruptPartitions!.length === 1 ? '' : 's'} ${n.corruptPartitions!.join(', ')} corrupt (S13), relearning from a healthy replica`));
+    .map((n) =>
+      style.red(
+        `${n.id}: partition${n.corruptPartitions!.length === 1 ? '' : 's'} ${n.corruptPartitions!.join(', ')} corrupt (S13), relearning from a healthy replica`,
+      ),
+    );
   const storageCount = info.nodes.filter((n) => n.role === 'storage').length;
   const alive = info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length;
   const summary =
@@ -179,7 +213,9 @@ export function formatDump(dumps: readonly StorageDump[], style: Style, listAll:
     for (const k of d.keys) lines.push(`  ${formatKey(k)}`);
     if (d.truncated) {
       const left = d.keyCount - d.keys.length;
-      lines.push(style.dim(`  … ${left > 0 ? `${left} more` : 'more'}${listAll ? '' : ' (dump --all lists every key)'}`));
+      lines.push(
+        style.dim(`  … ${left > 0 ? `${left} more` : 'more'}${listAll ? '' : ' (dump --all lists every key)'}`),
+      );
     }
   }
   return lines.join('\n');

@@ -26,5 +26,7 @@ for (const stream of [process.stdout, process.stderr]) {
 const code = await runCli(process.argv, rawCommandLine());
 // Long-running commands (up, nameserver, storage) exit from their own signal handlers; the
 // others end here. Let stdout and stderr drain first, so piped output is never cut short.
-await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => s.write('', () => resolve()))));
+await Promise.all(
+  [process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => s.write('', () => resolve()))),
+);
 process.exit(code);

@@ -24,8 +24,12 @@ export type StorageBackend = BackendName | `redis://${string}`;
 
 export function parseStorageBackend(value: string): StorageBackend {
   if ((BACKENDS as readonly string[]).includes(value)) return value as BackendName;
-  if (value === 'redis') throw new CommanderArgumentError(`The redis backend needs the URL of this server's own Redis: ${REDIS_URL_FORM}.`);
-  if (!isRedisUrl(value)) throw new CommanderArgumentError(`Allowed choices are lmdb, memory, or ${REDIS_URL_FORM} for the server's own Redis.`);
+  if (value === 'redis')
+    throw new CommanderArgumentError(`The redis backend needs the URL of this server's own Redis: ${REDIS_URL_FORM}.`);
+  if (!isRedisUrl(value))
+    throw new CommanderArgumentError(
+      `Allowed choices are lmdb, memory, or ${REDIS_URL_FORM} for the server's own Redis.`,
+    );
   try {
     parseRedisUrl(value);
   } catch (err) {
@@ -80,12 +84,14 @@ export function parseHostPort(value: string): string {
 }
 
 export function parseHost(value: string): string {
-  if (!/^(\[?[0-9a-fA-F:.]+\]?|[A-Za-z0-9.-]+)$/.test(value)) throw new CommanderArgumentError('Expected a host name or an IP address.');
+  if (!/^(\[?[0-9a-fA-F:.]+\]?|[A-Za-z0-9.-]+)$/.test(value))
+    throw new CommanderArgumentError('Expected a host name or an IP address.');
   return value.replace(/^\[(.*)\]$/, '$1');
 }
 
 export function parseNodeId(value: string): string {
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(value)) throw new CommanderArgumentError('A node id is 1..64 letters, digits, ".", "_" or "-".');
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(value))
+    throw new CommanderArgumentError('A node id is 1..64 letters, digits, ".", "_" or "-".');
   if (value === 'nameserver') throw new CommanderArgumentError('"nameserver" is reserved for the nameserver.');
   return value;
 }
@@ -95,7 +101,10 @@ export function parseRatio(value: string): { reads: number; writes: number } {
   const m = /^(\d{1,6}):(\d{1,6})$/.exec(value);
   const reads = Number(m?.[1]);
   const writes = Number(m?.[2]);
-  if (!m || reads + writes === 0) throw new CommanderArgumentError('Expected READS:WRITES with non-negative integers, not both 0 (e.g. 1:1, 9:1, 0:1).');
+  if (!m || reads + writes === 0)
+    throw new CommanderArgumentError(
+      'Expected READS:WRITES with non-negative integers, not both 0 (e.g. 1:1, 9:1, 0:1).',
+    );
   return { reads, writes };
 }
 
@@ -105,13 +114,21 @@ export function envOption(flags: string, description: string, env: string): Opti
 }
 
 export const logLevelOption = (): Option =>
-  envOption('--log-level <level>', 'log level of the JSON logs', 'DSTORE_LOG_LEVEL').choices(LOG_LEVELS).default('info');
+  envOption('--log-level <level>', 'log level of the JSON logs', 'DSTORE_LOG_LEVEL')
+    .choices(LOG_LEVELS)
+    .default('info');
 
 export const clusterTokenOption = (): Option =>
-  envOption('--cluster-token <token>', 'shared secret of the cluster (required off loopback; prefer the environment variable, flags show in ps)', 'DSTORE_CLUSTER_TOKEN');
+  envOption(
+    '--cluster-token <token>',
+    'shared secret of the cluster (required off loopback; prefer the environment variable, flags show in ps)',
+    'DSTORE_CLUSTER_TOKEN',
+  );
 
 export const nameserverOption = (): Option =>
-  envOption('--nameserver <host:port>', 'address of the nameserver', 'DSTORE_NAMESERVER').argParser(parseHostPort).default(DEFAULT_NAMESERVER);
+  envOption('--nameserver <host:port>', 'address of the nameserver', 'DSTORE_NAMESERVER')
+    .argParser(parseHostPort)
+    .default(DEFAULT_NAMESERVER);
 
 export const timeoutOption = (): Option =>
   envOption('--timeout-ms <ms>', 'deadline of each request including retries', 'DSTORE_TIMEOUT_MS')
@@ -119,7 +136,11 @@ export const timeoutOption = (): Option =>
     .default(10_000);
 
 export const attemptTimeoutOption = (): Option =>
-  envOption('--attempt-timeout-ms <ms>', 'bound on one attempt of a request; an unanswered attempt is retried (a write with the same request id) until --timeout-ms', 'DSTORE_ATTEMPT_TIMEOUT_MS')
+  envOption(
+    '--attempt-timeout-ms <ms>',
+    'bound on one attempt of a request; an unanswered attempt is retried (a write with the same request id) until --timeout-ms',
+    'DSTORE_ATTEMPT_TIMEOUT_MS',
+  )
     .argParser(intParser('an integer', 1, 3_600_000))
     .default(2000);
 
@@ -131,7 +152,9 @@ export function isLoopbackHost(host: string): boolean {
 /** DESIGN §12: like Redis' protected mode, nothing listens off loopback without a token. */
 export function checkListenAllowed(host: string, clusterToken: string | undefined): void {
   if (!isLoopbackHost(host) && (clusterToken === undefined || clusterToken === '')) {
-    throw new UsageError(`refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep --listen on loopback (127.0.0.1, the default)`);
+    throw new UsageError(
+      `refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep --listen on loopback (127.0.0.1, the default)`,
+    );
   }
 }
 

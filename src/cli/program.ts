@@ -11,7 +11,17 @@ import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgume
 import { DstoreError } from '../core/errors.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
-import { applyBooleanEnv, applyConfigFile, configOption, isExplicit, legacyHostOption, listenOf, listenOption, optionDescriptionWithKey, SETTINGS_HELP } from './config.js';
+import {
+  applyBooleanEnv,
+  applyConfigFile,
+  configOption,
+  isExplicit,
+  legacyHostOption,
+  listenOf,
+  listenOption,
+  optionDescriptionWithKey,
+  SETTINGS_HELP,
+} from './config.js';
 import { CliExit, type ClientCliOptions } from './commands.js';
 import {
   attemptTimeoutOption,
@@ -46,11 +56,18 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
 /** Typed errors that mean the input was bad (exit code 2), not that the cluster failed. */
-const BAD_INPUT_CODES: ReadonlySet<string> = new Set(['KEY_EMPTY', 'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'INVALID_ARGUMENT']);
+const BAD_INPUT_CODES: ReadonlySet<string> = new Set([
+  'KEY_EMPTY',
+  'KEY_TOO_LARGE',
+  'VALUE_TOO_LARGE',
+  'INVALID_ARGUMENT',
+]);
 
 function packageVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+      version?: unknown;
+    };
     return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
   } catch (err) {
     return `unknown (${err instanceof Error ? err.message : String(err)})`;
@@ -68,42 +85,98 @@ function configure(cmd: Command, helpHint: string): Command {
     .showSuggestionAfterError(true);
 }
 
-const partitionsOption = () => envOption('--partitions <n>', 'partitions of a new cluster (fixed at creation)', 'DSTORE_PARTITIONS').argParser(intParser('an integer', 1, 4096)).default(16);
-const replicasOption = () => envOption('--replicas <n>', 'replication factor R of a new cluster', 'DSTORE_REPLICAS').argParser(intParser('an integer', 1, 16)).default(3);
+const partitionsOption = () =>
+  envOption('--partitions <n>', 'partitions of a new cluster (fixed at creation)', 'DSTORE_PARTITIONS')
+    .argParser(intParser('an integer', 1, 4096))
+    .default(16);
+const replicasOption = () =>
+  envOption('--replicas <n>', 'replication factor R of a new cluster', 'DSTORE_REPLICAS')
+    .argParser(intParser('an integer', 1, 16))
+    .default(3);
 const minWriteOption = () =>
-  envOption('--min-write-replicas <n>', 'fewest replicas a write must reach; fewer members refuse writes (never more than R)', 'DSTORE_MIN_WRITE_REPLICAS')
+  envOption(
+    '--min-write-replicas <n>',
+    'fewest replicas a write must reach; fewer members refuse writes (never more than R)',
+    'DSTORE_MIN_WRITE_REPLICAS',
+  )
     .argParser(intParser('an integer', 1, 16))
     .default(2);
-const heartbeatOption = () => envOption('--heartbeat-ms <ms>', 'heartbeat interval of storage servers', 'DSTORE_HEARTBEAT_MS').argParser(intParser('an integer', 10, 600_000)).default(1000);
-const deadAfterOption = () => envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead', 'DSTORE_DEAD_AFTER_MS').argParser(intParser('an integer', 50, 3_600_000)).default(5000);
+const heartbeatOption = () =>
+  envOption('--heartbeat-ms <ms>', 'heartbeat interval of storage servers', 'DSTORE_HEARTBEAT_MS')
+    .argParser(intParser('an integer', 10, 600_000))
+    .default(1000);
+const deadAfterOption = () =>
+  envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead', 'DSTORE_DEAD_AFTER_MS')
+    .argParser(intParser('an integer', 50, 3_600_000))
+    .default(5000);
 const rereplicateAfterOption = () =>
-  envOption('--rereplicate-after-ms <ms>', 'a partition short of R replicas this long gets a learner on another live storage server', 'DSTORE_REREPLICATE_AFTER_MS')
+  envOption(
+    '--rereplicate-after-ms <ms>',
+    'a partition short of R replicas this long gets a learner on another live storage server',
+    'DSTORE_REREPLICATE_AFTER_MS',
+  )
     .argParser(intParser('an integer', 0, 86_400_000))
     .default(30_000);
 const logRetainOption = () =>
-  envOption('--log-retain-entries <n>', 'log entries each partition keeps past the point every replica applied (older ones are truncated)', 'DSTORE_LOG_RETAIN_ENTRIES')
+  envOption(
+    '--log-retain-entries <n>',
+    'log entries each partition keeps past the point every replica applied (older ones are truncated)',
+    'DSTORE_LOG_RETAIN_ENTRIES',
+  )
     .argParser(intParser('an integer', 0, 100_000_000))
     .default(1000);
 const upBackendOption = () =>
-  envOption('--backend <backend>', 'storage engine; redis starts one redis-server per storage server (redis-server must be installed)', 'DSTORE_BACKEND').choices(UP_BACKENDS).default('lmdb');
+  envOption(
+    '--backend <backend>',
+    'storage engine; redis starts one redis-server per storage server (redis-server must be installed)',
+    'DSTORE_BACKEND',
+  )
+    .choices(UP_BACKENDS)
+    .default('lmdb');
 const storageBackendOption = () =>
-  envOption('--backend <backend>', "storage engine: lmdb, memory, or this server's own Redis as redis://HOST:PORT[/DB]", 'DSTORE_BACKEND').argParser(parseStorageBackend).default('lmdb');
-const syncOption = () => envOption('--sync <mode>', 'batch: fsync each batch of log appends before acking; none: rely on the other replicas', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch');
+  envOption(
+    '--backend <backend>',
+    "storage engine: lmdb, memory, or this server's own Redis as redis://HOST:PORT[/DB]",
+    'DSTORE_BACKEND',
+  )
+    .argParser(parseStorageBackend)
+    .default('lmdb');
+const syncOption = () =>
+  envOption(
+    '--sync <mode>',
+    'batch: fsync each batch of log appends before acking; none: rely on the other replicas',
+    'DSTORE_SYNC',
+  )
+    .choices(SYNC_MODES)
+    .default('batch');
 const maxValueOption = () =>
-  envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(1024 * 1024);
-const advertiseOption = (what: string) => envOption('--advertise <host:port>', `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`, 'DSTORE_ADVERTISE').argParser(parseHostPort);
+  envOption('--max-value-bytes <bytes>', 'largest value accepted', 'DSTORE_MAX_VALUE_BYTES')
+    .argParser(intParser('an integer', 0, 64 * 1024 * 1024))
+    .default(1024 * 1024);
+const advertiseOption = (what: string) =>
+  envOption(
+    '--advertise <host:port>',
+    `address ${what} (default: the --listen address and port; the host name for 0.0.0.0)`,
+    'DSTORE_ADVERTISE',
+  ).argParser(parseHostPort);
 /** A bench key prefix: 1..64 printable ASCII characters, no blanks (keys stay readable in `dump`). */
 function parseBenchPrefix(value: string): string {
-  if (!/^[!-~]{1,64}$/.test(value)) throw new CommanderInvalidArgument('Expected 1 to 64 printable ASCII characters without blanks, e.g. mybench-.');
+  if (!/^[!-~]{1,64}$/.test(value))
+    throw new CommanderInvalidArgument('Expected 1 to 64 printable ASCII characters without blanks, e.g. mybench-.');
   return value;
 }
 const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split,disk-full';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
-const keyHexOption = () => envOption('--key-hex', 'KEY is hex digits (e.g. fffe): for keys that are not UTF-8', 'DSTORE_KEY_HEX');
+const keyHexOption = () =>
+  envOption('--key-hex', 'KEY is hex digits (e.g. fffe): for keys that are not UTF-8', 'DSTORE_KEY_HEX');
 
 function clientOptions(cmd: Command): Command {
-  return cmd.addOption(nameserverOption()).addOption(timeoutOption()).addOption(attemptTimeoutOption()).addOption(clusterTokenOption());
+  return cmd
+    .addOption(nameserverOption())
+    .addOption(timeoutOption())
+    .addOption(attemptTimeoutOption())
+    .addOption(clusterTokenOption());
 }
 
 interface ClientOpts extends ClientCliOptions {
@@ -137,23 +210,42 @@ its command's --help (flag > environment > file > default). Off this machine: do
   });
 
   const sub = (name: string, description: string): Command => {
-    const cmd = configure(new Command(name), `dstore ${name} --help`).description(description).addOption(configOption()).addHelpText('after', SETTINGS_HELP);
+    const cmd = configure(new Command(name), `dstore ${name} --help`)
+      .description(description)
+      .addOption(configOption())
+      .addHelpText('after', SETTINGS_HELP);
     program.addCommand(cmd);
     return cmd;
   };
 
   sub('up', 'start a local cluster (a nameserver and N storage servers as child processes) and open the shell')
-    .addOption(envOption('--nodes <n>', 'storage servers to start', 'DSTORE_NODES').argParser(intParser('an integer', 1, MAX_UP_NODES)).default(3))
+    .addOption(
+      envOption('--nodes <n>', 'storage servers to start', 'DSTORE_NODES')
+        .argParser(intParser('an integer', 1, MAX_UP_NODES))
+        .default(3),
+    )
     .addOption(partitionsOption())
     .addOption(replicasOption())
     .addOption(minWriteOption())
     .addOption(upBackendOption())
-    .addOption(envOption('--data-dir <dir>', 'data of every node: <dir>/nameserver, <dir>/s1, …', 'DSTORE_DATA_DIR').default('./dstore-data'))
+    .addOption(
+      envOption('--data-dir <dir>', 'data of every node: <dir>/nameserver, <dir>/s1, …', 'DSTORE_DATA_DIR').default(
+        './dstore-data',
+      ),
+    )
     .addOption(listenOption())
     .addOption(legacyHostOption())
-    .addOption(envOption('--port <port>', 'nameserver port (0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort).default(DEFAULT_NAMESERVER_PORT))
     .addOption(
-      envOption('--storage-port <port>', 'port of s1; s2 gets the next, … (default: --port + 101, i.e. 7101, 7102, …; 0: chosen by the OS)', 'DSTORE_STORAGE_PORT').argParser(parsePort),
+      envOption('--port <port>', 'nameserver port (0: chosen by the OS)', 'DSTORE_PORT')
+        .argParser(parsePort)
+        .default(DEFAULT_NAMESERVER_PORT),
+    )
+    .addOption(
+      envOption(
+        '--storage-port <port>',
+        'port of s1; s2 gets the next, … (default: --port + 101, i.e. 7101, 7102, …; 0: chosen by the OS)',
+        'DSTORE_STORAGE_PORT',
+      ).argParser(parsePort),
     )
     .addOption(syncOption())
     .addOption(heartbeatOption())
@@ -161,75 +253,171 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(rereplicateAfterOption())
     .addOption(logRetainOption())
     .addOption(maxValueOption())
-    .addOption(envOption('--start-timeout-ms <ms>', 'bound on the cluster forming', 'DSTORE_START_TIMEOUT_MS').argParser(intParser('an integer', 100, 600_000)).default(30_000))
+    .addOption(
+      envOption('--start-timeout-ms <ms>', 'bound on the cluster forming', 'DSTORE_START_TIMEOUT_MS')
+        .argParser(intParser('an integer', 100, 600_000))
+        .default(30_000),
+    )
     .addOption(new Option('--no-shell', 'no shell: run until SIGINT (Ctrl-C) or SIGTERM').env('DSTORE_NO_SHELL'))
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
-    .action(async (o: {
-      nodes: number; partitions: number; replicas: number; minWriteReplicas: number; backend: UpBackendName; dataDir: string; listen: string; host?: string; port: number;
-      storagePort?: number; sync: SyncMode; heartbeatMs: number; deadAfterMs: number; rereplicateAfterMs: number; logRetainEntries: number; maxValueBytes: number;
-      startTimeoutMs: number; shell: boolean;
-      logLevel: string; clusterToken?: string;
-    }, cmd: Command) => {
-      const host = listenOf(cmd);
-      checkListenAllowed(host, o.clusterToken);
-      const { runUp } = await import('./up.js');
-      const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
-      const given = { partitions: explicit(cmd, 'partitions'), replicas: explicit(cmd, 'replicas'), minWriteReplicas: explicit(cmd, 'minWriteReplicas') };
-      await runUp({ ...o, host, minWriteReplicas, given });
-    });
+    .action(
+      async (
+        o: {
+          nodes: number;
+          partitions: number;
+          replicas: number;
+          minWriteReplicas: number;
+          backend: UpBackendName;
+          dataDir: string;
+          listen: string;
+          host?: string;
+          port: number;
+          storagePort?: number;
+          sync: SyncMode;
+          heartbeatMs: number;
+          deadAfterMs: number;
+          rereplicateAfterMs: number;
+          logRetainEntries: number;
+          maxValueBytes: number;
+          startTimeoutMs: number;
+          shell: boolean;
+          logLevel: string;
+          clusterToken?: string;
+        },
+        cmd: Command,
+      ) => {
+        const host = listenOf(cmd);
+        checkListenAllowed(host, o.clusterToken);
+        const { runUp } = await import('./up.js');
+        const minWriteReplicas = explicit(cmd, 'minWriteReplicas')
+          ? o.minWriteReplicas
+          : Math.min(o.minWriteReplicas, o.replicas);
+        const given = {
+          partitions: explicit(cmd, 'partitions'),
+          replicas: explicit(cmd, 'replicas'),
+          minWriteReplicas: explicit(cmd, 'minWriteReplicas'),
+        };
+        await runUp({ ...o, host, minWriteReplicas, given });
+      },
+    );
 
   sub('nameserver', 'run a nameserver: membership, failure detection and the cluster map')
     .addOption(listenOption())
     .addOption(legacyHostOption())
-    .addOption(envOption('--port <port>', 'port to listen on (0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort).default(DEFAULT_NAMESERVER_PORT))
+    .addOption(
+      envOption('--port <port>', 'port to listen on (0: chosen by the OS)', 'DSTORE_PORT')
+        .argParser(parsePort)
+        .default(DEFAULT_NAMESERVER_PORT),
+    )
     .addOption(advertiseOption('of the nameserver as `nodes` shows it'))
-    .addOption(envOption('--data-dir <dir>', 'where the cluster map and logs are kept', 'DSTORE_DATA_DIR').default('./dstore-data/nameserver'))
+    .addOption(
+      envOption('--data-dir <dir>', 'where the cluster map and logs are kept', 'DSTORE_DATA_DIR').default(
+        './dstore-data/nameserver',
+      ),
+    )
     .addOption(partitionsOption())
     .addOption(replicasOption())
     .addOption(minWriteOption())
     .addOption(
-      envOption('--initial-nodes <n>', 'storage servers that must register before the cluster map is created (default: --replicas)', 'DSTORE_INITIAL_NODES').argParser(
-        intParser('an integer', 1, 4096),
-      ),
+      envOption(
+        '--initial-nodes <n>',
+        'storage servers that must register before the cluster map is created (default: --replicas)',
+        'DSTORE_INITIAL_NODES',
+      ).argParser(intParser('an integer', 1, 4096)),
     )
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
     .addOption(rereplicateAfterOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
-    .action(async (o: {
-      listen: string; host?: string; port: number; dataDir: string; partitions: number; replicas: number; minWriteReplicas: number; initialNodes?: number;
-      heartbeatMs: number; deadAfterMs: number; rereplicateAfterMs: number; logLevel: string; clusterToken?: string; advertise?: string;
-    }, cmd: Command) => {
-      if (o.initialNodes !== undefined && o.initialNodes < o.replicas) throw new UsageError(`--initial-nodes (${o.initialNodes}) cannot be below --replicas (${o.replicas})`);
-      const minWriteReplicas = explicit(cmd, 'minWriteReplicas') ? o.minWriteReplicas : Math.min(o.minWriteReplicas, o.replicas);
-      const { runNameserverCommand } = await import('./serve.js');
-      await runNameserverCommand({ ...o, host: listenOf(cmd), minWriteReplicas });
-    });
+    .action(
+      async (
+        o: {
+          listen: string;
+          host?: string;
+          port: number;
+          dataDir: string;
+          partitions: number;
+          replicas: number;
+          minWriteReplicas: number;
+          initialNodes?: number;
+          heartbeatMs: number;
+          deadAfterMs: number;
+          rereplicateAfterMs: number;
+          logLevel: string;
+          clusterToken?: string;
+          advertise?: string;
+        },
+        cmd: Command,
+      ) => {
+        if (o.initialNodes !== undefined && o.initialNodes < o.replicas)
+          throw new UsageError(`--initial-nodes (${o.initialNodes}) cannot be below --replicas (${o.replicas})`);
+        const minWriteReplicas = explicit(cmd, 'minWriteReplicas')
+          ? o.minWriteReplicas
+          : Math.min(o.minWriteReplicas, o.replicas);
+        const { runNameserverCommand } = await import('./serve.js');
+        await runNameserverCommand({ ...o, host: listenOf(cmd), minWriteReplicas });
+      },
+    );
 
   sub('storage', 'run a storage server: hosts replicas of partitions and serves reads and writes')
     .addOption(nameserverOption())
     .addOption(listenOption())
     .addOption(legacyHostOption())
-    .addOption(envOption('--port <port>', 'port to listen on (default: the first free port from 7101; 0: chosen by the OS)', 'DSTORE_PORT').argParser(parsePort))
+    .addOption(
+      envOption(
+        '--port <port>',
+        'port to listen on (default: the first free port from 7101; 0: chosen by the OS)',
+        'DSTORE_PORT',
+      ).argParser(parsePort),
+    )
     .addOption(advertiseOption('the nameserver, clients and other storage servers reach this server at'))
-    .addOption(envOption('--node-id <id>', 'stable node id (default: generated once and kept in the data dir)', 'DSTORE_NODE_ID').argParser(parseNodeId))
+    .addOption(
+      envOption(
+        '--node-id <id>',
+        'stable node id (default: generated once and kept in the data dir)',
+        'DSTORE_NODE_ID',
+      ).argParser(parseNodeId),
+    )
     .addOption(storageBackendOption())
-    .addOption(envOption('--data-dir <dir>', 'where its data, log and logs are kept (default: ./dstore-data/<node-id>, or ./dstore-data/storage-<port>)', 'DSTORE_DATA_DIR'))
+    .addOption(
+      envOption(
+        '--data-dir <dir>',
+        'where its data, log and logs are kept (default: ./dstore-data/<node-id>, or ./dstore-data/storage-<port>)',
+        'DSTORE_DATA_DIR',
+      ),
+    )
     .addOption(syncOption())
     .addOption(heartbeatOption())
     .addOption(maxValueOption())
     .addOption(logRetainOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
-    .action(async (o: {
-      nameserver: string; listen: string; host?: string; port?: number; advertise?: string; nodeId?: string; backend: StorageBackend; dataDir?: string; sync: SyncMode;
-      heartbeatMs: number; maxValueBytes: number; logRetainEntries: number; logLevel: string; clusterToken?: string;
-    }, cmd: Command) => {
-      const { runStorageCommand } = await import('./serve.js');
-      await runStorageCommand({ ...o, host: listenOf(cmd) });
-    });
+    .action(
+      async (
+        o: {
+          nameserver: string;
+          listen: string;
+          host?: string;
+          port?: number;
+          advertise?: string;
+          nodeId?: string;
+          backend: StorageBackend;
+          dataDir?: string;
+          sync: SyncMode;
+          heartbeatMs: number;
+          maxValueBytes: number;
+          logRetainEntries: number;
+          logLevel: string;
+          clusterToken?: string;
+        },
+        cmd: Command,
+      ) => {
+        const { runStorageCommand } = await import('./serve.js');
+        await runStorageCommand({ ...o, host: listenOf(cmd) });
+      },
+    );
 
   clientOptions(sub('client', 'open the interactive shell against a running cluster')).action(async (o: ClientOpts) => {
     const { clientCommand } = await import('./commands.js');
@@ -238,8 +426,17 @@ its command's --help (flag > environment > file > default). Off this machine: do
 
   clientOptions(sub('put', 'store VALUE under KEY; prints the new version'))
     .argument('<key>', 'the key (1..1024 bytes of UTF-8; hex with --key-hex)')
-    .argument('[value]', 'the value (UTF-8); "-" or none: read it from stdin, byte for byte, e.g. dstore put k - < file')
-    .addOption(envOption('--file <path>', 'read the value from this file, byte for byte (for values too long for the command line)', 'DSTORE_PUT_FILE'))
+    .argument(
+      '[value]',
+      'the value (UTF-8); "-" or none: read it from stdin, byte for byte, e.g. dstore put k - < file',
+    )
+    .addOption(
+      envOption(
+        '--file <path>',
+        'read the value from this file, byte for byte (for values too long for the command line)',
+        'DSTORE_PUT_FILE',
+      ),
+    )
     .addOption(keyHexOption())
     .addOption(jsonOption())
     .action(async (key: string, value: string | undefined, o: ClientOpts & { file?: string; keyHex?: boolean }) => {
@@ -270,7 +467,12 @@ its command's --help (flag > environment > file > default). Off this machine: do
   clientOptions(sub('dump', 'per storage server: its key count and keys'))
     .addOption(jsonOption())
     .addOption(envOption('--all', 'every key, not only the first 100 per server', 'DSTORE_DUMP_ALL'))
-    .addOption(envOption('--limit <n>', 'keys per storage server', 'DSTORE_DUMP_LIMIT').argParser(intParser('an integer', 0, 100_000_000)).default(100).conflicts('all'))
+    .addOption(
+      envOption('--limit <n>', 'keys per storage server', 'DSTORE_DUMP_LIMIT')
+        .argParser(intParser('an integer', 0, 100_000_000))
+        .default(100)
+        .conflicts('all'),
+    )
     .action(async (o: ClientOpts & { all?: boolean; limit?: number }) => {
       const { dumpCommand } = await import('./commands.js');
       await dumpCommand(o);
@@ -285,66 +487,232 @@ its command's --help (flag > environment > file > default). Off this machine: do
     });
 
   clientOptions(sub('bench', 'closed-loop load generator: ops/s and p50/p99/max latency'))
-    .addOption(envOption('--concurrency <n>', 'concurrent callers', 'DSTORE_BENCH_CONCURRENCY').argParser(intParser('an integer', 1, 100_000)).default(64))
-    .addOption(envOption('--duration <seconds>', 'how long to measure', 'DSTORE_BENCH_DURATION').argParser(positiveNumberParser('a number', 86_400)).default(10))
-    .addOption(envOption('--value-size <bytes>', 'bytes per value', 'DSTORE_BENCH_VALUE_SIZE').argParser(intParser('an integer', 0, 64 * 1024 * 1024)).default(100))
-    .addOption(envOption('--keys <n>', 'distinct keys, chosen uniformly', 'DSTORE_BENCH_KEYS').argParser(intParser('an integer', 1, 100_000_000)).default(10_000))
-    .addOption(envOption('--ratio <reads:writes>', 'mix of gets and puts, e.g. 1:1, 9:1, 0:1', 'DSTORE_BENCH_RATIO').argParser(parseRatio).default({ reads: 1, writes: 1 }, '1:1'))
-    .addOption(envOption('--spawn', 'start a temporary local cluster (3 storage servers, R=3) and benchmark it', 'DSTORE_BENCH_SPAWN'))
-    .addOption(envOption('--prefix <prefix>', 'prefix of every key the bench writes (default: bench-<8 random hex digits>-, new each run, so no existing key is overwritten)', 'DSTORE_BENCH_PREFIX').argParser(parseBenchPrefix))
-    .addOption(envOption('--keep', 'keep the keys the bench wrote (default: delete them at the end)', 'DSTORE_BENCH_KEEP'))
-    .addOption(new Option('--no-preload', 'do not write every key once before measuring').env('DSTORE_BENCH_NO_PRELOAD'))
-    .addOption(envOption('--backend <backend>', 'storage engine of the --spawn cluster', 'DSTORE_BACKEND').choices(BACKENDS).default('lmdb'))
-    .addOption(envOption('--sync <mode>', 'durability of the --spawn cluster', 'DSTORE_SYNC').choices(SYNC_MODES).default('batch'))
+    .addOption(
+      envOption('--concurrency <n>', 'concurrent callers', 'DSTORE_BENCH_CONCURRENCY')
+        .argParser(intParser('an integer', 1, 100_000))
+        .default(64),
+    )
+    .addOption(
+      envOption('--duration <seconds>', 'how long to measure', 'DSTORE_BENCH_DURATION')
+        .argParser(positiveNumberParser('a number', 86_400))
+        .default(10),
+    )
+    .addOption(
+      envOption('--value-size <bytes>', 'bytes per value', 'DSTORE_BENCH_VALUE_SIZE')
+        .argParser(intParser('an integer', 0, 64 * 1024 * 1024))
+        .default(100),
+    )
+    .addOption(
+      envOption('--keys <n>', 'distinct keys, chosen uniformly', 'DSTORE_BENCH_KEYS')
+        .argParser(intParser('an integer', 1, 100_000_000))
+        .default(10_000),
+    )
+    .addOption(
+      envOption('--ratio <reads:writes>', 'mix of gets and puts, e.g. 1:1, 9:1, 0:1', 'DSTORE_BENCH_RATIO')
+        .argParser(parseRatio)
+        .default({ reads: 1, writes: 1 }, '1:1'),
+    )
+    .addOption(
+      envOption(
+        '--spawn',
+        'start a temporary local cluster (3 storage servers, R=3) and benchmark it',
+        'DSTORE_BENCH_SPAWN',
+      ),
+    )
+    .addOption(
+      envOption(
+        '--prefix <prefix>',
+        'prefix of every key the bench writes (default: bench-<8 random hex digits>-, new each run, so no existing key is overwritten)',
+        'DSTORE_BENCH_PREFIX',
+      ).argParser(parseBenchPrefix),
+    )
+    .addOption(
+      envOption('--keep', 'keep the keys the bench wrote (default: delete them at the end)', 'DSTORE_BENCH_KEEP'),
+    )
+    .addOption(
+      new Option('--no-preload', 'do not write every key once before measuring').env('DSTORE_BENCH_NO_PRELOAD'),
+    )
+    .addOption(
+      envOption('--backend <backend>', 'storage engine of the --spawn cluster', 'DSTORE_BACKEND')
+        .choices(BACKENDS)
+        .default('lmdb'),
+    )
+    .addOption(
+      envOption('--sync <mode>', 'durability of the --spawn cluster', 'DSTORE_SYNC')
+        .choices(SYNC_MODES)
+        .default('batch'),
+    )
     .addOption(jsonOption())
     .addOption(logLevelOption())
-    .action(async (o: ClientOpts & {
-      concurrency: number; duration: number; valueSize: number; keys: number; ratio: { reads: number; writes: number }; spawn?: boolean; preload: boolean;
-      backend: BackendName; sync: SyncMode; logLevel: string; prefix?: string; keep?: boolean;
-    }) => {
-      const { runBench, randomBenchPrefix } = await import('./bench.js');
-      await runBench({
-        nameserver: o.nameserver,
-        prefix: o.prefix ?? randomBenchPrefix(),
-        keep: Boolean(o.keep),
-        concurrency: o.concurrency,
-        durationS: o.duration,
-        valueSize: o.valueSize,
-        keys: o.keys,
-        ratio: o.ratio,
-        spawn: Boolean(o.spawn),
-        json: Boolean(o.json),
-        preload: o.preload,
-        backend: o.backend,
-        sync: o.sync,
-        timeoutMs: o.timeoutMs,
-        ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
-        logLevel: o.logLevel,
-        ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
-      });
-    });
+    .action(
+      async (
+        o: ClientOpts & {
+          concurrency: number;
+          duration: number;
+          valueSize: number;
+          keys: number;
+          ratio: { reads: number; writes: number };
+          spawn?: boolean;
+          preload: boolean;
+          backend: BackendName;
+          sync: SyncMode;
+          logLevel: string;
+          prefix?: string;
+          keep?: boolean;
+        },
+      ) => {
+        const { runBench, randomBenchPrefix } = await import('./bench.js');
+        await runBench({
+          nameserver: o.nameserver,
+          prefix: o.prefix ?? randomBenchPrefix(),
+          keep: Boolean(o.keep),
+          concurrency: o.concurrency,
+          durationS: o.duration,
+          valueSize: o.valueSize,
+          keys: o.keys,
+          ratio: o.ratio,
+          spawn: Boolean(o.spawn),
+          json: Boolean(o.json),
+          preload: o.preload,
+          backend: o.backend,
+          sync: o.sync,
+          timeoutMs: o.timeoutMs,
+          ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
+          logLevel: o.logLevel,
+          ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+        });
+      },
+    );
 
-  sub('chaos', 'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network partitions), checked for linearizability')
-    .addOption(envOption('--duration <seconds>', 'how long the load and the faults run', 'DSTORE_CHAOS_DURATION').argParser(positiveNumberParser('a number', 86_400)).default(60))
-    .addOption(envOption('--seed <n>', 'seed of the nemesis schedule and of the clients\' choices (default: random, printed)', 'DSTORE_CHAOS_SEED').argParser(intParser('an integer', 0, 4_294_967_295)))
-    .addOption(envOption('--history <file>', 'write the history, one JSON line per operation (the checker\'s format)', 'DSTORE_CHAOS_HISTORY'))
-    .addOption(envOption('--clients <n>', 'concurrent clients, each one operation at a time', 'DSTORE_CHAOS_CLIENTS').argParser(intParser('an integer', 1, 1000)).default(5))
-    .addOption(envOption('--keys <n>', 'keys k0..k<n-1> the clients share', 'DSTORE_CHAOS_KEYS').argParser(intParser('an integer', 1, 10_000)).default(10))
-    .addOption(envOption('--rate <ops/s>', 'operations per second over all clients', 'DSTORE_CHAOS_RATE').argParser(positiveNumberParser('a number', 1_000_000)).default(100))
-    .addOption(envOption('--nodes <n>', 'storage servers', 'DSTORE_CHAOS_NODES').argParser(intParser('an integer', 1, 60)).default(3))
-    .addOption(envOption('--partition-count <n>', 'partitions of the cluster (key space; not network partitions)', 'DSTORE_CHAOS_PARTITION_COUNT').argParser(intParser('an integer', 1, 4096)).default(8))
-    .addOption(envOption('--replicas <n>', 'replication factor R (at most --nodes)', 'DSTORE_CHAOS_REPLICAS').argParser(intParser('an integer', 1, 16)).default(3))
-    .addOption(envOption('--backend <backend>', 'storage engine of every storage server (redis: one redis-server each, on loopback)', 'DSTORE_BACKEND').choices(UP_BACKENDS).default('lmdb'))
-    .addOption(new Option('--no-partitions', 'no network partitions (isolate, split) even as root').env('DSTORE_CHAOS_NO_PARTITIONS'))
-    .addOption(envOption('--faults <kinds>', `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}`, 'DSTORE_CHAOS_FAULTS').default(FAULT_KINDS_DEFAULT))
-    .addOption(envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS').argParser(intParser('an integer', 1, 3_600_000)).default(5000))
-    .addOption(envOption('--attempt-timeout-ms <ms>', 'bound on one attempt of a client call', 'DSTORE_ATTEMPT_TIMEOUT_MS').argParser(intParser('an integer', 1, 3_600_000)).default(1000))
-    .addOption(envOption('--heartbeat-ms <ms>', 'heartbeat interval of the storage servers', 'DSTORE_HEARTBEAT_MS').argParser(intParser('an integer', 10, 600_000)).default(250))
-    .addOption(envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead (failover)', 'DSTORE_DEAD_AFTER_MS').argParser(intParser('an integer', 50, 3_600_000)).default(2000))
-    .addOption(envOption('--settle-timeout-ms <ms>', 'after healing, how long the cluster may take to have every node alive, R members per partition and no learner', 'DSTORE_CHAOS_SETTLE_TIMEOUT_MS').argParser(intParser('an integer', 0, 3_600_000)).default(60_000))
-    .addOption(envOption('--check-budget-ms <ms>', 'time budget of the linearizability check per key; over it the key is "unknown"', 'DSTORE_CHAOS_CHECK_BUDGET_MS').argParser(intParser('an integer', 1, 86_400_000)).default(10_000))
-    .addOption(new Option('--no-delete-existed', 'do not record whether each delete found its key (the checker then holds deletes only to their effect)').env('DSTORE_CHAOS_NO_DELETE_EXISTED'))
-    .addOption(envOption('--data-dir <dir>', 'node data and logs (kept); default a temporary dir, removed unless the run found a problem', 'DSTORE_DATA_DIR'))
+  sub(
+    'chaos',
+    'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network partitions), checked for linearizability',
+  )
+    .addOption(
+      envOption('--duration <seconds>', 'how long the load and the faults run', 'DSTORE_CHAOS_DURATION')
+        .argParser(positiveNumberParser('a number', 86_400))
+        .default(60),
+    )
+    .addOption(
+      envOption(
+        '--seed <n>',
+        "seed of the nemesis schedule and of the clients' choices (default: random, printed)",
+        'DSTORE_CHAOS_SEED',
+      ).argParser(intParser('an integer', 0, 4_294_967_295)),
+    )
+    .addOption(
+      envOption(
+        '--history <file>',
+        "write the history, one JSON line per operation (the checker's format)",
+        'DSTORE_CHAOS_HISTORY',
+      ),
+    )
+    .addOption(
+      envOption('--clients <n>', 'concurrent clients, each one operation at a time', 'DSTORE_CHAOS_CLIENTS')
+        .argParser(intParser('an integer', 1, 1000))
+        .default(5),
+    )
+    .addOption(
+      envOption('--keys <n>', 'keys k0..k<n-1> the clients share', 'DSTORE_CHAOS_KEYS')
+        .argParser(intParser('an integer', 1, 10_000))
+        .default(10),
+    )
+    .addOption(
+      envOption('--rate <ops/s>', 'operations per second over all clients', 'DSTORE_CHAOS_RATE')
+        .argParser(positiveNumberParser('a number', 1_000_000))
+        .default(100),
+    )
+    .addOption(
+      envOption('--nodes <n>', 'storage servers', 'DSTORE_CHAOS_NODES')
+        .argParser(intParser('an integer', 1, 60))
+        .default(3),
+    )
+    .addOption(
+      envOption(
+        '--partition-count <n>',
+        'partitions of the cluster (key space; not network partitions)',
+        'DSTORE_CHAOS_PARTITION_COUNT',
+      )
+        .argParser(intParser('an integer', 1, 4096))
+        .default(8),
+    )
+    .addOption(
+      envOption('--replicas <n>', 'replication factor R (at most --nodes)', 'DSTORE_CHAOS_REPLICAS')
+        .argParser(intParser('an integer', 1, 16))
+        .default(3),
+    )
+    .addOption(
+      envOption(
+        '--backend <backend>',
+        'storage engine of every storage server (redis: one redis-server each, on loopback)',
+        'DSTORE_BACKEND',
+      )
+        .choices(UP_BACKENDS)
+        .default('lmdb'),
+    )
+    .addOption(
+      new Option('--no-partitions', 'no network partitions (isolate, split) even as root').env(
+        'DSTORE_CHAOS_NO_PARTITIONS',
+      ),
+    )
+    .addOption(
+      envOption(
+        '--faults <kinds>',
+        `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}`,
+        'DSTORE_CHAOS_FAULTS',
+      ).default(FAULT_KINDS_DEFAULT),
+    )
+    .addOption(
+      envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS')
+        .argParser(intParser('an integer', 1, 3_600_000))
+        .default(5000),
+    )
+    .addOption(
+      envOption('--attempt-timeout-ms <ms>', 'bound on one attempt of a client call', 'DSTORE_ATTEMPT_TIMEOUT_MS')
+        .argParser(intParser('an integer', 1, 3_600_000))
+        .default(1000),
+    )
+    .addOption(
+      envOption('--heartbeat-ms <ms>', 'heartbeat interval of the storage servers', 'DSTORE_HEARTBEAT_MS')
+        .argParser(intParser('an integer', 10, 600_000))
+        .default(250),
+    )
+    .addOption(
+      envOption('--dead-after-ms <ms>', 'a storage server silent this long is dead (failover)', 'DSTORE_DEAD_AFTER_MS')
+        .argParser(intParser('an integer', 50, 3_600_000))
+        .default(2000),
+    )
+    .addOption(
+      envOption(
+        '--settle-timeout-ms <ms>',
+        'after healing, how long the cluster may take to have every node alive, R members per partition and no learner',
+        'DSTORE_CHAOS_SETTLE_TIMEOUT_MS',
+      )
+        .argParser(intParser('an integer', 0, 3_600_000))
+        .default(60_000),
+    )
+    .addOption(
+      envOption(
+        '--check-budget-ms <ms>',
+        'time budget of the linearizability check per key; over it the key is "unknown"',
+        'DSTORE_CHAOS_CHECK_BUDGET_MS',
+      )
+        .argParser(intParser('an integer', 1, 86_400_000))
+        .default(10_000),
+    )
+    .addOption(
+      new Option(
+        '--no-delete-existed',
+        'do not record whether each delete found its key (the checker then holds deletes only to their effect)',
+      ).env('DSTORE_CHAOS_NO_DELETE_EXISTED'),
+    )
+    .addOption(
+      envOption(
+        '--data-dir <dir>',
+        'node data and logs (kept); default a temporary dir, removed unless the run found a problem',
+        'DSTORE_DATA_DIR',
+      ),
+    )
     .addOption(envOption('--keep', 'keep the temporary dir with node data and logs', 'DSTORE_CHAOS_KEEP'))
     .addOption(logLevelOption())
     .addHelpText(
@@ -383,46 +751,68 @@ Examples:
   npm run chaos -- --duration 300 --seed 7 --history chaos-7.jsonl
   npx dstore chaos --duration 30 --no-partitions --faults kill,pause`,
     )
-    .action(async (o: {
-      duration: number; seed?: number; history?: string; clients: number; keys: number; rate: number; nodes: number; partitionCount: number; replicas: number;
-      backend: UpBackendName; partitions: boolean; faults: string; timeoutMs: number; attemptTimeoutMs: number; heartbeatMs: number; deadAfterMs: number;
-      settleTimeoutMs: number; checkBudgetMs: number; deleteExisted?: boolean; dataDir?: string; keep?: boolean; logLevel: string;
-    }) => {
-      const { parseFaultKinds } = await import('../chaos/schedule.js');
-      let faults: ReturnType<typeof parseFaultKinds>;
-      try {
-        faults = parseFaultKinds(o.faults);
-      } catch (err) {
-        throw new UsageError(`--faults: ${(err as Error).message}`);
-      }
-      if (o.replicas > o.nodes) throw new UsageError(`--replicas (${o.replicas}) cannot be above --nodes (${o.nodes})`);
-      const { runChaosCommand } = await import('./chaos.js');
-      await runChaosCommand({
-        durationS: o.duration,
-        seed: o.seed ?? Math.floor(Math.random() * 1_000_000),
-        seedGiven: o.seed !== undefined,
-        ...(o.history === undefined ? {} : { historyPath: o.history }),
-        clients: o.clients,
-        keys: o.keys,
-        nodes: o.nodes,
-        partitions: o.partitionCount,
-        replicas: o.replicas,
-        backend: o.backend,
-        networkFaults: o.partitions,
-        faults,
-        ratePerSec: o.rate,
-        timeoutMs: o.timeoutMs,
-        attemptTimeoutMs: o.attemptTimeoutMs,
-        heartbeatMs: o.heartbeatMs,
-        deadAfterMs: o.deadAfterMs,
-        settleTimeoutMs: o.settleTimeoutMs,
-        checkBudgetMs: o.checkBudgetMs,
-        deleteExisted: Boolean(o.deleteExisted),
-        ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
-        keep: Boolean(o.keep),
-        logLevel: o.logLevel,
-      });
-    });
+    .action(
+      async (o: {
+        duration: number;
+        seed?: number;
+        history?: string;
+        clients: number;
+        keys: number;
+        rate: number;
+        nodes: number;
+        partitionCount: number;
+        replicas: number;
+        backend: UpBackendName;
+        partitions: boolean;
+        faults: string;
+        timeoutMs: number;
+        attemptTimeoutMs: number;
+        heartbeatMs: number;
+        deadAfterMs: number;
+        settleTimeoutMs: number;
+        checkBudgetMs: number;
+        deleteExisted?: boolean;
+        dataDir?: string;
+        keep?: boolean;
+        logLevel: string;
+      }) => {
+        const { parseFaultKinds } = await import('../chaos/schedule.js');
+        let faults: ReturnType<typeof parseFaultKinds>;
+        try {
+          faults = parseFaultKinds(o.faults);
+        } catch (err) {
+          throw new UsageError(`--faults: ${(err as Error).message}`);
+        }
+        if (o.replicas > o.nodes)
+          throw new UsageError(`--replicas (${o.replicas}) cannot be above --nodes (${o.nodes})`);
+        const { runChaosCommand } = await import('./chaos.js');
+        await runChaosCommand({
+          durationS: o.duration,
+          seed: o.seed ?? Math.floor(Math.random() * 1_000_000),
+          seedGiven: o.seed !== undefined,
+          ...(o.history === undefined ? {} : { historyPath: o.history }),
+          clients: o.clients,
+          keys: o.keys,
+          nodes: o.nodes,
+          partitions: o.partitionCount,
+          replicas: o.replicas,
+          backend: o.backend,
+          networkFaults: o.partitions,
+          faults,
+          ratePerSec: o.rate,
+          timeoutMs: o.timeoutMs,
+          attemptTimeoutMs: o.attemptTimeoutMs,
+          heartbeatMs: o.heartbeatMs,
+          deadAfterMs: o.deadAfterMs,
+          settleTimeoutMs: o.settleTimeoutMs,
+          checkBudgetMs: o.checkBudgetMs,
+          deleteExisted: Boolean(o.deleteExisted),
+          ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
+          keep: Boolean(o.keep),
+          logLevel: o.logLevel,
+        });
+      },
+    );
 
   return program;
 }

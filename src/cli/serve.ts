@@ -86,7 +86,9 @@ function startFailure(err: unknown, host: string, port: number, flag: string): n
   if (err instanceof DataDirError) throw new UsageError(err.message);
   if (err instanceof NodeIdInUseError) throw new UsageError(`${err.message} (${err.code})`);
   if (errnoCode(err) === 'EADDRINUSE') {
-    throw new CliFailure(`port ${port} on ${host} is already in use — is another dstore running? Choose another with ${flag} (0 lets the OS pick)`);
+    throw new CliFailure(
+      `port ${port} on ${host} is already in use — is another dstore running? Choose another with ${flag} (0 lets the OS pick)`,
+    );
   }
   throw err;
 }
@@ -140,7 +142,8 @@ function stopHandlers(name: string): { serve(server: { close(): Promise<void> })
 
 export async function runNameserverCommand(o: NameserverCliOptions): Promise<never> {
   checkListenAllowed(o.host, o.clusterToken);
-  if (o.minWriteReplicas > o.replicas) throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
+  if (o.minWriteReplicas > o.replicas)
+    throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
   const { runNameserver } = await import('../nameserver/main.js');
   const lifetime = stopHandlers('nameserver');
   const server = await runNameserver({

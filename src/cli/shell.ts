@@ -64,7 +64,17 @@ export const DUMP_DEFAULT_LIMIT = 100;
 export const DUMP_ALL_LIMIT = 100_000_000;
 
 /** The node-control commands of `dstore up`'s shell (up.ts): named as such in any other shell. */
-const NODE_CONTROL_COMMANDS: readonly string[] = ['kill', 'stop', 'pause', 'resume', 'restart', 'start', 'spawn', 'procs', 'ps'];
+const NODE_CONTROL_COMMANDS: readonly string[] = [
+  'kill',
+  'stop',
+  'pause',
+  'resume',
+  'restart',
+  'start',
+  'spawn',
+  'procs',
+  'ps',
+];
 
 const QUOTE_HINT = 'quote arguments with spaces: insert greeting "hello world"';
 
@@ -96,7 +106,8 @@ export const builtinCommands: readonly ShellCommand[] = [
     minArgs: 1,
     maxArgs: 1,
     summary: 'print the value and version of key',
-    details: 'Reads are linearizable: the primary confirms it is still primary before answering.\nValues print quoted when they are UTF-8, else as hex.',
+    details:
+      'Reads are linearizable: the primary confirms it is still primary before answering.\nValues print quoted when they are UTF-8, else as hex.',
     async run(args, ctx) {
       const key = arg(args, 0);
       const got = await ctx.db.get(key.bytes);
@@ -114,7 +125,11 @@ export const builtinCommands: readonly ShellCommand[] = [
     async run(args, ctx) {
       const key = arg(args, 0);
       const existed = await ctx.db.delete(key.bytes);
-      ctx.print(existed ? `${ctx.style.green('OK')} deleted ${quoteArg(key.text)}` : ctx.style.yellow(`(not found) no key ${quoteArg(key.text)}; nothing deleted`));
+      ctx.print(
+        existed
+          ? `${ctx.style.green('OK')} deleted ${quoteArg(key.text)}`
+          : ctx.style.yellow(`(not found) no key ${quoteArg(key.text)}; nothing deleted`),
+      );
     },
   },
   {
@@ -275,7 +290,11 @@ export class Shell {
 
   /** Runs one line; never throws. */
   async execute(line: string): Promise<void | 'quit'> {
-    const ctx: ShellContext = { db: this.options.db, style: this.style, print: (t) => this.options.output.write(`${t}\n`) };
+    const ctx: ShellContext = {
+      db: this.options.db,
+      style: this.style,
+      print: (t) => this.options.output.write(`${t}\n`),
+    };
     try {
       const parsed = tokenize(line);
       if (!parsed.ok) {
@@ -347,7 +366,10 @@ export class Shell {
     const out: string[] = [];
     for (const [group, commands] of groups) {
       out.push(s.bold(`${group}:`));
-      const rows = commands.map((c): [string, string] => [`  ${usageLine(c)}`, c.summary + (c.aliases?.length ? s.dim(` (aliases: ${c.aliases.join(', ')})`) : '')]);
+      const rows = commands.map((c): [string, string] => [
+        `  ${usageLine(c)}`,
+        c.summary + (c.aliases?.length ? s.dim(` (aliases: ${c.aliases.join(', ')})`) : ''),
+      ]);
       out.push(alignTwo(rows));
     }
     out.push(s.dim(`Arguments: ${QUOTE_HINT}; any UTF-8; \\xHH for raw bytes. help <command> for more.`));

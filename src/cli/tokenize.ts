@@ -19,7 +19,9 @@ export interface Token {
   readonly text: string;
 }
 
-export type TokenizeResult = { readonly ok: true; readonly tokens: Token[] } | { readonly ok: false; readonly error: string };
+export type TokenizeResult =
+  | { readonly ok: true; readonly tokens: Token[] }
+  | { readonly ok: false; readonly error: string };
 
 /** Longest line the shell accepts, in characters (a 1 MiB value plus room for quoting). */
 export const MAX_LINE_CHARS = 4 * 1024 * 1024;
@@ -80,7 +82,9 @@ const isSpace = (c: string): boolean => c === ' ' || c === '\t' || c === '\n' ||
 const HEX2 = /^[0-9a-fA-F]{2}$/;
 const HEX4 = /^[0-9a-fA-F]{4}$/;
 
-type EscapeResult = { readonly ok: true; readonly length: number; readonly text: string; readonly byte?: number } | { readonly ok: false; readonly error: string };
+type EscapeResult =
+  | { readonly ok: true; readonly length: number; readonly text: string; readonly byte?: number }
+  | { readonly ok: false; readonly error: string };
 
 /** Characters a backslash outside quotes makes literal: blanks and the quoting characters. */
 const UNQUOTED_LITERALS = new Set([' ', '\t', '"', "'", '\\']);
@@ -96,7 +100,8 @@ function readEscape(line: string, i: number, where: 'double' | 'unquoted'): Esca
   const column = i + 1;
   if (e === 'x') {
     const hex = line.slice(i + 2, i + 4);
-    if (!HEX2.test(hex)) return { ok: false, error: `invalid escape \\x${hex} at column ${column}: \\x takes two hex digits, e.g. \\xff` };
+    if (!HEX2.test(hex))
+      return { ok: false, error: `invalid escape \\x${hex} at column ${column}: \\x takes two hex digits, e.g. \\xff` };
     return { ok: true, length: 4, text: '', byte: parseInt(hex, 16) };
   }
   if (e === 'u') {
@@ -105,19 +110,27 @@ function readEscape(line: string, i: number, where: 'double' | 'unquoted'): Esca
       const hex = close < 0 ? '' : line.slice(i + 3, close);
       const cp = /^[0-9a-fA-F]{1,6}$/.test(hex) ? parseInt(hex, 16) : NaN;
       if (!(cp <= 0x10ffff) || (cp >= 0xd800 && cp <= 0xdfff)) {
-        return { ok: false, error: `invalid escape at column ${column}: \\u{…} takes a Unicode code point in hex, e.g. \\u{1F600}` };
+        return {
+          ok: false,
+          error: `invalid escape at column ${column}: \\u{…} takes a Unicode code point in hex, e.g. \\u{1F600}`,
+        };
       }
       return { ok: true, length: close + 1 - i, text: String.fromCodePoint(cp) };
     }
     const hex = line.slice(i + 2, i + 6);
-    if (!HEX4.test(hex)) return { ok: false, error: `invalid escape \\u${hex} at column ${column}: \\u takes four hex digits, e.g. \\u00e9` };
+    if (!HEX4.test(hex))
+      return {
+        ok: false,
+        error: `invalid escape \\u${hex} at column ${column}: \\u takes four hex digits, e.g. \\u00e9`,
+      };
     // A pair of \uD83D\uDE00 escapes forms one code point.
     const unit = parseInt(hex, 16);
     const next = line.slice(i + 6, i + 12);
     if (unit >= 0xd800 && unit <= 0xdbff && /^\\u[dD][c-fC-F][0-9a-fA-F]{2}$/.test(next)) {
       return { ok: true, length: 12, text: String.fromCharCode(unit, parseInt(next.slice(2), 16)) };
     }
-    if (unit >= 0xd800 && unit <= 0xdfff) return { ok: false, error: `invalid escape \\u${hex} at column ${column}: a lone surrogate is not a character` };
+    if (unit >= 0xd800 && unit <= 0xdfff)
+      return { ok: false, error: `invalid escape \\u${hex} at column ${column}: a lone surrogate is not a character` };
     return { ok: true, length: 6, text: String.fromCharCode(unit) };
   }
   const simple = SIMPLE_ESCAPES[e] ?? (e === "'" || (where === 'unquoted' && UNQUOTED_LITERALS.has(e)) ? e : undefined);
@@ -174,7 +187,11 @@ export function tokenize(line: string): TokenizeResult {
         else current.addText(r.text);
         i += r.length;
       }
-      if (!closed) return { ok: false, error: 'unbalanced quote: a double quote (") is not closed; close it, or write \\" for a literal quote' };
+      if (!closed)
+        return {
+          ok: false,
+          error: 'unbalanced quote: a double quote (") is not closed; close it, or write \\" for a literal quote',
+        };
     } else if (c === "'") {
       current.started = true;
       i++;
@@ -194,9 +211,14 @@ export function tokenize(line: string): TokenizeResult {
         current.addText(d);
         i++;
       }
-      if (!closed) return { ok: false, error: "unbalanced quote: a single quote (') is not closed; close it, or write \\' for a literal quote" };
+      if (!closed)
+        return {
+          ok: false,
+          error: "unbalanced quote: a single quote (') is not closed; close it, or write \\' for a literal quote",
+        };
     } else if (c === '\\') {
-      if (line[i + 1] === undefined) return { ok: false, error: 'the line ends with a backslash; write \\\\ for a literal backslash' };
+      if (line[i + 1] === undefined)
+        return { ok: false, error: 'the line ends with a backslash; write \\\\ for a literal backslash' };
       const r = readEscape(line, i, 'unquoted');
       if (!r.ok) return r;
       if (r.byte !== undefined) current.addByte(r.byte);

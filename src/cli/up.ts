@@ -56,7 +56,9 @@ export function storageIdsFor(dataDir: string, nodes: number): string[] {
   if (!existsSync(dataDir)) return ids;
   const extra = readdirSync(dataDir)
     .map((name) => /^s(\d+)$/.exec(name))
-    .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) > nodes && statSync(join(dataDir, m[0])).isDirectory())
+    .filter(
+      (m): m is RegExpExecArray => m !== null && Number(m[1]) > nodes && statSync(join(dataDir, m[0])).isDirectory(),
+    )
     .map((m) => Number(m[1]))
     .sort((a, b) => a - b)
     .slice(0, MAX_UP_NODES - nodes)
@@ -66,9 +68,12 @@ export function storageIdsFor(dataDir: string, nodes: number): string[] {
 
 export async function runUp(o: UpOptions): Promise<void> {
   if (o.nodes < o.replicas) {
-    throw new UsageError(`--nodes (${o.nodes}) must be at least --replicas (${o.replicas}): the cluster map needs R storage servers to form; pass --replicas ${o.nodes}`);
+    throw new UsageError(
+      `--nodes (${o.nodes}) must be at least --replicas (${o.replicas}): the cluster map needs R storage servers to form; pass --replicas ${o.nodes}`,
+    );
   }
-  if (o.minWriteReplicas > o.replicas) throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
+  if (o.minWriteReplicas > o.replicas)
+    throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
   // One owner per data dir (issue 9): a second `up` on it refuses to start; each child also
   // locks its own sub-dir, so a stray `dstore storage --data-dir <dir>/s3` is refused too.
   let lock: DataDirLock;
@@ -91,7 +96,9 @@ async function runLocked(o: UpOptions): Promise<void> {
   const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
   const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
   if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
-    throw new UsageError(`storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a lower --port or --storage-port`);
+    throw new UsageError(
+      `storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a lower --port or --storage-port`,
+    );
   }
   // --backend redis: one redis-server per storage server; refused before anything starts when missing.
   const fleet = o.backend === 'redis' ? RedisFleet.create(dataDir) : undefined;
@@ -101,11 +108,13 @@ async function runLocked(o: UpOptions): Promise<void> {
   // parent is gone): wait for it, bounded, rather than fail on its lock.
   for (const dir of [join(dataDir, 'nameserver'), ...storageIds.map((id) => join(dataDir, id))]) {
     if (!existsSync(dir)) continue;
-    await waitUntilUnlocked(dir, CHILD_LOCK_WAIT_MS, (e) => err.write(`${e.message.replace(/; stop it first.*$/, '')}; waiting up to ${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`)).catch(
-      (e: unknown) => {
-        throw e instanceof DataDirError ? new UsageError(e.message) : e;
-      },
-    );
+    await waitUntilUnlocked(dir, CHILD_LOCK_WAIT_MS, (e) =>
+      err.write(
+        `${e.message.replace(/; stop it first.*$/, '')}; waiting up to ${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`,
+      ),
+    ).catch((e: unknown) => {
+      throw e instanceof DataDirError ? new UsageError(e.message) : e;
+    });
   }
   err.write(
     `starting a nameserver and ${storageIds.length} storage servers (${o.backend}) in ${dataDir}` +
@@ -123,7 +132,9 @@ async function runLocked(o: UpOptions): Promise<void> {
     replicas: o.replicas,
     minWriteReplicas: o.minWriteReplicas,
     backend: o.backend,
-    ...(fleet ? { storageBackend: (id: string) => fleet.backendOf(id), beforeStorageStart: (id: string) => fleet.ensure(id) } : {}),
+    ...(fleet
+      ? { storageBackend: (id: string) => fleet.backendOf(id), beforeStorageStart: (id: string) => fleet.ensure(id) }
+      : {}),
     sync: o.sync,
     heartbeatMs: o.heartbeatMs,
     deadAfterMs: o.deadAfterMs,
@@ -167,7 +178,12 @@ async function runLocked(o: UpOptions): Promise<void> {
   const unwatch = startedByNpm() ? watchParent((ppid) => onSignal(`parent process ${ppid} exited`)) : undefined;
 
   try {
-    const connect = (ns: string): Promise<Db> => openDb({ nameserver: ns, timeoutMs: 2000, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    const connect = (ns: string): Promise<Db> =>
+      openDb({
+        nameserver: ns,
+        timeoutMs: 2000,
+        ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+      });
     const info = await cluster.start(connect);
     const isTTY = Boolean(process.stdin.isTTY && process.stdout.isTTY);
     const style = makeStyle(colourWanted(Boolean(process.stdout.isTTY)));
@@ -177,16 +193,24 @@ async function runLocked(o: UpOptions): Promise<void> {
     process.stdout.write(`${banner(cluster, o, info, style, dataDir)}\n`);
     cluster.onUnexpectedExit = (p, info) => {
       const how = info.signal ? `signal ${info.signal}` : `exit code ${info.code}`;
-      const text = style.red(`[${p.name} exited unexpectedly (${how}); see ${p.logPath}; restart ${p.name} to start it again]`);
+      const text = style.red(
+        `[${p.name} exited unexpectedly (${how}); see ${p.logPath}; restart ${p.name} to start it again]`,
+      );
       if (shell) shell.print(text);
       else err.write(`${text}\n`);
     };
     if (!o.shell) {
-      process.stdout.write(`running until SIGINT (Ctrl-C) or SIGTERM; connect with: npx dstore client --nameserver ${cluster.nameserverAddress}\n`);
+      process.stdout.write(
+        `running until SIGINT (Ctrl-C) or SIGTERM; connect with: npx dstore client --nameserver ${cluster.nameserverAddress}\n`,
+      );
       // The signal handlers end the process; the interval keeps it alive even if every child died.
       await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
     }
-    const db = await openDb({ nameserver: cluster.nameserverAddress, timeoutMs: 10_000, ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }) });
+    const db = await openDb({
+      nameserver: cluster.nameserverAddress,
+      timeoutMs: 10_000,
+      ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    });
     try {
       shell = new Shell({
         db,
@@ -221,12 +245,18 @@ async function runLocked(o: UpOptions): Promise<void> {
  * The settings fixed at creation that the user gave (flag, environment or file) and the
  * existing cluster does not have, as one line naming what it has instead; undefined when none.
  */
-export function ignoredSettings(o: Pick<UpOptions, 'partitions' | 'replicas' | 'minWriteReplicas' | 'given'>, info: Pick<ClusterInfo, 'partitions' | 'replicas' | 'minWriteReplicas'>): string | undefined {
+export function ignoredSettings(
+  o: Pick<UpOptions, 'partitions' | 'replicas' | 'minWriteReplicas' | 'given'>,
+  info: Pick<ClusterInfo, 'partitions' | 'replicas' | 'minWriteReplicas'>,
+): string | undefined {
   const given = o.given ?? {};
   const diffs: string[] = [];
-  if (given.partitions && o.partitions !== info.partitions) diffs.push(`--partitions ${o.partitions} (it has ${info.partitions})`);
-  if (given.replicas && o.replicas !== info.replicas) diffs.push(`--replicas ${o.replicas} (it has R=${info.replicas})`);
-  if (given.minWriteReplicas && o.minWriteReplicas !== info.minWriteReplicas) diffs.push(`--min-write-replicas ${o.minWriteReplicas} (it has ${info.minWriteReplicas})`);
+  if (given.partitions && o.partitions !== info.partitions)
+    diffs.push(`--partitions ${o.partitions} (it has ${info.partitions})`);
+  if (given.replicas && o.replicas !== info.replicas)
+    diffs.push(`--replicas ${o.replicas} (it has R=${info.replicas})`);
+  if (given.minWriteReplicas && o.minWriteReplicas !== info.minWriteReplicas)
+    diffs.push(`--min-write-replicas ${o.minWriteReplicas} (it has ${info.minWriteReplicas})`);
   if (diffs.length === 0) return undefined;
   return `warning: ignored ${diffs.join(', ')}: these are fixed when a cluster is created, and the cluster in this data dir already exists; use a new --data-dir for other settings`;
 }
@@ -234,9 +264,12 @@ export function ignoredSettings(o: Pick<UpOptions, 'partitions' | 'replicas' | '
 function banner(cluster: LocalCluster, o: UpOptions, info: ClusterInfo, style: Style, dataDir: string): string {
   const ns = cluster.nameserver;
   const rows: string[][] = [['  nameserver', cluster.nameserverAddress, `pid ${ns.pid}`]];
-  for (const p of cluster.storage.values()) rows.push([`  ${p.name}`, `${o.host.includes(':') ? `[${o.host}]` : o.host}:${p.port}`, `pid ${p.pid}`]);
+  for (const p of cluster.storage.values())
+    rows.push([`  ${p.name}`, `${o.host.includes(':') ? `[${o.host}]` : o.host}:${p.port}`, `pid ${p.pid}`]);
   return [
-    style.bold(`dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`),
+    style.bold(
+      `dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`,
+    ),
     table(rows),
     `  data dir    ${dataDir}`,
     `  logs        ${join(dataDir, '<node>', 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
@@ -269,7 +302,9 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
         if (!p.running) return notRunning(p, ctx);
         p.signal('SIGKILL');
         const gone = await p.waitExit(STOP_TIMEOUT_MS);
-        ctx.print(gone ? `${p.name} killed (SIGKILL)` : ctx.style.red(`${p.name} (pid ${p.pid}) did not exit after SIGKILL`));
+        ctx.print(
+          gone ? `${p.name} killed (SIGKILL)` : ctx.style.red(`${p.name} (pid ${p.pid}) did not exit after SIGKILL`),
+        );
       },
     },
     {
@@ -281,7 +316,11 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
         if (!p) return;
         if (!p.running) return notRunning(p, ctx);
         const how = await p.stop(STOP_TIMEOUT_MS);
-        ctx.print(how === 'killed' ? ctx.style.yellow(`${p.name} did not stop within ${STOP_TIMEOUT_MS / 1000} s; killed (SIGKILL)`) : `${p.name} stopped (SIGTERM)`);
+        ctx.print(
+          how === 'killed'
+            ? ctx.style.yellow(`${p.name} did not stop within ${STOP_TIMEOUT_MS / 1000} s; killed (SIGKILL)`)
+            : `${p.name} stopped (SIGTERM)`,
+        );
       },
     },
     {
@@ -292,7 +331,8 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
         const p = find(args, ctx);
         if (!p) return;
         if (!p.running) return notRunning(p, ctx);
-        if (p.state === 'paused') return ctx.print(ctx.style.yellow(`${p.name} is already paused; resume ${p.name} continues it`));
+        if (p.state === 'paused')
+          return ctx.print(ctx.style.yellow(`${p.name} is already paused; resume ${p.name} continues it`));
         p.signal('SIGSTOP');
         ctx.print(`${p.name} paused (SIGSTOP); resume ${p.name} continues it`);
       },
@@ -321,7 +361,9 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
         if (p.running) await p.stop(STOP_TIMEOUT_MS);
         if (p.role === 'storage') await cluster.options.beforeStorageStart?.(p.name); // its Redis, if it died
         const port = await p.start(cluster.options.startTimeoutMs).catch((e: unknown) => {
-          throw e instanceof ClusterStartError && e.logTail ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`) : e;
+          throw e instanceof ClusterStartError && e.logTail
+            ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`)
+            : e;
         });
         ctx.print(`${p.name} started (pid ${p.pid}, port ${port})`);
       },
@@ -335,9 +377,13 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
       summary: 'start a new storage server with a new id and data dir',
       details: 'It registers with the nameserver and becomes eligible for new replicas.',
       async run(_args, ctx) {
-        const p = await cluster.spawnStorage((id) => existsSync(join(dataDir, id))).catch((e: unknown) => {
-          throw e instanceof ClusterStartError && e.logTail ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`) : e;
-        });
+        const p = await cluster
+          .spawnStorage((id) => existsSync(join(dataDir, id)))
+          .catch((e: unknown) => {
+            throw e instanceof ClusterStartError && e.logTail
+              ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`)
+              : e;
+          });
         ctx.print(`spawned ${p.name} (pid ${p.pid}, port ${p.port}, data dir ${p.dataDir})`);
       },
     },

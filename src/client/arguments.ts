@@ -56,7 +56,10 @@ export function bytesArgument(method: string, name: string, x: unknown): Uint8Ar
   if (x instanceof Uint8Array) return x;
   if (typeof x === 'string') {
     const at = loneSurrogateAt(x);
-    if (at >= 0) throw new InvalidArgumentError(`${method}: ${name} is a string with a lone surrogate at index ${at}, which has no UTF-8 form; pass a Uint8Array for binary data`);
+    if (at >= 0)
+      throw new InvalidArgumentError(
+        `${method}: ${name} is a string with a lone surrogate at index ${at}, which has no UTF-8 form; pass a Uint8Array for binary data`,
+      );
     return encoder.encode(x);
   }
   throw new InvalidArgumentError(`${method}: ${name} must be a string or a Uint8Array, got ${describeValue(x)}`);
@@ -64,36 +67,55 @@ export function bytesArgument(method: string, name: string, x: unknown): Uint8Ar
 
 function positiveMs(name: string, x: unknown): void {
   if (x === undefined) return;
-  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) throw new InvalidArgumentError(`connect: options.${name} must be a number of ms > 0, got ${describeValue(x)}`);
+  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0)
+    throw new InvalidArgumentError(`connect: options.${name} must be a number of ms > 0, got ${describeValue(x)}`);
 }
 
 /** `connect(nameserver, options)`: the address and every option present. */
 export function checkConnectArguments(nameserver: unknown, options: unknown): void {
-  if (typeof nameserver !== 'string') throw new InvalidArgumentError(`connect: nameserver must be a "HOST:PORT" string, got ${describeValue(nameserver)}`);
+  if (typeof nameserver !== 'string')
+    throw new InvalidArgumentError(
+      `connect: nameserver must be a "HOST:PORT" string, got ${describeValue(nameserver)}`,
+    );
   if (!/^[^\s:]+:\d{1,5}$/.test(nameserver) || Number(nameserver.slice(nameserver.lastIndexOf(':') + 1)) > 65535) {
-    throw new InvalidArgumentError(`connect: nameserver address ${JSON.stringify(nameserver.slice(0, 300))} is not HOST:PORT`);
+    throw new InvalidArgumentError(
+      `connect: nameserver address ${JSON.stringify(nameserver.slice(0, 300))} is not HOST:PORT`,
+    );
   }
   if (options === undefined) return;
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError(`connect: options must be an object, got ${describeValue(options)}`);
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new InvalidArgumentError(`connect: options must be an object, got ${describeValue(options)}`);
   const o = options as Record<string, unknown>;
   positiveMs('timeoutMs', o['timeoutMs']);
   positiveMs('attemptTimeoutMs', o['attemptTimeoutMs']);
-  if (o['clusterToken'] !== undefined && typeof o['clusterToken'] !== 'string') throw new InvalidArgumentError(`connect: options.clusterToken must be a string, got ${describeValue(o['clusterToken'])}`);
-  if (o['lazy'] !== undefined && typeof o['lazy'] !== 'boolean') throw new InvalidArgumentError(`connect: options.lazy must be a boolean, got ${describeValue(o['lazy'])}`);
+  if (o['clusterToken'] !== undefined && typeof o['clusterToken'] !== 'string')
+    throw new InvalidArgumentError(
+      `connect: options.clusterToken must be a string, got ${describeValue(o['clusterToken'])}`,
+    );
+  if (o['lazy'] !== undefined && typeof o['lazy'] !== 'boolean')
+    throw new InvalidArgumentError(`connect: options.lazy must be a boolean, got ${describeValue(o['lazy'])}`);
   const logger = o['logger'];
-  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof (logger as { debug?: unknown }).debug !== 'function')) {
-    throw new InvalidArgumentError(`connect: options.logger must have a debug(obj, msg) method, got ${describeValue(logger)}`);
+  if (
+    logger !== undefined &&
+    (typeof logger !== 'object' || logger === null || typeof (logger as { debug?: unknown }).debug !== 'function')
+  ) {
+    throw new InvalidArgumentError(
+      `connect: options.logger must have a debug(obj, msg) method, got ${describeValue(logger)}`,
+    );
   }
 }
 
 /** `dump(options)`: the number of keys per server to list. */
 export function checkDumpOptions(options: unknown): number {
   if (options === undefined) return 100;
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError(`dump: options must be an object, got ${describeValue(options)}`);
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new InvalidArgumentError(`dump: options must be an object, got ${describeValue(options)}`);
   const limit = (options as { limit?: unknown }).limit;
   if (limit === undefined) return 100;
   if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0 || limit > 100_000_000) {
-    throw new InvalidArgumentError(`dump: options.limit must be an integer from 0 to 100000000, got ${describeValue(limit)}`);
+    throw new InvalidArgumentError(
+      `dump: options.limit must be an integer from 0 to 100000000, got ${describeValue(limit)}`,
+    );
   }
   return limit;
 }

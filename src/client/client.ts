@@ -87,7 +87,9 @@ const DUMP_PAGE_BYTES = 1024 * 1024;
 const CLIENT_MAX_FRAME_BYTES = defaultLimits({ maxValueBytes: MAX_VALUE_BYTES_CEILING }).maxFrameBytes;
 
 /** Where the last attempt of a call went, for the final error. */
-type Target = { readonly kind: 'nameserver' } | { readonly kind: 'primary'; readonly node: string; readonly address: string; readonly members: readonly string[] };
+type Target =
+  | { readonly kind: 'nameserver' }
+  | { readonly kind: 'primary'; readonly node: string; readonly address: string; readonly members: readonly string[] };
 
 export class Client implements Db {
   private readonly pool: RpcPool;
@@ -179,18 +181,32 @@ export class Client implements Db {
           // Bounded: every page but the last holds at least one key, and at most `limit` are wanted.
           for (let page = 0; page <= limit; page++) {
             const want = Math.min(DUMP_PAGE_KEYS, limit - keys.length);
-            const body = { t: 'dump', limit: want, maxBytes: DUMP_PAGE_BYTES, ...(after === undefined ? {} : { after }), ...tokenField(this.opts.clusterToken) };
+            const body = {
+              t: 'dump',
+              limit: want,
+              maxBytes: DUMP_PAGE_BYTES,
+              ...(after === undefined ? {} : { after }),
+              ...tokenField(this.opts.clusterToken),
+            };
             const d = decodeOrThrow(dumpReply, await this.pool.get(n.address, 'storage').call(body, { timeoutMs }));
             if (page === 0) keyCount = d.keyCount;
             nodeId = d.nodeId;
             keys.push(...d.keys);
             const more = d.next !== undefined && (d.keys.length > 0 || want === 0);
-            if (!more || keys.length >= limit || want === 0) return { nodeId, address: n.address, keyCount, keys, truncated: d.truncated };
+            if (!more || keys.length >= limit || want === 0)
+              return { nodeId, address: n.address, keyCount, keys, truncated: d.truncated };
             after = d.next;
           }
           throw new Error(`dump of ${n.id} did not end within ${limit + 1} pages`);
         } catch (err) {
-          return { nodeId: n.id, address: n.address, keyCount: 0, keys: [], truncated: false, error: (err as Error).message };
+          return {
+            nodeId: n.id,
+            address: n.address,
+            keyCount: 0,
+            keys: [],
+            truncated: false,
+            error: (err as Error).message,
+          };
         }
       }),
     );
@@ -306,10 +322,16 @@ export class Client implements Db {
         );
       }
       const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || lastError.message;
-      return new UnavailableError(`partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached (${why}) and no cached cluster map names its primary`, { cause: lastError });
+      return new UnavailableError(
+        `partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached (${why}) and no cached cluster map names its primary`,
+        { cause: lastError },
+      );
     }
     if (lastError instanceof DstoreError && lastError.code !== 'TIMEOUT') return lastError;
-    return new TimeoutError(`partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`, { cause: lastError });
+    return new TimeoutError(
+      `partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`,
+      { cause: lastError },
+    );
   }
 
   private async currentMap(timeoutMs = this.opts.timeoutMs): Promise<MapReply> {
@@ -345,12 +367,18 @@ export class Client implements Db {
         this.mapFetch = undefined;
       }
     })();
-    return withTimeout(this.mapFetch, timeoutMs, () => new TimeoutError(`the nameserver ${this.nameserver} sent no cluster map within ${timeoutMs} ms`));
+    return withTimeout(
+      this.mapFetch,
+      timeoutMs,
+      () => new TimeoutError(`the nameserver ${this.nameserver} sent no cluster map within ${timeoutMs} ms`),
+    );
   }
 
   /** DESIGN §12: every call carries the cluster token when one is configured. */
   private nameserverCall(body: Record<string, unknown>, timeoutMs = this.opts.timeoutMs): Promise<unknown> {
-    return this.pool.get(this.nameserver, 'nameserver').call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
+    return this.pool
+      .get(this.nameserver, 'nameserver')
+      .call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
   }
 
   /**
@@ -363,21 +391,32 @@ export class Client implements Db {
     } catch (err) {
       if (err instanceof ConnectionClosedError) {
         const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || err.message;
-        throw new ConnectionClosedError(`no dstore nameserver answers at ${this.nameserver} (${why})`, { cause: err, notSent: true });
+        throw new ConnectionClosedError(`no dstore nameserver answers at ${this.nameserver} (${why})`, {
+          cause: err,
+          notSent: true,
+        });
       }
       if (err instanceof TimeoutError) {
         // Connected but never greeted: most likely another service that waits for a line of
         // its own protocol (Redis does); a paused dstore server looks the same, so say both.
         const silent = this.pool.get(this.nameserver, 'nameserver').awaitingGreeting;
-        const why = silent ? `: it accepted the connection but sent no dstore greeting (not a dstore server, or a paused one)` : '';
-        throw new TimeoutError(`no dstore nameserver answered at ${this.nameserver} within ${this.opts.timeoutMs} ms${why}`, { cause: err });
+        const why = silent
+          ? `: it accepted the connection but sent no dstore greeting (not a dstore server, or a paused one)`
+          : '';
+        throw new TimeoutError(
+          `no dstore nameserver answered at ${this.nameserver} within ${this.opts.timeoutMs} ms${why}`,
+          { cause: err },
+        );
       }
       throw err;
     }
   }
 }
 
-function decodeOrThrow<T>(v: { decode(x: unknown): { ok: true; value: T } | { ok: false; reason: string } }, raw: unknown): T {
+function decodeOrThrow<T>(
+  v: { decode(x: unknown): { ok: true; value: T } | { ok: false; reason: string } },
+  raw: unknown,
+): T {
   const d = v.decode(raw);
   if (!d.ok) throw new InvalidArgumentError(`malformed reply from the cluster: ${d.reason}`);
   return d.value;
@@ -404,7 +443,11 @@ export async function connect(nameserver: string, options: ConnectOptions = {}):
   checkConnectArguments(nameserver, options);
   const timeoutMs = options.timeoutMs ?? 10_000;
   const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
-  const client = new Client(nameserver, { ...options, timeoutMs, attemptTimeoutMs: Math.min(attemptTimeoutMs, timeoutMs) });
+  const client = new Client(nameserver, {
+    ...options,
+    timeoutMs,
+    attemptTimeoutMs: Math.min(attemptTimeoutMs, timeoutMs),
+  });
   if (options.lazy === true) return client;
   try {
     await client.check();

@@ -194,7 +194,14 @@ export class NodeIdInUseError extends DstoreError {
     );
   }
   override toWire(): WireError {
-    return { ...super.toWire(), nodeId: this.nodeId, address: this.address, refusedAddress: this.refusedAddress, heartbeatAgeMs: this.heartbeatAgeMs, deadAfterMs: this.deadAfterMs };
+    return {
+      ...super.toWire(),
+      nodeId: this.nodeId,
+      address: this.address,
+      refusedAddress: this.refusedAddress,
+      heartbeatAgeMs: this.heartbeatAgeMs,
+      deadAfterMs: this.deadAfterMs,
+    };
   }
 }
 
@@ -212,7 +219,12 @@ export class InternalError extends DstoreError {
 export function mayHaveApplied(err: unknown): boolean {
   if (!(err instanceof DstoreError)) return true;
   if (err instanceof ConnectionClosedError) return !err.notSent; // never sent: not applied
-  return err.code === 'TIMEOUT' || err.code === 'CONNECTION_CLOSED' || err.code === 'OUTCOME_UNKNOWN' || err.code === 'INTERNAL';
+  return (
+    err.code === 'TIMEOUT' ||
+    err.code === 'CONNECTION_CLOSED' ||
+    err.code === 'OUTCOME_UNKNOWN' ||
+    err.code === 'INTERNAL'
+  );
 }
 
 type Rebuild = (w: WireError) => DstoreError;
@@ -235,8 +247,21 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
   STORAGE_FAILURE: (w) => new StorageFailureError(w.message),
   INVALID_ARGUMENT: (w) => new InvalidArgumentError(w.message),
   PROTOCOL_MISMATCH: (w) => new ProtocolMismatchError(w.message),
-  WRONG_ROLE: (w) => new WrongRoleError(w.message, typeof w.expected === 'string' ? w.expected : '', typeof w.actual === 'string' ? w.actual : ''),
-  NODE_ID_IN_USE: (w) => new NodeIdInUseError(str(w.nodeId), str(w.address), str(w.refusedAddress), num(w.heartbeatAgeMs), num(w.deadAfterMs), w.message),
+  WRONG_ROLE: (w) =>
+    new WrongRoleError(
+      w.message,
+      typeof w.expected === 'string' ? w.expected : '',
+      typeof w.actual === 'string' ? w.actual : '',
+    ),
+  NODE_ID_IN_USE: (w) =>
+    new NodeIdInUseError(
+      str(w.nodeId),
+      str(w.address),
+      str(w.refusedAddress),
+      num(w.heartbeatAgeMs),
+      num(w.deadAfterMs),
+      w.message,
+    ),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

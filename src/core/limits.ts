@@ -72,5 +72,8 @@ export function checkLimits(l: Limits): void {
   );
   assert(l.maxPrepareBytes <= l.maxFrameBytes, 'maxPrepareBytes <= maxFrameBytes');
   assert(l.maxEntriesPerPrepare >= 1, 'maxEntriesPerPrepare >= 1');
-  assert(l.maxDumpPageBytes + l.frameOverheadBytes <= l.maxFrameBytes / 2, 'maxDumpPageBytes + frameOverheadBytes <= maxFrameBytes / 2');
+  assert(
+    l.maxDumpPageBytes + l.frameOverheadBytes <= l.maxFrameBytes / 2,
+    'maxDumpPageBytes + frameOverheadBytes <= maxFrameBytes / 2',
+  );
 }

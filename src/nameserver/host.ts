@@ -58,7 +58,10 @@ export function parseMap(text: string, path: string): PersistedMap {
   try {
     parsed = JSON.parse(text) as PersistedMap;
   } catch (err) {
-    throw new InvalidArgumentError(`${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new cluster)`, { cause: err });
+    throw new InvalidArgumentError(
+      `${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new cluster)`,
+      { cause: err },
+    );
   }
   if (parsed.formatVersion !== 1 || !Array.isArray(parsed.configs) || typeof parsed.clusterId !== 'string') {
     throw new InvalidArgumentError(`${path} is not a dstore cluster map (format 1); refusing to start`);
@@ -96,14 +99,30 @@ export class NameserverHost {
     if (!fresh) {
       const s = map.settings;
       const asked = opts.settings;
-      if (s.partitions !== asked.partitions || s.replicas !== asked.replicas || s.minWriteReplicas !== asked.minWriteReplicas) {
+      if (
+        s.partitions !== asked.partitions ||
+        s.replicas !== asked.replicas ||
+        s.minWriteReplicas !== asked.minWriteReplicas
+      ) {
         // S8: fixed when the cluster was created; the persisted ones win.
-        this.log('warn', { persisted: s, requested: asked }, 'cluster settings are fixed at creation; using the persisted ones');
+        this.log(
+          'warn',
+          { persisted: s, requested: asked },
+          'cluster settings are fixed at creation; using the persisted ones',
+        );
       }
     }
-    this.core = new Nameserver(map, { deadAfterMs: opts.deadAfterMs, rereplicateAfterMs: opts.rereplicateAfterMs }, nowMs);
+    this.core = new Nameserver(
+      map,
+      { deadAfterMs: opts.deadAfterMs, rereplicateAfterMs: opts.rereplicateAfterMs },
+      nowMs,
+    );
     this.persist();
-    this.log('info', { clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version }, fresh ? 'new cluster map' : 'cluster map loaded');
+    this.log(
+      'info',
+      { clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version },
+      fresh ? 'new cluster map' : 'cluster map loaded',
+    );
   }
 
   /** The effects produced since the last call (the constructor's, for a driver starting). */
@@ -145,42 +164,102 @@ export class NameserverHost {
     if (!this.core.onTick(nowMs)) return;
     this.persist();
     const changed = this.core.map.configs.filter((c, i) => before.configs[i]?.epoch !== c.epoch);
-    if (before.configs.length === 0) this.log('info', { partitions: this.core.map.configs.length, nodes: Object.keys(this.core.map.nodes) }, 'cluster formed');
-    else for (const c of changed) this.log('info', { partition: c.partition, epoch: c.epoch, primary: c.primary, secondaries: c.secondaries }, 'partition reconfigured');
+    if (before.configs.length === 0)
+      this.log(
+        'info',
+        { partitions: this.core.map.configs.length, nodes: Object.keys(this.core.map.nodes) },
+        'cluster formed',
+      );
+    else
+      for (const c of changed)
+        this.log(
+          'info',
+          { partition: c.partition, epoch: c.epoch, primary: c.primary, secondaries: c.secondaries },
+          'partition reconfigured',
+        );
   }
 
   private handle(req: NameserverRequest, now: number): unknown {
     switch (req.t) {
       case 'register': {
-        const registration = { nodeId: toNodeId(req.nodeId), address: req.address, backend: req.backend, incarnation: req.incarnation, durable: req.durable, activePartitions: req.activePartitions ?? [] };
+        const registration = {
+          nodeId: toNodeId(req.nodeId),
+          address: req.address,
+          backend: req.backend,
+          incarnation: req.incarnation,
+          durable: req.durable,
+          activePartitions: req.activePartitions ?? [],
+        };
         const holder = this.core.conflictingNode(registration, now);
         if (holder) {
-          const refusal = new NodeIdInUseError(req.nodeId, holder.address, req.address, now - holder.lastHeartbeatMs, this.opts.deadAfterMs);
-          this.log('warn', { nodeId: req.nodeId, address: holder.address, refusedAddress: req.address, heartbeatAgeMs: refusal.heartbeatAgeMs }, `registration refused: ${refusal.message}`);
+          const refusal = new NodeIdInUseError(
+            req.nodeId,
+            holder.address,
+            req.address,
+            now - holder.lastHeartbeatMs,
+            this.opts.deadAfterMs,
+          );
+          this.log(
+            'warn',
+            {
+              nodeId: req.nodeId,
+              address: holder.address,
+              refusedAddress: req.address,
+              heartbeatAgeMs: refusal.heartbeatAgeMs,
+            },
+            `registration refused: ${refusal.message}`,
+          );
           throw refusal;
         }
         this.unhealthy.delete(req.nodeId);
         if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
         if (this.core.onRegister(registration, now)) this.persist();
-        this.log('info', { nodeId: req.nodeId, address: req.address, backend: req.backend }, 'storage server registered');
+        this.log(
+          'info',
+          { nodeId: req.nodeId, address: req.address, backend: req.backend },
+          'storage server registered',
+        );
         this.tick(now);
         const { settings, clusterId } = this.core.map;
-        return { clusterId, partitions: settings.partitions, minWriteReplicas: settings.minWriteReplicas, deadAfterMs: this.opts.deadAfterMs };
+        return {
+          clusterId,
+          partitions: settings.partitions,
+          minWriteReplicas: settings.minWriteReplicas,
+          deadAfterMs: this.opts.deadAfterMs,
+        };
       }
       case 'heartbeat': {
         if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
         if (this.unhealthy.delete(req.nodeId)) this.log('info', { nodeId: req.nodeId }, 'storage server healthy again');
-        const reply = this.core.onHeartbeat({ nodeId: toNodeId(req.nodeId), incarnation: req.incarnation, uptimeMs: req.uptimeMs, keys: req.keys, progress: req.progress.map(toProgress) }, now);
+        const reply = this.core.onHeartbeat(
+          {
+            nodeId: toNodeId(req.nodeId),
+            incarnation: req.incarnation,
+            uptimeMs: req.uptimeMs,
+            keys: req.keys,
+            progress: req.progress.map(toProgress),
+          },
+          now,
+        );
         if (reply.kind === 'register') return reply;
         this.logCorrupt(req.nodeId);
         this.logStuckCorrupt(now);
         return { ...reply, addresses: this.addresses() };
       }
       case 'promote': {
-        const { config, changed } = this.core.onPromote(partitionId(req.p), req.epoch, toNodeId(req.learner), req.learnerIncarnation);
+        const { config, changed } = this.core.onPromote(
+          partitionId(req.p),
+          req.epoch,
+          toNodeId(req.learner),
+          req.learnerIncarnation,
+        );
         if (changed) {
           this.persist();
-          this.log('info', { partition: req.p, epoch: config?.epoch, learner: req.learner }, 'learner promoted to secondary');
+          this.log(
+            'info',
+            { partition: req.p, epoch: config?.epoch, learner: req.learner },
+            'learner promoted to secondary',
+          );
         }
         if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
         return { config };
@@ -189,7 +268,11 @@ export class NameserverHost {
         const { config, changed } = this.core.onRemoveSecondary(partitionId(req.p), req.epoch, toNodeId(req.secondary));
         if (changed) {
           this.persist();
-          this.log('warn', { partition: req.p, epoch: config?.epoch, secondary: req.secondary }, 'secondary removed at its primary\'s request (it does not answer the primary)');
+          this.log(
+            'warn',
+            { partition: req.p, epoch: config?.epoch, secondary: req.secondary },
+            "secondary removed at its primary's request (it does not answer the primary)",
+          );
         }
         if (!config) throw new InvalidArgumentError(`partition ${req.p} does not exist`);
         return { config };
@@ -215,7 +298,11 @@ export class NameserverHost {
     if (known) known.lastMs = now;
     else {
       this.unhealthy.set(nodeId, { sinceMs: now, lastMs: now, reason });
-      this.log('warn', { nodeId, reason }, 'storage server reports its storage failed; it counts as dead until it registers again');
+      this.log(
+        'warn',
+        { nodeId, reason },
+        'storage server reports its storage failed; it counts as dead until it registers again',
+      );
       this.core.onStorageFailed(toNodeId(nodeId), incarnation);
       this.tick(now);
     }
@@ -258,7 +345,11 @@ export class NameserverHost {
       const c = this.core.map.configs[p];
       return c !== undefined && c.primary === nodeId && c.secondaries.length === 0;
     });
-    this.log('error', { nodeId, partitions, unavailable: stuck }, 'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable');
+    this.log(
+      'error',
+      { nodeId, partitions, unavailable: stuck },
+      'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable',
+    );
   }
 
   /**
@@ -286,7 +377,16 @@ export class NameserverHost {
   private clusterInfo(now: number): ClusterInfo {
     const { map } = this.core;
     const nodes: NodeInfo[] = [
-      { id: 'nameserver', role: 'nameserver', address: this.address, state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: now - this.startedMs },
+      {
+        id: 'nameserver',
+        role: 'nameserver',
+        address: this.address,
+        state: 'alive',
+        partitionsHeld: 0,
+        partitionsLed: 0,
+        keys: 0,
+        uptimeMs: now - this.startedMs,
+      },
     ];
     for (const n of [...this.core.nodes.values()].sort((a, b) => a.id.localeCompare(b.id))) {
       const held = this.core.configsOf(n.id);
@@ -296,7 +396,15 @@ export class NameserverHost {
         address: n.address,
         // Not heard from since this nameserver started (incarnation ''): S15 counts it alive
         // for one dead-after, but nothing is known of it, so no heartbeat time nor uptime.
-        state: this.isUnhealthy(n.id, now) ? 'unhealthy' : n.incarnation === '' ? (this.core.isAlive(n, now) ? 'unknown' : 'dead') : this.core.isAlive(n, now) ? 'alive' : 'dead',
+        state: this.isUnhealthy(n.id, now)
+          ? 'unhealthy'
+          : n.incarnation === ''
+            ? this.core.isAlive(n, now)
+              ? 'unknown'
+              : 'dead'
+            : this.core.isAlive(n, now)
+              ? 'alive'
+              : 'dead',
         ...(n.incarnation === '' ? {} : { lastHeartbeatMs: n.lastHeartbeatMs }),
         partitionsHeld: held.length,
         partitionsLed: held.filter((c) => c.primary === n.id).length,
@@ -304,7 +412,9 @@ export class NameserverHost {
         logSeq: [...n.progress.values()].reduce((sum, p) => sum + p.lastSeq, 0),
         backend: n.backend,
         uptimeMs: n.uptimeMs,
-        ...(n.corrupt.size > 0 && this.core.isAlive(n, now) ? { corruptPartitions: this.core.corruptPartitions(n.id) } : {}),
+        ...(n.corrupt.size > 0 && this.core.isAlive(n, now)
+          ? { corruptPartitions: this.core.corruptPartitions(n.id) }
+          : {}),
       });
     }
     return {

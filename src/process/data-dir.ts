@@ -49,8 +49,14 @@ export class DataDirLockedError extends DataDirError {
     readonly holderPid: number | undefined,
     readonly holderRole: string | undefined,
   ) {
-    const who = holderPid === undefined ? 'a process that does not answer (paused?)' : `pid ${holderPid}${holderRole ? ` (${holderRole})` : ''}`;
-    super(`data dir ${dataDir} is in use by another dstore process, ${who}; stop it first or choose another --data-dir`, dataDir);
+    const who =
+      holderPid === undefined
+        ? 'a process that does not answer (paused?)'
+        : `pid ${holderPid}${holderRole ? ` (${holderRole})` : ''}`;
+    super(
+      `data dir ${dataDir} is in use by another dstore process, ${who}; stop it first or choose another --data-dir`,
+      dataDir,
+    );
     this.name = 'DataDirLockedError';
   }
 }
@@ -78,7 +84,8 @@ const defaultMode = (): LockMode => (process.platform === 'linux' ? 'abstract' :
 
 /** The absolute path of a --data-dir value; an empty one is refused (resolve('') is the current directory). */
 export function dataDirPath(dir: string, flag = '--data-dir'): string {
-  if (dir.trim() === '') throw new DataDirError(`${flag} is empty; give a directory (an empty value would mean the current directory)`, dir);
+  if (dir.trim() === '')
+    throw new DataDirError(`${flag} is empty; give a directory (an empty value would mean the current directory)`, dir);
   return resolve(dir);
 }
 
@@ -95,11 +102,15 @@ export function prepareDataDir(dir: string, flag = '--data-dir'): string {
   const missing: string[] = [];
   let at = path;
   for (let depth = 0; ; depth++) {
-    if (depth > MAX_PATH_DEPTH) throw new DataDirError(`${flag} ${path}: more than ${MAX_PATH_DEPTH} levels to create`, path);
+    if (depth > MAX_PATH_DEPTH)
+      throw new DataDirError(`${flag} ${path}: more than ${MAX_PATH_DEPTH} levels to create`, path);
     const kind = statKind(at, flag);
     if (kind === 'dir') break;
     if (kind === 'other') {
-      throw new DataDirError(`${flag} ${path}: ${at === path ? 'it exists and is not a directory' : `${at} is not a directory`}`, path);
+      throw new DataDirError(
+        `${flag} ${path}: ${at === path ? 'it exists and is not a directory' : `${at} is not a directory`}`,
+        path,
+      );
     }
     missing.push(at);
     const parent = dirname(at);
@@ -112,13 +123,19 @@ export function prepareDataDir(dir: string, flag = '--data-dir'): string {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EEXIST' && statKind(p, flag) === 'dir') continue; // created meanwhile by someone else
-      throw new DataDirError(`${flag} ${path}: cannot create ${p} (${code ?? (err as Error).message})`, path, { cause: err });
+      throw new DataDirError(`${flag} ${path}: cannot create ${p} (${code ?? (err as Error).message})`, path, {
+        cause: err,
+      });
     }
   }
   try {
     accessSync(path, constants.W_OK | constants.X_OK);
   } catch (err) {
-    throw new DataDirError(`${flag} ${path} is not writable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, path, { cause: err });
+    throw new DataDirError(
+      `${flag} ${path} is not writable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      path,
+      { cause: err },
+    );
   }
   return realpathSync(path);
 }
@@ -145,7 +162,11 @@ export function lockAddress(realDir: string, mode: LockMode): string {
  * or throws DataDirLockedError naming the holder. `role` is what a refused process is told
  * about us, e.g. "storage server s1".
  */
-export async function lockDataDir(dataDir: string, role: string, options: { mode?: LockMode } = {}): Promise<DataDirLock> {
+export async function lockDataDir(
+  dataDir: string,
+  role: string,
+  options: { mode?: LockMode } = {},
+): Promise<DataDirLock> {
   const realDir = realpathSync(dataDir);
   const mode = options.mode ?? defaultMode();
   const address = lockAddress(realDir, mode);
@@ -174,11 +195,19 @@ export async function lockDataDir(dataDir: string, role: string, options: { mode
       try {
         unlinkSync(address);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new DataDirError(`cannot remove the stale lock ${address} of ${realDir}: ${(err as Error).message}`, realDir, { cause: err });
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+          throw new DataDirError(
+            `cannot remove the stale lock ${address} of ${realDir}: ${(err as Error).message}`,
+            realDir,
+            { cause: err },
+          );
       }
     }
   }
-  throw new DataDirError(`could not lock data dir ${realDir} in ${LOCK_ATTEMPTS} attempts (its holder keeps changing)`, realDir);
+  throw new DataDirError(
+    `could not lock data dir ${realDir} in ${LOCK_ATTEMPTS} attempts (its holder keeps changing)`,
+    realDir,
+  );
 }
 
 /** `prepareDataDir` and `lockDataDir` in one step; returns the lock (its `dataDir` is the real path). */
@@ -191,7 +220,12 @@ function listen(server: Server, address: string): Promise<'ok' | 'in use'> {
     const onError = (err: NodeJS.ErrnoException): void => {
       server.off('listening', onListening);
       if (err.code === 'EADDRINUSE') resolvePromise('in use');
-      else reject(new DataDirError(`cannot lock the data dir (socket ${JSON.stringify(address)}): ${err.message}`, address, { cause: err }));
+      else
+        reject(
+          new DataDirError(`cannot lock the data dir (socket ${JSON.stringify(address)}): ${err.message}`, address, {
+            cause: err,
+          }),
+        );
     };
     const onListening = (): void => {
       server.off('error', onError);
@@ -253,7 +287,11 @@ function askHolder(address: string): Promise<HolderAnswer> {
  * waited for. `dstore up` uses it for its children's dirs: after `up` itself was SIGKILLed,
  * its children close by themselves (their parent is gone) and a restart waits for them.
  */
-export async function waitUntilUnlocked(dir: string, timeoutMs: number, onWait: (err: DataDirLockedError) => void): Promise<void> {
+export async function waitUntilUnlocked(
+  dir: string,
+  timeoutMs: number,
+  onWait: (err: DataDirLockedError) => void,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let told = false;
   for (let attempt = 0; attempt < 100_000; attempt++) {

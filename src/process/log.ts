@@ -60,7 +60,8 @@ export class RotatingFile implements LogSink {
     private readonly maxBytes = LOG_ROTATE_BYTES,
     private readonly keep = LOG_ROTATE_KEEP,
   ) {
-    if (!(keep >= 1 && maxBytes >= 1)) throw new Error(`log rotation needs keep >= 1 and maxBytes >= 1 (got ${keep}, ${maxBytes})`);
+    if (!(keep >= 1 && maxBytes >= 1))
+      throw new Error(`log rotation needs keep >= 1 and maxBytes >= 1 (got ${keep}, ${maxBytes})`);
     this.current = RotatingFile.open(path);
     this.bytes = statSync(path).size;
   }
@@ -79,7 +80,9 @@ export class RotatingFile implements LogSink {
     file.on('error', (err: NodeJS.ErrnoException) => {
       if (failing) return;
       failing = true;
-      process.stderr.write(`cannot write ${path} (${err.code ?? err.message}); its lines are kept until a write succeeds\n`);
+      process.stderr.write(
+        `cannot write ${path} (${err.code ?? err.message}); its lines are kept until a write succeeds\n`,
+      );
     });
     file.on('write', () => {
       failing = false;
@@ -110,7 +113,14 @@ export class RotatingFile implements LogSink {
   }
 }
 
-const LEVEL_NAMES: Readonly<Record<number, string>> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const LEVEL_NAMES: Readonly<Record<number, string>> = {
+  10: 'TRACE',
+  20: 'DEBUG',
+  30: 'INFO',
+  40: 'WARN',
+  50: 'ERROR',
+  60: 'FATAL',
+};
 const LEVEL_COLOURS: Readonly<Record<number, number>> = { 10: 2, 20: 2, 30: 32, 40: 33, 50: 31, 60: 31 };
 const OMITTED = new Set(['level', 'time', 'msg', 'node', 'name', 'pid', 'hostname']);
 
@@ -137,7 +147,13 @@ export function prettyLine(json: string, colour: boolean): string {
 function prettyStderr(colour: boolean): LogSink {
   return {
     write(chunk: string): void {
-      process.stderr.write(chunk.split('\n').filter((l) => l !== '').map((l) => prettyLine(l, colour)).join(''));
+      process.stderr.write(
+        chunk
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => prettyLine(l, colour))
+          .join(''),
+      );
     },
   };
 }

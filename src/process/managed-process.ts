@@ -57,7 +57,10 @@ export function logTail(path: string, maxLines = LOG_TAIL_LINES): string {
     const length = Math.min(size, LOG_TAIL_BYTES);
     const buf = Buffer.alloc(length);
     readSync(fd, buf, 0, length, size - length);
-    const lines = buf.toString('utf8').split('\n').filter((l) => l.trim() !== '');
+    const lines = buf
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '');
     if (size > length) lines.shift(); // probably cut in the middle
     return lines
       .slice(-maxLines)
@@ -102,7 +105,9 @@ export class ManagedProcess {
   }
 
   get running(): boolean {
-    return this.state === 'starting' || this.state === 'running' || this.state === 'paused' || this.state === 'stopping';
+    return (
+      this.state === 'starting' || this.state === 'running' || this.state === 'paused' || this.state === 'stopping'
+    );
   }
 
   /** Spawns the child and waits until it reports its port (bounded by `timeoutMs`). */
@@ -147,7 +152,9 @@ export class ManagedProcess {
       };
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
         cleanup();
-        reject(this.startError(`${this.name} exited during start (${signal ? `signal ${signal}` : `exit code ${code}`})`));
+        reject(
+          this.startError(`${this.name} exited during start (${signal ? `signal ${signal}` : `exit code ${code}`})`),
+        );
       };
       const onError = (err: Error): void => {
         cleanup();
@@ -170,7 +177,8 @@ export class ManagedProcess {
   private startError(message: string): ClusterStartError {
     const stderrTail = logTail(this.logPath);
     const nodeLog = join(this.dataDir, 'node.log');
-    if (stderrTail !== '' || !existsSync(nodeLog)) return new ClusterStartError(message, this.name, this.logPath, stderrTail);
+    if (stderrTail !== '' || !existsSync(nodeLog))
+      return new ClusterStartError(message, this.name, this.logPath, stderrTail);
     return new ClusterStartError(message, this.name, nodeLog, logTail(nodeLog));
   }
 
@@ -206,7 +214,8 @@ export class ManagedProcess {
     this.state = 'stopping';
     if (await this.waitExit(ms)) return 'stopped';
     this.signal('SIGKILL');
-    if (!(await this.waitExit(KILL_WAIT_MS))) throw new Error(`${this.name} (pid ${this.pid}) did not exit after SIGKILL`);
+    if (!(await this.waitExit(KILL_WAIT_MS)))
+      throw new Error(`${this.name} (pid ${this.pid}) did not exit after SIGKILL`);
     return 'killed';
   }
 

@@ -53,10 +53,13 @@ function pidAlive(pid: number): boolean {
 export function deleteNamespace(name: string): void {
   let pids: string[] = [];
   try {
-    pids = ip(['netns', 'pids', name]).split('\n').filter((l) => /^\d+$/.test(l));
+    pids = ip(['netns', 'pids', name])
+      .split('\n')
+      .filter((l) => /^\d+$/.test(l));
   } catch (err) {
     // A half-created namespace has no processes to list; deleting it is what matters.
-    if (!/No such file|Invalid/.test(stderrOf(err))) process.stderr.write(`cannot list the processes of network namespace ${name}: ${stderrOf(err)}\n`);
+    if (!/No such file|Invalid/.test(stderrOf(err)))
+      process.stderr.write(`cannot list the processes of network namespace ${name}: ${stderrOf(err)}\n`);
   }
   for (const pid of pids) {
     try {

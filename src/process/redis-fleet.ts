@@ -25,7 +25,9 @@ export class RedisFleet {
   static create(dataDir: string, find: () => string | undefined = findRedisServer): RedisFleet {
     const binary = find();
     if (binary === undefined) {
-      throw new CliFailure(`--backend redis starts one redis-server per storage server, but redis-server is not installed: ${REDIS_INSTALL_HINT}; or use --backend lmdb`);
+      throw new CliFailure(
+        `--backend redis starts one redis-server per storage server, but redis-server is not installed: ${REDIS_INSTALL_HINT}; or use --backend lmdb`,
+      );
     }
     return new RedisFleet(dataDir, binary);
   }
@@ -36,9 +38,16 @@ export class RedisFleet {
     if (existing?.running) return;
     try {
       if (existing) await existing.restart();
-      else this.servers.set(id, await RedisServer.start({ dir: join(this.dataDir, id, 'redis'), binary: this.binary, detached: true }));
+      else
+        this.servers.set(
+          id,
+          await RedisServer.start({ dir: join(this.dataDir, id, 'redis'), binary: this.binary, detached: true }),
+        );
     } catch (err) {
-      throw new CliFailure(`could not start the redis-server of ${id}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new CliFailure(
+        `could not start the redis-server of ${id}: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
     }
   }
 

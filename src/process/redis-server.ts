@@ -17,7 +17,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.js';
 
 /** How to install redis-server, for messages. */
-export const REDIS_INSTALL_HINT = 'install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)';
+export const REDIS_INSTALL_HINT =
+  'install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)';
 
 const EXTRA_DIRS = ['/usr/bin', '/usr/sbin', '/usr/local/bin', '/opt/homebrew/bin'];
 const DEFAULT_START_TIMEOUT_MS = 10_000;
@@ -165,18 +166,35 @@ export class RedisServer {
     if (binary === undefined) throw new Error(`redis-server is not installed: ${REDIS_INSTALL_HINT}`);
     const host = options.host ?? '127.0.0.1';
     const args = [
-      '--bind', host,
-      '--protected-mode', 'yes',
-      '--dir', options.dir,
-      '--appendonly', options.appendonly === false ? 'no' : 'yes',
-      '--appendfsync', options.appendfsync ?? 'always',
-      '--save', '',
-      '--daemonize', 'no',
-      '--logfile', join(options.dir, 'redis.log'),
-      '--pidfile', join(options.dir, 'redis.pid'),
+      '--bind',
+      host,
+      '--protected-mode',
+      'yes',
+      '--dir',
+      options.dir,
+      '--appendonly',
+      options.appendonly === false ? 'no' : 'yes',
+      '--appendfsync',
+      options.appendfsync ?? 'always',
+      '--save',
+      '',
+      '--daemonize',
+      'no',
+      '--logfile',
+      join(options.dir, 'redis.log'),
+      '--pidfile',
+      join(options.dir, 'redis.pid'),
       ...(options.extraArgs ?? []),
     ];
-    const server = new RedisServer(binary, options.dir, host, options.port ?? 0, args, options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS, options.detached ?? false);
+    const server = new RedisServer(
+      binary,
+      options.dir,
+      host,
+      options.port ?? 0,
+      args,
+      options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+      options.detached ?? false,
+    );
     await server.startProcess();
     return server;
   }
@@ -216,7 +234,10 @@ export class RedisServer {
     if (!this.running) return;
     this.kill('SIGCONT'); // a paused server cannot act on SIGTERM
     this.kill('SIGTERM');
-    const gone = await Promise.race([this.exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), timeoutMs).unref())]);
+    const gone = await Promise.race([
+      this.exited.then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), timeoutMs).unref()),
+    ]);
     if (!gone) {
       this.kill('SIGKILL');
       await this.exited;
@@ -268,7 +289,10 @@ export class RedisServer {
 
   /** Undefined once it answers on `port`; otherwise why it did not start. */
   private async spawnOn(port: number): Promise<string | undefined> {
-    const child = spawn(this.binary, ['--port', String(port), ...this.args], { stdio: 'ignore', detached: this.detached });
+    const child = spawn(this.binary, ['--port', String(port), ...this.args], {
+      stdio: 'ignore',
+      detached: this.detached,
+    });
     this.child = child;
     running.add(this);
     let exitInfo: string | undefined;

@@ -5,7 +5,17 @@
  * (CAP_SYS_ADMIN) on Linux; `smallFsUnavailableReason` says why it cannot be done here.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, closeSync, rmSync, rmdirSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  rmSync,
+  rmdirSync,
+  statfsSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -45,10 +55,14 @@ export function smallFsUnavailableReason(what: string): string | undefined {
 export class SmallFs {
   private mounted = true;
 
-  private constructor(readonly dir: string, readonly bytes: number) {}
+  private constructor(
+    readonly dir: string,
+    readonly bytes: number,
+  ) {}
 
   static mount(dir: string, bytes: number): SmallFs {
-    if (!Number.isSafeInteger(bytes) || bytes < 64 * 1024) throw new RangeError(`a small filesystem of ${bytes} bytes is too small`);
+    if (!Number.isSafeInteger(bytes) || bytes < 64 * 1024)
+      throw new RangeError(`a small filesystem of ${bytes} bytes is too small`);
     mkdirSync(dir, { recursive: true });
     run('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir]);
     return new SmallFs(dir, bytes);

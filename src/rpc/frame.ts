@@ -75,7 +75,11 @@ export const MAX_DEADLINE_MS = 0x7fff_ffff;
 function isWireError(x: unknown): x is WireError {
   if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
   const o = x as Record<string, unknown>;
-  return typeof o['code'] === 'string' && typeof o['message'] === 'string' && (o['retryable'] === undefined || typeof o['retryable'] === 'boolean');
+  return (
+    typeof o['code'] === 'string' &&
+    typeof o['message'] === 'string' &&
+    (o['retryable'] === undefined || typeof o['retryable'] === 'boolean')
+  );
 }
 
 /** Validates an unpacked body as an envelope. Never throws. */
@@ -211,7 +215,8 @@ export class FrameDecoder {
           length = chunk.readUInt32BE(at);
           at += FRAME_HEADER_BYTES;
         } else {
-          while (this.headerFill < FRAME_HEADER_BYTES && at < end) this.header[this.headerFill++] = chunk[at++] as number;
+          while (this.headerFill < FRAME_HEADER_BYTES && at < end)
+            this.header[this.headerFill++] = chunk[at++] as number;
           if (this.headerFill < FRAME_HEADER_BYTES) return;
           this.headerFill = 0;
           length = this.header.readUInt32BE(0);

@@ -39,7 +39,11 @@ function roleOfByte(b: number): GreetingRole | undefined {
 }
 
 export function roleName(role: GreetingRole): string {
-  return role === 'nameserver' ? 'a dstore nameserver' : role === 'storage' ? 'a dstore storage server' : 'a dstore service that is neither a nameserver nor a storage server';
+  return role === 'nameserver'
+    ? 'a dstore nameserver'
+    : role === 'storage'
+      ? 'a dstore storage server'
+      : 'a dstore service that is neither a nameserver nor a storage server';
 }
 
 export interface Greeting {
@@ -48,7 +52,11 @@ export interface Greeting {
   readonly role: GreetingRole;
 }
 
-export function encodeGreeting(role: GreetingRole, minVersion = MIN_PROTOCOL_VERSION, maxVersion = PROTOCOL_VERSION): Buffer {
+export function encodeGreeting(
+  role: GreetingRole,
+  minVersion = MIN_PROTOCOL_VERSION,
+  maxVersion = PROTOCOL_VERSION,
+): Buffer {
   const out = Buffer.alloc(GREETING_BYTES);
   MAGIC.copy(out, 0);
   out[4] = minVersion;
@@ -70,9 +78,11 @@ export function describeBytes(bytes: Uint8Array): string {
 function lookAlike(bytes: Uint8Array): string {
   const text = Buffer.from(bytes.subarray(0, 8)).toString('latin1');
   if (text.startsWith('HTTP/')) return ' (it answered like an HTTP server)';
-  if (text.startsWith('-ERR') || text.startsWith('+') || text.startsWith('-NOAUTH')) return ' (it answered like a Redis server)';
+  if (text.startsWith('-ERR') || text.startsWith('+') || text.startsWith('-NOAUTH'))
+    return ' (it answered like a Redis server)';
   if (text.startsWith('SSH-')) return ' (it answered like an SSH server)';
-  if (bytes.length >= 4 && bytes[0] === 0) return ' (it sent a length-prefixed frame without a greeting: a dstore build older than protocol version 1?)';
+  if (bytes.length >= 4 && bytes[0] === 0)
+    return ' (it sent a length-prefixed frame without a greeting: a dstore build older than protocol version 1?)';
   return '';
 }
 
@@ -123,9 +133,14 @@ export class GreetingReader {
     const peerMin = this.buffer[4] as number;
     const peerMax = this.buffer[5] as number;
     const role = roleOfByte(this.buffer[6] as number);
-    const speaks = (lo: number, hi: number) => (lo === hi ? `protocol version ${lo}` : `protocol versions ${lo}..${hi}`);
+    const speaks = (lo: number, hi: number) =>
+      lo === hi ? `protocol version ${lo}` : `protocol versions ${lo}..${hi}`;
     if (role === undefined || peerMin > peerMax) {
-      return { state: 'refused', reason: 'version', message: `${this.peer} sent a malformed dstore greeting (${describeBytes(this.buffer)})` };
+      return {
+        state: 'refused',
+        reason: 'version',
+        message: `${this.peer} sent a malformed dstore greeting (${describeBytes(this.buffer)})`,
+      };
     }
     const version = Math.min(this.maxVersion, peerMax);
     if (version < this.minVersion || version < peerMin) {
@@ -135,7 +150,12 @@ export class GreetingReader {
         message: `${this.peer} speaks dstore ${speaks(peerMin, peerMax)}, this build speaks ${speaks(this.minVersion, this.maxVersion)}: upgrade the older side`,
       };
     }
-    return { state: 'ok', greeting: { minVersion: peerMin, maxVersion: peerMax, role }, version, rest: chunk.subarray(at) };
+    return {
+      state: 'ok',
+      greeting: { minVersion: peerMin, maxVersion: peerMax, role },
+      version,
+      rest: chunk.subarray(at),
+    };
   }
 }
 
@@ -144,11 +164,19 @@ export class GreetingReader {
  * greeting is a ProtocolMismatchError; a listener of another role a WrongRoleError. Neither
  * is retryable: the address is wrong, waiting does not help.
  */
-export function dialerCheck(result: GreetingResult, address: string, expect: GreetingRole): ProtocolMismatchError | WrongRoleError | undefined {
+export function dialerCheck(
+  result: GreetingResult,
+  address: string,
+  expect: GreetingRole,
+): ProtocolMismatchError | WrongRoleError | undefined {
   if (result.state === 'refused') return new ProtocolMismatchError(result.message);
   if (result.state !== 'ok' || expect === 'any') return undefined;
   if (result.greeting.role !== expect) {
-    return new WrongRoleError(`${address} is ${roleName(result.greeting.role)}, not ${roleName(expect).replace(/^a dstore /, 'a ')}: check the address`, expect, result.greeting.role);
+    return new WrongRoleError(
+      `${address} is ${roleName(result.greeting.role)}, not ${roleName(expect).replace(/^a dstore /, 'a ')}: check the address`,
+      expect,
+      result.greeting.role,
+    );
   }
   return undefined;
 }

@@ -10,7 +10,10 @@ import type { ClusterLimits } from './messages.js';
  * --max-value-bytes. Values: the smallest (a value every replica accepts); frames: the
  * largest (a reply any of them may send).
  */
-export function clusterLimits(nodeIds: Iterable<string>, maxValueBytesOf: ReadonlyMap<string, number>): { limits?: ClusterLimits } {
+export function clusterLimits(
+  nodeIds: Iterable<string>,
+  maxValueBytesOf: ReadonlyMap<string, number>,
+): { limits?: ClusterLimits } {
   let smallest: number | undefined;
   let largest: number | undefined;
   for (const id of nodeIds) {

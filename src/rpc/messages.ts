@@ -15,7 +15,11 @@ import type { ReplicaProgress } from '../core/replica/replica.js';
 const Uint = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Partition = Type.Integer({ minimum: 0, maximum: 65535 });
 const Id = Type.String({ minLength: 1, maxLength: 128 });
-const Address = Type.String({ minLength: 3, maxLength: 300, pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:\\[\\]]+):[0-9]{1,5}$' });
+const Address = Type.String({
+  minLength: 3,
+  maxLength: 300,
+  pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:\\[\\]]+):[0-9]{1,5}$',
+});
 /**
  * The largest `--max-value-bytes` any dstore process accepts (the CLI's bound); no message
  * carries more binary data than this, and a client accepts frames up to the frame size it
@@ -50,9 +54,22 @@ const EntrySchema = Type.Object({
 const Position = Type.Object({ seq: Uint, epoch: Uint });
 
 const PeerMessageSchema = Type.Union([
-  Type.Object({ kind: Type.Literal('prepare'), partition: Partition, config: ConfigSchema, prev: Position, entries: Type.Array(EntrySchema, { maxItems: 100_000 }), commitSeq: Uint }),
+  Type.Object({
+    kind: Type.Literal('prepare'),
+    partition: Partition,
+    config: ConfigSchema,
+    prev: Position,
+    entries: Type.Array(EntrySchema, { maxItems: 100_000 }),
+    commitSeq: Uint,
+  }),
   Type.Object({ kind: Type.Literal('prepareAck'), partition: Partition, epoch: Uint, seq: Uint, incarnation: Id }),
-  Type.Object({ kind: Type.Literal('prepareNack'), partition: Partition, epoch: Uint, needFromSeq: Uint, incarnation: Id }),
+  Type.Object({
+    kind: Type.Literal('prepareNack'),
+    partition: Partition,
+    epoch: Uint,
+    needFromSeq: Uint,
+    incarnation: Id,
+  }),
   Type.Object({ kind: Type.Literal('staleEpoch'), partition: Partition, config: ConfigSchema }),
   Type.Object({ kind: Type.Literal('confirm'), partition: Partition, config: ConfigSchema, round: Uint }),
   Type.Object({ kind: Type.Literal('confirmAck'), partition: Partition, epoch: Uint, round: Uint }),
@@ -62,7 +79,13 @@ const PeerMessageSchema = Type.Union([
 /** One-way messages between storage servers. */
 /** `addr` is where the sender listens, so a receiver can answer before the nameserver told it. */
 /** `token`: the cluster token (DESIGN §12); a receiver with a token drops a message without it. */
-export const PeerEnvelope = Type.Object({ t: Type.Literal('peer'), from: Id, addr: Address, m: PeerMessageSchema, token: Token });
+export const PeerEnvelope = Type.Object({
+  t: Type.Literal('peer'),
+  from: Id,
+  addr: Address,
+  m: PeerMessageSchema,
+  token: Token,
+});
 
 /** Where the next page of `dump` starts: partition `p`, after `key` (none: its first key). */
 const DumpCursorSchema = Type.Object({ p: Partition, key: Type.Optional(Bytes) });
@@ -74,7 +97,13 @@ export const StorageRequest = Type.Union([
   Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged, token: Token }),
   Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, token: Token }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
-  Type.Object({ t: Type.Literal('scan'), p: Partition, after: Type.Optional(Bytes), limit: Type.Integer({ minimum: 1, maximum: 100_000 }), token: Token }),
+  Type.Object({
+    t: Type.Literal('scan'),
+    p: Partition,
+    after: Type.Optional(Bytes),
+    limit: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    token: Token,
+  }),
   /**
    * One page of the keys a storage server holds (issue 9: never one reply of a whole store):
    * at most `limit` keys and about `maxBytes` of them (the server caps both), from the cursor
@@ -96,7 +125,12 @@ export type StorageRequest = Static<typeof StorageRequest>;
 const ProgressSchema = Type.Object({
   partition: Partition,
   epoch: Uint,
-  role: Type.Union([Type.Literal('inactive'), Type.Literal('primary'), Type.Literal('secondary'), Type.Literal('learner')]),
+  role: Type.Union([
+    Type.Literal('inactive'),
+    Type.Literal('primary'),
+    Type.Literal('secondary'),
+    Type.Literal('learner'),
+  ]),
   lastSeq: Uint,
   lastEpoch: Uint,
   commitSeq: Uint,
@@ -109,14 +143,40 @@ const ProgressSchema = Type.Object({
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
   /** `maxValueBytes`: the server's --max-value-bytes; the map tells clients the cluster's (see MapReply.limits). */
-  Type.Object({ t: Type.Literal('register'), nodeId: Id, address: Address, backend: Id, incarnation: Id, durable: Type.Boolean(), activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })), maxValueBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_VALUE_BYTES_CEILING })), token: Token }),
+  Type.Object({
+    t: Type.Literal('register'),
+    nodeId: Id,
+    address: Address,
+    backend: Id,
+    incarnation: Id,
+    durable: Type.Boolean(),
+    activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })),
+    maxValueBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_VALUE_BYTES_CEILING })),
+    token: Token,
+  }),
   /**
    * `unhealthy`: the storage server's backend failed (issue 4) and it holds no replica until
    * it reloaded; the reason, for `nodes`. Such a heartbeat does not keep the node alive.
    */
-  Type.Object({ t: Type.Literal('heartbeat'), nodeId: Id, incarnation: Id, uptimeMs: Uint, keys: Uint, progress: Type.Array(ProgressSchema, { maxItems: 65536 }), unhealthy: Type.Optional(Type.String({ maxLength: 1024 })), token: Token }),
+  Type.Object({
+    t: Type.Literal('heartbeat'),
+    nodeId: Id,
+    incarnation: Id,
+    uptimeMs: Uint,
+    keys: Uint,
+    progress: Type.Array(ProgressSchema, { maxItems: 65536 }),
+    unhealthy: Type.Optional(Type.String({ maxLength: 1024 })),
+    token: Token,
+  }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
-  Type.Object({ t: Type.Literal('promote'), p: Partition, epoch: Uint, learner: Id, learnerIncarnation: Id, token: Token }),
+  Type.Object({
+    t: Type.Literal('promote'),
+    p: Partition,
+    epoch: Uint,
+    learner: Id,
+    learnerIncarnation: Id,
+    token: Token,
+  }),
   Type.Object({ t: Type.Literal('removeSecondary'), p: Partition, epoch: Uint, secondary: Id, token: Token }),
   Type.Object({ t: Type.Literal('map'), token: Token }),
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
@@ -153,11 +213,21 @@ export const MapReply = Type.Object({
 export type MapReply = Static<typeof MapReply>;
 
 /** `deadAfterMs`: the nameserver's; a primary asks to remove a secondary silent that long (§4). */
-export const RegisterReply = Type.Object({ clusterId: Type.String(), partitions: Uint, minWriteReplicas: Uint, deadAfterMs: Type.Optional(Uint) });
+export const RegisterReply = Type.Object({
+  clusterId: Type.String(),
+  partitions: Uint,
+  minWriteReplicas: Uint,
+  deadAfterMs: Type.Optional(Uint),
+});
 export type RegisterReply = Static<typeof RegisterReply>;
 
 export const HeartbeatReplySchema = Type.Union([
-  Type.Object({ kind: Type.Literal('ok'), mapVersion: Uint, configs: Type.Array(ConfigSchema), addresses: Type.Record(Type.String(), Type.String()) }),
+  Type.Object({
+    kind: Type.Literal('ok'),
+    mapVersion: Uint,
+    configs: Type.Array(ConfigSchema),
+    addresses: Type.Record(Type.String(), Type.String()),
+  }),
   Type.Object({ kind: Type.Literal('register') }),
 ]);
 export type HeartbeatReplyMsg = Static<typeof HeartbeatReplySchema>;
@@ -224,7 +294,13 @@ export const GetReply = Type.Union([
 ]);
 export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
 /** `truncated`: keys are left after this page; `next`: the cursor of the next page. */
-export const DumpReply = Type.Object({ nodeId: Type.String(), keyCount: Uint, keys: Type.Array(Bytes), truncated: Type.Boolean(), next: Type.Optional(DumpCursorSchema) });
+export const DumpReply = Type.Object({
+  nodeId: Type.String(),
+  keyCount: Uint,
+  keys: Type.Array(Bytes),
+  truncated: Type.Boolean(),
+  next: Type.Optional(DumpCursorSchema),
+});
 export const ConfirmEpochReply = Type.Object({ current: Type.Boolean() });
 export const PromoteReply = Type.Object({ config: ConfigSchema });
 const DedupSchema = Type.Object({ clientId: Id, requestSeq: Uint, seq: Uint, existed: Type.Optional(Type.Boolean()) });

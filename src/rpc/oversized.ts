@@ -106,19 +106,32 @@ function scalar(r: Reader): { value: PeekedValue; complete: boolean } | undefine
   if (b <= 0x7f) return { value: b, complete: true };
   if (b >= 0xe0) return { value: b - 0x100, complete: true };
   switch (b) {
-    case 0xc0: return { value: null, complete: true };
-    case 0xc2: return { value: false, complete: true };
-    case 0xc3: return { value: true, complete: true };
-    case 0xcc: return { value: r.uint(1), complete: true };
-    case 0xcd: return { value: r.uint(2), complete: true };
-    case 0xce: return { value: r.uint(4), complete: true };
-    case 0xcf: return { value: r.uint(8), complete: true };
-    case 0xd0: return { value: r.int(1), complete: true };
-    case 0xd1: return { value: r.int(2), complete: true };
-    case 0xd2: return { value: r.int(4), complete: true };
-    case 0xd3: return { value: r.int(8), complete: true };
-    case 0xca: return { value: r.float(4), complete: true };
-    case 0xcb: return { value: r.float(8), complete: true };
+    case 0xc0:
+      return { value: null, complete: true };
+    case 0xc2:
+      return { value: false, complete: true };
+    case 0xc3:
+      return { value: true, complete: true };
+    case 0xcc:
+      return { value: r.uint(1), complete: true };
+    case 0xcd:
+      return { value: r.uint(2), complete: true };
+    case 0xce:
+      return { value: r.uint(4), complete: true };
+    case 0xcf:
+      return { value: r.uint(8), complete: true };
+    case 0xd0:
+      return { value: r.int(1), complete: true };
+    case 0xd1:
+      return { value: r.int(2), complete: true };
+    case 0xd2:
+      return { value: r.int(4), complete: true };
+    case 0xd3:
+      return { value: r.int(8), complete: true };
+    case 0xca:
+      return { value: r.float(4), complete: true };
+    case 0xcb:
+      return { value: r.float(8), complete: true };
     case 0xc4:
     case 0xc5:
     case 0xc6: {

@@ -40,7 +40,10 @@ export function codec<T extends TSchema>(schema: T): Codec<Static<T>> {
       } catch (err) {
         // A compiled check only reads the value; a throw here means a value no message can
         // hold (e.g. a getter that throws). Report it as a mismatch.
-        return { ok: false, reason: `unreadable value: ${err instanceof Error ? err.message : String(err)}`.slice(0, MAX_REASON_CHARS) };
+        return {
+          ok: false,
+          reason: `unreadable value: ${err instanceof Error ? err.message : String(err)}`.slice(0, MAX_REASON_CHARS),
+        };
       }
     },
   };

@@ -98,7 +98,12 @@ export interface Backend {
    * S11: replace the partition's data with a snapshot's, set applied and log base to
    * `applied`, and empty its log, atomically. `items` yields pages.
    */
-  installSnapshot(partition: PartitionId, applied: LogPosition, items: AsyncIterable<readonly SnapshotItem[]>, dedup?: readonly DedupRecord[]): Promise<void>;
+  installSnapshot(
+    partition: PartitionId,
+    applied: LogPosition,
+    items: AsyncIterable<readonly SnapshotItem[]>,
+    dedup?: readonly DedupRecord[],
+  ): Promise<void>;
   /** S10: every client's last write in the partition (read at start). */
   dedupTable(partition: PartitionId): Promise<DedupRecord[]>;
   /**

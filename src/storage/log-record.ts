@@ -58,7 +58,8 @@ export function sealRecord(value: unknown, boundTo?: Uint8Array): Buffer {
 export function openRecord(raw: Buffer, what: string, boundTo?: Uint8Array): unknown {
   if (raw.length < 4) throw new CorruptRecordError(`${what}: a record of ${raw.length} bytes has no checksum (S13)`);
   const payload = raw.subarray(4);
-  if (checksum(payload, boundTo) !== raw.readUInt32BE(0)) throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
+  if (checksum(payload, boundTo) !== raw.readUInt32BE(0))
+    throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
   try {
     return packr.unpack(payload) as unknown;
   } catch (err) {
@@ -100,7 +101,8 @@ export function decodeEntry(raw: Buffer, what: string, bytes: (b: Uint8Array) =>
   else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: bytes(key) };
   else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
   else throw new CorruptRecordError(`${what}: bad op`);
-  if (typeof clientId === 'string' && isUint(requestSeq)) return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };
+  if (typeof clientId === 'string' && isUint(requestSeq))
+    return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };
   return { epoch: toEpoch(ep), seq: toSeq(s), op };
 }
 
@@ -116,7 +118,12 @@ export function encodeStoredValue(key: Uint8Array, version: number, value: Uint8
  * The version and value a stored value record holds, checked against the key it was read
  * under; a CorruptRecordError when it does not match. `bytes` as for decodeEntry.
  */
-export function decodeStoredValue(raw: Buffer, key: Uint8Array, what: string, bytes: (b: Uint8Array) => Uint8Array): { version: Seq; value: Uint8Array } {
+export function decodeStoredValue(
+  raw: Buffer,
+  key: Uint8Array,
+  what: string,
+  bytes: (b: Uint8Array) => Uint8Array,
+): { version: Seq; value: Uint8Array } {
   const t = openRecord(raw, what, key);
   if (!Array.isArray(t) || t.length !== 2) throw new CorruptRecordError(`${what}: not a stored value`);
   const [version, value] = t as unknown[];

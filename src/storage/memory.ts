@@ -74,7 +74,8 @@ interface MemPartition {
   dedup: Map<string, DedupRecord>;
 }
 
-const keyString = (key: Uint8Array): string => Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+const keyString = (key: Uint8Array): string =>
+  Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
 
 /** Index of the first element of `sorted` greater than `s` (or >= when `inclusive`). */
 function lowerBound(sorted: readonly string[], s: string, inclusive: boolean): number {
@@ -192,7 +193,9 @@ export class MemoryBackend implements Backend {
         checkPageLimit('snapshot items', pageItems);
         for (let i = 0; i < items.length; i += pageItems) {
           assert(open, 'snapshot read after close');
-          yield items.slice(i, i + pageItems).map((s) => ({ key: copyBytes(s.key), value: copyBytes(s.value), version: s.version }));
+          yield items
+            .slice(i, i + pageItems)
+            .map((s) => ({ key: copyBytes(s.key), value: copyBytes(s.value), version: s.version }));
         }
       },
       async close(): Promise<void> {
@@ -268,7 +271,11 @@ export class MemoryBackend implements Backend {
     return created;
   }
 
-  private runOp(op: BatchOp, undo: Array<() => void>, deletes: Array<{ partition: PartitionId; seq: Seq; existed: boolean }>): void {
+  private runOp(
+    op: BatchOp,
+    undo: Array<() => void>,
+    deletes: Array<{ partition: PartitionId; seq: Seq; existed: boolean }>,
+  ): void {
     if (op.kind !== 'dropPartition') {
       const p = this.partition(op.partition, undo);
       const positions = { meta: p.meta, applied: p.applied, logBase: p.logBase, logLast: lastPosition(p) };
@@ -316,7 +323,8 @@ export class MemoryBackend implements Backend {
         });
         for (const e of op.entries) {
           let existed: boolean | undefined;
-          if (e.op.kind === 'put') this.putValue(p, { key: copyBytes(e.op.key), value: copyBytes(e.op.value), version: e.seq }, undo);
+          if (e.op.kind === 'put')
+            this.putValue(p, { key: copyBytes(e.op.key), value: copyBytes(e.op.value), version: e.seq }, undo);
           else if (e.op.kind === 'delete') {
             existed = this.deleteValue(p, e.op.key, undo);
             deletes.push({ partition: op.partition, seq: e.seq, existed });

@@ -16,7 +16,8 @@ const openers = {
   memory: async (): Promise<Backend> => new MemoryBackend(),
   lmdb: (options: BackendOptions): Promise<Backend> => LmdbBackend.open(options),
   redis: async (options: BackendOptions, url?: string): Promise<Backend> => {
-    if (url === undefined) throw new InvalidArgumentError(`the redis backend needs the URL of its Redis: --backend ${REDIS_URL_FORM}`);
+    if (url === undefined)
+      throw new InvalidArgumentError(`the redis backend needs the URL of its Redis: --backend ${REDIS_URL_FORM}`);
     const { RedisBackend } = await import('./redis.js');
     return RedisBackend.open({ ...options, url });
   },
@@ -44,7 +45,8 @@ export function parseBackendSpec(spec: string): BackendSpec {
     parseRedisUrl(spec);
     return spec as BackendSpec;
   }
-  if (spec === 'redis') throw new InvalidArgumentError(`the redis backend needs the URL of its Redis: --backend ${REDIS_URL_FORM}`);
+  if (spec === 'redis')
+    throw new InvalidArgumentError(`the redis backend needs the URL of its Redis: --backend ${REDIS_URL_FORM}`);
   if (!isBackendKind(spec)) throw new InvalidArgumentError(`unknown backend '${spec}'; ${expected}`);
   return spec as BackendSpec;
 }

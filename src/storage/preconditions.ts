@@ -23,7 +23,10 @@ export { ZERO_POSITION } from '../core/replica/log.js';
 export const MAX_PARTITION = 0xffff_fffe;
 
 export function checkPartition(partition: PartitionId): void {
-  assert(Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION, `partition id out of range: ${partition}`);
+  assert(
+    Number.isInteger(partition) && partition >= 0 && partition <= MAX_PARTITION,
+    `partition id out of range: ${partition}`,
+  );
 }
 
 /**
@@ -55,7 +58,10 @@ export function checkEntriesFollow(
       violation(partition, `${what}: entry seq ${entry.seq} where seq ${expected} was expected (after ${prev.seq})`);
     }
     if (entry.epoch < lastEpoch) {
-      violation(partition, `${what}: entry ${entry.seq} has epoch ${entry.epoch}, below the previous entry's ${lastEpoch}`);
+      violation(
+        partition,
+        `${what}: entry ${entry.seq} has epoch ${entry.epoch}, below the previous entry's ${lastEpoch}`,
+      );
     }
     lastEpoch = entry.epoch;
     expected += 1;
@@ -76,7 +82,12 @@ export interface PartitionPositions {
  * gives the epoch of the log entry at a seq in (logBase.seq, logLast.seq]; keys longer than
  * `maxKeyBytes` cannot be stored by the backend. `dropPartition` has no preconditions.
  */
-export function checkBatchOp(op: BatchOp, state: PartitionPositions, maxKeyBytes: number, epochAt: (s: Seq) => Epoch): void {
+export function checkBatchOp(
+  op: BatchOp,
+  state: PartitionPositions,
+  maxKeyBytes: number,
+  epochAt: (s: Seq) => Epoch,
+): void {
   switch (op.kind) {
     case 'appendLog':
       return checkEntriesFollow(op.partition, 'appendLog', state.logLast, op.entries);
@@ -103,7 +114,10 @@ export function checkBatchOp(op: BatchOp, state: PartitionPositions, maxKeyBytes
 /** S1: a conflict never deletes an applied (hence committed) entry. */
 export function checkTruncateLogFrom(partition: PartitionId, fromSeq: Seq, applied: LogPosition): void {
   if (!Number.isSafeInteger(fromSeq) || fromSeq <= applied.seq) {
-    violation(partition, `truncateLogFrom(${fromSeq}) would delete entries at or below the applied seq ${applied.seq} (S1)`);
+    violation(
+      partition,
+      `truncateLogFrom(${fromSeq}) would delete entries at or below the applied seq ${applied.seq} (S1)`,
+    );
   }
 }
 
@@ -124,7 +138,10 @@ export function checkTruncateLogTo(
     violation(partition, `truncateLogTo(${base.seq}) would move the log base back from ${state.logBase.seq}`);
   }
   if (base.seq === state.logBase.seq && base.epoch !== state.logBase.epoch) {
-    violation(partition, `truncateLogTo(${base.seq}, epoch ${base.epoch}) but the base has epoch ${state.logBase.epoch}`);
+    violation(
+      partition,
+      `truncateLogTo(${base.seq}, epoch ${base.epoch}) but the base has epoch ${state.logBase.epoch}`,
+    );
   }
   if (base.seq > state.logBase.seq && base.seq <= state.logLast.seq) {
     const held = epochAt(base.seq);
@@ -153,13 +170,17 @@ export function checkSnapshotItem(
     violation(partition, 'installSnapshot: items are not in strictly ascending key order');
   }
   if (item.version > applied.seq) {
-    violation(partition, `installSnapshot: an item has version ${item.version}, above the snapshot's seq ${applied.seq}`);
+    violation(
+      partition,
+      `installSnapshot: an item has version ${item.version}, above the snapshot's seq ${applied.seq}`,
+    );
   }
 }
 
 export function checkKey(partition: PartitionId, key: Uint8Array, maxKeyBytes: number): void {
   if (key.length === 0) violation(partition, 'apply: a put or delete with an empty key');
-  if (key.length > maxKeyBytes) violation(partition, `apply: a key of ${key.length} bytes, over this backend's ${maxKeyBytes}`);
+  if (key.length > maxKeyBytes)
+    violation(partition, `apply: a key of ${key.length} bytes, over this backend's ${maxKeyBytes}`);
 }
 
 export function checkPageLimit(what: string, limit: number): void {
@@ -171,10 +192,12 @@ const LONE_SURROGATE = /\p{Cs}/u;
 
 /** S10: a client id is a non-empty, well-formed string of at most MAX_CLIENT_ID_BYTES. */
 function checkClientId(partition: PartitionId, what: string, clientId: unknown): void {
-  if (typeof clientId !== 'string' || clientId.length === 0) violation(partition, `${what}: the client id is empty or not a string`);
+  if (typeof clientId !== 'string' || clientId.length === 0)
+    violation(partition, `${what}: the client id is empty or not a string`);
   if (LONE_SURROGATE.test(clientId)) violation(partition, `${what}: the client id is not well-formed Unicode`);
   const bytes = Buffer.byteLength(clientId, 'utf8');
-  if (bytes > MAX_CLIENT_ID_BYTES) violation(partition, `${what}: a client id of ${bytes} bytes, over ${MAX_CLIENT_ID_BYTES}`);
+  if (bytes > MAX_CLIENT_ID_BYTES)
+    violation(partition, `${what}: a client id of ${bytes} bytes, over ${MAX_CLIENT_ID_BYTES}`);
 }
 
 const isRequestSeq = (n: unknown): boolean => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
@@ -184,7 +207,8 @@ export function checkTag(partition: PartitionId, entry: LogEntry): void {
   if (entry.tag === undefined) return;
   const what = `apply: entry ${entry.seq}`;
   checkClientId(partition, what, entry.tag.clientId);
-  if (!isRequestSeq(entry.tag.requestSeq)) violation(partition, `${what}: request seq ${entry.tag.requestSeq} is not an integer >= 0`);
+  if (!isRequestSeq(entry.tag.requestSeq))
+    violation(partition, `${what}: request seq ${entry.tag.requestSeq} is not an integer >= 0`);
 }
 
 /**
@@ -198,11 +222,13 @@ export function checkDedupTable(partition: PartitionId, applied: LogPosition, de
     checkClientId(partition, what, r.clientId);
     if (seen.has(r.clientId)) violation(partition, `${what}: client ${JSON.stringify(r.clientId)} has two records`);
     seen.add(r.clientId);
-    if (!isRequestSeq(r.requestSeq)) violation(partition, `${what}: request seq ${r.requestSeq} is not an integer >= 0`);
+    if (!isRequestSeq(r.requestSeq))
+      violation(partition, `${what}: request seq ${r.requestSeq} is not an integer >= 0`);
     if (!Number.isSafeInteger(r.seq) || r.seq < 1 || r.seq > applied.seq) {
       violation(partition, `${what}: seq ${r.seq} is not an entry at or below the snapshot's seq ${applied.seq}`);
     }
-    if (r.existed !== undefined && typeof r.existed !== 'boolean') violation(partition, `${what}: 'existed' is not a boolean`);
+    if (r.existed !== undefined && typeof r.existed !== 'boolean')
+      violation(partition, `${what}: 'existed' is not a boolean`);
   }
 }
 

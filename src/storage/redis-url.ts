@@ -27,17 +27,23 @@ export function isRedisUrl(spec: string): boolean {
 /** Parses `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`; anything else is an InvalidArgumentError. */
 export function parseRedisUrl(spec: string): RedisUrl {
   const bad = (why: string): never => {
-    throw new InvalidArgumentError(`invalid Redis URL '${redact(spec)}': ${why}; expected ${REDIS_URL_FORM}, e.g. redis://127.0.0.1:6379/0`);
+    throw new InvalidArgumentError(
+      `invalid Redis URL '${redact(spec)}': ${why}; expected ${REDIS_URL_FORM}, e.g. redis://127.0.0.1:6379/0`,
+    );
   };
   if (!isRedisUrl(spec)) bad('it must start with redis://');
   // redis://[user[:password]@]host[:port][/db], host an IPv6 address in brackets or a name.
-  const m = /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9a-fA-F:.]+\]|[^:@/?#[\]]*)(?::([^/?#]*))?(\/[^?#]*)?([?#].*)?$/.exec(spec);
+  const m =
+    /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9a-fA-F:.]+\]|[^:@/?#[\]]*)(?::([^/?#]*))?(\/[^?#]*)?([?#].*)?$/.exec(
+      spec,
+    );
   if (!m) return bad('unexpected characters');
   const [, user, pass, rawHost, rawPort, path, rest] = m;
   if (rest !== undefined) bad('query strings and fragments are not supported');
   const host = (rawHost ?? '').replace(/^\[(.*)\]$/, '$1');
   if (host === '') bad('the host is missing');
-  const port = rawPort === undefined || rawPort === '' ? DEFAULT_REDIS_PORT : /^\d{1,5}$/.test(rawPort) ? Number(rawPort) : NaN;
+  const port =
+    rawPort === undefined || rawPort === '' ? DEFAULT_REDIS_PORT : /^\d{1,5}$/.test(rawPort) ? Number(rawPort) : NaN;
   if (!(port >= 1 && port <= 65535)) bad('the port must be 1..65535');
   let db = 0;
   if (path !== undefined && path !== '' && path !== '/') {

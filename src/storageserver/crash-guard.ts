@@ -20,9 +20,20 @@ import type { Logger } from '../process/log.js';
  * packages it runs its replies and errors through (redis-parser, redis-errors,
  * standard-as-callback, cluster-key-slot, @ioredis/commands).
  */
-const STORAGE_ENGINE_PACKAGES = ['lmdb', '@lmdb', 'ioredis', '@ioredis', 'redis-parser', 'redis-errors', 'standard-as-callback', 'cluster-key-slot'];
+const STORAGE_ENGINE_PACKAGES = [
+  'lmdb',
+  '@lmdb',
+  'ioredis',
+  '@ioredis',
+  'redis-parser',
+  'redis-errors',
+  'standard-as-callback',
+  'cluster-key-slot',
+];
 /** `.../node_modules/<package>/...`, either slash; a scope (`@lmdb`) matches its packages. */
-const STORAGE_ENGINE_PATHS = STORAGE_ENGINE_PACKAGES.map((name) => new RegExp(`[\\\\/]node_modules[\\\\/]${name}[\\\\/]`));
+const STORAGE_ENGINE_PATHS = STORAGE_ENGINE_PACKAGES.map(
+  (name) => new RegExp(`[\\\\/]node_modules[\\\\/]${name}[\\\\/]`),
+);
 
 /** Whether `reason` was raised by the storage engine's own code (see the file comment). */
 export function isStorageEngineRejection(reason: unknown): reason is Error {
@@ -45,7 +56,10 @@ export function guardRejections(
 ): () => void {
   const listener = (reason: unknown): void => {
     if (isStorageEngineRejection(reason)) {
-      log.error({ err: reason.message, stack: reason.stack }, 'unhandled rejection inside the storage engine: treated as a storage failure');
+      log.error(
+        { err: reason.message, stack: reason.stack },
+        'unhandled rejection inside the storage engine: treated as a storage failure',
+      );
       onStorageFailure(reason);
       return;
     }

@@ -28,7 +28,12 @@ export function checkDataDirNotFull(backendKind: string, dataDir: string, minFre
     const s = statfsSync(dataDir);
     free = s.bavail * s.bsize;
   } catch (err) {
-    throw new StorageFailureError(`cannot read the free space of ${dataDir}: ${(err as Error).message}`, { cause: err });
+    throw new StorageFailureError(`cannot read the free space of ${dataDir}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
-  if (free < minFreeBytes) throw new StorageFailureError(`the data dir ${dataDir} is still full: ${free} bytes free, waiting for ${minFreeBytes}`);
+  if (free < minFreeBytes)
+    throw new StorageFailureError(
+      `the data dir ${dataDir} is still full: ${free} bytes free, waiting for ${minFreeBytes}`,
+    );
 }

@@ -28,7 +28,12 @@ const KEY_OVERHEAD_BYTES = 8;
 export async function dumpPage(
   backend: Pick<Backend, 'scan'>,
   held: readonly PartitionId[],
-  options: { readonly after?: DumpCursor; readonly maxKeys: number; readonly maxBytes: number; readonly scanPageKeys: number },
+  options: {
+    readonly after?: DumpCursor;
+    readonly maxKeys: number;
+    readonly maxBytes: number;
+    readonly scanPageKeys: number;
+  },
 ): Promise<DumpPage> {
   const { after, maxKeys, maxBytes, scanPageKeys } = options;
   assert(maxKeys >= 1, 'dump page maxKeys >= 1');
@@ -44,7 +49,10 @@ export async function dumpPage(
     // Bounded: each round takes at least one key, or returns, or ends the partition.
     for (let round = 0; round <= maxKeys; round++) {
       if (keys.length >= maxKeys) return { keys, next: here() };
-      const page = await backend.scan(p, { ...(afterKey === undefined ? {} : { afterKey }), limit: Math.min(scanPageKeys, maxKeys - keys.length) });
+      const page = await backend.scan(p, {
+        ...(afterKey === undefined ? {} : { afterKey }),
+        limit: Math.min(scanPageKeys, maxKeys - keys.length),
+      });
       for (const key of page.keys) {
         const cost = key.length + KEY_OVERHEAD_BYTES;
         // Full by bytes: stop before this key (a page holds at least one key).

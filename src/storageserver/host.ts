@@ -22,13 +22,35 @@
  *   and is healthy again only once the driver reopened storage, reloaded and registered.
  *   Work started in an older `life` is ignored when it completes.
  */
-import { DstoreError, errorFromWire, type WireError, InvalidArgumentError, KeyEmptyError, KeyTooLargeError, NotPrimaryError, OutcomeUnknownError, UnavailableError, ValueTooLargeError } from '../core/errors.js';
+import {
+  DstoreError,
+  errorFromWire,
+  type WireError,
+  InvalidArgumentError,
+  KeyEmptyError,
+  KeyTooLargeError,
+  NotPrimaryError,
+  OutcomeUnknownError,
+  UnavailableError,
+  ValueTooLargeError,
+} from '../core/errors.js';
 import type { Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
 import { Replica, type ReplicaInput, type ReplicaOutput, type ReplicaRecovery } from '../core/replica/replica.js';
-import { type Config, type Epoch, InvariantViolation, type LogEntry, type NodeId, type Op, type PartitionId, type RequestTag, type Seq, partitionId } from '../core/types.js';
+import {
+  type Config,
+  type Epoch,
+  InvariantViolation,
+  type LogEntry,
+  type NodeId,
+  type Op,
+  type PartitionId,
+  type RequestTag,
+  type Seq,
+  partitionId,
+} from '../core/types.js';
 
 /** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
 export const MAX_DELETE_RESULTS = 100_000;
@@ -48,19 +70,38 @@ export type StorageHealth =
 
 /** A client call the host decides on (decoded and authorized by the driver). */
 export type ClientCall =
-  | { readonly t: 'put'; readonly p: number; readonly key: Uint8Array; readonly value: Uint8Array; readonly cid?: string; readonly rs?: number }
+  | {
+      readonly t: 'put';
+      readonly p: number;
+      readonly key: Uint8Array;
+      readonly value: Uint8Array;
+      readonly cid?: string;
+      readonly rs?: number;
+    }
   | { readonly t: 'del'; readonly p: number; readonly key: Uint8Array; readonly cid?: string; readonly rs?: number }
   | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
 
-export type CallResult = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: DstoreError };
+export type CallResult =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: DstoreError };
 
 /** A question for the nameserver; its answer comes back through `answered`. */
 export type NameserverAsk =
   | { readonly t: 'confirmEpoch'; readonly p: PartitionId; readonly epoch: Epoch; readonly round: number }
-  | { readonly t: 'promote'; readonly p: PartitionId; readonly epoch: Epoch; readonly learner: NodeId; readonly learnerIncarnation: string; readonly attempt: number; readonly delayMs: number }
+  | {
+      readonly t: 'promote';
+      readonly p: PartitionId;
+      readonly epoch: Epoch;
+      readonly learner: NodeId;
+      readonly learnerIncarnation: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+    }
   | { readonly t: 'removeSecondary'; readonly p: PartitionId; readonly epoch: Epoch; readonly secondary: NodeId };
 
-export type NameserverAnswer = { readonly t: 'confirmEpoch'; readonly current: boolean } | { readonly t: 'promote' | 'removeSecondary'; readonly config: Config };
+export type NameserverAnswer =
+  | { readonly t: 'confirmEpoch'; readonly current: boolean }
+  | { readonly t: 'promote' | 'removeSecondary'; readonly config: Config };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
@@ -76,7 +117,13 @@ export type HostEffect<H> =
   /** Read `key` of `p`; then `readDone` or `readFailed`. */
   | { readonly kind: 'read'; readonly handle: H; readonly p: PartitionId; readonly key: Uint8Array }
   /** Find the dedup record of `clientId` in `p`; then `dedupRead` or `readFailed`. */
-  | { readonly kind: 'readDedup'; readonly handle: H; readonly p: PartitionId; readonly clientId: string; readonly seq: Seq }
+  | {
+      readonly kind: 'readDedup';
+      readonly handle: H;
+      readonly p: PartitionId;
+      readonly clientId: string;
+      readonly seq: Seq;
+    }
   | { readonly kind: 'ask'; readonly life: number; readonly ask: NameserverAsk }
   /** Call `retryAsk(life, ask)` after `afterMs`. */
   | { readonly kind: 'askLater'; readonly life: number; readonly afterMs: number; readonly ask: NameserverAsk }
@@ -84,7 +131,13 @@ export type HostEffect<H> =
    * S11: fetch a snapshot of `p` from `from`; ask `mayInstallSnapshot` before installing it;
    * then `snapshotInstalled` or `snapshotFailed`.
    */
-  | { readonly kind: 'fetchSnapshot'; readonly life: number; readonly p: PartitionId; readonly from: NodeId; readonly epoch: Epoch }
+  | {
+      readonly kind: 'fetchSnapshot';
+      readonly life: number;
+      readonly p: PartitionId;
+      readonly from: NodeId;
+      readonly epoch: Epoch;
+    }
   /**
    * Storage failed: close snapshot sessions, tell the nameserver at once, reopen storage
    * after `firstDelayMs` (with backoff), then `loaded`, `reloaded` and register again.
@@ -94,7 +147,12 @@ export type HostEffect<H> =
   | { readonly kind: 'fatal'; readonly error: InvariantViolation }
   /** Call `deferred(life, p, input)` after the other events of this turn (mutation hooks only). */
   | { readonly kind: 'defer'; readonly life: number; readonly p: PartitionId; readonly input: ReplicaInput }
-  | { readonly kind: 'log'; readonly level: LogLevel; readonly fields: Record<string, unknown>; readonly message: string };
+  | {
+      readonly kind: 'log';
+      readonly level: LogLevel;
+      readonly fields: Record<string, unknown>;
+      readonly message: string;
+    };
 
 /**
  * Deliberate bugs, to prove the simulator catches that kind of bug (mutation testing); all
@@ -215,8 +273,25 @@ export class GroupCommit {
 }
 
 /** S3: the epoch is the persisted one, else the log's; S13: a corrupt partition relearns. */
-export function recoveryOf(state: { readonly meta: PartitionMeta | null; readonly applied: LogPosition; readonly logBase: LogPosition; readonly logLast: LogPosition; readonly corrupt?: string }, entries: readonly LogEntry[], dedup: readonly DedupRecord[]): ReplicaRecovery {
-  const recovery = { epoch: state.meta?.epoch ?? state.logLast.epoch, config: state.meta?.config ?? null, applied: state.applied, logBase: state.logBase, entries, dedup };
+export function recoveryOf(
+  state: {
+    readonly meta: PartitionMeta | null;
+    readonly applied: LogPosition;
+    readonly logBase: LogPosition;
+    readonly logLast: LogPosition;
+    readonly corrupt?: string;
+  },
+  entries: readonly LogEntry[],
+  dedup: readonly DedupRecord[],
+): ReplicaRecovery {
+  const recovery = {
+    epoch: state.meta?.epoch ?? state.logLast.epoch,
+    config: state.meta?.config ?? null,
+    applied: state.applied,
+    logBase: state.logBase,
+    entries,
+    dedup,
+  };
   const corrupt = state.corrupt ?? state.meta?.corrupt;
   return corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt };
 }
@@ -307,7 +382,11 @@ export class StorageHost<H> {
     this.minWriteReplicas = reply.minWriteReplicas;
     this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
     if (this.health.state !== 'healthy') {
-      this.logAt('info', { unhealthyMs: this.opts.now() - this.health.sinceMs }, 'storage healthy again; replicas reloaded from the backend and registered as a restarted node');
+      this.logAt(
+        'info',
+        { unhealthyMs: this.opts.now() - this.health.sinceMs },
+        'storage healthy again; replicas reloaded from the backend and registered as a restarted node',
+      );
       this.health = { state: 'healthy' };
       this.recoveredMs = this.opts.now();
     }
@@ -345,7 +424,9 @@ export class StorageHost<H> {
     this.waiters.clear();
     for (const w of waiters) {
       // S9: a write may already be on other replicas (or in the failed batch): unknown.
-      const error = w.write ? new OutcomeUnknownError(`storage of ${this.nodeId} failed before the write was acknowledged: ${err.message}`) : new UnavailableError(`storage unavailable on ${this.nodeId}: ${err.message}`);
+      const error = w.write
+        ? new OutcomeUnknownError(`storage of ${this.nodeId} failed before the write was acknowledged: ${err.message}`)
+        : new UnavailableError(`storage unavailable on ${this.nodeId}: ${err.message}`);
       this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error } });
     }
     // Failed again soon after recovering: go on with the backoff where it ended.
@@ -364,20 +445,29 @@ export class StorageHost<H> {
   /** A client's put, delete or get; answered through an `answer` effect with `handle`. */
   clientCall(call: ClientCall, handle: H): Array<HostEffect<H>> {
     try {
-      if (this.health.state !== 'healthy') throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
+      if (this.health.state !== 'healthy')
+        throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
       this.checkKey(call.key, call.p);
-      if (call.t === 'put' && call.value.length > this.opts.limits.maxValueBytes) throw new ValueTooLargeError(call.value.length, this.opts.limits.maxValueBytes);
+      if (call.t === 'put' && call.value.length > this.opts.limits.maxValueBytes)
+        throw new ValueTooLargeError(call.value.length, this.opts.limits.maxValueBytes);
       const partition = partitionId(call.p);
-      if (!this.replicaMap.has(partition)) throw new NotPrimaryError(`${this.nodeId} holds no replica of partition ${call.p}`);
+      if (!this.replicaMap.has(partition))
+        throw new NotPrimaryError(`${this.nodeId} holds no replica of partition ${call.p}`);
       const requestId = this.nextRequestId++;
       this.waiters.set(requestId, { handle, partition, write: call.t !== 'get' });
       if (call.t === 'get') {
-        if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving) this.serveRead(partition, requestId, call.key);
+        if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving)
+          this.serveRead(partition, requestId, call.key);
         else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
       } else {
-        const op: Op = call.t === 'put' ? { kind: 'put', key: call.key, value: call.value } : { kind: 'delete', key: call.key };
-        const tag: RequestTag | undefined = call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
-        this.step(partition, tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op });
+        const op: Op =
+          call.t === 'put' ? { kind: 'put', key: call.key, value: call.value } : { kind: 'delete', key: call.key };
+        const tag: RequestTag | undefined =
+          call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
+        this.step(
+          partition,
+          tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op },
+        );
       }
     } catch (err) {
       if (!(err instanceof DstoreError)) throw err;
@@ -388,14 +478,16 @@ export class StorageHost<H> {
 
   checkPartition(p: number): void {
     if (this.partitions === 0) throw new NotPrimaryError(`${this.nodeId} has not joined the cluster yet`);
-    if (p >= this.partitions) throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
+    if (p >= this.partitions)
+      throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
   }
 
   private checkKey(key: Uint8Array, p: number): void {
     if (key.length === 0) throw new KeyEmptyError();
     if (key.length > this.opts.limits.maxKeyBytes) throw new KeyTooLargeError(key.length, this.opts.limits.maxKeyBytes);
     this.checkPartition(p);
-    if (partitionOf(key, this.partitions) !== p) throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
+    if (partitionOf(key, this.partitions) !== p)
+      throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
   }
 
   /** A message from a peer replica. */
@@ -408,10 +500,18 @@ export class StorageHost<H> {
   }
 
   /** The value read for a `read` effect. */
-  readDone(handle: H, p: PartitionId, v: { readonly value: unknown; readonly version: number } | undefined): Array<HostEffect<H>> {
+  readDone(
+    handle: H,
+    p: PartitionId,
+    v: { readonly value: unknown; readonly version: number } | undefined,
+  ): Array<HostEffect<H>> {
     // S13: a read that raced with the replica finding the partition corrupt is not served from it.
-    if (this.replicaMap.get(p)?.corrupt !== undefined) return this.answer(handle, { ok: false, error: this.corruptError(p) });
-    return this.answer(handle, { ok: true, value: v ? { found: true, value: v.value, version: v.version } : { found: false } });
+    if (this.replicaMap.get(p)?.corrupt !== undefined)
+      return this.answer(handle, { ok: false, error: this.corruptError(p) });
+    return this.answer(handle, {
+      ok: true,
+      value: v ? { found: true, value: v.value, version: v.version } : { found: false },
+    });
   }
 
   /** A `read` or `readDedup` effect failed; `corrupt`: a record failed its checksum (S13). */
@@ -423,7 +523,13 @@ export class StorageHost<H> {
   dedupRead(handle: H, p: PartitionId, seq: Seq, record: DedupRecord | undefined): Array<HostEffect<H>> {
     // Gone (a later request of that client replaced it): the write happened, but whether
     // it found the key is no longer known. Never guess.
-    if (record?.seq !== seq || record.existed === undefined) return this.answer(handle, { ok: false, error: new OutcomeUnknownError(`delete ${seq} of partition ${p} was applied; whether it found its key is no longer known`) });
+    if (record?.seq !== seq || record.existed === undefined)
+      return this.answer(handle, {
+        ok: false,
+        error: new OutcomeUnknownError(
+          `delete ${seq} of partition ${p} was applied; whether it found its key is no longer known`,
+        ),
+      });
     return this.answer(handle, { ok: true, value: { existed: record.existed, version: seq } });
   }
 
@@ -434,8 +540,11 @@ export class StorageHost<H> {
    * the step are left for the next drain.
    */
   corruptRead(p: PartitionId, err: Error): DstoreError {
-    if (this.health.state === 'healthy' && this.replicaMap.has(p)) this.step(p, { kind: 'corrupt', reason: err.message });
-    return new NotPrimaryError(`${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it; another replica does: ${err.message}`);
+    if (this.health.state === 'healthy' && this.replicaMap.has(p))
+      this.step(p, { kind: 'corrupt', reason: err.message });
+    return new NotPrimaryError(
+      `${this.nodeId} found partition ${p} corrupt (S13) and no longer serves it; another replica does: ${err.message}`,
+    );
   }
 
   /** Effects left by `corruptRead` (the driver drains after answering). */
@@ -463,10 +572,24 @@ export class StorageHost<H> {
 
   /** An `ask` got no usable answer: S7: a promotion is asked again with backoff; the rest the core re-asks. */
   askFailed(life: number, ask: NameserverAsk, err: Error): Array<HostEffect<H>> {
-    if (ask.t === 'confirmEpoch') this.logAt('warn', { partition: ask.p, err: err.message }, 'cannot confirm the epoch with the nameserver; reads wait');
-    else if (ask.t === 'removeSecondary') this.logAt('warn', { partition: ask.p, secondary: ask.secondary, err: err.message }, 'cannot ask the nameserver to remove a silent secondary');
+    if (ask.t === 'confirmEpoch')
+      this.logAt(
+        'warn',
+        { partition: ask.p, err: err.message },
+        'cannot confirm the epoch with the nameserver; reads wait',
+      );
+    else if (ask.t === 'removeSecondary')
+      this.logAt(
+        'warn',
+        { partition: ask.p, secondary: ask.secondary, err: err.message },
+        'cannot ask the nameserver to remove a silent secondary',
+      );
     else {
-      this.logAt('warn', { partition: ask.p, learner: ask.learner, err: err.message }, 'promotion request failed; retrying (commits wait, S7)');
+      this.logAt(
+        'warn',
+        { partition: ask.p, learner: ask.learner, err: err.message },
+        'promotion request failed; retrying (commits wait, S7)',
+      );
       const next = { ...ask, attempt: ask.attempt + 1, delayMs: Math.min(ask.delayMs * 2, 1000) };
       this.out.push({ kind: 'askLater', life, afterMs: ask.delayMs, ask: next });
     }
@@ -500,7 +623,12 @@ export class StorageHost<H> {
     return life === this.life && this.replica(p).role === 'learner';
   }
 
-  snapshotInstalled(life: number, p: PartitionId, applied: { seq: Seq; epoch: Epoch }, dedup: DedupRecord[]): Array<HostEffect<H>> {
+  snapshotInstalled(
+    life: number,
+    p: PartitionId,
+    applied: { seq: Seq; epoch: Epoch },
+    dedup: DedupRecord[],
+  ): Array<HostEffect<H>> {
     if (life !== this.life) return [];
     this.step(p, { kind: 'snapshotInstalled', applied, dedup });
     return this.drain();
@@ -544,14 +672,19 @@ export class StorageHost<H> {
   }
 
   /** Batch `batch` of `life` is durable; `deletes`: whether each applied delete found its key. */
-  batchDone(life: number, batch: number, deletes: ReadonlyArray<{ partition: PartitionId; seq: Seq; existed: boolean }>): Array<HostEffect<H>> {
+  batchDone(
+    life: number,
+    batch: number,
+    deletes: ReadonlyArray<{ partition: PartitionId; seq: Seq; existed: boolean }>,
+  ): Array<HostEffect<H>> {
     const b = this.barrier;
     if (life !== this.life || b.writing !== batch) return [];
     const writeIds = b.committed();
     for (const d of deletes) {
       this.deleteResults.set(`${d.partition}:${d.seq}`, d.existed);
       // Oldest first: every waiter of a delete is answered right after its apply is durable.
-      if (this.deleteResults.size > MAX_DELETE_RESULTS) this.deleteResults.delete(this.deleteResults.keys().next().value!);
+      if (this.deleteResults.size > MAX_DELETE_RESULTS)
+        this.deleteResults.delete(this.deleteResults.keys().next().value!);
     }
     for (const { partition, writeId } of writeIds) this.step(partition, { kind: 'persisted', writeId });
     b.release();
@@ -567,7 +700,10 @@ export class StorageHost<H> {
     if (err instanceof InvariantViolation) return [{ kind: 'fatal', error: err }];
     const writing = this.barrier.writing;
     // MUTATION: what waited for the failed batch runs as if it were durable.
-    const acked = this.mutations.ackFailedBatch && writing !== undefined && life === this.life ? this.batchDone(life, writing, []) : [];
+    const acked =
+      this.mutations.ackFailedBatch && writing !== undefined && life === this.life
+        ? this.batchDone(life, writing, [])
+        : [];
     return [...acked, ...this.storageFailed(life, err)];
   }
 
@@ -590,7 +726,15 @@ export class StorageHost<H> {
     let r = this.replicaMap.get(p);
     if (r) return r;
     r = new Replica(
-      { node: this.nodeId, partition: p, minWriteReplicas: this.minWriteReplicas, limits: this.opts.limits, resendAfterMs: this.opts.resendAfterMs ?? 300, incarnation: this.incarnation, removeSilentAfterMs: this.removeSilentAfterMs },
+      {
+        node: this.nodeId,
+        partition: p,
+        minWriteReplicas: this.minWriteReplicas,
+        limits: this.opts.limits,
+        resendAfterMs: this.opts.resendAfterMs ?? 300,
+        incarnation: this.incarnation,
+        removeSilentAfterMs: this.removeSilentAfterMs,
+      },
       this.recoveries.get(p),
     );
     r.nowMs = this.opts.now();
@@ -653,7 +797,12 @@ export class StorageHost<H> {
             break;
           }
           const result = o.result;
-          const fn = () => this.settle(o.requestId, result.kind === 'error' ? result.error : undefined, result.kind === 'written' ? { seq: result.seq, op: o.op } : undefined);
+          const fn = () =>
+            this.settle(
+              o.requestId,
+              result.kind === 'error' ? result.error : undefined,
+              result.kind === 'written' ? { seq: result.seq, op: o.op } : undefined,
+            );
           if (o.immediate) fn();
           else this.after(p, fn);
           break;
@@ -662,13 +811,29 @@ export class StorageHost<H> {
           this.after(p, () => this.serveRead(p, o.requestId, o.key));
           break;
         case 'confirmWithNameserver':
-          this.out.push({ kind: 'ask', life: this.life, ask: { t: 'confirmEpoch', p, round: o.round, epoch: o.epoch } });
+          this.out.push({
+            kind: 'ask',
+            life: this.life,
+            ask: { t: 'confirmEpoch', p, round: o.round, epoch: o.epoch },
+          });
           break;
         case 'requestPromotion':
-          this.askAgain(this.life, { t: 'promote', p, epoch: o.epoch, learner: o.learner, learnerIncarnation: o.learnerIncarnation, attempt: 0, delayMs: 50 });
+          this.askAgain(this.life, {
+            t: 'promote',
+            p,
+            epoch: o.epoch,
+            learner: o.learner,
+            learnerIncarnation: o.learnerIncarnation,
+            attempt: 0,
+            delayMs: 50,
+          });
           break;
         case 'requestRemoval':
-          this.out.push({ kind: 'ask', life: this.life, ask: { t: 'removeSecondary', p, epoch: o.epoch, secondary: o.secondary } });
+          this.out.push({
+            kind: 'ask',
+            life: this.life,
+            ask: { t: 'removeSecondary', p, epoch: o.epoch, secondary: o.secondary },
+          });
           break;
         case 'fetchSnapshot': {
           // Earlier storage ops of this partition first: the install replaces its state.
@@ -693,11 +858,16 @@ export class StorageHost<H> {
     const w = this.takeWaiter(requestId);
     if (!w) return;
     // S13: a read queued before the replica found the partition corrupt is not served from it.
-    if (this.replicaMap.get(p)?.corrupt !== undefined) this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error: this.corruptError(p) } });
+    if (this.replicaMap.get(p)?.corrupt !== undefined)
+      this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error: this.corruptError(p) } });
     else this.out.push({ kind: 'read', handle: w.handle, p, key });
   }
 
-  private settle(requestId: number, error: WireError | undefined, written: { seq: number; op?: 'put' | 'delete' } | undefined): void {
+  private settle(
+    requestId: number,
+    error: WireError | undefined,
+    written: { seq: number; op?: 'put' | 'delete' } | undefined,
+  ): void {
     const w = this.takeWaiter(requestId);
     if (!w) return;
     let result: CallResult;

@@ -26,9 +26,14 @@ export interface RunStorageServerOptions {
   readonly clusterToken?: string;
 }
 
-export async function runStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
+export async function runStorageServer(
+  options: RunStorageServerOptions,
+): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
   // One owner per data dir (issue 9): LMDB lets a second process open the same environment.
-  const lock = await openDataDir(options.dataDir, `storage server${options.nodeId === undefined ? '' : ` ${options.nodeId}`}`);
+  const lock = await openDataDir(
+    options.dataDir,
+    `storage server${options.nodeId === undefined ? '' : ` ${options.nodeId}`}`,
+  );
   let server: { port: number; nodeId: string; close(): Promise<void> };
   try {
     server = await startStorageServer(options);
@@ -39,14 +44,20 @@ export async function runStorageServer(options: RunStorageServerOptions): Promis
   return { ...server, close: () => server.close().finally(() => lock.release()) };
 }
 
-async function startStorageServer(options: RunStorageServerOptions): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
+async function startStorageServer(
+  options: RunStorageServerOptions,
+): Promise<{ port: number; nodeId: string; close(): Promise<void> }> {
   const open = () => openBackend(options.backend, { dataDir: options.dataDir, sync: options.sync });
   const log = createLogger({ name: options.nodeId ?? 'storage', level: options.logLevel, dataDir: options.dataDir });
   // Issue 9: an unhandled rejection is logged and decided on (crash-guard.ts), never a silent
   // exit; installed before the backend opens, since opening writes (format record, upgrade).
   // A storage failure before the server exists is the open's own: it fails, and says why.
   let server: StorageServer | undefined;
-  const unguard = guardRejections(log, (err) => server?.reportStorageFailure(err), () => exitOnFatal());
+  const unguard = guardRejections(
+    log,
+    (err) => server?.reportStorageFailure(err),
+    () => exitOnFatal(),
+  );
   let backend: Awaited<ReturnType<typeof open>>;
   try {
     backend = await open();

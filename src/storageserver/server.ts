@@ -26,12 +26,29 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { DstoreError, InvalidArgumentError, NodeIdInUseError, MalformedMessageError, NotPrimaryError, OverloadedError, UnauthorizedError, UnavailableError } from '../core/errors.js';
+import {
+  DstoreError,
+  InvalidArgumentError,
+  NodeIdInUseError,
+  MalformedMessageError,
+  NotPrimaryError,
+  OverloadedError,
+  UnauthorizedError,
+  UnavailableError,
+} from '../core/errors.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaRecovery } from '../core/replica/replica.js';
-import { type Epoch, type InvariantViolation, type NodeId, type PartitionId, type Seq, nodeId as toNodeId, partitionId } from '../core/types.js';
+import {
+  type Epoch,
+  type InvariantViolation,
+  type NodeId,
+  type PartitionId,
+  type Seq,
+  nodeId as toNodeId,
+  partitionId,
+} from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { DataDirError } from '../process/data-dir.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
@@ -51,9 +68,23 @@ import {
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
 import { valueTooLargeForPut } from '../rpc/oversized.js';
-import { type Backend, type DedupRecord, type Snapshot, type SnapshotItem, isCorruptRecord } from '../storage/backend.js';
+import {
+  type Backend,
+  type DedupRecord,
+  type Snapshot,
+  type SnapshotItem,
+  isCorruptRecord,
+} from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
-import { type HostEffect, type NameserverAsk, type StorageHealth, RECOVER_FIRST_MS, RECOVER_MAX_MS, StorageHost, recoveryOf } from './host.js';
+import {
+  type HostEffect,
+  type NameserverAsk,
+  type StorageHealth,
+  RECOVER_FIRST_MS,
+  RECOVER_MAX_MS,
+  StorageHost,
+  recoveryOf,
+} from './host.js';
 
 export type { StorageHealth } from './host.js';
 
@@ -112,10 +143,14 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
   const path = join(dataDir, 'node-id');
   const stored = readFileIfExists(path)?.trim();
   if (stored && requested && stored !== requested) {
-    throw new DataDirError(`data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`, dataDir);
+    throw new DataDirError(
+      `data dir ${dataDir} belongs to node ${stored}, not ${requested}; use another --data-dir`,
+      dataDir,
+    );
   }
   const id = stored || requested || `n-${randomBytes(3).toString('hex')}`;
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new InvalidArgumentError(`node id ${JSON.stringify(id)}: use 1-64 of A-Z a-z 0-9 . _ -`);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(id))
+    throw new InvalidArgumentError(`node id ${JSON.stringify(id)}: use 1-64 of A-Z a-z 0-9 . _ -`);
   if (!stored) writeFileDurably(path, `${id}\n`);
   return toNodeId(id);
 }
@@ -151,7 +186,12 @@ export class StorageServer {
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
     this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
-    this.host = new StorageHost<Handle>({ nodeId: this.nodeId, limits: this.limits, now: Date.now, newIncarnation: () => randomBytes(8).toString('hex') });
+    this.host = new StorageHost<Handle>({
+      nodeId: this.nodeId,
+      limits: this.limits,
+      now: Date.now,
+      newIncarnation: () => randomBytes(8).toString('hex'),
+    });
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
   }
 
@@ -169,11 +209,25 @@ export class StorageServer {
     });
     const port = await this.server.listen();
     this.advertised = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
-    this.log.info({ nodeId: this.nodeId, listen: formatHostPort(this.cfg.host, port), advertise: this.advertised, backend: this.backend.kind, incarnation: this.incarnation }, 'storage server listening');
+    this.log.info(
+      {
+        nodeId: this.nodeId,
+        listen: formatHostPort(this.cfg.host, port),
+        advertise: this.advertised,
+        backend: this.backend.kind,
+        incarnation: this.incarnation,
+      },
+      'storage server listening',
+    );
     await this.register();
     this.timers.push(setInterval(() => void this.heartbeat(), this.cfg.heartbeatMs));
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
-    this.timers.push(setInterval(() => void this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS), Math.min(SNAPSHOT_SESSION_IDLE_MS / 4, 15_000)));
+    this.timers.push(
+      setInterval(
+        () => void this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS),
+        Math.min(SNAPSHOT_SESSION_IDLE_MS / 4, 15_000),
+      ),
+    );
     return port;
   }
 
@@ -240,33 +294,73 @@ export class StorageServer {
     // bounded by callTimeoutMs, the pause between attempts by REGISTER_BACKOFF_MAX_MS.
     for (let attempt = 1; ; attempt++) {
       try {
-        const raw = await this.nameserverCall({ t: 'register', nodeId: this.nodeId, address: this.advertised, backend: this.backend.kind, incarnation: this.incarnation, durable: this.cfg.durable && this.storeHoldsData, maxValueBytes: this.limits.maxValueBytes, activePartitions: this.host.activePartitions() });
+        const raw = await this.nameserverCall({
+          t: 'register',
+          nodeId: this.nodeId,
+          address: this.advertised,
+          backend: this.backend.kind,
+          incarnation: this.incarnation,
+          durable: this.cfg.durable && this.storeHoldsData,
+          maxValueBytes: this.limits.maxValueBytes,
+          activePartitions: this.host.activePartitions(),
+        });
         const r = registerReply.decode(raw);
-        if (!r.ok) throw new InvalidArgumentError(`nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`);
-        this.log.info({ clusterId: r.value.clusterId, partitions: r.value.partitions, incarnation: this.incarnation, attempts: attempt, waitedMs: Date.now() - startedMs }, 'registered with the nameserver');
+        if (!r.ok)
+          throw new InvalidArgumentError(
+            `nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`,
+          );
+        this.log.info(
+          {
+            clusterId: r.value.clusterId,
+            partitions: r.value.partitions,
+            incarnation: this.incarnation,
+            attempts: attempt,
+            waitedMs: Date.now() - startedMs,
+          },
+          'registered with the nameserver',
+        );
         this.run(this.host.registered(r.value));
         return;
       } catch (err) {
         if (this.closed) throw err;
         const now = Date.now();
         // DESIGN §12: a refused token does not get better by retrying; say so and stop.
-        if (err instanceof UnauthorizedError) throw new UnauthorizedError(`nameserver ${this.cfg.nameserver} refused to register ${this.nodeId}: ${err.message}`, { cause: err });
+        if (err instanceof UnauthorizedError)
+          throw new UnauthorizedError(
+            `nameserver ${this.cfg.nameserver} refused to register ${this.nodeId}: ${err.message}`,
+            { cause: err },
+          );
         if (err instanceof NodeIdInUseError) {
           inUseSinceMs ??= now;
           const bound = 2 * err.deadAfterMs + this.cfg.heartbeatMs;
           if (now - inUseSinceMs > bound) {
-            throw new NodeIdInUseError(err.nodeId, err.address, err.refusedAddress, err.heartbeatAgeMs, err.deadAfterMs,
-              `node id ${err.nodeId} is in use by a live storage server at ${err.address} (it kept heartbeating for ${now - inUseSinceMs} ms); stop it, or give this one another --node-id and --data-dir`);
+            throw new NodeIdInUseError(
+              err.nodeId,
+              err.address,
+              err.refusedAddress,
+              err.heartbeatAgeMs,
+              err.deadAfterMs,
+              `node id ${err.nodeId} is in use by a live storage server at ${err.address} (it kept heartbeating for ${now - inUseSinceMs} ms); stop it, or give this one another --node-id and --data-dir`,
+            );
           }
-          this.log.warn({ nodeId: err.nodeId, holder: err.address, attempt }, `${err.message}; retrying for up to ${bound - (now - inUseSinceMs)} ms more`);
+          this.log.warn(
+            { nodeId: err.nodeId, holder: err.address, attempt },
+            `${err.message}; retrying for up to ${bound - (now - inUseSinceMs)} ms more`,
+          );
         } else if (err instanceof DstoreError && !err.retryable) {
-          this.log.fatal({ nameserver: this.cfg.nameserver, code: err.code, err: err.message }, 'cannot register with the nameserver, and retrying cannot help; giving up');
+          this.log.fatal(
+            { nameserver: this.cfg.nameserver, code: err.code, err: err.message },
+            'cannot register with the nameserver, and retrying cannot help; giving up',
+          );
           throw err;
         } else {
           inUseSinceMs = undefined;
           if (lastLoggedMs === undefined || now - lastLoggedMs >= REGISTER_LOG_EVERY_MS) {
             lastLoggedMs = now;
-            this.log.warn({ err: (err as Error).message, nameserver: this.cfg.nameserver, attempt, waitingMs: now - startedMs }, 'cannot register with the nameserver yet; retrying with backoff until it answers');
+            this.log.warn(
+              { err: (err as Error).message, nameserver: this.cfg.nameserver, attempt, waitingMs: now - startedMs },
+              'cannot register with the nameserver yet; retrying with backoff until it answers',
+            );
           }
         }
         await new Promise((r) => setTimeout(r, delayMs));
@@ -276,7 +370,9 @@ export class StorageServer {
   }
 
   private nameserverCall(body: Record<string, unknown>): Promise<unknown> {
-    return this.pool.get(this.cfg.nameserver, 'nameserver').call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
+    return this.pool
+      .get(this.cfg.nameserver, 'nameserver')
+      .call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
   }
 
   private heartbeating = false;
@@ -290,11 +386,21 @@ export class StorageServer {
       const health = this.backend.health?.();
       if (health && (health.broken !== undefined || !health.connected)) {
         // Noticed between writes (say, an idle cluster): no write may be acked on it now.
-        this.onStorageFailure(new Error(health.broken ?? `backend not connected${health.lastError ? `: ${health.lastError}` : ''}`), life);
+        this.onStorageFailure(
+          new Error(health.broken ?? `backend not connected${health.lastError ? `: ${health.lastError}` : ''}`),
+          life,
+        );
         return;
       }
       const progress = this.host.progress();
-      const raw = await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.incarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress });
+      const raw = await this.nameserverCall({
+        t: 'heartbeat',
+        nodeId: this.nodeId,
+        incarnation: this.incarnation,
+        uptimeMs: Date.now() - this.startedMs,
+        keys: this.keyCount,
+        progress,
+      });
       if (this.nameserverDown) this.log.info({}, 'nameserver reachable again');
       this.nameserverDown = false;
       const r = heartbeatReply.decode(raw);
@@ -308,7 +414,8 @@ export class StorageServer {
       this.run(this.host.configure(life, r.value.configs.map(toConfig)));
       void this.refreshKeyCount();
     } catch (err) {
-      if (!this.nameserverDown) this.log.warn({ err: (err as Error).message }, 'heartbeat failed; serving on with the configurations we have');
+      if (!this.nameserverDown)
+        this.log.warn({ err: (err as Error).message }, 'heartbeat failed; serving on with the configurations we have');
       this.nameserverDown = true;
     } finally {
       this.heartbeating = false;
@@ -322,7 +429,15 @@ export class StorageServer {
   private async heartbeatUnhealthy(health: Extract<StorageHealth, { state: 'unhealthy' }>): Promise<void> {
     this.heartbeating = true;
     try {
-      await this.nameserverCall({ t: 'heartbeat', nodeId: this.nodeId, incarnation: this.host.failedIncarnation, uptimeMs: Date.now() - this.startedMs, keys: this.keyCount, progress: [], unhealthy: health.reason.slice(0, MAX_REASON_CHARS) });
+      await this.nameserverCall({
+        t: 'heartbeat',
+        nodeId: this.nodeId,
+        incarnation: this.host.failedIncarnation,
+        uptimeMs: Date.now() - this.startedMs,
+        keys: this.keyCount,
+        progress: [],
+        unhealthy: health.reason.slice(0, MAX_REASON_CHARS),
+      });
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'unhealthy heartbeat not delivered');
     } finally {
@@ -333,7 +448,8 @@ export class StorageServer {
   private async refreshKeyCount(): Promise<void> {
     let total = 0;
     try {
-      for (const r of this.host.replicas.values()) if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
+      for (const r of this.host.replicas.values())
+        if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
       this.keyCount = total;
     } catch (err) {
       // Reads may fail while the backend is away; the next heartbeat tries again.
@@ -380,7 +496,10 @@ export class StorageServer {
           void this.fetchSnapshot(e.life, e.p, e.from, e.epoch);
           break;
         case 'unhealthy':
-          this.log.error({ err: e.reason, backend: this.backend.kind }, 'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff');
+          this.log.error(
+            { err: e.reason, backend: this.backend.kind },
+            'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff',
+          );
           void this.closeIdleSnapshotSessions(0);
           // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
           // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
@@ -431,7 +550,10 @@ export class StorageServer {
     this.storeHoldsData = states.length > 0;
     for (const state of states) {
       if (state.corrupt !== undefined || state.meta?.corrupt !== undefined) {
-        this.log.error({ partition: state.partition, reason: state.corrupt ?? state.meta?.corrupt }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
+        this.log.error(
+          { partition: state.partition, reason: state.corrupt ?? state.meta?.corrupt },
+          'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member',
+        );
         recoveries.set(state.partition, recoveryOf(state, [], []));
         continue;
       }
@@ -439,7 +561,11 @@ export class StorageServer {
         const entries = [];
         let from = state.logBase.seq + 1;
         while (from <= state.logLast.seq) {
-          const page = await this.backend.readLog(state.partition, { fromSeq: from as never, toSeq: state.logLast.seq, limit: 4096 });
+          const page = await this.backend.readLog(state.partition, {
+            fromSeq: from as never,
+            toSeq: state.logLast.seq,
+            limit: 4096,
+          });
           if (page.length === 0) break;
           entries.push(...page);
           from = page[page.length - 1]!.seq + 1;
@@ -448,7 +574,10 @@ export class StorageServer {
       } catch (err) {
         if (!isCorruptRecord(err)) throw err;
         // S13: a log or dedup record failed its checksum: the replica starts corrupt.
-        this.log.error({ partition: state.partition, reason: err.message }, 'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member');
+        this.log.error(
+          { partition: state.partition, reason: err.message },
+          'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member',
+        );
         recoveries.set(state.partition, recoveryOf({ ...state, corrupt: err.message }, [], []));
       }
     }
@@ -488,13 +617,17 @@ export class StorageServer {
     try {
       switch (ask.t) {
         case 'confirmEpoch': {
-          const r = confirmEpochReply.decode(await this.nameserverCall({ t: 'confirmEpoch', p: ask.p, epoch: ask.epoch }));
+          const r = confirmEpochReply.decode(
+            await this.nameserverCall({ t: 'confirmEpoch', p: ask.p, epoch: ask.epoch }),
+          );
           if (r.ok) this.run(this.host.answered(life, ask, { t: 'confirmEpoch', current: r.value.current }));
           return;
         }
         case 'promote': {
           const { p, epoch, learner, learnerIncarnation } = ask;
-          const r = promoteReply.decode(await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }));
+          const r = promoteReply.decode(
+            await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }),
+          );
           if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
           this.run(this.host.answered(life, ask, { t: 'promote', config: toConfig(r.value.config) }));
           return;
@@ -523,7 +656,12 @@ export class StorageServer {
       const conn = this.pool.get(address, 'storage');
       const read = async (session?: string) => {
         const token = tokenField(this.cfg.clusterToken);
-        const r = snapshotReadReply.decode(await conn.call(session ? { t: 'snapshotRead', p, epoch, session, ...token } : { t: 'snapshotRead', p, epoch, ...token }, { timeoutMs: 30_000 }));
+        const r = snapshotReadReply.decode(
+          await conn.call(
+            session ? { t: 'snapshotRead', p, epoch, session, ...token } : { t: 'snapshotRead', p, epoch, ...token },
+            { timeoutMs: 30_000 },
+          ),
+        );
         if (!r.ok) throw new MalformedMessageError(`malformed snapshot page: ${r.reason}`);
         return r.value;
       };
@@ -541,7 +679,8 @@ export class StorageServer {
       const applied = { seq: first.applied.seq as Seq, epoch: first.applied.epoch as Epoch };
       const dedup = first.dedup.map((d) => ({ ...d, seq: d.seq as Seq }));
       // S11: only a learner installs a snapshot (it may have been promoted meanwhile).
-      if (!this.host.mayInstallSnapshot(life, p)) throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
+      if (!this.host.mayInstallSnapshot(life, p))
+        throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
       await backend.installSnapshot(p, applied, pages(), dedup);
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
       installed = { applied, dedup };
@@ -559,7 +698,17 @@ export class StorageServer {
    * open snapshot pins an LMDB read transaction or Redis pre-images), on a storage failure
    * and on close.
    */
-  private readonly snapshotSessions = new Map<string, { snapshot: Snapshot; iterator: AsyncIterator<readonly SnapshotItem[]>; buffer: SnapshotItem[]; lastUsedMs: number; partition: PartitionId; busy: boolean }>();
+  private readonly snapshotSessions = new Map<
+    string,
+    {
+      snapshot: Snapshot;
+      iterator: AsyncIterator<readonly SnapshotItem[]>;
+      buffer: SnapshotItem[];
+      lastUsedMs: number;
+      partition: PartitionId;
+      busy: boolean;
+    }
+  >();
 
   /** Closes every session idle for at least `idleMs` (0: every session not being read). */
   private async closeIdleSnapshotSessions(idleMs: number): Promise<void> {
@@ -570,24 +719,37 @@ export class StorageServer {
       try {
         await s.snapshot.close();
       } catch (err) {
-        this.log.warn({ partition: s.partition, err: (err as Error).message }, 'closing an idle snapshot session failed');
+        this.log.warn(
+          { partition: s.partition, err: (err as Error).message },
+          'closing an idle snapshot session failed',
+        );
       }
     }
   }
 
   private async snapshotRead(p: PartitionId, epoch: number, sessionId: string | undefined): Promise<unknown> {
     const r = this.host.replicas.get(p);
-    if (r?.role !== 'primary' || r.epoch !== epoch) throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
+    if (r?.role !== 'primary' || r.epoch !== epoch)
+      throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
     let session = sessionId ? this.snapshotSessions.get(sessionId) : undefined;
     let dedup: DedupRecord[] = [];
     if (sessionId && !session) throw new InvalidArgumentError(`snapshot session ${sessionId} expired`);
     if (session?.busy) throw new InvalidArgumentError(`snapshot session ${sessionId} is being read`);
     const id = sessionId ?? randomBytes(8).toString('hex');
     if (!session) {
-      if (this.snapshotSessions.size >= MAX_SNAPSHOT_SESSIONS) await this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS / 4);
-      if (this.snapshotSessions.size >= MAX_SNAPSHOT_SESSIONS) throw new OverloadedError(`${this.snapshotSessions.size} snapshot sessions open on ${this.nodeId}`);
+      if (this.snapshotSessions.size >= MAX_SNAPSHOT_SESSIONS)
+        await this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS / 4);
+      if (this.snapshotSessions.size >= MAX_SNAPSHOT_SESSIONS)
+        throw new OverloadedError(`${this.snapshotSessions.size} snapshot sessions open on ${this.nodeId}`);
       const snapshot = await this.backend.snapshot(p);
-      session = { snapshot, iterator: snapshot.items(256)[Symbol.asyncIterator](), buffer: [], lastUsedMs: Date.now(), partition: p, busy: false };
+      session = {
+        snapshot,
+        iterator: snapshot.items(256)[Symbol.asyncIterator](),
+        buffer: [],
+        lastUsedMs: Date.now(),
+        partition: p,
+        busy: false,
+      };
       this.snapshotSessions.set(id, session);
       dedup = [...snapshot.dedup];
     }
@@ -632,7 +794,10 @@ export class StorageServer {
    * failure. STYLE §3: broken invariants crash, loudly (a restart reloads from the backend).
    */
   private onInvariantViolation(err: InvariantViolation): void {
-    this.log.fatal({ err: err.message }, 'storage precondition violated; stopping so no replica acts on state the backend does not hold');
+    this.log.fatal(
+      { err: err.message },
+      'storage precondition violated; stopping so no replica acts on state the backend does not hold',
+    );
     this.cfg.onFatal?.();
   }
 
@@ -661,7 +826,11 @@ export class StorageServer {
         if (old) {
           const closing = old;
           old = undefined;
-          await closing.close().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'closing the failed backend failed'));
+          await closing
+            .close()
+            .catch((err: unknown) =>
+              this.log.warn({ err: (err as Error).message }, 'closing the failed backend failed'),
+            );
         }
         checkDataDirNotFull(closingKind, this.cfg.dataDir, MIN_FREE_BYTES_TO_REOPEN);
         opened = await this.reopen();
@@ -673,7 +842,15 @@ export class StorageServer {
         await this.loadLogs();
         // S4, S7: a reload is a restart; peers and the nameserver must see a new incarnation.
         this.host.reloaded(delayMs);
-        this.log.info({ attempt, incarnation: this.incarnation, partitions: this.host.recoveredPartitions, ...freeSpaceOf(this.backend.kind, this.cfg.dataDir) }, 'backend reopened; registering again');
+        this.log.info(
+          {
+            attempt,
+            incarnation: this.incarnation,
+            partitions: this.host.recoveredPartitions,
+            ...freeSpaceOf(this.backend.kind, this.cfg.dataDir),
+          },
+          'backend reopened; registering again',
+        );
         await this.register();
         // A registration begun before the reload (and ignored by the host) ended the shared loop: once more.
         if (this.host.health.state !== 'healthy' && life === this.host.life && !this.closed) await this.register();
@@ -700,7 +877,9 @@ export class StorageServer {
       this.log.warn({ to }, 'no address for peer yet; message dropped (it will be re-sent)');
       return;
     }
-    this.pool.get(address, 'storage').send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message, ...tokenField(this.cfg.clusterToken) });
+    this.pool
+      .get(address, 'storage')
+      .send({ t: 'peer', from: this.nodeId, addr: this.advertised, m: message, ...tokenField(this.cfg.clusterToken) });
   }
 
   private unauthorizedPeerLoggedMs = 0;
@@ -716,7 +895,10 @@ export class StorageServer {
       const now = Date.now();
       if (now - this.unauthorizedPeerLoggedMs >= 10_000) {
         this.unauthorizedPeerLoggedMs = now;
-        this.log.warn({ from: d.value.from, addr: d.value.addr }, 'peer message with a wrong or missing cluster token dropped');
+        this.log.warn(
+          { from: d.value.from, addr: d.value.addr },
+          'peer message with a wrong or missing cluster token dropped',
+        );
       }
       return;
     }
@@ -732,9 +914,11 @@ export class StorageServer {
     const d = storageRequest.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;
-    if (!tokenMatches(this.cfg.clusterToken, req.token)) throw new UnauthorizedError(unauthorizedMessage(`storage server ${this.nodeId}`));
+    if (!tokenMatches(this.cfg.clusterToken, req.token))
+      throw new UnauthorizedError(unauthorizedMessage(`storage server ${this.nodeId}`));
     const health = this.host.health;
-    if (health.state !== 'healthy' && req.t !== 'stats') throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${health.reason}`);
+    if (health.state !== 'healthy' && req.t !== 'stats')
+      throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${health.reason}`);
     switch (req.t) {
       case 'put':
       case 'del':
@@ -746,7 +930,10 @@ export class StorageServer {
         if (!r?.serving) throw new NotPrimaryError(`${this.nodeId} is not the serving primary of partition ${req.p}`);
         let page: Awaited<ReturnType<Backend['scan']>>;
         try {
-          page = await this.backend.scan(partitionId(req.p), { afterKey: req.after, limit: Math.min(req.limit, this.limits.maxScanPageKeys) });
+          page = await this.backend.scan(partitionId(req.p), {
+            afterKey: req.after,
+            limit: Math.min(req.limit, this.limits.maxScanPageKeys),
+          });
         } catch (err) {
           throw isCorruptRecord(err) ? this.onCorruptRead(partitionId(req.p), err) : err;
         }
@@ -758,14 +945,23 @@ export class StorageServer {
         this.host.checkPartition(req.p);
         return this.snapshotRead(partitionId(req.p), req.epoch, req.session);
       case 'stats':
-        return { nodeId: this.nodeId, keys: this.keyCount, health: this.host.health, incarnation: this.incarnation, partitions: this.host.progress() };
+        return {
+          nodeId: this.nodeId,
+          keys: this.keyCount,
+          health: this.host.health,
+          incarnation: this.incarnation,
+          partitions: this.host.progress(),
+        };
     }
   }
 
   /** One page of this server's keys (dump.ts): at most `limit` keys and maxDumpPageBytes. */
   private async dump(limit: number, after: DumpCursor | undefined, maxBytes: number | undefined): Promise<unknown> {
     // Only replicas this server holds as a member: a removed replica's leftovers do not count.
-    const held = [...this.host.replicas.values()].filter((r) => r.progress().role !== 'inactive').map((r) => r.partition).sort((a, b) => a - b);
+    const held = [...this.host.replicas.values()]
+      .filter((r) => r.progress().role !== 'inactive')
+      .map((r) => r.partition)
+      .sort((a, b) => a - b);
     let keyCount = 0;
     for (const p of held) keyCount += await this.backend.count(p);
     if (limit === 0) return { nodeId: this.nodeId, keyCount, keys: [], truncated: keyCount > 0 };
@@ -780,6 +976,12 @@ export class StorageServer {
       maxBytes: Math.min(maxBytes ?? this.limits.maxDumpPageBytes, this.limits.maxDumpPageBytes),
       scanPageKeys: this.limits.maxScanPageKeys,
     });
-    return { nodeId: this.nodeId, keyCount, keys: page.keys, truncated: page.next !== undefined, ...(page.next === undefined ? {} : { next: page.next }) };
+    return {
+      nodeId: this.nodeId,
+      keyCount,
+      keys: page.keys,
+      truncated: page.next !== undefined,
+      ...(page.next === undefined ? {} : { next: page.next }),
+    };
   }
 }

@@ -20,13 +20,32 @@ import { findRedisServer } from '../../src/process/redis-server.js';
 /** The kinds of issue 5, so seed 7's schedule stays the one this test was written for. */
 const FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split'];
 
-test('a 30 s chaos run (seed 7): linearizable, faults injected, operations succeed, the cluster recovers', { timeout: 240_000 }, async () => {
+test('a 30 s chaos run (seed 7): linearizable, faults injected, operations succeed, the cluster recovers', {
+  timeout: 240_000,
+}, async () => {
   const lines: string[] = [];
   const result = await runChaos(
     {
-      durationS: 30, seed: 7, clients: 5, keys: 10, nodes: 3, partitions: 8, replicas: 3, backend: 'lmdb', networkFaults: true, faults: FAULT_KINDS,
-      ratePerSec: 100, timeoutMs: 5000, attemptTimeoutMs: 1000, heartbeatMs: 250, deadAfterMs: 2000, settleTimeoutMs: 30_000, checkBudgetMs: 10_000,
-      deleteExisted: true, keep: false, logLevel: 'info',
+      durationS: 30,
+      seed: 7,
+      clients: 5,
+      keys: 10,
+      nodes: 3,
+      partitions: 8,
+      replicas: 3,
+      backend: 'lmdb',
+      networkFaults: true,
+      faults: FAULT_KINDS,
+      ratePerSec: 100,
+      timeoutMs: 5000,
+      attemptTimeoutMs: 1000,
+      heartbeatMs: 250,
+      deadAfterMs: 2000,
+      settleTimeoutMs: 30_000,
+      checkBudgetMs: 10_000,
+      deleteExisted: true,
+      keep: false,
+      logLevel: 'info',
     },
     (line) => lines.push(line),
   );
@@ -34,13 +53,25 @@ test('a 30 s chaos run (seed 7): linearizable, faults injected, operations succe
   assert.equal(result.verdict, 'ok', `verdict ${result.verdict}:\n${result.report}`);
   assert.ok(result.settle.ok, `the cluster did not settle after healing:\n${result.report}`);
   assert.ok(result.faults.length >= 4, `faults injected: ${result.faults.length}`);
-  assert.ok(result.faults.some((f) => f.kind === 'kill' && !f.note), 'a storage server was killed and restarted');
-  assert.ok(result.faults.some((f) => f.kind === 'pause' && !f.note), 'a node was paused');
-  if (!result.networkSkipped) assert.ok(result.faults.some((f) => f.kind === 'isolate' || f.kind === 'split'), 'the network was partitioned');
+  assert.ok(
+    result.faults.some((f) => f.kind === 'kill' && !f.note),
+    'a storage server was killed and restarted',
+  );
+  assert.ok(
+    result.faults.some((f) => f.kind === 'pause' && !f.note),
+    'a node was paused',
+  );
+  if (!result.networkSkipped)
+    assert.ok(
+      result.faults.some((f) => f.kind === 'isolate' || f.kind === 'split'),
+      'the network was partitioned',
+    );
   const ok = result.ops.filter((o) => o.status === 'ok');
   assert.ok(ok.length > 500, `${ok.length} operations succeeded`);
   const lastFaultEnd = Math.max(...result.faults.map((f) => f.endMs ?? 0));
-  const afterFaults = ok.filter((o) => !String(o.client).startsWith('final-') && o.invoke - result.loadStartMs > lastFaultEnd);
+  const afterFaults = ok.filter(
+    (o) => !String(o.client).startsWith('final-') && o.invoke - result.loadStartMs > lastFaultEnd,
+  );
   assert.ok(result.plan.every((f) => FAULT_KINDS.includes(f.kind)));
   assert.ok(afterFaults.length > 0, 'operations succeeded after the last fault');
 });
@@ -54,12 +85,32 @@ test('a 30 s chaos run (seed 7): linearizable, faults injected, operations succe
  * Skips when redis-server is not installed; without root the disk-full faults are skipped
  * by the run itself and it says so.
  */
-test('a 25 s chaos run on redis with full disks (seed 11): linearizable, no node dies, the cluster recovers', { timeout: 240_000, skip: findRedisServer() === undefined ? 'redis-server is not installed' : false }, async () => {
+test('a 25 s chaos run on redis with full disks (seed 11): linearizable, no node dies, the cluster recovers', {
+  timeout: 240_000,
+  skip: findRedisServer() === undefined ? 'redis-server is not installed' : false,
+}, async () => {
   const result = await runChaos(
     {
-      durationS: 25, seed: 11, clients: 5, keys: 10, nodes: 3, partitions: 8, replicas: 3, backend: 'redis', networkFaults: false, faults: ['disk-full', 'kill', 'pause'],
-      ratePerSec: 100, timeoutMs: 5000, attemptTimeoutMs: 1000, heartbeatMs: 250, deadAfterMs: 2000, settleTimeoutMs: 30_000, checkBudgetMs: 10_000,
-      deleteExisted: true, keep: false, logLevel: 'info',
+      durationS: 25,
+      seed: 11,
+      clients: 5,
+      keys: 10,
+      nodes: 3,
+      partitions: 8,
+      replicas: 3,
+      backend: 'redis',
+      networkFaults: false,
+      faults: ['disk-full', 'kill', 'pause'],
+      ratePerSec: 100,
+      timeoutMs: 5000,
+      attemptTimeoutMs: 1000,
+      heartbeatMs: 250,
+      deadAfterMs: 2000,
+      settleTimeoutMs: 30_000,
+      checkBudgetMs: 10_000,
+      deleteExisted: true,
+      keep: false,
+      logLevel: 'info',
     },
     () => undefined,
   );
@@ -67,5 +118,9 @@ test('a 25 s chaos run on redis with full disks (seed 11): linearizable, no node
   assert.equal(result.verdict, 'ok', `verdict ${result.verdict}:\n${result.report}`);
   assert.deepEqual(result.unexpectedExits, [], 'no node exited on its own');
   if (result.diskSkipped) console.log(`# disk-full faults skipped: ${result.diskSkipped}`);
-  else assert.ok(result.faults.some((f) => f.kind === 'disk-full' && /MiB filler/.test(f.note ?? '')), `a disk was filled:\n${result.report}`);
+  else
+    assert.ok(
+      result.faults.some((f) => f.kind === 'disk-full' && /MiB filler/.test(f.note ?? '')),
+      `a disk was filled:\n${result.report}`,
+    );
 });

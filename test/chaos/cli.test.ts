@@ -15,12 +15,24 @@ function dstore(args: string[]): { status: number | null; stdout: string; stderr
 test('dstore chaos --help lists the options, the fault kinds and the exit codes', () => {
   const r = dstore(['chaos', '--help']);
   assert.equal(r.status, 0, r.stderr);
-  for (const flag of ['--duration', '--seed', '--history', '--clients', '--keys', '--nodes', '--backend', '--no-partitions', '--faults', '--partition-count']) {
+  for (const flag of [
+    '--duration',
+    '--seed',
+    '--history',
+    '--clients',
+    '--keys',
+    '--nodes',
+    '--backend',
+    '--no-partitions',
+    '--faults',
+    '--partition-count',
+  ]) {
     assert.ok(r.stdout.includes(flag), `--help mentions ${flag}`);
   }
-  for (const kind of ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full']) assert.ok(r.stdout.includes(kind), `--help explains ${kind}`);
+  for (const kind of ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full'])
+    assert.ok(r.stdout.includes(kind), `--help explains ${kind}`);
   // Issue 9: the redis backend (one redis-server per storage server) and the disk-full fault.
-  assert.match(r.stdout.replace(/\s+/g, " "), /choices: "lmdb", "memory", "redis"/);
+  assert.match(r.stdout.replace(/\s+/g, ' '), /choices: "lmdb", "memory", "redis"/);
   assert.match(r.stdout, /disk-full\s+fill a storage server's data dir/);
   assert.match(r.stdout, /partitions and disk-full faults are skipped with a message/);
   assert.match(r.stdout, /Exit codes: 0 linearizable/);

@@ -28,7 +28,10 @@ test('faults come one at a time, inside the run, and cycle through every allowed
     let end = 0;
     for (const f of plan) {
       assert.ok(f.atMs >= WARMUP_MS && f.atMs >= end, `seed ${seed}: overlapping or early fault ${JSON.stringify(f)}`);
-      assert.ok(f.durationMs > 0 && f.atMs + f.durationMs <= durationMs - COOLDOWN_MS, `seed ${seed}: fault past the cooldown ${JSON.stringify(f)}`);
+      assert.ok(
+        f.durationMs > 0 && f.atMs + f.durationMs <= durationMs - COOLDOWN_MS,
+        `seed ${seed}: fault past the cooldown ${JSON.stringify(f)}`,
+      );
       end = f.atMs + f.durationMs;
       if (f.kind === 'split') {
         const [x, y] = f.sides!;
@@ -52,11 +55,28 @@ test('--faults parsing', () => {
 });
 
 test('unavailability windows and counts from a history', () => {
-  const op = (client: string, key: string, invoke: number, complete: number | null, status: ChaosOp['status']): ChaosOp => ({ client, op: 'put', key, value: `${client}-${invoke}`, invoke, complete, status });
+  const op = (
+    client: string,
+    key: string,
+    invoke: number,
+    complete: number | null,
+    status: ChaosOp['status'],
+  ): ChaosOp => ({ client, op: 'put', key, value: `${client}-${invoke}`, invoke, complete, status });
   // Times are on the history's clock; the load starts at 100 there.
-  const ops = [op('c1', 'k0', 100, 200, 'ok'), op('c1', 'k0', 200, 3200, 'ok'), op('c2', 'k1', 150, null, 'unknown'), op('c2', 'k1', 3300, 3400, 'fail')];
+  const ops = [
+    op('c1', 'k0', 100, 200, 'ok'),
+    op('c1', 'k0', 200, 3200, 'ok'),
+    op('c2', 'k1', 150, null, 'unknown'),
+    op('c2', 'k1', 3300, 3400, 'fail'),
+  ];
   const faults = [{ kind: 'kill' as const, target: 's1', startMs: 500, endMs: 2500 }];
-  const windows = unavailability(ops, faults, { fromMs: 0, toMs: 4000, opOffsetMs: 100, partitions: 1, minGapMs: 1000 });
+  const windows = unavailability(ops, faults, {
+    fromMs: 0,
+    toMs: 4000,
+    opOffsetMs: 100,
+    partitions: 1,
+    minGapMs: 1000,
+  });
   assert.deepEqual(windows, [
     { scope: 'overall', fromMs: 100, toMs: 3100, faults: [0] },
     { scope: 0, fromMs: 100, toMs: 3100, faults: [0] },
@@ -65,6 +85,12 @@ test('unavailability windows and counts from a history', () => {
   assert.deepEqual(c.put, { ok: 2, fail: 1, unknown: 1, total: 4 });
   assert.deepEqual(c.total, c.put);
   // A partition nobody tried during a gap is not unavailable in it.
-  const idle = unavailability([op('c1', 'k0', 100, 200, 'ok'), op('c1', 'k0', 3090, 3100, 'ok')], [], { fromMs: 0, toMs: 3000, opOffsetMs: 100, partitions: 1, minGapMs: 1000 });
+  const idle = unavailability([op('c1', 'k0', 100, 200, 'ok'), op('c1', 'k0', 3090, 3100, 'ok')], [], {
+    fromMs: 0,
+    toMs: 3000,
+    opOffsetMs: 100,
+    partitions: 1,
+    minGapMs: 1000,
+  });
   assert.deepEqual(idle, []);
 });

@@ -48,7 +48,11 @@ function dstore(args: string[], input = ''): Promise<Result> {
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`));
+      reject(
+        new Error(
+          `dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`,
+        ),
+      );
     }, COMMAND_TIMEOUT_MS);
     child.once('error', (err) => {
       clearTimeout(timer);
@@ -95,10 +99,26 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     const port = await freePort();
     nameserver = `127.0.0.1:${port}`;
     // --storage-port 0: the OS picks each storage server's port, so parallel test files never collide.
-    up = spawn(process.execPath, [MAIN, 'up', '--no-shell', '--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--backend', 'memory'], {
-      env: cleanEnv(),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    up = spawn(
+      process.execPath,
+      [
+        MAIN,
+        'up',
+        '--no-shell',
+        '--data-dir',
+        dataDir,
+        '--port',
+        String(port),
+        '--storage-port',
+        '0',
+        '--backend',
+        'memory',
+      ],
+      {
+        env: cleanEnv(),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     up.stdout?.on('data', (c: Buffer) => (upOut += c.toString('utf8')));
     up.stderr?.on('data', (c: Buffer) => (upErr += c.toString('utf8')));
     up.once('exit', (code, signal) => (upExit = { code, signal }));
@@ -117,7 +137,11 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     // Whatever happened: stop up (it stops its children), then make sure nothing is left.
     if (up && upExit === undefined) {
       up.kill('SIGTERM');
-      const gone = await waitFor(() => upExit !== undefined, 20_000, () => 'up did not exit after SIGTERM').then(
+      const gone = await waitFor(
+        () => upExit !== undefined,
+        20_000,
+        () => 'up did not exit after SIGTERM',
+      ).then(
         () => true,
         () => false,
       );
@@ -162,7 +186,11 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^NODE +ROLE +ADDRESS/m);
     assert.equal((r.stdout.match(/^s\d+ +storage +127\.0\.0\.1:\d+ +alive/gm) ?? []).length, 3, r.stdout);
-    assert.equal((r.stdout.match(/^ {2}dumped$/gm) ?? []).length, 3, `R=3 on 3 nodes: every server holds the key\n${r.stdout}`);
+    assert.equal(
+      (r.stdout.match(/^ {2}dumped$/gm) ?? []).length,
+      3,
+      `R=3 on 3 nodes: every server holds the key\n${r.stdout}`,
+    );
   });
 
   test('one-shot put, get (exit 1 when absent), del', async () => {
@@ -221,18 +249,27 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
   });
 
   test('dump --json and nodes --json', async () => {
-    for (let i = 0; i < 5; i++) assert.equal((await dstore(['put', `dump-${i}`, 'v', '--nameserver', nameserver])).code, 0);
+    for (let i = 0; i < 5; i++)
+      assert.equal((await dstore(['put', `dump-${i}`, 'v', '--nameserver', nameserver])).code, 0);
     const dump = await dstore(['dump', '--json', '--nameserver', nameserver]);
     assert.equal(dump.code, 0, dump.stderr);
     const servers = JSON.parse(dump.stdout) as { nodeId: string; keyCount: number; keys: unknown[] }[];
     assert.equal(servers.length, 3);
-    for (const s of servers) for (let i = 0; i < 5; i++) assert.ok(s.keys.includes(`dump-${i}`), `${s.nodeId} holds dump-${i}`);
+    for (const s of servers)
+      for (let i = 0; i < 5; i++) assert.ok(s.keys.includes(`dump-${i}`), `${s.nodeId} holds dump-${i}`);
 
     const nodes = await dstore(['nodes', '--json', '--nameserver', nameserver]);
     assert.equal(nodes.code, 0, nodes.stderr);
     const info = JSON.parse(nodes.stdout) as { formed: boolean; nodes: { id: string; role: string; state: string }[] };
     assert.equal(info.formed, true);
-    assert.deepEqual(info.nodes.filter((n) => n.role === 'storage').map((n) => [n.id, n.state]), [['s1', 'alive'], ['s2', 'alive'], ['s3', 'alive']]);
+    assert.deepEqual(
+      info.nodes.filter((n) => n.role === 'storage').map((n) => [n.id, n.state]),
+      [
+        ['s1', 'alive'],
+        ['s2', 'alive'],
+        ['s3', 'alive'],
+      ],
+    );
     assert.ok(info.nodes.some((n) => n.role === 'nameserver'));
   });
 
@@ -240,24 +277,61 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     // Before: it wrote bench-00000000… over whatever had those names, and left them.
     const mine = await dstore(['put', 'bench-00000000', 'mine', '--nameserver', nameserver]);
     assert.equal(mine.code, 0, mine.stderr);
-    const bench = await dstore(['bench', '--duration', '1', '--keys', '50', '--concurrency', '4', '--nameserver', nameserver]);
+    const bench = await dstore([
+      'bench',
+      '--duration',
+      '1',
+      '--keys',
+      '50',
+      '--concurrency',
+      '4',
+      '--nameserver',
+      nameserver,
+    ]);
     assert.equal(bench.code, 0, bench.stderr);
     const prefix = /prefix "(bench-[0-9a-f]{8}-)"/.exec(bench.stderr)?.[1];
     assert.ok(prefix, `the prefix is named when it starts: ${bench.stderr}`);
     assert.match(bench.stderr, /they are deleted at the end \(--keep keeps them\)/);
     assert.match(bench.stderr, /^deleted \d+ keys/m);
-    assert.equal((await dstore(['get', 'bench-00000000', '--nameserver', nameserver])).stdout, 'mine\n', 'a key the bench did not create is untouched');
+    assert.equal(
+      (await dstore(['get', 'bench-00000000', '--nameserver', nameserver])).stdout,
+      'mine\n',
+      'a key the bench did not create is untouched',
+    );
     const keysOf = async (): Promise<string[]> => {
       const dump = await dstore(['dump', '--all', '--json', '--nameserver', nameserver]);
       assert.equal(dump.code, 0, dump.stderr);
-      return (JSON.parse(dump.stdout) as { keys: unknown[] }[]).flatMap((d) => d.keys.filter((k): k is string => typeof k === 'string'));
+      return (JSON.parse(dump.stdout) as { keys: unknown[] }[]).flatMap((d) =>
+        d.keys.filter((k): k is string => typeof k === 'string'),
+      );
     };
-    assert.deepEqual((await keysOf()).filter((k) => k.startsWith(prefix)), [], 'nothing left under the prefix');
+    assert.deepEqual(
+      (await keysOf()).filter((k) => k.startsWith(prefix)),
+      [],
+      'nothing left under the prefix',
+    );
 
-    const kept = await dstore(['bench', '--duration', '1', '--keys', '5', '--concurrency', '2', '--prefix', 'kept-bench-', '--keep', '--nameserver', nameserver]);
+    const kept = await dstore([
+      'bench',
+      '--duration',
+      '1',
+      '--keys',
+      '5',
+      '--concurrency',
+      '2',
+      '--prefix',
+      'kept-bench-',
+      '--keep',
+      '--nameserver',
+      nameserver,
+    ]);
     assert.equal(kept.code, 0, kept.stderr);
     assert.match(kept.stderr, /prefix "kept-bench-"\); kept at the end/);
-    assert.equal(new Set((await keysOf()).filter((k) => k.startsWith('kept-bench-'))).size, 5, '--keep leaves the preloaded keys');
+    assert.equal(
+      new Set((await keysOf()).filter((k) => k.startsWith('kept-bench-'))).size,
+      5,
+      '--keep leaves the preloaded keys',
+    );
   });
 
   test('each node logs to its own node.log only: the stderr file beside it holds no log line', () => {
@@ -266,7 +340,11 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
       const log = readFileSync(join(dataDir, node, 'node.log'), 'utf8');
       assert.match(log, /^\{"level":30,/m, `${node}/node.log holds the JSON log`);
       const stderrLog = readFileSync(join(dataDir, `${node}.stderr.log`), 'utf8');
-      assert.doesNotMatch(stderrLog, /"level":\d+/, `${node}.stderr.log repeats no log line: ${stderrLog.slice(0, 500)}`);
+      assert.doesNotMatch(
+        stderrLog,
+        /"level":\d+/,
+        `${node}.stderr.log repeats no log line: ${stderrLog.slice(0, 500)}`,
+      );
     }
     assert.match(upOut, /node\.log \(rotated at 10 MiB, 3 kept\); crash output in .*<node>\.stderr\.log/);
   });
@@ -275,7 +353,18 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     const port = nameserver.split(':')[1] ?? '';
     const dir = mkdtempSync(join(tmpdir(), 'dstore-cli-it2-'));
     try {
-      const r = await dstore(['up', '--no-shell', '--data-dir', dir, '--port', port, '--storage-port', '0', '--backend', 'memory']);
+      const r = await dstore([
+        'up',
+        '--no-shell',
+        '--data-dir',
+        dir,
+        '--port',
+        port,
+        '--storage-port',
+        '0',
+        '--backend',
+        'memory',
+      ]);
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 \\(for nameserver\\) is already in use`));
     } finally {
@@ -294,8 +383,16 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
     assert.ok(up && upExit === undefined, 'up is running');
     for (const pid of childPids) assert.ok(alive(pid), `child ${pid} runs before SIGTERM`);
     up.kill('SIGTERM');
-    await waitFor(() => upExit !== undefined, 20_000, () => `up did not exit after SIGTERM; stderr: ${upErr}`);
-    await waitFor(() => childPids.every((pid) => !alive(pid)), 10_000, () => `children left running: ${childPids.filter(alive).join(', ')}`);
+    await waitFor(
+      () => upExit !== undefined,
+      20_000,
+      () => `up did not exit after SIGTERM; stderr: ${upErr}`,
+    );
+    await waitFor(
+      () => childPids.every((pid) => !alive(pid)),
+      10_000,
+      () => `children left running: ${childPids.filter(alive).join(', ')}`,
+    );
     assert.match(upErr, /stopped/);
   });
 });

@@ -19,22 +19,69 @@ const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 function dstore(args: string[], env: NodeJS.ProcessEnv = {}): { code: number | null; stdout: string; stderr: string } {
   const clean: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
-  const r = spawnSync(process.execPath, [MAIN, ...args], { env: { ...clean, ...env }, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    env: { ...clean, ...env },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Each subcommand with the environment variables its --help must show. */
 const HELP: Record<string, string[]> = {
-  up: ['DSTORE_NODES', 'DSTORE_PARTITIONS', 'DSTORE_REPLICAS', 'DSTORE_MIN_WRITE_REPLICAS', 'DSTORE_BACKEND', 'DSTORE_DATA_DIR', 'DSTORE_PORT', 'DSTORE_STORAGE_PORT', 'DSTORE_NO_SHELL', 'DSTORE_LOG_LEVEL'],
-  nameserver: ['DSTORE_LISTEN', 'DSTORE_ADVERTISE', 'DSTORE_CONFIG', 'DSTORE_PORT', 'DSTORE_DATA_DIR', 'DSTORE_PARTITIONS', 'DSTORE_REPLICAS', 'DSTORE_MIN_WRITE_REPLICAS', 'DSTORE_HEARTBEAT_MS', 'DSTORE_DEAD_AFTER_MS', 'DSTORE_LOG_LEVEL'],
-  storage: ['DSTORE_NAMESERVER', 'DSTORE_LISTEN', 'DSTORE_CONFIG', 'DSTORE_PORT', 'DSTORE_ADVERTISE', 'DSTORE_NODE_ID', 'DSTORE_BACKEND', 'DSTORE_DATA_DIR', 'DSTORE_SYNC', 'DSTORE_MAX_VALUE_BYTES', 'DSTORE_LOG_LEVEL'],
+  up: [
+    'DSTORE_NODES',
+    'DSTORE_PARTITIONS',
+    'DSTORE_REPLICAS',
+    'DSTORE_MIN_WRITE_REPLICAS',
+    'DSTORE_BACKEND',
+    'DSTORE_DATA_DIR',
+    'DSTORE_PORT',
+    'DSTORE_STORAGE_PORT',
+    'DSTORE_NO_SHELL',
+    'DSTORE_LOG_LEVEL',
+  ],
+  nameserver: [
+    'DSTORE_LISTEN',
+    'DSTORE_ADVERTISE',
+    'DSTORE_CONFIG',
+    'DSTORE_PORT',
+    'DSTORE_DATA_DIR',
+    'DSTORE_PARTITIONS',
+    'DSTORE_REPLICAS',
+    'DSTORE_MIN_WRITE_REPLICAS',
+    'DSTORE_HEARTBEAT_MS',
+    'DSTORE_DEAD_AFTER_MS',
+    'DSTORE_LOG_LEVEL',
+  ],
+  storage: [
+    'DSTORE_NAMESERVER',
+    'DSTORE_LISTEN',
+    'DSTORE_CONFIG',
+    'DSTORE_PORT',
+    'DSTORE_ADVERTISE',
+    'DSTORE_NODE_ID',
+    'DSTORE_BACKEND',
+    'DSTORE_DATA_DIR',
+    'DSTORE_SYNC',
+    'DSTORE_MAX_VALUE_BYTES',
+    'DSTORE_LOG_LEVEL',
+  ],
   client: ['DSTORE_NAMESERVER', 'DSTORE_TIMEOUT_MS', 'DSTORE_CLUSTER_TOKEN'],
   put: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_PUT_FILE', 'DSTORE_KEY_HEX'],
   get: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_RAW', 'DSTORE_KEY_HEX'],
   del: ['DSTORE_NAMESERVER', 'DSTORE_KEY_HEX'],
   dump: ['DSTORE_NAMESERVER', 'DSTORE_JSON', 'DSTORE_DUMP_ALL'],
   nodes: ['DSTORE_NAMESERVER', 'DSTORE_JSON'],
-  bench: ['DSTORE_NAMESERVER', 'DSTORE_BENCH_CONCURRENCY', 'DSTORE_BENCH_DURATION', 'DSTORE_BENCH_VALUE_SIZE', 'DSTORE_BENCH_KEYS', 'DSTORE_BENCH_RATIO', 'DSTORE_BENCH_SPAWN'],
+  bench: [
+    'DSTORE_NAMESERVER',
+    'DSTORE_BENCH_CONCURRENCY',
+    'DSTORE_BENCH_DURATION',
+    'DSTORE_BENCH_VALUE_SIZE',
+    'DSTORE_BENCH_KEYS',
+    'DSTORE_BENCH_RATIO',
+    'DSTORE_BENCH_SPAWN',
+  ],
 };
 
 describe('dstore --help', () => {
@@ -53,7 +100,9 @@ describe('dstore --help', () => {
       for (const env of envs) assert.ok(flat.includes(`env: ${env}`), `${name} --help should mention ${env}`);
       // Every option line (except --help) carries an env name.
       const options = r.stdout.split('\nOptions:\n')[1] ?? '';
-      const flags = [...options.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]).filter((f) => f !== '--help');
+      const flags = [...options.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)]
+        .map((m) => m[1])
+        .filter((f) => f !== '--help');
       const envCount = (options.replace(/\s+/g, ' ').match(/env: DSTORE_/g) ?? []).length;
       assert.equal(envCount, flags.length, `every flag of ${name} has an env variable: ${flags.join(' ')}`);
     });
@@ -71,20 +120,85 @@ describe('bad input exits 2 with one line', () => {
     ['too many arguments', ['put', 'a', 'b', 'c'], {}, /too many arguments/],
     ['bad nameserver address', ['get', 'k', '--nameserver', 'nohost'], {}, /Expected HOST:PORT/],
     ['bad ratio', ['bench', '--ratio', '0:0'], {}, /READS:WRITES/],
-    ['min write replicas above R', ['up', '--replicas', '2', '--min-write-replicas', '3', '--port', '0'], {}, /cannot exceed --replicas/],
-    ['fewer nodes than replicas', ['up', '--nodes', '2', '--port', '0'], {}, /--nodes \(2\) must be at least --replicas \(3\)/],
-    ['listening off loopback without a token', ['nameserver', '--host', '0.0.0.0', '--port', '0'], {}, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
-    ['a nameserver on a non-loopback --listen without a token', ['nameserver', '--listen', '10.77.0.1', '--port', '0'], {}, /refusing to listen on 10\.77\.0\.1 without a cluster token/],
-    ['a storage server on a non-loopback --listen without a token', ['storage', '--listen', '0.0.0.0', '--port', '0'], {}, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
-    ['a non-loopback listen from the environment without a token', ['storage', '--port', '0'], { DSTORE_LISTEN: '::' }, /refusing to listen on :: without a cluster token/],
-    ['an empty cluster token', ['up', '--listen', '0.0.0.0', '--port', '0'], { DSTORE_CLUSTER_TOKEN: '' }, /refusing to listen on 0\.0\.0\.0 without a cluster token/],
-    ['a boolean environment variable that is not a boolean', ['get', 'k'], { DSTORE_JSON: 'maybe' }, /DSTORE_JSON="maybe" is not a boolean: use 1, true, yes or on, or 0, false, no or off/],
-    ['an empty boolean environment variable', ['up', '--port', '0'], { DSTORE_NO_SHELL: '' }, /DSTORE_NO_SHELL="" is not a boolean/],
-    ['--key-hex with an odd number of digits', ['get', '--key-hex', 'abc'], {}, /--key-hex: expected the key as an even number of hex digits/],
+    [
+      'min write replicas above R',
+      ['up', '--replicas', '2', '--min-write-replicas', '3', '--port', '0'],
+      {},
+      /cannot exceed --replicas/,
+    ],
+    [
+      'fewer nodes than replicas',
+      ['up', '--nodes', '2', '--port', '0'],
+      {},
+      /--nodes \(2\) must be at least --replicas \(3\)/,
+    ],
+    [
+      'listening off loopback without a token',
+      ['nameserver', '--host', '0.0.0.0', '--port', '0'],
+      {},
+      /refusing to listen on 0\.0\.0\.0 without a cluster token/,
+    ],
+    [
+      'a nameserver on a non-loopback --listen without a token',
+      ['nameserver', '--listen', '10.77.0.1', '--port', '0'],
+      {},
+      /refusing to listen on 10\.77\.0\.1 without a cluster token/,
+    ],
+    [
+      'a storage server on a non-loopback --listen without a token',
+      ['storage', '--listen', '0.0.0.0', '--port', '0'],
+      {},
+      /refusing to listen on 0\.0\.0\.0 without a cluster token/,
+    ],
+    [
+      'a non-loopback listen from the environment without a token',
+      ['storage', '--port', '0'],
+      { DSTORE_LISTEN: '::' },
+      /refusing to listen on :: without a cluster token/,
+    ],
+    [
+      'an empty cluster token',
+      ['up', '--listen', '0.0.0.0', '--port', '0'],
+      { DSTORE_CLUSTER_TOKEN: '' },
+      /refusing to listen on 0\.0\.0\.0 without a cluster token/,
+    ],
+    [
+      'a boolean environment variable that is not a boolean',
+      ['get', 'k'],
+      { DSTORE_JSON: 'maybe' },
+      /DSTORE_JSON="maybe" is not a boolean: use 1, true, yes or on, or 0, false, no or off/,
+    ],
+    [
+      'an empty boolean environment variable',
+      ['up', '--port', '0'],
+      { DSTORE_NO_SHELL: '' },
+      /DSTORE_NO_SHELL="" is not a boolean/,
+    ],
+    [
+      '--key-hex with an odd number of digits',
+      ['get', '--key-hex', 'abc'],
+      {},
+      /--key-hex: expected the key as an even number of hex digits/,
+    ],
     ['--key-hex with a non-hex digit', ['del', '--key-hex', 'zz'], {}, /--key-hex: expected/],
-    ['put with a value and --file', ['put', 'k', 'v', '--file', '/etc/hostname'], {}, /either as an argument or with --file, not both/],
-    ['put --file of a missing file', ['put', 'k', '--file', '/nonexistent/dstore-value'], {}, /--file \/nonexistent\/dstore-value: no such file/],
-    ['--listen and its old name --host disagreeing', ['nameserver', '--listen', '127.0.0.1', '--host', '127.0.0.2', '--port', '0'], {}, /--host is the old name of --listen/],
+    [
+      'put with a value and --file',
+      ['put', 'k', 'v', '--file', '/etc/hostname'],
+      {},
+      /either as an argument or with --file, not both/,
+    ],
+    [
+      'put --file of a missing file',
+      ['put', 'k', '--file', '/nonexistent/dstore-value'],
+      {},
+      /--file \/nonexistent\/dstore-value: no such file/,
+    ],
+    [
+      '--listen and its old name --host disagreeing',
+      ['nameserver', '--listen', '127.0.0.1', '--host', '127.0.0.2', '--port', '0'],
+      {},
+      /--host is the old name of --listen/,
+    ],
   ];
   for (const [what, args, env, expected] of cases) {
     test(what, () => {
@@ -105,7 +219,11 @@ describe('arguments that are not valid UTF-8', () => {
   function viaBash(args: string): { code: number | null; stdout: string; stderr: string } {
     const clean: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
-    const r = spawnSync('bash', ['-c', `exec "$0" "$1" ${args}`, process.execPath, MAIN], { env: clean, encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync('bash', ['-c', `exec "$0" "$1" ${args}`, process.execPath, MAIN], {
+      env: clean,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   }
 

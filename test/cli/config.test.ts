@@ -27,7 +27,11 @@ function file(name: string, text: string): string {
 }
 
 /** Parses `args` with the real program, with `env` as the only DSTORE_* variables; returns the options the action got. */
-async function resolved(command: string, args: string[], env: Record<string, string> = {}): Promise<{ o: Record<string, unknown>; cmd: Command }> {
+async function resolved(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ o: Record<string, unknown>; cmd: Command }> {
   const saved = { ...process.env };
   for (const k of Object.keys(process.env)) if (k.startsWith('DSTORE_')) delete process.env[k];
   Object.assign(process.env, env);
@@ -51,7 +55,11 @@ async function resolved(command: string, args: string[], env: Record<string, str
 function dstore(args: string[], env: NodeJS.ProcessEnv = {}): { code: number | null; stdout: string; stderr: string } {
   const clean: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
-  const r = spawnSync(process.execPath, [MAIN, ...args], { env: { ...clean, ...env }, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    env: { ...clean, ...env },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -72,7 +80,9 @@ describe('precedence: flag > env > file > default', () => {
     assert.deepEqual([o.maxValueBytes, o.heartbeatMs], [3000, 250]);
   });
   test('the flag over the environment and the file', async () => {
-    const { o } = await resolved('storage', ['--config', yaml, '--max-value-bytes', '4000'], { DSTORE_MAX_VALUE_BYTES: '3000' });
+    const { o } = await resolved('storage', ['--config', yaml, '--max-value-bytes', '4000'], {
+      DSTORE_MAX_VALUE_BYTES: '3000',
+    });
     assert.deepEqual([o.maxValueBytes, o.heartbeatMs], [4000, 250]);
   });
   test('the file named by DSTORE_CONFIG', async () => {
@@ -80,16 +90,28 @@ describe('precedence: flag > env > file > default', () => {
     assert.equal(o.maxValueBytes, 2000);
   });
   test('JSON files, numbers given as strings, booleans and --no-x flags as x: false', async () => {
-    const json = file('up.json', JSON.stringify({ nodes: '4', port: 7300, shell: false, clusterToken: 'sekrit', listen: '0.0.0.0' }));
+    const json = file(
+      'up.json',
+      JSON.stringify({ nodes: '4', port: 7300, shell: false, clusterToken: 'sekrit', listen: '0.0.0.0' }),
+    );
     const { o, cmd } = await resolved('up', ['--config', json]);
     assert.deepEqual([o.nodes, o.port, o.shell, o.clusterToken, listenOf(cmd)], [4, 7300, false, 'sekrit', '0.0.0.0']);
-    const dump = await resolved('dump', ['--config', file('dump.yml', 'json: true\nall: true\nnameserver: "10.0.0.1:7000"\n')]);
+    const dump = await resolved('dump', [
+      '--config',
+      file('dump.yml', 'json: true\nall: true\nnameserver: "10.0.0.1:7000"\n'),
+    ]);
     assert.deepEqual([dump.o.json, dump.o.all, dump.o.nameserver], [true, true, '10.0.0.1:7000']);
   });
   test('YAML values are read as the text after the flag would be: no number conversion', async () => {
-    const { o } = await resolved('storage', ['--config', file('text.yaml', 'clusterToken: 0123\nnodeId: 1e3\nport: 7101\n')]);
+    const { o } = await resolved('storage', [
+      '--config',
+      file('text.yaml', 'clusterToken: 0123\nnodeId: 1e3\nport: 7101\n'),
+    ]);
     assert.deepEqual([o.clusterToken, o.nodeId, o.port], ['0123', '1e3', 7101]);
-    const long = await resolved('client', ['--config', file('long.yaml', 'clusterToken: 123456789012345678901234567890\n')]);
+    const long = await resolved('client', [
+      '--config',
+      file('long.yaml', 'clusterToken: 123456789012345678901234567890\n'),
+    ]);
     assert.equal(long.o.clusterToken, '123456789012345678901234567890');
   });
   test('an empty file (or only comments) sets nothing', async () => {
@@ -97,7 +119,10 @@ describe('precedence: flag > env > file > default', () => {
     assert.equal(o.port, 7000);
   });
   test('--listen from the file; --host (its old name) still works as a flag', async () => {
-    const withListen = await resolved('nameserver', ['--config', file('ns.yaml', 'listen: 10.77.0.1\nadvertise: ns.example:7000\n')]);
+    const withListen = await resolved('nameserver', [
+      '--config',
+      file('ns.yaml', 'listen: 10.77.0.1\nadvertise: ns.example:7000\n'),
+    ]);
     assert.equal(listenOf(withListen.cmd), '10.77.0.1');
     assert.equal(withListen.o.advertise, 'ns.example:7000');
     const withHost = await resolved('nameserver', ['--host', '127.0.0.2']);
@@ -127,17 +152,67 @@ describe('a bad config file exits 2 with one line', () => {
     ['invalid JSON', file('bad.json', '{"port": 7000,}'), [], /config file .*bad\.json is not valid JSON/],
     ['duplicate keys', file('dup.yaml', 'port: 1\nport: 2\n'), [], /is not valid YAML: .*[Mm]ap keys must be unique/],
     ['a list, not a mapping', file('list.yaml', '- port\n'), [], /must be a mapping of settings/],
-    ['an unknown key', file('unknown.yaml', 'bogus: 1\n'), [], /unknown key "bogus"; the keys of dstore nameserver are: .*port/],
-    ['a kebab-case key', file('kebab.yaml', 'dead-after-ms: 100\n'), [], /unknown key "dead-after-ms" \(did you mean deadAfterMs\?/],
-    ['a key of another role', file('other.yaml', 'backend: lmdb\n'), [], /unknown key "backend" \(a setting of dstore up, storage, bench, chaos, not of dstore nameserver/],
-    ['a wrong type', file('type.yaml', 'port: [1, 2]\n'), [], /config file .*type\.yaml: port: expected a string or a number, got a list/],
-    ['a boolean for a value', file('bool.yaml', 'partitions: true\n'), [], /partitions: "true" is invalid\. Expected an integer/],
-    ['a boolean for a value (JSON)', file('bool.json', '{"partitions": true}'), [], /partitions: expected a string or a number, got boolean true/],
-    ['a mapping for a value', file('map.yaml', 'port:\n  a: 1\n'), [], /port: expected a string or a number, got a mapping/],
-    ['a value out of range', file('range.yaml', 'port: 70000\n'), [], /port: "70000" is invalid\. Expected a port number from 0 to 65535/],
+    [
+      'an unknown key',
+      file('unknown.yaml', 'bogus: 1\n'),
+      [],
+      /unknown key "bogus"; the keys of dstore nameserver are: .*port/,
+    ],
+    [
+      'a kebab-case key',
+      file('kebab.yaml', 'dead-after-ms: 100\n'),
+      [],
+      /unknown key "dead-after-ms" \(did you mean deadAfterMs\?/,
+    ],
+    [
+      'a key of another role',
+      file('other.yaml', 'backend: lmdb\n'),
+      [],
+      /unknown key "backend" \(a setting of dstore up, storage, bench, chaos, not of dstore nameserver/,
+    ],
+    [
+      'a wrong type',
+      file('type.yaml', 'port: [1, 2]\n'),
+      [],
+      /config file .*type\.yaml: port: expected a string or a number, got a list/,
+    ],
+    [
+      'a boolean for a value',
+      file('bool.yaml', 'partitions: true\n'),
+      [],
+      /partitions: "true" is invalid\. Expected an integer/,
+    ],
+    [
+      'a boolean for a value (JSON)',
+      file('bool.json', '{"partitions": true}'),
+      [],
+      /partitions: expected a string or a number, got boolean true/,
+    ],
+    [
+      'a mapping for a value',
+      file('map.yaml', 'port:\n  a: 1\n'),
+      [],
+      /port: expected a string or a number, got a mapping/,
+    ],
+    [
+      'a value out of range',
+      file('range.yaml', 'port: 70000\n'),
+      [],
+      /port: "70000" is invalid\. Expected a port number from 0 to 65535/,
+    ],
     ['a bad choice', file('choice.yaml', 'logLevel: loud\n'), [], /logLevel: "loud" is invalid\. Allowed choices are/],
-    ['a bad value even when a flag overrides it', file('over.yaml', 'port: -1\n'), ['--port', '0'], /port: "-1" is invalid/],
-    ['the old key host', file('host.yaml', 'host: 0.0.0.0\n'), [], /unknown key "host" \(--host is now --listen: use the key listen\)/],
+    [
+      'a bad value even when a flag overrides it',
+      file('over.yaml', 'port: -1\n'),
+      ['--port', '0'],
+      /port: "-1" is invalid/,
+    ],
+    [
+      'the old key host',
+      file('host.yaml', 'host: 0.0.0.0\n'),
+      [],
+      /unknown key "host" \(--host is now --listen: use the key listen\)/,
+    ],
     ['the config key in the file', file('self.yaml', 'config: other.yaml\n'), [], /unknown key "config"/],
   ];
   for (const [what, path, extra, expected] of cases) {

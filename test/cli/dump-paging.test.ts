@@ -37,21 +37,43 @@ describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 3
     dataDir = mkdtempSync(join(tmpdir(), 'dstore-dump-paging-'));
     const port = await freePort();
     nameserver = `127.0.0.1:${port}`;
-    up = spawn(process.execPath, [MAIN, 'up', '--no-shell', '--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--sync', 'none'], {
-      env: cleanEnv(),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    up = spawn(
+      process.execPath,
+      [
+        MAIN,
+        'up',
+        '--no-shell',
+        '--data-dir',
+        dataDir,
+        '--port',
+        String(port),
+        '--storage-port',
+        '0',
+        '--sync',
+        'none',
+      ],
+      {
+        env: cleanEnv(),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     up.stdout?.on('data', (c: Buffer) => (upOut += c.toString('utf8')));
     up.stderr?.on('data', (c: Buffer) => (upErr += c.toString('utf8')));
     up.once('exit', (code, signal) => (upExit = { code, signal }));
-    await waitFor(() => upOut.includes('local cluster ready') || upExit !== undefined, 60_000, () => `up did not start: ${upOut} ${upErr}`);
+    await waitFor(
+      () => upOut.includes('local cluster ready') || upExit !== undefined,
+      60_000,
+      () => `up did not start: ${upOut} ${upErr}`,
+    );
     assert.equal(upExit, undefined, upErr);
     pids = [...upOut.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
     const db = await connect(nameserver, { timeoutMs: 30_000 });
     try {
       const value = 'v'.repeat(16);
       for (let start = 0; start < KEYS; start += 100) {
-        await Promise.all(Array.from({ length: Math.min(100, KEYS - start) }, (_, j) => db.put(keyOf(start + j), value)));
+        await Promise.all(
+          Array.from({ length: Math.min(100, KEYS - start) }, (_, j) => db.put(keyOf(start + j), value)),
+        );
       }
     } finally {
       await db.close();
@@ -68,7 +90,11 @@ describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 3
     }
     if (up && upExit === undefined) {
       up.kill('SIGTERM');
-      await waitFor(() => upExit !== undefined, 20_000, () => 'up did not stop').catch(() => up?.kill('SIGKILL'));
+      await waitFor(
+        () => upExit !== undefined,
+        20_000,
+        () => 'up did not stop',
+      ).catch(() => up?.kill('SIGKILL'));
     }
     for (const pid of pids) {
       try {
@@ -83,7 +109,13 @@ describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 3
   test('dump --all --json lists every key on every server and exits 0', async () => {
     const r = await run(['dump', '--all', '--json', '--nameserver', nameserver]);
     assert.equal(r.code, 0, r.stderr);
-    const servers = JSON.parse(r.stdout) as { nodeId: string; keyCount: number; keys: string[]; truncated: boolean; error?: string }[];
+    const servers = JSON.parse(r.stdout) as {
+      nodeId: string;
+      keyCount: number;
+      keys: string[];
+      truncated: boolean;
+      error?: string;
+    }[];
     assert.equal(servers.length, 3);
     const expected = Array.from({ length: KEYS }, (_, i) => keyOf(i)).sort();
     for (const s of servers) {

@@ -13,7 +13,16 @@ import { describe, test } from 'node:test';
 import { formatReport, keyName, makeValue, randomBenchPrefix } from '../../src/cli/bench.js';
 import { colourWanted, formatAgo, formatDuration, formatKey, formatValue, table } from '../../src/cli/format.js';
 import { Histogram } from '../../src/cli/histogram.js';
-import { checkListenAllowed, freePort, intParser, isLoopbackHost, isPortFree, parseHostPort, parseRatio, UsageError } from '../../src/cli/options.js';
+import {
+  checkListenAllowed,
+  freePort,
+  intParser,
+  isLoopbackHost,
+  isPortFree,
+  parseHostPort,
+  parseRatio,
+  UsageError,
+} from '../../src/cli/options.js';
 import { storageIdsFor } from '../../src/cli/up.js';
 
 describe('histogram', () => {
@@ -102,13 +111,29 @@ describe('format', () => {
   });
 
   test('tables align columns, right-aligning the ones asked for', () => {
-    assert.equal(table([['a', 'bb', '1'], ['ccc', 'd', '22']], new Set([2])), 'a    bb   1\nccc  d   22');
+    assert.equal(
+      table(
+        [
+          ['a', 'bb', '1'],
+          ['ccc', 'd', '22'],
+        ],
+        new Set([2]),
+      ),
+      'a    bb   1\nccc  d   22',
+    );
   });
 
   test('bench report names every figure', () => {
     const s = { ops: 1000, opsPerSec: 100, p50Ms: 1.234, p99Ms: 12.5, maxMs: 40, meanMs: 2 };
     const text = formatReport({
-      config: { nameserver: '127.0.0.1:7000', concurrency: 64, durationS: 10, valueSize: 100, keys: 10000, ratio: '1:1' },
+      config: {
+        nameserver: '127.0.0.1:7000',
+        concurrency: 64,
+        durationS: 10,
+        valueSize: 100,
+        keys: 10000,
+        ratio: '1:1',
+      },
       elapsedS: 10,
       reads: s,
       writes: s,
@@ -131,13 +156,15 @@ describe('options', () => {
   test('integers: whole numbers in range only', () => {
     const p = intParser('an integer', 1, 10);
     assert.equal(p('7'), 7);
-    for (const bad of ['0', '11', '1.5', '1e1', '', ' 7', 'x']) assert.throws(() => p(bad), /Expected an integer from 1 to 10/, bad);
+    for (const bad of ['0', '11', '1.5', '1e1', '', ' 7', 'x'])
+      assert.throws(() => p(bad), /Expected an integer from 1 to 10/, bad);
   });
 
   test('HOST:PORT', () => {
     assert.equal(parseHostPort('127.0.0.1:7000'), '127.0.0.1:7000');
     assert.equal(parseHostPort('[::1]:7000'), '[::1]:7000');
-    for (const bad of ['127.0.0.1', ':7000', 'host:0', 'host:70000', 'a b:1']) assert.throws(() => parseHostPort(bad), /HOST:PORT/, bad);
+    for (const bad of ['127.0.0.1', ':7000', 'host:0', 'host:70000', 'a b:1'])
+      assert.throws(() => parseHostPort(bad), /HOST:PORT/, bad);
   });
 
   test('ratio READS:WRITES', () => {
@@ -147,7 +174,9 @@ describe('options', () => {
   });
 
   test('nothing listens off loopback without a cluster token (DESIGN §12)', () => {
-    assert.ok(isLoopbackHost('127.0.0.1') && isLoopbackHost('localhost') && isLoopbackHost('::1') && !isLoopbackHost('0.0.0.0'));
+    assert.ok(
+      isLoopbackHost('127.0.0.1') && isLoopbackHost('localhost') && isLoopbackHost('::1') && !isLoopbackHost('0.0.0.0'),
+    );
     assert.throws(() => checkListenAllowed('0.0.0.0', undefined), UsageError);
     checkListenAllowed('0.0.0.0', 'secret');
     checkListenAllowed('127.0.0.1', undefined);

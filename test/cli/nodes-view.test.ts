@@ -16,14 +16,23 @@ import { after, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/options.js';
 import { runDstoreText } from './harness.js';
 
-const upWithShell = (args: string[], script: string) => runDstoreText(['up', ...args], { input: script, timeoutMs: 120_000 });
+const upWithShell = (args: string[], script: string) =>
+  runDstoreText(['up', ...args], { input: script, timeoutMs: 120_000 });
 
 /** The KEYS column of each storage row of the `nodes` tables in `out`, one map per table. */
 function keysPerTable(out: string): Map<string, number>[] {
   return out
     .split(/^(?=NODE +ROLE)/m)
     .slice(1)
-    .map((t) => new Map([...t.matchAll(/^(s\d+) +storage +\S+ +alive +\S+ ago +\d+ +\d+ +(\d+) /gm)].map((m) => [m[1] as string, Number(m[2])])));
+    .map(
+      (t) =>
+        new Map(
+          [...t.matchAll(/^(s\d+) +storage +\S+ +alive +\S+ ago +\d+ +\d+ +(\d+) /gm)].map((m) => [
+            m[1] as string,
+            Number(m[2]),
+          ]),
+        ),
+    );
 }
 
 describe('nodes shows what is known, now', { timeout: 200_000 }, () => {
@@ -35,8 +44,24 @@ describe('nodes shows what is known, now', { timeout: 200_000 }, () => {
   test('fresh KEYS after an insert; after a nameserver restart, unknown nodes without made-up times', async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'dstore-nodes-view-'));
     const port = await freePort();
-    const script = ['nodes', 'insert brand-new-key 1', 'nodes', 'kill s3', 'restart nameserver', 'nodes', 'quit'].join('\n');
-    const r = await upWithShell(['--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--backend', 'memory', '--heartbeat-ms', '1000'], `${script}\n`);
+    const script = ['nodes', 'insert brand-new-key 1', 'nodes', 'kill s3', 'restart nameserver', 'nodes', 'quit'].join(
+      '\n',
+    );
+    const r = await upWithShell(
+      [
+        '--data-dir',
+        dataDir,
+        '--port',
+        String(port),
+        '--storage-port',
+        '0',
+        '--backend',
+        'memory',
+        '--heartbeat-ms',
+        '1000',
+      ],
+      `${script}\n`,
+    );
     assert.equal(r.code, 0, `stderr: ${r.stderr}`);
     const tables = keysPerTable(r.stdout);
     assert.ok(tables.length >= 2, r.stdout);
@@ -52,6 +77,10 @@ describe('nodes shows what is known, now', { timeout: 200_000 }, () => {
     }
     const last = r.stdout.split(/^(?=NODE +ROLE)/m).at(-1) ?? '';
     assert.doesNotMatch(last, /starting/, `no node is "starting" after the nameserver restart:\n${last}`);
-    assert.match(last, /^s3 +storage +\S+ +unknown +- +\d+ +\d+ +\d+ +memory +- +exited/m, `s3 was killed: unknown, no heartbeat, no uptime\n${last}`);
+    assert.match(
+      last,
+      /^s3 +storage +\S+ +unknown +- +\d+ +\d+ +\d+ +memory +- +exited/m,
+      `s3 was killed: unknown, no heartbeat, no uptime\n${last}`,
+    );
   });
 });

@@ -60,10 +60,51 @@ class FakeDb implements Db {
       formed: true,
       mapVersion: 7,
       nodes: [
-        { id: 'nameserver', role: 'nameserver', address: '127.0.0.1:7000', state: 'alive', partitionsHeld: 0, partitionsLed: 0, keys: 0, uptimeMs: 65_000 },
-        { id: 's1', role: 'storage', address: '127.0.0.1:7101', state: 'alive', lastHeartbeatMs: now - 400, partitionsHeld: 16, partitionsLed: 6, keys: this.data.size, backend: 'memory', uptimeMs: 64_000 },
-        { id: 's2', role: 'storage', address: '127.0.0.1:7102', state: 'dead', lastHeartbeatMs: now - 7_300, partitionsHeld: 16, partitionsLed: 5, keys: this.data.size, backend: 'memory', uptimeMs: 3_000 },
-        { id: 's3', role: 'storage', address: '127.0.0.1:7103', state: 'unknown', partitionsHeld: 0, partitionsLed: 0, keys: 0, backend: 'memory', uptimeMs: 0 },
+        {
+          id: 'nameserver',
+          role: 'nameserver',
+          address: '127.0.0.1:7000',
+          state: 'alive',
+          partitionsHeld: 0,
+          partitionsLed: 0,
+          keys: 0,
+          uptimeMs: 65_000,
+        },
+        {
+          id: 's1',
+          role: 'storage',
+          address: '127.0.0.1:7101',
+          state: 'alive',
+          lastHeartbeatMs: now - 400,
+          partitionsHeld: 16,
+          partitionsLed: 6,
+          keys: this.data.size,
+          backend: 'memory',
+          uptimeMs: 64_000,
+        },
+        {
+          id: 's2',
+          role: 'storage',
+          address: '127.0.0.1:7102',
+          state: 'dead',
+          lastHeartbeatMs: now - 7_300,
+          partitionsHeld: 16,
+          partitionsLed: 5,
+          keys: this.data.size,
+          backend: 'memory',
+          uptimeMs: 3_000,
+        },
+        {
+          id: 's3',
+          role: 'storage',
+          address: '127.0.0.1:7103',
+          state: 'unknown',
+          partitionsHeld: 0,
+          partitionsLed: 0,
+          keys: 0,
+          backend: 'memory',
+          uptimeMs: 0,
+        },
       ],
     };
   }
@@ -93,12 +134,22 @@ async function waitUntil(condition: () => boolean, explain: () => string): Promi
 }
 
 /** Runs the shell over `lines` (piped, as `echo … | dstore client`) and returns its output. */
-async function drive(db: Db, lines: string[], opts: { end?: boolean; extraCommands?: ShellCommand[] } = {}): Promise<{ out: string; end: ShellEnd }> {
+async function drive(
+  db: Db,
+  lines: string[],
+  opts: { end?: boolean; extraCommands?: ShellCommand[] } = {},
+): Promise<{ out: string; end: ShellEnd }> {
   const input = new PassThrough();
   const output = new PassThrough();
   let out = '';
   output.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  const done = runShell({ db, input, output, isTTY: false, ...(opts.extraCommands ? { extraCommands: opts.extraCommands } : {}) });
+  const done = runShell({
+    db,
+    input,
+    output,
+    isTTY: false,
+    ...(opts.extraCommands ? { extraCommands: opts.extraCommands } : {}),
+  });
   input.write(lines.map((l) => `${l}\n`).join(''));
   if (opts.end !== false) input.end();
   const end = await done;
@@ -139,7 +190,15 @@ describe('shell (piped, over a fake Db)', () => {
 
   test('unknown command, wrong argument count and an unbalanced quote print hints; the shell goes on', async () => {
     const db = new FakeDb();
-    const { out, end } = await drive(db, ['frobnicate', 'gte k', 'insert onlykey', 'get a b', 'insert k "unclosed', 'insert k after', 'get k']);
+    const { out, end } = await drive(db, [
+      'frobnicate',
+      'gte k',
+      'insert onlykey',
+      'get a b',
+      'insert k "unclosed',
+      'insert k after',
+      'get k',
+    ]);
     assert.equal(end, 'eof');
     const lines = out.trimEnd().split('\n');
     assert.match(lines[0] ?? '', /^unknown command frobnicate.*type help/);
@@ -167,7 +226,10 @@ describe('shell (piped, over a fake Db)', () => {
     const lines = out.trimEnd().split('\n');
     assert.equal(lines.length, 3, out);
     for (const [i, name] of ['kill', 'restart', 'spawn'].entries()) {
-      assert.match(lines[i] ?? '', new RegExp(`^${name} controls the nodes of a local cluster: only the shell of \`dstore up\` has it`));
+      assert.match(
+        lines[i] ?? '',
+        new RegExp(`^${name} controls the nodes of a local cluster: only the shell of \`dstore up\` has it`),
+      );
     }
   });
 
@@ -181,7 +243,10 @@ describe('shell (piped, over a fake Db)', () => {
     input.write('insert typed but cleared');
     input.write('\x03'); // Ctrl-C with input: the line is dropped, the shell goes on
     input.write('insert a b\r');
-    await waitUntil(() => db.data.size === 1, () => `insert a b did not run: ${JSON.stringify(out)}`);
+    await waitUntil(
+      () => db.data.size === 1,
+      () => `insert a b did not run: ${JSON.stringify(out)}`,
+    );
     input.write('\x03'); // Ctrl-C at an empty prompt: leaves, once
     assert.equal(await done, 'eof');
     assert.equal(db.data.size, 1, 'the cleared line never ran');
@@ -235,16 +300,28 @@ describe('shell (piped, over a fake Db)', () => {
     assert.match(first ?? '', /^NODE +ROLE +ADDRESS +STATE +HEARTBEAT +HELD +LED +KEYS +BACKEND +UPTIME\n/);
     assert.match(out, /nameserver +nameserver +127\.0\.0\.1:7000 +alive +- +- +- +- +- +1m 5s/);
     assert.match(out, /s1 +storage +127\.0\.0\.1:7101 +alive +0\.4s ago +16 +6 +0 +memory +1m 4s/);
-    assert.match(out, /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago +16 +5 +\d+ +memory +-\n/, 'a dead node shows no uptime');
-    assert.match(out, /s3 +storage +127\.0\.0\.1:7103 +unknown +- +0 +0 +0 +memory +-\n/, 'not heard from since the nameserver restarted: no heartbeat, no uptime');
-    assert.match(out, /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/3 storage servers alive/);
+    assert.match(
+      out,
+      /s2 +storage +127\.0\.0\.1:7102 +dead +7\.3s ago +16 +5 +\d+ +memory +-\n/,
+      'a dead node shows no uptime',
+    );
+    assert.match(
+      out,
+      /s3 +storage +127\.0\.0\.1:7103 +unknown +- +0 +0 +0 +memory +-\n/,
+      'not heard from since the nameserver restarted: no heartbeat, no uptime',
+    );
+    assert.match(
+      out,
+      /cluster abcdef01: formed, map version 7, 16 partitions, R=3, min write replicas 2, 1\/3 storage servers alive/,
+    );
     assert.equal((out.match(/^NODE/gm) ?? []).length, 2);
   });
 
   test('help lists every command and help <command> explains one', async () => {
     const db = new FakeDb();
     const { out } = await drive(db, ['help', 'help insert', 'help put', 'help nosuch']);
-    for (const c of ['help', 'insert <key> <value>', 'get <key>', 'delete <key>', 'dump [--all]', 'nodes', 'quit']) assert.ok(out.includes(c), c);
+    for (const c of ['help', 'insert <key> <value>', 'get <key>', 'delete <key>', 'dump [--all]', 'nodes', 'quit'])
+      assert.ok(out.includes(c), c);
     assert.match(out, /aliases: put, set/);
     assert.match(out, /usage: insert <key> <value>\n/);
     assert.match(out, /unknown command nosuch/);
@@ -265,8 +342,29 @@ describe('shell (piped, over a fake Db)', () => {
     const db = new FakeDb();
     const calls: string[] = [];
     const extra: ShellCommand[] = [
-      { name: 'kill', usage: '<node>', minArgs: 1, maxArgs: 1, group: 'Local cluster', summary: 'kill a node', run: (args, ctx) => { calls.push(args[0]?.text ?? ''); ctx.print(`killed ${args[0]?.text}`); } },
-      { name: 'spawn', usage: '', minArgs: 0, maxArgs: 0, group: 'Local cluster', summary: 'spawn a node', run: () => { throw new Error('no room'); } },
+      {
+        name: 'kill',
+        usage: '<node>',
+        minArgs: 1,
+        maxArgs: 1,
+        group: 'Local cluster',
+        summary: 'kill a node',
+        run: (args, ctx) => {
+          calls.push(args[0]?.text ?? '');
+          ctx.print(`killed ${args[0]?.text}`);
+        },
+      },
+      {
+        name: 'spawn',
+        usage: '',
+        minArgs: 0,
+        maxArgs: 0,
+        group: 'Local cluster',
+        summary: 'spawn a node',
+        run: () => {
+          throw new Error('no room');
+        },
+      },
     ];
     const { out } = await drive(db, ['kill s2', 'kill', 'spawn', 'help'], { extraCommands: extra });
     assert.deepEqual(calls, ['s2']);
@@ -279,7 +377,14 @@ describe('shell (piped, over a fake Db)', () => {
     const output = new PassThrough();
     let out = '';
     output.on('data', (c: Buffer) => (out += c.toString('utf8')));
-    const done = runShell({ db: new FakeDb(), input, output, isTTY: true, greeting: 'hello there', env: { NO_COLOR: '1' } });
+    const done = runShell({
+      db: new FakeDb(),
+      input,
+      output,
+      isTTY: true,
+      greeting: 'hello there',
+      env: { NO_COLOR: '1' },
+    });
     input.write('insert a b\r');
     input.write('quit\r');
     assert.equal(await done, 'quit');

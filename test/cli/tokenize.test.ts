@@ -37,7 +37,7 @@ describe('tokenize', () => {
     assert.deepEqual(texts('insert greeting "hello world"'), ['insert', 'greeting', 'hello world']);
   });
 
-  test('single quotes keep spaces and are literal except \\\' and \\\\', () => {
+  test("single quotes keep spaces and are literal except \\' and \\\\", () => {
     assert.deepEqual(texts(`insert k 'a "b" \\n c'`), ['insert', 'k', 'a "b" \\n c']);
     assert.deepEqual(texts(`put k 'it\\'s'`), ['put', 'k', "it's"]);
     assert.deepEqual(texts(`put k 'a\\\\b'`), ['put', 'k', 'a\\b']);
@@ -65,11 +65,21 @@ describe('tokenize', () => {
   });
 
   test('outside quotes a backslash makes a blank or a quote literal', () => {
-    assert.deepEqual(texts(String.raw`insert hello\ world a\"b c\'d e\\f`), ['insert', 'hello world', 'a"b', "c'd", 'e\\f']);
+    assert.deepEqual(texts(String.raw`insert hello\ world a\"b c\'d e\\f`), [
+      'insert',
+      'hello world',
+      'a"b',
+      "c'd",
+      'e\\f',
+    ]);
   });
 
   test('outside quotes the escapes of double quotes work too: bin\\x00 is 62 69 6e 00, not binx00', () => {
-    assert.deepEqual(bytes(String.raw`bin\x00 a\nb \u00e9`), [[0x62, 0x69, 0x6e, 0x00], [0x61, 0x0a, 0x62], [0xc3, 0xa9]]);
+    assert.deepEqual(bytes(String.raw`bin\x00 a\nb \u00e9`), [
+      [0x62, 0x69, 0x6e, 0x00],
+      [0x61, 0x0a, 0x62],
+      [0xc3, 0xa9],
+    ]);
   });
 
   test('an unknown escape is an error naming it, inside double quotes and outside quotes', () => {
@@ -99,7 +109,18 @@ describe('tokenize', () => {
   });
 
   test('quoteArg round-trips through tokenize', () => {
-    for (const s of ['plain', 'hello world', '', 'a"b', "it's", 'tab\there', 'new\nline', 'back\\slash', '値 🎉', '\x1b[31m']) {
+    for (const s of [
+      'plain',
+      'hello world',
+      '',
+      'a"b',
+      "it's",
+      'tab\there',
+      'new\nline',
+      'back\\slash',
+      '値 🎉',
+      '\x1b[31m',
+    ]) {
       const r = tokenize(`get ${quoteArg(s)}`);
       assert.ok(r.ok, s);
       assert.equal(r.tokens.length, 2, s);

@@ -45,11 +45,17 @@ const alive = (pid: number): boolean => {
 };
 
 /** `dstore up --backend redis --no-shell` in `dataDir`; resolves with its nameserver once ready. */
-async function up(dataDir: string): Promise<{ child: ChildProcess; nameserver: string; stop(): Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'up', '--backend', 'redis', '--no-shell', '--port', '0', '--nodes', '3', '--data-dir', dataDir], {
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+async function up(
+  dataDir: string,
+): Promise<{ child: ChildProcess; nameserver: string; stop(): Promise<number | null> }> {
+  const child = spawn(
+    process.execPath,
+    [MAIN, 'up', '--backend', 'redis', '--no-shell', '--port', '0', '--nodes', '3', '--data-dir', dataDir],
+    {
+      env: cleanEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString('utf8')));
@@ -81,7 +87,9 @@ function redisPid(dataDir: string, node: string): number {
 }
 
 describe('dstore up --backend redis', () => {
-  test('one redis-server per storage server, data kept there, all stopped with up, found again by the next up', { skip: redisInstalled ? false : REDIS_SKIP }, async () => {
+  test('one redis-server per storage server, data kept there, all stopped with up, found again by the next up', {
+    skip: redisInstalled ? false : REDIS_SKIP,
+  }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'dstore-up-redis-'));
     try {
       let cluster = await up(dataDir);
@@ -90,8 +98,13 @@ describe('dstore up --backend redis', () => {
         assert.equal(dstore(['put', 'greeting', 'hello redis', '--nameserver', cluster.nameserver]).status, 0);
         const got = dstore(['get', 'greeting', '--nameserver', cluster.nameserver]);
         assert.equal(got.stdout.trim(), 'hello redis');
-        const nodes = JSON.parse(dstore(['nodes', '--json', '--nameserver', cluster.nameserver]).stdout) as { nodes: Array<{ id: string; backend?: string }> };
-        assert.deepStrictEqual(nodes.nodes.filter((n) => n.id !== 'nameserver').map((n) => n.backend), ['redis', 'redis', 'redis']);
+        const nodes = JSON.parse(dstore(['nodes', '--json', '--nameserver', cluster.nameserver]).stdout) as {
+          nodes: Array<{ id: string; backend?: string }>;
+        };
+        assert.deepStrictEqual(
+          nodes.nodes.filter((n) => n.id !== 'nameserver').map((n) => n.backend),
+          ['redis', 'redis', 'redis'],
+        );
         pids = ['s1', 's2', 's3'].map((n) => redisPid(dataDir, n));
         assert.equal(new Set(pids).size, 3, 'three redis-servers');
         for (const pid of pids) assert.ok(alive(pid), `redis-server ${pid} runs`);
@@ -115,7 +128,10 @@ describe('dstore up --backend redis', () => {
       () => RedisFleet.create('/nonexistent', () => undefined),
       (err: unknown) => {
         assert.ok(err instanceof CliFailure);
-        assert.match(err.message, /redis-server is not installed: install it with `apt-get install redis-server` \(Debian\/Ubuntu\) or `brew install redis`/);
+        assert.match(
+          err.message,
+          /redis-server is not installed: install it with `apt-get install redis-server` \(Debian\/Ubuntu\) or `brew install redis`/,
+        );
         return true;
       },
     );

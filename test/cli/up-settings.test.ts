@@ -19,7 +19,8 @@ import { runDstoreText } from './harness.js';
 
 const RUN_TIMEOUT_MS = 90_000;
 
-const up = (args: string[], input: string, env: NodeJS.ProcessEnv) => runDstoreText(['up', ...args], { input, env, timeoutMs: RUN_TIMEOUT_MS });
+const up = (args: string[], input: string, env: NodeJS.ProcessEnv) =>
+  runDstoreText(['up', ...args], { input, env, timeoutMs: RUN_TIMEOUT_MS });
 
 describe('dstore up: settings as given and as the cluster has them', { timeout: 240_000 }, () => {
   let dataDir = '';
@@ -37,7 +38,9 @@ describe('dstore up: settings as given and as the cluster has them', { timeout: 
   const common = (): string[] => ['--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--nodes', '2'];
 
   test('DSTORE_NO_SHELL=0 keeps the shell on: it reads stdin, quits, and up exits 0', async () => {
-    const r = await up([...common(), '--partitions', '4', '--replicas', '2'], 'nodes\nquit\n', { DSTORE_NO_SHELL: '0' });
+    const r = await up([...common(), '--partitions', '4', '--replicas', '2'], 'nodes\nquit\n', {
+      DSTORE_NO_SHELL: '0',
+    });
     assert.equal(r.code, 0, `exit code; stderr: ${r.stderr}`);
     assert.match(r.stdout, /local cluster ready \(4 partitions, R=2,/);
     assert.match(r.stdout, /^NODE +ROLE +ADDRESS/m, 'the shell ran `nodes`');

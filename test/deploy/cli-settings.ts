@@ -17,14 +17,22 @@ export function help(sub: string): { flags: Set<string>; envs: Set<string>; text
     const r = spawnSync(process.execPath, [MAIN, sub, '--help'], { encoding: 'utf8', timeout: 30_000 });
     assert.equal(r.status, 0, `dstore ${sub} --help: ${r.stderr}`);
     const text = r.stdout.replace(/\s+/g, ' ');
-    h = { text, flags: new Set([...r.stdout.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!)), envs: new Set([...text.matchAll(/env: (DSTORE_[A-Z0-9_]+)/g)].map((m) => m[1]!)) };
+    h = {
+      text,
+      flags: new Set([...r.stdout.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!)),
+      envs: new Set([...text.matchAll(/env: (DSTORE_[A-Z0-9_]+)/g)].map((m) => m[1]!)),
+    };
     helpCache.set(sub, h);
   }
   return h;
 }
 
 /** The settings a service's process gets, exactly as the CLI resolves them (flags, env, defaults). */
-export async function resolvedSettings(sub: string, args: string[], env: Record<string, string>): Promise<Record<string, unknown>> {
+export async function resolvedSettings(
+  sub: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<Record<string, unknown>> {
   const saved = { ...process.env };
   for (const k of Object.keys(process.env)) if (k.startsWith('DSTORE_')) delete process.env[k];
   Object.assign(process.env, env);
@@ -44,4 +52,3 @@ export async function resolvedSettings(sub: string, args: string[], env: Record<
     Object.assign(process.env, saved);
   }
 }
-

@@ -54,14 +54,17 @@ const CALLER_ENV: Record<string, string> = { DSTORE_CLUSTER_TOKEN: '0123456789ab
  * CALLER_ENV (the test does not depend on the caller's environment).
  */
 function interpolate(value: string): string {
-  return value.replace(/\$\{([A-Z0-9_]+)(?:(:?-|:?\?)([^}]*))?\}/g, (_, name: string, op: string | undefined, arg: string | undefined) => {
-    if (op?.endsWith('?')) {
-      const v = CALLER_ENV[name];
-      assert.ok(v !== undefined, `${name} is required by the compose file but the test gives it no value`);
-      return v;
-    }
-    return arg ?? '';
-  });
+  return value.replace(
+    /\$\{([A-Z0-9_]+)(?:(:?-|:?\?)([^}]*))?\}/g,
+    (_, name: string, op: string | undefined, arg: string | undefined) => {
+      if (op?.endsWith('?')) {
+        const v = CALLER_ENV[name];
+        assert.ok(v !== undefined, `${name} is required by the compose file but the test gives it no value`);
+        return v;
+      }
+      return arg ?? '';
+    },
+  );
 }
 
 function commandOf(s: Service): string[] {
@@ -98,7 +101,10 @@ function volumeAt(s: Service, path: string): string | undefined {
   return undefined;
 }
 
-for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose.lmdb.yml', 'lmdb']] as const) {
+for (const [file, backend] of [
+  ['docker-compose.yml', 'redis'],
+  ['docker-compose.lmdb.yml', 'lmdb'],
+] as const) {
   describe(file, () => {
     const compose = load(file);
     const services = Object.entries(compose.services);
@@ -114,7 +120,8 @@ for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose
         const [sub, ...args] = commandOf(s);
         assert.ok(sub, `${name} has a command`);
         const h = help(sub);
-        for (const a of args.filter((x) => x.startsWith('--'))) assert.ok(h.flags.has(a.split('=')[0]!), `${name}: ${a} is a flag of dstore ${sub}`);
+        for (const a of args.filter((x) => x.startsWith('--')))
+          assert.ok(h.flags.has(a.split('=')[0]!), `${name}: ${a} is a flag of dstore ${sub}`);
         for (const [k, v] of Object.entries(envOf(s))) {
           if (!k.startsWith('DSTORE_')) continue;
           assert.ok(h.envs.has(k), `${name}: ${k} is a variable of dstore ${sub}`);
@@ -155,17 +162,23 @@ for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose
     });
 
     test('one cluster token everywhere, from the environment (flags show in ps)', () => {
-      const tokens = new Set(dstoreServices.map(([name, s]) => {
-        assert.ok(!commandOf(s).includes('--cluster-token'), `${name}: token not on the command line`);
-        const token = settings.get(name)!.clusterToken;
-        assert.equal(typeof token, 'string', `${name} has a token`);
-        assert.ok((token as string).length >= 16, `${name}: a token of at least 16 characters`);
-        return token;
-      }));
+      const tokens = new Set(
+        dstoreServices.map(([name, s]) => {
+          assert.ok(!commandOf(s).includes('--cluster-token'), `${name}: token not on the command line`);
+          const token = settings.get(name)!.clusterToken;
+          assert.equal(typeof token, 'string', `${name} has a token`);
+          assert.ok((token as string).length >= 16, `${name}: a token of at least 16 characters`);
+          return token;
+        }),
+      );
       assert.equal(tokens.size, 1, 'the same token');
       for (const [name, s] of dstoreServices) {
         const raw = JSON.stringify(s.environment);
-        assert.match(raw, /\$\{DSTORE_CLUSTER_TOKEN:\?[^}]+\}/, `${name}: the token is required from the caller’s environment or .env (no published default)`);
+        assert.match(
+          raw,
+          /\$\{DSTORE_CLUSTER_TOKEN:\?[^}]+\}/,
+          `${name}: the token is required from the caller’s environment or .env (no published default)`,
+        );
       }
     });
 
@@ -191,7 +204,10 @@ for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose
       assert.equal(ids.size, 3, 'distinct node ids');
       assert.equal(volumes.size, 3, 'distinct data volumes');
       const nsVolume = volumeAt(ns!, settings.get(nsName!)!.dataDir as string);
-      assert.ok(nsVolume && compose.volumes && nsVolume in compose.volumes, 'the nameserver keeps its map in a declared volume');
+      assert.ok(
+        nsVolume && compose.volumes && nsVolume in compose.volumes,
+        'the nameserver keeps its map in a declared volume',
+      );
     });
 
     if (backend === 'redis') {
@@ -242,7 +258,8 @@ for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose
         for (const d of dependsOn(s)) assert.ok(compose.services[d], `${name} depends on ${d}, a service`);
         for (const v of s.volumes ?? []) {
           const src = v.split(':')[0]!;
-          if (!src.startsWith('.') && !src.startsWith('/')) assert.ok(compose.volumes && src in compose.volumes, `${name}: volume ${src} is declared`);
+          if (!src.startsWith('.') && !src.startsWith('/'))
+            assert.ok(compose.volumes && src in compose.volumes, `${name}: volume ${src} is declared`);
         }
       }
     });
@@ -251,7 +268,10 @@ for (const [file, backend] of [['docker-compose.yml', 'redis'], ['docker-compose
 
 describe('Dockerfile', () => {
   const text = readFileSync(resolve(ROOT, 'Dockerfile'), 'utf8');
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   const froms = lines.map((l, i) => ({ l, i })).filter(({ l }) => /^FROM\s/i.test(l));
   const lastStage = lines.slice(froms.at(-1)?.i ?? 0);
 
@@ -260,10 +280,19 @@ describe('Dockerfile', () => {
     assert.match(froms[0]!.l, /^FROM node:20[\w.-]* AS (\w+)$/i);
     assert.match(froms.at(-1)!.l, /^FROM node:20-(slim|alpine)\b/i, 'a small base');
     const buildStage = /AS (\w+)$/i.exec(froms[0]!.l)![1]!;
-    assert.ok(lastStage.some((l) => new RegExp(`^COPY --from=${buildStage} .*dist`).test(l)), 'the compiled code comes from the build stage');
+    assert.ok(
+      lastStage.some((l) => new RegExp(`^COPY --from=${buildStage} .*dist`).test(l)),
+      'the compiled code comes from the build stage',
+    );
     assert.ok(!lastStage.some((l) => /^COPY --from=.*node_modules/.test(l)), 'no dev dependencies copied');
-    assert.ok(lastStage.some((l) => /npm ci\b.*--omit=dev/.test(l)), 'production dependencies only');
-    assert.ok(lines.slice(0, froms[1]!.i).some((l) => /tsc/.test(l)), 'the build stage compiles');
+    assert.ok(
+      lastStage.some((l) => /npm ci\b.*--omit=dev/.test(l)),
+      'production dependencies only',
+    );
+    assert.ok(
+      lines.slice(0, froms[1]!.i).some((l) => /tsc/.test(l)),
+      'the build stage compiles',
+    );
   });
 
   test('runs as a non-root user, with dstore as the entrypoint', () => {
@@ -277,11 +306,17 @@ describe('Dockerfile', () => {
   test('its DSTORE_* defaults are settings of the servers', () => {
     const envs = [...text.matchAll(/\b(DSTORE_[A-Z0-9_]+)=/g)].map((m) => m[1]!);
     assert.ok(envs.includes('DSTORE_LISTEN'));
-    for (const e of envs) assert.ok(help('nameserver').envs.has(e) && help('storage').envs.has(e), `${e} is a nameserver and storage setting`);
+    for (const e of envs)
+      assert.ok(
+        help('nameserver').envs.has(e) && help('storage').envs.has(e),
+        `${e} is a nameserver and storage setting`,
+      );
   });
 
   test('.dockerignore keeps node_modules, dist and data out of the build context', () => {
-    const ignore = readFileSync(resolve(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+    const ignore = readFileSync(resolve(ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim());
     for (const p of ['node_modules', 'dist', 'dstore-data']) assert.ok(ignore.includes(p), p);
   });
 });

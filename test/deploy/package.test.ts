@@ -22,10 +22,24 @@ const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as {
 describe('the package', () => {
   test('ships the program, its docs and deploy files, and no tests', () => {
     const files = packedFiles();
-    for (const f of ['dist/src/cli/main.js', 'dist/src/client/index.js', 'dist/src/client/index.d.ts', 'README.md', 'docs/deploy.md', 'docs/design.md', 'docs/errors.md', 'deploy/dstore-nameserver.service', 'deploy/dstore-storage@.service']) {
+    for (const f of [
+      'dist/src/cli/main.js',
+      'dist/src/client/index.js',
+      'dist/src/client/index.d.ts',
+      'README.md',
+      'docs/deploy.md',
+      'docs/design.md',
+      'docs/errors.md',
+      'deploy/dstore-nameserver.service',
+      'deploy/dstore-storage@.service',
+    ]) {
       assert.ok(files.includes(f), `${f} is in the package`);
     }
-    assert.deepEqual(files.filter((f) => f.startsWith('dist/test/') || f.startsWith('src/') || f.startsWith('test/')), [], 'no sources or compiled tests');
+    assert.deepEqual(
+      files.filter((f) => f.startsWith('dist/test/') || f.startsWith('src/') || f.startsWith('test/')),
+      [],
+      'no sources or compiled tests',
+    );
     assert.ok(files.includes(pkg.bin!.dstore!.replace(/^\.\//, '')), 'the bin is in the package');
     assert.ok(files.includes(pkg.main!.replace(/^\.\//, '')), 'the main entry is in the package');
   });
@@ -40,11 +54,17 @@ describe('the package', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstore-oldnode-'));
     try {
       const preload = join(dir, 'old-node.cjs');
-      writeFileSync(preload, [
-        "Object.defineProperty(process, 'versions', { value: { ...process.versions, node: '20.14.0' } });",
-        "Object.defineProperty(process, 'version', { value: 'v20.14.0' });",
-      ].join('\n'));
-      const r = spawnSync(process.execPath, ['--require', preload, 'dist/src/cli/main.js', '--help'], { encoding: 'utf8', timeout: 30_000 });
+      writeFileSync(
+        preload,
+        [
+          "Object.defineProperty(process, 'versions', { value: { ...process.versions, node: '20.14.0' } });",
+          "Object.defineProperty(process, 'version', { value: 'v20.14.0' });",
+        ].join('\n'),
+      );
+      const r = spawnSync(process.execPath, ['--require', preload, 'dist/src/cli/main.js', '--help'], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
       assert.equal(r.status, 2, r.stderr);
       assert.equal(r.stderr, 'error: dstore needs Node.js 20.15 or newer; this is v20.14.0\n');
       assert.equal(r.stdout, '');

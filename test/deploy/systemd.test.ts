@@ -50,8 +50,20 @@ function unitEnv(u: Map<string, string[]>, instance: string): Record<string, str
 }
 
 const ROLES = [
-  { file: 'dstore-nameserver.service', role: 'nameserver', instance: '', envFiles: ['cluster.env', 'nameserver.env'], stateDir: 'dstore/nameserver' },
-  { file: 'dstore-storage@.service', role: 'storage', instance: 's1', envFiles: ['cluster.env', 'storage-%i.env'], stateDir: 'dstore/%i' },
+  {
+    file: 'dstore-nameserver.service',
+    role: 'nameserver',
+    instance: '',
+    envFiles: ['cluster.env', 'nameserver.env'],
+    stateDir: 'dstore/nameserver',
+  },
+  {
+    file: 'dstore-storage@.service',
+    role: 'storage',
+    instance: 's1',
+    envFiles: ['cluster.env', 'storage-%i.env'],
+    stateDir: 'dstore/%i',
+  },
 ] as const;
 
 describe('systemd units', () => {
@@ -59,18 +71,29 @@ describe('systemd units', () => {
     test(`${r.file} runs dstore ${r.role} as a non-root user with its data in its StateDirectory`, () => {
       const u = unit(r.file);
       const exec = u.get('ExecStart')?.[0] ?? '';
-      assert.match(exec, new RegExp(`^/usr/bin/env node /opt/dstore/dist/src/cli/main\\.js ${r.role}$`), 'node from the PATH, not a hard-coded /usr/bin/node');
+      assert.match(
+        exec,
+        new RegExp(`^/usr/bin/env node /opt/dstore/dist/src/cli/main\\.js ${r.role}$`),
+        'node from the PATH, not a hard-coded /usr/bin/node',
+      );
       const docs = u.get('Documentation')?.[0] ?? '';
       assert.equal(docs, 'file:///opt/dstore/docs/deploy.md');
-      assert.ok(packedFiles().includes('docs/deploy.md'), 'the package installed at /opt/dstore ships the Documentation= file');
+      assert.ok(
+        packedFiles().includes('docs/deploy.md'),
+        'the package installed at /opt/dstore ships the Documentation= file',
+      );
       const user = u.get('User')?.[0];
       assert.ok(user && user !== 'root' && user !== '0', `User=${user}`);
       assert.deepEqual(u.get('StateDirectory'), [r.stateDir]);
       assert.equal(unitEnv(u, '%i').DSTORE_DATA_DIR, `/var/lib/${r.stateDir}`, 'the data dir is the state directory');
-      assert.deepEqual(u.get('EnvironmentFile'), r.envFiles.map((f) => `/etc/dstore/${f}`));
+      assert.deepEqual(
+        u.get('EnvironmentFile'),
+        r.envFiles.map((f) => `/etc/dstore/${f}`),
+      );
       assert.deepEqual(u.get('RestartPreventExitStatus'), ['2'], 'bad settings are not retried');
       assert.deepEqual(u.get('ReadWritePaths'), [`/var/lib/${r.stateDir}`]);
-      for (const k of Object.keys(unitEnv(u, 's1'))) assert.ok(help(r.role).envs.has(k), `${k} is a setting of dstore ${r.role}`);
+      for (const k of Object.keys(unitEnv(u, 's1')))
+        assert.ok(help(r.role).envs.has(k), `${k} is a setting of dstore ${r.role}`);
     });
   }
 
@@ -81,9 +104,20 @@ describe('systemd units', () => {
     try {
       copyFileSync(join(DEPLOY, 'dstore-nameserver.service'), join(dir, 'dstore-nameserver.service'));
       copyFileSync(join(DEPLOY, 'dstore-storage@.service'), join(dir, 'dstore-storage@s1.service'));
-      const v = spawnSync('systemd-analyze', ['verify', '--man=no', join(dir, 'dstore-nameserver.service'), join(dir, 'dstore-storage@s1.service')], { encoding: 'utf8', timeout: 30_000 });
+      const v = spawnSync(
+        'systemd-analyze',
+        ['verify', '--man=no', join(dir, 'dstore-nameserver.service'), join(dir, 'dstore-storage@s1.service')],
+        { encoding: 'utf8', timeout: 30_000 },
+      );
       assert.equal(v.status, 0, v.stderr);
-      assert.equal(v.stderr.split('\n').filter((l) => /dstore/.test(l)).join('\n'), '', 'no complaints about the units');
+      assert.equal(
+        v.stderr
+          .split('\n')
+          .filter((l) => /dstore/.test(l))
+          .join('\n'),
+        '',
+        'no complaints about the units',
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -98,8 +132,13 @@ describe('example settings', () => {
   const storageUnit = unitEnv(unit('dstore-storage@.service'), 's1');
 
   test('every variable is a setting of a role that reads it', () => {
-    for (const k of Object.keys(cluster)) assert.ok(help('storage').envs.has(k) && help('client').envs.has(k), `${k} (cluster.env) is a storage and client setting`);
-    for (const k of Object.keys(nameserverEnv)) assert.ok(help('nameserver').envs.has(k), `${k} is a nameserver setting`);
+    for (const k of Object.keys(cluster))
+      assert.ok(
+        help('storage').envs.has(k) && help('client').envs.has(k),
+        `${k} (cluster.env) is a storage and client setting`,
+      );
+    for (const k of Object.keys(nameserverEnv))
+      assert.ok(help('nameserver').envs.has(k), `${k} is a nameserver setting`);
     for (const k of Object.keys(storageEnv)) assert.ok(help('storage').envs.has(k), `${k} is a storage setting`);
   });
 
@@ -111,13 +150,29 @@ describe('example settings', () => {
     assert.ok(typeof ns.clusterToken === 'string' && ns.clusterToken.length >= 32);
     const s1 = await resolvedSettings('storage', [], { ...storageUnit, ...cluster, ...storageEnv });
     assert.equal(s1.nameserver, ns.advertise, 'the storage server finds the nameserver where it advertises itself');
-    assert.deepEqual([s1.nodeId, s1.dataDir, s1.listen, s1.advertise, s1.port], ['s1', '/var/lib/dstore/s1', '10.0.0.11', '10.0.0.11:7101', 7101]);
+    assert.deepEqual(
+      [s1.nodeId, s1.dataDir, s1.listen, s1.advertise, s1.port],
+      ['s1', '/var/lib/dstore/s1', '10.0.0.11', '10.0.0.11:7101', 7101],
+    );
     assert.equal(s1.clusterToken, ns.clusterToken);
   });
 
   test('the YAML example gives the same storage settings as the env files', async () => {
     const fromEnv = await resolvedSettings('storage', [], { ...storageUnit, ...cluster, ...storageEnv });
-    const fromFile = await resolvedSettings('storage', ['--config', join(DEPLOY, 'storage.yaml.example')], { DSTORE_CLUSTER_TOKEN: cluster.DSTORE_CLUSTER_TOKEN! });
-    for (const k of ['nameserver', 'listen', 'port', 'advertise', 'nodeId', 'dataDir', 'backend', 'sync', 'clusterToken']) assert.deepEqual(fromFile[k], fromEnv[k], k);
+    const fromFile = await resolvedSettings('storage', ['--config', join(DEPLOY, 'storage.yaml.example')], {
+      DSTORE_CLUSTER_TOKEN: cluster.DSTORE_CLUSTER_TOKEN!,
+    });
+    for (const k of [
+      'nameserver',
+      'listen',
+      'port',
+      'advertise',
+      'nodeId',
+      'dataDir',
+      'backend',
+      'sync',
+      'clusterToken',
+    ])
+      assert.deepEqual(fromFile[k], fromEnv[k], k);
   });
 });

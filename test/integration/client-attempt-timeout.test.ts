@@ -24,8 +24,17 @@ import { keysByPartition, withLogsOnFailure } from './failures-harness.js';
 
 const P = 4;
 
-test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadline is OUTCOME_UNKNOWN; it converges after SIGCONT', { timeout: 180_000 }, async () => {
-  await using cluster = await LocalCluster.start({ nodes: 3, partitions: P, replicas: 3, backend: 'lmdb', heartbeatMs: 1000, deadAfterMs: 5000 });
+test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadline is OUTCOME_UNKNOWN; it converges after SIGCONT', {
+  timeout: 180_000,
+}, async () => {
+  await using cluster = await LocalCluster.start({
+    nodes: 3,
+    partitions: P,
+    replicas: 3,
+    backend: 'lmdb',
+    heartbeatMs: 1000,
+    deadAfterMs: 5000,
+  });
   const dbs: Db[] = [];
   const open = async (timeoutMs: number): Promise<Db> => {
     const db = await connect(cluster.nameserverAddress, { timeoutMs, attemptTimeoutMs: 1000 });
@@ -48,7 +57,11 @@ test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadl
       // 1. Deadline before the failover: outcome unknown, at the deadline.
       const shortDb = await open(3000);
       const t1 = Date.now();
-      await assert.rejects(shortDb.put(key, 'v-short'), (err: unknown) => err instanceof OutcomeUnknownError, 'a write that timed out at a paused primary must be OUTCOME_UNKNOWN');
+      await assert.rejects(
+        shortDb.put(key, 'v-short'),
+        (err: unknown) => err instanceof OutcomeUnknownError,
+        'a write that timed out at a paused primary must be OUTCOME_UNKNOWN',
+      );
       const shortMs = Date.now() - t1;
       console.log(`# deadline 3000 ms at a paused primary: OUTCOME_UNKNOWN after ${shortMs} ms`);
       assert.ok(shortMs < 4500, `gave up after ${shortMs} ms, well past its 3000 ms deadline`);
@@ -66,7 +79,9 @@ test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadl
         }),
       );
       const failoverMs = Date.now() - pausedAt;
-      console.log(`# 6 writes to the paused primary's partition acknowledged ${failoverMs} ms after SIGSTOP (versions ${results.flat().join(',')})`);
+      console.log(
+        `# 6 writes to the paused primary's partition acknowledged ${failoverMs} ms after SIGSTOP (versions ${results.flat().join(',')})`,
+      );
       assert.equal(new Set(results.flat()).size, 6, 'every acknowledged write has its own version');
       const after = await cluster.map();
       assert.notEqual(after.configs[0]!.primary, victim, 'partition 0 has a new primary');

@@ -59,7 +59,13 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
   let httpAddress = '';
 
   before(async () => {
-    cluster = await LocalCluster.start({ nodes: 3, partitions: P, replicas: 3, backend: 'lmdb', extraStorageArgs: ['--max-value-bytes', String(MAX_VALUE)] });
+    cluster = await LocalCluster.start({
+      nodes: 3,
+      partitions: P,
+      replicas: 3,
+      backend: 'lmdb',
+      extraStorageArgs: ['--max-value-bytes', String(MAX_VALUE)],
+    });
     await cluster.waitFormed(3);
     db = await cluster.client(20_000);
     http = createHttpServer((_req, res) => res.end('not dstore'));
@@ -73,7 +79,9 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
   });
 
   test('the map carries the cluster limits; a 5 MB value round-trips; 20 MB is VALUE_TOO_LARGE from the client and from the server', async () => {
-    const map = (await cluster.map()) as unknown as { limits?: { maxKeyBytes: number; maxValueBytes: number; maxFrameBytes: number } };
+    const map = (await cluster.map()) as unknown as {
+      limits?: { maxKeyBytes: number; maxValueBytes: number; maxFrameBytes: number };
+    };
     assert.deepEqual(map.limits?.maxValueBytes, MAX_VALUE);
     assert.equal(map.limits?.maxKeyBytes, 1024);
     assert.ok((map.limits?.maxFrameBytes ?? 0) >= 2 * MAX_VALUE, JSON.stringify(map.limits));
@@ -101,9 +109,16 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
     const m = await cluster.map();
     const primary = m.addresses[m.configs[p]!.primary]!;
     const [host, port] = primary.split(':');
-    const raw = new RpcConnection({ host: host!, port: Number(port), maxFrameBytes: 64 * 1024 * 1024, expectRole: 'storage' });
+    const raw = new RpcConnection({
+      host: host!,
+      port: Number(port),
+      maxFrameBytes: 64 * 1024 * 1024,
+      expectRole: 'storage',
+    });
     try {
-      const serverErr = await rejection(raw.call({ t: 'put', p, key, value: twenty, cid: 'raw', rs: 1 }, { timeoutMs: 20_000 }));
+      const serverErr = await rejection(
+        raw.call({ t: 'put', p, key, value: twenty, cid: 'raw', rs: 1 }, { timeoutMs: 20_000 }),
+      );
       assert.ok(serverErr instanceof ValueTooLargeError, String(serverErr));
       assert.equal(serverErr.valueBytes, 20_000_000);
       assert.equal(serverErr.maxValueBytes, MAX_VALUE);
@@ -120,12 +135,18 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
 
     const closed = await rejection(connect(closedPort, { timeoutMs: 3000 }));
     assert.ok(closed instanceof ConnectionClosedError, String(closed));
-    assert.match(closed.message, new RegExp(`no dstore nameserver answers at ${closedPort} \\(connect failed: .*ECONNREFUSED`));
+    assert.match(
+      closed.message,
+      new RegExp(`no dstore nameserver answers at ${closedPort} \\(connect failed: .*ECONNREFUSED`),
+    );
 
     const httpErr = await rejection(connect(httpAddress, { timeoutMs: 3000 }));
     assert.ok(httpErr instanceof ProtocolMismatchError, String(httpErr));
     assert.equal(httpErr.retryable, false);
-    assert.match(httpErr.message, new RegExp(`${httpAddress} does not speak the dstore protocol \\(it answered like an HTTP server\\)`));
+    assert.match(
+      httpErr.message,
+      new RegExp(`${httpAddress} does not speak the dstore protocol \\(it answered like an HTTP server\\)`),
+    );
 
     const roleErr = await rejection(connect(storageAddress, { timeoutMs: 3000 }));
     assert.ok(roleErr instanceof WrongRoleError, String(roleErr));
@@ -140,7 +161,12 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
       const silentAddress = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
       const silentErr = await rejection(connect(silentAddress, { timeoutMs: 1000 }));
       assert.ok(silentErr instanceof TimeoutError, String(silentErr));
-      assert.match(silentErr.message, new RegExp(`no dstore nameserver answered at ${silentAddress} within 1000 ms: it accepted the connection but sent no dstore greeting`));
+      assert.match(
+        silentErr.message,
+        new RegExp(
+          `no dstore nameserver answered at ${silentAddress} within 1000 ms: it accepted the connection but sent no dstore greeting`,
+        ),
+      );
     } finally {
       silent.close();
     }
@@ -164,19 +190,43 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
 
   test('arguments of the wrong type throw InvalidArgumentError naming the argument, before anything is sent', async () => {
     const cases: [string, () => Promise<unknown>, RegExp][] = [
-      ['get(undefined)', () => db.get(undefined as unknown as string), /^get: key must be a string or a Uint8Array, got undefined$/],
+      [
+        'get(undefined)',
+        () => db.get(undefined as unknown as string),
+        /^get: key must be a string or a Uint8Array, got undefined$/,
+      ],
       ['get(null)', () => db.get(null as unknown as string), /^get: key must be a string or a Uint8Array, got null$/],
-      ['get(5)', () => db.get(5 as unknown as string), /^get: key must be a string or a Uint8Array, got a number \(5\)$/],
+      [
+        'get(5)',
+        () => db.get(5 as unknown as string),
+        /^get: key must be a string or a Uint8Array, got a number \(5\)$/,
+      ],
       ['delete({})', () => db.delete({} as unknown as string), /^delete: key must be .* got an object$/],
       ['put(k, undefined)', () => db.put('k', undefined as unknown as string), /^put: value must be .* got undefined$/],
       ['put(k, 5)', () => db.put('k', 5 as unknown as string), /^put: value must be .* got a number \(5\)$/],
       ['put(k, {})', () => db.put('k', { a: 1 } as unknown as string), /^put: value must be .* got an object$/],
-      ['put(k, ArrayBuffer)', () => db.put('k', new ArrayBuffer(4) as unknown as string), /ArrayBuffer \(wrap it: new Uint8Array\(buffer\)\)/],
+      [
+        'put(k, ArrayBuffer)',
+        () => db.put('k', new ArrayBuffer(4) as unknown as string),
+        /ArrayBuffer \(wrap it: new Uint8Array\(buffer\)\)/,
+      ],
       ['put(null, v)', () => db.put(null as unknown as string, 'v'), /^put: key must be .* got null$/],
-      ['put(lone surrogate, v)', () => db.put('a\uD800b', 'v'), /^put: key is a string with a lone surrogate at index 1/],
+      [
+        'put(lone surrogate, v)',
+        () => db.put('a\uD800b', 'v'),
+        /^put: key is a string with a lone surrogate at index 1/,
+      ],
       ['dump({ limit: -1 })', () => db.dump({ limit: -1 }), /^dump: options\.limit must be an integer/],
-      ['connect(7000)', () => connect(7000 as unknown as string), /^connect: nameserver must be a "HOST:PORT" string, got a number \(7000\)$/],
-      ['connect(timeoutMs: "x")', () => connect(cluster.nameserverAddress, { timeoutMs: 'x' as unknown as number }), /^connect: options\.timeoutMs must be a number of ms > 0/],
+      [
+        'connect(7000)',
+        () => connect(7000 as unknown as string),
+        /^connect: nameserver must be a "HOST:PORT" string, got a number \(7000\)$/,
+      ],
+      [
+        'connect(timeoutMs: "x")',
+        () => connect(cluster.nameserverAddress, { timeoutMs: 'x' as unknown as number }),
+        /^connect: options\.timeoutMs must be a number of ms > 0/,
+      ],
     ];
     for (const [what, call, pattern] of cases) {
       let thrown: unknown;
@@ -201,7 +251,12 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
     try {
       const err = await rejection(short.get(key));
       assert.ok(err instanceof UnavailableError, String(err));
-      assert.match(err.message, new RegExp(`^partition ${p} is unavailable: its primary ${config.primary} \\(127\\.0\\.0\\.1:\\d+\\) cannot be reached \\(`));
+      assert.match(
+        err.message,
+        new RegExp(
+          `^partition ${p} is unavailable: its primary ${config.primary} \\(127\\.0\\.0\\.1:\\d+\\) cannot be reached \\(`,
+        ),
+      );
       assert.match(err.message, /took over within 2000 ms$/);
       assert.doesNotMatch(err.message, /next attempt/);
       console.log(`# ${err.message} (${err.code})`);

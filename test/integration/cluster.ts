@@ -19,7 +19,12 @@ export const MAIN = resolve('dist/src/cli/main.js');
 export { freePort };
 
 /** Polls `condition` every `intervalMs` until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(what: string, condition: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  condition: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 30_000,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -31,7 +36,9 @@ export async function waitFor<T>(what: string, condition: () => Promise<T | unde
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+  );
 }
 
 export interface ClusterOptions {
@@ -136,14 +143,26 @@ export class LocalCluster implements AsyncDisposable {
     this.nameserverAddress = `127.0.0.1:${nsPort}`;
     const o = this.opts;
     this.spawnProc('nameserver', [
-      'nameserver', '--port', String(nsPort), '--data-dir', join(this.dir, 'nameserver'),
-      '--partitions', String(o.partitions ?? 16), '--replicas', String(o.replicas ?? 3),
+      'nameserver',
+      '--port',
+      String(nsPort),
+      '--data-dir',
+      join(this.dir, 'nameserver'),
+      '--partitions',
+      String(o.partitions ?? 16),
+      '--replicas',
+      String(o.replicas ?? 3),
       // Every storage server started here is in the first map (not only the first R to register).
-      '--initial-nodes', String(Math.max(nodes, o.replicas ?? 3)),
-      '--heartbeat-ms', String(o.heartbeatMs ?? 1000), '--dead-after-ms', String(o.deadAfterMs ?? 5000),
+      '--initial-nodes',
+      String(Math.max(nodes, o.replicas ?? 3)),
+      '--heartbeat-ms',
+      String(o.heartbeatMs ?? 1000),
+      '--dead-after-ms',
+      String(o.deadAfterMs ?? 5000),
       ...(o.minWriteReplicas === undefined ? [] : ['--min-write-replicas', String(o.minWriteReplicas)]),
       ...(o.rereplicateAfterMs === undefined ? [] : ['--rereplicate-after-ms', String(o.rereplicateAfterMs)]),
-      '--log-level', o.logLevel ?? 'info',
+      '--log-level',
+      o.logLevel ?? 'info',
     ]);
     for (let i = 1; i <= nodes; i++) await this.spawnStorage(`s${i}`);
     await this.waitFormed(nodes);
@@ -158,9 +177,21 @@ export class LocalCluster implements AsyncDisposable {
       if (cleanup) this.cleanups.push(cleanup);
     }
     this.spawnProc(name, [
-      'storage', '--nameserver', this.nameserverAddress, '--port', String(port), '--node-id', name,
-      '--data-dir', join(this.dir, name), '--backend', this.opts.backendOf?.(name) ?? this.opts.backend ?? 'lmdb',
-      '--heartbeat-ms', String(this.opts.heartbeatMs ?? 1000), '--log-level', this.opts.logLevel ?? 'info',
+      'storage',
+      '--nameserver',
+      this.nameserverAddress,
+      '--port',
+      String(port),
+      '--node-id',
+      name,
+      '--data-dir',
+      join(this.dir, name),
+      '--backend',
+      this.opts.backendOf?.(name) ?? this.opts.backend ?? 'lmdb',
+      '--heartbeat-ms',
+      String(this.opts.heartbeatMs ?? 1000),
+      '--log-level',
+      this.opts.logLevel ?? 'info',
       ...(this.opts.logRetainEntries === undefined ? [] : ['--log-retain-entries', String(this.opts.logRetainEntries)]),
       ...(this.opts.extraStorageArgs ?? []),
     ]);
@@ -175,13 +206,18 @@ export class LocalCluster implements AsyncDisposable {
   /** Waits until the map is formed and `n` storage servers are alive. */
   async waitFormed(n: number, timeoutMs = 30_000): Promise<void> {
     const db = await this.client();
-    await waitFor(`a formed cluster with ${n} live storage servers`, async () => {
-      for (const [name, p] of this.procs) {
-        if (p.child.exitCode !== null) throw new Error(`${name} exited with ${p.child.exitCode}: ${this.logTail(name)}`);
-      }
-      const info = await db.nodes();
-      return info.formed && info.nodes.filter((x) => x.role === 'storage' && x.state === 'alive').length >= n;
-    }, timeoutMs);
+    await waitFor(
+      `a formed cluster with ${n} live storage servers`,
+      async () => {
+        for (const [name, p] of this.procs) {
+          if (p.child.exitCode !== null)
+            throw new Error(`${name} exited with ${p.child.exitCode}: ${this.logTail(name)}`);
+        }
+        const info = await db.nodes();
+        return info.formed && info.nodes.filter((x) => x.role === 'storage' && x.state === 'alive').length >= n;
+      },
+      timeoutMs,
+    );
   }
 
   /** Names of the storage servers started so far (s1, s2, …), running or not. */
@@ -228,10 +264,15 @@ export class LocalCluster implements AsyncDisposable {
   /** Waits until the nameserver reports storage server `name` as `state`. */
   async waitNodeState(name: string, state: 'alive' | 'dead', timeoutMs = 15_000): Promise<void> {
     const db = await this.client(2000);
-    await waitFor(`${name} to be reported ${state} by the nameserver`, async () => {
-      const info = await db.nodes();
-      return info.nodes.some((n) => n.id === name && n.state === state);
-    }, timeoutMs, 100);
+    await waitFor(
+      `${name} to be reported ${state} by the nameserver`,
+      async () => {
+        const info = await db.nodes();
+        return info.nodes.some((n) => n.id === name && n.state === state);
+      },
+      timeoutMs,
+      100,
+    );
   }
 
   /**
@@ -240,21 +281,31 @@ export class LocalCluster implements AsyncDisposable {
    * Returns that map.
    */
   async waitReplicated(timeoutMs = 30_000, replicas?: number): Promise<ClusterMap> {
-    return waitFor(`every partition to have ${replicas ?? 'R'} serving replicas and no learners`, async () => {
-      const map = await this.map();
-      const want = replicas ?? map.replicas;
-      const short = map.configs.filter((c) => membersOf(c).length !== want || c.learners.length > 0 || !membersOf(c).every((m) => this.isRunning(m)));
-      if (short.length > 0) {
-        throw new Error(`${short.length} partitions not yet there, e.g. ${JSON.stringify(short[0])}`);
-      }
-      const primaries = [...new Set(map.configs.map((c) => c.primary))];
-      const stats = new Map(await Promise.all(primaries.map(async (n) => [n, await this.stats(n, 2000)] as const)));
-      for (const c of map.configs) {
-        const r = stats.get(c.primary)?.partitions.find((x) => x.partition === c.partition);
-        if (!r || r.epoch !== c.epoch || !r.serving) throw new Error(`partition ${c.partition}: primary ${c.primary} not serving at epoch ${c.epoch} (${JSON.stringify(r)})`);
-      }
-      return map;
-    }, timeoutMs, 200);
+    return waitFor(
+      `every partition to have ${replicas ?? 'R'} serving replicas and no learners`,
+      async () => {
+        const map = await this.map();
+        const want = replicas ?? map.replicas;
+        const short = map.configs.filter(
+          (c) => membersOf(c).length !== want || c.learners.length > 0 || !membersOf(c).every((m) => this.isRunning(m)),
+        );
+        if (short.length > 0) {
+          throw new Error(`${short.length} partitions not yet there, e.g. ${JSON.stringify(short[0])}`);
+        }
+        const primaries = [...new Set(map.configs.map((c) => c.primary))];
+        const stats = new Map(await Promise.all(primaries.map(async (n) => [n, await this.stats(n, 2000)] as const)));
+        for (const c of map.configs) {
+          const r = stats.get(c.primary)?.partitions.find((x) => x.partition === c.partition);
+          if (!r || r.epoch !== c.epoch || !r.serving)
+            throw new Error(
+              `partition ${c.partition}: primary ${c.primary} not serving at epoch ${c.epoch} (${JSON.stringify(r)})`,
+            );
+        }
+        return map;
+      },
+      timeoutMs,
+      200,
+    );
   }
 
   /**
@@ -264,55 +315,78 @@ export class LocalCluster implements AsyncDisposable {
    * server's dump is equal". Returns the last map and per node its key count.
    */
   async waitConverged(db: Db, timeoutMs = 30_000): Promise<{ map: ClusterMap; keysByNode: Map<string, number> }> {
-    return waitFor('every replica of every partition to converge (same applied seq and key set)', async () => {
-      const map = await this.map();
-      const nodes = [...new Set(map.configs.flatMap(membersOf))];
-      const stats = new Map(await Promise.all(nodes.map(async (n) => [n, await this.stats(n, 2000)] as const)));
-      for (const c of map.configs) {
-        const progress = membersOf(c).map((m) => ({ m, r: stats.get(m)?.partitions.find((x) => x.partition === c.partition) }));
-        const bad = progress.find(({ r }) => !r || r.epoch !== c.epoch || r.role === 'inactive' || r.role === 'learner');
-        if (bad) throw new Error(`partition ${c.partition}: ${bad.m} is at ${JSON.stringify(bad.r)}, configuration epoch ${c.epoch}`);
-        const applied = new Set(progress.map(({ r }) => r!.appliedSeq));
-        if (applied.size !== 1) throw new Error(`partition ${c.partition}: applied seqs differ: ${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`);
-      }
-      const dumps = await db.dump({ limit: 1_000_000 });
-      const keySets = new Map<string, Map<number, Set<string>>>();
-      for (const d of dumps) {
-        if (d.error) {
-          if (nodes.includes(d.nodeId)) throw new Error(`dump of ${d.nodeId} failed: ${d.error}`);
-          continue;
+    return waitFor(
+      'every replica of every partition to converge (same applied seq and key set)',
+      async () => {
+        const map = await this.map();
+        const nodes = [...new Set(map.configs.flatMap(membersOf))];
+        const stats = new Map(await Promise.all(nodes.map(async (n) => [n, await this.stats(n, 2000)] as const)));
+        for (const c of map.configs) {
+          const progress = membersOf(c).map((m) => ({
+            m,
+            r: stats.get(m)?.partitions.find((x) => x.partition === c.partition),
+          }));
+          const bad = progress.find(
+            ({ r }) => !r || r.epoch !== c.epoch || r.role === 'inactive' || r.role === 'learner',
+          );
+          if (bad)
+            throw new Error(
+              `partition ${c.partition}: ${bad.m} is at ${JSON.stringify(bad.r)}, configuration epoch ${c.epoch}`,
+            );
+          const applied = new Set(progress.map(({ r }) => r!.appliedSeq));
+          if (applied.size !== 1)
+            throw new Error(
+              `partition ${c.partition}: applied seqs differ: ${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`,
+            );
         }
-        if (d.truncated) throw new Error(`dump of ${d.nodeId} was truncated`);
-        const byPartition = new Map<number, Set<string>>();
-        for (const k of d.keys) {
-          const p = partitionOf(k, map.partitions);
-          let set = byPartition.get(p);
-          if (!set) byPartition.set(p, (set = new Set()));
-          set.add(Buffer.from(k).toString('latin1'));
+        const dumps = await db.dump({ limit: 1_000_000 });
+        const keySets = new Map<string, Map<number, Set<string>>>();
+        for (const d of dumps) {
+          if (d.error) {
+            if (nodes.includes(d.nodeId)) throw new Error(`dump of ${d.nodeId} failed: ${d.error}`);
+            continue;
+          }
+          if (d.truncated) throw new Error(`dump of ${d.nodeId} was truncated`);
+          const byPartition = new Map<number, Set<string>>();
+          for (const k of d.keys) {
+            const p = partitionOf(k, map.partitions);
+            let set = byPartition.get(p);
+            if (!set) byPartition.set(p, (set = new Set()));
+            set.add(Buffer.from(k).toString('latin1'));
+          }
+          keySets.set(d.nodeId, byPartition);
         }
-        keySets.set(d.nodeId, byPartition);
-      }
-      for (const c of map.configs) {
-        const [first, ...rest] = membersOf(c).map((m) => ({ m, keys: keySets.get(m)?.get(c.partition) ?? new Set<string>() }));
-        if (!keySets.has(first!.m)) throw new Error(`no dump from ${first!.m}`);
-        for (const other of rest) {
-          if (!keySets.has(other.m)) throw new Error(`no dump from ${other.m}`);
-          const missing = [...first!.keys].filter((k) => !other.keys.has(k));
-          const extra = [...other.keys].filter((k) => !first!.keys.has(k));
-          if (missing.length || extra.length) {
-            throw new Error(`partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`);
+        for (const c of map.configs) {
+          const [first, ...rest] = membersOf(c).map((m) => ({
+            m,
+            keys: keySets.get(m)?.get(c.partition) ?? new Set<string>(),
+          }));
+          if (!keySets.has(first!.m)) throw new Error(`no dump from ${first!.m}`);
+          for (const other of rest) {
+            if (!keySets.has(other.m)) throw new Error(`no dump from ${other.m}`);
+            const missing = [...first!.keys].filter((k) => !other.keys.has(k));
+            const extra = [...other.keys].filter((k) => !first!.keys.has(k));
+            if (missing.length || extra.length) {
+              throw new Error(
+                `partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`,
+              );
+            }
           }
         }
-      }
-      return { map, keysByNode: new Map(dumps.map((d) => [d.nodeId, d.keyCount])) };
-    }, timeoutMs, 250);
+        return { map, keysByNode: new Map(dumps.map((d) => [d.nodeId, d.keyCount])) };
+      },
+      timeoutMs,
+      250,
+    );
   }
 
   /** Lines of `name`'s node.log that match `pattern`. */
   logLines(name: string, pattern: RegExp): string[] {
     const path = join(this.dir, name, 'node.log');
     if (!existsSync(path)) return [];
-    return readFileSync(path, 'utf8').split('\n').filter((l) => pattern.test(l));
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => pattern.test(l));
   }
 
   async client(timeoutMs = 10_000): Promise<Db> {
@@ -348,7 +422,8 @@ export class LocalCluster implements AsyncDisposable {
   async stop(): Promise<void> {
     for (const db of this.clients) await db.close().catch(() => undefined);
     this.clients = [];
-    for (const p of this.procs.values()) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+    for (const p of this.procs.values())
+      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     await Promise.all([...this.procs.values()].map((p) => p.exited));
     this.rpc.close();
     for (const cleanup of this.cleanups.splice(0)) cleanup();

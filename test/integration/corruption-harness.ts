@@ -28,7 +28,15 @@ export class OpHistory {
       return true;
     } catch (err) {
       const outcome = classify(err);
-      this.ops.push({ client, op: 'put', key, value, invoke, complete: outcome.kind === 'unknown' ? null : Date.now(), status: outcome.kind === 'unknown' ? 'unknown' : 'fail' });
+      this.ops.push({
+        client,
+        op: 'put',
+        key,
+        value,
+        invoke,
+        complete: outcome.kind === 'unknown' ? null : Date.now(),
+        status: outcome.kind === 'unknown' ? 'unknown' : 'fail',
+      });
       return false;
     }
   }
@@ -38,7 +46,15 @@ export class OpHistory {
     const invoke = Date.now();
     try {
       const got = await db.get(key);
-      this.ops.push({ client, op: 'get', key, value: got ? Buffer.from(got.value).toString('utf8') : null, invoke, complete: Date.now(), status: 'ok' });
+      this.ops.push({
+        client,
+        op: 'get',
+        key,
+        value: got ? Buffer.from(got.value).toString('utf8') : null,
+        invoke,
+        complete: Date.now(),
+        status: 'ok',
+      });
     } catch {
       this.ops.push({ client, op: 'get', key, value: null, invoke, complete: Date.now(), status: 'fail' });
     }
@@ -46,7 +62,14 @@ export class OpHistory {
 
   /** Successful reads that returned a value nobody wrote to that key (a flipped byte served). */
   garbageReads(): HistoryOp[] {
-    return this.ops.filter((o) => o.op === 'get' && o.status === 'ok' && o.value !== null && o.value !== undefined && !this.written.get(o.key)?.has(o.value));
+    return this.ops.filter(
+      (o) =>
+        o.op === 'get' &&
+        o.status === 'ok' &&
+        o.value !== null &&
+        o.value !== undefined &&
+        !this.written.get(o.key)?.has(o.value),
+    );
   }
 
   counts(): { puts: number; gets: number; failedGets: number } {
@@ -71,14 +94,23 @@ export class ReadWriteLoad {
   private running = true;
   private readonly loops: Promise<void>[] = [];
 
-  constructor(history: OpHistory, dbs: readonly Db[], opts: { readers: number; writers: number; readKeys: readonly string[]; writeKeys: readonly string[] }) {
+  constructor(
+    history: OpHistory,
+    dbs: readonly Db[],
+    opts: { readers: number; writers: number; readKeys: readonly string[]; writeKeys: readonly string[] },
+  ) {
     for (let i = 0; i < opts.readers; i++) {
       const db = dbs[i % dbs.length]!;
       this.loops.push(this.loop(async (n) => history.get(db, `r${i}`, opts.readKeys[(n + i) % opts.readKeys.length]!)));
     }
     for (let i = 0; i < opts.writers; i++) {
       const db = dbs[(opts.readers + i) % dbs.length]!;
-      this.loops.push(this.loop(async (n) => void (await history.put(db, `w${i}`, opts.writeKeys[(n * opts.writers + i) % opts.writeKeys.length]!))));
+      this.loops.push(
+        this.loop(
+          async (n) =>
+            void (await history.put(db, `w${i}`, opts.writeKeys[(n * opts.writers + i) % opts.writeKeys.length]!)),
+        ),
+      );
     }
   }
 

@@ -42,7 +42,11 @@ const SETTINGS = { nodes: 3, partitions: P, replicas: 3, ...TIMING, logRetainEnt
 
 /** One key per partition with a unique value: the values to corrupt. */
 function victims(): Array<{ key: string; value: string; partition: number }> {
-  return keysByPartition(P, 1, 'victim').map((l, partition) => ({ key: l[0]!, value: `VICTIM-${partition}-${randomBytes(12).toString('hex')}`, partition }));
+  return keysByPartition(P, 1, 'victim').map((l, partition) => ({
+    key: l[0]!,
+    value: `VICTIM-${partition}-${randomBytes(12).toString('hex')}`,
+    partition,
+  }));
 }
 
 /** SIGKILLs `name` (its partitions fail over), restarts it once it is dead, waits until it is back everywhere. */
@@ -59,17 +63,28 @@ async function finish(cluster: LocalCluster, db: Db, history: OpHistory, node: s
   assert.deepEqual(garbage, [], `reads served a value nobody wrote: ${JSON.stringify(garbage.slice(0, 3))}`);
   const { result, text } = history.check();
   const c = history.counts();
-  console.log(`# history: ${c.puts} puts, ${c.gets} gets answered, ${c.failedGets} failed; linearizability ${result.verdict}`);
+  console.log(
+    `# history: ${c.puts} puts, ${c.gets} gets answered, ${c.failedGets} failed; linearizability ${result.verdict}`,
+  );
   assert.equal(result.verdict, 'ok', text);
   // A dump scans every partition a node holds, so it finds corrupt values on partitions s2
   // only follows (one per dump): wait until a dump finds none and s2 is back everywhere.
   const corruptOf = async () => (await db.nodes()).nodes.find((n) => n.id === node)?.corruptPartitions;
   for (let round = 0; ; round++) {
-    await waitFor(`${node} to have relearned its corrupt partitions`, async () => (await corruptOf()) === undefined, 30_000, 100);
+    await waitFor(
+      `${node} to have relearned its corrupt partitions`,
+      async () => (await corruptOf()) === undefined,
+      30_000,
+      100,
+    );
     const map = await cluster.waitReplicated(60_000);
     await cluster.waitConverged(db, 60_000);
     if ((await corruptOf()) === undefined) {
-      assert.deepEqual(LocalCluster.heldBy(map, node).sort(), Array.from({ length: P }, (_, i) => i), `${node} is a member of every partition again`);
+      assert.deepEqual(
+        LocalCluster.heldBy(map, node).sort(),
+        Array.from({ length: P }, (_, i) => i),
+        `${node} is a member of every partition again`,
+      );
       break;
     }
     assert.ok(round < P, `${node} kept finding corrupt partitions`);
@@ -85,22 +100,40 @@ test('lmdb: a byte flipped in a stored value of a stopped node is never served; 
     for (const v of targets) assert.ok(await history.put(dbs[0]!, 'setup', v.key, v.value), `put ${v.key}`);
     // Enough writes per partition that every log drops the victims' puts (--log-retain-entries 5).
     const filler = keysByPartition(P, 2, 'k').flat();
-    for (let round = 0; round < 15; round++) await Promise.all(filler.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
+    for (let round = 0; round < 15; round++)
+      await Promise.all(filler.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
 
     await cluster.kill('s2', 'SIGKILL');
     const dataFile = join(cluster.dir, 's2', 'lmdb', 'data.mdb');
     const flipped = targets.map((v) => flipInFile(dataFile, Buffer.from(v.value)));
-    assert.ok(flipped.every((n) => n >= 1), `every victim value found in s2's data.mdb (${flipped.join(',')})`);
+    assert.ok(
+      flipped.every((n) => n >= 1),
+      `every victim value found in s2's data.mdb (${flipped.join(',')})`,
+    );
     await cluster.restart('s2');
     await cluster.waitReplicated(30_000);
 
-    const load = new ReadWriteLoad(history, dbs, { readers: 3, writers: 2, readKeys: targets.map((v) => v.key), writeKeys: filler });
+    const load = new ReadWriteLoad(history, dbs, {
+      readers: 3,
+      writers: 2,
+      readKeys: targets.map((v) => v.key),
+      writeKeys: filler,
+    });
     try {
       await bounce(cluster, 's1');
       await cluster.kill('s3', 'SIGKILL');
       // s2 now leads partitions whose values it holds corrupt: a read finds one.
-      await waitFor('s2 to find a corrupt value and step out', () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0, 30_000);
-      const seen = await waitFor('nodes to name s2\'s corrupt partitions', async () => (await dbs[0]!.nodes()).nodes.find((n) => n.id === 's2')?.corruptPartitions, 10_000, 50).catch(() => undefined);
+      await waitFor(
+        's2 to find a corrupt value and step out',
+        () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0,
+        30_000,
+      );
+      const seen = await waitFor(
+        "nodes to name s2's corrupt partitions",
+        async () => (await dbs[0]!.nodes()).nodes.find((n) => n.id === 's2')?.corruptPartitions,
+        10_000,
+        50,
+      ).catch(() => undefined);
       console.log(`# s2 found partitions ${JSON.stringify(seen ?? '(relearned before nodes showed them)')} corrupt`);
       await cluster.restart('s3');
       await cluster.waitReplicated(60_000);
@@ -123,7 +156,8 @@ test('lmdb: a byte flipped in the last log record of a stopped node: it starts, 
     const dbs = [await cluster.client(), await cluster.client()];
     const history = new OpHistory();
     const keys = keysByPartition(P, 3, 'k').flat();
-    for (let round = 0; round < 3; round++) await Promise.all(keys.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
+    for (let round = 0; round < 3; round++)
+      await Promise.all(keys.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
     // The last entry of one partition's log: a put whose value appears nowhere else.
     const tailKey = keys[0]!;
     const tailValue = `TAIL-${randomBytes(12).toString('hex')}`;
@@ -132,16 +166,28 @@ test('lmdb: a byte flipped in the last log record of a stopped node: it starts, 
 
     await cluster.kill('s2', 'SIGKILL');
     // The value is in the log record and in the stored value: both get a flipped byte.
-    assert.ok(flipInFile(join(cluster.dir, 's2', 'lmdb', 'data.mdb'), Buffer.from(tailValue)) >= 1, 'the last record found in data.mdb');
+    assert.ok(
+      flipInFile(join(cluster.dir, 's2', 'lmdb', 'data.mdb'), Buffer.from(tailValue)) >= 1,
+      'the last record found in data.mdb',
+    );
     const load = new ReadWriteLoad(history, dbs, { readers: 2, writers: 2, readKeys: keys, writeKeys: keys.slice(1) });
     try {
       await cluster.restart('s2');
-      await waitFor('s2 to start and say the partition is corrupt', () => {
-        if (!cluster.isRunning('s2')) throw new Error(`s2 exited: ${cluster.logTail('s2')}`);
-        return cluster.logLines('s2', /partition corrupt at open \(S13\)/).some((l) => l.includes(`"partition":${partition}`));
-      }, 20_000);
+      await waitFor(
+        's2 to start and say the partition is corrupt',
+        () => {
+          if (!cluster.isRunning('s2')) throw new Error(`s2 exited: ${cluster.logTail('s2')}`);
+          return cluster
+            .logLines('s2', /partition corrupt at open \(S13\)/)
+            .some((l) => l.includes(`"partition":${partition}`));
+        },
+        20_000,
+      );
       await cluster.waitReplicated(60_000);
-      assert.ok(cluster.logLines('s2', /dropping the corrupt partition to relearn it/).length > 0, 's2 relearned the partition');
+      assert.ok(
+        cluster.logLines('s2', /dropping the corrupt partition to relearn it/).length > 0,
+        's2 relearned the partition',
+      );
       // A failover onto s2: s1's partitions move to s2 or s3.
       await bounce(cluster, 's1');
     } finally {
@@ -153,7 +199,9 @@ test('lmdb: a byte flipped in the last log record of a stopped node: it starts, 
   });
 });
 
-test('redis: a byte flipped in a stored value inside a running node\'s Redis is never served; the node relearns and is a full replica again', { skip: redisInstalled ? false : REDIS_SKIP }, async () => {
+test("redis: a byte flipped in a stored value inside a running node's Redis is never served; the node relearns and is a full replica again", {
+  skip: redisInstalled ? false : REDIS_SKIP,
+}, async () => {
   const redisDir = mkdtempSync(join(tmpdir(), 'dstore-test-redis-'));
   const redis = new Map<string, RedisServer>();
   try {
@@ -185,9 +233,18 @@ test('redis: a byte flipped in a stored value inside a running node\'s Redis is 
         raw.disconnect();
       }
 
-      const load = new ReadWriteLoad(history, dbs, { readers: 3, writers: 1, readKeys: targets.map((v) => v.key), writeKeys: keysByPartition(P, 1, 'k').flat() });
+      const load = new ReadWriteLoad(history, dbs, {
+        readers: 3,
+        writers: 1,
+        readKeys: targets.map((v) => v.key),
+        writeKeys: keysByPartition(P, 1, 'k').flat(),
+      });
       try {
-        await waitFor('s2 to find a corrupt value and step out', () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0, 30_000);
+        await waitFor(
+          's2 to find a corrupt value and step out',
+          () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0,
+          30_000,
+        );
         // A failover onto s2 for the partitions it did not lead: kill s1.
         await cluster.waitReplicated(60_000);
         await bounce(cluster, 's1');

@@ -27,7 +27,10 @@ interface Stats {
   readonly health: { readonly state: 'healthy' | 'unhealthy'; readonly reason?: string };
 }
 
-test('a full disk makes a storage server unhealthy, failed over at once; it rejoins when space is freed, losing no acknowledged write', { skip: SKIP ?? false, timeout: 180_000 }, async () => {
+test('a full disk makes a storage server unhealthy, failed over at once; it rejoins when space is freed, losing no acknowledged write', {
+  skip: SKIP ?? false,
+  timeout: 180_000,
+}, async () => {
   let fs: SmallFs | undefined;
   await using cluster = await LocalCluster.start({
     partitions: PARTITIONS,
@@ -50,7 +53,9 @@ test('a full disk makes a storage server unhealthy, failed over at once; it rejo
     const keys = keysByPartition(PARTITIONS, 16).flat();
     const load = new WriteLoad(history, dbs, { writers: 6, keys });
     // Large values on s1's partitions: its lmdb file has to grow, so the fill bites at once.
-    const bigKeys = keysByPartition(PARTITIONS, 64, 'big').filter((_, p) => led.includes(p)).flat();
+    const bigKeys = keysByPartition(PARTITIONS, 64, 'big')
+      .filter((_, p) => led.includes(p))
+      .flat();
     const big = Buffer.alloc(64 * 1024, 0x61);
     let bulkRunning = true;
     const bulk = (async () => {
@@ -70,38 +75,68 @@ test('a full disk makes a storage server unhealthy, failed over at once; it rejo
       console.log(`# filled s1's data dir with ${filled} bytes; ${fs.freeBytes()} bytes free`);
 
       // Unhealthy, still running and answering, and failed over at once.
-      const unhealthy = await waitFor('s1 to report itself unhealthy', async () => {
-        assert.ok(cluster.isRunning('s1'), `s1 exited: ${cluster.logTail('s1')}`);
-        const st = (await cluster.stats('s1', 2000)) as unknown as Stats;
-        return st.health.state === 'unhealthy' ? st.health : undefined;
-      }, 20_000, 50);
+      const unhealthy = await waitFor(
+        's1 to report itself unhealthy',
+        async () => {
+          assert.ok(cluster.isRunning('s1'), `s1 exited: ${cluster.logTail('s1')}`);
+          const st = (await cluster.stats('s1', 2000)) as unknown as Stats;
+          return st.health.state === 'unhealthy' ? st.health : undefined;
+        },
+        20_000,
+        50,
+      );
       console.log(`# s1 unhealthy after ${Date.now() - fillMs} ms: ${unhealthy.reason}`);
-      const failedOver = await waitFor('every partition s1 led to have another primary', async () => {
-        const map = await cluster.map(2000);
-        return led.every((p) => map.configs[p]!.primary !== 's1' && !membersOf(map.configs[p]!).includes('s1')) ? map : undefined;
-      }, DEAD_AFTER_MS, 20);
+      const failedOver = await waitFor(
+        'every partition s1 led to have another primary',
+        async () => {
+          const map = await cluster.map(2000);
+          return led.every((p) => map.configs[p]!.primary !== 's1' && !membersOf(map.configs[p]!).includes('s1'))
+            ? map
+            : undefined;
+        },
+        DEAD_AFTER_MS,
+        20,
+      );
       const failoverMs = Date.now() - fillMs;
-      console.log(`# partitions ${led.join(',')} failed over ${failoverMs} ms after the fill (dead-after ${DEAD_AFTER_MS} ms); new primaries ${led.map((p) => failedOver.configs[p]!.primary).join(',')}`);
-      assert.ok(failoverMs < DEAD_AFTER_MS / 2, `failover took ${failoverMs} ms, not well under --dead-after-ms ${DEAD_AFTER_MS}`);
+      console.log(
+        `# partitions ${led.join(',')} failed over ${failoverMs} ms after the fill (dead-after ${DEAD_AFTER_MS} ms); new primaries ${led.map((p) => failedOver.configs[p]!.primary).join(',')}`,
+      );
+      assert.ok(
+        failoverMs < DEAD_AFTER_MS / 2,
+        `failover took ${failoverMs} ms, not well under --dead-after-ms ${DEAD_AFTER_MS}`,
+      );
       const db = dbs[1]!;
       const info = await db.nodes();
       assert.equal(info.nodes.find((n) => n.id === 's1')?.state, 'unhealthy', `nodes: ${JSON.stringify(info.nodes)}`);
       const okAtFailover = history.counts().ok;
-      await waitFor('writes acknowledged after the failover', () => history.counts().ok >= okAtFailover + 50, 20_000, 50);
+      await waitFor(
+        'writes acknowledged after the failover',
+        () => history.counts().ok >= okAtFailover + 50,
+        20_000,
+        50,
+      );
       assert.ok(cluster.isRunning('s1'), 's1 still runs while its disk is full');
 
       // Space freed: s1 reopens and rejoins by itself.
       const freeMs = Date.now();
       fs.free();
-      await waitFor('s1 to be healthy again', async () => {
-        assert.ok(cluster.isRunning('s1'), `s1 exited: ${cluster.logTail('s1')}`);
-        const st = (await cluster.stats('s1', 2000)) as unknown as Stats;
-        return st.health.state === 'healthy';
-      }, 30_000, 50);
+      await waitFor(
+        's1 to be healthy again',
+        async () => {
+          assert.ok(cluster.isRunning('s1'), `s1 exited: ${cluster.logTail('s1')}`);
+          const st = (await cluster.stats('s1', 2000)) as unknown as Stats;
+          return st.health.state === 'healthy';
+        },
+        30_000,
+        50,
+      );
       const healthyMs = Date.now() - freeMs;
       const map = await cluster.waitReplicated(60_000);
       const rejoinMs = Date.now() - freeMs;
-      assert.ok(map.configs.every((c) => membersOf(c).includes('s1')), `s1 is not back in every partition: ${JSON.stringify(map.configs)}`);
+      assert.ok(
+        map.configs.every((c) => membersOf(c).includes('s1')),
+        `s1 is not back in every partition: ${JSON.stringify(map.configs)}`,
+      );
       console.log(`# space freed: s1 healthy after ${healthyMs} ms, every partition at R with s1 after ${rejoinMs} ms`);
       const okAtRejoin = history.counts().ok;
       await waitFor('writes acknowledged after s1 rejoined', () => history.counts().ok >= okAtRejoin + 50, 20_000, 50);
@@ -111,7 +146,9 @@ test('a full disk makes a storage server unhealthy, failed over at once; it rejo
       await bulk;
     }
     const counts = history.counts();
-    console.log(`# writes: ${counts.ok} acknowledged, ${counts.failed} failed (${counts.failedCodes.join(',')}), ${counts.unknown} unknown`);
+    console.log(
+      `# writes: ${counts.ok} acknowledged, ${counts.failed} failed (${counts.failedCodes.join(',')}), ${counts.unknown} unknown`,
+    );
     const violations = await history.check(dbs[1]!);
     assert.deepEqual(violations, [], `acknowledged writes lost or wrong:\n${violations.slice(0, 20).join('\n')}`);
     assert.ok(cluster.isRunning('s1'), 's1 ran throughout');

@@ -42,7 +42,6 @@ export const TIMING = {
   deadAfterMs: Number(process.env.DSTORE_TEST_DEAD_AFTER_MS ?? 2000),
 } as const;
 
-
 export function classify(err: unknown): Outcome {
   // S9: OUTCOME_UNKNOWN is what the client reports when a retry may have been applied; a bare
   // TIMEOUT or a lost connection can also hide an applied write (the rule: mayHaveApplied).
@@ -119,7 +118,10 @@ export class History {
       if (r.outcome.kind !== 'ok') continue;
       const id = `${r.partition}/${r.outcome.version}`;
       const other = versionOwner.get(id);
-      if (other) violations.push(`partition ${r.partition}: version ${r.outcome.version} acknowledged for two writes (${other.key}=${other.value} and ${r.key}=${r.value})`);
+      if (other)
+        violations.push(
+          `partition ${r.partition}: version ${r.outcome.version} acknowledged for two writes (${other.key}=${other.value} and ${r.key}=${r.value})`,
+        );
       else versionOwner.set(id, r);
     }
     const byKey = new Map<string, WriteRecord[]>();
@@ -149,7 +151,11 @@ export class History {
       const writes = byKey.get(key)!;
       let lastAcked: WriteRecord | undefined;
       for (const w of writes) {
-        if (w.outcome.kind === 'ok' && (!lastAcked || w.outcome.version > (lastAcked.outcome as { version: number }).version)) lastAcked = w;
+        if (
+          w.outcome.kind === 'ok' &&
+          (!lastAcked || w.outcome.version > (lastAcked.outcome as { version: number }).version)
+        )
+          lastAcked = w;
       }
       const ackedVersion = lastAcked ? (lastAcked.outcome as { version: number }).version : 0;
       const got = reads.get(key);
@@ -158,19 +164,30 @@ export class History {
         continue;
       }
       if (got === undefined) {
-        if (lastAcked) violations.push(`${key}: absent, but ${lastAcked.value} was acknowledged at version ${ackedVersion}`);
+        if (lastAcked)
+          violations.push(`${key}: absent, but ${lastAcked.value} was acknowledged at version ${ackedVersion}`);
         continue;
       }
       const source = byValue.get(got.value);
       if (!source || source.key !== key) {
         violations.push(`${key}: holds ${JSON.stringify(got.value)}, which was never written to it`);
       } else if (source.outcome.kind === 'failed') {
-        violations.push(`${key}: holds ${got.value}, from a write reported as definitely failed (${source.outcome.code})`);
+        violations.push(
+          `${key}: holds ${got.value}, from a write reported as definitely failed (${source.outcome.code})`,
+        );
       } else if (source.outcome.kind === 'ok') {
-        if (source.outcome.version !== got.version) violations.push(`${key}: ${got.value} was acknowledged at version ${source.outcome.version} but reads back at ${got.version}`);
-        if (source !== lastAcked) violations.push(`${key}: holds ${got.value} (version ${got.version}); the last acknowledged write is ${lastAcked?.value} (version ${ackedVersion}): an acknowledged write was lost`);
+        if (source.outcome.version !== got.version)
+          violations.push(
+            `${key}: ${got.value} was acknowledged at version ${source.outcome.version} but reads back at ${got.version}`,
+          );
+        if (source !== lastAcked)
+          violations.push(
+            `${key}: holds ${got.value} (version ${got.version}); the last acknowledged write is ${lastAcked?.value} (version ${ackedVersion}): an acknowledged write was lost`,
+          );
       } else if (got.version <= ackedVersion) {
-        violations.push(`${key}: holds ${got.value} from an unknown-outcome write at version ${got.version}, not above the last acknowledged version ${ackedVersion} (${lastAcked?.value})`);
+        violations.push(
+          `${key}: holds ${got.value} from an unknown-outcome write at version ${got.version}, not above the last acknowledged version ${ackedVersion} (${lastAcked?.value})`,
+        );
       }
     }
     return violations;
@@ -246,14 +263,27 @@ export class WriteLoad {
  * undefined when `timeoutMs` passed first.
  */
 export function watchReplicated(cluster: LocalCluster, timeoutMs: number): { done: Promise<number | undefined> } {
-  return { done: cluster.waitReplicated(timeoutMs).then(() => Date.now(), () => undefined) };
+  return {
+    done: cluster.waitReplicated(timeoutMs).then(
+      () => Date.now(),
+      () => undefined,
+    ),
+  };
 }
 
 /** Latency of writes issued in [fromMs, toMs): the slowest acknowledged one and how many were not acknowledged. */
-export function disturbance(history: History, fromMs: number, toMs: number): { writes: number; maxOkMs: number; notOk: number } {
+export function disturbance(
+  history: History,
+  fromMs: number,
+  toMs: number,
+): { writes: number; maxOkMs: number; notOk: number } {
   const ws = history.records.filter((r) => r.startMs >= fromMs && r.startMs < toMs);
   const ok = ws.filter((r) => r.outcome.kind === 'ok');
-  return { writes: ws.length, maxOkMs: ok.length ? Math.max(...ok.map((r) => r.endMs - r.startMs)) : NaN, notOk: ws.length - ok.length };
+  return {
+    writes: ws.length,
+    maxOkMs: ok.length ? Math.max(...ok.map((r) => r.endMs - r.startMs)) : NaN,
+    notOk: ws.length - ok.length,
+  };
 }
 
 /** The scenario's clock: `at(5000)` resolves 5 s after `start` (the scenario's own timeline). */
@@ -278,7 +308,12 @@ export function median(xs: readonly number[]): number {
  * Per partition in `partitions`, ms from `sinceMs` to its first acknowledged write issued
  * after it; prints a line `# <label>: …` and returns the list (undefined: none).
  */
-export function reportRecovery(history: History, label: string, partitions: readonly number[], sinceMs: number): (number | undefined)[] {
+export function reportRecovery(
+  history: History,
+  label: string,
+  partitions: readonly number[],
+  sinceMs: number,
+): (number | undefined)[] {
   const times = partitions.map((p) => history.firstOkAfter(p, sinceMs));
   const known = times.filter((t): t is number => t !== undefined);
   const never = partitions.filter((_, i) => times[i] === undefined);
@@ -296,7 +331,8 @@ export async function withLogsOnFailure<T>(cluster: LocalCluster, body: () => Pr
   } catch (err) {
     for (const name of cluster.procs.keys()) {
       console.log(`# --- last lines of ${name}/node.log ---`);
-      for (const line of cluster.logTail(name, 15).split('\n')) console.log(`# ${line.length > 400 ? `${line.slice(0, 400)}…` : line}`);
+      for (const line of cluster.logTail(name, 15).split('\n'))
+        console.log(`# ${line.length > 400 ? `${line.slice(0, 400)}…` : line}`);
     }
     throw err;
   }

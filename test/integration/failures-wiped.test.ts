@@ -28,7 +28,11 @@ test('a storage server restarted with a wiped store relearns its partitions and 
     const db = await cluster.client();
     const history = new History(P);
     const keys = keysByPartition(P, 8, 'wiped');
-    await Promise.all(keys.map(async (list) => { for (const k of list) await history.put(db, k, 'before'); }));
+    await Promise.all(
+      keys.map(async (list) => {
+        for (const k of list) await history.put(db, k, 'before');
+      }),
+    );
     assert.equal(history.counts().ok, P * 8, 'every write before the fault is acknowledged');
 
     const before = await cluster.map();
@@ -43,11 +47,16 @@ test('a storage server restarted with a wiped store relearns its partitions and 
     try {
       await cluster.restart(b);
       // S4: an empty store is not a durable replica: the nameserver makes B a learner.
-      await waitFor(`${b} to be made a learner of partition 0 (not left a secondary)`, async () => {
-        const m = await cluster.map();
-        const now = m.configs[0]!;
-        return !now.secondaries.includes(b) && now.primary !== b && now.learners.includes(b);
-      }, 15_000, 100);
+      await waitFor(
+        `${b} to be made a learner of partition 0 (not left a secondary)`,
+        async () => {
+          const m = await cluster.map();
+          const now = m.configs[0]!;
+          return !now.secondaries.includes(b) && now.primary !== b && now.learners.includes(b);
+        },
+        15_000,
+        100,
+      );
 
       // A and C are declared dead; B, holding nothing, must not serve the partition.
       await cluster.waitNodeState(a, 'dead', 15_000);

@@ -20,12 +20,22 @@ async function main(): Promise<Record<string, unknown>> {
   try {
     const deadline = Date.now() + FORM_TIMEOUT_MS;
     let info = await db.nodes().catch(() => undefined);
-    while (!(info?.formed && info.partitionsReady === info.partitions && info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length >= 3)) {
-      if (Date.now() > deadline) throw new Error(`cluster not formed within ${FORM_TIMEOUT_MS} ms: ${JSON.stringify(info ?? 'no answer')}`);
+    while (
+      !(
+        info?.formed &&
+        info.partitionsReady === info.partitions &&
+        info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length >= 3
+      )
+    ) {
+      if (Date.now() > deadline)
+        throw new Error(`cluster not formed within ${FORM_TIMEOUT_MS} ms: ${JSON.stringify(info ?? 'no answer')}`);
       await new Promise((r) => setTimeout(r, 200));
       info = await db.nodes().catch(() => undefined);
     }
-    const refusedWithoutToken = await anonymous.nodes().then(() => false, (err: unknown) => err instanceof UnauthorizedError);
+    const refusedWithoutToken = await anonymous.nodes().then(
+      () => false,
+      (err: unknown) => err instanceof UnauthorizedError,
+    );
 
     let next = 0;
     const worker = async (fn: (i: number, db: Db) => Promise<void>) => {
@@ -33,21 +43,36 @@ async function main(): Promise<Record<string, unknown>> {
     };
     let written = 0;
     next = 0;
-    await Promise.all(Array.from({ length: CONCURRENCY }, () => worker(async (i) => {
-      await db.put(`key-${i}`, `value-${i}`);
-      written++;
-    })));
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, () =>
+        worker(async (i) => {
+          await db.put(`key-${i}`, `value-${i}`);
+          written++;
+        }),
+      ),
+    );
     let read = 0;
     const mismatches: string[] = [];
     next = 0;
-    await Promise.all(Array.from({ length: CONCURRENCY }, () => worker(async (i) => {
-      const got = await db.get(`key-${i}`);
-      const value = got ? Buffer.from(got.value).toString('utf8') : undefined;
-      if (value === `value-${i}`) read++;
-      else if (mismatches.length < 10) mismatches.push(`key-${i}: ${String(value)}`);
-    })));
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, () =>
+        worker(async (i) => {
+          const got = await db.get(`key-${i}`);
+          const value = got ? Buffer.from(got.value).toString('utf8') : undefined;
+          if (value === `value-${i}`) read++;
+          else if (mismatches.length < 10) mismatches.push(`key-${i}: ${String(value)}`);
+        }),
+      ),
+    );
     const nodes = (await db.nodes()).nodes.map((n) => ({ id: n.id, role: n.role, address: n.address, state: n.state }));
-    return { ok: written === KEYS && read === KEYS && refusedWithoutToken, nodes, written, read, mismatches, refusedWithoutToken };
+    return {
+      ok: written === KEYS && read === KEYS && refusedWithoutToken,
+      nodes,
+      written,
+      read,
+      mismatches,
+      refusedWithoutToken,
+    };
   } finally {
     await db.close();
     await anonymous.close();
@@ -60,7 +85,9 @@ main().then(
     process.exit(result.ok ? 0 : 1);
   },
   (err: unknown) => {
-    process.stdout.write(`${JSON.stringify({ ok: false, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: false, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) })}\n`,
+    );
     process.exit(1);
   },
 );

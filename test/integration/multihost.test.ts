@@ -29,9 +29,12 @@ const KEYS = 1000;
 /** Bound on the client script: forming, 1,000 writes and 1,000 reads. */
 const CLIENT_TIMEOUT_MS = 120_000;
 
-const reason = netnsUnavailableReason('the multi-host test\'s 5 hosts');
+const reason = netnsUnavailableReason("the multi-host test's 5 hosts");
 
-test(`a nameserver, 3 storage servers and a client on 5 network namespaces (${SUBNET_PREFIX}.0/24)`, { skip: reason ?? false, timeout: 240_000 }, async () => {
+test(`a nameserver, 3 storage servers and a client on 5 network namespaces (${SUBNET_PREFIX}.0/24)`, {
+  skip: reason ?? false,
+  timeout: 240_000,
+}, async () => {
   removeStaleNamespaces('dstest');
   const prefix = `dstest-${process.pid}-${randomBytes(3).toString('hex')}`;
   const hosts = [
@@ -70,15 +73,57 @@ test(`a nameserver, 3 storage servers and a client on 5 network namespaces (${SU
     const nameserver = `${nsHost!.address}:${NAMESERVER_PORT}`;
     const inNs = (host: string, args: string[]) => ['netns', 'exec', `${prefix}-${host}`, process.execPath, ...args];
 
-    procs.start('nameserver', 'ip', inNs('ns', [
-      MAIN, 'nameserver', '--listen', nsHost!.address, '--port', String(NAMESERVER_PORT), '--advertise', nameserver,
-      '--data-dir', join(dir, 'nameserver'), '--partitions', '8', '--replicas', '3', '--heartbeat-ms', '250', '--log-level', 'warn',
-    ]), env);
+    procs.start(
+      'nameserver',
+      'ip',
+      inNs('ns', [
+        MAIN,
+        'nameserver',
+        '--listen',
+        nsHost!.address,
+        '--port',
+        String(NAMESERVER_PORT),
+        '--advertise',
+        nameserver,
+        '--data-dir',
+        join(dir, 'nameserver'),
+        '--partitions',
+        '8',
+        '--replicas',
+        '3',
+        '--heartbeat-ms',
+        '250',
+        '--log-level',
+        'warn',
+      ]),
+      env,
+    );
     for (const { host, address } of storageHosts) {
-      procs.start(host, 'ip', inNs(host, [
-        MAIN, 'storage', '--nameserver', nameserver, '--listen', '0.0.0.0', '--port', '7101', '--advertise', `${address}:7101`,
-        '--node-id', host, '--data-dir', join(dir, host), '--heartbeat-ms', '250', '--log-level', 'warn',
-      ]), env);
+      procs.start(
+        host,
+        'ip',
+        inNs(host, [
+          MAIN,
+          'storage',
+          '--nameserver',
+          nameserver,
+          '--listen',
+          '0.0.0.0',
+          '--port',
+          '7101',
+          '--advertise',
+          `${address}:7101`,
+          '--node-id',
+          host,
+          '--data-dir',
+          join(dir, host),
+          '--heartbeat-ms',
+          '250',
+          '--log-level',
+          'warn',
+        ]),
+        env,
+      );
     }
     procs.start('client', 'ip', inNs(clientHost.host, [CLIENT_SCRIPT, nameserver, token, String(KEYS)]), cleanEnv());
     const exit = await procs.waitExit('client', CLIENT_TIMEOUT_MS);
@@ -86,7 +131,12 @@ test(`a nameserver, 3 storage servers and a client on 5 network namespaces (${SU
     const context = `client stdout: ${client.stdout}\nclient stderr: ${client.stderr}\n${procs.describe()}`;
     assert.ok(exit, `the client did not finish within ${CLIENT_TIMEOUT_MS} ms\n${context}`);
     const result = JSON.parse(client.stdout.trim().split('\n').at(-1) ?? '{}') as {
-      ok: boolean; written: number; read: number; refusedWithoutToken: boolean; nodes: { id: string; address: string; state: string }[]; error?: string;
+      ok: boolean;
+      written: number;
+      read: number;
+      refusedWithoutToken: boolean;
+      nodes: { id: string; address: string; state: string }[];
+      error?: string;
     };
     assert.equal(result.error, undefined, context);
     assert.equal(result.refusedWithoutToken, true, 'a client without the token is refused');
@@ -95,8 +145,14 @@ test(`a nameserver, 3 storage servers and a client on 5 network namespaces (${SU
     assert.equal(exit.code, 0, context);
     // Each node is known by the address it advertised, on its own host.
     const addresses = Object.fromEntries(result.nodes.map((n) => [n.id, n.address]));
-    assert.deepEqual(addresses, { nameserver, s1: `${SUBNET_PREFIX}.11:7101`, s2: `${SUBNET_PREFIX}.12:7101`, s3: `${SUBNET_PREFIX}.13:7101` });
-    for (const name of ['nameserver', 's1', 's2', 's3']) assert.equal(procs.all.get(name)!.child.exitCode, null, `${name} is still running\n${context}`);
+    assert.deepEqual(addresses, {
+      nameserver,
+      s1: `${SUBNET_PREFIX}.11:7101`,
+      s2: `${SUBNET_PREFIX}.12:7101`,
+      s3: `${SUBNET_PREFIX}.13:7101`,
+    });
+    for (const name of ['nameserver', 's1', 's2', 's3'])
+      assert.equal(procs.all.get(name)!.child.exitCode, null, `${name} is still running\n${context}`);
   } finally {
     await procs.stopAll();
     rmSync(dir, { recursive: true, force: true });

@@ -71,14 +71,36 @@ after(async () => {
 let leftovers: number[] = [];
 
 test('SIGTERM to `npm start` stops the cluster: no process of it is left', { skip }, async () => {
-  const npm = procs.start('npm-start', 'npm', ['start', '--ignore-scripts', '--', '--no-shell', '--data-dir', join(dir, 'data'), '--port', '0', '--nodes', '2', '--replicas', '2'], {
-    ...cleanEnv(),
-    npm_config_update_notifier: 'false',
-  });
-  await waitFor('the cluster to be ready', () => {
-    if (npm.child.exitCode !== null) throw new Error(`npm exited (${npm.child.exitCode}): ${npm.stderr}`);
-    return npm.stdout.includes('local cluster ready');
-  }, 60_000).catch((err: unknown) => {
+  const npm = procs.start(
+    'npm-start',
+    'npm',
+    [
+      'start',
+      '--ignore-scripts',
+      '--',
+      '--no-shell',
+      '--data-dir',
+      join(dir, 'data'),
+      '--port',
+      '0',
+      '--nodes',
+      '2',
+      '--replicas',
+      '2',
+    ],
+    {
+      ...cleanEnv(),
+      npm_config_update_notifier: 'false',
+    },
+  );
+  await waitFor(
+    'the cluster to be ready',
+    () => {
+      if (npm.child.exitCode !== null) throw new Error(`npm exited (${npm.child.exitCode}): ${npm.stderr}`);
+      return npm.stdout.includes('local cluster ready');
+    },
+    60_000,
+  ).catch((err: unknown) => {
     throw new Error(`${(err as Error).message}\n${procs.describe()}`);
   });
   const npmPid = npm.child.pid!;
@@ -92,9 +114,15 @@ test('SIGTERM to `npm start` stops the cluster: no process of it is left', { ski
   }
 
   process.kill(npmPid, 'SIGTERM');
-  await waitFor('every process of the cluster to exit', () => [npmPid, ...tree].every((pid) => !alive(pid)), 20_000).catch((err: unknown) => {
+  await waitFor(
+    'every process of the cluster to exit',
+    () => [npmPid, ...tree].every((pid) => !alive(pid)),
+    20_000,
+  ).catch((err: unknown) => {
     const left = [npmPid, ...tree].filter(alive);
-    throw new Error(`${(err as Error).message}; still running: ${left.map((pid) => `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').slice(0, 120)}`).join('; ')}`);
+    throw new Error(
+      `${(err as Error).message}; still running: ${left.map((pid) => `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').slice(0, 120)}`).join('; ')}`,
+    );
   });
   assert.match(npm.stderr, /parent process \d+ exited: stopping the cluster/);
 });

@@ -29,7 +29,8 @@ after(async () => {
 });
 
 let seq = 0;
-const dstore = (name: string, args: string[]): Spawned => procs.start(`${name}-${++seq}`, process.execPath, [MAIN, ...args], cleanEnv());
+const dstore = (name: string, args: string[]): Spawned =>
+  procs.start(`${name}-${++seq}`, process.execPath, [MAIN, ...args], cleanEnv());
 
 /** Waits for `p` to exit (bounded) and returns its code and last stderr line. */
 async function exitOf(p: Spawned, timeoutMs = 20_000): Promise<{ code: number | null; last: string; ms: number }> {
@@ -40,20 +41,28 @@ async function exitOf(p: Spawned, timeoutMs = 20_000): Promise<{ code: number | 
 }
 
 const waitLog = (p: Spawned, text: string, timeoutMs = 20_000): Promise<true> =>
-  waitFor(`${p.name} to log "${text}"`, () => {
-    if (p.child.exitCode !== null) throw new Error(`${p.name} exited (${p.child.exitCode}): ${p.stderr.slice(-2000)}`);
-    return p.stderr.includes(text);
-  }, timeoutMs).catch((err: unknown) => {
+  waitFor(
+    `${p.name} to log "${text}"`,
+    () => {
+      if (p.child.exitCode !== null)
+        throw new Error(`${p.name} exited (${p.child.exitCode}): ${p.stderr.slice(-2000)}`);
+      return p.stderr.includes(text);
+    },
+    timeoutMs,
+  ).catch((err: unknown) => {
     throw new Error(`${(err as Error).message}\n${procs.describe()}`);
   });
 
 const lockedLine = (d: string, pid: number | undefined): RegExp =>
-  new RegExp(`^error: data dir ${d.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is in use by another dstore process, pid ${pid}\\b.*; stop it first or choose another --data-dir$`);
+  new RegExp(
+    `^error: data dir ${d.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is in use by another dstore process, pid ${pid}\\b.*; stop it first or choose another --data-dir$`,
+  );
 
 describe('data dir lock', () => {
   test('a second nameserver on the same data dir exits 2 naming the dir and the pid; after SIGKILL a restart succeeds at once', async () => {
     const d = join(dir, 'ns-lock');
-    const ns = (port: number) => dstore('ns', ['nameserver', '--port', String(port), '--data-dir', d, '--replicas', '1']);
+    const ns = (port: number) =>
+      dstore('ns', ['nameserver', '--port', String(port), '--data-dir', d, '--replicas', '1']);
     const first = ns(await freePort());
     await waitLog(first, 'nameserver listening');
     const second = ns(await freePort());
@@ -71,7 +80,18 @@ describe('data dir lock', () => {
     const d = join(dir, 'storage-lock');
     // No nameserver: the first keeps retrying to register and holds its data dir meanwhile.
     const nameserver = `127.0.0.1:${await freePort()}`;
-    const storage = async () => dstore('st', ['storage', '--nameserver', nameserver, '--port', String(await freePort()), '--node-id', 's1', '--data-dir', d]);
+    const storage = async () =>
+      dstore('st', [
+        'storage',
+        '--nameserver',
+        nameserver,
+        '--port',
+        String(await freePort()),
+        '--node-id',
+        's1',
+        '--data-dir',
+        d,
+      ]);
     const first = await storage();
     await waitLog(first, 'storage server listening');
     const second = await storage();
@@ -87,12 +107,30 @@ describe('data dir lock', () => {
 
   test('a second `up` on the same data dir, and a stray storage server on one of its node dirs, exit 2 naming the holder', async () => {
     const d = join(dir, 'up-lock');
-    const up = () => dstore('up', ['up', '--no-shell', '--data-dir', d, '--port', '0', '--nodes', '1', '--replicas', '1', '--min-write-replicas', '1']);
+    const up = () =>
+      dstore('up', [
+        'up',
+        '--no-shell',
+        '--data-dir',
+        d,
+        '--port',
+        '0',
+        '--nodes',
+        '1',
+        '--replicas',
+        '1',
+        '--min-write-replicas',
+        '1',
+      ]);
     const first = up();
-    await waitFor('the first up to be ready', () => {
-      if (first.child.exitCode !== null) throw new Error(`up exited: ${first.stderr}`);
-      return first.stdout.includes('local cluster ready');
-    }, 60_000);
+    await waitFor(
+      'the first up to be ready',
+      () => {
+        if (first.child.exitCode !== null) throw new Error(`up exited: ${first.stderr}`);
+        return first.stdout.includes('local cluster ready');
+      },
+      60_000,
+    );
     const second = up();
     const r = await exitOf(second);
     assert.equal(r.code, 2, second.stderr);
@@ -102,7 +140,15 @@ describe('data dir lock', () => {
 
     const s1Pid = Number(/ s1 +\S+ +pid (\d+)/.exec(first.stdout)?.[1]);
     assert.ok(s1Pid > 0, first.stdout);
-    const stray = dstore('stray', ['storage', '--nameserver', '127.0.0.1:9', '--port', String(await freePort()), '--data-dir', join(d, 's1')]);
+    const stray = dstore('stray', [
+      'storage',
+      '--nameserver',
+      '127.0.0.1:9',
+      '--port',
+      String(await freePort()),
+      '--data-dir',
+      join(d, 's1'),
+    ]);
     const s = await exitOf(stray);
     assert.equal(s.code, 2, stray.stderr);
     assert.match(s.last, lockedLine(join(d, 's1'), s1Pid));
@@ -121,24 +167,37 @@ describe('data dir lock', () => {
     first.child.kill('SIGKILL');
     await procs.waitExit(first.name, 10_000);
     const restarted = up();
-    await waitFor('the restarted up to be ready', () => {
-      if (restarted.child.exitCode !== null) throw new Error(`up exited: ${restarted.stderr}`);
-      return restarted.stdout.includes('local cluster ready');
-    }, 60_000);
+    await waitFor(
+      'the restarted up to be ready',
+      () => {
+        if (restarted.child.exitCode !== null) throw new Error(`up exited: ${restarted.stderr}`);
+        return restarted.stdout.includes('local cluster ready');
+      },
+      60_000,
+    );
     restarted.child.kill('SIGTERM');
     assert.equal((await exitOf(restarted)).code, 0, restarted.stderr);
   });
 
-  test('the socket-file fallback: a dead holder\'s stale socket is replaced, a live one is named', async () => {
+  test("the socket-file fallback: a dead holder's stale socket is replaced, a live one is named", async () => {
     const d = prepareDataDir(join(dir, 'fallback'));
     const holderScript = `
       const { lockDataDir } = await import(${JSON.stringify(new URL('../../src/process/data-dir.js', import.meta.url).href)});
       await lockDataDir(${JSON.stringify(d)}, 'test holder', { mode: 'socket-file' });
       console.log('locked');
       setInterval(() => {}, 1 << 30);`;
-    const holder = procs.start('fallback-holder', process.execPath, ['--input-type=module', '-e', holderScript], cleanEnv());
+    const holder = procs.start(
+      'fallback-holder',
+      process.execPath,
+      ['--input-type=module', '-e', holderScript],
+      cleanEnv(),
+    );
     await waitFor('the holder to lock', () => holder.stdout.includes('locked'), 10_000);
-    await assert.rejects(lockDataDir(d, 'test', { mode: 'socket-file' }), (err: unknown) => err instanceof DataDirLockedError && err.holderPid === holder.child.pid && err.holderRole === 'test holder');
+    await assert.rejects(
+      lockDataDir(d, 'test', { mode: 'socket-file' }),
+      (err: unknown) =>
+        err instanceof DataDirLockedError && err.holderPid === holder.child.pid && err.holderRole === 'test holder',
+    );
     holder.child.kill('SIGKILL'); // leaves its socket file behind
     await procs.waitExit(holder.name, 10_000);
     const lock = await lockDataDir(d, 'test', { mode: 'socket-file' });
@@ -150,13 +209,42 @@ describe('node ids', () => {
   test('a node id alive at another address is refused (NODE_ID_IN_USE) until that server is dead', async () => {
     const nsPort = await freePort();
     const nameserver = `127.0.0.1:${nsPort}`;
-    const ns = dstore('ns-ids', ['nameserver', '--port', String(nsPort), '--data-dir', join(dir, 'ids-ns'), '--replicas', '1', '--min-write-replicas', '1',
-      '--heartbeat-ms', '200', '--dead-after-ms', '1000']);
+    const ns = dstore('ns-ids', [
+      'nameserver',
+      '--port',
+      String(nsPort),
+      '--data-dir',
+      join(dir, 'ids-ns'),
+      '--replicas',
+      '1',
+      '--min-write-replicas',
+      '1',
+      '--heartbeat-ms',
+      '200',
+      '--dead-after-ms',
+      '1000',
+    ]);
     await waitLog(ns, 'nameserver listening');
     const storage = async (dataDir: string) => {
       const port = await freePort();
-      return { port, p: dstore('s1', ['storage', '--nameserver', nameserver, '--port', String(port), '--node-id', 's1', '--backend', 'memory',
-        '--data-dir', join(dir, dataDir), '--heartbeat-ms', '200']) };
+      return {
+        port,
+        p: dstore('s1', [
+          'storage',
+          '--nameserver',
+          nameserver,
+          '--port',
+          String(port),
+          '--node-id',
+          's1',
+          '--backend',
+          'memory',
+          '--data-dir',
+          join(dir, dataDir),
+          '--heartbeat-ms',
+          '200',
+        ]),
+      };
     };
     const holder = await storage('ids-a');
     await waitLog(holder.p, 'registered with the nameserver');
@@ -165,22 +253,40 @@ describe('node ids', () => {
     const dup = await storage('ids-b');
     const r = await exitOf(dup.p);
     assert.equal(r.code, 2, dup.p.stderr);
-    assert.match(r.last, new RegExp(`^error: node id s1 is in use by a live storage server at 127\\.0\\.0\\.1:${holder.port} .*\\(NODE_ID_IN_USE\\)$`));
-    assert.match(dup.p.stderr, new RegExp(`node id s1 is alive at 127\\.0\\.0\\.1:${holder.port} .*the server at 127\\.0\\.0\\.1:${dup.port} is refused until that one is dead`));
+    assert.match(
+      r.last,
+      new RegExp(
+        `^error: node id s1 is in use by a live storage server at 127\\.0\\.0\\.1:${holder.port} .*\\(NODE_ID_IN_USE\\)$`,
+      ),
+    );
+    assert.match(
+      dup.p.stderr,
+      new RegExp(
+        `node id s1 is alive at 127\\.0\\.0\\.1:${holder.port} .*the server at 127\\.0\\.0\\.1:${dup.port} is refused until that one is dead`,
+      ),
+    );
     assert.match(ns.stderr, new RegExp(`registration refused: node id s1 is alive at 127\\.0\\.0\\.1:${holder.port}`));
     const db = await connect(nameserver, { timeoutMs: 10_000 });
     try {
-      assert.equal((await db.nodes()).nodes.find((n) => n.id === 's1')?.address, `127.0.0.1:${holder.port}`, 'the holder keeps its id and address');
+      assert.equal(
+        (await db.nodes()).nodes.find((n) => n.id === 's1')?.address,
+        `127.0.0.1:${holder.port}`,
+        'the holder keeps its id and address',
+      );
 
       // The same server restarted on a new address while the old one is not yet dead: it waits, then registers.
       const moved = await storage('ids-b');
       await waitLog(moved.p, 'is refused until that one is dead');
       holder.p.child.kill('SIGKILL');
       await waitLog(moved.p, 'registered with the nameserver', 15_000);
-      await waitFor('s1 alive at its new address', async () => {
-        const n = (await db.nodes()).nodes.find((x) => x.id === 's1');
-        return n?.address === `127.0.0.1:${moved.port}` && n.state === 'alive';
-      }, 15_000);
+      await waitFor(
+        's1 alive at its new address',
+        async () => {
+          const n = (await db.nodes()).nodes.find((x) => x.id === 's1');
+          return n?.address === `127.0.0.1:${moved.port}` && n.state === 'alive';
+        },
+        15_000,
+      );
     } finally {
       await db.close();
     }
@@ -199,7 +305,12 @@ describe('bad --data-dir values', () => {
     test(`${command}: one line, exit code 2, at once`, async () => {
       for (const [value, expected] of cases) {
         if (value === '/proc/dstore' && process.platform !== 'linux') continue;
-        const extra = command === 'up' ? ['--no-shell', '--port', '0'] : command === 'storage' ? ['--nameserver', '127.0.0.1:9', '--port', '0'] : ['--port', '0'];
+        const extra =
+          command === 'up'
+            ? ['--no-shell', '--port', '0']
+            : command === 'storage'
+              ? ['--nameserver', '127.0.0.1:9', '--port', '0']
+              : ['--port', '0'];
         const p = dstore(`bad-${command}`, [command, '--data-dir', value, ...extra]);
         // Before the fix, /proc/dstore spun at 100 % CPU forever: the bound is the test.
         const r = await exitOf(p, 10_000);

@@ -24,22 +24,50 @@ after(async () => {
   if (!process.env.DSTORE_TEST_KEEP) rmSync(dir, { recursive: true, force: true });
 });
 
-const dstore = (name: string, args: string[]): Spawned => procs.start(name, process.execPath, [MAIN, ...args], cleanEnv());
-const logged = (p: Spawned, msg: string): number => p.stderr.split('\n').filter((l) => l.includes(`"msg":"${msg}`)).length;
+const dstore = (name: string, args: string[]): Spawned =>
+  procs.start(name, process.execPath, [MAIN, ...args], cleanEnv());
+const logged = (p: Spawned, msg: string): number =>
+  p.stderr.split('\n').filter((l) => l.includes(`"msg":"${msg}`)).length;
 const WAITING = 'cannot register with the nameserver yet; retrying with backoff until it answers';
 /** Past the old hard-coded 60 s. */
 const WAIT_MS = 61_000;
 
-test('a storage server waits for its nameserver as long as it takes, and gives up at once on a non-retryable error', { timeout: 180_000 }, async () => {
+test('a storage server waits for its nameserver as long as it takes, and gives up at once on a non-retryable error', {
+  timeout: 180_000,
+}, async () => {
   const nsPort = await freePort();
   const nameserver = `127.0.0.1:${nsPort}`;
   const storagePort = await freePort();
   const t0 = Date.now();
-  const s1 = dstore('s1', ['storage', '--nameserver', nameserver, '--port', String(storagePort), '--node-id', 's1', '--backend', 'memory', '--data-dir', join(dir, 's1')]);
+  const s1 = dstore('s1', [
+    'storage',
+    '--nameserver',
+    nameserver,
+    '--port',
+    String(storagePort),
+    '--node-id',
+    's1',
+    '--backend',
+    'memory',
+    '--data-dir',
+    join(dir, 's1'),
+  ]);
   await waitFor('s1 to say it waits for the nameserver', () => logged(s1, WAITING) >= 1, 20_000);
 
   // Pointed at s1's port: the answer is an error that retrying cannot fix.
-  const wrong = dstore('wrong', ['storage', '--nameserver', `127.0.0.1:${storagePort}`, '--port', String(await freePort()), '--node-id', 's9', '--backend', 'memory', '--data-dir', join(dir, 's9')]);
+  const wrong = dstore('wrong', [
+    'storage',
+    '--nameserver',
+    `127.0.0.1:${storagePort}`,
+    '--port',
+    String(await freePort()),
+    '--node-id',
+    's9',
+    '--backend',
+    'memory',
+    '--data-dir',
+    join(dir, 's9'),
+  ]);
   const tWrong = Date.now();
   const exit = await procs.waitExit('wrong', 15_000);
   assert.ok(exit, `still retrying after 15 s: ${wrong.stderr.slice(-2000)}`);
@@ -49,16 +77,38 @@ test('a storage server waits for its nameserver as long as it takes, and gives u
   assert.match(wrong.stderr.trim().split('\n').at(-1) ?? '', /^error: .*\([A-Z_]+\)$/);
   assert.equal(logged(wrong, WAITING), 0, 'no retries were logged');
 
-  await waitFor(`${WAIT_MS} ms to pass with s1 running`, () => {
-    if (s1.child.exitCode !== null || s1.child.signalCode !== null) throw new Error(`s1 exited (${s1.child.exitCode ?? s1.child.signalCode}) after ${Date.now() - t0} ms: ${s1.stderr.slice(-2000)}`);
-    return Date.now() - t0 >= WAIT_MS;
-  }, WAIT_MS + 10_000, 500);
+  await waitFor(
+    `${WAIT_MS} ms to pass with s1 running`,
+    () => {
+      if (s1.child.exitCode !== null || s1.child.signalCode !== null)
+        throw new Error(
+          `s1 exited (${s1.child.exitCode ?? s1.child.signalCode}) after ${Date.now() - t0} ms: ${s1.stderr.slice(-2000)}`,
+        );
+      return Date.now() - t0 >= WAIT_MS;
+    },
+    WAIT_MS + 10_000,
+    500,
+  );
   const lines = logged(s1, WAITING);
   // At once, then every 15 s: 5 lines in 61 s (4..6 allowing for start-up time), not one per attempt.
   assert.ok(lines >= 4 && lines <= 6, `${lines} waiting lines in ${WAIT_MS} ms:\n${s1.stderr.slice(-3000)}`);
 
-  const ns = dstore('nameserver', ['nameserver', '--port', String(nsPort), '--data-dir', join(dir, 'nameserver'), '--replicas', '1', '--min-write-replicas', '1']);
-  await waitFor('s1 to register once the nameserver runs', () => logged(s1, 'registered with the nameserver') >= 1, 20_000).catch((err: unknown) => {
+  const ns = dstore('nameserver', [
+    'nameserver',
+    '--port',
+    String(nsPort),
+    '--data-dir',
+    join(dir, 'nameserver'),
+    '--replicas',
+    '1',
+    '--min-write-replicas',
+    '1',
+  ]);
+  await waitFor(
+    's1 to register once the nameserver runs',
+    () => logged(s1, 'registered with the nameserver') >= 1,
+    20_000,
+  ).catch((err: unknown) => {
     throw new Error(`${(err as Error).message}\n${procs.describe()}`);
   });
   assert.equal(ns.child.exitCode, null);

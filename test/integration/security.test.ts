@@ -30,20 +30,44 @@ describe('a cluster with a token', () => {
   let nameserver = '';
   const storage = new Map<string, string>();
 
-  const dstore = (args: string[], env: NodeJS.ProcessEnv = {}) => procs.start(`cli-${procs.all.size}`, process.execPath, [MAIN, ...args], cleanEnv(env));
+  const dstore = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    procs.start(`cli-${procs.all.size}`, process.execPath, [MAIN, ...args], cleanEnv(env));
   const call = (address: string, body: unknown) => pool.get(address).call(body, { timeoutMs: 5000 });
   async function client(token: string | undefined): Promise<Db> {
-    const db = await connect(nameserver, { timeoutMs: 5000, lazy: true, ...(token === undefined ? {} : { clusterToken: token }) });
+    const db = await connect(nameserver, {
+      timeoutMs: 5000,
+      lazy: true,
+      ...(token === undefined ? {} : { clusterToken: token }),
+    });
     clients.push(db);
     return db;
   }
 
   async function startStorage(name: string, token: string | undefined): Promise<string> {
     const port = await freePort();
-    procs.start(name, process.execPath, [
-      MAIN, 'storage', '--nameserver', nameserver, '--port', String(port), '--node-id', name, '--data-dir', join(dir, name),
-      '--backend', 'memory', '--heartbeat-ms', '200', '--log-level', 'info',
-    ], cleanEnv(token === undefined ? {} : { DSTORE_CLUSTER_TOKEN: token }));
+    procs.start(
+      name,
+      process.execPath,
+      [
+        MAIN,
+        'storage',
+        '--nameserver',
+        nameserver,
+        '--port',
+        String(port),
+        '--node-id',
+        name,
+        '--data-dir',
+        join(dir, name),
+        '--backend',
+        'memory',
+        '--heartbeat-ms',
+        '200',
+        '--log-level',
+        'info',
+      ],
+      cleanEnv(token === undefined ? {} : { DSTORE_CLUSTER_TOKEN: token }),
+    );
     return `127.0.0.1:${port}`;
   }
 
@@ -52,23 +76,34 @@ describe('a cluster with a token', () => {
     nameserver = `127.0.0.1:${nsPort}`;
     // The nameserver's settings, token included, come from a config file.
     const config = join(dir, 'nameserver.yaml');
-    writeFileSync(config, [
-      '# dstore nameserver settings (test)',
-      `port: ${nsPort}`,
-      `dataDir: ${JSON.stringify(join(dir, 'nameserver'))}`,
-      'partitions: 4',
-      'replicas: 3',
-      'heartbeatMs: 200',
-      `clusterToken: ${JSON.stringify(TOKEN)}`,
-      '',
-    ].join('\n'));
+    writeFileSync(
+      config,
+      [
+        '# dstore nameserver settings (test)',
+        `port: ${nsPort}`,
+        `dataDir: ${JSON.stringify(join(dir, 'nameserver'))}`,
+        'partitions: 4',
+        'replicas: 3',
+        'heartbeatMs: 200',
+        `clusterToken: ${JSON.stringify(TOKEN)}`,
+        '',
+      ].join('\n'),
+    );
     procs.start('nameserver', process.execPath, [MAIN, 'nameserver', '--config', config], cleanEnv());
     for (const name of ['s1', 's2', 's3']) storage.set(name, await startStorage(name, TOKEN));
     const db = await client(TOKEN);
-    await waitFor('a formed cluster with every partition serving', async () => {
-      const info = await db.nodes().catch(() => undefined);
-      return info?.formed === true && info.partitionsReady === info.partitions && info.nodes.filter((n) => n.state === 'alive').length === 4;
-    }, 30_000).catch((err: unknown) => {
+    await waitFor(
+      'a formed cluster with every partition serving',
+      async () => {
+        const info = await db.nodes().catch(() => undefined);
+        return (
+          info?.formed === true &&
+          info.partitionsReady === info.partitions &&
+          info.nodes.filter((n) => n.state === 'alive').length === 4
+        );
+      },
+      30_000,
+    ).catch((err: unknown) => {
       throw new Error(`${(err as Error).message}\n${procs.describe()}`);
     });
   });
@@ -81,36 +116,62 @@ describe('a cluster with a token', () => {
   });
 
   test('a storage server with a wrong or missing token cannot register, and says why', async () => {
-    for (const [name, token] of [['s8', WRONG], ['s9', undefined]] as const) {
+    for (const [name, token] of [
+      ['s8', WRONG],
+      ['s9', undefined],
+    ] as const) {
       await startStorage(name, token);
       const exit = await procs.waitExit(name, 20_000);
       const stderr = procs.all.get(name)!.stderr;
       assert.ok(exit, `${name} still running: ${stderr}`);
       assert.equal(exit.code, 1, stderr);
       const last = stderr.trim().split('\n').at(-1) ?? '';
-      assert.match(last, new RegExp(`^error: nameserver ${nameserver} refused to register ${name}: wrong or missing cluster token: the nameserver refused the call \\(set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token\\) \\(UNAUTHORIZED\\)$`));
+      assert.match(
+        last,
+        new RegExp(
+          `^error: nameserver ${nameserver} refused to register ${name}: wrong or missing cluster token: the nameserver refused the call \\(set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token\\) \\(UNAUTHORIZED\\)$`,
+        ),
+      );
     }
     const info = await (await client(TOKEN)).nodes();
-    assert.deepEqual(info.nodes.map((n) => n.id).sort(), ['nameserver', 's1', 's2', 's3'], 'the refused servers are not members');
+    assert.deepEqual(
+      info.nodes.map((n) => n.id).sort(),
+      ['nameserver', 's1', 's2', 's3'],
+      'the refused servers are not members',
+    );
   });
 
   test('the nameserver refuses every call without the right token', async () => {
     const bodies = [
       { t: 'map' },
       { t: 'nodes' },
-      { t: 'register', nodeId: 'intruder', address: '127.0.0.1:9', backend: 'memory', incarnation: 'i1', durable: false },
+      {
+        t: 'register',
+        nodeId: 'intruder',
+        address: '127.0.0.1:9',
+        backend: 'memory',
+        incarnation: 'i1',
+        durable: false,
+      },
       { t: 'heartbeat', nodeId: 's1', incarnation: 'i1', uptimeMs: 0, keys: 0, progress: [] },
       { t: 'promote', p: 0, epoch: 1, learner: 's1', learnerIncarnation: 'x' },
       { t: 'confirmEpoch', p: 0, epoch: 1 },
     ];
     for (const body of bodies) {
       for (const token of [{}, { token: WRONG }, { token: '' }]) {
-        await assert.rejects(call(nameserver, { ...body, ...token }), (err: unknown) => err instanceof UnauthorizedError && /wrong or missing cluster token/.test(err.message), `${body.t} ${JSON.stringify(token)}`);
+        await assert.rejects(
+          call(nameserver, { ...body, ...token }),
+          (err: unknown) => err instanceof UnauthorizedError && /wrong or missing cluster token/.test(err.message),
+          `${body.t} ${JSON.stringify(token)}`,
+        );
       }
     }
     for (const token of [undefined, WRONG]) {
       // connect() itself asks the nameserver (unless lazy), so a wrong token fails there.
-      await assert.rejects(connect(nameserver, { timeoutMs: 5000, ...(token === undefined ? {} : { clusterToken: token }) }), UnauthorizedError);
+      await assert.rejects(
+        connect(nameserver, { timeoutMs: 5000, ...(token === undefined ? {} : { clusterToken: token }) }),
+        UnauthorizedError,
+      );
       const db = await client(token);
       await assert.rejects(db.nodes(), UnauthorizedError);
       await assert.rejects(db.put('k', 'v'), UnauthorizedError);
@@ -133,7 +194,12 @@ describe('a cluster with a token', () => {
     for (const [name, address] of storage) {
       for (const body of bodies) {
         for (const token of [{}, { token: WRONG }]) {
-          await assert.rejects(call(address, { ...body, ...token }), (err: unknown) => err instanceof UnauthorizedError && err.message.includes(`storage server ${name} refused`), `${name} ${body.t} ${JSON.stringify(token)}`);
+          await assert.rejects(
+            call(address, { ...body, ...token }),
+            (err: unknown) =>
+              err instanceof UnauthorizedError && err.message.includes(`storage server ${name} refused`),
+            `${name} ${body.t} ${JSON.stringify(token)}`,
+          );
         }
       }
       const stats = (await call(address, { t: 'stats', token: TOKEN })) as { nodeId: string };
@@ -143,11 +209,27 @@ describe('a cluster with a token', () => {
 
   test('a storage server drops peer messages without the right token', async () => {
     const s1 = storage.get('s1')!;
-    pool.get(s1).send({ t: 'peer', from: 'intruder', addr: '127.0.0.1:9', m: { kind: 'prepareAck', partition: 0, epoch: 1, seq: 1, incarnation: 'x' }, token: WRONG });
-    await waitFor('s1 logging the dropped peer message', () => {
-      const log = readFileSync(join(dir, 's1', 'node.log'), 'utf8');
-      return log.split('\n').some((l) => l.includes('peer message with a wrong or missing cluster token dropped') && l.includes('intruder'));
-    }, 10_000);
+    pool
+      .get(s1)
+      .send({
+        t: 'peer',
+        from: 'intruder',
+        addr: '127.0.0.1:9',
+        m: { kind: 'prepareAck', partition: 0, epoch: 1, seq: 1, incarnation: 'x' },
+        token: WRONG,
+      });
+    await waitFor(
+      's1 logging the dropped peer message',
+      () => {
+        const log = readFileSync(join(dir, 's1', 'node.log'), 'utf8');
+        return log
+          .split('\n')
+          .some(
+            (l) => l.includes('peer message with a wrong or missing cluster token dropped') && l.includes('intruder'),
+          );
+      },
+      10_000,
+    );
   });
 
   test('the dstore command says the token is wrong or missing, with exit code 1', async () => {
@@ -158,7 +240,10 @@ describe('a cluster with a token', () => {
         const exit = await procs.waitExit(name, 20_000);
         const stderr = procs.all.get(name)!.stderr;
         assert.equal(exit?.code, 1, stderr);
-        assert.equal(stderr, "error: wrong or missing cluster token: the nameserver refused the call (set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token) (UNAUTHORIZED)\n");
+        assert.equal(
+          stderr,
+          "error: wrong or missing cluster token: the nameserver refused the call (set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token) (UNAUTHORIZED)\n",
+        );
       }
     }
   });
@@ -170,7 +255,11 @@ describe('a cluster with a token', () => {
     const dumps = await db.dump();
     assert.equal(dumps.length, 3);
     for (const d of dumps) assert.equal(d.error, undefined, d.error);
-    assert.equal(dumps.reduce((n, d) => n + d.keyCount, 0), 150, 'R=3: every key on every server');
+    assert.equal(
+      dumps.reduce((n, d) => n + d.keyCount, 0),
+      150,
+      'R=3: every key on every server',
+    );
 
     const name = `cli-${procs.all.size}`;
     dstore(['get', 'key-7', '--nameserver', nameserver], { DSTORE_CLUSTER_TOKEN: TOKEN });

@@ -46,12 +46,18 @@ export class Processes {
   }
 
   /** The exit of `name`, or undefined when it is still running after `timeoutMs`. */
-  async waitExit(name: string, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+  async waitExit(
+    name: string,
+    timeoutMs: number,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
     const p = this.all.get(name);
     if (!p) throw new Error(`no process ${name}`);
     let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([p.exited, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), timeoutMs)))]);
+      return await Promise.race([
+        p.exited,
+        new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), timeoutMs))),
+      ]);
     } finally {
       clearTimeout(timer);
     }
@@ -60,13 +66,17 @@ export class Processes {
   /** The last lines of every process's stderr, for a failure message. */
   describe(lines = 8): string {
     return [...this.all.values()]
-      .map((p) => `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n${p.stderr.trim().split('\n').slice(-lines).join('\n')}`)
+      .map(
+        (p) =>
+          `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n${p.stderr.trim().split('\n').slice(-lines).join('\n')}`,
+      )
       .join('\n');
   }
 
   /** SIGKILL to every process still running; waits for them (bounded). */
   async stopAll(timeoutMs = 10_000): Promise<void> {
-    for (const p of this.all.values()) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+    for (const p of this.all.values())
+      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all([...this.all.values()].map((p) => p.exited)),

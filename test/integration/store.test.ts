@@ -100,11 +100,17 @@ describe('a 3-node cluster', () => {
     for (let i = 0; i < 700; i++) expected.add(`key-${i}`);
     expected.add('monotonic');
     // Secondaries apply once the commit point reaches them (S2): wait for it, bounded.
-    await waitFor('every storage server to hold every key', async () => {
-      const dumps = await db.dump({ limit: 100_000 });
-      if (dumps.length !== 3) return false;
-      return dumps.every((d) => !d.error && d.keyCount === expected.size && d.keys.every((k) => expected.has(text(k))));
-    }, 15_000);
+    await waitFor(
+      'every storage server to hold every key',
+      async () => {
+        const dumps = await db.dump({ limit: 100_000 });
+        if (dumps.length !== 3) return false;
+        return dumps.every(
+          (d) => !d.error && d.keyCount === expected.size && d.keys.every((k) => expected.has(text(k))),
+        );
+      },
+      15_000,
+    );
   });
 
   test('delete makes the key absent on every replica', async () => {
@@ -112,10 +118,14 @@ describe('a 3-node cluster', () => {
     assert.equal(await db.delete('doomed'), true);
     assert.equal(await db.get('doomed'), undefined);
     assert.equal(await db.delete('doomed'), false, 'second delete found the key');
-    await waitFor('the delete to reach every replica', async () => {
-      const dumps = await db.dump({ limit: 100_000 });
-      return dumps.length === 3 && dumps.every((d) => !d.keys.some((k) => text(k) === 'doomed'));
-    }, 15_000);
+    await waitFor(
+      'the delete to reach every replica',
+      async () => {
+        const dumps = await db.dump({ limit: 100_000 });
+        return dumps.length === 3 && dumps.every((d) => !d.keys.some((k) => text(k) === 'doomed'));
+      },
+      15_000,
+    );
   });
 
   test('bad input gets typed errors and changes nothing', async () => {
@@ -152,7 +162,10 @@ describe('a 3-node cluster', () => {
       }
     }
     // A call with a readable id gets a MALFORMED_MESSAGE reply; everything else a close.
-    assert.ok(replies.some((r) => r.includes('MALFORMED_MESSAGE')), `no error reply in ${JSON.stringify(replies)}`);
+    assert.ok(
+      replies.some((r) => r.includes('MALFORMED_MESSAGE')),
+      `no error reply in ${JSON.stringify(replies)}`,
+    );
     await db.put('after-garbage', 'fine');
     assert.equal(text((await db.get('after-garbage'))!.value), 'fine');
     const info = await db.nodes();

@@ -10,7 +10,8 @@ const server = new RpcServer({
   port: Number(process.argv[2] ?? '0'),
   maxFrameBytes: 1 << 20,
   handler: (body: unknown) => {
-    if (typeof body === 'object' && body !== null && (body as { op?: unknown }).op === 'hang') return new Promise<never>(() => undefined);
+    if (typeof body === 'object' && body !== null && (body as { op?: unknown }).op === 'hang')
+      return new Promise<never>(() => undefined);
     return body;
   },
 });

@@ -35,7 +35,12 @@ function decodeAll(chunks: readonly Buffer[], maxFrameBytes = 1 << 20): { bodies
 }
 
 test('the decoder yields the same frames however the stream is split', () => {
-  const values = [{ t: 'call', id: 1, d: 100, b: Buffer.from('abc') }, 'x'.repeat(300), { big: Buffer.alloc(70_000, 7) }, 0];
+  const values = [
+    { t: 'call', id: 1, d: 100, b: Buffer.from('abc') },
+    'x'.repeat(300),
+    { big: Buffer.alloc(70_000, 7) },
+    0,
+  ];
   const stream = Buffer.concat(values.map((v) => encodeFrame(v)));
   const expected = values.map((v) => packBody(v));
   const whole = decodeAll([stream]);
@@ -47,7 +52,8 @@ test('the decoder yields the same frames however the stream is split', () => {
   // Three pieces around the frame boundaries, and one byte at a time.
   const first = encodeFrame(values[0]).length;
   for (let a = first - 6; a <= first + 6; a++) {
-    for (let b = a; b <= a + 8; b++) assert.deepEqual(decodeAll([stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)]).bodies, expected);
+    for (let b = a; b <= a + 8; b++)
+      assert.deepEqual(decodeAll([stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)]).bodies, expected);
   }
   const small = Buffer.concat(values.slice(0, 2).map((v) => encodeFrame(v)));
   assert.deepEqual(decodeAll([...small].map((byte) => Buffer.from([byte]))).bodies, expected.slice(0, 2));
@@ -64,7 +70,10 @@ test('the decoder refuses an oversized frame once and buffers only the bytes tha
   assert.match(result.errors[0] ?? '', /1001 bytes is over maxFrameBytes=1000/);
 
   const limit = 8 * 1024 * 1024;
-  const decoder = new FrameDecoder(limit, { onFrame: () => assert.fail('no frame'), onFrameError: () => assert.fail('within the limit') });
+  const decoder = new FrameDecoder(limit, {
+    onFrame: () => assert.fail('no frame'),
+    onFrameError: () => assert.fail('within the limit'),
+  });
   const announce = Buffer.alloc(FRAME_HEADER_BYTES + 10);
   announce.writeUInt32BE(limit, 0);
   decoder.push(announce);
@@ -85,7 +94,25 @@ test('envelopes are validated without throwing', () => {
   ok({ t: 'reply', id: 3, b: 'x' });
   ok({ t: 'reply', id: 3, e: { code: 'TIMEOUT', message: 'm', retryable: true } });
   ok({ t: 'msg', b: [1] });
-  for (const x of [null, 1, 'call', [], Buffer.from('x'), {}, { t: 'other', id: 1 }, { t: 'call' }, { t: 'call', id: 0 }, { t: 'call', id: -1 }, { t: 'call', id: 1.5 }, { t: 'call', id: NaN }, { t: 'call', id: MAX_CALL_ID + 1 }, { t: 'call', id: '1' }, { t: 'call', id: 2n }, { t: 'reply', id: null }]) bad(x);
+  for (const x of [
+    null,
+    1,
+    'call',
+    [],
+    Buffer.from('x'),
+    {},
+    { t: 'other', id: 1 },
+    { t: 'call' },
+    { t: 'call', id: 0 },
+    { t: 'call', id: -1 },
+    { t: 'call', id: 1.5 },
+    { t: 'call', id: NaN },
+    { t: 'call', id: MAX_CALL_ID + 1 },
+    { t: 'call', id: '1' },
+    { t: 'call', id: 2n },
+    { t: 'reply', id: null },
+  ])
+    bad(x);
   bad({ t: 'call', id: 5, d: -1 }, 5);
   bad({ t: 'call', id: 5, d: Infinity }, 5);
   bad({ t: 'call', id: 5, d: NaN }, 5);
@@ -102,7 +129,10 @@ test('binary values round-trip as Buffers that own their memory; garbage throws 
   assert.equal(value.k.toString(), 'key');
   assert.notEqual(value.k.buffer, frame.buffer, 'a decoded value does not pin the frame');
   assert.deepEqual(unpackBody(packBody({ __proto__: 1 })), {});
-  assert.equal(Object.getPrototypeOf(unpackBody(Buffer.from([0x81, 0xa9, ...Buffer.from('__proto__'), 0x80]))), Object.prototype);
+  assert.equal(
+    Object.getPrototypeOf(unpackBody(Buffer.from([0x81, 0xa9, ...Buffer.from('__proto__'), 0x80]))),
+    Object.prototype,
+  );
   assert.throws(() => unpackBody(Buffer.from([0x92, 0x01])), 'truncated');
   assert.throws(() => unpackBody(Buffer.from([0x01, 0x02])), 'trailing bytes');
   assert.throws(() => unpackBody(Buffer.from([0xd4, 0x69, 0x00])), 'no structured-clone references');
@@ -114,8 +144,21 @@ test('codecs check integers, numbers and bytes strictly and never throw', () => 
   assert.deepEqual(c.decode(base), { ok: true, value: base });
   assert.equal(c.decode({ ...base, k: new Uint8Array(1) }).ok, true);
   for (const [field, value] of [
-    ['n', NaN], ['n', Infinity], ['n', -Infinity], ['n', 1.5], ['n', -1], ['n', 2 ** 53], ['n', 5n], ['n', '1'],
-    ['u', 2 ** 32], ['f', NaN], ['f', Infinity], ['k', 'x'], ['k', [1]], ['k', null], ['small', Buffer.alloc(3)],
+    ['n', NaN],
+    ['n', Infinity],
+    ['n', -Infinity],
+    ['n', 1.5],
+    ['n', -1],
+    ['n', 2 ** 53],
+    ['n', 5n],
+    ['n', '1'],
+    ['u', 2 ** 32],
+    ['f', NaN],
+    ['f', Infinity],
+    ['k', 'x'],
+    ['k', [1]],
+    ['k', null],
+    ['small', Buffer.alloc(3)],
   ] as const) {
     const result = c.decode({ ...base, [field]: value });
     assert.equal(result.ok, false, `${field}=${String(value)}`);
@@ -156,7 +199,10 @@ test('the writer coalesces one turn of frames into one socket.write', async (t) 
   const writer = new FrameWriter(1 << 20);
   writer.attach(client);
   const received: unknown[] = [];
-  const decoder = new FrameDecoder(1 << 20, { onFrame: (b) => received.push(unpackBody(b)), onFrameError: (r) => assert.fail(r) });
+  const decoder = new FrameDecoder(1 << 20, {
+    onFrame: (b) => received.push(unpackBody(b)),
+    onFrameError: (r) => assert.fail(r),
+  });
   server.on('data', (chunk: Buffer) => decoder.push(chunk));
   for (let i = 0; i < 500; i++) assert.equal(writer.write(packBody({ i })), true);
   await new Promise((resolve) => setImmediate(resolve));
@@ -178,7 +224,10 @@ test('the writer respects backpressure and its byte bound', async (t) => {
   for (let round = 0; round < 400 && !refused; round++) {
     if (writer.write(body)) accepted++;
     else refused = true;
-    assert.ok(writer.pendingBytes <= maxQueuedBytes + body.length + FRAME_HEADER_BYTES, `pending ${writer.pendingBytes}`);
+    assert.ok(
+      writer.pendingBytes <= maxQueuedBytes + body.length + FRAME_HEADER_BYTES,
+      `pending ${writer.pendingBytes}`,
+    );
     await new Promise((resolve) => setImmediate(resolve));
   }
   assert.ok(refused, 'the bound was reached');

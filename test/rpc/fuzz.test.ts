@@ -16,7 +16,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { DstoreError, MalformedMessageError } from '../../src/core/errors.js';
-import { FRAME_HEADER_BYTES, FrameDecoder, encodeFrame, packBody, parseEnvelope, unpackBody, type Envelope } from '../../src/rpc/frame.js';
+import {
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  encodeFrame,
+  packBody,
+  parseEnvelope,
+  unpackBody,
+  type Envelope,
+} from '../../src/rpc/frame.js';
 import { GREETING_BYTES, GreetingReader, MAGIC, encodeGreeting } from '../../src/rpc/handshake.js';
 import { Bytes, Type, codec } from '../../src/rpc/schema.js';
 import { RpcConnection, RpcServer, type RpcLogger } from '../../src/rpc/transport.js';
@@ -73,11 +81,20 @@ function badGreeting(rng: Rng): { name: string; bytes: Buffer } {
       return { name: 'greeting with a wrong magic', bytes };
     }
     case 4:
-      return { name: 'greeting of another protocol version', bytes: Buffer.concat([greetingWith(2 + rng.int(200), 255, 0x2a), call]) };
+      return {
+        name: 'greeting of another protocol version',
+        bytes: Buffer.concat([greetingWith(2 + rng.int(200), 255, 0x2a), call]),
+      };
     case 5:
-      return { name: 'greeting with a bad role or versions', bytes: Buffer.concat([greetingWith(rng.pick([1, 3]), rng.pick([1, 0]), rng.pick([0, 0x41, 0xff])), call]) };
+      return {
+        name: 'greeting with a bad role or versions',
+        bytes: Buffer.concat([greetingWith(rng.pick([1, 3]), rng.pick([1, 0]), rng.pick([0, 0x41, 0xff])), call]),
+      };
     default:
-      return { name: 'greeting that expects another role', bytes: Buffer.concat([encodeGreeting(rng.pick(['nameserver', 'storage'] as const)), call]) };
+      return {
+        name: 'greeting that expects another role',
+        bytes: Buffer.concat([encodeGreeting(rng.pick(['nameserver', 'storage'] as const)), call]),
+      };
   }
 }
 
@@ -90,16 +107,38 @@ function frameOfBody(body: Buffer): Buffer {
 }
 
 function validCall(rng: Rng, id: number): Buffer {
-  return encodeFrame({ t: 'call', id, d: 5000, b: { op: 'add', a: rng.int(1000), b: rng.int(1000), pad: rng.bytes(rng.int(40)) } });
+  return encodeFrame({
+    t: 'call',
+    id,
+    d: 5000,
+    b: { op: 'add', a: rng.int(1000), b: rng.int(1000), pad: rng.bytes(rng.int(40)) },
+  });
 }
 
 const wrongBodies: readonly unknown[] = [
-  null, 1, 'add', [], {}, Buffer.from('x'),
-  { op: 'sub', a: 1, b: 2 }, { op: 'add', a: '1', b: 2 }, { op: 'add', a: 1.5, b: 2 }, { op: 'add', a: NaN, b: 2 },
-  { op: 'add', a: Infinity, b: 2 }, { op: 'add', a: -Infinity, b: 2 }, { op: 'add', a: 2n ** 64n - 1n, b: 2 },
-  { op: 'add', a: 1 }, { op: 'add', a: 1, b: 2, pad: 'not bytes' }, { op: 'add', a: 1, b: 2, pad: [1, 2] },
-  { op: 'add', a: [1], b: 2 }, { op: 'add', a: { x: 1 }, b: 2 }, { op: 'add', a: true, b: 2 }, { op: 'add', a: new Date(0), b: 1 },
-  { op: 'add', a: 1, b: new Set([1]) }, { op: 'add', a: 1, b: /x/ }, { op: 'add', a: 1, b: new Error('e') },
+  null,
+  1,
+  'add',
+  [],
+  {},
+  Buffer.from('x'),
+  { op: 'sub', a: 1, b: 2 },
+  { op: 'add', a: '1', b: 2 },
+  { op: 'add', a: 1.5, b: 2 },
+  { op: 'add', a: NaN, b: 2 },
+  { op: 'add', a: Infinity, b: 2 },
+  { op: 'add', a: -Infinity, b: 2 },
+  { op: 'add', a: 2n ** 64n - 1n, b: 2 },
+  { op: 'add', a: 1 },
+  { op: 'add', a: 1, b: 2, pad: 'not bytes' },
+  { op: 'add', a: 1, b: 2, pad: [1, 2] },
+  { op: 'add', a: [1], b: 2 },
+  { op: 'add', a: { x: 1 }, b: 2 },
+  { op: 'add', a: true, b: 2 },
+  { op: 'add', a: new Date(0), b: 1 },
+  { op: 'add', a: 1, b: new Set([1]) },
+  { op: 'add', a: 1, b: /x/ },
+  { op: 'add', a: 1, b: new Error('e') },
 ];
 
 /** Envelopes that are valid MessagePack but not valid envelopes, with what the server must do. */
@@ -121,7 +160,7 @@ function wrongEnvelope(rng: Rng): { value: unknown; expect: Expect } {
     { value: { t: 'bogus', id }, expect: { kind: 'close' } },
     { value: { t: 7, id }, expect: { kind: 'close' } },
     { value: { id, b: {} }, expect: { kind: 'close' } },
-    { value: [ 'call', id, 5, {} ], expect: { kind: 'close' } },
+    { value: ['call', id, 5, {}], expect: { kind: 'close' } },
     { value: 'call', expect: { kind: 'close' } },
     { value: null, expect: { kind: 'close' } },
     { value: Buffer.from('call'), expect: { kind: 'close' } },
@@ -147,7 +186,12 @@ function makeCase(rng: Rng, n: number, boundaryStream: { bytes: Buffer; expect: 
   // Every byte boundary of one valid multi-frame stream is covered by the first cases.
   if (n < boundaryStream.bytes.length) {
     const k = n + 1;
-    return { name: `split@${k}`, chunks: [boundaryStream.bytes.subarray(0, k), boundaryStream.bytes.subarray(k)].filter((b) => b.length > 0), expect: boundaryStream.expect, greet: false };
+    return {
+      name: `split@${k}`,
+      chunks: [boundaryStream.bytes.subarray(0, k), boundaryStream.bytes.subarray(k)].filter((b) => b.length > 0),
+      expect: boundaryStream.expect,
+      greet: false,
+    };
   }
   const kind = rng.int(10);
   switch (kind) {
@@ -164,7 +208,11 @@ function makeCase(rng: Rng, n: number, boundaryStream: { bytes: Buffer; expect: 
     case 2: {
       const frame = validCall(rng, 1 + rng.int(1000));
       const cut = rng.int(frame.length); // 0..len-1: always incomplete
-      return { name: 'truncated valid frame', chunks: cut === 0 ? [] : randomSplit(rng, frame.subarray(0, cut)), expect: { kind: 'wait' } };
+      return {
+        name: 'truncated valid frame',
+        chunks: cut === 0 ? [] : randomSplit(rng, frame.subarray(0, cut)),
+        expect: { kind: 'wait' },
+      };
     }
     case 3: {
       // A valid frame whose body is corrupted: a few flipped bytes. Usually undecodable.
@@ -179,22 +227,33 @@ function makeCase(rng: Rng, n: number, boundaryStream: { bytes: Buffer; expect: 
     case 5: {
       const id = 1 + rng.int(1000);
       const body = rng.pick(wrongBodies);
-      return { name: 'wrong body type', chunks: randomSplit(rng, encodeFrame({ t: 'call', id, d: 5000, b: body })), expect: { kind: 'replies', ids: [id], malformed: [id] } };
+      return {
+        name: 'wrong body type',
+        chunks: randomSplit(rng, encodeFrame({ t: 'call', id, d: 5000, b: body })),
+        expect: { kind: 'replies', ids: [id], malformed: [id] },
+      };
     }
     case 6: {
       const header = Buffer.alloc(FRAME_HEADER_BYTES);
       header.writeUInt32BE(MAX_FRAME_BYTES + 1 + rng.int(2 ** 31), 0);
-      return { name: 'oversized frame', chunks: [Buffer.concat([header, rng.bytes(rng.int(100))])], expect: { kind: 'close' } };
+      return {
+        name: 'oversized frame',
+        chunks: [Buffer.concat([header, rng.bytes(rng.int(100))])],
+        expect: { kind: 'close' },
+      };
     }
     case 7: {
       // Hostile structure inside a valid frame: deep nesting, a huge declared length, a
       // zero-length body. All are undecodable: closed.
       const pick = rng.int(4);
       const body =
-        pick === 0 ? Buffer.concat([Buffer.alloc(MAX_FRAME_BYTES - 1, 0x91), Buffer.from([0x01])])
-        : pick === 1 ? Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x01])
-        : pick === 2 ? Buffer.from([0xdb, 0x7f, 0xff, 0xff, 0xff, 0x61])
-        : Buffer.alloc(0);
+        pick === 0
+          ? Buffer.concat([Buffer.alloc(MAX_FRAME_BYTES - 1, 0x91), Buffer.from([0x01])])
+          : pick === 1
+            ? Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x01])
+            : pick === 2
+              ? Buffer.from([0xdb, 0x7f, 0xff, 0xff, 0xff, 0x61])
+              : Buffer.alloc(0);
       return { name: 'hostile structure', chunks: randomSplit(rng, frameOfBody(body)), expect: { kind: 'close' } };
     }
     case 9: {
@@ -238,7 +297,8 @@ function checkOutcome(c: Case, peer: RawPeer): string | undefined {
     case 'replies': {
       if (peer.closedByPeer) return 'closed instead of replying';
       const ids = replies.map((r) => r.id).sort((a, b) => a - b);
-      if (JSON.stringify(ids) !== JSON.stringify([...e.ids].sort((a, b) => a - b))) return `replies to ${JSON.stringify(ids)}, expected ${JSON.stringify(e.ids)}`;
+      if (JSON.stringify(ids) !== JSON.stringify([...e.ids].sort((a, b) => a - b)))
+        return `replies to ${JSON.stringify(ids)}, expected ${JSON.stringify(e.ids)}`;
       for (const r of replies) {
         const malformed = r.e !== undefined && r.e.code === 'MALFORMED_MESSAGE';
         if (malformed !== e.malformed.includes(r.id)) return `reply ${r.id}: ${JSON.stringify(r.e ?? 'ok')}`;
@@ -289,7 +349,13 @@ test('fuzz: hostile input gets an error reply or a closed connection; a healthy 
   // One stream for the split-at-every-boundary cases: greeting, valid call, wrong body, message, valid call.
   const boundaryRng = new Rng(seed ^ 0x5eed);
   const boundaryStream = {
-    bytes: Buffer.concat([encodeGreeting('any'), validCall(boundaryRng, 11), encodeFrame({ t: 'call', id: 12, d: 5000, b: { op: 'add', a: 'x', b: 1 } }), encodeFrame({ t: 'msg', b: { op: 'add', a: 1, b: 2 } }), validCall(boundaryRng, 13)]),
+    bytes: Buffer.concat([
+      encodeGreeting('any'),
+      validCall(boundaryRng, 11),
+      encodeFrame({ t: 'call', id: 12, d: 5000, b: { op: 'add', a: 'x', b: 1 } }),
+      encodeFrame({ t: 'msg', b: { op: 'add', a: 1, b: 2 } }),
+      validCall(boundaryRng, 13),
+    ]),
     expect: { kind: 'replies', ids: [11, 12, 13], malformed: [12] } as const,
   };
 
@@ -302,7 +368,10 @@ test('fuzz: hostile input gets an error reply or a closed connection; a healthy 
       const n = next++;
       // Each case has its own PRNG derived from (seed, n): replayable whatever the interleaving.
       const c = makeCase(new Rng((seed ^ Math.imul(n + 1, 0x9e3779b1)) >>> 0), n, boundaryStream);
-      tally.set(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name, (tally.get(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name) ?? 0) + 1);
+      tally.set(
+        c.name.startsWith('split@') ? 'split at every byte boundary' : c.name,
+        (tally.get(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name) ?? 0) + 1,
+      );
       const peer = await RawPeer.connect(port, MAX_FRAME_BYTES, { greet: c.greet !== false });
       try {
         for (const chunk of c.chunks) {
@@ -311,10 +380,18 @@ test('fuzz: hostile input gets an error reply or a closed connection; a healthy 
         }
         const expectCount = c.expect.kind === 'replies' ? c.expect.ids.length : 0;
         const until = Date.now() + (c.expect.kind === 'wait' ? 20 : c.expect.kind === 'any' ? 50 : 3000);
-        while (!peer.closed && Date.now() < until && !(c.expect.kind === 'replies' && peer.envelopes.length >= expectCount)) await delay(2);
+        while (
+          !peer.closed &&
+          Date.now() < until &&
+          !(c.expect.kind === 'replies' && peer.envelopes.length >= expectCount)
+        )
+          await delay(2);
         if (c.expect.kind === 'replies') await delay(5); // nothing more should come, and no close
         const problem = checkOutcome(c, peer);
-        if (problem !== undefined) failures.push(`case ${n} (${c.name}): ${problem}; chunks=${c.chunks.map((b) => b.toString('hex').slice(0, 80)).join('|')}`);
+        if (problem !== undefined)
+          failures.push(
+            `case ${n} (${c.name}): ${problem}; chunks=${c.chunks.map((b) => b.toString('hex').slice(0, 80)).join('|')}`,
+          );
       } finally {
         await peer.destroy();
       }
@@ -325,7 +402,9 @@ test('fuzz: hostile input gets an error reply or a closed connection; a healthy 
   await healthyLoop;
 
   console.log(`# ${next} cases in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(tally))}`);
-  console.log(`# healthy calls answered: ${healthyOk}; one-way messages accepted: ${messages}; server warnings: ${JSON.stringify(Object.fromEntries(logger.counts))}`);
+  console.log(
+    `# healthy calls answered: ${healthyOk}; one-way messages accepted: ${messages}; server warnings: ${JSON.stringify(Object.fromEntries(logger.counts))}`,
+  );
   assert.deepEqual(failures.slice(0, 10), [], `seed ${seed}`);
   assert.deepEqual(healthyErrors.slice(0, 10), [], `seed ${seed}`);
   assert.ok(healthyOk > 100, `healthy client made progress (${healthyOk})`);
@@ -349,11 +428,15 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
     socket.on('error', () => socket.destroy());
     const greet = rng.int(10);
     socket.write(
-      greet === 0 ? Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')
-      : greet === 1 ? greetingWith(7, 9, 0x73)
-      : greet === 2 ? encodeGreeting('nameserver')
-      : greet === 3 ? rng.bytes(1 + rng.int(GREETING_BYTES))
-      : encodeGreeting('storage'),
+      greet === 0
+        ? Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')
+        : greet === 1
+          ? greetingWith(7, 9, 0x73)
+          : greet === 2
+            ? encodeGreeting('nameserver')
+            : greet === 3
+              ? rng.bytes(1 + rng.int(GREETING_BYTES))
+              : encodeGreeting('storage'),
     );
     const clientGreeting = new GreetingReader('client');
     const decoder = new FrameDecoder(MAX_FRAME_BYTES, {
@@ -363,18 +446,25 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
         const id = parsed.envelope.id;
         const pick = rng.int(8);
         const out =
-          pick === 0 ? rng.bytes(1 + rng.int(100))
-          : pick === 1 ? encodeFrame({ t: 'reply', id, e: { code: rng.pick(['NOT_PRIMARY', 'NOPE', 'TIMEOUT']), message: 'x' } })
-          : pick === 2 ? encodeFrame({ t: 'reply', id, e: 'not an error' })
-          : pick === 3 ? encodeFrame({ t: 'reply', id, b: rng.pick([1, 'x', null, Buffer.from('b')]) })
-          : pick === 4 ? encodeFrame({ t: 'call', id, b: 1 })
-          : pick === 5 ? encodeFrame({ t: 'msg', b: rng.bytes(10) })
-          : pick === 6 ? frameOfBody(rng.bytes(1 + rng.int(30)))
-          : (() => {
-              const header = Buffer.alloc(FRAME_HEADER_BYTES);
-              header.writeUInt32BE(MAX_FRAME_BYTES + 1, 0);
-              return header;
-            })();
+          pick === 0
+            ? rng.bytes(1 + rng.int(100))
+            : pick === 1
+              ? encodeFrame({ t: 'reply', id, e: { code: rng.pick(['NOT_PRIMARY', 'NOPE', 'TIMEOUT']), message: 'x' } })
+              : pick === 2
+                ? encodeFrame({ t: 'reply', id, e: 'not an error' })
+                : pick === 3
+                  ? encodeFrame({ t: 'reply', id, b: rng.pick([1, 'x', null, Buffer.from('b')]) })
+                  : pick === 4
+                    ? encodeFrame({ t: 'call', id, b: 1 })
+                    : pick === 5
+                      ? encodeFrame({ t: 'msg', b: rng.bytes(10) })
+                      : pick === 6
+                        ? frameOfBody(rng.bytes(1 + rng.int(30)))
+                        : (() => {
+                            const header = Buffer.alloc(FRAME_HEADER_BYTES);
+                            header.writeUInt32BE(MAX_FRAME_BYTES + 1, 0);
+                            return header;
+                          })();
         socket.write(out);
       },
       onFrameError: () => socket.destroy(),
@@ -395,7 +485,15 @@ test('fuzz: a client facing a hostile server fails calls with typed errors and n
   });
   const address = hostile.address();
   assert.ok(address !== null && typeof address === 'object');
-  const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES, backoffMinMs: 1, backoffMaxMs: 5, onMessage: () => undefined, expectRole: 'storage' });
+  const conn = new RpcConnection({
+    host: '127.0.0.1',
+    port: address.port,
+    maxFrameBytes: MAX_FRAME_BYTES,
+    backoffMinMs: 1,
+    backoffMaxMs: 5,
+    onMessage: () => undefined,
+    expectRole: 'storage',
+  });
   t.after(() => conn.close());
   const outcomes = new Map<string, number>();
   const started = Date.now();

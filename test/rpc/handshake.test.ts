@@ -50,17 +50,28 @@ test('the greeting reader: any split works, the rest is handed on, a wrong byte 
   const http = new GreetingReader('127.0.0.1:8080').push(Buffer.from('H'));
   assert.equal(http.state, 'refused', 'one wrong byte is enough');
   const full = new GreetingReader('127.0.0.1:8080').push(Buffer.from('HTTP/1.1 400 Bad Request\r\n'));
-  assert.ok(full.state === 'refused' && /does not speak the dstore protocol \(it answered like an HTTP server\)/.test(full.message), JSON.stringify(full));
+  assert.ok(
+    full.state === 'refused' &&
+      /does not speak the dstore protocol \(it answered like an HTTP server\)/.test(full.message),
+    JSON.stringify(full),
+  );
   const future = encodeGreeting('nameserver', 2, 3);
   const v = new GreetingReader('127.0.0.1:7000').push(future);
   assert.ok(v.state === 'refused' && v.reason === 'version', JSON.stringify(v));
-  assert.match(v.state === 'refused' ? v.message : '', /127\.0\.0\.1:7000 speaks dstore protocol versions 2\.\.3, this build speaks protocol version 1/);
+  assert.match(
+    v.state === 'refused' ? v.message : '',
+    /127\.0\.0\.1:7000 speaks dstore protocol versions 2\.\.3, this build speaks protocol version 1/,
+  );
   // A peer that also speaks our version is accepted at it.
   const wide = new GreetingReader('p').push(encodeGreeting('nameserver', 1, 9));
   assert.ok(wide.state === 'ok' && wide.version === 1);
 });
 
-async function startServer(t: TestContext, role: 'nameserver' | 'storage' | 'any', logger = new CaptureLogger()): Promise<{ port: number; calls: () => number; server: RpcServer }> {
+async function startServer(
+  t: TestContext,
+  role: 'nameserver' | 'storage' | 'any',
+  logger = new CaptureLogger(),
+): Promise<{ port: number; calls: () => number; server: RpcServer }> {
   let calls = 0;
   const server = new RpcServer({
     host: '127.0.0.1',
@@ -84,13 +95,24 @@ test('a client pointed at an HTTP server fails with PROTOCOL_MISMATCH, not a fra
   t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
   const address = http.address();
   assert.ok(address !== null && typeof address === 'object');
-  const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES, expectRole: 'nameserver', backoffMinMs: 500 });
+  const conn = new RpcConnection({
+    host: '127.0.0.1',
+    port: address.port,
+    maxFrameBytes: MAX_FRAME_BYTES,
+    expectRole: 'nameserver',
+    backoffMinMs: 500,
+  });
   t.after(() => conn.close());
   const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
   assert.ok(err instanceof ProtocolMismatchError, String(err));
   assert.equal(err.code, 'PROTOCOL_MISMATCH');
   assert.equal(err.retryable, false);
-  assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${address.port} does not speak the dstore protocol \\(it answered like an HTTP server\\)`));
+  assert.match(
+    err.message,
+    new RegExp(
+      `127\\.0\\.0\\.1:${address.port} does not speak the dstore protocol \\(it answered like an HTTP server\\)`,
+    ),
+  );
   assert.doesNotMatch(err.message, /maxFrameBytes/);
   // Within the backoff window the same typed error comes at once (no new connection).
   const again = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
@@ -101,7 +123,12 @@ test('a client pointed at an HTTP server fails with PROTOCOL_MISMATCH, not a fra
 test('a client that expects a nameserver and reaches a storage server fails with WRONG_ROLE; the server runs none of its calls', async (t) => {
   const logger = new CaptureLogger();
   const storage = await startServer(t, 'storage', logger);
-  const conn = new RpcConnection({ host: '127.0.0.1', port: storage.port, maxFrameBytes: MAX_FRAME_BYTES, expectRole: 'nameserver' });
+  const conn = new RpcConnection({
+    host: '127.0.0.1',
+    port: storage.port,
+    maxFrameBytes: MAX_FRAME_BYTES,
+    expectRole: 'nameserver',
+  });
   t.after(() => conn.close());
   const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
   assert.ok(err instanceof WrongRoleError, String(err));
@@ -109,12 +136,24 @@ test('a client that expects a nameserver and reaches a storage server fails with
   assert.equal(err.expected, 'nameserver');
   assert.equal(err.actual, 'storage');
   assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${storage.port} is a dstore storage server, not a nameserver`));
-  await waitFor(() => logger.warnings.some((w) => w.msg === 'refusing rpc connection'), 2000, 'the server to log the refusal');
+  await waitFor(
+    () => logger.warnings.some((w) => w.msg === 'refusing rpc connection'),
+    2000,
+    'the server to log the refusal',
+  );
   const refusal = logger.warnings.find((w) => w.msg === 'refusing rpc connection');
-  assert.match(JSON.stringify(refusal?.obj), /a client looking for a dstore nameserver connected to this dstore storage server/);
+  assert.match(
+    JSON.stringify(refusal?.obj),
+    /a client looking for a dstore nameserver connected to this dstore storage server/,
+  );
   assert.equal(storage.calls(), 0, 'the pipelined call was not run');
   // The right role, and no expectation, both work.
-  const right = new RpcConnection({ host: '127.0.0.1', port: storage.port, maxFrameBytes: MAX_FRAME_BYTES, expectRole: 'storage' });
+  const right = new RpcConnection({
+    host: '127.0.0.1',
+    port: storage.port,
+    maxFrameBytes: MAX_FRAME_BYTES,
+    expectRole: 'storage',
+  });
   const any = new RpcConnection({ host: '127.0.0.1', port: storage.port, maxFrameBytes: MAX_FRAME_BYTES });
   t.after(() => {
     right.close();
@@ -138,7 +177,12 @@ test('a server of another protocol version: the client says which versions each 
   });
   const address = future.address();
   assert.ok(address !== null && typeof address === 'object');
-  const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES, expectRole: 'nameserver' });
+  const conn = new RpcConnection({
+    host: '127.0.0.1',
+    port: address.port,
+    maxFrameBytes: MAX_FRAME_BYTES,
+    expectRole: 'nameserver',
+  });
   t.after(() => conn.close());
   const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
   assert.ok(err instanceof ProtocolMismatchError, String(err));
@@ -151,7 +195,10 @@ test('a server refuses peers without a dstore greeting, logs why, and keeps serv
   const inputs: [string, Buffer][] = [
     ['an HTTP request', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')],
     ['a frame without a greeting', encodeFrame({ t: 'call', id: 1, d: 1000, b: { t: 'map' } })],
-    ['another version', Buffer.concat([encodeGreeting('nameserver', 5, 6), encodeFrame({ t: 'call', id: 1, d: 1000, b: {} })])],
+    [
+      'another version',
+      Buffer.concat([encodeGreeting('nameserver', 5, 6), encodeFrame({ t: 'call', id: 1, d: 1000, b: {} })]),
+    ],
   ];
   for (const [what, bytes] of inputs) {
     const peer = await RawPeer.connect(server.port, MAX_FRAME_BYTES, { greet: false });
@@ -167,7 +214,12 @@ test('a server refuses peers without a dstore greeting, logs why, and keeps serv
   assert.match(reasons[0] ?? '', /does not speak the dstore protocol/);
   assert.match(reasons[1] ?? '', /a dstore build older than protocol version 1/);
   assert.match(reasons[2] ?? '', /speaks dstore protocol versions 5\.\.6, this build speaks protocol version 1/);
-  const conn = new RpcConnection({ host: '127.0.0.1', port: server.port, maxFrameBytes: MAX_FRAME_BYTES, expectRole: 'nameserver' });
+  const conn = new RpcConnection({
+    host: '127.0.0.1',
+    port: server.port,
+    maxFrameBytes: MAX_FRAME_BYTES,
+    expectRole: 'nameserver',
+  });
   t.after(() => conn.close());
   assert.equal(await conn.call('still here', { timeoutMs: 5000 }), 'still here');
 });

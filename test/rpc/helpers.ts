@@ -80,7 +80,10 @@ export class RawPeer {
   closed = false;
   private readonly closedPromise: Promise<void>;
 
-  private constructor(readonly socket: Socket, maxFrameBytes: number) {
+  private constructor(
+    readonly socket: Socket,
+    maxFrameBytes: number,
+  ) {
     const reader = new GreetingReader('server');
     const decoder = new FrameDecoder(maxFrameBytes, {
       onFrame: (body) => {

@@ -16,11 +16,15 @@ import { MiB } from '../../src/core/limits.js';
 import { RpcConnection, RpcServer } from '../../src/rpc/transport.js';
 import { Rng, seedFromEnv } from './helpers.js';
 
-
-test('peekCall reads the id and a put value\'s length from a cut-off envelope; garbage gives undefined, never a throw', () => {
+test("peekCall reads the id and a put value's length from a cut-off envelope; garbage gives undefined, never a throw", () => {
   const key = Buffer.alloc(1024, 0x6b);
   for (const valueBytes of [10, 300, 70_000, 5_000_000]) {
-    const body = packBody({ t: 'call', id: 77, d: 5000, b: { t: 'put', key, value: Buffer.alloc(valueBytes), cid: 'c-1', rs: 3, p: 9 } });
+    const body = packBody({
+      t: 'call',
+      id: 77,
+      d: 5000,
+      b: { t: 'put', key, value: Buffer.alloc(valueBytes), cid: 'c-1', rs: 3, p: 9 },
+    });
     const peeked = peekCall(body.subarray(0, OVERSIZED_PREFIX_BYTES));
     assert.ok(peeked, `value of ${valueBytes}`);
     assert.equal(peeked.id, 77);
@@ -34,32 +38,50 @@ test('peekCall reads the id and a put value\'s length from a cut-off envelope; g
   const seed = seedFromEnv('peekCall fuzz');
   const rng = new Rng(seed);
   for (let i = 0; i < 20_000; i++) {
-    const bytes = rng.next() < 0.5 ? rng.bytes(rng.int(64)) : (() => {
-      const b = packBody({ t: 'call', id: 1 + rng.int(100), d: 1, b: { t: 'put', key: rng.bytes(rng.int(20)), value: rng.bytes(rng.int(200)) } });
-      for (let f = 0; f < 3; f++) b[rng.int(b.length)] = rng.int(256);
-      return b.subarray(0, rng.int(b.length + 1));
-    })();
+    const bytes =
+      rng.next() < 0.5
+        ? rng.bytes(rng.int(64))
+        : (() => {
+            const b = packBody({
+              t: 'call',
+              id: 1 + rng.int(100),
+              d: 1,
+              b: { t: 'put', key: rng.bytes(rng.int(20)), value: rng.bytes(rng.int(200)) },
+            });
+            for (let f = 0; f < 3; f++) b[rng.int(b.length)] = rng.int(256);
+            return b.subarray(0, rng.int(b.length + 1));
+          })();
     peekCall(bytes); // must not throw
   }
 });
 
 test('the decoder skips an oversized frame however it is split, and decodes what follows', () => {
-  const big = encodeFrame({ t: 'call', id: 5, d: 1, b: { t: 'put', key: Buffer.from('k'), value: Buffer.alloc(100_000, 1) } });
+  const big = encodeFrame({
+    t: 'call',
+    id: 5,
+    d: 1,
+    b: { t: 'put', key: Buffer.from('k'), value: Buffer.alloc(100_000, 1) },
+  });
   const after = encodeFrame({ t: 'msg', b: 'next' });
   const stream = Buffer.concat([big, after]);
   for (const step of [1, 7, 999, 4096, 65_536, stream.length]) {
     const prefixes: number[] = [];
     const frames: Buffer[] = [];
-    const decoder = new FrameDecoder(50_000, {
-      onFrame: (b) => frames.push(Buffer.from(b)),
-      onFrameError: (reason) => assert.fail(reason),
-      onOversizedFrame: (prefix, frameBytes) => {
-        prefixes.push(prefix.length);
-        assert.equal(frameBytes, big.length - FRAME_HEADER_BYTES);
-        assert.equal(peekCall(prefix)?.id, 5);
-        return true;
+    const decoder = new FrameDecoder(
+      50_000,
+      {
+        onFrame: (b) => frames.push(Buffer.from(b)),
+        onFrameError: (reason) => assert.fail(reason),
+        onOversizedFrame: (prefix, frameBytes) => {
+          prefixes.push(prefix.length);
+          assert.equal(frameBytes, big.length - FRAME_HEADER_BYTES);
+          assert.equal(peekCall(prefix)?.id, 5);
+          return true;
+        },
       },
-    }, 1_000_000, OVERSIZED_PREFIX_BYTES);
+      1_000_000,
+      OVERSIZED_PREFIX_BYTES,
+    );
     for (let at = 0; at < stream.length; at += step) {
       decoder.push(stream.subarray(at, at + step));
       assert.ok(decoder.bufferedBytes <= OVERSIZED_PREFIX_BYTES + 64 * 1024, 'an oversized frame is not buffered');
@@ -85,7 +107,12 @@ test('a storage-like server answers an oversized put with VALUE_TOO_LARGE and ke
   };
   const withOption = await start(true);
   // The caller allows bigger frames than the server (another build, other settings).
-  const conn = new RpcConnection({ host: '127.0.0.1', port: withOption, maxFrameBytes: 64 * MiB, expectRole: 'storage' });
+  const conn = new RpcConnection({
+    host: '127.0.0.1',
+    port: withOption,
+    maxFrameBytes: 64 * MiB,
+    expectRole: 'storage',
+  });
   t.after(() => conn.close());
   const put = { t: 'put', p: 1, key: Buffer.from('big'), value: Buffer.alloc(5_000_000, 7), cid: 'c', rs: 1 };
   await assert.rejects(conn.call(put, { timeoutMs: 10_000 }), (err: unknown) => {

@@ -21,7 +21,12 @@ const inProcess = process.argv.includes('--in-process');
 
 async function startServer(): Promise<{ port: number; stop: () => Promise<void> }> {
   if (inProcess) {
-    const server = new RpcServer({ host: '127.0.0.1', port: 0, maxFrameBytes: 1 << 20, handler: (body: unknown) => body });
+    const server = new RpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxFrameBytes: 1 << 20,
+      handler: (body: unknown) => body,
+    });
     const port = await server.listen();
     return { port, stop: () => server.close() };
   }
@@ -74,7 +79,8 @@ await Promise.all(Array.from({ length: callers }, () => caller()));
 const elapsedS = (performance.now() - started) / 1000;
 
 latenciesUs.sort((a, b) => a - b);
-const pct = (p: number): string => (latenciesUs[Math.min(latenciesUs.length - 1, Math.floor(p * latenciesUs.length))] ?? 0).toFixed(0);
+const pct = (p: number): string =>
+  (latenciesUs[Math.min(latenciesUs.length - 1, Math.floor(p * latenciesUs.length))] ?? 0).toFixed(0);
 console.log(
   `rpc bench: ${callers} callers, one connection, ${inProcess ? 'server in process' : 'server in a child process'}: ` +
     `${Math.round(calls / elapsedS)} calls/s over ${elapsedS.toFixed(1)} s (latency p50 ${pct(0.5)} us, p99 ${pct(0.99)} us)`,

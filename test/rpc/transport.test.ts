@@ -25,7 +25,15 @@ import {
 } from '../../src/core/errors.js';
 import { FRAME_HEADER_BYTES, encodeFrame } from '../../src/rpc/frame.js';
 import { Bytes, Type, codec } from '../../src/rpc/schema.js';
-import { RpcConnection, RpcPool, RpcServer, parseAddress, type CallContext, type RpcLogger, type RpcServerOptions } from '../../src/rpc/transport.js';
+import {
+  RpcConnection,
+  RpcPool,
+  RpcServer,
+  parseAddress,
+  type CallContext,
+  type RpcLogger,
+  type RpcServerOptions,
+} from '../../src/rpc/transport.js';
 import { RawPeer, Rng, delay, seedFromEnv, waitFor } from './helpers.js';
 
 const MAX_FRAME_BYTES = 2 * 1024 * 1024;
@@ -48,7 +56,10 @@ type TestContext = { after(fn: () => unknown): void };
 
 async function startServer<Req = unknown, Msg = unknown>(
   t: TestContext,
-  options: Omit<RpcServerOptions<Req, Msg>, 'host' | 'port' | 'maxFrameBytes'> & { port?: number; maxFrameBytes?: number },
+  options: Omit<RpcServerOptions<Req, Msg>, 'host' | 'port' | 'maxFrameBytes'> & {
+    port?: number;
+    maxFrameBytes?: number;
+  },
 ): Promise<{ server: RpcServer<Req, Msg>; port: number }> {
   const server = new RpcServer<Req, Msg>({ host: '127.0.0.1', port: 0, maxFrameBytes: MAX_FRAME_BYTES, ...options });
   const port = await server.listen();
@@ -56,13 +67,20 @@ async function startServer<Req = unknown, Msg = unknown>(
   return { server, port };
 }
 
-function client(t: TestContext, port: number, extra: Partial<ConstructorParameters<typeof RpcConnection>[0]> = {}): RpcConnection {
+function client(
+  t: TestContext,
+  port: number,
+  extra: Partial<ConstructorParameters<typeof RpcConnection>[0]> = {},
+): RpcConnection {
   const connection = new RpcConnection({ host: '127.0.0.1', port, maxFrameBytes: MAX_FRAME_BYTES, ...extra });
   t.after(() => connection.close());
   return connection;
 }
 
-async function rejectsWith<E extends DstoreError>(promise: Promise<unknown>, type: abstract new (...args: never[]) => E): Promise<E> {
+async function rejectsWith<E extends DstoreError>(
+  promise: Promise<unknown>,
+  type: abstract new (...args: never[]) => E,
+): Promise<E> {
   try {
     await promise;
   } catch (err) {
@@ -86,9 +104,19 @@ test('calls and one-way messages round-trip in both directions; binary values ar
 
   const big = Buffer.alloc(1024 * 1024 + 3, 0xab); // spans many TCP chunks: reassembled
   const reply = (await conn.call(
-    { key: Buffer.from('k1'), value: new Uint8Array([1, 2, 3]), empty: Buffer.alloc(0), nested: [{ b: big }], n: 42, s: 'é' },
+    {
+      key: Buffer.from('k1'),
+      value: new Uint8Array([1, 2, 3]),
+      empty: Buffer.alloc(0),
+      nested: [{ b: big }],
+      n: 42,
+      s: 'é',
+    },
     { timeoutMs: 5000 },
-  )) as { echo: { key: Buffer; value: Buffer; empty: Buffer; nested: [{ b: Buffer }]; n: number; s: string }; connectionId: number };
+  )) as {
+    echo: { key: Buffer; value: Buffer; empty: Buffer; nested: [{ b: Buffer }]; n: number; s: string };
+    connectionId: number;
+  };
   assert.ok(Buffer.isBuffer(reply.echo.key));
   assert.deepEqual(reply.echo.key, Buffer.from('k1'));
   assert.ok(Buffer.isBuffer(reply.echo.value), 'a Uint8Array comes back as a Buffer');
@@ -123,7 +151,11 @@ test('many concurrent calls share one connection; out-of-order replies reach the
   const results = await Promise.all(Array.from({ length: count }, (_, n) => conn.call({ n }, { timeoutMs: 10_000 })));
   results.forEach((r, n) => assert.deepEqual(r, { n, twice: n * 2 }));
   assert.equal(server.connectionCount, 1, 'all calls multiplexed on one connection');
-  assert.notDeepEqual(answered, [...answered].sort((a, b) => a - b), 'the server answered out of order');
+  assert.notDeepEqual(
+    answered,
+    [...answered].sort((a, b) => a - b),
+    'the server answered out of order',
+  );
   assert.equal(conn.inFlight, 0);
 });
 
@@ -187,7 +219,10 @@ test('error replies rebuild typed errors; non-dstore throws become INTERNAL and 
   await rejectsWith(conn.call({ op: 'syncThrow' }, { timeoutMs: 2000 }), InternalError);
   assert.equal(logger.entries.filter((e) => e.level === 'error' && e.msg === 'rpc handler failed').length, 2);
   // Replies msgpack cannot hold become INTERNAL errors, logged.
-  assert.match((await rejectsWith(conn.call({ op: 'circular' }, { timeoutMs: 2000 }), InternalError)).message, /cannot be encoded/);
+  assert.match(
+    (await rejectsWith(conn.call({ op: 'circular' }, { timeoutMs: 2000 }), InternalError)).message,
+    /cannot be encoded/,
+  );
   await rejectsWith(conn.call({ op: 'symbol' }, { timeoutMs: 2000 }), InternalError);
   assert.equal(logger.entries.filter((e) => e.msg === 'rpc reply cannot be encoded').length, 2);
   // A call body msgpack cannot hold is refused before sending.
@@ -220,16 +255,27 @@ test('codecs: the server refuses bodies its codec rejects with MALFORMED_MESSAGE
   });
   const conn = client(t, port);
   const PutReply = codec(Type.Object({ keyBytes: Type.Integer(), version: Type.Integer() }));
-  const reply = await conn.call({ t: 'put', key: Buffer.from('abc'), version: 1 }, { timeoutMs: 2000, reply: PutReply });
+  const reply = await conn.call(
+    { t: 'put', key: Buffer.from('abc'), version: 1 },
+    { timeoutMs: 2000, reply: PutReply },
+  );
   assert.deepEqual(reply, { keyBytes: 3, version: 2 }); // typed: reply.version is a number
 
-  for (const bad of [{ t: 'put', key: 'not bytes', version: 1 }, { t: 'put', key: Buffer.from('k'), version: 1.5 }, { t: 'put', key: Buffer.from('k'), version: NaN }, null]) {
+  for (const bad of [
+    { t: 'put', key: 'not bytes', version: 1 },
+    { t: 'put', key: Buffer.from('k'), version: 1.5 },
+    { t: 'put', key: Buffer.from('k'), version: NaN },
+    null,
+  ]) {
     const err = await rejectsWith(conn.call(bad, { timeoutMs: 2000 }), MalformedMessageError);
     assert.match(err.message, /call body/);
   }
   // A reply that does not match the caller's codec.
   const Wrong = codec(Type.Object({ other: Type.String() }));
-  await rejectsWith(conn.call({ t: 'put', key: Buffer.from('k'), version: 1 }, { timeoutMs: 2000, reply: Wrong }), MalformedMessageError);
+  await rejectsWith(
+    conn.call({ t: 'put', key: Buffer.from('k'), version: 1 }, { timeoutMs: 2000, reply: Wrong }),
+    MalformedMessageError,
+  );
 
   conn.send({ note: 'kept' });
   conn.send({ note: 7 });
@@ -242,7 +288,8 @@ test('codecs: the server refuses bodies its codec rejects with MALFORMED_MESSAGE
 test('a server closed mid-call fails the call with ConnectionClosedError; the connection comes back with the server', async (t) => {
   let release: (() => void) | undefined;
   const first = await startServer(t, {
-    handler: (body: unknown) => ((body as { hang?: boolean }).hang ? new Promise<void>((resolve) => (release = resolve)) : body),
+    handler: (body: unknown) =>
+      (body as { hang?: boolean }).hang ? new Promise<void>((resolve) => (release = resolve)) : body,
   });
   const conn = client(t, first.port, { backoffMinMs: 10, backoffMaxMs: 100 });
   assert.equal(await conn.call('before', { timeoutMs: 2000 }), 'before');
@@ -333,7 +380,12 @@ test('an oversized frame closes that connection only; the server keeps serving o
   await peer.write(header);
   await peer.settle(2000);
   assert.ok(peer.closed, 'the server closed the connection');
-  assert.ok(logger.entries.some((e) => e.msg === 'closing rpc connection' && /over maxFrameBytes/.test(String((e.obj as { reason?: unknown }).reason))));
+  assert.ok(
+    logger.entries.some(
+      (e) =>
+        e.msg === 'closing rpc connection' && /over maxFrameBytes/.test(String((e.obj as { reason?: unknown }).reason)),
+    ),
+  );
 
   assert.equal(await healthy.call('b', { timeoutMs: 2000 }), 'b');
   assert.equal(server.connectionCount, 1);
@@ -341,7 +393,10 @@ test('an oversized frame closes that connection only; the server keeps serving o
   // The sender refuses to send what the receiver would refuse, and the server refuses to reply it.
   await rejectsWith(healthy.call(Buffer.alloc(maxFrameBytes), { timeoutMs: 2000 }), InvalidArgumentError);
   const bigReplies = await startServer(t, { maxFrameBytes, handler: () => Buffer.alloc(maxFrameBytes) });
-  const err = await rejectsWith(client(t, bigReplies.port, { maxFrameBytes }).call('x', { timeoutMs: 2000 }), InternalError);
+  const err = await rejectsWith(
+    client(t, bigReplies.port, { maxFrameBytes }).call('x', { timeoutMs: 2000 }),
+    InternalError,
+  );
   assert.match(err.message, /over maxFrameBytes/);
 });
 
@@ -383,7 +438,9 @@ test('a peer that does not read its replies gets OVERLOADED instead of replies t
   const slow = await RawPeer.connect(port, MAX_FRAME_BYTES);
   t.after(() => slow.destroy());
   slow.socket.pause();
-  await slow.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))));
+  await slow.write(
+    Buffer.concat(Array.from({ length: 50 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))),
+  );
   await delay(100);
   slow.socket.resume();
   await waitFor(() => slow.envelopes.length === 50, 5000, 'all 50 answers');
@@ -399,8 +456,14 @@ test('a peer that does not read its replies gets OVERLOADED instead of replies t
   const deaf = await RawPeer.connect(tinyServer.port, MAX_FRAME_BYTES);
   t.after(() => deaf.destroy());
   deaf.socket.pause();
-  await deaf.write(Buffer.concat(Array.from({ length: 5000 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))));
-  await waitFor(() => logger.entries.some((e) => /not reading/.test(String((e.obj as { reason?: unknown }).reason))), 3000, 'the deaf peer to be dropped');
+  await deaf.write(
+    Buffer.concat(Array.from({ length: 5000 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))),
+  );
+  await waitFor(
+    () => logger.entries.some((e) => /not reading/.test(String((e.obj as { reason?: unknown }).reason))),
+    3000,
+    'the deaf peer to be dropped',
+  );
   await waitFor(() => tinyServer.server.connectionCount === 0, 2000, 'the deaf peer to be gone');
 
   assert.ok(Buffer.isBuffer(await healthy.call('still fine', { timeoutMs: 2000 })));
@@ -416,13 +479,23 @@ test('a peer that reads slowly is paused, not dropped, while its backlog stays u
   ]) {
     const debugLines: string[] = [];
     const logger = new CaptureLogger((msg) => debugLines.push(msg));
-    const { server, port } = await startServer(t, { logger, maxQueuedBytes, handler: () => Buffer.alloc(replyBytes, 5) });
+    const { server, port } = await startServer(t, {
+      logger,
+      maxQueuedBytes,
+      handler: () => Buffer.alloc(replyBytes, 5),
+    });
     const peer = await RawPeer.connect(port, MAX_FRAME_BYTES);
     t.after(() => peer.destroy());
     for (const batch of [0, 1, 2]) {
       peer.socket.pause();
       // One turn of replies over half the bound (pause) and under the bound (kept).
-      await peer.write(Buffer.concat(Array.from({ length: calls }, (_, i) => encodeFrame({ t: 'call', id: batch * 100 + i + 1, d: 5000, b: null }))));
+      await peer.write(
+        Buffer.concat(
+          Array.from({ length: calls }, (_, i) =>
+            encodeFrame({ t: 'call', id: batch * 100 + i + 1, d: 5000, b: null }),
+          ),
+        ),
+      );
       await delay(50);
       peer.socket.resume();
       await waitFor(() => peer.envelopes.length === calls * (batch + 1), 5000, `batch ${batch} replies`);
@@ -451,7 +524,18 @@ test('RpcPool reuses one connection per address; addresses are parsed strictly',
   assert.deepEqual(parseAddress('127.0.0.1:7000'), { host: '127.0.0.1', port: 7000 });
   assert.deepEqual(parseAddress('[::1]:7101'), { host: '::1', port: 7101 });
   assert.deepEqual(parseAddress('node-a.local:1'), { host: 'node-a.local', port: 1 });
-  for (const bad of ['', 'host', ':7000', 'host:', 'host:0', 'host:65536', 'host:12a', 'host:-1', '[::1:7000', 'host: 70']) {
+  for (const bad of [
+    '',
+    'host',
+    ':7000',
+    'host:',
+    'host:0',
+    'host:65536',
+    'host:12a',
+    'host:-1',
+    '[::1:7000',
+    'host: 70',
+  ]) {
     assert.throws(() => parseAddress(bad), InvalidArgumentError, bad);
   }
   // A malformed address (they come from the network) never throws: its calls are refused.

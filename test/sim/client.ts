@@ -97,8 +97,14 @@ export class SimClient implements Endpoint {
     }
     const rng = this.world.rng;
     const w = this.knobs.weights;
-    const kind = rng.weighted<'put' | 'get' | 'delete'>([[w.put, 'put'], [w.get, 'get'], [w.delete, 'delete']]);
-    this.begin(kind, rng.pick(this.keys), () => this.world.schedule(rng.int(this.knobs.thinkMinMs, this.knobs.thinkMaxMs), this.id, () => this.next()));
+    const kind = rng.weighted<'put' | 'get' | 'delete'>([
+      [w.put, 'put'],
+      [w.get, 'get'],
+      [w.delete, 'delete'],
+    ]);
+    this.begin(kind, rng.pick(this.keys), () =>
+      this.world.schedule(rng.int(this.knobs.thinkMinMs, this.knobs.thinkMaxMs), this.id, () => this.next()),
+    );
   }
 
   /** One operation, then `done` with its history record (for scripted scenarios). */
@@ -136,7 +142,9 @@ export class SimClient implements Endpoint {
       retry: new CallRetry(this.knobs, 0, kind !== 'get', this.world.now),
     };
     this.current = { op, then };
-    this.world.trace(`${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`);
+    this.world.trace(
+      `${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`,
+    );
     this.attempt(op);
   }
 
@@ -146,17 +154,24 @@ export class SimClient implements Endpoint {
     const plan = op.retry.begin(this.world.now);
     if (plan.kind === 'end') return this.ended(op, plan.end);
     if (plan.map === 'cached' && this.map?.formed) return this.route(op, plan);
-    this.world.call(this.id, 'ns', { t: 'map' }, plan.attemptMs, () => 'map', (r) => {
-      if (r.ok) this.map = r.value as MapInfo;
-      else {
-        const err = errorFromWire(r.error);
-        // A retry goes on with the cached map when the nameserver does not answer.
-        if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined) {
-          return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), r.error);
+    this.world.call(
+      this.id,
+      'ns',
+      { t: 'map' },
+      plan.attemptMs,
+      () => 'map',
+      (r) => {
+        if (r.ok) this.map = r.value as MapInfo;
+        else {
+          const err = errorFromWire(r.error);
+          // A retry goes on with the cached map when the nameserver does not answer.
+          if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined) {
+            return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), r.error);
+          }
         }
-      }
-      this.route(op, plan);
-    });
+        this.route(op, plan);
+      },
+    );
   }
 
   private route(op: OpState, plan: Extract<AttemptPlan, { kind: 'attempt' }>): void {
@@ -208,11 +223,29 @@ export class SimClient implements Endpoint {
       return this.finish(op, 'ok', { value: r.found ? r.value! : null });
     }
     const r = value as { version: number; existed?: boolean };
-    this.observer.onAck({ client: this.id, partition: p, seq: r.version as Seq, clientId: op.tag!.cid, requestSeq: op.tag!.rs, op: op.kind, key: op.key, ...(op.value === undefined ? {} : { value: op.value }) });
-    this.finish(op, 'ok', op.kind === 'delete' ? { existed: r.existed ?? false, version: r.version } : { version: r.version });
+    this.observer.onAck({
+      client: this.id,
+      partition: p,
+      seq: r.version as Seq,
+      clientId: op.tag!.cid,
+      requestSeq: op.tag!.rs,
+      op: op.kind,
+      key: op.key,
+      ...(op.value === undefined ? {} : { value: op.value }),
+    });
+    this.finish(
+      op,
+      'ok',
+      op.kind === 'delete' ? { existed: r.existed ?? false, version: r.version } : { version: r.version },
+    );
   }
 
-  private finish(op: OpState, status: 'ok' | 'fail' | 'unknown', result?: { value?: string | null; existed?: boolean; version?: number }, error?: WireError): void {
+  private finish(
+    op: OpState,
+    status: 'ok' | 'fail' | 'unknown',
+    result?: { value?: string | null; existed?: boolean; version?: number },
+    error?: WireError,
+  ): void {
     if (this.current?.op !== op) return;
     const then = this.current.then;
     this.current = undefined;
@@ -221,7 +254,8 @@ export class SimClient implements Endpoint {
     const base = { client: this.id, key: op.key, invoke: op.invoke, complete, status };
     let h: HistoryOp;
     if (op.kind === 'put') h = { ...base, op: 'put', value: op.value! };
-    else if (op.kind === 'get') h = status === 'ok' ? { ...base, op: 'get', value: result!.value ?? null } : { ...base, op: 'get' };
+    else if (op.kind === 'get')
+      h = status === 'ok' ? { ...base, op: 'get', value: result!.value ?? null } : { ...base, op: 'get' };
     else h = status === 'ok' ? { ...base, op: 'delete', existed: result!.existed! } : { ...base, op: 'delete' };
     this.history.push(h);
     if (status === 'unknown' && op.tag) {
@@ -229,7 +263,12 @@ export class SimClient implements Endpoint {
       this.requestSeq = 0;
     }
     if (this.world.tracing) {
-      const what = status === 'ok' ? (op.kind === 'get' ? `→ ${result!.value ?? 'absent'}` : `version ${result!.version}${op.kind === 'delete' ? ` existed ${result!.existed}` : ''}`) : `${error?.code ?? ''} ${error?.message ?? ''}`;
+      const what =
+        status === 'ok'
+          ? op.kind === 'get'
+            ? `→ ${result!.value ?? 'absent'}`
+            : `version ${result!.version}${op.kind === 'delete' ? ` existed ${result!.existed}` : ''}`
+          : `${error?.code ?? ''} ${error?.message ?? ''}`;
       this.world.trace(`${this.id} completes ${op.kind} ${op.key}${op.value ? `=${op.value}` : ''}: ${status} ${what}`);
     }
     then();

@@ -71,11 +71,30 @@ export class SimDisk {
     const view = (p: PartitionId): PartitionDisk => {
       if (!touched.has(p)) {
         const d = this.parts.get(p);
-        touched.set(p, d ? { ...d, log: [...d.log], data: new Map(d.data), dedup: new Map(d.dedup) } : { meta: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, log: [], data: new Map(), dedup: new Map() });
+        touched.set(
+          p,
+          d
+            ? { ...d, log: [...d.log], data: new Map(d.data), dedup: new Map(d.dedup) }
+            : {
+                meta: null,
+                applied: ZERO_POSITION,
+                logBase: ZERO_POSITION,
+                log: [],
+                data: new Map(),
+                dedup: new Map(),
+              },
+        );
       }
       const v = touched.get(p);
       if (v === null || v === undefined) {
-        const fresh: PartitionDisk = { meta: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, log: [], data: new Map(), dedup: new Map() };
+        const fresh: PartitionDisk = {
+          meta: null,
+          applied: ZERO_POSITION,
+          logBase: ZERO_POSITION,
+          log: [],
+          data: new Map(),
+          dedup: new Map(),
+        };
         touched.set(p, fresh);
         return fresh;
       }
@@ -100,7 +119,12 @@ export class SimDisk {
         }
         case 'truncateLogTo': {
           const d = view(op.partition);
-          checkTruncateLogTo(op.partition, op.base, { applied: d.applied, logBase: d.logBase, logLast: lastOf(d) }, (s) => d.log[s - d.logBase.seq - 1]!.epoch);
+          checkTruncateLogTo(
+            op.partition,
+            op.base,
+            { applied: d.applied, logBase: d.logBase, logLast: lastOf(d) },
+            (s) => d.log[s - d.logBase.seq - 1]!.epoch,
+          );
           const drop = Math.min(op.base.seq - d.logBase.seq, d.log.length);
           d.log = d.log.slice(drop);
           d.logBase = op.base;
@@ -146,14 +170,21 @@ export class SimDisk {
   snapshot(p: PartitionId): SnapshotImage {
     const d = this.parts.get(p);
     if (!d) return { applied: ZERO_POSITION, data: [], dedup: [] };
-    return { applied: d.applied, data: [...d.data.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)), dedup: [...d.dedup.values()] };
+    return {
+      applied: d.applied,
+      data: [...d.data.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+      dedup: [...d.dedup.values()],
+    };
   }
 
   /** S11: replaces data, dedup table and log with a snapshot's, atomically; keeps the metadata. */
   installSnapshot(p: PartitionId, image: SnapshotImage): void {
     checkDedupTable(p, image.applied, image.dedup);
     for (const [, v] of image.data) {
-      if (v.version > image.applied.seq) throw new InvariantViolation(`partition ${p}: installSnapshot: an item has version ${v.version}, above the snapshot's seq ${image.applied.seq}`);
+      if (v.version > image.applied.seq)
+        throw new InvariantViolation(
+          `partition ${p}: installSnapshot: an item has version ${v.version}, above the snapshot's seq ${image.applied.seq}`,
+        );
     }
     const meta = this.parts.get(p)?.meta ?? null;
     this.parts.set(p, {
@@ -169,7 +200,8 @@ export class SimDisk {
   /** A deep copy (entries and records are immutable, so they are shared). */
   clone(): SimDisk {
     const c = new SimDisk();
-    for (const [p, d] of this.parts) c.parts.set(p, { ...d, log: [...d.log], data: new Map(d.data), dedup: new Map(d.dedup) });
+    for (const [p, d] of this.parts)
+      c.parts.set(p, { ...d, log: [...d.log], data: new Map(d.data), dedup: new Map(d.dedup) });
     return c;
   }
 
@@ -194,7 +226,11 @@ function lastOf(d: PartitionDisk): LogPosition {
 
 /** The applied state as one comparable string: data with versions, then the dedup table. */
 function digestOf(d: PartitionDisk): string {
-  const data = [...d.data.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${v.value}@${v.version}`);
-  const dedup = [...d.dedup.values()].sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0)).map((r) => `${r.clientId}:${r.requestSeq}@${r.seq}${r.existed === undefined ? '' : r.existed ? '+' : '-'}`);
+  const data = [...d.data.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v.value}@${v.version}`);
+  const dedup = [...d.dedup.values()]
+    .sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0))
+    .map((r) => `${r.clientId}:${r.requestSeq}@${r.seq}${r.existed === undefined ? '' : r.existed ? '+' : '-'}`);
   return `${data.join(',')}|${dedup.join(',')}`;
 }

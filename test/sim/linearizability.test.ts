@@ -14,16 +14,48 @@ import { bruteForceLinearizable } from './bruteforce.js';
 import { Rng } from '../../src/core/rng.js';
 
 const K = 'k';
-const put = (client: string, value: string, invoke: number, complete: number | null, status: HistoryOp['status'] = 'ok'): HistoryOp => ({ client, op: 'put', key: K, value, invoke, complete, status });
-const get = (client: string, value: string | null, invoke: number, complete: number): HistoryOp => ({ client, op: 'get', key: K, value, invoke, complete, status: 'ok' });
-const del = (client: string, invoke: number, complete: number | null, existed?: boolean, status: HistoryOp['status'] = 'ok'): HistoryOp =>
-  existed === undefined ? { client, op: 'delete', key: K, invoke, complete, status } : { client, op: 'delete', key: K, invoke, complete, status, existed };
+const put = (
+  client: string,
+  value: string,
+  invoke: number,
+  complete: number | null,
+  status: HistoryOp['status'] = 'ok',
+): HistoryOp => ({ client, op: 'put', key: K, value, invoke, complete, status });
+const get = (client: string, value: string | null, invoke: number, complete: number): HistoryOp => ({
+  client,
+  op: 'get',
+  key: K,
+  value,
+  invoke,
+  complete,
+  status: 'ok',
+});
+const del = (
+  client: string,
+  invoke: number,
+  complete: number | null,
+  existed?: boolean,
+  status: HistoryOp['status'] = 'ok',
+): HistoryOp =>
+  existed === undefined
+    ? { client, op: 'delete', key: K, invoke, complete, status }
+    : { client, op: 'delete', key: K, invoke, complete, status, existed };
 
 const verdict = (h: HistoryOp[]) => checkHistory(h).verdict;
 
 describe('linearizable histories', () => {
   test('sequential writes and reads', () => {
-    assert.equal(verdict([put('a', 'x', 0, 1), get('b', 'x', 2, 3), put('a', 'y', 4, 5), get('b', 'y', 6, 7), del('a', 8, 9, true), get('b', null, 10, 11)]), 'ok');
+    assert.equal(
+      verdict([
+        put('a', 'x', 0, 1),
+        get('b', 'x', 2, 3),
+        put('a', 'y', 4, 5),
+        get('b', 'y', 6, 7),
+        del('a', 8, 9, true),
+        get('b', null, 10, 11),
+      ]),
+      'ok',
+    );
   });
 
   test('a read concurrent with a write may see the old or the new value', () => {
@@ -37,11 +69,17 @@ describe('linearizable histories', () => {
   });
 
   test('an unknown write may show up long after it was invoked', () => {
-    assert.equal(verdict([put('a', 'x', 0, 1), put('b', 'y', 2, 3, 'unknown'), get('c', 'x', 10, 11), get('c', 'y', 20, 21)]), 'ok');
+    assert.equal(
+      verdict([put('a', 'x', 0, 1), put('b', 'y', 2, 3, 'unknown'), get('c', 'x', 10, 11), get('c', 'y', 20, 21)]),
+      'ok',
+    );
   });
 
   test('an unknown write may never take effect', () => {
-    assert.equal(verdict([put('a', 'x', 0, 1), put('b', 'y', 2, null, 'unknown'), get('c', 'x', 10, 11), get('c', 'x', 20, 21)]), 'ok');
+    assert.equal(
+      verdict([put('a', 'x', 0, 1), put('b', 'y', 2, null, 'unknown'), get('c', 'x', 10, 11), get('c', 'x', 20, 21)]),
+      'ok',
+    );
   });
 
   test('a failed write never took effect, and failed or unknown reads observed nothing', () => {
@@ -64,11 +102,20 @@ describe('linearizable histories', () => {
     ];
     const r = checkHistory(h);
     assert.equal(r.verdict, 'ok');
-    assert.deepEqual(r.keys.map((k) => k.key), ['k1', 'k2']);
+    assert.deepEqual(
+      r.keys.map((k) => k.key),
+      ['k1', 'k2'],
+    );
   });
 
   test('compare-and-set', () => {
-    const cas = (client: string, expect: string | null, value: string, invoke: number, complete: number): HistoryOp => ({ client, op: 'cas', key: K, expect, value, invoke, complete, status: 'ok' });
+    const cas = (
+      client: string,
+      expect: string | null,
+      value: string,
+      invoke: number,
+      complete: number,
+    ): HistoryOp => ({ client, op: 'cas', key: K, expect, value, invoke, complete, status: 'ok' });
     assert.equal(verdict([put('a', 'x', 0, 1), cas('b', 'x', 'y', 2, 3), get('c', 'y', 4, 5)]), 'ok');
     assert.equal(verdict([cas('b', null, 'y', 2, 3), get('c', 'y', 4, 5)]), 'ok');
     assert.equal(verdict([put('a', 'x', 0, 1), cas('b', 'z', 'y', 2, 3)]), 'violation');
@@ -82,7 +129,10 @@ describe('violations, explained', () => {
     assert.equal(r.verdict, 'violation');
     const e = r.explanation!;
     assert.equal(e.key, K);
-    assert.deepEqual(e.prefix.map((s) => s.op.value), ['x', 'y']);
+    assert.deepEqual(
+      e.prefix.map((s) => s.op.value),
+      ['x', 'y'],
+    );
     assert.equal(e.state, 'y');
     assert.equal(e.stuck?.op, 'get');
     assert.match(e.text, /key "k" is not linearizable/);
@@ -104,7 +154,10 @@ describe('violations, explained', () => {
 
   test('a read of an unknown write, then of the value before it', () => {
     // Once the unknown write was seen it took effect: reading the older value later is stale.
-    assert.equal(verdict([put('a', 'x', 0, 1), put('b', 'y', 2, null, 'unknown'), get('c', 'y', 5, 6), get('c', 'x', 7, 8)]), 'violation');
+    assert.equal(
+      verdict([put('a', 'x', 0, 1), put('b', 'y', 2, null, 'unknown'), get('c', 'y', 5, 6), get('c', 'x', 7, 8)]),
+      'violation',
+    );
   });
 
   test('a read cannot see a write invoked after the read completed', () => {
@@ -140,8 +193,14 @@ describe('history files', () => {
     const h = parseHistory(text);
     assert.equal(h.length, 3);
     assert.equal(checkHistory(h).verdict, 'ok');
-    assert.throws(() => parseHistory('{"client":1,"op":"put","key":"a","invoke":0,"complete":1,"status":"ok"}'), /line 1: a put needs a string `value`/);
-    assert.throws(() => parseHistory('\n{"client":1,"op":"get","key":"a","invoke":3,"complete":1,"status":"ok"}'), /line 2: .*complete/);
+    assert.throws(
+      () => parseHistory('{"client":1,"op":"put","key":"a","invoke":0,"complete":1,"status":"ok"}'),
+      /line 1: a put needs a string `value`/,
+    );
+    assert.throws(
+      () => parseHistory('\n{"client":1,"op":"get","key":"a","invoke":3,"complete":1,"status":"ok"}'),
+      /line 2: .*complete/,
+    );
     assert.throws(() => parseHistory('nope'), /line 1: not JSON/);
   });
 });
@@ -183,8 +242,17 @@ describe('cross-check against brute force', () => {
       const at = points[i]!;
       const invoke = at - rng.int(0, 6);
       const complete = at + rng.int(0, 6);
-      const status = rng.weighted<HistoryOp['status']>([[8, 'ok'], [unknownWeight, 'unknown'], [1, 'fail']]);
-      const kind = rng.weighted<HistoryOp['op']>([[4, 'put'], [4, 'get'], [2, 'delete'], [1, 'cas']]);
+      const status = rng.weighted<HistoryOp['status']>([
+        [8, 'ok'],
+        [unknownWeight, 'unknown'],
+        [1, 'fail'],
+      ]);
+      const kind = rng.weighted<HistoryOp['op']>([
+        [4, 'put'],
+        [4, 'get'],
+        [2, 'delete'],
+        [1, 'cas'],
+      ]);
       const client = `c${i}`;
       const doneAt = status === 'unknown' ? null : complete;
       if (kind === 'put') {
@@ -197,9 +265,10 @@ describe('cross-check against brute force', () => {
       } else if (kind === 'delete') {
         const existed = realistic ? state !== null : rng.pick([undefined, true, false]);
         if (realistic && status !== 'fail') state = null;
-        const op: HistoryOp = existed === undefined || status === 'unknown'
-          ? { client, op: 'delete', key: K, invoke, complete: doneAt, status }
-          : { client, op: 'delete', key: K, invoke, complete: doneAt, status, existed };
+        const op: HistoryOp =
+          existed === undefined || status === 'unknown'
+            ? { client, op: 'delete', key: K, invoke, complete: doneAt, status }
+            : { client, op: 'delete', key: K, invoke, complete: doneAt, status, existed };
         ops.push(op);
       } else {
         const expect = realistic ? state : rng.pick([null, ...values]);
@@ -223,8 +292,10 @@ describe('cross-check against brute force', () => {
         const expected = bruteForceLinearizable(h);
         const got = checkKey(K, h);
         assert.notEqual(got.verdict, 'unknown');
-        if (got.verdict === 'ok' !== expected) {
-          assert.fail(`history ${i} disagrees: checker ${got.verdict}, brute force ${expected ? 'ok' : 'violation'}\n${h.map((o) => JSON.stringify(o)).join('\n')}`);
+        if ((got.verdict === 'ok') !== expected) {
+          assert.fail(
+            `history ${i} disagrees: checker ${got.verdict}, brute force ${expected ? 'ok' : 'violation'}\n${h.map((o) => JSON.stringify(o)).join('\n')}`,
+          );
         }
         if (!expected) violations++;
       }

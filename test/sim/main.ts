@@ -104,12 +104,24 @@ interface Summary {
 }
 
 function summarize(r: RunResult): Summary {
-  return { seed: r.seed, violations: r.violations, verdict: r.linearizability?.verdict ?? 'not checked', stats: r.stats, simulatedMs: r.simulatedMs, wallMs: r.wallMs };
+  return {
+    seed: r.seed,
+    violations: r.violations,
+    verdict: r.linearizability?.verdict ?? 'not checked',
+    stats: r.stats,
+    simulatedMs: r.simulatedMs,
+    wallMs: r.wallMs,
+  };
 }
 
 function replay(a: Args): number {
   const seed = a.seed!;
-  const r = runSeed(seed, { trace: a.trace ? (l) => console.log(l) : undefined, checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation });
+  const r = runSeed(seed, {
+    trace: a.trace ? (l) => console.log(l) : undefined,
+    checkBudgetMs: a.budgetMs,
+    set: a.set,
+    mutation: a.mutation,
+  });
   console.log('');
   console.log(describeKnobs(seed, r.knobs));
   console.log('');
@@ -135,21 +147,34 @@ function printRun(s: Summary): void {
 
 async function soak(a: Args): Promise<number> {
   const started = Date.now();
-  console.log(`dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}`);
+  console.log(
+    `dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}`,
+  );
   const results: Summary[] = [];
   const onResult = (s: Summary) => {
     results.push(s);
     if (s.violations.length > 0) {
       const replayArgs = `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}${a.mutation ? ` --mutate ${a.mutation}` : ''}`;
-      console.log(`seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — replay: npm run sim -- ${replayArgs}`);
+      console.log(
+        `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — replay: npm run sim -- ${replayArgs}`,
+      );
       // Known liveness bugs (docs/consistency.md) get one line; anything else in full.
-      for (const v of s.violations) if (!v.kind.startsWith('liveness:')) console.log(`  ${v.kind}: ${v.message.split('\n').slice(0, 40).join('\n    ')}`);
+      for (const v of s.violations)
+        if (!v.kind.startsWith('liveness:'))
+          console.log(`  ${v.kind}: ${v.message.split('\n').slice(0, 40).join('\n    ')}`);
     }
-    if (s.verdict === 'unknown') console.log(`seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: npm run sim -- --seed ${s.seed}`);
-    if (results.length % 100 === 0) console.log(`… ${results.length}/${a.runs} runs, ${results.filter((r) => r.violations.length > 0).length} failing, ${Math.round((Date.now() - started) / 1000)} s`);
+    if (s.verdict === 'unknown')
+      console.log(
+        `seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: npm run sim -- --seed ${s.seed}`,
+      );
+    if (results.length % 100 === 0)
+      console.log(
+        `… ${results.length}/${a.runs} runs, ${results.filter((r) => r.violations.length > 0).length} failing, ${Math.round((Date.now() - started) / 1000)} s`,
+      );
   };
   if (a.jobs <= 1) {
-    for (let i = 0; i < a.runs; i++) onResult(summarize(runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation })));
+    for (let i = 0; i < a.runs; i++)
+      onResult(summarize(runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation })));
   } else {
     await new Promise<void>((resolve, reject) => {
       let next = 0;
@@ -163,7 +188,9 @@ async function soak(a: Args): Promise<number> {
         const chunk = Math.min(20, a.runs - next);
         for (let i = 0; i < chunk; i++) seeds.push(a.start + next++);
         running++;
-        const w = new Worker(new URL(import.meta.url), { workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation } });
+        const w = new Worker(new URL(import.meta.url), {
+          workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation },
+        });
         w.on('message', (s: Summary) => onResult(s));
         w.on('error', reject);
         w.on('exit', () => {
@@ -181,14 +208,22 @@ async function soak(a: Args): Promise<number> {
   const sum = (k: string) => results.reduce((n, r) => n + (r.stats[k] ?? 0), 0);
   const simulatedS = results.reduce((n, r) => n + r.simulatedMs, 0) / 1000;
   console.log('');
-  console.log(`runs: ${results.length} in ${((Date.now() - started) / 1000).toFixed(1)} s wall, ${(simulatedS / 3600).toFixed(2)} h simulated`);
-  console.log(`operations: ${sum('ops.ok')} ok, ${sum('ops.unknown')} unknown, ${sum('ops.fail')} failed; ${sum('crashes')} crashes, ${sum('reconfigurations')} reconfigurations, ${sum('fault.pause')} pauses, ${sum('fault.isolate') + sum('fault.split')} network partitions, ${sum('fault.nsCrash')} nameserver crashes`);
-  console.log(`linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ok, ${failing.filter((f) => f.verdict === 'violation').length} violation, ${unknown.length} unknown (budget)`);
+  console.log(
+    `runs: ${results.length} in ${((Date.now() - started) / 1000).toFixed(1)} s wall, ${(simulatedS / 3600).toFixed(2)} h simulated`,
+  );
+  console.log(
+    `operations: ${sum('ops.ok')} ok, ${sum('ops.unknown')} unknown, ${sum('ops.fail')} failed; ${sum('crashes')} crashes, ${sum('reconfigurations')} reconfigurations, ${sum('fault.pause')} pauses, ${sum('fault.isolate') + sum('fault.split')} network partitions, ${sum('fault.nsCrash')} nameserver crashes`,
+  );
+  console.log(
+    `linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ok, ${failing.filter((f) => f.verdict === 'violation').length} violation, ${unknown.length} unknown (budget)`,
+  );
   if (failing.length === 0) console.log('violations: none');
   else {
     const other = failing.filter((f) => f.violations.some((v) => !v.kind.startsWith('liveness:')));
     console.log(`violations: ${failing.length} failing seeds (${[...byKind].map(([k, n]) => `${k} ${n}`).join(', ')})`);
-    console.log(`  of which only known liveness bugs: ${failing.length - other.length}; anything else: ${other.length}${other.length ? ` — seeds ${other.map((f) => f.seed).join(' ')}` : ''}`);
+    console.log(
+      `  of which only known liveness bugs: ${failing.length - other.length}; anything else: ${other.length}${other.length ? ` — seeds ${other.map((f) => f.seed).join(' ')}` : ''}`,
+    );
     if (failing.length <= 200) console.log(`failing seeds: ${failing.map((f) => f.seed).join(' ')}`);
   }
   return failing.length > 0 || (a.strict && unknown.length > 0) ? 1 : 0;
@@ -205,6 +240,12 @@ if (isMainThread) {
   const code = a.seed !== undefined ? replay(a) : await soak(a);
   process.exitCode = code;
 } else {
-  const { seeds, budgetMs, set, mutation } = workerData as { seeds: number[]; budgetMs: number; set: string[]; mutation?: Mutation };
-  for (const seed of seeds) parentPort!.postMessage(summarize(runSeed(seed, { checkBudgetMs: budgetMs, set, mutation })));
+  const { seeds, budgetMs, set, mutation } = workerData as {
+    seeds: number[];
+    budgetMs: number;
+    set: string[];
+    mutation?: Mutation;
+  };
+  for (const seed of seeds)
+    parentPort!.postMessage(summarize(runSeed(seed, { checkBudgetMs: budgetMs, set, mutation })));
 }

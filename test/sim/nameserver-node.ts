@@ -98,7 +98,10 @@ export class SimNameserver implements Endpoint {
       const old = before.configs[c.partition];
       if (old?.epoch === c.epoch) continue;
       this.stats.reconfigurations++;
-      if (this.world.tracing) this.world.trace(`ns map v${after.version}: p${c.partition} e${c.epoch} ${describeConfig(c)}${old ? ` (was e${old.epoch} ${describeConfig(old)})` : ''}`);
+      if (this.world.tracing)
+        this.world.trace(
+          `ns map v${after.version}: p${c.partition} e${c.epoch} ${describeConfig(c)}${old ? ` (was e${old.epoch} ${describeConfig(old)})` : ''}`,
+        );
     }
   }
 

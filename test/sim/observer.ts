@@ -36,14 +36,22 @@ export interface AckedWrite {
 }
 
 function fingerprint(e: LogEntry): string {
-  const op = e.op.kind === 'put' ? `put ${text(e.op.key)}=${text(e.op.value)}` : e.op.kind === 'delete' ? `delete ${text(e.op.key)}` : 'epochStart';
+  const op =
+    e.op.kind === 'put'
+      ? `put ${text(e.op.key)}=${text(e.op.value)}`
+      : e.op.kind === 'delete'
+        ? `delete ${text(e.op.key)}`
+        : 'epochStart';
   return `${e.seq}@${e.epoch} ${op}${e.tag ? ` (${e.tag.clientId}#${e.tag.requestSeq})` : ''}`;
 }
 
 export class Observer {
   readonly violations: Violation[] = [];
   /** Per partition, seq → the entry first applied there and where. */
-  readonly appliedEntry = new Map<PartitionId, Map<number, { fp: string; entry: LogEntry; node: string; holders: Set<string> }>>();
+  readonly appliedEntry = new Map<
+    PartitionId,
+    Map<number, { fp: string; entry: LogEntry; node: string; holders: Set<string> }>
+  >();
   private readonly digests = new Map<PartitionId, Map<number, { digest: string; node: string }>>();
   private readonly primaries = new Map<string, string>();
   private readonly committers = new Map<string, string>();
@@ -80,14 +88,20 @@ export class Observer {
     } else {
       const ack = this.acked.get(p)?.get(entry.seq);
       const acked = ack ? `; ${first.fp} was acknowledged to ${ack.client}` : '';
-      this.fail('divergent-apply', `partition ${p}: ${node} applied ${fp} but ${first.node} applied ${first.fp} at the same seq (S1, S2)${acked}`);
+      this.fail(
+        'divergent-apply',
+        `partition ${p}: ${node} applied ${fp} but ${first.node} applied ${first.fp} at the same seq (S1, S2)${acked}`,
+      );
     }
     let ds = this.digests.get(p);
     if (!ds) this.digests.set(p, (ds = new Map()));
     const d = ds.get(entry.seq);
     if (!d) ds.set(entry.seq, { digest, node });
     else if (d.digest !== digest) {
-      this.fail('divergent-state', `partition ${p}: after applying seq ${entry.seq}, ${node} holds {${digest}} but ${d.node} holds {${d.digest}}`);
+      this.fail(
+        'divergent-state',
+        `partition ${p}: after applying seq ${entry.seq}, ${node} holds {${digest}} but ${d.node} holds {${d.digest}}`,
+      );
     }
   }
 
@@ -112,8 +126,13 @@ export class Observer {
     this.stats.snapshots++;
     if (seq === 0) return;
     const d = this.digests.get(p)?.get(seq);
-    if (!d) this.fail('snapshot', `partition ${p}: ${node} installed a snapshot at seq ${seq}, which no replica applied`);
-    if (d.digest !== digest) this.fail('snapshot', `partition ${p}: ${node} installed a snapshot at seq ${seq} holding {${digest}}, but ${d.node} holds {${d.digest}} there (S11)`);
+    if (!d)
+      this.fail('snapshot', `partition ${p}: ${node} installed a snapshot at seq ${seq}, which no replica applied`);
+    if (d.digest !== digest)
+      this.fail(
+        'snapshot',
+        `partition ${p}: ${node} installed a snapshot at seq ${seq} holding {${digest}}, but ${d.node} holds {${d.digest}} there (S11)`,
+      );
   }
 
   /** After every step of a replica: one primary per epoch, one committer per epoch. */
@@ -124,7 +143,11 @@ export class Observer {
       if (other === undefined) {
         this.primaries.set(k, node);
         this.stats.primariesObserved++;
-      } else if (other !== node) this.fail('two-primaries', `partition ${r.partition}: both ${other} and ${node} acted as primary in epoch ${r.epoch} (S3)`);
+      } else if (other !== node)
+        this.fail(
+          'two-primaries',
+          `partition ${r.partition}: both ${other} and ${node} acted as primary in epoch ${r.epoch} (S3)`,
+        );
     }
     const nk = `${node}/${r.partition}`;
     const before = this.lastCommit.get(nk) ?? 0;
@@ -134,7 +157,11 @@ export class Observer {
       if (other === undefined) {
         this.committers.set(k, node);
         this.stats.commitsObserved++;
-      } else if (other !== node) this.fail('two-committers', `partition ${r.partition}: both ${other} and ${node} committed in epoch ${r.epoch}`);
+      } else if (other !== node)
+        this.fail(
+          'two-committers',
+          `partition ${r.partition}: both ${other} and ${node} committed in epoch ${r.epoch}`,
+        );
     }
   }
 
@@ -149,7 +176,10 @@ export class Observer {
     if (!m) this.acked.set(ack.partition, (m = new Map()));
     const prior = m.get(ack.seq);
     if (prior && (prior.clientId !== ack.clientId || prior.requestSeq !== ack.requestSeq)) {
-      this.fail('ack', `partition ${ack.partition}: version ${ack.seq} was acknowledged to ${prior.clientId}#${prior.requestSeq} and to ${ack.clientId}#${ack.requestSeq}`);
+      this.fail(
+        'ack',
+        `partition ${ack.partition}: version ${ack.seq} was acknowledged to ${prior.clientId}#${prior.requestSeq} and to ${ack.clientId}#${ack.requestSeq}`,
+      );
     }
     m.set(ack.seq, ack);
     const applied = this.appliedEntry.get(ack.partition)?.get(ack.seq);
@@ -157,19 +187,33 @@ export class Observer {
   }
 
   private checkAck(ack: AckedWrite, e: LogEntry): void {
-    const same = e.tag?.clientId === ack.clientId && e.tag.requestSeq === ack.requestSeq && e.op.kind === ack.op && text((e.op as { key: Uint8Array }).key) === ack.key;
+    const same =
+      e.tag?.clientId === ack.clientId &&
+      e.tag.requestSeq === ack.requestSeq &&
+      e.op.kind === ack.op &&
+      text((e.op as { key: Uint8Array }).key) === ack.key;
     if (!same) {
-      this.fail('lost-write', `partition ${ack.partition}: ${ack.client}'s ${ack.op} ${ack.key}${ack.value === undefined ? '' : `=${ack.value}`} (${ack.clientId}#${ack.requestSeq}) was acknowledged at version ${ack.seq}, but the entry applied there is ${fingerprint(e)}`);
+      this.fail(
+        'lost-write',
+        `partition ${ack.partition}: ${ack.client}'s ${ack.op} ${ack.key}${ack.value === undefined ? '' : `=${ack.value}`} (${ack.clientId}#${ack.requestSeq}) was acknowledged at version ${ack.seq}, but the entry applied there is ${fingerprint(e)}`,
+      );
     }
   }
 
   /** A read returned `value` at `version`: that entry must have written it. */
   onReadVersion(p: PartitionId, key: string, value: string, version: Seq): void {
     const applied = this.appliedEntry.get(p)?.get(version);
-    if (!applied) this.fail('read-version', `partition ${p}: a read of ${key} returned ${value} at version ${version}, which no replica applied`);
+    if (!applied)
+      this.fail(
+        'read-version',
+        `partition ${p}: a read of ${key} returned ${value} at version ${version}, which no replica applied`,
+      );
     const e = applied.entry;
     if (e.op.kind !== 'put' || text(e.op.key) !== key || text(e.op.value) !== value) {
-      this.fail('read-version', `partition ${p}: a read of ${key} returned ${value} at version ${version}, but that entry is ${applied.fp}`);
+      this.fail(
+        'read-version',
+        `partition ${p}: a read of ${key} returned ${value} at version ${version}, but that entry is ${applied.fp}`,
+      );
     }
   }
 }

@@ -73,16 +73,50 @@ export interface RunResult {
 
 /** Every knob, from the seed: the cluster's shape, timing, network and faults vary per run. */
 export function chooseKnobs(rng: Rng): Knobs {
-  const replicas = rng.weighted([[1, 1], [2, 2], [8, 3]]);
-  const nodes = replicas + rng.weighted([[5, 0], [3, 1], [2, 2]]);
-  const minWriteReplicas = replicas === 1 ? 1 : rng.weighted([[1, 1], [4, 2], [replicas === 3 ? 1 : 0, 3]]);
-  const partitions = rng.weighted([[2, 1], [3, 2], [3, 4]]);
+  const replicas = rng.weighted([
+    [1, 1],
+    [2, 2],
+    [8, 3],
+  ]);
+  const nodes =
+    replicas +
+    rng.weighted([
+      [5, 0],
+      [3, 1],
+      [2, 2],
+    ]);
+  const minWriteReplicas =
+    replicas === 1
+      ? 1
+      : rng.weighted([
+          [1, 1],
+          [4, 2],
+          [replicas === 3 ? 1 : 0, 3],
+        ]);
+  const partitions = rng.weighted([
+    [2, 1],
+    [3, 2],
+    [3, 4],
+  ]);
   const keyCount = rng.int(2, 6);
   const heartbeatMs = rng.pick([100, 200, 300]);
   const deadAfterMs = heartbeatMs * rng.pick([3, 5]);
-  const dropP = rng.weighted([[3, 0], [3, 0.01], [2, 0.05], [1, 0.2]]);
-  const dupP = rng.weighted([[3, 0], [2, 0.01], [1, 0.05]]);
-  const slowP = rng.weighted([[3, 0], [2, 0.02], [1, 0.1]]);
+  const dropP = rng.weighted([
+    [3, 0],
+    [3, 0.01],
+    [2, 0.05],
+    [1, 0.2],
+  ]);
+  const dupP = rng.weighted([
+    [3, 0],
+    [2, 0.01],
+    [1, 0.05],
+  ]);
+  const slowP = rng.weighted([
+    [3, 0],
+    [2, 0.02],
+    [1, 0.1],
+  ]);
   const maxDelayMs = rng.pick([2, 5, 20]);
   const faultMs = rng.int(5_000, 20_000);
   return {
@@ -149,7 +183,8 @@ export function applySettings(knobs: Knobs, settings: readonly string[]): Knobs 
     }
     const last = path[path.length - 1]!;
     if (!(last in target)) throw new Error(`--set ${setting}: no knob ${path.join('.')}`);
-    if (typeof target[last] !== typeof value) throw new Error(`--set ${setting}: ${path.join('.')} is a ${typeof target[last]}`);
+    if (typeof target[last] !== typeof value)
+      throw new Error(`--set ${setting}: ${path.join('.')} is a ${typeof target[last]}`);
     target[last] = value;
   }
   return copy as unknown as Knobs;
@@ -164,7 +199,11 @@ export function describeKnobs(seed: number, k: Knobs): string {
     `clients: deadline ${k.client.timeoutMs} ms, attempt timeout ${k.client.attemptTimeoutMs} ms, think 0-${k.client.thinkMaxMs} ms, put/get/delete ${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}`,
     `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
     ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
-    `faults: ${k.faultMs} ms, one every ~${k.faultEveryMs} ms lasting up to ${k.maxFaultMs} ms; weights ${Object.entries(k.faultWeights).map(([f, w]) => `${f} ${w}`).join(', ')}`,
+    `faults: ${k.faultMs} ms, one every ~${k.faultEveryMs} ms lasting up to ${k.maxFaultMs} ms; weights ${Object.entries(
+      k.faultWeights,
+    )
+      .map(([f, w]) => `${f} ${w}`)
+      .join(', ')}`,
   ].join('\n');
 }
 
@@ -176,7 +215,12 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   const knobs: Knobs = options.mutation ? { ...chosen, node: { ...chosen.node, mutation: options.mutation } } : chosen;
   const observer = new Observer(world);
   const history: HistoryOp[] = [];
-  const ns = new SimNameserver(world, { settings: knobs.settings, heartbeatMs: knobs.node.heartbeatMs, deadAfterMs: knobs.deadAfterMs, rereplicateAfterMs: knobs.rereplicateAfterMs });
+  const ns = new SimNameserver(world, {
+    settings: knobs.settings,
+    heartbeatMs: knobs.node.heartbeatMs,
+    deadAfterMs: knobs.deadAfterMs,
+    rereplicateAfterMs: knobs.rereplicateAfterMs,
+  });
   world.add(ns);
   const nodes: SimStorageNode[] = [];
   for (let i = 1; i <= knobs.nodes; i++) {
@@ -231,7 +275,10 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     stats.convergeMs = world.now - convergeStart;
     if (problem !== undefined) {
       const why = diagnose(ns, nodes, knobs);
-      observer.report(why?.kind ?? 'no-convergence', `${world.now - convergeStart} ms after the faults stopped the replicas have not converged: ${problem}${why ? `\ndiagnosis: ${why.text}` : ''}\n${describeReplicas(ns, nodes, knobs)}`);
+      observer.report(
+        why?.kind ?? 'no-convergence',
+        `${world.now - convergeStart} ms after the faults stopped the replicas have not converged: ${problem}${why ? `\ndiagnosis: ${why.text}` : ''}\n${describeReplicas(ns, nodes, knobs)}`,
+      );
     } else {
       world.trace(`converged after ${world.now - convergeStart} ms`);
       // Every acknowledged write is applied by every member of the final configuration.
@@ -239,11 +286,22 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
         const c = ns.configs()[p]!;
         const primary = nodes.find((n) => n.id === c.primary)!.replicas.get(p)!;
         for (const [s, a] of acks) {
-          if (s > primary.appliedSeq) observer.report('lost-write', `partition ${p}: ${a.client}'s ${a.op} ${a.key} acknowledged at version ${s} is beyond the converged applied seq ${primary.appliedSeq}`);
+          if (s > primary.appliedSeq)
+            observer.report(
+              'lost-write',
+              `partition ${p}: ${a.client}'s ${a.op} ${a.key} acknowledged at version ${s} is beyond the converged applied seq ${primary.appliedSeq}`,
+            );
         }
       }
       // 5. Final reads.
-      const reader = new SimClient('final', world, { ...knobs.client, timeoutMs: 10_000 }, knobs.keys, history, observer);
+      const reader = new SimClient(
+        'final',
+        world,
+        { ...knobs.client, timeoutMs: 10_000 },
+        knobs.keys,
+        history,
+        observer,
+      );
       world.add(reader);
       let done = false;
       reader.readAll(() => (done = true));
@@ -273,14 +331,27 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   stats.messages = world.messagesSent;
   stats.dropped = world.messagesDropped;
   Object.assign(stats, Object.fromEntries(Object.entries(observer.stats).map(([k, v]) => [`observed.${k}`, v])));
-  return { seed, knobs, violations: observer.violations, linearizability, history, stats, simulatedMs: world.now, wallMs: Date.now() - wallStart };
+  return {
+    seed,
+    knobs,
+    violations: observer.violations,
+    linearizability,
+    history,
+    stats,
+    simulatedMs: world.now,
+    wallMs: Date.now() - wallStart,
+  };
 }
 
 /**
  * Names the known ways a partition stays stuck after the faults stopped (each a liveness
  * bug found by this simulator, see docs/consistency.md); undefined for anything else.
  */
-export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs: Knobs): { kind: string; text: string } | undefined {
+export function diagnose(
+  ns: SimNameserver,
+  nodes: readonly SimStorageNode[],
+  knobs: Knobs,
+): { kind: string; text: string } | undefined {
   const byId = new Map(nodes.map((n) => [n.id as string, n]));
   for (const c of ns.configs()) {
     const p = c.partition;
@@ -290,7 +361,10 @@ export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], kn
     // --min-write-replicas (S8), so it never serves (S6), so it never asks to promote its
     // learner (S7: maybePromote requires serving): stuck for good.
     if (1 + c.secondaries.length < knobs.settings.minWriteReplicas && c.learners.length > 0 && !primary.serving) {
-      return { kind: 'liveness:primary-below-min-write-replicas', text: `partition ${p}: primary ${c.primary} has ${1 + c.secondaries.length} member(s), fewer than --min-write-replicas=${knobs.settings.minWriteReplicas}: its epoch-start entry cannot commit (S8), so it never serves (S6) and never asks to promote learner ${c.learners.join(',')} (S7)` };
+      return {
+        kind: 'liveness:primary-below-min-write-replicas',
+        text: `partition ${p}: primary ${c.primary} has ${1 + c.secondaries.length} member(s), fewer than --min-write-replicas=${knobs.settings.minWriteReplicas}: its epoch-start entry cannot commit (S8), so it never serves (S6) and never asks to promote learner ${c.learners.join(',')} (S7)`,
+      };
     }
     // S11: a learner that needs a snapshot (its applied seq is below the primary's log
     // base) and gets nowhere: the offer, the learner's request for the entries after the
@@ -300,7 +374,10 @@ export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], kn
       // Diagnosis only: the primary's private per-peer state says whether it waits for a snapshot.
       const peer = (primary as unknown as { peers?: Map<string, { snapshotting?: boolean }> }).peers?.get(l);
       if (r && primary.serving && r.active && r.epoch === c.epoch && peer?.snapshotting === true) {
-        return { kind: 'liveness:learner-snapshot-stalled', text: `partition ${p}: learner ${l} (applied ${r.appliedSeq}, log to ${r.lastSeq}; primary's log ${primary.log.base.seq}..${primary.lastSeq}) is marked as snapshotting by the primary, which sends it no prepare until it asks again (S11); the snapshot handshake (snapshotOffer → fetch → install → prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted mid-fetch — and nothing retries it` };
+        return {
+          kind: 'liveness:learner-snapshot-stalled',
+          text: `partition ${p}: learner ${l} (applied ${r.appliedSeq}, log to ${r.lastSeq}; primary's log ${primary.log.base.seq}..${primary.lastSeq}) is marked as snapshotting by the primary, which sends it no prepare until it asks again (S11); the snapshot handshake (snapshotOffer → fetch → install → prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted mid-fetch — and nothing retries it`,
+        };
       }
     }
     // A secondary that needs entries the primary no longer has: nothing removes it (S12
@@ -311,15 +388,28 @@ export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], kn
     for (const s2 of c.secondaries) {
       const r = byId.get(s2)?.replicas.get(p);
       if (r?.active && r.epoch === c.epoch && r.role === 'secondary' && r.lastSeq < primary.log.base.seq) {
-        return { kind: 'liveness:secondary-needs-truncated-entries', text: `partition ${p}: secondary ${s2} holds entries up to ${r.lastSeq} but the primary's log starts after ${primary.log.base.seq}: it can never catch up, and nothing removes it (S12), so the primary never commits (and never serves) again` };
+        return {
+          kind: 'liveness:secondary-needs-truncated-entries',
+          text: `partition ${p}: secondary ${s2} holds entries up to ${r.lastSeq} but the primary's log starts after ${primary.log.base.seq}: it can never catch up, and nothing removes it (S12), so the primary never commits (and never serves) again`,
+        };
       }
     }
     // A secondary holds every entry but was never told the last commit point: the
     // commit-only prepare was lost and nothing re-sends it while no write comes.
     for (const s of c.secondaries) {
       const r = byId.get(s)?.replicas.get(p);
-      if (r && primary.serving && r.epoch === c.epoch && r.lastSeq === primary.lastSeq && r.appliedSeq < primary.commitSeq && primary.commitSeq === primary.lastSeq) {
-        return { kind: 'liveness:commit-point-not-resent', text: `partition ${p}: secondary ${s} holds every entry up to ${r.lastSeq} but applied only ${r.appliedSeq} of the primary's ${primary.commitSeq}: the prepare carrying the commit point was lost and is never re-sent (S2)` };
+      if (
+        r &&
+        primary.serving &&
+        r.epoch === c.epoch &&
+        r.lastSeq === primary.lastSeq &&
+        r.appliedSeq < primary.commitSeq &&
+        primary.commitSeq === primary.lastSeq
+      ) {
+        return {
+          kind: 'liveness:commit-point-not-resent',
+          text: `partition ${p}: secondary ${s} holds every entry up to ${r.lastSeq} but applied only ${r.appliedSeq} of the primary's ${primary.commitSeq}: the prepare carrying the commit point was lost and is never re-sent (S2)`,
+        };
       }
     }
     // Under-replicated with no learner while a live server holds no replica at all: the
@@ -328,7 +418,10 @@ export function diagnose(ns: SimNameserver, nodes: readonly SimStorageNode[], kn
     if (size < Math.min(knobs.settings.replicas, nodes.length) && c.learners.length === 0) {
       const empty = nodes.filter((n) => n.up && n.replicas.size === 0 && ![c.primary, ...c.secondaries].includes(n.id));
       if (empty.length > 0) {
-        return { kind: 'liveness:empty-server-never-chosen', text: `partition ${p} has ${size} of R=${knobs.settings.replicas} members and no learner, while ${empty.map((n) => n.id).join(',')} is alive and holds no replica: Nameserver.maybeAddLearner only considers servers whose heartbeat reports some progress` };
+        return {
+          kind: 'liveness:empty-server-never-chosen',
+          text: `partition ${p} has ${size} of R=${knobs.settings.replicas} members and no learner, while ${empty.map((n) => n.id).join(',')} is alive and holds no replica: Nameserver.maybeAddLearner only considers servers whose heartbeat reports some progress`,
+        };
       }
     }
   }
@@ -345,7 +438,9 @@ function describeReplicas(ns: SimNameserver, nodes: readonly SimStorageNode[], k
       const r = n.replicas.get(p as PartitionId);
       if (!r) continue;
       const pr = r.progress();
-      lines.push(`  ${n.id}${n.up ? '' : ' (down)'}: ${pr.role} e${pr.epoch}${pr.serving ? ' serving' : ''}, log ${r.log.base.seq}..${pr.lastSeq} (last epoch ${pr.lastEpoch}), commit ${pr.commitSeq}, applied ${pr.appliedSeq}, durable applied ${n.disk.parts.get(p as PartitionId)?.applied.seq ?? 0}`);
+      lines.push(
+        `  ${n.id}${n.up ? '' : ' (down)'}: ${pr.role} e${pr.epoch}${pr.serving ? ' serving' : ''}, log ${r.log.base.seq}..${pr.lastSeq} (last epoch ${pr.lastEpoch}), commit ${pr.commitSeq}, applied ${pr.appliedSeq}, durable applied ${n.disk.parts.get(p as PartitionId)?.applied.seq ?? 0}`,
+      );
     }
   }
   return lines.join('\n');
@@ -359,21 +454,28 @@ function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs:
     const p = c.partition;
     const where = `partition ${p} e${c.epoch} ${describeConfig(c)}`;
     if (c.learners.length > 0) return `${where}: a learner is still catching up`;
-    if (1 + c.secondaries.length < Math.min(knobs.settings.replicas, nodes.length)) return `${where}: fewer than R members`;
+    if (1 + c.secondaries.length < Math.min(knobs.settings.replicas, nodes.length))
+      return `${where}: fewer than R members`;
     const primaryNode = byId.get(c.primary)!;
     const primary = primaryNode.replicas.get(p);
-    if (!primary?.active || primary.role !== 'primary' || primary.epoch !== c.epoch) return `${where}: ${c.primary} is not acting as its primary (${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`;
+    if (!primary?.active || primary.role !== 'primary' || primary.epoch !== c.epoch)
+      return `${where}: ${c.primary} is not acting as its primary (${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`;
     if (!primary.serving) return `${where}: the primary is not serving yet`;
-    if (primary.commitSeq !== primary.lastSeq || primary.appliedSeq !== primary.commitSeq) return `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, applied ${primary.appliedSeq}`;
+    if (primary.commitSeq !== primary.lastSeq || primary.appliedSeq !== primary.commitSeq)
+      return `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, applied ${primary.appliedSeq}`;
     const digest = primaryNode.disk.digest(p);
-    if ((primaryNode.disk.parts.get(p)?.applied.seq ?? 0) !== primary.appliedSeq) return `${where}: the primary's applies are not all durable yet`;
+    if ((primaryNode.disk.parts.get(p)?.applied.seq ?? 0) !== primary.appliedSeq)
+      return `${where}: the primary's applies are not all durable yet`;
     for (const s of c.secondaries) {
       const node = byId.get(s)!;
       const r = node.replicas.get(p);
-      if (!r?.active || r.role !== 'secondary' || r.epoch !== c.epoch) return `${where}: ${s} is not acting as its secondary (${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`;
+      if (!r?.active || r.role !== 'secondary' || r.epoch !== c.epoch)
+        return `${where}: ${s} is not acting as its secondary (${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`;
       if (r.appliedSeq !== primary.commitSeq) return `${where}: ${s} applied ${r.appliedSeq} of ${primary.commitSeq}`;
-      if ((node.disk.parts.get(p)?.applied.seq ?? 0) !== r.appliedSeq) return `${where}: ${s}'s applies are not all durable yet`;
-      if (node.disk.digest(p) !== digest) return `${where}: ${s} holds {${node.disk.digest(p)}} but the primary holds {${digest}}`;
+      if ((node.disk.parts.get(p)?.applied.seq ?? 0) !== r.appliedSeq)
+        return `${where}: ${s}'s applies are not all durable yet`;
+      if (node.disk.digest(p) !== digest)
+        return `${where}: ${s} holds {${node.disk.digest(p)}} but the primary holds {${digest}}`;
     }
   }
   return undefined;

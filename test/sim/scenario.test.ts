@@ -29,19 +29,47 @@ function cluster(opts: { n2?: { mutation?: Mutation; fsyncMs?: number } } = {}) 
   world.traceSink = (l) => trace.push(l);
   world.net = RELIABLE;
   const observer = new Observer(world);
-  const ns = new SimNameserver(world, { settings: { partitions: 1, replicas: 3, minWriteReplicas: 1, initialNodes: 4 }, heartbeatMs: 100, deadAfterMs: 1500, rereplicateAfterMs: 60_000 });
+  const ns = new SimNameserver(world, {
+    settings: { partitions: 1, replicas: 3, minWriteReplicas: 1, initialNodes: 4 },
+    heartbeatMs: 100,
+    deadAfterMs: 1500,
+    rereplicateAfterMs: 60_000,
+  });
   world.add(ns);
-  const knobs = { tickMs: 20, heartbeatMs: 100, callTimeoutMs: 300, resendAfterMs: 300, logRetainEntries: 1000, fsyncMinMs: 2, fsyncMaxMs: 2, durable: true, snapshotTimeoutMs: 2000 };
+  const knobs = {
+    tickMs: 20,
+    heartbeatMs: 100,
+    callTimeoutMs: 300,
+    resendAfterMs: 300,
+    logRetainEntries: 1000,
+    fsyncMinMs: 2,
+    fsyncMaxMs: 2,
+    durable: true,
+    snapshotTimeoutMs: 2000,
+  };
   const nodes = ['n1', 'n2', 'n3', 'n4'].map((id) => {
     const o = id === 'n2' ? opts.n2 : undefined;
-    const own = o ? { ...knobs, ...(o.mutation ? { mutation: o.mutation } : {}), ...(o.fsyncMs ? { fsyncMinMs: o.fsyncMs, fsyncMaxMs: o.fsyncMs } : {}) } : knobs;
+    const own = o
+      ? {
+          ...knobs,
+          ...(o.mutation ? { mutation: o.mutation } : {}),
+          ...(o.fsyncMs ? { fsyncMinMs: o.fsyncMs, fsyncMaxMs: o.fsyncMs } : {}),
+        }
+      : knobs;
     const n = new SimStorageNode(nodeId(id), world, own, observer);
     world.add(n);
     return n;
   });
   const history: HistoryOp[] = [];
   const client = (id: string) => {
-    const c = new SimClient(id, world, { timeoutMs: 3000, attemptTimeoutMs: 500, thinkMinMs: 0, thinkMaxMs: 0, weights: { put: 1, get: 0, delete: 0 } }, ['k'], history, observer);
+    const c = new SimClient(
+      id,
+      world,
+      { timeoutMs: 3000, attemptTimeoutMs: 500, thinkMinMs: 0, thinkMaxMs: 0, weights: { put: 1, get: 0, delete: 0 } },
+      ['k'],
+      history,
+      observer,
+    );
     world.add(c);
     return c;
   };
@@ -96,19 +124,28 @@ test('C5: an acknowledged write survives a learner that restarts between its ack
     const last = n1.replicas.get(P0)!.lastSeq;
     // n3 appends everything durably and acks it; before its applies are durable, it crashes.
     until('n3 holds the acknowledged write', () => n3.disk.lastPosition(P0).seq >= last);
-    assert.ok((n3.disk.parts.get(P0)?.applied.seq ?? 0) < last, 'n3 applied it already (the scenario needs the crash before that)');
+    assert.ok(
+      (n3.disk.parts.get(P0)?.applied.seq ?? 0) < last,
+      'n3 applied it already (the scenario needs the crash before that)',
+    );
     n3.crash(false);
     world.run(world.now + 5, 1_000_000);
     n3.start();
     // S11: restarted as a learner, n3 discards its log above its applied seq.
-    until('n3 is a learner again and dropped the write', () => n3.replicas.get(P0)?.role === 'learner' && n3.disk.lastPosition(P0).seq < last);
+    until(
+      'n3 is a learner again and dropped the write',
+      () => n3.replicas.get(P0)?.role === 'learner' && n3.disk.lastPosition(P0).seq < last,
+    );
 
     // n1 reaches the nameserver again; its old promotion request names n3's old incarnation,
     // so the nameserver refuses it (S7) while n3 cannot catch up from n1.
     world.cut('n1', 'n3');
     world.heal('n1', 'ns');
     world.run(world.now + 3000, 1_000_000);
-    assert.ok(config().learners.includes(nodeId('n3')), `n3 was promoted on the acks of its previous incarnation: ${JSON.stringify(config())}`);
+    assert.ok(
+      config().learners.includes(nodeId('n3')),
+      `n3 was promoted on the acks of its previous incarnation: ${JSON.stringify(config())}`,
+    );
     // Once n1 reaches n3 again, n3 catches up and is promoted on acks of its own.
     world.heal('n1', 'n3');
     until('n3 is promoted', () => config().secondaries.includes(nodeId('n3')), 10_000);
@@ -124,7 +161,14 @@ test('C5: an acknowledged write survives a learner that restarts between its ack
     const read = op(c2, 'get', 'k');
     assert.equal(read.status, 'ok');
     // DESIGN §6: the acknowledged write survives while n1 and n2 still hold it on disk.
-    assert.equal(read.value, acked.value, `the acknowledged write ${acked.value} was lost: n3 serves ${read.value}\n${t.trace.filter((l) => / p0 |ns map|CRASH|starts/.test(l)).slice(-40).join('\n')}`);
+    assert.equal(
+      read.value,
+      acked.value,
+      `the acknowledged write ${acked.value} was lost: n3 serves ${read.value}\n${t.trace
+        .filter((l) => / p0 |ns map|CRASH|starts/.test(l))
+        .slice(-40)
+        .join('\n')}`,
+    );
   } catch (e) {
     if (e instanceof SimulationFailure) assert.fail(`${e.message}\n${t.trace.slice(-40).join('\n')}`);
     throw e;
@@ -145,7 +189,13 @@ test('planted bug: a secondary that acks before its append is durable loses an a
   t.isolate('n3');
   until('n3 is removed', () => !config().secondaries.includes(nodeId('n3')));
   assert.deepEqual(config().secondaries, [nodeId('n2')]);
-  until('n1 serves in the new epoch', () => n1.replicas.get(P0)?.epoch === config().epoch && n1.replicas.get(P0)?.serving === true && n2.replicas.get(P0)?.epoch === config().epoch);
+  until(
+    'n1 serves in the new epoch',
+    () =>
+      n1.replicas.get(P0)?.epoch === config().epoch &&
+      n1.replicas.get(P0)?.serving === true &&
+      n2.replicas.get(P0)?.epoch === config().epoch,
+  );
   let acked: HistoryOp | undefined;
   c1.perform('put', 'k', (r) => (acked = r));
   until('the write is acknowledged', () => acked !== undefined);
@@ -157,7 +207,14 @@ test('planted bug: a secondary that acks before its append is durable loses an a
   try {
     until('n2 becomes primary', () => config().primary === 'n2' && n2.replicas.get(P0)?.serving === true, 10_000);
     const read = op(t.client('c2'), 'get', 'k');
-    assert.notEqual(read.value, acked!.value, `the planted bug was not caught: the write survived\n${t.trace.filter((l) => /n2|ns map|CRASH/.test(l)).slice(-60).join('\n')}`);
+    assert.notEqual(
+      read.value,
+      acked!.value,
+      `the planted bug was not caught: the write survived\n${t.trace
+        .filter((l) => /n2|ns map|CRASH/.test(l))
+        .slice(-60)
+        .join('\n')}`,
+    );
   } catch (e) {
     if (!(e instanceof SimulationFailure)) throw e;
     assert.match(e.message, /lost-write|divergent-apply/);

@@ -14,7 +14,9 @@ import { type RunResult, runSeed } from './run.js';
 import type { Mutation } from './storage-node.js';
 
 function explain(r: RunResult): string {
-  return r.violations.map((v) => `seed ${r.seed}: ${v.kind} at ${v.atMs} ms — replay: npm run sim -- --seed ${r.seed}\n${v.message}`).join('\n\n');
+  return r.violations
+    .map((v) => `seed ${r.seed}: ${v.kind} at ${v.atMs} ms — replay: npm run sim -- --seed ${r.seed}\n${v.message}`)
+    .join('\n\n');
 }
 
 function sweep(from: number, count: number, set: string[] = []): RunResult[] {
@@ -42,7 +44,6 @@ describe('simulation sweep', () => {
   test('seeds 3001–3100 with single links between storage servers cut (a primary asks to remove a silent secondary): no violation', () => {
     sweep(3001, 100, ['faultWeights.link=3']);
   });
-
 });
 
 describe('determinism', () => {
@@ -75,11 +76,35 @@ describe('the simulator catches planted bugs', () => {
   });
 
   test('an fsync that lies (a crash loses acknowledged batches) is caught', () => {
-    assert.notEqual(firstCaught('lying-fsync', ['divergent-apply', 'divergent-state', 'core-assert', 'lost-write', 'linearizability', 'storage-precondition', 'snapshot'], 1, 50), undefined);
+    assert.notEqual(
+      firstCaught(
+        'lying-fsync',
+        [
+          'divergent-apply',
+          'divergent-state',
+          'core-assert',
+          'lost-write',
+          'linearizability',
+          'storage-precondition',
+          'snapshot',
+        ],
+        1,
+        50,
+      ),
+      undefined,
+    );
   });
 
   test('acks before the append is durable (the disk reports a batch durable when queued) are caught', () => {
-    assert.notEqual(firstCaught('ack-before-durable', ['divergent-apply', 'lost-write', 'linearizability', 'core-assert', 'divergent-state'], 1, 100), undefined);
+    assert.notEqual(
+      firstCaught(
+        'ack-before-durable',
+        ['divergent-apply', 'lost-write', 'linearizability', 'core-assert', 'divergent-state'],
+        1,
+        100,
+      ),
+      undefined,
+    );
   });
 
   test("the storage server's delete replies as written (issue: server.ts settle) are caught", () => {
@@ -102,7 +127,11 @@ describe('the disk can fail (issue 10): unhealthy, reopen, reload, rejoin', () =
     let reloads = 0;
     for (let seed = 1; seed <= 40; seed++) {
       const r = runSeed(seed, { set: failing });
-      assert.deepEqual(r.violations.map((v) => v.kind), [], explain(r));
+      assert.deepEqual(
+        r.violations.map((v) => v.kind),
+        [],
+        explain(r),
+      );
       reloads += r.stats.storageReloads ?? 0;
     }
     assert.ok(reloads >= 20, `only ${reloads} reloads after a failed batch in 40 seeds`);
@@ -121,35 +150,75 @@ describe('the disk can fail (issue 10): unhealthy, reopen, reload, rejoin', () =
 describe('seeds that found core bugs (regression tests; docs/consistency.md, C1–C8)', () => {
   const min1 = ['settings.minWriteReplicas=1'];
   const pinned: Array<{ seed: number; set?: string[]; what: string }> = [
-    { seed: 9, what: 'C1: a primary left with fewer members than --min-write-replicas never serves, so never promotes its caught-up learner (S6, S7, S8)' },
+    {
+      seed: 9,
+      what: 'C1: a primary left with fewer members than --min-write-replicas never serves, so never promotes its caught-up learner (S6, S7, S8)',
+    },
     { seed: 208, what: 'C2: a lost snapshotOffer is never re-sent (S11)' },
     { seed: 366, what: 'C2: a lost prepareNack after a snapshot install is never re-sent (S11)' },
     { seed: 531, what: 'C2: a learner restarted mid-snapshot-fetch is never offered the snapshot again (S11)' },
     { seed: 168, what: 'C3: a lost commit-point prepare is never re-sent while no write comes (S2)' },
     { seed: 62, what: 'C4: a live server holding no replica is never chosen for re-replication (§6)' },
-    { seed: 9683, what: 'C5 (safety): a learner acks, restarts and discards those entries (S11), is promoted on its old ack (S7), then elected primary (S5) without a committed entry' },
+    {
+      seed: 9683,
+      what: 'C5 (safety): a learner acks, restarts and discards those entries (S11), is promoted on its old ack (S7), then elected primary (S5) without a committed entry',
+    },
     { seed: 14904, what: 'C5 (safety): the same path loses a committed client delete' },
     { seed: 64216, what: 'C5 (safety): the same path' },
     { seed: 73085, what: 'C5 (safety): the same path' },
     { seed: 1008441, set: min1, what: 'C5 (safety): the same path loses an acknowledged delete' },
-    { seed: 3492, what: 'C5a: a learner promoted on a stale ack needs entries the primary truncated and can never catch up (S12)' },
-    { seed: 1365, what: 'C6: a learner applies entries while a second snapshot install is in flight; the apply lands after the install (S11)' },
+    {
+      seed: 3492,
+      what: 'C5a: a learner promoted on a stale ack needs entries the primary truncated and can never catch up (S12)',
+    },
+    {
+      seed: 1365,
+      what: 'C6: a learner applies entries while a second snapshot install is in flight; the apply lands after the install (S11)',
+    },
     { seed: 3563, what: 'C6: the same race' },
     { seed: 4336, what: 'C6: the same race' },
-    { seed: 502653, set: [...min1, 'node.logRetainEntries=2', 'faultMs=30000'], what: 'C6: a snapshot install that completes after the learner was promoted replaced the disk behind the core (S11)' },
-    { seed: 1066, set: min1, what: 'C7: re-ordered nacks make the primary offer a snapshot again after the learner installed one' },
-    { seed: 1, set: ['node.durable=false', ...min1], what: 'C8: without durable storage, a restarted empty replica adopts its old primary role in the old epoch (S4)' },
-    { seed: 100906, what: 'C9: a learner restarted with its log intact is never heard from again (its announcement lost, idle prepares unanswered), so its promotion is refused forever on the old incarnation' },
-    { seed: 200200, what: 'C10: a restarted secondary asked for entries from its commit point (below the primary\'s log base) instead of from its last entry, so it could never catch up' },
+    {
+      seed: 502653,
+      set: [...min1, 'node.logRetainEntries=2', 'faultMs=30000'],
+      what: 'C6: a snapshot install that completes after the learner was promoted replaced the disk behind the core (S11)',
+    },
+    {
+      seed: 1066,
+      set: min1,
+      what: 'C7: re-ordered nacks make the primary offer a snapshot again after the learner installed one',
+    },
+    {
+      seed: 1,
+      set: ['node.durable=false', ...min1],
+      what: 'C8: without durable storage, a restarted empty replica adopts its old primary role in the old epoch (S4)',
+    },
+    {
+      seed: 100906,
+      what: 'C9: a learner restarted with its log intact is never heard from again (its announcement lost, idle prepares unanswered), so its promotion is refused forever on the old incarnation',
+    },
+    {
+      seed: 200200,
+      what: "C10: a restarted secondary asked for entries from its commit point (below the primary's log base) instead of from its last entry, so it could never catch up",
+    },
     { seed: 201315, what: 'C10: the same' },
     { seed: 203867, what: 'C10: the same, a new primary that can never serve' },
-    { seed: 30782, what: 'S10: a client reused its id after a write ended unknown; the late attempt of that write took the next request\'s place in the dedup table, so a retry of the next one ran twice (the real client retires such a slot too)' },
-    { seed: 100136, what: 'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied it (calls are no longer duplicated: TCP)' },
+    {
+      seed: 30782,
+      what: "S10: a client reused its id after a write ended unknown; the late attempt of that write took the next request's place in the dedup table, so a retry of the next one ran twice (the real client retires such a slot too)",
+    },
+    {
+      seed: 100136,
+      what: 'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied it (calls are no longer duplicated: TCP)',
+    },
   ];
   for (const { seed, set, what } of pinned) {
     test(`seed ${seed}${set ? ` (${set.join(' ')})` : ''}: ${what}`, () => {
       const r = runSeed(seed, { set: set ?? [] });
-      assert.deepEqual(r.violations.map((v) => v.kind), [], explain(r));
+      assert.deepEqual(
+        r.violations.map((v) => v.kind),
+        [],
+        explain(r),
+      );
     });
   }
 });

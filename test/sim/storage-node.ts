@@ -17,8 +17,23 @@ import { defaultLimits, type Limits } from '../../src/core/limits.js';
 import type { PeerMessage } from '../../src/core/replica/messages.js';
 import type { BatchOp, DedupRecord } from '../../src/core/replica/ops.js';
 import type { Replica, ReplicaInput, ReplicaRecovery } from '../../src/core/replica/replica.js';
-import { type Config, type Epoch, InvariantViolation, type NodeId, type PartitionId, type Seq, partitionId } from '../../src/core/types.js';
-import { type HostEffect, type HostMutations, type NameserverAnswer, type NameserverAsk, StorageHost, recoveryOf } from '../../src/storageserver/host.js';
+import {
+  type Config,
+  type Epoch,
+  InvariantViolation,
+  type NodeId,
+  type PartitionId,
+  type Seq,
+  partitionId,
+} from '../../src/core/types.js';
+import {
+  type HostEffect,
+  type HostMutations,
+  type NameserverAnswer,
+  type NameserverAsk,
+  StorageHost,
+  recoveryOf,
+} from '../../src/storageserver/host.js';
 import { SimDisk, type SnapshotImage, text } from './disk.js';
 import type { Observer } from './observer.js';
 import { describeMessage, describeOutput } from './trace.js';
@@ -61,8 +76,19 @@ export interface NodeKnobs {
   readonly mutation?: Mutation;
 }
 
-export type Mutation = 'ack-before-durable' | 'lying-fsync' | 'unconfirmed-reads' | 'server-delete-replies' | 'ack-failed-batch';
-export const MUTATIONS: readonly Mutation[] = ['ack-before-durable', 'lying-fsync', 'unconfirmed-reads', 'server-delete-replies', 'ack-failed-batch'];
+export type Mutation =
+  | 'ack-before-durable'
+  | 'lying-fsync'
+  | 'unconfirmed-reads'
+  | 'server-delete-replies'
+  | 'ack-failed-batch';
+export const MUTATIONS: readonly Mutation[] = [
+  'ack-before-durable',
+  'lying-fsync',
+  'unconfirmed-reads',
+  'server-delete-replies',
+  'ack-failed-batch',
+];
 
 const encoder = new TextEncoder();
 export const bytes = (s: string): Uint8Array => encoder.encode(s);
@@ -152,13 +178,19 @@ export class SimStorageNode implements Endpoint {
         stepped: (r, input, out) => {
           this.observer.onStepped(this.id, r);
           if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {
-            const what = input.kind === 'peer' ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}` : describeInput(input);
-            this.world.trace(`${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}${out.length ? '' : ' (no output)'}`);
+            const what =
+              input.kind === 'peer'
+                ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}`
+                : describeInput(input);
+            this.world.trace(
+              `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}${out.length ? '' : ' (no output)'}`,
+            );
             for (const o of out) this.world.trace(`${' '.repeat(this.id.length)}     → ${describeOutput(o)}`);
           }
         },
         stepThrew: (r, input, e) => {
-          if (e instanceof InvariantViolation) this.observer.fail('core-assert', `${this.id} p${r.partition} on ${input.kind}: ${e.message}`);
+          if (e instanceof InvariantViolation)
+            this.observer.fail('core-assert', `${this.id} p${r.partition} on ${input.kind}: ${e.message}`);
         },
       },
     });
@@ -199,7 +231,8 @@ export class SimStorageNode implements Endpoint {
     if (!this.up) return;
     this.stats.crashes++;
     const f = this.v?.inFlight;
-    if (f && (inFlightReached ?? this.world.rng.chance(0.5))) this.writeDurably(f.ops, `batch ${f.batch} (durable just before the crash)`);
+    if (f && (inFlightReached ?? this.world.rng.chance(0.5)))
+      this.writeDurably(f.ops, `batch ${f.batch} (durable just before the crash)`);
     this.v = undefined;
     if (!this.knobs.durable) {
       this.disk = new SimDisk();
@@ -208,7 +241,9 @@ export class SimStorageNode implements Endpoint {
     if (this.knobs.mutation === 'lying-fsync' && this.beforeRecentBatches.length > 0) {
       // The disk acknowledged these batches but never wrote them.
       this.disk = this.beforeRecentBatches[0]!;
-      this.world.trace(`${this.id} MUTATION lying-fsync: loses its last ${this.beforeRecentBatches.length} acknowledged batches`);
+      this.world.trace(
+        `${this.id} MUTATION lying-fsync: loses its last ${this.beforeRecentBatches.length} acknowledged batches`,
+      );
     }
     this.beforeRecentBatches = [];
     this.world.crashed(this.id);
@@ -224,7 +259,10 @@ export class SimStorageNode implements Endpoint {
       this.beforeRecentBatches.push(this.disk.clone());
       if (this.beforeRecentBatches.length > 3) this.beforeRecentBatches.shift();
     }
-    if (this.world.tracing) this.world.trace(`${this.id} durable ${what}: ${ops.map((o) => describeOutput({ kind: 'persist', ops: [o] })).join('; ')}`);
+    if (this.world.tracing)
+      this.world.trace(
+        `${this.id} durable ${what}: ${ops.map((o) => describeOutput({ kind: 'persist', ops: [o] })).join('; ')}`,
+      );
     try {
       return this.disk.write(ops, { onApplied: (p, e, digest) => this.observer.onApplied(this.id, p, e, digest) });
     } catch (e) {
@@ -249,7 +287,8 @@ export class SimStorageNode implements Endpoint {
           // No draw unless the knob is on: seeds without disk failures keep their schedules.
           const rng = this.world.rng;
           const fails = (this.knobs.batchFailP ?? 0) > 0 && rng.chance(this.knobs.batchFailP!);
-          const slow = (this.knobs.slowBatchP ?? 0) > 0 && rng.chance(this.knobs.slowBatchP!) ? (this.knobs.slowBatchMs ?? 0) : 0;
+          const slow =
+            (this.knobs.slowBatchP ?? 0) > 0 && rng.chance(this.knobs.slowBatchP!) ? (this.knobs.slowBatchMs ?? 0) : 0;
           const delay = rng.int(this.knobs.fsyncMinMs, this.knobs.fsyncMaxMs) + slow;
           this.world.schedule(delay, this.id, () => {
             if (this.v !== v) return;
@@ -325,26 +364,39 @@ export class SimStorageNode implements Endpoint {
     const attempt = (delay: number) => {
       // A reload since: it registers its new incarnation itself.
       if (this.v !== v || v.registerGen !== gen) return;
-      this.world.call(this.id, 'ns', { t: 'register', nodeId: this.id, incarnation: v.host.incarnation, durable: this.knobs.durable, activePartitions: v.host.activePartitions() }, this.knobs.callTimeoutMs, () => `register ${v.host.incarnation}`, (r) => {
-        if (v.registerGen !== gen) return;
-        if (!v.host.mayRegister) {
-          v.registering = false; // storage failed meanwhile: the reload registers
-          return;
-        }
-        if (!r.ok) {
-          this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
-          return;
-        }
-        const reply = r.value as { partitions: number; minWriteReplicas: number; deadAfterMs: number };
-        v.registering = false;
-        this.run(v, v.host.registered(reply));
-        if (!v.timersStarted) {
-          v.timersStarted = true;
-          this.world.schedule(this.knobs.heartbeatMs, this.id, () => this.heartbeatTimer());
-          this.world.schedule(this.knobs.tickMs, this.id, () => this.tickTimer());
-        }
-        this.heartbeat();
-      });
+      this.world.call(
+        this.id,
+        'ns',
+        {
+          t: 'register',
+          nodeId: this.id,
+          incarnation: v.host.incarnation,
+          durable: this.knobs.durable,
+          activePartitions: v.host.activePartitions(),
+        },
+        this.knobs.callTimeoutMs,
+        () => `register ${v.host.incarnation}`,
+        (r) => {
+          if (v.registerGen !== gen) return;
+          if (!v.host.mayRegister) {
+            v.registering = false; // storage failed meanwhile: the reload registers
+            return;
+          }
+          if (!r.ok) {
+            this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
+            return;
+          }
+          const reply = r.value as { partitions: number; minWriteReplicas: number; deadAfterMs: number };
+          v.registering = false;
+          this.run(v, v.host.registered(reply));
+          if (!v.timersStarted) {
+            v.timersStarted = true;
+            this.world.schedule(this.knobs.heartbeatMs, this.id, () => this.heartbeatTimer());
+            this.world.schedule(this.knobs.tickMs, this.id, () => this.tickTimer());
+          }
+          this.heartbeat();
+        },
+      );
     };
     attempt(delayMs);
   }
@@ -366,46 +418,83 @@ export class SimStorageNode implements Endpoint {
     if (v.heartbeating || v.host.partitions === 0 || v.registering || v.host.health.state !== 'healthy') return;
     v.heartbeating = true;
     const life = v.host.life;
-    const body = { t: 'heartbeat', nodeId: this.id, incarnation: v.host.incarnation, uptimeMs: this.world.now - v.startedMs, keys: 0, progress: v.host.progress() };
-    this.world.call(this.id, 'ns', body, this.knobs.callTimeoutMs, () => `heartbeat ${v.host.incarnation}`, (r) => {
-      v.heartbeating = false;
-      if (!r.ok) return;
-      const reply = r.value as { kind: 'register' } | { kind: 'ok'; configs: Config[] };
-      if (life !== v.host.life) return; // storage failed meanwhile: the reload registers
-      if (reply.kind === 'register') return this.register(100);
-      this.run(v, v.host.configure(life, reply.configs));
-    });
+    const body = {
+      t: 'heartbeat',
+      nodeId: this.id,
+      incarnation: v.host.incarnation,
+      uptimeMs: this.world.now - v.startedMs,
+      keys: 0,
+      progress: v.host.progress(),
+    };
+    this.world.call(
+      this.id,
+      'ns',
+      body,
+      this.knobs.callTimeoutMs,
+      () => `heartbeat ${v.host.incarnation}`,
+      (r) => {
+        v.heartbeating = false;
+        if (!r.ok) return;
+        const reply = r.value as { kind: 'register' } | { kind: 'ok'; configs: Config[] };
+        if (life !== v.host.life) return; // storage failed meanwhile: the reload registers
+        if (reply.kind === 'register') return this.register(100);
+        this.run(v, v.host.configure(life, reply.configs));
+      },
+    );
   }
 
   private ask(v: Volatile, life: number, ask: NameserverAsk): void {
-    const describe = (): string => (ask.t === 'confirmEpoch' ? `confirmEpoch p${ask.p} e${ask.epoch}` : ask.t === 'promote' ? `promote p${ask.p} e${ask.epoch} ${ask.learner}` : `removeSecondary p${ask.p} e${ask.epoch} ${ask.secondary}`);
-    const body = ask.t === 'confirmEpoch' ? { t: ask.t, p: ask.p, epoch: ask.epoch } : ask.t === 'promote' ? { t: ask.t, p: ask.p, epoch: ask.epoch, learner: ask.learner, learnerIncarnation: ask.learnerIncarnation } : { t: ask.t, p: ask.p, epoch: ask.epoch, secondary: ask.secondary };
+    const describe = (): string =>
+      ask.t === 'confirmEpoch'
+        ? `confirmEpoch p${ask.p} e${ask.epoch}`
+        : ask.t === 'promote'
+          ? `promote p${ask.p} e${ask.epoch} ${ask.learner}`
+          : `removeSecondary p${ask.p} e${ask.epoch} ${ask.secondary}`;
+    const body =
+      ask.t === 'confirmEpoch'
+        ? { t: ask.t, p: ask.p, epoch: ask.epoch }
+        : ask.t === 'promote'
+          ? { t: ask.t, p: ask.p, epoch: ask.epoch, learner: ask.learner, learnerIncarnation: ask.learnerIncarnation }
+          : { t: ask.t, p: ask.p, epoch: ask.epoch, secondary: ask.secondary };
     this.world.call(this.id, 'ns', body, this.knobs.callTimeoutMs, describe, (r) => {
       if (this.v !== v) return;
       if (!r.ok) return this.run(v, v.host.askFailed(life, ask, new Error(r.error.message)));
-      const answer: NameserverAnswer = ask.t === 'confirmEpoch' ? { t: ask.t, current: (r.value as { current: boolean }).current } : { t: ask.t, config: (r.value as { config: Config }).config };
+      const answer: NameserverAnswer =
+        ask.t === 'confirmEpoch'
+          ? { t: ask.t, current: (r.value as { current: boolean }).current }
+          : { t: ask.t, config: (r.value as { config: Config }).config };
       this.run(v, v.host.answered(life, ask, answer));
     });
   }
 
   /** S11: fetches a snapshot from the primary and installs it atomically. */
   private fetchSnapshot(v: Volatile, life: number, p: PartitionId, from: NodeId, epoch: Epoch): void {
-    this.world.call(this.id, from, { t: 'snapshotRead', p, epoch }, this.knobs.snapshotTimeoutMs, () => `snapshotRead p${p} e${epoch}`, (r) => {
-      if (this.v !== v) return;
-      if (!r.ok) return this.run(v, v.host.snapshotFailed(life, p, r.error.message));
-      const image = r.value as SnapshotImage;
-      if (!v.host.mayInstallSnapshot(life, p)) return this.run(v, v.host.snapshotFailed(life, p, 'no longer a learner'));
-      try {
-        this.disk.installSnapshot(p, image);
-      } catch (e) {
-        if (e instanceof InvariantViolation) this.observer.fail('storage-precondition', `${this.id}: ${e.message}`);
-        throw e;
-      }
-      this.observer.onSnapshotInstalled(this.id, p, image.applied.seq, this.disk.digest(p));
-      this.world.trace(`${this.id} p${p} installed a snapshot at ${image.applied.seq}@${image.applied.epoch} from ${from}`);
-      const dedup: DedupRecord[] = [...image.dedup];
-      this.run(v, v.host.snapshotInstalled(life, p, image.applied, dedup));
-    });
+    this.world.call(
+      this.id,
+      from,
+      { t: 'snapshotRead', p, epoch },
+      this.knobs.snapshotTimeoutMs,
+      () => `snapshotRead p${p} e${epoch}`,
+      (r) => {
+        if (this.v !== v) return;
+        if (!r.ok) return this.run(v, v.host.snapshotFailed(life, p, r.error.message));
+        const image = r.value as SnapshotImage;
+        if (!v.host.mayInstallSnapshot(life, p))
+          return this.run(v, v.host.snapshotFailed(life, p, 'no longer a learner'));
+        try {
+          this.disk.installSnapshot(p, image);
+        } catch (e) {
+          if (e instanceof InvariantViolation) this.observer.fail('storage-precondition', `${this.id}: ${e.message}`);
+          throw e;
+        }
+        this.observer.onSnapshotInstalled(this.id, p, image.applied.seq, this.disk.digest(p));
+        this.world.trace(
+          `${this.id} p${p} installed a snapshot at ${image.applied.seq}@${image.applied.epoch} from ${from}`,
+        );
+        const dedup: DedupRecord[] = [...image.dedup];
+        this.run(v, v.host.snapshotInstalled(life, p, image.applied, dedup));
+      },
+    );
   }
 
   onMessage(from: string, body: unknown): void {
@@ -420,7 +509,15 @@ export class SimStorageNode implements Endpoint {
   onCall(_from: string, body: unknown, respond: (r: CallResult) => void): void {
     const v = this.v;
     if (!v) return;
-    const req = body as { t: string; p: number; key?: string; value?: string; cid?: string; rs?: number; epoch?: number };
+    const req = body as {
+      t: string;
+      p: number;
+      key?: string;
+      value?: string;
+      cid?: string;
+      rs?: number;
+      epoch?: number;
+    };
     const partitions = v.host.partitions;
     if (partitions === 0) return respond(err(new NotPrimaryError(`${this.id} has not joined the cluster yet`)));
     if (req.p >= partitions) return respond(err(new InvalidArgumentError(`partition ${req.p} does not exist`)));
@@ -428,14 +525,18 @@ export class SimStorageNode implements Endpoint {
     const tag = req.cid !== undefined && req.rs !== undefined ? { cid: req.cid, rs: req.rs } : {};
     switch (req.t) {
       case 'put':
-        return this.run(v, v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag }, respond));
+        return this.run(
+          v,
+          v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag }, respond),
+        );
       case 'del':
         return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag }, respond));
       case 'get':
         return this.run(v, v.host.clientCall({ t: 'get', p, key: bytes(req.key!) }, respond));
       case 'snapshotRead': {
         const r = v.host.replicas.get(p);
-        if (r?.role !== 'primary' || r.epoch !== req.epoch) return respond(err(new NotPrimaryError(`${this.id} is not primary of partition ${p} at epoch ${req.epoch}`)));
+        if (r?.role !== 'primary' || r.epoch !== req.epoch)
+          return respond(err(new NotPrimaryError(`${this.id} is not primary of partition ${p} at epoch ${req.epoch}`)));
         return respond({ ok: true, value: this.disk.snapshot(p) });
       }
       default:

@@ -9,7 +9,12 @@ import type { Config, LogEntry } from '../../src/core/types.js';
 import { text } from './disk.js';
 
 export function describeEntry(e: LogEntry): string {
-  const op = e.op.kind === 'put' ? `put ${text(e.op.key)}=${text(e.op.value)}` : e.op.kind === 'delete' ? `del ${text(e.op.key)}` : 'start';
+  const op =
+    e.op.kind === 'put'
+      ? `put ${text(e.op.key)}=${text(e.op.value)}`
+      : e.op.kind === 'delete'
+        ? `del ${text(e.op.key)}`
+        : 'start';
   return `${e.seq}@${e.epoch}:${op}${e.tag ? `(${e.tag.clientId}#${e.tag.requestSeq})` : ''}`;
 }
 

@@ -68,7 +68,9 @@ class EventQueue {
 
 const before = (a: SimEvent, b: SimEvent) => a.at < b.at || (a.at === b.at && a.seq < b.seq);
 
-export type CallResult = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: WireError };
+export type CallResult =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: WireError };
 
 export interface Endpoint {
   readonly id: string;
@@ -174,7 +176,8 @@ export class World {
       if (!next || next.at > untilMs) break;
       if (stop?.()) return;
       this.queue.pop();
-      if (++this.events > maxEvents) throw new SimulationFailure(`more than ${maxEvents} events: the simulation does not quiesce (a livelock?)`);
+      if (++this.events > maxEvents)
+        throw new SimulationFailure(`more than ${maxEvents} events: the simulation does not quiesce (a livelock?)`);
       this.now = next.at;
       this.dispatch(next);
     }
@@ -230,7 +233,12 @@ export class World {
     for (const [callId, p] of this.pending) {
       if (p.from === id) this.pending.delete(callId);
       else if (p.to === id) {
-        this.schedule(this.rng.int(1, 5), p.from, () => this.settle(callId, { ok: false, error: { code: 'CONNECTION_CLOSED', message: `connection to ${id} closed`, retryable: true } }));
+        this.schedule(this.rng.int(1, 5), p.from, () =>
+          this.settle(callId, {
+            ok: false,
+            error: { code: 'CONNECTION_CLOSED', message: `connection to ${id} closed`, retryable: true },
+          }),
+        );
       }
     }
   }
@@ -276,7 +284,9 @@ export class World {
     }
     const copies = this.rng.chance(net.dupP) && !once ? 2 : 1;
     for (let i = 0; i < copies; i++) {
-      const delay = this.rng.chance(net.slowP) ? this.rng.int(net.maxDelayMs, net.slowMaxDelayMs) : this.rng.int(net.minDelayMs, net.maxDelayMs);
+      const delay = this.rng.chance(net.slowP)
+        ? this.rng.int(net.maxDelayMs, net.slowMaxDelayMs)
+        : this.rng.int(net.minDelayMs, net.maxDelayMs);
       this.schedule(
         delay,
         to,
@@ -299,25 +309,54 @@ export class World {
   }
 
   /** A call: `cb` runs exactly once at the caller (reply, error, timeout or closed connection), unless the caller crashed. */
-  call(from: string, to: string, body: unknown, timeoutMs: number, describe: () => string, cb: (r: CallResult) => void): void {
+  call(
+    from: string,
+    to: string,
+    body: unknown,
+    timeoutMs: number,
+    describe: () => string,
+    cb: (r: CallResult) => void,
+  ): void {
     const id = this.nextCallId++;
     const caller = this.endpoint(from);
     this.pending.set(id, { from, fromInc: caller.inc, to, cb });
     const target = this.endpoints.get(to);
     if (!target?.up) {
       // Nothing listens: the connection is refused at once.
-      this.schedule(this.rng.int(1, 3), from, () => this.settle(id, { ok: false, error: { code: 'CONNECTION_CLOSED', message: `connection to ${to} refused`, retryable: true } }));
+      this.schedule(this.rng.int(1, 3), from, () =>
+        this.settle(id, {
+          ok: false,
+          error: { code: 'CONNECTION_CLOSED', message: `connection to ${to} refused`, retryable: true },
+        }),
+      );
     } else {
-      this.transmit(from, to, describe, () => {
-        let answered = false;
-        this.endpoint(to).onCall(from, structuredClone(body), (r) => {
-          if (answered) return;
-          answered = true;
-          this.transmit(to, from, () => `reply to ${describe()}`, () => this.settle(id, structuredClone(r)), true);
-        });
-      }, true);
+      this.transmit(
+        from,
+        to,
+        describe,
+        () => {
+          let answered = false;
+          this.endpoint(to).onCall(from, structuredClone(body), (r) => {
+            if (answered) return;
+            answered = true;
+            this.transmit(
+              to,
+              from,
+              () => `reply to ${describe()}`,
+              () => this.settle(id, structuredClone(r)),
+              true,
+            );
+          });
+        },
+        true,
+      );
     }
-    this.schedule(timeoutMs, from, () => this.settle(id, { ok: false, error: { code: 'TIMEOUT', message: `${to} did not answer within ${timeoutMs} ms`, retryable: true } }));
+    this.schedule(timeoutMs, from, () =>
+      this.settle(id, {
+        ok: false,
+        error: { code: 'TIMEOUT', message: `${to} did not answer within ${timeoutMs} ms`, retryable: true },
+      }),
+    );
   }
 
   private settle(id: number, r: CallResult): void {

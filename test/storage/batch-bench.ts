@@ -20,7 +20,12 @@ export interface BatchRun {
 }
 
 /** Warms up (20 batches), then writes batches of `batchOps` ops for `seconds`. */
-export async function measureBatches(backend: Backend, batchOps: number, seconds: number, inFlight = 1): Promise<BatchRun> {
+export async function measureBatches(
+  backend: Backend,
+  batchOps: number,
+  seconds: number,
+  inFlight = 1,
+): Promise<BatchRun> {
   const nextSeq = new Array<number>(PARTITIONS).fill(1);
   const value = new Uint8Array(VALUE_BYTES).fill(0x61);
   let n = 0;
@@ -38,7 +43,8 @@ export async function measureBatches(backend: Backend, batchOps: number, seconds
       else byPartition.set(p, [entry]);
     }
     const ops: BatchOp[] = [];
-    for (const [partition, entries] of byPartition) ops.push({ kind: 'appendLog', partition, entries }, { kind: 'apply', partition, entries });
+    for (const [partition, entries] of byPartition)
+      ops.push({ kind: 'appendLog', partition, entries }, { kind: 'apply', partition, entries });
     return ops;
   };
   // Warm up (page cache, script cache, code paths), then measure.

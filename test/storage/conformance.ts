@@ -40,7 +40,15 @@ import {
   partitionId,
   seq,
 } from '../../src/core/types.js';
-import { type Backend, type BatchOp, type DedupRecord, type LogPosition, type PartitionMeta, type SnapshotItem, isCorruptRecord } from '../../src/storage/backend.js';
+import {
+  type Backend,
+  type BatchOp,
+  type DedupRecord,
+  type LogPosition,
+  type PartitionMeta,
+  type SnapshotItem,
+  isCorruptRecord,
+} from '../../src/storage/backend.js';
 import { MAX_CLIENT_ID_BYTES } from '../../src/storage/preconditions.js';
 import { MiB, SCAN_VERIFY_BATCH_BYTES } from '../../src/core/limits.js';
 
@@ -104,8 +112,16 @@ function puts(from: number, to: number, e: number): LogEntry[] {
   return out;
 }
 
-const append = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp => ({ kind: 'appendLog', partition, entries });
-const apply = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp => ({ kind: 'apply', partition, entries });
+const append = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp => ({
+  kind: 'appendLog',
+  partition,
+  entries,
+});
+const apply = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp => ({
+  kind: 'apply',
+  partition,
+  entries,
+});
 
 /** A comparable form of an entry: bytes as hex, an absent tag stays absent. */
 function norm(e: LogEntry): unknown {
@@ -115,7 +131,9 @@ function norm(e: LogEntry): unknown {
       : e.op.kind === 'delete'
         ? { kind: 'delete', key: hex(e.op.key) }
         : { kind: e.op.kind };
-  return e.tag === undefined ? { epoch: e.epoch, seq: e.seq, op } : { epoch: e.epoch, seq: e.seq, op, tag: { ...e.tag } };
+  return e.tag === undefined
+    ? { epoch: e.epoch, seq: e.seq, op }
+    : { epoch: e.epoch, seq: e.seq, op, tag: { ...e.tag } };
 }
 const normAll = (entries: readonly LogEntry[]): unknown[] => entries.map(norm);
 
@@ -152,7 +170,8 @@ async function snapshotItems(
   }
 }
 
-const normItems = (items: readonly SnapshotItem[]): unknown[] => items.map((i) => ({ key: hex(i.key), value: hex(i.value), version: i.version }));
+const normItems = (items: readonly SnapshotItem[]): unknown[] =>
+  items.map((i) => ({ key: hex(i.key), value: hex(i.value), version: i.version }));
 
 async function* pagesOf(items: readonly SnapshotItem[], pageItems: number): AsyncIterable<readonly SnapshotItem[]> {
   for (let i = 0; i < items.length; i += pageItems) yield items.slice(i, i + pageItems);
@@ -183,7 +202,13 @@ async function dump(backend: Backend, partitions: readonly PartitionId[]): Promi
 function meta(e: number, partition: PartitionId = P1): PartitionMeta {
   return {
     epoch: epoch(e),
-    config: { partition, epoch: epoch(e), primary: nodeId('n1'), secondaries: [nodeId('n2'), nodeId('n3')], learners: [] },
+    config: {
+      partition,
+      epoch: epoch(e),
+      primary: nodeId('n1'),
+      secondaries: [nodeId('n2'), nodeId('n3')],
+      learners: [],
+    },
   };
 }
 
@@ -270,10 +295,17 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         for (const entries of bad) {
           await assert.rejects(backend.writeBatch([append(P1, entries)]), InvariantViolation);
         }
-        await assert.rejects(backend.writeBatch([append(P2, [put(2, 1, 'a', 'x')])]), InvariantViolation, 'an empty log starts at seq 1');
+        await assert.rejects(
+          backend.writeBatch([append(P2, [put(2, 1, 'a', 'x')])]),
+          InvariantViolation,
+          'an empty log starts at seq 1',
+        );
         assert.deepStrictEqual(await dump(backend, [P1, P2]), before);
         await backend.writeBatch([append(P1, [put(4, 3, 'a', 'x')])]);
-        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [1, 2, 3, 4]);
+        assert.deepStrictEqual(
+          (await readAll(backend, P1)).map((e) => e.seq),
+          [1, 2, 3, 4],
+        );
       });
 
       it('truncateLogFrom deletes the conflicting suffix (S1) and appending continues from there', async (_h, backend) => {
@@ -281,7 +313,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 2))]);
         // The new primary's entry 4 (epoch 3) conflicts with ours: drop 4.. and append, in one batch.
         const replacement = put(4, 3, 'k4', 'new');
-        await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(4) }, append(P1, [replacement])]);
+        await backend.writeBatch([
+          { kind: 'truncateLogFrom', partition: P1, fromSeq: seq(4) },
+          append(P1, [replacement]),
+        ]);
         assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll([...log.slice(0, 3), replacement]));
         assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(4, 3));
         // Only truncation: the last position becomes the entry before fromSeq.
@@ -289,7 +324,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(2, 1));
         // Past the end: nothing to delete.
         await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(10) }]);
-        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [1, 2]);
+        assert.deepStrictEqual(
+          (await readAll(backend, P1)).map((e) => e.seq),
+          [1, 2],
+        );
         await backend.writeBatch([append(P1, [put(3, 4, 'x', 'y')])]);
         assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(3, 4));
       });
@@ -298,7 +336,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         await backend.writeBatch([append(P1, puts(1, 5, 1)), apply(P1, puts(1, 3, 1))]);
         const before = await dump(backend, [P1]);
         for (const fromSeq of [3, 1, 0]) {
-          await assert.rejects(backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(fromSeq) }]), InvariantViolation);
+          await assert.rejects(
+            backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(fromSeq) }]),
+            InvariantViolation,
+          );
         }
         assert.deepStrictEqual(await dump(backend, [P1]), before);
       });
@@ -307,7 +348,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
         await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 4))]);
         await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(4, 2) }]);
-        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [5, 6]);
+        assert.deepStrictEqual(
+          (await readAll(backend, P1)).map((e) => e.seq),
+          [5, 6],
+        );
         assert.deepStrictEqual(
           (await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(5), limit: 10 })).map((e) => e.seq),
           [5],
@@ -324,7 +368,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual(await readAll(backend, P1), []);
         await assert.rejects(backend.writeBatch([append(P1, [put(8, 2, 'a', 'b')])]), InvariantViolation);
         await backend.writeBatch([append(P1, [put(7, 3, 'a', 'b')])]);
-        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [7]);
+        assert.deepStrictEqual(
+          (await readAll(backend, P1)).map((e) => e.seq),
+          [7],
+        );
         s = await stateOf(backend, P1);
         assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(6, 2), pos(7, 3)]);
       });
@@ -335,7 +382,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const s = await stateOf(backend, P1);
         assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(3, 1), pos(3, 1)]);
         await backend.writeBatch([append(P1, [put(4, 1, 'a', 'b')])]);
-        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [4]);
+        assert.deepStrictEqual(
+          (await readAll(backend, P1)).map((e) => e.seq),
+          [4],
+        );
       });
 
       it('truncateLogTo is refused above the applied seq, backwards, or with the wrong epoch (S12)', async (_h, backend) => {
@@ -345,7 +395,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const before = await dump(backend, [P1]);
         const bad = [pos(5, 2), pos(1, 1), pos(2, 7), pos(4, 1)];
         for (const base of bad) {
-          await assert.rejects(backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base }]), InvariantViolation, `base ${base.seq}/${base.epoch}`);
+          await assert.rejects(
+            backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base }]),
+            InvariantViolation,
+            `base ${base.seq}/${base.epoch}`,
+          );
         }
         assert.deepStrictEqual(await dump(backend, [P1]), before);
       });
@@ -353,7 +407,14 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
 
     describe('apply', () => {
       it('put, delete and epochStart change the data, versions are entry seqs, the applied position moves', async (_h, backend) => {
-        const entries = [put(1, 1, 'a', 'A1'), put(2, 1, 'b', 'B2'), start(3, 2), put(4, 2, 'a', 'A4'), del(5, 2, 'b'), del(6, 2, 'nope')];
+        const entries = [
+          put(1, 1, 'a', 'A1'),
+          put(2, 1, 'b', 'B2'),
+          start(3, 2),
+          put(4, 2, 'a', 'A4'),
+          del(5, 2, 'b'),
+          del(6, 2, 'nope'),
+        ];
         const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
         assert.deepStrictEqual(result.deletes, [
           { partition: P1, seq: 5, existed: true },
@@ -374,7 +435,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const before = await dump(backend, [P1]);
         await assert.rejects(backend.writeBatch([apply(P1, [put(5, 1, 'x', 'y')])]), InvariantViolation);
         await assert.rejects(backend.writeBatch([apply(P1, [put(3, 1, 'x', 'y')])]), InvariantViolation);
-        await assert.rejects(backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y'), put(4, 1, 'z', 'y')])]), InvariantViolation);
+        await assert.rejects(
+          backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y'), put(4, 1, 'z', 'y')])]),
+          InvariantViolation,
+        );
         assert.deepStrictEqual(await dump(backend, [P1]), before);
         await backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y')]), apply(P1, [del(5, 1, 'x')])]);
         assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 1));
@@ -406,7 +470,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
 
     describe('atomicity and order', () => {
       it('a batch that fails anywhere leaves nothing of it, in any partition', async (_h, backend) => {
-        await backend.writeBatch([append(P1, puts(1, 2, 1)), apply(P1, puts(1, 2, 1)), { kind: 'setMeta', partition: P1, meta: meta(1) }]);
+        await backend.writeBatch([
+          append(P1, puts(1, 2, 1)),
+          apply(P1, puts(1, 2, 1)),
+          { kind: 'setMeta', partition: P1, meta: meta(1) },
+        ]);
         const before = await dump(backend, [P1, P2, P3]);
         const failing: BatchOp[][] = [
           // Everything valid, then an appendLog whose first seq does not follow the log's last.
@@ -425,7 +493,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
           // A conflict truncation below the applied seq (S1), after valid ops.
           [append(P3, puts(1, 1, 1)), { kind: 'truncateLogFrom', partition: P1, fromSeq: seq(1) }],
           // An older epoch in the metadata (S3).
-          [apply(P1, puts(3, 3, 1)), { kind: 'setMeta', partition: P1, meta: meta(2) }, { kind: 'setMeta', partition: P1, meta: meta(1) }],
+          [
+            apply(P1, puts(3, 3, 1)),
+            { kind: 'setMeta', partition: P1, meta: meta(2) },
+            { kind: 'setMeta', partition: P1, meta: meta(1) },
+          ],
         ];
         for (const ops of failing) {
           await assert.rejects(backend.writeBatch(ops), InvariantViolation);
@@ -447,7 +519,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         );
         const rejected = results[2];
         assert.ok(rejected?.status === 'rejected' && rejected.reason instanceof InvariantViolation);
-        assert.deepStrictEqual((await readAll(backend, P1)).map((e) => e.seq), [1, 2, 3]);
+        assert.deepStrictEqual(
+          (await readAll(backend, P1)).map((e) => e.seq),
+          [1, 2, 3],
+        );
         assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(3, 1));
       });
 
@@ -492,7 +567,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const same: PartitionMeta = { ...meta(4), config: { ...meta(4).config!, learners: [nodeId('n4')] } };
         await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: same }]);
         assert.deepStrictEqual((await stateOf(backend, P1))?.meta, same);
-        await assert.rejects(backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: meta(2) }]), InvariantViolation);
+        await assert.rejects(
+          backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: meta(2) }]),
+          InvariantViolation,
+        );
         assert.deepStrictEqual((await stateOf(backend, P1))?.meta, same);
       });
 
@@ -517,7 +595,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: later }]);
         assert.deepStrictEqual((await stateOf(backend, P1))?.meta, later);
         // The drop batch (relearnFromZero) writes metadata without it.
-        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, { kind: 'setMeta', partition: P1, meta: meta(4) }]);
+        await backend.writeBatch([
+          { kind: 'dropPartition', partition: P1 },
+          { kind: 'setMeta', partition: P1, meta: meta(4) },
+        ]);
         const after = await stateOf(backend, P1);
         assert.deepStrictEqual(after?.meta, meta(4));
         assert.equal(after?.meta?.corrupt, undefined);
@@ -545,11 +626,18 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
 
       it('dropPartition removes data, log and metadata of that partition only', async (_h, backend) => {
         for (const p of [P1, P2]) {
-          await backend.writeBatch([append(p, puts(1, 30, 1)), apply(p, puts(1, 30, 1)), { kind: 'setMeta', partition: p, meta: meta(1, p) }]);
+          await backend.writeBatch([
+            append(p, puts(1, 30, 1)),
+            apply(p, puts(1, 30, 1)),
+            { kind: 'setMeta', partition: p, meta: meta(1, p) },
+          ]);
         }
         const p2Before = await dump(backend, [P2]);
         await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-        assert.deepStrictEqual((await backend.partitions()).map((s) => s.partition), [P2]);
+        assert.deepStrictEqual(
+          (await backend.partitions()).map((s) => s.partition),
+          [P2],
+        );
         assert.equal(await backend.get(P1, b('k1')), undefined);
         assert.equal(await backend.count(P1), 0);
         assert.deepStrictEqual(await backend.scan(P1, { limit: 10 }), { keys: [] });
@@ -589,7 +677,9 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         // afterKey need not be a stored key.
         const between = await backend.scan(P1, { afterKey: b('key-10x'), limit: 3 });
         assert.deepStrictEqual(between.keys.map(hex), [b('key-11'), b('key-12'), b('key-13')].map(hex));
-        assert.deepStrictEqual(await backend.scan(P1, { afterKey: new Uint8Array([0xff, 0xff]), limit: 3 }), { keys: [] });
+        assert.deepStrictEqual(await backend.scan(P1, { afterKey: new Uint8Array([0xff, 0xff]), limit: 3 }), {
+          keys: [],
+        });
         assert.equal(await backend.count(P1), keys.length);
         assert.equal(await backend.count(P2), 1);
       });
@@ -608,11 +698,16 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const whole = await backend.scan(P1, { limit: 1000 });
         assert.deepStrictEqual(whole.keys.map(hex), sorted, 'one page lists every key');
         assert.equal(whole.nextAfterKey, undefined, 'and says the scan is complete');
-        for (const limit of [1, 5, 24]) assert.deepStrictEqual((await scanAll(backend, P1, limit)).map(hex), sorted, `limit ${limit}`);
+        for (const limit of [1, 5, 24])
+          assert.deepStrictEqual((await scanAll(backend, P1, limit)).map(hex), sorted, `limit ${limit}`);
         const tail = await backend.scan(P1, { afterKey: b('big-03'), limit: 6 });
         assert.deepStrictEqual(tail.keys.map(hex), sorted.slice(7, 13));
         assert.equal(tail.nextAfterKey && hex(tail.nextAfterKey), sorted[12]);
-        if (h.scanPeakBytes) assert.ok(h.scanPeakBytes() <= SCAN_VERIFY_BATCH_BYTES, `a scan read ${h.scanPeakBytes()} value bytes at once, more than ${SCAN_VERIFY_BATCH_BYTES}`);
+        if (h.scanPeakBytes)
+          assert.ok(
+            h.scanPeakBytes() <= SCAN_VERIFY_BATCH_BYTES,
+            `a scan read ${h.scanPeakBytes()} value bytes at once, more than ${SCAN_VERIFY_BATCH_BYTES}`,
+          );
         // A value larger than the bound is still read (alone) and listed.
         const huge = new Uint8Array(SCAN_VERIFY_BATCH_BYTES + MiB).fill(0x7a);
         await backend.writeBatch([apply(P1, [put(entries.length + 1, 1, 'big-05-huge', huge)])]);
@@ -620,7 +715,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual((await backend.scan(P1, { limit: 1000 })).keys.map(hex), withHuge);
         assert.deepStrictEqual((await scanAll(backend, P1, 4)).map(hex), withHuge);
         // 1 KiB: a stored record's own bytes beyond its value (checksum, version, framing).
-        if (h.scanPeakBytes) assert.ok(h.scanPeakBytes() <= huge.length + 1024, `a scan read ${h.scanPeakBytes()} value bytes at once, more than one value`);
+        if (h.scanPeakBytes)
+          assert.ok(
+            h.scanPeakBytes() <= huge.length + 1024,
+            `a scan read ${h.scanPeakBytes()} value bytes at once, more than one value`,
+          );
       });
 
       it('count follows puts, overwrites and deletes', async (_h, backend) => {
@@ -638,13 +737,22 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
         const snap = await backend.snapshot(P1);
         try {
-          await backend.writeBatch([apply(P1, [put(11, 2, 'k1', 'changed'), del(12, 2, 'k2'), put(13, 2, 'new', 'n')])]);
+          await backend.writeBatch([
+            apply(P1, [put(11, 2, 'k1', 'changed'), del(12, 2, 'k2'), put(13, 2, 'new', 'n')]),
+          ]);
           assert.deepStrictEqual(snap.applied, pos(10, 2));
           const pages: SnapshotItem[][] = [];
           for await (const page of snap.items(3)) pages.push([...page]);
-          assert.deepStrictEqual(pages.map((p) => p.length), [3, 3, 3, 1]);
+          assert.deepStrictEqual(
+            pages.map((p) => p.length),
+            [3, 3, 3, 1],
+          );
           const expected = entries
-            .map((e) => ({ key: e.op.kind === 'put' ? e.op.key : new Uint8Array(), value: e.op.kind === 'put' ? e.op.value : new Uint8Array(), version: e.seq }))
+            .map((e) => ({
+              key: e.op.kind === 'put' ? e.op.key : new Uint8Array(),
+              value: e.op.kind === 'put' ? e.op.value : new Uint8Array(),
+              version: e.seq,
+            }))
             .sort((x, y) => Buffer.compare(x.key, y.key));
           assert.deepStrictEqual(normItems(pages.flat()), normItems(expected));
         } finally {
@@ -673,11 +781,18 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
             if (at + 40 < 300) ops.push(put(s++, 1, `k${pad(at + 40)}`, 'overwritten'));
             if (at + 50 < 300) ops.push(del(s++, 1, `k${pad(at + 50)}`));
             if (at + 5 < 300) ops.push(put(s++, 1, `k${pad(at + 5)}+new`, 'inserted ahead'));
-            ops.push(put(s++, 1, `a${page}`, 'inserted behind'), del(s++, 1, `k${pad(at - 1)}`), tag(put(s++, 1, `k${pad(at - 2)}`, 'again'), 'c1', page + 1));
+            ops.push(
+              put(s++, 1, `a${page}`, 'inserted behind'),
+              del(s++, 1, `k${pad(at - 1)}`),
+              tag(put(s++, 1, `k${pad(at - 2)}`, 'again'), 'c1', page + 1),
+            );
             await backend.writeBatch([apply(P1, ops)]);
             if (page === 6) {
               // Dropped and recreated under the snapshot's feet: it still reads the old partition.
-              await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, apply(P1, [put(1, 2, 'k150', 'recreated')])]);
+              await backend.writeBatch([
+                { kind: 'dropPartition', partition: P1 },
+                apply(P1, [put(1, 2, 'k150', 'recreated')]),
+              ]);
               await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
               s = 1; // later pages write to a fresh partition P1
             }
@@ -687,7 +802,16 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         } finally {
           await snap.close();
         }
-        assert.deepStrictEqual(normItems(read), normItems(initial.map((e) => ({ key: (e.op as { key: Uint8Array }).key, value: (e.op as { value: Uint8Array }).value, version: e.seq }))));
+        assert.deepStrictEqual(
+          normItems(read),
+          normItems(
+            initial.map((e) => ({
+              key: (e.op as { key: Uint8Array }).key,
+              value: (e.op as { value: Uint8Array }).value,
+              version: e.seq,
+            })),
+          ),
+        );
       });
 
       it('installSnapshot replaces the data, sets applied and log base, empties the log, keeps the meta', async (_h, backend) => {
@@ -699,15 +823,25 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         ]);
         const p2Before = await dump(backend, [P2]);
         const items: SnapshotItem[] = [];
-        for (let i = 0; i < 50; i++) items.push({ key: b(`s${String(i).padStart(3, '0')}`), value: b(`value ${i}`), version: seq(10 + i) });
+        for (let i = 0; i < 50; i++)
+          items.push({ key: b(`s${String(i).padStart(3, '0')}`), value: b(`value ${i}`), version: seq(10 + i) });
         await backend.installSnapshot(P1, pos(60, 3), pagesOf(items, 7));
-        assert.deepStrictEqual(await stateOf(backend, P1), { partition: P1, meta: meta(3), applied: pos(60, 3), logBase: pos(60, 3), logLast: pos(60, 3) });
+        assert.deepStrictEqual(await stateOf(backend, P1), {
+          partition: P1,
+          meta: meta(3),
+          applied: pos(60, 3),
+          logBase: pos(60, 3),
+          logLast: pos(60, 3),
+        });
         assert.deepStrictEqual(await readAll(backend, P1), []);
         assert.equal(await backend.get(P1, b('k1')), undefined, 'old data is gone');
         assert.equal(await backend.count(P1), 50);
         assert.deepStrictEqual(normItems((await snapshotItems(backend, P1, 16)).pages.flat()), normItems(items));
         const got = await backend.get(P1, b('s007'));
-        assert.deepStrictEqual(got && { value: hex(got.value), version: got.version }, { value: hex(b('value 7')), version: 17 });
+        assert.deepStrictEqual(got && { value: hex(got.value), version: got.version }, {
+          value: hex(b('value 7')),
+          version: 17,
+        });
         assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions are untouched');
         // The log and the data continue after the snapshot.
         await backend.writeBatch([append(P1, [put(61, 3, 'after', 'a')]), apply(P1, [put(61, 3, 'after', 'a')])]);
@@ -717,8 +851,18 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
 
       it('installSnapshot into an unknown partition, of an empty snapshot, and from a snapshot stream', async (_h, backend) => {
         await backend.installSnapshot(P3, pos(0, 0), pagesOf([], 10));
-        await backend.installSnapshot(P2, pos(7, 2), pagesOf([{ key: b('x'), value: new Uint8Array(), version: seq(7) }], 10));
-        assert.deepStrictEqual(await stateOf(backend, P2), { partition: P2, meta: null, applied: pos(7, 2), logBase: pos(7, 2), logLast: pos(7, 2) });
+        await backend.installSnapshot(
+          P2,
+          pos(7, 2),
+          pagesOf([{ key: b('x'), value: new Uint8Array(), version: seq(7) }], 10),
+        );
+        assert.deepStrictEqual(await stateOf(backend, P2), {
+          partition: P2,
+          meta: null,
+          applied: pos(7, 2),
+          logBase: pos(7, 2),
+          logLast: pos(7, 2),
+        });
         // Ship a partition through snapshot → installSnapshot, as learning does.
         const entries = puts(1, 40, 1);
         await backend.writeBatch([apply(P1, entries)]);
@@ -734,10 +878,15 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       });
 
       it('a failed installSnapshot leaves the partition as it was', async (_h, backend) => {
-        await backend.writeBatch([append(P1, puts(1, 6, 1)), apply(P1, puts(1, 4, 1)), { kind: 'setMeta', partition: P1, meta: meta(2) }]);
+        await backend.writeBatch([
+          append(P1, puts(1, 6, 1)),
+          apply(P1, puts(1, 4, 1)),
+          { kind: 'setMeta', partition: P1, meta: meta(2) },
+        ]);
         const before = await dump(backend, [P1]);
         const many: SnapshotItem[] = [];
-        for (let i = 0; i < 5000; i++) many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+        for (let i = 0; i < 5000; i++)
+          many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
         async function* failing(): AsyncIterable<readonly SnapshotItem[]> {
           yield* pagesOf(many, 1000);
           throw new Error('the source went away');
@@ -771,7 +920,12 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
           { partition: P1, seq: 4, existed: false },
         ]);
         const table = await backend.dedupTable(P1);
-        assert.deepStrictEqual(table, [rec('c1', 1, 1), rec('c2', 7, 3, true), rec('c3', 2, 4, false), rec('c4', 0, 5)]);
+        assert.deepStrictEqual(table, [
+          rec('c1', 1, 1),
+          rec('c2', 7, 3, true),
+          rec('c3', 2, 4, false),
+          rec('c4', 0, 5),
+        ]);
         assert.equal('existed' in table[0]!, false, 'a put has no existed flag');
         assert.deepStrictEqual(await backend.dedupTable(P2), [], 'partitions do not share tables');
         // Appending tagged entries records nothing: only applying does.
@@ -779,7 +933,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         await backend.writeBatch([append(P1, pending)]);
         assert.deepStrictEqual(await backend.dedupTable(P1), table);
         await backend.writeBatch([apply(P1, pending)]);
-        assert.deepStrictEqual((await backend.dedupTable(P1)).map((r) => r.clientId), ['c1', 'c2', 'c3', 'c4', 'c5']);
+        assert.deepStrictEqual(
+          (await backend.dedupTable(P1)).map((r) => r.clientId),
+          ['c1', 'c2', 'c3', 'c4', 'c5'],
+        );
       });
 
       it("a client's later write replaces its record, also later in the same op or batch; tables are per partition", async (_h, backend) => {
@@ -829,7 +986,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       });
 
       it('a batch that fails leaves every dedup table as it was; its neighbours still record theirs', async (_h, backend) => {
-        await backend.writeBatch([append(P1, puts(1, 2, 1)), apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), put(2, 1, 'j', '2')])]);
+        await backend.writeBatch([
+          append(P1, puts(1, 2, 1)),
+          apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), put(2, 1, 'j', '2')]),
+        ]);
         const before = await dump(backend, [P1, P2, P3]);
         await assert.rejects(
           backend.writeBatch([
@@ -844,7 +1004,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual(await dump(backend, [P1, P2, P3]), before);
         const results = await Promise.allSettled([
           backend.writeBatch([apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2)])]),
-          backend.writeBatch([apply(P1, [tag(del(4, 1, 'j'), 'c2', 1)]), apply(P2, [tag(put(5, 1, 'x', 'y'), 'c3', 1)])]),
+          backend.writeBatch([
+            apply(P1, [tag(del(4, 1, 'j'), 'c2', 1)]),
+            apply(P2, [tag(put(5, 1, 'x', 'y'), 'c3', 1)]),
+          ]),
           backend.writeBatch([apply(P1, [tag(del(4, 1, 'j'), 'c2', 2)])]),
         ]);
         assert.deepStrictEqual(
@@ -864,7 +1027,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
           assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
           const items: SnapshotItem[] = [];
           for await (const page of snap.items(10)) items.push(...page);
-          assert.deepStrictEqual(items.map((i) => i.version), [1]);
+          assert.deepStrictEqual(
+            items.map((i) => i.version),
+            [1],
+          );
           await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
           assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
         } finally {
@@ -891,7 +1057,12 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, installed);
         assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions keep their tables');
         await backend.writeBatch([apply(P1, [tag(del(11, 2, 's'), 'c2', 2), tag(put(12, 2, 'n', 'N'), 'c3', 1)])]);
-        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c0', 0, 10, false), rec('c1', 5, 8), rec('c2', 2, 11, true), rec('c3', 1, 12)]);
+        assert.deepStrictEqual(await backend.dedupTable(P1), [
+          rec('c0', 0, 10, false),
+          rec('c1', 5, 8),
+          rec('c2', 2, 11, true),
+          rec('c3', 1, 12),
+        ]);
         // Without a table, the partition's table is empty afterwards.
         await backend.installSnapshot(P1, pos(20, 2), pagesOf(items, 1));
         assert.deepStrictEqual(await backend.dedupTable(P1), []);
@@ -903,7 +1074,8 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         const clients = 4500; // more than one lmdb staging chunk
         const entries: LogEntry[] = [];
         for (let i = 1; i <= clients; i++) {
-          const entry = i % 6 === 0 ? del(i, 1, 'absent') : i % 3 === 0 ? del(i, 1, `k${i - 1}`) : put(i, 1, `k${i}`, 'v');
+          const entry =
+            i % 6 === 0 ? del(i, 1, 'absent') : i % 3 === 0 ? del(i, 1, `k${i - 1}`) : put(i, 1, `k${i}`, 'v');
           entries.push(tag(entry, `client-${i}`, i * 2));
         }
         await backend.writeBatch([apply(P1, entries)]);
@@ -927,15 +1099,22 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       });
 
       it('a failed installSnapshot leaves the dedup table as it was; a malformed table is refused before anything changes', async (_h, backend) => {
-        await backend.writeBatch([append(P1, puts(1, 3, 1)), apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'a'), 'c2', 1)])]);
+        await backend.writeBatch([
+          append(P1, puts(1, 3, 1)),
+          apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'a'), 'c2', 1)]),
+        ]);
         const before = await dump(backend, [P1]);
         const many: SnapshotItem[] = [];
-        for (let i = 0; i < 5000; i++) many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+        for (let i = 0; i < 5000; i++)
+          many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
         async function* failing(): AsyncIterable<readonly SnapshotItem[]> {
           yield* pagesOf(many, 1000);
           throw new Error('the source went away');
         }
-        await assert.rejects(backend.installSnapshot(P1, pos(9, 2), failing(), [rec('new', 1, 9)]), /the source went away/);
+        await assert.rejects(
+          backend.installSnapshot(P1, pos(9, 2), failing(), [rec('new', 1, 9)]),
+          /the source went away/,
+        );
         assert.deepStrictEqual(await dump(backend, [P1]), before);
         const bad: DedupRecord[][] = [
           [rec('dup', 1, 3), rec('dup', 2, 4)], // two records for one client
@@ -946,7 +1125,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
           [{ ...rec('c', 1, 3), existed: 'yes' as unknown as boolean }],
         ];
         for (const dedup of bad) {
-          await assert.rejects(backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), dedup), InvariantViolation, JSON.stringify(dedup));
+          await assert.rejects(
+            backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), dedup),
+            InvariantViolation,
+            JSON.stringify(dedup),
+          );
           assert.deepStrictEqual(await dump(backend, [P1]), before);
         }
         await backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), [rec('c', 1, 9)]);
@@ -954,7 +1137,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       });
 
       it("dropPartition removes the partition's dedup table and only its", async (_h, backend) => {
-        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1)]), apply(P2, [tag(put(1, 1, 'a', '1'), 'c1', 2)])]);
+        await backend.writeBatch([
+          apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1)]),
+          apply(P2, [tag(put(1, 1, 'a', '1'), 'c1', 2)]),
+        ]);
         await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
         assert.deepStrictEqual(await backend.dedupTable(P1), []);
         assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c1', 2, 1)]);
@@ -962,7 +1148,10 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         await backend.writeBatch([apply(P1, [put(1, 1, 'a', '1')])]);
         assert.deepStrictEqual(await backend.dedupTable(P1), []);
         await backend.writeBatch([apply(P1, [tag(put(2, 1, 'b', '2'), 'c2', 1)])]);
-        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }, apply(P1, [tag(put(1, 2, 'c', '3'), 'c3', 1)])]);
+        await backend.writeBatch([
+          { kind: 'dropPartition', partition: P1 },
+          apply(P1, [tag(put(1, 2, 'c', '3'), 'c3', 1)]),
+        ]);
         assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c3', 1, 1)]);
         // An installed table is dropped too.
         await backend.installSnapshot(P3, pos(4, 1), pagesOf([], 1), [rec('c4', 1, 4)]);
@@ -1003,7 +1192,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.equal(await backend.get(P1, long), undefined);
         const afterLong = await backend.scan(P1, { afterKey: long, limit: 100 });
         assert.deepStrictEqual(afterLong.keys.map(hex), sorted.filter((k) => Buffer.compare(k, long) > 0).map(hex));
-        await assert.rejects(backend.writeBatch([apply(P1, [put(keys.length + 1, 1, new Uint8Array(), 'v')])]), InvariantViolation, 'an empty key');
+        await assert.rejects(
+          backend.writeBatch([apply(P1, [put(keys.length + 1, 1, new Uint8Array(), 'v')])]),
+          InvariantViolation,
+          'an empty key',
+        );
         assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll(entries));
       });
 
@@ -1024,15 +1217,27 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.ok(logged?.op.kind === 'put');
         assert.equal(Buffer.compare(logged.op.value, big), 0);
         const snap = await snapshotItems(backend, P1, 1);
-        assert.deepStrictEqual(snap.pages.map((p) => p[0]!.value.length), [MiB, 0]);
+        assert.deepStrictEqual(
+          snap.pages.map((p) => p[0]!.value.length),
+          [MiB, 0],
+        );
       });
     });
 
     it('state survives close and reopen (durable backends)', async (h) => {
       if (!h.reopen) return; // the memory backend keeps nothing (S4)
       let backend = h.backend;
-      const tagged: LogEntry = { ...put(2, 1, new Uint8Array([0, 0xff]), 'tagged'), tag: { clientId: 'client-1', requestSeq: 42 } };
-      const p1Log = [put(1, 1, 'a', 'A'), tagged, tag(del(3, 2, 'a'), 'client-2', 1), start(4, 3), tag(put(5, 3, 'b', 'B'), 'client-1', 43)];
+      const tagged: LogEntry = {
+        ...put(2, 1, new Uint8Array([0, 0xff]), 'tagged'),
+        tag: { clientId: 'client-1', requestSeq: 42 },
+      };
+      const p1Log = [
+        put(1, 1, 'a', 'A'),
+        tagged,
+        tag(del(3, 2, 'a'), 'client-2', 1),
+        start(4, 3),
+        tag(put(5, 3, 'b', 'B'), 'client-1', 43),
+      ];
       await backend.writeBatch([
         append(P1, p1Log),
         apply(P1, p1Log.slice(0, 4)),
@@ -1041,9 +1246,15 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         apply(P2, puts(1, 8, 1)),
         { kind: 'setMeta', partition: P3, meta: { epoch: epoch(9), config: null } },
       ]);
-      await backend.writeBatch([{ kind: 'truncateLogTo', partition: P2, base: pos(6, 1) }, { kind: 'truncateLogFrom', partition: P2, fromSeq: seq(10) }]);
+      await backend.writeBatch([
+        { kind: 'truncateLogTo', partition: P2, base: pos(6, 1) },
+        { kind: 'truncateLogFrom', partition: P2, fromSeq: seq(10) },
+      ]);
       const items: SnapshotItem[] = [{ key: b('snap'), value: b('shot'), version: seq(3) }];
-      await backend.installSnapshot(P3, pos(30, 9), pagesOf(items, 1), [rec('learnt', 8, 29, false), rec('client-1', 1, 3)]);
+      await backend.installSnapshot(P3, pos(30, 9), pagesOf(items, 1), [
+        rec('learnt', 8, 29, false),
+        rec('client-1', 1, 3),
+      ]);
       await backend.writeBatch([apply(partitionId(4), [tag(put(1, 1, 'x', 'y'), 'gone', 1)])]);
       await backend.writeBatch([{ kind: 'dropPartition', partition: partitionId(4) }]);
       const all = [P1, P2, P3, partitionId(4)];
@@ -1054,7 +1265,11 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       assert.deepStrictEqual(await backend.dedupTable(P3), [rec('client-1', 1, 3), rec('learnt', 8, 29, false)]);
       assert.deepStrictEqual(await backend.dedupTable(partitionId(4)), []);
       // And it keeps working where it stopped.
-      await backend.writeBatch([append(P2, [put(10, 2, 'z', 'Z')]), apply(P1, [p1Log[4]!]), append(P3, [put(31, 9, 'q', 'Q')])]);
+      await backend.writeBatch([
+        append(P2, [put(10, 2, 'z', 'Z')]),
+        apply(P1, [p1Log[4]!]),
+        append(P3, [put(31, 9, 'q', 'Q')]),
+      ]);
       assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 3));
       assert.deepStrictEqual(await backend.dedupTable(P1), [rec('client-1', 43, 5), rec('client-2', 1, 3, true)]);
       assert.deepStrictEqual((await stateOf(backend, P2))?.logLast, pos(10, 2));
@@ -1102,4 +1317,23 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
 }
 
 /** For backend-specific tests. */
-export const fixtures = { P1, P2, P3, b, hex, pos, put, del, puts, tag, rec, append, apply, meta, dump, scanAll, readAll, pagesOf };
+export const fixtures = {
+  P1,
+  P2,
+  P3,
+  b,
+  hex,
+  pos,
+  put,
+  del,
+  puts,
+  tag,
+  rec,
+  append,
+  apply,
+  meta,
+  dump,
+  scanAll,
+  readAll,
+  pagesOf,
+};

@@ -26,7 +26,9 @@ async function run(sync: SyncMode, batchOps: number, seconds: number): Promise<B
 
 async function main(): Promise<void> {
   const seconds = Number(process.argv[2] ?? 3);
-  console.log(`lmdb writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ${PARTITIONS} partitions, one batch in flight, ${seconds}s each, tmpdir ${tmpdir()}`);
+  console.log(
+    `lmdb writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ${PARTITIONS} partitions, one batch in flight, ${seconds}s each, tmpdir ${tmpdir()}`,
+  );
   console.log('sync   batch-ops     ops/s   batches/s   mean batch ms');
   for (const sync of ['batch', 'none'] as const) {
     for (const batchOps of BATCH_SIZES) {

@@ -27,10 +27,21 @@ const P = partitionId(0);
 const VALUE = new Uint8Array(32 * 1024).fill(0x61);
 
 function appendBatch(s: number) {
-  return [{ kind: 'appendLog' as const, partition: P, entries: [{ seq: seq(s), epoch: epoch(1), op: { kind: 'put' as const, key: Buffer.from(`k${s}`), value: VALUE } }] }];
+  return [
+    {
+      kind: 'appendLog' as const,
+      partition: P,
+      entries: [
+        { seq: seq(s), epoch: epoch(1), op: { kind: 'put' as const, key: Buffer.from(`k${s}`), value: VALUE } },
+      ],
+    },
+  ];
 }
 
-test('a full disk fails an lmdb batch with a typed error and no unhandled rejection; reopened after freeing space, nothing acknowledged is lost', { skip: SKIP ?? false, timeout: 60_000 }, async () => {
+test('a full disk fails an lmdb batch with a typed error and no unhandled rejection; reopened after freeing space, nothing acknowledged is lost', {
+  skip: SKIP ?? false,
+  timeout: 60_000,
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dstore-lmdb-full-'));
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown): void => {
@@ -58,19 +69,29 @@ test('a full disk fails an lmdb batch with a typed error and no unhandled reject
         break;
       }
     }
-    assert.ok(failure instanceof StorageFailureError, `a batch failed with a StorageFailureError, not ${String(failure)}`);
+    assert.ok(
+      failure instanceof StorageFailureError,
+      `a batch failed with a StorageFailureError, not ${String(failure)}`,
+    );
     assert.match(failure.message, /ENOSPC|EIO/);
     // Two macrotasks: lmdb rejects its commitError promise in the commit's own callback.
     await new Promise((r) => setImmediate(r));
     await new Promise((r) => setTimeout(r, 0));
-    assert.deepEqual(unhandled.map((r) => (r as Error).message ?? String(r)), [], 'no unhandled rejection');
+    assert.deepEqual(
+      unhandled.map((r) => (r as Error).message ?? String(r)),
+      [],
+      'no unhandled rejection',
+    );
     await backend.close();
     backend = undefined;
 
     fs.free();
     backend = await LmdbBackend.open({ dataDir: dir });
     const [state] = await backend.partitions();
-    assert.ok(state !== undefined && state.logLast.seq >= acked, `the log holds every acknowledged batch (last ${state?.logLast.seq}, acknowledged ${acked})`);
+    assert.ok(
+      state !== undefined && state.logLast.seq >= acked,
+      `the log holds every acknowledged batch (last ${state?.logLast.seq}, acknowledged ${acked})`,
+    );
     const entries = await backend.readLog(P, { fromSeq: seq(1), toSeq: seq(acked), limit: acked });
     assert.equal(entries.length, acked);
     await backend.writeBatch(appendBatch(state.logLast.seq + 1));
@@ -106,6 +127,10 @@ test('the crash guard treats a rejection thrown in lmdb or Redis client (ioredis
   }
   const lookalike = new Error('not a dependency');
   lookalike.stack = `Error: x\n    at f (/srv/dstore/node_modules/ioredis-mock/index.js:1:1)`;
-  assert.equal(isStorageEngineRejection(lookalike), false, 'a package whose name only starts like one is not the engine');
+  assert.equal(
+    isStorageEngineRejection(lookalike),
+    false,
+    'a package whose name only starts like one is not the engine',
+  );
   assert.equal(isStorageEngineRejection(new Error('no stack frames')), false);
 });

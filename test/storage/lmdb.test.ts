@@ -77,7 +77,13 @@ async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
 
 /** Opens the raw environment (the backend must be closed). */
 async function withRaw<T>(dir: string, body: (db: ReturnType<typeof openDbs>) => T): Promise<T> {
-  const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, overlappingSync: false, keyEncoding: 'binary', encoding: 'binary' });
+  const env = open<Buffer, Buffer>({
+    path: join(dir, 'lmdb'),
+    maxDbs: 8,
+    overlappingSync: false,
+    keyEncoding: 'binary',
+    encoding: 'binary',
+  });
   try {
     return body(openDbs(env));
   } finally {
@@ -149,10 +155,13 @@ test('S13: a corrupted log record is detected on read, never returned', async ()
 test('S11: a snapshot half-installed when the process stopped is discarded on restart', async () => {
   await withDir(async (dir) => {
     let backend = await LmdbBackend.open({ dataDir: dir });
-    await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k1', 'v'), 'c1', 1), tag(put(2, 1, 'k2', 'v'), 'c2', 1), put(3, 1, 'k3', 'v')])]);
+    await backend.writeBatch([
+      apply(P1, [tag(put(1, 1, 'k1', 'v'), 'c1', 1), tag(put(2, 1, 'k2', 'v'), 'c2', 1), put(3, 1, 'k3', 'v')]),
+    ]);
     const dedupBefore = await backend.dedupTable(P1);
     const items: SnapshotItem[] = [];
-    for (let i = 0; i < 6000; i++) items.push({ key: b(`s${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+    for (let i = 0; i < 6000; i++)
+      items.push({ key: b(`s${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
     let release: () => void = () => undefined;
     const stalled = new Promise<void>((resolve) => (release = resolve));
     let pagesTaken = 0;
@@ -194,7 +203,9 @@ test('the data and dedup records of a dropped partition and of a replaced snapsh
     try {
       await backend.writeBatch([apply(P1, tagged(1, 3000)), apply(P2, tagged(1, 2500))]);
       await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-      await backend.installSnapshot(P2, pos(5, 2), pagesOf([{ key: b('only'), value: b('1'), version: seq(5) }], 1), [rec('c', 1, 5)]);
+      await backend.installSnapshot(P2, pos(5, 2), pagesOf([{ key: b('only'), value: b('1'), version: seq(5) }], 1), [
+        rec('c', 1, 5),
+      ]);
       await backend.idle();
       assert.equal(await backend.count(P2), 1);
       assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c', 1, 5)]);
@@ -247,9 +258,14 @@ test('S11: an install interrupted after staging only its dedup table is discarde
     }
     await withRaw(dir, ({ data, dedup: db }) => {
       assert.equal(dataKeysOf(db, P1), 1, 'the staged dedup records are gone');
-      const p2Generations = [...data.getKeys({})].filter((key) => key.readUInt32BE(0) === P2).map((key) => key.readUInt32BE(4));
+      const p2Generations = [...data.getKeys({})]
+        .filter((key) => key.readUInt32BE(0) === P2)
+        .map((key) => key.readUInt32BE(4));
       assert.deepStrictEqual(p2Generations.length, 1);
-      assert.ok(p2Generations[0]! > stagedGeneration, `generation ${p2Generations[0]} is above the staged ${stagedGeneration}`);
+      assert.ok(
+        p2Generations[0]! > stagedGeneration,
+        `generation ${p2Generations[0]} is above the staged ${stagedGeneration}`,
+      );
     });
   });
 });
@@ -270,7 +286,10 @@ async function rewriteAsFormat1(dir: string, shorten: readonly string[] = []): P
       const s = Number(name.slice(1));
       const v = Buffer.alloc(8);
       v.writeUInt32BE(s, 4);
-      old.push([Buffer.from(key), shorten.includes(name) ? Buffer.from([1, 2, 3]) : Buffer.concat([v, Buffer.from(`v${s}`)])]);
+      old.push([
+        Buffer.from(key),
+        shorten.includes(name) ? Buffer.from([1, 2, 3]) : Buffer.concat([v, Buffer.from(`v${s}`)]),
+      ]);
     }
     await env.transaction(() => {
       for (const [k, v] of old) dataDb.putSync(k, v);
@@ -314,10 +333,17 @@ test('a format-1 value too short to upgrade marks only its partition corrupt (S1
     try {
       assert.equal(backend.upgraded, 1503, 'every record was read by the upgrade');
       const states = await backend.partitions();
-      assert.match(states.find((s) => s.partition === P1)?.corrupt ?? '', /partition 1: upgrading lmdb format 1: a data value of 3 bytes is shorter than its version/);
+      assert.match(
+        states.find((s) => s.partition === P1)?.corrupt ?? '',
+        /partition 1: upgrading lmdb format 1: a data value of 3 bytes is shorter than its version/,
+      );
       assert.equal(states.find((s) => s.partition === P2)?.corrupt, undefined, 'the other partition is healthy');
       assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
-      assert.deepStrictEqual(await backend.get(P1, b('k1500')), { value: b('v1500'), version: seq(1500) }, 'records after the bad one were upgraded');
+      assert.deepStrictEqual(
+        await backend.get(P1, b('k1500')),
+        { value: b('v1500'), version: seq(1500) },
+        'records after the bad one were upgraded',
+      );
       await assert.rejects(backend.get(P1, b('k7')), CorruptRecordError, 'the bad record is never served');
       await assert.rejects(backend.scan(P1, { limit: 2000 }), CorruptRecordError);
     } finally {
@@ -327,7 +353,10 @@ test('a format-1 value too short to upgrade marks only its partition corrupt (S1
     backend = await LmdbBackend.open({ dataDir: dir });
     try {
       assert.equal(backend.upgraded, 0);
-      assert.match((await backend.partitions()).find((s) => s.partition === P1)?.corrupt ?? '', /shorter than its version/);
+      assert.match(
+        (await backend.partitions()).find((s) => s.partition === P1)?.corrupt ?? '',
+        /shorter than its version/,
+      );
       // What a replica does to relearn it: drop it, then install a snapshot under a new generation.
       await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
       await backend.installSnapshot(P1, pos(2, 1), pagesOf([{ key: b('k1'), value: b('fresh'), version: seq(2) }], 10));
@@ -336,18 +365,29 @@ test('a format-1 value too short to upgrade marks only its partition corrupt (S1
     }
     backend = await LmdbBackend.open({ dataDir: dir });
     try {
-      assert.equal((await backend.partitions()).find((s) => s.partition === P1)?.corrupt, undefined, 'the relearned partition is healthy');
+      assert.equal(
+        (await backend.partitions()).find((s) => s.partition === P1)?.corrupt,
+        undefined,
+        'the relearned partition is healthy',
+      );
       assert.deepStrictEqual(await backend.get(P1, b('k1')), { value: b('fresh'), version: seq(2) });
     } finally {
       await backend.close();
     }
     await withRaw(dir, (dbs) => {
-      assert.equal([...dbs.sys.getKeys({})].filter((k) => Buffer.from(k).toString().startsWith('upgrade-corrupt:')).length, 0, 'the stale marker is deleted');
+      assert.equal(
+        [...dbs.sys.getKeys({})].filter((k) => Buffer.from(k).toString().startsWith('upgrade-corrupt:')).length,
+        0,
+        'the stale marker is deleted',
+      );
     });
   });
 });
 
-test('a full disk during the format-1 upgrade (or the first format write) fails the open with a typed error naming ENOSPC and no unhandled rejection; with space again the upgrade completes', { skip: SMALL_FS_SKIP ?? false, timeout: 60_000 }, async () => {
+test('a full disk during the format-1 upgrade (or the first format write) fails the open with a typed error naming ENOSPC and no unhandled rejection; with space again the upgrade completes', {
+  skip: SMALL_FS_SKIP ?? false,
+  timeout: 60_000,
+}, async () => {
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown): void => {
     unhandled.push(reason);
@@ -366,7 +406,12 @@ test('a full disk during the format-1 upgrade (or the first format write) fails 
       await rewriteAsFormat1(src);
       fs = SmallFs.mount(mountDir, 4 * 1024 * 1024);
       await mkdir(join(mountDir, 'lmdb'));
-      const env = open<Buffer, Buffer>({ path: join(src, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
+      const env = open<Buffer, Buffer>({
+        path: join(src, 'lmdb'),
+        maxDbs: 8,
+        keyEncoding: 'binary',
+        encoding: 'binary',
+      });
       try {
         await env.backup(join(mountDir, 'lmdb'), true);
       } finally {
@@ -378,7 +423,9 @@ test('a full disk during the format-1 upgrade (or the first format write) fails 
     for (const name of ['fresh', 'unformatted']) {
       await mkdir(join(mountDir, name, 'lmdb'), { recursive: true });
       const env = open<Buffer, Buffer>({ path: join(mountDir, name, 'lmdb'), maxDbs: 8 });
-      if (name === 'unformatted') for (const db of ['sys', 'part', 'log', 'data', 'dedup']) env.openDB<Buffer, Buffer>(db, { keyEncoding: 'binary', encoding: 'binary' });
+      if (name === 'unformatted')
+        for (const db of ['sys', 'part', 'log', 'data', 'dedup'])
+          env.openDB<Buffer, Buffer>(db, { keyEncoding: 'binary', encoding: 'binary' });
       await env.close();
     }
     // LMDB maps lock.mdb and writes it through the map: on a full tmpfs a page not yet backed
@@ -398,14 +445,20 @@ test('a full disk during the format-1 upgrade (or the first format write) fails 
       },
       (err: unknown) => err,
     );
-    assert.ok(failure instanceof StorageFailureError, `the open failed with a StorageFailureError, not ${String(failure)}`);
+    assert.ok(
+      failure instanceof StorageFailureError,
+      `the open failed with a StorageFailureError, not ${String(failure)}`,
+    );
     assert.match(failure.message, /upgrading lmdb format 1 to 2: lmdb transaction failed: .*\((ENOSPC|EIO)\)/);
     for (const [name, message] of [
       ['fresh', /cannot open lmdb in .*: .*\((ENOSPC|EIO)\)/],
       ['unformatted', /writing the lmdb format record: lmdb transaction failed: .*\((ENOSPC|EIO)\)/],
     ] as const) {
       await assert.rejects(LmdbBackend.open({ dataDir: join(mountDir, name) }), (err: unknown) => {
-        assert.ok(err instanceof StorageFailureError, `${name}: the open failed with a StorageFailureError, not ${String(err)}`);
+        assert.ok(
+          err instanceof StorageFailureError,
+          `${name}: the open failed with a StorageFailureError, not ${String(err)}`,
+        );
         assert.match(err.message, message);
         return true;
       });
@@ -413,7 +466,11 @@ test('a full disk during the format-1 upgrade (or the first format write) fails 
     // Two macrotasks: lmdb rejects its commitError promise in the commit's own callback.
     await new Promise((r) => setImmediate(r));
     await new Promise((r) => setTimeout(r, 0));
-    assert.deepEqual(unhandled.map((r) => (r as Error).message ?? String(r)), [], 'no unhandled rejection');
+    assert.deepEqual(
+      unhandled.map((r) => (r as Error).message ?? String(r)),
+      [],
+      'no unhandled rejection',
+    );
 
     fs.free();
     const backend = await LmdbBackend.open({ dataDir: mountDir });
@@ -435,9 +492,14 @@ test('an lmdb environment of an unknown format is refused with one line naming t
     const backend = await LmdbBackend.open({ dataDir: dir });
     await backend.close();
     const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
-    await env.openDB<Buffer, Buffer>('sys', { keyEncoding: 'binary', encoding: 'binary' }).put(Buffer.from('format'), Buffer.from([7]));
+    await env
+      .openDB<Buffer, Buffer>('sys', { keyEncoding: 'binary', encoding: 'binary' })
+      .put(Buffer.from('format'), Buffer.from([7]));
     await env.close();
-    await assert.rejects(LmdbBackend.open({ dataDir: dir }), /lmdb data format 07 is not one this version reads \(1, upgraded at open, or 2\)/);
+    await assert.rejects(
+      LmdbBackend.open({ dataDir: dir }),
+      /lmdb data format 07 is not one this version reads \(1, upgraded at open, or 2\)/,
+    );
   });
 });
 
@@ -454,12 +516,18 @@ test('S13: a last log record that fails its checksum does not stop the open: the
       assert.match(p1?.corrupt ?? '', /partition 1 log entry 5: checksum mismatch \(S13\)/);
       assert.equal(p2?.corrupt, undefined);
       await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-      assert.deepStrictEqual((await backend.partitions()).map((p) => p.partition), [P2]);
+      assert.deepStrictEqual(
+        (await backend.partitions()).map((p) => p.partition),
+        [P2],
+      );
     } finally {
       await backend.close();
     }
     backend = await LmdbBackend.open({ dataDir: dir });
-    assert.deepStrictEqual((await backend.partitions()).map((p) => [p.partition, p.corrupt]), [[P2, undefined]]);
+    assert.deepStrictEqual(
+      (await backend.partitions()).map((p) => [p.partition, p.corrupt]),
+      [[P2, undefined]],
+    );
     await backend.close();
   });
 });

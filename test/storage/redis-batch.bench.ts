@@ -37,7 +37,9 @@ async function main(): Promise<void> {
     return;
   }
   const seconds = Number(process.argv[2] ?? 3);
-  console.log(`redis writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ${PARTITIONS} partitions, ${seconds}s each, redis-server dir in ${tmpdir()}`);
+  console.log(
+    `redis writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ${PARTITIONS} partitions, ${seconds}s each, redis-server dir in ${tmpdir()}`,
+  );
   console.log('sync   in-flight  batch-ops     ops/s   batches/s   mean batch ms');
   for (const sync of ['batch', 'none'] as const) {
     for (const inFlight of IN_FLIGHT) {

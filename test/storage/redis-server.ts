@@ -10,7 +10,12 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { REDIS_INSTALL_HINT, RedisServer, type RedisServerOptions, findRedisServer } from '../../src/process/redis-server.js';
+import {
+  REDIS_INSTALL_HINT,
+  RedisServer,
+  type RedisServerOptions,
+  findRedisServer,
+} from '../../src/process/redis-server.js';
 
 export { RedisServer };
 
@@ -25,7 +30,13 @@ export function startRedis(options: Omit<RedisServerOptions, 'dir'> = {}): Promi
 
 /** A plain client for poking at a server from a test; `quit()` it when done. */
 export function rawClient(url: string): Redis {
-  return new Redis(url, { protocol: 2, lazyConnect: false, maxRetriesPerRequest: 1, disableClientInfo: true, retryStrategy: () => null });
+  return new Redis(url, {
+    protocol: 2,
+    lazyConnect: false,
+    maxRetriesPerRequest: 1,
+    disableClientInfo: true,
+    retryStrategy: () => null,
+  });
 }
 
 /** Runs `body` with a raw client, closed afterwards. */

@@ -84,7 +84,10 @@ function conformance(sync: SyncMode): void {
 }
 
 /** Runs `body` with its own redis-server, destroyed whatever happens. */
-async function withRedis(options: Parameters<typeof startRedis>[0], body: (server: RedisServer) => Promise<void>): Promise<void> {
+async function withRedis(
+  options: Parameters<typeof startRedis>[0],
+  body: (server: RedisServer) => Promise<void>,
+): Promise<void> {
   const server = await startRedis(options);
   try {
     await body(server);
@@ -94,7 +97,11 @@ async function withRedis(options: Parameters<typeof startRedis>[0], body: (serve
 }
 
 /** Opens a backend, closed whatever happens (a second close is a no-op). */
-async function withBackend(url: string, options: { sync?: SyncMode; commandTimeoutMs?: number }, body: (backend: RedisBackend) => Promise<void>): Promise<void> {
+async function withBackend(
+  url: string,
+  options: { sync?: SyncMode; commandTimeoutMs?: number },
+  body: (backend: RedisBackend) => Promise<void>,
+): Promise<void> {
   const backend = await RedisBackend.open({ url, ...options });
   try {
     await body(backend);
@@ -119,7 +126,11 @@ async function checkLoadPrefix(backend: Backend): Promise<number> {
   const n = states.find((s) => s.partition === P1)?.applied.seq ?? 0;
   for (const p of [P1, P2]) {
     const s = states.find((x) => x.partition === p);
-    assert.deepStrictEqual([s?.applied, s?.logLast], [pos(n, 1), pos(n, 1)], `partition ${p}: the log, the applied seq and the other partition moved together`);
+    assert.deepStrictEqual(
+      [s?.applied, s?.logLast],
+      [pos(n, 1), pos(n, 1)],
+      `partition ${p}: the log, the applied seq and the other partition moved together`,
+    );
     assert.equal(await backend.count(p), n);
     const last = await backend.get(p, b(`key-${n}`));
     if (n > 0) assert.equal(last?.version, n);
@@ -128,7 +139,6 @@ async function checkLoadPrefix(backend: Backend): Promise<number> {
   }
   return n;
 }
-
 
 if (!redisInstalled) {
   test('redis backend', { skip: REDIS_SKIP }, () => undefined);
@@ -235,7 +245,10 @@ if (!redisInstalled) {
           assert.ok(Date.now() - started < 3000, 'the write did not wait for Redis');
           server.kill('SIGCONT');
           assert.match(backend.health().broken ?? '', /timed out/i);
-          await assert.rejects(backend.writeBatch(loadBatch(3)), /stopped writing after a write whose outcome is unknown/);
+          await assert.rejects(
+            backend.writeBatch(loadBatch(3)),
+            /stopped writing after a write whose outcome is unknown/,
+          );
         } finally {
           server.kill('SIGCONT');
           await backend.close();
@@ -317,7 +330,11 @@ if (!redisInstalled) {
         let backend = await RedisBackend.open({ url: server.url });
         await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k1', 'v'), 'c1', 1), put(2, 1, 'k2', 'v')])]);
         const before = await dump(backend, [P1]);
-        const items: SnapshotItem[] = Array.from({ length: 9000 }, (_, i) => ({ key: b(`s${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) }));
+        const items: SnapshotItem[] = Array.from({ length: 9000 }, (_, i) => ({
+          key: b(`s${String(i).padStart(5, '0')}`),
+          value: b('v'),
+          version: seq(1),
+        }));
         let release: () => void = () => undefined;
         const stalled = new Promise<void>((resolve) => (release = resolve));
         let pagesTaken = 0;
@@ -334,7 +351,10 @@ if (!redisInstalled) {
         await backend.close();
         release();
         await assert.rejects(install, StorageFailureError);
-        const leftover = await withRaw(server.url, async (r) => ({ orphans: await r.smembers('ds:orphans'), keys: (await r.keys('ds:d:1:*')).length }));
+        const leftover = await withRaw(server.url, async (r) => ({
+          orphans: await r.smembers('ds:orphans'),
+          keys: (await r.keys('ds:d:1:*')).length,
+        }));
         assert.equal(leftover.orphans.length, 1, 'the staged generation is registered');
         assert.equal(leftover.keys, 2, 'the current and the staged data hashes');
         backend = await RedisBackend.open({ url: server.url });
@@ -343,33 +363,52 @@ if (!redisInstalled) {
         } finally {
           await backend.close();
         }
-        const after = await withRaw(server.url, async (r) => ({ orphans: await r.smembers('ds:orphans'), keys: await r.keys('ds:[dzu]:1:*') }));
+        const after = await withRaw(server.url, async (r) => ({
+          orphans: await r.smembers('ds:orphans'),
+          keys: await r.keys('ds:[dzu]:1:*'),
+        }));
         assert.deepStrictEqual(after.orphans, []);
-        assert.equal(after.keys.length, 3, `only the current generation's data, order and dedup table: ${after.keys.join(' ')}`);
+        assert.equal(
+          after.keys.length,
+          3,
+          `only the current generation's data, order and dedup table: ${after.keys.join(' ')}`,
+        );
       });
     });
 
-    test('S11: snapshot pre-images are kept once per key, deleted on close, and a dead process\'s pins are dropped on reopen', async () => {
+    test("S11: snapshot pre-images are kept once per key, deleted on close, and a dead process's pins are dropped on reopen", async () => {
       await withRedis({}, async (server) => {
         const backend = await RedisBackend.open({ url: server.url });
         await backend.writeBatch([apply(P1, puts(1, 10, 1))]);
         const snap = await backend.snapshot(P1);
         for (let s = 11; s <= 110; s++) await backend.writeBatch([apply(P1, [put(s, 1, 'k1', `v${s}`)])]);
         await backend.writeBatch([apply(P1, [del(111, 1, 'k2'), put(112, 1, 'new', 'n')])]);
-        const raw = await withRaw(server.url, async (r) => ({ pre: await r.keys('ds:pv:*'), pins: await r.hlen('ds:snaps') }));
+        const raw = await withRaw(server.url, async (r) => ({
+          pre: await r.keys('ds:pv:*'),
+          pins: await r.hlen('ds:snaps'),
+        }));
         assert.equal(raw.pins, 1);
         assert.equal(raw.pre.length, 1);
         assert.equal(await withRaw(server.url, (r) => r.hlen(raw.pre[0]!)), 3, 'k1 (once for 100 writes), k2, new');
         const items: SnapshotItem[] = [];
         for await (const page of snap.items(4)) items.push(...page);
-        assert.deepStrictEqual(items.map((i) => [Buffer.from(i.key).toString(), i.version]), puts(1, 10, 1).map((e) => [`k${e.seq}`, e.seq]).sort());
+        assert.deepStrictEqual(
+          items.map((i) => [Buffer.from(i.key).toString(), i.version]),
+          puts(1, 10, 1)
+            .map((e) => [`k${e.seq}`, e.seq])
+            .sort(),
+        );
         await snap.close();
         assert.deepStrictEqual(await withRaw(server.url, (r) => r.keys('ds:p[vz]:*')), []);
         assert.equal(await withRaw(server.url, (r) => r.hlen('ds:snaps')), 0);
         // A snapshot left open by a process that died (its connection gone, nothing closed).
         const dead = await backend.snapshot(P1);
         await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-        assert.equal((await withRaw(server.url, (r) => r.keys('ds:d:1:*'))).length, 1, 'the dropped generation is kept for the open snapshot');
+        assert.equal(
+          (await withRaw(server.url, (r) => r.keys('ds:d:1:*'))).length,
+          1,
+          'the dropped generation is kept for the open snapshot',
+        );
         (backend as unknown as { redis: { disconnect(): void } }).redis.disconnect();
         await backend.close();
         await assert.rejects(dead.items(10)[Symbol.asyncIterator]().next(), StorageFailureError);
@@ -416,9 +455,15 @@ if (!redisInstalled) {
         let before: unknown;
         await withBackend(server.url, {}, async (backend) => {
           const log: LogEntry[] = [...puts(1, 50, 1), tag(del(51, 2, 'k7'), 'c', 3)];
-          await backend.writeBatch([append(P1, log), apply(P1, log), { kind: 'setMeta', partition: P1, meta: fixtures.meta(2) }]);
+          await backend.writeBatch([
+            append(P1, log),
+            apply(P1, log),
+            { kind: 'setMeta', partition: P1, meta: fixtures.meta(2) },
+          ]);
           await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(20, 1) }]);
-          await backend.installSnapshot(P2, pos(9, 1), pagesOf([{ key: b('x'), value: b('y'), version: seq(4) }], 1), [rec('c', 1, 9)]);
+          await backend.installSnapshot(P2, pos(9, 1), pagesOf([{ key: b('x'), value: b('y'), version: seq(4) }], 1), [
+            rec('c', 1, 9),
+          ]);
           before = await dump(backend, [P1, P2]);
         });
         await server.stop();
@@ -454,9 +499,15 @@ if (!redisInstalled) {
           await backend.close();
         }
       });
-      await assert.rejects(openBackend('redis', {}), /needs the URL of its Redis: --backend redis:\/\/HOST:PORT\[\/DB\]/);
+      await assert.rejects(
+        openBackend('redis', {}),
+        /needs the URL of its Redis: --backend redis:\/\/HOST:PORT\[\/DB\]/,
+      );
       assert.throws(() => parseBackendSpec('redis'), InvalidArgumentError);
-      assert.throws(() => parseBackendSpec('rocksdb'), /unknown backend 'rocksdb'; expected one of: memory, lmdb, redis:\/\/HOST:PORT\[\/DB\]/);
+      assert.throws(
+        () => parseBackendSpec('rocksdb'),
+        /unknown backend 'rocksdb'; expected one of: memory, lmdb, redis:\/\/HOST:PORT\[\/DB\]/,
+      );
       assert.equal(parseBackendSpec('lmdb'), 'lmdb');
       assert.equal(parseBackendSpec('redis://10.0.0.5:6380/2'), 'redis://10.0.0.5:6380/2');
     });
@@ -469,17 +520,33 @@ describe('redis URLs', () => {
     assert.deepStrictEqual(parseRedisUrl('redis://redis-s1'), { host: 'redis-s1', port: 6379, db: 0 });
     assert.deepStrictEqual(parseRedisUrl('redis://[::1]:7000/'), { host: '::1', port: 7000, db: 0 });
     assert.deepStrictEqual(parseRedisUrl('redis://:s%40cret@h:1/0'), { host: 'h', port: 1, db: 0, password: 's@cret' });
-    assert.deepStrictEqual(parseRedisUrl('redis://u:p@h:1/0'), { host: 'h', port: 1, db: 0, username: 'u', password: 'p' });
+    assert.deepStrictEqual(parseRedisUrl('redis://u:p@h:1/0'), {
+      host: 'h',
+      port: 1,
+      db: 0,
+      username: 'u',
+      password: 'p',
+    });
     assert.equal(describeRedisUrl(parseRedisUrl('redis://u:secret@h:1/2')), 'redis://h:1/2');
-    for (const bad of ['http://h:1', 'redis://', 'redis://h:0', 'redis://h:70000', 'redis://h:1/x', 'redis://h:1/1/2', 'redis://h:1/0?tls=1', 'redis:/h']) {
+    for (const bad of [
+      'http://h:1',
+      'redis://',
+      'redis://h:0',
+      'redis://h:70000',
+      'redis://h:1/x',
+      'redis://h:1/1/2',
+      'redis://h:1/0?tls=1',
+      'redis:/h',
+    ]) {
       assert.throws(() => parseRedisUrl(bad), InvalidArgumentError, bad);
     }
-    assert.throws(() => parseRedisUrl('redis://:hunter2@h:1/x'), (err: unknown) => {
-      assert.ok(err instanceof InvalidArgumentError);
-      assert.doesNotMatch(err.message, /hunter2/);
-      return true;
-    });
+    assert.throws(
+      () => parseRedisUrl('redis://:hunter2@h:1/x'),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentError);
+        assert.doesNotMatch(err.message, /hunter2/);
+        return true;
+      },
+    );
   });
 });
-
-

@@ -34,7 +34,9 @@ function within<T>(what: string, promise: Promise<T>, ms = BOUND_MS): Promise<T>
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-test('a batch Redis did not confirm is never acknowledged, nor anything after it', { skip: redisInstalled ? false : REDIS_SKIP }, async () => {
+test('a batch Redis did not confirm is never acknowledged, nor anything after it', {
+  skip: redisInstalled ? false : REDIS_SKIP,
+}, async () => {
   await using server = await startRedis();
   const url = `${server.url}/0`;
   const backends: RedisBackend[] = [];
@@ -100,11 +102,18 @@ test('a batch Redis did not confirm is never acknowledged, nor anything after it
     const reopened = await open();
     const state = new Map((await reopened.partitions()).map((s) => [s.partition, s]));
     assert.equal(state.get(P1)?.applied.seq, 2, 'the confirmed batch was applied');
-    assert.ok([2, 4].includes(state.get(P1)?.logLast.seq ?? -1), `P1's log ends at ${state.get(P1)?.logLast.seq}: the failed batch must be whole or absent`);
+    assert.ok(
+      [2, 4].includes(state.get(P1)?.logLast.seq ?? -1),
+      `P1's log ends at ${state.get(P1)?.logLast.seq}: the failed batch must be whole or absent`,
+    );
     assert.equal(state.get(P2), undefined, 'the batch queued behind the failed one was never sent');
 
     // A new writer on the reopened backend acknowledges again (the storage server's reload).
-    const writer2 = new BatchWriter(reopened, () => undefined, (e) => assert.fail(`unexpected failure: ${e.message}`));
+    const writer2 = new BatchWriter(
+      reopened,
+      () => undefined,
+      (e) => assert.fail(`unexpected failure: ${e.message}`),
+    );
     const last = state.get(P1)!.logLast.seq;
     await within(
       'a write after the reload',

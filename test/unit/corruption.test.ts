@@ -37,8 +37,15 @@ describe('replica: corrupt → step out → relearn (S13)', () => {
       assert.equal(r?.kind === 'error' && r.error.code, 'NOT_PRIMARY', `request ${id}`);
     }
     c.settle();
-    assert.equal(c.reads.filter((r) => r.node === A && r.requestId !== 2).length, 0, 'no read served by the corrupt replica');
-    assert.ok(c.logs.some((l) => l.node === A && /corrupt/.test(l.message)), 'the corruption is logged');
+    assert.equal(
+      c.reads.filter((r) => r.node === A && r.requestId !== 2).length,
+      0,
+      'no read served by the corrupt replica',
+    );
+    assert.ok(
+      c.logs.some((l) => l.node === A && /corrupt/.test(l.message)),
+      'the corruption is logged',
+    );
   });
 
   test('the corrupt replica keeps its data while it is still a member; made a learner it drops the partition and relearns it from zero', () => {
@@ -56,7 +63,11 @@ describe('replica: corrupt → step out → relearn (S13)', () => {
     c.deliver((m) => m.to === B);
     c.sync(B);
     assert.equal(c.network.filter((m) => m.from === B).length, 0, 'a corrupt replica acks nothing');
-    assert.equal(c.durableOps.get(B)!.some((o) => o.kind === 'dropPartition'), false, 'nothing is dropped before a healthy member serves');
+    assert.equal(
+      c.durableOps.get(B)!.some((o) => o.kind === 'dropPartition'),
+      false,
+      'nothing is dropped before a healthy member serves',
+    );
     // The nameserver's answer (S13): B becomes a learner at a new epoch.
     const next = config(2, A, [C], [B]);
     c.network = [];
@@ -71,25 +82,48 @@ describe('replica: corrupt → step out → relearn (S13)', () => {
     const dropAt = afterDrop.findIndex((o) => o.kind === 'dropPartition');
     const applied = afterDrop.slice(dropAt).flatMap((o) => (o.kind === 'apply' ? o.entries.map((e) => e.seq) : []));
     const aApplied = c.nodes.get(A)!.appliedSeq;
-    assert.deepEqual(applied, Array.from({ length: aApplied }, (_, i) => i + 1));
-    assert.ok(c.promotions.some((p) => p.node === A && p.learner === B), 'the primary asks to promote the caught-up learner');
+    assert.deepEqual(
+      applied,
+      Array.from({ length: aApplied }, (_, i) => i + 1),
+    );
+    assert.ok(
+      c.promotions.some((p) => p.node === A && p.learner === B),
+      'the primary asks to promote the caught-up learner',
+    );
     assert.equal(c.replies.get(10)?.kind, 'written', 'the write waiting for B commits once B is out');
   });
 
   test('a replica recovered corrupt (a log record failed at open) starts out, and relearns only as a learner', () => {
     const entries = [{ epoch: epoch(1), seq: seq(1), op: { kind: 'epochStart' as const } }];
-    const r = replica(B, { epoch: epoch(1), config: config(1, A, [B, C]), applied: { seq: seq(1), epoch: epoch(1) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries, corrupt: 'partition 0 log entry 2: checksum mismatch (S13)' });
+    const r = replica(B, {
+      epoch: epoch(1),
+      config: config(1, A, [B, C]),
+      applied: { seq: seq(1), epoch: epoch(1) },
+      logBase: { seq: seq(0), epoch: epoch(0) },
+      entries,
+      corrupt: 'partition 0 log entry 2: checksum mismatch (S13)',
+    });
     const c = new Cluster();
     c.add(B, r);
     assert.equal(r.progress().corrupt, true);
     assert.deepEqual(c.step(B, { kind: 'configure', config: config(1, A, [B, C]) }), []);
     const out = c.step(B, { kind: 'configure', config: config(2, C, [A]) });
-    assert.deepEqual(out.map((o) => o.kind), ['persist'], 'a higher epoch is persisted (S3), no role taken');
+    assert.deepEqual(
+      out.map((o) => o.kind),
+      ['persist'],
+      'a higher epoch is persisted (S3), no role taken',
+    );
     assert.equal(r.progress().role, 'inactive');
     assert.equal(r.epoch, 2);
     c.step(B, { kind: 'configure', config: config(3, C, [A], [B]) });
     assert.equal(r.progress().role, 'learner');
-    assert.deepEqual(c.disk.get(B)!.at(-1)!.ops.map((o) => o.kind), ['dropPartition', 'setMeta']);
+    assert.deepEqual(
+      c.disk
+        .get(B)!
+        .at(-1)!
+        .ops.map((o) => o.kind),
+      ['dropPartition', 'setMeta'],
+    );
     assert.equal(r.appliedSeq, 0);
     assert.equal(r.lastSeq, 0);
   });
@@ -99,13 +133,30 @@ const S = ['s1', 's2', 's3'].map(nodeId) as [NodeId, NodeId, NodeId];
 const settings = { partitions: 1, replicas: 3, minWriteReplicas: 2, initialNodes: 3 };
 
 function progress(p: number, e: number, role: Role, lastSeq: number, corrupt = false): ReplicaProgress {
-  const base = { partition: partitionId(p), epoch: epoch(e), role, lastSeq: seq(lastSeq), lastEpoch: epoch(e), commitSeq: seq(0), appliedSeq: seq(0), serving: role === 'primary' };
+  const base = {
+    partition: partitionId(p),
+    epoch: epoch(e),
+    role,
+    lastSeq: seq(lastSeq),
+    lastEpoch: epoch(e),
+    commitSeq: seq(0),
+    appliedSeq: seq(0),
+    serving: role === 'primary',
+  };
   return corrupt ? { ...base, corrupt: true } : base;
 }
 
 function formed(now = 0): Nameserver {
-  const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, now);
-  for (const id of S) ns.onRegister({ nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true }, now);
+  const ns = new Nameserver(
+    Nameserver.newMap('test', settings),
+    { deadAfterMs: 5000, rereplicateAfterMs: 30_000 },
+    now,
+  );
+  for (const id of S)
+    ns.onRegister(
+      { nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true },
+      now,
+    );
   assert.equal(ns.onTick(now), true);
   return ns;
 }
@@ -122,7 +173,11 @@ describe('nameserver: a replica that reports its partition corrupt (S13)', () =>
     beat(ns, secondary, 1000, progress(0, 1, 'secondary', 10));
     beat(ns, other, 1000, progress(0, 1, 'secondary', 9));
     const reply = beat(ns, c.primary, 1000, progress(0, 1, 'inactive', 10, true));
-    assert.deepEqual(reply.kind === 'ok' && reply.configs, [], 'the old configuration is not pushed to the corrupt replica');
+    assert.deepEqual(
+      reply.kind === 'ok' && reply.configs,
+      [],
+      'the old configuration is not pushed to the corrupt replica',
+    );
     assert.deepEqual(ns.corruptPartitions(c.primary), [partitionId(0)]);
     assert.equal(ns.onTick(1000), true);
     const next = ns.map.configs[0]!;
@@ -143,7 +198,10 @@ describe('nameserver: a replica that reports its partition corrupt (S13)', () =>
     beat(ns, bad, 1000, progress(0, 1, 'inactive', 10, true));
     assert.equal(ns.onTick(1000), true);
     const next = ns.map.configs[0]!;
-    assert.deepEqual({ primary: next.primary, secondaries: next.secondaries, learners: next.learners }, { primary: c.primary, secondaries: [good], learners: [bad] });
+    assert.deepEqual(
+      { primary: next.primary, secondaries: next.secondaries, learners: next.learners },
+      { primary: c.primary, secondaries: [good], learners: [bad] },
+    );
   });
 
   test('with no healthy member to take over, the partition stays unavailable: never started afresh from the corrupt copy', () => {
@@ -165,7 +223,10 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     c.settle();
     for (let i = 1; i <= 3; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
     c.settle();
-    assert.ok(c.promotions.some((p) => p.node === A && p.learner === C), 'A asks to promote the caught-up learner');
+    assert.ok(
+      c.promotions.some((p) => p.node === A && p.learner === C),
+      'A asks to promote the caught-up learner',
+    );
     assert.equal(c.nodes.get(C)!.lastSeq, c.nodes.get(A)!.lastSeq);
     return c;
   }
@@ -182,7 +243,11 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     c.network = [];
     c.step(C, { kind: 'configure', config: config(1, A, [], [C]) });
     c.settle();
-    assert.equal(c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'), false, 'no drop at the same epoch');
+    assert.equal(
+      c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
+      false,
+      'no drop at the same epoch',
+    );
     assert.equal(cr.progress().corrupt, true);
     assert.equal(cr.progress().role, 'inactive');
     assert.ok(cr.lastSeq > 0, 'it keeps its copy meanwhile');
@@ -191,11 +256,17 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     for (const n of [A, C]) c.step(n, { kind: 'configure', config: config(2, A, [], [C]) });
     const dropAt = c.disk.get(C)!.findIndex((p) => p.ops.some((o) => o.kind === 'dropPartition'));
     assert.ok(dropAt >= 0, 'dropped under the new epoch');
-    assert.deepEqual(c.disk.get(C)![dropAt]!.ops.map((o) => o.kind), ['dropPartition', 'setMeta']);
+    assert.deepEqual(
+      c.disk.get(C)![dropAt]!.ops.map((o) => o.kind),
+      ['dropPartition', 'setMeta'],
+    );
     c.settle();
     // A promotes C again only on acks C sent after the drop, for everything A holds.
     const again = c.promotions.slice(promotionsBefore);
-    assert.ok(again.some((p) => p.learner === C), 'promoted again once caught up');
+    assert.ok(
+      again.some((p) => p.learner === C),
+      'promoted again once caught up',
+    );
     assert.equal(cr.lastSeq, c.nodes.get(A)!.lastSeq);
     assert.equal(cr.appliedSeq, c.nodes.get(A)!.appliedSeq);
   });
@@ -214,7 +285,10 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     assert.equal(ns.onTick(1000), true, 'the corrupt learner gets a new epoch');
     const c3 = ns.map.configs[0]!;
     assert.equal(c3.epoch, 3);
-    assert.deepEqual({ primary: c3.primary, secondaries: c3.secondaries, learners: c3.learners }, { primary: c1.primary, secondaries: [keep], learners: [learner] });
+    assert.deepEqual(
+      { primary: c3.primary, secondaries: c3.secondaries, learners: c3.learners },
+      { primary: c1.primary, secondaries: [keep], learners: [learner] },
+    );
     // The primary's request made at epoch 2 (the learner had caught up before) is void.
     const r = ns.onPromote(partitionId(0), 2, learner, `${learner}-1`);
     assert.equal(r.changed, false);
@@ -249,7 +323,17 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     assert.equal(c.nodes.get(A)!.serving, false);
     assert.equal(c.promotions.length, 0);
     // C asks from seq 1 again (it lost what it acked).
-    c.step(A, { kind: 'peer', from: C, message: { kind: 'prepareNack', partition: partitionId(0), epoch: epoch(1), needFromSeq: seq(1), incarnation: 'c-1' } });
+    c.step(A, {
+      kind: 'peer',
+      from: C,
+      message: {
+        kind: 'prepareNack',
+        partition: partitionId(0),
+        epoch: epoch(1),
+        needFromSeq: seq(1),
+        incarnation: 'c-1',
+      },
+    });
     // B acks: A serves. C's old ack must not make it caught up.
     run(onlyB);
     assert.equal(c.nodes.get(A)!.serving, true);
@@ -270,16 +354,30 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     c.settle();
     const cr = c.nodes.get(C)!;
     // C is offered a snapshot (as if A had truncated its log) and starts fetching it.
-    const offer = c.step(C, { kind: 'peer', from: A, message: { kind: 'snapshotOffer', partition: partitionId(0), config: config(1, A, [B], [C]), logBase: seq(100) } });
+    const offer = c.step(C, {
+      kind: 'peer',
+      from: A,
+      message: { kind: 'snapshotOffer', partition: partitionId(0), config: config(1, A, [B], [C]), logBase: seq(100) },
+    });
     assert.ok(offer.some((o) => o.kind === 'fetchSnapshot'));
     c.step(C, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
     for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: config(2, A, [B], [C]) });
     c.settle();
-    assert.equal(c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'), false, 'no drop while the install runs');
+    assert.equal(
+      c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
+      false,
+      'no drop while the install runs',
+    );
     assert.equal(cr.progress().role, 'inactive');
     // The install ends (here: it landed, at seq 4 of epoch 1); only now is the partition dropped.
     c.step(C, { kind: 'snapshotInstalled', applied: { seq: seq(4), epoch: epoch(1) }, dedup: [] });
-    assert.deepEqual(c.disk.get(C)!.at(-1)!.ops.map((o) => o.kind), ['dropPartition', 'setMeta']);
+    assert.deepEqual(
+      c.disk
+        .get(C)!
+        .at(-1)!
+        .ops.map((o) => o.kind),
+      ['dropPartition', 'setMeta'],
+    );
     c.settle();
     assert.equal(cr.progress().role, 'learner');
     assert.equal(cr.lastSeq, c.nodes.get(A)!.lastSeq, 'relearned from zero');
@@ -289,13 +387,26 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     for (const n of [A, B, C]) d.add(n, replica(n));
     for (const n of [A, B, C]) d.step(n, { kind: 'configure', config: config(1, A, [B], [C]) });
     d.settle();
-    d.step(C, { kind: 'peer', from: A, message: { kind: 'snapshotOffer', partition: partitionId(0), config: config(1, A, [B], [C]), logBase: seq(100) } });
+    d.step(C, {
+      kind: 'peer',
+      from: A,
+      message: { kind: 'snapshotOffer', partition: partitionId(0), config: config(1, A, [B], [C]), logBase: seq(100) },
+    });
     d.step(C, { kind: 'corrupt', reason: 'bad' });
     d.step(C, { kind: 'configure', config: config(2, A, [B], [C]) });
     d.sync(C);
-    assert.equal(d.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'), false);
+    assert.equal(
+      d.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
+      false,
+    );
     d.step(C, { kind: 'snapshotFailed', reason: 'learner is not a learner any more' });
-    assert.deepEqual(d.disk.get(C)!.at(-1)!.ops.map((o) => o.kind), ['dropPartition', 'setMeta']);
+    assert.deepEqual(
+      d.disk
+        .get(C)!
+        .at(-1)!
+        .ops.map((o) => o.kind),
+      ['dropPartition', 'setMeta'],
+    );
   });
 
   test('the corrupt marker is persisted in the metadata before the replica reports it, and the drop batch clears it', () => {
@@ -304,7 +415,17 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     const out = c.step(B, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
     const persist = out.find((o) => o.kind === 'persist');
     assert.ok(persist && persist.kind === 'persist');
-    assert.deepEqual(persist.ops, [{ kind: 'setMeta', partition: partitionId(0), meta: { epoch: epoch(1), config: config(1, A, [B, C]), corrupt: 'partition 0 stored value: checksum mismatch (S13)' } }]);
+    assert.deepEqual(persist.ops, [
+      {
+        kind: 'setMeta',
+        partition: partitionId(0),
+        meta: {
+          epoch: epoch(1),
+          config: config(1, A, [B, C]),
+          corrupt: 'partition 0 stored value: checksum mismatch (S13)',
+        },
+      },
+    ]);
     assert.equal(b.progress().corrupt, undefined, 'not reported before the marker is durable');
     c.sync(B);
     assert.equal(b.progress().corrupt, true);
@@ -314,10 +435,20 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     assert.equal(kept.kind === 'setMeta' && kept.meta.corrupt, 'partition 0 stored value: checksum mismatch (S13)');
     c.step(B, { kind: 'configure', config: config(3, C, [A], [B]) });
     const drop = c.disk.get(B)!.at(-1)!.ops;
-    assert.deepEqual(drop.map((o) => o.kind), ['dropPartition', 'setMeta']);
+    assert.deepEqual(
+      drop.map((o) => o.kind),
+      ['dropPartition', 'setMeta'],
+    );
     assert.equal(drop[1]!.kind === 'setMeta' && drop[1]!.meta.corrupt, undefined, 'the drop batch clears the marker');
     // Recovered from a marker at open: it starts corrupt and reports it.
-    const r = replica(B, { epoch: epoch(2), config: config(2, C, [A]), applied: { seq: seq(0), epoch: epoch(0) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries: [], corrupt: 'marker' });
+    const r = replica(B, {
+      epoch: epoch(2),
+      config: config(2, C, [A]),
+      applied: { seq: seq(0), epoch: epoch(0) },
+      logBase: { seq: seq(0), epoch: epoch(0) },
+      entries: [],
+      corrupt: 'marker',
+    });
     assert.equal(r.progress().corrupt, true);
   });
 });
@@ -329,7 +460,11 @@ describe('nameserver: a partition whose only member is corrupt (S13, S5)', () =>
     // automatically (no learner can be added without a healthy primary), but named for an operator.
     const two = { partitions: 1, replicas: 2, minWriteReplicas: 1, initialNodes: 2 };
     const ns = new Nameserver(Nameserver.newMap('test', two), { deadAfterMs: 5000, rereplicateAfterMs: 30_000 }, 0);
-    for (const id of [S[0], S[1]]) ns.onRegister({ nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true }, 0);
+    for (const id of [S[0], S[1]])
+      ns.onRegister(
+        { nodeId: id, address: `127.0.0.1:${id}`, backend: 'lmdb', incarnation: `${id}-1`, durable: true },
+        0,
+      );
     assert.equal(ns.onTick(0), true);
     const c1 = ns.map.configs[0]!;
     const [p, cNode] = [c1.primary, c1.secondaries[0]!];
@@ -337,14 +472,25 @@ describe('nameserver: a partition whose only member is corrupt (S13, S5)', () =>
     beat(ns, cNode, 6000, progress(0, 1, 'secondary', 10));
     assert.equal(ns.onTick(6000), true);
     const c = ns.map.configs[0]!;
-    assert.deepEqual({ epoch: c.epoch, primary: c.primary, secondaries: c.secondaries, learners: c.learners }, { epoch: 2, primary: cNode, secondaries: [], learners: [] });
+    assert.deepEqual(
+      { epoch: c.epoch, primary: c.primary, secondaries: c.secondaries, learners: c.learners },
+      { epoch: 2, primary: cNode, secondaries: [], learners: [] },
+    );
     assert.deepEqual(ns.stuckCorrupt(6000), []);
     // C finds the partition corrupt; P comes back with its older copy.
     beat(ns, cNode, 6100, progress(0, 2, 'inactive', 11, true));
-    ns.onRegister({ nodeId: p, address: `127.0.0.1:${p}`, backend: 'lmdb', incarnation: `${p}-2`, durable: true }, 6100);
-    ns.onHeartbeat({ nodeId: p, incarnation: `${p}-2`, uptimeMs: 10, keys: 0, progress: [progress(0, 1, 'inactive', 10)] }, 6100);
+    ns.onRegister(
+      { nodeId: p, address: `127.0.0.1:${p}`, backend: 'lmdb', incarnation: `${p}-2`, durable: true },
+      6100,
+    );
+    ns.onHeartbeat(
+      { nodeId: p, incarnation: `${p}-2`, uptimeMs: 10, keys: 0, progress: [progress(0, 1, 'inactive', 10)] },
+      6100,
+    );
     ns.onTick(6200);
     assert.deepEqual(ns.map.configs[0], c, 'configuration unchanged: unavailable, nothing taken from P');
-    assert.deepEqual(ns.stuckCorrupt(6200), [{ partition: partitionId(0), epoch: 2, corrupt: [cNode], holders: [{ node: p, lastEpoch: 1, lastSeq: 10 }] }]);
+    assert.deepEqual(ns.stuckCorrupt(6200), [
+      { partition: partitionId(0), epoch: 2, corrupt: [cNode], holders: [{ node: p, lastEpoch: 1, lastSeq: 10 }] },
+    ]);
   });
 });

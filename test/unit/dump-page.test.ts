@@ -19,7 +19,10 @@ function fakeBackend(data: Map<number, Uint8Array[]>) {
       assert.ok(options.limit >= 1, 'scan limit >= 1');
       scans.push(options.limit);
       const all = data.get(partition) ?? [];
-      const from = options.afterKey === undefined ? 0 : all.findIndex((k) => Buffer.compare(k, options.afterKey as Uint8Array) > 0);
+      const from =
+        options.afterKey === undefined
+          ? 0
+          : all.findIndex((k) => Buffer.compare(k, options.afterKey as Uint8Array) > 0);
       const rest = from < 0 ? [] : all.slice(from);
       const keys = rest.slice(0, options.limit);
       return rest.length > options.limit ? { keys, nextAfterKey: keys[keys.length - 1] as Uint8Array } : { keys };
@@ -27,19 +30,31 @@ function fakeBackend(data: Map<number, Uint8Array[]>) {
   };
 }
 
-const key = (p: number, i: number, length: number): Uint8Array => Buffer.from(`p${p}-${String(i).padStart(5, '0')}`.padEnd(length, 'x'));
+const key = (p: number, i: number, length: number): Uint8Array =>
+  Buffer.from(`p${p}-${String(i).padStart(5, '0')}`.padEnd(length, 'x'));
 
 function store(counts: readonly number[], length: number): Map<number, Uint8Array[]> {
   return new Map(counts.map((n, p) => [p, Array.from({ length: n }, (_, i) => key(p, i, length))]));
 }
 
-async function pageAll(data: Map<number, Uint8Array[]>, held: number[], maxKeys: number, maxBytes: number, scanPageKeys: number): Promise<{ keys: string[]; pages: Uint8Array[][] }> {
+async function pageAll(
+  data: Map<number, Uint8Array[]>,
+  held: number[],
+  maxKeys: number,
+  maxBytes: number,
+  scanPageKeys: number,
+): Promise<{ keys: string[]; pages: Uint8Array[][] }> {
   const backend = fakeBackend(data);
   const keys: string[] = [];
   const pages: Uint8Array[][] = [];
   let after: DumpCursor | undefined;
   for (let i = 0; i < 100_000; i++) {
-    const page = await dumpPage(backend, held as PartitionId[], { ...(after ? { after } : {}), maxKeys, maxBytes, scanPageKeys });
+    const page = await dumpPage(backend, held as PartitionId[], {
+      ...(after ? { after } : {}),
+      maxKeys,
+      maxBytes,
+      scanPageKeys,
+    });
     pages.push(page.keys);
     keys.push(...page.keys.map((k) => Buffer.from(k).toString()));
     if (!page.next) return { keys, pages };
@@ -51,7 +66,8 @@ async function pageAll(data: Map<number, Uint8Array[]>, held: number[], maxKeys:
 
 describe('dumpPage', () => {
   const counts = [7, 0, 25, 1, 0, 13];
-  const expected = (data: Map<number, Uint8Array[]>, held: number[]): string[] => held.flatMap((p) => (data.get(p) ?? []).map((k) => Buffer.from(k).toString()));
+  const expected = (data: Map<number, Uint8Array[]>, held: number[]): string[] =>
+    held.flatMap((p) => (data.get(p) ?? []).map((k) => Buffer.from(k).toString()));
 
   for (const [maxKeys, maxBytes, scanPageKeys] of [
     [1, 1_000_000, 1000],
@@ -90,7 +106,16 @@ describe('dumpPage', () => {
   });
 
   test('nothing held, or nothing stored: one empty page without a cursor', async () => {
-    assert.deepEqual(await dumpPage(fakeBackend(new Map()), [], { maxKeys: 10, maxBytes: 100, scanPageKeys: 10 }), { keys: [] });
-    assert.deepEqual(await dumpPage(fakeBackend(store([0, 0], 5)), [0, 1] as PartitionId[], { maxKeys: 10, maxBytes: 100, scanPageKeys: 10 }), { keys: [] });
+    assert.deepEqual(await dumpPage(fakeBackend(new Map()), [], { maxKeys: 10, maxBytes: 100, scanPageKeys: 10 }), {
+      keys: [],
+    });
+    assert.deepEqual(
+      await dumpPage(fakeBackend(store([0, 0], 5)), [0, 1] as PartitionId[], {
+        maxKeys: 10,
+        maxBytes: 100,
+        scanPageKeys: 10,
+      }),
+      { keys: [] },
+    );
   });
 });

@@ -6,7 +6,12 @@
 import { defaultLimits } from '../../src/core/limits.js';
 import type { PeerMessage, ClientResult } from '../../src/core/replica/messages.js';
 import type { BatchOp } from '../../src/core/replica/ops.js';
-import { Replica, type ReplicaInput, type ReplicaOutput, type ReplicaRecovery } from '../../src/core/replica/replica.js';
+import {
+  Replica,
+  type ReplicaInput,
+  type ReplicaOutput,
+  type ReplicaRecovery,
+} from '../../src/core/replica/replica.js';
 import { type Config, type NodeId, type Op, epoch, nodeId, partitionId, seq } from '../../src/core/types.js';
 
 export const P0 = partitionId(0);
@@ -16,11 +21,31 @@ export function config(e: number, primary: NodeId, secondaries: NodeId[], learne
   return { partition: P0, epoch: epoch(e), primary, secondaries, learners };
 }
 
-export function replica(node: NodeId, recovery?: ReplicaRecovery, minWriteReplicas = 2, removeSilentAfterMs = 0): Replica {
-  return new Replica({ node, partition: P0, minWriteReplicas, limits: defaultLimits({ logRetainEntries: 1000 }), resendAfterMs: 1000, incarnation: `${node}-1`, removeSilentAfterMs }, recovery);
+export function replica(
+  node: NodeId,
+  recovery?: ReplicaRecovery,
+  minWriteReplicas = 2,
+  removeSilentAfterMs = 0,
+): Replica {
+  return new Replica(
+    {
+      node,
+      partition: P0,
+      minWriteReplicas,
+      limits: defaultLimits({ logRetainEntries: 1000 }),
+      resendAfterMs: 1000,
+      incarnation: `${node}-1`,
+      removeSilentAfterMs,
+    },
+    recovery,
+  );
 }
 
-export const put = (key: string, value: string): Op => ({ kind: 'put', key: Buffer.from(key), value: Buffer.from(value) });
+export const put = (key: string, value: string): Op => ({
+  kind: 'put',
+  key: Buffer.from(key),
+  value: Buffer.from(value),
+});
 
 interface InFlight {
   readonly from: NodeId;

@@ -26,7 +26,10 @@ describe('the nameserver host', () => {
 
   test('a new map is persisted at start; a registration that forms the cluster is persisted before its reply', () => {
     const host = new NameserverHost(Nameserver.newMap('c', settings), true, opts, 0);
-    assert.deepEqual(host.takeEffects().map((e) => e.kind), ['persist', 'log']);
+    assert.deepEqual(
+      host.takeEffects().map((e) => e.kind),
+      ['persist', 'log'],
+    );
     const { effects, reply } = host.onRequest(register('127.0.0.1:7001', 'i1'), 10);
     assert.equal(reply.ok, true);
     const persists = effects.filter((e) => e.kind === 'persist');
@@ -52,7 +55,13 @@ describe('the nameserver host', () => {
     const nodes = host.onRequest({ t: 'nodes' }, 30);
     assert.ok(nodes.reply.ok);
     const listed = (nodes.reply.value as { nodes: Array<{ id: string; state: string }> }).nodes;
-    assert.deepEqual(listed.map((n) => [n.id, n.state]), [['nameserver', 'alive'], ['s1', 'alive']]);
+    assert.deepEqual(
+      listed.map((n) => [n.id, n.state]),
+      [
+        ['nameserver', 'alive'],
+        ['s1', 'alive'],
+      ],
+    );
   });
 });
 

@@ -24,11 +24,17 @@ describe('RotatingFile', () => {
     try {
       const path = join(dir, 'node.log');
       const file = new RotatingFile(path, 1000, 2);
-      const lines = Array.from({ length: 60 }, (_, i) => `{"n":${String(i).padStart(3, '0')},"pad":"${'x'.repeat(40)}"}\n`);
+      const lines = Array.from(
+        { length: 60 },
+        (_, i) => `{"n":${String(i).padStart(3, '0')},"pad":"${'x'.repeat(40)}"}\n`,
+      );
       for (const l of lines) file.write(l);
       file.flushSync();
       const files = [path, `${path}.1`, `${path}.2`];
-      await waitFor(() => files.every(existsSync), () => 'rotated files missing');
+      await waitFor(
+        () => files.every(existsSync),
+        () => 'rotated files missing',
+      );
       assert.equal(existsSync(`${path}.3`), false, 'no more than keep=2 rotated files');
       // The newest 3 files hold the last lines, in order, each whole (writes are
       // asynchronous: wait, bounded, until they are all on disk).
@@ -40,10 +46,17 @@ describe('RotatingFile', () => {
           .filter((l) => l !== '');
       const numbers = (): number[] => keptLines().map((l) => Number(/"n":(\d+)/.exec(l)?.[1]));
       const contiguousToEnd = (ns: number[]): boolean => ns.length > 0 && ns.every((n, i) => n === 60 - ns.length + i);
-      await waitFor(() => contiguousToEnd(numbers()), () => `kept lines: ${numbers().join(',')}`);
+      await waitFor(
+        () => contiguousToEnd(numbers()),
+        () => `kept lines: ${numbers().join(',')}`,
+      );
       for (const l of keptLines()) assert.match(l, /^\{"n":\d{3},"pad":"x{40}"\}$/, 'whole lines only');
-      assert.ok(numbers().length >= 2 * Math.floor(1000 / (lines[0] as string).length), `the rotated files are full: ${numbers().length} lines kept`);
-      for (const f of files) assert.ok(readFileSync(f).length <= 1000 + (lines[0] as string).length, `${f} stays near maxBytes`);
+      assert.ok(
+        numbers().length >= 2 * Math.floor(1000 / (lines[0] as string).length),
+        `the rotated files are full: ${numbers().length} lines kept`,
+      );
+      for (const f of files)
+        assert.ok(readFileSync(f).length <= 1000 + (lines[0] as string).length, `${f} stays near maxBytes`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -52,8 +65,21 @@ describe('RotatingFile', () => {
 
 describe('prettyLine', () => {
   test('a pino JSON line as a readable line, fields after the message', () => {
-    const line = JSON.stringify({ level: 40, time: Date.UTC(2024, 0, 1, 12, 0, 1, 234), pid: 1, hostname: 'h', node: 's1', name: 's1', msg: 'heartbeat failed', err: 'connect ECONNREFUSED', attempt: 3 });
-    assert.equal(prettyLine(line, false), '12:00:01.234 WARN  s1: heartbeat failed err="connect ECONNREFUSED" attempt=3\n');
+    const line = JSON.stringify({
+      level: 40,
+      time: Date.UTC(2024, 0, 1, 12, 0, 1, 234),
+      pid: 1,
+      hostname: 'h',
+      node: 's1',
+      name: 's1',
+      msg: 'heartbeat failed',
+      err: 'connect ECONNREFUSED',
+      attempt: 3,
+    });
+    assert.equal(
+      prettyLine(line, false),
+      '12:00:01.234 WARN  s1: heartbeat failed err="connect ECONNREFUSED" attempt=3\n',
+    );
     assert.match(prettyLine(line, true), /\x1b\[33mWARN \x1b\[0m/);
   });
 

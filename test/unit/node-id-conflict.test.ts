@@ -13,10 +13,20 @@ import { nodeId } from '../../src/core/types.js';
 const settings = { partitions: 4, replicas: 1, minWriteReplicas: 1, initialNodes: 1 };
 const DEAD_AFTER_MS = 5000;
 const s1 = nodeId('s1');
-const reg = (address: string, incarnation: string) => ({ nodeId: s1, address, backend: 'lmdb', incarnation, durable: true });
+const reg = (address: string, incarnation: string) => ({
+  nodeId: s1,
+  address,
+  backend: 'lmdb',
+  incarnation,
+  durable: true,
+});
 
 test('a node id alive at another address conflicts until that node is dead', () => {
-  const ns = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: DEAD_AFTER_MS, rereplicateAfterMs: 30_000 }, 0);
+  const ns = new Nameserver(
+    Nameserver.newMap('test', settings),
+    { deadAfterMs: DEAD_AFTER_MS, rereplicateAfterMs: 30_000 },
+    0,
+  );
   assert.equal(ns.conflictingNode(reg('a:1', 'i1'), 0), undefined, 'unknown id');
   ns.onRegister(reg('a:1', 'i1'), 0);
   assert.equal(ns.conflictingNode(reg('b:2', 'i2'), 1000)?.address, 'a:1', 'alive elsewhere');
@@ -30,7 +40,11 @@ test('a node id alive at another address conflicts until that node is dead', () 
 });
 
 test('after a nameserver restart a node known only from the map does not conflict', () => {
-  const before = new Nameserver(Nameserver.newMap('test', settings), { deadAfterMs: DEAD_AFTER_MS, rereplicateAfterMs: 30_000 }, 0);
+  const before = new Nameserver(
+    Nameserver.newMap('test', settings),
+    { deadAfterMs: DEAD_AFTER_MS, rereplicateAfterMs: 30_000 },
+    0,
+  );
   before.onRegister(reg('a:1', 'i1'), 0);
   const after = new Nameserver(before.map, { deadAfterMs: DEAD_AFTER_MS, rereplicateAfterMs: 30_000 }, 10_000);
   assert.equal(after.conflictingNode(reg('b:2', 'i2'), 10_001), undefined);

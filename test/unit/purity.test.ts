@@ -32,7 +32,10 @@ function pureGlobs(): RegExp[] {
   const config = JSON.parse(readFileSync(join(ROOT, 'tsconfig.pure.json'), 'utf8')) as { include: string[] };
   return config.include.map((glob) => {
     const escaped = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-    const pattern = escaped.replace(/\*\*\//g, '\u0000').replace(/\*/g, '[^/]*').replace(/\u0000/g, '(?:.+/)?');
+    const pattern = escaped
+      .replace(/\*\*\//g, '\u0000')
+      .replace(/\*/g, '[^/]*')
+      .replace(/\u0000/g, '(?:.+/)?');
     return new RegExp(`^${pattern}$`);
   });
 }
@@ -59,7 +62,10 @@ export function pureModules(): string[] {
 
 test('the pure modules: src/core and the hosts use no clock, randomness, timers, process or I/O', () => {
   const files = pureModules();
-  assert.ok(files.some((f) => f.startsWith('src/core/replica/')), `the list found src/core: ${files.join(', ')}`);
+  assert.ok(
+    files.some((f) => f.startsWith('src/core/replica/')),
+    `the list found src/core: ${files.join(', ')}`,
+  );
   const problems: string[] = [];
   for (const file of files) {
     const lines = code(readFileSync(join(ROOT, file), 'utf8')).split('\n');
@@ -81,7 +87,11 @@ test('the purity scan catches what it forbids', () => {
     "import { pack } from 'msgpackr';",
     'if (process.env.X) {}',
   ];
-  for (const line of bad) assert.ok(FORBIDDEN.some(([p]) => p.test(code(line))), line);
+  for (const line of bad)
+    assert.ok(
+      FORBIDDEN.some(([p]) => p.test(code(line))),
+      line,
+    );
   const fine = ["import { assert } from '../types.js';", '// Date.now() in a comment', 'const nowMs = input.nowMs;'];
   for (const line of fine) assert.ok(!FORBIDDEN.some(([p]) => p.test(code(line))), line);
 });

@@ -52,7 +52,10 @@ describe('write path', () => {
     });
     assert.deepEqual(seqs, [2, 3, 4, 5, 6]);
     for (const n of [A, B, C]) {
-      const applied = c.durableOps.get(n)!.filter((o) => o.kind === 'apply').flatMap((o) => (o.kind === 'apply' ? o.entries.map((e) => e.seq) : []));
+      const applied = c.durableOps
+        .get(n)!
+        .filter((o) => o.kind === 'apply')
+        .flatMap((o) => (o.kind === 'apply' ? o.entries.map((e) => e.seq) : []));
       assert.deepEqual(applied, [1, 2, 3, 4, 5, 6], `applied order on ${n}`);
     }
   });
@@ -94,8 +97,26 @@ describe('epochs (S3) and conflicts (S1)', () => {
     // B moves to epoch 2 (A removed), then A's old-epoch prepare arrives.
     c.step(B, { kind: 'configure', config: config(2, B, [C]) });
     c.network = [];
-    const out = c.step(B, { kind: 'peer', from: A, message: { kind: 'prepare', partition: P0, config: config(1, A, [B, C]), prev: { seq: seq(1), epoch: epoch(1) }, entries: [], commitSeq: seq(1) } });
-    assert.deepEqual(out, [{ kind: 'send', to: A, message: { kind: 'staleEpoch', partition: P0, config: config(2, B, [C]) }, immediate: false }]);
+    const out = c.step(B, {
+      kind: 'peer',
+      from: A,
+      message: {
+        kind: 'prepare',
+        partition: P0,
+        config: config(1, A, [B, C]),
+        prev: { seq: seq(1), epoch: epoch(1) },
+        entries: [],
+        commitSeq: seq(1),
+      },
+    });
+    assert.deepEqual(out, [
+      {
+        kind: 'send',
+        to: A,
+        message: { kind: 'staleEpoch', partition: P0, config: config(2, B, [C]) },
+        immediate: false,
+      },
+    ]);
   });
 
   test('a deposed primary that learns of a newer epoch fails its pending writes as outcome-unknown (S9)', () => {
@@ -113,19 +134,52 @@ describe('epochs (S3) and conflicts (S1)', () => {
     const out = c.step(B, {
       kind: 'peer',
       from: A,
-      message: { kind: 'prepare', partition: P0, config: config(1, A, [B, C]), prev: { seq: seq(5), epoch: epoch(1) }, entries: [{ epoch: epoch(1), seq: seq(6), op: put('x', 'y') }], commitSeq: seq(1) },
+      message: {
+        kind: 'prepare',
+        partition: P0,
+        config: config(1, A, [B, C]),
+        prev: { seq: seq(5), epoch: epoch(1) },
+        entries: [{ epoch: epoch(1), seq: seq(6), op: put('x', 'y') }],
+        commitSeq: seq(1),
+      },
     });
-    assert.deepEqual(out, [{ kind: 'send', to: A, message: { kind: 'prepareNack', partition: P0, epoch: epoch(1), needFromSeq: seq(2), incarnation: 'b-1' }, immediate: true }]);
+    assert.deepEqual(out, [
+      {
+        kind: 'send',
+        to: A,
+        message: { kind: 'prepareNack', partition: P0, epoch: epoch(1), needFromSeq: seq(2), incarnation: 'b-1' },
+        immediate: true,
+      },
+    ]);
   });
 
   test('a conflicting uncommitted entry is replaced, with the log truncated first (S1)', () => {
     // B holds seq 2 from epoch 1 (never committed); the epoch-2 primary has another seq 2.
     const old: LogEntry = { epoch: epoch(1), seq: seq(2), op: put('old', '1') };
     const start: LogEntry = { epoch: epoch(1), seq: seq(1), op: { kind: 'epochStart' } };
-    const b = replica(B, { epoch: epoch(1), config: config(1, A, [B]), applied: { seq: seq(1), epoch: epoch(1) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries: [start, old] });
+    const b = replica(B, {
+      epoch: epoch(1),
+      config: config(1, A, [B]),
+      applied: { seq: seq(1), epoch: epoch(1) },
+      logBase: { seq: seq(0), epoch: epoch(0) },
+      entries: [start, old],
+    });
     const fresh: LogEntry = { epoch: epoch(2), seq: seq(2), op: { kind: 'epochStart' } };
-    const out = b.step({ kind: 'peer', from: C, message: { kind: 'prepare', partition: P0, config: config(2, C, [B]), prev: { seq: seq(1), epoch: epoch(1) }, entries: [fresh], commitSeq: seq(1) } });
-    const persists = out.filter((o) => o.kind === 'persist').flatMap((o) => (o.kind === 'persist' ? o.ops.map((x) => x.kind) : []));
+    const out = b.step({
+      kind: 'peer',
+      from: C,
+      message: {
+        kind: 'prepare',
+        partition: P0,
+        config: config(2, C, [B]),
+        prev: { seq: seq(1), epoch: epoch(1) },
+        entries: [fresh],
+        commitSeq: seq(1),
+      },
+    });
+    const persists = out
+      .filter((o) => o.kind === 'persist')
+      .flatMap((o) => (o.kind === 'persist' ? o.ops.map((x) => x.kind) : []));
     assert.deepEqual(persists, ['setMeta', 'truncateLogFrom', 'appendLog']);
     assert.equal(b.log.at(seq(2))?.epoch, 2);
   });
@@ -133,9 +187,27 @@ describe('epochs (S3) and conflicts (S1)', () => {
   test('a conflict at or below the commit point is a fatal invariant violation (S1)', () => {
     const start: LogEntry = { epoch: epoch(1), seq: seq(1), op: { kind: 'epochStart' } };
     const committed: LogEntry = { epoch: epoch(1), seq: seq(2), op: put('k', 'v') };
-    const b = replica(B, { epoch: epoch(1), config: config(1, A, [B]), applied: { seq: seq(2), epoch: epoch(1) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries: [start, committed] });
+    const b = replica(B, {
+      epoch: epoch(1),
+      config: config(1, A, [B]),
+      applied: { seq: seq(2), epoch: epoch(1) },
+      logBase: { seq: seq(0), epoch: epoch(0) },
+      entries: [start, committed],
+    });
     assert.throws(
-      () => b.step({ kind: 'peer', from: C, message: { kind: 'prepare', partition: P0, config: config(2, C, [B]), prev: { seq: seq(1), epoch: epoch(1) }, entries: [{ epoch: epoch(2), seq: seq(2), op: { kind: 'epochStart' } }], commitSeq: seq(1) } }),
+      () =>
+        b.step({
+          kind: 'peer',
+          from: C,
+          message: {
+            kind: 'prepare',
+            partition: P0,
+            config: config(2, C, [B]),
+            prev: { seq: seq(1), epoch: epoch(1) },
+            entries: [{ epoch: epoch(2), seq: seq(2), op: { kind: 'epochStart' } }],
+            commitSeq: seq(1),
+          },
+        }),
       /S1: conflict/,
     );
   });
@@ -149,7 +221,10 @@ describe('epochs (S3) and conflicts (S1)', () => {
     const cfg = config(2, B, [C]);
     c.step(B, { kind: 'configure', config: cfg });
     c.step(B, { kind: 'clientWrite', requestId: 10, op: put('x', 'y') });
-    assert.equal(c.replies.get(10)?.kind === 'error' && (c.replies.get(10) as { error: { code: string } }).error.code, 'UNAVAILABLE');
+    assert.equal(
+      c.replies.get(10)?.kind === 'error' && (c.replies.get(10) as { error: { code: string } }).error.code,
+      'UNAVAILABLE',
+    );
     assert.equal(c.nodes.get(B)!.serving, false);
     c.step(C, { kind: 'configure', config: cfg });
     c.settle();
@@ -228,14 +303,24 @@ describe('reads (§7)', () => {
     c.step(A, { kind: 'clientRead', requestId: 2, key: Buffer.from('k') });
     c.deliver();
     c.deliver();
-    assert.deepEqual(c.reads.map((r) => r.requestId), [1]);
+    assert.deepEqual(
+      c.reads.map((r) => r.requestId),
+      [1],
+    );
     c.settle();
-    assert.deepEqual(c.reads.map((r) => r.requestId), [1, 2]);
+    assert.deepEqual(
+      c.reads.map((r) => r.requestId),
+      [1, 2],
+    );
   });
 
   test('a secondary does not confirm for a primary that is not its own', () => {
     const c = startedCluster();
-    const out = c.step(B, { kind: 'peer', from: C, message: { kind: 'confirm', partition: P0, config: config(1, C, [B]), round: 1 } });
+    const out = c.step(B, {
+      kind: 'peer',
+      from: C,
+      message: { kind: 'confirm', partition: P0, config: config(1, C, [B]), round: 1 },
+    });
     assert.deepEqual(out, []);
   });
 });
@@ -243,7 +328,13 @@ describe('reads (§7)', () => {
 describe('restart (S4)', () => {
   test('a restarted replica is inactive until configured, and a restarted primary stays so in the same epoch', () => {
     const start: LogEntry = { epoch: epoch(1), seq: seq(1), op: { kind: 'epochStart' } };
-    const a = replica(A, { epoch: epoch(1), config: config(1, A, [B, C]), applied: { seq: seq(1), epoch: epoch(1) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries: [start] });
+    const a = replica(A, {
+      epoch: epoch(1),
+      config: config(1, A, [B, C]),
+      applied: { seq: seq(1), epoch: epoch(1) },
+      logBase: { seq: seq(0), epoch: epoch(0) },
+      entries: [start],
+    });
     assert.equal(a.progress().role, 'inactive');
     a.step({ kind: 'configure', config: config(1, A, [B, C]) });
     assert.equal(a.progress().role, 'inactive');
@@ -254,7 +345,13 @@ describe('restart (S4)', () => {
 
   test('on restart the epoch is max(persisted, highest epoch in the log) (S3)', () => {
     const e3: LogEntry = { epoch: epoch(3), seq: seq(1), op: { kind: 'epochStart' } };
-    const r = replica(B, { epoch: epoch(2), config: null, applied: { seq: seq(0), epoch: epoch(0) }, logBase: { seq: seq(0), epoch: epoch(0) }, entries: [e3] });
+    const r = replica(B, {
+      epoch: epoch(2),
+      config: null,
+      applied: { seq: seq(0), epoch: epoch(0) },
+      logBase: { seq: seq(0), epoch: epoch(0) },
+      entries: [e3],
+    });
     assert.equal(r.epoch, 3);
   });
 });
@@ -312,7 +409,10 @@ describe('learners (S7, S11)', () => {
     assert.deepEqual(c.promotions, [{ node: A, learner: C }]);
     const out = c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
     assert.equal(out.length, 1);
-    assert.equal(c.replies.get(1)?.kind === 'error' && (c.replies.get(1) as { error: { code: string } }).error.code, 'UNAVAILABLE');
+    assert.equal(
+      c.replies.get(1)?.kind === 'error' && (c.replies.get(1) as { error: { code: string } }).error.code,
+      'UNAVAILABLE',
+    );
     // The nameserver applies it: epoch 2 with C a secondary; A stays primary and serves again.
     const promoted = config(2, A, [B, C]);
     c.step(A, { kind: 'promotionAnswered', config: promoted, epoch: epoch(1) });
@@ -340,9 +440,14 @@ describe('learners (S7, S11)', () => {
     const c = startedCluster();
     const a = c.nodes.get(A)!;
     c.add(nodeId('d'), replica(nodeId('d')));
-    for (const n of [A, B, C, nodeId('d')]) c.step(n, { kind: 'configure', config: config(2, A, [B, C], [nodeId('d')]) });
+    for (const n of [A, B, C, nodeId('d')])
+      c.step(n, { kind: 'configure', config: config(2, A, [B, C], [nodeId('d')]) });
     c.settle();
-    assert.deepEqual(c.promotions.map((p) => p.learner), [nodeId('d')], 'no promotion asked at epoch 2');
+    assert.deepEqual(
+      c.promotions.map((p) => p.learner),
+      [nodeId('d')],
+      'no promotion asked at epoch 2',
+    );
     // A late answer to a request made at epoch 1 arrives: the pending one still holds writes.
     a.step({ kind: 'promotionAnswered', config: config(2, A, [B, C], [nodeId('d')]), epoch: epoch(1) });
     c.step(A, { kind: 'clientWrite', requestId: 7, op: put('k', 'v') });
@@ -352,9 +457,22 @@ describe('learners (S7, S11)', () => {
 
   test('a learner needing truncated entries is offered a snapshot', () => {
     const entries: LogEntry[] = [{ epoch: epoch(1), seq: seq(11), op: { kind: 'epochStart' } }];
-    const a = replica(A, { epoch: epoch(1), config: null, applied: { seq: seq(11), epoch: epoch(1) }, logBase: { seq: seq(10), epoch: epoch(1) }, entries });
+    const a = replica(A, {
+      epoch: epoch(1),
+      config: null,
+      applied: { seq: seq(11), epoch: epoch(1) },
+      logBase: { seq: seq(10), epoch: epoch(1) },
+      entries,
+    });
     a.step({ kind: 'configure', config: config(2, A, [B], [C]) });
-    const out = a.step({ kind: 'peer', from: C, message: { kind: 'prepareNack', partition: P0, epoch: epoch(2), needFromSeq: seq(1), incarnation: 'c-1' } });
-    assert.deepEqual(out.filter((o) => o.kind === 'send').map((o) => (o.kind === 'send' ? o.message.kind : '')), ['snapshotOffer']);
+    const out = a.step({
+      kind: 'peer',
+      from: C,
+      message: { kind: 'prepareNack', partition: P0, epoch: epoch(2), needFromSeq: seq(1), incarnation: 'c-1' },
+    });
+    assert.deepEqual(
+      out.filter((o) => o.kind === 'send').map((o) => (o.kind === 'send' ? o.message.kind : '')),
+      ['snapshotOffer'],
+    );
   });
 });

@@ -134,7 +134,10 @@ export class Nameserver {
 
   static newMap(clusterId: string, settings: ClusterSettings): PersistedMap {
     assert(settings.replicas >= 1, 'replicas >= 1');
-    assert(settings.minWriteReplicas >= 1 && settings.minWriteReplicas <= settings.replicas, '1 <= minWriteReplicas <= replicas');
+    assert(
+      settings.minWriteReplicas >= 1 && settings.minWriteReplicas <= settings.replicas,
+      '1 <= minWriteReplicas <= replicas',
+    );
     assert(settings.initialNodes >= settings.replicas, 'initialNodes >= replicas');
     return { formatVersion: 1, clusterId, settings, version: 0, configs: [], nodes: {} };
   }
@@ -192,12 +195,26 @@ export class Nameserver {
       relearn:
         existing?.incarnation === r.incarnation
           ? existing.relearn
-          : new Set(r.durable ? [] : this.map.configs.filter((c) => (c.primary === r.nodeId || c.secondaries.includes(r.nodeId)) && !(r.activePartitions ?? []).includes(c.partition)).map((c) => c.partition)),
+          : new Set(
+              r.durable
+                ? []
+                : this.map.configs
+                    .filter(
+                      (c) =>
+                        (c.primary === r.nodeId || c.secondaries.includes(r.nodeId)) &&
+                        !(r.activePartitions ?? []).includes(c.partition),
+                    )
+                    .map((c) => c.partition),
+            ),
     };
     this.nodes.set(r.nodeId, record);
     const known = this.map.nodes[r.nodeId];
     if (known && known.address === r.address && known.backend === r.backend) return false;
-    this.map = { ...this.map, version: this.map.version + 1, nodes: { ...this.map.nodes, [r.nodeId]: { address: r.address, backend: r.backend } } };
+    this.map = {
+      ...this.map,
+      version: this.map.version + 1,
+      nodes: { ...this.map.nodes, [r.nodeId]: { address: r.address, backend: r.backend } },
+    };
     return true;
   }
 
@@ -213,7 +230,9 @@ export class Nameserver {
     // Also the configurations of partitions it holds without being a member, so a removed
     // replica learns it was removed (S3) and stops counting itself in. Not a role it lost
     // with its state (S4): it waits for the configuration that makes it a learner.
-    const configs = this.map.configs.filter((c) => (isMember(c, h.nodeId) || n.progress.has(c.partition)) && !n.relearn.has(c.partition));
+    const configs = this.map.configs.filter(
+      (c) => (isMember(c, h.nodeId) || n.progress.has(c.partition)) && !n.relearn.has(c.partition),
+    );
     return { kind: 'ok', mapVersion: this.map.version, configs };
   }
 
@@ -247,7 +266,14 @@ export class Nameserver {
    * back): taking one would lose whatever was acknowledged after it was removed, so that is
    * left to an operator.
    */
-  stuckCorrupt(nowMs: number): Array<{ partition: PartitionId; epoch: number; corrupt: NodeId[]; holders: Array<{ node: NodeId; lastEpoch: number; lastSeq: number }> }> {
+  stuckCorrupt(
+    nowMs: number,
+  ): Array<{
+    partition: PartitionId;
+    epoch: number;
+    corrupt: NodeId[];
+    holders: Array<{ node: NodeId; lastEpoch: number; lastSeq: number }>;
+  }> {
     const out = [];
     for (const c of this.map.configs) {
       const members = [c.primary, ...c.secondaries];
@@ -262,8 +288,18 @@ export class Nameserver {
       });
       if (healthy) continue;
       const holders = [...this.nodes.values()]
-        .filter((n) => this.isAlive(n, nowMs) && !members.includes(n.id) && n.progress.has(c.partition) && !n.corrupt.has(c.partition))
-        .map((n) => ({ node: n.id, lastEpoch: n.progress.get(c.partition)!.lastEpoch as number, lastSeq: n.progress.get(c.partition)!.lastSeq as number }));
+        .filter(
+          (n) =>
+            this.isAlive(n, nowMs) &&
+            !members.includes(n.id) &&
+            n.progress.has(c.partition) &&
+            !n.corrupt.has(c.partition),
+        )
+        .map((n) => ({
+          node: n.id,
+          lastEpoch: n.progress.get(c.partition)!.lastEpoch as number,
+          lastSeq: n.progress.get(c.partition)!.lastSeq as number,
+        }));
       out.push({ partition: c.partition, epoch: c.epoch as number, corrupt, holders });
     }
     return out;
@@ -286,7 +322,8 @@ export class Nameserver {
       const next = this.reconfigure(c, nowMs, frozen);
       if (next !== c) changed = true;
       // Under-replication is timed from the first tick that sees it, whatever else changed.
-      if (1 + next.secondaries.length + next.learners.length >= this.map.settings.replicas) this.underSinceMs.delete(c.partition);
+      if (1 + next.secondaries.length + next.learners.length >= this.map.settings.replicas)
+        this.underSinceMs.delete(c.partition);
       else if (!this.underSinceMs.has(c.partition)) this.underSinceMs.set(c.partition, nowMs);
       return next;
     });
@@ -298,7 +335,11 @@ export class Nameserver {
     const { settings } = this.map;
     const alive = [...this.nodes.values()].filter((n) => this.isAlive(n, nowMs) && n.incarnation !== '');
     if (alive.length < settings.initialNodes) return false;
-    const placement = initialPlacement(alive.map((n) => n.id), settings.partitions, settings.replicas);
+    const placement = initialPlacement(
+      alive.map((n) => n.id),
+      settings.partitions,
+      settings.replicas,
+    );
     const configs: Config[] = placement.map((p, i) => ({
       partition: partitionId(i),
       epoch: toEpoch(1),
@@ -329,7 +370,13 @@ export class Nameserver {
     if (primaryLost) {
       // S5: only live secondaries active in this configuration; the highest log wins.
       // S4: not one that lost its state in a restart while another may hold the data.
-      let candidates = c.secondaries.filter((s) => aliveNode(s) && progressOf(s)?.epoch === c.epoch && progressOf(s)?.role === 'secondary' && !node(s)?.relearn.has(c.partition));
+      let candidates = c.secondaries.filter(
+        (s) =>
+          aliveNode(s) &&
+          progressOf(s)?.epoch === c.epoch &&
+          progressOf(s)?.role === 'secondary' &&
+          !node(s)?.relearn.has(c.partition),
+      );
       if (candidates.length === 0) {
         // S5: if every member restarted, the reporting member with the highest log.
         const members = [c.primary, ...c.secondaries];
@@ -343,7 +390,11 @@ export class Nameserver {
         // Every member alive and empty: the data is gone everywhere (the memory backend
         // promises no more), so one of them starts the partition afresh. Not when one found
         // the partition corrupt (S13): it still holds the data, so the partition waits.
-        if (candidates.length === 0 && members.every((m) => aliveNode(m) && amnesiac(m) && !node(m)?.corrupt.has(c.partition))) candidates = members;
+        if (
+          candidates.length === 0 &&
+          members.every((m) => aliveNode(m) && amnesiac(m) && !node(m)?.corrupt.has(c.partition))
+        )
+          candidates = members;
       }
       if (candidates.length === 0) return c; // S5: stay unavailable, configuration unchanged
       const best = candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));
@@ -351,17 +402,29 @@ export class Nameserver {
       node(best)?.relearn.delete(c.partition);
       const members = [c.primary, ...c.secondaries].filter((m) => m !== best && aliveNode(m));
       // S4: a member whose log did not survive its restart rejoins as a learner.
-      const secondaries = members.filter((m) => (this.mayRejoin(m) || !restarted(m)) && !node(m)?.relearn.has(c.partition));
+      const secondaries = members.filter(
+        (m) => (this.mayRejoin(m) || !restarted(m)) && !node(m)?.relearn.has(c.partition),
+      );
       const learners = [...c.learners.filter(aliveNode), ...members.filter((m) => !secondaries.includes(m))];
-      return this.relearned({ partition: c.partition, epoch: toEpoch(c.epoch + 1), primary: best, secondaries, learners });
+      return this.relearned({
+        partition: c.partition,
+        epoch: toEpoch(c.epoch + 1),
+        primary: best,
+        secondaries,
+        learners,
+      });
     }
     const lost = [...c.secondaries, ...c.learners].filter((s) => !aliveNode(s));
     // S4: a secondary that restarted without its log (memory backend, --sync none) relearns.
-    const amnesiac = c.secondaries.filter((s) => aliveNode(s) && restarted(s) && (!this.mayRejoin(s) || node(s)!.relearn.has(c.partition)));
+    const amnesiac = c.secondaries.filter(
+      (s) => aliveNode(s) && restarted(s) && (!this.mayRejoin(s) || node(s)!.relearn.has(c.partition)),
+    );
     // S13, S7: a learner that found the partition corrupt in this epoch drops it and relearns
     // from zero only under a new epoch: that voids a promotion request based on its old acks
     // (onPromote checks the epoch) and resets the primary's count of them.
-    const corruptLearner = c.learners.some((l) => aliveNode(l) && node(l)!.corrupt.has(c.partition) && progressOf(l)?.epoch === c.epoch);
+    const corruptLearner = c.learners.some(
+      (l) => aliveNode(l) && node(l)!.corrupt.has(c.partition) && progressOf(l)?.epoch === c.epoch,
+    );
     if (lost.length > 0 || amnesiac.length > 0 || corruptLearner) {
       // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
       const secondaries = c.secondaries.filter((s) => aliveNode(s) && !amnesiac.includes(s));
@@ -374,7 +437,8 @@ export class Nameserver {
   /** S4: a node that is no longer primary or secondary of `c` has nothing left to relearn there. */
   private relearned(c: Config): Config {
     for (const n of this.nodes.values()) {
-      if (n.relearn.has(c.partition) && c.primary !== n.id && !c.secondaries.includes(n.id)) n.relearn.delete(c.partition);
+      if (n.relearn.has(c.partition) && c.primary !== n.id && !c.secondaries.includes(n.id))
+        n.relearn.delete(c.partition);
     }
     return c;
   }
@@ -389,7 +453,9 @@ export class Nameserver {
     if (size >= this.map.settings.replicas || c.learners.length > 0) return c;
     const since = this.underSinceMs.get(c.partition) ?? nowMs;
     // Any live server that reported since it registered, a brand-new empty one included.
-    const candidates = [...this.nodes.values()].filter((n) => this.isAlive(n, nowMs) && n.incarnation !== '' && !isMember(c, n.id) && n.reported);
+    const candidates = [...this.nodes.values()].filter(
+      (n) => this.isAlive(n, nowMs) && n.incarnation !== '' && !isMember(c, n.id) && n.reported,
+    );
     const returning = candidates.filter((n) => n.progress.has(c.partition));
     let pick = returning[0];
     if (!pick && nowMs - since >= this.opts.rereplicateAfterMs && candidates.length > 0) {
@@ -406,14 +472,28 @@ export class Nameserver {
    * whose acks the primary counted; the answer is always the current
    * configuration, so a repeated request gets the same answer. Returns whether the map changed.
    */
-  onPromote(partition: PartitionId, epoch: number, learner: NodeId, learnerIncarnation: string): { config: Config | undefined; changed: boolean } {
+  onPromote(
+    partition: PartitionId,
+    epoch: number,
+    learner: NodeId,
+    learnerIncarnation: string,
+  ): { config: Config | undefined; changed: boolean } {
     const c = this.map.configs[partition];
     if (!c || c.epoch !== epoch || !c.learners.includes(learner)) return { config: c, changed: false };
     // S7: the primary's acks came from this incarnation of the learner; one that restarted
     // since lost what it acked (S11) and must catch up again.
     if (this.nodes.get(learner)?.incarnation !== learnerIncarnation) return { config: c, changed: false };
-    const next: Config = { ...c, epoch: toEpoch(c.epoch + 1), secondaries: [...c.secondaries, learner], learners: c.learners.filter((l) => l !== learner) };
-    this.map = { ...this.map, version: this.map.version + 1, configs: this.map.configs.map((x) => (x.partition === partition ? next : x)) };
+    const next: Config = {
+      ...c,
+      epoch: toEpoch(c.epoch + 1),
+      secondaries: [...c.secondaries, learner],
+      learners: c.learners.filter((l) => l !== learner),
+    };
+    this.map = {
+      ...this.map,
+      version: this.map.version + 1,
+      configs: this.map.configs.map((x) => (x.partition === partition ? next : x)),
+    };
     return { config: next, changed: true };
   }
 
@@ -424,12 +504,25 @@ export class Nameserver {
    * (S7). Refused when the partition would drop below --min-write-replicas (S8), and when
    * the partition is no longer at that epoch. Returns the current configuration.
    */
-  onRemoveSecondary(partition: PartitionId, epoch: number, secondary: NodeId): { config: Config | undefined; changed: boolean } {
+  onRemoveSecondary(
+    partition: PartitionId,
+    epoch: number,
+    secondary: NodeId,
+  ): { config: Config | undefined; changed: boolean } {
     const c = this.map.configs[partition];
     if (!c || c.epoch !== epoch || !c.secondaries.includes(secondary)) return { config: c, changed: false };
     if (c.secondaries.length < this.map.settings.minWriteReplicas) return { config: c, changed: false };
-    const next: Config = { ...c, epoch: toEpoch(c.epoch + 1), secondaries: c.secondaries.filter((s) => s !== secondary), learners: c.learners.length === 0 ? [secondary] : c.learners };
-    this.map = { ...this.map, version: this.map.version + 1, configs: this.map.configs.map((x) => (x.partition === partition ? next : x)) };
+    const next: Config = {
+      ...c,
+      epoch: toEpoch(c.epoch + 1),
+      secondaries: c.secondaries.filter((s) => s !== secondary),
+      learners: c.learners.length === 0 ? [secondary] : c.learners,
+    };
+    this.map = {
+      ...this.map,
+      version: this.map.version + 1,
+      configs: this.map.configs.map((x) => (x.partition === partition ? next : x)),
+    };
     return { config: next, changed: true };
   }
 

@@ -51,4 +51,3 @@ export type BatchOp =
   | { readonly kind: 'setMeta'; readonly partition: PartitionId; readonly meta: PartitionMeta }
   /** Remove everything of the partition: data, log, metadata. */
   | { readonly kind: 'dropPartition'; readonly partition: PartitionId };
-

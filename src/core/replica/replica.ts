@@ -34,7 +34,14 @@
  * the partition's metadata (and reported only once durable), so a restart before the drop
  * comes back corrupt; a snapshot install still running delays the drop until it ended.
  */
-import { type WireError, InvalidArgumentError, NotPrimaryError, OutcomeUnknownError, OverloadedError, UnavailableError } from '../errors.js';
+import {
+  type WireError,
+  InvalidArgumentError,
+  NotPrimaryError,
+  OutcomeUnknownError,
+  OverloadedError,
+  UnavailableError,
+} from '../errors.js';
 import type { Limits } from '../limits.js';
 import {
   assert,
@@ -91,12 +98,24 @@ export type ReplicaOutput =
   | { readonly kind: 'persist'; readonly ops: readonly BatchOp[]; readonly writeId?: number }
   | { readonly kind: 'send'; readonly to: NodeId; readonly message: PeerMessage; readonly immediate: boolean }
   /** Answer a client; `deleteSeq` asks the driver to fill in whether the applied delete found the key. */
-  | { readonly kind: 'reply'; readonly requestId: RequestId; readonly result: ClientResult; readonly immediate: boolean; readonly op?: 'put' | 'delete'; readonly duplicateOf?: string }
+  | {
+      readonly kind: 'reply';
+      readonly requestId: RequestId;
+      readonly result: ClientResult;
+      readonly immediate: boolean;
+      readonly op?: 'put' | 'delete';
+      readonly duplicateOf?: string;
+    }
   /** Serve a confirmed read from the applied state (after earlier persists). */
   | { readonly kind: 'read'; readonly requestId: RequestId; readonly key: Uint8Array }
   | { readonly kind: 'confirmWithNameserver'; readonly round: number; readonly epoch: Epoch }
   /** S7: ask the nameserver to make `learner` (this incarnation of it) a secondary; answer with `promotionAnswered`. */
-  | { readonly kind: 'requestPromotion'; readonly learner: NodeId; readonly learnerIncarnation: string; readonly epoch: Epoch }
+  | {
+      readonly kind: 'requestPromotion';
+      readonly learner: NodeId;
+      readonly learnerIncarnation: string;
+      readonly epoch: Epoch;
+    }
   /**
    * §4: ask the nameserver to remove `secondary` (we waited on it and heard nothing for
    * `removeSilentAfterMs`, the nameserver's --dead-after-ms) from the configuration at
@@ -106,7 +125,12 @@ export type ReplicaOutput =
   /** S11: fetch a snapshot of the partition from `from` and install it; answer with `snapshotInstalled`. */
   | { readonly kind: 'fetchSnapshot'; readonly from: NodeId; readonly epoch: Epoch }
   /** Something an operator should know (a peer needs a snapshot, an invariant nearly broke). */
-  | { readonly kind: 'log'; readonly level: 'info' | 'warn' | 'error'; readonly message: string; readonly fields?: Record<string, unknown> };
+  | {
+      readonly kind: 'log';
+      readonly level: 'info' | 'warn' | 'error';
+      readonly message: string;
+      readonly fields?: Record<string, unknown>;
+    };
 
 export interface ReplicaOptions {
   readonly node: NodeId;
@@ -239,7 +263,13 @@ export class Replica {
     this.opts = opts;
     this.node = opts.node;
     this.partition = opts.partition;
-    const r = recovery ?? { epoch: toEpoch(0), config: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, entries: [] };
+    const r = recovery ?? {
+      epoch: toEpoch(0),
+      config: null,
+      applied: ZERO_POSITION,
+      logBase: ZERO_POSITION,
+      entries: [],
+    };
     this.corrupt = r.corrupt;
     // Recovered corrupt: the marker (or the bad log record) is on disk already.
     this.corruptReported = r.corrupt !== undefined;
@@ -302,9 +332,15 @@ export class Replica {
         break;
       case 'snapshotFailed':
         this.installing = false;
-        out.push({ kind: 'log', level: 'warn', message: 'snapshot fetch failed; asking again', fields: { partition: this.partition, reason: input.reason } });
+        out.push({
+          kind: 'log',
+          level: 'warn',
+          message: 'snapshot fetch failed; asking again',
+          fields: { partition: this.partition, reason: input.reason },
+        });
         if (this.relearnPending) this.relearnFromZero(this.config!, out);
-        else if (this.config && this.active && this.role === 'learner') out.push(this.nack(this.config.primary, toSeq(this.appliedSeq + 1)));
+        else if (this.config && this.active && this.role === 'learner')
+          out.push(this.nack(this.config.primary, toSeq(this.appliedSeq + 1)));
         break;
       case 'flush':
         this.onFlush(out);
@@ -354,7 +390,12 @@ export class Replica {
       this.persistMeta(out);
       if (role === 'learner') {
         this.relearnPending = true;
-        out.push({ kind: 'log', level: 'info', message: 'corrupt partition: a snapshot install is still running; it is dropped once that ends (S13)', fields: { partition: this.partition, epoch: this.epoch } });
+        out.push({
+          kind: 'log',
+          level: 'info',
+          message: 'corrupt partition: a snapshot install is still running; it is dropped once that ends (S13)',
+          fields: { partition: this.partition, epoch: this.epoch },
+        });
       }
       return;
     }
@@ -391,11 +432,18 @@ export class Replica {
    * metadata carries the corrupt marker, so a restart before the drop comes back corrupt.
    */
   private persistMeta(out: ReplicaOutput[], extra: readonly BatchOp[] = []): void {
-    const meta = this.corrupt === undefined ? { epoch: this.epoch, config: this.config } : { epoch: this.epoch, config: this.config, corrupt: this.corrupt };
+    const meta =
+      this.corrupt === undefined
+        ? { epoch: this.epoch, config: this.config }
+        : { epoch: this.epoch, config: this.config, corrupt: this.corrupt };
     this.metaDurable = false;
     this.metaWriteId = this.nextWriteId++;
     if (this.corrupt !== undefined && this.corruptMarkWriteId === 0) this.corruptMarkWriteId = this.metaWriteId;
-    out.push({ kind: 'persist', ops: [...extra, { kind: 'setMeta', partition: this.partition, meta }], writeId: this.metaWriteId });
+    out.push({
+      kind: 'persist',
+      ops: [...extra, { kind: 'setMeta', partition: this.partition, meta }],
+      writeId: this.metaWriteId,
+    });
   }
 
   private becomeActive(role: Role, out: ReplicaOutput[]): void {
@@ -409,7 +457,10 @@ export class Replica {
       // S11: a learner keeps only what it applied; the primary re-sends the rest.
       this.log.truncateFrom(toSeq(this.appliedSeq + 1));
       this.onTruncated(toSeq(this.appliedSeq + 1));
-      this.persistLog([{ kind: 'truncateLogFrom', partition: this.partition, fromSeq: toSeq(this.appliedSeq + 1) }], out);
+      this.persistLog(
+        [{ kind: 'truncateLogFrom', partition: this.partition, fromSeq: toSeq(this.appliedSeq + 1) }],
+        out,
+      );
       this.commitSeq = this.appliedSeq;
       this.matchedSeq = this.appliedSeq;
       this.ackedSeq = this.appliedSeq;
@@ -424,13 +475,29 @@ export class Replica {
     const config = this.config!;
     for (const peer of [...config.secondaries, ...config.learners]) {
       // Unknown progress: start from our commit point; a nack moves it back (S1).
-      this.peers.set(peer, { ackedSeq: toSeq(0), sentSeq: this.commitSeq, sentCommitSeq: toSeq(0), lastProgressMs: this.nowMs, snapshotting: false, lastSentMs: this.nowMs, incarnation: '', lastHeardMs: this.nowMs, removalRequestedMs: 0, waitingSinceMs: 0 });
+      this.peers.set(peer, {
+        ackedSeq: toSeq(0),
+        sentSeq: this.commitSeq,
+        sentCommitSeq: toSeq(0),
+        lastProgressMs: this.nowMs,
+        snapshotting: false,
+        lastSentMs: this.nowMs,
+        incarnation: '',
+        lastHeardMs: this.nowMs,
+        removalRequestedMs: 0,
+        waitingSinceMs: 0,
+      });
     }
     // S6: prepare an epoch-start entry after the last entry; it commits everything before it.
     const entry: LogEntry = { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op: { kind: 'epochStart' } };
     this.log.append(entry);
     this.epochStartSeq = entry.seq;
-    out.push({ kind: 'log', level: 'info', message: 'became primary', fields: { partition: this.partition, epoch: this.epoch, epochStartSeq: entry.seq, commitSeq: this.commitSeq } });
+    out.push({
+      kind: 'log',
+      level: 'info',
+      message: 'became primary',
+      fields: { partition: this.partition, epoch: this.epoch, epochStartSeq: entry.seq, commitSeq: this.commitSeq },
+    });
     this.onFlush(out);
   }
 
@@ -440,7 +507,13 @@ export class Replica {
   private onCorrupt(reason: string, out: ReplicaOutput[]): void {
     if (this.corrupt !== undefined) return;
     this.corrupt = reason;
-    out.push({ kind: 'log', level: 'error', message: 'partition corrupt (S13): stepping out of its configuration; it relearns the partition from a healthy member', fields: { partition: this.partition, epoch: this.epoch, role: this.active ? this.role : 'inactive', reason } });
+    out.push({
+      kind: 'log',
+      level: 'error',
+      message:
+        'partition corrupt (S13): stepping out of its configuration; it relearns the partition from a healthy member',
+      fields: { partition: this.partition, epoch: this.epoch, role: this.active ? this.role : 'inactive', reason },
+    });
     // S13: the marker is persisted before the nameserver hears of it (progress reports
     // `corrupt` once it is durable): a restart must not bring the bad copy back as healthy.
     this.persistMeta(out);
@@ -463,7 +536,12 @@ export class Replica {
   private relearnFromZero(config: Config, out: ReplicaOutput[]): void {
     assert(config.epoch >= this.epoch, 'relearning under an older configuration');
     assert(!this.installing, 'S13: dropping a partition while a snapshot is being installed');
-    out.push({ kind: 'log', level: 'warn', message: 'dropping the corrupt partition to relearn it as a learner (S13, S11)', fields: { partition: this.partition, epoch: config.epoch, primary: config.primary, reason: this.corrupt } });
+    out.push({
+      kind: 'log',
+      level: 'warn',
+      message: 'dropping the corrupt partition to relearn it as a learner (S13, S11)',
+      fields: { partition: this.partition, epoch: config.epoch, primary: config.primary, reason: this.corrupt },
+    });
     this.corrupt = undefined;
     this.corruptMarkWriteId = 0;
     this.corruptReported = false;
@@ -492,11 +570,15 @@ export class Replica {
   private failPending(out: ReplicaOutput[], stillPrimary = false): void {
     for (const w of this.pendingWrites) {
       // S9: the entry was sent to replicas (or may have been): the outcome is unknown.
-      const why = stillPrimary ? `partition ${this.partition} fell below --min-write-replicas before write ${w.seq} committed` : `primary of partition ${this.partition} lost its role before write ${w.seq} committed`;
+      const why = stillPrimary
+        ? `partition ${this.partition} fell below --min-write-replicas before write ${w.seq} committed`
+        : `primary of partition ${this.partition} lost its role before write ${w.seq} committed`;
       out.push(this.errorReply(w.requestId, new OutcomeUnknownError(why).toWire()));
     }
     for (const r of this.pendingReads) {
-      const error = stillPrimary ? new UnavailableError(`partition ${this.partition} is reconfiguring; retry`) : new NotPrimaryError(`not primary of partition ${this.partition} any more`);
+      const error = stillPrimary
+        ? new UnavailableError(`partition ${this.partition} is reconfiguring; retry`)
+        : new NotPrimaryError(`not primary of partition ${this.partition} any more`);
       out.push(this.errorReply(r.requestId, error.toWire()));
     }
     this.pendingWrites = [];
@@ -560,14 +642,24 @@ export class Replica {
     this.pendingDurable = [];
     this.dedup.clear();
     for (const d of dedup) this.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
-    out.push({ kind: 'log', level: 'info', message: 'snapshot installed', fields: { partition: this.partition, appliedSeq: applied.seq } });
+    out.push({
+      kind: 'log',
+      level: 'info',
+      message: 'snapshot installed',
+      fields: { partition: this.partition, appliedSeq: applied.seq },
+    });
     // S13: made a learner while corrupt during the install: only now, with the install on
     // disk, is the partition dropped (in a batch after it) and relearned.
     if (this.relearnPending) return this.relearnFromZero(this.config!, out);
     if (this.active && this.role === 'primary') {
       // Made primary while installing: the log we took over with is gone. Step down; the
       // nameserver sees us inactive in this epoch and picks another primary (S4, S5).
-      out.push({ kind: 'log', level: 'error', message: 'became primary while a snapshot was being installed; stepping down', fields: { partition: this.partition, epoch: this.epoch } });
+      out.push({
+        kind: 'log',
+        level: 'error',
+        message: 'became primary while a snapshot was being installed; stepping down',
+        fields: { partition: this.partition, epoch: this.epoch },
+      });
       this.failPending(out);
       this.active = false;
       this.role = 'inactive';
@@ -627,7 +719,10 @@ export class Replica {
     if (!prevHeld) {
       // A gap: ask from our last entry on; the primary sends it as `prev`, which checks it
       // and, by S1, everything before it. A mismatch within our log: from our commit point.
-      const needFromSeq = m.prev.seq > this.log.lastSeq ? toSeq(this.log.lastSeq + 1) : toSeq(Math.min(this.commitSeq + 1, this.matchedSeq + 1));
+      const needFromSeq =
+        m.prev.seq > this.log.lastSeq
+          ? toSeq(this.log.lastSeq + 1)
+          : toSeq(Math.min(this.commitSeq + 1, this.matchedSeq + 1));
       out.push(this.nack(from, needFromSeq));
       return;
     }
@@ -643,7 +738,12 @@ export class Replica {
       if (held) {
         // S1: a different entry at this seq: drop it and everything after it.
         if (entry.seq <= this.commitSeq) {
-          out.push({ kind: 'log', level: 'error', message: 'FATAL: conflicting entry at or below the commit point', fields: { partition: this.partition, seq: entry.seq, commitSeq: this.commitSeq } });
+          out.push({
+            kind: 'log',
+            level: 'error',
+            message: 'FATAL: conflicting entry at or below the commit point',
+            fields: { partition: this.partition, seq: entry.seq, commitSeq: this.commitSeq },
+          });
           assert(false, `S1: conflict at seq ${entry.seq} <= commitSeq ${this.commitSeq}`);
         }
         this.log.truncateFrom(entry.seq);
@@ -660,7 +760,8 @@ export class Replica {
 
     if (truncatedFrom !== undefined || appended.length > 0) {
       const ops: BatchOp[] = [];
-      if (truncatedFrom !== undefined) ops.push({ kind: 'truncateLogFrom', partition: this.partition, fromSeq: truncatedFrom });
+      if (truncatedFrom !== undefined)
+        ops.push({ kind: 'truncateLogFrom', partition: this.partition, fromSeq: truncatedFrom });
       if (appended.length > 0) ops.push({ kind: 'appendLog', partition: this.partition, entries: appended });
       this.persistLog(ops, out);
     } else if ((m.entries.length > 0 || this.role === 'learner') && this.ackedSeq > 0) {
@@ -764,7 +865,12 @@ export class Replica {
       // it (it dropped the partition, S13). Count only what it acks from now on, and do not
       // promote it on the strength of the old acks. (A request already sent is fenced by
       // the epoch: a replica relearns from zero only under a new one.)
-      out.push({ kind: 'log', level: 'warn', message: 'a peer asks again for entries it acked; its acks count from there', fields: { partition: this.partition, peer: from, ackedSeq: peer.ackedSeq, needFromSeq: m.needFromSeq } });
+      out.push({
+        kind: 'log',
+        level: 'warn',
+        message: 'a peer asks again for entries it acked; its acks count from there',
+        fields: { partition: this.partition, peer: from, ackedSeq: peer.ackedSeq, needFromSeq: m.needFromSeq },
+      });
       peer.ackedSeq = toSeq(m.needFromSeq - 1);
       if (this.promotion?.learner === from && !this.promotion.requested) this.promotion = null;
     }
@@ -773,7 +879,12 @@ export class Replica {
       if (this.config!.learners.includes(from)) {
         this.offerSnapshot(from, peer, out);
       } else {
-        out.push({ kind: 'log', level: 'warn', message: 'a secondary needs truncated entries; it must be removed and relearn', fields: { partition: this.partition, peer: from, needFromSeq: m.needFromSeq, logBase: this.log.base.seq } });
+        out.push({
+          kind: 'log',
+          level: 'warn',
+          message: 'a secondary needs truncated entries; it must be removed and relearn',
+          fields: { partition: this.partition, peer: from, needFromSeq: m.needFromSeq, logBase: this.log.base.seq },
+        });
       }
       return;
     }
@@ -785,7 +896,14 @@ export class Replica {
   private offerSnapshot(to: NodeId, peer: PeerState, out: ReplicaOutput[]): void {
     peer.snapshotting = true;
     peer.lastSentMs = this.nowMs;
-    out.push(this.send(to, { kind: 'snapshotOffer', partition: this.partition, config: this.config!, logBase: this.log.base.seq }));
+    out.push(
+      this.send(to, {
+        kind: 'snapshotOffer',
+        partition: this.partition,
+        config: this.config!,
+        logBase: this.log.base.seq,
+      }),
+    );
   }
 
   private onStaleEpoch(m: StaleEpochMessage, out: ReplicaOutput[]): void {
@@ -820,7 +938,13 @@ export class Replica {
         continue;
       }
       // A put's answer needs nothing from the apply; a delete's needs whether the key existed.
-      out.push({ kind: 'reply', requestId: w.requestId, result: { kind: 'written', seq: w.seq }, immediate: w.op === 'put', op: w.op });
+      out.push({
+        kind: 'reply',
+        requestId: w.requestId,
+        result: { kind: 'written', seq: w.seq },
+        immediate: w.op === 'put',
+        op: w.op,
+      });
     }
     this.pendingWrites.length = kept;
     this.serveConfirmedReads(out);
@@ -835,29 +959,60 @@ export class Replica {
   private onClientWrite(requestId: RequestId, op: Op, tag: RequestTag | undefined, out: ReplicaOutput[]): void {
     const refusal = this.refuseClient('write');
     if (refusal) return void out.push(this.errorReply(requestId, refusal));
-    if (op.kind === 'epochStart') return void out.push(this.errorReply(requestId, new UnavailableError('not a client operation').toWire()));
+    if (op.kind === 'epochStart')
+      return void out.push(this.errorReply(requestId, new UnavailableError('not a client operation').toWire()));
     if (tag) {
       // S10: a retry of a request we applied gets the original result, never a re-execution.
       const done = this.dedup.get(tag.clientId);
       if (done && done.requestSeq === tag.requestSeq) {
-        return void out.push({ kind: 'reply', requestId, result: { kind: 'written', seq: done.seq }, immediate: op.kind === 'put', op: op.kind, duplicateOf: tag.clientId });
+        return void out.push({
+          kind: 'reply',
+          requestId,
+          result: { kind: 'written', seq: done.seq },
+          immediate: op.kind === 'put',
+          op: op.kind,
+          duplicateOf: tag.clientId,
+        });
       }
       if (done && done.requestSeq > tag.requestSeq) {
-        return void out.push(this.errorReply(requestId, new InvalidArgumentError(`request ${tag.requestSeq} of client ${tag.clientId} is older than its last applied request ${done.requestSeq}`).toWire()));
+        return void out.push(
+          this.errorReply(
+            requestId,
+            new InvalidArgumentError(
+              `request ${tag.requestSeq} of client ${tag.clientId} is older than its last applied request ${done.requestSeq}`,
+            ).toWire(),
+          ),
+        );
       }
       // A retry of a request still in the log waits for that entry.
-      const inFlight = this.pendingWrites.find((w) => w.tag?.clientId === tag.clientId && w.tag.requestSeq === tag.requestSeq);
+      const inFlight = this.pendingWrites.find(
+        (w) => w.tag?.clientId === tag.clientId && w.tag.requestSeq === tag.requestSeq,
+      );
       if (inFlight) return void this.pendingWrites.push({ seq: inFlight.seq, requestId, op: inFlight.op, tag });
     }
     if (this.promotion) {
-      return void out.push(this.errorReply(requestId, new UnavailableError(`partition ${this.partition} is promoting a learner (S7); retry`).toWire()));
+      return void out.push(
+        this.errorReply(
+          requestId,
+          new UnavailableError(`partition ${this.partition} is promoting a learner (S7); retry`).toWire(),
+        ),
+      );
     }
     if (this.pendingWrites.length >= this.opts.limits.maxPendingWrites) {
-      return void out.push(this.errorReply(requestId, new OverloadedError(`partition ${this.partition} has ${this.pendingWrites.length} writes waiting`).toWire()));
+      return void out.push(
+        this.errorReply(
+          requestId,
+          new OverloadedError(`partition ${this.partition} has ${this.pendingWrites.length} writes waiting`).toWire(),
+        ),
+      );
     }
-    const entry: LogEntry = tag ? { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op, tag } : { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op };
+    const entry: LogEntry = tag
+      ? { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op, tag }
+      : { epoch: this.epoch, seq: toSeq(this.log.lastSeq + 1), op };
     this.log.append(entry);
-    this.pendingWrites.push(tag ? { seq: entry.seq, requestId, op: op.kind, tag } : { seq: entry.seq, requestId, op: op.kind });
+    this.pendingWrites.push(
+      tag ? { seq: entry.seq, requestId, op: op.kind, tag } : { seq: entry.seq, requestId, op: op.kind },
+    );
     // Sent and persisted at the next flush, together with the rest of this turn's writes.
   }
 
@@ -865,7 +1020,12 @@ export class Replica {
     const refusal = this.refuseClient('read');
     if (refusal) return void out.push(this.errorReply(requestId, refusal));
     if (this.pendingReads.length >= this.opts.limits.maxPendingReads) {
-      return void out.push(this.errorReply(requestId, new OverloadedError(`partition ${this.partition} has ${this.pendingReads.length} reads waiting`).toWire()));
+      return void out.push(
+        this.errorReply(
+          requestId,
+          new OverloadedError(`partition ${this.partition} has ${this.pendingReads.length} reads waiting`).toWire(),
+        ),
+      );
     }
     // §7: confirmed by a round sent after this read arrived.
     this.pendingReads.push({ requestId, key, round: this.nextRound, commitAtArrival: this.commitSeq });
@@ -874,15 +1034,24 @@ export class Replica {
   private refuseClient(what: 'read' | 'write'): WireError | undefined {
     if (this.corrupt !== undefined) {
       // S13: never served from here; retryable, so the client refreshes its map.
-      return new NotPrimaryError(`${this.node} found partition ${this.partition} corrupt and is relearning it (S13); another replica serves it`).toWire();
+      return new NotPrimaryError(
+        `${this.node} found partition ${this.partition} corrupt and is relearning it (S13); another replica serves it`,
+      ).toWire();
     }
     if (!this.active || this.role !== 'primary') {
-      return new NotPrimaryError(`${this.node} is not primary of partition ${this.partition} (epoch ${this.epoch})`).toWire();
+      return new NotPrimaryError(
+        `${this.node} is not primary of partition ${this.partition} (epoch ${this.epoch})`,
+      ).toWire();
     }
-    if (!this.serving) return new UnavailableError(`partition ${this.partition} has a new primary that is still taking over (S6)`).toWire();
+    if (!this.serving)
+      return new UnavailableError(
+        `partition ${this.partition} has a new primary that is still taking over (S6)`,
+      ).toWire();
     if (what === 'write' && 1 + this.config!.secondaries.length < this.minWriteReplicas) {
       // S8 / §5.7: never acknowledge on fewer disks than --min-write-replicas.
-      return new UnavailableError(`partition ${this.partition} has ${1 + this.config!.secondaries.length} replica(s), fewer than --min-write-replicas=${this.minWriteReplicas}`).toWire();
+      return new UnavailableError(
+        `partition ${this.partition} has ${1 + this.config!.secondaries.length} replica(s), fewer than --min-write-replicas=${this.minWriteReplicas}`,
+      ).toWire();
     }
     return undefined;
   }
@@ -940,7 +1109,8 @@ export class Replica {
       out.push({ kind: 'confirmWithNameserver', round, epoch: this.epoch });
       return;
     }
-    for (const s of config.secondaries) out.push(this.send(s, { kind: 'confirm', partition: this.partition, config, round }));
+    for (const s of config.secondaries)
+      out.push(this.send(s, { kind: 'confirm', partition: this.partition, config, round }));
   }
 
   // ---- flush and tick ----
@@ -968,7 +1138,16 @@ export class Replica {
       const prev = this.log.positionAt(peer.sentSeq);
       if (!prev) return; // below our log base: needs a snapshot (issue 3)
       const entries = this.boundedSlice(toSeq(peer.sentSeq + 1), limits.maxEntriesPerPrepare, limits.maxPrepareBytes);
-      out.push(this.send(peerId, { kind: 'prepare', partition: this.partition, config, prev, entries, commitSeq: this.commitSeq }));
+      out.push(
+        this.send(peerId, {
+          kind: 'prepare',
+          partition: this.partition,
+          config,
+          prev,
+          entries,
+          commitSeq: this.commitSeq,
+        }),
+      );
       peer.sentSeq = entries[entries.length - 1]!.seq;
       peer.sentCommitSeq = this.commitSeq;
       peer.lastSentMs = this.nowMs;
@@ -978,7 +1157,16 @@ export class Replica {
       // S2: with nothing to prepare, still tell the replica the commit point; and say it
       // again while idle, since it may have been lost (it also shows a peer that restarted
       // and lost entries where to ask from: it answers with a nack).
-      out.push(this.send(peerId, { kind: 'prepare', partition: this.partition, config, prev: this.log.last, entries: [], commitSeq: this.commitSeq }));
+      out.push(
+        this.send(peerId, {
+          kind: 'prepare',
+          partition: this.partition,
+          config,
+          prev: this.log.last,
+          entries: [],
+          commitSeq: this.commitSeq,
+        }),
+      );
       peer.sentCommitSeq = this.commitSeq;
       peer.lastSentMs = this.nowMs;
     }
@@ -1043,7 +1231,8 @@ export class Replica {
     for (const s of this.config!.secondaries) {
       const peer = this.peers.get(s);
       if (!peer) continue;
-      const waitedOn = peer.ackedSeq < this.log.lastSeq || (this.roundInFlight !== null && !this.roundInFlight.acks.has(s));
+      const waitedOn =
+        peer.ackedSeq < this.log.lastSeq || (this.roundInFlight !== null && !this.roundInFlight.acks.has(s));
       if (!waitedOn) {
         peer.waitingSinceMs = 0;
         continue;
@@ -1053,7 +1242,12 @@ export class Replica {
       const silentMs = this.nowMs - Math.max(peer.lastHeardMs, peer.waitingSinceMs);
       if (silentMs < after || this.nowMs - peer.removalRequestedMs < after) continue;
       peer.removalRequestedMs = this.nowMs;
-      out.push({ kind: 'log', level: 'warn', message: 'asking the nameserver to remove a silent secondary', fields: { partition: this.partition, epoch: this.epoch, secondary: s, silentMs } });
+      out.push({
+        kind: 'log',
+        level: 'warn',
+        message: 'asking the nameserver to remove a silent secondary',
+        fields: { partition: this.partition, epoch: this.epoch, secondary: s, silentMs },
+      });
       out.push({ kind: 'requestRemoval', secondary: s, epoch: this.epoch });
     }
   }
@@ -1076,11 +1270,23 @@ export class Replica {
   }
 
   private ack(to: NodeId, seq: Seq): ReplicaOutput {
-    return this.send(to, { kind: 'prepareAck', partition: this.partition, epoch: this.epoch, seq, incarnation: this.opts.incarnation });
+    return this.send(to, {
+      kind: 'prepareAck',
+      partition: this.partition,
+      epoch: this.epoch,
+      seq,
+      incarnation: this.opts.incarnation,
+    });
   }
 
   private nack(to: NodeId, needFromSeq: Seq): ReplicaOutput {
-    return this.send(to, { kind: 'prepareNack', partition: this.partition, epoch: this.epoch, needFromSeq, incarnation: this.opts.incarnation });
+    return this.send(to, {
+      kind: 'prepareNack',
+      partition: this.partition,
+      epoch: this.epoch,
+      needFromSeq,
+      incarnation: this.opts.incarnation,
+    });
   }
 
   /** A summary for heartbeats and `nodes`. */

@@ -1,7 +1,5 @@
 /** What the transport's server and client share: logging, defaults, error replies. */
-import type {
-  WireError,
-} from '../../core/errors.js';
+import type { WireError } from '../../core/errors.js';
 import { MiB } from '../../core/limits.js';
 import { packBody } from '../frame.js';
 
@@ -18,7 +16,6 @@ export const noop = (): void => undefined;
 export const silentLogger: RpcLogger = { debug: noop, warn: noop, error: noop };
 
 // ---- defaults ----
-
 
 export const RPC_DEFAULTS = {
   /** Calls one client connection keeps in flight before refusing with OVERLOADED. */

@@ -21,7 +21,14 @@ import {
 } from '../frame.js';
 import { GreetingReader, dialerCheck, encodeGreeting, type GreetingRole } from '../handshake.js';
 import type { Codec } from '../schema.js';
-import { type RpcLogger, silentLogger, RPC_DEFAULTS, defaultMaxQueuedBytes, describe, isPromiseLike } from './common.js';
+import {
+  type RpcLogger,
+  silentLogger,
+  RPC_DEFAULTS,
+  defaultMaxQueuedBytes,
+  describe,
+  isPromiseLike,
+} from './common.js';
 
 // ---- client ----
 
@@ -139,7 +146,9 @@ export class RpcConnection implements FrameSink {
     this.writer = new FrameWriter(this.maxQueuedBytes);
     if (options.host === '' || !Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
       this.state = 'closed';
-      this.closedError = new InvalidArgumentError(`malformed address ${JSON.stringify(this.address.slice(0, 300))}: expected host:port`);
+      this.closedError = new InvalidArgumentError(
+        `malformed address ${JSON.stringify(this.address.slice(0, 300))}: expected host:port`,
+      );
     }
   }
 
@@ -189,9 +198,14 @@ export class RpcConnection implements FrameSink {
   call(body: unknown, options: CallOptions & { readonly reply?: Codec<unknown> }): Promise<unknown> {
     const { timeoutMs } = options;
     if (!(timeoutMs > 0)) return Promise.reject(new InvalidArgumentError(`timeoutMs must be > 0, got ${timeoutMs}`));
-    if (this.state === 'closed') return Promise.reject(this.closedError ?? new ConnectionClosedError(`connection to ${this.address} is closed`));
+    if (this.state === 'closed')
+      return Promise.reject(this.closedError ?? new ConnectionClosedError(`connection to ${this.address} is closed`));
     if (this.pending.size >= this.maxInFlightCalls) {
-      return Promise.reject(new OverloadedError(`${this.pending.size} calls in flight to ${this.address} (maxInFlightCalls=${this.maxInFlightCalls})`));
+      return Promise.reject(
+        new OverloadedError(
+          `${this.pending.size} calls in flight to ${this.address} (maxInFlightCalls=${this.maxInFlightCalls})`,
+        ),
+      );
     }
     const waitMs = Math.min(Math.ceil(timeoutMs), MAX_DEADLINE_MS);
     const id = this.allocateId();
@@ -202,12 +216,16 @@ export class RpcConnection implements FrameSink {
       return Promise.reject(new InvalidArgumentError(`call body cannot be encoded: ${describe(err)}`, { cause: err }));
     }
     if (frame.length > this.maxFrameBytes) {
-      return Promise.reject(new InvalidArgumentError(`call of ${frame.length} bytes is over maxFrameBytes=${this.maxFrameBytes}`));
+      return Promise.reject(
+        new InvalidArgumentError(`call of ${frame.length} bytes is over maxFrameBytes=${this.maxFrameBytes}`),
+      );
     }
     const refused = this.prepareToSend();
     if (refused !== undefined) return Promise.reject(refused);
     if (!this.writer.write(frame)) {
-      return Promise.reject(new OverloadedError(`outgoing queue to ${this.address} is full (maxQueuedBytes=${this.maxQueuedBytes})`));
+      return Promise.reject(
+        new OverloadedError(`outgoing queue to ${this.address} is full (maxQueuedBytes=${this.maxQueuedBytes})`),
+      );
     }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(this.onTimeoutBound, waitMs, id);
@@ -233,7 +251,10 @@ export class RpcConnection implements FrameSink {
       return false;
     }
     if (frame.length > this.maxFrameBytes) {
-      this.logger.warn({ address: this.address, frameBytes: frame.length, maxFrameBytes: this.maxFrameBytes }, 'rpc message over maxFrameBytes; dropped');
+      this.logger.warn(
+        { address: this.address, frameBytes: frame.length, maxFrameBytes: this.maxFrameBytes },
+        'rpc message over maxFrameBytes; dropped',
+      );
       return false;
     }
     if (this.prepareToSend() !== undefined) return false;
@@ -265,7 +286,10 @@ export class RpcConnection implements FrameSink {
     const waitMs = this.nextAttemptAt - performance.now();
     if (waitMs > 0) {
       if (this.protocolError !== undefined) return this.protocolError;
-      return new ConnectionClosedError(`not connected to ${this.address} (${this.lastFailure}); next attempt in ${Math.ceil(waitMs)} ms`, { notSent: true });
+      return new ConnectionClosedError(
+        `not connected to ${this.address} (${this.lastFailure}); next attempt in ${Math.ceil(waitMs)} ms`,
+        { notSent: true },
+      );
     }
     this.connect();
     return undefined;
@@ -301,7 +325,8 @@ export class RpcConnection implements FrameSink {
         if (r.state === 'pending') return;
         const refused = dialerCheck(r, this.address, this.expectRole);
         if (refused !== undefined || r.state !== 'ok') {
-          if (this.socket === socket) this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
+          if (this.socket === socket)
+            this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
           return;
         }
         this.protocolError = undefined;
@@ -330,7 +355,11 @@ export class RpcConnection implements FrameSink {
     const why = cause ? `: ${cause.message}` : '';
     const greeted = this.greeted;
     this.greeted = false;
-    this.lastFailure = wasConnected ? (greeted ? `connection closed${why}` : `connection closed before a dstore greeting${why}`) : `connect failed${why}`;
+    this.lastFailure = wasConnected
+      ? greeted
+        ? `connection closed${why}`
+        : `connection closed before a dstore greeting${why}`
+      : `connect failed${why}`;
     const now = performance.now();
     if (wasConnected && now - this.connectedAt >= this.backoffMaxMs) {
       // A connection that was healthy for a while: the first new attempt may start at once.
@@ -342,7 +371,10 @@ export class RpcConnection implements FrameSink {
       this.nextAttemptAt = now + delayMs * (0.5 + Math.random() * 0.5);
     }
     this.state = 'idle';
-    this.logger.debug?.({ address: this.address, reason: this.lastFailure, inFlight: this.pending.size }, 'rpc connection closed');
+    this.logger.debug?.(
+      { address: this.address, reason: this.lastFailure, inFlight: this.pending.size },
+      'rpc connection closed',
+    );
     if (this.protocolError !== undefined && cause === this.protocolError) {
       this.failAll(this.protocolError);
       return;
@@ -358,7 +390,10 @@ export class RpcConnection implements FrameSink {
 
   /** The server's greeting was refused: not dstore, no common version, or the wrong role. */
   private refused(err: DstoreError): void {
-    this.logger.warn({ address: this.address, reason: err.message, code: err.code }, 'closing rpc connection: greeting refused');
+    this.logger.warn(
+      { address: this.address, reason: err.message, code: err.code },
+      'closing rpc connection: greeting refused',
+    );
     this.protocolError = err;
     this.decoder?.stop();
     this.lastError = err;
@@ -436,7 +471,10 @@ export class RpcConnection implements FrameSink {
     const parsed = parseEnvelope(value);
     if (!parsed.ok) {
       if (parsed.t === 'reply' && parsed.id !== undefined) {
-        this.settle(parsed.id, { ok: false, err: new MalformedMessageError(`reply from ${this.address}: ${parsed.reason}`) });
+        this.settle(parsed.id, {
+          ok: false,
+          err: new MalformedMessageError(`reply from ${this.address}: ${parsed.reason}`),
+        });
       } else {
         this.abandon(`invalid envelope: ${parsed.reason}`);
       }
@@ -466,10 +504,18 @@ export class RpcConnection implements FrameSink {
     try {
       const result: unknown = onMessage(body);
       if (isPromiseLike(result)) {
-        Promise.resolve(result).catch((err: unknown) => this.logger.error({ address: this.address, err: err instanceof Error ? err : describe(err) }, 'rpc onMessage failed'));
+        Promise.resolve(result).catch((err: unknown) =>
+          this.logger.error(
+            { address: this.address, err: err instanceof Error ? err : describe(err) },
+            'rpc onMessage failed',
+          ),
+        );
       }
     } catch (err) {
-      this.logger.error({ address: this.address, err: err instanceof Error ? err : describe(err) }, 'rpc onMessage failed');
+      this.logger.error(
+        { address: this.address, err: err instanceof Error ? err : describe(err) },
+        'rpc onMessage failed',
+      );
     }
   }
 }

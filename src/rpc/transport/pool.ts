@@ -1,7 +1,5 @@
 /** Client connections keyed by address. */
-import {
-  InvalidArgumentError,
-} from '../../core/errors.js';
+import { InvalidArgumentError } from '../../core/errors.js';
 import type { GreetingRole } from '../handshake.js';
 import { silentLogger, RPC_DEFAULTS, describe } from './common.js';
 import { type RpcConnectionOptions, RpcConnection } from './connection.js';
@@ -15,7 +13,14 @@ export function parseAddress(address: string): { host: string; port: number } {
   const portText = address.slice(colon + 1);
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
   const port = Number(portText);
-  if (host === '' || host.includes('[') || host.includes(']') || !/^\d{1,5}$/.test(portText) || port < 1 || port > 65535) {
+  if (
+    host === '' ||
+    host.includes('[') ||
+    host.includes(']') ||
+    !/^\d{1,5}$/.test(portText) ||
+    port < 1 ||
+    port > 65535
+  ) {
     throw new InvalidArgumentError(`malformed address ${JSON.stringify(address.slice(0, 300))}: expected host:port`);
   }
   return { host, port };
@@ -63,8 +68,17 @@ export class RpcPool {
     try {
       ({ host, port } = parseAddress(address));
     } catch (err) {
-      (this.options.logger ?? silentLogger).warn({ address: address.slice(0, 300), err: describe(err) }, 'malformed rpc address');
-      return new RpcConnection({ ...this.options, host: address, port: 0, onMessage: undefined, ...(expectRole ? { expectRole } : {}) });
+      (this.options.logger ?? silentLogger).warn(
+        { address: address.slice(0, 300), err: describe(err) },
+        'malformed rpc address',
+      );
+      return new RpcConnection({
+        ...this.options,
+        host: address,
+        port: 0,
+        onMessage: undefined,
+        ...(expectRole ? { expectRole } : {}),
+      });
     }
     const onMessage = this.options.onMessage;
     const connection = new RpcConnection({

@@ -112,7 +112,9 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     onClosed: (connection: ServerConnection<Req, Msg>) => void,
   ) {
     const { maxFrameBytes, oversizedCall } = settings.options;
-    this.decoder = oversizedCall ? new FrameDecoder(maxFrameBytes, this, Math.max(maxFrameBytes, OVERSIZED_SKIP_MAX_BYTES), OVERSIZED_PREFIX_BYTES) : new FrameDecoder(maxFrameBytes, this);
+    this.decoder = oversizedCall
+      ? new FrameDecoder(maxFrameBytes, this, Math.max(maxFrameBytes, OVERSIZED_SKIP_MAX_BYTES), OVERSIZED_PREFIX_BYTES)
+      : new FrameDecoder(maxFrameBytes, this);
     this.writer = new FrameWriter(settings.maxQueuedBytes, () => this.onDrain());
     this.messageContext = { connectionId: id, remoteAddress, send: (body) => this.send(body) };
     socket.setNoDelay(true);
@@ -122,7 +124,9 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     socket.write(encodeGreeting(this.role));
     this.writer.attach(socket);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err) => settings.logger.debug?.({ connectionId: id, remoteAddress, err: describe(err) }, 'rpc connection error'));
+    socket.on('error', (err) =>
+      settings.logger.debug?.({ connectionId: id, remoteAddress, err: describe(err) }, 'rpc connection error'),
+    );
     socket.once('close', () => {
       this.closed = true;
       this.decoder.stop();
@@ -138,7 +142,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     this.decoder.stop();
     this.writer.detach();
     if (reason !== undefined) {
-      this.settings.logger.warn({ connectionId: this.id, remoteAddress: this.remoteAddress, reason, ...details }, 'closing rpc connection');
+      this.settings.logger.warn(
+        { connectionId: this.id, remoteAddress: this.remoteAddress, reason, ...details },
+        'closing rpc connection',
+      );
     }
     this.socket.destroy();
   }
@@ -162,7 +169,9 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     }
     if (r.greeting.role !== 'any' && r.greeting.role !== this.role) {
       // The dialer reports the mismatch from our greeting (WrongRoleError); we only log it.
-      this.refuse(`a client looking for ${roleName(r.greeting.role)} connected to this ${roleName(this.role).replace(/^an? /, '')}`);
+      this.refuse(
+        `a client looking for ${roleName(r.greeting.role)} connected to this ${roleName(this.role).replace(/^an? /, '')}`,
+      );
       return;
     }
     this.greeting = undefined;
@@ -178,7 +187,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     this.closed = true;
     this.decoder.stop();
     this.writer.detach();
-    this.settings.logger.warn({ connectionId: this.id, remoteAddress: this.remoteAddress, reason }, 'refusing rpc connection');
+    this.settings.logger.warn(
+      { connectionId: this.id, remoteAddress: this.remoteAddress, reason },
+      'refusing rpc connection',
+    );
     this.socket.end();
     setTimeout(() => this.socket.destroy(), REFUSED_LINGER_MS).unref();
   }
@@ -193,7 +205,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     const { maxFrameBytes, oversizedCall } = this.settings.options;
     const call = peekCall(prefix);
     if (call === undefined || oversizedCall === undefined) {
-      this.close(`frame of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes} and is not a readable call`, { frameBytes, maxFrameBytes });
+      this.close(`frame of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes} and is not a readable call`, {
+        frameBytes,
+        maxFrameBytes,
+      });
       return false;
     }
     let err: DstoreError | undefined;
@@ -203,7 +218,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       this.settings.logger.error({ connectionId: this.id, err: describe(e) }, 'oversizedCall handler failed');
     }
     err ??= new InvalidArgumentError(`call of ${frameBytes} bytes is over maxFrameBytes=${maxFrameBytes}`);
-    this.settings.logger.debug?.({ connectionId: this.id, id: call.id, frameBytes, maxFrameBytes, code: err.code }, 'oversized call answered with an error');
+    this.settings.logger.debug?.(
+      { connectionId: this.id, id: call.id, frameBytes, maxFrameBytes, code: err.code },
+      'oversized call answered with an error',
+    );
     this.enqueueReply(call.id, errorReplyBody(call.id, err.toWire()));
     return !this.closed;
   }
@@ -242,7 +260,15 @@ export class ServerConnection<Req, Msg> implements FrameSink {
   private onCall(id: number, d: number | undefined, raw: unknown): void {
     const { options, maxInFlight } = this.settings;
     if (this.inFlight >= maxInFlight) {
-      this.enqueueReply(id, errorReplyBody(id, new OverloadedError(`connection has ${this.inFlight} calls in flight (maxInFlightPerConnection=${maxInFlight})`).toWire()));
+      this.enqueueReply(
+        id,
+        errorReplyBody(
+          id,
+          new OverloadedError(
+            `connection has ${this.inFlight} calls in flight (maxInFlightPerConnection=${maxInFlight})`,
+          ).toWire(),
+        ),
+      );
       return;
     }
     let body: Req;
@@ -296,11 +322,22 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       frame = packBody({ t: 'reply', id, b: value });
     } catch (err) {
       logger.error({ connectionId: this.id, id, err: describe(err) }, 'rpc reply cannot be encoded');
-      frame = errorReplyBody(id, { code: 'INTERNAL', message: `reply cannot be encoded: ${describe(err)}`, retryable: false });
+      frame = errorReplyBody(id, {
+        code: 'INTERNAL',
+        message: `reply cannot be encoded: ${describe(err)}`,
+        retryable: false,
+      });
     }
     if (frame.length > options.maxFrameBytes) {
-      logger.warn({ connectionId: this.id, id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes }, 'rpc reply over maxFrameBytes');
-      frame = errorReplyBody(id, { code: 'INTERNAL', message: `reply of ${frame.length} bytes is over maxFrameBytes=${options.maxFrameBytes}`, retryable: false });
+      logger.warn(
+        { connectionId: this.id, id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes },
+        'rpc reply over maxFrameBytes',
+      );
+      frame = errorReplyBody(id, {
+        code: 'INTERNAL',
+        message: `reply of ${frame.length} bytes is over maxFrameBytes=${options.maxFrameBytes}`,
+        retryable: false,
+      });
     }
     this.enqueueReply(id, frame);
   }
@@ -311,7 +348,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     if (err instanceof DstoreError) {
       wire = err.toWire();
     } else {
-      this.settings.logger.error({ connectionId: this.id, id, err: err instanceof Error ? err : describe(err) }, 'rpc handler failed');
+      this.settings.logger.error(
+        { connectionId: this.id, id, err: err instanceof Error ? err : describe(err) },
+        'rpc handler failed',
+      );
       wire = { code: 'INTERNAL', message: describe(err), retryable: false };
     }
     let frame: Buffer;
@@ -319,7 +359,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       frame = errorReplyBody(id, wire);
     } catch (encodeErr) {
       // Extra fields of a custom toWire() that msgpack cannot hold: keep code and message.
-      frame = errorReplyBody(id, { code: wire.code, message: `${wire.message} (fields not encodable: ${describe(encodeErr)})` });
+      frame = errorReplyBody(id, {
+        code: wire.code,
+        message: `${wire.message} (fields not encodable: ${describe(encodeErr)})`,
+      });
     }
     this.enqueueReply(id, frame);
   }
@@ -334,9 +377,16 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     if (this.closed) return;
     if (!this.writer.write(frame)) {
       const { maxQueuedBytes } = this.settings;
-      const overloaded = errorReplyBody(id, new OverloadedError(`reply of ${frame.length} bytes does not fit the connection's outgoing queue (maxQueuedBytes=${maxQueuedBytes})`).toWire());
+      const overloaded = errorReplyBody(
+        id,
+        new OverloadedError(
+          `reply of ${frame.length} bytes does not fit the connection's outgoing queue (maxQueuedBytes=${maxQueuedBytes})`,
+        ).toWire(),
+      );
       if (!this.writer.write(overloaded, errorReserveBytes(maxQueuedBytes))) {
-        this.close(`outgoing queue over maxQueuedBytes=${maxQueuedBytes} and its reserve: the peer is not reading its replies`);
+        this.close(
+          `outgoing queue over maxQueuedBytes=${maxQueuedBytes} and its reserve: the peer is not reading its replies`,
+        );
         return;
       }
     }
@@ -354,7 +404,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       return false;
     }
     if (frame.length > options.maxFrameBytes) {
-      logger.warn({ connectionId: this.id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes }, 'rpc message over maxFrameBytes; dropped');
+      logger.warn(
+        { connectionId: this.id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes },
+        'rpc message over maxFrameBytes; dropped',
+      );
       return false;
     }
     if (!this.writer.write(frame)) return false;
@@ -367,7 +420,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     if (!this.paused && this.writer.pendingBytes >= this.settings.maxQueuedBytes / 2) {
       this.paused = true;
       this.socket.pause();
-      this.settings.logger.debug?.({ connectionId: this.id, pendingBytes: this.writer.pendingBytes }, 'rpc connection paused: replies backlogged');
+      this.settings.logger.debug?.(
+        { connectionId: this.id, pendingBytes: this.writer.pendingBytes },
+        'rpc connection paused: replies backlogged',
+      );
     }
   }
 
@@ -390,7 +446,10 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     if (options.messages) {
       const decoded = options.messages.decode(raw);
       if (!decoded.ok) {
-        logger.warn({ connectionId: this.id, remoteAddress: this.remoteAddress, reason: decoded.reason }, 'malformed one-way message; dropped');
+        logger.warn(
+          { connectionId: this.id, remoteAddress: this.remoteAddress, reason: decoded.reason },
+          'malformed one-way message; dropped',
+        );
         return;
       }
       body = decoded.value;
@@ -400,7 +459,12 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     try {
       const result: unknown = onMessage(body, this.messageContext);
       if (isPromiseLike(result)) {
-        Promise.resolve(result).catch((err: unknown) => logger.error({ connectionId: this.id, err: err instanceof Error ? err : describe(err) }, 'rpc onMessage failed'));
+        Promise.resolve(result).catch((err: unknown) =>
+          logger.error(
+            { connectionId: this.id, err: err instanceof Error ? err : describe(err) },
+            'rpc onMessage failed',
+          ),
+        );
       }
     } catch (err) {
       logger.error({ connectionId: this.id, err: err instanceof Error ? err : describe(err) }, 'rpc onMessage failed');
@@ -474,7 +538,9 @@ export class RpcServer<Req = unknown, Msg = unknown> {
     }
     const id = this.nextConnectionId++;
     const remoteAddress = `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? 0}`;
-    const connection = new ServerConnection(id, socket, remoteAddress, this.settings, (c) => this.connections.delete(c));
+    const connection = new ServerConnection(id, socket, remoteAddress, this.settings, (c) =>
+      this.connections.delete(c),
+    );
     this.connections.add(connection);
     this.settings.logger.debug?.({ connectionId: id, remoteAddress }, 'rpc connection accepted');
   }

@@ -37,13 +37,7 @@ import {
   checkPageLimit,
   checkSnapshotItem,
 } from '../preconditions.js';
-import {
-  CorruptRecordError,
-  decodeEntry,
-  encodeEntry,
-  encodeStoredValue,
-  isCorruptRecord,
-} from '../log-record.js';
+import { CorruptRecordError, decodeEntry, encodeEntry, encodeStoredValue, isCorruptRecord } from '../log-record.js';
 import {
   FORMAT_VERSION,
   UPGRADE_CHUNK,
@@ -172,7 +166,13 @@ export class LmdbBackend implements Backend {
     this.checkOpen();
     const out: PartitionState[] = [];
     for (const [partition, s] of this.states) {
-      const state: PartitionState = { partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast };
+      const state: PartitionState = {
+        partition,
+        meta: s.meta,
+        applied: s.applied,
+        logBase: s.logBase,
+        logLast: s.logLast,
+      };
       out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
     }
     return out.sort((a, b) => a.partition - b.partition);
@@ -235,11 +235,17 @@ export class LmdbBackend implements Backend {
     const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
     if (from > to) return [];
     const out: LogEntry[] = [];
-    const range = this.logDb.getRange({ start: logKey(partition, from), end: logKey(partition, to), inclusiveEnd: true, limit: options.limit });
+    const range = this.logDb.getRange({
+      start: logKey(partition, from),
+      end: logKey(partition, to),
+      inclusiveEnd: true,
+      limit: options.limit,
+    });
     for (const { key, value } of range) {
       const keySeq = readU64(key, 4);
       const entry = decodeEntry(value, `partition ${partition} log entry ${keySeq}`, view);
-      if (entry.seq !== keySeq) throw new CorruptRecordError(`partition ${partition}: log key ${keySeq} holds entry ${entry.seq}`);
+      if (entry.seq !== keySeq)
+        throw new CorruptRecordError(`partition ${partition}: log key ${keySeq} holds entry ${entry.seq}`);
       const prev = out[out.length - 1];
       if (prev !== undefined && entry.seq !== prev.seq + 1) {
         throw new CorruptRecordError(`partition ${partition}: the log jumps from ${prev.seq} to ${entry.seq}`);
@@ -295,7 +301,13 @@ export class LmdbBackend implements Backend {
           assert(round <= Number.MAX_SAFE_INTEGER / pageItems, 'snapshot paging did not end');
           if (!open) throw new StorageFailureError('snapshot read after close');
           const page: SnapshotItem[] = [];
-          for (const { key, value } of dataDb.getRange({ start, end, exclusiveStart, limit: pageItems, transaction: txn })) {
+          for (const { key, value } of dataDb.getRange({
+            start,
+            end,
+            exclusiveStart,
+            limit: pageItems,
+            transaction: txn,
+          })) {
             const v = decodeValue(key, value, partition);
             page.push({ key: view(key, 8), value: v.value, version: v.version });
             start = key;
@@ -331,7 +343,9 @@ export class LmdbBackend implements Backend {
         weight += op.entries.length;
         // The generation (bytes 4..8 of a data key) is filled in by the transaction.
         const keys = op.entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(op.partition, 0, e.op.key)));
-        const values = op.entries.map((e) => (e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null));
+        const values = op.entries.map((e) =>
+          e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null,
+        );
         if (!op.entries.some((e) => e.tag !== undefined)) return { keys, values };
         // A malformed client id gets no key here: checkTag rejects it in the transaction.
         const dedupKeys = op.entries.map((e) =>
@@ -402,7 +416,14 @@ export class LmdbBackend implements Backend {
       await this.enqueue(1, false, (v) => {
         const before = v.state(partition);
         if (before) this.deleteLog(partition, before.logBase.seq + 1, before.logLast.seq);
-        const after: PartState = { meta: before?.meta ?? null, applied, logBase: applied, logLast: applied, generation, keyCount };
+        const after: PartState = {
+          meta: before?.meta ?? null,
+          applied,
+          logBase: applied,
+          logLast: applied,
+          generation,
+          keyCount,
+        };
         v.set(partition, after);
         this.partDb.putSync(partKey(partition), encodeState(after));
       });
@@ -483,7 +504,11 @@ export class LmdbBackend implements Backend {
     while (this.queue.length > 0) {
       let weight = 0;
       let n = 0;
-      while (n < this.queue.length && n < MAX_JOBS_PER_TXN && (n === 0 || weight + this.queue[n]!.weight <= MAX_WEIGHT_PER_TXN)) {
+      while (
+        n < this.queue.length &&
+        n < MAX_JOBS_PER_TXN &&
+        (n === 0 || weight + this.queue[n]!.weight <= MAX_WEIGHT_PER_TXN)
+      ) {
         weight += this.queue[n]!.weight;
         n += 1;
       }
@@ -509,7 +534,10 @@ export class LmdbBackend implements Backend {
           } catch (error) {
             // Precondition violations and typed errors as they are; an engine error is a storage failure.
             const known = error instanceof InvariantViolation || error instanceof DstoreError;
-            outcomes.push({ ok: false, error: known ? error : new StorageFailureError('lmdb write failed', { cause: error }) });
+            outcomes.push({
+              ok: false,
+              error: known ? error : new StorageFailureError('lmdb write failed', { cause: error }),
+            });
           }
         }
       });
@@ -524,7 +552,9 @@ export class LmdbBackend implements Backend {
       if (s === null) this.states.delete(p);
       else this.states.set(p, s);
     }
-    group.forEach((job, i) => job.settle(outcomes[i] ?? { ok: false, error: new InvariantViolation('a job has no outcome') }));
+    group.forEach((job, i) =>
+      job.settle(outcomes[i] ?? { ok: false, error: new InvariantViolation('a job has no outcome') }),
+    );
   }
 
   /** Writes one staged chunk of a snapshot (data and dedup records); no state changes. */
@@ -568,7 +598,11 @@ export class LmdbBackend implements Backend {
   }
 
   /** One batch, inside its child transaction; throws before writing when a precondition fails. */
-  private execBatch(ops: readonly BatchOp[], prepared: readonly PreparedOp[], v: Overlay): { result: BatchResult; dropped: PartitionId[] } {
+  private execBatch(
+    ops: readonly BatchOp[],
+    prepared: readonly PreparedOp[],
+    v: Overlay,
+  ): { result: BatchResult; dropped: PartitionId[] } {
     const persist = new Set<PartitionId>();
     const dropped: PartitionId[] = [];
     const deletes: Array<{ partition: PartitionId; seq: Seq; existed: boolean }> = [];
@@ -591,7 +625,8 @@ export class LmdbBackend implements Backend {
     for (const [i, op] of ops.entries()) {
       const p = op.partition;
       const prep = prepared[i]!;
-      if (op.kind !== 'dropPartition') checkBatchOp(op, stateOf(p), LMDB_MAX_KEY_BYTES, (at) => this.readEntry(p, at).epoch);
+      if (op.kind !== 'dropPartition')
+        checkBatchOp(op, stateOf(p), LMDB_MAX_KEY_BYTES, (at) => this.readEntry(p, at).epoch);
       switch (op.kind) {
         case 'appendLog': {
           const s = stateOf(p);
@@ -760,7 +795,10 @@ export class LmdbBackend implements Backend {
       const done = await this.commitAtOpen('upgrading lmdb format 1 to 2', () => {
         const cursor = this.sysDb.get(cursorKey);
         const chunk: Array<[Buffer, Buffer]> = [];
-        for (const { key, value } of this.dataDb.getRange({ ...(cursor === undefined ? {} : { start: Buffer.from(cursor), exclusiveStart: true }), limit: UPGRADE_CHUNK })) {
+        for (const { key, value } of this.dataDb.getRange({
+          ...(cursor === undefined ? {} : { start: Buffer.from(cursor), exclusiveStart: true }),
+          limit: UPGRADE_CHUNK,
+        })) {
           chunk.push([Buffer.from(key), Buffer.from(value)]);
         }
         for (const [key, value] of chunk) {
@@ -794,7 +832,10 @@ export class LmdbBackend implements Backend {
    */
   private async markUpgradeCorrupt(): Promise<void> {
     const stale: Buffer[] = [];
-    const range = this.sysDb.getRange({ start: upgradeCorruptKey(0, 0), end: Buffer.concat([UPGRADE_CORRUPT_PREFIX, Buffer.alloc(9, 0xff)]) });
+    const range = this.sysDb.getRange({
+      start: upgradeCorruptKey(0, 0),
+      end: Buffer.concat([UPGRADE_CORRUPT_PREFIX, Buffer.alloc(9, 0xff)]),
+    });
     for (const { key, value } of range) {
       if (key.length !== UPGRADE_CORRUPT_PREFIX.length + 8) continue;
       const partition = key.readUInt32BE(UPGRADE_CORRUPT_PREFIX.length) as PartitionId;
@@ -804,7 +845,8 @@ export class LmdbBackend implements Backend {
         stale.push(Buffer.from(key));
         continue;
       }
-      if (s.corrupt === undefined) this.states.set(partition, { ...s, corrupt: `partition ${partition}: ${Buffer.from(value).toString()}` });
+      if (s.corrupt === undefined)
+        this.states.set(partition, { ...s, corrupt: `partition ${partition}: ${Buffer.from(value).toString()}` });
     }
     if (stale.length > 0) {
       await this.commitAtOpen('deleting stale lmdb upgrade markers', () => {
@@ -817,11 +859,15 @@ export class LmdbBackend implements Backend {
   private async load(): Promise<void> {
     const format = this.sysDb.get(Buffer.from('format'));
     if (format === undefined) {
-      await this.commitAtOpen('writing the lmdb format record', () => this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])));
+      await this.commitAtOpen('writing the lmdb format record', () =>
+        this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])),
+      );
     } else if (format.length === 1 && format[0] === 1) {
       this.upgraded = await this.upgradeFrom1();
     } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
-      throw new StorageFailureError(`lmdb data format ${Buffer.from(format).toString('hex')} is not one this version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore version that wrote it`);
+      throw new StorageFailureError(
+        `lmdb data format ${Buffer.from(format).toString('hex')} is not one this version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore version that wrote it`,
+      );
     }
     let maxGeneration = 0;
     for (const { key, value } of this.partDb.getRange({})) {
@@ -830,13 +876,21 @@ export class LmdbBackend implements Backend {
       const what = `partition ${partition}`;
       const s = decodeState(value, `${what} state`);
       let logLast = s.logBase;
-      const lastKeys = [...this.logDb.getKeys({ start: logKey(partition, Number.MAX_SAFE_INTEGER), end: partKey(partition), reverse: true, limit: 1 })];
+      const lastKeys = [
+        ...this.logDb.getKeys({
+          start: logKey(partition, Number.MAX_SAFE_INTEGER),
+          end: partKey(partition),
+          reverse: true,
+          limit: 1,
+        }),
+      ];
       const firstKeys = [...this.logDb.getKeys({ start: partKey(partition), end: partKey(partition + 1), limit: 1 })];
       const lastKey = lastKeys[0];
       const firstKey = firstKeys[0];
       if (lastKey !== undefined && firstKey !== undefined) {
         const first = readU64(firstKey, 4);
-        if (first !== s.logBase.seq + 1) throw new CorruptRecordError(`${what}: the log starts at ${first}, not after its base ${s.logBase.seq}`);
+        if (first !== s.logBase.seq + 1)
+          throw new CorruptRecordError(`${what}: the log starts at ${first}, not after its base ${s.logBase.seq}`);
         const lastSeq = readU64(lastKey, 4);
         try {
           logLast = positionOf(this.readEntry(partition, lastSeq));
@@ -845,7 +899,11 @@ export class LmdbBackend implements Backend {
           // S13: the partition opens, marked corrupt; its replica applies nothing from this
           // log and relearns the partition from a healthy member. The log keeps its length
           // (its keys), so dropping the partition deletes every record.
-          this.states.set(partition, { ...s, logLast: { seq: toSeq(lastSeq), epoch: s.logBase.epoch }, corrupt: err.message });
+          this.states.set(partition, {
+            ...s,
+            logLast: { seq: toSeq(lastSeq), epoch: s.logBase.epoch },
+            corrupt: err.message,
+          });
           maxGeneration = Math.max(maxGeneration, s.generation);
           continue;
         }

@@ -8,7 +8,12 @@
  */
 export async function commitFailureCause(err: unknown): Promise<unknown> {
   const commitError = (err as { commitError?: unknown } | null)?.commitError;
-  if (commitError === undefined || commitError === null || typeof (commitError as PromiseLike<unknown>).then !== 'function') return err;
+  if (
+    commitError === undefined ||
+    commitError === null ||
+    typeof (commitError as PromiseLike<unknown>).then !== 'function'
+  )
+    return err;
   const real = Promise.resolve(commitError as PromiseLike<unknown>).then(
     () => err,
     (e: unknown) => e,

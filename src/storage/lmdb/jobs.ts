@@ -1,8 +1,6 @@
 /** The lmdb backend's write jobs and the per-transaction view of partition states they run on. */
 import type { Database } from 'lmdb';
-import type {
-  PartitionId,
-} from '../../core/types.js';
+import type { PartitionId } from '../../core/types.js';
 import type { PartState } from './layout.js';
 
 // ---------------------------------------------------------------------------------------

@@ -8,21 +8,9 @@ import {
   epoch as toEpoch,
   seq as toSeq,
 } from '../../core/types.js';
-import type {
-  DedupRecord,
-  LogPosition,
-  PartitionMeta,
-} from '../backend.js';
-import {
-  dedupRecord,
-} from '../preconditions.js';
-import {
-  CorruptRecordError,
-  decodeStoredValue,
-  isUint,
-  openRecord,
-  sealRecord,
-} from '../log-record.js';
+import type { DedupRecord, LogPosition, PartitionMeta } from '../backend.js';
+import { dedupRecord } from '../preconditions.js';
+import { CorruptRecordError, decodeStoredValue, isUint, openRecord, sealRecord } from '../log-record.js';
 
 /** 2: data values are checksummed records (S13); 1 (before): u64 version · value, upgraded at open. */
 export const FORMAT_VERSION = 2;
@@ -51,7 +39,6 @@ export type Bytes = Uint8Array;
 // ---------------------------------------------------------------------------------------
 // Encoding.
 // ---------------------------------------------------------------------------------------
-
 
 export function writeU64(buf: Buffer, offset: number, n: number): void {
   assert(Number.isSafeInteger(n) && n >= 0, `u64 out of range: ${n}`);
@@ -157,14 +144,18 @@ export function encodeState(s: PartState): Buffer {
 
 export function decodeState(raw: Buffer, what: string): Omit<PartState, 'logLast'> {
   const t = openRecord(raw, what);
-  if (!Array.isArray(t) || (t.length !== 9 && t.length !== 10) || t[0] !== FORMAT_VERSION) throw new CorruptRecordError(`${what}: not a state record`);
-  const [, metaEpoch, config, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount, corrupt] = t as unknown[];
+  if (!Array.isArray(t) || (t.length !== 9 && t.length !== 10) || t[0] !== FORMAT_VERSION)
+    throw new CorruptRecordError(`${what}: not a state record`);
+  const [, metaEpoch, config, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount, corrupt] =
+    t as unknown[];
   if (![appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount].every(isUint)) {
     throw new CorruptRecordError(`${what}: bad positions`);
   }
   if (metaEpoch !== null && !isUint(metaEpoch)) throw new CorruptRecordError(`${what}: bad epoch`);
-  if (config !== null && (typeof config !== 'object' || Array.isArray(config))) throw new CorruptRecordError(`${what}: bad config`);
-  if (t.length === 10 && (typeof corrupt !== 'string' || metaEpoch === null)) throw new CorruptRecordError(`${what}: bad corrupt marker`);
+  if (config !== null && (typeof config !== 'object' || Array.isArray(config)))
+    throw new CorruptRecordError(`${what}: bad config`);
+  if (t.length === 10 && (typeof corrupt !== 'string' || metaEpoch === null))
+    throw new CorruptRecordError(`${what}: bad corrupt marker`);
   const meta = metaEpoch === null ? null : { epoch: toEpoch(metaEpoch), config: config as Config | null };
   return {
     meta: meta !== null && typeof corrupt === 'string' ? { ...meta, corrupt } : meta,

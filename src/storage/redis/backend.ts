@@ -144,7 +144,10 @@ export class RedisBackend implements Backend {
       if (!isUint(batchCount) || !isUint(nextGeneration) || nextGeneration < 1) {
         throw new CorruptRecordError(`${where}: bad ds:bseq or ds:nextgen`);
       }
-      const backend = new RedisBackend(redis, owner, where, durability, commandTimeoutMs, { batchCount, nextGeneration });
+      const backend = new RedisBackend(redis, owner, where, durability, commandTimeoutMs, {
+        batchCount,
+        nextGeneration,
+      });
       await backend.load(init[2].map((b) => b.toString()));
       return backend;
     } catch (err) {
@@ -171,7 +174,13 @@ export class RedisBackend implements Backend {
     this.checkOpen();
     const out: PartitionState[] = [];
     for (const [partition, s] of this.committed) {
-      const state: PartitionState = { partition, meta: s.meta, applied: s.applied, logBase: s.logBase, logLast: s.logLast };
+      const state: PartitionState = {
+        partition,
+        meta: s.meta,
+        applied: s.applied,
+        logBase: s.logBase,
+        logLast: s.logLast,
+      };
       out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
     }
     return out.sort((a, b) => a.partition - b.partition);
@@ -204,7 +213,12 @@ export class RedisBackend implements Backend {
     for (let round = 0; found.length < wanted; round++) {
       assert(round <= wanted, 'scan: a round added no key');
       const reply = (await this.read(
-        this.redis.dsScanBuffer(String(partition), lexAfter(after), String(wanted - found.length), String(SCAN_VERIFY_BATCH_BYTES)),
+        this.redis.dsScanBuffer(
+          String(partition),
+          lexAfter(after),
+          String(wanted - found.length),
+          String(SCAN_VERIFY_BATCH_BYTES),
+        ),
       )) as [number, Array<Buffer | null>];
       const [exhausted, pairs] = reply;
       let bytes = 0;
@@ -212,7 +226,8 @@ export class RedisBackend implements Backend {
         const k = pairs[i]!;
         const raw = pairs[i + 1];
         // S13: a scan lists no key whose stored value is missing or corrupt.
-        if (raw === null || raw === undefined) throw new CorruptRecordError(`partition ${partition}: key listed in its index has no stored value`);
+        if (raw === null || raw === undefined)
+          throw new CorruptRecordError(`partition ${partition}: key listed in its index has no stored value`);
         decodeValue(k, raw, `partition ${partition} stored value`);
         bytes += raw.length;
         found.push(bytesOf(k));
@@ -241,12 +256,15 @@ export class RedisBackend implements Backend {
     const from = Math.max(options.fromSeq, 1);
     const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
     if (from > to) return [];
-    const [first, records] = (await this.read(this.redis.dsReadLogBuffer(String(partition), String(from), String(to), String(options.limit)))) as [Buffer, Buffer[]];
+    const [first, records] = (await this.read(
+      this.redis.dsReadLogBuffer(String(partition), String(from), String(to), String(options.limit)),
+    )) as [Buffer, Buffer[]];
     const firstSeq = Number(first.toString());
     return records.map((raw, i) => {
       const at = firstSeq + i;
       const entry = decodeEntry(raw, `partition ${partition} log entry ${at}`);
-      if (entry.seq !== at) throw new CorruptRecordError(`partition ${partition}: log position ${at} holds entry ${entry.seq}`);
+      if (entry.seq !== at)
+        throw new CorruptRecordError(`partition ${partition}: log position ${at} holds entry ${entry.seq}`);
       return entry;
     });
   }
@@ -261,11 +279,16 @@ export class RedisBackend implements Backend {
     this.checkOpen();
     checkPartition(partition);
     const sid = randomBytes(8).toString('hex');
-    const reply = (await this.read(this.redis.dsSnapOpenBuffer(this.owner, sid, String(partition)))) as [Buffer, Buffer, Buffer, Buffer[]] | [];
+    const reply = (await this.read(this.redis.dsSnapOpenBuffer(this.owner, sid, String(partition)))) as
+      | [Buffer, Buffer, Buffer, Buffer[]]
+      | [];
     if (reply.length === 0) return emptySnapshot();
     this.openSnapshots.add(sid);
     const [appliedSeq, appliedEpoch, generation, dedupReply] = reply;
-    const applied: LogPosition = { seq: toSeq(Number(appliedSeq.toString())), epoch: toEpoch(Number(appliedEpoch.toString())) };
+    const applied: LogPosition = {
+      seq: toSeq(Number(appliedSeq.toString())),
+      epoch: toEpoch(Number(appliedEpoch.toString())),
+    };
     const dedup = decodeDedupTable(dedupReply, partition);
     let open = true;
     const close = async (): Promise<void> => {
@@ -274,7 +297,16 @@ export class RedisBackend implements Backend {
       await this.closeSnapshot(sid);
     };
     const pageOf = (min: Arg) =>
-      this.read(this.redis.dsSnapPageBuffer(sid, String(partition), generation.toString(), min, String(SNAPSHOT_FETCH_KEYS), String(SNAPSHOT_FETCH_BYTES)));
+      this.read(
+        this.redis.dsSnapPageBuffer(
+          sid,
+          String(partition),
+          generation.toString(),
+          min,
+          String(SNAPSHOT_FETCH_KEYS),
+          String(SNAPSHOT_FETCH_BYTES),
+        ),
+      );
     const checkReadable = (): void => {
       if (!open) throw new StorageFailureError('snapshot read after close');
       this.checkOpen();
@@ -290,7 +322,12 @@ export class RedisBackend implements Backend {
         for (let round = 0; ; round++) {
           assert(round <= Number.MAX_SAFE_INTEGER, 'snapshot paging did not end');
           checkReadable();
-          const [liveDone, live, preDone, pre] = (await pageOf(lexAfter(after))) as [number, Buffer[], number, Buffer[]];
+          const [liveDone, live, preDone, pre] = (await pageOf(lexAfter(after))) as [
+            number,
+            Buffer[],
+            number,
+            Buffer[],
+          ];
           const merged = mergePage(live, liveDone === 1, pre, preDone === 1, applied, partition);
           buffer.push(...merged.items);
           while (buffer.length >= pageItems) {
@@ -348,7 +385,10 @@ export class RedisBackend implements Backend {
       for (let i = 0; i < dedup.length; i += STAGE_MAX_ITEMS) {
         const args: Arg[] = [];
         for (const r of dedup.slice(i, i + STAGE_MAX_ITEMS)) {
-          args.push(r.clientId, dedupPrefix(r.requestSeq, r.seq) + (r.existed === undefined ? '' : r.existed ? '1' : '0'));
+          args.push(
+            r.clientId,
+            dedupPrefix(r.requestSeq, r.seq) + (r.existed === undefined ? '' : r.existed ? '1' : '0'),
+          );
         }
         await this.stage(p, g, 'u', args);
       }
@@ -375,10 +415,31 @@ export class RedisBackend implements Backend {
       // S11: the switch is one write script: state, applied, log base, empty log, old data released.
       this.checkWritable();
       const before = this.pending.get(partition);
-      const after: PartState = { meta: before?.meta ?? null, applied, logBase: applied, logLast: applied, generation, runs: [] };
+      const after: PartState = {
+        meta: before?.meta ?? null,
+        applied,
+        logBase: applied,
+        logLast: applied,
+        generation,
+        runs: [],
+      };
       const fields = stateFields(after);
-      const args: Arg[] = ['W', p, g, before ? String(before.generation) : '', 'S', p, String(fields.length / 2), ...fields];
-      await this.send({ args, states: new Map([[partition, after]]), deletes: [], nextGeneration: this.nextGeneration });
+      const args: Arg[] = [
+        'W',
+        p,
+        g,
+        before ? String(before.generation) : '',
+        'S',
+        p,
+        String(fields.length / 2),
+        ...fields,
+      ];
+      await this.send({
+        args,
+        states: new Map([[partition, after]]),
+        deletes: [],
+        nextGeneration: this.nextGeneration,
+      });
     } catch (err) {
       // Never the installed generation: the script checks (the switch may have run even if it failed here).
       await this.discard(p, g);
@@ -423,9 +484,12 @@ export class RedisBackend implements Backend {
   private checkWritable(): void {
     this.checkOpen();
     if (this.broken) {
-      throw new StorageFailureError(`the redis backend at ${this.where} stopped writing after a write whose outcome is unknown (${this.broken.message}); reopen it to reload its state`, {
-        cause: this.broken,
-      });
+      throw new StorageFailureError(
+        `the redis backend at ${this.where} stopped writing after a write whose outcome is unknown (${this.broken.message}); reopen it to reload its state`,
+        {
+          cause: this.broken,
+        },
+      );
     }
     if (this.redis.status !== 'ready') {
       const why = this.lastError ? `: ${this.lastError.message}` : '';
@@ -464,8 +528,15 @@ export class RedisBackend implements Backend {
       return Promise.reject(new OverloadedError(`${this.writesInFlight} storage writes in flight to Redis`));
     }
     const expected = this.batchCount;
-    const command = this.redis.dsWriteBuffer(this.owner, String(expected), String(expected + 1), String(plan.nextGeneration), ...plan.args);
-    const fsync = this.durability === 'waitaof' ? this.redis.call('WAITAOF', '1', '0', String(this.commandTimeoutMs)) : undefined;
+    const command = this.redis.dsWriteBuffer(
+      this.owner,
+      String(expected),
+      String(expected + 1),
+      String(plan.nextGeneration),
+      ...plan.args,
+    );
+    const fsync =
+      this.durability === 'waitaof' ? this.redis.call('WAITAOF', '1', '0', String(this.commandTimeoutMs)) : undefined;
     this.batchCount = expected + 1;
     this.nextGeneration = Math.max(this.nextGeneration, plan.nextGeneration);
     for (const [p, s] of plan.states) {
@@ -480,7 +551,8 @@ export class RedisBackend implements Backend {
         if (synced.status === 'rejected') throw synced.reason;
         if (fsync !== undefined) {
           const local = Array.isArray(synced.value) ? Number(synced.value[0]) : 0;
-          if (local < 1) throw new Error(`WAITAOF answered ${JSON.stringify(synced.value)}: the write is not known to be on disk`);
+          if (local < 1)
+            throw new Error(`WAITAOF answered ${JSON.stringify(synced.value)}: the write is not known to be on disk`);
         }
         // Confirmed (replies come in order, so `committed` moves in call order too).
         for (const [p, s] of plan.states) {
@@ -536,7 +608,8 @@ export class RedisBackend implements Backend {
    */
   private plan(ops: readonly BatchOp[]): Plan {
     const view = new Map<PartitionId, PartState | null>();
-    const stateOf = (p: PartitionId): PartState | undefined => (view.has(p) ? (view.get(p) ?? undefined) : this.pending.get(p));
+    const stateOf = (p: PartitionId): PartState | undefined =>
+      view.has(p) ? (view.get(p) ?? undefined) : this.pending.get(p);
     let nextGeneration = this.nextGeneration;
     const dirty = new Set<PartitionId>();
     const args: Arg[] = [];
@@ -545,7 +618,14 @@ export class RedisBackend implements Backend {
       checkPartition(p);
       const s = stateOf(p);
       if (s) return s;
-      const created: PartState = { meta: null, applied: ZERO_POSITION, logBase: ZERO_POSITION, logLast: ZERO_POSITION, generation: nextGeneration++, runs: [] };
+      const created: PartState = {
+        meta: null,
+        applied: ZERO_POSITION,
+        logBase: ZERO_POSITION,
+        logLast: ZERO_POSITION,
+        generation: nextGeneration++,
+        runs: [],
+      };
       view.set(p, created);
       dirty.add(p);
       return created;
@@ -571,7 +651,8 @@ export class RedisBackend implements Backend {
           const s = existing(p);
           if (op.fromSeq > s.logLast.seq) break;
           const from = Math.max(op.fromSeq, s.logBase.seq + 1);
-          const logLast = from - 1 === s.logBase.seq ? s.logBase : { seq: toSeq(from - 1), epoch: epochAt(s, from - 1) };
+          const logLast =
+            from - 1 === s.logBase.seq ? s.logBase : { seq: toSeq(from - 1), epoch: epochAt(s, from - 1) };
           args.push('F', ps, String(from - s.logBase.seq - 1));
           view.set(p, { ...s, logLast, runs: runsBefore(s.runs, from) });
           break;
@@ -581,7 +662,12 @@ export class RedisBackend implements Backend {
           const drop = Math.min(op.base.seq, s.logLast.seq) - s.logBase.seq;
           if (drop > 0) args.push('T', ps, String(drop));
           const emptied = op.base.seq >= s.logLast.seq;
-          view.set(p, { ...s, logBase: op.base, logLast: emptied ? op.base : s.logLast, runs: emptied ? [] : runsAfter(s.runs, op.base.seq) });
+          view.set(p, {
+            ...s,
+            logBase: op.base,
+            logLast: emptied ? op.base : s.logLast,
+            runs: emptied ? [] : runsAfter(s.runs, op.base.seq),
+          });
           dirty.add(p);
           break;
         }
@@ -593,7 +679,8 @@ export class RedisBackend implements Backend {
           for (const e of op.entries) {
             const client = e.tag === undefined ? '' : e.tag.clientId;
             const rec = e.tag === undefined ? '' : dedupPrefix(e.tag.requestSeq, e.seq);
-            if (e.op.kind === 'put') args.push('p', Buffer.from(e.op.key), encodeStoredValue(e.op.key, e.seq, e.op.value), client, rec);
+            if (e.op.kind === 'put')
+              args.push('p', Buffer.from(e.op.key), encodeStoredValue(e.op.key, e.seq, e.op.value), client, rec);
             else if (e.op.kind === 'delete') {
               args.push('d', Buffer.from(e.op.key), '', client, rec);
               deletes.push({ partition: p, seq: e.seq });
@@ -636,9 +723,12 @@ export class RedisBackend implements Backend {
     for (const ps of parts) {
       const partition = Number(ps) as PartitionId;
       const what = `${this.where} partition ${ps}`;
-      if (!/^\d{1,10}$/.test(ps) || partition > MAX_PARTITION) throw new CorruptRecordError(`${this.where}: bad partition id '${ps}' in ds:parts`);
+      if (!/^\d{1,10}$/.test(ps) || partition > MAX_PARTITION)
+        throw new CorruptRecordError(`${this.where}: bad partition id '${ps}' in ds:parts`);
       const h = await this.redis.hgetall(`ds:p:${ps}`);
-      const nums = [h.as, h.ae, h.bs, h.be, h.g].map((v) => (v !== undefined && /^\d{1,16}$/.test(v) ? Number(v) : NaN));
+      const nums = [h.as, h.ae, h.bs, h.be, h.g].map((v) =>
+        v !== undefined && /^\d{1,16}$/.test(v) ? Number(v) : NaN,
+      );
       if (!nums.every(isUint)) throw new CorruptRecordError(`${what}: bad state record ${JSON.stringify(h)}`);
       const [as, ae, bs, be, g] = nums as [number, number, number, number, number];
       const logBase: LogPosition = { seq: toSeq(bs), epoch: toEpoch(be) };
@@ -743,7 +833,10 @@ export function mergePage(
       if (raw.length === 0) continue; // absent when the snapshot was taken
     }
     const v = decodeValue(key, raw, what);
-    assert(v.version <= applied.seq, `${what}: an item of version ${v.version} above the snapshot's seq ${applied.seq} has no pre-image`);
+    assert(
+      v.version <= applied.seq,
+      `${what}: an item of version ${v.version} above the snapshot's seq ${applied.seq} has no pre-image`,
+    );
     items.push({ key: bytesOf(key), value: v.value, version: v.version });
   }
   return { items, upTo: upTo === undefined ? undefined : bytesOf(upTo) };

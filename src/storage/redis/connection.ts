@@ -36,7 +36,8 @@ export function createClient(url: RedisUrl, owner: string, commandTimeoutMs: num
     autoResendUnfulfilledCommands: false,
     commandTimeout: commandTimeoutMs,
     connectTimeout: Math.min(commandTimeoutMs, 10_000),
-    retryStrategy: (times: number) => Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** Math.min(times - 1, 6)) + Math.floor(Math.random() * 50),
+    retryStrategy: (times: number) =>
+      Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** Math.min(times - 1, 6)) + Math.floor(Math.random() * 50),
     reconnectOnError: null,
     disableClientInfo: true,
   }) as Client;
@@ -135,7 +136,12 @@ export async function checkNoOtherOwner(redis: Client, owner: string, url: Redis
     return; // CLIENT LIST is disallowed here: the owner fence still protects the data
   }
   for (const line of list.split('\n')) {
-    const fields = new Map(line.trim().split(' ').map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] as const));
+    const fields = new Map(
+      line
+        .trim()
+        .split(' ')
+        .map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] as const),
+    );
     const name = fields.get('name') ?? '';
     if (name.startsWith('dstore-') && name !== `dstore-${owner}` && fields.get('db') === String(url.db)) {
       throw new RedisSetupError(

@@ -10,17 +10,9 @@ import {
   epoch as toEpoch,
   seq as toSeq,
 } from '../../core/types.js';
-import type {
-  DedupRecord,
-  LogPosition,
-  PartitionMeta,
-} from '../backend.js';
+import type { DedupRecord, LogPosition, PartitionMeta } from '../backend.js';
 import { CorruptRecordError, decodeEntry as decodeRecord, decodeStoredValue, isUint } from '../log-record.js';
-import {
-  byClientId,
-  copyBytes,
-  dedupRecord,
-} from '../preconditions.js';
+import { byClientId, copyBytes, dedupRecord } from '../preconditions.js';
 
 /** 2: stored values are checksummed records (S13). */
 export const FORMAT_VERSION = '2';
@@ -48,8 +40,6 @@ export type Arg = string | Buffer;
 // ---------------------------------------------------------------------------------------
 // Encoding.
 // ---------------------------------------------------------------------------------------
-
-
 
 /** A plain Uint8Array copy of (part of) a reply buffer. */
 export function bytesOf(buf: Buffer, start = 0): Uint8Array {
@@ -84,7 +74,8 @@ export function decodeDedup(clientId: Buffer, raw: Buffer, what: string): DedupR
 export function decodeDedupTable(reply: unknown, partition: PartitionId): DedupRecord[] {
   const flat = reply as Buffer[];
   const out: DedupRecord[] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push(decodeDedup(flat[i]!, flat[i + 1]!, `partition ${partition} dedup record`));
+  for (let i = 0; i + 1 < flat.length; i += 2)
+    out.push(decodeDedup(flat[i]!, flat[i + 1]!, `partition ${partition} dedup record`));
   return out.sort(byClientId);
 }
 
@@ -98,10 +89,14 @@ export function decodeMeta(raw: string, what: string): PartitionMeta {
   if (typeof m !== 'object' || m === null) throw new CorruptRecordError(`${what}: metadata is not an object`);
   const { epoch: e, config, corrupt } = m as { epoch?: unknown; config?: unknown; corrupt?: unknown };
   if (!isUint(e)) throw new CorruptRecordError(`${what}: bad epoch in the metadata`);
-  if (config !== null && (typeof config !== 'object' || Array.isArray(config))) throw new CorruptRecordError(`${what}: bad config in the metadata`);
-  if (corrupt !== undefined && typeof corrupt !== 'string') throw new CorruptRecordError(`${what}: bad corrupt marker in the metadata`);
+  if (config !== null && (typeof config !== 'object' || Array.isArray(config)))
+    throw new CorruptRecordError(`${what}: bad config in the metadata`);
+  if (corrupt !== undefined && typeof corrupt !== 'string')
+    throw new CorruptRecordError(`${what}: bad corrupt marker in the metadata`);
   // S13: the replica's corrupt marker, until it drops the partition.
-  return corrupt === undefined ? { epoch: toEpoch(e), config: config as Config | null } : { epoch: toEpoch(e), config: config as Config | null, corrupt };
+  return corrupt === undefined
+    ? { epoch: toEpoch(e), config: config as Config | null }
+    : { epoch: toEpoch(e), config: config as Config | null, corrupt };
 }
 
 /** ZRANGEBYLEX bound: every key after `key`, or from the start. */
@@ -166,11 +161,16 @@ export function runsAfter(runs: readonly EpochRun[], baseSeq: number): readonly 
 
 export function stateFields(s: PartState): string[] {
   const fields = [
-    'as', String(s.applied.seq),
-    'ae', String(s.applied.epoch),
-    'bs', String(s.logBase.seq),
-    'be', String(s.logBase.epoch),
-    'g', String(s.generation),
+    'as',
+    String(s.applied.seq),
+    'ae',
+    String(s.applied.epoch),
+    'bs',
+    String(s.logBase.seq),
+    'be',
+    String(s.logBase.epoch),
+    'g',
+    String(s.generation),
   ];
   if (s.meta !== null) fields.push('m', JSON.stringify(s.meta));
   return fields;

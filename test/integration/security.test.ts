@@ -209,15 +209,13 @@ describe('a cluster with a token', () => {
 
   test('a storage server drops peer messages without the right token', async () => {
     const s1 = storage.get('s1')!;
-    pool
-      .get(s1)
-      .send({
-        t: 'peer',
-        from: 'intruder',
-        addr: '127.0.0.1:9',
-        m: { kind: 'prepareAck', partition: 0, epoch: 1, seq: 1, incarnation: 'x' },
-        token: WRONG,
-      });
+    pool.get(s1).send({
+      t: 'peer',
+      from: 'intruder',
+      addr: '127.0.0.1:9',
+      m: { kind: 'prepareAck', partition: 0, epoch: 1, seq: 1, incarnation: 'x' },
+      token: WRONG,
+    });
     await waitFor(
       's1 logging the dropped peer message',
       () => {

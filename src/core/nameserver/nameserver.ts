@@ -266,9 +266,7 @@ export class Nameserver {
    * back): taking one would lose whatever was acknowledged after it was removed, so that is
    * left to an operator.
    */
-  stuckCorrupt(
-    nowMs: number,
-  ): Array<{
+  stuckCorrupt(nowMs: number): Array<{
     partition: PartitionId;
     epoch: number;
     corrupt: NodeId[];

@@ -51,6 +51,7 @@ import {
   type Seq,
   partitionId,
 } from '../core/types.js';
+import { MAX_REASON_CHARS, RegisterLoop } from './registration.js';
 
 /** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
 export const MAX_DELETE_RESULTS = 100_000;
@@ -103,6 +104,46 @@ export type NameserverAnswer =
   | { readonly t: 'confirmEpoch'; readonly current: boolean }
   | { readonly t: 'promote' | 'removeSecondary'; readonly config: Config };
 
+/** The request that asks the nameserver `ask` (the driver adds the token). */
+export function askRequest(ask: NameserverAsk): Record<string, unknown> {
+  switch (ask.t) {
+    case 'confirmEpoch':
+      return { t: ask.t, p: ask.p, epoch: ask.epoch };
+    case 'promote':
+      return { t: ask.t, p: ask.p, epoch: ask.epoch, learner: ask.learner, learnerIncarnation: ask.learnerIncarnation };
+    case 'removeSecondary':
+      return { t: ask.t, p: ask.p, epoch: ask.epoch, secondary: ask.secondary };
+  }
+}
+
+/** The host's part of a register request. */
+export interface RegisterRequest {
+  readonly t: 'register';
+  readonly nodeId: NodeId;
+  readonly incarnation: string;
+  /** S4: false for a node that promises nothing durable, or whose store holds no partition. */
+  readonly durable: boolean;
+  readonly activePartitions: PartitionId[];
+}
+
+/** The host's part of a heartbeat: progress when healthy; the failure (and no progress) when not. */
+export interface HeartbeatRequest {
+  readonly t: 'heartbeat';
+  readonly nodeId: NodeId;
+  readonly incarnation: string;
+  readonly uptimeMs: number;
+  readonly progress: ReturnType<Replica['progress']>[];
+  readonly unhealthy?: string;
+}
+
+export type RegisterAnswer = {
+  readonly clusterId?: string;
+  readonly partitions: number;
+  readonly minWriteReplicas: number;
+  readonly deadAfterMs?: number;
+};
+export type HeartbeatAnswer = { readonly kind: 'register' } | { readonly kind: 'ok'; readonly configs: Config[] };
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
 export type HostEffect<H> =
@@ -139,10 +180,27 @@ export type HostEffect<H> =
       readonly epoch: Epoch;
     }
   /**
-   * Storage failed: close snapshot sessions, tell the nameserver at once, reopen storage
-   * after `firstDelayMs` (with backoff), then `loaded`, `reloaded` and register again.
+   * Storage failed: close snapshot sessions, reopen storage after `firstDelayMs` (with
+   * backoff), then `loaded`, `reloaded` and `register`. (The host tells the nameserver at
+   * once: an unhealthy `heartbeat` follows.)
    */
   | { readonly kind: 'unhealthy'; readonly life: number; readonly reason: string; readonly firstDelayMs: number }
+  /**
+   * Register: send `request` (the driver adds what only it knows: address, backend, limits,
+   * token); then `registerAnswered(gen, reply)` or `registerFailed(gen, err)`.
+   */
+  | { readonly kind: 'register'; readonly gen: number; readonly request: RegisterRequest }
+  /** Call `retryRegister(gen)` after `afterMs`. */
+  | { readonly kind: 'registerLater'; readonly gen: number; readonly afterMs: number }
+  /** Registered (healthy, configurations follow in heartbeat replies); the first one ends the start. */
+  | { readonly kind: 'registered' }
+  /** Registering cannot succeed (a refused token, a live holder of the node id): the start fails. */
+  | { readonly kind: 'registerGaveUp'; readonly error: Error }
+  /**
+   * Heartbeat: send `request` (the driver adds the key count and token); then
+   * `heartbeatAnswered(life, reply)` or `heartbeatFailed(err)`.
+   */
+  | { readonly kind: 'heartbeat'; readonly life: number; readonly request: HeartbeatRequest }
   /** A batch broke a backend precondition: a bug, not a storage failure (the process exits 70). */
   | { readonly kind: 'fatal'; readonly error: InvariantViolation }
   /** Call `deferred(life, p, input)` after the other events of this turn (mutation hooks only). */
@@ -187,6 +245,11 @@ export interface HostOptions {
   /** A fresh incarnation id: random in the process, deterministic in the simulator (S4, S7). */
   readonly newIncarnation: () => string;
   readonly resendAfterMs?: number;
+  /** S4: whether this node's storage survives a crash (false: it registers as not durable). */
+  readonly durable: boolean;
+  readonly heartbeatMs: number;
+  /** How logs and errors name the nameserver. */
+  readonly nameserver: string;
   readonly mutations?: HostMutations;
   readonly hooks?: HostHooks;
 }
@@ -328,11 +391,22 @@ export class StorageHost<H> {
   private awaitingReload = false;
   private out: Array<HostEffect<H>> = [];
   private readonly mutations: HostMutations;
+  private readonly startedMs: number;
+  /** Whether the store held any partition when it was (re)opened (S4, see `loaded`). */
+  private storeHoldsData = false;
+  /** The register attempt loop running, if any; `registerGen` numbers the loops. */
+  private registering: RegisterLoop | undefined;
+  private registerGen = 0;
+  /** The heartbeat in flight, if any, and what it said. */
+  private heartbeatSent: 'healthy' | 'unhealthy' | undefined;
+  /** The last healthy heartbeat failed (logged once until one gets through). */
+  private nameserverDown = false;
 
   constructor(private readonly opts: HostOptions) {
     this.nodeId = opts.nodeId;
     this.incarnation = opts.newIncarnation();
     this.mutations = opts.mutations ?? {};
+    this.startedMs = opts.now();
   }
 
   get replicas(): ReadonlyMap<PartitionId, Replica> {
@@ -361,6 +435,12 @@ export class StorageHost<H> {
 
   /** The state read from storage at start or at a reload (replaces any earlier one). */
   loaded(recoveries: ReadonlyMap<PartitionId, ReplicaRecovery>): void {
+    // S4: a store that holds no partition at all (a brand-new server, or one whose Redis was
+    // flushed or whose lmdb files were deleted while its data dir kept its node id) holds
+    // nothing it could have acknowledged: this incarnation registers as not durable, so the
+    // nameserver makes it relearn every partition it was a member of instead of trusting it
+    // as a secondary (which S5 could elect primary with an empty log).
+    this.storeHoldsData = recoveries.size > 0;
     this.recoveries.clear();
     for (const [p, r] of recoveries) this.recoveries.set(p, r);
   }
@@ -368,30 +448,152 @@ export class StorageHost<H> {
   /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
   reloaded(delayMs: number): void {
     this.awaitingReload = false;
+    this.registering = undefined; // a loop begun before the reload would register the old incarnation
     this.barrier = new GroupCommit();
     this.incarnation = this.opts.newIncarnation();
     this.recoveredDelayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
   }
 
-  /** Registered with the nameserver: the cluster's settings; healthy again after a reload. */
-  registered(reply: { partitions: number; minWriteReplicas: number; deadAfterMs?: number }): Array<HostEffect<H>> {
+  // ---- registering and heartbeats ----
+
+  /** Registers (S4: again after a reload, or when a heartbeat reply asks), unless a loop already runs. */
+  register(): Array<HostEffect<H>> {
+    this.startRegistering();
+    return this.drain();
+  }
+
+  private startRegistering(): void {
+    if (this.registering) return;
+    this.registering = new RegisterLoop(++this.registerGen, this.opts.now());
+    this.sendRegister();
+  }
+
+  private sendRegister(): void {
+    const loop = this.registering!;
+    this.out.push({
+      kind: 'register',
+      gen: loop.gen,
+      request: {
+        t: 'register',
+        nodeId: this.nodeId,
+        incarnation: this.incarnation,
+        durable: this.opts.durable && this.storeHoldsData,
+        activePartitions: this.activePartitions(),
+      },
+    });
+  }
+
+  /** The delay of a `registerLater` ran out. */
+  retryRegister(gen: number): Array<HostEffect<H>> {
+    if (this.registering?.gen === gen) this.sendRegister();
+    return this.drain();
+  }
+
+  registerFailed(gen: number, err: Error): Array<HostEffect<H>> {
+    const loop = this.registering;
+    if (loop?.gen !== gen) return [];
+    const verdict = loop.failed(err, this.opts.now(), {
+      nodeId: this.nodeId,
+      nameserver: this.opts.nameserver,
+      heartbeatMs: this.opts.heartbeatMs,
+    });
+    if (verdict.log) this.logAt(verdict.log.level, verdict.log.fields, verdict.log.message);
+    if ('giveUp' in verdict) {
+      this.registering = undefined;
+      this.out.push({ kind: 'registerGaveUp', error: verdict.giveUp });
+    } else this.out.push({ kind: 'registerLater', gen, afterMs: verdict.retryAfterMs });
+    return this.drain();
+  }
+
+  /** Registered: the cluster's settings; healthy again after a reload; a heartbeat at once. */
+  registerAnswered(gen: number, reply: RegisterAnswer): Array<HostEffect<H>> {
+    const loop = this.registering;
+    if (loop?.gen !== gen) return [];
+    this.registering = undefined;
     // A registration that storage failed under (say, one a heartbeat asked for) is not a
     // reload: healthy now would build empty replicas over a backend that holds their logs.
     if (this.awaitingReload) return [];
+    const nowMs = this.opts.now();
+    this.logAt(
+      'info',
+      {
+        clusterId: reply.clusterId,
+        partitions: reply.partitions,
+        incarnation: this.incarnation,
+        attempts: loop.attempt,
+        waitedMs: nowMs - loop.startedMs,
+      },
+      'registered with the nameserver',
+    );
     this.partitions = reply.partitions;
     this.minWriteReplicas = reply.minWriteReplicas;
     this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
     if (this.health.state !== 'healthy') {
       this.logAt(
         'info',
-        { unhealthyMs: this.opts.now() - this.health.sinceMs },
+        { unhealthyMs: nowMs - this.health.sinceMs },
         'storage healthy again; replicas reloaded from the backend and registered as a restarted node',
       );
       this.health = { state: 'healthy' };
-      this.recoveredMs = this.opts.now();
+      this.recoveredMs = nowMs;
     }
     // S4: recovered replicas exist from now on, inactive until a configuration arrives.
     for (const p of this.recoveries.keys()) this.replica(p);
+    this.out.push({ kind: 'registered' });
+    this.heartbeatNow();
+    return this.drain();
+  }
+
+  /** The heartbeat timer: progress to the nameserver (§4), or the failure while unhealthy. */
+  heartbeatDue(): Array<HostEffect<H>> {
+    this.heartbeatNow();
+    return this.drain();
+  }
+
+  private heartbeatNow(): void {
+    if (this.heartbeatSent || this.partitions === 0) return;
+    const base = { t: 'heartbeat', nodeId: this.nodeId, uptimeMs: this.opts.now() - this.startedMs } as const;
+    if (this.health.state !== 'healthy') {
+      // §4: the nameserver shows it and does not count it as a heartbeat: the node's partitions
+      // fail over at once. It names the incarnation that failed, never one a reload registers.
+      this.heartbeatSent = 'unhealthy';
+      const unhealthy = this.health.reason.slice(0, MAX_REASON_CHARS);
+      this.out.push({
+        kind: 'heartbeat',
+        life: this.life,
+        request: { ...base, incarnation: this.failedIncarnation, progress: [], unhealthy },
+      });
+      return;
+    }
+    if (this.registering) return; // the registration ends with a heartbeat
+    this.heartbeatSent = 'healthy';
+    this.out.push({
+      kind: 'heartbeat',
+      life: this.life,
+      request: { ...base, incarnation: this.incarnation, progress: this.progress() },
+    });
+  }
+
+  /** The reply to a heartbeat sent in `life`: configurations, or "register again". */
+  heartbeatAnswered(life: number, reply: HeartbeatAnswer): Array<HostEffect<H>> {
+    const sent = this.heartbeatSent;
+    this.heartbeatSent = undefined;
+    if (sent !== 'healthy') return [];
+    if (this.nameserverDown) this.logAt('info', {}, 'nameserver reachable again');
+    this.nameserverDown = false;
+    if (life !== this.life) return []; // storage failed meanwhile: the reload registers
+    if (reply.kind === 'register') return this.register();
+    return this.configure(life, reply.configs);
+  }
+
+  heartbeatFailed(err: Error): Array<HostEffect<H>> {
+    const sent = this.heartbeatSent;
+    this.heartbeatSent = undefined;
+    if (sent === 'unhealthy') this.logAt('debug', { err: err.message }, 'unhealthy heartbeat not delivered');
+    else if (!this.nameserverDown) {
+      this.nameserverDown = true;
+      this.logAt('warn', { err: err.message }, 'heartbeat failed; serving on with the configurations we have');
+    }
     return this.drain();
   }
 
@@ -432,6 +634,9 @@ export class StorageHost<H> {
     // Failed again soon after recovering: go on with the backoff where it ended.
     const firstDelayMs = nowMs - this.recoveredMs < RECOVER_STABLE_MS ? this.recoveredDelayMs : RECOVER_FIRST_MS;
     this.out.push({ kind: 'unhealthy', life: this.life, reason: err.message, firstDelayMs });
+    // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
+    // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
+    this.heartbeatNow();
     return this.drain();
   }
 
@@ -550,6 +755,13 @@ export class StorageHost<H> {
   /** Effects left by `corruptRead` (the driver drains after answering). */
   pending(): Array<HostEffect<H>> {
     return this.drain();
+  }
+
+  /** S11: a snapshot of `p` is served by its primary at `epoch` only (the learner asks again otherwise). */
+  checkSnapshotSource(p: PartitionId, epoch: number): void {
+    const r = this.replicaMap.get(p);
+    if (r?.role !== 'primary' || r.epoch !== epoch)
+      throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
   }
 
   private corruptError(p: PartitionId): DstoreError {

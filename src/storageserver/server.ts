@@ -27,9 +27,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  DstoreError,
   InvalidArgumentError,
-  NodeIdInUseError,
   MalformedMessageError,
   NotPrimaryError,
   OverloadedError,
@@ -77,8 +75,11 @@ import {
 } from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
 import {
+  askRequest,
+  type HeartbeatRequest,
   type HostEffect,
   type NameserverAsk,
+  type RegisterRequest,
   type StorageHealth,
   RECOVER_FIRST_MS,
   RECOVER_MAX_MS,
@@ -128,15 +129,8 @@ const MIN_FREE_BYTES_TO_REOPEN = 1024 * 1024;
 const RECOVER_MAX_ATTEMPTS = 10_000;
 /** A snapshot session no read used for this long is closed (it pins backend state). */
 const SNAPSHOT_SESSION_IDLE_MS = 60_000;
-/** Pauses between attempts to register: doubling from the first to the largest, in ms (issue 9). */
-const REGISTER_BACKOFF_FIRST_MS = 100;
-const REGISTER_BACKOFF_MAX_MS = 2000;
-/** While the nameserver cannot be reached, the log says so this often, in ms. */
-const REGISTER_LOG_EVERY_MS = 15_000;
 /** At most this many snapshot sessions open at once; a new one beyond it is OVERLOADED. */
 const MAX_SNAPSHOT_SESSIONS = 64;
-/** Longest failure reason sent in a heartbeat. */
-const MAX_REASON_CHARS = 500;
 
 /** Reads the node id kept in the data dir, or creates it (from the flag or at random). */
 export function loadNodeId(dataDir: string, requested?: string): NodeId {
@@ -160,18 +154,14 @@ export class StorageServer {
   private readonly limits: Limits;
   /** What the server decides (host.ts); this class executes its effects. */
   private readonly host: StorageHost<Handle>;
-  /** Whether the backend held any partition when it was (re)opened (see loadLogs). */
-  private storeHoldsData = false;
   private readonly addresses = new Map<NodeId, string>();
   /** Batches being written (close waits for them). */
   private batchesInFlight = 0;
   private readonly pool: RpcPool;
   private server: RpcServer | undefined;
   private timers: NodeJS.Timeout[] = [];
-  private readonly startedMs = Date.now();
   private advertised = '';
   private keyCount = 0;
-  private nameserverDown = false;
   private closed = false;
 
   /**
@@ -191,6 +181,9 @@ export class StorageServer {
       limits: this.limits,
       now: Date.now,
       newIncarnation: () => randomBytes(8).toString('hex'),
+      durable: cfg.durable,
+      heartbeatMs: cfg.heartbeatMs,
+      nameserver: cfg.nameserver,
     });
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
   }
@@ -219,8 +212,8 @@ export class StorageServer {
       },
       'storage server listening',
     );
-    await this.register();
-    this.timers.push(setInterval(() => void this.heartbeat(), this.cfg.heartbeatMs));
+    await this.registerFirst();
+    this.timers.push(setInterval(() => this.heartbeatTimer(), this.cfg.heartbeatMs));
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
     this.timers.push(
       setInterval(
@@ -262,110 +255,34 @@ export class StorageServer {
 
   // ---- nameserver ----
 
-  private registering: Promise<void> | undefined;
+  /** While `start` waits for the first registration: how to end that wait. */
+  private starting: { resolve: () => void; reject: (err: Error) => void } | undefined;
 
-  /**
-   * Registers with the nameserver, then heartbeats at once. Concurrent callers (start,
-   * heartbeats, a reload) share one attempt loop; the heartbeat runs after the loop has
-   * ended, so one that is told to register again starts a new loop instead of awaiting itself.
-   */
-  private async register(): Promise<void> {
-    this.registering ??= this.registerUntilDone().finally(() => {
-      this.registering = undefined;
+  /** Registers and returns once registered; rejects when registering cannot succeed. */
+  private registerFirst(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.starting = { resolve, reject };
+      this.run(this.host.register());
     });
-    await this.registering;
-    await this.heartbeat();
   }
 
-  /**
-   * Retries with backoff for as long as the server runs (issue 9: a nameserver that is down
-   * or not started yet is waited for, not given up on), saying so in the log at once and
-   * then every REGISTER_LOG_EVERY_MS. Gives up at once on what retrying cannot fix: any
-   * non-retryable DstoreError (a refused token, an address that does not speak the dstore
-   * protocol, a malformed reply); and on NODE_ID_IN_USE once the other server has kept
-   * heartbeating for two --dead-after-ms (it is not this server's previous life).
-   */
-  private async registerUntilDone(): Promise<void> {
-    const startedMs = Date.now();
-    let lastLoggedMs: number | undefined;
-    let inUseSinceMs: number | undefined;
-    let delayMs = REGISTER_BACKOFF_FIRST_MS;
-    // Unbounded on purpose: the server has nothing to do until it registers. Each attempt is
-    // bounded by callTimeoutMs, the pause between attempts by REGISTER_BACKOFF_MAX_MS.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const raw = await this.nameserverCall({
-          t: 'register',
-          nodeId: this.nodeId,
-          address: this.advertised,
-          backend: this.backend.kind,
-          incarnation: this.incarnation,
-          durable: this.cfg.durable && this.storeHoldsData,
-          maxValueBytes: this.limits.maxValueBytes,
-          activePartitions: this.host.activePartitions(),
-        });
-        const r = registerReply.decode(raw);
-        if (!r.ok)
-          throw new InvalidArgumentError(
-            `nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`,
-          );
-        this.log.info(
-          {
-            clusterId: r.value.clusterId,
-            partitions: r.value.partitions,
-            incarnation: this.incarnation,
-            attempts: attempt,
-            waitedMs: Date.now() - startedMs,
-          },
-          'registered with the nameserver',
+  private async sendRegister(gen: number, request: RegisterRequest): Promise<void> {
+    if (this.closed) return;
+    try {
+      const raw = await this.nameserverCall({
+        ...request,
+        address: this.advertised,
+        backend: this.backend.kind,
+        maxValueBytes: this.limits.maxValueBytes,
+      });
+      const r = registerReply.decode(raw);
+      if (!r.ok)
+        throw new InvalidArgumentError(
+          `nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`,
         );
-        this.run(this.host.registered(r.value));
-        return;
-      } catch (err) {
-        if (this.closed) throw err;
-        const now = Date.now();
-        // DESIGN §12: a refused token does not get better by retrying; say so and stop.
-        if (err instanceof UnauthorizedError)
-          throw new UnauthorizedError(
-            `nameserver ${this.cfg.nameserver} refused to register ${this.nodeId}: ${err.message}`,
-            { cause: err },
-          );
-        if (err instanceof NodeIdInUseError) {
-          inUseSinceMs ??= now;
-          const bound = 2 * err.deadAfterMs + this.cfg.heartbeatMs;
-          if (now - inUseSinceMs > bound) {
-            throw new NodeIdInUseError(
-              err.nodeId,
-              err.address,
-              err.refusedAddress,
-              err.heartbeatAgeMs,
-              err.deadAfterMs,
-              `node id ${err.nodeId} is in use by a live storage server at ${err.address} (it kept heartbeating for ${now - inUseSinceMs} ms); stop it, or give this one another --node-id and --data-dir`,
-            );
-          }
-          this.log.warn(
-            { nodeId: err.nodeId, holder: err.address, attempt },
-            `${err.message}; retrying for up to ${bound - (now - inUseSinceMs)} ms more`,
-          );
-        } else if (err instanceof DstoreError && !err.retryable) {
-          this.log.fatal(
-            { nameserver: this.cfg.nameserver, code: err.code, err: err.message },
-            'cannot register with the nameserver, and retrying cannot help; giving up',
-          );
-          throw err;
-        } else {
-          inUseSinceMs = undefined;
-          if (lastLoggedMs === undefined || now - lastLoggedMs >= REGISTER_LOG_EVERY_MS) {
-            lastLoggedMs = now;
-            this.log.warn(
-              { err: (err as Error).message, nameserver: this.cfg.nameserver, attempt, waitingMs: now - startedMs },
-              'cannot register with the nameserver yet; retrying with backoff until it answers',
-            );
-          }
-        }
-        await new Promise((r) => setTimeout(r, delayMs));
-        delayMs = Math.min(delayMs * 2, REGISTER_BACKOFF_MAX_MS);
-      }
+      this.run(this.host.registerAnswered(gen, r.value));
+    } catch (err) {
+      if (!this.closed) this.run(this.host.registerFailed(gen, err as Error));
     }
   }
 
@@ -375,73 +292,32 @@ export class StorageServer {
       .call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
   }
 
-  private heartbeating = false;
-
-  private async heartbeat(): Promise<void> {
-    if (this.heartbeating || this.closed || this.host.partitions === 0) return;
-    if (this.host.health.state !== 'healthy') return this.heartbeatUnhealthy(this.host.health);
-    this.heartbeating = true;
-    const life = this.host.life;
-    try {
+  /** The heartbeat timer; it also notices a backend gone bad between writes (say, on an idle cluster). */
+  private heartbeatTimer(): void {
+    if (this.closed) return;
+    if (this.host.health.state === 'healthy') {
       const health = this.backend.health?.();
       if (health && (health.broken !== undefined || !health.connected)) {
-        // Noticed between writes (say, an idle cluster): no write may be acked on it now.
-        this.onStorageFailure(
-          new Error(health.broken ?? `backend not connected${health.lastError ? `: ${health.lastError}` : ''}`),
-          life,
-        );
+        const detail = health.lastError ? `: ${health.lastError}` : '';
+        this.onStorageFailure(new Error(health.broken ?? `backend not connected${detail}`), this.host.life);
         return;
       }
-      const progress = this.host.progress();
-      const raw = await this.nameserverCall({
-        t: 'heartbeat',
-        nodeId: this.nodeId,
-        incarnation: this.incarnation,
-        uptimeMs: Date.now() - this.startedMs,
-        keys: this.keyCount,
-        progress,
-      });
-      if (this.nameserverDown) this.log.info({}, 'nameserver reachable again');
-      this.nameserverDown = false;
-      const r = heartbeatReply.decode(raw);
-      if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
-      if (r.value.kind === 'register') {
-        this.heartbeating = false;
-        if (life !== this.host.life) return; // storage failed meanwhile: the reload registers
-        return await this.register();
-      }
-      for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
-      this.run(this.host.configure(life, r.value.configs.map(toConfig)));
-      void this.refreshKeyCount();
-    } catch (err) {
-      if (!this.nameserverDown)
-        this.log.warn({ err: (err as Error).message }, 'heartbeat failed; serving on with the configurations we have');
-      this.nameserverDown = true;
-    } finally {
-      this.heartbeating = false;
     }
+    this.run(this.host.heartbeatDue());
   }
 
-  /**
-   * Unhealthy: tell the nameserver (so `nodes` shows it) without progress; the nameserver
-   * does not count this as a heartbeat, so the node goes dead after --dead-after-ms (§4).
-   */
-  private async heartbeatUnhealthy(health: Extract<StorageHealth, { state: 'unhealthy' }>): Promise<void> {
-    this.heartbeating = true;
+  private async sendHeartbeat(life: number, request: HeartbeatRequest): Promise<void> {
     try {
-      await this.nameserverCall({
-        t: 'heartbeat',
-        nodeId: this.nodeId,
-        incarnation: this.host.failedIncarnation,
-        uptimeMs: Date.now() - this.startedMs,
-        keys: this.keyCount,
-        progress: [],
-        unhealthy: health.reason.slice(0, MAX_REASON_CHARS),
-      });
+      const raw = await this.nameserverCall({ ...request, keys: this.keyCount });
+      const r = heartbeatReply.decode(raw);
+      if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
+      if (r.value.kind === 'ok') {
+        for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
+        this.run(this.host.heartbeatAnswered(life, { kind: 'ok', configs: r.value.configs.map(toConfig) }));
+        void this.refreshKeyCount();
+      } else this.run(this.host.heartbeatAnswered(life, r.value));
     } catch (err) {
-      this.log.debug({ err: (err as Error).message }, 'unhealthy heartbeat not delivered');
-    } finally {
-      this.heartbeating = false;
+      if (!this.closed) this.run(this.host.heartbeatFailed(err as Error));
     }
   }
 
@@ -501,10 +377,33 @@ export class StorageServer {
             'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff',
           );
           void this.closeIdleSnapshotSessions(0);
-          // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
-          // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
-          void this.heartbeat();
           void this.reloadStorage(e.life, e.firstDelayMs);
+          break;
+        case 'register':
+          void this.sendRegister(e.gen, e.request);
+          break;
+        case 'registerLater':
+          setTimeout(() => {
+            if (!this.closed) this.run(this.host.retryRegister(e.gen));
+          }, e.afterMs).unref();
+          break;
+        case 'registered':
+          this.starting?.resolve();
+          this.starting = undefined;
+          break;
+        case 'registerGaveUp':
+          // At start the server exits with the error; later (a heartbeat reply asked to
+          // register again) the next heartbeat asks again.
+          if (this.starting) this.starting.reject(e.error);
+          else
+            this.log.error(
+              { err: e.error.message },
+              'cannot register with the nameserver; the next heartbeat asks again',
+            );
+          this.starting = undefined;
+          break;
+        case 'heartbeat':
+          void this.sendHeartbeat(e.life, e.request);
           break;
         case 'fatal':
           this.onInvariantViolation(e.error);
@@ -542,12 +441,7 @@ export class StorageServer {
   private async loadLogs(): Promise<void> {
     const states = await this.backend.partitions();
     const recoveries = new Map<PartitionId, ReplicaRecovery>();
-    // S4: a store that holds no partition at all (a brand-new server, or one whose Redis was
-    // flushed or whose lmdb files were deleted while its data dir kept its node id) holds
-    // nothing it could have acknowledged: this incarnation registers as not durable, so the
-    // nameserver makes it relearn every partition it was a member of instead of trusting it
-    // as a secondary (which S5 could elect primary with an empty log).
-    this.storeHoldsData = states.length > 0;
+    // S4: a store that holds no partition registers as not durable (the host decides).
     for (const state of states) {
       if (state.corrupt !== undefined || state.meta?.corrupt !== undefined) {
         this.log.error(
@@ -617,24 +511,18 @@ export class StorageServer {
     try {
       switch (ask.t) {
         case 'confirmEpoch': {
-          const r = confirmEpochReply.decode(
-            await this.nameserverCall({ t: 'confirmEpoch', p: ask.p, epoch: ask.epoch }),
-          );
+          const r = confirmEpochReply.decode(await this.nameserverCall(askRequest(ask)));
           if (r.ok) this.run(this.host.answered(life, ask, { t: 'confirmEpoch', current: r.value.current }));
           return;
         }
         case 'promote': {
-          const { p, epoch, learner, learnerIncarnation } = ask;
-          const r = promoteReply.decode(
-            await this.nameserverCall({ t: 'promote', p, epoch, learner, learnerIncarnation }),
-          );
+          const r = promoteReply.decode(await this.nameserverCall(askRequest(ask)));
           if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed promote reply: ${r.reason}`);
           this.run(this.host.answered(life, ask, { t: 'promote', config: toConfig(r.value.config) }));
           return;
         }
         case 'removeSecondary': {
-          const { p, epoch, secondary } = ask;
-          const r = promoteReply.decode(await this.nameserverCall({ t: 'removeSecondary', p, epoch, secondary }));
+          const r = promoteReply.decode(await this.nameserverCall(askRequest(ask)));
           if (!r.ok) throw new MalformedMessageError(`nameserver sent a malformed removeSecondary reply: ${r.reason}`);
           this.run(this.host.answered(life, ask, { t: 'removeSecondary', config: toConfig(r.value.config) }));
           return;
@@ -728,9 +616,7 @@ export class StorageServer {
   }
 
   private async snapshotRead(p: PartitionId, epoch: number, sessionId: string | undefined): Promise<unknown> {
-    const r = this.host.replicas.get(p);
-    if (r?.role !== 'primary' || r.epoch !== epoch)
-      throw new NotPrimaryError(`${this.nodeId} is not primary of partition ${p} at epoch ${epoch}`);
+    this.host.checkSnapshotSource(p, epoch);
     let session = sessionId ? this.snapshotSessions.get(sessionId) : undefined;
     let dedup: DedupRecord[] = [];
     if (sessionId && !session) throw new InvalidArgumentError(`snapshot session ${sessionId} expired`);
@@ -851,9 +737,7 @@ export class StorageServer {
           },
           'backend reopened; registering again',
         );
-        await this.register();
-        // A registration begun before the reload (and ignored by the host) ended the shared loop: once more.
-        if (this.host.health.state !== 'healthy' && life === this.host.life && !this.closed) await this.register();
+        this.run(this.host.register());
         return;
       } catch (err) {
         this.log.warn({ attempt, retryInMs: delayMs, err: (err as Error).message }, 'storage still unavailable');

@@ -23,7 +23,16 @@ import { History, keysByPartition, TIMING, withLogsOnFailure } from './failures-
 const P = 4;
 
 test('a storage server restarted with a wiped store relearns its partitions and is never elected with nothing', async () => {
-  await using cluster = await LocalCluster.start({ nodes: 5, partitions: P, replicas: 3, backend: 'lmdb', ...TIMING });
+  // Dead after 6 s, not TIMING's 2: B must be back (and registered) before the nameserver
+  // declares it dead and drops it, which a restart on a loaded machine can take longer than.
+  await using cluster = await LocalCluster.start({
+    nodes: 5,
+    partitions: P,
+    replicas: 3,
+    backend: 'lmdb',
+    ...TIMING,
+    deadAfterMs: 6000,
+  });
   await withLogsOnFailure(cluster, async () => {
     const db = await cluster.client();
     const history = new History(P);

@@ -416,7 +416,10 @@ export function diagnose(
     // nameserver only picks servers that report some progress (maybeAddLearner).
     const size = 1 + c.secondaries.length + c.learners.length;
     if (size < Math.min(knobs.settings.replicas, nodes.length) && c.learners.length === 0) {
-      const empty = nodes.filter((n) => n.up && n.replicas.size === 0 && ![c.primary, ...c.secondaries].includes(n.id));
+      // (An unhealthy server holds no replica until its storage reopens: not a candidate.)
+      const empty = nodes.filter(
+        (n) => n.up && n.healthy && n.replicas.size === 0 && ![c.primary, ...c.secondaries].includes(n.id),
+      );
       if (empty.length > 0) {
         return {
           kind: 'liveness:empty-server-never-chosen',

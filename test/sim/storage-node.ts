@@ -12,7 +12,7 @@
  *   not, by coin flip); a restart rebuilds each replica from the disk with the host's
  *   `recoveryOf`, as the real server does from its backend.
  */
-import { InvalidArgumentError, NotPrimaryError, type WireError } from '../../src/core/errors.js';
+import { DstoreError, errorFromWire, type WireError } from '../../src/core/errors.js';
 import { defaultLimits, type Limits } from '../../src/core/limits.js';
 import type { PeerMessage } from '../../src/core/replica/messages.js';
 import type { BatchOp, DedupRecord } from '../../src/core/replica/ops.js';
@@ -27,10 +27,13 @@ import {
   partitionId,
 } from '../../src/core/types.js';
 import {
+  askRequest,
+  type HeartbeatAnswer,
   type HostEffect,
   type HostMutations,
   type NameserverAnswer,
   type NameserverAsk,
+  type RegisterAnswer,
   StorageHost,
   recoveryOf,
 } from '../../src/storageserver/host.js';
@@ -117,18 +120,8 @@ type Respond = (r: CallResult) => void;
 class Volatile {
   /** The batch being fsynced. */
   inFlight: { batch: number; ops: readonly BatchOp[] } | null = null;
-  heartbeating = false;
-  registering = false;
-  /** Bumped by a reload: replies to registrations begun before it are ignored. */
-  registerGen = 0;
   timersStarted = false;
-  readonly startedMs: number;
-  constructor(
-    readonly host: StorageHost<Respond>,
-    nowMs: number,
-  ) {
-    this.startedMs = nowMs;
-  }
+  constructor(readonly host: StorageHost<Respond>) {}
 }
 
 export class SimStorageNode implements Endpoint {
@@ -156,6 +149,11 @@ export class SimStorageNode implements Endpoint {
     return `${this.id}#${this.inc}`;
   }
 
+  /** Whether the running process's storage works (false when down). */
+  get healthy(): boolean {
+    return this.v?.host.health.state === 'healthy';
+  }
+
   /** The replicas of the running process (empty when down). */
   get replicas(): ReadonlyMap<PartitionId, Replica> {
     return this.v?.host.replicas ?? new Map();
@@ -172,6 +170,9 @@ export class SimStorageNode implements Endpoint {
       now: () => this.world.now,
       newIncarnation: () => (this.reloads === 0 ? this.incarnation : `${this.incarnation}.r${this.reloads}`),
       resendAfterMs: this.knobs.resendAfterMs,
+      durable: this.knobs.durable,
+      heartbeatMs: this.knobs.heartbeatMs,
+      nameserver: 'ns',
       mutations: hostMutations(this.knobs.mutation),
       hooks: {
         replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq),
@@ -194,11 +195,11 @@ export class SimStorageNode implements Endpoint {
         },
       },
     });
-    const v = new Volatile(host, this.world.now);
+    const v = new Volatile(host);
     this.v = v;
     const partitions = this.loadDisk(host);
     this.world.trace(`${this.id} starts (incarnation ${this.inc}, ${partitions} partitions on disk)`);
-    this.register(100);
+    this.run(v, host.register());
   }
 
   /** loadLogs: every partition on disk, as the real server reads its backend at start and reload. */
@@ -221,9 +222,7 @@ export class SimStorageNode implements Endpoint {
     this.stats.reloads++;
     v.host.reloaded(delayMs);
     this.world.trace(`${this.id} storage reopened after ${delayMs} ms; reloaded as incarnation ${v.host.incarnation}`);
-    v.registering = false;
-    v.registerGen++;
-    this.register(100);
+    this.run(v, v.host.register());
   }
 
   /** Kills the process; `inFlightReached` decides whether the batch being fsynced made it (default: a coin flip). */
@@ -345,6 +344,48 @@ export class SimStorageNode implements Endpoint {
           this.world.trace(`${this.id} storage UNHEALTHY (${e.reason}); reopening in ${e.firstDelayMs} ms`);
           this.world.schedule(e.firstDelayMs, this.id, () => this.reopen(v, e.life, e.firstDelayMs));
           break;
+        case 'register':
+          this.world.call(
+            this.id,
+            'ns',
+            e.request,
+            this.knobs.callTimeoutMs,
+            () => `register ${e.request.incarnation}`,
+            (r) => {
+              if (this.v !== v) return;
+              if (!r.ok) return this.run(v, v.host.registerFailed(e.gen, errorFromWire(r.error)));
+              this.run(v, v.host.registerAnswered(e.gen, r.value as RegisterAnswer));
+            },
+          );
+          break;
+        case 'registerLater':
+          this.world.schedule(e.afterMs, this.id, () => {
+            if (this.v === v) this.run(v, v.host.retryRegister(e.gen));
+          });
+          break;
+        case 'registered':
+          if (!v.timersStarted) {
+            v.timersStarted = true;
+            this.world.schedule(this.knobs.heartbeatMs, this.id, () => this.heartbeatTimer());
+            this.world.schedule(this.knobs.tickMs, this.id, () => this.tickTimer());
+          }
+          break;
+        case 'registerGaveUp':
+          throw new SimulationFailure(`${this.id} gave up registering: ${e.error.message}`);
+        case 'heartbeat':
+          this.world.call(
+            this.id,
+            'ns',
+            { ...e.request, keys: 0 },
+            this.knobs.callTimeoutMs,
+            () => `heartbeat ${e.request.incarnation}${e.request.unhealthy === undefined ? '' : ' (unhealthy)'}`,
+            (r) => {
+              if (this.v !== v) return;
+              if (!r.ok) return this.run(v, v.host.heartbeatFailed(errorFromWire(r.error)));
+              this.run(v, v.host.heartbeatAnswered(e.life, r.value as HeartbeatAnswer));
+            },
+          );
+          break;
         case 'fatal':
           // A broken precondition is reported in writeDurably.
           throw new SimulationFailure(`${this.id}: unexpected ${e.kind} effect`);
@@ -356,53 +397,9 @@ export class SimStorageNode implements Endpoint {
 
   // ---- the nameserver ----
 
-  private register(delayMs: number): void {
-    const v = this.v!;
-    if (v.registering) return;
-    v.registering = true;
-    const gen = v.registerGen;
-    const attempt = (delay: number) => {
-      // A reload since: it registers its new incarnation itself.
-      if (this.v !== v || v.registerGen !== gen) return;
-      this.world.call(
-        this.id,
-        'ns',
-        {
-          t: 'register',
-          nodeId: this.id,
-          incarnation: v.host.incarnation,
-          durable: this.knobs.durable,
-          activePartitions: v.host.activePartitions(),
-        },
-        this.knobs.callTimeoutMs,
-        () => `register ${v.host.incarnation}`,
-        (r) => {
-          if (v.registerGen !== gen) return;
-          if (!v.host.mayRegister) {
-            v.registering = false; // storage failed meanwhile: the reload registers
-            return;
-          }
-          if (!r.ok) {
-            this.world.schedule(delay, this.id, () => attempt(Math.min(delay * 2, 2000)));
-            return;
-          }
-          const reply = r.value as { partitions: number; minWriteReplicas: number; deadAfterMs: number };
-          v.registering = false;
-          this.run(v, v.host.registered(reply));
-          if (!v.timersStarted) {
-            v.timersStarted = true;
-            this.world.schedule(this.knobs.heartbeatMs, this.id, () => this.heartbeatTimer());
-            this.world.schedule(this.knobs.tickMs, this.id, () => this.tickTimer());
-          }
-          this.heartbeat();
-        },
-      );
-    };
-    attempt(delayMs);
-  }
-
   private heartbeatTimer(): void {
-    this.heartbeat();
+    const v = this.v!;
+    this.run(v, v.host.heartbeatDue());
     this.world.schedule(this.knobs.heartbeatMs, this.id, () => this.heartbeatTimer());
   }
 
@@ -412,37 +409,6 @@ export class SimStorageNode implements Endpoint {
     this.world.schedule(this.knobs.tickMs, this.id, () => this.tickTimer());
   }
 
-  private heartbeat(): void {
-    const v = this.v!;
-    // Unhealthy: no heartbeat (the simulated nameserver does not know `unhealthy`); dead after deadAfterMs.
-    if (v.heartbeating || v.host.partitions === 0 || v.registering || v.host.health.state !== 'healthy') return;
-    v.heartbeating = true;
-    const life = v.host.life;
-    const body = {
-      t: 'heartbeat',
-      nodeId: this.id,
-      incarnation: v.host.incarnation,
-      uptimeMs: this.world.now - v.startedMs,
-      keys: 0,
-      progress: v.host.progress(),
-    };
-    this.world.call(
-      this.id,
-      'ns',
-      body,
-      this.knobs.callTimeoutMs,
-      () => `heartbeat ${v.host.incarnation}`,
-      (r) => {
-        v.heartbeating = false;
-        if (!r.ok) return;
-        const reply = r.value as { kind: 'register' } | { kind: 'ok'; configs: Config[] };
-        if (life !== v.host.life) return; // storage failed meanwhile: the reload registers
-        if (reply.kind === 'register') return this.register(100);
-        this.run(v, v.host.configure(life, reply.configs));
-      },
-    );
-  }
-
   private ask(v: Volatile, life: number, ask: NameserverAsk): void {
     const describe = (): string =>
       ask.t === 'confirmEpoch'
@@ -450,13 +416,7 @@ export class SimStorageNode implements Endpoint {
         : ask.t === 'promote'
           ? `promote p${ask.p} e${ask.epoch} ${ask.learner}`
           : `removeSecondary p${ask.p} e${ask.epoch} ${ask.secondary}`;
-    const body =
-      ask.t === 'confirmEpoch'
-        ? { t: ask.t, p: ask.p, epoch: ask.epoch }
-        : ask.t === 'promote'
-          ? { t: ask.t, p: ask.p, epoch: ask.epoch, learner: ask.learner, learnerIncarnation: ask.learnerIncarnation }
-          : { t: ask.t, p: ask.p, epoch: ask.epoch, secondary: ask.secondary };
-    this.world.call(this.id, 'ns', body, this.knobs.callTimeoutMs, describe, (r) => {
+    this.world.call(this.id, 'ns', askRequest(ask), this.knobs.callTimeoutMs, describe, (r) => {
       if (this.v !== v) return;
       if (!r.ok) return this.run(v, v.host.askFailed(life, ask, new Error(r.error.message)));
       const answer: NameserverAnswer =
@@ -518,9 +478,13 @@ export class SimStorageNode implements Endpoint {
       rs?: number;
       epoch?: number;
     };
-    const partitions = v.host.partitions;
-    if (partitions === 0) return respond(err(new NotPrimaryError(`${this.id} has not joined the cluster yet`)));
-    if (req.p >= partitions) return respond(err(new InvalidArgumentError(`partition ${req.p} does not exist`)));
+    try {
+      v.host.checkPartition(req.p);
+      if (req.t === 'snapshotRead') v.host.checkSnapshotSource(partitionId(req.p), req.epoch!);
+    } catch (e) {
+      if (e instanceof DstoreError) return respond(err(e));
+      throw e;
+    }
     const p = partitionId(req.p);
     const tag = req.cid !== undefined && req.rs !== undefined ? { cid: req.cid, rs: req.rs } : {};
     switch (req.t) {
@@ -533,12 +497,8 @@ export class SimStorageNode implements Endpoint {
         return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag }, respond));
       case 'get':
         return this.run(v, v.host.clientCall({ t: 'get', p, key: bytes(req.key!) }, respond));
-      case 'snapshotRead': {
-        const r = v.host.replicas.get(p);
-        if (r?.role !== 'primary' || r.epoch !== req.epoch)
-          return respond(err(new NotPrimaryError(`${this.id} is not primary of partition ${p} at epoch ${req.epoch}`)));
+      case 'snapshotRead':
         return respond({ ok: true, value: this.disk.snapshot(p) });
-      }
       default:
         throw new SimulationFailure(`unknown call ${req.t}`);
     }

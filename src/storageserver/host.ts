@@ -58,6 +58,8 @@ export const MAX_DELETE_RESULTS = 100_000;
 /** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
 export const RECOVER_FIRST_MS = 100;
 export const RECOVER_MAX_MS = 5000;
+/** After this many failed reopen attempts in a row (hours at RECOVER_MAX_MS) the server gives up. */
+export const RECOVER_MAX_ATTEMPTS = 10_000;
 /**
  * A failure within this long of recovering from the last one continues its backoff instead
  * of starting over, so a disk that fails again at the first writes after a reopen (still
@@ -180,11 +182,17 @@ export type HostEffect<H> =
       readonly epoch: Epoch;
     }
   /**
-   * Storage failed: close snapshot sessions, reopen storage after `firstDelayMs` (with
-   * backoff), then `loaded`, `reloaded` and `register`. (The host tells the nameserver at
-   * once: an unhealthy `heartbeat` follows.)
+   * Storage failed: close snapshot sessions and drop what depends on the backend. (A
+   * `reopen` follows, and an unhealthy `heartbeat` tells the nameserver at once.)
    */
-  | { readonly kind: 'unhealthy'; readonly life: number; readonly reason: string; readonly firstDelayMs: number }
+  | { readonly kind: 'unhealthy'; readonly life: number; readonly reason: string }
+  /**
+   * After `afterMs`, unless `life` ended: open storage again; on success `loaded`, `reloaded`
+   * and `register`, else `reopenFailed(life, attempt, err)`.
+   */
+  | { readonly kind: 'reopen'; readonly life: number; readonly attempt: number; readonly afterMs: number }
+  /** Storage did not come back (RECOVER_MAX_ATTEMPTS failed reopens): the process exits. */
+  | { readonly kind: 'gaveUp'; readonly reason: string }
   /**
    * Register: send `request` (the driver adds what only it knows: address, backend, limits,
    * token); then `registerAnswered(gen, reply)` or `registerFailed(gen, err)`.
@@ -387,6 +395,8 @@ export class StorageHost<H> {
   /** When storage last became healthy again after a failure, and the backoff it ended at. */
   private recoveredMs = 0;
   private recoveredDelayMs = RECOVER_FIRST_MS;
+  /** The pause before the next reopen attempt while unhealthy (doubling up to RECOVER_MAX_MS). */
+  private reopenDelayMs = RECOVER_FIRST_MS;
   /** Storage failed and was not reloaded yet: a registration now would bring back no replica. */
   private awaitingReload = false;
   private out: Array<HostEffect<H>> = [];
@@ -446,7 +456,8 @@ export class StorageHost<H> {
   }
 
   /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
-  reloaded(delayMs: number): void {
+  reloaded(): void {
+    const delayMs = this.reopenDelayMs;
     this.awaitingReload = false;
     this.registering = undefined; // a loop begun before the reload would register the old incarnation
     this.barrier = new GroupCommit();
@@ -633,16 +644,38 @@ export class StorageHost<H> {
     }
     // Failed again soon after recovering: go on with the backoff where it ended.
     const firstDelayMs = nowMs - this.recoveredMs < RECOVER_STABLE_MS ? this.recoveredDelayMs : RECOVER_FIRST_MS;
-    this.out.push({ kind: 'unhealthy', life: this.life, reason: err.message, firstDelayMs });
+    this.out.push({ kind: 'unhealthy', life: this.life, reason: err.message });
+    this.reopenDelayMs = firstDelayMs;
+    // The first attempt waits only when this failure continues an earlier one's backoff.
+    const afterMs = firstDelayMs > RECOVER_FIRST_MS ? firstDelayMs : 0;
+    this.out.push({ kind: 'reopen', life: this.life, attempt: 1, afterMs });
     // §4, issue 9: tell the nameserver now, so it fails our partitions over at once (a
     // heartbeat in flight at this moment leaves it to the next tick, heartbeatMs later).
     this.heartbeatNow();
     return this.drain();
   }
 
-  /** A reload attempt (1, 2, …) is starting. */
-  reopenAttempt(attempt: number): void {
-    if (this.health.state === 'unhealthy') this.health = { ...this.health, attempts: attempt };
+  /** Reopen attempt `attempt` (1, 2, …) of `life` is starting; false: that life is over, do not. */
+  reopenAttempt(life: number, attempt: number): boolean {
+    if (life !== this.life || this.health.state !== 'unhealthy' || !this.awaitingReload) return false;
+    this.health = { ...this.health, attempts: attempt };
+    return true;
+  }
+
+  /** Reopen attempt `attempt` of `life` failed: the next one after a longer pause, or give up. */
+  reopenFailed(life: number, attempt: number, err: Error): Array<HostEffect<H>> {
+    if (life !== this.life || !this.awaitingReload) return [];
+    this.logAt('warn', { attempt, retryInMs: this.reopenDelayMs, err: err.message }, 'storage still unavailable');
+    // What a failed reload loaded belongs to a backend that is closed again.
+    this.recoveries.clear();
+    if (attempt >= RECOVER_MAX_ATTEMPTS) {
+      this.logAt('fatal', { attempts: attempt }, 'storage did not come back; exiting');
+      this.out.push({ kind: 'gaveUp', reason: err.message });
+      return this.drain();
+    }
+    this.out.push({ kind: 'reopen', life, attempt: attempt + 1, afterMs: this.reopenDelayMs });
+    this.reopenDelayMs = Math.min(this.reopenDelayMs * 2, RECOVER_MAX_MS);
+    return this.drain();
   }
 
   // ---- calls and messages ----

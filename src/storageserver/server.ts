@@ -81,8 +81,6 @@ import {
   type NameserverAsk,
   type RegisterRequest,
   type StorageHealth,
-  RECOVER_FIRST_MS,
-  RECOVER_MAX_MS,
   StorageHost,
   recoveryOf,
 } from './host.js';
@@ -125,8 +123,6 @@ interface Handle {
 }
 /** An lmdb data dir whose filesystem has less free space than this is still full (issue 9). */
 const MIN_FREE_BYTES_TO_REOPEN = 1024 * 1024;
-/** After this many failed reopen attempts in a row (hours at RECOVER_MAX_MS) the process exits. */
-const RECOVER_MAX_ATTEMPTS = 10_000;
 /** A snapshot session no read used for this long is closed (it pins backend state). */
 const SNAPSHOT_SESSION_IDLE_MS = 60_000;
 /** At most this many snapshot sessions open at once; a new one beyond it is OVERLOADED. */
@@ -376,8 +372,15 @@ export class StorageServer {
             { err: e.reason, backend: this.backend.kind },
             'storage failed: unhealthy; no replica acts on state the backend may not hold; reopening it with backoff',
           );
+          this.failedBackend = this.backend;
           void this.closeIdleSnapshotSessions(0);
-          void this.reloadStorage(e.life, e.firstDelayMs);
+          break;
+        case 'reopen':
+          // Unref: the backoff alone must not keep a closed server's process alive.
+          setTimeout(() => void this.reopenStorage(e.life, e.attempt), e.afterMs).unref();
+          break;
+        case 'gaveUp':
+          this.cfg.onFatal?.();
           break;
         case 'register':
           void this.sendRegister(e.gen, e.request);
@@ -697,62 +700,44 @@ export class StorageServer {
     this.run(this.host.storageFailed(life, err));
   }
 
-  /** Reopens the backend with bounded exponential backoff, then reloads as a restart would. */
-  private async reloadStorage(life: number, firstDelayMs: number): Promise<void> {
-    let delayMs = firstDelayMs;
-    // The first attempt waits too when this failure continues an earlier one's backoff.
-    if (firstDelayMs > RECOVER_FIRST_MS) await new Promise((r) => setTimeout(r, firstDelayMs).unref());
-    let old: Backend | undefined = this.backend;
-    const closingKind = this.backend.kind;
-    for (let attempt = 1; attempt <= RECOVER_MAX_ATTEMPTS; attempt++) {
-      if (this.closed || life !== this.host.life) return;
-      this.host.reopenAttempt(attempt);
-      let opened: Backend | undefined;
-      try {
-        if (old) {
-          const closing = old;
-          old = undefined;
-          await closing
-            .close()
-            .catch((err: unknown) =>
-              this.log.warn({ err: (err as Error).message }, 'closing the failed backend failed'),
-            );
-        }
-        checkDataDirNotFull(closingKind, this.cfg.dataDir, MIN_FREE_BYTES_TO_REOPEN);
-        opened = await this.reopen();
-        if (this.closed) {
-          await opened.close();
-          return;
-        }
-        this.backend = opened;
-        await this.loadLogs();
-        // S4, S7: a reload is a restart; peers and the nameserver must see a new incarnation.
-        this.host.reloaded(delayMs);
-        this.log.info(
-          {
-            attempt,
-            incarnation: this.incarnation,
-            partitions: this.host.recoveredPartitions,
-            ...freeSpaceOf(this.backend.kind, this.cfg.dataDir),
-          },
-          'backend reopened; registering again',
-        );
-        this.run(this.host.register());
+  /** The backend that failed (or a reopened one that failed to load), closed before the next reopen. */
+  private failedBackend: Backend | undefined;
+
+  /** One reopen attempt of the host's backoff (host.ts): on success, reload as a restart would. */
+  private async reopenStorage(life: number, attempt: number): Promise<void> {
+    if (this.closed || !this.host.reopenAttempt(life, attempt)) return;
+    let opened: Backend | undefined;
+    try {
+      const failed = this.failedBackend;
+      this.failedBackend = undefined;
+      await failed
+        ?.close()
+        .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'closing the failed backend failed'));
+      checkDataDirNotFull(this.backend.kind, this.cfg.dataDir, MIN_FREE_BYTES_TO_REOPEN);
+      opened = await this.reopen();
+      if (this.closed) {
+        await opened.close();
         return;
-      } catch (err) {
-        this.log.warn({ attempt, retryInMs: delayMs, err: (err as Error).message }, 'storage still unavailable');
-        if (opened && this.host.health.state !== 'healthy') {
-          old = opened; // closed before the next attempt
-          this.host.loaded(new Map());
-        }
-        if (this.host.health.state === 'healthy') return; // registered, then failed again: a new recovery runs
       }
-      // Unref: the backoff alone must not keep a closed server's process alive.
-      await new Promise((r) => setTimeout(r, delayMs).unref());
-      delayMs = Math.min(delayMs * 2, RECOVER_MAX_MS);
+      this.backend = opened;
+      await this.loadLogs();
+    } catch (err) {
+      if (opened) this.failedBackend = opened;
+      if (!this.closed) this.run(this.host.reopenFailed(life, attempt, err as Error));
+      return;
     }
-    this.log.fatal({ attempts: RECOVER_MAX_ATTEMPTS }, 'storage did not come back; exiting');
-    this.cfg.onFatal?.();
+    // S4, S7: a reload is a restart; peers and the nameserver must see a new incarnation.
+    this.host.reloaded();
+    this.log.info(
+      {
+        attempt,
+        incarnation: this.incarnation,
+        partitions: this.host.recoveredPartitions,
+        ...freeSpaceOf(this.backend.kind, this.cfg.dataDir),
+      },
+      'backend reopened; registering again',
+    );
+    this.run(this.host.register());
   }
 
   private sendPeer(to: NodeId, message: PeerMessage): void {

@@ -136,6 +136,7 @@ export function chooseKnobs(rng: Rng): Knobs {
       snapshotTimeoutMs: 2000,
       // Constants, not draws: off unless --set, so no seed's schedule changed (issue 10).
       batchFailP: 0,
+      reopenFailP: 0,
       slowBatchP: 0,
       slowBatchMs: 500,
     },
@@ -256,6 +257,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     world.trace('HEAL: every fault ends; the network is reliable from now on');
     world.net = RELIABLE;
     nemesis.healAll();
+    for (const n of nodes) n.disksHealed = true; // disk failures are faults too
     world.run(world.now + knobs.calmMs, knobs.maxEvents);
     for (const c of clients) c.active = false;
     world.run(world.now + knobs.client.timeoutMs + 1000, knobs.maxEvents, () => clients.every((c) => !c.busy));

@@ -121,7 +121,7 @@ describe('the simulator catches planted bugs', () => {
 });
 
 describe('the disk can fail (issue 10): unhealthy, reopen, reload, rejoin', () => {
-  const failing = ['node.batchFailP=0.02', 'node.slowBatchP=0.05'];
+  const failing = ['node.batchFailP=0.02', 'node.reopenFailP=0.3', 'node.slowBatchP=0.05'];
 
   test('seeds whose batches fail (and are slow) run clean through the unhealthy → reopen → rejoin path', () => {
     let reloads = 0;

@@ -59,6 +59,8 @@ export interface NodeKnobs {
    * after its backoff, reloads as a restart would (new incarnation) and registers again.
    */
   readonly batchFailP?: number;
+  /** Each attempt to reopen a failed disk fails with this probability (the host backs off and retries). */
+  readonly reopenFailP?: number;
   /** A batch is this much slower with probability slowBatchP. */
   readonly slowBatchP?: number;
   readonly slowBatchMs?: number;
@@ -149,6 +151,9 @@ export class SimStorageNode implements Endpoint {
     return `${this.id}#${this.inc}`;
   }
 
+  /** After the heal: batches and reopens no longer fail (slow batches stay). */
+  disksHealed = false;
+
   /** Whether the running process's storage works (false when down). */
   get healthy(): boolean {
     return this.v?.host.health.state === 'healthy';
@@ -213,15 +218,19 @@ export class SimStorageNode implements Endpoint {
     return recoveries.size;
   }
 
-  /** After a storage failure: the disk opens again (it always does here); reload as a restart would, register. */
-  private reopen(v: Volatile, life: number, delayMs: number): void {
-    if (this.v !== v || v.host.life !== life) return;
-    v.host.reopenAttempt(1);
+  /** One reopen attempt after a storage failure (it fails with reopenFailP); reload as a restart would, register. */
+  private reopen(v: Volatile, life: number, attempt: number): void {
+    if (this.v !== v || !v.host.reopenAttempt(life, attempt)) return;
+    const p = this.knobs.reopenFailP ?? 0;
+    if (!this.disksHealed && p > 0 && this.world.rng.chance(p)) {
+      this.world.trace(`${this.id} storage reopen attempt ${attempt} FAILS`);
+      return this.run(v, v.host.reopenFailed(life, attempt, new Error(`simulated reopen failure ${attempt}`)));
+    }
     this.loadDisk(v.host);
     this.reloads++;
     this.stats.reloads++;
-    v.host.reloaded(delayMs);
-    this.world.trace(`${this.id} storage reopened after ${delayMs} ms; reloaded as incarnation ${v.host.incarnation}`);
+    v.host.reloaded();
+    this.world.trace(`${this.id} storage reopened (attempt ${attempt}); reloaded as incarnation ${v.host.incarnation}`);
     this.run(v, v.host.register());
   }
 
@@ -285,7 +294,7 @@ export class SimStorageNode implements Endpoint {
           v.inFlight = { batch: e.batch, ops: e.ops };
           // No draw unless the knob is on: seeds without disk failures keep their schedules.
           const rng = this.world.rng;
-          const fails = (this.knobs.batchFailP ?? 0) > 0 && rng.chance(this.knobs.batchFailP!);
+          const fails = !this.disksHealed && (this.knobs.batchFailP ?? 0) > 0 && rng.chance(this.knobs.batchFailP!);
           const slow =
             (this.knobs.slowBatchP ?? 0) > 0 && rng.chance(this.knobs.slowBatchP!) ? (this.knobs.slowBatchMs ?? 0) : 0;
           const delay = rng.int(this.knobs.fsyncMinMs, this.knobs.fsyncMaxMs) + slow;
@@ -341,9 +350,13 @@ export class SimStorageNode implements Endpoint {
           });
           break;
         case 'unhealthy':
-          this.world.trace(`${this.id} storage UNHEALTHY (${e.reason}); reopening in ${e.firstDelayMs} ms`);
-          this.world.schedule(e.firstDelayMs, this.id, () => this.reopen(v, e.life, e.firstDelayMs));
+          this.world.trace(`${this.id} storage UNHEALTHY (${e.reason})`);
           break;
+        case 'reopen':
+          this.world.schedule(e.afterMs, this.id, () => this.reopen(v, e.life, e.attempt));
+          break;
+        case 'gaveUp':
+          throw new SimulationFailure(`${this.id}: storage never came back: ${e.reason}`);
         case 'register':
           this.world.call(
             this.id,

@@ -50,7 +50,8 @@ function dstore(args: string[], input = ''): Promise<Result> {
       child.kill('SIGKILL');
       reject(
         new Error(
-          `dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`,
+          `dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ` +
+            `${stderr}`,
         ),
       );
     }, COMMAND_TIMEOUT_MS);

@@ -26,7 +26,9 @@ function file(name: string, text: string): string {
   return path;
 }
 
-/** Parses `args` with the real program, with `env` as the only DSTORE_* variables; returns the options the action got. */
+/**
+ * Parses `args` with the real program, with `env` as the only DSTORE_* variables; returns the options the action got.
+ */
 async function resolved(
   command: string,
   args: string[],

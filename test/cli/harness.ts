@@ -44,7 +44,8 @@ export function runDstore(
       setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
       reject(
         new Error(
-          `dstore ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${Buffer.concat(out).toString()}; stderr: ${Buffer.concat(err).toString()}`,
+          `dstore ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${Buffer.concat(out).toString()}; ` +
+            `stderr: ${Buffer.concat(err).toString()}`,
         ),
       );
     }, timeoutMs);

@@ -130,25 +130,31 @@ describe('dstore up --backend redis', () => {
         assert.ok(err instanceof CliFailure);
         assert.match(
           err.message,
-          /redis-server is not installed: install it with `apt-get install redis-server` \(Debian\/Ubuntu\) or `brew install redis`/,
+          new RegExp(
+            'redis-server is not installed: install it with `apt-get install redis-server` \\(Debian/Ubuntu\\) ' +
+              'or `brew install redis`',
+          ),
         );
         return true;
       },
     );
   });
 
-  test('dstore storage --backend takes lmdb, memory or redis://HOST:PORT[/DB]; redis alone or a bad URL is exit 2', () => {
-    const help = dstore(['storage', '--help']);
-    assert.match(help.stdout.replace(/\s+/g, ' '), /redis:\/\/HOST:PORT\[\/DB\]/);
-    for (const [value, message] of [
-      ['redis', /needs the URL of this server's own Redis: redis:\/\/HOST:PORT\[\/DB\]/],
-      ['redis://127.0.0.1:99999', /the port must be 1\.\.65535/],
-      ['rocksdb', /Allowed choices are lmdb, memory, or redis:\/\/HOST:PORT\[\/DB\]/],
-    ] as const) {
-      const r = dstore(['storage', '--backend', value, '--nameserver', '127.0.0.1:1']);
-      assert.equal(r.status, 2, `${value}: ${r.stderr}`);
-      assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    }
-  });
+  test(
+    'dstore storage --backend takes lmdb, memory or ' + 'redis://HOST:PORT[/DB]; redis alone or a bad URL is exit 2',
+    () => {
+      const help = dstore(['storage', '--help']);
+      assert.match(help.stdout.replace(/\s+/g, ' '), /redis:\/\/HOST:PORT\[\/DB\]/);
+      for (const [value, message] of [
+        ['redis', /needs the URL of this server's own Redis: redis:\/\/HOST:PORT\[\/DB\]/],
+        ['redis://127.0.0.1:99999', /the port must be 1\.\.65535/],
+        ['rocksdb', /Allowed choices are lmdb, memory, or redis:\/\/HOST:PORT\[\/DB\]/],
+      ] as const) {
+        const r = dstore(['storage', '--backend', value, '--nameserver', '127.0.0.1:1']);
+        assert.equal(r.status, 2, `${value}: ${r.stderr}`);
+        assert.match(r.stderr, message);
+        assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+      }
+    },
+  );
 });

@@ -37,7 +37,8 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
   throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+    `timed out after ${timeoutMs} ms waiting for ` +
+      `${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
   );
 }
 
@@ -336,7 +337,8 @@ export class LocalCluster implements AsyncDisposable {
           const applied = new Set(progress.map(({ r }) => r!.appliedSeq));
           if (applied.size !== 1)
             throw new Error(
-              `partition ${c.partition}: applied seqs differ: ${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`,
+              `partition ${c.partition}: applied seqs differ: ` +
+                `${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`,
             );
         }
         const dumps = await db.dump({ limit: 1_000_000 });
@@ -368,7 +370,8 @@ export class LocalCluster implements AsyncDisposable {
             const extra = [...other.keys].filter((k) => !first!.keys.has(k));
             if (missing.length || extra.length) {
               throw new Error(
-                `partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`,
+                `partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ` +
+                  `${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`,
               );
             }
           }

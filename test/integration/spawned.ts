@@ -68,7 +68,8 @@ export class Processes {
     return [...this.all.values()]
       .map(
         (p) =>
-          `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n${p.stderr.trim().split('\n').slice(-lines).join('\n')}`,
+          `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n` +
+          p.stderr.trim().split('\n').slice(-lines).join('\n'),
       )
       .join('\n');
   }

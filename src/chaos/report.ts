@@ -10,6 +10,7 @@
  */
 import { formatResult, type CheckResult } from '../check/linearizability.js';
 import { partitionOf } from '../core/partitioning.js';
+import { assertNever } from '../core/types.js';
 import type { ChaosOp } from './protocol.js';
 import { describeFault, type FaultKind } from './schedule.js';
 
@@ -246,5 +247,7 @@ function verdictLine(v: ChaosVerdict): string {
         'LIVENESS PROBLEM — the history is linearizable, but the cluster did not recover (did not settle, a ' +
         'final read failed, or a node exited on its own) (exit code 4)'
       );
+    default:
+      return assertNever(v);
   }
 }

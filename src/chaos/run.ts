@@ -35,6 +35,7 @@ import { nameserverArgs, storageArgs } from '../process/node-args.js';
 import { freePort } from '../process/ports.js';
 import { RedisFleet } from '../process/redis-fleet.js';
 import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
+import { assertNever } from '../core/types.js';
 import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
@@ -503,6 +504,8 @@ async function inject(f: PlannedFault, { procs, net, disks }: Nodes): Promise<st
       if (!disk) return 'no small filesystem';
       return `${(disk.fill() / (1024 * 1024)).toFixed(1)} MiB filler`;
     }
+    default:
+      return assertNever(f.kind);
   }
 }
 
@@ -528,6 +531,8 @@ async function heal(f: PlannedFault, { procs, net, disks, fleet }: Nodes): Promi
     case 'disk-full':
       disks.get(f.target!)?.free();
       return ensureRedis(fleet, f.target!);
+    default:
+      return assertNever(f.kind);
   }
 }
 

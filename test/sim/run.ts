@@ -19,7 +19,7 @@
  */
 import { type CheckResult, type HistoryOp, checkHistory, formatResult } from '../../src/check/linearizability.js';
 import type { ClusterSettings } from '../../src/core/nameserver/nameserver.js';
-import { type PartitionId, nodeId } from '../../src/core/types.js';
+import { type PartitionId, assertNever, nodeId } from '../../src/core/types.js';
 import { type ClientKnobs, SimClient } from './client.js';
 import { SimNameserver } from './nameserver-node.js';
 import { Observer, type Violation } from './observer.js';
@@ -623,6 +623,8 @@ class Nemesis {
         this.count('fault.split');
         return;
       }
+      default:
+        assertNever(kind);
     }
   }
 

@@ -194,8 +194,8 @@ export function formatReport(r: ReportInput): string {
   if (overall.length === 0) lines.push('  overall: none');
   for (const w of overall.slice(0, 40))
     lines.push(
-      `  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ` +
-        `${during(w)}`,
+      `  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s ` +
+        `(${s1(w.toMs - w.fromMs)} s), ${during(w)}`,
     );
   if (overall.length > 40) lines.push(`  … ${overall.length - 40} more`);
   const byPartition = new Map<number, Window[]>();

@@ -257,8 +257,8 @@ export async function runChaos(
     if (useDisk) {
       for (const id of storageIds) disks.set(id, SmallFs.mount(join(dir, id), NODE_FS_BYTES));
       progress(
-        `chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs of its own (disk-full ` +
-          `faults)`,
+        `chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs ` +
+          `of its own (disk-full faults)`,
       );
     }
     if (o.backend === 'redis') {
@@ -351,8 +351,8 @@ export async function runChaos(
     const leftovers = await healEverything(procs, nodes);
     if (leftovers.length > 0) progress(`chaos: healing: ${leftovers.join('; ')}`);
     progress(
-      `chaos: load stopping; waiting for the cluster to settle (at most ${Math.round(o.settleTimeoutMs / 1000)} s), ` +
-        `then reading every key`,
+      `chaos: load stopping; waiting for the cluster to settle (at most ` +
+        `${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`,
     );
     toWorker({ t: 'stop', settleTimeoutMs: o.settleTimeoutMs });
     const stopped = (await inbox.wait('loadStopped', o.timeoutMs + 30_000, signal)) as Extract<

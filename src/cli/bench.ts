@@ -136,8 +136,8 @@ const ms = (n: number): string => n.toFixed(n < 10 ? 2 : 1);
 export function formatReport(r: BenchReport): string {
   const c = r.config;
   const spawned = c.spawned
-    ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ${c.spawned.backend}, sync ` +
-      `${c.spawned.sync}`
+    ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ` +
+      `${c.spawned.backend}, sync ${c.spawned.sync}`
     : '';
   const rows = [['', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'max ms']];
   for (const [name, s] of [
@@ -318,8 +318,8 @@ export async function runBench(o: BenchOptions): Promise<void> {
     if (o.spawn) {
       tempDir = mkdtempSync(join(tmpdir(), 'dstore-bench-'));
       err.write(
-        `starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ${o.backend}, ` +
-          `in ${tempDir} …\n`,
+        `starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ` +
+          `${o.backend}, in ${tempDir} …\n`,
       );
       cluster = LocalCluster.create({
         dataDir: tempDir,

@@ -237,8 +237,8 @@ export class LocalCluster {
                   .map((p) => `${p.name} is ${info.nodes.find((n) => n.id === p.name)?.state ?? 'not registered'}`)
                   .join(', ')
               : info.formed
-                ? `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving ` +
-                  `primary yet`
+                ? `${info.partitions - info.partitionsReady} of ${info.partitions} ` +
+                  `partitions have no serving primary yet`
                 : 'the nameserver has not formed the cluster map';
           if (!laggard && !info.formed) laggard = this.nameserver;
         } catch (err) {

@@ -195,8 +195,8 @@ export function parseEnvBoolean(name: string, text: string): boolean {
   if (ENV_TRUE.has(t)) return true;
   if (ENV_FALSE.has(t)) return false;
   throw new UsageError(
-    `environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes or on, or 0, false, no ` +
-      `or off`,
+    `environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes ` +
+      `or on, or 0, false, no or off`,
   );
 }
 

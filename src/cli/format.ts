@@ -196,8 +196,8 @@ export function formatNodes(
   const storageCount = info.nodes.filter((n) => n.role === 'storage').length;
   const alive = info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length;
   const summary =
-    `cluster ${info.clusterId.slice(0, 8)}: ${info.formed ? 'formed' : style.yellow('not formed yet')}, map version ` +
-    `${info.mapVersion}, ` +
+    `cluster ${info.clusterId.slice(0, 8)}: ${info.formed ? 'formed' : style.yellow('not formed yet')}, ` +
+    `map version ${info.mapVersion}, ` +
     `${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, ` +
     `${alive}/${storageCount} storage servers alive`;
   return `${table(rows, new Set([5, 6, 7]))}\n${corrupt.map((line) => `${line}\n`).join('')}${style.dim(summary)}`;

@@ -138,8 +138,8 @@ export const timeoutOption = (): Option =>
 export const attemptTimeoutOption = (): Option =>
   envOption(
     '--attempt-timeout-ms <ms>',
-    'bound on one attempt of a request; an unanswered attempt is retried (a write with the same request id) until ' +
-      '--timeout-ms',
+    'bound on one attempt of a request; an unanswered attempt is retried (a write with the same ' +
+      'request id) until --timeout-ms',
     'DSTORE_ATTEMPT_TIMEOUT_MS',
   )
     .argParser(intParser('an integer', 1, 3_600_000))

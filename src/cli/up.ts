@@ -98,8 +98,8 @@ async function runLocked(o: UpOptions): Promise<void> {
   const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
   if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
     throw new UsageError(
-      `storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a lower --port or ` +
-        `--storage-port`,
+      `storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a ` +
+        `lower --port or --storage-port`,
     );
   }
   // --backend redis: one redis-server per storage server; refused before anything starts when missing.
@@ -112,8 +112,8 @@ async function runLocked(o: UpOptions): Promise<void> {
     if (!existsSync(dir)) continue;
     await waitUntilUnlocked(dir, CHILD_LOCK_WAIT_MS, (e) =>
       err.write(
-        `${e.message.replace(/; stop it first.*$/, '')}; waiting up to ${CHILD_LOCK_WAIT_MS / 1000} s for it to exit ` +
-          `…\n`,
+        `${e.message.replace(/; stop it first.*$/, '')}; waiting up to ` +
+          `${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`,
       ),
     ).catch((e: unknown) => {
       throw e instanceof DataDirError ? new UsageError(e.message) : e;

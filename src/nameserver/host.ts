@@ -59,8 +59,8 @@ export function parseMap(text: string, path: string): PersistedMap {
     parsed = JSON.parse(text) as PersistedMap;
   } catch (err) {
     throw new InvalidArgumentError(
-      `${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new ` +
-        `cluster)`,
+      `${path} is not valid JSON; refusing to start rather than forget the cluster (move ` +
+        `it away to start a new cluster)`,
       { cause: err },
     );
   }
@@ -373,8 +373,8 @@ export class NameserverHost {
           ? 'partition unavailable (S13, S5): every member found it corrupt or is dead; a live server holds an older ' +
               'copy from before it was removed, which may lack acknowledged writes, so it is not taken automatically ' +
               '(no force-primary command exists yet: bring a member with a healthy copy back)'
-          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits for a member with a ' +
-              'healthy copy',
+          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits ' +
+              'for a member with a healthy copy',
       );
     }
   }

@@ -79,8 +79,8 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
   });
 
   test(
-    'the map carries the cluster limits; a 5 MB value round-trips; 20 MB is VALUE_TOO_LARGE from the client and ' +
-      'from the server',
+    'the map carries the cluster limits; a 5 MB value round-trips; 20 MB is VALUE_TOO_LARGE from ' +
+      'the client and from the server',
     async () => {
       const map = (await cluster.map()) as unknown as {
         limits?: { maxKeyBytes: number; maxValueBytes: number; maxFrameBytes: number };
@@ -170,9 +170,9 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
         assert.match(
           silentErr.message,
           new RegExp(
-            `no dstore nameserver answered at ${silentAddress} within 1000 ms: it accepted the connection but sent ` +
-              `no ` +
-              `dstore greeting`,
+            `no dstore nameserver answered at ${silentAddress} ` +
+              `within 1000 ms: it accepted the ` +
+              `connection but sent no dstore greeting`,
           ),
         );
       } finally {
@@ -258,8 +258,8 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
   );
 
   test(
-    'a read of a partition whose replicas are all down is UNAVAILABLE naming the partition and its primary, no ' +
-      'retry details',
+    'a read of a partition whose replicas are all down is UNAVAILABLE naming the partition and ' +
+      'its primary, no retry details',
     async () => {
       const key = 'read-me';
       await db.put(key, 'v');
@@ -273,8 +273,8 @@ describe('the client against a cluster with --max-value-bytes 8388608', () => {
         assert.match(
           err.message,
           new RegExp(
-            `^partition ${p} is unavailable: its primary ${config.primary} \\(127\\.0\\.0\\.1:\\d+\\) cannot be ` +
-              `reached \\(`,
+            `^partition ${p} is unavailable: its primary ${config.primary} ` +
+              `\\(127\\.0\\.0\\.1:\\d+\\) cannot be reached \\(`,
           ),
         );
         assert.match(err.message, /took over within 2000 ms$/);

@@ -92,8 +92,8 @@ async function finish(cluster: LocalCluster, db: Db, history: OpHistory, node: s
 }
 
 test(
-  'lmdb: a byte flipped in a stored value of a stopped node is never served; the node steps out, relearns and is ' +
-    'a full replica again',
+  'lmdb: a byte flipped in a stored value of a stopped node is never served; the node steps out, ' +
+    'relearns and is a full replica again',
   async () => {
     await using cluster = await LocalCluster.start(SETTINGS);
     await withLogsOnFailure(cluster, async () => {

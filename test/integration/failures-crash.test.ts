@@ -192,8 +192,8 @@ test(
       const during = complete.flatMap((p) => history.between(p, nsDownAt, nsUpAt));
       const bad = during.filter((r) => r.outcome.kind !== 'ok');
       console.log(
-        `# nameserver down ${nsUpAt - nsDownAt} ms: ${during.length} writes to ${complete.length} complete ` +
-          `partitions, ` +
+        `# nameserver down ${nsUpAt - nsDownAt} ms: ${during.length} writes to ` +
+          `${complete.length} complete partitions, ` +
           `${bad.length} not acknowledged`,
       );
       const incomplete = atNsKill.configs.filter((cfg) => !complete.includes(cfg.partition));

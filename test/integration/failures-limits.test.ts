@@ -75,8 +75,8 @@ async function partitionStats(cluster: LocalCluster, node: string, p: number): P
 }
 
 test(
-  'a retried write is applied once: same (cid, rs) → same version, one log entry; also after a lost reply and ' +
-    'across a failover',
+  'a retried write is applied once: same (cid, rs) → same version, one log entry; also after a ' +
+    'lost reply and across a failover',
   async () => {
     await using cluster = await LocalCluster.start(FAST);
     const conns: RpcConnection[] = [];
@@ -132,8 +132,8 @@ test(
         const retried = (await viaProxy.call(put(3, 'three'), { timeoutMs: 5000 })) as { version: number };
         const seqAfterRetry = (await partitionStats(cluster, primary, p)).lastSeq;
         console.log(
-          `# lost reply, then retry: retry answered version ${retried.version}; the write is entry ` +
-            `${applied.lastSeq}; ` +
+          `# lost reply, then retry: retry answered version ${retried.version}; the write ` +
+            `is entry ${applied.lastSeq}; ` +
             `lastSeq after the retry ${seqAfterRetry}`,
         );
         assert.equal(retried.version, applied.lastSeq, 'the retry did not get the original version');
@@ -176,9 +176,9 @@ test(
         const again = (await newPrimary.call(put(4, 'four'), { timeoutMs: 5000 })) as { version: number };
         const seqAfter = (await partitionStats(cluster, after.m.configs[p]!.primary, p)).lastSeq;
         console.log(
-          `# retry at the new primary: version ${again.version} (originally entry ${committed}); lastSeq ` +
-            `${seqBefore} ` +
-            `-> ${seqAfter}`,
+          `# retry at the new primary: version ${again.version} ` +
+            `(originally entry ${committed}); ` +
+            `lastSeq ${seqBefore} -> ${seqAfter}`,
         );
         assert.equal(again.version, committed, 'the retry at the new primary did not get the original version');
         assert.equal(seqAfter, seqBefore, 'the retry at the new primary added a log entry');
@@ -245,8 +245,8 @@ test(
         );
         if (p === led[0])
           console.log(
-            `# write to partition ${p}: ${err.name} after ${Date.now() - started} ms (client deadline 2000 ms): ` +
-              `${err.message}`,
+            `# write to partition ${p}: ${err.name} after ${Date.now() - started} ms (client ` +
+              `deadline 2000 ms): ${err.message}`,
           );
         const readStarted = Date.now();
         const got = await quick

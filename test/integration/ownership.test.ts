@@ -62,8 +62,8 @@ const lockedLine = (d: string, pid: number | undefined): RegExp =>
 
 describe('data dir lock', () => {
   test(
-    'a second nameserver on the same data dir exits 2 naming the dir and the pid; after SIGKILL a restart ' +
-      'succeeds at once',
+    'a second nameserver on the same data dir exits 2 naming the dir and the pid; after ' +
+      'SIGKILL a restart succeeds at once',
     async () => {
       const d = join(dir, 'ns-lock');
       const ns = (port: number) =>
@@ -112,8 +112,8 @@ describe('data dir lock', () => {
   });
 
   test(
-    'a second `up` on the same data dir, and a stray storage server on one of its node dirs, exit 2 naming the ' +
-      'holder',
+    'a second `up` on the same data dir, and a stray storage server on one of its node ' +
+      'dirs, exit 2 naming the holder',
     async () => {
       const d = join(dir, 'up-lock');
       const up = () =>

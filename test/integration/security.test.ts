@@ -130,8 +130,8 @@ describe('a cluster with a token', () => {
         last,
         new RegExp(
           `^error: nameserver ${nameserver} refused to register ${name}: wrong or missing cluster token: the ` +
-            `nameserver refused the call \\(set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token\\) ` +
-            `\\(UNAUTHORIZED\\)$`,
+            `nameserver refused the call \\(set --cluster-token or DSTORE_CLUSTER_TOKEN to the ` +
+            `cluster's token\\) \\(UNAUTHORIZED\\)$`,
         ),
       );
     }

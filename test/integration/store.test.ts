@@ -141,8 +141,8 @@ describe('a 3-node cluster', () => {
   });
 
   test(
-    'malformed frames to the nameserver and a storage server get an error or a closed connection; the cluster ' +
-      'keeps serving',
+    'malformed frames to the nameserver and a storage server get an error or a closed ' +
+      'connection; the cluster keeps serving',
     async () => {
       const targets = [cluster.nameserverAddress, `127.0.0.1:${cluster.storagePorts.get('s1')}`];
       const frames: Buffer[] = [

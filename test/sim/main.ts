@@ -162,8 +162,8 @@ async function soak(a: Args): Promise<number> {
         `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}` +
         `${a.mutation ? ` --mutate ${a.mutation}` : ''}`;
       console.log(
-        `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — replay: npm run sim -- ` +
-          `${replayArgs}`,
+        `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — ` +
+          `replay: npm run sim -- ${replayArgs}`,
       );
       // Known liveness bugs (docs/consistency.md) get one line; anything else in full.
       for (const v of s.violations)
@@ -172,8 +172,8 @@ async function soak(a: Args): Promise<number> {
     }
     if (s.verdict === 'unknown')
       console.log(
-        `seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: npm run sim -- --seed ` +
-          `${s.seed}`,
+        `seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: ` +
+          `npm run sim -- --seed ${s.seed}`,
       );
     if (results.length % 100 === 0)
       console.log(

@@ -390,8 +390,8 @@ export function diagnose(
             `partition ${p}: learner ${l} (applied ${r.appliedSeq}, log to ${r.lastSeq}; primary's log ` +
             `${primary.log.base.seq}..${primary.lastSeq}) is marked as snapshotting by the primary, which sends it ` +
             `no prepare until it asks again (S11); the snapshot handshake (snapshotOffer → fetch → install → ` +
-            `prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted mid-fetch — and ` +
-            `nothing retries it`,
+            `prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted ` +
+            `mid-fetch — and nothing retries it`,
         };
       }
     }
@@ -492,8 +492,8 @@ function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs:
     if (!primary.serving) return `${where}: the primary is not serving yet`;
     if (primary.commitSeq !== primary.lastSeq || primary.appliedSeq !== primary.commitSeq)
       return (
-        `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, applied ` +
-        `${primary.appliedSeq}`
+        `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, ` +
+        `applied ${primary.appliedSeq}`
       );
     const digest = primaryNode.disk.digest(p);
     if ((primaryNode.disk.parts.get(p)?.applied.seq ?? 0) !== primary.appliedSeq)

@@ -176,8 +176,8 @@ test('C5: an acknowledged write survives a learner that restarts between its ack
 });
 
 test(
-  'planted bug: a secondary that acks before its append is durable loses an acknowledged write when it is the one ' +
-    'left',
+  'planted bug: a secondary that acks before its append is durable loses an acknowledged ' +
+    'write when it is the one left',
   () => {
     // The deterministic form of `--mutate ack-before-durable` (the seeded sweep rarely hits it
     // since acks carry incarnations): n2 acks at once but takes 200 ms to make the entry

@@ -42,8 +42,8 @@ describe('simulation sweep', () => {
   });
 
   test(
-    'seeds 3001â€“3100 with single links between storage servers cut (a primary asks to remove a silent secondary): ' +
-      'no violation',
+    'seeds 3001â€“3100 with single links between storage servers cut (a primary asks to remove a ' +
+      'silent secondary): no violation',
     () => {
       sweep(3001, 100, ['faultWeights.link=3']);
     },
@@ -182,8 +182,8 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
     {
       seed: 1365,
       what:
-        'C6: a learner applies entries while a second snapshot install is in flight; the apply lands after the ' +
-        'install (S11)',
+        'C6: a learner applies entries while a second snapshot install is in flight; the apply ' +
+        'lands after the install (S11)',
     },
     { seed: 3563, what: 'C6: the same race' },
     { seed: 4336, what: 'C6: the same race' },
@@ -191,8 +191,8 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
       seed: 502653,
       set: [...min1, 'node.logRetainEntries=2', 'faultMs=30000'],
       what:
-        'C6: a snapshot install that completes after the learner was promoted replaced the disk behind the core ' +
-        '(S11)',
+        'C6: a snapshot install that completes after the learner was promoted replaced ' +
+        'the disk behind the core (S11)',
     },
     {
       seed: 1066,

@@ -49,8 +49,8 @@ describe('replica: corrupt → step out → relearn (S13)', () => {
   });
 
   test(
-    'the corrupt replica keeps its data while it is still a member; made a learner it drops the partition and ' +
-      'relearns it from zero',
+    'the corrupt replica keeps its data while it is still a member; made a learner it drops the ' +
+      'partition and relearns it from zero',
     () => {
       const c = startedCluster();
       for (let i = 1; i <= 3; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
@@ -209,8 +209,8 @@ describe('nameserver: a replica that reports its partition corrupt (S13)', () =>
   });
 
   test(
-    'with no healthy member to take over, the partition stays unavailable: never started afresh from the corrupt ' +
-      'copy',
+    'with no healthy member to take over, the partition stays unavailable: never ' +
+      'started afresh from the corrupt copy',
     () => {
       const ns = formed();
       const c = ns.map.configs[0]!;
@@ -240,8 +240,8 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
   }
 
   test(
-    'a corrupt learner never drops the partition in the epoch it acked in; only a new epoch makes it relearn from ' +
-      'zero',
+    'a corrupt learner never drops the partition in the epoch it acked in; only a new ' +
+      'epoch makes it relearn from zero',
     () => {
       // The data-loss scenario: C caught up and A's promotion request is on its way; a dump
       // reads a corrupt value on C; the same configuration is pushed again. Dropping now would
@@ -360,8 +360,8 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
   });
 
   test(
-    'a corrupt learner made a learner again while a snapshot install runs drops the partition only after the ' +
-      'install ended',
+    'a corrupt learner made a learner again while a snapshot install runs drops the ' +
+      'partition only after the install ended',
     () => {
       // Else the install lands after the drop, and its completion (older than what the
       // relearning replica applied meanwhile) breaks `applied >= appliedSeq` (exit 70).

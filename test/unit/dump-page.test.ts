@@ -79,8 +79,8 @@ describe('dumpPage', () => {
     [7, 7, 3],
   ] as const) {
     test(
-      `every key once, in order, within bounds: maxKeys ${maxKeys}, maxBytes ${maxBytes}, scan pages of ` +
-        `${scanPageKeys}`,
+      `every key once, in order, within bounds: maxKeys ${maxKeys}, maxBytes ${maxBytes}, ` +
+        `scan pages of ${scanPageKeys}`,
       async () => {
         const data = store(counts, 40);
         const held = [0, 1, 2, 3, 4, 5];

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/options.js';
-import { runDstoreText } from './harness.js';
+import { runDstoreText } from '../shared/dstore.js';
 
 const RUN_TIMEOUT_MS = 90_000;
 

@@ -72,6 +72,15 @@ export class History {
     return rec;
   }
 
+  /** Puts every key of `lists`: each list's keys one after another, the lists at the same time. */
+  async putEach(db: Db, lists: readonly (readonly string[])[], writer: string): Promise<void> {
+    await Promise.all(
+      lists.map(async (list) => {
+        for (const k of list) await this.put(db, k, writer);
+      }),
+    );
+  }
+
   keys(): string[] {
     return [...new Set(this.records.map((r) => r.key))].sort();
   }
@@ -179,8 +188,8 @@ export class History {
       } else if (source.outcome.kind === 'ok') {
         if (source.outcome.version !== got.version)
           violations.push(
-            `${key}: ${got.value} was acknowledged at version ${source.outcome.version} but reads back at ` +
-              `${got.version}`,
+            `${key}: ${got.value} was acknowledged at version ${source.outcome.version} ` +
+              `but reads back at ${got.version}`,
           );
         if (source !== lastAcked)
           violations.push(

@@ -42,11 +42,7 @@ test(
       const history = new History(P);
       const keys = keysByPartition(P, 10, 'snap');
       // Some data the victim holds before it stops.
-      await Promise.all(
-        keys.map(async (list) => {
-          for (const k of list) await history.put(db, k, 'before');
-        }),
-      );
+      await history.putEach(db, keys, 'before');
       const victim = 's3';
       const victimBefore = await cluster.stats(victim);
       const stoppedAt = Date.now();
@@ -72,8 +68,8 @@ test(
         }),
       );
       console.log(
-        `# ${victim} stopped; removed from every configuration after ${removedMs} ms; ${jobs.length} writes while ` +
-          `away ` +
+        `# ${victim} stopped; removed from every configuration after ${removedMs} ms; ` +
+          `${jobs.length} writes while away ` +
           `in ${Date.now() - writeStarted} ms`,
       );
 
@@ -142,8 +138,8 @@ test(
 );
 
 test(
-  '4 storage servers, R=3, one SIGKILLed for good: after the grace period every partition has 3 replicas again ' +
-    'and all data is there',
+  '4 storage servers, R=3, one SIGKILLed for good: after the grace period every partition has 3 ' +
+    'replicas again and all data is there',
   async () => {
     // 3 s instead of the default 30 s so the test is quick; DSTORE_TEST_REREPLICATE_AFTER_MS overrides it.
     const GRACE = Number(process.env.DSTORE_TEST_REREPLICATE_AFTER_MS ?? 3000);
@@ -222,8 +218,8 @@ test(
 );
 
 test(
-  'a brand-new storage server joins a full 3-server cluster; when one server is lost for good, the new one takes ' +
-    'its replicas',
+  'a brand-new storage server joins a full 3-server cluster; when one server is lost for good, ' +
+    'the new one takes its replicas',
   async () => {
     const GRACE = 3000;
     await using cluster = await LocalCluster.start({
@@ -238,11 +234,7 @@ test(
       const db = await cluster.client();
       const history = new History(P);
       const keys = keysByPartition(P, 5, 'new');
-      await Promise.all(
-        keys.map(async (list) => {
-          for (const k of list) await history.put(db, k, 'before');
-        }),
-      );
+      await history.putEach(db, keys, 'before');
       // s4 holds no replica of anything: every partition already has R members.
       await cluster.spawnStorage('s4');
       await cluster.waitNodeState('s4', 'alive');
@@ -273,11 +265,7 @@ test(
         map.configs.every((c) => membersOf(c).includes('s4')),
         'a partition was re-replicated elsewhere than on s4',
       );
-      await Promise.all(
-        keys.map(async (list) => {
-          for (const k of list) await history.put(db, k, 'after');
-        }),
-      );
+      await history.putEach(db, keys, 'after');
       const violations = await history.check(db);
       assert.deepEqual(violations, [], `history violations:\n${violations.slice(0, 20).join('\n')}`);
       const { keysByNode } = await cluster.waitConverged(db, 30_000);

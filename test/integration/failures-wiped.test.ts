@@ -36,11 +36,7 @@ test(
       const db = await cluster.client();
       const history = new History(P);
       const keys = keysByPartition(P, 8, 'wiped');
-      await Promise.all(
-        keys.map(async (list) => {
-          for (const k of list) await history.put(db, k, 'before');
-        }),
-      );
+      await history.putEach(db, keys, 'before');
       assert.equal(history.counts().ok, P * 8, 'every write before the fault is acknowledged');
 
       const before = await cluster.map();

@@ -10,6 +10,7 @@
  */
 import { formatResult, type CheckResult } from '../check/linearizability.js';
 import { partitionOf } from '../core/partitioning.js';
+import { assertNever } from '../core/types.js';
 import type { ChaosOp } from './protocol.js';
 import { describeFault, type FaultKind } from './schedule.js';
 
@@ -168,7 +169,8 @@ export function formatReport(r: ReportInput): string {
   for (const kind of ['put', 'get', 'delete', 'total'] as const) {
     const x = c[kind];
     lines.push(
-      `  ${kind.padEnd(7)} ${String(x.ok).padStart(6)} ${String(x.fail).padStart(7)} ${String(x.unknown).padStart(8)} ${String(x.total).padStart(8)}`,
+      `  ${kind.padEnd(7)} ${String(x.ok).padStart(6)} ${String(x.fail).padStart(7)} ` +
+        `${String(x.unknown).padStart(8)} ${String(x.total).padStart(8)}`,
     );
   }
   const codes = errorCodes(r.ops);
@@ -184,13 +186,16 @@ export function formatReport(r: ReportInput): string {
   const during = (w: Window): string => {
     if (w.faults.length === 0) return 'no fault active';
     const names = w.faults.map((i) => describeFault(r.faults[i]!).split(' (')[0]);
-    return `during ${names.length > 4 ? `${names.slice(0, 3).join('; ')} and ${names.length - 3} later faults` : names.join('; ')}`;
+    const listed =
+      names.length > 4 ? `${names.slice(0, 3).join('; ')} and ${names.length - 3} later faults` : names.join('; ');
+    return `during ${listed}`;
   };
   const overall = r.windows.filter((w) => w.scope === 'overall');
   if (overall.length === 0) lines.push('  overall: none');
   for (const w of overall.slice(0, 40))
     lines.push(
-      `  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s (${s1(w.toMs - w.fromMs)} s), ${during(w)}`,
+      `  overall ${s1(w.fromMs).padStart(6)} s – ${s1(w.toMs).padStart(6)} s ` +
+        `(${s1(w.toMs - w.fromMs)} s), ${during(w)}`,
     );
   if (overall.length > 40) lines.push(`  … ${overall.length - 40} more`);
   const byPartition = new Map<number, Window[]>();
@@ -200,21 +205,24 @@ export function formatReport(r: ReportInput): string {
     const total = ws.reduce((n, w) => n + w.toMs - w.fromMs, 0);
     const longest = ws.reduce((a, b) => (b.toMs - b.fromMs > a.toMs - a.fromMs ? b : a));
     lines.push(
-      `  partition ${p}: ${ws.length} window${ws.length === 1 ? '' : 's'}, ${s1(total)} s in all; longest ${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`,
+      `  partition ${p}: ${ws.length} window${ws.length === 1 ? '' : 's'}, ${s1(total)} s in all; longest ` +
+        `${s1(longest.toMs - longest.fromMs)} s from ${s1(longest.fromMs)} s, ${during(longest)}`,
     );
   }
 
   lines.push('', 'after healing:');
   lines.push(
     r.settle.ok
-      ? `  the cluster settled (every storage server alive, R members per partition, no learner, every primary serving) ${s1(r.settle.ms ?? 0)} s after the load stopped`
+      ? `  the cluster settled (every storage server alive, R members per partition, no learner, every primary ` +
+          `serving) ${s1(r.settle.ms ?? 0)} s after the load stopped`
       : `  the cluster did NOT settle: ${r.settle.problem}`,
   );
   lines.push(`  final reads: ${r.finalReads.ok} of ${r.finalReads.total} keys read`);
   if (r.unexpectedExits.length === 0) lines.push('  no node exited on its own');
   for (const e of r.unexpectedExits) {
     lines.push(
-      `  ${e.node} exited on its own at ${s1(e.atMs)} s (${e.signal ? `signal ${e.signal}` : `exit code ${e.code}`}); last log lines:`,
+      `  ${e.node} exited on its own at ${s1(e.atMs)} s ` +
+        `(${e.signal ? `signal ${e.signal}` : `exit code ${e.code}`}); last log lines:`,
     );
     for (const l of e.logTail.split('\n').slice(-6)) lines.push(`    ${l}`);
   }
@@ -235,6 +243,11 @@ function verdictLine(v: ChaosVerdict): string {
     case 'inconclusive':
       return 'INCONCLUSIVE — no violation found, but the checker ran out of budget on some key (exit code 3)';
     case 'liveness':
-      return 'LIVENESS PROBLEM — the history is linearizable, but the cluster did not recover (did not settle, a final read failed, or a node exited on its own) (exit code 4)';
+      return (
+        'LIVENESS PROBLEM — the history is linearizable, but the cluster did not recover (did not settle, a ' +
+        'final read failed, or a node exited on its own) (exit code 4)'
+      );
+    default:
+      return assertNever(v);
   }
 }

@@ -35,6 +35,7 @@ import { nameserverArgs, storageArgs } from '../process/node-args.js';
 import { freePort } from '../process/ports.js';
 import { RedisFleet } from '../process/redis-fleet.js';
 import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
+import { assertNever } from '../core/types.js';
 import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
@@ -90,7 +91,9 @@ export interface ChaosResult {
   readonly exitCode: number;
   readonly plan: readonly PlannedFault[];
   readonly faults: readonly AppliedFault[];
-  /** The history's times are ms since the run's origin; the load started at this one (fault times are relative to it). */
+  /**
+   * The history's times are ms since the run's origin; the load started at this one (fault times are relative to it).
+   */
   readonly loadStartMs: number;
   readonly ops: readonly ChaosOp[];
   readonly windows: readonly Window[];
@@ -128,7 +131,8 @@ export async function runChaos(
   const networkSkipped = !wantNetwork
     ? undefined
     : o.backend === 'redis'
-      ? "each Redis listens on the runner's loopback, which the nodes' network namespaces cannot reach (--backend redis)"
+      ? "each Redis listens on the runner's loopback, which the nodes' network namespaces cannot reach (--backend " +
+        'redis)'
       : networkUnavailableReason();
   const useNetwork = wantNetwork && networkSkipped === undefined;
   // Full disks need a small filesystem per storage server (root), and a backend that writes one.
@@ -253,7 +257,8 @@ export async function runChaos(
     if (useDisk) {
       for (const id of storageIds) disks.set(id, SmallFs.mount(join(dir, id), NODE_FS_BYTES));
       progress(
-        `chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs of its own (disk-full faults)`,
+        `chaos: each storage server's data dir is a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs ` +
+          `of its own (disk-full faults)`,
       );
     }
     if (o.backend === 'redis') {
@@ -262,7 +267,8 @@ export async function runChaos(
     }
     const nodes: Nodes = { procs: byName, net, disks, fleet };
     progress(
-      `chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`,
+      `chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ` +
+        `${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`,
     );
     await nameserver.start(START_TIMEOUT_MS);
     await Promise.all(procs.slice(1).map((p) => p.start(START_TIMEOUT_MS)));
@@ -318,7 +324,8 @@ export async function runChaos(
     loadStartMs = clock();
     toWorker({ t: 'start' });
     progress(
-      `chaos: load started: ${o.clients} clients on ${o.keys} keys, ${o.ratePerSec} ops/s; ${plan.length} faults planned over ${o.durationS} s`,
+      `chaos: load started: ${o.clients} clients on ${o.keys} keys, ${o.ratePerSec} ops/s; ${plan.length} faults ` +
+        `planned over ${o.durationS} s`,
     );
     const untilLoad = (ms: number): Promise<void> => sleepUntil(() => clock() - loadStartMs, ms, signal);
     for (const f of plan) {
@@ -344,7 +351,8 @@ export async function runChaos(
     const leftovers = await healEverything(procs, nodes);
     if (leftovers.length > 0) progress(`chaos: healing: ${leftovers.join('; ')}`);
     progress(
-      `chaos: load stopping; waiting for the cluster to settle (at most ${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`,
+      `chaos: load stopping; waiting for the cluster to settle (at most ` +
+        `${Math.round(o.settleTimeoutMs / 1000)} s), then reading every key`,
     );
     toWorker({ t: 'stop', settleTimeoutMs: o.settleTimeoutMs });
     const stopped = (await inbox.wait('loadStopped', o.timeoutMs + 30_000, signal)) as Extract<
@@ -411,8 +419,10 @@ export async function runChaos(
   const keep = o.dataDir !== undefined || o.keep || verdict !== 'ok';
   if (!keep) rmSync(dir, { recursive: true, force: true });
   const header =
-    `dstore chaos: seed ${o.seed}, ${o.durationS} s, ${o.nodes} storage servers (${o.backend}), ${o.partitions} partitions, R=${replicas}, ` +
-    `${o.clients} clients on ${o.keys} keys at ${o.ratePerSec} ops/s, heartbeat ${o.heartbeatMs} ms, dead after ${o.deadAfterMs} ms, faults: ${kinds.join(',') || 'none'}`;
+    `dstore chaos: seed ${o.seed}, ${o.durationS} s, ${o.nodes} storage servers (${o.backend}), ${o.partitions} ` +
+    `partitions, R=${replicas}, ` +
+    `${o.clients} clients on ${o.keys} keys at ${o.ratePerSec} ops/s, heartbeat ${o.heartbeatMs} ms, dead after ` +
+    `${o.deadAfterMs} ms, faults: ${kinds.join(',') || 'none'}`;
   const report = formatReport({
     header,
     networkNote:
@@ -494,6 +504,8 @@ async function inject(f: PlannedFault, { procs, net, disks }: Nodes): Promise<st
       if (!disk) return 'no small filesystem';
       return `${(disk.fill() / (1024 * 1024)).toFixed(1)} MiB filler`;
     }
+    default:
+      return assertNever(f.kind);
   }
 }
 
@@ -519,6 +531,8 @@ async function heal(f: PlannedFault, { procs, net, disks, fleet }: Nodes): Promi
     case 'disk-full':
       disks.get(f.target!)?.free();
       return ensureRedis(fleet, f.target!);
+    default:
+      return assertNever(f.kind);
   }
 }
 

@@ -20,6 +20,7 @@
  *   with ENOSPC; remove the filler at the end (issue 9) — needs root to mount the tmpfs.
  */
 import { Rng } from '../core/rng.js';
+import { assertNever } from '../core/types.js';
 
 export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -99,6 +100,8 @@ function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: S
       const cut = rng.int(1, hosts.length - 1);
       return { atMs, durationMs, kind, sides: [hosts.slice(0, cut).sort(), hosts.slice(cut).sort()] };
     }
+    default:
+      return assertNever(kind);
   }
 }
 
@@ -117,6 +120,8 @@ export function describeFault(f: Pick<PlannedFault, 'kind' | 'target' | 'sides'>
       return `split ${f.sides?.[0].join(',')} | ${f.sides?.[1].join(',')}`;
     case 'disk-full':
       return `fill the disk of ${f.target} (ENOSPC), then free it`;
+    default:
+      return assertNever(f.kind);
   }
 }
 

@@ -124,7 +124,10 @@ async function unsettled(db: Db, rpc: RpcPool): Promise<string | undefined> {
   const storage = info.nodes.filter((n) => n.role === 'storage');
   const notAlive = storage.filter((n) => n.state !== 'alive').map((n) => `${n.id} is ${n.state}`);
   if (notAlive.length > 0 || storage.length < config.storageServers)
-    return `storage servers not alive: ${notAlive.join(', ') || `${storage.length} of ${config.storageServers} registered`}`;
+    return (
+      `storage servers not alive: ` +
+      `${notAlive.join(', ') || `${storage.length} of ${config.storageServers} registered`}`
+    );
   if (info.partitionsReady !== info.partitions)
     return `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary`;
   const map = (await rpc
@@ -135,7 +138,11 @@ async function unsettled(db: Db, rpc: RpcPool): Promise<string | undefined> {
   const short = map.configs.filter((c) => 1 + c.secondaries.length !== config.replicas || c.learners.length > 0);
   if (short.length > 0) {
     const c = short[0]!;
-    return `${short.length} partitions short of ${config.replicas} members or with learners, e.g. partition ${c.partition} at epoch ${c.epoch}: primary ${c.primary}, secondaries [${c.secondaries.join(',')}], learners [${c.learners.join(',')}]`;
+    return (
+      `${short.length} partitions short of ${config.replicas} members or with learners, e.g. partition ` +
+      `${c.partition} at epoch ${c.epoch}: primary ${c.primary}, secondaries [${c.secondaries.join(',')}], ` +
+      `learners [${c.learners.join(',')}]`
+    );
   }
   return undefined;
 }
@@ -164,7 +171,9 @@ async function waitFormed(db: Db): Promise<void> {
       const info = await db.nodes();
       const alive = info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length;
       if (info.formed && alive >= config.storageServers && info.partitionsReady === info.partitions) return;
-      problem = `formed ${info.formed}, ${alive} of ${config.storageServers} storage servers alive, ${info.partitionsReady} of ${info.partitions} partitions ready`;
+      problem =
+        `formed ${info.formed}, ${alive} of ${config.storageServers} storage servers alive, ` +
+        `${info.partitionsReady} of ${info.partitions} partitions ready`;
     } catch (err) {
       problem = `the nameserver did not answer: ${errorCode(err)}`;
     }

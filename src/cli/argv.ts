@@ -78,11 +78,13 @@ export function checkArgsUtf8(args: readonly string[], raw: readonly Uint8Array[
   if (!bad) return;
   const what =
     bad.rawHex === undefined
-      ? `contains U+FFFD, the character invalid UTF-8 is turned into (this system does not show the raw bytes, so it cannot tell)`
+      ? `contains U+FFFD, the character invalid UTF-8 is turned into (this system does not show the ` +
+        `raw bytes, so it cannot tell)`
       : `is not valid UTF-8 (bytes ${bad.rawHex})`;
   throw new UsageError(
     `argument ${bad.index + 1} ${what}; it would be stored as U+FFFD, not as the bytes given. ` +
-      `Give a binary key as hex with --key-hex${bad.rawHex === undefined ? '' : ` (--key-hex ${bad.rawHex})`}, a binary value with --file PATH or on stdin (-), ` +
+      `Give a binary key as hex with --key-hex${bad.rawHex === undefined ? '' : ` (--key-hex ${bad.rawHex})`}, a ` +
+      `binary value with --file PATH or on stdin (-), ` +
       `or type it in the shell (dstore client) with \\xHH escapes`,
   );
 }
@@ -91,7 +93,8 @@ export function checkArgsUtf8(args: readonly string[], raw: readonly Uint8Array[
 export function parseHexKey(hex: string): Uint8Array {
   if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) {
     throw new UsageError(
-      `--key-hex: expected the key as an even number of hex digits (e.g. fffe for the bytes ff fe), got ${JSON.stringify(hex)}`,
+      `--key-hex: expected the key as an even number of hex digits (e.g. fffe for the bytes ff ` +
+        `fe), got ${JSON.stringify(hex)}`,
     );
   }
   return new Uint8Array(Buffer.from(hex, 'hex'));
@@ -181,7 +184,8 @@ export async function readPutValue(
     const input = stdin();
     if (input.isTTY) {
       throw new UsageError(
-        'no value: give it as an argument, with --file PATH, or pipe it in (dstore put KEY - < file); stdin is a terminal',
+        'no value: give it as an argument, with --file PATH, or pipe it in (dstore put KEY ' +
+          '- < file); stdin is a terminal',
       );
     }
     return readStreamBounded(input.stream, 'stdin', maxBytes);

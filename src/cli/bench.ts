@@ -136,7 +136,8 @@ const ms = (n: number): string => n.toFixed(n < 10 ? 2 : 1);
 export function formatReport(r: BenchReport): string {
   const c = r.config;
   const spawned = c.spawned
-    ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ${c.spawned.backend}, sync ${c.spawned.sync}`
+    ? `; spawned ${c.spawned.storageServers} storage servers, R=${c.spawned.replicas}, ` +
+      `${c.spawned.backend}, sync ${c.spawned.sync}`
     : '';
   const rows = [['', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'max ms']];
   for (const [name, s] of [
@@ -154,7 +155,8 @@ export function formatReport(r: BenchReport): string {
           .map(([k, v]) => `${k} ${int(v)}`)
           .join(', ')}; not in the figures above)`;
   return [
-    `dstore bench: ${c.concurrency} callers for ${r.elapsedS.toFixed(1)} s, ${c.valueSize}-byte values, ${int(c.keys)} keys, reads:writes ${c.ratio} (nameserver ${c.nameserver}${spawned})`,
+    `dstore bench: ${c.concurrency} callers for ${r.elapsedS.toFixed(1)} s, ${c.valueSize}-byte values, ` +
+      `${int(c.keys)} keys, reads:writes ${c.ratio} (nameserver ${c.nameserver}${spawned})`,
     '',
     table(rows, new Set([1, 2, 3, 4, 5])),
     errors,
@@ -281,7 +283,8 @@ async function cleanUpWritten(db: Db, o: BenchOptions, written: WrittenKeys, sho
     return;
   }
   throw new CliFailure(
-    `${int(failed)} of the ${int(written.count)} keys written (prefix ${JSON.stringify(o.prefix)}) were not deleted${sample ? ` (${sample})` : ''}; find them with dstore dump --all`,
+    `${int(failed)} of the ${int(written.count)} keys written (prefix ${JSON.stringify(o.prefix)}) were not ` +
+      `deleted${sample ? ` (${sample})` : ''}; find them with dstore dump --all`,
   );
 }
 
@@ -302,7 +305,8 @@ export async function runBench(o: BenchOptions): Promise<void> {
     }
     stopRequested = true;
     err.write(
-      `\n${signal}: stopping the load (again to exit at once${o.spawn || o.keep ? '' : ', leaving the keys written'})\n`,
+      `\n${signal}: stopping the load (again to exit at ` +
+        `once${o.spawn || o.keep ? '' : ', leaving the keys written'})\n`,
     );
     // During the start there is no load to stop: stopping the cluster ends the start.
     cluster?.close().catch((e: unknown) => err.write(`error while stopping the cluster: ${describeError(e)}\n`));
@@ -314,7 +318,8 @@ export async function runBench(o: BenchOptions): Promise<void> {
     if (o.spawn) {
       tempDir = mkdtempSync(join(tmpdir(), 'dstore-bench-'));
       err.write(
-        `starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ${o.backend}, in ${tempDir} …\n`,
+        `starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ` +
+          `${o.backend}, in ${tempDir} …\n`,
       );
       cluster = LocalCluster.create({
         dataDir: tempDir,
@@ -358,7 +363,9 @@ export async function runBench(o: BenchOptions): Promise<void> {
     const cleanUp = !o.spawn && !o.keep;
     if (!o.spawn) {
       err.write(
-        `writing keys ${keyName(o.prefix, 0)} … ${keyName(o.prefix, o.keys - 1)} (prefix ${JSON.stringify(o.prefix)}); ${cleanUp ? 'they are deleted at the end (--keep keeps them)' : 'kept at the end (--keep)'}\n`,
+        `writing keys ${keyName(o.prefix, 0)} … ${keyName(o.prefix, o.keys - 1)} (prefix ` +
+          `${JSON.stringify(o.prefix)}); ` +
+          `${cleanUp ? 'they are deleted at the end (--keep keeps them)' : 'kept at the end (--keep)'}\n`,
       );
     }
     try {
@@ -372,7 +379,9 @@ export async function runBench(o: BenchOptions): Promise<void> {
         o,
         written,
         (elapsedS, total, lastSecond) => {
-          const line = `${elapsedS.toFixed(0).padStart(4)}s  ${int(lastSecond).padStart(9)} ops/s  (${int(total / elapsedS)} ops/s so far, ${int(total)} ops)`;
+          const line =
+            `${elapsedS.toFixed(0).padStart(4)}s  ${int(lastSecond).padStart(9)} ops/s  ` +
+            `(${int(total / elapsedS)} ops/s so far, ${int(total)} ops)`;
           err.write(isTTY ? `\r\x1b[K${line}` : `${line}\n`);
         },
         () => stopRequested,

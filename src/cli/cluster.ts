@@ -198,7 +198,8 @@ export class LocalCluster {
       if (p.port !== 0 && !(await isPortFree(host, p.port))) {
         const flag = p.role === 'nameserver' ? '--port' : '--storage-port';
         throw new CliFailure(
-          `port ${p.port} on ${host} (for ${p.name}) is already in use — is another dstore running? Choose other ports with ${flag} (0 lets the OS pick)`,
+          `port ${p.port} on ${host} (for ${p.name}) is already in use — is another dstore running? Choose other ` +
+            `ports with ${flag} (0 lets the OS pick)`,
         );
       }
     }
@@ -215,7 +216,8 @@ export class LocalCluster {
           if (p.state === 'exited') {
             const e = p.lastExit;
             throw new ClusterStartError(
-              `${p.name} exited while the cluster was forming (${e?.signal ? `signal ${e.signal}` : `exit code ${e?.code}`})`,
+              `${p.name} exited while the cluster was forming ` +
+                `(${e?.signal ? `signal ${e.signal}` : `exit code ${e?.code}`})`,
               p.name,
               p.logPath,
               logTail(p.logPath),
@@ -231,9 +233,12 @@ export class LocalCluster {
           laggard = notAlive[0];
           problem =
             notAlive.length > 0
-              ? `${notAlive.map((p) => `${p.name} is ${info.nodes.find((n) => n.id === p.name)?.state ?? 'not registered'}`).join(', ')}`
+              ? notAlive
+                  .map((p) => `${p.name} is ${info.nodes.find((n) => n.id === p.name)?.state ?? 'not registered'}`)
+                  .join(', ')
               : info.formed
-                ? `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary yet`
+                ? `${info.partitions - info.partitionsReady} of ${info.partitions} ` +
+                  `partitions have no serving primary yet`
                 : 'the nameserver has not formed the cluster map';
           if (!laggard && !info.formed) laggard = this.nameserver;
         } catch (err) {

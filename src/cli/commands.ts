@@ -82,6 +82,8 @@ export async function clientCommand(o: ClientCliOptions): Promise<void> {
   ); // the shell starts even when the cluster is down
 }
 
+const GREETING_HINT = 'type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves';
+
 async function greetingFor(o: ClientCliOptions): Promise<string> {
   const style = makeStyle(colourWanted(true));
   const db = await openDb(o, GREETING_TIMEOUT_MS);
@@ -89,9 +91,15 @@ async function greetingFor(o: ClientCliOptions): Promise<string> {
     const info = await db.nodes();
     const storage = info.nodes.filter((n) => n.role === 'storage');
     const alive = storage.filter((n) => n.state === 'alive').length;
-    return `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage servers alive, ${info.partitions} partitions, R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves')}`;
+    return (
+      `connected to ${o.nameserver}: cluster ${info.clusterId.slice(0, 8)}, ${alive}/${storage.length} storage ` +
+      `servers alive, ${info.partitions} partitions, ` +
+      `R=${info.replicas}${info.formed ? '' : style.yellow(' (not formed yet)')}\n${style.dim(GREETING_HINT)}`
+    );
   } catch (err) {
-    return `${style.yellow(`the nameserver at ${o.nameserver} did not answer (${describeError(err)}); commands will keep trying`)}\n${style.dim('type help for commands; quit, Ctrl-D or Ctrl-C at an empty prompt leaves')}`;
+    const why = describeError(err);
+    const warning = `the nameserver at ${o.nameserver} did not answer (${why}); commands will keep trying`;
+    return `${style.yellow(warning)}\n${style.dim(GREETING_HINT)}`;
   } finally {
     await db.close();
   }

@@ -10,9 +10,9 @@
  * flag > environment variable > file > default. Commander applies flags and environment
  * variables; `applyConfigFile` then fills in, from the file, every setting still at its
  * default (source 'config'), running the same parser as the flag on the value's text, so
- * a file value is read and checked exactly as the flag would be (`port: 7000` is "7000"). Any problem with the file — unreadable, not JSON
- * or YAML, not a mapping, an unknown key, a value of the wrong type or out of range — is a
- * UsageError: one line, exit code 2.
+ * a file value is read and checked exactly as the flag would be (`port: 7000` is "7000").
+ * Any problem with the file — unreadable, not JSON or YAML, not a mapping, an unknown key,
+ * a value of the wrong type or out of range — is a UsageError: one line, exit code 2.
  *
  * Also the listen address: `--listen` (DSTORE_LISTEN), with `--host` (DSTORE_HOST) kept as
  * its hidden old name.
@@ -109,7 +109,8 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (parsed === null || parsed === undefined) return {}; // empty, or only comments
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new UsageError(
-      `config file ${path} must be a mapping of settings (key: value), not ${Array.isArray(parsed) ? 'a list' : typeof parsed}`,
+      `config file ${path} must be a mapping of settings (key: value), not ` +
+        `${Array.isArray(parsed) ? 'a list' : typeof parsed}`,
     );
   }
   return parsed as Record<string, unknown>;
@@ -194,7 +195,8 @@ export function parseEnvBoolean(name: string, text: string): boolean {
   if (ENV_TRUE.has(t)) return true;
   if (ENV_FALSE.has(t)) return false;
   throw new UsageError(
-    `environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes or on, or 0, false, no or off`,
+    `environment variable ${name}=${JSON.stringify(text)} is not a boolean: use 1, true, yes ` +
+      `or on, or 0, false, no or off`,
   );
 }
 

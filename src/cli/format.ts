@@ -189,14 +189,17 @@ export function formatNodes(
     .filter((n) => (n.corruptPartitions?.length ?? 0) > 0)
     .map((n) =>
       style.red(
-        `${n.id}: partition${n.corruptPartitions!.length === 1 ? '' : 's'} ${n.corruptPartitions!.join(', ')} corrupt (S13), relearning from a healthy replica`,
+        `${n.id}: partition${n.corruptPartitions!.length === 1 ? '' : 's'} ${n.corruptPartitions!.join(', ')} ` +
+          `corrupt (S13), relearning from a healthy replica`,
       ),
     );
   const storageCount = info.nodes.filter((n) => n.role === 'storage').length;
   const alive = info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length;
   const summary =
-    `cluster ${info.clusterId.slice(0, 8)}: ${info.formed ? 'formed' : style.yellow('not formed yet')}, map version ${info.mapVersion}, ` +
-    `${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, ${alive}/${storageCount} storage servers alive`;
+    `cluster ${info.clusterId.slice(0, 8)}: ${info.formed ? 'formed' : style.yellow('not formed yet')}, ` +
+    `map version ${info.mapVersion}, ` +
+    `${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, ` +
+    `${alive}/${storageCount} storage servers alive`;
   return `${table(rows, new Set([5, 6, 7]))}\n${corrupt.map((line) => `${line}\n`).join('')}${style.dim(summary)}`;
 }
 

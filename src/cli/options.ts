@@ -138,7 +138,8 @@ export const timeoutOption = (): Option =>
 export const attemptTimeoutOption = (): Option =>
   envOption(
     '--attempt-timeout-ms <ms>',
-    'bound on one attempt of a request; an unanswered attempt is retried (a write with the same request id) until --timeout-ms',
+    'bound on one attempt of a request; an unanswered attempt is retried (a write with the same ' +
+      'request id) until --timeout-ms',
     'DSTORE_ATTEMPT_TIMEOUT_MS',
   )
     .argParser(intParser('an integer', 1, 3_600_000))
@@ -153,7 +154,8 @@ export function isLoopbackHost(host: string): boolean {
 export function checkListenAllowed(host: string, clusterToken: string | undefined): void {
   if (!isLoopbackHost(host) && (clusterToken === undefined || clusterToken === '')) {
     throw new UsageError(
-      `refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep --listen on loopback (127.0.0.1, the default)`,
+      `refusing to listen on ${host} without a cluster token: set DSTORE_CLUSTER_TOKEN (or --cluster-token), or keep ` +
+        `--listen on loopback (127.0.0.1, the default)`,
     );
   }
 }

@@ -522,7 +522,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(
       envOption(
         '--prefix <prefix>',
-        'prefix of every key the bench writes (default: bench-<8 random hex digits>-, new each run, so no existing key is overwritten)',
+        'prefix of every key the bench writes (default: bench-<8 random hex digits>-, new each run, so ' +
+          'no existing key is overwritten)',
         'DSTORE_BENCH_PREFIX',
       ).argParser(parseBenchPrefix),
     )
@@ -586,7 +587,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
 
   sub(
     'chaos',
-    'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network partitions), checked for linearizability',
+    'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network ' +
+      'partitions), checked for linearizability',
   )
     .addOption(
       envOption('--duration <seconds>', 'how long the load and the faults run', 'DSTORE_CHAOS_DURATION')

@@ -87,7 +87,8 @@ function startFailure(err: unknown, host: string, port: number, flag: string): n
   if (err instanceof NodeIdInUseError) throw new UsageError(`${err.message} (${err.code})`);
   if (errnoCode(err) === 'EADDRINUSE') {
     throw new CliFailure(
-      `port ${port} on ${host} is already in use — is another dstore running? Choose another with ${flag} (0 lets the OS pick)`,
+      `port ${port} on ${host} is already in use — is another dstore running? Choose another ` +
+        `with ${flag} (0 lets the OS pick)`,
     );
   }
   throw err;

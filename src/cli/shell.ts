@@ -94,7 +94,10 @@ export const builtinCommands: readonly ShellCommand[] = [
     minArgs: 2,
     maxArgs: 2,
     summary: 'store value under key; prints the new version',
-    details: `Keys are 1..1024 bytes, values up to 1 MiB (the storage servers' --max-value-bytes).\nThe write is acknowledged once every replica of the key's partition has it.\n${QUOTE_HINT}; inside double quotes \\n \\t \\" \\\\ \\xHH \\u{1F600} work.`,
+    details:
+      `Keys are 1..1024 bytes, values up to 1 MiB (the storage servers' --max-value-bytes).\nThe write is ` +
+      `acknowledged once every replica of the key's partition has it.\n${QUOTE_HINT}; inside double quotes \\n \\t ` +
+      `\\" \\\\ \\xHH \\u{1F600} work.`,
     async run(args, ctx) {
       const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 1).bytes);
       ctx.print(`${ctx.style.green('OK')} (version ${version})`);
@@ -107,7 +110,8 @@ export const builtinCommands: readonly ShellCommand[] = [
     maxArgs: 1,
     summary: 'print the value and version of key',
     details:
-      'Reads are linearizable: the primary confirms it is still primary before answering.\nValues print quoted when they are UTF-8, else as hex.',
+      'Reads are linearizable: the primary confirms it is still primary before answering.\nValues print quoted when ' +
+      'they are UTF-8, else as hex.',
     async run(args, ctx) {
       const key = arg(args, 0);
       const got = await ctx.db.get(key.bytes);
@@ -343,7 +347,10 @@ export class Shell {
     }
     const printable = quoteArg(name);
     if (NODE_CONTROL_COMMANDS.includes(name.toLowerCase())) {
-      return `${printable} controls the nodes of a local cluster: only the shell of \`dstore up\` has it (this shell is connected to a cluster it did not start; stop or start its servers where they run)`;
+      return (
+        `${printable} controls the nodes of a local cluster: only the shell of \`dstore up\` has it (this shell ` +
+        `is connected to a cluster it did not start; stop or start its servers where they run)`
+      );
     }
     return `unknown command ${printable}${best ? `; did you mean ${best}?` : ''} (type help for the list of commands)`;
   }

@@ -69,7 +69,8 @@ export function storageIdsFor(dataDir: string, nodes: number): string[] {
 export async function runUp(o: UpOptions): Promise<void> {
   if (o.nodes < o.replicas) {
     throw new UsageError(
-      `--nodes (${o.nodes}) must be at least --replicas (${o.replicas}): the cluster map needs R storage servers to form; pass --replicas ${o.nodes}`,
+      `--nodes (${o.nodes}) must be at least --replicas (${o.replicas}): the cluster map needs R storage servers to ` +
+        `form; pass --replicas ${o.nodes}`,
     );
   }
   if (o.minWriteReplicas > o.replicas)
@@ -97,7 +98,8 @@ async function runLocked(o: UpOptions): Promise<void> {
   const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
   if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
     throw new UsageError(
-      `storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a lower --port or --storage-port`,
+      `storage ports ${storagePort}..${storagePort + lastIndex - 1} go past 65535; choose a ` +
+        `lower --port or --storage-port`,
     );
   }
   // --backend redis: one redis-server per storage server; refused before anything starts when missing.
@@ -110,7 +112,8 @@ async function runLocked(o: UpOptions): Promise<void> {
     if (!existsSync(dir)) continue;
     await waitUntilUnlocked(dir, CHILD_LOCK_WAIT_MS, (e) =>
       err.write(
-        `${e.message.replace(/; stop it first.*$/, '')}; waiting up to ${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`,
+        `${e.message.replace(/; stop it first.*$/, '')}; waiting up to ` +
+          `${CHILD_LOCK_WAIT_MS / 1000} s for it to exit …\n`,
       ),
     ).catch((e: unknown) => {
       throw e instanceof DataDirError ? new UsageError(e.message) : e;
@@ -201,7 +204,8 @@ async function runLocked(o: UpOptions): Promise<void> {
     };
     if (!o.shell) {
       process.stdout.write(
-        `running until SIGINT (Ctrl-C) or SIGTERM; connect with: npx dstore client --nameserver ${cluster.nameserverAddress}\n`,
+        `running until SIGINT (Ctrl-C) or SIGTERM; connect with: npx dstore client --nameserver ` +
+          `${cluster.nameserverAddress}\n`,
       );
       // The signal handlers end the process; the interval keeps it alive even if every child died.
       await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
@@ -258,7 +262,10 @@ export function ignoredSettings(
   if (given.minWriteReplicas && o.minWriteReplicas !== info.minWriteReplicas)
     diffs.push(`--min-write-replicas ${o.minWriteReplicas} (it has ${info.minWriteReplicas})`);
   if (diffs.length === 0) return undefined;
-  return `warning: ignored ${diffs.join(', ')}: these are fixed when a cluster is created, and the cluster in this data dir already exists; use a new --data-dir for other settings`;
+  return (
+    `warning: ignored ${diffs.join(', ')}: these are fixed when a cluster is created, and the cluster in this ` +
+    `data dir already exists; use a new --data-dir for other settings`
+  );
 }
 
 function banner(cluster: LocalCluster, o: UpOptions, info: ClusterInfo, style: Style, dataDir: string): string {
@@ -268,11 +275,13 @@ function banner(cluster: LocalCluster, o: UpOptions, info: ClusterInfo, style: S
     rows.push([`  ${p.name}`, `${o.host.includes(':') ? `[${o.host}]` : o.host}:${p.port}`, `pid ${p.pid}`]);
   return [
     style.bold(
-      `dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`,
+      `dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ` +
+        `${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`,
     ),
     table(rows),
     `  data dir    ${dataDir}`,
-    `  logs        ${join(dataDir, '<node>', 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
+    `  logs        ${join(dataDir, '<node>', 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ` +
+      `${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
     `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
   ].join('\n');
 }

@@ -58,7 +58,8 @@ export function bytesArgument(method: string, name: string, x: unknown): Uint8Ar
     const at = loneSurrogateAt(x);
     if (at >= 0)
       throw new InvalidArgumentError(
-        `${method}: ${name} is a string with a lone surrogate at index ${at}, which has no UTF-8 form; pass a Uint8Array for binary data`,
+        `${method}: ${name} is a string with a lone surrogate at index ${at}, which has no UTF-8 form; pass a ` +
+          `Uint8Array for binary data`,
       );
     return encoder.encode(x);
   }

@@ -315,21 +315,27 @@ export class Client implements Db {
       if (target.kind === 'primary') {
         const why = this.pool.get(target.address, 'storage').lastFailureReason || lastError.message;
         const others = target.members.filter((m) => m !== target.node);
+        const tookOver =
+          others.length > 0
+            ? ` and no other replica (${others.join(', ')}) took over`
+            : ', and it has no other replica';
         return new UnavailableError(
           `partition ${p} is unavailable: its primary ${target.node} (${target.address}) cannot be reached (${why})` +
-            `${others.length > 0 ? ` and no other replica (${others.join(', ')}) took over` : ', and it has no other replica'} within ${this.opts.timeoutMs} ms`,
+            `${tookOver} within ${this.opts.timeoutMs} ms`,
           { cause: lastError },
         );
       }
       const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || lastError.message;
       return new UnavailableError(
-        `partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached (${why}) and no cached cluster map names its primary`,
+        `partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached (${why}) and no cached ` +
+          `cluster map names its primary`,
         { cause: lastError },
       );
     }
     if (lastError instanceof DstoreError && lastError.code !== 'TIMEOUT') return lastError;
     return new TimeoutError(
-      `partition ${p} did not answer within ${this.opts.timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`,
+      `partition ${p} did not answer within ${this.opts.timeoutMs} ` +
+        `ms${lastError ? `: ${(lastError as Error).message}` : ''}`,
       { cause: lastError },
     );
   }

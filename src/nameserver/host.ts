@@ -59,7 +59,8 @@ export function parseMap(text: string, path: string): PersistedMap {
     parsed = JSON.parse(text) as PersistedMap;
   } catch (err) {
     throw new InvalidArgumentError(
-      `${path} is not valid JSON; refusing to start rather than forget the cluster (move it away to start a new cluster)`,
+      `${path} is not valid JSON; refusing to start rather than forget the cluster (move ` +
+        `it away to start a new cluster)`,
       { cause: err },
     );
   }
@@ -348,7 +349,8 @@ export class NameserverHost {
     this.log(
       'error',
       { nodeId, partitions, unavailable: stuck },
-      'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; a partition no healthy member holds stays unavailable',
+      'storage server found partitions corrupt (S13): it steps out of them and relearns each from a healthy member; ' +
+        'a partition no healthy member holds stays unavailable',
     );
   }
 
@@ -368,8 +370,11 @@ export class NameserverHost {
         'error',
         { partition: s.partition, epoch: s.epoch, corruptOn: s.corrupt, olderCopies: s.holders },
         s.holders.length > 0
-          ? 'partition unavailable (S13, S5): every member found it corrupt or is dead; a live server holds an older copy from before it was removed, which may lack acknowledged writes, so it is not taken automatically (no force-primary command exists yet: bring a member with a healthy copy back)'
-          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits for a member with a healthy copy',
+          ? 'partition unavailable (S13, S5): every member found it corrupt or is dead; a live server holds an older ' +
+              'copy from before it was removed, which may lack acknowledged writes, so it is not taken automatically ' +
+              '(no force-primary command exists yet: bring a member with a healthy copy back)'
+          : 'partition unavailable (S13, S5): every member found it corrupt or is dead; it waits ' +
+              'for a member with a healthy copy',
       );
     }
   }

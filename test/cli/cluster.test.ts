@@ -13,141 +13,49 @@
  * deadline; the cluster is stopped and the temp dir removed even when a test fails.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/cli/options.js';
-import { runDstore } from './harness.js';
+import {
+  alive,
+  runDstore,
+  runDstoreText,
+  startUp,
+  type TextResult,
+  type UpCluster,
+  waitFor,
+} from '../shared/dstore.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 60_000;
 const COMMAND_TIMEOUT_MS = 30_000;
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { NO_COLOR: '1' };
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
-  return env;
-}
-
-interface Result {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `dstore args…` with `input` on stdin; killed after COMMAND_TIMEOUT_MS. */
-function dstore(args: string[], input = ''): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(
-        new Error(
-          `dstore ${args.join(' ')} did not finish within ${COMMAND_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`,
-        ),
-      );
-    }, COMMAND_TIMEOUT_MS);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
-
-/** Polls `condition` every 50 ms until true; fails with `explain()` after `ms`. */
-async function waitFor(condition: () => boolean, ms: number, explain: () => string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${explain()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
+/** Runs `dstore args…` with `input` on stdin; stopped after COMMAND_TIMEOUT_MS. */
+const dstore = (args: string[], input = ''): Promise<TextResult> =>
+  runDstoreText(args, { input, timeoutMs: COMMAND_TIMEOUT_MS });
 
 describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 }, () => {
   let dataDir = '';
-  let up: ChildProcess | undefined;
-  let upExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  let upOut = '';
-  let upErr = '';
+  let up: UpCluster | undefined;
   let nameserver = '';
-  let childPids: number[] = [];
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'dstore-cli-it-'));
     const port = await freePort();
     nameserver = `127.0.0.1:${port}`;
-    // --storage-port 0: the OS picks each storage server's port, so parallel test files never collide.
-    up = spawn(
-      process.execPath,
-      [
-        MAIN,
-        'up',
-        '--no-shell',
-        '--data-dir',
-        dataDir,
-        '--port',
-        String(port),
-        '--storage-port',
-        '0',
-        '--backend',
-        'memory',
-      ],
-      {
-        env: cleanEnv(),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    up.stdout?.on('data', (c: Buffer) => (upOut += c.toString('utf8')));
-    up.stderr?.on('data', (c: Buffer) => (upErr += c.toString('utf8')));
-    up.once('exit', (code, signal) => (upExit = { code, signal }));
-    await waitFor(
-      () => upOut.includes('local cluster ready') || upExit !== undefined,
+    up = await startUp(
+      ['--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--backend', 'memory'],
       START_TIMEOUT_MS,
-      () => `dstore up did not report ready; stdout: ${upOut}; stderr: ${upErr}`,
     );
-    assert.equal(upExit, undefined, `dstore up exited during start: ${JSON.stringify(upExit)}; stderr: ${upErr}`);
-    childPids = [...upOut.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
-    assert.equal(childPids.length, 4, `a nameserver and 3 storage servers in the banner: ${upOut}`);
-    assert.ok(upOut.includes(`npx dstore client --nameserver ${nameserver}`), upOut);
+    assert.equal(up.pids.length, 4, `a nameserver and 3 storage servers in the banner: ${up.stdout()}`);
+    assert.equal(up.nameserver, nameserver, up.stdout());
+    assert.ok(up.stdout().includes(`npx dstore client --nameserver ${nameserver}`), up.stdout());
   });
 
   after(async () => {
     // Whatever happened: stop up (it stops its children), then make sure nothing is left.
-    if (up && upExit === undefined) {
-      up.kill('SIGTERM');
-      const gone = await waitFor(
-        () => upExit !== undefined,
-        20_000,
-        () => 'up did not exit after SIGTERM',
-      ).then(
-        () => true,
-        () => false,
-      );
-      if (!gone) up.kill('SIGKILL');
-    }
-    for (const pid of childPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    await up?.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -346,7 +254,7 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
         `${node}.stderr.log repeats no log line: ${stderrLog.slice(0, 500)}`,
       );
     }
-    assert.match(upOut, /node\.log \(rotated at 10 MiB, 3 kept\); crash output in .*<node>\.stderr\.log/);
+    assert.match(up!.stdout(), /node\.log \(rotated at 10 MiB, 3 kept\); crash output in .*<node>\.stderr\.log/);
   });
 
   test('a second up on the same port says the port is in use', async () => {
@@ -380,19 +288,20 @@ describe('dstore against a local cluster (up --no-shell)', { timeout: 240_000 },
   });
 
   test('SIGTERM stops up and every child it started', async () => {
-    assert.ok(up && upExit === undefined, 'up is running');
-    for (const pid of childPids) assert.ok(alive(pid), `child ${pid} runs before SIGTERM`);
-    up.kill('SIGTERM');
+    assert.ok(up && up.exit() === undefined, 'up is running');
+    const { child, pids } = up;
+    for (const pid of pids) assert.ok(alive(pid), `child ${pid} runs before SIGTERM`);
+    child.kill('SIGTERM');
     await waitFor(
-      () => upExit !== undefined,
+      () => up!.exit() !== undefined,
       20_000,
-      () => `up did not exit after SIGTERM; stderr: ${upErr}`,
+      () => `up did not exit after SIGTERM; stderr: ${up!.stderr()}`,
     );
     await waitFor(
-      () => childPids.every((pid) => !alive(pid)),
+      () => pids.every((pid) => !alive(pid)),
       10_000,
-      () => `children left running: ${childPids.filter(alive).join(', ')}`,
+      () => `children left running: ${pids.filter(alive).join(', ')}`,
     );
-    assert.match(upErr, /stopped/);
+    assert.match(up.stderr(), /stopped/);
   });
 });

@@ -10,22 +10,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { findInvalidUtf8Arg } from '../../src/cli/argv.js';
 import { parseEnvBoolean } from '../../src/cli/config.js';
+import { cleanEnv, MAIN, runDstoreSync } from '../shared/dstore.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function dstore(args: string[], env: NodeJS.ProcessEnv = {}): { code: number | null; stdout: string; stderr: string } {
-  const clean: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
-  const r = spawnSync(process.execPath, [MAIN, ...args], {
-    env: { ...clean, ...env },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const dstore = (args: string[], env: NodeJS.ProcessEnv = {}) => runDstoreSync(args, env);
 
 /** Each subcommand with the environment variables its --help must show. */
 const HELP: Record<string, string[]> = {
@@ -217,10 +206,8 @@ describe('arguments that are not valid UTF-8', () => {
   // Node turns invalid UTF-8 in argv into U+FFFD; before, `put $'\xff\xfe' v` stored the
   // key U+FFFD U+FFFD. bash passes the raw bytes, as a user's shell does.
   function viaBash(args: string): { code: number | null; stdout: string; stderr: string } {
-    const clean: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
     const r = spawnSync('bash', ['-c', `exec "$0" "$1" ${args}`, process.execPath, MAIN], {
-      env: clean,
+      env: cleanEnv(),
       encoding: 'utf8',
       timeout: 30_000,
     });

@@ -6,17 +6,15 @@
  * run the real `dstore` process and check exit code 2 and one line on stderr.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/program.js';
 import { listenOf } from '../../src/cli/config.js';
+import { runDstoreSync } from '../shared/dstore.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'dstore-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -26,7 +24,9 @@ function file(name: string, text: string): string {
   return path;
 }
 
-/** Parses `args` with the real program, with `env` as the only DSTORE_* variables; returns the options the action got. */
+/**
+ * Parses `args` with the real program, with `env` as the only DSTORE_* variables; returns the options the action got.
+ */
 async function resolved(
   command: string,
   args: string[],
@@ -52,16 +52,7 @@ async function resolved(
   }
 }
 
-function dstore(args: string[], env: NodeJS.ProcessEnv = {}): { code: number | null; stdout: string; stderr: string } {
-  const clean: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) clean[k] = v;
-  const r = spawnSync(process.execPath, [MAIN, ...args], {
-    env: { ...clean, ...env },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const dstore = (args: string[], env: NodeJS.ProcessEnv = {}) => runDstoreSync(args, env);
 
 describe('precedence: flag > env > file > default', () => {
   const yaml = file('storage.yaml', 'maxValueBytes: 2000\nheartbeatMs: 250\nbackend: memory\nnodeId: s7\n');

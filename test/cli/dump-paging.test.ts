@@ -8,14 +8,13 @@
  * cluster is stopped and the temp dir removed even when a test fails.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/options.js';
 import { connect } from '../../src/client/index.js';
-import { cleanEnv, MAIN, runDstoreText, waitFor } from './harness.js';
+import { runDstoreText, startUp, type UpCluster } from '../shared/dstore.js';
 
 const KEYS = 5000;
 const KEY_BYTES = 1000;
@@ -26,47 +25,14 @@ const keyOf = (i: number): string => `key-${String(i).padStart(5, '0')}-`.padEnd
 
 describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 300_000 }, () => {
   let dataDir = '';
-  let up: ChildProcess | undefined;
-  let upExit: unknown;
-  let upOut = '';
-  let upErr = '';
+  let up: UpCluster | undefined;
   let nameserver = '';
-  let pids: number[] = [];
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'dstore-dump-paging-'));
     const port = await freePort();
-    nameserver = `127.0.0.1:${port}`;
-    up = spawn(
-      process.execPath,
-      [
-        MAIN,
-        'up',
-        '--no-shell',
-        '--data-dir',
-        dataDir,
-        '--port',
-        String(port),
-        '--storage-port',
-        '0',
-        '--sync',
-        'none',
-      ],
-      {
-        env: cleanEnv(),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    up.stdout?.on('data', (c: Buffer) => (upOut += c.toString('utf8')));
-    up.stderr?.on('data', (c: Buffer) => (upErr += c.toString('utf8')));
-    up.once('exit', (code, signal) => (upExit = { code, signal }));
-    await waitFor(
-      () => upOut.includes('local cluster ready') || upExit !== undefined,
-      60_000,
-      () => `up did not start: ${upOut} ${upErr}`,
-    );
-    assert.equal(upExit, undefined, upErr);
-    pids = [...upOut.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
+    up = await startUp(['--data-dir', dataDir, '--port', String(port), '--storage-port', '0', '--sync', 'none']);
+    nameserver = up.nameserver;
     const db = await connect(nameserver, { timeoutMs: 30_000 });
     try {
       const value = 'v'.repeat(16);
@@ -81,28 +47,15 @@ describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 3
   });
 
   after(async () => {
-    for (const pid of pids) {
+    // A test may leave a server SIGSTOPped: resume it so that up can stop it.
+    for (const pid of up?.pids ?? []) {
       try {
         process.kill(pid, 'SIGCONT');
       } catch {
         // already gone: nothing to resume
       }
     }
-    if (up && upExit === undefined) {
-      up.kill('SIGTERM');
-      await waitFor(
-        () => upExit !== undefined,
-        20_000,
-        () => 'up did not stop',
-      ).catch(() => up?.kill('SIGKILL'));
-    }
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone, as expected
-      }
-    }
+    await up?.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -137,8 +90,8 @@ describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 3
   });
 
   test('a server that cannot be listed makes dump exit 1, naming it', async () => {
-    const storagePid = pids[1]; // banner order: nameserver, s1, s2, s3
-    assert.ok(storagePid !== undefined, upOut);
+    const storagePid = up!.pids[1]; // banner order: nameserver, s1, s2, s3
+    assert.ok(storagePid !== undefined, up!.stdout());
     process.kill(storagePid, 'SIGSTOP');
     try {
       const r = await run(['dump', '--nameserver', nameserver, '--timeout-ms', '1500', '--attempt-timeout-ms', '1000']);

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/options.js';
-import { runDstoreText } from './harness.js';
+import { runDstoreText } from '../shared/dstore.js';
 
 const upWithShell = (args: string[], script: string) =>
   runDstoreText(['up', ...args], { input: script, timeoutMs: 120_000 });

@@ -6,7 +6,8 @@
  * print a hint and the shell goes on; a failing Db call prints `error: … (CODE)` and the
  * shell goes on; a parse error names the problem (an unknown escape, never guessed) without an
  * unrelated hint; node control outside `up` says that it needs `up`; on a terminal Ctrl-C
- * clears typed input and leaves at an empty prompt; quit and end of input end it; piped output carries no prompt or colours;
+ * clears typed input and leaves at an empty prompt; quit and end of input end it; piped output carries no prompt or
+ * colours;
  * extra commands (as `up` adds) run and show in help; binary values print as hex.
  */
 import assert from 'node:assert/strict';

@@ -2,7 +2,8 @@
  * The shell's tokenizer: whitespace splits, double and single quotes group (and join with
  * unquoted neighbours), backslash escapes work as documented (\n, \xHH raw bytes, \u{…}),
  * any UTF-8 passes through unchanged, and an unbalanced quote, an unknown escape (`"a\q"`,
- * not the key `aq`) or a trailing backslash is an error naming it instead of a guess. quoteArg's output tokenizes back to its input.
+ * not the key `aq`) or a trailing backslash is an error naming it instead of a guess. quoteArg's output tokenizes back
+ * to its input.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -10,75 +10,23 @@
  * a test fails.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { CliFailure } from '../../src/cli/options.js';
 import { RedisFleet } from '../../src/process/redis-fleet.js';
+import { alive, runDstoreSync, startUp, type UpCluster } from '../shared/dstore.js';
 import { REDIS_SKIP, redisInstalled } from '../storage/redis-server.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { NO_COLOR: '1' };
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
-  return env;
-}
+const dstore = (args: string[]) => runDstoreSync(args);
 
-function dstore(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { env: cleanEnv(), encoding: 'utf8', timeout: 30_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-/** `dstore up --backend redis --no-shell` in `dataDir`; resolves with its nameserver once ready. */
-async function up(
-  dataDir: string,
-): Promise<{ child: ChildProcess; nameserver: string; stop(): Promise<number | null> }> {
-  const child = spawn(
-    process.execPath,
-    [MAIN, 'up', '--backend', 'redis', '--no-shell', '--port', '0', '--nodes', '3', '--data-dir', dataDir],
-    {
-      env: cleanEnv(),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const stop = async (): Promise<number | null> => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    try {
-      return await exited;
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const m = /--nameserver (127\.0\.0\.1:\d+)/.exec(out);
-    if (m && out.includes('running until SIGINT')) return { child, nameserver: m[1]!, stop };
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  await stop();
-  throw new Error(`dstore up --backend redis did not start: ${out}`);
-}
+/** `dstore up --backend redis --no-shell` in `dataDir`, once ready. */
+const up = (dataDir: string): Promise<UpCluster> =>
+  startUp(['--backend', 'redis', '--port', '0', '--nodes', '3', '--data-dir', dataDir], START_TIMEOUT_MS);
 
 function redisPid(dataDir: string, node: string): number {
   const file = join(dataDir, node, 'redis', 'redis.pid');
@@ -95,7 +43,7 @@ describe('dstore up --backend redis', () => {
       let cluster = await up(dataDir);
       let pids: number[];
       try {
-        assert.equal(dstore(['put', 'greeting', 'hello redis', '--nameserver', cluster.nameserver]).status, 0);
+        assert.equal(dstore(['put', 'greeting', 'hello redis', '--nameserver', cluster.nameserver]).code, 0);
         const got = dstore(['get', 'greeting', '--nameserver', cluster.nameserver]);
         assert.equal(got.stdout.trim(), 'hello redis');
         const nodes = JSON.parse(dstore(['nodes', '--json', '--nameserver', cluster.nameserver]).stdout) as {
@@ -109,14 +57,14 @@ describe('dstore up --backend redis', () => {
         assert.equal(new Set(pids).size, 3, 'three redis-servers');
         for (const pid of pids) assert.ok(alive(pid), `redis-server ${pid} runs`);
       } finally {
-        assert.equal(await cluster.stop(), 0, 'up stops cleanly on SIGTERM');
+        assert.equal((await cluster.stop(STOP_TIMEOUT_MS)).code, 0, 'up stops cleanly on SIGTERM');
       }
       for (const pid of pids) assert.ok(!alive(pid), `redis-server ${pid} was stopped with up`);
       cluster = await up(dataDir);
       try {
         assert.equal(dstore(['get', 'greeting', '--nameserver', cluster.nameserver]).stdout.trim(), 'hello redis');
       } finally {
-        await cluster.stop();
+        await cluster.stop(STOP_TIMEOUT_MS);
       }
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
@@ -130,25 +78,31 @@ describe('dstore up --backend redis', () => {
         assert.ok(err instanceof CliFailure);
         assert.match(
           err.message,
-          /redis-server is not installed: install it with `apt-get install redis-server` \(Debian\/Ubuntu\) or `brew install redis`/,
+          new RegExp(
+            'redis-server is not installed: install it with `apt-get install redis-server` \\(Debian/Ubuntu\\) ' +
+              'or `brew install redis`',
+          ),
         );
         return true;
       },
     );
   });
 
-  test('dstore storage --backend takes lmdb, memory or redis://HOST:PORT[/DB]; redis alone or a bad URL is exit 2', () => {
-    const help = dstore(['storage', '--help']);
-    assert.match(help.stdout.replace(/\s+/g, ' '), /redis:\/\/HOST:PORT\[\/DB\]/);
-    for (const [value, message] of [
-      ['redis', /needs the URL of this server's own Redis: redis:\/\/HOST:PORT\[\/DB\]/],
-      ['redis://127.0.0.1:99999', /the port must be 1\.\.65535/],
-      ['rocksdb', /Allowed choices are lmdb, memory, or redis:\/\/HOST:PORT\[\/DB\]/],
-    ] as const) {
-      const r = dstore(['storage', '--backend', value, '--nameserver', '127.0.0.1:1']);
-      assert.equal(r.status, 2, `${value}: ${r.stderr}`);
-      assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    }
-  });
+  test(
+    'dstore storage --backend takes lmdb, memory or ' + 'redis://HOST:PORT[/DB]; redis alone or a bad URL is exit 2',
+    () => {
+      const help = dstore(['storage', '--help']);
+      assert.match(help.stdout.replace(/\s+/g, ' '), /redis:\/\/HOST:PORT\[\/DB\]/);
+      for (const [value, message] of [
+        ['redis', /needs the URL of this server's own Redis: redis:\/\/HOST:PORT\[\/DB\]/],
+        ['redis://127.0.0.1:99999', /the port must be 1\.\.65535/],
+        ['rocksdb', /Allowed choices are lmdb, memory, or redis:\/\/HOST:PORT\[\/DB\]/],
+      ] as const) {
+        const r = dstore(['storage', '--backend', value, '--nameserver', '127.0.0.1:1']);
+        assert.equal(r.code, 2, `${value}: ${r.stderr}`);
+        assert.match(r.stderr, message);
+        assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+      }
+    },
+  );
 });

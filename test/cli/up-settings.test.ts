@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../../src/cli/options.js';
-import { runDstoreText } from './harness.js';
+import { runDstoreText } from '../shared/dstore.js';
 
 const RUN_TIMEOUT_MS = 90_000;
 
@@ -54,7 +54,10 @@ describe('dstore up: settings as given and as the cluster has them', { timeout: 
     assert.match(r.stdout, /local cluster ready \(4 partitions, R=2, min write replicas 2,/, r.stdout);
     assert.match(
       r.stderr,
-      /warning: ignored --partitions 8 \(it has 4\), --replicas 1 \(it has R=2\): these are fixed when a cluster is created/,
+      new RegExp(
+        'warning: ignored --partitions 8 \\(it has 4\\), --replicas 1 \\(it has R=2\\): ' +
+          'these are fixed when a cluster is created',
+      ),
       r.stderr,
     );
   });

@@ -24,7 +24,8 @@ import { keysByPartition, withLogsOnFailure } from './failures-harness.js';
 
 const P = 4;
 
-test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadline is OUTCOME_UNKNOWN; it converges after SIGCONT', {
+test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadline is OUTCOME_UNKNOWN; it converges ' +
+  'after SIGCONT', {
   timeout: 180_000,
 }, async () => {
   await using cluster = await LocalCluster.start({
@@ -80,7 +81,8 @@ test('writes to a SIGSTOPped primary succeed once it is replaced; an early deadl
       );
       const failoverMs = Date.now() - pausedAt;
       console.log(
-        `# 6 writes to the paused primary's partition acknowledged ${failoverMs} ms after SIGSTOP (versions ${results.flat().join(',')})`,
+        `# 6 writes to the paused primary's partition acknowledged ${failoverMs} ms after SIGSTOP (versions ` +
+          `${results.flat().join(',')})`,
       );
       assert.equal(new Set(results.flat()).size, 6, 'every acknowledged write has its own version');
       const after = await cluster.map();

@@ -8,15 +8,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { connect, type Db } from '../../src/client/index.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import { RpcPool } from '../../src/rpc/transport.js';
+import { nameserverArgs, storageArgs } from '../../src/process/node-args.js';
 import { freePort } from '../../src/process/ports.js';
+import { MAIN } from '../shared/dstore.js';
 
-export const MAIN = resolve('dist/src/cli/main.js');
-
-export { freePort };
+export { freePort, MAIN };
 
 /** Polls `condition` every `intervalMs` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(
@@ -37,7 +37,8 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
   throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+    `timed out after ${timeoutMs} ms waiting for ` +
+      `${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
   );
 }
 
@@ -144,25 +145,19 @@ export class LocalCluster implements AsyncDisposable {
     const o = this.opts;
     this.spawnProc('nameserver', [
       'nameserver',
-      '--port',
-      String(nsPort),
-      '--data-dir',
-      join(this.dir, 'nameserver'),
-      '--partitions',
-      String(o.partitions ?? 16),
-      '--replicas',
-      String(o.replicas ?? 3),
-      // Every storage server started here is in the first map (not only the first R to register).
-      '--initial-nodes',
-      String(Math.max(nodes, o.replicas ?? 3)),
-      '--heartbeat-ms',
-      String(o.heartbeatMs ?? 1000),
-      '--dead-after-ms',
-      String(o.deadAfterMs ?? 5000),
-      ...(o.minWriteReplicas === undefined ? [] : ['--min-write-replicas', String(o.minWriteReplicas)]),
-      ...(o.rereplicateAfterMs === undefined ? [] : ['--rereplicate-after-ms', String(o.rereplicateAfterMs)]),
-      '--log-level',
-      o.logLevel ?? 'info',
+      ...nameserverArgs({
+        port: nsPort,
+        dataDir: join(this.dir, 'nameserver'),
+        partitions: o.partitions ?? 16,
+        replicas: o.replicas ?? 3,
+        // Every storage server started here is in the first map (not only the first R to register).
+        initialNodes: Math.max(nodes, o.replicas ?? 3),
+        heartbeatMs: o.heartbeatMs ?? 1000,
+        deadAfterMs: o.deadAfterMs ?? 5000,
+        minWriteReplicas: o.minWriteReplicas,
+        rereplicateAfterMs: o.rereplicateAfterMs,
+        logLevel: o.logLevel ?? 'info',
+      }),
     ]);
     for (let i = 1; i <= nodes; i++) await this.spawnStorage(`s${i}`);
     await this.waitFormed(nodes);
@@ -178,21 +173,16 @@ export class LocalCluster implements AsyncDisposable {
     }
     this.spawnProc(name, [
       'storage',
-      '--nameserver',
-      this.nameserverAddress,
-      '--port',
-      String(port),
-      '--node-id',
-      name,
-      '--data-dir',
-      join(this.dir, name),
-      '--backend',
-      this.opts.backendOf?.(name) ?? this.opts.backend ?? 'lmdb',
-      '--heartbeat-ms',
-      String(this.opts.heartbeatMs ?? 1000),
-      '--log-level',
-      this.opts.logLevel ?? 'info',
-      ...(this.opts.logRetainEntries === undefined ? [] : ['--log-retain-entries', String(this.opts.logRetainEntries)]),
+      ...storageArgs({
+        nameserver: this.nameserverAddress,
+        port,
+        nodeId: name,
+        dataDir: join(this.dir, name),
+        backend: this.opts.backendOf?.(name) ?? this.opts.backend ?? 'lmdb',
+        heartbeatMs: this.opts.heartbeatMs ?? 1000,
+        logLevel: this.opts.logLevel ?? 'info',
+        logRetainEntries: this.opts.logRetainEntries,
+      }),
       ...(this.opts.extraStorageArgs ?? []),
     ]);
   }
@@ -336,7 +326,8 @@ export class LocalCluster implements AsyncDisposable {
           const applied = new Set(progress.map(({ r }) => r!.appliedSeq));
           if (applied.size !== 1)
             throw new Error(
-              `partition ${c.partition}: applied seqs differ: ${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`,
+              `partition ${c.partition}: applied seqs differ: ` +
+                `${progress.map(({ m, r }) => `${m}=${r!.appliedSeq}`).join(' ')}`,
             );
         }
         const dumps = await db.dump({ limit: 1_000_000 });
@@ -368,7 +359,8 @@ export class LocalCluster implements AsyncDisposable {
             const extra = [...other.keys].filter((k) => !first!.keys.has(k));
             if (missing.length || extra.length) {
               throw new Error(
-                `partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`,
+                `partition ${c.partition}: ${other.m} differs from ${first!.m}: ${missing.length} keys missing, ` +
+                  `${extra.length} extra (e.g. ${JSON.stringify(missing[0] ?? extra[0])})`,
               );
             }
           }

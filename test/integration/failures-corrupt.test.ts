@@ -91,115 +91,129 @@ async function finish(cluster: LocalCluster, db: Db, history: OpHistory, node: s
   }
 }
 
-test('lmdb: a byte flipped in a stored value of a stopped node is never served; the node steps out, relearns and is a full replica again', async () => {
-  await using cluster = await LocalCluster.start(SETTINGS);
-  await withLogsOnFailure(cluster, async () => {
-    const dbs = [await cluster.client(), await cluster.client()];
-    const history = new OpHistory();
-    const targets = victims();
-    for (const v of targets) assert.ok(await history.put(dbs[0]!, 'setup', v.key, v.value), `put ${v.key}`);
-    // Enough writes per partition that every log drops the victims' puts (--log-retain-entries 5).
-    const filler = keysByPartition(P, 2, 'k').flat();
-    for (let round = 0; round < 15; round++)
-      await Promise.all(filler.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
+test(
+  'lmdb: a byte flipped in a stored value of a stopped node is never served; the node steps out, ' +
+    'relearns and is a full replica again',
+  async () => {
+    await using cluster = await LocalCluster.start(SETTINGS);
+    await withLogsOnFailure(cluster, async () => {
+      const dbs = [await cluster.client(), await cluster.client()];
+      const history = new OpHistory();
+      const targets = victims();
+      for (const v of targets) assert.ok(await history.put(dbs[0]!, 'setup', v.key, v.value), `put ${v.key}`);
+      // Enough writes per partition that every log drops the victims' puts (--log-retain-entries 5).
+      const filler = keysByPartition(P, 2, 'k').flat();
+      for (let round = 0; round < 15; round++)
+        await Promise.all(filler.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
 
-    await cluster.kill('s2', 'SIGKILL');
-    const dataFile = join(cluster.dir, 's2', 'lmdb', 'data.mdb');
-    const flipped = targets.map((v) => flipInFile(dataFile, Buffer.from(v.value)));
-    assert.ok(
-      flipped.every((n) => n >= 1),
-      `every victim value found in s2's data.mdb (${flipped.join(',')})`,
-    );
-    await cluster.restart('s2');
-    await cluster.waitReplicated(30_000);
-
-    const load = new ReadWriteLoad(history, dbs, {
-      readers: 3,
-      writers: 2,
-      readKeys: targets.map((v) => v.key),
-      writeKeys: filler,
-    });
-    try {
-      await bounce(cluster, 's1');
-      await cluster.kill('s3', 'SIGKILL');
-      // s2 now leads partitions whose values it holds corrupt: a read finds one.
-      await waitFor(
-        's2 to find a corrupt value and step out',
-        () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0,
-        30_000,
-      );
-      const seen = await waitFor(
-        "nodes to name s2's corrupt partitions",
-        async () => (await dbs[0]!.nodes()).nodes.find((n) => n.id === 's2')?.corruptPartitions,
-        10_000,
-        50,
-      ).catch(() => undefined);
-      console.log(`# s2 found partitions ${JSON.stringify(seen ?? '(relearned before nodes showed them)')} corrupt`);
-      await cluster.restart('s3');
-      await cluster.waitReplicated(60_000);
-    } finally {
-      await load.stop();
-    }
-    // Every victim reads back the value written, from whichever replica serves it.
-    for (const v of targets) await history.get(dbs[0]!, 'final', v.key);
-    for (const v of targets) {
-      const got = await dbs[0]!.get(v.key);
-      assert.equal(got && Buffer.from(got.value).toString('utf8'), v.value, `${v.key}`);
-    }
-    await finish(cluster, dbs[0]!, history, 's2');
-  });
-});
-
-test('lmdb: a byte flipped in the last log record of a stopped node: it starts, relearns the partition and is a full replica again; nothing wrong is read', async () => {
-  await using cluster = await LocalCluster.start(SETTINGS);
-  await withLogsOnFailure(cluster, async () => {
-    const dbs = [await cluster.client(), await cluster.client()];
-    const history = new OpHistory();
-    const keys = keysByPartition(P, 3, 'k').flat();
-    for (let round = 0; round < 3; round++)
-      await Promise.all(keys.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
-    // The last entry of one partition's log: a put whose value appears nowhere else.
-    const tailKey = keys[0]!;
-    const tailValue = `TAIL-${randomBytes(12).toString('hex')}`;
-    assert.ok(await history.put(dbs[0]!, 'setup', tailKey, tailValue));
-    const partition = partitionOf(Buffer.from(tailKey), P);
-
-    await cluster.kill('s2', 'SIGKILL');
-    // The value is in the log record and in the stored value: both get a flipped byte.
-    assert.ok(
-      flipInFile(join(cluster.dir, 's2', 'lmdb', 'data.mdb'), Buffer.from(tailValue)) >= 1,
-      'the last record found in data.mdb',
-    );
-    const load = new ReadWriteLoad(history, dbs, { readers: 2, writers: 2, readKeys: keys, writeKeys: keys.slice(1) });
-    try {
-      await cluster.restart('s2');
-      await waitFor(
-        's2 to start and say the partition is corrupt',
-        () => {
-          if (!cluster.isRunning('s2')) throw new Error(`s2 exited: ${cluster.logTail('s2')}`);
-          return cluster
-            .logLines('s2', /partition corrupt at open \(S13\)/)
-            .some((l) => l.includes(`"partition":${partition}`));
-        },
-        20_000,
-      );
-      await cluster.waitReplicated(60_000);
+      await cluster.kill('s2', 'SIGKILL');
+      const dataFile = join(cluster.dir, 's2', 'lmdb', 'data.mdb');
+      const flipped = targets.map((v) => flipInFile(dataFile, Buffer.from(v.value)));
       assert.ok(
-        cluster.logLines('s2', /dropping the corrupt partition to relearn it/).length > 0,
-        's2 relearned the partition',
+        flipped.every((n) => n >= 1),
+        `every victim value found in s2's data.mdb (${flipped.join(',')})`,
       );
-      // A failover onto s2: s1's partitions move to s2 or s3.
-      await bounce(cluster, 's1');
-    } finally {
-      await load.stop();
-    }
-    const got = await dbs[0]!.get(tailKey);
-    assert.ok(got !== undefined, `${tailKey} reads back`);
-    await finish(cluster, dbs[0]!, history, 's2');
-  });
-});
+      await cluster.restart('s2');
+      await cluster.waitReplicated(30_000);
 
-test("redis: a byte flipped in a stored value inside a running node's Redis is never served; the node relearns and is a full replica again", {
+      const load = new ReadWriteLoad(history, dbs, {
+        readers: 3,
+        writers: 2,
+        readKeys: targets.map((v) => v.key),
+        writeKeys: filler,
+      });
+      try {
+        await bounce(cluster, 's1');
+        await cluster.kill('s3', 'SIGKILL');
+        // s2 now leads partitions whose values it holds corrupt: a read finds one.
+        await waitFor(
+          's2 to find a corrupt value and step out',
+          () => cluster.logLines('s2', /partition corrupt \(S13\)/).length > 0,
+          30_000,
+        );
+        const seen = await waitFor(
+          "nodes to name s2's corrupt partitions",
+          async () => (await dbs[0]!.nodes()).nodes.find((n) => n.id === 's2')?.corruptPartitions,
+          10_000,
+          50,
+        ).catch(() => undefined);
+        console.log(`# s2 found partitions ${JSON.stringify(seen ?? '(relearned before nodes showed them)')} corrupt`);
+        await cluster.restart('s3');
+        await cluster.waitReplicated(60_000);
+      } finally {
+        await load.stop();
+      }
+      // Every victim reads back the value written, from whichever replica serves it.
+      for (const v of targets) await history.get(dbs[0]!, 'final', v.key);
+      for (const v of targets) {
+        const got = await dbs[0]!.get(v.key);
+        assert.equal(got && Buffer.from(got.value).toString('utf8'), v.value, `${v.key}`);
+      }
+      await finish(cluster, dbs[0]!, history, 's2');
+    });
+  },
+);
+
+test(
+  'lmdb: a byte flipped in the last log record of a stopped node: it starts, relearns the partition and is a full ' +
+    'replica again; nothing wrong is read',
+  async () => {
+    await using cluster = await LocalCluster.start(SETTINGS);
+    await withLogsOnFailure(cluster, async () => {
+      const dbs = [await cluster.client(), await cluster.client()];
+      const history = new OpHistory();
+      const keys = keysByPartition(P, 3, 'k').flat();
+      for (let round = 0; round < 3; round++)
+        await Promise.all(keys.map((k) => history.put(dbs[round % 2]!, 'setup', k)));
+      // The last entry of one partition's log: a put whose value appears nowhere else.
+      const tailKey = keys[0]!;
+      const tailValue = `TAIL-${randomBytes(12).toString('hex')}`;
+      assert.ok(await history.put(dbs[0]!, 'setup', tailKey, tailValue));
+      const partition = partitionOf(Buffer.from(tailKey), P);
+
+      await cluster.kill('s2', 'SIGKILL');
+      // The value is in the log record and in the stored value: both get a flipped byte.
+      assert.ok(
+        flipInFile(join(cluster.dir, 's2', 'lmdb', 'data.mdb'), Buffer.from(tailValue)) >= 1,
+        'the last record found in data.mdb',
+      );
+      const load = new ReadWriteLoad(history, dbs, {
+        readers: 2,
+        writers: 2,
+        readKeys: keys,
+        writeKeys: keys.slice(1),
+      });
+      try {
+        await cluster.restart('s2');
+        await waitFor(
+          's2 to start and say the partition is corrupt',
+          () => {
+            if (!cluster.isRunning('s2')) throw new Error(`s2 exited: ${cluster.logTail('s2')}`);
+            return cluster
+              .logLines('s2', /partition corrupt at open \(S13\)/)
+              .some((l) => l.includes(`"partition":${partition}`));
+          },
+          20_000,
+        );
+        await cluster.waitReplicated(60_000);
+        assert.ok(
+          cluster.logLines('s2', /dropping the corrupt partition to relearn it/).length > 0,
+          's2 relearned the partition',
+        );
+        // A failover onto s2: s1's partitions move to s2 or s3.
+        await bounce(cluster, 's1');
+      } finally {
+        await load.stop();
+      }
+      const got = await dbs[0]!.get(tailKey);
+      assert.ok(got !== undefined, `${tailKey} reads back`);
+      await finish(cluster, dbs[0]!, history, 's2');
+    });
+  },
+);
+
+test("redis: a byte flipped in a stored value inside a running node's Redis is never served; the node relearns and " +
+  'is a full replica again', {
   skip: redisInstalled ? false : REDIS_SKIP,
 }, async () => {
   const redisDir = mkdtempSync(join(tmpdir(), 'dstore-test-redis-'));

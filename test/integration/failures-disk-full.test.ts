@@ -27,7 +27,8 @@ interface Stats {
   readonly health: { readonly state: 'healthy' | 'unhealthy'; readonly reason?: string };
 }
 
-test('a full disk makes a storage server unhealthy, failed over at once; it rejoins when space is freed, losing no acknowledged write', {
+test('a full disk makes a storage server unhealthy, failed over at once; it rejoins when space is freed, losing no ' +
+  'acknowledged write', {
   skip: SKIP ?? false,
   timeout: 180_000,
 }, async () => {
@@ -63,7 +64,8 @@ test('a full disk makes a storage server unhealthy, failed over at once; it rejo
         try {
           await dbs[0]!.put(bigKeys[i % bigKeys.length]!, big);
         } catch {
-          await new Promise((r) => setTimeout(r, 20)); // refused while failing over: the check below covers the small keys
+          // refused while failing over: the check below covers the small keys
+          await new Promise((r) => setTimeout(r, 20));
         }
       }
     })();
@@ -99,7 +101,8 @@ test('a full disk makes a storage server unhealthy, failed over at once; it rejo
       );
       const failoverMs = Date.now() - fillMs;
       console.log(
-        `# partitions ${led.join(',')} failed over ${failoverMs} ms after the fill (dead-after ${DEAD_AFTER_MS} ms); new primaries ${led.map((p) => failedOver.configs[p]!.primary).join(',')}`,
+        `# partitions ${led.join(',')} failed over ${failoverMs} ms after the fill (dead-after ${DEAD_AFTER_MS} ms); ` +
+          `new primaries ${led.map((p) => failedOver.configs[p]!.primary).join(',')}`,
       );
       assert.ok(
         failoverMs < DEAD_AFTER_MS / 2,
@@ -147,7 +150,8 @@ test('a full disk makes a storage server unhealthy, failed over at once; it rejo
     }
     const counts = history.counts();
     console.log(
-      `# writes: ${counts.ok} acknowledged, ${counts.failed} failed (${counts.failedCodes.join(',')}), ${counts.unknown} unknown`,
+      `# writes: ${counts.ok} acknowledged, ${counts.failed} failed (${counts.failedCodes.join(',')}), ` +
+        `${counts.unknown} unknown`,
     );
     const violations = await history.check(dbs[1]!);
     assert.deepEqual(violations, [], `acknowledged writes lost or wrong:\n${violations.slice(0, 20).join('\n')}`);

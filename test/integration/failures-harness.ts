@@ -72,6 +72,15 @@ export class History {
     return rec;
   }
 
+  /** Puts every key of `lists`: each list's keys one after another, the lists at the same time. */
+  async putEach(db: Db, lists: readonly (readonly string[])[], writer: string): Promise<void> {
+    await Promise.all(
+      lists.map(async (list) => {
+        for (const k of list) await this.put(db, k, writer);
+      }),
+    );
+  }
+
   keys(): string[] {
     return [...new Set(this.records.map((r) => r.key))].sort();
   }
@@ -120,7 +129,8 @@ export class History {
       const other = versionOwner.get(id);
       if (other)
         violations.push(
-          `partition ${r.partition}: version ${r.outcome.version} acknowledged for two writes (${other.key}=${other.value} and ${r.key}=${r.value})`,
+          `partition ${r.partition}: version ${r.outcome.version} acknowledged for two writes ` +
+            `(${other.key}=${other.value} and ${r.key}=${r.value})`,
         );
       else versionOwner.set(id, r);
     }
@@ -178,15 +188,18 @@ export class History {
       } else if (source.outcome.kind === 'ok') {
         if (source.outcome.version !== got.version)
           violations.push(
-            `${key}: ${got.value} was acknowledged at version ${source.outcome.version} but reads back at ${got.version}`,
+            `${key}: ${got.value} was acknowledged at version ${source.outcome.version} ` +
+              `but reads back at ${got.version}`,
           );
         if (source !== lastAcked)
           violations.push(
-            `${key}: holds ${got.value} (version ${got.version}); the last acknowledged write is ${lastAcked?.value} (version ${ackedVersion}): an acknowledged write was lost`,
+            `${key}: holds ${got.value} (version ${got.version}); the last acknowledged write is ${lastAcked?.value} ` +
+              `(version ${ackedVersion}): an acknowledged write was lost`,
           );
       } else if (got.version <= ackedVersion) {
         violations.push(
-          `${key}: holds ${got.value} from an unknown-outcome write at version ${got.version}, not above the last acknowledged version ${ackedVersion} (${lastAcked?.value})`,
+          `${key}: holds ${got.value} from an unknown-outcome write at version ${got.version}, not above the last ` +
+            `acknowledged version ${ackedVersion} (${lastAcked?.value})`,
         );
       }
     }
@@ -318,7 +331,8 @@ export function reportRecovery(
   const known = times.filter((t): t is number => t !== undefined);
   const never = partitions.filter((_, i) => times[i] === undefined);
   console.log(
-    `# ${label}: ${partitions.length} partitions; first acknowledged write after ${known.length ? `median ${Math.round(median(known))} ms, max ${Math.max(...known)} ms` : 'none'}` +
+    `# ${label}: ${partitions.length} partitions; first acknowledged write after ` +
+      `${known.length ? `median ${Math.round(median(known))} ms, max ${Math.max(...known)} ms` : 'none'}` +
       (never.length ? `; no acknowledged write on ${never.join(',')}` : ''),
   );
   return times;

@@ -87,13 +87,15 @@ function watch(
 const skip = redisInstalled ? false : REDIS_SKIP;
 
 test(
-  'the Redis of a storage server SIGKILLed at 4 s and restarted at 9 s under 4 writers: it goes unhealthy, recovers in place, nothing acknowledged is lost, replicas converge',
+  'the Redis of a storage server SIGKILLed at 4 s and restarted at 9 s under 4 writers: it goes unhealthy, recovers ' +
+    'in place, nothing acknowledged is lost, replicas converge',
   { skip },
   () => scenario({ killAtMs: 4000, restartAtMs: 9000, endAtMs: 15_000 }),
 );
 
 test(
-  'the Redis of a storage server down for 1 s (within dead-after) under 4 writers: it reloads before it is declared dead, nothing acknowledged is lost, replicas converge',
+  'the Redis of a storage server down for 1 s (within dead-after) under 4 writers: it reloads before it is declared ' +
+    'dead, nothing acknowledged is lost, replicas converge',
   { skip },
   () => scenario({ killAtMs: 4000, restartAtMs: 5000, endAtMs: 11_000 }),
 );
@@ -138,7 +140,9 @@ async function scenario(timeline: { killAtMs: number; restartAtMs: number; endAt
 
       const c = history.counts();
       console.log(
-        `# Redis of ${VICTIM} down ${timeline.killAtMs / 1000}-${timeline.restartAtMs / 1000} s of ${timeline.endAtMs / 1000} s: ${history.records.length} writes: ${c.ok} acknowledged, ${c.unknown} unknown, ${c.failed} failed (${c.failedCodes.join(',')})`,
+        `# Redis of ${VICTIM} down ${timeline.killAtMs / 1000}-${timeline.restartAtMs / 1000} s of ` +
+          `${timeline.endAtMs / 1000} s: ${history.records.length} writes: ${c.ok} acknowledged, ${c.unknown} ` +
+          `unknown, ${c.failed} failed (${c.failedCodes.join(',')})`,
       );
       const ledTimes = reportRecovery(history, `SIGKILL redis of ${VICTIM} (primary) -> writes resume`, led, killedAt);
       const followedTimes = reportRecovery(
@@ -153,10 +157,12 @@ async function scenario(timeline: { killAtMs: number; restartAtMs: number; endAt
       const aliveAt = seen.find((o) => o.ms >= restartedAt && o.nodes === 'alive')?.ms;
       const since = (from: number, at: number | undefined) => (at === undefined ? 'never' : `${at - from} ms`);
       console.log(
-        `# redis killed -> ${VICTIM} reports unhealthy: ${since(killedAt, unhealthyAt)} (stats), ${since(killedAt, nodesUnhealthyAt)} (nodes)`,
+        `# redis killed -> ${VICTIM} reports unhealthy: ${since(killedAt, unhealthyAt)} (stats), ` +
+          `${since(killedAt, nodesUnhealthyAt)} (nodes)`,
       );
       console.log(
-        `# redis restarted -> ${VICTIM} healthy: ${since(restartedAt, healthyAt)}; alive in nodes: ${since(restartedAt, aliveAt)}; every partition has 3 replicas again: ${since(restartedAt, rejoinedAt)}`,
+        `# redis restarted -> ${VICTIM} healthy: ${since(restartedAt, healthyAt)}; alive in nodes: ` +
+          `${since(restartedAt, aliveAt)}; every partition has 3 replicas again: ${since(restartedAt, rejoinedAt)}`,
       );
       const d = disturbance(history, restartedAt, rejoinedAt ?? Date.now());
       console.log(

@@ -22,69 +22,68 @@ import { History, keysByPartition, TIMING, withLogsOnFailure } from './failures-
 
 const P = 4;
 
-test('a storage server restarted with a wiped store relearns its partitions and is never elected with nothing', async () => {
-  // Dead after 6 s, not TIMING's 2: B must be back (and registered) before the nameserver
-  // declares it dead and drops it, which a restart on a loaded machine can take longer than.
-  await using cluster = await LocalCluster.start({
-    nodes: 5,
-    partitions: P,
-    replicas: 3,
-    backend: 'lmdb',
-    ...TIMING,
-    deadAfterMs: 6000,
-  });
-  await withLogsOnFailure(cluster, async () => {
-    const db = await cluster.client();
-    const history = new History(P);
-    const keys = keysByPartition(P, 8, 'wiped');
-    await Promise.all(
-      keys.map(async (list) => {
-        for (const k of list) await history.put(db, k, 'before');
-      }),
-    );
-    assert.equal(history.counts().ok, P * 8, 'every write before the fault is acknowledged');
+test(
+  'a storage server restarted with a wiped store relearns ' + 'its partitions and is never elected with nothing',
+  async () => {
+    // Dead after 6 s, not TIMING's 2: B must be back (and registered) before the nameserver
+    // declares it dead and drops it, which a restart on a loaded machine can take longer than.
+    await using cluster = await LocalCluster.start({
+      nodes: 5,
+      partitions: P,
+      replicas: 3,
+      backend: 'lmdb',
+      ...TIMING,
+      deadAfterMs: 6000,
+    });
+    await withLogsOnFailure(cluster, async () => {
+      const db = await cluster.client();
+      const history = new History(P);
+      const keys = keysByPartition(P, 8, 'wiped');
+      await history.putEach(db, keys, 'before');
+      assert.equal(history.counts().ok, P * 8, 'every write before the fault is acknowledged');
 
-    const before = await cluster.map();
-    const config = before.configs[0]!;
-    const [a, b, c] = [config.primary, config.secondaries[0]!, config.secondaries[1]!];
-    assert.ok(a && b && c, `partition 0 has three members: ${JSON.stringify(config)}`);
+      const before = await cluster.map();
+      const config = before.configs[0]!;
+      const [a, b, c] = [config.primary, config.secondaries[0]!, config.secondaries[1]!];
+      assert.ok(a && b && c, `partition 0 has three members: ${JSON.stringify(config)}`);
 
-    await cluster.kill(b, 'SIGKILL');
-    rmSync(join(cluster.dir, b, 'lmdb'), { recursive: true, force: true }); // node-id stays
-    // Not cluster.kill: its promise is the exit, which a stopped process never reaches.
-    for (const n of [a, c]) cluster.procs.get(n)!.child.kill('SIGSTOP');
-    try {
-      await cluster.restart(b);
-      // S4: an empty store is not a durable replica: the nameserver makes B a learner.
-      await waitFor(
-        `${b} to be made a learner of partition 0 (not left a secondary)`,
-        async () => {
-          const m = await cluster.map();
-          const now = m.configs[0]!;
-          return !now.secondaries.includes(b) && now.primary !== b && now.learners.includes(b);
-        },
-        15_000,
-        100,
-      );
+      await cluster.kill(b, 'SIGKILL');
+      rmSync(join(cluster.dir, b, 'lmdb'), { recursive: true, force: true }); // node-id stays
+      // Not cluster.kill: its promise is the exit, which a stopped process never reaches.
+      for (const n of [a, c]) cluster.procs.get(n)!.child.kill('SIGSTOP');
+      try {
+        await cluster.restart(b);
+        // S4: an empty store is not a durable replica: the nameserver makes B a learner.
+        await waitFor(
+          `${b} to be made a learner of partition 0 (not left a secondary)`,
+          async () => {
+            const m = await cluster.map();
+            const now = m.configs[0]!;
+            return !now.secondaries.includes(b) && now.primary !== b && now.learners.includes(b);
+          },
+          15_000,
+          100,
+        );
 
-      // A and C are declared dead; B, holding nothing, must not serve the partition.
-      await cluster.waitNodeState(a, 'dead', 15_000);
-      await cluster.waitNodeState(c, 'dead', 15_000);
-      const reader = await cluster.client(1500);
-      const absent: string[] = [];
-      for (const k of keys[0]!) {
-        const got = await reader.get(k).catch(() => 'unavailable' as const);
-        if (got === undefined) absent.push(k);
+        // A and C are declared dead; B, holding nothing, must not serve the partition.
+        await cluster.waitNodeState(a, 'dead', 15_000);
+        await cluster.waitNodeState(c, 'dead', 15_000);
+        const reader = await cluster.client(1500);
+        const absent: string[] = [];
+        for (const k of keys[0]!) {
+          const got = await reader.get(k).catch(() => 'unavailable' as const);
+          if (got === undefined) absent.push(k);
+        }
+        assert.deepEqual(absent, [], `acknowledged keys read as absent while only ${b} (wiped) was alive`);
+        const m = await cluster.map();
+        assert.notEqual(m.configs[0]!.primary, b, `${b} (wiped) was made primary of partition 0`);
+      } finally {
+        for (const n of [a, c]) cluster.procs.get(n)?.child.kill('SIGCONT');
       }
-      assert.deepEqual(absent, [], `acknowledged keys read as absent while only ${b} (wiped) was alive`);
-      const m = await cluster.map();
-      assert.notEqual(m.configs[0]!.primary, b, `${b} (wiped) was made primary of partition 0`);
-    } finally {
-      for (const n of [a, c]) cluster.procs.get(n)?.child.kill('SIGCONT');
-    }
 
-    await cluster.waitReplicated(60_000);
-    const violations = await history.check(db);
-    assert.deepEqual(violations, [], 'every acknowledged write reads back');
-  });
-});
+      await cluster.waitReplicated(60_000);
+      const violations = await history.check(db);
+      assert.deepEqual(violations, [], 'every acknowledged write reads back');
+    });
+  },
+);

@@ -120,8 +120,10 @@ test('SIGTERM to `npm start` stops the cluster: no process of it is left', { ski
     20_000,
   ).catch((err: unknown) => {
     const left = [npmPid, ...tree].filter(alive);
+    const commandLine = (pid: number): string =>
+      readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').slice(0, 120);
     throw new Error(
-      `${(err as Error).message}; still running: ${left.map((pid) => `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').slice(0, 120)}`).join('; ')}`,
+      `${(err as Error).message}; still running: ${left.map((pid) => `${pid} ${commandLine(pid)}`).join('; ')}`,
     );
   });
   assert.match(npm.stderr, /parent process \d+ exited: stopping the cluster/);

@@ -4,7 +4,8 @@
  *   holds exits with code 2 and one line naming the directory and the holder's pid; a
  *   stray `dstore storage` on a sub-dir of a running `up` is refused the same way; after
  *   SIGKILL of the holder a restart on the same dir succeeds at once (the kernel released
- *   the lock; a restarted `up` waits, bounded, for the children of the killed one to close). The non-Linux fallback (a socket file) replaces a dead holder's stale file.
+ * the lock; a restarted `up` waits, bounded, for the children of the killed one to close). The non-Linux fallback (a
+ * socket file) replaces a dead holder's stale file.
  * - the nameserver refuses a node id alive at another address (NODE_ID_IN_USE, in its log and
  *   in the refused server's error, exit code 2 once the holder kept heartbeating); a server
  *   restarted on a new address waits until the old one is dead, then registers.
@@ -55,26 +56,31 @@ const waitLog = (p: Spawned, text: string, timeoutMs = 20_000): Promise<true> =>
 
 const lockedLine = (d: string, pid: number | undefined): RegExp =>
   new RegExp(
-    `^error: data dir ${d.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is in use by another dstore process, pid ${pid}\\b.*; stop it first or choose another --data-dir$`,
+    `^error: data dir ${d.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is in use by another dstore process, pid ` +
+      `${pid}\\b.*; stop it first or choose another --data-dir$`,
   );
 
 describe('data dir lock', () => {
-  test('a second nameserver on the same data dir exits 2 naming the dir and the pid; after SIGKILL a restart succeeds at once', async () => {
-    const d = join(dir, 'ns-lock');
-    const ns = (port: number) =>
-      dstore('ns', ['nameserver', '--port', String(port), '--data-dir', d, '--replicas', '1']);
-    const first = ns(await freePort());
-    await waitLog(first, 'nameserver listening');
-    const second = ns(await freePort());
-    const { code, last } = await exitOf(second);
-    assert.equal(code, 2, second.stderr);
-    assert.match(last, lockedLine(d, first.child.pid));
-    assert.match(last, /\(nameserver\)/);
-    first.child.kill('SIGKILL');
-    await procs.waitExit(first.name, 10_000);
-    const third = ns(await freePort());
-    await waitLog(third, 'nameserver listening', 10_000);
-  });
+  test(
+    'a second nameserver on the same data dir exits 2 naming the dir and the pid; after ' +
+      'SIGKILL a restart succeeds at once',
+    async () => {
+      const d = join(dir, 'ns-lock');
+      const ns = (port: number) =>
+        dstore('ns', ['nameserver', '--port', String(port), '--data-dir', d, '--replicas', '1']);
+      const first = ns(await freePort());
+      await waitLog(first, 'nameserver listening');
+      const second = ns(await freePort());
+      const { code, last } = await exitOf(second);
+      assert.equal(code, 2, second.stderr);
+      assert.match(last, lockedLine(d, first.child.pid));
+      assert.match(last, /\(nameserver\)/);
+      first.child.kill('SIGKILL');
+      await procs.waitExit(first.name, 10_000);
+      const third = ns(await freePort());
+      await waitLog(third, 'nameserver listening', 10_000);
+    },
+  );
 
   test('a second storage server on the same data dir exits 2 naming the dir and the pid', async () => {
     const d = join(dir, 'storage-lock');
@@ -105,84 +111,89 @@ describe('data dir lock', () => {
     await waitLog(third, 'storage server listening', 10_000);
   });
 
-  test('a second `up` on the same data dir, and a stray storage server on one of its node dirs, exit 2 naming the holder', async () => {
-    const d = join(dir, 'up-lock');
-    const up = () =>
-      dstore('up', [
-        'up',
-        '--no-shell',
-        '--data-dir',
-        d,
+  test(
+    'a second `up` on the same data dir, and a stray storage server on one of its node ' +
+      'dirs, exit 2 naming the holder',
+    async () => {
+      const d = join(dir, 'up-lock');
+      const up = () =>
+        dstore('up', [
+          'up',
+          '--no-shell',
+          '--data-dir',
+          d,
+          '--port',
+          '0',
+          '--nodes',
+          '1',
+          '--replicas',
+          '1',
+          '--min-write-replicas',
+          '1',
+        ]);
+      const first = up();
+      await waitFor(
+        'the first up to be ready',
+        () => {
+          if (first.child.exitCode !== null) throw new Error(`up exited: ${first.stderr}`);
+          return first.stdout.includes('local cluster ready');
+        },
+        60_000,
+      );
+      const second = up();
+      const r = await exitOf(second);
+      assert.equal(r.code, 2, second.stderr);
+      assert.match(r.last, lockedLine(d, first.child.pid));
+      assert.match(r.last, /\(dstore up\)/);
+      assert.doesNotMatch(second.stdout + second.stderr, /starting a nameserver/, 'nothing was started');
+
+      const s1Pid = Number(/ s1 +\S+ +pid (\d+)/.exec(first.stdout)?.[1]);
+      assert.ok(s1Pid > 0, first.stdout);
+      const stray = dstore('stray', [
+        'storage',
+        '--nameserver',
+        '127.0.0.1:9',
         '--port',
-        '0',
-        '--nodes',
-        '1',
-        '--replicas',
-        '1',
-        '--min-write-replicas',
-        '1',
+        String(await freePort()),
+        '--data-dir',
+        join(d, 's1'),
       ]);
-    const first = up();
-    await waitFor(
-      'the first up to be ready',
-      () => {
-        if (first.child.exitCode !== null) throw new Error(`up exited: ${first.stderr}`);
-        return first.stdout.includes('local cluster ready');
-      },
-      60_000,
-    );
-    const second = up();
-    const r = await exitOf(second);
-    assert.equal(r.code, 2, second.stderr);
-    assert.match(r.last, lockedLine(d, first.child.pid));
-    assert.match(r.last, /\(dstore up\)/);
-    assert.doesNotMatch(second.stdout + second.stderr, /starting a nameserver/, 'nothing was started');
+      const s = await exitOf(stray);
+      assert.equal(s.code, 2, stray.stderr);
+      assert.match(s.last, lockedLine(join(d, 's1'), s1Pid));
 
-    const s1Pid = Number(/ s1 +\S+ +pid (\d+)/.exec(first.stdout)?.[1]);
-    assert.ok(s1Pid > 0, first.stdout);
-    const stray = dstore('stray', [
-      'storage',
-      '--nameserver',
-      '127.0.0.1:9',
-      '--port',
-      String(await freePort()),
-      '--data-dir',
-      join(d, 's1'),
-    ]);
-    const s = await exitOf(stray);
-    assert.equal(s.code, 2, stray.stderr);
-    assert.match(s.last, lockedLine(join(d, 's1'), s1Pid));
+      // The first cluster still serves: nothing of it was touched.
+      const ns = /connect with: npx dstore client --nameserver (\S+)/.exec(first.stdout)?.[1];
+      assert.ok(ns, first.stdout);
+      const db = await connect(ns, { timeoutMs: 10_000 });
+      try {
+        assert.equal(typeof (await db.put('k', 'v')), 'number');
+      } finally {
+        await db.close();
+      }
 
-    // The first cluster still serves: nothing of it was touched.
-    const ns = /connect with: npx dstore client --nameserver (\S+)/.exec(first.stdout)?.[1];
-    assert.ok(ns, first.stdout);
-    const db = await connect(ns, { timeoutMs: 10_000 });
-    try {
-      assert.equal(typeof (await db.put('k', 'v')), 'number');
-    } finally {
-      await db.close();
-    }
-
-    // SIGKILL of `up`: its children stop by themselves; a restart at once waits for them and starts.
-    first.child.kill('SIGKILL');
-    await procs.waitExit(first.name, 10_000);
-    const restarted = up();
-    await waitFor(
-      'the restarted up to be ready',
-      () => {
-        if (restarted.child.exitCode !== null) throw new Error(`up exited: ${restarted.stderr}`);
-        return restarted.stdout.includes('local cluster ready');
-      },
-      60_000,
-    );
-    restarted.child.kill('SIGTERM');
-    assert.equal((await exitOf(restarted)).code, 0, restarted.stderr);
-  });
+      // SIGKILL of `up`: its children stop by themselves; a restart at once waits for them and starts.
+      first.child.kill('SIGKILL');
+      await procs.waitExit(first.name, 10_000);
+      const restarted = up();
+      await waitFor(
+        'the restarted up to be ready',
+        () => {
+          if (restarted.child.exitCode !== null) throw new Error(`up exited: ${restarted.stderr}`);
+          return restarted.stdout.includes('local cluster ready');
+        },
+        60_000,
+      );
+      restarted.child.kill('SIGTERM');
+      assert.equal((await exitOf(restarted)).code, 0, restarted.stderr);
+    },
+  );
 
   test("the socket-file fallback: a dead holder's stale socket is replaced, a live one is named", async () => {
     const d = prepareDataDir(join(dir, 'fallback'));
+    const dataDirModule = new URL('../../src/process/data-dir.js', import.meta.url).href;
     const holderScript = `
-      const { lockDataDir } = await import(${JSON.stringify(new URL('../../src/process/data-dir.js', import.meta.url).href)});
+      const { lockDataDir } = await import(${JSON.stringify(dataDirModule)});
       await lockDataDir(${JSON.stringify(d)}, 'test holder', { mode: 'socket-file' });
       console.log('locked');
       setInterval(() => {}, 1 << 30);`;
@@ -256,13 +267,15 @@ describe('node ids', () => {
     assert.match(
       r.last,
       new RegExp(
-        `^error: node id s1 is in use by a live storage server at 127\\.0\\.0\\.1:${holder.port} .*\\(NODE_ID_IN_USE\\)$`,
+        `^error: node id s1 is in use by a live storage server at 127\\.0\\.0\\.1:${holder.port} ` +
+          `.*\\(NODE_ID_IN_USE\\)$`,
       ),
     );
     assert.match(
       dup.p.stderr,
       new RegExp(
-        `node id s1 is alive at 127\\.0\\.0\\.1:${holder.port} .*the server at 127\\.0\\.0\\.1:${dup.port} is refused until that one is dead`,
+        `node id s1 is alive at 127\\.0\\.0\\.1:${holder.port} .*the server at 127\\.0\\.0\\.1:${dup.port} is ` +
+          `refused until that one is dead`,
       ),
     );
     assert.match(ns.stderr, new RegExp(`registration refused: node id s1 is alive at 127\\.0\\.0\\.1:${holder.port}`));

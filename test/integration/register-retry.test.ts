@@ -82,7 +82,8 @@ test('a storage server waits for its nameserver as long as it takes, and gives u
     () => {
       if (s1.child.exitCode !== null || s1.child.signalCode !== null)
         throw new Error(
-          `s1 exited (${s1.child.exitCode ?? s1.child.signalCode}) after ${Date.now() - t0} ms: ${s1.stderr.slice(-2000)}`,
+          `s1 exited (${s1.child.exitCode ?? s1.child.signalCode}) after ${Date.now() - t0} ms: ` +
+            `${s1.stderr.slice(-2000)}`,
         );
       return Date.now() - t0 >= WAIT_MS;
     },

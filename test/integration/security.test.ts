@@ -129,7 +129,9 @@ describe('a cluster with a token', () => {
       assert.match(
         last,
         new RegExp(
-          `^error: nameserver ${nameserver} refused to register ${name}: wrong or missing cluster token: the nameserver refused the call \\(set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token\\) \\(UNAUTHORIZED\\)$`,
+          `^error: nameserver ${nameserver} refused to register ${name}: wrong or missing cluster token: the ` +
+            `nameserver refused the call \\(set --cluster-token or DSTORE_CLUSTER_TOKEN to the ` +
+            `cluster's token\\) \\(UNAUTHORIZED\\)$`,
         ),
       );
     }
@@ -240,7 +242,8 @@ describe('a cluster with a token', () => {
         assert.equal(exit?.code, 1, stderr);
         assert.equal(
           stderr,
-          "error: wrong or missing cluster token: the nameserver refused the call (set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token) (UNAUTHORIZED)\n",
+          'error: wrong or missing cluster token: the nameserver refused the call (set --cluster-token or ' +
+            "DSTORE_CLUSTER_TOKEN to the cluster's token) (UNAUTHORIZED)\n",
         );
       }
     }

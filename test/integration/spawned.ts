@@ -5,6 +5,7 @@
  * kills whatever is left and waits for it, and is safe to call twice.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { cleanEnv } from '../shared/dstore.js';
 
 /** Bytes of each process's stdout and stderr kept. */
 const KEEP_OUTPUT_BYTES = 64 * 1024;
@@ -17,12 +18,7 @@ export interface Spawned {
   stderr: string;
 }
 
-/** A DSTORE_*-free copy of this process's environment plus `env`. */
-export function cleanEnv(env: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) out[k] = v;
-  return { ...out, ...env };
-}
+export { cleanEnv };
 
 export class Processes {
   readonly all = new Map<string, Spawned>();
@@ -68,7 +64,8 @@ export class Processes {
     return [...this.all.values()]
       .map(
         (p) =>
-          `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n${p.stderr.trim().split('\n').slice(-lines).join('\n')}`,
+          `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n` +
+          p.stderr.trim().split('\n').slice(-lines).join('\n'),
       )
       .join('\n');
   }

@@ -140,37 +140,44 @@ describe('a 3-node cluster', () => {
     assert.equal(text((await db.get('ünïcødé 🔑'))!.value), 'välue ✓');
   });
 
-  test('malformed frames to the nameserver and a storage server get an error or a closed connection; the cluster keeps serving', async () => {
-    const targets = [cluster.nameserverAddress, `127.0.0.1:${cluster.storagePorts.get('s1')}`];
-    const frames: Buffer[] = [
-      Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
-      Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), // a 4 GiB length prefix
-      Buffer.concat([Buffer.from([0, 0, 0, 4]), Buffer.from([0xc1, 0xc1, 0xc1, 0xc1])]), // invalid msgpack
-      frame({ t: 'call', id: 1, b: { t: 'put', p: 'zero', key: 5 } }), // valid envelope, wrong body
-      frame({ t: 'call', id: 2, b: { t: 'register', nodeId: '', address: 'x' } }),
-      frame({ t: 'msg', b: { t: 'peer', from: 'evil', addr: 'nowhere:1', m: { kind: 'prepare' } } }),
-      Buffer.from([0, 0, 0, 10, 1]), // truncated, then the socket closes
-    ];
-    const replies: string[] = [];
-    for (const target of targets) {
-      // Without a greeting nothing is read (the server answers only with its own greeting and
-      // closes); after a valid one, the frames reach the decoder.
-      for (const f of frames) {
-        const bare = await sendRaw(target, f);
-        assert.ok(!bare.includes('MALFORMED_MESSAGE'), `a frame without a greeting was read: ${JSON.stringify(bare)}`);
-        replies.push(await sendRaw(target, Buffer.concat([encodeGreeting('any'), f])));
+  test(
+    'malformed frames to the nameserver and a storage server get an error or a closed ' +
+      'connection; the cluster keeps serving',
+    async () => {
+      const targets = [cluster.nameserverAddress, `127.0.0.1:${cluster.storagePorts.get('s1')}`];
+      const frames: Buffer[] = [
+        Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
+        Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), // a 4 GiB length prefix
+        Buffer.concat([Buffer.from([0, 0, 0, 4]), Buffer.from([0xc1, 0xc1, 0xc1, 0xc1])]), // invalid msgpack
+        frame({ t: 'call', id: 1, b: { t: 'put', p: 'zero', key: 5 } }), // valid envelope, wrong body
+        frame({ t: 'call', id: 2, b: { t: 'register', nodeId: '', address: 'x' } }),
+        frame({ t: 'msg', b: { t: 'peer', from: 'evil', addr: 'nowhere:1', m: { kind: 'prepare' } } }),
+        Buffer.from([0, 0, 0, 10, 1]), // truncated, then the socket closes
+      ];
+      const replies: string[] = [];
+      for (const target of targets) {
+        // Without a greeting nothing is read (the server answers only with its own greeting and
+        // closes); after a valid one, the frames reach the decoder.
+        for (const f of frames) {
+          const bare = await sendRaw(target, f);
+          assert.ok(
+            !bare.includes('MALFORMED_MESSAGE'),
+            `a frame without a greeting was read: ${JSON.stringify(bare)}`,
+          );
+          replies.push(await sendRaw(target, Buffer.concat([encodeGreeting('any'), f])));
+        }
       }
-    }
-    // A call with a readable id gets a MALFORMED_MESSAGE reply; everything else a close.
-    assert.ok(
-      replies.some((r) => r.includes('MALFORMED_MESSAGE')),
-      `no error reply in ${JSON.stringify(replies)}`,
-    );
-    await db.put('after-garbage', 'fine');
-    assert.equal(text((await db.get('after-garbage'))!.value), 'fine');
-    const info = await db.nodes();
-    assert.equal(info.nodes.filter((n) => n.state === 'alive').length, 4);
-  });
+      // A call with a readable id gets a MALFORMED_MESSAGE reply; everything else a close.
+      assert.ok(
+        replies.some((r) => r.includes('MALFORMED_MESSAGE')),
+        `no error reply in ${JSON.stringify(replies)}`,
+      );
+      await db.put('after-garbage', 'fine');
+      assert.equal(text((await db.get('after-garbage'))!.value), 'fine');
+      const info = await db.nodes();
+      assert.equal(info.nodes.filter((n) => n.state === 'alive').length, 4);
+    },
+  );
 
   test('restarting every process on the same data dirs brings the data back', async () => {
     await db.put('survivor', 'still here');

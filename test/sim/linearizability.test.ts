@@ -294,7 +294,8 @@ describe('cross-check against brute force', () => {
         assert.notEqual(got.verdict, 'unknown');
         if ((got.verdict === 'ok') !== expected) {
           assert.fail(
-            `history ${i} disagrees: checker ${got.verdict}, brute force ${expected ? 'ok' : 'violation'}\n${h.map((o) => JSON.stringify(o)).join('\n')}`,
+            `history ${i} disagrees: checker ${got.verdict}, brute force ` +
+              `${expected ? 'ok' : 'violation'}\n${h.map((o) => JSON.stringify(o)).join('\n')}`,
           );
         }
         if (!expected) violations++;

@@ -139,8 +139,11 @@ function replay(a: Args): number {
 function printRun(s: Summary): void {
   const st = s.stats;
   console.log(
-    `seed ${s.seed}: ${s.violations.length === 0 ? 'ok' : `VIOLATION (${s.violations.map((v) => v.kind).join(', ')})`}; linearizability ${s.verdict}; ` +
-      `ops ok ${st['ops.ok'] ?? 0} / unknown ${st['ops.unknown'] ?? 0} / fail ${st['ops.fail'] ?? 0}; crashes ${st.crashes ?? 0}; reconfigurations ${st.reconfigurations ?? 0}; ` +
+    `seed ${s.seed}: ` +
+      `${s.violations.length === 0 ? 'ok' : `VIOLATION (${s.violations.map((v) => v.kind).join(', ')})`}; ` +
+      `linearizability ${s.verdict}; ` +
+      `ops ok ${st['ops.ok'] ?? 0} / unknown ${st['ops.unknown'] ?? 0} / fail ${st['ops.fail'] ?? 0}; crashes ` +
+      `${st.crashes ?? 0}; reconfigurations ${st.reconfigurations ?? 0}; ` +
       `converged in ${st.convergeMs ?? '?'} ms; ${s.simulatedMs} ms simulated in ${s.wallMs} ms (${st.events} events)`,
   );
 }
@@ -148,15 +151,19 @@ function printRun(s: Summary): void {
 async function soak(a: Args): Promise<number> {
   const started = Date.now();
   console.log(
-    `dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}`,
+    `dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} ` +
+      `job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}`,
   );
   const results: Summary[] = [];
   const onResult = (s: Summary) => {
     results.push(s);
     if (s.violations.length > 0) {
-      const replayArgs = `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}${a.mutation ? ` --mutate ${a.mutation}` : ''}`;
+      const replayArgs =
+        `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}` +
+        `${a.mutation ? ` --mutate ${a.mutation}` : ''}`;
       console.log(
-        `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — replay: npm run sim -- ${replayArgs}`,
+        `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — ` +
+          `replay: npm run sim -- ${replayArgs}`,
       );
       // Known liveness bugs (docs/consistency.md) get one line; anything else in full.
       for (const v of s.violations)
@@ -165,11 +172,13 @@ async function soak(a: Args): Promise<number> {
     }
     if (s.verdict === 'unknown')
       console.log(
-        `seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: npm run sim -- --seed ${s.seed}`,
+        `seed ${s.seed}: linearizability check inconclusive (over its budget) — replay: ` +
+          `npm run sim -- --seed ${s.seed}`,
       );
     if (results.length % 100 === 0)
       console.log(
-        `… ${results.length}/${a.runs} runs, ${results.filter((r) => r.violations.length > 0).length} failing, ${Math.round((Date.now() - started) / 1000)} s`,
+        `… ${results.length}/${a.runs} runs, ${results.filter((r) => r.violations.length > 0).length} failing, ` +
+          `${Math.round((Date.now() - started) / 1000)} s`,
       );
   };
   if (a.jobs <= 1) {
@@ -209,20 +218,25 @@ async function soak(a: Args): Promise<number> {
   const simulatedS = results.reduce((n, r) => n + r.simulatedMs, 0) / 1000;
   console.log('');
   console.log(
-    `runs: ${results.length} in ${((Date.now() - started) / 1000).toFixed(1)} s wall, ${(simulatedS / 3600).toFixed(2)} h simulated`,
+    `runs: ${results.length} in ${((Date.now() - started) / 1000).toFixed(1)} s wall, ` +
+      `${(simulatedS / 3600).toFixed(2)} h simulated`,
   );
   console.log(
-    `operations: ${sum('ops.ok')} ok, ${sum('ops.unknown')} unknown, ${sum('ops.fail')} failed; ${sum('crashes')} crashes, ${sum('reconfigurations')} reconfigurations, ${sum('fault.pause')} pauses, ${sum('fault.isolate') + sum('fault.split')} network partitions, ${sum('fault.nsCrash')} nameserver crashes`,
+    `operations: ${sum('ops.ok')} ok, ${sum('ops.unknown')} unknown, ${sum('ops.fail')} failed; ${sum('crashes')} ` +
+      `crashes, ${sum('reconfigurations')} reconfigurations, ${sum('fault.pause')} pauses, ` +
+      `${sum('fault.isolate') + sum('fault.split')} network partitions, ${sum('fault.nsCrash')} nameserver crashes`,
   );
   console.log(
-    `linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ok, ${failing.filter((f) => f.verdict === 'violation').length} violation, ${unknown.length} unknown (budget)`,
+    `linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ` +
+      `ok, ${failing.filter((f) => f.verdict === 'violation').length} violation, ${unknown.length} unknown (budget)`,
   );
   if (failing.length === 0) console.log('violations: none');
   else {
     const other = failing.filter((f) => f.violations.some((v) => !v.kind.startsWith('liveness:')));
     console.log(`violations: ${failing.length} failing seeds (${[...byKind].map(([k, n]) => `${k} ${n}`).join(', ')})`);
     console.log(
-      `  of which only known liveness bugs: ${failing.length - other.length}; anything else: ${other.length}${other.length ? ` — seeds ${other.map((f) => f.seed).join(' ')}` : ''}`,
+      `  of which only known liveness bugs: ${failing.length - other.length}; anything else: ` +
+        `${other.length}${other.length ? ` — seeds ${other.map((f) => f.seed).join(' ')}` : ''}`,
     );
     if (failing.length <= 200) console.log(`failing seeds: ${failing.map((f) => f.seed).join(' ')}`);
   }

@@ -131,7 +131,8 @@ export class Observer {
     if (d.digest !== digest)
       this.fail(
         'snapshot',
-        `partition ${p}: ${node} installed a snapshot at seq ${seq} holding {${digest}}, but ${d.node} holds {${d.digest}} there (S11)`,
+        `partition ${p}: ${node} installed a snapshot at seq ${seq} holding {${digest}}, but ${d.node} holds ` +
+          `{${d.digest}} there (S11)`,
       );
   }
 
@@ -178,7 +179,8 @@ export class Observer {
     if (prior && (prior.clientId !== ack.clientId || prior.requestSeq !== ack.requestSeq)) {
       this.fail(
         'ack',
-        `partition ${ack.partition}: version ${ack.seq} was acknowledged to ${prior.clientId}#${prior.requestSeq} and to ${ack.clientId}#${ack.requestSeq}`,
+        `partition ${ack.partition}: version ${ack.seq} was acknowledged to ${prior.clientId}#${prior.requestSeq} ` +
+          `and to ${ack.clientId}#${ack.requestSeq}`,
       );
     }
     m.set(ack.seq, ack);
@@ -195,7 +197,9 @@ export class Observer {
     if (!same) {
       this.fail(
         'lost-write',
-        `partition ${ack.partition}: ${ack.client}'s ${ack.op} ${ack.key}${ack.value === undefined ? '' : `=${ack.value}`} (${ack.clientId}#${ack.requestSeq}) was acknowledged at version ${ack.seq}, but the entry applied there is ${fingerprint(e)}`,
+        `partition ${ack.partition}: ${ack.client}'s ${ack.op} ` +
+          `${ack.key}${ack.value === undefined ? '' : `=${ack.value}`} (${ack.clientId}#${ack.requestSeq}) was ` +
+          `acknowledged at version ${ack.seq}, but the entry applied there is ${fingerprint(e)}`,
       );
     }
   }

@@ -19,7 +19,7 @@
  */
 import { type CheckResult, type HistoryOp, checkHistory, formatResult } from '../../src/check/linearizability.js';
 import type { ClusterSettings } from '../../src/core/nameserver/nameserver.js';
-import { type PartitionId, nodeId } from '../../src/core/types.js';
+import { type PartitionId, assertNever, nodeId } from '../../src/core/types.js';
 import { type ClientKnobs, SimClient } from './client.js';
 import { SimNameserver } from './nameserver-node.js';
 import { Observer, type Violation } from './observer.js';
@@ -195,16 +195,21 @@ export function describeKnobs(seed: number, k: Knobs): string {
   const s = k.settings;
   return [
     `seed ${seed}`,
-    `cluster: ${k.nodes} storage servers, ${s.partitions} partitions, R=${s.replicas}, min write replicas ${s.minWriteReplicas}; ${k.clients} clients on keys ${k.keys.join(',')}`,
-    `timing: tick ${k.node.tickMs} ms, heartbeat ${k.node.heartbeatMs} ms, dead after ${k.deadAfterMs} ms, rereplicate after ${k.rereplicateAfterMs} ms, fsync ${k.node.fsyncMinMs}-${k.node.fsyncMaxMs} ms, log retain ${k.node.logRetainEntries}${k.node.durable ? '' : ', NOT durable'}`,
-    `clients: deadline ${k.client.timeoutMs} ms, attempt timeout ${k.client.attemptTimeoutMs} ms, think 0-${k.client.thinkMaxMs} ms, put/get/delete ${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}`,
-    `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
+    `cluster: ${k.nodes} storage servers, ${s.partitions} partitions, R=${s.replicas}, min write replicas ` +
+      `${s.minWriteReplicas}; ${k.clients} clients on keys ${k.keys.join(',')}`,
+    `timing: tick ${k.node.tickMs} ms, heartbeat ${k.node.heartbeatMs} ms, dead after ${k.deadAfterMs} ms, ` +
+      `rereplicate after ${k.rereplicateAfterMs} ms, fsync ${k.node.fsyncMinMs}-${k.node.fsyncMaxMs} ms, log ` +
+      `retain ${k.node.logRetainEntries}${k.node.durable ? '' : ', NOT durable'}`,
+    `clients: deadline ${k.client.timeoutMs} ms, attempt timeout ${k.client.attemptTimeoutMs} ms, think ` +
+      `0-${k.client.thinkMaxMs} ms, put/get/delete ` +
+      `${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}`,
+    `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), ` +
+      `delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
     ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
-    `faults: ${k.faultMs} ms, one every ~${k.faultEveryMs} ms lasting up to ${k.maxFaultMs} ms; weights ${Object.entries(
-      k.faultWeights,
-    )
-      .map(([f, w]) => `${f} ${w}`)
-      .join(', ')}`,
+    `faults: ${k.faultMs} ms, one every ~${k.faultEveryMs} ms lasting up to ${k.maxFaultMs} ms; weights ` +
+      Object.entries(k.faultWeights)
+        .map(([f, w]) => `${f} ${w}`)
+        .join(', '),
   ].join('\n');
 }
 
@@ -279,7 +284,8 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
       const why = diagnose(ns, nodes, knobs);
       observer.report(
         why?.kind ?? 'no-convergence',
-        `${world.now - convergeStart} ms after the faults stopped the replicas have not converged: ${problem}${why ? `\ndiagnosis: ${why.text}` : ''}\n${describeReplicas(ns, nodes, knobs)}`,
+        `${world.now - convergeStart} ms after the faults stopped the replicas have not converged: ` +
+          `${problem}${why ? `\ndiagnosis: ${why.text}` : ''}\n${describeReplicas(ns, nodes, knobs)}`,
       );
     } else {
       world.trace(`converged after ${world.now - convergeStart} ms`);
@@ -291,7 +297,8 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
           if (s > primary.appliedSeq)
             observer.report(
               'lost-write',
-              `partition ${p}: ${a.client}'s ${a.op} ${a.key} acknowledged at version ${s} is beyond the converged applied seq ${primary.appliedSeq}`,
+              `partition ${p}: ${a.client}'s ${a.op} ${a.key} acknowledged at version ${s} is beyond the converged ` +
+                `applied seq ${primary.appliedSeq}`,
             );
         }
       }
@@ -365,7 +372,10 @@ export function diagnose(
     if (1 + c.secondaries.length < knobs.settings.minWriteReplicas && c.learners.length > 0 && !primary.serving) {
       return {
         kind: 'liveness:primary-below-min-write-replicas',
-        text: `partition ${p}: primary ${c.primary} has ${1 + c.secondaries.length} member(s), fewer than --min-write-replicas=${knobs.settings.minWriteReplicas}: its epoch-start entry cannot commit (S8), so it never serves (S6) and never asks to promote learner ${c.learners.join(',')} (S7)`,
+        text:
+          `partition ${p}: primary ${c.primary} has ${1 + c.secondaries.length} member(s), fewer than ` +
+          `--min-write-replicas=${knobs.settings.minWriteReplicas}: its epoch-start entry cannot commit (S8), so ` +
+          `it never serves (S6) and never asks to promote learner ${c.learners.join(',')} (S7)`,
       };
     }
     // S11: a learner that needs a snapshot (its applied seq is below the primary's log
@@ -378,7 +388,12 @@ export function diagnose(
       if (r && primary.serving && r.active && r.epoch === c.epoch && peer?.snapshotting === true) {
         return {
           kind: 'liveness:learner-snapshot-stalled',
-          text: `partition ${p}: learner ${l} (applied ${r.appliedSeq}, log to ${r.lastSeq}; primary's log ${primary.log.base.seq}..${primary.lastSeq}) is marked as snapshotting by the primary, which sends it no prepare until it asks again (S11); the snapshot handshake (snapshotOffer → fetch → install → prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted mid-fetch — and nothing retries it`,
+          text:
+            `partition ${p}: learner ${l} (applied ${r.appliedSeq}, log to ${r.lastSeq}; primary's log ` +
+            `${primary.log.base.seq}..${primary.lastSeq}) is marked as snapshotting by the primary, which sends it ` +
+            `no prepare until it asks again (S11); the snapshot handshake (snapshotOffer → fetch → install → ` +
+            `prepareNack) was interrupted — a lost offer, a lost request, or a learner restarted ` +
+            `mid-fetch — and nothing retries it`,
         };
       }
     }
@@ -392,7 +407,10 @@ export function diagnose(
       if (r?.active && r.epoch === c.epoch && r.role === 'secondary' && r.lastSeq < primary.log.base.seq) {
         return {
           kind: 'liveness:secondary-needs-truncated-entries',
-          text: `partition ${p}: secondary ${s2} holds entries up to ${r.lastSeq} but the primary's log starts after ${primary.log.base.seq}: it can never catch up, and nothing removes it (S12), so the primary never commits (and never serves) again`,
+          text:
+            `partition ${p}: secondary ${s2} holds entries up to ${r.lastSeq} but the primary's log starts after ` +
+            `${primary.log.base.seq}: it can never catch up, and nothing removes it (S12), so the primary never ` +
+            `commits (and never serves) again`,
         };
       }
     }
@@ -410,7 +428,10 @@ export function diagnose(
       ) {
         return {
           kind: 'liveness:commit-point-not-resent',
-          text: `partition ${p}: secondary ${s} holds every entry up to ${r.lastSeq} but applied only ${r.appliedSeq} of the primary's ${primary.commitSeq}: the prepare carrying the commit point was lost and is never re-sent (S2)`,
+          text:
+            `partition ${p}: secondary ${s} holds every entry up to ${r.lastSeq} but applied only ` +
+            `${r.appliedSeq} of the primary's ${primary.commitSeq}: the prepare carrying the commit point was lost ` +
+            `and is never re-sent (S2)`,
         };
       }
     }
@@ -425,7 +446,10 @@ export function diagnose(
       if (empty.length > 0) {
         return {
           kind: 'liveness:empty-server-never-chosen',
-          text: `partition ${p} has ${size} of R=${knobs.settings.replicas} members and no learner, while ${empty.map((n) => n.id).join(',')} is alive and holds no replica: Nameserver.maybeAddLearner only considers servers whose heartbeat reports some progress`,
+          text:
+            `partition ${p} has ${size} of R=${knobs.settings.replicas} members and no learner, while ` +
+            `${empty.map((n) => n.id).join(',')} is alive and holds no replica: Nameserver.maybeAddLearner only ` +
+            `considers servers whose heartbeat reports some progress`,
         };
       }
     }
@@ -444,7 +468,9 @@ function describeReplicas(ns: SimNameserver, nodes: readonly SimStorageNode[], k
       if (!r) continue;
       const pr = r.progress();
       lines.push(
-        `  ${n.id}${n.up ? '' : ' (down)'}: ${pr.role} e${pr.epoch}${pr.serving ? ' serving' : ''}, log ${r.log.base.seq}..${pr.lastSeq} (last epoch ${pr.lastEpoch}), commit ${pr.commitSeq}, applied ${pr.appliedSeq}, durable applied ${n.disk.parts.get(p as PartitionId)?.applied.seq ?? 0}`,
+        `  ${n.id}${n.up ? '' : ' (down)'}: ${pr.role} e${pr.epoch}${pr.serving ? ' serving' : ''}, log ` +
+          `${r.log.base.seq}..${pr.lastSeq} (last epoch ${pr.lastEpoch}), commit ${pr.commitSeq}, applied ` +
+          `${pr.appliedSeq}, durable applied ${n.disk.parts.get(p as PartitionId)?.applied.seq ?? 0}`,
       );
     }
   }
@@ -464,10 +490,16 @@ function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs:
     const primaryNode = byId.get(c.primary)!;
     const primary = primaryNode.replicas.get(p);
     if (!primary?.active || primary.role !== 'primary' || primary.epoch !== c.epoch)
-      return `${where}: ${c.primary} is not acting as its primary (${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`;
+      return (
+        `${where}: ${c.primary} is not acting as its primary ` +
+        `(${primary ? `${primary.role} e${primary.epoch}` : 'no replica'})`
+      );
     if (!primary.serving) return `${where}: the primary is not serving yet`;
     if (primary.commitSeq !== primary.lastSeq || primary.appliedSeq !== primary.commitSeq)
-      return `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, applied ${primary.appliedSeq}`;
+      return (
+        `${where}: the primary has prepared ${primary.lastSeq}, committed ${primary.commitSeq}, ` +
+        `applied ${primary.appliedSeq}`
+      );
     const digest = primaryNode.disk.digest(p);
     if ((primaryNode.disk.parts.get(p)?.applied.seq ?? 0) !== primary.appliedSeq)
       return `${where}: the primary's applies are not all durable yet`;
@@ -475,7 +507,10 @@ function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs:
       const node = byId.get(s)!;
       const r = node.replicas.get(p);
       if (!r?.active || r.role !== 'secondary' || r.epoch !== c.epoch)
-        return `${where}: ${s} is not acting as its secondary (${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`;
+        return (
+          `${where}: ${s} is not acting as its secondary ` +
+          `(${r ? `${r.active ? r.role : 'inactive'} e${r.epoch}` : 'no replica'})`
+        );
       if (r.appliedSeq !== primary.commitSeq) return `${where}: ${s} applied ${r.appliedSeq} of ${primary.commitSeq}`;
       if ((node.disk.parts.get(p)?.applied.seq ?? 0) !== r.appliedSeq)
         return `${where}: ${s}'s applies are not all durable yet`;
@@ -593,6 +628,8 @@ class Nemesis {
         this.count('fault.split');
         return;
       }
+      default:
+        assertNever(kind);
     }
   }
 

@@ -175,48 +175,52 @@ test('C5: an acknowledged write survives a learner that restarts between its ack
   }
 });
 
-test('planted bug: a secondary that acks before its append is durable loses an acknowledged write when it is the one left', () => {
-  // The deterministic form of `--mutate ack-before-durable` (the seeded sweep rarely hits it
-  // since acks carry incarnations): n2 acks at once but takes 200 ms to make the entry
-  // durable; it crashes in between, comes back as the only live secondary, and takes over.
-  const t = cluster({ n2: { mutation: 'ack-before-durable', fsyncMs: 200 } });
-  const { world, ns, n1, n2, n3, n4, until, op, config } = t;
-  ns.start();
-  for (const n of [n1, n2, n3, n4]) n.start();
-  until('the map forms and n1 serves p0', () => config()?.primary === 'n1' && n1.replicas.get(P0)?.serving === true);
-  const c1 = t.client('c1');
-  assert.equal(op(c1, 'put', 'k').status, 'ok');
-  t.isolate('n3');
-  until('n3 is removed', () => !config().secondaries.includes(nodeId('n3')));
-  assert.deepEqual(config().secondaries, [nodeId('n2')]);
-  until(
-    'n1 serves in the new epoch',
-    () =>
-      n1.replicas.get(P0)?.epoch === config().epoch &&
-      n1.replicas.get(P0)?.serving === true &&
-      n2.replicas.get(P0)?.epoch === config().epoch,
-  );
-  let acked: HistoryOp | undefined;
-  c1.perform('put', 'k', (r) => (acked = r));
-  until('the write is acknowledged', () => acked !== undefined);
-  assert.equal(acked!.status, 'ok');
-  n2.crash(false); // its append was still in flight: lost
-  n1.crash(false);
-  world.run(world.now + 5, 1_000_000);
-  n2.start();
-  try {
-    until('n2 becomes primary', () => config().primary === 'n2' && n2.replicas.get(P0)?.serving === true, 10_000);
-    const read = op(t.client('c2'), 'get', 'k');
-    assert.notEqual(
-      read.value,
-      acked!.value,
-      `the planted bug was not caught: the write survived\n${t.trace
-        .filter((l) => /n2|ns map|CRASH/.test(l))
-        .slice(-60)
-        .join('\n')}`,
+test(
+  'planted bug: a secondary that acks before its append is durable loses an acknowledged ' +
+    'write when it is the one left',
+  () => {
+    // The deterministic form of `--mutate ack-before-durable` (the seeded sweep rarely hits it
+    // since acks carry incarnations): n2 acks at once but takes 200 ms to make the entry
+    // durable; it crashes in between, comes back as the only live secondary, and takes over.
+    const t = cluster({ n2: { mutation: 'ack-before-durable', fsyncMs: 200 } });
+    const { world, ns, n1, n2, n3, n4, until, op, config } = t;
+    ns.start();
+    for (const n of [n1, n2, n3, n4]) n.start();
+    until('the map forms and n1 serves p0', () => config()?.primary === 'n1' && n1.replicas.get(P0)?.serving === true);
+    const c1 = t.client('c1');
+    assert.equal(op(c1, 'put', 'k').status, 'ok');
+    t.isolate('n3');
+    until('n3 is removed', () => !config().secondaries.includes(nodeId('n3')));
+    assert.deepEqual(config().secondaries, [nodeId('n2')]);
+    until(
+      'n1 serves in the new epoch',
+      () =>
+        n1.replicas.get(P0)?.epoch === config().epoch &&
+        n1.replicas.get(P0)?.serving === true &&
+        n2.replicas.get(P0)?.epoch === config().epoch,
     );
-  } catch (e) {
-    if (!(e instanceof SimulationFailure)) throw e;
-    assert.match(e.message, /lost-write|divergent-apply/);
-  }
-});
+    let acked: HistoryOp | undefined;
+    c1.perform('put', 'k', (r) => (acked = r));
+    until('the write is acknowledged', () => acked !== undefined);
+    assert.equal(acked!.status, 'ok');
+    n2.crash(false); // its append was still in flight: lost
+    n1.crash(false);
+    world.run(world.now + 5, 1_000_000);
+    n2.start();
+    try {
+      until('n2 becomes primary', () => config().primary === 'n2' && n2.replicas.get(P0)?.serving === true, 10_000);
+      const read = op(t.client('c2'), 'get', 'k');
+      assert.notEqual(
+        read.value,
+        acked!.value,
+        `the planted bug was not caught: the write survived\n${t.trace
+          .filter((l) => /n2|ns map|CRASH/.test(l))
+          .slice(-60)
+          .join('\n')}`,
+      );
+    } catch (e) {
+      if (!(e instanceof SimulationFailure)) throw e;
+      assert.match(e.message, /lost-write|divergent-apply/);
+    }
+  },
+);

@@ -41,9 +41,13 @@ describe('simulation sweep', () => {
     sweep(1001, 100, ['settings.minWriteReplicas=1']);
   });
 
-  test('seeds 3001â€“3100 with single links between storage servers cut (a primary asks to remove a silent secondary): no violation', () => {
-    sweep(3001, 100, ['faultWeights.link=3']);
-  });
+  test(
+    'seeds 3001â€“3100 with single links between storage servers cut (a primary asks to remove a ' +
+      'silent secondary): no violation',
+    () => {
+      sweep(3001, 100, ['faultWeights.link=3']);
+    },
+  );
 });
 
 describe('determinism', () => {
@@ -152,7 +156,9 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
   const pinned: Array<{ seed: number; set?: string[]; what: string }> = [
     {
       seed: 9,
-      what: 'C1: a primary left with fewer members than --min-write-replicas never serves, so never promotes its caught-up learner (S6, S7, S8)',
+      what:
+        'C1: a primary left with fewer members than --min-write-replicas never serves, so never promotes its ' +
+        'caught-up learner (S6, S7, S8)',
     },
     { seed: 208, what: 'C2: a lost snapshotOffer is never re-sent (S11)' },
     { seed: 366, what: 'C2: a lost prepareNack after a snapshot install is never re-sent (S11)' },
@@ -161,7 +167,9 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
     { seed: 62, what: 'C4: a live server holding no replica is never chosen for re-replication (Â§6)' },
     {
       seed: 9683,
-      what: 'C5 (safety): a learner acks, restarts and discards those entries (S11), is promoted on its old ack (S7), then elected primary (S5) without a committed entry',
+      what:
+        'C5 (safety): a learner acks, restarts and discards those entries (S11), is promoted on its old ack ' +
+        '(S7), then elected primary (S5) without a committed entry',
     },
     { seed: 14904, what: 'C5 (safety): the same path loses a committed client delete' },
     { seed: 64216, what: 'C5 (safety): the same path' },
@@ -173,14 +181,18 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
     },
     {
       seed: 1365,
-      what: 'C6: a learner applies entries while a second snapshot install is in flight; the apply lands after the install (S11)',
+      what:
+        'C6: a learner applies entries while a second snapshot install is in flight; the apply ' +
+        'lands after the install (S11)',
     },
     { seed: 3563, what: 'C6: the same race' },
     { seed: 4336, what: 'C6: the same race' },
     {
       seed: 502653,
       set: [...min1, 'node.logRetainEntries=2', 'faultMs=30000'],
-      what: 'C6: a snapshot install that completes after the learner was promoted replaced the disk behind the core (S11)',
+      what:
+        'C6: a snapshot install that completes after the learner was promoted replaced ' +
+        'the disk behind the core (S11)',
     },
     {
       seed: 1066,
@@ -194,21 +206,30 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
     },
     {
       seed: 100906,
-      what: 'C9: a learner restarted with its log intact is never heard from again (its announcement lost, idle prepares unanswered), so its promotion is refused forever on the old incarnation',
+      what:
+        'C9: a learner restarted with its log intact is never heard from again (its announcement lost, idle ' +
+        'prepares unanswered), so its promotion is refused forever on the old incarnation',
     },
     {
       seed: 200200,
-      what: "C10: a restarted secondary asked for entries from its commit point (below the primary's log base) instead of from its last entry, so it could never catch up",
+      what:
+        "C10: a restarted secondary asked for entries from its commit point (below the primary's log base) " +
+        'instead of from its last entry, so it could never catch up',
     },
     { seed: 201315, what: 'C10: the same' },
     { seed: 203867, what: 'C10: the same, a new primary that can never serve' },
     {
       seed: 30782,
-      what: "S10: a client reused its id after a write ended unknown; the late attempt of that write took the next request's place in the dedup table, so a retry of the next one ran twice (the real client retires such a slot too)",
+      what:
+        'S10: a client reused its id after a write ended unknown; the late attempt of that write took the next ' +
+        "request's place in the dedup table, so a retry of the next one ran twice (the real client retires such a " +
+        'slot too)',
     },
     {
       seed: 100136,
-      what: 'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied it (calls are no longer duplicated: TCP)',
+      what:
+        'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied ' +
+        'it (calls are no longer duplicated: TCP)',
     },
   ];
   for (const { seed, set, what } of pinned) {

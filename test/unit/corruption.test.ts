@@ -48,50 +48,54 @@ describe('replica: corrupt → step out → relearn (S13)', () => {
     );
   });
 
-  test('the corrupt replica keeps its data while it is still a member; made a learner it drops the partition and relearns it from zero', () => {
-    const c = startedCluster();
-    for (let i = 1; i <= 3; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
-    c.settle();
-    c.step(B, { kind: 'corrupt', reason: 'stored value checksum mismatch' });
-    // A configuration at the same epoch that still names B secondary does not bring it back.
-    c.step(B, { kind: 'configure', config: config(1, A, [B, C]) });
-    assert.equal(c.nodes.get(B)!.progress().role, 'inactive');
-    // A prepare from the primary gets no ack from B.
-    c.step(A, { kind: 'clientWrite', requestId: 10, op: put('k4', 'v4') });
-    c.flush();
-    c.sync(A);
-    c.deliver((m) => m.to === B);
-    c.sync(B);
-    assert.equal(c.network.filter((m) => m.from === B).length, 0, 'a corrupt replica acks nothing');
-    assert.equal(
-      c.durableOps.get(B)!.some((o) => o.kind === 'dropPartition'),
-      false,
-      'nothing is dropped before a healthy member serves',
-    );
-    // The nameserver's answer (S13): B becomes a learner at a new epoch.
-    const next = config(2, A, [C], [B]);
-    c.network = [];
-    for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: next });
-    const bOps = c.disk.get(B)!.map((p) => p.ops.map((o) => o.kind));
-    assert.deepEqual(bOps[0], ['dropPartition', 'setMeta'], 'drop and the new epoch in one batch');
-    assert.equal(c.nodes.get(B)!.progress().corrupt, undefined);
-    assert.equal(c.nodes.get(B)!.progress().role, 'learner');
-    c.settle();
-    // Learned from zero: every entry of the primary's log is applied on B again, in order.
-    const afterDrop = c.durableOps.get(B)!;
-    const dropAt = afterDrop.findIndex((o) => o.kind === 'dropPartition');
-    const applied = afterDrop.slice(dropAt).flatMap((o) => (o.kind === 'apply' ? o.entries.map((e) => e.seq) : []));
-    const aApplied = c.nodes.get(A)!.appliedSeq;
-    assert.deepEqual(
-      applied,
-      Array.from({ length: aApplied }, (_, i) => i + 1),
-    );
-    assert.ok(
-      c.promotions.some((p) => p.node === A && p.learner === B),
-      'the primary asks to promote the caught-up learner',
-    );
-    assert.equal(c.replies.get(10)?.kind, 'written', 'the write waiting for B commits once B is out');
-  });
+  test(
+    'the corrupt replica keeps its data while it is still a member; made a learner it drops the ' +
+      'partition and relearns it from zero',
+    () => {
+      const c = startedCluster();
+      for (let i = 1; i <= 3; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
+      c.settle();
+      c.step(B, { kind: 'corrupt', reason: 'stored value checksum mismatch' });
+      // A configuration at the same epoch that still names B secondary does not bring it back.
+      c.step(B, { kind: 'configure', config: config(1, A, [B, C]) });
+      assert.equal(c.nodes.get(B)!.progress().role, 'inactive');
+      // A prepare from the primary gets no ack from B.
+      c.step(A, { kind: 'clientWrite', requestId: 10, op: put('k4', 'v4') });
+      c.flush();
+      c.sync(A);
+      c.deliver((m) => m.to === B);
+      c.sync(B);
+      assert.equal(c.network.filter((m) => m.from === B).length, 0, 'a corrupt replica acks nothing');
+      assert.equal(
+        c.durableOps.get(B)!.some((o) => o.kind === 'dropPartition'),
+        false,
+        'nothing is dropped before a healthy member serves',
+      );
+      // The nameserver's answer (S13): B becomes a learner at a new epoch.
+      const next = config(2, A, [C], [B]);
+      c.network = [];
+      for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: next });
+      const bOps = c.disk.get(B)!.map((p) => p.ops.map((o) => o.kind));
+      assert.deepEqual(bOps[0], ['dropPartition', 'setMeta'], 'drop and the new epoch in one batch');
+      assert.equal(c.nodes.get(B)!.progress().corrupt, undefined);
+      assert.equal(c.nodes.get(B)!.progress().role, 'learner');
+      c.settle();
+      // Learned from zero: every entry of the primary's log is applied on B again, in order.
+      const afterDrop = c.durableOps.get(B)!;
+      const dropAt = afterDrop.findIndex((o) => o.kind === 'dropPartition');
+      const applied = afterDrop.slice(dropAt).flatMap((o) => (o.kind === 'apply' ? o.entries.map((e) => e.seq) : []));
+      const aApplied = c.nodes.get(A)!.appliedSeq;
+      assert.deepEqual(
+        applied,
+        Array.from({ length: aApplied }, (_, i) => i + 1),
+      );
+      assert.ok(
+        c.promotions.some((p) => p.node === A && p.learner === B),
+        'the primary asks to promote the caught-up learner',
+      );
+      assert.equal(c.replies.get(10)?.kind, 'written', 'the write waiting for B commits once B is out');
+    },
+  );
 
   test('a replica recovered corrupt (a log record failed at open) starts out, and relearns only as a learner', () => {
     const entries = [{ epoch: epoch(1), seq: seq(1), op: { kind: 'epochStart' as const } }];
@@ -204,14 +208,18 @@ describe('nameserver: a replica that reports its partition corrupt (S13)', () =>
     );
   });
 
-  test('with no healthy member to take over, the partition stays unavailable: never started afresh from the corrupt copy', () => {
-    const ns = formed();
-    const c = ns.map.configs[0]!;
-    // Every member alive and each reports the partition corrupt: nothing may become primary.
-    for (const id of [c.primary, ...c.secondaries]) beat(ns, id, 1000, progress(0, 1, 'inactive', 10, true));
-    ns.onTick(1000);
-    assert.deepEqual(ns.map.configs[0], c, 'configuration unchanged');
-  });
+  test(
+    'with no healthy member to take over, the partition stays unavailable: never ' +
+      'started afresh from the corrupt copy',
+    () => {
+      const ns = formed();
+      const c = ns.map.configs[0]!;
+      // Every member alive and each reports the partition corrupt: nothing may become primary.
+      for (const id of [c.primary, ...c.secondaries]) beat(ns, id, 1000, progress(0, 1, 'inactive', 10, true));
+      ns.onTick(1000);
+      assert.deepEqual(ns.map.configs[0], c, 'configuration unchanged');
+    },
+  );
 });
 
 describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
@@ -231,76 +239,84 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     return c;
   }
 
-  test('a corrupt learner never drops the partition in the epoch it acked in; only a new epoch makes it relearn from zero', () => {
-    // The data-loss scenario: C caught up and A's promotion request is on its way; a dump
-    // reads a corrupt value on C; the same configuration is pushed again. Dropping now would
-    // leave A counting C's old acks and the request still applicable: C would become a
-    // secondary that holds nothing, and by S5 the next primary if A dies.
-    const c = learnerCaughtUp();
-    const cr = c.nodes.get(C)!;
-    c.step(C, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
-    c.sync(C);
-    c.network = [];
-    c.step(C, { kind: 'configure', config: config(1, A, [], [C]) });
-    c.settle();
-    assert.equal(
-      c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
-      false,
-      'no drop at the same epoch',
-    );
-    assert.equal(cr.progress().corrupt, true);
-    assert.equal(cr.progress().role, 'inactive');
-    assert.ok(cr.lastSeq > 0, 'it keeps its copy meanwhile');
-    // The nameserver's answer (see the nameserver test below): the same members, a new epoch.
-    const promotionsBefore = c.promotions.length;
-    for (const n of [A, C]) c.step(n, { kind: 'configure', config: config(2, A, [], [C]) });
-    const dropAt = c.disk.get(C)!.findIndex((p) => p.ops.some((o) => o.kind === 'dropPartition'));
-    assert.ok(dropAt >= 0, 'dropped under the new epoch');
-    assert.deepEqual(
-      c.disk.get(C)![dropAt]!.ops.map((o) => o.kind),
-      ['dropPartition', 'setMeta'],
-    );
-    c.settle();
-    // A promotes C again only on acks C sent after the drop, for everything A holds.
-    const again = c.promotions.slice(promotionsBefore);
-    assert.ok(
-      again.some((p) => p.learner === C),
-      'promoted again once caught up',
-    );
-    assert.equal(cr.lastSeq, c.nodes.get(A)!.lastSeq);
-    assert.equal(cr.appliedSeq, c.nodes.get(A)!.appliedSeq);
-  });
+  test(
+    'a corrupt learner never drops the partition in the epoch it acked in; only a new ' +
+      'epoch makes it relearn from zero',
+    () => {
+      // The data-loss scenario: C caught up and A's promotion request is on its way; a dump
+      // reads a corrupt value on C; the same configuration is pushed again. Dropping now would
+      // leave A counting C's old acks and the request still applicable: C would become a
+      // secondary that holds nothing, and by S5 the next primary if A dies.
+      const c = learnerCaughtUp();
+      const cr = c.nodes.get(C)!;
+      c.step(C, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
+      c.sync(C);
+      c.network = [];
+      c.step(C, { kind: 'configure', config: config(1, A, [], [C]) });
+      c.settle();
+      assert.equal(
+        c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
+        false,
+        'no drop at the same epoch',
+      );
+      assert.equal(cr.progress().corrupt, true);
+      assert.equal(cr.progress().role, 'inactive');
+      assert.ok(cr.lastSeq > 0, 'it keeps its copy meanwhile');
+      // The nameserver's answer (see the nameserver test below): the same members, a new epoch.
+      const promotionsBefore = c.promotions.length;
+      for (const n of [A, C]) c.step(n, { kind: 'configure', config: config(2, A, [], [C]) });
+      const dropAt = c.disk.get(C)!.findIndex((p) => p.ops.some((o) => o.kind === 'dropPartition'));
+      assert.ok(dropAt >= 0, 'dropped under the new epoch');
+      assert.deepEqual(
+        c.disk.get(C)![dropAt]!.ops.map((o) => o.kind),
+        ['dropPartition', 'setMeta'],
+      );
+      c.settle();
+      // A promotes C again only on acks C sent after the drop, for everything A holds.
+      const again = c.promotions.slice(promotionsBefore);
+      assert.ok(
+        again.some((p) => p.learner === C),
+        'promoted again once caught up',
+      );
+      assert.equal(cr.lastSeq, c.nodes.get(A)!.lastSeq);
+      assert.equal(cr.appliedSeq, c.nodes.get(A)!.appliedSeq);
+    },
+  );
 
-  test('nameserver: a learner reporting corrupt in the current epoch gets a new epoch, so a promotion request based on its old acks is refused', () => {
-    const ns = formed();
-    const c1 = ns.map.configs[0]!;
-    const [keep, learner] = c1.secondaries as [NodeId, NodeId];
-    // Make `learner` a learner at epoch 2 (its link to the primary was cut, §4).
-    assert.equal(ns.onRemoveSecondary(partitionId(0), 1, learner).changed, true);
-    const c2 = ns.map.configs[0]!;
-    assert.deepEqual(c2.learners, [learner]);
-    beat(ns, c1.primary, 1000, progress(0, 2, 'primary', 10));
-    beat(ns, keep, 1000, progress(0, 2, 'secondary', 10));
-    beat(ns, learner, 1000, progress(0, 2, 'inactive', 10, true));
-    assert.equal(ns.onTick(1000), true, 'the corrupt learner gets a new epoch');
-    const c3 = ns.map.configs[0]!;
-    assert.equal(c3.epoch, 3);
-    assert.deepEqual(
-      { primary: c3.primary, secondaries: c3.secondaries, learners: c3.learners },
-      { primary: c1.primary, secondaries: [keep], learners: [learner] },
-    );
-    // The primary's request made at epoch 2 (the learner had caught up before) is void.
-    const r = ns.onPromote(partitionId(0), 2, learner, `${learner}-1`);
-    assert.equal(r.changed, false);
-    assert.equal(r.config?.epoch, 3);
-    // Still reporting corrupt at the old epoch (it has not adopted epoch 3 yet): no further epoch.
-    beat(ns, learner, 1100, progress(0, 2, 'inactive', 10, true));
-    assert.equal(ns.onTick(1100), false);
-    // Relearned from zero under epoch 3 and caught up: a request at epoch 3 is applied.
-    beat(ns, learner, 1200, progress(0, 3, 'learner', 11));
-    assert.equal(ns.onTick(1200), false);
-    assert.equal(ns.onPromote(partitionId(0), 3, learner, `${learner}-1`).changed, true);
-  });
+  test(
+    'nameserver: a learner reporting corrupt in the current epoch gets a new epoch, so a promotion request based ' +
+      'on its old acks is refused',
+    () => {
+      const ns = formed();
+      const c1 = ns.map.configs[0]!;
+      const [keep, learner] = c1.secondaries as [NodeId, NodeId];
+      // Make `learner` a learner at epoch 2 (its link to the primary was cut, §4).
+      assert.equal(ns.onRemoveSecondary(partitionId(0), 1, learner).changed, true);
+      const c2 = ns.map.configs[0]!;
+      assert.deepEqual(c2.learners, [learner]);
+      beat(ns, c1.primary, 1000, progress(0, 2, 'primary', 10));
+      beat(ns, keep, 1000, progress(0, 2, 'secondary', 10));
+      beat(ns, learner, 1000, progress(0, 2, 'inactive', 10, true));
+      assert.equal(ns.onTick(1000), true, 'the corrupt learner gets a new epoch');
+      const c3 = ns.map.configs[0]!;
+      assert.equal(c3.epoch, 3);
+      assert.deepEqual(
+        { primary: c3.primary, secondaries: c3.secondaries, learners: c3.learners },
+        { primary: c1.primary, secondaries: [keep], learners: [learner] },
+      );
+      // The primary's request made at epoch 2 (the learner had caught up before) is void.
+      const r = ns.onPromote(partitionId(0), 2, learner, `${learner}-1`);
+      assert.equal(r.changed, false);
+      assert.equal(r.config?.epoch, 3);
+      // Still reporting corrupt at the old epoch (it has not adopted epoch 3 yet): no further epoch.
+      beat(ns, learner, 1100, progress(0, 2, 'inactive', 10, true));
+      assert.equal(ns.onTick(1100), false);
+      // Relearned from zero under epoch 3 and caught up: a request at epoch 3 is applied.
+      beat(ns, learner, 1200, progress(0, 3, 'learner', 11));
+      assert.equal(ns.onTick(1200), false);
+      assert.equal(ns.onPromote(partitionId(0), 3, learner, `${learner}-1`).changed, true);
+    },
+  );
 
   test('a primary counts a peer that asks again for entries it acked as holding nothing above that point', () => {
     // Defence in depth (S1: acks are cumulative): whatever made the peer lose entries in the
@@ -343,114 +359,131 @@ describe('review fixes of the corruption path (S13 with S5, S7, S11)', () => {
     assert.ok(c.promotions.some((p) => p.learner === C));
   });
 
-  test('a corrupt learner made a learner again while a snapshot install runs drops the partition only after the install ended', () => {
-    // Else the install lands after the drop, and its completion (older than what the
-    // relearning replica applied meanwhile) breaks `applied >= appliedSeq` (exit 70).
-    const c = new Cluster();
-    for (const n of [A, B, C]) c.add(n, replica(n));
-    for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: config(1, A, [B], [C]) });
-    c.settle();
-    for (let i = 1; i <= 5; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
-    c.settle();
-    const cr = c.nodes.get(C)!;
-    // C is offered a snapshot (as if A had truncated its log) and starts fetching it.
-    const offer = c.step(C, {
-      kind: 'peer',
-      from: A,
-      message: { kind: 'snapshotOffer', partition: partitionId(0), config: config(1, A, [B], [C]), logBase: seq(100) },
-    });
-    assert.ok(offer.some((o) => o.kind === 'fetchSnapshot'));
-    c.step(C, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
-    for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: config(2, A, [B], [C]) });
-    c.settle();
-    assert.equal(
-      c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
-      false,
-      'no drop while the install runs',
-    );
-    assert.equal(cr.progress().role, 'inactive');
-    // The install ends (here: it landed, at seq 4 of epoch 1); only now is the partition dropped.
-    c.step(C, { kind: 'snapshotInstalled', applied: { seq: seq(4), epoch: epoch(1) }, dedup: [] });
-    assert.deepEqual(
-      c.disk
-        .get(C)!
-        .at(-1)!
-        .ops.map((o) => o.kind),
-      ['dropPartition', 'setMeta'],
-    );
-    c.settle();
-    assert.equal(cr.progress().role, 'learner');
-    assert.equal(cr.lastSeq, c.nodes.get(A)!.lastSeq, 'relearned from zero');
-    assert.equal(cr.appliedSeq, c.nodes.get(A)!.appliedSeq);
-    // The same with a failed fetch.
-    const d = new Cluster();
-    for (const n of [A, B, C]) d.add(n, replica(n));
-    for (const n of [A, B, C]) d.step(n, { kind: 'configure', config: config(1, A, [B], [C]) });
-    d.settle();
-    d.step(C, {
-      kind: 'peer',
-      from: A,
-      message: { kind: 'snapshotOffer', partition: partitionId(0), config: config(1, A, [B], [C]), logBase: seq(100) },
-    });
-    d.step(C, { kind: 'corrupt', reason: 'bad' });
-    d.step(C, { kind: 'configure', config: config(2, A, [B], [C]) });
-    d.sync(C);
-    assert.equal(
-      d.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
-      false,
-    );
-    d.step(C, { kind: 'snapshotFailed', reason: 'learner is not a learner any more' });
-    assert.deepEqual(
-      d.disk
-        .get(C)!
-        .at(-1)!
-        .ops.map((o) => o.kind),
-      ['dropPartition', 'setMeta'],
-    );
-  });
-
-  test('the corrupt marker is persisted in the metadata before the replica reports it, and the drop batch clears it', () => {
-    const c = startedCluster();
-    const b = c.nodes.get(B)!;
-    const out = c.step(B, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
-    const persist = out.find((o) => o.kind === 'persist');
-    assert.ok(persist && persist.kind === 'persist');
-    assert.deepEqual(persist.ops, [
-      {
-        kind: 'setMeta',
-        partition: partitionId(0),
-        meta: {
-          epoch: epoch(1),
-          config: config(1, A, [B, C]),
-          corrupt: 'partition 0 stored value: checksum mismatch (S13)',
+  test(
+    'a corrupt learner made a learner again while a snapshot install runs drops the ' +
+      'partition only after the install ended',
+    () => {
+      // Else the install lands after the drop, and its completion (older than what the
+      // relearning replica applied meanwhile) breaks `applied >= appliedSeq` (exit 70).
+      const c = new Cluster();
+      for (const n of [A, B, C]) c.add(n, replica(n));
+      for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: config(1, A, [B], [C]) });
+      c.settle();
+      for (let i = 1; i <= 5; i++) c.step(A, { kind: 'clientWrite', requestId: i, op: put(`k${i}`, `v${i}`) });
+      c.settle();
+      const cr = c.nodes.get(C)!;
+      // C is offered a snapshot (as if A had truncated its log) and starts fetching it.
+      const offer = c.step(C, {
+        kind: 'peer',
+        from: A,
+        message: {
+          kind: 'snapshotOffer',
+          partition: partitionId(0),
+          config: config(1, A, [B], [C]),
+          logBase: seq(100),
         },
-      },
-    ]);
-    assert.equal(b.progress().corrupt, undefined, 'not reported before the marker is durable');
-    c.sync(B);
-    assert.equal(b.progress().corrupt, true);
-    // Adopting a later epoch while still corrupt keeps the marker.
-    c.step(B, { kind: 'configure', config: config(2, C, [A]) });
-    const kept = c.disk.get(B)!.at(-1)!.ops[0]!;
-    assert.equal(kept.kind === 'setMeta' && kept.meta.corrupt, 'partition 0 stored value: checksum mismatch (S13)');
-    c.step(B, { kind: 'configure', config: config(3, C, [A], [B]) });
-    const drop = c.disk.get(B)!.at(-1)!.ops;
-    assert.deepEqual(
-      drop.map((o) => o.kind),
-      ['dropPartition', 'setMeta'],
-    );
-    assert.equal(drop[1]!.kind === 'setMeta' && drop[1]!.meta.corrupt, undefined, 'the drop batch clears the marker');
-    // Recovered from a marker at open: it starts corrupt and reports it.
-    const r = replica(B, {
-      epoch: epoch(2),
-      config: config(2, C, [A]),
-      applied: { seq: seq(0), epoch: epoch(0) },
-      logBase: { seq: seq(0), epoch: epoch(0) },
-      entries: [],
-      corrupt: 'marker',
-    });
-    assert.equal(r.progress().corrupt, true);
-  });
+      });
+      assert.ok(offer.some((o) => o.kind === 'fetchSnapshot'));
+      c.step(C, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
+      for (const n of [A, B, C]) c.step(n, { kind: 'configure', config: config(2, A, [B], [C]) });
+      c.settle();
+      assert.equal(
+        c.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
+        false,
+        'no drop while the install runs',
+      );
+      assert.equal(cr.progress().role, 'inactive');
+      // The install ends (here: it landed, at seq 4 of epoch 1); only now is the partition dropped.
+      c.step(C, { kind: 'snapshotInstalled', applied: { seq: seq(4), epoch: epoch(1) }, dedup: [] });
+      assert.deepEqual(
+        c.disk
+          .get(C)!
+          .at(-1)!
+          .ops.map((o) => o.kind),
+        ['dropPartition', 'setMeta'],
+      );
+      c.settle();
+      assert.equal(cr.progress().role, 'learner');
+      assert.equal(cr.lastSeq, c.nodes.get(A)!.lastSeq, 'relearned from zero');
+      assert.equal(cr.appliedSeq, c.nodes.get(A)!.appliedSeq);
+      // The same with a failed fetch.
+      const d = new Cluster();
+      for (const n of [A, B, C]) d.add(n, replica(n));
+      for (const n of [A, B, C]) d.step(n, { kind: 'configure', config: config(1, A, [B], [C]) });
+      d.settle();
+      d.step(C, {
+        kind: 'peer',
+        from: A,
+        message: {
+          kind: 'snapshotOffer',
+          partition: partitionId(0),
+          config: config(1, A, [B], [C]),
+          logBase: seq(100),
+        },
+      });
+      d.step(C, { kind: 'corrupt', reason: 'bad' });
+      d.step(C, { kind: 'configure', config: config(2, A, [B], [C]) });
+      d.sync(C);
+      assert.equal(
+        d.durableOps.get(C)!.some((o) => o.kind === 'dropPartition'),
+        false,
+      );
+      d.step(C, { kind: 'snapshotFailed', reason: 'learner is not a learner any more' });
+      assert.deepEqual(
+        d.disk
+          .get(C)!
+          .at(-1)!
+          .ops.map((o) => o.kind),
+        ['dropPartition', 'setMeta'],
+      );
+    },
+  );
+
+  test(
+    'the corrupt marker is persisted in the metadata before ' + 'the replica reports it, and the drop batch clears it',
+    () => {
+      const c = startedCluster();
+      const b = c.nodes.get(B)!;
+      const out = c.step(B, { kind: 'corrupt', reason: 'partition 0 stored value: checksum mismatch (S13)' });
+      const persist = out.find((o) => o.kind === 'persist');
+      assert.ok(persist && persist.kind === 'persist');
+      assert.deepEqual(persist.ops, [
+        {
+          kind: 'setMeta',
+          partition: partitionId(0),
+          meta: {
+            epoch: epoch(1),
+            config: config(1, A, [B, C]),
+            corrupt: 'partition 0 stored value: checksum mismatch (S13)',
+          },
+        },
+      ]);
+      assert.equal(b.progress().corrupt, undefined, 'not reported before the marker is durable');
+      c.sync(B);
+      assert.equal(b.progress().corrupt, true);
+      // Adopting a later epoch while still corrupt keeps the marker.
+      c.step(B, { kind: 'configure', config: config(2, C, [A]) });
+      const kept = c.disk.get(B)!.at(-1)!.ops[0]!;
+      assert.equal(kept.kind === 'setMeta' && kept.meta.corrupt, 'partition 0 stored value: checksum mismatch (S13)');
+      c.step(B, { kind: 'configure', config: config(3, C, [A], [B]) });
+      const drop = c.disk.get(B)!.at(-1)!.ops;
+      assert.deepEqual(
+        drop.map((o) => o.kind),
+        ['dropPartition', 'setMeta'],
+      );
+      assert.equal(drop[1]!.kind === 'setMeta' && drop[1]!.meta.corrupt, undefined, 'the drop batch clears the marker');
+      // Recovered from a marker at open: it starts corrupt and reports it.
+      const r = replica(B, {
+        epoch: epoch(2),
+        config: config(2, C, [A]),
+        applied: { seq: seq(0), epoch: epoch(0) },
+        logBase: { seq: seq(0), epoch: epoch(0) },
+        entries: [],
+        corrupt: 'marker',
+      });
+      assert.equal(r.progress().corrupt, true);
+    },
+  );
 });
 
 describe('nameserver: a partition whose only member is corrupt (S13, S5)', () => {

@@ -78,17 +78,21 @@ describe('dumpPage', () => {
     [1000, 100, 1000],
     [7, 7, 3],
   ] as const) {
-    test(`every key once, in order, within bounds: maxKeys ${maxKeys}, maxBytes ${maxBytes}, scan pages of ${scanPageKeys}`, async () => {
-      const data = store(counts, 40);
-      const held = [0, 1, 2, 3, 4, 5];
-      const { keys, pages } = await pageAll(data, held, maxKeys, maxBytes, scanPageKeys);
-      assert.deepEqual(keys, expected(data, held));
-      for (const page of pages) {
-        assert.ok(page.length <= maxKeys, `page of ${page.length} keys, over ${maxKeys}`);
-        const bytes = page.reduce((sum, k) => sum + k.length + 8, 0);
-        assert.ok(page.length === 1 || bytes <= maxBytes, `page of ${bytes} bytes, over ${maxBytes}`);
-      }
-    });
+    test(
+      `every key once, in order, within bounds: maxKeys ${maxKeys}, maxBytes ${maxBytes}, ` +
+        `scan pages of ${scanPageKeys}`,
+      async () => {
+        const data = store(counts, 40);
+        const held = [0, 1, 2, 3, 4, 5];
+        const { keys, pages } = await pageAll(data, held, maxKeys, maxBytes, scanPageKeys);
+        assert.deepEqual(keys, expected(data, held));
+        for (const page of pages) {
+          assert.ok(page.length <= maxKeys, `page of ${page.length} keys, over ${maxKeys}`);
+          const bytes = page.reduce((sum, k) => sum + k.length + 8, 0);
+          assert.ok(page.length === 1 || bytes <= maxBytes, `page of ${bytes} bytes, over ${maxBytes}`);
+        }
+      },
+    );
   }
 
   test('5,000 keys of 1 KB page within 1 MiB: no page near a 4 MiB frame', async () => {

@@ -12,7 +12,16 @@ import {
   type ReplicaOutput,
   type ReplicaRecovery,
 } from '../../src/core/replica/replica.js';
-import { type Config, type NodeId, type Op, epoch, nodeId, partitionId, seq } from '../../src/core/types.js';
+import {
+  type Config,
+  type NodeId,
+  type Op,
+  assertNever,
+  epoch,
+  nodeId,
+  partitionId,
+  seq,
+} from '../../src/core/types.js';
 
 export const P0 = partitionId(0);
 export const [A, B, C] = [nodeId('a'), nodeId('b'), nodeId('c')];
@@ -103,6 +112,8 @@ export class Cluster {
       case 'log':
         if (o.kind === 'log') this.logs.push({ node, message: o.message });
         break;
+      default:
+        assertNever(o);
     }
   }
 

@@ -105,19 +105,22 @@ describe('nameserver', () => {
     assert.deepEqual(next.secondaries, [s2]);
   });
 
-  test('a primary that restarted (inactive in its epoch) is replaced at a new epoch and stays as a secondary (S4)', () => {
-    const ns = formed();
-    const c0 = ns.map.configs[0]!;
-    for (const id of S) {
-      const role: Role = id === c0.primary ? 'inactive' : 'secondary';
-      beat(ns, id, 1000, (p) => (p === 0 ? progress(0, 1, role, 5) : undefined));
-    }
-    assert.equal(ns.onTick(1000), true);
-    const next = ns.map.configs[0]!;
-    assert.equal(next.epoch, 2);
-    assert.notEqual(next.primary, c0.primary);
-    assert.ok(next.secondaries.includes(c0.primary));
-  });
+  test(
+    'a primary that restarted (inactive in its epoch) is ' + 'replaced at a new epoch and stays as a secondary (S4)',
+    () => {
+      const ns = formed();
+      const c0 = ns.map.configs[0]!;
+      for (const id of S) {
+        const role: Role = id === c0.primary ? 'inactive' : 'secondary';
+        beat(ns, id, 1000, (p) => (p === 0 ? progress(0, 1, role, 5) : undefined));
+      }
+      assert.equal(ns.onTick(1000), true);
+      const next = ns.map.configs[0]!;
+      assert.equal(next.epoch, 2);
+      assert.notEqual(next.primary, c0.primary);
+      assert.ok(next.secondaries.includes(c0.primary));
+    },
+  );
 
   test('a dead secondary is removed under a new epoch', () => {
     const ns = formed();
@@ -191,49 +194,56 @@ describe('nameserver', () => {
     }
   });
 
-  test("a primary's request to remove a silent secondary makes it a learner, never below --min-write-replicas (§4, S8)", () => {
-    const ns = formed();
-    const c0 = ns.map.configs[0]!;
-    const [s1, s2] = c0.secondaries as [NodeId, NodeId];
-    assert.equal(ns.onRemoveSecondary(c0.partition, c0.epoch - 1, s1).changed, false, 'applied at an old epoch');
-    const { config, changed } = ns.onRemoveSecondary(c0.partition, c0.epoch, s1);
-    assert.equal(changed, true);
-    assert.deepEqual([config!.secondaries, config!.learners, config!.epoch], [[s2], [s1], c0.epoch + 1]);
-    assert.equal(
-      ns.onRemoveSecondary(c0.partition, config!.epoch, s2).changed,
-      false,
-      'removed below --min-write-replicas=2',
-    );
-  });
+  test(
+    "a primary's request to remove a silent secondary makes it a learner, never below --min-write-replicas (§4, " +
+      'S8)',
+    () => {
+      const ns = formed();
+      const c0 = ns.map.configs[0]!;
+      const [s1, s2] = c0.secondaries as [NodeId, NodeId];
+      assert.equal(ns.onRemoveSecondary(c0.partition, c0.epoch - 1, s1).changed, false, 'applied at an old epoch');
+      const { config, changed } = ns.onRemoveSecondary(c0.partition, c0.epoch, s1);
+      assert.equal(changed, true);
+      assert.deepEqual([config!.secondaries, config!.learners, config!.epoch], [[s2], [s1], c0.epoch + 1]);
+      assert.equal(
+        ns.onRemoveSecondary(c0.partition, config!.epoch, s2).changed,
+        false,
+        'removed below --min-write-replicas=2',
+      );
+    },
+  );
 
-  test('an empty restarted non-durable member is never made primary while a dead member may hold the data (S4, S5)', () => {
-    const ns = new Nameserver(
-      Nameserver.newMap('test', settings),
-      { deadAfterMs: 5000, rereplicateAfterMs: 30_000 },
-      0,
-    );
-    const four = [...S, nodeId('s4')];
-    for (const id of four)
-      ns.onRegister(
-        { nodeId: id, address: id, backend: 'memory', incarnation: `${id}-1`, durable: false, activePartitions: [] },
+  test(
+    'an empty restarted non-durable member is never made ' + 'primary while a dead member may hold the data (S4, S5)',
+    () => {
+      const ns = new Nameserver(
+        Nameserver.newMap('test', settings),
+        { deadAfterMs: 5000, rereplicateAfterMs: 30_000 },
         0,
       );
-    assert.equal(ns.onTick(0), true);
-    const c0 = ns.map.configs[0]!;
-    const [primary, s1, s2] = [c0.primary, ...c0.secondaries] as [NodeId, NodeId, NodeId];
-    const bystander = four.find((n) => n !== primary && n !== s1 && n !== s2)!;
-    // The primary is paused past dead-after (it still holds the data), s2 crashed for good,
-    // and s1 restarted empty.
-    const now = 6000;
-    ns.onRegister(
-      { nodeId: s1, address: s1, backend: 'memory', incarnation: `${s1}-2`, durable: false, activePartitions: [] },
-      now,
-    );
-    for (const id of [s1, bystander]) beat(ns, id, now, () => undefined, id === s1 ? `${s1}-2` : `${id}-1`);
-    ns.onTick(now);
-    const after = ns.map.configs[0]!;
-    assert.notEqual(after.primary, s1, `the empty ${s1} was made primary: ${JSON.stringify(after)}`);
-  });
+      const four = [...S, nodeId('s4')];
+      for (const id of four)
+        ns.onRegister(
+          { nodeId: id, address: id, backend: 'memory', incarnation: `${id}-1`, durable: false, activePartitions: [] },
+          0,
+        );
+      assert.equal(ns.onTick(0), true);
+      const c0 = ns.map.configs[0]!;
+      const [primary, s1, s2] = [c0.primary, ...c0.secondaries] as [NodeId, NodeId, NodeId];
+      const bystander = four.find((n) => n !== primary && n !== s1 && n !== s2)!;
+      // The primary is paused past dead-after (it still holds the data), s2 crashed for good,
+      // and s1 restarted empty.
+      const now = 6000;
+      ns.onRegister(
+        { nodeId: s1, address: s1, backend: 'memory', incarnation: `${s1}-2`, durable: false, activePartitions: [] },
+        now,
+      );
+      for (const id of [s1, bystander]) beat(ns, id, now, () => undefined, id === s1 ? `${s1}-2` : `${id}-1`);
+      ns.onTick(now);
+      const after = ns.map.configs[0]!;
+      assert.notEqual(after.primary, s1, `the empty ${s1} was made primary: ${JSON.stringify(after)}`);
+    },
+  );
 
   test('below half alive: no new primary (S15), but a live primary drops its dead secondaries', () => {
     const ns = formed();
@@ -258,45 +268,48 @@ describe('nameserver', () => {
     });
   });
 
-  test('a returning node is added as a learner at once; a promotion applies only at its epoch and incarnation (S7)', () => {
-    const ns = formed();
-    const dead = S[2];
-    let now = 6000;
-    for (const id of S.filter((s) => s !== dead))
-      beat(ns, id, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
-    ns.onTick(now);
-    assert.ok(ns.map.configs.every((c) => ![c.primary, ...c.secondaries].includes(dead)));
-    // It comes back (new incarnation) and reports its old replicas as inactive.
-    now += 1000;
-    ns.onRegister({ nodeId: dead, address: 'x', backend: 'lmdb', incarnation: 'again', durable: true }, now);
-    beat(ns, dead, now, (p) => progress(p, 1, 'inactive', 3), 'again');
-    for (const id of S.filter((s) => s !== dead))
-      beat(ns, id, now, (p) =>
-        progress(p, ns.map.configs[p]!.epoch, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3),
+  test(
+    'a returning node is added as a learner at once; a ' + 'promotion applies only at its epoch and incarnation (S7)',
+    () => {
+      const ns = formed();
+      const dead = S[2];
+      let now = 6000;
+      for (const id of S.filter((s) => s !== dead))
+        beat(ns, id, now, (p) => progress(p, 1, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3));
+      ns.onTick(now);
+      assert.ok(ns.map.configs.every((c) => ![c.primary, ...c.secondaries].includes(dead)));
+      // It comes back (new incarnation) and reports its old replicas as inactive.
+      now += 1000;
+      ns.onRegister({ nodeId: dead, address: 'x', backend: 'lmdb', incarnation: 'again', durable: true }, now);
+      beat(ns, dead, now, (p) => progress(p, 1, 'inactive', 3), 'again');
+      for (const id of S.filter((s) => s !== dead))
+        beat(ns, id, now, (p) =>
+          progress(p, ns.map.configs[p]!.epoch, ns.map.configs[p]!.primary === id ? 'primary' : 'secondary', 3),
+        );
+      assert.equal(ns.onTick(now), true);
+      const c0 = ns.map.configs[0]!;
+      assert.deepEqual(c0.learners, [dead]);
+      assert.equal(
+        ns.onPromote(c0.partition, c0.epoch - 1, dead, 'again').changed,
+        false,
+        'promotion at an old epoch applied',
       );
-    assert.equal(ns.onTick(now), true);
-    const c0 = ns.map.configs[0]!;
-    assert.deepEqual(c0.learners, [dead]);
-    assert.equal(
-      ns.onPromote(c0.partition, c0.epoch - 1, dead, 'again').changed,
-      false,
-      'promotion at an old epoch applied',
-    );
-    assert.equal(
-      ns.onPromote(c0.partition, c0.epoch, dead, `${dead}-1`).changed,
-      false,
-      'promotion on the acks of an earlier incarnation applied',
-    );
-    const { config, changed } = ns.onPromote(c0.partition, c0.epoch, dead, 'again');
-    assert.equal(changed, true);
-    assert.ok(config!.secondaries.includes(dead));
-    assert.deepEqual(config!.learners, []);
-    assert.equal(
-      ns.onPromote(c0.partition, c0.epoch, dead, 'again').changed,
-      false,
-      'a repeated request applied twice',
-    );
-  });
+      assert.equal(
+        ns.onPromote(c0.partition, c0.epoch, dead, `${dead}-1`).changed,
+        false,
+        'promotion on the acks of an earlier incarnation applied',
+      );
+      const { config, changed } = ns.onPromote(c0.partition, c0.epoch, dead, 'again');
+      assert.equal(changed, true);
+      assert.ok(config!.secondaries.includes(dead));
+      assert.deepEqual(config!.learners, []);
+      assert.equal(
+        ns.onPromote(c0.partition, c0.epoch, dead, 'again').changed,
+        false,
+        'a repeated request applied twice',
+      );
+    },
+  );
 
   test('a partition short of R for --rereplicate-after-ms gets a learner on another live server', () => {
     const ns = new Nameserver(

@@ -256,20 +256,23 @@ describe('a silent secondary (§4)', () => {
     assert.equal(c.removals.length, 1, 'asked again at once');
   });
 
-  test('an idle partition: the first write after a long quiet asks no removal (silence counts from when we wait)', () => {
-    const c = startedCluster(2500);
-    c.step(A, { kind: 'tick', nowMs: 1000 });
-    c.step(A, { kind: 'tick', nowMs: 2000 });
-    c.step(A, { kind: 'tick', nowMs: 2900 }); // idle: nothing heard from B or C for 2.9 s
-    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
-    c.flush();
-    c.step(A, { kind: 'tick', nowMs: 2950 });
-    c.step(A, { kind: 'tick', nowMs: 3000 });
-    assert.deepEqual(c.removals, []);
-    c.sync(A);
-    c.settle();
-    assert.deepEqual(c.replies.get(1), { kind: 'written', seq: seq(2) });
-  });
+  test(
+    'an idle partition: the first write after a long quiet ' + 'asks no removal (silence counts from when we wait)',
+    () => {
+      const c = startedCluster(2500);
+      c.step(A, { kind: 'tick', nowMs: 1000 });
+      c.step(A, { kind: 'tick', nowMs: 2000 });
+      c.step(A, { kind: 'tick', nowMs: 2900 }); // idle: nothing heard from B or C for 2.9 s
+      c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'v') });
+      c.flush();
+      c.step(A, { kind: 'tick', nowMs: 2950 });
+      c.step(A, { kind: 'tick', nowMs: 3000 });
+      assert.deepEqual(c.removals, []);
+      c.sync(A);
+      c.settle();
+      assert.deepEqual(c.replies.get(1), { kind: 'written', seq: seq(2) });
+    },
+  );
 
   test('after a pause of its own the primary gives its secondaries a fresh period', () => {
     const c = startedCluster(2500);

@@ -1,7 +1,8 @@
 /**
  * Durability and apply (S2): log writes and what they make durable once `persisted`, the
  * effect of a truncation on the durable notions above it, and applying committed entries to
- * the data and the dedup table (S10).
+ * the data and the dedup table (S10), and truncating the log below what every replica
+ * applied (S12).
  */
 import { assert, type Seq, seq as toSeq } from '../types.js';
 import { advanceCommit } from './commit.js';
@@ -9,7 +10,6 @@ import type { ReplicaOutput } from './io.js';
 import type { BatchOp } from './ops.js';
 import { ackAndApply } from './prepare.js';
 import type { ReplicaState } from './state.js';
-import { maybeTruncate } from './tick.js';
 
 export function persistLog(r: ReplicaState, ops: BatchOp[], out: ReplicaOutput[]): void {
   const writeId = r.nextWriteId++;
@@ -48,4 +48,17 @@ export function applyUpTo(r: ReplicaState, target: Seq, out: ReplicaOutput[]): v
   for (const e of entries) if (e.tag) r.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
   out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: r.partition, entries }] });
   maybeTruncate(r, out);
+}
+
+/** S12: drop log entries every replica has applied, keeping a tail for laggards. */
+function maybeTruncate(r: ReplicaState, out: ReplicaOutput[]): void {
+  const retain = r.opts.limits.logRetainEntries;
+  let point: number = r.appliedSeq;
+  if (r.role === 'primary') for (const p of r.peers.values()) point = Math.min(point, p.ackedSeq);
+  const target = toSeq(point - retain);
+  if (target - r.log.base.seq < retain) return; // truncate in chunks, not per entry
+  const base = r.log.positionAt(target);
+  if (!base) return;
+  r.log.truncateTo(target);
+  out.push({ kind: 'persist', ops: [{ kind: 'truncateLogTo', partition: r.partition, base }] });
 }

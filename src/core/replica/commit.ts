@@ -31,7 +31,7 @@ export function onPrepareAck(r: ReplicaState, from: NodeId, m: PrepareAckMessage
  * what it acked as a learner (it discards its log above its applied seq), so a new
  * incarnation starts from nothing, and a promotion it has not earned again is dropped.
  */
-export function noteIncarnation(r: ReplicaState, from: NodeId, peer: PeerState, incarnation: string): void {
+function noteIncarnation(r: ReplicaState, from: NodeId, peer: PeerState, incarnation: string): void {
   if (peer.incarnation === incarnation) return;
   if (peer.incarnation !== '') {
     peer.ackedSeq = toSeq(0);

@@ -25,13 +25,7 @@ export function onFlush(r: ReplicaState, out: ReplicaOutput[]): void {
   advanceCommit(r, out);
 }
 
-export function sendPrepares(
-  r: ReplicaState,
-  peerId: NodeId,
-  peer: PeerState,
-  config: Config,
-  out: ReplicaOutput[],
-): void {
+function sendPrepares(r: ReplicaState, peerId: NodeId, peer: PeerState, config: Config, out: ReplicaOutput[]): void {
   if (peer.snapshotting) return;
   const limits = r.opts.limits;
   let rounds = 0;
@@ -74,7 +68,7 @@ export function sendPrepares(
   }
 }
 
-export function boundedSlice(r: ReplicaState, fromSeq: Seq, maxEntries: number, maxBytes: number): LogEntry[] {
+function boundedSlice(r: ReplicaState, fromSeq: Seq, maxEntries: number, maxBytes: number): LogEntry[] {
   const candidates = r.log.slice(fromSeq, r.log.lastSeq, maxEntries);
   let bytes = 0;
   let n = 0;

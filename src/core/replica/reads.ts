@@ -41,7 +41,7 @@ export function onConfirmAck(r: ReplicaState, from: NodeId, m: ConfirmAckMessage
   if (r.config!.secondaries.every((s) => r.roundInFlight!.acks.has(s))) finishRound(r, out);
 }
 
-export function finishRound(r: ReplicaState, out: ReplicaOutput[]): void {
+function finishRound(r: ReplicaState, out: ReplicaOutput[]): void {
   if (r.promotion?.requested) return; // S7: confirm no reads until the outcome is known
   const round = r.roundInFlight!.round;
   r.roundInFlight = null;

@@ -35,15 +35,16 @@
  * comes back corrupt; a snapshot install still running delays the drop until it ended.
  *
  * Layout: `Replica` is the facade the drivers use (`step`, `progress`, and the state they
- * read); it dispatches each input to the namespace of its concern, all acting on one state
+ * read); it dispatches each input to the module of its concern, all acting on one state
  * object (state.ts): configure.ts (configurations, S3/S4/S6), corruption.ts (S13),
  * client.ts (client writes and refusals), flush.ts (sending prepares), prepare.ts (the
  * secondary's side of the write path), commit.ts (the primary's side), apply.ts
- * (durability and apply), reads.ts (§7), learn.ts (snapshots, S11), promote.ts (S7),
- * tick.ts (resends, removals, truncation), outputs.ts (output builders), io.ts (the types
- * of the interface with the driver).
+ * (durability, apply, log truncation S12), reads.ts (§7), learn.ts (snapshots, S11),
+ * promote.ts (S7), tick.ts (resends, removals), outputs.ts (output builders), io.ts (the
+ * types of the interface with the driver).
  */
 import { assertNever, type NodeId } from '../types.js';
+import { onPersisted } from './apply.js';
 import { onClientWrite } from './client.js';
 import { onPrepareAck, onPrepareNack } from './commit.js';
 import { onConfigure, onStaleEpoch } from './configure.js';
@@ -53,7 +54,6 @@ import type { ReplicaInput, ReplicaOutput, ReplicaProgress } from './io.js';
 import { onSnapshotFailed, onSnapshotInstalled, onSnapshotOffer } from './learn.js';
 import type { PeerMessage } from './messages.js';
 import { onPrepare } from './prepare.js';
-import { onPersisted } from './apply.js';
 import { onPromotionAnswered } from './promote.js';
 import { onClientRead, onConfirm, onConfirmAck, onNameserverConfirmed } from './reads.js';
 import { ReplicaState } from './state.js';
@@ -69,6 +69,10 @@ export type {
   RequestId,
 } from './io.js';
 
+/**
+ * One partition's replica: `step` takes an input and returns the outputs, in the order the
+ * driver executes them (file comment); `progress` is what heartbeats report.
+ */
 export class Replica extends ReplicaState {
   step(input: ReplicaInput): ReplicaOutput[] {
     const out: ReplicaOutput[] = [];

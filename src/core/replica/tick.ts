@@ -1,7 +1,6 @@
 /**
- * Time passes (§4, S12): resend what was not acked, re-offer snapshots, give up a promotion
- * that does not catch up, ask the nameserver to remove a silent secondary, and truncate the
- * log below what every replica applied.
+ * Time passes (§4, S7, S11): resend what was not acked, re-offer snapshots, give up a promotion
+ * that does not catch up, and ask the nameserver to remove a silent secondary.
  */
 import { seq as toSeq } from '../types.js';
 import { onFlush } from './flush.js';
@@ -51,7 +50,7 @@ export function onTick(r: ReplicaState, nowMs: number, out: ReplicaOutput[]): vo
  * Asked again after another period if the nameserver did not act (it refuses below
  * --min-write-replicas, S8).
  */
-export function maybeRequestRemoval(r: ReplicaState, out: ReplicaOutput[]): void {
+function maybeRequestRemoval(r: ReplicaState, out: ReplicaOutput[]): void {
   const after = r.opts.removeSilentAfterMs ?? 0;
   if (after <= 0) return;
   for (const s of r.config!.secondaries) {
@@ -75,17 +74,4 @@ export function maybeRequestRemoval(r: ReplicaState, out: ReplicaOutput[]): void
     });
     out.push({ kind: 'requestRemoval', secondary: s, epoch: r.epoch });
   }
-}
-
-/** S12: drop log entries every replica has applied, keeping a tail for laggards. */
-export function maybeTruncate(r: ReplicaState, out: ReplicaOutput[]): void {
-  const retain = r.opts.limits.logRetainEntries;
-  let point: number = r.appliedSeq;
-  if (r.role === 'primary') for (const p of r.peers.values()) point = Math.min(point, p.ackedSeq);
-  const target = toSeq(point - retain);
-  if (target - r.log.base.seq < retain) return; // truncate in chunks, not per entry
-  const base = r.log.positionAt(target);
-  if (!base) return;
-  r.log.truncateTo(target);
-  out.push({ kind: 'persist', ops: [{ kind: 'truncateLogTo', partition: r.partition, base }] });
 }

@@ -190,7 +190,8 @@ export class NodeIdInUseError extends DstoreError {
   ) {
     super(
       message ??
-        `node id ${nodeId} is alive at ${address} (last heartbeat ${heartbeatAgeMs} ms ago); the server at ${refusedAddress} is refused until that one is dead (no heartbeat for ${deadAfterMs} ms)`,
+        `node id ${nodeId} is alive at ${address} (last heartbeat ${heartbeatAgeMs} ms ago); ` +
+          `the server at ${refusedAddress} is refused until that one is dead (no heartbeat for ${deadAfterMs} ms)`,
     );
   }
   override toWire(): WireError {

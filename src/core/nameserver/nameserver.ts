@@ -307,7 +307,10 @@ export class Nameserver {
     return this.map.configs.filter((c) => isMember(c, node));
   }
 
-  /** Time passes: form the cluster, replace lost primaries, remove dead secondaries. Returns whether the map changed. */
+  /**
+   * Time passes: form the cluster, replace lost primaries, remove dead secondaries. Returns
+   * whether the map changed.
+   */
   onTick(nowMs: number): boolean {
     if (!this.formed) return this.maybeForm(nowMs);
     const registered = [...this.nodes.values()];

@@ -1,0 +1,64 @@
+/**
+ * Durability and apply (S2): log writes and what they make durable once `persisted`, the
+ * effect of a truncation on the durable notions above it, and applying committed entries to
+ * the data and the dedup table (S10), and truncating the log below what every replica
+ * applied (S12).
+ */
+import { assert, type Seq, seq as toSeq } from '../types.js';
+import { advanceCommit } from './commit.js';
+import type { ReplicaOutput } from './io.js';
+import type { BatchOp } from './ops.js';
+import { ackAndApply } from './prepare.js';
+import type { ReplicaState } from './state.js';
+
+export function persistLog(r: ReplicaState, ops: BatchOp[], out: ReplicaOutput[]): void {
+  const writeId = r.nextWriteId++;
+  r.pendingDurable.push({ writeId, upToSeq: r.log.lastSeq });
+  r.persistedSeq = r.log.lastSeq;
+  out.push({ kind: 'persist', ops, writeId });
+}
+
+export function onPersisted(r: ReplicaState, writeId: number, out: ReplicaOutput[]): void {
+  if (writeId === r.metaWriteId) r.metaDurable = true;
+  if (r.corruptMarkWriteId !== 0 && writeId >= r.corruptMarkWriteId) r.corruptReported = true;
+  while (r.pendingDurable.length > 0 && r.pendingDurable[0]!.writeId <= writeId) {
+    const p = r.pendingDurable.shift()!;
+    if (p.upToSeq > r.durableSeq) r.durableSeq = p.upToSeq;
+  }
+  if (!r.active) return;
+  if (r.role === 'primary') advanceCommit(r, out);
+  else if (r.config) ackAndApply(r, r.config.primary, out);
+}
+
+/** A truncation makes un-synced notions of durability above it void. */
+export function onTruncated(r: ReplicaState, fromSeq: Seq): void {
+  const below = toSeq(fromSeq - 1);
+  if (r.durableSeq > below) r.durableSeq = below;
+  if (r.persistedSeq > below) r.persistedSeq = below;
+  if (r.matchedSeq > below) r.matchedSeq = below;
+  for (const p of r.pendingDurable) if (p.upToSeq > below) p.upToSeq = below;
+}
+
+export function applyUpTo(r: ReplicaState, target: Seq, out: ReplicaOutput[]): void {
+  if (target <= r.appliedSeq) return;
+  assert(target <= r.commitSeq, 'S2: applying past the commit point');
+  const entries = r.log.slice(toSeq(r.appliedSeq + 1), target, Number.MAX_SAFE_INTEGER);
+  assert(entries.length === target - r.appliedSeq, 'applying entries missing from the log');
+  r.appliedSeq = target;
+  for (const e of entries) if (e.tag) r.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
+  out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: r.partition, entries }] });
+  maybeTruncate(r, out);
+}
+
+/** S12: drop log entries every replica has applied, keeping a tail for laggards. */
+function maybeTruncate(r: ReplicaState, out: ReplicaOutput[]): void {
+  const retain = r.opts.limits.logRetainEntries;
+  let point: number = r.appliedSeq;
+  if (r.role === 'primary') for (const p of r.peers.values()) point = Math.min(point, p.ackedSeq);
+  const target = toSeq(point - retain);
+  if (target - r.log.base.seq < retain) return; // truncate in chunks, not per entry
+  const base = r.log.positionAt(target);
+  if (!base) return;
+  r.log.truncateTo(target);
+  out.push({ kind: 'persist', ops: [{ kind: 'truncateLogTo', partition: r.partition, base }] });
+}

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { InvalidArgumentError, StorageFailureError } from '../../src/core/errors.js';
 import { SmallFs, smallFsUnavailableReason } from '../../src/process/small-fs.js';
-import { partitionId, seq } from '../../src/core/types.js';
+import { epoch, partitionId, seq } from '../../src/core/types.js';
 import type { SnapshotItem, SyncMode } from '../../src/storage/backend.js';
 import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
 import { openBackend } from '../../src/storage/open.js';
@@ -381,6 +381,34 @@ test('a format-1 value too short to upgrade marks only its partition corrupt (S1
         'the stale marker is deleted',
       );
     });
+  });
+});
+
+// S13: the upgrade marker (sys) names the partition corrupt; the replica's (its metadata) reads back as written.
+test('S13: both corrupt markers are honoured at open', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    const meta = (corrupt: string) => ({ epoch: epoch(1), config: null, corrupt });
+    await backend.writeBatch([append(P1, puts(1, 9, 1)), apply(P1, puts(1, 9, 1)), append(P2, puts(1, 3, 1))]);
+    await backend.writeBatch([
+      apply(P2, puts(1, 3, 1)),
+      { kind: 'setMeta', partition: P1, meta: meta('found on read') },
+    ]);
+    await backend.writeBatch([{ kind: 'setMeta', partition: P2, meta: meta('P2 found on read') }]);
+    await backend.close();
+    await rewriteAsFormat1(dir, ['k7']); // P1 gets an upgrade marker too; P2 only its replica marker
+    for (let open = 0; open < 2; open++) {
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        const [p1, p2] = await backend.partitions();
+        assert.match(p1?.corrupt ?? '', /partition 1: upgrading lmdb format 1: a data value of 3 bytes/);
+        assert.deepStrictEqual(p1?.meta, meta('found on read'), 'the replica marker as written');
+        assert.equal(p2?.corrupt, undefined, 'nothing found at open');
+        assert.deepStrictEqual(p2?.meta, meta('P2 found on read'));
+      } finally {
+        await backend.close();
+      }
+    }
   });
 });
 

@@ -40,6 +40,7 @@ import {
 } from '../preconditions.js';
 import { describeRedisUrl, parseRedisUrl } from '../redis-url.js';
 import type { Client } from './lua.js';
+import { freshPartition, listPartitions, markCorrupt, publishChanges } from '../partition-cache.js';
 import {
   FORMAT_VERSION,
   REDIS_MAX_KEY_BYTES,
@@ -58,7 +59,7 @@ import {
   decodeEntry,
   dedupPrefix,
   decodeDedupTable,
-  decodeMeta,
+  decodeMetaJson,
   lexAfter,
   type EpochRun,
   type PartState,
@@ -172,18 +173,7 @@ export class RedisBackend implements Backend {
 
   async partitions(): Promise<PartitionState[]> {
     this.checkOpen();
-    const out: PartitionState[] = [];
-    for (const [partition, s] of this.committed) {
-      const state: PartitionState = {
-        partition,
-        meta: s.meta,
-        applied: s.applied,
-        logBase: s.logBase,
-        logLast: s.logLast,
-      };
-      out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
-    }
-    return out.sort((a, b) => a.partition - b.partition);
+    return listPartitions(this.committed);
   }
 
   async get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined> {
@@ -539,10 +529,7 @@ export class RedisBackend implements Backend {
       this.durability === 'waitaof' ? this.redis.call('WAITAOF', '1', '0', String(this.commandTimeoutMs)) : undefined;
     this.batchCount = expected + 1;
     this.nextGeneration = Math.max(this.nextGeneration, plan.nextGeneration);
-    for (const [p, s] of plan.states) {
-      if (s === null) this.pending.delete(p);
-      else this.pending.set(p, s);
-    }
+    publishChanges(this.pending, plan.states);
     this.writesInFlight += 1;
     const done = (async () => {
       try {
@@ -555,10 +542,7 @@ export class RedisBackend implements Backend {
             throw new Error(`WAITAOF answered ${JSON.stringify(synced.value)}: the write is not known to be on disk`);
         }
         // Confirmed (replies come in order, so `committed` moves in call order too).
-        for (const [p, s] of plan.states) {
-          if (s === null) this.committed.delete(p);
-          else this.committed.set(p, s);
-        }
+        publishChanges(this.committed, plan.states);
         return reply.value;
       } catch (err) {
         throw this.breakWith(this.failure('a write', err));
@@ -618,14 +602,7 @@ export class RedisBackend implements Backend {
       checkPartition(p);
       const s = stateOf(p);
       if (s) return s;
-      const created: PartState = {
-        meta: null,
-        applied: ZERO_POSITION,
-        logBase: ZERO_POSITION,
-        logLast: ZERO_POSITION,
-        generation: nextGeneration++,
-        runs: [],
-      };
+      const created: PartState = { ...freshPartition(nextGeneration++), runs: [] };
       view.set(p, created);
       dirty.add(p);
       return created;
@@ -757,16 +734,16 @@ export class RedisBackend implements Backend {
         runs = appendRuns(runs, entries);
       }
       const state: PartState = {
-        meta: h.m === undefined ? null : decodeMeta(h.m, what),
+        meta: h.m === undefined ? null : decodeMetaJson(h.m, what),
         applied: { seq: toSeq(as), epoch: toEpoch(ae) },
         logBase,
         logLast,
         generation: g,
         runs,
-        ...(corrupt === undefined ? {} : { corrupt }),
       };
-      this.pending.set(partition, state);
-      this.committed.set(partition, state);
+      const cached = corrupt === undefined ? state : markCorrupt(state, corrupt);
+      this.pending.set(partition, cached);
+      this.committed.set(partition, cached);
     }
   }
 }

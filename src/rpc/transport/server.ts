@@ -7,7 +7,7 @@ import {
   OverloadedError,
   type WireError,
 } from '../../core/errors.js';
-import { FrameDecoder, FrameWriter, packBody, parseEnvelope, unpackBody, type FrameSink } from '../frame.js';
+import { FrameDecoder, FrameWriter, packBody, type FrameSink } from '../frame.js';
 import { GreetingReader, encodeGreeting, roleName, type GreetingRole } from '../handshake.js';
 import { OVERSIZED_PREFIX_BYTES, peekCall, type OversizedCallHandler } from '../oversized.js';
 import type { Codec } from '../schema.js';
@@ -23,6 +23,7 @@ import {
   errorReserveBytes,
   errorReplyBody,
 } from './common.js';
+import { type FrameHandlers, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
 
 // ---- server ----
 
@@ -227,35 +228,15 @@ export class ServerConnection<Req, Msg> implements FrameSink {
   }
 
   onFrame(frame: Buffer): void {
-    let value: unknown;
-    try {
-      value = unpackBody(frame);
-    } catch (err) {
-      this.close(`undecodable frame body: ${describe(err)}`, { frameBytes: frame.length });
-      return;
-    }
-    const parsed = parseEnvelope(value);
-    if (!parsed.ok) {
-      if (parsed.t === 'call' && parsed.id !== undefined) {
-        this.enqueueReply(parsed.id, errorReplyBody(parsed.id, new MalformedMessageError(parsed.reason).toWire()));
-      } else {
-        this.close(`invalid envelope: ${parsed.reason}`);
-      }
-      return;
-    }
-    const envelope = parsed.envelope;
-    switch (envelope.t) {
-      case 'call':
-        this.onCall(envelope.id, envelope.d, envelope.b);
-        return;
-      case 'msg':
-        this.onMessage(envelope.b);
-        return;
-      case 'reply':
-        this.close('a reply sent to a server');
-        return;
-    }
+    dispatchFrame('server', frame, this.inbound);
   }
+
+  private readonly inbound: FrameHandlers<'server'> = {
+    violation: (reason, details) => this.close(reason, details),
+    malformed: (id, reason) => this.enqueueReply(id, errorReplyBody(id, new MalformedMessageError(reason).toWire())),
+    exchange: (call) => this.onCall(call.id, call.d, call.b),
+    message: (body) => this.onMessage(body),
+  };
 
   private onCall(id: number, d: number | undefined, raw: unknown): void {
     const { options, maxInFlight } = this.settings;
@@ -396,20 +377,8 @@ export class ServerConnection<Req, Msg> implements FrameSink {
   private send(body: unknown): boolean {
     if (this.closed) return false;
     const { logger, options } = this.settings;
-    let frame: Buffer;
-    try {
-      frame = packBody({ t: 'msg', b: body });
-    } catch (err) {
-      logger.error({ connectionId: this.id, err: describe(err) }, 'rpc message cannot be encoded; dropped');
-      return false;
-    }
-    if (frame.length > options.maxFrameBytes) {
-      logger.warn(
-        { connectionId: this.id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes },
-        'rpc message over maxFrameBytes; dropped',
-      );
-      return false;
-    }
+    const frame = encodeMessage(body, options.maxFrameBytes, logger, { connectionId: this.id });
+    if (frame === undefined) return false;
     if (!this.writer.write(frame)) return false;
     this.pauseIfBacklogged();
     return true;
@@ -456,19 +425,7 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     } else {
       body = raw as Msg;
     }
-    try {
-      const result: unknown = onMessage(body, this.messageContext);
-      if (isPromiseLike(result)) {
-        Promise.resolve(result).catch((err: unknown) =>
-          logger.error(
-            { connectionId: this.id, err: err instanceof Error ? err : describe(err) },
-            'rpc onMessage failed',
-          ),
-        );
-      }
-    } catch (err) {
-      logger.error({ connectionId: this.id, err: err instanceof Error ? err : describe(err) }, 'rpc onMessage failed');
-    }
+    runMessageHandler(() => onMessage(body, this.messageContext), logger, { connectionId: this.id });
   }
 }
 

@@ -13,7 +13,7 @@ import { FrameDecoder, FrameWriter, MAX_CALL_ID, MAX_DEADLINE_MS, packBody, type
 import { GreetingReader, dialerCheck, encodeGreeting, type GreetingRole } from '../handshake.js';
 import type { Codec } from '../schema.js';
 import { type RpcLogger, silentLogger, RPC_DEFAULTS, defaultMaxQueuedBytes, describe } from './common.js';
-import { type FrameHandlers, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
+import { type FrameHandlers, afterGreeting, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
 
 // ---- client ----
 
@@ -294,18 +294,19 @@ export class RpcConnection implements FrameSink {
     });
     socket.on('data', (chunk: Buffer) => {
       if (!greeting.isDone) {
-        const r = greeting.push(chunk);
-        if (r.state === 'pending') return;
-        const refused = dialerCheck(r, this.address, this.expectRole);
-        if (refused !== undefined || r.state !== 'ok') {
-          if (this.socket === socket)
-            this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
-          return;
-        }
-        this.protocolError = undefined;
-        this.greeted = true;
-        chunk = r.rest;
-        if (chunk.length === 0) return;
+        const rest = afterGreeting(greeting, chunk, (r) => {
+          const refused = dialerCheck(r, this.address, this.expectRole);
+          if (refused !== undefined || r.state !== 'ok') {
+            if (this.socket === socket)
+              this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
+            return false;
+          }
+          this.protocolError = undefined;
+          this.greeted = true;
+          return true;
+        });
+        if (rest === undefined || rest.length === 0) return;
+        chunk = rest;
       } else if (!this.greeted) {
         return; // refused: the socket is being destroyed
       }

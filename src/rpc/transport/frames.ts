@@ -1,11 +1,28 @@
 /**
  * What both ends of a transport connection do with frames the same way (the server side,
- * server.ts, and the client side, connection.ts): decode and check a received frame, encode
- * a one-way message within the size limit, and run the `onMessage` handler.
+ * server.ts, and the client side, connection.ts): read the peer's greeting before any frame,
+ * decode and check a received frame, encode a one-way message within the size limit, and run
+ * the `onMessage` handler.
  */
 import { type Envelope, packBody, parseEnvelope, unpackBody } from '../frame.js';
+import type { GreetingReader, GreetingResult } from '../handshake.js';
 import { assertNever } from '../../core/types.js';
 import { type RpcLogger, describe, isPromiseLike } from './common.js';
+
+/**
+ * The peer's greeting comes before any frame (handshake.ts): feeds `chunk` to `greeting` and
+ * returns the bytes after the greeting (the first frames, maybe none), or undefined while the
+ * greeting is incomplete or when `accept`, which judges the complete greeting, refuses it.
+ */
+export function afterGreeting(
+  greeting: GreetingReader,
+  chunk: Buffer,
+  accept: (result: Exclude<GreetingResult, { state: 'pending' }>) => boolean,
+): Buffer | undefined {
+  const r = greeting.push(chunk);
+  if (r.state === 'pending' || !accept(r) || r.state !== 'ok') return undefined;
+  return r.rest;
+}
 
 /** The side of a connection: a server answers calls, a client gets the replies. */
 export type Side = 'server' | 'client';

@@ -8,7 +8,7 @@ import {
   type WireError,
 } from '../../core/errors.js';
 import { FrameDecoder, FrameWriter, packBody, type FrameSink } from '../frame.js';
-import { GreetingReader, encodeGreeting, roleName, type GreetingRole } from '../handshake.js';
+import { GreetingReader, encodeGreeting, roleName, type GreetingResult, type GreetingRole } from '../handshake.js';
 import { OVERSIZED_PREFIX_BYTES, peekCall, type OversizedCallHandler } from '../oversized.js';
 import type { Codec } from '../schema.js';
 import {
@@ -23,7 +23,7 @@ import {
   errorReserveBytes,
   errorReplyBody,
 } from './common.js';
-import { type FrameHandlers, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
+import { type FrameHandlers, afterGreeting, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
 
 // ---- server ----
 
@@ -162,21 +162,25 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       this.decoder.push(chunk);
       return;
     }
-    const r = greeting.push(chunk);
-    if (r.state === 'pending') return;
+    const rest = afterGreeting(greeting, chunk, (r) => this.acceptGreeting(r));
+    if (rest === undefined) return;
+    this.greeting = undefined;
+    if (rest.length > 0) this.decoder.push(rest);
+  }
+
+  /** Whether the dialer's greeting is one to serve; if not, the connection is refused. */
+  private acceptGreeting(r: Exclude<GreetingResult, { state: 'pending' }>): boolean {
     if (r.state === 'refused') {
       this.refuse(r.message);
-      return;
+      return false;
     }
     if (r.greeting.role !== 'any' && r.greeting.role !== this.role) {
       // The dialer reports the mismatch from our greeting (WrongRoleError); we only log it.
-      this.refuse(
-        `a client looking for ${roleName(r.greeting.role)} connected to this ${roleName(this.role).replace(/^an? /, '')}`,
-      );
-      return;
+      const wanted = roleName(r.greeting.role);
+      this.refuse(`a client looking for ${wanted} connected to this ${roleName(this.role).replace(/^an? /, '')}`);
+      return false;
     }
-    this.greeting = undefined;
-    if (r.rest.length > 0) this.decoder.push(r.rest);
+    return true;
   }
 
   /**

@@ -365,7 +365,8 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       const overloaded = errorReplyBody(
         id,
         new OverloadedError(
-          `reply of ${frame.length} bytes does not fit the connection's outgoing queue (maxQueuedBytes=${maxQueuedBytes})`,
+          `reply of ${frame.length} bytes does not fit the connection's ` +
+            `outgoing queue (maxQueuedBytes=${maxQueuedBytes})`,
         ).toWire(),
       );
       if (!this.writer.write(overloaded, errorReserveBytes(maxQueuedBytes))) {

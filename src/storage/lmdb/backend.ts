@@ -833,7 +833,9 @@ export class LmdbBackend implements Backend {
       this.upgraded = await this.upgradeFrom1();
     } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
       throw new StorageFailureError(
-        `lmdb data format ${Buffer.from(format).toString('hex')} is not one this version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore version that wrote it`,
+        `lmdb data format ${Buffer.from(format).toString('hex')} is not one this ` +
+          `version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore ` +
+          `version that wrote it`,
       );
     }
     let maxGeneration = 0;

@@ -475,7 +475,8 @@ export class RedisBackend implements Backend {
     this.checkOpen();
     if (this.broken) {
       throw new StorageFailureError(
-        `the redis backend at ${this.where} stopped writing after a write whose outcome is unknown (${this.broken.message}); reopen it to reload its state`,
+        `the redis backend at ${this.where} stopped writing after a write whose ` +
+          `outcome is unknown (${this.broken.message}); reopen it to reload its state`,
         {
           cause: this.broken,
         },

@@ -32,7 +32,8 @@ import {
   checkPartition,
   checkBatchOp,
   byClientId,
-  checkDedupTable,
+  checkInstallSnapshot,
+  logReadRange,
   checkKey,
   checkPageLimit,
   checkSnapshotItem,
@@ -218,11 +219,9 @@ export class LmdbBackend implements Backend {
    */
   async readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]> {
     this.checkOpen();
-    checkPageLimit('readLog', options.limit);
-    checkPartition(partition);
-    const from = Math.max(options.fromSeq, 1);
-    const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
-    if (from > to) return [];
+    const seqs = logReadRange(partition, options);
+    if (seqs === undefined) return [];
+    const { from, to } = seqs;
     const out: LogEntry[] = [];
     const range = this.logDb.getRange({
       start: logKey(partition, from),
@@ -359,11 +358,7 @@ export class LmdbBackend implements Backend {
     dedup: readonly DedupRecord[] = [],
   ): Promise<void> {
     this.checkOpen();
-    checkPartition(partition);
-    if (this.installing.has(partition)) {
-      throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
-    }
-    checkDedupTable(partition, applied, dedup);
+    checkInstallSnapshot(partition, this.installing.has(partition), applied, dedup);
     const generation = this.allocateGeneration();
     this.installing.set(partition, generation);
     try {

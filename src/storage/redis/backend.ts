@@ -32,7 +32,8 @@ import {
   ZERO_POSITION,
   checkPartition,
   checkBatchOp,
-  checkDedupTable,
+  checkInstallSnapshot,
+  logReadRange,
   checkKey,
   checkPageLimit,
   checkSnapshotItem,
@@ -241,11 +242,9 @@ export class RedisBackend implements Backend {
   /** Entries are checked: checksum (S13), and seqs following each other from the first. */
   async readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]> {
     this.checkOpen();
-    checkPageLimit('readLog', options.limit);
-    checkPartition(partition);
-    const from = Math.max(options.fromSeq, 1);
-    const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
-    if (from > to) return [];
+    const seqs = logReadRange(partition, options);
+    if (seqs === undefined) return [];
+    const { from, to } = seqs;
     const [first, records] = (await this.read(
       this.redis.dsReadLogBuffer(String(partition), String(from), String(to), String(options.limit)),
     )) as [Buffer, Buffer[]];
@@ -360,11 +359,7 @@ export class RedisBackend implements Backend {
     dedup: readonly DedupRecord[] = [],
   ): Promise<void> {
     this.checkWritable();
-    checkPartition(partition);
-    if (this.installing.has(partition)) {
-      throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
-    }
-    checkDedupTable(partition, applied, dedup);
+    checkInstallSnapshot(partition, this.installing.has(partition), applied, dedup);
     const generation = this.nextGeneration++;
     const p = String(partition);
     const g = String(generation);

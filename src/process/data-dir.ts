@@ -29,7 +29,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** A data dir that cannot be used: bad path, not creatable, not writable, held by another process. Bad input (exit code 2). */
+/**
+ * A data dir that cannot be used: bad path, not creatable, not writable, held by another process.
+ * Bad input (exit code 2).
+ */
 export class DataDirError extends Error {
   constructor(
     message: string,
@@ -114,7 +117,8 @@ export function prepareDataDir(dir: string, flag = '--data-dir'): string {
     }
     missing.push(at);
     const parent = dirname(at);
-    if (parent === at) throw new DataDirError(`${flag} ${path}: no existing ancestor directory`, path); // unreachable: '/' exists
+    // Unreachable: '/' exists.
+    if (parent === at) throw new DataDirError(`${flag} ${path}: no existing ancestor directory`, path);
     at = parent;
   }
   for (const p of missing.reverse()) {

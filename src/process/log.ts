@@ -140,7 +140,8 @@ export function prettyLine(json: string, colour: boolean): string {
     .filter(([k]) => !OMITTED.has(k))
     .map(([k, v]) => `${k}=${typeof v === 'string' && !/[\s"=]/.test(v) && v !== '' ? v : JSON.stringify(v)}`);
   const node = typeof o.node === 'string' ? `${o.node}: ` : '';
-  return `${time} ${shownLevel} ${node}${typeof o.msg === 'string' ? o.msg : ''}${fields.length > 0 ? ` ${fields.join(' ')}` : ''}\n`;
+  const msg = typeof o.msg === 'string' ? o.msg : '';
+  return `${time} ${shownLevel} ${node}${msg}${fields.length > 0 ? ` ${fields.join(' ')}` : ''}\n`;
 }
 
 /** stderr as readable lines (a terminal). */

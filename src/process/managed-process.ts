@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assertNever } from '../core/types.js';
 import { UsageError } from './errors.js';
 
 /** What a child tells its parent through the IPC channel once it listens. */
@@ -236,6 +237,8 @@ export class ManagedProcess {
       }
       case 'never started':
         return 'not started';
+      default:
+        return assertNever(this.state);
     }
   }
 }

@@ -26,7 +26,8 @@ export class RedisFleet {
     const binary = find();
     if (binary === undefined) {
       throw new CliFailure(
-        `--backend redis starts one redis-server per storage server, but redis-server is not installed: ${REDIS_INSTALL_HINT}; or use --backend lmdb`,
+        `--backend redis starts one redis-server per storage server, but redis-server ` +
+          `is not installed: ${REDIS_INSTALL_HINT}; or use --backend lmdb`,
       );
     }
     return new RedisFleet(dataDir, binary);

@@ -123,7 +123,9 @@ export class GreetingReader {
         return {
           state: 'refused',
           reason: 'not-dstore',
-          message: `${this.peer} does not speak the dstore protocol${lookAlike(seen)}: it sent ${describeBytes(seen)} where a dstore greeting was expected`,
+          message:
+            `${this.peer} does not speak the dstore protocol${lookAlike(seen)}: ` +
+            `it sent ${describeBytes(seen)} where a dstore greeting was expected`,
         };
       }
       this.buffer[this.fill++] = b;
@@ -147,7 +149,9 @@ export class GreetingReader {
       return {
         state: 'refused',
         reason: 'version',
-        message: `${this.peer} speaks dstore ${speaks(peerMin, peerMax)}, this build speaks ${speaks(this.minVersion, this.maxVersion)}: upgrade the older side`,
+        message:
+          `${this.peer} speaks dstore ${speaks(peerMin, peerMax)}, this build speaks ` +
+          `${speaks(this.minVersion, this.maxVersion)}: upgrade the older side`,
       };
     }
     return {
@@ -173,7 +177,8 @@ export function dialerCheck(
   if (result.state !== 'ok' || expect === 'any') return undefined;
   if (result.greeting.role !== expect) {
     return new WrongRoleError(
-      `${address} is ${roleName(result.greeting.role)}, not ${roleName(expect).replace(/^a dstore /, 'a ')}: check the address`,
+      `${address} is ${roleName(result.greeting.role)}, not ${roleName(expect).replace(/^a dstore /, 'a ')}: ` +
+        `check the address`,
       expect,
       result.greeting.role,
     );

@@ -21,5 +21,8 @@ export function tokenField(token: string | undefined): { token?: string } {
 
 /** What a refused caller reads (its own side prints it with the code UNAUTHORIZED). */
 export function unauthorizedMessage(who: string): string {
-  return `wrong or missing cluster token: ${who} refused the call (set --cluster-token or DSTORE_CLUSTER_TOKEN to the cluster's token)`;
+  return (
+    `wrong or missing cluster token: ${who} refused the call (set --cluster-token ` +
+    `or DSTORE_CLUSTER_TOKEN to the cluster's token)`
+  );
 }

@@ -13,7 +13,7 @@
  * - `sys`:  'format' → format version of this layout (2; see `upgradeFrom1` for 1, whose
  *   data values were u64 version · value bytes with no checksum); 'upgrade' → the upgrade's
  *   cursor while it runs; 'upgrade-corrupt:' · u32 partition · u32 generation → why the
- *   upgrade found a record there it could not read (S13, `markUpgradeCorrupt`).
+ *   upgrade found a record there it could not read (S13, lmdb/corrupt-markers.ts).
  *
  * Generations make `installSnapshot` (S11) and `dropPartition` O(1) at the moment they take
  * effect: a snapshot (data and dedup table) is staged under a fresh generation in as many

@@ -111,6 +111,38 @@ export function checkBatchOp(
   }
 }
 
+/**
+ * S11, lmdb and redis: an install may start: a valid partition, no other install of it
+ * running (`installing`), and a dedup table at `applied`.
+ */
+export function checkInstallSnapshot(
+  partition: PartitionId,
+  installing: boolean,
+  applied: LogPosition,
+  dedup: readonly DedupRecord[],
+): void {
+  checkPartition(partition);
+  if (installing) {
+    throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
+  }
+  checkDedupTable(partition, applied, dedup);
+}
+
+/**
+ * lmdb and redis: the seqs a `readLog` asks for, checked and clamped to 1..MAX_SAFE_INTEGER;
+ * undefined when none can exist.
+ */
+export function logReadRange(
+  partition: PartitionId,
+  options: { fromSeq: Seq; toSeq: Seq; limit: number },
+): { from: number; to: number } | undefined {
+  checkPageLimit('readLog', options.limit);
+  checkPartition(partition);
+  const from = Math.max(options.fromSeq, 1);
+  const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
+  return from > to ? undefined : { from, to };
+}
+
 /** S1: a conflict never deletes an applied (hence committed) entry. */
 export function checkTruncateLogFrom(partition: PartitionId, fromSeq: Seq, applied: LogPosition): void {
   if (!Number.isSafeInteger(fromSeq) || fromSeq <= applied.seq) {

@@ -24,6 +24,13 @@ export function isRedisUrl(spec: string): boolean {
   return spec.startsWith('redis://');
 }
 
+/** redis://[user[:password]@]host[:port][/db], host an IPv6 address in brackets or a name. */
+const REDIS_URL_PATTERN = new RegExp(
+  '^redis://(?:([^:@/]*)(?::([^@/]*))?@)?' + // user, password
+    '(\\[[0-9a-fA-F:.]+\\]|[^:@/?#[\\]]*)' + // host
+    '(?::([^/?#]*))?(\\/[^?#]*)?([?#].*)?$', // port, db, what is not supported
+);
+
 /** Parses `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`; anything else is an InvalidArgumentError. */
 export function parseRedisUrl(spec: string): RedisUrl {
   const bad = (why: string): never => {
@@ -32,11 +39,7 @@ export function parseRedisUrl(spec: string): RedisUrl {
     );
   };
   if (!isRedisUrl(spec)) bad('it must start with redis://');
-  // redis://[user[:password]@]host[:port][/db], host an IPv6 address in brackets or a name.
-  const m =
-    /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9a-fA-F:.]+\]|[^:@/?#[\]]*)(?::([^/?#]*))?(\/[^?#]*)?([?#].*)?$/.exec(
-      spec,
-    );
+  const m = REDIS_URL_PATTERN.exec(spec);
   if (!m) return bad('unexpected characters');
   const [, user, pass, rawHost, rawPort, path, rest] = m;
   if (rest !== undefined) bad('query strings and fragments are not supported');

@@ -122,21 +122,24 @@ test('envelopes are validated without throwing', () => {
   bad({ t: 'reply', id: 6, e: { code: 'X', message: 'm', retryable: 'yes' } }, 6);
 });
 
-test('binary values round-trip as Buffers that own their memory; garbage throws (and is caught by the transport)', () => {
-  const frame = packBody({ k: Buffer.from('key'), u: new Uint8Array([1, 2]), list: [Buffer.alloc(3, 1)] });
-  const value = unpackBody(frame) as { k: Buffer; u: Buffer; list: Buffer[] };
-  assert.ok(Buffer.isBuffer(value.k) && Buffer.isBuffer(value.u) && Buffer.isBuffer(value.list[0]));
-  assert.equal(value.k.toString(), 'key');
-  assert.notEqual(value.k.buffer, frame.buffer, 'a decoded value does not pin the frame');
-  assert.deepEqual(unpackBody(packBody({ __proto__: 1 })), {});
-  assert.equal(
-    Object.getPrototypeOf(unpackBody(Buffer.from([0x81, 0xa9, ...Buffer.from('__proto__'), 0x80]))),
-    Object.prototype,
-  );
-  assert.throws(() => unpackBody(Buffer.from([0x92, 0x01])), 'truncated');
-  assert.throws(() => unpackBody(Buffer.from([0x01, 0x02])), 'trailing bytes');
-  assert.throws(() => unpackBody(Buffer.from([0xd4, 0x69, 0x00])), 'no structured-clone references');
-});
+test(
+  'binary values round-trip as Buffers that own their memory; ' + 'garbage throws (and is caught by the transport)',
+  () => {
+    const frame = packBody({ k: Buffer.from('key'), u: new Uint8Array([1, 2]), list: [Buffer.alloc(3, 1)] });
+    const value = unpackBody(frame) as { k: Buffer; u: Buffer; list: Buffer[] };
+    assert.ok(Buffer.isBuffer(value.k) && Buffer.isBuffer(value.u) && Buffer.isBuffer(value.list[0]));
+    assert.equal(value.k.toString(), 'key');
+    assert.notEqual(value.k.buffer, frame.buffer, 'a decoded value does not pin the frame');
+    assert.deepEqual(unpackBody(packBody({ __proto__: 1 })), {});
+    assert.equal(
+      Object.getPrototypeOf(unpackBody(Buffer.from([0x81, 0xa9, ...Buffer.from('__proto__'), 0x80]))),
+      Object.prototype,
+    );
+    assert.throws(() => unpackBody(Buffer.from([0x92, 0x01])), 'truncated');
+    assert.throws(() => unpackBody(Buffer.from([0x01, 0x02])), 'trailing bytes');
+    assert.throws(() => unpackBody(Buffer.from([0xd4, 0x69, 0x00])), 'no structured-clone references');
+  },
+);
 
 test('codecs check integers, numbers and bytes strictly and never throw', () => {
   const c = codec(Type.Object({ n: Uint53, u: Uint32, f: Type.Number(), k: Bytes, small: Type.Optional(bytes(2)) }));

@@ -1,9 +1,11 @@
 /**
  * Fuzzing the RPC edge over real loopback TCP, driven by one seeded PRNG (the seed is printed;
  * DSTORE_SEED=<n> replays the server cases exactly: case n draws from its own PRNG derived
- * from (seed, n); the hostile-server part depends on timing as well). Thousands of hostile connections (bounded in count and time)
+ * from (seed, n); the hostile-server part depends on timing as well). Thousands of hostile connections (bounded in
+ * count and time)
  * send no greeting or a wrong one (random bytes, an HTTP request, a frame of a build without
- * greetings, another protocol version, the wrong role), random bytes, truncated valid frames, valid lengths around garbage MessagePack,
+ * greetings, another protocol version, the wrong role), random bytes, truncated valid frames, valid lengths around
+ * garbage MessagePack,
  * valid MessagePack with wrong envelopes or wrong body types, oversized and deeply nested
  * frames, and valid streams split at every byte boundary. It proves that for each the server
  * answers with a well-formed reply (MALFORMED_MESSAGE where a call id was readable), waits
@@ -16,6 +18,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { DstoreError, MalformedMessageError } from '../../src/core/errors.js';
+import { assertNever } from '../../src/core/types.js';
 import {
   FRAME_HEADER_BYTES,
   FrameDecoder,
@@ -305,116 +308,123 @@ function checkOutcome(c: Case, peer: RawPeer): string | undefined {
       }
       return undefined;
     }
+    default:
+      return assertNever(e);
   }
 }
 
-test('fuzz: hostile input gets an error reply or a closed connection; a healthy client is served throughout', async (t) => {
-  const seed = seedFromEnv('rpc server fuzz');
-  const logger = new CountingLogger();
-  let messages = 0;
-  const server = new RpcServer({
-    host: '127.0.0.1',
-    port: 0,
-    maxFrameBytes: MAX_FRAME_BYTES,
-    logger,
-    requests: codec(Add),
-    messages: codec(Add),
-    handler: (req) => (req.a % 2 === 0 ? req.a + req.b : Promise.resolve(req.a + req.b)),
-    onMessage: () => messages++,
-  });
-  const port = await server.listen();
-  t.after(() => server.close());
+test(
+  'fuzz: hostile input gets an error reply or a closed ' + 'connection; a healthy client is served throughout',
+  async (t) => {
+    const seed = seedFromEnv('rpc server fuzz');
+    const logger = new CountingLogger();
+    let messages = 0;
+    const server = new RpcServer({
+      host: '127.0.0.1',
+      port: 0,
+      maxFrameBytes: MAX_FRAME_BYTES,
+      logger,
+      requests: codec(Add),
+      messages: codec(Add),
+      handler: (req) => (req.a % 2 === 0 ? req.a + req.b : Promise.resolve(req.a + req.b)),
+      onMessage: () => messages++,
+    });
+    const port = await server.listen();
+    t.after(() => server.close());
 
-  // The healthy client: closed-loop calls for the whole run, every answer checked.
-  const healthy = new RpcConnection({ host: '127.0.0.1', port, maxFrameBytes: MAX_FRAME_BYTES });
-  t.after(() => healthy.close());
-  let done = false;
-  let healthyOk = 0;
-  const healthyErrors: string[] = [];
-  const healthyLoop = (async () => {
-    let i = 0;
-    while (!done) {
-      i++;
-      try {
-        const sum = await healthy.call({ op: 'add', a: i, b: 1000 }, { timeoutMs: 5000 });
-        if (sum === i + 1000) healthyOk++;
-        else healthyErrors.push(`call ${i}: got ${String(sum)}`);
-      } catch (err) {
-        healthyErrors.push(`call ${i}: ${String(err)}`);
-      }
-      if (i % 50 === 0) await delay(1);
-    }
-  })();
-
-  // One stream for the split-at-every-boundary cases: greeting, valid call, wrong body, message, valid call.
-  const boundaryRng = new Rng(seed ^ 0x5eed);
-  const boundaryStream = {
-    bytes: Buffer.concat([
-      encodeGreeting('any'),
-      validCall(boundaryRng, 11),
-      encodeFrame({ t: 'call', id: 12, d: 5000, b: { op: 'add', a: 'x', b: 1 } }),
-      encodeFrame({ t: 'msg', b: { op: 'add', a: 1, b: 2 } }),
-      validCall(boundaryRng, 13),
-    ]),
-    expect: { kind: 'replies', ids: [11, 12, 13], malformed: [12] } as const,
-  };
-
-  const started = Date.now();
-  const failures: string[] = [];
-  const tally = new Map<string, number>();
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < CASES && (next < MIN_CASES || Date.now() - started < TIME_BUDGET_MS)) {
-      const n = next++;
-      // Each case has its own PRNG derived from (seed, n): replayable whatever the interleaving.
-      const c = makeCase(new Rng((seed ^ Math.imul(n + 1, 0x9e3779b1)) >>> 0), n, boundaryStream);
-      tally.set(
-        c.name.startsWith('split@') ? 'split at every byte boundary' : c.name,
-        (tally.get(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name) ?? 0) + 1,
-      );
-      const peer = await RawPeer.connect(port, MAX_FRAME_BYTES, { greet: c.greet !== false });
-      try {
-        for (const chunk of c.chunks) {
-          await peer.write(chunk);
-          if (c.chunks.length > 1) await new Promise((resolve) => setImmediate(resolve)); // separate segments
+    // The healthy client: closed-loop calls for the whole run, every answer checked.
+    const healthy = new RpcConnection({ host: '127.0.0.1', port, maxFrameBytes: MAX_FRAME_BYTES });
+    t.after(() => healthy.close());
+    let done = false;
+    let healthyOk = 0;
+    const healthyErrors: string[] = [];
+    const healthyLoop = (async () => {
+      let i = 0;
+      while (!done) {
+        i++;
+        try {
+          const sum = await healthy.call({ op: 'add', a: i, b: 1000 }, { timeoutMs: 5000 });
+          if (sum === i + 1000) healthyOk++;
+          else healthyErrors.push(`call ${i}: got ${String(sum)}`);
+        } catch (err) {
+          healthyErrors.push(`call ${i}: ${String(err)}`);
         }
-        const expectCount = c.expect.kind === 'replies' ? c.expect.ids.length : 0;
-        const until = Date.now() + (c.expect.kind === 'wait' ? 20 : c.expect.kind === 'any' ? 50 : 3000);
-        while (
-          !peer.closed &&
-          Date.now() < until &&
-          !(c.expect.kind === 'replies' && peer.envelopes.length >= expectCount)
-        )
-          await delay(2);
-        if (c.expect.kind === 'replies') await delay(5); // nothing more should come, and no close
-        const problem = checkOutcome(c, peer);
-        if (problem !== undefined)
-          failures.push(
-            `case ${n} (${c.name}): ${problem}; chunks=${c.chunks.map((b) => b.toString('hex').slice(0, 80)).join('|')}`,
-          );
-      } finally {
-        await peer.destroy();
+        if (i % 50 === 0) await delay(1);
       }
-    }
-  };
-  await Promise.all(Array.from({ length: WORKERS }, () => worker()));
-  done = true;
-  await healthyLoop;
+    })();
 
-  console.log(`# ${next} cases in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(tally))}`);
-  console.log(
-    `# healthy calls answered: ${healthyOk}; one-way messages accepted: ${messages}; server warnings: ${JSON.stringify(Object.fromEntries(logger.counts))}`,
-  );
-  assert.deepEqual(failures.slice(0, 10), [], `seed ${seed}`);
-  assert.deepEqual(healthyErrors.slice(0, 10), [], `seed ${seed}`);
-  assert.ok(healthyOk > 100, `healthy client made progress (${healthyOk})`);
-  assert.ok(next >= MIN_CASES);
-  assert.equal([...logger.counts.keys()].filter((k) => k.startsWith('error:')).length, 0, 'no handler failures');
-  // Every hostile connection is gone; only the healthy one remains.
-  const until = Date.now() + 2000;
-  while (server.connectionCount > 1 && Date.now() < until) await delay(5);
-  assert.equal(server.connectionCount, 1);
-});
+    // One stream for the split-at-every-boundary cases: greeting, valid call, wrong body, message, valid call.
+    const boundaryRng = new Rng(seed ^ 0x5eed);
+    const boundaryStream = {
+      bytes: Buffer.concat([
+        encodeGreeting('any'),
+        validCall(boundaryRng, 11),
+        encodeFrame({ t: 'call', id: 12, d: 5000, b: { op: 'add', a: 'x', b: 1 } }),
+        encodeFrame({ t: 'msg', b: { op: 'add', a: 1, b: 2 } }),
+        validCall(boundaryRng, 13),
+      ]),
+      expect: { kind: 'replies', ids: [11, 12, 13], malformed: [12] } as const,
+    };
+
+    const started = Date.now();
+    const failures: string[] = [];
+    const tally = new Map<string, number>();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < CASES && (next < MIN_CASES || Date.now() - started < TIME_BUDGET_MS)) {
+        const n = next++;
+        // Each case has its own PRNG derived from (seed, n): replayable whatever the interleaving.
+        const c = makeCase(new Rng((seed ^ Math.imul(n + 1, 0x9e3779b1)) >>> 0), n, boundaryStream);
+        tally.set(
+          c.name.startsWith('split@') ? 'split at every byte boundary' : c.name,
+          (tally.get(c.name.startsWith('split@') ? 'split at every byte boundary' : c.name) ?? 0) + 1,
+        );
+        const peer = await RawPeer.connect(port, MAX_FRAME_BYTES, { greet: c.greet !== false });
+        try {
+          for (const chunk of c.chunks) {
+            await peer.write(chunk);
+            if (c.chunks.length > 1) await new Promise((resolve) => setImmediate(resolve)); // separate segments
+          }
+          const expectCount = c.expect.kind === 'replies' ? c.expect.ids.length : 0;
+          const until = Date.now() + (c.expect.kind === 'wait' ? 20 : c.expect.kind === 'any' ? 50 : 3000);
+          while (
+            !peer.closed &&
+            Date.now() < until &&
+            !(c.expect.kind === 'replies' && peer.envelopes.length >= expectCount)
+          )
+            await delay(2);
+          if (c.expect.kind === 'replies') await delay(5); // nothing more should come, and no close
+          const problem = checkOutcome(c, peer);
+          if (problem !== undefined)
+            failures.push(
+              `case ${n} (${c.name}): ${problem}; ` +
+                `chunks=${c.chunks.map((b) => b.toString('hex').slice(0, 80)).join('|')}`,
+            );
+        } finally {
+          await peer.destroy();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: WORKERS }, () => worker()));
+    done = true;
+    await healthyLoop;
+
+    console.log(`# ${next} cases in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(tally))}`);
+    console.log(
+      `# healthy calls answered: ${healthyOk}; one-way messages accepted: ${messages}; ` +
+        `server warnings: ${JSON.stringify(Object.fromEntries(logger.counts))}`,
+    );
+    assert.deepEqual(failures.slice(0, 10), [], `seed ${seed}`);
+    assert.deepEqual(healthyErrors.slice(0, 10), [], `seed ${seed}`);
+    assert.ok(healthyOk > 100, `healthy client made progress (${healthyOk})`);
+    assert.ok(next >= MIN_CASES);
+    assert.equal([...logger.counts.keys()].filter((k) => k.startsWith('error:')).length, 0, 'no handler failures');
+    // Every hostile connection is gone; only the healthy one remains.
+    const until = Date.now() + 2000;
+    while (server.connectionCount > 1 && Date.now() < until) await delay(5);
+    assert.equal(server.connectionCount, 1);
+  },
+);
 
 test('fuzz: a client facing a hostile server fails calls with typed errors and never crashes', async (t) => {
   const seed = seedFromEnv('rpc client fuzz');

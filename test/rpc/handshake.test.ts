@@ -89,79 +89,90 @@ async function startServer(
   return { port, calls: () => calls, server };
 }
 
-test('a client pointed at an HTTP server fails with PROTOCOL_MISMATCH, not a frame-length error, also during the backoff', async (t) => {
-  const http = createHttpServer((_req, res) => res.end('hello'));
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
-  const address = http.address();
-  assert.ok(address !== null && typeof address === 'object');
-  const conn = new RpcConnection({
-    host: '127.0.0.1',
-    port: address.port,
-    maxFrameBytes: MAX_FRAME_BYTES,
-    expectRole: 'nameserver',
-    backoffMinMs: 500,
-  });
-  t.after(() => conn.close());
-  const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
-  assert.ok(err instanceof ProtocolMismatchError, String(err));
-  assert.equal(err.code, 'PROTOCOL_MISMATCH');
-  assert.equal(err.retryable, false);
-  assert.match(
-    err.message,
-    new RegExp(
-      `127\\.0\\.0\\.1:${address.port} does not speak the dstore protocol \\(it answered like an HTTP server\\)`,
-    ),
-  );
-  assert.doesNotMatch(err.message, /maxFrameBytes/);
-  // Within the backoff window the same typed error comes at once (no new connection).
-  const again = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
-  assert.ok(again instanceof ProtocolMismatchError, String(again));
-  assert.equal(conn.lastFailureReason, err.message);
-});
+test(
+  'a client pointed at an HTTP server fails with PROTOCOL_MISMATCH, ' +
+    'not a frame-length error, also during the backoff',
+  async (t) => {
+    const http = createHttpServer((_req, res) => res.end('hello'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
+    const address = http.address();
+    assert.ok(address !== null && typeof address === 'object');
+    const conn = new RpcConnection({
+      host: '127.0.0.1',
+      port: address.port,
+      maxFrameBytes: MAX_FRAME_BYTES,
+      expectRole: 'nameserver',
+      backoffMinMs: 500,
+    });
+    t.after(() => conn.close());
+    const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
+    assert.ok(err instanceof ProtocolMismatchError, String(err));
+    assert.equal(err.code, 'PROTOCOL_MISMATCH');
+    assert.equal(err.retryable, false);
+    assert.match(
+      err.message,
+      new RegExp(
+        `127\\.0\\.0\\.1:${address.port} does not speak the dstore protocol \\(it answered like an HTTP server\\)`,
+      ),
+    );
+    assert.doesNotMatch(err.message, /maxFrameBytes/);
+    // Within the backoff window the same typed error comes at once (no new connection).
+    const again = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
+    assert.ok(again instanceof ProtocolMismatchError, String(again));
+    assert.equal(conn.lastFailureReason, err.message);
+  },
+);
 
-test('a client that expects a nameserver and reaches a storage server fails with WRONG_ROLE; the server runs none of its calls', async (t) => {
-  const logger = new CaptureLogger();
-  const storage = await startServer(t, 'storage', logger);
-  const conn = new RpcConnection({
-    host: '127.0.0.1',
-    port: storage.port,
-    maxFrameBytes: MAX_FRAME_BYTES,
-    expectRole: 'nameserver',
-  });
-  t.after(() => conn.close());
-  const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
-  assert.ok(err instanceof WrongRoleError, String(err));
-  assert.equal(err.retryable, false);
-  assert.equal(err.expected, 'nameserver');
-  assert.equal(err.actual, 'storage');
-  assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${storage.port} is a dstore storage server, not a nameserver`));
-  await waitFor(
-    () => logger.warnings.some((w) => w.msg === 'refusing rpc connection'),
-    2000,
-    'the server to log the refusal',
-  );
-  const refusal = logger.warnings.find((w) => w.msg === 'refusing rpc connection');
-  assert.match(
-    JSON.stringify(refusal?.obj),
-    /a client looking for a dstore nameserver connected to this dstore storage server/,
-  );
-  assert.equal(storage.calls(), 0, 'the pipelined call was not run');
-  // The right role, and no expectation, both work.
-  const right = new RpcConnection({
-    host: '127.0.0.1',
-    port: storage.port,
-    maxFrameBytes: MAX_FRAME_BYTES,
-    expectRole: 'storage',
-  });
-  const any = new RpcConnection({ host: '127.0.0.1', port: storage.port, maxFrameBytes: MAX_FRAME_BYTES });
-  t.after(() => {
-    right.close();
-    any.close();
-  });
-  assert.deepEqual(await right.call({ x: 1 }, { timeoutMs: 5000 }), { x: 1 });
-  assert.deepEqual(await any.call({ x: 2 }, { timeoutMs: 5000 }), { x: 2 });
-});
+test(
+  'a client that expects a nameserver and reaches a storage server ' +
+    'fails with WRONG_ROLE; the server runs none of its calls',
+  async (t) => {
+    const logger = new CaptureLogger();
+    const storage = await startServer(t, 'storage', logger);
+    const conn = new RpcConnection({
+      host: '127.0.0.1',
+      port: storage.port,
+      maxFrameBytes: MAX_FRAME_BYTES,
+      expectRole: 'nameserver',
+    });
+    t.after(() => conn.close());
+    const err = await rejection(conn.call({ t: 'map' }, { timeoutMs: 5000 }));
+    assert.ok(err instanceof WrongRoleError, String(err));
+    assert.equal(err.retryable, false);
+    assert.equal(err.expected, 'nameserver');
+    assert.equal(err.actual, 'storage');
+    assert.match(
+      err.message,
+      new RegExp(`127\\.0\\.0\\.1:${storage.port} is a dstore storage server, not a nameserver`),
+    );
+    await waitFor(
+      () => logger.warnings.some((w) => w.msg === 'refusing rpc connection'),
+      2000,
+      'the server to log the refusal',
+    );
+    const refusal = logger.warnings.find((w) => w.msg === 'refusing rpc connection');
+    assert.match(
+      JSON.stringify(refusal?.obj),
+      /a client looking for a dstore nameserver connected to this dstore storage server/,
+    );
+    assert.equal(storage.calls(), 0, 'the pipelined call was not run');
+    // The right role, and no expectation, both work.
+    const right = new RpcConnection({
+      host: '127.0.0.1',
+      port: storage.port,
+      maxFrameBytes: MAX_FRAME_BYTES,
+      expectRole: 'storage',
+    });
+    const any = new RpcConnection({ host: '127.0.0.1', port: storage.port, maxFrameBytes: MAX_FRAME_BYTES });
+    t.after(() => {
+      right.close();
+      any.close();
+    });
+    assert.deepEqual(await right.call({ x: 1 }, { timeoutMs: 5000 }), { x: 1 });
+    assert.deepEqual(await any.call({ x: 2 }, { timeoutMs: 5000 }), { x: 2 });
+  },
+);
 
 test('a server of another protocol version: the client says which versions each side speaks', async (t) => {
   const sockets = new Set<Socket>();
@@ -224,16 +235,20 @@ test('a server refuses peers without a dstore greeting, logs why, and keeps serv
   assert.equal(await conn.call('still here', { timeoutMs: 5000 }), 'still here');
 });
 
-test('a server that closes without a greeting is a retryable CONNECTION_CLOSED (it may be restarting), not a protocol error', async (t) => {
-  const closer = createServer((socket) => socket.destroy());
-  await new Promise<void>((resolve) => closer.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => closer.close(() => resolve())));
-  const address = closer.address();
-  assert.ok(address !== null && typeof address === 'object');
-  const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES });
-  t.after(() => conn.close());
-  const err = await rejection(conn.call('x', { timeoutMs: 5000 }));
-  assert.ok(err instanceof ConnectionClosedError, String(err));
-  assert.ok(err instanceof DstoreError && err.retryable);
-  assert.match(err.message, /closed the connection before sending a dstore greeting/);
-});
+test(
+  'a server that closes without a greeting is a retryable CONNECTION_CLOSED ' +
+    '(it may be restarting), not a protocol error',
+  async (t) => {
+    const closer = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => closer.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => closer.close(() => resolve())));
+    const address = closer.address();
+    assert.ok(address !== null && typeof address === 'object');
+    const conn = new RpcConnection({ host: '127.0.0.1', port: address.port, maxFrameBytes: MAX_FRAME_BYTES });
+    t.after(() => conn.close());
+    const err = await rejection(conn.call('x', { timeoutMs: 5000 }));
+    assert.ok(err instanceof ConnectionClosedError, String(err));
+    assert.ok(err instanceof DstoreError && err.retryable);
+    assert.match(err.message, /closed the connection before sending a dstore greeting/);
+  },
+);

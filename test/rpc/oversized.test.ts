@@ -16,44 +16,47 @@ import { MiB } from '../../src/core/limits.js';
 import { RpcConnection, RpcServer } from '../../src/rpc/transport.js';
 import { Rng, seedFromEnv } from './helpers.js';
 
-test("peekCall reads the id and a put value's length from a cut-off envelope; garbage gives undefined, never a throw", () => {
-  const key = Buffer.alloc(1024, 0x6b);
-  for (const valueBytes of [10, 300, 70_000, 5_000_000]) {
-    const body = packBody({
-      t: 'call',
-      id: 77,
-      d: 5000,
-      b: { t: 'put', key, value: Buffer.alloc(valueBytes), cid: 'c-1', rs: 3, p: 9 },
-    });
-    const peeked = peekCall(body.subarray(0, OVERSIZED_PREFIX_BYTES));
-    assert.ok(peeked, `value of ${valueBytes}`);
-    assert.equal(peeked.id, 77);
-    assert.equal(peeked.body['t'], 'put');
-    assert.deepEqual(peeked.body['value'], { binBytes: valueBytes });
-    assert.deepEqual(peeked.body['key'], { binBytes: 1024 });
-  }
-  assert.equal(peekCall(packBody({ t: 'reply', id: 3, b: 1 })), undefined);
-  assert.equal(peekCall(packBody({ t: 'call', id: 0, b: {} })), undefined);
-  assert.equal(peekCall(Buffer.from([0x84, 0xa1])), undefined);
-  const seed = seedFromEnv('peekCall fuzz');
-  const rng = new Rng(seed);
-  for (let i = 0; i < 20_000; i++) {
-    const bytes =
-      rng.next() < 0.5
-        ? rng.bytes(rng.int(64))
-        : (() => {
-            const b = packBody({
-              t: 'call',
-              id: 1 + rng.int(100),
-              d: 1,
-              b: { t: 'put', key: rng.bytes(rng.int(20)), value: rng.bytes(rng.int(200)) },
-            });
-            for (let f = 0; f < 3; f++) b[rng.int(b.length)] = rng.int(256);
-            return b.subarray(0, rng.int(b.length + 1));
-          })();
-    peekCall(bytes); // must not throw
-  }
-});
+test(
+  "peekCall reads the id and a put value's length from a cut-off " + 'envelope; garbage gives undefined, never a throw',
+  () => {
+    const key = Buffer.alloc(1024, 0x6b);
+    for (const valueBytes of [10, 300, 70_000, 5_000_000]) {
+      const body = packBody({
+        t: 'call',
+        id: 77,
+        d: 5000,
+        b: { t: 'put', key, value: Buffer.alloc(valueBytes), cid: 'c-1', rs: 3, p: 9 },
+      });
+      const peeked = peekCall(body.subarray(0, OVERSIZED_PREFIX_BYTES));
+      assert.ok(peeked, `value of ${valueBytes}`);
+      assert.equal(peeked.id, 77);
+      assert.equal(peeked.body['t'], 'put');
+      assert.deepEqual(peeked.body['value'], { binBytes: valueBytes });
+      assert.deepEqual(peeked.body['key'], { binBytes: 1024 });
+    }
+    assert.equal(peekCall(packBody({ t: 'reply', id: 3, b: 1 })), undefined);
+    assert.equal(peekCall(packBody({ t: 'call', id: 0, b: {} })), undefined);
+    assert.equal(peekCall(Buffer.from([0x84, 0xa1])), undefined);
+    const seed = seedFromEnv('peekCall fuzz');
+    const rng = new Rng(seed);
+    for (let i = 0; i < 20_000; i++) {
+      const bytes =
+        rng.next() < 0.5
+          ? rng.bytes(rng.int(64))
+          : (() => {
+              const b = packBody({
+                t: 'call',
+                id: 1 + rng.int(100),
+                d: 1,
+                b: { t: 'put', key: rng.bytes(rng.int(20)), value: rng.bytes(rng.int(200)) },
+              });
+              for (let f = 0; f < 3; f++) b[rng.int(b.length)] = rng.int(256);
+              return b.subarray(0, rng.int(b.length + 1));
+            })();
+      peekCall(bytes); // must not throw
+    }
+  },
+);
 
 test('the decoder skips an oversized frame however it is split, and decodes what follows', () => {
   const big = encodeFrame({
@@ -91,47 +94,54 @@ test('the decoder skips an oversized frame however it is split, and decodes what
   }
 });
 
-test('a storage-like server answers an oversized put with VALUE_TOO_LARGE and keeps the connection; without the option it closes', async (t) => {
-  const maxFrameBytes = 4 * MiB;
-  const start = async (oversized: boolean): Promise<number> => {
-    const server = new RpcServer({
+test(
+  'a storage-like server answers an oversized put with VALUE_TOO_LARGE ' +
+    'and keeps the connection; without the option it closes',
+  async (t) => {
+    const maxFrameBytes = 4 * MiB;
+    const start = async (oversized: boolean): Promise<number> => {
+      const server = new RpcServer({
+        host: '127.0.0.1',
+        port: 0,
+        maxFrameBytes,
+        role: 'storage',
+        ...(oversized ? { oversizedCall: valueTooLargeForPut(MiB) } : {}),
+        handler: (body) => body,
+      });
+      t.after(() => server.close());
+      return server.listen();
+    };
+    const withOption = await start(true);
+    // The caller allows bigger frames than the server (another build, other settings).
+    const conn = new RpcConnection({
       host: '127.0.0.1',
-      port: 0,
-      maxFrameBytes,
-      role: 'storage',
-      ...(oversized ? { oversizedCall: valueTooLargeForPut(MiB) } : {}),
-      handler: (body) => body,
+      port: withOption,
+      maxFrameBytes: 64 * MiB,
+      expectRole: 'storage',
     });
-    t.after(() => server.close());
-    return server.listen();
-  };
-  const withOption = await start(true);
-  // The caller allows bigger frames than the server (another build, other settings).
-  const conn = new RpcConnection({
-    host: '127.0.0.1',
-    port: withOption,
-    maxFrameBytes: 64 * MiB,
-    expectRole: 'storage',
-  });
-  t.after(() => conn.close());
-  const put = { t: 'put', p: 1, key: Buffer.from('big'), value: Buffer.alloc(5_000_000, 7), cid: 'c', rs: 1 };
-  await assert.rejects(conn.call(put, { timeoutMs: 10_000 }), (err: unknown) => {
-    assert.ok(err instanceof ValueTooLargeError, String(err));
-    assert.equal(err.valueBytes, 5_000_000);
-    assert.equal(err.maxValueBytes, MiB);
-    return true;
-  });
-  assert.equal(await conn.call('same connection', { timeoutMs: 5000 }), 'same connection');
-  // Another oversized call that is not a put: INVALID_ARGUMENT naming the sizes.
-  await assert.rejects(conn.call({ t: 'scan', pad: Buffer.alloc(5 * MiB) }, { timeoutMs: 10_000 }), (err: unknown) => {
-    assert.ok(err instanceof InvalidArgumentError, String(err));
-    assert.match(err.message, /over maxFrameBytes=4194304/);
-    return true;
-  });
-  assert.equal(await conn.call('still', { timeoutMs: 5000 }), 'still');
+    t.after(() => conn.close());
+    const put = { t: 'put', p: 1, key: Buffer.from('big'), value: Buffer.alloc(5_000_000, 7), cid: 'c', rs: 1 };
+    await assert.rejects(conn.call(put, { timeoutMs: 10_000 }), (err: unknown) => {
+      assert.ok(err instanceof ValueTooLargeError, String(err));
+      assert.equal(err.valueBytes, 5_000_000);
+      assert.equal(err.maxValueBytes, MiB);
+      return true;
+    });
+    assert.equal(await conn.call('same connection', { timeoutMs: 5000 }), 'same connection');
+    // Another oversized call that is not a put: INVALID_ARGUMENT naming the sizes.
+    await assert.rejects(
+      conn.call({ t: 'scan', pad: Buffer.alloc(5 * MiB) }, { timeoutMs: 10_000 }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentError, String(err));
+        assert.match(err.message, /over maxFrameBytes=4194304/);
+        return true;
+      },
+    );
+    assert.equal(await conn.call('still', { timeoutMs: 5000 }), 'still');
 
-  const without = await start(false);
-  const conn2 = new RpcConnection({ host: '127.0.0.1', port: without, maxFrameBytes: 64 * MiB });
-  t.after(() => conn2.close());
-  await assert.rejects(conn2.call(put, { timeoutMs: 10_000 }), ConnectionClosedError);
-});
+    const without = await start(false);
+    const conn2 = new RpcConnection({ host: '127.0.0.1', port: without, maxFrameBytes: 64 * MiB });
+    t.after(() => conn2.close());
+    await assert.rejects(conn2.call(put, { timeoutMs: 10_000 }), ConnectionClosedError);
+  },
+);

@@ -83,7 +83,8 @@ const pct = (p: number): string =>
   (latenciesUs[Math.min(latenciesUs.length - 1, Math.floor(p * latenciesUs.length))] ?? 0).toFixed(0);
 console.log(
   `rpc bench: ${callers} callers, one connection, ${inProcess ? 'server in process' : 'server in a child process'}: ` +
-    `${Math.round(calls / elapsedS)} calls/s over ${elapsedS.toFixed(1)} s (latency p50 ${pct(0.5)} us, p99 ${pct(0.99)} us)`,
+    `${Math.round(calls / elapsedS)} calls/s over ${elapsedS.toFixed(1)} ` +
+    `s (latency p50 ${pct(0.5)} us, p99 ${pct(0.99)} us)`,
 );
 conn.close();
 await stop();

@@ -159,25 +159,28 @@ test('many concurrent calls share one connection; out-of-order replies reach the
   assert.equal(conn.inFlight, 0);
 });
 
-test('a call past its deadline rejects with TimeoutError; the server sees the deadline; a late reply is ignored', async (t) => {
-  let seenDeadline = 0;
-  const { port } = await startServer(t, {
-    handler: async (body: unknown, ctx: CallContext) => {
-      seenDeadline = ctx.deadlineMs - Date.now();
-      if ((body as { slow?: boolean }).slow) await delay(300);
-      return 'done';
-    },
-  });
-  const conn = client(t, port);
-  const started = Date.now();
-  const err = await rejectsWith(conn.call({ slow: true }, { timeoutMs: 80 }), TimeoutError);
-  assert.ok(Date.now() - started >= 75, 'not before the deadline');
-  assert.equal(err.retryable, true);
-  assert.ok(seenDeadline > 0 && seenDeadline <= 80, `server saw ${seenDeadline} ms left`);
-  await delay(350); // the late reply arrives and is dropped
-  assert.equal(await conn.call({}, { timeoutMs: 2000 }), 'done');
-  await rejectsWith(conn.call({}, { timeoutMs: 0 }), InvalidArgumentError);
-});
+test(
+  'a call past its deadline rejects with TimeoutError; the ' + 'server sees the deadline; a late reply is ignored',
+  async (t) => {
+    let seenDeadline = 0;
+    const { port } = await startServer(t, {
+      handler: async (body: unknown, ctx: CallContext) => {
+        seenDeadline = ctx.deadlineMs - Date.now();
+        if ((body as { slow?: boolean }).slow) await delay(300);
+        return 'done';
+      },
+    });
+    const conn = client(t, port);
+    const started = Date.now();
+    const err = await rejectsWith(conn.call({ slow: true }, { timeoutMs: 80 }), TimeoutError);
+    assert.ok(Date.now() - started >= 75, 'not before the deadline');
+    assert.equal(err.retryable, true);
+    assert.ok(seenDeadline > 0 && seenDeadline <= 80, `server saw ${seenDeadline} ms left`);
+    await delay(350); // the late reply arrives and is dropped
+    assert.equal(await conn.call({}, { timeoutMs: 2000 }), 'done');
+    await rejectsWith(conn.call({}, { timeoutMs: 0 }), InvalidArgumentError);
+  },
+);
 
 test('error replies rebuild typed errors; non-dstore throws become INTERNAL and are logged', async (t) => {
   const logger = new CaptureLogger();
@@ -241,74 +244,80 @@ test('error replies rebuild typed errors; non-dstore throws become INTERNAL and 
   await rejectsWith(client(t, sync.port).call(1, { timeoutMs: 2000 }), NotPrimaryError);
 });
 
-test('codecs: the server refuses bodies its codec rejects with MALFORMED_MESSAGE; a reply codec types replies', async (t) => {
-  const PutRequest = Type.Object({ t: Type.Literal('put'), key: Bytes, version: Type.Integer({ minimum: 0 }) });
-  const Note = Type.Object({ note: Type.String() });
-  const logger = new CaptureLogger();
-  const notes: string[] = [];
-  const { port } = await startServer(t, {
-    logger,
-    requests: codec(PutRequest),
-    messages: codec(Note),
-    handler: (req) => ({ keyBytes: req.key.length, version: req.version + 1 }),
-    onMessage: (m) => notes.push(m.note),
-  });
-  const conn = client(t, port);
-  const PutReply = codec(Type.Object({ keyBytes: Type.Integer(), version: Type.Integer() }));
-  const reply = await conn.call(
-    { t: 'put', key: Buffer.from('abc'), version: 1 },
-    { timeoutMs: 2000, reply: PutReply },
-  );
-  assert.deepEqual(reply, { keyBytes: 3, version: 2 }); // typed: reply.version is a number
+test(
+  'codecs: the server refuses bodies its codec rejects ' + 'with MALFORMED_MESSAGE; a reply codec types replies',
+  async (t) => {
+    const PutRequest = Type.Object({ t: Type.Literal('put'), key: Bytes, version: Type.Integer({ minimum: 0 }) });
+    const Note = Type.Object({ note: Type.String() });
+    const logger = new CaptureLogger();
+    const notes: string[] = [];
+    const { port } = await startServer(t, {
+      logger,
+      requests: codec(PutRequest),
+      messages: codec(Note),
+      handler: (req) => ({ keyBytes: req.key.length, version: req.version + 1 }),
+      onMessage: (m) => notes.push(m.note),
+    });
+    const conn = client(t, port);
+    const PutReply = codec(Type.Object({ keyBytes: Type.Integer(), version: Type.Integer() }));
+    const reply = await conn.call(
+      { t: 'put', key: Buffer.from('abc'), version: 1 },
+      { timeoutMs: 2000, reply: PutReply },
+    );
+    assert.deepEqual(reply, { keyBytes: 3, version: 2 }); // typed: reply.version is a number
 
-  for (const bad of [
-    { t: 'put', key: 'not bytes', version: 1 },
-    { t: 'put', key: Buffer.from('k'), version: 1.5 },
-    { t: 'put', key: Buffer.from('k'), version: NaN },
-    null,
-  ]) {
-    const err = await rejectsWith(conn.call(bad, { timeoutMs: 2000 }), MalformedMessageError);
-    assert.match(err.message, /call body/);
-  }
-  // A reply that does not match the caller's codec.
-  const Wrong = codec(Type.Object({ other: Type.String() }));
-  await rejectsWith(
-    conn.call({ t: 'put', key: Buffer.from('k'), version: 1 }, { timeoutMs: 2000, reply: Wrong }),
-    MalformedMessageError,
-  );
+    for (const bad of [
+      { t: 'put', key: 'not bytes', version: 1 },
+      { t: 'put', key: Buffer.from('k'), version: 1.5 },
+      { t: 'put', key: Buffer.from('k'), version: NaN },
+      null,
+    ]) {
+      const err = await rejectsWith(conn.call(bad, { timeoutMs: 2000 }), MalformedMessageError);
+      assert.match(err.message, /call body/);
+    }
+    // A reply that does not match the caller's codec.
+    const Wrong = codec(Type.Object({ other: Type.String() }));
+    await rejectsWith(
+      conn.call({ t: 'put', key: Buffer.from('k'), version: 1 }, { timeoutMs: 2000, reply: Wrong }),
+      MalformedMessageError,
+    );
 
-  conn.send({ note: 'kept' });
-  conn.send({ note: 7 });
-  conn.send({ note: 'also kept' });
-  await waitFor(() => notes.length === 2, 2000, 'valid notes');
-  assert.deepEqual(notes, ['kept', 'also kept']);
-  assert.ok(logger.entries.some((e) => e.msg === 'malformed one-way message; dropped'));
-});
+    conn.send({ note: 'kept' });
+    conn.send({ note: 7 });
+    conn.send({ note: 'also kept' });
+    await waitFor(() => notes.length === 2, 2000, 'valid notes');
+    assert.deepEqual(notes, ['kept', 'also kept']);
+    assert.ok(logger.entries.some((e) => e.msg === 'malformed one-way message; dropped'));
+  },
+);
 
-test('a server closed mid-call fails the call with ConnectionClosedError; the connection comes back with the server', async (t) => {
-  let release: (() => void) | undefined;
-  const first = await startServer(t, {
-    handler: (body: unknown) =>
-      (body as { hang?: boolean }).hang ? new Promise<void>((resolve) => (release = resolve)) : body,
-  });
-  const conn = client(t, first.port, { backoffMinMs: 10, backoffMaxMs: 100 });
-  assert.equal(await conn.call('before', { timeoutMs: 2000 }), 'before');
-  const inFlight = conn.call({ hang: true }, { timeoutMs: 10_000 });
-  await waitFor(() => release !== undefined, 2000, 'the call to reach the server');
-  await first.server.close();
-  const err = await rejectsWith(inFlight, ConnectionClosedError);
-  assert.equal(err.retryable, true);
-  release?.();
+test(
+  'a server closed mid-call fails the call with ConnectionClosedError; ' + 'the connection comes back with the server',
+  async (t) => {
+    let release: (() => void) | undefined;
+    const first = await startServer(t, {
+      handler: (body: unknown) =>
+        (body as { hang?: boolean }).hang ? new Promise<void>((resolve) => (release = resolve)) : body,
+    });
+    const conn = client(t, first.port, { backoffMinMs: 10, backoffMaxMs: 100 });
+    assert.equal(await conn.call('before', { timeoutMs: 2000 }), 'before');
+    const inFlight = conn.call({ hang: true }, { timeoutMs: 10_000 });
+    await waitFor(() => release !== undefined, 2000, 'the call to reach the server');
+    await first.server.close();
+    const err = await rejectsWith(inFlight, ConnectionClosedError);
+    assert.equal(err.retryable, true);
+    release?.();
 
-  // Down: calls fail fast (refused, or backing off), never hang.
-  await rejectsWith(conn.call('while down', { timeoutMs: 5000 }), ConnectionClosedError);
-  assert.equal(conn.send('dropped while down'), false);
+    // Down: calls fail fast (refused, or backing off), never hang.
+    await rejectsWith(conn.call('while down', { timeoutMs: 5000 }), ConnectionClosedError);
+    assert.equal(conn.send('dropped while down'), false);
 
-  const second = await startServer(t, { port: first.port, handler: (body: unknown) => ({ again: body }) });
-  assert.equal(second.port, first.port);
-  const reply = await retryUntil(() => conn.call('after', { timeoutMs: 2000 }), 5000);
-  assert.deepEqual(reply, { again: 'after' });
-});
+    const second = await startServer(t, { port: first.port, handler: (body: unknown) => ({ again: body }) });
+    assert.equal(second.port, first.port);
+    const reply = await retryUntil(() => conn.call('after', { timeoutMs: 2000 }), 5000);
+    assert.deepEqual(reply, { again: 'after' });
+  },
+);
 
 test('reconnection backs off exponentially with jitter, bounded, and fails calls fast meanwhile', async (t) => {
   // A port with nothing listening: every attempt is refused at once.
@@ -340,31 +349,34 @@ test('reconnection backs off exponentially with jitter, bounded, and fails calls
   assert.equal(new Set(gaps.slice(3).map((g) => Math.round(g))).size > 1, true, 'jittered');
 });
 
-test('a SIGKILLed server process fails the call with ConnectionClosedError; a restarted one is reached again', async (t) => {
-  const script = fileURLToPath(new URL('./echo-server.js', import.meta.url));
-  const children: ChildProcess[] = [];
-  t.after(() => children.forEach((c) => c.kill('SIGKILL')));
-  const spawnServer = (port: number): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [script, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      children.push(child);
-      let out = '';
-      child.stdout?.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('\n')) resolve(Number(out.trim()));
+test(
+  'a SIGKILLed server process fails the call with ConnectionClosedError; ' + 'a restarted one is reached again',
+  async (t) => {
+    const script = fileURLToPath(new URL('./echo-server.js', import.meta.url));
+    const children: ChildProcess[] = [];
+    t.after(() => children.forEach((c) => c.kill('SIGKILL')));
+    const spawnServer = (port: number): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const child = spawn(process.execPath, [script, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        children.push(child);
+        let out = '';
+        child.stdout?.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('\n')) resolve(Number(out.trim()));
+        });
+        child.once('exit', (code) => reject(new Error(`echo server exited with ${code}`)));
       });
-      child.once('exit', (code) => reject(new Error(`echo server exited with ${code}`)));
-    });
-  const port = await spawnServer(0);
-  const conn = client(t, port, { backoffMinMs: 10, backoffMaxMs: 100 });
-  assert.equal(await conn.call('ping', { timeoutMs: 5000 }), 'ping');
-  const inFlight = conn.call({ op: 'hang' }, { timeoutMs: 10_000 });
-  await delay(50);
-  children[0]?.kill('SIGKILL');
-  await rejectsWith(inFlight, ConnectionClosedError);
-  await retryUntil(() => spawnServer(port), 5000); // the port may take a moment to free
-  assert.equal(await retryUntil(() => conn.call('pong', { timeoutMs: 2000 }), 5000), 'pong');
-});
+    const port = await spawnServer(0);
+    const conn = client(t, port, { backoffMinMs: 10, backoffMaxMs: 100 });
+    assert.equal(await conn.call('ping', { timeoutMs: 5000 }), 'ping');
+    const inFlight = conn.call({ op: 'hang' }, { timeoutMs: 10_000 });
+    await delay(50);
+    children[0]?.kill('SIGKILL');
+    await rejectsWith(inFlight, ConnectionClosedError);
+    await retryUntil(() => spawnServer(port), 5000); // the port may take a moment to free
+    assert.equal(await retryUntil(() => conn.call('pong', { timeoutMs: 2000 }), 5000), 'pong');
+  },
+);
 
 test('an oversized frame closes that connection only; the server keeps serving others', async (t) => {
   const logger = new CaptureLogger();
@@ -428,47 +440,50 @@ test('bounds refuse at once: calls in flight per connection (client and server) 
   void first.catch(() => undefined); // rejected with ConnectionClosedError when t.after closes it
 });
 
-test('a peer that does not read its replies gets OVERLOADED instead of replies that do not fit, then is closed', async (t) => {
-  const logger = new CaptureLogger();
-  const maxQueuedBytes = 1024 * 1024;
-  const { server, port } = await startServer(t, { logger, maxQueuedBytes, handler: () => Buffer.alloc(200 * 1024) });
-  const healthy = client(t, port);
+test(
+  'a peer that does not read its replies gets OVERLOADED ' + 'instead of replies that do not fit, then is closed',
+  async (t) => {
+    const logger = new CaptureLogger();
+    const maxQueuedBytes = 1024 * 1024;
+    const { server, port } = await startServer(t, { logger, maxQueuedBytes, handler: () => Buffer.alloc(200 * 1024) });
+    const healthy = client(t, port);
 
-  // 50 calls of 200 KiB replies in one turn: the first ones fit, the rest are OVERLOADED.
-  const slow = await RawPeer.connect(port, MAX_FRAME_BYTES);
-  t.after(() => slow.destroy());
-  slow.socket.pause();
-  await slow.write(
-    Buffer.concat(Array.from({ length: 50 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))),
-  );
-  await delay(100);
-  slow.socket.resume();
-  await waitFor(() => slow.envelopes.length === 50, 5000, 'all 50 answers');
-  const replies = slow.envelopes.filter((e) => e.t === 'reply');
-  const overloaded = replies.filter((e) => e.e !== undefined && e.e.code === 'OVERLOADED').length;
-  const served = replies.filter((e) => e.e === undefined).length;
-  assert.equal(overloaded + served, 50);
-  assert.ok(served >= 4 && overloaded >= 40, `served ${served}, overloaded ${overloaded}`);
-  assert.equal(slow.closedByPeer, false);
+    // 50 calls of 200 KiB replies in one turn: the first ones fit, the rest are OVERLOADED.
+    const slow = await RawPeer.connect(port, MAX_FRAME_BYTES);
+    t.after(() => slow.destroy());
+    slow.socket.pause();
+    await slow.write(
+      Buffer.concat(Array.from({ length: 50 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))),
+    );
+    await delay(100);
+    slow.socket.resume();
+    await waitFor(() => slow.envelopes.length === 50, 5000, 'all 50 answers');
+    const replies = slow.envelopes.filter((e) => e.t === 'reply');
+    const overloaded = replies.filter((e) => e.e !== undefined && e.e.code === 'OVERLOADED').length;
+    const served = replies.filter((e) => e.e === undefined).length;
+    assert.equal(overloaded + served, 50);
+    assert.ok(served >= 4 && overloaded >= 40, `served ${served}, overloaded ${overloaded}`);
+    assert.equal(slow.closedByPeer, false);
 
-  // A peer that never reads and keeps calling exhausts even the error reserve: closed.
-  const tinyServer = await startServer(t, { logger, maxQueuedBytes: 16 * 1024, handler: () => Buffer.alloc(1024) });
-  const deaf = await RawPeer.connect(tinyServer.port, MAX_FRAME_BYTES);
-  t.after(() => deaf.destroy());
-  deaf.socket.pause();
-  await deaf.write(
-    Buffer.concat(Array.from({ length: 5000 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))),
-  );
-  await waitFor(
-    () => logger.entries.some((e) => /not reading/.test(String((e.obj as { reason?: unknown }).reason))),
-    3000,
-    'the deaf peer to be dropped',
-  );
-  await waitFor(() => tinyServer.server.connectionCount === 0, 2000, 'the deaf peer to be gone');
+    // A peer that never reads and keeps calling exhausts even the error reserve: closed.
+    const tinyServer = await startServer(t, { logger, maxQueuedBytes: 16 * 1024, handler: () => Buffer.alloc(1024) });
+    const deaf = await RawPeer.connect(tinyServer.port, MAX_FRAME_BYTES);
+    t.after(() => deaf.destroy());
+    deaf.socket.pause();
+    await deaf.write(
+      Buffer.concat(Array.from({ length: 5000 }, (_, i) => encodeFrame({ t: 'call', id: i + 1, d: 5000, b: null }))),
+    );
+    await waitFor(
+      () => logger.entries.some((e) => /not reading/.test(String((e.obj as { reason?: unknown }).reason))),
+      3000,
+      'the deaf peer to be dropped',
+    );
+    await waitFor(() => tinyServer.server.connectionCount === 0, 2000, 'the deaf peer to be gone');
 
-  assert.ok(Buffer.isBuffer(await healthy.call('still fine', { timeoutMs: 2000 })));
-  assert.equal(server.connectionCount, 2);
-});
+    assert.ok(Buffer.isBuffer(await healthy.call('still fine', { timeoutMs: 2000 })));
+    assert.equal(server.connectionCount, 2);
+  },
+);
 
 test('a peer that reads slowly is paused, not dropped, while its backlog stays under the bound', async (t) => {
   // Two shapes: a backlog the kernel cannot absorb (resumed on 'drain'), and a small one it

@@ -283,54 +283,60 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual(await backend.readLog(P2, { fromSeq: seq(1), toSeq: seq(5), limit: 10 }), []);
       });
 
-      it('appendLog must continue the log: gaps, repeats, a wrong first seq or an older epoch are rejected', async (_h, backend) => {
-        await backend.writeBatch([append(P1, puts(1, 3, 2))]);
-        const before = await dump(backend, [P1, P2]);
-        const bad: Array<readonly LogEntry[]> = [
-          [put(5, 2, 'a', 'x')], // gap after 3
-          [put(3, 2, 'a', 'x')], // repeats 3
-          [put(4, 2, 'a', 'x'), put(6, 2, 'b', 'y')], // gap inside the op
-          [put(4, 1, 'a', 'x')], // epoch goes back (S1)
-        ];
-        for (const entries of bad) {
-          await assert.rejects(backend.writeBatch([append(P1, entries)]), InvariantViolation);
-        }
-        await assert.rejects(
-          backend.writeBatch([append(P2, [put(2, 1, 'a', 'x')])]),
-          InvariantViolation,
-          'an empty log starts at seq 1',
-        );
-        assert.deepStrictEqual(await dump(backend, [P1, P2]), before);
-        await backend.writeBatch([append(P1, [put(4, 3, 'a', 'x')])]);
-        assert.deepStrictEqual(
-          (await readAll(backend, P1)).map((e) => e.seq),
-          [1, 2, 3, 4],
-        );
-      });
+      it(
+        'appendLog must continue the log: gaps, repeats, ' + 'a wrong first seq or an older epoch are rejected',
+        async (_h, backend) => {
+          await backend.writeBatch([append(P1, puts(1, 3, 2))]);
+          const before = await dump(backend, [P1, P2]);
+          const bad: Array<readonly LogEntry[]> = [
+            [put(5, 2, 'a', 'x')], // gap after 3
+            [put(3, 2, 'a', 'x')], // repeats 3
+            [put(4, 2, 'a', 'x'), put(6, 2, 'b', 'y')], // gap inside the op
+            [put(4, 1, 'a', 'x')], // epoch goes back (S1)
+          ];
+          for (const entries of bad) {
+            await assert.rejects(backend.writeBatch([append(P1, entries)]), InvariantViolation);
+          }
+          await assert.rejects(
+            backend.writeBatch([append(P2, [put(2, 1, 'a', 'x')])]),
+            InvariantViolation,
+            'an empty log starts at seq 1',
+          );
+          assert.deepStrictEqual(await dump(backend, [P1, P2]), before);
+          await backend.writeBatch([append(P1, [put(4, 3, 'a', 'x')])]);
+          assert.deepStrictEqual(
+            (await readAll(backend, P1)).map((e) => e.seq),
+            [1, 2, 3, 4],
+          );
+        },
+      );
 
-      it('truncateLogFrom deletes the conflicting suffix (S1) and appending continues from there', async (_h, backend) => {
-        const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
-        await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 2))]);
-        // The new primary's entry 4 (epoch 3) conflicts with ours: drop 4.. and append, in one batch.
-        const replacement = put(4, 3, 'k4', 'new');
-        await backend.writeBatch([
-          { kind: 'truncateLogFrom', partition: P1, fromSeq: seq(4) },
-          append(P1, [replacement]),
-        ]);
-        assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll([...log.slice(0, 3), replacement]));
-        assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(4, 3));
-        // Only truncation: the last position becomes the entry before fromSeq.
-        await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(3) }]);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(2, 1));
-        // Past the end: nothing to delete.
-        await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(10) }]);
-        assert.deepStrictEqual(
-          (await readAll(backend, P1)).map((e) => e.seq),
-          [1, 2],
-        );
-        await backend.writeBatch([append(P1, [put(3, 4, 'x', 'y')])]);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(3, 4));
-      });
+      it(
+        'truncateLogFrom deletes the conflicting suffix ' + '(S1) and appending continues from there',
+        async (_h, backend) => {
+          const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
+          await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 2))]);
+          // The new primary's entry 4 (epoch 3) conflicts with ours: drop 4.. and append, in one batch.
+          const replacement = put(4, 3, 'k4', 'new');
+          await backend.writeBatch([
+            { kind: 'truncateLogFrom', partition: P1, fromSeq: seq(4) },
+            append(P1, [replacement]),
+          ]);
+          assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll([...log.slice(0, 3), replacement]));
+          assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(4, 3));
+          // Only truncation: the last position becomes the entry before fromSeq.
+          await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(3) }]);
+          assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(2, 1));
+          // Past the end: nothing to delete.
+          await backend.writeBatch([{ kind: 'truncateLogFrom', partition: P1, fromSeq: seq(10) }]);
+          assert.deepStrictEqual(
+            (await readAll(backend, P1)).map((e) => e.seq),
+            [1, 2],
+          );
+          await backend.writeBatch([append(P1, [put(3, 4, 'x', 'y')])]);
+          assert.deepStrictEqual((await stateOf(backend, P1))?.logLast, pos(3, 4));
+        },
+      );
 
       it('truncateLogFrom never deletes an applied entry (S1)', async (_h, backend) => {
         await backend.writeBatch([append(P1, puts(1, 5, 1)), apply(P1, puts(1, 3, 1))]);
@@ -376,73 +382,85 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(6, 2), pos(7, 3)]);
       });
 
-      it('truncateLogTo past the log (entries applied without being logged here) leaves an empty log at the base', async (_h, backend) => {
-        await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
-        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(3, 1) }]);
-        const s = await stateOf(backend, P1);
-        assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(3, 1), pos(3, 1)]);
-        await backend.writeBatch([append(P1, [put(4, 1, 'a', 'b')])]);
-        assert.deepStrictEqual(
-          (await readAll(backend, P1)).map((e) => e.seq),
-          [4],
-        );
-      });
-
-      it('truncateLogTo is refused above the applied seq, backwards, or with the wrong epoch (S12)', async (_h, backend) => {
-        const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
-        await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 4))]);
-        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(2, 1) }]);
-        const before = await dump(backend, [P1]);
-        const bad = [pos(5, 2), pos(1, 1), pos(2, 7), pos(4, 1)];
-        for (const base of bad) {
-          await assert.rejects(
-            backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base }]),
-            InvariantViolation,
-            `base ${base.seq}/${base.epoch}`,
+      it(
+        'truncateLogTo past the log (entries applied without ' + 'being logged here) leaves an empty log at the base',
+        async (_h, backend) => {
+          await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+          await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(3, 1) }]);
+          const s = await stateOf(backend, P1);
+          assert.deepStrictEqual([s?.logBase, s?.logLast], [pos(3, 1), pos(3, 1)]);
+          await backend.writeBatch([append(P1, [put(4, 1, 'a', 'b')])]);
+          assert.deepStrictEqual(
+            (await readAll(backend, P1)).map((e) => e.seq),
+            [4],
           );
-        }
-        assert.deepStrictEqual(await dump(backend, [P1]), before);
-      });
+        },
+      );
+
+      it(
+        'truncateLogTo is refused above the applied seq, ' + 'backwards, or with the wrong epoch (S12)',
+        async (_h, backend) => {
+          const log = [...puts(1, 3, 1), ...puts(4, 6, 2)];
+          await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 4))]);
+          await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(2, 1) }]);
+          const before = await dump(backend, [P1]);
+          const bad = [pos(5, 2), pos(1, 1), pos(2, 7), pos(4, 1)];
+          for (const base of bad) {
+            await assert.rejects(
+              backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base }]),
+              InvariantViolation,
+              `base ${base.seq}/${base.epoch}`,
+            );
+          }
+          assert.deepStrictEqual(await dump(backend, [P1]), before);
+        },
+      );
     });
 
     describe('apply', () => {
-      it('put, delete and epochStart change the data, versions are entry seqs, the applied position moves', async (_h, backend) => {
-        const entries = [
-          put(1, 1, 'a', 'A1'),
-          put(2, 1, 'b', 'B2'),
-          start(3, 2),
-          put(4, 2, 'a', 'A4'),
-          del(5, 2, 'b'),
-          del(6, 2, 'nope'),
-        ];
-        const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
-        assert.deepStrictEqual(result.deletes, [
-          { partition: P1, seq: 5, existed: true },
-          { partition: P1, seq: 6, existed: false },
-        ]);
-        const a = await backend.get(P1, b('a'));
-        assert.ok(a);
-        assert.equal(hex(a.value), hex(b('A4')));
-        assert.equal(a.version, 4);
-        assert.equal(await backend.get(P1, b('b')), undefined);
-        assert.equal(await backend.count(P1), 1);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(6, 2));
-        assert.equal(await backend.get(P2, b('a')), undefined, 'partitions do not share keys');
-      });
+      it(
+        'put, delete and epochStart change the data, versions ' + 'are entry seqs, the applied position moves',
+        async (_h, backend) => {
+          const entries = [
+            put(1, 1, 'a', 'A1'),
+            put(2, 1, 'b', 'B2'),
+            start(3, 2),
+            put(4, 2, 'a', 'A4'),
+            del(5, 2, 'b'),
+            del(6, 2, 'nope'),
+          ];
+          const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+          assert.deepStrictEqual(result.deletes, [
+            { partition: P1, seq: 5, existed: true },
+            { partition: P1, seq: 6, existed: false },
+          ]);
+          const a = await backend.get(P1, b('a'));
+          assert.ok(a);
+          assert.equal(hex(a.value), hex(b('A4')));
+          assert.equal(a.version, 4);
+          assert.equal(await backend.get(P1, b('b')), undefined);
+          assert.equal(await backend.count(P1), 1);
+          assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(6, 2));
+          assert.equal(await backend.get(P2, b('a')), undefined, 'partitions do not share keys');
+        },
+      );
 
-      it('apply continues after the applied seq; a gap or a repeat is rejected and nothing of the batch stays', async (_h, backend) => {
-        await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
-        const before = await dump(backend, [P1]);
-        await assert.rejects(backend.writeBatch([apply(P1, [put(5, 1, 'x', 'y')])]), InvariantViolation);
-        await assert.rejects(backend.writeBatch([apply(P1, [put(3, 1, 'x', 'y')])]), InvariantViolation);
-        await assert.rejects(
-          backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y'), put(4, 1, 'z', 'y')])]),
-          InvariantViolation,
-        );
-        assert.deepStrictEqual(await dump(backend, [P1]), before);
-        await backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y')]), apply(P1, [del(5, 1, 'x')])]);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 1));
-      });
+      it(
+        'apply continues after the applied seq; a gap or a ' + 'repeat is rejected and nothing of the batch stays',
+        async (_h, backend) => {
+          await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+          const before = await dump(backend, [P1]);
+          await assert.rejects(backend.writeBatch([apply(P1, [put(5, 1, 'x', 'y')])]), InvariantViolation);
+          await assert.rejects(backend.writeBatch([apply(P1, [put(3, 1, 'x', 'y')])]), InvariantViolation);
+          await assert.rejects(
+            backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y'), put(4, 1, 'z', 'y')])]),
+            InvariantViolation,
+          );
+          assert.deepStrictEqual(await dump(backend, [P1]), before);
+          await backend.writeBatch([apply(P1, [put(4, 1, 'x', 'y')]), apply(P1, [del(5, 1, 'x')])]);
+          assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(5, 1));
+        },
+      );
 
       it('within one batch, later entries see earlier ones (put then delete, put twice)', async (_h, backend) => {
         const result = await backend.writeBatch([
@@ -534,26 +552,29 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.equal((await readAll(backend, P1)).length, 1);
       });
 
-      it('stored bytes are not aliased by the caller nor by results; a batch is taken when it is called', async (_h, backend) => {
-        const value = b('original');
-        const key = b('key');
-        const written = backend.writeBatch([append(P1, [put(1, 1, key, value)]), apply(P1, [put(1, 1, key, value)])]);
-        value.fill(0x21);
-        key.fill(0x21);
-        await written;
-        const got = await backend.get(P1, b('key'));
-        assert.ok(got);
-        assert.equal(hex(got.value), hex(b('original')));
-        got.value.fill(0x22);
-        assert.equal(hex((await backend.get(P1, b('key')))!.value), hex(b('original')));
-        const [entry] = await readAll(backend, P1);
-        assert.ok(entry?.op.kind === 'put');
-        assert.equal(hex(entry.op.value), hex(b('original')));
-        entry.op.value.fill(0x23);
-        const [again] = await readAll(backend, P1);
-        assert.ok(again?.op.kind === 'put');
-        assert.equal(hex(again.op.value), hex(b('original')));
-      });
+      it(
+        'stored bytes are not aliased by the caller nor ' + 'by results; a batch is taken when it is called',
+        async (_h, backend) => {
+          const value = b('original');
+          const key = b('key');
+          const written = backend.writeBatch([append(P1, [put(1, 1, key, value)]), apply(P1, [put(1, 1, key, value)])]);
+          value.fill(0x21);
+          key.fill(0x21);
+          await written;
+          const got = await backend.get(P1, b('key'));
+          assert.ok(got);
+          assert.equal(hex(got.value), hex(b('original')));
+          got.value.fill(0x22);
+          assert.equal(hex((await backend.get(P1, b('key')))!.value), hex(b('original')));
+          const [entry] = await readAll(backend, P1);
+          assert.ok(entry?.op.kind === 'put');
+          assert.equal(hex(entry.op.value), hex(b('original')));
+          entry.op.value.fill(0x23);
+          const [again] = await readAll(backend, P1);
+          assert.ok(again?.op.kind === 'put');
+          assert.equal(hex(again.op.value), hex(b('original')));
+        },
+      );
     });
 
     describe('metadata and partitions', () => {
@@ -574,40 +595,51 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.deepStrictEqual((await stateOf(backend, P1))?.meta, same);
       });
 
-      it('S13: the corrupt marker in the metadata round-trips, survives a reopen, and the drop batch clears it', async (h) => {
-        // A replica that found its partition corrupt persists a marker in the partition's
-        // metadata, so a restart before it dropped the partition comes back corrupt, not as a
-        // healthy copy; the drop and metadata without the marker go in one batch.
-        let backend = h.backend;
-        const log = puts(1, 3, 1);
-        const marked: PartitionMeta = { ...meta(2), corrupt: 'partition 1 stored value: checksum mismatch (S13)' };
-        await backend.writeBatch([append(P1, log), apply(P1, log), { kind: 'setMeta', partition: P1, meta: meta(1) }]);
-        assert.equal((await stateOf(backend, P1))?.meta?.corrupt, undefined, 'no marker by default');
-        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: marked }]);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, marked);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.applied, pos(3, 1), 'the marker leaves the data as it is');
-        if (h.reopen) {
-          backend = await h.reopen();
-          assert.deepStrictEqual((await stateOf(backend, P1))?.meta, marked, 'the marker is durable');
-        }
-        // A later epoch adopted while still corrupt keeps it.
-        const later: PartitionMeta = { ...meta(3), corrupt: marked.corrupt! };
-        await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: later }]);
-        assert.deepStrictEqual((await stateOf(backend, P1))?.meta, later);
-        // The drop batch (relearnFromZero) writes metadata without it.
-        await backend.writeBatch([
-          { kind: 'dropPartition', partition: P1 },
-          { kind: 'setMeta', partition: P1, meta: meta(4) },
-        ]);
-        const after = await stateOf(backend, P1);
-        assert.deepStrictEqual(after?.meta, meta(4));
-        assert.equal(after?.meta?.corrupt, undefined);
-        assert.deepStrictEqual(after?.applied, pos(0, 0));
-        if (h.reopen) {
-          backend = await h.reopen();
-          assert.deepStrictEqual((await stateOf(backend, P1))?.meta, meta(4), 'cleared durably');
-        }
-      });
+      it(
+        'S13: the corrupt marker in the metadata round-trips, ' + 'survives a reopen, and the drop batch clears it',
+        async (h) => {
+          // A replica that found its partition corrupt persists a marker in the partition's
+          // metadata, so a restart before it dropped the partition comes back corrupt, not as a
+          // healthy copy; the drop and metadata without the marker go in one batch.
+          let backend = h.backend;
+          const log = puts(1, 3, 1);
+          const marked: PartitionMeta = { ...meta(2), corrupt: 'partition 1 stored value: checksum mismatch (S13)' };
+          await backend.writeBatch([
+            append(P1, log),
+            apply(P1, log),
+            { kind: 'setMeta', partition: P1, meta: meta(1) },
+          ]);
+          assert.equal((await stateOf(backend, P1))?.meta?.corrupt, undefined, 'no marker by default');
+          await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: marked }]);
+          assert.deepStrictEqual((await stateOf(backend, P1))?.meta, marked);
+          assert.deepStrictEqual(
+            (await stateOf(backend, P1))?.applied,
+            pos(3, 1),
+            'the marker leaves the data as it is',
+          );
+          if (h.reopen) {
+            backend = await h.reopen();
+            assert.deepStrictEqual((await stateOf(backend, P1))?.meta, marked, 'the marker is durable');
+          }
+          // A later epoch adopted while still corrupt keeps it.
+          const later: PartitionMeta = { ...meta(3), corrupt: marked.corrupt! };
+          await backend.writeBatch([{ kind: 'setMeta', partition: P1, meta: later }]);
+          assert.deepStrictEqual((await stateOf(backend, P1))?.meta, later);
+          // The drop batch (relearnFromZero) writes metadata without it.
+          await backend.writeBatch([
+            { kind: 'dropPartition', partition: P1 },
+            { kind: 'setMeta', partition: P1, meta: meta(4) },
+          ]);
+          const after = await stateOf(backend, P1);
+          assert.deepStrictEqual(after?.meta, meta(4));
+          assert.equal(after?.meta?.corrupt, undefined);
+          assert.deepStrictEqual(after?.applied, pos(0, 0));
+          if (h.reopen) {
+            backend = await h.reopen();
+            assert.deepStrictEqual((await stateOf(backend, P1))?.meta, meta(4), 'cleared durably');
+          }
+        },
+      );
 
       it('partitions() reports every partition with its meta, applied, log base and last', async (_h, backend) => {
         await backend.writeBatch([
@@ -684,43 +716,47 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.equal(await backend.count(P2), 1);
       });
 
-      it('a scan over keys with large values lists them right, page by page, and reads a bounded number of value bytes at once (issue 9)', async (h, backend) => {
-        // 12 values of 1 MiB between small ones: one page of every key would be 12 MiB of
-        // values read to verify them; a backend must read at most SCAN_VERIFY_BATCH_BYTES at once.
-        const big = (i: number): Uint8Array => new Uint8Array(MiB).fill(0x30 + i);
-        const entries: LogEntry[] = [];
-        for (let i = 0; i < 12; i++) {
-          entries.push(put(entries.length + 1, 1, `big-${String(i).padStart(2, '0')}`, big(i)));
-          entries.push(put(entries.length + 1, 1, `big-${String(i).padStart(2, '0')}-small`, `s${i}`));
-        }
-        for (const e of entries) await backend.writeBatch([apply(P1, [e])]);
-        const sorted = entries.map((e) => hex((e.op as { key: Uint8Array }).key)).sort();
-        const whole = await backend.scan(P1, { limit: 1000 });
-        assert.deepStrictEqual(whole.keys.map(hex), sorted, 'one page lists every key');
-        assert.equal(whole.nextAfterKey, undefined, 'and says the scan is complete');
-        for (const limit of [1, 5, 24])
-          assert.deepStrictEqual((await scanAll(backend, P1, limit)).map(hex), sorted, `limit ${limit}`);
-        const tail = await backend.scan(P1, { afterKey: b('big-03'), limit: 6 });
-        assert.deepStrictEqual(tail.keys.map(hex), sorted.slice(7, 13));
-        assert.equal(tail.nextAfterKey && hex(tail.nextAfterKey), sorted[12]);
-        if (h.scanPeakBytes)
-          assert.ok(
-            h.scanPeakBytes() <= SCAN_VERIFY_BATCH_BYTES,
-            `a scan read ${h.scanPeakBytes()} value bytes at once, more than ${SCAN_VERIFY_BATCH_BYTES}`,
-          );
-        // A value larger than the bound is still read (alone) and listed.
-        const huge = new Uint8Array(SCAN_VERIFY_BATCH_BYTES + MiB).fill(0x7a);
-        await backend.writeBatch([apply(P1, [put(entries.length + 1, 1, 'big-05-huge', huge)])]);
-        const withHuge = [...sorted, hex(b('big-05-huge'))].sort();
-        assert.deepStrictEqual((await backend.scan(P1, { limit: 1000 })).keys.map(hex), withHuge);
-        assert.deepStrictEqual((await scanAll(backend, P1, 4)).map(hex), withHuge);
-        // 1 KiB: a stored record's own bytes beyond its value (checksum, version, framing).
-        if (h.scanPeakBytes)
-          assert.ok(
-            h.scanPeakBytes() <= huge.length + 1024,
-            `a scan read ${h.scanPeakBytes()} value bytes at once, more than one value`,
-          );
-      });
+      it(
+        'a scan over keys with large values lists them right, page by page, ' +
+          'and reads a bounded number of value bytes at once (issue 9)',
+        async (h, backend) => {
+          // 12 values of 1 MiB between small ones: one page of every key would be 12 MiB of
+          // values read to verify them; a backend must read at most SCAN_VERIFY_BATCH_BYTES at once.
+          const big = (i: number): Uint8Array => new Uint8Array(MiB).fill(0x30 + i);
+          const entries: LogEntry[] = [];
+          for (let i = 0; i < 12; i++) {
+            entries.push(put(entries.length + 1, 1, `big-${String(i).padStart(2, '0')}`, big(i)));
+            entries.push(put(entries.length + 1, 1, `big-${String(i).padStart(2, '0')}-small`, `s${i}`));
+          }
+          for (const e of entries) await backend.writeBatch([apply(P1, [e])]);
+          const sorted = entries.map((e) => hex((e.op as { key: Uint8Array }).key)).sort();
+          const whole = await backend.scan(P1, { limit: 1000 });
+          assert.deepStrictEqual(whole.keys.map(hex), sorted, 'one page lists every key');
+          assert.equal(whole.nextAfterKey, undefined, 'and says the scan is complete');
+          for (const limit of [1, 5, 24])
+            assert.deepStrictEqual((await scanAll(backend, P1, limit)).map(hex), sorted, `limit ${limit}`);
+          const tail = await backend.scan(P1, { afterKey: b('big-03'), limit: 6 });
+          assert.deepStrictEqual(tail.keys.map(hex), sorted.slice(7, 13));
+          assert.equal(tail.nextAfterKey && hex(tail.nextAfterKey), sorted[12]);
+          if (h.scanPeakBytes)
+            assert.ok(
+              h.scanPeakBytes() <= SCAN_VERIFY_BATCH_BYTES,
+              `a scan read ${h.scanPeakBytes()} value bytes at once, more than ${SCAN_VERIFY_BATCH_BYTES}`,
+            );
+          // A value larger than the bound is still read (alone) and listed.
+          const huge = new Uint8Array(SCAN_VERIFY_BATCH_BYTES + MiB).fill(0x7a);
+          await backend.writeBatch([apply(P1, [put(entries.length + 1, 1, 'big-05-huge', huge)])]);
+          const withHuge = [...sorted, hex(b('big-05-huge'))].sort();
+          assert.deepStrictEqual((await backend.scan(P1, { limit: 1000 })).keys.map(hex), withHuge);
+          assert.deepStrictEqual((await scanAll(backend, P1, 4)).map(hex), withHuge);
+          // 1 KiB: a stored record's own bytes beyond its value (checksum, version, framing).
+          if (h.scanPeakBytes)
+            assert.ok(
+              h.scanPeakBytes() <= huge.length + 1024,
+              `a scan read ${h.scanPeakBytes()} value bytes at once, more than one value`,
+            );
+        },
+      );
 
       it('count follows puts, overwrites and deletes', async (_h, backend) => {
         await backend.writeBatch([apply(P1, [put(1, 1, 'a', '1'), put(2, 1, 'b', '2'), put(3, 1, 'a', '3')])]);
@@ -763,119 +799,129 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         assert.equal(now.pages.flat().length, 10);
       });
 
-      it('a snapshot stays point-in-time while writes change keys on both sides of its read position, and across a drop', async (_h, backend) => {
-        const pad = (i: number): string => String(i).padStart(3, '0');
-        const initial = Array.from({ length: 300 }, (_, i) => put(i + 1, 1, `k${pad(i)}`, `v${i}`));
-        await backend.writeBatch([apply(P1, initial), apply(P1, [tag(del(301, 1, 'none'), 'c1', 1)])]);
-        const snap = await backend.snapshot(P1);
-        const read: SnapshotItem[] = [];
-        try {
-          let s = 302;
-          let page = 0;
-          // Between pages, change keys already read, keys ahead of the position, and the table.
-          for await (const items of snap.items(25)) {
-            read.push(...items);
-            page += 1;
-            const at = read.length; // keys k000..k(at-1) were read
-            const ops: LogEntry[] = [];
-            if (at + 40 < 300) ops.push(put(s++, 1, `k${pad(at + 40)}`, 'overwritten'));
-            if (at + 50 < 300) ops.push(del(s++, 1, `k${pad(at + 50)}`));
-            if (at + 5 < 300) ops.push(put(s++, 1, `k${pad(at + 5)}+new`, 'inserted ahead'));
-            ops.push(
-              put(s++, 1, `a${page}`, 'inserted behind'),
-              del(s++, 1, `k${pad(at - 1)}`),
-              tag(put(s++, 1, `k${pad(at - 2)}`, 'again'), 'c1', page + 1),
-            );
-            await backend.writeBatch([apply(P1, ops)]);
-            if (page === 6) {
-              // Dropped and recreated under the snapshot's feet: it still reads the old partition.
-              await backend.writeBatch([
-                { kind: 'dropPartition', partition: P1 },
-                apply(P1, [put(1, 2, 'k150', 'recreated')]),
-              ]);
-              await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-              s = 1; // later pages write to a fresh partition P1
+      it(
+        'a snapshot stays point-in-time while writes change keys ' +
+          'on both sides of its read position, and across a drop',
+        async (_h, backend) => {
+          const pad = (i: number): string => String(i).padStart(3, '0');
+          const initial = Array.from({ length: 300 }, (_, i) => put(i + 1, 1, `k${pad(i)}`, `v${i}`));
+          await backend.writeBatch([apply(P1, initial), apply(P1, [tag(del(301, 1, 'none'), 'c1', 1)])]);
+          const snap = await backend.snapshot(P1);
+          const read: SnapshotItem[] = [];
+          try {
+            let s = 302;
+            let page = 0;
+            // Between pages, change keys already read, keys ahead of the position, and the table.
+            for await (const items of snap.items(25)) {
+              read.push(...items);
+              page += 1;
+              const at = read.length; // keys k000..k(at-1) were read
+              const ops: LogEntry[] = [];
+              if (at + 40 < 300) ops.push(put(s++, 1, `k${pad(at + 40)}`, 'overwritten'));
+              if (at + 50 < 300) ops.push(del(s++, 1, `k${pad(at + 50)}`));
+              if (at + 5 < 300) ops.push(put(s++, 1, `k${pad(at + 5)}+new`, 'inserted ahead'));
+              ops.push(
+                put(s++, 1, `a${page}`, 'inserted behind'),
+                del(s++, 1, `k${pad(at - 1)}`),
+                tag(put(s++, 1, `k${pad(at - 2)}`, 'again'), 'c1', page + 1),
+              );
+              await backend.writeBatch([apply(P1, ops)]);
+              if (page === 6) {
+                // Dropped and recreated under the snapshot's feet: it still reads the old partition.
+                await backend.writeBatch([
+                  { kind: 'dropPartition', partition: P1 },
+                  apply(P1, [put(1, 2, 'k150', 'recreated')]),
+                ]);
+                await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+                s = 1; // later pages write to a fresh partition P1
+              }
             }
+            assert.deepStrictEqual(snap.applied, pos(301, 1));
+            assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 301, false)]);
+          } finally {
+            await snap.close();
           }
-          assert.deepStrictEqual(snap.applied, pos(301, 1));
-          assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 301, false)]);
-        } finally {
-          await snap.close();
-        }
-        assert.deepStrictEqual(
-          normItems(read),
-          normItems(
-            initial.map((e) => ({
-              key: (e.op as { key: Uint8Array }).key,
-              value: (e.op as { value: Uint8Array }).value,
-              version: e.seq,
-            })),
-          ),
-        );
-      });
+          assert.deepStrictEqual(
+            normItems(read),
+            normItems(
+              initial.map((e) => ({
+                key: (e.op as { key: Uint8Array }).key,
+                value: (e.op as { value: Uint8Array }).value,
+                version: e.seq,
+              })),
+            ),
+          );
+        },
+      );
 
-      it('installSnapshot replaces the data, sets applied and log base, empties the log, keeps the meta', async (_h, backend) => {
-        await backend.writeBatch([
-          append(P1, puts(1, 8, 1)),
-          apply(P1, puts(1, 5, 1)),
-          { kind: 'setMeta', partition: P1, meta: meta(3) },
-          apply(P2, puts(1, 3, 1)),
-        ]);
-        const p2Before = await dump(backend, [P2]);
-        const items: SnapshotItem[] = [];
-        for (let i = 0; i < 50; i++)
-          items.push({ key: b(`s${String(i).padStart(3, '0')}`), value: b(`value ${i}`), version: seq(10 + i) });
-        await backend.installSnapshot(P1, pos(60, 3), pagesOf(items, 7));
-        assert.deepStrictEqual(await stateOf(backend, P1), {
-          partition: P1,
-          meta: meta(3),
-          applied: pos(60, 3),
-          logBase: pos(60, 3),
-          logLast: pos(60, 3),
-        });
-        assert.deepStrictEqual(await readAll(backend, P1), []);
-        assert.equal(await backend.get(P1, b('k1')), undefined, 'old data is gone');
-        assert.equal(await backend.count(P1), 50);
-        assert.deepStrictEqual(normItems((await snapshotItems(backend, P1, 16)).pages.flat()), normItems(items));
-        const got = await backend.get(P1, b('s007'));
-        assert.deepStrictEqual(got && { value: hex(got.value), version: got.version }, {
-          value: hex(b('value 7')),
-          version: 17,
-        });
-        assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions are untouched');
-        // The log and the data continue after the snapshot.
-        await backend.writeBatch([append(P1, [put(61, 3, 'after', 'a')]), apply(P1, [put(61, 3, 'after', 'a')])]);
-        assert.equal(await backend.count(P1), 51);
-        await assert.rejects(backend.writeBatch([apply(P1, [put(63, 3, 'x', 'y')])]), InvariantViolation);
-      });
+      it(
+        'installSnapshot replaces the data, sets applied ' + 'and log base, empties the log, keeps the meta',
+        async (_h, backend) => {
+          await backend.writeBatch([
+            append(P1, puts(1, 8, 1)),
+            apply(P1, puts(1, 5, 1)),
+            { kind: 'setMeta', partition: P1, meta: meta(3) },
+            apply(P2, puts(1, 3, 1)),
+          ]);
+          const p2Before = await dump(backend, [P2]);
+          const items: SnapshotItem[] = [];
+          for (let i = 0; i < 50; i++)
+            items.push({ key: b(`s${String(i).padStart(3, '0')}`), value: b(`value ${i}`), version: seq(10 + i) });
+          await backend.installSnapshot(P1, pos(60, 3), pagesOf(items, 7));
+          assert.deepStrictEqual(await stateOf(backend, P1), {
+            partition: P1,
+            meta: meta(3),
+            applied: pos(60, 3),
+            logBase: pos(60, 3),
+            logLast: pos(60, 3),
+          });
+          assert.deepStrictEqual(await readAll(backend, P1), []);
+          assert.equal(await backend.get(P1, b('k1')), undefined, 'old data is gone');
+          assert.equal(await backend.count(P1), 50);
+          assert.deepStrictEqual(normItems((await snapshotItems(backend, P1, 16)).pages.flat()), normItems(items));
+          const got = await backend.get(P1, b('s007'));
+          assert.deepStrictEqual(got && { value: hex(got.value), version: got.version }, {
+            value: hex(b('value 7')),
+            version: 17,
+          });
+          assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions are untouched');
+          // The log and the data continue after the snapshot.
+          await backend.writeBatch([append(P1, [put(61, 3, 'after', 'a')]), apply(P1, [put(61, 3, 'after', 'a')])]);
+          assert.equal(await backend.count(P1), 51);
+          await assert.rejects(backend.writeBatch([apply(P1, [put(63, 3, 'x', 'y')])]), InvariantViolation);
+        },
+      );
 
-      it('installSnapshot into an unknown partition, of an empty snapshot, and from a snapshot stream', async (_h, backend) => {
-        await backend.installSnapshot(P3, pos(0, 0), pagesOf([], 10));
-        await backend.installSnapshot(
-          P2,
-          pos(7, 2),
-          pagesOf([{ key: b('x'), value: new Uint8Array(), version: seq(7) }], 10),
-        );
-        assert.deepStrictEqual(await stateOf(backend, P2), {
-          partition: P2,
-          meta: null,
-          applied: pos(7, 2),
-          logBase: pos(7, 2),
-          logLast: pos(7, 2),
-        });
-        // Ship a partition through snapshot → installSnapshot, as learning does.
-        const entries = puts(1, 40, 1);
-        await backend.writeBatch([apply(P1, entries)]);
-        const snap = await backend.snapshot(P1);
-        try {
-          await backend.installSnapshot(P3, snap.applied, snap.items(9));
-        } finally {
-          await snap.close();
-        }
-        assert.deepStrictEqual((await scanAll(backend, P3)).map(hex), (await scanAll(backend, P1)).map(hex));
-        assert.deepStrictEqual((await stateOf(backend, P3))?.applied, pos(40, 1));
-        assert.equal(await backend.count(P3), 40);
-      });
+      it(
+        'installSnapshot into an unknown partition, of ' + 'an empty snapshot, and from a snapshot stream',
+        async (_h, backend) => {
+          await backend.installSnapshot(P3, pos(0, 0), pagesOf([], 10));
+          await backend.installSnapshot(
+            P2,
+            pos(7, 2),
+            pagesOf([{ key: b('x'), value: new Uint8Array(), version: seq(7) }], 10),
+          );
+          assert.deepStrictEqual(await stateOf(backend, P2), {
+            partition: P2,
+            meta: null,
+            applied: pos(7, 2),
+            logBase: pos(7, 2),
+            logLast: pos(7, 2),
+          });
+          // Ship a partition through snapshot → installSnapshot, as learning does.
+          const entries = puts(1, 40, 1);
+          await backend.writeBatch([apply(P1, entries)]);
+          const snap = await backend.snapshot(P1);
+          try {
+            await backend.installSnapshot(P3, snap.applied, snap.items(9));
+          } finally {
+            await snap.close();
+          }
+          assert.deepStrictEqual((await scanAll(backend, P3)).map(hex), (await scanAll(backend, P1)).map(hex));
+          assert.deepStrictEqual((await stateOf(backend, P3))?.applied, pos(40, 1));
+          assert.equal(await backend.count(P3), 40);
+        },
+      );
 
       it('a failed installSnapshot leaves the partition as it was', async (_h, backend) => {
         await backend.writeBatch([
@@ -906,52 +952,58 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
     });
 
     describe('exactly once: the dedup table (S10)', () => {
-      it('apply records every tagged entry: client, request seq, seq, and for a delete whether the key existed', async (_h, backend) => {
-        const entries = [
-          tag(put(1, 1, 'a', 'A'), 'c1', 1),
-          put(2, 1, 'b', 'B'), // untagged: no record
-          tag(del(3, 1, 'a'), 'c2', 7),
-          tag(del(4, 1, 'never'), 'c3', 2),
-          tag(start(5, 2), 'c4', 0),
-        ];
-        const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
-        assert.deepStrictEqual(result.deletes, [
-          { partition: P1, seq: 3, existed: true },
-          { partition: P1, seq: 4, existed: false },
-        ]);
-        const table = await backend.dedupTable(P1);
-        assert.deepStrictEqual(table, [
-          rec('c1', 1, 1),
-          rec('c2', 7, 3, true),
-          rec('c3', 2, 4, false),
-          rec('c4', 0, 5),
-        ]);
-        assert.equal('existed' in table[0]!, false, 'a put has no existed flag');
-        assert.deepStrictEqual(await backend.dedupTable(P2), [], 'partitions do not share tables');
-        // Appending tagged entries records nothing: only applying does.
-        const pending = [tag(put(6, 2, 'p', 'P'), 'c5', 1)];
-        await backend.writeBatch([append(P1, pending)]);
-        assert.deepStrictEqual(await backend.dedupTable(P1), table);
-        await backend.writeBatch([apply(P1, pending)]);
-        assert.deepStrictEqual(
-          (await backend.dedupTable(P1)).map((r) => r.clientId),
-          ['c1', 'c2', 'c3', 'c4', 'c5'],
-        );
-      });
+      it(
+        'apply records every tagged entry: client, request ' + 'seq, seq, and for a delete whether the key existed',
+        async (_h, backend) => {
+          const entries = [
+            tag(put(1, 1, 'a', 'A'), 'c1', 1),
+            put(2, 1, 'b', 'B'), // untagged: no record
+            tag(del(3, 1, 'a'), 'c2', 7),
+            tag(del(4, 1, 'never'), 'c3', 2),
+            tag(start(5, 2), 'c4', 0),
+          ];
+          const result = await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+          assert.deepStrictEqual(result.deletes, [
+            { partition: P1, seq: 3, existed: true },
+            { partition: P1, seq: 4, existed: false },
+          ]);
+          const table = await backend.dedupTable(P1);
+          assert.deepStrictEqual(table, [
+            rec('c1', 1, 1),
+            rec('c2', 7, 3, true),
+            rec('c3', 2, 4, false),
+            rec('c4', 0, 5),
+          ]);
+          assert.equal('existed' in table[0]!, false, 'a put has no existed flag');
+          assert.deepStrictEqual(await backend.dedupTable(P2), [], 'partitions do not share tables');
+          // Appending tagged entries records nothing: only applying does.
+          const pending = [tag(put(6, 2, 'p', 'P'), 'c5', 1)];
+          await backend.writeBatch([append(P1, pending)]);
+          assert.deepStrictEqual(await backend.dedupTable(P1), table);
+          await backend.writeBatch([apply(P1, pending)]);
+          assert.deepStrictEqual(
+            (await backend.dedupTable(P1)).map((r) => r.clientId),
+            ['c1', 'c2', 'c3', 'c4', 'c5'],
+          );
+        },
+      );
 
-      it("a client's later write replaces its record, also later in the same op or batch; tables are per partition", async (_h, backend) => {
-        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), tag(put(2, 1, 'k', '2'), 'c2', 1)])]);
-        await backend.writeBatch([
-          apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2), tag(del(4, 1, 'k'), 'c1', 3)]),
-          apply(P1, [tag(put(5, 1, 'j', '5'), 'c2', 2), put(6, 1, 'j', '6')]),
-          apply(P2, [tag(put(1, 1, 'k', 'p2'), 'c1', 50)]),
-        ]);
-        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 3, 4, true), rec('c2', 2, 5)]);
-        assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c1', 50, 1)]);
-        // An untagged write of the same key leaves the client's record alone.
-        await backend.writeBatch([apply(P1, [del(7, 1, 'j')])]);
-        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 3, 4, true), rec('c2', 2, 5)]);
-      });
+      it(
+        "a client's later write replaces its record, also later " + 'in the same op or batch; tables are per partition',
+        async (_h, backend) => {
+          await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), tag(put(2, 1, 'k', '2'), 'c2', 1)])]);
+          await backend.writeBatch([
+            apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2), tag(del(4, 1, 'k'), 'c1', 3)]),
+            apply(P1, [tag(put(5, 1, 'j', '5'), 'c2', 2), put(6, 1, 'j', '6')]),
+            apply(P2, [tag(put(1, 1, 'k', 'p2'), 'c1', 50)]),
+          ]);
+          assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 3, 4, true), rec('c2', 2, 5)]);
+          assert.deepStrictEqual(await backend.dedupTable(P2), [rec('c1', 50, 1)]);
+          // An untagged write of the same key leaves the client's record alone.
+          await backend.writeBatch([apply(P1, [del(7, 1, 'j')])]);
+          assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 3, 4, true), rec('c2', 2, 5)]);
+        },
+      );
 
       it('dedupTable is in client id order (JavaScript string order), whatever the characters', async (_h, backend) => {
         const longest = 'é'.repeat(MAX_CLIENT_ID_BYTES / 2); // 2 bytes each in UTF-8
@@ -985,156 +1037,174 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         }
       });
 
-      it('a batch that fails leaves every dedup table as it was; its neighbours still record theirs', async (_h, backend) => {
-        await backend.writeBatch([
-          append(P1, puts(1, 2, 1)),
-          apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), put(2, 1, 'j', '2')]),
-        ]);
-        const before = await dump(backend, [P1, P2, P3]);
-        await assert.rejects(
-          backend.writeBatch([
-            apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2), tag(del(4, 1, 'j'), 'c2', 1)]),
-            apply(P2, [tag(put(1, 1, 'x', 'y'), 'c3', 1)]),
-            { kind: 'dropPartition', partition: P1 },
-            apply(P3, [tag(put(1, 1, 'x', 'y'), 'c4', 1)]),
-            apply(P2, [put(9, 1, 'x', 'y')]), // a gap: the whole batch fails
-          ]),
-          InvariantViolation,
-        );
-        assert.deepStrictEqual(await dump(backend, [P1, P2, P3]), before);
-        const results = await Promise.allSettled([
-          backend.writeBatch([apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2)])]),
-          backend.writeBatch([
-            apply(P1, [tag(del(4, 1, 'j'), 'c2', 1)]),
-            apply(P2, [tag(put(5, 1, 'x', 'y'), 'c3', 1)]),
-          ]),
-          backend.writeBatch([apply(P1, [tag(del(4, 1, 'j'), 'c2', 2)])]),
-        ]);
-        assert.deepStrictEqual(
-          results.map((r) => r.status),
-          ['fulfilled', 'rejected', 'fulfilled'],
-        );
-        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 2, 3), rec('c2', 2, 4, true)]);
-        assert.deepStrictEqual(await backend.dedupTable(P2), []);
-      });
-
-      it("a snapshot's dedup table is the one at its applied position; later writes do not show in it", async (_h, backend) => {
-        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'zz'), 'c2', 1)])]);
-        const snap = await backend.snapshot(P1);
-        try {
-          await backend.writeBatch([apply(P1, [tag(put(3, 1, 'a', '3'), 'c1', 2), tag(put(4, 1, 'b', '4'), 'c3', 1)])]);
-          assert.deepStrictEqual(snap.applied, pos(2, 1));
-          assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
-          const items: SnapshotItem[] = [];
-          for await (const page of snap.items(10)) items.push(...page);
-          assert.deepStrictEqual(
-            items.map((i) => i.version),
-            [1],
-          );
-          await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-          assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
-        } finally {
-          await snap.close();
-        }
-        await backend.writeBatch([apply(P2, [tag(put(1, 1, 'a', '1'), 'c1', 1)])]);
-        const later = await snapshotItems(backend, P2, 10);
-        assert.deepStrictEqual([later.applied, later.dedup], [pos(1, 1), [rec('c1', 1, 1)]]);
-        assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, []);
-      });
-
-      it('installSnapshot replaces the dedup table with the given one, or empties it; apply goes on from there', async (_h, backend) => {
-        await backend.writeBatch([
-          append(P1, puts(1, 4, 1)),
-          apply(P1, [tag(put(1, 1, 'a', '1'), 'old', 1), tag(put(2, 1, 'b', '2'), 'c1', 1)]),
-          apply(P2, [tag(put(1, 1, 'p', '2'), 'p2-client', 4)]),
-        ]);
-        const p2Before = await dump(backend, [P2]);
-        const dedup = [rec('c2', 1, 9, true), rec('c1', 5, 8), rec('c0', 0, 10, false)];
-        const items: SnapshotItem[] = [{ key: b('s'), value: b('v'), version: seq(8) }];
-        await backend.installSnapshot(P1, pos(10, 2), pagesOf(items, 1), dedup);
-        const installed = [rec('c0', 0, 10, false), rec('c1', 5, 8), rec('c2', 1, 9, true)];
-        assert.deepStrictEqual(await backend.dedupTable(P1), installed);
-        assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, installed);
-        assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions keep their tables');
-        await backend.writeBatch([apply(P1, [tag(del(11, 2, 's'), 'c2', 2), tag(put(12, 2, 'n', 'N'), 'c3', 1)])]);
-        assert.deepStrictEqual(await backend.dedupTable(P1), [
-          rec('c0', 0, 10, false),
-          rec('c1', 5, 8),
-          rec('c2', 2, 11, true),
-          rec('c3', 1, 12),
-        ]);
-        // Without a table, the partition's table is empty afterwards.
-        await backend.installSnapshot(P1, pos(20, 2), pagesOf(items, 1));
-        assert.deepStrictEqual(await backend.dedupTable(P1), []);
-        await backend.installSnapshot(P3, pos(5, 1), pagesOf([], 1), [rec('new', 3, 5)]);
-        assert.deepStrictEqual(await backend.dedupTable(P3), [rec('new', 3, 5)]);
-      });
-
-      it('a dedup table of many clients ships through snapshot → installSnapshot, as learning does', async (_h, backend) => {
-        const clients = 4500; // more than one lmdb staging chunk
-        const entries: LogEntry[] = [];
-        for (let i = 1; i <= clients; i++) {
-          const entry =
-            i % 6 === 0 ? del(i, 1, 'absent') : i % 3 === 0 ? del(i, 1, `k${i - 1}`) : put(i, 1, `k${i}`, 'v');
-          entries.push(tag(entry, `client-${i}`, i * 2));
-        }
-        await backend.writeBatch([apply(P1, entries)]);
-        const snap = await backend.snapshot(P1);
-        try {
-          assert.equal(snap.dedup.length, clients);
-          await backend.installSnapshot(P2, snap.applied, snap.items(1000), snap.dedup);
-        } finally {
-          await snap.close();
-        }
-        const source = await backend.dedupTable(P1);
-        assert.deepStrictEqual(await backend.dedupTable(P2), source);
-        assert.deepStrictEqual(
-          source.find((r) => r.clientId === 'client-3'),
-          rec('client-3', 6, 3, true),
-        );
-        assert.deepStrictEqual(
-          source.find((r) => r.clientId === 'client-6'),
-          rec('client-6', 12, 6, false),
-        );
-      });
-
-      it('a failed installSnapshot leaves the dedup table as it was; a malformed table is refused before anything changes', async (_h, backend) => {
-        await backend.writeBatch([
-          append(P1, puts(1, 3, 1)),
-          apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'a'), 'c2', 1)]),
-        ]);
-        const before = await dump(backend, [P1]);
-        const many: SnapshotItem[] = [];
-        for (let i = 0; i < 5000; i++)
-          many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
-        async function* failing(): AsyncIterable<readonly SnapshotItem[]> {
-          yield* pagesOf(many, 1000);
-          throw new Error('the source went away');
-        }
-        await assert.rejects(
-          backend.installSnapshot(P1, pos(9, 2), failing(), [rec('new', 1, 9)]),
-          /the source went away/,
-        );
-        assert.deepStrictEqual(await dump(backend, [P1]), before);
-        const bad: DedupRecord[][] = [
-          [rec('dup', 1, 3), rec('dup', 2, 4)], // two records for one client
-          [rec('c', 1, 10)], // newer than the snapshot
-          [rec('c', 1, 0)], // seq 0 is no entry
-          [rec('', 1, 3)],
-          [rec('c', -1, 3)],
-          [{ ...rec('c', 1, 3), existed: 'yes' as unknown as boolean }],
-        ];
-        for (const dedup of bad) {
+      it(
+        'a batch that fails leaves every dedup table as ' + 'it was; its neighbours still record theirs',
+        async (_h, backend) => {
+          await backend.writeBatch([
+            append(P1, puts(1, 2, 1)),
+            apply(P1, [tag(put(1, 1, 'k', '1'), 'c1', 1), put(2, 1, 'j', '2')]),
+          ]);
+          const before = await dump(backend, [P1, P2, P3]);
           await assert.rejects(
-            backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), dedup),
+            backend.writeBatch([
+              apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2), tag(del(4, 1, 'j'), 'c2', 1)]),
+              apply(P2, [tag(put(1, 1, 'x', 'y'), 'c3', 1)]),
+              { kind: 'dropPartition', partition: P1 },
+              apply(P3, [tag(put(1, 1, 'x', 'y'), 'c4', 1)]),
+              apply(P2, [put(9, 1, 'x', 'y')]), // a gap: the whole batch fails
+            ]),
             InvariantViolation,
-            JSON.stringify(dedup),
+          );
+          assert.deepStrictEqual(await dump(backend, [P1, P2, P3]), before);
+          const results = await Promise.allSettled([
+            backend.writeBatch([apply(P1, [tag(put(3, 1, 'k', '3'), 'c1', 2)])]),
+            backend.writeBatch([
+              apply(P1, [tag(del(4, 1, 'j'), 'c2', 1)]),
+              apply(P2, [tag(put(5, 1, 'x', 'y'), 'c3', 1)]),
+            ]),
+            backend.writeBatch([apply(P1, [tag(del(4, 1, 'j'), 'c2', 2)])]),
+          ]);
+          assert.deepStrictEqual(
+            results.map((r) => r.status),
+            ['fulfilled', 'rejected', 'fulfilled'],
+          );
+          assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 2, 3), rec('c2', 2, 4, true)]);
+          assert.deepStrictEqual(await backend.dedupTable(P2), []);
+        },
+      );
+
+      it(
+        "a snapshot's dedup table is the one at its applied " + 'position; later writes do not show in it',
+        async (_h, backend) => {
+          await backend.writeBatch([apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'zz'), 'c2', 1)])]);
+          const snap = await backend.snapshot(P1);
+          try {
+            await backend.writeBatch([
+              apply(P1, [tag(put(3, 1, 'a', '3'), 'c1', 2), tag(put(4, 1, 'b', '4'), 'c3', 1)]),
+            ]);
+            assert.deepStrictEqual(snap.applied, pos(2, 1));
+            assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
+            const items: SnapshotItem[] = [];
+            for await (const page of snap.items(10)) items.push(...page);
+            assert.deepStrictEqual(
+              items.map((i) => i.version),
+              [1],
+            );
+            await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+            assert.deepStrictEqual(snap.dedup, [rec('c1', 1, 1), rec('c2', 1, 2, false)]);
+          } finally {
+            await snap.close();
+          }
+          await backend.writeBatch([apply(P2, [tag(put(1, 1, 'a', '1'), 'c1', 1)])]);
+          const later = await snapshotItems(backend, P2, 10);
+          assert.deepStrictEqual([later.applied, later.dedup], [pos(1, 1), [rec('c1', 1, 1)]]);
+          assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, []);
+        },
+      );
+
+      it(
+        'installSnapshot replaces the dedup table with the ' + 'given one, or empties it; apply goes on from there',
+        async (_h, backend) => {
+          await backend.writeBatch([
+            append(P1, puts(1, 4, 1)),
+            apply(P1, [tag(put(1, 1, 'a', '1'), 'old', 1), tag(put(2, 1, 'b', '2'), 'c1', 1)]),
+            apply(P2, [tag(put(1, 1, 'p', '2'), 'p2-client', 4)]),
+          ]);
+          const p2Before = await dump(backend, [P2]);
+          const dedup = [rec('c2', 1, 9, true), rec('c1', 5, 8), rec('c0', 0, 10, false)];
+          const items: SnapshotItem[] = [{ key: b('s'), value: b('v'), version: seq(8) }];
+          await backend.installSnapshot(P1, pos(10, 2), pagesOf(items, 1), dedup);
+          const installed = [rec('c0', 0, 10, false), rec('c1', 5, 8), rec('c2', 1, 9, true)];
+          assert.deepStrictEqual(await backend.dedupTable(P1), installed);
+          assert.deepStrictEqual((await snapshotItems(backend, P1, 10)).dedup, installed);
+          assert.deepStrictEqual(await dump(backend, [P2]), p2Before, 'other partitions keep their tables');
+          await backend.writeBatch([apply(P1, [tag(del(11, 2, 's'), 'c2', 2), tag(put(12, 2, 'n', 'N'), 'c3', 1)])]);
+          assert.deepStrictEqual(await backend.dedupTable(P1), [
+            rec('c0', 0, 10, false),
+            rec('c1', 5, 8),
+            rec('c2', 2, 11, true),
+            rec('c3', 1, 12),
+          ]);
+          // Without a table, the partition's table is empty afterwards.
+          await backend.installSnapshot(P1, pos(20, 2), pagesOf(items, 1));
+          assert.deepStrictEqual(await backend.dedupTable(P1), []);
+          await backend.installSnapshot(P3, pos(5, 1), pagesOf([], 1), [rec('new', 3, 5)]);
+          assert.deepStrictEqual(await backend.dedupTable(P3), [rec('new', 3, 5)]);
+        },
+      );
+
+      it(
+        'a dedup table of many clients ships through ' + 'snapshot → installSnapshot, as learning does',
+        async (_h, backend) => {
+          const clients = 4500; // more than one lmdb staging chunk
+          const entries: LogEntry[] = [];
+          for (let i = 1; i <= clients; i++) {
+            const entry =
+              i % 6 === 0 ? del(i, 1, 'absent') : i % 3 === 0 ? del(i, 1, `k${i - 1}`) : put(i, 1, `k${i}`, 'v');
+            entries.push(tag(entry, `client-${i}`, i * 2));
+          }
+          await backend.writeBatch([apply(P1, entries)]);
+          const snap = await backend.snapshot(P1);
+          try {
+            assert.equal(snap.dedup.length, clients);
+            await backend.installSnapshot(P2, snap.applied, snap.items(1000), snap.dedup);
+          } finally {
+            await snap.close();
+          }
+          const source = await backend.dedupTable(P1);
+          assert.deepStrictEqual(await backend.dedupTable(P2), source);
+          assert.deepStrictEqual(
+            source.find((r) => r.clientId === 'client-3'),
+            rec('client-3', 6, 3, true),
+          );
+          assert.deepStrictEqual(
+            source.find((r) => r.clientId === 'client-6'),
+            rec('client-6', 12, 6, false),
+          );
+        },
+      );
+
+      it(
+        'a failed installSnapshot leaves the dedup table as it was; ' +
+          'a malformed table is refused before anything changes',
+        async (_h, backend) => {
+          await backend.writeBatch([
+            append(P1, puts(1, 3, 1)),
+            apply(P1, [tag(put(1, 1, 'a', '1'), 'c1', 1), tag(del(2, 1, 'a'), 'c2', 1)]),
+          ]);
+          const before = await dump(backend, [P1]);
+          const many: SnapshotItem[] = [];
+          for (let i = 0; i < 5000; i++)
+            many.push({ key: b(`m${String(i).padStart(5, '0')}`), value: b('v'), version: seq(1) });
+          async function* failing(): AsyncIterable<readonly SnapshotItem[]> {
+            yield* pagesOf(many, 1000);
+            throw new Error('the source went away');
+          }
+          await assert.rejects(
+            backend.installSnapshot(P1, pos(9, 2), failing(), [rec('new', 1, 9)]),
+            /the source went away/,
           );
           assert.deepStrictEqual(await dump(backend, [P1]), before);
-        }
-        await backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), [rec('c', 1, 9)]);
-        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c', 1, 9)]);
-      });
+          const bad: DedupRecord[][] = [
+            [rec('dup', 1, 3), rec('dup', 2, 4)], // two records for one client
+            [rec('c', 1, 10)], // newer than the snapshot
+            [rec('c', 1, 0)], // seq 0 is no entry
+            [rec('', 1, 3)],
+            [rec('c', -1, 3)],
+            [{ ...rec('c', 1, 3), existed: 'yes' as unknown as boolean }],
+          ];
+          for (const dedup of bad) {
+            await assert.rejects(
+              backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), dedup),
+              InvariantViolation,
+              JSON.stringify(dedup),
+            );
+            assert.deepStrictEqual(await dump(backend, [P1]), before);
+          }
+          await backend.installSnapshot(P1, pos(9, 2), pagesOf(many, 1000), [rec('c', 1, 9)]);
+          assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c', 1, 9)]);
+        },
+      );
 
       it("dropPartition removes the partition's dedup table and only its", async (_h, backend) => {
         await backend.writeBatch([
@@ -1279,40 +1349,44 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
       assert.deepStrictEqual(await dump(backend, all), afterWrite);
     });
 
-    it('S13: a stored value with a flipped byte is never returned: get, scan and snapshots report it corrupt', async (h) => {
-      if (!h.corruptValue) return; // no checksums (memory): nothing to verify
-      let backend = h.backend;
-      const secret = `secret-${'x'.repeat(40)}`;
-      const log = [put(1, 1, 'a', 'A'), put(2, 1, 'bad', secret), put(3, 1, 'c', 'C')];
-      await backend.writeBatch([append(P1, log), apply(P1, log)]);
-      // Only the stored value holds the bytes from now on.
-      await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(3, 1) }]);
-      backend = await h.corruptValue(b(secret));
-      const corrupt = (err: unknown): boolean => {
-        assert.ok(isCorruptRecord(err), `not a corrupt-record error: ${String(err)}`);
-        assert.match((err as Error).message, /S13/);
-        return true;
-      };
-      await assert.rejects(backend.get(P1, b('bad')), corrupt);
-      assert.deepStrictEqual(await backend.get(P1, b('a')), { value: b('A'), version: seq(1) });
-      assert.deepStrictEqual(await backend.get(P1, b('c')), { value: b('C'), version: seq(3) });
-      await assert.rejects(backend.scan(P1, { limit: 10 }), corrupt);
-      const snapshot = await backend.snapshot(P1);
-      try {
-        await assert.rejects(
-          (async () => {
-            for await (const page of snapshot.items(10)) assert.ok(!page.some((i) => hex(i.value) === hex(b(secret))));
-          })(),
-          corrupt,
-        );
-      } finally {
-        await snapshot.close();
-      }
-      // Relearning starts by dropping the partition: nothing corrupt is left.
-      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-      assert.equal(await backend.get(P1, b('bad')), undefined);
-      assert.deepStrictEqual((await backend.scan(P1, { limit: 10 })).keys, []);
-    });
+    it(
+      'S13: a stored value with a flipped byte is never returned: ' + 'get, scan and snapshots report it corrupt',
+      async (h) => {
+        if (!h.corruptValue) return; // no checksums (memory): nothing to verify
+        let backend = h.backend;
+        const secret = `secret-${'x'.repeat(40)}`;
+        const log = [put(1, 1, 'a', 'A'), put(2, 1, 'bad', secret), put(3, 1, 'c', 'C')];
+        await backend.writeBatch([append(P1, log), apply(P1, log)]);
+        // Only the stored value holds the bytes from now on.
+        await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(3, 1) }]);
+        backend = await h.corruptValue(b(secret));
+        const corrupt = (err: unknown): boolean => {
+          assert.ok(isCorruptRecord(err), `not a corrupt-record error: ${String(err)}`);
+          assert.match((err as Error).message, /S13/);
+          return true;
+        };
+        await assert.rejects(backend.get(P1, b('bad')), corrupt);
+        assert.deepStrictEqual(await backend.get(P1, b('a')), { value: b('A'), version: seq(1) });
+        assert.deepStrictEqual(await backend.get(P1, b('c')), { value: b('C'), version: seq(3) });
+        await assert.rejects(backend.scan(P1, { limit: 10 }), corrupt);
+        const snapshot = await backend.snapshot(P1);
+        try {
+          await assert.rejects(
+            (async () => {
+              for await (const page of snapshot.items(10))
+                assert.ok(!page.some((i) => hex(i.value) === hex(b(secret))));
+            })(),
+            corrupt,
+          );
+        } finally {
+          await snapshot.close();
+        }
+        // Relearning starts by dropping the partition: nothing corrupt is left.
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        assert.equal(await backend.get(P1, b('bad')), undefined);
+        assert.deepStrictEqual((await backend.scan(P1, { limit: 10 })).keys, []);
+      },
+    );
   });
 }
 

@@ -27,7 +27,9 @@ async function run(sync: SyncMode, batchOps: number, seconds: number): Promise<B
 async function main(): Promise<void> {
   const seconds = Number(process.argv[2] ?? 3);
   console.log(
-    `lmdb writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ${PARTITIONS} partitions, one batch in flight, ${seconds}s each, tmpdir ${tmpdir()}`,
+    `lmdb writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ` +
+      `${PARTITIONS} partitions, one batch in flight, ${seconds}s each, tmpdir ` +
+      `${tmpdir()}`,
   );
   console.log('sync   batch-ops     ops/s   batches/s   mean batch ms');
   for (const sync of ['batch', 'none'] as const) {
@@ -36,7 +38,8 @@ async function main(): Promise<void> {
       const opsPerSecond = r.ops / r.seconds;
       const batchesPerSecond = r.batches / r.seconds;
       console.log(
-        `${sync.padEnd(5)}  ${String(batchOps).padStart(9)}  ${opsPerSecond.toFixed(0).padStart(8)}  ${batchesPerSecond.toFixed(0).padStart(10)}  ${((1000 * r.seconds) / r.batches).toFixed(3).padStart(14)}`,
+        `${sync.padEnd(5)}  ${String(batchOps).padStart(9)}  ${opsPerSecond.toFixed(0).padStart(8)} ` +
+          ` ${batchesPerSecond.toFixed(0).padStart(10)}  ${((1000 * r.seconds) / r.batches).toFixed(3).padStart(14)}`,
       );
     }
   }

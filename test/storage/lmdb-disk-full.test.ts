@@ -38,7 +38,8 @@ function appendBatch(s: number) {
   ];
 }
 
-test('a full disk fails an lmdb batch with a typed error and no unhandled rejection; reopened after freeing space, nothing acknowledged is lost', {
+test('a full disk fails an lmdb batch with a typed error and no unhandled rejection; ' +
+  'reopened after freeing space, nothing acknowledged is lost', {
   skip: SKIP ?? false,
   timeout: 60_000,
 }, async () => {
@@ -103,34 +104,42 @@ test('a full disk fails an lmdb batch with a typed error and no unhandled reject
   }
 });
 
-test('the crash guard treats a rejection thrown in lmdb or Redis client (ioredis and its helpers) code as a storage failure, and nothing else', () => {
-  const fromLmdb = new Error('Commit failed (see commitError for details)');
-  fromLmdb.stack = `Error: Commit failed\n    at rejectCommit (file:///srv/dstore/node_modules/lmdb/write.js:612:17)\n    at resolveWrites (file:///srv/dstore/node_modules/lmdb/write.js:574:40)`;
-  assert.equal(isStorageEngineRejection(fromLmdb), true);
-  const ours = new Error('a bug');
-  ours.stack = `Error: a bug\n    at StorageServer.step (file:///srv/dstore/dist/src/storageserver/server.js:10:1)\n    at file:///srv/dstore/node_modules/lmdb/write.js:500:4`;
-  assert.equal(isStorageEngineRejection(ours), false, 'only the first frame decides');
-  assert.equal(isStorageEngineRejection('a string'), false);
-  // The redis backend's client is ioredis, whose replies and errors pass through these packages.
-  for (const frame of [
-    'at Redis.sendCommand (/srv/dstore/node_modules/ioredis/built/Redis.js:387:28)',
-    'at JavascriptRedisParser.execute (/srv/dstore/node_modules/redis-parser/lib/parser.js:544:14)',
-    'at new ReplyError (/srv/dstore/node_modules/redis-errors/lib/old.js:8:5)',
-    'at Object.asCallback (/srv/dstore/node_modules/standard-as-callback/built/index.js:6:5)',
-    'at generateMulti (/srv/dstore/node_modules/cluster-key-slot/lib/index.js:150:3)',
-    'at exists (/srv/dstore/node_modules/@ioredis/commands/built/index.js:20:9)',
-    'at Object.<anonymous> (C:\\dstore\\node_modules\\ioredis\\built\\Redis.js:1:1)',
-  ]) {
-    const fromRedisClient = new Error('Connection is closed.');
-    fromRedisClient.stack = `Error: Connection is closed.\n    ${frame}`;
-    assert.equal(isStorageEngineRejection(fromRedisClient), true, frame);
-  }
-  const lookalike = new Error('not a dependency');
-  lookalike.stack = `Error: x\n    at f (/srv/dstore/node_modules/ioredis-mock/index.js:1:1)`;
-  assert.equal(
-    isStorageEngineRejection(lookalike),
-    false,
-    'a package whose name only starts like one is not the engine',
-  );
-  assert.equal(isStorageEngineRejection(new Error('no stack frames')), false);
-});
+test(
+  'the crash guard treats a rejection thrown in lmdb or Redis client (ioredis ' +
+    'and its helpers) code as a storage failure, and nothing else',
+  () => {
+    const fromLmdb = new Error('Commit failed (see commitError for details)');
+    fromLmdb.stack =
+      `Error: Commit failed\n    at rejectCommit (file:///srv/dstore/node_modules/lmdb/write.js:612:17)\n ` +
+      `   at resolveWrites (file:///srv/dstore/node_modules/lmdb/write.js:574:40)`;
+    assert.equal(isStorageEngineRejection(fromLmdb), true);
+    const ours = new Error('a bug');
+    ours.stack =
+      `Error: a bug\n    at StorageServer.step (file:///srv/dstore/dist/src/storageserver/server.js:10:1)\n ` +
+      `   at file:///srv/dstore/node_modules/lmdb/write.js:500:4`;
+    assert.equal(isStorageEngineRejection(ours), false, 'only the first frame decides');
+    assert.equal(isStorageEngineRejection('a string'), false);
+    // The redis backend's client is ioredis, whose replies and errors pass through these packages.
+    for (const frame of [
+      'at Redis.sendCommand (/srv/dstore/node_modules/ioredis/built/Redis.js:387:28)',
+      'at JavascriptRedisParser.execute (/srv/dstore/node_modules/redis-parser/lib/parser.js:544:14)',
+      'at new ReplyError (/srv/dstore/node_modules/redis-errors/lib/old.js:8:5)',
+      'at Object.asCallback (/srv/dstore/node_modules/standard-as-callback/built/index.js:6:5)',
+      'at generateMulti (/srv/dstore/node_modules/cluster-key-slot/lib/index.js:150:3)',
+      'at exists (/srv/dstore/node_modules/@ioredis/commands/built/index.js:20:9)',
+      'at Object.<anonymous> (C:\\dstore\\node_modules\\ioredis\\built\\Redis.js:1:1)',
+    ]) {
+      const fromRedisClient = new Error('Connection is closed.');
+      fromRedisClient.stack = `Error: Connection is closed.\n    ${frame}`;
+      assert.equal(isStorageEngineRejection(fromRedisClient), true, frame);
+    }
+    const lookalike = new Error('not a dependency');
+    lookalike.stack = `Error: x\n    at f (/srv/dstore/node_modules/ioredis-mock/index.js:1:1)`;
+    assert.equal(
+      isStorageEngineRejection(lookalike),
+      false,
+      'a package whose name only starts like one is not the engine',
+    );
+    assert.equal(isStorageEngineRejection(new Error('no stack frames')), false);
+  },
+);

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { InvalidArgumentError, StorageFailureError } from '../../src/core/errors.js';
 import { SmallFs, smallFsUnavailableReason } from '../../src/process/small-fs.js';
-import { partitionId, seq } from '../../src/core/types.js';
+import { epoch, partitionId, seq } from '../../src/core/types.js';
 import type { SnapshotItem, SyncMode } from '../../src/storage/backend.js';
 import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
 import { openBackend } from '../../src/storage/open.js';
@@ -222,53 +222,59 @@ test('the data and dedup records of a dropped partition and of a replaced snapsh
   });
 });
 
-test('S11: an install interrupted after staging only its dedup table is discarded on restart, and its generation is never reused', async () => {
-  await withDir(async (dir) => {
-    let backend = await LmdbBackend.open({ dataDir: dir });
-    await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k', 'v'), 'c1', 1)])]);
-    const dedup = Array.from({ length: 5000 }, (_, i) => rec(`client-${String(i).padStart(4, '0')}`, i, 1 + (i % 10)));
-    let release: () => void = () => undefined;
-    const stalled = new Promise<void>((resolve) => (release = resolve));
-    let started = false;
-    async function* source(): AsyncIterable<readonly SnapshotItem[]> {
-      started = true;
-      await stalled; // the "crash": the dedup table is staged, no data yet
-      yield [];
-    }
-    const install = backend.installSnapshot(P1, pos(10, 1), source(), dedup);
-    for (let i = 0; i < 1000 && !started; i++) await new Promise((r) => setImmediate(r));
-    await backend.idle();
-    await backend.close();
-    release();
-    await assert.rejects(install, StorageFailureError);
-    const stagedGeneration = await withRaw(dir, ({ data, dedup: db }) => {
-      assert.ok(dataKeysOf(db, P1) >= 1 + 4096, 'the first stage of the dedup table was written');
-      assert.equal(dataKeysOf(data, P1), 1, 'no data was staged');
-      return Math.max(...[...db.getKeys({})].map((key) => key.readUInt32BE(4)));
-    });
-    backend = await LmdbBackend.open({ dataDir: dir });
-    try {
-      assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 1, 1)]);
-      // A new partition takes a fresh generation: it must be above the staged one, which
-      // only the dedup records show, or a new generation of P1 could pick them up.
-      await backend.writeBatch([apply(P2, [put(1, 1, 'x', 'y')])]);
-      await backend.idle();
-    } finally {
-      await backend.close();
-    }
-    await withRaw(dir, ({ data, dedup: db }) => {
-      assert.equal(dataKeysOf(db, P1), 1, 'the staged dedup records are gone');
-      const p2Generations = [...data.getKeys({})]
-        .filter((key) => key.readUInt32BE(0) === P2)
-        .map((key) => key.readUInt32BE(4));
-      assert.deepStrictEqual(p2Generations.length, 1);
-      assert.ok(
-        p2Generations[0]! > stagedGeneration,
-        `generation ${p2Generations[0]} is above the staged ${stagedGeneration}`,
+test(
+  'S11: an install interrupted after staging only its dedup table ' +
+    'is discarded on restart, and its generation is never reused',
+  async () => {
+    await withDir(async (dir) => {
+      let backend = await LmdbBackend.open({ dataDir: dir });
+      await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k', 'v'), 'c1', 1)])]);
+      const dedup = Array.from({ length: 5000 }, (_, i) =>
+        rec(`client-${String(i).padStart(4, '0')}`, i, 1 + (i % 10)),
       );
+      let release: () => void = () => undefined;
+      const stalled = new Promise<void>((resolve) => (release = resolve));
+      let started = false;
+      async function* source(): AsyncIterable<readonly SnapshotItem[]> {
+        started = true;
+        await stalled; // the "crash": the dedup table is staged, no data yet
+        yield [];
+      }
+      const install = backend.installSnapshot(P1, pos(10, 1), source(), dedup);
+      for (let i = 0; i < 1000 && !started; i++) await new Promise((r) => setImmediate(r));
+      await backend.idle();
+      await backend.close();
+      release();
+      await assert.rejects(install, StorageFailureError);
+      const stagedGeneration = await withRaw(dir, ({ data, dedup: db }) => {
+        assert.ok(dataKeysOf(db, P1) >= 1 + 4096, 'the first stage of the dedup table was written');
+        assert.equal(dataKeysOf(data, P1), 1, 'no data was staged');
+        return Math.max(...[...db.getKeys({})].map((key) => key.readUInt32BE(4)));
+      });
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        assert.deepStrictEqual(await backend.dedupTable(P1), [rec('c1', 1, 1)]);
+        // A new partition takes a fresh generation: it must be above the staged one, which
+        // only the dedup records show, or a new generation of P1 could pick them up.
+        await backend.writeBatch([apply(P2, [put(1, 1, 'x', 'y')])]);
+        await backend.idle();
+      } finally {
+        await backend.close();
+      }
+      await withRaw(dir, ({ data, dedup: db }) => {
+        assert.equal(dataKeysOf(db, P1), 1, 'the staged dedup records are gone');
+        const p2Generations = [...data.getKeys({})]
+          .filter((key) => key.readUInt32BE(0) === P2)
+          .map((key) => key.readUInt32BE(4));
+        assert.deepStrictEqual(p2Generations.length, 1);
+        assert.ok(
+          p2Generations[0]! > stagedGeneration,
+          `generation ${p2Generations[0]} is above the staged ${stagedGeneration}`,
+        );
+      });
     });
-  });
-});
+  },
+);
 
 /**
  * Rewrites the (closed) environment in `dir` as format 1 wrote it: data values u64 version ·
@@ -300,91 +306,135 @@ async function rewriteAsFormat1(dir: string, shorten: readonly string[] = []): P
   }
 }
 
-test('format 1 (values without checksums) is upgraded at open: every value gets its checksum, reads are unchanged, a flipped byte is caught afterwards (S13)', async () => {
-  await withDir(async (dir) => {
-    let backend = await LmdbBackend.open({ dataDir: dir });
-    const log = puts(1, 2500, 1); // more than one upgrade chunk (1024)
-    await backend.writeBatch([append(P1, log), apply(P1, log), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
-    await backend.close();
-    await rewriteAsFormat1(dir);
-    backend = await LmdbBackend.open({ dataDir: dir });
-    try {
-      assert.equal(backend.upgraded, 2503);
-      assert.deepStrictEqual(await backend.get(P1, b('k2500')), { value: b('v2500'), version: seq(2500) });
-      assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
-      assert.equal((await backend.scan(P1, { limit: 5000 })).keys.length, 2500);
-    } finally {
+test(
+  'format 1 (values without checksums) is upgraded at open: every value gets ' +
+    'its checksum, reads are unchanged, a flipped byte is caught afterwards ' +
+    '(S13)',
+  async () => {
+    await withDir(async (dir) => {
+      let backend = await LmdbBackend.open({ dataDir: dir });
+      const log = puts(1, 2500, 1); // more than one upgrade chunk (1024)
+      await backend.writeBatch([append(P1, log), apply(P1, log), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
       await backend.close();
-    }
-    backend = await LmdbBackend.open({ dataDir: dir });
-    assert.equal(backend.upgraded, 0, 'upgraded once');
-    await backend.close();
-  });
-});
-
-test('a format-1 value too short to upgrade marks only its partition corrupt (S13): the upgrade completes, the value is never served, the mark lasts until the partition is replaced', async () => {
-  await withDir(async (dir) => {
-    let backend = await LmdbBackend.open({ dataDir: dir });
-    const p1 = puts(1, 1500, 1); // the bad record in the first upgrade chunk, others after it
-    await backend.writeBatch([append(P1, p1), apply(P1, p1), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
-    await backend.close();
-    await rewriteAsFormat1(dir, ['k7']);
-    backend = await LmdbBackend.open({ dataDir: dir });
-    try {
-      assert.equal(backend.upgraded, 1503, 'every record was read by the upgrade');
-      const states = await backend.partitions();
-      assert.match(
-        states.find((s) => s.partition === P1)?.corrupt ?? '',
-        /partition 1: upgrading lmdb format 1: a data value of 3 bytes is shorter than its version/,
-      );
-      assert.equal(states.find((s) => s.partition === P2)?.corrupt, undefined, 'the other partition is healthy');
-      assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
-      assert.deepStrictEqual(
-        await backend.get(P1, b('k1500')),
-        { value: b('v1500'), version: seq(1500) },
-        'records after the bad one were upgraded',
-      );
-      await assert.rejects(backend.get(P1, b('k7')), CorruptRecordError, 'the bad record is never served');
-      await assert.rejects(backend.scan(P1, { limit: 2000 }), CorruptRecordError);
-    } finally {
+      await rewriteAsFormat1(dir);
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        assert.equal(backend.upgraded, 2503);
+        assert.deepStrictEqual(await backend.get(P1, b('k2500')), { value: b('v2500'), version: seq(2500) });
+        assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
+        assert.equal((await backend.scan(P1, { limit: 5000 })).keys.length, 2500);
+      } finally {
+        await backend.close();
+      }
+      backend = await LmdbBackend.open({ dataDir: dir });
+      assert.equal(backend.upgraded, 0, 'upgraded once');
       await backend.close();
-    }
-    // Still marked at the next open (the storage server had no time to relearn it).
-    backend = await LmdbBackend.open({ dataDir: dir });
-    try {
-      assert.equal(backend.upgraded, 0);
-      assert.match(
-        (await backend.partitions()).find((s) => s.partition === P1)?.corrupt ?? '',
-        /shorter than its version/,
-      );
-      // What a replica does to relearn it: drop it, then install a snapshot under a new generation.
-      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-      await backend.installSnapshot(P1, pos(2, 1), pagesOf([{ key: b('k1'), value: b('fresh'), version: seq(2) }], 10));
-    } finally {
-      await backend.close();
-    }
-    backend = await LmdbBackend.open({ dataDir: dir });
-    try {
-      assert.equal(
-        (await backend.partitions()).find((s) => s.partition === P1)?.corrupt,
-        undefined,
-        'the relearned partition is healthy',
-      );
-      assert.deepStrictEqual(await backend.get(P1, b('k1')), { value: b('fresh'), version: seq(2) });
-    } finally {
-      await backend.close();
-    }
-    await withRaw(dir, (dbs) => {
-      assert.equal(
-        [...dbs.sys.getKeys({})].filter((k) => Buffer.from(k).toString().startsWith('upgrade-corrupt:')).length,
-        0,
-        'the stale marker is deleted',
-      );
     });
+  },
+);
+
+test(
+  'a format-1 value too short to upgrade marks only its partition corrupt ' +
+    '(S13): the upgrade completes, the value is never served, the mark lasts ' +
+    'until the partition is replaced',
+  async () => {
+    await withDir(async (dir) => {
+      let backend = await LmdbBackend.open({ dataDir: dir });
+      const p1 = puts(1, 1500, 1); // the bad record in the first upgrade chunk, others after it
+      await backend.writeBatch([append(P1, p1), apply(P1, p1), append(P2, puts(1, 3, 1)), apply(P2, puts(1, 3, 1))]);
+      await backend.close();
+      await rewriteAsFormat1(dir, ['k7']);
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        assert.equal(backend.upgraded, 1503, 'every record was read by the upgrade');
+        const states = await backend.partitions();
+        assert.match(
+          states.find((s) => s.partition === P1)?.corrupt ?? '',
+          /partition 1: upgrading lmdb format 1: a data value of 3 bytes is shorter than its version/,
+        );
+        assert.equal(states.find((s) => s.partition === P2)?.corrupt, undefined, 'the other partition is healthy');
+        assert.deepStrictEqual(await backend.get(P2, b('k3')), { value: b('v3'), version: seq(3) });
+        assert.deepStrictEqual(
+          await backend.get(P1, b('k1500')),
+          { value: b('v1500'), version: seq(1500) },
+          'records after the bad one were upgraded',
+        );
+        await assert.rejects(backend.get(P1, b('k7')), CorruptRecordError, 'the bad record is never served');
+        await assert.rejects(backend.scan(P1, { limit: 2000 }), CorruptRecordError);
+      } finally {
+        await backend.close();
+      }
+      // Still marked at the next open (the storage server had no time to relearn it).
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        assert.equal(backend.upgraded, 0);
+        assert.match(
+          (await backend.partitions()).find((s) => s.partition === P1)?.corrupt ?? '',
+          /shorter than its version/,
+        );
+        // What a replica does to relearn it: drop it, then install a snapshot under a new generation.
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        await backend.installSnapshot(
+          P1,
+          pos(2, 1),
+          pagesOf([{ key: b('k1'), value: b('fresh'), version: seq(2) }], 10),
+        );
+      } finally {
+        await backend.close();
+      }
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        assert.equal(
+          (await backend.partitions()).find((s) => s.partition === P1)?.corrupt,
+          undefined,
+          'the relearned partition is healthy',
+        );
+        assert.deepStrictEqual(await backend.get(P1, b('k1')), { value: b('fresh'), version: seq(2) });
+      } finally {
+        await backend.close();
+      }
+      await withRaw(dir, (dbs) => {
+        assert.equal(
+          [...dbs.sys.getKeys({})].filter((k) => Buffer.from(k).toString().startsWith('upgrade-corrupt:')).length,
+          0,
+          'the stale marker is deleted',
+        );
+      });
+    });
+  },
+);
+
+// S13: the upgrade marker (sys) names the partition corrupt; the replica's (its metadata) reads back as written.
+test('S13: both corrupt markers are honoured at open', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    const meta = (corrupt: string) => ({ epoch: epoch(1), config: null, corrupt });
+    await backend.writeBatch([append(P1, puts(1, 9, 1)), apply(P1, puts(1, 9, 1)), append(P2, puts(1, 3, 1))]);
+    await backend.writeBatch([
+      apply(P2, puts(1, 3, 1)),
+      { kind: 'setMeta', partition: P1, meta: meta('found on read') },
+    ]);
+    await backend.writeBatch([{ kind: 'setMeta', partition: P2, meta: meta('P2 found on read') }]);
+    await backend.close();
+    await rewriteAsFormat1(dir, ['k7']); // P1 gets an upgrade marker too; P2 only its replica marker
+    for (let open = 0; open < 2; open++) {
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        const [p1, p2] = await backend.partitions();
+        assert.match(p1?.corrupt ?? '', /partition 1: upgrading lmdb format 1: a data value of 3 bytes/);
+        assert.deepStrictEqual(p1?.meta, meta('found on read'), 'the replica marker as written');
+        assert.equal(p2?.corrupt, undefined, 'nothing found at open');
+        assert.deepStrictEqual(p2?.meta, meta('P2 found on read'));
+      } finally {
+        await backend.close();
+      }
+    }
   });
 });
 
-test('a full disk during the format-1 upgrade (or the first format write) fails the open with a typed error naming ENOSPC and no unhandled rejection; with space again the upgrade completes', {
+test('a full disk during the format-1 upgrade (or the first format write) fails ' +
+  'the open with a typed error naming ENOSPC and no unhandled rejection; ' +
+  'with space again the upgrade completes', {
   skip: SMALL_FS_SKIP ?? false,
   timeout: 60_000,
 }, async () => {
@@ -503,31 +553,35 @@ test('an lmdb environment of an unknown format is refused with one line naming t
   });
 });
 
-test('S13: a last log record that fails its checksum does not stop the open: the partition is named corrupt, and dropping it removes the log', async () => {
-  await withDir(async (dir) => {
-    let backend = await LmdbBackend.open({ dataDir: dir });
-    const log = [...puts(1, 4, 1), put(5, 1, 'last', 'LAST-RECORD-0123456789abcdef')];
-    await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 3)), append(P2, puts(1, 2, 1))]);
-    await backend.close();
-    assert.ok(flipInFile(join(dir, 'lmdb', 'data.mdb'), Buffer.from('LAST-RECORD-0123456789abcdef')) >= 1);
-    backend = await LmdbBackend.open({ dataDir: dir });
-    try {
-      const [p1, p2] = await backend.partitions();
-      assert.match(p1?.corrupt ?? '', /partition 1 log entry 5: checksum mismatch \(S13\)/);
-      assert.equal(p2?.corrupt, undefined);
-      await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-      assert.deepStrictEqual(
-        (await backend.partitions()).map((p) => p.partition),
-        [P2],
-      );
-    } finally {
+test(
+  'S13: a last log record that fails its checksum does not stop the open: ' +
+    'the partition is named corrupt, and dropping it removes the log',
+  async () => {
+    await withDir(async (dir) => {
+      let backend = await LmdbBackend.open({ dataDir: dir });
+      const log = [...puts(1, 4, 1), put(5, 1, 'last', 'LAST-RECORD-0123456789abcdef')];
+      await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 3)), append(P2, puts(1, 2, 1))]);
       await backend.close();
-    }
-    backend = await LmdbBackend.open({ dataDir: dir });
-    assert.deepStrictEqual(
-      (await backend.partitions()).map((p) => [p.partition, p.corrupt]),
-      [[P2, undefined]],
-    );
-    await backend.close();
-  });
-});
+      assert.ok(flipInFile(join(dir, 'lmdb', 'data.mdb'), Buffer.from('LAST-RECORD-0123456789abcdef')) >= 1);
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        const [p1, p2] = await backend.partitions();
+        assert.match(p1?.corrupt ?? '', /partition 1 log entry 5: checksum mismatch \(S13\)/);
+        assert.equal(p2?.corrupt, undefined);
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        assert.deepStrictEqual(
+          (await backend.partitions()).map((p) => p.partition),
+          [P2],
+        );
+      } finally {
+        await backend.close();
+      }
+      backend = await LmdbBackend.open({ dataDir: dir });
+      assert.deepStrictEqual(
+        (await backend.partitions()).map((p) => [p.partition, p.corrupt]),
+        [[P2, undefined]],
+      );
+      await backend.close();
+    });
+  },
+);

@@ -38,7 +38,8 @@ async function main(): Promise<void> {
   }
   const seconds = Number(process.argv[2] ?? 3);
   console.log(
-    `redis writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ${PARTITIONS} partitions, ${seconds}s each, redis-server dir in ${tmpdir()}`,
+    `redis writeBatch: ops = appendLog+apply of one ${VALUE_BYTES}-byte put, ` +
+      `${PARTITIONS} partitions, ${seconds}s each, redis-server dir in ${tmpdir()}`,
   );
   console.log('sync   in-flight  batch-ops     ops/s   batches/s   mean batch ms');
   for (const sync of ['batch', 'none'] as const) {
@@ -50,7 +51,9 @@ async function main(): Promise<void> {
         // With k batches in flight each one waits about k batch-times.
         const meanMs = (1000 * r.seconds * inFlight) / r.batches;
         console.log(
-          `${sync.padEnd(5)}  ${String(inFlight).padStart(9)}  ${String(batchOps).padStart(9)}  ${opsPerSecond.toFixed(0).padStart(8)}  ${batchesPerSecond.toFixed(0).padStart(10)}  ${meanMs.toFixed(3).padStart(14)}`,
+          `${sync.padEnd(5)}  ${String(inFlight).padStart(9)}  ${String(batchOps).padStart(9)} ` +
+            ` ${opsPerSecond.toFixed(0).padStart(8)}  ${batchesPerSecond.toFixed(0).padStart(10)} ` +
+            ` ${meanMs.toFixed(3).padStart(14)}`,
         );
       }
     }

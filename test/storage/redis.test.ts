@@ -147,23 +147,27 @@ if (!redisInstalled) {
   conformance('none');
 
   describe('redis backend', () => {
-    test('S14: with --sync batch, a Redis that answers before fsync is refused with how to fix it; --sync none accepts it', async () => {
-      for (const options of [{ appendfsync: 'everysec' as const }, { appendonly: false }]) {
-        await withRedis(options, async (server) => {
-          await assert.rejects(RedisBackend.open({ url: server.url, sync: 'batch' }), (err: unknown) => {
-            assert.ok(err instanceof RedisNotDurableError && err instanceof StorageFailureError, String(err));
-            assert.match(err.message, /--appendonly yes --appendfsync always/);
-            assert.match(err.message, /--sync none/);
-            assert.match(err.message, /S14/);
-            return true;
+    test(
+      'S14: with --sync batch, a Redis that answers before fsync ' +
+        'is refused with how to fix it; --sync none accepts it',
+      async () => {
+        for (const options of [{ appendfsync: 'everysec' as const }, { appendonly: false }]) {
+          await withRedis(options, async (server) => {
+            await assert.rejects(RedisBackend.open({ url: server.url, sync: 'batch' }), (err: unknown) => {
+              assert.ok(err instanceof RedisNotDurableError && err instanceof StorageFailureError, String(err));
+              assert.match(err.message, /--appendonly yes --appendfsync always/);
+              assert.match(err.message, /--sync none/);
+              assert.match(err.message, /S14/);
+              return true;
+            });
+            await withBackend(server.url, { sync: 'none' }, async (backend) => {
+              await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
+              assert.equal(await backend.count(P1), 3);
+            });
           });
-          await withBackend(server.url, { sync: 'none' }, async (backend) => {
-            await backend.writeBatch([apply(P1, puts(1, 3, 1))]);
-            assert.equal(await backend.count(P1), 3);
-          });
-        });
-      }
-    });
+        }
+      },
+    );
 
     test('an allkeys-* eviction policy is refused in any sync mode: Redis could drop the data', async () => {
       await withRedis({ extraArgs: ['--maxmemory-policy', 'allkeys-lru'] }, async (server) => {
@@ -190,235 +194,261 @@ if (!redisInstalled) {
       assert.ok(Date.now() - started < 3000);
     });
 
-    test('Redis killed under pipelined load: no write hangs, and after its restart every acknowledged batch is there, each whole', async () => {
-      await withRedis({}, async (server) => {
-        const backend = await RedisBackend.open({ url: server.url, commandTimeoutMs: 2000 });
-        let acknowledged = 0;
-        const failures: unknown[] = [];
-        let next = 1;
-        let stop = false;
-        // 8 writers keep batches in flight (pipelined); the backend orders them by call.
-        const writer = async (): Promise<void> => {
-          for (let i = 0; i < 100_000 && !stop; i++) {
-            const k = next++;
-            try {
-              await backend.writeBatch(loadBatch(k));
-              acknowledged = Math.max(acknowledged, k);
-            } catch (err) {
-              failures.push(err);
-              return;
+    test(
+      'Redis killed under pipelined load: no write hangs, and after ' +
+        'its restart every acknowledged batch is there, each whole',
+      async () => {
+        await withRedis({}, async (server) => {
+          const backend = await RedisBackend.open({ url: server.url, commandTimeoutMs: 2000 });
+          let acknowledged = 0;
+          const failures: unknown[] = [];
+          let next = 1;
+          let stop = false;
+          // 8 writers keep batches in flight (pipelined); the backend orders them by call.
+          const writer = async (): Promise<void> => {
+            for (let i = 0; i < 100_000 && !stop; i++) {
+              const k = next++;
+              try {
+                await backend.writeBatch(loadBatch(k));
+                acknowledged = Math.max(acknowledged, k);
+              } catch (err) {
+                failures.push(err);
+                return;
+              }
+            }
+          };
+          const writers = Array.from({ length: 8 }, writer);
+          while (acknowledged < 300) await sleep(5);
+          server.kill('SIGKILL');
+          const started = Date.now();
+          const settled = await Promise.race([Promise.all(writers).then(() => true), sleep(5000).then(() => false)]);
+          stop = true;
+          assert.ok(settled, 'every writer got an answer after Redis died');
+          assert.ok(Date.now() - started < 5000);
+          assert.equal(failures.length, 8, 'every writer saw a failure');
+          for (const err of failures) assert.ok(err instanceof StorageFailureError, String(err));
+          assert.ok(backend.health().broken !== undefined || !backend.health().connected);
+          await assert.rejects(backend.writeBatch(loadBatch(next)), StorageFailureError);
+          await backend.close();
+          await server.restart();
+          await withBackend(server.url, {}, async (reopened) => {
+            const n = await checkLoadPrefix(reopened);
+            assert.ok(n >= acknowledged, `Redis holds ${n} batches, ${acknowledged} were acknowledged`);
+            // And it goes on from there.
+            await reopened.writeBatch(loadBatch(n + 1));
+            assert.equal(await checkLoadPrefix(reopened), n + 1);
+          });
+        });
+      },
+    );
+
+    test(
+      'a hung Redis (SIGSTOP): a write fails after the command ' +
+        'timeout, and the backend stops writing until reopened',
+      async () => {
+        await withRedis({}, async (server) => {
+          const backend = await RedisBackend.open({ url: server.url, commandTimeoutMs: 400 });
+          try {
+            await backend.writeBatch(loadBatch(1));
+            server.kill('SIGSTOP');
+            const started = Date.now();
+            await assert.rejects(backend.writeBatch(loadBatch(2)), StorageFailureError);
+            assert.ok(Date.now() - started < 3000, 'the write did not wait for Redis');
+            server.kill('SIGCONT');
+            assert.match(backend.health().broken ?? '', /timed out/i);
+            await assert.rejects(
+              backend.writeBatch(loadBatch(3)),
+              /stopped writing after a write whose outcome is unknown/,
+            );
+          } finally {
+            server.kill('SIGCONT');
+            await backend.close();
+          }
+          await withBackend(server.url, {}, async (reopened) => {
+            const n = await checkLoadPrefix(reopened);
+            assert.ok(n === 1 || n === 2, `batch 2 ran whole or not at all (${n})`);
+          });
+        });
+      },
+    );
+
+    test(
+      'a Redis that went away while idle: writes fail at once without ' +
+        'breaking the backend, and work again after the reconnect',
+      async () => {
+        await withRedis({}, async (server) => {
+          await withBackend(server.url, { commandTimeoutMs: 2000 }, async (backend) => {
+            await backend.writeBatch(loadBatch(1));
+            await server.stop();
+            for (let i = 0; i < 200 && backend.health().connected; i++) await sleep(10);
+            assert.equal(backend.health().connected, false);
+            await assert.rejects(backend.writeBatch(loadBatch(2)), (err: unknown) => {
+              assert.ok(err instanceof StorageFailureError);
+              assert.match(err.message, /not reachable/);
+              return true;
+            });
+            await assert.rejects(backend.get(P1, b('key-1')), StorageFailureError);
+            assert.equal(backend.health().broken, undefined, 'a write never sent breaks nothing');
+            await server.restart();
+            for (let i = 0; i < 500 && !backend.health().connected; i++) await sleep(10);
+            assert.ok(backend.health().connected, 'ioredis reconnected');
+            await backend.writeBatch(loadBatch(2));
+            assert.equal(await checkLoadPrefix(backend), 2);
+          });
+        });
+      },
+    );
+
+    test(
+      'fences: a second process on the same database is refused; a process whose ' +
+        'database was taken over, or whose write counter is off, stops writing',
+      async () => {
+        await withRedis({}, async (server) => {
+          const url = `${server.url}/3`;
+          await withBackend(url, {}, async (first) => {
+            await first.writeBatch(loadBatch(1));
+            await assert.rejects(RedisBackend.open({ url }), (err: unknown) => {
+              assert.ok(err instanceof RedisSetupError);
+              assert.match(err.message, /another dstore process .* every storage server needs its own Redis database/);
+              return true;
+            });
+            // Another process took the database over (as after a missed CLIENT LIST check).
+            await withRaw(url, (r) => r.set('ds:owner', 'someone-else'));
+            await assert.rejects(first.writeBatch(loadBatch(2)), /another dstore process opened this Redis database/);
+            await assert.rejects(first.writeBatch(loadBatch(2)), StorageFailureError);
+          });
+          await withBackend(url, {}, async (second) => {
+            assert.equal(await checkLoadPrefix(second), 1, 'the fenced write left nothing');
+            await withRaw(url, (r) => r.incr('ds:bseq'));
+            await assert.rejects(second.writeBatch(loadBatch(2)), /write counter is \d+ where this process expected/);
+          });
+          await withBackend(url, {}, async (third) => {
+            assert.equal(await checkLoadPrefix(third), 1);
+          });
+        });
+      },
+    );
+
+    test(
+      'a database with keys that are not dstore data is refused; ' + 'two databases of one Redis are independent',
+      async () => {
+        await withRedis({}, async (server) => {
+          await withRaw(`${server.url}/5`, (r) => r.set('someone:else', 'x'));
+          await assert.rejects(RedisBackend.open({ url: `${server.url}/5` }), /holds keys that are not dstore data/);
+          await withBackend(`${server.url}/1`, {}, async (one) => {
+            await withBackend(`${server.url}/2`, {}, async (two) => {
+              await one.writeBatch(loadBatch(1));
+              await two.writeBatch([apply(P1, [put(1, 1, 'other', 'x'), put(2, 1, 'keys', 'y')])]);
+              assert.equal(await one.count(P1), 1);
+              assert.equal(await two.count(P1), 2);
+              assert.equal(await two.get(P1, b('key-1')), undefined);
+            });
+          });
+        });
+      },
+    );
+
+    test(
+      'S11: a snapshot half-installed when the process stopped ' + 'is discarded on reopen, dedup table included',
+      async () => {
+        await withRedis({}, async (server) => {
+          let backend = await RedisBackend.open({ url: server.url });
+          await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k1', 'v'), 'c1', 1), put(2, 1, 'k2', 'v')])]);
+          const before = await dump(backend, [P1]);
+          const items: SnapshotItem[] = Array.from({ length: 9000 }, (_, i) => ({
+            key: b(`s${String(i).padStart(5, '0')}`),
+            value: b('v'),
+            version: seq(1),
+          }));
+          let release: () => void = () => undefined;
+          const stalled = new Promise<void>((resolve) => (release = resolve));
+          let pagesTaken = 0;
+          async function* source(): AsyncIterable<readonly SnapshotItem[]> {
+            for (let i = 0; i < items.length; i += 1000) {
+              if (i === 8000) await stalled; // the "crash": two stages of 4096 are written by now
+              pagesTaken += 1;
+              yield items.slice(i, i + 1000);
             }
           }
-        };
-        const writers = Array.from({ length: 8 }, writer);
-        while (acknowledged < 300) await sleep(5);
-        server.kill('SIGKILL');
-        const started = Date.now();
-        const settled = await Promise.race([Promise.all(writers).then(() => true), sleep(5000).then(() => false)]);
-        stop = true;
-        assert.ok(settled, 'every writer got an answer after Redis died');
-        assert.ok(Date.now() - started < 5000);
-        assert.equal(failures.length, 8, 'every writer saw a failure');
-        for (const err of failures) assert.ok(err instanceof StorageFailureError, String(err));
-        assert.ok(backend.health().broken !== undefined || !backend.health().connected);
-        await assert.rejects(backend.writeBatch(loadBatch(next)), StorageFailureError);
-        await backend.close();
-        await server.restart();
-        await withBackend(server.url, {}, async (reopened) => {
-          const n = await checkLoadPrefix(reopened);
-          assert.ok(n >= acknowledged, `Redis holds ${n} batches, ${acknowledged} were acknowledged`);
-          // And it goes on from there.
-          await reopened.writeBatch(loadBatch(n + 1));
-          assert.equal(await checkLoadPrefix(reopened), n + 1);
-        });
-      });
-    });
-
-    test('a hung Redis (SIGSTOP): a write fails after the command timeout, and the backend stops writing until reopened', async () => {
-      await withRedis({}, async (server) => {
-        const backend = await RedisBackend.open({ url: server.url, commandTimeoutMs: 400 });
-        try {
-          await backend.writeBatch(loadBatch(1));
-          server.kill('SIGSTOP');
-          const started = Date.now();
-          await assert.rejects(backend.writeBatch(loadBatch(2)), StorageFailureError);
-          assert.ok(Date.now() - started < 3000, 'the write did not wait for Redis');
-          server.kill('SIGCONT');
-          assert.match(backend.health().broken ?? '', /timed out/i);
-          await assert.rejects(
-            backend.writeBatch(loadBatch(3)),
-            /stopped writing after a write whose outcome is unknown/,
-          );
-        } finally {
-          server.kill('SIGCONT');
+          const install = backend.installSnapshot(P1, pos(10, 1), source(), [rec('c1', 9, 10), rec('c2', 1, 9)]);
+          for (let i = 0; i < 1000 && pagesTaken < 8; i++) await sleep(5);
+          await sleep(50);
           await backend.close();
-        }
-        await withBackend(server.url, {}, async (reopened) => {
-          const n = await checkLoadPrefix(reopened);
-          assert.ok(n === 1 || n === 2, `batch 2 ran whole or not at all (${n})`);
-        });
-      });
-    });
-
-    test('a Redis that went away while idle: writes fail at once without breaking the backend, and work again after the reconnect', async () => {
-      await withRedis({}, async (server) => {
-        await withBackend(server.url, { commandTimeoutMs: 2000 }, async (backend) => {
-          await backend.writeBatch(loadBatch(1));
-          await server.stop();
-          for (let i = 0; i < 200 && backend.health().connected; i++) await sleep(10);
-          assert.equal(backend.health().connected, false);
-          await assert.rejects(backend.writeBatch(loadBatch(2)), (err: unknown) => {
-            assert.ok(err instanceof StorageFailureError);
-            assert.match(err.message, /not reachable/);
-            return true;
-          });
-          await assert.rejects(backend.get(P1, b('key-1')), StorageFailureError);
-          assert.equal(backend.health().broken, undefined, 'a write never sent breaks nothing');
-          await server.restart();
-          for (let i = 0; i < 500 && !backend.health().connected; i++) await sleep(10);
-          assert.ok(backend.health().connected, 'ioredis reconnected');
-          await backend.writeBatch(loadBatch(2));
-          assert.equal(await checkLoadPrefix(backend), 2);
-        });
-      });
-    });
-
-    test('fences: a second process on the same database is refused; a process whose database was taken over, or whose write counter is off, stops writing', async () => {
-      await withRedis({}, async (server) => {
-        const url = `${server.url}/3`;
-        await withBackend(url, {}, async (first) => {
-          await first.writeBatch(loadBatch(1));
-          await assert.rejects(RedisBackend.open({ url }), (err: unknown) => {
-            assert.ok(err instanceof RedisSetupError);
-            assert.match(err.message, /another dstore process .* every storage server needs its own Redis database/);
-            return true;
-          });
-          // Another process took the database over (as after a missed CLIENT LIST check).
-          await withRaw(url, (r) => r.set('ds:owner', 'someone-else'));
-          await assert.rejects(first.writeBatch(loadBatch(2)), /another dstore process opened this Redis database/);
-          await assert.rejects(first.writeBatch(loadBatch(2)), StorageFailureError);
-        });
-        await withBackend(url, {}, async (second) => {
-          assert.equal(await checkLoadPrefix(second), 1, 'the fenced write left nothing');
-          await withRaw(url, (r) => r.incr('ds:bseq'));
-          await assert.rejects(second.writeBatch(loadBatch(2)), /write counter is \d+ where this process expected/);
-        });
-        await withBackend(url, {}, async (third) => {
-          assert.equal(await checkLoadPrefix(third), 1);
-        });
-      });
-    });
-
-    test('a database with keys that are not dstore data is refused; two databases of one Redis are independent', async () => {
-      await withRedis({}, async (server) => {
-        await withRaw(`${server.url}/5`, (r) => r.set('someone:else', 'x'));
-        await assert.rejects(RedisBackend.open({ url: `${server.url}/5` }), /holds keys that are not dstore data/);
-        await withBackend(`${server.url}/1`, {}, async (one) => {
-          await withBackend(`${server.url}/2`, {}, async (two) => {
-            await one.writeBatch(loadBatch(1));
-            await two.writeBatch([apply(P1, [put(1, 1, 'other', 'x'), put(2, 1, 'keys', 'y')])]);
-            assert.equal(await one.count(P1), 1);
-            assert.equal(await two.count(P1), 2);
-            assert.equal(await two.get(P1, b('key-1')), undefined);
-          });
-        });
-      });
-    });
-
-    test('S11: a snapshot half-installed when the process stopped is discarded on reopen, dedup table included', async () => {
-      await withRedis({}, async (server) => {
-        let backend = await RedisBackend.open({ url: server.url });
-        await backend.writeBatch([apply(P1, [tag(put(1, 1, 'k1', 'v'), 'c1', 1), put(2, 1, 'k2', 'v')])]);
-        const before = await dump(backend, [P1]);
-        const items: SnapshotItem[] = Array.from({ length: 9000 }, (_, i) => ({
-          key: b(`s${String(i).padStart(5, '0')}`),
-          value: b('v'),
-          version: seq(1),
-        }));
-        let release: () => void = () => undefined;
-        const stalled = new Promise<void>((resolve) => (release = resolve));
-        let pagesTaken = 0;
-        async function* source(): AsyncIterable<readonly SnapshotItem[]> {
-          for (let i = 0; i < items.length; i += 1000) {
-            if (i === 8000) await stalled; // the "crash": two stages of 4096 are written by now
-            pagesTaken += 1;
-            yield items.slice(i, i + 1000);
+          release();
+          await assert.rejects(install, StorageFailureError);
+          const leftover = await withRaw(server.url, async (r) => ({
+            orphans: await r.smembers('ds:orphans'),
+            keys: (await r.keys('ds:d:1:*')).length,
+          }));
+          assert.equal(leftover.orphans.length, 1, 'the staged generation is registered');
+          assert.equal(leftover.keys, 2, 'the current and the staged data hashes');
+          backend = await RedisBackend.open({ url: server.url });
+          try {
+            assert.deepStrictEqual(await dump(backend, [P1]), before);
+          } finally {
+            await backend.close();
           }
-        }
-        const install = backend.installSnapshot(P1, pos(10, 1), source(), [rec('c1', 9, 10), rec('c2', 1, 9)]);
-        for (let i = 0; i < 1000 && pagesTaken < 8; i++) await sleep(5);
-        await sleep(50);
-        await backend.close();
-        release();
-        await assert.rejects(install, StorageFailureError);
-        const leftover = await withRaw(server.url, async (r) => ({
-          orphans: await r.smembers('ds:orphans'),
-          keys: (await r.keys('ds:d:1:*')).length,
-        }));
-        assert.equal(leftover.orphans.length, 1, 'the staged generation is registered');
-        assert.equal(leftover.keys, 2, 'the current and the staged data hashes');
-        backend = await RedisBackend.open({ url: server.url });
-        try {
-          assert.deepStrictEqual(await dump(backend, [P1]), before);
-        } finally {
-          await backend.close();
-        }
-        const after = await withRaw(server.url, async (r) => ({
-          orphans: await r.smembers('ds:orphans'),
-          keys: await r.keys('ds:[dzu]:1:*'),
-        }));
-        assert.deepStrictEqual(after.orphans, []);
-        assert.equal(
-          after.keys.length,
-          3,
-          `only the current generation's data, order and dedup table: ${after.keys.join(' ')}`,
-        );
-      });
-    });
-
-    test("S11: snapshot pre-images are kept once per key, deleted on close, and a dead process's pins are dropped on reopen", async () => {
-      await withRedis({}, async (server) => {
-        const backend = await RedisBackend.open({ url: server.url });
-        await backend.writeBatch([apply(P1, puts(1, 10, 1))]);
-        const snap = await backend.snapshot(P1);
-        for (let s = 11; s <= 110; s++) await backend.writeBatch([apply(P1, [put(s, 1, 'k1', `v${s}`)])]);
-        await backend.writeBatch([apply(P1, [del(111, 1, 'k2'), put(112, 1, 'new', 'n')])]);
-        const raw = await withRaw(server.url, async (r) => ({
-          pre: await r.keys('ds:pv:*'),
-          pins: await r.hlen('ds:snaps'),
-        }));
-        assert.equal(raw.pins, 1);
-        assert.equal(raw.pre.length, 1);
-        assert.equal(await withRaw(server.url, (r) => r.hlen(raw.pre[0]!)), 3, 'k1 (once for 100 writes), k2, new');
-        const items: SnapshotItem[] = [];
-        for await (const page of snap.items(4)) items.push(...page);
-        assert.deepStrictEqual(
-          items.map((i) => [Buffer.from(i.key).toString(), i.version]),
-          puts(1, 10, 1)
-            .map((e) => [`k${e.seq}`, e.seq])
-            .sort(),
-        );
-        await snap.close();
-        assert.deepStrictEqual(await withRaw(server.url, (r) => r.keys('ds:p[vz]:*')), []);
-        assert.equal(await withRaw(server.url, (r) => r.hlen('ds:snaps')), 0);
-        // A snapshot left open by a process that died (its connection gone, nothing closed).
-        const dead = await backend.snapshot(P1);
-        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
-        assert.equal(
-          (await withRaw(server.url, (r) => r.keys('ds:d:1:*'))).length,
-          1,
-          'the dropped generation is kept for the open snapshot',
-        );
-        (backend as unknown as { redis: { disconnect(): void } }).redis.disconnect();
-        await backend.close();
-        await assert.rejects(dead.items(10)[Symbol.asyncIterator]().next(), StorageFailureError);
-        await withBackend(server.url, {}, async (reopened) => {
-          assert.deepStrictEqual(await reopened.partitions(), []);
+          const after = await withRaw(server.url, async (r) => ({
+            orphans: await r.smembers('ds:orphans'),
+            keys: await r.keys('ds:[dzu]:1:*'),
+          }));
+          assert.deepStrictEqual(after.orphans, []);
+          assert.equal(
+            after.keys.length,
+            3,
+            `only the current generation's data, order and dedup table: ${after.keys.join(' ')}`,
+          );
         });
-        const left = await withRaw(server.url, async (r) => (await r.keys('*')).sort());
-        assert.deepStrictEqual(left, ['ds:bseq', 'ds:format', 'ds:nextgen', 'ds:owner']);
-      });
-    });
+      },
+    );
+
+    test(
+      'S11: snapshot pre-images are kept once per key, deleted on ' +
+        "close, and a dead process's pins are dropped on reopen",
+      async () => {
+        await withRedis({}, async (server) => {
+          const backend = await RedisBackend.open({ url: server.url });
+          await backend.writeBatch([apply(P1, puts(1, 10, 1))]);
+          const snap = await backend.snapshot(P1);
+          for (let s = 11; s <= 110; s++) await backend.writeBatch([apply(P1, [put(s, 1, 'k1', `v${s}`)])]);
+          await backend.writeBatch([apply(P1, [del(111, 1, 'k2'), put(112, 1, 'new', 'n')])]);
+          const raw = await withRaw(server.url, async (r) => ({
+            pre: await r.keys('ds:pv:*'),
+            pins: await r.hlen('ds:snaps'),
+          }));
+          assert.equal(raw.pins, 1);
+          assert.equal(raw.pre.length, 1);
+          assert.equal(await withRaw(server.url, (r) => r.hlen(raw.pre[0]!)), 3, 'k1 (once for 100 writes), k2, new');
+          const items: SnapshotItem[] = [];
+          for await (const page of snap.items(4)) items.push(...page);
+          assert.deepStrictEqual(
+            items.map((i) => [Buffer.from(i.key).toString(), i.version]),
+            puts(1, 10, 1)
+              .map((e) => [`k${e.seq}`, e.seq])
+              .sort(),
+          );
+          await snap.close();
+          assert.deepStrictEqual(await withRaw(server.url, (r) => r.keys('ds:p[vz]:*')), []);
+          assert.equal(await withRaw(server.url, (r) => r.hlen('ds:snaps')), 0);
+          // A snapshot left open by a process that died (its connection gone, nothing closed).
+          const dead = await backend.snapshot(P1);
+          await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+          assert.equal(
+            (await withRaw(server.url, (r) => r.keys('ds:d:1:*'))).length,
+            1,
+            'the dropped generation is kept for the open snapshot',
+          );
+          (backend as unknown as { redis: { disconnect(): void } }).redis.disconnect();
+          await backend.close();
+          await assert.rejects(dead.items(10)[Symbol.asyncIterator]().next(), StorageFailureError);
+          await withBackend(server.url, {}, async (reopened) => {
+            assert.deepStrictEqual(await reopened.partitions(), []);
+          });
+          const left = await withRaw(server.url, async (r) => (await r.keys('*')).sort());
+          assert.deepStrictEqual(left, ['ds:bseq', 'ds:format', 'ds:nextgen', 'ds:owner']);
+        });
+      },
+    );
 
     test('S13: a corrupted log record is detected on read and when opening', async () => {
       await withRedis({}, async (server) => {

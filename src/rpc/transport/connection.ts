@@ -9,26 +9,11 @@ import {
   OverloadedError,
   TimeoutError,
 } from '../../core/errors.js';
-import {
-  FrameDecoder,
-  FrameWriter,
-  MAX_CALL_ID,
-  MAX_DEADLINE_MS,
-  packBody,
-  parseEnvelope,
-  unpackBody,
-  type FrameSink,
-} from '../frame.js';
+import { FrameDecoder, FrameWriter, MAX_CALL_ID, MAX_DEADLINE_MS, packBody, type FrameSink } from '../frame.js';
 import { GreetingReader, dialerCheck, encodeGreeting, type GreetingRole } from '../handshake.js';
 import type { Codec } from '../schema.js';
-import {
-  type RpcLogger,
-  silentLogger,
-  RPC_DEFAULTS,
-  defaultMaxQueuedBytes,
-  describe,
-  isPromiseLike,
-} from './common.js';
+import { type RpcLogger, silentLogger, RPC_DEFAULTS, defaultMaxQueuedBytes, describe } from './common.js';
+import { type FrameHandlers, afterGreeting, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
 
 // ---- client ----
 
@@ -243,20 +228,8 @@ export class RpcConnection implements FrameSink {
    */
   send(body: unknown): boolean {
     if (this.state === 'closed') return false;
-    let frame: Buffer;
-    try {
-      frame = packBody({ t: 'msg', b: body });
-    } catch (err) {
-      this.logger.error({ address: this.address, err: describe(err) }, 'rpc message cannot be encoded; dropped');
-      return false;
-    }
-    if (frame.length > this.maxFrameBytes) {
-      this.logger.warn(
-        { address: this.address, frameBytes: frame.length, maxFrameBytes: this.maxFrameBytes },
-        'rpc message over maxFrameBytes; dropped',
-      );
-      return false;
-    }
+    const frame = encodeMessage(body, this.maxFrameBytes, this.logger, { address: this.address });
+    if (frame === undefined) return false;
     if (this.prepareToSend() !== undefined) return false;
     return this.writer.write(frame);
   }
@@ -321,18 +294,19 @@ export class RpcConnection implements FrameSink {
     });
     socket.on('data', (chunk: Buffer) => {
       if (!greeting.isDone) {
-        const r = greeting.push(chunk);
-        if (r.state === 'pending') return;
-        const refused = dialerCheck(r, this.address, this.expectRole);
-        if (refused !== undefined || r.state !== 'ok') {
-          if (this.socket === socket)
-            this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
-          return;
-        }
-        this.protocolError = undefined;
-        this.greeted = true;
-        chunk = r.rest;
-        if (chunk.length === 0) return;
+        const rest = afterGreeting(greeting, chunk, (r) => {
+          const refused = dialerCheck(r, this.address, this.expectRole);
+          if (refused !== undefined || r.state !== 'ok') {
+            if (this.socket === socket)
+              this.refused(refused ?? new ConnectionClosedError(`${this.address}: greeting refused`));
+            return false;
+          }
+          this.protocolError = undefined;
+          this.greeted = true;
+          return true;
+        });
+        if (rest === undefined || rest.length === 0) return;
+        chunk = rest;
       } else if (!this.greeted) {
         return; // refused: the socket is being destroyed
       }
@@ -461,39 +435,20 @@ export class RpcConnection implements FrameSink {
   }
 
   onFrame(frame: Buffer): void {
-    let value: unknown;
-    try {
-      value = unpackBody(frame);
-    } catch (err) {
-      this.abandon(`undecodable frame body: ${describe(err)}`, { frameBytes: frame.length });
-      return;
-    }
-    const parsed = parseEnvelope(value);
-    if (!parsed.ok) {
-      if (parsed.t === 'reply' && parsed.id !== undefined) {
-        this.settle(parsed.id, {
-          ok: false,
-          err: new MalformedMessageError(`reply from ${this.address}: ${parsed.reason}`),
-        });
-      } else {
-        this.abandon(`invalid envelope: ${parsed.reason}`);
-      }
-      return;
-    }
-    const envelope = parsed.envelope;
-    switch (envelope.t) {
-      case 'reply':
-        if (envelope.e !== undefined) this.settle(envelope.id, { ok: false, err: errorFromWire(envelope.e) });
-        else this.settle(envelope.id, { ok: true, value: envelope.b });
-        return;
-      case 'msg':
-        this.onMessage(envelope.b);
-        return;
-      case 'call':
-        this.abandon('a call sent to a client');
-        return;
-    }
+    dispatchFrame('client', frame, this.inbound);
   }
+
+  private readonly inbound: FrameHandlers<'client'> = {
+    violation: (reason, details) => this.abandon(reason, details),
+    malformed: (id, reason) =>
+      this.settle(id, { ok: false, err: new MalformedMessageError(`reply from ${this.address}: ${reason}`) }),
+    exchange: (reply) =>
+      this.settle(
+        reply.id,
+        reply.e !== undefined ? { ok: false, err: errorFromWire(reply.e) } : { ok: true, value: reply.b },
+      ),
+    message: (body) => this.onMessage(body),
+  };
 
   private onMessage(body: unknown): void {
     const onMessage = this.onMessageOption;
@@ -501,21 +456,6 @@ export class RpcConnection implements FrameSink {
       this.logger.debug?.({ address: this.address }, 'one-way message without an onMessage handler; dropped');
       return;
     }
-    try {
-      const result: unknown = onMessage(body);
-      if (isPromiseLike(result)) {
-        Promise.resolve(result).catch((err: unknown) =>
-          this.logger.error(
-            { address: this.address, err: err instanceof Error ? err : describe(err) },
-            'rpc onMessage failed',
-          ),
-        );
-      }
-    } catch (err) {
-      this.logger.error(
-        { address: this.address, err: err instanceof Error ? err : describe(err) },
-        'rpc onMessage failed',
-      );
-    }
+    runMessageHandler(() => onMessage(body), this.logger, { address: this.address });
   }
 }

@@ -7,8 +7,8 @@ import {
   OverloadedError,
   type WireError,
 } from '../../core/errors.js';
-import { FrameDecoder, FrameWriter, packBody, parseEnvelope, unpackBody, type FrameSink } from '../frame.js';
-import { GreetingReader, encodeGreeting, roleName, type GreetingRole } from '../handshake.js';
+import { FrameDecoder, FrameWriter, packBody, type FrameSink } from '../frame.js';
+import { GreetingReader, encodeGreeting, roleName, type GreetingResult, type GreetingRole } from '../handshake.js';
 import { OVERSIZED_PREFIX_BYTES, peekCall, type OversizedCallHandler } from '../oversized.js';
 import type { Codec } from '../schema.js';
 import {
@@ -23,6 +23,7 @@ import {
   errorReserveBytes,
   errorReplyBody,
 } from './common.js';
+import { type FrameHandlers, afterGreeting, dispatchFrame, encodeMessage, runMessageHandler } from './frames.js';
 
 // ---- server ----
 
@@ -161,21 +162,25 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       this.decoder.push(chunk);
       return;
     }
-    const r = greeting.push(chunk);
-    if (r.state === 'pending') return;
+    const rest = afterGreeting(greeting, chunk, (r) => this.acceptGreeting(r));
+    if (rest === undefined) return;
+    this.greeting = undefined;
+    if (rest.length > 0) this.decoder.push(rest);
+  }
+
+  /** Whether the dialer's greeting is one to serve; if not, the connection is refused. */
+  private acceptGreeting(r: Exclude<GreetingResult, { state: 'pending' }>): boolean {
     if (r.state === 'refused') {
       this.refuse(r.message);
-      return;
+      return false;
     }
     if (r.greeting.role !== 'any' && r.greeting.role !== this.role) {
       // The dialer reports the mismatch from our greeting (WrongRoleError); we only log it.
-      this.refuse(
-        `a client looking for ${roleName(r.greeting.role)} connected to this ${roleName(this.role).replace(/^an? /, '')}`,
-      );
-      return;
+      const wanted = roleName(r.greeting.role);
+      this.refuse(`a client looking for ${wanted} connected to this ${roleName(this.role).replace(/^an? /, '')}`);
+      return false;
     }
-    this.greeting = undefined;
-    if (r.rest.length > 0) this.decoder.push(r.rest);
+    return true;
   }
 
   /**
@@ -227,35 +232,15 @@ export class ServerConnection<Req, Msg> implements FrameSink {
   }
 
   onFrame(frame: Buffer): void {
-    let value: unknown;
-    try {
-      value = unpackBody(frame);
-    } catch (err) {
-      this.close(`undecodable frame body: ${describe(err)}`, { frameBytes: frame.length });
-      return;
-    }
-    const parsed = parseEnvelope(value);
-    if (!parsed.ok) {
-      if (parsed.t === 'call' && parsed.id !== undefined) {
-        this.enqueueReply(parsed.id, errorReplyBody(parsed.id, new MalformedMessageError(parsed.reason).toWire()));
-      } else {
-        this.close(`invalid envelope: ${parsed.reason}`);
-      }
-      return;
-    }
-    const envelope = parsed.envelope;
-    switch (envelope.t) {
-      case 'call':
-        this.onCall(envelope.id, envelope.d, envelope.b);
-        return;
-      case 'msg':
-        this.onMessage(envelope.b);
-        return;
-      case 'reply':
-        this.close('a reply sent to a server');
-        return;
-    }
+    dispatchFrame('server', frame, this.inbound);
   }
+
+  private readonly inbound: FrameHandlers<'server'> = {
+    violation: (reason, details) => this.close(reason, details),
+    malformed: (id, reason) => this.enqueueReply(id, errorReplyBody(id, new MalformedMessageError(reason).toWire())),
+    exchange: (call) => this.onCall(call.id, call.d, call.b),
+    message: (body) => this.onMessage(body),
+  };
 
   private onCall(id: number, d: number | undefined, raw: unknown): void {
     const { options, maxInFlight } = this.settings;
@@ -380,7 +365,8 @@ export class ServerConnection<Req, Msg> implements FrameSink {
       const overloaded = errorReplyBody(
         id,
         new OverloadedError(
-          `reply of ${frame.length} bytes does not fit the connection's outgoing queue (maxQueuedBytes=${maxQueuedBytes})`,
+          `reply of ${frame.length} bytes does not fit the connection's ` +
+            `outgoing queue (maxQueuedBytes=${maxQueuedBytes})`,
         ).toWire(),
       );
       if (!this.writer.write(overloaded, errorReserveBytes(maxQueuedBytes))) {
@@ -396,20 +382,8 @@ export class ServerConnection<Req, Msg> implements FrameSink {
   private send(body: unknown): boolean {
     if (this.closed) return false;
     const { logger, options } = this.settings;
-    let frame: Buffer;
-    try {
-      frame = packBody({ t: 'msg', b: body });
-    } catch (err) {
-      logger.error({ connectionId: this.id, err: describe(err) }, 'rpc message cannot be encoded; dropped');
-      return false;
-    }
-    if (frame.length > options.maxFrameBytes) {
-      logger.warn(
-        { connectionId: this.id, frameBytes: frame.length, maxFrameBytes: options.maxFrameBytes },
-        'rpc message over maxFrameBytes; dropped',
-      );
-      return false;
-    }
+    const frame = encodeMessage(body, options.maxFrameBytes, logger, { connectionId: this.id });
+    if (frame === undefined) return false;
     if (!this.writer.write(frame)) return false;
     this.pauseIfBacklogged();
     return true;
@@ -456,19 +430,7 @@ export class ServerConnection<Req, Msg> implements FrameSink {
     } else {
       body = raw as Msg;
     }
-    try {
-      const result: unknown = onMessage(body, this.messageContext);
-      if (isPromiseLike(result)) {
-        Promise.resolve(result).catch((err: unknown) =>
-          logger.error(
-            { connectionId: this.id, err: err instanceof Error ? err : describe(err) },
-            'rpc onMessage failed',
-          ),
-        );
-      }
-    } catch (err) {
-      logger.error({ connectionId: this.id, err: err instanceof Error ? err : describe(err) }, 'rpc onMessage failed');
-    }
+    runMessageHandler(() => onMessage(body, this.messageContext), logger, { connectionId: this.id });
   }
 }
 

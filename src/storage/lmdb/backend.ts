@@ -32,7 +32,8 @@ import {
   checkPartition,
   checkBatchOp,
   byClientId,
-  checkDedupTable,
+  checkInstallSnapshot,
+  logReadRange,
   checkKey,
   checkPageLimit,
   checkSnapshotItem,
@@ -63,12 +64,12 @@ import {
   type PartState,
   encodeState,
   decodeState,
-  UPGRADE_CORRUPT_PREFIX,
-  upgradeCorruptKey,
   positionOf,
 } from './layout.js';
 import { type StateSource, Overlay, type PreparedOp, type Job, type StagedPut, type OpenSnapshot } from './jobs.js';
 import { commitFailureCause, describeCause } from './commit-failure.js';
+import { readUpgradeMarkers, writeUpgradeMarker } from './corrupt-markers.js';
+import { freshPartition, listPartitions, markCorrupt, publishChanges } from '../partition-cache.js';
 
 export class LmdbBackend implements Backend {
   readonly kind = 'lmdb';
@@ -164,18 +165,7 @@ export class LmdbBackend implements Backend {
 
   async partitions(): Promise<PartitionState[]> {
     this.checkOpen();
-    const out: PartitionState[] = [];
-    for (const [partition, s] of this.states) {
-      const state: PartitionState = {
-        partition,
-        meta: s.meta,
-        applied: s.applied,
-        logBase: s.logBase,
-        logLast: s.logLast,
-      };
-      out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
-    }
-    return out.sort((a, b) => a.partition - b.partition);
+    return listPartitions(this.states);
   }
 
   async get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined> {
@@ -229,11 +219,9 @@ export class LmdbBackend implements Backend {
    */
   async readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]> {
     this.checkOpen();
-    checkPageLimit('readLog', options.limit);
-    checkPartition(partition);
-    const from = Math.max(options.fromSeq, 1);
-    const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
-    if (from > to) return [];
+    const seqs = logReadRange(partition, options);
+    if (seqs === undefined) return [];
+    const { from, to } = seqs;
     const out: LogEntry[] = [];
     const range = this.logDb.getRange({
       start: logKey(partition, from),
@@ -370,11 +358,7 @@ export class LmdbBackend implements Backend {
     dedup: readonly DedupRecord[] = [],
   ): Promise<void> {
     this.checkOpen();
-    checkPartition(partition);
-    if (this.installing.has(partition)) {
-      throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
-    }
-    checkDedupTable(partition, applied, dedup);
+    checkInstallSnapshot(partition, this.installing.has(partition), applied, dedup);
     const generation = this.allocateGeneration();
     this.installing.set(partition, generation);
     try {
@@ -548,10 +532,7 @@ export class LmdbBackend implements Backend {
       return;
     }
     // Committed (and, with sync 'batch', fsynced): publish the new positions.
-    for (const [p, s] of groupView.changes) {
-      if (s === null) this.states.delete(p);
-      else this.states.set(p, s);
-    }
+    publishChanges(this.states, groupView.changes);
     group.forEach((job, i) =>
       job.settle(outcomes[i] ?? { ok: false, error: new InvariantViolation('a job has no outcome') }),
     );
@@ -610,14 +591,7 @@ export class LmdbBackend implements Backend {
       checkPartition(partition);
       const existing = v.state(partition);
       if (existing) return existing;
-      const created: PartState = {
-        meta: null,
-        applied: ZERO_POSITION,
-        logBase: ZERO_POSITION,
-        logLast: ZERO_POSITION,
-        generation: this.allocateGeneration(),
-        keyCount: 0,
-      };
+      const created: PartState = { ...freshPartition(this.allocateGeneration()), keyCount: 0 };
       v.set(partition, created);
       persist.add(partition);
       return created;
@@ -804,7 +778,7 @@ export class LmdbBackend implements Backend {
         for (const [key, value] of chunk) {
           if (value.length < 8) {
             const why = `upgrading lmdb format 1: a data value of ${value.length} bytes is shorter than its version`;
-            this.sysDb.putSync(upgradeCorruptKey(key.readUInt32BE(0), key.readUInt32BE(4)), Buffer.from(why));
+            writeUpgradeMarker(this.sysDb, key, why);
             continue;
           }
           this.dataDb.putSync(key, encodeStoredValue(key.subarray(8), readU64(value, 0), value.subarray(8)));
@@ -831,22 +805,10 @@ export class LmdbBackend implements Backend {
    * and generation the upgrade found a bad record in), written once.
    */
   private async markUpgradeCorrupt(): Promise<void> {
-    const stale: Buffer[] = [];
-    const range = this.sysDb.getRange({
-      start: upgradeCorruptKey(0, 0),
-      end: Buffer.concat([UPGRADE_CORRUPT_PREFIX, Buffer.alloc(9, 0xff)]),
-    });
-    for (const { key, value } of range) {
-      if (key.length !== UPGRADE_CORRUPT_PREFIX.length + 8) continue;
-      const partition = key.readUInt32BE(UPGRADE_CORRUPT_PREFIX.length) as PartitionId;
-      const generation = key.readUInt32BE(UPGRADE_CORRUPT_PREFIX.length + 4);
+    const { marked, stale } = readUpgradeMarkers(this.sysDb, (p) => this.states.get(p)?.generation);
+    for (const [partition, reason] of marked) {
       const s = this.states.get(partition);
-      if (s === undefined || s.generation !== generation) {
-        stale.push(Buffer.from(key));
-        continue;
-      }
-      if (s.corrupt === undefined)
-        this.states.set(partition, { ...s, corrupt: `partition ${partition}: ${Buffer.from(value).toString()}` });
+      if (s !== undefined) this.states.set(partition, markCorrupt(s, reason));
     }
     if (stale.length > 0) {
       await this.commitAtOpen('deleting stale lmdb upgrade markers', () => {
@@ -866,7 +828,9 @@ export class LmdbBackend implements Backend {
       this.upgraded = await this.upgradeFrom1();
     } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
       throw new StorageFailureError(
-        `lmdb data format ${Buffer.from(format).toString('hex')} is not one this version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore version that wrote it`,
+        `lmdb data format ${Buffer.from(format).toString('hex')} is not one this ` +
+          `version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore ` +
+          `version that wrote it`,
       );
     }
     let maxGeneration = 0;
@@ -899,11 +863,10 @@ export class LmdbBackend implements Backend {
           // S13: the partition opens, marked corrupt; its replica applies nothing from this
           // log and relearns the partition from a healthy member. The log keeps its length
           // (its keys), so dropping the partition deletes every record.
-          this.states.set(partition, {
-            ...s,
-            logLast: { seq: toSeq(lastSeq), epoch: s.logBase.epoch },
-            corrupt: err.message,
-          });
+          this.states.set(
+            partition,
+            markCorrupt({ ...s, logLast: { seq: toSeq(lastSeq), epoch: s.logBase.epoch } }, err.message),
+          );
           maxGeneration = Math.max(maxGeneration, s.generation);
           continue;
         }

@@ -1,6 +1,5 @@
 /** The lmdb backend's limits, keys and record codecs (lmdb.ts describes the layout). */
 import {
-  type Config,
   type LogEntry,
   type PartitionId,
   type VersionedValue,
@@ -11,6 +10,7 @@ import {
 import type { DedupRecord, LogPosition, PartitionMeta } from '../backend.js';
 import { dedupRecord } from '../preconditions.js';
 import { CorruptRecordError, decodeStoredValue, isUint, openRecord, sealRecord } from '../log-record.js';
+import { type CachedPartition, decodeMeta, isConfigField } from '../partition-cache.js';
 
 /** 2: data values are checksummed records (S13); 1 (before): u64 version · value, upgraded at open. */
 export const FORMAT_VERSION = 2;
@@ -108,16 +108,12 @@ export function decodeDedup(key: Buffer, raw: Buffer, what: string): DedupRecord
   return dedupRecord({ clientId, requestSeq }, toSeq(entrySeq), existed ?? undefined);
 }
 
-/** What the engine knows about a partition. `logLast` is derived from the log, not stored. */
-export interface PartState {
-  /** S13: found corrupt at open (its last log record failed its checksum); see PartitionState. */
-  readonly corrupt?: string;
-  readonly meta: PartitionMeta | null;
-  readonly applied: LogPosition;
-  readonly logBase: LogPosition;
-  readonly logLast: LogPosition;
-  /** Data lives under (partition, generation); see the file comment. */
-  readonly generation: number;
+/**
+ * What the engine knows about a partition (partition-cache.ts). `logLast` is derived from the
+ * log, not stored; `corrupt` is found at open (a log record that failed its checksum, or an
+ * upgrade marker, corrupt-markers.ts), not stored in the state record.
+ */
+export interface PartState extends CachedPartition {
   readonly keyCount: number;
 }
 
@@ -151,29 +147,19 @@ export function decodeState(raw: Buffer, what: string): Omit<PartState, 'logLast
   if (![appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount].every(isUint)) {
     throw new CorruptRecordError(`${what}: bad positions`);
   }
-  if (metaEpoch !== null && !isUint(metaEpoch)) throw new CorruptRecordError(`${what}: bad epoch`);
-  if (config !== null && (typeof config !== 'object' || Array.isArray(config)))
-    throw new CorruptRecordError(`${what}: bad config`);
-  if (t.length === 10 && (typeof corrupt !== 'string' || metaEpoch === null))
+  // The 10th element is the replica's S13 marker; metadata without one has 9.
+  if (t.length === 10 && (corrupt === undefined || metaEpoch === null))
     throw new CorruptRecordError(`${what}: bad corrupt marker`);
-  const meta = metaEpoch === null ? null : { epoch: toEpoch(metaEpoch), config: config as Config | null };
+  let meta: PartitionMeta | null = null;
+  if (metaEpoch !== null) meta = decodeMeta({ epoch: metaEpoch, config, corrupt }, (field) => `${what}: bad ${field}`);
+  else if (!isConfigField(config)) throw new CorruptRecordError(`${what}: bad config`);
   return {
-    meta: meta !== null && typeof corrupt === 'string' ? { ...meta, corrupt } : meta,
+    meta,
     applied: { seq: toSeq(appliedSeq as number), epoch: toEpoch(appliedEpoch as number) },
     logBase: { seq: toSeq(baseSeq as number), epoch: toEpoch(baseEpoch as number) },
     generation: generation as number,
     keyCount: keyCount as number,
   };
-}
-/** `sys` keys of the format upgrade's corrupt markers: prefix · u32 partition · u32 generation. */
-export const UPGRADE_CORRUPT_PREFIX = Buffer.from('upgrade-corrupt:');
-
-export function upgradeCorruptKey(partition: number, generation: number): Buffer {
-  const key = Buffer.alloc(UPGRADE_CORRUPT_PREFIX.length + 8);
-  UPGRADE_CORRUPT_PREFIX.copy(key, 0);
-  key.writeUInt32BE(partition, UPGRADE_CORRUPT_PREFIX.length);
-  key.writeUInt32BE(generation, UPGRADE_CORRUPT_PREFIX.length + 4);
-  return key;
 }
 
 export function positionOf(e: LogEntry): LogPosition {

@@ -32,7 +32,8 @@ import {
   ZERO_POSITION,
   checkPartition,
   checkBatchOp,
-  checkDedupTable,
+  checkInstallSnapshot,
+  logReadRange,
   checkKey,
   checkPageLimit,
   checkSnapshotItem,
@@ -40,6 +41,7 @@ import {
 } from '../preconditions.js';
 import { describeRedisUrl, parseRedisUrl } from '../redis-url.js';
 import type { Client } from './lua.js';
+import { freshPartition, listPartitions, markCorrupt, publishChanges } from '../partition-cache.js';
 import {
   FORMAT_VERSION,
   REDIS_MAX_KEY_BYTES,
@@ -58,7 +60,7 @@ import {
   decodeEntry,
   dedupPrefix,
   decodeDedupTable,
-  decodeMeta,
+  decodeMetaJson,
   lexAfter,
   type EpochRun,
   type PartState,
@@ -172,18 +174,7 @@ export class RedisBackend implements Backend {
 
   async partitions(): Promise<PartitionState[]> {
     this.checkOpen();
-    const out: PartitionState[] = [];
-    for (const [partition, s] of this.committed) {
-      const state: PartitionState = {
-        partition,
-        meta: s.meta,
-        applied: s.applied,
-        logBase: s.logBase,
-        logLast: s.logLast,
-      };
-      out.push(s.corrupt === undefined ? state : { ...state, corrupt: s.corrupt });
-    }
-    return out.sort((a, b) => a.partition - b.partition);
+    return listPartitions(this.committed);
   }
 
   async get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined> {
@@ -251,11 +242,9 @@ export class RedisBackend implements Backend {
   /** Entries are checked: checksum (S13), and seqs following each other from the first. */
   async readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]> {
     this.checkOpen();
-    checkPageLimit('readLog', options.limit);
-    checkPartition(partition);
-    const from = Math.max(options.fromSeq, 1);
-    const to = Math.min(options.toSeq, Number.MAX_SAFE_INTEGER);
-    if (from > to) return [];
+    const seqs = logReadRange(partition, options);
+    if (seqs === undefined) return [];
+    const { from, to } = seqs;
     const [first, records] = (await this.read(
       this.redis.dsReadLogBuffer(String(partition), String(from), String(to), String(options.limit)),
     )) as [Buffer, Buffer[]];
@@ -370,11 +359,7 @@ export class RedisBackend implements Backend {
     dedup: readonly DedupRecord[] = [],
   ): Promise<void> {
     this.checkWritable();
-    checkPartition(partition);
-    if (this.installing.has(partition)) {
-      throw new InvariantViolation(`partition ${partition}: installSnapshot while another install is running`);
-    }
-    checkDedupTable(partition, applied, dedup);
+    checkInstallSnapshot(partition, this.installing.has(partition), applied, dedup);
     const generation = this.nextGeneration++;
     const p = String(partition);
     const g = String(generation);
@@ -485,7 +470,8 @@ export class RedisBackend implements Backend {
     this.checkOpen();
     if (this.broken) {
       throw new StorageFailureError(
-        `the redis backend at ${this.where} stopped writing after a write whose outcome is unknown (${this.broken.message}); reopen it to reload its state`,
+        `the redis backend at ${this.where} stopped writing after a write whose ` +
+          `outcome is unknown (${this.broken.message}); reopen it to reload its state`,
         {
           cause: this.broken,
         },
@@ -539,10 +525,7 @@ export class RedisBackend implements Backend {
       this.durability === 'waitaof' ? this.redis.call('WAITAOF', '1', '0', String(this.commandTimeoutMs)) : undefined;
     this.batchCount = expected + 1;
     this.nextGeneration = Math.max(this.nextGeneration, plan.nextGeneration);
-    for (const [p, s] of plan.states) {
-      if (s === null) this.pending.delete(p);
-      else this.pending.set(p, s);
-    }
+    publishChanges(this.pending, plan.states);
     this.writesInFlight += 1;
     const done = (async () => {
       try {
@@ -555,10 +538,7 @@ export class RedisBackend implements Backend {
             throw new Error(`WAITAOF answered ${JSON.stringify(synced.value)}: the write is not known to be on disk`);
         }
         // Confirmed (replies come in order, so `committed` moves in call order too).
-        for (const [p, s] of plan.states) {
-          if (s === null) this.committed.delete(p);
-          else this.committed.set(p, s);
-        }
+        publishChanges(this.committed, plan.states);
         return reply.value;
       } catch (err) {
         throw this.breakWith(this.failure('a write', err));
@@ -618,14 +598,7 @@ export class RedisBackend implements Backend {
       checkPartition(p);
       const s = stateOf(p);
       if (s) return s;
-      const created: PartState = {
-        meta: null,
-        applied: ZERO_POSITION,
-        logBase: ZERO_POSITION,
-        logLast: ZERO_POSITION,
-        generation: nextGeneration++,
-        runs: [],
-      };
+      const created: PartState = { ...freshPartition(nextGeneration++), runs: [] };
       view.set(p, created);
       dirty.add(p);
       return created;
@@ -757,16 +730,16 @@ export class RedisBackend implements Backend {
         runs = appendRuns(runs, entries);
       }
       const state: PartState = {
-        meta: h.m === undefined ? null : decodeMeta(h.m, what),
+        meta: h.m === undefined ? null : decodeMetaJson(h.m, what),
         applied: { seq: toSeq(as), epoch: toEpoch(ae) },
         logBase,
         logLast,
         generation: g,
         runs,
-        ...(corrupt === undefined ? {} : { corrupt }),
       };
-      this.pending.set(partition, state);
-      this.committed.set(partition, state);
+      const cached = corrupt === undefined ? state : markCorrupt(state, corrupt);
+      this.pending.set(partition, cached);
+      this.committed.set(partition, cached);
     }
   }
 }

@@ -96,7 +96,8 @@ export async function checkConfig(redis: Client, sync: 'batch' | 'none', where: 
   if (policy?.startsWith('allkeys-')) {
     throw new RedisSetupError(
       `Redis at ${where} runs maxmemory-policy ${policy}, so it may evict dstore's data when full; ` +
-        `set maxmemory-policy noeviction (redis.conf, or CONFIG SET maxmemory-policy noeviction): a full Redis then fails writes instead`,
+        `set maxmemory-policy noeviction (redis.conf, or CONFIG SET maxmemory-policy ` +
+        `noeviction): a full Redis then fails writes instead`,
     );
   }
   if (sync === 'none') return 'none';
@@ -105,10 +106,14 @@ export async function checkConfig(redis: Client, sync: 'batch' | 'none', where: 
   if (appendonly === 'yes' && appendfsync === 'always') return 'fsync-always';
   if (appendonly !== 'no' && (await waitaofWorks(redis))) return 'waitaof';
   throw new RedisNotDurableError(
-    `Redis at ${where} answers before its writes are on disk (appendonly ${appendonly ?? 'unknown'}, appendfsync ${appendfsync ?? 'unknown'}), ` +
-      `but --sync batch acknowledges a write only once it is durable (DESIGN S14). Start redis-server with --appendonly yes --appendfsync always ` +
-      `(redis.conf: appendonly yes, appendfsync always; or on the running server: CONFIG SET appendonly yes, then CONFIG SET appendfsync always), ` +
-      `or use Redis 7.2 or newer with appendonly yes (dstore then waits for each write with WAITAOF), or run with --sync none to rely on the other replicas`,
+    `Redis at ${where} answers before its writes are on disk (appendonly ${appendonly ?? 'unknown'}, ` +
+      `appendfsync ${appendfsync ?? 'unknown'}), ` +
+      `but --sync batch acknowledges a write only once it is durable ` +
+      `(DESIGN S14). Start redis-server with --appendonly yes --appendfsync always ` +
+      `(redis.conf: appendonly yes, appendfsync always; or on the running server: ` +
+      `CONFIG SET appendonly yes, then CONFIG SET appendfsync always), ` +
+      `or use Redis 7.2 or newer with appendonly yes (dstore then waits for each ` +
+      `write with WAITAOF), or run with --sync none to rely on the other replicas`,
   );
 }
 
@@ -146,7 +151,8 @@ export async function checkNoOtherOwner(redis: Client, owner: string, url: Redis
     if (name.startsWith('dstore-') && name !== `dstore-${owner}` && fields.get('db') === String(url.db)) {
       throw new RedisSetupError(
         `another dstore process (connection from ${fields.get('addr') ?? '?'}) is using Redis ${where}; ` +
-          `every storage server needs its own Redis database: give this one another database (redis://HOST:PORT/N) or another Redis`,
+          `every storage server needs its own Redis database: give this ` +
+          `one another database (redis://HOST:PORT/N) or another Redis`,
       );
     }
   }

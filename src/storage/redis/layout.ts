@@ -1,18 +1,17 @@
 /** The redis backend's limits, key codecs and cached partition state (redis.ts describes the layout). */
 import {
-  type Config,
   type Epoch,
   type LogEntry,
   type PartitionId,
   type Seq,
   type VersionedValue,
   assert,
-  epoch as toEpoch,
   seq as toSeq,
 } from '../../core/types.js';
-import type { DedupRecord, LogPosition, PartitionMeta } from '../backend.js';
+import type { DedupRecord, PartitionMeta } from '../backend.js';
 import { CorruptRecordError, decodeEntry as decodeRecord, decodeStoredValue, isUint } from '../log-record.js';
 import { byClientId, copyBytes, dedupRecord } from '../preconditions.js';
+import { type CachedPartition, decodeMeta } from '../partition-cache.js';
 
 /** 2: stored values are checksummed records (S13). */
 export const FORMAT_VERSION = '2';
@@ -79,7 +78,7 @@ export function decodeDedupTable(reply: unknown, partition: PartitionId): DedupR
   return out.sort(byClientId);
 }
 
-export function decodeMeta(raw: string, what: string): PartitionMeta {
+export function decodeMetaJson(raw: string, what: string): PartitionMeta {
   let m: unknown;
   try {
     m = JSON.parse(raw);
@@ -87,16 +86,9 @@ export function decodeMeta(raw: string, what: string): PartitionMeta {
     throw new CorruptRecordError(`${what}: metadata is not JSON`, { cause: err });
   }
   if (typeof m !== 'object' || m === null) throw new CorruptRecordError(`${what}: metadata is not an object`);
-  const { epoch: e, config, corrupt } = m as { epoch?: unknown; config?: unknown; corrupt?: unknown };
-  if (!isUint(e)) throw new CorruptRecordError(`${what}: bad epoch in the metadata`);
-  if (config !== null && (typeof config !== 'object' || Array.isArray(config)))
-    throw new CorruptRecordError(`${what}: bad config in the metadata`);
-  if (corrupt !== undefined && typeof corrupt !== 'string')
-    throw new CorruptRecordError(`${what}: bad corrupt marker in the metadata`);
   // S13: the replica's corrupt marker, until it drops the partition.
-  return corrupt === undefined
-    ? { epoch: toEpoch(e), config: config as Config | null }
-    : { epoch: toEpoch(e), config: config as Config | null, corrupt };
+  const { epoch, config, corrupt } = m as { epoch?: unknown; config?: unknown; corrupt?: unknown };
+  return decodeMeta({ epoch, config, corrupt }, (field) => `${what}: bad ${field} in the metadata`);
 }
 
 /** ZRANGEBYLEX bound: every key after `key`, or from the start. */
@@ -114,19 +106,10 @@ export interface EpochRun {
   readonly epoch: Epoch;
 }
 
-export interface PartState {
-  readonly meta: PartitionMeta | null;
-  readonly applied: LogPosition;
-  readonly logBase: LogPosition;
-  readonly logLast: LogPosition;
-  readonly generation: number;
+/** The cached state of a partition (partition-cache.ts). */
+export interface PartState extends CachedPartition {
   /** Epochs of the entries logBase.seq+1 .. logLast.seq (S1, S12 checks need them). */
   readonly runs: readonly EpochRun[];
-  /**
-   * S13: a log record failed its checksum at open; logLast is the entry before it. Only
-   * dropping the partition (which deletes the whole log) is expected of it.
-   */
-  readonly corrupt?: string;
 }
 
 export function epochAt(s: PartState, at: number): Epoch {

@@ -168,7 +168,11 @@ for _, pg in ipairs(redis.call('SMEMBERS', 'ds:orphans')) do
   end
 end
 redis.call('DEL', 'ds:orphans')
-return { redis.call('GET', 'ds:bseq') or '0', redis.call('GET', 'ds:nextgen') or '1', redis.call('SMEMBERS', 'ds:parts') }
+return {
+  redis.call('GET', 'ds:bseq') or '0',
+  redis.call('GET', 'ds:nextgen') or '1',
+  redis.call('SMEMBERS', 'ds:parts'),
+}
 `;
 
 /** ARGV: owner, p, g, 'd'|'u', (field value)*: stages snapshot data or dedup records under g. */

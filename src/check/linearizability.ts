@@ -576,9 +576,8 @@ export function checkHistory(history: readonly HistoryOp[], options: CheckOption
 
 /** A short report: the verdict, then each violating key's explanation. */
 export function formatResult(result: CheckResult): string {
-  const lines = [
-    `linearizability: ${result.verdict} (${result.keys.length} keys, ${result.keys.reduce((n, k) => n + k.ops, 0)} operations)`,
-  ];
+  const operations = result.keys.reduce((n, k) => n + k.ops, 0);
+  const lines = [`linearizability: ${result.verdict} (${result.keys.length} keys, ${operations} operations)`];
   for (const k of result.keys) {
     if (k.verdict === 'violation') lines.push(k.explanation!.text);
     if (k.verdict === 'unknown') lines.push(`key ${JSON.stringify(k.key)}: unknown (${k.reason})`);

@@ -19,9 +19,11 @@
  * Then it reopens the backend with bounded exponential backoff (RECOVER_FIRST_MS →
  * RECOVER_MAX_MS; the redis backend checks S14 again; an lmdb data dir with less than
  * MIN_FREE_BYTES_TO_REOPEN free counts as still full, issue 9) and reloads in place exactly
- * as a restart would: a new incarnation, every replica rebuilt from the backend, inactive (S4), registered again. Work started before the
- * failure (promotion requests, snapshot fetches, epoch confirmations) belongs to an older
- * `life` and is ignored when it completes. A batch that breaks a backend precondition
+ * as a restart would: a new incarnation, every replica rebuilt from the backend, inactive
+ * (S4), registered again. The host decides (host.ts: the backoff, registering, heartbeats);
+ * this class runs its effects. Work started before the failure (promotion requests,
+ * snapshot fetches, epoch confirmations) belongs to an older `life` and is ignored when it
+ * completes. A batch that breaks a backend precondition
  * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
  */
 import { randomBytes } from 'node:crypto';
@@ -123,6 +125,8 @@ interface Handle {
 }
 /** An lmdb data dir whose filesystem has less free space than this is still full (issue 9). */
 const MIN_FREE_BYTES_TO_REOPEN = 1024 * 1024;
+const CORRUPT_AT_OPEN =
+  'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member';
 /** A snapshot session no read used for this long is closed (it pins backend state). */
 const SNAPSHOT_SESSION_IDLE_MS = 60_000;
 /** At most this many snapshot sessions open at once; a new one beyond it is OVERLOADED. */
@@ -447,10 +451,7 @@ export class StorageServer {
     // S4: a store that holds no partition registers as not durable (the host decides).
     for (const state of states) {
       if (state.corrupt !== undefined || state.meta?.corrupt !== undefined) {
-        this.log.error(
-          { partition: state.partition, reason: state.corrupt ?? state.meta?.corrupt },
-          'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member',
-        );
+        this.log.error({ partition: state.partition, reason: state.corrupt ?? state.meta?.corrupt }, CORRUPT_AT_OPEN);
         recoveries.set(state.partition, recoveryOf(state, [], []));
         continue;
       }
@@ -471,10 +472,7 @@ export class StorageServer {
       } catch (err) {
         if (!isCorruptRecord(err)) throw err;
         // S13: a log or dedup record failed its checksum: the replica starts corrupt.
-        this.log.error(
-          { partition: state.partition, reason: err.message },
-          'partition corrupt at open (S13): nothing of its log is applied; it relearns the partition from a healthy member',
-        );
+        this.log.error({ partition: state.partition, reason: err.message }, CORRUPT_AT_OPEN);
         recoveries.set(state.partition, recoveryOf({ ...state, corrupt: err.message }, [], []));
       }
     }

@@ -142,20 +142,23 @@ describe('example settings', () => {
     for (const k of Object.keys(storageEnv)) assert.ok(help('storage').envs.has(k), `${k} is a storage setting`);
   });
 
-  test('they resolve to the documented layout: a token, servers off loopback, storage pointing at the nameserver', async () => {
-    const ns = await resolvedSettings('nameserver', [], { ...nsUnit, ...cluster, ...nameserverEnv });
-    assert.equal(ns.listen, '10.0.0.11');
-    assert.equal(ns.advertise, `10.0.0.11:${ns.port}`);
-    assert.equal(ns.dataDir, '/var/lib/dstore/nameserver');
-    assert.ok(typeof ns.clusterToken === 'string' && ns.clusterToken.length >= 32);
-    const s1 = await resolvedSettings('storage', [], { ...storageUnit, ...cluster, ...storageEnv });
-    assert.equal(s1.nameserver, ns.advertise, 'the storage server finds the nameserver where it advertises itself');
-    assert.deepEqual(
-      [s1.nodeId, s1.dataDir, s1.listen, s1.advertise, s1.port],
-      ['s1', '/var/lib/dstore/s1', '10.0.0.11', '10.0.0.11:7101', 7101],
-    );
-    assert.equal(s1.clusterToken, ns.clusterToken);
-  });
+  test(
+    'they resolve to the documented layout: a token, servers off loopback, ' + 'storage pointing at the nameserver',
+    async () => {
+      const ns = await resolvedSettings('nameserver', [], { ...nsUnit, ...cluster, ...nameserverEnv });
+      assert.equal(ns.listen, '10.0.0.11');
+      assert.equal(ns.advertise, `10.0.0.11:${ns.port}`);
+      assert.equal(ns.dataDir, '/var/lib/dstore/nameserver');
+      assert.ok(typeof ns.clusterToken === 'string' && ns.clusterToken.length >= 32);
+      const s1 = await resolvedSettings('storage', [], { ...storageUnit, ...cluster, ...storageEnv });
+      assert.equal(s1.nameserver, ns.advertise, 'the storage server finds the nameserver where it advertises itself');
+      assert.deepEqual(
+        [s1.nodeId, s1.dataDir, s1.listen, s1.advertise, s1.port],
+        ['s1', '/var/lib/dstore/s1', '10.0.0.11', '10.0.0.11:7101', 7101],
+      );
+      assert.equal(s1.clusterToken, ns.clusterToken);
+    },
+  );
 
   test('the YAML example gives the same storage settings as the env files', async () => {
     const fromEnv = await resolvedSettings('storage', [], { ...storageUnit, ...cluster, ...storageEnv });

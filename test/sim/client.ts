@@ -143,7 +143,8 @@ export class SimClient implements Endpoint {
     };
     this.current = { op, then };
     this.world.trace(
-      `${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`,
+      `${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}` +
+        `${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`,
     );
     this.attempt(op);
   }

@@ -183,7 +183,8 @@ export class SimDisk {
     for (const [, v] of image.data) {
       if (v.version > image.applied.seq)
         throw new InvariantViolation(
-          `partition ${p}: installSnapshot: an item has version ${v.version}, above the snapshot's seq ${image.applied.seq}`,
+          `partition ${p}: installSnapshot: an item has version ${v.version}, ` +
+            `above the snapshot's seq ${image.applied.seq}`,
         );
     }
     const meta = this.parts.get(p)?.meta ?? null;

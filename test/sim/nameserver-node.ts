@@ -100,7 +100,8 @@ export class SimNameserver implements Endpoint {
       this.stats.reconfigurations++;
       if (this.world.tracing)
         this.world.trace(
-          `ns map v${after.version}: p${c.partition} e${c.epoch} ${describeConfig(c)}${old ? ` (was e${old.epoch} ${describeConfig(old)})` : ''}`,
+          `ns map v${after.version}: p${c.partition} e${c.epoch} ${describeConfig(c)}` +
+            `${old ? ` (was e${old.epoch} ${describeConfig(old)})` : ''}`,
         );
     }
   }

@@ -189,7 +189,8 @@ export class SimStorageNode implements Endpoint {
                 ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}`
                 : describeInput(input);
             this.world.trace(
-              `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}${out.length ? '' : ' (no output)'}`,
+              `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}` +
+                `${out.length ? '' : ' (no output)'}`,
             );
             for (const o of out) this.world.trace(`${' '.repeat(this.id.length)}     → ${describeOutput(o)}`);
           }
@@ -522,8 +523,17 @@ function describeInput(input: ReplicaInput): string {
   switch (input.kind) {
     case 'configure':
       return `configure e${input.config.epoch} ${describeConfig(input.config)}`;
-    case 'clientWrite':
-      return `clientWrite #${input.requestId} ${input.op.kind === 'put' ? `put ${text(input.op.key)}=${text(input.op.value)}` : input.op.kind === 'delete' ? `delete ${text(input.op.key)}` : input.op.kind}${input.tag ? ` (${input.tag.clientId}#${input.tag.requestSeq})` : ''}`;
+    case 'clientWrite': {
+      const op = input.op;
+      const what =
+        op.kind === 'put'
+          ? `put ${text(op.key)}=${text(op.value)}`
+          : op.kind === 'delete'
+            ? `delete ${text(op.key)}`
+            : op.kind;
+      const tag = input.tag ? ` (${input.tag.clientId}#${input.tag.requestSeq})` : '';
+      return `clientWrite #${input.requestId} ${what}${tag}`;
+    }
     case 'clientRead':
       return `clientRead #${input.requestId} ${text(input.key)}`;
     case 'persisted':

@@ -31,7 +31,10 @@ function config(c: Config): string {
 export function describeMessage(m: PeerMessage): string {
   switch (m.kind) {
     case 'prepare':
-      return `prepare p${m.partition} ${config(m.config)} prev ${m.prev.seq}@${m.prev.epoch} ${entries(m.entries)} commit ${m.commitSeq}`;
+      return (
+        `prepare p${m.partition} ${config(m.config)} prev ${m.prev.seq}@${m.prev.epoch} ` +
+        `${entries(m.entries)} commit ${m.commitSeq}`
+      );
     case 'prepareAck':
       return `prepareAck p${m.partition} e${m.epoch} seq ${m.seq}`;
     case 'prepareNack':
@@ -70,8 +73,11 @@ export function describeOutput(o: ReplicaOutput): string {
       return `persist${o.writeId === undefined ? '' : ` w${o.writeId}`} ${o.ops.map(describeOp).join('; ')}`;
     case 'send':
       return `send ${o.to}${o.immediate ? '' : ' (after disk)'} ${describeMessage(o.message)}`;
-    case 'reply':
-      return `reply #${o.requestId}${o.immediate ? '' : ' (after disk)'} ${o.result.kind === 'written' ? `written ${o.result.seq}` : `error ${o.result.error.code}: ${o.result.error.message}`}${o.duplicateOf ? ' (duplicate)' : ''}`;
+    case 'reply': {
+      const r = o.result;
+      const what = r.kind === 'written' ? `written ${r.seq}` : `error ${r.error.code}: ${r.error.message}`;
+      return `reply #${o.requestId}${o.immediate ? '' : ' (after disk)'} ${what}${o.duplicateOf ? ' (duplicate)' : ''}`;
+    }
     case 'read':
       return `read #${o.requestId} ${text(o.key)} (after disk)`;
     case 'confirmWithNameserver':

@@ -308,7 +308,10 @@ export class World {
     this.transmit(from, to, describe, () => this.endpoint(to).onMessage(from, structuredClone(body)));
   }
 
-  /** A call: `cb` runs exactly once at the caller (reply, error, timeout or closed connection), unless the caller crashed. */
+  /**
+   * A call: `cb` runs exactly once at the caller (reply, error, timeout or closed
+   * connection), unless the caller crashed.
+   */
   call(
     from: string,
     to: string,

@@ -40,6 +40,7 @@ import type { PeerMessage } from '../core/replica/messages.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
 import { Replica, type ReplicaInput, type ReplicaOutput, type ReplicaRecovery } from '../core/replica/replica.js';
 import {
+  assertNever,
   type Config,
   type Epoch,
   InvariantViolation,
@@ -115,6 +116,8 @@ export function askRequest(ask: NameserverAsk): Record<string, unknown> {
       return { t: ask.t, p: ask.p, epoch: ask.epoch, learner: ask.learner, learnerIncarnation: ask.learnerIncarnation };
     case 'removeSecondary':
       return { t: ask.t, p: ask.p, epoch: ask.epoch, secondary: ask.secondary };
+    default:
+      return assertNever(ask);
   }
 }
 
@@ -1089,6 +1092,8 @@ export class StorageHost<H> {
         case 'log':
           this.logAt(o.level, { ...o.fields }, o.message);
           break;
+        default:
+          assertNever(o);
       }
     }
   }

@@ -41,6 +41,7 @@ import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaRecovery } from '../core/replica/replica.js';
 import {
+  assertNever,
   type Epoch,
   type InvariantViolation,
   type NodeId,
@@ -421,6 +422,8 @@ export class StorageServer {
         case 'log':
           this.log[e.level]({ ...e.fields }, e.message);
           break;
+        default:
+          assertNever(e);
       }
     }
   }
@@ -528,6 +531,8 @@ export class StorageServer {
           this.run(this.host.answered(life, ask, { t: 'removeSecondary', config: toConfig(r.value.config) }));
           return;
         }
+        default:
+          assertNever(ask);
       }
     } catch (err) {
       if (!this.closed) this.run(this.host.askFailed(life, ask, err as Error));
@@ -819,6 +824,8 @@ export class StorageServer {
           incarnation: this.incarnation,
           partitions: this.host.progress(),
         };
+      default:
+        assertNever(req);
     }
   }
 

@@ -7,7 +7,7 @@
  * reached it, as Jepsen's lazyfs does. Everything here survives crashes; nothing else does.
  */
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../../src/core/replica/ops.js';
-import { type LogEntry, type PartitionId, type Seq, InvariantViolation } from '../../src/core/types.js';
+import { assertNever, type LogEntry, type PartitionId, type Seq, InvariantViolation } from '../../src/core/types.js';
 import {
   ZERO_POSITION,
   checkDedupTable,
@@ -156,6 +156,8 @@ export class SimDisk {
         case 'dropPartition':
           touched.set(op.partition, null);
           break;
+        default:
+          assertNever(op);
       }
     }
     for (const [p, d] of touched) {

@@ -18,6 +18,7 @@ import type { PeerMessage } from '../../src/core/replica/messages.js';
 import type { BatchOp, DedupRecord } from '../../src/core/replica/ops.js';
 import type { Replica, ReplicaInput, ReplicaRecovery } from '../../src/core/replica/replica.js';
 import {
+  assertNever,
   type Config,
   type Epoch,
   InvariantViolation,
@@ -405,6 +406,8 @@ export class SimStorageNode implements Endpoint {
           throw new SimulationFailure(`${this.id}: unexpected ${e.kind} effect`);
         case 'log':
           break;
+        default:
+          assertNever(e);
       }
     }
   }
@@ -554,6 +557,8 @@ function describeInput(input: ReplicaInput): string {
       return 'flush';
     case 'peer':
       return 'peer';
+    default:
+      return assertNever(input);
   }
 }
 

@@ -5,7 +5,7 @@
 import type { PeerMessage } from '../../src/core/replica/messages.js';
 import type { BatchOp } from '../../src/core/replica/ops.js';
 import type { ReplicaOutput } from '../../src/core/replica/replica.js';
-import type { Config, LogEntry } from '../../src/core/types.js';
+import { assertNever, type Config, type LogEntry } from '../../src/core/types.js';
 import { text } from './disk.js';
 
 export function describeEntry(e: LogEntry): string {
@@ -47,6 +47,8 @@ export function describeMessage(m: PeerMessage): string {
       return `confirmAck p${m.partition} e${m.epoch} round ${m.round}`;
     case 'snapshotOffer':
       return `snapshotOffer p${m.partition} ${config(m.config)}`;
+    default:
+      return assertNever(m);
   }
 }
 
@@ -64,6 +66,8 @@ function describeOp(o: BatchOp): string {
       return `setMeta e${o.meta.epoch}${o.meta.config ? ` ${config(o.meta.config)}` : ''}`;
     case 'dropPartition':
       return 'dropPartition';
+    default:
+      return assertNever(o);
   }
 }
 
@@ -90,5 +94,7 @@ export function describeOutput(o: ReplicaOutput): string {
       return `fetchSnapshot from ${o.from} e${o.epoch}`;
     case 'log':
       return `log ${o.level}: ${o.message}${o.fields ? ` ${JSON.stringify(o.fields)}` : ''}`;
+    default:
+      return assertNever(o);
   }
 }

@@ -56,6 +56,11 @@ import { MAX_REASON_CHARS, RegisterLoop } from './registration.js';
 
 /** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
 export const MAX_DELETE_RESULTS = 100_000;
+/**
+ * Lazy ops (applies, truncation) queued alone are written after this long if no other batch
+ * takes them first: long enough that the next write's append usually carries them.
+ */
+export const LAZY_BATCH_MS = 10;
 /** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
 export const RECOVER_FIRST_MS = 100;
 export const RECOVER_MAX_MS = 5000;
@@ -152,8 +157,11 @@ export type HeartbeatAnswer = { readonly kind: 'register' } | { readonly kind: '
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
 export type HostEffect<H> =
-  /** Call `startBatch()` once the current turn's synchronous work is done (a microtask). */
-  | { readonly kind: 'scheduleBatch' }
+  /**
+   * Call `startBatch()` once the current turn's synchronous work is done (a microtask); with
+   * `lazyMs`, call `startBatch(true)` after that long (only lazy ops are queued).
+   */
+  | { readonly kind: 'scheduleBatch'; readonly lazyMs?: number }
   /** Write one atomic, durable batch; then `batchDone(life, batch, deletes)` or `batchFailed(life, err)`. */
   | { readonly kind: 'writeBatch'; readonly life: number; readonly batch: number; readonly ops: readonly BatchOp[] }
   /** Call `endOfTurn()` after the other events of this turn. */
@@ -278,6 +286,11 @@ interface Waiter<H> {
  * `after(partition, fn)` runs `fn` once every op that partition enqueued so far is durable,
  * in the order `after` was called — the ordering contract of the replica core. Used by the
  * host and by writer.ts.
+ *
+ * Lazy ops (applies, log truncation: nothing waits for them) do not ask for a batch of their
+ * own: they ride with the next one, which an eager op or an `after` waiting on them starts,
+ * or else a timer (`lazyMs`). So a write costs each replica one synced transaction (its
+ * append, with the previous write's apply), not two.
  */
 export class GroupCommit {
   private ops: BatchOp[] = [];
@@ -285,10 +298,14 @@ export class GroupCommit {
   private inFlight: { batch: number; writeIds: Array<{ partition: PartitionId; writeId: number }> } | undefined;
   private openBatch = 1;
   private committedBatch = 0;
+  /** Whether something waits for the open batch: an eager op or an `after`. */
+  private eager = false;
   private readonly lastBatchOf = new Map<PartitionId, number>();
   private readonly waiting = new Map<PartitionId, Array<{ batch: number; fn: () => void }>>();
   /** Whether the host asked its driver to start a batch (scheduleBatch) that has not run yet. */
   scheduled = false;
+  /** Whether the host asked for the lazy timer (scheduleBatch with `lazy`) that has not fired yet. */
+  lazyScheduled = false;
 
   /** Whether something is queued or being written. */
   get busy(): boolean {
@@ -300,12 +317,22 @@ export class GroupCommit {
     return this.inFlight?.batch;
   }
 
-  /** Queues ops; true when no batch is being written, so one should be started. */
-  enqueue(partition: PartitionId, ops: readonly BatchOp[], writeId?: number): boolean {
+  /** A batch should start now: something waits on what is queued, and none is being written. */
+  get wantsStart(): boolean {
+    return this.inFlight === undefined && this.ops.length > 0 && this.eager;
+  }
+
+  /** Only lazy ops are queued and none is being written: they wait for the next batch or the timer. */
+  get lazyOnly(): boolean {
+    return this.inFlight === undefined && this.ops.length > 0 && !this.eager;
+  }
+
+  /** Queues ops; `lazy`: nothing waits for them (see the class comment). */
+  enqueue(partition: PartitionId, ops: readonly BatchOp[], writeId?: number, lazy = false): void {
     for (const op of ops) this.ops.push(op);
     if (writeId !== undefined) this.writeIds.push({ partition, writeId });
     this.lastBatchOf.set(partition, this.openBatch);
-    return !this.inFlight;
+    if (!lazy) this.eager = true;
   }
 
   /** Runs `fn` after everything `partition` enqueued so far is durable. */
@@ -313,6 +340,7 @@ export class GroupCommit {
     const batch = this.lastBatchOf.get(partition) ?? 0;
     const queue = this.waiting.get(partition);
     if (!queue && batch <= this.committedBatch) return fn();
+    if (batch === this.openBatch) this.eager = true;
     if (queue) queue.push({ batch, fn });
     else this.waiting.set(partition, [{ batch, fn }]);
   }
@@ -325,6 +353,7 @@ export class GroupCommit {
     this.inFlight = { batch, writeIds: this.writeIds };
     this.ops = [];
     this.writeIds = [];
+    this.eager = false;
     return { batch, ops };
   }
 
@@ -907,16 +936,26 @@ export class StorageHost<H> {
 
   // ---- group commit ----
 
-  /** Starts a batch of what accumulated, unless one is being written. */
-  startBatch(): Array<HostEffect<H>> {
-    this.barrier.scheduled = false;
-    this.nextBatch();
+  /** Starts a batch of what accumulated, unless one is being written; `lazy`: the lazy timer fired. */
+  startBatch(lazy = false): Array<HostEffect<H>> {
+    if (lazy) this.barrier.lazyScheduled = false;
+    else this.barrier.scheduled = false;
+    const next = this.barrier.start();
+    if (next) this.out.push({ kind: 'writeBatch', life: this.life, batch: next.batch, ops: next.ops });
     return this.drain();
   }
 
-  private nextBatch(): void {
-    const next = this.barrier.start();
-    if (next) this.out.push({ kind: 'writeBatch', life: this.life, batch: next.batch, ops: next.ops });
+  /** Asks the driver to start a batch when one should start, or arms the lazy timer. */
+  private scheduleBatch(): void {
+    const b = this.barrier;
+    if (b.wantsStart) {
+      if (b.scheduled) return;
+      b.scheduled = true;
+      this.out.push({ kind: 'scheduleBatch' });
+    } else if (b.lazyOnly && !b.lazyScheduled) {
+      b.lazyScheduled = true;
+      this.out.push({ kind: 'scheduleBatch', lazyMs: LAZY_BATCH_MS });
+    }
   }
 
   /** Batch `batch` of `life` is durable; `deletes`: whether each applied delete found its key. */
@@ -936,7 +975,7 @@ export class StorageHost<H> {
     }
     for (const { partition, writeId } of writeIds) this.step(partition, { kind: 'persisted', writeId });
     b.release();
-    this.nextBatch();
+    this.scheduleBatch();
     return this.drain();
   }
 
@@ -955,17 +994,15 @@ export class StorageHost<H> {
     return [...acked, ...this.storageFailed(life, err)];
   }
 
-  private enqueue(p: PartitionId, ops: readonly BatchOp[], writeId?: number): void {
-    const b = this.barrier;
-    if (b.enqueue(p, ops, writeId) && !b.scheduled) {
-      b.scheduled = true;
-      this.out.push({ kind: 'scheduleBatch' });
-    }
+  private enqueue(p: PartitionId, ops: readonly BatchOp[], writeId?: number, lazy = false): void {
+    this.barrier.enqueue(p, ops, writeId, lazy);
+    this.scheduleBatch();
   }
 
   /** Runs `fn` after everything `p` enqueued so far is durable, in the order `after` was called. */
   private after(p: PartitionId, fn: () => void): void {
     this.barrier.after(p, fn);
+    this.scheduleBatch();
   }
 
   // ---- driving the replica cores ----
@@ -1021,7 +1058,7 @@ export class StorageHost<H> {
             this.enqueue(p, o.ops);
             this.out.push({ kind: 'defer', life: this.life, p, input: { kind: 'persisted', writeId: o.writeId } });
           } else {
-            this.enqueue(p, o.ops, o.writeId);
+            this.enqueue(p, o.ops, o.writeId, o.lazy === true);
           }
           break;
         case 'send': {

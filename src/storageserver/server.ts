@@ -340,7 +340,11 @@ export class StorageServer {
     for (const e of effects) {
       switch (e.kind) {
         case 'scheduleBatch':
-          queueMicrotask(() => this.run(this.host.startBatch()));
+          if (e.lazyMs === undefined) queueMicrotask(() => this.run(this.host.startBatch()));
+          else
+            setTimeout(() => {
+              if (!this.closed) this.run(this.host.startBatch(true));
+            }, e.lazyMs);
           break;
         case 'writeBatch':
           this.writeBatch(e.life, e.batch, e.ops);

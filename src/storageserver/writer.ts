@@ -41,7 +41,8 @@ export class BatchWriter {
 
   enqueue(partition: PartitionId, ops: readonly BatchOp[], writeId?: number): void {
     if (this.failed) return; // stopped: the caller's state is being discarded
-    if (this.commit.enqueue(partition, ops, writeId)) queueMicrotask(() => this.startBatch());
+    this.commit.enqueue(partition, ops, writeId);
+    if (this.commit.wantsStart) queueMicrotask(() => this.startBatch());
   }
 
   /** Runs `fn` after everything `partition` enqueued so far is durable. */

@@ -236,8 +236,13 @@ test("redis: a byte flipped in a stored value inside a running node's Redis is n
           const g = await raw.hget(`ds:p:${v.partition}`, 'g');
           assert.ok(g !== null, `partition ${v.partition} on s2`);
           const hash = `ds:d:${v.partition}:${g}`;
-          const stored = await raw.hgetBuffer(hash, v.key);
-          assert.ok(stored, `${v.key} stored on s2`);
+          // A replica applies a committed write with its next batch (issue 11: applies are lazy).
+          const stored = await waitFor(
+            `${v.key} applied on s2`,
+            async () => (await raw.hgetBuffer(hash, v.key)) ?? undefined,
+            10_000,
+            20,
+          );
           const at = stored.indexOf(Buffer.from(v.value)) + 10;
           assert.ok(at >= 10, 'the value is in the record');
           stored[at] = stored[at]! ^ 0x01;

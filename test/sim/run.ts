@@ -47,7 +47,7 @@ export interface Knobs {
   readonly maxEvents: number;
 }
 
-export type FaultKind = 'crash' | 'pause' | 'isolate' | 'split' | 'nsCrash' | 'nsPause' | 'link';
+export type FaultKind = 'crash' | 'pause' | 'isolate' | 'split' | 'nsCrash' | 'nsPause' | 'link' | 'crashAll';
 
 export interface RunOptions {
   /** Trace every event to this sink (a replay of one seed). */
@@ -154,7 +154,9 @@ export function chooseKnobs(rng: Rng): Knobs {
     faultEveryMs: rng.pick([300, 1000, 3000]),
     // `link` (one link between two storage servers cut; both still reach the nameserver) is
     // last with weight 0, so adding it changed no seed's schedule: --set faultWeights.link=3.
-    faultWeights: { crash: 4, pause: 3, isolate: 3, split: 2, nsCrash: 1, nsPause: 1, link: 0 },
+    // `crashAll` (every storage server at one instant, as a power cut would) catches a write
+    // whose durability came from anything but the synced log: applies are lazy (issue 11).
+    faultWeights: { crash: 4, pause: 3, isolate: 3, split: 2, nsCrash: 1, nsPause: 1, link: 0, crashAll: 1 },
     maxFaultMs: rng.pick([1000, 4000, 10_000]),
     calmMs: 2000,
     convergeLimitMs: 60_000,
@@ -538,7 +540,11 @@ class Nemesis {
   next(): void {
     const w = this.world;
     if (w.now >= this.faultEnd) return;
-    const kind = w.rng.weighted(Object.entries(this.knobs.faultWeights).map(([k, v]) => [v, k as FaultKind] as const));
+    // Without durable storage a crash of every replica loses everything by definition: not a fault to inject.
+    const weights = Object.entries(this.knobs.faultWeights).map(
+      ([k, v]) => [k === 'crashAll' && !this.knobs.node.durable ? 0 : v, k as FaultKind] as const,
+    );
+    const kind = w.rng.weighted(weights);
     this.inject(kind);
     w.schedule(Math.max(1, w.rng.exp(this.knobs.faultEveryMs)), 'world', () => this.next());
   }
@@ -565,6 +571,18 @@ class Nemesis {
         n.crash();
         this.later(ms, () => {
           if (!n.up) n.start();
+        });
+        return;
+      }
+      case 'crashAll': {
+        const up = this.nodes.filter((n) => n.up);
+        if (up.length === 0) return;
+        const ms = rng.chance(0.5) ? rng.int(0, 20) : this.duration();
+        w.trace(`NEMESIS crash every storage server (${up.map((n) => n.id).join(' ')}), restart in ${ms} ms`);
+        this.count('fault.crashAll');
+        for (const n of up) n.crash();
+        this.later(ms, () => {
+          for (const n of up) if (!n.up) n.start();
         });
         return;
       }

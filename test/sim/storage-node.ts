@@ -77,7 +77,10 @@ export interface NodeKnobs {
    *   result, and a retried delete answered from the dedup table reads it before the apply
    *   is durable. Both can tell a client `existed: false` for a delete that removed a key;
    * - `ack-failed-batch`: the writes of a batch that failed are acknowledged as if durable
-   *   (needs batchFailP > 0).
+   *   (needs batchFailP > 0);
+   * - `forget-unapplied`: a restart drops the log entries above the applied point, as if the
+   *   apply (not the synced log) made a write durable. Applies are lazy (they ride with a later
+   *   batch), so a crash of every replica at once (`crashAll`) loses acknowledged writes.
    */
   readonly mutation?: Mutation;
 }
@@ -87,13 +90,15 @@ export type Mutation =
   | 'lying-fsync'
   | 'unconfirmed-reads'
   | 'server-delete-replies'
-  | 'ack-failed-batch';
+  | 'ack-failed-batch'
+  | 'forget-unapplied';
 export const MUTATIONS: readonly Mutation[] = [
   'ack-before-durable',
   'lying-fsync',
   'unconfirmed-reads',
   'server-delete-replies',
   'ack-failed-batch',
+  'forget-unapplied',
 ];
 
 const encoder = new TextEncoder();
@@ -112,8 +117,12 @@ function hostMutations(m: Mutation | undefined): HostMutations {
       return { serverDeleteReplies: true };
     case 'ack-failed-batch':
       return { ackFailedBatch: true };
+    case 'lying-fsync':
+    case 'forget-unapplied':
+    case undefined:
+      return {}; // the disk's, not the host's
     default:
-      return {};
+      return assertNever(m);
   }
 }
 
@@ -213,6 +222,14 @@ export class SimStorageNode implements Endpoint {
   private loadDisk(host: StorageHost<Respond>): number {
     const recoveries = new Map<PartitionId, ReplicaRecovery>();
     for (const [p, d] of this.disk.parts) {
+      if (this.knobs.mutation === 'forget-unapplied') {
+        // MUTATION: the log above the applied point is thrown away at start.
+        const keep = Math.max(0, d.applied.seq - d.logBase.seq);
+        if (keep < d.log.length) {
+          this.world.trace(`${this.id} MUTATION forget-unapplied: drops ${d.log.length - keep} entries of p${p}`);
+          d.log.length = keep;
+        }
+      }
       const state = { meta: d.meta, applied: d.applied, logBase: d.logBase, logLast: this.disk.lastPosition(p) };
       recoveries.set(p, recoveryOf(state, [...d.log], [...d.dedup.values()]));
     }
@@ -288,9 +305,14 @@ export class SimStorageNode implements Endpoint {
       if (this.v !== v) return; // crashed meanwhile
       switch (e.kind) {
         case 'scheduleBatch':
-          this.world.microtask(() => {
-            if (this.v === v) this.run(v, v.host.startBatch());
-          });
+          if (e.lazyMs === undefined)
+            this.world.microtask(() => {
+              if (this.v === v) this.run(v, v.host.startBatch());
+            });
+          else
+            this.world.schedule(e.lazyMs, this.id, () => {
+              if (this.v === v) this.run(v, v.host.startBatch(true));
+            });
           break;
         case 'writeBatch': {
           v.inFlight = { batch: e.batch, ops: e.ops };

@@ -146,12 +146,20 @@ export class Cluster {
     for (const node of this.nodes.keys()) this.step(node, { kind: 'flush' });
   }
 
-  /** Flush, sync and deliver until nothing moves (bounded). */
+  /** A tick on every node at its own time (no time passes): it tells idle peers the commit point (S2). */
+  tick(): void {
+    for (const [node, r] of this.nodes) this.step(node, { kind: 'tick', nowMs: r.nowMs });
+  }
+
+  /** Flush, sync and deliver until nothing moves, not even on a tick (bounded). */
   settle(maxRounds = 100): void {
+    const idle = () => this.network.length === 0 && [...this.disk.values()].every((d) => d.length === 0);
     for (let i = 0; i < maxRounds; i++) {
       this.flush();
       for (const node of this.nodes.keys()) this.sync(node);
-      if (this.deliver() === 0 && [...this.disk.values()].every((d) => d.length === 0)) return;
+      if (this.deliver() > 0 || !idle()) continue;
+      this.tick();
+      if (idle()) return;
     }
     throw new Error(`cluster did not settle within ${maxRounds} rounds`);
   }

@@ -46,7 +46,7 @@ export function applyUpTo(r: ReplicaState, target: Seq, out: ReplicaOutput[]): v
   assert(entries.length === target - r.appliedSeq, 'applying entries missing from the log');
   r.appliedSeq = target;
   for (const e of entries) if (e.tag) r.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
-  out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: r.partition, entries }] });
+  out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: r.partition, entries }], lazy: true });
   maybeTruncate(r, out);
 }
 
@@ -60,5 +60,5 @@ function maybeTruncate(r: ReplicaState, out: ReplicaOutput[]): void {
   const base = r.log.positionAt(target);
   if (!base) return;
   r.log.truncateTo(target);
-  out.push({ kind: 'persist', ops: [{ kind: 'truncateLogTo', partition: r.partition, base }] });
+  out.push({ kind: 'persist', ops: [{ kind: 'truncateLogTo', partition: r.partition, base }], lazy: true });
 }

@@ -1,7 +1,7 @@
 /**
- * Flush (end of an event-loop turn): the primary sends this turn's prepares to every peer,
- * bounded per turn (§6), persists its own log appends in parallel (§5.4), and tells idle
- * peers the commit point (S2).
+ * Flush (end of an event-loop turn, and every tick): the primary sends this turn's prepares
+ * to every peer, bounded per turn (§6), persists its own log appends in parallel (§5.4), and
+ * tells peers the commit point (S2): with the next prepare, or on a tick when there is none.
  */
 import { type Config, type LogEntry, type NodeId, type Seq, seq as toSeq } from '../types.js';
 import { persistLog } from './apply.js';
@@ -11,11 +11,11 @@ import { send } from './outputs.js';
 import { startRoundIfNeeded } from './reads.js';
 import type { PeerState, ReplicaState } from './state.js';
 
-export function onFlush(r: ReplicaState, out: ReplicaOutput[]): void {
+export function onFlush(r: ReplicaState, out: ReplicaOutput[], tick = false): void {
   if (!r.active || r.role !== 'primary') return;
   const config = r.config!;
   // Prepares go out before our own append is durable: the two proceed in parallel (§5.4).
-  for (const [peerId, peer] of r.peers) sendPrepares(r, peerId, peer, config, out);
+  for (const [peerId, peer] of r.peers) sendPrepares(r, peerId, peer, config, out, tick);
   if (r.persistedSeq < r.log.lastSeq) {
     const entries = r.log.slice(toSeq(r.persistedSeq + 1), r.log.lastSeq, Number.MAX_SAFE_INTEGER);
     persistLog(r, [{ kind: 'appendLog', partition: r.partition, entries }], out);
@@ -25,7 +25,14 @@ export function onFlush(r: ReplicaState, out: ReplicaOutput[]): void {
   advanceCommit(r, out);
 }
 
-function sendPrepares(r: ReplicaState, peerId: NodeId, peer: PeerState, config: Config, out: ReplicaOutput[]): void {
+function sendPrepares(
+  r: ReplicaState,
+  peerId: NodeId,
+  peer: PeerState,
+  config: Config,
+  out: ReplicaOutput[],
+  tick: boolean,
+): void {
   if (peer.snapshotting) return;
   const limits = r.opts.limits;
   let rounds = 0;
@@ -49,9 +56,11 @@ function sendPrepares(r: ReplicaState, peerId: NodeId, peer: PeerState, config: 
     peer.lastSentMs = r.nowMs;
   }
   const idle = r.nowMs - peer.lastSentMs >= r.opts.resendAfterMs;
-  if (peer.sentSeq >= r.log.lastSeq && (peer.sentCommitSeq < r.commitSeq || idle)) {
-    // S2: with nothing to prepare, still tell the replica the commit point; and say it
-    // again while idle, since it may have been lost (it also shows a peer that restarted
+  if (peer.sentSeq >= r.log.lastSeq && ((tick && peer.sentCommitSeq < r.commitSeq) || idle)) {
+    // S2: with nothing to prepare, still tell the replica the commit point, on the next tick
+    // (a replica needs it only to apply, and nothing waits for a replica's apply: under load
+    // the next prepare carries it, so a write costs no message of its own for it); and say
+    // it again while idle, since it may have been lost (it also shows a peer that restarted
     // and lost entries where to ask from: it answers with a nack).
     out.push(
       send(r, peerId, {

@@ -31,8 +31,13 @@ export type ReplicaInput =
   | { readonly kind: 'tick'; readonly nowMs: number };
 
 export type ReplicaOutput =
-  /** Write these ops in one batch; when `writeId` is set, feed `persisted` back when durable. */
-  | { readonly kind: 'persist'; readonly ops: readonly BatchOp[]; readonly writeId?: number }
+  /**
+   * Write these ops in one batch; when `writeId` is set, feed `persisted` back when durable.
+   * `lazy`: nothing waits for these ops to be durable (applies and log truncation: the synced
+   * log is the durable copy, and a restart re-applies from it), so they may ride with the next
+   * batch instead of starting one; an output that waits for them (a read) still starts it.
+   */
+  | { readonly kind: 'persist'; readonly ops: readonly BatchOp[]; readonly writeId?: number; readonly lazy?: boolean }
   | { readonly kind: 'send'; readonly to: NodeId; readonly message: PeerMessage; readonly immediate: boolean }
   /** Answer a client; `deleteSeq` asks the driver to fill in whether the applied delete found the key. */
   | {

@@ -40,7 +40,7 @@ export function onTick(r: ReplicaState, nowMs: number, out: ReplicaOutput[]): vo
   if (r.roundInFlight && nowMs - r.roundInFlight.sentMs > r.opts.resendAfterMs) {
     r.roundInFlight = null; // its reads wait for the next round
   }
-  onFlush(r, out);
+  onFlush(r, out, true);
 }
 
 /**

@@ -189,7 +189,7 @@ export async function runCompare(o: CompareOptions): Promise<number> {
   const loadStart = loadavg();
   const value = randomBytes(o.valueSize);
   const rows: CompareRow[] = [];
-  const systems: { name: string; description: string }[] = [];
+  const systems: { name: string; description: string; pids: number[] }[] = [];
   const skipped: { system: string; reason: string }[] = [];
   let stopRequested = false;
   let stopCurrent: (() => Promise<void>) | undefined;
@@ -221,20 +221,21 @@ export async function runCompare(o: CompareOptions): Promise<number> {
           stop = once(s);
           stopCurrent = stop;
         });
-        systems.push({ name: peer.name, description: peer.description });
+        systems.push({ name: peer.name, description: peer.description, pids: peer.serverPids() });
         const t0 = performance.now();
         await preload(peer, o.keys, PRELOAD_CONCURRENCY, value, shouldStop);
         err.write(`  preloaded ${o.keys} keys in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
         for (const op of o.ops) {
           for (const concurrency of o.concurrency) {
             if (stopRequested) break;
-            const cpu0 = sampleCpuUs(peer.serverPids());
+            const pids = peer.serverPids(); // the same processes before and after: one gone → no figure
+            const cpu0 = sampleCpuUs(pids);
             const cell = await runCell(
               peer,
               { op, concurrency, durationS: o.durationS, keys: o.keys, value },
               shouldStop,
             );
-            const cpu1 = sampleCpuUs(peer.serverPids());
+            const cpu1 = sampleCpuUs(pids);
             const cpuUsPerOp =
               cpu0 === undefined || cpu1 === undefined || cell.ops === 0 ? null : (cpu1 - cpu0) / cell.ops;
             const row: CompareRow = {
@@ -265,9 +266,10 @@ export async function runCompare(o: CompareOptions): Promise<number> {
         err.write(`${plan.label} ${reason}\n`);
         skipped.push({ system: plan.label, reason });
       } finally {
-        err.write(`stopping ${plan.label} …\n`);
+        const t0 = performance.now();
         stopCurrent = undefined;
         await stop?.();
+        err.write(`stopped ${plan.label} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
       }
     }
   } finally {

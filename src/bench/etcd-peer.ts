@@ -11,6 +11,9 @@ import { Etcd3 } from 'etcd3';
 import { EtcdCluster } from '../process/etcd-server.js';
 import type { Caller, Peer } from './closed-loop.js';
 
+/** A throwaway cluster's members need not shut down cleanly: SIGKILL after this bound. */
+const STOP_TIMEOUT_MS = 3000;
+
 export class EtcdPeer implements Peer {
   readonly name = 'etcd';
   readonly description = 'etcd: 3 members, default fsync; write = put, read = linearizable get (etcd3 client)';
@@ -37,7 +40,7 @@ export class EtcdPeer implements Peer {
     onStarted(async () => {
       stopped = true;
       client?.close();
-      await cluster?.stop();
+      await cluster?.stop(STOP_TIMEOUT_MS);
       rmSync(dir, { recursive: true, force: true });
     });
     const started = await EtcdCluster.start({ dir, members: 3 });

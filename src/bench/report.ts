@@ -41,7 +41,8 @@ export interface CompareReport {
   };
   /** os.loadavg() at the start and the end (1, 5, 15 min): the machine is shared. */
   readonly loadAverage: { readonly start: readonly number[]; readonly end: readonly number[] };
-  readonly systems: readonly { readonly name: string; readonly description: string }[];
+  /** Each system that ran, with the pids of its server processes (whose CPU is counted). */
+  readonly systems: readonly { readonly name: string; readonly description: string; readonly pids: number[] }[];
   readonly skipped: readonly { readonly system: string; readonly reason: string }[];
   readonly rows: readonly CompareRow[];
 }

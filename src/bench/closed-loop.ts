@@ -45,6 +45,9 @@ export interface CellResult {
   readonly errorSample?: string;
 }
 
+/** How long after a cell's end its callers may still be waiting for an answer before the system counts as stuck. */
+export const CELL_GRACE_MS = 15_000;
+
 const describe = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** Writes keys 0..keys-1 once, with `concurrency` callers (not measured). */
@@ -56,10 +59,28 @@ export async function preload(
   shouldStop: () => boolean,
 ): Promise<void> {
   let next = 0;
+  let done = 0;
   const loop = async (caller: Caller): Promise<void> => {
-    while (next < keys && !shouldStop()) await caller.write(keyName(next++), value);
+    while (next < keys && !shouldStop()) {
+      await caller.write(keyName(next++), value);
+      done++;
+    }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, keys)) }, (_, i) => loop(peer.caller(i))));
+  const callers = Array.from({ length: Math.max(1, Math.min(concurrency, keys)) }, (_, i) => loop(peer.caller(i)));
+  // No write answered for CELL_GRACE_MS: the system is stuck (the preload has no fixed duration).
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    let seen = -1;
+    timer = setInterval(() => {
+      if (done === seen) reject(new Error(`the preload made no progress for ${CELL_GRACE_MS} ms (${done} of ${keys})`));
+      seen = done;
+    }, CELL_GRACE_MS);
+  });
+  try {
+    await Promise.race([Promise.all(callers), stuck]);
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /** Runs one cell: `concurrency` callers doing `op` on random keys of `keys` for `durationS`. */
@@ -88,7 +109,21 @@ export async function runCell(
       }
     }
   };
-  await Promise.all(Array.from({ length: o.concurrency }, (_, i) => loop(peer.caller(i))));
+  let waiting = o.concurrency;
+  const callers = Array.from({ length: o.concurrency }, (_, i) => loop(peer.caller(i)).finally(() => waiting--));
+  // A request that never answers (a Redis WAIT whose replica died) must not hang the benchmark.
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${waiting} of ${o.concurrency} callers got no answer within ${CELL_GRACE_MS} ms`)),
+      o.durationS * 1000 + CELL_GRACE_MS,
+    );
+  });
+  try {
+    await Promise.race([Promise.all(callers), stuck]);
+  } finally {
+    clearTimeout(timer);
+  }
   const elapsedS = (performance.now() - start) / 1000;
   return { ops: latency.count, elapsedS, latency, errors, ...(errorSample === undefined ? {} : { errorSample }) };
 }

@@ -78,8 +78,8 @@ export interface BenchReport {
   readonly errors: Readonly<Record<string, number>>;
 }
 
-const SPAWN_STORAGE_SERVERS = 3;
-const SPAWN_REPLICAS = 3;
+export const SPAWN_STORAGE_SERVERS = 3;
+export const SPAWN_REPLICAS = 3;
 /** Distinct error messages remembered for the report. */
 const MAX_ERROR_SAMPLES = 5;
 
@@ -288,6 +288,48 @@ async function cleanUpWritten(db: Db, o: BenchOptions, written: WrittenKeys, sho
   );
 }
 
+/** What a temporary cluster (`--spawn`, bench:compare) is made of. */
+export interface TempClusterOptions {
+  readonly backend: BackendName;
+  readonly sync: SyncMode;
+  readonly valueSize: number;
+  readonly logLevel: string;
+  readonly clusterToken?: string;
+}
+
+/** A temporary cluster in `dataDir` (3 storage servers, R=3), not started yet. */
+export function createTempCluster(dataDir: string, o: TempClusterOptions): LocalCluster {
+  return LocalCluster.create({
+    dataDir,
+    host: '127.0.0.1',
+    port: 0,
+    storagePort: 0,
+    storageIds: Array.from({ length: SPAWN_STORAGE_SERVERS }, (_, i) => `s${i + 1}`),
+    partitions: 16,
+    replicas: SPAWN_REPLICAS,
+    minWriteReplicas: 2,
+    backend: o.backend,
+    sync: o.sync,
+    heartbeatMs: 1000,
+    deadAfterMs: 5000,
+    maxValueBytes: Math.max(1024 * 1024, o.valueSize),
+    logLevel: o.logLevel,
+    startTimeoutMs: 30_000,
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  });
+}
+
+/** Starts `cluster` and waits until it serves; a failed start's error carries the node's log tail. */
+export async function startTempCluster(cluster: LocalCluster, clusterToken: string | undefined): Promise<void> {
+  await cluster
+    .start((ns) => openDb({ nameserver: ns, timeoutMs: 2000, ...(clusterToken === undefined ? {} : { clusterToken }) }))
+    .catch((e: unknown) => {
+      throw e instanceof ClusterStartError && e.logTail
+        ? new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '')
+        : e;
+    });
+}
+
 export async function runBench(o: BenchOptions): Promise<void> {
   const err = process.stderr;
   const isTTY = Boolean(err.isTTY);
@@ -321,34 +363,8 @@ export async function runBench(o: BenchOptions): Promise<void> {
         `starting a temporary cluster: ${SPAWN_STORAGE_SERVERS} storage servers, R=${SPAWN_REPLICAS}, ` +
           `${o.backend}, in ${tempDir} …\n`,
       );
-      cluster = LocalCluster.create({
-        dataDir: tempDir,
-        host: '127.0.0.1',
-        port: 0,
-        storagePort: 0,
-        storageIds: Array.from({ length: SPAWN_STORAGE_SERVERS }, (_, i) => `s${i + 1}`),
-        partitions: 16,
-        replicas: SPAWN_REPLICAS,
-        minWriteReplicas: 2,
-        backend: o.backend,
-        sync: o.sync,
-        heartbeatMs: 1000,
-        deadAfterMs: 5000,
-        maxValueBytes: Math.max(1024 * 1024, o.valueSize),
-        logLevel: o.logLevel,
-        startTimeoutMs: 30_000,
-        ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
-      });
-      const token = o.clusterToken;
-      await cluster
-        .start((ns) =>
-          openDb({ nameserver: ns, timeoutMs: 2000, ...(token === undefined ? {} : { clusterToken: token }) }),
-        )
-        .catch((e: unknown) => {
-          throw e instanceof ClusterStartError && e.logTail
-            ? new ClusterStartError(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`, e.node, e.logPath, '')
-            : e;
-        });
+      cluster = createTempCluster(tempDir, o);
+      await startTempCluster(cluster, o.clusterToken);
       nameserver = cluster.nameserverAddress;
       err.write(`cluster ready at ${nameserver}\n`);
     }

@@ -10,36 +10,26 @@
  * lets the next start in the same dir find and stop it, so two Redis never share one AOF.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { findBinary } from './find-binary.js';
 import { freePort } from './ports.js';
 
 /** How to install redis-server, for messages. */
 export const REDIS_INSTALL_HINT =
   'install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)';
 
-const EXTRA_DIRS = ['/usr/bin', '/usr/sbin', '/usr/local/bin', '/opt/homebrew/bin'];
 const DEFAULT_START_TIMEOUT_MS = 10_000;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 const POLL_MS = 20;
 /** Attempts at a free port (another process may take the one we picked). */
 const PORT_ATTEMPTS = 5;
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false; // missing or not executable
-  }
-}
-
 /** The redis-server binary on PATH (or a usual place), or undefined when it is not installed. */
 export function findRedisServer(): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter((d) => d !== ''), ...EXTRA_DIRS];
-  return dirs.map((dir) => join(dir, 'redis-server')).find(isExecutable);
+  return findBinary('redis-server');
 }
 
 export interface RedisServerOptions {

@@ -525,7 +525,8 @@ export async function runSize(o: SizeOptions): Promise<number> {
         note:
           o.backend === 'memory'
             ? 'backend memory: the data lives on the JS heap, so anon RSS grows with the keys (expected)'
-            : 'backend lmdb: the data lives in LMDB’s mapped file (file RSS, page cache); anon RSS should stay flat',
+            : 'backend lmdb: the data lives in LMDB’s mapped file (file RSS, page cache); anon RSS should stay ' +
+              'flat once each partition’s in-memory log tail (bounded: up to 2 × logRetainEntries entries) has filled',
       },
     };
   } catch (e) {

@@ -74,6 +74,11 @@ export class DstorePeer implements Peer {
     return [...this.cluster.storage.values()].flatMap((p) => (p.pid === undefined ? [] : [p.pid]));
   }
 
+  /** Each storage server: its node name, pid (undefined when not running) and data dir. */
+  storageServers(): { name: string; pid: number | undefined; dataDir: string }[] {
+    return [...this.cluster.storage.values()].map((p) => ({ name: p.name, pid: p.pid, dataDir: p.dataDir }));
+  }
+
   caller(): Caller {
     return this.shared;
   }

@@ -304,7 +304,7 @@ export class GroupCommit {
   private readonly waiting = new Map<PartitionId, Array<{ batch: number; fn: () => void }>>();
   /** Whether the host asked its driver to start a batch (scheduleBatch) that has not run yet. */
   scheduled = false;
-  /** Whether the host asked for the lazy timer (scheduleBatch with `lazy`) that has not fired yet. */
+  /** Whether the host asked for the lazy timer (scheduleBatch with `lazyMs`) that has not fired yet. */
   lazyScheduled = false;
 
   /** Whether something is queued or being written. */

@@ -292,6 +292,9 @@ interface Waiter<H> {
  * or else a timer (`lazyMs`). So a write costs each replica one synced transaction (its
  * append, with the previous write's apply), not two.
  */
+/** The key under which `afterAll`'s waiters queue (no partition has it: ids are >= 0). */
+const ALL_PARTITIONS = -1 as PartitionId;
+
 export class GroupCommit {
   private ops: BatchOp[] = [];
   private writeIds: Array<{ partition: PartitionId; writeId: number }> = [];
@@ -343,6 +346,16 @@ export class GroupCommit {
     if (batch === this.openBatch) this.eager = true;
     if (queue) queue.push({ batch, fn });
     else this.waiting.set(partition, [{ batch, fn }]);
+  }
+
+  /** Runs `fn` after everything enqueued so far, by every partition, is durable. */
+  afterAll(fn: () => void): void {
+    const batch = this.ops.length > 0 ? this.openBatch : (this.inFlight?.batch ?? this.committedBatch);
+    const queue = this.waiting.get(ALL_PARTITIONS);
+    if (!queue && batch <= this.committedBatch) return fn();
+    if (batch === this.openBatch) this.eager = true;
+    if (queue) queue.push({ batch, fn });
+    else this.waiting.set(ALL_PARTITIONS, [{ batch, fn }]);
   }
 
   /** The next batch to write (what accumulated), unless one is being written or nothing did. */
@@ -942,6 +955,18 @@ export class StorageHost<H> {
     else this.barrier.scheduled = false;
     const next = this.barrier.start();
     if (next) this.out.push({ kind: 'writeBatch', life: this.life, batch: next.batch, ops: next.ops });
+    return this.drain();
+  }
+
+  /**
+   * Runs `fn` once what partition `p` (every partition, when undefined) enqueued so far is
+   * durable: its applies included, which are lazy. For the driver's direct reads of the
+   * backend (scan, dump, key counts), so they see every write already answered.
+   */
+  whenApplied(p: PartitionId | undefined, fn: () => void): Array<HostEffect<H>> {
+    if (p === undefined) this.barrier.afterAll(fn);
+    else this.barrier.after(p, fn);
+    this.scheduleBatch();
     return this.drain();
   }
 

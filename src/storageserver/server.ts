@@ -90,6 +90,9 @@ import {
 
 export type { StorageHealth } from './host.js';
 
+/** How long a scan, dump or key count waits for lazy applies to be written before reading anyway. */
+const APPLIED_WAIT_MS = 2000;
+
 export interface StorageServerConfig {
   readonly nameserver: string;
   readonly host: string;
@@ -322,9 +325,28 @@ export class StorageServer {
     }
   }
 
+  /**
+   * Resolves once the applies of `p` (every partition, when undefined) queued so far are
+   * written (they are lazy, issue 11), or after APPLIED_WAIT_MS: a failed backend drops what
+   * waited on it, and a listing then shows what the backend holds.
+   */
+  private applied(p: PartitionId | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, APPLIED_WAIT_MS);
+      timer.unref();
+      this.run(
+        this.host.whenApplied(p, () => {
+          clearTimeout(timer);
+          resolve();
+        }),
+      );
+    });
+  }
+
   private async refreshKeyCount(): Promise<void> {
     let total = 0;
     try {
+      await this.applied(undefined);
       for (const r of this.host.replicas.values())
         if (r.progress().role !== 'inactive') total += await this.backend.count(r.partition);
       this.keyCount = total;
@@ -805,6 +827,7 @@ export class StorageServer {
         const r = this.host.replicas.get(partitionId(req.p));
         if (!r?.serving) throw new NotPrimaryError(`${this.nodeId} is not the serving primary of partition ${req.p}`);
         let page: Awaited<ReturnType<Backend['scan']>>;
+        await this.applied(partitionId(req.p));
         try {
           page = await this.backend.scan(partitionId(req.p), {
             afterKey: req.after,
@@ -840,6 +863,7 @@ export class StorageServer {
       .filter((r) => r.progress().role !== 'inactive')
       .map((r) => r.partition)
       .sort((a, b) => a - b);
+    await this.applied(undefined);
     let keyCount = 0;
     for (const p of held) keyCount += await this.backend.count(p);
     if (limit === 0) return { nodeId: this.nodeId, keyCount, keys: [], truncated: keyCount > 0 };

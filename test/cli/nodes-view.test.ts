@@ -66,9 +66,9 @@ describe('nodes shows what is known, now', { timeout: 200_000 }, () => {
     const tables = keysPerTable(r.stdout);
     assert.ok(tables.length >= 2, r.stdout);
     const [before, afterInsert] = tables as [Map<string, number>, Map<string, number>];
-    // The primary applies a write before it answers, so its count has the key at once (before
+    // The primary counts the key at once: a count waits for the server's lazy applies (before
     // the fix every server showed the count of a heartbeat a second or two old); a secondary
-    // applies it when the commit point reaches it, milliseconds later, so it may or may not yet.
+    // applies it when the commit point reaches it, up to a tick (50 ms) later, so it may or may not yet.
     const grown = ['s1', 's2', 's3'].filter((id) => afterInsert.get(id) === (before.get(id) ?? NaN) + 1);
     assert.ok(grown.length >= 1, `at least the key's primary counts it right after the insert\n${r.stdout}`);
     for (const id of ['s1', 's2', 's3']) {

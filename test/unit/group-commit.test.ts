@@ -60,4 +60,24 @@ describe('group commit', () => {
     assert.equal(g.wantsStart, false, 'only the lazy op of P1 is queued');
     assert.equal(g.lazyOnly, true);
   });
+
+  test("`afterAll` waits for every partition's queued ops, lazy ones included, and asks for their batch", () => {
+    const g = new GroupCommit();
+    const ran: string[] = [];
+    g.afterAll(() => ran.push('nothing queued'));
+    assert.deepEqual(ran, ['nothing queued']);
+    g.enqueue(P0, [truncate(P0)], 1);
+    g.start();
+    g.enqueue(P1, [truncate(P1)], undefined, true);
+    g.afterAll(() => ran.push('all'));
+    assert.equal(g.wantsStart, false, 'a batch is being written');
+    g.committed();
+    g.release();
+    assert.deepEqual(ran, ['nothing queued'], 'the lazy op of P1 is not written yet');
+    assert.equal(g.wantsStart, true, 'the waiter asks for the batch holding it');
+    g.start();
+    g.committed();
+    g.release();
+    assert.deepEqual(ran, ['nothing queued', 'all']);
+  });
 });

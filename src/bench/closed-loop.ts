@@ -51,28 +51,43 @@ export const CELL_GRACE_MS = 15_000;
 const describe = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** Writes keys 0..keys-1 once, with `concurrency` callers (not measured). */
-export async function preload(
+export function preload(
   peer: Peer,
   keys: number,
   concurrency: number,
   value: Buffer,
   shouldStop: () => boolean,
 ): Promise<void> {
-  let next = 0;
+  return writeKeys(peer, { from: 0, to: keys, concurrency, value }, shouldStop, () => undefined);
+}
+
+/**
+ * Writes keys from..to-1 once with `concurrency` callers; `onWritten` after each write. Fails
+ * on the first failed write, or when no write is answered for CELL_GRACE_MS.
+ */
+export async function writeKeys(
+  peer: Peer,
+  range: { from: number; to: number; concurrency: number; value: Buffer },
+  shouldStop: () => boolean,
+  onWritten: () => void,
+): Promise<void> {
+  let next = range.from;
   let done = 0;
-  const loop = async (caller: Caller): Promise<void> => {
-    while (next < keys && !shouldStop()) {
-      await caller.write(keyName(next++), value);
+  const loop = async (index: number): Promise<void> => {
+    const caller = peer.caller(index);
+    while (next < range.to && !shouldStop()) {
+      await caller.write(keyName(next++), range.value);
       done++;
+      onWritten();
     }
   };
-  const callers = Array.from({ length: Math.max(1, Math.min(concurrency, keys)) }, (_, i) => loop(peer.caller(i)));
-  // No write answered for CELL_GRACE_MS: the system is stuck (the preload has no fixed duration).
+  const n = Math.max(1, Math.min(range.concurrency, range.to - range.from));
+  const callers = Array.from({ length: n }, (_, i) => loop(i));
   let timer: NodeJS.Timeout | undefined;
   const stuck = new Promise<never>((_, reject) => {
     let seen = -1;
     timer = setInterval(() => {
-      if (done === seen) reject(new Error(`the preload made no progress for ${CELL_GRACE_MS} ms (${done} of ${keys})`));
+      if (done === seen) reject(new Error(`the load made no progress for ${CELL_GRACE_MS} ms (at key ${next})`));
       seen = done;
     }, CELL_GRACE_MS);
   });

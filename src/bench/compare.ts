@@ -16,6 +16,7 @@ import { assertNever } from '../core/types.js';
 import { ETCD_INSTALL_HINT, findEtcd } from '../process/etcd-server.js';
 import { findRedisServer, REDIS_INSTALL_HINT } from '../process/redis-server.js';
 import { type OpKind, type Peer, preload, runCell } from './closed-loop.js';
+import { handleStopSignals } from './signals.js';
 import { DstorePeer, dstoreLabel } from './dstore-peer.js';
 import { EtcdPeer } from './etcd-peer.js';
 import { sampleCpuUs } from './proc-cpu.js';
@@ -191,24 +192,13 @@ export async function runCompare(o: CompareOptions): Promise<number> {
   const rows: CompareRow[] = [];
   const systems: { name: string; description: string; pids: number[] }[] = [];
   const skipped: { system: string; reason: string }[] = [];
-  let stopRequested = false;
   let stopCurrent: (() => Promise<void>) | undefined;
   let failed = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopRequested) {
-      err.write(`\n${signal} again: exiting (exit handlers kill what is still running)\n`);
-      process.exit(130);
-    }
-    stopRequested = true;
-    err.write(`\n${signal}: stopping (again to exit at once)\n`);
-    stopCurrent?.().catch((e: unknown) => err.write(`error while stopping: ${describeError(e)}\n`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const shouldStop = (): boolean => stopRequested;
+  const signals = handleStopSignals(err, () => stopCurrent);
+  const shouldStop = signals.requested;
   try {
     for (const plan of plans(o)) {
-      if (stopRequested) break;
+      if (signals.requested()) break;
       if (plan.missing !== undefined) {
         err.write(`skipping ${plan.label}: ${plan.missing}\n`);
         skipped.push({ system: plan.label, reason: plan.missing });
@@ -227,7 +217,7 @@ export async function runCompare(o: CompareOptions): Promise<number> {
         err.write(`  preloaded ${o.keys} keys in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
         for (const op of o.ops) {
           for (const concurrency of o.concurrency) {
-            if (stopRequested) break;
+            if (signals.requested()) break;
             const pids = peer.serverPids(); // the same processes before and after: one gone → no figure
             const cpu0 = sampleCpuUs(pids);
             const cell = await runCell(
@@ -260,7 +250,7 @@ export async function runCompare(o: CompareOptions): Promise<number> {
           }
         }
       } catch (e) {
-        if (stopRequested) break;
+        if (signals.requested()) break;
         failed = true;
         const reason = `failed: ${describeError(e)}`;
         err.write(`${plan.label} ${reason}\n`);
@@ -273,10 +263,9 @@ export async function runCompare(o: CompareOptions): Promise<number> {
       }
     }
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    signals.dispose();
   }
-  if (stopRequested) return 130;
+  if (signals.requested()) return 130;
   const report: CompareReport = {
     config: {
       durationS: o.durationS,

@@ -19,7 +19,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { table } from '../cli/format.js';
 import type { BackendName, SyncMode } from '../cli/options.js';
 import { describeError } from '../cli/shell.js';
-import { CELL_GRACE_MS, type CellResult, keyName, type OpKind, type Peer, preload, runCell } from './closed-loop.js';
+import { type CellResult, type OpKind, preload, runCell, writeKeys } from './closed-loop.js';
+import { handleStopSignals } from './signals.js';
 import { DstorePeer } from './dstore-peer.js';
 import { dirUsage, sampleMemory } from './proc-mem.js';
 
@@ -221,43 +222,6 @@ function cellRow(op: OpKind, keyspace: number, cell: CellResult): CellRow {
   };
 }
 
-/**
- * Writes keys from..to-1 once with `concurrency` callers; `onWritten` after each write. Fails
- * on the first failed write, or when no write is answered for CELL_GRACE_MS.
- */
-async function loadRange(
-  peer: Peer,
-  range: { from: number; to: number; concurrency: number; value: Buffer },
-  shouldStop: () => boolean,
-  onWritten: () => void,
-): Promise<void> {
-  let next = range.from;
-  let done = 0;
-  const loop = async (index: number): Promise<void> => {
-    const caller = peer.caller(index);
-    while (next < range.to && !shouldStop()) {
-      await caller.write(keyName(next++), range.value);
-      done++;
-      onWritten();
-    }
-  };
-  const n = Math.max(1, Math.min(range.concurrency, range.to - range.from));
-  const callers = Array.from({ length: n }, (_, i) => loop(i));
-  let timer: NodeJS.Timeout | undefined;
-  const stuck = new Promise<never>((_, reject) => {
-    let seen = -1;
-    timer = setInterval(() => {
-      if (done === seen) reject(new Error(`the load made no progress for ${CELL_GRACE_MS} ms (at key ${next})`));
-      seen = done;
-    }, CELL_GRACE_MS);
-  });
-  try {
-    await Promise.race([Promise.all(callers), stuck]);
-  } finally {
-    clearInterval(timer);
-  }
-}
-
 /** Anonymous RSS growth per 1,000,000 keys of each server between two samples. */
 function anonGrowth(
   a: { keys: number; servers: readonly ServerSample[] },
@@ -392,20 +356,9 @@ export async function runSize(o: SizeOptions): Promise<number> {
   const loadStart = loadavg();
   const value = randomBytes(o.valueSize);
   const smallKeys = Math.min(SMALL_KEYSPACE, o.keys);
-  let stopRequested = false;
   let stop: (() => Promise<void>) | undefined;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopRequested) {
-      err.write(`\n${signal} again: exiting (exit handlers kill what is still running)\n`);
-      process.exit(130);
-    }
-    stopRequested = true;
-    err.write(`\n${signal}: stopping (again to exit at once)\n`);
-    stop?.().catch((e: unknown) => err.write(`error while stopping: ${describeError(e)}\n`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const shouldStop = (): boolean => stopRequested;
+  const signals = handleStopSignals(err, () => stop);
+  const shouldStop = signals.requested;
   let report: SizeReport | undefined;
   try {
     err.write(`starting a temporary cluster (backend ${o.backend}, --sync ${o.sync}) …\n`);
@@ -458,11 +411,11 @@ export async function runSize(o: SizeOptions): Promise<number> {
     const checkpoints: Checkpoint[] = [];
     let from = 0;
     let segmentT0 = loadT0;
-    for (let i = 1; i <= o.checkpoints && !stopRequested; i++) {
+    for (let i = 1; i <= o.checkpoints && !signals.requested(); i++) {
       const to = Math.round((o.keys * i) / o.checkpoints);
       if (to <= from) continue;
-      await loadRange(peer, { from, to, concurrency: o.concurrency, value }, shouldStop, onWritten);
-      if (stopRequested) break;
+      await writeKeys(peer, { from, to, concurrency: o.concurrency, value }, shouldStop, onWritten);
+      if (signals.requested()) break;
       const now = performance.now();
       const cp: Checkpoint = {
         keysLoaded: to,
@@ -478,7 +431,7 @@ export async function runSize(o: SizeOptions): Promise<number> {
       from = to;
       segmentT0 = performance.now();
     }
-    if (stopRequested) return 130;
+    if (signals.requested()) return 130;
     const loadS = (performance.now() - loadT0) / 1000;
 
     // 3. Full store: the same write cell over all N keys, then reads for reference.
@@ -487,7 +440,7 @@ export async function runSize(o: SizeOptions): Promise<number> {
     const fullRead = await cell('read', o.keys);
     const full: MeasuredPhase = { keysHeld: o.keys, cells: [fullWrite, fullRead], servers: sampleServers(peer) };
     err.write(`  memory: ${memLine(full.servers)}\n`);
-    if (stopRequested) return 130;
+    if (signals.requested()) return 130;
 
     const first = checkpoints[0];
     const lastCp = checkpoints.at(-1);
@@ -530,15 +483,14 @@ export async function runSize(o: SizeOptions): Promise<number> {
       },
     };
   } catch (e) {
-    if (stopRequested) return 130;
+    if (signals.requested()) return 130;
     err.write(`bench:size failed: ${describeError(e)}\n`);
     return 1;
   } finally {
     const t0 = performance.now();
     await stop?.();
     err.write(`stopped the cluster in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    signals.dispose();
   }
   if (report === undefined) return 1; // not reached: every path without a report returned above
   process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatSizeReport(report)}\n`);

@@ -6,39 +6,20 @@
  * peer whose binary is missing is skipped with the line saying how to install it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
 import type { CompareReport } from '../../src/bench/report.js';
 import { ETCD_INSTALL_HINT, findEtcd } from '../../src/process/etcd-server.js';
 import { findRedisServer, REDIS_INSTALL_HINT } from '../../src/process/redis-server.js';
+import { runScript, type ScriptResult } from './run-script.js';
 
 const COMPARE = fileURLToPath(new URL('../../src/bench/compare.js', import.meta.url));
 const RUN_TIMEOUT_MS = 180_000;
 const redisInstalled = findRedisServer() !== undefined;
 const etcdInstalled = findEtcd() !== undefined;
 
-function runCompare(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [COMPARE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGINT'); // it stops what it started
-      reject(new Error(`bench:compare did not finish within ${RUN_TIMEOUT_MS} ms:\n${stderr}`));
-    }, RUN_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function runCompare(args: string[]): Promise<ScriptResult> {
+  return runScript(COMPARE, args, RUN_TIMEOUT_MS);
 }
 
 describe('bench:compare smoke run', () => {

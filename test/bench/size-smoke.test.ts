@@ -5,7 +5,6 @@
  * write ratio is given, and no server process is left behind. Also the /proc status parser.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,32 +12,14 @@ import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
 import { dirUsage, parseStatusMemory } from '../../src/bench/proc-mem.js';
 import type { ServerSample, SizeReport } from '../../src/bench/size.js';
+import { runScript, type ScriptResult } from './run-script.js';
 
 const SIZE = fileURLToPath(new URL('../../src/bench/size.js', import.meta.url));
 const RUN_TIMEOUT_MS = 180_000;
 const hasProc = existsSync('/proc/self/status');
 
-function runSize(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [SIZE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGINT'); // it stops what it started
-      reject(new Error(`bench:size did not finish within ${RUN_TIMEOUT_MS} ms:\n${stderr}`));
-    }, RUN_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function runSize(args: string[]): Promise<ScriptResult> {
+  return runScript(SIZE, args, RUN_TIMEOUT_MS);
 }
 
 describe('bench:size smoke run', { skip: hasProc ? false : 'needs Linux /proc for the memory figures' }, () => {

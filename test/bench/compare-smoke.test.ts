@@ -12,6 +12,7 @@ import type { CompareReport } from '../../src/bench/report.js';
 import { ETCD_INSTALL_HINT, findEtcd } from '../../src/process/etcd-server.js';
 import { findRedisServer, REDIS_INSTALL_HINT } from '../../src/process/redis-server.js';
 import { runScript, type ScriptResult } from './run-script.js';
+import { alive } from '../shared/dstore.js';
 
 const COMPARE = fileURLToPath(new URL('../../src/bench/compare.js', import.meta.url));
 const RUN_TIMEOUT_MS = 180_000;
@@ -66,15 +67,7 @@ describe('bench:compare smoke run', () => {
   test('every server process it started is gone', () => {
     const pids = report.systems.flatMap((s) => s.pids);
     assert.ok(pids.length >= 3);
-    const alive = pids.filter((pid) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false; // gone
-      }
-    });
-    assert.deepEqual(alive, []);
+    assert.deepEqual(pids.filter(alive), []);
   });
 
   test('a missing peer is skipped with how to install it; load average reported', () => {

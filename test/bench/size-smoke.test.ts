@@ -13,6 +13,7 @@ import { before, describe, test } from 'node:test';
 import { dirUsage, parseStatusMemory } from '../../src/bench/proc-mem.js';
 import type { ServerSample, SizeReport } from '../../src/bench/size.js';
 import { runScript, type ScriptResult } from './run-script.js';
+import { alive } from '../shared/dstore.js';
 
 const SIZE = fileURLToPath(new URL('../../src/bench/size.js', import.meta.url));
 const RUN_TIMEOUT_MS = 180_000;
@@ -97,16 +98,10 @@ describe('bench:size smoke run', { skip: hasProc ? false : 'needs Linux /proc fo
   test('every storage server it started is gone', () => {
     const pids = report.phases.full.servers.map((s) => s.pid);
     assert.equal(pids.length, 3);
-    const alive = pids.filter((pid) => {
-      if (pid === null) return false;
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false; // gone
-      }
-    });
-    assert.deepEqual(alive, []);
+    assert.deepEqual(
+      pids.filter((pid) => pid !== null && alive(pid)),
+      [],
+    );
   });
 });
 

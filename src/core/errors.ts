@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'PROTOCOL_MISMATCH'
   | 'WRONG_ROLE'
   | 'NODE_ID_IN_USE'
+  | 'NOT_LEADER'
   | 'INTERNAL';
 
 export interface WireError {
@@ -206,6 +207,26 @@ export class NodeIdInUseError extends DstoreError {
   }
 }
 
+/**
+ * Issue 12: the node asked is a nameserver candidate that does not lead the cluster (or no
+ * longer does: its leadership lapsed or a map write was refused by the election service).
+ * Retryable: ask `leader` (its address, when this node knows one) or another seed.
+ */
+export class NotLeaderError extends DstoreError {
+  readonly code = 'NOT_LEADER';
+  override readonly retryable = true;
+  constructor(
+    message: string,
+    /** Where the current leader listens (`host:port`), when known. */
+    readonly leader?: string,
+  ) {
+    super(message);
+  }
+  override toWire(): WireError {
+    return this.leader === undefined ? super.toWire() : { ...super.toWire(), leader: this.leader };
+  }
+}
+
 export class InternalError extends DstoreError {
   readonly code = 'INTERNAL';
 }
@@ -263,6 +284,7 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
       num(w.deadAfterMs),
       w.message,
     ),
+  NOT_LEADER: (w) => new NotLeaderError(w.message, typeof w.leader === 'string' ? w.leader : undefined),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

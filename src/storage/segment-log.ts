@@ -56,6 +56,10 @@ interface Segment {
   /** The last record number in it (first - 1 when empty). */
   last: number;
   bytes: number;
+  /** Where each of its records starts (record `first + i` at `offsets[i]`). */
+  readonly offsets: number[];
+  /** Opened by the first `read` of a closed segment. */
+  reader?: FileHandle;
 }
 
 const segmentName = (first: number): string => `${first.toString(16).padStart(16, '0')}${SUFFIX}`;
@@ -126,7 +130,7 @@ export class SegmentLog {
         tornTail = { file: path, offset: found.goodBytes, bytes: bytes.length - found.goodBytes };
       }
       expected = first + found.records.length;
-      segments.push({ first, path, last: expected - 1, bytes: found.goodBytes });
+      segments.push({ first, path, last: expected - 1, bytes: found.goodBytes, offsets: found.offsets });
     }
     const log = new SegmentLog(dir, segmentBytes, options.sync ?? true, segments, undefined);
     return tornTail === undefined ? { log, records } : { log, records, tornTail };
@@ -172,6 +176,11 @@ export class SegmentLog {
         this.closed = true;
         throw new StorageFailureError(`append to ${segment.path} failed`, { cause: err });
       }
+      let offset = segment.bytes;
+      for (const p of payloads) {
+        segment.offsets.push(offset);
+        offset += HEADER_BYTES + p.length;
+      }
       segment.bytes += out.length;
       segment.last = first + payloads.length - 1;
       return first;
@@ -180,12 +189,51 @@ export class SegmentLog {
     }
   }
 
+  /**
+   * Record `n`'s payload, read from its segment and checked (S13: a mismatch is a
+   * CorruptRecordError); undefined when `n` was dropped or not written yet.
+   */
+  async read(n: number): Promise<Buffer | undefined> {
+    if (this.closed) throw new StorageFailureError('the segment log is closed');
+    const segment = this.segmentOf(n);
+    if (segment === undefined) return undefined;
+    const offset = segment.offsets[n - segment.first] as number;
+    const end = n === segment.last ? segment.bytes : (segment.offsets[n - segment.first + 1] as number);
+    const isOpen = segment === this.segments.at(-1) && this.handle !== undefined;
+    segment.reader ??= isOpen ? undefined : await open(segment.path, 'r');
+    const handle = (isOpen ? this.handle : segment.reader) as FileHandle;
+    const bytes = Buffer.allocUnsafe(end - offset);
+    const { bytesRead } = await handle.read(bytes, 0, bytes.length, offset);
+    const what = `${segment.path}: record ${n} at offset ${offset}`;
+    if (bytesRead !== bytes.length) throw new CorruptRecordError(`${what}: cut short (S13)`);
+    const length = bytes.readUInt32BE(0);
+    const number = bytes.readUInt32BE(8) * 2 ** 32 + bytes.readUInt32BE(12);
+    const payload = bytes.subarray(HEADER_BYTES);
+    if (length !== payload.length || number !== n || frameChecksum(n, payload) !== bytes.readUInt32BE(4))
+      throw new CorruptRecordError(`${what}: checksum mismatch (S13)`);
+    return payload;
+  }
+
+  private segmentOf(n: number): Segment | undefined {
+    let lo = 0;
+    let hi = this.segments.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.segments[mid] as Segment;
+      if (n < s.first) hi = mid - 1;
+      else if (n > s.last) lo = mid + 1;
+      else return s;
+    }
+    return undefined;
+  }
+
   /** Deletes the segments whose records are all below `n` (never the one being written). */
   async dropBefore(n: number): Promise<number> {
     let dropped = 0;
     while (this.segments.length > 1) {
       const oldest = this.segments[0] as Segment;
       if (oldest.last >= n) break;
+      await oldest.reader?.close();
       await rm(oldest.path, { force: true });
       this.segments.shift();
       dropped++;
@@ -195,6 +243,10 @@ export class SegmentLog {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const s of this.segments) {
+      await s.reader?.close();
+      s.reader = undefined;
+    }
     const handle = this.handle;
     this.handle = undefined;
     await handle?.close();
@@ -206,7 +258,7 @@ export class SegmentLog {
     if (current === undefined || current.bytes >= this.segmentBytes) {
       await this.handle?.close();
       this.handle = undefined;
-      current = { first, path: join(this.dir, segmentName(first)), last: first - 1, bytes: 0 };
+      current = { first, path: join(this.dir, segmentName(first)), last: first - 1, bytes: 0, offsets: [] };
       this.handle = await open(current.path, 'wx');
       await syncDirectory(this.dir);
       this.segments.push(current);
@@ -222,14 +274,15 @@ function readFrames(
   path: string,
   first: number,
   isLast: boolean,
-): { records: LogRecord[]; goodBytes: number } {
+): { records: LogRecord[]; goodBytes: number; offsets: number[] } {
   const records: LogRecord[] = [];
+  const offsets: number[] = [];
   let at = 0;
   while (at < bytes.length) {
     const n = first + records.length;
-    const bad = (why: string): { records: LogRecord[]; goodBytes: number } => {
+    const bad = (why: string): { records: LogRecord[]; goodBytes: number; offsets: number[] } => {
       // A torn tail: only at the end of the last segment, with nothing whole after it.
-      if (isLast && !hasWholeFrameAfter(bytes, at, n)) return { records, goodBytes: at };
+      if (isLast && !hasWholeFrameAfter(bytes, at, n)) return { records, goodBytes: at, offsets };
       throw new CorruptRecordError(`${path}: record ${n} at offset ${at}: ${why} (S13)`);
     };
     if (bytes.length - at < HEADER_BYTES) return bad('cut short in its header');
@@ -241,9 +294,10 @@ function readFrames(
     if (frameChecksum(number, payload) !== bytes.readUInt32BE(at + 4)) return bad('checksum mismatch');
     if (number !== n) return bad(`numbered ${number}`);
     records.push({ n, payload });
+    offsets.push(at);
     at += HEADER_BYTES + length;
   }
-  return { records, goodBytes: at };
+  return { records, goodBytes: at, offsets };
 }
 
 /**

@@ -124,6 +124,26 @@ describe('segment log', () => {
     await assert.rejects(SegmentLog.open(dir, { segmentBytes: 200 }), (err: unknown) => isCorruptRecord(err));
   });
 
+  test('read(n) returns any kept record, from closed and open segments, and checks it (S13)', async () => {
+    await writeLog(5, 2, 200); // records 1–10 over three segments
+    const { log } = await SegmentLog.open(dir, { segmentBytes: 200 });
+    await log.append([payload(10, 300)]); // record 11 in the open segment
+    for (let n = 1; n <= 10; n++) assert.deepEqual(await log.read(n), payload(n - 1), `record ${n}`);
+    assert.deepEqual(await log.read(11), payload(10, 300));
+    assert.equal(await log.read(12), undefined);
+    await log.dropBefore(5);
+    assert.equal(await log.read(1), undefined, 'dropped with its segment');
+    assert.deepEqual(await log.read(5), payload(4));
+    // A byte flipped behind the log's back is found by the read, not returned.
+    const names = await segments();
+    const last = join(dir, names.at(-1) as string);
+    const bytes = await readFile(last);
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x80;
+    await writeFile(last, bytes);
+    await assert.rejects(log.read(11), (err: unknown) => isCorruptRecord(err));
+    await log.close();
+  });
+
   test('a missing segment in the middle is corruption', async () => {
     await writeLog(6, 2, 200);
     const names = await segments();

@@ -1,0 +1,328 @@
+/**
+ * Every partition's replica log in one segment log (segment-log.ts): the log half of the
+ * "replica log in its own file, LMDB for the applied state" design (docs/benchmarks.md,
+ * issue 11). Not wired into a backend yet.
+ *
+ * Records (msgpack arrays, one per op; a batch's records go in one append, one sync):
+ * - `[APPEND, p, sealed entry]`  the entry (log-record.ts `encodeEntry`, its own checksum);
+ * - `[TRUNC_FROM, p, fromSeq]`   S1: entries ≥ fromSeq are gone (a conflict with the primary);
+ * - `[TRUNC_TO, p, seq, epoch]`  S12: entries ≤ seq are gone; (seq, epoch) is the log's base;
+ * - `[META, p, meta]`            the partition's metadata (S3: durable before anything is sent);
+ * - `[DROP, p]`                  the partition's log and metadata are gone;
+ * - `[RESET, p, seq, epoch]`     S11: a snapshot was installed at (seq, epoch); the log is empty.
+ *
+ * Open replays the records in order into each partition's state: metadata, base, last, and
+ * an index of the entries it holds (record number and epoch per seq; the entries themselves
+ * stay on disk and are read back by number). Replay checks what it rebuilds: an APPEND must
+ * follow the partition's last seq; anything else is corruption (S13) of the whole store.
+ *
+ * `compact()` deletes the oldest segments once nothing in them is live: no indexed entry,
+ * and no partition's latest META or base record — those are written again first (one
+ * checkpoint append) when they are all that keeps a segment.
+ */
+import { Packr } from 'msgpackr';
+import type { PartitionMeta } from '../core/replica/ops.js';
+import {
+  type LogEntry,
+  type PartitionId,
+  InvariantViolation,
+  assertNever,
+  epoch as toEpoch,
+  seq as toSeq,
+} from '../core/types.js';
+import type { LogPosition } from './backend.js';
+import { CorruptRecordError, decodeEntry, encodeEntry } from './log-record.js';
+import { SegmentLog } from './segment-log.js';
+
+const APPEND = 0;
+const TRUNC_FROM = 1;
+const TRUNC_TO = 2;
+const META = 3;
+const DROP = 4;
+const RESET = 5;
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+const ZERO: LogPosition = { seq: toSeq(0), epoch: toEpoch(0) };
+
+/** What the log store is asked to do: the log half of a backend batch. */
+export type LogOp =
+  | { readonly kind: 'append'; readonly partition: PartitionId; readonly entries: readonly LogEntry[] }
+  | { readonly kind: 'truncateFrom'; readonly partition: PartitionId; readonly fromSeq: number }
+  | { readonly kind: 'truncateTo'; readonly partition: PartitionId; readonly base: LogPosition }
+  | { readonly kind: 'setMeta'; readonly partition: PartitionId; readonly meta: PartitionMeta }
+  | { readonly kind: 'drop'; readonly partition: PartitionId }
+  | { readonly kind: 'reset'; readonly partition: PartitionId; readonly at: LogPosition };
+
+/** One partition's log as the store holds it. */
+export interface PartitionLog {
+  meta: PartitionMeta | null;
+  base: LogPosition;
+  last: LogPosition;
+  /** Entry base.seq + 1 + i is record `records[i]`, of epoch `epochs[i]`. */
+  records: number[];
+  epochs: number[];
+  /** The record that set `meta` and the one that set `base` (0: none). */
+  metaRecord: number;
+  baseRecord: number;
+  /**
+   * Replay only: the first seq met when the partition's earlier records were compacted away
+   * (its first record here is an entry that does not follow 0). A base record later in the
+   * log must then cover everything before it (checked at the end of the replay).
+   */
+  provisionalFrom: number;
+}
+
+const fresh = (): PartitionLog => ({
+  meta: null,
+  base: ZERO,
+  last: ZERO,
+  records: [],
+  epochs: [],
+  metaRecord: 0,
+  baseRecord: 0,
+  provisionalFrom: 0,
+});
+
+export class LogStore {
+  private constructor(
+    private readonly log: SegmentLog,
+    private readonly parts: Map<PartitionId, PartitionLog>,
+  ) {}
+
+  static async open(
+    dir: string,
+    options: { segmentBytes?: number; sync?: boolean } = {},
+  ): Promise<{ store: LogStore; tornTail?: { file: string; offset: number; bytes: number } }> {
+    const opened = await SegmentLog.open(dir, options);
+    const parts = new Map<PartitionId, PartitionLog>();
+    try {
+      for (const r of opened.records) replay(parts, r.n, r.payload);
+      for (const [p, s] of parts) {
+        if (s.provisionalFrom > 0 && s.base.seq < s.provisionalFrom - 1) {
+          throw new CorruptRecordError(
+            `partition ${p}: the log starts at entry ${s.provisionalFrom} but its base is ${s.base.seq} (S13)`,
+          );
+        }
+        s.provisionalFrom = 0;
+      }
+    } catch (err) {
+      await opened.log.close();
+      throw err;
+    }
+    const store = new LogStore(opened.log, parts);
+    return opened.tornTail === undefined ? { store } : { store, tornTail: opened.tornTail };
+  }
+
+  /** Every partition with a log or metadata. */
+  partitions(): ReadonlyMap<PartitionId, Readonly<PartitionLog>> {
+    return this.parts;
+  }
+
+  /** The epoch of the entry at `seq` (base's epoch at base.seq), undefined when not held. */
+  epochAt(partition: PartitionId, seq: number): number | undefined {
+    const p = this.parts.get(partition);
+    if (!p) return seq === 0 ? 0 : undefined;
+    if (seq === p.base.seq) return p.base.epoch;
+    return p.epochs[seq - p.base.seq - 1];
+  }
+
+  /**
+   * Writes the ops durably (one append, one sync), then applies them to the in-memory state.
+   * The caller checked them (preconditions.ts) against `partitions()`; entries that do not
+   * follow the partition's last seq are refused (InvariantViolation) before anything is written.
+   */
+  async write(ops: readonly LogOp[]): Promise<void> {
+    const payloads: Buffer[] = [];
+    // Appends must follow each partition's last seq; checked before anything is written.
+    const lastSeq = new Map<PartitionId, number>();
+    for (const op of ops) {
+      const p = op.partition;
+      const last = lastSeq.get(p) ?? this.parts.get(p)?.last.seq ?? 0;
+      switch (op.kind) {
+        case 'append':
+          for (const [i, e] of op.entries.entries()) {
+            if (e.seq !== last + 1 + i) {
+              throw new InvariantViolation(`partition ${p}: appending entry ${e.seq} after ${last + i}`);
+            }
+          }
+          lastSeq.set(p, last + op.entries.length);
+          break;
+        case 'truncateFrom':
+          lastSeq.set(p, Math.min(last, op.fromSeq - 1));
+          break;
+        case 'truncateTo':
+        case 'reset':
+          lastSeq.set(p, op.kind === 'reset' ? op.at.seq : Math.max(last, op.base.seq));
+          break;
+        case 'drop':
+          lastSeq.set(p, 0);
+          break;
+        case 'setMeta':
+          break;
+        default:
+          assertNever(op);
+      }
+      payloads.push(...encodeOp(op));
+    }
+    if (payloads.length === 0) return;
+    const first = await this.log.append(payloads);
+    for (const [i, payload] of payloads.entries()) replay(this.parts, first + i, payload);
+  }
+
+  /** Entries fromSeq..toSeq (inclusive, at most `limit`) of what the partition holds. */
+  async read(partition: PartitionId, fromSeq: number, toSeq: number, limit: number): Promise<LogEntry[]> {
+    const p = this.parts.get(partition);
+    if (!p) return [];
+    const out: LogEntry[] = [];
+    const first = Math.max(fromSeq, p.base.seq + 1);
+    const last = Math.min(toSeq, p.last.seq, first + limit - 1);
+    for (let seq = first; seq <= last; seq++) {
+      const n = p.records[seq - p.base.seq - 1] as number;
+      const payload = await this.log.read(n);
+      if (payload === undefined) throw new CorruptRecordError(`partition ${partition}: log entry ${seq} is missing`);
+      const entry = decodeAppend(payload, n);
+      if (entry.seq !== seq)
+        throw new CorruptRecordError(`partition ${partition}: record ${n} holds entry ${entry.seq}, not ${seq}`);
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /** Deletes the segments nothing live is in (checkpointing metadata and bases first). */
+  async compact(): Promise<number> {
+    let firstLive = this.firstLiveRecord((s) => Math.min(s.metaRecord || Infinity, s.baseRecord || Infinity));
+    const firstEntry = this.firstLiveRecord(() => Infinity);
+    if (firstLive < firstEntry) {
+      // Only metadata and bases keep the older segments: write them again, then drop those.
+      const checkpoint: LogOp[] = [];
+      for (const [partition, s] of this.parts) {
+        if (s.meta) checkpoint.push({ kind: 'setMeta', partition, meta: s.meta });
+        if (s.baseRecord > 0) checkpoint.push({ kind: 'truncateTo', partition, base: s.base });
+      }
+      await this.write(checkpoint);
+      firstLive = this.firstLiveRecord((s) => Math.min(s.metaRecord || Infinity, s.baseRecord || Infinity));
+    }
+    return this.log.dropBefore(Math.min(firstLive, this.log.nextNumber));
+  }
+
+  close(): Promise<void> {
+    return this.log.close();
+  }
+
+  /** The lowest record number still needed: indexed entries, plus what `also` names per partition. */
+  private firstLiveRecord(also: (s: PartitionLog) => number): number {
+    let min = Infinity;
+    for (const s of this.parts.values()) {
+      const first = s.records[0];
+      if (first !== undefined) min = Math.min(min, first);
+      min = Math.min(min, also(s));
+    }
+    return min;
+  }
+}
+
+function encodeOp(op: LogOp): Buffer[] {
+  const p = op.partition;
+  switch (op.kind) {
+    case 'append':
+      return op.entries.map((e) => packr.pack([APPEND, p, encodeEntry(e)]));
+    case 'truncateFrom':
+      return [packr.pack([TRUNC_FROM, p, op.fromSeq])];
+    case 'truncateTo':
+      return [packr.pack([TRUNC_TO, p, op.base.seq, op.base.epoch])];
+    case 'setMeta':
+      return [packr.pack([META, p, op.meta])];
+    case 'drop':
+      return [packr.pack([DROP, p])];
+    case 'reset':
+      return [packr.pack([RESET, p, op.at.seq, op.at.epoch])];
+    default:
+      return assertNever(op);
+  }
+}
+
+const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+function decodeAppend(payload: Buffer, n: number): LogEntry {
+  const t = unpack(payload, n);
+  if (t[0] !== APPEND || !(t[2] instanceof Uint8Array)) throw new CorruptRecordError(`log record ${n} is not an entry`);
+  return decodeEntry(Buffer.from(t[2]), `log record ${n}`, (b) => b);
+}
+
+function unpack(payload: Buffer, n: number): unknown[] {
+  let t: unknown;
+  try {
+    t = packr.unpack(payload);
+  } catch (err) {
+    throw new CorruptRecordError(`log record ${n} does not decode`, { cause: err });
+  }
+  if (!Array.isArray(t) || !isUint(t[0]) || !isUint(t[1])) throw new CorruptRecordError(`log record ${n} is malformed`);
+  return t;
+}
+
+/** Applies record `n` to `parts`; throws CorruptRecordError when it does not fit what is there. */
+function replay(parts: Map<PartitionId, PartitionLog>, n: number, payload: Buffer): void {
+  const t = unpack(payload, n);
+  const kind = t[0] as number;
+  const partition = t[1] as PartitionId;
+  const current = parts.get(partition);
+  const s: PartitionLog = current ?? fresh();
+  const bad = (why: string): CorruptRecordError =>
+    new CorruptRecordError(`log record ${n} (partition ${partition}): ${why} (S13)`);
+  switch (kind) {
+    case APPEND: {
+      const entry = decodeAppend(payload, n);
+      if (current === undefined && entry.seq > 1) {
+        // Its earlier records were compacted away: the log held here starts at this entry.
+        s.provisionalFrom = entry.seq;
+        s.base = { seq: toSeq(entry.seq - 1), epoch: toEpoch(0) };
+        s.last = s.base;
+      }
+      if (entry.seq !== s.last.seq + 1) throw bad(`entry ${entry.seq} does not follow ${s.last.seq}`);
+      s.records.push(n);
+      s.epochs.push(entry.epoch);
+      s.last = { seq: entry.seq, epoch: entry.epoch };
+      break;
+    }
+    case TRUNC_FROM: {
+      const from = t[2];
+      if (!isUint(from)) throw bad('a malformed truncation');
+      if (from <= s.last.seq) {
+        const keep = Math.max(0, from - s.base.seq - 1);
+        s.records.length = keep;
+        s.epochs.length = keep;
+        s.last = keep === 0 ? s.base : { seq: toSeq(s.base.seq + keep), epoch: toEpoch(s.epochs[keep - 1] as number) };
+      }
+      break;
+    }
+    case TRUNC_TO:
+    case RESET: {
+      const [seq, ep] = [t[2], t[3]];
+      if (!isUint(seq) || !isUint(ep)) throw bad('a malformed base');
+      const base = { seq: toSeq(seq), epoch: toEpoch(ep) };
+      if (kind === RESET || seq >= s.last.seq) {
+        s.records = [];
+        s.epochs = [];
+        s.last = base;
+      } else {
+        const drop = Math.max(0, seq - s.base.seq);
+        s.records.splice(0, drop);
+        s.epochs.splice(0, drop);
+      }
+      s.base = base;
+      s.baseRecord = n;
+      break;
+    }
+    case META:
+      if (typeof t[2] !== 'object' || t[2] === null) throw bad('malformed metadata');
+      s.meta = t[2] as PartitionMeta;
+      s.metaRecord = n;
+      break;
+    case DROP:
+      parts.delete(partition);
+      return;
+    default:
+      throw bad(`an unknown record kind ${kind}`);
+  }
+  parts.set(partition, s);
+}

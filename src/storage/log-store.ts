@@ -98,9 +98,11 @@ export class LogStore {
     try {
       for (const r of opened.records) replay(parts, r.n, r.payload);
       for (const [p, s] of parts) {
-        if (s.provisionalFrom > 0 && s.base.seq < s.provisionalFrom - 1) {
+        // No base record after the first entry, or one that leaves a gap: records are missing.
+        if (s.provisionalFrom > 0 && (s.baseRecord === 0 || s.base.seq < s.provisionalFrom - 1)) {
+          const base = s.baseRecord === 0 ? 0 : s.base.seq;
           throw new CorruptRecordError(
-            `partition ${p}: the log starts at entry ${s.provisionalFrom} but its base is ${s.base.seq} (S13)`,
+            `partition ${p}: the log starts at entry ${s.provisionalFrom} but its base is ${base} (S13)`,
           );
         }
         s.provisionalFrom = 0;

@@ -8,8 +8,10 @@
  * - NOT_LEADER with `leader`: goes there at once;
  * - NOT_LEADER without `leader`, or a target that cannot be reached (connection refused or
  *   lost before sending, or — for a request that is safe to repeat — lost after sending or
- *   unanswered within the hop's bound): the next seed; after every seed failed in a row, a
- *   short backoff before the next round (no busy loop when all refuse);
+ *   unanswered within the hop's bound): the next seed. After every seed failed in a row: when
+ *   all were unreachable the call ends (their connections back off by themselves, and callers
+ *   retry on their own schedule); when some refused as followers (an election under way), a
+ *   short backoff, then another round (no busy loop);
  * - any other answer (a reply, or an error such as UNAUTHORIZED): that is the call's result.
  * Bounded by the call's deadline and MAX_HOPS_PER_SEED hops per seed. The target that answered
  * is kept for the next call, so heartbeats and promotion requests follow a new leader by
@@ -134,6 +136,8 @@ export class NameserverSeeds {
     const repeatable = SAFE_TO_REPEAT.has(body['t']);
     const misses: Miss[] = [];
     let failedInRow = 0;
+    /** Whether every failure of this round was a nameserver that cannot be reached (not NOT_LEADER). */
+    let roundUnreachable = true;
     let backoffMs = ROUND_BACKOFF_FIRST_MS;
     const maxHops = MAX_HOPS_PER_SEED * this.seeds.length + 1;
     for (let hop = 0; hop < maxHops; hop++) {
@@ -149,6 +153,7 @@ export class NameserverSeeds {
           this.log(address, err, hop);
           this.targetAddress = err.leader;
           failedInRow = 0;
+          roundUnreachable = true;
           continue;
         }
         const why = this.unreachable(address, err, repeatable);
@@ -161,8 +166,14 @@ export class NameserverSeeds {
         this.log(address, err, hop);
         this.nextSeed();
         failedInRow += 1;
+        if (err instanceof NotLeaderError) roundUnreachable = false;
         if (failedInRow >= this.seeds.length) {
+          // Every seed down: the connections back off on their own and callers retry on their
+          // own schedule, so the call ends now (as with one nameserver). Some refused as
+          // followers (an election under way): wait a little and ask again.
+          if (roundUnreachable || hop + 1 >= maxHops) break;
           failedInRow = 0;
+          roundUnreachable = true;
           const waitMs = Math.min(backoffMs, deadline - performance.now());
           backoffMs = Math.min(backoffMs * 2, ROUND_BACKOFF_MAX_MS);
           if (waitMs > 0) await sleep(waitMs);

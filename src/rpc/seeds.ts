@@ -10,8 +10,8 @@
  *   lost before sending, or — for a request that is safe to repeat — lost after sending or
  *   unanswered within the hop's bound): the next seed. After every seed failed in a row: when
  *   all were unreachable the call ends (their connections back off by themselves, and callers
- *   retry on their own schedule); when some refused as followers (an election under way), a
- *   short backoff, then another round (no busy loop);
+ *   retry on their own schedule); when some refused as followers (an election under way) or
+ *   did not answer within the hop's bound, a short backoff, then another round (no busy loop);
  * - any other answer (a reply, or an error such as UNAUTHORIZED): that is the call's result.
  * Bounded by the call's deadline and MAX_HOPS_PER_SEED hops per seed. The target that answered
  * is kept for the next call, so heartbeats and promotion requests follow a new leader by
@@ -166,11 +166,12 @@ export class NameserverSeeds {
         this.log(address, err, hop);
         this.nextSeed();
         failedInRow += 1;
-        if (err instanceof NotLeaderError) roundUnreachable = false;
+        // A follower (an election under way) or a slow one may answer the next round.
+        if (err instanceof NotLeaderError || err instanceof TimeoutError) roundUnreachable = false;
         if (failedInRow >= this.seeds.length) {
           // Every seed down: the connections back off on their own and callers retry on their
           // own schedule, so the call ends now (as with one nameserver). Some refused as
-          // followers (an election under way): wait a little and ask again.
+          // followers or did not answer in time: wait a little and ask again.
           if (roundUnreachable || hop + 1 >= maxHops) break;
           failedInRow = 0;
           roundUnreachable = true;
@@ -180,7 +181,7 @@ export class NameserverSeeds {
         }
       }
     }
-    throw this.noLeader(misses, timeoutMs);
+    throw this.noLeader(misses, performance.now() - deadline + timeoutMs);
   }
 
   /** Why `address` counts as not answering, or undefined when `err` is the call's result. */
@@ -207,13 +208,13 @@ export class NameserverSeeds {
    * every seed was unreachable, so callers tell "down" from "no leader"), naming each address
    * tried and why.
    */
-  private noLeader(misses: readonly Miss[], timeoutMs: number): Error {
+  private noLeader(misses: readonly Miss[], elapsedMs: number): Error {
     const last = misses.at(-1);
     const seen = new Map<string, string>();
     for (const m of misses) seen.set(m.address, m.why);
     const tried = [...seen].map(([a, why]) => `${a}: ${why}`).join('; ');
     const message =
-      `no nameserver leader among ${this.seeds.join(', ')} within ${Math.round(timeoutMs)} ms` +
+      `no nameserver leader among ${this.seeds.join(', ')} after ${Math.round(elapsedMs)} ms` +
       (tried === '' ? '' : ` (${tried})`);
     if (last === undefined) return new TimeoutError(message);
     if (last.error instanceof ConnectionClosedError)

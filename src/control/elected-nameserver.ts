@@ -291,8 +291,12 @@ export class ElectedNameserverProcess {
     switch (req.t) {
       case 'map':
       case 'nodes': {
-        const control = this.control;
-        const map = control ? await control.loadMap() : undefined;
+        let map: Awaited<ReturnType<EtcdControl['loadMap']>>;
+        try {
+          map = await this.control?.loadMap();
+        } catch (err) {
+          throw await this.notLeader(`it follows, and cannot read the map from etcd: ${message(err)}`);
+        }
         if (!map) throw await this.notLeader('it follows, and no leader stored a cluster map in etcd yet');
         // A read-only view of etcd's map: a host built for this request, its effects dropped.
         const { settings, deadAfterMs, rereplicateAfterMs } = this.cfg;

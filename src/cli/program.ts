@@ -390,7 +390,10 @@ its command's --help (flag > environment > file > default). Off this machine: do
           ? o.minWriteReplicas
           : Math.min(o.minWriteReplicas, o.replicas);
         const { etcd, etcdPrefix, leaseTtlMs, nodeId, ...rest } = o;
-        if (etcd === undefined && (explicit(cmd, 'etcdPrefix') || explicit(cmd, 'leaseTtlMs') || nodeId !== undefined))
+        // Given on the command line without --etcd: a mistake. From the environment (DSTORE_NODE_ID is
+        // also the storage servers') or a shared config file: ignored.
+        const onCli = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
+        if (etcd === undefined && (onCli('etcdPrefix') || onCli('leaseTtlMs') || onCli('nodeId')))
           throw new UsageError('--etcd-prefix, --lease-ttl-ms and --node-id need --etcd');
         const elected =
           etcd === undefined

@@ -6,7 +6,8 @@
  * - Three candidates: exactly one leads, every one answers `leader` alike; followers answer
  *   `map` from etcd and refuse `register` with NOT_LEADER naming the leader; SIGKILL the leader
  *   and another leads within the lease TTL + 1 s, with the map the old one wrote (same cluster
- *   id, the version continues).
+ *   id, the version continues); SIGTERM the new leader and it resigns: the last one leads before
+ *   the lease would have expired.
  * - Fencing: the leader is SIGSTOPped past its lease; the other takes over and changes the map;
  *   a registration reaches the old leader while it is stopped; on SIGCONT the old leader's map
  *   transaction is refused by etcd (logged), the call fails with NOT_LEADER naming the new
@@ -218,6 +219,21 @@ describe('nameservers elected through etcd', { skip }, () => {
     const m3 = (await call(next, { t: 'map' })) as MapReply;
     assert.ok(m3.version > m2.version && 's3' in m3.addresses, 'the new leader changes the map');
     assert.equal((await storedMap(prefix)).map.version, m3.version);
+
+    // A leader stopped with SIGTERM resigns (revokes its lease): the last one leads well before a TTL.
+    const last = followers.find((f) => f !== next) as Candidate;
+    const stoppedAt = Date.now();
+    procs.all.get(next.id)?.child.kill('SIGTERM');
+    await until(`${last.id} leads after ${next.id} resigned`, LEASE_TTL_MS + 5000, async () => {
+      const r = await leaderOf(last);
+      return r?.leader?.nodeId === last.id ? true : undefined;
+    });
+    const handoverMs = Date.now() - stoppedAt;
+    t.diagnostic(`${last.id} leads ${handoverMs} ms after SIGTERM of ${next.id}`);
+    assert.ok(handoverMs < LEASE_TTL_MS, `a resignation hands over before the lease expires (${handoverMs} ms)`);
+    assert.deepEqual((await procs.waitExit(next.id, 10_000))?.code, 0, `${next.id} exits cleanly`);
+    const m4 = (await call(last, { t: 'map' })) as MapReply;
+    assert.deepEqual([m4.clusterId, m4.version >= m3.version], [m1.clusterId, true]);
   });
 
   test('a leader paused past its lease writes nothing when it resumes, and follows', async (t) => {

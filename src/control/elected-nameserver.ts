@@ -45,6 +45,8 @@ export interface EtcdSettings {
 }
 
 const request = codec(NameserverRequest);
+/** After a map that could not be loaded, the pause before campaigning again. */
+const LOAD_RETRY_MS = 1000;
 
 /** What this process holds while it leads. */
 interface Lead {
@@ -67,6 +69,8 @@ export class ElectedNameserverProcess {
   private lead: Lead | undefined;
   private readonly stop = new AbortController();
   private closed = false;
+  /** Campaigning again after the map could not be loaded. */
+  private retry: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly cfg: NameserverConfig,
@@ -123,6 +127,7 @@ export class ElectedNameserverProcess {
   async close(): Promise<void> {
     this.closed = true;
     this.stop.abort();
+    clearTimeout(this.retry);
     if (this.lead) clearInterval(this.lead.timer);
     this.lead = undefined;
     await this.server?.close();
@@ -152,9 +157,13 @@ export class ElectedNameserverProcess {
     try {
       stored = await control.loadMap();
     } catch (err) {
-      this.log.error({ err: message(err) }, 'could not load the cluster map from etcd; stepping down');
+      // S15: an unreadable map is never replaced; another candidate may read it, or an operator fixes it.
+      this.log.error(
+        { err: message(err), retryInMs: LOAD_RETRY_MS },
+        'could not load the cluster map from etcd; stepping down',
+      );
       await control.resign();
-      this.campaign();
+      this.retry = setTimeout(() => this.campaign(), LOAD_RETRY_MS);
       return;
     }
     if (this.closed) return;

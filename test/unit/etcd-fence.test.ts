@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { EtcdControl, leaseTtlSeconds, normalizePrefix } from '../../src/control/etcd.js';
-import { NotLeaderError } from '../../src/core/errors.js';
+import { InvalidArgumentError, NotLeaderError } from '../../src/core/errors.js';
 import { Nameserver } from '../../src/core/nameserver/nameserver.js';
 import { ETCD_INSTALL_HINT, EtcdCluster, findEtcd } from '../../src/process/etcd-server.js';
 
@@ -89,6 +89,14 @@ describe('etcd control plane: the fenced map write', { skip }, () => {
     assert.equal(stored?.clusterId, 'cluster-1');
     assert.equal((await a.leader())?.nodeId, 'b');
     void lost; // may or may not have fired yet; the fence does not depend on it
+  });
+
+  test('a map in etcd that is not a dstore map is refused, never replaced (S15)', async () => {
+    const c = candidate('d', '/dstore/fence-test-3/');
+    await c.client.put(c.mapKey).value('{"not":"a map"}');
+    await assert.rejects(c.loadMap(), InvalidArgumentError);
+    await c.client.put(c.mapKey).value('not json');
+    await assert.rejects(c.loadMap(), /is not valid JSON/);
   });
 
   test('a candidate that never led cannot save', async () => {

@@ -331,6 +331,35 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(rereplicateAfterOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
+    .addOption(
+      envOption(
+        '--etcd <urls>',
+        'elect the nameserver through etcd (client URLs, comma-separated) and keep the cluster map there ' +
+          '(default: no etcd; one nameserver, the map in --data-dir)',
+        'DSTORE_ETCD',
+      ).argParser(parseEtcdUrls),
+    )
+    .addOption(
+      envOption('--etcd-prefix <prefix>', 'key prefix of this cluster in etcd', 'DSTORE_ETCD_PREFIX').default(
+        '/dstore/default/',
+      ),
+    )
+    .addOption(
+      envOption(
+        '--lease-ttl-ms <ms>',
+        "the leader's etcd lease TTL (rounded up to whole seconds, etcd's unit)",
+        'DSTORE_LEASE_TTL_MS',
+      )
+        .argParser(intParser('milliseconds', 1, 3_600_000))
+        .default(3000),
+    )
+    .addOption(
+      envOption(
+        '--node-id <id>',
+        'name of this nameserver among the candidates in etcd (default: <hostname>:<port>)',
+        'DSTORE_NODE_ID',
+      ).argParser(parseNodeId),
+    )
     .action(
       async (
         o: {
@@ -338,6 +367,10 @@ its command's --help (flag > environment > file > default). Off this machine: do
           host?: string;
           port: number;
           dataDir: string;
+          etcd?: string[];
+          etcdPrefix: string;
+          leaseTtlMs: number;
+          nodeId?: string;
           partitions: number;
           replicas: number;
           minWriteReplicas: number;
@@ -356,8 +389,20 @@ its command's --help (flag > environment > file > default). Off this machine: do
         const minWriteReplicas = explicit(cmd, 'minWriteReplicas')
           ? o.minWriteReplicas
           : Math.min(o.minWriteReplicas, o.replicas);
+        const { etcd, etcdPrefix, leaseTtlMs, nodeId, ...rest } = o;
+        // Given on the command line without --etcd: a mistake. From the environment (DSTORE_NODE_ID is
+        // also the storage servers') or a shared config file: ignored.
+        const onCli = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
+        if (etcd === undefined && (onCli('etcdPrefix') || onCli('leaseTtlMs') || onCli('nodeId')))
+          throw new UsageError('--etcd-prefix, --lease-ttl-ms and --node-id need --etcd');
+        const elected =
+          etcd === undefined
+            ? {}
+            : {
+                etcd: { endpoints: etcd, prefix: etcdPrefix, leaseTtlMs, ...(nodeId === undefined ? {} : { nodeId }) },
+              };
         const { runNameserverCommand } = await import('./serve.js');
-        await runNameserverCommand({ ...o, host: listenOf(cmd), minWriteReplicas });
+        await runNameserverCommand({ ...rest, host: listenOf(cmd), minWriteReplicas, ...elected });
       },
     );
 
@@ -850,4 +895,19 @@ export async function runCli(argv: readonly string[], rawArgv?: readonly Uint8Ar
     stderr(`error: ${err instanceof Error ? err.message : String(err)}`);
     return EXIT_FAILURE;
   }
+}
+
+/** `--etcd`: comma-separated etcd client URLs (`http://host:port`; a bare host:port gets http://). */
+function parseEtcdUrls(value: string): string[] {
+  const urls = value
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (urls.length === 0) throw new CommanderInvalidArgument('expected etcd client URLs, e.g. http://127.0.0.1:2379');
+  return urls.map((u) => {
+    const url = /^[a-z]+:\/\//i.test(u) ? u : `http://${u}`;
+    if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
+      throw new CommanderInvalidArgument(`not an etcd client URL: ${u} (expected http://host:port)`);
+    return url;
+  });
 }

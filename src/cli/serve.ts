@@ -5,6 +5,7 @@
  * in use is reported as such; a data dir that cannot be used or is locked by another process
  * is bad input (exit code 2).
  */
+import type { EtcdSettings } from '../control/elected-nameserver.js';
 import { NodeIdInUseError } from '../core/errors.js';
 import { DataDirError, dataDirPath } from '../process/data-dir.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
@@ -41,6 +42,8 @@ export interface NameserverCliOptions {
   readonly rereplicateAfterMs: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /** `--etcd` and its companions (issue 12); absent: one nameserver, the map in --data-dir. */
+  readonly etcd?: EtcdSettings;
 }
 
 export interface StorageCliOptions {
@@ -161,6 +164,7 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
     ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
+    ...(o.etcd === undefined ? {} : { etcd: o.etcd }),
   }).catch((err: unknown) => startFailure(err, o.host, o.port, '--port'));
   notifyParent({ dstore: 'listening', port: server.port, nodeId: 'nameserver' });
   return lifetime.serve(server);

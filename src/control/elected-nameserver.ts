@@ -13,6 +13,9 @@
  *   save fails (etcd refused it: deposed; or an etcd error) the process steps down at once: the
  *   host is dropped, every waiting reply fails with NOT_LEADER, the refusal is logged, and it
  *   campaigns again. Losing the lease steps down the same way.
+ * - `confirmEpoch` ("is this epoch still current?", asked by a primary with no secondaries
+ *   before it serves a read, §7) is answered only after a fenced etcd check that this node
+ *   still leads, so a deposed leader that has not noticed yet never confirms a stale epoch.
  * - A follower answers `map` and `nodes` from the map stored in etcd (a linearizable read per
  *   request, so never a map newer than etcd's) and refuses the calls that would change or
  *   confirm it (register, heartbeat, promote, removeSecondary, confirmEpoch) with NOT_LEADER
@@ -263,9 +266,25 @@ export class ElectedNameserverProcess {
       throw await this.notLeader('it stepped down: its map transaction was refused or failed');
     }
     if (this.lead !== lead) throw await this.notLeader('it stepped down');
+    // §7: a primary without secondaries serves a read once the nameserver says its epoch is
+    // current. A deposed leader that does not know it yet (paused, cut off from etcd) must not
+    // say so from its old map: the answer is given only after etcd confirmed the leadership.
+    if (req.t === 'confirmEpoch' && reply.ok) await this.confirmLeadership(lead);
     if (!reply.ok) throw reply.error;
     if (req.t === 'nodes') return this.withLeader(reply.value as ClusterInfo, lead.leadership.info);
     return reply.value;
+  }
+
+  /** Resolves while `lead` still leads (a fenced etcd check); steps down and throws NOT_LEADER otherwise. */
+  private async confirmLeadership(lead: Lead): Promise<void> {
+    try {
+      await this.control?.confirmLeadership();
+    } catch (err) {
+      this.log.warn({ err: message(err) }, 'the leadership check before a confirmEpoch answer failed; stepping down');
+      this.stepDown(lead, `leadership check failed: ${message(err)}`);
+      throw await this.notLeader('its leadership could not be confirmed');
+    }
+    if (this.lead !== lead) throw await this.notLeader('it stepped down');
   }
 
   private withLeader(info: ClusterInfo, leader: LeaderInfo | undefined): ClusterInfo {

@@ -240,18 +240,35 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
    * happened; either way only this candidate's leadership could have written it).
    */
   async saveMap(map: PersistedMap): Promise<void> {
+    await this.fenced(
+      this.client.put(this.mapKey).value(JSON.stringify(map)),
+      `the map transaction (map version ${map.version})`,
+    );
+  }
+
+  /**
+   * Resolves only if this candidate still leads at the moment etcd answers (a linearizable
+   * check, no clock involved): the fence of `saveMap` with nothing to write. For answers that
+   * are only true while this node leads and write nothing (confirmEpoch).
+   */
+  async confirmLeadership(): Promise<void> {
+    await this.fenced(this.client.get(this.leaderKey), 'the leadership check');
+  }
+
+  /** `then` runs only while the leader key is the one this candidate created; NotLeaderError otherwise. */
+  private async fenced(then: Parameters<ReturnType<Etcd3['if']>['then']>[0], what: string): Promise<void> {
     const held = this.held;
     if (!held) throw new NotLeaderError('this nameserver does not lead (no leadership held)');
     const res = await this.client
       .if(this.leaderKey, 'Create', '==', held.createRevision)
-      .then(this.client.put(this.mapKey).value(JSON.stringify(map)))
+      .then(then)
       .else(this.client.get(this.leaderKey))
       .commit();
     if (res.succeeded) return;
     const kv = res.responses[0]?.response_range?.kvs[0];
     const now = parseLeader(kv?.value.toString());
     throw new NotLeaderError(
-      `etcd refused the map transaction (map version ${map.version}): the leader key was created at revision ` +
+      `etcd refused ${what}: the leader key was created at revision ` +
         `${kv?.create_revision ?? 'none'}, not ${held.createRevision} (this candidate's)` +
         (now ? `; ${now.nodeId} leads` : ''),
       now?.address,

@@ -84,6 +84,13 @@ describe('etcd control plane: the fenced map write', { skip }, () => {
     assert.ok(refusal instanceof NotLeaderError, `a's save is refused with NOT_LEADER, got ${String(refusal)}`);
     assert.equal(refusal.leader, '127.0.0.1:2', 'the refusal names the leader etcd knows');
     assert.match(refusal.message, /refused the map transaction/);
+    // The same fence guards the answers that write nothing (confirmEpoch): refused for a, fine for b.
+    await assert.rejects(a.confirmLeadership(), (err: unknown) => {
+      assert.ok(err instanceof NotLeaderError, String(err));
+      assert.match(err.message, /refused the leadership check/);
+      return true;
+    });
+    await b.confirmLeadership();
     const stored = await b.loadMap();
     assert.equal(stored?.version, 2, 'the stored map is the new leader’s');
     assert.equal(stored?.clusterId, 'cluster-1');

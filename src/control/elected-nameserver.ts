@@ -23,17 +23,15 @@
  */
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
-import { MalformedMessageError, NotLeaderError, UnauthorizedError } from '../core/errors.js';
-import { defaultLimits } from '../core/limits.js';
+import { NotLeaderError } from '../core/errors.js';
 import { Nameserver } from '../core/nameserver/nameserver.js';
 import { assertNever } from '../core/types.js';
-import type { NameserverConfig } from '../nameserver/server.js';
+import { type NameserverConfig, decodeNameserverRequest, listenNameserver } from '../nameserver/server.js';
 import { type NameserverEffect, NameserverHost, tickPeriodMs } from '../nameserver/host.js';
-import { advertisedAddress, formatHostPort } from '../process/address.js';
+import { formatHostPort } from '../process/address.js';
 import type { Logger } from '../process/log.js';
-import { type ClusterInfo, type LeaderReply, NameserverRequest, codec } from '../rpc/messages.js';
-import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
-import { RpcServer } from '../rpc/transport.js';
+import type { ClusterInfo, LeaderReply, NameserverRequest } from '../rpc/messages.js';
+import type { RpcServer } from '../rpc/transport.js';
 import { EtcdControl, type LeaderInfo, type Leadership, leaseTtlSeconds } from './etcd.js';
 
 export interface EtcdSettings {
@@ -47,7 +45,6 @@ export interface EtcdSettings {
   readonly nodeId?: string;
 }
 
-const request = codec(NameserverRequest);
 /** After a map that could not be loaded, the pause before campaigning again. */
 const LOAD_RETRY_MS = 1000;
 
@@ -82,17 +79,9 @@ export class ElectedNameserverProcess {
   ) {}
 
   async start(): Promise<number> {
-    const limits = defaultLimits();
-    this.server = new RpcServer({
-      host: this.cfg.host,
-      port: this.cfg.port,
-      maxFrameBytes: limits.maxFrameBytes,
-      role: 'nameserver',
-      logger: this.log,
-      handler: (body) => this.onCall(body),
-    });
-    const port = await this.server.listen();
-    this.address = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
+    const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) => this.onCall(body));
+    this.server = server;
+    this.address = address;
     this.nodeId = this.etcd.nodeId ?? `${hostname()}:${port}`;
     const control = new EtcdControl({
       endpoints: this.etcd.endpoints,
@@ -248,13 +237,7 @@ export class ElectedNameserverProcess {
   }
 
   private async onCall(body: unknown): Promise<unknown> {
-    const d = request.decode(body);
-    if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
-    // DESIGN §12: every call carries the cluster token when the cluster has one.
-    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) {
-      throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
-    }
-    const req = d.value;
+    const req = decodeNameserverRequest(body, this.cfg.clusterToken);
     if (req.t === 'leader') return this.leaderReply();
     const lead = this.lead;
     if (!lead) return this.asFollower(req);

@@ -88,8 +88,15 @@ export class HaCluster {
     return [...this.candidates.values()];
   }
 
+  /** Starts candidate `name` again (after a kill) on its port, with its flags. */
+  async restartCandidate(name: string): Promise<void> {
+    if (this.isRunning(name)) throw new Error(`${name} is still running`);
+    await this.startCandidate(name);
+  }
+
   private async startCandidate(name: string): Promise<void> {
-    const port = await freePort();
+    const known = this.candidates.get(name);
+    const port = known === undefined ? await freePort() : Number(known.split(':')[1]);
     this.candidates.set(name, `127.0.0.1:${port}`);
     const o = this.opts;
     this.procs.start(name, process.execPath, [

@@ -35,6 +35,8 @@ export interface HaOptions {
   readonly backend?: string;
   /** More flags for every etcd member (e.g. a shorter election timeout). */
   readonly etcdArgs?: readonly string[];
+  /** The etcd URLs candidate `name` is given (default: the members' own), e.g. through a proxy. */
+  readonly etcdUrlsFor?: (name: string, clientUrls: readonly string[]) => Promise<string[]>;
 }
 
 /** A client's retried attempts (ConnectOptions.logger), counted by error code. */
@@ -99,6 +101,8 @@ export class HaCluster {
     const port = known === undefined ? await freePort() : Number(known.split(':')[1]);
     this.candidates.set(name, `127.0.0.1:${port}`);
     const o = this.opts;
+    const urls = this.etcd?.clientUrls ?? [];
+    const etcdUrls = o.etcdUrlsFor ? await o.etcdUrlsFor(name, urls) : urls;
     this.procs.start(name, process.execPath, [
       MAIN,
       'nameserver',
@@ -114,7 +118,7 @@ export class HaCluster {
         deadAfterMs: o.deadAfterMs,
         logLevel: 'info',
       }),
-      `--etcd=${this.etcd?.clientUrls.join(',')}`,
+      `--etcd=${etcdUrls.join(',')}`,
       '--etcd-prefix=/dstore/ha/',
       `--lease-ttl-ms=${o.leaseTtlMs}`,
       `--node-id=${name}`,

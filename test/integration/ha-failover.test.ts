@@ -84,7 +84,7 @@ test('SIGKILL the leading nameserver under 4 writers: a new leader within TTL + 
       `${phase1.length} writes until 1 s after the new leader, ${notOk.length} not acknowledged; ` +
         `attempts the client retried itself: ${retries.describe()}`,
     );
-    assert.ok(phase1.length > 100, `the writers kept writing (${phase1.length} writes)`);
+    assert.ok(phase1.length > 20, `the writers kept writing (${phase1.length} writes)`);
     assert.deepEqual(
       notOk.map((r) => `${r.key}: ${JSON.stringify(r.outcome)}`),
       [],

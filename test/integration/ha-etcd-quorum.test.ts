@@ -109,7 +109,8 @@ test('one etcd member killed: nothing changes; two killed: the data path goes on
     t.diagnostic(`etcd without quorum: ${leader} stepped down after ${steppedDown - noQuorumAt} ms`);
     for (const line of (c.procs.all.get(leader)?.stderr ?? '').split('\n'))
       if (/stepping down/.test(line)) t.diagnostic(line.slice(0, 300));
-    assert.ok(steppedDown - noQuorumAt <= LEASE_TTL_MS + 1500, 'within the lease TTL (+ the keepalive period)');
+    // A surviving etcd raft leader renews leases until it notices (an election timeout) that it lost its quorum.
+    assert.ok(steppedDown - noQuorumAt <= LEASE_TTL_MS + 2000, 'about a lease TTL after the quorum was lost');
 
     const killedAt = Date.now();
     c.kill(victim);

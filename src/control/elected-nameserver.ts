@@ -47,6 +47,22 @@ export interface EtcdSettings {
 
 /** After a map that could not be loaded, the pause before campaigning again. */
 const LOAD_RETRY_MS = 1000;
+/**
+ * Bound on a follower's etcd read made to answer a call (who leads, the map): a candidate cut
+ * off from etcd answers NOT_LEADER within it, rather than after the etcd client's own deadline
+ * and retries (seconds), so callers move on to another seed.
+ */
+const FOLLOWER_READ_MS = 1000;
+
+/** `p`, or a rejection once `ms` passed. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer from etcd within ${ms} ms`)), ms);
+  });
+  p.catch(() => undefined); // settled late: nobody waits any more
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 /** What this process holds while it leads. */
 interface Lead {
@@ -283,7 +299,7 @@ export class ElectedNameserverProcess {
   /** The leader etcd names, or undefined when none or etcd does not answer. */
   private async knownLeader(): Promise<LeaderInfo | undefined> {
     try {
-      return await this.control?.leader();
+      return this.control ? await within(this.control.leader(), FOLLOWER_READ_MS, 'who leads') : undefined;
     } catch {
       return undefined;
     }
@@ -304,7 +320,7 @@ export class ElectedNameserverProcess {
       case 'nodes': {
         let map: Awaited<ReturnType<EtcdControl['loadMap']>>;
         try {
-          map = await this.control?.loadMap();
+          map = this.control ? await within(this.control.loadMap(), FOLLOWER_READ_MS, 'the map') : undefined;
         } catch (err) {
           throw await this.notLeader(`it follows, and cannot read the map from etcd: ${message(err)}`);
         }

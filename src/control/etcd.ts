@@ -26,9 +26,10 @@
  * that was deposed (its lease expired while it was paused, partitioned or slow) writes nothing,
  * whatever it still believes; it fails with NotLeaderError naming the current leader.
  *
- * Losing the lease (etcd says it expired or was revoked, a keepalive failed, or — etcd3's own
- * timer — no keepalive succeeded for a whole TTL) emits `lost` once per leadership, in the same
- * turn of the event loop; the process steps down at once.
+ * Losing the lease (etcd says it expired or was revoked, or no keepalive sent in the last TTL
+ * was answered) emits `lost` once per leadership, in the same turn of the event loop; the
+ * process steps down at once. A keepalive that failed is not a loss by itself: etcd3 retries
+ * it on another endpoint, so the death of one etcd member changes nothing.
  */
 import { EventEmitter } from 'node:events';
 import { Etcd3, type Lease } from 'etcd3';
@@ -99,6 +100,8 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
   private lease: Lease | undefined;
   private held: Leadership | undefined;
   private losing = false;
+  /** While leading: checks every `pollMs` that a keepalive was answered within the TTL. */
+  private watchdog: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(private readonly opts: EtcdControlOptions) {
@@ -155,6 +158,7 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
     const existing = await this.client.get(this.leaderKey).exec();
     if (existing.kvs.length > 0) return undefined;
     const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true });
+    const grantSentMs = Date.now();
     let leaseId: string;
     try {
       leaseId = await lease.grant();
@@ -180,10 +184,35 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
     const held: Leadership = { createRevision: String(res.header.revision), leaseId, info };
     this.held = held;
     this.lease = lease;
-    lease.on('lost', (err) => this.loseLeadership(held, `lease lost: ${err.message}`));
-    // etcd3 also reports here a keepalive stream silent for a whole TTL (a process paused past its lease).
-    lease.on('keepaliveFailed', (err: unknown) => this.loseLeadership(held, `lease keepalive failed: ${String(err)}`));
+    this.watchLease(held, lease, grantSentMs);
     return held;
+  }
+
+  /**
+   * Loses `held` when etcd says the lease is gone (`lost`: expired, revoked, or etcd3 gave up
+   * after 2 TTLs without etcd), or when no keepalive sent in the last TTL was answered — checked
+   * every `pollMs` and at each failed keepalive — since by then the lease may have expired. A
+   * failed keepalive alone is not a loss: etcd3 retries it at once on another endpoint (an etcd
+   * member that died dropped the stream), and the lease lives on meanwhile.
+   */
+  private watchLease(held: Leadership, lease: Lease, grantSentMs: number): void {
+    const ttlMs = this.ttlSeconds * 1000;
+    let renewedMs = grantSentMs; // when the last answered keepalive was sent: the lease lives until then + TTL
+    let firedMs = grantSentMs;
+    const expired = (): boolean => Date.now() - renewedMs >= ttlMs;
+    lease.on('keepaliveFired', () => {
+      firedMs = Date.now();
+    });
+    lease.on('keepaliveSucceeded', () => {
+      renewedMs = firedMs;
+    });
+    lease.on('lost', (err) => this.loseLeadership(held, `lease lost: ${err.message}`));
+    lease.on('keepaliveFailed', (err: unknown) => {
+      if (expired()) this.loseLeadership(held, `lease keepalive failed for a TTL: ${String(err)}`);
+    });
+    this.watchdog = setInterval(() => {
+      if (expired()) this.loseLeadership(held, `no keepalive answered for a TTL (${ttlMs} ms)`);
+    }, this.pollMs);
   }
 
   /**
@@ -204,6 +233,8 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
   }
 
   private dropLease(revoke: boolean): Promise<void> {
+    clearInterval(this.watchdog);
+    this.watchdog = undefined;
     const lease = this.lease;
     this.held = undefined;
     this.lease = undefined;

@@ -16,7 +16,7 @@
  * wins when the `then` branch ran; the leader key's create revision is then the transaction's
  * revision, and identifies this leadership: a later leader, even the same candidate again,
  * creates the key anew with a higher create revision. A loser polls the leader key (every
- * `pollMs`, a quarter of the TTL, at most 250 ms) until it is gone — deleted when its holder
+ * `pollMs`, a quarter of the TTL, at most 100 ms) until it is gone — deleted when its holder
  * resigns, or expired with its lease — and tries again. Polling instead of a watch: one read
  * per interval per follower, no watch stream to re-establish after an etcd member fails, and
  * a follower takes over at most `pollMs` after the key expired (within the TTL + 1 s bound).
@@ -116,7 +116,7 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
     this.leaderKey = `${prefix}leader`;
     this.mapKey = `${prefix}map`;
     this.ttlSeconds = leaseTtlSeconds(opts.leaseTtlMs);
-    this.pollMs = Math.min(250, Math.max(50, Math.floor((this.ttlSeconds * 1000) / 4)));
+    this.pollMs = Math.min(100, Math.max(50, Math.floor((this.ttlSeconds * 1000) / 4)));
   }
 
   /** The leadership this candidate holds, if any. */
@@ -158,7 +158,7 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
     const existing = await this.client.get(this.leaderKey).exec();
     if (existing.kvs.length > 0) return undefined;
     const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true });
-    const grantSentMs = Date.now();
+    const grantSentMs = performance.now();
     let leaseId: string;
     try {
       leaseId = await lease.grant();
@@ -197,11 +197,12 @@ export class EtcdControl extends EventEmitter<{ lost: [reason: string] }> {
    */
   private watchLease(held: Leadership, lease: Lease, grantSentMs: number): void {
     const ttlMs = this.ttlSeconds * 1000;
+    // performance.now(): monotonic, so a clock step cannot stretch or shorten the TTL.
     let renewedMs = grantSentMs; // when the last answered keepalive was sent: the lease lives until then + TTL
     let firedMs = grantSentMs;
-    const expired = (): boolean => Date.now() - renewedMs >= ttlMs;
+    const expired = (): boolean => performance.now() - renewedMs >= ttlMs;
     lease.on('keepaliveFired', () => {
-      firedMs = Date.now();
+      firedMs = performance.now();
     });
     lease.on('keepaliveSucceeded', () => {
       renewedMs = firedMs;

@@ -232,7 +232,11 @@ its command's --help (flag > environment > file > default). Off this machine: do
     return cmd;
   };
 
-  sub('up', 'start a local cluster (a nameserver and N storage servers as child processes) and open the shell')
+  sub(
+    'up',
+    'start a local cluster (a nameserver and N storage servers, or with --ha an etcd and N identical nodes, as ' +
+      'child processes) and open the shell',
+  )
     .addOption(
       envOption('--nodes <n>', 'storage servers to start', 'DSTORE_NODES')
         .argParser(intParser('an integer', 1, MAX_UP_NODES))
@@ -273,6 +277,14 @@ its command's --help (flag > environment > file > default). Off this machine: do
         .default(30_000),
     )
     .addOption(new Option('--no-shell', 'no shell: run until SIGINT (Ctrl-C) or SIGTERM').env('DSTORE_NO_SHELL'))
+    .addOption(
+      new Option(
+        '--ha',
+        'identical nodes: a local 3-member etcd and --nodes `dstore node` processes (n1, n2, …; each a storage ' +
+          'server and a nameserver candidate, nameservers on --port, --port + 1, …); needs etcd installed',
+      ).env('DSTORE_HA'),
+    )
+    .addOption(leaseTtlOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(
@@ -296,6 +308,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
           maxValueBytes: number;
           startTimeoutMs: number;
           shell: boolean;
+          ha?: boolean;
+          leaseTtlMs: number;
           logLevel: string;
           clusterToken?: string;
         },

@@ -3,7 +3,8 @@
  * processes. With --no-shell: it starts, its banner and `dstore nodes` (given every node as a
  * seed) name the leader, and SIGINT leaves no process behind (nodes and etcd members). With
  * the shell on piped stdin: `procs` lists the nodes and the etcd members, `nodes` names the
- * leader, a put/get works, and the end of input stops everything. A data dir of an earlier
+ * leader, a put/get works, `kill`, `restart`, `pause` and `resume` work on nodes, and the end
+ * of input stops everything (the restarted node too). A data dir of an earlier
  * `up --ha` is refused (exit 2): its etcd is gone.
  */
 import assert from 'node:assert/strict';
@@ -66,10 +67,10 @@ describe('dstore up --ha', { skip }, () => {
     assert.match(again.stderr, /holds a node of an earlier `up --ha`/);
   });
 
-  test('the shell on piped stdin: procs lists etcd, nodes names the leader, put/get; EOF stops all', async () => {
+  test('the shell on piped stdin: procs, nodes, put/get, kill/restart/pause/resume a node; EOF stops all', async () => {
     const dataDir = join(root, 'shell');
     const r = await runDstoreText(['up', ...COMMON, '--data-dir', dataDir], {
-      input: 'procs\nnodes\nput hello world\nget hello\n',
+      input: 'procs\nnodes\nput hello world\nget hello\nkill n1\nrestart n1\npause n2\nresume n2\n',
       timeoutMs: 120_000,
     });
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
@@ -77,6 +78,10 @@ describe('dstore up --ha', { skip }, () => {
     for (const n of ['n1', 'n2', 'n3']) assert.match(r.stdout, new RegExp(`^${n} +pid \\d+`, 'm'), r.stdout);
     assert.match(r.stdout, /^leader n[123] \(127\.0\.0\.1:\d+\) since .*elected through etcd/m, r.stdout);
     assert.match(r.stdout, /^"world" \(version \d+\)$/m, r.stdout);
+    assert.match(r.stdout, /^n1 killed \(SIGKILL\)$/m, r.stdout);
+    assert.match(r.stdout, /^n1 started \(pid \d+, port \d+\)$/m, r.stdout);
+    assert.match(r.stdout, /^n2 paused \(SIGSTOP\)/m, r.stdout);
+    assert.match(r.stdout, /^n2 resumed \(SIGCONT\)$/m, r.stdout);
     assert.match(r.stderr, /stopped/);
     const pids = [...r.stdout.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
     assert.ok(pids.length >= 6, r.stdout);

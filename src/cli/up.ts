@@ -4,6 +4,9 @@
  * (SIGSTOP/SIGCONT), restart, spawn, procs. With --no-shell it runs until SIGINT/SIGTERM.
  * Every exit path — quit, Ctrl-D, a signal, a failed start, and, when npm started it, the
  * parent going away — stops every child. It holds the lock of its data dir meanwhile.
+ * With --ha (issue 12) the children are a local 3-member etcd and N identical `dstore node`
+ * processes (ha-cluster.ts) instead of a nameserver and storage servers; the same commands work
+ * on the nodes (not `spawn`), `procs` also lists the etcd members, and every exit path stops etcd too.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';

@@ -36,10 +36,12 @@ import {
   MAX_UP_NODES,
   nameserverOption,
   parseHostPort,
+  parseNameserverSeeds,
   parseNodeId,
   parsePort,
   parseRatio,
   positiveNumberParser,
+  STORAGE_AUTO_PORT_FIRST,
   SYNC_MODES,
   timeoutOption,
   UsageError,
@@ -125,6 +127,18 @@ const logRetainOption = () =>
   )
     .argParser(intParser('an integer', 0, 100_000_000))
     .default(1000);
+const etcdPrefixOption = () =>
+  envOption('--etcd-prefix <prefix>', 'key prefix of this cluster in etcd', 'DSTORE_ETCD_PREFIX').default(
+    '/dstore/default/',
+  );
+const leaseTtlOption = () =>
+  envOption(
+    '--lease-ttl-ms <ms>',
+    "the leader's etcd lease TTL (rounded up to whole seconds, etcd's unit)",
+    'DSTORE_LEASE_TTL_MS',
+  )
+    .argParser(intParser('milliseconds', 1, 3_600_000))
+    .default(3000);
 const upBackendOption = () =>
   envOption(
     '--backend <backend>',
@@ -218,7 +232,11 @@ its command's --help (flag > environment > file > default). Off this machine: do
     return cmd;
   };
 
-  sub('up', 'start a local cluster (a nameserver and N storage servers as child processes) and open the shell')
+  sub(
+    'up',
+    'start a local cluster (a nameserver and N storage servers, or with --ha an etcd and N identical nodes, as ' +
+      'child processes) and open the shell',
+  )
     .addOption(
       envOption('--nodes <n>', 'storage servers to start', 'DSTORE_NODES')
         .argParser(intParser('an integer', 1, MAX_UP_NODES))
@@ -259,6 +277,14 @@ its command's --help (flag > environment > file > default). Off this machine: do
         .default(30_000),
     )
     .addOption(new Option('--no-shell', 'no shell: run until SIGINT (Ctrl-C) or SIGTERM').env('DSTORE_NO_SHELL'))
+    .addOption(
+      new Option(
+        '--ha',
+        'identical nodes: a local 3-member etcd and --nodes `dstore node` processes (n1, n2, …; each a storage ' +
+          'server and a nameserver candidate, nameservers on --port, --port + 1, …); needs etcd installed',
+      ).env('DSTORE_HA'),
+    )
+    .addOption(leaseTtlOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(
@@ -282,6 +308,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
           maxValueBytes: number;
           startTimeoutMs: number;
           shell: boolean;
+          ha?: boolean;
+          leaseTtlMs: number;
           logLevel: string;
           clusterToken?: string;
         },
@@ -339,20 +367,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
         'DSTORE_ETCD',
       ).argParser(parseEtcdUrls),
     )
-    .addOption(
-      envOption('--etcd-prefix <prefix>', 'key prefix of this cluster in etcd', 'DSTORE_ETCD_PREFIX').default(
-        '/dstore/default/',
-      ),
-    )
-    .addOption(
-      envOption(
-        '--lease-ttl-ms <ms>',
-        "the leader's etcd lease TTL (rounded up to whole seconds, etcd's unit)",
-        'DSTORE_LEASE_TTL_MS',
-      )
-        .argParser(intParser('milliseconds', 1, 3_600_000))
-        .default(3000),
-    )
+    .addOption(etcdPrefixOption())
+    .addOption(leaseTtlOption())
     .addOption(
       envOption(
         '--node-id <id>',
@@ -461,6 +477,133 @@ its command's --help (flag > environment > file > default). Off this machine: do
       ) => {
         const { runStorageCommand } = await import('./serve.js');
         await runStorageCommand({ ...o, host: listenOf(cmd) });
+      },
+    );
+
+  sub(
+    'node',
+    'run one identical node: a storage server and a nameserver candidate elected through etcd, in one process',
+  )
+    .addOption(
+      envOption(
+        '--etcd <urls>',
+        'etcd client URLs, comma-separated (required): the candidates campaign there and the cluster map lives there',
+        'DSTORE_ETCD',
+      ).argParser(parseEtcdUrls),
+    )
+    .addOption(
+      envOption(
+        '--nameserver <host:port[,host:port…]>',
+        "every node's nameserver address (the seeds of this node's storage server; its own is always added)",
+        'DSTORE_NAMESERVER',
+      ).argParser(parseNameserverSeeds),
+    )
+    .addOption(listenOption())
+    .addOption(
+      envOption('--port <port>', "the storage server's port (0: chosen by the OS)", 'DSTORE_PORT')
+        .argParser(parsePort)
+        .default(STORAGE_AUTO_PORT_FIRST),
+    )
+    .addOption(
+      envOption(
+        '--nameserver-port <port>',
+        "the nameserver candidate's port (default: --port − 101, i.e. 7000 for 7101; 0 with --port 0)",
+        'DSTORE_NAMESERVER_PORT',
+      ).argParser(parsePort),
+    )
+    .addOption(
+      advertiseOption('the storage server is reached at; the candidate is announced at the same host, its own port'),
+    )
+    .addOption(
+      envOption(
+        '--node-id <id>',
+        'stable node id of the storage server and the candidate (default: generated once and kept in the data dir)',
+        'DSTORE_NODE_ID',
+      ).argParser(parseNodeId),
+    )
+    .addOption(
+      envOption(
+        '--data-dir <dir>',
+        'holds <dir>/storage and <dir>/nameserver (default: ./dstore-data/<node-id>, or ./dstore-data/node)',
+        'DSTORE_DATA_DIR',
+      ),
+    )
+    .addOption(storageBackendOption())
+    .addOption(syncOption())
+    .addOption(partitionsOption())
+    .addOption(replicasOption())
+    .addOption(minWriteOption())
+    .addOption(
+      envOption(
+        '--initial-nodes <n>',
+        'storage servers that must register before the cluster map is created (default: --replicas)',
+        'DSTORE_INITIAL_NODES',
+      ).argParser(intParser('an integer', 1, 4096)),
+    )
+    .addOption(heartbeatOption())
+    .addOption(deadAfterOption())
+    .addOption(rereplicateAfterOption())
+    .addOption(maxValueOption())
+    .addOption(logRetainOption())
+    .addOption(etcdPrefixOption())
+    .addOption(leaseTtlOption())
+    .addOption(logLevelOption())
+    .addOption(clusterTokenOption())
+    .addHelpText(
+      'after',
+      `
+Every node is identical; any of them can lead. Three machines, each with an etcd member:
+  dstore node --node-id n1 --listen 0.0.0.0 --advertise h1:7101 \\
+    --etcd http://h1:2379,http://h2:2379,http://h3:2379 --nameserver h1:7000,h2:7000,h3:7000
+(n2 on h2 and n3 on h3 alike). Clients: dstore client --nameserver h1:7000,h2:7000,h3:7000.
+One machine: dstore up --ha. More in docs/deploy.md.`,
+    )
+    .action(
+      async (
+        o: {
+          etcd?: string[];
+          nameserver?: string;
+          listen: string;
+          host?: string;
+          port: number;
+          nameserverPort?: number;
+          advertise?: string;
+          nodeId?: string;
+          dataDir?: string;
+          backend: StorageBackend;
+          sync: SyncMode;
+          partitions: number;
+          replicas: number;
+          minWriteReplicas: number;
+          initialNodes?: number;
+          heartbeatMs: number;
+          deadAfterMs: number;
+          rereplicateAfterMs: number;
+          maxValueBytes: number;
+          logRetainEntries: number;
+          etcdPrefix: string;
+          leaseTtlMs: number;
+          logLevel: string;
+          clusterToken?: string;
+        },
+        cmd: Command,
+      ) => {
+        const minWriteReplicas = explicit(cmd, 'minWriteReplicas')
+          ? o.minWriteReplicas
+          : Math.min(o.minWriteReplicas, o.replicas);
+        const { etcd, etcdPrefix, leaseTtlMs, listen: _listen, host: _host, ...rest } = o;
+        if (etcd === undefined)
+          throw new UsageError(
+            'dstore node needs --etcd URL[,URL…] (or DSTORE_ETCD): its nameserver candidate is elected through etcd; ' +
+              'without etcd run `dstore nameserver` and `dstore storage`',
+          );
+        const { runNodeCommand } = await import('./serve.js');
+        await runNodeCommand({
+          ...rest,
+          host: listenOf(cmd),
+          minWriteReplicas,
+          etcd: { endpoints: etcd, prefix: etcdPrefix, leaseTtlMs },
+        });
       },
     );
 

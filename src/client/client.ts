@@ -169,8 +169,24 @@ export class Client implements Db {
     }
   }
 
+  /**
+   * Issue 12: a follower answers `nodes` from etcd's map, where every storage server is
+   * `unknown` and no partition ready; the leader it names is asked then, and the follower's
+   * answer is kept only when the leader does not answer.
+   */
   async nodes(): Promise<ClusterInfo> {
-    return decodeOrThrow(clusterInfo, await this.nameserverCall({ t: 'nodes' }));
+    const info = decodeOrThrow(clusterInfo, await this.nameserverCall({ t: 'nodes' }));
+    const { leader, nameserverId } = info;
+    if (leader === undefined || nameserverId === undefined || leader.nodeId === nameserverId) return info;
+    try {
+      const body = { t: 'nodes', ...tokenField(this.opts.clusterToken) };
+      const fromLeader = await this.pool.get(leader.address, 'nameserver').call(body, {
+        timeoutMs: this.opts.timeoutMs,
+      });
+      return decodeOrThrow(clusterInfo, fromLeader);
+    } catch {
+      return info; // the leader is changing or unreachable: the follower's view, which names it
+    }
   }
 
   /**

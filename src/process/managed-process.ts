@@ -85,7 +85,8 @@ export class ManagedProcess {
 
   constructor(
     readonly name: string,
-    readonly role: 'nameserver' | 'storage',
+    /** The subcommand: `node` is both in one process (issue 12, `up --ha`). */
+    readonly role: 'nameserver' | 'storage' | 'node',
     readonly dataDir: string,
     readonly logPath: string,
     /** Requested port; after the first start the actual one, so restarts keep the address. */

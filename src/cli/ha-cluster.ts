@@ -19,7 +19,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterInfo, Db } from '../client/api.js';
 import { formatHostPort } from '../process/address.js';
 import { EtcdCluster } from '../process/etcd-server.js';
-import { ClusterStartError, type ExitInfo, logTail, ManagedProcess } from '../process/managed-process.js';
+import {
+  ClusterStartError,
+  type ExitInfo,
+  exitedWhileForming,
+  logTail,
+  ManagedProcess,
+} from '../process/managed-process.js';
 import { nodeArgs } from '../process/node-args.js';
 import { freePort } from '../process/ports.js';
 import { CliFailure, isPortFree, type SyncMode, UsageError } from './options.js';
@@ -215,16 +221,7 @@ export class HaCluster {
     try {
       while (Date.now() < deadline) {
         const dead = this.processes.find((p) => p.state === 'exited');
-        if (dead) {
-          const e = dead.lastExit;
-          throw new ClusterStartError(
-            `${dead.name} exited while the cluster was forming ` +
-              `(${e?.signal ? `signal ${e.signal}` : `exit code ${e?.code}`})`,
-            dead.name,
-            dead.logPath,
-            logTail(dead.logPath),
-          );
-        }
+        if (dead) throw exitedWhileForming(dead);
         try {
           const info = await db.nodes();
           const notAlive = this.processes.filter(

@@ -103,6 +103,12 @@ const minWriteOption = () =>
   )
     .argParser(intParser('an integer', 1, 16))
     .default(2);
+const initialNodesOption = () =>
+  envOption(
+    '--initial-nodes <n>',
+    'storage servers that must register before the cluster map is created (default: --replicas)',
+    'DSTORE_INITIAL_NODES',
+  ).argParser(intParser('an integer', 1, 4096));
 const heartbeatOption = () =>
   envOption('--heartbeat-ms <ms>', 'heartbeat interval of storage servers', 'DSTORE_HEARTBEAT_MS')
     .argParser(intParser('an integer', 10, 600_000))
@@ -347,13 +353,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(partitionsOption())
     .addOption(replicasOption())
     .addOption(minWriteOption())
-    .addOption(
-      envOption(
-        '--initial-nodes <n>',
-        'storage servers that must register before the cluster map is created (default: --replicas)',
-        'DSTORE_INITIAL_NODES',
-      ).argParser(intParser('an integer', 1, 4096)),
-    )
+    .addOption(initialNodesOption())
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
     .addOption(rereplicateAfterOption())
@@ -533,13 +533,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(partitionsOption())
     .addOption(replicasOption())
     .addOption(minWriteOption())
-    .addOption(
-      envOption(
-        '--initial-nodes <n>',
-        'storage servers that must register before the cluster map is created (default: --replicas)',
-        'DSTORE_INITIAL_NODES',
-      ).argParser(intParser('an integer', 1, 4096)),
-    )
+    .addOption(initialNodesOption())
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
     .addOption(rereplicateAfterOption())

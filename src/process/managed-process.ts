@@ -36,6 +36,17 @@ export class ClusterStartError extends Error {
   }
 }
 
+/** The start failure of a child that exited while its cluster was forming (its log's tail attached). */
+export function exitedWhileForming(p: ManagedProcess): ClusterStartError {
+  const e = p.lastExit;
+  return new ClusterStartError(
+    `${p.name} exited while the cluster was forming (${e?.signal ? `signal ${e.signal}` : `exit code ${e?.code}`})`,
+    p.name,
+    p.logPath,
+    logTail(p.logPath),
+  );
+}
+
 export type ProcessState = 'starting' | 'running' | 'paused' | 'stopping' | 'exited' | 'never started';
 
 export interface ExitInfo {

@@ -7,15 +7,15 @@
  *   from etcd (a new one when there is none, created by the leader only, through the fenced
  *   write) and builds a fresh host, which counts every storage server alive for one dead-after
  *   period, as a restarted nameserver does (S15).
- * - A `persist` effect becomes a fenced `saveMap` on one ordered queue. EVERY reply of the
- *   leader — `map`, `nodes` and heartbeats included, they announce the map — waits until each
- *   save queued before or by its request has resolved (S3: persisted before announced). When a
- *   save fails (etcd refused it: deposed; or an etcd error) the process steps down at once: the
- *   host is dropped, every waiting reply fails with NOT_LEADER, the refusal is logged, and it
- *   campaigns again. Losing the lease steps down the same way.
- * - `confirmEpoch` ("is this epoch still current?", asked by a primary with no secondaries
- *   before it serves a read, §7) is answered only after a fenced etcd check that this node
- *   still leads, so a deposed leader that has not noticed yet never confirms a stale epoch.
+ * - While it leads, a pure LeaderTerm (src/nameserver/term.ts) decides around the host: its
+ *   `persist` effects become fenced `saveMap`s, one at a time in order; EVERY reply — `map`,
+ *   `nodes` and heartbeats included, they announce the map — waits until each save issued
+ *   before or by its request succeeded (S3: persisted before announced); `confirmEpoch`'s
+ *   "yes" (a primary with no secondaries serves a read on it, §7) also waits for a fenced
+ *   leadership check, so a deposed leader that has not noticed never confirms a stale epoch.
+ *   A failed save or check, or a lost lease, ends the term: waiting replies fail with
+ *   NOT_LEADER, the refusal is logged, and it resigns and campaigns again. This driver runs
+ *   the term's effects against etcd.
  * - A follower answers `map` and `nodes` from the map stored in etcd (a linearizable read per
  *   request, so never a map newer than etcd's) and refuses the calls that would change or
  *   confirm it (register, heartbeat, promote, removeSecondary, confirmEpoch) with NOT_LEADER
@@ -27,7 +27,8 @@ import { NotLeaderError } from '../core/errors.js';
 import { Nameserver } from '../core/nameserver/nameserver.js';
 import { assertNever } from '../core/types.js';
 import { type NameserverConfig, decodeNameserverRequest, listenNameserver } from '../nameserver/server.js';
-import { type NameserverEffect, NameserverHost, tickPeriodMs } from '../nameserver/host.js';
+import { NameserverHost, tickPeriodMs } from '../nameserver/host.js';
+import { LeaderTerm } from '../nameserver/term.js';
 import { formatHostPort } from '../process/address.js';
 import type { Logger } from '../process/log.js';
 import type { ClusterInfo, LeaderReply, NameserverRequest } from '../rpc/messages.js';
@@ -64,13 +65,14 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
-/** What this process holds while it leads. */
+/** What this process holds while it leads: the pure term (src/nameserver/term.ts) and its calls. */
 interface Lead {
   readonly leadership: Leadership;
-  readonly host: NameserverHost;
+  readonly term: LeaderTerm;
   readonly timer: NodeJS.Timeout;
-  /** The ordered queue of fenced saves; rejected once one failed (then the lead is over). */
-  saves: Promise<void>;
+  /** Calls waiting for the term's reply, by number. */
+  readonly calls: Map<number, { resolve(value: unknown): void; reject(err: unknown): void }>;
+  nextCall: number;
 }
 
 function message(err: unknown): string {
@@ -107,7 +109,10 @@ export class ElectedNameserverProcess {
     });
     this.control = control;
     control.on('lost', (reason) => {
-      if (this.lead) this.stepDown(this.lead, reason);
+      const lead = this.lead;
+      if (!lead) return;
+      lead.term.lose(reason);
+      this.drive(lead);
     });
     const token = this.cfg.clusterToken ? 'required' : 'none';
     const listen = formatHostPort(this.cfg.host, port);
@@ -183,47 +188,61 @@ export class ElectedNameserverProcess {
     const { settings, deadAfterMs, rereplicateAfterMs } = this.cfg;
     const fresh = stored === undefined;
     const map = stored ?? Nameserver.newMap(randomUUID(), settings);
-    const host = new NameserverHost(map, fresh, { settings, deadAfterMs, rereplicateAfterMs }, Date.now());
-    host.address = this.address;
+    // The term's first save is the map a new cluster starts with: created by the leader only, through the fence.
+    const term = new LeaderTerm(map, fresh, { settings, deadAfterMs, rereplicateAfterMs }, Date.now(), this.address);
     const lead: Lead = {
       leadership: won,
-      host,
-      saves: Promise.resolve(),
+      term,
+      calls: new Map(),
+      nextCall: 0,
       timer: setInterval(() => {
-        if (this.lead === lead) this.execute(lead, lead.host.onTick(Date.now()));
+        if (this.lead !== lead) return;
+        lead.term.tick(Date.now());
+        this.drive(lead);
       }, tickPeriodMs(this.cfg.heartbeatMs)),
     };
     this.lead = lead;
-    // The constructor's persist: a new map is created by the leader only, through the fence.
-    this.execute(lead, host.takeEffects());
+    this.drive(lead);
   }
 
-  /** Steps down at once (idempotent per lead): drops the host, resigns, campaigns again. */
-  private stepDown(lead: Lead, reason: string): void {
-    if (this.lead !== lead) return;
-    this.lead = undefined;
-    clearInterval(lead.timer);
-    this.log.warn(
-      { nodeId: this.nodeId, reason, mapVersion: lead.host.core.map.version },
-      'stepping down: no longer the leader of the nameservers; following',
-    );
+  /** Executes the term's effects: fenced saves and checks at etcd, replies, the end of the term. */
+  private drive(lead: Lead): void {
     const control = this.control;
-    if (!control) return;
-    void control.resign().finally(() => this.campaign());
-  }
-
-  /** The host's effects, in order: each map goes into the queue of fenced saves (S3). */
-  private execute(lead: Lead, effects: readonly NameserverEffect[]): void {
-    for (const e of effects) {
+    for (const e of lead.term.takeEffects()) {
       switch (e.kind) {
-        case 'persist': {
-          const map = e.map;
-          lead.saves = lead.saves.then(() => this.save(lead, map));
-          lead.saves.catch(() => undefined); // failures are handled in save(); replies see them too
-          break;
-        }
         case 'log':
           this.log[e.level](e.fields, e.msg);
+          break;
+        case 'save':
+          if (!control) break;
+          control
+            .saveMap(e.map)
+            .then(
+              () => lead.term.saved(e.id),
+              (err: unknown) => lead.term.saved(e.id, err),
+            )
+            .finally(() => this.drive(lead));
+          break;
+        case 'check':
+          if (!control) break;
+          control
+            .confirmLeadership()
+            .then(
+              () => lead.term.checked(e.call),
+              (err: unknown) => lead.term.checked(e.call, err),
+            )
+            .finally(() => this.drive(lead));
+          break;
+        case 'reply': {
+          const waiting = lead.calls.get(e.call);
+          lead.calls.delete(e.call);
+          if (!waiting) break;
+          if (e.reply.ok) waiting.resolve(e.reply.value);
+          else waiting.reject(e.reply.error);
+          break;
+        }
+        case 'over':
+          this.stepDown(lead);
           break;
         default:
           assertNever(e);
@@ -231,25 +250,14 @@ export class ElectedNameserverProcess {
     }
   }
 
-  private async save(lead: Lead, map: NameserverHost['core']['map']): Promise<void> {
+  /** The term is over: stop its tick, resign, campaign again (idempotent per lead). */
+  private stepDown(lead: Lead): void {
+    if (this.lead !== lead) return;
+    this.lead = undefined;
+    clearInterval(lead.timer);
     const control = this.control;
-    if (this.lead !== lead || !control) throw new NotLeaderError('this nameserver stepped down before saving the map');
-    try {
-      await control.saveMap(map);
-    } catch (err) {
-      if (err instanceof NotLeaderError)
-        this.log.error(
-          { mapVersion: map.version, err: err.message, leader: err.leader },
-          'etcd refused the map transaction (fenced: this nameserver no longer leads); nothing was written',
-        );
-      else
-        this.log.error(
-          { mapVersion: map.version, err: message(err) },
-          'the map transaction to etcd failed; stepping down (a new leader reloads the map from etcd)',
-        );
-      this.stepDown(lead, `map transaction failed: ${message(err)}`);
-      throw err;
-    }
+    if (!control) return;
+    void control.resign().finally(() => this.campaign());
   }
 
   private async onCall(body: unknown): Promise<unknown> {
@@ -257,33 +265,22 @@ export class ElectedNameserverProcess {
     if (req.t === 'leader') return this.leaderReply();
     const lead = this.lead;
     if (!lead) return this.asFollower(req);
-    const { effects, reply } = lead.host.onRequest(req, Date.now());
-    this.execute(lead, effects);
+    let value: unknown;
     try {
-      await lead.saves; // every save queued before or by this request (S3)
-    } catch {
-      throw await this.notLeader('it stepped down: its map transaction was refused or failed');
-    }
-    if (this.lead !== lead) throw await this.notLeader('it stepped down');
-    // §7: a primary without secondaries serves a read once the nameserver says its epoch is
-    // current. A deposed leader that does not know it yet (paused, cut off from etcd) must not
-    // say so from its old map: the answer is given only after etcd confirmed the leadership.
-    if (req.t === 'confirmEpoch' && reply.ok) await this.confirmLeadership(lead);
-    if (!reply.ok) throw reply.error;
-    if (req.t === 'nodes') return this.withLeader(reply.value as ClusterInfo, lead.leadership.info);
-    return reply.value;
-  }
-
-  /** Resolves while `lead` still leads (a fenced etcd check); steps down and throws NOT_LEADER otherwise. */
-  private async confirmLeadership(lead: Lead): Promise<void> {
-    try {
-      await this.control?.confirmLeadership();
+      value = await new Promise<unknown>((resolve, reject) => {
+        const call = ++lead.nextCall;
+        lead.calls.set(call, { resolve, reject });
+        lead.term.request(call, req, Date.now());
+        this.drive(lead);
+      });
     } catch (err) {
-      this.log.warn({ err: message(err) }, 'the leadership check before a confirmEpoch answer failed; stepping down');
-      this.stepDown(lead, `leadership check failed: ${message(err)}`);
-      throw await this.notLeader('its leadership could not be confirmed');
+      // A term that ended knows no leader: name the one etcd knows, so the caller moves there.
+      if (err instanceof NotLeaderError && err.leader === undefined)
+        throw await this.notLeader(lead.term.over ?? 'it stepped down');
+      throw err;
     }
-    if (this.lead !== lead) throw await this.notLeader('it stepped down');
+    if (req.t === 'nodes') return this.withLeader(value as ClusterInfo, lead.leadership.info);
+    return value;
   }
 
   private withLeader(info: ClusterInfo, leader: LeaderInfo | undefined): ClusterInfo {

@@ -89,6 +89,11 @@ export class ElectedNameserverProcess {
   private closed = false;
   /** Campaigning again after the map could not be loaded. */
   private retry: NodeJS.Timeout | undefined;
+  /**
+   * Set from winning the election until the term is installed (the map loaded): etcd already
+   * names this node, so calls wait for it rather than be refused as by a follower.
+   */
+  private electing: Promise<void> | undefined;
 
   constructor(
     private readonly cfg: NameserverConfig,
@@ -157,7 +162,14 @@ export class ElectedNameserverProcess {
         if (errors++ % 20 === 0) this.log.warn({ err: message(err) }, 'campaign: etcd call failed; retrying');
       })
       .then(
-        (won) => this.onElected(won),
+        (won) => {
+          const electing = this.onElected(won)
+            .catch((err: unknown) => this.log.error({ err: message(err) }, 'taking up the leadership failed'))
+            .finally(() => {
+              if (this.electing === electing) this.electing = undefined;
+            });
+          this.electing = electing;
+        },
         () => undefined, // stopped by close()
       );
   }
@@ -262,6 +274,7 @@ export class ElectedNameserverProcess {
 
   private async onCall(body: unknown): Promise<unknown> {
     const req = decodeNameserverRequest(body, this.cfg.clusterToken);
+    if (this.electing) await this.electing;
     if (req.t === 'leader') return this.leaderReply();
     const lead = this.lead;
     if (!lead) return this.asFollower(req);

@@ -245,7 +245,32 @@ export async function runChaos(
     }
     const hostOf = (name: string): string => (net ? net.address(name) : '127.0.0.1');
     const nsPort = net ? NAMESERVER_PORT : await freePort('127.0.0.1');
-    // --ha: every node's candidate port, fixed before any starts (they are everyone's seeds).
+    // --ha: etcd and each node's relays to it first (they hold their ports), then every node's candidate port,
+    // fixed before any node starts (they are everyone's seeds).
+    const etcdUrlsOf = new Map<string, string[]>();
+    if (ha) {
+      etcd = await EtcdCluster.start({
+        dir: join(dir, 'etcd'),
+        members: ETCD_MEMBERS,
+        startTimeoutMs: START_TIMEOUT_MS,
+      });
+      for (const id of storageIds) {
+        const made = await Promise.all(
+          etcd.clientUrls.map((u) => {
+            const { hostname, port } = new URL(u);
+            return Relay.start({ host: hostname, port: Number(port) });
+          }),
+        );
+        relays.set(
+          id,
+          made.map((m) => m.relay),
+        );
+        etcdUrlsOf.set(
+          id,
+          made.map((m) => m.url),
+        );
+      }
+    }
     const seeds = new Map<string, string>();
     if (ha) for (const id of storageIds) seeds.set(id, `127.0.0.1:${await freePortNotIn(seeds)}`);
     const nameserverAddress = ha ? [...seeds.values()].join(',') : `${hostOf('nameserver')}:${nsPort}`;
@@ -279,24 +304,9 @@ export async function runChaos(
       onExit,
       net ? net.wrapper('nameserver') : [],
     );
-    if (ha) {
-      etcd = await EtcdCluster.start({
-        dir: join(dir, 'etcd'),
-        members: ETCD_MEMBERS,
-        startTimeoutMs: START_TIMEOUT_MS,
-      });
+    if (ha && etcd) {
       for (const id of storageIds) {
-        const made = await Promise.all(
-          etcd.clientUrls.map((u) => {
-            const { hostname, port } = new URL(u);
-            return Relay.start({ host: hostname, port: Number(port) });
-          }),
-        );
-        relays.set(
-          id,
-          made.map((m) => m.relay),
-        );
-        const etcdUrls = made.map((m) => m.url);
+        const etcdUrls = etcdUrlsOf.get(id) ?? [];
         const nameserverPort = Number(/:(\d+)$/.exec(seeds.get(id) ?? '')?.[1]);
         procs.push(
           new ManagedProcess(

@@ -767,6 +767,8 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       },
     );
 
+  const CHAOS_LEADER_FAULTS = 'kill-leader,pause-leader,kill-etcd,isolate-leader';
+  const CHAOS_HA_FAULTS_DEFAULT = `kill,pause,${CHAOS_LEADER_FAULTS}`;
   sub(
     'chaos',
     'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network ' +
@@ -842,9 +844,23 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     .addOption(
       envOption(
         '--faults <kinds>',
-        `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}`,
+        `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}; with --ha also ` +
+          `${CHAOS_LEADER_FAULTS.split(',').join(', ')} (which imply --ha)`,
         'DSTORE_CHAOS_FAULTS',
-      ).default(FAULT_KINDS_DEFAULT),
+      ),
+    )
+    .addOption(
+      envOption(
+        '--ha',
+        `identical nodes electing their nameserver through a local 3-member etcd (issue 12); faults default to ` +
+          CHAOS_HA_FAULTS_DEFAULT,
+        'DSTORE_CHAOS_HA',
+      ),
+    )
+    .addOption(
+      envOption('--lease-ttl-ms <ms>', "with --ha: the leader's etcd lease TTL", 'DSTORE_CHAOS_LEASE_TTL_MS')
+        .argParser(intParser('an integer', 500, 600_000))
+        .default(2000),
     )
     .addOption(
       envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS')
@@ -915,6 +931,13 @@ one fault at a time (1-6 s each, 1-4 s apart, none in the first and last 2 s):
                       still reach both (root only)
   disk-full           fill a storage server's data dir (a 64 MiB tmpfs of its own) until
                       writes fail with ENOSPC, remove the filler at the end (root only)
+With --ha (issue 12) the cluster is a 3-member etcd and --nodes \`dstore node\` processes
+(storage server + nameserver candidate each) on loopback; kill and pause act on nodes, and:
+  kill-leader         SIGKILL the node that leads, start it again at the end
+  pause-leader        SIGSTOP the node that leads past the lease TTL, SIGCONT at the end
+  kill-etcd           SIGKILL one etcd member (never two at once), start it again at the end
+  isolate-leader      cut the node that leads off from etcd only (its relays drop every byte)
+restart-nameserver, isolate and split are left out with --ha.
 Without root, partitions and disk-full faults are skipped with a message. With --backend
 redis each storage server gets its own redis-server (redis-server must be installed) on
 loopback; partitions are then skipped (the nodes' namespaces cannot reach it).
@@ -948,7 +971,9 @@ Examples:
         replicas: number;
         backend: UpBackendName;
         partitions: boolean;
-        faults: string;
+        faults?: string;
+        ha?: boolean;
+        leaseTtlMs: number;
         timeoutMs: number;
         attemptTimeoutMs: number;
         heartbeatMs: number;
@@ -960,13 +985,14 @@ Examples:
         keep?: boolean;
         logLevel: string;
       }) => {
-        const { parseFaultKinds } = await import('../chaos/schedule.js');
+        const { LEADER_FAULT_KINDS, parseFaultKinds } = await import('../chaos/schedule.js');
         let faults: ReturnType<typeof parseFaultKinds>;
         try {
-          faults = parseFaultKinds(o.faults);
+          faults = parseFaultKinds(o.faults ?? (o.ha ? CHAOS_HA_FAULTS_DEFAULT : FAULT_KINDS_DEFAULT));
         } catch (err) {
           throw new UsageError(`--faults: ${(err as Error).message}`);
         }
+        const ha = Boolean(o.ha) || faults.some((k) => (LEADER_FAULT_KINDS as readonly string[]).includes(k));
         if (o.replicas > o.nodes)
           throw new UsageError(`--replicas (${o.replicas}) cannot be above --nodes (${o.nodes})`);
         const { runChaosCommand } = await import('./chaos.js');
@@ -994,6 +1020,8 @@ Examples:
           ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
           keep: Boolean(o.keep),
           logLevel: o.logLevel,
+          ha,
+          leaseTtlMs: o.leaseTtlMs,
         });
       },
     );

@@ -4,7 +4,8 @@
  * `cut` turns the node's relays into a black hole — bytes in either direction are dropped and
  * new connections are accepted and never answered, what a cut link looks like (no RST, no FIN),
  * for that node and etcd only. Storage servers, clients and the other candidates still reach
- * it. (The same relay as test/integration/ha-isolate.test.ts: no firewall tool, no root.)
+ * it. test/integration/ha-isolate.test.ts cuts a candidate off from etcd with it too: no firewall
+ * tool, no root.
  */
 import { createServer, type Server, Socket } from 'node:net';
 

@@ -15,70 +15,18 @@
  * leader follows the new one.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Server, Socket } from 'node:net';
 import { test } from 'node:test';
 import { NotLeaderError } from '../../src/core/errors.js';
 import { ETCD_INSTALL_HINT, findEtcd } from '../../src/process/etcd-server.js';
 import { waitFor } from './cluster.js';
 import { History, keysByPartition, WriteLoad } from './failures-harness.js';
 import { HaCluster } from './ha-harness.js';
+import { Relay } from '../../src/chaos/relay.js';
 
 const skip = findEtcd() === undefined ? `etcd is not installed: ${ETCD_INSTALL_HINT}` : false;
 const P = 6;
 const LEASE_TTL_MS = 2000;
 const DEAD_AFTER_MS = 2000;
-
-/** A TCP relay to `target` on loopback that can drop everything (a cut link). */
-class Relay {
-  cut = false;
-  private readonly sockets = new Set<Socket>();
-  private constructor(private readonly server: Server) {}
-
-  static async start(target: { host: string; port: number }): Promise<{ relay: Relay; url: string }> {
-    let relay: Relay | undefined;
-    const server = createServer((inbound) => {
-      const r = relay as Relay;
-      r.track(inbound);
-      if (r.cut) return; // accepted, never answered
-      const outbound = r.track(new Socket());
-      outbound.connect(target.port, target.host);
-      inbound.on('data', (b: Buffer) => {
-        if (!r.cut) outbound.write(b);
-      });
-      outbound.on('data', (b: Buffer) => {
-        if (!r.cut) inbound.write(b);
-      });
-      // While cut, a closing side is not passed on either (a cut link carries no FIN).
-      inbound.on('end', () => r.cut || outbound.end());
-      outbound.on('end', () => r.cut || inbound.end());
-      inbound.on('close', () => r.cut || outbound.destroy());
-      outbound.on('close', () => r.cut || inbound.destroy());
-    });
-    relay = new Relay(server);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    if (address === null || typeof address === 'string') throw new Error('relay: no port');
-    return { relay, url: `http://127.0.0.1:${address.port}` };
-  }
-
-  private track(s: Socket): Socket {
-    this.sockets.add(s);
-    s.on('error', () => undefined);
-    s.on('close', () => this.sockets.delete(s));
-    return s;
-  }
-
-  /** Heals the link: connections made while cut are dropped (their peers retry), new ones pass. */
-  heal(): void {
-    this.cut = false;
-    for (const s of this.sockets) s.destroy();
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(r));
-  }
-}
 
 test('the leader cut off from etcd only steps down when its lease expires; another leads; writes go on; ' +
   'it follows once healed', { skip, timeout: 90_000 }, async (t) => {

@@ -761,17 +761,6 @@ async function heal(
   const target = f.target ?? applied.target;
   const p = target ? procs.get(target) : undefined;
   switch (f.kind) {
-    case 'kill-leader':
-      if (!p || p.running) return undefined;
-      try {
-        await p.start(START_TIMEOUT_MS);
-        return undefined;
-      } catch (err) {
-        return `restart failed: ${(err as Error).message.split('\n')[0]}`;
-      }
-    case 'pause-leader':
-      if (p?.state === 'paused') p.signal('SIGCONT');
-      return undefined;
     case 'isolate-leader':
       for (const r of (target ? ha?.relays.get(target) : undefined) ?? []) r.heal();
       return undefined;
@@ -782,6 +771,7 @@ async function heal(
       return undefined;
     }
     case 'kill':
+    case 'kill-leader':
     case 'restart-nameserver':
       if (!p || p.running) return undefined;
       try {
@@ -791,6 +781,7 @@ async function heal(
         return `restart failed: ${(err as Error).message.split('\n')[0]}`;
       }
     case 'pause':
+    case 'pause-leader':
       if (p?.state === 'paused') p.signal('SIGCONT');
       return undefined;
     case 'isolate':

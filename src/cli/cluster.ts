@@ -19,8 +19,8 @@ import { describeError } from './shell.js';
 import {
   ClusterStartError,
   type ExitInfo,
+  didNotForm,
   exitedWhileForming,
-  logTail,
   ManagedProcess,
 } from '../process/managed-process.js';
 import { nameserverArgs, storageArgs } from '../process/node-args.js';
@@ -245,13 +245,7 @@ export class LocalCluster {
         if (left <= 0) break;
         await sleep(Math.min(100, left));
       }
-      const seconds = Math.round(this.options.startTimeoutMs / 1000);
-      throw new ClusterStartError(
-        `the cluster did not form within ${seconds} s: ${problem}`,
-        laggard?.name,
-        laggard?.logPath,
-        laggard ? logTail(laggard.logPath) : '',
-      );
+      throw didNotForm(this.options.startTimeoutMs, problem, laggard);
     } finally {
       await db.close();
     }

@@ -22,8 +22,8 @@ import { EtcdCluster } from '../process/etcd-server.js';
 import {
   ClusterStartError,
   type ExitInfo,
+  didNotForm,
   exitedWhileForming,
-  logTail,
   ManagedProcess,
 } from '../process/managed-process.js';
 import { nodeArgs } from '../process/node-args.js';
@@ -245,13 +245,7 @@ export class HaCluster {
         }
         await sleep(Math.max(1, Math.min(100, deadline - Date.now())));
       }
-      const seconds = Math.round(this.options.startTimeoutMs / 1000);
-      throw new ClusterStartError(
-        `the cluster did not form within ${seconds} s: ${problem}`,
-        laggard?.name,
-        laggard?.logPath,
-        laggard ? logTail(laggard.logPath) : '',
-      );
+      throw didNotForm(this.options.startTimeoutMs, problem, laggard);
     } finally {
       await db.close();
     }

@@ -47,6 +47,16 @@ export function exitedWhileForming(p: ManagedProcess): ClusterStartError {
   );
 }
 
+/** The start failure of a cluster that did not form in time: why, and the laggard's log tail. */
+export function didNotForm(timeoutMs: number, problem: string, laggard: ManagedProcess | undefined): ClusterStartError {
+  return new ClusterStartError(
+    `the cluster did not form within ${Math.round(timeoutMs / 1000)} s: ${problem}`,
+    laggard?.name,
+    laggard?.logPath,
+    laggard ? logTail(laggard.logPath) : '',
+  );
+}
+
 export type ProcessState = 'starting' | 'running' | 'paused' | 'stopping' | 'exited' | 'never started';
 
 export interface ExitInfo {

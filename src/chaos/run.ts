@@ -19,6 +19,15 @@
  * (bounded) and reads every key once more → stop every process and remove the namespaces →
  * check the history for linearizability → report.
  *
+ * `--ha` (issue 12): the cluster is a 3-member etcd on loopback (EtcdCluster) and `--nodes`
+ * `dstore node` processes n1..nN (a storage server and a nameserver candidate each, as `up --ha`
+ * starts them), the clients given every candidate as seeds. Each node reaches each etcd member
+ * through a TCP relay in this process (relay.ts), so `isolate-leader` can cut one node off from
+ * etcd only. `kill` and `pause` act on whole nodes; the leader faults (schedule.ts) find the
+ * leader when they start (the candidate that says it leads itself). Everything runs on loopback:
+ * the nodes' network namespaces could not reach etcd, so `isolate`/`split` are left out, and
+ * `restart-nameserver` has no single nameserver to restart.
+ *
  * Everything started is removed in `finally`, on an abort (SIGINT) and, as a last resort,
  * by a process 'exit' handler (SIGKILL to every child, namespaces deleted synchronously).
  */
@@ -31,13 +40,17 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { checkHistory, type CheckResult, formatHistoryLine, type HistoryOp } from '../check/linearizability.js';
 import { logTail, ManagedProcess } from '../process/managed-process.js';
-import { nameserverArgs, storageArgs } from '../process/node-args.js';
+import { EtcdCluster, type EtcdMember } from '../process/etcd-server.js';
+import { nameserverArgs, nodeArgs, storageArgs } from '../process/node-args.js';
 import { freePort } from '../process/ports.js';
 import { RedisFleet } from '../process/redis-fleet.js';
 import { SmallFs, smallFsUnavailableReason } from '../process/small-fs.js';
 import { assertNever } from '../core/types.js';
+import type { LeaderReply } from '../rpc/messages.js';
+import { RpcPool } from '../rpc/transport.js';
 import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
+import { Relay } from './relay.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
 import {
   type AppliedFault,
@@ -52,7 +65,9 @@ import {
   describeFault,
   DISK_FAULT_KINDS,
   type FaultKind,
+  LEADER_FAULT_KINDS,
   NETWORK_FAULT_KINDS,
+  NON_HA_FAULT_KINDS,
   type PlannedFault,
   planNemesis,
 } from './schedule.js';
@@ -83,6 +98,10 @@ export interface ChaosOptions {
   readonly dataDir?: string;
   readonly keep: boolean;
   readonly logLevel: string;
+  /** Issue 12: a 3-member etcd and `--nodes` `dstore node` processes (see the file comment). */
+  readonly ha?: boolean;
+  /** `--ha`: every candidate's `--lease-ttl-ms` (default 2000). */
+  readonly leaseTtlMs?: number;
 }
 
 export interface ChaosResult {
@@ -104,6 +123,8 @@ export interface ChaosResult {
   readonly networkSkipped?: string;
   /** Set when disk-full faults were wanted but could not run. */
   readonly diskSkipped?: string;
+  /** `--ha`: the fault kinds left out (they have no meaning there). */
+  readonly haSkipped?: string;
   readonly report: string;
 }
 
@@ -113,6 +134,10 @@ const STORAGE_PORT = 7101;
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5000;
 const MIN_GAP_MS = 1000;
+const ETCD_MEMBERS = 3;
+const DEFAULT_LEASE_TTL_MS = 2000;
+/** How long a leader fault may look for the leader before it gives up (noted). */
+const FIND_LEADER_MS = 10_000;
 /** Each storage server's small filesystem for disk-full faults (tmpfs: only what is written uses memory). */
 const NODE_FS_BYTES = 64 * 1024 * 1024;
 
@@ -123,11 +148,19 @@ export async function runChaos(
   signal?: AbortSignal,
 ): Promise<ChaosResult> {
   const durationMs = Math.round(o.durationS * 1000);
-  const storageIds = Array.from({ length: o.nodes }, (_, i) => `s${i + 1}`);
+  const ha = o.ha === true;
+  const storageIds = Array.from({ length: o.nodes }, (_, i) => `${ha ? 'n' : 's'}${i + 1}`);
   const replicas = Math.min(o.replicas, o.nodes);
+  const leaseTtlMs = o.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  const etcdNames = Array.from({ length: ETCD_MEMBERS }, (_, i) => `m${i + 1}`);
+  const haLeftOut = ha ? o.faults.filter((k) => NON_HA_FAULT_KINDS.includes(k)) : [];
+  const haSkipped =
+    haLeftOut.length === 0
+      ? undefined
+      : `${haLeftOut.join(', ')} left out with --ha (no single nameserver; the nodes run on loopback, where etcd is)`;
 
   // Partitions need namespaces; without them the network kinds are dropped from the schedule.
-  const wantNetwork = o.networkFaults && o.faults.some((k) => NETWORK_FAULT_KINDS.includes(k));
+  const wantNetwork = !ha && o.networkFaults && o.faults.some((k) => NETWORK_FAULT_KINDS.includes(k));
   const networkSkipped = !wantNetwork
     ? undefined
     : o.backend === 'redis'
@@ -144,9 +177,20 @@ export async function runChaos(
       : smallFsUnavailableReason('disk-full faults');
   const useDisk = wantDisk && diskSkipped === undefined;
   const kinds = o.faults.filter(
-    (k) => (useNetwork || !NETWORK_FAULT_KINDS.includes(k)) && (useDisk || !DISK_FAULT_KINDS.includes(k)),
+    (k) =>
+      (useNetwork || !NETWORK_FAULT_KINDS.includes(k)) &&
+      (useDisk || !DISK_FAULT_KINDS.includes(k)) &&
+      !haLeftOut.includes(k) &&
+      (ha || !(LEADER_FAULT_KINDS as readonly FaultKind[]).includes(k)),
   );
-  const plan = planNemesis({ seed: o.seed, durationMs, storageIds, kinds });
+  const plan = planNemesis({
+    seed: o.seed,
+    durationMs,
+    storageIds,
+    kinds,
+    ...(ha ? { etcdMembers: etcdNames, pastLeaseMs: leaseTtlMs + 1000 } : {}),
+  });
+  if (haSkipped) progress(`chaos: ${haSkipped}`);
   if (networkSkipped) progress(`chaos: network partitions skipped: ${networkSkipped}`);
   if (diskSkipped) progress(`chaos: disk-full faults skipped: ${diskSkipped}`);
 
@@ -157,6 +201,10 @@ export async function runChaos(
   const clock = (): number => monotonicMs(originNs);
 
   let net: ChaosNetwork | undefined;
+  let etcd: EtcdCluster | undefined;
+  const relays = new Map<string, Relay[]>();
+  const etcdRestarted = new Map<string, ChildProcess>();
+  const pool = new RpcPool({ maxFrameBytes: 64 * 1024 * 1024, backoffMaxMs: 200 });
   let fleet: RedisFleet | undefined;
   const disks = new Map<string, SmallFs>();
   const unmountAll = (): void => {
@@ -170,6 +218,8 @@ export async function runChaos(
   const exitGuard = (): void => {
     for (const p of procs) if (p.running) p.signal('SIGKILL');
     worker?.kill('SIGKILL');
+    etcd?.killAllNow();
+    for (const child of etcdRestarted.values()) child.kill('SIGKILL');
     try {
       net?.destroy();
     } catch (err) {
@@ -195,7 +245,35 @@ export async function runChaos(
     }
     const hostOf = (name: string): string => (net ? net.address(name) : '127.0.0.1');
     const nsPort = net ? NAMESERVER_PORT : await freePort('127.0.0.1');
-    const nameserverAddress = `${hostOf('nameserver')}:${nsPort}`;
+    // --ha: etcd and each node's relays to it first (they hold their ports), then every node's candidate port,
+    // fixed before any node starts (they are everyone's seeds).
+    const etcdUrlsOf = new Map<string, string[]>();
+    if (ha) {
+      etcd = await EtcdCluster.start({
+        dir: join(dir, 'etcd'),
+        members: ETCD_MEMBERS,
+        startTimeoutMs: START_TIMEOUT_MS,
+      });
+      for (const id of storageIds) {
+        const made = await Promise.all(
+          etcd.clientUrls.map((u) => {
+            const { hostname, port } = new URL(u);
+            return Relay.start({ host: hostname, port: Number(port) });
+          }),
+        );
+        relays.set(
+          id,
+          made.map((m) => m.relay),
+        );
+        etcdUrlsOf.set(
+          id,
+          made.map((m) => m.url),
+        );
+      }
+    }
+    const seeds = new Map<string, string>();
+    if (ha) for (const id of storageIds) seeds.set(id, `127.0.0.1:${await freePortNotIn(seeds)}`);
+    const nameserverAddress = ha ? [...seeds.values()].join(',') : `${hostOf('nameserver')}:${nsPort}`;
     const env = childEnv(token);
     const onExit = (p: ManagedProcess, info: { code: number | null; signal: NodeJS.Signals | null }): void => {
       if (p.exitExpected || closing) return;
@@ -226,8 +304,45 @@ export async function runChaos(
       onExit,
       net ? net.wrapper('nameserver') : [],
     );
-    procs.push(nameserver);
-    for (const id of storageIds) {
+    if (ha && etcd) {
+      for (const id of storageIds) {
+        const etcdUrls = etcdUrlsOf.get(id) ?? [];
+        const nameserverPort = Number(/:(\d+)$/.exec(seeds.get(id) ?? '')?.[1]);
+        procs.push(
+          new ManagedProcess(
+            id,
+            'node',
+            join(dir, id),
+            join(dir, `${id}.stderr.log`),
+            0,
+            (port) =>
+              nodeArgs({
+                etcd: etcdUrls,
+                nameserver: nameserverAddress,
+                listen: '127.0.0.1',
+                port,
+                nameserverPort,
+                nodeId: id,
+                backend: o.backend,
+                dataDir: join(dir, id),
+                sync: 'batch',
+                partitions: o.partitions,
+                replicas,
+                minWriteReplicas: Math.min(2, replicas),
+                initialNodes: o.nodes,
+                heartbeatMs: o.heartbeatMs,
+                deadAfterMs: o.deadAfterMs,
+                leaseTtlMs,
+                logLevel: o.logLevel,
+              }),
+            env,
+            onExit,
+            [],
+          ),
+        );
+      }
+    } else procs.push(nameserver);
+    for (const id of ha ? [] : storageIds) {
       procs.push(
         new ManagedProcess(
           id,
@@ -265,13 +380,25 @@ export async function runChaos(
       fleet = RedisFleet.create(dir);
       for (const id of storageIds) await fleet.ensure(id);
     }
-    const nodes: Nodes = { procs: byName, net, disks, fleet };
+    const nodes: Nodes = {
+      procs: byName,
+      net,
+      disks,
+      fleet,
+      ...(etcd ? { ha: { etcd, relays, etcdRestarted, seeds, pool } } : {}),
+    };
     progress(
-      `chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ` +
-        `${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`,
+      ha
+        ? `chaos: a 3-member etcd and ${o.nodes} nodes (dstore node: storage server + nameserver candidate, ` +
+            `${o.backend}, lease TTL ${leaseTtlMs} ms) in ${dir} on loopback`
+        : `chaos: starting a nameserver and ${o.nodes} storage servers (${o.backend}) in ` +
+            `${dir}${net ? ` on ${SUBNET}, one network namespace each` : ' on loopback'}`,
     );
-    await nameserver.start(START_TIMEOUT_MS);
-    await Promise.all(procs.slice(1).map((p) => p.start(START_TIMEOUT_MS)));
+    if (ha) await Promise.all(procs.map((p) => p.start(START_TIMEOUT_MS)));
+    else {
+      await nameserver.start(START_TIMEOUT_MS);
+      await Promise.all(procs.slice(1).map((p) => p.start(START_TIMEOUT_MS)));
+    }
     signal?.throwIfAborted();
 
     // ---- the client worker ----
@@ -331,14 +458,18 @@ export async function runChaos(
     for (const f of plan) {
       await untilLoad(f.atMs);
       const startMs = clock() - loadStartMs;
-      let note = await inject(f, nodes);
-      progress(`chaos: ${(startMs / 1000).toFixed(1)} s  ${describeFault(f)}${note ? `  [${note}]` : ''}`);
+      const applied: { target?: string } = {};
+      let note = await inject(f, nodes, applied);
+      progress(
+        `chaos: ${(startMs / 1000).toFixed(1)} s  ${describeFault({ ...f, ...applied })}${note ? `  [${note}]` : ''}`,
+      );
       await untilLoad(f.atMs + f.durationMs);
-      const healNote = await heal(f, nodes);
+      const healNote = await heal(f, nodes, applied);
       if (healNote) note = note ? `${note}; ${healNote}` : healNote;
+      const target = f.target ?? applied.target;
       faults.push({
         kind: f.kind,
-        ...(f.target ? { target: f.target } : {}),
+        ...(target ? { target } : {}),
         ...(f.sides ? { sides: f.sides } : {}),
         startMs,
         endMs: clock() - loadStartMs,
@@ -384,6 +515,10 @@ export async function runChaos(
     } catch (err) {
       progress(`chaos: ${(err as Error).message}`);
     }
+    pool.close();
+    for (const list of relays.values()) for (const r of list) await r.close();
+    for (const child of etcdRestarted.values()) await killChild(child);
+    await etcd?.stop(STOP_TIMEOUT_MS).catch((err: unknown) => progress(`chaos: ${(err as Error).message}`));
     await fleet?.close().catch((err: unknown) => progress(`chaos: ${(err as Error).message}`));
     unmountAll();
     if (signal?.aborted && !o.dataDir && !o.keep) rmSync(dir, { recursive: true, force: true });
@@ -419,16 +554,23 @@ export async function runChaos(
   const keep = o.dataDir !== undefined || o.keep || verdict !== 'ok';
   if (!keep) rmSync(dir, { recursive: true, force: true });
   const header =
-    `dstore chaos: seed ${o.seed}, ${o.durationS} s, ${o.nodes} storage servers (${o.backend}), ${o.partitions} ` +
+    `dstore chaos: seed ${o.seed}, ${o.durationS} s, ` +
+    (ha
+      ? `${o.nodes} nodes (dstore node) and a ${ETCD_MEMBERS}-member etcd, lease TTL ${leaseTtlMs} ms`
+      : `${o.nodes} storage servers`) +
+    ` (${o.backend}), ${o.partitions} ` +
     `partitions, R=${replicas}, ` +
     `${o.clients} clients on ${o.keys} keys at ${o.ratePerSec} ops/s, heartbeat ${o.heartbeatMs} ms, dead after ` +
     `${o.deadAfterMs} ms, faults: ${kinds.join(',') || 'none'}`;
   const report = formatReport({
     header,
     networkNote:
-      (useNetwork
-        ? `network: one namespace per node and one for the clients, on ${SUBNET}`
-        : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`) +
+      (ha
+        ? 'network: loopback; each node reaches etcd through relays of its own (isolate-leader)' +
+          (haSkipped ? `\n${haSkipped}` : '')
+        : useNetwork
+          ? `network: one namespace per node and one for the clients, on ${SUBNET}`
+          : `network: loopback${networkSkipped ? ` (partitions skipped: ${networkSkipped})` : ''}`) +
       (useDisk
         ? `\ndisks: a ${NODE_FS_BYTES / (1024 * 1024)} MiB tmpfs per storage server`
         : diskSkipped
@@ -461,6 +603,7 @@ export async function runChaos(
     report,
     ...(networkSkipped ? { networkSkipped } : {}),
     ...(diskSkipped ? { diskSkipped } : {}),
+    ...(haSkipped ? { haSkipped } : {}),
   };
 }
 
@@ -473,11 +616,112 @@ interface Nodes {
   /** Storage server → its small filesystem (disk-full faults only). */
   readonly disks: Map<string, SmallFs>;
   readonly fleet: RedisFleet | undefined;
+  /** `--ha` only. */
+  readonly ha?: HaParts;
 }
 
-async function inject(f: PlannedFault, { procs, net, disks }: Nodes): Promise<string | undefined> {
+/** What `--ha` adds: etcd, each node's relays to it, members started again, the candidates' addresses. */
+interface HaParts {
+  readonly etcd: EtcdCluster;
+  /** Node → its relays (one per etcd member). */
+  readonly relays: Map<string, Relay[]>;
+  /** etcd member → its process since kill-etcd started it again (EtcdCluster knows only the first). */
+  readonly etcdRestarted: Map<string, ChildProcess>;
+  /** Node → its candidate's address. */
+  readonly seeds: Map<string, string>;
+  readonly pool: RpcPool;
+}
+
+/**
+ * The node whose candidate says it leads itself, asked of every running node (bounded); undefined when none
+ * did within FIND_LEADER_MS (e.g. an election still under way).
+ */
+async function findLeader(ha: HaParts, procs: Map<string, ManagedProcess>): Promise<string | undefined> {
+  const deadline = Date.now() + FIND_LEADER_MS;
+  while (Date.now() < deadline) {
+    const names = [...ha.seeds.keys()].filter((n) => procs.get(n)?.state === 'running');
+    const replies = await Promise.all(
+      names.map((n) =>
+        ha.pool
+          .get(ha.seeds.get(n) ?? '', 'nameserver')
+          .call({ t: 'leader' }, { timeoutMs: 1000 })
+          .then(
+            (r) => r as LeaderReply,
+            () => undefined,
+          ),
+      ),
+    );
+    const leader = names.find((n, i) => replies[i]?.leader?.nodeId === n && replies[i]?.self === n);
+    if (leader) return leader;
+    await delay(100);
+  }
+  return undefined;
+}
+
+function etcdChild(ha: HaParts, m: EtcdMember): ChildProcess {
+  return ha.etcdRestarted.get(m.name) ?? m.child;
+}
+
+function childRunning(c: ChildProcess): boolean {
+  return c.exitCode === null && c.signalCode === null;
+}
+
+/** SIGKILLs a child and waits for it to be gone. */
+async function killChild(c: ChildProcess): Promise<void> {
+  if (!childRunning(c)) return;
+  const gone = new Promise((r) => c.once('exit', r));
+  c.kill('SIGKILL');
+  await gone;
+}
+
+/** Starts a killed etcd member again with its command line and data dir (it rejoins with its data). */
+function restartEtcd(ha: HaParts, m: EtcdMember): void {
+  const [command, ...args] = m.child.spawnargs;
+  const log = openSync(join(m.dir, 'etcd.log'), 'a');
+  try {
+    const child = spawn(command ?? 'etcd', args, { stdio: ['ignore', log, log], detached: true });
+    child.on('error', () => undefined);
+    ha.etcdRestarted.set(m.name, child);
+  } finally {
+    closeSync(log);
+  }
+}
+
+async function inject(
+  f: PlannedFault,
+  { procs, net, disks, ha }: Nodes,
+  applied: { target?: string },
+): Promise<string | undefined> {
   const p = f.target ? procs.get(f.target) : undefined;
   switch (f.kind) {
+    case 'kill-leader':
+    case 'pause-leader':
+    case 'isolate-leader': {
+      if (!ha) return 'not an --ha cluster';
+      const leader = await findLeader(ha, procs);
+      if (!leader) return `no node said it leads within ${FIND_LEADER_MS / 1000} s`;
+      applied.target = leader;
+      const lp = procs.get(leader)!;
+      if (f.kind === 'isolate-leader') {
+        for (const r of ha.relays.get(leader) ?? []) r.cut = true;
+        return undefined;
+      }
+      if (f.kind === 'pause-leader') {
+        lp.signal('SIGSTOP');
+        return undefined;
+      }
+      lp.signal('SIGKILL');
+      if (!(await lp.waitExit(STOP_TIMEOUT_MS))) return `${leader} did not exit after SIGKILL`;
+      return undefined;
+    }
+    case 'kill-etcd': {
+      const m = ha?.etcd.members.find((x) => x.name === f.target);
+      if (!ha || !m) return 'no such etcd member';
+      const down = ha.etcd.members.filter((x) => !childRunning(etcdChild(ha, x)));
+      if (down.length > 0) return `${down.map((x) => x.name).join(',')} still down: not killing a second member`;
+      await killChild(etcdChild(ha, m));
+      return undefined;
+    }
     case 'kill':
       if (!p?.running) return `${f.target} was not running`;
       p.signal('SIGKILL');
@@ -509,10 +753,25 @@ async function inject(f: PlannedFault, { procs, net, disks }: Nodes): Promise<st
   }
 }
 
-async function heal(f: PlannedFault, { procs, net, disks, fleet }: Nodes): Promise<string | undefined> {
-  const p = f.target ? procs.get(f.target) : undefined;
+async function heal(
+  f: PlannedFault,
+  { procs, net, disks, fleet, ha }: Nodes,
+  applied: { target?: string },
+): Promise<string | undefined> {
+  const target = f.target ?? applied.target;
+  const p = target ? procs.get(target) : undefined;
   switch (f.kind) {
+    case 'isolate-leader':
+      for (const r of (target ? ha?.relays.get(target) : undefined) ?? []) r.heal();
+      return undefined;
+    case 'kill-etcd': {
+      const m = ha?.etcd.members.find((x) => x.name === f.target);
+      if (!ha || !m || childRunning(etcdChild(ha, m))) return undefined;
+      restartEtcd(ha, m);
+      return undefined;
+    }
     case 'kill':
+    case 'kill-leader':
     case 'restart-nameserver':
       if (!p || p.running) return undefined;
       try {
@@ -522,6 +781,7 @@ async function heal(f: PlannedFault, { procs, net, disks, fleet }: Nodes): Promi
         return `restart failed: ${(err as Error).message.split('\n')[0]}`;
       }
     case 'pause':
+    case 'pause-leader':
       if (p?.state === 'paused') p.signal('SIGCONT');
       return undefined;
     case 'isolate':
@@ -547,8 +807,20 @@ async function ensureRedis(fleet: RedisFleet | undefined, id: string): Promise<s
 }
 
 /** SIGCONT what is paused, start what is down, restore every link; returns what it had to do. */
-async function healEverything(procs: readonly ManagedProcess[], { net, disks, fleet }: Nodes): Promise<string[]> {
+async function healEverything(procs: readonly ManagedProcess[], { net, disks, fleet, ha }: Nodes): Promise<string[]> {
   const done: string[] = [];
+  if (ha) {
+    for (const [id, list] of ha.relays)
+      if (list.some((r) => r.cut)) {
+        for (const r of list) r.heal();
+        done.push(`${id}'s links to etcd restored`);
+      }
+    for (const m of ha.etcd.members)
+      if (!childRunning(etcdChild(ha, m))) {
+        restartEtcd(ha, m);
+        done.push(`etcd member ${m.name} started again`);
+      }
+  }
   for (const [id, disk] of disks) {
     disk.free();
     const note = await ensureRedis(fleet, id);
@@ -575,6 +847,16 @@ async function healEverything(procs: readonly ManagedProcess[], { net, disks, fl
 }
 
 // ---- helpers ----
+
+/** A free loopback port that none of `taken`'s addresses uses. */
+async function freePortNotIn(taken: Map<string, string>): Promise<number> {
+  const used = new Set([...taken.values()].map((a) => Number(a.split(':')[1])));
+  for (let i = 0; i < 100; i++) {
+    const port = await freePort('127.0.0.1');
+    if (!used.has(port)) return port;
+  }
+  throw new Error('no free loopback port');
+}
 
 /** Children get no inherited DSTORE_* (flags are explicit); the token goes by environment. */
 function childEnv(token: string | undefined): NodeJS.ProcessEnv {

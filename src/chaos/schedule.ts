@@ -18,12 +18,29 @@
  *   keeps getting requests — needs network namespaces.
  * - `disk-full`: fill a storage server's data dir (its own small tmpfs) until writes fail
  *   with ENOSPC; remove the filler at the end (issue 9) — needs root to mount the tmpfs.
+ *
+ * Leader faults (issue 12), for a cluster of `dstore node` processes electing their nameserver
+ * through etcd (`chaos --ha`). The leader is asked for when the fault starts, so the plan has
+ * no target for them (the applied fault names it):
+ * - `kill-leader`: SIGKILL the node whose candidate leads; start it again at the end.
+ * - `pause-leader`: SIGSTOP the leading node for longer than the lease TTL; SIGCONT at the end.
+ * - `kill-etcd`: SIGKILL one etcd member (target m1..m3); start it again at the end. One at a
+ *   time, so etcd keeps its quorum.
+ * - `isolate-leader`: cut the leading node off from etcd only (its relays to every member drop
+ *   every byte); storage servers, clients and the other candidates still reach it.
  */
 import { Rng } from '../core/rng.js';
 import { assertNever } from '../core/types.js';
 
 export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full'] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+/** Kinds of a `--ha` cluster only (issue 12). */
+export const LEADER_FAULT_KINDS = ['kill-leader', 'pause-leader', 'kill-etcd', 'isolate-leader'] as const;
+export const ALL_FAULT_KINDS = [...FAULT_KINDS, ...LEADER_FAULT_KINDS] as const;
+export type FaultKind = (typeof ALL_FAULT_KINDS)[number];
+/** Kinds with no meaning in a `--ha` cluster (there is no single nameserver; partitions need namespaces). */
+export const NON_HA_FAULT_KINDS: readonly FaultKind[] = ['restart-nameserver', 'isolate', 'split'];
+/** Kinds that must outlast the lease TTL to depose the leader. */
+const PAST_LEASE_KINDS: readonly FaultKind[] = ['pause-leader', 'isolate-leader'];
 /** Kinds that cut network links (skipped without network namespaces). */
 export const NETWORK_FAULT_KINDS: readonly FaultKind[] = ['isolate', 'split'];
 /** Kinds that need each storage server's data dir on a small filesystem of its own (root). */
@@ -46,6 +63,10 @@ export interface ScheduleOptions {
   /** Storage server names, e.g. ['s1', 's2', 's3']. */
   readonly storageIds: readonly string[];
   readonly kinds: readonly FaultKind[];
+  /** `--ha`: etcd member names (kill-etcd targets); no 'nameserver' target for `pause`. */
+  readonly etcdMembers?: readonly string[];
+  /** `--ha`: pause-leader and isolate-leader last at least this long (the lease TTL + a margin). */
+  readonly pastLeaseMs?: number;
 }
 
 /** No fault in the first WARMUP_MS of the load: a baseline of healthy operations. */
@@ -67,13 +88,16 @@ export function planNemesis(o: ScheduleOptions): PlannedFault[] {
   let cycle: FaultKind[] = [];
   let t = WARMUP_MS;
   for (let i = 0; i < MAX_FAULTS; i++) {
-    const durationMs = rng.int(MIN_FAULT_MS, MAX_FAULT_MS);
+    let durationMs = rng.int(MIN_FAULT_MS, MAX_FAULT_MS);
+    const kind = nextKind();
+    const minMs = PAST_LEASE_KINDS.includes(kind) ? Math.max(MIN_FAULT_MS, o.pastLeaseMs ?? 0) : MIN_FAULT_MS;
+    durationMs = Math.max(durationMs, minMs);
     if (t + durationMs > end) {
       // A shorter fault still fits: take it rather than leave the end quiet.
-      if (end - t >= MIN_FAULT_MS) out.push(fault(rng, nextKind(), t, end - t, o));
+      if (end - t >= minMs) out.push(fault(rng, kind, t, end - t, o));
       break;
     }
-    out.push(fault(rng, nextKind(), t, durationMs, o));
+    out.push(fault(rng, kind, t, durationMs, o));
     t += durationMs + rng.int(MIN_GAP_MS, MAX_GAP_MS);
   }
   return out;
@@ -92,7 +116,12 @@ function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: S
       return { atMs, durationMs, kind, target: rng.pick(o.storageIds) };
     case 'pause':
       // The nameserver one time in four: storage servers are where the data is.
-      return { atMs, durationMs, kind, target: rng.float() < 0.25 ? 'nameserver' : rng.pick(o.storageIds) };
+      return {
+        atMs,
+        durationMs,
+        kind,
+        target: rng.float() < 0.25 && o.etcdMembers === undefined ? 'nameserver' : rng.pick(o.storageIds),
+      };
     case 'restart-nameserver':
       return { atMs, durationMs, kind, target: 'nameserver' };
     case 'split': {
@@ -100,6 +129,12 @@ function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: S
       const cut = rng.int(1, hosts.length - 1);
       return { atMs, durationMs, kind, sides: [hosts.slice(0, cut).sort(), hosts.slice(cut).sort()] };
     }
+    case 'kill-leader':
+    case 'pause-leader':
+    case 'isolate-leader':
+      return { atMs, durationMs, kind };
+    case 'kill-etcd':
+      return { atMs, durationMs, kind, target: rng.pick(o.etcdMembers ?? ['m1', 'm2', 'm3']) };
     default:
       return assertNever(kind);
   }
@@ -120,6 +155,14 @@ export function describeFault(f: Pick<PlannedFault, 'kind' | 'target' | 'sides'>
       return `split ${f.sides?.[0].join(',')} | ${f.sides?.[1].join(',')}`;
     case 'disk-full':
       return `fill the disk of ${f.target} (ENOSPC), then free it`;
+    case 'kill-leader':
+      return `kill the leader${f.target ? ` ${f.target}` : ''} (SIGKILL, then start again)`;
+    case 'pause-leader':
+      return `pause the leader${f.target ? ` ${f.target}` : ''} past the lease TTL (SIGSTOP, then SIGCONT)`;
+    case 'kill-etcd':
+      return `kill etcd member ${f.target} (SIGKILL, then start again)`;
+    case 'isolate-leader':
+      return `isolate the leader${f.target ? ` ${f.target}` : ''} from etcd only`;
     default:
       return assertNever(f.kind);
   }
@@ -132,7 +175,7 @@ export function parseFaultKinds(text: string): FaultKind[] {
     .map((s) => s.trim())
     .filter((s) => s !== '');
   for (const k of kinds)
-    if (!(FAULT_KINDS as readonly string[]).includes(k))
-      throw new Error(`unknown fault kind ${JSON.stringify(k)}; the kinds are ${FAULT_KINDS.join(', ')}`);
+    if (!(ALL_FAULT_KINDS as readonly string[]).includes(k))
+      throw new Error(`unknown fault kind ${JSON.stringify(k)}; the kinds are ${ALL_FAULT_KINDS.join(', ')}`);
   return [...new Set(kinds)] as FaultKind[];
 }

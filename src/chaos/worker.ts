@@ -19,6 +19,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, DstoreError, type Db, mayHaveApplied } from '../client/index.js';
+import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
 import { tokenField } from '../rpc/token.js';
 import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
@@ -118,7 +119,7 @@ async function clientLoop(index: number, db: Db): Promise<void> {
 }
 
 /** What keeps the cluster from being settled, or undefined when it is. */
-async function unsettled(db: Db, rpc: RpcPool): Promise<string | undefined> {
+async function unsettled(db: Db, nameservers: NameserverSeeds): Promise<string | undefined> {
   const info = await db.nodes();
   if (!info.formed) return 'the cluster map is not formed';
   const storage = info.nodes.filter((n) => n.role === 'storage');
@@ -130,9 +131,7 @@ async function unsettled(db: Db, rpc: RpcPool): Promise<string | undefined> {
     );
   if (info.partitionsReady !== info.partitions)
     return `${info.partitions - info.partitionsReady} of ${info.partitions} partitions have no serving primary`;
-  const map = (await rpc
-    .get(config.nameserver)
-    .call({ t: 'map', ...tokenField(config.clusterToken) }, { timeoutMs: config.attemptTimeoutMs })) as {
+  const map = (await nameservers.call({ t: 'map', ...tokenField(config.clusterToken) }, config.attemptTimeoutMs)) as {
     configs: { partition: number; epoch: number; primary: string; secondaries: string[]; learners: string[] }[];
   };
   const short = map.configs.filter((c) => 1 + c.secondaries.length !== config.replicas || c.learners.length > 0);
@@ -148,12 +147,12 @@ async function unsettled(db: Db, rpc: RpcPool): Promise<string | undefined> {
 }
 
 /** Polls until `unsettled` says nothing or `timeoutMs` passes; returns the last problem. */
-async function waitSettled(db: Db, rpc: RpcPool, timeoutMs: number): Promise<string | undefined> {
+async function waitSettled(db: Db, nameservers: NameserverSeeds, timeoutMs: number): Promise<string | undefined> {
   const deadline = Date.now() + timeoutMs;
   let problem: string | undefined = 'not checked yet';
   for (let i = 0; i < 1_000_000 && Date.now() < deadline; i++) {
     try {
-      problem = await unsettled(db, rpc);
+      problem = await unsettled(db, nameservers);
     } catch (err) {
       problem = `the nameserver did not answer: ${errorCode(err)}`;
     }
@@ -184,6 +183,7 @@ async function waitFormed(db: Db): Promise<void> {
 
 async function main(): Promise<void> {
   const rpc = new RpcPool({ maxFrameBytes: 64 * 1024 * 1024, backoffMaxMs: 500 });
+  const nameservers = new NameserverSeeds(parseSeeds(config.nameserver), rpc);
   const control = await connect(config.nameserver, opts);
   const dbs: Db[] = [];
   try {
@@ -212,7 +212,7 @@ async function main(): Promise<void> {
     flush();
     send({ t: 'loadStopped', atMs: now() });
 
-    const problem = await waitSettled(control, rpc, stop.settleTimeoutMs);
+    const problem = await waitSettled(control, nameservers, stop.settleTimeoutMs);
     send({ t: 'settled', ok: problem === undefined, atMs: now(), ...(problem === undefined ? {} : { problem }) });
     // Final reads, every key at once (client `final-<key>`), each bounded by the call deadline.
     await Promise.all(config.keys.map((key) => doOp(control, `final-${key}`, 'get', key, '')));

@@ -16,7 +16,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterInfo, Db } from '../client/api.js';
 import { CliFailure, isPortFree, type SyncMode, UsageError, type UpBackendName } from './options.js';
 import { describeError } from './shell.js';
-import { ClusterStartError, type ExitInfo, logTail, ManagedProcess } from '../process/managed-process.js';
+import {
+  ClusterStartError,
+  type ExitInfo,
+  didNotForm,
+  exitedWhileForming,
+  ManagedProcess,
+} from '../process/managed-process.js';
 import { nameserverArgs, storageArgs } from '../process/node-args.js';
 
 export {
@@ -212,18 +218,8 @@ export class LocalCluster {
     let laggard: ManagedProcess | undefined;
     try {
       for (let attempt = 0; attempt < 1_000_000; attempt++) {
-        for (const p of this.processes) {
-          if (p.state === 'exited') {
-            const e = p.lastExit;
-            throw new ClusterStartError(
-              `${p.name} exited while the cluster was forming ` +
-                `(${e?.signal ? `signal ${e.signal}` : `exit code ${e?.code}`})`,
-              p.name,
-              p.logPath,
-              logTail(p.logPath),
-            );
-          }
-        }
+        const dead = this.processes.find((p) => p.state === 'exited');
+        if (dead) throw exitedWhileForming(dead);
         try {
           const info = await db.nodes();
           const notAlive = [...this.storage.values()].filter(
@@ -249,13 +245,7 @@ export class LocalCluster {
         if (left <= 0) break;
         await sleep(Math.min(100, left));
       }
-      const seconds = Math.round(this.options.startTimeoutMs / 1000);
-      throw new ClusterStartError(
-        `the cluster did not form within ${seconds} s: ${problem}`,
-        laggard?.name,
-        laggard?.logPath,
-        laggard ? logTail(laggard.logPath) : '',
-      );
+      throw didNotForm(this.options.startTimeoutMs, problem, laggard);
     } finally {
       await db.close();
     }

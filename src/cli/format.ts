@@ -200,7 +200,29 @@ export function formatNodes(
     `map version ${info.mapVersion}, ` +
     `${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, ` +
     `${alive}/${storageCount} storage servers alive`;
-  return `${table(rows, new Set([5, 6, 7]))}\n${corrupt.map((line) => `${line}\n`).join('')}${style.dim(summary)}`;
+  const leader = leaderLine(info, nowMs);
+  return (
+    `${table(rows, new Set([5, 6, 7]))}\n${corrupt.map((line) => `${line}\n`).join('')}` +
+    `${leader === undefined ? '' : `${style.bold(leader)}\n`}${style.dim(summary)}`
+  );
+}
+
+/**
+ * Which nameserver leads and since when (issue 12): `leader n2 (h2:7000) since <ISO time> (5m ago)`,
+ * elected through etcd; a nameserver alone (no etcd) leads since it started. Undefined when the
+ * answer names neither (a nameserver of an older version with no nameserver row).
+ */
+export function leaderLine(info: ClusterInfo, nowMs: number): string | undefined {
+  const since = (ms: number): string => `since ${new Date(ms).toISOString()} (${formatAgo(nowMs - ms)})`;
+  if (info.leader !== undefined) {
+    const { nodeId, address, sinceMs } = info.leader;
+    const answered =
+      info.nameserverId !== undefined && info.nameserverId !== nodeId ? `; answered by ${info.nameserverId}` : '';
+    return `leader ${nodeId} (${address}) ${since(sinceMs)}, elected through etcd${answered}`;
+  }
+  const ns = info.nodes.find((n) => n.role === 'nameserver');
+  if (ns === undefined) return undefined;
+  return `leader ${ns.id} (${ns.address}) ${since(nowMs - ns.uptimeMs)}, a single nameserver (no etcd)`;
 }
 
 export function formatDump(dumps: readonly StorageDump[], style: Style, listAll: boolean): string {

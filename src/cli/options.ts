@@ -10,6 +10,7 @@ import { REDIS_URL_FORM, isRedisUrl, parseRedisUrl } from '../storage/redis-url.
 
 import { CliFailure, UsageError } from '../process/errors.js';
 import { freePort } from '../process/ports.js';
+import { MAX_NAMESERVER_SEEDS } from '../rpc/seeds.js';
 
 export { CliFailure, UsageError, freePort };
 
@@ -76,10 +77,29 @@ export function positiveNumberParser(what: string, max: number): (value: string)
 export const parsePort = intParser('a port number', 0, 65535);
 
 /** HOST:PORT with a non-empty host and a port in 1..65535; IPv6 hosts in brackets. */
-export function parseHostPort(value: string): string {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(value);
+function isHostPort(value: string): boolean {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\],]+):(\d{1,5})$/.exec(value);
   const port = m?.[2] === undefined ? NaN : Number(m[2]);
-  if (!m || !(port >= 1 && port <= 65535)) throw new CommanderArgumentError('Expected HOST:PORT, e.g. 127.0.0.1:7000.');
+  return m !== null && port >= 1 && port <= 65535;
+}
+
+export function parseHostPort(value: string): string {
+  if (!isHostPort(value)) throw new CommanderArgumentError('Expected HOST:PORT, e.g. 127.0.0.1:7000.');
+  return value;
+}
+
+/** `--nameserver`: `host:port[,host:port…]`, the seeds of the nameservers (issue 12); the text as given. */
+export function parseNameserverSeeds(value: string): string {
+  const parts = value.split(',');
+  if (parts.length > MAX_NAMESERVER_SEEDS)
+    throw new CommanderArgumentError(`Expected at most ${MAX_NAMESERVER_SEEDS} HOST:PORT addresses.`);
+  for (const part of parts) {
+    if (!isHostPort(part))
+      throw new CommanderArgumentError(
+        `Expected HOST:PORT or a comma-separated list of them, e.g. 127.0.0.1:7000,127.0.0.2:7000; ` +
+          `got ${JSON.stringify(part.slice(0, 300))}.`,
+      );
+  }
   return value;
 }
 
@@ -126,8 +146,12 @@ export const clusterTokenOption = (): Option =>
   );
 
 export const nameserverOption = (): Option =>
-  envOption('--nameserver <host:port>', 'address of the nameserver', 'DSTORE_NAMESERVER')
-    .argParser(parseHostPort)
+  envOption(
+    '--nameserver <host:port[,host:port…]>',
+    'address of the nameserver, or of several (seeds: requests go to the elected leader among them)',
+    'DSTORE_NAMESERVER',
+  )
+    .argParser(parseNameserverSeeds)
     .default(DEFAULT_NAMESERVER);
 
 export const timeoutOption = (): Option =>

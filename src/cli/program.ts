@@ -36,10 +36,12 @@ import {
   MAX_UP_NODES,
   nameserverOption,
   parseHostPort,
+  parseNameserverSeeds,
   parseNodeId,
   parsePort,
   parseRatio,
   positiveNumberParser,
+  STORAGE_AUTO_PORT_FIRST,
   SYNC_MODES,
   timeoutOption,
   UsageError,
@@ -101,6 +103,12 @@ const minWriteOption = () =>
   )
     .argParser(intParser('an integer', 1, 16))
     .default(2);
+const initialNodesOption = () =>
+  envOption(
+    '--initial-nodes <n>',
+    'storage servers that must register before the cluster map is created (default: --replicas)',
+    'DSTORE_INITIAL_NODES',
+  ).argParser(intParser('an integer', 1, 4096));
 const heartbeatOption = () =>
   envOption('--heartbeat-ms <ms>', 'heartbeat interval of storage servers', 'DSTORE_HEARTBEAT_MS')
     .argParser(intParser('an integer', 10, 600_000))
@@ -125,6 +133,18 @@ const logRetainOption = () =>
   )
     .argParser(intParser('an integer', 0, 100_000_000))
     .default(1000);
+const etcdPrefixOption = () =>
+  envOption('--etcd-prefix <prefix>', 'key prefix of this cluster in etcd', 'DSTORE_ETCD_PREFIX').default(
+    '/dstore/default/',
+  );
+const leaseTtlOption = () =>
+  envOption(
+    '--lease-ttl-ms <ms>',
+    "the leader's etcd lease TTL (rounded up to whole seconds, etcd's unit)",
+    'DSTORE_LEASE_TTL_MS',
+  )
+    .argParser(intParser('milliseconds', 1, 3_600_000))
+    .default(3000);
 const upBackendOption = () =>
   envOption(
     '--backend <backend>',
@@ -218,7 +238,11 @@ its command's --help (flag > environment > file > default). Off this machine: do
     return cmd;
   };
 
-  sub('up', 'start a local cluster (a nameserver and N storage servers as child processes) and open the shell')
+  sub(
+    'up',
+    'start a local cluster (a nameserver and N storage servers, or with --ha an etcd and N identical nodes, as ' +
+      'child processes) and open the shell',
+  )
     .addOption(
       envOption('--nodes <n>', 'storage servers to start', 'DSTORE_NODES')
         .argParser(intParser('an integer', 1, MAX_UP_NODES))
@@ -259,6 +283,14 @@ its command's --help (flag > environment > file > default). Off this machine: do
         .default(30_000),
     )
     .addOption(new Option('--no-shell', 'no shell: run until SIGINT (Ctrl-C) or SIGTERM').env('DSTORE_NO_SHELL'))
+    .addOption(
+      new Option(
+        '--ha',
+        'identical nodes: a local 3-member etcd and --nodes `dstore node` processes (n1, n2, …; each a storage ' +
+          'server and a nameserver candidate, nameservers on --port, --port + 1, …); needs etcd installed',
+      ).env('DSTORE_HA'),
+    )
+    .addOption(leaseTtlOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(
@@ -282,6 +314,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
           maxValueBytes: number;
           startTimeoutMs: number;
           shell: boolean;
+          ha?: boolean;
+          leaseTtlMs: number;
           logLevel: string;
           clusterToken?: string;
         },
@@ -319,18 +353,29 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(partitionsOption())
     .addOption(replicasOption())
     .addOption(minWriteOption())
-    .addOption(
-      envOption(
-        '--initial-nodes <n>',
-        'storage servers that must register before the cluster map is created (default: --replicas)',
-        'DSTORE_INITIAL_NODES',
-      ).argParser(intParser('an integer', 1, 4096)),
-    )
+    .addOption(initialNodesOption())
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
     .addOption(rereplicateAfterOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
+    .addOption(
+      envOption(
+        '--etcd <urls>',
+        'elect the nameserver through etcd (client URLs, comma-separated) and keep the cluster map there ' +
+          '(default: no etcd; one nameserver, the map in --data-dir)',
+        'DSTORE_ETCD',
+      ).argParser(parseEtcdUrls),
+    )
+    .addOption(etcdPrefixOption())
+    .addOption(leaseTtlOption())
+    .addOption(
+      envOption(
+        '--node-id <id>',
+        'name of this nameserver among the candidates in etcd (default: <hostname>:<port>)',
+        'DSTORE_NODE_ID',
+      ).argParser(parseNodeId),
+    )
     .action(
       async (
         o: {
@@ -338,6 +383,10 @@ its command's --help (flag > environment > file > default). Off this machine: do
           host?: string;
           port: number;
           dataDir: string;
+          etcd?: string[];
+          etcdPrefix: string;
+          leaseTtlMs: number;
+          nodeId?: string;
           partitions: number;
           replicas: number;
           minWriteReplicas: number;
@@ -356,8 +405,20 @@ its command's --help (flag > environment > file > default). Off this machine: do
         const minWriteReplicas = explicit(cmd, 'minWriteReplicas')
           ? o.minWriteReplicas
           : Math.min(o.minWriteReplicas, o.replicas);
+        const { etcd, etcdPrefix, leaseTtlMs, nodeId, ...rest } = o;
+        // Given on the command line without --etcd: a mistake. From the environment (DSTORE_NODE_ID is
+        // also the storage servers') or a shared config file: ignored.
+        const onCli = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
+        if (etcd === undefined && (onCli('etcdPrefix') || onCli('leaseTtlMs') || onCli('nodeId')))
+          throw new UsageError('--etcd-prefix, --lease-ttl-ms and --node-id need --etcd');
+        const elected =
+          etcd === undefined
+            ? {}
+            : {
+                etcd: { endpoints: etcd, prefix: etcdPrefix, leaseTtlMs, ...(nodeId === undefined ? {} : { nodeId }) },
+              };
         const { runNameserverCommand } = await import('./serve.js');
-        await runNameserverCommand({ ...o, host: listenOf(cmd), minWriteReplicas });
+        await runNameserverCommand({ ...rest, host: listenOf(cmd), minWriteReplicas, ...elected });
       },
     );
 
@@ -416,6 +477,127 @@ its command's --help (flag > environment > file > default). Off this machine: do
       ) => {
         const { runStorageCommand } = await import('./serve.js');
         await runStorageCommand({ ...o, host: listenOf(cmd) });
+      },
+    );
+
+  sub(
+    'node',
+    'run one identical node: a storage server and a nameserver candidate elected through etcd, in one process',
+  )
+    .addOption(
+      envOption(
+        '--etcd <urls>',
+        'etcd client URLs, comma-separated (required): the candidates campaign there and the cluster map lives there',
+        'DSTORE_ETCD',
+      ).argParser(parseEtcdUrls),
+    )
+    .addOption(
+      envOption(
+        '--nameserver <host:port[,host:port…]>',
+        "every node's nameserver address (the seeds of this node's storage server; its own is always added)",
+        'DSTORE_NAMESERVER',
+      ).argParser(parseNameserverSeeds),
+    )
+    .addOption(listenOption())
+    .addOption(
+      envOption('--port <port>', "the storage server's port (0: chosen by the OS)", 'DSTORE_PORT')
+        .argParser(parsePort)
+        .default(STORAGE_AUTO_PORT_FIRST),
+    )
+    .addOption(
+      envOption(
+        '--nameserver-port <port>',
+        "the nameserver candidate's port (default: --port − 101, i.e. 7000 for 7101; 0 with --port 0)",
+        'DSTORE_NAMESERVER_PORT',
+      ).argParser(parsePort),
+    )
+    .addOption(
+      advertiseOption('the storage server is reached at; the candidate is announced at the same host, its own port'),
+    )
+    .addOption(
+      envOption(
+        '--node-id <id>',
+        'stable node id of the storage server and the candidate (default: generated once and kept in the data dir)',
+        'DSTORE_NODE_ID',
+      ).argParser(parseNodeId),
+    )
+    .addOption(
+      envOption(
+        '--data-dir <dir>',
+        'holds <dir>/storage and <dir>/nameserver (default: ./dstore-data/<node-id>, or ./dstore-data/node)',
+        'DSTORE_DATA_DIR',
+      ),
+    )
+    .addOption(storageBackendOption())
+    .addOption(syncOption())
+    .addOption(partitionsOption())
+    .addOption(replicasOption())
+    .addOption(minWriteOption())
+    .addOption(initialNodesOption())
+    .addOption(heartbeatOption())
+    .addOption(deadAfterOption())
+    .addOption(rereplicateAfterOption())
+    .addOption(maxValueOption())
+    .addOption(logRetainOption())
+    .addOption(etcdPrefixOption())
+    .addOption(leaseTtlOption())
+    .addOption(logLevelOption())
+    .addOption(clusterTokenOption())
+    .addHelpText(
+      'after',
+      `
+Every node is identical; any of them can lead. Three machines, each with an etcd member:
+  dstore node --node-id n1 --listen 0.0.0.0 --advertise h1:7101 \\
+    --etcd http://h1:2379,http://h2:2379,http://h3:2379 --nameserver h1:7000,h2:7000,h3:7000
+(n2 on h2 and n3 on h3 alike). Clients: dstore client --nameserver h1:7000,h2:7000,h3:7000.
+One machine: dstore up --ha. More in docs/deploy.md.`,
+    )
+    .action(
+      async (
+        o: {
+          etcd?: string[];
+          nameserver?: string;
+          listen: string;
+          host?: string;
+          port: number;
+          nameserverPort?: number;
+          advertise?: string;
+          nodeId?: string;
+          dataDir?: string;
+          backend: StorageBackend;
+          sync: SyncMode;
+          partitions: number;
+          replicas: number;
+          minWriteReplicas: number;
+          initialNodes?: number;
+          heartbeatMs: number;
+          deadAfterMs: number;
+          rereplicateAfterMs: number;
+          maxValueBytes: number;
+          logRetainEntries: number;
+          etcdPrefix: string;
+          leaseTtlMs: number;
+          logLevel: string;
+          clusterToken?: string;
+        },
+        cmd: Command,
+      ) => {
+        const minWriteReplicas = explicit(cmd, 'minWriteReplicas')
+          ? o.minWriteReplicas
+          : Math.min(o.minWriteReplicas, o.replicas);
+        const { etcd, etcdPrefix, leaseTtlMs, listen: _listen, host: _host, ...rest } = o;
+        if (etcd === undefined)
+          throw new UsageError(
+            'dstore node needs --etcd URL[,URL…] (or DSTORE_ETCD): its nameserver candidate is elected through etcd; ' +
+              'without etcd run `dstore nameserver` and `dstore storage`',
+          );
+        const { runNodeCommand } = await import('./serve.js');
+        await runNodeCommand({
+          ...rest,
+          host: listenOf(cmd),
+          minWriteReplicas,
+          etcd: { endpoints: etcd, prefix: etcdPrefix, leaseTtlMs },
+        });
       },
     );
 
@@ -585,6 +767,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
       },
     );
 
+  const CHAOS_LEADER_FAULTS = 'kill-leader,pause-leader,kill-etcd,isolate-leader';
+  const CHAOS_HA_FAULTS_DEFAULT = `kill,pause,${CHAOS_LEADER_FAULTS}`;
   sub(
     'chaos',
     'chaos test: a local cluster under a seeded nemesis (kills, pauses, restarts, network ' +
@@ -660,9 +844,23 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(
       envOption(
         '--faults <kinds>',
-        `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}`,
+        `fault kinds the nemesis cycles through, comma-separated: ${FAULT_KINDS_HELP}; with --ha also ` +
+          `${CHAOS_LEADER_FAULTS.split(',').join(', ')} (which imply --ha)`,
         'DSTORE_CHAOS_FAULTS',
-      ).default(FAULT_KINDS_DEFAULT),
+      ),
+    )
+    .addOption(
+      envOption(
+        '--ha',
+        `identical nodes electing their nameserver through a local 3-member etcd (issue 12); faults default to ` +
+          CHAOS_HA_FAULTS_DEFAULT,
+        'DSTORE_CHAOS_HA',
+      ),
+    )
+    .addOption(
+      envOption('--lease-ttl-ms <ms>', "with --ha: the leader's etcd lease TTL", 'DSTORE_CHAOS_LEASE_TTL_MS')
+        .argParser(intParser('an integer', 500, 600_000))
+        .default(2000),
     )
     .addOption(
       envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS')
@@ -733,6 +931,13 @@ one fault at a time (1-6 s each, 1-4 s apart, none in the first and last 2 s):
                       still reach both (root only)
   disk-full           fill a storage server's data dir (a 64 MiB tmpfs of its own) until
                       writes fail with ENOSPC, remove the filler at the end (root only)
+With --ha (issue 12) the cluster is a 3-member etcd and --nodes \`dstore node\` processes
+(storage server + nameserver candidate each) on loopback; kill and pause act on nodes, and:
+  kill-leader         SIGKILL the node that leads, start it again at the end
+  pause-leader        SIGSTOP the node that leads past the lease TTL, SIGCONT at the end
+  kill-etcd           SIGKILL one etcd member (never two at once), start it again at the end
+  isolate-leader      cut the node that leads off from etcd only (its relays drop every byte)
+restart-nameserver, isolate and split are left out with --ha.
 Without root, partitions and disk-full faults are skipped with a message. With --backend
 redis each storage server gets its own redis-server (redis-server must be installed) on
 loopback; partitions are then skipped (the nodes' namespaces cannot reach it).
@@ -766,7 +971,9 @@ Examples:
         replicas: number;
         backend: UpBackendName;
         partitions: boolean;
-        faults: string;
+        faults?: string;
+        ha?: boolean;
+        leaseTtlMs: number;
         timeoutMs: number;
         attemptTimeoutMs: number;
         heartbeatMs: number;
@@ -778,13 +985,14 @@ Examples:
         keep?: boolean;
         logLevel: string;
       }) => {
-        const { parseFaultKinds } = await import('../chaos/schedule.js');
+        const { LEADER_FAULT_KINDS, parseFaultKinds } = await import('../chaos/schedule.js');
         let faults: ReturnType<typeof parseFaultKinds>;
         try {
-          faults = parseFaultKinds(o.faults);
+          faults = parseFaultKinds(o.faults ?? (o.ha ? CHAOS_HA_FAULTS_DEFAULT : FAULT_KINDS_DEFAULT));
         } catch (err) {
           throw new UsageError(`--faults: ${(err as Error).message}`);
         }
+        const ha = Boolean(o.ha) || faults.some((k) => (LEADER_FAULT_KINDS as readonly string[]).includes(k));
         if (o.replicas > o.nodes)
           throw new UsageError(`--replicas (${o.replicas}) cannot be above --nodes (${o.nodes})`);
         const { runChaosCommand } = await import('./chaos.js');
@@ -812,6 +1020,8 @@ Examples:
           ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
           keep: Boolean(o.keep),
           logLevel: o.logLevel,
+          ha,
+          leaseTtlMs: o.leaseTtlMs,
         });
       },
     );
@@ -850,4 +1060,19 @@ export async function runCli(argv: readonly string[], rawArgv?: readonly Uint8Ar
     stderr(`error: ${err instanceof Error ? err.message : String(err)}`);
     return EXIT_FAILURE;
   }
+}
+
+/** `--etcd`: comma-separated etcd client URLs (`http://host:port`; a bare host:port gets http://). */
+function parseEtcdUrls(value: string): string[] {
+  const urls = value
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (urls.length === 0) throw new CommanderInvalidArgument('expected etcd client URLs, e.g. http://127.0.0.1:2379');
+  return urls.map((u) => {
+    const url = /^[a-z]+:\/\//i.test(u) ? u : `http://${u}`;
+    if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
+      throw new CommanderInvalidArgument(`not an etcd client URL: ${u} (expected http://host:port)`);
+    return url;
+  });
 }

@@ -1,11 +1,15 @@
 /**
- * `dstore nameserver` and `dstore storage`: run one server process until SIGINT, SIGTERM or
+ * `dstore nameserver`, `dstore storage` and `dstore node` (both in one process, issue 12): run a server process until SIGINT, SIGTERM or
  * SIGHUP (or, when started by `dstore up`, until the parent's IPC channel closes; when started
  * by npm, until the parent goes away), then close it within a bound and exit. A port already
  * in use is reported as such; a data dir that cannot be used or is locked by another process
  * is bad input (exit code 2).
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { EtcdSettings } from '../control/elected-nameserver.js';
 import { NodeIdInUseError } from '../core/errors.js';
+import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { DataDirError, dataDirPath } from '../process/data-dir.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import type { ListeningMessage } from './cluster.js';
@@ -41,6 +45,8 @@ export interface NameserverCliOptions {
   readonly rereplicateAfterMs: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /** `--etcd` and its companions (issue 12); absent: one nameserver, the map in --data-dir. */
+  readonly etcd?: EtcdSettings;
 }
 
 export interface StorageCliOptions {
@@ -60,6 +66,48 @@ export interface StorageCliOptions {
   readonly logRetainEntries: number;
   readonly logLevel: string;
   readonly clusterToken?: string;
+}
+
+/**
+ * `dstore node` (issue 12): a storage server and a nameserver candidate elected through etcd, in
+ * one process, with one data dir (`nameserver/` and `storage/` under it). The candidate's node
+ * id is the storage server's.
+ */
+export interface NodeCliOptions extends Omit<StorageCliOptions, 'nameserver' | 'port' | 'dataDir'> {
+  /** The storage server's port (0: chosen by the OS). */
+  readonly port: number;
+  /** The candidate's port; undefined: `port` − 101 (0 when `port` is 0). */
+  readonly nameserverPort?: number;
+  /** Every node's nameserver address (seeds of the storage server); its own is added when missing. */
+  readonly nameserver?: string;
+  /** undefined: ./dstore-data/<node-id>, or ./dstore-data/node. */
+  readonly dataDir?: string;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas: number;
+  readonly initialNodes?: number;
+  readonly deadAfterMs: number;
+  readonly rereplicateAfterMs: number;
+  /** Required: a node's candidate is always elected through etcd. */
+  readonly etcd: Omit<EtcdSettings, 'nodeId'>;
+}
+
+/** A node's candidate listens this far below its storage port unless --nameserver-port says otherwise. */
+export const NODE_NAMESERVER_PORT_OFFSET = 101;
+
+/** The node's nameserver port: the flag, else the storage port − 101 (0 for 0). */
+export function nodeNameserverPort(port: number, nameserverPort: number | undefined): number {
+  if (nameserverPort !== undefined) return nameserverPort;
+  if (port === 0) return 0;
+  if (port <= NODE_NAMESERVER_PORT_OFFSET)
+    throw new UsageError(`--port ${port} leaves no default --nameserver-port (--port − 101); give --nameserver-port`);
+  return port - NODE_NAMESERVER_PORT_OFFSET;
+}
+
+/** The seed list of a node's storage server: the given addresses, plus its own candidate's when missing. */
+export function nodeSeeds(given: string | undefined, own: string): string {
+  const seeds = given === undefined ? [] : given.split(',').filter((s) => s !== '');
+  return (seeds.includes(own) ? seeds : [...seeds, own]).join(',');
 }
 
 function notifyParent(message: ListeningMessage): void {
@@ -161,6 +209,7 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
     ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
+    ...(o.etcd === undefined ? {} : { etcd: o.etcd }),
   }).catch((err: unknown) => startFailure(err, o.host, o.port, '--port'));
   notifyParent({ dstore: 'listening', port: server.port, nodeId: 'nameserver' });
   return lifetime.serve(server);
@@ -190,4 +239,82 @@ export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
   }).catch((err: unknown) => startFailure(err, o.host, port, '--port'));
   notifyParent({ dstore: 'listening', port: server.port, nodeId: server.nodeId });
   return lifetime.serve(server);
+}
+
+export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
+  checkListenAllowed(o.host, o.clusterToken);
+  if (o.minWriteReplicas > o.replicas)
+    throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
+  if (o.initialNodes !== undefined && o.initialNodes < o.replicas)
+    throw new UsageError(`--initial-nodes (${o.initialNodes}) cannot be below --replicas (${o.replicas})`);
+  const nameserverPort = nodeNameserverPort(o.port, o.nameserverPort);
+  if (o.port !== 0 && nameserverPort === o.port)
+    throw new UsageError(`--nameserver-port (${nameserverPort}) must differ from --port`);
+  const dataDir = dataDirArg(o.dataDir ?? `dstore-data/${o.nodeId ?? 'node'}`);
+  const nameserverDir = join(dataDir, 'nameserver');
+  const storageDir = join(dataDir, 'storage');
+  const { runNameserver } = await import('../nameserver/main.js');
+  const { runStorageServer } = await import('../storageserver/main.js');
+  const { loadNodeId } = await import('../storageserver/server.js');
+  // The candidate is named after the storage server: its id (given, or kept in the data dir) first.
+  let nodeId: string;
+  try {
+    mkdirSync(storageDir, { recursive: true });
+    nodeId = loadNodeId(storageDir, o.nodeId);
+  } catch (err) {
+    return startFailure(err, o.host, o.port, '--port');
+  }
+  const lifetime = stopHandlers(`node ${nodeId}`);
+  // Closed in reverse: the storage server first, then the candidate (which resigns, so another leads at once).
+  const parts: { close(): Promise<void> }[] = [];
+  const forever = lifetime.serve({
+    async close() {
+      for (const part of [...parts].reverse()) await part.close();
+    },
+  });
+  // --advertise names the storage server; the candidate is announced at the same host, its own port.
+  const advertiseHost = o.advertise?.replace(/:\d+$/, '');
+  const candidate = await runNameserver({
+    host: o.host,
+    port: nameserverPort,
+    dataDir: nameserverDir,
+    partitions: o.partitions,
+    replicas: o.replicas,
+    minWriteReplicas: o.minWriteReplicas,
+    ...(o.initialNodes === undefined ? {} : { initialNodes: o.initialNodes }),
+    heartbeatMs: o.heartbeatMs,
+    deadAfterMs: o.deadAfterMs,
+    rereplicateAfterMs: o.rereplicateAfterMs,
+    logLevel: o.logLevel,
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    ...(advertiseHost === undefined ? {} : { advertise: formatHostPort(advertiseHost, nameserverPort) }),
+    etcd: { ...o.etcd, nodeId },
+  }).catch((err: unknown) => startFailure(err, o.host, nameserverPort, '--nameserver-port'));
+  parts.push(candidate);
+  const own = advertisedAddress({
+    listen: o.host,
+    port: candidate.port,
+    advertise: advertiseHost === undefined ? undefined : formatHostPort(advertiseHost, candidate.port),
+  });
+  const storage = await runStorageServer({
+    nameserver: nodeSeeds(o.nameserver, own),
+    host: o.host,
+    port: o.port,
+    ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
+    nodeId,
+    backend: o.backend,
+    dataDir: storageDir,
+    sync: o.sync,
+    heartbeatMs: o.heartbeatMs,
+    maxValueBytes: o.maxValueBytes,
+    logRetainEntries: o.logRetainEntries,
+    logLevel: o.logLevel,
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  }).catch(async (err: unknown) => {
+    await candidate.close();
+    return startFailure(err, o.host, o.port, '--port');
+  });
+  parts.push(storage);
+  notifyParent({ dstore: 'listening', port: storage.port, nodeId: storage.nodeId });
+  return forever;
 }

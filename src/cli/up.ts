@@ -4,6 +4,9 @@
  * (SIGSTOP/SIGCONT), restart, spawn, procs. With --no-shell it runs until SIGINT/SIGTERM.
  * Every exit path — quit, Ctrl-D, a signal, a failed start, and, when npm started it, the
  * parent going away — stops every child. It holds the lock of its data dir meanwhile.
+ * With --ha (issue 12) the children are a local 3-member etcd and N identical `dstore node`
+ * processes (ha-cluster.ts) instead of a nameserver and storage servers; the same commands work
+ * on the nodes (not `spawn`), `procs` also lists the etcd members, and every exit path stops etcd too.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -11,9 +14,11 @@ import type { ClusterInfo, Db } from '../client/api.js';
 import { DataDirError, type DataDirLock, openDataDir, waitUntilUnlocked } from '../process/data-dir.js';
 import { LOG_ROTATE_BYTES, LOG_ROTATE_KEEP } from '../process/log.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
-import { ClusterStartError, LocalCluster, type ManagedProcess } from './cluster.js';
+import { ETCD_INSTALL_HINT, findEtcd } from '../process/etcd-server.js';
+import { ClusterStartError, formatAddress, LocalCluster, type ManagedProcess } from './cluster.js';
+import { HA_ETCD_MEMBERS, HaCluster, haNodeIds } from './ha-cluster.js';
 import { openDb } from './commands.js';
-import { colourWanted, makeStyle, table, type Style } from './format.js';
+import { colourWanted, leaderLine, makeStyle, table, type Style } from './format.js';
 import { MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, type UpBackendName, UsageError } from './options.js';
 import { RedisFleet } from '../process/redis-fleet.js';
 import { Shell, type ShellCommand, type ShellContext } from './shell.js';
@@ -40,6 +45,13 @@ export interface UpOptions {
   readonly shell: boolean;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /**
+   * Issue 12: a local 3-member etcd and `nodes` identical `dstore node` processes (n1, n2, …)
+   * instead of a nameserver and storage servers; needs the `etcd` binary.
+   */
+  readonly ha?: boolean;
+  /** The etcd lease TTL of the nodes' candidates (with `ha`; default 3000). */
+  readonly leaseTtlMs?: number;
   /** Which settings fixed at creation the user gave (not defaults), to say when they are ignored. */
   readonly given?: { readonly partitions?: boolean; readonly replicas?: boolean; readonly minWriteReplicas?: boolean };
 }
@@ -75,6 +87,11 @@ export async function runUp(o: UpOptions): Promise<void> {
   }
   if (o.minWriteReplicas > o.replicas)
     throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
+  if (o.ha) {
+    if (findEtcd() === undefined)
+      throw new UsageError(`up --ha runs a local etcd, and etcd is not installed: ${ETCD_INSTALL_HINT}`);
+    if (o.backend === 'redis') throw new UsageError('up --ha runs its nodes with --backend lmdb or memory, not redis');
+  }
   // One owner per data dir (issue 9): a second `up` on it refuses to start; each child also
   // locks its own sub-dir, so a stray `dstore storage --data-dir <dir>/s3` is refused too.
   let lock: DataDirLock;
@@ -91,8 +108,7 @@ export async function runUp(o: UpOptions): Promise<void> {
   }
 }
 
-async function runLocked(o: UpOptions): Promise<void> {
-  const dataDir = resolve(o.dataDir);
+async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> {
   const storageIds = storageIdsFor(dataDir, o.nodes);
   const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
   const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
@@ -158,6 +174,62 @@ async function runLocked(o: UpOptions): Promise<void> {
       await fleet?.close();
     }
   };
+  return { cluster, closeAll };
+}
+
+async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
+  const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
+  for (const [flag, first] of [
+    ['--port', o.port],
+    ['--storage-port', storagePort],
+  ] as const) {
+    if (first !== 0 && first + o.nodes - 1 > 65535)
+      throw new UsageError(`${flag} ${first}: the ports of ${o.nodes} nodes go past 65535; choose a lower one`);
+  }
+  HaCluster.checkFresh(dataDir, o.nodes);
+  const ids = haNodeIds(o.nodes);
+  process.stderr.write(
+    `starting a ${HA_ETCD_MEMBERS}-member etcd and ${o.nodes} identical nodes (${ids.join(', ')}; ${o.backend}) ` +
+      `in ${dataDir} …\n`,
+  );
+  const cluster = HaCluster.create({
+    dataDir,
+    host: o.host,
+    nameserverPort: o.port,
+    storagePort,
+    nodes: o.nodes,
+    partitions: o.partitions,
+    replicas: o.replicas,
+    minWriteReplicas: o.minWriteReplicas,
+    backend: o.backend === 'memory' ? 'memory' : 'lmdb',
+    sync: o.sync,
+    heartbeatMs: o.heartbeatMs,
+    deadAfterMs: o.deadAfterMs,
+    rereplicateAfterMs: o.rereplicateAfterMs,
+    logRetainEntries: o.logRetainEntries,
+    maxValueBytes: o.maxValueBytes,
+    leaseTtlMs: o.leaseTtlMs ?? 3000,
+    logLevel: o.logLevel,
+    startTimeoutMs: o.startTimeoutMs,
+    stopTimeoutMs: STOP_TIMEOUT_MS,
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  });
+  return { cluster, closeAll: () => cluster.close() };
+}
+
+/** What `up` runs, either way: the classic roles (LocalCluster) or identical nodes with etcd (HaCluster). */
+type UpCluster = LocalCluster | HaCluster;
+
+interface Prepared {
+  readonly cluster: UpCluster;
+  /** Every child, then what they depend on (redis-servers, etcd). */
+  closeAll(): Promise<void>;
+}
+
+async function runLocked(o: UpOptions): Promise<void> {
+  const dataDir = resolve(o.dataDir);
+  const err = process.stderr;
+  const { cluster, closeAll } = o.ha ? await prepareHa(o, dataDir) : await prepareClassic(o, dataDir);
   // A signal at any point (during the start too) stops every child, then exits.
   let shell: Shell | undefined;
   const onSignal = (signal: string): void => {
@@ -268,26 +340,46 @@ export function ignoredSettings(
   );
 }
 
-function banner(cluster: LocalCluster, o: UpOptions, info: ClusterInfo, style: Style, dataDir: string): string {
-  const ns = cluster.nameserver;
-  const rows: string[][] = [['  nameserver', cluster.nameserverAddress, `pid ${ns.pid}`]];
-  for (const p of cluster.storage.values())
-    rows.push([`  ${p.name}`, `${o.host.includes(':') ? `[${o.host}]` : o.host}:${p.port}`, `pid ${p.pid}`]);
+function banner(cluster: UpCluster, o: UpOptions, info: ClusterInfo, style: Style, dataDir: string): string {
+  const rows: string[][] = [];
+  if (cluster instanceof LocalCluster) {
+    rows.push(['  nameserver', cluster.nameserverAddress, `pid ${cluster.nameserver.pid}`]);
+    for (const p of cluster.storage.values()) rows.push([`  ${p.name}`, formatAddress(o.host, p.port), `pid ${p.pid}`]);
+  } else {
+    const leader = info.leader?.nodeId;
+    for (const p of cluster.processes)
+      rows.push([
+        `  ${p.name}`,
+        `storage ${formatAddress(o.host, p.port)}, nameserver ${cluster.nameserverOf(p.name)}`,
+        `pid ${p.pid}`,
+        ...(p.name === leader ? [style.bold('leader')] : []),
+      ]);
+    for (const m of cluster.etcd?.members ?? []) rows.push([`  etcd ${m.name}`, m.clientUrl, `pid ${m.child.pid}`]);
+  }
+  const ha =
+    cluster instanceof HaCluster
+      ? [
+          `  leader      ${leaderLine(info, Date.now())?.replace(/^leader /, '') ?? 'none yet'}`,
+          `  etcd data   ${join(dataDir, 'etcd')} (a new etcd each time: it does not outlive up --ha)`,
+        ]
+      : [];
+  const logDir = join(dataDir, '<node>', ...(cluster instanceof HaCluster ? ['{storage,nameserver}'] : []));
   return [
     style.bold(
       `dstore up: local cluster ready (${info.partitions} partitions, R=${info.replicas}, min write replicas ` +
         `${info.minWriteReplicas}, backend ${o.backend}, sync ${o.sync})`,
     ),
     table(rows),
+    ...ha,
     `  data dir    ${dataDir}`,
-    `  logs        ${join(dataDir, '<node>', 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ` +
+    `  logs        ${join(logDir, 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ` +
       `${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
     `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
   ].join('\n');
 }
 
 /** The node-control commands `up` adds to the shell. */
-export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellCommand[] {
+export function nodeCommands(cluster: UpCluster, dataDir: string): ShellCommand[] {
   const names = (): string => cluster.processes.map((p) => p.name).join(', ');
   const find = (args: readonly Token[], ctx: ShellContext): ManagedProcess | undefined => {
     const name = args[0]?.text ?? '';
@@ -299,7 +391,7 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
     ctx.print(ctx.style.yellow(`${p.name} is not running (${p.describe()}); restart ${p.name} starts it`));
   const nodeArg = { usage: '<node>', minArgs: 1, maxArgs: 1, group: GROUP } as const;
 
-  return [
+  const commands: (ShellCommand & { classicOnly?: boolean })[] = [
     {
       ...nodeArg,
       name: 'kill',
@@ -368,7 +460,7 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
         const p = find(args, ctx);
         if (!p) return;
         if (p.running) await p.stop(STOP_TIMEOUT_MS);
-        if (p.role === 'storage') await cluster.options.beforeStorageStart?.(p.name); // its Redis, if it died
+        if (p.role === 'storage' && cluster instanceof LocalCluster) await cluster.options.beforeStorageStart?.(p.name); // its Redis, if it died
         const port = await p.start(cluster.options.startTimeoutMs).catch((e: unknown) => {
           throw e instanceof ClusterStartError && e.logTail
             ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`)
@@ -379,6 +471,7 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
     },
     {
       name: 'spawn',
+      classicOnly: true,
       usage: '',
       minArgs: 0,
       maxArgs: 0,
@@ -386,6 +479,7 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
       summary: 'start a new storage server with a new id and data dir',
       details: 'It registers with the nameserver and becomes eligible for new replicas.',
       async run(_args, ctx) {
+        if (!(cluster instanceof LocalCluster)) return;
         const p = await cluster
           .spawnStorage((id) => existsSync(join(dataDir, id)))
           .catch((e: unknown) => {
@@ -407,8 +501,16 @@ export function nodeCommands(cluster: LocalCluster, dataDir: string): ShellComma
       run(_args, ctx) {
         const rows = [['NODE', 'PROCESS', 'PORT', 'LOG'].map((h) => ctx.style.bold(h))];
         for (const p of cluster.processes) rows.push([p.name, p.describe(), String(p.port), p.logPath]);
+        if (cluster instanceof HaCluster) {
+          for (const m of cluster.etcd?.members ?? []) {
+            const state = m.exitInfo === undefined ? `pid ${m.child.pid}` : `exited (${m.exitInfo})`;
+            rows.push([`etcd ${m.name}`, state, new URL(m.clientUrl).port, join(m.dir, 'etcd.log')]);
+          }
+        }
         ctx.print(table(rows));
       },
     },
   ];
+  // `spawn` adds a storage server of the classic roles; `up --ha` has identical nodes only.
+  return commands.filter((c) => !(c.classicOnly && cluster instanceof HaCluster)).map(({ classicOnly: _, ...c }) => c);
 }

@@ -4,6 +4,7 @@
  * in a TypeError from deep inside or a MALFORMED_MESSAGE from the server.
  */
 import { InvalidArgumentError } from '../core/errors.js';
+import { parseSeeds } from '../rpc/seeds.js';
 
 const encoder = new TextEncoder();
 
@@ -72,17 +73,24 @@ function positiveMs(name: string, x: unknown): void {
     throw new InvalidArgumentError(`connect: options.${name} must be a number of ms > 0, got ${describeValue(x)}`);
 }
 
-/** `connect(nameserver, options)`: the address and every option present. */
+/**
+ * `connect(nameserver, options)`: the addresses — one "HOST:PORT", a comma-separated list or an
+ * array of them, at most MAX_NAMESERVER_SEEDS — and every option present.
+ */
 export function checkConnectArguments(nameserver: unknown, options: unknown): void {
-  if (typeof nameserver !== 'string')
+  if (typeof nameserver !== 'string' && !Array.isArray(nameserver))
     throw new InvalidArgumentError(
-      `connect: nameserver must be a "HOST:PORT" string, got ${describeValue(nameserver)}`,
+      `connect: nameserver must be a "HOST:PORT" string, a comma-separated list of them or an array of them, ` +
+        `got ${describeValue(nameserver)}`,
     );
-  if (!/^[^\s:]+:\d{1,5}$/.test(nameserver) || Number(nameserver.slice(nameserver.lastIndexOf(':') + 1)) > 65535) {
-    throw new InvalidArgumentError(
-      `connect: nameserver address ${JSON.stringify(nameserver.slice(0, 300))} is not HOST:PORT`,
-    );
+  if (Array.isArray(nameserver)) {
+    const bad = nameserver.findIndex((a) => typeof a !== 'string');
+    if (bad >= 0)
+      throw new InvalidArgumentError(
+        `connect: nameserver[${bad}] must be a "HOST:PORT" string, got ${describeValue(nameserver[bad])}`,
+      );
   }
+  parseSeeds(nameserver, 'connect: nameserver');
   if (options === undefined) return;
   if (typeof options !== 'object' || options === null || Array.isArray(options))
     throw new InvalidArgumentError(`connect: options must be an object, got ${describeValue(options)}`);

@@ -33,6 +33,7 @@ import {
   type ClusterLimits,
 } from '../rpc/messages.js';
 import { tokenField } from '../rpc/token.js';
+import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
@@ -93,6 +94,8 @@ type Target =
 
 export class Client implements Db {
   private readonly pool: RpcPool;
+  /** The nameservers: calls go to the leader among them (issue 12). */
+  private readonly nameservers: NameserverSeeds;
   private map: MapReply | undefined;
   private mapFetch: Promise<MapReply> | undefined;
   private readonly clientId = randomBytes(8).toString('hex');
@@ -108,10 +111,19 @@ export class Client implements Db {
   private closed = false;
 
   constructor(
-    private readonly nameserver: string,
+    seeds: readonly string[],
     private readonly opts: Required<Pick<ConnectOptions, 'timeoutMs' | 'attemptTimeoutMs'>> & ConnectOptions,
   ) {
     this.pool = new RpcPool({ maxFrameBytes: CLIENT_MAX_FRAME_BYTES });
+    this.nameservers = new NameserverSeeds(seeds, this.pool, {
+      hopTimeoutMs: opts.attemptTimeoutMs,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
+  }
+
+  /** How messages name the nameserver: its address, or the list of seeds. */
+  private get nameserver(): string {
+    return this.nameservers.describe();
   }
 
   /** The cluster's limits as the nameserver's map reported them; undefined until known. */
@@ -157,8 +169,24 @@ export class Client implements Db {
     }
   }
 
+  /**
+   * Issue 12: a follower answers `nodes` from etcd's map, where every storage server is
+   * `unknown` and no partition ready; the leader it names is asked then, and the follower's
+   * answer is kept only when the leader does not answer.
+   */
   async nodes(): Promise<ClusterInfo> {
-    return decodeOrThrow(clusterInfo, await this.nameserverCall({ t: 'nodes' }));
+    const info = decodeOrThrow(clusterInfo, await this.nameserverCall({ t: 'nodes' }));
+    const { leader, nameserverId } = info;
+    if (leader === undefined || nameserverId === undefined || leader.nodeId === nameserverId) return info;
+    try {
+      const body = { t: 'nodes', ...tokenField(this.opts.clusterToken) };
+      const fromLeader = await this.pool.get(leader.address, 'nameserver').call(body, {
+        timeoutMs: this.opts.timeoutMs,
+      });
+      return decodeOrThrow(clusterInfo, fromLeader);
+    } catch {
+      return info; // the leader is changing or unreachable: the follower's view, which names it
+    }
   }
 
   /**
@@ -325,10 +353,10 @@ export class Client implements Db {
           { cause: lastError },
         );
       }
-      const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || lastError.message;
+      const why = this.nameservers.seeds.length > 1 ? lastError.message : this.nameservers.lastFailureReason;
       return new UnavailableError(
-        `partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached (${why}) and no cached ` +
-          `cluster map names its primary`,
+        `partition ${p} is unavailable: the nameserver ${this.nameserver} cannot be reached ` +
+          `(${why || lastError.message}) and no cached cluster map names its primary`,
         { cause: lastError },
       );
     }
@@ -380,11 +408,9 @@ export class Client implements Db {
     );
   }
 
-  /** DESIGN §12: every call carries the cluster token when one is configured. */
+  /** To the leader among the nameservers; DESIGN §12: every call carries the cluster token when one is configured. */
   private nameserverCall(body: Record<string, unknown>, timeoutMs = this.opts.timeoutMs): Promise<unknown> {
-    return this.pool
-      .get(this.nameserver, 'nameserver')
-      .call({ ...body, ...tokenField(this.opts.clusterToken) }, { timeoutMs });
+    return this.nameservers.call({ ...body, ...tokenField(this.opts.clusterToken) }, timeoutMs);
   }
 
   /**
@@ -396,7 +422,8 @@ export class Client implements Db {
       await this.refreshMap(this.opts.timeoutMs);
     } catch (err) {
       if (err instanceof ConnectionClosedError) {
-        const why = this.pool.get(this.nameserver, 'nameserver').lastFailureReason || err.message;
+        const many = this.nameservers.seeds.length > 1;
+        const why = (many ? '' : this.nameservers.lastFailureReason) || err.message;
         throw new ConnectionClosedError(`no dstore nameserver answers at ${this.nameserver} (${why})`, {
           cause: err,
           notSent: true,
@@ -405,7 +432,7 @@ export class Client implements Db {
       if (err instanceof TimeoutError) {
         // Connected but never greeted: most likely another service that waits for a line of
         // its own protocol (Redis does); a paused dstore server looks the same, so say both.
-        const silent = this.pool.get(this.nameserver, 'nameserver').awaitingGreeting;
+        const silent = this.nameservers.awaitingGreeting;
         const why = silent
           ? `: it accepted the connection but sent no dstore greeting (not a dstore server, or a paused one)`
           : '';
@@ -440,16 +467,18 @@ function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error)
 }
 
 /**
- * Connects to a cluster through its nameserver (`host:port`). Unless `lazy`, resolves only
- * once a dstore nameserver answered there with the cluster map (so the client also knows the
- * cluster's limits); fails with the reason otherwise (CONNECTION_CLOSED, TIMEOUT,
- * PROTOCOL_MISMATCH, WRONG_ROLE, UNAUTHORIZED).
+ * Connects to a cluster through its nameservers: one `host:port`, a comma-separated list of
+ * them or an array of them (seeds, issue 12: calls go to the elected leader among them, and
+ * follow it when it changes). Unless `lazy`, resolves only once a dstore nameserver answered
+ * with the cluster map (so the client also knows the cluster's limits); fails with the reason
+ * otherwise (CONNECTION_CLOSED, TIMEOUT, PROTOCOL_MISMATCH, WRONG_ROLE, UNAUTHORIZED,
+ * NOT_LEADER), naming every seed tried.
  */
-export async function connect(nameserver: string, options: ConnectOptions = {}): Promise<Db> {
+export async function connect(nameserver: string | readonly string[], options: ConnectOptions = {}): Promise<Db> {
   checkConnectArguments(nameserver, options);
   const timeoutMs = options.timeoutMs ?? 10_000;
   const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
-  const client = new Client(nameserver, {
+  const client = new Client(parseSeeds(nameserver, 'connect: nameserver'), {
     ...options,
     timeoutMs,
     attemptTimeoutMs: Math.min(attemptTimeoutMs, timeoutMs),

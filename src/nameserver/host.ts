@@ -284,6 +284,9 @@ export class NameserverHost {
         return this.mapReply();
       case 'nodes':
         return this.clusterInfo(now);
+      case 'leader':
+        // A nameserver alone (no etcd) leads itself since it started; an elected one answers this itself.
+        return { self: 'nameserver', leader: { nodeId: 'nameserver', address: this.address, sinceMs: this.startedMs } };
       default:
         return assertNever(req);
     }

@@ -3,7 +3,8 @@
  */
 import { openDataDir } from '../process/data-dir.js';
 import { createLogger } from '../process/log.js';
-import { NameserverProcess } from './server.js';
+import type { EtcdSettings } from '../control/elected-nameserver.js';
+import { type NameserverConfig, NameserverProcess } from './server.js';
 
 export interface RunNameserverOptions {
   readonly host: string;
@@ -22,6 +23,8 @@ export interface RunNameserverOptions {
   readonly clusterToken?: string;
   /** Address shown for the nameserver in `nodes` (default: the listen address). */
   readonly advertise?: string;
+  /** Issue 12: one of several candidates elected through etcd, the map stored there (absent: the file). */
+  readonly etcd?: EtcdSettings;
 }
 
 export async function runNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
@@ -40,25 +43,28 @@ export async function runNameserver(options: RunNameserverOptions): Promise<{ po
 async function startNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
   const log = createLogger({ name: 'nameserver', level: options.logLevel, dataDir: options.dataDir });
   const minWriteReplicas = Math.min(options.minWriteReplicas, options.replicas);
-  const ns = new NameserverProcess(
-    {
-      host: options.host,
-      port: options.port,
-      dataDir: options.dataDir,
-      heartbeatMs: options.heartbeatMs,
-      deadAfterMs: options.deadAfterMs,
-      rereplicateAfterMs: options.rereplicateAfterMs ?? 30_000,
-      clusterToken: options.clusterToken,
-      ...(options.advertise === undefined ? {} : { advertise: options.advertise }),
-      settings: {
-        partitions: options.partitions,
-        replicas: options.replicas,
-        minWriteReplicas,
-        initialNodes: Math.max(options.initialNodes ?? options.replicas, options.replicas),
-      },
+  const cfg: NameserverConfig = {
+    host: options.host,
+    port: options.port,
+    dataDir: options.dataDir,
+    heartbeatMs: options.heartbeatMs,
+    deadAfterMs: options.deadAfterMs,
+    rereplicateAfterMs: options.rereplicateAfterMs ?? 30_000,
+    clusterToken: options.clusterToken,
+    ...(options.advertise === undefined ? {} : { advertise: options.advertise }),
+    settings: {
+      partitions: options.partitions,
+      replicas: options.replicas,
+      minWriteReplicas,
+      initialNodes: Math.max(options.initialNodes ?? options.replicas, options.replicas),
     },
-    log,
-  );
+  };
+  let ns: { start(): Promise<number>; close(): Promise<void> };
+  if (options.etcd === undefined) ns = new NameserverProcess(cfg, log);
+  else {
+    const { ElectedNameserverProcess } = await import('../control/elected-nameserver.js');
+    ns = new ElectedNameserverProcess(cfg, options.etcd, log);
+  }
   const port = await ns.start();
   return { port, close: () => ns.close() };
 }

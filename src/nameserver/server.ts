@@ -42,6 +42,36 @@ export function loadMap(dataDir: string, settings: ClusterSettings): { map: Pers
   return { map: parseMap(text, path), fresh: false };
 }
 
+/**
+ * The nameserver's listening socket (both drivers: this file's and the elected one): every
+ * call goes to `handler`; resolves with the bound port and the advertised address.
+ */
+export async function listenNameserver(
+  cfg: NameserverConfig,
+  log: Logger,
+  handler: (body: unknown) => unknown,
+): Promise<{ server: RpcServer; port: number; address: string }> {
+  const server = new RpcServer({
+    host: cfg.host,
+    port: cfg.port,
+    maxFrameBytes: defaultLimits().maxFrameBytes,
+    role: 'nameserver',
+    logger: log,
+    handler,
+  });
+  const port = await server.listen();
+  return { server, port, address: advertisedAddress({ listen: cfg.host, port, advertise: cfg.advertise }) };
+}
+
+/** A call's body as a request, or the typed refusal: malformed, or without the cluster's token (§12). */
+export function decodeNameserverRequest(body: unknown, clusterToken: string | undefined): NameserverRequest {
+  const d = request.decode(body);
+  if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
+  // DESIGN §12: every call carries the cluster token when the cluster has one.
+  if (!tokenMatches(clusterToken, d.value.token)) throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
+  return d.value;
+}
+
 export class NameserverProcess {
   private readonly host: NameserverHost;
   private server: RpcServer | undefined;
@@ -61,17 +91,9 @@ export class NameserverProcess {
   }
 
   async start(): Promise<number> {
-    const limits = defaultLimits();
-    this.server = new RpcServer({
-      host: this.cfg.host,
-      port: this.cfg.port,
-      maxFrameBytes: limits.maxFrameBytes,
-      role: 'nameserver',
-      logger: this.log,
-      handler: (body) => this.onCall(body),
-    });
-    const port = await this.server.listen();
-    this.host.address = advertisedAddress({ listen: this.cfg.host, port, advertise: this.cfg.advertise });
+    const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) => this.onCall(body));
+    this.server = server;
+    this.host.address = address;
     this.timer = setInterval(() => this.execute(this.host.onTick(Date.now())), tickPeriodMs(this.cfg.heartbeatMs));
     const token = this.cfg.clusterToken ? 'required' : 'none';
     const listen = formatHostPort(this.cfg.host, port);
@@ -101,13 +123,8 @@ export class NameserverProcess {
   }
 
   private onCall(body: unknown): unknown {
-    const d = request.decode(body);
-    if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
-    // DESIGN §12: every call carries the cluster token when the cluster has one.
-    if (!tokenMatches(this.cfg.clusterToken, d.value.token)) {
-      throw new UnauthorizedError(unauthorizedMessage('the nameserver'));
-    }
-    const { effects, reply } = this.host.onRequest(d.value, Date.now());
+    const req = decodeNameserverRequest(body, this.cfg.clusterToken);
+    const { effects, reply } = this.host.onRequest(req, Date.now());
     this.execute(effects);
     if (!reply.ok) throw reply.error;
     return reply.value;

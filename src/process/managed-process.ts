@@ -36,6 +36,27 @@ export class ClusterStartError extends Error {
   }
 }
 
+/** The start failure of a child that exited while its cluster was forming (its log's tail attached). */
+export function exitedWhileForming(p: ManagedProcess): ClusterStartError {
+  const e = p.lastExit;
+  return new ClusterStartError(
+    `${p.name} exited while the cluster was forming (${e?.signal ? `signal ${e.signal}` : `exit code ${e?.code}`})`,
+    p.name,
+    p.logPath,
+    logTail(p.logPath),
+  );
+}
+
+/** The start failure of a cluster that did not form in time: why, and the laggard's log tail. */
+export function didNotForm(timeoutMs: number, problem: string, laggard: ManagedProcess | undefined): ClusterStartError {
+  return new ClusterStartError(
+    `the cluster did not form within ${Math.round(timeoutMs / 1000)} s: ${problem}`,
+    laggard?.name,
+    laggard?.logPath,
+    laggard ? logTail(laggard.logPath) : '',
+  );
+}
+
 export type ProcessState = 'starting' | 'running' | 'paused' | 'stopping' | 'exited' | 'never started';
 
 export interface ExitInfo {
@@ -85,7 +106,8 @@ export class ManagedProcess {
 
   constructor(
     readonly name: string,
-    readonly role: 'nameserver' | 'storage',
+    /** The subcommand: `node` is both in one process (issue 12, `up --ha`). */
+    readonly role: 'nameserver' | 'storage' | 'node',
     readonly dataDir: string,
     readonly logPath: string,
     /** Requested port; after the first start the actual one, so restarts keep the address. */

@@ -1,5 +1,5 @@
 /**
- * The command lines of the two roles (`dstore nameserver …`, `dstore storage …`) as a local
+ * The command lines of the roles (`dstore nameserver …`, `dstore storage …`, `dstore node …`) as a local
  * cluster starts them: one list of flags per role, for `dstore up`/`bench --spawn`
  * (src/cli/cluster.ts) and chaos (src/chaos/run.ts). An undefined field is left out (the
  * role's default applies).
@@ -33,6 +33,22 @@ export interface StorageArgs {
   readonly logLevel: string;
 }
 
+/** `dstore node …` (issue 12): a storage server and a nameserver candidate in one process. */
+export interface NodeArgs extends Omit<StorageArgs, 'nameserver'> {
+  readonly etcd: readonly string[];
+  /** Every node's nameserver address (the seeds). */
+  readonly nameserver: string;
+  readonly nameserverPort: number;
+  readonly partitions: number;
+  readonly replicas: number;
+  readonly minWriteReplicas?: number;
+  readonly initialNodes: number;
+  readonly deadAfterMs: number;
+  readonly rereplicateAfterMs?: number;
+  readonly leaseTtlMs?: number;
+  readonly etcdPrefix?: string;
+}
+
 function flag(name: string, value: string | number | undefined): string[] {
   return value === undefined ? [] : [name, String(value)];
 }
@@ -63,6 +79,32 @@ export function storageArgs(o: StorageArgs): string[] {
     ...flag('--data-dir', o.dataDir),
     ...flag('--sync', o.sync),
     ...flag('--heartbeat-ms', o.heartbeatMs),
+    ...flag('--max-value-bytes', o.maxValueBytes),
+    ...flag('--log-retain-entries', o.logRetainEntries),
+    ...flag('--log-level', o.logLevel),
+  ];
+}
+
+export function nodeArgs(o: NodeArgs): string[] {
+  return [
+    ...flag('--etcd', o.etcd.join(',')),
+    ...flag('--etcd-prefix', o.etcdPrefix),
+    ...flag('--lease-ttl-ms', o.leaseTtlMs),
+    ...flag('--nameserver', o.nameserver),
+    ...flag('--listen', o.listen),
+    ...flag('--port', o.port),
+    ...flag('--nameserver-port', o.nameserverPort),
+    ...flag('--node-id', o.nodeId),
+    ...flag('--backend', o.backend),
+    ...flag('--data-dir', o.dataDir),
+    ...flag('--sync', o.sync),
+    ...flag('--partitions', o.partitions),
+    ...flag('--replicas', o.replicas),
+    ...flag('--min-write-replicas', o.minWriteReplicas),
+    ...flag('--initial-nodes', o.initialNodes),
+    ...flag('--heartbeat-ms', o.heartbeatMs),
+    ...flag('--dead-after-ms', o.deadAfterMs),
+    ...flag('--rereplicate-after-ms', o.rereplicateAfterMs),
     ...flag('--max-value-bytes', o.maxValueBytes),
     ...flag('--log-retain-entries', o.logRetainEntries),
     ...flag('--log-level', o.logLevel),

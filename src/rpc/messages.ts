@@ -180,6 +180,8 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('removeSecondary'), p: Partition, epoch: Uint, secondary: Id, token: Token }),
   Type.Object({ t: Type.Literal('map'), token: Token }),
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
+  /** Issue 12: who leads the nameservers (answered by the leader and by followers); see LeaderReply. */
+  Type.Object({ t: Type.Literal('leader'), token: Token }),
 ]);
 export type NameserverRequest = Static<typeof NameserverRequest>;
 
@@ -271,6 +273,13 @@ export const NodeInfo = Type.Object({
 });
 export type NodeInfo = Static<typeof NodeInfo>;
 
+/** The nameserver that leads (issue 12): its node id, where it listens, since when (ms since epoch). */
+export const LeaderInfoSchema = Type.Object({ nodeId: Type.String(), address: Type.String(), sinceMs: Uint });
+
+/** The answer to `leader`: the answering nameserver's node id, and the leader when one is known. */
+export const LeaderReply = Type.Object({ self: Type.String(), leader: Type.Optional(LeaderInfoSchema) });
+export type LeaderReply = Static<typeof LeaderReply>;
+
 /** The nameserver's answer to `nodes`. */
 export const ClusterInfo = Type.Object({
   clusterId: Type.String(),
@@ -283,6 +292,10 @@ export const ClusterInfo = Type.Object({
   partitionsReady: Uint,
   mapVersion: Uint,
   nodes: Type.Array(NodeInfo),
+  /** Issue 12: the node id of the nameserver that answered (absent from older nameservers). */
+  nameserverId: Type.Optional(Type.String()),
+  /** Issue 12: the nameserver that leads and since when (absent: unknown, or an older nameserver). */
+  leader: Type.Optional(LeaderInfoSchema),
 });
 export type ClusterInfo = Static<typeof ClusterInfo>;
 

@@ -68,6 +68,7 @@ import {
 } from '../rpc/messages.js';
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
+import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { valueTooLargeForPut } from '../rpc/oversized.js';
 import {
   type Backend,
@@ -162,6 +163,8 @@ export class StorageServer {
   /** Batches being written (close waits for them). */
   private batchesInFlight = 0;
   private readonly pool: RpcPool;
+  /** --nameserver's seeds: register, heartbeats and asks go to the leader among them (issue 12). */
+  private readonly nameservers: NameserverSeeds;
   private server: RpcServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private advertised = '';
@@ -190,6 +193,7 @@ export class StorageServer {
       nameserver: cfg.nameserver,
     });
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
+    this.nameservers = new NameserverSeeds(parseSeeds(cfg.nameserver, '--nameserver'), this.pool, { logger: log });
   }
 
   async start(): Promise<number> {
@@ -282,7 +286,7 @@ export class StorageServer {
       const r = registerReply.decode(raw);
       if (!r.ok)
         throw new InvalidArgumentError(
-          `nameserver ${this.cfg.nameserver} sent a malformed register reply: ${r.reason}`,
+          `nameserver ${this.nameservers.target} sent a malformed register reply: ${r.reason}`,
         );
       this.run(this.host.registerAnswered(gen, r.value));
     } catch (err) {
@@ -290,10 +294,9 @@ export class StorageServer {
     }
   }
 
+  /** To the leader among the nameservers (a new leader takes over heartbeats and asks by itself). */
   private nameserverCall(body: Record<string, unknown>): Promise<unknown> {
-    return this.pool
-      .get(this.cfg.nameserver, 'nameserver')
-      .call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs: this.cfg.callTimeoutMs });
+    return this.nameservers.call({ ...body, ...tokenField(this.cfg.clusterToken) }, this.cfg.callTimeoutMs);
   }
 
   /** The heartbeat timer; it also notices a backend gone bad between writes (say, on an idle cluster). */

@@ -42,7 +42,12 @@ describe('bench:compare smoke run', () => {
     for (const r of rows) {
       assert.ok(r.ops > 0, `${system} ${r.op}: no operations\n${stderr}`);
       assert.equal(r.errors, 0, `${system} ${r.op}: ${r.errorSample}`);
-      assert.ok(r.cpuUsPerOp !== null && r.cpuUsPerOp > 0, `${system} ${r.op}: CPU ${r.cpuUsPerOp}`);
+      // Measured (the servers' /proc was read): a number. It may be 0 — /proc counts CPU in 10 ms
+      // ticks, and a 0.3 s cell of Redis GETs on a loaded machine can stay under one.
+      assert.ok(
+        typeof r.cpuUsPerOp === 'number' && Number.isFinite(r.cpuUsPerOp) && r.cpuUsPerOp >= 0,
+        `${system} ${r.op}: CPU ${r.cpuUsPerOp}`,
+      );
       assert.ok(r.p50Ms > 0 && r.p99Ms >= r.p50Ms);
     }
   };

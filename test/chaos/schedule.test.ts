@@ -8,7 +8,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { countOps, unavailability } from '../../src/chaos/report.js';
 import type { ChaosOp } from '../../src/chaos/protocol.js';
-import { COOLDOWN_MS, FAULT_KINDS, parseFaultKinds, planNemesis, WARMUP_MS } from '../../src/chaos/schedule.js';
+import {
+  COOLDOWN_MS,
+  FAULT_KINDS,
+  LEADER_FAULT_KINDS,
+  parseFaultKinds,
+  planNemesis,
+  WARMUP_MS,
+} from '../../src/chaos/schedule.js';
 
 const storageIds = ['s1', 's2', 's3'];
 
@@ -93,4 +100,27 @@ test('unavailability windows and counts from a history', () => {
     minGapMs: 1000,
   });
   assert.deepEqual(idle, []);
+});
+
+test('--ha schedules: leader faults have no planned target, kill-etcd names a member, pauses outlast the lease', () => {
+  const nodes = ['n1', 'n2', 'n3'];
+  const etcdMembers = ['m1', 'm2', 'm3'];
+  for (let seed = 1; seed <= 100; seed++) {
+    const plan = planNemesis({
+      seed,
+      durationMs: 60_000,
+      storageIds: nodes,
+      kinds: ['kill', 'pause', ...LEADER_FAULT_KINDS],
+      etcdMembers,
+      pastLeaseMs: 3000,
+    });
+    for (const f of plan) {
+      assert.ok(f.atMs + f.durationMs <= 60_000 - COOLDOWN_MS, `seed ${seed}: past the cooldown`);
+      if (f.kind === 'kill-etcd') assert.ok(etcdMembers.includes(f.target!));
+      else if (f.kind === 'kill' || f.kind === 'pause') assert.ok(nodes.includes(f.target!), `seed ${seed}`);
+      else assert.equal(f.target, undefined);
+      if (f.kind === 'pause-leader' || f.kind === 'isolate-leader') assert.ok(f.durationMs >= 3000);
+    }
+  }
+  assert.deepEqual(parseFaultKinds('kill-leader,kill-etcd'), ['kill-leader', 'kill-etcd']);
 });

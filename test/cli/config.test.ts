@@ -159,7 +159,7 @@ describe('a bad config file exits 2 with one line', () => {
       'a key of another role',
       file('other.yaml', 'backend: lmdb\n'),
       [],
-      /unknown key "backend" \(a setting of dstore up, storage, bench, chaos, not of dstore nameserver/,
+      /unknown key "backend" \(a setting of dstore up, storage, node, bench, chaos, not of dstore nameserver/,
     ],
     [
       'a wrong type',

@@ -118,4 +118,6 @@ export interface BackendOptions {
   /** Directory for embedded backends (lmdb). */
   readonly dataDir?: string;
   readonly sync?: SyncMode;
+  /** lmdb: bytes per segment file of the replica log (tests; default 64 MiB). */
+  readonly logSegmentBytes?: number;
 }

@@ -31,6 +31,7 @@ import {
   seq as toSeq,
 } from '../core/types.js';
 import type { LogPosition } from './backend.js';
+import { StorageFailureError } from '../core/errors.js';
 import { CorruptRecordError, decodeEntry, encodeEntry } from './log-record.js';
 import { SegmentLog } from './segment-log.js';
 
@@ -84,10 +85,24 @@ const fresh = (): PartitionLog => ({
 });
 
 export class LogStore {
+  /** The number the next record gets (records are numbered when written, before they are durable). */
+  private next: number;
+  /** Every record up to this number is durable. */
+  private durable: number;
+  /** Records written and not yet appended, in order, with who waits for them. */
+  private queued: Buffer[] = [];
+  private waiters: Array<{ last: number; resolve(): void; reject(err: unknown): void }> = [];
+  private appending: Promise<void> | null = null;
+  /** Set once an append failed: the file's end is unknown, nothing more is written. */
+  private failure: StorageFailureError | undefined;
+
   private constructor(
     private readonly log: SegmentLog,
     private readonly parts: Map<PartitionId, PartitionLog>,
-  ) {}
+  ) {
+    this.next = log.nextNumber;
+    this.durable = log.nextNumber - 1;
+  }
 
   static async open(
     dir: string,
@@ -115,7 +130,7 @@ export class LogStore {
     return opened.tornTail === undefined ? { store } : { store, tornTail: opened.tornTail };
   }
 
-  /** Every partition with a log or metadata. */
+  /** Every partition with a log or metadata, as written (durable or about to be: see `write`). */
   partitions(): ReadonlyMap<PartitionId, Readonly<PartitionLog>> {
     return this.parts;
   }
@@ -129,13 +144,17 @@ export class LogStore {
   }
 
   /**
-   * Writes the ops durably (one append, one sync), then applies them to the in-memory state.
-   * The caller checked them (preconditions.ts) against `partitions()`; entries that do not
-   * follow the partition's last seq are refused (InvariantViolation) before anything is written.
+   * Writes the ops: checked and applied to the in-memory state at once (so `partitions`,
+   * `epochAt` and the next write see them), and durable when the promise resolves. Writes
+   * made while an append runs go together in the next one (group commit: one write, one
+   * sync). Entries that do not follow the partition's last seq are refused: it throws
+   * (InvariantViolation, synchronously) before anything changes. After a failed append every write fails:
+   * the store must be reopened.
    */
-  async write(ops: readonly LogOp[]): Promise<void> {
+  write(ops: readonly LogOp[]): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
     const payloads: Buffer[] = [];
-    // Appends must follow each partition's last seq; checked before anything is written.
+    // Appends must follow each partition's last seq; checked before anything changes.
     const lastSeq = new Map<PartitionId, number>();
     for (const op of ops) {
       const p = op.partition;
@@ -166,20 +185,30 @@ export class LogStore {
       }
       payloads.push(...encodeOp(op));
     }
-    if (payloads.length === 0) return;
-    const first = await this.log.append(payloads);
-    for (const [i, payload] of payloads.entries()) replay(this.parts, first + i, payload);
+    if (payloads.length === 0) return this.whenDurable(this.next - 1);
+    for (const payload of payloads) {
+      replay(this.parts, this.next, payload);
+      this.next += 1;
+      this.queued.push(payload);
+    }
+    const done = this.whenDurable(this.next - 1);
+    this.appending ??= this.appendQueued();
+    return done;
   }
 
-  /** Entries fromSeq..toSeq (inclusive, at most `limit`) of what the partition holds. */
+  /** Entries fromSeq..toSeq (inclusive, at most `limit`) of what the partition holds, once durable. */
   async read(partition: PartitionId, fromSeq: number, toSeq: number, limit: number): Promise<LogEntry[]> {
     const p = this.parts.get(partition);
     if (!p) return [];
-    const out: LogEntry[] = [];
     const first = Math.max(fromSeq, p.base.seq + 1);
     const last = Math.min(toSeq, p.last.seq, first + limit - 1);
-    for (let seq = first; seq <= last; seq++) {
-      const n = p.records[seq - p.base.seq - 1] as number;
+    const numbers: number[] = [];
+    for (let seq = first; seq <= last; seq++) numbers.push(p.records[seq - p.base.seq - 1] as number);
+    const highest = numbers[numbers.length - 1];
+    if (highest !== undefined && highest > this.durable) await this.whenDurable(highest);
+    const out: LogEntry[] = [];
+    for (const [i, n] of numbers.entries()) {
+      const seq = first + i;
       const payload = await this.log.read(n);
       if (payload === undefined) throw new CorruptRecordError(`partition ${partition}: log entry ${seq} is missing`);
       const entry = decodeAppend(payload, n);
@@ -190,8 +219,15 @@ export class LogStore {
     return out;
   }
 
+  /** How many segment files hold the log. */
+  get segments(): number {
+    return this.log.segmentCount;
+  }
+
   /** Deletes the segments nothing live is in (checkpointing metadata and bases first). */
   async compact(): Promise<number> {
+    // What is written is durable first: a truncation must not free a segment before it is.
+    await this.whenDurable(this.next - 1);
     let firstLive = this.firstLiveRecord((s) => Math.min(s.metaRecord || Infinity, s.baseRecord || Infinity));
     const firstEntry = this.firstLiveRecord(() => Infinity);
     if (firstLive < firstEntry) {
@@ -204,11 +240,47 @@ export class LogStore {
       await this.write(checkpoint);
       firstLive = this.firstLiveRecord((s) => Math.min(s.metaRecord || Infinity, s.baseRecord || Infinity));
     }
-    return this.log.dropBefore(Math.min(firstLive, this.log.nextNumber));
+    // Only what is durable may be replaced: a record still queued keeps the segments before it.
+    return this.log.dropBefore(Math.min(firstLive, this.durable + 1));
   }
 
-  close(): Promise<void> {
-    return this.log.close();
+  /** Waits for what was written, then closes the file. */
+  async close(): Promise<void> {
+    await this.whenDurable(this.next - 1).catch(() => undefined);
+    await this.log.close();
+  }
+
+  /** Resolves once record `n` (and every one before it) is durable. */
+  private whenDurable(n: number): Promise<void> {
+    if (n <= this.durable) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ last: n, resolve, reject }));
+  }
+
+  /** The group-commit loop: one append of everything queued, until nothing is. */
+  private async appendQueued(): Promise<void> {
+    // Bounded: each round appends every record queued so far; it ends when writers stop.
+    while (this.queued.length > 0) {
+      const batch = this.queued;
+      this.queued = [];
+      const expected = this.durable + 1;
+      try {
+        const first = await this.log.append(batch);
+        if (first !== expected) throw new InvariantViolation(`log append numbered ${first}, expected ${expected}`);
+      } catch (err) {
+        this.failure =
+          err instanceof StorageFailureError ? err : new StorageFailureError('log append failed', { cause: err });
+        for (const w of this.waiters) w.reject(this.failure);
+        this.waiters = [];
+        this.queued = [];
+        break;
+      }
+      this.durable = expected + batch.length - 1;
+      const ready = this.waiters.filter((w) => w.last <= this.durable);
+      this.waiters = this.waiters.filter((w) => w.last > this.durable);
+      for (const w of ready) w.resolve();
+    }
+    this.appending = null;
   }
 
   /** The lowest record number still needed: indexed entries, plus what `also` names per partition. */

@@ -168,13 +168,20 @@ export class SegmentLog {
       const segment = await this.segmentFor(first);
       const handle = this.handle as FileHandle;
       try {
-        await handle.write(out, 0, out.length, segment.bytes);
+        // A nearly full disk may take part of a write without an error: write the rest (the
+        // next write reports ENOSPC), so nothing short is ever synced and acknowledged.
+        let written = 0;
+        for (let i = 0; written < out.length; i++) {
+          if (i >= 1024) throw new Error(`short writes: ${written} of ${out.length} bytes after ${i} writes`);
+          const { bytesWritten } = await handle.write(out, written, out.length - written, segment.bytes + written);
+          written += bytesWritten;
+        }
         if (this.sync) await handle.datasync();
       } catch (err) {
         // What reached the file is a torn tail now; the next open cuts it off. Refuse more
         // appends: the file's end is unknown.
         this.closed = true;
-        throw new StorageFailureError(`append to ${segment.path} failed`, { cause: err });
+        throw new StorageFailureError(`append to ${segment.path} failed: ${(err as Error).message}`, { cause: err });
       }
       let offset = segment.bytes;
       for (const p of payloads) {
@@ -259,7 +266,7 @@ export class SegmentLog {
       await this.handle?.close();
       this.handle = undefined;
       current = { first, path: join(this.dir, segmentName(first)), last: first - 1, bytes: 0, offsets: [] };
-      this.handle = await open(current.path, 'wx');
+      this.handle = await open(current.path, 'wx+');
       await syncDirectory(this.dir);
       this.segments.push(current);
     }

@@ -7,7 +7,7 @@
  * of dropped partitions and replaced snapshots are garbage-collected.
  */
 import { test } from 'node:test';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,9 @@ import { CorruptRecordError, LmdbBackend } from '../../src/storage/lmdb.js';
 import { openBackend } from '../../src/storage/open.js';
 import { type BackendHarness, backendConformance, fixtures } from './conformance.js';
 import { flipInFile } from './flip-bytes.js';
+import { LogStore } from '../../src/storage/log-store.js';
+import { encodeEntry } from '../../src/storage/log-record.js';
+import { decodeState, encodeState, logKey, partKey } from '../../src/storage/lmdb/layout.js';
 
 const { P1, P2, b, pos, put, puts, tag, rec, append, apply, pagesOf } = fixtures;
 const SMALL_FS_SKIP = smallFsUnavailableReason('the lmdb upgrade disk-full test');
@@ -123,23 +126,23 @@ test('openBackend opens lmdb in <dataDir>/lmdb and needs a data dir', async () =
   });
 });
 
-test('S13: a corrupted log record is detected on read, never returned', async () => {
+/** The segment files of the replica log (format 3), oldest first. */
+function segmentsOf(dir: string): string[] {
+  return readdirSync(join(dir, 'log'))
+    .filter((f) => f.endsWith('.seg'))
+    .sort()
+    .map((f) => join(dir, 'log', f));
+}
+
+test('S13: a log record corrupted on disk is detected on read, never returned', async () => {
   await withDir(async (dir) => {
-    let backend = await LmdbBackend.open({ dataDir: dir });
-    await backend.writeBatch([append(P1, puts(1, 5, 1))]);
-    await backend.close();
-    await withRaw(dir, ({ log }) => {
-      const key = Buffer.alloc(12);
-      key.writeUInt32BE(P1, 0);
-      key.writeUInt32BE(2, 8); // seq 2
-      const raw = log.get(key);
-      assert.ok(raw);
-      const bad = Buffer.from(raw);
-      bad[bad.length - 1] = bad[bad.length - 1]! ^ 0x01;
-      log.putSync(key, bad);
-    });
-    backend = await LmdbBackend.open({ dataDir: dir });
+    const backend = await LmdbBackend.open({ dataDir: dir });
     try {
+      await backend.writeBatch([
+        append(P1, [...puts(1, 1, 1), put(2, 1, 'k2', 'SECOND-ENTRY-VALUE'), ...puts(3, 5, 1)]),
+      ]);
+      const [segment] = segmentsOf(dir);
+      assert.ok(segment && flipInFile(segment, Buffer.from('SECOND-ENTRY-VALUE')) === 1);
       assert.equal((await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(1), limit: 10 })).length, 1);
       await assert.rejects(backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(5), limit: 10 }), (err: unknown) => {
         assert.ok(err instanceof CorruptRecordError && err instanceof StorageFailureError);
@@ -151,6 +154,43 @@ test('S13: a corrupted log record is detected on read, never returned', async ()
     }
   });
 });
+
+test(
+  'S13: a log record corrupted inside the log does not stop the open: the log is moved aside ' +
+    'and every partition opens corrupt (relearned); dropping them leaves a working backend',
+  async () => {
+    await withDir(async (dir) => {
+      let backend = await LmdbBackend.open({ dataDir: dir });
+      await backend.writeBatch([
+        append(P1, [put(1, 1, 'k1', 'FIRST-ENTRY-VALUE'), ...puts(2, 4, 1)]),
+        apply(P1, puts(1, 2, 1)),
+        append(P2, puts(1, 2, 1)),
+      ]);
+      await backend.close();
+      const [segment] = segmentsOf(dir);
+      assert.ok(segment && flipInFile(segment, Buffer.from('FIRST-ENTRY-VALUE')) === 1);
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        const states = await backend.partitions();
+        assert.deepStrictEqual(
+          states.map((p) => p.partition),
+          [P1],
+          'P2 had nothing applied: with its log gone it holds nothing',
+        );
+        assert.match(states[0]?.corrupt ?? '', /replica log failed its checks at open \(moved to .*log\.corrupt-/);
+        assert.ok(
+          readdirSync(dir).some((f) => f.startsWith('log.corrupt-')),
+          'the bad log is kept for a look',
+        );
+        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        await backend.writeBatch([append(P1, puts(1, 1, 2))]);
+        assert.equal((await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(9), limit: 10 })).length, 1);
+      } finally {
+        await backend.close();
+      }
+    });
+  },
+);
 
 test('S11: a snapshot half-installed when the process stopped is discarded on restart', async () => {
   await withDir(async (dir) => {
@@ -281,7 +321,85 @@ test(
  * value bytes (the test values are `v<seq>` under `k<seq>`), format byte 1. The value of
  * each key in `shorten` becomes 3 bytes long, as a torn or garbled format-1 write left it.
  */
+/**
+ * Turns a closed format-3 data dir into the format-2 layout an older dstore wrote: every
+ * partition's log entries in LMDB's `log` database, its metadata and log base in its state
+ * record, no segment log.
+ */
+async function rewriteAsFormat2(dir: string): Promise<void> {
+  const { store } = await LogStore.open(join(dir, 'log'));
+  const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
+  try {
+    const dbs = openDbs(env);
+    const part = env.openDB<Buffer, Buffer>('part', { keyEncoding: 'binary', encoding: 'binary' });
+    const writes: Array<[typeof part, Buffer, Buffer]> = [];
+    for (const [p, l] of store.partitions()) {
+      for (const e of await store.read(p, l.base.seq + 1, l.last.seq, 1_000_000)) {
+        writes.push([dbs.log, logKey(p, e.seq), encodeEntry(e)]);
+      }
+      const raw = part.get(partKey(p));
+      const r = raw === undefined ? undefined : decodeState(raw, 'state');
+      const state = {
+        meta: l.meta,
+        applied: r?.applied ?? pos(0, 0),
+        logBase: l.base,
+        logLast: l.last,
+        generation: r?.generation ?? 1,
+        keyCount: r?.keyCount ?? 0,
+      };
+      writes.push([part, partKey(p), encodeState(state)]);
+    }
+    await env.transaction(() => {
+      for (const [db, k, v] of writes) db.putSync(k, v);
+      dbs.sys.putSync(Buffer.from('format'), Buffer.from([2]));
+    });
+  } finally {
+    await store.close();
+    await env.close();
+  }
+  await rm(join(dir, 'log'), { recursive: true, force: true });
+}
+
+test('format 2 (the log inside LMDB) is moved to the segment log at open: metadata, base and entries', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    const m = { epoch: epoch(3), config: null };
+    const log = puts(1, 2100, 1); // more than one move chunk (1024)
+    await backend.writeBatch([
+      append(P1, log),
+      apply(P1, log.slice(0, 2000)),
+      { kind: 'setMeta', partition: P1, meta: m },
+    ]);
+    await backend.writeBatch([{ kind: 'truncateLogTo', partition: P1, base: pos(100, 1) }]);
+    await backend.writeBatch([append(P2, puts(1, 2, 1))]);
+    await backend.close(); // the truncation reaches the log at close
+    await rewriteAsFormat2(dir);
+    for (let open = 0; open < 2; open++) {
+      backend = await LmdbBackend.open({ dataDir: dir });
+      try {
+        assert.equal(backend.migrated, open === 0 ? 2000 + 2 : 0);
+        const [p1, p2] = await backend.partitions();
+        assert.deepStrictEqual(
+          [p1?.meta, p1?.logBase, p1?.logLast, p1?.applied],
+          [m, pos(100, 1), pos(2100, 1), pos(2000, 1)],
+        );
+        assert.deepStrictEqual(p2?.logLast, pos(2, 1));
+        const entries = await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(3000), limit: 5000 });
+        assert.deepStrictEqual([entries.length, entries[0]?.seq], [2000, 101]);
+        assert.deepStrictEqual(await backend.get(P1, b('k2000')), { value: b('v2000'), version: seq(2000) });
+      } finally {
+        await backend.close();
+      }
+    }
+    await withRaw(dir, ({ log, sys }) => {
+      assert.equal(log.getCount({}), 0, "LMDB's copy of the log is deleted");
+      assert.deepStrictEqual([...(sys.get(Buffer.from('format')) ?? [])], [3]);
+    });
+  });
+});
+
 async function rewriteAsFormat1(dir: string, shorten: readonly string[] = []): Promise<void> {
+  await rewriteAsFormat2(dir);
   const env = open<Buffer, Buffer>({ path: join(dir, 'lmdb'), maxDbs: 8, keyEncoding: 'binary', encoding: 'binary' });
   try {
     const dataDb = env.openDB<Buffer, Buffer>('data', { keyEncoding: 'binary', encoding: 'binary' });
@@ -548,40 +666,76 @@ test('an lmdb environment of an unknown format is refused with one line naming t
     await env.close();
     await assert.rejects(
       LmdbBackend.open({ dataDir: dir }),
-      /lmdb data format 07 is not one this version reads \(1, upgraded at open, or 2\)/,
+      /lmdb data format 07 is not one this version reads \(1 or 2, upgraded at open, or 3\)/,
     );
   });
 });
 
 test(
-  'S13: a last log record that fails its checksum does not stop the open: ' +
-    'the partition is named corrupt, and dropping it removes the log',
+  'a torn tail (the last append cut short by a crash, never acknowledged) is cut off at open; ' +
+    'the log before it is intact and goes on',
   async () => {
     await withDir(async (dir) => {
       let backend = await LmdbBackend.open({ dataDir: dir });
-      const log = [...puts(1, 4, 1), put(5, 1, 'last', 'LAST-RECORD-0123456789abcdef')];
-      await backend.writeBatch([append(P1, log), apply(P1, log.slice(0, 3)), append(P2, puts(1, 2, 1))]);
+      await backend.writeBatch([append(P1, puts(1, 4, 1)), apply(P1, puts(1, 3, 1))]);
+      await backend.writeBatch([append(P1, [put(5, 1, 'last', 'LAST-RECORD-0123456789abcdef')])]);
       await backend.close();
-      assert.ok(flipInFile(join(dir, 'lmdb', 'data.mdb'), Buffer.from('LAST-RECORD-0123456789abcdef')) >= 1);
+      const [segment] = segmentsOf(dir);
+      assert.ok(segment);
+      truncateSync(segment, statSync(segment).size - 7);
       backend = await LmdbBackend.open({ dataDir: dir });
       try {
-        const [p1, p2] = await backend.partitions();
-        assert.match(p1?.corrupt ?? '', /partition 1 log entry 5: checksum mismatch \(S13\)/);
-        assert.equal(p2?.corrupt, undefined);
-        await backend.writeBatch([{ kind: 'dropPartition', partition: P1 }]);
+        const [p1] = await backend.partitions();
+        assert.equal(p1?.corrupt, undefined);
+        assert.deepStrictEqual([p1?.applied, p1?.logLast], [pos(3, 1), pos(4, 1)]);
+        await backend.writeBatch([append(P1, [put(5, 1, 'again', 'v')])]);
+        const log = await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(9), limit: 10 });
         assert.deepStrictEqual(
-          (await backend.partitions()).map((p) => p.partition),
-          [P2],
+          log.map((e) => e.seq),
+          [1, 2, 3, 4, 5],
         );
+        assert.deepStrictEqual(await backend.get(P1, b('k3')), { value: b('v3'), version: seq(3) });
       } finally {
         await backend.close();
       }
-      backend = await LmdbBackend.open({ dataDir: dir });
-      assert.deepStrictEqual(
-        (await backend.partitions()).map((p) => [p.partition, p.corrupt]),
-        [[P2, undefined]],
-      );
-      await backend.close();
     });
   },
 );
+
+test('S12: under a steady load with truncations, log segments whose entries are all applied are deleted', async () => {
+  await withDir(async (dir) => {
+    const backend = await LmdbBackend.open({ dataDir: dir, logSegmentBytes: 16 * 1024 });
+    try {
+      let most = 0;
+      // Bounded: 300 batches of 20 entries, each applied and truncated behind (a tail of 100 kept).
+      for (let i = 0; i < 300; i++) {
+        const entries = puts(1 + i * 20, 20 + i * 20, 1);
+        const last = 20 + i * 20;
+        const ops = [append(P1, entries), apply(P1, entries)];
+        if (last > 100) ops.push({ kind: 'truncateLogTo', partition: P1, base: pos(last - 100, 1) });
+        await backend.writeBatch(ops);
+        most = Math.max(most, segmentsOf(dir).length);
+      }
+      await backend.idle();
+      await backend.writeBatch([append(P1, puts(6001, 6001, 1))]); // carries the last truncation
+      await backend.idle();
+      const segments = segmentsOf(dir).length;
+      assert.ok(segments <= 8, `old segments are deleted (of ~55 written) (${segments} left, at most ${most} at once)`);
+      const [p1] = await backend.partitions();
+      assert.deepStrictEqual(p1?.logBase, pos(5900, 1));
+      const kept = await backend.readLog(P1, { fromSeq: seq(1), toSeq: seq(7000), limit: 1000 });
+      assert.deepStrictEqual([kept[0]?.seq, kept.length], [5901, 101]);
+    } finally {
+      await backend.close();
+    }
+    const reopened = await LmdbBackend.open({ dataDir: dir, logSegmentBytes: 16 * 1024 });
+    try {
+      const [p1] = await reopened.partitions();
+      assert.deepStrictEqual([p1?.applied, p1?.logLast], [pos(6000, 1), pos(6001, 1)]);
+      assert.ok((p1?.logBase.seq ?? 0) >= 5800, `the truncation survived (base ${p1?.logBase.seq})`);
+      assert.deepStrictEqual(await reopened.get(P1, b('k6000')), { value: b('v6000'), version: seq(6000) });
+    } finally {
+      await reopened.close();
+    }
+  });
+});

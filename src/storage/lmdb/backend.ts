@@ -1,10 +1,11 @@
 /** The lmdb backend (lmdb.ts describes the layout and the write path). */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase, type Transaction } from 'lmdb';
 import {
   type LogEntry,
   type PartitionId,
+  type Epoch,
   type Seq,
   type VersionedValue,
   InvariantViolation,
@@ -25,6 +26,7 @@ import type {
   Snapshot,
   SnapshotItem,
   SyncMode,
+  BackendHealth,
 } from '../backend.js';
 import {
   MAX_PARTITION,
@@ -37,8 +39,9 @@ import {
   checkKey,
   checkPageLimit,
   checkSnapshotItem,
+  copyBytes,
 } from '../preconditions.js';
-import { CorruptRecordError, decodeEntry, encodeEntry, encodeStoredValue, isCorruptRecord } from '../log-record.js';
+import { CorruptRecordError, decodeEntry, encodeStoredValue, isCorruptRecord } from '../log-record.js';
 import {
   FORMAT_VERSION,
   UPGRADE_CHUNK,
@@ -64,12 +67,54 @@ import {
   type PartState,
   encodeState,
   decodeState,
-  positionOf,
 } from './layout.js';
 import { type StateSource, Overlay, type PreparedOp, type Job, type StagedPut, type OpenSnapshot } from './jobs.js';
 import { commitFailureCause, describeCause } from './commit-failure.js';
 import { readUpgradeMarkers, writeUpgradeMarker } from './corrupt-markers.js';
 import { freshPartition, listPartitions, markCorrupt, publishChanges } from '../partition-cache.js';
+import { type LogOp, LogStore } from '../log-store.js';
+
+/**
+ * Batches with applies LMDB may be behind the log by before writers wait: bounds the memory
+ * pending applies hold, and the write queue (below MAX_QUEUED_JOBS, which snapshot stages share).
+ */
+const APPLY_BACKLOG = 1024;
+
+/** An apply accepted and not yet committed to LMDB: what `get` returns for the key meanwhile. */
+interface Pending {
+  readonly value: VersionedValue | null;
+  readonly seq: number;
+  readonly generation: number;
+}
+
+/** The LMDB half of one accepted `apply`: run by the apply queue once its entries are durable in the log. */
+interface ApplyWork {
+  readonly partition: PartitionId;
+  readonly entries: readonly LogEntry[];
+  readonly prepared: PreparedOp;
+  /** Per entry: whether its key existed just before it (decided at acceptance). */
+  readonly existed: ReadonlyArray<boolean | undefined>;
+  /** The partition's state right after this apply (its LMDB record). */
+  readonly after: PartState;
+}
+
+/** The map key of a data key's bytes in the pending applies. */
+const pendingKey = (key: Uint8Array): string => Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
+
+/** An apply's bytes, encoded (copied) at acceptance; the generation (bytes 4..8 of a key) is set when written. */
+function prepareApply(partition: PartitionId, entries: readonly LogEntry[]): PreparedOp {
+  const keys = entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(partition, 0, e.op.key)));
+  const values = entries.map((e) => (e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null));
+  if (!entries.some((e) => e.tag !== undefined)) return { keys, values };
+  // A malformed client id gets no key here: checkTag rejected it before.
+  const dedupKeys = entries.map((e) =>
+    e.tag === undefined || typeof e.tag.clientId !== 'string' ? null : dedupKey(partition, 0, e.tag.clientId),
+  );
+  const dedupValues = entries.map((e) =>
+    e.tag === undefined || e.op.kind === 'delete' ? null : encodeDedup(e.tag.requestSeq, e.seq, undefined),
+  );
+  return { keys, values, dedupKeys, dedupValues };
+}
 
 export class LmdbBackend implements Backend {
   readonly kind = 'lmdb';
@@ -78,6 +123,8 @@ export class LmdbBackend implements Backend {
   private queue: Job[] = [];
   private running: Promise<void> | null = null;
   private closing = false;
+  /** Set once close has let every accepted apply through: the write queue takes nothing more. */
+  private queueClosed = false;
   private closePromise: Promise<void> | null = null;
   private nextGeneration = 1;
   /** Partitions with a snapshot being staged, and its generation. */
@@ -91,6 +138,25 @@ export class LmdbBackend implements Backend {
   scanPeakBytes = 0;
   /** Data records rewritten by a format upgrade at open (0: none was needed). */
   upgraded = 0;
+  /** Log entries moved out of LMDB into the segment log at open (format 2 → 3; 0: none). */
+  migrated = 0;
+  /** The replica logs (format 3): assigned by `load`. */
+  private logs!: LogStore;
+  /** Accepted applies not yet committed to LMDB, by partition and key (see `get`). */
+  private readonly pending = new Map<PartitionId, Map<string, Pending>>();
+  /** Per partition, the applied seq LMDB holds durably: no log truncation may pass it. */
+  private readonly durableApplied = new Map<PartitionId, number>();
+  /** Per partition, the log base asked for (truncateLogTo) and not yet written to the log. */
+  private readonly truncations = new Map<PartitionId, LogPosition>();
+  /** Hands accepted applies to the write queue, in order, once their log records are durable. */
+  private applyTail: Promise<void> = Promise.resolve();
+  /** Batches whose applies are accepted and not yet committed to LMDB; and the queue of writers admitted. */
+  private applyBacklog = 0;
+  private admission: Promise<void> = Promise.resolve();
+  private waiting = 0;
+  private compacting: Promise<void> | null = null;
+  /** Why writes stopped (LMDB failed to commit applies the log holds): the backend must be reopened. */
+  private failure: StorageFailureError | undefined;
 
   private constructor(
     private readonly env: RootDatabase<Buffer, Buffer>,
@@ -100,9 +166,11 @@ export class LmdbBackend implements Backend {
     private readonly dataDb: Database<Buffer, Buffer>,
     private readonly dedupDb: Database<Buffer, Buffer>,
     readonly sync: SyncMode,
+    private readonly logDir: string,
+    private readonly logSegmentBytes: number | undefined,
   ) {}
 
-  /** Opens (creating when needed) the environment in `<dataDir>/lmdb`. */
+  /** Opens (creating when needed) the environment in `<dataDir>/lmdb` and the log in `<dataDir>/log`. */
   static async open(options: BackendOptions): Promise<LmdbBackend> {
     if (options.dataDir === undefined || options.dataDir === '') {
       throw new InvalidArgumentError('the lmdb backend needs a data dir (--data-dir)');
@@ -143,6 +211,8 @@ export class LmdbBackend implements Backend {
         env.openDB<Buffer, Buffer>('data', dbOptions),
         env.openDB<Buffer, Buffer>('dedup', dbOptions),
         sync,
+        join(options.dataDir, 'log'),
+        options.logSegmentBytes,
       );
     } catch (err) {
       await env.close().catch(() => undefined);
@@ -152,6 +222,7 @@ export class LmdbBackend implements Backend {
       await backend.load();
     } catch (err) {
       // The load's error is the one to report; closing after it may fail too (a full disk).
+      await backend.logs?.close().catch(() => undefined);
       await env.close().catch(() => undefined);
       if (err instanceof StorageFailureError) throw err;
       throw new StorageFailureError(`cannot load lmdb state from ${path}`, { cause: err });
@@ -172,6 +243,12 @@ export class LmdbBackend implements Backend {
     this.checkOpen();
     const s = this.states.get(partition);
     if (!s || key.length > LMDB_MAX_KEY_BYTES) return undefined; // such a key is never stored
+    const pending = this.pending.get(partition)?.get(pendingKey(key));
+    if (pending !== undefined && pending.generation === s.generation) {
+      return pending.value === null
+        ? undefined
+        : { value: copyBytes(pending.value.value), version: pending.value.version };
+    }
     const k = dataKey(partition, s.generation, key);
     const raw = this.dataDb.get(k);
     return raw === undefined ? undefined : decodeValue(k, raw, partition);
@@ -180,6 +257,7 @@ export class LmdbBackend implements Backend {
   async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
     this.checkOpen();
     checkPageLimit('scan', options.limit);
+    await this.appliesCommitted();
     const s = this.states.get(partition);
     if (!s) return { keys: [] };
     const keys: Uint8Array[] = [];
@@ -213,32 +291,16 @@ export class LmdbBackend implements Backend {
     return this.states.get(partition)?.keyCount ?? 0;
   }
 
-  /**
-   * Bounded by what the log holds now (not by cached positions), so a read racing a
-   * commit sees either side of it. Entries are checked: checksum, key = seq, no gaps.
-   */
+  /** Entries the log holds above its base (a truncated prefix waiting to be written is not read). */
   async readLog(partition: PartitionId, options: { fromSeq: Seq; toSeq: Seq; limit: number }): Promise<LogEntry[]> {
     this.checkOpen();
     const seqs = logReadRange(partition, options);
-    if (seqs === undefined) return [];
-    const { from, to } = seqs;
-    const out: LogEntry[] = [];
-    const range = this.logDb.getRange({
-      start: logKey(partition, from),
-      end: logKey(partition, to),
-      inclusiveEnd: true,
-      limit: options.limit,
-    });
-    for (const { key, value } of range) {
-      const keySeq = readU64(key, 4);
-      const entry = decodeEntry(value, `partition ${partition} log entry ${keySeq}`, view);
-      if (entry.seq !== keySeq)
-        throw new CorruptRecordError(`partition ${partition}: log key ${keySeq} holds entry ${entry.seq}`);
-      const prev = out[out.length - 1];
-      if (prev !== undefined && entry.seq !== prev.seq + 1) {
-        throw new CorruptRecordError(`partition ${partition}: the log jumps from ${prev.seq} to ${entry.seq}`);
-      }
-      out.push(entry);
+    const s = this.states.get(partition);
+    if (seqs === undefined || s === undefined) return [];
+    const from = Math.max(seqs.from, s.logBase.seq + 1);
+    const out = await this.logs.read(partition, from, Math.min(seqs.to, s.logLast.seq), options.limit);
+    for (const [i, e] of out.entries()) {
+      if (e.seq !== from + i) throw new CorruptRecordError(`partition ${partition}: the log jumps to ${e.seq}`);
     }
     return out;
   }
@@ -246,6 +308,7 @@ export class LmdbBackend implements Backend {
   async snapshot(partition: PartitionId): Promise<Snapshot> {
     this.checkOpen();
     checkPartition(partition);
+    await this.appliesCommitted();
     // One read transaction gives the state record and the data at the same instant (S11).
     const txn = this.dataDb.useReadTransaction();
     let open = true;
@@ -316,39 +379,88 @@ export class LmdbBackend implements Backend {
   // -------------------------------------------------------------------------------------
 
   /**
-   * The batch's bytes are encoded (copied) now, so the caller may reuse its buffers and
-   * the write transaction does less; its preconditions are checked when it runs, in order.
+   * Format 3: a batch is checked and takes effect in memory at once, in call order (so reads
+   * and later batches see it); it resolves when its log half (appends, truncations from,
+   * metadata, drops) is durable in the segment log: one append and one sync for every batch
+   * that arrived meanwhile. Its applies are then committed to LMDB in the background, in
+   * large synced transactions after the entries they apply are durable in the log; until
+   * then `get` answers from the accepted applies. Nothing acknowledged depends on those
+   * commits: the log keeps every entry above what LMDB holds durably (a truncation is written
+   * to the log only once the applies below it are committed), and a restart re-applies them.
    */
   async writeBatch(ops: readonly BatchOp[]): Promise<BatchResult> {
     this.checkOpen();
-    let weight = ops.length;
-    const prepared = ops.map((op): PreparedOp => {
-      if (op.kind === 'appendLog') {
-        weight += op.entries.length;
-        return { records: op.entries.map(encodeEntry) };
+    let batch = ops;
+    if (this.waiting > 0 || this.applyBacklog >= APPLY_BACKLOG) {
+      // LMDB is APPLY_BACKLOG batches behind (bounded memory): wait, in call order, with the
+      // batch copied now (a batch is taken when it is called).
+      batch = structuredClone(ops);
+      this.waiting += 1;
+      const turn = this.admission.then(() => this.admit());
+      this.admission = turn;
+      try {
+        await turn;
+      } finally {
+        this.waiting -= 1;
       }
-      if (op.kind === 'apply') {
-        weight += op.entries.length;
-        // The generation (bytes 4..8 of a data key) is filled in by the transaction.
-        const keys = op.entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(op.partition, 0, e.op.key)));
-        const values = op.entries.map((e) =>
-          e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null,
-        );
-        if (!op.entries.some((e) => e.tag !== undefined)) return { keys, values };
-        // A malformed client id gets no key here: checkTag rejects it in the transaction.
-        const dedupKeys = op.entries.map((e) =>
-          e.tag === undefined || typeof e.tag.clientId !== 'string' ? null : dedupKey(op.partition, 0, e.tag.clientId),
-        );
-        const dedupValues = op.entries.map((e) =>
-          e.tag === undefined || e.op.kind === 'delete' ? null : encodeDedup(e.tag.requestSeq, e.seq, undefined),
-        );
-        return { keys, values, dedupKeys, dedupValues };
-      }
-      return {};
-    });
-    const outcome = await this.enqueue(weight, false, (v) => this.execBatch(ops, prepared, v));
-    for (const p of outcome.dropped) this.scheduleGc(p);
-    return outcome.result;
+      this.checkOpen();
+    }
+    if (this.failure) throw this.failure;
+    const { logOps, work, deletes, dropped, publish } = this.accept(batch);
+    const truncations = this.readyTruncations();
+    logOps.push(...truncations);
+    if (truncations.length > 0) this.compactSoon();
+    if (dropped.length === 0) {
+      const logged = this.logs.write(logOps); // checks the log half again; throws before any change
+      publish();
+      if (work.length > 0) this.commitLater(work, dropped, () => logged);
+      await logged;
+      return { deletes };
+    }
+    // A drop: its LMDB half commits first, then the log's (so at open a partition LMDB holds
+    // is never one whose drop was acknowledged, see `load`). Later batches wait for it, so
+    // their log records follow the drop's.
+    publish();
+    const lmdb = this.commitLater(work, dropped, () => this.logs.write([]));
+    this.waiting += 1;
+    this.admission = this.admission
+      .then(() => lmdb)
+      .catch(() => undefined)
+      .finally(() => {
+        this.waiting -= 1;
+      });
+    await lmdb;
+    await this.logs.write(logOps);
+    return { deletes };
+  }
+
+  /**
+   * Queues the batch's LMDB half behind the earlier ones; it runs once `logged` (the log
+   * records it depends on) is durable. A failure stops all writes (`fail`).
+   */
+  private commitLater(
+    work: readonly ApplyWork[],
+    dropped: ReadonlyArray<{ partition: PartitionId; generation: number }>,
+    logged: () => Promise<void>,
+  ): Promise<void> {
+    const weight = work.reduce((n, w) => n + w.entries.length, dropped.length);
+    this.applyBacklog += 1;
+    const run = this.applyTail
+      .then(logged)
+      .then(() => this.enqueue(weight, false, (v) => this.commitApplies(work, dropped, v)))
+      .then(() => this.afterCommit(work, dropped));
+    this.applyTail = run
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => {
+        this.applyBacklog -= 1;
+      });
+    return run;
+  }
+
+  /** Waits while LMDB is APPLY_BACKLOG batches of applies behind the log. */
+  private async admit(): Promise<void> {
+    // Bounded: each wait ends when the applies queued before it are committed (or failed).
+    for (let i = 0; this.applyBacklog >= APPLY_BACKLOG && !this.failure && i < 1_000_000; i++) await this.applyTail;
   }
 
   async installSnapshot(
@@ -396,12 +508,17 @@ export class LmdbBackend implements Backend {
         }
       }
       if (staged.length > 0) await this.stage(staged);
-      // S11: the switch is one transaction: state record, applied, log base, empty log.
+      // S11: first the log is emptied at `applied` (durably), then one transaction switches the
+      // state record to the staged generation, after the partition's earlier applies. A crash
+      // between the two leaves the applied state behind the log's base: the partition opens
+      // corrupt and is relearned (`load`).
+      await this.applyTail;
+      if (this.failure) throw this.failure;
+      await this.logs.write([{ kind: 'reset', partition, at: applied }]);
+      this.truncations.delete(partition);
       await this.enqueue(1, false, (v) => {
-        const before = v.state(partition);
-        if (before) this.deleteLog(partition, before.logBase.seq + 1, before.logLast.seq);
         const after: PartState = {
-          meta: before?.meta ?? null,
+          meta: v.state(partition)?.meta ?? null,
           applied,
           logBase: applied,
           logLast: applied,
@@ -411,6 +528,8 @@ export class LmdbBackend implements Backend {
         v.set(partition, after);
         this.partDb.putSync(partKey(partition), encodeState(after));
       });
+      this.pending.delete(partition);
+      this.durableApplied.set(partition, applied.seq);
     } finally {
       this.installing.delete(partition);
       // Either the old generation (installed) or the staged one (failed) is garbage now.
@@ -420,12 +539,14 @@ export class LmdbBackend implements Backend {
 
   async dedupTable(partition: PartitionId): Promise<DedupRecord[]> {
     this.checkOpen();
+    await this.appliesCommitted();
     const s = this.states.get(partition);
     return s ? this.readDedup(partition, s.generation) : [];
   }
 
   /** Resolves once no write or garbage collection is queued or running (tests, shutdown). */
   async idle(): Promise<void> {
+    await this.applyTail;
     for (let i = 0; i < 1_000_000 && (this.running !== null || this.gcQueued.size > 0); i++) {
       if (this.running) await this.running;
       else await new Promise<void>((resolve) => setImmediate(resolve));
@@ -438,13 +559,21 @@ export class LmdbBackend implements Backend {
   }
 
   private async shutDown(): Promise<void> {
+    // Accepted batches and their applies complete (so a clean close leaves nothing to re-apply);
+    // garbage collection resumes at the next open.
+    await this.admission;
     this.closing = true;
-    // Garbage collection resumes at the next open; queued batches still complete.
+    await this.applyTail;
+    await this.compacting;
+    this.queueClosed = true;
     this.queue = this.queue.filter((job) => !job.internal);
     this.gcQueued.clear();
     if (this.running) await this.running;
     for (const s of [...this.snapshots]) s.done();
     try {
+      const truncations = this.failure ? [] : this.readyTruncations();
+      await this.logs.write(truncations).catch(() => undefined); // lost, it only keeps more log
+      await this.logs.close();
       await this.env.close();
     } catch (err) {
       throw new StorageFailureError('closing lmdb failed', { cause: err });
@@ -466,7 +595,7 @@ export class LmdbBackend implements Backend {
   }
 
   private enqueue<T>(weight: number, internal: boolean, run: (v: Overlay) => T): Promise<T> {
-    if (this.closing) return Promise.reject(new StorageFailureError('the lmdb backend is closed'));
+    if (this.queueClosed) return Promise.reject(new StorageFailureError('the lmdb backend is closed'));
     if (!internal && this.queue.length >= MAX_QUEUED_JOBS) {
       return Promise.reject(new OverloadedError(`${this.queue.length} storage batches queued`));
     }
@@ -561,52 +690,57 @@ export class LmdbBackend implements Backend {
     return out.sort(byClientId);
   }
 
-  /** Deletes log entries from..to (inclusive); they must all be there (no gaps). */
-  private deleteLog(partition: PartitionId, from: number, to: number): void {
-    for (let s = from; s <= to; s++) {
-      if (!this.logDb.removeSync(logKey(partition, s))) {
-        throw new CorruptRecordError(`partition ${partition}: log entry ${s} is missing`);
-      }
-    }
-  }
-
-  private readEntry(partition: PartitionId, s: number): LogEntry {
-    const raw = this.logDb.get(logKey(partition, s));
-    if (raw === undefined) throw new CorruptRecordError(`partition ${partition}: log entry ${s} is missing`);
-    const entry = decodeEntry(raw, `partition ${partition} log entry ${s}`, view);
-    if (entry.seq !== s) throw new CorruptRecordError(`partition ${partition}: log key ${s} holds entry ${entry.seq}`);
-    return entry;
-  }
-
-  /** One batch, inside its child transaction; throws before writing when a precondition fails. */
-  private execBatch(
-    ops: readonly BatchOp[],
-    prepared: readonly PreparedOp[],
-    v: Overlay,
-  ): { result: BatchResult; dropped: PartitionId[] } {
-    const persist = new Set<PartitionId>();
-    const dropped: PartitionId[] = [];
+  /**
+   * Checks a batch against the accepted state; returns its log half, its LMDB half, and
+   * `publish`, which makes it take effect in memory. Throws when a precondition fails.
+   */
+  private accept(ops: readonly BatchOp[]): {
+    logOps: LogOp[];
+    work: ApplyWork[];
+    deletes: BatchResult['deletes'];
+    dropped: Array<{ partition: PartitionId; generation: number }>;
+    publish: () => void;
+  } {
+    const v = new Overlay(this.committed);
+    const logOps: LogOp[] = [];
+    const work: ApplyWork[] = [];
     const deletes: Array<{ partition: PartitionId; seq: Seq; existed: boolean }> = [];
+    const dropped: Array<{ partition: PartitionId; generation: number }> = [];
+    // What this batch changes of the pending applies, and the epochs of the entries it appends.
+    const values = new Map<PartitionId, Map<string, Pending>>();
+    const appended = new Map<PartitionId, Map<number, Epoch>>();
+    const truncatedNow = new Set<PartitionId>();
+    const truncatedLater = new Map<PartitionId, LogPosition>();
+    const epochAt = (p: PartitionId, at: number): Epoch => {
+      const e = appended.get(p)?.get(at) ?? this.logs.epochAt(p, at);
+      if (e === undefined) throw new CorruptRecordError(`partition ${p}: log entry ${at} is missing`);
+      return e as Epoch;
+    };
     const stateOf = (partition: PartitionId): PartState => {
       checkPartition(partition);
       const existing = v.state(partition);
       if (existing) return existing;
       const created: PartState = { ...freshPartition(this.allocateGeneration()), keyCount: 0 };
       v.set(partition, created);
-      persist.add(partition);
       return created;
     };
-    for (const [i, op] of ops.entries()) {
+    const lookup = (p: PartitionId, generation: number, key: Uint8Array, k: string): boolean => {
+      const mine = values.get(p)?.get(k) ?? this.pending.get(p)?.get(k);
+      if (mine !== undefined && mine.generation === generation) return mine.value !== null;
+      return this.dataDb.doesExist(dataKey(p, generation, key));
+    };
+    for (const op of ops) {
       const p = op.partition;
-      const prep = prepared[i]!;
-      if (op.kind !== 'dropPartition')
-        checkBatchOp(op, stateOf(p), LMDB_MAX_KEY_BYTES, (at) => this.readEntry(p, at).epoch);
+      if (op.kind !== 'dropPartition') checkBatchOp(op, stateOf(p), LMDB_MAX_KEY_BYTES, (at) => epochAt(p, at));
       switch (op.kind) {
         case 'appendLog': {
           const s = stateOf(p);
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
-          op.entries.forEach((e, j) => this.logDb.putSync(logKey(p, e.seq), prep.records![j]!));
+          const epochs = appended.get(p) ?? new Map<number, Epoch>();
+          for (const e of op.entries) epochs.set(e.seq, e.epoch);
+          appended.set(p, epochs);
+          logOps.push({ kind: 'append', partition: p, entries: op.entries });
           v.set(p, { ...s, logLast: { seq: last.seq, epoch: last.epoch } });
           break;
         }
@@ -614,79 +748,214 @@ export class LmdbBackend implements Backend {
           const s = stateOf(p);
           if (op.fromSeq > s.logLast.seq) break;
           const from = Math.max(op.fromSeq, s.logBase.seq + 1);
-          const logLast = from - 1 === s.logBase.seq ? s.logBase : positionOf(this.readEntry(p, from - 1));
-          this.deleteLog(p, from, s.logLast.seq);
+          const logLast =
+            from - 1 === s.logBase.seq ? s.logBase : { seq: toSeq(from - 1), epoch: epochAt(p, from - 1) };
+          logOps.push({ kind: 'truncateFrom', partition: p, fromSeq: from });
           v.set(p, { ...s, logLast });
           break;
         }
         case 'truncateLogTo': {
+          // Logical now; written to the log once LMDB holds the applies below it (`readyTruncations`).
           const s = stateOf(p);
-          this.deleteLog(p, s.logBase.seq + 1, Math.min(op.base.seq, s.logLast.seq));
           const logLast = op.base.seq >= s.logLast.seq ? op.base : s.logLast;
           v.set(p, { ...s, logBase: op.base, logLast });
-          persist.add(p);
+          const held = this.logs.partitions().get(p)?.last.seq ?? 0;
+          if (held <= (this.durableApplied.get(p) ?? 0) && appended.get(p) === undefined) {
+            // The log holds nothing LMDB does not hold durably (entries applied without being
+            // logged here): nothing to keep, and the log must continue after the base.
+            logOps.push({ kind: 'truncateTo', partition: p, base: op.base });
+            truncatedNow.add(p);
+          } else {
+            truncatedNow.delete(p);
+            truncatedLater.set(p, op.base);
+          }
           break;
         }
         case 'apply': {
           const s = stateOf(p);
           const last = op.entries[op.entries.length - 1];
           if (last === undefined) break;
+          const prepared = prepareApply(op.partition, op.entries);
+          const mine = values.get(p) ?? new Map<string, Pending>();
+          values.set(p, mine);
           let keyCount = s.keyCount;
-          for (const [j, e] of op.entries.entries()) {
-            let existed: boolean | undefined;
-            if (e.op.kind !== 'epochStart') {
-              const key = prep.keys![j]!;
-              key.writeUInt32BE(s.generation, 4);
-              if (e.op.kind === 'put') {
-                if (!this.dataDb.doesExist(key)) keyCount += 1;
-                this.dataDb.putSync(key, prep.values![j]!);
-              } else {
-                existed = this.dataDb.removeSync(key);
-                if (existed) keyCount -= 1;
-                deletes.push({ partition: p, seq: e.seq, existed });
-              }
+          const existed: Array<boolean | undefined> = [];
+          for (const e of op.entries) {
+            if (e.op.kind === 'epochStart') {
+              existed.push(undefined);
+              continue;
             }
-            if (e.tag !== undefined) {
-              // S10: one put, in this transaction, replacing the client's previous record.
-              const key = prep.dedupKeys![j]!;
-              key.writeUInt32BE(s.generation, 4);
-              this.dedupDb.putSync(key, prep.dedupValues![j] ?? encodeDedup(e.tag.requestSeq, e.seq, existed));
+            const k = pendingKey(e.op.key);
+            const was = lookup(p, s.generation, e.op.key, k);
+            existed.push(was);
+            if (e.op.kind === 'put') {
+              if (!was) keyCount += 1;
+              const value = { value: copyBytes(e.op.value), version: e.seq };
+              mine.set(k, { value, seq: e.seq, generation: s.generation });
+            } else {
+              if (was) keyCount -= 1;
+              mine.set(k, { value: null, seq: e.seq, generation: s.generation });
+              deletes.push({ partition: p, seq: e.seq, existed: was });
             }
           }
-          v.set(p, { ...s, applied: { seq: last.seq, epoch: last.epoch }, keyCount });
-          persist.add(p);
+          const after: PartState = { ...s, applied: { seq: last.seq, epoch: last.epoch }, keyCount };
+          v.set(p, after);
+          work.push({ partition: p, entries: op.entries, prepared, existed, after });
           break;
         }
         case 'setMeta': {
           const s = stateOf(p);
           v.set(p, { ...s, meta: op.meta });
-          persist.add(p);
+          logOps.push({ kind: 'setMeta', partition: p, meta: op.meta });
           break;
         }
         case 'dropPartition': {
           checkPartition(p);
           const s = v.state(p);
           if (!s) break;
-          this.deleteLog(p, s.logBase.seq + 1, s.logLast.seq);
           v.set(p, null); // its data is garbage from now on
-          persist.add(p);
-          dropped.push(p);
+          values.delete(p);
+          appended.delete(p);
+          logOps.push({ kind: 'drop', partition: p });
+          dropped.push({ partition: p, generation: s.generation });
           break;
         }
         default:
           return assertNever(op);
       }
     }
-    for (const p of persist) {
-      const s = v.state(p);
-      if (s) this.partDb.putSync(partKey(p), encodeState(s));
-      else this.partDb.removeSync(partKey(p));
+    // Every precondition held: the batch takes effect when published.
+    const publish = (): void => this.publish(v, { truncatedNow, truncatedLater, dropped, values });
+    return { logOps, work, deletes, dropped, publish };
+  }
+
+  /** A checked batch takes effect in memory: states, log truncations asked for, pending applies. */
+  private publish(
+    v: Overlay,
+    changes: {
+      truncatedNow: ReadonlySet<PartitionId>;
+      truncatedLater: ReadonlyMap<PartitionId, LogPosition>;
+      dropped: ReadonlyArray<{ partition: PartitionId }>;
+      values: ReadonlyMap<PartitionId, ReadonlyMap<string, Pending>>;
+    },
+  ): void {
+    const { truncatedNow, truncatedLater, dropped, values } = changes;
+    publishChanges(this.states, v.changes);
+    for (const p of truncatedNow) this.truncations.delete(p);
+    for (const [p, base] of truncatedLater) this.truncations.set(p, base);
+    for (const { partition } of dropped) {
+      this.pending.delete(partition);
+      this.truncations.delete(partition);
+      this.durableApplied.delete(partition);
     }
-    return { result: { deletes }, dropped };
+    for (const [p, mine] of values) {
+      const into = this.pending.get(p) ?? new Map<string, Pending>();
+      for (const [k, value] of mine) into.set(k, value);
+      if (into.size > 0) this.pending.set(p, into);
+    }
+  }
+
+  /** In the write transaction: accepted applies and drops, in order (their log records are durable). */
+  private commitApplies(
+    work: readonly ApplyWork[],
+    dropped: ReadonlyArray<{ partition: PartitionId; generation: number }>,
+    v: Overlay,
+  ): void {
+    for (const w of work) {
+      const g = w.after.generation;
+      w.entries.forEach((e, j) => {
+        if (e.op.kind !== 'epochStart') {
+          const key = w.prepared.keys![j]!;
+          key.writeUInt32BE(g, 4);
+          if (e.op.kind === 'put') this.dataDb.putSync(key, w.prepared.values![j]!);
+          else this.dataDb.removeSync(key);
+        }
+        if (e.tag !== undefined) {
+          // S10: one put, in this transaction, replacing the client's previous record.
+          const key = w.prepared.dedupKeys![j]!;
+          key.writeUInt32BE(g, 4);
+          this.dedupDb.putSync(key, w.prepared.dedupValues![j] ?? encodeDedup(e.tag.requestSeq, e.seq, w.existed[j]));
+        }
+      });
+      // A partition dropped or replaced since: its data is garbage, its state record not ours.
+      if (v.state(w.partition)?.generation === g) this.partDb.putSync(partKey(w.partition), encodeState(w.after));
+    }
+    for (const d of dropped) {
+      const raw = this.partDb.get(partKey(d.partition));
+      if (raw !== undefined && decodeState(raw, `partition ${d.partition} state`).generation === d.generation) {
+        this.partDb.removeSync(partKey(d.partition));
+      }
+    }
+  }
+
+  /** After the applies' commit: LMDB holds them, so `get` reads them there and the log may be truncated below. */
+  private afterCommit(work: readonly ApplyWork[], dropped: ReadonlyArray<{ partition: PartitionId }>): void {
+    for (const w of work) {
+      const p = w.partition;
+      if (this.states.get(p)?.generation !== w.after.generation) continue;
+      this.durableApplied.set(p, Math.max(this.durableApplied.get(p) ?? 0, w.after.applied.seq));
+      const mine = this.pending.get(p);
+      if (mine === undefined) continue;
+      for (const e of w.entries) {
+        if (e.op.kind === 'epochStart') continue;
+        const k = pendingKey(e.op.key);
+        if (mine.get(k)?.seq === e.seq) mine.delete(k);
+      }
+      if (mine.size === 0) this.pending.delete(p);
+    }
+    for (const { partition } of dropped) this.scheduleGc(partition);
+  }
+
+  /**
+   * S12: once truncations free whole segments of the log, delete them (one compaction at a
+   * time, after the write that carries the truncations).
+   */
+  private compactSoon(): void {
+    if (this.compacting !== null || this.logs.segments < 2) return;
+    this.compacting = Promise.resolve()
+      .then(() => this.logs.compact())
+      .then(
+        () => undefined,
+        (err: unknown) => this.fail(err),
+      )
+      .finally(() => {
+        this.compacting = null;
+      });
+  }
+
+  /** Log truncations whose applies LMDB holds durably: written with the next log write. */
+  private readyTruncations(): LogOp[] {
+    const out: LogOp[] = [];
+    for (const [partition, base] of this.truncations) {
+      // As far as asked, or as far as LMDB holds (the rest waits for the next commit).
+      const target = Math.min(base.seq, this.durableApplied.get(partition) ?? 0);
+      if (target <= (this.logs.partitions().get(partition)?.base.seq ?? 0)) continue;
+      const epoch = target === base.seq ? base.epoch : this.logs.epochAt(partition, target);
+      if (epoch === undefined) continue;
+      out.push({ kind: 'truncateTo', partition, base: { seq: toSeq(target), epoch: epoch as Epoch } });
+      if (target === base.seq) this.truncations.delete(partition);
+    }
+    return out;
+  }
+
+  /** LMDB failed to commit applies the log holds: stop writing; a reopen re-applies them from the log. */
+  private fail(err: unknown): void {
+    this.failure ??=
+      err instanceof StorageFailureError ? err : new StorageFailureError('lmdb apply failed', { cause: err });
+  }
+
+  /**
+   * Resolves once every apply and drop accepted so far is committed to LMDB (reads of more than
+   * one key: scans, snapshots, dedup tables; they are rare next to gets and writes).
+   */
+  private async appliesCommitted(): Promise<void> {
+    if (this.applyBacklog === 0) return;
+    await this.applyTail;
+    if (this.failure) throw this.failure;
   }
 
   private scheduleGc(partition: PartitionId): void {
-    if (this.closing || this.gcQueued.has(partition)) return;
+    if (this.queueClosed || this.gcQueued.has(partition)) return;
     this.gcQueued.add(partition);
     this.enqueue(GC_CHUNK_KEYS / 16, true, (v) => this.collectGarbage(partition, v)).then(
       (more) => {
@@ -787,7 +1056,7 @@ export class LmdbBackend implements Backend {
         const last = chunk[chunk.length - 1];
         if (chunk.length < UPGRADE_CHUNK || last === undefined) {
           this.sysDb.removeSync(cursorKey);
-          this.sysDb.putSync(formatKey, Buffer.from([FORMAT_VERSION]));
+          this.sysDb.putSync(formatKey, Buffer.from([2])); // then format 2 → 3 (`moveLogsOut`)
           return true;
         }
         this.sysDb.putSync(cursorKey, last[0]);
@@ -817,63 +1086,57 @@ export class LmdbBackend implements Backend {
     }
   }
 
-  /** Loads the states, checks the logs, finds garbage. */
+  /** Loads the states and the logs (upgrading older formats), reconciles them, finds garbage. */
   private async load(): Promise<void> {
-    const format = this.sysDb.get(Buffer.from('format'));
-    if (format === undefined) {
-      await this.commitAtOpen('writing the lmdb format record', () =>
-        this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])),
-      );
-    } else if (format.length === 1 && format[0] === 1) {
+    const formatKey = Buffer.from('format');
+    const format = this.sysDb.get(formatKey);
+    let found = FORMAT_VERSION;
+    if (format !== undefined) {
+      if (format.length !== 1 || format[0] === undefined || format[0] < 1 || format[0] > FORMAT_VERSION) {
+        throw new StorageFailureError(
+          `lmdb data format ${Buffer.from(format).toString('hex')} is not one this ` +
+            `version reads (1 or 2, upgraded at open, or ${FORMAT_VERSION}); use the dstore ` +
+            `version that wrote it`,
+        );
+      }
+      found = format[0];
+    }
+    if (found === 1) {
       this.upgraded = await this.upgradeFrom1();
-    } else if (format.length !== 1 || format[0] !== FORMAT_VERSION) {
-      throw new StorageFailureError(
-        `lmdb data format ${Buffer.from(format).toString('hex')} is not one this ` +
-          `version reads (1, upgraded at open, or ${FORMAT_VERSION}); use the dstore ` +
-          `version that wrote it`,
+      found = 2;
+    }
+    // Before format 3 the log lives in LMDB: a segment log beside it is what an interrupted move left.
+    if (found < FORMAT_VERSION) await rm(this.logDir, { recursive: true, force: true });
+    const logCorrupt = await this.openLogs();
+    if (found === 2) await this.moveLogsOut();
+    else if (format === undefined) {
+      await this.commitAtOpen('writing the lmdb format record', () =>
+        this.sysDb.putSync(formatKey, Buffer.from([FORMAT_VERSION])),
       );
     }
+    await this.deleteOldLog();
     let maxGeneration = 0;
+    const logs = this.logs.partitions();
+    const emptyLogs: LogOp[] = [];
     for (const { key, value } of this.partDb.getRange({})) {
       if (key.length !== 4) throw new CorruptRecordError(`a state record has a key of ${key.length} bytes`);
       const partition = key.readUInt32BE(0) as PartitionId;
-      const what = `partition ${partition}`;
-      const s = decodeState(value, `${what} state`);
-      let logLast = s.logBase;
-      const lastKeys = [
-        ...this.logDb.getKeys({
-          start: logKey(partition, Number.MAX_SAFE_INTEGER),
-          end: partKey(partition),
-          reverse: true,
-          limit: 1,
-        }),
-      ];
-      const firstKeys = [...this.logDb.getKeys({ start: partKey(partition), end: partKey(partition + 1), limit: 1 })];
-      const lastKey = lastKeys[0];
-      const firstKey = firstKeys[0];
-      if (lastKey !== undefined && firstKey !== undefined) {
-        const first = readU64(firstKey, 4);
-        if (first !== s.logBase.seq + 1)
-          throw new CorruptRecordError(`${what}: the log starts at ${first}, not after its base ${s.logBase.seq}`);
-        const lastSeq = readU64(lastKey, 4);
-        try {
-          logLast = positionOf(this.readEntry(partition, lastSeq));
-        } catch (err) {
-          if (!isCorruptRecord(err)) throw err;
-          // S13: the partition opens, marked corrupt; its replica applies nothing from this
-          // log and relearns the partition from a healthy member. The log keeps its length
-          // (its keys), so dropping the partition deletes every record.
-          this.states.set(
-            partition,
-            markCorrupt({ ...s, logLast: { seq: toSeq(lastSeq), epoch: s.logBase.epoch } }, err.message),
-          );
-          maxGeneration = Math.max(maxGeneration, s.generation);
-          continue;
-        }
+      const r = decodeState(value, `partition ${partition} state`);
+      maxGeneration = Math.max(maxGeneration, r.generation);
+      const l = logs.get(partition);
+      if (l === undefined) {
+        // Nothing logged here (applies only), or a log that failed its checks: an empty log at
+        // the applied position, written so the log continues from there.
+        const s: PartState = { ...r, meta: null, logBase: r.applied, logLast: r.applied };
+        this.states.set(partition, logCorrupt === undefined ? s : markCorrupt(s, logCorrupt));
+        if (r.applied.seq > 0) emptyLogs.push({ kind: 'truncateTo', partition, base: r.applied });
+      } else {
+        const s: PartState = { ...r, meta: l.meta, logBase: l.base, logLast: l.last };
+        this.states.set(partition, mismatch(s) === undefined ? s : markCorrupt(s, mismatch(s) as string));
       }
-      this.states.set(partition, { ...s, logLast });
-      maxGeneration = Math.max(maxGeneration, s.generation);
+      this.durableApplied.set(partition, r.applied.seq);
     }
+    await this.logs.write(emptyLogs);
     await this.markUpgradeCorrupt();
     // Walk the partitions present in `data` and `dedup`: the highest generation bounds the
     // next one (a half-installed snapshot may have staged dedup records and no data), and
@@ -898,6 +1161,119 @@ export class LmdbBackend implements Backend {
       }
     }
     this.nextGeneration = maxGeneration + 1;
+    // Partitions with a log and nothing applied yet: a fresh generation (no data is under any).
+    for (const [partition, l] of logs) {
+      if (this.states.has(partition)) continue;
+      const s: PartState = {
+        ...freshPartition(this.allocateGeneration()),
+        meta: l.meta,
+        logBase: l.base,
+        logLast: l.last,
+        keyCount: 0,
+      };
+      this.states.set(partition, mismatch(s) === undefined ? s : markCorrupt(s, mismatch(s) as string));
+    }
     for (const p of garbage) this.scheduleGc(p);
   }
+
+  /**
+   * Opens the segment log. S13: one that fails its checks is moved aside (kept for a look) and
+   * a new one started; the returned reason then marks every partition corrupt, so each is
+   * relearned from a healthy member.
+   */
+  private async openLogs(): Promise<string | undefined> {
+    const options = {
+      sync: this.sync === 'batch',
+      ...(this.logSegmentBytes === undefined ? {} : { segmentBytes: this.logSegmentBytes }),
+    };
+    try {
+      this.logs = (await LogStore.open(this.logDir, options)).store;
+      return undefined;
+    } catch (err) {
+      if (!isCorruptRecord(err)) throw new StorageFailureError(`cannot open the log in ${this.logDir}`, { cause: err });
+      const aside = `${this.logDir}.corrupt-${Date.now()}`;
+      await rename(this.logDir, aside);
+      this.logs = (await LogStore.open(this.logDir, options)).store;
+      return `the replica log failed its checks at open (moved to ${aside}): ${(err as Error).message}`;
+    }
+  }
+
+  /**
+   * Format 2 → 3: every partition's metadata, log base and log entries are written to the
+   * segment log (durably), then the format becomes 3; LMDB's copies are deleted after that
+   * (`deleteOldLog`). Interrupted before the format changes, the next open starts again
+   * from a new segment log. A log entry that fails its checksum is not moved: its
+   * partition's log stops before it, and the partition opens corrupt (`mismatch`) or with a
+   * shorter log than it had (entries above what it applied, unacknowledged or held by others).
+   */
+  private async moveLogsOut(): Promise<void> {
+    for (const { key, value } of this.partDb.getRange({})) {
+      const partition = key.readUInt32BE(0) as PartitionId;
+      const s = decodeState(value, `partition ${partition} state`);
+      const head: LogOp[] = [];
+      if (s.meta) head.push({ kind: 'setMeta', partition, meta: s.meta });
+      if (s.logBase.seq > 0) head.push({ kind: 'truncateTo', partition, base: s.logBase });
+      await this.logs.write(head);
+      let from = s.logBase.seq + 1;
+      // Bounded: each round moves up to UPGRADE_CHUNK entries of a finite log.
+      for (let round = 0; ; round++) {
+        assert(round <= Number.MAX_SAFE_INTEGER / UPGRADE_CHUNK, 'the log move did not end');
+        const entries: LogEntry[] = [];
+        try {
+          for (const { key: k, value: raw } of this.logDb.getRange({
+            start: logKey(partition, from),
+            end: partKey(partition + 1),
+            limit: UPGRADE_CHUNK,
+          })) {
+            const entry = decodeEntry(raw, `partition ${partition} log entry ${readU64(k, 4)}`, (b) => Buffer.from(b));
+            if (entry.seq !== from + entries.length) break;
+            entries.push(entry);
+          }
+        } catch (err) {
+          if (!isCorruptRecord(err)) throw err;
+        }
+        await this.logs.write(entries.length > 0 ? [{ kind: 'append', partition, entries }] : []);
+        this.migrated += entries.length;
+        if (entries.length < UPGRADE_CHUNK) break;
+        from += entries.length;
+      }
+    }
+    await this.commitAtOpen('upgrading lmdb format 2 to 3', () =>
+      this.sysDb.putSync(Buffer.from('format'), Buffer.from([FORMAT_VERSION])),
+    );
+  }
+
+  /** Deletes what format 2 left in LMDB's `log` database, in bounded transactions. */
+  private async deleteOldLog(): Promise<void> {
+    // Bounded: each round deletes up to UPGRADE_CHUNK records of a finite database.
+    for (let round = 0; ; round++) {
+      assert(round <= Number.MAX_SAFE_INTEGER / UPGRADE_CHUNK, 'deleting the old log did not end');
+      const keys = [...this.logDb.getKeys({ limit: UPGRADE_CHUNK })].map((k) => Buffer.from(k));
+      if (keys.length === 0) return;
+      await this.commitAtOpen('deleting the format-2 log', () => {
+        for (const k of keys) this.logDb.removeSync(k);
+      });
+    }
+  }
+
+  /** Whether LMDB's applied state is a backend failure could not be reconciled with the log's. */
+  health(): BackendHealth {
+    return this.failure === undefined ? { connected: true } : { connected: true, broken: this.failure.message };
+  }
+}
+
+/**
+ * S13: why a partition's applied state (LMDB) and its log (segment log) do not fit together
+ * at open, if they do not: the applied seq must lie within the log's [base, last]. Behind the
+ * base: an interrupted snapshot install (the log was emptied, the switch did not commit).
+ * Beyond the last entry: never written so (applies commit after their entries are durable).
+ */
+function mismatch(s: PartState): string | undefined {
+  if (s.applied.seq < s.logBase.seq) {
+    return `applied state at ${s.applied.seq} is behind the log's base ${s.logBase.seq} (an interrupted snapshot install)`;
+  }
+  if (s.applied.seq > s.logLast.seq) {
+    return `applied state at ${s.applied.seq} is beyond the log's last entry ${s.logLast.seq}`;
+  }
+  return undefined;
 }

@@ -12,8 +12,14 @@ import { dedupRecord } from '../preconditions.js';
 import { CorruptRecordError, decodeStoredValue, isUint, openRecord, sealRecord } from '../log-record.js';
 import { type CachedPartition, decodeMeta, isConfigField } from '../partition-cache.js';
 
-/** 2: data values are checksummed records (S13); 1 (before): u64 version · value, upgraded at open. */
-export const FORMAT_VERSION = 2;
+/**
+ * 3: the replica log lives in a segment log beside the environment (log-store.ts); 2 (before):
+ * in LMDB's `log` database, moved out at open; 1: data values were u64 version · value with no
+ * checksum (S13), upgraded to 2 at open.
+ */
+export const FORMAT_VERSION = 3;
+/** The version field of a partition's state record (unchanged since format 2). */
+export const STATE_RECORD_VERSION = 2;
 /** Data records rewritten per transaction when upgrading a format-1 environment. */
 export const UPGRADE_CHUNK = 1024;
 /** LMDB's largest key with 4 KiB pages is 1978 bytes; a data key has an 8-byte prefix. */
@@ -124,7 +130,7 @@ export interface PartState extends CachedPartition {
  */
 export function encodeState(s: PartState): Buffer {
   const record: unknown[] = [
-    FORMAT_VERSION,
+    STATE_RECORD_VERSION,
     s.meta ? s.meta.epoch : null,
     s.meta ? s.meta.config : null,
     s.applied.seq,
@@ -140,7 +146,7 @@ export function encodeState(s: PartState): Buffer {
 
 export function decodeState(raw: Buffer, what: string): Omit<PartState, 'logLast'> {
   const t = openRecord(raw, what);
-  if (!Array.isArray(t) || (t.length !== 9 && t.length !== 10) || t[0] !== FORMAT_VERSION)
+  if (!Array.isArray(t) || (t.length !== 9 && t.length !== 10) || t[0] !== STATE_RECORD_VERSION)
     throw new CorruptRecordError(`${what}: not a state record`);
   const [, metaEpoch, config, appliedSeq, appliedEpoch, baseSeq, baseEpoch, generation, keyCount, corrupt] =
     t as unknown[];

@@ -374,6 +374,9 @@ function replay(parts: Map<PartitionId, PartitionLog>, n: number, payload: Buffe
       const [seq, ep] = [t[2], t[3]];
       if (!isUint(seq) || !isUint(ep)) throw bad('a malformed base');
       const base = { seq: toSeq(seq), epoch: toEpoch(ep) };
+      // A truncation below the base is an earlier one whose record follows entries a later one
+      // dropped (truncations are written after the applies below them): it changes nothing.
+      if (kind === TRUNC_TO && seq < s.base.seq) break;
       if (kind === RESET || seq >= s.last.seq) {
         s.records = [];
         s.epochs = [];

@@ -11,12 +11,13 @@
  * the directory, so the new name survives a crash).
  *
  * Open (`SegmentLog.open`) reads every segment in order and checks each frame:
- * - a bad frame (cut short, failing its checksum, misnumbered) in the last segment with no
- *   valid frame anywhere after it is a *torn tail*: an append that a crash interrupted
- *   before its sync returned, so never acknowledged (one append at a time: nothing is
- *   written after an unfinished one). It is cut off (the file truncated to the last whole
- *   frame) and reported. As in etcd's WAL, a flipped bit in the very last record cannot be
- *   told from a torn write and is cut off the same way;
+ * - a bad frame in the last segment with no valid frame anywhere after it, that is cut short
+ *   (the file ends inside it) or ends in zeros (pages that never reached the disk), is a
+ *   *torn tail*: an append that a crash interrupted before its sync returned, so never
+ *   acknowledged (one append at a time: nothing is written after an unfinished one). It is
+ *   cut off (the file truncated to the last whole frame) and reported. Unlike etcd's WAL, a
+ *   whole last frame that fails its checksum is not cut off: it was synced, so perhaps
+ *   acknowledged, and went bad on disk since (S13), so it is corruption like any other;
  * - any other bad frame (inside a segment, in a segment that is not the last, a number out
  *   of sequence) is corruption (S13): open fails with CorruptRecordError naming the file and
  *   offset, and nothing is changed on disk.
@@ -288,8 +289,10 @@ function readFrames(
   while (at < bytes.length) {
     const n = first + records.length;
     const bad = (why: string): { records: LogRecord[]; goodBytes: number; offsets: number[] } => {
-      // A torn tail: only at the end of the last segment, with nothing whole after it.
-      if (isLast && !hasWholeFrameAfter(bytes, at, n)) return { records, goodBytes: at, offsets };
+      // A torn tail: only at the end of the last segment, with nothing whole after it, and
+      // looking like an unfinished write (cut short, or ending in zeros).
+      if (isLast && looksTorn(bytes, at) && !hasWholeFrameAfter(bytes, at, n))
+        return { records, goodBytes: at, offsets };
       throw new CorruptRecordError(`${path}: record ${n} at offset ${at}: ${why} (S13)`);
     };
     if (bytes.length - at < HEADER_BYTES) return bad('cut short in its header');
@@ -305,6 +308,23 @@ function readFrames(
     at += HEADER_BYTES + length;
   }
   return { records, goodBytes: at, offsets };
+}
+
+/** Zero bytes at the end of the file that make a bad frame look unwritten (not a flipped bit). */
+const TORN_ZEROS = 16;
+
+/**
+ * Whether the bad frame at `at` (the file's last) looks like a write a crash interrupted:
+ * the file ends inside it (its header or payload cut short), or it ends in at least
+ * TORN_ZEROS zero bytes (pages that never reached the disk read as zeros). A whole frame
+ * that fails its checksum does not: that is a record gone bad on disk after it was synced
+ * and acknowledged, so cutting it off would lose an acknowledged write silently (S13).
+ */
+function looksTorn(bytes: Buffer, at: number): boolean {
+  if (bytes.length - at < HEADER_BYTES) return true;
+  if (bytes.length - at - HEADER_BYTES < bytes.readUInt32BE(at)) return true;
+  const tail = bytes.subarray(Math.max(at, bytes.length - TORN_ZEROS));
+  return tail.length === TORN_ZEROS && tail.every((b) => b === 0);
 }
 
 /**

@@ -115,6 +115,21 @@ describe('segment log', () => {
     assert.deepEqual(await readFile(path), bytes);
   });
 
+  test('a flipped byte in the last record, whole and synced, is corruption, not a torn tail (S13)', async () => {
+    await writeLog(3, 2);
+    const [name] = await segments();
+    const path = join(dir, name as string);
+    const bytes = await readFile(path);
+    bytes[5 * 56 + 20] = (bytes[5 * 56 + 20] as number) ^ 0x01; // record 6, the last one
+    await writeFile(path, bytes);
+    await assert.rejects(SegmentLog.open(dir), (err: unknown) => {
+      assert.ok(isCorruptRecord(err), String(err));
+      assert.match((err as Error).message, /record 6 at offset 280: checksum mismatch/);
+      return true;
+    });
+    assert.deepEqual(await readFile(path), bytes, 'nothing is cut off');
+  });
+
   test('a bad record in a segment that is not the last is corruption, even at its end', async () => {
     await writeLog(6, 2, 200);
     const names = await segments();

@@ -45,7 +45,7 @@ const STORAGE_PORT = 7101;
 const ETCD_PORTS = [2379, 2380, 2381, 2382, 2383, 2384];
 
 const skip =
-  netnsUnavailableReason('the isolate-leader test with network namespaces') ??
+  netnsUnavailableReason("the isolate-leader test's 4 hosts") ??
   (findEtcd() === undefined ? `etcd is not installed: ${ETCD_INSTALL_HINT}` : false);
 
 /** The `time` of the last JSON log line matching `re`. */

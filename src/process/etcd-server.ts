@@ -6,7 +6,9 @@
  * `{"health":"true"}` (which needs a leader); `stop` sends SIGTERM and SIGKILL after a bound;
  * `destroy` also removes the dir. Members run in their own process group (a terminal's
  * Ctrl-C reaches only the parent, which stops them in order) and an `exit` handler SIGKILLs
- * any member still running when this process exits, so none is left behind.
+ * any member still running when this process exits, so none is left behind. A test can run the
+ * members elsewhere, e.g. in a network namespace: a command prefix (`ip netns exec NS`), fixed
+ * ports on that namespace's address, and a health check that runs there.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -44,6 +46,12 @@ export interface EtcdClusterOptions {
   readonly startTimeoutMs?: number;
   /** More `--name=value` arguments for every member. */
   readonly extraArgs?: readonly string[];
+  /** A command the binary runs under, e.g. `['ip', 'netns', 'exec', NS]` (default: none). */
+  readonly commandPrefix?: readonly string[];
+  /** Each member's client and peer port, in that order (2 × members; default: free ports on `host`). */
+  readonly ports?: readonly number[];
+  /** Whether a member answers healthy (default: isHealthy from here, e.g. replaced for another namespace). */
+  readonly healthCheck?: (clientUrl: string) => Promise<boolean>;
 }
 
 /** One member: its child process and addresses. */
@@ -122,11 +130,14 @@ export class EtcdCluster {
     let lastProblem = '';
     for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
       const cluster = await EtcdCluster.spawnAll(binary, options, attempt);
-      const problem = await cluster.waitHealthy(options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+      const problem = await cluster.waitHealthy(
+        options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+        options.healthCheck ?? isHealthy,
+      );
       if (problem === undefined) return cluster;
       await cluster.stop();
       lastProblem = problem;
-      if (!/address already in use/i.test(problem)) break;
+      if (!/address already in use/i.test(problem) || options.ports !== undefined) break;
     }
     throw new Error(`etcd did not start in ${options.dir}: ${lastProblem}`);
   }
@@ -136,7 +147,9 @@ export class EtcdCluster {
     const hostInUrl = host.includes(':') ? `[${host}]` : host;
     const count = o.members ?? 3;
     const names = Array.from({ length: count }, (_, i) => `m${i + 1}`);
-    const ports: number[] = [];
+    const ports: number[] = [...(o.ports ?? [])];
+    if (o.ports !== undefined && ports.length !== 2 * count)
+      throw new Error(`etcd: ${count} members need ${2 * count} ports, got ${ports.length}`);
     while (ports.length < 2 * count) {
       const port = await freePort(host);
       if (!ports.includes(port)) ports.push(port);
@@ -150,9 +163,11 @@ export class EtcdCluster {
       rmSync(dir, { recursive: true, force: true }); // a failed attempt's data would not match the new ports
       mkdirSync(dir, { recursive: true });
       const log = openSync(join(dir, 'etcd.log'), 'a');
+      const [command, ...prefixArgs] = [...(o.commandPrefix ?? []), binary];
       const child = spawn(
-        binary,
+        command ?? binary,
         [
+          ...prefixArgs,
           `--name=${name}`,
           `--data-dir=${join(dir, 'data')}`,
           `--listen-client-urls=${clientUrl(i)}`,
@@ -195,19 +210,22 @@ export class EtcdCluster {
   }
 
   /** Undefined once every member is healthy; otherwise why not. */
-  private async waitHealthy(timeoutMs: number): Promise<string | undefined> {
+  private async waitHealthy(
+    timeoutMs: number,
+    healthy: (clientUrl: string) => Promise<boolean>,
+  ): Promise<string | undefined> {
     const deadline = Date.now() + timeoutMs;
-    const healthy = new Set<string>();
+    const ok = new Set<string>();
     while (Date.now() < deadline) {
       const dead = this.members.find((m) => m.exitInfo !== undefined);
       if (dead) return `${dead.name} exited (${dead.exitInfo}): ${logTail(join(dead.dir, 'etcd.log'))}`;
       for (const m of this.members) {
-        if (!healthy.has(m.name) && (await isHealthy(m.clientUrl))) healthy.add(m.name);
+        if (!ok.has(m.name) && (await healthy(m.clientUrl))) ok.add(m.name);
       }
-      if (healthy.size === this.members.length) return undefined;
+      if (ok.size === this.members.length) return undefined;
       await sleep(POLL_MS);
     }
-    const sick = this.members.filter((m) => !healthy.has(m.name));
+    const sick = this.members.filter((m) => !ok.has(m.name));
     return (
       `${sick.map((m) => m.name).join(', ')} not healthy within ${timeoutMs} ms: ` +
       logTail(join((sick[0] ?? (this.members[0] as EtcdMember)).dir, 'etcd.log'))

@@ -5,7 +5,9 @@
  * are dropped and new connections are accepted and never answered — what a cut link looks
  * like (no RST, no FIN), for that candidate and etcd only. Storage servers, clients and the
  * other candidates still reach it. (A relay rather than network namespaces: no firewall tool
- * is needed to cut one path only, etcd's health checks run from here, and no root.)
+ * is needed to cut one path only, etcd's health checks run from here, and no root. The same
+ * cut with network namespaces, as root, is ha-isolate-netns.test.ts: one namespace per
+ * `dstore node`, etcd in a hub namespace, the cut a pair of blackhole rules there.)
  *
  * Under 4 writers: the cut-off leader steps down once no keepalive was answered for a TTL
  * (logged), another candidate leads within the TTL + 1 s of the cut, every write is

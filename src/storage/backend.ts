@@ -84,7 +84,12 @@ export interface Backend {
   readonly kind: string;
   /** Every partition with any data, log or metadata. */
   partitions(): Promise<PartitionState[]>;
-  /** Atomic; durable on resolve when sync is 'batch'. Throws StorageFailureError on failure. */
+  /**
+   * Atomic; durable on resolve when sync is 'batch'. Throws StorageFailureError on failure.
+   * lmdb keeps one exception: an `apply` takes effect at once (reads see it) and becomes
+   * durable shortly after, the log keeping every entry above what is durably applied, so a
+   * crash before then leaves it to be re-applied from the log (lmdb/backend.ts, `writeBatch`).
+   */
   writeBatch(ops: readonly BatchOp[]): Promise<BatchResult>;
   get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined>;
   /** Keys of the partition in byte order, after `afterKey` (exclusive), at most `limit`. */

@@ -219,6 +219,11 @@ export class LogStore {
     return out;
   }
 
+  /** Why the store stopped writing (an append failed), if it did. */
+  get failed(): StorageFailureError | undefined {
+    return this.failure;
+  }
+
   /** How many segment files hold the log. */
   get segments(): number {
     return this.log.segmentCount;

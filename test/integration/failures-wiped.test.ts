@@ -1,13 +1,13 @@
 /**
- * A storage server whose store was wiped (its Redis flushed or replaced, its lmdb files
- * deleted) but whose data dir still names it (`node-id`) comes back holding nothing. It
+ * A storage server whose store was wiped (its Redis flushed or replaced, its lmdb
+ * environment and replica log deleted) but whose data dir still names it (`node-id`) comes back holding nothing. It
  * must not rejoin its partitions as a secondary, as a restarted server with its data does
  * (S4): an empty secondary can be elected primary (S5) and would then serve "absent" for
  * acknowledged keys and truncate them from the others when they return.
  *
  * Real processes: 5 lmdb storage servers (so the nameserver is not frozen, S15, with two of
  * them away), 4 partitions, R=3. For one partition {A; B, C}: B is SIGKILLed and its lmdb
- * files deleted, A and C are paused (SIGSTOP: B cannot catch up from them), B is restarted.
+ * environment and log deleted, A and C are paused (SIGSTOP: B cannot catch up from them), B is restarted.
  * Proves: B is made a learner of that partition (not left a secondary); once A and C are
  * declared dead no read of the partition answers "absent" for an acknowledged key (it is
  * unavailable instead: nobody holding the data is alive); after SIGCONT every acknowledged
@@ -48,7 +48,9 @@ test(
       assert.ok(a && b && c, `partition 0 has three members: ${JSON.stringify(config)}`);
 
       await cluster.kill(b, 'SIGKILL');
-      rmSync(join(cluster.dir, b, 'lmdb'), { recursive: true, force: true }); // node-id stays
+      // Its store: the LMDB environment and the replica log; node-id stays.
+      rmSync(join(cluster.dir, b, 'lmdb'), { recursive: true, force: true });
+      rmSync(join(cluster.dir, b, 'log'), { recursive: true, force: true });
       // Not cluster.kill: its promise is the exit, which a stopped process never reaches.
       for (const n of [a, c]) cluster.procs.get(n)!.child.kill('SIGSTOP');
       try {

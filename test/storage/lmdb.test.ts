@@ -739,3 +739,24 @@ test('S12: under a steady load with truncations, log segments whose entries are 
     }
   });
 });
+
+test('S13: a data dir whose replica log was deleted (LMDB kept) opens with every partition corrupt', async () => {
+  await withDir(async (dir) => {
+    let backend = await LmdbBackend.open({ dataDir: dir });
+    await backend.writeBatch([append(P1, puts(1, 5, 1)), apply(P1, puts(1, 3, 1)), append(P2, puts(1, 2, 1))]);
+    await backend.close();
+    await rm(join(dir, 'log'), { recursive: true, force: true });
+    backend = await LmdbBackend.open({ dataDir: dir });
+    try {
+      const states = await backend.partitions();
+      assert.deepStrictEqual(
+        states.map((s) => s.partition),
+        [P1],
+        'P2 applied nothing: nothing of it is left',
+      );
+      assert.match(states[0]?.corrupt ?? '', /its replica log is missing/);
+    } finally {
+      await backend.close();
+    }
+  });
+});

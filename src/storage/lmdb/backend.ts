@@ -516,7 +516,7 @@ export class LmdbBackend implements Backend {
       if (this.failure) throw this.failure;
       await this.logs.write([{ kind: 'reset', partition, at: applied }]);
       this.truncations.delete(partition);
-      await this.enqueue(1, false, (v) => {
+      const switched = this.enqueue(1, false, (v) => {
         const after: PartState = {
           meta: v.state(partition)?.meta ?? null,
           applied,
@@ -527,6 +527,11 @@ export class LmdbBackend implements Backend {
         };
         v.set(partition, after);
         this.partDb.putSync(partKey(partition), encodeState(after));
+      });
+      // The log is emptied already: without the switch the two disagree until a reopen.
+      await switched.catch((err: unknown) => {
+        this.fail(err);
+        throw err;
       });
       this.pending.delete(partition);
       this.durableApplied.set(partition, applied.seq);
@@ -722,6 +727,9 @@ export class LmdbBackend implements Backend {
       if (existing) return existing;
       const created: PartState = { ...freshPartition(this.allocateGeneration()), keyCount: 0 };
       v.set(partition, created);
+      // Every partition is in the log from its start (an empty base record), so at open a
+      // partition LMDB holds and the log does not is one whose log was lost (`load`).
+      logOps.push({ kind: 'truncateTo', partition, base: ZERO_POSITION });
       return created;
     };
     const lookup = (p: PartitionId, generation: number, key: Uint8Array, k: string): boolean => {
@@ -1117,7 +1125,6 @@ export class LmdbBackend implements Backend {
     await this.deleteOldLog();
     let maxGeneration = 0;
     const logs = this.logs.partitions();
-    const emptyLogs: LogOp[] = [];
     for (const { key, value } of this.partDb.getRange({})) {
       if (key.length !== 4) throw new CorruptRecordError(`a state record has a key of ${key.length} bytes`);
       const partition = key.readUInt32BE(0) as PartitionId;
@@ -1125,18 +1132,16 @@ export class LmdbBackend implements Backend {
       maxGeneration = Math.max(maxGeneration, r.generation);
       const l = logs.get(partition);
       if (l === undefined) {
-        // Nothing logged here (applies only), or a log that failed its checks: an empty log at
-        // the applied position, written so the log continues from there.
+        // S13: its log failed its checks, or is gone (every partition is in the log from its
+        // start): what it acknowledged above its applied state may be lost. It relearns.
         const s: PartState = { ...r, meta: null, logBase: r.applied, logLast: r.applied };
-        this.states.set(partition, logCorrupt === undefined ? s : markCorrupt(s, logCorrupt));
-        if (r.applied.seq > 0) emptyLogs.push({ kind: 'truncateTo', partition, base: r.applied });
+        this.states.set(partition, markCorrupt(s, logCorrupt ?? `its replica log is missing from ${this.logDir}`));
       } else {
         const s: PartState = { ...r, meta: l.meta, logBase: l.base, logLast: l.last };
         this.states.set(partition, mismatch(s) === undefined ? s : markCorrupt(s, mismatch(s) as string));
       }
       this.durableApplied.set(partition, r.applied.seq);
     }
-    await this.logs.write(emptyLogs);
     await this.markUpgradeCorrupt();
     // Walk the partitions present in `data` and `dedup`: the highest generation bounds the
     // next one (a half-installed snapshot may have staged dedup records and no data), and
@@ -1210,9 +1215,8 @@ export class LmdbBackend implements Backend {
     for (const { key, value } of this.partDb.getRange({})) {
       const partition = key.readUInt32BE(0) as PartitionId;
       const s = decodeState(value, `partition ${partition} state`);
-      const head: LogOp[] = [];
+      const head: LogOp[] = [{ kind: 'truncateTo', partition, base: s.logBase }];
       if (s.meta) head.push({ kind: 'setMeta', partition, meta: s.meta });
-      if (s.logBase.seq > 0) head.push({ kind: 'truncateTo', partition, base: s.logBase });
       await this.logs.write(head);
       let from = s.logBase.seq + 1;
       // Bounded: each round moves up to UPGRADE_CHUNK entries of a finite log.
@@ -1256,9 +1260,10 @@ export class LmdbBackend implements Backend {
     }
   }
 
-  /** Whether LMDB's applied state is a backend failure could not be reconciled with the log's. */
+  /** Broken once the log or LMDB failed a write: the storage server then reopens the backend. */
   health(): BackendHealth {
-    return this.failure === undefined ? { connected: true } : { connected: true, broken: this.failure.message };
+    const failure = this.failure ?? this.logs.failed;
+    return failure === undefined ? { connected: true } : { connected: true, broken: failure.message };
   }
 }
 

@@ -15,8 +15,10 @@
  *                    unconfirmed-reads, server-delete-replies, ack-failed-batch,
  *                    forget-unapplied, unfenced-save) to see the simulator catch it
  *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
- *                    etcd (issue 12); off: every seed runs the one nameserver; mixed (default):
- *                    one seed in three, chosen from the seed (the others replay as before)
+ *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
+ *                    in three, chosen from the seed (the others run exactly as with off).
+ *                    Default: mixed with --runs, off with --seed (a failing election-mode seed's
+ *                    replay line says --election on)
  *
  * Exit code 1 when any run found a violation (or a check was inconclusive with --strict).
  */
@@ -38,7 +40,7 @@ interface Args {
   strict: boolean;
   set: string[];
   mutation?: Mutation;
-  election: ElectionMode;
+  election: ElectionMode | undefined;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -50,7 +52,7 @@ function parseArgs(argv: readonly string[]): Args {
     budgetMs: 10_000,
     strict: false,
     set: [],
-    election: 'mixed',
+    election: undefined,
   };
   const num = (i: number, name: string): number => {
     const v = Number(argv[i + 1]);
@@ -141,7 +143,7 @@ function replay(a: Args): number {
     checkBudgetMs: a.budgetMs,
     set: a.set,
     mutation: a.mutation,
-    election: a.election,
+    election: a.election ?? 'off',
   });
   console.log('');
   console.log(describeKnobs(seed, r.knobs));
@@ -171,10 +173,11 @@ function printRun(s: Summary): void {
 
 async function soak(a: Args): Promise<number> {
   const started = Date.now();
+  const election = a.election ?? 'mixed';
   console.log(
     `dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} ` +
       `job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}` +
-      `${a.election === 'mixed' ? '' : `, election ${a.election}`}`,
+      `, election ${election}`,
   );
   const results: Summary[] = [];
   const onResult = (s: Summary) => {
@@ -182,7 +185,7 @@ async function soak(a: Args): Promise<number> {
     if (s.violations.length > 0) {
       const replayArgs =
         `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}` +
-        `${a.mutation ? ` --mutate ${a.mutation}` : ''}${a.election === 'mixed' ? '' : ` --election ${a.election}`}`;
+        `${a.mutation ? ` --mutate ${a.mutation}` : ''}${s.stats.elections !== undefined ? ' --election on' : ''}`;
       console.log(
         `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — ` +
           `replay: npm run sim -- ${replayArgs}`,
@@ -206,9 +209,7 @@ async function soak(a: Args): Promise<number> {
   if (a.jobs <= 1) {
     for (let i = 0; i < a.runs; i++)
       onResult(
-        summarize(
-          runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation, election: a.election }),
-        ),
+        summarize(runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation, election })),
       );
   } else {
     await new Promise<void>((resolve, reject) => {
@@ -224,7 +225,7 @@ async function soak(a: Args): Promise<number> {
         for (let i = 0; i < chunk; i++) seeds.push(a.start + next++);
         running++;
         const w = new Worker(new URL(import.meta.url), {
-          workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation, election: a.election },
+          workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation, election },
         });
         w.on('message', (s: Summary) => onResult(s));
         w.on('error', reject);

@@ -13,7 +13,7 @@
  * - Election mode (issue 12, sim-etcd.ts): every map etcd stores was saved under the leadership
  *   that was current then, and by one candidate per leadership (the fence); the stored map's
  *   version never goes backwards; a storage server's replica never goes back to an older epoch
- *   than one it had (a deposed leader's stale map must not reach it).
+ *   than one it had in the same incarnation (a deposed leader's stale map must not reach it).
  * The end-of-run checks (convergence, acknowledged writes present everywhere,
  * linearizability) are in run.ts.
  */
@@ -207,8 +207,10 @@ export class Observer {
   }
 
   /** The restarted replica starts over: its commit point is whatever it recovered. */
-  onRestarted(node: string, p: PartitionId, commitSeq: Seq): void {
+  onRestarted(node: string, p: PartitionId, commitSeq: Seq, epoch: number): void {
     this.lastCommit.set(`${node}/${p}`, commitSeq);
+    // An epoch adopted in memory but not yet durable is gone after a crash: each incarnation starts from its disk's.
+    this.epochs.set(`${node}/${p}`, epoch);
   }
 
   /** A client was told its write is acknowledged at version `seq`. */

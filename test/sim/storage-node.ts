@@ -195,7 +195,7 @@ export class SimStorageNode implements Endpoint {
       nameserver: 'ns',
       mutations: hostMutations(this.knobs.mutation),
       hooks: {
-        replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq),
+        replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq, r.epoch),
         stepped: (r, input, out) => {
           this.observer.onStepped(this.id, r);
           if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {

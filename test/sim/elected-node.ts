@@ -19,7 +19,8 @@
 import { DstoreError, NotLeaderError, errorFromWire } from '../../src/core/errors.js';
 import { Nameserver, type PersistedMap } from '../../src/core/nameserver/nameserver.js';
 import { assertNever, type Config } from '../../src/core/types.js';
-import { NameserverHost, tickPeriodMs } from '../../src/nameserver/host.js';
+import { answerFromStoredMap, followerPlan, notLeaderError } from '../../src/nameserver/follower.js';
+import { tickPeriodMs } from '../../src/nameserver/host.js';
 import { LeaderTerm } from '../../src/nameserver/term.js';
 import type { NameserverRequest } from '../../src/rpc/messages.js';
 import type { NameserverKnobs } from './nameserver-node.js';
@@ -321,44 +322,34 @@ export class SimCandidate implements Endpoint {
   private notLeader(why: string, respond: Respond): void {
     this.etcd({ t: 'leader' }, FOLLOWER_READ_MS, (r) => {
       const v = r.ok ? (r.value as EtcdReply) : undefined;
-      const leader = v?.t === 'leader' ? v.leader : undefined;
-      const other = leader && leader.nodeId !== this.id ? leader : undefined;
-      const err = new NotLeaderError(
-        `nameserver ${this.id} does not lead (${why})${other ? `; ${other.nodeId} leads` : ''}`,
-        other?.address,
-      );
-      respond({ ok: false, error: err.toWire() });
+      respond({ ok: false, error: notLeaderError(this.id, why, v?.t === 'leader' ? v.leader : undefined).toWire() });
     });
   }
 
+  /** elected-nameserver.ts's asFollower, on the same pure decisions (src/nameserver/follower.ts). */
   private asFollower(req: NameserverRequest, respond: Respond): void {
-    switch (req.t) {
-      case 'map':
-      case 'nodes':
+    const plan = followerPlan(req);
+    switch (plan) {
+      case 'fromStoredMap':
         this.etcd({ t: 'loadMap' }, FOLLOWER_READ_MS, (r) => {
           if (!r.ok)
             return this.notLeader(`it follows, and cannot read the map from etcd: ${r.error.message}`, respond);
           const map = (r.value as EtcdReply & { t: 'loadMap' }).map;
           if (!map) return this.notLeader('it follows, and no leader stored a cluster map in etcd yet', respond);
           const { settings, deadAfterMs, rereplicateAfterMs } = this.knobs;
-          const view = new NameserverHost(map, false, { settings, deadAfterMs, rereplicateAfterMs }, this.world.now);
-          view.address = this.id;
-          const { reply } = view.onRequest(req, this.world.now);
+          const opts = { settings, deadAfterMs, rereplicateAfterMs };
+          const reply = answerFromStoredMap(map, req, opts, this.world.now, this.id);
           if (reply.ok) return respond({ ok: true, value: reply.value });
           if (reply.error instanceof DstoreError) return respond({ ok: false, error: reply.error.toWire() });
           throw new SimulationFailure(`${this.id}: ${message(reply.error)}`);
         });
         return;
-      case 'register':
-      case 'heartbeat':
-      case 'promote':
-      case 'removeSecondary':
-      case 'confirmEpoch':
+      case 'refuse':
         return this.notLeader('it follows', respond);
       case 'leader':
         return respond({ ok: true, value: { self: this.id } });
       default:
-        return assertNever(req);
+        return assertNever(plan);
     }
   }
 }

@@ -19,7 +19,8 @@
  * - A follower answers `map` and `nodes` from the map stored in etcd (a linearizable read per
  *   request, so never a map newer than etcd's) and refuses the calls that would change or
  *   confirm it (register, heartbeat, promote, removeSecondary, confirmEpoch) with NOT_LEADER
- *   carrying the leader's address when known. Everyone answers `leader`.
+ *   carrying the leader's address when known. Everyone answers `leader`. Those decisions are
+ *   pure (src/nameserver/follower.ts), shared with the simulator's candidates.
  */
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
@@ -27,7 +28,8 @@ import { NotLeaderError } from '../core/errors.js';
 import { Nameserver } from '../core/nameserver/nameserver.js';
 import { assertNever } from '../core/types.js';
 import { type NameserverConfig, decodeNameserverRequest, listenNameserver } from '../nameserver/server.js';
-import { NameserverHost, tickPeriodMs } from '../nameserver/host.js';
+import { answerFromStoredMap, followerPlan, notLeaderError } from '../nameserver/follower.js';
+import { tickPeriodMs } from '../nameserver/host.js';
 import { LeaderTerm } from '../nameserver/term.js';
 import { formatHostPort } from '../process/address.js';
 import type { Logger } from '../process/log.js';
@@ -316,18 +318,13 @@ export class ElectedNameserverProcess {
   }
 
   private async notLeader(why: string): Promise<NotLeaderError> {
-    const leader = await this.knownLeader();
-    const who = leader && leader.nodeId !== this.nodeId ? `; ${leader.nodeId} at ${leader.address} leads` : '';
-    return new NotLeaderError(
-      `nameserver ${this.nodeId} does not lead (${why})${who}`,
-      leader && leader.nodeId !== this.nodeId ? leader.address : undefined,
-    );
+    return notLeaderError(this.nodeId, why, await this.knownLeader());
   }
 
   private async asFollower(req: NameserverRequest): Promise<unknown> {
-    switch (req.t) {
-      case 'map':
-      case 'nodes': {
+    const plan = followerPlan(req);
+    switch (plan) {
+      case 'fromStoredMap': {
         let map: Awaited<ReturnType<EtcdControl['loadMap']>>;
         try {
           map = this.control ? await within(this.control.loadMap(), FOLLOWER_READ_MS, 'the map') : undefined;
@@ -335,26 +332,19 @@ export class ElectedNameserverProcess {
           throw await this.notLeader(`it follows, and cannot read the map from etcd: ${message(err)}`);
         }
         if (!map) throw await this.notLeader('it follows, and no leader stored a cluster map in etcd yet');
-        // A read-only view of etcd's map: a host built for this request, its effects dropped.
         const { settings, deadAfterMs, rereplicateAfterMs } = this.cfg;
-        const now = Date.now();
-        const view = new NameserverHost(map, false, { settings, deadAfterMs, rereplicateAfterMs }, now);
-        view.address = this.address;
-        const { reply } = view.onRequest(req, now);
+        const opts = { settings, deadAfterMs, rereplicateAfterMs };
+        const reply = answerFromStoredMap(map, req, opts, Date.now(), this.address);
         if (!reply.ok) throw reply.error;
         if (req.t === 'map') return reply.value;
         return this.withLeader(reply.value as ClusterInfo, await this.knownLeader());
       }
-      case 'register':
-      case 'heartbeat':
-      case 'promote':
-      case 'removeSecondary':
-      case 'confirmEpoch':
+      case 'refuse':
         throw await this.notLeader('it follows');
       case 'leader':
         return this.leaderReply();
       default:
-        return assertNever(req);
+        return assertNever(plan);
     }
   }
 }

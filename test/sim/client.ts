@@ -155,9 +155,8 @@ export class SimClient implements Endpoint {
     const plan = op.retry.begin(this.world.now);
     if (plan.kind === 'end') return this.ended(op, plan.end);
     if (plan.map === 'cached' && this.map?.formed) return this.route(op, plan);
-    this.world.call(
+    this.world.nsCall(
       this.id,
-      'ns',
       { t: 'map' },
       plan.attemptMs,
       () => 'map',

@@ -12,7 +12,13 @@
  *                    --set settings.minWriteReplicas=1 --set net.dropP=0.3 --set faultMs=60000
  *   --strict         also fail when a linearizability check was inconclusive
  *   --mutate NAME    plant a deliberate bug (ack-before-durable, lying-fsync,
- *                    unconfirmed-reads, server-delete-replies) to see the simulator catch it
+ *                    unconfirmed-reads, server-delete-replies, ack-failed-batch,
+ *                    forget-unapplied, unfenced-save) to see the simulator catch it
+ *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
+ *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
+ *                    in three, chosen from the seed (the others run exactly as with off).
+ *                    Default: mixed with --runs, off with --seed (a failing election-mode seed's
+ *                    replay line says --election on)
  *
  * Exit code 1 when any run found a violation (or a check was inconclusive with --strict).
  */
@@ -20,7 +26,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { formatHistoryLine } from '../../src/check/linearizability.js';
-import { describeKnobs, type RunResult, runSeed } from './run.js';
+import { describeKnobs, type ElectionMode, type RunResult, runSeed } from './run.js';
 import { MUTATIONS, type Mutation } from './storage-node.js';
 
 interface Args {
@@ -34,10 +40,20 @@ interface Args {
   strict: boolean;
   set: string[];
   mutation?: Mutation;
+  election: ElectionMode | undefined;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { runs: 100, start: 1, trace: true, jobs: 1, budgetMs: 10_000, strict: false, set: [] };
+  const a: Args = {
+    runs: 100,
+    start: 1,
+    trace: true,
+    jobs: 1,
+    budgetMs: 10_000,
+    strict: false,
+    set: [],
+    election: undefined,
+  };
   const num = (i: number, name: string): number => {
     const v = Number(argv[i + 1]);
     if (!Number.isSafeInteger(v) || v < 0) throw new Error(`${name} needs a non-negative integer, got ${argv[i + 1]}`);
@@ -78,6 +94,12 @@ function parseArgs(argv: readonly string[]): Args {
       case '--strict':
         a.strict = true;
         break;
+      case '--election': {
+        const m = argv[++i];
+        if (m !== 'on' && m !== 'off' && m !== 'mixed') throw new Error('--election: one of on, off, mixed');
+        a.election = m;
+        break;
+      }
       case '--help':
       case '-h':
         console.log(HELP);
@@ -91,7 +113,7 @@ function parseArgs(argv: readonly string[]): Args {
 }
 
 const HELP = `usage: npm run sim -- [--runs N] [--start S] [--jobs J] | --seed S [--no-trace] [--history FILE]
-       common: [--set PATH=VALUE]... [--budget-ms MS] [--strict]`;
+       common: [--set PATH=VALUE]... [--budget-ms MS] [--strict] [--mutate NAME] [--election on|off|mixed]`;
 
 /** What a worker sends back per seed: small, no history. */
 interface Summary {
@@ -121,6 +143,7 @@ function replay(a: Args): number {
     checkBudgetMs: a.budgetMs,
     set: a.set,
     mutation: a.mutation,
+    election: a.election ?? 'off',
   });
   console.log('');
   console.log(describeKnobs(seed, r.knobs));
@@ -150,9 +173,11 @@ function printRun(s: Summary): void {
 
 async function soak(a: Args): Promise<number> {
   const started = Date.now();
+  const election = a.election ?? 'mixed';
   console.log(
     `dstore simulation: seeds ${a.start}..${a.start + a.runs - 1}, ${a.jobs} ` +
-      `job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}`,
+      `job(s)${a.set.length ? `, --set ${a.set.join(' ')}` : ''}${a.mutation ? `, MUTATION ${a.mutation}` : ''}` +
+      `, election ${election}`,
   );
   const results: Summary[] = [];
   const onResult = (s: Summary) => {
@@ -160,7 +185,7 @@ async function soak(a: Args): Promise<number> {
     if (s.violations.length > 0) {
       const replayArgs =
         `--seed ${s.seed}${a.set.map((x) => ` --set ${x}`).join('')}` +
-        `${a.mutation ? ` --mutate ${a.mutation}` : ''}`;
+        `${a.mutation ? ` --mutate ${a.mutation}` : ''}${s.stats.elections !== undefined ? ' --election on' : ''}`;
       console.log(
         `seed ${s.seed}: VIOLATION ${s.violations.map((v) => v.kind).join(', ')} — ` +
           `replay: npm run sim -- ${replayArgs}`,
@@ -183,7 +208,9 @@ async function soak(a: Args): Promise<number> {
   };
   if (a.jobs <= 1) {
     for (let i = 0; i < a.runs; i++)
-      onResult(summarize(runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation })));
+      onResult(
+        summarize(runSeed(a.start + i, { checkBudgetMs: a.budgetMs, set: a.set, mutation: a.mutation, election })),
+      );
   } else {
     await new Promise<void>((resolve, reject) => {
       let next = 0;
@@ -198,7 +225,7 @@ async function soak(a: Args): Promise<number> {
         for (let i = 0; i < chunk; i++) seeds.push(a.start + next++);
         running++;
         const w = new Worker(new URL(import.meta.url), {
-          workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation },
+          workerData: { seeds, budgetMs: a.budgetMs, set: a.set, mutation: a.mutation, election },
         });
         w.on('message', (s: Summary) => onResult(s));
         w.on('error', reject);
@@ -226,6 +253,14 @@ async function soak(a: Args): Promise<number> {
       `crashes, ${sum('reconfigurations')} reconfigurations, ${sum('fault.pause')} pauses, ` +
       `${sum('fault.isolate') + sum('fault.split')} network partitions, ${sum('fault.nsCrash')} nameserver crashes`,
   );
+  const electionRuns = results.filter((r) => r.stats.elections !== undefined).length;
+  if (electionRuns > 0)
+    console.log(
+      `election mode: ${electionRuns} runs, ${sum('elections')} elections, ${sum('fault.nsCrash')} candidate ` +
+        `crashes, ${sum('fault.nsPause')} candidate pauses, ${sum('fault.etcdDown')} etcd outages, ` +
+        `${sum('fencedRefusals')} fenced transactions refused, ${sum('leasesExpired')} leases expired, ` +
+        `${sum('leaderChangesDuringReconfiguration')} leader changes during a reconfiguration`,
+    );
   console.log(
     `linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ` +
       `ok, ${failing.filter((f) => f.verdict === 'violation').length} violation, ${unknown.length} unknown (budget)`,
@@ -254,12 +289,13 @@ if (isMainThread) {
   const code = a.seed !== undefined ? replay(a) : await soak(a);
   process.exitCode = code;
 } else {
-  const { seeds, budgetMs, set, mutation } = workerData as {
+  const { seeds, budgetMs, set, mutation, election } = workerData as {
     seeds: number[];
     budgetMs: number;
     set: string[];
     mutation?: Mutation;
+    election: ElectionMode;
   };
   for (const seed of seeds)
-    parentPort!.postMessage(summarize(runSeed(seed, { checkBudgetMs: budgetMs, set, mutation })));
+    parentPort!.postMessage(summarize(runSeed(seed, { checkBudgetMs: budgetMs, set, mutation, election })));
 }

@@ -93,17 +93,7 @@ export class SimNameserver implements Endpoint {
   }
 
   private traceChanges(before: PersistedMap | undefined, after: PersistedMap): void {
-    if (before === undefined) return;
-    for (const c of after.configs) {
-      const old = before.configs[c.partition];
-      if (old?.epoch === c.epoch) continue;
-      this.stats.reconfigurations++;
-      if (this.world.tracing)
-        this.world.trace(
-          `ns map v${after.version}: p${c.partition} e${c.epoch} ${describeConfig(c)}` +
-            `${old ? ` (was e${old.epoch} ${describeConfig(old)})` : ''}`,
-        );
-    }
+    this.stats.reconfigurations += traceMapChanges(this.world, 'ns', before, after);
   }
 
   onMessage(): void {
@@ -128,4 +118,26 @@ export class SimNameserver implements Endpoint {
   configs(): readonly Config[] {
     return this.host?.core.map.configs ?? [];
   }
+}
+
+/** Traces each configuration that changed from `before` to `after` (by `who`); returns how many. */
+export function traceMapChanges(
+  world: World,
+  who: string,
+  before: PersistedMap | undefined,
+  after: PersistedMap,
+): number {
+  if (before === undefined) return 0;
+  let n = 0;
+  for (const c of after.configs) {
+    const old = before.configs[c.partition];
+    if (old?.epoch === c.epoch) continue;
+    n++;
+    if (world.tracing)
+      world.trace(
+        `${who} map v${after.version}: p${c.partition} e${c.epoch} ${describeConfig(c)}` +
+          `${old ? ` (was e${old.epoch} ${describeConfig(old)})` : ''}`,
+      );
+  }
+  return n;
 }

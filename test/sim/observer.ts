@@ -10,6 +10,10 @@
  * - At most one primary per partition per epoch, and at most one primary commits in it.
  * - Acknowledged writes (§5.7): the entry at the version a client was given is that
  *   client's write; a read's version is the entry that wrote the value it returned.
+ * - Election mode (issue 12, sim-etcd.ts): every map etcd stores was saved under the leadership
+ *   that was current then, and by one candidate per leadership (the fence); the stored map's
+ *   version never goes backwards; a storage server's replica never goes back to an older epoch
+ *   than one it had in the same incarnation (a deposed leader's stale map must not reach it).
  * The end-of-run checks (convergence, acknowledged writes present everywhere,
  * linearizability) are in run.ts.
  */
@@ -58,6 +62,11 @@ export class Observer {
   private readonly lastCommit = new Map<string, number>();
   readonly acked = new Map<PartitionId, Map<number, AckedWrite>>();
   readonly stats = { applies: 0, snapshots: 0, commitsObserved: 0, primariesObserved: 0 };
+  /** Election mode: the checks below run (off otherwise: they see nothing). */
+  electionChecks = false;
+  private readonly saverOf = new Map<number, string>();
+  private storedVersion = -1;
+  private readonly epochs = new Map<string, number>();
 
   constructor(private readonly world: World) {}
 
@@ -111,6 +120,7 @@ export class Observer {
    * a divergence; the end-of-run checks report acknowledged writes it took).
    */
   onDiskLost(node: string): void {
+    for (const k of [...this.epochs.keys()]) if (k.startsWith(`${node}/`)) this.epochs.delete(k);
     for (const [p, entries] of this.appliedEntry) {
       for (const [seq, e] of entries) {
         e.holders.delete(node);
@@ -136,8 +146,38 @@ export class Observer {
       );
   }
 
+  /** Election mode: etcd stored map `version`, saved by `by` under leadership `rev` while `current` led. */
+  onMapStored(by: string, rev: number, current: number | undefined, version: number): void {
+    if (rev !== current)
+      this.fail(
+        'unfenced-save',
+        `${by}'s save of map v${version} under leadership (leader key revision) ${rev} was stored while ` +
+          `${current === undefined ? 'nobody led' : `leadership ${current} was current`}: a deposed leader wrote`,
+      );
+    const saver = this.saverOf.get(rev);
+    if (saver !== undefined && saver !== by)
+      this.fail('two-savers', `both ${saver} and ${by} saved maps under leadership ${rev}`);
+    this.saverOf.set(rev, by);
+    if (version < this.storedVersion)
+      this.fail(
+        'map-version-regressed',
+        `${by} stored map v${version} in etcd after v${this.storedVersion} was stored (leadership ${rev})`,
+      );
+    this.storedVersion = version;
+  }
+
   /** After every step of a replica: one primary per epoch, one committer per epoch. */
   onStepped(node: string, r: Replica): void {
+    if (this.electionChecks) {
+      const ek = `${node}/${r.partition}`;
+      const had = this.epochs.get(ek) ?? 0;
+      if (r.epoch < had)
+        this.fail(
+          'epoch-regressed',
+          `partition ${r.partition}: ${node} went back to epoch ${r.epoch} after it had epoch ${had}`,
+        );
+      else if (r.epoch > had) this.epochs.set(ek, r.epoch);
+    }
     const k = `${r.partition}/${r.epoch}`;
     if (r.active && r.role === 'primary') {
       const other = this.primaries.get(k);
@@ -167,8 +207,10 @@ export class Observer {
   }
 
   /** The restarted replica starts over: its commit point is whatever it recovered. */
-  onRestarted(node: string, p: PartitionId, commitSeq: Seq): void {
+  onRestarted(node: string, p: PartitionId, commitSeq: Seq, epoch: number): void {
     this.lastCommit.set(`${node}/${p}`, commitSeq);
+    // An epoch adopted in memory but not yet durable is gone after a crash: each incarnation starts from its disk's.
+    this.epochs.set(`${node}/${p}`, epoch);
   }
 
   /** A client was told its write is acknowledged at version `seq`. */

@@ -21,9 +21,13 @@ import { type CheckResult, type HistoryOp, checkHistory, formatResult } from '..
 import type { ClusterSettings } from '../../src/core/nameserver/nameserver.js';
 import { type PartitionId, assertNever, nodeId } from '../../src/core/types.js';
 import { type ClientKnobs, SimClient } from './client.js';
+import type { Nameserver } from '../../src/core/nameserver/nameserver.js';
+import { Rng } from '../../src/core/rng.js';
+import type { Config } from '../../src/core/types.js';
+import type { ElectionKnobs } from './elected-node.js';
+import { SimElection } from './election.js';
 import { SimNameserver } from './nameserver-node.js';
 import { Observer, type Violation } from './observer.js';
-import type { Rng } from '../../src/core/rng.js';
 import { describeConfig, type Mutation, type NodeKnobs, SimStorageNode } from './storage-node.js';
 import { type NetworkKnobs, RELIABLE, SimulationFailure, World } from './world.js';
 
@@ -45,9 +49,59 @@ export interface Knobs {
   readonly calmMs: number;
   readonly convergeLimitMs: number;
   readonly maxEvents: number;
+  /** Election mode (issue 12): candidates elected through a simulated etcd instead of one `ns`. */
+  readonly election?: ElectionKnobs;
 }
 
-export type FaultKind = 'crash' | 'pause' | 'isolate' | 'split' | 'nsCrash' | 'nsPause' | 'link' | 'crashAll';
+/** What the run sees of the nameserver: the one `ns`, or in election mode the candidate that leads. */
+export interface NameserverView {
+  readonly up: boolean;
+  readonly paused: boolean;
+  readonly core: Nameserver | undefined;
+  configs(): readonly Config[];
+  readonly stats: { readonly reconfigurations: number };
+}
+
+/** `--election`: on in every seed, off in every seed, or (default) in the seeds `electionChosen` picks. */
+export type ElectionMode = 'on' | 'off' | 'mixed';
+
+/**
+ * Whether a seed runs in election mode under `mixed`: one seed in three, decided by an Rng of
+ * its own (derived from the seed), so the other seeds draw exactly what they drew before the
+ * election model existed and replay byte-identically.
+ */
+export function electionChosen(seed: number): boolean {
+  return electionRng(seed).int(0, 2) === 0;
+}
+
+function electionRng(seed: number): Rng {
+  return new Rng(seed * 3 + 0x5eed_e1ec);
+}
+
+/** The election knobs of a seed in election mode (from its derived Rng, after the mode draw). */
+export function chooseElection(seed: number): ElectionKnobs {
+  const rng = electionRng(seed);
+  rng.int(0, 2); // the mode draw
+  return {
+    candidates: rng.weighted([
+      [1, 2],
+      [3, 3],
+    ]),
+    leaseTtlMs: rng.pick([300, 500, 1000, 2000]),
+    etcdTimeoutMs: rng.pick([1000, 5000]),
+  };
+}
+
+export type FaultKind =
+  | 'crash'
+  | 'pause'
+  | 'isolate'
+  | 'split'
+  | 'nsCrash'
+  | 'nsPause'
+  | 'link'
+  | 'crashAll'
+  | 'etcdDown';
 
 export interface RunOptions {
   /** Trace every event to this sink (a replay of one seed). */
@@ -58,6 +112,11 @@ export interface RunOptions {
   readonly checkBudgetMs?: number;
   /** A deliberate bug to plant (mutation testing of the simulator itself). */
   readonly mutation?: Mutation;
+  /**
+   * Election mode; default `off`, so every existing caller (the pinned regression seeds of
+   * sim.test.ts among them) runs exactly as before. `npm run sim -- --runs` defaults to `mixed`.
+   */
+  readonly election?: ElectionMode;
 }
 
 export interface RunResult {
@@ -156,7 +215,18 @@ export function chooseKnobs(rng: Rng): Knobs {
     // last with weight 0, so adding it changed no seed's schedule: --set faultWeights.link=3.
     // `crashAll` (every storage server at one instant, as a power cut would) catches a write
     // whose durability came from anything but the synced log: applies are lazy (issue 11).
-    faultWeights: { crash: 4, pause: 3, isolate: 3, split: 2, nsCrash: 1, nsPause: 1, link: 0, crashAll: 1 },
+    // `etcdDown` (the election service without quorum) only in election mode (runSeed sets it).
+    faultWeights: {
+      crash: 4,
+      pause: 3,
+      isolate: 3,
+      split: 2,
+      nsCrash: 1,
+      nsPause: 1,
+      link: 0,
+      crashAll: 1,
+      etcdDown: 0,
+    },
     maxFaultMs: rng.pick([1000, 4000, 10_000]),
     calmMs: 2000,
     convergeLimitMs: 60_000,
@@ -208,8 +278,16 @@ export function describeKnobs(seed: number, k: Knobs): string {
     `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), ` +
       `delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
     ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
+    ...(k.election
+      ? [
+          `ELECTION MODE: ${k.election.candidates} nameserver candidates elected through a simulated etcd, lease ` +
+            `TTL ${k.election.leaseTtlMs} ms, etcd call timeout ${k.election.etcdTimeoutMs} ms`,
+        ]
+      : []),
     `faults: ${k.faultMs} ms, one every ~${k.faultEveryMs} ms lasting up to ${k.maxFaultMs} ms; weights ` +
       Object.entries(k.faultWeights)
+        // (etcdDown is an election-mode fault: not listed otherwise, so those traces stay as they were)
+        .filter(([f]) => f !== 'etcdDown' || k.election !== undefined)
         .map(([f, w]) => `${f} ${w}`)
         .join(', '),
   ].join('\n');
@@ -219,17 +297,34 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   const wallStart = Date.now();
   const world = new World(seed);
   world.traceSink = options.trace;
-  const chosen = applySettings(chooseKnobs(world.rng), options.set ?? []);
+  const drawn = chooseKnobs(world.rng);
+  const mode = options.election ?? 'off';
+  const elected = mode === 'on' || (mode === 'mixed' && electionChosen(seed));
+  const withElection: Knobs = elected
+    ? {
+        ...drawn,
+        election: chooseElection(seed),
+        // Leader changes while the map changes: the leader crashes and pauses (past its lease) more often.
+        faultWeights: { ...drawn.faultWeights, nsCrash: 2, nsPause: 2, etcdDown: 1 },
+      }
+    : drawn;
+  const chosen = applySettings(withElection, options.set ?? []);
   const knobs: Knobs = options.mutation ? { ...chosen, node: { ...chosen.node, mutation: options.mutation } } : chosen;
   const observer = new Observer(world);
   const history: HistoryOp[] = [];
-  const ns = new SimNameserver(world, {
+  const nsKnobs = {
     settings: knobs.settings,
     heartbeatMs: knobs.node.heartbeatMs,
     deadAfterMs: knobs.deadAfterMs,
     rereplicateAfterMs: knobs.rereplicateAfterMs,
-  });
-  world.add(ns);
+  };
+  let ns: SimNameserver | SimElection;
+  if (knobs.election) {
+    ns = new SimElection(world, nsKnobs, knobs.election, observer, knobs.node.mutation === 'unfenced-save');
+  } else {
+    ns = new SimNameserver(world, nsKnobs);
+    world.add(ns);
+  }
   const nodes: SimStorageNode[] = [];
   for (let i = 1; i <= knobs.nodes; i++) {
     const n = new SimStorageNode(nodeId(`n${i}`), world, knobs.node, observer);
@@ -338,6 +433,13 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   for (const n of nodes) stats.failedBatches = (stats.failedBatches ?? 0) + n.stats.failedBatches;
   for (const n of nodes) stats.storageReloads = (stats.storageReloads ?? 0) + n.stats.reloads;
   stats.reconfigurations = ns.stats.reconfigurations;
+  if (ns instanceof SimElection) {
+    stats.elections = ns.etcd.stats.campaignsWon;
+    stats.fencedRefusals = ns.etcd.stats.fencedRefusals;
+    stats.leasesExpired = ns.etcd.stats.leasesExpired;
+    stats.etcdSaves = ns.etcd.stats.saves;
+    stats.leaderChangesDuringReconfiguration = ns.stats.leaderChangesDuringReconfiguration;
+  }
   stats.events = world.events;
   stats.messages = world.messagesSent;
   stats.dropped = world.messagesDropped;
@@ -359,7 +461,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
  * bug found by this simulator, see docs/consistency.md); undefined for anything else.
  */
 export function diagnose(
-  ns: SimNameserver,
+  ns: NameserverView,
   nodes: readonly SimStorageNode[],
   knobs: Knobs,
 ): { kind: string; text: string } | undefined {
@@ -460,7 +562,7 @@ export function diagnose(
 }
 
 /** Every replica of every partition, one line each, for a no-convergence report. */
-function describeReplicas(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs: Knobs): string {
+function describeReplicas(ns: NameserverView, nodes: readonly SimStorageNode[], knobs: Knobs): string {
   const lines: string[] = [];
   for (let p = 0; p < knobs.settings.partitions; p++) {
     const c = ns.configs()[p];
@@ -480,7 +582,7 @@ function describeReplicas(ns: SimNameserver, nodes: readonly SimStorageNode[], k
 }
 
 /** Undefined when every partition converged; else what is not there yet. */
-function convergence(ns: SimNameserver, nodes: readonly SimStorageNode[], knobs: Knobs): string | undefined {
+function convergence(ns: NameserverView, nodes: readonly SimStorageNode[], knobs: Knobs): string | undefined {
   if (!ns.up || ns.paused || !ns.core?.formed) return 'the nameserver is not serving a formed map';
   const byId = new Map(nodes.map((n) => [n.id as string, n]));
   for (const c of ns.configs()) {
@@ -531,7 +633,7 @@ class Nemesis {
   constructor(
     private readonly world: World,
     private readonly knobs: Knobs,
-    private readonly ns: SimNameserver,
+    private readonly ns: SimNameserver | SimElection,
     private readonly nodes: readonly SimStorageNode[],
     private readonly count: (k: string) => void,
     private readonly faultEnd: number,
@@ -598,6 +700,7 @@ class Nemesis {
         return;
       }
       case 'nsPause': {
+        if (this.ns instanceof SimElection) return this.pauseCandidate(this.ns);
         if (!this.ns.up || this.ns.paused) return;
         const ms = this.duration();
         w.trace(`NEMESIS pause ns for ${ms} ms`);
@@ -607,18 +710,33 @@ class Nemesis {
         return;
       }
       case 'nsCrash': {
+        if (this.ns instanceof SimElection) return this.crashCandidate(this.ns);
         if (!this.ns.up) return;
         const ms = rng.chance(0.3) ? rng.int(0, 20) : this.duration();
         w.trace(`NEMESIS crash ns, restart in ${ms} ms`);
         this.count('fault.nsCrash');
-        this.ns.crash();
+        const ns = this.ns;
+        ns.crash();
         this.later(ms, () => {
-          if (!this.ns.up) this.ns.restart();
+          if (!ns.up) ns.restart();
+        });
+        return;
+      }
+      case 'etcdDown': {
+        if (!(this.ns instanceof SimElection) || !this.ns.etcd.available) return;
+        const etcd = this.ns.etcd;
+        const ms = this.duration();
+        w.trace(`NEMESIS the election service loses quorum for ${ms} ms`);
+        this.count('fault.etcdDown');
+        etcd.setAvailable(false);
+        this.later(ms, () => {
+          etcd.setAvailable(true);
+          w.trace('NEMESIS the election service has quorum again');
         });
         return;
       }
       case 'isolate': {
-        const servers = ['ns', ...this.nodes.map((n) => n.id as string)];
+        const servers = [...this.nsIds(), ...this.nodes.map((n) => n.id as string)];
         const victim = rng.pick(servers);
         const links: Array<[string, string]> = [];
         for (const other of w.endpoints.keys()) if (other !== victim) links.push([victim, other]);
@@ -634,7 +752,7 @@ class Nemesis {
         return;
       }
       case 'split': {
-        const servers = rng.shuffle(['ns', ...this.nodes.map((n) => n.id as string)]);
+        const servers = rng.shuffle([...this.nsIds(), ...this.nodes.map((n) => n.id as string)]);
         const k = rng.int(1, servers.length - 1);
         const a = servers.slice(0, k);
         const b = servers.slice(k);
@@ -665,13 +783,51 @@ class Nemesis {
     });
   }
 
+  private nsIds(): string[] {
+    return this.ns instanceof SimElection ? this.ns.candidates.map((c) => c.id) : ['ns'];
+  }
+
+  /** The candidate a leader fault hits: the leader mostly (a leader change), else any. */
+  private victim(e: SimElection, ok: (c: SimElection['candidates'][number]) => boolean) {
+    const leader = e.leader;
+    if (leader && ok(leader) && this.world.rng.chance(0.7)) return leader;
+    const others = e.candidates.filter(ok);
+    return others.length > 0 ? this.world.rng.pick(others) : undefined;
+  }
+
+  private crashCandidate(e: SimElection): void {
+    const c = this.victim(e, (x) => x.up);
+    if (!c) return;
+    const ms = this.world.rng.chance(0.3) ? this.world.rng.int(0, 20) : this.duration();
+    this.world.trace(`NEMESIS crash ${c.id}${c === e.leader ? ' (the leader)' : ''}, restart in ${ms} ms`);
+    this.count('fault.nsCrash');
+    c.crash();
+    this.later(ms, () => {
+      if (!c.up) c.start();
+    });
+  }
+
+  private pauseCandidate(e: SimElection): void {
+    const c = this.victim(e, (x) => x.up && !x.paused);
+    if (!c) return;
+    // Past its lease more often than not: its late saves must be refused.
+    const ms = this.world.rng.chance(0.6) ? e.election.leaseTtlMs + this.duration() : this.duration();
+    this.world.trace(`NEMESIS pause ${c.id}${c === e.leader ? ' (the leader)' : ''} for ${ms} ms`);
+    this.count('fault.nsPause');
+    this.world.pause(c.id);
+    this.later(ms, () => this.world.resume(c.id));
+  }
+
   /** Ends every fault at once. */
   healAll(): void {
     const w = this.world;
     w.heal();
     this.cutBy.clear();
-    if (!this.ns.up) this.ns.restart();
-    if (this.ns.paused) w.resume('ns');
+    if (this.ns instanceof SimElection) this.ns.healAll();
+    else {
+      if (!this.ns.up) this.ns.restart();
+      if (this.ns.paused) w.resume('ns');
+    }
     for (const n of this.nodes) {
       if (!n.up) n.start();
       else if (n.paused) w.resume(n.id);

@@ -81,6 +81,8 @@ export interface NodeKnobs {
    * - `forget-unapplied`: a restart drops the log entries above the applied point, as if the
    *   apply (not the synced log) made a write durable. Applies are lazy (they ride with a later
    *   batch), so a crash of every replica at once (`crashAll`) loses acknowledged writes.
+   * - `unfenced-save` (election mode): the simulated etcd stores a map saved by a deposed leader
+   *   (the fence is not checked), which the election checks must catch.
    */
   readonly mutation?: Mutation;
 }
@@ -91,7 +93,8 @@ export type Mutation =
   | 'unconfirmed-reads'
   | 'server-delete-replies'
   | 'ack-failed-batch'
-  | 'forget-unapplied';
+  | 'forget-unapplied'
+  | 'unfenced-save';
 export const MUTATIONS: readonly Mutation[] = [
   'ack-before-durable',
   'lying-fsync',
@@ -99,6 +102,7 @@ export const MUTATIONS: readonly Mutation[] = [
   'server-delete-replies',
   'ack-failed-batch',
   'forget-unapplied',
+  'unfenced-save',
 ];
 
 const encoder = new TextEncoder();
@@ -119,8 +123,9 @@ function hostMutations(m: Mutation | undefined): HostMutations {
       return { ackFailedBatch: true };
     case 'lying-fsync':
     case 'forget-unapplied':
+    case 'unfenced-save':
     case undefined:
-      return {}; // the disk's, not the host's
+      return {}; // the disk's (or the election service's), not the host's
     default:
       return assertNever(m);
   }
@@ -190,7 +195,7 @@ export class SimStorageNode implements Endpoint {
       nameserver: 'ns',
       mutations: hostMutations(this.knobs.mutation),
       hooks: {
-        replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq),
+        replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq, r.epoch),
         stepped: (r, input, out) => {
           this.observer.onStepped(this.id, r);
           if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {
@@ -382,9 +387,8 @@ export class SimStorageNode implements Endpoint {
         case 'gaveUp':
           throw new SimulationFailure(`${this.id}: storage never came back: ${e.reason}`);
         case 'register':
-          this.world.call(
+          this.world.nsCall(
             this.id,
-            'ns',
             e.request,
             this.knobs.callTimeoutMs,
             () => `register ${e.request.incarnation}`,
@@ -410,9 +414,8 @@ export class SimStorageNode implements Endpoint {
         case 'registerGaveUp':
           throw new SimulationFailure(`${this.id} gave up registering: ${e.error.message}`);
         case 'heartbeat':
-          this.world.call(
+          this.world.nsCall(
             this.id,
-            'ns',
             { ...e.request, keys: 0 },
             this.knobs.callTimeoutMs,
             () => `heartbeat ${e.request.incarnation}${e.request.unhealthy === undefined ? '' : ' (unhealthy)'}`,
@@ -455,7 +458,7 @@ export class SimStorageNode implements Endpoint {
         : ask.t === 'promote'
           ? `promote p${ask.p} e${ask.epoch} ${ask.learner}`
           : `removeSecondary p${ask.p} e${ask.epoch} ${ask.secondary}`;
-    this.world.call(this.id, 'ns', askRequest(ask), this.knobs.callTimeoutMs, describe, (r) => {
+    this.world.nsCall(this.id, askRequest(ask), this.knobs.callTimeoutMs, describe, (r) => {
       if (this.v !== v) return;
       if (!r.ok) return this.run(v, v.host.askFailed(life, ask, new Error(r.error.message)));
       const answer: NameserverAnswer =

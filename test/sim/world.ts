@@ -103,6 +103,14 @@ interface PendingCall {
   readonly cb: (r: CallResult) => void;
 }
 
+export type NsRouter = (
+  from: string,
+  body: unknown,
+  timeoutMs: number,
+  describe: () => string,
+  cb: (r: CallResult) => void,
+) => void;
+
 export class SimulationFailure extends Error {}
 
 export class World {
@@ -122,6 +130,11 @@ export class World {
   private readonly pending = new Map<number, PendingCall>();
   private stampMs = -1;
   private stampN = 0;
+  /**
+   * How storage servers and clients reach the nameserver: unset, a call to endpoint `ns`;
+   * in election mode, a seed list of candidates that follows NOT_LEADER (seeds.ts).
+   */
+  nsRouter: NsRouter | undefined;
   /** Trace lines go here when set (replay of one seed). */
   traceSink: ((line: string) => void) | undefined;
 
@@ -360,6 +373,12 @@ export class World {
         error: { code: 'TIMEOUT', message: `${to} did not answer within ${timeoutMs} ms`, retryable: true },
       }),
     );
+  }
+
+  /** A call to the nameserver (see `nsRouter`). */
+  nsCall(from: string, body: unknown, timeoutMs: number, describe: () => string, cb: (r: CallResult) => void): void {
+    if (this.nsRouter) this.nsRouter(from, body, timeoutMs, describe, cb);
+    else this.call(from, 'ns', body, timeoutMs, describe, cb);
   }
 
   private settle(id: number, r: CallResult): void {

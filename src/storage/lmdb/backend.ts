@@ -80,6 +80,23 @@ import { type LogOp, LogStore } from '../log-store.js';
  */
 const APPLY_BACKLOG = 1024;
 
+/**
+ * Applies are committed to LMDB at most this long after they are accepted, all of them in one
+ * transaction (one sync for many batches: the log already holds them durably), or at once
+ * when APPLY_GROUP batches wait.
+ */
+const APPLY_DELAY_MS = 50;
+const APPLY_GROUP = 256;
+
+/** A batch's LMDB half waiting for the next apply transaction. */
+interface BufferedApplies {
+  readonly work: readonly ApplyWork[];
+  readonly dropped: ReadonlyArray<{ partition: PartitionId; generation: number }>;
+  readonly logged: () => Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
 /** An apply accepted and not yet committed to LMDB: what `get` returns for the key meanwhile. */
 interface Pending {
   readonly value: VersionedValue | null;
@@ -155,6 +172,9 @@ export class LmdbBackend implements Backend {
   private admission: Promise<void> = Promise.resolve();
   private waiting = 0;
   private compacting: Promise<void> | null = null;
+  /** LMDB halves waiting for the next apply transaction (`flushApplies`), and its timer. */
+  private buffered: BufferedApplies[] = [];
+  private applyTimer: NodeJS.Timeout | undefined;
   /** Why writes stopped (LMDB failed to commit applies the log holds): the backend must be reopened. */
   private failure: StorageFailureError | undefined;
 
@@ -413,7 +433,8 @@ export class LmdbBackend implements Backend {
     if (dropped.length === 0) {
       const logged = this.logs.write(logOps); // checks the log half again; throws before any change
       publish();
-      if (work.length > 0) this.commitLater(work, dropped, () => logged);
+      // Nobody waits for it; a failure is kept (`fail`) and fails every later write.
+      if (work.length > 0) this.commitLater(work, dropped, () => logged).catch(() => undefined);
       await logged;
       return { deletes };
     }
@@ -435,32 +456,63 @@ export class LmdbBackend implements Backend {
   }
 
   /**
-   * Queues the batch's LMDB half behind the earlier ones; it runs once `logged` (the log
-   * records it depends on) is durable. A failure stops all writes (`fail`).
+   * Queues the batch's LMDB half: it is committed with every other one queued within
+   * APPLY_DELAY_MS (a drop at once), once `logged` (the log records it depends on) is
+   * durable. A failure stops all writes (`fail`).
    */
   private commitLater(
     work: readonly ApplyWork[],
     dropped: ReadonlyArray<{ partition: PartitionId; generation: number }>,
     logged: () => Promise<void>,
   ): Promise<void> {
-    const weight = work.reduce((n, w) => n + w.entries.length, dropped.length);
     this.applyBacklog += 1;
+    const done = new Promise<void>((resolve, reject) => this.buffered.push({ work, dropped, logged, resolve, reject }));
+    if (dropped.length > 0 || this.buffered.length >= APPLY_GROUP) this.flushApplies();
+    else this.applyTimer ??= setTimeout(() => this.flushApplies(), APPLY_DELAY_MS);
+    return done;
+  }
+
+  /** Hands every buffered LMDB half to the write queue as one job (one transaction, one sync). */
+  private flushApplies(): void {
+    if (this.applyTimer !== undefined) clearTimeout(this.applyTimer);
+    this.applyTimer = undefined;
+    const batches = this.buffered;
+    if (batches.length === 0) return;
+    this.buffered = [];
+    const weight = batches.reduce((n, b) => n + b.dropped.length + b.work.reduce((m, w) => m + w.entries.length, 0), 0);
+    const last = batches[batches.length - 1] as BufferedApplies;
+    // Log records are durable in order: the last batch's cover the earlier ones'.
     const run = this.applyTail
-      .then(logged)
-      .then(() => this.enqueue(weight, false, (v) => this.commitApplies(work, dropped, v)))
-      .then(() => this.afterCommit(work, dropped));
+      .then(last.logged)
+      .then(() =>
+        this.enqueue(weight, false, (v) => {
+          for (const b of batches) this.commitApplies(b.work, b.dropped, v);
+        }),
+      )
+      .then(() => {
+        for (const b of batches) this.afterCommit(b.work, b.dropped);
+      });
     this.applyTail = run
       .catch((err: unknown) => this.fail(err))
       .finally(() => {
-        this.applyBacklog -= 1;
+        this.applyBacklog -= batches.length;
       });
-    return run;
+    run.then(
+      () => {
+        for (const b of batches) b.resolve();
+      },
+      (err: unknown) => {
+        for (const b of batches) b.reject(err);
+      },
+    );
   }
 
   /** Waits while LMDB is APPLY_BACKLOG batches of applies behind the log. */
   private async admit(): Promise<void> {
     // Bounded: each wait ends when the applies queued before it are committed (or failed).
-    for (let i = 0; this.applyBacklog >= APPLY_BACKLOG && !this.failure && i < 1_000_000; i++) await this.applyTail;
+    for (let i = 0; this.applyBacklog >= APPLY_BACKLOG && !this.failure && i < 1_000_000; i++) {
+      await this.appliesCommitted();
+    }
   }
 
   async installSnapshot(
@@ -512,8 +564,7 @@ export class LmdbBackend implements Backend {
       // state record to the staged generation, after the partition's earlier applies. A crash
       // between the two leaves the applied state behind the log's base: the partition opens
       // corrupt and is relearned (`load`).
-      await this.applyTail;
-      if (this.failure) throw this.failure;
+      await this.appliesCommitted();
       await this.logs.write([{ kind: 'reset', partition, at: applied }]);
       this.truncations.delete(partition);
       const switched = this.enqueue(1, false, (v) => {
@@ -551,7 +602,7 @@ export class LmdbBackend implements Backend {
 
   /** Resolves once no write or garbage collection is queued or running (tests, shutdown). */
   async idle(): Promise<void> {
-    await this.applyTail;
+    await this.appliesCommitted().catch(() => undefined);
     for (let i = 0; i < 1_000_000 && (this.running !== null || this.gcQueued.size > 0); i++) {
       if (this.running) await this.running;
       else await new Promise<void>((resolve) => setImmediate(resolve));
@@ -568,6 +619,7 @@ export class LmdbBackend implements Backend {
     // garbage collection resumes at the next open.
     await this.admission;
     this.closing = true;
+    this.flushApplies();
     await this.applyTail;
     await this.compacting;
     this.queueClosed = true;
@@ -958,6 +1010,7 @@ export class LmdbBackend implements Backend {
    */
   private async appliesCommitted(): Promise<void> {
     if (this.applyBacklog === 0) return;
+    this.flushApplies();
     await this.applyTail;
     if (this.failure) throw this.failure;
   }

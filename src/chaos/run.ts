@@ -463,7 +463,9 @@ export async function runChaos(
       progress(
         `chaos: ${(startMs / 1000).toFixed(1)} s  ${describeFault({ ...f, ...applied })}${note ? `  [${note}]` : ''}`,
       );
-      await untilLoad(f.atMs + f.durationMs);
+      // Its full length from when it began: a fault that starts late (the one before it healed
+      // slowly on a loaded machine) still lasts as planned (past the lease TTL, for the leader's).
+      await untilLoad(Math.max(f.atMs, startMs) + f.durationMs);
       const healNote = await heal(f, nodes, applied);
       if (healNote) note = note ? `${note}; ${healNote}` : healNote;
       const target = f.target ?? applied.target;

@@ -74,7 +74,7 @@ export function formatAddress(host: string, port: number): string {
 }
 
 /** Environment of a child: no inherited DSTORE_* (flags are explicit), the token by env, not argv. */
-function childEnv(clusterToken: string | undefined): NodeJS.ProcessEnv {
+export function childEnv(clusterToken: string | undefined): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
   if (clusterToken !== undefined) env.DSTORE_CLUSTER_TOKEN = clusterToken;

@@ -29,6 +29,7 @@ import {
 import { nodeArgs } from '../process/node-args.js';
 import { freePort } from '../process/ports.js';
 import { CliFailure, isPortFree, type SyncMode, UsageError } from './options.js';
+import { childEnv } from './cluster.js';
 import { describeError } from './shell.js';
 
 export interface HaClusterOptions {
@@ -71,13 +72,6 @@ export function haNodeIds(nodes: number): string[] {
 /** The node dirs of an earlier `up --ha` in `dataDir` (refused: its etcd data is gone). */
 export function earlierHaNodes(dataDir: string, nodes: number): string[] {
   return haNodeIds(nodes).filter((id) => existsSync(join(dataDir, id)));
-}
-
-function childEnv(clusterToken: string | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DSTORE_')) env[k] = v;
-  if (clusterToken !== undefined) env.DSTORE_CLUSTER_TOKEN = clusterToken;
-  return env;
 }
 
 export class HaCluster {

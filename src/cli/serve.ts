@@ -189,6 +189,34 @@ function stopHandlers(name: string): { serve(server: { close(): Promise<void> })
   };
 }
 
+/** The nameserver settings `dstore nameserver` and `dstore node` take from the same flags. */
+function clusterSettings(
+  o: Pick<
+    NameserverCliOptions,
+    | 'partitions'
+    | 'replicas'
+    | 'minWriteReplicas'
+    | 'initialNodes'
+    | 'heartbeatMs'
+    | 'deadAfterMs'
+    | 'rereplicateAfterMs'
+    | 'logLevel'
+    | 'clusterToken'
+  >,
+) {
+  return {
+    partitions: o.partitions,
+    replicas: o.replicas,
+    minWriteReplicas: o.minWriteReplicas,
+    ...(o.initialNodes === undefined ? {} : { initialNodes: o.initialNodes }),
+    heartbeatMs: o.heartbeatMs,
+    deadAfterMs: o.deadAfterMs,
+    rereplicateAfterMs: o.rereplicateAfterMs,
+    logLevel: o.logLevel,
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  };
+}
+
 export async function runNameserverCommand(o: NameserverCliOptions): Promise<never> {
   checkListenAllowed(o.host, o.clusterToken);
   if (o.minWriteReplicas > o.replicas)
@@ -199,15 +227,7 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     host: o.host,
     port: o.port,
     dataDir: dataDirArg(o.dataDir),
-    partitions: o.partitions,
-    replicas: o.replicas,
-    minWriteReplicas: o.minWriteReplicas,
-    ...(o.initialNodes === undefined ? {} : { initialNodes: o.initialNodes }),
-    heartbeatMs: o.heartbeatMs,
-    deadAfterMs: o.deadAfterMs,
-    rereplicateAfterMs: o.rereplicateAfterMs,
-    logLevel: o.logLevel,
-    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    ...clusterSettings(o),
     ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
     ...(o.etcd === undefined ? {} : { etcd: o.etcd }),
   }).catch((err: unknown) => startFailure(err, o.host, o.port, '--port'));
@@ -278,15 +298,7 @@ export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
     host: o.host,
     port: nameserverPort,
     dataDir: nameserverDir,
-    partitions: o.partitions,
-    replicas: o.replicas,
-    minWriteReplicas: o.minWriteReplicas,
-    ...(o.initialNodes === undefined ? {} : { initialNodes: o.initialNodes }),
-    heartbeatMs: o.heartbeatMs,
-    deadAfterMs: o.deadAfterMs,
-    rereplicateAfterMs: o.rereplicateAfterMs,
-    logLevel: o.logLevel,
-    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    ...clusterSettings(o),
     ...(advertiseHost === undefined ? {} : { advertise: formatHostPort(advertiseHost, nameserverPort) }),
     etcd: { ...o.etcd, nodeId },
   }).catch((err: unknown) => startFailure(err, o.host, nameserverPort, '--nameserver-port'));

@@ -77,3 +77,8 @@ export function checkLimits(l: Limits): void {
     'maxDumpPageBytes + frameOverheadBytes <= maxFrameBytes / 2',
   );
 }
+
+/** S16: buckets per partition digest (src/storage/digest.ts); a digest entry names some to list. */
+export const DIGEST_BUCKETS = 64;
+/** S16: at most this many entries listed in one digest's detail (the rest: `detailTruncated`). */
+export const MAX_DETAIL_ENTRIES = 20_000;

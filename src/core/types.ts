@@ -27,7 +27,20 @@ export type Op =
   | { readonly kind: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
   | { readonly kind: 'delete'; readonly key: Uint8Array }
   /** S6: the first entry a new primary prepares; applying it changes no data. */
-  | { readonly kind: 'epochStart' };
+  | { readonly kind: 'epochStart' }
+  /**
+   * S16: every replica computes the digest of its applied state as it applies this entry, so
+   * all of them at the same seq; it lists the entries of the `buckets` asked for (none: just
+   * the digests). Applying it changes no data.
+   */
+  | { readonly kind: 'digest'; readonly buckets: readonly number[] };
+
+/** An op that changes data (a put or a delete), as opposed to a marker entry. */
+export type DataOp = Extract<Op, { readonly key: Uint8Array }>;
+
+export function isDataOp(op: Op): op is DataOp {
+  return op.kind === 'put' || op.kind === 'delete';
+}
 
 /** Identifies a client request for exactly-once (S10). */
 export interface RequestTag {

@@ -11,6 +11,7 @@ export { codec } from './schema.js';
 import type { Config, Epoch, LogEntry, NodeId, PartitionId, Seq } from '../core/types.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaProgress } from '../core/replica/replica.js';
+import { DIGEST_BUCKETS, MAX_DETAIL_ENTRIES } from '../core/limits.js';
 
 const Uint = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Partition = Type.Integer({ minimum: 0, maximum: 65535 });
@@ -38,10 +39,17 @@ export const ConfigSchema = Type.Object({
   learners: Type.Array(Id, { maxItems: 64 }),
 });
 
+const DigestBuckets = Type.Array(Type.Integer({ minimum: 0, maximum: DIGEST_BUCKETS - 1 }), {
+  maxItems: DIGEST_BUCKETS,
+});
+const DigestHex = Type.String({ pattern: '^[0-9a-f]{32}$' });
+const Reason = Type.String({ maxLength: 1024 });
+
 const OpSchema = Type.Union([
   Type.Object({ kind: Type.Literal('put'), key: Bytes, value: Bytes }),
   Type.Object({ kind: Type.Literal('delete'), key: Bytes }),
   Type.Object({ kind: Type.Literal('epochStart') }),
+  Type.Object({ kind: Type.Literal('digest'), buckets: DigestBuckets }),
 ]);
 
 const EntrySchema = Type.Object({
@@ -119,6 +127,25 @@ export const StorageRequest = Type.Union([
   Type.Object({ t: Type.Literal('stats'), token: Token }),
   /** S11: a learner pages through a snapshot of a partition its primary holds. */
   Type.Object({ t: Type.Literal('snapshotRead'), p: Partition, epoch: Uint, session: Type.Optional(Id), token: Token }),
+  /**
+   * S16: the primary of `p` logs a digest entry (every replica computes its digest as it
+   * applies it, listing the entries of `buckets`); answered with its seq, as a PutReply.
+   */
+  Type.Object({ t: Type.Literal('digest'), p: Partition, buckets: DigestBuckets, token: Token }),
+  /** S16: this server's digest of `p` at the digest entry `seq`, waiting up to `waitMs` for it. */
+  Type.Object({
+    t: Type.Literal('digestAt'),
+    p: Partition,
+    seq: Uint,
+    waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })),
+    token: Token,
+  }),
+  /**
+   * S16: a check found this server's copy of `p` odd at `seq` (its digest there was `digest`,
+   * the others agreed on another): it steps out and relearns, as for corruption (S13). Refused
+   * unless this server's digest at `seq` is `digest`.
+   */
+  Type.Object({ t: Type.Literal('relearn'), p: Partition, seq: Uint, digest: DigestHex, reason: Reason, token: Token }),
 ]);
 export type StorageRequest = Static<typeof StorageRequest>;
 
@@ -325,6 +352,33 @@ export const SnapshotReadReply = Type.Object({
   done: Type.Boolean(),
 });
 export type SnapshotReadReply = Static<typeof SnapshotReadReply>;
+
+/** S16: a replica's digest of a partition at a digest entry (src/storage/digest.ts), or why it has none. */
+export const DigestAtReply = Type.Union([
+  Type.Object({
+    ok: Type.Literal(true),
+    seq: Uint,
+    digest: DigestHex,
+    content: DigestHex,
+    keys: Uint,
+    buckets: Type.Array(DigestHex, { minItems: DIGEST_BUCKETS, maxItems: DIGEST_BUCKETS }),
+    dedup: DigestHex,
+    detail: Type.Optional(
+      Type.Array(
+        Type.Object({
+          bucket: Type.Integer({ minimum: 0, maximum: DIGEST_BUCKETS - 1 }),
+          entries: Type.Array(Type.Object({ key: Bytes, version: Uint, hash: Type.String({ maxLength: 64 }) }), {
+            maxItems: MAX_DETAIL_ENTRIES,
+          }),
+        }),
+        { maxItems: DIGEST_BUCKETS },
+      ),
+    ),
+    detailTruncated: Type.Optional(Type.Boolean()),
+  }),
+  Type.Object({ ok: Type.Literal(false), seq: Uint, error: Type.String({ maxLength: 4096 }) }),
+]);
+export type DigestAtReply = Static<typeof DigestAtReply>;
 
 // ---- conversions to core types (the schema checked the shapes; ids get their brands) ----
 

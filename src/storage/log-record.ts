@@ -70,6 +70,7 @@ export function openRecord(raw: Buffer, what: string, boundTo?: Uint8Array): unk
 const OP_PUT = 0;
 const OP_DELETE = 1;
 const OP_EPOCH_START = 2;
+const OP_DIGEST = 3;
 
 /** A log entry as [epoch, seq, op code, key, value, clientId, requestSeq], absent fields null. */
 export function encodeEntry(e: LogEntry): Buffer {
@@ -82,6 +83,8 @@ export function encodeEntry(e: LogEntry): Buffer {
       return sealRecord([e.epoch, e.seq, OP_DELETE, e.op.key, null, tagClient, tagSeq]);
     case 'epochStart':
       return sealRecord([e.epoch, e.seq, OP_EPOCH_START, null, null, tagClient, tagSeq]);
+    case 'digest':
+      return sealRecord([e.epoch, e.seq, OP_DIGEST, null, [...e.op.buckets], tagClient, tagSeq]);
     default:
       return assertNever(e.op);
   }
@@ -100,6 +103,7 @@ export function decodeEntry(raw: Buffer, what: string, bytes: (b: Uint8Array) =>
   if (code === OP_PUT && isBytes(key) && isBytes(value)) op = { kind: 'put', key: bytes(key), value: bytes(value) };
   else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: bytes(key) };
   else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
+  else if (code === OP_DIGEST && Array.isArray(value) && value.every(isUint)) op = { kind: 'digest', buckets: value };
   else throw new CorruptRecordError(`${what}: bad op`);
   if (typeof clientId === 'string' && isUint(requestSeq))
     return { epoch: toEpoch(ep), seq: toSeq(s), op, tag: { clientId, requestSeq } };

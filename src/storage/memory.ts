@@ -103,6 +103,8 @@ function copyOp(op: Op): Op {
       return { kind: 'delete', key: copyBytes(op.key) };
     case 'epochStart':
       return { kind: 'epochStart' };
+    case 'digest':
+      return { kind: 'digest', buckets: [...op.buckets] };
     default:
       return assertNever(op);
   }

@@ -193,6 +193,18 @@ export type HostEffect<H> =
       readonly epoch: Epoch;
     }
   /**
+   * S16: the applied state of `p` is at the digest entry `seq`: open a snapshot of it now
+   * (before anything else of `p` is written), then call `digestCaptured(life, p, seq)` and
+   * compute its digest from the snapshot, listing the entries of `buckets`.
+   */
+  | {
+      readonly kind: 'captureDigest';
+      readonly life: number;
+      readonly p: PartitionId;
+      readonly seq: Seq;
+      readonly buckets: readonly number[];
+    }
+  /**
    * Storage failed: close snapshot sessions and drop what depends on the backend. (A
    * `reopen` follows, and an unhealthy `heartbeat` tells the nameserver at once.)
    */
@@ -759,6 +771,28 @@ export class StorageHost<H> {
     return this.drain();
   }
 
+  /**
+   * S16: propose a digest entry in `p` (its primary only, like a write); the answer is the
+   * entry's seq as `{ version }` once committed. `buckets`: whose entries to list.
+   */
+  clientDigest(p: number, buckets: readonly number[], handle: H): Array<HostEffect<H>> {
+    try {
+      if (this.health.state !== 'healthy')
+        throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
+      this.checkPartition(p);
+      const partition = partitionId(p);
+      if (!this.replicaMap.has(partition))
+        throw new NotPrimaryError(`${this.nodeId} holds no replica of partition ${p}`);
+      const requestId = this.nextRequestId++;
+      this.waiters.set(requestId, { handle, partition, write: true });
+      this.step(partition, { kind: 'clientWrite', requestId, op: { kind: 'digest', buckets: [...buckets] } });
+    } catch (err) {
+      if (!(err instanceof DstoreError)) throw err;
+      this.out.push({ kind: 'answer', handle, result: { ok: false, error: err } });
+    }
+    return this.drain();
+  }
+
   checkPartition(p: number): void {
     if (this.partitions === 0) throw new NotPrimaryError(`${this.nodeId} has not joined the cluster yet`);
     if (p >= this.partitions)
@@ -921,6 +955,13 @@ export class StorageHost<H> {
   ): Array<HostEffect<H>> {
     if (life !== this.life) return [];
     this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+    return this.drain();
+  }
+
+  /** S16: the snapshot of `p` at the digest entry `seq` is open (or could not be): apply on. */
+  digestCaptured(life: number, p: PartitionId, seq: Seq): Array<HostEffect<H>> {
+    if (life !== this.life || !this.replicaMap.has(p)) return [];
+    this.step(p, { kind: 'digestCaptured', seq });
     return this.drain();
   }
 
@@ -1145,6 +1186,12 @@ export class StorageHost<H> {
             ask: { t: 'removeSecondary', p, epoch: o.epoch, secondary: o.secondary },
           });
           break;
+        case 'captureDigest': {
+          // After the apply that ends at the digest entry is written (S16).
+          const effect: HostEffect<H> = { kind: 'captureDigest', life: this.life, p, seq: o.seq, buckets: o.buckets };
+          this.after(p, () => this.out.push(effect));
+          break;
+        }
         case 'fetchSnapshot': {
           // Earlier storage ops of this partition first: the install replaces its state.
           const effect: HostEffect<H> = { kind: 'fetchSnapshot', life: this.life, p, from: o.from, epoch: o.epoch };
@@ -1178,7 +1225,7 @@ export class StorageHost<H> {
   private settle(
     requestId: number,
     error: WireError | undefined,
-    written: { seq: number; op?: 'put' | 'delete' } | undefined,
+    written: { seq: number; op?: 'put' | 'delete' | 'digest' } | undefined,
   ): void {
     const w = this.takeWaiter(requestId);
     if (!w) return;

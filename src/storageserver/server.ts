@@ -78,6 +78,8 @@ import {
   isCorruptRecord,
 } from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
+import { DigestRecords } from './digests.js';
+import { digestSnapshot } from '../storage/digest.js';
 import {
   askRequest,
   type HeartbeatRequest,
@@ -114,6 +116,9 @@ export interface StorageServerConfig {
    */
   readonly onFatal?: () => void;
 }
+
+/** How long a `digestAt` waits for a digest not computed yet (the entry may still be applying). */
+const DIGEST_WAIT_MS = 15_000;
 
 const storageRequest = codec(StorageRequest);
 const peerEnvelope = codec(PeerEnvelope);
@@ -163,6 +168,8 @@ export class StorageServer {
   /** Batches being written (close waits for them). */
   private batchesInFlight = 0;
   private readonly pool: RpcPool;
+  /** S16: the digests computed at digest entries, for checks to compare. */
+  private readonly digests = new DigestRecords();
   /** --nameserver's seeds: register, heartbeats and asks go to the leader among them (issue 12). */
   private readonly nameservers: NameserverSeeds;
   private server: RpcServer | undefined;
@@ -448,6 +455,9 @@ export class StorageServer {
         case 'defer':
           setImmediate(() => this.run(this.host.deferred(e.life, e.p, e.input)));
           break;
+        case 'captureDigest':
+          void this.captureDigest(e.life, e.p, e.seq, e.buckets);
+          break;
         case 'log':
           this.log[e.level]({ ...e.fields }, e.message);
           break;
@@ -569,6 +579,65 @@ export class StorageServer {
   }
 
   /** S11: fetches a snapshot of partition `p` from its primary and installs it atomically. */
+  /**
+   * S16: open a snapshot of `p`, whose applied state is at the digest entry `seq` (the core
+   * applies nothing past it until `digestCaptured`), then compute the digest from it in the
+   * background. A corrupt record met while reading it is corruption like any other (S13).
+   */
+  private async captureDigest(life: number, p: PartitionId, seq: Seq, buckets: readonly number[]): Promise<void> {
+    let snapshot: Snapshot | undefined;
+    let error: string | undefined;
+    try {
+      snapshot = await this.backend.snapshot(p);
+      if (snapshot.applied.seq !== seq) {
+        error = `the snapshot is at seq ${snapshot.applied.seq}, not at the digest entry`;
+        await snapshot.close();
+        snapshot = undefined;
+      }
+    } catch (err) {
+      error = (err as Error).message;
+    }
+    this.run(this.host.digestCaptured(life, p, seq));
+    if (snapshot === undefined) {
+      this.log.warn({ partition: p, seq, err: error }, 'digest not computed (S16)');
+      this.digests.record(p, { ok: false, seq, error: error ?? 'no snapshot' });
+      return;
+    }
+    try {
+      const d = await digestSnapshot(snapshot, { detail: new Set(buckets) });
+      this.digests.record(p, { ok: true, seq, ...d });
+      this.log.debug({ partition: p, seq, digest: d.digest, keys: d.keys }, 'digest computed (S16)');
+    } catch (err) {
+      this.digests.record(p, { ok: false, seq, error: (err as Error).message });
+      if (isCorruptRecord(err) && life === this.host.life) this.onCorruptRead(p, err as Error);
+      else this.log.warn({ partition: p, seq, err }, 'digest not computed (S16)');
+    } finally {
+      await snapshot.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * S16: a check found this copy of `p` odd at `seq`: step out and relearn (the S13 path),
+   * but only if the digest the check saw is this server's digest there.
+   */
+  private relearn(p: PartitionId, seq: number, digest: string, reason: string): { relearning: true } {
+    this.host.checkPartition(p);
+    const mine = this.digests.get(p, seq);
+    if (mine === undefined || !mine.ok)
+      throw new UnavailableError(`${this.nodeId} has no digest of partition ${p} at seq ${seq}`);
+    if (mine.digest !== digest)
+      throw new InvalidArgumentError(
+        `${this.nodeId}'s digest of partition ${p} at seq ${seq} is ${mine.digest}, not ${digest}: refusing to relearn`,
+      );
+    this.log.error(
+      { partition: p, seq, digest, reason },
+      'this copy of the partition differs from the others (S16): relearning it',
+    );
+    this.onCorruptRead(p, new Error(`digest mismatch at seq ${seq} (S16): ${reason}`));
+    this.digests.forget(p);
+    return { relearning: true };
+  }
+
   private async fetchSnapshot(life: number, p: PartitionId, from: NodeId, epoch: number): Promise<void> {
     const address = this.addresses.get(from);
     let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[] };
@@ -846,6 +915,15 @@ export class StorageServer {
       case 'snapshotRead':
         this.host.checkPartition(req.p);
         return this.snapshotRead(partitionId(req.p), req.epoch, req.session);
+      case 'digest':
+        return new Promise((resolve, reject) =>
+          this.run(this.host.clientDigest(req.p, req.buckets, { resolve, reject })),
+        );
+      case 'digestAt':
+        this.host.checkPartition(req.p);
+        return this.digests.waitFor(partitionId(req.p), req.seq, req.waitMs ?? DIGEST_WAIT_MS);
+      case 'relearn':
+        return this.relearn(partitionId(req.p), req.seq, req.digest, req.reason);
       case 'stats':
         return {
           nodeId: this.nodeId,

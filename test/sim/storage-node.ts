@@ -373,6 +373,12 @@ export class SimStorageNode implements Endpoint {
         case 'fetchSnapshot':
           this.fetchSnapshot(v, e.life, e.p, e.from, e.epoch);
           break;
+        case 'captureDigest':
+          // S16: the simulated disk holds no digests yet; the capture is at once.
+          this.world.schedule(0, this.id, () => {
+            if (this.v === v) this.run(v, v.host.digestCaptured(e.life, e.p, e.seq));
+          });
+          break;
         case 'defer':
           this.world.schedule(0, this.id, () => {
             if (this.v === v) this.run(v, v.host.deferred(e.life, e.p, e.input));
@@ -576,6 +582,8 @@ function describeInput(input: ReplicaInput): string {
       return `snapshotFailed: ${input.reason}`;
     case 'corrupt':
       return `corrupt: ${input.reason}`;
+    case 'digestCaptured':
+      return `digestCaptured at ${input.seq}`;
     case 'tick':
       return 'tick';
     case 'flush':

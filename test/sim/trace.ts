@@ -92,6 +92,8 @@ export function describeOutput(o: ReplicaOutput): string {
       return `requestRemoval ${o.secondary} e${o.epoch}`;
     case 'fetchSnapshot':
       return `fetchSnapshot from ${o.from} e${o.epoch}`;
+    case 'captureDigest':
+      return `captureDigest at ${o.seq}${o.buckets.length > 0 ? ` listing buckets ${o.buckets.join(',')}` : ''}`;
     case 'log':
       return `log ${o.level}: ${o.message}${o.fields ? ` ${JSON.stringify(o.fields)}` : ''}`;
     default:

@@ -16,6 +16,7 @@ import {
   type Config,
   type NodeId,
   type Op,
+  type Seq,
   assertNever,
   epoch,
   nodeId,
@@ -73,6 +74,7 @@ export class Cluster {
   readonly logs: Array<{ node: NodeId; message: string }> = [];
   readonly promotions: Array<{ node: NodeId; learner: NodeId }> = [];
   readonly removals: Array<{ node: NodeId; secondary: NodeId }> = [];
+  readonly captures: Array<{ node: NodeId; seq: Seq }> = [];
 
   add(node: NodeId, r: Replica): Replica {
     this.nodes.set(node, r);
@@ -106,6 +108,9 @@ export class Cluster {
         break;
       case 'requestRemoval':
         this.removals.push({ node, secondary: o.secondary });
+        break;
+      case 'captureDigest':
+        this.captures.push({ node, seq: o.seq });
         break;
       case 'fetchSnapshot':
       case 'confirmWithNameserver':

@@ -9,6 +9,7 @@ import { advanceCommit } from './commit.js';
 import type { ReplicaOutput } from './io.js';
 import type { BatchOp } from './ops.js';
 import { ackAndApply } from './prepare.js';
+import { serveConfirmedReads } from './reads.js';
 import type { ReplicaState } from './state.js';
 
 export function persistLog(r: ReplicaState, ops: BatchOp[], out: ReplicaOutput[]): void {
@@ -40,14 +41,37 @@ export function onTruncated(r: ReplicaState, fromSeq: Seq): void {
 }
 
 export function applyUpTo(r: ReplicaState, target: Seq, out: ReplicaOutput[]): void {
+  if (r.digestCapture !== null) return; // S16: the state at a digest entry is being captured
   if (target <= r.appliedSeq) return;
   assert(target <= r.commitSeq, 'S2: applying past the commit point');
-  const entries = r.log.slice(toSeq(r.appliedSeq + 1), target, Number.MAX_SAFE_INTEGER);
+  let entries = r.log.slice(toSeq(r.appliedSeq + 1), target, Number.MAX_SAFE_INTEGER);
   assert(entries.length === target - r.appliedSeq, 'applying entries missing from the log');
-  r.appliedSeq = target;
+  // S16: stop at a digest entry; the driver captures the state there before anything later.
+  const at = entries.findIndex((e) => e.op.kind === 'digest');
+  const digest = at >= 0 ? entries[at]! : undefined;
+  if (digest !== undefined) entries = entries.slice(0, at + 1);
+  r.appliedSeq = entries[entries.length - 1]!.seq;
   for (const e of entries) if (e.tag) r.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
   out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: r.partition, entries }], lazy: true });
+  if (digest !== undefined && digest.op.kind === 'digest') {
+    r.digestCapture = digest.seq;
+    out.push({ kind: 'captureDigest', seq: digest.seq, buckets: digest.op.buckets });
+  }
   maybeTruncate(r, out);
+}
+
+/**
+ * S16: the driver holds the state at digest entry `seq`; apply what is committed past it. A
+ * capture of a state since replaced (a snapshot installed, the partition dropped) is ignored.
+ */
+export function onDigestCaptured(r: ReplicaState, seq: Seq, out: ReplicaOutput[]): void {
+  if (r.digestCapture !== seq) return;
+  r.digestCapture = null;
+  if (!r.active || r.installing) return;
+  if (r.role === 'primary') {
+    applyUpTo(r, r.commitSeq, out);
+    serveConfirmedReads(r, out);
+  } else if (r.config) ackAndApply(r, r.config.primary, out);
 }
 
 /** S12: drop log entries every replica has applied, keeping a tail for laggards. */

@@ -64,6 +64,7 @@ export function relearnFromZero(r: ReplicaState, config: Config, out: ReplicaOut
   r.pendingDurable = [];
   r.dedup.clear();
   r.installing = false;
+  r.digestCapture = null;
   r.promotion = null;
   r.epoch = config.epoch;
   r.config = config;

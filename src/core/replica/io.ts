@@ -25,6 +25,8 @@ export type ReplicaInput =
   /** S11: the snapshot we fetched is installed: data, dedup table and applied position. */
   | { readonly kind: 'snapshotInstalled'; readonly applied: LogPosition; readonly dedup: readonly DedupRecord[] }
   | { readonly kind: 'snapshotFailed'; readonly reason: string }
+  /** S16: the driver holds the applied state at the digest entry `seq` (output `captureDigest`). */
+  | { readonly kind: 'digestCaptured'; readonly seq: Seq }
   /** S13: a read of this partition's records failed its checksum: step out and relearn. */
   | { readonly kind: 'corrupt'; readonly reason: string }
   | { readonly kind: 'flush' }
@@ -45,9 +47,16 @@ export type ReplicaOutput =
       readonly requestId: RequestId;
       readonly result: ClientResult;
       readonly immediate: boolean;
-      readonly op?: 'put' | 'delete';
+      readonly op?: 'put' | 'delete' | 'digest';
       readonly duplicateOf?: string;
     }
+  /**
+   * S16: the applied state is at the digest entry `seq` (after earlier persists): take a
+   * snapshot of it now, compute its digest from it, and answer `digestCaptured` once the
+   * snapshot is open (whether or not that worked); nothing later is applied until then.
+   * `buckets`: the buckets whose entries the digest lists.
+   */
+  | { readonly kind: 'captureDigest'; readonly seq: Seq; readonly buckets: readonly number[] }
   /** Serve a confirmed read from the applied state (after earlier persists). */
   | { readonly kind: 'read'; readonly requestId: RequestId; readonly key: Uint8Array }
   | { readonly kind: 'confirmWithNameserver'; readonly round: number; readonly epoch: Epoch }

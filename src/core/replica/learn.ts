@@ -40,6 +40,7 @@ export function onSnapshotInstalled(
   // The backend replaced data, dedup table and log atomically (S11); mirror it.
   r.log.reset(applied);
   r.appliedSeq = applied.seq;
+  r.digestCapture = null; // S16: a capture under way was of the state the snapshot replaced
   r.commitSeq = applied.seq;
   r.durableSeq = applied.seq;
   r.persistedSeq = applied.seq;

@@ -44,7 +44,7 @@
  * types of the interface with the driver).
  */
 import { assertNever, type NodeId } from '../types.js';
-import { onPersisted } from './apply.js';
+import { onDigestCaptured, onPersisted } from './apply.js';
 import { onClientWrite } from './client.js';
 import { onPrepareAck, onPrepareNack } from './commit.js';
 import { onConfigure, onStaleEpoch } from './configure.js';
@@ -106,6 +106,9 @@ export class Replica extends ReplicaState {
         break;
       case 'snapshotFailed':
         onSnapshotFailed(this, input.reason, out);
+        break;
+      case 'digestCaptured':
+        onDigestCaptured(this, input.seq, out);
         break;
       case 'flush':
         onFlush(this, out);

@@ -9,6 +9,7 @@ import {
   type Config,
   type Epoch,
   type NodeId,
+  type Op,
   type PartitionId,
   type RequestTag,
   type Role,
@@ -43,7 +44,7 @@ export interface PeerState {
 export interface PendingWrite {
   readonly seq: Seq;
   readonly requestId: RequestId;
-  readonly op: 'put' | 'delete';
+  readonly op: Exclude<Op['kind'], 'epochStart'>;
   readonly tag?: RequestTag;
 }
 
@@ -75,6 +76,11 @@ export class ReplicaState {
   readonly log: LogTail;
   commitSeq: Seq;
   appliedSeq: Seq;
+  /**
+   * S16: the seq of the digest entry the driver is capturing the applied state at (output
+   * `captureDigest`); nothing past it is applied until it answers `digestCaptured`.
+   */
+  digestCapture: Seq | null = null;
   durableSeq: Seq;
   nowMs = 0;
 

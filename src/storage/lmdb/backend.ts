@@ -10,6 +10,7 @@ import {
   type VersionedValue,
   InvariantViolation,
   assert,
+  isDataOp,
   assertNever,
   seq as toSeq,
 } from '../../core/types.js';
@@ -120,7 +121,7 @@ const pendingKey = (key: Uint8Array): string => Buffer.from(key.buffer, key.byte
 
 /** An apply's bytes, encoded (copied) at acceptance; the generation (bytes 4..8 of a key) is set when written. */
 function prepareApply(partition: PartitionId, entries: readonly LogEntry[]): PreparedOp {
-  const keys = entries.map((e) => (e.op.kind === 'epochStart' ? null : dataKey(partition, 0, e.op.key)));
+  const keys = entries.map((e) => (isDataOp(e.op) ? dataKey(partition, 0, e.op.key) : null));
   const values = entries.map((e) => (e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null));
   if (!entries.some((e) => e.tag !== undefined)) return { keys, values };
   // A malformed client id gets no key here: checkTag rejected it before.
@@ -841,7 +842,7 @@ export class LmdbBackend implements Backend {
           let keyCount = s.keyCount;
           const existed: Array<boolean | undefined> = [];
           for (const e of op.entries) {
-            if (e.op.kind === 'epochStart') {
+            if (!isDataOp(e.op)) {
               existed.push(undefined);
               continue;
             }
@@ -924,7 +925,7 @@ export class LmdbBackend implements Backend {
     for (const w of work) {
       const g = w.after.generation;
       w.entries.forEach((e, j) => {
-        if (e.op.kind !== 'epochStart') {
+        if (isDataOp(e.op)) {
           const key = w.prepared.keys![j]!;
           key.writeUInt32BE(g, 4);
           if (e.op.kind === 'put') this.dataDb.putSync(key, w.prepared.values![j]!);
@@ -957,7 +958,7 @@ export class LmdbBackend implements Backend {
       const mine = this.pending.get(p);
       if (mine === undefined) continue;
       for (const e of w.entries) {
-        if (e.op.kind === 'epochStart') continue;
+        if (!isDataOp(e.op)) continue;
         const k = pendingKey(e.op.key);
         if (mine.get(k)?.seq === e.seq) mine.delete(k);
       }

@@ -23,6 +23,8 @@ import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
   DelReply,
+  DigestAtReply,
+  SnapshotReadReply,
   DumpReply,
   GetReply,
   MAX_VALUE_BYTES_CEILING,
@@ -77,6 +79,8 @@ const delReply = codec(DelReply);
 const getReply = codec(GetReply);
 const scanReply = codec(ScanReply);
 const dumpReply = codec(DumpReply);
+const digestAtReply = codec(DigestAtReply);
+const snapshotReadReply = codec(SnapshotReadReply);
 /** Keys and bytes of keys asked for per `dump` page (the server caps both; 1 MiB fits any frame). */
 const DUMP_PAGE_KEYS = 1000;
 const DUMP_PAGE_BYTES = 1024 * 1024;
@@ -238,6 +242,52 @@ export class Client implements Db {
         }
       }),
     );
+  }
+
+  // ---- administration: consistency checks and backups (issue 13, S16) ----
+
+  /** A fresh cluster map from the nameserver (not the cached one). */
+  async clusterMap(): Promise<MapReply> {
+    return this.refreshMap(this.opts.timeoutMs);
+  }
+
+  /**
+   * S16: has the primary of `p` log a digest entry (listing the entries of `buckets`) and
+   * returns its seq once committed: every replica's digest at that seq is then comparable.
+   */
+  async proposeDigest(p: number, buckets: readonly number[] = []): Promise<number> {
+    return decodeOrThrow(putReply, await this.withRetry(p, { t: 'digest', buckets: [...buckets] }, true)).version;
+  }
+
+  /** S16: the digest the storage server at `address` computed of `p` at the digest entry `seq`. */
+  async digestAt(address: string, p: number, seq: number, waitMs = 15_000): Promise<DigestAtReply> {
+    const body = { t: 'digestAt', p, seq, waitMs, ...tokenField(this.opts.clusterToken) };
+    const raw = await this.pool.get(address, 'storage').call(body, { timeoutMs: waitMs + this.opts.timeoutMs });
+    return decodeOrThrow(digestAtReply, raw);
+  }
+
+  /** S16: tells the storage server at `address` that its copy of `p` (digest `digest` at `seq`) is odd: it relearns it. */
+  async relearn(address: string, p: number, seq: number, digest: string, reason: string): Promise<void> {
+    const body = { t: 'relearn', p, seq, digest, reason, ...tokenField(this.opts.clusterToken) };
+    await this.pool.get(address, 'storage').call(body, { timeoutMs: this.opts.timeoutMs });
+  }
+
+  /**
+   * S11: one page of a snapshot of `p` from its primary at `epoch` (the map's); pass the first
+   * page's `session` to get the next ones. The snapshot is at `applied` of the first page.
+   */
+  async snapshotPage(address: string, p: number, epoch: number, session?: string): Promise<SnapshotReadReply> {
+    const body = {
+      t: 'snapshotRead',
+      p,
+      epoch,
+      ...(session ? { session } : {}),
+      ...tokenField(this.opts.clusterToken),
+    };
+    const raw = await this.pool
+      .get(address, 'storage')
+      .call(body, { timeoutMs: Math.max(30_000, this.opts.timeoutMs) });
+    return decodeOrThrow(snapshotReadReply, raw);
   }
 
   async close(): Promise<void> {

@@ -660,6 +660,31 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       await dumpCommand(o);
     });
 
+  clientOptions(
+    sub(
+      'check',
+      "compare every partition's replicas at one digest entry each (S16), name the keys that differ; " +
+        'exit code 1 when replicas differ, 2 when some partition could not be checked',
+    ),
+  )
+    .addOption(
+      envOption('--partition <n>', 'check only this partition', 'DSTORE_CHECK_PARTITION').argParser(
+        intParser('an integer', 0, 65535),
+      ),
+    )
+    .addOption(
+      envOption(
+        '--repair',
+        'have each odd replica (outside the majority that agrees) relearn the partition from the primary',
+        'DSTORE_CHECK_REPAIR',
+      ),
+    )
+    .addOption(jsonOption())
+    .action(async (o: ClientOpts & { partition?: number; repair?: boolean; json?: boolean }) => {
+      const { checkCommand } = await import('./check.js');
+      await checkCommand(o);
+    });
+
   clientOptions(sub('nodes', 'every service with role, address, state, heartbeat, partitions, keys, backend, uptime'))
     .alias('status')
     .addOption(jsonOption())

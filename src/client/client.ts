@@ -542,3 +542,14 @@ export async function connect(nameserver: string | readonly string[], options: C
   }
   return client;
 }
+
+/** Administration (consistency checks, backups): `Db` and the calls to one storage server. */
+export type Admin = Db & Pick<Client, 'clusterMap' | 'proposeDigest' | 'digestAt' | 'relearn' | 'snapshotPage'>;
+
+/** `connect`, for administration tools (`dstore check`, `dstore backup`). */
+export async function connectAdmin(
+  nameserver: string | readonly string[],
+  options: ConnectOptions = {},
+): Promise<Admin> {
+  return (await connect(nameserver, options)) as Client;
+}

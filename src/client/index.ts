@@ -9,6 +9,6 @@
  * await db.close();
  * ```
  */
-export { connect, type ClientLogger, type ConnectOptions } from './client.js';
+export { connect, connectAdmin, type Admin, type ClientLogger, type ConnectOptions } from './client.js';
 export type { ClusterInfo, Db, GetResult, NodeInfo, StorageDump } from './api.js';
 export * from '../core/errors.js';

@@ -17,7 +17,21 @@
  * The calls go through a `CheckTransport`: the client's (src/client) for `dstore check`, the
  * storage server's own for the background task.
  */
-import type { DigestAtReply } from '../rpc/messages.js';
+/** A member's digest at a seq (DigestAtReply on the wire; DigestOutcome on the server itself). */
+export type DigestAtReply =
+  | {
+      readonly ok: true;
+      readonly seq: number;
+      readonly digest: string;
+      readonly keys: number;
+      readonly buckets: readonly string[];
+      readonly detail?: ReadonlyArray<{
+        readonly bucket: number;
+        readonly entries: ReadonlyArray<{ readonly key: Uint8Array; readonly version: number; readonly hash: string }>;
+      }>;
+      readonly detailTruncated?: boolean;
+    }
+  | { readonly ok: false; readonly seq: number; readonly error: string };
 
 export interface CheckTransport {
   /** Has the primary of `p` log a digest entry listing `buckets`; its seq once committed. */

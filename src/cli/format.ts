@@ -193,6 +193,20 @@ export function formatNodes(
           `corrupt (S13), relearning from a healthy replica`,
       ),
     );
+  // S16: divergences the background anti-entropy check found, per node that leads the partition.
+  const diverged = info.nodes
+    .filter((n) => (n.antiEntropy?.divergences ?? 0) > 0)
+    .map((n) => {
+      const ae = n.antiEntropy!;
+      const last = ae.last
+        ? `; last: partition ${ae.last.partition} at seq ${ae.last.seq}` +
+          `${ae.last.odd.length > 0 ? `, odd ${ae.last.odd.join(', ')}` : ', no majority'}, ${formatAgo(nowMs - ae.last.atMs)}`
+        : '';
+      return style.red(
+        `${n.id}: anti-entropy found replicas differing ${ae.divergences} time(s) in ${ae.checks} checks, ` +
+          `${ae.repaired} relearned${last}`,
+      );
+    });
   const storageCount = info.nodes.filter((n) => n.role === 'storage').length;
   const alive = info.nodes.filter((n) => n.role === 'storage' && n.state === 'alive').length;
   const summary =
@@ -202,7 +216,7 @@ export function formatNodes(
     `${alive}/${storageCount} storage servers alive`;
   const leader = leaderLine(info, nowMs);
   return (
-    `${table(rows, new Set([5, 6, 7]))}\n${corrupt.map((line) => `${line}\n`).join('')}` +
+    `${table(rows, new Set([5, 6, 7]))}\n${[...corrupt, ...diverged].map((line) => `${line}\n`).join('')}` +
     `${leader === undefined ? '' : `${style.bold(leader)}\n`}${style.dim(summary)}`
   );
 }

@@ -133,6 +133,22 @@ const logRetainOption = () =>
   )
     .argParser(intParser('an integer', 0, 100_000_000))
     .default(1000);
+const antiEntropyOption = () =>
+  envOption(
+    '--anti-entropy-ms <ms>',
+    "every this many ms, check each partition this server leads against its replicas' digests (S16; 0: never)",
+    'DSTORE_ANTI_ENTROPY_MS',
+  )
+    .argParser(intParser('an integer', 0, 7 * 24 * 3_600_000))
+    .default(300_000);
+const repairOption = () =>
+  envOption(
+    '--repair <mode>',
+    'on: a replica the anti-entropy check finds odd relearns the partition; off: only report it',
+    'DSTORE_REPAIR',
+  )
+    .choices(['on', 'off'])
+    .default('on');
 const etcdPrefixOption = () =>
   envOption('--etcd-prefix <prefix>', 'key prefix of this cluster in etcd', 'DSTORE_ETCD_PREFIX').default(
     '/dstore/default/',
@@ -453,6 +469,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(heartbeatOption())
     .addOption(maxValueOption())
     .addOption(logRetainOption())
+    .addOption(antiEntropyOption())
+    .addOption(repairOption())
     .addOption(logLevelOption())
     .addOption(clusterTokenOption())
     .action(
@@ -470,6 +488,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
           heartbeatMs: number;
           maxValueBytes: number;
           logRetainEntries: number;
+          antiEntropyMs: number;
+          repair: 'on' | 'off';
           logLevel: string;
           clusterToken?: string;
         },
@@ -539,6 +559,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(rereplicateAfterOption())
     .addOption(maxValueOption())
     .addOption(logRetainOption())
+    .addOption(antiEntropyOption())
+    .addOption(repairOption())
     .addOption(etcdPrefixOption())
     .addOption(leaseTtlOption())
     .addOption(logLevelOption())
@@ -575,6 +597,8 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
           rereplicateAfterMs: number;
           maxValueBytes: number;
           logRetainEntries: number;
+          antiEntropyMs: number;
+          repair: 'on' | 'off';
           etcdPrefix: string;
           leaseTtlMs: number;
           logLevel: string;

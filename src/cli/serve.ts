@@ -64,6 +64,9 @@ export interface StorageCliOptions {
   readonly maxValueBytes: number;
   /** Log entries kept per partition past the point every replica applied (S12). */
   readonly logRetainEntries: number;
+  /** S16: the background check's interval (0: off) and whether it repairs. */
+  readonly antiEntropyMs?: number;
+  readonly repair?: 'on' | 'off';
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
@@ -254,6 +257,8 @@ export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
     heartbeatMs: o.heartbeatMs,
     maxValueBytes: o.maxValueBytes,
     logRetainEntries: o.logRetainEntries,
+    ...(o.antiEntropyMs === undefined ? {} : { antiEntropyMs: o.antiEntropyMs }),
+    ...(o.repair === undefined ? {} : { antiEntropyRepair: o.repair === 'on' }),
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
   }).catch((err: unknown) => startFailure(err, o.host, port, '--port'));
@@ -320,6 +325,8 @@ export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
     heartbeatMs: o.heartbeatMs,
     maxValueBytes: o.maxValueBytes,
     logRetainEntries: o.logRetainEntries,
+    ...(o.antiEntropyMs === undefined ? {} : { antiEntropyMs: o.antiEntropyMs }),
+    ...(o.repair === undefined ? {} : { antiEntropyRepair: o.repair === 'on' }),
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
   }).catch(async (err: unknown) => {

@@ -80,6 +80,8 @@ export class NameserverHost {
   /** --max-value-bytes of each storage server, from its registration (the map's `limits`). */
   private readonly maxValueBytesOf = new Map<string, number>();
   /** Storage servers whose last heartbeat said their storage failed: when, and why. */
+  /** S16: each storage server's anti-entropy report, from its last heartbeat (for `nodes`). */
+  private readonly antiEntropy = new Map<string, NonNullable<NodeInfo['antiEntropy']>>();
   private readonly unhealthy = new Map<string, { readonly sinceMs: number; lastMs: number; readonly reason: string }>();
   /** What each node last reported corrupt (S13), so each change is logged once. */
   private readonly corruptLogged = new Map<string, string>();
@@ -232,6 +234,7 @@ export class NameserverHost {
       case 'heartbeat': {
         if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
         if (this.unhealthy.delete(req.nodeId)) this.log('info', { nodeId: req.nodeId }, 'storage server healthy again');
+        if (req.antiEntropy !== undefined) this.antiEntropy.set(req.nodeId, req.antiEntropy);
         const reply = this.core.onHeartbeat(
           {
             nodeId: toNodeId(req.nodeId),
@@ -423,6 +426,7 @@ export class NameserverHost {
         ...(n.corrupt.size > 0 && this.core.isAlive(n, now)
           ? { corruptPartitions: this.core.corruptPartitions(n.id) }
           : {}),
+        ...(this.antiEntropy.has(n.id) ? { antiEntropy: this.antiEntropy.get(n.id)! } : {}),
       });
     }
     return {

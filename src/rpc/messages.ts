@@ -167,6 +167,17 @@ const ProgressSchema = Type.Object({
   corrupt: Type.Optional(Type.Boolean()),
 });
 
+/** S16: a storage server's anti-entropy counts and its last divergence, for `nodes`. */
+const AntiEntropyReport = Type.Object({
+  checks: Uint,
+  divergences: Uint,
+  repaired: Uint,
+  incomplete: Uint,
+  last: Type.Optional(
+    Type.Object({ partition: Partition, seq: Uint, odd: Type.Array(Id, { maxItems: 64 }), atMs: Uint }),
+  ),
+});
+
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
   /** `maxValueBytes`: the server's --max-value-bytes; the map tells clients the cluster's (see MapReply.limits). */
@@ -193,6 +204,8 @@ export const NameserverRequest = Type.Union([
     keys: Uint,
     progress: Type.Array(ProgressSchema, { maxItems: 65536 }),
     unhealthy: Type.Optional(Type.String({ maxLength: 1024 })),
+    /** S16: what this server's background anti-entropy check found (absent: nothing yet). */
+    antiEntropy: Type.Optional(AntiEntropyReport),
     token: Token,
   }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
@@ -297,6 +310,8 @@ export const NodeInfo = Type.Object({
    * relearns each from a healthy member (absent: none).
    */
   corruptPartitions: Type.Optional(Type.Array(Partition)),
+  /** S16: what its background anti-entropy check found, as of its last heartbeat. */
+  antiEntropy: Type.Optional(AntiEntropyReport),
 });
 export type NodeInfo = Static<typeof NodeInfo>;
 

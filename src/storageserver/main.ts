@@ -22,6 +22,10 @@ export interface RunStorageServerOptions {
   readonly maxValueBytes: number;
   /** Log entries kept past the point every replica applied (default 1000); S12. */
   readonly logRetainEntries?: number;
+  /** S16: the background anti-entropy check's interval in ms (0: off; default 300,000). */
+  readonly antiEntropyMs?: number;
+  /** S16: whether that check has odd replicas relearn (default true). */
+  readonly antiEntropyRepair?: boolean;
   readonly logLevel: string;
   readonly clusterToken?: string;
 }
@@ -78,6 +82,8 @@ async function startStorageServer(
         tickMs: 50,
         maxValueBytes: options.maxValueBytes,
         logRetainEntries: options.logRetainEntries ?? 1000,
+        ...(options.antiEntropyMs === undefined ? {} : { antiEntropyMs: options.antiEntropyMs }),
+        ...(options.antiEntropyRepair === undefined ? {} : { antiEntropyRepair: options.antiEntropyRepair }),
         // S4: only a durable log lets a restarted replica stay a secondary.
         durable: options.backend !== 'memory' && options.sync === 'batch',
         onFatal: () => exitOnFatal(),

@@ -65,6 +65,7 @@ import {
   ConfirmEpochReply,
   PromoteReply,
   SnapshotReadReply,
+  DigestAtReply,
 } from '../rpc/messages.js';
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
@@ -79,6 +80,8 @@ import {
 } from '../storage/backend.js';
 import { checkDataDirNotFull, freeSpaceOf } from './disk-space.js';
 import { DigestRecords } from './digests.js';
+import { AntiEntropy } from './anti-entropy.js';
+import type { CheckTransport, PartitionConfigView } from '../check/replicas.js';
 import { digestSnapshot } from '../storage/digest.js';
 import {
   askRequest,
@@ -110,6 +113,10 @@ export interface StorageServerConfig {
   readonly durable: boolean;
   readonly clusterToken?: string;
   readonly callTimeoutMs: number;
+  /** S16: check each partition this server leads every this many ms (0: never; default 300,000). */
+  readonly antiEntropyMs?: number;
+  /** S16: have the odd replicas an anti-entropy check finds relearn (default true); false only reports. */
+  readonly antiEntropyRepair?: boolean;
   /**
    * Called on a fatal error (a broken invariant, a storage that did not come back): the entry
    * point ends the process (src/process/fatal.ts); a library never calls process.exit.
@@ -119,6 +126,8 @@ export interface StorageServerConfig {
 
 /** How long a `digestAt` waits for a digest not computed yet (the entry may still be applying). */
 const DIGEST_WAIT_MS = 15_000;
+/** S16: the default interval of the background anti-entropy check (`--anti-entropy-ms`). */
+export const DEFAULT_ANTI_ENTROPY_MS = 300_000;
 
 const storageRequest = codec(StorageRequest);
 const peerEnvelope = codec(PeerEnvelope);
@@ -127,6 +136,7 @@ const heartbeatReply = codec(HeartbeatReplySchema);
 const confirmEpochReply = codec(ConfirmEpochReply);
 const promoteReply = codec(PromoteReply);
 const snapshotReadReply = codec(SnapshotReadReply);
+const digestAtReply = codec(DigestAtReply);
 
 /** The driver's handle of a waiting client call: the host answers it through an effect. */
 interface Handle {
@@ -170,6 +180,8 @@ export class StorageServer {
   private readonly pool: RpcPool;
   /** S16: the digests computed at digest entries, for checks to compare. */
   private readonly digests = new DigestRecords();
+  /** S16: the background check of the partitions this server leads. */
+  private readonly antiEntropy: AntiEntropy;
   /** --nameserver's seeds: register, heartbeats and asks go to the leader among them (issue 12). */
   private readonly nameservers: NameserverSeeds;
   private server: RpcServer | undefined;
@@ -201,6 +213,53 @@ export class StorageServer {
     });
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
     this.nameservers = new NameserverSeeds(parseSeeds(cfg.nameserver, '--nameserver'), this.pool, { logger: log });
+    this.antiEntropy = new AntiEntropy({
+      intervalMs: cfg.antiEntropyMs ?? DEFAULT_ANTI_ENTROPY_MS,
+      repair: cfg.antiEntropyRepair ?? true,
+      led: () => this.ledPartitions(),
+      transport: this.checkTransport(),
+      log,
+    });
+  }
+
+  /** S16: the partitions this server serves as primary, with their configurations. */
+  private ledPartitions(): PartitionConfigView[] {
+    const out: PartitionConfigView[] = [];
+    for (const r of this.host.replicas.values()) {
+      if (r.serving && r.config) out.push(r.config);
+    }
+    return out;
+  }
+
+  /** S16: the calls of a check, from this server: its own host and digests, the others by RPC. */
+  private checkTransport(): CheckTransport {
+    const call = (node: string, body: Record<string, unknown>, timeoutMs: number): Promise<unknown> => {
+      const address = this.addresses.get(toNodeId(node));
+      if (!address) return Promise.reject(new UnavailableError(`no address for ${node}`));
+      return this.pool.get(address, 'storage').call({ ...body, ...tokenField(this.cfg.clusterToken) }, { timeoutMs });
+    };
+    return {
+      propose: (p, buckets) =>
+        new Promise<number>((resolve, reject) =>
+          this.run(
+            this.host.clientDigest(p, buckets, {
+              resolve: (v) => resolve((v as { version: number }).version),
+              reject,
+            }),
+          ),
+        ),
+      digestAt: async (node, p, seq) => {
+        if (node === this.nodeId) return this.digests.waitFor(partitionId(p), seq, DIGEST_WAIT_MS);
+        const raw = await call(node, { t: 'digestAt', p, seq, waitMs: DIGEST_WAIT_MS }, DIGEST_WAIT_MS + 5000);
+        const d = digestAtReply.decode(raw);
+        if (!d.ok) throw new MalformedMessageError(`malformed digest reply from ${node}: ${d.reason}`);
+        return d.value;
+      },
+      relearn: async (node, p, seq, digest, reason) => {
+        if (node === this.nodeId) this.relearn(partitionId(p), seq, digest, reason);
+        else await call(node, { t: 'relearn', p, seq, digest, reason }, this.cfg.callTimeoutMs);
+      },
+    };
   }
 
   async start(): Promise<number> {
@@ -230,6 +289,7 @@ export class StorageServer {
     await this.registerFirst();
     this.timers.push(setInterval(() => this.heartbeatTimer(), this.cfg.heartbeatMs));
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
+    this.antiEntropy.start();
     this.timers.push(
       setInterval(
         () => void this.closeIdleSnapshotSessions(SNAPSHOT_SESSION_IDLE_MS),
@@ -243,6 +303,7 @@ export class StorageServer {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    this.antiEntropy.stop();
     await this.server?.close();
     this.pool.close();
     for (let i = 0; i < 10_000 && this.batchesInFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
@@ -322,7 +383,14 @@ export class StorageServer {
 
   private async sendHeartbeat(life: number, request: HeartbeatRequest): Promise<void> {
     try {
-      const raw = await this.nameserverCall({ ...request, keys: this.keyCount });
+      const ae = this.antiEntropy.stats;
+      const raw = await this.nameserverCall({
+        ...request,
+        keys: this.keyCount,
+        ...(ae.checks > 0
+          ? { antiEntropy: { ...ae, ...(ae.last ? { last: { ...ae.last, odd: [...ae.last.odd] } } : {}) } }
+          : {}),
+      });
       const r = heartbeatReply.decode(raw);
       if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
       if (r.value.kind === 'ok') {
@@ -931,6 +999,7 @@ export class StorageServer {
           health: this.host.health,
           incarnation: this.incarnation,
           partitions: this.host.progress(),
+          antiEntropy: this.antiEntropy.stats,
         };
       default:
         assertNever(req);

@@ -48,21 +48,24 @@ export interface BackupSummary {
 const MAX_PAGES = 100_000_000;
 const RETRY_BACKOFF_MS = 200;
 
-/** Refuses a DIR that holds anything; creates it when missing. */
-async function prepareDir(dir: string): Promise<void> {
+/** Refuses a DIR that holds anything or is a file; true when it exists (an empty directory). */
+export async function checkBackupDir(dir: string): Promise<boolean> {
   let entries: string[];
   try {
     entries = await readdir(dir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') {
-      await mkdir(dir, { recursive: true });
-      return;
-    }
+    if (code === 'ENOENT') return false;
     if (code === 'ENOTDIR') throw new InvalidArgumentError(`backup directory ${dir} is a file, not a directory`);
     throw err;
   }
   if (entries.length > 0) throw new BackupDirNotEmptyError(dir, entries.sort());
+  return true;
+}
+
+/** Refuses a DIR that holds anything; creates it when missing. */
+async function prepareDir(dir: string): Promise<void> {
+  if (!(await checkBackupDir(dir))) await mkdir(dir, { recursive: true });
 }
 
 /** Runs `fn` on every item with at most `limit` running at once; the first failure is thrown. */

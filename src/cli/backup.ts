@@ -67,7 +67,7 @@ export async function backupCommand(
   o: ClientCliOptions & { json?: boolean; partition?: number },
   dir: string,
 ): Promise<void> {
-  const { runBackup } = await import('../backup/backup.js');
+  const { checkBackupDir, runBackup } = await import('../backup/backup.js');
   const progress = progressLine();
   const partitionsDone = new Set<number>();
   const keysByPartition = new Map<number, number>();
@@ -80,6 +80,7 @@ export async function backupCommand(
   };
   let summary: Awaited<ReturnType<typeof runBackup>>;
   try {
+    await checkBackupDir(dir); // before connecting: a directory in use fails on its own
     summary = await withClient(o, (client) =>
       runBackup(client, dir, { onProgress, ...(o.partition === undefined ? {} : { partition: o.partition }) }),
     );

@@ -4,7 +4,8 @@
  * count), `dstore backup DIR` while it runs. Proves: every key acknowledged before the backup
  * started is in the backup with its value, and every key in it is one the load wrote, with that
  * value; a copy with a flipped byte is refused by `dstore restore` (exit 3) naming the file and
- * the partition, and the target cluster B (6 partitions) stays empty; the backup restores into B
+ * the partition, and the target cluster B (6 partitions) stays empty; a second backup at rest
+ * has A's content digest as A's primaries compute it; the backup restores into B
  * (exit 0, verified), B then holds exactly the backup's keys and values (read back with get), and
  * a second restore into B is refused (exit 4). Clusters and the temp dir go also on failure.
  */
@@ -17,6 +18,7 @@ import { readPartitionFile } from '../../src/backup/format.js';
 import type { Manifest } from '../../src/backup/manifest.js';
 import { clusterContents } from '../../src/backup/restore.js';
 import { Client } from '../../src/client/client.js';
+import { addDigests } from '../../src/storage/digest.js';
 import { LocalCluster, waitFor } from '../integration/cluster.js';
 import { runDstoreText } from '../shared/dstore.js';
 
@@ -102,6 +104,23 @@ test('backup under load, a corrupt copy refused, restore into a fresh cluster ve
       `# backup: ${manifest.keys} keys (${ackedBefore.size} acknowledged before it, ${load.acked.size} by the end,` +
         ` ${load.errors.length} write errors), ${summary.bytes} bytes`,
     );
+
+    // At rest (the load stopped), a backup in text form: its content digest is A's, as A's primaries compute it.
+    const still = join(tmp, 'still');
+    const text = await runDstoreText(['backup', still, '--nameserver', a.nameserverAddress], { timeoutMs: 120_000 });
+    assert.equal(text.code, 0, `backup failed: ${text.stderr}`);
+    assert.match(
+      text.stdout,
+      /^backup of cluster [0-9a-f-]{8} in .*: 4 partitions, \d+ keys, .* in [\d.]+ s \(content/,
+    );
+    const stillManifest = JSON.parse(readFileSync(join(still, 'manifest.json'), 'utf8')) as Manifest;
+    const contentsA = await clusterContents(clientA);
+    assert.equal(addDigests(contentsA.map((c) => c.content)), stillManifest.content, 'A and its backup at rest');
+    assert.equal(
+      contentsA.reduce((n, c) => n + c.keys, 0),
+      stillManifest.keys,
+    );
+    assert.ok(stillManifest.keys >= manifest.keys);
 
     // A copy with one byte flipped in the largest partition file: refused, nothing written.
     const bad = join(tmp, 'bad');

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgument, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
+import { BACKUP_EXIT_HELP, RESTORE_EXIT_HELP } from '../backup/help.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
 import {
@@ -715,6 +716,34 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     .action(async (o: ClientOpts) => {
       const { nodesCommand } = await import('./commands.js');
       await nodesCommand(o);
+    });
+
+  clientOptions(
+    sub(
+      'backup',
+      'write a point-in-time snapshot of every partition (writes go on) and a manifest into DIR (new or empty)',
+    ),
+  )
+    .argument('<dir>', 'directory for the backup: partition-<n>.dsb files and manifest.json (written last)')
+    .addOption(
+      envOption('--partition <n>', 'back up only this partition', 'DSTORE_BACKUP_PARTITION').argParser(
+        intParser('an integer', 0, 65_535),
+      ),
+    )
+    .addOption(jsonOption())
+    .addHelpText('after', BACKUP_EXIT_HELP)
+    .action(async (dir: string, o: ClientOpts & { partition?: number }) => {
+      const { backupCommand } = await import('./backup.js');
+      await backupCommand(o, dir);
+    });
+
+  clientOptions(sub('restore', 'verify the backup in DIR, load it into an empty cluster and verify the cluster'))
+    .argument('<dir>', 'directory of a backup written by dstore backup')
+    .addOption(jsonOption())
+    .addHelpText('after', RESTORE_EXIT_HELP)
+    .action(async (dir: string, o: ClientOpts) => {
+      const { restoreCommand } = await import('./backup.js');
+      await restoreCommand(o, dir);
     });
 
   clientOptions(sub('bench', 'closed-loop load generator: ops/s and p50/p99/max latency'))

@@ -14,8 +14,7 @@ import {
 } from '../backup/errors.js';
 import type { RestoreProgress } from '../backup/restore.js';
 import { EXIT_BACKUP_UNUSABLE, EXIT_PARTIAL_RESTORE, EXIT_TARGET_NOT_EMPTY } from '../backup/help.js';
-import type { Client } from '../client/client.js';
-import { CliExit, type ClientCliOptions, openDb } from './commands.js';
+import { CliExit, type ClientCliOptions, withAdmin } from './commands.js';
 
 const MiB = 1024 * 1024;
 const formatBytes = (n: number): string =>
@@ -45,17 +44,6 @@ function progressLine(): { show: (text: string, force?: boolean) => void; clear:
   };
 }
 
-async function withClient<T>(o: ClientCliOptions, fn: (client: Client) => Promise<T>): Promise<T> {
-  const { Client } = await import('../client/client.js');
-  const db = await openDb(o, o.timeoutMs, false);
-  try {
-    if (!(db instanceof Client)) throw new Error('backup and restore need the dstore client library');
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
-}
-
 /** Ends the command with `exitCode` after one error line naming what went wrong. */
 function fail(err: Error, exitCode: number): never {
   const code = err instanceof DstoreError ? ` (${err.code})` : '';
@@ -81,7 +69,7 @@ export async function backupCommand(
   let summary: Awaited<ReturnType<typeof runBackup>>;
   try {
     await checkBackupDir(dir); // before connecting: a directory in use fails on its own
-    summary = await withClient(o, (client) =>
+    summary = await withAdmin(o, (client) =>
       runBackup(client, dir, { onProgress, ...(o.partition === undefined ? {} : { partition: o.partition }) }),
     );
   } catch (err) {
@@ -125,7 +113,7 @@ export async function restoreCommand(o: ClientCliOptions & { json?: boolean }, d
   try {
     // The backup is checked before connecting, so a bad one fails without a cluster too.
     const verified = await verifyBackup(dir, onProgress);
-    summary = await withClient(o, (client) => runRestore(client, dir, { onProgress, verified }));
+    summary = await withAdmin(o, (client) => runRestore(client, dir, { onProgress, verified }));
   } catch (err) {
     progress.clear();
     if (err instanceof BackupCorruptError) fail(err, EXIT_BACKUP_UNUSABLE);

@@ -9,7 +9,7 @@
 import type { Admin } from '../client/client.js';
 import { checkPartition, type CheckTransport, type PartitionCheck } from '../check/replicas.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import { type ClientCliOptions, CliExit } from './commands.js';
+import { type ClientCliOptions, CliExit, withAdmin } from './commands.js';
 import { bytesToJson, colourWanted, formatKey, makeStyle, table } from './format.js';
 
 export interface CheckCliOptions extends ClientCliOptions {
@@ -22,18 +22,7 @@ export interface CheckCliOptions extends ClientCliOptions {
 const PARALLEL = 4;
 
 export async function checkCommand(o: CheckCliOptions): Promise<void> {
-  const { connectAdmin } = await import('../client/index.js');
-  const db = await connectAdmin(o.nameserver, {
-    timeoutMs: o.timeoutMs,
-    ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
-    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
-  });
-  let results: PartitionCheck[];
-  try {
-    results = await checkCluster(db, o);
-  } finally {
-    await db.close();
-  }
+  const results = await withAdmin(o, (admin) => checkCluster(admin, o));
   if (o.json) process.stdout.write(`${JSON.stringify(checkToJson(results), null, 2)}\n`);
   else process.stdout.write(`${formatCheck(results, colourWanted(Boolean(process.stdout.isTTY)))}\n`);
   if (results.some((r) => r.agree === false)) throw new CliExit(1);

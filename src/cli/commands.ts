@@ -4,6 +4,7 @@
  */
 import { isatty } from 'node:tty';
 import type { Db } from '../client/api.js';
+import type { Admin } from '../client/client.js';
 import { keyBytes, readPutValue } from './argv.js';
 import {
   bytesToJson,
@@ -47,6 +48,24 @@ export async function openDb(o: ClientCliOptions, timeoutMs = o.timeoutMs, lazy 
     ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
   });
+}
+
+/**
+ * Administration commands (check, backup, restore): the client with its calls to one storage
+ * server, checked against the nameserver first like the one-shot commands; closed after `fn`.
+ */
+export async function withAdmin<T>(o: ClientCliOptions, fn: (admin: Admin) => Promise<T>): Promise<T> {
+  const { connectAdmin } = await import('../client/index.js');
+  const admin = await connectAdmin(o.nameserver, {
+    timeoutMs: o.timeoutMs,
+    ...(o.attemptTimeoutMs === undefined ? {} : { attemptTimeoutMs: o.attemptTimeoutMs }),
+    ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+  });
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.close();
+  }
 }
 
 /** One-shot commands check the nameserver first: a wrong address fails with one line, exit 1. */

@@ -248,6 +248,13 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
         'slot too)',
     },
     {
+      seed: 6,
+      set: ['faultWeights.corrupt=2', 'antiEntropyEveryMs=1000'],
+      what:
+        'S16: a delete committed past a digest entry was answered (existed: false) before its apply, which ' +
+        'waited for the digest capture',
+    },
+    {
       seed: 100136,
       what:
         'simulator: a duplicated client request got a definite UNAVAILABLE from one copy while the other applied ' +

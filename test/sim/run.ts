@@ -523,6 +523,19 @@ export function diagnose(
   const byId = new Map(nodes.map((n) => [n.id as string, n]));
   for (const c of ns.configs()) {
     const p = c.partition;
+    // S13 (here by anti-entropy's relearn, S16): every member stepped out as corrupt, the
+    // healthy copies were removed meanwhile; no corrupt copy serves and none is started afresh:
+    // unavailable until an operator acts (Nameserver.stuckCorrupt). By design, not a bug.
+    const members = [c.primary, ...c.secondaries];
+    if (members.every((m) => byId.get(m)?.replicas.get(p)?.corrupt !== undefined)) {
+      return {
+        kind: 'liveness:only-corrupt-members',
+        text:
+          `partition ${p} e${c.epoch} ${describeConfig(c)}: every member stepped out of it as corrupt (S13; told ` +
+          `to relearn by anti-entropy, S16) and its healthy copies were removed from the configuration ` +
+          `meanwhile: it stays unavailable until an operator acts (Nameserver.stuckCorrupt)`,
+      };
+    }
     const primary = byId.get(c.primary)?.replicas.get(p);
     if (!primary) continue;
     // The primary cannot commit its epoch-start entry with fewer members than

@@ -123,11 +123,10 @@ export async function checkPartition(
     return { ...base, seq, members, agree, ...(error ? { error } : {}) };
   }
   // They differ. The odd ones: outside a strict majority of the members (S16).
-  const counts = new Map<string, number>();
-  for (const m of answered) counts.set(m.digest!, (counts.get(m.digest!) ?? 0) + 1);
-  const [top, topCount] = [...counts].sort((a, b) => b[1] - a[1])[0]!;
-  const majority = topCount * 2 > members.length ? top : undefined;
-  const odd = majority === undefined ? [] : answered.filter((m) => m.digest !== majority).map((m) => m.node);
+  const { odd, topCount } = oddMembers(
+    members.length,
+    answered.map((m) => ({ node: m.node, digest: m.digest! })),
+  );
   const found = await differingKeys(t, p, replies, answered, options.maxKeys ?? 20);
   const repaired: string[] = [];
   const errors = error ? [error] : [];
@@ -155,6 +154,25 @@ export async function checkPartition(
     repaired,
     ...(errors.length > 0 ? { error: errors.join('; ') } : {}),
   };
+}
+
+/**
+ * S16's decision rule: given the digests of the members that answered (of `memberCount`
+ * members in all), the odd ones are those outside a strict majority of all the members that
+ * agree with each other; with no such majority, none. (Also what the simulator's anti-entropy
+ * applies, test/sim/anti-entropy.ts.)
+ */
+export function oddMembers(
+  memberCount: number,
+  answered: ReadonlyArray<{ readonly node: string; readonly digest: string }>,
+): { odd: string[]; majority: string | undefined; topCount: number } {
+  const counts = new Map<string, number>();
+  for (const m of answered) counts.set(m.digest, (counts.get(m.digest) ?? 0) + 1);
+  const top = [...counts].sort((a, b) => b[1] - a[1])[0];
+  if (top === undefined) return { odd: [], majority: undefined, topCount: 0 };
+  const majority = top[1] * 2 > memberCount ? top[0] : undefined;
+  const odd = majority === undefined ? [] : answered.filter((m) => m.digest !== majority).map((m) => m.node);
+  return { odd, majority, topCount: top[1] };
 }
 
 async function collect(

@@ -13,7 +13,10 @@
  *   --strict         also fail when a linearizability check was inconclusive
  *   --mutate NAME    plant a deliberate bug (ack-before-durable, lying-fsync,
  *                    unconfirmed-reads, server-delete-replies, ack-failed-batch,
- *                    forget-unapplied, unfenced-save) to see the simulator catch it
+ *                    forget-unapplied, unfenced-save, repair-disabled) to see the simulator catch it
+ *   --corrupt        the silent corruption fault (a replica's stored state changes without a
+ *                    log entry) and anti-entropy (issue 13): shorthand for
+ *                    --set faultWeights.corrupt=2 --set antiEntropyEveryMs=1000
  *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
  *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
  *                    in three, chosen from the seed (the others run exactly as with off).
@@ -28,6 +31,10 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { formatHistoryLine } from '../../src/check/linearizability.js';
 import { describeKnobs, type ElectionMode, type RunResult, runSeed } from './run.js';
 import { MUTATIONS, type Mutation } from './storage-node.js';
+
+/** `--corrupt`: the silent corruption fault's weight, and how often anti-entropy checks every partition. */
+export const CORRUPT_WEIGHT = 2;
+export const ANTI_ENTROPY_EVERY_MS = 1000;
 
 interface Args {
   runs: number;
@@ -91,6 +98,10 @@ function parseArgs(argv: readonly string[]): Args {
         a.mutation = m;
         break;
       }
+      case '--corrupt':
+        // Shorthand for the knobs (so a failing seed's replay line carries them as --set).
+        a.set.push(`faultWeights.corrupt=${CORRUPT_WEIGHT}`, `antiEntropyEveryMs=${ANTI_ENTROPY_EVERY_MS}`);
+        break;
       case '--strict':
         a.strict = true;
         break;
@@ -260,6 +271,12 @@ async function soak(a: Args): Promise<number> {
         `crashes, ${sum('fault.nsPause')} candidate pauses, ${sum('fault.etcdDown')} etcd outages, ` +
         `${sum('fencedRefusals')} fenced transactions refused, ${sum('leasesExpired')} leases expired, ` +
         `${sum('leaderChangesDuringReconfiguration')} leader changes during a reconfiguration`,
+    );
+  if (sum('fault.corrupt') > 0 || sum('antiEntropy.checks') > 0)
+    console.log(
+      `anti-entropy: ${sum('fault.corrupt')} silent corruptions, ${sum('antiEntropy.checks')} checks, ` +
+        `${sum('antiEntropy.differ')} found replicas differing, ${sum('antiEntropy.relearns')} relearns, ` +
+        `${sum('unrepairable')} partitions left differing with no majority (S16)`,
     );
   console.log(
     `linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ` +

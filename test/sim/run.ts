@@ -27,6 +27,7 @@ import type { Config } from '../../src/core/types.js';
 import type { ElectionKnobs } from './elected-node.js';
 import { SimElection } from './election.js';
 import { SimNameserver } from './nameserver-node.js';
+import { SimAntiEntropy } from './anti-entropy.js';
 import { Observer, type Violation } from './observer.js';
 import { describeConfig, type Mutation, type NodeKnobs, SimStorageNode } from './storage-node.js';
 import { type NetworkKnobs, RELIABLE, SimulationFailure, World } from './world.js';
@@ -49,6 +50,12 @@ export interface Knobs {
   readonly calmMs: number;
   readonly convergeLimitMs: number;
   readonly maxEvents: number;
+  /**
+   * Anti-entropy (issue 13, anti-entropy.ts): every partition is checked this often while the
+   * clients run, and once more after the faults heal, with repair; 0: never (the default, a
+   * constant: no seed's schedule changed). `--corrupt` turns it on with the `corrupt` fault.
+   */
+  readonly antiEntropyEveryMs: number;
   /** Election mode (issue 12): candidates elected through a simulated etcd instead of one `ns`. */
   readonly election?: ElectionKnobs;
 }
@@ -101,7 +108,8 @@ export type FaultKind =
   | 'nsPause'
   | 'link'
   | 'crashAll'
-  | 'etcdDown';
+  | 'etcdDown'
+  | 'corrupt';
 
 export interface RunOptions {
   /** Trace every event to this sink (a replay of one seed). */
@@ -226,11 +234,14 @@ export function chooseKnobs(rng: Rng): Knobs {
       link: 0,
       crashAll: 1,
       etcdDown: 0,
+      // Silent corruption (issue 13): last, weight 0 unless --corrupt (or --set), so no seed changed.
+      corrupt: 0,
     },
     maxFaultMs: rng.pick([1000, 4000, 10_000]),
     calmMs: 2000,
     convergeLimitMs: 60_000,
     maxEvents: 5_000_000,
+    antiEntropyEveryMs: 0,
   };
 }
 
@@ -277,6 +288,9 @@ export function describeKnobs(seed: number, k: Knobs): string {
       `${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}`,
     `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), ` +
       `delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
+    ...(k.antiEntropyEveryMs > 0
+      ? [`ANTI-ENTROPY: every partition checked every ${k.antiEntropyEveryMs} ms and after the heal, with repair`]
+      : []),
     ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
     ...(k.election
       ? [
@@ -288,6 +302,7 @@ export function describeKnobs(seed: number, k: Knobs): string {
       Object.entries(k.faultWeights)
         // (etcdDown is an election-mode fault: not listed otherwise, so those traces stay as they were)
         .filter(([f]) => f !== 'etcdDown' || k.election !== undefined)
+        .filter(([f, w]) => f !== 'corrupt' || w > 0)
         .map(([f, w]) => `${f} ${w}`)
         .join(', '),
   ].join('\n');
@@ -339,6 +354,18 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   }
   const stats: Record<string, number> = {};
   const count = (k: string) => (stats[k] = (stats[k] ?? 0) + 1);
+  const ae =
+    knobs.antiEntropyEveryMs > 0 ? new SimAntiEntropy(world, knobs.node.mutation !== 'repair-disabled') : undefined;
+  if (ae) world.add(ae);
+  let periodicChecks = ae !== undefined;
+  const checkAll = (): void => {
+    for (const c of ns.configs()) ae!.check(c);
+  };
+  const periodic = (): void => {
+    if (!periodicChecks) return;
+    checkAll();
+    world.schedule(knobs.antiEntropyEveryMs, 'ae', periodic);
+  };
   let linearizability: CheckResult | undefined;
 
   try {
@@ -353,6 +380,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     world.net = knobs.net;
     const nemesis = new Nemesis(world, knobs, ns, nodes, count, faultEnd);
     world.schedule(faultStart, 'world', () => nemesis.next());
+    if (ae) world.schedule(faultStart + knobs.antiEntropyEveryMs, 'ae', periodic);
     world.run(faultEnd, knobs.maxEvents);
 
     // 3. Heal.
@@ -362,19 +390,45 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     for (const n of nodes) n.disksHealed = true; // disk failures are faults too
     world.run(world.now + knobs.calmMs, knobs.maxEvents);
     for (const c of clients) c.active = false;
+    periodicChecks = false;
     world.run(world.now + knobs.client.timeoutMs + 1000, knobs.maxEvents, () => clients.every((c) => !c.busy));
 
     // 4. Quiesce and converge.
     const convergeStart = world.now;
-    let problem = convergence(ns, nodes, knobs);
-    // A known way of being stuck that persists this long will not resolve: stop waiting.
-    let stuckSince: number | undefined;
-    while (problem !== undefined && world.now - convergeStart < knobs.convergeLimitMs) {
-      world.run(world.now + 250, knobs.maxEvents);
-      problem = convergence(ns, nodes, knobs);
-      if (problem !== undefined && diagnose(ns, nodes, knobs)) stuckSince ??= world.now;
-      else stuckSince = undefined;
-      if (stuckSince !== undefined && world.now - stuckSince >= 10_000) break;
+    // With anti-entropy the data is compared after it (below): the silent corruption fault is its to repair.
+    const compareData = ae === undefined;
+    const quiesce = (): string | undefined => {
+      const start = world.now;
+      let problem = convergence(ns, nodes, knobs, compareData);
+      // A known way of being stuck that persists this long will not resolve: stop waiting.
+      let stuckSince: number | undefined;
+      while (problem !== undefined && world.now - start < knobs.convergeLimitMs) {
+        world.run(world.now + 250, knobs.maxEvents);
+        problem = convergence(ns, nodes, knobs, compareData);
+        if (problem !== undefined && diagnose(ns, nodes, knobs)) stuckSince ??= world.now;
+        else stuckSince = undefined;
+        if (stuckSince !== undefined && world.now - stuckSince >= 10_000) break;
+      }
+      return problem;
+    };
+    let problem = quiesce();
+    // 4b. Anti-entropy after the heal: every partition checked with repair, until the members
+    // of every configuration hold the same applied state (or 3 rounds); then they must.
+    if (ae && problem === undefined) {
+      for (let round = 1; round <= 3 && problem === undefined; round++) {
+        world.run(world.now + 1000, knobs.maxEvents, () => ae.idle); // a periodic check still running
+        world.trace(`ANTI-ENTROPY round ${round} after the heal`);
+        checkAll();
+        world.run(world.now + 30_000, knobs.maxEvents, () => ae.idle);
+        problem = quiesce();
+        if (disagreeing(ns, nodes).length === 0) break;
+      }
+      if (problem === undefined) {
+        for (const d of disagreeing(ns, nodes)) {
+          if (d.majority) observer.report('replicas-disagree', d.text);
+          else count('unrepairable');
+        }
+      }
     }
     stats.convergeMs = world.now - convergeStart;
     if (problem !== undefined) {
@@ -440,6 +494,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     stats.etcdSaves = ns.etcd.stats.saves;
     stats.leaderChangesDuringReconfiguration = ns.stats.leaderChangesDuringReconfiguration;
   }
+  if (ae) for (const [k, v] of Object.entries(ae.stats)) stats[`antiEntropy.${k}`] = v;
   stats.events = world.events;
   stats.messages = world.messagesSent;
   stats.dropped = world.messagesDropped;
@@ -468,6 +523,19 @@ export function diagnose(
   const byId = new Map(nodes.map((n) => [n.id as string, n]));
   for (const c of ns.configs()) {
     const p = c.partition;
+    // S13 (here by anti-entropy's relearn, S16): every member stepped out as corrupt, the
+    // healthy copies were removed meanwhile; no corrupt copy serves and none is started afresh:
+    // unavailable until an operator acts (Nameserver.stuckCorrupt). By design, not a bug.
+    const members = [c.primary, ...c.secondaries];
+    if (members.every((m) => byId.get(m)?.replicas.get(p)?.corrupt !== undefined)) {
+      return {
+        kind: 'liveness:only-corrupt-members',
+        text:
+          `partition ${p} e${c.epoch} ${describeConfig(c)}: every member stepped out of it as corrupt (S13; told ` +
+          `to relearn by anti-entropy, S16) and its healthy copies were removed from the configuration ` +
+          `meanwhile: it stays unavailable until an operator acts (Nameserver.stuckCorrupt)`,
+      };
+    }
     const primary = byId.get(c.primary)?.replicas.get(p);
     if (!primary) continue;
     // The primary cannot commit its epoch-start entry with fewer members than
@@ -581,8 +649,41 @@ function describeReplicas(ns: NameserverView, nodes: readonly SimStorageNode[], 
   return lines.join('\n');
 }
 
-/** Undefined when every partition converged; else what is not there yet. */
-function convergence(ns: NameserverView, nodes: readonly SimStorageNode[], knobs: Knobs): string | undefined {
+/**
+ * The partitions whose configured members (primary and secondaries) do not all hold the same
+ * applied state, with whether a strict majority of them does (S16: only then is any repaired).
+ */
+function disagreeing(
+  ns: NameserverView,
+  nodes: readonly SimStorageNode[],
+): Array<{ partition: number; majority: boolean; text: string }> {
+  const byId = new Map(nodes.map((n) => [n.id as string, n]));
+  const out: Array<{ partition: number; majority: boolean; text: string }> = [];
+  for (const c of ns.configs()) {
+    const members = [c.primary as string, ...c.secondaries];
+    const states = members.map((m) => byId.get(m)!.disk.digest(c.partition));
+    const counts = new Map<string, number>();
+    for (const s of states) counts.set(s, (counts.get(s) ?? 0) + 1);
+    if (counts.size <= 1) continue;
+    const top = Math.max(...counts.values());
+    out.push({
+      partition: c.partition,
+      majority: top * 2 > members.length,
+      text:
+        `partition ${c.partition} e${c.epoch} ${describeConfig(c)}: after anti-entropy its members still differ: ` +
+        members.map((m, i) => `${m} holds {${states[i]}}`).join('; '),
+    });
+  }
+  return out;
+}
+
+/** Undefined when every partition converged; else what is not there yet. `compareData`: also the members' data. */
+function convergence(
+  ns: NameserverView,
+  nodes: readonly SimStorageNode[],
+  knobs: Knobs,
+  compareData = true,
+): string | undefined {
   if (!ns.up || ns.paused || !ns.core?.formed) return 'the nameserver is not serving a formed map';
   const byId = new Map(nodes.map((n) => [n.id as string, n]));
   for (const c of ns.configs()) {
@@ -618,7 +719,7 @@ function convergence(ns: NameserverView, nodes: readonly SimStorageNode[], knobs
       if (r.appliedSeq !== primary.commitSeq) return `${where}: ${s} applied ${r.appliedSeq} of ${primary.commitSeq}`;
       if ((node.disk.parts.get(p)?.applied.seq ?? 0) !== r.appliedSeq)
         return `${where}: ${s}'s applies are not all durable yet`;
-      if (node.disk.digest(p) !== digest)
+      if (compareData && node.disk.digest(p) !== digest)
         return `${where}: ${s} holds {${node.disk.digest(p)}} but the primary holds {${digest}}`;
     }
   }
@@ -762,6 +863,18 @@ class Nemesis {
         for (const x of a) for (const y of b) links.push([x, y]);
         this.cut(`split {${a.join(',')}} | {${b.join(',')}}`, links);
         this.count('fault.split');
+        return;
+      }
+      case 'corrupt': {
+        // Silent corruption (issue 13): a live replica's stored state changes, no log entry.
+        const holders = this.nodes.filter((n) => n.up && n.disk.parts.size > 0);
+        if (holders.length === 0) return;
+        const n = rng.pick(holders);
+        const p = rng.pick([...n.disk.parts.keys()].sort((a, b) => a - b));
+        const what = n.corrupt(p);
+        if (what === undefined) return;
+        w.trace(`NEMESIS silent corruption on ${n.id} p${p}: ${what}`);
+        this.count('fault.corrupt');
         return;
       }
       default:

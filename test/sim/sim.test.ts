@@ -67,9 +67,15 @@ describe('determinism', () => {
 
 describe('the simulator catches planted bugs', () => {
   /** The first seed in [from, from+count) whose run has a violation of one of `kinds`. */
-  function firstCaught(mutation: Mutation, kinds: string[], from: number, count: number): number | undefined {
+  function firstCaught(
+    mutation: Mutation,
+    kinds: string[],
+    from: number,
+    count: number,
+    set: readonly string[] = [],
+  ): number | undefined {
     for (let seed = from; seed < from + count; seed++) {
-      const r = runSeed(seed, { mutation, set: ['settings.minWriteReplicas=1'] });
+      const r = runSeed(seed, { mutation, set: ['settings.minWriteReplicas=1', ...set] });
       if (r.violations.some((v) => kinds.includes(v.kind))) return seed;
     }
     return undefined;
@@ -118,6 +124,13 @@ describe('the simulator catches planted bugs', () => {
       firstCaught('forget-unapplied', ['lost-write', 'linearizability', 'divergent-apply', 'divergent-state'], 1, 50),
       undefined,
     );
+  });
+
+  test('anti-entropy that finds odd replicas but never has them relearn is caught (issue 13, S16)', () => {
+    // The silent corruption fault changes a replica's state without a log entry; after the
+    // final anti-entropy round the members of every configuration must agree.
+    const corrupt = ['faultWeights.corrupt=2', 'antiEntropyEveryMs=1000'];
+    assert.notEqual(firstCaught('repair-disabled', ['replicas-disagree'], 1, 20, corrupt), undefined);
   });
 
   test("the storage server's delete replies as written (issue: server.ts settle) are caught", () => {
@@ -233,6 +246,13 @@ describe('seeds that found core bugs (regression tests; docs/consistency.md, C1â
         'S10: a client reused its id after a write ended unknown; the late attempt of that write took the next ' +
         "request's place in the dedup table, so a retry of the next one ran twice (the real client retires such a " +
         'slot too)',
+    },
+    {
+      seed: 6,
+      set: ['faultWeights.corrupt=2', 'antiEntropyEveryMs=1000'],
+      what:
+        'S16: a delete committed past a digest entry was answered (existed: false) before its apply, which ' +
+        'waited for the digest capture',
     },
     {
       seed: 100136,

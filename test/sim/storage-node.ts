@@ -12,7 +12,13 @@
  *   not, by coin flip); a restart rebuilds each replica from the disk with the host's
  *   `recoveryOf`, as the real server does from its backend.
  */
-import { DstoreError, errorFromWire, type WireError } from '../../src/core/errors.js';
+import {
+  DstoreError,
+  InvalidArgumentError,
+  UnavailableError,
+  errorFromWire,
+  type WireError,
+} from '../../src/core/errors.js';
 import { defaultLimits, type Limits } from '../../src/core/limits.js';
 import type { PeerMessage } from '../../src/core/replica/messages.js';
 import type { BatchOp, DedupRecord } from '../../src/core/replica/ops.js';
@@ -38,6 +44,7 @@ import {
   StorageHost,
   recoveryOf,
 } from '../../src/storageserver/host.js';
+import { DigestBuilder, type PartitionDigest } from '../../src/storage/digest.js';
 import { SimDisk, type SnapshotImage, text } from './disk.js';
 import type { Observer } from './observer.js';
 import { describeMessage, describeOutput } from './trace.js';
@@ -83,6 +90,8 @@ export interface NodeKnobs {
    *   batch), so a crash of every replica at once (`crashAll`) loses acknowledged writes.
    * - `unfenced-save` (election mode): the simulated etcd stores a map saved by a deposed leader
    *   (the fence is not checked), which the election checks must catch.
+   * - `repair-disabled` (with anti-entropy, anti-entropy.ts): the check finds the odd replicas
+   *   but never tells them to relearn, which `replicas-disagree` must catch.
    */
   readonly mutation?: Mutation;
 }
@@ -94,7 +103,8 @@ export type Mutation =
   | 'server-delete-replies'
   | 'ack-failed-batch'
   | 'forget-unapplied'
-  | 'unfenced-save';
+  | 'unfenced-save'
+  | 'repair-disabled';
 export const MUTATIONS: readonly Mutation[] = [
   'ack-before-durable',
   'lying-fsync',
@@ -103,6 +113,7 @@ export const MUTATIONS: readonly Mutation[] = [
   'ack-failed-batch',
   'forget-unapplied',
   'unfenced-save',
+  'repair-disabled',
 ];
 
 const encoder = new TextEncoder();
@@ -124,6 +135,7 @@ function hostMutations(m: Mutation | undefined): HostMutations {
     case 'lying-fsync':
     case 'forget-unapplied':
     case 'unfenced-save':
+    case 'repair-disabled':
     case undefined:
       return {}; // the disk's (or the election service's), not the host's
     default:
@@ -138,6 +150,8 @@ class Volatile {
   /** The batch being fsynced. */
   inFlight: { batch: number; ops: readonly BatchOp[] } | null = null;
   timersStarted = false;
+  /** S16: the digests computed at digest entries, by `p/seq` (server.ts keeps them in memory too). */
+  readonly digests = new Map<string, PartitionDigest>();
   constructor(readonly host: StorageHost<Respond>) {}
 }
 
@@ -374,7 +388,10 @@ export class SimStorageNode implements Endpoint {
           this.fetchSnapshot(v, e.life, e.p, e.from, e.epoch);
           break;
         case 'captureDigest':
-          // S16: the simulated disk holds no digests yet; the capture is at once.
+          // S16: the state is in memory, so capturing it is computing its digest now: the host
+          // emits this after the earlier writes of p are durable, and the core applies nothing
+          // past the digest entry until digestCaptured.
+          v.digests.set(`${e.p}/${e.seq}`, this.digestOf(e.p, e.buckets));
           this.world.schedule(0, this.id, () => {
             if (this.v === v) this.run(v, v.host.digestCaptured(e.life, e.p, e.seq));
           });
@@ -443,6 +460,41 @@ export class SimStorageNode implements Endpoint {
     }
   }
 
+  /** S16: the digest of `p`'s applied state on this disk, listing the entries of `buckets`. */
+  private digestOf(p: PartitionId, buckets: readonly number[]): PartitionDigest {
+    const b = new DigestBuilder(new Set(buckets));
+    const d = this.disk.parts.get(p);
+    for (const [k, sv] of d?.data ?? []) b.addEntry(bytes(k), bytes(sv.value), sv.version);
+    for (const r of d?.dedup.values() ?? []) b.addDedup(r);
+    return b.finish();
+  }
+
+  /**
+   * The silent corruption fault (issue 13): `p`'s applied state on this disk changes without a
+   * log entry, as a flipped bit the checksums miss or a write behind dstore's back would. It
+   * only touches keys no client uses (`~c…`: a stray key appears, changes or disappears), so no
+   * client can read the damage before anti-entropy repairs it; the digests see it all the same.
+   * Returns what it did, or undefined when this disk holds no such partition.
+   */
+  corrupt(p: PartitionId): string | undefined {
+    const d = this.disk.parts.get(p);
+    if (!d) return undefined;
+    const rng = this.world.rng;
+    const stray = [...d.data.keys()].filter((k) => k.startsWith('~c')).sort();
+    const what = stray.length === 0 ? 'add' : rng.pick(['add', 'change', 'drop'] as const);
+    if (what === 'add') {
+      const key = `~c${rng.int(0, 9)}`;
+      d.data.set(key, { value: `junk${rng.int(0, 999)}`, version: d.applied.seq });
+      this.observer.onCorrupted(this.id, p);
+      return `a stray key ${key} appears`;
+    }
+    const key = rng.pick(stray);
+    if (what === 'change') d.data.set(key, { value: `junk${rng.int(0, 999)}`, version: d.data.get(key)!.version });
+    else d.data.delete(key);
+    this.observer.onCorrupted(this.id, p);
+    return what === 'change' ? `the value of ${key} changes` : `${key} disappears`;
+  }
+
   // ---- the nameserver ----
 
   private heartbeatTimer(): void {
@@ -486,7 +538,7 @@ export class SimStorageNode implements Endpoint {
       (r) => {
         if (this.v !== v) return;
         if (!r.ok) return this.run(v, v.host.snapshotFailed(life, p, r.error.message));
-        const image = r.value as SnapshotImage;
+        const image = r.value as SnapshotImage & { corrupt?: boolean };
         if (!v.host.mayInstallSnapshot(life, p))
           return this.run(v, v.host.snapshotFailed(life, p, 'no longer a learner'));
         try {
@@ -495,7 +547,7 @@ export class SimStorageNode implements Endpoint {
           if (e instanceof InvariantViolation) this.observer.fail('storage-precondition', `${this.id}: ${e.message}`);
           throw e;
         }
-        this.observer.onSnapshotInstalled(this.id, p, image.applied.seq, this.disk.digest(p));
+        this.observer.onSnapshotInstalled(this.id, p, image.applied.seq, this.disk.digest(p), image.corrupt === true);
         this.world.trace(
           `${this.id} p${p} installed a snapshot at ${image.applied.seq}@${image.applied.epoch} from ${from}`,
         );
@@ -520,6 +572,9 @@ export class SimStorageNode implements Endpoint {
     const req = body as {
       t: string;
       p: number;
+      seq?: number;
+      digest?: string;
+      buckets?: number[];
       key?: string;
       value?: string;
       cid?: string;
@@ -546,7 +601,34 @@ export class SimStorageNode implements Endpoint {
       case 'get':
         return this.run(v, v.host.clientCall({ t: 'get', p, key: bytes(req.key!) }, respond));
       case 'snapshotRead':
-        return respond({ ok: true, value: this.disk.snapshot(p) });
+        // (`corrupt`: for the observer only, which knows what the silent corruption fault did.)
+        return respond({
+          ok: true,
+          value: this.observer.isCorrupted(this.id, p)
+            ? { ...this.disk.snapshot(p), corrupt: true }
+            : this.disk.snapshot(p),
+        });
+      case 'digest':
+        return this.run(v, v.host.clientDigest(p, req.buckets ?? [], respond));
+      case 'digestAt': {
+        const mine = v.digests.get(`${p}/${req.seq}`);
+        if (!mine)
+          return respond(err(new UnavailableError(`${this.id} has no digest of partition ${p} at seq ${req.seq}`)));
+        return respond({ ok: true, value: mine });
+      }
+      case 'relearn': {
+        // As server.ts relearn: only if the digest the check saw is this server's there.
+        const mine = v.digests.get(`${p}/${req.seq}`);
+        if (!mine)
+          return respond(err(new UnavailableError(`${this.id} has no digest of partition ${p} at seq ${req.seq}`)));
+        if (mine.digest !== req.digest)
+          return respond(err(new InvalidArgumentError(`${this.id}'s digest of partition ${p} differs: refusing`)));
+        this.world.trace(`${this.id} p${p} RELEARNS: its digest at seq ${req.seq} is odd (S16)`);
+        v.host.corruptRead(p, new Error(`digest mismatch at seq ${req.seq} (S16)`));
+        for (const k of [...v.digests.keys()]) if (k.startsWith(`${p}/`)) v.digests.delete(k);
+        respond({ ok: true, value: { relearning: true } });
+        return this.run(v, v.host.pending());
+      }
       default:
         throw new SimulationFailure(`unknown call ${req.t}`);
     }

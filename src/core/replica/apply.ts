@@ -5,7 +5,7 @@
  * applied (S12).
  */
 import { assert, type Seq, seq as toSeq } from '../types.js';
-import { advanceCommit } from './commit.js';
+import { advanceCommit, replyCommitted } from './commit.js';
 import type { ReplicaOutput } from './io.js';
 import type { BatchOp } from './ops.js';
 import { ackAndApply } from './prepare.js';
@@ -70,6 +70,7 @@ export function onDigestCaptured(r: ReplicaState, seq: Seq, out: ReplicaOutput[]
   if (!r.active || r.installing) return;
   if (r.role === 'primary') {
     applyUpTo(r, r.commitSeq, out);
+    replyCommitted(r, out);
     serveConfirmedReads(r, out);
   } else if (r.config) ackAndApply(r, r.config.primary, out);
 }

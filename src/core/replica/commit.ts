@@ -99,9 +99,18 @@ export function advanceCommit(r: ReplicaState, out: ReplicaOutput[]): void {
   assert(r.commitSeq >= before, 'commit point moved back');
   assert(r.commitSeq <= r.log.lastSeq, 'committed past the log');
   applyUpTo(r, r.commitSeq, out);
+  replyCommitted(r, out);
+  serveConfirmedReads(r, out);
+}
+
+/**
+ * Answers the committed writes. A delete's answer needs whether the key existed, so it waits
+ * for its apply: applies can lag the commit point while a digest entry's state is captured (S16).
+ */
+export function replyCommitted(r: ReplicaState, out: ReplicaOutput[]): void {
   let kept = 0;
   for (const w of r.pendingWrites) {
-    if (w.seq > r.commitSeq) {
+    if (w.seq > r.commitSeq || (w.op !== 'put' && w.seq > r.appliedSeq)) {
       r.pendingWrites[kept++] = w;
       continue;
     }
@@ -115,5 +124,4 @@ export function advanceCommit(r: ReplicaState, out: ReplicaOutput[]): void {
     });
   }
   r.pendingWrites.length = kept;
-  serveConfirmedReads(r, out);
 }

@@ -175,6 +175,8 @@ export class LmdbBackend implements Backend {
   private compacting: Promise<void> | null = null;
   /** LMDB halves waiting for the next apply transaction (`flushApplies`), and its timer. */
   private buffered: BufferedApplies[] = [];
+  /** Settles when the last batch buffered so far is committed (see `appliesCommitted`). */
+  private bufferedCommitted: Promise<void> | undefined;
   private applyTimer: NodeJS.Timeout | undefined;
   /** Why writes stopped (LMDB failed to commit applies the log holds): the backend must be reopened. */
   private failure: StorageFailureError | undefined;
@@ -329,7 +331,9 @@ export class LmdbBackend implements Backend {
   async snapshot(partition: PartitionId): Promise<Snapshot> {
     this.checkOpen();
     checkPartition(partition);
-    await this.appliesCommitted();
+    // Not an early commit: a snapshot (a learner's, a digest's, S16) is rare and may wait the
+    // APPLY_DELAY_MS of the applies buffered now; forcing a commit per snapshot cost writes.
+    await this.appliesCommitted(false);
     // One read transaction gives the state record and the data at the same instant (S11).
     const txn = this.dataDb.useReadTransaction();
     let open = true;
@@ -468,6 +472,7 @@ export class LmdbBackend implements Backend {
   ): Promise<void> {
     this.applyBacklog += 1;
     const done = new Promise<void>((resolve, reject) => this.buffered.push({ work, dropped, logged, resolve, reject }));
+    this.bufferedCommitted = done;
     if (dropped.length > 0 || this.buffered.length >= APPLY_GROUP) this.flushApplies();
     else this.applyTimer ??= setTimeout(() => this.flushApplies(), APPLY_DELAY_MS);
     return done;
@@ -1009,9 +1014,10 @@ export class LmdbBackend implements Backend {
    * Resolves once every apply and drop accepted so far is committed to LMDB (reads of more than
    * one key: scans, snapshots, dedup tables; they are rare next to gets and writes).
    */
-  private async appliesCommitted(): Promise<void> {
+  private async appliesCommitted(now = true): Promise<void> {
     if (this.applyBacklog === 0) return;
-    this.flushApplies();
+    if (now || this.buffered.length === 0) this.flushApplies();
+    else await this.bufferedCommitted?.catch(() => undefined); // at the timer, APPLY_DELAY_MS at most
     await this.applyTail;
     if (this.failure) throw this.failure;
   }

@@ -18,15 +18,26 @@ export class DigestRecords {
   private readonly byPartition = new Map<PartitionId, DigestOutcome[]>();
   private readonly waiters = new Map<string, Array<(d: DigestOutcome) => void>>();
 
-  record(p: PartitionId, outcome: DigestOutcome): void {
+  /** The replica's epoch when each kept digest was captured, by `<p>/<seq>`. */
+  private readonly epochs = new Map<string, number>();
+
+  /** `epoch`: the replica's epoch at the capture (a relearn is refused once it moved, S16). */
+  record(p: PartitionId, outcome: DigestOutcome, epoch?: number): void {
+    if (epoch !== undefined) this.epochs.set(`${p}:${outcome.seq}`, epoch);
     const list = this.byPartition.get(p) ?? [];
     const kept = list.filter((d) => d.seq !== outcome.seq);
     kept.push(outcome);
     kept.sort((a, b) => a.seq - b.seq);
     this.byPartition.set(p, kept.slice(-KEPT_PER_PARTITION));
+    for (const d of kept.slice(0, -KEPT_PER_PARTITION)) this.epochs.delete(`${p}:${d.seq}`);
     const key = `${p}:${outcome.seq}`;
     for (const w of this.waiters.get(key) ?? []) w(outcome);
     this.waiters.delete(key);
+  }
+
+  /** The replica's epoch when the digest of `p` at `seq` was captured. */
+  epochAt(p: PartitionId, seq: number): number | undefined {
+    return this.epochs.get(`${p}:${seq}`);
   }
 
   get(p: PartitionId, seq: number): DigestOutcome | undefined {
@@ -62,6 +73,7 @@ export class DigestRecords {
 
   /** Forget a partition (dropped, relearned): its digests describe a state that is gone. */
   forget(p: PartitionId): void {
+    for (const d of this.byPartition.get(p) ?? []) this.epochs.delete(`${p}:${d.seq}`);
     this.byPartition.delete(p);
   }
 }

@@ -653,6 +653,7 @@ export class StorageServer {
    * background. A corrupt record met while reading it is corruption like any other (S13).
    */
   private async captureDigest(life: number, p: PartitionId, seq: Seq, buckets: readonly number[]): Promise<void> {
+    const epoch = this.host.replicas.get(p)?.epoch;
     let snapshot: Snapshot | undefined;
     let error: string | undefined;
     try {
@@ -673,7 +674,7 @@ export class StorageServer {
     }
     try {
       const d = await digestSnapshot(snapshot, { detail: new Set(buckets) });
-      this.digests.record(p, { ok: true, seq, ...d });
+      this.digests.record(p, { ok: true, seq, ...d }, epoch);
       this.log.debug({ partition: p, seq, digest: d.digest, keys: d.keys }, 'digest computed (S16)');
     } catch (err) {
       this.digests.record(p, { ok: false, seq, error: (err as Error).message });
@@ -696,6 +697,15 @@ export class StorageServer {
     if (mine.digest !== digest)
       throw new InvalidArgumentError(
         `${this.nodeId}'s digest of partition ${p} at seq ${seq} is ${mine.digest}, not ${digest}: refusing to relearn`,
+      );
+    // The majority that found this copy odd was of the configuration at the digest entry: once
+    // it changed (a member removed, a failover), that verdict may name the last healthy copy.
+    const then = this.digests.epochAt(p, seq);
+    const now = this.host.replicas.get(p)?.epoch;
+    if (then === undefined || then !== now)
+      throw new UnavailableError(
+        `partition ${p} on ${this.nodeId} moved from epoch ${then} to ${now} since the digest at seq ${seq}: ` +
+          'refusing to relearn on that check; check again',
       );
     this.log.error(
       { partition: p, seq, digest, reason },

@@ -152,6 +152,8 @@ class Volatile {
   timersStarted = false;
   /** S16: the digests computed at digest entries, by `p/seq` (server.ts keeps them in memory too). */
   readonly digests = new Map<string, PartitionDigest>();
+  /** The replica's epoch when each digest was captured (a relearn is refused once it moved). */
+  readonly digestEpochs = new Map<string, number>();
   constructor(readonly host: StorageHost<Respond>) {}
 }
 
@@ -392,6 +394,7 @@ export class SimStorageNode implements Endpoint {
           // emits this after the earlier writes of p are durable, and the core applies nothing
           // past the digest entry until digestCaptured.
           v.digests.set(`${e.p}/${e.seq}`, this.digestOf(e.p, e.buckets));
+          v.digestEpochs.set(`${e.p}/${e.seq}`, v.host.replicas.get(e.p)?.epoch ?? -1);
           this.world.schedule(0, this.id, () => {
             if (this.v === v) this.run(v, v.host.digestCaptured(e.life, e.p, e.seq));
           });
@@ -623,6 +626,10 @@ export class SimStorageNode implements Endpoint {
           return respond(err(new UnavailableError(`${this.id} has no digest of partition ${p} at seq ${req.seq}`)));
         if (mine.digest !== req.digest)
           return respond(err(new InvalidArgumentError(`${this.id}'s digest of partition ${p} differs: refusing`)));
+        if (v.digestEpochs.get(`${p}/${req.seq}`) !== v.host.replicas.get(p)?.epoch)
+          return respond(
+            err(new UnavailableError(`${this.id}: partition ${p}'s configuration changed since: refusing`)),
+          );
         this.world.trace(`${this.id} p${p} RELEARNS: its digest at seq ${req.seq} is odd (S16)`);
         v.host.corruptRead(p, new Error(`digest mismatch at seq ${req.seq} (S16)`));
         for (const k of [...v.digests.keys()]) if (k.startsWith(`${p}/`)) v.digests.delete(k);

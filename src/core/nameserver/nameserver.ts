@@ -385,7 +385,12 @@ export class Nameserver {
         const amnesiac = (m: NodeId) => node(m)?.relearn.has(c.partition) === true;
         // S4: one that lost its state in a restart holds nothing; never prefer it to a dead
         // member that may hold the data.
-        const reporting = members.filter((m) => aliveNode(m) && restarted(m) && !amnesiac(m));
+        // S13: nor one that reported the partition corrupt: its copy is never served, so
+        // making it primary would leave the partition to it (and drop the dead members that
+        // hold the data); the partition waits for a healthy member instead.
+        const reporting = members.filter(
+          (m) => aliveNode(m) && restarted(m) && !amnesiac(m) && !node(m)?.corrupt.has(c.partition),
+        );
         const allReported = members.every((m) => progressOf(m) !== undefined || !aliveNode(m) || amnesiac(m));
         if (everyMemberRestartedOrDead && allReported) candidates = reporting;
         // Every member alive and empty: the data is gone everywhere (the memory backend
@@ -427,6 +432,10 @@ export class Nameserver {
       (l) => aliveNode(l) && node(l)!.corrupt.has(c.partition) && progressOf(l)?.epoch === c.epoch,
     );
     if (lost.length > 0 || amnesiac.length > 0 || corruptLearner) {
+      // S13: not on the word of a primary that has not reported since it registered: it may
+      // have restarted and find the partition corrupt, and then the lost members hold the only
+      // healthy copies (found by the simulator's silent-corruption fault, issue 13).
+      if (!node(c.primary)?.reported) return c;
       // §6: a lost secondary is removed; the primary goes on with the rest (S8 still applies).
       const secondaries = c.secondaries.filter((s) => aliveNode(s) && !amnesiac.includes(s));
       const learners = [...c.learners.filter(aliveNode), ...amnesiac];

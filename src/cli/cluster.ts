@@ -59,6 +59,9 @@ export interface LocalClusterOptions {
   /** `--rereplicate-after-ms` of the nameserver (its default when undefined). */
   readonly rereplicateAfterMs?: number;
   /** `--log-retain-entries` of every storage server (their default when undefined). */
+  /** S16: `--anti-entropy-ms` and `--repair` of every storage server (their defaults when undefined). */
+  readonly antiEntropyMs?: number;
+  readonly repair?: 'on' | 'off';
   readonly logRetainEntries?: number;
   readonly maxValueBytes: number;
   readonly logLevel: string;
@@ -154,6 +157,8 @@ export class LocalCluster {
           heartbeatMs: o.heartbeatMs,
           maxValueBytes: o.maxValueBytes,
           logRetainEntries: o.logRetainEntries,
+          antiEntropyMs: o.antiEntropyMs,
+          repair: o.repair,
           logLevel: o.logLevel,
         }),
       this.env,

@@ -50,6 +50,9 @@ export interface HaClusterOptions {
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
   readonly rereplicateAfterMs?: number;
+  /** S16: `--anti-entropy-ms` and `--repair` of every storage server (their defaults when undefined). */
+  readonly antiEntropyMs?: number;
+  readonly repair?: 'on' | 'off';
   readonly logRetainEntries?: number;
   readonly maxValueBytes: number;
   readonly leaseTtlMs: number;
@@ -163,6 +166,8 @@ export class HaCluster {
               deadAfterMs: o.deadAfterMs,
               rereplicateAfterMs: o.rereplicateAfterMs,
               logRetainEntries: o.logRetainEntries,
+              antiEntropyMs: o.antiEntropyMs,
+              repair: o.repair,
               maxValueBytes: o.maxValueBytes,
               leaseTtlMs: o.leaseTtlMs,
               logLevel: o.logLevel,

@@ -293,6 +293,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
     .addOption(deadAfterOption())
     .addOption(rereplicateAfterOption())
     .addOption(logRetainOption())
+    .addOption(antiEntropyOption())
+    .addOption(repairOption())
     .addOption(maxValueOption())
     .addOption(
       envOption('--start-timeout-ms <ms>', 'bound on the cluster forming', 'DSTORE_START_TIMEOUT_MS')
@@ -328,6 +330,8 @@ its command's --help (flag > environment > file > default). Off this machine: do
           deadAfterMs: number;
           rereplicateAfterMs: number;
           logRetainEntries: number;
+          antiEntropyMs: number;
+          repair: 'on' | 'off';
           maxValueBytes: number;
           startTimeoutMs: number;
           shell: boolean;

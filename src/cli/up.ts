@@ -40,6 +40,9 @@ export interface UpOptions {
   readonly deadAfterMs: number;
   readonly rereplicateAfterMs: number;
   readonly logRetainEntries: number;
+  /** S16: the storage servers' `--anti-entropy-ms` and `--repair`. */
+  readonly antiEntropyMs?: number;
+  readonly repair?: 'on' | 'off';
   readonly maxValueBytes: number;
   readonly startTimeoutMs: number;
   readonly shell: boolean;
@@ -159,6 +162,8 @@ async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> 
     deadAfterMs: o.deadAfterMs,
     rereplicateAfterMs: o.rereplicateAfterMs,
     logRetainEntries: o.logRetainEntries,
+    ...(o.antiEntropyMs === undefined ? {} : { antiEntropyMs: o.antiEntropyMs }),
+    ...(o.repair === undefined ? {} : { repair: o.repair }),
     maxValueBytes: o.maxValueBytes,
     logLevel: o.logLevel,
     startTimeoutMs: o.startTimeoutMs,
@@ -207,6 +212,8 @@ async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
     deadAfterMs: o.deadAfterMs,
     rereplicateAfterMs: o.rereplicateAfterMs,
     logRetainEntries: o.logRetainEntries,
+    ...(o.antiEntropyMs === undefined ? {} : { antiEntropyMs: o.antiEntropyMs }),
+    ...(o.repair === undefined ? {} : { repair: o.repair }),
     maxValueBytes: o.maxValueBytes,
     leaseTtlMs: o.leaseTtlMs ?? 3000,
     logLevel: o.logLevel,

@@ -30,6 +30,9 @@ export interface StorageArgs {
   readonly heartbeatMs: number;
   readonly maxValueBytes?: number;
   readonly logRetainEntries?: number;
+  /** S16: the background check's interval (`--anti-entropy-ms`) and `--repair on|off`. */
+  readonly antiEntropyMs?: number;
+  readonly repair?: 'on' | 'off';
   readonly logLevel: string;
 }
 
@@ -81,6 +84,8 @@ export function storageArgs(o: StorageArgs): string[] {
     ...flag('--heartbeat-ms', o.heartbeatMs),
     ...flag('--max-value-bytes', o.maxValueBytes),
     ...flag('--log-retain-entries', o.logRetainEntries),
+    ...flag('--anti-entropy-ms', o.antiEntropyMs),
+    ...flag('--repair', o.repair),
     ...flag('--log-level', o.logLevel),
   ];
 }
@@ -107,6 +112,8 @@ export function nodeArgs(o: NodeArgs): string[] {
     ...flag('--rereplicate-after-ms', o.rereplicateAfterMs),
     ...flag('--max-value-bytes', o.maxValueBytes),
     ...flag('--log-retain-entries', o.logRetainEntries),
+    ...flag('--anti-entropy-ms', o.antiEntropyMs),
+    ...flag('--repair', o.repair),
     ...flag('--log-level', o.logLevel),
   ];
 }

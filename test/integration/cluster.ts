@@ -6,7 +6,7 @@
  * for the failure tests. `DSTORE_TEST_KEEP=1` keeps the data dir (and its node.log files).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Db } from '../../src/client/index.js';
@@ -188,7 +188,11 @@ export class LocalCluster implements AsyncDisposable {
   }
 
   private spawnProc(name: string, args: string[]): void {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
+    // stderr to a file: a process that fails before its log is open says why there (logTail).
+    mkdirSync(join(this.dir, name), { recursive: true });
+    const stderr = openSync(join(this.dir, name, 'stderr.log'), 'a');
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'ignore', stderr] });
+    closeSync(stderr);
     const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
     this.procs.set(name, { child, args, exited });
   }
@@ -406,9 +410,15 @@ export class LocalCluster implements AsyncDisposable {
   }
 
   logTail(name: string, lines = 20): string {
-    const path = join(this.dir, name, 'node.log');
-    if (!existsSync(path)) return '(no log)';
-    return readFileSync(path, 'utf8').trim().split('\n').slice(-lines).join('\n');
+    const tail = (file: string): string | undefined => {
+      const path = join(this.dir, name, file);
+      if (!existsSync(path)) return undefined;
+      const text = readFileSync(path, 'utf8').trim();
+      return text === '' ? undefined : text.split('\n').slice(-lines).join('\n');
+    };
+    const log = tail('node.log');
+    const stderr = tail('stderr.log');
+    return [log ?? '(no log)', ...(stderr === undefined ? [] : [`stderr: ${stderr}`])].join('\n');
   }
 
   async stop(): Promise<void> {

@@ -13,6 +13,7 @@
  *    1, never 0) and the node takes the S13 path by itself; then the cluster checks clean.
  * 3. redis, a stored value rewritten as a valid record in a running node's Redis (HSET): found,
  *    named, repaired. Skips (one line) without redis-server.
+ * 3b. lmdb, the same rewrite found and repaired by the background anti-entropy task alone.
  * 4. No false divergence: 20 s of 3 concurrent writers while `dstore check` runs every ~1 s;
  *    every check exits 0 or 2, never 1; afterwards a check exits 0 and nothing acknowledged
  *    is lost.
@@ -152,6 +153,56 @@ test(
         cluster.logLines(VICTIM, /differs from the others \(S16\): relearning it/).length >= 1,
         `${VICTIM} logged no relearn`,
       );
+      await cluster.waitConverged(db, 30_000);
+      const lost = await acked.lost(db);
+      assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);
+    });
+  },
+);
+
+test(
+  'lmdb: the background anti-entropy task (--anti-entropy-ms 400) finds a valid record rewritten on a stopped ' +
+    'node by itself, counts it in nodes, has the node relearn, and the cluster checks clean with nothing lost',
+  async () => {
+    // The task first runs once every node is back: started with the interval, it checks every
+    // partition its primary leads 400 ms apart; no dstore check runs until it repaired.
+    await using cluster = await LocalCluster.start({ ...SETTINGS, extraStorageArgs: ['--anti-entropy-ms', '400'] });
+    await withLogsOnFailure(cluster, async () => {
+      const db = await cluster.client();
+      const acked = new Acked();
+      await writeAll(db, acked);
+      await cluster.waitConverged(db, 30_000);
+
+      const p = 3;
+      const key = KEYS[p]![2]!;
+      const code = await cluster.kill(VICTIM, 'SIGTERM');
+      assert.equal(code, 0, `${VICTIM} exited with ${code} on SIGTERM: ${cluster.logTail(VICTIM)}`);
+      await rewriteLmdbValue(join(cluster.dir, VICTIM), p, key, 'TAMPERED-IN-THE-BACKGROUND');
+      await cluster.restart(VICTIM);
+
+      // Found and repaired by the task alone: the primary of p counts a divergence and a relearn.
+      const found = await waitFor(
+        `the primary of partition ${p} to report a divergence and a relearn in its stats`,
+        async () => {
+          const map = await cluster.map();
+          const primary = map.configs[p]!.primary;
+          const stats = (await cluster.stats(primary, 2000)) as unknown as {
+            antiEntropy?: { divergences: number; repaired: number; last?: { partition: number; odd: string[] } };
+          };
+          const ae = stats.antiEntropy;
+          return ae !== undefined && ae.divergences >= 1 && ae.repaired >= 1 ? { primary, ae } : undefined;
+        },
+        60_000,
+        200,
+      );
+      assert.equal(found.ae.last?.partition, p, JSON.stringify(found.ae));
+      assert.deepEqual(found.ae.last?.odd, [VICTIM], JSON.stringify(found.ae));
+      assert.ok(
+        cluster.logLines(found.primary, /anti-entropy: replicas differ/).length >= 1,
+        `${found.primary} logged no divergence`,
+      );
+      const clean = await waitCheckClean(cluster, VICTIM, ALL, R);
+      assert.equal(clean.ok, true);
       await cluster.waitConverged(db, 30_000);
       const lost = await acked.lost(db);
       assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);

@@ -47,7 +47,19 @@ export type FromWorker =
   | { readonly t: 'ops'; readonly ops: readonly ChaosOp[] }
   | { readonly t: 'loadStopped'; readonly atMs: number }
   | { readonly t: 'settled'; readonly ok: boolean; readonly atMs: number; readonly problem?: string }
-  | { readonly t: 'done' }
+  /**
+   * The end. `antiEntropy`: the storage servers' background anti-entropy counts summed, as
+   * `nodes` reports them after the run (issue 13); `unread` names servers `nodes` had none of.
+   */
+  | {
+      readonly t: 'done';
+      readonly antiEntropy?: {
+        readonly checks: number;
+        readonly divergences: number;
+        readonly incomplete: number;
+        readonly unread: readonly string[];
+      };
+    }
   | { readonly t: 'error'; readonly message: string };
 
 /** ms since `originNs` on CLOCK_MONOTONIC, with µs resolution. */

@@ -142,6 +142,13 @@ export interface ReportInput {
   readonly settle: { readonly ok: boolean; readonly ms?: number; readonly problem?: string };
   readonly finalReads: { readonly ok: number; readonly total: number };
   readonly unexpectedExits: readonly UnexpectedExit[];
+  /** Issue 13: what the background anti-entropy checks found (absent: they were off). */
+  readonly antiEntropy?: {
+    readonly checks: number;
+    readonly divergences: number;
+    readonly incomplete: number;
+    readonly unread: readonly string[];
+  };
   readonly check: CheckResult;
   readonly checkMs: number;
   readonly verdict: ChaosVerdict;
@@ -227,6 +234,15 @@ export function formatReport(r: ReportInput): string {
     for (const l of e.logTail.split('\n').slice(-6)) lines.push(`    ${l}`);
   }
 
+  if (r.antiEntropy) {
+    const ae = r.antiEntropy;
+    lines.push(
+      `  anti-entropy: ${ae.checks} checks, ${ae.divergences} found replicas differing` +
+        `${ae.divergences > 0 ? ' (a BUG: nothing tampered with the data)' : ''}, ${ae.incomplete} incomplete` +
+        `${ae.unread.length > 0 ? `; counts not read from ${ae.unread.join(', ')}` : ''}`,
+    );
+  }
+
   lines.push('', `${formatResult(r.check)} — checked in ${s1(r.checkMs)} s`);
   if (r.historyPath) lines.push(`history: ${r.historyPath}`);
   if (r.keptDir) lines.push(`node data and logs kept in ${r.keptDir}`);
@@ -239,7 +255,7 @@ function verdictLine(v: ChaosVerdict): string {
     case 'ok':
       return 'OK — the history is linearizable and the cluster recovered';
     case 'violation':
-      return 'VIOLATION — the history is not linearizable (exit code 1)';
+      return 'VIOLATION — the history is not linearizable, or replicas were found differing (exit code 1)';
     case 'inconclusive':
       return 'INCONCLUSIVE — no violation found, but the checker ran out of budget on some key (exit code 3)';
     case 'liveness':

@@ -102,6 +102,20 @@ export interface ChaosOptions {
   readonly ha?: boolean;
   /** `--ha`: every candidate's `--lease-ttl-ms` (default 2000). */
   readonly leaseTtlMs?: number;
+  /**
+   * Issue 13: every storage server's `--anti-entropy-ms` (0: off). Nothing tampers with the
+   * data in a chaos run, so any divergence the checks find is a bug: the verdict is a violation.
+   */
+  readonly antiEntropyMs?: number;
+}
+
+/** What the storage servers' background anti-entropy checks found over the run (S16). */
+export interface ChaosAntiEntropy {
+  readonly checks: number;
+  readonly divergences: number;
+  readonly incomplete: number;
+  /** Servers whose counts could not be read after the run (their counts are missing). */
+  readonly unread: readonly string[];
 }
 
 export interface ChaosResult {
@@ -119,6 +133,7 @@ export interface ChaosResult {
   readonly check: CheckResult;
   readonly settle: { readonly ok: boolean; readonly ms?: number; readonly problem?: string };
   readonly unexpectedExits: readonly UnexpectedExit[];
+  readonly antiEntropy?: ChaosAntiEntropy;
   /** Set when network partitions were wanted but could not run. */
   readonly networkSkipped?: string;
   /** Set when disk-full faults were wanted but could not run. */
@@ -231,6 +246,7 @@ export async function runChaos(
 
   const faults: AppliedFault[] = [];
   const ops: ChaosOp[] = [];
+  let antiEntropy: ChaosAntiEntropy | undefined;
   let settle: { ok: boolean; ms?: number; problem?: string } = {
     ok: false,
     problem: 'the run ended before the cluster was checked',
@@ -333,6 +349,7 @@ export async function runChaos(
                 heartbeatMs: o.heartbeatMs,
                 deadAfterMs: o.deadAfterMs,
                 leaseTtlMs,
+                ...(o.antiEntropyMs === undefined ? {} : { antiEntropyMs: o.antiEntropyMs }),
                 logLevel: o.logLevel,
               }),
             env,
@@ -360,6 +377,7 @@ export async function runChaos(
               dataDir: join(dir, id),
               sync: 'batch',
               heartbeatMs: o.heartbeatMs,
+              ...(o.antiEntropyMs === undefined ? {} : { antiEntropyMs: o.antiEntropyMs }),
               logLevel: o.logLevel,
             }),
           env,
@@ -500,8 +518,10 @@ export async function runChaos(
     settle = settled.ok
       ? { ok: true, ms: settled.atMs - stopped.atMs }
       : { ok: false, problem: settled.problem ?? 'unknown' };
-    await inbox.wait('done', o.timeoutMs + 30_000, signal);
+    const done = (await inbox.wait('done', o.timeoutMs + 30_000, signal)) as Extract<FromWorker, { t: 'done' }>;
     if (!(await Promise.race([workerExited.then(() => true), delay(5000, false)]))) worker.kill('SIGKILL');
+    if ((o.antiEntropyMs ?? 0) > 0)
+      antiEntropy = done.antiEntropy ?? { checks: 0, divergences: 0, incomplete: 0, unread: ['(the nameserver)'] };
   } catch (err) {
     if (signal?.aborted || !(err instanceof Error)) throw err;
     throw new Error(`${err.message}\n(node data and logs kept in ${dir})`, { cause: err });
@@ -546,7 +566,7 @@ export async function runChaos(
     minGapMs: MIN_GAP_MS,
   });
   const verdict: ChaosVerdict =
-    check.verdict === 'violation'
+    check.verdict === 'violation' || (antiEntropy?.divergences ?? 0) > 0
       ? 'violation'
       : check.verdict === 'unknown'
         ? 'inconclusive'
@@ -584,6 +604,7 @@ export async function runChaos(
     settle,
     finalReads,
     unexpectedExits,
+    ...(antiEntropy ? { antiEntropy } : {}),
     check,
     checkMs,
     verdict,
@@ -602,6 +623,7 @@ export async function runChaos(
     check,
     settle,
     unexpectedExits,
+    ...(antiEntropy ? { antiEntropy } : {}),
     report,
     ...(networkSkipped ? { networkSkipped } : {}),
     ...(diskSkipped ? { diskSkipped } : {}),

@@ -118,6 +118,28 @@ async function clientLoop(index: number, db: Db): Promise<void> {
   }
 }
 
+/**
+ * Issue 13: the storage servers' anti-entropy counts from `nodes` (their last heartbeats),
+ * summed; none when the nameserver does not answer.
+ */
+async function antiEntropyTotals(db: Db): Promise<Partial<Extract<FromWorker, { t: 'done' }>>> {
+  try {
+    const storage = (await db.nodes()).nodes.filter((n) => n.role === 'storage');
+    const sum = (f: (a: NonNullable<(typeof storage)[number]['antiEntropy']>) => number): number =>
+      storage.reduce((t, n) => t + (n.antiEntropy ? f(n.antiEntropy) : 0), 0);
+    return {
+      antiEntropy: {
+        checks: sum((a) => a.checks),
+        divergences: sum((a) => a.divergences),
+        incomplete: sum((a) => a.incomplete),
+        unread: storage.filter((n) => n.antiEntropy === undefined).map((n) => n.id),
+      },
+    };
+  } catch {
+    return {};
+  }
+}
+
 /** What keeps the cluster from being settled, or undefined when it is. */
 async function unsettled(db: Db, nameservers: NameserverSeeds): Promise<string | undefined> {
   const info = await db.nodes();
@@ -217,7 +239,7 @@ async function main(): Promise<void> {
     // Final reads, every key at once (client `final-<key>`), each bounded by the call deadline.
     await Promise.all(config.keys.map((key) => doOp(control, `final-${key}`, 'get', key, '')));
     flush();
-    send({ t: 'done' });
+    send({ t: 'done', ...(await antiEntropyTotals(control)) });
   } finally {
     for (const db of dbs) await db.close();
     await control.close();

@@ -945,6 +945,16 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
         .default(2000),
     )
     .addOption(
+      envOption(
+        '--anti-entropy-ms <ms>',
+        "every storage server's background anti-entropy interval (S16; 0: off); nothing tampers with the data, so " +
+          'replicas found differing make the verdict a violation',
+        'DSTORE_CHAOS_ANTI_ENTROPY_MS',
+      )
+        .argParser(intParser('an integer', 0, 3_600_000))
+        .default(2000),
+    )
+    .addOption(
       envOption('--timeout-ms <ms>', 'deadline of each client call, retries included', 'DSTORE_TIMEOUT_MS')
         .argParser(intParser('an integer', 1, 3_600_000))
         .default(5000),
@@ -1056,6 +1066,7 @@ Examples:
         faults?: string;
         ha?: boolean;
         leaseTtlMs: number;
+        antiEntropyMs: number;
         timeoutMs: number;
         attemptTimeoutMs: number;
         heartbeatMs: number;
@@ -1104,6 +1115,7 @@ Examples:
           logLevel: o.logLevel,
           ha,
           leaseTtlMs: o.leaseTtlMs,
+          antiEntropyMs: o.antiEntropyMs,
         });
       },
     );

@@ -236,10 +236,11 @@ export function formatReport(r: ReportInput): string {
 
   if (r.antiEntropy) {
     const ae = r.antiEntropy;
+    // Counts are per process: a storage server restarted by a fault counts from its restart.
     lines.push(
-      `  anti-entropy: ${ae.checks} checks, ${ae.divergences} found replicas differing` +
+      `  anti-entropy: ${ae.checks} checks since the last restarts, ${ae.divergences} found replicas differing` +
         `${ae.divergences > 0 ? ' (a BUG: nothing tampered with the data)' : ''}, ${ae.incomplete} incomplete` +
-        `${ae.unread.length > 0 ? `; counts not read from ${ae.unread.join(', ')}` : ''}`,
+        `${ae.unread.length > 0 ? `; none reported by ${ae.unread.join(', ')} (restarted since, or no check yet)` : ''}`,
     );
   }
 

@@ -172,6 +172,9 @@ test('backup under load, a corrupt copy refused, restore into a fresh cluster ve
       manifest.keys,
       'no key more than the backup',
     );
+    // The restored cluster's replicas agree with each other (issue 13: `dstore check` clean).
+    const check = await runDstoreText(['check', '--nameserver', b.nameserverAddress], { timeoutMs: 60_000 });
+    assert.equal(check.code, 0, `dstore check on the restored cluster: ${check.stdout}${check.stderr}`);
 
     // Once more into B: not empty any more.
     const again = await runDstoreText(['restore', dir, '--nameserver', b.nameserverAddress], { timeoutMs: 60_000 });

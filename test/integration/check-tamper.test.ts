@@ -332,7 +332,12 @@ async function checksUnderLoad(o: {
 }): Promise<void> {
   // With a bounce, logs keep 50 entries: the node rejoins as a learner that must copy
   // snapshots (S11, the dedup table included in the digest), not replay its primaries' logs.
-  await using cluster = await LocalCluster.start({ ...SETTINGS, ...(o.bounce ? { logRetainEntries: 50 } : {}) });
+  // The background anti-entropy task runs every second too: it must find nothing either.
+  await using cluster = await LocalCluster.start({
+    ...SETTINGS,
+    extraStorageArgs: ['--anti-entropy-ms', '1000'],
+    ...(o.bounce ? { logRetainEntries: 50 } : {}),
+  });
   await withLogsOnFailure(cluster, async () => {
     const dbs = [await cluster.client(), await cluster.client()];
     const history = new History(P);
@@ -371,6 +376,16 @@ async function checksUnderLoad(o: {
     }
     const final = await waitCheckClean(cluster, o.bounce?.node ?? 's1', ALL, R);
     assert.equal(final.ok, true);
+    let backgroundChecks = 0;
+    for (const node of ['s1', 's2', 's3']) {
+      const stats = (await cluster.stats(node, 5000)) as unknown as {
+        antiEntropy?: { checks: number; divergences: number };
+      };
+      assert.equal(stats.antiEntropy?.divergences ?? 0, 0, `${node}'s background checks found replicas differing`);
+      backgroundChecks += stats.antiEntropy?.checks ?? 0;
+    }
+    console.log(`# ${backgroundChecks} background anti-entropy checks (every 1 s), none found replicas differing`);
+    assert.ok(backgroundChecks >= 5, `only ${backgroundChecks} background checks ran`);
     const violations = await history.check(dbs[0]!);
     assert.deepEqual(violations, [], `history violations:\n${violations.slice(0, 20).join('\n')}`);
   });

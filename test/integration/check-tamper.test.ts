@@ -85,6 +85,17 @@ async function waitMember(cluster: LocalCluster, node: string): Promise<void> {
   );
 }
 
+/** The replicas converged and every acknowledged write reads back with its value and version. */
+async function assertNothingLost(
+  cluster: LocalCluster,
+  db: Awaited<ReturnType<LocalCluster['client']>>,
+  acked: Acked,
+): Promise<void> {
+  await cluster.waitConverged(db, 30_000);
+  const lost = await acked.lost(db);
+  assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);
+}
+
 /** A clean check first: a divergence found later is the tampering's, not the setup's. */
 async function assertClean(cluster: LocalCluster, when: string): Promise<void> {
   const run = await waitFor(
@@ -153,9 +164,7 @@ test(
         cluster.logLines(VICTIM, /differs from the others \(S16\): relearning it/).length >= 1,
         `${VICTIM} logged no relearn`,
       );
-      await cluster.waitConverged(db, 30_000);
-      const lost = await acked.lost(db);
-      assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);
+      await assertNothingLost(cluster, db, acked);
     });
   },
 );
@@ -203,9 +212,7 @@ test(
       );
       const clean = await waitCheckClean(cluster, VICTIM, ALL, R);
       assert.equal(clean.ok, true);
-      await cluster.waitConverged(db, 30_000);
-      const lost = await acked.lost(db);
-      assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);
+      await assertNothingLost(cluster, db, acked);
     });
   },
 );
@@ -253,9 +260,7 @@ test(
       const clean = await waitCheckClean(cluster, VICTIM, ALL, R);
       assert.equal(clean.ok, true);
       assert.ok(cluster.logLines(VICTIM, /corrupt/i).length >= 1, `${VICTIM} logged no corruption`);
-      await cluster.waitConverged(db, 30_000);
-      const lost = await acked.lost(db);
-      assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);
+      await assertNothingLost(cluster, db, acked);
     });
   },
 );
@@ -302,9 +307,7 @@ test("redis: a stored value rewritten as a valid record in a running node's Redi
 
       const clean = await waitCheckClean(cluster, VICTIM, ALL, R);
       assert.equal(clean.ok, true);
-      await cluster.waitConverged(db, 30_000);
-      const lost = await acked.lost(db);
-      assert.deepEqual(lost, [], `acknowledged writes lost or changed:\n${lost.join('\n')}`);
+      await assertNothingLost(cluster, db, acked);
     });
   } finally {
     direct?.disconnect();

@@ -215,10 +215,3 @@ export async function digestSnapshot(
   }
   return b.finish();
 }
-
-/** Buckets whose digests differ between two reports. */
-export function differingBuckets(a: PartitionDigest, b: PartitionDigest): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < DIGEST_BUCKETS; i++) if (a.buckets[i] !== b.buckets[i]) out.push(i);
-  return out;
-}

@@ -3,7 +3,7 @@
  * one-shot commands for scripts — put, get (exit 1 when absent), del, dump, nodes.
  */
 import { isatty } from 'node:tty';
-import type { Db } from '../client/api.js';
+import type { Db, WriteOptions } from '../client/api.js';
 import type { Admin } from '../client/client.js';
 import { keyBytes, readPutValue } from './argv.js';
 import {
@@ -130,14 +130,14 @@ function keyShown(key: string, keyHex: boolean | undefined): string {
 }
 
 export async function putCommand(
-  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean; ifVersion?: number },
   key: string,
   value: string | undefined,
 ): Promise<void> {
   const k = keyBytes(key, o.keyHex);
   // Read the value before connecting: bad input fails fast, with nothing sent.
   const v = await readPutValue(value, o.file, () => ({ isTTY: isatty(0), stream: process.stdin }));
-  const version = await withDb(o, (db) => db.put(k, v));
+  const version = await withDb(o, (db) => db.put(k, v, writeOptionsOf(o)));
   if (o.json) json({ version });
   else out(`OK (version ${version})`);
 }
@@ -167,11 +167,11 @@ export async function getCommand(
 }
 
 export async function delCommand(
-  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean; ifVersion?: number },
   key: string,
 ): Promise<void> {
   const k = keyBytes(key, o.keyHex);
-  const existed = await withDb(o, (db) => db.delete(k));
+  const existed = await withDb(o, (db) => db.delete(k, writeOptionsOf(o)));
   if (o.json) json({ existed });
   else
     out(
@@ -179,6 +179,11 @@ export async function delCommand(
         ? `OK deleted ${keyShown(key, o.keyHex)}`
         : `(not found) no key ${keyShown(key, o.keyHex)}; nothing deleted`,
     );
+}
+
+/** §16: `--if-version` as the client's write options. */
+function writeOptionsOf(o: { ifVersion?: number }): WriteOptions {
+  return o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion };
 }
 
 export async function dumpCommand(

@@ -205,6 +205,14 @@ function parseBenchPrefix(value: string): string {
 const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split,disk-full';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
+const ifVersionOption = () =>
+  envOption(
+    '--if-version <version>',
+    'compare-and-set: only if KEY is at this version (0: only if absent); else exit 1 with CONDITION_FAILED and ' +
+      'the current version',
+    'DSTORE_IF_VERSION',
+  ).argParser(intParser('a version', 0, Number.MAX_SAFE_INTEGER));
+
 const keyHexOption = () =>
   envOption('--key-hex', 'KEY is hex digits (e.g. fffe): for keys that are not UTF-8', 'DSTORE_KEY_HEX');
 
@@ -648,12 +656,19 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
         'DSTORE_PUT_FILE',
       ),
     )
+    .addOption(ifVersionOption())
     .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, value: string | undefined, o: ClientOpts & { file?: string; keyHex?: boolean }) => {
-      const { putCommand } = await import('./commands.js');
-      await putCommand(o, key, value);
-    });
+    .action(
+      async (
+        key: string,
+        value: string | undefined,
+        o: ClientOpts & { file?: string; keyHex?: boolean; ifVersion?: number },
+      ) => {
+        const { putCommand } = await import('./commands.js');
+        await putCommand(o, key, value);
+      },
+    );
 
   clientOptions(sub('get', 'print the value of KEY; exit code 1 when it is absent'))
     .argument('<key>', 'the key (hex with --key-hex)')
@@ -668,9 +683,10 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
   clientOptions(sub('del', 'delete KEY'))
     .alias('delete')
     .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(ifVersionOption())
     .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, o: ClientOpts & { keyHex?: boolean }) => {
+    .action(async (key: string, o: ClientOpts & { keyHex?: boolean; ifVersion?: number }) => {
       const { delCommand } = await import('./commands.js');
       await delCommand(o, key);
     });

@@ -10,8 +10,8 @@
  */
 import { createInterface, type Interface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import type { Db } from '../client/api.js';
-import { DstoreError } from '../core/errors.js';
+import type { Db, WriteOptions } from '../client/api.js';
+import { DstoreError, InvalidArgumentError } from '../core/errors.js';
 import { colourWanted, formatDump, formatNodes, formatValue, makeStyle, type Style } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
 import { quoteArg, tokenize, type Token } from './tokenize.js';
@@ -76,6 +76,11 @@ const NODE_CONTROL_COMMANDS: readonly string[] = [
   'ps',
 ];
 
+const IF_VERSION_HELP =
+  '--if-version <n>: compare-and-set, only if the key is at version n (0: only if absent); else CONDITION_FAILED ' +
+  'with the current version, and nothing written.';
+
+/** The flags after a write's positional arguments: `--if-version <n>` (§16). */
 const QUOTE_HINT = 'quote arguments with spaces: insert greeting "hello world"';
 
 export const builtinCommands: readonly ShellCommand[] = [
@@ -90,16 +95,33 @@ export const builtinCommands: readonly ShellCommand[] = [
   {
     name: 'insert',
     aliases: ['put', 'set'],
-    usage: '<key> <value>',
+    usage: '<key> <value> [--if-version <n>]',
     minArgs: 2,
-    maxArgs: 2,
+    maxArgs: 4,
     summary: 'store value under key; prints the new version',
     details:
       `Keys are 1..1024 bytes, values up to 1 MiB (the storage servers' --max-value-bytes).\nThe write is ` +
       `acknowledged once every replica of the key's partition has it.\n${QUOTE_HINT}; inside double quotes \\n \\t ` +
-      `\\" \\\\ \\xHH \\u{1F600} work.`,
+      `\\" \\\\ \\xHH \\u{1F600} work.\n${IF_VERSION_HELP}`,
     async run(args, ctx) {
-      const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 1).bytes);
+      const options = writeFlags('insert', args.slice(2));
+      const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 1).bytes, options);
+      ctx.print(`${ctx.style.green('OK')} (version ${version})`);
+    },
+  },
+  {
+    name: 'cas',
+    usage: '<key> <version> <value>',
+    minArgs: 3,
+    maxArgs: 3,
+    summary: 'store value under key only if key is at version (0: only if absent)',
+    details:
+      "Compare-and-set, the same as insert <key> <value> --if-version <version>. The primary of the key's " +
+      'partition decides when it orders the write; on a mismatch nothing is written and CONDITION_FAILED ' +
+      'names the current version.',
+    async run(args, ctx) {
+      const options = writeFlags('cas', [{ text: '--if-version', bytes: new Uint8Array() }, arg(args, 1)]);
+      const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 2).bytes, options);
       ctx.print(`${ctx.style.green('OK')} (version ${version})`);
     },
   },
@@ -122,13 +144,14 @@ export const builtinCommands: readonly ShellCommand[] = [
   {
     name: 'delete',
     aliases: ['del'],
-    usage: '<key>',
+    usage: '<key> [--if-version <n>]',
     minArgs: 1,
-    maxArgs: 1,
+    maxArgs: 3,
     summary: 'delete key',
+    details: IF_VERSION_HELP,
     async run(args, ctx) {
       const key = arg(args, 0);
-      const existed = await ctx.db.delete(key.bytes);
+      const existed = await ctx.db.delete(key.bytes, writeFlags('delete', args.slice(1)));
       ctx.print(
         existed
           ? `${ctx.style.green('OK')} deleted ${quoteArg(key.text)}`
@@ -178,6 +201,20 @@ function arg(args: readonly Token[], i: number): Token {
   const t = args[i];
   if (t === undefined) throw new Error(`argument ${i + 1} is missing`); // arity is checked before run
   return t;
+}
+
+function writeFlags(command: string, flags: readonly Token[]): WriteOptions {
+  if (flags.length === 0) return {};
+  const [flag, value] = flags;
+  if (flag?.text !== '--if-version' || value === undefined || flags.length > 2)
+    throw new InvalidArgumentError(
+      `${command}: unexpected ${flags.map((f) => quoteArg(f.text)).join(' ')}; the only option is --if-version <n>`,
+    );
+  if (!/^\d{1,16}$/.test(value.text) || !Number.isSafeInteger(Number(value.text)))
+    throw new InvalidArgumentError(
+      `${command}: --if-version takes a version (an integer >= 0), got ${quoteArg(value.text)}`,
+    );
+  return { ifVersion: Number(value.text) };
 }
 
 function hint(style: Style, text: string): string {

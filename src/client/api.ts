@@ -25,13 +25,24 @@ export interface StorageDump {
   readonly error?: string;
 }
 
+/** Options of a write (DESIGN §16). */
+export interface WriteOptions {
+  /**
+   * Compare-and-set: write only if the key is at this version (one `get` or `put` returned),
+   * 0: only if the key is absent (Redis `SET NX`). Decided by the partition's primary when the
+   * write gets its place in the log, so it is linearizable like every write. Otherwise the
+   * call fails with ConditionFailedError (CONDITION_FAILED, definite) carrying `current`.
+   */
+  readonly ifVersion?: number;
+}
+
 export interface Db {
   /** Writes `value` under `key`; resolves to the new version once every replica has it. */
-  put(key: Uint8Array | string, value: Uint8Array | string): Promise<number>;
+  put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number>;
   /** Linearizable read; undefined when the key is absent. */
   get(key: Uint8Array | string): Promise<GetResult | undefined>;
-  /** Deletes `key`; resolves to whether it existed. */
-  delete(key: Uint8Array | string): Promise<boolean>;
+  /** Deletes `key`; resolves to whether it existed (with `ifVersion`: only if at that version). */
+  delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean>;
   /** Every key of the cluster, partition by partition (each once, read from primaries). */
   scan(): AsyncIterable<Uint8Array>;
   /** Every service with data about it. */

@@ -67,6 +67,23 @@ export function bytesArgument(method: string, name: string, x: unknown): Uint8Ar
   throw new InvalidArgumentError(`${method}: ${name} must be a string or a Uint8Array, got ${describeValue(x)}`);
 }
 
+/**
+ * §16: the `ifVersion` of a conditional write (a version `get` returned, or 0: only if the
+ * key is absent) from `options` of `method`, checked; undefined when there is none.
+ */
+export function writeOptions(method: string, options: unknown): { ifVersion?: number } {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError(`${method}: options must be an object, got ${describeValue(options)}`);
+  const { ifVersion } = options as { ifVersion?: unknown };
+  if (ifVersion === undefined) return {};
+  if (typeof ifVersion !== 'number' || !Number.isSafeInteger(ifVersion) || ifVersion < 0)
+    throw new InvalidArgumentError(
+      `${method}: options.ifVersion must be a version (an integer >= 0; 0: only if absent), got ${describeValue(ifVersion)}`,
+    );
+  return { ifVersion };
+}
+
 function positiveMs(name: string, x: unknown): void {
   if (x === undefined) return;
   if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0)

@@ -37,9 +37,9 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
+import type { ClusterInfo, Db, GetResult, StorageDump, WriteOptions } from './api.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
-import { bytesArgument, checkConnectArguments, checkDumpOptions } from './arguments.js';
+import { bytesArgument, checkConnectArguments, checkDumpOptions, writeOptions } from './arguments.js';
 
 export interface ConnectOptions {
   /** Deadline of each call including retries, in ms (default 10000). */
@@ -135,15 +135,17 @@ export class Client implements Db {
     return this.clusterLimits;
   }
 
-  async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
+  async put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number> {
     const k = this.checkKey('put', key);
     const v = bytesArgument('put', 'value', value);
+    const { ifVersion } = writeOptions('put', options);
     // The cluster's value limit, checked before sending: a value over it gets
     // VALUE_TOO_LARGE, never a frame-size error, and is not sent at all.
     await this.currentMap();
     const max = this.clusterLimits?.maxValueBytes;
     if (max !== undefined && v.length > max) throw new ValueTooLargeError(v.length, max);
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag }, true));
+    const cond = ifVersion === undefined ? {} : { ifv: ifVersion };
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag, ...cond }, true));
     return decodeOrThrow(putReply, reply).version;
   }
 
@@ -153,9 +155,11 @@ export class Client implements Db {
     return reply.found ? { value: reply.value, version: reply.version } : undefined;
   }
 
-  async delete(key: Uint8Array | string): Promise<boolean> {
+  async delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean> {
     const k = this.checkKey('delete', key);
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag }, true));
+    const { ifVersion } = writeOptions('delete', options);
+    const cond = ifVersion === undefined ? {} : { ifv: ifVersion };
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag, ...cond }, true));
     return decodeOrThrow(delReply, reply).existed;
   }
 

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'WRONG_ROLE'
   | 'NODE_ID_IN_USE'
   | 'NOT_LEADER'
+  | 'CONDITION_FAILED'
   | 'INTERNAL';
 
 export interface WireError {
@@ -227,6 +228,29 @@ export class NotLeaderError extends DstoreError {
   }
 }
 
+/**
+ * §16: a conditional write (`ifVersion`) found the key at another version; nothing was
+ * written. Definite, never retried: `current` is the key's version when the primary decided
+ * (0: absent, or expired).
+ */
+export class ConditionFailedError extends DstoreError {
+  readonly code = 'CONDITION_FAILED';
+  constructor(
+    readonly expected: number,
+    readonly current: number,
+    message?: string,
+  ) {
+    super(
+      message ??
+        `condition failed: expected version ${expected === 0 ? '0 (absent)' : expected}, ` +
+          `the key is at ${current === 0 ? '0 (absent)' : `version ${current}`}`,
+    );
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), expected: this.expected, current: this.current };
+  }
+}
+
 export class InternalError extends DstoreError {
   readonly code = 'INTERNAL';
 }
@@ -285,6 +309,7 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
       w.message,
     ),
   NOT_LEADER: (w) => new NotLeaderError(w.message, typeof w.leader === 'string' ? w.leader : undefined),
+  CONDITION_FAILED: (w) => new ConditionFailedError(num(w.expected), num(w.current), w.message),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

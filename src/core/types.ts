@@ -42,6 +42,26 @@ export function isDataOp(op: Op): op is DataOp {
   return op.kind === 'put' || op.kind === 'delete';
 }
 
+/**
+ * DESIGN §16: a write that happens only if the key's version is `ifVersion` when the primary
+ * gives it a seq (0: only if the key is absent). The primary decides and logs a blind op.
+ */
+export interface WriteCondition {
+  readonly ifVersion: number;
+  /**
+   * What the driver read of the key from the applied state before asking, in `epoch`: its
+   * version (0: absent) in a state at applied seq `atSeq` or later. Entries of the log after
+   * `atSeq` that write the key come later and override it.
+   */
+  readonly observed: { readonly version: number; readonly atSeq: Seq; readonly epoch: Epoch };
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Identifies a client request for exactly-once (S10). */
 export interface RequestTag {
   readonly clientId: string;

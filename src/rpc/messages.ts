@@ -102,8 +102,16 @@ const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
 
 /** Calls a storage server answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const StorageRequest = Type.Union([
-  Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged, token: Token }),
-  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, token: Token }),
+  Type.Object({
+    t: Type.Literal('put'),
+    p: Partition,
+    key: Bytes,
+    value: Bytes,
+    ...Tagged,
+    ifv: Type.Optional(Uint),
+    token: Token,
+  }),
+  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, ifv: Type.Optional(Uint), token: Token }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
   Type.Object({
     t: Type.Literal('scan'),

@@ -38,18 +38,20 @@ import type { Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
+import { refuseClient } from '../core/replica/client.js';
 import { Replica, type ReplicaInput, type ReplicaOutput, type ReplicaRecovery } from '../core/replica/replica.js';
 import {
   assertNever,
   type Config,
+  type DataOp,
   type Epoch,
   InvariantViolation,
   type LogEntry,
   type NodeId,
-  type Op,
   type PartitionId,
   type RequestTag,
   type Seq,
+  type WriteCondition,
   partitionId,
 } from '../core/types.js';
 import { MAX_REASON_CHARS, RegisterLoop } from './registration.js';
@@ -86,8 +88,17 @@ export type ClientCall =
       readonly value: Uint8Array;
       readonly cid?: string;
       readonly rs?: number;
+      /** §16: only if the key is at this version (0: absent). */
+      readonly ifv?: number;
     }
-  | { readonly t: 'del'; readonly p: number; readonly key: Uint8Array; readonly cid?: string; readonly rs?: number }
+  | {
+      readonly t: 'del';
+      readonly p: number;
+      readonly key: Uint8Array;
+      readonly cid?: string;
+      readonly rs?: number;
+      readonly ifv?: number;
+    }
   | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
 
 export type CallResult =
@@ -170,6 +181,11 @@ export type HostEffect<H> =
   | { readonly kind: 'answer'; readonly handle: H; readonly result: CallResult }
   /** Read `key` of `p`; then `readDone` or `readFailed`. */
   | { readonly kind: 'read'; readonly handle: H; readonly p: PartitionId; readonly key: Uint8Array }
+  /**
+   * §16: read `key` of `p` for the conditional write `token` (after the partition's earlier
+   * writes); then `conditionRead(token, value)` or `conditionReadFailed(token, err, corrupt)`.
+   */
+  | { readonly kind: 'readForCondition'; readonly token: number; readonly p: PartitionId; readonly key: Uint8Array }
   /** Find the dedup record of `clientId` in `p`; then `dedupRead` or `readFailed`. */
   | {
       readonly kind: 'readDedup';
@@ -283,6 +299,18 @@ export interface HostOptions {
   readonly nameserver: string;
   readonly mutations?: HostMutations;
   readonly hooks?: HostHooks;
+}
+
+/** A conditional write while its key's version is read: what the replica will be given. */
+interface ConditionRead<H> {
+  readonly handle: H;
+  readonly partition: PartitionId;
+  readonly op: DataOp;
+  readonly tag: RequestTag | undefined;
+  readonly ifVersion: number;
+  /** The replica's epoch and applied seq when the read was queued: the read sees at least that. */
+  readonly epoch: Epoch;
+  readonly atSeq: Seq;
 }
 
 interface Waiter<H> {
@@ -449,6 +477,8 @@ export class StorageHost<H> {
   private flushScheduled = false;
   private barrier = new GroupCommit();
   private nextRequestId = 1;
+  /** §16: conditional writes waiting for the read of their key's version (`readForCondition`). */
+  private readonly conditionReads = new Map<number, ConditionRead<H>>();
   /** When storage last became healthy again after a failure, and the backoff it ended at. */
   private recoveredMs = 0;
   private recoveredDelayMs = RECOVER_FIRST_MS;
@@ -755,10 +785,15 @@ export class StorageHost<H> {
           this.serveRead(partition, requestId, call.key);
         else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
       } else {
-        const op: Op =
+        const op: DataOp =
           call.t === 'put' ? { kind: 'put', key: call.key, value: call.value } : { kind: 'delete', key: call.key };
         const tag: RequestTag | undefined =
           call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
+        if (call.ifv !== undefined) {
+          this.waiters.delete(requestId);
+          this.readForCondition(partition, op, tag, call.ifv, handle);
+          return this.drain();
+        }
         this.step(
           partition,
           tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op },
@@ -769,6 +804,60 @@ export class StorageHost<H> {
       this.out.push({ kind: 'answer', handle, result: { ok: false, error: err } });
     }
     return this.drain();
+  }
+
+  /**
+   * §16: a conditional write reads its key's version from the applied state first (after the
+   * partition's queued writes); the replica then decides against that and its log.
+   */
+  private readForCondition(
+    partition: PartitionId,
+    op: DataOp,
+    tag: RequestTag | undefined,
+    ifVersion: number,
+    handle: H,
+  ): void {
+    const r = this.replicaMap.get(partition)!;
+    const refusal = refuseClient(r, 'write');
+    if (refusal)
+      return void this.out.push({ kind: 'answer', handle, result: { ok: false, error: errorFromWire(refusal) } });
+    const token = this.nextRequestId++;
+    this.conditionReads.set(token, { handle, partition, op, tag, ifVersion, epoch: r.epoch, atSeq: r.appliedSeq });
+    this.after(partition, () => this.out.push({ kind: 'readForCondition', token, p: partition, key: op.key }));
+  }
+
+  /** The key's applied version for conditional write `token` (undefined: absent). */
+  conditionRead(token: number, v: { readonly version: number } | undefined): Array<HostEffect<H>> {
+    const c = this.conditionReads.get(token);
+    if (!c) return this.drain();
+    this.conditionReads.delete(token);
+    if (this.health.state !== 'healthy' || !this.replicaMap.has(c.partition)) {
+      const error = new UnavailableError(`partition ${c.partition} is not served here any more; retry`);
+      return this.answer(c.handle, { ok: false, error });
+    }
+    const requestId = this.nextRequestId++;
+    this.waiters.set(requestId, { handle: c.handle, partition: c.partition, write: true });
+    const condition: WriteCondition = {
+      ifVersion: c.ifVersion,
+      observed: { version: v?.version ?? 0, atSeq: c.atSeq, epoch: c.epoch },
+    };
+    const input: ReplicaInput = c.tag
+      ? { kind: 'clientWrite', requestId, op: c.op, tag: c.tag, condition }
+      : { kind: 'clientWrite', requestId, op: c.op, condition };
+    this.step(c.partition, input);
+    return this.drain();
+  }
+
+  /** The read of a `readForCondition` effect failed; `corrupt`: a record failed its checksum (S13). */
+  conditionReadFailed(token: number, err: Error, corrupt: boolean): Array<HostEffect<H>> {
+    const c = this.conditionReads.get(token);
+    if (!c) return this.drain();
+    this.conditionReads.delete(token);
+    // Nothing was proposed: the write definitely did not happen.
+    return this.answer(c.handle, {
+      ok: false,
+      error: corrupt ? this.corruptRead(c.partition, err) : (err as DstoreError),
+    });
   }
 
   /**

@@ -465,6 +465,9 @@ export class StorageServer {
         case 'readDedup':
           void this.readDedup(e.handle, e.p, e.clientId, e.seq);
           break;
+        case 'readForCondition':
+          void this.readForCondition(e.token, e.p, e.key);
+          break;
         case 'ask':
           void this.ask(e.life, e.ask);
           break;
@@ -604,6 +607,16 @@ export class StorageServer {
       return this.run(this.host.readFailed(handle, p, err as Error, isCorruptRecord(err)));
     }
     this.run(this.host.readDone(handle, p, v));
+  }
+
+  private async readForCondition(token: number, p: PartitionId, key: Uint8Array): Promise<void> {
+    let v: Awaited<ReturnType<Backend['get']>>;
+    try {
+      v = await this.backend.get(p, key);
+    } catch (err) {
+      return this.run(this.host.conditionReadFailed(token, err as Error, isCorruptRecord(err)));
+    }
+    this.run(this.host.conditionRead(token, v));
   }
 
   private async readDedup(handle: Handle, p: PartitionId, clientId: string, seq: Seq): Promise<void> {

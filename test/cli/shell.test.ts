@@ -13,8 +13,8 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { ClusterInfo, Db, GetResult, StorageDump } from '../../src/client/api.js';
-import { UnavailableError } from '../../src/core/errors.js';
+import type { ClusterInfo, Db, GetResult, StorageDump, WriteOptions } from '../../src/client/api.js';
+import { ConditionFailedError, UnavailableError } from '../../src/core/errors.js';
 import { runShell, type ShellCommand, type ShellEnd } from '../../src/cli/shell.js';
 
 /** A Db over a Map, with an optional failure injected per method. */
@@ -32,8 +32,9 @@ class FakeDb implements Db {
   private static key(k: Uint8Array | string): string {
     return Buffer.from(typeof k === 'string' ? Buffer.from(k) : k).toString('hex');
   }
-  async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
+  async put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number> {
     this.check();
+    this.checkVersion(key, options);
     const v = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(value);
     this.data.set(FakeDb.key(key), { value: v, version: ++this.version });
     return this.version;
@@ -42,8 +43,14 @@ class FakeDb implements Db {
     this.check();
     return this.data.get(FakeDb.key(key));
   }
-  async delete(key: Uint8Array | string): Promise<boolean> {
+  private checkVersion(key: Uint8Array | string, options: WriteOptions | undefined): void {
+    const current = this.data.get(FakeDb.key(key))?.version ?? 0;
+    if (options?.ifVersion !== undefined && options.ifVersion !== current)
+      throw new ConditionFailedError(options.ifVersion, current);
+  }
+  async delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean> {
     this.check();
+    this.checkVersion(key, options);
     return this.data.delete(FakeDb.key(key));
   }
   async *scan(): AsyncIterable<Uint8Array> {
@@ -204,11 +211,40 @@ describe('shell (piped, over a fake Db)', () => {
     const lines = out.trimEnd().split('\n');
     assert.match(lines[0] ?? '', /^unknown command frobnicate.*type help/);
     assert.match(lines[1] ?? '', /^unknown command gte; did you mean get\?/);
-    assert.match(lines[2] ?? '', /^usage: insert <key> <value> \(got 1 argument/);
+    assert.match(lines[2] ?? '', /^usage: insert <key> <value> \[--if-version <n>\] \(got 1 argument/);
     assert.match(lines[3] ?? '', /^usage: get <key> \(got 2 arguments; quote arguments with spaces/);
     assert.match(lines[4] ?? '', /unbalanced quote/);
     assert.equal(lines[5], 'OK (version 1)');
     assert.equal(lines[6], '"after" (version 1)');
+  });
+
+  test('compare-and-set: insert --if-version, cas and delete --if-version; a bad flag is named', async () => {
+    const db = new FakeDb();
+    const { out, end } = await drive(db, [
+      'insert k v1 --if-version 0',
+      'insert k v2 --if-version 0',
+      'cas k 1 v2',
+      'cas k 1 v3',
+      'delete k --if-version 1',
+      'delete k --if-version 2',
+      'insert k v --if-versoin 2',
+      'insert k v --if-version -1',
+      'get k',
+    ]);
+    assert.equal(end, 'eof');
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'OK (version 1)');
+    assert.match(
+      lines[1] ?? '',
+      /^error: condition failed: expected version 0 \(absent\), the key is at version 1 \(CONDITION_FAILED\)/,
+    );
+    assert.equal(lines[2], 'OK (version 2)');
+    assert.match(lines[3] ?? '', /expected version 1, the key is at version 2 \(CONDITION_FAILED\)/);
+    assert.match(lines[4] ?? '', /CONDITION_FAILED/);
+    assert.equal(lines[5], 'OK deleted k');
+    assert.match(lines[6] ?? '', /unexpected --if-versoin 2; the only option is --if-version <n> \(INVALID_ARGUMENT\)/);
+    assert.match(lines[7] ?? '', /--if-version takes a version .*got -1 \(INVALID_ARGUMENT\)/);
+    assert.equal(lines[8], '(not found) no key k');
   });
 
   test('a parse error says only what is wrong; an unknown escape is named, not guessed', async () => {
@@ -324,7 +360,7 @@ describe('shell (piped, over a fake Db)', () => {
     for (const c of ['help', 'insert <key> <value>', 'get <key>', 'delete <key>', 'dump [--all]', 'nodes', 'quit'])
       assert.ok(out.includes(c), c);
     assert.match(out, /aliases: put, set/);
-    assert.match(out, /usage: insert <key> <value>\n/);
+    assert.match(out, /usage: insert <key> <value> \[--if-version <n>\]\n/);
     assert.match(out, /unknown command nosuch/);
   });
 

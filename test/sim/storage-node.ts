@@ -375,6 +375,9 @@ export class SimStorageNode implements Endpoint {
           this.run(v, v.host.readDone(e.handle, e.p, stored));
           break;
         }
+        case 'readForCondition':
+          this.run(v, v.host.conditionRead(e.token, this.disk.get(e.p, text(e.key))));
+          break;
         case 'readDedup':
           this.run(v, v.host.dedupRead(e.handle, e.p, e.seq, this.disk.dedupRecord(e.p, e.clientId)));
           break;
@@ -582,6 +585,7 @@ export class SimStorageNode implements Endpoint {
       value?: string;
       cid?: string;
       rs?: number;
+      ifv?: number;
       epoch?: number;
     };
     try {
@@ -593,14 +597,15 @@ export class SimStorageNode implements Endpoint {
     }
     const p = partitionId(req.p);
     const tag = req.cid !== undefined && req.rs !== undefined ? { cid: req.cid, rs: req.rs } : {};
+    const cond = req.ifv === undefined ? {} : { ifv: req.ifv };
     switch (req.t) {
       case 'put':
         return this.run(
           v,
-          v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag }, respond),
+          v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag, ...cond }, respond),
         );
       case 'del':
-        return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag }, respond));
+        return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag, ...cond }, respond));
       case 'get':
         return this.run(v, v.host.clientCall({ t: 'get', p, key: bytes(req.key!) }, respond));
       case 'snapshotRead':

@@ -4,7 +4,18 @@
  * comment.
  */
 import type { Limits } from '../limits.js';
-import type { Config, Epoch, LogEntry, NodeId, Op, PartitionId, RequestTag, Role, Seq } from '../types.js';
+import type {
+  Config,
+  Epoch,
+  LogEntry,
+  NodeId,
+  Op,
+  PartitionId,
+  RequestTag,
+  Role,
+  Seq,
+  WriteCondition,
+} from '../types.js';
 import type { LogPosition } from './log.js';
 import type { ClientResult, PeerMessage } from './messages.js';
 import type { BatchOp, DedupRecord } from './ops.js';
@@ -14,7 +25,14 @@ export type RequestId = number;
 export type ReplicaInput =
   | { readonly kind: 'configure'; readonly config: Config }
   | { readonly kind: 'peer'; readonly from: NodeId; readonly message: PeerMessage }
-  | { readonly kind: 'clientWrite'; readonly requestId: RequestId; readonly op: Op; readonly tag?: RequestTag }
+  | {
+      readonly kind: 'clientWrite';
+      readonly requestId: RequestId;
+      readonly op: Op;
+      readonly tag?: RequestTag;
+      /** §16: compare-and-set; decided here, when the write gets its seq. */
+      readonly condition?: WriteCondition;
+    }
   | { readonly kind: 'clientRead'; readonly requestId: RequestId; readonly key: Uint8Array }
   /** The persist output with this id is durable. */
   | { readonly kind: 'persisted'; readonly writeId: number }

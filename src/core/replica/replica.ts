@@ -84,7 +84,7 @@ export class Replica extends ReplicaState {
         this.onPeerMessage(input.from, input.message, out);
         break;
       case 'clientWrite':
-        onClientWrite(this, input.requestId, input.op, input.tag, out);
+        onClientWrite(this, input.requestId, input.op, input.tag, out, input.condition);
         break;
       case 'clientRead':
         onClientRead(this, input.requestId, input.key, out);

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgument, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
 import { BACKUP_EXIT_HELP, RESTORE_EXIT_HELP } from '../backup/help.js';
+import { CHAOS_WORKLOADS, type ChaosWorkload } from '../chaos/protocol.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
 import {
@@ -1009,6 +1010,16 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
         .default(10_000),
     )
     .addOption(
+      envOption(
+        '--workload <name>',
+        'kv: puts, gets and deletes of unique values; cas: every key a counter that clients increment by ' +
+          'compare-and-set (the final counts must equal the acknowledged increments)',
+        'DSTORE_CHAOS_WORKLOAD',
+      )
+        .choices(CHAOS_WORKLOADS)
+        .default('kv'),
+    )
+    .addOption(
       new Option(
         '--no-delete-existed',
         'do not record whether each delete found its key (the checker then holds deletes only to their effect)',
@@ -1090,6 +1101,7 @@ Examples:
         settleTimeoutMs: number;
         checkBudgetMs: number;
         deleteExisted?: boolean;
+        workload: ChaosWorkload;
         dataDir?: string;
         keep?: boolean;
         logLevel: string;
@@ -1126,6 +1138,7 @@ Examples:
           settleTimeoutMs: o.settleTimeoutMs,
           checkBudgetMs: o.checkBudgetMs,
           deleteExisted: Boolean(o.deleteExisted),
+          workload: o.workload,
           ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
           keep: Boolean(o.keep),
           logLevel: o.logLevel,

@@ -17,7 +17,7 @@ import {
   utf8OrUndefined,
 } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
-import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, runShell } from './shell.js';
+import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, formatTtl, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
 
 export interface ClientCliOptions {
@@ -130,7 +130,7 @@ function keyShown(key: string, keyHex: boolean | undefined): string {
 }
 
 export async function putCommand(
-  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean; ifVersion?: number },
+  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean; ifVersion?: number; ttl?: number },
   key: string,
   value: string | undefined,
 ): Promise<void> {
@@ -181,9 +181,29 @@ export async function delCommand(
     );
 }
 
-/** §16: `--if-version` as the client's write options. */
-function writeOptionsOf(o: { ifVersion?: number }): WriteOptions {
-  return o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion };
+/** §16: `--if-version` and `--ttl` as the client's write options. */
+function writeOptionsOf(o: { ifVersion?: number; ttl?: number }): WriteOptions {
+  return {
+    ...(o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }),
+    ...(o.ttl === undefined ? {} : { ttlMs: o.ttl }),
+  };
+}
+
+/** §16: how long KEY has left; exit code 1 when it is absent. */
+export async function ttlCommand(
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  key: string,
+): Promise<void> {
+  const k = keyBytes(key, o.keyHex);
+  const got = await withDb(o, (db) => db.get(k));
+  if (got === undefined) {
+    if (o.json) json(null);
+    process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
+    throw new CliExit(1);
+  }
+  if (o.json) json({ ttlMs: got.ttlMs ?? null, version: got.version });
+  else if (got.ttlMs === undefined) out(`${keyShown(key, o.keyHex)} does not expire`);
+  else out(`${keyShown(key, o.keyHex)} expires in ${formatTtl(got.ttlMs)} (${got.ttlMs} ms)`);
 }
 
 export async function dumpCommand(

@@ -11,6 +11,7 @@ import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgume
 import { DstoreError } from '../core/errors.js';
 import { BACKUP_EXIT_HELP, RESTORE_EXIT_HELP } from '../backup/help.js';
 import { CHAOS_WORKLOADS, type ChaosWorkload } from '../chaos/protocol.js';
+import { MAX_TTL_MS } from '../core/limits.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
 import {
@@ -33,6 +34,7 @@ import {
   clusterTokenOption,
   DEFAULT_NAMESERVER_PORT,
   envOption,
+  durationParser,
   intParser,
   logLevelOption,
   MAX_UP_NODES,
@@ -658,13 +660,21 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       ),
     )
     .addOption(ifVersionOption())
+    .addOption(
+      envOption(
+        '--ttl <duration>',
+        'the key expires that long after the write: 500ms, 30s, 5m, 2h, 7d (a bare number: seconds); get then ' +
+          'finds nothing',
+        'DSTORE_TTL',
+      ).argParser(durationParser(MAX_TTL_MS)),
+    )
     .addOption(keyHexOption())
     .addOption(jsonOption())
     .action(
       async (
         key: string,
         value: string | undefined,
-        o: ClientOpts & { file?: string; keyHex?: boolean; ifVersion?: number },
+        o: ClientOpts & { file?: string; keyHex?: boolean; ifVersion?: number; ttl?: number },
       ) => {
         const { putCommand } = await import('./commands.js');
         await putCommand(o, key, value);
@@ -679,6 +689,15 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean }) => {
       const { getCommand } = await import('./commands.js');
       await getCommand(o, key);
+    });
+
+  clientOptions(sub('ttl', 'print how long KEY has left before it expires; exit code 1 when it is absent'))
+    .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(keyHexOption())
+    .addOption(jsonOption())
+    .action(async (key: string, o: ClientOpts & { keyHex?: boolean }) => {
+      const { ttlCommand } = await import('./commands.js');
+      await ttlCommand(o, key);
     });
 
   clientOptions(sub('del', 'delete KEY'))

@@ -9,6 +9,8 @@ export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
 export interface GetResult {
   readonly value: Uint8Array;
   readonly version: number;
+  /** §16: the ms the value has left before it expires (by its primary's clock); absent: it does not expire. */
+  readonly ttlMs?: number;
 }
 
 /** Keys of one storage server, as `dump` shows them. */
@@ -34,6 +36,12 @@ export interface WriteOptions {
    * call fails with ConditionFailedError (CONDITION_FAILED, definite) carrying `current`.
    */
   readonly ifVersion?: number;
+  /**
+   * Put only: the value expires this many ms after the primary logs it (1 ms to 100 years).
+   * The primary records the deadline by its clock; from then on `get` never returns the key,
+   * and the primary logs its delete (bounded work per tick). Another put replaces the TTL.
+   */
+  readonly ttlMs?: number;
 }
 
 export interface Db {

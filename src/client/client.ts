@@ -138,13 +138,16 @@ export class Client implements Db {
   async put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number> {
     const k = this.checkKey('put', key);
     const v = bytesArgument('put', 'value', value);
-    const { ifVersion } = writeOptions('put', options);
+    const { ifVersion, ttlMs } = writeOptions('put', options);
     // The cluster's value limit, checked before sending: a value over it gets
     // VALUE_TOO_LARGE, never a frame-size error, and is not sent at all.
     await this.currentMap();
     const max = this.clusterLimits?.maxValueBytes;
     if (max !== undefined && v.length > max) throw new ValueTooLargeError(v.length, max);
-    const cond = ifVersion === undefined ? {} : { ifv: ifVersion };
+    const cond = {
+      ...(ifVersion === undefined ? {} : { ifv: ifVersion }),
+      ...(ttlMs === undefined ? {} : { ttl: ttlMs }),
+    };
     const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag, ...cond }, true));
     return decodeOrThrow(putReply, reply).version;
   }
@@ -152,7 +155,10 @@ export class Client implements Db {
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
     const k = this.checkKey('get', key);
     const reply = decodeOrThrow(getReply, await this.routed(k, { t: 'get', key: k }, false));
-    return reply.found ? { value: reply.value, version: reply.version } : undefined;
+    if (!reply.found) return undefined;
+    return reply.ttl === undefined
+      ? { value: reply.value, version: reply.version }
+      : { value: reply.value, version: reply.version, ttlMs: reply.ttl };
   }
 
   async delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean> {

@@ -52,8 +52,10 @@ import {
   type RequestTag,
   type Seq,
   type WriteCondition,
+  expired,
   partitionId,
 } from '../core/types.js';
+import { ExpiryIndex } from './expiry.js';
 import { MAX_REASON_CHARS, RegisterLoop } from './registration.js';
 
 /** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
@@ -63,6 +65,8 @@ export const MAX_DELETE_RESULTS = 100_000;
  * takes them first: long enough that the next write's append usually carries them.
  */
 export const LAZY_BATCH_MS = 10;
+/** §16: deletes of expired keys a storage server starts per tick, at most. */
+export const EXPIRE_PER_TICK = 64;
 /** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
 export const RECOVER_FIRST_MS = 100;
 export const RECOVER_MAX_MS = 5000;
@@ -90,6 +94,8 @@ export type ClientCall =
       readonly rs?: number;
       /** §16: only if the key is at this version (0: absent). */
       readonly ifv?: number;
+      /** §16: expires this many ms after this primary logs it. */
+      readonly ttl?: number;
     }
   | {
       readonly t: 'del';
@@ -186,6 +192,11 @@ export type HostEffect<H> =
    * writes); then `conditionRead(token, value)` or `conditionReadFailed(token, err, corrupt)`.
    */
   | { readonly kind: 'readForCondition'; readonly token: number; readonly p: PartitionId; readonly key: Uint8Array }
+  /**
+   * §16: read `p`'s stored values that have an expiry (from a snapshot, in pages), passing
+   * them to `expiryFound(life, p, items)`; every replica does after a load or snapshot install.
+   */
+  | { readonly kind: 'scanExpiry'; readonly life: number; readonly p: PartitionId }
   /** Find the dedup record of `clientId` in `p`; then `dedupRead` or `readFailed`. */
   | {
       readonly kind: 'readDedup';
@@ -311,6 +322,8 @@ interface ConditionRead<H> {
   /** The replica's epoch and applied seq when the read was queued: the read sees at least that. */
   readonly epoch: Epoch;
   readonly atSeq: Seq;
+  /** §16: the primary's own delete of an expired key: only if the value read is past its expiry. */
+  readonly expiry?: boolean;
 }
 
 interface Waiter<H> {
@@ -477,6 +490,8 @@ export class StorageHost<H> {
   private flushScheduled = false;
   private barrier = new GroupCommit();
   private nextRequestId = 1;
+  /** §16: which keys expire when (a hint; see expiry.ts). */
+  private readonly expiry = new ExpiryIndex();
   /** §16: conditional writes waiting for the read of their key's version (`readForCondition`). */
   private readonly conditionReads = new Map<number, ConditionRead<H>>();
   /** When storage last became healthy again after a failure, and the backoff it ended at. */
@@ -499,7 +514,14 @@ export class StorageHost<H> {
   /** The last healthy heartbeat failed (logged once until one gets through). */
   private nameserverDown = false;
 
-  constructor(private readonly opts: HostOptions) {
+  /**
+   * `internalHandle`: the handle the host's own requests are answered on (§16: the primary's
+   * deletes of expired keys); the driver ignores its answers. None: keys are not expired.
+   */
+  constructor(
+    private readonly opts: HostOptions,
+    private readonly internalHandle?: H,
+  ) {
     this.nodeId = opts.nodeId;
     this.incarnation = opts.newIncarnation();
     this.mutations = opts.mutations ?? {};
@@ -540,6 +562,37 @@ export class StorageHost<H> {
     this.storeHoldsData = recoveries.size > 0;
     this.recoveries.clear();
     for (const [p, r] of recoveries) this.recoveries.set(p, r);
+    // §16: which stored values expire: read once in the background; applies keep it current.
+    this.expiry.clear();
+    for (const [p, r] of recoveries)
+      if (r.corrupt === undefined) this.out.push({ kind: 'scanExpiry', life: this.life, p });
+  }
+
+  /** §16: values of `p` with an expiry, found by a `scanExpiry` effect. */
+  expiryFound(
+    life: number,
+    p: PartitionId,
+    items: ReadonlyArray<{ key: Uint8Array; version: number; expiresAt: number }>,
+  ): void {
+    if (life === this.life) this.expiry.found(p, items);
+  }
+
+  /**
+   * §16: a serving primary logs the deletes of its keys past their expiry, at most
+   * EXPIRE_PER_TICK a tick (mass expiry is spread over ticks). Each goes as a conditional
+   * delete: the key is read again and deleted only if still at the version that expired.
+   */
+  private expireDue(nowMs: number): void {
+    if (this.internalHandle === undefined || this.health.state !== 'healthy') return;
+    let budget = EXPIRE_PER_TICK;
+    for (const [p, r] of this.replicaMap) {
+      if (budget <= 0) return;
+      if (!r.serving || r.corrupt !== undefined) continue;
+      for (const d of this.expiry.due(p, nowMs, budget)) {
+        budget--;
+        this.readForCondition(p, { kind: 'delete', key: d.key }, undefined, d.version, this.internalHandle, true);
+      }
+    }
   }
 
   /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
@@ -786,7 +839,12 @@ export class StorageHost<H> {
         else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
       } else {
         const op: DataOp =
-          call.t === 'put' ? { kind: 'put', key: call.key, value: call.value } : { kind: 'delete', key: call.key };
+          call.t === 'del'
+            ? { kind: 'delete', key: call.key }
+            : call.ttl === undefined
+              ? { kind: 'put', key: call.key, value: call.value }
+              : // §16: the expiry by this primary's clock, logged with the value.
+                { kind: 'put', key: call.key, value: call.value, expiresAt: this.opts.now() + call.ttl };
         const tag: RequestTag | undefined =
           call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
         if (call.ifv !== undefined) {
@@ -816,18 +874,23 @@ export class StorageHost<H> {
     tag: RequestTag | undefined,
     ifVersion: number,
     handle: H,
+    expiry = false,
   ): void {
     const r = this.replicaMap.get(partition)!;
     const refusal = refuseClient(r, 'write');
     if (refusal)
       return void this.out.push({ kind: 'answer', handle, result: { ok: false, error: errorFromWire(refusal) } });
     const token = this.nextRequestId++;
-    this.conditionReads.set(token, { handle, partition, op, tag, ifVersion, epoch: r.epoch, atSeq: r.appliedSeq });
+    const read: ConditionRead<H> = { handle, partition, op, tag, ifVersion, epoch: r.epoch, atSeq: r.appliedSeq };
+    this.conditionReads.set(token, expiry ? { ...read, expiry } : read);
     this.after(partition, () => this.out.push({ kind: 'readForCondition', token, p: partition, key: op.key }));
   }
 
   /** The key's applied version for conditional write `token` (undefined: absent). */
-  conditionRead(token: number, v: { readonly version: number } | undefined): Array<HostEffect<H>> {
+  conditionRead(
+    token: number,
+    v: { readonly version: number; readonly expiresAt?: number } | undefined,
+  ): Array<HostEffect<H>> {
     const c = this.conditionReads.get(token);
     if (!c) return this.drain();
     this.conditionReads.delete(token);
@@ -835,11 +898,24 @@ export class StorageHost<H> {
       const error = new UnavailableError(`partition ${c.partition} is not served here any more; retry`);
       return this.answer(c.handle, { ok: false, error });
     }
+    const nowMs = this.opts.now();
+    if (c.expiry && (v?.version !== c.ifVersion || !expired(v.expiresAt, nowMs))) {
+      // The key moved on (or its expiry is not past by this clock yet): nothing to delete.
+      if (v?.version !== c.ifVersion || v.expiresAt === undefined)
+        this.expiry.forget(c.partition, c.op.key, c.ifVersion);
+      return this.drain();
+    }
     const requestId = this.nextRequestId++;
     this.waiters.set(requestId, { handle: c.handle, partition: c.partition, write: true });
     const condition: WriteCondition = {
       ifVersion: c.ifVersion,
-      observed: { version: v?.version ?? 0, atSeq: c.atSeq, epoch: c.epoch },
+      // §16: a value past its expiry is absent, except to the delete that removes it for that.
+      observed: {
+        version: v && (c.expiry === true || !expired(v.expiresAt, nowMs)) ? v.version : 0,
+        atSeq: c.atSeq,
+        epoch: c.epoch,
+      },
+      nowMs,
     };
     const input: ReplicaInput = c.tag
       ? { kind: 'clientWrite', requestId, op: c.op, tag: c.tag, condition }
@@ -909,15 +985,16 @@ export class StorageHost<H> {
   readDone(
     handle: H,
     p: PartitionId,
-    v: { readonly value: unknown; readonly version: number } | undefined,
+    v: { readonly value: unknown; readonly version: number; readonly expiresAt?: number } | undefined,
   ): Array<HostEffect<H>> {
     // S13: a read that raced with the replica finding the partition corrupt is not served from it.
     if (this.replicaMap.get(p)?.corrupt !== undefined)
       return this.answer(handle, { ok: false, error: this.corruptError(p) });
-    return this.answer(handle, {
-      ok: true,
-      value: v ? { found: true, value: v.value, version: v.version } : { found: false },
-    });
+    // §16: a key past the expiry its primary recorded reads as absent, deleted or not yet.
+    const nowMs = this.opts.now();
+    if (!v || expired(v.expiresAt, nowMs)) return this.answer(handle, { ok: true, value: { found: false } });
+    const ttl = v.expiresAt === undefined ? {} : { ttl: v.expiresAt - nowMs };
+    return this.answer(handle, { ok: true, value: { found: true, value: v.value, version: v.version, ...ttl } });
   }
 
   /** A `read` or `readDedup` effect failed; `corrupt`: a record failed its checksum (S13). */
@@ -1044,6 +1121,9 @@ export class StorageHost<H> {
   ): Array<HostEffect<H>> {
     if (life !== this.life) return [];
     this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+    // §16: the data was replaced: read its expiries again.
+    this.expiry.drop(p);
+    this.out.push({ kind: 'scanExpiry', life: this.life, p });
     return this.drain();
   }
 
@@ -1064,6 +1144,7 @@ export class StorageHost<H> {
 
   tick(nowMs: number): Array<HostEffect<H>> {
     for (const [p, r] of this.replicaMap) this.execute(p, this.stepReplica(r, { kind: 'tick', nowMs }));
+    this.expireDue(nowMs);
     return this.drain();
   }
 
@@ -1214,6 +1295,10 @@ export class StorageHost<H> {
             this.out.push({ kind: 'defer', life: this.life, p, input: { kind: 'persisted', writeId: o.writeId } });
           } else {
             this.enqueue(p, o.ops, o.writeId, o.lazy === true);
+          }
+          for (const op of o.ops) {
+            if (op.kind === 'apply') this.expiry.applied(p, op.entries);
+            else if (op.kind === 'dropPartition') this.expiry.drop(p);
           }
           break;
         case 'send': {

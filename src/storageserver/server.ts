@@ -202,15 +202,19 @@ export class StorageServer {
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
     this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
-    this.host = new StorageHost<Handle>({
-      nodeId: this.nodeId,
-      limits: this.limits,
-      now: Date.now,
-      newIncarnation: () => randomBytes(8).toString('hex'),
-      durable: cfg.durable,
-      heartbeatMs: cfg.heartbeatMs,
-      nameserver: cfg.nameserver,
-    });
+    this.host = new StorageHost<Handle>(
+      {
+        nodeId: this.nodeId,
+        limits: this.limits,
+        now: Date.now,
+        newIncarnation: () => randomBytes(8).toString('hex'),
+        durable: cfg.durable,
+        heartbeatMs: cfg.heartbeatMs,
+        nameserver: cfg.nameserver,
+      },
+      // §16: the answers to the host's own deletes of expired keys (nobody waits on them).
+      { resolve: () => undefined, reject: () => undefined },
+    );
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
     this.nameservers = new NameserverSeeds(parseSeeds(cfg.nameserver, '--nameserver'), this.pool, { logger: log });
     this.antiEntropy = new AntiEntropy({
@@ -468,6 +472,9 @@ export class StorageServer {
         case 'readForCondition':
           void this.readForCondition(e.token, e.p, e.key);
           break;
+        case 'scanExpiry':
+          void this.scanExpiry(e.life, e.p);
+          break;
         case 'ask':
           void this.ask(e.life, e.ask);
           break;
@@ -665,6 +672,33 @@ export class StorageServer {
    * applies nothing past it until `digestCaptured`), then compute the digest from it in the
    * background. A corrupt record met while reading it is corruption like any other (S13).
    */
+  /**
+   * §16: the values of `p` that expire, read from a snapshot a page at a time (yielding to
+   * other work between pages), for the host's expiry index. A failure is logged: keys read
+   * as absent past their expiry all the same; only their deletes wait for the next load.
+   */
+  private async scanExpiry(life: number, p: PartitionId): Promise<void> {
+    let snapshot: Snapshot | undefined;
+    let found = 0;
+    try {
+      snapshot = await this.backend.snapshot(p);
+      for await (const page of snapshot.items(1000)) {
+        const items = [];
+        for (const i of page)
+          if (i.expiresAt !== undefined) items.push({ key: i.key, version: i.version, expiresAt: i.expiresAt });
+        found += items.length;
+        if (items.length > 0) this.host.expiryFound(life, p, items);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.closed) return;
+      }
+      if (found > 0) this.log.info({ partition: p, keys: found }, 'keys with an expiry found');
+    } catch (err) {
+      this.log.warn({ partition: p, err: (err as Error).message }, 'cannot read which keys expire');
+    } finally {
+      await snapshot?.close().catch(() => undefined);
+    }
+  }
+
   private async captureDigest(life: number, p: PartitionId, seq: Seq, buckets: readonly number[]): Promise<void> {
     const epoch = this.host.replicas.get(p)?.epoch;
     let snapshot: Snapshot | undefined;
@@ -754,7 +788,12 @@ export class StorageServer {
         let page = first;
         for (let n = 0; n < 10_000_000; n++) {
           items += page.items.length;
-          yield page.items.map((i) => ({ key: i.key, value: i.value, version: i.version as Seq }));
+          yield page.items.map((i) => ({
+            key: i.key,
+            value: i.value,
+            version: i.version as Seq,
+            ...(i.expiresAt === undefined ? {} : { expiresAt: i.expiresAt }),
+          }));
           if (page.done) return;
           page = await read(first.session);
         }

@@ -19,7 +19,7 @@ import { runShell, type ShellCommand, type ShellEnd } from '../../src/cli/shell.
 
 /** A Db over a Map, with an optional failure injected per method. */
 class FakeDb implements Db {
-  readonly data = new Map<string, { value: Uint8Array; version: number }>();
+  readonly data = new Map<string, { value: Uint8Array; version: number; ttlMs?: number }>();
   version = 0;
   failNext: Error | undefined;
   lastDumpLimit: number | undefined;
@@ -36,7 +36,8 @@ class FakeDb implements Db {
     this.check();
     this.checkVersion(key, options);
     const v = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(value);
-    this.data.set(FakeDb.key(key), { value: v, version: ++this.version });
+    const ttl = options?.ttlMs === undefined ? {} : { ttlMs: options.ttlMs };
+    this.data.set(FakeDb.key(key), { value: v, version: ++this.version, ...ttl });
     return this.version;
   }
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
@@ -211,7 +212,10 @@ describe('shell (piped, over a fake Db)', () => {
     const lines = out.trimEnd().split('\n');
     assert.match(lines[0] ?? '', /^unknown command frobnicate.*type help/);
     assert.match(lines[1] ?? '', /^unknown command gte; did you mean get\?/);
-    assert.match(lines[2] ?? '', /^usage: insert <key> <value> \[--if-version <n>\] \(got 1 argument/);
+    assert.match(
+      lines[2] ?? '',
+      /^usage: insert <key> <value> \[--if-version <n>\] \[--ttl <duration>\] \(got 1 argument/,
+    );
     assert.match(lines[3] ?? '', /^usage: get <key> \(got 2 arguments; quote arguments with spaces/);
     assert.match(lines[4] ?? '', /unbalanced quote/);
     assert.equal(lines[5], 'OK (version 1)');
@@ -242,9 +246,39 @@ describe('shell (piped, over a fake Db)', () => {
     assert.match(lines[3] ?? '', /expected version 1, the key is at version 2 \(CONDITION_FAILED\)/);
     assert.match(lines[4] ?? '', /CONDITION_FAILED/);
     assert.equal(lines[5], 'OK deleted k');
-    assert.match(lines[6] ?? '', /unexpected --if-versoin 2; the only option is --if-version <n> \(INVALID_ARGUMENT\)/);
+    assert.match(
+      lines[6] ?? '',
+      /unexpected --if-versoin 2; the options are --if-version <n> and --ttl <duration> \(INVALID_ARGUMENT\)/,
+    );
     assert.match(lines[7] ?? '', /--if-version takes a version .*got -1 \(INVALID_ARGUMENT\)/);
     assert.equal(lines[8], '(not found) no key k');
+  });
+
+  test('TTL: insert --ttl with units, get and ttl show what is left; a bad duration is named', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, [
+      'insert t v --ttl 90s',
+      'get t',
+      'ttl t',
+      'insert p v',
+      'ttl p',
+      'ttl missing',
+      'insert t v --ttl 5parsecs',
+      'insert t v --ttl 2h --if-version 1',
+      'ttl t',
+      'delete t --ttl 3s',
+    ]);
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'OK (version 1)');
+    assert.equal(lines[1], '"v" (version 1, expires in 1m 30s)');
+    assert.equal(lines[2], 't expires in 1m 30s (90000 ms)');
+    assert.equal(lines[3], 'OK (version 2)');
+    assert.equal(lines[4], 'p does not expire');
+    assert.equal(lines[5], '(not found) no key missing');
+    assert.match(lines[6] ?? '', /--ttl takes a duration such as 500ms, 30s.*got 5parsecs \(INVALID_ARGUMENT\)/);
+    assert.equal(lines[7], 'OK (version 3)');
+    assert.equal(lines[8], 't expires in 2h 0m (7200000 ms)');
+    assert.match(lines[9] ?? '', /delete: unexpected --ttl 3s; the options are --if-version <n> \(INVALID_ARGUMENT\)/);
   });
 
   test('a parse error says only what is wrong; an unknown escape is named, not guessed', async () => {
@@ -360,7 +394,7 @@ describe('shell (piped, over a fake Db)', () => {
     for (const c of ['help', 'insert <key> <value>', 'get <key>', 'delete <key>', 'dump [--all]', 'nodes', 'quit'])
       assert.ok(out.includes(c), c);
     assert.match(out, /aliases: put, set/);
-    assert.match(out, /usage: insert <key> <value> \[--if-version <n>\]\n/);
+    assert.match(out, /usage: insert <key> <value> \[--if-version <n>\] \[--ttl <duration>\]\n/);
     assert.match(out, /unknown command nosuch/);
   });
 

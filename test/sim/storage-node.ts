@@ -200,38 +200,42 @@ export class SimStorageNode implements Endpoint {
   start(): void {
     this.world.started(this.id);
     this.reloads = 0;
-    const host = new StorageHost<Respond>({
-      nodeId: this.id,
-      limits: this.limits,
-      now: () => this.world.now,
-      newIncarnation: () => (this.reloads === 0 ? this.incarnation : `${this.incarnation}.r${this.reloads}`),
-      resendAfterMs: this.knobs.resendAfterMs,
-      durable: this.knobs.durable,
-      heartbeatMs: this.knobs.heartbeatMs,
-      nameserver: 'ns',
-      mutations: hostMutations(this.knobs.mutation),
-      hooks: {
-        replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq, r.epoch),
-        stepped: (r, input, out) => {
-          this.observer.onStepped(this.id, r);
-          if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {
-            const what =
-              input.kind === 'peer'
-                ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}`
-                : describeInput(input);
-            this.world.trace(
-              `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}` +
-                `${out.length ? '' : ' (no output)'}`,
-            );
-            for (const o of out) this.world.trace(`${' '.repeat(this.id.length)}     → ${describeOutput(o)}`);
-          }
-        },
-        stepThrew: (r, input, e) => {
-          if (e instanceof InvariantViolation)
-            this.observer.fail('core-assert', `${this.id} p${r.partition} on ${input.kind}: ${e.message}`);
+    const host = new StorageHost<Respond>(
+      {
+        nodeId: this.id,
+        limits: this.limits,
+        now: () => this.world.now,
+        newIncarnation: () => (this.reloads === 0 ? this.incarnation : `${this.incarnation}.r${this.reloads}`),
+        resendAfterMs: this.knobs.resendAfterMs,
+        durable: this.knobs.durable,
+        heartbeatMs: this.knobs.heartbeatMs,
+        nameserver: 'ns',
+        mutations: hostMutations(this.knobs.mutation),
+        hooks: {
+          replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq, r.epoch),
+          stepped: (r, input, out) => {
+            this.observer.onStepped(this.id, r);
+            if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {
+              const what =
+                input.kind === 'peer'
+                  ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}`
+                  : describeInput(input);
+              this.world.trace(
+                `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}` +
+                  `${out.length ? '' : ' (no output)'}`,
+              );
+              for (const o of out) this.world.trace(`${' '.repeat(this.id.length)}     → ${describeOutput(o)}`);
+            }
+          },
+          stepThrew: (r, input, e) => {
+            if (e instanceof InvariantViolation)
+              this.observer.fail('core-assert', `${this.id} p${r.partition} on ${input.kind}: ${e.message}`);
+          },
         },
       },
-    });
+      // §16: the answers to the host's own deletes of expired keys (the simulated clients set no TTL).
+      () => undefined,
+    );
     const v = new Volatile(host);
     this.v = v;
     const partitions = this.loadDisk(host);
@@ -375,6 +379,9 @@ export class SimStorageNode implements Endpoint {
           this.run(v, v.host.readDone(e.handle, e.p, stored));
           break;
         }
+        case 'scanExpiry':
+          // The simulated clients write no TTL, so no stored value has an expiry to find.
+          break;
         case 'readForCondition':
           this.run(v, v.host.conditionRead(e.token, this.disk.get(e.p, text(e.key))));
           break;

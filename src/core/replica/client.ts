@@ -17,6 +17,7 @@ import {
   type RequestTag,
   type WriteCondition,
   bytesEqual,
+  expired,
   isDataOp,
   seq as toSeq,
 } from '../types.js';
@@ -127,7 +128,7 @@ function checkCondition(r: ReplicaState, op: Op, c: WriteCondition): WireError |
   let current = observed.version;
   for (let s = observed.atSeq + 1; s <= r.log.lastSeq; s++) {
     const o = r.log.at(toSeq(s))!.op;
-    if (isDataOp(o) && bytesEqual(o.key, op.key)) current = o.kind === 'put' ? s : 0;
+    if (isDataOp(o) && bytesEqual(o.key, op.key)) current = o.kind === 'put' && !expired(o.expiresAt, c.nowMs) ? s : 0;
   }
   if (current === c.ifVersion) return undefined;
   return new ConditionFailedError(c.ifVersion, current).toWire();

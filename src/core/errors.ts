@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'NODE_ID_IN_USE'
   | 'NOT_LEADER'
   | 'CONDITION_FAILED'
+  | 'KEY_LOCKED'
   | 'INTERNAL';
 
 export interface WireError {
@@ -251,6 +252,26 @@ export class ConditionFailedError extends DstoreError {
   }
 }
 
+/**
+ * §16: a write to a key that a transaction holds (its intent is on the key: the transaction
+ * is between its phase 1 and the resolution of that key). Retryable: the client library
+ * resolves the intent (docs/transactions.md) and writes again.
+ */
+export class KeyLockedError extends DstoreError {
+  readonly code = 'KEY_LOCKED';
+  override readonly retryable = true;
+  constructor(
+    message: string,
+    /** The key, as hex. */
+    readonly keyHex: string,
+  ) {
+    super(message);
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), key: this.keyHex };
+  }
+}
+
 export class InternalError extends DstoreError {
   readonly code = 'INTERNAL';
 }
@@ -310,6 +331,7 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
     ),
   NOT_LEADER: (w) => new NotLeaderError(w.message, typeof w.leader === 'string' ? w.leader : undefined),
   CONDITION_FAILED: (w) => new ConditionFailedError(num(w.expected), num(w.current), w.message),
+  KEY_LOCKED: (w) => new KeyLockedError(w.message, str(w.key)),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

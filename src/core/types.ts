@@ -48,17 +48,20 @@ export function isDataOp(op: Op): op is DataOp {
 }
 
 /**
- * DESIGN §16: a write that happens only if the key's version is `ifVersion` when the primary
- * gives it a seq (0: only if the key is absent). The primary decides and logs a blind op.
+ * DESIGN §16: a write that happens only if each of `keys` (of its partition) is at its
+ * `ifVersion` when the primary gives it a seq (0: absent). The primary decides and logs a
+ * blind op.
  */
 export interface WriteCondition {
-  readonly ifVersion: number;
   /**
-   * What the driver read of the key from the applied state before asking, in `epoch`: its
-   * version (0: absent) in a state at applied seq `atSeq` or later. Entries of the log after
-   * `atSeq` that write the key come later and override it.
+   * `observed`: the version (0: absent) the driver read of the key from the applied state
+   * before asking. Entries of the log after `atSeq` that write the key come later and
+   * override it.
    */
-  readonly observed: { readonly version: number; readonly atSeq: Seq; readonly epoch: Epoch };
+  readonly keys: ReadonlyArray<{ readonly key: Uint8Array; readonly ifVersion: number; readonly observed: number }>;
+  /** The state the driver read was at applied seq `atSeq` or later, in `epoch`. */
+  readonly atSeq: Seq;
+  readonly epoch: Epoch;
   /** The primary's clock (ms since the Unix epoch): a logged put whose expiry is past makes the key absent. */
   readonly nowMs: number;
 }

@@ -36,6 +36,7 @@ import {
 } from '../core/errors.js';
 import type { Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
+import { isReserved, RESERVED_OVERHEAD_BYTES } from '../core/txn-keys.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
 import { refuseClient } from '../core/replica/client.js';
@@ -96,6 +97,10 @@ export type ClientCall =
       readonly ifv?: number;
       /** §16: expires this many ms after this primary logs it. */
       readonly ttl?: number;
+      /** §16: more keys of the partition that must be at these versions (0: absent). */
+      readonly ifk?: ReadonlyArray<{ readonly key: Uint8Array; readonly v: number }>;
+      /** §16: a transaction's own write (docs/transactions.md): may name reserved keys; not refused for an intent. */
+      readonly sys?: boolean;
     }
   | {
       readonly t: 'del';
@@ -104,6 +109,8 @@ export type ClientCall =
       readonly cid?: string;
       readonly rs?: number;
       readonly ifv?: number;
+      readonly ifk?: ReadonlyArray<{ readonly key: Uint8Array; readonly v: number }>;
+      readonly sys?: boolean;
     }
   | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
 
@@ -191,7 +198,12 @@ export type HostEffect<H> =
    * §16: read `key` of `p` for the conditional write `token` (after the partition's earlier
    * writes); then `conditionRead(token, value)` or `conditionReadFailed(token, err, corrupt)`.
    */
-  | { readonly kind: 'readForCondition'; readonly token: number; readonly p: PartitionId; readonly key: Uint8Array }
+  | {
+      readonly kind: 'readForCondition';
+      readonly token: number;
+      readonly p: PartitionId;
+      readonly keys: readonly Uint8Array[];
+    }
   /**
    * §16: read `p`'s stored values that have an expiry (from a snapshot, in pages), passing
    * them to `expiryFound(life, p, items)`; every replica does after a load or snapshot install.
@@ -318,7 +330,10 @@ interface ConditionRead<H> {
   readonly partition: PartitionId;
   readonly op: DataOp;
   readonly tag: RequestTag | undefined;
-  readonly ifVersion: number;
+  /** The keys and the versions they must be at; the op's key first. */
+  readonly checks: ReadonlyArray<{ readonly key: Uint8Array; readonly ifVersion: number }>;
+  /** §16: a transaction's own write (docs/transactions.md): not refused for its key's intent. */
+  readonly sys: boolean;
   /** The replica's epoch and applied seq when the read was queued: the read sees at least that. */
   readonly epoch: Epoch;
   readonly atSeq: Seq;
@@ -452,6 +467,7 @@ export function recoveryOf(
   },
   entries: readonly LogEntry[],
   dedup: readonly DedupRecord[],
+  intents: readonly Uint8Array[] = [],
 ): ReplicaRecovery {
   const recovery = {
     epoch: state.meta?.epoch ?? state.logLast.epoch,
@@ -460,6 +476,7 @@ export function recoveryOf(
     logBase: state.logBase,
     entries,
     dedup,
+    intents,
   };
   const corrupt = state.corrupt ?? state.meta?.corrupt;
   return corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt };
@@ -590,7 +607,10 @@ export class StorageHost<H> {
       if (!r.serving || r.corrupt !== undefined) continue;
       for (const d of this.expiry.due(p, nowMs, budget)) {
         budget--;
-        this.readForCondition(p, { kind: 'delete', key: d.key }, undefined, d.version, this.internalHandle, true);
+        const checks = [{ key: d.key, ifVersion: d.version }];
+        this.readForCondition(p, { kind: 'delete', key: d.key }, undefined, checks, this.internalHandle, {
+          expiry: true,
+        });
       }
     }
   }
@@ -825,7 +845,9 @@ export class StorageHost<H> {
     try {
       if (this.health.state !== 'healthy')
         throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
-      this.checkKey(call.key, call.p);
+      const sys = call.t !== 'get' && call.sys === true;
+      this.checkKey(call.key, call.p, sys || call.t === 'get');
+      if (call.t !== 'get') for (const k of call.ifk ?? []) this.checkKey(k.key, call.p, true);
       if (call.t === 'put' && call.value.length > this.opts.limits.maxValueBytes)
         throw new ValueTooLargeError(call.value.length, this.opts.limits.maxValueBytes);
       const partition = partitionId(call.p);
@@ -847,14 +869,21 @@ export class StorageHost<H> {
                 { kind: 'put', key: call.key, value: call.value, expiresAt: this.opts.now() + call.ttl };
         const tag: RequestTag | undefined =
           call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
-        if (call.ifv !== undefined) {
+        if (call.ifv !== undefined || (call.ifk?.length ?? 0) > 0) {
           this.waiters.delete(requestId);
-          this.readForCondition(partition, op, tag, call.ifv, handle);
+          const checks = [
+            ...(call.ifv === undefined ? [] : [{ key: call.key, ifVersion: call.ifv }]),
+            ...(call.ifk ?? []).map((k) => ({ key: k.key, ifVersion: k.v })),
+          ];
+          this.readForCondition(partition, op, tag, checks, handle, { sys });
           return this.drain();
         }
+        const flags = sys ? { sys: true } : {};
         this.step(
           partition,
-          tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op },
+          tag
+            ? { kind: 'clientWrite', requestId, op, tag, ...flags }
+            : { kind: 'clientWrite', requestId, op, ...flags },
         );
       }
     } catch (err) {
@@ -872,24 +901,34 @@ export class StorageHost<H> {
     partition: PartitionId,
     op: DataOp,
     tag: RequestTag | undefined,
-    ifVersion: number,
+    checks: ConditionRead<H>['checks'],
     handle: H,
-    expiry = false,
+    options: { expiry?: boolean; sys?: boolean } = {},
   ): void {
     const r = this.replicaMap.get(partition)!;
     const refusal = refuseClient(r, 'write');
     if (refusal)
       return void this.out.push({ kind: 'answer', handle, result: { ok: false, error: errorFromWire(refusal) } });
     const token = this.nextRequestId++;
-    const read: ConditionRead<H> = { handle, partition, op, tag, ifVersion, epoch: r.epoch, atSeq: r.appliedSeq };
-    this.conditionReads.set(token, expiry ? { ...read, expiry } : read);
-    this.after(partition, () => this.out.push({ kind: 'readForCondition', token, p: partition, key: op.key }));
+    const read: ConditionRead<H> = {
+      handle,
+      partition,
+      op,
+      tag,
+      checks,
+      sys: options.sys === true,
+      epoch: r.epoch,
+      atSeq: r.appliedSeq,
+    };
+    this.conditionReads.set(token, options.expiry ? { ...read, expiry: true } : read);
+    const keys = checks.map((c) => c.key);
+    this.after(partition, () => this.out.push({ kind: 'readForCondition', token, p: partition, keys }));
   }
 
-  /** The key's applied version for conditional write `token` (undefined: absent). */
+  /** The applied versions of the keys of conditional write `token`, in order (undefined: absent). */
   conditionRead(
     token: number,
-    v: { readonly version: number; readonly expiresAt?: number } | undefined,
+    values: ReadonlyArray<{ readonly version: number; readonly expiresAt?: number } | undefined>,
   ): Array<HostEffect<H>> {
     const c = this.conditionReads.get(token);
     if (!c) return this.drain();
@@ -899,27 +938,30 @@ export class StorageHost<H> {
       return this.answer(c.handle, { ok: false, error });
     }
     const nowMs = this.opts.now();
-    if (c.expiry && (v?.version !== c.ifVersion || !expired(v.expiresAt, nowMs))) {
+    const v = values[0];
+    const ifVersion = c.checks[0]!.ifVersion;
+    if (c.expiry && (v?.version !== ifVersion || !expired(v.expiresAt, nowMs))) {
       // The key moved on (or its expiry is not past by this clock yet): nothing to delete.
-      if (v?.version !== c.ifVersion || v.expiresAt === undefined)
-        this.expiry.forget(c.partition, c.op.key, c.ifVersion);
+      if (v?.version !== ifVersion || v.expiresAt === undefined) this.expiry.forget(c.partition, c.op.key, ifVersion);
       return this.drain();
     }
     const requestId = this.nextRequestId++;
     this.waiters.set(requestId, { handle: c.handle, partition: c.partition, write: true });
     const condition: WriteCondition = {
-      ifVersion: c.ifVersion,
-      // §16: a value past its expiry is absent, except to the delete that removes it for that.
-      observed: {
-        version: v && (c.expiry === true || !expired(v.expiresAt, nowMs)) ? v.version : 0,
-        atSeq: c.atSeq,
-        epoch: c.epoch,
-      },
+      keys: c.checks.map((k, i) => {
+        const read = values[i];
+        // §16: a value past its expiry is absent, except to the delete that removes it for that.
+        const observed = read && (c.expiry === true || !expired(read.expiresAt, nowMs)) ? read.version : 0;
+        return { key: k.key, ifVersion: k.ifVersion, observed };
+      }),
+      atSeq: c.atSeq,
+      epoch: c.epoch,
       nowMs,
     };
+    const sys = c.sys ? { sys: true } : {};
     const input: ReplicaInput = c.tag
-      ? { kind: 'clientWrite', requestId, op: c.op, tag: c.tag, condition }
-      : { kind: 'clientWrite', requestId, op: c.op, condition };
+      ? { kind: 'clientWrite', requestId, op: c.op, tag: c.tag, condition, ...sys }
+      : { kind: 'clientWrite', requestId, op: c.op, condition, ...sys };
     this.step(c.partition, input);
     return this.drain();
   }
@@ -964,9 +1006,14 @@ export class StorageHost<H> {
       throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
   }
 
-  private checkKey(key: Uint8Array, p: number): void {
+  /** `sys`: a transaction's own request, which may name a reserved key (§16, a little longer). */
+  private checkKey(key: Uint8Array, p: number, sys = false): void {
     if (key.length === 0) throw new KeyEmptyError();
-    if (key.length > this.opts.limits.maxKeyBytes) throw new KeyTooLargeError(key.length, this.opts.limits.maxKeyBytes);
+    const reserved = isReserved(key);
+    if (reserved && !sys)
+      throw new InvalidArgumentError('keys that start with \\x00dstore\\x00 are reserved for transactions');
+    const max = this.opts.limits.maxKeyBytes + (reserved ? RESERVED_OVERHEAD_BYTES : 0);
+    if (key.length > max) throw new KeyTooLargeError(key.length, max);
     this.checkPartition(p);
     if (partitionOf(key, this.partitions) !== p)
       throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
@@ -1118,9 +1165,10 @@ export class StorageHost<H> {
     p: PartitionId,
     applied: { seq: Seq; epoch: Epoch },
     dedup: DedupRecord[],
+    intents: readonly Uint8Array[] = [],
   ): Array<HostEffect<H>> {
     if (life !== this.life) return [];
-    this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+    this.step(p, { kind: 'snapshotInstalled', applied, dedup, intents });
     // §16: the data was replaced: read its expiries again.
     this.expiry.drop(p);
     this.out.push({ kind: 'scanExpiry', life: this.life, p });

@@ -34,8 +34,10 @@ import {
   NotPrimaryError,
   OverloadedError,
   UnauthorizedError,
+  StorageFailureError,
   UnavailableError,
 } from '../core/errors.js';
+import { INTENT_PREFIX, isIntentKey, userKeyOfIntent } from '../core/txn-keys.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
@@ -470,7 +472,7 @@ export class StorageServer {
           void this.readDedup(e.handle, e.p, e.clientId, e.seq);
           break;
         case 'readForCondition':
-          void this.readForCondition(e.token, e.p, e.key);
+          void this.readForCondition(e.token, e.p, e.keys);
           break;
         case 'scanExpiry':
           void this.scanExpiry(e.life, e.p);
@@ -588,7 +590,11 @@ export class StorageServer {
           entries.push(...page);
           from = page[page.length - 1]!.seq + 1;
         }
-        recoveries.set(state.partition, recoveryOf(state, entries, await this.backend.dedupTable(state.partition)));
+        const dedup = await this.backend.dedupTable(state.partition);
+        recoveries.set(
+          state.partition,
+          recoveryOf(state, entries, dedup, await intentsOf(this.backend, state.partition)),
+        );
       } catch (err) {
         if (!isCorruptRecord(err)) throw err;
         // S13: a log or dedup record failed its checksum: the replica starts corrupt.
@@ -616,14 +622,14 @@ export class StorageServer {
     this.run(this.host.readDone(handle, p, v));
   }
 
-  private async readForCondition(token: number, p: PartitionId, key: Uint8Array): Promise<void> {
-    let v: Awaited<ReturnType<Backend['get']>>;
+  private async readForCondition(token: number, p: PartitionId, keys: readonly Uint8Array[]): Promise<void> {
+    let values: Array<Awaited<ReturnType<Backend['get']>>>;
     try {
-      v = await this.backend.get(p, key);
+      values = await Promise.all(keys.map((k) => this.backend.get(p, k)));
     } catch (err) {
       return this.run(this.host.conditionReadFailed(token, err as Error, isCorruptRecord(err)));
     }
-    this.run(this.host.conditionRead(token, v));
+    this.run(this.host.conditionRead(token, values));
   }
 
   private async readDedup(handle: Handle, p: PartitionId, clientId: string, seq: Seq): Promise<void> {
@@ -765,7 +771,7 @@ export class StorageServer {
 
   private async fetchSnapshot(life: number, p: PartitionId, from: NodeId, epoch: number): Promise<void> {
     const address = this.addresses.get(from);
-    let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[] };
+    let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[]; intents: Uint8Array[] };
     // A storage failure meanwhile replaces the backend: never install into the next life.
     const backend = this.backend;
     try {
@@ -805,13 +811,13 @@ export class StorageServer {
         throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
       await backend.installSnapshot(p, applied, pages(), dedup);
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
-      installed = { applied, dedup };
+      installed = { applied, dedup, intents: await intentsOf(backend, p) };
     } catch (err) {
       this.run(this.host.snapshotFailed(life, p, (err as Error).message));
       return;
     }
     // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
-    this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup));
+    this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup, installed.intents));
   }
 
   /**
@@ -1098,4 +1104,23 @@ export class StorageServer {
       ...(page.next === undefined ? {} : { next: page.next }),
     };
   }
+}
+
+/**
+ * §16: the user keys of partition `p` with an intent in the stored state: the keys after
+ * INTENT_PREFIX that start with it (intent keys sort together), read page by page.
+ */
+async function intentsOf(backend: Backend, p: PartitionId): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  let after: Uint8Array = INTENT_PREFIX;
+  for (let page = 0; page < 1_000_000; page++) {
+    const got = await backend.scan(p, { afterKey: after, limit: 1000 });
+    for (const k of got.keys) {
+      if (!isIntentKey(k)) return out;
+      out.push(userKeyOfIntent(k));
+    }
+    if (got.nextAfterKey === undefined) return out;
+    after = got.nextAfterKey;
+  }
+  throw new StorageFailureError(`the intents of partition ${p} did not end within 1,000,000 pages`);
 }

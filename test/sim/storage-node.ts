@@ -12,6 +12,7 @@
  *   not, by coin flip); a restart rebuilds each replica from the disk with the host's
  *   `recoveryOf`, as the real server does from its backend.
  */
+import { isIntentKey, userKeyOfIntent } from '../../src/core/txn-keys.js';
 import {
   DstoreError,
   InvalidArgumentError,
@@ -197,6 +198,16 @@ export class SimStorageNode implements Endpoint {
 
   // ---- process lifecycle ----
 
+  /** §16: the user keys of `p` with an intent in the stored state, as the server's `intentsOf` reads them. */
+  private intentsOnDisk(p: PartitionId): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const k of this.disk.parts.get(p)?.data.keys() ?? []) {
+      const key = bytes(k);
+      if (isIntentKey(key)) out.push(userKeyOfIntent(key));
+    }
+    return out;
+  }
+
   start(): void {
     this.world.started(this.id);
     this.reloads = 0;
@@ -256,7 +267,7 @@ export class SimStorageNode implements Endpoint {
         }
       }
       const state = { meta: d.meta, applied: d.applied, logBase: d.logBase, logLast: this.disk.lastPosition(p) };
-      recoveries.set(p, recoveryOf(state, [...d.log], [...d.dedup.values()]));
+      recoveries.set(p, recoveryOf(state, [...d.log], [...d.dedup.values()], this.intentsOnDisk(p)));
     }
     host.loaded(recoveries);
     return recoveries.size;
@@ -383,7 +394,13 @@ export class SimStorageNode implements Endpoint {
           // The simulated clients write no TTL, so no stored value has an expiry to find.
           break;
         case 'readForCondition':
-          this.run(v, v.host.conditionRead(e.token, this.disk.get(e.p, text(e.key))));
+          this.run(
+            v,
+            v.host.conditionRead(
+              e.token,
+              e.keys.map((k) => this.disk.get(e.p, text(k))),
+            ),
+          );
           break;
         case 'readDedup':
           this.run(v, v.host.dedupRead(e.handle, e.p, e.seq, this.disk.dedupRecord(e.p, e.clientId)));
@@ -565,7 +582,7 @@ export class SimStorageNode implements Endpoint {
           `${this.id} p${p} installed a snapshot at ${image.applied.seq}@${image.applied.epoch} from ${from}`,
         );
         const dedup: DedupRecord[] = [...image.dedup];
-        this.run(v, v.host.snapshotInstalled(life, p, image.applied, dedup));
+        this.run(v, v.host.snapshotInstalled(life, p, image.applied, dedup, this.intentsOnDisk(p)));
       },
     );
   }

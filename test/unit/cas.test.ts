@@ -20,7 +20,14 @@ function cas(c: Cluster, requestId: number, op: Op, ifVersion: number, version: 
     requestId,
     op,
     tag: { clientId: `c${requestId}`, requestSeq: 1 },
-    condition: { ifVersion, observed: { version, atSeq: seq(atSeq ?? r.appliedSeq), epoch: r.epoch }, nowMs: 0 },
+    condition: {
+      keys: [
+        { key: op.kind === 'put' || op.kind === 'delete' ? op.key : new Uint8Array(), ifVersion, observed: version },
+      ],
+      atSeq: seq(atSeq ?? r.appliedSeq),
+      epoch: r.epoch,
+      nowMs: 0,
+    },
   };
   c.step(A, input);
 }
@@ -86,7 +93,12 @@ describe('compare-and-set in the core (§16)', () => {
       kind: 'clientWrite',
       requestId: 1,
       op: put('k', 'v'),
-      condition: { ifVersion: 0, observed: { version: 0, atSeq: r.appliedSeq, epoch: epoch(r.epoch - 1) }, nowMs: 0 },
+      condition: {
+        keys: [{ key: Buffer.from('k'), ifVersion: 0, observed: 0 }],
+        atSeq: r.appliedSeq,
+        epoch: epoch(r.epoch - 1),
+        nowMs: 0,
+      },
     });
     const e = failure(c, 1);
     assert.equal(e.code, 'UNAVAILABLE');
@@ -103,7 +115,12 @@ describe('compare-and-set in the core (§16)', () => {
         requestId,
         op: put('k', 'v'),
         tag,
-        condition: { ifVersion: 0, observed: { version, atSeq: r.appliedSeq, epoch: r.epoch }, nowMs: 0 },
+        condition: {
+          keys: [{ key: Buffer.from('k'), ifVersion: 0, observed: version }],
+          atSeq: r.appliedSeq,
+          epoch: r.epoch,
+          nowMs: 0,
+        },
       });
     };
     attempt(1, 0);

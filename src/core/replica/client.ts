@@ -7,6 +7,7 @@ import {
   type WireError,
   ConditionFailedError,
   InvalidArgumentError,
+  KeyLockedError,
   NotPrimaryError,
   OverloadedError,
   UnavailableError,
@@ -21,6 +22,7 @@ import {
   isDataOp,
   seq as toSeq,
 } from '../types.js';
+import { intentKey, isIntentKey, isReserved, keyName } from '../txn-keys.js';
 import type { ReplicaOutput, RequestId } from './io.js';
 import { errorReply } from './outputs.js';
 import type { ReplicaState } from './state.js';
@@ -32,6 +34,7 @@ export function onClientWrite(
   tag: RequestTag | undefined,
   out: ReplicaOutput[],
   condition?: WriteCondition,
+  sys = false,
 ): void {
   const refusal = refuseClient(r, 'write');
   if (refusal) return void out.push(errorReply(requestId, refusal));
@@ -88,6 +91,12 @@ export function onClientWrite(
       ),
     );
   }
+  if (!sys && isDataOp(op) && hasIntent(r, op.key)) {
+    // §16: a transaction holds the key; its own resolution writes are `sys`.
+    const hex = [...op.key].map((b) => b.toString(16).padStart(2, '0')).join('');
+    const error = new KeyLockedError(`a transaction holds the key (its intent is on it); retry once resolved`, hex);
+    return void out.push(errorReply(requestId, error.toWire()));
+  }
   if (condition) {
     const refusal = checkCondition(r, op, condition);
     if (refusal) return void out.push(errorReply(requestId, refusal));
@@ -100,6 +109,22 @@ export function onClientWrite(
     tag ? { seq: entry.seq, requestId, op: op.kind, tag } : { seq: entry.seq, requestId, op: op.kind },
   );
   // Sent and persisted at the next flush, together with the rest of this turn's writes.
+}
+
+/**
+ * §16: whether user key `key` has an intent: the last entry of the unapplied log tail that
+ * writes its intent key says (a put: yes), else the applied state.
+ */
+export function hasIntent(r: ReplicaState, key: Uint8Array): boolean {
+  if (isReserved(key)) return false;
+  let ik: Uint8Array | undefined;
+  for (let s = r.log.lastSeq; s > r.appliedSeq; s--) {
+    const o = r.log.at(toSeq(s))?.op;
+    if (o === undefined || !isDataOp(o) || !isIntentKey(o.key)) continue;
+    ik ??= intentKey(key);
+    if (bytesEqual(o.key, ik)) return o.kind === 'put';
+  }
+  return r.appliedIntents.size > 0 && r.appliedIntents.has(keyName(key));
 }
 
 function unappliedEntryOf(r: ReplicaState, tag: RequestTag): LogEntry | undefined {
@@ -118,20 +143,28 @@ function unappliedEntryOf(r: ReplicaState, tag: RequestTag): LogEntry | undefine
  */
 function checkCondition(r: ReplicaState, op: Op, c: WriteCondition): WireError | undefined {
   if (!isDataOp(op)) return new InvalidArgumentError(`a ${op.kind} entry takes no condition`).toWire();
-  const { observed } = c;
   // The read is of another epoch's state (a snapshot installed, a log truncated since) or
   // of a state whose later entries this log no longer holds: read again.
-  if (observed.epoch !== r.epoch || observed.atSeq < r.log.base.seq || observed.atSeq > r.log.lastSeq)
+  if (c.epoch !== r.epoch || c.atSeq < r.log.base.seq || c.atSeq > r.log.lastSeq)
     return new UnavailableError(
       `partition ${r.partition} moved on while the key's version was read for a conditional write; retry`,
     ).toWire();
-  let current = observed.version;
-  for (let s = observed.atSeq + 1; s <= r.log.lastSeq; s++) {
-    const o = r.log.at(toSeq(s))!.op;
-    if (isDataOp(o) && bytesEqual(o.key, op.key)) current = o.kind === 'put' && !expired(o.expiresAt, c.nowMs) ? s : 0;
+  for (const k of c.keys) {
+    let current = k.observed;
+    for (let s = c.atSeq + 1; s <= r.log.lastSeq; s++) {
+      const o = r.log.at(toSeq(s))!.op;
+      if (isDataOp(o) && bytesEqual(o.key, k.key)) current = o.kind === 'put' && !expired(o.expiresAt, c.nowMs) ? s : 0;
+    }
+    if (current !== k.ifVersion) {
+      const other = bytesEqual(k.key, op.key) ? undefined : 'another key of the condition';
+      return new ConditionFailedError(
+        k.ifVersion,
+        current,
+        other && `condition failed on ${other}: expected version ${k.ifVersion}, it is at ${current}`,
+      ).toWire();
+    }
   }
-  if (current === c.ifVersion) return undefined;
-  return new ConditionFailedError(c.ifVersion, current).toWire();
+  return undefined;
 }
 
 export function refuseClient(r: ReplicaState, what: 'read' | 'write'): WireError | undefined {

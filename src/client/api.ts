@@ -5,6 +5,8 @@
 /** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
 import type { ClusterInfo } from '../rpc/messages.js';
 export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
+import type { Transaction, TransactionOptions } from './transaction.js';
+export type { Transaction, TransactionOptions };
 
 export interface GetResult {
   readonly value: Uint8Array;
@@ -51,6 +53,13 @@ export interface Db {
   get(key: Uint8Array | string): Promise<GetResult | undefined>;
   /** Deletes `key`; resolves to whether it existed (with `ifVersion`: only if at that version). */
   delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean>;
+  /**
+   * §16: runs `fn` in a serializable transaction across partitions (two-phase commit through
+   * the partitions' primaries, docs/transactions.md): `tx.get` reads, `tx.put`/`tx.delete`
+   * buffer writes, committed together when `fn` resolves; on a conflict `fn` runs again.
+   * TransactionAbortedError when it could not commit within `maxAttempts`.
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Every key of the cluster, partition by partition (each once, read from primaries). */
   scan(): AsyncIterable<Uint8Array>;
   /** Every service with data about it. */

@@ -12,6 +12,7 @@ import {
   DstoreError,
   InvalidArgumentError,
   KeyEmptyError,
+  KeyLockedError,
   KeyTooLargeError,
   TimeoutError,
   UnavailableError,
@@ -19,6 +20,7 @@ import {
 } from '../core/errors.js';
 import { defaultLimits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
+import { isReserved } from '../core/txn-keys.js';
 import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
@@ -40,6 +42,14 @@ import { RpcPool } from '../rpc/transport.js';
 import type { ClusterInfo, Db, GetResult, StorageDump, WriteOptions } from './api.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
 import { bytesArgument, checkConnectArguments, checkDumpOptions, writeOptions } from './arguments.js';
+import {
+  readResolved,
+  readUnlocked,
+  runTransaction,
+  type Transaction,
+  type TransactionOptions,
+  type TxnIO,
+} from './transaction.js';
 
 export interface ConnectOptions {
   /** Deadline of each call including retries, in ms (default 10000). */
@@ -148,26 +158,97 @@ export class Client implements Db {
       ...(ifVersion === undefined ? {} : { ifv: ifVersion }),
       ...(ttlMs === undefined ? {} : { ttl: ttlMs }),
     };
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag, ...cond }, true));
+    const reply = await this.unlocked(k, () =>
+      this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag, ...cond }, true)),
+    );
     return decodeOrThrow(putReply, reply).version;
   }
 
+  /** §16: never half a transaction: an intent on the key is resolved first (transaction.ts). */
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
     const k = this.checkKey('get', key);
-    const reply = decodeOrThrow(getReply, await this.routed(k, { t: 'get', key: k }, false));
-    if (!reply.found) return undefined;
-    return reply.ttl === undefined
-      ? { value: reply.value, version: reply.version }
-      : { value: reply.value, version: reply.version, ttlMs: reply.ttl };
+    const r = await readResolved(this.txnIO, k, Date.now() + this.opts.timeoutMs);
+    if (!r.found) return undefined;
+    return r.ttlMs === undefined
+      ? { value: r.value!, version: r.version! }
+      : { value: r.value!, version: r.version!, ttlMs: r.ttlMs };
   }
 
   async delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean> {
     const k = this.checkKey('delete', key);
     const { ifVersion } = writeOptions('delete', options);
     const cond = ifVersion === undefined ? {} : { ifv: ifVersion };
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag, ...cond }, true));
+    const reply = await this.unlocked(k, () =>
+      this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag, ...cond }, true)),
+    );
     return decodeOrThrow(delReply, reply).existed;
   }
+
+  // ---- transactions (issue 14, docs/transactions.md) ----
+
+  /**
+   * Runs `fn` in a serializable transaction over any keys of the cluster and commits it by
+   * two-phase commit (transaction.ts); on a conflict runs `fn` again (up to `maxAttempts`).
+   * Resolves to `fn`'s result once committed; TransactionAbortedError when it never could.
+   */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    await this.currentMap();
+    const value = (v: unknown): Uint8Array => {
+      const bytes = bytesArgument('tx.put', 'value', v);
+      const max = this.clusterLimits?.maxValueBytes;
+      if (max !== undefined && bytes.length > max) throw new ValueTooLargeError(bytes.length, max);
+      return bytes;
+    };
+    return runTransaction(this.txnIO, fn, options, { key: (m, k) => this.checkKey(m, k), value });
+  }
+
+  /** A write refused with KEY_LOCKED waits for the transaction that holds the key, then goes again. */
+  private async unlocked<T>(key: Uint8Array, write: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.opts.timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await write();
+      } catch (err) {
+        if (!(err instanceof KeyLockedError) || attempt >= 1000) throw err;
+        await readUnlocked(this.txnIO, key, deadline);
+      }
+    }
+  }
+
+  /** What transactions call: reads that report intents, and `sys` writes (transaction.ts). */
+  private readonly txnIO: TxnIO = {
+    readRaw: async (key) => {
+      const reply = decodeOrThrow(getReply, await this.routed(key, { t: 'get', key }, false));
+      const intent = reply.intent === undefined ? {} : { intent: reply.intent };
+      if (!reply.found) return { found: false, ...intent };
+      const ttl = reply.ttl === undefined ? {} : { ttlMs: reply.ttl };
+      return { found: true, value: reply.value, version: reply.version, ...ttl, ...intent };
+    },
+    sysPut: async (key, value, o) => {
+      const body = {
+        t: 'put',
+        key,
+        value,
+        sys: true,
+        ...(o.ifVersion === undefined ? {} : { ifv: o.ifVersion }),
+        ...(o.ifk === undefined || o.ifk.length === 0 ? {} : { ifk: o.ifk }),
+        ...(o.ttlMs === undefined ? {} : { ttl: o.ttlMs }),
+      };
+      const reply = await this.tagged((tag) => this.routed(key, { ...body, ...tag }, true));
+      return decodeOrThrow(putReply, reply).version;
+    },
+    sysDelete: async (key, o) => {
+      const body = {
+        t: 'del',
+        key,
+        sys: true,
+        ...(o.ifVersion === undefined ? {} : { ifv: o.ifVersion }),
+        ...(o.ifk === undefined || o.ifk.length === 0 ? {} : { ifk: o.ifk }),
+      };
+      const reply = await this.tagged((tag) => this.routed(key, { ...body, ...tag }, true));
+      return decodeOrThrow(delReply, reply).existed;
+    },
+  };
 
   async *scan(): AsyncIterable<Uint8Array> {
     const map = await this.currentMap();
@@ -323,6 +404,8 @@ export class Client implements Db {
   private checkKey(method: string, key: unknown): Uint8Array {
     const k = bytesArgument(method, 'key', key);
     if (k.length === 0) throw new KeyEmptyError();
+    if (isReserved(k))
+      throw new InvalidArgumentError(`${method}: keys that start with \\x00dstore\\x00 are reserved for transactions`);
     const max = this.clusterLimits?.maxKeyBytes ?? this.maxKeyBytes;
     if (k.length > max) throw new KeyTooLargeError(k.length, max);
     return k;

@@ -10,5 +10,14 @@
  * ```
  */
 export { connect, connectAdmin, type Admin, type ClientLogger, type ConnectOptions } from './client.js';
-export type { ClusterInfo, Db, GetResult, NodeInfo, StorageDump, WriteOptions } from './api.js';
+export type {
+  ClusterInfo,
+  Db,
+  GetResult,
+  NodeInfo,
+  StorageDump,
+  Transaction,
+  TransactionOptions,
+  WriteOptions,
+} from './api.js';
 export * from '../core/errors.js';

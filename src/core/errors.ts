@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'NOT_LEADER'
   | 'CONDITION_FAILED'
   | 'KEY_LOCKED'
+  | 'TRANSACTION_ABORTED'
   | 'INTERNAL';
 
 export interface WireError {
@@ -254,12 +255,12 @@ export class ConditionFailedError extends DstoreError {
 
 /**
  * §16: a write to a key that a transaction holds (its intent is on the key: the transaction
- * is between its phase 1 and the resolution of that key). Retryable: the client library
- * resolves the intent (docs/transactions.md) and writes again.
+ * is between its phase 1 and the resolution of that key). Nothing was written. The client
+ * library resolves the intent (docs/transactions.md) and writes again, itself: not `retryable`,
+ * so a retry does not spin on it.
  */
 export class KeyLockedError extends DstoreError {
   readonly code = 'KEY_LOCKED';
-  override readonly retryable = true;
   constructor(
     message: string,
     /** The key, as hex. */
@@ -270,6 +271,14 @@ export class KeyLockedError extends DstoreError {
   override toWire(): WireError {
     return { ...super.toWire(), key: this.keyHex };
   }
+}
+
+/**
+ * §16: a transaction gave up: a conflict with another transaction or writer on every attempt,
+ * or its timeout passed before it committed. Nothing of it was written (definite).
+ */
+export class TransactionAbortedError extends DstoreError {
+  readonly code = 'TRANSACTION_ABORTED';
 }
 
 export class InternalError extends DstoreError {
@@ -332,6 +341,7 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
   NOT_LEADER: (w) => new NotLeaderError(w.message, typeof w.leader === 'string' ? w.leader : undefined),
   CONDITION_FAILED: (w) => new ConditionFailedError(num(w.expected), num(w.current), w.message),
   KEY_LOCKED: (w) => new KeyLockedError(w.message, str(w.key)),
+  TRANSACTION_ABORTED: (w) => new TransactionAbortedError(w.message),
   INTERNAL: (w) => new InternalError(w.message),
 };
 

@@ -99,6 +99,15 @@ export const PeerEnvelope = Type.Object({
 const DumpCursorSchema = Type.Object({ p: Partition, key: Type.Optional(Bytes) });
 
 const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
+/**
+ * §16 (docs/transactions.md): `ifk`, more keys of the partition that must be at these versions
+ * (0: absent); `sys`, a transaction's own write (it may name reserved keys, and is not refused
+ * for an intent).
+ */
+const TxnFields = {
+  ifk: Type.Optional(Type.Array(Type.Object({ key: Bytes, v: Uint }), { maxItems: 16 })),
+  sys: Type.Optional(Type.Boolean()),
+};
 
 /** Calls a storage server answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const StorageRequest = Type.Union([
@@ -111,9 +120,18 @@ export const StorageRequest = Type.Union([
     ifv: Type.Optional(Uint),
     /** §16: the value expires this many ms after the primary logs it. */
     ttl: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_MS })),
+    ...TxnFields,
     token: Token,
   }),
-  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, ifv: Type.Optional(Uint), token: Token }),
+  Type.Object({
+    t: Type.Literal('del'),
+    p: Partition,
+    key: Bytes,
+    ...Tagged,
+    ifv: Type.Optional(Uint),
+    ...TxnFields,
+    token: Token,
+  }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
   Type.Object({
     t: Type.Literal('scan'),
@@ -353,10 +371,21 @@ export type ClusterInfo = Static<typeof ClusterInfo>;
 
 export const PutReply = Type.Object({ version: Uint });
 export const DelReply = Type.Object({ existed: Type.Boolean(), version: Uint });
+const IntentSchema = Type.Object({ value: Bytes, version: Uint });
 export const GetReply = Type.Union([
-  /** `ttl`: the ms the value has left (§16), by the primary's clock; absent: it does not expire. */
-  Type.Object({ found: Type.Literal(true), value: Bytes, version: Uint, ttl: Type.Optional(Uint) }),
-  Type.Object({ found: Type.Literal(false) }),
+  /**
+   * `ttl`: the ms the value has left (§16), by the primary's clock; absent: it does not expire.
+   * `intent`: a transaction's intent on the key (its value and version; docs/transactions.md):
+   * the client resolves it before it trusts the value.
+   */
+  Type.Object({
+    found: Type.Literal(true),
+    value: Bytes,
+    version: Uint,
+    ttl: Type.Optional(Uint),
+    intent: Type.Optional(IntentSchema),
+  }),
+  Type.Object({ found: Type.Literal(false), intent: Type.Optional(IntentSchema) }),
 ]);
 export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
 /** `truncated`: keys are left after this page; `next`: the cursor of the next page. */

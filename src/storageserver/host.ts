@@ -1033,15 +1033,21 @@ export class StorageHost<H> {
     handle: H,
     p: PartitionId,
     v: { readonly value: unknown; readonly version: number; readonly expiresAt?: number } | undefined,
+    intent?: { readonly value: unknown; readonly version: number },
   ): Array<HostEffect<H>> {
     // S13: a read that raced with the replica finding the partition corrupt is not served from it.
     if (this.replicaMap.get(p)?.corrupt !== undefined)
       return this.answer(handle, { ok: false, error: this.corruptError(p) });
+    // §16: a transaction's intent on the key goes with the value (the client resolves it).
+    const held = intent === undefined ? {} : { intent: { value: intent.value, version: intent.version } };
     // §16: a key past the expiry its primary recorded reads as absent, deleted or not yet.
     const nowMs = this.opts.now();
-    if (!v || expired(v.expiresAt, nowMs)) return this.answer(handle, { ok: true, value: { found: false } });
+    if (!v || expired(v.expiresAt, nowMs)) return this.answer(handle, { ok: true, value: { found: false, ...held } });
     const ttl = v.expiresAt === undefined ? {} : { ttl: v.expiresAt - nowMs };
-    return this.answer(handle, { ok: true, value: { found: true, value: v.value, version: v.version, ...ttl } });
+    return this.answer(handle, {
+      ok: true,
+      value: { found: true, value: v.value, version: v.version, ...ttl, ...held },
+    });
   }
 
   /** A `read` or `readDedup` effect failed; `corrupt`: a record failed its checksum (S13). */

@@ -37,7 +37,7 @@ import {
   StorageFailureError,
   UnavailableError,
 } from '../core/errors.js';
-import { INTENT_PREFIX, isIntentKey, userKeyOfIntent } from '../core/txn-keys.js';
+import { INTENT_PREFIX, intentKey, isIntentKey, isReserved, userKeyOfIntent } from '../core/txn-keys.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
@@ -614,12 +614,16 @@ export class StorageServer {
 
   private async serveRead(handle: Handle, p: PartitionId, key: Uint8Array): Promise<void> {
     let v: Awaited<ReturnType<Backend['get']>>;
+    let intent: Awaited<ReturnType<Backend['get']>>;
     try {
+      // §16: the intent first, then the value: a resolution writes the value before it deletes
+      // the intent, so no intent read here means the value read after it is final.
+      intent = isReserved(key) ? undefined : await this.backend.get(p, intentKey(key));
       v = await this.backend.get(p, key);
     } catch (err) {
       return this.run(this.host.readFailed(handle, p, err as Error, isCorruptRecord(err)));
     }
-    this.run(this.host.readDone(handle, p, v));
+    this.run(this.host.readDone(handle, p, v, intent));
   }
 
   private async readForCondition(token: number, p: PartitionId, keys: readonly Uint8Array[]): Promise<void> {

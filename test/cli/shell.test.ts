@@ -54,6 +54,9 @@ class FakeDb implements Db {
     this.checkVersion(key, options);
     return this.data.delete(FakeDb.key(key));
   }
+  async transaction<T>(): Promise<T> {
+    throw new Error('the fake Db runs no transactions');
+  }
   async *scan(): AsyncIterable<Uint8Array> {
     for (const k of this.data.keys()) yield Buffer.from(k, 'hex');
   }

@@ -12,7 +12,7 @@
  *   not, by coin flip); a restart rebuilds each replica from the disk with the host's
  *   `recoveryOf`, as the real server does from its backend.
  */
-import { isIntentKey, userKeyOfIntent } from '../../src/core/txn-keys.js';
+import { intentKey, isIntentKey, isReserved, userKeyOfIntent } from '../../src/core/txn-keys.js';
 import {
   DstoreError,
   InvalidArgumentError,
@@ -387,7 +387,8 @@ export class SimStorageNode implements Endpoint {
           break;
         case 'read': {
           const stored = this.disk.get(e.p, text(e.key));
-          this.run(v, v.host.readDone(e.handle, e.p, stored));
+          const intent = isReserved(e.key) ? undefined : this.disk.get(e.p, text(intentKey(e.key)));
+          this.run(v, v.host.readDone(e.handle, e.p, stored, intent));
           break;
         }
         case 'scanExpiry':

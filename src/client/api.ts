@@ -25,6 +25,21 @@ export interface StorageDump {
   readonly error?: string;
 }
 
+export type { ScanEntry, ScanResult } from './scan-merge.js';
+import type { ScanResult } from './scan-merge.js';
+
+/** What `scan` lists (issue 14). */
+export interface ScanOptions {
+  /** Only keys that start with these bytes (a string: its UTF-8). */
+  readonly prefix?: Uint8Array | string;
+  /** Only keys after this one (exclusive): a previous call's `next`. */
+  readonly startAfter?: Uint8Array | string;
+  /** At most this many keys (default 1000, at most 100,000). */
+  readonly limit?: number;
+  /** Also return each key's value and version. */
+  readonly values?: boolean;
+}
+
 export interface Db {
   /** Writes `value` under `key`; resolves to the new version once every replica has it. */
   put(key: Uint8Array | string, value: Uint8Array | string): Promise<number>;
@@ -32,8 +47,6 @@ export interface Db {
   get(key: Uint8Array | string): Promise<GetResult | undefined>;
   /** Deletes `key`; resolves to whether it existed. */
   delete(key: Uint8Array | string): Promise<boolean>;
-  /** Every key of the cluster, partition by partition (each once, read from primaries). */
-  scan(): AsyncIterable<Uint8Array>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
   /**
@@ -41,5 +54,15 @@ export interface Db {
    * server (default 100); `timeoutMs` bounds each page's call (default: the client's).
    */
   dump(options?: { limit?: number; timeoutMs?: number }): Promise<StorageDump[]>;
+  /**
+   * Issue 14: up to `limit` keys (default 1000, at most 100,000) in byte order across every
+   * partition, those starting with `prefix`, after `startAfter` (exclusive); with `values`,
+   * their values and versions. Pass `next` as `startAfter` to go on; `next` is absent once the
+   * scan is complete. Each partition's pages are read from its primary (linearizable per page),
+   * but the whole is not a snapshot: a key written during a scan may or may not be listed.
+   */
+  scan(options?: ScanOptions): Promise<ScanResult>;
+  /** Every key (starting with `prefix`) in byte order, through `scan`'s cursor, a page at a time. */
+  keys(options?: { prefix?: Uint8Array | string }): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
 }

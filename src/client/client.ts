@@ -37,9 +37,10 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, StorageDump } from './api.js';
+import type { ClusterInfo, Db, GetResult, ScanOptions, StorageDump } from './api.js';
+import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
-import { bytesArgument, checkConnectArguments, checkDumpOptions } from './arguments.js';
+import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue } from './arguments.js';
 
 export interface ConnectOptions {
   /** Deadline of each call including retries, in ms (default 10000). */
@@ -81,6 +82,12 @@ const scanReply = codec(ScanReply);
 const dumpReply = codec(DumpReply);
 const digestAtReply = codec(DigestAtReply);
 const snapshotReadReply = codec(SnapshotReadReply);
+/** Issue 14: keys a `scan` call returns unless told (`limit`), and the most it accepts. */
+export const SCAN_DEFAULT_LIMIT = 1000;
+export const SCAN_MAX_LIMIT = 100_000;
+/** Keys and bytes (with values) asked of one partition per scan page (the server caps both). */
+const SCAN_PAGE_KEYS = 1000;
+const SCAN_PAGE_BYTES = 1024 * 1024;
 /** Keys and bytes of keys asked for per `dump` page (the server caps both; 1 MiB fits any frame). */
 const DUMP_PAGE_KEYS = 1000;
 const DUMP_PAGE_BYTES = 1024 * 1024;
@@ -159,18 +166,84 @@ export class Client implements Db {
     return decodeOrThrow(delReply, reply).existed;
   }
 
-  async *scan(): AsyncIterable<Uint8Array> {
+  /**
+   * Issue 14: up to `limit` keys (default SCAN_DEFAULT_LIMIT) that start with `prefix`, after
+   * `startAfter`, in byte order across every partition (scan-merge.ts), each partition's pages
+   * read from its serving primary once its applies are written. With `values`, each key's
+   * value and version (pages then bounded by bytes too). `next` is the cursor to pass as
+   * `startAfter` to go on; absent once the scan is complete. Not a snapshot: each page is read
+   * at its own moment.
+   */
+  async scan(options: ScanOptions = {}): Promise<ScanResult> {
+    const { prefix, startAfter, limit, values } = this.checkScanOptions(options);
     const map = await this.currentMap();
-    for (let p = 0; p < map.partitions; p++) {
-      let after: Uint8Array | undefined;
-      for (let page = 0; page < 10_000_000; page++) {
-        const body = after ? { t: 'scan', p, after, limit: 1000 } : { t: 'scan', p, limit: 1000 };
-        const reply = decodeOrThrow(scanReply, await this.withRetry(p, body, false));
-        yield* reply.keys;
-        if (!reply.next) break;
-        after = reply.next;
-      }
+    const fetch: FetchPage = async (p, after, pageLimit) => {
+      const body = {
+        t: 'scan',
+        limit: pageLimit,
+        ...(after === undefined ? {} : { after }),
+        ...(prefix === undefined ? {} : { prefix }),
+        ...(values ? { values: true, maxBytes: SCAN_PAGE_BYTES } : {}),
+      };
+      const reply = decodeOrThrow(scanReply, await this.withRetry(p, body, false));
+      if (values && reply.values?.length !== reply.keys.length)
+        throw new InvalidArgumentError('malformed reply from the cluster: a scan page without its values');
+      return { keys: reply.keys, ...(values ? { values: reply.values } : {}), more: reply.next !== undefined };
+    };
+    return mergeScan(map.partitions, fetch, {
+      ...(startAfter === undefined ? {} : { startAfter }),
+      limit,
+      maxPageKeys: SCAN_PAGE_KEYS,
+    });
+  }
+
+  /** Every key (that starts with `prefix`) in byte order, page by page through `scan`'s cursor. */
+  async *keys(options: { prefix?: Uint8Array | string } = {}): AsyncIterable<Uint8Array> {
+    let startAfter: Uint8Array | undefined;
+    // Bounded: each page but the last returns keys, and keys only grow.
+    for (;;) {
+      const page = await this.scan({
+        ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+        ...(startAfter === undefined ? {} : { startAfter }),
+        limit: SCAN_PAGE_KEYS,
+      });
+      for (const e of page.entries) yield e.key;
+      if (page.next === undefined) return;
+      startAfter = page.next;
     }
+  }
+
+  private checkScanOptions(options: ScanOptions): {
+    prefix?: Uint8Array;
+    startAfter?: Uint8Array;
+    limit: number;
+    values: boolean;
+  } {
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError(`scan: options must be an object, got ${describeValue(options)}`);
+    const max = this.clusterLimits?.maxKeyBytes ?? this.maxKeyBytes;
+    const bytes = (name: 'prefix' | 'startAfter'): Uint8Array | undefined => {
+      const x = options[name];
+      if (x === undefined) return undefined;
+      const b = bytesArgument('scan', name, x);
+      if (b.length > max) throw new KeyTooLargeError(b.length, max);
+      return b;
+    };
+    const limit = options.limit ?? SCAN_DEFAULT_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_MAX_LIMIT)
+      throw new InvalidArgumentError(
+        `scan: limit must be an integer from 1 to ${SCAN_MAX_LIMIT}, got ${describeValue(limit)}`,
+      );
+    if (options.values !== undefined && typeof options.values !== 'boolean')
+      throw new InvalidArgumentError(`scan: values must be a boolean, got ${describeValue(options.values)}`);
+    const prefix = bytes('prefix');
+    const startAfter = bytes('startAfter');
+    return {
+      ...(prefix === undefined || prefix.length === 0 ? {} : { prefix }),
+      ...(startAfter === undefined ? {} : { startAfter }),
+      limit,
+      values: options.values === true,
+    };
   }
 
   /**

@@ -105,11 +105,21 @@ export const StorageRequest = Type.Union([
   Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged, token: Token }),
   Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, token: Token }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
+  /**
+   * One page of partition `p`'s keys in byte order, read by its serving primary: after `after`
+   * (exclusive), starting with `prefix` (issue 14), at most `limit` (the server caps it at
+   * maxScanPageKeys); with `values`, each key's value and version too, the page then also
+   * bounded by about `maxBytes` (capped at maxScanPageBytes). `next`: the last key, when keys
+   * are left.
+   */
   Type.Object({
     t: Type.Literal('scan'),
     p: Partition,
     after: Type.Optional(Bytes),
+    prefix: Type.Optional(Bytes),
     limit: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    values: Type.Optional(Type.Boolean()),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 * 1024 * 1024 })),
     token: Token,
   }),
   /**
@@ -347,7 +357,12 @@ export const GetReply = Type.Union([
   Type.Object({ found: Type.Literal(true), value: Bytes, version: Uint }),
   Type.Object({ found: Type.Literal(false) }),
 ]);
-export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
+/** `values` (when asked): each key's value and version, in the order of `keys`. */
+export const ScanReply = Type.Object({
+  keys: Type.Array(Bytes),
+  values: Type.Optional(Type.Array(Type.Object({ value: Bytes, version: Uint }))),
+  next: Type.Optional(Bytes),
+});
 /** `truncated`: keys are left after this page; `next`: the cursor of the next page. */
 export const DumpReply = Type.Object({
   nodeId: Type.String(),

@@ -980,13 +980,21 @@ export class StorageServer {
         await this.applied(partitionId(req.p));
         try {
           page = await this.backend.scan(partitionId(req.p), {
-            afterKey: req.after,
+            ...(req.after === undefined ? {} : { afterKey: req.after }),
+            ...(req.prefix === undefined ? {} : { prefix: req.prefix }),
             limit: Math.min(req.limit, this.limits.maxScanPageKeys),
+            ...(req.values === true
+              ? { values: true, maxBytes: Math.min(req.maxBytes ?? Infinity, this.limits.maxScanPageBytes) }
+              : {}),
           });
         } catch (err) {
           throw isCorruptRecord(err) ? this.onCorruptRead(partitionId(req.p), err) : err;
         }
-        return page.nextAfterKey ? { keys: page.keys, next: page.nextAfterKey } : { keys: page.keys };
+        return {
+          keys: page.keys,
+          ...(page.values === undefined ? {} : { values: page.values }),
+          ...(page.nextAfterKey === undefined ? {} : { next: page.nextAfterKey }),
+        };
       }
       case 'dump':
         return this.dump(req.limit, req.after, req.maxBytes);

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { ClusterInfo, Db, GetResult, StorageDump } from '../../src/client/api.js';
+import type { ClusterInfo, Db, GetResult, ScanOptions, ScanResult, StorageDump } from '../../src/client/api.js';
 import { UnavailableError } from '../../src/core/errors.js';
 import { runShell, type ShellCommand, type ShellEnd } from '../../src/cli/shell.js';
 
@@ -23,6 +23,7 @@ class FakeDb implements Db {
   version = 0;
   failNext: Error | undefined;
   lastDumpLimit: number | undefined;
+  lastScan: ScanOptions | undefined;
 
   private check(): void {
     const e = this.failNext;
@@ -46,8 +47,26 @@ class FakeDb implements Db {
     this.check();
     return this.data.delete(FakeDb.key(key));
   }
-  async *scan(): AsyncIterable<Uint8Array> {
-    for (const k of this.data.keys()) yield Buffer.from(k, 'hex');
+  async scan(options: ScanOptions = {}): Promise<ScanResult> {
+    this.check();
+    const bytes = (x: Uint8Array | string | undefined) => (x === undefined ? undefined : Buffer.from(x));
+    const prefix = bytes(options.prefix);
+    const after = bytes(options.startAfter);
+    const limit = options.limit ?? 1000;
+    this.lastScan = options;
+    const keys = [...this.data.keys()]
+      .map((k) => Buffer.from(k, 'hex'))
+      .filter((k) => prefix === undefined || k.subarray(0, prefix.length).equals(prefix))
+      .filter((k) => after === undefined || Buffer.compare(k, after) > 0)
+      .sort(Buffer.compare);
+    const entries = keys.slice(0, limit).map((key) => {
+      const v = this.data.get(key.toString('hex'))!;
+      return options.values ? { key, value: v.value, version: v.version } : { key };
+    });
+    return keys.length > limit ? { entries, next: entries[entries.length - 1]!.key } : { entries };
+  }
+  async *keys(): AsyncIterable<Uint8Array> {
+    for (const e of (await this.scan({ limit: 100_000 })).entries) yield e.key;
   }
   async nodes(): Promise<ClusterInfo> {
     this.check();

@@ -62,6 +62,23 @@ export interface Db {
    * but the whole is not a snapshot: a key written during a scan may or may not be listed.
    */
   scan(options?: ScanOptions): Promise<ScanResult>;
+  /**
+   * Issue 14: reads of several keys, grouped by partition, one call per partition's primary
+   * (in parallel); each result as `get` would give it, in the order given. Not atomic across
+   * partitions. At most 1000 keys (BATCH_TOO_LARGE). Throws BatchFailedError (its `results`:
+   * every key's outcome) when some keys failed.
+   */
+  getMany(keys: ReadonlyArray<Uint8Array | string>): Promise<Array<GetResult | undefined>>;
+  /**
+   * Issue 14: writes of several keys, grouped by partition, one call per partition's primary
+   * (in parallel); resolves to the versions, in the order given. NOT atomic: each entry is its
+   * own write (exactly once, S10), a failed entry leaves the others applied. Each key at most
+   * once; at most 1000 entries (BATCH_TOO_LARGE). Throws BatchFailedError naming the keys that
+   * failed (OUTCOME_UNKNOWN for one that may have been applied).
+   */
+  putMany(
+    entries: ReadonlyArray<{ readonly key: Uint8Array | string; readonly value: Uint8Array | string }>,
+  ): Promise<number[]>;
   /** Every key (starting with `prefix`) in byte order, through `scan`'s cursor, a page at a time. */
   keys(options?: { prefix?: Uint8Array | string }): AsyncIterable<Uint8Array>;
   close(): Promise<void>;

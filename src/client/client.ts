@@ -7,9 +7,16 @@
  * OutcomeUnknownError, never as failed.
  */
 import { randomBytes } from 'node:crypto';
+import type { Static } from '@sinclair/typebox';
 import {
+  BatchFailedError,
+  type BatchOutcome,
+  BatchTooLargeError,
   ConnectionClosedError,
   DstoreError,
+  errorFromWire,
+  errorToWire,
+  OutcomeUnknownError,
   InvalidArgumentError,
   KeyEmptyError,
   KeyTooLargeError,
@@ -26,8 +33,10 @@ import {
   DigestAtReply,
   SnapshotReadReply,
   DumpReply,
+  GetManyReply,
   GetReply,
   MAX_VALUE_BYTES_CEILING,
+  PutManyReply,
   MapReply,
   PutReply,
   ScanReply,
@@ -78,6 +87,10 @@ const clusterInfo = codec(ClusterInfoSchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
+const getManyReply = codec(GetManyReply);
+const putManyReply = codec(PutManyReply);
+type GetManyResults = Static<typeof GetManyReply>;
+type PutManyResults = Static<typeof PutManyReply>;
 const scanReply = codec(ScanReply);
 const dumpReply = codec(DumpReply);
 const digestAtReply = codec(DigestAtReply);
@@ -244,6 +257,172 @@ export class Client implements Db {
       limit,
       values: options.values === true,
     };
+  }
+
+  /**
+   * Issue 14: linearizable reads of `keys` (each as `get` would answer it, in the order given):
+   * the keys are grouped by partition and each group sent to its primary in one call (groups
+   * in parallel). Not atomic across partitions, nor a snapshot. At most maxBatchKeys keys
+   * (BATCH_TOO_LARGE). When some keys fail, throws BatchFailedError naming them, its
+   * `results` holding every key's outcome.
+   */
+  async getMany(keys: ReadonlyArray<Uint8Array | string>): Promise<Array<GetResult | undefined>> {
+    const ks = this.checkBatch('getMany', keys, (k) => this.checkKey('getMany', k));
+    const map = await this.currentMap();
+    const outcomes: Array<BatchOutcome<GetResult | undefined> | undefined> = new Array(ks.length);
+    await Promise.all(
+      [...groupByPartition(ks, map.partitions)].map(async ([p, idxs]) => {
+        let pending = idxs;
+        // Bounded: every reply answers at least one key (or the call throws).
+        while (pending.length > 0) {
+          let reply: GetManyResults;
+          try {
+            const raw = await this.withRetry(p, { t: 'getMany', keys: pending.map((i) => ks[i]!) }, false);
+            reply = decodeOrThrow(getManyReply, raw);
+            if (reply.results.length === 0 || reply.results.length > pending.length)
+              throw new InvalidArgumentError('malformed reply from the cluster: getMany answered no key');
+          } catch (err) {
+            for (const i of pending) outcomes[i] = { ok: false, key: ks[i]!, error: asDstoreError(err) };
+            return;
+          }
+          reply.results.forEach((r, j) => {
+            const i = pending[j]!;
+            if ('error' in r) outcomes[i] = { ok: false, key: ks[i]!, error: errorFromWire(r.error) };
+            else outcomes[i] = { ok: true, value: r.found ? { value: r.value, version: r.version } : undefined };
+          });
+          pending = pending.slice(reply.results.length);
+        }
+      }),
+    );
+    return batchResult('getMany', outcomes);
+  }
+
+  /**
+   * Issue 14: writes every entry (resolving to their versions, in the order given): grouped
+   * by partition, each group sent to its primary in one call (groups in parallel, a group
+   * in calls of about BATCH_CALL_BYTES). Not atomic: each entry is one write, a failed entry
+   * leaves the others applied. Each entry carries a client slot of its own (S10), so a retried
+   * call never applies an entry twice. A key may appear once (INVALID_ARGUMENT otherwise); at
+   * most maxBatchKeys entries (BATCH_TOO_LARGE). When some entries fail, throws
+   * BatchFailedError naming them (an entry whose outcome is unknown: OUTCOME_UNKNOWN).
+   */
+  async putMany(
+    entries: ReadonlyArray<{ readonly key: Uint8Array | string; readonly value: Uint8Array | string }>,
+  ): Promise<number[]> {
+    const es = this.checkBatch('putMany', entries, (e) => {
+      if (typeof e !== 'object' || e === null)
+        throw new InvalidArgumentError(`putMany: each entry must be { key, value }, got ${describeValue(e)}`);
+      return { key: this.checkKey('putMany', e.key), value: bytesArgument('putMany', 'value', e.value) };
+    });
+    const seen = new Set<string>();
+    for (const e of es) {
+      const h = Buffer.from(e.key).toString('hex');
+      if (seen.has(h)) throw new InvalidArgumentError(`putMany: the key ${describeKey(e.key)} appears twice`);
+      seen.add(h);
+    }
+    const map = await this.currentMap();
+    const max = this.clusterLimits?.maxValueBytes;
+    if (max !== undefined)
+      for (const e of es) if (e.value.length > max) throw new ValueTooLargeError(e.value.length, max);
+    const outcomes: Array<BatchOutcome<number> | undefined> = new Array(es.length);
+    const groups = [
+      ...groupByPartition(
+        es.map((e) => e.key),
+        map.partitions,
+      ),
+    ];
+    await Promise.all(
+      groups.map(async ([p, idxs]) => {
+        for (const chunk of chunksByBytes(idxs, (i) => es[i]!.key.length + es[i]!.value.length, BATCH_CALL_BYTES))
+          await this.putChunk(p, chunk, es, outcomes);
+      }),
+    );
+    return batchResult('putMany', outcomes);
+  }
+
+  /**
+   * One putMany call to partition `p`'s primary. Every entry takes a slot of its own (S10:
+   * the server remembers one request per client id), kept across retries; an entry that
+   * failed with a retryable error is sent again with the same slot until the deadline.
+   */
+  private async putChunk(
+    p: number,
+    idxs: readonly number[],
+    es: ReadonlyArray<{ key: Uint8Array; value: Uint8Array }>,
+    outcomes: Array<BatchOutcome<number> | undefined>,
+  ): Promise<void> {
+    const slots = new Map<number, { id: string; seq: number }>();
+    for (const i of idxs) {
+      const slot = this.freeSlots.pop() ?? { id: `${this.clientId}-${this.slotCount++}`, seq: 0 };
+      slot.seq++;
+      slots.set(i, slot);
+    }
+    const deadline = Date.now() + this.opts.timeoutMs;
+    let pending = [...idxs];
+    let sentBefore = false;
+    // Bounded by the deadline: each round sends the entries that failed retryably in the last.
+    for (let round = 0; pending.length > 0; round++) {
+      const body = {
+        t: 'putMany',
+        entries: pending.map((i) => ({
+          key: es[i]!.key,
+          value: es[i]!.value,
+          cid: slots.get(i)!.id,
+          rs: slots.get(i)!.seq,
+        })),
+      };
+      let reply: PutManyResults;
+      try {
+        reply = decodeOrThrow(putManyReply, await this.withRetry(p, body, true));
+        if (reply.results.length !== pending.length)
+          throw new InvalidArgumentError(
+            'malformed reply from the cluster: putMany answered another number of entries',
+          );
+      } catch (err) {
+        const e = asDstoreError(err);
+        const error =
+          sentBefore && !(e instanceof OutcomeUnknownError)
+            ? new OutcomeUnknownError(
+                `write to partition ${p} failed after an attempt that may have been applied: ${e.message}`,
+                { cause: e },
+              )
+            : e;
+        for (const i of pending) outcomes[i] = { ok: false, key: es[i]!.key, error };
+        break; // slots of failed entries are retired (see `tagged`)
+      }
+      sentBefore = true;
+      const again: number[] = [];
+      reply.results.forEach((r, j) => {
+        const i = pending[j]!;
+        if (!('error' in r)) {
+          outcomes[i] = { ok: true, value: r.version };
+          this.freeSlots.push(slots.get(i)!);
+          return;
+        }
+        const error = errorFromWire(r.error);
+        if (error.retryable && Date.now() < deadline) again.push(i);
+        else
+          outcomes[i] = {
+            ok: false,
+            key: es[i]!.key,
+            error: error.retryable
+              ? new OutcomeUnknownError(`write to partition ${p} may or may not have been applied: ${error.message}`, {
+                  cause: error,
+                })
+              : error,
+          };
+      });
+      pending = again;
+      if (pending.length > 0) await sleep(Math.min(50 * 2 ** Math.min(round, 5), Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  private checkBatch<T, U>(method: string, items: ReadonlyArray<T>, check: (item: T) => U): U[] {
+    if (!Array.isArray(items))
+      throw new InvalidArgumentError(`${method}: expects an array, got ${describeValue(items)}`);
+    const max = defaultLimits().maxBatchKeys;
+    if (items.length > max) throw new BatchTooLargeError(items.length, max);
+    return items.map(check);
   }
 
   /**
@@ -579,6 +758,69 @@ function decodeOrThrow<T>(
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Issue 14: bytes of keys and values per putMany call (a group is split into calls of about this). */
+const BATCH_CALL_BYTES = 1024 * 1024;
+
+/** Indices of `keys` by partition. */
+function groupByPartition(keys: readonly Uint8Array[], partitions: number): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  keys.forEach((k, i) => {
+    const p = partitionOf(k, partitions);
+    const g = groups.get(p);
+    if (g) g.push(i);
+    else groups.set(p, [i]);
+  });
+  return groups;
+}
+
+/** `idxs` in runs whose sizes add up to about `max` (soft: a run holds at least one). */
+function chunksByBytes(idxs: readonly number[], size: (i: number) => number, max: number): number[][] {
+  const out: number[][] = [];
+  let run: number[] = [];
+  let bytes = 0;
+  for (const i of idxs) {
+    if (run.length > 0 && bytes + size(i) > max) {
+      out.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(i);
+    bytes += size(i);
+  }
+  if (run.length > 0) out.push(run);
+  return out;
+}
+
+function asDstoreError(err: unknown): DstoreError {
+  return err instanceof DstoreError ? err : errorFromWire(errorToWire(err));
+}
+
+function describeKey(key: Uint8Array): string {
+  const s = Buffer.from(key).toString('utf8');
+  return /^[\x20-\x7e]*$/.test(s) && s.length <= 64
+    ? JSON.stringify(s)
+    : `0x${Buffer.from(key.subarray(0, 32)).toString('hex')}${key.length > 32 ? '…' : ''}`;
+}
+
+/** The values of a batch in order, or BatchFailedError naming the keys that failed. */
+function batchResult<T>(method: string, outcomes: ReadonlyArray<BatchOutcome<T> | undefined>): T[] {
+  const results = outcomes.map((o, i): BatchOutcome<T> => {
+    if (o === undefined) throw new Error(`${method}: entry ${i} has no outcome`);
+    return o;
+  });
+  const failed = results.filter((r): r is Extract<BatchOutcome<T>, { ok: false }> => !r.ok);
+  if (failed.length === 0) return results.map((r) => (r as { value: T }).value);
+  const named = failed
+    .slice(0, 5)
+    .map((f) => `${describeKey(f.key)} (${f.error.code}: ${f.error.message})`)
+    .join('; ');
+  const more = failed.length > 5 ? ` and ${failed.length - 5} more` : '';
+  throw new BatchFailedError(
+    `${method}: ${failed.length} of ${results.length} keys failed (the others took effect): ${named}${more}`,
+    results,
+  );
+}
 
 /** `promise`, or `onTimeout()` as a rejection after `ms` (a shared fetch others may still await). */
 function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {

@@ -10,5 +10,5 @@
  * ```
  */
 export { connect, connectAdmin, type Admin, type ClientLogger, type ConnectOptions } from './client.js';
-export type { ClusterInfo, Db, GetResult, NodeInfo, StorageDump } from './api.js';
+export type { ClusterInfo, Db, GetResult, NodeInfo, ScanEntry, ScanOptions, ScanResult, StorageDump } from './api.js';
 export * from '../core/errors.js';

@@ -123,6 +123,31 @@ export const StorageRequest = Type.Union([
     token: Token,
   }),
   /**
+   * Issue 14: reads of several keys of partition `p` at its primary, in one flush and one
+   * read-confirmation round; answered with a BatchReply of GetReply results (possibly fewer than
+   * `keys` when their values reached maxScanPageBytes: the caller asks again for the rest).
+   */
+  Type.Object({
+    t: Type.Literal('getMany'),
+    p: Partition,
+    keys: Type.Array(Bytes, { minItems: 1, maxItems: 100_000 }),
+    token: Token,
+  }),
+  /**
+   * Issue 14: writes of several keys of partition `p`, each with its own client slot (cid, rs)
+   * so the dedup table (S10) recognises each entry of a retried batch; answered with a
+   * BatchReply of PutReply results, one per entry, in order.
+   */
+  Type.Object({
+    t: Type.Literal('putMany'),
+    p: Partition,
+    entries: Type.Array(Type.Object({ key: Bytes, value: Bytes, cid: Id, rs: Uint }), {
+      minItems: 1,
+      maxItems: 100_000,
+    }),
+    token: Token,
+  }),
+  /**
    * One page of the keys a storage server holds (issue 9: never one reply of a whole store):
    * at most `limit` keys and about `maxBytes` of them (the server caps both), from the cursor
    * `after` (partition `p`, after `key`; none: from the start).
@@ -362,6 +387,18 @@ export const ScanReply = Type.Object({
   keys: Type.Array(Bytes),
   values: Type.Optional(Type.Array(Type.Object({ value: Bytes, version: Uint }))),
   next: Type.Optional(Bytes),
+});
+/** One entry's failure in a batch: a typed error's wire form (errorFromWire rebuilds it). */
+const EntryError = Type.Object(
+  { code: Type.String({ maxLength: 64 }), message: Type.String({ maxLength: 4096 }) },
+  { additionalProperties: true },
+);
+/** Issue 14: the answer to getMany (GetReply results) and putMany (PutReply results), in order. */
+export const GetManyReply = Type.Object({
+  results: Type.Array(Type.Union([GetReply.anyOf[0], GetReply.anyOf[1], Type.Object({ error: EntryError })])),
+});
+export const PutManyReply = Type.Object({
+  results: Type.Array(Type.Union([PutReply, Type.Object({ error: EntryError })])),
 });
 /** `truncated`: keys are left after this page; `next`: the cursor of the next page. */
 export const DumpReply = Type.Object({

@@ -29,6 +29,8 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
+  BatchTooLargeError,
+  errorToWire,
   InvalidArgumentError,
   MalformedMessageError,
   NotPrimaryError,
@@ -85,6 +87,7 @@ import type { CheckTransport, PartitionConfigView } from '../check/replicas.js';
 import { digestSnapshot } from '../storage/digest.js';
 import {
   askRequest,
+  type ClientCall,
   type HeartbeatRequest,
   type HostEffect,
   type NameserverAsk,
@@ -996,6 +999,16 @@ export class StorageServer {
           ...(page.nextAfterKey === undefined ? {} : { next: page.nextAfterKey }),
         };
       }
+      case 'getMany':
+        return this.many(
+          req.p,
+          req.keys.map((key) => ({ t: 'get', p: req.p, key }) as const),
+        );
+      case 'putMany':
+        return this.many(
+          req.p,
+          req.entries.map(({ key, value, cid, rs }) => ({ t: 'put', p: req.p, key, value, cid, rs }) as const),
+        );
       case 'dump':
         return this.dump(req.limit, req.after, req.maxBytes);
       case 'snapshotRead':
@@ -1022,6 +1035,40 @@ export class StorageServer {
       default:
         assertNever(req);
     }
+  }
+
+  /**
+   * Issue 14: a getMany / putMany: every call stepped into the replica in one turn
+   * (host.clientMany), each answered on its own; the reply lists each one's result or typed
+   * error, in order. Read results stop once their values reach maxScanPageBytes (at least one
+   * is listed): the client asks again for the rest.
+   */
+  private async many(p: number, calls: ReadonlyArray<ClientCall>): Promise<unknown> {
+    this.host.checkPartition(p);
+    if (calls.length > this.limits.maxBatchKeys) throw new BatchTooLargeError(calls.length, this.limits.maxBatchKeys);
+    const pending = calls.map((call) => {
+      let handle!: Handle;
+      const promise = new Promise<unknown>((resolve, reject) => {
+        handle = { resolve, reject };
+      });
+      return { call, handle, promise };
+    });
+    this.run(this.host.clientMany(pending));
+    const settled = await Promise.allSettled(pending.map((x) => x.promise));
+    const results: unknown[] = [];
+    let bytes = 0;
+    for (const s of settled) {
+      if (results.length > 0 && bytes >= this.limits.maxScanPageBytes) break;
+      if (s.status === 'rejected') {
+        const { code, message } = errorToWire(s.reason);
+        results.push({ error: { code, message } });
+        continue;
+      }
+      const value = (s.value as { value?: Uint8Array }).value;
+      bytes += value?.length ?? 0;
+      results.push(s.value);
+    }
+    return { results };
   }
 
   /** One page of this server's keys (dump.ts): at most `limit` keys and maxDumpPageBytes. */

@@ -65,6 +65,15 @@ class FakeDb implements Db {
     });
     return keys.length > limit ? { entries, next: entries[entries.length - 1]!.key } : { entries };
   }
+  async getMany(keys: ReadonlyArray<Uint8Array | string>): Promise<Array<GetResult | undefined>> {
+    this.check();
+    return keys.map((k) => this.data.get(FakeDb.key(k)));
+  }
+  async putMany(entries: ReadonlyArray<{ key: Uint8Array | string; value: Uint8Array | string }>): Promise<number[]> {
+    const out: number[] = [];
+    for (const e of entries) out.push(await this.put(e.key, e.value));
+    return out;
+  }
   async *keys(): AsyncIterable<Uint8Array> {
     for (const e of (await this.scan({ limit: 100_000 })).entries) yield e.key;
   }

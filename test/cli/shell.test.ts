@@ -217,6 +217,40 @@ describe('shell (piped, over a fake Db)', () => {
     assert.doesNotMatch(out, /\x1b\[/, 'no colours when piped');
   });
 
+  test('scan [prefix] [limit] lists keys in byte order and says where more remain; mget reads several', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, [
+      'insert b/2 x',
+      'insert a/1 y',
+      'insert b/1 z',
+      'insert c "w w"',
+      'scan',
+      'scan b/',
+      'scan "" 2',
+      'scan b/ many',
+      'mget a/1 nope c',
+    ]);
+    const lines = out.trimEnd().split('\n').slice(4);
+    assert.deepEqual(lines, [
+      'a/1',
+      'b/1',
+      'b/2',
+      'c',
+      '(4 keys; end of the scan)',
+      'b/1',
+      'b/2',
+      '(2 keys; end of the scan)',
+      'a/1',
+      'b/1',
+      '(2 keys; more remain: the next key is after b/1)',
+      'limit must be an integer from 1 to 100000, got many',
+      'a/1: "y" (version 2)',
+      'nope: (not found)',
+      'c: "w w" (version 4)',
+    ]);
+    assert.equal(db.lastScan?.limit, 2);
+  });
+
   test('unknown command, wrong argument count and an unbalanced quote print hints; the shell goes on', async () => {
     const db = new FakeDb();
     const { out, end } = await drive(db, [

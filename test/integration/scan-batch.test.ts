@@ -6,7 +6,9 @@
  *    the sorted model, across every partition; prefix and startAfter scans match the model's
  *    range; `values` returns each key's value and version (the versions `get` reports);
  *    getMany answers as single gets do (missing keys included); putMany's versions are those
- *    `get` then reports; a batch over maxBatchKeys is refused with BATCH_TOO_LARGE.
+ *    `get` then reports; a batch over maxBatchKeys is refused with BATCH_TOO_LARGE; a putMany
+ *    call sent twice (a retry after a lost reply) is answered with the first call's versions and
+ *    applies nothing again.
  * 2. A putMany of 1,000 entries with the primary of some of its partitions SIGKILLed while it
  *    runs: every entry acknowledged holds its value at exactly the acknowledged version (applied
  *    once: a second application would have raised the version), and entries reported failed
@@ -16,6 +18,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BatchFailedError, BatchTooLargeError } from '../../src/core/errors.js';
 import type { Db } from '../../src/client/api.js';
+import { partitionOf } from '../../src/core/partitioning.js';
 import { LocalCluster } from './cluster.js';
 import { TIMING, withLogsOnFailure } from './failures-harness.js';
 
@@ -115,6 +118,29 @@ test('scan across partitions matches a sorted model; getMany/putMany equal singl
       ]),
       /appears twice/,
     );
+    // A putMany call sent twice to the primary (a retry after a lost reply): the second answers
+    // each entry with the first's version, applies nothing again and refuses nothing (S10).
+    const map = await cluster.map();
+    const p = partitionOf(Buffer.from('retry/0'), P);
+    const keysOfP = Array.from({ length: 400 }, (_, i) => Buffer.from(`retry/${i}`)).filter(
+      (k) => partitionOf(k, P) === p,
+    );
+    const body = {
+      t: 'putMany',
+      p,
+      entries: keysOfP.map((key, i) => ({ key, value: Buffer.from(`r${i}`), cid: `retry-test-${i}`, rs: 1 })),
+    };
+    const primary = map.configs[p]!.primary;
+    const first = (await cluster.call(cluster.storageAddress(primary), body)) as { results: { version: number }[] };
+    const second = (await cluster.call(cluster.storageAddress(primary), body)) as { results: { version: number }[] };
+    assert.equal(first.results.length, keysOfP.length);
+    assert.ok(
+      first.results.every((r) => typeof r.version === 'number'),
+      JSON.stringify(first.results[0]),
+    );
+    assert.deepStrictEqual(second, first, 'the retry is answered with the versions of the first call');
+    const now = await db.getMany(keysOfP);
+    now.forEach((g, i) => assert.equal(g?.version, first.results[i]!.version, 'applied once'));
   });
 });
 

@@ -272,9 +272,11 @@ export class Client implements Db {
     const outcomes: Array<BatchOutcome<GetResult | undefined> | undefined> = new Array(ks.length);
     await Promise.all(
       [...groupByPartition(ks, map.partitions)].map(async ([p, idxs]) => {
+        const deadline = Date.now() + this.opts.timeoutMs;
         let pending = idxs;
-        // Bounded: every reply answers at least one key (or the call throws).
-        while (pending.length > 0) {
+        // Bounded: every reply answers at least one key (or the call throws), and a key that
+        // failed retryably is asked again only until the deadline.
+        for (let round = 0; pending.length > 0; round++) {
           let reply: GetManyResults;
           try {
             const raw = await this.withRetry(p, { t: 'getMany', keys: pending.map((i) => ks[i]!) }, false);
@@ -285,12 +287,22 @@ export class Client implements Db {
             for (const i of pending) outcomes[i] = { ok: false, key: ks[i]!, error: asDstoreError(err) };
             return;
           }
+          const again: number[] = [];
           reply.results.forEach((r, j) => {
             const i = pending[j]!;
-            if ('error' in r) outcomes[i] = { ok: false, key: ks[i]!, error: errorFromWire(r.error) };
-            else outcomes[i] = { ok: true, value: r.found ? { value: r.value, version: r.version } : undefined };
+            if (!('error' in r)) {
+              outcomes[i] = { ok: true, value: r.found ? { value: r.value, version: r.version } : undefined };
+              return;
+            }
+            // A key failed retryably (its primary is changing, a queue is full): asked again.
+            const error = errorFromWire(r.error);
+            if (error.retryable && Date.now() < deadline) again.push(i);
+            else outcomes[i] = { ok: false, key: ks[i]!, error };
           });
-          pending = pending.slice(reply.results.length);
+          // Keys the reply left out (their values reached its byte bound) are asked at once.
+          const unanswered = pending.slice(reply.results.length);
+          if (again.length > 0) await this.beforeBatchRetry(round, deadline);
+          pending = [...again, ...unanswered];
         }
       }),
     );
@@ -413,7 +425,21 @@ export class Client implements Db {
           };
       });
       pending = again;
-      if (pending.length > 0) await sleep(Math.min(50 * 2 ** Math.min(round, 5), Math.max(0, deadline - Date.now())));
+      if (pending.length > 0) await this.beforeBatchRetry(round, deadline);
+    }
+  }
+
+  /**
+   * Before a batch sends again the entries that failed retryably (NOT_PRIMARY while the
+   * partition's primary changes, OVERLOADED): back off, and refresh the map so the next call
+   * goes to the new primary (a failed refresh keeps the cached map: the call's own retries go on).
+   */
+  private async beforeBatchRetry(round: number, deadline: number): Promise<void> {
+    await sleep(Math.min(50 * 2 ** Math.min(round, 5), Math.max(0, deadline - Date.now())));
+    try {
+      await this.mapForRetry(Math.max(1, Math.min(this.opts.attemptTimeoutMs, deadline - Date.now())));
+    } catch {
+      // no fresh map now: the next call's own retries refresh it again
     }
   }
 

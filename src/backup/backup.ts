@@ -132,7 +132,7 @@ async function backupPartition(
       for (let n = 0; n < MAX_PAGES; n++) {
         if (page.items.length > 0) {
           for (const i of page.items) {
-            builder.addEntry(i.key, i.value, i.version);
+            builder.addEntry(i.key, i.value, i.version, i.expiresAt);
             bytes += i.key.length + i.value.length;
           }
           keys += page.items.length;
@@ -156,6 +156,7 @@ async function backupPartition(
         seq: applied.seq,
         epoch: applied.epoch,
         keys: digest.keys,
+        ...(digest.expiring === undefined ? {} : { expiring: digest.expiring }),
         digest: digest.digest,
         content: digest.content,
       };

@@ -37,6 +37,8 @@ export interface BackupItem {
   readonly key: Uint8Array;
   readonly value: Uint8Array;
   readonly version: number;
+  /** §16: when the value expires (ms since the Unix epoch), if it does. */
+  readonly expiresAt?: number;
 }
 
 export interface HeaderRecord {
@@ -83,7 +85,12 @@ function frameCrc(lengthBytes: Uint8Array, body: Uint8Array): number {
 export function encodeFrame(record: BackupRecord): Buffer {
   const wire =
     record.t === 'items'
-      ? { t: 'items', items: record.items.map((i) => [i.key, i.value, i.version]) }
+      ? {
+          t: 'items',
+          items: record.items.map((i) =>
+            i.expiresAt === undefined ? [i.key, i.value, i.version] : [i.key, i.value, i.version, i.expiresAt],
+          ),
+        }
       : record.t === 'dedup'
         ? { t: 'dedup', records: record.records.map((r) => ({ ...r })) }
         : record;
@@ -122,9 +129,11 @@ function toRecord(v: unknown): BackupRecord | string {
       if (!Array.isArray(v.items)) return 'a malformed items record';
       const items: BackupItem[] = [];
       for (const i of v.items) {
-        if (!Array.isArray(i) || i.length !== 3 || !isBytes(i[0]) || !isBytes(i[1]) || !isUint(i[2]))
+        if (!Array.isArray(i) || i.length < 3 || i.length > 4 || !isBytes(i[0]) || !isBytes(i[1]) || !isUint(i[2]))
           return 'a malformed item';
-        items.push({ key: i[0], value: i[1], version: i[2] });
+        if (i.length === 3) items.push({ key: i[0], value: i[1], version: i[2] });
+        else if (isUint(i[3])) items.push({ key: i[0], value: i[1], version: i[2], expiresAt: i[3] });
+        else return 'a malformed item';
       }
       return { t: 'items', items };
     }
@@ -267,7 +276,7 @@ export async function readPartitionFile(
           dedup += record.records.length;
           break;
         case 'items':
-          for (const i of record.items) builder.addEntry(i.key, i.value, i.version);
+          for (const i of record.items) builder.addEntry(i.key, i.value, i.version, i.expiresAt);
           items += record.items.length;
           if (onItems) await onItems(record.items);
           break;

@@ -19,9 +19,11 @@ export interface ManifestPartition {
   readonly seq: number;
   readonly epoch: number;
   readonly keys: number;
+  /** Of `keys`, those with an expiry (§16): a restore skips any past it. Absent: none. */
+  readonly expiring?: number;
   /** Digest of entries and dedup table (src/storage/digest.ts): a replica's digest at `seq`. */
   readonly digest: string;
-  /** Digest of keys and values only: what a restore reproduces. */
+  /** Digest of keys and values only, of the keys without an expiry: what a restore reproduces. */
   readonly content: string;
 }
 
@@ -61,6 +63,8 @@ function entryProblem(e: unknown, i: number): string | undefined {
   ];
   for (const [name, check, what] of fields)
     if (!check(e[name])) return `entries[${i}].${name} is ${JSON.stringify(e[name])}, not ${what}`;
+  if (e.expiring !== undefined && (!isUint(e.expiring) || e.expiring > (e.keys as number)))
+    return `entries[${i}].expiring is ${JSON.stringify(e.expiring)}, not a count within keys`;
   return undefined;
 }
 

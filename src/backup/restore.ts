@@ -26,7 +26,7 @@ export interface RestoreTarget {
   clusterMap(): Promise<MapReply>;
   proposeDigest(p: number, buckets?: readonly number[]): Promise<number>;
   digestAt(address: string, p: number, seq: number, waitMs?: number): Promise<DigestAtReply>;
-  put(key: Uint8Array, value: Uint8Array): Promise<number>;
+  put(key: Uint8Array, value: Uint8Array, options?: { ttlMs?: number }): Promise<number>;
 }
 
 export interface RestoreProgress {
@@ -154,7 +154,8 @@ export async function clusterContents(target: RestoreTarget): Promise<PartitionC
           continue;
         }
         const reply = await target.digestAt(address, p, seq);
-        if (reply.ok) return { partition: p, keys: reply.keys, content: reply.content };
+        // §16: keys with an expiry are not compared (a restore skips those past it).
+        if (reply.ok) return { partition: p, keys: reply.keys - (reply.expiring ?? 0), content: reply.content };
         lastError = `${config?.primary} has no digest at seq ${seq}: ${reply.error}`;
       } catch (err) {
         if (!(err instanceof DstoreError) || !err.retryable) throw err;
@@ -205,10 +206,19 @@ class PutPool {
   }
 }
 
+/**
+ * §16: a key with an expiry is restored with the time it has left (the same deadline, by this
+ * machine's clock); one past it is not restored: it is gone in the source cluster too.
+ */
 async function putWithRetries(target: RestoreTarget, item: BackupItem, attempts: number): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await target.put(item.key, item.value);
+      if (item.expiresAt === undefined) await target.put(item.key, item.value);
+      else {
+        const ttlMs = item.expiresAt - Date.now();
+        if (ttlMs < 1) return;
+        await target.put(item.key, item.value, { ttlMs });
+      }
       return;
     } catch (err) {
       // Writing the same value again is harmless (OUTCOME_UNKNOWN included): the content is what counts.
@@ -249,8 +259,10 @@ export async function runRestore(
   options.onProgress?.({ phase: 'check', keys: pool.done, totalKeys: manifest.keys });
   const after = await clusterContents(target);
   const actual = { content: addDigests(after.map((c) => c.content)), keys: after.reduce((n, c) => n + c.keys, 0) };
-  if (actual.content !== manifest.content || actual.keys !== manifest.keys)
-    throw new RestoreMismatchError({ content: manifest.content, keys: manifest.keys }, actual);
+  // §16: keys with an expiry are left out of both sides (content digests never cover them).
+  const expected = manifest.keys - manifest.entries.reduce((n, e) => n + (e.expiring ?? 0), 0);
+  if (actual.content !== manifest.content || actual.keys !== expected)
+    throw new RestoreMismatchError({ content: manifest.content, keys: expected }, actual);
   return {
     manifest,
     keys: actual.keys,

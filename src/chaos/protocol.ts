@@ -10,6 +10,9 @@
  */
 import type { HistoryOp } from '../check/linearizability.js';
 
+export const CHAOS_WORKLOADS = ['kv', 'cas'] as const;
+export type ChaosWorkload = (typeof CHAOS_WORKLOADS)[number];
+
 export interface WorkerConfig {
   readonly nameserver: string;
   readonly clusterToken?: string;
@@ -23,6 +26,11 @@ export interface WorkerConfig {
   readonly storageServers: number;
   readonly partitions: number;
   readonly replicas: number;
+  /**
+   * `kv`: puts, gets and deletes of unique values. `cas` (issue 14): every key is a counter
+   * that clients increment by compare-and-set (a get, then a put with the version it read).
+   */
+  readonly workload: ChaosWorkload;
   /** Record whether each delete found the key (`existed`), so the checker uses it. */
   readonly deleteExisted: boolean;
   /** Bound on the cluster forming before the load, in ms. */

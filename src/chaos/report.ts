@@ -43,13 +43,15 @@ export interface Window {
   readonly faults: readonly number[];
 }
 
-export type OpCounts = Record<'put' | 'get' | 'delete' | 'total', Record<'ok' | 'fail' | 'unknown' | 'total', number>>;
+export type OpCounts = Record<
+  'put' | 'get' | 'delete' | 'cas' | 'total',
+  Record<'ok' | 'fail' | 'unknown' | 'total', number>
+>;
 
 export function countOps(ops: readonly ChaosOp[]): OpCounts {
   const row = () => ({ ok: 0, fail: 0, unknown: 0, total: 0 });
-  const c: OpCounts = { put: row(), get: row(), delete: row(), total: row() };
+  const c: OpCounts = { put: row(), get: row(), delete: row(), cas: row(), total: row() };
   for (const o of ops) {
-    if (o.op === 'cas') continue;
     for (const r of [c[o.op], c.total]) {
       r[o.status]++;
       r.total++;
@@ -149,6 +151,8 @@ export interface ReportInput {
     readonly incomplete: number;
     readonly unread: readonly string[];
   };
+  /** Issue 14: the CAS workload's counter lines (counters.ts). */
+  readonly counters?: readonly string[];
   readonly check: CheckResult;
   readonly checkMs: number;
   readonly verdict: ChaosVerdict;
@@ -173,8 +177,9 @@ export function formatReport(r: ReportInput): string {
 
   const c = countOps(r.ops);
   lines.push('', 'operations (load and final reads):', '            ok    fail  unknown    total');
-  for (const kind of ['put', 'get', 'delete', 'total'] as const) {
+  for (const kind of ['put', 'get', 'delete', 'cas', 'total'] as const) {
     const x = c[kind];
+    if (kind === 'cas' && x.total === 0) continue;
     lines.push(
       `  ${kind.padEnd(7)} ${String(x.ok).padStart(6)} ${String(x.fail).padStart(7)} ` +
         `${String(x.unknown).padStart(8)} ${String(x.total).padStart(8)}`,
@@ -244,6 +249,8 @@ export function formatReport(r: ReportInput): string {
     );
   }
 
+  if (r.counters) lines.push(...r.counters);
+
   lines.push('', `${formatResult(r.check)} — checked in ${s1(r.checkMs)} s`);
   if (r.historyPath) lines.push(`history: ${r.historyPath}`);
   if (r.keptDir) lines.push(`node data and logs kept in ${r.keptDir}`);
@@ -256,7 +263,10 @@ function verdictLine(v: ChaosVerdict): string {
     case 'ok':
       return 'OK — the history is linearizable and the cluster recovered';
     case 'violation':
-      return 'VIOLATION — the history is not linearizable, or replicas were found differing (exit code 1)';
+      return (
+        'VIOLATION — the history is not linearizable, replicas were found differing, or a counter of the cas ' +
+        'workload is wrong (exit code 1)'
+      );
     case 'inconclusive':
       return 'INCONCLUSIVE — no violation found, but the checker ran out of budget on some key (exit code 3)';
     case 'liveness':

@@ -51,7 +51,15 @@ import { RpcPool } from '../rpc/transport.js';
 import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { Relay } from './relay.js';
-import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
+import { checkCounters, type CounterResult, formatCounters } from './counters.js';
+import {
+  type ChaosOp,
+  type ChaosWorkload,
+  type FromWorker,
+  monotonicMs,
+  type ToWorker,
+  type WorkerConfig,
+} from './protocol.js';
 import {
   type AppliedFault,
   CHAOS_EXIT,
@@ -94,6 +102,8 @@ export interface ChaosOptions {
   readonly settleTimeoutMs: number;
   readonly checkBudgetMs: number;
   readonly deleteExisted: boolean;
+  /** Issue 14: `cas`: counters incremented by compare-and-set (default `kv`). */
+  readonly workload?: ChaosWorkload;
   /** Where node data and logs go (kept); default a temporary dir, removed unless the run found a problem or `keep`. */
   readonly dataDir?: string;
   readonly keep: boolean;
@@ -155,6 +165,8 @@ const DEFAULT_LEASE_TTL_MS = 2000;
 const FIND_LEADER_MS = 10_000;
 /** Each storage server's small filesystem for disk-full faults (tmpfs: only what is written uses memory). */
 const NODE_FS_BYTES = 64 * 1024 * 1024;
+
+const keyNames = (n: number): string[] => Array.from({ length: n }, (_, i) => `k${i}`);
 
 /** Runs one chaos run; `progress` gets a line per phase and fault. Rejects only on set-up failures or an abort. */
 export async function runChaos(
@@ -420,7 +432,7 @@ export async function runChaos(
     signal?.throwIfAborted();
 
     // ---- the client worker ----
-    const keys = Array.from({ length: o.keys }, (_, i) => `k${i}`);
+    const keys = keyNames(o.keys);
     const config: WorkerConfig = {
       nameserver: nameserverAddress,
       ...(token === undefined ? {} : { clusterToken: token }),
@@ -434,6 +446,7 @@ export async function runChaos(
       partitions: o.partitions,
       replicas,
       deleteExisted: o.deleteExisted,
+      workload: o.workload ?? 'kv',
       formTimeoutMs: START_TIMEOUT_MS,
       originNs: originNs.toString(),
     };
@@ -565,8 +578,11 @@ export async function runChaos(
     partitions: o.partitions,
     minGapMs: MIN_GAP_MS,
   });
+  const counters: CounterResult[] | undefined = o.workload === 'cas' ? checkCounters(ops, keyNames(o.keys)) : undefined;
   const verdict: ChaosVerdict =
-    check.verdict === 'violation' || (antiEntropy?.divergences ?? 0) > 0
+    check.verdict === 'violation' ||
+    (antiEntropy?.divergences ?? 0) > 0 ||
+    (counters ?? []).some((c) => c.problem !== undefined)
       ? 'violation'
       : check.verdict === 'unknown'
         ? 'inconclusive'
@@ -605,6 +621,7 @@ export async function runChaos(
     finalReads,
     unexpectedExits,
     ...(antiEntropy ? { antiEntropy } : {}),
+    ...(counters ? { counters: formatCounters(counters) } : {}),
     check,
     checkMs,
     verdict,

@@ -18,7 +18,7 @@
  * The worker exits when the runner goes away (its IPC channel closes).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, DstoreError, type Db, mayHaveApplied } from '../client/index.js';
+import { ConditionFailedError, connect, DstoreError, type Db, mayHaveApplied } from '../client/index.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
 import { tokenField } from '../rpc/token.js';
@@ -99,6 +99,40 @@ async function doOp(
   }
 }
 
+/**
+ * Issue 14: one increment of counter `key` by compare-and-set: a get, then a put of the
+ * value + 1 with the version the get returned (0: absent, counting from 0). Both go in the
+ * history: the put as a `cas` expecting the value read, so the checker holds it to that; a
+ * CONDITION_FAILED (another client got there first) is a definite `fail`.
+ */
+async function casIncrement(db: Db, client: string, key: string): Promise<boolean> {
+  const invoke = now();
+  let got: Awaited<ReturnType<Db['get']>>;
+  try {
+    got = await db.get(key);
+  } catch (err) {
+    record({ client, op: 'get', key, invoke, complete: now(), status: 'fail', error: errorCode(err) });
+    return false;
+  }
+  const read = got ? Buffer.from(got.value).toString('utf8') : null;
+  record({ client, op: 'get', key, value: read, invoke, complete: now(), status: 'ok' });
+  const next = String(Number(read ?? '0') + 1);
+  const casInvoke = now();
+  const base = { client, op: 'cas' as const, key, expect: read, value: next, invoke: casInvoke };
+  try {
+    await db.put(key, next, { ifVersion: got?.version ?? 0 });
+    record({ ...base, complete: now(), status: 'ok' });
+    return true;
+  } catch (err) {
+    const complete = now();
+    if (mayHaveApplied(err))
+      record({ ...base, complete: null, status: 'unknown', end: complete, error: errorCode(err) });
+    else record({ ...base, complete, status: 'fail', error: errorCode(err) });
+    // Losing the race is the workload working, not an error to back off from.
+    return err instanceof ConditionFailedError;
+  }
+}
+
 let running = false;
 
 async function clientLoop(index: number, db: Db): Promise<void> {
@@ -110,9 +144,13 @@ async function clientLoop(index: number, db: Db): Promise<void> {
   for (let i = 0; running && i < 100_000_000; i++) {
     const key = rng.pick(config.keys);
     const r = rng.float();
-    const op = r < 0.45 ? 'put' : r < 0.9 ? 'get' : 'delete';
-    const value = `${name}-${op === 'put' ? ++writes : 0}`;
-    const ok = await doOp(db, name, op, key, value);
+    let ok: boolean;
+    if (config.workload === 'cas') ok = await casIncrement(db, name, key);
+    else {
+      const op = r < 0.45 ? 'put' : r < 0.9 ? 'get' : 'delete';
+      const value = `${name}-${op === 'put' ? ++writes : 0}`;
+      ok = await doOp(db, name, op, key, value);
+    }
     nextAt = Math.max(nextAt + periodMs, now());
     await sleep(Math.max(nextAt - now(), ok ? 0 : ERROR_PAUSE_MS));
   }

@@ -3,7 +3,7 @@
  * one-shot commands for scripts — put, get (exit 1 when absent), del, dump, nodes.
  */
 import { isatty } from 'node:tty';
-import type { Db } from '../client/api.js';
+import type { Db, WriteOptions } from '../client/api.js';
 import type { Admin } from '../client/client.js';
 import { keyBytes, readPutValue } from './argv.js';
 import {
@@ -20,7 +20,7 @@ import {
   utf8OrUndefined,
 } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
-import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, runShell } from './shell.js';
+import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, formatTtl, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
 
 export interface ClientCliOptions {
@@ -133,14 +133,14 @@ function keyShown(key: string, keyHex: boolean | undefined): string {
 }
 
 export async function putCommand(
-  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; file?: string; keyHex?: boolean; ifVersion?: number; ttl?: number },
   key: string,
   value: string | undefined,
 ): Promise<void> {
   const k = keyBytes(key, o.keyHex);
   // Read the value before connecting: bad input fails fast, with nothing sent.
   const v = await readPutValue(value, o.file, () => ({ isTTY: isatty(0), stream: process.stdin }));
-  const version = await withDb(o, (db) => db.put(k, v));
+  const version = await withDb(o, (db) => db.put(k, v, writeOptionsOf(o)));
   if (o.json) json({ version });
   else out(`OK (version ${version})`);
 }
@@ -170,11 +170,11 @@ export async function getCommand(
 }
 
 export async function delCommand(
-  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean; ifVersion?: number },
   key: string,
 ): Promise<void> {
   const k = keyBytes(key, o.keyHex);
-  const existed = await withDb(o, (db) => db.delete(k));
+  const existed = await withDb(o, (db) => db.delete(k, writeOptionsOf(o)));
   if (o.json) json({ existed });
   else
     out(
@@ -182,6 +182,31 @@ export async function delCommand(
         ? `OK deleted ${keyShown(key, o.keyHex)}`
         : `(not found) no key ${keyShown(key, o.keyHex)}; nothing deleted`,
     );
+}
+
+/** §16: `--if-version` and `--ttl` as the client's write options. */
+function writeOptionsOf(o: { ifVersion?: number; ttl?: number }): WriteOptions {
+  return {
+    ...(o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }),
+    ...(o.ttl === undefined ? {} : { ttlMs: o.ttl }),
+  };
+}
+
+/** §16: how long KEY has left; exit code 1 when it is absent. */
+export async function ttlCommand(
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  key: string,
+): Promise<void> {
+  const k = keyBytes(key, o.keyHex);
+  const got = await withDb(o, (db) => db.get(k));
+  if (got === undefined) {
+    if (o.json) json(null);
+    process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
+    throw new CliExit(1);
+  }
+  if (o.json) json({ ttlMs: got.ttlMs ?? null, version: got.version });
+  else if (got.ttlMs === undefined) out(`${keyShown(key, o.keyHex)} does not expire`);
+  else out(`${keyShown(key, o.keyHex)} expires in ${formatTtl(got.ttlMs)} (${got.ttlMs} ms)`);
 }
 
 export async function dumpCommand(

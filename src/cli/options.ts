@@ -218,3 +218,29 @@ export function errnoCode(err: unknown): string | undefined {
   }
   return undefined;
 }
+
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A TTL (§16) as the CLI and the shell take it: a whole number with a unit, `500ms`, `30s`,
+ * `5m`, `2h`, `7d` (a bare number is seconds); undefined when it is not one or is out of
+ * 1 ms .. `maxMs`.
+ */
+export function parseDurationMs(text: string, maxMs: number): number | undefined {
+  const m = /^(\d{1,15})(ms|s|m|h|d)?$/.exec(text);
+  if (!m) return undefined;
+  const ms = Number(m[1]) * DURATION_UNITS_MS[m[2] ?? 's']!;
+  return Number.isSafeInteger(ms) && ms >= 1 && ms <= maxMs ? ms : undefined;
+}
+
+/** `parseDurationMs` as a commander argument parser. */
+export function durationParser(maxMs: number): (value: string) => number {
+  return (value: string): number => {
+    const ms = parseDurationMs(value, maxMs);
+    if (ms === undefined)
+      throw new CommanderArgumentError(
+        'Expected a duration such as 500ms, 30s, 5m, 2h or 7d (a bare number: seconds).',
+      );
+    return ms;
+  };
+}

@@ -10,6 +10,8 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgument, Option } from 'commander';
 import { DstoreError } from '../core/errors.js';
 import { BACKUP_EXIT_HELP, RESTORE_EXIT_HELP } from '../backup/help.js';
+import { CHAOS_WORKLOADS, type ChaosWorkload } from '../chaos/protocol.js';
+import { MAX_TTL_MS } from '../core/limits.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
 import {
@@ -32,6 +34,7 @@ import {
   clusterTokenOption,
   DEFAULT_NAMESERVER_PORT,
   envOption,
+  durationParser,
   intParser,
   logLevelOption,
   MAX_UP_NODES,
@@ -205,6 +208,14 @@ function parseBenchPrefix(value: string): string {
 const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split,disk-full';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
+const ifVersionOption = () =>
+  envOption(
+    '--if-version <version>',
+    'compare-and-set: only if KEY is at this version (0: only if absent); else exit 1 with CONDITION_FAILED and ' +
+      'the current version',
+    'DSTORE_IF_VERSION',
+  ).argParser(intParser('a version', 0, Number.MAX_SAFE_INTEGER));
+
 const keyHexOption = () =>
   envOption('--key-hex', 'KEY is hex digits (e.g. fffe): for keys that are not UTF-8', 'DSTORE_KEY_HEX');
 
@@ -648,12 +659,27 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
         'DSTORE_PUT_FILE',
       ),
     )
+    .addOption(ifVersionOption())
+    .addOption(
+      envOption(
+        '--ttl <duration>',
+        'the key expires that long after the write: 500ms, 30s, 5m, 2h, 7d (a bare number: seconds); get then ' +
+          'finds nothing',
+        'DSTORE_TTL',
+      ).argParser(durationParser(MAX_TTL_MS)),
+    )
     .addOption(keyHexOption())
     .addOption(jsonOption())
-    .action(async (key: string, value: string | undefined, o: ClientOpts & { file?: string; keyHex?: boolean }) => {
-      const { putCommand } = await import('./commands.js');
-      await putCommand(o, key, value);
-    });
+    .action(
+      async (
+        key: string,
+        value: string | undefined,
+        o: ClientOpts & { file?: string; keyHex?: boolean; ifVersion?: number; ttl?: number },
+      ) => {
+        const { putCommand } = await import('./commands.js');
+        await putCommand(o, key, value);
+      },
+    );
 
   clientOptions(sub('get', 'print the value of KEY; exit code 1 when it is absent'))
     .argument('<key>', 'the key (hex with --key-hex)')
@@ -665,12 +691,22 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       await getCommand(o, key);
     });
 
-  clientOptions(sub('del', 'delete KEY'))
-    .alias('delete')
+  clientOptions(sub('ttl', 'print how long KEY has left before it expires; exit code 1 when it is absent'))
     .argument('<key>', 'the key (hex with --key-hex)')
     .addOption(keyHexOption())
     .addOption(jsonOption())
     .action(async (key: string, o: ClientOpts & { keyHex?: boolean }) => {
+      const { ttlCommand } = await import('./commands.js');
+      await ttlCommand(o, key);
+    });
+
+  clientOptions(sub('del', 'delete KEY'))
+    .alias('delete')
+    .argument('<key>', 'the key (hex with --key-hex)')
+    .addOption(ifVersionOption())
+    .addOption(keyHexOption())
+    .addOption(jsonOption())
+    .action(async (key: string, o: ClientOpts & { keyHex?: boolean; ifVersion?: number }) => {
       const { delCommand } = await import('./commands.js');
       await delCommand(o, key);
     });
@@ -1031,6 +1067,16 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
         .default(10_000),
     )
     .addOption(
+      envOption(
+        '--workload <name>',
+        'kv: puts, gets and deletes of unique values; cas: every key a counter that clients increment by ' +
+          'compare-and-set (the final counts must equal the acknowledged increments)',
+        'DSTORE_CHAOS_WORKLOAD',
+      )
+        .choices(CHAOS_WORKLOADS)
+        .default('kv'),
+    )
+    .addOption(
       new Option(
         '--no-delete-existed',
         'do not record whether each delete found its key (the checker then holds deletes only to their effect)',
@@ -1112,6 +1158,7 @@ Examples:
         settleTimeoutMs: number;
         checkBudgetMs: number;
         deleteExisted?: boolean;
+        workload: ChaosWorkload;
         dataDir?: string;
         keep?: boolean;
         logLevel: string;
@@ -1148,6 +1195,7 @@ Examples:
           settleTimeoutMs: o.settleTimeoutMs,
           checkBudgetMs: o.checkBudgetMs,
           deleteExisted: Boolean(o.deleteExisted),
+          workload: o.workload,
           ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
           keep: Boolean(o.keep),
           logLevel: o.logLevel,

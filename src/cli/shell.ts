@@ -10,8 +10,8 @@
  */
 import { createInterface, type Interface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import type { Db } from '../client/api.js';
-import { DstoreError } from '../core/errors.js';
+import type { Db, WriteOptions } from '../client/api.js';
+import { DstoreError, InvalidArgumentError } from '../core/errors.js';
 import {
   colourWanted,
   formatDump,
@@ -23,7 +23,9 @@ import {
   type Style,
 } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
+import { parseDurationMs } from './options.js';
 import { quoteArg, tokenize, type Token } from './tokenize.js';
+import { MAX_TTL_MS } from '../core/limits.js';
 
 export interface ShellContext {
   readonly db: Db;
@@ -87,6 +89,14 @@ const NODE_CONTROL_COMMANDS: readonly string[] = [
   'ps',
 ];
 
+const IF_VERSION_HELP =
+  '--if-version <n>: compare-and-set, only if the key is at version n (0: only if absent); else CONDITION_FAILED ' +
+  'with the current version, and nothing written.';
+
+const TTL_HELP =
+  '--ttl <duration>: the key expires that long after the write (500ms, 30s, 5m, 2h, 7d); get then finds ' +
+  'nothing, and ttl <key> shows what is left.';
+
 const QUOTE_HINT = 'quote arguments with spaces: insert greeting "hello world"';
 
 export const builtinCommands: readonly ShellCommand[] = [
@@ -101,16 +111,33 @@ export const builtinCommands: readonly ShellCommand[] = [
   {
     name: 'insert',
     aliases: ['put', 'set'],
-    usage: '<key> <value>',
+    usage: '<key> <value> [--if-version <n>] [--ttl <duration>]',
     minArgs: 2,
-    maxArgs: 2,
+    maxArgs: 6,
     summary: 'store value under key; prints the new version',
     details:
       `Keys are 1..1024 bytes, values up to 1 MiB (the storage servers' --max-value-bytes).\nThe write is ` +
       `acknowledged once every replica of the key's partition has it.\n${QUOTE_HINT}; inside double quotes \\n \\t ` +
-      `\\" \\\\ \\xHH \\u{1F600} work.`,
+      `\\" \\\\ \\xHH \\u{1F600} work.\n${IF_VERSION_HELP}\n${TTL_HELP}`,
     async run(args, ctx) {
-      const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 1).bytes);
+      const options = writeFlags('insert', args.slice(2));
+      const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 1).bytes, options);
+      ctx.print(`${ctx.style.green('OK')} (version ${version})`);
+    },
+  },
+  {
+    name: 'cas',
+    usage: '<key> <version> <value>',
+    minArgs: 3,
+    maxArgs: 3,
+    summary: 'store value under key only if key is at version (0: only if absent)',
+    details:
+      "Compare-and-set, the same as insert <key> <value> --if-version <version>. The primary of the key's " +
+      'partition decides when it orders the write; on a mismatch nothing is written and CONDITION_FAILED ' +
+      'names the current version.',
+    async run(args, ctx) {
+      const options = writeFlags('cas', [{ text: '--if-version', bytes: new Uint8Array() }, arg(args, 1)]);
+      const version = await ctx.db.put(arg(args, 0).bytes, arg(args, 2).bytes, options);
       ctx.print(`${ctx.style.green('OK')} (version ${version})`);
     },
   },
@@ -127,19 +154,38 @@ export const builtinCommands: readonly ShellCommand[] = [
       const key = arg(args, 0);
       const got = await ctx.db.get(key.bytes);
       if (got === undefined) ctx.print(ctx.style.yellow(`(not found) no key ${quoteArg(key.text)}`));
-      else ctx.print(`${formatValue(got.value)} ${ctx.style.dim(`(version ${got.version})`)}`);
+      else {
+        const ttl = got.ttlMs === undefined ? '' : `, expires in ${formatTtl(got.ttlMs)}`;
+        ctx.print(`${formatValue(got.value)} ${ctx.style.dim(`(version ${got.version}${ttl})`)}`);
+      }
+    },
+  },
+  {
+    name: 'ttl',
+    usage: '<key>',
+    minArgs: 1,
+    maxArgs: 1,
+    summary: 'print how long key has left before it expires',
+    details: TTL_HELP,
+    async run(args, ctx) {
+      const key = arg(args, 0);
+      const got = await ctx.db.get(key.bytes);
+      if (got === undefined) ctx.print(ctx.style.yellow(`(not found) no key ${quoteArg(key.text)}`));
+      else if (got.ttlMs === undefined) ctx.print(`${quoteArg(key.text)} does not expire`);
+      else ctx.print(`${quoteArg(key.text)} expires in ${formatTtl(got.ttlMs)} (${got.ttlMs} ms)`);
     },
   },
   {
     name: 'delete',
     aliases: ['del'],
-    usage: '<key>',
+    usage: '<key> [--if-version <n>]',
     minArgs: 1,
-    maxArgs: 1,
+    maxArgs: 3,
     summary: 'delete key',
+    details: IF_VERSION_HELP,
     async run(args, ctx) {
       const key = arg(args, 0);
-      const existed = await ctx.db.delete(key.bytes);
+      const existed = await ctx.db.delete(key.bytes, writeFlags('delete', args.slice(1)));
       ctx.print(
         existed
           ? `${ctx.style.green('OK')} deleted ${quoteArg(key.text)}`
@@ -228,6 +274,49 @@ function arg(args: readonly Token[], i: number): Token {
   const t = args[i];
   if (t === undefined) throw new Error(`argument ${i + 1} is missing`); // arity is checked before run
   return t;
+}
+
+/** The flags after a write's positional arguments (§16): `--if-version <n>`, and for insert `--ttl <duration>`. */
+function writeFlags(command: string, flags: readonly Token[]): WriteOptions {
+  const allowed = command === 'insert' ? '--if-version <n> and --ttl <duration>' : '--if-version <n>';
+  const out: { ifVersion?: number; ttlMs?: number } = {};
+  for (let i = 0; i < flags.length; i += 2) {
+    const flag = flags[i]!.text;
+    const value = flags[i + 1];
+    const known = flag === '--if-version' || (flag === '--ttl' && command === 'insert');
+    if (!known || value === undefined || (flag === '--if-version' ? out.ifVersion : out.ttlMs) !== undefined)
+      throw new InvalidArgumentError(
+        `${command}: unexpected ${flags
+          .slice(i)
+          .map((f) => quoteArg(f.text))
+          .join(' ')}; the options are ${allowed}`,
+      );
+    if (flag === '--ttl') {
+      const ms = parseDurationMs(value.text, MAX_TTL_MS);
+      if (ms === undefined)
+        throw new InvalidArgumentError(
+          `${command}: --ttl takes a duration such as 500ms, 30s, 5m, 2h or 7d, got ${quoteArg(value.text)}`,
+        );
+      out.ttlMs = ms;
+    } else {
+      if (!/^\d{1,16}$/.test(value.text) || !Number.isSafeInteger(Number(value.text)))
+        throw new InvalidArgumentError(
+          `${command}: --if-version takes a version (an integer >= 0), got ${quoteArg(value.text)}`,
+        );
+      out.ifVersion = Number(value.text);
+    }
+  }
+  return out;
+}
+
+/** A TTL left, for people: `950ms`, `29.8s`, `4m 10s`, `2h 5m`, `3d 4h`. */
+export function formatTtl(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
+  const s = Math.floor(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`;
 }
 
 function hint(style: Style, text: string): string {

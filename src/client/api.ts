@@ -9,6 +9,8 @@ export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
 export interface GetResult {
   readonly value: Uint8Array;
   readonly version: number;
+  /** §16: the ms the value has left before it expires (by its primary's clock); absent: it does not expire. */
+  readonly ttlMs?: number;
 }
 
 /** Keys of one storage server, as `dump` shows them. */
@@ -40,13 +42,30 @@ export interface ScanOptions {
   readonly values?: boolean;
 }
 
+/** Options of a write (DESIGN §16). */
+export interface WriteOptions {
+  /**
+   * Compare-and-set: write only if the key is at this version (one `get` or `put` returned),
+   * 0: only if the key is absent (Redis `SET NX`). Decided by the partition's primary when the
+   * write gets its place in the log, so it is linearizable like every write. Otherwise the
+   * call fails with ConditionFailedError (CONDITION_FAILED, definite) carrying `current`.
+   */
+  readonly ifVersion?: number;
+  /**
+   * Put only: the value expires this many ms after the primary logs it (1 ms to 100 years).
+   * The primary records the deadline by its clock; from then on `get` never returns the key,
+   * and the primary logs its delete (bounded work per tick). Another put replaces the TTL.
+   */
+  readonly ttlMs?: number;
+}
+
 export interface Db {
   /** Writes `value` under `key`; resolves to the new version once every replica has it. */
-  put(key: Uint8Array | string, value: Uint8Array | string): Promise<number>;
+  put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number>;
   /** Linearizable read; undefined when the key is absent. */
   get(key: Uint8Array | string): Promise<GetResult | undefined>;
-  /** Deletes `key`; resolves to whether it existed. */
-  delete(key: Uint8Array | string): Promise<boolean>;
+  /** Deletes `key`; resolves to whether it existed (with `ifVersion`: only if at that version). */
+  delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
   /**

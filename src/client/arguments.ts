@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError } from '../core/errors.js';
 import { parseSeeds } from '../rpc/seeds.js';
+import { MAX_TTL_MS } from '../core/limits.js';
 
 const encoder = new TextEncoder();
 
@@ -65,6 +66,36 @@ export function bytesArgument(method: string, name: string, x: unknown): Uint8Ar
     return encoder.encode(x);
   }
   throw new InvalidArgumentError(`${method}: ${name} must be a string or a Uint8Array, got ${describeValue(x)}`);
+}
+
+/**
+ * §16: the `ifVersion` of a conditional write (a version `get` returned, or 0: only if the
+ * key is absent) from `options` of `method`, checked; undefined when there is none.
+ */
+export function writeOptions(method: string, options: unknown): { ifVersion?: number; ttlMs?: number } {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError(`${method}: options must be an object, got ${describeValue(options)}`);
+  const { ifVersion, ttlMs } = options as { ifVersion?: unknown; ttlMs?: unknown };
+  const out: { ifVersion?: number; ttlMs?: number } = {};
+  if (ifVersion !== undefined) {
+    if (typeof ifVersion !== 'number' || !Number.isSafeInteger(ifVersion) || ifVersion < 0)
+      throw new InvalidArgumentError(
+        `${method}: options.ifVersion must be a version (an integer >= 0; 0: only if absent), ` +
+          `got ${describeValue(ifVersion)}`,
+      );
+    out.ifVersion = ifVersion;
+  }
+  if (ttlMs !== undefined) {
+    if (method !== 'put') throw new InvalidArgumentError(`${method}: options.ttlMs is for put only`);
+    if (typeof ttlMs !== 'number' || !Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_TTL_MS)
+      throw new InvalidArgumentError(
+        `${method}: options.ttlMs must be an integer number of ms from 1 to ${MAX_TTL_MS} (100 years), ` +
+          `got ${describeValue(ttlMs)}`,
+      );
+    out.ttlMs = ttlMs;
+  }
+  return out;
 }
 
 function positiveMs(name: string, x: unknown): void {

@@ -46,10 +46,10 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, ScanOptions, StorageDump } from './api.js';
+import type { ClusterInfo, Db, GetResult, ScanOptions, StorageDump, WriteOptions } from './api.js';
 import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
-import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue } from './arguments.js';
+import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue, writeOptions } from './arguments.js';
 
 export interface ConnectOptions {
   /** Deadline of each call including retries, in ms (default 10000). */
@@ -155,27 +155,37 @@ export class Client implements Db {
     return this.clusterLimits;
   }
 
-  async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
+  async put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number> {
     const k = this.checkKey('put', key);
     const v = bytesArgument('put', 'value', value);
+    const { ifVersion, ttlMs } = writeOptions('put', options);
     // The cluster's value limit, checked before sending: a value over it gets
     // VALUE_TOO_LARGE, never a frame-size error, and is not sent at all.
     await this.currentMap();
     const max = this.clusterLimits?.maxValueBytes;
     if (max !== undefined && v.length > max) throw new ValueTooLargeError(v.length, max);
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag }, true));
+    const cond = {
+      ...(ifVersion === undefined ? {} : { ifv: ifVersion }),
+      ...(ttlMs === undefined ? {} : { ttl: ttlMs }),
+    };
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'put', key: k, value: v, ...tag, ...cond }, true));
     return decodeOrThrow(putReply, reply).version;
   }
 
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
     const k = this.checkKey('get', key);
     const reply = decodeOrThrow(getReply, await this.routed(k, { t: 'get', key: k }, false));
-    return reply.found ? { value: reply.value, version: reply.version } : undefined;
+    if (!reply.found) return undefined;
+    return reply.ttl === undefined
+      ? { value: reply.value, version: reply.version }
+      : { value: reply.value, version: reply.version, ttlMs: reply.ttl };
   }
 
-  async delete(key: Uint8Array | string): Promise<boolean> {
+  async delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean> {
     const k = this.checkKey('delete', key);
-    const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag }, true));
+    const { ifVersion } = writeOptions('delete', options);
+    const cond = ifVersion === undefined ? {} : { ifv: ifVersion };
+    const reply = await this.tagged((tag) => this.routed(k, { t: 'del', key: k, ...tag, ...cond }, true));
     return decodeOrThrow(delReply, reply).existed;
   }
 
@@ -291,7 +301,7 @@ export class Client implements Db {
           reply.results.forEach((r, j) => {
             const i = pending[j]!;
             if (!('error' in r)) {
-              outcomes[i] = { ok: true, value: r.found ? { value: r.value, version: r.version } : undefined };
+              outcomes[i] = { ok: true, value: r.found ? getResultOf(r) : undefined };
               return;
             }
             // A key failed retryably (its primary is changing, a queue is full): asked again.
@@ -816,6 +826,13 @@ function chunksByBytes(idxs: readonly number[], size: (i: number) => number, max
   }
   if (run.length > 0) out.push(run);
   return out;
+}
+
+/** A found GetReply as `get` returns it (with `ttlMs` when the value expires). */
+function getResultOf(r: { value: Uint8Array; version: number; ttl?: number }): GetResult {
+  return r.ttl === undefined
+    ? { value: r.value, version: r.version }
+    : { value: r.value, version: r.version, ttlMs: r.ttl };
 }
 
 function asDstoreError(err: unknown): DstoreError {

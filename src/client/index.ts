@@ -10,5 +10,15 @@
  * ```
  */
 export { connect, connectAdmin, type Admin, type ClientLogger, type ConnectOptions } from './client.js';
-export type { ClusterInfo, Db, GetResult, NodeInfo, ScanEntry, ScanOptions, ScanResult, StorageDump } from './api.js';
+export type {
+  ClusterInfo,
+  Db,
+  GetResult,
+  NodeInfo,
+  ScanEntry,
+  ScanOptions,
+  ScanResult,
+  StorageDump,
+  WriteOptions,
+} from './api.js';
 export * from '../core/errors.js';

@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'WRONG_ROLE'
   | 'NODE_ID_IN_USE'
   | 'NOT_LEADER'
+  | 'CONDITION_FAILED'
+  | 'KEY_LOCKED'
   | 'INTERNAL';
 
 export interface WireError {
@@ -272,6 +274,49 @@ export class NotLeaderError extends DstoreError {
   }
 }
 
+/**
+ * §16: a conditional write (`ifVersion`) found the key at another version; nothing was
+ * written. Definite, never retried: `current` is the key's version when the primary decided
+ * (0: absent, or expired).
+ */
+export class ConditionFailedError extends DstoreError {
+  readonly code = 'CONDITION_FAILED';
+  constructor(
+    readonly expected: number,
+    readonly current: number,
+    message?: string,
+  ) {
+    super(
+      message ??
+        `condition failed: expected version ${expected === 0 ? '0 (absent)' : expected}, ` +
+          `the key is at ${current === 0 ? '0 (absent)' : `version ${current}`}`,
+    );
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), expected: this.expected, current: this.current };
+  }
+}
+
+/**
+ * §16: a write to a key that a transaction holds (its intent is on the key: the transaction
+ * is between its phase 1 and the resolution of that key). Retryable: the client library
+ * resolves the intent (docs/transactions.md) and writes again.
+ */
+export class KeyLockedError extends DstoreError {
+  readonly code = 'KEY_LOCKED';
+  override readonly retryable = true;
+  constructor(
+    message: string,
+    /** The key, as hex. */
+    readonly keyHex: string,
+  ) {
+    super(message);
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), key: this.keyHex };
+  }
+}
+
 export class InternalError extends DstoreError {
   readonly code = 'INTERNAL';
 }
@@ -330,6 +375,8 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
       w.message,
     ),
   NOT_LEADER: (w) => new NotLeaderError(w.message, typeof w.leader === 'string' ? w.leader : undefined),
+  CONDITION_FAILED: (w) => new ConditionFailedError(num(w.expected), num(w.current), w.message),
+  KEY_LOCKED: (w) => new KeyLockedError(w.message, str(w.key)),
   INTERNAL: (w) => new InternalError(w.message),
   BATCH_TOO_LARGE: (w) => new BatchTooLargeError(num(w.keys), num(w.max)),
   BATCH_FAILED: (w) => new BatchFailedError(w.message, []),

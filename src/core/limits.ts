@@ -96,3 +96,6 @@ export function checkLimits(l: Limits): void {
 export const DIGEST_BUCKETS = 64;
 /** S16: at most this many entries listed in one digest's detail (the rest: `detailTruncated`). */
 export const MAX_DETAIL_ENTRIES = 20_000;
+
+/** §16: the longest TTL a put may ask for: about 100 years, in ms. */
+export const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;

@@ -1,7 +1,9 @@
 /**
- * DESIGN §3: a key belongs to partition CRC-32(key bytes) mod P. The hash is stable
+ * DESIGN §3: a key belongs to partition CRC-32(key bytes) mod P (a reserved key of §16, the
+ * key it names). The hash is stable
  * across versions and machines; P is fixed when the cluster is created.
  */
+import { routeOf } from './txn-keys.js';
 import { type NodeId, type PartitionId, partitionId, assert } from './types.js';
 
 const CRC_TABLE = (() => {
@@ -23,9 +25,10 @@ export function crc32(bytes: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
+/** A reserved key (txn-keys.ts) goes with the user key it names. */
 export function partitionOf(key: Uint8Array, partitions: number): PartitionId {
   assert(partitions >= 1, 'partitions >= 1');
-  return partitionId(crc32(key) % partitions);
+  return partitionId(crc32(routeOf(key)) % partitions);
 }
 
 /**

@@ -24,7 +24,12 @@ export interface Config {
 
 /** What a log entry does when applied. Puts and deletes are blind (§5.5). */
 export type Op =
-  | { readonly kind: 'put'; readonly key: Uint8Array; readonly value: Uint8Array }
+  /**
+   * `expiresAt` (§16, TTL): when the value expires, in ms since the Unix epoch by the clock of
+   * the primary that logged it; from then on reads treat the key as absent, and the primary
+   * logs a delete of it. Absent: never.
+   */
+  | { readonly kind: 'put'; readonly key: Uint8Array; readonly value: Uint8Array; readonly expiresAt?: number }
   | { readonly kind: 'delete'; readonly key: Uint8Array }
   /** S6: the first entry a new primary prepares; applying it changes no data. */
   | { readonly kind: 'epochStart' }
@@ -40,6 +45,31 @@ export type DataOp = Extract<Op, { readonly key: Uint8Array }>;
 
 export function isDataOp(op: Op): op is DataOp {
   return op.kind === 'put' || op.kind === 'delete';
+}
+
+/**
+ * DESIGN §16: a write that happens only if each of `keys` (of its partition) is at its
+ * `ifVersion` when the primary gives it a seq (0: absent). The primary decides and logs a
+ * blind op.
+ */
+export interface WriteCondition {
+  /**
+   * `observed`: the version (0: absent) the driver read of the key from the applied state
+   * before asking. Entries of the log after `atSeq` that write the key come later and
+   * override it.
+   */
+  readonly keys: ReadonlyArray<{ readonly key: Uint8Array; readonly ifVersion: number; readonly observed: number }>;
+  /** The state the driver read was at applied seq `atSeq` or later, in `epoch`. */
+  readonly atSeq: Seq;
+  readonly epoch: Epoch;
+  /** The primary's clock (ms since the Unix epoch): a logged put whose expiry is past makes the key absent. */
+  readonly nowMs: number;
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Identifies a client request for exactly-once (S10). */
@@ -60,6 +90,13 @@ export interface LogEntry {
 export interface VersionedValue {
   readonly value: Uint8Array;
   readonly version: Seq;
+  /** §16: when the value expires (ms since the Unix epoch, the primary's clock); absent: never. */
+  readonly expiresAt?: number;
+}
+
+/** §16: whether a value with this expiry is gone at `nowMs` (a key past its expiry reads as absent). */
+export function expired(expiresAt: number | undefined, nowMs: number): boolean {
+  return expiresAt !== undefined && expiresAt <= nowMs;
 }
 
 export type Role = 'inactive' | 'primary' | 'secondary' | 'learner';

@@ -11,7 +11,7 @@ export { codec } from './schema.js';
 import type { Config, Epoch, LogEntry, NodeId, PartitionId, Seq } from '../core/types.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaProgress } from '../core/replica/replica.js';
-import { DIGEST_BUCKETS, MAX_DETAIL_ENTRIES } from '../core/limits.js';
+import { DIGEST_BUCKETS, MAX_DETAIL_ENTRIES, MAX_TTL_MS } from '../core/limits.js';
 
 const Uint = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Partition = Type.Integer({ minimum: 0, maximum: 65535 });
@@ -46,7 +46,7 @@ const DigestHex = Type.String({ pattern: '^[0-9a-f]{32}$' });
 const Reason = Type.String({ maxLength: 1024 });
 
 const OpSchema = Type.Union([
-  Type.Object({ kind: Type.Literal('put'), key: Bytes, value: Bytes }),
+  Type.Object({ kind: Type.Literal('put'), key: Bytes, value: Bytes, expiresAt: Type.Optional(Uint) }),
   Type.Object({ kind: Type.Literal('delete'), key: Bytes }),
   Type.Object({ kind: Type.Literal('epochStart') }),
   Type.Object({ kind: Type.Literal('digest'), buckets: DigestBuckets }),
@@ -102,8 +102,18 @@ const Tagged = { cid: Type.Optional(Id), rs: Type.Optional(Uint) };
 
 /** Calls a storage server answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const StorageRequest = Type.Union([
-  Type.Object({ t: Type.Literal('put'), p: Partition, key: Bytes, value: Bytes, ...Tagged, token: Token }),
-  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, token: Token }),
+  Type.Object({
+    t: Type.Literal('put'),
+    p: Partition,
+    key: Bytes,
+    value: Bytes,
+    ...Tagged,
+    ifv: Type.Optional(Uint),
+    /** §16: the value expires this many ms after the primary logs it. */
+    ttl: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_MS })),
+    token: Token,
+  }),
+  Type.Object({ t: Type.Literal('del'), p: Partition, key: Bytes, ...Tagged, ifv: Type.Optional(Uint), token: Token }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
   /**
    * One page of partition `p`'s keys in byte order, read by its serving primary: after `after`
@@ -379,7 +389,8 @@ export type ClusterInfo = Static<typeof ClusterInfo>;
 export const PutReply = Type.Object({ version: Uint });
 export const DelReply = Type.Object({ existed: Type.Boolean(), version: Uint });
 export const GetReply = Type.Union([
-  Type.Object({ found: Type.Literal(true), value: Bytes, version: Uint }),
+  /** `ttl`: the ms the value has left (§16), by the primary's clock; absent: it does not expire. */
+  Type.Object({ found: Type.Literal(true), value: Bytes, version: Uint, ttl: Type.Optional(Uint) }),
   Type.Object({ found: Type.Literal(false) }),
 ]);
 /** `values` (when asked): each key's value and version, in the order of `keys`. */
@@ -415,7 +426,9 @@ export const SnapshotReadReply = Type.Object({
   session: Id,
   applied: Position,
   dedup: Type.Array(DedupSchema, { maxItems: 10_000_000 }),
-  items: Type.Array(Type.Object({ key: Bytes, value: Bytes, version: Uint }), { maxItems: 100_000 }),
+  items: Type.Array(Type.Object({ key: Bytes, value: Bytes, version: Uint, expiresAt: Type.Optional(Uint) }), {
+    maxItems: 100_000,
+  }),
   done: Type.Boolean(),
 });
 export type SnapshotReadReply = Static<typeof SnapshotReadReply>;
@@ -428,6 +441,8 @@ export const DigestAtReply = Type.Union([
     digest: DigestHex,
     content: DigestHex,
     keys: Uint,
+    /** §16: of `keys`, those with an expiry (`content` leaves them out). */
+    expiring: Type.Optional(Uint),
     buckets: Type.Array(DigestHex, { minItems: DIGEST_BUCKETS, maxItems: DIGEST_BUCKETS }),
     dedup: DigestHex,
     detail: Type.Optional(

@@ -75,6 +75,8 @@ export interface SnapshotItem {
   readonly key: Uint8Array;
   readonly value: Uint8Array;
   readonly version: Seq;
+  /** §16: the value's expiry (ms since the Unix epoch), when it has one. */
+  readonly expiresAt?: number;
 }
 
 /** A point-in-time view of one partition's applied state (S11). */

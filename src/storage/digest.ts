@@ -44,9 +44,14 @@ export interface DigestDetailEntry {
 export interface PartitionDigest {
   /** Entries and dedup records together: what replicas must agree on. */
   readonly digest: string;
-  /** Keys and values only (no versions, no dedup table): what a restore must reproduce. */
+  /**
+   * Keys and values only (no versions, no dedup table) of the keys without an expiry (§16):
+   * what a restore must reproduce (a key with a TTL may be gone by then).
+   */
   readonly content: string;
   readonly keys: number;
+  /** Of `keys`, those with an expiry (§16; absent: none). */
+  readonly expiring?: number;
   /** Digest of each bucket's entries, DIGEST_BUCKETS of them. */
   readonly buckets: readonly string[];
   /** Digest of the dedup table. */
@@ -89,21 +94,31 @@ function hash128(kind: string, parts: readonly Uint8Array[]): Buffer {
 
 /**
  * The hashes of one stored entry: `content` = SHA-256('c' · len(key) · key · value), and
- * `entry` = SHA-256('e' · content · version), both cut to 128 bits. Two one-shot hashes and
+ * `entry` = SHA-256('e' · content · version [· expiresAt]), both cut to 128 bits (the expiry,
+ * §16, only when the value has one, so entries without one hash as they always did). Two one-shot hashes and
  * two buffers per entry: a digest reads every entry of a partition (issue 13's cost goal).
  */
-function entryHashes(key: Uint8Array, value: Uint8Array, version: number): { entry: Buffer; content: Buffer } {
+function entryHashes(
+  key: Uint8Array,
+  value: Uint8Array,
+  version: number,
+  expiresAt: number | undefined,
+): { entry: Buffer; content: Buffer } {
   const c = Buffer.allocUnsafe(5 + key.length + value.length);
   c[0] = 0x63;
   c.writeUInt32BE(key.length, 1);
   c.set(key, 5);
   c.set(value, 5 + key.length);
   const content = hash('sha256', c, 'buffer');
-  const e = Buffer.allocUnsafe(1 + 32 + 8);
+  const e = Buffer.allocUnsafe(1 + 32 + 8 + (expiresAt === undefined ? 0 : 8));
   e[0] = 0x65;
   content.copy(e, 1);
   e.writeUInt32BE(Math.floor(version / 0x1_0000_0000), 33);
   e.writeUInt32BE(version >>> 0, 37);
+  if (expiresAt !== undefined) {
+    e.writeUInt32BE(Math.floor(expiresAt / 0x1_0000_0000), 41);
+    e.writeUInt32BE(expiresAt >>> 0, 45);
+  }
   return { entry: hash('sha256', e, 'buffer').subarray(0, LANES * 4), content: content.subarray(0, LANES * 4) };
 }
 
@@ -154,6 +169,7 @@ export class DigestBuilder {
   private readonly bucketSums = Array.from({ length: DIGEST_BUCKETS }, () => new Sum());
   private readonly listed = new Map<number, DigestDetailEntry[]>();
   private keys = 0;
+  private expiring = 0;
   private listedCount = 0;
   private truncated = false;
 
@@ -161,12 +177,13 @@ export class DigestBuilder {
     for (const b of detail) if (Number.isInteger(b) && b >= 0 && b < DIGEST_BUCKETS) this.listed.set(b, []);
   }
 
-  addEntry(key: Uint8Array, value: Uint8Array, version: number): void {
-    const { entry: h, content } = entryHashes(key, value, version);
+  addEntry(key: Uint8Array, value: Uint8Array, version: number, expiresAt?: number): void {
+    const { entry: h, content } = entryHashes(key, value, version, expiresAt);
     const bucket = bucketOf(key);
     this.all.add(h);
     this.bucketSums[bucket]!.add(h);
-    this.contentSum.add(content);
+    if (expiresAt === undefined) this.contentSum.add(content);
+    else this.expiring += 1;
     this.keys += 1;
     const list = this.listed.get(bucket);
     if (list === undefined) return;
@@ -190,6 +207,7 @@ export class DigestBuilder {
       digest: this.all.hex(),
       content: this.contentSum.hex(),
       keys: this.keys,
+      ...(this.expiring > 0 ? { expiring: this.expiring } : {}),
       buckets: this.bucketSums.map((s) => s.hex()),
       dedup: this.dedupSum.hex(),
       ...(detail.length > 0 ? { detail } : {}),
@@ -210,7 +228,7 @@ export async function digestSnapshot(
   const b = new DigestBuilder(options.detail);
   for (const r of snapshot.dedup) b.addDedup(r);
   for await (const page of snapshot.items(options.pageItems ?? 1000)) {
-    for (const item of page) b.addEntry(item.key, item.value, item.version);
+    for (const item of page) b.addEntry(item.key, item.value, item.version, item.expiresAt);
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return b.finish();

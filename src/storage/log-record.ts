@@ -10,7 +10,14 @@
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { StorageFailureError } from '../core/errors.js';
-import { type LogEntry, type Op, type Seq, assertNever, epoch as toEpoch, seq as toSeq } from '../core/types.js';
+import {
+  type LogEntry,
+  type Op,
+  type VersionedValue,
+  assertNever,
+  epoch as toEpoch,
+  seq as toSeq,
+} from '../core/types.js';
 
 /**
  * S13: a record failed its checksum or does not decode: the replica must report itself
@@ -72,13 +79,18 @@ const OP_DELETE = 1;
 const OP_EPOCH_START = 2;
 const OP_DIGEST = 3;
 
-/** A log entry as [epoch, seq, op code, key, value, clientId, requestSeq], absent fields null. */
+/**
+ * A log entry as [epoch, seq, op code, key, value, clientId, requestSeq], absent fields null;
+ * a put with an expiry (§16) has it as an eighth field (records without one read as before).
+ */
 export function encodeEntry(e: LogEntry): Buffer {
   const tagClient = e.tag ? e.tag.clientId : null;
   const tagSeq = e.tag ? e.tag.requestSeq : null;
   switch (e.op.kind) {
     case 'put':
-      return sealRecord([e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq]);
+      return e.op.expiresAt === undefined
+        ? sealRecord([e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq])
+        : sealRecord([e.epoch, e.seq, OP_PUT, e.op.key, e.op.value, tagClient, tagSeq, e.op.expiresAt]);
     case 'delete':
       return sealRecord([e.epoch, e.seq, OP_DELETE, e.op.key, null, tagClient, tagSeq]);
     case 'epochStart':
@@ -96,11 +108,14 @@ export function encodeEntry(e: LogEntry): Buffer {
  */
 export function decodeEntry(raw: Buffer, what: string, bytes: (b: Uint8Array) => Uint8Array): LogEntry {
   const t = openRecord(raw, what);
-  if (!Array.isArray(t) || t.length !== 7) throw new CorruptRecordError(`${what}: not a log entry`);
-  const [ep, s, code, key, value, clientId, requestSeq] = t as unknown[];
+  if (!Array.isArray(t) || t.length < 7 || t.length > 8) throw new CorruptRecordError(`${what}: not a log entry`);
+  const [ep, s, code, key, value, clientId, requestSeq, expiresAt] = t as unknown[];
   if (!isUint(ep) || !isUint(s)) throw new CorruptRecordError(`${what}: bad epoch or seq`);
   let op: Op;
-  if (code === OP_PUT && isBytes(key) && isBytes(value)) op = { kind: 'put', key: bytes(key), value: bytes(value) };
+  if (code === OP_PUT && isBytes(key) && isBytes(value) && expiresAt === undefined)
+    op = { kind: 'put', key: bytes(key), value: bytes(value) };
+  else if (code === OP_PUT && isBytes(key) && isBytes(value) && isUint(expiresAt))
+    op = { kind: 'put', key: bytes(key), value: bytes(value), expiresAt };
   else if (code === OP_DELETE && isBytes(key)) op = { kind: 'delete', key: bytes(key) };
   else if (code === OP_EPOCH_START) op = { kind: 'epochStart' };
   else if (code === OP_DIGEST && Array.isArray(value) && value.every(isUint)) op = { kind: 'digest', buckets: value };
@@ -111,11 +126,12 @@ export function decodeEntry(raw: Buffer, what: string, bytes: (b: Uint8Array) =>
 }
 
 /**
- * A stored value (data record): [version, value bytes], sealed and bound to its key, so a
- * get, scan or snapshot that reads it verifies both (S13). Shared by lmdb and redis.
+ * A stored value (data record): [version, value bytes] or, with an expiry (§16), [version,
+ * value bytes, expiresAt], sealed and bound to its key, so a get, scan or snapshot that reads
+ * it verifies both (S13). Shared by lmdb and redis.
  */
-export function encodeStoredValue(key: Uint8Array, version: number, value: Uint8Array): Buffer {
-  return sealRecord([version, value], key);
+export function encodeStoredValue(key: Uint8Array, version: number, value: Uint8Array, expiresAt?: number): Buffer {
+  return sealRecord(expiresAt === undefined ? [version, value] : [version, value, expiresAt], key);
 }
 
 /**
@@ -127,10 +143,12 @@ export function decodeStoredValue(
   key: Uint8Array,
   what: string,
   bytes: (b: Uint8Array) => Uint8Array,
-): { version: Seq; value: Uint8Array } {
+): VersionedValue {
   const t = openRecord(raw, what, key);
-  if (!Array.isArray(t) || t.length !== 2) throw new CorruptRecordError(`${what}: not a stored value`);
-  const [version, value] = t as unknown[];
+  if (!Array.isArray(t) || t.length < 2 || t.length > 3) throw new CorruptRecordError(`${what}: not a stored value`);
+  const [version, value, expiresAt] = t as unknown[];
   if (!isUint(version) || !isBytes(value)) throw new CorruptRecordError(`${what}: bad version or value`);
-  return { version: toSeq(version), value: bytes(value) };
+  if (expiresAt === undefined) return { version: toSeq(version), value: bytes(value) };
+  if (!isUint(expiresAt)) throw new CorruptRecordError(`${what}: bad expiry`);
+  return { version: toSeq(version), value: bytes(value), expiresAt };
 }

@@ -60,6 +60,7 @@ interface StoredValue {
   readonly key: Uint8Array;
   readonly value: Uint8Array;
   readonly version: Seq;
+  readonly expiresAt?: number;
 }
 
 interface MemPartition {
@@ -100,7 +101,9 @@ function lastPosition(p: MemPartition): LogPosition {
 function copyOp(op: Op): Op {
   switch (op.kind) {
     case 'put':
-      return { kind: 'put', key: copyBytes(op.key), value: copyBytes(op.value) };
+      return op.expiresAt === undefined
+        ? { kind: 'put', key: copyBytes(op.key), value: copyBytes(op.value) }
+        : { kind: 'put', key: copyBytes(op.key), value: copyBytes(op.value), expiresAt: op.expiresAt };
     case 'delete':
       return { kind: 'delete', key: copyBytes(op.key) };
     case 'epochStart':
@@ -148,7 +151,12 @@ export class MemoryBackend implements Backend {
   async get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined> {
     this.checkOpen();
     const stored = this.parts.get(partition)?.data.get(keyString(key));
-    return stored ? { value: copyBytes(stored.value), version: stored.version } : undefined;
+    if (!stored) return undefined;
+    return {
+      value: copyBytes(stored.value),
+      version: stored.version,
+      ...(stored.expiresAt === undefined ? {} : { expiresAt: stored.expiresAt }),
+    };
   }
 
   async scan(partition: PartitionId, options: ScanOptions): Promise<ScanPage> {
@@ -211,9 +219,12 @@ export class MemoryBackend implements Backend {
         checkPageLimit('snapshot items', pageItems);
         for (let i = 0; i < items.length; i += pageItems) {
           assert(open, 'snapshot read after close');
-          yield items
-            .slice(i, i + pageItems)
-            .map((s) => ({ key: copyBytes(s.key), value: copyBytes(s.value), version: s.version }));
+          yield items.slice(i, i + pageItems).map((s) => ({
+            key: copyBytes(s.key),
+            value: copyBytes(s.value),
+            version: s.version,
+            ...(s.expiresAt === undefined ? {} : { expiresAt: s.expiresAt }),
+          }));
         }
       },
       async close(): Promise<void> {
@@ -240,7 +251,12 @@ export class MemoryBackend implements Backend {
       for (const item of page) {
         checkSnapshotItem(partition, applied, previousKey, item);
         checkKey(partition, item.key, MEMORY_MAX_KEY_BYTES);
-        const stored: StoredValue = { key: copyBytes(item.key), value: copyBytes(item.value), version: item.version };
+        const stored: StoredValue = {
+          key: copyBytes(item.key),
+          value: copyBytes(item.value),
+          version: item.version,
+          ...(item.expiresAt === undefined ? {} : { expiresAt: item.expiresAt }),
+        };
         const k = keyString(stored.key);
         data.set(k, stored);
         sortedKeys.push(k);
@@ -342,7 +358,16 @@ export class MemoryBackend implements Backend {
         for (const e of op.entries) {
           let existed: boolean | undefined;
           if (e.op.kind === 'put')
-            this.putValue(p, { key: copyBytes(e.op.key), value: copyBytes(e.op.value), version: e.seq }, undo);
+            this.putValue(
+              p,
+              {
+                key: copyBytes(e.op.key),
+                value: copyBytes(e.op.value),
+                version: e.seq,
+                ...(e.op.expiresAt === undefined ? {} : { expiresAt: e.op.expiresAt }),
+              },
+              undo,
+            );
           else if (e.op.kind === 'delete') {
             existed = this.deleteValue(p, e.op.key, undo);
             deletes.push({ partition: op.partition, seq: e.seq, existed });

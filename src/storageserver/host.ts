@@ -36,22 +36,27 @@ import {
 } from '../core/errors.js';
 import type { Limits } from '../core/limits.js';
 import { partitionOf } from '../core/partitioning.js';
+import { isReserved, RESERVED_OVERHEAD_BYTES } from '../core/txn-keys.js';
 import type { PeerMessage } from '../core/replica/messages.js';
 import type { BatchOp, DedupRecord, LogPosition, PartitionMeta } from '../core/replica/ops.js';
+import { refuseClient } from '../core/replica/client.js';
 import { Replica, type ReplicaInput, type ReplicaOutput, type ReplicaRecovery } from '../core/replica/replica.js';
 import {
   assertNever,
   type Config,
+  type DataOp,
   type Epoch,
   InvariantViolation,
   type LogEntry,
   type NodeId,
-  type Op,
   type PartitionId,
   type RequestTag,
   type Seq,
+  type WriteCondition,
+  expired,
   partitionId,
 } from '../core/types.js';
+import { ExpiryIndex } from './expiry.js';
 import { MAX_REASON_CHARS, RegisterLoop } from './registration.js';
 
 /** Recent deletes' `existed` answers kept for their waiters (a retry may wait on the same entry). */
@@ -61,6 +66,8 @@ export const MAX_DELETE_RESULTS = 100_000;
  * takes them first: long enough that the next write's append usually carries them.
  */
 export const LAZY_BATCH_MS = 10;
+/** §16: deletes of expired keys a storage server starts per tick, at most. */
+export const EXPIRE_PER_TICK = 64;
 /** Reopening a failed backend: first retry after this, doubling up to RECOVER_MAX_MS. */
 export const RECOVER_FIRST_MS = 100;
 export const RECOVER_MAX_MS = 5000;
@@ -86,8 +93,25 @@ export type ClientCall =
       readonly value: Uint8Array;
       readonly cid?: string;
       readonly rs?: number;
+      /** §16: only if the key is at this version (0: absent). */
+      readonly ifv?: number;
+      /** §16: expires this many ms after this primary logs it. */
+      readonly ttl?: number;
+      /** §16: more keys of the partition that must be at these versions (0: absent). */
+      readonly ifk?: ReadonlyArray<{ readonly key: Uint8Array; readonly v: number }>;
+      /** §16: a transaction's own write (docs/transactions.md): may name reserved keys; not refused for an intent. */
+      readonly sys?: boolean;
     }
-  | { readonly t: 'del'; readonly p: number; readonly key: Uint8Array; readonly cid?: string; readonly rs?: number }
+  | {
+      readonly t: 'del';
+      readonly p: number;
+      readonly key: Uint8Array;
+      readonly cid?: string;
+      readonly rs?: number;
+      readonly ifv?: number;
+      readonly ifk?: ReadonlyArray<{ readonly key: Uint8Array; readonly v: number }>;
+      readonly sys?: boolean;
+    }
   | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
 
 export type CallResult =
@@ -170,6 +194,21 @@ export type HostEffect<H> =
   | { readonly kind: 'answer'; readonly handle: H; readonly result: CallResult }
   /** Read `key` of `p`; then `readDone` or `readFailed`. */
   | { readonly kind: 'read'; readonly handle: H; readonly p: PartitionId; readonly key: Uint8Array }
+  /**
+   * §16: read `key` of `p` for the conditional write `token` (after the partition's earlier
+   * writes); then `conditionRead(token, value)` or `conditionReadFailed(token, err, corrupt)`.
+   */
+  | {
+      readonly kind: 'readForCondition';
+      readonly token: number;
+      readonly p: PartitionId;
+      readonly keys: readonly Uint8Array[];
+    }
+  /**
+   * §16: read `p`'s stored values that have an expiry (from a snapshot, in pages), passing
+   * them to `expiryFound(life, p, items)`; every replica does after a load or snapshot install.
+   */
+  | { readonly kind: 'scanExpiry'; readonly life: number; readonly p: PartitionId }
   /** Find the dedup record of `clientId` in `p`; then `dedupRead` or `readFailed`. */
   | {
       readonly kind: 'readDedup';
@@ -283,6 +322,23 @@ export interface HostOptions {
   readonly nameserver: string;
   readonly mutations?: HostMutations;
   readonly hooks?: HostHooks;
+}
+
+/** A conditional write while its key's version is read: what the replica will be given. */
+interface ConditionRead<H> {
+  readonly handle: H;
+  readonly partition: PartitionId;
+  readonly op: DataOp;
+  readonly tag: RequestTag | undefined;
+  /** The keys and the versions they must be at; the op's key first. */
+  readonly checks: ReadonlyArray<{ readonly key: Uint8Array; readonly ifVersion: number }>;
+  /** §16: a transaction's own write (docs/transactions.md): not refused for its key's intent. */
+  readonly sys: boolean;
+  /** The replica's epoch and applied seq when the read was queued: the read sees at least that. */
+  readonly epoch: Epoch;
+  readonly atSeq: Seq;
+  /** §16: the primary's own delete of an expired key: only if the value read is past its expiry. */
+  readonly expiry?: boolean;
 }
 
 interface Waiter<H> {
@@ -411,6 +467,7 @@ export function recoveryOf(
   },
   entries: readonly LogEntry[],
   dedup: readonly DedupRecord[],
+  intents: readonly Uint8Array[] = [],
 ): ReplicaRecovery {
   const recovery = {
     epoch: state.meta?.epoch ?? state.logLast.epoch,
@@ -419,6 +476,7 @@ export function recoveryOf(
     logBase: state.logBase,
     entries,
     dedup,
+    intents,
   };
   const corrupt = state.corrupt ?? state.meta?.corrupt;
   return corrupt === undefined ? recovery : { ...recovery, entries: [], dedup: [], corrupt };
@@ -449,6 +507,10 @@ export class StorageHost<H> {
   private flushScheduled = false;
   private barrier = new GroupCommit();
   private nextRequestId = 1;
+  /** §16: which keys expire when (a hint; see expiry.ts). */
+  private readonly expiry = new ExpiryIndex();
+  /** §16: conditional writes waiting for the read of their key's version (`readForCondition`). */
+  private readonly conditionReads = new Map<number, ConditionRead<H>>();
   /** When storage last became healthy again after a failure, and the backoff it ended at. */
   private recoveredMs = 0;
   private recoveredDelayMs = RECOVER_FIRST_MS;
@@ -469,7 +531,14 @@ export class StorageHost<H> {
   /** The last healthy heartbeat failed (logged once until one gets through). */
   private nameserverDown = false;
 
-  constructor(private readonly opts: HostOptions) {
+  /**
+   * `internalHandle`: the handle the host's own requests are answered on (§16: the primary's
+   * deletes of expired keys); the driver ignores its answers. None: keys are not expired.
+   */
+  constructor(
+    private readonly opts: HostOptions,
+    private readonly internalHandle?: H,
+  ) {
     this.nodeId = opts.nodeId;
     this.incarnation = opts.newIncarnation();
     this.mutations = opts.mutations ?? {};
@@ -510,6 +579,40 @@ export class StorageHost<H> {
     this.storeHoldsData = recoveries.size > 0;
     this.recoveries.clear();
     for (const [p, r] of recoveries) this.recoveries.set(p, r);
+    // §16: which stored values expire: read once in the background; applies keep it current.
+    this.expiry.clear();
+    for (const [p, r] of recoveries)
+      if (r.corrupt === undefined) this.out.push({ kind: 'scanExpiry', life: this.life, p });
+  }
+
+  /** §16: values of `p` with an expiry, found by a `scanExpiry` effect. */
+  expiryFound(
+    life: number,
+    p: PartitionId,
+    items: ReadonlyArray<{ key: Uint8Array; version: number; expiresAt: number }>,
+  ): void {
+    if (life === this.life) this.expiry.found(p, items);
+  }
+
+  /**
+   * §16: a serving primary logs the deletes of its keys past their expiry, at most
+   * EXPIRE_PER_TICK a tick (mass expiry is spread over ticks). Each goes as a conditional
+   * delete: the key is read again and deleted only if still at the version that expired.
+   */
+  private expireDue(nowMs: number): void {
+    if (this.internalHandle === undefined || this.health.state !== 'healthy') return;
+    let budget = EXPIRE_PER_TICK;
+    for (const [p, r] of this.replicaMap) {
+      if (budget <= 0) return;
+      if (!r.serving || r.corrupt !== undefined) continue;
+      for (const d of this.expiry.due(p, nowMs, budget)) {
+        budget--;
+        const checks = [{ key: d.key, ifVersion: d.version }];
+        this.readForCondition(p, { kind: 'delete', key: d.key }, undefined, checks, this.internalHandle, {
+          expiry: true,
+        });
+      }
+    }
   }
 
   /** A reload opened storage again: a new writer, and (S4, S7) a new incarnation. */
@@ -742,7 +845,9 @@ export class StorageHost<H> {
     try {
       if (this.health.state !== 'healthy')
         throw new UnavailableError(`storage unavailable on ${this.nodeId}: ${this.health.reason}`);
-      this.checkKey(call.key, call.p);
+      const sys = call.t !== 'get' && call.sys === true;
+      this.checkKey(call.key, call.p, sys || call.t === 'get');
+      if (call.t !== 'get') for (const k of call.ifk ?? []) this.checkKey(k.key, call.p, true);
       if (call.t === 'put' && call.value.length > this.opts.limits.maxValueBytes)
         throw new ValueTooLargeError(call.value.length, this.opts.limits.maxValueBytes);
       const partition = partitionId(call.p);
@@ -755,13 +860,30 @@ export class StorageHost<H> {
           this.serveRead(partition, requestId, call.key);
         else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
       } else {
-        const op: Op =
-          call.t === 'put' ? { kind: 'put', key: call.key, value: call.value } : { kind: 'delete', key: call.key };
+        const op: DataOp =
+          call.t === 'del'
+            ? { kind: 'delete', key: call.key }
+            : call.ttl === undefined
+              ? { kind: 'put', key: call.key, value: call.value }
+              : // §16: the expiry by this primary's clock, logged with the value.
+                { kind: 'put', key: call.key, value: call.value, expiresAt: this.opts.now() + call.ttl };
         const tag: RequestTag | undefined =
           call.cid !== undefined && call.rs !== undefined ? { clientId: call.cid, requestSeq: call.rs } : undefined;
+        if (call.ifv !== undefined || (call.ifk?.length ?? 0) > 0) {
+          this.waiters.delete(requestId);
+          const checks = [
+            ...(call.ifv === undefined ? [] : [{ key: call.key, ifVersion: call.ifv }]),
+            ...(call.ifk ?? []).map((k) => ({ key: k.key, ifVersion: k.v })),
+          ];
+          this.readForCondition(partition, op, tag, checks, handle, { sys });
+          return this.drain();
+        }
+        const flags = sys ? { sys: true } : {};
         this.step(
           partition,
-          tag ? { kind: 'clientWrite', requestId, op, tag } : { kind: 'clientWrite', requestId, op },
+          tag
+            ? { kind: 'clientWrite', requestId, op, tag, ...flags }
+            : { kind: 'clientWrite', requestId, op, ...flags },
         );
       }
     } catch (err) {
@@ -780,6 +902,91 @@ export class StorageHost<H> {
     const effects: Array<HostEffect<H>> = [];
     for (const { call, handle } of calls) effects.push(...this.clientCall(call, handle));
     return effects;
+  }
+
+  /**
+   * §16: a conditional write reads its key's version from the applied state first (after the
+   * partition's queued writes); the replica then decides against that and its log.
+   */
+  private readForCondition(
+    partition: PartitionId,
+    op: DataOp,
+    tag: RequestTag | undefined,
+    checks: ConditionRead<H>['checks'],
+    handle: H,
+    options: { expiry?: boolean; sys?: boolean } = {},
+  ): void {
+    const r = this.replicaMap.get(partition)!;
+    const refusal = refuseClient(r, 'write');
+    if (refusal)
+      return void this.out.push({ kind: 'answer', handle, result: { ok: false, error: errorFromWire(refusal) } });
+    const token = this.nextRequestId++;
+    const read: ConditionRead<H> = {
+      handle,
+      partition,
+      op,
+      tag,
+      checks,
+      sys: options.sys === true,
+      epoch: r.epoch,
+      atSeq: r.appliedSeq,
+    };
+    this.conditionReads.set(token, options.expiry ? { ...read, expiry: true } : read);
+    const keys = checks.map((c) => c.key);
+    this.after(partition, () => this.out.push({ kind: 'readForCondition', token, p: partition, keys }));
+  }
+
+  /** The applied versions of the keys of conditional write `token`, in order (undefined: absent). */
+  conditionRead(
+    token: number,
+    values: ReadonlyArray<{ readonly version: number; readonly expiresAt?: number } | undefined>,
+  ): Array<HostEffect<H>> {
+    const c = this.conditionReads.get(token);
+    if (!c) return this.drain();
+    this.conditionReads.delete(token);
+    if (this.health.state !== 'healthy' || !this.replicaMap.has(c.partition)) {
+      const error = new UnavailableError(`partition ${c.partition} is not served here any more; retry`);
+      return this.answer(c.handle, { ok: false, error });
+    }
+    const nowMs = this.opts.now();
+    const v = values[0];
+    const ifVersion = c.checks[0]!.ifVersion;
+    if (c.expiry && (v?.version !== ifVersion || !expired(v.expiresAt, nowMs))) {
+      // The key moved on (or its expiry is not past by this clock yet): nothing to delete.
+      if (v?.version !== ifVersion || v.expiresAt === undefined) this.expiry.forget(c.partition, c.op.key, ifVersion);
+      return this.drain();
+    }
+    const requestId = this.nextRequestId++;
+    this.waiters.set(requestId, { handle: c.handle, partition: c.partition, write: true });
+    const condition: WriteCondition = {
+      keys: c.checks.map((k, i) => {
+        const read = values[i];
+        // §16: a value past its expiry is absent, except to the delete that removes it for that.
+        const observed = read && (c.expiry === true || !expired(read.expiresAt, nowMs)) ? read.version : 0;
+        return { key: k.key, ifVersion: k.ifVersion, observed };
+      }),
+      atSeq: c.atSeq,
+      epoch: c.epoch,
+      nowMs,
+    };
+    const sys = c.sys ? { sys: true } : {};
+    const input: ReplicaInput = c.tag
+      ? { kind: 'clientWrite', requestId, op: c.op, tag: c.tag, condition, ...sys }
+      : { kind: 'clientWrite', requestId, op: c.op, condition, ...sys };
+    this.step(c.partition, input);
+    return this.drain();
+  }
+
+  /** The read of a `readForCondition` effect failed; `corrupt`: a record failed its checksum (S13). */
+  conditionReadFailed(token: number, err: Error, corrupt: boolean): Array<HostEffect<H>> {
+    const c = this.conditionReads.get(token);
+    if (!c) return this.drain();
+    this.conditionReads.delete(token);
+    // Nothing was proposed: the write definitely did not happen.
+    return this.answer(c.handle, {
+      ok: false,
+      error: corrupt ? this.corruptRead(c.partition, err) : (err as DstoreError),
+    });
   }
 
   /**
@@ -810,9 +1017,14 @@ export class StorageHost<H> {
       throw new InvalidArgumentError(`partition ${p} does not exist (the cluster has ${this.partitions})`);
   }
 
-  private checkKey(key: Uint8Array, p: number): void {
+  /** `sys`: a transaction's own request, which may name a reserved key (§16, a little longer). */
+  private checkKey(key: Uint8Array, p: number, sys = false): void {
     if (key.length === 0) throw new KeyEmptyError();
-    if (key.length > this.opts.limits.maxKeyBytes) throw new KeyTooLargeError(key.length, this.opts.limits.maxKeyBytes);
+    const reserved = isReserved(key);
+    if (reserved && !sys)
+      throw new InvalidArgumentError('keys that start with \\x00dstore\\x00 are reserved for transactions');
+    const max = this.opts.limits.maxKeyBytes + (reserved ? RESERVED_OVERHEAD_BYTES : 0);
+    if (key.length > max) throw new KeyTooLargeError(key.length, max);
     this.checkPartition(p);
     if (partitionOf(key, this.partitions) !== p)
       throw new InvalidArgumentError(`key belongs to partition ${partitionOf(key, this.partitions)}, not ${p}`);
@@ -831,15 +1043,16 @@ export class StorageHost<H> {
   readDone(
     handle: H,
     p: PartitionId,
-    v: { readonly value: unknown; readonly version: number } | undefined,
+    v: { readonly value: unknown; readonly version: number; readonly expiresAt?: number } | undefined,
   ): Array<HostEffect<H>> {
     // S13: a read that raced with the replica finding the partition corrupt is not served from it.
     if (this.replicaMap.get(p)?.corrupt !== undefined)
       return this.answer(handle, { ok: false, error: this.corruptError(p) });
-    return this.answer(handle, {
-      ok: true,
-      value: v ? { found: true, value: v.value, version: v.version } : { found: false },
-    });
+    // §16: a key past the expiry its primary recorded reads as absent, deleted or not yet.
+    const nowMs = this.opts.now();
+    if (!v || expired(v.expiresAt, nowMs)) return this.answer(handle, { ok: true, value: { found: false } });
+    const ttl = v.expiresAt === undefined ? {} : { ttl: v.expiresAt - nowMs };
+    return this.answer(handle, { ok: true, value: { found: true, value: v.value, version: v.version, ...ttl } });
   }
 
   /** A `read` or `readDedup` effect failed; `corrupt`: a record failed its checksum (S13). */
@@ -963,9 +1176,13 @@ export class StorageHost<H> {
     p: PartitionId,
     applied: { seq: Seq; epoch: Epoch },
     dedup: DedupRecord[],
+    intents: readonly Uint8Array[] = [],
   ): Array<HostEffect<H>> {
     if (life !== this.life) return [];
-    this.step(p, { kind: 'snapshotInstalled', applied, dedup });
+    this.step(p, { kind: 'snapshotInstalled', applied, dedup, intents });
+    // §16: the data was replaced: read its expiries again.
+    this.expiry.drop(p);
+    this.out.push({ kind: 'scanExpiry', life: this.life, p });
     return this.drain();
   }
 
@@ -986,6 +1203,7 @@ export class StorageHost<H> {
 
   tick(nowMs: number): Array<HostEffect<H>> {
     for (const [p, r] of this.replicaMap) this.execute(p, this.stepReplica(r, { kind: 'tick', nowMs }));
+    this.expireDue(nowMs);
     return this.drain();
   }
 
@@ -1136,6 +1354,10 @@ export class StorageHost<H> {
             this.out.push({ kind: 'defer', life: this.life, p, input: { kind: 'persisted', writeId: o.writeId } });
           } else {
             this.enqueue(p, o.ops, o.writeId, o.lazy === true);
+          }
+          for (const op of o.ops) {
+            if (op.kind === 'apply') this.expiry.applied(p, op.entries);
+            else if (op.kind === 'dropPartition') this.expiry.drop(p);
           }
           break;
         case 'send': {

@@ -36,8 +36,10 @@ import {
   NotPrimaryError,
   OverloadedError,
   UnauthorizedError,
+  StorageFailureError,
   UnavailableError,
 } from '../core/errors.js';
+import { INTENT_PREFIX, isIntentKey, userKeyOfIntent } from '../core/txn-keys.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
@@ -205,15 +207,19 @@ export class StorageServer {
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
     this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
-    this.host = new StorageHost<Handle>({
-      nodeId: this.nodeId,
-      limits: this.limits,
-      now: Date.now,
-      newIncarnation: () => randomBytes(8).toString('hex'),
-      durable: cfg.durable,
-      heartbeatMs: cfg.heartbeatMs,
-      nameserver: cfg.nameserver,
-    });
+    this.host = new StorageHost<Handle>(
+      {
+        nodeId: this.nodeId,
+        limits: this.limits,
+        now: Date.now,
+        newIncarnation: () => randomBytes(8).toString('hex'),
+        durable: cfg.durable,
+        heartbeatMs: cfg.heartbeatMs,
+        nameserver: cfg.nameserver,
+      },
+      // §16: the answers to the host's own deletes of expired keys (nobody waits on them).
+      { resolve: () => undefined, reject: () => undefined },
+    );
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
     this.nameservers = new NameserverSeeds(parseSeeds(cfg.nameserver, '--nameserver'), this.pool, { logger: log });
     this.antiEntropy = new AntiEntropy({
@@ -468,6 +474,12 @@ export class StorageServer {
         case 'readDedup':
           void this.readDedup(e.handle, e.p, e.clientId, e.seq);
           break;
+        case 'readForCondition':
+          void this.readForCondition(e.token, e.p, e.keys);
+          break;
+        case 'scanExpiry':
+          void this.scanExpiry(e.life, e.p);
+          break;
         case 'ask':
           void this.ask(e.life, e.ask);
           break;
@@ -581,7 +593,11 @@ export class StorageServer {
           entries.push(...page);
           from = page[page.length - 1]!.seq + 1;
         }
-        recoveries.set(state.partition, recoveryOf(state, entries, await this.backend.dedupTable(state.partition)));
+        const dedup = await this.backend.dedupTable(state.partition);
+        recoveries.set(
+          state.partition,
+          recoveryOf(state, entries, dedup, await intentsOf(this.backend, state.partition)),
+        );
       } catch (err) {
         if (!isCorruptRecord(err)) throw err;
         // S13: a log or dedup record failed its checksum: the replica starts corrupt.
@@ -607,6 +623,16 @@ export class StorageServer {
       return this.run(this.host.readFailed(handle, p, err as Error, isCorruptRecord(err)));
     }
     this.run(this.host.readDone(handle, p, v));
+  }
+
+  private async readForCondition(token: number, p: PartitionId, keys: readonly Uint8Array[]): Promise<void> {
+    let values: Array<Awaited<ReturnType<Backend['get']>>>;
+    try {
+      values = await Promise.all(keys.map((k) => this.backend.get(p, k)));
+    } catch (err) {
+      return this.run(this.host.conditionReadFailed(token, err as Error, isCorruptRecord(err)));
+    }
+    this.run(this.host.conditionRead(token, values));
   }
 
   private async readDedup(handle: Handle, p: PartitionId, clientId: string, seq: Seq): Promise<void> {
@@ -655,6 +681,33 @@ export class StorageServer {
    * applies nothing past it until `digestCaptured`), then compute the digest from it in the
    * background. A corrupt record met while reading it is corruption like any other (S13).
    */
+  /**
+   * §16: the values of `p` that expire, read from a snapshot a page at a time (yielding to
+   * other work between pages), for the host's expiry index. A failure is logged: keys read
+   * as absent past their expiry all the same; only their deletes wait for the next load.
+   */
+  private async scanExpiry(life: number, p: PartitionId): Promise<void> {
+    let snapshot: Snapshot | undefined;
+    let found = 0;
+    try {
+      snapshot = await this.backend.snapshot(p);
+      for await (const page of snapshot.items(1000)) {
+        const items = [];
+        for (const i of page)
+          if (i.expiresAt !== undefined) items.push({ key: i.key, version: i.version, expiresAt: i.expiresAt });
+        found += items.length;
+        if (items.length > 0) this.host.expiryFound(life, p, items);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.closed) return;
+      }
+      if (found > 0) this.log.info({ partition: p, keys: found }, 'keys with an expiry found');
+    } catch (err) {
+      this.log.warn({ partition: p, err: (err as Error).message }, 'cannot read which keys expire');
+    } finally {
+      await snapshot?.close().catch(() => undefined);
+    }
+  }
+
   private async captureDigest(life: number, p: PartitionId, seq: Seq, buckets: readonly number[]): Promise<void> {
     const epoch = this.host.replicas.get(p)?.epoch;
     let snapshot: Snapshot | undefined;
@@ -721,7 +774,7 @@ export class StorageServer {
 
   private async fetchSnapshot(life: number, p: PartitionId, from: NodeId, epoch: number): Promise<void> {
     const address = this.addresses.get(from);
-    let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[] };
+    let installed: { applied: { seq: Seq; epoch: Epoch }; dedup: DedupRecord[]; intents: Uint8Array[] };
     // A storage failure meanwhile replaces the backend: never install into the next life.
     const backend = this.backend;
     try {
@@ -744,7 +797,12 @@ export class StorageServer {
         let page = first;
         for (let n = 0; n < 10_000_000; n++) {
           items += page.items.length;
-          yield page.items.map((i) => ({ key: i.key, value: i.value, version: i.version as Seq }));
+          yield page.items.map((i) => ({
+            key: i.key,
+            value: i.value,
+            version: i.version as Seq,
+            ...(i.expiresAt === undefined ? {} : { expiresAt: i.expiresAt }),
+          }));
           if (page.done) return;
           page = await read(first.session);
         }
@@ -756,13 +814,13 @@ export class StorageServer {
         throw new InvalidArgumentError(`partition ${p} is no longer a learner here; snapshot not installed`);
       await backend.installSnapshot(p, applied, pages(), dedup);
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
-      installed = { applied, dedup };
+      installed = { applied, dedup, intents: await intentsOf(backend, p) };
     } catch (err) {
       this.run(this.host.snapshotFailed(life, p, (err as Error).message));
       return;
     }
     // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
-    this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup));
+    this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup, installed.intents));
   }
 
   /**
@@ -1101,4 +1159,23 @@ export class StorageServer {
       ...(page.next === undefined ? {} : { next: page.next }),
     };
   }
+}
+
+/**
+ * §16: the user keys of partition `p` with an intent in the stored state: the keys after
+ * INTENT_PREFIX that start with it (intent keys sort together), read page by page.
+ */
+async function intentsOf(backend: Backend, p: PartitionId): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  let after: Uint8Array = INTENT_PREFIX;
+  for (let page = 0; page < 1_000_000; page++) {
+    const got = await backend.scan(p, { afterKey: after, limit: 1000 });
+    for (const k of got.keys) {
+      if (!isIntentKey(k)) return out;
+      out.push(userKeyOfIntent(k));
+    }
+    if (got.nextAfterKey === undefined) return out;
+    after = got.nextAfterKey;
+  }
+  throw new StorageFailureError(`the intents of partition ${p} did not end within 1,000,000 pages`);
 }

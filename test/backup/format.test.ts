@@ -56,7 +56,7 @@ const MAP: MapReply = {
 };
 
 /** Pages of 2 items; the first has the dedup table; partition 1's second page fails once (NOT_PRIMARY). */
-function fakeSource() {
+function fakeSource(expiry: (p: number, i: number) => number | undefined = () => undefined) {
   const sessions = new Map<string, { p: number; at: number }>();
   let n = 0;
   let failedOnce = false;
@@ -64,7 +64,10 @@ function fakeSource() {
     clusterMap: async (): Promise<MapReply> => MAP,
     snapshotPage: async (_address: string, p: number, epoch: number, session?: string): Promise<SnapshotReadReply> => {
       assert.equal(epoch, 2);
-      const items = partitionItems(p);
+      const items = partitionItems(p).map((item, i) => {
+        const expiresAt = expiry(p, i);
+        return expiresAt === undefined ? item : { ...item, expiresAt };
+      });
       let s = session === undefined ? undefined : sessions.get(session);
       const id = session ?? `s${n++}`;
       if (s === undefined) {
@@ -90,7 +93,7 @@ function fakeSource() {
 
 /** A target cluster of `partitions` partitions (keys spread by their first byte), its puts in a map. */
 function fakeTarget(partitions: number, preload: Array<[string, string]> = []) {
-  const data = new Map<string, { key: Uint8Array; value: Uint8Array }>();
+  const data = new Map<string, { key: Uint8Array; value: Uint8Array; ttlMs?: number }>();
   for (const [k, v] of preload) data.set(hex(enc.encode(k)), { key: enc.encode(k), value: enc.encode(v) });
   let puts = 0;
   let digests = 0;
@@ -118,7 +121,8 @@ function fakeTarget(partitions: number, preload: Array<[string, string]> = []) {
     digestAt: async (_address: string, p: number, seq: number): Promise<DigestAtReply> => {
       digests += 1;
       const b = new DigestBuilder();
-      for (const { key, value } of data.values()) if (partitionOf(key) === p) b.addEntry(key, value, 1);
+      for (const { key, value, ttlMs } of data.values())
+        if (partitionOf(key) === p) b.addEntry(key, value, 1, ttlMs === undefined ? undefined : Date.now() + ttlMs);
       const d = b.finish();
       return {
         ok: true,
@@ -126,13 +130,14 @@ function fakeTarget(partitions: number, preload: Array<[string, string]> = []) {
         digest: d.digest,
         content: d.content,
         keys: d.keys,
+        ...(d.expiring === undefined ? {} : { expiring: d.expiring }),
         buckets: [...d.buckets],
         dedup: d.dedup,
       };
     },
-    put: async (key: Uint8Array, value: Uint8Array): Promise<number> => {
+    put: async (key: Uint8Array, value: Uint8Array, options?: { ttlMs?: number }): Promise<number> => {
       puts += 1;
-      data.set(hex(key), { key, value });
+      data.set(hex(key), options?.ttlMs === undefined ? { key, value } : { key, value, ttlMs: options.ttlMs });
       return puts;
     },
   };
@@ -195,6 +200,33 @@ describe('backup files', () => {
     assert.equal(target.data.size, manifest.keys);
     for (let p = 0; p < PARTITIONS; p++)
       for (const i of partitionItems(p)) assert.equal(hex(target.data.get(hex(i.key))!.value), hex(i.value));
+  });
+
+  test('keys with a TTL (§16): backed up with their expiry, restored with what is left, skipped once past', async () => {
+    const now = Date.now();
+    // Partition 2: item 0 expires in an hour, item 1 expired a minute ago.
+    const expiry = (p: number, i: number) =>
+      p !== 2 ? undefined : i === 0 ? now + 3_600_000 : i === 1 ? now - 60_000 : undefined;
+    const dir = newDir();
+    const { manifest } = await runBackup(fakeSource(expiry), dir);
+    assert.equal(manifest.keys, 15);
+    assert.equal(manifest.entries[2]!.expiring, 2);
+    const read: Array<{ expiresAt?: number }> = [];
+    await readPartitionFile(join(dir, manifest.entries[2]!.file), async (items) => {
+      read.push(...items);
+    });
+    assert.deepEqual(
+      read.slice(0, 3).map((i) => i.expiresAt),
+      [now + 3_600_000, now - 60_000, undefined],
+    );
+    assert.deepEqual(await verifyBackup(dir), manifest);
+    const target = fakeTarget(2);
+    const summary = await runRestore(target, dir);
+    assert.equal(summary.keys, 13, 'the keys without an expiry are compared');
+    assert.equal(target.data.size, 14, 'the expired key is not restored');
+    const kept = target.data.get(hex(enc.encode('k2-0')))!;
+    assert.ok(kept.ttlMs !== undefined && kept.ttlMs <= 3_600_000 && kept.ttlMs > 3_500_000, String(kept.ttlMs));
+    assert.equal(target.data.has(hex(enc.encode('k2-1'))), false);
   });
 
   test('a DIR that is not empty is refused, and nothing in it is touched', async () => {

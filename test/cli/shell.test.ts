@@ -13,13 +13,21 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { ClusterInfo, Db, GetResult, ScanOptions, ScanResult, StorageDump } from '../../src/client/api.js';
-import { UnavailableError } from '../../src/core/errors.js';
+import type {
+  ClusterInfo,
+  Db,
+  GetResult,
+  ScanOptions,
+  ScanResult,
+  StorageDump,
+  WriteOptions,
+} from '../../src/client/api.js';
+import { ConditionFailedError, UnavailableError } from '../../src/core/errors.js';
 import { runShell, type ShellCommand, type ShellEnd } from '../../src/cli/shell.js';
 
 /** A Db over a Map, with an optional failure injected per method. */
 class FakeDb implements Db {
-  readonly data = new Map<string, { value: Uint8Array; version: number }>();
+  readonly data = new Map<string, { value: Uint8Array; version: number; ttlMs?: number }>();
   version = 0;
   failNext: Error | undefined;
   lastDumpLimit: number | undefined;
@@ -33,18 +41,26 @@ class FakeDb implements Db {
   private static key(k: Uint8Array | string): string {
     return Buffer.from(typeof k === 'string' ? Buffer.from(k) : k).toString('hex');
   }
-  async put(key: Uint8Array | string, value: Uint8Array | string): Promise<number> {
+  async put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number> {
     this.check();
+    this.checkVersion(key, options);
     const v = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(value);
-    this.data.set(FakeDb.key(key), { value: v, version: ++this.version });
+    const ttl = options?.ttlMs === undefined ? {} : { ttlMs: options.ttlMs };
+    this.data.set(FakeDb.key(key), { value: v, version: ++this.version, ...ttl });
     return this.version;
   }
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
     this.check();
     return this.data.get(FakeDb.key(key));
   }
-  async delete(key: Uint8Array | string): Promise<boolean> {
+  private checkVersion(key: Uint8Array | string, options: WriteOptions | undefined): void {
+    const current = this.data.get(FakeDb.key(key))?.version ?? 0;
+    if (options?.ifVersion !== undefined && options.ifVersion !== current)
+      throw new ConditionFailedError(options.ifVersion, current);
+  }
+  async delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean> {
     this.check();
+    this.checkVersion(key, options);
     return this.data.delete(FakeDb.key(key));
   }
   async scan(options: ScanOptions = {}): Promise<ScanResult> {
@@ -266,11 +282,73 @@ describe('shell (piped, over a fake Db)', () => {
     const lines = out.trimEnd().split('\n');
     assert.match(lines[0] ?? '', /^unknown command frobnicate.*type help/);
     assert.match(lines[1] ?? '', /^unknown command gte; did you mean get\?/);
-    assert.match(lines[2] ?? '', /^usage: insert <key> <value> \(got 1 argument/);
+    assert.match(
+      lines[2] ?? '',
+      /^usage: insert <key> <value> \[--if-version <n>\] \[--ttl <duration>\] \(got 1 argument/,
+    );
     assert.match(lines[3] ?? '', /^usage: get <key> \(got 2 arguments; quote arguments with spaces/);
     assert.match(lines[4] ?? '', /unbalanced quote/);
     assert.equal(lines[5], 'OK (version 1)');
     assert.equal(lines[6], '"after" (version 1)');
+  });
+
+  test('compare-and-set: insert --if-version, cas and delete --if-version; a bad flag is named', async () => {
+    const db = new FakeDb();
+    const { out, end } = await drive(db, [
+      'insert k v1 --if-version 0',
+      'insert k v2 --if-version 0',
+      'cas k 1 v2',
+      'cas k 1 v3',
+      'delete k --if-version 1',
+      'delete k --if-version 2',
+      'insert k v --if-versoin 2',
+      'insert k v --if-version -1',
+      'get k',
+    ]);
+    assert.equal(end, 'eof');
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'OK (version 1)');
+    assert.match(
+      lines[1] ?? '',
+      /^error: condition failed: expected version 0 \(absent\), the key is at version 1 \(CONDITION_FAILED\)/,
+    );
+    assert.equal(lines[2], 'OK (version 2)');
+    assert.match(lines[3] ?? '', /expected version 1, the key is at version 2 \(CONDITION_FAILED\)/);
+    assert.match(lines[4] ?? '', /CONDITION_FAILED/);
+    assert.equal(lines[5], 'OK deleted k');
+    assert.match(
+      lines[6] ?? '',
+      /unexpected --if-versoin 2; the options are --if-version <n> and --ttl <duration> \(INVALID_ARGUMENT\)/,
+    );
+    assert.match(lines[7] ?? '', /--if-version takes a version .*got -1 \(INVALID_ARGUMENT\)/);
+    assert.equal(lines[8], '(not found) no key k');
+  });
+
+  test('TTL: insert --ttl with units, get and ttl show what is left; a bad duration is named', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, [
+      'insert t v --ttl 90s',
+      'get t',
+      'ttl t',
+      'insert p v',
+      'ttl p',
+      'ttl missing',
+      'insert t v --ttl 5parsecs',
+      'insert t v --ttl 2h --if-version 1',
+      'ttl t',
+      'delete t --ttl 3s',
+    ]);
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'OK (version 1)');
+    assert.equal(lines[1], '"v" (version 1, expires in 1m 30s)');
+    assert.equal(lines[2], 't expires in 1m 30s (90000 ms)');
+    assert.equal(lines[3], 'OK (version 2)');
+    assert.equal(lines[4], 'p does not expire');
+    assert.equal(lines[5], '(not found) no key missing');
+    assert.match(lines[6] ?? '', /--ttl takes a duration such as 500ms, 30s.*got 5parsecs \(INVALID_ARGUMENT\)/);
+    assert.equal(lines[7], 'OK (version 3)');
+    assert.equal(lines[8], 't expires in 2h 0m (7200000 ms)');
+    assert.match(lines[9] ?? '', /delete: unexpected --ttl 3s; the options are --if-version <n> \(INVALID_ARGUMENT\)/);
   });
 
   test('a parse error says only what is wrong; an unknown escape is named, not guessed', async () => {
@@ -386,7 +464,7 @@ describe('shell (piped, over a fake Db)', () => {
     for (const c of ['help', 'insert <key> <value>', 'get <key>', 'delete <key>', 'dump [--all]', 'nodes', 'quit'])
       assert.ok(out.includes(c), c);
     assert.match(out, /aliases: put, set/);
-    assert.match(out, /usage: insert <key> <value>\n/);
+    assert.match(out, /usage: insert <key> <value> \[--if-version <n>\] \[--ttl <duration>\]\n/);
     assert.match(out, /unknown command nosuch/);
   });
 

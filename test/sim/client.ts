@@ -33,7 +33,8 @@ export interface ClientKnobs {
   readonly attemptTimeoutMs: number;
   readonly thinkMinMs: number;
   readonly thinkMaxMs: number;
-  readonly weights: { readonly put: number; readonly get: number; readonly delete: number };
+  /** `cas` (issue 14): a put with `ifVersion` the last version this client saw of the key; 0 unless --cas. */
+  readonly weights: { readonly put: number; readonly get: number; readonly delete: number; readonly cas?: number };
 }
 
 interface MapInfo extends RoutingMap {
@@ -41,10 +42,14 @@ interface MapInfo extends RoutingMap {
   readonly configs: readonly Config[];
 }
 
+type Kind = 'put' | 'get' | 'delete' | 'cas';
+
 interface OpState {
-  readonly kind: 'put' | 'get' | 'delete';
+  readonly kind: Kind;
   readonly key: string;
   readonly value?: string;
+  /** cas: the version required (0: absent) and the value that version holds (null: absent). */
+  readonly expect?: { readonly version: number; readonly value: string | null };
   readonly invoke: number;
   readonly retry: CallRetry;
   readonly tag?: { cid: string; rs: number };
@@ -67,6 +72,8 @@ export class SimClient implements Endpoint {
    */
   private session = 1;
   private written = 0;
+  /** The last value and version this client saw of each key (cas expects it; absent: 0). */
+  private readonly seen = new Map<string, { version: number; value: string | null }>();
   readonly stats = { ok: 0, fail: 0, unknown: 0, attempts: 0, internalErrors: 0 };
 
   constructor(
@@ -97,10 +104,12 @@ export class SimClient implements Endpoint {
     }
     const rng = this.world.rng;
     const w = this.knobs.weights;
-    const kind = rng.weighted<'put' | 'get' | 'delete'>([
+    // cas last, weight 0 unless --cas: every other seed draws as before.
+    const kind = rng.weighted<Kind>([
       [w.put, 'put'],
       [w.get, 'get'],
       [w.delete, 'delete'],
+      [w.cas ?? 0, 'cas'],
     ]);
     this.begin(kind, rng.pick(this.keys), () =>
       this.world.schedule(rng.int(this.knobs.thinkMinMs, this.knobs.thinkMaxMs), this.id, () => this.next()),
@@ -131,11 +140,12 @@ export class SimClient implements Endpoint {
     step();
   }
 
-  private begin(kind: 'put' | 'get' | 'delete', key: string, then: () => void): void {
+  private begin(kind: Kind, key: string, then: () => void): void {
     const op: OpState = {
       kind,
       key,
-      ...(kind === 'put' ? { value: `${this.id}-${++this.written}` } : {}),
+      ...(kind === 'put' || kind === 'cas' ? { value: `${this.id}-${++this.written}` } : {}),
+      ...(kind === 'cas' ? { expect: this.seen.get(key) ?? { version: 0, value: null } } : {}),
       ...(kind === 'get' ? {} : { tag: { cid: `${this.id}.${this.session}`, rs: ++this.requestSeq } }),
       invoke: this.world.stamp(),
       // The partition is named in the final error only; the simulator records the status.
@@ -144,6 +154,7 @@ export class SimClient implements Endpoint {
     this.current = { op, then };
     this.world.trace(
       `${this.id} invokes ${kind} ${key}${op.value ? `=${op.value}` : ''}` +
+        `${op.expect ? ` if v${op.expect.version}` : ''}` +
         `${op.tag ? ` (${op.tag.cid}#${op.tag.rs})` : ''}`,
     );
     this.attempt(op);
@@ -191,7 +202,9 @@ export class SimClient implements Endpoint {
         ? { t: 'get', p, key: op.key }
         : op.kind === 'put'
           ? { t: 'put', p, key: op.key, value: op.value, ...tagged }
-          : { t: 'del', p, key: op.key, ...tagged };
+          : op.kind === 'cas'
+            ? { t: 'put', p, key: op.key, value: op.value, ...tagged, ifv: op.expect!.version }
+            : { t: 'del', p, key: op.key, ...tagged };
     this.stats.attempts++;
     const epoch = map.configs[p]!.epoch;
     const describe = () => `${op.kind} ${op.key}${tag ? ` (${tag.cid}#${tag.rs})` : ''} to ${target.node} (e${epoch})`;
@@ -220,16 +233,21 @@ export class SimClient implements Endpoint {
     if (op.kind === 'get') {
       const r = value as { found: boolean; value?: string; version?: number };
       if (r.found) this.observer.onReadVersion(p, op.key, r.value!, r.version! as Seq);
+      this.seen.set(op.key, r.found ? { version: r.version!, value: r.value! } : { version: 0, value: null });
       return this.finish(op, 'ok', { value: r.found ? r.value! : null });
     }
     const r = value as { version: number; existed?: boolean };
+    this.seen.set(
+      op.key,
+      op.kind === 'delete' ? { version: 0, value: null } : { version: r.version, value: op.value! },
+    );
     this.observer.onAck({
       client: this.id,
       partition: p,
       seq: r.version as Seq,
       clientId: op.tag!.cid,
       requestSeq: op.tag!.rs,
-      op: op.kind,
+      op: op.kind === 'cas' ? 'put' : op.kind,
       key: op.key,
       ...(op.value === undefined ? {} : { value: op.value }),
     });
@@ -254,6 +272,7 @@ export class SimClient implements Endpoint {
     const base = { client: this.id, key: op.key, invoke: op.invoke, complete, status };
     let h: HistoryOp;
     if (op.kind === 'put') h = { ...base, op: 'put', value: op.value! };
+    else if (op.kind === 'cas') h = { ...base, op: 'cas', value: op.value!, expect: op.expect!.value };
     else if (op.kind === 'get')
       h = status === 'ok' ? { ...base, op: 'get', value: result!.value ?? null } : { ...base, op: 'get' };
     else h = status === 'ok' ? { ...base, op: 'delete', existed: result!.existed! } : { ...base, op: 'delete' };

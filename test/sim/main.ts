@@ -17,6 +17,8 @@
  *   --corrupt        the silent corruption fault (a replica's stored state changes without a
  *                    log entry) and anti-entropy (issue 13): shorthand for
  *                    --set faultWeights.corrupt=2 --set antiEntropyEveryMs=1000
+ *   --cas            clients also compare-and-set (issue 14): a put with ifVersion the last
+ *                    version the client saw of the key; shorthand for --set client.weights.cas=3
  *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
  *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
  *                    in three, chosen from the seed (the others run exactly as with off).
@@ -35,6 +37,8 @@ import { MUTATIONS, type Mutation } from './storage-node.js';
 /** `--corrupt`: the silent corruption fault's weight, and how often anti-entropy checks every partition. */
 export const CORRUPT_WEIGHT = 2;
 export const ANTI_ENTROPY_EVERY_MS = 1000;
+/** `--cas`: the weight of compare-and-set puts in the clients' mix (put and get weigh 4). */
+export const CAS_WEIGHT = 3;
 
 interface Args {
   runs: number;
@@ -101,6 +105,9 @@ function parseArgs(argv: readonly string[]): Args {
       case '--corrupt':
         // Shorthand for the knobs (so a failing seed's replay line carries them as --set).
         a.set.push(`faultWeights.corrupt=${CORRUPT_WEIGHT}`, `antiEntropyEveryMs=${ANTI_ENTROPY_EVERY_MS}`);
+        break;
+      case '--cas':
+        a.set.push(`client.weights.cas=${CAS_WEIGHT}`);
         break;
       case '--strict':
         a.strict = true;

@@ -214,7 +214,8 @@ export function chooseKnobs(rng: Rng): Knobs {
       attemptTimeoutMs: rng.pick([200, 500, 10_000]),
       thinkMinMs: 0,
       thinkMaxMs: rng.pick([5, 30, 100]),
-      weights: { put: 4, get: 4, delete: rng.pick([0, 1, 2]) },
+      // cas (issue 14): weight 0 unless --cas, so no seed changed.
+      weights: { put: 4, get: 4, delete: rng.pick([0, 1, 2]), cas: 0 },
     },
     net: { dropP, dupP, slowP, minDelayMs: 1, maxDelayMs, slowMaxDelayMs: rng.pick([100, 500, 2000]) },
     faultMs,
@@ -285,7 +286,8 @@ export function describeKnobs(seed: number, k: Knobs): string {
       `retain ${k.node.logRetainEntries}${k.node.durable ? '' : ', NOT durable'}`,
     `clients: deadline ${k.client.timeoutMs} ms, attempt timeout ${k.client.attemptTimeoutMs} ms, think ` +
       `0-${k.client.thinkMaxMs} ms, put/get/delete ` +
-      `${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}`,
+      `${k.client.weights.put}/${k.client.weights.get}/${k.client.weights.delete}` +
+      `${k.client.weights.cas ? `/cas ${k.client.weights.cas}` : ''}`,
     `network: drop ${k.net.dropP}, duplicate ${k.net.dupP}, slow ${k.net.slowP} (up to ${k.net.slowMaxDelayMs} ms), ` +
       `delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
     ...(k.antiEntropyEveryMs > 0

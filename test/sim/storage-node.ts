@@ -12,6 +12,7 @@
  *   not, by coin flip); a restart rebuilds each replica from the disk with the host's
  *   `recoveryOf`, as the real server does from its backend.
  */
+import { isIntentKey, userKeyOfIntent } from '../../src/core/txn-keys.js';
 import {
   DstoreError,
   InvalidArgumentError,
@@ -197,41 +198,55 @@ export class SimStorageNode implements Endpoint {
 
   // ---- process lifecycle ----
 
+  /** §16: the user keys of `p` with an intent in the stored state, as the server's `intentsOf` reads them. */
+  private intentsOnDisk(p: PartitionId): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const k of this.disk.parts.get(p)?.data.keys() ?? []) {
+      const key = bytes(k);
+      if (isIntentKey(key)) out.push(userKeyOfIntent(key));
+    }
+    return out;
+  }
+
   start(): void {
     this.world.started(this.id);
     this.reloads = 0;
-    const host = new StorageHost<Respond>({
-      nodeId: this.id,
-      limits: this.limits,
-      now: () => this.world.now,
-      newIncarnation: () => (this.reloads === 0 ? this.incarnation : `${this.incarnation}.r${this.reloads}`),
-      resendAfterMs: this.knobs.resendAfterMs,
-      durable: this.knobs.durable,
-      heartbeatMs: this.knobs.heartbeatMs,
-      nameserver: 'ns',
-      mutations: hostMutations(this.knobs.mutation),
-      hooks: {
-        replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq, r.epoch),
-        stepped: (r, input, out) => {
-          this.observer.onStepped(this.id, r);
-          if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {
-            const what =
-              input.kind === 'peer'
-                ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}`
-                : describeInput(input);
-            this.world.trace(
-              `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}` +
-                `${out.length ? '' : ' (no output)'}`,
-            );
-            for (const o of out) this.world.trace(`${' '.repeat(this.id.length)}     → ${describeOutput(o)}`);
-          }
-        },
-        stepThrew: (r, input, e) => {
-          if (e instanceof InvariantViolation)
-            this.observer.fail('core-assert', `${this.id} p${r.partition} on ${input.kind}: ${e.message}`);
+    const host = new StorageHost<Respond>(
+      {
+        nodeId: this.id,
+        limits: this.limits,
+        now: () => this.world.now,
+        newIncarnation: () => (this.reloads === 0 ? this.incarnation : `${this.incarnation}.r${this.reloads}`),
+        resendAfterMs: this.knobs.resendAfterMs,
+        durable: this.knobs.durable,
+        heartbeatMs: this.knobs.heartbeatMs,
+        nameserver: 'ns',
+        mutations: hostMutations(this.knobs.mutation),
+        hooks: {
+          replicaCreated: (r) => this.observer.onRestarted(this.id, r.partition, r.commitSeq, r.epoch),
+          stepped: (r, input, out) => {
+            this.observer.onStepped(this.id, r);
+            if (this.world.tracing && (out.length > 0 || (input.kind !== 'tick' && input.kind !== 'flush'))) {
+              const what =
+                input.kind === 'peer'
+                  ? `${input.kind} from ${input.from}: ${describeMessage(input.message)}`
+                  : describeInput(input);
+              this.world.trace(
+                `${this.id} p${r.partition} e${r.epoch} ${r.active ? r.role : 'inactive'} ← ${what}` +
+                  `${out.length ? '' : ' (no output)'}`,
+              );
+              for (const o of out) this.world.trace(`${' '.repeat(this.id.length)}     → ${describeOutput(o)}`);
+            }
+          },
+          stepThrew: (r, input, e) => {
+            if (e instanceof InvariantViolation)
+              this.observer.fail('core-assert', `${this.id} p${r.partition} on ${input.kind}: ${e.message}`);
+          },
         },
       },
-    });
+      // §16: the answers to the host's own deletes of expired keys (the simulated clients set no TTL).
+      () => undefined,
+    );
     const v = new Volatile(host);
     this.v = v;
     const partitions = this.loadDisk(host);
@@ -252,7 +267,7 @@ export class SimStorageNode implements Endpoint {
         }
       }
       const state = { meta: d.meta, applied: d.applied, logBase: d.logBase, logLast: this.disk.lastPosition(p) };
-      recoveries.set(p, recoveryOf(state, [...d.log], [...d.dedup.values()]));
+      recoveries.set(p, recoveryOf(state, [...d.log], [...d.dedup.values()], this.intentsOnDisk(p)));
     }
     host.loaded(recoveries);
     return recoveries.size;
@@ -375,6 +390,18 @@ export class SimStorageNode implements Endpoint {
           this.run(v, v.host.readDone(e.handle, e.p, stored));
           break;
         }
+        case 'scanExpiry':
+          // The simulated clients write no TTL, so no stored value has an expiry to find.
+          break;
+        case 'readForCondition':
+          this.run(
+            v,
+            v.host.conditionRead(
+              e.token,
+              e.keys.map((k) => this.disk.get(e.p, text(k))),
+            ),
+          );
+          break;
         case 'readDedup':
           this.run(v, v.host.dedupRead(e.handle, e.p, e.seq, this.disk.dedupRecord(e.p, e.clientId)));
           break;
@@ -555,7 +582,7 @@ export class SimStorageNode implements Endpoint {
           `${this.id} p${p} installed a snapshot at ${image.applied.seq}@${image.applied.epoch} from ${from}`,
         );
         const dedup: DedupRecord[] = [...image.dedup];
-        this.run(v, v.host.snapshotInstalled(life, p, image.applied, dedup));
+        this.run(v, v.host.snapshotInstalled(life, p, image.applied, dedup, this.intentsOnDisk(p)));
       },
     );
   }
@@ -582,6 +609,7 @@ export class SimStorageNode implements Endpoint {
       value?: string;
       cid?: string;
       rs?: number;
+      ifv?: number;
       epoch?: number;
     };
     try {
@@ -593,14 +621,15 @@ export class SimStorageNode implements Endpoint {
     }
     const p = partitionId(req.p);
     const tag = req.cid !== undefined && req.rs !== undefined ? { cid: req.cid, rs: req.rs } : {};
+    const cond = req.ifv === undefined ? {} : { ifv: req.ifv };
     switch (req.t) {
       case 'put':
         return this.run(
           v,
-          v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag }, respond),
+          v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag, ...cond }, respond),
         );
       case 'del':
-        return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag }, respond));
+        return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag, ...cond }, respond));
       case 'get':
         return this.run(v, v.host.clientCall({ t: 'get', p, key: bytes(req.key!) }, respond));
       case 'snapshotRead':

@@ -127,7 +127,9 @@ const apply = (partition: PartitionId, entries: readonly LogEntry[]): BatchOp =>
 function norm(e: LogEntry): unknown {
   const op =
     e.op.kind === 'put'
-      ? { kind: 'put', key: hex(e.op.key), value: hex(e.op.value) }
+      ? e.op.expiresAt === undefined
+        ? { kind: 'put', key: hex(e.op.key), value: hex(e.op.value) }
+        : { kind: 'put', key: hex(e.op.key), value: hex(e.op.value), expiresAt: e.op.expiresAt }
       : e.op.kind === 'delete'
         ? { kind: 'delete', key: hex(e.op.key) }
         : { kind: e.op.kind };
@@ -418,6 +420,35 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
     });
 
     describe('apply', () => {
+      it('a put keeps its expiry (§16) in the log, the data, snapshots and installs; a plain put drops it', async (_h, backend) => {
+        const expiring: LogEntry = {
+          epoch: epoch(1),
+          seq: seq(1),
+          op: { kind: 'put', key: b('t'), value: b('v'), expiresAt: 1_900_000_000_123 },
+        };
+        const entries = [expiring, put(2, 1, 'u', 'U')];
+        await backend.writeBatch([append(P1, entries), apply(P1, entries)]);
+        assert.deepStrictEqual(normAll(await readAll(backend, P1)), normAll(entries));
+        const got = await backend.get(P1, b('t'));
+        assert.equal(got?.expiresAt, 1_900_000_000_123);
+        assert.equal('expiresAt' in (await backend.get(P1, b('u')))!, false, 'a value without an expiry has none');
+        const snap = await snapshotItems(backend, P1, 10);
+        const items = snap.pages.flat();
+        assert.deepStrictEqual(
+          items.map((i) => [Buffer.from(i.key).toString(), i.expiresAt]),
+          [
+            ['t', 1_900_000_000_123],
+            ['u', undefined],
+          ],
+        );
+        await backend.installSnapshot(P2, pos(2, 1), pagesOf(items, 1));
+        assert.equal((await backend.get(P2, b('t')))?.expiresAt, 1_900_000_000_123);
+        // A later put without an expiry replaces the value and its expiry.
+        const again = [put(3, 1, 't', 'plain')];
+        await backend.writeBatch([append(P1, again), apply(P1, again)]);
+        assert.equal((await backend.get(P1, b('t')))?.expiresAt, undefined);
+      });
+
       it(
         'put, delete and epochStart change the data, versions ' + 'are entry seqs, the applied position moves',
         async (_h, backend) => {

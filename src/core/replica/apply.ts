@@ -4,7 +4,8 @@
  * the data and the dedup table (S10), and truncating the log below what every replica
  * applied (S12).
  */
-import { assert, type Seq, seq as toSeq } from '../types.js';
+import { isIntentKey, keyName, userKeyOfIntent } from '../txn-keys.js';
+import { assert, isDataOp, type Seq, seq as toSeq } from '../types.js';
 import { advanceCommit, replyCommitted } from './commit.js';
 import type { ReplicaOutput } from './io.js';
 import type { BatchOp } from './ops.js';
@@ -51,7 +52,16 @@ export function applyUpTo(r: ReplicaState, target: Seq, out: ReplicaOutput[]): v
   const digest = at >= 0 ? entries[at]! : undefined;
   if (digest !== undefined) entries = entries.slice(0, at + 1);
   r.appliedSeq = entries[entries.length - 1]!.seq;
-  for (const e of entries) if (e.tag) r.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
+  for (const e of entries) {
+    if (e.tag) r.dedup.set(e.tag.clientId, { requestSeq: e.tag.requestSeq, seq: e.seq });
+    const op = e.op;
+    if (isDataOp(op) && isIntentKey(op.key)) {
+      // §16: the applied intents, for the check of user writes (client.ts hasIntent).
+      const name = keyName(userKeyOfIntent(op.key));
+      if (op.kind === 'put') r.appliedIntents.add(name);
+      else r.appliedIntents.delete(name);
+    }
+  }
   out.push({ kind: 'persist', ops: [{ kind: 'apply', partition: r.partition, entries }], lazy: true });
   if (digest !== undefined && digest.op.kind === 'digest') {
     r.digestCapture = digest.seq;

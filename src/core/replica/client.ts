@@ -3,8 +3,26 @@
  * over, corrupt, too few replicas, promoting, too many waiting), answer a retry from the
  * dedup table, and append the rest to the log for the next flush.
  */
-import { type WireError, InvalidArgumentError, NotPrimaryError, OverloadedError, UnavailableError } from '../errors.js';
-import { type LogEntry, type Op, type RequestTag, seq as toSeq } from '../types.js';
+import {
+  type WireError,
+  ConditionFailedError,
+  InvalidArgumentError,
+  KeyLockedError,
+  NotPrimaryError,
+  OverloadedError,
+  UnavailableError,
+} from '../errors.js';
+import {
+  type LogEntry,
+  type Op,
+  type RequestTag,
+  type WriteCondition,
+  bytesEqual,
+  expired,
+  isDataOp,
+  seq as toSeq,
+} from '../types.js';
+import { intentKey, isIntentKey, isReserved, keyName } from '../txn-keys.js';
 import type { ReplicaOutput, RequestId } from './io.js';
 import { errorReply } from './outputs.js';
 import type { ReplicaState } from './state.js';
@@ -15,6 +33,8 @@ export function onClientWrite(
   op: Op,
   tag: RequestTag | undefined,
   out: ReplicaOutput[],
+  condition?: WriteCondition,
+  sys = false,
 ): void {
   const refusal = refuseClient(r, 'write');
   if (refusal) return void out.push(errorReply(requestId, refusal));
@@ -49,6 +69,11 @@ export function onClientWrite(
       (w) => w.tag?.clientId === tag.clientId && w.tag.requestSeq === tag.requestSeq,
     );
     if (inFlight) return void r.pendingWrites.push({ seq: inFlight.seq, requestId, op: inFlight.op, tag });
+    // Or in the log but not applied yet (an earlier primary's entry, or one answered while
+    // applies wait on a digest capture, S16): the dedup table does not know it yet.
+    const logged = unappliedEntryOf(r, tag);
+    if (logged && logged.op.kind !== 'epochStart')
+      return void r.pendingWrites.push({ seq: logged.seq, requestId, op: logged.op.kind, tag });
   }
   if (r.promotion) {
     return void out.push(
@@ -66,6 +91,16 @@ export function onClientWrite(
       ),
     );
   }
+  if (!sys && isDataOp(op) && hasIntent(r, op.key)) {
+    // §16: a transaction holds the key; its own resolution writes are `sys`.
+    const hex = [...op.key].map((b) => b.toString(16).padStart(2, '0')).join('');
+    const error = new KeyLockedError(`a transaction holds the key (its intent is on it); retry once resolved`, hex);
+    return void out.push(errorReply(requestId, error.toWire()));
+  }
+  if (condition) {
+    const refusal = checkCondition(r, op, condition);
+    if (refusal) return void out.push(errorReply(requestId, refusal));
+  }
   const entry: LogEntry = tag
     ? { epoch: r.epoch, seq: toSeq(r.log.lastSeq + 1), op, tag }
     : { epoch: r.epoch, seq: toSeq(r.log.lastSeq + 1), op };
@@ -74,6 +109,62 @@ export function onClientWrite(
     tag ? { seq: entry.seq, requestId, op: op.kind, tag } : { seq: entry.seq, requestId, op: op.kind },
   );
   // Sent and persisted at the next flush, together with the rest of this turn's writes.
+}
+
+/**
+ * §16: whether user key `key` has an intent: the last entry of the unapplied log tail that
+ * writes its intent key says (a put: yes), else the applied state.
+ */
+export function hasIntent(r: ReplicaState, key: Uint8Array): boolean {
+  if (isReserved(key)) return false;
+  let ik: Uint8Array | undefined;
+  for (let s = r.log.lastSeq; s > r.appliedSeq; s--) {
+    const o = r.log.at(toSeq(s))?.op;
+    if (o === undefined || !isDataOp(o) || !isIntentKey(o.key)) continue;
+    ik ??= intentKey(key);
+    if (bytesEqual(o.key, ik)) return o.kind === 'put';
+  }
+  return r.appliedIntents.size > 0 && r.appliedIntents.has(keyName(key));
+}
+
+function unappliedEntryOf(r: ReplicaState, tag: RequestTag): LogEntry | undefined {
+  for (let s = r.log.lastSeq; s > r.appliedSeq; s--) {
+    const e = r.log.at(toSeq(s));
+    if (e?.tag?.clientId === tag.clientId && e.tag.requestSeq === tag.requestSeq) return e;
+  }
+  return undefined;
+}
+
+/**
+ * §16: the key's version now is what the driver read (`observed`), unless an entry of the
+ * log after the state it read writes the key: the last such entry's. The write goes on only
+ * when that equals `ifVersion`; it is then logged as a blind op, so the check and the write
+ * are one step of the log.
+ */
+function checkCondition(r: ReplicaState, op: Op, c: WriteCondition): WireError | undefined {
+  if (!isDataOp(op)) return new InvalidArgumentError(`a ${op.kind} entry takes no condition`).toWire();
+  // The read is of another epoch's state (a snapshot installed, a log truncated since) or
+  // of a state whose later entries this log no longer holds: read again.
+  if (c.epoch !== r.epoch || c.atSeq < r.log.base.seq || c.atSeq > r.log.lastSeq)
+    return new UnavailableError(
+      `partition ${r.partition} moved on while the key's version was read for a conditional write; retry`,
+    ).toWire();
+  for (const k of c.keys) {
+    let current = k.observed;
+    for (let s = c.atSeq + 1; s <= r.log.lastSeq; s++) {
+      const o = r.log.at(toSeq(s))!.op;
+      if (isDataOp(o) && bytesEqual(o.key, k.key)) current = o.kind === 'put' && !expired(o.expiresAt, c.nowMs) ? s : 0;
+    }
+    if (current !== k.ifVersion) {
+      const other = bytesEqual(k.key, op.key) ? undefined : 'another key of the condition';
+      return new ConditionFailedError(
+        k.ifVersion,
+        current,
+        other && `condition failed on ${other}: expected version ${k.ifVersion}, it is at ${current}`,
+      ).toWire();
+    }
+  }
+  return undefined;
 }
 
 export function refuseClient(r: ReplicaState, what: 'read' | 'write'): WireError | undefined {

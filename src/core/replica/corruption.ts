@@ -63,6 +63,7 @@ export function relearnFromZero(r: ReplicaState, config: Config, out: ReplicaOut
   r.primaryCommitSeq = toSeq(0);
   r.pendingDurable = [];
   r.dedup.clear();
+  r.appliedIntents.clear();
   r.installing = false;
   r.digestCapture = null;
   r.promotion = null;

@@ -4,7 +4,18 @@
  * comment.
  */
 import type { Limits } from '../limits.js';
-import type { Config, Epoch, LogEntry, NodeId, Op, PartitionId, RequestTag, Role, Seq } from '../types.js';
+import type {
+  Config,
+  Epoch,
+  LogEntry,
+  NodeId,
+  Op,
+  PartitionId,
+  RequestTag,
+  Role,
+  Seq,
+  WriteCondition,
+} from '../types.js';
 import type { LogPosition } from './log.js';
 import type { ClientResult, PeerMessage } from './messages.js';
 import type { BatchOp, DedupRecord } from './ops.js';
@@ -14,7 +25,19 @@ export type RequestId = number;
 export type ReplicaInput =
   | { readonly kind: 'configure'; readonly config: Config }
   | { readonly kind: 'peer'; readonly from: NodeId; readonly message: PeerMessage }
-  | { readonly kind: 'clientWrite'; readonly requestId: RequestId; readonly op: Op; readonly tag?: RequestTag }
+  | {
+      readonly kind: 'clientWrite';
+      readonly requestId: RequestId;
+      readonly op: Op;
+      readonly tag?: RequestTag;
+      /** §16: compare-and-set; decided here, when the write gets its seq. */
+      readonly condition?: WriteCondition;
+      /**
+       * §16: a transaction's own write (docs/transactions.md): not refused for the intent on its
+       * key (it is conditional on that intent instead).
+       */
+      readonly sys?: boolean;
+    }
   | { readonly kind: 'clientRead'; readonly requestId: RequestId; readonly key: Uint8Array }
   /** The persist output with this id is durable. */
   | { readonly kind: 'persisted'; readonly writeId: number }
@@ -23,7 +46,13 @@ export type ReplicaInput =
   /** S7: the nameserver's answer to our promotion request made at `epoch`: the partition's current configuration. */
   | { readonly kind: 'promotionAnswered'; readonly config: Config; readonly epoch: Epoch }
   /** S11: the snapshot we fetched is installed: data, dedup table and applied position. */
-  | { readonly kind: 'snapshotInstalled'; readonly applied: LogPosition; readonly dedup: readonly DedupRecord[] }
+  | {
+      readonly kind: 'snapshotInstalled';
+      readonly applied: LogPosition;
+      readonly dedup: readonly DedupRecord[];
+      /** §16: the user keys with an intent in the installed state. */
+      readonly intents?: readonly Uint8Array[];
+    }
   | { readonly kind: 'snapshotFailed'; readonly reason: string }
   /** S16: the driver holds the applied state at the digest entry `seq` (output `captureDigest`). */
   | { readonly kind: 'digestCaptured'; readonly seq: Seq }
@@ -111,6 +140,8 @@ export interface ReplicaRecovery {
   readonly entries: readonly LogEntry[];
   /** S10: the dedup table of the applied state. */
   readonly dedup?: readonly DedupRecord[];
+  /** §16: the user keys with an intent in the applied state. */
+  readonly intents?: readonly Uint8Array[];
   /** S13: the partition failed a checksum at open; `entries` are not to be trusted and are ignored. */
   readonly corrupt?: string;
 }

@@ -3,6 +3,7 @@
  * truncated; the learner fetches and installs it, then asks for the entries after it.
  */
 import { assert, type NodeId, seq as toSeq } from '../types.js';
+import { keyName } from '../txn-keys.js';
 import { adopt, failPending, rejectStale } from './configure.js';
 import { relearnFromZero } from './corruption.js';
 import type { ReplicaOutput } from './io.js';
@@ -30,6 +31,7 @@ export function onSnapshotInstalled(
   applied: LogPosition,
   dedup: readonly DedupRecord[],
   out: ReplicaOutput[],
+  intents: readonly Uint8Array[] = [],
 ): void {
   r.installing = false;
   // The disk now holds the snapshot whatever happened meanwhile: mirror it. Nothing was
@@ -50,6 +52,8 @@ export function onSnapshotInstalled(
   r.pendingDurable = [];
   r.dedup.clear();
   for (const d of dedup) r.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
+  r.appliedIntents.clear();
+  for (const k of intents) r.appliedIntents.add(keyName(k));
   out.push({
     kind: 'log',
     level: 'info',

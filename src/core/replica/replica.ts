@@ -84,7 +84,7 @@ export class Replica extends ReplicaState {
         this.onPeerMessage(input.from, input.message, out);
         break;
       case 'clientWrite':
-        onClientWrite(this, input.requestId, input.op, input.tag, out);
+        onClientWrite(this, input.requestId, input.op, input.tag, out, input.condition, input.sys === true);
         break;
       case 'clientRead':
         onClientRead(this, input.requestId, input.key, out);
@@ -99,7 +99,7 @@ export class Replica extends ReplicaState {
         onPromotionAnswered(this, input.config, input.epoch, out);
         break;
       case 'snapshotInstalled':
-        onSnapshotInstalled(this, input.applied, input.dedup, out);
+        onSnapshotInstalled(this, input.applied, input.dedup, out, input.intents);
         break;
       case 'corrupt':
         onCorrupt(this, input.reason, out);

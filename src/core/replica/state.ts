@@ -19,6 +19,7 @@ import {
 } from '../types.js';
 import type { ReplicaOptions, ReplicaRecovery, RequestId } from './io.js';
 import { LogTail, ZERO_POSITION } from './log.js';
+import { keyName } from '../txn-keys.js';
 
 export interface PeerState {
   /** Highest seq this peer acked in this epoch. */
@@ -102,6 +103,8 @@ export class ReplicaState {
   /** §7: the highest confirmation round that completed; reads of rounds up to it are confirmed. */
   confirmedRound = 0;
 
+  /** §16: the user keys with an intent in the applied state (names: txn-keys.ts keyName). */
+  readonly appliedIntents = new Set<string>();
   /** S10: per client, its last applied request. */
   readonly dedup = new Map<string, { requestSeq: number; seq: Seq }>();
   /** S7: a learner being promoted; while `requested`, nothing commits and no read is confirmed. */
@@ -152,6 +155,7 @@ export class ReplicaState {
     this.ackedSeq = this.commitSeq;
     this.primaryCommitSeq = this.commitSeq;
     for (const d of r.dedup ?? []) this.dedup.set(d.clientId, { requestSeq: d.requestSeq, seq: d.seq });
+    if (r.corrupt === undefined) for (const k of r.intents ?? []) this.appliedIntents.add(keyName(k));
   }
 
   /** True once this primary may accept writes and serve reads (S6). */

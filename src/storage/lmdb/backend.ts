@@ -124,7 +124,9 @@ const pendingKey = (key: Uint8Array): string => Buffer.from(key.buffer, key.byte
 /** An apply's bytes, encoded (copied) at acceptance; the generation (bytes 4..8 of a key) is set when written. */
 function prepareApply(partition: PartitionId, entries: readonly LogEntry[]): PreparedOp {
   const keys = entries.map((e) => (isDataOp(e.op) ? dataKey(partition, 0, e.op.key) : null));
-  const values = entries.map((e) => (e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value) : null));
+  const values = entries.map((e) =>
+    e.op.kind === 'put' ? encodeStoredValue(e.op.key, e.seq, e.op.value, e.op.expiresAt) : null,
+  );
   if (!entries.some((e) => e.tag !== undefined)) return { keys, values };
   // A malformed client id gets no key here: checkTag rejected it before.
   const dedupKeys = entries.map((e) =>
@@ -270,9 +272,11 @@ export class LmdbBackend implements Backend {
     if (!s || key.length > LMDB_MAX_KEY_BYTES) return undefined; // such a key is never stored
     const pending = this.pending.get(partition)?.get(pendingKey(key));
     if (pending !== undefined && pending.generation === s.generation) {
-      return pending.value === null
-        ? undefined
-        : { value: copyBytes(pending.value.value), version: pending.value.version };
+      if (pending.value === null) return undefined;
+      const { value, version, expiresAt } = pending.value;
+      return expiresAt === undefined
+        ? { value: copyBytes(value), version }
+        : { value: copyBytes(value), version, expiresAt };
     }
     const k = dataKey(partition, s.generation, key);
     const raw = this.dataDb.get(k);
@@ -400,7 +404,11 @@ export class LmdbBackend implements Backend {
             transaction: txn,
           })) {
             const v = decodeValue(key, value, partition);
-            page.push({ key: view(key, 8), value: v.value, version: v.version });
+            page.push(
+              v.expiresAt === undefined
+                ? { key: view(key, 8), value: v.value, version: v.version }
+                : { key: view(key, 8), value: v.value, version: v.version, expiresAt: v.expiresAt },
+            );
             start = key;
           }
           exclusiveStart = true;
@@ -573,7 +581,7 @@ export class LmdbBackend implements Backend {
           checkSnapshotItem(partition, applied, previousKey, item);
           checkKey(partition, item.key, LMDB_MAX_KEY_BYTES);
           const key = dataKey(partition, generation, item.key);
-          staged.push([this.dataDb, key, encodeStoredValue(item.key, item.version, item.value)]);
+          staged.push([this.dataDb, key, encodeStoredValue(item.key, item.version, item.value, item.expiresAt)]);
           stagedBytes += key.length + item.value.length + 8;
           keyCount += 1;
           previousKey = view(key, 8);
@@ -871,7 +879,10 @@ export class LmdbBackend implements Backend {
             existed.push(was);
             if (e.op.kind === 'put') {
               if (!was) keyCount += 1;
-              const value = { value: copyBytes(e.op.value), version: e.seq };
+              const value: VersionedValue =
+                e.op.expiresAt === undefined
+                  ? { value: copyBytes(e.op.value), version: e.seq }
+                  : { value: copyBytes(e.op.value), version: e.seq, expiresAt: e.op.expiresAt };
               mine.set(k, { value, seq: e.seq, generation: s.generation });
             } else {
               if (was) keyCount -= 1;

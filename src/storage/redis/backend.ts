@@ -406,7 +406,7 @@ export class RedisBackend implements Backend {
           checkSnapshotItem(partition, applied, previousKey, item);
           checkKey(partition, item.key, REDIS_MAX_KEY_BYTES);
           const key = Buffer.from(item.key);
-          staged.push(key, encodeStoredValue(item.key, item.version, item.value));
+          staged.push(key, encodeStoredValue(item.key, item.version, item.value, item.expiresAt));
           stagedBytes += key.length + item.value.length + 8;
           previousKey = key;
           if (staged.length / 2 >= STAGE_MAX_ITEMS || stagedBytes >= STAGE_MAX_BYTES) {
@@ -673,7 +673,13 @@ export class RedisBackend implements Backend {
             const client = e.tag === undefined ? '' : e.tag.clientId;
             const rec = e.tag === undefined ? '' : dedupPrefix(e.tag.requestSeq, e.seq);
             if (e.op.kind === 'put')
-              args.push('p', Buffer.from(e.op.key), encodeStoredValue(e.op.key, e.seq, e.op.value), client, rec);
+              args.push(
+                'p',
+                Buffer.from(e.op.key),
+                encodeStoredValue(e.op.key, e.seq, e.op.value, e.op.expiresAt),
+                client,
+                rec,
+              );
             else if (e.op.kind === 'delete') {
               args.push('d', Buffer.from(e.op.key), '', client, rec);
               deletes.push({ partition: p, seq: e.seq });
@@ -830,7 +836,12 @@ export function mergePage(
       v.version <= applied.seq,
       `${what}: an item of version ${v.version} above the snapshot's seq ${applied.seq} has no pre-image`,
     );
-    items.push({ key: bytesOf(key), value: v.value, version: v.version });
+    items.push({
+      key: bytesOf(key),
+      value: v.value,
+      version: v.version,
+      ...(v.expiresAt === undefined ? {} : { expiresAt: v.expiresAt }),
+    });
   }
   return { items, upTo: upTo === undefined ? undefined : bytesOf(upTo) };
 }

@@ -211,7 +211,11 @@ export class Client implements Db {
       const reply = decodeOrThrow(scanReply, await this.withRetry(p, body, false));
       if (values && reply.values?.length !== reply.keys.length)
         throw new InvalidArgumentError('malformed reply from the cluster: a scan page without its values');
-      return { keys: reply.keys, ...(values ? { values: reply.values } : {}), more: reply.next !== undefined };
+      return {
+        keys: reply.keys,
+        ...(values ? { values: reply.values } : {}),
+        ...(reply.next === undefined ? {} : { next: reply.next }),
+      };
     };
     return mergeScan(map.partitions, fetch, {
       ...(startAfter === undefined ? {} : { startAfter }),

@@ -11,12 +11,16 @@
  */
 import { assert } from '../core/types.js';
 
-/** One partition's page: keys in byte order after `after`, and whether keys are left past them. */
+/**
+ * One partition's page: keys in byte order after `after`, and `next`, where the partition's
+ * next page starts (absent: the partition is done). `next` may be past the last key listed
+ * (the server skipped expired keys), and a page may be empty yet have a `next`.
+ */
 export interface PartitionPage {
   readonly keys: readonly Uint8Array[];
   /** With values: each key's value and version, in the order of `keys`. */
   readonly values?: ReadonlyArray<{ readonly value: Uint8Array; readonly version: number }>;
-  readonly more: boolean;
+  readonly next?: Uint8Array;
 }
 
 export type FetchPage = (partition: number, after: Uint8Array | undefined, limit: number) => Promise<PartitionPage>;
@@ -70,7 +74,7 @@ export async function mergeScan(
     const ps = Array.from({ length: Math.min(parallel, partitions - from) }, (_, i) => from + i);
     const pages = await Promise.all(ps.map((p) => fetch(p, startAfter, pageKeys)));
     pages.forEach((page, i) => {
-      if (page.keys.length > 0 || page.more) live.push({ partition: ps[i]!, page, pos: 0 });
+      if (page.keys.length > 0 || page.next !== undefined) live.push({ partition: ps[i]!, page, pos: 0 });
     });
   }
   const entries: ScanEntry[] = [];
@@ -79,16 +83,17 @@ export async function mergeScan(
     // Refill every buffer that ran out (a partition whose next key is unknown could hold the smallest).
     for (let i = live.length - 1; i >= 0; i--) {
       const b = live[i]!;
-      // Bounded: a page that says more keys are left holds at least one (checked below).
+      // Bounded: every page's cursor is past the previous one (checked), and keys are finite.
       while (b.pos >= b.page.keys.length) {
-        if (!b.page.more) {
+        const after = b.page.next;
+        if (after === undefined) {
           live.splice(i, 1);
           break;
         }
-        const after = b.page.keys[b.page.keys.length - 1];
-        const page = await fetch(b.partition, after ?? startAfter, pageKeys);
-        if (page.keys.length === 0 && page.more)
-          throw new Error(`partition ${b.partition} returned an empty scan page that is not its last`);
+        const page = await fetch(b.partition, after, pageKeys);
+        const first = page.keys[0] ?? page.next;
+        if (first !== undefined && Buffer.compare(first, after) <= 0)
+          throw new Error(`partition ${b.partition} returned a scan page that does not go past its cursor`);
         b.page = page;
         b.pos = 0;
       }

@@ -176,7 +176,11 @@ export class MemoryBackend implements Backend {
       if (options.values && options.maxBytes !== undefined && keys.length > 0 && bytes >= options.maxBytes) break;
       keys.push(copyBytes(stored.key));
       if (options.values) {
-        values.push({ value: copyBytes(stored.value), version: stored.version });
+        values.push({
+          value: copyBytes(stored.value),
+          version: stored.version,
+          ...(stored.expiresAt === undefined ? {} : { expiresAt: stored.expiresAt }),
+        });
         bytes += stored.key.length + stored.value.length;
       }
     }

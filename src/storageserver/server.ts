@@ -46,6 +46,7 @@ import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaRecovery } from '../core/replica/replica.js';
 import {
   assertNever,
+  expired,
   type Epoch,
   type InvariantViolation,
   type NodeId,
@@ -1040,20 +1041,31 @@ export class StorageServer {
         let page: Awaited<ReturnType<Backend['scan']>>;
         await this.applied(partitionId(req.p));
         try {
+          // Values are always read (the backend reads each to verify it anyway, S13), bounded by
+          // bytes, so that a key past its expiry (§16) is left out as `get` leaves it out.
           page = await this.backend.scan(partitionId(req.p), {
             ...(req.after === undefined ? {} : { afterKey: req.after }),
             ...(req.prefix === undefined ? {} : { prefix: req.prefix }),
             limit: Math.min(req.limit, this.limits.maxScanPageKeys),
-            ...(req.values === true
-              ? { values: true, maxBytes: Math.min(req.maxBytes ?? Infinity, this.limits.maxScanPageBytes) }
-              : {}),
+            values: true,
+            maxBytes: Math.min(req.maxBytes ?? Number.POSITIVE_INFINITY, this.limits.maxScanPageBytes),
           });
         } catch (err) {
           throw isCorruptRecord(err) ? this.onCorruptRead(partitionId(req.p), err) : err;
         }
+        const nowMs = Date.now();
+        const keys: Uint8Array[] = [];
+        const values: Array<{ value: Uint8Array; version: number }> = [];
+        page.keys.forEach((key, i) => {
+          const v = page.values?.[i];
+          if (v !== undefined && expired(v.expiresAt, nowMs)) return;
+          keys.push(key);
+          if (v !== undefined) values.push({ value: v.value, version: v.version });
+        });
+        // `next` is where the partition goes on: past the expired keys left out too.
         return {
-          keys: page.keys,
-          ...(page.values === undefined ? {} : { values: page.values }),
+          keys,
+          ...(req.values === true ? { values } : {}),
           ...(page.nextAfterKey === undefined ? {} : { next: page.nextAfterKey }),
         };
       }

@@ -90,6 +90,15 @@ test('scan across partitions matches a sorted model; getMany/putMany equal singl
       assert.deepStrictEqual(Buffer.from(e.value!), itemModel[i]!.value);
       assert.equal(e.version, itemModel[i]!.version);
     });
+    // A key past its TTL is never listed (§16), also before its delete is logged.
+    await db.put('ttl/kept', 'k', { ttlMs: 600_000 });
+    await db.put('ttl/gone', 'g', { ttlMs: 1 });
+    await new Promise((r) => setTimeout(r, 20)); // the TTL itself: nothing to await
+    const ttlScan = await db.scan({ prefix: 'ttl/', values: true });
+    assert.deepStrictEqual(
+      ttlScan.entries.map((e) => Buffer.from(e.key).toString()),
+      ['ttl/kept'],
+    );
     // keys() walks every key once.
     let n = 0;
     for await (const _k of db.keys({ prefix: Buffer.from([0xff]) })) n++;

@@ -26,7 +26,7 @@ function fakeCluster(partitions: number, keys: Uint8Array[]) {
     return {
       keys: page,
       values: page.map((k) => ({ value: Buffer.from(`v-${hex(k)}`), version: k.length })),
-      more: rest.length > limit,
+      ...(rest.length > limit ? { next: page[page.length - 1]! } : {}),
     };
   };
   return { fetch, calls };
@@ -120,9 +120,23 @@ describe('mergeScan', () => {
     assert.equal(perPartition.size, 8);
   });
 
-  test('an empty page that claims more keys is an error, not a loop', async () => {
-    const fetch: FetchPage = async () => ({ keys: [], more: true });
-    await assert.rejects(mergeScan(2, fetch, { limit: 10, maxPageKeys: 10 }), /empty scan page/);
+  test('empty pages with a cursor (expired keys skipped) are followed; a cursor that does not advance is an error', async () => {
+    const keys = ['a', 'b', 'c', 'd', 'e'].map((k) => Buffer.from(k));
+    // Partition 0 lists only 'e', after two empty pages whose cursors pass 'b' and 'd'.
+    const fetch: FetchPage = async (p, after) => {
+      if (p === 1) return { keys: [keys[0]!, keys[2]!] };
+      if (after === undefined) return { keys: [], next: keys[1]! };
+      if (Buffer.compare(after, keys[1]!) === 0) return { keys: [], next: keys[3]! };
+      return { keys: [keys[4]!] };
+    };
+    const r = await mergeScan(2, fetch, { limit: 10, maxPageKeys: 10 });
+    assert.deepStrictEqual(
+      r.entries.map((e) => e.key.toString()),
+      ['a', 'c', 'e'],
+    );
+    assert.equal(r.next, undefined);
+    const stuck: FetchPage = async () => ({ keys: [], next: Buffer.from('x') });
+    await assert.rejects(mergeScan(2, stuck, { limit: 10, maxPageKeys: 10 }), /does not go past its cursor/);
   });
 
   test('partitionPageKeys: about twice a partition share, within [1, maxPageKeys] and never over limit', () => {

@@ -441,6 +441,12 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
             ['u', undefined],
           ],
         );
+        // A scan with values carries the expiry too (issue 14: the primary leaves expired keys out).
+        const scanned = await backend.scan(P1, { limit: 10, values: true });
+        assert.deepStrictEqual(
+          scanned.values?.map((v) => v.expiresAt),
+          [1_900_000_000_123, undefined],
+        );
         await backend.installSnapshot(P2, pos(2, 1), pagesOf(items, 1));
         assert.equal((await backend.get(P2, b('t')))?.expiresAt, 1_900_000_000_123);
         // A later put without an expiry replaces the value and its expiry.

@@ -39,7 +39,7 @@ import {
   StorageFailureError,
   UnavailableError,
 } from '../core/errors.js';
-import { INTENT_PREFIX, isIntentKey, userKeyOfIntent } from '../core/txn-keys.js';
+import { INTENT_PREFIX, isIntentKey, isReserved, userKeyOfIntent } from '../core/txn-keys.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
@@ -1058,11 +1058,12 @@ export class StorageServer {
         const values: Array<{ value: Uint8Array; version: number }> = [];
         page.keys.forEach((key, i) => {
           const v = page.values?.[i];
-          if (v !== undefined && expired(v.expiresAt, nowMs)) return;
+          // Reserved keys (transactions' intents and records, src/core/txn-keys.ts) are dstore's own.
+          if (isReserved(key) || (v !== undefined && expired(v.expiresAt, nowMs))) return;
           keys.push(key);
           if (v !== undefined) values.push({ value: v.value, version: v.version });
         });
-        // `next` is where the partition goes on: past the expired keys left out too.
+        // `next` is where the partition goes on: past the keys left out too.
         return {
           keys,
           ...(req.values === true ? { values } : {}),

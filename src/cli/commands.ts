@@ -12,8 +12,11 @@ import {
   dumpToJson,
   formatDump,
   formatNodes,
+  formatScan,
   formatValue,
   makeStyle,
+  scanToJson,
+  toHex,
   utf8OrUndefined,
 } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
@@ -221,6 +224,45 @@ export async function dumpCommand(
     );
     throw new CliExit(1);
   }
+}
+
+/**
+ * Issue 14: `dstore scan`: a page of keys in byte order (with values when asked) and, when more
+ * remain, the cursor to go on with (`--start-after`, hex with --key-hex for keys not UTF-8).
+ */
+export async function scanCommand(
+  o: ClientCliOptions & {
+    json?: boolean;
+    prefix?: string;
+    startAfter?: string;
+    limit?: number;
+    values?: boolean;
+    keyHex?: boolean;
+  },
+): Promise<void> {
+  const prefix = o.prefix === undefined ? undefined : keyBytes(o.prefix, o.keyHex);
+  const startAfter = o.startAfter === undefined ? undefined : keyBytes(o.startAfter, o.keyHex);
+  const result = await withDb(o, (db) =>
+    db.scan({
+      ...(prefix === undefined ? {} : { prefix }),
+      ...(startAfter === undefined ? {} : { startAfter }),
+      ...(o.limit === undefined ? {} : { limit: o.limit }),
+      values: o.values === true,
+    }),
+  );
+  if (o.json) {
+    json(scanToJson(result));
+    return;
+  }
+  const resume = (next: Uint8Array): string => {
+    const text = utf8OrUndefined(next);
+    // The prefix is given back the way the cursor is: hex when the cursor needs --key-hex.
+    const hex = text === undefined || o.keyHex === true;
+    const shownPrefix = prefix === undefined ? '' : ` --prefix ${hex ? toHex(prefix) : quoteArg(o.prefix!)}`;
+    const after = hex ? `${toHex(next)} --key-hex` : quoteArg(text!);
+    return `resume with dstore scan${shownPrefix} --start-after ${after}`;
+  };
+  out(formatScan(result, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), resume));
 }
 
 export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Promise<void> {

@@ -3,7 +3,7 @@
  * ages and durations, aligned tables, colours (only on a TTY with NO_COLOR unset), and the
  * JSON forms used by `--json`.
  */
-import type { ClusterInfo, NodeInfo, StorageDump } from '../client/api.js';
+import type { ClusterInfo, NodeInfo, ScanResult, StorageDump } from '../client/api.js';
 import { quoteArg } from './tokenize.js';
 
 export interface Style {
@@ -269,4 +269,33 @@ export function dumpToJson(dumps: readonly StorageDump[]): unknown {
     keys: d.keys.map(bytesToJson),
     ...(d.error === undefined ? {} : { error: d.error }),
   }));
+}
+
+/**
+ * Issue 14: a scan's entries, one a line (`key`, or `key = value (version n)` with values), then,
+ * when more remain, where to resume (`resume`: how the caller says it, given the cursor).
+ */
+export function formatScan(result: ScanResult, style: Style, resume: (next: Uint8Array) => string): string {
+  const lines = result.entries.map((e) =>
+    e.value === undefined
+      ? formatKey(e.key)
+      : `${formatKey(e.key)} = ${formatValue(e.value)} ${style.dim(`(version ${e.version})`)}`,
+  );
+  const n = result.entries.length;
+  const count = `(${n} ${n === 1 ? 'key' : 'keys'}`;
+  if (result.next === undefined) lines.push(style.dim(`${count}; end of the scan)`));
+  else lines.push(style.yellow(`${count}; more remain: ${resume(result.next)})`));
+  return lines.join('\n');
+}
+
+/** JSON form of a scan (issue 14): `{ entries: [{ key, value?, version? }], next? }`. */
+export function scanToJson(result: ScanResult): unknown {
+  return {
+    entries: result.entries.map((e) =>
+      e.value === undefined
+        ? { key: bytesToJson(e.key) }
+        : { key: bytesToJson(e.key), value: bytesToJson(e.value), version: e.version },
+    ),
+    ...(result.next === undefined ? {} : { next: bytesToJson(result.next) }),
+  };
 }

@@ -727,6 +727,44 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
 
   clientOptions(
     sub(
+      'scan',
+      'list keys in byte order across every partition (from each primary), a page of --limit at a time; ' +
+        'prints the cursor to resume with (--start-after) when more remain',
+    ),
+  )
+    .addOption(envOption('--prefix <p>', 'only keys that start with P (hex with --key-hex)', 'DSTORE_SCAN_PREFIX'))
+    .addOption(
+      envOption(
+        '--start-after <key>',
+        'only keys after KEY (exclusive): the cursor a previous scan printed (hex with --key-hex)',
+        'DSTORE_SCAN_START_AFTER',
+      ),
+    )
+    .addOption(
+      envOption('--limit <n>', 'at most N keys (1..100000)', 'DSTORE_SCAN_LIMIT')
+        .argParser(intParser('an integer', 1, 100_000))
+        .default(1000),
+    )
+    .addOption(envOption('--values', 'print each value and its version too', 'DSTORE_SCAN_VALUES'))
+    .addOption(
+      envOption(
+        '--key-hex',
+        '--prefix and --start-after are hex digits (for keys that are not UTF-8)',
+        'DSTORE_KEY_HEX',
+      ),
+    )
+    .addOption(jsonOption())
+    .action(
+      async (
+        o: ClientOpts & { prefix?: string; startAfter?: string; limit?: number; values?: boolean; keyHex?: boolean },
+      ) => {
+        const { scanCommand } = await import('./commands.js');
+        await scanCommand(o);
+      },
+    );
+
+  clientOptions(
+    sub(
       'check',
       "compare every partition's replicas at one digest entry each (S16), name the keys that differ; " +
         'exit code 1 when replicas differ, 2 when some partition could not be checked',

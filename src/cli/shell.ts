@@ -1,7 +1,7 @@
 /**
  * The interactive shell of `dstore client` and `dstore up` (the original client's commands,
- * kept): help, insert/put/set, get, delete/del, dump, nodes/status, quit/exit/q/x/Ctrl-D/Ctrl-C at
- * an empty prompt.
+ * kept): help, insert/put/set, get, delete/del, dump, scan, mget (issue 14), nodes/status,
+ * quit/exit/q/x/Ctrl-D/Ctrl-C at an empty prompt.
  *
  * It runs over any input/output streams: on a terminal with a prompt, line editing, history
  * and (unless NO_COLOR) colours; piped, it reads commands line by line, prints only results
@@ -12,7 +12,16 @@ import { createInterface, type Interface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { Db, WriteOptions } from '../client/api.js';
 import { DstoreError, InvalidArgumentError } from '../core/errors.js';
-import { colourWanted, formatDump, formatNodes, formatValue, makeStyle, type Style } from './format.js';
+import {
+  colourWanted,
+  formatDump,
+  formatKey,
+  formatNodes,
+  formatScan,
+  formatValue,
+  makeStyle,
+  type Style,
+} from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
 import { parseDurationMs } from './options.js';
 import { quoteArg, tokenize, type Token } from './tokenize.js';
@@ -62,6 +71,8 @@ export type ShellEnd = 'quit' | 'eof';
 
 /** Keys per storage server `dump` lists unless `--all`. */
 export const DUMP_DEFAULT_LIMIT = 100;
+/** Keys the shell's `scan` lists unless told. */
+export const SCAN_DEFAULT_LIMIT = 100;
 /** `dump --all`: the most keys per storage server the dump request accepts. */
 export const DUMP_ALL_LIMIT = 100_000_000;
 
@@ -198,6 +209,45 @@ export const builtinCommands: readonly ShellCommand[] = [
       const all = flag === '--all';
       const dumps = await ctx.db.dump({ limit: all ? DUMP_ALL_LIMIT : DUMP_DEFAULT_LIMIT });
       ctx.print(formatDump(dumps, ctx.style, all));
+    },
+  },
+  {
+    name: 'scan',
+    usage: '[prefix] [limit]',
+    minArgs: 0,
+    maxArgs: 2,
+    summary: `keys in byte order across every partition (those starting with prefix; first ${SCAN_DEFAULT_LIMIT})`,
+    details:
+      'Each partition is read from its primary. "" as prefix lists every key: scan "" 500.\n' +
+      'When more keys remain it says after which key; dstore scan --start-after lists the rest.',
+    async run(args, ctx) {
+      const prefix = args[0]?.bytes;
+      const limitText = args[1]?.text;
+      const limit = limitText === undefined ? SCAN_DEFAULT_LIMIT : Number(limitText);
+      if (!/^[0-9]+$/.test(limitText ?? '0') || !Number.isSafeInteger(limit) || limit < 1 || limit > 100_000) {
+        ctx.print(hint(ctx.style, `limit must be an integer from 1 to 100000, got ${quoteArg(limitText ?? '')}`));
+        return;
+      }
+      const result = await ctx.db.scan({ ...(prefix === undefined ? {} : { prefix }), limit });
+      ctx.print(formatScan(result, ctx.style, (next) => `the next key is after ${formatKey(next)}`));
+    },
+  },
+  {
+    name: 'mget',
+    usage: '<key> [key…]',
+    minArgs: 1,
+    maxArgs: 1000,
+    summary: 'print the value and version of each key (one call per partition, getMany)',
+    details: 'Not atomic across partitions: each key is read as get reads it.',
+    async run(args, ctx) {
+      const got = await ctx.db.getMany(args.map((a) => a.bytes));
+      const lines = args.map((a, i) => {
+        const g = got[i];
+        return g === undefined
+          ? `${quoteArg(a.text)}: ${ctx.style.yellow('(not found)')}`
+          : `${quoteArg(a.text)}: ${formatValue(g.value)} ${ctx.style.dim(`(version ${g.version})`)}`;
+      });
+      ctx.print(lines.join('\n'));
     },
   },
   {

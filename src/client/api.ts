@@ -29,6 +29,21 @@ export interface StorageDump {
   readonly error?: string;
 }
 
+export type { ScanEntry, ScanResult } from './scan-merge.js';
+import type { ScanResult } from './scan-merge.js';
+
+/** What `scan` lists (issue 14). */
+export interface ScanOptions {
+  /** Only keys that start with these bytes (a string: its UTF-8). */
+  readonly prefix?: Uint8Array | string;
+  /** Only keys after this one (exclusive): a previous call's `next`. */
+  readonly startAfter?: Uint8Array | string;
+  /** At most this many keys (default 1000, at most 100,000). */
+  readonly limit?: number;
+  /** Also return each key's value and version. */
+  readonly values?: boolean;
+}
+
 /** Options of a write (DESIGN §16). */
 export interface WriteOptions {
   /**
@@ -60,8 +75,6 @@ export interface Db {
    * TransactionAbortedError when it could not commit within `maxAttempts`.
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
-  /** Every key of the cluster, partition by partition (each once, read from primaries). */
-  scan(): AsyncIterable<Uint8Array>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
   /**
@@ -69,5 +82,32 @@ export interface Db {
    * server (default 100); `timeoutMs` bounds each page's call (default: the client's).
    */
   dump(options?: { limit?: number; timeoutMs?: number }): Promise<StorageDump[]>;
+  /**
+   * Issue 14: up to `limit` keys (default 1000, at most 100,000) in byte order across every
+   * partition, those starting with `prefix`, after `startAfter` (exclusive); with `values`,
+   * their values and versions. Pass `next` as `startAfter` to go on; `next` is absent once the
+   * scan is complete. Each partition's pages are read from its primary (linearizable per page),
+   * but the whole is not a snapshot: a key written during a scan may or may not be listed.
+   */
+  scan(options?: ScanOptions): Promise<ScanResult>;
+  /**
+   * Issue 14: reads of several keys, grouped by partition, one call per partition's primary
+   * (in parallel); each result as `get` would give it, in the order given. Not atomic across
+   * partitions. At most 1000 keys (BATCH_TOO_LARGE). Throws BatchFailedError (its `results`:
+   * every key's outcome) when some keys failed.
+   */
+  getMany(keys: ReadonlyArray<Uint8Array | string>): Promise<Array<GetResult | undefined>>;
+  /**
+   * Issue 14: writes of several keys, grouped by partition, one call per partition's primary
+   * (in parallel); resolves to the versions, in the order given. NOT atomic: each entry is its
+   * own write (exactly once, S10), a failed entry leaves the others applied. Each key at most
+   * once; at most 1000 entries (BATCH_TOO_LARGE). Throws BatchFailedError naming the keys that
+   * failed (OUTCOME_UNKNOWN for one that may have been applied).
+   */
+  putMany(
+    entries: ReadonlyArray<{ readonly key: Uint8Array | string; readonly value: Uint8Array | string }>,
+  ): Promise<number[]>;
+  /** Every key (starting with `prefix`) in byte order, through `scan`'s cursor, a page at a time. */
+  keys(options?: { prefix?: Uint8Array | string }): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
 }

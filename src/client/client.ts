@@ -7,9 +7,16 @@
  * OutcomeUnknownError, never as failed.
  */
 import { randomBytes } from 'node:crypto';
+import type { Static } from '@sinclair/typebox';
 import {
+  BatchFailedError,
+  type BatchOutcome,
+  BatchTooLargeError,
   ConnectionClosedError,
   DstoreError,
+  errorFromWire,
+  errorToWire,
+  OutcomeUnknownError,
   InvalidArgumentError,
   KeyEmptyError,
   KeyLockedError,
@@ -28,8 +35,10 @@ import {
   DigestAtReply,
   SnapshotReadReply,
   DumpReply,
+  GetManyReply,
   GetReply,
   MAX_VALUE_BYTES_CEILING,
+  PutManyReply,
   MapReply,
   PutReply,
   ScanReply,
@@ -39,9 +48,10 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, StorageDump, WriteOptions } from './api.js';
+import type { ClusterInfo, Db, GetResult, ScanOptions, StorageDump, WriteOptions } from './api.js';
+import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
-import { bytesArgument, checkConnectArguments, checkDumpOptions, writeOptions } from './arguments.js';
+import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue, writeOptions } from './arguments.js';
 import {
   readResolved,
   readUnlocked,
@@ -87,10 +97,20 @@ const clusterInfo = codec(ClusterInfoSchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
+const getManyReply = codec(GetManyReply);
+const putManyReply = codec(PutManyReply);
+type GetManyResults = Static<typeof GetManyReply>;
+type PutManyResults = Static<typeof PutManyReply>;
 const scanReply = codec(ScanReply);
 const dumpReply = codec(DumpReply);
 const digestAtReply = codec(DigestAtReply);
 const snapshotReadReply = codec(SnapshotReadReply);
+/** Issue 14: keys a `scan` call returns unless told (`limit`), and the most it accepts. */
+export const SCAN_DEFAULT_LIMIT = 1000;
+export const SCAN_MAX_LIMIT = 100_000;
+/** Keys and bytes (with values) asked of one partition per scan page (the server caps both). */
+const SCAN_PAGE_KEYS = 1000;
+const SCAN_PAGE_BYTES = 1024 * 1024;
 /** Keys and bytes of keys asked for per `dump` page (the server caps both; 1 MiB fits any frame). */
 const DUMP_PAGE_KEYS = 1000;
 const DUMP_PAGE_BYTES = 1024 * 1024;
@@ -250,18 +270,305 @@ export class Client implements Db {
     },
   };
 
-  async *scan(): AsyncIterable<Uint8Array> {
+  /**
+   * Issue 14: up to `limit` keys (default SCAN_DEFAULT_LIMIT) that start with `prefix`, after
+   * `startAfter`, in byte order across every partition (scan-merge.ts), each partition's pages
+   * read from its serving primary once its applies are written. With `values`, each key's
+   * value and version (pages then bounded by bytes too). `next` is the cursor to pass as
+   * `startAfter` to go on; absent once the scan is complete. Not a snapshot: each page is read
+   * at its own moment.
+   */
+  async scan(options: ScanOptions = {}): Promise<ScanResult> {
+    const { prefix, startAfter, limit, values } = this.checkScanOptions(options);
     const map = await this.currentMap();
-    for (let p = 0; p < map.partitions; p++) {
-      let after: Uint8Array | undefined;
-      for (let page = 0; page < 10_000_000; page++) {
-        const body = after ? { t: 'scan', p, after, limit: 1000 } : { t: 'scan', p, limit: 1000 };
-        const reply = decodeOrThrow(scanReply, await this.withRetry(p, body, false));
-        yield* reply.keys;
-        if (!reply.next) break;
-        after = reply.next;
-      }
+    const fetch: FetchPage = async (p, after, pageLimit) => {
+      const body = {
+        t: 'scan',
+        limit: pageLimit,
+        ...(after === undefined ? {} : { after }),
+        ...(prefix === undefined ? {} : { prefix }),
+        ...(values ? { values: true, maxBytes: SCAN_PAGE_BYTES } : {}),
+      };
+      const reply = decodeOrThrow(scanReply, await this.withRetry(p, body, false));
+      if (values && reply.values?.length !== reply.keys.length)
+        throw new InvalidArgumentError('malformed reply from the cluster: a scan page without its values');
+      return {
+        keys: reply.keys,
+        ...(values ? { values: reply.values } : {}),
+        ...(reply.next === undefined ? {} : { next: reply.next }),
+      };
+    };
+    return mergeScan(map.partitions, fetch, {
+      ...(startAfter === undefined ? {} : { startAfter }),
+      limit,
+      maxPageKeys: SCAN_PAGE_KEYS,
+    });
+  }
+
+  /** Every key (that starts with `prefix`) in byte order, page by page through `scan`'s cursor. */
+  async *keys(options: { prefix?: Uint8Array | string } = {}): AsyncIterable<Uint8Array> {
+    let startAfter: Uint8Array | undefined;
+    // Bounded: each page but the last returns keys, and keys only grow.
+    for (;;) {
+      const page = await this.scan({
+        ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+        ...(startAfter === undefined ? {} : { startAfter }),
+        limit: SCAN_PAGE_KEYS,
+      });
+      for (const e of page.entries) yield e.key;
+      if (page.next === undefined) return;
+      startAfter = page.next;
     }
+  }
+
+  private checkScanOptions(options: ScanOptions): {
+    prefix?: Uint8Array;
+    startAfter?: Uint8Array;
+    limit: number;
+    values: boolean;
+  } {
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError(`scan: options must be an object, got ${describeValue(options)}`);
+    const max = this.clusterLimits?.maxKeyBytes ?? this.maxKeyBytes;
+    const bytes = (name: 'prefix' | 'startAfter'): Uint8Array | undefined => {
+      const x = options[name];
+      if (x === undefined) return undefined;
+      const b = bytesArgument('scan', name, x);
+      if (b.length > max) throw new KeyTooLargeError(b.length, max);
+      return b;
+    };
+    const limit = options.limit ?? SCAN_DEFAULT_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_MAX_LIMIT)
+      throw new InvalidArgumentError(
+        `scan: limit must be an integer from 1 to ${SCAN_MAX_LIMIT}, got ${describeValue(limit)}`,
+      );
+    if (options.values !== undefined && typeof options.values !== 'boolean')
+      throw new InvalidArgumentError(`scan: values must be a boolean, got ${describeValue(options.values)}`);
+    const prefix = bytes('prefix');
+    const startAfter = bytes('startAfter');
+    return {
+      ...(prefix === undefined || prefix.length === 0 ? {} : { prefix }),
+      ...(startAfter === undefined ? {} : { startAfter }),
+      limit,
+      values: options.values === true,
+    };
+  }
+
+  /**
+   * Issue 14: linearizable reads of `keys` (each as `get` would answer it, in the order given):
+   * the keys are grouped by partition and each group sent to its primary in one call (groups
+   * in parallel). Not atomic across partitions, nor a snapshot. At most maxBatchKeys keys
+   * (BATCH_TOO_LARGE). When some keys fail, throws BatchFailedError naming them, its
+   * `results` holding every key's outcome.
+   */
+  async getMany(keys: ReadonlyArray<Uint8Array | string>): Promise<Array<GetResult | undefined>> {
+    const ks = this.checkBatch('getMany', keys, (k) => this.checkKey('getMany', k));
+    const map = await this.currentMap();
+    const outcomes: Array<BatchOutcome<GetResult | undefined> | undefined> = new Array(ks.length);
+    await Promise.all(
+      [...groupByPartition(ks, map.partitions)].map(async ([p, idxs]) => {
+        const deadline = Date.now() + this.opts.timeoutMs;
+        let pending = idxs;
+        // Bounded: every reply answers at least one key (or the call throws), and a key that
+        // failed retryably is asked again only until the deadline.
+        for (let round = 0; pending.length > 0; round++) {
+          let reply: GetManyResults;
+          try {
+            const raw = await this.withRetry(p, { t: 'getMany', keys: pending.map((i) => ks[i]!) }, false);
+            reply = decodeOrThrow(getManyReply, raw);
+            if (reply.results.length === 0 || reply.results.length > pending.length)
+              throw new InvalidArgumentError('malformed reply from the cluster: getMany answered no key');
+          } catch (err) {
+            for (const i of pending) outcomes[i] = { ok: false, key: ks[i]!, error: asDstoreError(err) };
+            return;
+          }
+          const again: number[] = [];
+          const held: number[] = [];
+          reply.results.forEach((r, j) => {
+            const i = pending[j]!;
+            if (!('error' in r) && r.intent !== undefined) {
+              held.push(i); // §16: a transaction's intent: read the key alone, resolving it
+              return;
+            }
+            if (!('error' in r)) {
+              outcomes[i] = { ok: true, value: r.found ? getResultOf(r) : undefined };
+              return;
+            }
+            // A key failed retryably (its primary is changing, a queue is full): asked again.
+            const error = errorFromWire(r.error);
+            if (error.retryable && Date.now() < deadline) again.push(i);
+            else outcomes[i] = { ok: false, key: ks[i]!, error };
+          });
+          await Promise.all(
+            held.map(async (i) => {
+              try {
+                outcomes[i] = { ok: true, value: await this.get(ks[i]!) };
+              } catch (err) {
+                outcomes[i] = { ok: false, key: ks[i]!, error: asDstoreError(err) };
+              }
+            }),
+          );
+          // Keys the reply left out (their values reached its byte bound) are asked at once.
+          const unanswered = pending.slice(reply.results.length);
+          if (again.length > 0) await this.beforeBatchRetry(round, deadline);
+          pending = [...again, ...unanswered];
+        }
+      }),
+    );
+    return batchResult('getMany', outcomes);
+  }
+
+  /**
+   * Issue 14: writes every entry (resolving to their versions, in the order given): grouped
+   * by partition, each group sent to its primary in one call (groups in parallel, a group
+   * in calls of about BATCH_CALL_BYTES). Not atomic: each entry is one write, a failed entry
+   * leaves the others applied. Each entry carries a client slot of its own (S10), so a retried
+   * call never applies an entry twice. A key may appear once (INVALID_ARGUMENT otherwise); at
+   * most maxBatchKeys entries (BATCH_TOO_LARGE). When some entries fail, throws
+   * BatchFailedError naming them (an entry whose outcome is unknown: OUTCOME_UNKNOWN).
+   */
+  async putMany(
+    entries: ReadonlyArray<{ readonly key: Uint8Array | string; readonly value: Uint8Array | string }>,
+  ): Promise<number[]> {
+    const es = this.checkBatch('putMany', entries, (e) => {
+      if (typeof e !== 'object' || e === null)
+        throw new InvalidArgumentError(`putMany: each entry must be { key, value }, got ${describeValue(e)}`);
+      return { key: this.checkKey('putMany', e.key), value: bytesArgument('putMany', 'value', e.value) };
+    });
+    const seen = new Set<string>();
+    for (const e of es) {
+      const h = Buffer.from(e.key).toString('hex');
+      if (seen.has(h)) throw new InvalidArgumentError(`putMany: the key ${describeKey(e.key)} appears twice`);
+      seen.add(h);
+    }
+    const map = await this.currentMap();
+    const max = this.clusterLimits?.maxValueBytes;
+    if (max !== undefined)
+      for (const e of es) if (e.value.length > max) throw new ValueTooLargeError(e.value.length, max);
+    const outcomes: Array<BatchOutcome<number> | undefined> = new Array(es.length);
+    const groups = [
+      ...groupByPartition(
+        es.map((e) => e.key),
+        map.partitions,
+      ),
+    ];
+    await Promise.all(
+      groups.map(async ([p, idxs]) => {
+        for (const chunk of chunksByBytes(idxs, (i) => es[i]!.key.length + es[i]!.value.length, BATCH_CALL_BYTES))
+          await this.putChunk(p, chunk, es, outcomes);
+      }),
+    );
+    return batchResult('putMany', outcomes);
+  }
+
+  /**
+   * One putMany call to partition `p`'s primary. Every entry takes a slot of its own (S10:
+   * the server remembers one request per client id), kept across retries; an entry that
+   * failed with a retryable error is sent again with the same slot until the deadline.
+   */
+  private async putChunk(
+    p: number,
+    idxs: readonly number[],
+    es: ReadonlyArray<{ key: Uint8Array; value: Uint8Array }>,
+    outcomes: Array<BatchOutcome<number> | undefined>,
+  ): Promise<void> {
+    const slots = new Map<number, { id: string; seq: number }>();
+    for (const i of idxs) {
+      const slot = this.freeSlots.pop() ?? { id: `${this.clientId}-${this.slotCount++}`, seq: 0 };
+      slot.seq++;
+      slots.set(i, slot);
+    }
+    const deadline = Date.now() + this.opts.timeoutMs;
+    let pending = [...idxs];
+    let sentBefore = false;
+    // Bounded by the deadline: each round sends the entries that failed retryably in the last.
+    for (let round = 0; pending.length > 0; round++) {
+      const body = {
+        t: 'putMany',
+        entries: pending.map((i) => ({
+          key: es[i]!.key,
+          value: es[i]!.value,
+          cid: slots.get(i)!.id,
+          rs: slots.get(i)!.seq,
+        })),
+      };
+      let reply: PutManyResults;
+      try {
+        reply = decodeOrThrow(putManyReply, await this.withRetry(p, body, true));
+        if (reply.results.length !== pending.length)
+          throw new InvalidArgumentError(
+            'malformed reply from the cluster: putMany answered another number of entries',
+          );
+      } catch (err) {
+        const e = asDstoreError(err);
+        const error =
+          sentBefore && !(e instanceof OutcomeUnknownError)
+            ? new OutcomeUnknownError(
+                `write to partition ${p} failed after an attempt that may have been applied: ${e.message}`,
+                { cause: e },
+              )
+            : e;
+        for (const i of pending) outcomes[i] = { ok: false, key: es[i]!.key, error };
+        break; // slots of failed entries are retired (see `tagged`)
+      }
+      sentBefore = true;
+      const again: number[] = [];
+      const locked: number[] = [];
+      reply.results.forEach((r, j) => {
+        const i = pending[j]!;
+        if (!('error' in r)) {
+          outcomes[i] = { ok: true, value: r.version };
+          this.freeSlots.push(slots.get(i)!);
+          return;
+        }
+        const error = errorFromWire(r.error);
+        // §16: refused (not logged) while a transaction holds the key: sent again once it ends.
+        if (error instanceof KeyLockedError && Date.now() < deadline) locked.push(i);
+        else if (error.retryable && Date.now() < deadline) again.push(i);
+        else
+          outcomes[i] = {
+            ok: false,
+            key: es[i]!.key,
+            error: error.retryable
+              ? new OutcomeUnknownError(`write to partition ${p} may or may not have been applied: ${error.message}`, {
+                  cause: error,
+                })
+              : error,
+          };
+      });
+      await Promise.all(
+        locked.map((i) =>
+          readUnlocked(this.txnIO, es[i]!.key, deadline).then(
+            () => again.push(i),
+            () => again.push(i),
+          ),
+        ),
+      );
+      pending = again;
+      if (pending.length > 0) await this.beforeBatchRetry(round, deadline);
+    }
+  }
+
+  /**
+   * Before a batch sends again the entries that failed retryably (NOT_PRIMARY while the
+   * partition's primary changes, OVERLOADED): back off, and refresh the map so the next call
+   * goes to the new primary (a failed refresh keeps the cached map: the call's own retries go on).
+   */
+  private async beforeBatchRetry(round: number, deadline: number): Promise<void> {
+    await sleep(Math.min(50 * 2 ** Math.min(round, 5), Math.max(0, deadline - Date.now())));
+    try {
+      await this.mapForRetry(Math.max(1, Math.min(this.opts.attemptTimeoutMs, deadline - Date.now())));
+    } catch {
+      // no fresh map now: the next call's own retries refresh it again
+    }
+  }
+
+  private checkBatch<T, U>(method: string, items: ReadonlyArray<T>, check: (item: T) => U): U[] {
+    if (!Array.isArray(items))
+      throw new InvalidArgumentError(`${method}: expects an array, got ${describeValue(items)}`);
+    const max = defaultLimits().maxBatchKeys;
+    if (items.length > max) throw new BatchTooLargeError(items.length, max);
+    return items.map(check);
   }
 
   /**
@@ -599,6 +906,76 @@ function decodeOrThrow<T>(
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Issue 14: bytes of keys and values per putMany call (a group is split into calls of about this). */
+const BATCH_CALL_BYTES = 1024 * 1024;
+
+/** Indices of `keys` by partition. */
+function groupByPartition(keys: readonly Uint8Array[], partitions: number): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  keys.forEach((k, i) => {
+    const p = partitionOf(k, partitions);
+    const g = groups.get(p);
+    if (g) g.push(i);
+    else groups.set(p, [i]);
+  });
+  return groups;
+}
+
+/** `idxs` in runs whose sizes add up to about `max` (soft: a run holds at least one). */
+function chunksByBytes(idxs: readonly number[], size: (i: number) => number, max: number): number[][] {
+  const out: number[][] = [];
+  let run: number[] = [];
+  let bytes = 0;
+  for (const i of idxs) {
+    if (run.length > 0 && bytes + size(i) > max) {
+      out.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(i);
+    bytes += size(i);
+  }
+  if (run.length > 0) out.push(run);
+  return out;
+}
+
+/** A found GetReply as `get` returns it (with `ttlMs` when the value expires). */
+function getResultOf(r: { value: Uint8Array; version: number; ttl?: number }): GetResult {
+  return r.ttl === undefined
+    ? { value: r.value, version: r.version }
+    : { value: r.value, version: r.version, ttlMs: r.ttl };
+}
+
+function asDstoreError(err: unknown): DstoreError {
+  return err instanceof DstoreError ? err : errorFromWire(errorToWire(err));
+}
+
+function describeKey(key: Uint8Array): string {
+  const s = Buffer.from(key).toString('utf8');
+  return /^[\x20-\x7e]*$/.test(s) && s.length <= 64
+    ? JSON.stringify(s)
+    : `0x${Buffer.from(key.subarray(0, 32)).toString('hex')}${key.length > 32 ? '…' : ''}`;
+}
+
+/** The values of a batch in order, or BatchFailedError naming the keys that failed. */
+function batchResult<T>(method: string, outcomes: ReadonlyArray<BatchOutcome<T> | undefined>): T[] {
+  const results = outcomes.map((o, i): BatchOutcome<T> => {
+    if (o === undefined) throw new Error(`${method}: entry ${i} has no outcome`);
+    return o;
+  });
+  const failed = results.filter((r): r is Extract<BatchOutcome<T>, { ok: false }> => !r.ok);
+  if (failed.length === 0) return results.map((r) => (r as { value: T }).value);
+  const named = failed
+    .slice(0, 5)
+    .map((f) => `${describeKey(f.key)} (${f.error.code}: ${f.error.message})`)
+    .join('; ');
+  const more = failed.length > 5 ? ` and ${failed.length - 5} more` : '';
+  throw new BatchFailedError(
+    `${method}: ${failed.length} of ${results.length} keys failed (the others took effect): ${named}${more}`,
+    results,
+  );
+}
 
 /** `promise`, or `onTimeout()` as a rejection after `ms` (a shared fetch others may still await). */
 function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {

@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'UNAUTHORIZED'
   | 'STORAGE_FAILURE'
   | 'INVALID_ARGUMENT'
+  | 'BATCH_TOO_LARGE'
+  | 'BATCH_FAILED'
   | 'PROTOCOL_MISMATCH'
   | 'WRONG_ROLE'
   | 'NODE_ID_IN_USE'
@@ -144,6 +146,49 @@ export class StorageFailureError extends DstoreError {
 
 export class InvalidArgumentError extends DstoreError {
   readonly code = 'INVALID_ARGUMENT';
+}
+
+/** Issue 14: a `getMany` / `putMany` of more keys than maxBatchKeys (nothing was sent or done). */
+export class BatchTooLargeError extends DstoreError {
+  readonly code = 'BATCH_TOO_LARGE';
+  constructor(
+    readonly keys: number,
+    readonly max: number,
+  ) {
+    super(`a batch of ${keys} keys is over the limit of ${max} keys per call; split it`);
+  }
+  override toWire(): WireError {
+    return { ...super.toWire(), keys: this.keys, max: this.max };
+  }
+}
+
+/** One entry's outcome in a batch (issue 14): its result, or the typed error it failed with. */
+export type BatchOutcome<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly key: Uint8Array; readonly error: DstoreError };
+
+/**
+ * Issue 14: some entries of a `getMany` / `putMany` failed (batches are not atomic across
+ * partitions: the other entries took effect). `results` has every entry's outcome in the order
+ * given; the message names the failed keys. Client-side only: it never travels on the wire.
+ * A put entry whose outcome is unknown fails with OUTCOME_UNKNOWN (S9).
+ */
+export class BatchFailedError<T = unknown> extends DstoreError {
+  readonly code = 'BATCH_FAILED';
+  constructor(
+    message: string,
+    readonly results: ReadonlyArray<BatchOutcome<T>>,
+  ) {
+    super(message);
+  }
+  /** The entries that failed, with their errors. */
+  get failures(): Array<{ readonly index: number; readonly key: Uint8Array; readonly error: DstoreError }> {
+    const out: Array<{ index: number; key: Uint8Array; error: DstoreError }> = [];
+    this.results.forEach((r, index) => {
+      if (!r.ok) out.push({ index, key: r.key, error: r.error });
+    });
+    return out;
+  }
 }
 
 /**
@@ -343,6 +388,8 @@ const rebuilders: Record<ErrorCode, Rebuild> = {
   KEY_LOCKED: (w) => new KeyLockedError(w.message, str(w.key)),
   TRANSACTION_ABORTED: (w) => new TransactionAbortedError(w.message),
   INTERNAL: (w) => new InternalError(w.message),
+  BATCH_TOO_LARGE: (w) => new BatchTooLargeError(num(w.keys), num(w.max)),
+  BATCH_FAILED: (w) => new BatchFailedError(w.message, []),
 };
 
 /** Rebuilds a typed error from its wire form; an unknown code becomes `InternalError`. */

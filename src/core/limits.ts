@@ -25,6 +25,13 @@ export interface Limits {
   readonly maxScanPageKeys: number;
   /** Bytes of keys in one `dump` page (issue 9: a listing never builds one reply of a whole store). */
   readonly maxDumpPageBytes: number;
+  /**
+   * Bytes of keys and values in one `scan` page with values (issue 14; soft: a page holds at
+   * least one entry, so a page is at most this plus one key and one value).
+   */
+  readonly maxScanPageBytes: number;
+  /** Keys in one `getMany` / `putMany` call (issue 14; over it: BATCH_TOO_LARGE). */
+  readonly maxBatchKeys: number;
   /** Log entries kept in memory past the point every replica has applied. */
   readonly logRetainEntries: number;
 }
@@ -56,6 +63,8 @@ export function defaultLimits(overrides: Partial<Limits> = {}): Limits {
     maxPrepareBytes: 2 * MiB,
     maxScanPageKeys: 1000,
     maxDumpPageBytes: MiB,
+    maxScanPageBytes: MiB,
+    maxBatchKeys: 1000,
     logRetainEntries: 1000,
     ...overrides,
   };
@@ -76,6 +85,11 @@ export function checkLimits(l: Limits): void {
     l.maxDumpPageBytes + l.frameOverheadBytes <= l.maxFrameBytes / 2,
     'maxDumpPageBytes + frameOverheadBytes <= maxFrameBytes / 2',
   );
+  assert(
+    l.maxScanPageBytes + l.maxKeyBytes + l.maxValueBytes + l.frameOverheadBytes <= l.maxFrameBytes,
+    'maxScanPageBytes + maxKeyBytes + maxValueBytes + frameOverheadBytes <= maxFrameBytes',
+  );
+  assert(l.maxBatchKeys >= 1 && l.maxBatchKeys <= l.maxPendingWrites, '1 <= maxBatchKeys <= maxPendingWrites');
 }
 
 /** S16: buckets per partition digest (src/storage/digest.ts); a digest entry names some to list. */

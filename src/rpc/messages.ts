@@ -133,11 +133,46 @@ export const StorageRequest = Type.Union([
     token: Token,
   }),
   Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
+  /**
+   * One page of partition `p`'s keys in byte order, read by its serving primary: after `after`
+   * (exclusive), starting with `prefix` (issue 14), at most `limit` (the server caps it at
+   * maxScanPageKeys); with `values`, each key's value and version too, the page then also
+   * bounded by about `maxBytes` (capped at maxScanPageBytes). `next`: the last key, when keys
+   * are left.
+   */
   Type.Object({
     t: Type.Literal('scan'),
     p: Partition,
     after: Type.Optional(Bytes),
+    prefix: Type.Optional(Bytes),
     limit: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    values: Type.Optional(Type.Boolean()),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 * 1024 * 1024 })),
+    token: Token,
+  }),
+  /**
+   * Issue 14: reads of several keys of partition `p` at its primary, in one flush and one
+   * read-confirmation round; answered with a BatchReply of GetReply results (possibly fewer than
+   * `keys` when their values reached maxScanPageBytes: the caller asks again for the rest).
+   */
+  Type.Object({
+    t: Type.Literal('getMany'),
+    p: Partition,
+    keys: Type.Array(Bytes, { minItems: 1, maxItems: 100_000 }),
+    token: Token,
+  }),
+  /**
+   * Issue 14: writes of several keys of partition `p`, each with its own client slot (cid, rs)
+   * so the dedup table (S10) recognises each entry of a retried batch; answered with a
+   * BatchReply of PutReply results, one per entry, in order.
+   */
+  Type.Object({
+    t: Type.Literal('putMany'),
+    p: Partition,
+    entries: Type.Array(Type.Object({ key: Bytes, value: Bytes, cid: Id, rs: Uint }), {
+      minItems: 1,
+      maxItems: 100_000,
+    }),
     token: Token,
   }),
   /**
@@ -387,7 +422,24 @@ export const GetReply = Type.Union([
   }),
   Type.Object({ found: Type.Literal(false), intent: Type.Optional(IntentSchema) }),
 ]);
-export const ScanReply = Type.Object({ keys: Type.Array(Bytes), next: Type.Optional(Bytes) });
+/** `values` (when asked): each key's value and version, in the order of `keys`. */
+export const ScanReply = Type.Object({
+  keys: Type.Array(Bytes),
+  values: Type.Optional(Type.Array(Type.Object({ value: Bytes, version: Uint }))),
+  next: Type.Optional(Bytes),
+});
+/** One entry's failure in a batch: a typed error's wire form (errorFromWire rebuilds it). */
+const EntryError = Type.Object(
+  { code: Type.String({ maxLength: 64 }), message: Type.String({ maxLength: 4096 }) },
+  { additionalProperties: true },
+);
+/** Issue 14: the answer to getMany (GetReply results) and putMany (PutReply results), in order. */
+export const GetManyReply = Type.Object({
+  results: Type.Array(Type.Union([GetReply.anyOf[0], GetReply.anyOf[1], Type.Object({ error: EntryError })])),
+});
+export const PutManyReply = Type.Object({
+  results: Type.Array(Type.Union([PutReply, Type.Object({ error: EntryError })])),
+});
 /** `truncated`: keys are left after this page; `next`: the cursor of the next page. */
 export const DumpReply = Type.Object({
   nodeId: Type.String(),

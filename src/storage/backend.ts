@@ -47,8 +47,28 @@ export interface PartitionState {
 
 export interface ScanPage {
   readonly keys: readonly Uint8Array[];
+  /** With `values`: each key's value and version, in the order of `keys`. */
+  readonly values?: readonly VersionedValue[];
   /** Pass as `afterKey` to get the next page; absent when the scan is complete. */
   readonly nextAfterKey?: Uint8Array;
+}
+
+/** What a `scan` lists (issue 14); the range logic every backend shares is in scan-range.ts. */
+export interface ScanOptions {
+  /** Only keys after this one (exclusive). */
+  readonly afterKey?: Uint8Array;
+  /** Only keys that start with these bytes: the backend seeks to them and stops past them. */
+  readonly prefix?: Uint8Array;
+  /** At most this many keys (>= 1). */
+  readonly limit: number;
+  /** Also return each key's value and version (`ScanPage.values`). */
+  readonly values?: boolean;
+  /**
+   * With `values`: stop once the keys and values listed reach this many bytes (soft: a page
+   * holds at least one key), so a page of large values stays bounded; `nextAfterKey` then says
+   * where to go on.
+   */
+  readonly maxBytes?: number;
 }
 
 export interface SnapshotItem {
@@ -94,8 +114,11 @@ export interface Backend {
    */
   writeBatch(ops: readonly BatchOp[]): Promise<BatchResult>;
   get(partition: PartitionId, key: Uint8Array): Promise<VersionedValue | undefined>;
-  /** Keys of the partition in byte order, after `afterKey` (exclusive), at most `limit`. */
-  scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage>;
+  /**
+   * Keys of the partition in byte order, after `afterKey` (exclusive), starting with `prefix`,
+   * at most `limit` (and, with `values`, about `maxBytes`); see ScanOptions.
+   */
+  scan(partition: PartitionId, options: ScanOptions): Promise<ScanPage>;
   /** Number of keys in the partition's applied state. */
   count(partition: PartitionId): Promise<number>;
   /** Log entries with fromSeq <= seq <= toSeq, in order, at most `limit`. */

@@ -23,6 +23,7 @@ import {
   assertNever,
 } from '../core/types.js';
 import { StorageFailureError } from '../core/errors.js';
+import { checkScanOptions, hasPrefix, scanStart } from './scan-range.js';
 import type {
   Backend,
   BatchOp,
@@ -31,6 +32,7 @@ import type {
   LogPosition,
   PartitionMeta,
   PartitionState,
+  ScanOptions,
   ScanPage,
   Snapshot,
   SnapshotItem,
@@ -157,17 +159,35 @@ export class MemoryBackend implements Backend {
     };
   }
 
-  async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
+  async scan(partition: PartitionId, options: ScanOptions): Promise<ScanPage> {
     this.checkOpen();
-    checkPageLimit('scan', options.limit);
+    checkScanOptions(options);
     const p = this.parts.get(partition);
-    if (!p) return { keys: [] };
-    const start = options.afterKey === undefined ? 0 : lowerBound(p.sortedKeys, keyString(options.afterKey), false);
-    const end = Math.min(p.sortedKeys.length, start + options.limit);
+    if (!p) return options.values ? { keys: [], values: [] } : { keys: [] };
+    const from = scanStart(options);
+    const start = from === undefined ? 0 : lowerBound(p.sortedKeys, keyString(from.key), from.inclusive);
     const keys: Uint8Array[] = [];
-    for (let i = start; i < end; i++) keys.push(copyBytes(p.data.get(p.sortedKeys[i]!)!.key));
+    const values: VersionedValue[] = [];
+    let bytes = 0;
+    let i = start;
+    for (; i < p.sortedKeys.length && keys.length < options.limit; i++) {
+      const stored = p.data.get(p.sortedKeys[i]!)!;
+      if (!hasPrefix(stored.key, options.prefix)) break;
+      if (options.values && options.maxBytes !== undefined && keys.length > 0 && bytes >= options.maxBytes) break;
+      keys.push(copyBytes(stored.key));
+      if (options.values) {
+        values.push({
+          value: copyBytes(stored.value),
+          version: stored.version,
+          ...(stored.expiresAt === undefined ? {} : { expiresAt: stored.expiresAt }),
+        });
+        bytes += stored.key.length + stored.value.length;
+      }
+    }
+    const more = i < p.sortedKeys.length && hasPrefix(p.data.get(p.sortedKeys[i]!)!.key, options.prefix);
     const last = keys[keys.length - 1];
-    return end < p.sortedKeys.length && last !== undefined ? { keys, nextAfterKey: copyBytes(last) } : { keys };
+    const page = options.values ? { keys, values } : { keys };
+    return more && last !== undefined ? { ...page, nextAfterKey: copyBytes(last) } : page;
   }
 
   async count(partition: PartitionId): Promise<number> {

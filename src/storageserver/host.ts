@@ -894,6 +894,17 @@ export class StorageHost<H> {
   }
 
   /**
+   * Issue 14: the calls of a getMany / putMany, each stepped into its partition's replica
+   * exactly as `clientCall` steps a single one (each with its own handle, answered on its own),
+   * all in this turn: they ride in the same flush and the same read-confirmation round.
+   */
+  clientMany(calls: ReadonlyArray<{ readonly call: ClientCall; readonly handle: H }>): Array<HostEffect<H>> {
+    const effects: Array<HostEffect<H>> = [];
+    for (const { call, handle } of calls) effects.push(...this.clientCall(call, handle));
+    return effects;
+  }
+
+  /**
    * §16: a conditional write reads its key's version from the applied state first (after the
    * partition's queued writes); the replica then decides against that and its log.
    */

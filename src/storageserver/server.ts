@@ -29,6 +29,8 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
+  BatchTooLargeError,
+  errorToWire,
   InvalidArgumentError,
   MalformedMessageError,
   NotPrimaryError,
@@ -44,6 +46,7 @@ import type { PeerMessage } from '../core/replica/messages.js';
 import type { ReplicaRecovery } from '../core/replica/replica.js';
 import {
   assertNever,
+  expired,
   type Epoch,
   type InvariantViolation,
   type NodeId,
@@ -87,6 +90,7 @@ import type { CheckTransport, PartitionConfigView } from '../check/replicas.js';
 import { digestSnapshot } from '../storage/digest.js';
 import {
   askRequest,
+  type ClientCall,
   type HeartbeatRequest,
   type HostEffect,
   type NameserverAsk,
@@ -1041,15 +1045,45 @@ export class StorageServer {
         let page: Awaited<ReturnType<Backend['scan']>>;
         await this.applied(partitionId(req.p));
         try {
+          // Values are always read (the backend reads each to verify it anyway, S13), bounded by
+          // bytes, so that a key past its expiry (§16) is left out as `get` leaves it out.
           page = await this.backend.scan(partitionId(req.p), {
-            afterKey: req.after,
+            ...(req.after === undefined ? {} : { afterKey: req.after }),
+            ...(req.prefix === undefined ? {} : { prefix: req.prefix }),
             limit: Math.min(req.limit, this.limits.maxScanPageKeys),
+            values: true,
+            maxBytes: Math.min(req.maxBytes ?? Number.POSITIVE_INFINITY, this.limits.maxScanPageBytes),
           });
         } catch (err) {
           throw isCorruptRecord(err) ? this.onCorruptRead(partitionId(req.p), err) : err;
         }
-        return page.nextAfterKey ? { keys: page.keys, next: page.nextAfterKey } : { keys: page.keys };
+        const nowMs = Date.now();
+        const keys: Uint8Array[] = [];
+        const values: Array<{ value: Uint8Array; version: number }> = [];
+        page.keys.forEach((key, i) => {
+          const v = page.values?.[i];
+          // Reserved keys (transactions' intents and records, src/core/txn-keys.ts) are dstore's own.
+          if (isReserved(key) || (v !== undefined && expired(v.expiresAt, nowMs))) return;
+          keys.push(key);
+          if (v !== undefined) values.push({ value: v.value, version: v.version });
+        });
+        // `next` is where the partition goes on: past the keys left out too.
+        return {
+          keys,
+          ...(req.values === true ? { values } : {}),
+          ...(page.nextAfterKey === undefined ? {} : { next: page.nextAfterKey }),
+        };
       }
+      case 'getMany':
+        return this.many(
+          req.p,
+          req.keys.map((key) => ({ t: 'get', p: req.p, key }) as const),
+        );
+      case 'putMany':
+        return this.many(
+          req.p,
+          req.entries.map(({ key, value, cid, rs }) => ({ t: 'put', p: req.p, key, value, cid, rs }) as const),
+        );
       case 'dump':
         return this.dump(req.limit, req.after, req.maxBytes);
       case 'snapshotRead':
@@ -1076,6 +1110,40 @@ export class StorageServer {
       default:
         assertNever(req);
     }
+  }
+
+  /**
+   * Issue 14: a getMany / putMany: every call stepped into the replica in one turn
+   * (host.clientMany), each answered on its own; the reply lists each one's result or typed
+   * error, in order. Read results stop once their values reach maxScanPageBytes (at least one
+   * is listed): the client asks again for the rest.
+   */
+  private async many(p: number, calls: ReadonlyArray<ClientCall>): Promise<unknown> {
+    this.host.checkPartition(p);
+    if (calls.length > this.limits.maxBatchKeys) throw new BatchTooLargeError(calls.length, this.limits.maxBatchKeys);
+    const pending = calls.map((call) => {
+      let handle!: Handle;
+      const promise = new Promise<unknown>((resolve, reject) => {
+        handle = { resolve, reject };
+      });
+      return { call, handle, promise };
+    });
+    this.run(this.host.clientMany(pending));
+    const settled = await Promise.allSettled(pending.map((x) => x.promise));
+    const results: unknown[] = [];
+    let bytes = 0;
+    for (const s of settled) {
+      if (results.length > 0 && bytes >= this.limits.maxScanPageBytes) break;
+      if (s.status === 'rejected') {
+        const { code, message } = errorToWire(s.reason);
+        results.push({ error: { code, message } });
+        continue;
+      }
+      const value = (s.value as { value?: Uint8Array }).value;
+      bytes += value?.length ?? 0;
+      results.push(s.value);
+    }
+    return { results };
   }
 
   /** One page of this server's keys (dump.ts): at most `limit` keys and maxDumpPageBytes. */

@@ -4,7 +4,8 @@
  * frame limit; every server was labelled unreachable and the exit code was 0): the listing
  * pages through each server's keys, so it lists all 5,000 on each of the 3 servers (R=3)
  * and exits 0; `dump` without --all lists 100 per server and says how many more. A server
- * that cannot be listed (SIGSTOPped) makes dump exit 1 naming it. Every wait is bounded; the
+ * that cannot be listed (SIGSTOPped) makes dump exit 1 naming it. `dstore scan` (issue 14) pages
+ * through the same keys in byte order with its cursor, with --prefix and --values. Every wait is bounded; the
  * cluster is stopped and the temp dir removed even when a test fails.
  */
 import assert from 'node:assert/strict';
@@ -87,6 +88,36 @@ describe('dump pages through 5,000 keys of 1 KB on a real cluster', { timeout: 3
     assert.equal(first.code, 0, first.stderr);
     assert.equal((first.stdout.match(/^ {2}key-/gm) ?? []).length, 300);
     assert.equal((first.stdout.match(/… 4900 more \(dump --all lists every key\)/g) ?? []).length, 3, first.stdout);
+  });
+
+  test('dstore scan pages through every key in byte order with its cursor; --prefix and --values (issue 14)', async () => {
+    const expected = Array.from({ length: KEYS }, (_, i) => keyOf(i)).sort();
+    const got: string[] = [];
+    let startAfter: string | undefined;
+    for (let call = 0; call < 10; call++) {
+      const args = ['scan', '--json', '--limit', '2000', '--nameserver', nameserver];
+      const r = await run(startAfter === undefined ? args : [...args, '--start-after', startAfter]);
+      assert.equal(r.code, 0, r.stderr);
+      const page = JSON.parse(r.stdout) as { entries: { key: string }[]; next?: string };
+      assert.ok(page.entries.length <= 2000);
+      got.push(...page.entries.map((e) => e.key));
+      if (page.next === undefined) break;
+      startAfter = page.next;
+    }
+    assert.deepEqual(got, expected, 'three pages list every key once, in byte order');
+    const prefix = 'key-0499';
+    const text = await run(['scan', '--prefix', prefix, '--values', '--nameserver', nameserver]);
+    assert.equal(text.code, 0, text.stderr);
+    const lines = text.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 11, text.stdout);
+    assert.match(lines[0]!, /^key-04990-k+ = "v{16}" \(version \d+\)$/);
+    assert.equal(lines[10], '(10 keys; end of the scan)');
+    const more = await run(['scan', '--prefix', prefix, '--limit', '3', '--nameserver', nameserver]);
+    assert.equal(more.code, 0, more.stderr);
+    assert.match(
+      more.stdout,
+      /\(3 keys; more remain: resume with dstore scan --prefix key-0499 --start-after key-04992-k+\)/,
+    );
   });
 
   test('a server that cannot be listed makes dump exit 1, naming it', async () => {

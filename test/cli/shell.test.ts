@@ -13,7 +13,15 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { ClusterInfo, Db, GetResult, StorageDump, WriteOptions } from '../../src/client/api.js';
+import type {
+  ClusterInfo,
+  Db,
+  GetResult,
+  ScanOptions,
+  ScanResult,
+  StorageDump,
+  WriteOptions,
+} from '../../src/client/api.js';
 import { ConditionFailedError, UnavailableError } from '../../src/core/errors.js';
 import { runShell, type ShellCommand, type ShellEnd } from '../../src/cli/shell.js';
 
@@ -23,6 +31,7 @@ class FakeDb implements Db {
   version = 0;
   failNext: Error | undefined;
   lastDumpLimit: number | undefined;
+  lastScan: ScanOptions | undefined;
 
   private check(): void {
     const e = this.failNext;
@@ -57,8 +66,35 @@ class FakeDb implements Db {
   async transaction<T>(): Promise<T> {
     throw new Error('the fake Db runs no transactions');
   }
-  async *scan(): AsyncIterable<Uint8Array> {
-    for (const k of this.data.keys()) yield Buffer.from(k, 'hex');
+  async scan(options: ScanOptions = {}): Promise<ScanResult> {
+    this.check();
+    const bytes = (x: Uint8Array | string | undefined) => (x === undefined ? undefined : Buffer.from(x));
+    const prefix = bytes(options.prefix);
+    const after = bytes(options.startAfter);
+    const limit = options.limit ?? 1000;
+    this.lastScan = options;
+    const keys = [...this.data.keys()]
+      .map((k) => Buffer.from(k, 'hex'))
+      .filter((k) => prefix === undefined || k.subarray(0, prefix.length).equals(prefix))
+      .filter((k) => after === undefined || Buffer.compare(k, after) > 0)
+      .sort(Buffer.compare);
+    const entries = keys.slice(0, limit).map((key) => {
+      const v = this.data.get(key.toString('hex'))!;
+      return options.values ? { key, value: v.value, version: v.version } : { key };
+    });
+    return keys.length > limit ? { entries, next: entries[entries.length - 1]!.key } : { entries };
+  }
+  async getMany(keys: ReadonlyArray<Uint8Array | string>): Promise<Array<GetResult | undefined>> {
+    this.check();
+    return keys.map((k) => this.data.get(FakeDb.key(k)));
+  }
+  async putMany(entries: ReadonlyArray<{ key: Uint8Array | string; value: Uint8Array | string }>): Promise<number[]> {
+    const out: number[] = [];
+    for (const e of entries) out.push(await this.put(e.key, e.value));
+    return out;
+  }
+  async *keys(): AsyncIterable<Uint8Array> {
+    for (const e of (await this.scan({ limit: 100_000 })).entries) yield e.key;
   }
   async nodes(): Promise<ClusterInfo> {
     this.check();
@@ -198,6 +234,40 @@ describe('shell (piped, over a fake Db)', () => {
     ]);
     assert.doesNotMatch(out, /dstore>/, 'no prompt when piped');
     assert.doesNotMatch(out, /\x1b\[/, 'no colours when piped');
+  });
+
+  test('scan [prefix] [limit] lists keys in byte order and says where more remain; mget reads several', async () => {
+    const db = new FakeDb();
+    const { out } = await drive(db, [
+      'insert b/2 x',
+      'insert a/1 y',
+      'insert b/1 z',
+      'insert c "w w"',
+      'scan',
+      'scan b/',
+      'scan "" 2',
+      'scan b/ many',
+      'mget a/1 nope c',
+    ]);
+    const lines = out.trimEnd().split('\n').slice(4);
+    assert.deepEqual(lines, [
+      'a/1',
+      'b/1',
+      'b/2',
+      'c',
+      '(4 keys; end of the scan)',
+      'b/1',
+      'b/2',
+      '(2 keys; end of the scan)',
+      'a/1',
+      'b/1',
+      '(2 keys; more remain: the next key is after b/1)',
+      'limit must be an integer from 1 to 100000, got many',
+      'a/1: "y" (version 2)',
+      'nope: (not found)',
+      'c: "w w" (version 4)',
+    ]);
+    assert.equal(db.lastScan?.limit, 2);
   });
 
   test('unknown command, wrong argument count and an unbalanced quote print hints; the shell goes on', async () => {

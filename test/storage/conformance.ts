@@ -441,6 +441,12 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
             ['u', undefined],
           ],
         );
+        // A scan with values carries the expiry too (issue 14: the primary leaves expired keys out).
+        const scanned = await backend.scan(P1, { limit: 10, values: true });
+        assert.deepStrictEqual(
+          scanned.values?.map((v) => v.expiresAt),
+          [1_900_000_000_123, undefined],
+        );
         await backend.installSnapshot(P2, pos(2, 1), pagesOf(items, 1));
         assert.equal((await backend.get(P2, b('t')))?.expiresAt, 1_900_000_000_123);
         // A later put without an expiry replaces the value and its expiry.
@@ -745,6 +751,82 @@ export function backendConformance(name: string, make: () => Promise<BackendHarn
         });
         assert.equal(await backend.count(P1), keys.length);
         assert.equal(await backend.count(P2), 1);
+      });
+
+      it('scan with a prefix and afterKey lists only the range, seeking to it (issue 14)', async (_h, backend) => {
+        const names = ['a', 'ab', 'abc', 'abd', 'ab\u00ff', 'ac', 'b', 'ba', 'abz', 'aa'];
+        const keys = names.map((n) => Buffer.from(n, 'latin1'));
+        keys.push(Buffer.from([0xff]), Buffer.from([0xff, 0x01]), Buffer.from([0xff, 0xff, 0x02]), Buffer.from([0xfe]));
+        const entries = keys.map((k, i) => put(i + 1, 1, k, `v${i}`));
+        await backend.writeBatch([apply(P1, entries), apply(P2, [put(1, 1, 'abq', 'other')])]);
+        const sorted = [...keys].sort(Buffer.compare);
+        const model = (prefix: Uint8Array, after?: Uint8Array): string[] =>
+          sorted
+            .filter((k) => k.subarray(0, prefix.length).equals(prefix))
+            .filter((k) => after === undefined || Buffer.compare(k, after) > 0)
+            .map(hex);
+        const prefixes = [b('ab'), b('a'), b('abc'), b('c'), b(''), Buffer.from([0xff]), Buffer.from([0xff, 0xff])];
+        const afters = [undefined, b('a'), b('ab'), b('abd'), b('zz'), b('')];
+        for (const prefix of prefixes)
+          for (const afterKey of afters)
+            for (const limit of [1, 2, 100]) {
+              const want = model(prefix, afterKey);
+              const got: string[] = [];
+              let after = afterKey;
+              for (let page = 0; page < MAX_PAGES; page++) {
+                const r = await backend.scan(P1, {
+                  prefix,
+                  limit,
+                  ...(after === undefined ? {} : { afterKey: after }),
+                });
+                assert.ok(r.keys.length <= limit);
+                got.push(...r.keys.map(hex));
+                if (r.nextAfterKey === undefined) break;
+                after = r.nextAfterKey;
+              }
+              const what = `prefix ${hex(prefix)} after ${afterKey && hex(afterKey)} limit ${limit}`;
+              assert.deepStrictEqual(got, want, what);
+            }
+        // A page that ends exactly at the last key of the prefix says the scan is complete.
+        const ab = await backend.scan(P1, { prefix: b('ab'), limit: model(b('ab')).length });
+        assert.equal(ab.nextAfterKey, undefined);
+      });
+
+      it('scan with values returns each value and version, a page bounded by maxBytes (issue 14)', async (_h, backend) => {
+        const entries: LogEntry[] = [];
+        for (let i = 0; i < 10; i++) entries.push(put(i + 1, 1, `k-${i}`, new Uint8Array(1000).fill(i)));
+        await backend.writeBatch([apply(P1, entries)]);
+        await backend.writeBatch([apply(P1, [put(11, 1, 'k-3', 'three')])]);
+        const all = await backend.scan(P1, { limit: 100, values: true });
+        assert.deepStrictEqual(
+          all.keys.map(hex),
+          entries.map((e) => hex((e.op as { key: Uint8Array }).key)),
+        );
+        assert.equal(all.values?.length, 10);
+        assert.deepStrictEqual(Buffer.from(all.values![3]!.value).toString(), 'three');
+        assert.equal(all.values![3]!.version, 11);
+        assert.equal(all.values![0]!.version, 1);
+        assert.deepStrictEqual(Buffer.from(all.values![9]!.value), Buffer.alloc(1000, 9));
+        assert.equal((await backend.scan(P1, { limit: 100 })).values, undefined, 'no values unless asked');
+        // About 2,500 bytes a page: three or four entries (the page is full once it reaches the bound).
+        const got: string[] = [];
+        let after: Uint8Array | undefined;
+        for (let page = 0; page < 20; page++) {
+          const r = await backend.scan(P1, {
+            limit: 100,
+            values: true,
+            maxBytes: 2500,
+            ...(after === undefined ? {} : { afterKey: after }),
+          });
+          assert.ok(r.keys.length >= 1 && r.keys.length <= 4, `page of ${r.keys.length} keys`);
+          assert.equal(r.values?.length, r.keys.length);
+          got.push(...r.keys.map(hex));
+          if (r.nextAfterKey === undefined) break;
+          after = r.nextAfterKey;
+        }
+        assert.deepStrictEqual(got, all.keys.map(hex));
+        // A page holds at least one key, however small maxBytes is.
+        assert.equal((await backend.scan(P1, { limit: 100, values: true, maxBytes: 1 })).keys.length, 1);
       });
 
       it(

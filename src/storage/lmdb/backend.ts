@@ -23,6 +23,7 @@ import type {
   DedupRecord,
   LogPosition,
   PartitionState,
+  ScanOptions,
   ScanPage,
   Snapshot,
   SnapshotItem,
@@ -42,6 +43,7 @@ import {
   checkSnapshotItem,
   copyBytes,
 } from '../preconditions.js';
+import { checkScanOptions, hasPrefix, prefixEnd, scanStart } from '../scan-range.js';
 import { CorruptRecordError, decodeEntry, encodeStoredValue, isCorruptRecord } from '../log-record.js';
 import {
   FORMAT_VERSION,
@@ -281,36 +283,49 @@ export class LmdbBackend implements Backend {
     return raw === undefined ? undefined : decodeValue(k, raw, partition);
   }
 
-  async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
+  async scan(partition: PartitionId, options: ScanOptions): Promise<ScanPage> {
     this.checkOpen();
-    checkPageLimit('scan', options.limit);
+    checkScanOptions(options);
     await this.appliesCommitted();
     const s = this.states.get(partition);
-    if (!s) return { keys: [] };
+    if (!s) return options.values ? { keys: [], values: [] } : { keys: [] };
     const keys: Uint8Array[] = [];
+    const values: VersionedValue[] = [];
+    let bytes = 0;
     let more = false;
     // Stored keys are at most LMDB_MAX_KEY_BYTES long, so the stored keys after a longer
-    // afterKey are exactly those after its prefix of that length.
-    const afterKey = options.afterKey?.subarray(0, LMDB_MAX_KEY_BYTES);
+    // afterKey are exactly those after its prefix of that length (and a longer prefix matches
+    // none: hasPrefix drops them).
+    const from = scanStart(options);
+    const startKey = from?.key.subarray(0, LMDB_MAX_KEY_BYTES);
+    const end = prefixEnd(options.prefix?.subarray(0, LMDB_MAX_KEY_BYTES));
     const range = this.dataDb.getRange({
-      start: afterKey === undefined ? dataPrefix(partition, s.generation) : dataKey(partition, s.generation, afterKey),
-      end: dataPrefix(partition, s.generation + 1),
-      exclusiveStart: afterKey !== undefined,
+      start: startKey === undefined ? dataPrefix(partition, s.generation) : dataKey(partition, s.generation, startKey),
+      end: end === undefined ? dataPrefix(partition, s.generation + 1) : dataKey(partition, s.generation, end),
+      exclusiveStart: from !== undefined && !from.inclusive,
       limit: options.limit + 1, // one more tells whether the scan is complete
     });
     // Issue 9: the range is read lazily, one record at a time (lmdb copies each value out of
     // the map as the cursor reaches it), so a page holds one value at a time, never the page's.
     for (const { key, value } of range) {
-      if (keys.length === options.limit) {
+      const k = view(key, 8);
+      if (!hasPrefix(k, options.prefix)) break;
+      const full = options.values && options.maxBytes !== undefined && keys.length > 0 && bytes >= options.maxBytes;
+      if (keys.length === options.limit || full) {
         more = true;
         break;
       }
-      decodeValue(key, value, partition); // S13: a scan lists no key whose record is corrupt
+      const v = decodeValue(key, value, partition); // S13: a scan lists no key whose record is corrupt
       this.scanPeakBytes = Math.max(this.scanPeakBytes, value.length);
-      keys.push(view(key, 8));
+      keys.push(k);
+      if (options.values) {
+        values.push(v);
+        bytes += k.length + v.value.length;
+      }
     }
     const last = keys[keys.length - 1];
-    return more && last !== undefined ? { keys, nextAfterKey: last } : { keys };
+    const page = options.values ? { keys, values } : { keys };
+    return more && last !== undefined ? { ...page, nextAfterKey: last } : page;
   }
 
   async count(partition: PartitionId): Promise<number> {

@@ -22,6 +22,7 @@ import type {
   DedupRecord,
   LogPosition,
   PartitionState,
+  ScanOptions,
   ScanPage,
   Snapshot,
   SnapshotItem,
@@ -39,6 +40,7 @@ import {
   checkSnapshotItem,
   compareBytes,
 } from '../preconditions.js';
+import { checkScanOptions, prefixEnd, scanStart } from '../scan-range.js';
 import { describeRedisUrl, parseRedisUrl } from '../redis-url.js';
 import type { Client } from './lua.js';
 import { freshPartition, listPartitions, markCorrupt, publishChanges } from '../partition-cache.js';
@@ -192,45 +194,63 @@ export class RedisBackend implements Backend {
    * each continues strictly after the previous one's last key, so the page is still keys in
    * byte order after `afterKey`, as a shorter page size would give.
    */
-  async scan(partition: PartitionId, options: { afterKey?: Uint8Array; limit: number }): Promise<ScanPage> {
+  async scan(partition: PartitionId, options: ScanOptions): Promise<ScanPage> {
     this.checkOpen();
-    checkPageLimit('scan', options.limit);
+    checkScanOptions(options);
     checkPartition(partition);
     // One more than asked tells whether the scan is complete.
     const wanted = options.limit + 1;
     const found: Uint8Array[] = [];
-    let after = options.afterKey;
+    const values: VersionedValue[] = [];
+    let bytes = 0;
+    let full = false; // with maxBytes: the page is full, keys are left
+    // The sorted set's lex range: from the scan's start, up to the end of the prefix's keys.
+    const from = scanStart(options);
+    const end = prefixEnd(options.prefix);
+    const max: Arg = end === undefined ? '+' : Buffer.concat([Buffer.from('('), end]);
+    let min: Arg =
+      from === undefined || !from.inclusive ? lexAfter(from?.key) : Buffer.concat([Buffer.from('['), from.key]);
     // Bounded: every round but the last adds at least one key (the first value always fits).
-    for (let round = 0; found.length < wanted; round++) {
+    for (let round = 0; found.length < wanted && !full; round++) {
       assert(round <= wanted, 'scan: a round added no key');
       const reply = (await this.read(
         this.redis.dsScanBuffer(
           String(partition),
-          lexAfter(after),
+          min,
           String(wanted - found.length),
           String(SCAN_VERIFY_BATCH_BYTES),
+          max,
         ),
       )) as [number, Array<Buffer | null>];
       const [exhausted, pairs] = reply;
-      let bytes = 0;
+      let roundBytes = 0;
       for (let i = 0; i + 1 < pairs.length; i += 2) {
         const k = pairs[i]!;
         const raw = pairs[i + 1];
         // S13: a scan lists no key whose stored value is missing or corrupt.
         if (raw === null || raw === undefined)
           throw new CorruptRecordError(`partition ${partition}: key listed in its index has no stored value`);
-        decodeValue(k, raw, `partition ${partition} stored value`);
-        bytes += raw.length;
+        const v = decodeValue(k, raw, `partition ${partition} stored value`);
+        roundBytes += raw.length;
+        if (options.values && options.maxBytes !== undefined && found.length > 0 && bytes >= options.maxBytes) {
+          full = true;
+          break;
+        }
         found.push(bytesOf(k));
+        if (options.values) {
+          values.push(v);
+          bytes += k.length + v.value.length;
+        }
       }
-      this.scanPeakBytes = Math.max(this.scanPeakBytes, bytes);
-      if (Number(exhausted) === 1) break;
+      this.scanPeakBytes = Math.max(this.scanPeakBytes, roundBytes);
+      if (full || Number(exhausted) === 1) break;
       assert(pairs.length >= 2, 'scan: a round that is not the last returned no key');
-      after = found[found.length - 1];
+      min = lexAfter(found[found.length - 1]);
     }
     const keys = found.slice(0, options.limit);
     const last = keys[keys.length - 1];
-    return found.length > options.limit && last !== undefined ? { keys, nextAfterKey: last } : { keys };
+    const page = options.values ? { keys, values: values.slice(0, options.limit) } : { keys };
+    return (full || found.length > options.limit) && last !== undefined ? { ...page, nextAfterKey: last } : page;
   }
 
   async count(partition: PartitionId): Promise<number> {

@@ -271,8 +271,9 @@ return redis.call('HGET', 'ds:d:' .. ARGV[1] .. ':' .. g, ARGV[2])
 `;
 
 /**
- * ARGV: p, min, limit, bytes. Returns [exhausted 0|1, {key, value|false}*]: the keys after
- * `min`, each with its stored value (false when the index lists a key the hash lacks), until
+ * ARGV: p, min, limit, bytes, max. Returns [exhausted 0|1, {key, value|false}*]: the keys
+ * from `min` up to `max` (ZRANGEBYLEX bounds; issue 14: a prefix scan ends where its prefix
+ * does), each with its stored value (false when the index lists a key the hash lacks), until
  * `limit` keys or until the next value would take the reply past `bytes` (soft: the first
  * always fits). Issue 9: values are measured (HSTRLEN) before they are read, so one reply, and
  * the script's own memory, never holds more than `bytes` of values plus one.
@@ -283,7 +284,7 @@ if not g then return { 1, {} } end
 local pg = ARGV[1] .. ':' .. g
 local hkey = 'ds:d:' .. pg
 local limit, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-local keys = redis.call('ZRANGEBYLEX', 'ds:z:' .. pg, ARGV[2], '+', 'LIMIT', 0, limit)
+local keys = redis.call('ZRANGEBYLEX', 'ds:z:' .. pg, ARGV[2], ARGV[5] or '+', 'LIMIT', 0, limit)
 local out, bytes = {}, 0
 local exhausted = #keys < limit and 1 or 0
 for idx, k in ipairs(keys) do

@@ -53,6 +53,7 @@ import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
 import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue, writeOptions } from './arguments.js';
 import {
+  drive,
   readResolved,
   readUnlocked,
   runTransaction,
@@ -187,7 +188,7 @@ export class Client implements Db {
   /** §16: never half a transaction: an intent on the key is resolved first (transaction.ts). */
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
     const k = this.checkKey('get', key);
-    const r = await readResolved(this.txnIO, k, Date.now() + this.opts.timeoutMs);
+    const r = await drive(readResolved(k, Date.now() + this.opts.timeoutMs), this.txnIO);
     if (!r.found) return undefined;
     return r.ttlMs === undefined
       ? { value: r.value!, version: r.version! }
@@ -230,7 +231,7 @@ export class Client implements Db {
         return await write();
       } catch (err) {
         if (!(err instanceof KeyLockedError) || attempt >= 1000) throw err;
-        await readUnlocked(this.txnIO, key, deadline);
+        await drive(readUnlocked(key, deadline), this.txnIO);
       }
     }
   }
@@ -538,7 +539,7 @@ export class Client implements Db {
       });
       await Promise.all(
         locked.map((i) =>
-          readUnlocked(this.txnIO, es[i]!.key, deadline).then(
+          drive(readUnlocked(es[i]!.key, deadline), this.txnIO).then(
             () => again.push(i),
             () => again.push(i),
           ),

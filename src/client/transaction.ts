@@ -24,7 +24,8 @@ import {
   TimeoutError,
   TransactionAbortedError,
 } from '../core/errors.js';
-import { intentKey, recordKey } from '../core/txn-keys.js';
+import { intentKey, recordKey, TXN_ID_CHARS } from '../core/txn-keys.js';
+import { assertNever } from '../core/types.js';
 
 /** What a read of a key returns before any intent on it is resolved. */
 export interface RawRead {
@@ -76,9 +77,55 @@ const PENDING = Uint8Array.of(0x70); // 'p'
 const COMMITTED = Uint8Array.of(0x63); // 'c'
 const ABORTED = Uint8Array.of(0x61); // 'a'
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.compare(a, b) === 0;
+
+// ---- the protocol as coroutines (sans-IO) ----
+//
+// Every step that waits — a call to the cluster, a pause, the clock, a random draw — is a
+// yielded `Call`; a driver performs it and resumes the coroutine with the result (or throws
+// the error into it). The client drives them with promises (`drive` below); the simulator
+// with its simulated network, clock and random numbers, so it runs this very code.
+
+export type Call =
+  | { readonly kind: 'read'; readonly key: Uint8Array }
+  | {
+      readonly kind: 'put';
+      readonly key: Uint8Array;
+      readonly value: Uint8Array;
+      readonly options: { ifVersion?: number; ifk?: readonly KeyVersion[]; ttlMs?: number };
+    }
+  | {
+      readonly kind: 'delete';
+      readonly key: Uint8Array;
+      readonly options: { ifVersion?: number; ifk?: readonly KeyVersion[] };
+    }
+  | { readonly kind: 'sleep'; readonly ms: number }
+  /** The clock, ms. */
+  | { readonly kind: 'now' }
+  /** A number in [0, 1). */
+  | { readonly kind: 'random' }
+  /** A fresh transaction id: TXN_ID_CHARS hex digits. */
+  | { readonly kind: 'txnId' }
+  /** Runs the coroutines concurrently; resumes with each one's `Settled` outcome, in order. */
+  | { readonly kind: 'all'; readonly tasks: ReadonlyArray<Proc<unknown>> }
+  /** The user's transaction function (the promise driver only). */
+  | { readonly kind: 'user'; readonly run: () => Promise<unknown> };
+
+export type Proc<T> = Generator<Call, T, unknown>;
+export type Settled<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
+
+function* perform<T>(call: Call): Proc<T> {
+  return (yield call) as T;
+}
+const read = (key: Uint8Array) => perform<RawRead>({ kind: 'read', key });
+const put = (key: Uint8Array, value: Uint8Array, options: Extract<Call, { kind: 'put' }>['options']) =>
+  perform<number>({ kind: 'put', key, value, options });
+const del = (key: Uint8Array, options: Extract<Call, { kind: 'delete' }>['options']) =>
+  perform<boolean>({ kind: 'delete', key, options });
+const pause = (ms: number) => perform<void>({ kind: 'sleep', ms });
+const now = () => perform<number>({ kind: 'now' });
+const all = <T>(tasks: ReadonlyArray<Proc<T>>) => perform<Array<Settled<T>>>({ kind: 'all', tasks });
 
 // ---- intent values ----
 
@@ -124,15 +171,15 @@ function recordState(r: RawRead): RecordState | 'absent' {
  * an abort marker written with `ifVersion: 0`, so the abort is in the record's log before any
  * intent is dropped.
  */
-export async function ensureAborted(io: TxnIO, record: Uint8Array, pendingVersion?: number): Promise<boolean> {
+export function* ensureAborted(record: Uint8Array, pendingVersion?: number): Proc<boolean> {
   for (let attempt = 0; attempt < 10; attempt++) {
-    const r = pendingVersion === undefined ? await io.readRaw(record) : undefined;
+    const r = pendingVersion === undefined ? yield* read(record) : undefined;
     const state = r === undefined ? 'pending' : recordState(r);
     if (state === 'committed') return false;
     if (state === 'aborted') return true;
     const ifVersion = state === 'absent' ? 0 : (pendingVersion ?? r!.version!);
     try {
-      await io.sysPut(record, ABORTED, { ifVersion, ttlMs: ABORTED_TTL_MS });
+      yield* put(record, ABORTED, { ifVersion, ttlMs: ABORTED_TTL_MS });
       return true;
     } catch (err) {
       if (!(err instanceof ConditionFailedError)) throw err;
@@ -146,25 +193,24 @@ export async function ensureAborted(io: TxnIO, record: Uint8Array, pendingVersio
  * Resolves the intent `intent` on `key`: forward when its transaction committed, dropped when
  * it aborted. Returns 'pending' (nothing done) while its transaction is undecided.
  */
-export async function resolveIntent(
-  io: TxnIO,
+export function* resolveIntent(
   key: Uint8Array,
   intent: { readonly value: Uint8Array; readonly version: number },
-): Promise<'resolved' | 'pending'> {
+): Proc<'resolved' | 'pending'> {
   const { record, op } = decodeIntent(intent.value);
-  const state = recordState(await io.readRaw(record));
+  const state = recordState(yield* read(record));
   if (state === 'pending') return 'pending';
-  const committed = state === 'committed' || (state === 'absent' && !(await ensureAborted(io, record)));
+  const committed = state === 'committed' || (state === 'absent' && !(yield* ensureAborted(record)));
   const ik = intentKey(key);
   const onIntent = [{ key: ik, v: intent.version }];
   try {
-    if (committed && op.kind === 'put') await io.sysPut(key, op.value, { ifk: onIntent });
-    else if (committed && op.kind === 'delete') await io.sysDelete(key, { ifk: onIntent });
+    if (committed && op.kind === 'put') yield* put(key, op.value, { ifk: onIntent });
+    else if (committed && op.kind === 'delete') yield* del(key, { ifk: onIntent });
   } catch (err) {
     if (!(err instanceof ConditionFailedError)) throw err; // resolved by someone else meanwhile
   }
   try {
-    await io.sysDelete(ik, { ifVersion: intent.version });
+    yield* del(ik, { ifVersion: intent.version });
   } catch (err) {
     if (!(err instanceof ConditionFailedError)) throw err;
   }
@@ -176,13 +222,12 @@ export async function resolveIntent(
  * one. While the intent's transaction is undecided, the value is the one before it (the read
  * takes effect before that transaction's commit point).
  */
-export async function readResolved(io: TxnIO, key: Uint8Array, deadlineMs: number): Promise<RawRead> {
+export function* readResolved(key: Uint8Array, deadlineMs: number): Proc<RawRead> {
   for (let attempt = 0; attempt < 1000; attempt++) {
-    const r = await io.readRaw(key);
+    const r = yield* read(key);
     if (r.intent === undefined) return r;
-    const outcome = await resolveIntent(io, key, r.intent);
-    if (outcome === 'pending') return { ...r, intent: r.intent };
-    if (Date.now() > deadlineMs) break;
+    if ((yield* resolveIntent(key, r.intent)) === 'pending') return r;
+    if ((yield* now()) > deadlineMs) break;
   }
   throw new TimeoutError(`the intents on key ${hex(key)} did not resolve in time`);
 }
@@ -191,14 +236,14 @@ export async function readResolved(io: TxnIO, key: Uint8Array, deadlineMs: numbe
  * Reads `key` once no undecided transaction holds it (resolving decided ones, waiting with
  * backoff on undecided ones), bounded by `deadlineMs`: TimeoutError past it.
  */
-export async function readUnlocked(io: TxnIO, key: Uint8Array, deadlineMs: number): Promise<RawRead> {
+export function* readUnlocked(key: Uint8Array, deadlineMs: number): Proc<RawRead> {
   let delay = PENDING_FIRST_DELAY_MS;
   for (let attempt = 0; attempt < 100_000; attempt++) {
-    const r = await io.readRaw(key);
+    const r = yield* read(key);
     if (r.intent === undefined) return r;
-    if ((await resolveIntent(io, key, r.intent)) === 'resolved') continue;
-    if (Date.now() + delay > deadlineMs) break;
-    await sleep(delay);
+    if ((yield* resolveIntent(key, r.intent)) === 'resolved') continue;
+    if ((yield* now()) + delay > deadlineMs) break;
+    yield* pause(delay);
     delay = Math.min(delay * 2, PENDING_MAX_DELAY_MS);
   }
   throw new TimeoutError(`key ${hex(key)} is held by a transaction that did not end in time`);
@@ -211,23 +256,28 @@ interface Written {
   readonly op: { kind: 'put'; value: Uint8Array } | { kind: 'delete' };
 }
 
-/** The handle a transaction function gets: reads see the transaction's own writes. */
-export class Transaction {
+/** What the checks of a transaction's arguments are (the client's). */
+export interface TxnChecks {
+  key(method: string, key: unknown): Uint8Array;
+  value(value: unknown): Uint8Array;
+}
+
+/** One attempt of a transaction: its reads (versions) and buffered writes. */
+export class TxnState {
   /** Versions read (0: absent), by key hex. */
   readonly reads = new Map<string, { key: Uint8Array; version: number }>();
   readonly writes = new Map<string, Written>();
   private bytes = 0;
 
   constructor(
-    private readonly io: TxnIO,
     private readonly limits: Required<TransactionOptions>,
-    private readonly deadlineMs: number,
-    private readonly checkKey: (method: string, key: unknown) => Uint8Array,
-    private readonly checkValue: (value: unknown) => Uint8Array,
+    readonly deadlineMs: number,
+    private readonly checks: TxnChecks,
   ) {}
 
-  async get(key: Uint8Array | string): Promise<{ value: Uint8Array; version: number } | undefined> {
-    const k = this.checkKey('tx.get', key);
+  /** `tx.get`: the transaction's own write, or the key read (waiting out other transactions' intents). */
+  *get(key: Uint8Array | string): Proc<{ value: Uint8Array; version: number } | undefined> {
+    const k = this.checks.key('tx.get', key);
     const id = hex(k);
     const own = this.writes.get(id);
     if (own) return own.op.kind === 'put' ? { value: own.op.value, version: 0 } : undefined;
@@ -235,7 +285,7 @@ export class Transaction {
     // A key held by an undecided transaction: wait for it to end (it would conflict with us anyway).
     let r: RawRead;
     try {
-      r = await readUnlocked(this.io, k, this.deadlineMs);
+      r = yield* readUnlocked(k, this.deadlineMs);
     } catch (err) {
       if (err instanceof TimeoutError) throw new ConflictSignal(err.message);
       throw err;
@@ -248,13 +298,13 @@ export class Transaction {
   }
 
   put(key: Uint8Array | string, value: Uint8Array | string): void {
-    const k = this.checkKey('tx.put', key);
-    const v = this.checkValue(value);
+    const k = this.checks.key('tx.put', key);
+    const v = this.checks.value(value);
     this.write(k, { kind: 'put', value: v }, k.length + v.length);
   }
 
   delete(key: Uint8Array | string): void {
-    const k = this.checkKey('tx.delete', key);
+    const k = this.checks.key('tx.delete', key);
     this.write(k, { kind: 'delete' }, k.length);
   }
 
@@ -283,35 +333,34 @@ export class Transaction {
 class ConflictSignal extends Error {}
 
 /**
- * Runs `fn` in a transaction and commits it; on a conflict (another transaction or writer got
- * to a key first) runs it again, up to `maxAttempts`. Resolves to `fn`'s result once committed.
+ * Runs `body` in a transaction and commits it; on a conflict (another transaction or writer
+ * got to a key first) runs it again, up to `maxAttempts`. Returns `body`'s result once
+ * committed; TransactionAbortedError when it never could.
  */
-export async function runTransaction<T>(
-  io: TxnIO,
-  fn: (tx: Transaction) => Promise<T>,
+export function* transactionProc<T>(
+  body: (tx: TxnState) => Proc<T>,
   options: TransactionOptions,
-  check: { key: (method: string, key: unknown) => Uint8Array; value: (value: unknown) => Uint8Array },
-): Promise<T> {
+  checks: TxnChecks,
+): Proc<T> {
   const limits = { ...TXN_DEFAULTS, ...options };
   let lastConflict = '';
   let attempts = limits.maxAttempts;
   for (let attempt = 1; attempt <= attempts; attempt++) {
-    const deadlineMs = Date.now() + limits.timeoutMs;
-    const tx = new Transaction(io, limits, deadlineMs, check.key, check.value);
-    let result: T;
+    const tx = new TxnState(limits, (yield* now()) + limits.timeoutMs, checks);
     try {
-      result = await fn(tx);
+      const result = yield* body(tx);
       const readOnly = tx.writes.size === 0;
       // A read-only run costs reads only, and loses to every writer of its keys: it may run more often.
       if (readOnly) attempts = limits.maxAttempts * READ_ONLY_ATTEMPTS_FACTOR;
-      const outcome = readOnly ? await validateReadOnly(io, tx, deadlineMs) : await commit(io, tx, limits);
+      const outcome = readOnly ? yield* validateReadOnly(tx) : yield* commit(tx, limits);
       if (outcome === 'committed') return result;
       lastConflict = outcome;
     } catch (err) {
       if (!(err instanceof ConflictSignal)) throw err;
       lastConflict = err.message;
     }
-    await sleep(Math.min(PENDING_MAX_DELAY_MS, PENDING_FIRST_DELAY_MS * 2 ** attempt) * Math.random());
+    const jitter = yield* perform<number>({ kind: 'random' });
+    yield* pause(Math.min(PENDING_MAX_DELAY_MS, PENDING_FIRST_DELAY_MS * 2 ** attempt) * jitter);
   }
   throw new TransactionAbortedError(`transaction aborted after ${attempts} attempts; the last: ${lastConflict}`);
 }
@@ -320,24 +369,25 @@ export async function runTransaction<T>(
  * A read-only transaction: every key read again; when all are at the versions first read,
  * every value held at one instant between the two rounds. Otherwise, read them again.
  */
-async function validateReadOnly(io: TxnIO, tx: Transaction, deadlineMs: number): Promise<'committed' | string> {
+function* validateReadOnly(tx: TxnState): Proc<'committed' | string> {
   // All at once: the shorter the second round, the likelier no write fell between the rounds.
-  const again = await Promise.all([...tx.reads].map(([, r]) => readResolved(io, r.key, deadlineMs)));
   const reads = [...tx.reads];
+  const again = yield* all(reads.map(([, r]) => readResolved(r.key, tx.deadlineMs)));
   for (let i = 0; i < reads.length; i++) {
     const [id, r] = reads[i]!;
     const now = again[i]!;
-    if ((now.found ? now.version! : 0) !== r.version) return `key ${id} changed while the read-only transaction read`;
+    if (!now.ok) throw now.error;
+    if ((now.value.found ? now.value.version! : 0) !== r.version)
+      return `key ${id} changed while the read-only transaction read`;
   }
   return 'committed';
 }
 
 /** Phase 1, phase 2, resolution (file comment). Returns 'committed' or why it aborted. */
-async function commit(io: TxnIO, tx: Transaction, limits: Required<TransactionOptions>): Promise<'committed' | string> {
+function* commit(tx: TxnState, limits: Required<TransactionOptions>): Proc<'committed' | string> {
   const first = [...tx.writes.values()][0]!;
-  const id = randomBytes(8).toString('hex');
-  const record = recordKey(id, first.key);
-  const pendingVersion = await io.sysPut(record, PENDING, { ifVersion: 0, ttlMs: limits.timeoutMs });
+  const record = recordKey(yield* perform<string>({ kind: 'txnId' }), first.key);
+  const pendingVersion = yield* put(record, PENDING, { ifVersion: 0, ttlMs: limits.timeoutMs });
   // Phase 1: an intent on every key read or written.
   const keys = new Map<string, { key: Uint8Array; op: IntentOp; readVersion?: number }>();
   for (const [hid, r] of tx.reads) keys.set(hid, { key: r.key, op: { kind: 'read' }, readVersion: r.version });
@@ -345,86 +395,163 @@ async function commit(io: TxnIO, tx: Transaction, limits: Required<TransactionOp
     const read = tx.reads.get(hid);
     keys.set(hid, { key: w.key, op: w.op, ...(read ? { readVersion: read.version } : {}) });
   }
+  const entries = [...keys];
+  const outcomes = yield* all(
+    entries.map(([, k]) =>
+      put(intentKey(k.key), encodeIntent(record, k.op), {
+        ifVersion: 0,
+        ifk: k.readVersion === undefined ? [] : [{ key: k.key, v: k.readVersion }],
+      }),
+    ),
+  );
   const placed = new Map<string, number | 'unknown'>();
   let conflict: string | undefined;
-  await Promise.all(
-    [...keys].map(async ([hid, k]) => {
-      const ifk = k.readVersion === undefined ? [] : [{ key: k.key, v: k.readVersion }];
-      try {
-        placed.set(hid, await io.sysPut(intentKey(k.key), encodeIntent(record, k.op), { ifVersion: 0, ifk }));
-      } catch (err) {
-        if (err instanceof ConditionFailedError) conflict ??= `key ${hid} is held or changed (${err.message})`;
-        else {
-          placed.set(hid, 'unknown');
-          conflict ??= `placing the intent on key ${hid} failed: ${(err as Error).message}`;
-        }
-      }
-    }),
-  );
+  outcomes.forEach((o, i) => {
+    const hid = entries[i]![0];
+    if (o.ok) placed.set(hid, o.value);
+    else if (o.error instanceof ConditionFailedError) conflict ??= `key ${hid} is held or changed (${o.error.message})`;
+    else {
+      placed.set(hid, 'unknown');
+      conflict ??= `placing the intent on key ${hid} failed: ${(o.error as Error).message}`;
+    }
+  });
   if (conflict !== undefined) {
-    await abort(io, record, pendingVersion, keys, placed);
+    yield* abort(record, pendingVersion, keys, placed);
     return conflict;
   }
   // Phase 2: the commit point.
   let committed: boolean;
   let committedVersion: number | undefined;
   try {
-    committedVersion = await io.sysPut(record, COMMITTED, { ifVersion: pendingVersion });
+    committedVersion = yield* put(record, COMMITTED, { ifVersion: pendingVersion });
     committed = true;
   } catch (err) {
     if (err instanceof ConditionFailedError) committed = false;
     else {
       // The outcome is unknown: the record says; an undecided one is aborted now.
-      const r = await io.readRaw(record);
-      committed = recordState(r) === 'committed' || !(await ensureAborted(io, record));
+      const r = yield* read(record);
+      committed = recordState(r) === 'committed' || !(yield* ensureAborted(record));
       if (recordState(r) === 'committed') committedVersion = r.version;
     }
   }
   if (!committed) {
-    await abort(io, record, pendingVersion, keys, placed);
+    yield* abort(record, pendingVersion, keys, placed);
     return 'the transaction timed out before it committed';
   }
   // Resolution: every key forward, then the record (only once every intent is gone).
-  let allResolved = true;
-  await Promise.all(
-    [...keys].map(async ([hid, k]) => {
+  const resolved = yield* all(
+    entries.map(([hid, k]) => {
       const version = placed.get(hid);
-      try {
-        if (typeof version !== 'number') throw new Error('unknown intent version');
-        await resolveIntent(io, k.key, { value: encodeIntent(record, k.op), version });
-      } catch {
-        allResolved = false; // whoever meets the intent resolves it: the record stays committed for them
-      }
+      return resolveIntent(k.key, { value: encodeIntent(record, k.op), version: version as number });
     }),
   );
-  if (allResolved && committedVersion !== undefined)
-    await io.sysDelete(record, { ifVersion: committedVersion }).catch(() => undefined);
+  // Whoever meets an intent left resolves it: the record stays committed for them.
+  if (resolved.every((r) => r.ok) && committedVersion !== undefined) {
+    try {
+      yield* del(record, { ifVersion: committedVersion });
+    } catch {
+      // Left committed: harmless, found by nobody once every intent is gone.
+    }
+  }
   return 'committed';
 }
 
 /** Makes the abort durable, then drops the intents placed (and any whose outcome is unknown). */
-async function abort(
-  io: TxnIO,
+function* abort(
   record: Uint8Array,
   pendingVersion: number,
   keys: ReadonlyMap<string, { key: Uint8Array }>,
   placed: ReadonlyMap<string, number | 'unknown'>,
-): Promise<void> {
-  if (!(await ensureAborted(io, record, pendingVersion))) return; // it committed after all: leave it to readers
-  await Promise.all(
-    [...placed].map(async ([hid, version]) => {
+): Proc<void> {
+  if (!(yield* ensureAborted(record, pendingVersion))) return; // it committed after all: leave it to readers
+  yield* all(
+    [...placed].map(function* ([hid, version]): Proc<void> {
       const key = keys.get(hid)!.key;
-      try {
-        let v = version;
-        if (v === 'unknown') {
-          const r = await io.readRaw(intentKey(key));
-          if (!r.found || !same(decodeIntent(r.value!).record, record)) return;
-          v = r.version!;
-        }
-        await io.sysDelete(intentKey(key), { ifVersion: v });
-      } catch {
-        // Left for whoever meets it: the record says aborted.
+      let v = version;
+      if (v === 'unknown') {
+        const r = yield* read(intentKey(key));
+        if (!r.found || !same(decodeIntent(r.value!).record, record)) return;
+        v = r.version!;
       }
+      yield* del(intentKey(key), { ifVersion: v });
+      // A failure (it is left for whoever meets it: the record says aborted) is its `Settled`.
     }),
   );
+}
+
+// ---- the promise driver (the client's) ----
+
+/** Runs `proc` with the client's calls, timers, clock and random numbers. */
+export async function drive<T>(proc: Proc<T>, io: TxnIO): Promise<T> {
+  let input: Settled<unknown> = { ok: true, value: undefined };
+  // Bounded by the coroutine: every protocol loop above is bounded.
+  for (;;) {
+    const step: IteratorResult<Call, T> = input.ok ? proc.next(input.value) : proc.throw(input.error);
+    if (step.done) return step.value;
+    input = await settle(performAsync(step.value, io));
+  }
+}
+
+async function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  try {
+    return { ok: true, value: await p };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+async function performAsync(call: Call, io: TxnIO): Promise<unknown> {
+  switch (call.kind) {
+    case 'read':
+      return io.readRaw(call.key);
+    case 'put':
+      return io.sysPut(call.key, call.value, call.options);
+    case 'delete':
+      return io.sysDelete(call.key, call.options);
+    case 'sleep':
+      return new Promise<void>((r) => setTimeout(r, call.ms));
+    case 'now':
+      return Date.now();
+    case 'random':
+      return Math.random();
+    case 'txnId':
+      return randomBytes(TXN_ID_CHARS / 2).toString('hex');
+    case 'all':
+      return Promise.all(call.tasks.map((t) => settle(drive(t, io))));
+    case 'user':
+      return call.run();
+    default:
+      return assertNever(call);
+  }
+}
+
+/** The handle an async transaction function gets (`db.transaction`): reads see the transaction's own writes. */
+export class Transaction {
+  constructor(
+    private readonly state: TxnState,
+    private readonly io: TxnIO,
+  ) {}
+
+  get(key: Uint8Array | string): Promise<{ value: Uint8Array; version: number } | undefined> {
+    return drive(this.state.get(key), this.io);
+  }
+
+  put(key: Uint8Array | string, value: Uint8Array | string): void {
+    this.state.put(key, value);
+  }
+
+  delete(key: Uint8Array | string): void {
+    this.state.delete(key);
+  }
+}
+
+/** `db.transaction(fn)`: the protocol driven with promises, `fn` run as its body. */
+export function runTransaction<T>(
+  io: TxnIO,
+  fn: (tx: Transaction) => Promise<T>,
+  options: TransactionOptions,
+  checks: TxnChecks,
+): Promise<T> {
+  const body = (state: TxnState) => perform<T>({ kind: 'user', run: () => fn(new Transaction(state, io)) });
+  return drive(transactionProc(body, options, checks), io);
 }

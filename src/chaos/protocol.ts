@@ -10,7 +10,9 @@
  */
 import type { HistoryOp } from '../check/linearizability.js';
 
-export const CHAOS_WORKLOADS = ['kv', 'cas'] as const;
+export const CHAOS_WORKLOADS = ['kv', 'cas', 'bank'] as const;
+/** The bank workload: every account starts with this much. */
+export const BANK_INITIAL = 100;
 export type ChaosWorkload = (typeof CHAOS_WORKLOADS)[number];
 
 export interface WorkerConfig {
@@ -29,6 +31,8 @@ export interface WorkerConfig {
   /**
    * `kv`: puts, gets and deletes of unique values. `cas` (issue 14): every key is a counter
    * that clients increment by compare-and-set (a get, then a put with the version it read).
+   * `bank` (issue 14): every key an account of BANK_INITIAL; transfers between two accounts
+   * and audits of every account, each a transaction.
    */
   readonly workload: ChaosWorkload;
   /** Record whether each delete found the key (`existed`), so the checker uses it. */
@@ -59,6 +63,8 @@ export type FromWorker =
    * The end. `antiEntropy`: the storage servers' background anti-entropy counts summed, as
    * `nodes` reports them after the run (issue 13); `unread` names servers `nodes` had none of.
    */
+  /** Bank workload: what each ok audit summed to (the runner checks them against the total). */
+  | { readonly t: 'audits'; readonly totals: readonly number[] }
   | {
       readonly t: 'done';
       readonly antiEntropy?: {

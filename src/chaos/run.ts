@@ -51,6 +51,7 @@ import { RpcPool } from '../rpc/transport.js';
 import type { BackendKind } from '../storage/open.js';
 import { ChaosNetwork, networkUnavailableReason, removeStaleNamespaces, SUBNET } from './network.js';
 import { Relay } from './relay.js';
+import { checkBank, formatBank } from './bank.js';
 import { checkCounters, type CounterResult, formatCounters } from './counters.js';
 import {
   type ChaosOp,
@@ -258,6 +259,7 @@ export async function runChaos(
 
   const faults: AppliedFault[] = [];
   const ops: ChaosOp[] = [];
+  const auditTotals: number[] = [];
   let antiEntropy: ChaosAntiEntropy | undefined;
   let settle: { ok: boolean; ms?: number; problem?: string } = {
     ok: false,
@@ -466,6 +468,7 @@ export async function runChaos(
     }
     worker.on('message', (m: FromWorker) => {
       if (m.t === 'ops') ops.push(...m.ops);
+      if (m.t === 'audits') auditTotals.push(...m.totals);
       else inbox.put(m);
     });
     const workerExited = new Promise<void>((r) => worker!.once('exit', () => r()));
@@ -579,10 +582,12 @@ export async function runChaos(
     minGapMs: MIN_GAP_MS,
   });
   const counters: CounterResult[] | undefined = o.workload === 'cas' ? checkCounters(ops, keyNames(o.keys)) : undefined;
+  const bank = o.workload === 'bank' ? checkBank(ops, keyNames(o.keys), auditTotals) : undefined;
   const verdict: ChaosVerdict =
     check.verdict === 'violation' ||
     (antiEntropy?.divergences ?? 0) > 0 ||
-    (counters ?? []).some((c) => c.problem !== undefined)
+    (counters ?? []).some((c) => c.problem !== undefined) ||
+    bank?.problem !== undefined
       ? 'violation'
       : check.verdict === 'unknown'
         ? 'inconclusive'
@@ -622,6 +627,7 @@ export async function runChaos(
     unexpectedExits,
     ...(antiEntropy ? { antiEntropy } : {}),
     ...(counters ? { counters: formatCounters(counters) } : {}),
+    ...(bank ? { counters: formatBank(bank) } : {}),
     check,
     checkMs,
     verdict,

@@ -22,7 +22,14 @@ import { ConditionFailedError, connect, DstoreError, type Db, mayHaveApplied } f
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
 import { tokenField } from '../rpc/token.js';
-import { type ChaosOp, type FromWorker, monotonicMs, type ToWorker, type WorkerConfig } from './protocol.js';
+import {
+  BANK_INITIAL,
+  type ChaosOp,
+  type FromWorker,
+  monotonicMs,
+  type ToWorker,
+  type WorkerConfig,
+} from './protocol.js';
 import { Rng } from '../core/rng.js';
 
 const FLUSH_EVERY_MS = 250;
@@ -133,6 +140,70 @@ async function casIncrement(db: Db, client: string, key: string): Promise<boolea
   }
 }
 
+/**
+ * Issue 14, the bank workload: a transfer of 1–10 between two accounts in one transaction
+ * (never below 0). In the history it is a `cas` on each account (the balance read, the new
+ * one), taking effect at the commit point: the linearizability checker judges every account's
+ * register, and the audits check that transfers are atomic.
+ */
+async function bankTransfer(db: Db, client: string, rng: Rng): Promise<boolean> {
+  const from = rng.pick(config.keys);
+  let to = rng.pick(config.keys);
+  if (to === from) to = config.keys[(config.keys.indexOf(from) + 1) % config.keys.length]!;
+  const amount = 1 + Math.floor(rng.float() * 10);
+  const balance = (got: { value: Uint8Array } | undefined): number => Number(Buffer.from(got?.value ?? []).toString());
+  const invoke = now();
+  // What the last run of the transaction function read and wrote.
+  let last: { a: number; b: number; moved: number } | undefined;
+  const casOps = (l: { a: number; b: number; moved: number }) => [
+    { client, op: 'cas' as const, key: from, expect: String(l.a), value: String(l.a - l.moved), invoke },
+    { client, op: 'cas' as const, key: to, expect: String(l.b), value: String(l.b + l.moved), invoke },
+  ];
+  try {
+    await db.transaction(async (tx) => {
+      const a = balance(await tx.get(from));
+      const b = balance(await tx.get(to));
+      const moved = Math.min(amount, a);
+      last = { a, b, moved };
+      tx.put(from, String(a - moved));
+      tx.put(to, String(b + moved));
+    });
+    const complete = now();
+    for (const op of casOps(last!)) record({ ...op, complete, status: 'ok' });
+    return true;
+  } catch (err) {
+    const complete = now();
+    // The last run's writes may have committed (S9): both are unknown. An abort changed nothing.
+    if (last !== undefined && mayHaveApplied(err))
+      for (const op of casOps(last))
+        record({ ...op, complete: null, status: 'unknown', end: complete, error: errorCode(err) });
+    return false;
+  }
+}
+
+/** Issue 14: an audit: every account read in one read-only transaction; its sum goes to the runner. */
+async function bankAudit(db: Db, client: string): Promise<boolean> {
+  const invoke = now();
+  try {
+    const balances = await db.transaction(async (tx) => {
+      const out: Array<[string, string | null]> = [];
+      for (const key of config.keys) {
+        const got = await tx.get(key);
+        out.push([key, got ? Buffer.from(got.value).toString() : null]);
+      }
+      return out;
+    });
+    const complete = now();
+    for (const [key, value] of balances) record({ client, op: 'get', key, value, invoke, complete, status: 'ok' });
+    auditTotals.push(balances.reduce((s, [, v]) => s + Number(v ?? 0), 0));
+    return true;
+  } catch {
+    return false; // a read-only transaction that gave up changed nothing
+  }
+}
+
+const auditTotals: number[] = [];
+
 let running = false;
 
 async function clientLoop(index: number, db: Db): Promise<void> {
@@ -146,6 +217,7 @@ async function clientLoop(index: number, db: Db): Promise<void> {
     const r = rng.float();
     let ok: boolean;
     if (config.workload === 'cas') ok = await casIncrement(db, name, key);
+    else if (config.workload === 'bank') ok = r < 0.75 ? await bankTransfer(db, name, rng) : await bankAudit(db, name);
     else {
       const op = r < 0.45 ? 'put' : r < 0.9 ? 'get' : 'delete';
       const value = `${name}-${op === 'put' ? ++writes : 0}`;
@@ -248,6 +320,14 @@ async function main(): Promise<void> {
   const dbs: Db[] = [];
   try {
     await waitFormed(control);
+    if (config.workload === 'bank') {
+      // Every account opens with BANK_INITIAL, before the load and the faults.
+      for (const key of config.keys) {
+        const invoke = now();
+        await control.put(key, String(BANK_INITIAL));
+        record({ client: 'open', op: 'put', key, value: String(BANK_INITIAL), invoke, complete: now(), status: 'ok' });
+      }
+    }
     for (let i = 0; i < config.clients; i++) dbs.push(await connect(config.nameserver, opts));
     const command = (t: ToWorker['t']): Promise<ToWorker> =>
       new Promise((resolve) => {
@@ -270,6 +350,7 @@ async function main(): Promise<void> {
     await Promise.all(loops);
     clearInterval(flusher);
     flush();
+    if (config.workload === 'bank') send({ t: 'audits', totals: auditTotals });
     send({ t: 'loadStopped', atMs: now() });
 
     const problem = await waitSettled(control, nameservers, stop.settleTimeoutMs);

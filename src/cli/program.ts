@@ -1070,7 +1070,8 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       envOption(
         '--workload <name>',
         'kv: puts, gets and deletes of unique values; cas: every key a counter that clients increment by ' +
-          'compare-and-set (the final counts must equal the acknowledged increments)',
+          'compare-and-set (the final counts must equal the acknowledged increments); bank: every key an account, ' +
+          'transfers and audits in transactions (every audit and the final reads must see the total)',
         'DSTORE_CHAOS_WORKLOAD',
       )
         .choices(CHAOS_WORKLOADS)

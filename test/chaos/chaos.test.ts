@@ -173,3 +173,51 @@ test('a 25 s chaos run of CAS counters (seed 21): no increment lost or doubled, 
   );
   assert.ok(result.faults.length >= 3, `faults injected:\n${result.report}`);
 });
+
+/**
+ * Issue 14: the bank workload. Every key is an account opening with 100; 5 clients transfer
+ * money between two accounts and audit every account, each in a transaction (two-phase
+ * commit across partitions), under kills, pauses and network partitions. Proves: every audit
+ * and the final reads see the total (transfers are atomic, audits see no half of one), every
+ * account's history is linearizable, and transfers and audits commit.
+ */
+test('a 25 s chaos run of bank transfers in transactions (seed 31): the total never changes', {
+  timeout: 240_000,
+}, async () => {
+  const result = await runChaos(
+    {
+      durationS: 25,
+      seed: 31,
+      clients: 5,
+      keys: 6,
+      nodes: 3,
+      partitions: 8,
+      replicas: 3,
+      backend: 'lmdb',
+      networkFaults: true,
+      faults: ['kill', 'pause', 'isolate', 'split'],
+      ratePerSec: 100,
+      timeoutMs: 5000,
+      attemptTimeoutMs: 1000,
+      heartbeatMs: 250,
+      deadAfterMs: 2000,
+      settleTimeoutMs: 30_000,
+      checkBudgetMs: 10_000,
+      deleteExisted: true,
+      workload: 'bank',
+      keep: false,
+      logLevel: 'info',
+    },
+    () => undefined,
+  );
+  for (const line of result.report.split('\n')) console.log(`# ${line}`);
+  assert.equal(result.verdict, 'ok', `verdict ${result.verdict}:\n${result.report}`);
+  const bank =
+    /bank: (\d+) transfers committed \((\d+) unknown\), (\d+) audits; every audit saw the total 600; the accounts end with 600/.exec(
+      result.report,
+    );
+  assert.ok(bank, `the bank line:\n${result.report}`);
+  assert.ok(Number(bank[1]) > 100, `${bank[1]} transfers committed`);
+  assert.ok(Number(bank[3]) > 20, `${bank[3]} audits`);
+  assert.ok(result.faults.length >= 3, `faults injected:\n${result.report}`);
+});

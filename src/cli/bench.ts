@@ -44,6 +44,8 @@ export interface BenchOptions {
   readonly prefix: string;
   /** Keep the written keys instead of deleting them at the end. */
   readonly keep: boolean;
+  /** Issue 14: each write is a transaction writing this many random keys (0: plain puts). */
+  readonly txnKeys?: number;
 }
 
 export interface OpStats {
@@ -63,6 +65,8 @@ export interface BenchReport {
     readonly valueSize: number;
     readonly keys: number;
     readonly ratio: string;
+    /** Issue 14: keys per transaction, when each write was one. */
+    readonly txnKeys?: number;
     readonly spawned?: {
       readonly storageServers: number;
       readonly replicas: number;
@@ -156,7 +160,8 @@ export function formatReport(r: BenchReport): string {
           .join(', ')}; not in the figures above)`;
   return [
     `dstore bench: ${c.concurrency} callers for ${r.elapsedS.toFixed(1)} s, ${c.valueSize}-byte values, ` +
-      `${int(c.keys)} keys, reads:writes ${c.ratio} (nameserver ${c.nameserver}${spawned})`,
+      `${int(c.keys)} keys, reads:writes ${c.ratio}` +
+      `${c.txnKeys ? `, each write a transaction of ${c.txnKeys} key(s)` : ''} (nameserver ${c.nameserver}${spawned})`,
     '',
     table(rows, new Set([1, 2, 3, 4, 5])),
     errors,
@@ -166,7 +171,7 @@ export function formatReport(r: BenchReport): string {
 /** Runs the closed loop against `db`; `shouldStop` ends it early (SIGINT). */
 export async function runLoad(
   db: Db,
-  o: Pick<BenchOptions, 'concurrency' | 'durationS' | 'valueSize' | 'keys' | 'ratio' | 'prefix'>,
+  o: Pick<BenchOptions, 'concurrency' | 'durationS' | 'valueSize' | 'keys' | 'ratio' | 'prefix' | 'txnKeys'>,
   written: WrittenKeys,
   onSecond: (elapsedS: number, opsSoFar: number, opsLastSecond: number) => void,
   shouldStop: () => boolean,
@@ -200,7 +205,16 @@ export async function runLoad(
       const isRead = Math.random() < readShare;
       try {
         if (isRead) await db.get(key);
-        else {
+        else if ((o.txnKeys ?? 0) > 0) {
+          // Issue 14: one transaction writing txnKeys distinct random keys (so most span partitions).
+          const indexes = new Set([index]);
+          for (let k = 0; indexes.size < Math.min(o.txnKeys!, o.keys) && k < 1000; k++)
+            indexes.add(Math.floor(Math.random() * o.keys));
+          for (const i of indexes) written.add(i);
+          await db.transaction(async (tx) => {
+            for (const i of indexes) tx.put(keyName(o.prefix, i), value);
+          });
+        } else {
           written.add(index); // before the call: a failed put may still have been applied
           await db.put(key, value);
         }
@@ -414,6 +428,7 @@ export async function runBench(o: BenchOptions): Promise<void> {
           valueSize: o.valueSize,
           keys: o.keys,
           ratio: `${o.ratio.reads}:${o.ratio.writes}`,
+          ...((o.txnKeys ?? 0) > 0 ? { txnKeys: o.txnKeys } : {}),
           ...(o.spawn
             ? {
                 spawned: {

@@ -869,6 +869,15 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       envOption('--keep', 'keep the keys the bench wrote (default: delete them at the end)', 'DSTORE_BENCH_KEEP'),
     )
     .addOption(
+      envOption(
+        '--txn <keys>',
+        'each write is a transaction (two-phase commit) putting this many random keys; 0: plain puts',
+        'DSTORE_BENCH_TXN',
+      )
+        .argParser(intParser('a key count', 0, 64))
+        .default(0),
+    )
+    .addOption(
       new Option('--no-preload', 'do not write every key once before measuring').env('DSTORE_BENCH_NO_PRELOAD'),
     )
     .addOption(
@@ -898,6 +907,7 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
           logLevel: string;
           prefix?: string;
           keep?: boolean;
+          txn: number;
         },
       ) => {
         const { runBench, randomBenchPrefix } = await import('./bench.js');
@@ -905,6 +915,7 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
           nameserver: o.nameserver,
           prefix: o.prefix ?? randomBenchPrefix(),
           keep: Boolean(o.keep),
+          txnKeys: o.txn,
           concurrency: o.concurrency,
           durationS: o.duration,
           valueSize: o.valueSize,

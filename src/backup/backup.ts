@@ -156,7 +156,7 @@ async function backupPartition(
         seq: applied.seq,
         epoch: applied.epoch,
         keys: digest.keys,
-        ...(digest.expiring === undefined ? {} : { expiring: digest.expiring }),
+        ...(digest.transient === undefined ? {} : { transient: digest.transient }),
         digest: digest.digest,
         content: digest.content,
       };

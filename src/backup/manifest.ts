@@ -19,8 +19,8 @@ export interface ManifestPartition {
   readonly seq: number;
   readonly epoch: number;
   readonly keys: number;
-  /** Of `keys`, those with an expiry (§16): a restore skips any past it. Absent: none. */
-  readonly expiring?: number;
+  /** Of `keys`, those the content digest leaves out (§16: with a TTL, or transaction keys). Absent: none. */
+  readonly transient?: number;
   /** Digest of entries and dedup table (src/storage/digest.ts): a replica's digest at `seq`. */
   readonly digest: string;
   /** Digest of keys and values only, of the keys without an expiry: what a restore reproduces. */
@@ -63,8 +63,8 @@ function entryProblem(e: unknown, i: number): string | undefined {
   ];
   for (const [name, check, what] of fields)
     if (!check(e[name])) return `entries[${i}].${name} is ${JSON.stringify(e[name])}, not ${what}`;
-  if (e.expiring !== undefined && (!isUint(e.expiring) || e.expiring > (e.keys as number)))
-    return `entries[${i}].expiring is ${JSON.stringify(e.expiring)}, not a count within keys`;
+  if (e.transient !== undefined && (!isUint(e.transient) || e.transient > (e.keys as number)))
+    return `entries[${i}].transient is ${JSON.stringify(e.transient)}, not a count within keys`;
   return undefined;
 }
 

@@ -14,6 +14,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstoreError, UnavailableError } from '../core/errors.js';
+import { isReserved } from '../core/txn-keys.js';
 import { readFileIfExists } from '../process/files.js';
 import type { DigestAtReply, MapReply } from '../rpc/messages.js';
 import { addDigests } from '../storage/digest.js';
@@ -154,8 +155,8 @@ export async function clusterContents(target: RestoreTarget): Promise<PartitionC
           continue;
         }
         const reply = await target.digestAt(address, p, seq);
-        // §16: keys with an expiry are not compared (a restore skips those past it).
-        if (reply.ok) return { partition: p, keys: reply.keys - (reply.expiring ?? 0), content: reply.content };
+        // §16: keys with an expiry and transaction keys are not compared (content leaves them out).
+        if (reply.ok) return { partition: p, keys: reply.keys - (reply.transient ?? 0), content: reply.content };
         lastError = `${config?.primary} has no digest at seq ${seq}: ${reply.error}`;
       } catch (err) {
         if (!(err instanceof DstoreError) || !err.retryable) throw err;
@@ -211,6 +212,8 @@ class PutPool {
  * machine's clock); one past it is not restored: it is gone in the source cluster too.
  */
 async function putWithRetries(target: RestoreTarget, item: BackupItem, attempts: number): Promise<void> {
+  // §16: dstore's transaction keys (records, intents) are not restored: they name the old cluster's transactions.
+  if (isReserved(item.key)) return;
   for (let attempt = 1; ; attempt++) {
     try {
       if (item.expiresAt === undefined) await target.put(item.key, item.value);
@@ -259,8 +262,8 @@ export async function runRestore(
   options.onProgress?.({ phase: 'check', keys: pool.done, totalKeys: manifest.keys });
   const after = await clusterContents(target);
   const actual = { content: addDigests(after.map((c) => c.content)), keys: after.reduce((n, c) => n + c.keys, 0) };
-  // §16: keys with an expiry are left out of both sides (content digests never cover them).
-  const expected = manifest.keys - manifest.entries.reduce((n, e) => n + (e.expiring ?? 0), 0);
+  // §16: keys with an expiry and transaction keys are left out of both sides (content digests never cover them).
+  const expected = manifest.keys - manifest.entries.reduce((n, e) => n + (e.transient ?? 0), 0);
   if (actual.content !== manifest.content || actual.keys !== expected)
     throw new RestoreMismatchError({ content: manifest.content, keys: expected }, actual);
   return {

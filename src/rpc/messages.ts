@@ -471,7 +471,7 @@ export const DigestAtReply = Type.Union([
     content: DigestHex,
     keys: Uint,
     /** §16: of `keys`, those with an expiry (`content` leaves them out). */
-    expiring: Type.Optional(Uint),
+    transient: Type.Optional(Uint),
     buckets: Type.Array(DigestHex, { minItems: DIGEST_BUCKETS, maxItems: DIGEST_BUCKETS }),
     dedup: DigestHex,
     detail: Type.Optional(

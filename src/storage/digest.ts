@@ -25,6 +25,7 @@
 import { createHash, hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import type { DedupRecord, Snapshot } from './backend.js';
+import { isReserved } from '../core/txn-keys.js';
 
 import { DIGEST_BUCKETS, MAX_DETAIL_ENTRIES } from '../core/limits.js';
 
@@ -50,8 +51,8 @@ export interface PartitionDigest {
    */
   readonly content: string;
   readonly keys: number;
-  /** Of `keys`, those with an expiry (§16; absent: none). */
-  readonly expiring?: number;
+  /** Of `keys`, those `content` leaves out (§16): with a TTL, or dstore's reserved transaction keys. */
+  readonly transient?: number;
   /** Digest of each bucket's entries, DIGEST_BUCKETS of them. */
   readonly buckets: readonly string[];
   /** Digest of the dedup table. */
@@ -169,7 +170,7 @@ export class DigestBuilder {
   private readonly bucketSums = Array.from({ length: DIGEST_BUCKETS }, () => new Sum());
   private readonly listed = new Map<number, DigestDetailEntry[]>();
   private keys = 0;
-  private expiring = 0;
+  private transient = 0;
   private listedCount = 0;
   private truncated = false;
 
@@ -182,8 +183,9 @@ export class DigestBuilder {
     const bucket = bucketOf(key);
     this.all.add(h);
     this.bucketSums[bucket]!.add(h);
-    if (expiresAt === undefined) this.contentSum.add(content);
-    else this.expiring += 1;
+    // §16: a key with a TTL may be gone by a restore, and dstore's transaction keys are not data.
+    if (expiresAt === undefined && !isReserved(key)) this.contentSum.add(content);
+    else this.transient += 1;
     this.keys += 1;
     const list = this.listed.get(bucket);
     if (list === undefined) return;
@@ -207,7 +209,7 @@ export class DigestBuilder {
       digest: this.all.hex(),
       content: this.contentSum.hex(),
       keys: this.keys,
-      ...(this.expiring > 0 ? { expiring: this.expiring } : {}),
+      ...(this.transient > 0 ? { transient: this.transient } : {}),
       buckets: this.bucketSums.map((s) => s.hex()),
       dedup: this.dedupSum.hex(),
       ...(detail.length > 0 ? { detail } : {}),

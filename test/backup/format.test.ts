@@ -130,7 +130,7 @@ function fakeTarget(partitions: number, preload: Array<[string, string]> = []) {
         digest: d.digest,
         content: d.content,
         keys: d.keys,
-        ...(d.expiring === undefined ? {} : { expiring: d.expiring }),
+        ...(d.transient === undefined ? {} : { transient: d.transient }),
         buckets: [...d.buckets],
         dedup: d.dedup,
       };
@@ -210,7 +210,7 @@ describe('backup files', () => {
     const dir = newDir();
     const { manifest } = await runBackup(fakeSource(expiry), dir);
     assert.equal(manifest.keys, 15);
-    assert.equal(manifest.entries[2]!.expiring, 2);
+    assert.equal(manifest.entries[2]!.transient, 2);
     const read: Array<{ expiresAt?: number }> = [];
     await readPartitionFile(join(dir, manifest.entries[2]!.file), async (items) => {
       read.push(...items);

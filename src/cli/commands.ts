@@ -6,6 +6,7 @@ import { isatty } from 'node:tty';
 import type { Db, WriteOptions } from '../client/api.js';
 import type { Admin } from '../client/client.js';
 import { keyBytes, readPutValue } from './argv.js';
+import { UsageError } from '../process/errors.js';
 import {
   bytesToJson,
   colourWanted,
@@ -190,6 +191,66 @@ function writeOptionsOf(o: { ifVersion?: number; ttl?: number }): WriteOptions {
     ...(o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }),
     ...(o.ttl === undefined ? {} : { ttlMs: o.ttl }),
   };
+}
+
+type TxnOp = { t: 'get'; key: string } | { t: 'put'; key: string; value: string } | { t: 'del'; key: string };
+
+/** `dstore txn` OPS: `get K`, `put K V`, `del K`, in order; a usage error (exit code 2) otherwise. */
+export function parseTxnOps(words: readonly string[]): TxnOp[] {
+  const ops: TxnOp[] = [];
+  for (let i = 0; i < words.length; ) {
+    const w = words[i]!;
+    const key = words[i + 1];
+    if ((w === 'get' || w === 'del' || w === 'delete') && key !== undefined) {
+      ops.push(w === 'get' ? { t: 'get', key } : { t: 'del', key });
+      i += 2;
+    } else if ((w === 'put' || w === 'set') && key !== undefined && words[i + 2] !== undefined) {
+      ops.push({ t: 'put', key, value: words[i + 2]! });
+      i += 3;
+    } else
+      throw new UsageError(
+        `txn: cannot read ${JSON.stringify(words.slice(i).join(' '))}; ops are get KEY, put KEY VALUE, del KEY`,
+      );
+  }
+  return ops;
+}
+
+/** Issue 14: one transaction from the command line; prints each get's value (or JSON with --json). */
+export async function txnCommand(
+  o: ClientCliOptions & {
+    json?: boolean;
+    txnTimeoutMs: number;
+    maxKeys: number;
+    maxBytes: number;
+    maxAttempts: number;
+  },
+  words: readonly string[],
+): Promise<void> {
+  const ops = parseTxnOps(words);
+  const reads = await withDb(o, (db) =>
+    db.transaction(
+      async (tx) => {
+        const got: Array<{ key: string; value: string | null }> = [];
+        for (const op of ops) {
+          if (op.t === 'get') {
+            const r = await tx.get(op.key);
+            got.push({ key: op.key, value: r === undefined ? null : Buffer.from(r.value).toString('utf8') });
+          } else if (op.t === 'put') tx.put(op.key, op.value);
+          else tx.delete(op.key);
+        }
+        return got;
+      },
+      { timeoutMs: o.txnTimeoutMs, maxKeys: o.maxKeys, maxBytes: o.maxBytes, maxAttempts: o.maxAttempts },
+    ),
+  );
+  const writes = ops.filter((op) => op.t !== 'get').length;
+  if (o.json) json({ committed: true, reads });
+  else {
+    for (const r of reads) out(r.value === null ? `${r.key}: (not found)` : `${r.key}: ${r.value}`);
+    out(
+      `OK committed (${writes} write${writes === 1 ? '' : 's'}, ${reads.length} read${reads.length === 1 ? '' : 's'})`,
+    );
+  }
 }
 
 /** §16: how long KEY has left; exit code 1 when it is absent. */

@@ -11,6 +11,7 @@ import { Command, CommanderError, InvalidArgumentError as CommanderInvalidArgume
 import { DstoreError } from '../core/errors.js';
 import { BACKUP_EXIT_HELP, RESTORE_EXIT_HELP } from '../backup/help.js';
 import { CHAOS_WORKLOADS, type ChaosWorkload } from '../chaos/protocol.js';
+import { TXN_DEFAULTS } from '../client/txn-defaults.js';
 import { MAX_TTL_MS } from '../core/limits.js';
 import { checkArgsUtf8 } from './argv.js';
 import { ClusterStartError } from './cluster.js';
@@ -690,6 +691,41 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       const { getCommand } = await import('./commands.js');
       await getCommand(o, key);
     });
+
+  clientOptions(
+    sub('txn', 'run one transaction: OPS are get KEY, put KEY VALUE and del KEY, in order; prints what each get read'),
+  )
+    .argument('<ops...>', 'e.g. get a put a 1 put b 2 del c (reads see the transaction’s own writes)')
+    .addOption(
+      envOption('--txn-timeout-ms <ms>', 'the transaction aborts if not committed by then', 'DSTORE_TXN_TIMEOUT_MS')
+        .argParser(intParser('ms', 100, 3_600_000))
+        .default(TXN_DEFAULTS.timeoutMs),
+    )
+    .addOption(
+      envOption('--max-keys <n>', 'most keys read and written together', 'DSTORE_TXN_MAX_KEYS')
+        .argParser(intParser('a key count', 1, 10_000))
+        .default(TXN_DEFAULTS.maxKeys),
+    )
+    .addOption(
+      envOption('--max-bytes <n>', 'most bytes of keys and values written', 'DSTORE_TXN_MAX_BYTES')
+        .argParser(intParser('a byte count', 1, 64 * 1024 * 1024))
+        .default(TXN_DEFAULTS.maxBytes),
+    )
+    .addOption(
+      envOption('--max-attempts <n>', 'runs after conflicts before giving up', 'DSTORE_TXN_MAX_ATTEMPTS')
+        .argParser(intParser('a count', 1, 1000))
+        .default(TXN_DEFAULTS.maxAttempts),
+    )
+    .addOption(jsonOption())
+    .action(
+      async (
+        ops: string[],
+        o: ClientOpts & { txnTimeoutMs: number; maxKeys: number; maxBytes: number; maxAttempts: number },
+      ) => {
+        const { txnCommand } = await import('./commands.js');
+        await txnCommand(o, ops);
+      },
+    );
 
   clientOptions(sub('ttl', 'print how long KEY has left before it expires; exit code 1 when it is absent'))
     .argument('<key>', 'the key (hex with --key-hex)')

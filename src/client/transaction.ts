@@ -26,6 +26,7 @@ import {
 } from '../core/errors.js';
 import { intentKey, recordKey, TXN_ID_CHARS } from '../core/txn-keys.js';
 import { assertNever } from '../core/types.js';
+import { TXN_DEFAULTS } from './txn-defaults.js';
 
 /** What a read of a key returns before any intent on it is resolved. */
 export interface RawRead {
@@ -64,7 +65,7 @@ export interface TransactionOptions {
   readonly maxAttempts?: number;
 }
 
-export const TXN_DEFAULTS = { timeoutMs: 10_000, maxKeys: 64, maxBytes: 4 * 1024 * 1024, maxAttempts: 10 } as const;
+export { TXN_DEFAULTS };
 /** An abort marker outlives the transaction's timeout by this much, then expires (docs/transactions.md). */
 const ABORTED_TTL_MS = 10 * 60_000;
 /** Waiting on another transaction's pending intent: from this, doubling, up to PENDING_MAX_DELAY_MS. */

@@ -1179,18 +1179,20 @@ export class StorageServer {
 }
 
 /**
- * §16: the user keys of partition `p` with an intent in the stored state: the keys after
- * INTENT_PREFIX that start with it (intent keys sort together), read page by page.
+ * §16: the user keys of partition `p` with an intent in the stored state: a prefix scan of
+ * the intent keys (the backend seeks to them and reads no other record), page by page.
  */
 async function intentsOf(backend: Backend, p: PartitionId): Promise<Uint8Array[]> {
   const out: Uint8Array[] = [];
-  let after: Uint8Array = INTENT_PREFIX;
+  let after: Uint8Array | undefined;
   for (let page = 0; page < 1_000_000; page++) {
-    const got = await backend.scan(p, { afterKey: after, limit: 1000 });
-    for (const k of got.keys) {
-      if (!isIntentKey(k)) return out;
-      out.push(userKeyOfIntent(k));
-    }
+    const got = await backend.scan(
+      p,
+      after === undefined
+        ? { prefix: INTENT_PREFIX, limit: 1000 }
+        : { prefix: INTENT_PREFIX, afterKey: after, limit: 1000 },
+    );
+    for (const k of got.keys) if (isIntentKey(k)) out.push(userKeyOfIntent(k));
     if (got.nextAfterKey === undefined) return out;
     after = got.nextAfterKey;
   }

@@ -24,7 +24,7 @@ import { connect, type Db, InvalidArgumentError } from '../../src/client/index.j
 import { encodeIntent, type TxnIO } from '../../src/client/transaction.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import { intentKey, recordKey } from '../../src/core/txn-keys.js';
-import { startUp, type UpCluster } from '../shared/dstore.js';
+import { runDstoreText, startUp, type UpCluster } from '../shared/dstore.js';
 
 const text = (b: Uint8Array | undefined) => (b === undefined ? undefined : Buffer.from(b).toString());
 /** The client's transaction calls, to play a coordinator that dies part way. */
@@ -173,6 +173,21 @@ describe('transactions on a real cluster', { timeout: 300_000 }, () => {
     await io.sysPut(record, Uint8Array.of(0x63), { ifVersion: v }); // committed; the coordinator dies here
     assert.equal(text((await db!.get('fwd'))?.value), 'new');
     assert.equal((await io.readRaw(intentKey(Buffer.from('fwd')))).found, false, 'the intent is gone');
+  });
+
+  test('dstore txn: ops in order, reads see the writes, limits as flags, bad ops a usage error', async () => {
+    const cli = (args: string[]) => runDstoreText([...args, '--nameserver', up!.nameserver]);
+    const ok = await cli(['txn', 'put', 'cli-a', '1', 'put', 'cli-b', '2', 'get', 'cli-a', 'del', 'cli-c', '--json']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.deepEqual(JSON.parse(ok.stdout), { committed: true, reads: [{ key: 'cli-a', value: '1' }] });
+    assert.equal(text((await db!.get('cli-b'))?.value), '2');
+    const over = await cli(['txn', 'put', 'x1', '1', 'put', 'x2', '2', '--max-keys', '1']);
+    assert.equal(over.code, 2, over.stdout + over.stderr);
+    assert.match(over.stderr, /key limit.*maxKeys 1/);
+    assert.equal(await db!.get('x1'), undefined);
+    const bad = await cli(['txn', 'put', 'only-key']);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /ops are get KEY, put KEY VALUE, del KEY/);
   });
 
   test('limits and reserved keys are clear errors; nothing is written', async () => {

@@ -150,13 +150,7 @@ export async function getCommand(
   o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean },
   key: string,
 ): Promise<void> {
-  const k = keyBytes(key, o.keyHex);
-  const got = await withDb(o, (db) => db.get(k));
-  if (got === undefined) {
-    if (o.json) json(null);
-    process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
-    throw new CliExit(1);
-  }
+  const got = await getOrExit(o, key);
   if (o.json) {
     json({ value: bytesToJson(got.value), version: got.version });
   } else if (o.raw) {
@@ -253,18 +247,25 @@ export async function txnCommand(
   }
 }
 
+/** KEY's value, or exit code 1 saying it is absent (`null` first with --json). */
+async function getOrExit(
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  key: string,
+): Promise<NonNullable<Awaited<ReturnType<Db['get']>>>> {
+  const k = keyBytes(key, o.keyHex);
+  const got = await withDb(o, (db) => db.get(k));
+  if (got !== undefined) return got;
+  if (o.json) json(null);
+  process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
+  throw new CliExit(1);
+}
+
 /** §16: how long KEY has left; exit code 1 when it is absent. */
 export async function ttlCommand(
   o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
   key: string,
 ): Promise<void> {
-  const k = keyBytes(key, o.keyHex);
-  const got = await withDb(o, (db) => db.get(k));
-  if (got === undefined) {
-    if (o.json) json(null);
-    process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
-    throw new CliExit(1);
-  }
+  const got = await getOrExit(o, key);
   if (o.json) json({ ttlMs: got.ttlMs ?? null, version: got.version });
   else if (got.ttlMs === undefined) out(`${keyShown(key, o.keyHex)} does not expire`);
   else out(`${keyShown(key, o.keyHex)} expires in ${formatTtl(got.ttlMs)} (${got.ttlMs} ms)`);

@@ -136,29 +136,7 @@ test('a 25 s chaos run of CAS counters (seed 21): no increment lost or doubled, 
   timeout: 240_000,
 }, async () => {
   const result = await runChaos(
-    {
-      durationS: 25,
-      seed: 21,
-      clients: 5,
-      keys: 4,
-      nodes: 3,
-      partitions: 8,
-      replicas: 3,
-      backend: 'lmdb',
-      networkFaults: true,
-      faults: ['kill', 'pause', 'isolate'],
-      ratePerSec: 100,
-      timeoutMs: 5000,
-      attemptTimeoutMs: 1000,
-      heartbeatMs: 250,
-      deadAfterMs: 2000,
-      settleTimeoutMs: 30_000,
-      checkBudgetMs: 10_000,
-      deleteExisted: true,
-      workload: 'cas',
-      keep: false,
-      logLevel: 'info',
-    },
+    workloadRun({ seed: 21, keys: 4, faults: ['kill', 'pause', 'isolate'], workload: 'cas' }),
     () => undefined,
   );
   for (const line of result.report.split('\n')) console.log(`# ${line}`);
@@ -185,29 +163,7 @@ test('a 25 s chaos run of bank transfers in transactions (seed 31): the total ne
   timeout: 240_000,
 }, async () => {
   const result = await runChaos(
-    {
-      durationS: 25,
-      seed: 31,
-      clients: 5,
-      keys: 6,
-      nodes: 3,
-      partitions: 8,
-      replicas: 3,
-      backend: 'lmdb',
-      networkFaults: true,
-      faults: ['kill', 'pause', 'isolate', 'split'],
-      ratePerSec: 100,
-      timeoutMs: 5000,
-      attemptTimeoutMs: 1000,
-      heartbeatMs: 250,
-      deadAfterMs: 2000,
-      settleTimeoutMs: 30_000,
-      checkBudgetMs: 10_000,
-      deleteExisted: true,
-      workload: 'bank',
-      keep: false,
-      logLevel: 'info',
-    },
+    workloadRun({ seed: 31, keys: 6, faults: ['kill', 'pause', 'isolate', 'split'], workload: 'bank' }),
     () => undefined,
   );
   for (const line of result.report.split('\n')) console.log(`# ${line}`);
@@ -221,3 +177,35 @@ test('a 25 s chaos run of bank transfers in transactions (seed 31): the total ne
   assert.ok(Number(bank[3]) > 20, `${bank[3]} audits`);
   assert.ok(result.faults.length >= 3, `faults injected:\n${result.report}`);
 });
+
+/** A 25 s run of an issue-14 workload: 3 lmdb storage servers, 8 partitions, 5 clients, network faults as root. */
+function workloadRun(o: {
+  seed: number;
+  keys: number;
+  faults: readonly FaultKind[];
+  workload: 'cas' | 'bank';
+}): Parameters<typeof runChaos>[0] {
+  return {
+    durationS: 25,
+    seed: o.seed,
+    clients: 5,
+    keys: o.keys,
+    nodes: 3,
+    partitions: 8,
+    replicas: 3,
+    backend: 'lmdb',
+    networkFaults: true,
+    faults: o.faults,
+    ratePerSec: 100,
+    timeoutMs: 5000,
+    attemptTimeoutMs: 1000,
+    heartbeatMs: 250,
+    deadAfterMs: 2000,
+    settleTimeoutMs: 30_000,
+    checkBudgetMs: 10_000,
+    deleteExisted: true,
+    workload: o.workload,
+    keep: false,
+    logLevel: 'info',
+  };
+}

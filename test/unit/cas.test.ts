@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ReplicaInput } from '../../src/core/replica/io.js';
 import type { Op } from '../../src/core/types.js';
-import { A, type Cluster, epoch, put, seq, startedCluster } from './harness.js';
+import { A, B, C, type Cluster, config, epoch, put, seq, startedCluster } from './harness.js';
 
 const del = (key: string): Op => ({ kind: 'delete', key: Buffer.from(key) });
 
@@ -84,6 +84,21 @@ describe('compare-and-set in the core (§16)', () => {
     cas(c, 3, put('k', 'v2'), 2, 2, 1);
     c.settle();
     assert.deepEqual(c.replies.get(3), { kind: 'written', seq: seq(4) });
+  });
+
+  test('a failure decided by an uncommitted entry waits for it; a primary deposed before answers NOT_PRIMARY', () => {
+    const c = startedCluster();
+    c.step(A, { kind: 'clientWrite', requestId: 1, op: put('k', 'first') }); // in the tail, not committed
+    cas(c, 2, put('k', 'mine'), 0, 0, 1);
+    assert.equal(c.replies.has(2), false, 'no CONDITION_FAILED while the entry that decided it may still be lost');
+    c.settle();
+    assert.deepEqual(failure(c, 2), { code: 'CONDITION_FAILED', current: 2, expected: 0 });
+    // Again, but the primary loses its role before the deciding entry commits.
+    c.step(A, { kind: 'clientWrite', requestId: 3, op: put('k', 'second') });
+    cas(c, 4, put('k', 'mine'), 2, 2, 2);
+    c.step(A, { kind: 'configure', config: config(2, B, [C]) });
+    const e = c.replies.get(4);
+    assert.ok(e?.kind === 'error' && e.error.code === 'NOT_PRIMARY', JSON.stringify(e));
   });
 
   test('a read of another epoch, or below the log base, is retried (UNAVAILABLE), never decided on', () => {

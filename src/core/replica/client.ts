@@ -16,6 +16,7 @@ import {
   type LogEntry,
   type Op,
   type RequestTag,
+  type Seq,
   type WriteCondition,
   bytesEqual,
   expired,
@@ -99,7 +100,22 @@ export function onClientWrite(
   }
   if (condition) {
     const refusal = checkCondition(r, op, condition);
-    if (refusal) return void out.push(errorReply(requestId, refusal));
+    if (refusal?.answerAt === undefined) {
+      if (refusal) out.push(errorReply(requestId, refusal.error));
+    } else {
+      // §16: a failed condition is an observation of the key, answered like a read: after a
+      // confirmation round sent now (a deposed primary cannot pass it) and once the entry
+      // that decided it is committed (an entry of the tail that is never committed must not
+      // fail anyone's condition: seeds 717 and 737 of the simulator's bank).
+      r.pendingReads.push({
+        requestId,
+        key: op.kind === 'put' || op.kind === 'delete' ? op.key : new Uint8Array(0),
+        round: r.nextRound,
+        commitAtArrival: toSeq(Math.max(r.commitSeq, refusal.answerAt)),
+        failure: refusal.error,
+      });
+    }
+    if (refusal) return;
   }
   const entry: LogEntry = tag
     ? { epoch: r.epoch, seq: toSeq(r.log.lastSeq + 1), op, tag }
@@ -141,27 +157,39 @@ function unappliedEntryOf(r: ReplicaState, tag: RequestTag): LogEntry | undefine
  * when that equals `ifVersion`; it is then logged as a blind op, so the check and the write
  * are one step of the log.
  */
-function checkCondition(r: ReplicaState, op: Op, c: WriteCondition): WireError | undefined {
-  if (!isDataOp(op)) return new InvalidArgumentError(`a ${op.kind} entry takes no condition`).toWire();
+/**
+ * Why a conditional write may not go on: `error` at once (`answerAt` absent: nothing was
+ * observed), or a failed condition, to be answered once the entry at `answerAt` (the one
+ * that decided it, or the state read) is committed and a confirmation round passed.
+ */
+function checkCondition(r: ReplicaState, op: Op, c: WriteCondition): { error: WireError; answerAt?: Seq } | undefined {
+  if (!isDataOp(op)) return { error: new InvalidArgumentError(`a ${op.kind} entry takes no condition`).toWire() };
   // The read is of another epoch's state (a snapshot installed, a log truncated since) or
   // of a state whose later entries this log no longer holds: read again.
   if (c.epoch !== r.epoch || c.atSeq < r.log.base.seq || c.atSeq > r.log.lastSeq)
-    return new UnavailableError(
-      `partition ${r.partition} moved on while the key's version was read for a conditional write; retry`,
-    ).toWire();
+    return {
+      error: new UnavailableError(
+        `partition ${r.partition} moved on while the key's version was read for a conditional write; retry`,
+      ).toWire(),
+    };
   for (const k of c.keys) {
     let current = k.observed;
+    let decidedAt = c.atSeq;
     for (let s = c.atSeq + 1; s <= r.log.lastSeq; s++) {
       const o = r.log.at(toSeq(s))!.op;
-      if (isDataOp(o) && bytesEqual(o.key, k.key)) current = o.kind === 'put' && !expired(o.expiresAt, c.nowMs) ? s : 0;
+      if (isDataOp(o) && bytesEqual(o.key, k.key)) {
+        current = o.kind === 'put' && !expired(o.expiresAt, c.nowMs) ? s : 0;
+        decidedAt = toSeq(s);
+      }
     }
     if (current !== k.ifVersion) {
       const other = bytesEqual(k.key, op.key) ? undefined : 'another key of the condition';
-      return new ConditionFailedError(
+      const error = new ConditionFailedError(
         k.ifVersion,
         current,
         other && `condition failed on ${other}: expected version ${k.ifVersion}, it is at ${current}`,
       ).toWire();
+      return { error, answerAt: decidedAt };
     }
   }
   return undefined;

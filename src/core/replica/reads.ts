@@ -54,7 +54,8 @@ export function serveConfirmedReads(r: ReplicaState, out: ReplicaOutput[]): void
   let kept = 0;
   for (const read of r.pendingReads) {
     if (read.round <= r.confirmedRound && r.appliedSeq >= read.commitAtArrival) {
-      out.push({ kind: 'read', requestId: read.requestId, key: read.key });
+      if (read.failure !== undefined) out.push(errorReply(read.requestId, read.failure));
+      else out.push({ kind: 'read', requestId: read.requestId, key: read.key });
     } else {
       r.pendingReads[kept++] = read;
     }

@@ -17,6 +17,7 @@ import {
   epoch as toEpoch,
   seq as toSeq,
 } from '../types.js';
+import type { WireError } from '../errors.js';
 import type { ReplicaOptions, ReplicaRecovery, RequestId } from './io.js';
 import { LogTail, ZERO_POSITION } from './log.js';
 import { keyName } from '../txn-keys.js';
@@ -55,6 +56,8 @@ export interface PendingRead {
   /** A confirmation round >= this one, sent after the read arrived, confirms it. */
   readonly round: number;
   readonly commitAtArrival: Seq;
+  /** §16: not a read: a failed condition, answered with this error when the read would be served. */
+  readonly failure?: WireError;
 }
 
 export interface PendingDurable {

@@ -81,8 +81,16 @@ export class Bank {
             yield { kind: 'put', key: bytes(key), value: bytes(String(INITIAL)), options: { ifVersion: 0 } };
             break;
           } catch (err) {
-            // Present: an earlier attempt whose outcome was unknown did it (nobody else writes yet).
-            if (err instanceof ConditionFailedError) break;
+            // Present: an earlier attempt whose outcome was unknown did it (nobody else writes yet)?
+            // A failed condition does not say so: a primary decides it from its log tail, entries
+            // that may never commit (docs/consistency.md, "Transactions in the simulator"). Read it.
+            if (err instanceof ConditionFailedError) {
+              try {
+                if (((yield { kind: 'read', key: bytes(key) }) as RawRead).found) break;
+              } catch {
+                // Read again after the pause.
+              }
+            }
             yield { kind: 'sleep', ms: 100 };
           }
         }

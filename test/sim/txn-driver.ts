@@ -26,6 +26,8 @@ export interface DriveOptions {
   readonly abandonAt?: number;
   /** Runs once if the run is abandoned. */
   readonly onAbandon?: (call: Call, n: number) => void;
+  /** Runs before each call is made (n: 1 for the first), sub-coroutines' included (scripted tests). */
+  readonly onCall?: (call: Call, n: number) => void;
 }
 
 /**
@@ -69,6 +71,7 @@ export class SimTxnDriver {
         run.options.onAbandon?.(next.value, run.calls);
         return;
       }
+      run.options.onCall?.(next.value, run.calls);
       this.perform(next.value, run, step);
     };
     step({ ok: true, value: undefined });

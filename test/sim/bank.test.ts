@@ -44,7 +44,7 @@ const checks = {
 };
 
 /** A transfer of `amount` from `from` to `to` (never below 0). */
-export function transfer(from: string, to: string, amount: number): Proc<number> {
+function transfer(from: string, to: string, amount: number): Proc<number> {
   const body = function* (tx: TxnState): Proc<number> {
     const a = Number(text((yield* tx.get(from))!.value));
     const b = Number(text((yield* tx.get(to))!.value));
@@ -57,7 +57,7 @@ export function transfer(from: string, to: string, amount: number): Proc<number>
 }
 
 /** A quiet cluster: 4 servers, 2 partitions, R=3, reliable network; accounts acct-0 and acct-1 at INITIAL. */
-export function bankCluster() {
+function bankCluster() {
   const trace: string[] = [];
   const world = new World(7);
   world.traceSink = (l) => trace.push(l);

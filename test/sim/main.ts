@@ -194,7 +194,11 @@ function printRun(s: Summary): void {
       `linearizability ${s.verdict}; ` +
       `ops ok ${st['ops.ok'] ?? 0} / unknown ${st['ops.unknown'] ?? 0} / fail ${st['ops.fail'] ?? 0}; crashes ` +
       `${st.crashes ?? 0}; reconfigurations ${st.reconfigurations ?? 0}; ` +
-      `converged in ${st.convergeMs ?? '?'} ms; ${s.simulatedMs} ms simulated in ${s.wallMs} ms (${st.events} events)`,
+      `converged in ${st.convergeMs ?? '?'} ms; ${s.simulatedMs} ms simulated in ${s.wallMs} ms (${st.events} events)` +
+      (st['bank.transfer.ok'] === undefined && st['bank.audit.ok'] === undefined
+        ? ''
+        : `; bank: ${st['bank.transfer.ok'] ?? 0} transfers committed, ${st['bank.transfer.abandoned'] ?? 0} ` +
+          `abandoned, ${st['bank.audit.ok'] ?? 0} audits`),
   );
 }
 

@@ -10,7 +10,7 @@
  * invoke and complete times. Values are unique (`c2-17`), so a read says which write it saw.
  */
 import type { HistoryOp } from '../../src/check/linearizability.js';
-import { errorFromWire, errorToWire, type WireError } from '../../src/core/errors.js';
+import { UnavailableError, errorFromWire, errorToWire, type WireError } from '../../src/core/errors.js';
 import { partitionOf } from '../../src/core/partitioning.js';
 import type { Config, PartitionId, Seq } from '../../src/core/types.js';
 import {
@@ -44,6 +44,39 @@ interface MapInfo extends RoutingMap {
 
 type Kind = 'put' | 'get' | 'delete' | 'cas';
 
+/**
+ * One call of a transaction (issue 14, txn-driver.ts): a linearizable get, or a `sys` put or
+ * delete with its conditions (`ifv`, `ifk`) and TTL, as the real client's `TxnIO` sends them.
+ */
+export type SysRequest =
+  | { readonly t: 'get'; readonly key: string }
+  | {
+      readonly t: 'put';
+      readonly key: string;
+      readonly value: string;
+      readonly ifv?: number;
+      readonly ifk?: ReadonlyArray<{ readonly key: string; readonly v: number }>;
+      readonly ttl?: number;
+    }
+  | {
+      readonly t: 'del';
+      readonly key: string;
+      readonly ifv?: number;
+      readonly ifk?: ReadonlyArray<{ readonly key: string; readonly v: number }>;
+    };
+
+/** How a `SysRequest` ended: the reply's value, or the typed error the real client would throw. */
+export type SysOutcome =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: unknown };
+
+interface SysCall {
+  readonly req: SysRequest;
+  readonly retry: CallRetry;
+  readonly tag?: { cid: string; rs: number };
+  readonly done: (o: SysOutcome) => void;
+}
+
 interface OpState {
   readonly kind: Kind;
   readonly key: string;
@@ -75,6 +108,9 @@ export class SimClient implements Endpoint {
   /** The last value and version this client saw of each key (cas expects it; absent: 0). */
   private readonly seen = new Map<string, { version: number; value: string | null }>();
   readonly stats = { ok: 0, fail: 0, unknown: 0, attempts: 0, internalErrors: 0 };
+  /** S10: the (client id, request seq) slots of concurrent `sys` writes, as the real client's `tagged`. */
+  private readonly freeSlots: Array<{ id: string; seq: number }> = [];
+  private slotCount = 0;
 
   constructor(
     readonly id: string,
@@ -258,6 +294,112 @@ export class SimClient implements Endpoint {
     );
   }
 
+  // ---- transactions' calls (issue 14): concurrent, each with the client's routing and retries ----
+
+  /**
+   * One call of a transaction, concurrent with this client's others: routed to the primary of
+   * the key's partition with the retry logic of the real client (S9: a write that may have
+   * been applied ends as OutcomeUnknownError); a write is a `sys` write tagged from a slot of
+   * its own, kept across retries and retired when the write fails (S10, client.ts `tagged`).
+   * `done` runs exactly once, with the typed error the real client would throw.
+   */
+  request(req: SysRequest, done: (o: SysOutcome) => void): void {
+    const isWrite = req.t !== 'get';
+    const slot = isWrite ? (this.freeSlots.pop() ?? { id: `${this.id}.t${this.slotCount++}`, seq: 0 }) : undefined;
+    if (slot) slot.seq++;
+    const call: SysCall = {
+      req,
+      retry: new CallRetry(this.knobs, 0, isWrite, this.world.now),
+      ...(slot ? { tag: { cid: slot.id, rs: slot.seq } } : {}),
+      done: (o) => {
+        // A slot whose write failed is retired: an attempt of it may still arrive.
+        if (slot && o.ok) this.freeSlots.push(slot);
+        done(o);
+      },
+    };
+    this.sysAttempt(call);
+  }
+
+  private sysAttempt(c: SysCall): void {
+    const plan = c.retry.begin(this.world.now);
+    if (plan.kind === 'end') return this.sysEnded(c, plan.end);
+    if (plan.map === 'cached' && this.map?.formed) return this.sysRoute(c, plan);
+    this.world.nsCall(
+      this.id,
+      { t: 'map' },
+      plan.attemptMs,
+      () => 'map',
+      (r) => {
+        if (r.ok) this.map = r.value as MapInfo;
+        else {
+          const err = errorFromWire(r.error);
+          if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined)
+            return this.sysAfterFailure(c, c.retry.mapFailed(err, this.world.now));
+        }
+        this.sysRoute(c, plan);
+      },
+    );
+  }
+
+  private sysRoute(c: SysCall, plan: Extract<AttemptPlan, { kind: 'attempt' }>): void {
+    const map = this.map!;
+    const p = partitionOf(bytes(c.req.key), map.partitions);
+    let target: { node: string; address: string };
+    try {
+      target = primaryOf(map, p);
+    } catch (err) {
+      return this.sysAfterFailure(c, c.retry.mapFailed(err, this.world.now));
+    }
+    if (!c.retry.maySend(this.world.now)) return this.sysEnded(c, c.retry.expired());
+    const body = c.req.t === 'get' ? { ...c.req, p } : { ...c.req, p, sys: true, ...c.tag };
+    this.stats.attempts++;
+    const epoch = map.configs[p]!.epoch;
+    const tag = c.tag;
+    const describe = () =>
+      `sys ${c.req.t} ${printable(c.req.key)}${tag ? ` (${tag.cid}#${tag.rs})` : ''} to ${target.node} (e${epoch})`;
+    const timeoutMs = c.retry.sendTimeoutMs(plan.attemptMs, this.world.now);
+    this.world.call(this.id, target.address, body, timeoutMs, describe, (r) => {
+      if (r.ok) return this.sysSucceeded(c, p, r.value);
+      this.sysAfterFailure(c, c.retry.sendFailed(errorFromWire(r.error), this.world.now));
+    });
+  }
+
+  private sysAfterFailure(c: SysCall, next: Next): void {
+    if (next.kind === 'end') return this.sysEnded(c, next.end);
+    this.world.schedule(next.delayMs, this.id, () => this.sysAttempt(c));
+  }
+
+  private sysEnded(c: SysCall, end: CallEnd): void {
+    const error =
+      end.kind === 'deadline'
+        ? (end.lastError ?? new UnavailableError(`${this.id}: no attempt of ${c.req.t} got an answer in time`))
+        : end.error;
+    if (this.world.tracing)
+      this.world.trace(`${this.id} sys ${c.req.t} ${printable(c.req.key)} ends: ${(error as Error).message}`);
+    c.done({ ok: false, error });
+  }
+
+  private sysSucceeded(c: SysCall, p: PartitionId, value: unknown): void {
+    const req = c.req;
+    if (req.t === 'get') {
+      const r = value as { found: boolean; value?: string; version?: number };
+      if (r.found) this.observer.onReadVersion(p, req.key, r.value!, r.version! as Seq);
+    } else {
+      const r = value as { version: number };
+      this.observer.onAck({
+        client: this.id,
+        partition: p,
+        seq: r.version as Seq,
+        clientId: c.tag!.cid,
+        requestSeq: c.tag!.rs,
+        op: req.t === 'put' ? 'put' : 'delete',
+        key: req.key,
+        ...(req.t === 'put' ? { value: req.value } : {}),
+      });
+    }
+    c.done({ ok: true, value });
+  }
+
   private finish(
     op: OpState,
     status: 'ok' | 'fail' | 'unknown',
@@ -292,4 +434,9 @@ export class SimClient implements Endpoint {
     }
     then();
   }
+}
+
+/** A key for a trace line: reserved keys' bytes below 0x20 shown as `\xNN`. */
+export function printable(key: string): string {
+  return key.replace(/[\x00-\x1f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

@@ -20,11 +20,14 @@ import {
 } from '../../src/storage/preconditions.js';
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 export const text = (b: Uint8Array): string => decoder.decode(b);
 
 export interface StoredValue {
   readonly value: string;
   readonly version: Seq;
+  /** §16 (TTL): when the value expires, by the clock of the primary that logged it. */
+  readonly expiresAt?: number;
 }
 
 export interface PartitionDisk {
@@ -136,8 +139,10 @@ export class SimDisk {
           for (const e of op.entries) {
             checkTag(op.partition, e);
             let existed: boolean | undefined;
-            if (e.op.kind === 'put') d.data.set(text(e.op.key), { value: text(e.op.value), version: e.seq });
-            else if (e.op.kind === 'delete') {
+            if (e.op.kind === 'put') {
+              const expiry = e.op.expiresAt === undefined ? {} : { expiresAt: e.op.expiresAt };
+              d.data.set(text(e.op.key), { value: text(e.op.value), version: e.seq, ...expiry });
+            } else if (e.op.kind === 'delete') {
               existed = d.data.delete(text(e.op.key));
               deletes.push({ partition: op.partition, seq: e.seq, existed });
             }
@@ -217,6 +222,14 @@ export class SimDisk {
     return this.parts.get(p)?.data.get(key);
   }
 
+  /** §16: the values of `p` with an expiry (what the real server's `scanExpiry` reads from its backend). */
+  expiring(p: PartitionId): Array<{ key: Uint8Array; version: number; expiresAt: number }> {
+    const out: Array<{ key: Uint8Array; version: number; expiresAt: number }> = [];
+    for (const [k, v] of this.parts.get(p)?.data ?? [])
+      if (v.expiresAt !== undefined) out.push({ key: encoder.encode(k), version: v.version, expiresAt: v.expiresAt });
+    return out;
+  }
+
   dedupRecord(p: PartitionId, clientId: string): DedupRecord | undefined {
     return this.parts.get(p)?.dedup.get(clientId);
   }
@@ -231,7 +244,7 @@ function lastOf(d: PartitionDisk): LogPosition {
 function digestOf(d: PartitionDisk): string {
   const data = [...d.data.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([k, v]) => `${k}=${v.value}@${v.version}`);
+    .map(([k, v]) => `${k}=${v.value}@${v.version}${v.expiresAt === undefined ? '' : `~${v.expiresAt}`}`);
   const dedup = [...d.dedup.values()]
     .sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0))
     .map((r) => `${r.clientId}:${r.requestSeq}@${r.seq}${r.existed === undefined ? '' : r.existed ? '+' : '-'}`);

@@ -13,12 +13,16 @@
  *   --strict         also fail when a linearizability check was inconclusive
  *   --mutate NAME    plant a deliberate bug (ack-before-durable, lying-fsync,
  *                    unconfirmed-reads, server-delete-replies, ack-failed-batch,
- *                    forget-unapplied, unfenced-save, repair-disabled) to see the simulator catch it
+ *                    forget-unapplied, unfenced-save, repair-disabled, txn-reads-ignore-intents)
+ *                    to see the simulator catch it
  *   --corrupt        the silent corruption fault (a replica's stored state changes without a
  *                    log entry) and anti-entropy (issue 13): shorthand for
  *                    --set faultWeights.corrupt=2 --set antiEntropyEveryMs=1000
  *   --cas            clients also compare-and-set (issue 14): a put with ifVersion the last
  *                    version the client saw of the key; shorthand for --set client.weights.cas=3
+ *   --bank           the bank workload (issue 14, bank.ts): the clients run transactions —
+ *                    transfers between 5 accounts and audits of all of them — abandoning some
+ *                    mid-commit; shorthand for --set bankAccounts=5
  *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
  *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
  *                    in three, chosen from the seed (the others run exactly as with off).
@@ -39,6 +43,8 @@ export const CORRUPT_WEIGHT = 2;
 export const ANTI_ENTROPY_EVERY_MS = 1000;
 /** `--cas`: the weight of compare-and-set puts in the clients' mix (put and get weigh 4). */
 export const CAS_WEIGHT = 3;
+/** `--bank`: how many accounts the bank workload's transactions move money between. */
+export const BANK_ACCOUNTS = 5;
 
 interface Args {
   runs: number;
@@ -105,6 +111,9 @@ function parseArgs(argv: readonly string[]): Args {
       case '--corrupt':
         // Shorthand for the knobs (so a failing seed's replay line carries them as --set).
         a.set.push(`faultWeights.corrupt=${CORRUPT_WEIGHT}`, `antiEntropyEveryMs=${ANTI_ENTROPY_EVERY_MS}`);
+        break;
+      case '--bank':
+        a.set.push(`bankAccounts=${BANK_ACCOUNTS}`);
         break;
       case '--cas':
         a.set.push(`client.weights.cas=${CAS_WEIGHT}`);
@@ -185,7 +194,11 @@ function printRun(s: Summary): void {
       `linearizability ${s.verdict}; ` +
       `ops ok ${st['ops.ok'] ?? 0} / unknown ${st['ops.unknown'] ?? 0} / fail ${st['ops.fail'] ?? 0}; crashes ` +
       `${st.crashes ?? 0}; reconfigurations ${st.reconfigurations ?? 0}; ` +
-      `converged in ${st.convergeMs ?? '?'} ms; ${s.simulatedMs} ms simulated in ${s.wallMs} ms (${st.events} events)`,
+      `converged in ${st.convergeMs ?? '?'} ms; ${s.simulatedMs} ms simulated in ${s.wallMs} ms (${st.events} events)` +
+      (st['bank.transfer.ok'] === undefined && st['bank.audit.ok'] === undefined
+        ? ''
+        : `; bank: ${st['bank.transfer.ok'] ?? 0} transfers committed, ${st['bank.transfer.abandoned'] ?? 0} ` +
+          `abandoned, ${st['bank.audit.ok'] ?? 0} audits`),
   );
 }
 
@@ -284,6 +297,14 @@ async function soak(a: Args): Promise<number> {
       `anti-entropy: ${sum('fault.corrupt')} silent corruptions, ${sum('antiEntropy.checks')} checks, ` +
         `${sum('antiEntropy.differ')} found replicas differing, ${sum('antiEntropy.relearns')} relearns, ` +
         `${sum('unrepairable')} partitions left differing with no majority (S16)`,
+    );
+  if (sum('bank.transfer.ok') + sum('bank.audit.ok') > 0)
+    console.log(
+      `bank: transfers ${sum('bank.transfer.ok')} committed, ${sum('bank.transfer.aborted')} aborted, ` +
+        `${sum('bank.transfer.unknown')} unknown, ${sum('bank.transfer.fail')} failed, ` +
+        `${sum('bank.transfer.abandoned')} abandoned mid-way; audits ${sum('bank.audit.ok')} ok, ` +
+        `${sum('bank.audit.aborted')} aborted, ${sum('bank.audit.fail')} failed; final check skipped ` +
+        `${sum('bank.finalSkippedBusy') + sum('bank.neverInitialised')}`,
     );
   console.log(
     `linearizability: ${results.length - unknown.length - failing.filter((f) => f.verdict === 'violation').length} ` +

@@ -28,6 +28,7 @@ import type { ElectionKnobs } from './elected-node.js';
 import { SimElection } from './election.js';
 import { SimNameserver } from './nameserver-node.js';
 import { SimAntiEntropy } from './anti-entropy.js';
+import { ABANDON_P, Bank, INITIAL, TXN_TIMEOUT_MS } from './bank.js';
 import { Observer, type Violation } from './observer.js';
 import { describeConfig, type Mutation, type NodeKnobs, SimStorageNode } from './storage-node.js';
 import { type NetworkKnobs, RELIABLE, SimulationFailure, World } from './world.js';
@@ -58,6 +59,11 @@ export interface Knobs {
   readonly antiEntropyEveryMs: number;
   /** Election mode (issue 12): candidates elected through a simulated etcd instead of one `ns`. */
   readonly election?: ElectionKnobs;
+  /**
+   * The bank workload (issue 14, bank.ts): this many accounts, the clients run transactions
+   * instead of single-key operations; 0: off (the default, a constant: no seed changed). `--bank`.
+   */
+  readonly bankAccounts: number;
 }
 
 /** What the run sees of the nameserver: the one `ns`, or in election mode the candidate that leads. */
@@ -243,6 +249,7 @@ export function chooseKnobs(rng: Rng): Knobs {
     convergeLimitMs: 60_000,
     maxEvents: 5_000_000,
     antiEntropyEveryMs: 0,
+    bankAccounts: 0,
   };
 }
 
@@ -292,6 +299,12 @@ export function describeKnobs(seed: number, k: Knobs): string {
       `delay ${k.net.minDelayMs}-${k.net.maxDelayMs} ms`,
     ...(k.antiEntropyEveryMs > 0
       ? [`ANTI-ENTROPY: every partition checked every ${k.antiEntropyEveryMs} ms and after the heal, with repair`]
+      : []),
+    ...(k.bankAccounts > 0
+      ? [
+          `BANK: ${k.bankAccounts} accounts of ${INITIAL}; the clients run transfers and audits (transactions with ` +
+            `a ${TXN_TIMEOUT_MS} ms timeout), abandoning ${ABANDON_P * 100}% of transfers mid-way`,
+        ]
       : []),
     ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
     ...(k.election
@@ -369,12 +382,29 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     world.schedule(knobs.antiEntropyEveryMs, 'ae', periodic);
   };
   let linearizability: CheckResult | undefined;
+  const bank =
+    knobs.bankAccounts > 0
+      ? new Bank(
+          world,
+          observer,
+          knobs.bankAccounts,
+          knobs.node.mutation === 'txn-reads-ignore-intents' ? knobs.node.mutation : undefined,
+        )
+      : undefined;
 
   try {
     // 1. Start.
     ns.start();
     for (const n of nodes) world.schedule(world.rng.int(0, 300), 'world', () => n.start());
-    for (const c of clients) c.startLoop(world.rng.int(300, 800));
+    if (bank) {
+      // The accounts first (c1), then every client's transfers and audits.
+      const starts = clients.map(() => world.rng.int(0, 100));
+      world.schedule(300, 'world', () =>
+        bank.initialise(clients[0]!, () =>
+          clients.forEach((c, i) => world.schedule(starts[i]!, c.id, () => bank.startLoop(c, knobs.client.thinkMaxMs))),
+        ),
+      );
+    } else for (const c of clients) c.startLoop(world.rng.int(300, 800));
     const faultStart = 1500;
     const faultEnd = faultStart + knobs.faultMs;
 
@@ -393,7 +423,9 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     world.run(world.now + knobs.calmMs, knobs.maxEvents);
     for (const c of clients) c.active = false;
     periodicChecks = false;
-    world.run(world.now + knobs.client.timeoutMs + 1000, knobs.maxEvents, () => clients.every((c) => !c.busy));
+    // (A transaction makes many calls, each up to the client's deadline: the bank's clients get longer.)
+    const drainMs = bank ? 60_000 : knobs.client.timeoutMs + 1000;
+    world.run(world.now + drainMs, knobs.maxEvents, () => clients.every((c) => !c.busy));
 
     // 4. Quiesce and converge.
     const convergeStart = world.now;
@@ -469,6 +501,15 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
       reader.readAll(() => (done = true));
       world.run(world.now + 10_000 * knobs.keys.length + 1000, knobs.maxEvents, () => done);
       if (!done) observer.report('no-convergence', 'the final reads did not complete');
+      // The bank's total, once every client is idle (a transfer still running could be half-read).
+      if (bank?.initialised && clients.every((c) => !c.busy)) {
+        const bankReader = new SimClient('bank-final', world, { ...knobs.client, timeoutMs: 10_000 }, [], [], observer);
+        world.add(bankReader);
+        let bankDone = false;
+        bank.finalCheck(bankReader, () => (bankDone = true));
+        world.run(world.now + 120_000, knobs.maxEvents, () => bankDone);
+        if (!bankDone) observer.report('no-convergence', "the bank's final reads did not complete");
+      } else if (bank) count(bank.initialised ? 'bank.finalSkippedBusy' : 'bank.neverInitialised');
     }
 
     linearizability = checkHistory(history, { timeBudgetMs: options.checkBudgetMs ?? 10_000 });
@@ -485,6 +526,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   for (const c of [...clients]) {
     for (const [k, v] of Object.entries(c.stats)) stats[`ops.${k}`] = (stats[`ops.${k}`] ?? 0) + v;
   }
+  if (bank) for (const [k, v] of Object.entries(bank.stats)) stats[`bank.${k}`] = v;
   for (const n of nodes) stats.crashes = (stats.crashes ?? 0) + n.stats.crashes;
   for (const n of nodes) stats.failedBatches = (stats.failedBatches ?? 0) + n.stats.failedBatches;
   for (const n of nodes) stats.storageReloads = (stats.storageReloads ?? 0) + n.stats.reloads;

@@ -93,6 +93,8 @@ export interface NodeKnobs {
    *   (the fence is not checked), which the election checks must catch.
    * - `repair-disabled` (with anti-entropy, anti-entropy.ts): the check finds the odd replicas
    *   but never tells them to relearn, which `replicas-disagree` must catch.
+   * - `txn-reads-ignore-intents` (with --bank, txn-driver.ts): the transaction driver drops the
+   *   intent a read returns, so reads see half of a committed transaction (`bank-audit`).
    */
   readonly mutation?: Mutation;
 }
@@ -105,7 +107,8 @@ export type Mutation =
   | 'ack-failed-batch'
   | 'forget-unapplied'
   | 'unfenced-save'
-  | 'repair-disabled';
+  | 'repair-disabled'
+  | 'txn-reads-ignore-intents';
 export const MUTATIONS: readonly Mutation[] = [
   'ack-before-durable',
   'lying-fsync',
@@ -115,6 +118,7 @@ export const MUTATIONS: readonly Mutation[] = [
   'forget-unapplied',
   'unfenced-save',
   'repair-disabled',
+  'txn-reads-ignore-intents',
 ];
 
 const encoder = new TextEncoder();
@@ -137,6 +141,7 @@ function hostMutations(m: Mutation | undefined): HostMutations {
     case 'forget-unapplied':
     case 'unfenced-save':
     case 'repair-disabled':
+    case 'txn-reads-ignore-intents':
     case undefined:
       return {}; // the disk's (or the election service's), not the host's
     default:
@@ -244,7 +249,7 @@ export class SimStorageNode implements Endpoint {
           },
         },
       },
-      // §16: the answers to the host's own deletes of expired keys (the simulated clients set no TTL).
+      // §16: the answers to the host's own deletes of expired keys (nobody waits for them).
       () => undefined,
     );
     const v = new Volatile(host);
@@ -392,7 +397,8 @@ export class SimStorageNode implements Endpoint {
           break;
         }
         case 'scanExpiry':
-          // The simulated clients write no TTL, so no stored value has an expiry to find.
+          // §16: the partition's values with an expiry (transaction records' TTLs, the bank workload's).
+          v.host.expiryFound(e.life, e.p, this.disk.expiring(e.p));
           break;
         case 'readForCondition':
           this.run(
@@ -495,7 +501,7 @@ export class SimStorageNode implements Endpoint {
   private digestOf(p: PartitionId, buckets: readonly number[]): PartitionDigest {
     const b = new DigestBuilder(new Set(buckets));
     const d = this.disk.parts.get(p);
-    for (const [k, sv] of d?.data ?? []) b.addEntry(bytes(k), bytes(sv.value), sv.version);
+    for (const [k, sv] of d?.data ?? []) b.addEntry(bytes(k), bytes(sv.value), sv.version, sv.expiresAt);
     for (const r of d?.dedup.values() ?? []) b.addDedup(r);
     return b.finish();
   }
@@ -611,6 +617,10 @@ export class SimStorageNode implements Endpoint {
       cid?: string;
       rs?: number;
       ifv?: number;
+      /** §16: conditions on more keys of the partition, a TTL, a transaction's own write. */
+      ifk?: Array<{ key: string; v: number }>;
+      ttl?: number;
+      sys?: boolean;
       epoch?: number;
     };
     try {
@@ -622,12 +632,20 @@ export class SimStorageNode implements Endpoint {
     }
     const p = partitionId(req.p);
     const tag = req.cid !== undefined && req.rs !== undefined ? { cid: req.cid, rs: req.rs } : {};
-    const cond = req.ifv === undefined ? {} : { ifv: req.ifv };
+    const cond = {
+      ...(req.ifv === undefined ? {} : { ifv: req.ifv }),
+      ...(req.ifk === undefined ? {} : { ifk: req.ifk.map((k) => ({ key: bytes(k.key), v: k.v })) }),
+      ...(req.sys === undefined ? {} : { sys: req.sys }),
+    };
+    const ttl = req.ttl === undefined ? {} : { ttl: req.ttl };
     switch (req.t) {
       case 'put':
         return this.run(
           v,
-          v.host.clientCall({ t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag, ...cond }, respond),
+          v.host.clientCall(
+            { t: 'put', p, key: bytes(req.key!), value: bytes(req.value!), ...tag, ...cond, ...ttl },
+            respond,
+          ),
         );
       case 'del':
         return this.run(v, v.host.clientCall({ t: 'del', p, key: bytes(req.key!), ...tag, ...cond }, respond));

@@ -137,6 +137,12 @@ export interface Backend {
   /** S10: every client's last write in the partition (read at start). */
   dedupTable(partition: PartitionId): Promise<DedupRecord[]>;
   /**
+   * Optional (lmdb): why the replica log was lost at open (moved aside as corrupt), if it was:
+   * a partition known only from it is missing from `partitions()`, so the server must not
+   * register as durable (S4).
+   */
+  logLost?(): string | undefined;
+  /**
    * Optional, for backends that can go away (redis): whether writes can go through now. The
    * storage server checks it every heartbeat, so it notices a lost store between writes.
    */

@@ -570,13 +570,16 @@ export class StorageHost<H> {
   // ---- lifecycle ----
 
   /** The state read from storage at start or at a reload (replaces any earlier one). */
-  loaded(recoveries: ReadonlyMap<PartitionId, ReplicaRecovery>): void {
+  /** `lostLog`: why the store lost its replica log at open (then it holds nothing it may vouch for, S4). */
+  loaded(recoveries: ReadonlyMap<PartitionId, ReplicaRecovery>, lostLog?: string): void {
     // S4: a store that holds no partition at all (a brand-new server, or one whose Redis was
     // flushed or whose lmdb files were deleted while its data dir kept its node id) holds
     // nothing it could have acknowledged: this incarnation registers as not durable, so the
     // nameserver makes it relearn every partition it was a member of instead of trusting it
     // as a secondary (which S5 could elect primary with an empty log).
-    this.storeHoldsData = recoveries.size > 0;
+    this.storeHoldsData = recoveries.size > 0 && lostLog === undefined;
+    if (lostLog !== undefined)
+      this.logAt('warn', { reason: lostLog }, 'registering as not durable: every partition is relearned (S4, S13)');
     this.recoveries.clear();
     for (const [p, r] of recoveries) this.recoveries.set(p, r);
     // §16: which stored values expire: read once in the background; applies keep it current.

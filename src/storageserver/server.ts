@@ -606,7 +606,7 @@ export class StorageServer {
         recoveries.set(state.partition, recoveryOf({ ...state, corrupt: err.message }, [], []));
       }
     }
-    this.host.loaded(recoveries);
+    this.host.loaded(recoveries, this.backend.logLost?.());
   }
 
   /** S13: a read of `p` met a corrupt record: the host steps the replica out; the caller answers with this error. */

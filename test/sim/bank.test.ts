@@ -285,11 +285,15 @@ describe('transactions in the simulator: seeded bank runs', () => {
   });
 
   test('txn-reads-ignore-intents (reads that drop the intent) is caught by the audits', () => {
-    const r = runSeed(2, { set: BANK, mutation: 'txn-reads-ignore-intents' });
-    assert.ok(
-      r.violations.some((v) => v.kind === 'bank-audit'),
-      `not caught: ${r.violations.map((v) => v.kind).join(', ') || 'no violation'}`,
-    );
+    // The first seed that catches it moves when the code's schedules change (seed 2 once, 7 at
+    // 4d6e8e0; 10 of seeds 1–60): at least one of the first 40 must.
+    const kinds: string[] = [];
+    for (let seed = 1; seed <= 40; seed++) {
+      const r = runSeed(seed, { set: BANK, mutation: 'txn-reads-ignore-intents' });
+      kinds.push(...r.violations.map((v) => v.kind));
+      if (r.violations.some((v) => v.kind === 'bank-audit')) return;
+    }
+    assert.fail(`not caught on seeds 1–40: ${kinds.join(', ') || 'no violation'}`);
   });
 });
 

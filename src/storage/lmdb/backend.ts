@@ -1202,6 +1202,7 @@ export class LmdbBackend implements Backend {
     // Before format 3 the log lives in LMDB: a segment log beside it is what an interrupted move left.
     if (found < FORMAT_VERSION) await rm(this.logDir, { recursive: true, force: true });
     const logCorrupt = await this.openLogs();
+    this.lostLog = logCorrupt;
     if (found === 2) await this.moveLogsOut();
     else if (format === undefined) {
       await this.commitAtOpen('writing the lmdb format record', () =>
@@ -1272,6 +1273,18 @@ export class LmdbBackend implements Backend {
    * a new one started; the returned reason then marks every partition corrupt, so each is
    * relearned from a healthy member.
    */
+  /**
+   * S4, S13: why the replica log was moved aside at open, if it was. Partitions this store
+   * knew only from that log (no apply written yet) are gone from it altogether, so the store
+   * may not say it holds every partition it was a member of: the server registers as not
+   * durable and relearns them all.
+   */
+  logLost(): string | undefined {
+    return this.lostLog;
+  }
+
+  private lostLog: string | undefined;
+
   private async openLogs(): Promise<string | undefined> {
     const options = {
       sync: this.sync === 'batch',

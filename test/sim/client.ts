@@ -201,7 +201,26 @@ export class SimClient implements Endpoint {
   private attempt(op: OpState): void {
     const plan = op.retry.begin(this.world.now);
     if (plan.kind === 'end') return this.ended(op, plan.end);
-    if (plan.map === 'cached' && this.map?.formed) return this.route(op, plan);
+    this.withMap(
+      plan,
+      op.retry,
+      () => this.route(op, plan),
+      (next, error) => this.afterFailure(op, next, error),
+    );
+  }
+
+  /**
+   * An attempt's map step: the cached map when it may and it is formed, else a fetched one (a
+   * retry goes on with the cached map when the nameserver does not answer); then `route`, or
+   * `failed` with what the call's retry logic says.
+   */
+  private withMap(
+    plan: Extract<AttemptPlan, { kind: 'attempt' }>,
+    retry: CallRetry,
+    route: () => void,
+    failed: (next: Next, error: WireError) => void,
+  ): void {
+    if (plan.map === 'cached' && this.map?.formed) return route();
     this.world.nsCall(
       this.id,
       { t: 'map' },
@@ -211,12 +230,10 @@ export class SimClient implements Endpoint {
         if (r.ok) this.map = r.value as MapInfo;
         else {
           const err = errorFromWire(r.error);
-          // A retry goes on with the cached map when the nameserver does not answer.
-          if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined) {
-            return this.afterFailure(op, op.retry.mapFailed(err, this.world.now), r.error);
-          }
+          if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined)
+            return failed(retry.mapFailed(err, this.world.now), r.error);
         }
-        this.route(op, plan);
+        route();
       },
     );
   }
@@ -323,21 +340,11 @@ export class SimClient implements Endpoint {
   private sysAttempt(c: SysCall): void {
     const plan = c.retry.begin(this.world.now);
     if (plan.kind === 'end') return this.sysEnded(c, plan.end);
-    if (plan.map === 'cached' && this.map?.formed) return this.sysRoute(c, plan);
-    this.world.nsCall(
-      this.id,
-      { t: 'map' },
-      plan.attemptMs,
-      () => 'map',
-      (r) => {
-        if (r.ok) this.map = r.value as MapInfo;
-        else {
-          const err = errorFromWire(r.error);
-          if (plan.map === 'cached' || cachedMapForRetry(err, this.map) === undefined)
-            return this.sysAfterFailure(c, c.retry.mapFailed(err, this.world.now));
-        }
-        this.sysRoute(c, plan);
-      },
+    this.withMap(
+      plan,
+      c.retry,
+      () => this.sysRoute(c, plan),
+      (next) => this.sysAfterFailure(c, next),
     );
   }
 

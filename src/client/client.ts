@@ -188,7 +188,10 @@ export class Client implements Db {
   /** §16: never half a transaction: an intent on the key is resolved first (transaction.ts). */
   async get(key: Uint8Array | string): Promise<GetResult | undefined> {
     const k = this.checkKey('get', key);
-    const r = await drive(readResolved(k, Date.now() + this.opts.timeoutMs), this.txnIO);
+    const first = await this.txnIO.readRaw(k);
+    // No intent on the key (nearly always): the answer, with no coroutine to drive.
+    const r =
+      first.intent === undefined ? first : await drive(readResolved(k, Date.now() + this.opts.timeoutMs), this.txnIO);
     if (!r.found) return undefined;
     return r.ttlMs === undefined
       ? { value: r.value!, version: r.version! }

@@ -13,6 +13,8 @@
  * servers are alive (S15).
  */
 import { initialPlacement } from '../partitioning.js';
+import { InvalidArgumentError } from '../errors.js';
+import { rebalance } from './balance.js';
 import type { ReplicaProgress } from '../replica/replica.js';
 import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
 
@@ -34,6 +36,11 @@ export interface PersistedMap {
   readonly configs: readonly Config[];
   /** Every storage server ever registered: id → advertised address. */
   readonly nodes: Readonly<Record<string, { address: string; backend: string }>>;
+  /**
+   * Issue 15: servers being drained (`dstore drain`): rebalancing moves every replica and
+   * primary off them, and they receive none, until the drain is cancelled. Absent: none.
+   */
+  readonly draining?: readonly string[];
 }
 
 export interface NodeRecord {
@@ -66,6 +73,11 @@ export interface NodeRecord {
    * afresh from: its data is not to be trusted, and it still holds it until it relearns.
    */
   corrupt: Set<PartitionId>;
+  /**
+   * Issue 15: this incarnation is stopping (SIGTERM): it handed its primaries over and left
+   * the secondaries (a learner now), and gets no role until it registers again.
+   */
+  leaving: boolean;
 }
 
 export interface Registration {
@@ -99,6 +111,11 @@ export interface NameserverOptions {
   readonly deadAfterMs: number;
   /** §6: a partition short of R replicas this long gets a learner on another live server. */
   readonly rereplicateAfterMs: number;
+  /**
+   * Issue 15: spread replicas and primaries evenly over the servers (balance.ts), this many
+   * partitions moving a replica at a time; 0: no rebalancing (draining still moves). Default 2.
+   */
+  readonly rebalanceMoves?: number;
 }
 
 export class Nameserver {
@@ -128,6 +145,7 @@ export class Nameserver {
         relearn: new Set(),
         storageFailed: false,
         corrupt: new Set(),
+        leaving: false,
       });
     }
   }
@@ -189,6 +207,7 @@ export class Nameserver {
       keys: existing?.keys ?? 0,
       durable: r.durable,
       storageFailed: false,
+      leaving: existing?.incarnation === r.incarnation ? existing.leaving : false,
       // A new incarnation finds corruption again when it reads the partition (S13).
       corrupt: existing?.incarnation === r.incarnation ? existing.corrupt : new Set(),
       // S4: a node that lost its state in a restart keeps none of its roles.
@@ -328,8 +347,136 @@ export class Nameserver {
       else if (!this.underSinceMs.has(c.partition)) this.underSinceMs.set(c.partition, nowMs);
       return next;
     });
-    if (changed) this.map = { ...this.map, version: this.map.version + 1, configs };
+    if (changed) {
+      this.map = { ...this.map, version: this.map.version + 1, configs };
+      return true;
+    }
+    return !frozen && this.balance(nowMs);
+  }
+
+  /** Servers being drained (issue 15). */
+  get draining(): ReadonlySet<NodeId> {
+    return new Set((this.map.draining ?? []) as NodeId[]);
+  }
+
+  /**
+   * Issue 15: may receive replicas and primaries: alive, reported since it registered, not
+   * draining, not leaving.
+   */
+  private eligible(n: NodeRecord, nowMs: number): boolean {
+    return this.isAlive(n, nowMs) && n.incarnation !== '' && n.reported && !n.leaving && !this.draining.has(n.id);
+  }
+
+  /** Issue 15: one round of rebalancing (balance.ts) on a map no failure changed this tick. */
+  private balance(nowMs: number): boolean {
+    const draining = this.draining;
+    const maxMoves = this.opts.rebalanceMoves ?? 2;
+    if (maxMoves === 0 && draining.size === 0) return false;
+    const next = rebalance({
+      configs: this.map.configs,
+      replicas: this.map.settings.replicas,
+      eligible: [...this.nodes.values()].filter((n) => this.eligible(n, nowMs)).map((n) => n.id),
+      draining,
+      alive: (id) => {
+        const n = this.nodes.get(id);
+        return n !== undefined && this.isAlive(n, nowMs);
+      },
+      progress: (id, p) => this.nodes.get(id)?.progress.get(p),
+      maxMoves: Math.max(1, maxMoves),
+    });
+    // Without rebalancing, only what a drain needs: moves off draining servers.
+    const wanted =
+      maxMoves > 0
+        ? next
+        : next.filter((c) => {
+            const old = this.map.configs[c.partition]!;
+            return [old.primary, ...old.secondaries, ...old.learners].some((n) => draining.has(n));
+          });
+    if (wanted.length === 0) return false;
+    const byPartition = new Map(wanted.map((c) => [c.partition, c]));
+    this.map = {
+      ...this.map,
+      version: this.map.version + 1,
+      configs: this.map.configs.map((c) => byPartition.get(c.partition) ?? c),
+    };
+    return true;
+  }
+
+  /**
+   * Issue 15, `dstore drain`: start (or with `on` false, cancel) moving every replica and
+   * primary off `node`. Refused when the other live servers could not hold R replicas of
+   * every partition. Returns whether the map changed.
+   */
+  setDraining(node: NodeId, on: boolean, nowMs: number): boolean {
+    if (!this.nodes.has(node)) throw new InvalidArgumentError(`no storage server ${node} is known`);
+    const now = this.draining;
+    if (now.has(node) === on) return false;
+    if (on) {
+      const others = [...this.nodes.values()].filter((n) => n.id !== node && this.eligible(n, nowMs));
+      if (others.length < this.map.settings.replicas)
+        throw new InvalidArgumentError(
+          `draining ${node} would leave ${others.length} live server(s) for ${this.map.settings.replicas} ` +
+            'replicas of each partition; start another storage server first',
+        );
+    }
+    const draining = on ? [...now, node].sort() : [...now].filter((n) => n !== node);
+    const { draining: _old, ...rest } = this.map;
+    this.map = { ...rest, version: this.map.version + 1, ...(draining.length > 0 ? { draining } : {}) };
+    return true;
+  }
+
+  /**
+   * Issue 15: the storage server is stopping (SIGTERM). Each partition it leads is handed to
+   * its most advanced active secondary (S5; the new primary takes over through S6, as after a
+   * failover, and the new epoch fences this one, S3), and each partition it is a secondary of
+   * goes on without it: it stays in the configuration as a learner, which no commit waits for
+   * (the path of `onRemoveSecondary`), so its exit stalls no write for --dead-after-ms. A
+   * partition it leads with no active secondary stays as it is. Returns the configurations
+   * changed, already in the map.
+   */
+  onLeave(node: NodeId, incarnation: string, nowMs: number): Config[] {
+    const n = this.nodes.get(node);
+    if (!n || n.incarnation !== incarnation || !this.isAlive(n, nowMs)) return [];
+    n.leaving = true;
+    const changed: Config[] = [];
+    const configs = this.map.configs.map((c) => {
+      let next: Config | undefined;
+      if (c.primary === node) {
+        const heir = this.mostAdvancedSecondary(c, nowMs);
+        if (heir !== undefined)
+          next = {
+            ...c,
+            epoch: toEpoch(c.epoch + 1),
+            primary: heir,
+            secondaries: c.secondaries.filter((s) => s !== heir),
+            learners: [...c.learners, node],
+          };
+      } else if (c.secondaries.includes(node)) {
+        next = {
+          ...c,
+          epoch: toEpoch(c.epoch + 1),
+          secondaries: c.secondaries.filter((s) => s !== node),
+          learners: [...c.learners, node],
+        };
+      }
+      if (next === undefined) return c;
+      changed.push(next);
+      return next;
+    });
+    if (changed.length > 0) this.map = { ...this.map, version: this.map.version + 1, configs };
     return changed;
+  }
+
+  /** S5: the live secondary active at `c`'s epoch with the highest (last entry epoch, seq), not leaving. */
+  private mostAdvancedSecondary(c: Config, nowMs: number): NodeId | undefined {
+    const candidates = c.secondaries.filter((s) => {
+      const n = this.nodes.get(s);
+      const p = n?.progress.get(c.partition);
+      return n !== undefined && this.isAlive(n, nowMs) && !n.leaving && p?.epoch === c.epoch && p.role === 'secondary';
+    });
+    if (candidates.length === 0) return undefined;
+    const progressOf = (id: NodeId) => this.nodes.get(id)?.progress.get(c.partition);
+    return candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));
   }
 
   private maybeForm(nowMs: number): boolean {
@@ -463,9 +610,7 @@ export class Nameserver {
     if (size >= this.map.settings.replicas || c.learners.length > 0) return c;
     const since = this.underSinceMs.get(c.partition) ?? nowMs;
     // Any live server that reported since it registered, a brand-new empty one included.
-    const candidates = [...this.nodes.values()].filter(
-      (n) => this.isAlive(n, nowMs) && n.incarnation !== '' && !isMember(c, n.id) && n.reported,
-    );
+    const candidates = [...this.nodes.values()].filter((n) => this.eligible(n, nowMs) && !isMember(c, n.id));
     const returning = candidates.filter((n) => n.progress.has(c.partition));
     let pick = returning[0];
     if (!pick && nowMs - since >= this.opts.rereplicateAfterMs && candidates.length > 0) {
@@ -493,6 +638,8 @@ export class Nameserver {
     // S7: the primary's acks came from this incarnation of the learner; one that restarted
     // since lost what it acked (S11) and must catch up again.
     if (this.nodes.get(learner)?.incarnation !== learnerIncarnation) return { config: c, changed: false };
+    // Issue 15: a server that is stopping or being drained gets no role that writes wait for.
+    if (this.nodes.get(learner)?.leaving || this.draining.has(learner)) return { config: c, changed: false };
     const next: Config = {
       ...c,
       epoch: toEpoch(c.epoch + 1),

@@ -2,6 +2,7 @@
  * The client-side commands: `dstore client` (the shell against a running cluster) and the
  * one-shot commands for scripts — put, get (exit 1 when absent), del, dump, nodes.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isatty } from 'node:tty';
 import type { Db, WriteOptions } from '../client/api.js';
 import type { Admin } from '../client/client.js';
@@ -331,4 +332,55 @@ export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Pr
   const info = await withDb(o, (db) => nodesWithFreshKeys(db));
   if (o.json) json(info);
   else out(formatNodes(info, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Date.now()));
+}
+
+/** Between two looks at a draining node's holdings, in ms. */
+const DRAIN_POLL_MS = 500;
+
+/**
+ * Issue 15, `dstore drain NODE`: the nameserver moves every replica and primary off NODE
+ * (rebalancing: learners elsewhere, promotion, then NODE's replica removed; its primaries
+ * handed over). Waits, unless `wait` is false, until NODE holds nothing, saying what is left
+ * as it changes; exit code 1 when `timeoutMs` passes first. `cancel` ends a drain.
+ */
+export async function drainCommand(
+  o: ClientCliOptions & { cancel?: boolean; wait?: boolean; timeoutMs: number; json?: boolean },
+  node: string,
+): Promise<void> {
+  await withDb(o, async (db) => {
+    const first = await db.drain(node, { cancel: o.cancel === true });
+    if (o.cancel) {
+      if (o.json) json({ ...first, cancelled: true });
+      else out(`drain of ${node} cancelled: it receives replicas and primaries again as rebalancing spreads them`);
+      return;
+    }
+    let last = `${first.held}/${first.led}`;
+    if (!o.json) out(`draining ${node}: it holds ${first.held} partition(s) and leads ${first.led}`);
+    const deadline = Date.now() + o.timeoutMs;
+    let held = first.held;
+    let led = first.led;
+    while (o.wait !== false && held > 0) {
+      if (Date.now() >= deadline) {
+        if (o.json) json({ node, held, led, done: false });
+        process.stderr.write(
+          `error: ${node} still holds ${held} partition(s) after ${o.timeoutMs} ms; the drain goes on ` +
+            `(see dstore nodes; a move waits for a healthy partition and a caught-up learner)\n`,
+        );
+        throw new CliExit(1);
+      }
+      await sleep(DRAIN_POLL_MS);
+      const info = await db.nodes();
+      const n = info.nodes.find((x) => x.id === node);
+      held = n?.partitionsHeld ?? 0;
+      led = n?.partitionsLed ?? 0;
+      if (!o.json && `${held}/${led}` !== last) out(`${node}: holds ${held}, leads ${led}`);
+      last = `${held}/${led}`;
+    }
+    if (o.json) json({ node, held, led, done: held === 0 });
+    else if (held === 0)
+      out(
+        `${node} holds nothing now: stop it. It stays drained (gets nothing) until \`dstore drain ${node} --cancel\`.`,
+      );
+    else out(`the drain goes on in the background; \`dstore nodes\` shows what ${node} still holds`);
+  });
 }

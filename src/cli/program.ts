@@ -832,6 +832,21 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       await nodesCommand(o);
     });
 
+  clientOptions(sub('drain', 'move every replica and primary off a storage server, so it can be stopped and removed'))
+    .argument('<node>', 'the storage server, e.g. s3 (see dstore nodes)')
+    .option('--cancel', 'stop draining NODE: it receives replicas and primaries again')
+    .option('--no-wait', 'return once the drain started (default: wait until NODE holds nothing)')
+    .addOption(
+      new Option('--timeout <duration>', 'give up waiting after this long (e.g. 90s, 10m); the drain goes on')
+        .argParser(durationParser(24 * 3600_000))
+        .default(600_000, '10m'),
+    )
+    .addOption(jsonOption())
+    .action(async (node: string, o: ClientOpts & { cancel?: boolean; wait: boolean; timeout: number }) => {
+      const { drainCommand } = await import('./commands.js');
+      await drainCommand({ ...o, timeoutMs: o.timeout }, node);
+    });
+
   clientOptions(
     sub(
       'backup',

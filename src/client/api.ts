@@ -3,7 +3,7 @@
  */
 
 /** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
-import type { ClusterInfo } from '../rpc/messages.js';
+import type { ClusterInfo, DrainReply } from '../rpc/messages.js';
 export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
 import type { Transaction, TransactionOptions } from './transaction.js';
 export type { Transaction, TransactionOptions };
@@ -77,6 +77,11 @@ export interface Db {
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
+  /**
+   * Issue 15: move every replica and primary off storage server `node` (`cancel`: stop), so
+   * it can be removed; resolves at once with what it still holds (watch `nodes` for the rest).
+   */
+  drain(node: string, options?: { cancel?: boolean }): Promise<DrainReply>;
   /**
    * The keys of every storage server (for `dump`), read page by page; `limit` keys per
    * server (default 100); `timeoutMs` bounds each page's call (default: the client's).

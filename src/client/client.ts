@@ -31,6 +31,7 @@ import { isReserved } from '../core/txn-keys.js';
 import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
+  DrainReply as DrainReplySchema,
   DelReply,
   DigestAtReply,
   SnapshotReadReply,
@@ -95,6 +96,7 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 
 const mapReply = codec(MapReply);
 const clusterInfo = codec(ClusterInfoSchema);
+const drainReply = codec(DrainReplySchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
@@ -593,6 +595,14 @@ export class Client implements Db {
     } catch {
       return info; // the leader is changing or unreachable: the follower's view, which names it
     }
+  }
+
+  /**
+   * Issue 15, `dstore drain`: start moving every replica and primary off storage server `node`
+   * (`cancel`: stop doing so); answers what it still holds and leads.
+   */
+  async drain(node: string, options: { cancel?: boolean } = {}): Promise<Static<typeof DrainReplySchema>> {
+    return decodeOrThrow(drainReply, await this.nameserverCall({ t: 'drain', node, on: options.cancel !== true }));
   }
 
   /**

@@ -27,6 +27,8 @@ export function followerPlan(req: NameserverRequest): FollowerPlan {
     case 'promote':
     case 'removeSecondary':
     case 'confirmEpoch':
+    case 'leave':
+    case 'drain':
       return 'refuse';
     case 'leader':
       return 'leader';

@@ -287,6 +287,37 @@ export class NameserverHost {
         return this.mapReply();
       case 'nodes':
         return this.clusterInfo(now);
+      case 'leave': {
+        const changed = this.core.onLeave(toNodeId(req.nodeId), req.incarnation, now);
+        if (changed.length > 0) {
+          this.persist();
+          this.log(
+            'info',
+            {
+              nodeId: req.nodeId,
+              handedOver: changed
+                .filter((c) => c.learners.includes(toNodeId(req.nodeId)) && c.primary !== req.nodeId)
+                .map((c) => ({ partition: c.partition, epoch: c.epoch, primary: c.primary })),
+            },
+            'storage server stopping: its primaries handed over, its secondaries go on without it',
+          );
+        }
+        return { configs: changed };
+      }
+      case 'drain': {
+        const node = toNodeId(req.node);
+        if (this.core.setDraining(node, req.on, now)) {
+          this.persist();
+          this.log('info', { nodeId: req.node }, req.on ? 'draining storage server' : 'drain cancelled');
+        }
+        const held = this.core.configsOf(node);
+        return {
+          node: req.node,
+          draining: [...this.core.draining],
+          held: held.length,
+          led: held.filter((c) => c.primary === node).length,
+        };
+      }
       case 'leader':
         // A nameserver alone (no etcd) leads itself since it started; an elected one answers this itself.
         return { self: 'nameserver', leader: { nodeId: 'nameserver', address: this.address, sinceMs: this.startedMs } };
@@ -427,6 +458,11 @@ export class NameserverHost {
           ? { corruptPartitions: this.core.corruptPartitions(n.id) }
           : {}),
         ...(this.antiEntropy.has(n.id) ? { antiEntropy: this.antiEntropy.get(n.id)! } : {}),
+        ...(this.core.draining.has(n.id)
+          ? { moving: 'draining' as const }
+          : n.leaving && this.core.isAlive(n, now)
+            ? { moving: 'leaving' as const }
+            : {}),
       });
     }
     return {

@@ -285,6 +285,13 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('nodes'), token: Token }),
   /** Issue 12: who leads the nameservers (answered by the leader and by followers); see LeaderReply. */
   Type.Object({ t: Type.Literal('leader'), token: Token }),
+  /**
+   * Issue 15: the storage server is stopping (SIGTERM): hand its primaries over and take it out
+   * of the secondaries; answered with the configurations that changed (see LeaveReply).
+   */
+  Type.Object({ t: Type.Literal('leave'), nodeId: Id, incarnation: Id, token: Token }),
+  /** Issue 15, `dstore drain`: move everything off `node` (`on` false: cancel); see DrainReply. */
+  Type.Object({ t: Type.Literal('drain'), node: Id, on: Type.Boolean(), token: Token }),
 ]);
 export type NameserverRequest = Static<typeof NameserverRequest>;
 
@@ -375,8 +382,26 @@ export const NodeInfo = Type.Object({
   corruptPartitions: Type.Optional(Type.Array(Partition)),
   /** S16: what its background anti-entropy check found, as of its last heartbeat. */
   antiEntropy: Type.Optional(AntiEntropyReport),
+  /**
+   * Issue 15: `draining` — `dstore drain` moves everything off it; `leaving` — it is stopping
+   * and handed its roles over (absent: neither).
+   */
+  moving: Type.Optional(Type.Union([Type.Literal('draining'), Type.Literal('leaving')])),
 });
 export type NodeInfo = Static<typeof NodeInfo>;
+
+/** Issue 15: the answer to `leave`: the configurations that changed, which the server adopts at once. */
+export const LeaveReply = Type.Object({ configs: Type.Array(ConfigSchema, { maxItems: 65536 }) });
+export type LeaveReply = Static<typeof LeaveReply>;
+
+/** Issue 15: the answer to `drain`: what the node still holds and leads, and who is draining. */
+export const DrainReply = Type.Object({
+  node: Type.String(),
+  draining: Type.Array(Type.String()),
+  held: Uint,
+  led: Uint,
+});
+export type DrainReply = Static<typeof DrainReply>;
 
 /** The nameserver that leads (issue 12): its node id, where it listens, since when (ms since epoch). */
 export const LeaderInfoSchema = Type.Object({ nodeId: Type.String(), address: Type.String(), sinceMs: Uint });

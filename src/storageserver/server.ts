@@ -26,6 +26,7 @@
  * completes. A batch that breaks a backend precondition
  * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -71,6 +72,7 @@ import {
   PromoteReply,
   SnapshotReadReply,
   DigestAtReply,
+  LeaveReply,
 } from '../rpc/messages.js';
 import { tokenField, tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcPool, RpcServer, type CallContext } from '../rpc/transport.js';
@@ -143,6 +145,9 @@ const confirmEpochReply = codec(ConfirmEpochReply);
 const promoteReply = codec(PromoteReply);
 const snapshotReadReply = codec(SnapshotReadReply);
 const digestAtReply = codec(DigestAtReply);
+const leaveReply = codec(LeaveReply);
+/** Issue 15: how long a stopping server waits for the new primaries to take over, in ms. */
+const HAND_OFF_WAIT_MS = 2000;
 
 /** The driver's handle of a waiting client call: the host answers it through an effect. */
 interface Handle {
@@ -309,7 +314,16 @@ export class StorageServer {
     return port;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes the server. `handOff` (the default; a SIGTERM): first, while it still serves, it
+   * tells the nameserver it is stopping (issue 15): its primaries go to their most advanced
+   * secondaries and it leaves their secondaries, so writes neither wait for it nor for
+   * --dead-after-ms to pass. Bounded by one nameserver call; a nameserver that does not
+   * answer leaves the failover to failure detection, as for a crash.
+   */
+  async close(options: { readonly handOff?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    if (options.handOff !== false) await this.handOff();
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
@@ -319,6 +333,53 @@ export class StorageServer {
     for (let i = 0; i < 10_000 && this.batchesInFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
     await this.closeIdleSnapshotSessions(0);
     await this.backend.close();
+  }
+
+  private async handOff(): Promise<void> {
+    if (this.starting !== undefined || this.host.health.state !== 'healthy') return;
+    const life = this.host.life;
+    try {
+      const r = leaveReply.decode(
+        await this.nameserverCall({ t: 'leave', nodeId: this.nodeId, incarnation: this.incarnation }),
+      );
+      if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed leave reply: ${r.reason}`);
+      const configs = r.value.configs.map(toConfig);
+      const handedOver = configs.filter((c) => c.learners.includes(toNodeId(this.nodeId))).length;
+      this.log.info({ partitions: handedOver }, 'stopping: primaries handed over, secondaries left (issue 15)');
+      const led = new Set(
+        this.host
+          .progress()
+          .filter((p) => p.role === 'primary')
+          .map((p) => p.partition as number),
+      );
+      this.run(this.host.configure(life, configs));
+      // The new configurations reach the new primaries through this server's replicas, now
+      // learners (S11: a learner's first message carries its configuration, S3), or at their
+      // next heartbeat. A new primary that took over (S6) sends its epoch-start entry to its
+      // learners too: wait, bounded, until each of ours got one, so no client is left with
+      // no primary to turn to while this server exits.
+      const handed = new Set(configs.filter((c) => led.has(c.partition)).map((c) => c.partition as number));
+      const seqAt = (): Map<number, number> =>
+        new Map(
+          this.host
+            .progress()
+            .filter((p) => handed.has(p.partition))
+            .map((p) => [p.partition, p.lastSeq]),
+        );
+      const start = seqAt();
+      const deadline = Date.now() + HAND_OFF_WAIT_MS;
+      while (Date.now() < deadline) {
+        const now = seqAt();
+        if ([...start].every(([p, s]) => (now.get(p) ?? 0) > s)) break;
+        await sleep(20);
+      }
+      await this.applied(undefined);
+    } catch (err) {
+      this.log.warn(
+        { err: (err as Error).message },
+        'stopping without a hand-over: the nameserver did not answer; its failure detection takes over',
+      );
+    }
   }
 
   /**

@@ -96,6 +96,10 @@ class FakeDb implements Db {
   async *keys(): AsyncIterable<Uint8Array> {
     for (const e of (await this.scan({ limit: 100_000 })).entries) yield e.key;
   }
+  async drain(node: string): Promise<{ node: string; draining: string[]; held: number; led: number }> {
+    return { node, draining: [node], held: 0, led: 0 };
+  }
+
   async nodes(): Promise<ClusterInfo> {
     this.check();
     const now = Date.now();

@@ -18,7 +18,7 @@ import type { FaultKind } from '../../src/chaos/schedule.js';
 import { findRedisServer } from '../../src/process/redis-server.js';
 
 /** The kinds of issue 5, so seed 7's schedule stays the one this test was written for. */
-const FAULT_KINDS: readonly FaultKind[] = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split'];
+const FAULT_KINDS: readonly FaultKind[] = ['kill', 'stop', 'pause', 'restart-nameserver', 'isolate', 'split'];
 
 test('a 30 s chaos run (seed 7): linearizable, faults injected, operations succeed, the cluster recovers', {
   timeout: 240_000,

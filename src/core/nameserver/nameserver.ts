@@ -14,7 +14,7 @@
  */
 import { initialPlacement } from '../partitioning.js';
 import { InvalidArgumentError } from '../errors.js';
-import { rebalance } from './balance.js';
+import { compareProgress, rebalance } from './balance.js';
 import type { ReplicaProgress } from '../replica/replica.js';
 import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
 
@@ -709,10 +709,4 @@ export class Nameserver {
 
 function isMember(c: Config, node: NodeId): boolean {
   return c.primary === node || c.secondaries.includes(node) || c.learners.includes(node);
-}
-
-function compareProgress(a: ReplicaProgress | undefined, b: ReplicaProgress | undefined): number {
-  if (!a || !b) return a ? 1 : b ? -1 : 0;
-  if (a.lastEpoch !== b.lastEpoch) return a.lastEpoch - b.lastEpoch;
-  return a.lastSeq - b.lastSeq;
 }

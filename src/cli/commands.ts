@@ -21,7 +21,8 @@ import {
   utf8OrUndefined,
 } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
-import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, formatTtl, runShell } from './shell.js';
+import { formatLive, liveValue } from './live-format.js';
+import { describeError, DUMP_ALL_LIMIT, FAST_READ_NOTE, DUMP_DEFAULT_LIMIT, formatTtl, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
 
 export interface ClientCliOptions {
@@ -147,12 +148,14 @@ export async function putCommand(
 }
 
 export async function getCommand(
-  o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean; fast?: boolean },
   key: string,
 ): Promise<void> {
   const got = await getOrExit(o, key);
+  // Issue 15: a fast read (asked, or the cluster's read mode) says so, on stderr (stdout is the value).
+  if (got.stale === true && !o.json) process.stderr.write(`${FAST_READ_NOTE}\n`);
   if (o.json) {
-    json({ value: bytesToJson(got.value), version: got.version });
+    json({ value: bytesToJson(got.value), version: got.version, ...(got.stale === true ? { stale: true } : {}) });
   } else if (o.raw) {
     await new Promise<void>((resolve, reject) =>
       process.stdout.write(got.value, (err) => (err ? reject(err) : resolve())),
@@ -249,11 +252,11 @@ export async function txnCommand(
 
 /** KEY's value, or exit code 1 saying it is absent (`null` first with --json). */
 async function getOrExit(
-  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean; fast?: boolean },
   key: string,
 ): Promise<NonNullable<Awaited<ReturnType<Db['get']>>>> {
   const k = keyBytes(key, o.keyHex);
-  const got = await withDb(o, (db) => db.get(k));
+  const got = await withDb(o, (db) => db.get(k, o.fast === true ? { read: 'fast' } : undefined));
   if (got !== undefined) return got;
   if (o.json) json(null);
   process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
@@ -386,43 +389,4 @@ async function callConfig(
   if (!db.config || !db.setConfig) throw new UsageError('this client cannot reach live settings');
   if (get) return get(db.config.bind(db));
   return set!(db.setConfig.bind(db));
-}
-
-/** One setting's value as `config get` shows it (`sync`: per node, or "batch (every node)"). */
-export function liveValue(live: ConfigReply['live'], setting: string): unknown {
-  switch (setting) {
-    case 'read-mode':
-      return live.readMode;
-    case 'min-write-replicas':
-      return live.minWriteReplicas;
-    case 'heartbeat-ms':
-      return live.heartbeatMs;
-    case 'dead-after-ms':
-      return live.deadAfterMs;
-    case 'log-level':
-      return live.logLevel;
-    case 'sync':
-      return live.sync;
-    default:
-      return undefined;
-  }
-}
-
-/** `config get`'s table: one line per setting (or the one asked for). */
-export function formatLive(reply: ConfigReply, setting?: string): string {
-  const { live } = reply;
-  const names = ['read-mode', 'min-write-replicas', 'heartbeat-ms', 'dead-after-ms', 'log-level', 'sync'];
-  const lines: string[] = [];
-  for (const name of setting === undefined ? names : [setting]) {
-    let v = liveValue(live, name);
-    if (name === 'sync') {
-      const entries = Object.entries(live.sync);
-      v = entries.length === 0 ? "each node's --sync" : entries.map(([n, m]) => `${n}=${m}`).join(' ');
-    }
-    if (name === 'min-write-replicas') v = `${String(v)} (R=${reply.replicas})`;
-    if (name === 'read-mode' && v === 'fast') v = 'fast (reads may be stale)';
-    lines.push(`${name.padEnd(20)}${String(v)}`);
-  }
-  if (setting === undefined) lines.push(`${'epoch'.padEnd(20)}${live.epoch} (map version ${reply.mapVersion})`);
-  return lines.join('\n');
 }

@@ -687,7 +687,15 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     .addOption(keyHexOption())
     .addOption(jsonOption())
     .addOption(envOption('--raw', 'write the value’s exact bytes, without a newline', 'DSTORE_RAW').conflicts('json'))
-    .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean }) => {
+    .addOption(
+      envOption(
+        '--fast',
+        'a fast read (DESIGN §7): any active replica answers from its applied state, no confirmation round; ' +
+          'it may be stale and says so on stderr',
+        'DSTORE_GET_FAST',
+      ),
+    )
+    .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean; fast?: boolean }) => {
       const { getCommand } = await import('./commands.js');
       await getCommand(o, key);
     });

@@ -14,6 +14,18 @@ export interface GetResult {
   readonly version: number;
   /** §16: the ms the value has left before it expires (by its primary's clock); absent: it does not expire. */
   readonly ttlMs?: number;
+  /** Issue 15: a fast read's answer (DESIGN §7): from some replica's applied state, it may be stale. */
+  readonly stale?: boolean;
+}
+
+/** Issue 15: options of a read. */
+export interface ReadOptions {
+  /**
+   * `linearizable` (the default unless the cluster's read mode is `fast`): from the primary
+   * after it confirmed it still is. `fast`: from any active replica, primary or secondary, with
+   * no confirmation round: it may be stale, and the result says so (`stale: true`).
+   */
+  readonly read?: 'linearizable' | 'fast';
 }
 
 /** Keys of one storage server, as `dump` shows them. */
@@ -65,8 +77,11 @@ export interface WriteOptions {
 export interface Db {
   /** Writes `value` under `key`; resolves to the new version once every replica has it. */
   put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number>;
-  /** Linearizable read; undefined when the key is absent. */
-  get(key: Uint8Array | string): Promise<GetResult | undefined>;
+  /**
+   * Linearizable read (or a fast one: `options.read`, the client's `read` option, the cluster's
+   * read mode, in that order; issue 15); undefined when the key is absent.
+   */
+  get(key: Uint8Array | string, options?: ReadOptions): Promise<GetResult | undefined>;
   /** Deletes `key`; resolves to whether it existed (with `ifVersion`: only if at that version). */
   delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean>;
   /**

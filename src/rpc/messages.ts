@@ -132,7 +132,11 @@ export const StorageRequest = Type.Union([
     ...TxnFields,
     token: Token,
   }),
-  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
+  /**
+   * `fast` (DESIGN §7, issue 15): served by any active replica (primary or secondary) from its
+   * applied state with no confirmation round; the reply says `stale: true`.
+   */
+  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, fast: Type.Optional(Type.Boolean()), token: Token }),
   /**
    * One page of partition `p`'s keys in byte order, read by its serving primary: after `after`
    * (exclusive), starting with `prefix` (issue 14), at most `limit` (the server caps it at
@@ -476,8 +480,14 @@ export const GetReply = Type.Union([
     version: Uint,
     ttl: Type.Optional(Uint),
     intent: Type.Optional(IntentSchema),
+    /** Issue 15: a fast read's answer, from a replica's applied state: it may be stale. */
+    stale: Type.Optional(Type.Boolean()),
   }),
-  Type.Object({ found: Type.Literal(false), intent: Type.Optional(IntentSchema) }),
+  Type.Object({
+    found: Type.Literal(false),
+    intent: Type.Optional(IntentSchema),
+    stale: Type.Optional(Type.Boolean()),
+  }),
 ]);
 /** `values` (when asked): each key's value and version, in the order of `keys`. */
 export const ScanReply = Type.Object({

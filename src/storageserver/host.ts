@@ -112,7 +112,7 @@ export type ClientCall =
       readonly ifk?: ReadonlyArray<{ readonly key: Uint8Array; readonly v: number }>;
       readonly sys?: boolean;
     }
-  | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
+  | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array; readonly fast?: boolean };
 
 export type CallResult =
   | { readonly ok: true; readonly value: unknown }
@@ -879,7 +879,8 @@ export class StorageHost<H> {
       const requestId = this.nextRequestId++;
       this.waiters.set(requestId, { handle, partition, write: call.t !== 'get' });
       if (call.t === 'get') {
-        if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving)
+        if (call.fast === true) this.fastRead(partition, requestId, call.key);
+        else if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving)
           this.serveRead(partition, requestId, call.key);
         else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
       } else {
@@ -1473,6 +1474,28 @@ export class StorageHost<H> {
     const w = this.waiters.get(requestId);
     if (w) this.waiters.delete(requestId);
     return w;
+  }
+
+  /**
+   * DESIGN §7, issue 15: a fast read, served by an active primary or secondary from its applied
+   * state (S2: committed entries only) without a confirmation round: it may be stale, and the
+   * driver labels the reply so. A replica that is inactive (S4), a learner, a primary still
+   * taking over (S6) or corrupt (S13) serves none: a retryable UNAVAILABLE sends the client to
+   * another replica.
+   */
+  private fastRead(p: PartitionId, requestId: number, key: Uint8Array): void {
+    const r = this.replicaMap.get(p)!;
+    const mayServe =
+      r.corrupt === undefined && r.active && (r.role === 'secondary' || (r.role === 'primary' && r.serving));
+    if (mayServe) return this.serveRead(p, requestId, key);
+    const w = this.takeWaiter(requestId);
+    if (!w) return;
+    const state = r.corrupt !== undefined ? 'corrupt' : r.active ? r.role : 'inactive';
+    const error = new UnavailableError(
+      `${this.nodeId} serves no fast read of partition ${p}: its replica is ${state} (epoch ${r.epoch}); ` +
+        'another replica may',
+    );
+    this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error } });
   }
 
   private serveRead(p: PartitionId, requestId: number, key: Uint8Array): void {

@@ -1073,8 +1073,12 @@ export class StorageServer {
     switch (req.t) {
       case 'put':
       case 'del':
-      case 'get':
         return new Promise((resolve, reject) => this.run(this.host.clientCall(req, { resolve, reject })));
+      case 'get': {
+        const answer = new Promise((resolve, reject) => this.run(this.host.clientCall(req, { resolve, reject })));
+        // Issue 15: a fast read's answer says it may be stale (DESIGN §7).
+        return req.fast === true ? answer.then((v) => ({ ...(v as object), stale: true })) : answer;
+      }
       case 'scan': {
         this.host.checkPartition(req.p);
         const r = this.host.replicas.get(partitionId(req.p));

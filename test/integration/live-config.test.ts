@@ -4,12 +4,16 @@
  * nameserver restart; typed refusals (unknown setting, dead-after ≤ 2 × heartbeat,
  * min-write-replicas > R, a weakening switch without --force, a sync switch on lmdb); the
  * log level switched live (a debug line appears in node.log); min-write-replicas raised to 3
- * refuses writes once a node is dead, lowered again with --force lets them go on.
+ * refuses writes once a node is dead, lowered again with --force lets them go on; a fast read
+ * answered by a secondary (labelled stale, in the client and the CLI) while the primary is
+ * paused with SIGSTOP and a linearizable read is refused; the cluster's read mode followed.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { connect } from '../../src/client/index.js';
+import { partitionOf } from '../../src/core/partitioning.js';
 import { runDstore } from '../shared/dstore.js';
 import { LocalCluster, waitFor } from './cluster.js';
 
@@ -103,6 +107,61 @@ describe('live settings (issue 15)', () => {
     await waitFor('a debug line in s1 node.log', () => debugLines('s1').length > 0, 10_000);
     await waitFor('a debug line in the nameserver node.log', () => debugLines('nameserver').length > 0, 10_000);
     assert.equal((await cli('config', 'set', 'log-level', 'info')).code, 0);
+  });
+
+  test('a fast read is served by a secondary while the primary is paused (SIGSTOP), labelled stale', async () => {
+    // A long dead-after (switched live) keeps the paused primary in its role for the whole test.
+    assert.equal((await cli('config', 'set', 'dead-after-ms', '30000')).code, 0);
+    const db = await connect(cluster.nameserverAddress, { timeoutMs: 3000, attemptTimeoutMs: 400 });
+    const key = 'fast-key';
+    let paused: string | undefined;
+    try {
+      const version = await db.put(key, 'v1');
+      const map = await cluster.map();
+      const config = map.configs[partitionOf(Buffer.from(key), map.partitions)]!;
+      // Every replica has applied v1 before the primary stops (S2: the commit point reaches them
+      // within --commit-flush-ms; until then a fast read there may well miss it: it is stale).
+      await waitFor('v1 applied on every secondary', async () => {
+        for (const s of config.secondaries) {
+          const st = await cluster.stats(s, 1000);
+          const r = st.partitions.find((x) => x.partition === config.partition);
+          if (!r || r.appliedSeq < version) return false;
+        }
+        return true;
+      });
+      paused = config.primary;
+      cluster.procs.get(paused)!.child.kill('SIGSTOP');
+      const t0 = Date.now();
+      await assert.rejects(db.get(key), (err: Error & { code?: string }) => {
+        assert.match(String(err.code), /TIMEOUT|UNAVAILABLE|CONNECTION_CLOSED/);
+        return true;
+      });
+      console.log(`linearizable read with the primary paused: refused after ${Date.now() - t0} ms`);
+      const fast = await db.get(key, { read: 'fast' });
+      assert.equal(Buffer.from(fast!.value).toString(), 'v1');
+      assert.equal(fast!.stale, true);
+      const r = await cli('get', key, '--fast', '--attempt-timeout-ms', '400');
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'v1\n');
+      assert.match(r.stderr, /\(fast read: may be stale\)/);
+      // The cluster's read mode: a client with no read option follows it; `nodes` shows it.
+      assert.equal((await cli('config', 'set', 'read-mode', 'fast')).code, 0);
+      assert.match((await cli('nodes')).stdout, /read mode fast \(reads may be stale\)/);
+      const follower = await connect(cluster.nameserverAddress, { timeoutMs: 3000, attemptTimeoutMs: 400 });
+      try {
+        assert.equal((await follower.get(key))?.stale, true);
+        // A per-request option overrides it: linearizable still refuses with the primary paused.
+        await assert.rejects(follower.get(key, { read: 'linearizable' }));
+      } finally {
+        await follower.close();
+      }
+      await assert.rejects(db.get(key, { read: 'sloppy' as 'fast' }), /options.read must be/);
+    } finally {
+      if (paused !== undefined) cluster.procs.get(paused)!.child.kill('SIGCONT');
+      await db.close();
+      assert.equal((await cli('config', 'set', 'read-mode', 'linearizable')).code, 0);
+      assert.equal((await cli('config', 'set', 'dead-after-ms', String(DEAD_AFTER_MS))).code, 0);
+    }
   });
 
   test('min-write-replicas 3 refuses writes with a node dead; lowered with --force they go on', async () => {

@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isatty } from 'node:tty';
-import type { Db, WriteOptions } from '../client/api.js';
+import type { ConfigReply, Db, WriteOptions } from '../client/api.js';
 import type { Admin } from '../client/client.js';
 import { keyBytes, readPutValue } from './argv.js';
 import { UsageError } from '../process/errors.js';
@@ -22,7 +22,8 @@ import {
   utf8OrUndefined,
 } from './format.js';
 import { nodesWithFreshKeys } from './nodes-view.js';
-import { describeError, DUMP_ALL_LIMIT, DUMP_DEFAULT_LIMIT, formatTtl, runShell } from './shell.js';
+import { formatLive, liveValue } from './live-format.js';
+import { describeError, DUMP_ALL_LIMIT, FAST_READ_NOTE, DUMP_DEFAULT_LIMIT, formatTtl, runShell } from './shell.js';
 import { quoteArg } from './tokenize.js';
 
 export interface ClientCliOptions {
@@ -148,12 +149,14 @@ export async function putCommand(
 }
 
 export async function getCommand(
-  o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; raw?: boolean; keyHex?: boolean; fast?: boolean },
   key: string,
 ): Promise<void> {
   const got = await getOrExit(o, key);
+  // Issue 15: a fast read (asked, or the cluster's read mode) says so, on stderr (stdout is the value).
+  if (got.stale === true && !o.json) process.stderr.write(`${FAST_READ_NOTE}\n`);
   if (o.json) {
-    json({ value: bytesToJson(got.value), version: got.version });
+    json({ value: bytesToJson(got.value), version: got.version, ...(got.stale === true ? { stale: true } : {}) });
   } else if (o.raw) {
     await new Promise<void>((resolve, reject) =>
       process.stdout.write(got.value, (err) => (err ? reject(err) : resolve())),
@@ -250,11 +253,11 @@ export async function txnCommand(
 
 /** KEY's value, or exit code 1 saying it is absent (`null` first with --json). */
 async function getOrExit(
-  o: ClientCliOptions & { json?: boolean; keyHex?: boolean },
+  o: ClientCliOptions & { json?: boolean; keyHex?: boolean; fast?: boolean },
   key: string,
 ): Promise<NonNullable<Awaited<ReturnType<Db['get']>>>> {
   const k = keyBytes(key, o.keyHex);
-  const got = await withDb(o, (db) => db.get(k));
+  const got = await withDb(o, (db) => db.get(k, o.fast === true ? { read: 'fast' } : undefined));
   if (got !== undefined) return got;
   if (o.json) json(null);
   process.stderr.write(`(not found) no key ${keyShown(key, o.keyHex)}\n`);
@@ -383,4 +386,59 @@ export async function drainCommand(
       );
     else out(`the drain goes on in the background; \`dstore nodes\` shows what ${node} still holds`);
   });
+}
+
+/**
+ * Issue 15: `dstore config get [setting]` and `dstore config set <setting> <value> [--node]
+ * [--force]`: the live settings at the nameserver. A refused switch is its typed error (exit 2
+ * for INVALID_ARGUMENT, e.g. a weakening switch without --force, with what it weakens).
+ */
+export async function configCommand(
+  o: ClientCliOptions & { node?: string; force?: boolean; json?: boolean },
+  action: string,
+  setting: string | undefined,
+  value: string | undefined,
+): Promise<void> {
+  const { LIVE_SETTING_NAMES } = await import('../core/nameserver/live.js');
+  if (action === 'get') {
+    if (value !== undefined) throw new UsageError('config get takes at most one setting');
+    if (setting !== undefined && !(LIVE_SETTING_NAMES as readonly string[]).includes(setting))
+      throw new UsageError(`unknown setting '${setting}' (settings: ${LIVE_SETTING_NAMES.join(', ')})`);
+    const reply = await withDb(o, (db) => callConfig(db, (c) => c()));
+    if (o.json) json(setting === undefined ? reply : { [setting]: liveValue(reply.live, setting) });
+    else out(formatLive(reply, setting));
+    return;
+  }
+  if (action === 'set') {
+    if (setting === undefined || value === undefined)
+      throw new UsageError('usage: dstore config set <setting> <value>');
+    const reply = await withDb(o, (db) =>
+      callConfig(db, undefined, (set) =>
+        set(setting, value, {
+          ...(o.node === undefined ? {} : { node: o.node }),
+          ...(o.force === true ? { force: true } : {}),
+        }),
+      ),
+    );
+    if (o.json) json(reply);
+    else {
+      out(`${reply.summary ?? `${setting} = ${value}`} (live settings epoch ${reply.live.epoch})`);
+      if (reply.weakens !== undefined) out(`warning: ${reply.weakens}`);
+    }
+    return;
+  }
+  throw new UsageError(`config: unknown action '${action}' (get or set)`);
+}
+
+type ConfigGet = NonNullable<Db['config']>;
+type ConfigSet = NonNullable<Db['setConfig']>;
+
+async function callConfig(
+  db: Db,
+  get?: (c: ConfigGet) => Promise<ConfigReply>,
+  set?: (s: ConfigSet) => Promise<ConfigReply>,
+): Promise<ConfigReply> {
+  if (!db.config || !db.setConfig) throw new UsageError('this client cannot reach live settings');
+  if (get) return get(db.config.bind(db));
+  return set!(db.setConfig.bind(db));
 }

@@ -215,7 +215,9 @@ export function formatNodes(
     `cluster ${info.clusterId.slice(0, 8)}: ${info.formed ? 'formed' : style.yellow('not formed yet')}, ` +
     `map version ${info.mapVersion}, ` +
     `${info.partitions} partitions, R=${info.replicas}, min write replicas ${info.minWriteReplicas}, ` +
-    `${alive}/${storageCount} storage servers alive`;
+    `${alive}/${storageCount} storage servers alive` +
+    // Issue 15: the cluster's read mode, when it is fast (reads may be stale).
+    (info.readMode === 'fast' ? ', read mode fast (reads may be stale)' : '');
   const leader = leaderLine(info, nowMs);
   return (
     `${table(rows, new Set([5, 6, 7]))}\n${[...corrupt, ...diverged].map((line) => `${line}\n`).join('')}` +

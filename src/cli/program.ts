@@ -687,7 +687,15 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     .addOption(keyHexOption())
     .addOption(jsonOption())
     .addOption(envOption('--raw', 'write the value’s exact bytes, without a newline', 'DSTORE_RAW').conflicts('json'))
-    .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean }) => {
+    .addOption(
+      envOption(
+        '--fast',
+        'a fast read (DESIGN §7): any active replica answers from its applied state, no confirmation round; ' +
+          'it may be stale and says so on stderr',
+        'DSTORE_GET_FAST',
+      ),
+    )
+    .action(async (key: string, o: ClientOpts & { raw?: boolean; keyHex?: boolean; fast?: boolean }) => {
       const { getCommand } = await import('./commands.js');
       await getCommand(o, key);
     });
@@ -846,6 +854,37 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
       const { drainCommand } = await import('./commands.js');
       await drainCommand({ ...o, timeoutMs: o.timeout }, node);
     });
+
+  clientOptions(
+    sub(
+      'config',
+      'show (get [SETTING]) or switch (set SETTING VALUE) a live setting: read-mode, min-write-replicas, ' +
+        'heartbeat-ms, dead-after-ms, log-level, sync (--node); applied without restarting anything',
+    ),
+  )
+    .argument('<action>', 'get or set')
+    .argument('[setting]', 'read-mode | min-write-replicas | heartbeat-ms | dead-after-ms | log-level | sync')
+    .argument('[value]', 'the new value (set)')
+    .addOption(envOption('--node <id>', 'the storage server (sync only)', 'DSTORE_CONFIG_NODE'))
+    .addOption(
+      envOption(
+        '--force',
+        'accept a switch that weakens durability (sync none, lowering min-write-replicas)',
+        'DSTORE_CONFIG_FORCE',
+      ),
+    )
+    .addOption(jsonOption())
+    .action(
+      async (
+        action: string,
+        setting: string | undefined,
+        value: string | undefined,
+        o: ClientOpts & { node?: string; force?: boolean; json?: boolean },
+      ) => {
+        const { configCommand } = await import('./commands.js');
+        await configCommand(o, action, setting, value);
+      },
+    );
 
   clientOptions(
     sub(

@@ -26,6 +26,8 @@ import { nodesWithFreshKeys } from './nodes-view.js';
 import { parseDurationMs } from './options.js';
 import { quoteArg, tokenize, type Token } from './tokenize.js';
 import { MAX_TTL_MS } from '../core/limits.js';
+import { LIVE_SETTING_NAMES } from '../core/nameserver/live.js';
+import { formatLive } from './live-format.js';
 
 export interface ShellContext {
   readonly db: Db;
@@ -97,6 +99,12 @@ const TTL_HELP =
   '--ttl <duration>: the key expires that long after the write (500ms, 30s, 5m, 2h, 7d); get then finds ' +
   'nothing, and ttl <key> shows what is left.';
 
+/** Issue 15: the live settings `set` switches (src/core/nameserver/live.ts's names). */
+const LIVE_SETTINGS: readonly string[] = LIVE_SETTING_NAMES;
+
+/** Issue 15: what a fast read's answer is labelled with (DESIGN §7). */
+export const FAST_READ_NOTE = '(fast read: may be stale)';
+
 const QUOTE_HINT = 'quote arguments with spaces: insert greeting "hello world"';
 
 export const builtinCommands: readonly ShellCommand[] = [
@@ -110,7 +118,7 @@ export const builtinCommands: readonly ShellCommand[] = [
   },
   {
     name: 'insert',
-    aliases: ['put', 'set'],
+    aliases: ['put'],
     usage: '<key> <value> [--if-version <n>] [--ttl <duration>]',
     minArgs: 2,
     maxArgs: 6,
@@ -142,21 +150,72 @@ export const builtinCommands: readonly ShellCommand[] = [
     },
   },
   {
-    name: 'get',
-    usage: '<key>',
-    minArgs: 1,
+    name: 'set',
+    usage: '<setting> <value> [--node <id>] [--force]  |  <key> <value> (as insert)',
+    minArgs: 2,
+    maxArgs: 6,
+    summary: 'switch a live setting (see config); with a key instead of a setting, the same as insert',
+    details:
+      `Settings: ${LIVE_SETTINGS.join(', ')}. Applied at once, without restarting anything, and recorded in the ` +
+      'cluster map.\nsync is per storage server (--node <id>). A switch that weakens durability (lowering ' +
+      'min-write-replicas) is refused unless --force is given,\nwith what it weakens. Any other first argument ' +
+      'is a key: set k v stores v under k, as insert does.',
+    async run(args, ctx) {
+      const name = arg(args, 0).text;
+      if (!LIVE_SETTINGS.includes(name)) return insertCommand().run(args, ctx);
+      if (!ctx.db.setConfig) throw new InvalidArgumentError('set: this shell cannot reach live settings');
+      let node: string | undefined;
+      let force = false;
+      const flags = args.slice(2);
+      for (let i = 0; i < flags.length; i++) {
+        const f = flags[i]!.text;
+        if (f === '--force') force = true;
+        else if (f === '--node' && flags[i + 1] !== undefined) node = flags[++i]!.text;
+        else throw new InvalidArgumentError(`set: unexpected ${quoteArg(f)}; the options are --node <id> and --force`);
+      }
+      const reply = await ctx.db.setConfig(name, arg(args, 1).text, {
+        ...(node === undefined ? {} : { node }),
+        ...(force ? { force } : {}),
+      });
+      ctx.print(`${ctx.style.green('OK')} ${reply.summary ?? name} (live settings epoch ${reply.live.epoch})`);
+      if (reply.weakens !== undefined) ctx.print(ctx.style.yellow(`warning: ${reply.weakens}`));
+    },
+  },
+  {
+    name: 'config',
+    usage: '[setting]',
+    minArgs: 0,
     maxArgs: 1,
+    summary: 'show the live settings (read mode, min-write-replicas, timings, log level, sync); change them with set',
+    async run(args, ctx) {
+      if (!ctx.db.config) throw new InvalidArgumentError('config: this shell cannot reach live settings');
+      const setting = args[0]?.text;
+      if (setting !== undefined && !LIVE_SETTINGS.includes(setting))
+        throw new InvalidArgumentError(`config: unknown setting ${quoteArg(setting)} (${LIVE_SETTINGS.join(', ')})`);
+      ctx.print(formatLive(await ctx.db.config(), setting));
+    },
+  },
+  {
+    name: 'get',
+    usage: '<key> [--fast]',
+    minArgs: 1,
+    maxArgs: 2,
     summary: 'print the value and version of key',
     details:
       'Reads are linearizable: the primary confirms it is still primary before answering.\nValues print quoted when ' +
-      'they are UTF-8, else as hex.',
+      "they are UTF-8, else as hex.\n--fast (or the cluster's read mode fast): any active replica answers from " +
+      'its applied state; it may be stale and says so.',
     async run(args, ctx) {
       const key = arg(args, 0);
-      const got = await ctx.db.get(key.bytes);
+      const flag = args[1]?.text;
+      if (flag !== undefined && flag !== '--fast')
+        throw new InvalidArgumentError(`get: unexpected ${quoteArg(flag)}; the option is --fast (${QUOTE_HINT})`);
+      const got = await ctx.db.get(key.bytes, flag === '--fast' ? { read: 'fast' } : undefined);
+      const note = got?.stale === true ? ` ${ctx.style.yellow(FAST_READ_NOTE)}` : '';
       if (got === undefined) ctx.print(ctx.style.yellow(`(not found) no key ${quoteArg(key.text)}`));
       else {
         const ttl = got.ttlMs === undefined ? '' : `, expires in ${formatTtl(got.ttlMs)}`;
-        ctx.print(`${formatValue(got.value)} ${ctx.style.dim(`(version ${got.version}${ttl})`)}`);
+        ctx.print(`${formatValue(got.value)} ${ctx.style.dim(`(version ${got.version}${ttl})`)}${note}`);
       }
     },
   },
@@ -294,6 +353,10 @@ export const builtinCommands: readonly ShellCommand[] = [
     run: () => 'quit',
   },
 ];
+
+function insertCommand(): ShellCommand {
+  return builtinCommands.find((c) => c.name === 'insert')!;
+}
 
 function arg(args: readonly Token[], i: number): Token {
   const t = args[i];

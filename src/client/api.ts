@@ -3,7 +3,8 @@
  */
 
 /** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
-import type { ClusterInfo, DrainReply } from '../rpc/messages.js';
+import type { ClusterInfo, ConfigReply, DrainReply } from '../rpc/messages.js';
+export type { ConfigReply } from '../rpc/messages.js';
 export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
 import type { Transaction, TransactionOptions } from './transaction.js';
 export type { Transaction, TransactionOptions };
@@ -13,6 +14,18 @@ export interface GetResult {
   readonly version: number;
   /** §16: the ms the value has left before it expires (by its primary's clock); absent: it does not expire. */
   readonly ttlMs?: number;
+  /** Issue 15: a fast read's answer (DESIGN §7): from some replica's applied state, it may be stale. */
+  readonly stale?: boolean;
+}
+
+/** Issue 15: options of a read. */
+export interface ReadOptions {
+  /**
+   * `linearizable` (the default unless the cluster's read mode is `fast`): from the primary
+   * after it confirmed it still is. `fast`: from any active replica, primary or secondary, with
+   * no confirmation round: it may be stale, and the result says so (`stale: true`).
+   */
+  readonly read?: 'linearizable' | 'fast';
 }
 
 /** Keys of one storage server, as `dump` shows them. */
@@ -64,8 +77,11 @@ export interface WriteOptions {
 export interface Db {
   /** Writes `value` under `key`; resolves to the new version once every replica has it. */
   put(key: Uint8Array | string, value: Uint8Array | string, options?: WriteOptions): Promise<number>;
-  /** Linearizable read; undefined when the key is absent. */
-  get(key: Uint8Array | string): Promise<GetResult | undefined>;
+  /**
+   * Linearizable read (or a fast one: `options.read`, the client's `read` option, the cluster's
+   * read mode, in that order; issue 15); undefined when the key is absent.
+   */
+  get(key: Uint8Array | string, options?: ReadOptions): Promise<GetResult | undefined>;
   /** Deletes `key`; resolves to whether it existed (with `ifVersion`: only if at that version). */
   delete(key: Uint8Array | string, options?: WriteOptions): Promise<boolean>;
   /**
@@ -77,6 +93,10 @@ export interface Db {
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
+  /** Issue 15: the cluster's live settings (optional: a test double may leave it out). */
+  config?(): Promise<ConfigReply>;
+  /** Issue 15: switches a live setting; a typed error when refused (e.g. a weakening switch without `force`). */
+  setConfig?(name: string, value: string, options?: { node?: string; force?: boolean }): Promise<ConfigReply>;
   /**
    * Issue 15: move every replica and primary off storage server `node` (`cancel`: stop), so
    * it can be removed; resolves at once with what it still holds (watch `nodes` for the rest).

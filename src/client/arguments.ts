@@ -132,6 +132,7 @@ export function checkConnectArguments(nameserver: unknown, options: unknown): vo
     throw new InvalidArgumentError(
       `connect: options.clusterToken must be a string, got ${describeValue(o['clusterToken'])}`,
     );
+  readModeArgument('connect: options.read', o['read']);
   if (o['lazy'] !== undefined && typeof o['lazy'] !== 'boolean')
     throw new InvalidArgumentError(`connect: options.lazy must be a boolean, got ${describeValue(o['lazy'])}`);
   const logger = o['logger'];
@@ -158,4 +159,10 @@ export function checkDumpOptions(options: unknown): number {
     );
   }
   return limit;
+}
+
+/** Issue 15: a read mode option (`read`), absent or linearizable / fast. */
+export function readModeArgument(what: string, v: unknown): 'linearizable' | 'fast' | undefined {
+  if (v === undefined || v === 'linearizable' || v === 'fast') return v;
+  throw new InvalidArgumentError(`${what} must be 'linearizable' or 'fast', got ${describeValue(v)}`);
 }

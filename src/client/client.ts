@@ -32,6 +32,8 @@ import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
   DrainReply as DrainReplySchema,
+  ConfigReply as ConfigReplySchema,
+  type ConfigReply,
   DelReply,
   DigestAtReply,
   SnapshotReadReply,
@@ -49,10 +51,17 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, ScanOptions, StorageDump, WriteOptions } from './api.js';
+import type { ClusterInfo, Db, GetResult, ReadOptions, ScanOptions, StorageDump, WriteOptions } from './api.js';
 import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
-import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue, writeOptions } from './arguments.js';
+import {
+  bytesArgument,
+  checkConnectArguments,
+  checkDumpOptions,
+  describeValue,
+  readModeArgument,
+  writeOptions,
+} from './arguments.js';
 import {
   drive,
   readResolved,
@@ -84,6 +93,12 @@ export interface ConnectOptions {
   readonly lazy?: boolean;
   /** Receives the details of failed attempts that were retried (debug level). */
   readonly logger?: ClientLogger;
+  /**
+   * Issue 15: the reads `get` makes unless a call says otherwise (absent: the cluster's read
+   * mode, from its map). `fast` reads may be stale (DESIGN §7); transactions always read
+   * linearizably.
+   */
+  readonly read?: 'linearizable' | 'fast';
 }
 
 /** The part of a (pino) logger the client uses. */
@@ -97,6 +112,7 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 const mapReply = codec(MapReply);
 const clusterInfo = codec(ClusterInfoSchema);
 const drainReply = codec(DrainReplySchema);
+const configReply = codec(ConfigReplySchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
@@ -188,8 +204,20 @@ export class Client implements Db {
   }
 
   /** §16: never half a transaction: an intent on the key is resolved first (transaction.ts). */
-  async get(key: Uint8Array | string): Promise<GetResult | undefined> {
+  async get(key: Uint8Array | string, options?: ReadOptions): Promise<GetResult | undefined> {
     const k = this.checkKey('get', key);
+    const asked = readModeArgument('get: options.read', (options as { read?: unknown } | undefined)?.read);
+    const mode = asked ?? this.opts.read ?? (await this.currentMap()).readMode ?? 'linearizable';
+    if (mode === 'fast') {
+      const fast = await this.fastGet(k);
+      // §16: a fast read never shows what an intent would hide: with an intent on the key the
+      // read goes the linearizable way, which resolves it (transaction.ts).
+      if (fast.intent === undefined) {
+        if (!fast.found) return undefined;
+        const ttl = fast.ttl === undefined ? {} : { ttlMs: fast.ttl };
+        return { value: fast.value, version: fast.version, ...ttl, stale: true };
+      }
+    }
     const first = await this.txnIO.readRaw(k);
     // No intent on the key (nearly always): the answer, with no coroutine to drive.
     const r =
@@ -226,6 +254,60 @@ export class Client implements Db {
       return bytes;
     };
     return runTransaction(this.txnIO, fn, options, { key: (m, k) => this.checkKey(m, k), value });
+  }
+
+  /**
+   * DESIGN §7, issue 15: a fast read: any active replica of the key's partition (primary or
+   * secondary, starting at a random one) answers from its applied state. One that does not
+   * answer within `attemptTimeoutMs` or refuses (inactive, learner, still taking over: a
+   * retryable UNAVAILABLE) sends the read to the next; after a whole round the map is fetched
+   * again, until the call's deadline.
+   */
+  private async fastGet(key: Uint8Array): Promise<Static<typeof GetReply>> {
+    const deadline = Date.now() + this.opts.timeoutMs;
+    let lastError: unknown = new TimeoutError(`no replica answered a fast read within ${this.opts.timeoutMs} ms`);
+    for (let round = 0; Date.now() < deadline; round++) {
+      if (this.closed) throw new ConnectionClosedError('client closed');
+      const left = () => Math.max(1, deadline - Date.now());
+      let map: MapReply;
+      try {
+        map =
+          round === 0
+            ? await this.currentMap(left())
+            : await this.mapForRetry(Math.min(this.opts.attemptTimeoutMs, left()));
+      } catch (err) {
+        lastError = err;
+        await sleep(Math.min(50 * 2 ** Math.min(round, 5), left()));
+        continue;
+      }
+      const p = partitionOf(key, map.partitions);
+      const config = map.configs[p];
+      const members = config ? [config.primary, ...config.secondaries] : [];
+      const start = Math.floor(Math.random() * Math.max(1, members.length));
+      for (let i = 0; i < members.length && Date.now() < deadline; i++) {
+        const node = members[(start + i) % members.length]!;
+        const address = map.addresses[node];
+        if (address === undefined) continue;
+        try {
+          const request = { t: 'get', p, key, fast: true, ...tokenField(this.opts.clusterToken) };
+          const timeoutMs = Math.min(this.opts.attemptTimeoutMs, left());
+          return decodeOrThrow(getReply, await this.pool.get(address, 'storage').call(request, { timeoutMs }));
+        } catch (err) {
+          lastError = err;
+          // A definite refusal that no other replica changes (a bad key, a wrong token): end here.
+          if (
+            err instanceof DstoreError &&
+            !err.retryable &&
+            err.code !== 'TIMEOUT' &&
+            err.code !== 'CONNECTION_CLOSED'
+          )
+            throw err;
+          this.opts.logger?.debug({ partition: p, node, err: (err as Error).message }, 'fast read attempt failed');
+        }
+      }
+      await sleep(Math.min(50 * 2 ** Math.min(round, 5), left()));
+    }
+    throw lastError;
   }
 
   /** A write refused with KEY_LOCKED waits for the transaction that holds the key, then goes again. */
@@ -595,6 +677,30 @@ export class Client implements Db {
     } catch {
       return info; // the leader is changing or unreachable: the follower's view, which names it
     }
+  }
+
+  /** Issue 15: the cluster's live settings (`dstore config get`). */
+  async config(): Promise<ConfigReply> {
+    return decodeOrThrow(configReply, await this.nameserverCall({ t: 'configGet' }));
+  }
+
+  /**
+   * Issue 15: switches live setting `name` to `value` at the nameserver (`node`: for sync;
+   * `force`: accept a switch that weakens durability). A typed error when refused.
+   */
+  async setConfig(
+    name: string,
+    value: string,
+    options: { readonly node?: string; readonly force?: boolean } = {},
+  ): Promise<ConfigReply> {
+    const body = {
+      t: 'configSet',
+      name,
+      value,
+      ...(options.node === undefined ? {} : { node: options.node }),
+      ...(options.force === true ? { force: true } : {}),
+    };
+    return decodeOrThrow(configReply, await this.nameserverCall(body));
   }
 
   /**

@@ -15,6 +15,7 @@ export type {
   Db,
   GetResult,
   NodeInfo,
+  ReadOptions,
   ScanEntry,
   ScanOptions,
   ScanResult,

@@ -132,7 +132,11 @@ export const StorageRequest = Type.Union([
     ...TxnFields,
     token: Token,
   }),
-  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, token: Token }),
+  /**
+   * `fast` (DESIGN §7, issue 15): served by any active replica (primary or secondary) from its
+   * applied state with no confirmation round; the reply says `stale: true`.
+   */
+  Type.Object({ t: Type.Literal('get'), p: Partition, key: Bytes, fast: Type.Optional(Type.Boolean()), token: Token }),
   /**
    * One page of partition `p`'s keys in byte order, read by its serving primary: after `after`
    * (exclusive), starting with `prefix` (issue 14), at most `limit` (the server caps it at
@@ -241,6 +245,30 @@ const AntiEntropyReport = Type.Object({
   ),
 });
 
+/** Issue 15: the live settings (src/core/nameserver/live.ts), as the map records them. */
+const ReadModeSchema = Type.Union([Type.Literal('linearizable'), Type.Literal('fast')]);
+const SyncSchema = Type.Union([Type.Literal('batch'), Type.Literal('none')]);
+const LogLevelSchema = Type.Union([
+  Type.Literal('trace'),
+  Type.Literal('debug'),
+  Type.Literal('info'),
+  Type.Literal('warn'),
+  Type.Literal('error'),
+  Type.Literal('fatal'),
+]);
+const liveFields = {
+  epoch: Uint,
+  readMode: ReadModeSchema,
+  minWriteReplicas: Type.Integer({ minimum: 1, maximum: 64 }),
+  heartbeatMs: Type.Integer({ minimum: 1, maximum: 3_600_000 }),
+  deadAfterMs: Type.Integer({ minimum: 1, maximum: 3_600_000 }),
+  logLevel: LogLevelSchema,
+};
+export const LiveSettingsSchema = Type.Object({ ...liveFields, sync: Type.Record(Type.String(), SyncSchema) });
+/** What a storage server is told (heartbeat and register replies): the cluster's settings, its own sync. */
+export const NodeLiveSchema = Type.Object({ ...liveFields, sync: Type.Optional(SyncSchema) });
+export type NodeLiveMsg = Static<typeof NodeLiveSchema>;
+
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
   /** `maxValueBytes`: the server's --max-value-bytes; the map tells clients the cluster's (see MapReply.limits). */
@@ -292,6 +320,20 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('leave'), nodeId: Id, incarnation: Id, token: Token }),
   /** Issue 15, `dstore drain`: move everything off `node` (`on` false: cancel); see DrainReply. */
   Type.Object({ t: Type.Literal('drain'), node: Id, on: Type.Boolean(), token: Token }),
+  /** Issue 15: the live settings; see ConfigReply. */
+  Type.Object({ t: Type.Literal('configGet'), token: Token }),
+  /**
+   * Issue 15: switch live setting `name` to `value` (`node`: the storage server, for sync;
+   * `force`: accept a switch that weakens durability); answered with a ConfigReply.
+   */
+  Type.Object({
+    t: Type.Literal('configSet'),
+    name: Type.String({ minLength: 1, maxLength: 64 }),
+    value: Type.String({ minLength: 1, maxLength: 64 }),
+    node: Type.Optional(Id),
+    force: Type.Optional(Type.Boolean()),
+    token: Token,
+  }),
 ]);
 export type NameserverRequest = Static<typeof NameserverRequest>;
 
@@ -321,6 +363,8 @@ export const MapReply = Type.Object({
   configs: Type.Array(ConfigSchema),
   addresses: Type.Record(Type.String(), Type.String()),
   limits: Type.Optional(ClusterLimits),
+  /** Issue 15: the cluster's read mode, which clients follow unless told otherwise (absent: linearizable). */
+  readMode: Type.Optional(ReadModeSchema),
 });
 export type MapReply = Static<typeof MapReply>;
 
@@ -330,6 +374,8 @@ export const RegisterReply = Type.Object({
   partitions: Uint,
   minWriteReplicas: Uint,
   deadAfterMs: Type.Optional(Uint),
+  /** Issue 15: the live settings (absent: none switched yet). */
+  live: Type.Optional(NodeLiveSchema),
 });
 export type RegisterReply = Static<typeof RegisterReply>;
 
@@ -339,6 +385,8 @@ export const HeartbeatReplySchema = Type.Union([
     mapVersion: Uint,
     configs: Type.Array(ConfigSchema),
     addresses: Type.Record(Type.String(), Type.String()),
+    /** Issue 15: the live settings (absent: none switched yet); a server ignores an epoch it has seen. */
+    live: Type.Optional(NodeLiveSchema),
   }),
   Type.Object({ kind: Type.Literal('register') }),
 ]);
@@ -416,6 +464,9 @@ export const ClusterInfo = Type.Object({
   partitions: Uint,
   replicas: Uint,
   minWriteReplicas: Uint,
+  /** Issue 15: the cluster's read mode and live settings (absent from older nameservers). */
+  readMode: Type.Optional(ReadModeSchema),
+  live: Type.Optional(LiveSettingsSchema),
   /** False until enough storage servers registered to create the cluster map. */
   formed: Type.Boolean(),
   /** Partitions whose primary reported (last heartbeat) that it serves reads and writes. */
@@ -428,6 +479,16 @@ export const ClusterInfo = Type.Object({
   leader: Type.Optional(LeaderInfoSchema),
 });
 export type ClusterInfo = Static<typeof ClusterInfo>;
+
+/** Issue 15: the answer to configGet / configSet (`summary`, `weakens`: configSet's change). */
+export const ConfigReply = Type.Object({
+  live: LiveSettingsSchema,
+  replicas: Uint,
+  mapVersion: Uint,
+  summary: Type.Optional(Type.String()),
+  weakens: Type.Optional(Type.String()),
+});
+export type ConfigReply = Static<typeof ConfigReply>;
 
 export const PutReply = Type.Object({ version: Uint });
 export const DelReply = Type.Object({ existed: Type.Boolean(), version: Uint });
@@ -444,8 +505,14 @@ export const GetReply = Type.Union([
     version: Uint,
     ttl: Type.Optional(Uint),
     intent: Type.Optional(IntentSchema),
+    /** Issue 15: a fast read's answer, from a replica's applied state: it may be stale. */
+    stale: Type.Optional(Type.Boolean()),
   }),
-  Type.Object({ found: Type.Literal(false), intent: Type.Optional(IntentSchema) }),
+  Type.Object({
+    found: Type.Literal(false),
+    intent: Type.Optional(IntentSchema),
+    stale: Type.Optional(Type.Boolean()),
+  }),
 ]);
 /** `values` (when asked): each key's value and version, in the order of `keys`. */
 export const ScanReply = Type.Object({

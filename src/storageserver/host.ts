@@ -112,7 +112,7 @@ export type ClientCall =
       readonly ifk?: ReadonlyArray<{ readonly key: Uint8Array; readonly v: number }>;
       readonly sys?: boolean;
     }
-  | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array };
+  | { readonly t: 'get'; readonly p: number; readonly key: Uint8Array; readonly fast?: boolean };
 
 export type CallResult =
   | { readonly ok: true; readonly value: unknown }
@@ -172,6 +172,7 @@ export interface HeartbeatRequest {
 
 export type RegisterAnswer = {
   readonly clusterId?: string;
+  readonly live?: { readonly minWriteReplicas: number; readonly deadAfterMs: number };
   readonly partitions: number;
   readonly minWriteReplicas: number;
   readonly deadAfterMs?: number;
@@ -702,6 +703,7 @@ export class StorageHost<H> {
     this.partitions = reply.partitions;
     this.minWriteReplicas = reply.minWriteReplicas;
     this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
+    for (const r of this.replicaMap.values()) r.setMinWriteReplicas(reply.minWriteReplicas);
     if (this.health.state !== 'healthy') {
       this.logAt(
         'info',
@@ -716,6 +718,24 @@ export class StorageHost<H> {
     this.out.push({ kind: 'registered' });
     this.heartbeatNow();
     return this.drain();
+  }
+
+  /**
+   * Issue 15: the live --min-write-replicas and --dead-after-ms from an epoch-ordered map
+   * record (the driver drops an older epoch): every replica checks the new minimum from its
+   * next write and commit on (S8); replicas made from now on ask to remove a silent secondary
+   * after the new dead-after.
+   */
+  setLive(live: { readonly minWriteReplicas: number; readonly deadAfterMs: number }): void {
+    if (live.minWriteReplicas !== this.minWriteReplicas)
+      this.logAt(
+        'info',
+        { from: this.minWriteReplicas, to: live.minWriteReplicas },
+        'min-write-replicas switched live (S8)',
+      );
+    this.minWriteReplicas = live.minWriteReplicas;
+    this.removeSilentAfterMs = live.deadAfterMs;
+    for (const r of this.replicaMap.values()) r.setMinWriteReplicas(live.minWriteReplicas);
   }
 
   /** The heartbeat timer: progress to the nameserver (§4), or the failure while unhealthy. */
@@ -859,7 +879,8 @@ export class StorageHost<H> {
       const requestId = this.nextRequestId++;
       this.waiters.set(requestId, { handle, partition, write: call.t !== 'get' });
       if (call.t === 'get') {
-        if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving)
+        if (call.fast === true) this.fastRead(partition, requestId, call.key);
+        else if (this.mutations.unconfirmedReads && this.replicaMap.get(partition)!.serving)
           this.serveRead(partition, requestId, call.key);
         else this.step(partition, { kind: 'clientRead', requestId, key: call.key });
       } else {
@@ -1453,6 +1474,28 @@ export class StorageHost<H> {
     const w = this.waiters.get(requestId);
     if (w) this.waiters.delete(requestId);
     return w;
+  }
+
+  /**
+   * DESIGN §7, issue 15: a fast read, served by an active primary or secondary from its applied
+   * state (S2: committed entries only) without a confirmation round: it may be stale, and the
+   * driver labels the reply so. A replica that is inactive (S4), a learner, a primary still
+   * taking over (S6) or corrupt (S13) serves none: a retryable UNAVAILABLE sends the client to
+   * another replica.
+   */
+  private fastRead(p: PartitionId, requestId: number, key: Uint8Array): void {
+    const r = this.replicaMap.get(p)!;
+    const mayServe =
+      r.corrupt === undefined && r.active && (r.role === 'secondary' || (r.role === 'primary' && r.serving));
+    if (mayServe) return this.serveRead(p, requestId, key);
+    const w = this.takeWaiter(requestId);
+    if (!w) return;
+    const state = r.corrupt !== undefined ? 'corrupt' : r.active ? r.role : 'inactive';
+    const error = new UnavailableError(
+      `${this.nodeId} serves no fast read of partition ${p}: its replica is ${state} (epoch ${r.epoch}); ` +
+        'another replica may',
+    );
+    this.out.push({ kind: 'answer', handle: w.handle, result: { ok: false, error } });
   }
 
   private serveRead(p: PartitionId, requestId: number, key: Uint8Array): void {

@@ -15,6 +15,7 @@
 import { initialPlacement } from '../partitioning.js';
 import { InvalidArgumentError } from '../errors.js';
 import { compareProgress, rebalance } from './balance.js';
+import type { LiveSettings } from './live.js';
 import type { ReplicaProgress } from '../replica/replica.js';
 import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
 
@@ -41,6 +42,8 @@ export interface PersistedMap {
    * primary off them, and they receive none, until the drain is cancelled. Absent: none.
    */
   readonly draining?: readonly string[];
+  /** Issue 15: the live settings (./live.ts); absent in an older map (the flags apply). */
+  readonly live?: LiveSettings;
 }
 
 export interface NodeRecord {
@@ -127,7 +130,7 @@ export interface NameserverOptions {
 export class Nameserver {
   map: PersistedMap;
   readonly nodes = new Map<NodeId, NodeRecord>();
-  private readonly opts: NameserverOptions;
+  private opts: NameserverOptions;
   /** When each partition was first seen with fewer than R replicas (not persisted). */
   private readonly underSinceMs = new Map<PartitionId, number>();
   /** Issue 15: when a failure last changed the map or a server last (re)registered. */
@@ -167,6 +170,20 @@ export class Nameserver {
     );
     assert(settings.initialNodes >= settings.replicas, 'initialNodes >= replicas');
     return { formatVersion: 1, clusterId, settings, version: 0, configs: [], nodes: {} };
+  }
+
+  /**
+   * Issue 15: records the live settings in the map (a new version; the caller persists it
+   * before announcing it, S3) and adopts their dead-after period at once.
+   */
+  setLive(live: LiveSettings): void {
+    this.map = { ...this.map, version: this.map.version + 1, live };
+    this.opts = { ...this.opts, deadAfterMs: live.deadAfterMs };
+  }
+
+  /** S8: the live --min-write-replicas (issue 15), else the one the cluster was created with. */
+  get minWriteReplicas(): number {
+    return this.map.live?.minWriteReplicas ?? this.map.settings.minWriteReplicas;
   }
 
   get formed(): boolean {
@@ -680,7 +697,7 @@ export class Nameserver {
   ): { config: Config | undefined; changed: boolean } {
     const c = this.map.configs[partition];
     if (!c || c.epoch !== epoch || !c.secondaries.includes(secondary)) return { config: c, changed: false };
-    if (c.secondaries.length < this.map.settings.minWriteReplicas) return { config: c, changed: false };
+    if (c.secondaries.length < this.minWriteReplicas) return { config: c, changed: false };
     const next: Config = {
       ...c,
       epoch: toEpoch(c.epoch + 1),

@@ -3,8 +3,8 @@
  */
 
 /** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
-import type { ClusterInfo } from '../rpc/messages.js';
-export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
+import type { ClusterInfo, ClusterOverview } from '../rpc/messages.js';
+export type { ClusterInfo, ClusterOverview, NodeInfo } from '../rpc/messages.js';
 import type { Transaction, TransactionOptions } from './transaction.js';
 export type { Transaction, TransactionOptions };
 
@@ -77,6 +77,8 @@ export interface Db {
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
+  /** Issue 15: the dashboard's view (nodes, partition map, events, calls per second); the leading nameserver answers. */
+  overview(): Promise<ClusterOverview>;
   /**
    * The keys of every storage server (for `dump`), read page by page; `limit` keys per
    * server (default 100); `timeoutMs` bounds each page's call (default: the client's).

@@ -31,6 +31,7 @@ import { isReserved } from '../core/txn-keys.js';
 import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
+  ClusterOverview as ClusterOverviewSchema,
   DelReply,
   DigestAtReply,
   SnapshotReadReply,
@@ -48,7 +49,7 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, ScanOptions, StorageDump, WriteOptions } from './api.js';
+import type { ClusterInfo, ClusterOverview, Db, GetResult, ScanOptions, StorageDump, WriteOptions } from './api.js';
 import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
 import { bytesArgument, checkConnectArguments, checkDumpOptions, describeValue, writeOptions } from './arguments.js';
@@ -95,6 +96,7 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 
 const mapReply = codec(MapReply);
 const clusterInfo = codec(ClusterInfoSchema);
+const clusterOverview = codec(ClusterOverviewSchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
@@ -573,6 +575,10 @@ export class Client implements Db {
     const max = defaultLimits().maxBatchKeys;
     if (items.length > max) throw new BatchTooLargeError(items.length, max);
     return items.map(check);
+  }
+
+  async overview(): Promise<ClusterOverview> {
+    return decodeOrThrow(clusterOverview, await this.nameserverCall({ t: 'overview' }));
   }
 
   /**

@@ -27,6 +27,8 @@ export function followerPlan(req: NameserverRequest): FollowerPlan {
     case 'promote':
     case 'removeSecondary':
     case 'confirmEpoch':
+    // Issue 15: events and the series live in the leader's memory only.
+    case 'overview':
       return 'refuse';
     case 'leader':
       return 'leader';

@@ -13,8 +13,16 @@
 import { InvalidArgumentError, NodeIdInUseError } from '../core/errors.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { assertNever, nodeId as toNodeId, partitionId } from '../core/types.js';
-import { type ClusterInfo, type NameserverRequest, type NodeInfo, toProgress } from '../rpc/messages.js';
+import {
+  type ClusterInfo,
+  type ClusterOverview,
+  type NameserverRequest,
+  type NodeInfo,
+  type PartitionView,
+  toProgress,
+} from '../rpc/messages.js';
 import { clusterLimits } from '../rpc/limits.js';
+import { ClusterWatch } from './overview.js';
 
 export interface NameserverHostOptions {
   /** The settings asked for; a persisted map's own win (S8). */
@@ -87,6 +95,8 @@ export class NameserverHost {
   private readonly corruptLogged = new Map<string, string>();
   /** The stuck corrupt partitions last logged (see logStuckCorrupt), so each change is logged once. */
   private stuckLogged = '';
+  /** Issue 15: recent events and the calls' time series, for `overview` (the dashboard, `dstore top`). */
+  readonly watch = new ClusterWatch();
 
   /**
    * `map`: the persisted one, or a new one (`fresh`). The first effects (persist the map,
@@ -138,6 +148,8 @@ export class NameserverHost {
   /** The periodic tick: failure detection, failover, re-replication (§4, §6). */
   onTick(nowMs: number): readonly NameserverEffect[] {
     this.tick(nowMs);
+    this.observe(nowMs);
+    this.watch.sample(nowMs);
     return this.takeEffects();
   }
 
@@ -149,7 +161,15 @@ export class NameserverHost {
     } catch (err) {
       reply = { ok: false, error: err };
     }
+    this.observe(nowMs);
     return { effects: this.takeEffects(), reply };
+  }
+
+  /** Issue 15: the events since the last input (map changes, nodes dead or alive again). */
+  private observe(nowMs: number): void {
+    const alive = new Map<string, boolean>();
+    for (const n of this.core.nodes.values()) alive.set(n.id, this.core.isAlive(n, nowMs));
+    this.watch.observe(this.core.map, alive, nowMs);
   }
 
   private log(level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
@@ -217,6 +237,12 @@ export class NameserverHost {
         this.unhealthy.delete(req.nodeId);
         if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
         if (this.core.onRegister(registration, now)) this.persist();
+        this.watch.record({
+          atMs: now,
+          kind: 'registered',
+          node: req.nodeId,
+          message: `${req.nodeId} registered (${req.address}, ${req.backend})`,
+        });
         this.log(
           'info',
           { nodeId: req.nodeId, address: req.address, backend: req.backend },
@@ -235,6 +261,7 @@ export class NameserverHost {
         if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
         if (this.unhealthy.delete(req.nodeId)) this.log('info', { nodeId: req.nodeId }, 'storage server healthy again');
         if (req.antiEntropy !== undefined) this.antiEntropy.set(req.nodeId, req.antiEntropy);
+        if (req.ops !== undefined) this.watch.onOps(req.nodeId, req.ops, now);
         const reply = this.core.onHeartbeat(
           {
             nodeId: toNodeId(req.nodeId),
@@ -287,6 +314,8 @@ export class NameserverHost {
         return this.mapReply();
       case 'nodes':
         return this.clusterInfo(now);
+      case 'overview':
+        return this.overview(now);
       case 'leader':
         // A nameserver alone (no etcd) leads itself since it started; an elected one answers this itself.
         return { self: 'nameserver', leader: { nodeId: 'nameserver', address: this.address, sinceMs: this.startedMs } };
@@ -438,6 +467,62 @@ export class NameserverHost {
       partitionsReady: this.core.partitionsReady(now),
       mapVersion: map.version,
       nodes,
+    };
+  }
+
+  /**
+   * Issue 15: the dashboard's and `dstore top`'s view: `nodes` (the same rows), each with its
+   * heartbeat age and calls, the partition map with each member's lag behind its primary (from
+   * the progress they report), recent events and the calls' time series.
+   */
+  overview(now: number): ClusterOverview {
+    const info = this.clusterInfo(now);
+    const { map } = this.core;
+    const nodes = info.nodes.map((n) => {
+      const ops = n.role === 'storage' ? this.watch.opsOf(n.id, now) : undefined;
+      return {
+        ...n,
+        ...(n.lastHeartbeatMs === undefined ? {} : { heartbeatAgeMs: Math.max(0, now - n.lastHeartbeatMs) }),
+        ...(ops === undefined
+          ? {}
+          : { opsPerSec: Math.round(((ops.reads + ops.writes) * 100_000) / Math.max(1, ops.intervalMs)) / 100 }),
+        ...(ops === undefined ? {} : { p99Ms: ops.p99Ms }),
+      };
+    });
+    const partitions: PartitionView[] = map.configs.map((c) => {
+      const lead = this.core.nodes.get(c.primary)?.progress.get(c.partition);
+      const lag: Record<string, number> = {};
+      if (lead !== undefined)
+        for (const m of [...c.secondaries, ...c.learners]) {
+          const p = this.core.nodes.get(m)?.progress.get(c.partition);
+          if (p !== undefined) lag[m] = Math.max(0, lead.lastSeq - p.lastSeq);
+        }
+      return {
+        partition: c.partition,
+        epoch: c.epoch,
+        primary: c.primary,
+        secondaries: [...c.secondaries],
+        learners: [...c.learners],
+        ...(lead === undefined ? {} : { lastSeq: lead.lastSeq }),
+        serving: lead?.serving === true && lead.epoch === c.epoch,
+        lag,
+      };
+    });
+    return {
+      clusterId: info.clusterId,
+      formed: info.formed,
+      mapVersion: info.mapVersion,
+      partitionsReady: info.partitionsReady,
+      nowMs: now,
+      settings: {
+        ...map.settings,
+        deadAfterMs: this.opts.deadAfterMs,
+        rereplicateAfterMs: this.opts.rereplicateAfterMs,
+      },
+      nodes,
+      partitions,
+      events: this.watch.recentEvents(),
+      series: this.watch.series(),
     };
   }
 

@@ -26,6 +26,7 @@
  * completes. A batch that breaks a backend precondition
  * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
  */
+import { OpStats, opKindOf } from './op-stats.js';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -188,6 +189,8 @@ export class StorageServer {
   private readonly digests = new DigestRecords();
   /** S16: the background check of the partitions this server leads. */
   private readonly antiEntropy: AntiEntropy;
+  /** Issue 15: client calls since the last heartbeat, sent with the next one. */
+  private readonly opStats = new OpStats(performance.now());
   /** --nameserver's seeds: register, heartbeats and asks go to the leader among them (issue 12). */
   private readonly nameservers: NameserverSeeds;
   private server: RpcServer | undefined;
@@ -281,7 +284,7 @@ export class StorageServer {
       role: 'storage',
       oversizedCall: valueTooLargeForPut(this.limits.maxValueBytes),
       logger: this.log,
-      handler: (body, ctx) => this.onCall(body, ctx),
+      handler: (body, ctx) => this.timedCall(body, ctx),
       onMessage: (body) => this.onPeerFrame(body),
     });
     const port = await this.server.listen();
@@ -397,6 +400,7 @@ export class StorageServer {
       const raw = await this.nameserverCall({
         ...request,
         keys: this.keyCount,
+        ops: this.opStats.take(performance.now()),
         ...(ae.checks > 0
           ? { antiEntropy: { ...ae, ...(ae.last ? { last: { ...ae.last, odd: [...ae.last.odd] } } : {}) } }
           : {}),
@@ -1023,6 +1027,29 @@ export class StorageServer {
   }
 
   // ---- client calls ----
+
+  /** Issue 15: a client's read or write, timed for the heartbeat's report (OpStats). */
+  private async timedCall(body: unknown, ctx: CallContext): Promise<unknown> {
+    const call =
+      typeof body === 'object' && body !== null ? (body as { t?: unknown; keys?: unknown; entries?: unknown }) : {};
+    const kind = opKindOf(call.t);
+    if (kind === undefined) return this.onCall(body, ctx);
+    const count =
+      Array.isArray(call.keys) && call.t === 'getMany'
+        ? call.keys.length
+        : Array.isArray(call.entries)
+          ? call.entries.length
+          : 1;
+    const start = performance.now();
+    try {
+      const reply = await this.onCall(body, ctx);
+      this.opStats.record(kind, performance.now() - start, false, count);
+      return reply;
+    } catch (err) {
+      this.opStats.record(kind, performance.now() - start, true, count);
+      throw err;
+    }
+  }
 
   private async onCall(body: unknown, _ctx: CallContext): Promise<unknown> {
     const d = storageRequest.decode(body);

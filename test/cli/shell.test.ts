@@ -96,6 +96,9 @@ class FakeDb implements Db {
   async *keys(): AsyncIterable<Uint8Array> {
     for (const e of (await this.scan({ limit: 100_000 })).entries) yield e.key;
   }
+  async overview(): Promise<never> {
+    throw new Error('not in this fake');
+  }
   async nodes(): Promise<ClusterInfo> {
     this.check();
     const now = Date.now();

@@ -24,6 +24,7 @@ import {
   ManagedProcess,
 } from '../process/managed-process.js';
 import { nameserverArgs, storageArgs } from '../process/node-args.js';
+import { UP_CONTROL_ENV } from '../nameserver/up-control.js';
 
 export {
   ClusterStartError,
@@ -70,6 +71,8 @@ export interface LocalClusterOptions {
   readonly startTimeoutMs: number;
   /** Bound on a child's exit after SIGTERM before SIGKILL, in ms (default 5000). */
   readonly stopTimeoutMs?: number;
+  /** Issue 15: `up` answers the nameserver's node-action requests (its env gets DSTORE_UP_CONTROL=1). */
+  readonly upControl?: boolean;
 }
 
 export function formatAddress(host: string, port: number): string {
@@ -116,7 +119,7 @@ export class LocalCluster {
           rereplicateAfterMs: o.rereplicateAfterMs,
           logLevel: o.logLevel,
         }),
-      this.env,
+      o.upControl ? { ...this.env, [UP_CONTROL_ENV]: '1' } : this.env,
       (p, info) => this.childExited(p, info),
     );
     o.storageIds.forEach((id, i) => this.addStorage(id, o.storagePort === 0 ? 0 : o.storagePort + i));

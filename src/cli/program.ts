@@ -833,6 +833,25 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     });
 
   clientOptions(
+    sub('top', "the dashboard's live view in a terminal: calls/s and p99, nodes, partition map, events (Ctrl-C exits)"),
+  )
+    .addOption(
+      envOption(
+        '--interval <duration>',
+        'refresh period, e.g. 1s, 500ms (a bare number: seconds)',
+        'DSTORE_TOP_INTERVAL',
+      )
+        .default(1000, '1s')
+        .argParser(durationParser(3_600_000)),
+    )
+    .addOption(envOption('--once', 'print the view once and exit (for scripts)', 'DSTORE_TOP_ONCE'))
+    .addOption(jsonOption())
+    .action(async (o: ClientOpts & { interval: number; once?: boolean }) => {
+      const { MIN_TOP_INTERVAL_MS, topCommand } = await import('./top.js');
+      await topCommand({ ...o, intervalMs: Math.max(MIN_TOP_INTERVAL_MS, o.interval) });
+    });
+
+  clientOptions(
     sub(
       'backup',
       'write a point-in-time snapshot of every partition (writes go on) and a manifest into DIR (new or empty)',

@@ -102,6 +102,8 @@ export class ManagedProcess {
   lastExit: ExitInfo | undefined;
   /** Set when the parent asked it to exit (kill, stop, restart, close). */
   exitExpected = false;
+  /** Issue 15: every message the child sends over its IPC channel (each incarnation's). */
+  onMessage: ((message: unknown) => void) | undefined;
   private exited: Promise<ExitInfo> | undefined;
 
   constructor(
@@ -150,6 +152,7 @@ export class ManagedProcess {
       closeSync(logFd);
     }
     this.child = child;
+    child.on('message', (m: unknown) => this.onMessage?.(m));
     this.state = 'starting';
     this.exitExpected = false;
     this.exited = new Promise<ExitInfo>((resolve) => {
@@ -203,6 +206,16 @@ export class ManagedProcess {
     if (stderrTail !== '' || !existsSync(nodeLog))
       return new ClusterStartError(message, this.name, this.logPath, stderrTail);
     return new ClusterStartError(message, this.name, nodeLog, logTail(nodeLog));
+  }
+
+  /** Sends `message` over the child's IPC channel; false when it has none (not running). */
+  send(message: unknown): boolean {
+    const child = this.child;
+    if (!child?.connected) return false;
+    child.send(message as object, (err) => {
+      if (err) return; // it exited meanwhile: nobody waits for the answer
+    });
+    return true;
   }
 
   /** Sends `signal`; false when the process is not running. */

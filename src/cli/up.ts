@@ -27,7 +27,15 @@ import { assertNever } from '../core/types.js';
 import { HA_ETCD_MEMBERS, HaCluster, haNodeIds } from './ha-cluster.js';
 import { openDb } from './commands.js';
 import { colourWanted, leaderLine, makeStyle, table, type Style } from './format.js';
-import { MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, type UpBackendName, UsageError } from './options.js';
+import {
+  HTTP_PORT_OFFSET,
+  type HttpPortOption,
+  MAX_UP_NODES,
+  STORAGE_PORT_OFFSET,
+  type SyncMode,
+  type UpBackendName,
+  UsageError,
+} from './options.js';
 import { RedisFleet } from '../process/redis-fleet.js';
 import { Shell, type ShellCommand, type ShellContext } from './shell.js';
 import type { Token } from './tokenize.js';
@@ -43,6 +51,8 @@ export interface UpOptions {
   readonly port: number;
   /** Port of s1; undefined: --port + 101 (0 when --port is 0); 0: chosen by the OS. */
   readonly storagePort?: number;
+  /** Issue 15: the nameserver's HTTP port (the dashboard); undefined: --port + 80 (0 with --port 0). */
+  readonly httpPort?: HttpPortOption;
   readonly sync: SyncMode;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
@@ -117,8 +127,17 @@ export async function runUp(o: UpOptions): Promise<void> {
   }
 }
 
+/** `up`'s HTTP port (issue 15): --http-port, else --port + 80 (0 with --port 0); undefined: off. */
+export function upHttpPort(o: Pick<UpOptions, 'port' | 'httpPort'>): number | undefined {
+  const p = o.httpPort ?? (o.port === 0 ? 0 : o.port + HTTP_PORT_OFFSET);
+  if (p === 'off') return undefined;
+  if (p > 65535) throw new UsageError(`--port ${o.port} leaves no default --http-port (--port + 80); give --http-port`);
+  return p;
+}
+
 async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> {
   const storageIds = storageIdsFor(dataDir, o.nodes);
+  const httpPort = upHttpPort(o);
   const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
   const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
   if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
@@ -155,6 +174,7 @@ async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> 
     host: o.host,
     port: o.port,
     storagePort,
+    ...(httpPort === undefined ? {} : { httpPort }),
     storageIds,
     partitions: o.partitions,
     replicas: o.replicas,
@@ -199,6 +219,7 @@ async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
       throw new UsageError(`${flag} ${first}: the ports of ${o.nodes} nodes go past 65535; choose a lower one`);
   }
   HaCluster.checkFresh(dataDir, o.nodes);
+  const httpPort = upHttpPort(o);
   const ids = haNodeIds(o.nodes);
   process.stderr.write(
     `starting a ${HA_ETCD_MEMBERS}-member etcd and ${o.nodes} identical nodes (${ids.join(', ')}; ${o.backend}) ` +
@@ -209,6 +230,7 @@ async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
     host: o.host,
     nameserverPort: o.port,
     storagePort,
+    ...(httpPort === undefined ? {} : { httpPort }),
     nodes: o.nodes,
     partitions: o.partitions,
     replicas: o.replicas,
@@ -388,7 +410,19 @@ function banner(cluster: UpCluster, o: UpOptions, info: ClusterInfo, style: Styl
     `  logs        ${join(logDir, 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ` +
       `${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
     `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
+    ...dashboardLines(cluster, o, info),
   ].join('\n');
+}
+
+/** Issue 15: where the dashboard is (the leader's HTTP port in HA), and each node's /metrics. */
+function dashboardLines(cluster: UpCluster, o: UpOptions, info: ClusterInfo): string[] {
+  if (cluster instanceof LocalCluster) {
+    const url = cluster.dashboardUrl;
+    return url === undefined ? [] : [`  dashboard   ${url}  (also /health, /ready, /metrics)`];
+  }
+  const leader = cluster.processes.find((p) => p.name === info.leader?.nodeId) ?? cluster.processes[0];
+  if (leader?.httpPort === undefined || leader.httpPort === 0) return [];
+  return [`  dashboard   http://${formatAddress(o.host, leader.httpPort)}/  (the leader's; each node serves one)`];
 }
 
 /** The node-control commands `up` adds to the shell: each runs runNodeAction, as the dashboard's buttons do. */

@@ -87,6 +87,8 @@ export class NameserverHost {
   address = '';
   /** --max-value-bytes of each storage server, from its registration (the map's `limits`). */
   private readonly maxValueBytesOf = new Map<string, number>();
+  /** Issue 15: each storage server's HTTP address, from its registration (for `nodes`). */
+  private readonly httpAddressOf = new Map<string, string>();
   /** Storage servers whose last heartbeat said their storage failed: when, and why. */
   /** S16: each storage server's anti-entropy report, from its last heartbeat (for `nodes`). */
   private readonly antiEntropy = new Map<string, NonNullable<NodeInfo['antiEntropy']>>();
@@ -236,6 +238,8 @@ export class NameserverHost {
         }
         this.unhealthy.delete(req.nodeId);
         if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
+        if (req.httpAddress === undefined) this.httpAddressOf.delete(req.nodeId);
+        else this.httpAddressOf.set(req.nodeId, req.httpAddress);
         if (this.core.onRegister(registration, now)) this.persist();
         this.watch.record({
           atMs: now,
@@ -434,6 +438,7 @@ export class NameserverHost {
         id: n.id,
         role: 'storage',
         address: n.address,
+        ...(this.httpAddressOf.has(n.id) ? { httpAddress: this.httpAddressOf.get(n.id)! } : {}),
         // Not heard from since this nameserver started (incarnation ''): S15 counts it alive
         // for one dead-after, but nothing is known of it, so no heartbeat time nor uptime.
         state: this.isUnhealthy(n.id, now)

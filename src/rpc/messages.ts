@@ -268,6 +268,8 @@ export const NameserverRequest = Type.Union([
     durable: Type.Boolean(),
     activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })),
     maxValueBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_VALUE_BYTES_CEILING })),
+    /** Issue 15: host:port of its HTTP port (/health, /ready, /metrics), when it has one. */
+    httpAddress: Type.Optional(Address),
     token: Token,
   }),
   /**
@@ -363,6 +365,8 @@ export const NodeInfo = Type.Object({
   role: Type.Union([Type.Literal('nameserver'), Type.Literal('storage')]),
   /** host:port it is reachable at. */
   address: Type.String(),
+  /** Issue 15: host:port of its HTTP port (/health, /ready, /metrics), when it has one. */
+  httpAddress: Type.Optional(Type.String()),
   /**
    * `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4).
    * `unknown`: not heard from since the nameserver (re)started, which counts it as alive for

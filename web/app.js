@@ -162,9 +162,9 @@ function makeCharts() {
       axes,
       series: [
         {},
-        { label: 'reads/s', stroke: '#1565c0', width: 1.5 },
-        { label: 'writes/s', stroke: '#2e7d32', width: 1.5 },
-        { label: 'errors/s', stroke: '#c62828', width: 1.5 },
+        { label: 'reads/s', stroke: '#1565c0', width: 1.5, points: { show: false } },
+        { label: 'writes/s', stroke: '#2e7d32', width: 1.5, points: { show: false } },
+        { label: 'errors/s', stroke: '#c62828', width: 1.5, points: { show: false } },
       ],
     },
     [[], [], [], []],

@@ -82,6 +82,54 @@ function renderSummary(o) {
   $('summary').replaceChildren(...parts.map((p) => el('span', {}, p)));
 }
 
+let readModeDirty = false;
+
+function renderSettings(o) {
+  const s = o.settings;
+  if (s.readMode === undefined) {
+    $('settings').hidden = true;
+    return;
+  }
+  $('settings').hidden = false;
+  const select = $('read-mode');
+  if (!readModeDirty && document.activeElement !== select) select.value = s.readMode;
+  const sync = Object.entries(s.sync ?? {})
+    .map(([id, v]) => `${id}: ${v}`)
+    .join(', ');
+  $('live-settings').textContent =
+    `epoch ${s.liveEpoch ?? s.epoch} · read mode ${s.readMode} · min write replicas ${s.minWriteReplicas} · ` +
+    `heartbeat ${duration(s.heartbeatMs)} · dead after ${duration(s.deadAfterMs)} · log level ${s.logLevel}` +
+    (sync === '' ? '' : ` · sync ${sync}`);
+}
+
+async function setConfig(name, value, force = false) {
+  const result = $('config-result');
+  result.dataset.outcome = 'pending';
+  result.textContent = `${name} ${value} …`;
+  try {
+    const { status, body } = await call('/api/config', {
+      method: 'POST',
+      headers: { 'x-dstore-request': '1', 'content-type': 'application/json' },
+      body: JSON.stringify(force ? { name, value, force } : { name, value }),
+    });
+    if (status === 200) {
+      result.dataset.outcome = body.weakens === undefined ? 'done' : 'warning';
+      result.textContent = body.summary ?? `${name} is ${value}`;
+      readModeDirty = false;
+      return;
+    }
+    const message = body.error?.message ?? `HTTP ${status}`;
+    // A switch that weakens durability is refused without force: say what it weakens, and ask.
+    if (!force && /without --force/.test(message) && window.confirm(`${message}\n\nApply it anyway?`))
+      return setConfig(name, value, true);
+    result.dataset.outcome = 'refused';
+    result.textContent = message;
+  } catch (e) {
+    result.dataset.outcome = 'failed';
+    result.textContent = `${name}: no answer (${e.message})`;
+  }
+}
+
 function actionButtons(node, control) {
   const td = el('td', { className: 'actions' });
   if (node.role !== 'storage' || !control.actions) return td;
@@ -205,6 +253,7 @@ function renderCharts(o) {
 
 function render(o) {
   renderSummary(o);
+  renderSettings(o);
   renderNodes(o);
   renderPartitions(o);
   renderEvents(o);
@@ -264,6 +313,13 @@ async function act(path, what) {
 }
 
 $('spawn').addEventListener('click', () => act('/api/spawn', 'spawn'));
+$('read-mode').addEventListener('change', () => {
+  readModeDirty = true;
+});
+$('read-mode-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  setConfig('read-mode', $('read-mode').value);
+});
 $('token-form').addEventListener('submit', (e) => {
   e.preventDefault();
   token = $('token').value;

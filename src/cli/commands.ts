@@ -3,7 +3,7 @@
  * one-shot commands for scripts — put, get (exit 1 when absent), del, dump, nodes.
  */
 import { isatty } from 'node:tty';
-import type { Db, WriteOptions } from '../client/api.js';
+import type { ConfigReply, Db, WriteOptions } from '../client/api.js';
 import type { Admin } from '../client/client.js';
 import { keyBytes, readPutValue } from './argv.js';
 import { UsageError } from '../process/errors.js';
@@ -331,4 +331,98 @@ export async function nodesCommand(o: ClientCliOptions & { json?: boolean }): Pr
   const info = await withDb(o, (db) => nodesWithFreshKeys(db));
   if (o.json) json(info);
   else out(formatNodes(info, makeStyle(colourWanted(Boolean(process.stdout.isTTY))), Date.now()));
+}
+
+/**
+ * Issue 15: `dstore config get [setting]` and `dstore config set <setting> <value> [--node]
+ * [--force]`: the live settings at the nameserver. A refused switch is its typed error (exit 2
+ * for INVALID_ARGUMENT, e.g. a weakening switch without --force, with what it weakens).
+ */
+export async function configCommand(
+  o: ClientCliOptions & { node?: string; force?: boolean; json?: boolean },
+  action: string,
+  setting: string | undefined,
+  value: string | undefined,
+): Promise<void> {
+  const { LIVE_SETTING_NAMES } = await import('../core/nameserver/live.js');
+  if (action === 'get') {
+    if (value !== undefined) throw new UsageError('config get takes at most one setting');
+    if (setting !== undefined && !(LIVE_SETTING_NAMES as readonly string[]).includes(setting))
+      throw new UsageError(`unknown setting '${setting}' (settings: ${LIVE_SETTING_NAMES.join(', ')})`);
+    const reply = await withDb(o, (db) => callConfig(db, (c) => c()));
+    if (o.json) json(setting === undefined ? reply : { [setting]: liveValue(reply.live, setting) });
+    else out(formatLive(reply, setting));
+    return;
+  }
+  if (action === 'set') {
+    if (setting === undefined || value === undefined)
+      throw new UsageError('usage: dstore config set <setting> <value>');
+    const reply = await withDb(o, (db) =>
+      callConfig(db, undefined, (set) =>
+        set(setting, value, {
+          ...(o.node === undefined ? {} : { node: o.node }),
+          ...(o.force === true ? { force: true } : {}),
+        }),
+      ),
+    );
+    if (o.json) json(reply);
+    else {
+      out(`${reply.summary ?? `${setting} = ${value}`} (live settings epoch ${reply.live.epoch})`);
+      if (reply.weakens !== undefined) out(`warning: ${reply.weakens}`);
+    }
+    return;
+  }
+  throw new UsageError(`config: unknown action '${action}' (get or set)`);
+}
+
+type ConfigGet = NonNullable<Db['config']>;
+type ConfigSet = NonNullable<Db['setConfig']>;
+
+async function callConfig(
+  db: Db,
+  get?: (c: ConfigGet) => Promise<ConfigReply>,
+  set?: (s: ConfigSet) => Promise<ConfigReply>,
+): Promise<ConfigReply> {
+  if (!db.config || !db.setConfig) throw new UsageError('this client cannot reach live settings');
+  if (get) return get(db.config.bind(db));
+  return set!(db.setConfig.bind(db));
+}
+
+/** One setting's value as `config get` shows it (`sync`: per node, or "batch (every node)"). */
+export function liveValue(live: ConfigReply['live'], setting: string): unknown {
+  switch (setting) {
+    case 'read-mode':
+      return live.readMode;
+    case 'min-write-replicas':
+      return live.minWriteReplicas;
+    case 'heartbeat-ms':
+      return live.heartbeatMs;
+    case 'dead-after-ms':
+      return live.deadAfterMs;
+    case 'log-level':
+      return live.logLevel;
+    case 'sync':
+      return live.sync;
+    default:
+      return undefined;
+  }
+}
+
+/** `config get`'s table: one line per setting (or the one asked for). */
+export function formatLive(reply: ConfigReply, setting?: string): string {
+  const { live } = reply;
+  const names = ['read-mode', 'min-write-replicas', 'heartbeat-ms', 'dead-after-ms', 'log-level', 'sync'];
+  const lines: string[] = [];
+  for (const name of setting === undefined ? names : [setting]) {
+    let v = liveValue(live, name);
+    if (name === 'sync') {
+      const entries = Object.entries(live.sync);
+      v = entries.length === 0 ? "each node's --sync" : entries.map(([n, m]) => `${n}=${m}`).join(' ');
+    }
+    if (name === 'min-write-replicas') v = `${String(v)} (R=${reply.replicas})`;
+    if (name === 'read-mode' && v === 'fast') v = 'fast (reads may be stale)';
+    lines.push(`${name.padEnd(20)}${String(v)}`);
+  }
+  if (setting === undefined) lines.push(`${'epoch'.padEnd(20)}${live.epoch} (map version ${reply.mapVersion})`);
+  return lines.join('\n');
 }

@@ -889,6 +889,37 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
 
   clientOptions(
     sub(
+      'config',
+      'show (get [SETTING]) or switch (set SETTING VALUE) a live setting: read-mode, min-write-replicas, ' +
+        'heartbeat-ms, dead-after-ms, log-level, sync (--node); applied without restarting anything',
+    ),
+  )
+    .argument('<action>', 'get or set')
+    .argument('[setting]', 'read-mode | min-write-replicas | heartbeat-ms | dead-after-ms | log-level | sync')
+    .argument('[value]', 'the new value (set)')
+    .addOption(envOption('--node <id>', 'the storage server (sync only)', 'DSTORE_CONFIG_NODE'))
+    .addOption(
+      envOption(
+        '--force',
+        'accept a switch that weakens durability (sync none, lowering min-write-replicas)',
+        'DSTORE_CONFIG_FORCE',
+      ),
+    )
+    .addOption(jsonOption())
+    .action(
+      async (
+        action: string,
+        setting: string | undefined,
+        value: string | undefined,
+        o: ClientOpts & { node?: string; force?: boolean; json?: boolean },
+      ) => {
+        const { configCommand } = await import('./commands.js');
+        await configCommand(o, action, setting, value);
+      },
+    );
+
+  clientOptions(
+    sub(
       'backup',
       'write a point-in-time snapshot of every partition (writes go on) and a manifest into DIR (new or empty)',
     ),

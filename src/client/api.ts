@@ -3,7 +3,8 @@
  */
 
 /** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
-import type { ClusterInfo, ClusterOverview } from '../rpc/messages.js';
+import type { ClusterInfo, ClusterOverview, ConfigReply } from '../rpc/messages.js';
+export type { ConfigReply } from '../rpc/messages.js';
 export type { ClusterInfo, ClusterOverview, NodeInfo } from '../rpc/messages.js';
 import type { Transaction, TransactionOptions } from './transaction.js';
 export type { Transaction, TransactionOptions };
@@ -79,6 +80,10 @@ export interface Db {
   nodes(): Promise<ClusterInfo>;
   /** Issue 15: the dashboard's view (nodes, partition map, events, calls per second); the leading nameserver answers. */
   overview(): Promise<ClusterOverview>;
+  /** Issue 15: the cluster's live settings (optional: a test double may leave it out). */
+  config?(): Promise<ConfigReply>;
+  /** Issue 15: switches a live setting; a typed error when refused (e.g. a weakening switch without `force`). */
+  setConfig?(name: string, value: string, options?: { node?: string; force?: boolean }): Promise<ConfigReply>;
   /**
    * The keys of every storage server (for `dump`), read page by page; `limit` keys per
    * server (default 100); `timeoutMs` bounds each page's call (default: the client's).

@@ -32,6 +32,8 @@ import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
   ClusterOverview as ClusterOverviewSchema,
+  ConfigReply as ConfigReplySchema,
+  type ConfigReply,
   DelReply,
   DigestAtReply,
   SnapshotReadReply,
@@ -97,6 +99,7 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 const mapReply = codec(MapReply);
 const clusterInfo = codec(ClusterInfoSchema);
 const clusterOverview = codec(ClusterOverviewSchema);
+const configReply = codec(ConfigReplySchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
 const getReply = codec(GetReply);
@@ -599,6 +602,30 @@ export class Client implements Db {
     } catch {
       return info; // the leader is changing or unreachable: the follower's view, which names it
     }
+  }
+
+  /** Issue 15: the cluster's live settings (`dstore config get`). */
+  async config(): Promise<ConfigReply> {
+    return decodeOrThrow(configReply, await this.nameserverCall({ t: 'configGet' }));
+  }
+
+  /**
+   * Issue 15: switches live setting `name` to `value` at the nameserver (`node`: for sync;
+   * `force`: accept a switch that weakens durability). A typed error when refused.
+   */
+  async setConfig(
+    name: string,
+    value: string,
+    options: { readonly node?: string; readonly force?: boolean } = {},
+  ): Promise<ConfigReply> {
+    const body = {
+      t: 'configSet',
+      name,
+      value,
+      ...(options.node === undefined ? {} : { node: options.node }),
+      ...(options.force === true ? { force: true } : {}),
+    };
+    return decodeOrThrow(configReply, await this.nameserverCall(body));
   }
 
   /**

@@ -214,12 +214,19 @@ export class ElectedNameserverProcess {
       this.campaign();
       return;
     }
-    const { settings, deadAfterMs, rereplicateAfterMs } = this.cfg;
+    const { settings, deadAfterMs, rereplicateAfterMs, heartbeatMs } = this.cfg;
+    const liveFlags = { heartbeatMs, ...(this.cfg.logLevel === undefined ? {} : { logLevel: this.cfg.logLevel }) };
     const fresh = stored === undefined;
     const map = stored ?? Nameserver.newMap(randomUUID(), settings);
     if (stored) this.metrics.baseline(stored);
     // The term's first save is the map a new cluster starts with: created by the leader only, through the fence.
-    const term = new LeaderTerm(map, fresh, { settings, deadAfterMs, rereplicateAfterMs }, Date.now(), this.address);
+    const term = new LeaderTerm(
+      map,
+      fresh,
+      { settings, deadAfterMs, rereplicateAfterMs, ...liveFlags },
+      Date.now(),
+      this.address,
+    );
     const lead: Lead = {
       leadership: won,
       term,
@@ -238,6 +245,9 @@ export class ElectedNameserverProcess {
   /** Executes the term's effects: fenced saves and checks at etcd, replies, the end of the term. */
   private drive(lead: Lead): void {
     const control = this.control;
+    // Issue 15: the live log level (the tick keeps the --heartbeat-ms period it started with).
+    const live = lead.term.host.live;
+    if (live.epoch > 0 && this.log.level !== live.logLevel) this.log.level = live.logLevel;
     for (const e of lead.term.takeEffects()) {
       switch (e.kind) {
         case 'log':
@@ -351,8 +361,8 @@ export class ElectedNameserverProcess {
           throw await this.notLeader(`it follows, and cannot read the map from etcd: ${message(err)}`);
         }
         if (!map) throw await this.notLeader('it follows, and no leader stored a cluster map in etcd yet');
-        const { settings, deadAfterMs, rereplicateAfterMs } = this.cfg;
-        const opts = { settings, deadAfterMs, rereplicateAfterMs };
+        const { settings, deadAfterMs, rereplicateAfterMs, heartbeatMs } = this.cfg;
+        const opts = { settings, deadAfterMs, rereplicateAfterMs, heartbeatMs };
         const reply = answerFromStoredMap(map, req, opts, Date.now(), this.address);
         if (!reply.ok) throw reply.error;
         if (req.t === 'map') return reply.value;

@@ -5,6 +5,8 @@
  * - `GET /` and `GET /web/<file>`: the page; `GET /vendor/uPlot.esm.js`, `/vendor/uPlot.min.css`.
  * - `GET /api/cluster` (guarded): the overview (nodes, partition map, events, series) and
  *   whether node actions are possible here (`control`).
+ * - `GET /api/config`, `POST /api/config` `{ name, value, node?, force? }` (guarded): the live
+ *   settings and a switch of one (`dstore config get|set`); a weakening switch needs `force`.
  * - `POST /api/nodes/<id>/<kill|stop|pause|resume|restart>`, `POST /api/spawn` (guarded):
  *   asked of `dstore up` over the nameserver's IPC channel (./up-control.ts); refused with 409
  *   for a cluster `up` did not start.
@@ -27,6 +29,9 @@ export const WEB_DIR = fileURLToPath(new URL('../../../web/', import.meta.url));
 export interface DashboardDeps {
   /** The nameserver's `overview` (a follower refuses it: NOT_LEADER, a 409 with the leader's address). */
   overview(): Promise<ClusterOverview>;
+  /** The live settings (configGet), and a switch of one (configSet; a typed error when refused). */
+  config?(): Promise<unknown>;
+  setConfig?(name: string, value: string, options: { node?: string; force?: boolean }): Promise<unknown>;
   /** Present when `dstore up` started this nameserver and answers node actions. */
   readonly upControl?: UpControl | undefined;
   /** Where the page's files are (default WEB_DIR). */
@@ -134,6 +139,33 @@ export function installDashboard(http: HttpServer, deps: DashboardDeps): void {
     },
     { guarded: true },
   );
+
+  const { config, setConfig } = deps;
+  if (config !== undefined) http.route('GET', '/api/config', async () => ({ body: await config() }), { guarded: true });
+  if (setConfig !== undefined)
+    http.route(
+      'POST',
+      '/api/config',
+      async (req) => {
+        const b = req.body as Record<string, unknown> | undefined;
+        const text = (x: unknown): x is string => typeof x === 'string' && x.length > 0 && x.length <= 64;
+        if (
+          typeof b !== 'object' ||
+          b === null ||
+          !text(b.name) ||
+          !text(b.value) ||
+          (b.node !== undefined && !text(b.node)) ||
+          (b.force !== undefined && typeof b.force !== 'boolean')
+        )
+          throw new HttpError(400, 'INVALID_ARGUMENT', 'expected a JSON body { name, value, node?, force? }');
+        const options = {
+          ...(typeof b.node === 'string' ? { node: b.node } : {}),
+          ...(typeof b.force === 'boolean' ? { force: b.force } : {}),
+        };
+        return { body: await setConfig(b.name, b.value, options) };
+      },
+      { guarded: true },
+    );
 
   const act = async (action: NodeAction, node?: string): Promise<HttpResponse> => {
     if (!control) throw new HttpError(409, 'NOT_STARTED_BY_UP', NOT_STARTED_BY_UP);

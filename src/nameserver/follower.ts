@@ -21,7 +21,9 @@ export function followerPlan(req: NameserverRequest): FollowerPlan {
   switch (req.t) {
     case 'map':
     case 'nodes':
+    case 'configGet':
       return 'fromStoredMap';
+    case 'configSet':
     case 'register':
     case 'heartbeat':
     case 'promote':

@@ -11,6 +11,7 @@
  * map durably before it sends the reply. No I/O, no timers, no `Date.now()`, no randomness.
  */
 import { InvalidArgumentError, NodeIdInUseError } from '../core/errors.js';
+import { type LiveSettings, changeLive, defaultLive, liveForNode } from '../core/nameserver/live.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { assertNever, nodeId as toNodeId, partitionId } from '../core/types.js';
 import {
@@ -29,6 +30,9 @@ export interface NameserverHostOptions {
   readonly settings: ClusterSettings;
   readonly deadAfterMs: number;
   readonly rereplicateAfterMs: number;
+  /** Issue 15: the flags the live settings start from in a map without them (default 1000, info). */
+  readonly heartbeatMs?: number;
+  readonly logLevel?: string;
 }
 
 export type NameserverEffect =
@@ -129,14 +133,57 @@ export class NameserverHost {
     }
     this.core = new Nameserver(
       map,
-      { deadAfterMs: opts.deadAfterMs, rereplicateAfterMs: opts.rereplicateAfterMs },
+      { deadAfterMs: map.live?.deadAfterMs ?? opts.deadAfterMs, rereplicateAfterMs: opts.rereplicateAfterMs },
       nowMs,
     );
+    if (map.live !== undefined)
+      this.log('info', { live: map.live }, 'live settings loaded from the map (they win over the flags)');
     this.persist();
     this.log(
       'info',
       { clusterId: map.clusterId, fresh, settings: map.settings, mapVersion: map.version },
       fresh ? 'new cluster map' : 'cluster map loaded',
+    );
+  }
+
+  /**
+   * Issue 15: the live settings: the map's, else the flags' (an older map, or none set yet).
+   * A driver applies `heartbeatMs` (its tick) and `logLevel` (its logger) when `epoch` changes.
+   */
+  get live(): LiveSettings {
+    return (
+      this.core.map.live ??
+      defaultLive({
+        minWriteReplicas: this.core.map.settings.minWriteReplicas,
+        heartbeatMs: this.opts.heartbeatMs ?? 1000,
+        deadAfterMs: this.opts.deadAfterMs,
+        ...(this.opts.logLevel === undefined ? {} : { logLevel: this.opts.logLevel }),
+      })
+    );
+  }
+
+  /**
+   * Issue 15: switches live setting `name` (read-mode, min-write-replicas, heartbeat-ms,
+   * dead-after-ms, log-level, sync with `node`) to `value`. The reply is `{ live, weakens?,
+   * summary, mapVersion }`, or a typed error (InvalidArgumentError: unknown setting, bad
+   * value, a weakening switch without `force`, …). The `persist` effect comes first (S3):
+   * storage servers learn the settings from the next heartbeat replies.
+   */
+  setSetting(
+    name: string,
+    value: string,
+    options: { readonly node?: string; readonly force?: boolean },
+    nowMs: number,
+  ): NameserverStep {
+    return this.onRequest(
+      {
+        t: 'configSet',
+        name,
+        value,
+        ...(options.node === undefined ? {} : { node: options.node }),
+        ...(options.force === undefined ? {} : { force: options.force }),
+      },
+      nowMs,
     );
   }
 
@@ -222,7 +269,7 @@ export class NameserverHost {
             holder.address,
             req.address,
             now - holder.lastHeartbeatMs,
-            this.opts.deadAfterMs,
+            this.live.deadAfterMs,
           );
           this.log(
             'warn',
@@ -254,11 +301,13 @@ export class NameserverHost {
         );
         this.tick(now);
         const { settings, clusterId } = this.core.map;
+        const live = this.core.map.live;
         return {
           clusterId,
           partitions: settings.partitions,
-          minWriteReplicas: settings.minWriteReplicas,
-          deadAfterMs: this.opts.deadAfterMs,
+          minWriteReplicas: this.core.minWriteReplicas,
+          deadAfterMs: this.live.deadAfterMs,
+          ...(live === undefined ? {} : { live: liveForNode(live, req.nodeId) }),
         };
       }
       case 'heartbeat': {
@@ -279,7 +328,12 @@ export class NameserverHost {
         if (reply.kind === 'register') return reply;
         this.logCorrupt(req.nodeId);
         this.logStuckCorrupt(now);
-        return { ...reply, addresses: this.addresses() };
+        const live = this.core.map.live;
+        return {
+          ...reply,
+          addresses: this.addresses(),
+          ...(live === undefined ? {} : { live: liveForNode(live, req.nodeId) }),
+        };
       }
       case 'promote': {
         const { config, changed } = this.core.onPromote(
@@ -320,6 +374,33 @@ export class NameserverHost {
         return this.clusterInfo(now);
       case 'overview':
         return this.overview(now);
+      case 'configGet':
+        return this.configReply();
+      case 'configSet': {
+        const change = changeLive(
+          this.live,
+          this.core.map.settings.replicas,
+          this.core.map.nodes,
+          req.name,
+          req.value,
+          {
+            ...(req.node === undefined ? {} : { node: req.node }),
+            ...(req.force === undefined ? {} : { force: req.force }),
+          },
+        );
+        this.core.setLive(change.live);
+        this.persist(); // S3: on disk before any reply or heartbeat announces it
+        this.log(
+          change.weakens === undefined ? 'info' : 'warn',
+          { setting: req.name, value: req.value, node: req.node, epoch: change.live.epoch, weakens: change.weakens },
+          `live setting changed: ${change.summary}`,
+        );
+        return {
+          ...this.configReply(),
+          summary: change.summary,
+          ...(change.weakens === undefined ? {} : { weakens: change.weakens }),
+        };
+      }
       case 'leader':
         // A nameserver alone (no etcd) leads itself since it started; an elected one answers this itself.
         return { self: 'nameserver', leader: { nodeId: 'nameserver', address: this.address, sinceMs: this.startedMs } };
@@ -349,6 +430,11 @@ export class NameserverHost {
     return { kind: 'ok', mapVersion: this.core.map.version, configs: [], addresses: this.addresses() };
   }
 
+  /** Issue 15: the live settings, as `config get` shows them. */
+  private configReply(): { live: LiveSettings; replicas: number; mapVersion: number } {
+    return { live: this.live, replicas: this.core.map.settings.replicas, mapVersion: this.core.map.version };
+  }
+
   private addresses(): Record<string, string> {
     const out: Record<string, string> = {};
     for (const n of this.core.nodes.values()) out[n.id] = n.address;
@@ -362,7 +448,8 @@ export class NameserverHost {
       formed: this.core.formed,
       partitions: map.settings.partitions,
       replicas: map.settings.replicas,
-      minWriteReplicas: map.settings.minWriteReplicas,
+      minWriteReplicas: this.core.minWriteReplicas,
+      readMode: this.live.readMode,
       version: map.version,
       configs: map.configs,
       addresses: this.addresses(),
@@ -467,7 +554,9 @@ export class NameserverHost {
       clusterId: map.clusterId,
       partitions: map.settings.partitions,
       replicas: map.settings.replicas,
-      minWriteReplicas: map.settings.minWriteReplicas,
+      minWriteReplicas: this.core.minWriteReplicas,
+      readMode: this.live.readMode,
+      live: this.live,
       formed: this.core.formed,
       partitionsReady: this.core.partitionsReady(now),
       mapVersion: map.version,
@@ -519,10 +608,12 @@ export class NameserverHost {
       mapVersion: info.mapVersion,
       partitionsReady: info.partitionsReady,
       nowMs: now,
+      // The live settings (readMode, minWriteReplicas, heartbeatMs, deadAfterMs, logLevel, sync) win.
       settings: {
         ...map.settings,
-        deadAfterMs: this.opts.deadAfterMs,
         rereplicateAfterMs: this.opts.rereplicateAfterMs,
+        ...this.live,
+        liveEpoch: this.live.epoch,
       },
       nodes,
       partitions,
@@ -534,6 +625,6 @@ export class NameserverHost {
   /** Said so within the last --dead-after-ms (a node that died unhealthy shows as dead). */
   private isUnhealthy(id: string, now: number): boolean {
     const u = this.unhealthy.get(id);
-    return u !== undefined && now - u.lastMs <= this.opts.deadAfterMs;
+    return u !== undefined && now - u.lastMs <= this.live.deadAfterMs;
   }
 }

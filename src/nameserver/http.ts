@@ -57,6 +57,9 @@ export function nameserverRoutes(http: HttpServer, view: NameserverView): void {
       }
       return (await view.request({ t: 'overview' })) as ClusterOverview;
     },
+    // Issue 15 live settings: answered as `dstore config get|set` (the leader's; a follower refuses).
+    config: () => view.request({ t: 'configGet' }),
+    setConfig: (name, value, options) => view.request({ t: 'configSet', name, value, ...options }),
     upControl: UpControl.fromEnv(),
   });
 }

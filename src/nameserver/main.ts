@@ -59,6 +59,7 @@ async function startNameserver(options: RunNameserverOptions): Promise<{ port: n
     heartbeatMs: options.heartbeatMs,
     deadAfterMs: options.deadAfterMs,
     rereplicateAfterMs: options.rereplicateAfterMs ?? 30_000,
+    logLevel: options.logLevel,
     clusterToken: options.clusterToken,
     ...(options.advertise === undefined ? {} : { advertise: options.advertise }),
     settings: {

@@ -32,6 +32,8 @@ export interface NameserverConfig {
   readonly clusterToken?: string;
   /** `--advertise`: the address `nodes` shows for the nameserver (default: the listen address). */
   readonly advertise?: string;
+  /** `--log-level`, where live settings start from in a map without them (issue 15). */
+  readonly logLevel?: string;
 }
 
 const request = codec(NameserverRequest);
@@ -82,6 +84,9 @@ export class NameserverProcess {
   readonly metrics = new NameserverMetrics();
   /** What the HTTP port sees of this nameserver (src/nameserver/http.ts). */
   readonly view: NameserverView;
+  private liveEpoch = -1;
+  private tickHeartbeatMs = 0;
+  private closed = false;
 
   constructor(
     private readonly cfg: NameserverConfig,
@@ -89,8 +94,14 @@ export class NameserverProcess {
   ) {
     const { map, fresh } = loadMap(cfg.dataDir, cfg.settings);
     this.mapPath = join(cfg.dataDir, 'cluster-map.json');
-    const { settings, deadAfterMs, rereplicateAfterMs } = cfg;
-    const options = { settings, deadAfterMs, rereplicateAfterMs };
+    const { settings, deadAfterMs, rereplicateAfterMs, heartbeatMs } = cfg;
+    const options = {
+      settings,
+      deadAfterMs,
+      rereplicateAfterMs,
+      heartbeatMs,
+      ...(cfg.logLevel === undefined ? {} : { logLevel: cfg.logLevel }),
+    };
     this.host = new NameserverHost(map, fresh, options, Date.now());
     this.execute(this.host.takeEffects());
     this.view = {
@@ -103,18 +114,56 @@ export class NameserverProcess {
     this.metrics.source = async () => (await this.view.request({ t: 'nodes' })) as ClusterInfo;
   }
 
+  /** The host, for the dashboard's `setSetting` (issue 15) and other in-process callers. */
+  get nameserverHost(): NameserverHost {
+    return this.host;
+  }
+
+  /**
+   * Issue 15: switches a live setting (see NameserverHost.setSetting), executing its effects
+   * (the map on disk first, S3) and applying it to this process; the reply as the host gave it.
+   */
+  setSetting(
+    name: string,
+    value: string,
+    options: { readonly node?: string; readonly force?: boolean } = {},
+  ): ReturnType<NameserverHost['setSetting']> {
+    const step = this.host.setSetting(name, value, options, Date.now());
+    this.execute(step.effects);
+    return step;
+  }
+
   async start(): Promise<number> {
     const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) => this.onCall(body));
     this.server = server;
     this.host.address = address;
-    this.timer = setInterval(() => this.execute(this.host.onTick(Date.now())), tickPeriodMs(this.cfg.heartbeatMs));
+    this.startTicking();
     const token = this.cfg.clusterToken ? 'required' : 'none';
     const listen = formatHostPort(this.cfg.host, port);
     this.log.info({ listen, advertise: this.host.address, token }, 'nameserver listening');
     return port;
   }
 
+  /** The tick at the live heartbeat's period (issue 15: restarted when it changes). */
+  private startTicking(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.tickHeartbeatMs = this.host.live.heartbeatMs;
+    this.timer = setInterval(() => this.execute(this.host.onTick(Date.now())), tickPeriodMs(this.tickHeartbeatMs));
+  }
+
+  /** Issue 15: live settings take effect in this process (tick period, log level) once persisted. */
+  private applyLive(): void {
+    const live = this.host.live;
+    if (live.epoch === this.liveEpoch) return;
+    this.liveEpoch = live.epoch;
+    if (live.epoch === 0) return; // the flags' own values, already in effect
+    if (this.log.level !== live.logLevel) this.log.level = live.logLevel;
+    if (this.timer && live.heartbeatMs !== this.tickHeartbeatMs) this.startTicking();
+    this.log.debug({ live }, 'live settings applied');
+  }
+
   async close(): Promise<void> {
+    this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await this.server?.close();
   }
@@ -134,6 +183,7 @@ export class NameserverProcess {
           assertNever(e);
       }
     }
+    if (!this.closed) this.applyLive();
   }
 
   private onCall(body: unknown): unknown {

@@ -170,7 +170,9 @@ export interface LoggerOptions {
 
 export function createLogger(options: LoggerOptions): Logger {
   const streams: pino.StreamEntry[] = [];
-  const level = options.level as pino.Level;
+  // Every stream takes every line the logger lets through, so `logger.level = …` (a live
+  // switch, issue 15) changes what is written without rebuilding the streams.
+  const level: pino.Level = 'trace';
   let file: RotatingFile | undefined;
   if (options.dataDir) {
     mkdirSync(options.dataDir, { recursive: true });

@@ -255,6 +255,29 @@ export const OpsReport = Type.Object({
   p99Ms: Type.Number({ minimum: 0, maximum: 1e9 }),
 });
 export type OpsReport = Static<typeof OpsReport>;
+/** Issue 15: the live settings (src/core/nameserver/live.ts), as the map records them. */
+const ReadModeSchema = Type.Union([Type.Literal('linearizable'), Type.Literal('fast')]);
+const SyncSchema = Type.Union([Type.Literal('batch'), Type.Literal('none')]);
+const LogLevelSchema = Type.Union([
+  Type.Literal('trace'),
+  Type.Literal('debug'),
+  Type.Literal('info'),
+  Type.Literal('warn'),
+  Type.Literal('error'),
+  Type.Literal('fatal'),
+]);
+const liveFields = {
+  epoch: Uint,
+  readMode: ReadModeSchema,
+  minWriteReplicas: Type.Integer({ minimum: 1, maximum: 64 }),
+  heartbeatMs: Type.Integer({ minimum: 1, maximum: 3_600_000 }),
+  deadAfterMs: Type.Integer({ minimum: 1, maximum: 3_600_000 }),
+  logLevel: LogLevelSchema,
+};
+export const LiveSettingsSchema = Type.Object({ ...liveFields, sync: Type.Record(Type.String(), SyncSchema) });
+/** What a storage server is told (heartbeat and register replies): the cluster's settings, its own sync. */
+export const NodeLiveSchema = Type.Object({ ...liveFields, sync: Type.Optional(SyncSchema) });
+export type NodeLiveMsg = Static<typeof NodeLiveSchema>;
 
 /** Calls the nameserver answers; `token` is the cluster token (DESIGN §12), refused when wrong. */
 export const NameserverRequest = Type.Union([
@@ -306,6 +329,20 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('leader'), token: Token }),
   /** Issue 15: the dashboard's and `dstore top`'s view of the cluster (ClusterOverview); the leader answers. */
   Type.Object({ t: Type.Literal('overview'), token: Token }),
+  /** Issue 15: the live settings; see ConfigReply. */
+  Type.Object({ t: Type.Literal('configGet'), token: Token }),
+  /**
+   * Issue 15: switch live setting `name` to `value` (`node`: the storage server, for sync;
+   * `force`: accept a switch that weakens durability); answered with a ConfigReply.
+   */
+  Type.Object({
+    t: Type.Literal('configSet'),
+    name: Type.String({ minLength: 1, maxLength: 64 }),
+    value: Type.String({ minLength: 1, maxLength: 64 }),
+    node: Type.Optional(Id),
+    force: Type.Optional(Type.Boolean()),
+    token: Token,
+  }),
 ]);
 export type NameserverRequest = Static<typeof NameserverRequest>;
 
@@ -335,6 +372,8 @@ export const MapReply = Type.Object({
   configs: Type.Array(ConfigSchema),
   addresses: Type.Record(Type.String(), Type.String()),
   limits: Type.Optional(ClusterLimits),
+  /** Issue 15: the cluster's read mode, which clients follow unless told otherwise (absent: linearizable). */
+  readMode: Type.Optional(ReadModeSchema),
 });
 export type MapReply = Static<typeof MapReply>;
 
@@ -344,6 +383,8 @@ export const RegisterReply = Type.Object({
   partitions: Uint,
   minWriteReplicas: Uint,
   deadAfterMs: Type.Optional(Uint),
+  /** Issue 15: the live settings (absent: none switched yet). */
+  live: Type.Optional(NodeLiveSchema),
 });
 export type RegisterReply = Static<typeof RegisterReply>;
 
@@ -353,6 +394,8 @@ export const HeartbeatReplySchema = Type.Union([
     mapVersion: Uint,
     configs: Type.Array(ConfigSchema),
     addresses: Type.Record(Type.String(), Type.String()),
+    /** Issue 15: the live settings (absent: none switched yet); a server ignores an epoch it has seen. */
+    live: Type.Optional(NodeLiveSchema),
   }),
   Type.Object({ kind: Type.Literal('register') }),
 ]);
@@ -414,6 +457,9 @@ export const ClusterInfo = Type.Object({
   partitions: Uint,
   replicas: Uint,
   minWriteReplicas: Uint,
+  /** Issue 15: the cluster's read mode and live settings (absent from older nameservers). */
+  readMode: Type.Optional(ReadModeSchema),
+  live: Type.Optional(LiveSettingsSchema),
   /** False until enough storage servers registered to create the cluster map. */
   formed: Type.Boolean(),
   /** Partitions whose primary reported (last heartbeat) that it serves reads and writes. */
@@ -504,6 +550,15 @@ export const ClusterOverview = Type.Object({
   series: Type.Array(SeriesPoint),
 });
 export type ClusterOverview = Static<typeof ClusterOverview>;
+/** Issue 15: the answer to configGet / configSet (`summary`, `weakens`: configSet's change). */
+export const ConfigReply = Type.Object({
+  live: LiveSettingsSchema,
+  replicas: Uint,
+  mapVersion: Uint,
+  summary: Type.Optional(Type.String()),
+  weakens: Type.Optional(Type.String()),
+});
+export type ConfigReply = Static<typeof ConfigReply>;
 
 export const PutReply = Type.Object({ version: Uint });
 export const DelReply = Type.Object({ existed: Type.Boolean(), version: Uint });

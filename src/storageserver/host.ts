@@ -172,6 +172,7 @@ export interface HeartbeatRequest {
 
 export type RegisterAnswer = {
   readonly clusterId?: string;
+  readonly live?: { readonly minWriteReplicas: number; readonly deadAfterMs: number };
   readonly partitions: number;
   readonly minWriteReplicas: number;
   readonly deadAfterMs?: number;
@@ -702,6 +703,7 @@ export class StorageHost<H> {
     this.partitions = reply.partitions;
     this.minWriteReplicas = reply.minWriteReplicas;
     this.removeSilentAfterMs = reply.deadAfterMs ?? 0;
+    for (const r of this.replicaMap.values()) r.setMinWriteReplicas(reply.minWriteReplicas);
     if (this.health.state !== 'healthy') {
       this.logAt(
         'info',
@@ -716,6 +718,24 @@ export class StorageHost<H> {
     this.out.push({ kind: 'registered' });
     this.heartbeatNow();
     return this.drain();
+  }
+
+  /**
+   * Issue 15: the live --min-write-replicas and --dead-after-ms from an epoch-ordered map
+   * record (the driver drops an older epoch): every replica checks the new minimum from its
+   * next write and commit on (S8); replicas made from now on ask to remove a silent secondary
+   * after the new dead-after.
+   */
+  setLive(live: { readonly minWriteReplicas: number; readonly deadAfterMs: number }): void {
+    if (live.minWriteReplicas !== this.minWriteReplicas)
+      this.logAt(
+        'info',
+        { from: this.minWriteReplicas, to: live.minWriteReplicas },
+        'min-write-replicas switched live (S8)',
+      );
+    this.minWriteReplicas = live.minWriteReplicas;
+    this.removeSilentAfterMs = live.deadAfterMs;
+    for (const r of this.replicaMap.values()) r.setMinWriteReplicas(live.minWriteReplicas);
   }
 
   /** The heartbeat timer: progress to the nameserver (§4), or the failure while unhealthy. */

@@ -71,6 +71,7 @@ import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
 import {
   HeartbeatReplySchema,
+  type NodeLiveMsg,
   PeerEnvelope,
   RegisterReply,
   StorageRequest,
@@ -215,6 +216,11 @@ export class StorageServer {
   readonly metrics = new StorageMetrics();
   /** The first registration answered (start returned). */
   private registeredOnce = false;
+  /** Issue 15: the live settings' epoch held, the heartbeat period, the cluster's read mode. */
+  private liveEpoch = 0;
+  private heartbeatMs: number;
+  private heartbeatInterval: NodeJS.Timeout | undefined;
+  private readMode: 'linearizable' | 'fast' = 'linearizable';
 
   /**
    * `reopen` opens the backend again after a storage failure (a new connection and S14 check
@@ -227,6 +233,7 @@ export class StorageServer {
     private readonly reopen: () => Promise<Backend>,
   ) {
     this.nodeId = loadNodeId(cfg.dataDir, cfg.nodeId);
+    this.heartbeatMs = cfg.heartbeatMs;
     this.limits = defaultLimits({ maxValueBytes: cfg.maxValueBytes, logRetainEntries: cfg.logRetainEntries });
     this.host = new StorageHost<Handle>(
       {
@@ -318,7 +325,7 @@ export class StorageServer {
     );
     await this.registerFirst();
     this.registeredOnce = true;
-    this.timers.push(setInterval(() => this.heartbeatTimer(), this.cfg.heartbeatMs));
+    this.heartbeatInterval = setInterval(() => this.heartbeatTimer(), this.heartbeatMs);
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
     this.antiEntropy.start();
     this.timers.push(
@@ -334,6 +341,7 @@ export class StorageServer {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.heartbeatInterval !== undefined) clearInterval(this.heartbeatInterval);
     this.antiEntropy.stop();
     await this.server?.close();
     this.pool.close();
@@ -445,10 +453,38 @@ export class StorageServer {
         throw new InvalidArgumentError(
           `nameserver ${this.nameservers.target} sent a malformed register reply: ${r.reason}`,
         );
+      if (r.value.live !== undefined) this.applyLive(r.value.live);
       this.run(this.host.registerAnswered(gen, r.value));
     } catch (err) {
       if (!this.closed) this.run(this.host.registerFailed(gen, err as Error));
     }
+  }
+
+  /**
+   * Issue 15: live settings from a register or heartbeat reply. The epoch orders them: one at
+   * or below the epoch held is ignored (a reply overtaken by a later one, or an old leader's).
+   */
+  private applyLive(live: NodeLiveMsg): void {
+    if (live.epoch <= this.liveEpoch) return;
+    this.liveEpoch = live.epoch;
+    this.readMode = live.readMode;
+    this.host.setLive(live);
+    if (this.log.level !== live.logLevel) {
+      this.log.level = live.logLevel;
+      this.log.info({ logLevel: live.logLevel, epoch: live.epoch }, 'log level switched live');
+    }
+    if (live.heartbeatMs !== this.heartbeatMs) {
+      this.log.info({ from: this.heartbeatMs, to: live.heartbeatMs }, 'heartbeat period switched live');
+      this.heartbeatMs = live.heartbeatMs;
+      if (this.heartbeatInterval !== undefined && !this.closed) {
+        clearInterval(this.heartbeatInterval);
+        this.heartbeatInterval = setInterval(() => this.heartbeatTimer(), this.heartbeatMs);
+      }
+    }
+    // The nameserver accepts a live sync switch only for the memory backend, which holds
+    // nothing durably in either mode (docs/consistency.md): there is nothing to switch.
+    if (live.sync !== undefined) this.log.debug({ sync: live.sync }, 'sync setting recorded (nothing to switch)');
+    this.log.debug({ live }, 'live settings applied');
   }
 
   /** To the leader among the nameservers (a new leader takes over heartbeats and asks by itself). */
@@ -484,6 +520,7 @@ export class StorageServer {
       const r = heartbeatReply.decode(raw);
       if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
       if (r.value.kind === 'ok') {
+        if (r.value.live !== undefined) this.applyLive(r.value.live);
         for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
         this.run(this.host.heartbeatAnswered(life, { kind: 'ok', configs: r.value.configs.map(toConfig) }));
         void this.refreshKeyCount();

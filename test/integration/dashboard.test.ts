@@ -6,6 +6,7 @@
  * - opens the page and checks the nodes table (s1..s3 alive) and the partition map;
  * - kills a node with its button: the page shows it dead, and every partition it led gets a
  *   new primary within the detection time (a bound printed and asserted generously);
+ * - flips the read mode to fast in the page: `dstore config get` and `nodes --json` show it;
  * - spawns a node with the button: it appears alive and, with a short
  *   --rereplicate-after-ms (the killed node's replicas are missing), takes a partition;
  * - stops the nameserver (SIGSTOP): the page says "nameserver unreachable", then live again
@@ -111,6 +112,31 @@ test('the dashboard in chromium: nodes, kill with failover, spawn, nameserver un
     assert.equal((await column(page, 'partitions', 'primary')).length, 16);
     assert.match((await page.textContent('#status')) ?? '', /^live/);
     assert.ok(await page.isVisible('#spawn'), 'a cluster started by up offers spawn');
+
+    // Read mode flipped in the page: `dstore config get` and `nodes --json` show it (issue 15 live settings).
+    await until(
+      async () => page.isVisible('#read-mode'),
+      10_000,
+      () => 'the read-mode control is shown',
+    );
+    assert.equal(await page.inputValue('#read-mode'), 'linearizable');
+    await page.selectOption('#read-mode', 'fast');
+    await page.click('#read-mode-apply');
+    await until(
+      async () => /read.mode/i.test((await page.textContent('#config-result')) ?? ''),
+      10_000,
+      async () => `config result: ${await page.textContent('#config-result')}`,
+    );
+    const config = await runDstoreText(['config', 'get', '--nameserver', cluster.nameserver]);
+    assert.equal(config.code, 0, config.stderr);
+    assert.match(config.stdout, /^read-mode\s+fast \(reads may be stale\)$/m);
+    const nodes = await runDstoreText(['nodes', '--json', '--nameserver', cluster.nameserver]);
+    assert.equal((JSON.parse(nodes.stdout) as { readMode?: string }).readMode, 'fast');
+    await until(
+      async () => /read mode fast/.test((await page.textContent('#live-settings')) ?? ''),
+      5000,
+      async () => `live settings: ${await page.textContent('#live-settings')}`,
+    );
 
     // Kill s2 with its button: dead, and its partitions get a new primary.
     const victim = 's2';

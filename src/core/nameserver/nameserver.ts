@@ -13,6 +13,7 @@
  * servers are alive (S15).
  */
 import { initialPlacement } from '../partitioning.js';
+import type { LiveSettings } from './live.js';
 import type { ReplicaProgress } from '../replica/replica.js';
 import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
 
@@ -34,6 +35,8 @@ export interface PersistedMap {
   readonly configs: readonly Config[];
   /** Every storage server ever registered: id → advertised address. */
   readonly nodes: Readonly<Record<string, { address: string; backend: string }>>;
+  /** Issue 15: the live settings (./live.ts); absent in an older map (the flags apply). */
+  readonly live?: LiveSettings;
 }
 
 export interface NodeRecord {
@@ -104,7 +107,7 @@ export interface NameserverOptions {
 export class Nameserver {
   map: PersistedMap;
   readonly nodes = new Map<NodeId, NodeRecord>();
-  private readonly opts: NameserverOptions;
+  private opts: NameserverOptions;
   /** When each partition was first seen with fewer than R replicas (not persisted). */
   private readonly underSinceMs = new Map<PartitionId, number>();
 
@@ -140,6 +143,20 @@ export class Nameserver {
     );
     assert(settings.initialNodes >= settings.replicas, 'initialNodes >= replicas');
     return { formatVersion: 1, clusterId, settings, version: 0, configs: [], nodes: {} };
+  }
+
+  /**
+   * Issue 15: records the live settings in the map (a new version; the caller persists it
+   * before announcing it, S3) and adopts their dead-after period at once.
+   */
+  setLive(live: LiveSettings): void {
+    this.map = { ...this.map, version: this.map.version + 1, live };
+    this.opts = { ...this.opts, deadAfterMs: live.deadAfterMs };
+  }
+
+  /** S8: the live --min-write-replicas (issue 15), else the one the cluster was created with. */
+  get minWriteReplicas(): number {
+    return this.map.live?.minWriteReplicas ?? this.map.settings.minWriteReplicas;
   }
 
   get formed(): boolean {
@@ -521,7 +538,7 @@ export class Nameserver {
   ): { config: Config | undefined; changed: boolean } {
     const c = this.map.configs[partition];
     if (!c || c.epoch !== epoch || !c.secondaries.includes(secondary)) return { config: c, changed: false };
-    if (c.secondaries.length < this.map.settings.minWriteReplicas) return { config: c, changed: false };
+    if (c.secondaries.length < this.minWriteReplicas) return { config: c, changed: false };
     const next: Config = {
       ...c,
       epoch: toEpoch(c.epoch + 1),

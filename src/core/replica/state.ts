@@ -171,6 +171,18 @@ export class ReplicaState {
   }
 
   get minWriteReplicas(): number {
-    return this.opts.minWriteReplicas;
+    return this.liveMinWriteReplicas ?? this.opts.minWriteReplicas;
   }
+
+  /**
+   * Issue 15: the live --min-write-replicas, from an epoch-ordered map record. It is checked
+   * where it always was: when a write is admitted and when the commit point advances (S8);
+   * raising it holds back what is not committed yet, lowering it lets later writes commit on
+   * fewer disks (docs/consistency.md, "Live settings").
+   */
+  setMinWriteReplicas(n: number): void {
+    this.liveMinWriteReplicas = n;
+  }
+
+  private liveMinWriteReplicas: number | undefined;
 }

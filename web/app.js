@@ -225,8 +225,8 @@ function makeCharts() {
       axes,
       series: [
         {},
-        { label: 'p50 ms', stroke: '#6a1b9a', width: 1.5 },
-        { label: 'p99 ms', stroke: '#ef6c00', width: 1.5 },
+        { label: 'p50 ms', stroke: '#6a1b9a', width: 1.5, points: { show: false } },
+        { label: 'p99 ms', stroke: '#ef6c00', width: 1.5, points: { show: false } },
       ],
     },
     [[], [], []],

@@ -2,7 +2,9 @@
  * Issue 15, the web dashboard in a real browser (Debian's chromium driven by playwright-core)
  * and `dstore top --once`, against a cluster started by `dstore up --no-shell` (ports chosen
  * by the OS, short heartbeat and dead-after). The test:
- * - runs `dstore top --once` (table and --json) and checks the nodes and partitions;
+ * - writes and reads through the client and sees the calls in the overview's series;
+ * - runs `dstore top --once` (table and --json) and checks the nodes and partitions, and
+ *   `dstore top` refreshing until SIGINT (exit code 0);
  * - opens the page and checks the nodes table (s1..s3 alive) and the partition map;
  * - kills a node with its button: the page shows it dead, and every partition it led gets a
  *   new primary within the detection time (a bound printed and asserted generously);
@@ -14,13 +16,15 @@
  * Skips with the command to install chromium when /usr/bin/chromium is missing.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
+import { connect } from '../../src/client/index.js';
 import type { ClusterOverview } from '../../src/rpc/messages.js';
-import { alive, runDstoreText, startUp, type UpCluster } from '../shared/dstore.js';
+import { alive, cleanEnv, MAIN, runDstoreText, startUp, type UpCluster, waitFor } from '../shared/dstore.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HEARTBEAT_MS = 200;
@@ -84,6 +88,38 @@ test('the dashboard in chromium: nodes, kill with failover, spawn, nameserver un
     const url = /^\s*dashboard\s+(http:\/\/\S+)/m.exec(cluster.stdout())?.[1];
     assert.ok(url, `the banner names the dashboard: ${cluster.stdout()}`);
 
+    // Calls reach the series: 300 writes and 300 reads through the client, then the overview's series
+    // and the nodes' rates show them (the storage servers report their calls with each heartbeat).
+    const db = await connect(cluster.nameserver, { timeoutMs: 10_000 });
+    try {
+      const keys = Array.from({ length: 300 }, (_, i) => `dash-${i}`);
+      for (let i = 0; i < keys.length; i += 10) await Promise.all(keys.slice(i, i + 10).map((k) => db.put(k, 'v')));
+      for (let i = 0; i < keys.length; i += 10) await Promise.all(keys.slice(i, i + 10).map((k) => db.get(k)));
+      let seen: ClusterOverview | undefined;
+      const deadline = Date.now() + 10_000;
+      const counted = (o: ClusterOverview, f: 'writesPerSec' | 'readsPerSec'): number =>
+        o.series.reduce((sum, p) => sum + p[f], 0);
+      for (;;) {
+        seen = await db.overview();
+        if (counted(seen, 'writesPerSec') > 0 && counted(seen, 'readsPerSec') > 0) break;
+        if (Date.now() > deadline) throw new Error(`no calls in the series: ${JSON.stringify(seen.series.slice(-5))}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      // One point a second of the rates each server reported over its last heartbeat (≈200 ms): the
+      // sum over the points is the calls seen, give or take the sampling; bounded loosely both ways.
+      const writes = counted(seen, 'writesPerSec');
+      console.log(
+        `dashboard: 300 writes, 300 reads; the series' sum: ${writes} writes, ${counted(seen, 'readsPerSec')} reads`,
+      );
+      assert.ok(writes < 300 * 10, `writes not wildly over-counted (${writes})`);
+      assert.ok(
+        seen.series.some((p) => p.p99Ms > 0 && p.p50Ms > 0 && p.p99Ms >= p.p50Ms),
+        'a latency point with p50 <= p99',
+      );
+    } finally {
+      await db.close();
+    }
+
     // dstore top --once: the same view in a terminal, and as JSON.
     const top = await runDstoreText(['top', '--once', '--nameserver', cluster.nameserver]);
     assert.equal(top.code, 0, top.stderr);
@@ -95,6 +131,27 @@ test('the dashboard in chromium: nodes, kill with failover, spawn, nameserver un
     const view = JSON.parse(topJson.stdout) as ClusterOverview;
     assert.equal(view.partitions.length, 16);
     assert.ok(view.events.some((e) => e.kind === 'formed'));
+
+    // dstore top refreshing (piped: one view after the other) until SIGINT, which ends it cleanly.
+    const live = spawn(process.execPath, [MAIN, 'top', '--interval', '200ms', '--nameserver', cluster.nameserver], {
+      env: cleanEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let liveOut = '';
+    live.stdout.on('data', (c: Buffer) => (liveOut += c.toString('utf8')));
+    const liveExit = new Promise<number | null>((resolve) => live.once('exit', (code) => resolve(code)));
+    try {
+      await waitFor(
+        () => (liveOut.match(/^dstore top/gm) ?? []).length >= 3,
+        10_000,
+        () => `dstore top did not refresh: ${liveOut}`,
+      );
+      live.kill('SIGINT');
+      const code = await Promise.race([liveExit, new Promise((r) => setTimeout(() => r('timeout'), 5000))]);
+      assert.equal(code, 0, 'dstore top exits 0 on SIGINT');
+    } finally {
+      if (live.exitCode === null) live.kill('SIGKILL');
+    }
 
     browser = await chromium.launch({ executablePath: CHROMIUM });
     const page = await browser.newPage();

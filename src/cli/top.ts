@@ -50,7 +50,9 @@ export function formatTop(o: ClusterOverview, style: Style, maxPartitionRows = N
     `${style.bold('dstore top')}  cluster ${o.clusterId.slice(0, 8)}  ` +
       `${o.formed ? 'formed' : style.yellow('not formed yet')}  map version ${o.mapVersion}  ` +
       `${o.partitionsReady}/${String(s.partitions)} partitions ready  R=${String(s.replicas)}  ` +
-      `${alive}/${storage.length} storage servers alive  ${new Date(o.nowMs).toLocaleTimeString()}`,
+      `${alive}/${storage.length} storage servers alive  ` +
+      `${s.readMode === 'fast' ? `${style.yellow('read mode fast (may be stale)')}  ` : ''}` +
+      new Date(o.nowMs).toLocaleTimeString(),
   );
   lines.push(
     last === undefined

@@ -109,7 +109,7 @@ test('the dashboard in chromium: nodes, kill with failover, spawn, nameserver un
       // sum over the points is the calls seen, give or take the sampling; bounded loosely both ways.
       const writes = counted(seen, 'writesPerSec');
       console.log(
-        `dashboard: 300 writes, 300 reads; the series' sum: ${writes} writes, ${counted(seen, 'readsPerSec')} reads`,
+        `dashboard: 300 writes, 300 reads; the series' sum: ${writes.toFixed(0)} writes, ${counted(seen, 'readsPerSec').toFixed(0)} reads`,
       );
       assert.ok(writes < 300 * 10, `writes not wildly over-counted (${writes})`);
       assert.ok(

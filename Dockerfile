@@ -25,6 +25,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /src/dist/src ./dist/src
+# The dashboard's page (issue 15), served by the nameserver's HTTP port.
+COPY web ./web
 # `dstore` on the PATH; /data owned by the user the servers run as (a named volume mounted
 # there starts with this ownership).
 RUN chmod 0755 dist/src/cli/main.js \

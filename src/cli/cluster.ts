@@ -24,6 +24,7 @@ import {
   ManagedProcess,
 } from '../process/managed-process.js';
 import { nameserverArgs, storageArgs } from '../process/node-args.js';
+import { UP_CONTROL_ENV } from '../nameserver/up-control.js';
 
 export {
   ClusterStartError,
@@ -43,6 +44,11 @@ export interface LocalClusterOptions {
   readonly port: number;
   /** Port of s1 (s2 gets the next, …); 0 lets the OS choose for each. */
   readonly storagePort: number;
+  /**
+   * Issue 15: the nameserver's HTTP port (0: chosen by the OS; undefined: none); with one, every
+   * storage server gets an HTTP port chosen by the OS.
+   */
+  readonly httpPort?: number;
   /** Storage server ids to start, e.g. ['s1', 's2', 's3']. */
   readonly storageIds: readonly string[];
   readonly partitions: number;
@@ -70,6 +76,8 @@ export interface LocalClusterOptions {
   readonly startTimeoutMs: number;
   /** Bound on a child's exit after SIGTERM before SIGKILL, in ms (default 5000). */
   readonly stopTimeoutMs?: number;
+  /** Issue 15: `up` answers the nameserver's node-action requests (its env gets DSTORE_UP_CONTROL=1). */
+  readonly upControl?: boolean;
 }
 
 export function formatAddress(host: string, port: number): string {
@@ -102,10 +110,11 @@ export class LocalCluster {
       join(o.dataDir, 'nameserver'),
       join(o.dataDir, 'nameserver.stderr.log'),
       o.port,
-      (port) =>
+      (port, httpPort) =>
         nameserverArgs({
           listen: o.host,
           port,
+          httpPort: httpPort ?? 'off',
           dataDir: join(o.dataDir, 'nameserver'),
           partitions: o.partitions,
           replicas: o.replicas,
@@ -116,14 +125,21 @@ export class LocalCluster {
           rereplicateAfterMs: o.rereplicateAfterMs,
           logLevel: o.logLevel,
         }),
-      this.env,
+      o.upControl ? { ...this.env, [UP_CONTROL_ENV]: '1' } : this.env,
       (p, info) => this.childExited(p, info),
     );
+    this.nameserver.httpPort = o.httpPort;
     o.storageIds.forEach((id, i) => this.addStorage(id, o.storagePort === 0 ? 0 : o.storagePort + i));
   }
 
   get nameserverAddress(): string {
     return formatAddress(this.options.host, this.nameserver.port);
+  }
+
+  /** Issue 15: the dashboard's URL (the nameserver's HTTP port), once started; undefined without one. */
+  get dashboardUrl(): string | undefined {
+    const port = this.nameserver.httpPort;
+    return port === undefined || port === 0 ? undefined : `http://${formatAddress(this.options.host, port)}/`;
   }
 
   /** Every child by node name ('nameserver', 's1', …). */
@@ -145,11 +161,12 @@ export class LocalCluster {
       dir,
       join(o.dataDir, `${id}.stderr.log`),
       port,
-      (port) =>
+      (port, httpPort) =>
         storageArgs({
           nameserver: this.nameserverAddress,
           listen: o.host,
           port,
+          ...(httpPort === undefined ? {} : { httpPort }),
           nodeId: id,
           backend: o.storageBackend?.(id) ?? o.backend,
           dataDir: dir,
@@ -164,6 +181,7 @@ export class LocalCluster {
       this.env,
       (proc, info) => this.childExited(proc, info),
     );
+    if (o.httpPort !== undefined) p.httpPort = 0;
     this.storage.set(id, p);
     return p;
   }
@@ -213,6 +231,16 @@ export class LocalCluster {
             `ports with ${flag} (0 lets the OS pick)`,
         );
       }
+      if (
+        p.role === 'nameserver' &&
+        p.httpPort !== undefined &&
+        p.httpPort !== 0 &&
+        !(await isPortFree(host, p.httpPort))
+      )
+        throw new CliFailure(
+          `port ${p.httpPort} on ${host} (the nameserver's HTTP port) is already in use — is another dstore ` +
+            'running? Choose another with --http-port (0 lets the OS pick, off: none)',
+        );
     }
   }
 

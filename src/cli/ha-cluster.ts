@@ -40,6 +40,8 @@ export interface HaClusterOptions {
   readonly nameserverPort: number;
   /** Storage port of n1 (n2 gets the next, …); 0 lets the OS choose for each. */
   readonly storagePort: number;
+  /** Issue 15: HTTP port of n1 (n2 gets the next, …); 0 lets the OS choose for each; undefined: none. */
+  readonly httpPort?: number;
   /** How many nodes (n1..nN). */
   readonly nodes: number;
   readonly partitions: number;
@@ -147,8 +149,9 @@ export class HaCluster {
           join(dir, 'nameserver'),
           join(o.dataDir, `${id}.stderr.log`),
           o.storagePort === 0 ? 0 : o.storagePort + i,
-          (port) =>
+          (port, httpPort) =>
             nodeArgs({
+              ...(httpPort === undefined ? {} : { httpPort }),
               etcd: endpoints,
               nameserver: this.nameserverAddress,
               listen: o.host,
@@ -175,6 +178,7 @@ export class HaCluster {
           this.env,
           (proc, info) => this.childExited(proc, info),
         );
+        if (o.httpPort !== undefined) p.httpPort = o.httpPort === 0 ? 0 : o.httpPort + i;
         this.nodes.set(id, p);
       });
       await Promise.all(this.processes.map((p) => p.start(Math.max(1, deadline - Date.now()))));

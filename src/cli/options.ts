@@ -76,6 +76,28 @@ export function positiveNumberParser(what: string, max: number): (value: string)
 
 export const parsePort = intParser('a port number', 0, 65535);
 
+/** `--http-port` (issue 15): a port (0: chosen by the OS), or `off`. */
+export type HttpPortOption = number | 'off';
+/** The nameserver's HTTP port: /health, /ready, /metrics and the dashboard (DESIGN §14). */
+export const DEFAULT_HTTP_PORT = 7080;
+/** `dstore up`'s HTTP port is --port + 80 unless --http-port says otherwise. */
+export const HTTP_PORT_OFFSET = 80;
+
+export function parseHttpPort(value: string): HttpPortOption {
+  if (value === 'off') return 'off';
+  try {
+    return parsePort(value);
+  } catch {
+    throw new CommanderArgumentError('Expected a port number from 0 to 65535, or off.');
+  }
+}
+
+/** `--http-port <port|off>` from the flag or `env`, with its default. */
+export function httpPortOption(description: string, env: string, defaultValue?: HttpPortOption): Option {
+  const o = envOption('--http-port <port|off>', description, env).argParser(parseHttpPort);
+  return defaultValue === undefined ? o : o.default(defaultValue);
+}
+
 /** HOST:PORT with a non-empty host and a port in 1..65535; IPv6 hosts in brackets. */
 function isHostPort(value: string): boolean {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\],]+):(\d{1,5})$/.exec(value);

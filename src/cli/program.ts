@@ -33,7 +33,10 @@ import {
   checkListenAllowed,
   CliFailure,
   clusterTokenOption,
+  DEFAULT_HTTP_PORT,
   DEFAULT_NAMESERVER_PORT,
+  type HttpPortOption,
+  httpPortOption,
   envOption,
   durationParser,
   intParser,
@@ -300,6 +303,13 @@ its command's --help (flag > environment > file > default). Off this machine: do
         'DSTORE_STORAGE_PORT',
       ).argParser(parsePort),
     )
+    .addOption(
+      httpPortOption(
+        "the nameserver's HTTP port: the dashboard, /health, /ready, /metrics (default: --port + 80, i.e. 7080; " +
+          '0 with --port 0: chosen by the OS; off: none). Storage servers get HTTP ports chosen by the OS',
+        'DSTORE_HTTP_PORT',
+      ),
+    )
     .addOption(syncOption())
     .addOption(heartbeatOption())
     .addOption(deadAfterOption())
@@ -337,6 +347,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
           host?: string;
           port: number;
           storagePort?: number;
+          httpPort?: HttpPortOption;
           sync: SyncMode;
           heartbeatMs: number;
           deadAfterMs: number;
@@ -378,6 +389,13 @@ its command's --help (flag > environment > file > default). Off this machine: do
         .default(DEFAULT_NAMESERVER_PORT),
     )
     .addOption(advertiseOption('of the nameserver as `nodes` shows it'))
+    .addOption(
+      httpPortOption(
+        'HTTP port for /health, /ready, /metrics and the dashboard, on the --listen address (0: chosen by the OS)',
+        'DSTORE_HTTP_PORT',
+        DEFAULT_HTTP_PORT,
+      ),
+    )
     .addOption(
       envOption('--data-dir <dir>', 'where the cluster map and logs are kept', 'DSTORE_DATA_DIR').default(
         './dstore-data/nameserver',
@@ -430,6 +448,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
           logLevel: string;
           clusterToken?: string;
           advertise?: string;
+          httpPort: HttpPortOption;
         },
         cmd: Command,
       ) => {
@@ -467,6 +486,13 @@ its command's --help (flag > environment > file > default). Off this machine: do
       ).argParser(parsePort),
     )
     .addOption(advertiseOption('the nameserver, clients and other storage servers reach this server at'))
+    .addOption(
+      httpPortOption(
+        'HTTP port for /health, /ready and /metrics, on the --listen address (0: chosen by the OS)',
+        'DSTORE_STORAGE_HTTP_PORT',
+        'off',
+      ),
+    )
     .addOption(
       envOption(
         '--node-id <id>',
@@ -509,6 +535,7 @@ its command's --help (flag > environment > file > default). Off this machine: do
           repair: 'on' | 'off';
           logLevel: string;
           clusterToken?: string;
+          httpPort: HttpPortOption;
         },
         cmd: Command,
       ) => {
@@ -550,6 +577,14 @@ its command's --help (flag > environment > file > default). Off this machine: do
     )
     .addOption(
       advertiseOption('the storage server is reached at; the candidate is announced at the same host, its own port'),
+    )
+    .addOption(
+      httpPortOption(
+        "the node's HTTP port for /health, /ready and /metrics of both parts (and the nameserver's routes " +
+          'while its candidate leads), on the --listen address (0: chosen by the OS)',
+        'DSTORE_STORAGE_HTTP_PORT',
+        'off',
+      ),
     )
     .addOption(
       envOption(
@@ -620,6 +655,7 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
           leaseTtlMs: number;
           logLevel: string;
           clusterToken?: string;
+          httpPort: HttpPortOption;
         },
         cmd: Command,
       ) => {
@@ -853,6 +889,25 @@ One machine: dstore up --ha. More in docs/deploy.md.`,
     .action(async (node: string, o: ClientOpts & { cancel?: boolean; wait: boolean; timeout: number }) => {
       const { drainCommand } = await import('./commands.js');
       await drainCommand({ ...o, timeoutMs: o.timeout }, node);
+    });
+
+  clientOptions(
+    sub('top', "the dashboard's live view in a terminal: calls/s and p99, nodes, partition map, events (Ctrl-C exits)"),
+  )
+    .addOption(
+      envOption(
+        '--interval <duration>',
+        'refresh period, e.g. 1s, 500ms (a bare number: seconds)',
+        'DSTORE_TOP_INTERVAL',
+      )
+        .default(1000, '1s')
+        .argParser(durationParser(3_600_000)),
+    )
+    .addOption(envOption('--once', 'print the view once and exit (for scripts)', 'DSTORE_TOP_ONCE'))
+    .addOption(jsonOption())
+    .action(async (o: ClientOpts & { interval: number; once?: boolean }) => {
+      const { MIN_TOP_INTERVAL_MS, topCommand } = await import('./top.js');
+      await topCommand({ ...o, intervalMs: Math.max(MIN_TOP_INTERVAL_MS, o.interval) });
     });
 
   clientOptions(

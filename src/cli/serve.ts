@@ -12,6 +12,7 @@ import { NodeIdInUseError } from '../core/errors.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { DataDirError, dataDirPath } from '../process/data-dir.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
+import type { ProcessHttp } from '../http/process-http.js';
 import type { ListeningMessage } from './cluster.js';
 import {
   type StorageBackend,
@@ -19,6 +20,7 @@ import {
   CliFailure,
   errnoCode,
   firstFreePort,
+  type HttpPortOption,
   STORAGE_AUTO_PORT_FIRST,
   STORAGE_AUTO_PORT_LAST,
   type SyncMode,
@@ -47,6 +49,8 @@ export interface NameserverCliOptions {
   readonly clusterToken?: string;
   /** `--etcd` and its companions (issue 12); absent: one nameserver, the map in --data-dir. */
   readonly etcd?: EtcdSettings;
+  /** `--http-port` (issue 15): /health, /ready, /metrics and the dashboard; 'off': none. */
+  readonly httpPort: HttpPortOption;
 }
 
 export interface StorageCliOptions {
@@ -69,6 +73,8 @@ export interface StorageCliOptions {
   readonly repair?: 'on' | 'off';
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /** `--http-port` (issue 15): /health, /ready and /metrics; 'off' (the default): none. */
+  readonly httpPort: HttpPortOption;
 }
 
 /**
@@ -111,6 +117,34 @@ export function nodeNameserverPort(port: number, nameserverPort: number | undefi
 export function nodeSeeds(given: string | undefined, own: string): string {
   const seeds = given === undefined ? [] : given.split(',').filter((s) => s !== '');
   return (seeds.includes(own) ? seeds : [...seeds, own]).join(',');
+}
+
+/**
+ * The process's HTTP port (issue 15), listening before the servers start (so a storage server
+ * registers its address): its probes answer 503 ("starting") until a role is added.
+ */
+async function startHttp(
+  host: string,
+  port: HttpPortOption,
+  clusterToken: string | undefined,
+  logLevel: string,
+): Promise<ProcessHttp | undefined> {
+  if (port === 'off') return undefined;
+  const { ProcessHttp } = await import('../http/process-http.js');
+  const { createLogger } = await import('../process/log.js');
+  const log = createLogger({ name: 'http', level: logLevel, stderr: true });
+  const http = new ProcessHttp({ host, port, log, ...(clusterToken === undefined ? {} : { clusterToken }) });
+  await http.listen().catch((err: unknown) => startFailure(err, host, port, '--http-port'));
+  return http;
+}
+
+/** A server, then the HTTP port, closed in that order. */
+function withHttp(server: { close(): Promise<void> }, http: ProcessHttp | undefined): { close(): Promise<void> } {
+  return { close: () => server.close().finally(() => http?.close()) };
+}
+
+function httpField(http: ProcessHttp | undefined): { httpPort?: number } {
+  return http?.port === undefined ? {} : { httpPort: http.port };
 }
 
 function notifyParent(message: ListeningMessage): void {
@@ -226,6 +260,7 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
   const { runNameserver } = await import('../nameserver/main.js');
   const lifetime = stopHandlers('nameserver');
+  const http = await startHttp(o.host, o.httpPort, o.clusterToken, o.logLevel);
   const server = await runNameserver({
     host: o.host,
     port: o.port,
@@ -233,9 +268,13 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     ...clusterSettings(o),
     ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
     ...(o.etcd === undefined ? {} : { etcd: o.etcd }),
-  }).catch((err: unknown) => startFailure(err, o.host, o.port, '--port'));
-  notifyParent({ dstore: 'listening', port: server.port, nodeId: 'nameserver' });
-  return lifetime.serve(server);
+    ...(http === undefined ? {} : { http }),
+  }).catch(async (err: unknown) => {
+    await http?.close();
+    return startFailure(err, o.host, o.port, '--port');
+  });
+  notifyParent({ dstore: 'listening', port: server.port, nodeId: 'nameserver', ...httpField(http) });
+  return lifetime.serve(withHttp(server, http));
 }
 
 export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
@@ -245,6 +284,7 @@ export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
   const dataDir = dataDirArg(o.dataDir ?? `dstore-data/${o.nodeId ?? `storage-${port}`}`);
   const { runStorageServer } = await import('../storageserver/main.js');
   const lifetime = stopHandlers(o.nodeId ?? 'storage server');
+  const http = await startHttp(o.host, o.httpPort, o.clusterToken, o.logLevel);
   const server = await runStorageServer({
     nameserver: o.nameserver,
     host: o.host,
@@ -261,9 +301,13 @@ export async function runStorageCommand(o: StorageCliOptions): Promise<never> {
     ...(o.repair === undefined ? {} : { antiEntropyRepair: o.repair === 'on' }),
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
-  }).catch((err: unknown) => startFailure(err, o.host, port, '--port'));
-  notifyParent({ dstore: 'listening', port: server.port, nodeId: server.nodeId });
-  return lifetime.serve(server);
+    ...(http === undefined ? {} : { http }),
+  }).catch(async (err: unknown) => {
+    await http?.close();
+    return startFailure(err, o.host, port, '--port');
+  });
+  notifyParent({ dstore: 'listening', port: server.port, nodeId: server.nodeId, ...httpField(http) });
+  return lifetime.serve(withHttp(server, http));
 }
 
 export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
@@ -299,6 +343,10 @@ export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
   });
   // --advertise names the storage server; the candidate is announced at the same host, its own port.
   const advertiseHost = o.advertise?.replace(/:\d+$/, '');
+  // One HTTP port for the node (issue 15): its storage server's role, and the candidate's
+  // (whose routes answer while it leads; a following candidate does not make the node unready).
+  const http = await startHttp(o.host, o.httpPort, o.clusterToken, o.logLevel);
+  if (http) parts.push(http);
   const candidate = await runNameserver({
     host: o.host,
     port: nameserverPort,
@@ -306,7 +354,11 @@ export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
     ...clusterSettings(o),
     ...(advertiseHost === undefined ? {} : { advertise: formatHostPort(advertiseHost, nameserverPort) }),
     etcd: { ...o.etcd, nodeId },
-  }).catch((err: unknown) => startFailure(err, o.host, nameserverPort, '--nameserver-port'));
+    ...(http === undefined ? {} : { http, followerReady: true }),
+  }).catch(async (err: unknown) => {
+    await http?.close();
+    return startFailure(err, o.host, nameserverPort, '--nameserver-port');
+  });
   parts.push(candidate);
   const own = advertisedAddress({
     listen: o.host,
@@ -329,11 +381,13 @@ export async function runNodeCommand(o: NodeCliOptions): Promise<never> {
     ...(o.repair === undefined ? {} : { antiEntropyRepair: o.repair === 'on' }),
     logLevel: o.logLevel,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    ...(http === undefined ? {} : { http }),
   }).catch(async (err: unknown) => {
     await candidate.close();
+    await http?.close();
     return startFailure(err, o.host, o.port, '--port');
   });
   parts.push(storage);
-  notifyParent({ dstore: 'listening', port: storage.port, nodeId: storage.nodeId });
+  notifyParent({ dstore: 'listening', port: storage.port, nodeId: storage.nodeId, ...httpField(http) });
   return forever;
 }

@@ -15,14 +15,30 @@ import { DataDirError, type DataDirLock, openDataDir, waitUntilUnlocked } from '
 import { LOG_ROTATE_BYTES, LOG_ROTATE_KEEP } from '../process/log.js';
 import { startedByNpm, watchParent } from '../process/parent-watch.js';
 import { ETCD_INSTALL_HINT, findEtcd } from '../process/etcd-server.js';
-import { ClusterStartError, formatAddress, LocalCluster, type ManagedProcess } from './cluster.js';
+import { ClusterStartError, formatAddress, LocalCluster } from './cluster.js';
+import { runNodeAction, STOP_TIMEOUT_MS, type UpCluster } from './node-actions.js';
+import {
+  isUpActionRequest,
+  type NodeAction,
+  type NodeActionResult,
+  type UpActionReply,
+} from '../nameserver/up-control.js';
+import { assertNever } from '../core/types.js';
 import { HA_ETCD_MEMBERS, HaCluster, haNodeIds } from './ha-cluster.js';
 import { openDb } from './commands.js';
 import { colourWanted, leaderLine, makeStyle, table, type Style } from './format.js';
-import { MAX_UP_NODES, STORAGE_PORT_OFFSET, type SyncMode, type UpBackendName, UsageError } from './options.js';
+import {
+  HTTP_PORT_OFFSET,
+  type HttpPortOption,
+  MAX_UP_NODES,
+  STORAGE_PORT_OFFSET,
+  type SyncMode,
+  type UpBackendName,
+  UsageError,
+} from './options.js';
 import { RedisFleet } from '../process/redis-fleet.js';
 import { Shell, type ShellCommand, type ShellContext } from './shell.js';
-import { quoteArg, type Token } from './tokenize.js';
+import type { Token } from './tokenize.js';
 
 export interface UpOptions {
   readonly nodes: number;
@@ -35,6 +51,8 @@ export interface UpOptions {
   readonly port: number;
   /** Port of s1; undefined: --port + 101 (0 when --port is 0); 0: chosen by the OS. */
   readonly storagePort?: number;
+  /** Issue 15: the nameserver's HTTP port (the dashboard); undefined: --port + 80 (0 with --port 0). */
+  readonly httpPort?: HttpPortOption;
   readonly sync: SyncMode;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
@@ -59,8 +77,6 @@ export interface UpOptions {
   readonly given?: { readonly partitions?: boolean; readonly replicas?: boolean; readonly minWriteReplicas?: boolean };
 }
 
-/** Bound on a node's exit after SIGTERM before SIGKILL, in ms. */
-const STOP_TIMEOUT_MS = 5000;
 const GROUP = 'Local cluster (dstore up)';
 /** Bound on waiting for a node of an earlier, killed `up` to release its data dir, in ms. */
 const CHILD_LOCK_WAIT_MS = 10_000;
@@ -111,8 +127,17 @@ export async function runUp(o: UpOptions): Promise<void> {
   }
 }
 
+/** `up`'s HTTP port (issue 15): --http-port, else --port + 80 (0 with --port 0); undefined: off. */
+export function upHttpPort(o: Pick<UpOptions, 'port' | 'httpPort'>): number | undefined {
+  const p = o.httpPort ?? (o.port === 0 ? 0 : o.port + HTTP_PORT_OFFSET);
+  if (p === 'off') return undefined;
+  if (p > 65535) throw new UsageError(`--port ${o.port} leaves no default --http-port (--port + 80); give --http-port`);
+  return p;
+}
+
 async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> {
   const storageIds = storageIdsFor(dataDir, o.nodes);
+  const httpPort = upHttpPort(o);
   const storagePort = o.storagePort ?? (o.port === 0 ? 0 : o.port + STORAGE_PORT_OFFSET);
   const lastIndex = Math.max(...storageIds.map((id) => Number(id.slice(1))));
   if (storagePort !== 0 && storagePort + lastIndex - 1 > 65535) {
@@ -149,6 +174,7 @@ async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> 
     host: o.host,
     port: o.port,
     storagePort,
+    ...(httpPort === undefined ? {} : { httpPort }),
     storageIds,
     partitions: o.partitions,
     replicas: o.replicas,
@@ -169,6 +195,7 @@ async function prepareClassic(o: UpOptions, dataDir: string): Promise<Prepared> 
     startTimeoutMs: o.startTimeoutMs,
     stopTimeoutMs: STOP_TIMEOUT_MS,
     ...(o.clusterToken === undefined ? {} : { clusterToken: o.clusterToken }),
+    upControl: true,
   });
 
   // Every dstore process first, then their redis-servers.
@@ -192,6 +219,7 @@ async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
       throw new UsageError(`${flag} ${first}: the ports of ${o.nodes} nodes go past 65535; choose a lower one`);
   }
   HaCluster.checkFresh(dataDir, o.nodes);
+  const httpPort = upHttpPort(o);
   const ids = haNodeIds(o.nodes);
   process.stderr.write(
     `starting a ${HA_ETCD_MEMBERS}-member etcd and ${o.nodes} identical nodes (${ids.join(', ')}; ${o.backend}) ` +
@@ -202,6 +230,7 @@ async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
     host: o.host,
     nameserverPort: o.port,
     storagePort,
+    ...(httpPort === undefined ? {} : { httpPort }),
     nodes: o.nodes,
     partitions: o.partitions,
     replicas: o.replicas,
@@ -223,9 +252,6 @@ async function prepareHa(o: UpOptions, dataDir: string): Promise<Prepared> {
   });
   return { cluster, closeAll: () => cluster.close() };
 }
-
-/** What `up` runs, either way: the classic roles (LocalCluster) or identical nodes with etcd (HaCluster). */
-type UpCluster = LocalCluster | HaCluster;
 
 interface Prepared {
   readonly cluster: UpCluster;
@@ -273,6 +299,8 @@ async function runLocked(o: UpOptions): Promise<void> {
     const ignored = ignoredSettings(o, info);
     if (ignored) err.write(`${style.yellow(ignored)}\n`);
     process.stdout.write(`${banner(cluster, o, info, style, dataDir)}\n`);
+    if (cluster instanceof LocalCluster)
+      answerDashboard(cluster, dataDir, (text) => (shell ? shell.print(text) : process.stdout.write(`${text}\n`)));
     cluster.onUnexpectedExit = (p, info) => {
       const how = info.signal ? `signal ${info.signal}` : `exit code ${info.code}`;
       const text = style.red(
@@ -382,21 +410,30 @@ function banner(cluster: UpCluster, o: UpOptions, info: ClusterInfo, style: Styl
     `  logs        ${join(logDir, 'node.log')} (rotated at ${LOG_ROTATE_BYTES / 1024 / 1024} MiB, ` +
       `${LOG_ROTATE_KEEP} kept); crash output in ${join(dataDir, '<node>.stderr.log')}`,
     `  connect     npx dstore client --nameserver ${cluster.nameserverAddress}`,
+    ...dashboardLines(cluster, o, info),
   ].join('\n');
 }
 
-/** The node-control commands `up` adds to the shell. */
+/** Issue 15: where the dashboard is (the leader's HTTP port in HA), and each node's /metrics. */
+function dashboardLines(cluster: UpCluster, o: UpOptions, info: ClusterInfo): string[] {
+  if (cluster instanceof LocalCluster) {
+    const url = cluster.dashboardUrl;
+    return url === undefined ? [] : [`  dashboard   ${url}  (also /health, /ready, /metrics)`];
+  }
+  const leader = cluster.processes.find((p) => p.name === info.leader?.nodeId) ?? cluster.processes[0];
+  if (leader?.httpPort === undefined || leader.httpPort === 0) return [];
+  return [`  dashboard   http://${formatAddress(o.host, leader.httpPort)}/  (the leader's; each node serves one)`];
+}
+
+/** The node-control commands `up` adds to the shell: each runs runNodeAction, as the dashboard's buttons do. */
 export function nodeCommands(cluster: UpCluster, dataDir: string): ShellCommand[] {
-  const names = (): string => cluster.processes.map((p) => p.name).join(', ');
-  const find = (args: readonly Token[], ctx: ShellContext): ManagedProcess | undefined => {
-    const name = args[0]?.text ?? '';
-    const p = cluster.process(name);
-    if (!p) ctx.print(ctx.style.yellow(`no node ${quoteArg(name)}; nodes are ${names()}`));
-    return p;
-  };
-  const notRunning = (p: ManagedProcess, ctx: ShellContext): void =>
-    ctx.print(ctx.style.yellow(`${p.name} is not running (${p.describe()}); restart ${p.name} starts it`));
   const nodeArg = { usage: '<node>', minArgs: 1, maxArgs: 1, group: GROUP } as const;
+  const run =
+    (action: NodeAction) =>
+    async (args: readonly Token[], ctx: ShellContext): Promise<void> => {
+      const r = await runNodeAction(cluster, dataDir, action, args[0]?.text);
+      ctx.print(printable(r, ctx.style));
+    };
 
   const commands: (ShellCommand & { classicOnly?: boolean })[] = [
     {
@@ -404,58 +441,25 @@ export function nodeCommands(cluster: UpCluster, dataDir: string): ShellCommand[
       name: 'kill',
       summary: 'SIGKILL a node (a crash: no clean shutdown)',
       details: 'Storage servers are declared dead after --dead-after-ms without heartbeats; `nodes` shows it.',
-      async run(args, ctx) {
-        const p = find(args, ctx);
-        if (!p) return;
-        if (!p.running) return notRunning(p, ctx);
-        p.signal('SIGKILL');
-        const gone = await p.waitExit(STOP_TIMEOUT_MS);
-        ctx.print(
-          gone ? `${p.name} killed (SIGKILL)` : ctx.style.red(`${p.name} (pid ${p.pid}) did not exit after SIGKILL`),
-        );
-      },
+      run: run('kill'),
     },
     {
       ...nodeArg,
       name: 'stop',
       summary: 'SIGTERM a node (clean shutdown; SIGKILL after 5 s)',
-      async run(args, ctx) {
-        const p = find(args, ctx);
-        if (!p) return;
-        if (!p.running) return notRunning(p, ctx);
-        const how = await p.stop(STOP_TIMEOUT_MS);
-        ctx.print(
-          how === 'killed'
-            ? ctx.style.yellow(`${p.name} did not stop within ${STOP_TIMEOUT_MS / 1000} s; killed (SIGKILL)`)
-            : `${p.name} stopped (SIGTERM)`,
-        );
-      },
+      run: run('stop'),
     },
     {
       ...nodeArg,
       name: 'pause',
       summary: 'SIGSTOP a node: it keeps its connections but answers nothing',
-      async run(args, ctx) {
-        const p = find(args, ctx);
-        if (!p) return;
-        if (!p.running) return notRunning(p, ctx);
-        if (p.state === 'paused')
-          return ctx.print(ctx.style.yellow(`${p.name} is already paused; resume ${p.name} continues it`));
-        p.signal('SIGSTOP');
-        ctx.print(`${p.name} paused (SIGSTOP); resume ${p.name} continues it`);
-      },
+      run: run('pause'),
     },
     {
       ...nodeArg,
       name: 'resume',
       summary: 'SIGCONT a paused node',
-      async run(args, ctx) {
-        const p = find(args, ctx);
-        if (!p) return;
-        if (p.state !== 'paused') return ctx.print(ctx.style.yellow(`${p.name} is not paused (${p.describe()})`));
-        p.signal('SIGCONT');
-        ctx.print(`${p.name} resumed (SIGCONT)`);
-      },
+      run: run('resume'),
     },
     {
       ...nodeArg,
@@ -463,18 +467,7 @@ export function nodeCommands(cluster: UpCluster, dataDir: string): ShellCommand[
       aliases: ['start'],
       summary: 'stop a node if it runs, then start it again with the same data dir and port',
       details: 'A restarted storage server rejoins as a learner and catches up from the primaries.',
-      async run(args, ctx) {
-        const p = find(args, ctx);
-        if (!p) return;
-        if (p.running) await p.stop(STOP_TIMEOUT_MS);
-        if (p.role === 'storage' && cluster instanceof LocalCluster) await cluster.options.beforeStorageStart?.(p.name); // its Redis, if it died
-        const port = await p.start(cluster.options.startTimeoutMs).catch((e: unknown) => {
-          throw e instanceof ClusterStartError && e.logTail
-            ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`)
-            : e;
-        });
-        ctx.print(`${p.name} started (pid ${p.pid}, port ${port})`);
-      },
+      run: run('restart'),
     },
     {
       name: 'spawn',
@@ -485,17 +478,7 @@ export function nodeCommands(cluster: UpCluster, dataDir: string): ShellCommand[
       group: GROUP,
       summary: 'start a new storage server with a new id and data dir',
       details: 'It registers with the nameserver and becomes eligible for new replicas.',
-      async run(_args, ctx) {
-        if (!(cluster instanceof LocalCluster)) return;
-        const p = await cluster
-          .spawnStorage((id) => existsSync(join(dataDir, id)))
-          .catch((e: unknown) => {
-            throw e instanceof ClusterStartError && e.logTail
-              ? new Error(`${e.message}\nlast lines of ${e.logPath}:\n${e.logTail}`)
-              : e;
-          });
-        ctx.print(`spawned ${p.name} (pid ${p.pid}, port ${p.port}, data dir ${p.dataDir})`);
-      },
+      run: run('spawn'),
     },
     {
       name: 'procs',
@@ -520,4 +503,42 @@ export function nodeCommands(cluster: UpCluster, dataDir: string): ShellCommand[
   ];
   // `spawn` adds a storage server of the classic roles; `up --ha` has identical nodes only.
   return commands.filter((c) => !(c.classicOnly && cluster instanceof HaCluster)).map(({ classicOnly: _, ...c }) => c);
+}
+
+/** A node action's result as the shell prints it: a refusal or remark in yellow, a failure in red. */
+function printable(r: NodeActionResult, style: Style): string {
+  switch (r.outcome) {
+    case 'done':
+      return r.message;
+    case 'warning':
+    case 'refused':
+      return style.yellow(r.message);
+    case 'failed':
+      return style.red(r.message);
+    default:
+      return assertNever(r.outcome);
+  }
+}
+
+/**
+ * Issue 15: the dashboard's node actions. The nameserver (started with DSTORE_UP_CONTROL=1)
+ * asks over its IPC channel; `up` runs the shell command's function, says so, and answers.
+ */
+function answerDashboard(cluster: LocalCluster, dataDir: string, say: (text: string) => void): void {
+  cluster.nameserver.onMessage = (m) => {
+    if (!isUpActionRequest(m)) return;
+    const what = `${m.action}${m.node === undefined ? '' : ` ${m.node}`}`;
+    runNodeAction(cluster, dataDir, m.action, m.node)
+      .catch(
+        (e: unknown): NodeActionResult => ({
+          outcome: 'failed',
+          message: e instanceof Error ? e.message : String(e),
+        }),
+      )
+      .then((r) => {
+        say(`[dashboard: ${what}: ${r.message}]`);
+        const reply: UpActionReply = { type: 'dstore-up-action-result', id: m.id, ...r };
+        cluster.nameserver.send(reply);
+      });
+  };
 }

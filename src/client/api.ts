@@ -3,9 +3,9 @@
  */
 
 /** What `nodes` reports: the wire schema's types (src/rpc/messages.ts), checked when they arrive. */
-import type { ClusterInfo, ConfigReply, DrainReply } from '../rpc/messages.js';
+import type { ClusterInfo, ClusterOverview, ConfigReply, DrainReply } from '../rpc/messages.js';
 export type { ConfigReply } from '../rpc/messages.js';
-export type { ClusterInfo, NodeInfo } from '../rpc/messages.js';
+export type { ClusterInfo, ClusterOverview, NodeInfo } from '../rpc/messages.js';
 import type { Transaction, TransactionOptions } from './transaction.js';
 export type { Transaction, TransactionOptions };
 
@@ -93,6 +93,8 @@ export interface Db {
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Every service with data about it. */
   nodes(): Promise<ClusterInfo>;
+  /** Issue 15: the dashboard's view (nodes, partition map, events, calls per second); the leading nameserver answers. */
+  overview(): Promise<ClusterOverview>;
   /** Issue 15: the cluster's live settings (optional: a test double may leave it out). */
   config?(): Promise<ConfigReply>;
   /** Issue 15: switches a live setting; a typed error when refused (e.g. a weakening switch without `force`). */

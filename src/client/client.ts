@@ -32,6 +32,7 @@ import { assertNever } from '../core/types.js';
 import {
   ClusterInfo as ClusterInfoSchema,
   DrainReply as DrainReplySchema,
+  ClusterOverview as ClusterOverviewSchema,
   ConfigReply as ConfigReplySchema,
   type ConfigReply,
   DelReply,
@@ -51,7 +52,16 @@ import {
 import { tokenField } from '../rpc/token.js';
 import { NameserverSeeds, parseSeeds } from '../rpc/seeds.js';
 import { RpcPool } from '../rpc/transport.js';
-import type { ClusterInfo, Db, GetResult, ReadOptions, ScanOptions, StorageDump, WriteOptions } from './api.js';
+import type {
+  ClusterInfo,
+  ClusterOverview,
+  Db,
+  GetResult,
+  ReadOptions,
+  ScanOptions,
+  StorageDump,
+  WriteOptions,
+} from './api.js';
 import { type FetchPage, type ScanResult, mergeScan } from './scan-merge.js';
 import { type CallEnd, CallRetry, cachedMapForRetry, primaryOf } from './retry.js';
 import {
@@ -112,6 +122,7 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 2000;
 const mapReply = codec(MapReply);
 const clusterInfo = codec(ClusterInfoSchema);
 const drainReply = codec(DrainReplySchema);
+const clusterOverview = codec(ClusterOverviewSchema);
 const configReply = codec(ConfigReplySchema);
 const putReply = codec(PutReply);
 const delReply = codec(DelReply);
@@ -657,6 +668,10 @@ export class Client implements Db {
     const max = defaultLimits().maxBatchKeys;
     if (items.length > max) throw new BatchTooLargeError(items.length, max);
     return items.map(check);
+  }
+
+  async overview(): Promise<ClusterOverview> {
+    return decodeOrThrow(clusterOverview, await this.nameserverCall({ t: 'overview' }));
   }
 
   /**

@@ -35,6 +35,8 @@ import { formatHostPort } from '../process/address.js';
 import type { Logger } from '../process/log.js';
 import type { ClusterInfo, LeaderReply, NameserverRequest } from '../rpc/messages.js';
 import type { RpcServer } from '../rpc/transport.js';
+import type { NameserverView } from '../nameserver/http.js';
+import { NameserverMetrics } from '../nameserver/metrics.js';
 import { EtcdControl, type LeaderInfo, type Leadership, leaseTtlSeconds } from './etcd.js';
 
 export interface EtcdSettings {
@@ -96,12 +98,25 @@ export class ElectedNameserverProcess {
    * names this node, so calls wait for it rather than be refused as by a follower.
    */
   private electing: Promise<void> | undefined;
+  readonly metrics = new NameserverMetrics();
+  /** What the HTTP port sees of this candidate (src/nameserver/http.ts). */
+  readonly view: NameserverView;
 
   constructor(
     private readonly cfg: NameserverConfig,
     private readonly etcd: EtcdSettings,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.view = {
+      request: (req) => this.onCall({ ...req, token: this.cfg.clusterToken }),
+      leading: () => this.lead !== undefined,
+      elected: true,
+      leader: async () => (this.lead ? this.address : (await this.knownLeader())?.address),
+      metrics: this.metrics,
+    };
+    this.metrics.source = async () =>
+      this.lead ? ((await this.view.request({ t: 'nodes' })) as ClusterInfo) : undefined;
+  }
 
   async start(): Promise<number> {
     const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) => this.onCall(body));
@@ -203,6 +218,7 @@ export class ElectedNameserverProcess {
     const liveFlags = { heartbeatMs, ...(this.cfg.logLevel === undefined ? {} : { logLevel: this.cfg.logLevel }) };
     const fresh = stored === undefined;
     const map = stored ?? Nameserver.newMap(randomUUID(), settings);
+    if (stored) this.metrics.baseline(stored);
     // The term's first save is the map a new cluster starts with: created by the leader only, through the fence.
     const term = new LeaderTerm(
       map,
@@ -242,7 +258,10 @@ export class ElectedNameserverProcess {
           control
             .saveMap(e.map)
             .then(
-              () => lead.term.saved(e.id),
+              () => {
+                this.metrics.onMapPersisted(e.map);
+                lead.term.saved(e.id);
+              },
               (err: unknown) => lead.term.saved(e.id, err),
             )
             .finally(() => this.drive(lead));

@@ -31,6 +31,8 @@ export function followerPlan(req: NameserverRequest): FollowerPlan {
     case 'confirmEpoch':
     case 'leave':
     case 'drain':
+    // Issue 15: events and the series live in the leader's memory only.
+    case 'overview':
       return 'refuse';
     case 'leader':
       return 'leader';

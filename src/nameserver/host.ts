@@ -14,8 +14,16 @@ import { InvalidArgumentError, NodeIdInUseError } from '../core/errors.js';
 import { type LiveSettings, changeLive, defaultLive, liveForNode } from '../core/nameserver/live.js';
 import { type ClusterSettings, Nameserver, type PersistedMap } from '../core/nameserver/nameserver.js';
 import { assertNever, nodeId as toNodeId, partitionId } from '../core/types.js';
-import { type ClusterInfo, type NameserverRequest, type NodeInfo, toProgress } from '../rpc/messages.js';
+import {
+  type ClusterInfo,
+  type ClusterOverview,
+  type NameserverRequest,
+  type NodeInfo,
+  type PartitionView,
+  toProgress,
+} from '../rpc/messages.js';
 import { clusterLimits } from '../rpc/limits.js';
+import { ClusterWatch } from './overview.js';
 
 export interface NameserverHostOptions {
   /** The settings asked for; a persisted map's own win (S8). */
@@ -83,6 +91,8 @@ export class NameserverHost {
   address = '';
   /** --max-value-bytes of each storage server, from its registration (the map's `limits`). */
   private readonly maxValueBytesOf = new Map<string, number>();
+  /** Issue 15: each storage server's HTTP address, from its registration (for `nodes`). */
+  private readonly httpAddressOf = new Map<string, string>();
   /** Storage servers whose last heartbeat said their storage failed: when, and why. */
   /** S16: each storage server's anti-entropy report, from its last heartbeat (for `nodes`). */
   private readonly antiEntropy = new Map<string, NonNullable<NodeInfo['antiEntropy']>>();
@@ -91,6 +101,8 @@ export class NameserverHost {
   private readonly corruptLogged = new Map<string, string>();
   /** The stuck corrupt partitions last logged (see logStuckCorrupt), so each change is logged once. */
   private stuckLogged = '';
+  /** Issue 15: recent events and the calls' time series, for `overview` (the dashboard, `dstore top`). */
+  readonly watch = new ClusterWatch();
 
   /**
    * `map`: the persisted one, or a new one (`fresh`). The first effects (persist the map,
@@ -185,6 +197,8 @@ export class NameserverHost {
   /** The periodic tick: failure detection, failover, re-replication (§4, §6). */
   onTick(nowMs: number): readonly NameserverEffect[] {
     this.tick(nowMs);
+    this.observe(nowMs);
+    this.watch.sample(nowMs);
     return this.takeEffects();
   }
 
@@ -196,7 +210,15 @@ export class NameserverHost {
     } catch (err) {
       reply = { ok: false, error: err };
     }
+    this.observe(nowMs);
     return { effects: this.takeEffects(), reply };
+  }
+
+  /** Issue 15: the events since the last input (map changes, nodes dead or alive again). */
+  private observe(nowMs: number): void {
+    const alive = new Map<string, boolean>();
+    for (const n of this.core.nodes.values()) alive.set(n.id, this.core.isAlive(n, nowMs));
+    this.watch.observe(this.core.map, alive, nowMs);
   }
 
   private log(level: 'info' | 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
@@ -263,7 +285,15 @@ export class NameserverHost {
         }
         this.unhealthy.delete(req.nodeId);
         if (req.maxValueBytes !== undefined) this.maxValueBytesOf.set(req.nodeId, req.maxValueBytes);
+        if (req.httpAddress === undefined) this.httpAddressOf.delete(req.nodeId);
+        else this.httpAddressOf.set(req.nodeId, req.httpAddress);
         if (this.core.onRegister(registration, now)) this.persist();
+        this.watch.record({
+          atMs: now,
+          kind: 'registered',
+          node: req.nodeId,
+          message: `${req.nodeId} registered (${req.address}, ${req.backend})`,
+        });
         this.log(
           'info',
           { nodeId: req.nodeId, address: req.address, backend: req.backend },
@@ -284,6 +314,7 @@ export class NameserverHost {
         if (req.unhealthy !== undefined) return this.onUnhealthy(req.nodeId, req.incarnation, req.unhealthy, now);
         if (this.unhealthy.delete(req.nodeId)) this.log('info', { nodeId: req.nodeId }, 'storage server healthy again');
         if (req.antiEntropy !== undefined) this.antiEntropy.set(req.nodeId, req.antiEntropy);
+        if (req.ops !== undefined) this.watch.onOps(req.nodeId, req.ops, now);
         const reply = this.core.onHeartbeat(
           {
             nodeId: toNodeId(req.nodeId),
@@ -372,6 +403,8 @@ export class NameserverHost {
           led: held.filter((c) => c.primary === node).length,
         };
       }
+      case 'overview':
+        return this.overview(now);
       case 'configGet':
         return this.configReply();
       case 'configSet': {
@@ -523,6 +556,7 @@ export class NameserverHost {
         id: n.id,
         role: 'storage',
         address: n.address,
+        ...(this.httpAddressOf.has(n.id) ? { httpAddress: this.httpAddressOf.get(n.id)! } : {}),
         // Not heard from since this nameserver started (incarnation ''): S15 counts it alive
         // for one dead-after, but nothing is known of it, so no heartbeat time nor uptime.
         state: this.isUnhealthy(n.id, now)
@@ -563,6 +597,64 @@ export class NameserverHost {
       partitionsReady: this.core.partitionsReady(now),
       mapVersion: map.version,
       nodes,
+    };
+  }
+
+  /**
+   * Issue 15: the dashboard's and `dstore top`'s view: `nodes` (the same rows), each with its
+   * heartbeat age and calls, the partition map with each member's lag behind its primary (from
+   * the progress they report), recent events and the calls' time series.
+   */
+  overview(now: number): ClusterOverview {
+    const info = this.clusterInfo(now);
+    const { map } = this.core;
+    const nodes = info.nodes.map((n) => {
+      const ops = n.role === 'storage' ? this.watch.opsOf(n.id, now) : undefined;
+      return {
+        ...n,
+        ...(n.lastHeartbeatMs === undefined ? {} : { heartbeatAgeMs: Math.max(0, now - n.lastHeartbeatMs) }),
+        ...(ops === undefined
+          ? {}
+          : { opsPerSec: Math.round(((ops.reads + ops.writes) * 100_000) / Math.max(1, ops.intervalMs)) / 100 }),
+        ...(ops === undefined ? {} : { p99Ms: ops.p99Ms }),
+      };
+    });
+    const partitions: PartitionView[] = map.configs.map((c) => {
+      const lead = this.core.nodes.get(c.primary)?.progress.get(c.partition);
+      const lag: Record<string, number> = {};
+      if (lead !== undefined)
+        for (const m of [...c.secondaries, ...c.learners]) {
+          const p = this.core.nodes.get(m)?.progress.get(c.partition);
+          if (p !== undefined) lag[m] = Math.max(0, lead.lastSeq - p.lastSeq);
+        }
+      return {
+        partition: c.partition,
+        epoch: c.epoch,
+        primary: c.primary,
+        secondaries: [...c.secondaries],
+        learners: [...c.learners],
+        ...(lead === undefined ? {} : { lastSeq: lead.lastSeq }),
+        serving: lead?.serving === true && lead.epoch === c.epoch,
+        lag,
+      };
+    });
+    return {
+      clusterId: info.clusterId,
+      formed: info.formed,
+      mapVersion: info.mapVersion,
+      partitionsReady: info.partitionsReady,
+      nowMs: now,
+      // The live settings (readMode, minWriteReplicas, heartbeatMs, deadAfterMs, logLevel, sync) win.
+      settings: {
+        ...map.settings,
+        rereplicateAfterMs: this.opts.rereplicateAfterMs,
+        ...this.live,
+        liveEpoch: this.live.epoch,
+      },
+      nodes,
+      partitions,
+      events: this.watch.recentEvents(),
+      series: this.watch.series(),
     };
   }
 

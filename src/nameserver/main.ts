@@ -4,6 +4,8 @@
 import { openDataDir } from '../process/data-dir.js';
 import { createLogger } from '../process/log.js';
 import type { EtcdSettings } from '../control/elected-nameserver.js';
+import type { ProcessHttp } from '../http/process-http.js';
+import { type NameserverView, nameserverRole, nameserverRoutes } from './http.js';
 import { type NameserverConfig, NameserverProcess } from './server.js';
 
 export interface RunNameserverOptions {
@@ -25,6 +27,13 @@ export interface RunNameserverOptions {
   readonly advertise?: string;
   /** Issue 12: one of several candidates elected through etcd, the map stored there (absent: the file). */
   readonly etcd?: EtcdSettings;
+  /**
+   * The process's HTTP port (DESIGN §13; owned and listened by the caller): the nameserver adds
+   * its role (/health, /ready, /metrics) and its routes (nameserverRoutes) to it.
+   */
+  readonly http?: ProcessHttp;
+  /** Inside `dstore node`: a following candidate counts as ready (the node's storage server decides). */
+  readonly followerReady?: boolean;
 }
 
 export async function runNameserver(options: RunNameserverOptions): Promise<{ port: number; close(): Promise<void> }> {
@@ -60,12 +69,16 @@ async function startNameserver(options: RunNameserverOptions): Promise<{ port: n
       initialNodes: Math.max(options.initialNodes ?? options.replicas, options.replicas),
     },
   };
-  let ns: { start(): Promise<number>; close(): Promise<void> };
+  let ns: { start(): Promise<number>; close(): Promise<void>; readonly view: NameserverView };
   if (options.etcd === undefined) ns = new NameserverProcess(cfg, log);
   else {
     const { ElectedNameserverProcess } = await import('../control/elected-nameserver.js');
     ns = new ElectedNameserverProcess(cfg, options.etcd, log);
   }
   const port = await ns.start();
+  if (options.http) {
+    nameserverRoutes(options.http.server, ns.view);
+    options.http.addRole(nameserverRole(ns.view, options.followerReady === true));
+  }
   return { port, close: () => ns.close() };
 }

@@ -14,10 +14,12 @@ import { assertNever } from '../core/types.js';
 import { advertisedAddress, formatHostPort } from '../process/address.js';
 import { readFileIfExists, writeFileDurably } from '../process/files.js';
 import type { Logger } from '../process/log.js';
-import { NameserverRequest, codec } from '../rpc/messages.js';
+import { type ClusterInfo, NameserverRequest, codec } from '../rpc/messages.js';
 import { tokenMatches, unauthorizedMessage } from '../rpc/token.js';
 import { RpcServer } from '../rpc/transport.js';
 import { type NameserverEffect, NameserverHost, parseMap, tickPeriodMs } from './host.js';
+import type { NameserverView } from './http.js';
+import { NameserverMetrics } from './metrics.js';
 
 export interface NameserverConfig {
   readonly host: string;
@@ -79,6 +81,9 @@ export class NameserverProcess {
   private server: RpcServer | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly mapPath: string;
+  readonly metrics = new NameserverMetrics();
+  /** What the HTTP port sees of this nameserver (src/nameserver/http.ts). */
+  readonly view: NameserverView;
   private liveEpoch = -1;
   private tickHeartbeatMs = 0;
   private closed = false;
@@ -99,6 +104,14 @@ export class NameserverProcess {
     };
     this.host = new NameserverHost(map, fresh, options, Date.now());
     this.execute(this.host.takeEffects());
+    this.view = {
+      request: async (req) => this.onCall({ ...req, token: this.cfg.clusterToken }),
+      leading: () => true,
+      elected: false,
+      leader: async () => this.host.address,
+      metrics: this.metrics,
+    };
+    this.metrics.source = async () => (await this.view.request({ t: 'nodes' })) as ClusterInfo;
   }
 
   /** The host, for the dashboard's `setSetting` (issue 15) and other in-process callers. */
@@ -161,6 +174,7 @@ export class NameserverProcess {
       switch (e.kind) {
         case 'persist':
           writeFileDurably(this.mapPath, JSON.stringify(e.map, null, 1));
+          this.metrics.onMapPersisted(e.map);
           break;
         case 'log':
           this.log[e.level](e.fields, e.msg);

@@ -15,12 +15,19 @@ export interface ListeningMessage {
   readonly dstore: 'listening';
   readonly port: number;
   readonly nodeId: string;
+  /** Issue 15: the port of its HTTP server (/health, /ready, /metrics), when it has one. */
+  readonly httpPort?: number;
 }
 
 export function isListeningMessage(m: unknown): m is ListeningMessage {
   if (typeof m !== 'object' || m === null) return false;
   const r = m as Record<string, unknown>;
-  return r.dstore === 'listening' && typeof r.port === 'number' && typeof r.nodeId === 'string';
+  return (
+    r.dstore === 'listening' &&
+    typeof r.port === 'number' &&
+    typeof r.nodeId === 'string' &&
+    (r.httpPort === undefined || typeof r.httpPort === 'number')
+  );
 }
 
 /** A child failed to start or the cluster did not form in time. */
@@ -102,7 +109,14 @@ export class ManagedProcess {
   lastExit: ExitInfo | undefined;
   /** Set when the parent asked it to exit (kill, stop, restart, close). */
   exitExpected = false;
+  /** Issue 15: every message the child sends over its IPC channel (each incarnation's). */
+  onMessage: ((message: unknown) => void) | undefined;
   private exited: Promise<ExitInfo> | undefined;
+  /**
+   * Issue 15: the HTTP port asked for (undefined: none; 0: chosen by the OS), passed to `args`;
+   * after the first start the one it reported, so restarts keep the address.
+   */
+  httpPort: number | undefined;
 
   constructor(
     readonly name: string,
@@ -112,7 +126,7 @@ export class ManagedProcess {
     readonly logPath: string,
     /** Requested port; after the first start the actual one, so restarts keep the address. */
     public port: number,
-    private readonly args: (port: number) => string[],
+    private readonly args: (port: number, httpPort: number | undefined) => string[],
     private readonly env: NodeJS.ProcessEnv,
     private readonly onExit: (p: ManagedProcess, info: ExitInfo) => void,
     /**
@@ -141,7 +155,7 @@ export class ManagedProcess {
     let child: ChildProcess;
     try {
       const [command, ...prefix] = this.wrapper.length > 0 ? [...this.wrapper, process.execPath] : [process.execPath];
-      child = spawn(command!, [...prefix, MAIN_SCRIPT, this.role, ...this.args(this.port)], {
+      child = spawn(command!, [...prefix, MAIN_SCRIPT, this.role, ...this.args(this.port, this.httpPort)], {
         stdio: ['ignore', logFd, logFd, 'ipc'],
         detached: true,
         env: this.env,
@@ -150,6 +164,7 @@ export class ManagedProcess {
       closeSync(logFd);
     }
     this.child = child;
+    child.on('message', (m: unknown) => this.onMessage?.(m));
     this.state = 'starting';
     this.exitExpected = false;
     this.exited = new Promise<ExitInfo>((resolve) => {
@@ -170,6 +185,7 @@ export class ManagedProcess {
         if (!isListeningMessage(m)) return;
         cleanup();
         this.port = m.port;
+        if (m.httpPort !== undefined) this.httpPort = m.httpPort;
         this.state = 'running';
         resolve(m.port);
       };
@@ -203,6 +219,16 @@ export class ManagedProcess {
     if (stderrTail !== '' || !existsSync(nodeLog))
       return new ClusterStartError(message, this.name, this.logPath, stderrTail);
     return new ClusterStartError(message, this.name, nodeLog, logTail(nodeLog));
+  }
+
+  /** Sends `message` over the child's IPC channel; false when it has none (not running). */
+  send(message: unknown): boolean {
+    const child = this.child;
+    if (!child?.connected) return false;
+    child.send(message as object, (err) => {
+      if (err) return; // it exited meanwhile: nobody waits for the answer
+    });
+    return true;
   }
 
   /** Sends `signal`; false when the process is not running. */

@@ -17,6 +17,11 @@ export interface NameserverArgs {
   readonly deadAfterMs: number;
   readonly rereplicateAfterMs?: number;
   readonly logLevel: string;
+  /**
+   * `--http-port` (issue 15). Undefined: `off`, not the role's default (7080): the clusters of
+   * tests, chaos and bench run side by side.
+   */
+  readonly httpPort?: number | 'off';
 }
 
 export interface StorageArgs {
@@ -34,6 +39,8 @@ export interface StorageArgs {
   readonly antiEntropyMs?: number;
   readonly repair?: 'on' | 'off';
   readonly logLevel: string;
+  /** `--http-port` (issue 15; the role's default: off). */
+  readonly httpPort?: number | 'off';
 }
 
 /** `dstore node …` (issue 12): a storage server and a nameserver candidate in one process. */
@@ -69,6 +76,7 @@ export function nameserverArgs(o: NameserverArgs): string[] {
     ...flag('--dead-after-ms', o.deadAfterMs),
     ...flag('--rereplicate-after-ms', o.rereplicateAfterMs),
     ...flag('--log-level', o.logLevel),
+    ...flag('--http-port', o.httpPort ?? 'off'),
   ];
 }
 
@@ -87,6 +95,7 @@ export function storageArgs(o: StorageArgs): string[] {
     ...flag('--anti-entropy-ms', o.antiEntropyMs),
     ...flag('--repair', o.repair),
     ...flag('--log-level', o.logLevel),
+    ...flag('--http-port', o.httpPort),
   ];
 }
 
@@ -115,5 +124,6 @@ export function nodeArgs(o: NodeArgs): string[] {
     ...flag('--anti-entropy-ms', o.antiEntropyMs),
     ...flag('--repair', o.repair),
     ...flag('--log-level', o.logLevel),
+    ...flag('--http-port', o.httpPort),
   ];
 }

@@ -245,6 +245,20 @@ const AntiEntropyReport = Type.Object({
   ),
 });
 
+/**
+ * Issue 15: the client calls a storage server served over `intervalMs` (since its last
+ * heartbeat): reads (get, getMany, scan), writes (put, del, putMany), those of them that
+ * failed, and their latency's median and 99th percentile in ms (0 with no call).
+ */
+export const OpsReport = Type.Object({
+  intervalMs: Uint,
+  reads: Uint,
+  writes: Uint,
+  errors: Uint,
+  p50Ms: Type.Number({ minimum: 0, maximum: 1e9 }),
+  p99Ms: Type.Number({ minimum: 0, maximum: 1e9 }),
+});
+export type OpsReport = Static<typeof OpsReport>;
 /** Issue 15: the live settings (src/core/nameserver/live.ts), as the map records them. */
 const ReadModeSchema = Type.Union([Type.Literal('linearizable'), Type.Literal('fast')]);
 const SyncSchema = Type.Union([Type.Literal('batch'), Type.Literal('none')]);
@@ -281,6 +295,8 @@ export const NameserverRequest = Type.Union([
     durable: Type.Boolean(),
     activePartitions: Type.Optional(Type.Array(Partition, { maxItems: 65536 })),
     maxValueBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_VALUE_BYTES_CEILING })),
+    /** Issue 15: host:port of its HTTP port (/health, /ready, /metrics), when it has one. */
+    httpAddress: Type.Optional(Address),
     token: Token,
   }),
   /**
@@ -297,6 +313,8 @@ export const NameserverRequest = Type.Union([
     unhealthy: Type.Optional(Type.String({ maxLength: 1024 })),
     /** S16: what this server's background anti-entropy check found (absent: nothing yet). */
     antiEntropy: Type.Optional(AntiEntropyReport),
+    /** Issue 15: the client calls it served since its last heartbeat (absent: an older server). */
+    ops: Type.Optional(OpsReport),
     token: Token,
   }),
   Type.Object({ t: Type.Literal('confirmEpoch'), p: Partition, epoch: Uint, token: Token }),
@@ -320,6 +338,8 @@ export const NameserverRequest = Type.Union([
   Type.Object({ t: Type.Literal('leave'), nodeId: Id, incarnation: Id, token: Token }),
   /** Issue 15, `dstore drain`: move everything off `node` (`on` false: cancel); see DrainReply. */
   Type.Object({ t: Type.Literal('drain'), node: Id, on: Type.Boolean(), token: Token }),
+  /** Issue 15: the dashboard's and `dstore top`'s view of the cluster (ClusterOverview); the leader answers. */
+  Type.Object({ t: Type.Literal('overview'), token: Token }),
   /** Issue 15: the live settings; see ConfigReply. */
   Type.Object({ t: Type.Literal('configGet'), token: Token }),
   /**
@@ -399,6 +419,8 @@ export const NodeInfo = Type.Object({
   role: Type.Union([Type.Literal('nameserver'), Type.Literal('storage')]),
   /** host:port it is reachable at. */
   address: Type.String(),
+  /** Issue 15: host:port of its HTTP port (/health, /ready, /metrics), when it has one. */
+  httpAddress: Type.Optional(Type.String()),
   /**
    * `unhealthy`: its storage backend failed; it serves nothing until it reloaded (issue 4).
    * `unknown`: not heard from since the nameserver (re)started, which counts it as alive for
@@ -480,6 +502,83 @@ export const ClusterInfo = Type.Object({
 });
 export type ClusterInfo = Static<typeof ClusterInfo>;
 
+/** Issue 15: a partition as the dashboard shows it; `lag`: entries each member is behind its primary. */
+export const PartitionView = Type.Object({
+  partition: Partition,
+  epoch: Uint,
+  primary: Id,
+  secondaries: Type.Array(Id, { maxItems: 64 }),
+  learners: Type.Array(Id, { maxItems: 64 }),
+  /** The primary's last reported seq (absent: no report from it yet). */
+  lastSeq: Type.Optional(Uint),
+  /** Its primary reported that it serves reads and writes. */
+  serving: Type.Boolean(),
+  lag: Type.Record(Type.String(), Uint),
+});
+export type PartitionView = Static<typeof PartitionView>;
+
+/** Issue 15: something that happened to the cluster, as the nameserver saw it. */
+export const ClusterEvent = Type.Object({
+  atMs: Uint,
+  kind: Type.Union([
+    Type.Literal('formed'),
+    Type.Literal('registered'),
+    Type.Literal('dead'),
+    Type.Literal('alive'),
+    Type.Literal('failover'),
+    Type.Literal('learner'),
+    Type.Literal('promotion'),
+    Type.Literal('secondaryRemoved'),
+  ]),
+  node: Type.Optional(Type.String({ maxLength: 128 })),
+  partition: Type.Optional(Partition),
+  epoch: Type.Optional(Uint),
+  message: Type.String({ maxLength: 1024 }),
+});
+export type ClusterEvent = Static<typeof ClusterEvent>;
+
+/** Issue 15: one second of the cluster's client calls (summed over the storage servers' heartbeats). */
+export const SeriesPoint = Type.Object({
+  atMs: Uint,
+  readsPerSec: Type.Number({ minimum: 0 }),
+  writesPerSec: Type.Number({ minimum: 0 }),
+  errorsPerSec: Type.Number({ minimum: 0 }),
+  /** The largest p99 any server reported for its last interval (an upper bound of the cluster's). */
+  p99Ms: Type.Number({ minimum: 0 }),
+  /** The servers' medians weighted by their calls. */
+  p50Ms: Type.Number({ minimum: 0 }),
+});
+export type SeriesPoint = Static<typeof SeriesPoint>;
+
+/** Issue 15: a node of the overview: what `nodes` shows, with its heartbeat age and its last interval's calls. */
+export const OverviewNode = Type.Intersect([
+  NodeInfo,
+  Type.Object({
+    heartbeatAgeMs: Type.Optional(Uint),
+    opsPerSec: Type.Optional(Type.Number({ minimum: 0 })),
+    p99Ms: Type.Optional(Type.Number({ minimum: 0 })),
+  }),
+]);
+export type OverviewNode = Static<typeof OverviewNode>;
+
+/** Issue 15: the answer to `overview` (`GET /api/cluster`): the dashboard's and `dstore top`'s data. */
+export const ClusterOverview = Type.Object({
+  clusterId: Type.String(),
+  formed: Type.Boolean(),
+  mapVersion: Uint,
+  partitionsReady: Uint,
+  /** The nameserver's clock when it answered (ms since epoch). */
+  nowMs: Uint,
+  /** The map's settings and the nameserver's timings (other settings may be added). */
+  settings: Type.Record(Type.String(), Type.Unknown()),
+  nodes: Type.Array(OverviewNode),
+  partitions: Type.Array(PartitionView),
+  /** The most recent last. */
+  events: Type.Array(ClusterEvent),
+  /** One point a second, the oldest first. */
+  series: Type.Array(SeriesPoint),
+});
+export type ClusterOverview = Static<typeof ClusterOverview>;
 /** Issue 15: the answer to configGet / configSet (`summary`, `weakens`: configSet's change). */
 export const ConfigReply = Type.Object({
   live: LiveSettingsSchema,

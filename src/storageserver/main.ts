@@ -6,6 +6,7 @@ import { exitOnFatal } from '../process/fatal.js';
 import { createLogger } from '../process/log.js';
 import { guardRejections } from './crash-guard.js';
 import { openBackend } from '../storage/open.js';
+import type { ProcessHttp } from '../http/process-http.js';
 import { StorageServer } from './server.js';
 
 export interface RunStorageServerOptions {
@@ -28,6 +29,11 @@ export interface RunStorageServerOptions {
   readonly antiEntropyRepair?: boolean;
   readonly logLevel: string;
   readonly clusterToken?: string;
+  /**
+   * The process's HTTP port (DESIGN §13; owned by the caller, listening already): the storage
+   * server adds its role to it, and registers with its advertised address.
+   */
+  readonly http?: ProcessHttp;
 }
 
 export async function runStorageServer(
@@ -89,6 +95,7 @@ async function startStorageServer(
         onFatal: () => exitOnFatal(),
         clusterToken: options.clusterToken,
         callTimeoutMs: Math.max(1000, options.heartbeatMs * 2),
+        ...(options.http?.port === undefined ? {} : { httpPort: options.http.port }),
       },
       backend,
       log,
@@ -108,6 +115,12 @@ async function startStorageServer(
     unguard();
     throw err;
   }
+  options.http?.addRole({
+    name: 'storage',
+    registry: started.metrics.registry,
+    health: () => started.probeHealth(),
+    ready: () => started.probeReady(),
+  });
   return {
     port,
     nodeId: started.nodeId,

@@ -27,6 +27,7 @@
  * (InvariantViolation) is a bug, not a storage failure: the process still exits 70.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { OpStats, opKindOf } from './op-stats.js';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -40,7 +41,16 @@ import {
   StorageFailureError,
   UnavailableError,
 } from '../core/errors.js';
-import { INTENT_PREFIX, intentKey, isIntentKey, isReserved, userKeyOfIntent } from '../core/txn-keys.js';
+import {
+  INTENT_PREFIX,
+  intentKey,
+  isIntentKey,
+  isReserved,
+  RESERVED_PREFIX,
+  userKeyOfIntent,
+} from '../core/txn-keys.js';
+import type { Probe } from '../http/process-http.js';
+import { StorageMetrics } from './metrics.js';
 import { defaultLimits, MiB, type Limits } from '../core/limits.js';
 import { type DumpCursor, dumpPage } from './dump.js';
 import type { PeerMessage } from '../core/replica/messages.js';
@@ -131,6 +141,8 @@ export interface StorageServerConfig {
    * point ends the process (src/process/fatal.ts); a library never calls process.exit.
    */
   readonly onFatal?: () => void;
+  /** Issue 15: the port of the process's HTTP server, registered (at the advertised host) for `nodes`. */
+  readonly httpPort?: number;
 }
 
 /** How long a `digestAt` waits for a digest not computed yet (the entry may still be applying). */
@@ -181,6 +193,9 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
   return toNodeId(id);
 }
 
+/** The key /health reads (reserved: never written, so the read is the backend's, never data). */
+const HEALTH_PROBE_KEY = Uint8Array.of(...RESERVED_PREFIX, 0x68);
+
 export class StorageServer {
   readonly nodeId: NodeId;
   private readonly limits: Limits;
@@ -194,6 +209,8 @@ export class StorageServer {
   private readonly digests = new DigestRecords();
   /** S16: the background check of the partitions this server leads. */
   private readonly antiEntropy: AntiEntropy;
+  /** Issue 15: client calls since the last heartbeat, sent with the next one. */
+  private readonly opStats = new OpStats(performance.now());
   /** --nameserver's seeds: register, heartbeats and asks go to the leader among them (issue 12). */
   private readonly nameservers: NameserverSeeds;
   private server: RpcServer | undefined;
@@ -201,6 +218,9 @@ export class StorageServer {
   private advertised = '';
   private keyCount = 0;
   private closed = false;
+  readonly metrics = new StorageMetrics();
+  /** The first registration answered (start returned). */
+  private registeredOnce = false;
   /** Issue 15: the live settings' epoch held, the heartbeat period, the cluster's read mode. */
   private liveEpoch = 0;
   private heartbeatMs: number;
@@ -293,7 +313,7 @@ export class StorageServer {
       role: 'storage',
       oversizedCall: valueTooLargeForPut(this.limits.maxValueBytes),
       logger: this.log,
-      handler: (body, ctx) => this.onCall(body, ctx),
+      handler: (body, ctx) => this.timedCall(body, ctx),
       onMessage: (body) => this.onPeerFrame(body),
     });
     const port = await this.server.listen();
@@ -309,6 +329,7 @@ export class StorageServer {
       'storage server listening',
     );
     await this.registerFirst();
+    this.registeredOnce = true;
     this.heartbeatInterval = setInterval(() => this.heartbeatTimer(), this.heartbeatMs);
     this.timers.push(setInterval(() => this.tick(), this.cfg.tickMs));
     this.antiEntropy.start();
@@ -403,6 +424,61 @@ export class StorageServer {
     return this.host.health;
   }
 
+  /**
+   * /health (DESIGN §13): the storage is healthy and the backend answers a read of a reserved
+   * key (never written) within the probe's bound (ProcessHttp bounds it).
+   */
+  async probeHealth(): Promise<Probe> {
+    const health = this.host.health;
+    if (health.state !== 'healthy')
+      return { ok: false, reasons: [`storage is ${health.state}: ${health.reason}`], detail: { nodeId: this.nodeId } };
+    const started = Date.now();
+    await this.backend.get(partitionId(0), HEALTH_PROBE_KEY);
+    return {
+      ok: true,
+      reasons: [],
+      detail: { nodeId: this.nodeId, backend: this.backend.kind, readMs: Date.now() - started },
+    };
+  }
+
+  /**
+   * /ready (DESIGN §13): registered, healthy, and every partition this server is a member of
+   * (primary or secondary in its configuration) has its role active at the configuration's
+   * epoch; a primary serves (S6). A learner catching up does not make it unready.
+   */
+  async probeReady(): Promise<Probe> {
+    const reasons: string[] = [];
+    const health = this.host.health;
+    if (!this.registeredOnce) reasons.push('not registered with the nameserver yet');
+    if (health.state !== 'healthy') reasons.push(`storage is ${health.state}: ${health.reason}`);
+    let primaries = 0;
+    let secondaries = 0;
+    let learners = 0;
+    for (const r of this.host.replicas.values()) {
+      const c = r.config;
+      if (!c) continue;
+      const isPrimary = c.primary === this.nodeId;
+      const isSecondary = c.secondaries.includes(this.nodeId);
+      if (c.learners.includes(this.nodeId)) learners++;
+      if (!isPrimary && !isSecondary) continue;
+      if (isPrimary) primaries++;
+      else secondaries++;
+      const want = isPrimary ? 'primary' : 'secondary';
+      if (!r.active || r.role !== want || r.epoch !== c.epoch)
+        reasons.push(
+          `partition ${r.partition}: ${want} at epoch ${c.epoch} is not active yet ` +
+            `(role ${r.active ? r.role : 'inactive'}, epoch ${r.epoch})`,
+        );
+      else if (isPrimary && !r.serving) reasons.push(`partition ${r.partition}: the primary does not serve yet`);
+    }
+    const shown = reasons.length > 20 ? [...reasons.slice(0, 20), `… and ${reasons.length - 20} more`] : reasons;
+    return {
+      ok: reasons.length === 0,
+      reasons: shown,
+      detail: { nodeId: this.nodeId, primaries, secondaries, learners },
+    };
+  }
+
   /** New at every start and every reload after a storage failure (S4, S7). */
   get incarnation(): string {
     return this.host.incarnation;
@@ -429,6 +505,9 @@ export class StorageServer {
         address: this.advertised,
         backend: this.backend.kind,
         maxValueBytes: this.limits.maxValueBytes,
+        ...(this.cfg.httpPort === undefined
+          ? {}
+          : { httpAddress: `${this.advertised.replace(/:\d+$/, '')}:${this.cfg.httpPort}` }),
       });
       const r = registerReply.decode(raw);
       if (!r.ok)
@@ -494,6 +573,7 @@ export class StorageServer {
       const raw = await this.nameserverCall({
         ...request,
         keys: this.keyCount,
+        ops: this.opStats.take(performance.now()),
         ...(ae.checks > 0
           ? { antiEntropy: { ...ae, ...(ae.last ? { last: { ...ae.last, odd: [...ae.last.odd] } } : {}) } }
           : {}),
@@ -1121,6 +1201,29 @@ export class StorageServer {
   }
 
   // ---- client calls ----
+
+  /** Issue 15: a client's read or write, timed for the heartbeat's report (OpStats). */
+  private async timedCall(body: unknown, ctx: CallContext): Promise<unknown> {
+    const call =
+      typeof body === 'object' && body !== null ? (body as { t?: unknown; keys?: unknown; entries?: unknown }) : {};
+    const kind = opKindOf(call.t);
+    if (kind === undefined) return this.onCall(body, ctx);
+    const count =
+      Array.isArray(call.keys) && call.t === 'getMany'
+        ? call.keys.length
+        : Array.isArray(call.entries)
+          ? call.entries.length
+          : 1;
+    const start = performance.now();
+    try {
+      const reply = await this.onCall(body, ctx);
+      this.opStats.record(kind, performance.now() - start, false, count);
+      return reply;
+    } catch (err) {
+      this.opStats.record(kind, performance.now() - start, true, count);
+      throw err;
+    }
+  }
 
   private async onCall(body: unknown, _ctx: CallContext): Promise<unknown> {
     const d = storageRequest.decode(body);

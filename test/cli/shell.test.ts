@@ -100,6 +100,9 @@ class FakeDb implements Db {
     return { node, draining: [node], held: 0, led: 0 };
   }
 
+  async overview(): Promise<never> {
+    throw new Error('not in this fake');
+  }
   async nodes(): Promise<ClusterInfo> {
     this.check();
     const now = Date.now();

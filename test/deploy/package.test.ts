@@ -32,6 +32,9 @@ describe('the package', () => {
       'docs/errors.md',
       'deploy/dstore-nameserver.service',
       'deploy/dstore-storage@.service',
+      'web/index.html',
+      'web/app.js',
+      'web/style.css',
     ]) {
       assert.ok(files.includes(f), `${f} is in the package`);
     }

@@ -1,0 +1,145 @@
+/**
+ * The nameserver's Prometheus metrics (docs/metrics.md). Counted at the driver from the maps
+ * it persists (the core stays pure): each new map is compared with the previous one. The
+ * gauges (nodes by state, partitions ready) are read from `nodes` when scraped.
+ */
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { PersistedMap } from '../core/nameserver/nameserver.js';
+import type { ClusterInfo } from '../rpc/messages.js';
+
+/** Why a partition's configuration changed, as `dstore_reconfigurations_total{kind}` counts it. */
+export type ReconfigurationKind = 'formed' | 'failover' | 'promotion' | 'learner_added' | 'member_removed' | 'other';
+
+const NODE_STATES = ['alive', 'dead', 'starting', 'unknown', 'unhealthy'] as const;
+
+export class NameserverMetrics {
+  readonly registry = new Registry();
+  /** Reads `nodes` for the gauges; undefined while the process does not serve the map (a follower). */
+  source: (() => Promise<ClusterInfo | undefined>) | undefined;
+  private readonly reconfigurations: Counter<'kind'>;
+  private readonly failovers: Counter;
+  private readonly promotions: Counter;
+  private readonly mapWrites: Counter;
+  private previous: PersistedMap | undefined;
+
+  constructor() {
+    const registers = [this.registry];
+    this.reconfigurations = new Counter({
+      name: 'dstore_reconfigurations_total',
+      help: 'Partition configurations changed by the nameserver (new epochs), by kind',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.failovers = new Counter({
+      name: 'dstore_failovers_total',
+      help: 'Partitions whose primary the nameserver replaced (a secondary promoted to primary)',
+      registers,
+    });
+    this.promotions = new Counter({
+      name: 'dstore_learner_promotions_total',
+      help: 'Learners promoted to secondaries once caught up',
+      registers,
+    });
+    this.mapWrites = new Counter({
+      name: 'dstore_cluster_map_writes_total',
+      help: 'Cluster map versions persisted (file or etcd) by this nameserver',
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: 'dstore_nodes',
+      help: 'Storage servers known to the nameserver, by state (read at scrape; absent on a following candidate)',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const info = await self.info();
+        this.reset();
+        if (!info) return;
+        for (const s of NODE_STATES) this.set({ state: s }, 0);
+        for (const n of info.nodes) if (n.role === 'storage') this.inc({ state: n.state });
+      },
+    });
+    new Gauge({
+      name: 'dstore_partitions',
+      help: 'Partitions of the cluster (0 until it is formed)',
+      registers,
+      async collect() {
+        const info = await self.info();
+        this.set(info?.formed ? info.partitions : 0);
+      },
+    });
+    new Gauge({
+      name: 'dstore_partitions_ready',
+      help: 'Partitions whose primary reported that it serves reads and writes',
+      registers,
+      async collect() {
+        const info = await self.info();
+        this.set(info?.partitionsReady ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'dstore_cluster_formed',
+      help: '1 once the cluster map is formed, else 0',
+      registers,
+      async collect() {
+        const info = await self.info();
+        this.set(info?.formed ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'dstore_nameserver_leading',
+      help: '1 while this nameserver serves the map (always for a single one; the leader in HA)',
+      registers,
+      async collect() {
+        this.set(self.source === undefined ? 0 : (await self.info()) === undefined ? 0 : 1);
+      },
+    });
+  }
+
+  private async info(): Promise<ClusterInfo | undefined> {
+    try {
+      return await this.source?.();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The map a new term starts from (HA: loaded from etcd): changes are counted from it. */
+  baseline(map: PersistedMap): void {
+    this.previous = map;
+  }
+
+  /** A map this nameserver persisted: counts what changed since the previous one it saw. */
+  onMapPersisted(map: PersistedMap): void {
+    const before = this.previous;
+    this.previous = map;
+    this.mapWrites.inc();
+    if (!before) return;
+    if (before.configs.length === 0) {
+      if (map.configs.length > 0) this.reconfigurations.inc({ kind: 'formed' }, map.configs.length);
+      return;
+    }
+    for (const c of map.configs) {
+      const old = before.configs[c.partition];
+      if (!old || old.epoch === c.epoch) continue;
+      const kind = reconfigurationKind(old, c);
+      this.reconfigurations.inc({ kind });
+      if (kind === 'failover') this.failovers.inc();
+      const promoted = c.secondaries.filter((n) => old.learners.includes(n)).length;
+      if (promoted > 0) this.promotions.inc(promoted);
+    }
+  }
+}
+
+/** How one partition's configuration changed (the first that applies). */
+export function reconfigurationKind(
+  old: PersistedMap['configs'][number],
+  now: PersistedMap['configs'][number],
+): ReconfigurationKind {
+  if (old.primary !== now.primary) return 'failover';
+  if (now.secondaries.some((n) => old.learners.includes(n))) return 'promotion';
+  if (now.learners.some((n) => !old.learners.includes(n))) return 'learner_added';
+  const members = (c: typeof old): string[] => [c.primary, ...c.secondaries, ...c.learners];
+  if (members(old).some((n) => !members(now).includes(n))) return 'member_removed';
+  return 'other';
+}

@@ -132,7 +132,13 @@ async function setConfig(name, value, force = false) {
 
 function actionButtons(node, control) {
   const td = el('td', { className: 'actions' });
-  if (node.role !== 'storage' || !control.actions) return td;
+  if (node.role !== 'storage') return td;
+  // Issue 15: draining is the nameserver's own, so it works on any cluster, not only under dstore up.
+  const drain = node.moving === 'draining' ? 'undrain' : 'drain';
+  const d = el('button', { type: 'button', dataset: { action: drain, node: node.id } }, drain);
+  d.addEventListener('click', () => act(`/api/nodes/${encodeURIComponent(node.id)}/${drain}`, `${drain} ${node.id}`));
+  td.append(d);
+  if (!control.actions) return td;
   for (const action of NODE_ACTIONS) {
     const b = el('button', { type: 'button', dataset: { action, node: node.id } }, action);
     b.addEventListener('click', () =>
@@ -150,7 +156,7 @@ function renderNodes(o) {
       { dataset: { node: n.id, state: n.state } },
       el('td', { className: 'id' }, n.id),
       el('td', {}, n.address),
-      el('td', { className: 'state', dataset: { state: n.state } }, n.state),
+      el('td', { className: 'state', dataset: { state: n.state } }, n.moving ? `${n.state} (${n.moving})` : n.state),
       el('td', { className: 'num' }, n.role === 'storage' ? duration(n.heartbeatAgeMs) : ''),
       el('td', { className: 'num held' }, n.role === 'storage' ? n.partitionsHeld : ''),
       el('td', { className: 'num led' }, n.role === 'storage' ? n.partitionsLed : ''),

@@ -32,6 +32,8 @@ export interface DashboardDeps {
   /** The live settings (configGet), and a switch of one (configSet; a typed error when refused). */
   config?(): Promise<unknown>;
   setConfig?(name: string, value: string, options: { node?: string; force?: boolean }): Promise<unknown>;
+  /** Issue 15: start (`on`) or cancel a drain of a storage server (the `drain` call's answer). */
+  drain?(node: string, on: boolean): Promise<unknown>;
   /** Present when `dstore up` started this nameserver and answers node actions. */
   readonly upControl?: UpControl | undefined;
   /** Where the page's files are (default WEB_DIR). */
@@ -174,14 +176,25 @@ export function installDashboard(http: HttpServer, deps: DashboardDeps): void {
   http.route(
     'POST',
     '/api/nodes/',
-    (req) => {
+    async (req) => {
       const parts = req.path.slice('/api/nodes/'.length).split('/');
       const [node, action] = parts;
+      // Issue 15: a drain is the nameserver's own doing, on any cluster.
+      if (parts.length === 2 && node !== undefined && node !== '' && (action === 'drain' || action === 'undrain')) {
+        if (deps.drain === undefined) throw new HttpError(404, 'NOT_FOUND', 'this nameserver cannot drain');
+        const body = await deps.drain(decodeURIComponent(node), action === 'drain');
+        const d = body as { node: string; held: number; led: number };
+        const message =
+          action === 'drain'
+            ? `draining ${d.node}: it holds ${d.held} partition(s) and leads ${d.led}`
+            : `drain of ${d.node} cancelled`;
+        return { body: { ok: true, outcome: 'done', message, ...d } };
+      }
       if (parts.length !== 2 || node === undefined || node === '' || !isNodeAction(action) || action === 'spawn')
         throw new HttpError(
           404,
           'NOT_FOUND',
-          `expected /api/nodes/<node>/<kill|stop|pause|resume|restart>, got ${req.path}`,
+          `expected /api/nodes/<node>/<kill|stop|pause|resume|restart|drain|undrain>, got ${req.path}`,
         );
       const id = decodeURIComponent(node);
       if (id === 'nameserver' || id === 'ns')

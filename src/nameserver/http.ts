@@ -60,6 +60,7 @@ export function nameserverRoutes(http: HttpServer, view: NameserverView): void {
     // Issue 15 live settings: answered as `dstore config get|set` (the leader's; a follower refuses).
     config: () => view.request({ t: 'configGet' }),
     setConfig: (name, value, options) => view.request({ t: 'configSet', name, value, ...options }),
+    drain: (node, on) => view.request({ t: 'drain', node, on }),
     upControl: UpControl.fromEnv(),
   });
 }

@@ -60,6 +60,7 @@ import {
   type InvariantViolation,
   type NodeId,
   type PartitionId,
+  type LogEntry,
   type Seq,
   nodeId as toNodeId,
   partitionId,
@@ -186,6 +187,39 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
   return toNodeId(id);
 }
 
+/** The request types a call is counted under (anything else: `malformed`), bounding the op label. */
+const STORAGE_CALLS: ReadonlySet<string> = new Set([
+  'put',
+  'del',
+  'get',
+  'scan',
+  'getMany',
+  'putMany',
+  'dump',
+  'stats',
+  'snapshotRead',
+  'digest',
+  'digestAt',
+  'relearn',
+]);
+
+/** Key and value bytes of snapshot items. */
+function snapshotBytes(items: ReadonlyArray<{ key: Uint8Array; value: Uint8Array }>): number {
+  let n = 0;
+  for (const i of items) n += i.key.length + i.value.length;
+  return n;
+}
+
+/** Key and value bytes of log entries' puts and deletes. */
+function entryBytes(entries: readonly LogEntry[]): number {
+  let n = 0;
+  for (const e of entries) {
+    if (e.op.kind === 'put') n += e.op.key.length + e.op.value.length;
+    else if (e.op.kind === 'delete') n += e.op.key.length;
+  }
+  return n;
+}
+
 /** The key /health reads (reserved: never written, so the read is the backend's, never data). */
 const HEALTH_PROBE_KEY = Uint8Array.of(...RESERVED_PREFIX, 0x68);
 
@@ -239,6 +273,17 @@ export class StorageServer {
       { resolve: () => undefined, reject: () => undefined },
     );
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
+    const host = this.host;
+    this.metrics.source = {
+      *primaries() {
+        for (const r of host.replicas.values()) {
+          if (!r.serving) continue;
+          const peers = [...r.peers].map(([id, peer]) => [id as string, peer.ackedSeq as number] as const);
+          yield { partition: r.partition, lastSeq: r.lastSeq, peers };
+        }
+      },
+      connections: () => ({ inbound: this.server?.connectionCount ?? 0, outbound: this.pool.size }),
+    };
     this.nameservers = new NameserverSeeds(parseSeeds(cfg.nameserver, '--nameserver'), this.pool, { logger: log });
     this.antiEntropy = new AntiEntropy({
       intervalMs: cfg.antiEntropyMs ?? DEFAULT_ANTI_ENTROPY_MS,
@@ -629,21 +674,28 @@ export class StorageServer {
 
   private writeBatch(life: number, batch: number, ops: Parameters<Backend['writeBatch']>[0]): void {
     this.batchesInFlight += 1;
+    const started = performance.now();
     this.backend.writeBatch(ops).then(
       (result) => {
         this.batchesInFlight -= 1;
+        this.metrics.batchWritten(ops.length, (performance.now() - started) / 1000);
         this.run(this.host.batchDone(life, batch, result.deletes));
       },
       (err: unknown) => {
         // The in-memory state now runs ahead of the disk: stop rather than diverge.
         this.batchesInFlight -= 1;
+        this.metrics.batchFailed();
         if (!this.closed) this.run(this.host.batchFailed(life, err instanceof Error ? err : new Error(String(err))));
       },
     );
   }
 
   private tick(): void {
-    this.run(this.host.tick(Date.now()));
+    const now = Date.now();
+    for (const r of this.host.replicas.values())
+      if (r.serving) this.metrics.sampleLastSeq(r.partition, r.lastSeq, now);
+      else if (r.role !== 'primary') this.metrics.forgetPartition(r.partition);
+    this.run(this.host.tick(now));
   }
 
   /** Log tails read at start (S3: the epoch also comes from the log), as the host's recovery. */
@@ -873,11 +925,13 @@ export class StorageServer {
         return r.value;
       };
       const first = await read();
+      const metrics = this.metrics;
       let items = 0;
       async function* pages(): AsyncIterable<SnapshotItem[]> {
         let page = first;
         for (let n = 0; n < 10_000_000; n++) {
           items += page.items.length;
+          metrics.snapshotPage('received', snapshotBytes(page.items));
           yield page.items.map((i) => ({
             key: i.key,
             value: i.value,
@@ -897,9 +951,11 @@ export class StorageServer {
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
       installed = { applied, dedup, intents: await intentsOf(backend, p) };
     } catch (err) {
+      this.metrics.snapshot('received', 'error');
       this.run(this.host.snapshotFailed(life, p, (err as Error).message));
       return;
     }
+    this.metrics.snapshot('received', 'ok');
     // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
     this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup, installed.intents));
   }
@@ -986,6 +1042,7 @@ export class StorageServer {
       }
     } catch (err) {
       done = true; // a failed read ends the session: the learner starts over
+      this.metrics.snapshot('sent', 'error');
       // S13: a corrupt record is never shipped; the learner learns from the next primary.
       throw isCorruptRecord(err) ? this.onCorruptRead(p, err) : err;
     } finally {
@@ -996,6 +1053,8 @@ export class StorageServer {
         await session.snapshot.close();
       }
     }
+    this.metrics.snapshotPage('sent', bytes);
+    if (done) this.metrics.snapshot('sent', 'ok');
     return { session: id, applied: session.snapshot.applied, dedup, items, done };
   }
 
@@ -1093,6 +1152,8 @@ export class StorageServer {
       return;
     }
     const message = toPeerMessage(d.value.m);
+    if (message.kind === 'prepare' && message.config.learners.includes(this.nodeId))
+      this.metrics.learnerEntries(entryBytes(message.entries));
     if (!this.addresses.has(toNodeId(d.value.from))) this.addresses.set(toNodeId(d.value.from), d.value.addr);
     // Before registering we do not know the cluster's settings (S8): the primary will re-send.
     this.run(this.host.peer(toNodeId(d.value.from), message));
@@ -1100,7 +1161,22 @@ export class StorageServer {
 
   // ---- client calls ----
 
-  private async onCall(body: unknown, _ctx: CallContext): Promise<unknown> {
+  /** Every call, counted and timed by op and outcome (metrics.ts). */
+  private async onCall(body: unknown, ctx: CallContext): Promise<unknown> {
+    const started = performance.now();
+    const t = typeof body === 'object' && body !== null ? (body as { t?: unknown }).t : undefined;
+    const op = typeof t === 'string' && STORAGE_CALLS.has(t) ? t : 'malformed';
+    try {
+      const value = await this.answerCall(body, ctx);
+      this.metrics.call(op, (performance.now() - started) / 1000);
+      return value;
+    } catch (err) {
+      this.metrics.call(op, (performance.now() - started) / 1000, err);
+      throw err;
+    }
+  }
+
+  private async answerCall(body: unknown, _ctx: CallContext): Promise<unknown> {
     const d = storageRequest.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;

@@ -56,6 +56,7 @@ import type { ReplicaRecovery } from '../core/replica/replica.js';
 import {
   assertNever,
   expired,
+  type Config,
   type Epoch,
   type InvariantViolation,
   type NodeId,
@@ -246,6 +247,8 @@ export class StorageServer {
   readonly metrics = new StorageMetrics();
   /** The first registration answered (start returned). */
   private registeredOnce = false;
+  /** The configurations of the last heartbeat reply (what the map says this server holds), for /ready. */
+  private knownConfigs: readonly Config[] | undefined;
 
   /**
    * `reopen` opens the backend again after a storage failure (a new connection and S14 check
@@ -427,9 +430,8 @@ export class StorageServer {
     let primaries = 0;
     let secondaries = 0;
     let learners = 0;
-    for (const r of this.host.replicas.values()) {
-      const c = r.config;
-      if (!c) continue;
+    if (this.knownConfigs === undefined) reasons.push('no heartbeat answered by the nameserver yet');
+    for (const c of this.knownConfigs ?? []) {
       const isPrimary = c.primary === this.nodeId;
       const isSecondary = c.secondaries.includes(this.nodeId);
       if (c.learners.includes(this.nodeId)) learners++;
@@ -437,12 +439,13 @@ export class StorageServer {
       if (isPrimary) primaries++;
       else secondaries++;
       const want = isPrimary ? 'primary' : 'secondary';
-      if (!r.active || r.role !== want || r.epoch !== c.epoch)
+      const r = this.host.replicas.get(c.partition);
+      if (!r?.active || r.role !== want || r.epoch < c.epoch)
         reasons.push(
-          `partition ${r.partition}: ${want} at epoch ${c.epoch} is not active yet ` +
-            `(role ${r.active ? r.role : 'inactive'}, epoch ${r.epoch})`,
+          `partition ${c.partition}: ${want} at epoch ${c.epoch} is not active yet ` +
+            `(role ${r?.active ? r.role : 'inactive'}, epoch ${r?.epoch ?? 0})`,
         );
-      else if (isPrimary && !r.serving) reasons.push(`partition ${r.partition}: the primary does not serve yet`);
+      else if (isPrimary && !r.serving) reasons.push(`partition ${c.partition}: the primary does not serve yet`);
     }
     const shown = reasons.length > 20 ? [...reasons.slice(0, 20), `… and ${reasons.length - 20} more`] : reasons;
     return {
@@ -526,7 +529,9 @@ export class StorageServer {
       if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed heartbeat reply: ${r.reason}`);
       if (r.value.kind === 'ok') {
         for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
-        this.run(this.host.heartbeatAnswered(life, { kind: 'ok', configs: r.value.configs.map(toConfig) }));
+        const configs = r.value.configs.map(toConfig);
+        this.knownConfigs = configs;
+        this.run(this.host.heartbeatAnswered(life, { kind: 'ok', configs }));
         void this.refreshKeyCount();
       } else this.run(this.host.heartbeatAnswered(life, r.value));
     } catch (err) {

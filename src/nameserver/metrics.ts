@@ -34,6 +34,7 @@ export class NameserverMetrics {
   private readonly promotions: Counter;
   private readonly mapWrites: Counter;
   private previous: PersistedMap | undefined;
+  private cached: { readonly atMs: number; readonly info: Promise<ClusterInfo | undefined> } | undefined;
   /** Open inbound RPC connections (set by the process once it listens). */
   connections: (() => number) | undefined;
   private readonly requests: Counter<'request' | 'outcome'>;
@@ -161,12 +162,19 @@ export class NameserverMetrics {
     if (err !== undefined) this.errors.inc({ code: outcome });
   }
 
-  private async info(): Promise<ClusterInfo | undefined> {
-    try {
-      return await this.source?.();
-    } catch {
-      return undefined;
-    }
+  /** One `nodes` per scrape: the gauges of one scrape share it (reused for 250 ms). */
+  private info(): Promise<ClusterInfo | undefined> {
+    const now = Date.now();
+    if (this.cached && now - this.cached.atMs < 250) return this.cached.info;
+    const info = (async () => {
+      try {
+        return await this.source?.();
+      } catch {
+        return undefined;
+      }
+    })();
+    this.cached = { atMs: now, info };
+    return info;
   }
 
   /** The map a new term starts from (HA: loaded from etcd): changes are counted from it. */

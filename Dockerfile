@@ -37,7 +37,13 @@ ENV DSTORE_LISTEN=0.0.0.0 \
     DSTORE_DATA_DIR=/data
 USER node
 VOLUME ["/data"]
-# nameserver RPC, storage servers (DESIGN §14)
-EXPOSE 7000 7101 7102 7103
+# nameserver RPC, storage servers (DESIGN §14); the nameserver's HTTP port (dashboard, /metrics)
+EXPOSE 7000 7101 7102 7103 7080
+# Issue 15: /health on the role's HTTP port when one is set (DSTORE_HTTP_PORT for the
+# nameserver, DSTORE_STORAGE_HTTP_PORT for a storage server or node); a container without one
+# (the client) has nothing to probe. The image has no curl: node's fetch. The compose files
+# set their own checks.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "const p = process.env.DSTORE_HTTP_PORT || process.env.DSTORE_STORAGE_HTTP_PORT; if (!p || p === 'off') process.exit(0); fetch('http://127.0.0.1:' + p + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["dstore"]
 CMD ["--help"]

@@ -260,11 +260,13 @@ export async function runNameserverCommand(o: NameserverCliOptions): Promise<nev
     throw new UsageError(`--min-write-replicas (${o.minWriteReplicas}) cannot exceed --replicas (${o.replicas})`);
   const { runNameserver } = await import('../nameserver/main.js');
   const lifetime = stopHandlers('nameserver');
+  // Bad input first: once the HTTP port listens, a failed start must close it (or the process stays).
+  const dataDir = dataDirArg(o.dataDir);
   const http = await startHttp(o.host, o.httpPort, o.clusterToken, o.logLevel);
   const server = await runNameserver({
     host: o.host,
     port: o.port,
-    dataDir: dataDirArg(o.dataDir),
+    dataDir,
     ...clusterSettings(o),
     ...(o.advertise === undefined ? {} : { advertise: o.advertise }),
     ...(o.etcd === undefined ? {} : { etcd: o.etcd }),

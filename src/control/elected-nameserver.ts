@@ -119,8 +119,11 @@ export class ElectedNameserverProcess {
   }
 
   async start(): Promise<number> {
-    const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) => this.onCall(body));
+    const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) =>
+      this.metrics.counted(body, (b) => this.onCall(b)),
+    );
     this.server = server;
+    this.metrics.connections = () => server.connectionCount;
     this.address = address;
     this.nodeId = this.etcd.nodeId ?? `${hostname()}:${port}`;
     const control = new EtcdControl({

@@ -4,11 +4,24 @@
  * gauges (nodes by state, partitions ready) are read from `nodes` when scraped.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
+import { DstoreError } from '../core/errors.js';
 import type { PersistedMap } from '../core/nameserver/nameserver.js';
 import type { ClusterInfo } from '../rpc/messages.js';
 
 /** Why a partition's configuration changed, as `dstore_reconfigurations_total{kind}` counts it. */
 export type ReconfigurationKind = 'formed' | 'failover' | 'promotion' | 'learner_added' | 'member_removed' | 'other';
+
+/** Request types counted by name (others: `other`; not a string: `malformed`), bounding the label. */
+const REQUESTS: ReadonlySet<string> = new Set([
+  'register',
+  'heartbeat',
+  'confirmEpoch',
+  'promote',
+  'removeSecondary',
+  'map',
+  'nodes',
+  'leader',
+]);
 
 const NODE_STATES = ['alive', 'dead', 'starting', 'unknown', 'unhealthy'] as const;
 
@@ -21,9 +34,16 @@ export class NameserverMetrics {
   private readonly promotions: Counter;
   private readonly mapWrites: Counter;
   private previous: PersistedMap | undefined;
+  private cached: { readonly atMs: number; readonly info: Promise<ClusterInfo | undefined> } | undefined;
+  /** Open inbound RPC connections (set by the process once it listens). */
+  connections: (() => number) | undefined;
+  private readonly requests: Counter<'request' | 'outcome'>;
+  private readonly errors: Counter<'code'>;
+  private readonly requestChildren = new Map<string, Counter.Internal>();
 
   constructor() {
     const registers = [this.registry];
+    const self = this;
     this.reconfigurations = new Counter({
       name: 'dstore_reconfigurations_total',
       help: 'Partition configurations changed by the nameserver (new epochs), by kind',
@@ -40,12 +60,31 @@ export class NameserverMetrics {
       help: 'Learners promoted to secondaries once caught up',
       registers,
     });
+    this.requests = new Counter({
+      name: 'dstore_nameserver_requests_total',
+      help: 'Requests this nameserver answered (register, heartbeat, map, nodes, …), by outcome',
+      labelNames: ['request', 'outcome'],
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'dstore_nameserver_errors_total',
+      help: 'Nameserver requests refused with an error, by error code (docs/errors.md)',
+      labelNames: ['code'],
+      registers,
+    });
+    new Gauge({
+      name: 'dstore_nameserver_connections',
+      help: 'Open inbound RPC connections of the nameserver (clients, storage servers)',
+      registers,
+      collect() {
+        this.set(self.connections?.() ?? 0);
+      },
+    });
     this.mapWrites = new Counter({
       name: 'dstore_cluster_map_writes_total',
       help: 'Cluster map versions persisted (file or etcd) by this nameserver',
       registers,
     });
-    const self = this;
     new Gauge({
       name: 'dstore_nodes',
       help: 'Storage servers known to the nameserver, by state (read at scrape; absent on a following candidate)',
@@ -96,12 +135,46 @@ export class NameserverMetrics {
     });
   }
 
-  private async info(): Promise<ClusterInfo | undefined> {
+  /** Runs an RPC call's handler, counting it by request type and outcome. */
+  async counted(body: unknown, handle: (body: unknown) => unknown): Promise<unknown> {
+    const t = typeof body === 'object' && body !== null ? (body as { t?: unknown }).t : undefined;
+    const request = typeof t !== 'string' ? 'malformed' : REQUESTS.has(t) ? t : 'other';
     try {
-      return await this.source?.();
-    } catch {
-      return undefined;
+      const value = await handle(body);
+      this.request(request);
+      return value;
+    } catch (err) {
+      this.request(request, err);
+      throw err;
     }
+  }
+
+  /** A request answered (`t` its type, bounded), `err` when refused. */
+  request(t: string, err?: unknown): void {
+    const outcome = err === undefined ? 'ok' : err instanceof DstoreError ? err.code : 'INTERNAL';
+    const key = `${t} ${outcome}`;
+    let c = this.requestChildren.get(key);
+    if (!c) {
+      c = this.requests.labels(t, outcome);
+      this.requestChildren.set(key, c);
+    }
+    c.inc();
+    if (err !== undefined) this.errors.inc({ code: outcome });
+  }
+
+  /** One `nodes` per scrape: the gauges of one scrape share it (reused for 250 ms). */
+  private info(): Promise<ClusterInfo | undefined> {
+    const now = Date.now();
+    if (this.cached && now - this.cached.atMs < 250) return this.cached.info;
+    const info = (async () => {
+      try {
+        return await this.source?.();
+      } catch {
+        return undefined;
+      }
+    })();
+    this.cached = { atMs: now, info };
+    return info;
   }
 
   /** The map a new term starts from (HA: loaded from etcd): changes are counted from it. */

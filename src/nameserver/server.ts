@@ -134,8 +134,11 @@ export class NameserverProcess {
   }
 
   async start(): Promise<number> {
-    const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) => this.onCall(body));
+    const { server, port, address } = await listenNameserver(this.cfg, this.log, (body) =>
+      this.metrics.counted(body, (b) => this.onCall(b)),
+    );
     this.server = server;
+    this.metrics.connections = () => server.connectionCount;
     this.host.address = address;
     this.startTicking();
     const token = this.cfg.clusterToken ? 'required' : 'none';

@@ -58,10 +58,12 @@ import type { ReplicaRecovery } from '../core/replica/replica.js';
 import {
   assertNever,
   expired,
+  type Config,
   type Epoch,
   type InvariantViolation,
   type NodeId,
   type PartitionId,
+  type LogEntry,
   type Seq,
   nodeId as toNodeId,
   partitionId,
@@ -193,6 +195,39 @@ export function loadNodeId(dataDir: string, requested?: string): NodeId {
   return toNodeId(id);
 }
 
+/** The request types a call is counted under (anything else: `malformed`), bounding the op label. */
+const STORAGE_CALLS: ReadonlySet<string> = new Set([
+  'put',
+  'del',
+  'get',
+  'scan',
+  'getMany',
+  'putMany',
+  'dump',
+  'stats',
+  'snapshotRead',
+  'digest',
+  'digestAt',
+  'relearn',
+]);
+
+/** Key and value bytes of snapshot items. */
+function snapshotBytes(items: ReadonlyArray<{ key: Uint8Array; value: Uint8Array }>): number {
+  let n = 0;
+  for (const i of items) n += i.key.length + i.value.length;
+  return n;
+}
+
+/** Key and value bytes of log entries' puts and deletes. */
+function entryBytes(entries: readonly LogEntry[]): number {
+  let n = 0;
+  for (const e of entries) {
+    if (e.op.kind === 'put') n += e.op.key.length + e.op.value.length;
+    else if (e.op.kind === 'delete') n += e.op.key.length;
+  }
+  return n;
+}
+
 /** The key /health reads (reserved: never written, so the read is the backend's, never data). */
 const HEALTH_PROBE_KEY = Uint8Array.of(...RESERVED_PREFIX, 0x68);
 
@@ -226,6 +261,8 @@ export class StorageServer {
   private heartbeatMs: number;
   private heartbeatInterval: NodeJS.Timeout | undefined;
   private readMode: 'linearizable' | 'fast' = 'linearizable';
+  /** The configurations of the last heartbeat reply (what the map says this server holds), for /ready. */
+  private knownConfigs: readonly Config[] | undefined;
 
   /**
    * `reopen` opens the backend again after a storage failure (a new connection and S14 check
@@ -254,6 +291,17 @@ export class StorageServer {
       { resolve: () => undefined, reject: () => undefined },
     );
     this.pool = new RpcPool({ maxFrameBytes: this.limits.maxFrameBytes, logger: log });
+    const host = this.host;
+    this.metrics.source = {
+      *primaries() {
+        for (const r of host.replicas.values()) {
+          if (!r.serving) continue;
+          const peers = [...r.peers].map(([id, peer]) => [id as string, peer.ackedSeq as number] as const);
+          yield { partition: r.partition, lastSeq: r.lastSeq, peers };
+        }
+      },
+      connections: () => ({ inbound: this.server?.connectionCount ?? 0, outbound: this.pool.size }),
+    };
     this.nameservers = new NameserverSeeds(parseSeeds(cfg.nameserver, '--nameserver'), this.pool, { logger: log });
     this.antiEntropy = new AntiEntropy({
       intervalMs: cfg.antiEntropyMs ?? DEFAULT_ANTI_ENTROPY_MS,
@@ -313,7 +361,7 @@ export class StorageServer {
       role: 'storage',
       oversizedCall: valueTooLargeForPut(this.limits.maxValueBytes),
       logger: this.log,
-      handler: (body, ctx) => this.timedCall(body, ctx),
+      handler: (body, ctx) => this.onCall(body, ctx),
       onMessage: (body) => this.onPeerFrame(body),
     });
     const port = await this.server.listen();
@@ -454,9 +502,8 @@ export class StorageServer {
     let primaries = 0;
     let secondaries = 0;
     let learners = 0;
-    for (const r of this.host.replicas.values()) {
-      const c = r.config;
-      if (!c) continue;
+    if (this.knownConfigs === undefined) reasons.push('no heartbeat answered by the nameserver yet');
+    for (const c of this.knownConfigs ?? []) {
       const isPrimary = c.primary === this.nodeId;
       const isSecondary = c.secondaries.includes(this.nodeId);
       if (c.learners.includes(this.nodeId)) learners++;
@@ -464,12 +511,13 @@ export class StorageServer {
       if (isPrimary) primaries++;
       else secondaries++;
       const want = isPrimary ? 'primary' : 'secondary';
-      if (!r.active || r.role !== want || r.epoch !== c.epoch)
+      const r = this.host.replicas.get(c.partition);
+      if (!r?.active || r.role !== want || r.epoch < c.epoch)
         reasons.push(
-          `partition ${r.partition}: ${want} at epoch ${c.epoch} is not active yet ` +
-            `(role ${r.active ? r.role : 'inactive'}, epoch ${r.epoch})`,
+          `partition ${c.partition}: ${want} at epoch ${c.epoch} is not active yet ` +
+            `(role ${r?.active ? r.role : 'inactive'}, epoch ${r?.epoch ?? 0})`,
         );
-      else if (isPrimary && !r.serving) reasons.push(`partition ${r.partition}: the primary does not serve yet`);
+      else if (isPrimary && !r.serving) reasons.push(`partition ${c.partition}: the primary does not serve yet`);
     }
     const shown = reasons.length > 20 ? [...reasons.slice(0, 20), `… and ${reasons.length - 20} more`] : reasons;
     return {
@@ -583,7 +631,9 @@ export class StorageServer {
       if (r.value.kind === 'ok') {
         if (r.value.live !== undefined) this.applyLive(r.value.live);
         for (const [id, address] of Object.entries(r.value.addresses)) this.addresses.set(toNodeId(id), address);
-        this.run(this.host.heartbeatAnswered(life, { kind: 'ok', configs: r.value.configs.map(toConfig) }));
+        const configs = r.value.configs.map(toConfig);
+        this.knownConfigs = configs;
+        this.run(this.host.heartbeatAnswered(life, { kind: 'ok', configs }));
         void this.refreshKeyCount();
       } else this.run(this.host.heartbeatAnswered(life, r.value));
     } catch (err) {
@@ -731,21 +781,28 @@ export class StorageServer {
 
   private writeBatch(life: number, batch: number, ops: Parameters<Backend['writeBatch']>[0]): void {
     this.batchesInFlight += 1;
+    const started = performance.now();
     this.backend.writeBatch(ops).then(
       (result) => {
         this.batchesInFlight -= 1;
+        this.metrics.batchWritten(ops.length, (performance.now() - started) / 1000);
         this.run(this.host.batchDone(life, batch, result.deletes));
       },
       (err: unknown) => {
         // The in-memory state now runs ahead of the disk: stop rather than diverge.
         this.batchesInFlight -= 1;
+        this.metrics.batchFailed();
         if (!this.closed) this.run(this.host.batchFailed(life, err instanceof Error ? err : new Error(String(err))));
       },
     );
   }
 
   private tick(): void {
-    this.run(this.host.tick(Date.now()));
+    const now = Date.now();
+    for (const r of this.host.replicas.values())
+      if (r.serving) this.metrics.sampleLastSeq(r.partition, r.lastSeq, now);
+      else if (r.role !== 'primary') this.metrics.forgetPartition(r.partition);
+    this.run(this.host.tick(now));
   }
 
   /** Log tails read at start (S3: the epoch also comes from the log), as the host's recovery. */
@@ -975,11 +1032,13 @@ export class StorageServer {
         return r.value;
       };
       const first = await read();
+      const metrics = this.metrics;
       let items = 0;
       async function* pages(): AsyncIterable<SnapshotItem[]> {
         let page = first;
         for (let n = 0; n < 10_000_000; n++) {
           items += page.items.length;
+          metrics.snapshotPage('received', snapshotBytes(page.items));
           yield page.items.map((i) => ({
             key: i.key,
             value: i.value,
@@ -999,9 +1058,11 @@ export class StorageServer {
       this.log.info({ partition: p, from, appliedSeq: applied.seq, items }, 'snapshot fetched and installed');
       installed = { applied, dedup, intents: await intentsOf(backend, p) };
     } catch (err) {
+      this.metrics.snapshot('received', 'error');
       this.run(this.host.snapshotFailed(life, p, (err as Error).message));
       return;
     }
+    this.metrics.snapshot('received', 'ok');
     // Outside the try: an invariant the core asserts must stop the server, not look like a failed fetch.
     this.run(this.host.snapshotInstalled(life, p, installed.applied, installed.dedup, installed.intents));
   }
@@ -1088,6 +1149,7 @@ export class StorageServer {
       }
     } catch (err) {
       done = true; // a failed read ends the session: the learner starts over
+      this.metrics.snapshot('sent', 'error');
       // S13: a corrupt record is never shipped; the learner learns from the next primary.
       throw isCorruptRecord(err) ? this.onCorruptRead(p, err) : err;
     } finally {
@@ -1098,6 +1160,8 @@ export class StorageServer {
         await session.snapshot.close();
       }
     }
+    this.metrics.snapshotPage('sent', bytes);
+    if (done) this.metrics.snapshot('sent', 'ok');
     return { session: id, applied: session.snapshot.applied, dedup, items, done };
   }
 
@@ -1195,6 +1259,8 @@ export class StorageServer {
       return;
     }
     const message = toPeerMessage(d.value.m);
+    if (message.kind === 'prepare' && message.config.learners.includes(this.nodeId))
+      this.metrics.learnerEntries(entryBytes(message.entries));
     if (!this.addresses.has(toNodeId(d.value.from))) this.addresses.set(toNodeId(d.value.from), d.value.addr);
     // Before registering we do not know the cluster's settings (S8): the primary will re-send.
     this.run(this.host.peer(toNodeId(d.value.from), message));
@@ -1202,30 +1268,37 @@ export class StorageServer {
 
   // ---- client calls ----
 
-  /** Issue 15: a client's read or write, timed for the heartbeat's report (OpStats). */
-  private async timedCall(body: unknown, ctx: CallContext): Promise<unknown> {
+  /**
+   * Every call, counted and timed once: by op and outcome for /metrics (metrics.ts), and, for
+   * a client's read or write, for the heartbeat's report to the dashboard (OpStats).
+   */
+  private async onCall(body: unknown, ctx: CallContext): Promise<unknown> {
+    const started = performance.now();
     const call =
       typeof body === 'object' && body !== null ? (body as { t?: unknown; keys?: unknown; entries?: unknown }) : {};
+    const op = typeof call.t === 'string' && STORAGE_CALLS.has(call.t) ? call.t : 'malformed';
     const kind = opKindOf(call.t);
-    if (kind === undefined) return this.onCall(body, ctx);
     const count =
       Array.isArray(call.keys) && call.t === 'getMany'
         ? call.keys.length
         : Array.isArray(call.entries)
           ? call.entries.length
           : 1;
-    const start = performance.now();
     try {
-      const reply = await this.onCall(body, ctx);
-      this.opStats.record(kind, performance.now() - start, false, count);
-      return reply;
+      const value = await this.answerCall(body, ctx);
+      const ms = performance.now() - started;
+      this.metrics.call(op, ms / 1000);
+      if (kind !== undefined) this.opStats.record(kind, ms, false, count);
+      return value;
     } catch (err) {
-      this.opStats.record(kind, performance.now() - start, true, count);
+      const ms = performance.now() - started;
+      this.metrics.call(op, ms / 1000, err);
+      if (kind !== undefined) this.opStats.record(kind, ms, true, count);
       throw err;
     }
   }
 
-  private async onCall(body: unknown, _ctx: CallContext): Promise<unknown> {
+  private async answerCall(body: unknown, _ctx: CallContext): Promise<unknown> {
     const d = storageRequest.decode(body);
     if (!d.ok) throw new MalformedMessageError(`malformed request: ${d.reason}`);
     const req = d.value;

@@ -18,6 +18,7 @@ import { resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { help, resolvedSettings } from './cli-settings.js';
+import { healthProbe } from './healthcheck.js';
 
 interface Service {
   readonly image?: string;
@@ -96,6 +97,12 @@ describe('docker-compose.ha.yml', () => {
       for (const p of s.ports ?? []) assert.equal(p, `127.0.0.1:${nsPort}:${nsPort}`, `${name} publishes ${p}`);
       assert.ok(s.volumes?.includes(`${name}-data:${o.dataDir}`), `${name} keeps its data in its own volume`);
       for (const [e] of etcds) assert.equal(s.depends_on?.[e]?.condition, 'service_healthy', `${name} waits for ${e}`);
+      // Issue 15: the node's HTTP port (both parts' /ready), probed by its health check.
+      assert.equal(typeof o.httpPort, 'number', `${name} has an HTTP port`);
+      const probe = healthProbe(s.healthcheck?.test, name);
+      assert.equal(probe.port, o.httpPort, `${name} probes its own HTTP port`);
+      assert.equal(probe.path, 'ready');
+      assert.ok(s.expose?.includes(String(o.httpPort)), `${name} exposes its HTTP port`);
     }
     for (const [name, s] of nodes) {
       const o = await resolvedSettings('node', s.command!.slice(1), env(s));

@@ -17,8 +17,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, test } from 'node:test';
+import { Script } from 'node:vm';
 import { parse } from 'yaml';
+import { ProcessHttp } from '../../src/http/process-http.js';
+import { createLogger } from '../../src/process/log.js';
 import { help, resolvedSettings } from './cli-settings.js';
+import { healthProbe, runHealthScript } from './healthcheck.js';
 
 const ROOT = resolve('.');
 
@@ -144,7 +148,10 @@ for (const [file, backend] of [
       assert.ok((ns.expose ?? []).map(String).includes(String(o.port)), 'expose lists the nameserver port');
       for (const p of (ns.ports ?? []).map(String)) {
         const parts = p.split(':');
-        assert.equal(parts.at(-1), String(o.port), `published ${p} targets the nameserver port`);
+        assert.ok(
+          [String(o.port), String(o.httpPort)].includes(parts.at(-1)!),
+          `published ${p} targets the nameserver port or its HTTP port (the dashboard)`,
+        );
         assert.equal(parts.length, 3, `published ${p} names the host address`);
         assert.equal(parts[0], '127.0.0.1', `published ${p} only on the host's loopback`);
       }
@@ -253,6 +260,29 @@ for (const [file, backend] of [
       for (const [st] of storage) assert.ok(deps.includes(st), `the client depends on ${st}`);
     });
 
+    test('every server has an HTTP port with a health check on it (node -e fetch: the image has no curl)', () => {
+      const nsProbe = healthProbe(ns!.healthcheck?.test, nsName!);
+      const nsHttp = settings.get(nsName!)!.httpPort;
+      assert.equal(nsProbe.port, nsHttp, 'the nameserver probes its own HTTP port');
+      assert.equal(nsProbe.path, 'health', 'the nameserver: /health (it is ready only once the servers registered)');
+      assert.ok((ns!.expose ?? []).map(String).includes(String(nsHttp)), 'the nameserver exposes its HTTP port');
+      for (const [name, s] of storage) {
+        const o = settings.get(name)!;
+        assert.equal(typeof o.httpPort, 'number', `${name} has an HTTP port`);
+        const probe = healthProbe(s.healthcheck?.test, name);
+        assert.equal(probe.port, o.httpPort, `${name} probes its own HTTP port`);
+        assert.equal(probe.path, 'ready', `${name}: /ready`);
+        assert.ok((s.expose ?? []).map(String).includes(String(o.httpPort)), `${name} exposes its HTTP port`);
+        const dep = (s.depends_on as Record<string, { condition?: string }>)[nsName!];
+        assert.equal(dep?.condition, 'service_healthy', `${name} waits for the nameserver to answer`);
+      }
+      const client = role('client')[0]![1];
+      for (const [st] of storage) {
+        const dep = (client.depends_on as Record<string, { condition?: string }>)[st];
+        assert.equal(dep?.condition, 'service_healthy', `the client waits for ${st} to be ready`);
+      }
+    });
+
     test('every dependency and named volume exists', () => {
       for (const [name, s] of services) {
         for (const d of dependsOn(s)) assert.ok(compose.services[d], `${name} depends on ${d}, a service`);
@@ -265,6 +295,32 @@ for (const [file, backend] of [
     });
   });
 }
+
+describe('the health-check command, run against a real HTTP port', () => {
+  test('exit 0 on 200, 1 on 503 and when nothing answers', async () => {
+    const compose = load('docker-compose.yml');
+    const probe = healthProbe(compose.services.nameserver?.healthcheck?.test, 'nameserver');
+    const log = createLogger({ name: 'compose-test', level: 'fatal', stderr: false });
+    const http = new ProcessHttp({ host: '127.0.0.1', port: 0, log });
+    const port = await http.listen();
+    try {
+      assert.equal(await runHealthScript(probe, port), 1, 'starting (no role yet): 503');
+      let healthy = false;
+      http.addRole({
+        name: 'nameserver',
+        registry: http.processRegistry,
+        health: async () => (healthy ? { ok: true, reasons: [] } : { ok: false, reasons: ['not yet'] }),
+        ready: async () => ({ ok: true, reasons: [] }),
+      });
+      assert.equal(await runHealthScript(probe, port), 1, 'unhealthy: 503');
+      healthy = true;
+      assert.equal(await runHealthScript(probe, port), 0, 'healthy: 200');
+    } finally {
+      await http.close();
+    }
+    assert.equal(await runHealthScript(probe, port), 1, 'nothing listens');
+  });
+});
 
 describe('Dockerfile', () => {
   const text = readFileSync(resolve(ROOT, 'Dockerfile'), 'utf8');
@@ -293,6 +349,17 @@ describe('Dockerfile', () => {
       lines.slice(0, froms[1]!.i).some((l) => /tsc/.test(l)),
       'the build stage compiles',
     );
+  });
+
+  test('a health check on the role’s HTTP port, with node (no curl in the image)', () => {
+    const joined = text.replace(/\\\n\s*/g, '');
+    const line = joined.split('\n').find((l) => /^HEALTHCHECK\s/.test(l));
+    assert.ok(line, 'a HEALTHCHECK');
+    const cmd = JSON.parse(line.slice(line.indexOf('CMD') + 3).trim()) as string[];
+    assert.deepEqual(cmd.slice(0, 2), ['node', '-e']);
+    assert.doesNotThrow(() => new Script(cmd[2]!), 'the script compiles');
+    for (const v of ['DSTORE_HTTP_PORT', 'DSTORE_STORAGE_HTTP_PORT', '/health'])
+      assert.ok(cmd[2]!.includes(v), `the check reads ${v}`);
   });
 
   test('runs as a non-root user, with dstore as the entrypoint', () => {

@@ -95,6 +95,7 @@ describe('nameservers elected through etcd', { skip }, () => {
         'nameserver',
         '--listen=127.0.0.1',
         `--port=${port}`,
+        '--http-port=off',
         `--data-dir=${join(root, prefix.replaceAll('/', '_'), id)}`,
         `--etcd=${(etcd?.clientUrls ?? []).join(',')}`,
         `--etcd-prefix=${prefix}`,

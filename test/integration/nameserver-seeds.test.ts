@@ -61,7 +61,7 @@ before(async () => {
   dead2 = `127.0.0.1:${await freePort()}`;
   const nsPort = await freePort();
   real = `127.0.0.1:${nsPort}`;
-  const args = ['nameserver', '--port', String(nsPort), '--data-dir', join(dir, 'nameserver')];
+  const args = ['nameserver', '--port', String(nsPort), '--http-port', 'off', '--data-dir', join(dir, 'nameserver')];
   procs.start(
     'nameserver',
     process.execPath,

@@ -67,7 +67,7 @@ describe('data dir lock', () => {
     async () => {
       const d = join(dir, 'ns-lock');
       const ns = (port: number) =>
-        dstore('ns', ['nameserver', '--port', String(port), '--data-dir', d, '--replicas', '1']);
+        dstore('ns', ['nameserver', '--port', String(port), '--http-port', 'off', '--data-dir', d, '--replicas', '1']);
       const first = ns(await freePort());
       await waitLog(first, 'nameserver listening');
       const second = ns(await freePort());
@@ -224,6 +224,8 @@ describe('node ids', () => {
       'nameserver',
       '--port',
       String(nsPort),
+      '--http-port',
+      'off',
       '--data-dir',
       join(dir, 'ids-ns'),
       '--replicas',

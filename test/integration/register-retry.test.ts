@@ -98,6 +98,8 @@ test('a storage server waits for its nameserver as long as it takes, and gives u
     'nameserver',
     '--port',
     String(nsPort),
+    '--http-port',
+    'off',
     '--data-dir',
     join(dir, 'nameserver'),
     '--replicas',

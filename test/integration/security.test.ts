@@ -89,7 +89,12 @@ describe('a cluster with a token', () => {
         '',
       ].join('\n'),
     );
-    procs.start('nameserver', process.execPath, [MAIN, 'nameserver', '--config', config], cleanEnv());
+    procs.start(
+      'nameserver',
+      process.execPath,
+      [MAIN, 'nameserver', '--config', config, '--http-port', 'off'],
+      cleanEnv(),
+    );
     for (const name of ['s1', 's2', 's3']) storage.set(name, await startStorage(name, TOKEN));
     const db = await client(TOKEN);
     await waitFor(

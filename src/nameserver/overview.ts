@@ -27,6 +27,11 @@ export class ClusterWatch {
   private readonly events: ClusterEvent[] = [];
   private readonly points: SeriesPoint[] = [];
   private readonly ops = new Map<string, OpsSeen>();
+  /**
+   * Each node's reports since the last point, merged: a node heartbeats more often than the
+   * series samples, and every report's calls must count, not only the last one's.
+   */
+  private readonly sinceSample = new Map<string, OpsSeen>();
   private lastMap: PersistedMap | undefined;
   private readonly alive = new Map<string, boolean>();
   private lastSampleMs = 0;
@@ -55,6 +60,11 @@ export class ClusterWatch {
   /** A heartbeat's report of calls. */
   onOps(nodeId: string, report: OpsReport, nowMs: number): void {
     this.ops.set(nodeId, { report, atMs: nowMs });
+    const before = this.sinceSample.get(nodeId);
+    this.sinceSample.set(nodeId, {
+      report: before === undefined ? report : mergeReports(before.report, report),
+      atMs: nowMs,
+    });
   }
 
   /**
@@ -95,12 +105,13 @@ export class ClusterWatch {
   sample(nowMs: number): void {
     if (nowMs - this.lastSampleMs < SERIES_STEP_MS) return;
     this.lastSampleMs = nowMs;
-    this.points.push(
-      aggregate(
-        [...this.ops.values()].filter((s) => nowMs - s.atMs <= OPS_REPORT_FRESH_MS),
-        nowMs,
-      ),
-    );
+    // Per node: what it reported since the last point, or, when no heartbeat came in between
+    // (a heartbeat slower than the step), its last report while fresh.
+    const seen = [...this.ops.entries()]
+      .map(([id, last]) => this.sinceSample.get(id) ?? last)
+      .filter((x) => nowMs - x.atMs <= OPS_REPORT_FRESH_MS);
+    this.sinceSample.clear();
+    this.points.push(aggregate(seen, nowMs));
     if (this.points.length > MAX_SERIES_POINTS) this.points.splice(0, this.points.length - MAX_SERIES_POINTS);
   }
 }
@@ -142,6 +153,20 @@ export function configEvents(prev: Config, next: Config): Omit<ClusterEvent, 'at
 }
 
 /** One point from the servers' fresh reports: rates summed, p99 the largest, p50 weighted by calls. */
+/** Two consecutive reports of one node as one: counts and intervals add, p99 is the larger, p50 weighted by calls. */
+export function mergeReports(a: OpsReport, b: OpsReport): OpsReport {
+  const na = a.reads + a.writes;
+  const nb = b.reads + b.writes;
+  return {
+    intervalMs: a.intervalMs + b.intervalMs,
+    reads: a.reads + b.reads,
+    writes: a.writes + b.writes,
+    errors: a.errors + b.errors,
+    p99Ms: Math.max(na > 0 ? a.p99Ms : 0, nb > 0 ? b.p99Ms : 0),
+    p50Ms: na + nb === 0 ? 0 : (a.p50Ms * na + b.p50Ms * nb) / (na + nb),
+  };
+}
+
 export function aggregate(seen: readonly OpsSeen[], nowMs: number): SeriesPoint {
   let reads = 0;
   let writes = 0;

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { Nameserver } from '../../src/core/nameserver/nameserver.js';
 import { epoch, nodeId, partitionId } from '../../src/core/types.js';
 import { NameserverHost } from '../../src/nameserver/host.js';
-import { aggregate, ClusterWatch, configEvents, MAX_EVENTS } from '../../src/nameserver/overview.js';
+import { aggregate, mergeReports, ClusterWatch, configEvents, MAX_EVENTS } from '../../src/nameserver/overview.js';
 import type { ClusterOverview, NameserverRequest, OpsReport } from '../../src/rpc/messages.js';
 import { OpStats, opKindOf } from '../../src/storageserver/op-stats.js';
 
@@ -163,6 +163,37 @@ describe('overview', () => {
       p99Ms: 0,
       p50Ms: 0,
     });
+  });
+});
+
+describe('the series counts every report', () => {
+  test('several heartbeats of one node between two points all count; a node silent since the last point keeps its last rate', () => {
+    const w = new ClusterWatch();
+    w.sample(1000);
+    // s1 heartbeats every 250 ms: four reports before the next point, 10 writes each.
+    for (let i = 1; i <= 4; i++)
+      w.onOps('s1', { intervalMs: 250, reads: 0, writes: 10, errors: 0, p50Ms: i, p99Ms: 10 * i }, 1000 + 250 * i);
+    w.sample(2000);
+    const p = w.series().at(-1)!;
+    assert.equal(p.writesPerSec, 40, '40 writes in 1 s, not the last report alone');
+    assert.equal(p.p99Ms, 40);
+    assert.equal(p.p50Ms, 2.5);
+    w.sample(3000);
+    assert.equal(w.series().at(-1)!.writesPerSec, 40, 'no heartbeat since: its last rate while fresh');
+    assert.deepEqual(
+      mergeReports(
+        { intervalMs: 1, reads: 0, writes: 0, errors: 1, p50Ms: 9, p99Ms: 9 },
+        {
+          intervalMs: 1,
+          reads: 1,
+          writes: 0,
+          errors: 0,
+          p50Ms: 2,
+          p99Ms: 3,
+        },
+      ),
+      { intervalMs: 2, reads: 1, writes: 0, errors: 1, p50Ms: 2, p99Ms: 3 },
+    );
   });
 });
 

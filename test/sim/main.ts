@@ -23,6 +23,12 @@
  *   --bank           the bank workload (issue 14, bank.ts): the clients run transactions —
  *                    transfers between 5 accounts and audits of all of them — abandoning some
  *                    mid-commit; shorthand for --set bankAccounts=5
+ *   --rebalance      rebalancing under faults (issue 15): 2 spare storage servers join mid-run,
+ *                    graceful stops (leave), drains and undrains through the nameserver among the
+ *                    faults; after the heal the spread and the drains are checked; shorthand for
+ *                    --set spareNodes=2 --set faultWeights.join=2 --set faultWeights.leave=2
+ *                    --set faultWeights.drain=1 --set faultWeights.undrain=1
+ *                    --set rebalanceChecks=true --set convergeLimitMs=120000
  *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
  *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
  *                    in three, chosen from the seed (the others run exactly as with off).
@@ -43,6 +49,16 @@ export const CORRUPT_WEIGHT = 2;
 export const ANTI_ENTROPY_EVERY_MS = 1000;
 /** `--cas`: the weight of compare-and-set puts in the clients' mix (put and get weigh 4). */
 export const CAS_WEIGHT = 3;
+/** `--rebalance`: its knobs (issue 15). */
+export const REBALANCE_SET: readonly string[] = [
+  'spareNodes=2',
+  'faultWeights.join=2',
+  'faultWeights.leave=2',
+  'faultWeights.drain=1',
+  'faultWeights.undrain=1',
+  'rebalanceChecks=true',
+  'convergeLimitMs=120000',
+];
 /** `--bank`: how many accounts the bank workload's transactions move money between. */
 export const BANK_ACCOUNTS = 5;
 
@@ -114,6 +130,9 @@ function parseArgs(argv: readonly string[]): Args {
         break;
       case '--bank':
         a.set.push(`bankAccounts=${BANK_ACCOUNTS}`);
+        break;
+      case '--rebalance':
+        a.set.push(...REBALANCE_SET);
         break;
       case '--cas':
         a.set.push(`client.weights.cas=${CAS_WEIGHT}`);
@@ -291,6 +310,15 @@ async function soak(a: Args): Promise<number> {
         `crashes, ${sum('fault.nsPause')} candidate pauses, ${sum('fault.etcdDown')} etcd outages, ` +
         `${sum('fencedRefusals')} fenced transactions refused, ${sum('leasesExpired')} leases expired, ` +
         `${sum('leaderChangesDuringReconfiguration')} leader changes during a reconfiguration`,
+    );
+  if (sum('fault.join') + sum('fault.leave') + sum('fault.drain') > 0)
+    console.log(
+      `rebalancing: ${sum('fault.join')} joins, ${sum('fault.leave')} graceful stops (${sum('leave.handedOff')} ` +
+        `handed off, ${sum('leave.waitTimedOut')} wait timed out, ${sum('leave.unanswered')} unanswered, ` +
+        `${sum('leave.noRequest')} unhealthy), ${sum('fault.drain')} drains (${sum('fault.drainRefused')} refused), ` +
+        `${sum('fault.undrain')} undrains, ${sum('undrainAtHeal')} cancelled at the heal; moves while no server ` +
+        `was down: ${sum('balance.learner')} learners added, ${sum('balance.shrink')} spare members removed, ` +
+        `${sum('balance.handOver')} primaries handed over`,
     );
   if (sum('fault.corrupt') > 0 || sum('antiEntropy.checks') > 0)
     console.log(

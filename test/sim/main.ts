@@ -41,7 +41,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { formatHistoryLine } from '../../src/check/linearizability.js';
-import { describeKnobs, type ElectionMode, type RunResult, runSeed } from './run.js';
+import { describeKnobs, type ElectionMode, REBALANCE_SET, type RunResult, runSeed } from './run.js';
 import { MUTATIONS, type Mutation } from './storage-node.js';
 
 /** `--corrupt`: the silent corruption fault's weight, and how often anti-entropy checks every partition. */
@@ -49,16 +49,6 @@ export const CORRUPT_WEIGHT = 2;
 export const ANTI_ENTROPY_EVERY_MS = 1000;
 /** `--cas`: the weight of compare-and-set puts in the clients' mix (put and get weigh 4). */
 export const CAS_WEIGHT = 3;
-/** `--rebalance`: its knobs (issue 15). */
-export const REBALANCE_SET: readonly string[] = [
-  'spareNodes=2',
-  'faultWeights.join=2',
-  'faultWeights.leave=2',
-  'faultWeights.drain=1',
-  'faultWeights.undrain=1',
-  'rebalanceChecks=true',
-  'convergeLimitMs=120000',
-];
 /** `--bank`: how many accounts the bank workload's transactions move money between. */
 export const BANK_ACCOUNTS = 5;
 

@@ -163,6 +163,16 @@ export interface RunResult {
   readonly wallMs: number;
 }
 
+/** `--rebalance`: its knobs (issue 15). */
+export const REBALANCE_SET: readonly string[] = [
+  'spareNodes=2',
+  'faultWeights.join=2',
+  'faultWeights.leave=2',
+  'faultWeights.drain=1',
+  'faultWeights.undrain=1',
+  'rebalanceChecks=true',
+  'convergeLimitMs=120000',
+];
 /** Every knob, from the seed: the cluster's shape, timing, network and faults vary per run. */
 export function chooseKnobs(rng: Rng): Knobs {
   const replicas = rng.weighted([

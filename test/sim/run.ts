@@ -1119,8 +1119,11 @@ class Nemesis {
         n.leave(HAND_OFF_WAIT_MS, (outcome) => {
           this.count(`leave.${outcome}`);
           this.leaving.delete(n);
-          if (restartMs !== undefined)
-            this.later(restartMs, () => {
+          // A stop that ends after the heal (its leave call timed out then) restarts at once:
+          // every server runs after the heal (found by seed 424: n2 stayed down as the only member of p3).
+          const back = this.healed ? 0 : restartMs;
+          if (back !== undefined)
+            this.later(back, () => {
               if (!n.up && n.inc === inc) n.start();
             });
         });
@@ -1229,9 +1232,13 @@ class Nemesis {
     this.later(ms, () => this.world.resume(c.id));
   }
 
+  /** Set by healAll: from then on every server runs. */
+  private healed = false;
+
   /** Ends every fault at once. */
   healAll(): void {
     const w = this.world;
+    this.healed = true;
     w.heal();
     this.cutBy.clear();
     if (this.ns instanceof SimElection) this.ns.healAll();

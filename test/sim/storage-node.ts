@@ -562,7 +562,10 @@ export class SimStorageNode implements Endpoint {
       () => `leave ${request.incarnation}`,
       (r) => {
         if (this.v !== v) return;
-        if (!r.ok) return stop('unanswered');
+        if (!r.ok) {
+          this.world.trace(`${this.id} leave not answered: ${r.error.code} ${r.error.message}`);
+          return stop('unanswered');
+        }
         const configs = (r.value as { configs: Config[] }).configs;
         const { effects, handOff } = v.host.leaveAnswered(life, configs);
         this.run(v, effects);

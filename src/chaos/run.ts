@@ -774,6 +774,10 @@ async function inject(
       p.signal('SIGKILL');
       if (!(await p.waitExit(STOP_TIMEOUT_MS))) return `${f.target} did not exit after SIGKILL`;
       return undefined;
+    case 'stop':
+      if (!p?.running) return `${f.target} was not running`;
+      await p.stop(STOP_TIMEOUT_MS);
+      return undefined;
     case 'pause':
       if (!p?.running) return `${f.target} was not running`;
       p.signal('SIGSTOP');
@@ -818,6 +822,7 @@ async function heal(
       return undefined;
     }
     case 'kill':
+    case 'stop':
     case 'kill-leader':
     case 'restart-nameserver':
       if (!p || p.running) return undefined;

@@ -9,6 +9,8 @@
  *
  * Kinds:
  * - `kill`: SIGKILL a storage server; start it again (same data dir and address) at the end.
+ * - `stop`: SIGTERM a storage server, which hands its primaries over and leaves its
+ *   secondaries before it exits (issue 15); start it again at the end.
  * - `pause`: SIGSTOP a storage server or the nameserver; SIGCONT at the end.
  * - `restart-nameserver`: SIGTERM the nameserver; start it again at the end.
  * - `isolate`: cut one storage server off from every other host (nameserver, storage
@@ -32,7 +34,7 @@
 import { Rng } from '../core/rng.js';
 import { assertNever } from '../core/types.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'restart-nameserver', 'isolate', 'split', 'disk-full', 'stop'] as const;
 /** Kinds of a `--ha` cluster only (issue 12). */
 export const LEADER_FAULT_KINDS = ['kill-leader', 'pause-leader', 'kill-etcd', 'isolate-leader'] as const;
 export const ALL_FAULT_KINDS = [...FAULT_KINDS, ...LEADER_FAULT_KINDS] as const;
@@ -51,7 +53,7 @@ export interface PlannedFault {
   readonly atMs: number;
   readonly durationMs: number;
   readonly kind: FaultKind;
-  /** The process signalled (kill, pause, restart-nameserver) or the host cut off (isolate). */
+  /** The process signalled (kill, stop, pause, restart-nameserver) or the host cut off (isolate). */
   readonly target?: string;
   /** split: the two sides (node names, 'nameserver' included). */
   readonly sides?: readonly [readonly string[], readonly string[]];
@@ -111,6 +113,7 @@ export function planNemesis(o: ScheduleOptions): PlannedFault[] {
 function fault(rng: Rng, kind: FaultKind, atMs: number, durationMs: number, o: ScheduleOptions): PlannedFault {
   switch (kind) {
     case 'kill':
+    case 'stop':
     case 'isolate':
     case 'disk-full':
       return { atMs, durationMs, kind, target: rng.pick(o.storageIds) };
@@ -145,6 +148,8 @@ export function describeFault(f: Pick<PlannedFault, 'kind' | 'target' | 'sides'>
   switch (f.kind) {
     case 'kill':
       return `kill ${f.target} (SIGKILL, then start again)`;
+    case 'stop':
+      return `stop ${f.target} (SIGTERM: it hands its roles over; then start again)`;
     case 'pause':
       return `pause ${f.target} (SIGSTOP, then SIGCONT)`;
     case 'restart-nameserver':

@@ -146,7 +146,9 @@ export function formatNodes(
   if (processes) header.push('PROCESS');
   const rows: string[][] = [header.map((h) => style.bold(h))];
   const stateText = (n: NodeInfo): string =>
-    n.state === 'alive' ? style.green(n.state) : n.state === 'dead' ? style.red(n.state) : style.yellow(n.state);
+    (n.state === 'alive' ? style.green(n.state) : n.state === 'dead' ? style.red(n.state) : style.yellow(n.state)) +
+    // Issue 15: being drained, or stopping after handing its roles over.
+    (n.moving === undefined ? '' : style.yellow(` (${n.moving})`));
   for (const n of info.nodes) {
     const storage = n.role === 'storage';
     const row = [

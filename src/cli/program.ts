@@ -206,7 +206,7 @@ function parseBenchPrefix(value: string): string {
     throw new CommanderInvalidArgument('Expected 1 to 64 printable ASCII characters without blanks, e.g. mybench-.');
   return value;
 }
-const FAULT_KINDS_DEFAULT = 'kill,pause,restart-nameserver,isolate,split,disk-full';
+const FAULT_KINDS_DEFAULT = 'kill,stop,pause,restart-nameserver,isolate,split,disk-full';
 const FAULT_KINDS_HELP = FAULT_KINDS_DEFAULT.split(',').join(', ');
 const jsonOption = () => envOption('--json', 'print JSON', 'DSTORE_JSON');
 const ifVersionOption = () =>

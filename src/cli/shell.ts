@@ -251,6 +251,31 @@ export const builtinCommands: readonly ShellCommand[] = [
     },
   },
   {
+    name: 'drain',
+    usage: '<node> [--cancel]',
+    minArgs: 1,
+    maxArgs: 2,
+    summary: 'move every replica and primary off a storage server, so it can be stopped (--cancel: stop draining)',
+    details:
+      'Returns at once; nodes shows what the node still holds. dstore drain waits until it holds nothing.\n' +
+      'A drained node gets nothing until drain <node> --cancel.',
+    async run(args, ctx) {
+      const node = args[0]!.text;
+      const flag = args[1]?.text;
+      if (flag !== undefined && flag !== '--cancel') {
+        ctx.print(hint(ctx.style, `unknown option ${quoteArg(flag)}; usage: drain <node> [--cancel]`));
+        return;
+      }
+      const r = await ctx.db.drain(node, { cancel: flag === '--cancel' });
+      ctx.print(
+        flag === '--cancel'
+          ? `${ctx.style.green('OK')} drain of ${node} cancelled`
+          : `${ctx.style.green('OK')} draining ${node}: it holds ${r.held} partition(s) and leads ${r.led}; ` +
+              'nodes shows the rest',
+      );
+    },
+  },
+  {
     name: 'nodes',
     aliases: ['status'],
     usage: '',

@@ -127,8 +127,8 @@ test('a 25 s chaos run on redis with full disks (seed 11): linearizable, no node
 
 /**
  * Issue 14: the CAS workload. Every key is a counter that 5 clients increment by
- * compare-and-set (a get, then a put with the version read) under kills, pauses and network
- * partitions. Proves: the history (gets and CAS puts) is linearizable, every counter's final
+ * compare-and-set (a get, then a put with the version read) under kills, SIGTERM stops (the
+ * graceful hand-off, issue 15), pauses and network partitions. Proves: the history (gets and CAS puts) is linearizable, every counter's final
  * value lies within [acknowledged, acknowledged + unknown] increments (none lost, none
  * doubled), and clients really raced (some CAS failed their condition).
  */
@@ -136,7 +136,7 @@ test('a 25 s chaos run of CAS counters (seed 21): no increment lost or doubled, 
   timeout: 240_000,
 }, async () => {
   const result = await runChaos(
-    workloadRun({ seed: 21, keys: 4, faults: ['kill', 'pause', 'isolate'], workload: 'cas' }),
+    workloadRun({ seed: 21, keys: 4, faults: ['kill', 'pause', 'isolate', 'stop'], workload: 'cas' }),
     () => undefined,
   );
   for (const line of result.report.split('\n')) console.log(`# ${line}`);
@@ -150,6 +150,11 @@ test('a 25 s chaos run of CAS counters (seed 21): no increment lost or doubled, 
     'clients raced: some CAS lost to another',
   );
   assert.ok(result.faults.length >= 3, `faults injected:\n${result.report}`);
+  // Issue 15: a SIGTERM, under the other faults: the server hands its roles over first.
+  assert.ok(
+    result.faults.some((f) => f.kind === 'stop' && !f.note),
+    `a storage server was stopped with SIGTERM:\n${result.report}`,
+  );
 });
 
 /**

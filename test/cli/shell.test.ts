@@ -358,6 +358,15 @@ describe('shell (piped, over a fake Db)', () => {
     assert.match(lines[9] ?? '', /delete: unexpected --ttl 3s; the options are --if-version <n> \(INVALID_ARGUMENT\)/);
   });
 
+  test('drain starts and cancels a drain; a bad flag is named', async () => {
+    const { out } = await drive(new FakeDb(), ['drain s3', 'drain s3 --cancel', 'drain s3 --now', 'drain']);
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'OK draining s3: it holds 0 partition(s) and leads 0; nodes shows the rest');
+    assert.equal(lines[1], 'OK drain of s3 cancelled');
+    assert.match(lines[2]!, /unknown option --now; usage: drain <node> \[--cancel\]/);
+    assert.match(lines[3]!, /drain/);
+  });
+
   test('a parse error says only what is wrong; an unknown escape is named, not guessed', async () => {
     const db = new FakeDb();
     const { out } = await drive(db, ['get "a\\q"', 'insert bin\\x00 v', 'get "bin\\x00"']);

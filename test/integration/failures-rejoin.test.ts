@@ -218,8 +218,8 @@ test(
 );
 
 test(
-  'a brand-new storage server joins a full 3-server cluster; when one server is lost for good, ' +
-    'the new one takes its replicas',
+  'a brand-new storage server joins a full 3-server cluster and gets its share by rebalancing; when one server is ' +
+    'lost for good, the new one takes its replicas',
   async () => {
     const GRACE = 3000;
     await using cluster = await LocalCluster.start({
@@ -235,12 +235,21 @@ test(
       const history = new History(P);
       const keys = keysByPartition(P, 5, 'new');
       await history.putEach(db, keys, 'before');
-      // s4 holds no replica of anything: every partition already has R members.
+      // Issue 15: rebalancing moves replicas to s4 until the four servers hold even shares
+      // (P × R / 4 = 12 each), learner first, so no partition drops below R meanwhile.
       await cluster.spawnStorage('s4');
       await cluster.waitNodeState('s4', 'alive');
-      assert.ok(
-        (await cluster.map()).configs.every((c) => !membersOf(c).includes('s4') && !c.learners.includes('s4')),
-        's4 was given a replica while every partition had R',
+      await waitFor(
+        's4 to hold its share (12 of 16 partitions), every partition with 3 members and no learner',
+        async () => {
+          const m = await cluster.map();
+          return (
+            m.configs.every((c) => membersOf(c).length === 3 && c.learners.length === 0) &&
+            LocalCluster.heldBy(m, 's4').length === (P * 3) / 4
+          );
+        },
+        60_000,
+        200,
       );
       const killedAt = Date.now();
       await cluster.kill('s1', 'SIGKILL');

@@ -86,6 +86,8 @@ test('two storage servers joining three get replicas and primaries spread evenly
     assert.deepEqual(LocalCluster.heldBy(after, 's2'), [], 's2 holds nothing');
     const nodes = await db.nodes();
     assert.equal(nodes.nodes.find((n) => n.id === 's2')?.moving, 'draining');
+    const table = await runDstore(['nodes', '--nameserver', cluster.nameserverAddress]);
+    assert.match(table.stdout.toString(), /^s2 .* alive \(draining\) /m);
     await cluster.kill('s2', 'SIGTERM');
   } finally {
     await load.stop();

@@ -23,10 +23,10 @@ class World {
   /** Per partition, a stand-in for how far each server's log got (the heir is the most advanced). */
   readonly lastSeq = new Map<string, number>();
 
-  constructor(ids: readonly string[], rebalanceMoves?: number) {
+  constructor(ids: readonly string[], opts: { rebalanceMoves?: number; rebalanceDelayMs?: number } = {}) {
     this.ns = new Nameserver(
       Nameserver.newMap('test', { partitions: P, replicas: R, minWriteReplicas: 2, initialNodes: ids.length }),
-      { deadAfterMs: 5000, rereplicateAfterMs: 30_000, ...(rebalanceMoves === undefined ? {} : { rebalanceMoves }) },
+      { deadAfterMs: 5000, rereplicateAfterMs: 30_000, rebalanceDelayMs: 0, ...opts },
       0,
     );
     for (const id of ids) this.register(id);
@@ -177,8 +177,19 @@ describe('rebalancing (issue 15)', () => {
     }
   });
 
+  test('nothing moves until the map has been settled for rebalanceDelayMs after a server registered', () => {
+    const w = new World(['s1', 's2', 's3'], { rebalanceDelayMs: 10_000 });
+    w.now = 20_000;
+    w.register('s4');
+    const registeredAt = w.now;
+    let firstMove: number | undefined;
+    for (let i = 0; i < 60 && firstMove === undefined; i++) if (w.step()) firstMove = w.now;
+    assert.ok(firstMove !== undefined, 'a move within 30 s');
+    assert.ok(firstMove - registeredAt >= 10_000, `first move ${firstMove - registeredAt} ms after s4 registered`);
+  });
+
   test('rebalanceMoves 0: a joining server gets nothing', () => {
-    const w = new World(['s1', 's2', 's3'], 0);
+    const w = new World(['s1', 's2', 's3'], { rebalanceMoves: 0 });
     w.register('s4');
     w.settle();
     assert.equal(w.replicas('s4'), 0);

@@ -110,23 +110,22 @@ function leaderLoad(v: BalanceView): Map<NodeId, number> {
   return load;
 }
 
+/** S5's order: by (last entry epoch, last seq); a replica with no progress known is lowest. */
+export function compareProgress(a: ReplicaProgress | undefined, b: ReplicaProgress | undefined): number {
+  if (!a || !b) return a ? 1 : b ? -1 : 0;
+  if (a.lastEpoch !== b.lastEpoch) return a.lastEpoch - b.lastEpoch;
+  return a.lastSeq - b.lastSeq;
+}
+
 /** The active secondary of `c` most advanced in its log (S5), among `allowed` servers. */
 function bestSecondary(v: BalanceView, c: Config, allowed: (n: NodeId) => boolean): NodeId | undefined {
-  let best: NodeId | undefined;
-  let bestProgress: ReplicaProgress | undefined;
-  for (const s of c.secondaries) {
+  const active = c.secondaries.filter((s) => {
     const p = v.progress(s, c.partition);
-    if (!allowed(s) || !v.alive(s) || p?.epoch !== c.epoch || p.role !== 'secondary') continue;
-    if (
-      !bestProgress ||
-      p.lastEpoch > bestProgress.lastEpoch ||
-      (p.lastEpoch === bestProgress.lastEpoch && p.lastSeq > bestProgress.lastSeq)
-    ) {
-      best = s;
-      bestProgress = p;
-    }
-  }
-  return best;
+    return allowed(s) && v.alive(s) && p?.epoch === c.epoch && p.role === 'secondary';
+  });
+  if (active.length === 0) return undefined;
+  const progress = (n: NodeId) => v.progress(n, c.partition);
+  return active.reduce((a, b) => (compareProgress(progress(b), progress(a)) > 0 ? b : a));
 }
 
 function shrink(v: BalanceView, c: Config): Config | undefined {

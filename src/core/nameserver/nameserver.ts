@@ -14,7 +14,7 @@
  */
 import { initialPlacement } from '../partitioning.js';
 import { InvalidArgumentError } from '../errors.js';
-import { rebalance } from './balance.js';
+import { compareProgress, rebalance } from './balance.js';
 import type { ReplicaProgress } from '../replica/replica.js';
 import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
 
@@ -116,6 +116,12 @@ export interface NameserverOptions {
    * partitions moving a replica at a time; 0: no rebalancing (draining still moves). Default 2.
    */
   readonly rebalanceMoves?: number;
+  /**
+   * Issue 15: rebalancing waits until no failure has changed the map, and no server has
+   * (re)registered, for this long, so it never adds moves to a cluster still recovering
+   * (a drain does not wait). Default: 2 × deadAfterMs.
+   */
+  readonly rebalanceDelayMs?: number;
 }
 
 export class Nameserver {
@@ -124,10 +130,13 @@ export class Nameserver {
   private readonly opts: NameserverOptions;
   /** When each partition was first seen with fewer than R replicas (not persisted). */
   private readonly underSinceMs = new Map<PartitionId, number>();
+  /** Issue 15: when a failure last changed the map or a server last (re)registered. */
+  private unsettledAtMs: number;
 
   constructor(map: PersistedMap, opts: NameserverOptions, nowMs: number) {
     this.map = map;
     this.opts = opts;
+    this.unsettledAtMs = nowMs;
     // S15: every node we knew is treated as alive for one --dead-after-ms.
     for (const [id, n] of Object.entries(map.nodes)) {
       this.nodes.set(id as NodeId, {
@@ -194,6 +203,7 @@ export class Nameserver {
   /** Returns whether the persisted map changed. */
   onRegister(r: Registration, nowMs: number): boolean {
     const existing = this.nodes.get(r.nodeId);
+    if (existing?.incarnation !== r.incarnation) this.unsettledAtMs = nowMs;
     const record: NodeRecord = {
       id: r.nodeId,
       address: r.address,
@@ -349,6 +359,7 @@ export class Nameserver {
     });
     if (changed) {
       this.map = { ...this.map, version: this.map.version + 1, configs };
+      this.unsettledAtMs = nowMs;
       return true;
     }
     return !frozen && this.balance(nowMs);
@@ -370,7 +381,8 @@ export class Nameserver {
   /** Issue 15: one round of rebalancing (balance.ts) on a map no failure changed this tick. */
   private balance(nowMs: number): boolean {
     const draining = this.draining;
-    const maxMoves = this.opts.rebalanceMoves ?? 2;
+    const settled = nowMs - this.unsettledAtMs >= (this.opts.rebalanceDelayMs ?? 2 * this.opts.deadAfterMs);
+    const maxMoves = settled ? (this.opts.rebalanceMoves ?? 2) : 0;
     if (maxMoves === 0 && draining.size === 0) return false;
     const next = rebalance({
       configs: this.map.configs,
@@ -384,7 +396,7 @@ export class Nameserver {
       progress: (id, p) => this.nodes.get(id)?.progress.get(p),
       maxMoves: Math.max(1, maxMoves),
     });
-    // Without rebalancing, only what a drain needs: moves off draining servers.
+    // Without rebalancing (off, or not settled), only what a drain needs: moves off draining servers.
     const wanted =
       maxMoves > 0
         ? next
@@ -709,10 +721,4 @@ export class Nameserver {
 
 function isMember(c: Config, node: NodeId): boolean {
   return c.primary === node || c.secondaries.includes(node) || c.learners.includes(node);
-}
-
-function compareProgress(a: ReplicaProgress | undefined, b: ReplicaProgress | undefined): number {
-  if (!a || !b) return a ? 1 : b ? -1 : 0;
-  if (a.lastEpoch !== b.lastEpoch) return a.lastEpoch - b.lastEpoch;
-  return a.lastSeq - b.lastSeq;
 }

@@ -486,6 +486,8 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     const epochs = (): number => ns.configs().reduce((n, c) => n + c.epoch, 0);
     let lastEpochs = epochs();
     let movedAt = world.now;
+    // (The nameserver moves nothing until the map was settled for 2 x dead-after: a wait that ends sooner is no end.)
+    const quietMs = Math.max(QUIET_MS, 2 * knobs.deadAfterMs + 1000);
     const settled = (): string | undefined => {
       const problem = convergence(ns, nodes, knobs, compareData);
       if (problem !== undefined || !knobs.rebalanceChecks) return problem;
@@ -493,7 +495,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
       if (e !== lastEpochs) [lastEpochs, movedAt] = [e, world.now];
       return (
         balanceProblem(ns, nodes) ??
-        (world.now - movedAt < QUIET_MS ? `a configuration changed ${world.now - movedAt} ms ago` : undefined)
+        (world.now - movedAt < quietMs ? `a configuration changed ${world.now - movedAt} ms ago` : undefined)
       );
     };
     const quiesce = (): string | undefined => {
@@ -769,7 +771,11 @@ export function diagnose(
 
 /** Issue 15: how long the map must stay still once converged and spread (`liveness:endless-moves`). */
 const STILL_MS = 5000;
-/** Issue 15: a map with no change for this long is done moving (a move's steps come within a heartbeat or two). */
+/**
+ * Issue 15: a map with no change for this long (or 2 x dead-after + 1 s, the nameserver's
+ * settling time before it rebalances, if longer) is done moving (a move's steps come within a
+ * heartbeat or two).
+ */
 const QUIET_MS = 2000;
 
 /** Issue 15: the bounded wait of a graceful stop for its new primaries (HAND_OFF_WAIT_MS in server.ts). */

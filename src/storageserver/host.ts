@@ -791,6 +791,48 @@ export class StorageHost<H> {
     return this.drain();
   }
 
+  /**
+   * Issue 15, a graceful stop (SIGTERM): the `leave` request to send the nameserver (the driver
+   * adds the token), or undefined when the storage is unhealthy (the stop is then a plain one,
+   * failure detection takes over). Its answer goes to `leaveAnswered`.
+   */
+  leaveRequest(): { readonly t: 'leave'; readonly nodeId: NodeId; readonly incarnation: string } | undefined {
+    if (this.health.state !== 'healthy') return undefined;
+    return { t: 'leave', nodeId: this.opts.nodeId, incarnation: this.incarnation };
+  }
+
+  /**
+   * Issue 15: the nameserver's answer to `leave` (sent in `life`): this server adopts the
+   * configurations at once (its replicas become learners). `handOff` lists the partitions it
+   * led that were handed over, with their last seq now: `handedOff(handOff)` tells when each of
+   * them got an entry from the new primary (S6: its epoch-start entry), so the driver can wait,
+   * bounded, before it exits and no client is left with no primary to turn to.
+   */
+  leaveAnswered(
+    life: number,
+    configs: readonly Config[],
+  ): { readonly effects: Array<HostEffect<H>>; readonly handOff: ReadonlyMap<PartitionId, number> } {
+    const led = new Set(
+      this.progress()
+        .filter((p) => p.role === 'primary')
+        .map((p) => p.partition as number),
+    );
+    const effects = this.configure(life, configs);
+    const handed = new Set(configs.filter((c) => led.has(c.partition)).map((c) => c.partition as number));
+    const handOff = new Map(
+      this.progress()
+        .filter((p) => handed.has(p.partition))
+        .map((p) => [p.partition, p.lastSeq as number] as const),
+    );
+    return { effects, handOff };
+  }
+
+  /** Issue 15: whether every partition of `handOff` (from `leaveAnswered`) got an entry past the seq noted there. */
+  handedOff(handOff: ReadonlyMap<PartitionId, number>): boolean {
+    const now = new Map(this.progress().map((p) => [p.partition as number, p.lastSeq as number]));
+    return [...handOff].every(([p, s]) => (now.get(p) ?? 0) > s);
+  }
+
   /** Configurations from a heartbeat reply sent in `life`. */
   configure(life: number, configs: readonly Config[]): Array<HostEffect<H>> {
     if (life !== this.life) return []; // storage failed meanwhile: these are for replicas gone

@@ -413,43 +413,25 @@ export class StorageServer {
   }
 
   private async handOff(): Promise<void> {
-    if (this.starting !== undefined || this.host.health.state !== 'healthy') return;
+    if (this.starting !== undefined) return;
+    const request = this.host.leaveRequest();
+    if (request === undefined) return;
     const life = this.host.life;
     try {
-      const r = leaveReply.decode(
-        await this.nameserverCall({ t: 'leave', nodeId: this.nodeId, incarnation: this.incarnation }),
-      );
+      const r = leaveReply.decode(await this.nameserverCall(request));
       if (!r.ok) throw new InvalidArgumentError(`nameserver sent a malformed leave reply: ${r.reason}`);
       const configs = r.value.configs.map(toConfig);
       const handedOver = configs.filter((c) => c.learners.includes(toNodeId(this.nodeId))).length;
       this.log.info({ partitions: handedOver }, 'stopping: primaries handed over, secondaries left (issue 15)');
-      const led = new Set(
-        this.host
-          .progress()
-          .filter((p) => p.role === 'primary')
-          .map((p) => p.partition as number),
-      );
-      this.run(this.host.configure(life, configs));
+      const { effects, handOff } = this.host.leaveAnswered(life, configs);
+      this.run(effects);
       // The new configurations reach the new primaries through this server's replicas, now
       // learners (S11: a learner's first message carries its configuration, S3), or at their
       // next heartbeat. A new primary that took over (S6) sends its epoch-start entry to its
       // learners too: wait, bounded, until each of ours got one, so no client is left with
       // no primary to turn to while this server exits.
-      const handed = new Set(configs.filter((c) => led.has(c.partition)).map((c) => c.partition as number));
-      const seqAt = (): Map<number, number> =>
-        new Map(
-          this.host
-            .progress()
-            .filter((p) => handed.has(p.partition))
-            .map((p) => [p.partition, p.lastSeq]),
-        );
-      const start = seqAt();
       const deadline = Date.now() + HAND_OFF_WAIT_MS;
-      while (Date.now() < deadline) {
-        const now = seqAt();
-        if ([...start].every(([p, s]) => (now.get(p) ?? 0) > s)) break;
-        await sleep(20);
-      }
+      while (Date.now() < deadline && !this.host.handedOff(handOff)) await sleep(20);
       await this.applied(undefined);
     } catch (err) {
       this.log.warn(

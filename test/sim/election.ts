@@ -6,7 +6,7 @@
 import type { Nameserver } from '../../src/core/nameserver/nameserver.js';
 import type { Config } from '../../src/core/types.js';
 import { type ElectionKnobs, SimCandidate } from './elected-node.js';
-import { type NameserverKnobs, traceMapChanges } from './nameserver-node.js';
+import { countMoves, type NameserverKnobs, traceMapChanges } from './nameserver-node.js';
 import type { Observer } from './observer.js';
 import { seedRouter } from './seeds.js';
 import { SimEtcd } from './sim-etcd.js';
@@ -16,6 +16,8 @@ export class SimElection {
   readonly etcd: SimEtcd;
   readonly candidates: SimCandidate[] = [];
   readonly stats = { reconfigurations: 0, leaderChangesDuringReconfiguration: 0 };
+  /** Rebalancing moves (issue 15) seen in the saved maps, by kind (countMoves). */
+  readonly moves: Record<string, number> = {};
   private lastReconfigurationMs = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -32,6 +34,7 @@ export class SimElection {
       const c = new SimCandidate(`ns${i}`, world, knobs, election, (before, after) => {
         const n = traceMapChanges(world, c.id, before, after);
         this.stats.reconfigurations += n;
+        countMoves(world, before, after, this.moves);
         if (n > 0) this.lastReconfigurationMs = world.now;
       });
       this.candidates.push(c);

@@ -23,6 +23,12 @@
  *   --bank           the bank workload (issue 14, bank.ts): the clients run transactions —
  *                    transfers between 5 accounts and audits of all of them — abandoning some
  *                    mid-commit; shorthand for --set bankAccounts=5
+ *   --rebalance      rebalancing under faults (issue 15): 2 spare storage servers join mid-run,
+ *                    graceful stops (leave), drains and undrains through the nameserver among the
+ *                    faults; after the heal the spread and the drains are checked; shorthand for
+ *                    --set spareNodes=2 --set faultWeights.join=2 --set faultWeights.leave=2
+ *                    --set faultWeights.drain=1 --set faultWeights.undrain=1
+ *                    --set rebalanceChecks=true --set convergeLimitMs=120000
  *   --election MODE  on: every seed runs nameserver candidates elected through a simulated
  *                    etcd (issue 12); off: every seed runs the one nameserver; mixed: one seed
  *                    in three, chosen from the seed (the others run exactly as with off).
@@ -35,7 +41,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { formatHistoryLine } from '../../src/check/linearizability.js';
-import { describeKnobs, type ElectionMode, type RunResult, runSeed } from './run.js';
+import { describeKnobs, type ElectionMode, REBALANCE_SET, type RunResult, runSeed } from './run.js';
 import { MUTATIONS, type Mutation } from './storage-node.js';
 
 /** `--corrupt`: the silent corruption fault's weight, and how often anti-entropy checks every partition. */
@@ -114,6 +120,9 @@ function parseArgs(argv: readonly string[]): Args {
         break;
       case '--bank':
         a.set.push(`bankAccounts=${BANK_ACCOUNTS}`);
+        break;
+      case '--rebalance':
+        a.set.push(...REBALANCE_SET);
         break;
       case '--cas':
         a.set.push(`client.weights.cas=${CAS_WEIGHT}`);
@@ -291,6 +300,15 @@ async function soak(a: Args): Promise<number> {
         `crashes, ${sum('fault.nsPause')} candidate pauses, ${sum('fault.etcdDown')} etcd outages, ` +
         `${sum('fencedRefusals')} fenced transactions refused, ${sum('leasesExpired')} leases expired, ` +
         `${sum('leaderChangesDuringReconfiguration')} leader changes during a reconfiguration`,
+    );
+  if (sum('fault.join') + sum('fault.leave') + sum('fault.drain') > 0)
+    console.log(
+      `rebalancing: ${sum('fault.join')} joins, ${sum('fault.leave')} graceful stops (${sum('leave.handedOff')} ` +
+        `handed off, ${sum('leave.waitTimedOut')} wait timed out, ${sum('leave.unanswered')} unanswered, ` +
+        `${sum('leave.noRequest')} unhealthy), ${sum('fault.drain')} drains (${sum('fault.drainRefused')} refused), ` +
+        `${sum('fault.undrain')} undrains, ${sum('undrainAtHeal')} cancelled at the heal; moves while no server ` +
+        `was down: ${sum('balance.learner')} learners added, ${sum('balance.shrink')} spare members removed, ` +
+        `${sum('balance.handOver')} primaries handed over`,
     );
   if (sum('fault.corrupt') > 0 || sum('antiEntropy.checks') > 0)
     console.log(

@@ -32,6 +32,8 @@ export class SimNameserver implements Endpoint {
   private lastMap: PersistedMap | undefined;
   host: NameserverHost | undefined;
   readonly stats = { restarts: 0, reconfigurations: 0 };
+  /** Rebalancing moves (issue 15) seen in the persisted map, by kind (countMoves). */
+  readonly moves: Record<string, number> = {};
 
   constructor(
     private readonly world: World,
@@ -94,6 +96,7 @@ export class SimNameserver implements Endpoint {
 
   private traceChanges(before: PersistedMap | undefined, after: PersistedMap): void {
     this.stats.reconfigurations += traceMapChanges(this.world, 'ns', before, after);
+    countMoves(this.world, before, after, this.moves);
   }
 
   onMessage(): void {
@@ -140,4 +143,33 @@ export function traceMapChanges(
       );
   }
   return n;
+}
+
+/**
+ * Issue 15: counts into `moves` the changes from `before` to `after` that rebalancing makes
+ * (balance.ts) while every server of the old configuration is up and not paused, so no
+ * failure explains them: `learner` (a learner added to a partition with no spare member),
+ * `shrink` (a member removed from a partition with more than R), `handOver` (the primary role
+ * given to a secondary, the old primary staying a secondary). A graceful stop's changes
+ * (the old primary or secondary turned learner) are not among them.
+ */
+export function countMoves(
+  world: World,
+  before: PersistedMap | undefined,
+  after: PersistedMap,
+  moves: Record<string, number>,
+): void {
+  if (before === undefined) return;
+  const r = after.settings.replicas;
+  const add = (k: string): void => void (moves[k] = (moves[k] ?? 0) + 1);
+  for (const c of after.configs) {
+    const old = before.configs[c.partition];
+    if (!old || old.epoch === c.epoch) continue;
+    const all = [old.primary, ...old.secondaries, ...old.learners];
+    if (!all.every((n) => world.endpoints.get(n)?.up === true && !world.endpoints.get(n)?.paused)) continue;
+    const size = (x: Config): number => 1 + x.secondaries.length;
+    if (old.learners.length === 0 && c.learners.length === 1 && size(old) === r && size(c) === r) add('learner');
+    else if (size(old) > r && size(c) === size(old) - 1 && c.learners.length === 0) add('shrink');
+    else if (c.primary !== old.primary && c.secondaries.includes(old.primary)) add('handOver');
+  }
 }

@@ -31,7 +31,7 @@ import { SimAntiEntropy } from './anti-entropy.js';
 import { ABANDON_P, Bank, INITIAL, TXN_TIMEOUT_MS } from './bank.js';
 import { Observer, type Violation } from './observer.js';
 import { describeConfig, type Mutation, type NodeKnobs, SimStorageNode } from './storage-node.js';
-import { type NetworkKnobs, RELIABLE, SimulationFailure, World } from './world.js';
+import { type Endpoint, type NetworkKnobs, RELIABLE, type SimEvent, SimulationFailure, World } from './world.js';
 
 export interface Knobs {
   readonly nodes: number;
@@ -64,6 +64,19 @@ export interface Knobs {
    * instead of single-key operations; 0: off (the default, a constant: no seed changed). `--bank`.
    */
   readonly bankAccounts: number;
+  /**
+   * Rebalancing under faults (issue 15), `--rebalance`: storage servers beyond `nodes` that are
+   * not in the initial map and start mid-run (the `join` fault, or at the heal); 0: none (the
+   * default, a constant: no seed changed).
+   */
+  readonly spareNodes: number;
+  /**
+   * `--rebalance`: the end checks of rebalancing — after the heal the convergence wait also
+   * waits for the spread (every live eligible server within ±1 of the even share of replicas
+   * and of primaries, `liveness:unbalanced`) and for drained servers to hold nothing
+   * (`liveness:drain-incomplete`), then the map must stay still (`liveness:endless-moves`).
+   */
+  readonly rebalanceChecks: boolean;
 }
 
 /** What the run sees of the nameserver: the one `ns`, or in election mode the candidate that leads. */
@@ -73,6 +86,8 @@ export interface NameserverView {
   readonly core: Nameserver | undefined;
   configs(): readonly Config[];
   readonly stats: { readonly reconfigurations: number };
+  /** Rebalancing moves seen in the map (issue 15, nameserver-node.ts countMoves). */
+  readonly moves: Readonly<Record<string, number>>;
 }
 
 /** `--election`: on in every seed, off in every seed, or (default) in the seeds `electionChosen` picks. */
@@ -115,7 +130,11 @@ export type FaultKind =
   | 'link'
   | 'crashAll'
   | 'etcdDown'
-  | 'corrupt';
+  | 'corrupt'
+  | 'join'
+  | 'leave'
+  | 'drain'
+  | 'undrain';
 
 export interface RunOptions {
   /** Trace every event to this sink (a replay of one seed). */
@@ -144,6 +163,16 @@ export interface RunResult {
   readonly wallMs: number;
 }
 
+/** `--rebalance`: its knobs (issue 15). */
+export const REBALANCE_SET: readonly string[] = [
+  'spareNodes=2',
+  'faultWeights.join=2',
+  'faultWeights.leave=2',
+  'faultWeights.drain=1',
+  'faultWeights.undrain=1',
+  'rebalanceChecks=true',
+  'convergeLimitMs=120000',
+];
 /** Every knob, from the seed: the cluster's shape, timing, network and faults vary per run. */
 export function chooseKnobs(rng: Rng): Knobs {
   const replicas = rng.weighted([
@@ -243,6 +272,11 @@ export function chooseKnobs(rng: Rng): Knobs {
       etcdDown: 0,
       // Silent corruption (issue 13): last, weight 0 unless --corrupt (or --set), so no seed changed.
       corrupt: 0,
+      // Rebalancing (issue 15): last, weight 0 unless --rebalance (or --set), so no seed changed.
+      join: 0,
+      leave: 0,
+      drain: 0,
+      undrain: 0,
     },
     maxFaultMs: rng.pick([1000, 4000, 10_000]),
     calmMs: 2000,
@@ -250,6 +284,8 @@ export function chooseKnobs(rng: Rng): Knobs {
     maxEvents: 5_000_000,
     antiEntropyEveryMs: 0,
     bankAccounts: 0,
+    spareNodes: 0,
+    rebalanceChecks: false,
   };
 }
 
@@ -306,6 +342,12 @@ export function describeKnobs(seed: number, k: Knobs): string {
             `a ${TXN_TIMEOUT_MS} ms timeout), abandoning ${ABANDON_P * 100}% of transfers mid-way`,
         ]
       : []),
+    ...(k.spareNodes > 0 || k.rebalanceChecks
+      ? [
+          `REBALANCE: ${k.spareNodes} spare storage server(s) that join mid-run (or at the heal); graceful stops ` +
+            `(leave), drains and undrains among the faults; end checks ${k.rebalanceChecks ? 'on' : 'off'}`,
+        ]
+      : []),
     ...(k.node.mutation ? [`MUTATION (a deliberately planted bug): ${k.node.mutation}`] : []),
     ...(k.election
       ? [
@@ -317,7 +359,7 @@ export function describeKnobs(seed: number, k: Knobs): string {
       Object.entries(k.faultWeights)
         // (etcdDown is an election-mode fault: not listed otherwise, so those traces stay as they were)
         .filter(([f]) => f !== 'etcdDown' || k.election !== undefined)
-        .filter(([f, w]) => f !== 'corrupt' || w > 0)
+        .filter(([f, w]) => !['corrupt', 'join', 'leave', 'drain', 'undrain'].includes(f) || w > 0)
         .map(([f, w]) => `${f} ${w}`)
         .join(', '),
   ].join('\n');
@@ -356,7 +398,8 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     world.add(ns);
   }
   const nodes: SimStorageNode[] = [];
-  for (let i = 1; i <= knobs.nodes; i++) {
+  // (The spare servers of --rebalance follow the initial ones; they start at a `join` or at the heal.)
+  for (let i = 1; i <= knobs.nodes + knobs.spareNodes; i++) {
     const n = new SimStorageNode(nodeId(`n${i}`), world, knobs.node, observer);
     nodes.push(n);
     world.add(n);
@@ -369,6 +412,9 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   }
   const stats: Record<string, number> = {};
   const count = (k: string) => (stats[k] = (stats[k] ?? 0) + 1);
+  // Issue 15: the operator that drains servers through the nameserver's `drain` request.
+  const operator = knobs.rebalanceChecks || knobs.faultWeights.drain > 0 ? new SimOperator(world) : undefined;
+  if (operator) world.add(operator);
   const ae =
     knobs.antiEntropyEveryMs > 0 ? new SimAntiEntropy(world, knobs.node.mutation !== 'repair-disabled') : undefined;
   if (ae) world.add(ae);
@@ -395,7 +441,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   try {
     // 1. Start.
     ns.start();
-    for (const n of nodes) world.schedule(world.rng.int(0, 300), 'world', () => n.start());
+    for (const n of nodes.slice(0, knobs.nodes)) world.schedule(world.rng.int(0, 300), 'world', () => n.start());
     if (bank) {
       // The accounts first (c1), then every client's transfers and audits.
       const starts = clients.map(() => world.rng.int(0, 100));
@@ -410,7 +456,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
 
     // 2. Faults.
     world.net = knobs.net;
-    const nemesis = new Nemesis(world, knobs, ns, nodes, count, faultEnd);
+    const nemesis = new Nemesis(world, knobs, ns, nodes, count, faultEnd, operator);
     world.schedule(faultStart, 'world', () => nemesis.next());
     if (ae) world.schedule(faultStart + knobs.antiEntropyEveryMs, 'ae', periodic);
     world.run(faultEnd, knobs.maxEvents);
@@ -420,6 +466,9 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     world.net = RELIABLE;
     nemesis.healAll();
     for (const n of nodes) n.disksHealed = true; // disk failures are faults too
+    // Issue 15: half the time every drain is cancelled at the heal (then the spread is checked
+    // over every server), else the drained servers must end up holding nothing.
+    if (operator && knobs.rebalanceChecks && world.rng.chance(0.5)) nemesis.undrainAll();
     world.run(world.now + knobs.calmMs, knobs.maxEvents);
     for (const c of clients) c.active = false;
     periodicChecks = false;
@@ -431,14 +480,32 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     const convergeStart = world.now;
     // With anti-entropy the data is compared after it (below): the silent corruption fault is its to repair.
     const compareData = ae === undefined;
+    // Issue 15 (--rebalance): converged also means spread evenly, drained servers empty, and
+    // no move for QUIET_MS (±1 of the even share can hold while balance.ts still moves towards
+    // its own target, at most one apart: a move under way is not the end).
+    const epochs = (): number => ns.configs().reduce((n, c) => n + c.epoch, 0);
+    let lastEpochs = epochs();
+    let movedAt = world.now;
+    // (The nameserver moves nothing until the map was settled for 2 x dead-after: a wait that ends sooner is no end.)
+    const quietMs = Math.max(QUIET_MS, 2 * knobs.deadAfterMs + 1000);
+    const settled = (): string | undefined => {
+      const problem = convergence(ns, nodes, knobs, compareData);
+      if (problem !== undefined || !knobs.rebalanceChecks) return problem;
+      const e = epochs();
+      if (e !== lastEpochs) [lastEpochs, movedAt] = [e, world.now];
+      return (
+        balanceProblem(ns, nodes) ??
+        (world.now - movedAt < quietMs ? `a configuration changed ${world.now - movedAt} ms ago` : undefined)
+      );
+    };
     const quiesce = (): string | undefined => {
       const start = world.now;
-      let problem = convergence(ns, nodes, knobs, compareData);
+      let problem = settled();
       // A known way of being stuck that persists this long will not resolve: stop waiting.
       let stuckSince: number | undefined;
       while (problem !== undefined && world.now - start < knobs.convergeLimitMs) {
         world.run(world.now + 250, knobs.maxEvents);
-        problem = convergence(ns, nodes, knobs, compareData);
+        problem = settled();
         if (problem !== undefined && diagnose(ns, nodes, knobs)) stuckSince ??= world.now;
         else stuckSince = undefined;
         if (stuckSince !== undefined && world.now - stuckSince >= 10_000) break;
@@ -465,6 +532,34 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
       }
     }
     stats.convergeMs = world.now - convergeStart;
+    if (problem === undefined && knobs.rebalanceChecks) {
+      // Issue 15: once spread, the moves stop: the map stays still (no move back and forth).
+      // (The configurations' epochs, not the count of changes: a new leader's reload is none.)
+      const before = epochs();
+      world.run(world.now + STILL_MS, knobs.maxEvents);
+      const moved = epochs() - before;
+      if (moved > 0)
+        observer.report(
+          'liveness:endless-moves',
+          `the map was converged and spread evenly, yet its configurations moved ${moved} epoch(s) in the next ` +
+            `${STILL_MS} ms with no fault: rebalancing moves that never end\n${describeReplicas(ns, nodes, knobs)}`,
+        );
+      problem = settled();
+    }
+    if (problem !== undefined && convergence(ns, nodes, knobs, compareData) === undefined) {
+      // Converged, but not spread, not drained, or still moving (issue 15).
+      const unbalanced = balanceProblem(ns, nodes);
+      observer.report(
+        unbalanced === undefined
+          ? 'liveness:endless-moves'
+          : unbalanced.startsWith('drained')
+            ? 'liveness:drain-incomplete'
+            : 'liveness:unbalanced',
+        `${world.now - convergeStart} ms after the faults stopped every partition converged but ${problem}\n` +
+          describeReplicas(ns, nodes, knobs),
+      );
+      problem = undefined; // the data converged: the end checks and final reads go on
+    }
     if (problem !== undefined) {
       const why = diagnose(ns, nodes, knobs);
       observer.report(
@@ -531,6 +626,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   for (const n of nodes) stats.failedBatches = (stats.failedBatches ?? 0) + n.stats.failedBatches;
   for (const n of nodes) stats.storageReloads = (stats.storageReloads ?? 0) + n.stats.reloads;
   stats.reconfigurations = ns.stats.reconfigurations;
+  for (const [k, v] of Object.entries(ns.moves)) stats[`balance.${k}`] = v;
   if (ns instanceof SimElection) {
     stats.elections = ns.etcd.stats.campaignsWon;
     stats.fencedRefusals = ns.etcd.stats.fencedRefusals;
@@ -673,6 +769,83 @@ export function diagnose(
   return undefined;
 }
 
+/** Issue 15: how long the map must stay still once converged and spread (`liveness:endless-moves`). */
+const STILL_MS = 5000;
+/**
+ * Issue 15: a map with no change for this long (or 2 x dead-after + 1 s, the nameserver's
+ * settling time before it rebalances, if longer) is done moving (a move's steps come within a
+ * heartbeat or two).
+ */
+const QUIET_MS = 2000;
+
+/** Issue 15: the bounded wait of a graceful stop for its new primaries (HAND_OFF_WAIT_MS in server.ts). */
+const HAND_OFF_WAIT_MS = 2000;
+
+/**
+ * Issue 15 (--rebalance), once converged: undefined when every drained server holds nothing
+ * and every live eligible server (up, healthy, not draining) holds within ±1 of the even
+ * share of the replicas and of the primaries; else what is not there yet.
+ */
+export function balanceProblem(ns: NameserverView, nodes: readonly SimStorageNode[]): string | undefined {
+  const core = ns.core;
+  if (!core) return 'the nameserver is not serving';
+  const draining = core.draining;
+  const configs = ns.configs();
+  for (const d of draining) {
+    const held = configs.filter((c) => [c.primary, ...c.secondaries, ...c.learners].includes(d));
+    if (held.length > 0) return `drained ${d} still holds partition(s) ${held.map((c) => c.partition).join(',')}`;
+  }
+  const eligible = nodes.filter((n) => n.up && !n.paused && n.healthy && !draining.has(n.id));
+  if (eligible.length === 0) return undefined;
+  const replicas = new Map<string, number>(eligible.map((n) => [n.id, 0]));
+  const primaries = new Map<string, number>(eligible.map((n) => [n.id, 0]));
+  for (const c of configs) {
+    for (const m of [c.primary, ...c.secondaries]) if (replicas.has(m)) replicas.set(m, replicas.get(m)! + 1);
+    if (primaries.has(c.primary)) primaries.set(c.primary, primaries.get(c.primary)! + 1);
+  }
+  for (const [what, load] of [
+    ['replicas', replicas],
+    ['primaries', primaries],
+  ] as const) {
+    const total = [...load.values()].reduce((a, b) => a + b, 0);
+    const share = total / eligible.length;
+    if ([...load.values()].some((x) => Math.abs(x - share) > 1))
+      return (
+        `the ${what} are not spread evenly over the ${eligible.length} eligible servers (even share ` +
+        `${share.toFixed(2)}): ${[...load].map(([n, x]) => `${n} ${x}`).join(', ')}`
+      );
+  }
+  return undefined;
+}
+
+/** Issue 15: the operator, who drains and undrains servers through the nameserver's `drain` request. */
+export class SimOperator implements Endpoint {
+  readonly id = 'op';
+  up = true;
+  paused = false;
+  inc = 0;
+  held: SimEvent[] = [];
+
+  constructor(private readonly world: World) {}
+
+  /** `dstore drain <node>` (`on` false: `--cancel`); `done` gets the servers draining after it, or the error. */
+  drain(node: string, on: boolean, done: (r: { draining: string[] } | { error: string }) => void): void {
+    this.world.nsCall(
+      this.id,
+      { t: 'drain', node, on },
+      1000,
+      () => `drain ${node}${on ? '' : ' (cancel)'}`,
+      (r) => done(r.ok ? { draining: (r.value as { draining: string[] }).draining } : { error: r.error.code }),
+    );
+  }
+
+  onCall(): void {
+    // The operator answers nothing.
+  }
+
+  onMessage(): void {}
+}
+
 /** Every replica of every partition, one line each, for a no-convergence report. */
 function describeReplicas(ns: NameserverView, nodes: readonly SimStorageNode[], knobs: Knobs): string {
   const lines: string[] = [];
@@ -782,7 +955,13 @@ class Nemesis {
     private readonly nodes: readonly SimStorageNode[],
     private readonly count: (k: string) => void,
     private readonly faultEnd: number,
+    private readonly operator?: SimOperator,
   ) {}
+
+  /** Issue 15: the servers draining, as the nameserver's last `drain` answer said. */
+  private draining: string[] = [];
+  /** Issue 15: the servers stopping gracefully now. */
+  private readonly leaving = new Set<SimStorageNode>();
 
   next(): void {
     const w = this.world;
@@ -921,9 +1100,93 @@ class Nemesis {
         this.count('fault.corrupt');
         return;
       }
+      case 'join': {
+        // A storage server that was not in the initial map starts (issue 15).
+        const spare = this.nodes.slice(this.knobs.nodes).find((n) => !n.up && n.inc === 0);
+        if (!spare) return;
+        w.trace(`NEMESIS ${spare.id} joins the cluster`);
+        this.count('fault.join');
+        spare.start();
+        return;
+      }
+      case 'leave': {
+        // A graceful stop (SIGTERM, issue 15): hand-off through the nameserver, then down; back later, or at the heal.
+        const up = this.nodes.filter((n) => n.up && !n.paused && !this.leaving.has(n));
+        if (up.length === 0) return;
+        const n = rng.pick(up);
+        const restartMs = rng.chance(0.6) ? this.duration() : undefined;
+        w.trace(
+          `NEMESIS ${n.id} stops gracefully (SIGTERM)` +
+            `${restartMs === undefined ? ', not restarted before the heal' : `, restart ${restartMs} ms after`}`,
+        );
+        this.count('fault.leave');
+        this.leaving.add(n);
+        const inc = n.inc;
+        n.leave(HAND_OFF_WAIT_MS, (outcome) => {
+          this.count(`leave.${outcome}`);
+          this.leaving.delete(n);
+          // A stop that ends after the heal (its leave call timed out then) restarts at once:
+          // every server runs after the heal (found by seed 424: n2 stayed down as the only member of p3).
+          const back = this.healed ? 0 : restartMs;
+          if (back !== undefined)
+            this.later(back, () => {
+              if (!n.up && n.inc === inc) n.start();
+            });
+        });
+        // A crash meanwhile ends the stop (the crash fault restarts it).
+        this.later(HAND_OFF_WAIT_MS + this.knobs.node.callTimeoutMs + 100, () => this.leaving.delete(n));
+        return;
+      }
+      case 'drain':
+      case 'undrain': {
+        const op = this.operator;
+        if (!op) return;
+        const on = kind === 'drain';
+        const started = this.nodes.filter((n) => n.inc > 0).map((n) => n.id as string);
+        const options = on ? started.filter((n) => !this.draining.includes(n)) : this.draining;
+        if (options.length === 0) return;
+        const node = rng.pick(options);
+        w.trace(`NEMESIS the operator ${on ? 'drains' : 'cancels the drain of'} ${node}`);
+        op.drain(node, on, (r) => {
+          if ('error' in r) {
+            w.trace(`NEMESIS ${kind} ${node} refused: ${r.error}`);
+            this.count(`fault.${kind}Refused`);
+            return;
+          }
+          this.draining = r.draining;
+          this.count(`fault.${kind}`);
+        });
+        return;
+      }
       default:
         assertNever(kind);
     }
+  }
+
+  /**
+   * Issue 15, at the heal: the operator cancels every drain the nameserver knows of, retrying
+   * (every 200 ms, up to 30 s) while the nameserver does not answer.
+   */
+  undrainAll(): void {
+    const op = this.operator;
+    if (!op) return;
+    const w = this.world;
+    const deadline = w.now + 30_000;
+    const attempt = (): void => {
+      const draining = [...(this.ns.core?.draining ?? [])];
+      if (w.now > deadline) return;
+      if (this.ns.core === undefined) return this.later(200, attempt);
+      if (draining.length === 0) return;
+      w.trace(`HEAL: the operator cancels the drain of ${draining.join(',')}`);
+      op.drain(draining[0]!, false, (r) => {
+        if (!('error' in r)) {
+          this.draining = r.draining;
+          this.count('undrainAtHeal');
+        }
+        this.later('error' in r ? 200 : 0, attempt);
+      });
+    };
+    attempt();
   }
 
   private cut(what: string, links: Array<[string, string]>): void {
@@ -975,9 +1238,13 @@ class Nemesis {
     this.later(ms, () => this.world.resume(c.id));
   }
 
+  /** Set by healAll: from then on every server runs. */
+  private healed = false;
+
   /** Ends every fault at once. */
   healAll(): void {
     const w = this.world;
+    this.healed = true;
     w.heal();
     this.cutBy.clear();
     if (this.ns instanceof SimElection) this.ns.healAll();

@@ -532,6 +532,55 @@ export class SimStorageNode implements Endpoint {
     return what === 'change' ? `the value of ${key} changes` : `${key} disappears`;
   }
 
+  // ---- a graceful stop (issue 15) ----
+
+  /**
+   * A SIGTERM, as src/storageserver/server.ts `close()` handles it: `leave` sent to the
+   * nameserver (the host's `leaveRequest`), the configurations in the answer adopted
+   * (`leaveAnswered`), then a bounded wait (HAND_OFF_WAIT_MS there) until each partition it
+   * led got an entry from its new primary, and the process stops (what is fsynced stays, the
+   * batch in flight completes). A storage failure skips the hand-off; an unanswered `leave`
+   * leaves the failover to failure detection. `stopped` runs once it is down (not at a crash
+   * meanwhile). Returns what happened, for the stats: `answered`, `handedOff`, `waitTimedOut`.
+   */
+  leave(waitMs: number, stopped: (outcome: 'noRequest' | 'unanswered' | 'handedOff' | 'waitTimedOut') => void): void {
+    const v = this.v;
+    if (!v) return;
+    const request = v.host.leaveRequest();
+    const stop = (outcome: 'noRequest' | 'unanswered' | 'handedOff' | 'waitTimedOut'): void => {
+      if (this.v !== v) return;
+      this.world.trace(`${this.id} STOPS (graceful, ${outcome})`);
+      this.crash(true);
+      stopped(outcome);
+    };
+    if (request === undefined) return stop('noRequest');
+    const life = v.host.life;
+    this.world.nsCall(
+      this.id,
+      request,
+      this.knobs.callTimeoutMs,
+      () => `leave ${request.incarnation}`,
+      (r) => {
+        if (this.v !== v) return;
+        if (!r.ok) {
+          this.world.trace(`${this.id} leave not answered: ${r.error.code} ${r.error.message}`);
+          return stop('unanswered');
+        }
+        const configs = (r.value as { configs: Config[] }).configs;
+        const { effects, handOff } = v.host.leaveAnswered(life, configs);
+        this.run(v, effects);
+        const deadline = this.world.now + waitMs;
+        const poll = (): void => {
+          if (this.v !== v) return;
+          if (v.host.handedOff(handOff)) return stop('handedOff');
+          if (this.world.now >= deadline) return stop('waitTimedOut');
+          this.world.schedule(20, this.id, poll);
+        };
+        poll();
+      },
+    );
+  }
+
   // ---- the nameserver ----
 
   private heartbeatTimer(): void {

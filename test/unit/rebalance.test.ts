@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { rebalance } from '../../src/core/nameserver/balance.js';
 import { Nameserver } from '../../src/core/nameserver/nameserver.js';
 import type { ReplicaProgress } from '../../src/core/replica/replica.js';
 import { type Config, type NodeId, epoch, nodeId, seq } from '../../src/core/types.js';
@@ -241,5 +242,55 @@ describe('rebalancing (issue 15)', () => {
   test('a leave from an unknown incarnation changes nothing', () => {
     const w = new World(['s1', 's2', 's3']);
     assert.deepEqual(w.ns.onLeave(nodeId('s1'), 'old', w.now), []);
+  });
+
+  test('primaries spread through a chain of hand-overs when no direct one helps (simulator seed 10)', () => {
+    // 4 partitions, R=2, 5 servers, replicas even (2,2,2,1,1) but s1 leads 2 while s4 and s5
+    // lead none. s1's secondaries (s3 in p0, s2 in p3) lead 1 each: handing them a primary
+    // directly spreads nothing, so the primaries stayed 2,1,1,0,0 for good. Through s3 (a
+    // secondary of p0, and the primary of p2 whose secondary is s4) the chain p0 → s3, p2 → s4
+    // spreads them in one step.
+    const ids = ['s1', 's2', 's3', 's4', 's5'].map(nodeId);
+    const config = (p: number, primary: string, secondary: string): Config => ({
+      partition: p as Config['partition'],
+      epoch: epoch(5),
+      primary: nodeId(primary),
+      secondaries: [nodeId(secondary)],
+      learners: [],
+    });
+    const configs = [config(0, 's1', 's3'), config(1, 's2', 's5'), config(2, 's3', 's4'), config(3, 's1', 's2')];
+    const view = (cs: readonly Config[]) => ({
+      configs: cs,
+      replicas: 2,
+      eligible: ids,
+      draining: new Set<NodeId>(),
+      alive: () => true,
+      progress: (n: NodeId, p: number): ReplicaProgress | undefined => {
+        const c = cs[p]!;
+        const role = c.primary === n ? 'primary' : c.secondaries.includes(n) ? 'secondary' : undefined;
+        if (role === undefined) return undefined;
+        const s = seq(10);
+        return {
+          partition: c.partition,
+          epoch: c.epoch,
+          role,
+          lastSeq: s,
+          lastEpoch: epoch(5),
+          commitSeq: s,
+          appliedSeq: s,
+          serving: role === 'primary',
+        };
+      },
+      maxMoves: 2,
+    });
+    const changes = rebalance(view(configs));
+    assert.deepEqual(
+      changes.map((c) => `p${c.partition} e${c.epoch} ${c.primary} [${c.secondaries.join(',')}]`),
+      ['p0 e6 s3 [s1]', 'p2 e6 s4 [s3]'],
+    );
+    const after = configs.map((c) => changes.find((x) => x.partition === c.partition) ?? c);
+    const leads = ids.map((n) => after.filter((c) => c.primary === n).length);
+    assert.deepEqual(leads, [1, 1, 1, 1, 0]);
+    assert.deepEqual(rebalance(view(after)), [], 'spread: nothing more moves');
   });
 });

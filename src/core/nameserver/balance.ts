@@ -19,8 +19,9 @@
  *
  * A change is made only to a healthy partition: its primary alive and serving at the current
  * epoch, every member alive and active at it. At most `maxMoves` partitions carry a moving
- * replica at a time, and at most one primary hand-off is made per call, so catch-up traffic
- * and takeover pauses stay small.
+ * replica at a time, and at most one primary hand-off is made per call (or one chain of them,
+ * when only a chain spreads the primaries: see handOver), so catch-up traffic and takeover
+ * pauses stay small.
  */
 import type { ReplicaProgress } from '../replica/io.js';
 import { type Config, type NodeId, type PartitionId, epoch as toEpoch } from '../types.js';
@@ -66,12 +67,12 @@ export function rebalance(v: BalanceView): Config[] {
     if (next) changes.set(next.partition, next);
   }
 
-  // 3. Hand one primary role over: off a draining server, or from the server leading most.
-  const next = handOver(
+  // 3. Hand one primary role over (or one chain of them): off a draining server, or from the server leading most.
+  for (const next of handOver(
     v,
     healthy.filter((c) => !changes.has(c.partition)),
-  );
-  if (next) changes.set(next.partition, next);
+  ))
+    changes.set(next.partition, next);
 
   return [...changes.values()].sort((a, b) => a.partition - b.partition);
 }
@@ -178,7 +179,7 @@ function addLearner(v: BalanceView, candidates: readonly Config[]): Config | und
   return undefined;
 }
 
-function handOver(v: BalanceView, candidates: readonly Config[]): Config | undefined {
+function handOver(v: BalanceView, candidates: readonly Config[]): Config[] {
   const transfer = (c: Config, heir: NodeId): Config => ({
     ...c,
     epoch: toEpoch(c.epoch + 1),
@@ -190,7 +191,7 @@ function handOver(v: BalanceView, candidates: readonly Config[]): Config | undef
   for (const c of candidates) {
     if (!v.draining.has(c.primary)) continue;
     const heir = bestSecondary(v, c, eligible);
-    if (heir) return transfer(c, heir);
+    if (heir) return [transfer(c, heir)];
   }
   // Spread: from a server leading at least two more partitions than the heir. Not a
   // partition with a learner: a new primary would restart its catch-up.
@@ -199,8 +200,58 @@ function handOver(v: BalanceView, candidates: readonly Config[]): Config | undef
     for (const c of candidates) {
       if (c.primary !== from || c.learners.length > 0) continue;
       const heir = bestSecondary(v, c, (n) => eligible(n) && leads.get(n)! + 2 <= fromLeads);
-      if (heir) return transfer(c, heir);
+      if (heir) return [transfer(c, heir)];
     }
   }
-  return undefined;
+  // A chain: no secondary of what the busiest server leads leads two fewer (each leads one
+  // fewer), but following "is a secondary of a partition led by" from it reaches a server
+  // that does. Each hop hands one partition over, all at once: the first server leads one
+  // fewer, the last one more, those between as many as before. Done one hop per call, the
+  // middle hop would be undone by the next call (it leads one more than the server it took
+  // over from), and the primaries never spread (found by the simulator's --rebalance mode,
+  // seed 10: 4 primaries on 5 servers stuck at 2,1,1,0,0). Each chain lowers the sum of the
+  // squares of the servers' primary counts, so the hand-overs end.
+  for (const [from, fromLeads] of byLeads) {
+    const path = chain(v, candidates, leads, from, fromLeads);
+    if (path.length > 0) return path.map(([c, heir]) => transfer(c, heir));
+  }
+  return [];
+}
+
+/**
+ * The shortest path (breadth first, in partition order) from `from` to a server leading at
+ * least two fewer than `fromLeads`, each hop a partition with no learner led by the server
+ * before and an active secondary of it, eligible; empty when there is none.
+ */
+function chain(
+  v: BalanceView,
+  candidates: readonly Config[],
+  leads: ReadonlyMap<NodeId, number>,
+  from: NodeId,
+  fromLeads: number,
+): Array<[Config, NodeId]> {
+  const via = new Map<NodeId, [Config, NodeId]>(); // server → the hop that reached it
+  const seen = new Set<NodeId>([from]);
+  let frontier = [from];
+  while (frontier.length > 0) {
+    const next: NodeId[] = [];
+    for (const a of frontier) {
+      for (const c of candidates) {
+        if (c.primary !== a || c.learners.length > 0) continue;
+        for (const b of c.secondaries) {
+          if (seen.has(b) || bestSecondary(v, c, (n) => n === b && leads.has(n)) !== b) continue;
+          seen.add(b);
+          via.set(b, [c, a]);
+          if (leads.get(b)! + 2 <= fromLeads) {
+            const path: Array<[Config, NodeId]> = [];
+            for (let n: NodeId = b; n !== from; n = via.get(n)![1]) path.unshift([via.get(n)![0], n]);
+            return path;
+          }
+          next.push(b);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return [];
 }

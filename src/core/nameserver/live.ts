@@ -160,15 +160,7 @@ export function changeLive(
 }
 
 /** The settings a storage server is told: the cluster's, and its own sync switch. */
-export interface NodeLiveSettings {
-  readonly epoch: number;
-  readonly readMode: ReadMode;
-  readonly minWriteReplicas: number;
-  readonly heartbeatMs: number;
-  readonly deadAfterMs: number;
-  readonly logLevel: LiveLogLevel;
-  readonly sync?: SyncSetting;
-}
+export type NodeLiveSettings = Omit<LiveSettings, 'sync'> & { readonly sync?: SyncSetting };
 
 export function liveForNode(live: LiveSettings, node: string): NodeLiveSettings {
   const { sync, ...rest } = live;

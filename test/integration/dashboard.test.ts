@@ -8,7 +8,8 @@
  * - opens the page and checks the nodes table (s1..s3 alive) and the partition map;
  * - kills a node with its button: the page shows it dead, and every partition it led gets a
  *   new primary within the detection time (a bound printed and asserted generously);
- * - flips the read mode to fast in the page: `dstore config get` and `nodes --json` show it;
+ * - flips the read mode to fast in the page: `dstore config get` and `nodes --json` show it, and a
+ *   `dstore get` that follows the cluster's mode is answered as a fast read, labelled stale;
  * - spawns a node with the button: it appears alive and, with a short
  *   --rereplicate-after-ms (the killed node's replicas are missing), takes a partition;
  * - stops the nameserver (SIGSTOP): the page says "nameserver unreachable", then live again
@@ -189,6 +190,10 @@ test('the dashboard in chromium: nodes, kill with failover, spawn, nameserver un
     assert.match(config.stdout, /^read-mode\s+fast \(reads may be stale\)$/m);
     const nodes = await runDstoreText(['nodes', '--json', '--nameserver', cluster.nameserver]);
     assert.equal((JSON.parse(nodes.stdout) as { readMode?: string }).readMode, 'fast');
+    // A client that follows the cluster's read mode now reads fast, and says the value may be stale.
+    const fast = await runDstoreText(['get', 'dash-0', '--json', '--nameserver', cluster.nameserver]);
+    assert.equal(fast.code, 0, fast.stderr);
+    assert.deepEqual(JSON.parse(fast.stdout), { value: 'v', version: JSON.parse(fast.stdout).version, stale: true });
     await until(
       async () => /read mode fast/.test((await page.textContent('#live-settings')) ?? ''),
       5000,

@@ -81,7 +81,8 @@ function members(c: Config): NodeId[] {
   return [c.primary, ...c.secondaries];
 }
 
-function holds(c: Config, node: NodeId): boolean {
+/** `node` holds a replica of `c` (primary, secondary or learner). */
+export function holds(c: Config, node: NodeId): boolean {
   return c.primary === node || c.secondaries.includes(node) || c.learners.includes(node);
 }
 
@@ -118,7 +119,11 @@ export function compareProgress(a: ReplicaProgress | undefined, b: ReplicaProgre
 }
 
 /** The active secondary of `c` most advanced in its log (S5), among `allowed` servers. */
-function bestSecondary(v: BalanceView, c: Config, allowed: (n: NodeId) => boolean): NodeId | undefined {
+export function bestSecondary(
+  v: Pick<BalanceView, 'alive' | 'progress'>,
+  c: Config,
+  allowed: (n: NodeId) => boolean,
+): NodeId | undefined {
   const active = c.secondaries.filter((s) => {
     const p = v.progress(s, c.partition);
     return allowed(s) && v.alive(s) && p?.epoch === c.epoch && p.role === 'secondary';

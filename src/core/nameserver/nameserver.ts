@@ -14,7 +14,7 @@
  */
 import { initialPlacement } from '../partitioning.js';
 import { InvalidArgumentError } from '../errors.js';
-import { compareProgress, rebalance } from './balance.js';
+import { type BalanceView, bestSecondary, compareProgress, holds, rebalance } from './balance.js';
 import type { LiveSettings } from './live.js';
 import type { ReplicaProgress } from '../replica/replica.js';
 import { assert, type Config, type NodeId, type PartitionId, epoch as toEpoch, partitionId } from '../types.js';
@@ -277,7 +277,7 @@ export class Nameserver {
     // replica learns it was removed (S3) and stops counting itself in. Not a role it lost
     // with its state (S4): it waits for the configuration that makes it a learner.
     const configs = this.map.configs.filter(
-      (c) => (isMember(c, h.nodeId) || n.progress.has(c.partition)) && !n.relearn.has(c.partition),
+      (c) => (holds(c, h.nodeId) || n.progress.has(c.partition)) && !n.relearn.has(c.partition),
     );
     return { kind: 'ok', mapVersion: this.map.version, configs };
   }
@@ -350,7 +350,7 @@ export class Nameserver {
   }
 
   configsOf(node: NodeId): Config[] {
-    return this.map.configs.filter((c) => isMember(c, node));
+    return this.map.configs.filter((c) => holds(c, node));
   }
 
   /**
@@ -406,11 +406,7 @@ export class Nameserver {
       replicas: this.map.settings.replicas,
       eligible: [...this.nodes.values()].filter((n) => this.eligible(n, nowMs)).map((n) => n.id),
       draining,
-      alive: (id) => {
-        const n = this.nodes.get(id);
-        return n !== undefined && this.isAlive(n, nowMs);
-      },
-      progress: (id, p) => this.nodes.get(id)?.progress.get(p),
+      ...this.liveness(nowMs),
       maxMoves: Math.max(1, maxMoves),
     });
     // Without rebalancing (off, or not settled), only what a drain needs: moves off draining servers.
@@ -471,7 +467,8 @@ export class Nameserver {
     const configs = this.map.configs.map((c) => {
       let next: Config | undefined;
       if (c.primary === node) {
-        const heir = this.mostAdvancedSecondary(c, nowMs);
+        // S5: the most advanced active secondary that is not stopping too.
+        const heir = bestSecondary(this.liveness(nowMs), c, (s) => this.nodes.get(s)?.leaving !== true);
         if (heir !== undefined)
           next = {
             ...c,
@@ -496,16 +493,15 @@ export class Nameserver {
     return changed;
   }
 
-  /** S5: the live secondary active at `c`'s epoch with the highest (last entry epoch, seq), not leaving. */
-  private mostAdvancedSecondary(c: Config, nowMs: number): NodeId | undefined {
-    const candidates = c.secondaries.filter((s) => {
-      const n = this.nodes.get(s);
-      const p = n?.progress.get(c.partition);
-      return n !== undefined && this.isAlive(n, nowMs) && !n.leaving && p?.epoch === c.epoch && p.role === 'secondary';
-    });
-    if (candidates.length === 0) return undefined;
-    const progressOf = (id: NodeId) => this.nodes.get(id)?.progress.get(c.partition);
-    return candidates.reduce((a, b) => (compareProgress(progressOf(b), progressOf(a)) > 0 ? b : a));
+  /** What balance.ts reads of the live nodes at `nowMs`. */
+  private liveness(nowMs: number): Pick<BalanceView, 'alive' | 'progress'> {
+    return {
+      alive: (id) => {
+        const n = this.nodes.get(id);
+        return n !== undefined && this.isAlive(n, nowMs);
+      },
+      progress: (id, p) => this.nodes.get(id)?.progress.get(p),
+    };
   }
 
   private maybeForm(nowMs: number): boolean {
@@ -639,7 +635,7 @@ export class Nameserver {
     if (size >= this.map.settings.replicas || c.learners.length > 0) return c;
     const since = this.underSinceMs.get(c.partition) ?? nowMs;
     // Any live server that reported since it registered, a brand-new empty one included.
-    const candidates = [...this.nodes.values()].filter((n) => this.eligible(n, nowMs) && !isMember(c, n.id));
+    const candidates = [...this.nodes.values()].filter((n) => this.eligible(n, nowMs) && !holds(c, n.id));
     const returning = candidates.filter((n) => n.progress.has(c.partition));
     let pick = returning[0];
     if (!pick && nowMs - since >= this.opts.rereplicateAfterMs && candidates.length > 0) {
@@ -734,8 +730,4 @@ export class Nameserver {
   isCurrent(partition: PartitionId, epoch: number): boolean {
     return this.map.configs[partition]?.epoch === epoch;
   }
-}
-
-function isMember(c: Config, node: NodeId): boolean {
-  return c.primary === node || c.secondaries.includes(node) || c.learners.includes(node);
 }
